@@ -1,0 +1,105 @@
+"""``vessel-relay inspect``: decode a batch file and print its envelopes."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from protocol.batch import decode_batch, read_batch_header
+from protocol.envelopes import Envelope
+from protocol.errors import ProtocolError
+from protocol.signing import VerifyKey
+from vessel_relay.codebooks import default_codebook
+
+
+def _jsonable(value: object) -> object:
+    if isinstance(value, Enum):
+        return value.name.lower()
+    if isinstance(value, bytes):
+        return {"bytes": len(value), "hex": value[:16].hex() + ("..." if len(value) > 16 else "")}
+    if isinstance(value, tuple):
+        return [_jsonable(item) for item in value]
+    return value
+
+
+def envelope_dict(envelope: Envelope) -> dict[str, object]:
+    """An envelope as a JSON-able dict, kind first (sealed bytes shown by size only)."""
+    out: dict[str, object] = {"kind": envelope.KIND.name.lower()}
+    for item in dataclasses.fields(envelope):  # type: ignore[arg-type]
+        value = getattr(envelope, item.name)
+        if value is not None:
+            out[item.name] = _jsonable(value)
+    return out
+
+
+def _key(value: str) -> VerifyKey:
+    path = Path(value)
+    text = path.read_text(encoding="utf-8") if path.exists() else value
+    return VerifyKey.from_hex(text.strip())
+
+
+def inspect(
+    file: Annotated[Path, typer.Argument(help="A batch file (the bytes of one MQTT payload).")],
+    vessel_key: Annotated[
+        str | None, typer.Option(help="Vessel public key (hex, or a file holding it).")
+    ] = None,
+    shore_key: Annotated[
+        str | None, typer.Option(help="Shore public key (hex, or a file), for downlink.")
+    ] = None,
+    no_verify: Annotated[
+        bool, typer.Option("--no-verify", help="Skip the signature check (debugging only).")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Decode a batch file and print its header and envelopes.
+
+    Example: vessel-relay inspect batch.bin --vessel-key 3b6a...e1
+    """
+    try:
+        data = file.read_bytes()
+    except OSError as exc:
+        typer.echo(f"error: cannot read {file}: {exc.strerror}", err=True)
+        raise typer.Exit(1) from exc
+    try:
+        header = read_batch_header(data)
+        key_text = vessel_key if header.direction.name == "UPLINK" else shore_key
+        if key_text is None and not no_verify:
+            needed = "--vessel-key" if header.direction.name == "UPLINK" else "--shore-key"
+            typer.echo(f"error: {header.where} is signed; give {needed} or --no-verify", err=True)
+            raise typer.Exit(1)
+        key = _key(key_text) if key_text is not None else None
+        batch = decode_batch(
+            data, codebook=default_codebook(), verify_key=key, insecure_skip_verify=no_verify
+        )
+    except ProtocolError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    summary = {
+        "direction": batch.direction.name.lower(),
+        "vessel_id": batch.vessel_id,
+        "batch_seq": batch.batch_seq,
+        "batch_minutes": batch.batch_minutes,
+        "bytes": len(data),
+        "verified": key is not None,
+        "frames": [
+            {"codec": f.codec.name.lower(), "dictionary": f.dictionary_id, "bytes": len(f.payload)}
+            for f in batch.frames
+        ],
+        "envelopes": [envelope_dict(envelope) for envelope in batch.envelopes],
+    }
+    if as_json:
+        typer.echo(json.dumps(summary, ensure_ascii=False, indent=1))
+        return
+    typer.echo(
+        f"{header.where}: {len(data)} bytes, {len(batch.envelopes)} envelopes, "
+        f"{'signature verified' if key else 'SIGNATURE NOT CHECKED'}"
+    )
+    for frame in summary["frames"]:  # type: ignore[attr-defined]
+        typer.echo(f"  frame {frame['codec']} dictionary {frame['dictionary']}: {frame['bytes']} B")
+    for envelope in summary["envelopes"]:  # type: ignore[attr-defined]
+        typer.echo("  " + json.dumps(envelope, ensure_ascii=False))
