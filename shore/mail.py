@@ -1,0 +1,548 @@
+"""Mail: a crew member's message as an e-mail to a family, and sending it through a smarthost.
+
+Composition is pure (:func:`compose_family_mail`): stdlib ``email`` with ``policy.SMTP``,
+UTF-8 text, RFC 2047 headers. The ``From`` display name is the crew member's name ("Ko Aung
+via vessel-relay"), the ``Reply-To`` a routed address (:class:`ReplyAddressBook`) that
+brings the family's answer back to that crew member, and the ``Message-ID`` the message's
+idempotency key ``<{vessel_id}.{message_seq}@{relay domain}>``, identical on every retry, so
+a resend after a crash in mid-send is recognisable downstream. A footer in the family's
+language explains replies.
+
+Names and texts from a vessel are untrusted: :func:`clean_header_text` turns every line
+break and control character into a space and drops bidirectional overrides before a name
+reaches a header, so no name can add a header.
+
+Sending (:class:`MailSender`) uses aiosmtplib and turns every answer or error of the
+smarthost into a :class:`~shore.retry.AttemptResult`; it never raises for them.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import logging
+import re
+import unicodedata
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email import policy
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.utils import format_datetime
+
+import aiosmtplib
+import regex
+
+from protocol.envelopes import FailureReason
+from protocol.languages import Language
+from shore.retry import AttemptResult, Outcome, classify_smtp_reply, connection_failure
+
+log = logging.getLogger(__name__)
+
+#: Policy for every message we write: CRLF line ends, lines folded at 78, headers checked.
+MAIL_POLICY = policy.SMTP
+
+#: The most characters of a crew member's name that reach a header.
+MAX_NAME_CHARS = 64
+
+_GRAPHEME = regex.compile(r"\X")
+#: Bidirectional controls: they can make a header read differently from what it is.
+_BIDI_CONTROLS = frozenset(
+    "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+)
+_SPACES = re.compile(r"\s+")
+
+
+def clean_header_text(text: str, max_chars: int = MAX_NAME_CHARS) -> str:
+    """Text fit for one header line: no line breaks or controls, NFC, at most ``max_chars``.
+
+    Every control, line or paragraph separator becomes a space, bidirectional overrides
+    disappear, runs of white space become one space, and the result is cut between
+    grapheme clusters. Joiners (ZWJ, ZWNJ, ZWSP) stay: scripts such as Khmer need them.
+    """
+    chars = []
+    for ch in unicodedata.normalize("NFC", text):
+        if ch in _BIDI_CONTROLS:
+            continue
+        category = unicodedata.category(ch)
+        chars.append(" " if category in ("Cc", "Zl", "Zp", "Cs", "Co", "Cn") else ch)
+    cleaned = _SPACES.sub(" ", "".join(chars)).strip()
+    if len(cleaned) <= max_chars:
+        return cleaned
+    out: list[str] = []
+    length = 0
+    for cluster in _GRAPHEME.findall(cleaned):
+        if length + len(cluster) > max_chars:
+            break
+        out.append(cluster)
+        length += len(cluster)
+    return "".join(out).rstrip()
+
+
+def message_id(vessel_id: int, message_seq: int, relay_domain: str) -> str:
+    """The Message-ID of a crew message: its idempotency key ``(vessel_id, message_seq)``."""
+    return f"<{vessel_id}.{message_seq}@{relay_domain}>"
+
+
+# --- routed reply addresses ----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyRoute:
+    """Where a family's answer goes: a crew member of a vessel, from one of their contacts."""
+
+    vessel_id: int
+    crew: int
+    contact: int
+
+
+_MAC_BYTES = 10  # 80 bits: guessing a valid address takes ~2**79 tries
+_TOKEN = re.compile(r"r-([a-z2-7]{16,80})")
+
+
+class ReplyAddressBook:
+    """Reply-To addresses ``r-{token}@{domain}`` that name a route and cannot be guessed.
+
+    The token is base32 (lower case, so mail systems that fold case keep it) of the route's
+    three numbers as varints followed by an 80-bit HMAC-SHA256 of them. Nothing is stored:
+    the relay's key proves the address is ours. ``keys[0]`` signs; every key verifies, so a
+    key can be rotated while old addresses still work.
+    """
+
+    def __init__(self, keys: Sequence[bytes], domain: str) -> None:
+        if not keys or any(len(key) < 16 for key in keys):
+            raise ValueError("need at least one reply key of 16 bytes or more")
+        if not domain or any(c in domain for c in "@ \r\n<>"):
+            raise ValueError(f"{domain!r} is not a mail domain")
+        self._keys = tuple(keys)
+        self.domain = domain.lower()
+
+    def address_for(self, route: ReplyRoute) -> str:
+        """The Reply-To address for ``route``."""
+        payload = _varint(route.vessel_id) + _varint(route.crew) + _varint(route.contact)
+        raw = payload + self._mac(self._keys[0], payload)
+        token = base64.b32encode(raw).decode("ascii").rstrip("=").lower()
+        return f"r-{token}@{self.domain}"
+
+    def resolve(self, address: str) -> ReplyRoute | None:
+        """The route an address names, or None if it is not one of ours (constant-time MAC)."""
+        local, at, domain = address.strip().strip("<>").rpartition("@")
+        if not at or domain.lower() != self.domain:
+            return None
+        match = _TOKEN.fullmatch(local.lower())
+        if match is None:
+            return None
+        token = match.group(1).upper()
+        try:
+            raw = base64.b32decode(token + "=" * (-len(token) % 8))
+        except (binascii.Error, ValueError):
+            return None
+        if len(raw) <= _MAC_BYTES:
+            return None
+        payload, mac = raw[:-_MAC_BYTES], raw[-_MAC_BYTES:]
+        if not any(hmac.compare_digest(mac, self._mac(key, payload)) for key in self._keys):
+            return None
+        numbers = _read_varints(payload)
+        if numbers is None or len(numbers) != 3:
+            return None
+        return ReplyRoute(*numbers)
+
+    @staticmethod
+    def _mac(key: bytes, payload: bytes) -> bytes:
+        return hmac.new(key, b"vessel-relay reply route\0" + payload, hashlib.sha256).digest()[
+            :_MAC_BYTES
+        ]
+
+
+def _varint(value: int) -> bytes:
+    if value < 0:
+        raise ValueError("route numbers are never negative")
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def _read_varints(data: bytes) -> list[int] | None:
+    numbers: list[int] = []
+    value = shift = 0
+    for byte in data:
+        value |= (byte & 0x7F) << shift
+        shift += 7
+        if shift > 63:
+            return None
+        if not byte & 0x80:
+            numbers.append(value)
+            value = shift = 0
+    return numbers if shift == 0 else None
+
+
+# --- words in the family's language --------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Phrases:
+    """What the relay says to a family, in one language (``{name}``, ``{count}``, ``{limit}``)."""
+
+    subject: str
+    footer: str
+    notice_subject: str
+    notice_intro: str
+    notice_attachments: str
+    notice_truncated: str
+
+
+ENGLISH = Phrases(
+    subject="Message from {name}",
+    footer=(
+        "This message was sent from a fishing vessel through vessel-relay. You can answer "
+        "by replying to this e-mail. Long replies are shortened to about {limit} characters, "
+        "and attachments and pictures are not forwarded."
+    ),
+    notice_subject="Your reply was forwarded, but not all of it",
+    notice_intro="Your reply has been passed on to the fishing vessel, with these changes:",
+    notice_attachments=(
+        "{count} attachment(s) (files or pictures) were not forwarded: the satellite link "
+        "carries text only."
+    ),
+    notice_truncated=(
+        "Your reply was longer than {limit} characters: only the beginning was forwarded. "
+        "The crew member can ask you for the rest."
+    ),
+)
+
+# Translations to be checked by native speakers before production use.
+PHRASES: Mapping[Language, Phrases] = {
+    Language.ENG: ENGLISH,
+    Language.MYA: Phrases(
+        subject="{name} ထံမှ စာ",
+        footer=(
+            "ဤစာကို ငါးဖမ်းသင်္ဘောတစ်စင်းပေါ်မှ vessel-relay မှတစ်ဆင့် ပို့ထားပါသည်။ "
+            "ဤအီးမေးလ်ကို ပြန်စာရေး၍ ဖြေကြားနိုင်ပါသည်။ ရှည်လျားသော ပြန်စာများကို "
+            "စာလုံး {limit} ခန့်အထိ တိုစေမည်ဖြစ်ပြီး ပူးတွဲဖိုင်များနှင့် ဓာတ်ပုံများကို ပို့ပေးမည် မဟုတ်ပါ။"
+        ),
+        notice_subject="သင့်ပြန်စာကို ပို့ပေးပြီးပါပြီ၊ သို့သော် အားလုံးမဟုတ်ပါ",
+        notice_intro="သင့်ပြန်စာကို ငါးဖမ်းသင်္ဘောသို့ ပို့ပေးပြီးပါပြီ။ ပြောင်းလဲမှုများမှာ -",
+        notice_attachments=(
+            "ပူးတွဲဖိုင် {count} ခု (ဖိုင် သို့မဟုတ် ဓာတ်ပုံ) ကို မပို့ပေးနိုင်ပါ - ဂြိုဟ်တုလိုင်းသည် စာသားကိုသာ ပို့ပေးနိုင်ပါသည်။"
+        ),
+        notice_truncated=(
+            "သင့်ပြန်စာသည် စာလုံး {limit} ထက် ရှည်သဖြင့် အစပိုင်းကိုသာ ပို့ပေးပါသည်။ "
+            "ကျန်ရှိသောအပိုင်းကို သင်္ဘောသားက ထပ်မံတောင်းဆိုနိုင်ပါသည်။"
+        ),
+    ),
+    Language.THA: Phrases(
+        subject="ข้อความจาก {name}",
+        footer=(
+            "ข้อความนี้ส่งมาจากเรือประมงผ่าน vessel-relay คุณตอบกลับได้โดยตอบอีเมลนี้ "
+            "ข้อความตอบกลับที่ยาวจะถูกตัดให้เหลือประมาณ {limit} ตัวอักษร "
+            "และจะไม่ส่งต่อไฟล์แนบหรือรูปภาพ"
+        ),
+        notice_subject="ส่งต่อคำตอบของคุณแล้ว แต่ไม่ทั้งหมด",
+        notice_intro="คำตอบของคุณถูกส่งต่อไปยังเรือประมงแล้ว โดยมีการเปลี่ยนแปลงดังนี้:",
+        notice_attachments="ไฟล์แนบ {count} รายการ (ไฟล์หรือรูปภาพ) ไม่ถูกส่งต่อ: ดาวเทียมส่งได้เฉพาะข้อความ",
+        notice_truncated=(
+            "คำตอบของคุณยาวเกิน {limit} ตัวอักษร จึงส่งต่อเฉพาะส่วนต้น ลูกเรือสามารถขอส่วนที่เหลือจากคุณได้"
+        ),
+    ),
+    Language.KHM: Phrases(
+        subject="សារពី {name}",
+        footer=(
+            "សារនេះត្រូវបានផ្ញើពីកប៉ាល់នេសាទតាមរយៈ vessel-relay។ អ្នកអាចឆ្លើយតបដោយឆ្លើយអ៊ីមែលនេះ។ "
+            "ការឆ្លើយតបវែងៗនឹងត្រូវកាត់ឱ្យខ្លីត្រឹមប្រហែល {limit} តួអក្សរ "
+            "ហើយឯកសារភ្ជាប់ និងរូបភាពនឹងមិនត្រូវបានបញ្ជូនបន្តទេ។"
+        ),
+        notice_subject="ការឆ្លើយតបរបស់អ្នកត្រូវបានបញ្ជូនបន្ត ប៉ុន្តែមិនទាំងអស់ទេ",
+        notice_intro="ការឆ្លើយតបរបស់អ្នកត្រូវបានបញ្ជូនទៅកប៉ាល់នេសាទ ដោយមានការផ្លាស់ប្តូរទាំងនេះ៖",
+        notice_attachments=(
+            "ឯកសារភ្ជាប់ {count} (ឯកសារ ឬរូបភាព) មិនត្រូវបានបញ្ជូនបន្តទេ៖ ខ្សែផ្កាយរណបដឹកតែអត្ថបទប៉ុណ្ណោះ។"
+        ),
+        notice_truncated=(
+            "ការឆ្លើយតបរបស់អ្នកវែងជាង {limit} តួអក្សរ៖ មានតែផ្នែកដំបូងប៉ុណ្ណោះដែលត្រូវបានបញ្ជូន។ "
+            "នាវិកអាចសុំផ្នែកដែលនៅសល់ពីអ្នក។"
+        ),
+    ),
+    Language.LAO: Phrases(
+        subject="ຂໍ້ຄວາມຈາກ {name}",
+        footer=(
+            "ຂໍ້ຄວາມນີ້ຖືກສົ່ງມາຈາກເຮືອຫາປາຜ່ານ vessel-relay. ທ່ານສາມາດຕອບໄດ້ໂດຍການຕອບອີເມວນີ້. "
+            "ຄຳຕອບທີ່ຍາວຈະຖືກຕັດໃຫ້ເຫຼືອປະມານ {limit} ຕົວອັກສອນ "
+            "ແລະ ໄຟລ໌ແນບ ແລະ ຮູບພາບຈະບໍ່ຖືກສົ່ງຕໍ່."
+        ),
+        notice_subject="ຄຳຕອບຂອງທ່ານຖືກສົ່ງຕໍ່ແລ້ວ ແຕ່ບໍ່ທັງໝົດ",
+        notice_intro="ຄຳຕອບຂອງທ່ານຖືກສົ່ງຕໍ່ໄປຫາເຮືອຫາປາແລ້ວ ໂດຍມີການປ່ຽນແປງດັ່ງນີ້:",
+        notice_attachments=(
+            "ໄຟລ໌ແນບ {count} ລາຍການ (ໄຟລ໌ ຫຼື ຮູບພາບ) ບໍ່ໄດ້ຖືກສົ່ງຕໍ່: ສັນຍານດາວທຽມສົ່ງໄດ້ແຕ່ຂໍ້ຄວາມ."
+        ),
+        notice_truncated=(
+            "ຄຳຕອບຂອງທ່ານຍາວເກີນ {limit} ຕົວອັກສອນ: ສົ່ງຕໍ່ສະເພາະສ່ວນຕົ້ນ. ລູກເຮືອສາມາດຂໍສ່ວນທີ່ເຫຼືອຈາກທ່ານໄດ້."
+        ),
+    ),
+    Language.VIE: Phrases(
+        subject="Tin nhắn từ {name}",
+        footer=(
+            "Tin nhắn này được gửi từ một tàu cá qua vessel-relay. Bạn có thể trả lời bằng cách "
+            "trả lời email này. Thư trả lời dài sẽ được rút ngắn còn khoảng {limit} ký tự, "
+            "tệp đính kèm và hình ảnh sẽ không được chuyển tiếp."
+        ),
+        notice_subject="Thư trả lời của bạn đã được chuyển, nhưng không đầy đủ",
+        notice_intro="Thư trả lời của bạn đã được chuyển đến tàu cá, với những thay đổi sau:",
+        notice_attachments=(
+            "{count} tệp đính kèm (tệp hoặc hình ảnh) không được chuyển tiếp: "
+            "đường truyền vệ tinh chỉ mang văn bản."
+        ),
+        notice_truncated=(
+            "Thư trả lời của bạn dài hơn {limit} ký tự: chỉ phần đầu được chuyển tiếp. "
+            "Thuyền viên có thể hỏi bạn phần còn lại."
+        ),
+    ),
+    Language.IND: Phrases(
+        subject="Pesan dari {name}",
+        footer=(
+            "Pesan ini dikirim dari kapal penangkap ikan melalui vessel-relay. Anda dapat "
+            "menjawab dengan membalas email ini. Balasan yang panjang dipersingkat menjadi "
+            "sekitar {limit} karakter, dan lampiran serta gambar tidak diteruskan."
+        ),
+        notice_subject="Balasan Anda sudah diteruskan, tetapi tidak seluruhnya",
+        notice_intro="Balasan Anda sudah diteruskan ke kapal penangkap ikan, dengan perubahan ini:",
+        notice_attachments=(
+            "{count} lampiran (file atau gambar) tidak diteruskan: jalur satelit hanya "
+            "membawa teks."
+        ),
+        notice_truncated=(
+            "Balasan Anda lebih dari {limit} karakter: hanya bagian awal yang diteruskan. "
+            "Awak kapal dapat meminta sisanya kepada Anda."
+        ),
+    ),
+    Language.TGL: Phrases(
+        subject="Mensahe mula kay {name}",
+        footer=(
+            "Ipinadala ang mensaheng ito mula sa isang barkong pangisda sa pamamagitan ng "
+            "vessel-relay. Maaari kang sumagot sa pag-reply sa email na ito. Paiikliin ang "
+            "mahahabang sagot sa humigit-kumulang {limit} character, at hindi ipapasa ang mga "
+            "attachment at larawan."
+        ),
+        notice_subject="Naipasa ang iyong sagot, pero hindi lahat",
+        notice_intro="Naipasa na sa barkong pangisda ang iyong sagot, na may mga pagbabagong ito:",
+        notice_attachments=(
+            "Hindi naipasa ang {count} attachment (file o larawan): teksto lamang ang "
+            "dinadala ng satellite."
+        ),
+        notice_truncated=(
+            "Mas mahaba sa {limit} character ang iyong sagot: ang simula lamang ang naipasa. "
+            "Maaaring hingin sa iyo ng tripulante ang natitira."
+        ),
+    ),
+}
+
+#: BCP 47 tags for ``Content-Language``.
+LANGUAGE_TAGS: Mapping[Language, str] = {
+    Language.ENG: "en",
+    Language.MYA: "my",
+    Language.THA: "th",
+    Language.KHM: "km",
+    Language.LAO: "lo",
+    Language.VIE: "vi",
+    Language.IND: "id",
+    Language.TGL: "tl",
+    Language.SHN: "shn",
+}
+
+
+def phrases_for(lang: Language | None) -> Phrases:
+    """The phrases in ``lang``, or English when we have no translation."""
+    return PHRASES.get(lang, ENGLISH) if lang is not None else ENGLISH
+
+
+# --- composing ------------------------------------------------------------------------------
+
+
+class InvalidAddress(ValueError):
+    """A family contact's e-mail address cannot be written into a message."""
+
+
+@dataclass(frozen=True, slots=True)
+class FamilyMail:
+    """One crew message to one family e-mail contact (everything composition needs)."""
+
+    vessel_id: int
+    message_seq: int
+    route: ReplyRoute
+    crew_name: str
+    to_address: str
+    text: str
+    contact_lang: Language | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MailIdentity:
+    """Who the relay is in mail: its domain, sender address and reply settings."""
+
+    relay_domain: str
+    from_address: str
+    reply_limit_chars: int = 1000
+
+    def __post_init__(self) -> None:
+        try:
+            Address(addr_spec=self.from_address)
+        except (ValueError, IndexError) as exc:
+            raise ValueError(f"from_address {self.from_address!r} is not an address") from exc
+
+
+def display_name(crew_name: str) -> str:
+    """The ``From`` display name: "{crew name} via vessel-relay" (name cleaned)."""
+    name = clean_header_text(crew_name)
+    return f"{name} via vessel-relay" if name else "vessel-relay"
+
+
+def check_address(address: str) -> Address:
+    """A family e-mail address as a header ``Address``; :class:`InvalidAddress` if it is not."""
+    if any(unicodedata.category(c) in ("Cc", "Zl", "Zp") for c in address) or " " in address:
+        raise InvalidAddress("address contains spaces or control characters")
+    try:
+        parsed = Address(addr_spec=address)
+    except (ValueError, IndexError) as exc:
+        raise InvalidAddress("not an e-mail address") from exc
+    if not parsed.username or not parsed.domain or "." not in parsed.domain:
+        raise InvalidAddress("not an e-mail address with a domain")
+    if not parsed.username.isascii():
+        raise InvalidAddress("non-ASCII mailbox names need SMTPUTF8, which we do not use")
+    return parsed
+
+
+def compose_family_mail(
+    mail: FamilyMail, identity: MailIdentity, reply_book: ReplyAddressBook, now: float
+) -> EmailMessage:
+    """The e-mail for ``mail`` (pure, apart from ``now``, the Date in seconds since 1970).
+
+    Raises :class:`InvalidAddress` when the family's address cannot be used.
+    """
+    to = check_address(mail.to_address)
+    words = phrases_for(mail.contact_lang)
+    name = clean_header_text(mail.crew_name) or "vessel-relay"
+    message = EmailMessage(policy=MAIL_POLICY)
+    message["From"] = Address(
+        display_name=display_name(mail.crew_name), addr_spec=identity.from_address
+    )
+    message["To"] = Address(addr_spec=to.addr_spec)
+    message["Reply-To"] = Address(
+        display_name=display_name(mail.crew_name), addr_spec=reply_book.address_for(mail.route)
+    )
+    message["Subject"] = clean_header_text(words.subject.format(name=name), 200)
+    message["Date"] = format_datetime(datetime.fromtimestamp(now, UTC))
+    message["Message-ID"] = message_id(mail.vessel_id, mail.message_seq, identity.relay_domain)
+    if mail.contact_lang is not None and mail.contact_lang in LANGUAGE_TAGS:
+        message["Content-Language"] = LANGUAGE_TAGS[mail.contact_lang]
+    body = unicodedata.normalize("NFC", mail.text).replace("\r\n", "\n").replace("\r", "\n")
+    footer = words.footer.format(limit=f"{identity.reply_limit_chars:,}")
+    if words is not ENGLISH:
+        footer += "\n\n" + ENGLISH.footer.format(limit=f"{identity.reply_limit_chars:,}")
+    message.set_content(f"{body}\n\n-- \n{footer}\n", charset="utf-8", cte=_cte(body))
+    return message
+
+
+def _cte(text: str) -> str:
+    """Quoted-printable for mostly-ASCII text, base64 for other scripts (shorter)."""
+    non_ascii = sum(1 for c in text if ord(c) > 127)
+    return "quoted-printable" if non_ascii * 4 < len(text) else "base64"
+
+
+# --- sending --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SmtpConfig:
+    """The smarthost that takes our family e-mail."""
+
+    host: str = "localhost"
+    port: int = 25
+    #: True: require STARTTLS; False: never; None: use it when offered.
+    starttls: bool | None = None
+    #: Implicit TLS from the first byte (port 465).
+    use_tls: bool = False
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    timeout_s: float = 60.0
+    validate_certs: bool = True
+    #: The envelope sender (bounces go here).
+    envelope_from: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MailStatistics:
+    """Counters for the status page."""
+
+    attempts: int
+    delivered: int
+    transient_failures: int
+    permanent_failures: int
+
+
+class MailSender:
+    """Sends composed messages to the smarthost; one SMTP session per message."""
+
+    def __init__(self, config: SmtpConfig) -> None:
+        self.config = config
+        self._counts = {outcome: 0 for outcome in Outcome}
+
+    def statistics(self) -> MailStatistics:
+        """Counters since start."""
+        return MailStatistics(
+            sum(self._counts.values()),
+            self._counts[Outcome.DELIVERED],
+            self._counts[Outcome.TRANSIENT],
+            self._counts[Outcome.PERMANENT],
+        )
+
+    async def send(self, message: EmailMessage, recipient: str | None = None) -> AttemptResult:
+        """Send ``message`` (to ``recipient``, or its ``To``); the smarthost's answer."""
+        result = await self._send(message, recipient)
+        self._counts[result.outcome] += 1
+        log.info("mail %s: %s", result.outcome.value, result.detail)
+        return result
+
+    async def _send(self, message: EmailMessage, recipient: str | None) -> AttemptResult:
+        config = self.config
+        recipients = [recipient] if recipient is not None else None
+        try:
+            _refused, reply = await aiosmtplib.send(
+                message,
+                sender=config.envelope_from,
+                recipients=recipients,
+                hostname=config.host,
+                port=config.port,
+                start_tls=config.starttls,
+                use_tls=config.use_tls,
+                username=config.username,
+                password=config.password,
+                timeout=config.timeout_s,
+                validate_certs=config.validate_certs,
+            )
+        except aiosmtplib.SMTPRecipientsRefused as exc:
+            first = exc.recipients[0]
+            return classify_smtp_reply(first.code, first.message)
+        except (
+            aiosmtplib.SMTPSenderRefused,
+            aiosmtplib.SMTPHeloError,
+            aiosmtplib.SMTPAuthenticationError,
+            aiosmtplib.SMTPConnectResponseError,
+        ) as exc:
+            # Our own set-up is refused: the operator must act; don't fail the family.
+            return AttemptResult.transient(FailureReason.PROVIDER_ERROR, f"smtp {exc.code} (relay)")
+        except aiosmtplib.SMTPResponseException as exc:
+            return classify_smtp_reply(exc.code, exc.message)
+        except aiosmtplib.SMTPTimeoutError:
+            return connection_failure("smtp timeout (the message may have been sent)")
+        except aiosmtplib.SMTPNotSupported:
+            return AttemptResult.transient(FailureReason.PROVIDER_ERROR, "smtp starttls missing")
+        except (aiosmtplib.SMTPException, OSError) as exc:
+            return connection_failure(f"smtp connection ({type(exc).__name__})")
+        return classify_smtp_reply(250, reply.split(" ", 1)[-1] if reply else "")
