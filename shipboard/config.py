@@ -1,0 +1,643 @@
+"""Config: one TOML file read into frozen dataclasses and validated before anything starts.
+
+Every error names the file, the key and the fix. Paths in the file are relative to the
+file's own directory. With no file at all, :func:`default_config` gives a demo set-up on
+loopback (demo keys: never use it on a real vessel).
+
+Some settings are refused outright because they would let the owner weaken the grievance
+channel: lowering the reserved grievance/SOS budget below its floor, turning grievances
+off, making them wait longer than family messages, or giving anyone on board a copy.
+
+Example file::
+
+    [vessel]
+    id = 42
+    name = "Sea Star 7"
+    signing_key = "keys/vessel.key"
+
+    [shore]
+    broker = "mqtts://relay.example.org:8883"
+    public_key = "64 hex digits"
+    mqtt_version = "5"            # or "3.1.1"
+
+    [link]
+    profile = "iridium-certus"
+    monthly_budget_bytes = 40_000_000
+
+    [quota]
+    crew_text_bytes = 1_048_576   # never below the rule's 1 MB
+
+    [grievances]
+    reserve_bytes = 262_144       # may be raised, never lowered below the floor
+
+    [latency_minutes]
+    message = 360
+    grievance = 60
+
+    [time]
+    zone = "Asia/Bangkok"
+
+    [[unions]]
+    id = 1
+    name = "Fishers' Rights Network"
+    public_key = "64 hex digits (X25519)"
+    languages = ["tha", "mya"]
+
+    [data]
+    directory = "/var/lib/vessel-relay"
+
+    [intake]
+    smtp_host = "0.0.0.0"
+    smtp_port = 587
+    http_host = "0.0.0.0"
+    http_port = 8080
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import nacl.public
+
+from protocol.languages import Language
+from protocol.signing import SigningKey
+from shipboard.errors import ConfigError
+
+#: Link profiles known when shipboard/profiles.py is not there yet (it defines the real ones).
+_FALLBACK_PROFILES: tuple[str, ...] = ("iridium-certus", "fleetbroadband", "vsat")
+
+#: The Thai rule: at least 1 MB of text per person per month (used if protocol.quota is absent).
+_FALLBACK_RULE_MONTHLY_TEXT_BYTES = 1_000_000
+
+DEFAULT_CREW_TEXT_BYTES = 1024 * 1024
+#: Bytes a month kept for grievance reports and SOS, outside every crew quota and budget.
+DEFAULT_GRIEVANCE_RESERVE_BYTES = 256 * 1024
+#: The floor: a config may raise the reserve, never put it below this.
+MIN_GRIEVANCE_RESERVE_BYTES = 64 * 1024
+#: Latest a grievance may wait for a session, and the latest an SOS may wait (minutes).
+MAX_GRIEVANCE_LATENCY_MINUTES = 24 * 60
+MAX_SOS_LATENCY_MINUTES = 5
+
+DEFAULT_LATENCY_MINUTES: Mapping[str, int] = {"sos": 0, "grievance": 60, "message": 360}
+
+#: Keys that would give someone on board grievance content or switch the channel off.
+_FORBIDDEN_GRIEVANCE_KEYS: Mapping[str, str] = {
+    "enabled": "grievance reports cannot be turned off",
+    "disabled": "grievance reports cannot be turned off",
+    "owner_copy": "nobody on board may receive a copy of grievance reports",
+    "copy_to": "nobody on board may receive a copy of grievance reports",
+    "cc": "nobody on board may receive a copy of grievance reports",
+    "owner_key": "grievance reports are sealed to the union's key only",
+    "escrow_key": "grievance reports are sealed to the union's key only",
+    "store_plaintext": "grievance reports are sealed before they are stored",
+    "log_content": "grievance content is never logged",
+    "quota": "grievance reports are outside every quota",
+    "max_per_month": "grievance reports cannot be limited in number",
+}
+
+
+def rule_monthly_text_bytes() -> int:
+    """The rule's monthly minimum of text per crew member (from protocol.quota if present)."""
+    try:
+        quota = importlib.import_module("protocol.quota")
+    except ImportError:
+        return _FALLBACK_RULE_MONTHLY_TEXT_BYTES
+    value = getattr(quota, "RULE_MONTHLY_TEXT_BYTES", _FALLBACK_RULE_MONTHLY_TEXT_BYTES)
+    return int(value)
+
+
+def link_profile_names() -> tuple[str, ...]:
+    """Names of the built-in link profiles (from shipboard.profiles if present)."""
+    try:
+        profiles = importlib.import_module("shipboard.profiles")
+    except ImportError:
+        return _FALLBACK_PROFILES
+    for attribute in ("PROFILES", "LINK_PROFILES", "PROFILE_NAMES"):
+        value = getattr(profiles, attribute, None)
+        if isinstance(value, Mapping):
+            return tuple(str(name) for name in value)
+        if isinstance(value, (tuple, list, frozenset, set)):
+            return tuple(sorted(str(name) for name in value))
+    return _FALLBACK_PROFILES
+
+
+# --- the dataclasses ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class VesselConfig:
+    """Who this vessel is."""
+
+    vessel_id: int
+    name: str
+    signing_key_path: Path
+
+
+@dataclass(frozen=True, slots=True)
+class ShoreConfig:
+    """Where the shore relay's broker is and how we know the shore."""
+
+    broker_url: str
+    public_key_hex: str
+    mqtt_version: str  # "5" or "3.1.1"
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+
+    @property
+    def tls(self) -> bool:
+        """Whether the broker URL asks for TLS (``mqtts://``)."""
+        return urlsplit(self.broker_url).scheme == "mqtts"
+
+    @property
+    def host(self) -> str:
+        """The broker's host name."""
+        return urlsplit(self.broker_url).hostname or "127.0.0.1"
+
+    @property
+    def port(self) -> int:
+        """The broker's port (1883 for mqtt://, 8883 for mqtts:// unless given)."""
+        return urlsplit(self.broker_url).port or (8883 if self.tls else 1883)
+
+
+@dataclass(frozen=True, slots=True)
+class LinkConfig:
+    """The satellite link: its profile (see shipboard.profiles) and the monthly budget."""
+
+    profile: str
+    monthly_budget_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaConfig:
+    """Per crew member text quota, and the reserve kept for grievances and SOS."""
+
+    crew_text_bytes: int = DEFAULT_CREW_TEXT_BYTES
+    grievance_reserve_bytes: int = DEFAULT_GRIEVANCE_RESERVE_BYTES
+
+
+@dataclass(frozen=True, slots=True)
+class UnionConfig:
+    """A union or NGO that receives grievance reports (sealed to its X25519 key)."""
+
+    union_id: int
+    name: str
+    public_key: bytes
+    languages: tuple[Language, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class IntakeConfig:
+    """Where crew members' phones reach the agent on the vessel LAN."""
+
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = 2525
+    tls_cert_path: Path | None = None
+    tls_key_path: Path | None = None
+    http_host: str = "127.0.0.1"
+    http_port: int = 8080
+
+
+@dataclass(frozen=True, slots=True)
+class ShipConfig:
+    """Everything the shipboard agent needs, validated."""
+
+    vessel: VesselConfig
+    shore: ShoreConfig
+    link: LinkConfig
+    quota: QuotaConfig
+    latency_minutes: Mapping[str, int]
+    time_zone: ZoneInfo
+    unions: tuple[UnionConfig, ...]
+    data_dir: Path
+    intake: IntakeConfig
+    source: str = "<defaults>"
+
+    @property
+    def database_path(self) -> Path:
+        """The outbox database file."""
+        return self.data_dir / "outbox.sqlite3"
+
+    @property
+    def shore_verify_key_hex(self) -> str:
+        """The shore's Ed25519 public key, hex."""
+        return self.shore.public_key_hex
+
+    def union(self, union_id: int) -> UnionConfig | None:
+        """The union with this id, if the vessel knows it."""
+        for union in self.unions:
+            if union.union_id == union_id:
+                return union
+        return None
+
+    def tls_paths(self) -> tuple[Path, Path]:
+        """The intake's TLS certificate and key (made at ``ship init`` if not configured)."""
+        cert = self.intake.tls_cert_path or self.data_dir / "intake-cert.pem"
+        key = self.intake.tls_key_path or self.data_dir / "intake-key.pem"
+        return cert, key
+
+
+# --- reading and checking ----------------------------------------------------------------
+
+
+class _Table:
+    """One TOML table being read: tracks used keys so unknown ones are reported."""
+
+    def __init__(self, source: str, name: str, raw: object) -> None:
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{source}: [{name}] must be a table, not {type(raw).__name__}")
+        self.source = source
+        self.name = name
+        self.raw: dict[str, Any] = raw
+        self.used: set[str] = set()
+
+    def where(self, key: str) -> str:
+        return f"{self.source}: {self.name}.{key}"
+
+    def get(
+        self, key: str, kind: type | tuple[type, ...], default: Any = ..., *, fix: str = ""
+    ) -> Any:
+        self.used.add(key)
+        if key not in self.raw:
+            if default is ...:
+                raise ConfigError(f"{self.where(key)} is missing; {fix or 'add it'}")
+            return default
+        value = self.raw[key]
+        if kind is int and (isinstance(value, bool) or not isinstance(value, int)):
+            raise ConfigError(f"{self.where(key)} must be a whole number, not {value!r}")
+        if kind is not int and not isinstance(value, kind):
+            names = (
+                kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+            )
+            raise ConfigError(f"{self.where(key)} must be a {names}, not {value!r}")
+        return value
+
+    def finish(self) -> None:
+        unknown = sorted(set(self.raw) - self.used)
+        if unknown:
+            known = ", ".join(sorted(self.used))
+            raise ConfigError(
+                f"{self.where(unknown[0])} is not a known setting; "
+                f"known keys in [{self.name}]: {known}"
+            )
+
+
+def _hex_key(where: str, value: str, what: str) -> bytes:
+    try:
+        key = bytes.fromhex(value.strip())
+    except ValueError:
+        key = b""
+    if len(key) != 32:
+        raise ConfigError(f"{where} must be the {what} as 64 hex digits, not {value[:20]!r}")
+    return key
+
+
+def _positive(table: _Table, key: str, default: Any = ..., *, fix: str = "") -> int:
+    value: int = table.get(key, int, default, fix=fix)
+    if value <= 0:
+        raise ConfigError(f"{table.where(key)} must be above zero, not {value}")
+    return value
+
+
+def _port(table: _Table, key: str, default: int) -> int:
+    value: int = table.get(key, int, default)
+    if not 0 < value < 65536:
+        raise ConfigError(f"{table.where(key)} must be a TCP port from 1 to 65535, not {value}")
+    return value
+
+
+def _path(base: Path, value: str) -> Path:
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else base / path
+
+
+def _read_vessel(table: _Table, base: Path) -> VesselConfig:
+    vessel_id = table.get("id", int, fix="the vessel id the shore registry gave (e.g. id = 42)")
+    if not 0 < vessel_id < 2**53:
+        raise ConfigError(f"{table.where('id')} must be a positive whole number, not {vessel_id}")
+    name = table.get("name", str, fix='e.g. name = "Sea Star 7"')
+    key = table.get("signing_key", str, fix='run "vessel-relay ship init" or set a key path')
+    table.finish()
+    return VesselConfig(vessel_id, name, _path(base, key))
+
+
+def _read_shore(table: _Table) -> ShoreConfig:
+    url = table.get("broker", str, fix='e.g. broker = "mqtts://relay.example.org:8883"')
+    parts = urlsplit(url)
+    if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
+        raise ConfigError(
+            f"{table.where('broker')} = {url!r} is not a broker URL; write "
+            '"mqtt://HOST:PORT" or "mqtts://HOST:PORT"'
+        )
+    try:
+        _ = parts.port
+    except ValueError:
+        raise ConfigError(f"{table.where('broker')} has a bad port in {url!r}") from None
+    if parts.username or parts.password:
+        raise ConfigError(
+            f"{table.where('broker')} must not hold credentials; use shore.username and "
+            "shore.password"
+        )
+    public_key = table.get("public_key", str, fix="the shore's Ed25519 public key, 64 hex digits")
+    _hex_key(table.where("public_key"), public_key, "shore's Ed25519 public key")
+    version = table.get("mqtt_version", (str, int), "5")
+    version = str(version)
+    if version not in ("5", "3.1.1"):
+        raise ConfigError(f'{table.where("mqtt_version")} must be "5" or "3.1.1", not {version!r}')
+    username = table.get("username", str, None)
+    password = table.get("password", str, None)
+    if (username is None) != (password is None):
+        raise ConfigError(
+            f"{table.where('username')}: give both shore.username and shore.password, or neither"
+        )
+    table.finish()
+    return ShoreConfig(url, public_key.strip().lower(), version, username, password)
+
+
+def _read_link(table: _Table) -> LinkConfig:
+    names = link_profile_names()
+    profile = table.get("profile", str, "iridium-certus")
+    if profile not in names:
+        raise ConfigError(
+            f"{table.where('profile')} = {profile!r} is not a known link profile; "
+            f"choose one of: {', '.join(names)}"
+        )
+    budget = _positive(table, "monthly_budget_bytes", 40_000_000)
+    table.finish()
+    return LinkConfig(profile, budget)
+
+
+def _read_quota(quota: _Table, grievances: _Table) -> QuotaConfig:
+    rule = rule_monthly_text_bytes()
+    crew_text = _positive(quota, "crew_text_bytes", DEFAULT_CREW_TEXT_BYTES)
+    if crew_text < rule:
+        raise ConfigError(
+            f"{quota.where('crew_text_bytes')} = {crew_text} is below the legal minimum of "
+            f"{rule} bytes of text per crew member per month; set it to {rule} or more"
+        )
+    if "grievance_reserve_bytes" in quota.raw:
+        raise ConfigError(
+            f"{quota.where('grievance_reserve_bytes')}: the reserve belongs in "
+            "[grievances] reserve_bytes"
+        )
+    quota.finish()
+    for key, why in _FORBIDDEN_GRIEVANCE_KEYS.items():
+        if key in grievances.raw:
+            raise ConfigError(
+                f"{grievances.where(key)} is refused: {why}. Remove this line; the grievance "
+                "channel cannot be weakened from the vessel"
+            )
+    reserve = _positive(grievances, "reserve_bytes", DEFAULT_GRIEVANCE_RESERVE_BYTES)
+    if reserve < MIN_GRIEVANCE_RESERVE_BYTES:
+        raise ConfigError(
+            f"{grievances.where('reserve_bytes')} = {reserve} is refused: the grievance and SOS "
+            f"reserve cannot be lowered below {MIN_GRIEVANCE_RESERVE_BYTES} bytes a month; "
+            "raise it or remove the line"
+        )
+    grievances.finish()
+    return QuotaConfig(crew_text, reserve)
+
+
+def _read_latency(table: _Table) -> dict[str, int]:
+    latency = dict(DEFAULT_LATENCY_MINUTES)
+    for kind in DEFAULT_LATENCY_MINUTES:
+        value: int = table.get(kind, int, latency[kind])
+        if value < 0:
+            raise ConfigError(f"{table.where(kind)} must be zero or more minutes, not {value}")
+        latency[kind] = value
+    table.finish()
+    if latency["sos"] > MAX_SOS_LATENCY_MINUTES:
+        raise ConfigError(
+            f"{table.where('sos')} = {latency['sos']} is refused: an SOS goes out within "
+            f"{MAX_SOS_LATENCY_MINUTES} minutes; remove the line"
+        )
+    if latency["grievance"] > min(MAX_GRIEVANCE_LATENCY_MINUTES, latency["message"]):
+        raise ConfigError(
+            f"{table.where('grievance')} = {latency['grievance']} is refused: a grievance report "
+            "may not wait longer than a family message or a day; lower it or remove the line"
+        )
+    return latency
+
+
+def _read_unions(source: str, raw: object) -> tuple[UnionConfig, ...]:
+    if not isinstance(raw, list) or not raw:
+        raise ConfigError(
+            f"{source}: [[unions]] must list at least one union that receives grievance "
+            "reports (id, name, public_key, languages); grievances cannot be turned off"
+        )
+    unions: list[UnionConfig] = []
+    for index, item in enumerate(raw):
+        table = _Table(source, f"unions[{index}]", item)
+        union_id = table.get("id", int, fix="a small number that names the union on the link")
+        if not 0 < union_id < 2**16:
+            raise ConfigError(f"{table.where('id')} must be from 1 to 65535, not {union_id}")
+        name = table.get("name", str, fix='e.g. name = "Fishers\' Rights Network"')
+        key_hex = table.get("public_key", str, fix="the union's X25519 public key, 64 hex digits")
+        key = _hex_key(table.where("public_key"), key_hex, "union's X25519 public key")
+        try:
+            nacl.public.PublicKey(key)
+        except Exception as exc:
+            raise ConfigError(f"{table.where('public_key')} is not an X25519 key") from exc
+        codes = table.get("languages", list, ["eng"])
+        try:
+            languages = tuple(Language.from_code(str(code)) for code in codes)
+        except ValueError as exc:
+            raise ConfigError(f"{table.where('languages')}: {exc}") from None
+        table.finish()
+        if any(union.union_id == union_id for union in unions):
+            raise ConfigError(f"{table.where('id')}: union id {union_id} is listed twice")
+        unions.append(UnionConfig(union_id, name, key, languages))
+    return tuple(unions)
+
+
+def _read_intake(table: _Table, base: Path) -> IntakeConfig:
+    cert = table.get("tls_cert", str, None)
+    key = table.get("tls_key", str, None)
+    if (cert is None) != (key is None):
+        raise ConfigError(
+            f"{table.where('tls_cert')}: give both intake.tls_cert and intake.tls_key, or "
+            "neither (a self-signed pair is made at ship init)"
+        )
+    intake = IntakeConfig(
+        smtp_host=table.get("smtp_host", str, "127.0.0.1"),
+        smtp_port=_port(table, "smtp_port", 2525),
+        tls_cert_path=_path(base, cert) if cert else None,
+        tls_key_path=_path(base, key) if key else None,
+        http_host=table.get("http_host", str, "127.0.0.1"),
+        http_port=_port(table, "http_port", 8080),
+    )
+    table.finish()
+    return intake
+
+
+_TOP_LEVEL = (
+    "vessel",
+    "shore",
+    "link",
+    "quota",
+    "grievances",
+    "latency_minutes",
+    "time",
+    "unions",
+    "data",
+    "intake",
+)
+
+
+def parse_config(document: Mapping[str, Any], *, source: str, base: Path) -> ShipConfig:
+    """Validate a parsed TOML document; ``base`` is where relative paths start."""
+    unknown = sorted(set(document) - set(_TOP_LEVEL))
+    if unknown:
+        if unknown[0] in _FORBIDDEN_GRIEVANCE_KEYS:
+            raise ConfigError(
+                f"{source}: {unknown[0]} is refused: {_FORBIDDEN_GRIEVANCE_KEYS[unknown[0]]}"
+            )
+        raise ConfigError(
+            f"{source}: [{unknown[0]}] is not a known section; known: {', '.join(_TOP_LEVEL)}"
+        )
+
+    def table(name: str, required: bool = False) -> _Table:
+        if required and name not in document:
+            raise ConfigError(f"{source}: the [{name}] section is missing")
+        return _Table(source, name, document.get(name, {}))
+
+    vessel = _read_vessel(table("vessel", required=True), base)
+    shore = _read_shore(table("shore", required=True))
+    link = _read_link(table("link"))
+    quota = _read_quota(table("quota"), table("grievances"))
+    if link.monthly_budget_bytes < quota.grievance_reserve_bytes:
+        raise ConfigError(
+            f"{source}: link.monthly_budget_bytes ({link.monthly_budget_bytes}) is below the "
+            f"grievance reserve ({quota.grievance_reserve_bytes}); raise the budget"
+        )
+    latency = _read_latency(table("latency_minutes"))
+    time_table = table("time")
+    zone_name = time_table.get("zone", str, "UTC")
+    try:
+        zone = ZoneInfo(zone_name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(
+            f"{time_table.where('zone')} = {zone_name!r} is not a time zone; "
+            'write an IANA name such as "Asia/Bangkok"'
+        ) from None
+    time_table.finish()
+    unions = _read_unions(source, document.get("unions"))
+    data_table = table("data")
+    data_dir = _path(base, data_table.get("directory", str, "data"))
+    data_table.finish()
+    intake = _read_intake(table("intake"), base)
+    return ShipConfig(
+        vessel=vessel,
+        shore=shore,
+        link=link,
+        quota=quota,
+        latency_minutes=latency,
+        time_zone=zone,
+        unions=unions,
+        data_dir=data_dir,
+        intake=intake,
+        source=source,
+    )
+
+
+def load_config(path: Path) -> ShipConfig:
+    """Read and validate the TOML file at ``path``; raise :class:`ConfigError` naming the fix."""
+    try:
+        with path.open("rb") as handle:
+            document = tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{path}: no such file; run 'vessel-relay ship init --data DIR' to make one"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read it ({exc.strerror})") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc})") from exc
+    return parse_config(document, source=str(path), base=path.resolve().parent)
+
+
+# --- demo defaults -----------------------------------------------------------------------
+
+#: Public demo seeds: anyone can derive these keys. For the loopback demo only.
+DEMO_SHORE_SEED = hashlib.sha256(b"vessel-relay demo shore signing key").digest()
+DEMO_UNION_SEED = hashlib.sha256(b"vessel-relay demo union key").digest()
+
+
+def demo_shore_signing_key() -> SigningKey:
+    """The demo shore's signing key (public knowledge: demo only)."""
+    return SigningKey.from_seed(DEMO_SHORE_SEED)
+
+
+def demo_union_private_key() -> bytes:
+    """The demo union's X25519 private key (public knowledge: demo only)."""
+    return DEMO_UNION_SEED
+
+
+def default_document(data_dir: Path) -> dict[str, Any]:
+    """The embedded default settings as a TOML-shaped dict (what ``ship init`` writes)."""
+    union_public = bytes(nacl.public.PrivateKey(DEMO_UNION_SEED).public_key)
+    return {
+        "vessel": {"id": 1, "name": "Demo Vessel", "signing_key": "vessel.key"},
+        "shore": {
+            "broker": "mqtt://127.0.0.1:1883",
+            "public_key": demo_shore_signing_key().verify_key.hex(),
+            "mqtt_version": "5",
+        },
+        "link": {"profile": "iridium-certus", "monthly_budget_bytes": 40_000_000},
+        "quota": {"crew_text_bytes": DEFAULT_CREW_TEXT_BYTES},
+        "grievances": {"reserve_bytes": DEFAULT_GRIEVANCE_RESERVE_BYTES},
+        "latency_minutes": dict(DEFAULT_LATENCY_MINUTES),
+        "time": {"zone": "Asia/Bangkok"},
+        "unions": [
+            {
+                "id": 1,
+                "name": "Demo Union (demo key: not secret)",
+                "public_key": union_public.hex(),
+                "languages": ["eng", "tha", "mya"],
+            }
+        ],
+        "data": {"directory": str(data_dir)},
+        "intake": {
+            "smtp_host": "127.0.0.1",
+            "smtp_port": 2525,
+            "http_host": "127.0.0.1",
+            "http_port": 8080,
+        },
+    }
+
+
+def default_config(data_dir: Path) -> ShipConfig:
+    """The embedded defaults: a demo vessel on loopback with public demo keys."""
+    return parse_config(default_document(data_dir), source="<defaults>", base=data_dir)
+
+
+def to_toml(document: Mapping[str, Any]) -> str:
+    """Write a config document (tables of strings, numbers and lists) as TOML text."""
+    lines: list[str] = []
+
+    def scalar(value: object) -> str:
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        if isinstance(value, int):
+            return str(value)
+        if isinstance(value, str):
+            escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+            return f'"{escaped}"'
+        if isinstance(value, list):
+            return "[" + ", ".join(scalar(item) for item in value) + "]"
+        raise TypeError(f"cannot write {value!r} as TOML")
+
+    for name, section in document.items():
+        items = section if isinstance(section, list) else [section]
+        for item in items:
+            lines.append(f"[[{name}]]" if isinstance(section, list) else f"[{name}]")
+            lines.extend(f"{key} = {scalar(value)}" for key, value in item.items())
+            lines.append("")
+    return "\n".join(lines)

@@ -1,0 +1,324 @@
+"""Crew register: crew members, their PINs and their family contacts, in the outbox database.
+
+A crew member is known on board by a **crew number** (their index on the link) and signs
+in to the web page and the SMTP intake with that number and a PIN that is printed once,
+when they are added (or when a new one is made). Only a scrypt hash of the PIN is kept.
+
+From the same PIN, with a second salt, sign-in derives a **case key** that never touches
+the disk: it tags the crew member's grievance reports so that only they find their cases
+on board (see :func:`shipboard.outbox.reporter_tag`). A new PIN therefore also hides the
+old cases from the page; the union still has them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import re
+import secrets
+import sqlite3
+from dataclasses import dataclass
+from typing import Literal
+
+from protocol.languages import Language
+from shipboard.errors import CrewRegisterError, NotSignedIn
+from shipboard.outbox import Outbox
+
+logger = logging.getLogger(__name__)
+
+PIN_DIGITS = 8
+_SCRYPT = {"n": 2**14, "r": 8, "p": 1, "dklen": 32}
+_EMAIL = re.compile(r"^[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+$")
+_PHONE = re.compile(r"^\+[1-9][0-9]{6,14}$")
+
+ContactChannel = Literal["email", "sms"]
+
+
+@dataclass(frozen=True, slots=True)
+class CrewMember:
+    """One crew member as registered (the PIN hash stays in the database)."""
+
+    crew: int
+    name: str
+    document: str  # Seabook or work-permit number
+    nationality: str
+    language: Language
+    signed_off: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Contact:
+    """A family contact of a crew member."""
+
+    contact: int
+    crew: int
+    channel: ContactChannel
+    address: str
+    name: str | None
+    language: Language | None
+
+
+@dataclass(frozen=True, slots=True)
+class SignedIn:
+    """A crew member who proved their PIN, with the case key derived from it."""
+
+    member: CrewMember
+    case_key: bytes
+
+
+def new_pin() -> str:
+    """A fresh random PIN of :data:`PIN_DIGITS` digits."""
+    return "".join(secrets.choice("0123456789") for _ in range(PIN_DIGITS))
+
+
+def _hash(pin: str, salt: bytes) -> bytes:
+    return hashlib.scrypt(pin.encode("utf-8"), salt=salt, **_SCRYPT)
+
+
+def normalise_address(channel: ContactChannel, address: str) -> str:
+    """Check and normalise a contact address (e-mail, or phone number in +E.164 form)."""
+    text = address.strip()
+    if channel == "email":
+        if not _EMAIL.match(text) or len(text) > 254:
+            raise CrewRegisterError(f"{text!r} is not an e-mail address (name@example.org)")
+        local, _, domain = text.rpartition("@")
+        return f"{local}@{domain.lower()}"
+    digits = re.sub(r"[\s\-().]", "", text)
+    if not _PHONE.match(digits):
+        raise CrewRegisterError(
+            f"{text!r} is not a phone number in international form (+ country code, e.g. "
+            "+959123456789)"
+        )
+    return digits
+
+
+class CrewRegister:
+    """Adds, changes and signs off crew members and their contacts (in the outbox DB)."""
+
+    def __init__(self, outbox: Outbox) -> None:
+        self.outbox = outbox
+
+    def add(
+        self, *, name: str, document: str, nationality: str, language: Language, now: float
+    ) -> tuple[CrewMember, str]:
+        """Register a crew member; returns them and their PIN (show it once, keep no copy)."""
+        name, document, nationality = (
+            _clean(name, "name"),
+            _clean(document, "document"),
+            (_clean(nationality, "nationality")),
+        )
+        pin = new_pin()
+        pin_salt, case_salt = secrets.token_bytes(16), secrets.token_bytes(16)
+        try:
+            with self.outbox.transaction("add the crew member") as db:
+                cursor = db.execute(
+                    "INSERT INTO crew (name, document, nationality, language, pin_salt, "
+                    "pin_hash, case_salt, added_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        name,
+                        document,
+                        nationality,
+                        language.code,
+                        pin_salt,
+                        _hash(pin, pin_salt),
+                        case_salt,
+                        now,
+                    ),
+                )
+                crew = cursor.lastrowid
+        except sqlite3.IntegrityError:
+            raise CrewRegisterError(
+                "a crew member with this document number is already on board; use "
+                "'crew update' to change them, or 'crew sign-off' first"
+            ) from None
+        assert crew is not None
+        logger.info("crew member %d added", crew)
+        return CrewMember(crew, name, document, nationality, language, False), pin
+
+    def update(
+        self,
+        crew: int,
+        *,
+        name: str | None = None,
+        document: str | None = None,
+        nationality: str | None = None,
+        language: Language | None = None,
+        reset_pin: bool = False,
+    ) -> tuple[CrewMember, str | None]:
+        """Change a crew member's details; with ``reset_pin`` make and return a new PIN."""
+        changes: dict[str, object] = {}
+        if name is not None:
+            changes["name"] = _clean(name, "name")
+        if document is not None:
+            changes["document"] = _clean(document, "document")
+        if nationality is not None:
+            changes["nationality"] = _clean(nationality, "nationality")
+        if language is not None:
+            changes["language"] = language.code
+        pin = None
+        if reset_pin:
+            pin = new_pin()
+            pin_salt = secrets.token_bytes(16)
+            changes.update(
+                pin_salt=pin_salt, pin_hash=_hash(pin, pin_salt), case_salt=secrets.token_bytes(16)
+            )
+        self.get(crew)
+        if changes:
+            assignments = ", ".join(f"{column} = ?" for column in changes)
+            try:
+                with self.outbox.transaction("update the crew member") as db:
+                    db.execute(
+                        f"UPDATE crew SET {assignments} WHERE crew = ?", (*changes.values(), crew)
+                    )
+            except sqlite3.IntegrityError:
+                raise CrewRegisterError(
+                    "another crew member on board has this document number"
+                ) from None
+        logger.info("crew member %d updated", crew)
+        return self.get(crew), pin
+
+    def sign_off(self, crew: int, now: float) -> CrewMember:
+        """Mark a crew member as signed off (their messages already accepted still go)."""
+        member = self.get(crew)
+        if member.signed_off:
+            raise CrewRegisterError(f"crew member {crew} is already signed off")
+        with self.outbox.transaction("sign off the crew member") as db:
+            db.execute("UPDATE crew SET signed_off_at = ? WHERE crew = ?", (now, crew))
+        logger.info("crew member %d signed off", crew)
+        return self.get(crew)
+
+    def get(self, crew: int) -> CrewMember:
+        """The crew member with this number (signed off or not)."""
+        with self.outbox.reading() as db:
+            row = db.execute(
+                "SELECT crew, name, document, nationality, language, signed_off_at "
+                "FROM crew WHERE crew = ?",
+                (crew,),
+            ).fetchone()
+        if row is None:
+            raise CrewRegisterError(f"there is no crew member number {crew}; see 'crew list'")
+        return _member(row)
+
+    def members(self, *, include_signed_off: bool = False) -> list[CrewMember]:
+        """Crew members, by number."""
+        where = "" if include_signed_off else "WHERE signed_off_at IS NULL"
+        with self.outbox.reading() as db:
+            rows = db.execute(
+                "SELECT crew, name, document, nationality, language, signed_off_at "
+                f"FROM crew {where} ORDER BY crew"
+            ).fetchall()
+        return [_member(row) for row in rows]
+
+    def sign_in(self, crew: int, pin: str) -> SignedIn:
+        """Check a crew number and PIN; raise :class:`NotSignedIn` with a sentence if wrong."""
+        with self.outbox.reading() as db:
+            row = db.execute(
+                "SELECT crew, name, document, nationality, language, signed_off_at, pin_salt, "
+                "pin_hash, case_salt FROM crew WHERE crew = ?",
+                (crew,),
+            ).fetchone()
+        if row is None:
+            _hash(pin, b"0" * 16)  # same work either way: do not tell which part was wrong
+            raise NotSignedIn("The crew number or the PIN is wrong. Ask the captain for a new PIN.")
+        if not hmac.compare_digest(_hash(pin, bytes(row[6])), bytes(row[7])):
+            raise NotSignedIn("The crew number or the PIN is wrong. Ask the captain for a new PIN.")
+        member = _member(row[:6])
+        if member.signed_off:
+            raise NotSignedIn("You are signed off this vessel; messages can no longer be sent.")
+        return SignedIn(member, _hash(pin, bytes(row[8])))
+
+    # contacts ----------------------------------------------------------------------------
+
+    def add_contact(
+        self,
+        crew: int,
+        *,
+        channel: ContactChannel,
+        address: str,
+        name: str | None,
+        language: Language | None,
+        now: float,
+    ) -> Contact:
+        """Add a family contact (announced to the shore in the next batch)."""
+        if channel not in ("email", "sms"):
+            raise CrewRegisterError(f"channel must be 'email' or 'sms', not {channel!r}")
+        member = self.get(crew)
+        if member.signed_off:
+            raise CrewRegisterError(f"crew member {crew} is signed off")
+        clean = normalise_address(channel, address)
+        contact_name = _clean(name, "contact name") if name else None
+        try:
+            with self.outbox.transaction("add the contact") as db:
+                cursor = db.execute(
+                    "INSERT INTO contacts (crew, channel, address, name, language, added_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    (crew, channel, clean, contact_name, language.code if language else None, now),
+                )
+                contact = cursor.lastrowid
+        except sqlite3.IntegrityError:
+            raise CrewRegisterError("this contact is already in the crew member's list") from None
+        assert contact is not None
+        logger.info("contact %d added for crew member %d", contact, crew)
+        return Contact(contact, crew, channel, clean, contact_name, language)
+
+    def contacts(self, crew: int) -> list[Contact]:
+        """The crew member's family contacts."""
+        with self.outbox.reading() as db:
+            rows = db.execute(
+                "SELECT contact, crew, channel, address, name, language FROM contacts "
+                "WHERE crew = ? ORDER BY contact",
+                (crew,),
+            ).fetchall()
+        return [_contact(row) for row in rows]
+
+    def find_contact(self, crew: int, channel: ContactChannel, address: str) -> Contact | None:
+        """The crew member's contact with this address, if there is one."""
+        try:
+            clean = normalise_address(channel, address)
+        except CrewRegisterError:
+            return None
+        for contact in self.contacts(crew):
+            if contact.channel == channel and contact.address.lower() == clean.lower():
+                return contact
+        return None
+
+    def contact(self, crew: int, contact: int) -> Contact | None:
+        """The crew member's contact with this number, if it is theirs."""
+        for item in self.contacts(crew):
+            if item.contact == contact:
+                return item
+        return None
+
+
+def _clean(value: str, what: str) -> str:
+    text = " ".join(value.split())
+    if not text:
+        raise CrewRegisterError(f"the {what} is empty")
+    if len(text) > 200:
+        raise CrewRegisterError(f"the {what} is longer than 200 characters")
+    return text
+
+
+def _member(row: tuple[object, ...] | sqlite3.Row) -> CrewMember:
+    crew, name, document, nationality, language, signed_off_at = tuple(row)
+    return CrewMember(
+        crew=int(str(crew)),
+        name=str(name),
+        document=str(document),
+        nationality=str(nationality),
+        language=Language.from_code(str(language)),
+        signed_off=signed_off_at is not None,
+    )
+
+
+def _contact(row: tuple[object, ...]) -> Contact:
+    contact, crew, channel, address, name, language = row
+    return Contact(
+        contact=int(str(contact)),
+        crew=int(str(crew)),
+        channel="email" if channel == "email" else "sms",
+        address=str(address),
+        name=str(name) if name is not None else None,
+        language=Language.from_code(str(language)) if language else None,
+    )

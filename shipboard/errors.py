@@ -1,0 +1,134 @@
+"""Errors: the one hierarchy of the shipboard agent, drawn here.
+
+Crew-facing refusals carry a sentence a crew member understands (``.sentence``) and are
+turned into an SMTP reply or an HTTP problem detail at the boundary; operator-facing
+errors name the file, the key or the state and say what to do.
+
+::
+
+    ShipboardError                    (base; never raised itself)
+    ├── ConfigError                   a setting is missing, malformed or not allowed
+    ├── OutboxUnavailable             the outbox cannot commit (disk full, read-only, broken)
+    ├── IllegalTransition             a message state change the state table forbids (a bug)
+    ├── NothingToSend                 make_batch() was asked for an empty batch
+    ├── CrewRegisterError             a crew or contact change the register refuses
+    └── IntakeRefused                 a crew member's message is refused (they are told why)
+        ├── NotSignedIn               unknown crew number, wrong PIN, signed off, expired
+        ├── UnknownContact            a recipient that is not in the crew member's contacts
+        ├── MessageTooLarge           over the size limit for one message
+        ├── BadText                   text that cannot be read (encoding, control characters)
+        ├── QuotaExceeded             not enough of this month's text quota left
+        └── UnknownUnion              a grievance to a union this vessel does not know
+"""
+
+from __future__ import annotations
+
+
+class ShipboardError(Exception):
+    """Base of every error the shipboard agent raises on purpose."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class ConfigError(ShipboardError):
+    """A configuration setting is missing, malformed or refused; the message says the fix."""
+
+
+class OutboxUnavailable(ShipboardError):
+    """The outbox cannot store anything now (disk full, read-only, corrupt): nothing was saved."""
+
+    sentence = (
+        "The message was NOT saved: the storage on board is full or broken. "
+        "Please try again later and tell the captain or the union."
+    )
+
+
+class IllegalTransition(ShipboardError):
+    """A message state change that the state table does not allow."""
+
+    def __init__(self, event: str, state: str, message_seq: int | None = None) -> None:
+        where = f"message {message_seq}" if message_seq is not None else "a message"
+        super().__init__(f"event {event!r} is not allowed for {where} in state {state!r}")
+        self.event = event
+        self.state = state
+        self.message_seq = message_seq
+
+
+class NothingToSend(ShipboardError):
+    """make_batch() found no message, contact change or acknowledgement to put in a batch."""
+
+
+class CrewRegisterError(ShipboardError):
+    """A crew or contact change that the register refuses (unknown crew, duplicate, ...)."""
+
+
+class IntakeRefused(ShipboardError):
+    """A crew member's message or report is refused; ``sentence`` is what they are told."""
+
+    #: Short machine name, used as the problem type and in logs.
+    code = "refused"
+    #: HTTP status and SMTP reply code for this refusal.
+    http_status = 400
+    smtp_code = 550
+
+    def __init__(self, sentence: str) -> None:
+        super().__init__(sentence)
+        self.sentence = sentence
+
+
+class NotSignedIn(IntakeRefused):
+    """Unknown crew number, wrong PIN, signed-off crew member or expired session."""
+
+    code = "not-signed-in"
+    http_status = 401
+    smtp_code = 535
+
+
+class UnknownContact(IntakeRefused):
+    """The recipient is not in the crew member's family contacts."""
+
+    code = "unknown-contact"
+    http_status = 404
+    smtp_code = 550
+
+
+class MessageTooLarge(IntakeRefused):
+    """The message is over the size limit for one message."""
+
+    code = "too-large"
+    http_status = 413
+    smtp_code = 552
+
+
+class BadText(IntakeRefused):
+    """The text cannot be read (bad encoding, control characters, empty)."""
+
+    code = "bad-text"
+    http_status = 422
+    smtp_code = 550
+
+
+class QuotaExceeded(IntakeRefused):
+    """Not enough of this month's text quota left for this message."""
+
+    code = "quota-exceeded"
+    http_status = 429
+    smtp_code = 452
+
+    def __init__(self, sentence: str, *, remaining_bytes: int, needed_bytes: int) -> None:
+        super().__init__(sentence)
+        self.remaining_bytes = remaining_bytes
+        self.needed_bytes = needed_bytes
+
+
+class UnknownUnion(IntakeRefused):
+    """A grievance report addressed to a union that this vessel does not know."""
+
+    code = "unknown-union"
+    http_status = 404
+    smtp_code = 550
