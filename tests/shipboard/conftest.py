@@ -1,0 +1,123 @@
+"""Fixtures for the shipboard tests: an outbox in a temporary directory, crew, keys, a test shore."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from protocol.batch import Batch, Direction, decode_batch, encode_batch
+from protocol.codebook import Codebook
+from protocol.envelopes import Envelope
+from protocol.languages import Language
+from protocol.signing import SigningKey
+from shipboard.config import ShipConfig, default_config
+from shipboard.crew import Contact, CrewMember, CrewRegister
+from shipboard.outbox import Outbox
+from vessel_relay.codebooks import default_codebook
+
+VESSEL_ID = 1
+NOW = 1_790_000_000.0  # a fixed wall-clock time (2026-09)
+
+
+@pytest.fixture(scope="session")
+def codebook() -> Codebook:
+    return default_codebook()
+
+
+@pytest.fixture
+def vessel_key() -> SigningKey:
+    return SigningKey.from_seed(bytes(range(32)))
+
+
+@pytest.fixture
+def shore_key() -> SigningKey:
+    return SigningKey.from_seed(bytes(range(1, 33)))
+
+
+@pytest.fixture
+def outbox(tmp_path: Path) -> Iterator[Outbox]:
+    box = Outbox.open(tmp_path / "outbox.sqlite3", VESSEL_ID)
+    try:
+        yield box
+    finally:
+        box.close()
+
+
+@pytest.fixture
+def register(outbox: Outbox) -> CrewRegister:
+    return CrewRegister(outbox)
+
+
+@dataclass
+class Crew:
+    member: CrewMember
+    pin: str
+    mother: Contact
+    brother: Contact
+
+
+@pytest.fixture
+def crew(register: CrewRegister) -> Crew:
+    member, pin = register.add(
+        name="Aung Min", document="SB-0012345", nationality="MM", language=Language.MYA, now=NOW
+    )
+    mother = register.add_contact(
+        member.crew, channel="email", address="mother@example.org", name="Mother",
+        language=Language.MYA, now=NOW,
+    )
+    brother = register.add_contact(
+        member.crew, channel="sms", address="+959123456789", name="Brother", language=None, now=NOW
+    )
+    return Crew(member, pin, mother, brother)
+
+
+@pytest.fixture
+def ship_config(tmp_path: Path) -> ShipConfig:
+    return default_config(tmp_path)
+
+
+@dataclass
+class TestShore:
+    """A minimal shore built on protocol/: verifies uplink batches, signs downlink ones."""
+
+    codebook: Codebook
+    vessel_key: SigningKey
+    shore_key: SigningKey
+    next_downlink: int = 1
+    received: list[Batch] = field(default_factory=list)
+
+    __test__ = False
+
+    def receive(self, data: bytes) -> Batch:
+        batch = decode_batch(
+            data,
+            codebook=self.codebook,
+            verify_key=self.vessel_key.verify_key,
+            direction=Direction.UPLINK,
+        )
+        self.received.append(batch)
+        return batch
+
+    def downlink(self, envelopes: Sequence[Envelope], minutes: int = int(NOW // 60)) -> Batch:
+        data = encode_batch(
+            envelopes,
+            direction=Direction.DOWNLINK,
+            vessel_id=VESSEL_ID,
+            batch_seq=self.next_downlink,
+            batch_minutes=minutes,
+            signing_key=self.shore_key,
+            codebook=self.codebook,
+        )
+        self.next_downlink += 1
+        return decode_batch(
+            data, codebook=self.codebook, verify_key=self.shore_key.verify_key,
+            direction=Direction.DOWNLINK,
+        )
+
+
+@pytest.fixture
+def shore(codebook: Codebook, vessel_key: SigningKey, shore_key: SigningKey) -> TestShore:
+    return TestShore(codebook, vessel_key, shore_key)

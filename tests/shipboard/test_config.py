@@ -1,0 +1,121 @@
+"""Configuration: every mistake is named with its file, key and fix, and no setting may
+weaken the grievance channel."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from shipboard.config import (
+    MIN_GRIEVANCE_RESERVE_BYTES,
+    ConfigError,
+    default_config,
+    default_document,
+    load_config,
+    to_toml,
+)
+
+
+def _write(tmp_path: Path, document: dict[str, Any]) -> Path:
+    path = tmp_path / "ship.toml"
+    path.write_text(to_toml(document), encoding="utf-8")
+    return path
+
+
+def test_defaults_round_trip_through_a_file(tmp_path: Path) -> None:
+    """The embedded demo defaults, written out by ship init, load back unchanged."""
+    path = _write(tmp_path, default_document(tmp_path / "data"))
+    config = load_config(path)
+    defaults = default_config(tmp_path / "data")
+    assert (config.shore, config.link, config.quota, config.unions, config.intake) == (
+        defaults.shore, defaults.link, defaults.quota, defaults.unions, defaults.intake
+    )
+    assert config.quota.crew_text_bytes == 1024 * 1024
+    assert config.shore.port == 1883 and not config.shore.tls
+    assert str(config.time_zone) == "Asia/Bangkok"
+    assert config.vessel.signing_key_path == tmp_path / "vessel.key"
+
+
+def _broken(tmp_path: Path, change: dict[str, Any]) -> str:
+    document = default_document(tmp_path)
+    for dotted, value in change.items():
+        section, _, key = dotted.partition(".")
+        if key:
+            if value is None:
+                document[section].pop(key, None)
+            else:
+                document[section][key] = value
+        elif value is None:
+            document.pop(section)
+        else:
+            document[section] = value
+    with pytest.raises(ConfigError) as refused:
+        load_config(_write(tmp_path, document))
+    message = str(refused.value)
+    assert str(tmp_path / "ship.toml") in message
+    return message
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ({"vessel.id": None}, "vessel.id is missing"),
+        ({"vessel.id": "forty-two"}, "vessel.id must be a whole number"),
+        ({"shore.broker": "http://relay:80"}, 'write "mqtt://HOST:PORT"'),
+        ({"shore.public_key": "abc"}, "shore.public_key must be the shore's Ed25519"),
+        ({"shore.mqtt_version": "4"}, 'must be "5" or "3.1.1"'),
+        ({"shore.username": "ship"}, "give both shore.username and shore.password"),
+        ({"link.profile": "starlink-gold"}, "choose one of: iridium-certus"),
+        ({"link.monthly_budget_bytes": 0}, "must be above zero"),
+        ({"quota.crew_text_bytes": 500_000}, "below the legal minimum"),
+        ({"time.zone": "Mars/Olympus"}, "is not a time zone"),
+        ({"intake.smtp_port": 70000}, "TCP port from 1 to 65535"),
+        ({"intake.tls_cert": "cert.pem"}, "give both intake.tls_cert and intake.tls_key"),
+        ({"vessel.colour": "red"}, "vessel.colour is not a known setting"),
+        ({"radio": {}}, "[radio] is not a known section"),
+    ],
+)
+def test_mistakes_name_the_key_and_the_fix(
+    tmp_path: Path, change: dict[str, Any], expected: str
+) -> None:
+    """An owner who mistypes a setting learns which key, in which file, and what to write."""
+    assert expected in _broken(tmp_path, change)
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ({"grievances.reserve_bytes": MIN_GRIEVANCE_RESERVE_BYTES - 1}, "cannot be lowered"),
+        ({"grievances.enabled": False}, "cannot be turned off"),
+        ({"grievances.owner_copy": "captain@vessel"}, "nobody on board may receive a copy"),
+        ({"grievances.escrow_key": "00" * 32}, "sealed to the union's key only"),
+        ({"grievances.quota": 1000}, "outside every quota"),
+        ({"unions": None}, "grievances cannot be turned off"),
+        ({"unions": []}, "at least one union"),
+        ({"latency_minutes.grievance": 2000}, "may not wait longer"),
+        ({"latency_minutes.sos": 60}, "an SOS goes out within"),
+        ({"link.monthly_budget_bytes": 1000}, "below the grievance reserve"),
+    ],
+)
+def test_settings_that_weaken_grievances_are_refused(
+    tmp_path: Path, change: dict[str, Any], expected: str
+) -> None:
+    """The owner cannot lower the reserved grievance/SOS budget, switch grievances off,
+    delay them, or get a copy: the agent refuses to start and says why."""
+    assert expected in _broken(tmp_path, change)
+
+
+def test_missing_file_says_how_to_make_one(tmp_path: Path) -> None:
+    """Starting with a config path that does not exist points at ship init."""
+    with pytest.raises(ConfigError, match="ship init"):
+        load_config(tmp_path / "nope.toml")
+
+
+def test_bad_toml_is_reported(tmp_path: Path) -> None:
+    """A file that is not TOML is reported with its name."""
+    path = tmp_path / "ship.toml"
+    path.write_text("[vessel\nid = ", encoding="utf-8")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(path)
