@@ -1,0 +1,384 @@
+"""Delivery: workers that take due deliveries from the store and deliver each exactly once.
+
+The store is the queue. A worker loops::
+
+    claim_due_deliveries(now, limit, worker)
+      -> record_attempt(key, now, worker)        # committed *before* anything leaves
+      -> send: family e-mail (smarthost) | SMS (provider) | sealed report to the union inbox
+      -> finish_delivery(key, outcome, reason, now)   # delivered, or failed with a reason
+         or reschedule_delivery(key, due_at, detail, now)   # transient: backoff
+
+``finish_delivery`` is where the store queues the receipt to the vessel
+(:func:`receipt_for` builds it: ``DeliveryReceipt(DELIVERED)`` or ``DeliveryFailure(reason)``)
+in the same transaction, so a final outcome and its receipt are never apart.
+
+A delivery claimed with an attempt recorded but never finished was being sent when a worker
+died: it may already be in the family's inbox. It is sent again with the same Message-ID
+(the idempotency key ``<{vessel_id}.{message_seq}@{relay domain}>``) and counted in
+:meth:`DeliveryWorker.statistics` as a *repeat*. Grievance reports stay sealed: the worker
+hands the ciphertext to the union inbox and never looks inside.
+
+Logs name vessel ids, sequence numbers, outcomes and reasons; never addresses or text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from enum import Enum
+from typing import Literal, Protocol
+
+from protocol.envelopes import (
+    Channel,
+    DeliveryFailure,
+    DeliveryReceipt,
+    FailureReason,
+    ReceiptStage,
+)
+from protocol.languages import Language
+from shore.mail import (
+    FamilyMail,
+    InvalidAddress,
+    MailIdentity,
+    MailSender,
+    ReplyAddressBook,
+    ReplyRoute,
+    clean_header_text,
+    compose_family_mail,
+)
+from shore.retry import AttemptResult, RetryPolicy, decide
+from shore.sms import SmsProvider
+
+log = logging.getLogger(__name__)
+
+
+class Destination(Enum):
+    """Where a delivery goes."""
+
+    EMAIL = "email"
+    SMS = "sms"
+    UNION = "union"
+
+    @classmethod
+    def for_channel(cls, channel: Channel) -> Destination:
+        """The destination of a family contact's channel."""
+        return cls.EMAIL if channel is Channel.EMAIL else cls.SMS
+
+
+#: What ``finish_delivery`` is told.
+FinalOutcome = Literal["delivered", "failed"]
+
+
+class DueDelivery(Protocol):
+    """A claimed delivery, as the store hands it over (read-only attributes)."""
+
+    @property
+    def key(self) -> object:
+        """The store's id of the delivery; passed back unchanged."""
+
+    @property
+    def vessel_id(self) -> int: ...
+    @property
+    def message_seq(self) -> int: ...
+    @property
+    def destination(self) -> Destination: ...
+
+    @property
+    def crew(self) -> int | None:
+        """The crew member (None for a grievance report: the shore must not know who)."""
+
+    @property
+    def contact(self) -> int | None: ...
+    @property
+    def crew_name(self) -> str | None: ...
+    @property
+    def contact_lang(self) -> Language | None: ...
+
+    @property
+    def address(self) -> str | None:
+        """The family's e-mail address or E.164 phone number."""
+
+    @property
+    def text(self) -> str | None:
+        """The message text (quick codes already expanded by the store)."""
+
+    @property
+    def union(self) -> int | None: ...
+    @property
+    def sealed(self) -> bytes | None: ...
+
+    @property
+    def accepted_at(self) -> float:
+        """When the message was accepted ashore (the deadline counts from here)."""
+
+    @property
+    def attempts(self) -> int:
+        """Attempts recorded so far."""
+
+    @property
+    def unfinished_attempt(self) -> bool:
+        """Whether the last recorded attempt never got an outcome (a possible duplicate)."""
+
+
+class DeliveryStore(Protocol):
+    """The store methods a delivery worker needs (``shore/store.py`` implements them)."""
+
+    async def claim_due_deliveries(
+        self, now: float, limit: int, worker: str
+    ) -> Sequence[DueDelivery]: ...
+
+    async def record_attempt(self, key: object, now: float, worker: str) -> None: ...
+
+    async def finish_delivery(
+        self, key: object, outcome: FinalOutcome, reason: FailureReason | None, now: float
+    ) -> None: ...
+
+    async def reschedule_delivery(
+        self, key: object, due_at: float, detail: str, now: float
+    ) -> None: ...
+
+    async def deliver_to_union_inbox(
+        self, union: int, vessel_id: int, message_seq: int, sealed: bytes, now: float
+    ) -> None:
+        """Put a sealed report in the union's inbox (idempotent per vessel and sequence)."""
+
+
+def receipt_for(
+    message_seq: int, outcome: FinalOutcome, reason: FailureReason | None, now: float
+) -> DeliveryReceipt | DeliveryFailure:
+    """The downlink envelope that tells the crew member a delivery's final outcome."""
+    minutes = int(now // 60)
+    if outcome == "delivered":
+        return DeliveryReceipt(message_seq, ReceiptStage.DELIVERED, minutes)
+    return DeliveryFailure(message_seq, reason or FailureReason.PROVIDER_ERROR, minutes)
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryStatistics:
+    """Counters for the status page."""
+
+    attempts: int
+    delivered: int
+    failed: int
+    retries_scheduled: int
+    #: Attempts made for a delivery whose previous attempt never finished (possible duplicate).
+    repeats: int
+    #: Deliveries left claimed because the store failed mid-way (they come back later).
+    errors: int
+    failed_by_reason: dict[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryConfig:
+    """How a worker claims and paces work."""
+
+    worker: str = "relay-1"
+    batch_size: int = 20
+    concurrency: int = 8
+    #: The longest a worker sleeps when there is nothing due (the doorbell wakes it sooner).
+    idle_s: float = 5.0
+    #: Pause after the store failed, before trying again.
+    error_pause_s: float = 5.0
+    #: Characters of the crew member's name in front of an SMS (the family's phone shows
+    #: only the relay's number).
+    sms_name_chars: int = 24
+
+
+class DeliveryWorker:
+    """Delivers due messages; ``await run(stopping, doorbell)`` inside the relay's task group.
+
+    ``sms`` may be None when no SMS provider is configured: SMS deliveries then wait
+    (transient) until the deadline. ``clock`` gives wall-clock seconds.
+    """
+
+    def __init__(
+        self,
+        store: DeliveryStore,
+        mail: MailSender,
+        identity: MailIdentity,
+        reply_book: ReplyAddressBook,
+        sms: SmsProvider | None = None,
+        *,
+        policy: RetryPolicy | None = None,
+        config: DeliveryConfig | None = None,
+        rng: random.Random | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.mail = mail
+        self.identity = identity
+        self.reply_book = reply_book
+        self.sms = sms
+        self.policy = policy or RetryPolicy()
+        self.config = config or DeliveryConfig()
+        self.rng = rng or random.Random()
+        self.clock = clock
+        self._attempts = self._delivered = self._failed = 0
+        self._retries = self._repeats = self._errors = 0
+        self._by_reason: dict[str, int] = {}
+
+    def statistics(self) -> DeliveryStatistics:
+        """Counters since start."""
+        return DeliveryStatistics(
+            self._attempts,
+            self._delivered,
+            self._failed,
+            self._retries,
+            self._repeats,
+            self._errors,
+            dict(self._by_reason),
+        )
+
+    async def run(self, stopping: asyncio.Event, doorbell: asyncio.Event | None = None) -> None:
+        """Deliver until ``stopping`` is set; a pass in progress finishes first.
+
+        ``doorbell`` (set by ingest when new deliveries are queued) wakes the worker early.
+        """
+        bell = doorbell or asyncio.Event()
+        while not stopping.is_set():
+            try:
+                done = await self.deliver_due()
+            except Exception:
+                self._errors += 1
+                log.exception("delivery pass failed; retrying in %.0f s", self.config.error_pause_s)
+                await _wait_any(stopping, None, self.config.error_pause_s)
+                continue
+            if done >= self.config.batch_size:
+                continue  # more may be due right away
+            bell.clear()
+            await _wait_any(stopping, bell, self.config.idle_s)
+
+    async def deliver_due(self) -> int:
+        """One pass: claim up to a batch of due deliveries and deliver them; how many."""
+        now = self.clock()
+        due = await self.store.claim_due_deliveries(now, self.config.batch_size, self.config.worker)
+        if not due:
+            return 0
+        limit = asyncio.Semaphore(self.config.concurrency)
+
+        async def one(delivery: DueDelivery) -> None:
+            async with limit:
+                try:
+                    await self.deliver_one(delivery)
+                except Exception:
+                    # The store failed: the delivery stays claimed and comes back after its
+                    # lease; if it was sent, that later try counts as a repeat.
+                    self._errors += 1
+                    log.exception(
+                        "delivery of vessel %d message %d interrupted",
+                        delivery.vessel_id,
+                        delivery.message_seq,
+                    )
+
+        async with asyncio.TaskGroup() as group:
+            for delivery in due:
+                group.create_task(one(delivery))
+        return len(due)
+
+    async def deliver_one(self, delivery: DueDelivery) -> None:
+        """Record the attempt, send, and record the outcome of one claimed delivery."""
+        worker = self.config.worker
+        attempt = delivery.attempts + 1
+        if delivery.unfinished_attempt:
+            self._repeats += 1
+            log.warning(
+                "vessel %d message %d: previous attempt never finished; resending (repeat)",
+                delivery.vessel_id,
+                delivery.message_seq,
+            )
+        await self.store.record_attempt(delivery.key, self.clock(), worker)
+        self._attempts += 1
+        result = await self._send(delivery)
+        now = self.clock()
+        decision = decide(result, attempt, delivery.accepted_at, now, self.policy, self.rng)
+        where = f"vessel {delivery.vessel_id} message {delivery.message_seq}"
+        if decision.retry_at is not None:
+            await self.store.reschedule_delivery(
+                delivery.key, decision.retry_at, decision.result.detail, now
+            )
+            self._retries += 1
+            log.info(
+                "%s: attempt %d %s (%s); retry in %.0f s",
+                where,
+                attempt,
+                result.outcome.value,
+                result.detail,
+                decision.retry_at - now,
+            )
+            return
+        if decision.delivered:
+            await self.store.finish_delivery(delivery.key, "delivered", None, now)
+            self._delivered += 1
+            log.info("%s: delivered (%s)", where, decision.result.detail)
+            return
+        reason = decision.reason or FailureReason.PROVIDER_ERROR
+        await self.store.finish_delivery(delivery.key, "failed", reason, now)
+        self._failed += 1
+        self._by_reason[reason.name] = self._by_reason.get(reason.name, 0) + 1
+        log.info("%s: failed %s (%s)", where, reason.name, decision.result.detail)
+
+    async def _send(self, delivery: DueDelivery) -> AttemptResult:
+        destination = delivery.destination
+        if destination is Destination.UNION:
+            return await self._to_union(delivery)
+        if not delivery.address:
+            return AttemptResult.permanent(FailureReason.UNKNOWN_CONTACT, "no address")
+        if not delivery.text:
+            return AttemptResult.permanent(FailureReason.REJECTED_BY_RELAY, "no text")
+        if destination is Destination.EMAIL:
+            return await self._to_email(delivery, delivery.address, delivery.text)
+        return await self._to_sms(delivery, delivery.address, delivery.text)
+
+    async def _to_email(self, delivery: DueDelivery, address: str, text: str) -> AttemptResult:
+        if delivery.crew is None or delivery.contact is None:
+            return AttemptResult.permanent(FailureReason.UNKNOWN_CONTACT, "no crew or contact")
+        family_mail = FamilyMail(
+            vessel_id=delivery.vessel_id,
+            message_seq=delivery.message_seq,
+            route=ReplyRoute(delivery.vessel_id, delivery.crew, delivery.contact),
+            crew_name=delivery.crew_name or "",
+            to_address=address,
+            text=text,
+            contact_lang=delivery.contact_lang,
+        )
+        try:
+            message = compose_family_mail(family_mail, self.identity, self.reply_book, self.clock())
+        except InvalidAddress as exc:
+            return AttemptResult.permanent(FailureReason.ADDRESS_INVALID, f"address: {exc}")
+        return await self.mail.send(message)
+
+    async def _to_sms(self, delivery: DueDelivery, number: str, text: str) -> AttemptResult:
+        if self.sms is None:
+            return AttemptResult.transient(FailureReason.PROVIDER_ERROR, "no SMS provider")
+        name = clean_header_text(delivery.crew_name or "", self.config.sms_name_chars)
+        body = f"{name}: {text}" if name else text
+        return await self.sms.send(number, body)
+
+    async def _to_union(self, delivery: DueDelivery) -> AttemptResult:
+        if delivery.union is None or not delivery.sealed:
+            return AttemptResult.permanent(FailureReason.REJECTED_BY_RELAY, "no union or report")
+        await self.store.deliver_to_union_inbox(
+            delivery.union,
+            delivery.vessel_id,
+            delivery.message_seq,
+            delivery.sealed,
+            self.clock(),
+        )
+        return AttemptResult.delivered("union inbox")
+
+
+async def _wait_any(stopping: asyncio.Event, bell: asyncio.Event | None, timeout_s: float) -> None:
+    """Wait until ``stopping`` or ``bell`` is set, or ``timeout_s`` passes."""
+    waiters = [asyncio.ensure_future(stopping.wait())]
+    if bell is not None:
+        waiters.append(asyncio.ensure_future(bell.wait()))
+    try:
+        await asyncio.wait(waiters, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+        await asyncio.gather(*waiters, return_exceptions=True)
