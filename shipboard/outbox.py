@@ -453,35 +453,67 @@ class Outbox:
 
         Raises :class:`QuotaExceeded` (nothing stored) when the quota does not cover it.
         """
+        (accepted,) = self.accept_messages(
+            crew=crew,
+            contacts=[contact],
+            lang=lang,
+            now=now,
+            quota_bytes=quota_bytes,
+            body=body,
+            quick=quick,
+        )
+        return accepted
+
+    def accept_messages(
+        self,
+        *,
+        crew: int,
+        contacts: Sequence[int],
+        lang: Language,
+        now: float,
+        quota_bytes: int,
+        body: str | None = None,
+        quick: int | None = None,
+    ) -> list[AcceptedMessage]:
+        """Commit one message to several contacts in one transaction (all or nothing).
+
+        Each contact gets its own message number; the quota must cover all of them.
+        """
         if (body is None) == (quick is None):
             raise ValueError("a message has either a text body or a quick code")
+        if not contacts:
+            raise ValueError("a message needs at least one contact")
         text_bytes = len(body.encode("utf-8")) if body is not None else QUICK_MESSAGE_BYTES
+        needed = text_bytes * len(contacts)
         month = month_of(now)
         with self.transaction("save the message") as db:
             used = self._used_bytes(db, crew, month)
-            if used + text_bytes > quota_bytes:
+            if used + needed > quota_bytes:
                 remaining = max(0, quota_bytes - used)
                 raise QuotaExceeded(
                     f"Not enough of this month's quota is left: {remaining} bytes left, this "
-                    f"message needs {text_bytes}. Write a shorter message or wait for next "
-                    "month.",
+                    f"message needs {needed}. Write a shorter message or wait for next month.",
                     remaining_bytes=remaining,
-                    needed_bytes=text_bytes,
+                    needed_bytes=needed,
                 )
-            seq = self._insert(
-                db,
-                kind="message",
-                crew=crew,
-                contact=contact,
-                lang=lang.code,
-                body=body,
-                quick=quick,
-                text_bytes=text_bytes,
-                month=month,
-                now=now,
-            )
-        logger.info("message %d accepted (%d text bytes)", seq, text_bytes)
-        return AcceptedMessage(seq, now, text_bytes)
+            seqs = [
+                self._insert(
+                    db,
+                    kind="message",
+                    crew=crew,
+                    contact=contact,
+                    lang=lang.code,
+                    body=body,
+                    quick=quick,
+                    text_bytes=text_bytes,
+                    month=month,
+                    now=now,
+                )
+                for contact in contacts
+            ]
+        for seq in seqs:
+            logger.info("message %d accepted (%d text bytes)", seq, text_bytes)
+        return [AcceptedMessage(seq, now, text_bytes) for seq in seqs]
 
     def accept_grievance(
         self, *, union_id: int, sealed: bytes, case_key: bytes, now: float

@@ -1,4 +1,4 @@
-"""Fixtures for the shipboard tests: an outbox in a temporary directory, crew, keys, a test shore."""
+"""Fixtures for shipboard tests: a temporary outbox, crew, keys and a test shore."""
 
 from __future__ import annotations
 
@@ -65,8 +65,12 @@ def crew(register: CrewRegister) -> Crew:
         name="Aung Min", document="SB-0012345", nationality="MM", language=Language.MYA, now=NOW
     )
     mother = register.add_contact(
-        member.crew, channel="email", address="mother@example.org", name="Mother",
-        language=Language.MYA, now=NOW,
+        member.crew,
+        channel="email",
+        address="mother@example.org",
+        name="Mother",
+        language=Language.MYA,
+        now=NOW,
     )
     brother = register.add_contact(
         member.crew, channel="sms", address="+959123456789", name="Brother", language=None, now=NOW
@@ -113,7 +117,9 @@ class TestShore:
         )
         self.next_downlink += 1
         return decode_batch(
-            data, codebook=self.codebook, verify_key=self.shore_key.verify_key,
+            data,
+            codebook=self.codebook,
+            verify_key=self.shore_key.verify_key,
             direction=Direction.DOWNLINK,
         )
 

@@ -30,10 +30,15 @@ def test_defaults_round_trip_through_a_file(tmp_path: Path) -> None:
     config = load_config(path)
     defaults = default_config(tmp_path / "data")
     assert (config.shore, config.link, config.quota, config.unions, config.intake) == (
-        defaults.shore, defaults.link, defaults.quota, defaults.unions, defaults.intake
+        defaults.shore,
+        defaults.link,
+        defaults.quota,
+        defaults.unions,
+        defaults.intake,
     )
     assert config.quota.crew_text_bytes == 1024 * 1024
-    assert config.shore.port == 1883 and not config.shore.tls
+    assert config.shore.port == 1883
+    assert not config.shore.tls
     assert str(config.time_zone) == "Asia/Bangkok"
     assert config.vessel.signing_key_path == tmp_path / "vessel.key"
 

@@ -44,8 +44,12 @@ def test_message_travels_accepted_to_delivered(
     """A crew member writes to their mother; the batch goes out, the shore acknowledges it,
     and the delivery receipt reaches the crew member's inbox with the time of each step."""
     accepted = outbox.accept_message(
-        crew=crew.member.crew, contact=crew.mother.contact, lang=Language.MYA, now=NOW,
-        quota_bytes=1_048_576, body="မင်္ဂလာပါ အမေ",
+        crew=crew.member.crew,
+        contact=crew.mother.contact,
+        lang=Language.MYA,
+        now=NOW,
+        quota_bytes=1_048_576,
+        body="မင်္ဂလာပါ အမေ",
     )
     pending = outbox.pending_messages(NOW)
     assert [p.message_seq for p in pending] == [accepted.message_seq]
@@ -66,23 +70,28 @@ def test_message_travels_accepted_to_delivered(
     outbox.mark_sent(batch_seq, NOW + 120)
     assert _state(outbox, accepted.message_seq) == "sent"
 
-    down = shore.downlink([
-        BatchAck(up_to=1, written_minutes=MINUTES),
-        DeliveryReceipt(accepted.message_seq, ReceiptStage.ACCEPTED_ASHORE, MINUTES),
-    ])
+    down = shore.downlink(
+        [
+            BatchAck(up_to=1, written_minutes=MINUTES),
+            DeliveryReceipt(accepted.message_seq, ReceiptStage.ACCEPTED_ASHORE, MINUTES),
+        ]
+    )
     result = outbox.apply_downlink(down, NOW + 180)
     assert result.acknowledged_batches == (1,)
     assert _state(outbox, accepted.message_seq) == "acknowledged"
     assert outbox.unacknowledged_batches() == ()
 
-    delivered = shore.downlink([DeliveryReceipt(accepted.message_seq, ReceiptStage.DELIVERED, MINUTES)])
+    delivered = shore.downlink(
+        [DeliveryReceipt(accepted.message_seq, ReceiptStage.DELIVERED, MINUTES)]
+    )
     outbox.apply_downlink(delivered, NOW + 240)
     stages = outbox.message_stages(accepted.message_seq)
     assert stages is not None
     assert stages["state"] == "delivered"
-    assert [stages[k] for k in ("accepted_at", "batched_at", "sent_at", "acknowledged_at", "delivered_at")] == [
-        NOW, NOW + 60, NOW + 120, NOW + 180, NOW + 240
-    ]
+    assert [
+        stages[k]
+        for k in ("accepted_at", "batched_at", "sent_at", "acknowledged_at", "delivered_at")
+    ] == [NOW, NOW + 60, NOW + 120, NOW + 180, NOW + 240]
     inbox = outbox.inbox(crew.member.crew)
     assert [entry["stage"] for entry in inbox] == ["delivered", "accepted_ashore"]
 
@@ -93,11 +102,19 @@ def test_next_batch_acknowledges_downlink_and_repeats_change_nothing(
     """The shore's batches 1 and 3 arrive (3 twice); the vessel's next batch carries one
     cumulative acknowledgement, and the repeated batch adds nothing to the inbox."""
     outbox.make_batch([], codebook, vessel_key, NOW)  # announce the contacts first
-    reply = Reply(reply_seq=7, crew=crew.member.crew, contact=crew.mother.contact,
-                  written_minutes=MINUTES, lang=Language.MYA, body="ကောင်းပါတယ်")
+    reply = Reply(
+        reply_seq=7,
+        crew=crew.member.crew,
+        contact=crew.mother.contact,
+        written_minutes=MINUTES,
+        lang=Language.MYA,
+        body="ကောင်းပါတယ်",
+    )
     first = shore.downlink([reply])
     shore.next_downlink = 3
-    third = shore.downlink([CaseStatusUpdate(report_seq=99, status=CaseStatus.ACKNOWLEDGED, written_minutes=MINUTES)])
+    third = shore.downlink(
+        [CaseStatusUpdate(report_seq=99, status=CaseStatus.ACKNOWLEDGED, written_minutes=MINUTES)]
+    )
     assert not outbox.apply_downlink(first, NOW).duplicate
     assert not outbox.apply_downlink(third, NOW).duplicate
     assert outbox.apply_downlink(third, NOW).duplicate
@@ -116,17 +133,30 @@ def test_grievance_and_sos_ride_outside_the_quota(
 ) -> None:
     """A crew member whose quota is used up can still file a sealed report and an SOS;
     the report's row does not name them, only their case key finds it."""
-    outbox.accept_message(crew=crew.member.crew, contact=crew.mother.contact, lang=Language.ENG,
-                          now=NOW, quota_bytes=10, body="0123456789")
+    outbox.accept_message(
+        crew=crew.member.crew,
+        contact=crew.mother.contact,
+        lang=Language.ENG,
+        now=NOW,
+        quota_bytes=10,
+        body="0123456789",
+    )
     with pytest.raises(QuotaExceeded) as refused:
-        outbox.accept_message(crew=crew.member.crew, contact=crew.mother.contact,
-                              lang=Language.ENG, now=NOW, quota_bytes=10, body="x")
+        outbox.accept_message(
+            crew=crew.member.crew,
+            contact=crew.mother.contact,
+            lang=Language.ENG,
+            now=NOW,
+            quota_bytes=10,
+            body="x",
+        )
     assert refused.value.remaining_bytes == 0
     case_key = b"k" * 32
     report = outbox.accept_grievance(union_id=1, sealed=b"\x01" * 304, case_key=case_key, now=NOW)
     sos = outbox.accept_sos(crew=crew.member.crew, now=NOW, position=(1_350_000, 10_050_000))
     stages = outbox.message_stages(report.message_seq)
-    assert stages is not None and stages["crew"] is None
+    assert stages is not None
+    assert stages["crew"] is None
     assert stages["reporter_tag"] == reporter_tag(case_key, report.message_seq)
     assert outbox.my_cases(case_key) == [report.message_seq]
     assert outbox.my_cases(b"x" * 32) == []
@@ -144,16 +174,30 @@ def test_failure_and_rejection_reach_the_crew_member(
 ) -> None:
     """The brother's number is wrong: the failure comes back with its reason; a batch the
     relay refuses for good fails its messages instead of being resent forever."""
-    one = outbox.accept_message(crew=crew.member.crew, contact=crew.brother.contact,
-                                lang=Language.ENG, now=NOW, quota_bytes=10**6, body="hello")
-    two = outbox.accept_message(crew=crew.member.crew, contact=crew.mother.contact,
-                                lang=Language.ENG, now=NOW, quota_bytes=10**6, quick=3)
+    one = outbox.accept_message(
+        crew=crew.member.crew,
+        contact=crew.brother.contact,
+        lang=Language.ENG,
+        now=NOW,
+        quota_bytes=10**6,
+        body="hello",
+    )
+    two = outbox.accept_message(
+        crew=crew.member.crew,
+        contact=crew.mother.contact,
+        lang=Language.ENG,
+        now=NOW,
+        quota_bytes=10**6,
+        quick=3,
+    )
     outbox.make_batch([one.message_seq], codebook, vessel_key, NOW)
     outbox.make_batch([two.message_seq], codebook, vessel_key, NOW)
-    down = shore.downlink([
-        BatchAck(up_to=1, rejected=((2, 4),), written_minutes=MINUTES),
-        DeliveryFailure(one.message_seq, FailureReason.UNKNOWN_CONTACT, MINUTES),
-    ])
+    down = shore.downlink(
+        [
+            BatchAck(up_to=1, rejected=((2, 4),), written_minutes=MINUTES),
+            DeliveryFailure(one.message_seq, FailureReason.UNKNOWN_CONTACT, MINUTES),
+        ]
+    )
     result = outbox.apply_downlink(down, NOW)
     assert result.rejected_batches == (2,)
     assert _state(outbox, one.message_seq) == "failed"
@@ -169,22 +213,40 @@ def test_batching_a_message_twice_is_refused(
     outbox: Outbox, crew: Crew, codebook: Codebook, vessel_key: SigningKey
 ) -> None:
     """A bug that puts one message into two batches is caught, naming event and state."""
-    one = outbox.accept_message(crew=crew.member.crew, contact=crew.mother.contact,
-                                lang=Language.ENG, now=NOW, quota_bytes=10**6, body="hi")
+    one = outbox.accept_message(
+        crew=crew.member.crew,
+        contact=crew.mother.contact,
+        lang=Language.ENG,
+        now=NOW,
+        quota_bytes=10**6,
+        body="hi",
+    )
     outbox.make_batch([one.message_seq], codebook, vessel_key, NOW)
-    with pytest.raises(IllegalTransition, match="'batch'.*'batched'"):
+    with pytest.raises(IllegalTransition, match=r"'batch'.*'batched'"):
         outbox.make_batch([one.message_seq], codebook, vessel_key, NOW)
     assert len(outbox.unacknowledged_batches()) == 1
 
 
 def test_sequence_numbers_survive_reopening(tmp_path: Path, crew: Crew, outbox: Outbox) -> None:
     """After a restart, message numbers continue: an idempotency key is never reused."""
-    first = outbox.accept_message(crew=crew.member.crew, contact=crew.mother.contact,
-                                  lang=Language.ENG, now=NOW, quota_bytes=10**6, body="a")
+    first = outbox.accept_message(
+        crew=crew.member.crew,
+        contact=crew.mother.contact,
+        lang=Language.ENG,
+        now=NOW,
+        quota_bytes=10**6,
+        body="a",
+    )
     again = Outbox.open(outbox.path, VESSEL_ID)
     try:
-        second = again.accept_message(crew=crew.member.crew, contact=crew.mother.contact,
-                                      lang=Language.ENG, now=NOW, quota_bytes=10**6, body="b")
+        second = again.accept_message(
+            crew=crew.member.crew,
+            contact=crew.mother.contact,
+            lang=Language.ENG,
+            now=NOW,
+            quota_bytes=10**6,
+            body="b",
+        )
     finally:
         again.close()
     assert second.message_seq == first.message_seq + 1
@@ -193,21 +255,33 @@ def test_sequence_numbers_survive_reopening(tmp_path: Path, crew: Crew, outbox: 
 @pytest.mark.parametrize(
     "pragma", ["query_only=ON", "max_page_count=1"], ids=["read-only disk", "full disk"]
 )
-def test_full_or_read_only_disk_refuses_intake(tmp_path: Path, crew: Crew, outbox: Outbox, pragma: str) -> None:
+def test_full_or_read_only_disk_refuses_intake(
+    tmp_path: Path, crew: Crew, outbox: Outbox, pragma: str
+) -> None:
     """When the disk is full or read-only, intake is refused with OutboxUnavailable and
     nothing is stored (the crew member is told, never acknowledged)."""
     with outbox.reading() as db:
         pages = db.execute("PRAGMA page_count").fetchone()[0]
     limited = Outbox.open(
-        outbox.path, VESSEL_ID,
+        outbox.path,
+        VESSEL_ID,
         extra_pragmas=[pragma if pragma.startswith("query") else f"max_page_count={pages}"],
     )
+
+    def fill() -> None:
+        for _ in range(200):  # a full disk shows once the last free page is used
+            limited.accept_message(
+                crew=crew.member.crew,
+                contact=crew.mother.contact,
+                lang=Language.ENG,
+                now=NOW,
+                quota_bytes=10**9,
+                body="x" * 3000,
+            )
+
     try:
         with pytest.raises(OutboxUnavailable, match="cannot save the message"):
-            for _ in range(200):  # a full disk shows once the last free page is used
-                limited.accept_message(crew=crew.member.crew, contact=crew.mother.contact,
-                                       lang=Language.ENG, now=NOW, quota_bytes=10**9,
-                                       body="x" * 3000)
+            fill()
     finally:
         limited.close()
     count = len(outbox.pending_messages(NOW))

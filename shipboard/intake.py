@@ -1,0 +1,227 @@
+"""Intake: what SMTP and HTTP share: check, normalise, seal and commit what a crew member sends.
+
+Every method here is synchronous and ends in one outbox transaction; the async servers
+call them through ``asyncio.to_thread``. A method that returns has committed; one that
+raises an :class:`~shipboard.errors.IntakeRefused` stored nothing and carries the
+sentence for the crew member; :class:`~shipboard.errors.OutboxUnavailable` means the disk
+failed (SMTP 451, HTTP 503).
+
+Grievance text lives only in memory here: it is sealed to the union's key before the
+outbox sees it, and it is never logged.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import secrets
+import time
+import unicodedata
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from protocol.codebook import Codebook
+from protocol.errors import InvalidEnvelope, InvalidText, LimitExceeded
+from protocol.languages import Language
+from protocol.sealing import GrievanceCategory, GrievancePlaintext, seal_grievance
+from shipboard.config import ShipConfig
+from shipboard.crew import CrewRegister, SignedIn
+from shipboard.errors import BadText, MessageTooLarge, UnknownContact, UnknownUnion
+from shipboard.outbox import AcceptedMessage, Outbox, QuotaStatus
+
+logger = logging.getLogger(__name__)
+
+#: Largest text of one family message, in UTF-8 bytes (about 1,300 Burmese characters).
+MAX_MESSAGE_BYTES = 4096
+#: Largest grievance report text, in UTF-8 bytes (it is compressed, padded and sealed).
+MAX_GRIEVANCE_BYTES = 16_384
+#: Largest SOS note.
+MAX_SOS_BYTES = 1024
+
+Clock = Callable[[], float]
+
+
+def _fallback_normalise(text: str) -> str:
+    """NFC, line ends unified, control characters refused (until protocol.text is present)."""
+    text = unicodedata.normalize("NFC", text.replace("\r\n", "\n").replace("\r", "\n"))
+    for char in text:
+        if char in "\n\t":
+            continue
+        if unicodedata.category(char) in ("Cc", "Cs") or char == "\ufffd":
+            raise BadText(
+                "The message contains characters that cannot be read (a broken keyboard or "
+                "encoding). Please type it again."
+            )
+    return text.strip()
+
+
+def normalise(text: str, lang: Language | None = None) -> str:
+    """Normalise crew text with protocol.text.normalise_text when present (NFC, Zawgyi ...)."""
+    try:
+        module = importlib.import_module("protocol.text")
+    except ImportError:
+        return _fallback_normalise(text)
+    function = getattr(module, "normalise_text", None)
+    if function is None:
+        return _fallback_normalise(text)
+    try:
+        try:
+            result = function(text, lang) if lang is not None else function(text)
+        except TypeError:
+            result = function(text)
+    except (InvalidText, InvalidEnvelope, ValueError) as exc:
+        raise BadText(
+            f"The message cannot be read ({exc}). Please type it again, in Unicode."
+        ) from exc
+    value = result if isinstance(result, str) else getattr(result, "text", None)
+    if not isinstance(value, str):
+        return _fallback_normalise(text)
+    return _fallback_normalise(value)
+
+
+def new_receipt_code() -> str:
+    """A 16-digit receipt code (it looks like a phone number, GlobaLeaks-style)."""
+    return "".join(secrets.choice("0123456789") for _ in range(16))
+
+
+@dataclass(frozen=True, slots=True)
+class FiledReport:
+    """What the reporter is shown once: the case number and the receipt code."""
+
+    message_seq: int
+    case_number: str
+    receipt_code: str
+    accepted_at: float
+
+
+class Intake:
+    """Checks and commits what crew members send (see the module docstring)."""
+
+    def __init__(
+        self,
+        config: ShipConfig,
+        outbox: Outbox,
+        codebook: Codebook,
+        clock: Clock = time.time,
+    ) -> None:
+        self.config = config
+        self.outbox = outbox
+        self.register = CrewRegister(outbox)
+        self.codebook = codebook
+        self.clock = clock
+
+    def quota(self, crew: int) -> QuotaStatus:
+        """The crew member's quota this month."""
+        return self.outbox.quota_status(crew, self.config.quota.crew_text_bytes, self.clock())
+
+    def send_message(
+        self,
+        crew: int,
+        contact: int,
+        text: str | None,
+        lang: Language | None = None,
+        quick: int | None = None,
+    ) -> AcceptedMessage:
+        """Commit a message to one of the crew member's own contacts."""
+        (accepted,) = self.send_messages(crew, [contact], text, lang, quick)
+        return accepted
+
+    def send_messages(
+        self,
+        crew: int,
+        contacts: Sequence[int],
+        text: str | None,
+        lang: Language | None = None,
+        quick: int | None = None,
+    ) -> list[AcceptedMessage]:
+        """Commit one message to several of the crew member's contacts (all or none)."""
+        if not contacts or any(self.register.contact(crew, c) is None for c in contacts):
+            raise UnknownContact(
+                "This contact is not in your list. Add them first on the page, or ask the "
+                "captain to add them."
+            )
+        language = lang or self.register.get(crew).language
+        body = None
+        if quick is None:
+            body = normalise(text or "", language)
+            if not body:
+                raise BadText("The message is empty. Write something, then send it.")
+            size = len(body.encode("utf-8"))
+            if size > MAX_MESSAGE_BYTES:
+                raise MessageTooLarge(
+                    f"The message is too long ({size} bytes; at most {MAX_MESSAGE_BYTES}). "
+                    "Please make it shorter or send it in two parts."
+                )
+        return self.outbox.accept_messages(
+            crew=crew,
+            contacts=contacts,
+            lang=language,
+            now=self.clock(),
+            quota_bytes=self.config.quota.crew_text_bytes,
+            body=body,
+            quick=quick,
+        )
+
+    def file_grievance(
+        self,
+        signed_in: SignedIn,
+        *,
+        union_id: int,
+        category: GrievanceCategory,
+        text: str,
+        lang: Language,
+        anonymous: bool,
+    ) -> FiledReport:
+        """Seal a grievance report to the union and commit only the sealed bytes."""
+        union = self.config.union(union_id)
+        if union is None:
+            raise UnknownUnion("This union is not known on this vessel. Choose one from the list.")
+        body = normalise(text, lang)
+        if not body:
+            raise BadText("The report is empty. Write what happened, then send it.")
+        if len(body.encode("utf-8")) > MAX_GRIEVANCE_BYTES:
+            raise MessageTooLarge(
+                f"The report is too long (at most {MAX_GRIEVANCE_BYTES} bytes). Please "
+                "shorten it or send it in two reports."
+            )
+        now = self.clock()
+        receipt_code = new_receipt_code()
+        member = signed_in.member
+        plaintext = GrievancePlaintext(
+            category=category,
+            text=body,
+            lang=lang,
+            receipt_code=receipt_code,
+            written_minutes=int(now // 60),
+            crew_name=None if anonymous else member.name,
+            crew_document=None if anonymous else member.document,
+        )
+        try:
+            sealed = seal_grievance(plaintext, union.public_key, self.codebook)
+        except LimitExceeded as exc:
+            raise MessageTooLarge(
+                "The report is too long to send. Please shorten it or send it in two reports."
+            ) from exc
+        del plaintext, body
+        accepted = self.outbox.accept_grievance(
+            union_id=union_id, sealed=sealed, case_key=signed_in.case_key, now=now
+        )
+        case_number = f"{self.config.vessel.vessel_id}-{accepted.message_seq}"
+        return FiledReport(accepted.message_seq, case_number, receipt_code, accepted.accepted_at)
+
+    def sos(
+        self,
+        crew: int,
+        *,
+        note: str | None,
+        lang: Language | None,
+        position: tuple[int, int] | None,
+    ) -> AcceptedMessage:
+        """Commit an SOS; it goes at once and is never refused for quota."""
+        clean = normalise(note, lang) if note else None
+        if clean and len(clean.encode("utf-8")) > MAX_SOS_BYTES:
+            clean = clean.encode("utf-8")[:MAX_SOS_BYTES].decode("utf-8", "ignore")
+        language = lang or self.register.get(crew).language
+        return self.outbox.accept_sos(
+            crew=crew, now=self.clock(), lang=language, note=clean or None, position=position
+        )

@@ -1,0 +1,280 @@
+"""SMTP intake: crew members send family messages from any mail app on the vessel LAN.
+
+The server (aiosmtpd) speaks SMTP with STARTTLS required; AUTH PLAIN or LOGIN (crew number
+and PIN) is accepted only after STARTTLS. Recipients must be the crew member's own family
+contacts: an e-mail address, or an SMS contact written as ``+959123456789@sms`` (any
+domain; the part before ``@`` is the phone number).
+
+Every answer is a promise or a specific refusal, in a sentence the crew member can read:
+
+* 250 only after the message is committed to the outbox;
+* 550 unknown recipient (add the contact first), unreadable text;
+* 552 message too large;
+* 452 not enough quota left this month (with the balance); 552 if it can never fit;
+* 451 the outbox cannot store (disk full or broken): the phone keeps it and retries;
+* 535 wrong crew number or PIN.
+
+Nothing about the message (text, addresses) is logged; only numbers and sizes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import email.policy
+import logging
+import re
+import ssl
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+from html.parser import HTMLParser
+from typing import Any
+
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+
+from shipboard.crew import SignedIn
+from shipboard.errors import (
+    BadText,
+    IntakeRefused,
+    NotSignedIn,
+    OutboxUnavailable,
+    QuotaExceeded,
+    UnknownContact,
+)
+from shipboard.intake import Intake
+
+logger = logging.getLogger(__name__)
+
+#: Largest e-mail (headers, attachments and all) the intake reads.
+MAX_MAIL_BYTES = 256 * 1024
+_PHONE = re.compile(r"^\+?[0-9][0-9\s\-().]{5,20}$")
+
+
+class _TextOfHtml(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.parts: list[str] = []
+        self._skip = 0
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in ("script", "style"):
+            self._skip += 1
+        elif tag in ("br", "p", "div", "li", "tr"):
+            self.parts.append("\n")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in ("script", "style") and self._skip:
+            self._skip -= 1
+
+    def handle_data(self, data: str) -> None:
+        if not self._skip:
+            self.parts.append(data)
+
+
+def html_to_text(html: str) -> str:
+    """The visible text of an HTML mail body, with line breaks kept."""
+    parser = _TextOfHtml()
+    parser.feed(html)
+    parser.close()
+    lines = [" ".join(line.split()) for line in "".join(parser.parts).splitlines()]
+    return "\n".join(line for line in lines if line)
+
+
+@dataclass(frozen=True, slots=True)
+class MailText:
+    """What a mail carries for the family: its text, and how many attachments were dropped."""
+
+    text: str
+    attachments_dropped: int
+
+
+def mail_text(data: bytes) -> MailText:
+    """Parse a mail (stdlib email, policy=default) and take its text/plain or HTML text.
+
+    Quoted lines (``> ...``) of an earlier message are dropped: they cost satellite bytes
+    and the family already has them. Raises :class:`BadText` for mail that cannot be read.
+    """
+    try:
+        message = email.message_from_bytes(data, policy=email.policy.default)
+        assert isinstance(message, EmailMessage)
+        body = message.get_body(preferencelist=("plain", "html"))
+        attachments = sum(1 for _ in message.iter_attachments())
+        if body is None:
+            subject = str(message.get("subject", "") or "")
+            return MailText(subject.strip(), attachments)
+        content = body.get_content()
+        subtype = body.get_content_subtype()
+    except (LookupError, UnicodeError, ValueError, TypeError, AssertionError) as exc:
+        raise BadText(
+            "Your mail app sent the message in an encoding that cannot be read. Set it to "
+            "Unicode (UTF-8) and send again."
+        ) from exc
+    if not isinstance(content, str):
+        raise BadText("The message has no text that can be read. Please write it as text.")
+    text = html_to_text(content) if subtype == "html" else content
+    kept = [line for line in text.splitlines() if not line.lstrip().startswith(">")]
+    while kept and re.match(r"^On .+ wrote:\s*$", kept[-1]):
+        kept.pop()
+    return MailText("\n".join(kept).strip(), attachments)
+
+
+def _reply(error: IntakeRefused, quota_bytes: int) -> str:
+    code = error.smtp_code
+    if isinstance(error, QuotaExceeded) and error.needed_bytes > quota_bytes:
+        code = 552  # it would not fit even in a whole month's quota: retrying cannot help
+    enhanced = {550: "5.1.1", 552: "5.3.4", 452: "4.2.2", 535: "5.7.8"}.get(code, "5.0.0")
+    sentence = error.sentence.encode("ascii", "replace").decode("ascii")
+    return f"{code} {enhanced} {sentence}"
+
+
+@dataclass
+class SmtpIntakeHandler:
+    """aiosmtpd handler: checks recipients at RCPT, commits at DATA, answers after commit."""
+
+    intake: Intake
+    accepted: int = 0
+    refused: dict[str, int] = field(default_factory=dict)
+
+    def authenticate(
+        self, server: SMTP, session: Session, envelope: Envelope, mechanism: str, auth_data: Any
+    ) -> AuthResult:
+        """Check crew number and PIN (AUTH PLAIN / LOGIN, only after STARTTLS)."""
+        del server, session, envelope
+        if mechanism not in ("PLAIN", "LOGIN") or not isinstance(auth_data, LoginPassword):
+            return AuthResult(success=False, handled=False)
+        try:
+            login = auth_data.login.decode("utf-8").strip().lower().removeprefix("crew")
+            crew = int(login)
+            signed_in = self.intake.register.sign_in(crew, auth_data.password.decode("utf-8"))
+        except (ValueError, UnicodeError, NotSignedIn):
+            self._count("not-signed-in")
+            return AuthResult(
+                success=False,
+                handled=False,
+                message="535 5.7.8 Wrong crew number or PIN. Ask the captain for a new PIN.",
+            )
+        except OutboxUnavailable:
+            return AuthResult(
+                success=False,
+                handled=False,
+                message="454 4.7.0 The storage on board is not working. Try again later.",
+            )
+        return AuthResult(success=True, auth_data=signed_in)
+
+    async def handle_RCPT(  # noqa: N802 - aiosmtpd's hook name
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        address: str,
+        rcpt_options: list[str],
+    ) -> str:
+        del server, rcpt_options
+        signed_in = session.auth_data
+        if not isinstance(signed_in, SignedIn):
+            return "530 5.7.0 Sign in first with your crew number and PIN."
+        try:
+            contact = await asyncio.to_thread(self._find_contact, signed_in.member.crew, address)
+        except OutboxUnavailable:
+            return "451 4.3.0 The storage on board is not working. Your phone will try again."
+        if contact is None:
+            self._count("unknown-contact")
+            return (
+                "550 5.1.1 This address is not in your family contacts. Add the contact "
+                "first on the crew page or ask the captain, then send again."
+            )
+        envelope.rcpt_tos.append(address)
+        return "250 2.1.5 OK"
+
+    def _find_contact(self, crew: int, address: str) -> int | None:
+        register = self.intake.register
+        local = address.rpartition("@")[0]
+        found = register.find_contact(crew, "email", address)
+        if found is None and _PHONE.match(local):
+            found = register.find_contact(crew, "sms", local)
+        return found.contact if found is not None else None
+
+    async def handle_DATA(  # noqa: N802 - aiosmtpd's hook name
+        self, server: SMTP, session: Session, envelope: Envelope
+    ) -> str:
+        del server
+        signed_in = session.auth_data
+        if not isinstance(signed_in, SignedIn):
+            return "530 5.7.0 Sign in first with your crew number and PIN."
+        data = envelope.original_content or b""
+        if isinstance(envelope.content, bytes) and not data:
+            data = envelope.content
+        try:
+            text = mail_text(data)
+            accepted = await asyncio.to_thread(
+                self._commit, signed_in.member.crew, envelope.rcpt_tos, text.text
+            )
+        except IntakeRefused as refused:
+            self._count(refused.code)
+            return _reply(refused, self.intake.config.quota.crew_text_bytes)
+        except OutboxUnavailable:
+            self._count("storage")
+            return (
+                "451 4.3.0 The message was NOT saved: the storage on board is full or "
+                "broken. Your phone will try again later."
+            )
+        self.accepted += len(accepted)
+        numbers = ", ".join(str(seq) for seq in accepted)
+        note = ""
+        if text.attachments_dropped:
+            note = f"; {text.attachments_dropped} attachment(s) not sent (text only at sea)"
+        return f"250 2.0.0 Saved on board as message {numbers}{note}"
+
+    def _commit(self, crew: int, addresses: list[str], text: str) -> list[int]:
+        contacts: list[int] = []
+        for address in addresses:
+            contact = self._find_contact(crew, address)
+            if contact is None:  # removed between RCPT and DATA
+                raise UnknownContact("This address is not in your family contacts any more.")
+            if contact not in contacts:
+                contacts.append(contact)
+        accepted = self.intake.send_messages(crew, contacts, text)
+        return [message.message_seq for message in accepted]
+
+    def _count(self, code: str) -> None:
+        self.refused[code] = self.refused.get(code, 0) + 1
+        logger.info("SMTP intake refused: %s", code)
+
+
+def make_smtp(
+    handler: SmtpIntakeHandler, tls_context: ssl.SSLContext, *, hostname: str = "vessel"
+) -> SMTP:
+    """One SMTP protocol instance (aiosmtpd), STARTTLS and AUTH required."""
+    return SMTP(
+        handler,
+        hostname=hostname,
+        ident="vessel-relay intake",
+        data_size_limit=MAX_MAIL_BYTES,
+        tls_context=tls_context,
+        require_starttls=True,
+        auth_required=True,
+        auth_require_tls=True,
+        authenticator=handler.authenticate,
+    )
+
+
+async def serve_smtp(
+    handler: SmtpIntakeHandler,
+    tls_context: ssl.SSLContext,
+    host: str,
+    port: int,
+    stopping: asyncio.Event,
+    ready: asyncio.Event | None = None,
+) -> None:
+    """Serve SMTP until ``stopping`` is set; then stop accepting and close."""
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(lambda: make_smtp(handler, tls_context), host, port)
+    logger.info("SMTP intake listening on %s:%d", host, port)
+    if ready is not None:
+        ready.set()
+    try:
+        await stopping.wait()
+    finally:
+        server.close()
+        await server.wait_closed()
+        logger.info("SMTP intake stopped")
