@@ -29,6 +29,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email import policy
+from email.errors import HeaderParseError
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import format_datetime
@@ -62,6 +63,7 @@ def clean_header_text(text: str, max_chars: int = MAX_NAME_CHARS) -> str:
     Every control, line or paragraph separator becomes a space, bidirectional overrides
     disappear, runs of white space become one space, and the result is cut between
     grapheme clusters. Joiners (ZWJ, ZWNJ, ZWSP) stay: scripts such as Khmer need them.
+    ``=?`` becomes ``= ?``, so no text can pose as an RFC 2047 encoded word.
     """
     chars = []
     for ch in unicodedata.normalize("NFC", text):
@@ -70,6 +72,10 @@ def clean_header_text(text: str, max_chars: int = MAX_NAME_CHARS) -> str:
         category = unicodedata.category(ch)
         chars.append(" " if category in ("Cc", "Zl", "Zp", "Cs", "Co", "Cn") else ch)
     cleaned = _SPACES.sub(" ", "".join(chars)).strip()
+    # "=?" could start an RFC 2047 encoded word that a reader decodes into "@", "<" or ",":
+    # break it so a name stays a name.
+    while "=?" in cleaned:
+        cleaned = cleaned.replace("=?", "= ?")
     if len(cleaned) <= max_chars:
         return cleaned
     out: list[str] = []
@@ -393,7 +399,7 @@ class MailIdentity:
     def __post_init__(self) -> None:
         try:
             Address(addr_spec=self.from_address)
-        except (ValueError, IndexError) as exc:
+        except (ValueError, IndexError, HeaderParseError) as exc:
             raise ValueError(f"from_address {self.from_address!r} is not an address") from exc
 
 
@@ -409,7 +415,7 @@ def check_address(address: str) -> Address:
         raise InvalidAddress("address contains spaces or control characters")
     try:
         parsed = Address(addr_spec=address)
-    except (ValueError, IndexError) as exc:
+    except (ValueError, IndexError, HeaderParseError) as exc:
         raise InvalidAddress("not an e-mail address") from exc
     if not parsed.username or not parsed.domain or "." not in parsed.domain:
         raise InvalidAddress("not an e-mail address with a domain")
@@ -439,13 +445,13 @@ def compose_family_mail(
     message["Subject"] = clean_header_text(words.subject.format(name=name), 200)
     message["Date"] = format_datetime(datetime.fromtimestamp(now, UTC))
     message["Message-ID"] = message_id(mail.vessel_id, mail.message_seq, identity.relay_domain)
-    if mail.contact_lang is not None and mail.contact_lang in LANGUAGE_TAGS:
-        message["Content-Language"] = LANGUAGE_TAGS[mail.contact_lang]
     body = unicodedata.normalize("NFC", mail.text).replace("\r\n", "\n").replace("\r", "\n")
     footer = words.footer.format(limit=f"{identity.reply_limit_chars:,}")
     if words is not ENGLISH:
         footer += "\n\n" + ENGLISH.footer.format(limit=f"{identity.reply_limit_chars:,}")
     message.set_content(f"{body}\n\n-- \n{footer}\n", charset="utf-8", cte=_cte(body))
+    if mail.contact_lang is not None and mail.contact_lang in LANGUAGE_TAGS:
+        message["Content-Language"] = LANGUAGE_TAGS[mail.contact_lang]  # after set_content
     return message
 
 
