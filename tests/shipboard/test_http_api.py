@@ -1,0 +1,193 @@
+"""The crew web page's API: sign in, write home, report a problem, SOS, inbox and quota.
+Every answer says no-store; every error is a problem detail with a sentence."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import replace
+
+import httpx
+import pytest
+
+from protocol.codebook import Codebook
+from protocol.sealing import GrievanceCategory, open_grievance
+from shipboard.config import ShipConfig, demo_union_private_key
+from shipboard.http_api import SessionStore, create_app
+from shipboard.intake import Intake
+from shipboard.outbox import Outbox
+
+from .conftest import VESSEL_ID, Crew
+
+
+@pytest.fixture
+async def api(
+    outbox: Outbox, ship_config: ShipConfig, codebook: Codebook
+) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(Intake(ship_config, outbox, codebook), SessionStore())
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://vessel") as client:
+        yield client
+
+
+async def _login(api: httpx.AsyncClient, crew: Crew) -> dict[str, str]:
+    response = await api.post("/api/login", json={"crew": crew.member.crew, "pin": crew.pin})
+    assert response.status_code == 200
+    assert response.headers["cache-control"] == "no-store"
+    return {"authorization": f"Bearer {response.json()['token']}"}
+
+
+def _problem(response: httpx.Response, status: int) -> dict[str, object]:
+    assert response.status_code == status
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.headers["cache-control"] == "no-store"
+    body: dict[str, object] = response.json()
+    assert body["status"] == status and isinstance(body["detail"], str)
+    return body
+
+
+async def test_sign_in_write_home_and_follow_it(
+    api: httpx.AsyncClient, crew: Crew, outbox: Outbox
+) -> None:
+    """A crew member signs in, writes to their mother, sees 'accepted' with the balance,
+    and can look up the message's stages later."""
+    auth = await _login(api, crew)
+    sent = await api.post(
+        "/api/messages",
+        json={"contact": crew.mother.contact, "text": "ငါနေကောင်းတယ်"},
+        headers=auth,
+    )
+    assert sent.status_code == 201
+    body = sent.json()
+    assert body["state"] == "accepted"
+    assert body["remaining_bytes"] == 1024 * 1024 - body["text_bytes"]
+    assert [p.message_seq for p in outbox.pending_messages(0)] == [body["message_seq"]]
+    stages = await api.get(f"/api/messages/{body['message_seq']}", headers=auth)
+    assert stages.status_code == 200 and stages.json()["state"] == "accepted"
+    quota = await api.get("/api/quota", headers=auth)
+    assert quota.json()["used_bytes"] == body["text_bytes"]
+
+
+async def test_wrong_pin_then_pause(api: httpx.AsyncClient, crew: Crew) -> None:
+    """Wrong PINs are refused with a sentence; after five, sign-in pauses for that crew number."""
+    for _ in range(5):
+        response = await api.post("/api/login", json={"crew": crew.member.crew, "pin": "1"})
+        assert "PIN is wrong" in str(_problem(response, 401)["detail"])
+    paused = await api.post("/api/login", json={"crew": crew.member.crew, "pin": crew.pin})
+    assert "Wait five minutes" in str(_problem(paused, 429)["detail"])
+
+
+async def test_refusals_are_problem_details(api: httpx.AsyncClient, crew: Crew) -> None:
+    """No sign-in, an unknown contact, an empty text and a broken request each get their
+    own problem detail in plain words."""
+    _problem(await api.get("/api/inbox"), 401)
+    auth = await _login(api, crew)
+    unknown = await api.post("/api/messages", json={"contact": 999, "text": "hi"}, headers=auth)
+    assert "Add them first" in str(_problem(unknown, 404)["detail"])
+    empty = await api.post(
+        "/api/messages", json={"contact": crew.mother.contact, "text": "   "}, headers=auth
+    )
+    _problem(empty, 422)
+    broken = await api.post("/api/messages", content=b"{not json", headers=auth)
+    _problem(broken, 400)
+    _problem(await api.get("/api/nothing-here"), 404)
+
+
+async def test_over_quota_says_the_balance(
+    outbox: Outbox, ship_config: ShipConfig, codebook: Codebook, crew: Crew
+) -> None:
+    """With 5 bytes left, a 10-byte message is refused (429) with the balance in the body."""
+    config = replace(ship_config, quota=replace(ship_config.quota, crew_text_bytes=15))
+    app = create_app(Intake(config, outbox, codebook))
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://v"
+    ) as api:
+        auth = await _login(api, crew)
+        first = await api.post(
+            "/api/messages",
+            json={"contact": crew.mother.contact, "text": "0123456789"},
+            headers=auth,
+        )
+        assert first.status_code == 201
+        second = await api.post(
+            "/api/messages",
+            json={"contact": crew.mother.contact, "text": "0123456789"},
+            headers=auth,
+        )
+        body = _problem(second, 429)
+        assert body["remaining_bytes"] == 5 and "5 bytes left" in str(body["detail"])
+        sos = await api.post("/api/sos", json={"note": "man overboard"}, headers=auth)
+        assert sos.status_code == 201  # an SOS never waits for quota
+
+
+async def test_grievance_is_sealed_and_tracked(
+    api: httpx.AsyncClient, crew: Crew, outbox: Outbox, codebook: Codebook
+) -> None:
+    """A crew member reports unpaid wages: they get a case number and a receipt code, only
+    the union can open the stored report, and only they see the case in their inbox."""
+    auth = await _login(api, crew)
+    unions = (await api.get("/api/unions", headers=auth)).json()
+    filed = await api.post(
+        "/api/grievances",
+        json={
+            "union": unions["unions"][0]["union"],
+            "category": "withholding_of_wages",
+            "text": "လစာ သုံးလ မရသေးပါ",
+            "lang": "mya",
+            "anonymous": False,
+        },
+        headers=auth,
+    )
+    assert filed.status_code == 201
+    report = filed.json()
+    assert report["case_number"] == f"{VESSEL_ID}-{report['message_seq']}"
+    assert len(report["receipt_code"]) == 16
+    with outbox.reading() as db:
+        sealed, crew_column = db.execute(
+            "SELECT sealed, crew FROM messages WHERE message_seq = ?", (report["message_seq"],)
+        ).fetchone()
+    assert crew_column is None
+    opened = open_grievance(bytes(sealed), demo_union_private_key(), codebook)
+    assert opened.category is GrievanceCategory.WITHHOLDING_OF_WAGES
+    assert opened.text == "လစာ သုံးလ မရသေးပါ"
+    assert opened.receipt_code == report["receipt_code"]
+    assert opened.crew_document == crew.member.document
+    inbox = (await api.get("/api/inbox", headers=auth)).json()
+    assert inbox["cases"] == [report["message_seq"]]
+    stages = await api.get(f"/api/messages/{report['message_seq']}", headers=auth)
+    assert stages.status_code == 200 and "reporter_tag" not in stages.json()
+
+
+async def test_anonymous_report_carries_no_name(
+    api: httpx.AsyncClient, crew: Crew, outbox: Outbox, codebook: Codebook
+) -> None:
+    """An anonymous report reaches the union without the reporter's name or Seabook number."""
+    auth = await _login(api, crew)
+    filed = await api.post(
+        "/api/grievances",
+        json={"union": 1, "category": 6, "text": "threats", "lang": "eng", "anonymous": True},
+        headers=auth,
+    )
+    seq = filed.json()["message_seq"]
+    with outbox.reading() as db:
+        (sealed,) = db.execute(
+            "SELECT sealed FROM messages WHERE message_seq = ?", (seq,)
+        ).fetchone()
+    opened = open_grievance(bytes(sealed), demo_union_private_key(), codebook)
+    assert opened.crew_name is None and opened.crew_document is None
+
+
+async def test_contacts_added_on_the_page(api: httpx.AsyncClient, crew: Crew) -> None:
+    """A crew member adds their sister's number on the page, then can write to her."""
+    auth = await _login(api, crew)
+    bad = await api.post(
+        "/api/contacts", json={"channel": "sms", "address": "12", "name": "Sister"}, headers=auth
+    )
+    _problem(bad, 422)
+    added = await api.post(
+        "/api/contacts",
+        json={"channel": "sms", "address": "+66 81 234 5678", "name": "Sister"},
+        headers=auth,
+    )
+    assert added.status_code == 201
+    listed = (await api.get("/api/contacts", headers=auth)).json()["contacts"]
+    assert "+66812345678" in [c["address"] for c in listed]
