@@ -41,7 +41,8 @@ def _problem(response: httpx.Response, status: int) -> dict[str, object]:
     assert response.headers["content-type"] == "application/problem+json"
     assert response.headers["cache-control"] == "no-store"
     body: dict[str, object] = response.json()
-    assert body["status"] == status and isinstance(body["detail"], str)
+    assert body["status"] == status
+    assert isinstance(body["detail"], str)
     return body
 
 
@@ -62,7 +63,8 @@ async def test_sign_in_write_home_and_follow_it(
     assert body["remaining_bytes"] == 1024 * 1024 - body["text_bytes"]
     assert [p.message_seq for p in outbox.pending_messages(0)] == [body["message_seq"]]
     stages = await api.get(f"/api/messages/{body['message_seq']}", headers=auth)
-    assert stages.status_code == 200 and stages.json()["state"] == "accepted"
+    assert stages.status_code == 200
+    assert stages.json()["state"] == "accepted"
     quota = await api.get("/api/quota", headers=auth)
     assert quota.json()["used_bytes"] == body["text_bytes"]
 
@@ -114,7 +116,8 @@ async def test_over_quota_says_the_balance(
             headers=auth,
         )
         body = _problem(second, 429)
-        assert body["remaining_bytes"] == 5 and "5 bytes left" in str(body["detail"])
+        assert body["remaining_bytes"] == 5
+        assert "5 bytes left" in str(body["detail"])
         sos = await api.post("/api/sos", json={"note": "man overboard"}, headers=auth)
         assert sos.status_code == 201  # an SOS never waits for quota
 
@@ -154,7 +157,8 @@ async def test_grievance_is_sealed_and_tracked(
     inbox = (await api.get("/api/inbox", headers=auth)).json()
     assert inbox["cases"] == [report["message_seq"]]
     stages = await api.get(f"/api/messages/{report['message_seq']}", headers=auth)
-    assert stages.status_code == 200 and "reporter_tag" not in stages.json()
+    assert stages.status_code == 200
+    assert "reporter_tag" not in stages.json()
 
 
 async def test_anonymous_report_carries_no_name(
@@ -173,7 +177,8 @@ async def test_anonymous_report_carries_no_name(
             "SELECT sealed FROM messages WHERE message_seq = ?", (seq,)
         ).fetchone()
     opened = open_grievance(bytes(sealed), demo_union_private_key(), codebook)
-    assert opened.crew_name is None and opened.crew_document is None
+    assert opened.crew_name is None
+    assert opened.crew_document is None
 
 
 async def test_contacts_added_on_the_page(api: httpx.AsyncClient, crew: Crew) -> None:
