@@ -2,11 +2,292 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
+from pathlib import Path
+from typing import Annotated
+
 import typer
 
-from vessel_relay.keyfiles import keygen_command
+from protocol.languages import Language
+from shipboard.config import ShipConfig, default_document, load_config, to_toml
+from shipboard.crew import CrewMember, CrewRegister
+from shipboard.errors import ShipboardError
+from shipboard.outbox import Outbox
+from vessel_relay.keyfiles import KeyFileError, keygen_command, new_signing_key
+
+ConfigOption = Annotated[
+    Path, typer.Option("--config", "-c", help="The agent's TOML file (made by 'ship init').")
+]
+
+crew_app = typer.Typer(
+    help="Register crew members (name, document, language).", no_args_is_help=True
+)
+contact_app = typer.Typer(help="Family contacts of crew members.", no_args_is_help=True)
+
+
+def _fail(error: Exception) -> typer.Exit:
+    typer.echo(f"error: {error}", err=True)
+    return typer.Exit(1)
+
+
+def _open(config_path: Path) -> tuple[ShipConfig, Outbox]:
+    try:
+        config = load_config(config_path)
+        return config, Outbox.open(config.database_path, config.vessel.vessel_id)
+    except ShipboardError as exc:
+        raise _fail(exc) from exc
+
+
+def _language(code: str) -> Language:
+    try:
+        return Language.from_code(code)
+    except ValueError as exc:
+        raise _fail(exc) from exc
+
+
+def _show(member: CrewMember) -> str:
+    state = "signed off" if member.signed_off else "on board"
+    return (
+        f"{member.crew:>4}  {member.name}  document {member.document}  "
+        f"{member.nationality}  {member.language.code}  ({state})"
+    )
+
+
+def _print_credentials(member: CrewMember, pin: str) -> None:
+    typer.echo(f"crew number: {member.crew}")
+    typer.echo(f"PIN:         {pin}")
+    typer.echo("Give these to the crew member only; the PIN is shown once and not kept.")
+
+
+def crew_add(
+    name: Annotated[str, typer.Argument(help="The crew member's full name.")],
+    document: Annotated[str, typer.Option(help="Seabook or work-permit number.")],
+    nationality: Annotated[str, typer.Option(help="Nationality, e.g. MM, KH, TH.")],
+    language: Annotated[str, typer.Option(help="Language code, e.g. mya, khm, tha.")] = "eng",
+    config: ConfigOption = Path("ship.toml"),
+) -> None:
+    """Register a crew member and print their crew number and PIN (shown once).
+
+    Example: vessel-relay ship crew add "Aung Min" --document SB-0012345 --nationality MM
+    --language mya
+    """
+    lang = _language(language)
+    _, outbox = _open(config)
+    try:
+        member, pin = CrewRegister(outbox).add(
+            name=name, document=document, nationality=nationality, language=lang, now=time.time()
+        )
+    except ShipboardError as exc:
+        raise _fail(exc) from exc
+    finally:
+        outbox.close()
+    typer.echo(_show(member))
+    _print_credentials(member, pin)
+
+
+def crew_update(
+    crew: Annotated[int, typer.Argument(help="The crew number.")],
+    name: Annotated[str | None, typer.Option(help="New name.")] = None,
+    document: Annotated[str | None, typer.Option(help="New Seabook/permit number.")] = None,
+    nationality: Annotated[str | None, typer.Option(help="New nationality.")] = None,
+    language: Annotated[str | None, typer.Option(help="New language code.")] = None,
+    new_pin: Annotated[bool, typer.Option("--new-pin", help="Make and print a new PIN.")] = False,
+    config: ConfigOption = Path("ship.toml"),
+) -> None:
+    """Change a crew member's details, or give them a new PIN.
+
+    Example: vessel-relay ship crew update 3 --language khm --new-pin
+    """
+    lang = _language(language) if language else None
+    _, outbox = _open(config)
+    try:
+        member, pin = CrewRegister(outbox).update(
+            crew,
+            name=name,
+            document=document,
+            nationality=nationality,
+            language=lang,
+            reset_pin=new_pin,
+        )
+    except ShipboardError as exc:
+        raise _fail(exc) from exc
+    finally:
+        outbox.close()
+    typer.echo(_show(member))
+    if pin is not None:
+        _print_credentials(member, pin)
+
+
+def crew_sign_off(
+    crew: Annotated[int, typer.Argument(help="The crew number.")],
+    config: ConfigOption = Path("ship.toml"),
+) -> None:
+    """Sign a crew member off the vessel (messages already saved still go).
+
+    Example: vessel-relay ship crew sign-off 3
+    """
+    _, outbox = _open(config)
+    try:
+        member = CrewRegister(outbox).sign_off(crew, time.time())
+    except ShipboardError as exc:
+        raise _fail(exc) from exc
+    finally:
+        outbox.close()
+    typer.echo(_show(member))
+
+
+def crew_list(
+    all_crew: Annotated[bool, typer.Option("--all", help="Include signed-off crew.")] = False,
+    config: ConfigOption = Path("ship.toml"),
+) -> None:
+    """List the crew members on board.
+
+    Example: vessel-relay ship crew list --all
+    """
+    _, outbox = _open(config)
+    try:
+        members = CrewRegister(outbox).members(include_signed_off=all_crew)
+    finally:
+        outbox.close()
+    if not members:
+        typer.echo("no crew members registered; add one with 'vessel-relay ship crew add'")
+    for member in members:
+        typer.echo(_show(member))
+
+
+def contact_add(
+    crew: Annotated[int, typer.Argument(help="The crew number.")],
+    address: Annotated[str, typer.Argument(help="E-mail address, or phone number with +.")],
+    name: Annotated[str | None, typer.Option(help="Who this is, e.g. Mother.")] = None,
+    sms: Annotated[bool, typer.Option("--sms", help="The address is a phone number.")] = False,
+    language: Annotated[str | None, typer.Option(help="The contact's language code.")] = None,
+    config: ConfigOption = Path("ship.toml"),
+) -> None:
+    """Add a family contact for a crew member (sent to the shore with the next batch).
+
+    Example: vessel-relay ship contact add 3 +959123456789 --sms --name Mother
+    """
+    lang = _language(language) if language else None
+    _, outbox = _open(config)
+    try:
+        contact = CrewRegister(outbox).add_contact(
+            crew,
+            channel="sms" if sms else "email",
+            address=address,
+            name=name,
+            language=lang,
+            now=time.time(),
+        )
+    except ShipboardError as exc:
+        raise _fail(exc) from exc
+    finally:
+        outbox.close()
+    typer.echo(f"contact {contact.contact} added for crew member {crew}")
+
+
+def contact_list(
+    crew: Annotated[int, typer.Argument(help="The crew number.")],
+    config: ConfigOption = Path("ship.toml"),
+) -> None:
+    """List a crew member's family contacts.
+
+    Example: vessel-relay ship contact list 3
+    """
+    _, outbox = _open(config)
+    try:
+        contacts = CrewRegister(outbox).contacts(crew)
+    finally:
+        outbox.close()
+    for contact in contacts:
+        typer.echo(
+            f"{contact.contact:>4}  {contact.channel}  {contact.address}  {contact.name or ''}"
+        )
+
+
+def init(
+    data: Annotated[Path, typer.Option("--data", help="Directory for config, keys and outbox.")],
+    vessel_id: Annotated[int, typer.Option(help="Vessel id from the shore registry.")] = 1,
+    name: Annotated[str, typer.Option(help="The vessel's name.")] = "Demo Vessel",
+    broker: Annotated[str | None, typer.Option(help="Broker URL, mqtt:// or mqtts://.")] = None,
+    shore_key: Annotated[
+        str | None, typer.Option(help="The shore's Ed25519 public key (hex).")
+    ] = None,
+) -> None:
+    """Make a config file, a vessel signing key and an intake TLS certificate in DIR.
+
+    Without --broker and --shore-key it uses the demo shore on loopback (demo keys).
+
+    Example: vessel-relay ship init --data /var/lib/vessel-relay --vessel-id 42 --name
+    "Sea Star 7" --broker mqtts://relay.example.org:8883 --shore-key 3b6a...
+    """
+    data = data.resolve()
+    config_path = data / "ship.toml"
+    if config_path.exists():
+        raise _fail(ShipboardError(f"{config_path} already exists; edit it, or move it away"))
+    document = default_document(data)
+    document["vessel"].update(id=vessel_id, name=name, signing_key="vessel.key")
+    if broker:
+        document["shore"]["broker"] = broker
+    if shore_key:
+        document["shore"]["public_key"] = shore_key
+    data.mkdir(parents=True, exist_ok=True)
+    config_path.write_text(to_toml(document), encoding="utf-8")
+    try:
+        config = load_config(config_path)
+        key = new_signing_key(config.vessel.signing_key_path)
+    except (ShipboardError, KeyFileError) as exc:
+        config_path.unlink()
+        raise _fail(exc) from exc
+    from shipboard.tls import ensure_certificate
+
+    ensure_certificate(*config.tls_paths())
+    typer.echo(f"config:             {config_path}")
+    typer.echo(f"vessel signing key: {config.vessel.signing_key_path}")
+    typer.echo(f"vessel public key:  {key.verify_key.hex()}  (register it with the shore)")
+    typer.echo(f"intake certificate: {config.tls_paths()[0]}")
+    if not (broker and shore_key):
+        typer.echo("shore: the loopback demo shore (demo keys; not for a real vessel)")
+
+
+def run(
+    config: ConfigOption = Path("ship.toml"),
+    no_link: Annotated[bool, typer.Option("--no-link", help="Intake only, no link.")] = False,
+) -> None:
+    """Run the shipboard agent: SMTP and HTTP intake, and the satellite link.
+
+    Stops cleanly on SIGTERM or Ctrl-C.
+
+    Example: vessel-relay ship run --config /var/lib/vessel-relay/ship.toml
+    """
+    from shipboard.agent import data_paths, supervise
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    try:
+        loaded = load_config(config)
+    except ShipboardError as exc:
+        raise _fail(exc) from exc
+    typer.echo(f"SMTP intake: {loaded.intake.smtp_host}:{loaded.intake.smtp_port} (STARTTLS)")
+    typer.echo(f"HTTP API:    http://{loaded.intake.http_host}:{loaded.intake.http_port}/api/")
+    for what, path in data_paths(loaded).items():
+        typer.echo(f"{what}: {path}")
+    try:
+        asyncio.run(supervise(loaded, with_link=not no_link))
+    except (ShipboardError, KeyFileError, OSError) as exc:
+        raise _fail(exc) from exc
 
 
 def register(app: typer.Typer) -> None:
     """Add this side's commands to its group."""
     app.command("keygen")(keygen_command("vessel", "ship"))
+    app.command("init")(init)
+    app.command("run")(run)
+    crew_app.command("add")(crew_add)
+    crew_app.command("update")(crew_update)
+    crew_app.command("sign-off")(crew_sign_off)
+    crew_app.command("list")(crew_list)
+    contact_app.command("add")(contact_add)
+    contact_app.command("list")(contact_list)
+    app.add_typer(crew_app, name="crew")
+    app.add_typer(contact_app, name="contact")

@@ -103,8 +103,12 @@ class Intake:
         outbox: Outbox,
         codebook: Codebook,
         clock: Clock = time.time,
+        on_accept: Callable[[str], None] | None = None,
     ) -> None:
         self.config = config
+        #: Called (from the intake thread) with the kind after each commit: the doorbell
+        #: that tells the link an SOS or a message is waiting. Must be thread-safe.
+        self.on_accept = on_accept
         self.outbox = outbox
         self.register = CrewRegister(outbox)
         self.codebook = codebook
@@ -152,7 +156,7 @@ class Intake:
                     f"The message is too long ({size} bytes; at most {MAX_MESSAGE_BYTES}). "
                     "Please make it shorter or send it in two parts."
                 )
-        return self.outbox.accept_messages(
+        accepted = self.outbox.accept_messages(
             crew=crew,
             contacts=contacts,
             lang=language,
@@ -161,6 +165,8 @@ class Intake:
             body=body,
             quick=quick,
         )
+        self._ring("message")
+        return accepted
 
     def file_grievance(
         self,
@@ -206,6 +212,7 @@ class Intake:
         accepted = self.outbox.accept_grievance(
             union_id=union_id, sealed=sealed, case_key=signed_in.case_key, now=now
         )
+        self._ring("grievance")
         case_number = f"{self.config.vessel.vessel_id}-{accepted.message_seq}"
         return FiledReport(accepted.message_seq, case_number, receipt_code, accepted.accepted_at)
 
@@ -222,6 +229,12 @@ class Intake:
         if clean and len(clean.encode("utf-8")) > MAX_SOS_BYTES:
             clean = clean.encode("utf-8")[:MAX_SOS_BYTES].decode("utf-8", "ignore")
         language = lang or self.register.get(crew).language
-        return self.outbox.accept_sos(
+        accepted = self.outbox.accept_sos(
             crew=crew, now=self.clock(), lang=language, note=clean or None, position=position
         )
+        self._ring("sos")
+        return accepted
+
+    def _ring(self, kind: str) -> None:
+        if self.on_accept is not None:
+            self.on_accept(kind)

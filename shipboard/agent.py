@@ -1,0 +1,177 @@
+"""Agent: the one supervisor of the shipboard process (intake SMTP, intake HTTP, the link).
+
+``run_agent`` opens the outbox and starts, in one ``asyncio.TaskGroup``, the SMTP intake,
+the HTTP API and — when ``shipboard.link`` provides it — the link task::
+
+    await shipboard.link.run_link(
+        config=config,            # ShipConfig
+        outbox=outbox,            # shipboard.outbox.Outbox (sync; call via asyncio.to_thread)
+        signing_key=signing_key,  # protocol.signing.SigningKey of the vessel
+        codebook=codebook,        # protocol.codebook.Codebook
+        stopping=stopping,        # asyncio.Event: set on SIGTERM/SIGINT, return soon after
+        doorbell=doorbell,        # asyncio.Event: set whenever intake committed something
+    )
+
+``supervise`` adds the signals: SIGTERM or SIGINT sets ``stopping``; every service stops
+accepting, finishes what it is doing and returns; after ``grace_s`` the rest is cancelled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import inspect
+import logging
+import signal
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+from protocol.codebook import Codebook
+from protocol.signing import SigningKey
+from shipboard.config import ShipConfig
+from shipboard.http_api import SessionStore, create_app, serve_http
+from shipboard.intake import Intake
+from shipboard.outbox import Outbox
+from shipboard.smtp_intake import SmtpIntakeHandler, serve_smtp
+from shipboard.tls import ensure_certificate, server_context
+from vessel_relay.codebooks import default_codebook
+from vessel_relay.keyfiles import read_secret
+
+logger = logging.getLogger(__name__)
+
+LinkRunner = Callable[..., Coroutine[Any, Any, None]]
+
+
+def find_link_runner() -> LinkRunner | None:
+    """``shipboard.link.run_link`` if that module is there (helper 4b builds it)."""
+    try:
+        module = importlib.import_module("shipboard.link")
+    except ImportError:
+        return None
+    runner = getattr(module, "run_link", None)
+    if runner is None or not inspect.iscoroutinefunction(runner):
+        return None
+    result: LinkRunner = runner
+    return result
+
+
+def quiet_libraries() -> None:
+    """aiosmtpd logs recipient addresses at INFO: keep its logger to warnings."""
+    logging.getLogger("mail.log").setLevel(logging.WARNING)
+    logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
+
+
+async def run_agent(
+    config: ShipConfig,
+    *,
+    stopping: asyncio.Event,
+    ready: asyncio.Event | None = None,
+    codebook: Codebook | None = None,
+    with_link: bool = True,
+) -> None:
+    """Run intake (and the link, if present) until ``stopping`` is set."""
+    quiet_libraries()
+    codebook = codebook or default_codebook()
+    signing_key = SigningKey.from_seed(read_secret(config.vessel.signing_key_path))
+    cert, key = config.tls_paths()
+    await asyncio.to_thread(ensure_certificate, cert, key)
+    tls = server_context(cert, key)
+    outbox = await asyncio.to_thread(Outbox.open, config.database_path, config.vessel.vessel_id)
+    loop = asyncio.get_running_loop()
+    doorbell = asyncio.Event()
+
+    def ring(kind: str) -> None:
+        del kind
+        loop.call_soon_threadsafe(doorbell.set)
+
+    intake = Intake(config, outbox, codebook, on_accept=ring)
+    smtp_ready, http_ready = asyncio.Event(), asyncio.Event()
+    try:
+        async with asyncio.TaskGroup() as group:
+            group.create_task(
+                serve_smtp(
+                    SmtpIntakeHandler(intake),
+                    tls,
+                    config.intake.smtp_host,
+                    config.intake.smtp_port,
+                    stopping,
+                    smtp_ready,
+                ),
+                name="smtp-intake",
+            )
+            group.create_task(
+                serve_http(
+                    create_app(intake, SessionStore()),
+                    config.intake.http_host,
+                    config.intake.http_port,
+                    stopping,
+                    http_ready,
+                ),
+                name="http-intake",
+            )
+            runner = find_link_runner() if with_link else None
+            if runner is not None:
+                group.create_task(
+                    runner(
+                        config=config,
+                        outbox=outbox,
+                        signing_key=signing_key,
+                        codebook=codebook,
+                        stopping=stopping,
+                        doorbell=doorbell,
+                    ),
+                    name="link",
+                )
+            else:
+                logger.warning("no link task (shipboard.link.run_link not available)")
+            await smtp_ready.wait()
+            await http_ready.wait()
+            logger.info(
+                "agent ready: vessel %d, data in %s", config.vessel.vessel_id, config.data_dir
+            )
+            if ready is not None:
+                ready.set()
+    finally:
+        await asyncio.to_thread(outbox.close)
+        logger.info("agent stopped")
+
+
+async def supervise(config: ShipConfig, *, grace_s: float = 10.0, with_link: bool = True) -> None:
+    """Run the agent with SIGTERM/SIGINT handled: drain for ``grace_s``, then cancel."""
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stopping.set)
+    agent = asyncio.create_task(run_agent(config, stopping=stopping, with_link=with_link))
+    stopped = asyncio.create_task(stopping.wait())
+    try:
+        await asyncio.wait({agent, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        if not agent.done():
+            logger.info("stopping: draining for up to %.0f s", grace_s)
+            try:
+                async with asyncio.timeout(grace_s):
+                    await asyncio.shield(agent)
+            except TimeoutError:
+                logger.warning("drain took longer than %.0f s: cancelling", grace_s)
+                agent.cancel()
+        try:
+            await agent
+        except asyncio.CancelledError:
+            if not agent.cancelled():
+                raise  # we were cancelled ourselves: pass it on
+    finally:
+        stopped.cancel()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
+
+
+def data_paths(config: ShipConfig) -> dict[str, Path]:
+    """Where the agent keeps its files (printed at start)."""
+    cert, key = config.tls_paths()
+    return {
+        "outbox": config.database_path,
+        "signing key": config.vessel.signing_key_path,
+        "TLS certificate": cert,
+        "TLS key": key,
+    }
