@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -125,11 +126,11 @@ def test_webhook_signature_matches_the_providers_published_example() -> None:
 
 
 @pytest.fixture
-async def fake(tmp_path: Path) -> FakeSmsProvider:
+async def fake(tmp_path: Path) -> AsyncIterator[FakeSmsProvider]:
     provider = FakeSmsProvider(tmp_path / "sms.jsonl")
     await provider.start()
     try:
-        yield provider  # type: ignore[misc]
+        yield provider
     finally:
         await provider.stop()
 
