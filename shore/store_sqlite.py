@@ -1,0 +1,174 @@
+"""The embedded store backend: SQLite in WAL mode, ``synchronous=FULL``, on its own thread.
+
+A commit here is a promise to a vessel (its ``BatchAck`` follows), so the database runs in
+WAL mode with ``synchronous=FULL`` (with ``NORMAL`` a power cut may roll back the last
+commits), ``foreign_keys`` on and a ``busy_timeout``. Every transaction is ``BEGIN
+IMMEDIATE``, so writers are serialised and a transaction never fails half-way for a lock.
+
+sqlite3 calls block, so they run on one dedicated thread (a single-thread executor, the
+``asyncio.to_thread`` idea with a fixed thread): the event loop never waits on the disk,
+and statements of one transaction run in order even when the awaiting task is cancelled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import re
+import sqlite3
+from collections.abc import AsyncIterator, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+from shore.store import PhraseLookup, StoreUnavailable
+from shore.store_sql import DEFAULT_DEADLINE_S, DEFAULT_LEASE_S, Dialect, Row, SqlStore
+
+T = TypeVar("T")
+
+SQLITE = Dialect(
+    name="sqlite",
+    int_type="INTEGER",
+    real_type="REAL",
+    blob_type="BLOB",
+    serial_pk="INTEGER PRIMARY KEY AUTOINCREMENT",
+    for_update="",
+    skip_locked="",
+)
+
+_PARAM = re.compile(r"\$(\d+)")
+
+
+@functools.lru_cache(maxsize=512)
+def _sqlite_sql(sql: str) -> str:
+    """``$1`` parameters (asyncpg's) as ``?1`` (SQLite's numbered form)."""
+    return _PARAM.sub(r"?\1", sql)
+
+
+class _SqliteTx:
+    def __init__(self, store: SqliteStore) -> None:
+        self._store = store
+
+    async def execute(self, sql: str, *args: Any) -> None:
+        db = self._store._db
+        await self._store._run(lambda: db.execute(_sqlite_sql(sql), args))
+
+    async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        if rows:
+            db = self._store._db
+            await self._store._run(lambda: db.executemany(_sqlite_sql(sql), rows))
+
+    async def fetch(self, sql: str, *args: Any) -> list[Row]:
+        db = self._store._db
+        return await self._store._run(lambda: db.execute(_sqlite_sql(sql), args).fetchall())
+
+    async def fetchrow(self, sql: str, *args: Any) -> Row | None:
+        db = self._store._db
+        row: Row | None = await self._store._run(
+            lambda: db.execute(_sqlite_sql(sql), args).fetchone()
+        )
+        return row
+
+
+class SqliteStore(SqlStore):
+    """The store in one SQLite file; open with ``await SqliteStore.open(path)``."""
+
+    dialect = SQLITE
+
+    def __init__(
+        self,
+        db: sqlite3.Connection,
+        path: Path,
+        executor: ThreadPoolExecutor,
+        *,
+        phrases: PhraseLookup | None = None,
+        lease_s: float = DEFAULT_LEASE_S,
+        deadline_s: float = DEFAULT_DEADLINE_S,
+    ) -> None:
+        super().__init__(phrases=phrases, lease_s=lease_s, deadline_s=deadline_s)
+        self._db = db
+        self.path = path
+        self._executor = executor
+        self._lock = asyncio.Lock()
+
+    @classmethod
+    async def open(
+        cls,
+        path: Path,
+        *,
+        busy_timeout_ms: int = 10_000,
+        phrases: PhraseLookup | None = None,
+        lease_s: float = DEFAULT_LEASE_S,
+        deadline_s: float = DEFAULT_DEADLINE_S,
+    ) -> SqliteStore:
+        """Open (or create) the store at ``path`` and apply pending migrations."""
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shore-sqlite")
+        loop = asyncio.get_running_loop()
+
+        def connect() -> sqlite3.Connection:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(
+                path, isolation_level=None, check_same_thread=False, timeout=busy_timeout_ms / 1e3
+            )
+            try:
+                mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+                if str(mode).lower() != "wal":
+                    raise StoreUnavailable(f"the store {path} cannot use WAL mode (got {mode})")
+                db.execute("PRAGMA synchronous=FULL")
+                db.execute("PRAGMA foreign_keys=ON")
+                db.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+            except BaseException:
+                db.close()
+                raise
+            return db
+
+        try:
+            db = await loop.run_in_executor(executor, connect)
+        except (OSError, sqlite3.Error) as exc:
+            executor.shutdown(wait=False)
+            raise StoreUnavailable(f"cannot open the store {path}: {exc}") from exc
+        except BaseException:
+            executor.shutdown(wait=False)
+            raise
+        store = cls(db, path, executor, phrases=phrases, lease_s=lease_s, deadline_s=deadline_s)
+        try:
+            await store._migrate()
+        except BaseException:
+            await store.close()
+            raise
+        return store
+
+    async def _run(self, call: Callable[[], T]) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, call)
+
+    @asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[_SqliteTx]:
+        async with self._lock:
+            db = self._db
+            try:
+                await self._run(lambda: db.execute("BEGIN IMMEDIATE"))
+            except sqlite3.Error as exc:
+                raise StoreUnavailable(f"cannot write the store {self.path}: {exc}") from exc
+            try:
+                yield _SqliteTx(self)
+            except BaseException:
+                await asyncio.shield(self._run(lambda: db.execute("ROLLBACK")))
+                raise
+            try:
+                await asyncio.shield(self._run(lambda: db.execute("COMMIT")))
+            except sqlite3.Error as exc:
+                await asyncio.shield(self._run(lambda: _rollback_quietly(db)))
+                raise StoreUnavailable(f"cannot commit to the store {self.path}: {exc}") from exc
+
+    async def close(self) -> None:
+        async with self._lock:
+            db = self._db
+            await self._run(db.close)
+        self._executor.shutdown(wait=True)
+
+
+def _rollback_quietly(db: sqlite3.Connection) -> None:
+    if db.in_transaction:
+        db.execute("ROLLBACK")

@@ -1,0 +1,531 @@
+"""The store contract: one suite, run against SQLite and against a real PostgreSQL 15.
+
+PostgreSQL is started once per test session (``initdb`` + ``pg_ctl`` on loopback, a
+throwaway directory), each test gets a database of its own, and the server is stopped at
+the end. Without PostgreSQL installed these tests FAIL and say how to install it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from protocol.envelopes import (
+    BatchAck,
+    CaseStatus,
+    CaseStatusUpdate,
+    Channel,
+    ContactBookChange,
+    CrewMessage,
+    DeliveryFailure,
+    DeliveryReceipt,
+    FailureReason,
+    GrievanceReport,
+    ReceiptStage,
+    Reply,
+    Sos,
+)
+from protocol.errors import Reason
+from protocol.languages import Language
+from shore.delivery import Destination
+from shore.store import (
+    DeliveryKey,
+    IngestOutcome,
+    RegistryError,
+    ReplayWindow,
+    Store,
+    VesselInfo,
+)
+from shore.store_postgres import PostgresStore
+from shore.store_sql import add_to_window
+from shore.store_sqlite import SqliteStore
+from tests.shore.store_fixtures import (
+    T0,
+    VESSEL_KEY,
+    PostgresMissing,
+    PostgresServer,
+    decoded_downlink,
+    decoded_uplink,
+    shore_encoder,
+    uplink,
+)
+
+MINUTES = int(T0 // 60)
+INFO = VesselInfo("Sea Star 7", "TH", "TH-0042", "Andaman Fishing Co", (1, 2))
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """One PostgreSQL server for the session, stopped at the end."""
+    try:
+        directory = Path(tempfile.mkdtemp(prefix="vr-pg-"))
+    except OSError as exc:  # pragma: no cover
+        pytest.fail(f"no temporary directory: {exc}")
+    os.chmod(directory, 0o755)
+    try:
+        server = PostgresServer(directory)
+    except PostgresMissing as exc:
+        shutil.rmtree(directory, ignore_errors=True)
+        pytest.fail(str(exc), pytrace=False)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def store(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[SqliteStore | PostgresStore]:
+    """A fresh store of each backend."""
+    opened: SqliteStore | PostgresStore
+    if request.param == "sqlite":
+        opened = await SqliteStore.open(tmp_path / "relay.db", phrases=_phrases)
+    else:
+        server: PostgresServer = request.getfixturevalue("postgres")
+        opened = await PostgresStore.open(server.create_database(), phrases=_phrases)
+    try:
+        yield opened
+    finally:
+        await opened.close()
+
+
+def _phrases(code: int, lang: Language | None) -> str | None:
+    return {1: "I am well"}.get(code) if lang in (None, Language.ENG) else None
+
+
+async def _vessel(store: Store) -> int:
+    return await store.add_vessel(INFO, VESSEL_KEY.verify_key.key, T0)
+
+
+def _contact(crew: int = 3, contact: int = 1, minutes: int = MINUTES) -> ContactBookChange:
+    return ContactBookChange(
+        crew=crew,
+        contact=contact,
+        channel=Channel.EMAIL,
+        address="mother@example.com",
+        written_minutes=minutes,
+        name="Daw Hla",
+        contact_lang=Language.MYA,
+        crew_name="Ko Aung",
+    )
+
+
+def _message(seq: int, *, crew: int = 3, contact: int = 1) -> CrewMessage:
+    return CrewMessage(
+        message_seq=seq,
+        crew=crew,
+        contact=contact,
+        written_minutes=MINUTES,
+        lang=Language.MYA,
+        body=f"မင်္ဂလာပါ အမေ {seq}",
+    )
+
+
+async def _ingest(store: Store, vessel_id: int, seq: int, *envelopes: object) -> object:
+    data = uplink(vessel_id, seq, list(envelopes))  # type: ignore[arg-type]
+    return await store.ingest_batch(decoded_uplink(data), data, T0 + seq)
+
+
+async def _downlink(store: Store, vessel_id: int, now: float = T0 + 100) -> list[object]:
+    made = await store.make_downlink_batch(vessel_id, now, shore_encoder(vessel_id), 100)
+    assert made is not None
+    return list(decoded_downlink(made.data).envelopes)
+
+
+# --- registry ---------------------------------------------------------------------------------
+
+
+async def test_registry_adds_lists_rotates_and_revokes_keys(store: Store) -> None:
+    """The operator registers a vessel, rotates its key with an overlap, then revokes the old."""
+    vessel_id = await _vessel(store)
+    assert vessel_id == 1
+    second = await store.add_vessel(
+        VesselInfo("Ocean 2", "TH", "TH-0043", "Owner"), b"\x07" * 32, T0
+    )
+    assert second == 2
+    record = await store.get_vessel(vessel_id)
+    assert record is not None
+    assert record.info == INFO
+    assert record.keys_valid_at(T0) == (VESSEL_KEY.verify_key.key,)
+    await store.add_vessel_key(vessel_id, b"\x09" * 32, T0 + 10, T0)
+    record = await store.get_vessel(vessel_id)
+    assert record is not None
+    assert len(record.keys_valid_at(T0 + 20)) == 2
+    await store.revoke_vessel_key(vessel_id, VESSEL_KEY.verify_key.key, T0 + 30)
+    record = await store.get_vessel(vessel_id)
+    assert record is not None
+    assert record.keys_valid_at(T0 + 40) == (b"\x09" * 32,)
+    assert record.keys_valid_at(T0 + 20) == (VESSEL_KEY.verify_key.key, b"\x09" * 32)
+    await store.set_vessel_unions(vessel_id, [5])
+    record = await store.get_vessel(vessel_id)
+    assert record is not None
+    assert record.info.unions == (5,)
+    assert [v.vessel_id for v in await store.list_vessels()] == [1, 2]
+
+
+async def test_registry_refuses_duplicates_and_unknown_vessels(store: Store) -> None:
+    """A second vessel with the same flag and registration, or a key of an unknown vessel, is
+    refused with a message that says what to do."""
+    await _vessel(store)
+    with pytest.raises(RegistryError, match="already registered"):
+        await _vessel(store)
+    with pytest.raises(RegistryError, match="not registered"):
+        await store.add_vessel_key(99, b"\x01" * 32, T0, T0)
+    with pytest.raises(RegistryError, match="has no key"):
+        await store.revoke_vessel_key(1, b"\x02" * 32, T0)
+    assert await store.get_vessel(99) is None
+
+
+# --- ingest -----------------------------------------------------------------------------------
+
+
+async def test_batch_is_stored_with_contacts_deliveries_and_receipts(store: Store) -> None:
+    """A vessel's first batch: its contact and two messages are stored, each message gets a
+    delivery row and an ACCEPTED_ASHORE receipt, and the next downlink batch acknowledges it."""
+    vessel_id = await _vessel(store)
+    result = await _ingest(store, vessel_id, 1, _contact(), _message(1), _message(2))
+    assert result == result.__class__(
+        IngestOutcome.STORED, vessel_id, 1, new_messages=2, contacts=1
+    )
+    messages = await store.messages(vessel_id)
+    assert [(m.message_seq, m.kind, m.state, m.lang) for m in messages] == [
+        (1, "message", "accepted", Language.MYA),
+        (2, "message", "accepted", Language.MYA),
+    ]
+    contact = await store.contact(vessel_id, 3, 1)
+    assert contact is not None
+    assert (contact.address, contact.lang, contact.crew_name) == (
+        "mother@example.com",
+        Language.MYA,
+        "Ko Aung",
+    )
+    assert await store.replay_window(vessel_id) == ReplayWindow(1)
+    envelopes = await _downlink(store, vessel_id)
+    assert envelopes[0] == BatchAck(up_to=1, written_minutes=int((T0 + 100) // 60))
+    assert envelopes[1:] == [
+        DeliveryReceipt(1, ReceiptStage.ACCEPTED_ASHORE, int((T0 + 1) // 60)),
+        DeliveryReceipt(2, ReceiptStage.ACCEPTED_ASHORE, int((T0 + 1) // 60)),
+    ]
+    assert await store.make_downlink_batch(vessel_id, T0, shore_encoder(vessel_id), 10) is None
+
+
+async def test_resent_batch_is_acknowledged_again_and_stored_once(store: Store) -> None:
+    """The vessel resends a batch whose BatchAck it never got: nothing is stored twice, no
+    second receipt, but a new BatchAck goes down."""
+    vessel_id = await _vessel(store)
+    data = uplink(vessel_id, 1, [_contact(), _message(1)])
+    await store.ingest_batch(decoded_uplink(data), data, T0)
+    await _downlink(store, vessel_id)
+    again = await store.ingest_batch(decoded_uplink(data), data, T0 + 5)
+    assert again.outcome is IngestOutcome.DUPLICATE
+    assert await store.stored_batch_hash(vessel_id, 1) is not None
+    assert await store.count_messages(vessel_id) == 1
+    envelopes = await _downlink(store, vessel_id, T0 + 200)
+    assert envelopes == [BatchAck(up_to=1, written_minutes=int((T0 + 200) // 60))]
+
+
+async def test_other_bytes_under_a_stored_batch_number_are_refused(store: Store) -> None:
+    """A signed batch reusing a stored batch number with other content (a vessel that lost
+    its outbox) is quarantined and refused with REPLAYED; the first batch is untouched."""
+    vessel_id = await _vessel(store)
+    await _ingest(store, vessel_id, 1, _message(1))
+    other = uplink(vessel_id, 1, [_message(7)])
+    result = await store.ingest_batch(decoded_uplink(other), other, T0 + 9)
+    assert result.outcome is IngestOutcome.REJECTED
+    assert [m.message_seq for m in await store.messages(vessel_id)] == [1]
+    (entry,) = await store.quarantined()
+    assert (entry.reason, entry.vessel_id, entry.batch_seq, entry.raw) == (
+        Reason.REPLAYED,
+        vessel_id,
+        1,
+        other,
+    )
+    ack = (await _downlink(store, vessel_id))[0]
+    assert isinstance(ack, BatchAck)
+    assert ack.rejected == ((1, int(Reason.REPLAYED)),)
+
+
+async def test_replayed_message_in_a_new_batch_is_not_stored_twice(store: Store) -> None:
+    """A message resent in a later batch (the vessel re-batched it) is stored and receipted once."""
+    vessel_id = await _vessel(store)
+    await _ingest(store, vessel_id, 1, _message(1))
+    result = await _ingest(store, vessel_id, 2, _message(1), _message(2))
+    assert (result.new_messages, result.duplicate_messages) == (1, 1)
+    assert await store.count_messages(vessel_id) == 2
+    envelopes = await _downlink(store, vessel_id)
+    receipts = [e for e in envelopes if isinstance(e, DeliveryReceipt)]
+    assert sorted(r.message_seq for r in receipts) == [1, 2]
+    assert len(await store.deliveries(vessel_id)) == 2
+
+
+async def test_replay_window_tracks_gaps_and_fills_them(store: Store) -> None:
+    """Batches arrive out of order (1, 2, 4, 5, 7, then 3): the window and the BatchAck say
+    exactly which are stored."""
+    vessel_id = await _vessel(store)
+    for seq in (1, 2, 4, 5, 7):
+        await _ingest(store, vessel_id, seq, _message(seq))
+    assert await store.replay_window(vessel_id) == ReplayWindow(2, ((4, 5), (7, 7)))
+    ack = (await _downlink(store, vessel_id))[0]
+    assert ack == BatchAck(up_to=2, written_minutes=int((T0 + 100) // 60), ranges=((4, 5), (7, 7)))
+    await _ingest(store, vessel_id, 3, _message(3))
+    assert await store.replay_window(vessel_id) == ReplayWindow(5, ((7, 7),))
+
+
+def test_window_arithmetic() -> None:
+    """Adding numbers merges ranges and folds them into up_to when they touch it."""
+    window = ReplayWindow(0)
+    for seq in (3, 1, 5, 2, 4, 4):
+        window = add_to_window(window, seq)
+    assert window == ReplayWindow(5)
+    assert add_to_window(ReplayWindow(5, ((8, 9),)), 7) == ReplayWindow(5, ((7, 9),))
+
+
+async def test_ack_only_batches_do_not_ping_pong(store: Store) -> None:
+    """An uplink batch that only acknowledges downlink batches is acknowledged lazily (with the
+    next downlink batch), so vessel and shore do not send acknowledgements back and forth."""
+    vessel_id = await _vessel(store)
+    await _ingest(store, vessel_id, 1, _message(1))
+    made = await store.make_downlink_batch(vessel_id, T0, shore_encoder(vessel_id), 10)
+    assert made is not None
+    result = await _ingest(
+        store, vessel_id, 2, BatchAck(up_to=made.downlink_seq, written_minutes=MINUTES)
+    )
+    assert result.downlink_acked == 1
+    assert (await store.downlink_batches(vessel_id))[0].acked_at is not None
+    assert await store.vessels_with_downlink_work(T0 + 10, 60, 3600) == []
+    assert await store.make_downlink_batch(vessel_id, T0, shore_encoder(vessel_id), 10) is None
+    await store.queue_case_update(vessel_id, 9, CaseStatus.ACKNOWLEDGED, None, T0)
+    envelopes = await _downlink(store, vessel_id)
+    assert envelopes[0] == BatchAck(up_to=2, written_minutes=int((T0 + 100) // 60))
+    assert envelopes[1] == CaseStatusUpdate(9, CaseStatus.ACKNOWLEDGED, MINUTES)
+
+
+async def test_rejected_batch_is_told_until_the_vessel_acknowledges_the_telling(
+    store: Store,
+) -> None:
+    """An authentic batch refused for good travels in BatchAck.rejected, again in every
+    acknowledgement until the vessel acknowledges a downlink batch that carried it."""
+    vessel_id = await _vessel(store)
+    await store.reject_batch(vessel_id, 1, Reason.UNKNOWN_DICTIONARY, "dict 9", b"x" * 90, T0)
+    first = await _downlink(store, vessel_id)
+    assert first[0] == BatchAck(up_to=1, written_minutes=int((T0 + 100) // 60), rejected=((1, 3),))
+    await _ingest(store, vessel_id, 2, _message(2))
+    second = await _downlink(store, vessel_id)
+    assert isinstance(second[0], BatchAck)
+    assert (second[0].up_to, second[0].rejected) == (2, ((1, 3),))
+    await _ingest(store, vessel_id, 3, BatchAck(up_to=2, written_minutes=MINUTES), _message(3))
+    third = await _downlink(store, vessel_id)
+    assert isinstance(third[0], BatchAck)
+    assert (third[0].up_to, third[0].rejected) == (3, None)
+
+
+async def test_quarantine_counts_the_same_bytes_once(store: Store) -> None:
+    """The same forged bytes sent five times make one quarantine entry counted five times;
+    an oversized payload is kept cut, with its full size and hash."""
+    for n in range(5):
+        await store.quarantine(b"forged", Reason.SIGNATURE_INVALID, "bad", T0 + n, 1, 4)
+    big = b"\x01" * 300_000
+    await store.quarantine(big, Reason.LIMIT_EXCEEDED, "too big", T0)
+    big_entry, forged = await store.quarantined()
+    assert (forged.times, forged.first_at, forged.last_at) == (5, T0, T0 + 4)
+    assert (big_entry.link_bytes, len(big_entry.raw), big_entry.vessel_id) == (
+        300_000,
+        64 * 1024,
+        None,
+    )
+
+
+async def test_older_contact_change_never_overwrites_a_newer_one(store: Store) -> None:
+    """A batch replayed late carries an old address: the newer one stays."""
+    vessel_id = await _vessel(store)
+    newer = ContactBookChange(
+        crew=3,
+        contact=1,
+        channel=Channel.SMS,
+        address="+95911111111",
+        written_minutes=MINUTES + 10,
+    )
+    await _ingest(store, vessel_id, 2, newer)
+    await _ingest(store, vessel_id, 1, _contact(minutes=MINUTES))
+    contact = await store.contact(vessel_id, 3, 1)
+    assert contact is not None
+    assert (contact.channel, contact.address) == (Channel.SMS, "+95911111111")
+    found = await store.contacts_with_address(Channel.SMS, "+95911111111")
+    assert [(c.vessel_id, c.crew, c.contact) for c in found] == [(vessel_id, 3, 1)]
+
+
+# --- deliveries -------------------------------------------------------------------------------
+
+
+async def test_delivery_claim_attempt_finish_and_receipt(store: Store) -> None:
+    """A worker claims a due delivery (others cannot while the lease runs), records the attempt
+    before sending, finishes it, and the DELIVERED receipt is queued once."""
+    vessel_id = await _vessel(store)
+    await _ingest(store, vessel_id, 1, _contact(), _message(1))
+    await _downlink(store, vessel_id)
+    (due,) = await store.claim_due_deliveries(T0 + 10, 10, "w1")
+    assert (due.destination, due.address, due.crew_name, due.contact_lang, due.text) == (
+        Destination.EMAIL,
+        "mother@example.com",
+        "Ko Aung",
+        Language.MYA,
+        "မင်္ဂလာပါ အမေ 1",
+    )
+    assert (due.attempts, due.unfinished_attempt) == (0, False)
+    assert await store.claim_due_deliveries(T0 + 11, 10, "w2") == []
+    await store.record_attempt(due.key, T0 + 12, "w1")
+    await store.finish_delivery(due.key, "delivered", None, T0 + 13)
+    await store.finish_delivery(due.key, "delivered", None, T0 + 14)
+    (record,) = await store.deliveries(vessel_id)
+    assert (record.outcome, record.attempts, record.unfinished_attempt) == ("delivered", 1, False)
+    assert (await store.messages(vessel_id))[0].state == "delivered"
+    envelopes = await _downlink(store, vessel_id, T0 + 200)
+    assert envelopes == [DeliveryReceipt(1, ReceiptStage.DELIVERED, int((T0 + 13) // 60))]
+    assert await store.claim_due_deliveries(T0 + 10_000, 10, "w1") == []
+
+
+async def test_crashed_attempt_comes_back_after_the_lease_as_a_repeat(store: Store) -> None:
+    """A worker died after recording its attempt: after the lease the delivery is claimable
+    again and shows the unfinished attempt (the worker counts a repeat)."""
+    vessel_id = await _vessel(store)
+    await _ingest(store, vessel_id, 1, _contact(), _message(1))
+    (due,) = await store.claim_due_deliveries(T0 + 5, 10, "w1")
+    await store.record_attempt(due.key, T0 + 5, "w1")
+    assert await store.claim_due_deliveries(T0 + 604, 10, "w2") == []
+    (again,) = await store.claim_due_deliveries(T0 + 606, 10, "w2")
+    assert (again.key, again.attempts, again.unfinished_attempt) == (due.key, 1, True)
+
+
+async def test_reschedule_and_failure_receipt(store: Store) -> None:
+    """A transient failure reschedules; a final failure queues a DeliveryFailure."""
+    vessel_id = await _vessel(store)
+    await _ingest(store, vessel_id, 1, _contact(), _message(1))
+    await _downlink(store, vessel_id)
+    (due,) = await store.claim_due_deliveries(T0 + 5, 10, "w1")
+    await store.record_attempt(due.key, T0 + 5, "w1")
+    await store.reschedule_delivery(due.key, T0 + 300, "smtp 451", T0 + 1)
+    assert await store.claim_due_deliveries(T0 + 299, 10, "w1") == []
+    (due,) = await store.claim_due_deliveries(T0 + 300, 10, "w1")
+    await store.finish_delivery(due.key, "failed", FailureReason.ADDRESS_INVALID, T0 + 301)
+    (record,) = await store.deliveries(vessel_id)
+    assert (record.outcome, record.reason, record.detail) == (
+        "failed",
+        FailureReason.ADDRESS_INVALID,
+        "smtp 451",
+    )
+    envelopes = await _downlink(store, vessel_id, T0 + 400)
+    assert envelopes == [DeliveryFailure(1, FailureReason.ADDRESS_INVALID, int((T0 + 301) // 60))]
+
+
+async def test_grievance_quick_unknown_contact_and_sos(store: Store) -> None:
+    """A sealed grievance goes to its union's inbox (once), a quick message is expanded in the
+    contact's language, a message to an unannounced contact has no address, an SOS is an alert
+    with no delivery."""
+    vessel_id = await _vessel(store)
+    english = ContactBookChange(
+        crew=4,
+        contact=2,
+        channel=Channel.SMS,
+        address="+66800000000",
+        written_minutes=MINUTES,
+        contact_lang=Language.ENG,
+    )
+    await _ingest(
+        store,
+        vessel_id,
+        1,
+        english,
+        GrievanceReport(message_seq=1, union=2, written_minutes=MINUTES, sealed=b"\x01" * 80),
+        CrewMessage(message_seq=2, crew=4, contact=2, written_minutes=MINUTES, quick=1),
+        _message(3, crew=5, contact=9),
+        Sos(message_seq=4, crew=4, written_minutes=MINUTES, position=(1_350_000, 9_800_000)),
+    )
+    due = {d.message_seq: d for d in await store.claim_due_deliveries(T0 + 5, 10, "w")}
+    assert sorted(due) == [1, 2, 3]
+    assert (due[1].destination, due[1].union, due[1].sealed, due[1].crew) == (
+        Destination.UNION,
+        2,
+        b"\x01" * 80,
+        None,
+    )
+    assert (due[2].destination, due[2].text, due[2].quick) == (Destination.SMS, "I am well", 1)
+    assert (due[3].address, due[3].destination) == (None, Destination.EMAIL)
+    for _ in range(2):
+        await store.deliver_to_union_inbox(2, vessel_id, 1, b"\x01" * 80, T0 + 6)
+    assert await store.union_inbox(2) == [(vessel_id, 1, b"\x01" * 80)]
+    sos = (await store.messages(vessel_id))[3]
+    assert (sos.kind, sos.state, sos.position) == ("sos", "alert", (1_350_000, 9_800_000))
+
+
+async def test_claims_are_disjoint_under_concurrency(store: Store) -> None:
+    """Four workers claim at once: each delivery is handed to exactly one of them."""
+    vessel_id = await _vessel(store)
+    await _ingest(store, vessel_id, 1, _contact(), *[_message(n) for n in range(1, 41)])
+    claims = await asyncio.gather(
+        *(store.claim_due_deliveries(T0 + 5, 15, f"w{n}") for n in range(4))
+    )
+    keys = [d.key for claim in claims for d in claim]
+    assert sorted(keys) == [DeliveryKey(vessel_id, n) for n in range(1, 41)]
+
+
+async def test_concurrent_ingest_of_the_same_batch_stores_it_once(store: Store) -> None:
+    """Two relay workers receive the same batch at once: one stores it, one re-acknowledges."""
+    vessel_id = await _vessel(store)
+    data = uplink(vessel_id, 1, [_contact(), *[_message(n) for n in range(1, 21)]])
+    results = await asyncio.gather(
+        *(store.ingest_batch(decoded_uplink(data), data, T0) for _ in range(4))
+    )
+    assert sorted(r.outcome.value for r in results) == ["duplicate"] * 3 + ["stored"]
+    assert await store.count_messages() == 20
+
+
+# --- downlink ---------------------------------------------------------------------------------
+
+
+async def test_downlink_send_resend_and_ack(store: Store) -> None:
+    """A downlink batch is sent once; it is resent only after the resend delay when the vessel
+    was heard from since, or after the longest delay anyway; the vessel's BatchAck ends it."""
+    vessel_id = await _vessel(store)
+    reply_seq = await store.queue_reply(vessel_id, 3, 1, "Come home soon", Language.ENG, True, T0)
+    assert reply_seq == 1
+    assert await store.vessels_with_downlink_work(T0, 60, 3600) == [vessel_id]
+    made = await store.make_downlink_batch(vessel_id, T0, shore_encoder(vessel_id), 10)
+    assert made is not None
+    assert decoded_downlink(made.data).envelopes == (
+        Reply(1, 3, 1, MINUTES, Language.ENG, "Come home soon", True),
+    )
+    (to_send,) = await store.downlink_batches_to_send(vessel_id, T0, 60, 3600)
+    assert to_send.data == made.data
+    await store.mark_downlink_sent(vessel_id, made.downlink_seq, T0)
+    assert await store.downlink_batches_to_send(vessel_id, T0 + 120, 60, 3600) == []
+    await _ingest(store, vessel_id, 100, _message(100))  # heard from at T0 + 100
+    (again,) = await store.downlink_batches_to_send(vessel_id, T0 + 120, 60, 3600)
+    assert again.downlink_seq == made.downlink_seq
+    await store.mark_downlink_sent(vessel_id, made.downlink_seq, T0 + 120)
+    assert await store.downlink_batches_to_send(vessel_id, T0 + 3000, 60, 3600) == []
+    assert len(await store.downlink_batches_to_send(vessel_id, T0 + 3720, 60, 3600)) == 1
+    await _ingest(store, vessel_id, 101, BatchAck(up_to=1, written_minutes=MINUTES))
+    assert await store.downlink_batches_to_send(vessel_id, T0 + 9999, 60, 3600) == []
+
+
+async def test_reopening_keeps_data_and_runs_no_migration_twice(tmp_path: Path) -> None:
+    """The SQLite store closed and opened again finds everything and migrates nothing again."""
+    path = tmp_path / "relay.db"
+    first = await SqliteStore.open(path)
+    vessel_id = await _vessel(first)
+    await _ingest(first, vessel_id, 1, _message(1))
+    await first.close()
+    second = await SqliteStore.open(path)
+    try:
+        assert await second.count_messages(vessel_id) == 1
+    finally:
+        await second.close()
