@@ -2,11 +2,260 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Annotated, TypeVar
+
 import typer
 
-from vessel_relay.keyfiles import keygen_command
+from shore import registry
+from shore.config import ConfigError, RelayConfig, default_document, load_config
+from shore.relay import open_store, run_relay
+from shore.store import StoreError, VesselInfo
+from shore.store_sql import SqlStore
+from vessel_relay.keyfiles import KeyFileError, keygen_command, new_signing_key, write_secret
+
+T = TypeVar("T")
+
+ConfigOption = Annotated[
+    Path, typer.Option("--config", "-c", help="The relay's TOML file (made by 'shore init').")
+]
+
+vessel_app = typer.Typer(help="Register vessels and manage their keys.", no_args_is_help=True)
+
+
+def _fail(error: Exception) -> typer.Exit:
+    typer.echo(f"error: {error}", err=True)
+    return typer.Exit(1)
+
+
+def _config(path: Path) -> RelayConfig:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        raise _fail(exc) from exc
+
+
+def _with_store(config_path: Path, action: Callable[[SqlStore], Awaitable[T]]) -> T:
+    config = _config(config_path)
+
+    async def main() -> T:
+        store = await open_store(config)
+        try:
+            return await action(store)
+        finally:
+            await store.close()
+
+    try:
+        return asyncio.run(main())
+    except StoreError as exc:
+        raise _fail(exc) from exc
+
+
+def vessel_add(
+    name: Annotated[str, typer.Argument(help="The vessel's name.")],
+    flag: Annotated[str, typer.Option(help="Flag state, e.g. TH.")],
+    registration: Annotated[str, typer.Option(help="Registration number.")],
+    owner: Annotated[str, typer.Option(help="The owner (company or person).")],
+    public_key: Annotated[str, typer.Option(help="The vessel's public key (64 hex digits).")],
+    union: Annotated[
+        list[int] | None, typer.Option(help="Union id of the crew (repeat for several).")
+    ] = None,
+    vessel_id: Annotated[
+        int | None, typer.Option("--id", help="Vessel id to use (default: the next free).")
+    ] = None,
+    config: ConfigOption = Path("relay.toml"),
+) -> None:
+    """Register a vessel and print its vessel id and MQTT topics.
+
+    Example: vessel-relay shore vessel add "Sea Star 7" --flag TH --registration TH-0042
+    --owner "Andaman Fishing Co" --public-key 3b6a...e1 --union 1
+    """
+    try:
+        info = VesselInfo(name, flag, registration, owner, tuple(union or ()))
+    except StoreError as exc:
+        raise _fail(exc) from exc
+    new_id = _with_store(
+        config, lambda store: registry.add_vessel(store, info, public_key, time.time(), vessel_id)
+    )
+    typer.echo(f"vessel id: {new_id}")
+    typer.echo(f"topics:    vr/{new_id}/u (up), vr/{new_id}/d (down)")
+
+
+def vessel_list(config: ConfigOption = Path("relay.toml")) -> None:
+    """List registered vessels.
+
+    Example: vessel-relay shore vessel list -c relay.toml
+    """
+    records = _with_store(config, lambda store: store.list_vessels())
+    if not records:
+        typer.echo("no vessels registered; add one with 'shore vessel add'")
+    now = time.time()
+    for record in records:
+        info = record.info
+        keys = len(record.keys_valid_at(now))
+        typer.echo(
+            f"{record.vessel_id:>5}  {info.name}  {info.flag} {info.registration}  "
+            f"{info.owner}  ({keys} valid key{'s' if keys != 1 else ''})"
+        )
+
+
+def vessel_show(
+    vessel_id: Annotated[int, typer.Argument(help="The vessel id.")],
+    config: ConfigOption = Path("relay.toml"),
+) -> None:
+    """Show a vessel: registration, unions, topics, keys, when last heard from.
+
+    Example: vessel-relay shore vessel show 7
+    """
+    record = _with_store(config, lambda store: registry.require_vessel(store, vessel_id))
+    for line in registry.describe(record, time.time()):
+        typer.echo(line)
+
+
+def vessel_rotate_key(
+    vessel_id: Annotated[int, typer.Argument(help="The vessel id.")],
+    public_key: Annotated[str, typer.Option(help="The new public key (64 hex digits).")],
+    revoke_old_after_hours: Annotated[
+        float | None,
+        typer.Option(help="Revoke the old keys this many hours from now (default: keep them)."),
+    ] = None,
+    config: ConfigOption = Path("relay.toml"),
+) -> None:
+    """Add a vessel's new key (valid at once); optionally schedule the old ones' revocation.
+
+    Example: vessel-relay shore vessel rotate-key 7 --public-key 9f2c...0a
+    --revoke-old-after-hours 72
+    """
+    after_s = None if revoke_old_after_hours is None else revoke_old_after_hours * 3600
+    old = _with_store(
+        config,
+        lambda store: registry.rotate_key(store, vessel_id, public_key, time.time(), after_s),
+    )
+    typer.echo(f"vessel {vessel_id}: new key added")
+    for key in old:
+        typer.echo(f"old key {key.hex()} revoked in {revoke_old_after_hours} h")
+
+
+def vessel_revoke_key(
+    vessel_id: Annotated[int, typer.Argument(help="The vessel id.")],
+    public_key: Annotated[str, typer.Option(help="The key to revoke (64 hex digits).")],
+    config: ConfigOption = Path("relay.toml"),
+) -> None:
+    """Revoke a vessel's key now: later batches signed with it are quarantined.
+
+    Example: vessel-relay shore vessel revoke-key 7 --public-key 3b6a...e1
+    """
+    _with_store(
+        config, lambda store: registry.revoke_key(store, vessel_id, public_key, time.time())
+    )
+    typer.echo(f"vessel {vessel_id}: key revoked")
+
+
+def init(
+    data: Annotated[Path, typer.Option("--data", help="Directory for the store and keys.")],
+) -> None:
+    """Make a relay's data directory: shore key, reply key, relay.toml and the store.
+
+    Example: vessel-relay shore init --data /var/lib/vessel-relay
+    """
+    data = data.resolve()
+    data.mkdir(parents=True, exist_ok=True)
+    config_path = data / "relay.toml"
+    if not config_path.exists():
+        config_path.write_text(default_document(data), encoding="utf-8")
+    config = _config(config_path)
+    key_path = config.path(config.relay.shore_key)
+    try:
+        if key_path.exists():
+            typer.echo(f"shore key:  {key_path} (kept)")
+        else:
+            key = new_signing_key(key_path)
+            typer.echo(f"shore key:  {key_path}")
+            typer.echo(f"public key: {key.verify_key.hex()}  (give it to every vessel)")
+        reply_key = config.path(config.delivery.reply_key)
+        if not reply_key.exists():
+            write_secret(reply_key, os.urandom(32))
+    except KeyFileError as exc:
+        raise _fail(exc) from exc
+    _with_store(config_path, _noop)
+    typer.echo(f"config:     {config_path}")
+    typer.echo(f"store:      {config.store.backend} ({config.path(config.store.path)})")
+
+
+async def _noop(store: SqlStore) -> None:
+    return None
+
+
+def run(
+    config: ConfigOption = Path("relay.toml"),
+    grace_s: Annotated[float, typer.Option(help="Seconds to finish work on SIGTERM.")] = 10.0,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log each batch.")] = False,
+) -> None:
+    """Run the shore relay (ingest, downlink, delivery, replies) until SIGTERM or SIGINT.
+
+    Example: vessel-relay shore run -c /var/lib/vessel-relay/relay.toml
+    """
+    relay_config = _config(config)
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    typer.echo(
+        f"relay {relay_config.client_id}: broker {relay_config.mqtt.url}, "
+        f"store {relay_config.store.backend}, data {relay_config.data_dir}"
+    )
+    try:
+        asyncio.run(_run(relay_config, grace_s))
+    except (StoreError, KeyFileError) as exc:
+        raise _fail(exc) from exc
+
+
+async def _run(config: RelayConfig, grace_s: float) -> None:
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stopping.set)
+
+    def subscribed() -> None:
+        print("subscribed", flush=True)
+
+    relay = asyncio.create_task(run_relay(config, stopping, subscribed))
+    stop = asyncio.create_task(stopping.wait())
+    try:
+        await asyncio.wait({relay, stop}, return_when=asyncio.FIRST_COMPLETED)
+        if not relay.done():
+            try:
+                async with asyncio.timeout(grace_s):
+                    await asyncio.shield(relay)
+            except TimeoutError:
+                relay.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await relay
+        else:
+            relay.result()
+    finally:
+        stop.cancel()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
+    print("stopped", file=sys.stderr, flush=True)
 
 
 def register(app: typer.Typer) -> None:
     """Add this side's commands to its group."""
     app.command("keygen")(keygen_command("shore", "shore"))
+    app.command("init")(init)
+    app.command("run")(run)
+    vessel_app.command("add")(vessel_add)
+    vessel_app.command("list")(vessel_list)
+    vessel_app.command("show")(vessel_show)
+    vessel_app.command("rotate-key")(vessel_rotate_key)
+    vessel_app.command("revoke-key")(vessel_revoke_key)
+    app.add_typer(vessel_app, name="vessel")

@@ -1,0 +1,254 @@
+"""Relay configuration: TOML into frozen dataclasses, with embedded defaults.
+
+Every key has a default, so an empty file (or none) runs a relay on loopback with an
+SQLite store in the data directory. An error names the file, the key and what to write::
+
+    relay.toml: [store] backend = 'mysql': expected "sqlite" or "postgres"
+
+Example (``vessel-relay shore init --data DIR`` writes one)::
+
+    [relay]
+    data_dir = "/var/lib/vessel-relay"
+    worker = 1                      # MQTT client id relay-1
+    shore_key = "shore.key"         # relative to data_dir
+
+    [store]
+    backend = "sqlite"              # or "postgres"
+    path = "relay.db"               # sqlite, relative to data_dir
+    dsn = ""                        # postgres: postgresql://user@host/db
+
+    [mqtt]
+    url = "mqtt://127.0.0.1:1883"
+    protocol = "5"                  # or "3.1.1" (then one worker only)
+    session_expiry_s = 604800
+
+    [downlink]
+    tick_s = 5.0
+    resend_after_s = 3600.0
+    resend_max_s = 86400.0
+    max_items = 200
+
+    [delivery]                      # family e-mail / SMS workers (shore.delivery)
+    enabled = false
+    workers = 1
+    smtp_host = "localhost"
+    smtp_port = 25
+    relay_domain = "relay.example.org"
+    from_address = "relay@relay.example.org"
+    reply_domain = "reply.example.org"
+    reply_key = "reply.key"         # relative to data_dir
+
+    [replies]                       # the SMTP server for families' answers
+    enabled = false
+    host = "127.0.0.1"
+    port = 2525
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+
+class ConfigError(Exception):
+    """A configuration file that cannot be used; the message names file, key and fix."""
+
+
+@dataclass(frozen=True, slots=True)
+class RelaySection:
+    data_dir: str = "."
+    worker: int = 1
+    shore_key: str = "shore.key"
+
+
+@dataclass(frozen=True, slots=True)
+class StoreSection:
+    backend: str = "sqlite"
+    path: str = "relay.db"
+    dsn: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class MqttSection:
+    url: str = "mqtt://127.0.0.1:1883"
+    protocol: str = "5"
+    session_expiry_s: int = 7 * 24 * 3600
+    keepalive_s: int = 60
+    publish_timeout_s: float = 60.0
+    reconnect_max_s: float = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class DownlinkSection:
+    tick_s: float = 5.0
+    resend_after_s: float = 3600.0
+    resend_max_s: float = 24 * 3600.0
+    max_items: int = 200
+
+
+@dataclass(frozen=True, slots=True)
+class DeliverySection:
+    enabled: bool = False
+    workers: int = 1
+    smtp_host: str = "localhost"
+    smtp_port: int = 25
+    relay_domain: str = "relay.example.org"
+    from_address: str = "relay@relay.example.org"
+    reply_domain: str = "reply.example.org"
+    reply_key: str = "reply.key"
+
+
+@dataclass(frozen=True, slots=True)
+class RepliesSection:
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = 2525
+
+
+@dataclass(frozen=True, slots=True)
+class RelayConfig:
+    """The whole relay configuration (``source`` names the file, for messages)."""
+
+    relay: RelaySection = field(default_factory=RelaySection)
+    store: StoreSection = field(default_factory=StoreSection)
+    mqtt: MqttSection = field(default_factory=MqttSection)
+    downlink: DownlinkSection = field(default_factory=DownlinkSection)
+    delivery: DeliverySection = field(default_factory=DeliverySection)
+    replies: RepliesSection = field(default_factory=RepliesSection)
+    source: str = "<defaults>"
+
+    @property
+    def data_dir(self) -> Path:
+        """The directory that relative paths are taken from."""
+        return Path(self.relay.data_dir)
+
+    def path(self, value: str) -> Path:
+        """A configured path, relative to the data directory unless absolute."""
+        candidate = Path(value)
+        return candidate if candidate.is_absolute() else self.data_dir / candidate
+
+    @property
+    def client_id(self) -> str:
+        """The relay worker's MQTT client id."""
+        return f"relay-{self.relay.worker}"
+
+    @property
+    def mqtt_host_port(self) -> tuple[str, int]:
+        """Host and port of the broker URL."""
+        parts = urlsplit(self.mqtt.url)
+        return parts.hostname or "127.0.0.1", parts.port or 1883
+
+
+_SECTIONS: dict[str, type[Any]] = {
+    "relay": RelaySection,
+    "store": StoreSection,
+    "mqtt": MqttSection,
+    "downlink": DownlinkSection,
+    "delivery": DeliverySection,
+    "replies": RepliesSection,
+}
+
+
+def _section(source: str, name: str, raw: object, cls: type[Any]) -> Any:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: [{name}] must be a table")
+    known = {f.name: f for f in fields(cls)}
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key not in known:
+            raise ConfigError(
+                f"{source}: [{name}] has no key {key!r}; known keys: {', '.join(sorted(known))}"
+            )
+        default = getattr(cls(), key)
+        expected = type(default)
+        if expected is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+            raise ConfigError(
+                f"{source}: [{name}] {key} = {value!r}: expected a {expected.__name__} "
+                f"like {default!r}"
+            )
+        values[key] = value
+    return cls(**values)
+
+
+def parse_config(document: dict[str, Any], source: str = "<text>") -> RelayConfig:
+    """Check a parsed TOML document and build the configuration."""
+    sections: dict[str, Any] = {}
+    for name, raw in document.items():
+        if name not in _SECTIONS:
+            raise ConfigError(
+                f"{source}: unknown section [{name}]; known: {', '.join(sorted(_SECTIONS))}"
+            )
+        sections[name] = _section(source, name, raw, _SECTIONS[name])
+    config = RelayConfig(**sections, source=source)
+    _validate(config)
+    return config
+
+
+def _validate(config: RelayConfig) -> None:
+    source = config.source
+    if config.store.backend not in ("sqlite", "postgres"):
+        raise ConfigError(
+            f'{source}: [store] backend = {config.store.backend!r}: expected "sqlite" or "postgres"'
+        )
+    if config.store.backend == "postgres" and not config.store.dsn:
+        raise ConfigError(
+            f'{source}: [store] dsn is empty; write dsn = "postgresql://user@host/db"'
+        )
+    if config.mqtt.protocol not in ("5", "3.1.1"):
+        raise ConfigError(
+            f'{source}: [mqtt] protocol = {config.mqtt.protocol!r}: expected "5" or "3.1.1"'
+        )
+    scheme = urlsplit(config.mqtt.url).scheme
+    if scheme != "mqtt":
+        raise ConfigError(
+            f"{source}: [mqtt] url = {config.mqtt.url!r}: expected mqtt://HOST:PORT "
+            "(mqtts:// is not supported yet)"
+        )
+    if config.relay.worker < 1:
+        raise ConfigError(f"{source}: [relay] worker must be 1 or more")
+    down = config.downlink
+    if not (down.tick_s > 0 and 0 < down.resend_after_s <= down.resend_max_s):
+        raise ConfigError(
+            f"{source}: [downlink] needs tick_s > 0 and 0 < resend_after_s <= resend_max_s"
+        )
+
+
+def load_config(path: Path) -> RelayConfig:
+    """Read and check a TOML file."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot read {path}: {exc.strerror}; make one with 'shore init'"
+        ) from exc
+    try:
+        document = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    return parse_config(document, str(path))
+
+
+def default_document(data_dir: Path) -> str:
+    """The TOML that ``shore init`` writes."""
+    return (
+        "# vessel-relay shore relay; every key has a default (see shore/config.py)\n"
+        "[relay]\n"
+        f"data_dir = {_toml_string(str(data_dir))}\n"
+        "worker = 1\n"
+        'shore_key = "shore.key"\n\n'
+        "[store]\n"
+        'backend = "sqlite"\n'
+        'path = "relay.db"\n\n'
+        "[mqtt]\n"
+        'url = "mqtt://127.0.0.1:1883"\n'
+        'protocol = "5"\n'
+    )
+
+
+def _toml_string(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'

@@ -1,0 +1,250 @@
+"""Ingest: uplink batches from the broker, verified, de-duplicated and committed.
+
+For each MQTT payload on ``vr/{vessel}/u``::
+
+    read_batch_header          -> unknown bytes, wrong direction, topic mismatch: quarantine
+    look up the vessel's keys  -> unknown vessel: quarantine (UNKNOWN_VESSEL)
+    verify the signature       -> no valid key signs it: quarantine (SIGNATURE_INVALID)
+    decode_batch               -> an authentic batch we cannot accept: quarantine AND refuse
+                                  it for good (``BatchAck.rejected``) so the vessel stops
+    store.ingest_batch         -> ONE transaction: batch, contacts, messages (ON CONFLICT DO
+                                  NOTHING), delivery rows, ACCEPTED_ASHORE receipts, the
+                                  replay window, "acknowledgement pending"
+    ring the doorbells         -> the downlink sends the BatchAck, delivery workers wake
+
+Forged or garbled bytes never reach the vessel's replay window or ``rejected`` list: an
+attacker cannot make the relay refuse a batch number the real vessel will use.
+
+Why a crash loses nothing acknowledged. aiomqtt PUBACKs a QoS 1 message as soon as it is
+in its in-memory queue, before this code sees it, so the MQTT acknowledgement promises
+nothing. The vessel keeps each batch (byte-identical) in its outbox and resends it until
+a *signed* ``BatchAck`` from the shore covers it, and a ``BatchAck`` is only ever built
+from the replay window, which :meth:`~shore.store.Store.ingest_batch` advances in the same
+transaction that stores the batch. So if the relay dies between the PUBACK and the commit,
+the batch is simply not acknowledged; the vessel resends it in its next session, and the
+resent copy is stored then. If it dies after the commit but before the ``BatchAck`` left,
+the resent copy is recognised (same hash) and acknowledged again, never stored twice.
+
+Logs carry vessel ids, batch numbers, sizes and reasons, never text, names or addresses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from collections.abc import AsyncIterator, Callable, Iterable
+from dataclasses import dataclass, field
+
+import aiomqtt
+
+from protocol.batch import Direction, decode_batch, read_batch_header
+from protocol.codebook import Codebook
+from protocol.errors import ProtocolError, Reason
+from protocol.limits import DEFAULT_LIMITS, Limits
+from protocol.signing import SIGNATURE_BYTES, VerifyKey
+from shore.store import IngestOutcome, Store, StoreError
+
+log = logging.getLogger(__name__)
+
+_UPLINK_TOPIC = re.compile(r"vr/(\d{1,15})/u")
+
+
+def uplink_topic_vessel(topic: str) -> int | None:
+    """The vessel id in an uplink topic ``vr/{vessel}/u``, or None."""
+    match = _UPLINK_TOPIC.fullmatch(topic)
+    return int(match.group(1)) if match else None
+
+
+@dataclass
+class IngestStatistics:
+    """Counters since start (ids and sizes only)."""
+
+    batches_stored: int = 0
+    batches_duplicate: int = 0
+    batches_rejected: int = 0
+    quarantined: int = 0
+    messages_stored: int = 0
+    messages_duplicate: int = 0
+    store_errors: int = 0
+    link_bytes: int = 0
+    quarantined_by_reason: dict[str, int] = field(default_factory=dict)
+
+
+class Ingestor:
+    """Turns uplink payloads into committed batches (or quarantine entries).
+
+    ``doorbells`` are set after each commit (the downlink task and the delivery workers
+    wait on them). ``clock`` gives wall-clock seconds.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        codebook: Codebook,
+        *,
+        limits: Limits = DEFAULT_LIMITS,
+        doorbells: Iterable[asyncio.Event] = (),
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.codebook = codebook
+        self.limits = limits
+        self.doorbells = tuple(doorbells)
+        self.clock = clock
+        self.stats = IngestStatistics()
+
+    async def _quarantine(
+        self,
+        data: bytes,
+        reason: Reason,
+        message: str,
+        vessel_id: int | None = None,
+        batch_seq: int | None = None,
+    ) -> None:
+        await self.store.quarantine(data, reason, message, self.clock(), vessel_id, batch_seq)
+        self.stats.quarantined += 1
+        by = self.stats.quarantined_by_reason
+        by[reason.name] = by.get(reason.name, 0) + 1
+        log.warning(
+            "quarantined %d bytes (vessel %s batch %s): %s",
+            len(data),
+            vessel_id,
+            batch_seq,
+            reason.name,
+        )
+
+    async def handle(self, topic: str, data: bytes) -> IngestOutcome | Reason:
+        """Ingest one payload; returns what became of it (an outcome, or the quarantine reason).
+
+        Raises :class:`~shore.store.StoreError` when the store fails: nothing was committed
+        and nothing is acknowledged, so the vessel's resend will bring the batch again.
+        """
+        self.stats.link_bytes += len(data)
+        topic_vessel = uplink_topic_vessel(topic)
+        if topic_vessel is None:
+            await self._quarantine(data, Reason.MALFORMED, f"payload on unexpected topic {topic!r}")
+            return Reason.MALFORMED
+        try:
+            header = read_batch_header(data, limits=self.limits)
+        except ProtocolError as exc:
+            await self._quarantine(data, exc.reason, exc.message, topic_vessel)
+            return exc.reason
+        if header.direction is not Direction.UPLINK or header.vessel_id != topic_vessel:
+            message = f"{header.where} ({header.direction.name.lower()}) arrived on {topic}"
+            await self._quarantine(data, Reason.MALFORMED, message, topic_vessel, header.batch_seq)
+            return Reason.MALFORMED
+        vessel_id, batch_seq = header.vessel_id, header.batch_seq
+        now = self.clock()
+        vessel = await self.store.get_vessel(vessel_id)
+        if vessel is None:
+            message = f"{header.where}: vessel {vessel_id} is not registered"
+            await self._quarantine(data, Reason.UNKNOWN_VESSEL, message, vessel_id, batch_seq)
+            return Reason.UNKNOWN_VESSEL
+        verify_key = _signing_key_of(data, vessel.keys_valid_at(now))
+        if verify_key is None:
+            message = (
+                f"the signature of {header.where} matches none of the vessel's valid keys: "
+                "forged, corrupted, or signed with a revoked key"
+            )
+            await self._quarantine(data, Reason.SIGNATURE_INVALID, message, vessel_id, batch_seq)
+            return Reason.SIGNATURE_INVALID
+        try:
+            batch = decode_batch(
+                data,
+                codebook=self.codebook,
+                verify_key=verify_key,
+                direction=Direction.UPLINK,
+                limits=self.limits,
+            )
+        except ProtocolError as exc:
+            # Signed by the vessel, so refusing it for good cannot be abused by a forger.
+            await self.store.reject_batch(vessel_id, batch_seq, exc.reason, exc.message, data, now)
+            self.stats.batches_rejected += 1
+            self.stats.quarantined += 1
+            log.warning(
+                "vessel %d batch %d refused for good: %s", vessel_id, batch_seq, exc.reason.name
+            )
+            self._ring()
+            return IngestOutcome.REJECTED
+        result = await self.store.ingest_batch(batch, data, now)
+        stats = self.stats
+        if result.outcome is IngestOutcome.STORED:
+            stats.batches_stored += 1
+        elif result.outcome is IngestOutcome.DUPLICATE:
+            stats.batches_duplicate += 1
+        else:
+            stats.batches_rejected += 1
+        stats.messages_stored += result.new_messages
+        stats.messages_duplicate += result.duplicate_messages
+        log.info(
+            "vessel %d batch %d %s: %d bytes, %d new messages, %d repeated, %d contacts, "
+            "%d downlink batches acknowledged",
+            vessel_id,
+            batch_seq,
+            result.outcome.value,
+            len(data),
+            result.new_messages,
+            result.duplicate_messages,
+            result.contacts,
+            result.downlink_acked,
+        )
+        self._ring()
+        return result.outcome
+
+    def _ring(self) -> None:
+        for bell in self.doorbells:
+            bell.set()
+
+    async def run(self, client: aiomqtt.Client, stopping: asyncio.Event) -> None:
+        """Ingest messages from a connected, subscribed client until ``stopping`` is set.
+
+        The payload being ingested when ``stopping`` is set is finished first. A store
+        failure is logged and the payload dropped unacknowledged (the vessel resends).
+        """
+        messages = client.messages
+        while not stopping.is_set():
+            message = await _next_or_stop(messages, stopping)
+            if message is None:
+                return
+            payload = message.payload
+            if not isinstance(payload, bytes | bytearray):
+                payload = str(payload).encode("utf-8")
+            try:
+                await self.handle(str(message.topic), bytes(payload))
+            except StoreError:
+                self.stats.store_errors += 1
+                log.exception("store failed; batch on %s left unacknowledged", message.topic)
+
+
+async def _next_or_stop(
+    messages: AsyncIterator[aiomqtt.Message], stopping: asyncio.Event
+) -> aiomqtt.Message | None:
+    """The next message, or None once ``stopping`` is set."""
+    get = asyncio.ensure_future(anext(messages))
+    stop = asyncio.ensure_future(stopping.wait())
+    try:
+        await asyncio.wait({get, stop}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stop.cancel()
+        if not get.done():
+            get.cancel()
+            await asyncio.gather(get, return_exceptions=True)
+    if get.cancelled() or not get.done():
+        return None
+    message: aiomqtt.Message = get.result()
+    return message
+
+
+def _signing_key_of(data: bytes, keys: Iterable[bytes]) -> VerifyKey | None:
+    """The first of ``keys`` whose signature check passes on ``data``, or None."""
+    signed, signature = data[:-SIGNATURE_BYTES], data[-SIGNATURE_BYTES:]
+    for raw in keys:
+        key = VerifyKey(raw)
+        try:
+            key.verify(signed, signature)
+        except ProtocolError:
+            continue
+        return key
+    return None
