@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import random
 import signal
@@ -48,6 +49,7 @@ from tests.shore.store_fixtures import (
     decoded_downlink,
     uplink,
 )
+from tests.shore.test_mail import SmtpSink
 from vessel_relay.keyfiles import write_secret
 
 VESSEL = 7
@@ -139,7 +141,7 @@ async def vessel_link(broker: MosquittoBroker, vessel_id: int = VESSEL) -> Async
                 await listener
 
 
-def write_relay(data: Path, broker: MosquittoBroker, worker: int = 1) -> Path:
+def write_relay(data: Path, broker: MosquittoBroker, worker: int = 1, extra: str = "") -> Path:
     """A relay data directory: config and shore key (see :func:`register_vessel`)."""
     data.mkdir(parents=True, exist_ok=True)
     write_secret(data / "shore.key", SHORE_KEY.seed)
@@ -147,7 +149,7 @@ def write_relay(data: Path, broker: MosquittoBroker, worker: int = 1) -> Path:
     config.write_text(
         f'[relay]\ndata_dir = "{data}"\nworker = {worker}\n'
         f'[mqtt]\nurl = "mqtt://{broker.host}:{broker.port}"\n'
-        "[downlink]\ntick_s = 0.2\nresend_after_s = 2.0\nresend_max_s = 10.0\n",
+        "[downlink]\ntick_s = 0.2\nresend_after_s = 2.0\nresend_max_s = 10.0\n" + extra,
         encoding="utf-8",
     )
     return config
@@ -163,9 +165,12 @@ async def register_vessel(data: Path) -> None:
 
 
 @contextlib.asynccontextmanager
-async def relay_in_process(data: Path, broker: MosquittoBroker) -> AsyncIterator[None]:
+async def relay_in_process(
+    data: Path, broker: MosquittoBroker, extra: str = ""
+) -> AsyncIterator[None]:
     """The relay supervisor running in this event loop until the block ends."""
-    config_path = write_relay(data, broker)
+    config_path = write_relay(data, broker, extra=extra)
+    write_secret(data / "reply.key", b"r" * 32)
     await register_vessel(data)
     config = parse_config(tomllib.loads(config_path.read_text()), str(config_path))
     stopping = asyncio.Event()
@@ -264,6 +269,29 @@ async def test_every_batch_replayed_ten_times_in_random_order_stores_each_messag
         await store.close()
 
 
+async def test_family_gets_the_mail_and_the_vessel_the_delivered_receipt(
+    fresh_mosquitto: MosquittoBroker, tmp_path: Path
+) -> None:
+    """With delivery on, a crew member's message reaches the family's smarthost once, and
+    the vessel gets ACCEPTED_ASHORE, then DELIVERED, for it."""
+    with SmtpSink() as sink:
+        extra = f"[delivery]\nenabled = true\nsmtp_host = '127.0.0.1'\nsmtp_port = {sink.port}\n"
+        async with (
+            relay_in_process(tmp_path, fresh_mosquitto, extra) as _,
+            vessel_link(fresh_mosquitto) as v,
+        ):
+            await v.publish(make_batches(1, 2)[0])
+            await v.wait_for(lambda: len(v.receipts) >= 4)
+        received = list(sink.handler.received)
+    assert sorted(v.receipts) == [
+        (1, ReceiptStage.ACCEPTED_ASHORE),
+        (1, ReceiptStage.DELIVERED),
+        (2, ReceiptStage.ACCEPTED_ASHORE),
+        (2, ReceiptStage.DELIVERED),
+    ]
+    assert [recipients for _, recipients, _ in received] == [["mother@example.com"]] * 2
+
+
 # --- the relay as a process, killed -----------------------------------------------------------
 
 
@@ -317,6 +345,10 @@ class RelayProcess:
         self._close()
 
 
+def _acked_at_least(vessel: Vessel, count: int) -> bool:
+    return len(vessel.acked) >= count
+
+
 async def _kill_during_ingest(
     broker: MosquittoBroker, data: Path, batches: Sequence[bytes], kills: int, seed: int
 ) -> None:
@@ -333,7 +365,7 @@ async def _kill_during_ingest(
                     await v.publish(data_bytes)
                 # Kill while batches are still being ingested: once some are acknowledged.
                 threshold = rng.randint(1, max(1, total // 2)) * (round_ + 1) // kills
-                await v.wait_for(lambda n=threshold: len(v.acked) >= n, timeout_s=60)
+                await v.wait_for(functools.partial(_acked_at_least, v, threshold), 60)
                 relay.kill()
                 await relay.start()
             # The vessel resends whatever is unacknowledged, as its outbox does.

@@ -25,6 +25,7 @@ from protocol.envelopes import (
     CrewMessage,
     DeliveryFailure,
     DeliveryReceipt,
+    Envelope,
     FailureReason,
     GrievanceReport,
     ReceiptStage,
@@ -37,6 +38,7 @@ from shore.delivery import Destination
 from shore.store import (
     DeliveryKey,
     IngestOutcome,
+    IngestResult,
     RegistryError,
     ReplayWindow,
     Store,
@@ -130,8 +132,8 @@ def _message(seq: int, *, crew: int = 3, contact: int = 1) -> CrewMessage:
     )
 
 
-async def _ingest(store: Store, vessel_id: int, seq: int, *envelopes: object) -> object:
-    data = uplink(vessel_id, seq, list(envelopes))  # type: ignore[arg-type]
+async def _ingest(store: Store, vessel_id: int, seq: int, *envelopes: Envelope) -> IngestResult:
+    data = uplink(vessel_id, seq, list(envelopes))
     return await store.ingest_batch(decoded_uplink(data), data, T0 + seq)
 
 
@@ -193,9 +195,7 @@ async def test_batch_is_stored_with_contacts_deliveries_and_receipts(store: Stor
     delivery row and an ACCEPTED_ASHORE receipt, and the next downlink batch acknowledges it."""
     vessel_id = await _vessel(store)
     result = await _ingest(store, vessel_id, 1, _contact(), _message(1), _message(2))
-    assert result == result.__class__(
-        IngestOutcome.STORED, vessel_id, 1, new_messages=2, contacts=1
-    )
+    assert result == IngestResult(IngestOutcome.STORED, vessel_id, 1, new_messages=2, contacts=1)
     messages = await store.messages(vessel_id)
     assert [(m.message_seq, m.kind, m.state, m.lang) for m in messages] == [
         (1, "message", "accepted", Language.MYA),
