@@ -155,7 +155,8 @@ def test_sessions_keep_a_minimum_gap_except_for_sos() -> None:
     assert not result.open_session
     assert result.timer == T0 + SETTINGS.min_gap_s
     result = plan(snapshot([late, sos(2)], last=T0), VSAT, SETTINGS, T0 + 10)
-    assert result.open_session and result.reason is SessionReason.SOS
+    assert result.open_session
+    assert result.reason is SessionReason.SOS
     assert result.send == (2, 1)
 
 
@@ -165,7 +166,8 @@ def test_idle_vessel_polls_on_the_profile_schedule() -> None:
     assert not result.open_session
     assert result.timer == T0 + IRIDIUM_CERTUS.idle_poll_s
     result = plan(snapshot([]), IRIDIUM_CERTUS, SETTINGS, result.timer)
-    assert result.open_session and result.reason is SessionReason.POLL
+    assert result.open_session
+    assert result.reason is SessionReason.POLL
     assert plan(snapshot([], last=None), IRIDIUM_CERTUS, SETTINGS, T0).reason is SessionReason.POLL
 
 
@@ -174,7 +176,8 @@ def test_unacknowledged_batches_are_resent_after_an_hour() -> None:
     result = plan(snapshot([], unacked=1), IRIDIUM_CERTUS, SETTINGS, T0 + 60)
     assert result.timer == T0 + SETTINGS.resend_after_s
     result = plan(snapshot([], unacked=1), IRIDIUM_CERTUS, SETTINGS, result.timer)
-    assert result.open_session and result.reason is SessionReason.RESEND
+    assert result.open_session
+    assert result.reason is SessionReason.RESEND
 
 
 # --- the reserved lane ------------------------------------------------------------------
@@ -183,7 +186,8 @@ def test_unacknowledged_batches_are_resent_after_an_hour() -> None:
 def test_sos_goes_at_once_even_with_no_budget_and_no_quota() -> None:
     """An SOS opens a session immediately, even when the owner's budget is spent."""
     result = plan(snapshot([sos(7)], budget=0, used={1: QUOTA}), IRIDIUM_CERTUS, SETTINGS, T0)
-    assert result.open_session and result.reason is SessionReason.SOS
+    assert result.open_session
+    assert result.reason is SessionReason.SOS
     assert result.send == (7,)
 
 
@@ -192,7 +196,8 @@ def test_grievance_goes_when_due_even_when_budget_is_spent() -> None:
     pending = [grievance(3), message(4, crew=1)]
     now = T0 + SETTINGS.latency_s["grievance"]
     result = plan(snapshot(pending, budget=0), IRIDIUM_CERTUS, SETTINGS, now)
-    assert result.open_session and result.reason is SessionReason.GRIEVANCE_DUE
+    assert result.open_session
+    assert result.reason is SessionReason.GRIEVANCE_DUE
     assert result.send == (3,)
     assert [(h.message_seq, h.reason) for h in result.held] == [(4, HoldReason.BUDGET)]
 
@@ -321,7 +326,8 @@ def test_reports_and_sos_are_never_held_by_quota_or_budget(
         if held.message_seq in reserved:
             assert held.reason is HoldReason.WAITING
     if any(m.kind == "sos" for m in snap.pending):
-        assert result.open_session and reserved <= set(result.send)
+        assert result.open_session
+        assert reserved <= set(result.send)
 
 
 @settings(max_examples=200, deadline=None)
