@@ -1,0 +1,709 @@
+"""The satellite session over a real Mosquitto, with a small test shore built on protocol/.
+
+The vessel side is :func:`shipboard.link.run_session` (and :func:`run_link`) with an
+in-memory outbox implementing :class:`shipboard.link.OutboxPort`; the shore side verifies
+uplink batches and answers with a signed downlink ``BatchAck`` plus one
+``DeliveryReceipt(ACCEPTED_ASHORE)`` per message, as the real relay does after its commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import random
+import secrets
+import threading
+import uuid
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiomqtt
+import pytest
+
+from protocol.batch import Batch, Direction, decode_batch, encode_batch
+from protocol.codebook import Codebook
+from protocol.envelopes import (
+    BatchAck,
+    CrewMessage,
+    DeliveryReceipt,
+    Envelope,
+    GrievanceReport,
+    ReceiptStage,
+    Reply,
+    Sos,
+)
+from protocol.errors import ProtocolError
+from protocol.languages import Language
+from protocol.signing import SigningKey
+from shipboard.config import ShipConfig, default_config
+from shipboard.errors import NothingToSend
+from shipboard.link import (
+    LinkDown,
+    LinkSettings,
+    LinkStatistics,
+    OutboxPort,
+    SessionReport,
+    client_tls_context,
+    downlink_topic,
+    reconnect_delay_s,
+    run_link,
+    run_session,
+    uplink_topic,
+)
+from shipboard.outbox import Outbox
+from shipboard.profiles import IRIDIUM_CERTUS, VSAT
+from shipboard.scheduler import SchedulerSettings
+from shipboard.tls import make_self_signed
+from tests.kit.mosquitto import MosquittoBroker
+from tests.kit.mqtt import persistent_client
+from tests.kit.ports import free_port
+from tests.shipboard.conftest import Crew
+from vessel_relay.link_emulator import Direction as EmulatedDirection
+from vessel_relay.link_emulator import LinkEmulator
+from vessel_relay.link_emulator import LinkProfile as EmulatedLink
+
+NOW = 1_790_000_000.0
+
+# --- an in-memory outbox -----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Pending:
+    message_seq: int
+    kind: str
+    crew: int | None
+    text_bytes: int
+    payload_bytes: int
+    accepted_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class _Stored:
+    batch_seq: int
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class _Result:
+    duplicate: bool
+    acknowledged_batches: tuple[int, ...] = ()
+    rejected_batches: tuple[int, ...] = ()
+
+
+@dataclass
+class FakeOutbox:
+    """The outbox's contract in memory: messages, stored batches, downlink seen, receipts."""
+
+    vessel_id: int
+    messages: dict[int, Envelope] = field(default_factory=dict)
+    state: dict[int, str] = field(default_factory=dict)
+    batches: dict[int, bytes] = field(default_factory=dict)
+    batch_messages: dict[int, tuple[int, ...]] = field(default_factory=dict)
+    acked_batches: set[int] = field(default_factory=set)
+    sent_count: dict[int, int] = field(default_factory=dict)
+    downlink_seen: set[int] = field(default_factory=set)
+    ack_pending: bool = False
+    receipts: dict[int, ReceiptStage] = field(default_factory=dict)
+    replies: list[int] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    changed: asyncio.Event | None = None
+    loop: asyncio.AbstractEventLoop | None = None
+
+    async def wait_for_state(self, seq: int, state: str) -> None:
+        """Wait (on an event rung by apply_downlink) until message ``seq`` is in ``state``."""
+        self.loop = asyncio.get_running_loop()
+        self.changed = changed = asyncio.Event()
+        while self.state[seq] != state:
+            await changed.wait()
+            changed.clear()
+
+    def add_message(self, text: str, crew: int = 1, at: float = NOW) -> int:
+        seq = len(self.messages) + 1
+        self.messages[seq] = CrewMessage(
+            message_seq=seq,
+            crew=crew,
+            contact=1,
+            written_minutes=int(at // 60),
+            lang=Language.ENG,
+            body=text,
+        )
+        self.state[seq] = "accepted"
+        return seq
+
+    def add_sos(self, crew: int = 1, at: float = NOW) -> int:
+        seq = len(self.messages) + 1
+        self.messages[seq] = Sos(message_seq=seq, crew=crew, written_minutes=int(at // 60))
+        self.state[seq] = "accepted"
+        return seq
+
+    # OutboxPort ----------------------------------------------------------------------------
+
+    def pending_messages(self, now: float) -> tuple[_Pending, ...]:
+        with self.lock:
+            result = []
+            for seq, envelope in sorted(self.messages.items()):
+                if self.state[seq] != "accepted":
+                    continue
+                at = envelope.written_minutes * 60.0
+                if isinstance(envelope, CrewMessage):
+                    size = len((envelope.body or "").encode())
+                    result.append(_Pending(seq, "message", envelope.crew, size, size, at))
+                elif isinstance(envelope, Sos):
+                    result.append(_Pending(seq, "sos", envelope.crew, 0, 10, at))
+                elif isinstance(envelope, GrievanceReport):
+                    result.append(_Pending(seq, "grievance", None, 0, len(envelope.sealed), at))
+            return tuple(result)
+
+    def quota_ledger(self, now: float) -> dict[int, int]:
+        return {}
+
+    def unacknowledged_batches(self) -> tuple[_Stored, ...]:
+        with self.lock:
+            return tuple(
+                _Stored(seq, data)
+                for seq, data in sorted(self.batches.items())
+                if seq not in self.acked_batches
+            )
+
+    def make_batch(
+        self, message_seqs: Sequence[int], codebook: Codebook, signing_key: SigningKey, now: float
+    ) -> tuple[int, bytes]:
+        with self.lock:
+            envelopes: list[Envelope] = []
+            if self.ack_pending:
+                envelopes.append(range_ack(self.downlink_seen, int(now // 60)))
+            for seq in message_seqs:
+                assert self.state[seq] == "accepted", f"message {seq} is {self.state[seq]}"
+                envelopes.append(self.messages[seq])
+            if not envelopes:
+                raise NothingToSend("nothing")
+            batch_seq = len(self.batches) + 1
+            data = encode_batch(
+                envelopes,
+                direction=Direction.UPLINK,
+                vessel_id=self.vessel_id,
+                batch_seq=batch_seq,
+                batch_minutes=int(now // 60),
+                signing_key=signing_key,
+                codebook=codebook,
+            )
+            self.batches[batch_seq] = data
+            self.batch_messages[batch_seq] = tuple(message_seqs)
+            for seq in message_seqs:
+                self.state[seq] = "batched"
+            self.ack_pending = False
+            return batch_seq, data
+
+    def mark_sent(self, batch_seq: int, now: float) -> None:
+        with self.lock:
+            self.sent_count[batch_seq] = self.sent_count.get(batch_seq, 0) + 1
+            for seq in self.batch_messages[batch_seq]:
+                if self.state[seq] == "batched":
+                    self.state[seq] = "sent"
+
+    def apply_downlink(self, batch: Batch, now: float) -> _Result:
+        with self.lock:
+            self.ack_pending = True
+            if batch.batch_seq in self.downlink_seen:
+                return _Result(duplicate=True)
+            self.downlink_seen.add(batch.batch_seq)
+            acknowledged = []
+            for envelope in batch.envelopes:
+                if isinstance(envelope, BatchAck):
+                    for seq in self.batches:
+                        if seq not in self.acked_batches and envelope.covers(seq):
+                            self.acked_batches.add(seq)
+                            acknowledged.append(seq)
+                            for message_seq in self.batch_messages[seq]:
+                                self.state[message_seq] = "acknowledged"
+                elif isinstance(envelope, DeliveryReceipt):
+                    self.receipts[envelope.message_seq] = envelope.stage
+                elif isinstance(envelope, Reply):
+                    self.replies.append(envelope.reply_seq)
+            if self.loop is not None and self.changed is not None:
+                self.loop.call_soon_threadsafe(self.changed.set)
+            return _Result(duplicate=False, acknowledged_batches=tuple(acknowledged))
+
+
+def range_ack(seen: set[int], minutes: int) -> BatchAck:
+    """A cumulative BatchAck for a set of batch numbers."""
+    up_to = 0
+    while up_to + 1 in seen:
+        up_to += 1
+    rest = sorted(seq for seq in seen if seq > up_to + 1)
+    ranges: list[tuple[int, int]] = []
+    for seq in rest:
+        if ranges and seq == ranges[-1][1] + 1:
+            ranges[-1] = (ranges[-1][0], seq)
+        else:
+            ranges.append((seq, seq))
+    return BatchAck(up_to=up_to, written_minutes=minutes, ranges=tuple(ranges) or None)
+
+
+def test_fake_outbox_and_real_outbox_share_the_contract() -> None:
+    """Both outboxes fit the link's interface (mypy checks this assignment)."""
+    ports: list[type[OutboxPort]] = [FakeOutbox, Outbox]
+    assert len(ports) == 2
+
+
+# --- a test shore over MQTT --------------------------------------------------------------
+
+
+@dataclass
+class Received:
+    batch_seq: int
+    message_seqs: tuple[int, ...]
+    data: bytes
+
+
+@dataclass
+class MqttTestShore:
+    """Subscribes to the vessel's uplink, verifies, answers with BatchAck and receipts."""
+
+    host: str
+    port: int
+    vessel_id: int
+    vessel_key: SigningKey
+    shore_key: SigningKey
+    codebook: Codebook
+    protocol: aiomqtt.ProtocolVersion = aiomqtt.ProtocolVersion.V5
+    received: list[Received] = field(default_factory=list)
+    refused: int = 0
+    next_downlink: int = 1
+
+    def downlink(self, envelopes: Sequence[Envelope], key: SigningKey | None = None) -> bytes:
+        data = encode_batch(
+            envelopes,
+            direction=Direction.DOWNLINK,
+            vessel_id=self.vessel_id,
+            batch_seq=self.next_downlink,
+            batch_minutes=int(NOW // 60),
+            signing_key=key or self.shore_key,
+            codebook=self.codebook,
+        )
+        self.next_downlink += 1
+        return data
+
+    def answer(self, data: bytes) -> bytes | None:
+        try:
+            batch = decode_batch(
+                data,
+                codebook=self.codebook,
+                verify_key=self.vessel_key.verify_key,
+                direction=Direction.UPLINK,
+            )
+        except ProtocolError:
+            self.refused += 1
+            return None
+        seqs = tuple(
+            envelope.message_seq
+            for envelope in batch.envelopes
+            if isinstance(envelope, CrewMessage | Sos | GrievanceReport)
+        )
+        self.received.append(Received(batch.batch_seq, seqs, data))
+        seen = {r.batch_seq for r in self.received}
+        minutes = int(NOW // 60)
+        receipts = [DeliveryReceipt(seq, ReceiptStage.ACCEPTED_ASHORE, minutes) for seq in seqs]
+        return self.downlink([range_ack(seen, minutes), *receipts])
+
+    async def run(self, ready: asyncio.Event) -> None:
+        async with persistent_client(
+            self.host, self.port, f"relay-{self.vessel_id}", protocol=self.protocol
+        ) as client:
+            await client.subscribe(uplink_topic(self.vessel_id), qos=1)
+            ready.set()
+            async for message in client.messages:
+                assert isinstance(message.payload, bytes)
+                reply = self.answer(message.payload)
+                if reply is not None:
+                    await client.publish(downlink_topic(self.vessel_id), reply, qos=1)
+
+    async def publish_downlink(self, payloads: Sequence[bytes]) -> None:
+        async with aiomqtt.Client(self.host, self.port, protocol=self.protocol) as client:
+            for payload in payloads:
+                await client.publish(downlink_topic(self.vessel_id), payload, qos=1)
+
+    def copies(self) -> dict[int, list[Received]]:
+        by_batch: dict[int, list[Received]] = {}
+        for received in self.received:
+            by_batch.setdefault(received.batch_seq, []).append(received)
+        return by_batch
+
+
+@contextlib.asynccontextmanager
+async def shore_running(shore: MqttTestShore) -> AsyncIterator[MqttTestShore]:
+    ready = asyncio.Event()
+    task = asyncio.create_task(shore.run(ready))
+    try:
+        async with asyncio.timeout(10):
+            await asyncio.wait(
+                {task, asyncio.ensure_future(ready.wait())}, return_when="FIRST_COMPLETED"
+            )
+        if task.done():
+            task.result()
+        yield shore
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+# --- fixtures and helpers ----------------------------------------------------------------
+
+PROTOCOLS = pytest.mark.parametrize("mqtt_version", ["5", "3.1.1"], ids=["mqtt5", "mqtt311"])
+
+
+def new_vessel_id() -> int:
+    return 100_000 + uuid.uuid4().int % 1_000_000_000
+
+
+def to_protocol(mqtt_version: str) -> aiomqtt.ProtocolVersion:
+    return aiomqtt.ProtocolVersion.V5 if mqtt_version == "5" else aiomqtt.ProtocolVersion.V311
+
+
+def link_settings(vessel_id: int, host: str, port: int, **overrides: object) -> LinkSettings:
+    base = LinkSettings(
+        vessel_id=vessel_id,
+        host=host,
+        port=port,
+        profile=VSAT,
+        downlink_quiet_s=0.3,
+        ack_wait_s=5.0,
+    )
+    return dataclasses.replace(base, **overrides)  # type: ignore[arg-type]
+
+
+@dataclass
+class Vessel:
+    """What a test needs to run sessions for one vessel."""
+
+    vessel_id: int
+    outbox: FakeOutbox
+    vessel_key: SigningKey
+    shore_key: SigningKey
+    codebook: Codebook
+
+    async def session(self, settings: LinkSettings, **kwargs: object) -> SessionReport:
+        async with asyncio.timeout(60):
+            return await run_session(
+                settings,
+                self.outbox,
+                signing_key=self.vessel_key,
+                codebook=self.codebook,
+                shore_verify_key=self.shore_key.verify_key,
+                clock=lambda: NOW,
+                **kwargs,  # type: ignore[arg-type]
+            )
+
+    def shore(self, broker: MosquittoBroker, mqtt_version: str = "5") -> MqttTestShore:
+        return MqttTestShore(
+            broker.host,
+            broker.port,
+            self.vessel_id,
+            self.vessel_key,
+            self.shore_key,
+            self.codebook,
+            to_protocol(mqtt_version),
+        )
+
+
+@pytest.fixture
+def vessel(codebook: Codebook, vessel_key: SigningKey, shore_key: SigningKey) -> Vessel:
+    vessel_id = new_vessel_id()
+    return Vessel(vessel_id, FakeOutbox(vessel_id), vessel_key, shore_key, codebook)
+
+
+CORPUS = Path("/work/shared/corpus/eng.dev.txt")
+
+
+def family_lines(count: int) -> list[str]:
+    lines = [line for line in CORPUS.read_text().splitlines() if line.strip()]
+    return [lines[index % len(lines)] for index in range(count)]
+
+
+# --- sessions ----------------------------------------------------------------------------
+
+
+@PROTOCOLS
+async def test_messages_go_ashore_and_the_shore_acknowledges_them(
+    mosquitto: MosquittoBroker, vessel: Vessel, mqtt_version: str
+) -> None:
+    """Five crew members' messages leave in one batch; the shore's signed BatchAck and the
+    "accepted ashore" receipts come back in the same session, and nothing is left open."""
+    seqs = [vessel.outbox.add_message(text, crew=n) for n, text in enumerate(family_lines(5))]
+    settings = link_settings(
+        vessel.vessel_id, mosquitto.host, mosquitto.port, mqtt_version=mqtt_version
+    )
+    async with shore_running(vessel.shore(mosquitto, mqtt_version)) as shore:
+        report = await vessel.session(settings, message_seqs=seqs)
+    assert report.published == (1,)
+    assert report.acknowledged == (1,)
+    assert report.unacknowledged_after == 0
+    assert vessel.outbox.unacknowledged_batches() == ()
+    assert vessel.outbox.receipts == dict.fromkeys(seqs, ReceiptStage.ACCEPTED_ASHORE)
+    assert [r.message_seqs for r in shore.received] == [tuple(seqs)]
+
+
+@PROTOCOLS
+async def test_downlink_queued_while_away_is_fetched_and_forgeries_are_skipped(
+    mosquitto: MosquittoBroker, vessel: Vessel, mqtt_version: str
+) -> None:
+    """While the vessel is away the broker keeps its downlink: a family's reply, a batch
+    signed with the wrong key and garbage. The next session applies the reply, logs and
+    skips the other two, acknowledges the reply in its next batch, and does not crash."""
+    settings = link_settings(
+        vessel.vessel_id, mosquitto.host, mosquitto.port, mqtt_version=mqtt_version
+    )
+    await vessel.session(settings)  # first contact: the broker now holds our session
+    shore = vessel.shore(mosquitto, mqtt_version)
+    reply = Reply(7, 1, 1, int(NOW // 60), Language.MYA, "ကျန်းမာပါတယ်")
+    forged = shore.downlink([reply], key=SigningKey.from_seed(b"\x07" * 32))
+    await shore.publish_downlink([forged, b"\x02not a batch at all", shore.downlink([reply])])
+    async with shore_running(shore):
+        report = await vessel.session(settings)
+    assert report.downlink_applied == 2  # the reply, then the shore's BatchAck
+    assert report.downlink_refused == 2
+    assert vessel.outbox.replies == [7]
+    # The downlink batch is acknowledged in the batch this session made.
+    assert report.published == (1,)
+    batch = decode_batch(
+        vessel.outbox.batches[1],
+        codebook=vessel.codebook,
+        verify_key=vessel.vessel_key.verify_key,
+    )
+    assert [type(e) for e in batch.envelopes] == [BatchAck]
+
+
+async def test_unreachable_broker_is_link_down_and_nothing_is_lost(
+    vessel: Vessel,
+) -> None:
+    """With no broker listening, the session fails with LinkDown and the batch it made
+    stays in the outbox for the next try."""
+    seq = vessel.outbox.add_message("hello")
+    settings = link_settings(vessel.vessel_id, "127.0.0.1", free_port())
+    with pytest.raises(LinkDown):
+        await vessel.session(settings, message_seqs=[seq])
+    assert vessel.outbox.state[seq] in ("accepted", "batched")
+
+
+async def test_link_cut_mid_publish_then_resent_byte_identical(
+    mosquitto: MosquittoBroker, vessel: Vessel
+) -> None:
+    """The satellite drops while a big batch is going up: the session fails at once (not
+    after a publish timeout), the batch stays unacknowledged, and the next session sends
+    the very same bytes; the shore may see it twice, always with the same message numbers."""
+    seqs = [vessel.outbox.add_message(secrets.token_hex(100), crew=n % 7) for n in range(60)]
+    slow = EmulatedLink(bandwidth_bps=16_000)
+    up_bytes = 0
+    mid_publish = asyncio.Event()
+
+    def count(session_id: int, direction: EmulatedDirection, segment: bytes) -> None:
+        nonlocal up_bytes
+        if direction is EmulatedDirection.UP:
+            up_bytes += len(segment)
+            if up_bytes >= 2_000:  # CONNECT and SUBSCRIBE are long past: the batch is going up
+                mid_publish.set()
+
+    async with (
+        shore_running(vessel.shore(mosquitto)) as shore,
+        LinkEmulator("127.0.0.1", 0, mosquitto.host, mosquitto.port, slow, capture=count) as link,
+    ):
+        settings = link_settings(vessel.vessel_id, link.host, link.port)
+        session = asyncio.create_task(vessel.session(settings, message_seqs=seqs))
+        async with asyncio.timeout(30):
+            await mid_publish.wait()
+        link.cut()
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(LinkDown):
+            await session
+        assert asyncio.get_running_loop().time() - started < 5
+        assert [b.batch_seq for b in vessel.outbox.unacknowledged_batches()] == [1]
+        first_bytes = vessel.outbox.batches[1]
+
+        link.set_profile(EmulatedLink())
+        report = await vessel.session(settings)
+    assert report.published == (1,)
+    assert report.acknowledged == (1,)
+    assert vessel.outbox.unacknowledged_batches() == ()
+    copies = shore.copies()[1]
+    assert all(copy.data == first_bytes for copy in copies)
+    assert all(copy.message_seqs == tuple(seqs) for copy in copies)
+
+
+async def test_broker_sigkill_without_persistence_loses_nothing(
+    fresh_mosquitto: MosquittoBroker, vessel: Vessel
+) -> None:
+    """The broker PUBACKs a batch while the shore is offline, then dies (SIGKILL, no
+    persistence): the queued copy is gone. The vessel never got the shore's BatchAck, so
+    its next session resends the batch, and this time the shore acknowledges it."""
+    broker = fresh_mosquitto
+    shore = vessel.shore(broker)
+    async with shore_running(shore):
+        pass  # the shore's persistent session now queues uplink while it is away
+    seq = vessel.outbox.add_message("the boat is fine, send my love")
+    settings = link_settings(vessel.vessel_id, broker.host, broker.port, ack_wait_s=0.5)
+    report = await vessel.session(settings, message_seqs=[seq])
+    assert report.published == (1,)
+    assert report.unacknowledged_after == 1
+    assert vessel.outbox.state[seq] == "sent"
+
+    broker.kill()
+    broker.start()
+    async with shore_running(shore):
+        assert shore.received == []  # the broker lost it
+        report = await vessel.session(dataclasses.replace(settings, ack_wait_s=5.0))
+    assert report.published == (1,)
+    assert report.acknowledged == (1,)
+    assert vessel.outbox.unacknowledged_batches() == ()
+    assert [r.message_seqs for r in shore.received] == [(seq,)]
+    assert vessel.outbox.receipts == {seq: ReceiptStage.ACCEPTED_ASHORE}
+
+
+async def test_real_outbox_message_is_acknowledged_end_to_end(
+    fresh_mosquitto: MosquittoBroker,
+    outbox: Outbox,
+    crew: Crew,
+    codebook: Codebook,
+    vessel_key: SigningKey,
+    shore_key: SigningKey,
+) -> None:
+    """A crew member's message accepted into the real SQLite outbox goes up in one session
+    and ends "acknowledged", with the contact announced in the same batch."""
+    accepted = outbox.accept_message(
+        crew=crew.member.crew,
+        contact=crew.mother.contact,
+        lang=Language.MYA,
+        now=NOW,
+        quota_bytes=1 << 20,
+        body="မင်္ဂလာပါ အမေ",
+    )
+    vessel = Vessel(outbox.vessel_id, FakeOutbox(outbox.vessel_id), vessel_key, shore_key, codebook)
+    settings = link_settings(outbox.vessel_id, fresh_mosquitto.host, fresh_mosquitto.port)
+    async with shore_running(vessel.shore(fresh_mosquitto)) as shore, asyncio.timeout(60):
+        report = await run_session(
+            settings,
+            outbox,
+            signing_key=vessel_key,
+            codebook=codebook,
+            shore_verify_key=shore_key.verify_key,
+            message_seqs=[accepted.message_seq],
+        )
+    assert report.acknowledged == (1,)
+    assert outbox.unacknowledged_batches() == ()
+    stages = outbox.message_stages(accepted.message_seq)
+    assert stages is not None
+    assert stages["state"] == "acknowledged"
+    assert shore.received[0].message_seqs == (accepted.message_seq,)
+
+
+# --- TLS and bytes -----------------------------------------------------------------------
+
+
+@pytest.fixture
+def tls_broker(
+    tmp_path: Path, make_mosquitto: Callable[..., MosquittoBroker]
+) -> tuple[MosquittoBroker, int, Path]:
+    cert, key = tmp_path / "broker-cert.pem", tmp_path / "broker-key.pem"
+    make_self_signed(cert, key, names=("localhost",))
+    tls_port = free_port()
+    broker = make_mosquitto(
+        extra_config=(f"listener {tls_port} 127.0.0.1", f"certfile {cert}", f"keyfile {key}")
+    )
+    return broker, tls_port, cert
+
+
+async def test_tls_resumption_measured(
+    tls_broker: tuple[MosquittoBroker, int, Path], vessel: Vessel
+) -> None:
+    """Three sessions, each with one batch of 20 family messages and the shore's receipt:
+    plain MQTT, TLS with a full handshake, TLS resumed. The resumed session is cheaper than
+    the full one and is what fits an Iridium Certus session (printed with -s)."""
+    broker, tls_port, cert = tls_broker
+    context = client_tls_context(cert)
+    measured: dict[str, int] = {}
+    async with shore_running(vessel.shore(broker)):
+        for name, port, tls in (
+            ("plain", broker.port, None),
+            ("tls-full", tls_port, context),
+            ("tls-resumed", tls_port, context),
+        ):
+            seqs = [vessel.outbox.add_message(t, crew=n) for n, t in enumerate(family_lines(20))]
+            async with LinkEmulator("127.0.0.1", 0, "127.0.0.1", port) as link:
+                settings = link_settings(vessel.vessel_id, link.host, link.port)
+                report = await vessel.session(settings, message_seqs=seqs, tls_context=tls)
+                await link.wait_for_open_sessions(0)
+                measured[name] = link.statistics().ip_bytes_estimate
+                payload = (report.uplink_payload_bytes, report.downlink_payload_bytes)
+            assert report.acknowledged
+            if name == "tls-full":
+                assert report.tls_resumed is False
+            if name == "tls-resumed":
+                assert report.tls_resumed is True
+    print(f"\nbatch bytes up / down: {payload}; session IP bytes: {measured}")
+    for name, value in measured.items():
+        print(f"  {name:12} {value:6d} B  billed on Certus: {IRIDIUM_CERTUS.billed_bytes(value)}")
+    assert measured["plain"] < measured["tls-resumed"] < measured["tls-full"]
+
+
+# --- the loop ----------------------------------------------------------------------------
+
+
+def test_reconnect_backoff_doubles_is_capped_and_jittered() -> None:
+    """After repeated failures the agent waits longer each time, never over 30 minutes, and
+    two vessels that failed together do not retry in the same second."""
+    rng = random.Random(1)
+    delays = [reconnect_delay_s(n, rng) for n in range(1, 12)]
+    assert 7.5 <= delays[0] <= 15
+    assert all(delay <= 1800 for delay in delays)
+    assert delays[-1] >= 900
+    assert reconnect_delay_s(0, rng) == 0
+    other = random.Random(2)
+    assert reconnect_delay_s(5, other) != reconnect_delay_s(5, random.Random(1))
+
+
+async def test_run_link_sends_an_sos_at_once_and_messages_when_the_doorbell_rings(
+    mosquitto: MosquittoBroker, vessel: Vessel, tmp_path: Path
+) -> None:
+    """The agent's link loop: an SOS waiting at start goes at once; later a message
+    committed by intake rings the doorbell and (on a cheap VSAT link) goes right away;
+    stopping ends the loop cleanly."""
+    base = default_config(tmp_path)
+    config: ShipConfig = dataclasses.replace(
+        base,
+        vessel=dataclasses.replace(base.vessel, vessel_id=vessel.vessel_id),
+        shore=dataclasses.replace(
+            base.shore,
+            broker_url=f"mqtt://{mosquitto.host}:{mosquitto.port}",
+            public_key_hex=vessel.shore_key.verify_key.hex(),
+        ),
+    )
+    sos = vessel.outbox.add_sos()
+    stopping, doorbell = asyncio.Event(), asyncio.Event()
+    stats = LinkStatistics()
+    settings = link_settings(vessel.vessel_id, mosquitto.host, mosquitto.port)
+    async with shore_running(vessel.shore(mosquitto)), asyncio.timeout(60):
+        task = asyncio.create_task(
+            run_link(
+                config=config,
+                outbox=vessel.outbox,
+                signing_key=vessel.vessel_key,
+                codebook=vessel.codebook,
+                stopping=stopping,
+                doorbell=doorbell,
+                link_settings=settings,
+                scheduler_settings=SchedulerSettings(min_gap_s=1.0),
+                statistics=stats,
+            )
+        )
+        await vessel.outbox.wait_for_state(sos, "acknowledged")
+        await asyncio.sleep(1.1)  # past the scheduler's minimum gap between sessions
+        message = vessel.outbox.add_message("we are coming home in May")
+        doorbell.set()
+        await vessel.outbox.wait_for_state(message, "acknowledged")
+        stopping.set()
+        await task
+    assert stats.sessions >= 2
+    assert stats.failures == 0
+    assert vessel.outbox.unacknowledged_batches() == ()
