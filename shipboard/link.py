@@ -68,7 +68,7 @@ from protocol.errors import LimitExceeded, ProtocolError
 from protocol.quota import Month, QuotaLedger
 from protocol.signing import SigningKey, VerifyKey
 from shipboard.config import ShipConfig
-from shipboard.errors import NothingToSend
+from shipboard.errors import NothingToSend, OutboxUnavailable
 from shipboard.profiles import LinkProfile, profile_named
 from shipboard.scheduler import PendingLike, Plan, SchedulerSettings, SessionReason, Snapshot
 from shipboard.scheduler import plan as make_plan
@@ -199,6 +199,8 @@ class LinkSettings:
     ack_wait_s: float = 30.0
     #: Most messages in one uplink batch (halved when a batch would be over the limit).
     max_batch_messages: int = 500
+    #: No MQTT wait is shorter than this, however fast the link (aiomqtt's default is 10 s).
+    min_timeout_s: float = 10.0
 
     def __post_init__(self) -> None:
         if self.mqtt_version not in ("5", "3.1.1"):
@@ -230,7 +232,11 @@ class LinkSettings:
     @property
     def command_timeout_s(self) -> float:
         """Timeout for CONNECT, SUBSCRIBE and DISCONNECT on this link."""
-        return self.profile.transfer_timeout_s(512)
+        return self.profile.transfer_timeout_s(512, floor_s=self.min_timeout_s)
+
+    def publish_timeout_s(self, payload_bytes: int) -> float:
+        """Timeout for one QoS 1 publish of ``payload_bytes`` (until its PUBACK)."""
+        return self.profile.transfer_timeout_s(payload_bytes + 64, floor_s=self.min_timeout_s)
 
 
 # --- TLS with session resumption ---------------------------------------------------------
@@ -488,7 +494,7 @@ class _Session:
         topic = uplink_topic(self.settings.vessel_id)
         for stored in batches:
             data = stored.data
-            timeout_s = self.settings.profile.transfer_timeout_s(len(data) + 64)
+            timeout_s = self.settings.publish_timeout_s(len(data))
             await self.guarded(self.client.publish(topic, data, qos=1, timeout=timeout_s))
             await asyncio.to_thread(self.outbox.mark_sent, stored.batch_seq, self.clock())
             self.tally.published.append(stored.batch_seq)
@@ -690,6 +696,7 @@ async def run_link(
     rng: random.Random | None = None,
     statistics: LinkStatistics | None = None,
     session_runner: SessionRunner = run_session,
+    outbox_retry_s: float = 60.0,
 ) -> None:
     """Run the link until ``stopping`` is set: plan, maybe run a session, sleep, repeat.
 
@@ -715,14 +722,20 @@ async def run_link(
         doorbell.clear()
         now = clock()
         month = _utc_month(now)[0]
-        snapshot = await asyncio.to_thread(
-            build_snapshot,
-            outbox,
-            now=now,
-            quota_bytes=config.quota.crew_text_bytes,
-            remaining_budget_bytes=config.link.monthly_budget_bytes - billed.get(month, 0),
-            last_session_at=stats.last_session_at,
-        )
+        try:
+            snapshot = await asyncio.to_thread(
+                build_snapshot,
+                outbox,
+                now=now,
+                quota_bytes=config.quota.crew_text_bytes,
+                remaining_budget_bytes=config.link.monthly_budget_bytes - billed.get(month, 0),
+                last_session_at=stats.last_session_at,
+            )
+        except OutboxUnavailable as exc:
+            # Nothing can be sent or recorded now; intake refuses too. Try again later.
+            log.error("outbox unavailable (%s); link waits %.0f s", exc, outbox_retry_s)
+            await _wait_any((stopping,), outbox_retry_s)
+            continue
         plan = make_plan(snapshot, profile, policy, now)
         stats.last_plan = plan
         if plan.open_session and (plan.reason is SessionReason.SOS or now >= backoff_until):
@@ -743,7 +756,7 @@ async def run_link(
                     clock=clock,
                     tls_context=tls_context,
                 )
-            except LinkDown as exc:
+            except (LinkDown, OutboxUnavailable) as exc:
                 failures += 1
                 stats.failures += 1
                 delay = reconnect_delay_s(failures, rng)

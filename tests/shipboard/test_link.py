@@ -532,6 +532,53 @@ async def test_link_cut_mid_publish_then_resent_byte_identical(
     assert all(copy.message_seqs == tuple(seqs) for copy in copies)
 
 
+async def test_link_stalls_mid_publish_and_the_session_gives_up_in_bounded_time(
+    mosquitto: MosquittoBroker, vessel: Vessel
+) -> None:
+    """The satellite stalls (bytes stop, nothing closes) while a batch is going up: the
+    session gives up after its publish timeout with LinkDown instead of hanging, and once
+    the link is back the next session gets the batch acknowledged."""
+    seqs = [vessel.outbox.add_message(secrets.token_hex(100), crew=n % 7) for n in range(60)]
+    mid_publish = asyncio.Event()
+    up_bytes = 0
+
+    def count(session_id: int, direction: EmulatedDirection, segment: bytes) -> None:
+        nonlocal up_bytes
+        if direction is EmulatedDirection.UP:
+            up_bytes += len(segment)
+            if up_bytes >= 2_000:
+                mid_publish.set()
+
+    slow = EmulatedLink(bandwidth_bps=16_000)
+    async with (
+        shore_running(vessel.shore(mosquitto)) as shore,
+        LinkEmulator("127.0.0.1", 0, mosquitto.host, mosquitto.port, slow, capture=count) as link,
+    ):
+        settings = link_settings(
+            vessel.vessel_id,
+            link.host,
+            link.port,
+            profile=dataclasses.replace(VSAT, bandwidth_bps=16_000),  # what the link emulates
+            min_timeout_s=1.0,
+        )
+        session = asyncio.create_task(vessel.session(settings, message_seqs=seqs))
+        async with asyncio.timeout(30):
+            await mid_publish.wait()
+        link.blackhole()
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(LinkDown):
+            await session
+        assert asyncio.get_running_loop().time() - started < settings.publish_timeout_s(8_000)
+        link.restore()
+        link.set_profile(EmulatedLink())
+        report = await vessel.session(dataclasses.replace(settings, min_timeout_s=10.0))
+    # The stalled bytes may have reached the broker once the link returned: then the
+    # shore's ack was waiting for us and only our ack of it went up. Either way, done.
+    assert 1 in report.acknowledged
+    assert vessel.outbox.unacknowledged_batches() == ()
+    assert {r.message_seqs for r in shore.received if r.batch_seq == 1} == {tuple(seqs)}
+
+
 async def test_broker_sigkill_without_persistence_loses_nothing(
     fresh_mosquitto: MosquittoBroker, vessel: Vessel
 ) -> None:
