@@ -84,7 +84,15 @@ from protocol.signing import SigningKey, VerifyKey
 from shipboard.config import ShipConfig
 from shipboard.errors import NothingToSend, OutboxUnavailable
 from shipboard.profiles import LinkProfile, profile_named
-from shipboard.scheduler import PendingLike, Plan, SchedulerSettings, SessionReason, Snapshot
+from shipboard.scheduler import (
+    Held,
+    HoldReason,
+    PendingLike,
+    Plan,
+    SchedulerSettings,
+    SessionReason,
+    Snapshot,
+)
 from shipboard.scheduler import plan as make_plan
 
 __all__ = [
@@ -695,6 +703,11 @@ async def _wait_any(events: Sequence[asyncio.Event], timeout_s: float) -> None:
 SessionRunner = Callable[..., Coroutine[Any, Any, SessionReport]]
 
 
+def _seqs(held: Sequence[Held], most: int = 10) -> str:
+    shown = ", ".join(str(h.message_seq) for h in held[:most])
+    return shown + (" ..." if len(held) > most else "")
+
+
 async def run_link(
     *,
     config: ShipConfig,
@@ -752,6 +765,10 @@ async def run_link(
             continue
         plan = make_plan(snapshot, profile, policy, now)
         stats.last_plan = plan
+        for reason in (HoldReason.QUOTA, HoldReason.BUDGET):
+            held = plan.held_for(reason)
+            if held:
+                log.warning("%d messages held (%s): %s", len(held), reason, _seqs(held))
         if plan.open_session and (plan.reason is SessionReason.SOS or now >= backoff_until):
             log.info(
                 "session opens (%s): %d messages, ~%d B",

@@ -754,3 +754,71 @@ async def test_run_link_sends_an_sos_at_once_and_messages_when_the_doorbell_ring
     assert stats.sessions >= 2
     assert stats.failures == 0
     assert vessel.outbox.unacknowledged_batches() == ()
+
+
+async def test_run_link_with_the_real_outbox_delivers_an_sos_and_a_report(
+    fresh_mosquitto: MosquittoBroker,
+    outbox: Outbox,
+    crew: Crew,
+    codebook: Codebook,
+    vessel_key: SigningKey,
+    shore_key: SigningKey,
+    tmp_path: Path,
+) -> None:
+    """The agent's link loop over the real SQLite outbox on an Iridium Certus profile: an
+    SOS and a sealed grievance report committed by intake go up in the first session (the
+    SOS does not wait to fill the 5 KB session) and come back acknowledged."""
+    sos = outbox.accept_sos(crew=crew.member.crew, now=NOW, position=(1_300_000, 10_050_000))
+    report_seq = outbox.accept_grievance(
+        union_id=1, sealed=secrets.token_bytes(304), case_key=b"k" * 32, now=NOW
+    )
+    base = default_config(tmp_path)
+    config: ShipConfig = dataclasses.replace(
+        base,
+        shore=dataclasses.replace(base.shore, public_key_hex=shore_key.verify_key.hex()),
+    )
+    settings = link_settings(
+        outbox.vessel_id, fresh_mosquitto.host, fresh_mosquitto.port, profile=IRIDIUM_CERTUS
+    )
+    sessions: list[SessionReport] = []
+    done = asyncio.Event()
+
+    async def counted(*args: object, **kwargs: object) -> SessionReport:
+        report = await run_session(*args, **kwargs)  # type: ignore[arg-type]
+        sessions.append(report)
+        done.set()
+        return report
+
+    stopping = asyncio.Event()
+    shore = MqttTestShore(
+        fresh_mosquitto.host,
+        fresh_mosquitto.port,
+        outbox.vessel_id,
+        vessel_key,
+        shore_key,
+        codebook,
+    )
+    async with shore_running(shore), asyncio.timeout(60):
+        task = asyncio.create_task(
+            run_link(
+                config=config,
+                outbox=outbox,
+                signing_key=vessel_key,
+                codebook=codebook,
+                stopping=stopping,
+                doorbell=asyncio.Event(),
+                link_settings=settings,
+                session_runner=counted,
+            )
+        )
+        await done.wait()
+        stopping.set()
+        await task
+    assert len(sessions) == 1
+    assert sessions[0].acknowledged == (1,)
+    assert shore.received[0].message_seqs == (sos.message_seq, report_seq.message_seq)
+    for seq in (sos.message_seq, report_seq.message_seq):
+        stages = outbox.message_stages(seq)
+        assert stages is not None
+        assert stages["state"] == "acknowledged"
+    assert outbox.unacknowledged_batches() == ()
