@@ -14,6 +14,7 @@ import dataclasses
 import random
 import secrets
 import threading
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
@@ -822,3 +823,57 @@ async def test_run_link_with_the_real_outbox_delivers_an_sos_and_a_report(
         assert stages is not None
         assert stages["state"] == "acknowledged"
     assert outbox.unacknowledged_batches() == ()
+
+
+async def test_the_real_shore_relay_acknowledges_what_the_agent_sends(
+    fresh_mosquitto: MosquittoBroker, codebook: Codebook, tmp_path: Path
+) -> None:
+    """Vessel and shore as shipped, meeting only through the broker: a crew member's message
+    committed in the SQLite outbox goes up in one session; the shore relay verifies and
+    commits it and its BatchAck and "accepted ashore" receipt come down in the same session."""
+    from shipboard.crew import CrewRegister
+    from tests.shore.store_fixtures import SHORE_KEY, VESSEL_KEY
+    from tests.shore.test_ingest import VESSEL, relay_in_process, stored_seqs
+
+    now = time.time()
+    box = Outbox.open(tmp_path / "outbox.sqlite3", VESSEL)
+    try:
+        register = CrewRegister(box)
+        member, _pin = register.add(
+            name="Ko Ko", document="SB-1", nationality="MM", language=Language.MYA, now=now
+        )
+        mother = register.add_contact(
+            member.crew,
+            channel="email",
+            address="mother@example.org",
+            name="Mother",
+            language=Language.MYA,
+            now=now,
+        )
+        accepted = box.accept_message(
+            crew=member.crew,
+            contact=mother.contact,
+            lang=Language.MYA,
+            now=now,
+            quota_bytes=1 << 20,
+            body="နေကောင်းလား အမေ",
+        )
+        settings = link_settings(VESSEL, fresh_mosquitto.host, fresh_mosquitto.port)
+        async with relay_in_process(tmp_path / "relay", fresh_mosquitto), asyncio.timeout(60):
+            report = await run_session(
+                settings,
+                box,
+                signing_key=VESSEL_KEY,
+                codebook=codebook,
+                shore_verify_key=SHORE_KEY.verify_key,
+                message_seqs=[accepted.message_seq],
+            )
+        assert report.published == (1,)
+        assert report.acknowledged == (1,)
+        assert box.unacknowledged_batches() == ()
+        stages = box.message_stages(accepted.message_seq)
+        assert stages is not None
+        assert stages["state"] == "acknowledged"
+        assert await stored_seqs(tmp_path / "relay") == [accepted.message_seq]
+    finally:
+        box.close()
