@@ -54,7 +54,7 @@ MAX_ALPHABET = 4000
 _ZSTD_LEVEL = 19
 _MAX_MODEL_BYTES = 512 * 1024 * 1024
 #: Cached coding steps per model before the cache is emptied (bounds memory on a shore).
-_CACHE_LIMIT = 1 << 14
+_CACHE_LIMIT = 1 << 13
 
 IntArray = npt.NDArray[np.int64]
 
