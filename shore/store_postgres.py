@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
-import asyncpg  # type: ignore[import-untyped]  # no stubs; pyproject override asked for
+import asyncpg  # no stubs; pyproject override asked for
 
 from shore.store import PhraseLookup, StoreUnavailable
 from shore.store_sql import DEFAULT_DEADLINE_S, DEFAULT_LEASE_S, Dialect, Row, SqlStore, Tx
