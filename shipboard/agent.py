@@ -23,7 +23,7 @@ import importlib
 import inspect
 import logging
 import signal
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -69,8 +69,13 @@ async def run_agent(
     ready: asyncio.Event | None = None,
     codebook: Codebook | None = None,
     with_link: bool = True,
+    link_options: Mapping[str, Any] | None = None,
 ) -> None:
-    """Run intake (and the link, if present) until ``stopping`` is set."""
+    """Run intake (and the link, if present) until ``stopping`` is set.
+
+    ``link_options`` are passed on to ``run_link`` as keywords (the demo and the
+    end-to-end tests give ``link_settings`` and ``scheduler_settings`` this way).
+    """
     quiet_libraries()
     codebook = codebook or default_codebook()
     signing_key = SigningKey.from_seed(read_secret(config.vessel.signing_key_path))
@@ -120,6 +125,7 @@ async def run_agent(
                         codebook=codebook,
                         stopping=stopping,
                         doorbell=doorbell,
+                        **(link_options or {}),
                     ),
                     name="link",
                 )

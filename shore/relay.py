@@ -23,6 +23,7 @@ import asyncio
 import logging
 import random
 from collections.abc import Callable
+from urllib.parse import urlsplit
 
 import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
@@ -59,6 +60,10 @@ def make_client(config: RelayConfig) -> aiomqtt.Client:
     """The relay worker's MQTT client: fixed id, persistent session (FIELD-NOTES)."""
     host, port = config.mqtt_host_port
     mqtt = config.mqtt
+    # Credentials may ride in the URL (mqtt://relay@host:1883): amqtt queues offline
+    # messages only for clients with a user name (FIELD-NOTES).
+    parts = urlsplit(mqtt.url)
+    login: dict[str, str | None] = {"username": parts.username, "password": parts.password}
     if mqtt.protocol == "5":
         properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         properties.SessionExpiryInterval = mqtt.session_expiry_s
@@ -71,6 +76,7 @@ def make_client(config: RelayConfig) -> aiomqtt.Client:
             properties=properties,
             keepalive=mqtt.keepalive_s,
             timeout=mqtt.publish_timeout_s,
+            **login,
         )
     return aiomqtt.Client(
         host,
@@ -80,6 +86,7 @@ def make_client(config: RelayConfig) -> aiomqtt.Client:
         clean_session=False,
         keepalive=mqtt.keepalive_s,
         timeout=mqtt.publish_timeout_s,
+        **login,
     )
 
 
