@@ -63,7 +63,6 @@ def make_client(config: RelayConfig) -> aiomqtt.Client:
     # Credentials may ride in the URL (mqtt://relay@host:1883): amqtt queues offline
     # messages only for clients with a user name (FIELD-NOTES).
     parts = urlsplit(mqtt.url)
-    login: dict[str, str | None] = {"username": parts.username, "password": parts.password}
     if mqtt.protocol == "5":
         properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         properties.SessionExpiryInterval = mqtt.session_expiry_s
@@ -76,7 +75,8 @@ def make_client(config: RelayConfig) -> aiomqtt.Client:
             properties=properties,
             keepalive=mqtt.keepalive_s,
             timeout=mqtt.publish_timeout_s,
-            **login,
+            username=parts.username,
+            password=parts.password,
         )
     return aiomqtt.Client(
         host,
@@ -86,7 +86,8 @@ def make_client(config: RelayConfig) -> aiomqtt.Client:
         clean_session=False,
         keepalive=mqtt.keepalive_s,
         timeout=mqtt.publish_timeout_s,
-        **login,
+        username=parts.username,
+        password=parts.password,
     )
 
 
