@@ -3,9 +3,15 @@
 Wire format, version 1::
 
     byte 0      direction and version: 0x01 vessel to shore, 0x02 shore to vessel
-    CBOR array  [vessel_id, batch_seq, batch_minutes, frame, frame, ...]
+    CBOR array  [vessel_id, batch_seq, batch_minutes, frame, frame, ..., padding]
                 frame = [codec, dictionary_id, payload]
+                padding = a byte string of zeros (optional, last)
     64 bytes    Ed25519 signature over everything before it
+
+Padding: by default every batch (uplink and downlink) is padded to its Padmé size class
+(:mod:`protocol.padding`) by a trailing CBOR byte string of zeros *inside* the signed part,
+so a batch's length on the wire says nothing beyond its class and nobody on the path can
+strip or change the padding unnoticed. Decoders skip it after checking it is all zeros.
 
 The envelope *skeleton* (a CBOR array of integer-keyed maps, see
 :mod:`protocol.envelopes`) travels in frame 0. There is one frame per language that has
@@ -31,6 +37,7 @@ from protocol.envelopes import Envelope, from_skeleton, text_language, to_skelet
 from protocol.errors import LimitExceeded, LocalProtocolError, MalformedBatch
 from protocol.languages import Language
 from protocol.limits import DEFAULT_LIMITS, Limits
+from protocol.padding import padme, zero_padding_item
 from protocol.signing import SIGNATURE_BYTES, SigningKey, VerifyKey
 from protocol.skeleton import from_columns, to_columns
 
@@ -53,6 +60,8 @@ class BatchHeader:
     batch_seq: int
     batch_minutes: int
     frames: tuple[Frame, ...]
+    #: Zero bytes of padding (its 1 to 5 bytes of CBOR head not counted; 0 if unpadded).
+    padding_bytes: int = 0
 
     @property
     def where(self) -> str:
@@ -71,6 +80,8 @@ class Batch:
     batch_minutes: int
     envelopes: tuple[Envelope, ...]
     frames: tuple[Frame, ...] = ()
+    #: Zero bytes of padding (its 1 to 5 bytes of CBOR head not counted; 0 if unpadded).
+    padding_bytes: int = 0
 
 
 def _text_bytes(texts: Sequence[str]) -> int:
@@ -93,8 +104,13 @@ def encode_batch(
     codebook: Codebook,
     codecs: Sequence[Codec] = (Codec.STORED, Codec.ZSTD, Codec.CONTEXT),
     limits: Limits = DEFAULT_LIMITS,
+    pad: bool = True,
 ) -> bytes:
-    """Encode, compress and sign a batch. The same input always gives the same bytes."""
+    """Encode, compress and sign a batch. The same input always gives the same bytes.
+
+    With ``pad`` (the default) the batch is padded to its Padmé size class (capped at
+    ``limits.max_batch_bytes``); ``pad=False`` is for measuring and for tests.
+    """
     _check_uint("vessel_id", vessel_id)
     _check_uint("batch_seq", batch_seq)
     _check_uint("batch_minutes", batch_minutes)
@@ -126,17 +142,21 @@ def encode_batch(
         )
         for index, language in enumerate(languages)
     ]
-    header = [vessel_id, batch_seq, batch_minutes] + [
-        [int(frame.codec), frame.dictionary_id, frame.payload] for frame in frames
-    ]
+    header: list[object] = [vessel_id, batch_seq, batch_minutes]
+    header += [[int(frame.codec), frame.dictionary_id, frame.payload] for frame in frames]
+    if pad:
+        header.append(b"")  # the padding item; its one byte (0x40) ends the CBOR
     signed = bytes([direction]) + dumps(header)
-    data = signed + signing_key.sign(signed)
-    if len(data) > limits.max_batch_bytes:
+    unpadded_bytes = len(signed) + SIGNATURE_BYTES
+    if unpadded_bytes > limits.max_batch_bytes:
         raise LimitExceeded(
-            f"batch {batch_seq} is {len(data)} bytes, over the limit of {limits.max_batch_bytes}; "
-            "send fewer envelopes per batch"
+            f"batch {batch_seq} is {unpadded_bytes} bytes, over the limit of "
+            f"{limits.max_batch_bytes}; send fewer envelopes per batch"
         )
-    return data
+    if pad:
+        target = min(padme(unpadded_bytes), limits.max_batch_bytes)
+        signed = signed[:-1] + zero_padding_item(1 + target - unpadded_bytes)
+    return signed + signing_key.sign(signed)
 
 
 def read_batch_header(data: bytes, *, limits: Limits = DEFAULT_LIMITS) -> BatchHeader:
@@ -158,7 +178,7 @@ def read_batch_header(data: bytes, *, limits: Limits = DEFAULT_LIMITS) -> BatchH
     header = strict_loads(
         data[1:-SIGNATURE_BYTES],
         max_depth=2,
-        max_length=3 + limits.max_frames,
+        max_length=4 + limits.max_frames,
         what="batch header",
     )
     if not isinstance(header, list) or len(header) < 4:
@@ -168,7 +188,16 @@ def read_batch_header(data: bytes, *, limits: Limits = DEFAULT_LIMITS) -> BatchH
         if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**53:
             raise MalformedBatch(f"batch header {name} is {value!r}, not a whole number")
     frames = []
-    for raw in header[3:]:
+    items = header[3:]
+    padding_bytes = 0
+    if isinstance(items[-1], bytes):
+        padding = items.pop()
+        if padding.count(0) != len(padding):
+            raise MalformedBatch("batch padding holds bytes other than zeros")
+        padding_bytes = len(padding)
+    if not items:
+        raise MalformedBatch("batch header has padding but no frame")
+    for raw in items:
         if not (
             isinstance(raw, list)
             and len(raw) == 3
@@ -189,7 +218,7 @@ def read_batch_header(data: bytes, *, limits: Limits = DEFAULT_LIMITS) -> BatchH
             f"batch has {len(frames)} frames, over the limit of {limits.max_frames}"
         )
     vessel_id, batch_seq, batch_minutes = fields
-    return BatchHeader(direction, vessel_id, batch_seq, batch_minutes, tuple(frames))
+    return BatchHeader(direction, vessel_id, batch_seq, batch_minutes, tuple(frames), padding_bytes)
 
 
 def decode_batch(
@@ -282,4 +311,5 @@ def decode_batch(
         batch_minutes=header.batch_minutes,
         envelopes=tuple(envelopes),
         frames=header.frames,
+        padding_bytes=header.padding_bytes,
     )
