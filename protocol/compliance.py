@@ -1,0 +1,876 @@
+"""Compliance: the monthly report's data model, log leaves, signed tree heads and verification.
+
+A compliance report shows an inspector, for one vessel and one month, how much text each
+crew member could send and did send, and whether the Thai rule ("1 MB of text a month for
+at least a quarter of the crew") was met. It is built from three sources that check one
+another:
+
+- **log leaves**: for each uplink batch the shore stored, a leaf in an append-only Merkle
+  log (:mod:`protocol.merkle`): vessel, batch number, time window, the real text bytes per
+  crew member and month, and the SHA-256 of the batch bytes. Padding, cover traffic and
+  retransmissions put nothing in a leaf; grievance reports and SOS are not counted at all;
+- a **signed tree head** (size, root, time) signed by the shore, which a union or labour
+  office may co-sign as a witness; earlier heads of the month come with consistency proofs;
+- the **agent's statement**, signed with the vessel key: its own figures per crew member
+  (offered, sent, delivered, failed, quota granted), the link sessions and bytes, and the
+  batches the shore acknowledged.
+
+:func:`verify_report` checks all of it offline with public keys only and lists every
+problem it finds; :func:`disagreements` lists where the agent's and the shore's figures
+differ, and a report must list exactly those. No message content, no recipients and no
+grievance counts ever enter a report. Months are calendar months in UTC (``YYYYMM``), the
+months the vessel's outbox charges quotas in. Pure: no I/O, no clock.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+
+from protocol.cbor import dumps, strict_loads
+from protocol.errors import LocalProtocolError, MalformedBatch, ProtocolError, Reason
+from protocol.merkle import (
+    ProofInvalid,
+    leaf_hash,
+    verify_consistency,
+    verify_inclusion,
+)
+from protocol.quota import RULE_MONTHLY_TEXT_BYTES
+from protocol.signing import SigningKey, VerifyKey
+
+__all__ = [
+    "LEAF_VERSION",
+    "AgentCrew",
+    "AgentStatement",
+    "ComplianceReport",
+    "Cosignature",
+    "CrewBytes",
+    "CrewLine",
+    "Disagreement",
+    "EarlierHead",
+    "LinkFigures",
+    "LogLeaf",
+    "ProvenLeaf",
+    "ReportInvalid",
+    "RuleTest",
+    "ShoreCrew",
+    "SignedTreeHead",
+    "TreeHead",
+    "cosign",
+    "disagreements",
+    "month_key",
+    "rule_test",
+    "sign_tree_head",
+    "verify_report",
+]
+
+LEAF_VERSION = 1
+_HEAD_CONTEXT = b"vessel-relay tree head v1\x00"
+_WITNESS_CONTEXT = b"vessel-relay witness cosignature v1\x00"
+_REPORT_CONTEXT = b"vessel-relay compliance report v1\x00"
+_STATEMENT_CONTEXT = b"vessel-relay agent statement v1\x00"
+
+
+class ReportInvalid(LocalProtocolError):
+    """A report file that cannot be read as a compliance report (the message says where)."""
+
+    reason = Reason.MALFORMED
+
+
+def month_key(year: int, month: int) -> int:
+    """A month as the integer ``YYYYMM`` used in leaves and reports."""
+    return year * 100 + month
+
+
+# --- reading JSON objects --------------------------------------------------------------------
+
+
+def _field(obj: object, key: str) -> object:
+    if not isinstance(obj, dict) or key not in obj:
+        raise ReportInvalid(f"the report has no {key!r} where one is expected")
+    value: object = obj[key]
+    return value
+
+
+def _int(obj: object, key: str) -> int:
+    value = _field(obj, key)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ReportInvalid(f"{key!r} must be a whole number, not {value!r}")
+    return value
+
+
+def _opt_int(obj: object, key: str) -> int | None:
+    value = _field(obj, key)
+    return None if value is None else _int(obj, key)
+
+
+def _str(obj: object, key: str) -> str:
+    value = _field(obj, key)
+    if not isinstance(value, str):
+        raise ReportInvalid(f"{key!r} must be text, not {value!r}")
+    return value
+
+
+def _hex(obj: object, key: str) -> bytes:
+    try:
+        return bytes.fromhex(_str(obj, key))
+    except ValueError as exc:
+        raise ReportInvalid(f"{key!r} must be hexadecimal") from exc
+
+
+def _list(obj: object, key: str) -> list[object]:
+    value = _field(obj, key)
+    if not isinstance(value, list):
+        raise ReportInvalid(f"{key!r} must be a list")
+    return list(value)
+
+
+def _opt_bool(obj: object, key: str) -> bool | None:
+    value = _field(obj, key)
+    if value is not None and not isinstance(value, bool):
+        raise ReportInvalid(f"{key!r} must be true, false or null")
+    return value
+
+
+def canonical_json(obj: object) -> bytes:
+    """The one byte form of a JSON value that signatures cover (sorted keys, no spaces)."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+# --- log leaves ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class CrewBytes:
+    """Real text bytes one crew member sent in one batch, for messages written in ``month``."""
+
+    crew: int
+    month: int  # YYYYMM, UTC
+    text_bytes: int
+
+    def __post_init__(self) -> None:
+        if self.crew < 0 or self.text_bytes < 0 or not 100001 <= self.month <= 999912:
+            raise ValueError(f"impossible crew byte count {self}")
+
+
+@dataclass(frozen=True, slots=True)
+class LogLeaf:
+    """One leaf of the transparency log: a batch the shore verified and stored."""
+
+    vessel_id: int
+    batch_seq: int
+    #: Time window: the earliest message written in the batch and the batch time (UTC minutes).
+    first_minutes: int
+    last_minutes: int
+    #: When the shore committed the batch (UTC minutes).
+    received_minutes: int
+    crew_bytes: tuple[CrewBytes, ...]
+    batch_sha256: bytes
+
+    def __post_init__(self) -> None:
+        if len(self.batch_sha256) != 32:
+            raise ValueError("a leaf's batch hash is 32 bytes")
+        if list(self.crew_bytes) != sorted(self.crew_bytes):
+            raise ValueError("a leaf's crew byte counts are sorted by crew member and month")
+
+    def encode(self) -> bytes:
+        """The leaf's canonical bytes (CBOR array), which the log hashes."""
+        return dumps(
+            [
+                LEAF_VERSION,
+                self.vessel_id,
+                self.batch_seq,
+                self.first_minutes,
+                self.last_minutes,
+                self.received_minutes,
+                [[c.crew, c.month, c.text_bytes] for c in self.crew_bytes],
+                self.batch_sha256,
+            ]
+        )
+
+    @classmethod
+    def decode(cls, data: bytes) -> LogLeaf:
+        """A leaf from its canonical bytes; :class:`ReportInvalid` for anything else."""
+        try:
+            value = strict_loads(data, max_depth=4, max_length=100_000, what="log leaf")
+        except ProtocolError as exc:
+            raise ReportInvalid(f"a log leaf is not readable: {exc.message}") from exc
+        try:
+            if not isinstance(value, list) or len(value) != 8 or value[0] != LEAF_VERSION:
+                raise ValueError("not a version 1 leaf")
+            ints = [int(v) for v in value[1:6] if isinstance(v, int)]
+            entries = value[6]
+            if len(ints) != 5 or not isinstance(entries, list) or not isinstance(value[7], bytes):
+                raise ValueError("wrong field types")
+            crew = tuple(CrewBytes(int(e[0]), int(e[1]), int(e[2])) for e in entries)
+            leaf = cls(ints[0], ints[1], ints[2], ints[3], ints[4], crew, value[7])
+        except (ValueError, TypeError, IndexError) as exc:
+            raise ReportInvalid(f"a log leaf is malformed: {exc}") from exc
+        if leaf.encode() != data:
+            raise ReportInvalid("a log leaf is not in canonical form")
+        return leaf
+
+    def text_bytes_in(self, month: int) -> dict[int, int]:
+        """Text bytes per crew member for messages written in ``month``."""
+        counts: dict[int, int] = {}
+        for entry in self.crew_bytes:
+            if entry.month == month:
+                counts[entry.crew] = counts.get(entry.crew, 0) + entry.text_bytes
+        return counts
+
+
+@dataclass(frozen=True, slots=True)
+class ProvenLeaf:
+    """A leaf with its index in the log and its inclusion proof against the report's head."""
+
+    index: int
+    leaf: bytes
+    proof: tuple[bytes, ...]
+
+    def to_obj(self) -> dict[str, object]:
+        return {
+            "index": self.index,
+            "leaf": self.leaf.hex(),
+            "proof": [p.hex() for p in self.proof],
+        }
+
+    @classmethod
+    def from_obj(cls, obj: object) -> ProvenLeaf:
+        proof = tuple(_hex({"p": p}, "p") for p in _list(obj, "proof"))
+        return cls(_int(obj, "index"), _hex(obj, "leaf"), proof)
+
+
+# --- tree heads ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TreeHead:
+    """The log's state: ``tree_size`` leaves with root ``root``, as of ``timestamp_minutes``."""
+
+    tree_size: int
+    root: bytes
+    timestamp_minutes: int
+
+    def signed_bytes(self) -> bytes:
+        """What the shore and the witnesses sign."""
+        return _HEAD_CONTEXT + dumps([self.tree_size, self.root, self.timestamp_minutes])
+
+    def digest(self) -> bytes:
+        """SHA-256 of the signed bytes: what the report's QR code carries."""
+        return hashlib.sha256(self.signed_bytes()).digest()
+
+
+@dataclass(frozen=True, slots=True)
+class Cosignature:
+    """A witness's signature over a tree head (a union or labour office)."""
+
+    witness: str
+    public_key: bytes
+    signature: bytes
+
+    def to_obj(self) -> dict[str, object]:
+        return {
+            "witness": self.witness,
+            "public_key": self.public_key.hex(),
+            "signature": self.signature.hex(),
+        }
+
+    @classmethod
+    def from_obj(cls, obj: object) -> Cosignature:
+        return cls(_str(obj, "witness"), _hex(obj, "public_key"), _hex(obj, "signature"))
+
+
+@dataclass(frozen=True, slots=True)
+class SignedTreeHead:
+    """A tree head with the shore's signature and any witnesses' co-signatures."""
+
+    head: TreeHead
+    shore_signature: bytes
+    witnesses: tuple[Cosignature, ...] = ()
+
+    def to_obj(self) -> dict[str, object]:
+        return {
+            "tree_size": self.head.tree_size,
+            "root": self.head.root.hex(),
+            "timestamp_minutes": self.head.timestamp_minutes,
+            "digest": self.head.digest().hex(),
+            "shore_signature": self.shore_signature.hex(),
+            "witnesses": [w.to_obj() for w in self.witnesses],
+        }
+
+    @classmethod
+    def from_obj(cls, obj: object) -> SignedTreeHead:
+        head = TreeHead(_int(obj, "tree_size"), _hex(obj, "root"), _int(obj, "timestamp_minutes"))
+        witnesses = tuple(Cosignature.from_obj(w) for w in _list(obj, "witnesses"))
+        return cls(head, _hex(obj, "shore_signature"), witnesses)
+
+
+def sign_tree_head(head: TreeHead, shore_key: SigningKey) -> SignedTreeHead:
+    """The head signed with the shore key (no witnesses yet)."""
+    return SignedTreeHead(head, shore_key.sign(head.signed_bytes()))
+
+
+def cosign(head: SignedTreeHead, witness: str, witness_key: SigningKey) -> Cosignature:
+    """A witness's co-signature of ``head`` (a different context than the shore's)."""
+    signature = witness_key.sign(_WITNESS_CONTEXT + head.head.signed_bytes())
+    return Cosignature(witness, witness_key.verify_key.key, signature)
+
+
+@dataclass(frozen=True, slots=True)
+class EarlierHead:
+    """An earlier signed head of the month, with the consistency proof to the report's head."""
+
+    head: SignedTreeHead
+    proof: tuple[bytes, ...]
+
+    def to_obj(self) -> dict[str, object]:
+        return {"head": self.head.to_obj(), "proof": [p.hex() for p in self.proof]}
+
+    @classmethod
+    def from_obj(cls, obj: object) -> EarlierHead:
+        proof = tuple(_hex({"p": p}, "p") for p in _list(obj, "proof"))
+        return cls(SignedTreeHead.from_obj(_field(obj, "head")), proof)
+
+
+# --- figures ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class LinkFigures:
+    """A month of satellite link use as one side counted it."""
+
+    profile: str
+    sessions: int | None
+    link_bytes: int
+    billed_bytes: int | None
+    cost_micro_usd: int | None
+
+    def to_obj(self) -> dict[str, object]:
+        return {
+            "profile": self.profile,
+            "sessions": self.sessions,
+            "link_bytes": self.link_bytes,
+            "billed_bytes": self.billed_bytes,
+            "cost_micro_usd": self.cost_micro_usd,
+        }
+
+    @classmethod
+    def from_obj(cls, obj: object) -> LinkFigures:
+        return cls(
+            _str(obj, "profile"),
+            _opt_int(obj, "sessions"),
+            _int(obj, "link_bytes"),
+            _opt_int(obj, "billed_bytes"),
+            _opt_int(obj, "cost_micro_usd"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class AgentCrew:
+    """The agent's figures for one crew member (text bytes; quick messages count 2)."""
+
+    crew: int
+    name: str
+    document: str  # Seabook or work-permit number
+    nationality: str
+    offered_bytes: int
+    sent_bytes: int  # in batches the shore acknowledged (each message once)
+    delivered_bytes: int
+    failed_bytes: int
+    quota_bytes: int
+
+    def to_obj(self) -> dict[str, object]:
+        return {
+            "crew": self.crew,
+            "name": self.name,
+            "document": self.document,
+            "nationality": self.nationality,
+            "offered_bytes": self.offered_bytes,
+            "sent_bytes": self.sent_bytes,
+            "delivered_bytes": self.delivered_bytes,
+            "failed_bytes": self.failed_bytes,
+            "quota_bytes": self.quota_bytes,
+        }
+
+    @classmethod
+    def from_obj(cls, obj: object) -> AgentCrew:
+        return cls(
+            _int(obj, "crew"),
+            _str(obj, "name"),
+            _str(obj, "document"),
+            _str(obj, "nationality"),
+            *(
+                _int(obj, key)
+                for key in (
+                    "offered_bytes",
+                    "sent_bytes",
+                    "delivered_bytes",
+                    "failed_bytes",
+                    "quota_bytes",
+                )
+            ),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class AgentStatement:
+    """The vessel agent's own figures for a month, signed with the vessel key."""
+
+    vessel_id: int
+    month: int
+    made_minutes: int
+    crew: tuple[AgentCrew, ...]
+    link: LinkFigures
+    days_at_sea: int | None
+    #: Whether the grievance lane's daily slot was open every day (None: not measured).
+    grievance_lane_daily: bool | None
+    #: Batches with crew text of the month that the shore acknowledged: (batch_seq, sha256).
+    batches: tuple[tuple[int, bytes], ...]
+    signature: bytes = b""
+
+    def body_obj(self) -> dict[str, object]:
+        return {
+            "vessel_id": self.vessel_id,
+            "month": self.month,
+            "made_minutes": self.made_minutes,
+            "crew": [c.to_obj() for c in self.crew],
+            "link": self.link.to_obj(),
+            "days_at_sea": self.days_at_sea,
+            "grievance_lane_daily": self.grievance_lane_daily,
+            "batches": [[seq, digest.hex()] for seq, digest in self.batches],
+        }
+
+    def signed_bytes(self) -> bytes:
+        return _STATEMENT_CONTEXT + canonical_json(self.body_obj())
+
+    def signed(self, vessel_key: SigningKey) -> AgentStatement:
+        """This statement signed with the vessel key."""
+        return replace(self, signature=vessel_key.sign(self.signed_bytes()))
+
+    def to_obj(self) -> dict[str, object]:
+        return {**self.body_obj(), "signature": self.signature.hex()}
+
+    @classmethod
+    def from_obj(cls, obj: object) -> AgentStatement:
+        batches: list[tuple[int, bytes]] = []
+        for entry in _list(obj, "batches"):
+            if not isinstance(entry, list) or len(entry) != 2:
+                raise ReportInvalid("an acknowledged batch is [batch_seq, sha256]")
+            batches.append((_int({"b": entry[0]}, "b"), _hex({"h": entry[1]}, "h")))
+        return cls(
+            _int(obj, "vessel_id"),
+            _int(obj, "month"),
+            _int(obj, "made_minutes"),
+            tuple(AgentCrew.from_obj(c) for c in _list(obj, "crew")),
+            LinkFigures.from_obj(_field(obj, "link")),
+            _opt_int(obj, "days_at_sea"),
+            _opt_bool(obj, "grievance_lane_daily"),
+            tuple(batches),
+            _hex(obj, "signature"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ShoreCrew:
+    """The shore's figures for one crew member: from the log and the delivery records."""
+
+    crew: int
+    sent_bytes: int  # received ashore (the leaves' sum for the month)
+    delivered_bytes: int
+    failed_bytes: int
+
+    def to_obj(self) -> dict[str, object]:
+        return {
+            "crew": self.crew,
+            "sent_bytes": self.sent_bytes,
+            "delivered_bytes": self.delivered_bytes,
+            "failed_bytes": self.failed_bytes,
+        }
+
+    @classmethod
+    def from_obj(cls, obj: object) -> ShoreCrew:
+        return cls(
+            _int(obj, "crew"),
+            _int(obj, "sent_bytes"),
+            _int(obj, "delivered_bytes"),
+            _int(obj, "failed_bytes"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class CrewLine:
+    """One crew member's line of the report: the agent's and the shore's figures side by side."""
+
+    crew: int
+    agent: AgentCrew | None
+    shore: ShoreCrew | None
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Disagreement:
+    """One figure on which the agent and the shore differ (crew -1: the vessel as a whole)."""
+
+    crew: int
+    figure: str
+    agent: int | None
+    shore: int | None
+
+    def __str__(self) -> str:
+        who = "the vessel" if self.crew < 0 else f"crew member {self.crew}"
+        return f"{who}: {self.figure} is {self.agent} on board but {self.shore} ashore"
+
+    def to_obj(self) -> dict[str, object]:
+        return {"crew": self.crew, "figure": self.figure, "agent": self.agent, "shore": self.shore}
+
+    @classmethod
+    def from_obj(cls, obj: object) -> Disagreement:
+        return cls(
+            _int(obj, "crew"), _str(obj, "figure"), _opt_int(obj, "agent"), _opt_int(obj, "shore")
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class RuleTest:
+    """The rule's test: at least the rule's bytes granted to at least a quarter of the crew."""
+
+    crew_count: int
+    crew_needed: int
+    crew_granted: int  # crew members granted at least the rule's monthly bytes
+    crew_used: int  # crew members who sent any text this month
+    granted_bytes: int  # capacity granted, all crew members together
+    used_bytes: int  # text bytes sent (shore count), all crew members together
+    rule_bytes: int
+    met: bool
+
+    def to_obj(self) -> dict[str, object]:
+        return {
+            "crew_count": self.crew_count,
+            "crew_needed": self.crew_needed,
+            "crew_granted": self.crew_granted,
+            "crew_used": self.crew_used,
+            "granted_bytes": self.granted_bytes,
+            "used_bytes": self.used_bytes,
+            "rule_bytes": self.rule_bytes,
+            "met": self.met,
+        }
+
+    @classmethod
+    def from_obj(cls, obj: object) -> RuleTest:
+        met = _opt_bool(obj, "met")
+        if met is None:
+            raise ReportInvalid("the rule's result must be true or false")
+        return cls(
+            crew_count=_int(obj, "crew_count"),
+            crew_needed=_int(obj, "crew_needed"),
+            crew_granted=_int(obj, "crew_granted"),
+            crew_used=_int(obj, "crew_used"),
+            granted_bytes=_int(obj, "granted_bytes"),
+            used_bytes=_int(obj, "used_bytes"),
+            rule_bytes=_int(obj, "rule_bytes"),
+            met=met,
+        )
+
+
+def rule_test(
+    quota_bytes: Mapping[int, int],
+    sent_bytes: Mapping[int, int],
+    *,
+    rule_bytes: int = RULE_MONTHLY_TEXT_BYTES,
+) -> RuleTest:
+    """The rule's test from the quota granted and the text sent, per crew member.
+
+    The crew is everyone in ``quota_bytes`` (a crew member with no quota row is granted 0).
+    """
+    crew_count = len(quota_bytes)
+    needed = math.ceil(crew_count / 4)
+    granted = sum(1 for value in quota_bytes.values() if value >= rule_bytes)
+    used = sum(1 for crew in quota_bytes if sent_bytes.get(crew, 0) > 0)
+    return RuleTest(
+        crew_count=crew_count,
+        crew_needed=needed,
+        crew_granted=granted,
+        crew_used=used,
+        granted_bytes=sum(quota_bytes.values()),
+        used_bytes=sum(sent_bytes.get(crew, 0) for crew in quota_bytes),
+        rule_bytes=rule_bytes,
+        met=crew_count > 0 and granted >= needed,
+    )
+
+
+def disagreements(
+    statement: AgentStatement | None, shore: Sequence[ShoreCrew], shore_link: LinkFigures
+) -> tuple[Disagreement, ...]:
+    """Every figure on which the agent's statement and the shore's figures differ."""
+    if statement is None:
+        return ()
+    found: list[Disagreement] = []
+    agents = {c.crew: c for c in statement.crew}
+    shores = {c.crew: c for c in shore}
+    for crew in sorted(set(agents) | set(shores)):
+        a, s = agents.get(crew), shores.get(crew)
+        for figure in ("sent_bytes", "delivered_bytes", "failed_bytes"):
+            av = None if a is None else int(getattr(a, figure))
+            sv = None if s is None else int(getattr(s, figure))
+            if (av or 0) != (sv or 0):
+                found.append(Disagreement(crew, figure, av, sv))
+    if statement.link.link_bytes < shore_link.link_bytes:
+        found.append(
+            Disagreement(-1, "link_bytes", statement.link.link_bytes, shore_link.link_bytes)
+        )
+    return tuple(sorted(found))
+
+
+# --- the report ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ComplianceReport:
+    """One vessel's compliance report for one month, counter-signed by the shore."""
+
+    vessel_id: int
+    vessel_name: str
+    month: int  # YYYYMM, UTC
+    made_minutes: int
+    statement: AgentStatement | None
+    shore_crew: tuple[ShoreCrew, ...]
+    shore_link: LinkFigures
+    rule: RuleTest
+    disagreements: tuple[Disagreement, ...]
+    leaves: tuple[ProvenLeaf, ...]
+    head: SignedTreeHead
+    earlier_heads: tuple[EarlierHead, ...] = ()
+    shore_signature: bytes = b""
+    notes: tuple[str, ...] = field(default=())
+
+    def crew_lines(self) -> list[CrewLine]:
+        """The agent's and the shore's figures per crew member, by crew number."""
+        agents = {c.crew: c for c in self.statement.crew} if self.statement else {}
+        shores = {c.crew: c for c in self.shore_crew}
+        return [
+            CrewLine(crew, agents.get(crew), shores.get(crew))
+            for crew in sorted(set(agents) | set(shores))
+        ]
+
+    def body_obj(self) -> dict[str, object]:
+        return {
+            "kind": "vessel-relay compliance report",
+            "version": 1,
+            "vessel_id": self.vessel_id,
+            "vessel_name": self.vessel_name,
+            "month": self.month,
+            "made_minutes": self.made_minutes,
+            "statement": None if self.statement is None else self.statement.to_obj(),
+            "shore_crew": [c.to_obj() for c in self.shore_crew],
+            "shore_link": self.shore_link.to_obj(),
+            "rule": self.rule.to_obj(),
+            "disagreements": [d.to_obj() for d in self.disagreements],
+            "leaves": [leaf.to_obj() for leaf in self.leaves],
+            "head": self.head.to_obj(),
+            "earlier_heads": [h.to_obj() for h in self.earlier_heads],
+            "notes": list(self.notes),
+        }
+
+    def signed_bytes(self) -> bytes:
+        return _REPORT_CONTEXT + canonical_json(self.body_obj())
+
+    def signed(self, shore_key: SigningKey) -> ComplianceReport:
+        """This report counter-signed with the shore key."""
+        return replace(self, shore_signature=shore_key.sign(self.signed_bytes()))
+
+    def to_json(self) -> bytes:
+        """The report as a JSON document (the file ``report verify`` reads)."""
+        obj = {**self.body_obj(), "shore_signature": self.shore_signature.hex()}
+        return json.dumps(obj, sort_keys=True, indent=1, ensure_ascii=False).encode() + b"\n"
+
+    @classmethod
+    def from_json(cls, data: bytes) -> ComplianceReport:
+        """Read a report; :class:`ReportInvalid` names what is missing or malformed."""
+        try:
+            obj: object = json.loads(data.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise ReportInvalid(f"the file is not a JSON compliance report: {exc}") from exc
+        if _field(obj, "kind") != "vessel-relay compliance report" or _field(obj, "version") != 1:
+            raise ReportInvalid("the file is not a version 1 vessel-relay compliance report")
+        statement_obj = _field(obj, "statement")
+        notes = tuple(str(n) for n in _list(obj, "notes"))
+        return cls(
+            vessel_id=_int(obj, "vessel_id"),
+            vessel_name=_str(obj, "vessel_name"),
+            month=_int(obj, "month"),
+            made_minutes=_int(obj, "made_minutes"),
+            statement=None if statement_obj is None else AgentStatement.from_obj(statement_obj),
+            shore_crew=tuple(ShoreCrew.from_obj(c) for c in _list(obj, "shore_crew")),
+            shore_link=LinkFigures.from_obj(_field(obj, "shore_link")),
+            rule=RuleTest.from_obj(_field(obj, "rule")),
+            disagreements=tuple(Disagreement.from_obj(d) for d in _list(obj, "disagreements")),
+            leaves=tuple(ProvenLeaf.from_obj(p) for p in _list(obj, "leaves")),
+            head=SignedTreeHead.from_obj(_field(obj, "head")),
+            earlier_heads=tuple(EarlierHead.from_obj(h) for h in _list(obj, "earlier_heads")),
+            shore_signature=_hex(obj, "shore_signature"),
+            notes=notes,
+        )
+
+
+# --- verification ----------------------------------------------------------------------------
+
+
+def _signature_ok(key: bytes, message: bytes, signature: bytes) -> bool:
+    try:
+        VerifyKey(key).verify(message, signature, what="report")
+    except ProtocolError:
+        return False
+    return True
+
+
+def _check_head(
+    head: SignedTreeHead, shore_key: bytes, witness_keys: Mapping[str, bytes], what: str
+) -> list[str]:
+    problems: list[str] = []
+    if not _signature_ok(shore_key, head.head.signed_bytes(), head.shore_signature):
+        problems.append(f"{what} (size {head.head.tree_size}): the shore's signature is invalid")
+    for witness in head.witnesses:
+        trusted = witness_keys.get(witness.witness)
+        if trusted is not None and trusted != witness.public_key:
+            problems.append(f"{what}: witness {witness.witness!r} signed with a key not theirs")
+        message = _WITNESS_CONTEXT + head.head.signed_bytes()
+        if not _signature_ok(witness.public_key, message, witness.signature):
+            problems.append(f"{what}: witness {witness.witness!r}'s co-signature is invalid")
+    for name in witness_keys:
+        if name not in {w.witness for w in head.witnesses} and what == "the tree head":
+            problems.append(f"{what} is not co-signed by witness {name!r}")
+    return problems
+
+
+def verify_report(
+    report: ComplianceReport,
+    *,
+    shore_key: bytes,
+    vessel_key: bytes | None = None,
+    witness_keys: Mapping[str, bytes] | None = None,
+    known_heads: Sequence[SignedTreeHead] = (),
+) -> list[str]:
+    """Every problem found in ``report``, each one sentence; an empty list means it verifies.
+
+    ``shore_key`` (and ``vessel_key``, ``witness_keys`` when given) are the public keys the
+    inspector trusts. ``known_heads`` are other signed heads the inspector has seen (from a
+    witness, or an earlier report): one of the same size with another root is a split view.
+    """
+    witnesses = dict(witness_keys or {})
+    problems: list[str] = []
+    if not _signature_ok(shore_key, report.signed_bytes(), report.shore_signature):
+        problems.append("the shore's signature over the report does not match its contents")
+    head = report.head.head
+    problems += _check_head(report.head, shore_key, witnesses, "the tree head")
+    heads = [report.head, *(h.head for h in report.earlier_heads), *known_heads]
+    for number, earlier in enumerate(report.earlier_heads, 1):
+        what = f"earlier tree head {number}"
+        problems += _check_head(earlier.head, shore_key, {}, what)
+        e = earlier.head.head
+        if e.timestamp_minutes > head.timestamp_minutes:
+            problems.append(f"{what} is dated after the report's tree head")
+        try:
+            verify_consistency(e.tree_size, head.tree_size, e.root, head.root, earlier.proof)
+        except ProofInvalid as exc:
+            problems.append(f"{what}: {exc.message}")
+    by_size: dict[int, bytes] = {}
+    for signed in heads:
+        other = by_size.setdefault(signed.head.tree_size, signed.head.root)
+        if other != signed.head.root:
+            problems.append(
+                f"two different tree heads for size {signed.head.tree_size}: the log "
+                "showed different histories (split view)"
+            )
+    # the leaves
+    month_bytes: dict[int, int] = {}
+    seen_batches: dict[int, bytes] = {}
+    seen_indexes: set[int] = set()
+    last_received = -1
+    for proven in report.leaves:
+        where = f"leaf {proven.index}"
+        try:
+            leaf = LogLeaf.decode(proven.leaf)
+        except ReportInvalid as exc:
+            problems.append(f"{where}: {exc.message}")
+            continue
+        where = f"leaf {proven.index} (batch {leaf.batch_seq})"
+        if proven.index in seen_indexes:
+            problems.append(f"{where} appears twice")
+        seen_indexes.add(proven.index)
+        if leaf.vessel_id != report.vessel_id:
+            problems.append(
+                f"{where} belongs to vessel {leaf.vessel_id}, not to vessel {report.vessel_id}"
+            )
+        if leaf.batch_seq in seen_batches:
+            problems.append(f"{where}: batch {leaf.batch_seq} has two leaves")
+        seen_batches[leaf.batch_seq] = leaf.batch_sha256
+        try:
+            verify_inclusion(
+                leaf_hash(proven.leaf), proven.index, head.tree_size, proven.proof, head.root
+            )
+        except ProofInvalid as exc:
+            problems.append(f"{where}: {exc.message}")
+        last_received = max(last_received, leaf.received_minutes)
+        counts = leaf.text_bytes_in(report.month)
+        if not counts:
+            problems.append(f"{where} has no text of month {report.month}")
+        for crew, text_bytes in counts.items():
+            month_bytes[crew] = month_bytes.get(crew, 0) + text_bytes
+    if last_received > head.timestamp_minutes:
+        problems.append(
+            "the tree head is dated before the leaves it includes were logged (back-dated head)"
+        )
+    # the shore's figures against the leaves
+    shore_sent = {c.crew: c.sent_bytes for c in report.shore_crew}
+    for crew in sorted(set(shore_sent) | set(month_bytes)):
+        if shore_sent.get(crew, 0) != month_bytes.get(crew, 0):
+            problems.append(
+                f"crew member {crew}: the shore's figure of {shore_sent.get(crew, 0):,} text "
+                f"bytes sent differs from the {month_bytes.get(crew, 0):,} the log's leaves show"
+            )
+    # the agent's statement
+    statement = report.statement
+    if statement is not None:
+        if statement.vessel_id != report.vessel_id or statement.month != report.month:
+            problems.append("the agent's statement is for another vessel or month")
+        if vessel_key is not None and not _signature_ok(
+            vessel_key, statement.signed_bytes(), statement.signature
+        ):
+            problems.append("the vessel's signature over the agent's statement is invalid")
+        for batch_seq, digest in statement.batches:
+            if batch_seq not in seen_batches:
+                problems.append(
+                    f"batch {batch_seq}, which the vessel says the shore acknowledged, has no "
+                    "leaf in the report"
+                )
+            elif seen_batches[batch_seq] != digest:
+                problems.append(f"batch {batch_seq}: the leaf's hash differs from the vessel's")
+        quota = {c.crew: c.quota_bytes for c in statement.crew}
+    else:
+        quota = {}
+    expected_rule = rule_test(quota, month_bytes, rule_bytes=report.rule.rule_bytes)
+    if report.rule.rule_bytes < RULE_MONTHLY_TEXT_BYTES:
+        problems.append(f"the rule is stated as {report.rule.rule_bytes:,} bytes, below the law's")
+    if expected_rule != report.rule:
+        problems.append(
+            f"the rule's test says {'met' if report.rule.met else 'not met'} with "
+            f"{report.rule.crew_granted} of {report.rule.crew_count} crew members granted, but "
+            f"the figures give {expected_rule.crew_granted} of {expected_rule.crew_count} "
+            f"({'met' if expected_rule.met else 'not met'})"
+        )
+    listed = set(report.disagreements)
+    actual = set(disagreements(statement, report.shore_crew, report.shore_link))
+    problems += [f"a disagreement is not listed: {d}" for d in sorted(actual - listed)]
+    problems += [
+        f"a listed disagreement is not in the figures: {d}" for d in sorted(listed - actual)
+    ]
+    return problems
+
+
+def parse_error(exc: ProtocolError) -> str:
+    """One line for a report that could not even be read."""
+    if isinstance(exc, MalformedBatch | ReportInvalid):
+        return exc.message
+    return str(exc)
