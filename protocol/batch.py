@@ -264,7 +264,8 @@ def decode_batch(
         what=f"{where} skeleton",
     )
     skeleton = from_columns(columns, max_envelopes=limits.max_envelopes)
-    languages = sorted({lang for entry in skeleton if (lang := text_language(entry))})
+    # ``is not None``: Language.UND is 0, and a text in it still has a frame.
+    languages = sorted({lang for entry in skeleton if (lang := text_language(entry)) is not None})
     expected_frames = max(1, len(languages))
     if len(header.frames) != expected_frames:
         raise MalformedBatch(

@@ -123,6 +123,12 @@ def _check_text(name: str, text: str, max_chars: int) -> None:
         raise InvalidEnvelope(f"{name} has {len(text)} characters, over the limit of {max_chars}")
     if "\x00" in text:
         raise InvalidEnvelope(f"{name} contains a NUL character; normalise the text at intake")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidEnvelope(
+            f"{name} holds a lone surrogate at character {exc.start}; normalise the text at intake"
+        ) from None
 
 
 class Envelope:
@@ -151,6 +157,15 @@ class Envelope:
             lang = getattr(self, "lang")  # noqa: B009 - every text-carrying envelope has lang
             if has_text and lang is None:
                 raise InvalidEnvelope(f"{type(self).__name__} has text but no language")
+            if lang is not None and not isinstance(lang, Language):
+                raise InvalidEnvelope(
+                    f"{type(self).__name__}.lang must be a Language, not {lang!r}"
+                )
+            if not has_text and lang is not None:
+                # The language travels only with a text (it names the text's frame): a
+                # quick-message code is expanded ashore in the contact's language. Drop it
+                # here, so that the envelope equals what the peer decodes.
+                object.__setattr__(self, "lang", None)
 
     @property
     def text(self) -> str | None:

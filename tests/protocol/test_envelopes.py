@@ -1,0 +1,387 @@
+"""Envelopes: every kind round-trips through its skeleton map and through a batch of one.
+
+The hypothesis strategies here (one per kind, and :data:`any_envelope`) are shared by the
+batch, fuzz and golden tests. An envelope that cannot exist (negative numbers, empty or
+NUL-holding text, text without a language) is refused when built, with a typed error.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from protocol.batch import Direction, decode_batch, encode_batch
+from protocol.envelopes import (
+    ENVELOPE_TYPES,
+    MAX_UINT,
+    BatchAck,
+    CaseStatus,
+    CaseStatusUpdate,
+    Channel,
+    ContactBookChange,
+    CrewMessage,
+    DeliveryFailure,
+    DeliveryReceipt,
+    DictionaryUpdate,
+    Envelope,
+    FailureReason,
+    GrievanceReport,
+    Kind,
+    QuotaNotice,
+    ReceiptStage,
+    Reply,
+    Sos,
+    from_skeleton,
+    text_language,
+    to_skeleton,
+)
+from protocol.errors import InvalidEnvelope, MalformedBatch
+from protocol.languages import Language
+from protocol.signing import SigningKey
+from vessel_relay.codebooks import default_codebook
+
+VESSEL_KEY = SigningKey(bytes(range(32)))
+SHORE_KEY = SigningKey(bytes(range(100, 132)))
+
+# --- strategies ----------------------------------------------------------------------------
+
+uints = st.one_of(
+    st.integers(min_value=0, max_value=300), st.integers(min_value=0, max_value=MAX_UINT - 1)
+)
+small = st.integers(min_value=0, max_value=10_000)
+minutes = st.integers(min_value=0, max_value=2**31)
+languages = st.sampled_from(list(Language))
+#: Any Unicode text an envelope accepts: no NUL, no lone surrogate (hypothesis leaves
+#: surrogates out by default), one character at least.
+texts = st.text(
+    st.characters(blacklist_characters="\x00", blacklist_categories=("Cs",)),
+    min_size=1,
+    max_size=80,
+)
+short_strings = st.text(
+    st.characters(blacklist_characters="\x00", blacklist_categories=("Cs",)),
+    min_size=1,
+    max_size=40,
+)
+blobs = st.binary(min_size=1, max_size=300)
+
+
+@st.composite
+def ranges_above(draw: st.DrawFn, floor: int) -> tuple[tuple[int, int], ...]:
+    """Sorted, disjoint, non-adjacent (first, last) ranges starting above ``floor + 1``."""
+    out: list[tuple[int, int]] = []
+    start = floor + 2
+    for _ in range(draw(st.integers(min_value=0, max_value=6))):
+        first = start + draw(st.integers(min_value=0, max_value=50))
+        last = first + draw(st.integers(min_value=0, max_value=50))
+        if last >= MAX_UINT:
+            break
+        out.append((first, last))
+        start = last + 2
+    return tuple(out)
+
+
+@st.composite
+def crew_messages(draw: st.DrawFn) -> CrewMessage:
+    quick = draw(st.booleans())
+    return CrewMessage(
+        message_seq=draw(uints),
+        crew=draw(small),
+        contact=draw(small),
+        written_minutes=draw(minutes),
+        lang=None if quick else draw(languages),
+        body=None if quick else draw(texts),
+        quick=draw(st.integers(min_value=0, max_value=65_535)) if quick else None,
+    )
+
+
+grievance_reports = st.builds(
+    GrievanceReport, message_seq=uints, union=small, written_minutes=minutes, sealed=blobs
+)
+
+
+@st.composite
+def soses(draw: st.DrawFn) -> Sos:
+    note = draw(st.none() | texts)
+    position = draw(
+        st.none()
+        | st.tuples(
+            st.integers(min_value=-9_000_000, max_value=9_000_000),
+            st.integers(min_value=-18_000_000, max_value=18_000_000),
+        )
+    )
+    return Sos(
+        message_seq=draw(uints),
+        crew=draw(small),
+        written_minutes=draw(minutes),
+        lang=draw(languages) if note is not None else None,
+        note=note,
+        position=position,
+    )
+
+
+delivery_receipts = st.builds(
+    DeliveryReceipt,
+    message_seq=uints,
+    stage=st.sampled_from(list(ReceiptStage)),
+    written_minutes=minutes,
+)
+
+
+@st.composite
+def delivery_failures(draw: st.DrawFn) -> DeliveryFailure:
+    detail = draw(st.none() | texts)
+    return DeliveryFailure(
+        message_seq=draw(uints),
+        reason=draw(st.sampled_from(list(FailureReason))),
+        written_minutes=draw(minutes),
+        lang=draw(languages) if detail is not None else None,
+        detail=detail,
+    )
+
+
+replies = st.builds(
+    Reply,
+    reply_seq=uints,
+    crew=small,
+    contact=small,
+    written_minutes=minutes,
+    lang=languages,
+    body=texts,
+    truncated=st.none() | st.booleans(),
+)
+case_status_updates = st.builds(
+    CaseStatusUpdate,
+    report_seq=uints,
+    status=st.sampled_from(list(CaseStatus)),
+    written_minutes=minutes,
+    sealed_note=st.none() | blobs,
+)
+
+
+@st.composite
+def batch_acks(draw: st.DrawFn) -> BatchAck:
+    up_to = draw(st.integers(min_value=0, max_value=2**40))
+    pairs = st.lists(st.tuples(uints, st.integers(min_value=0, max_value=40)), max_size=5)
+    return BatchAck(
+        up_to=up_to,
+        written_minutes=draw(minutes),
+        ranges=draw(st.none() | ranges_above(up_to)),
+        rejected=draw(st.none() | pairs.map(tuple)),
+    )
+
+
+quota_notices = st.builds(
+    QuotaNotice,
+    crew=small,
+    month=st.integers(min_value=202_001, max_value=209_912),
+    used_bytes=uints,
+    quota_bytes=uints,
+    written_minutes=minutes,
+)
+contact_book_changes = st.builds(
+    ContactBookChange,
+    crew=small,
+    contact=small,
+    channel=st.sampled_from(list(Channel)),
+    address=short_strings,
+    written_minutes=minutes,
+    name=st.none() | short_strings,
+    contact_lang=st.none() | languages,
+    crew_name=st.none() | short_strings,
+)
+
+
+@st.composite
+def dictionary_updates(draw: st.DrawFn) -> DictionaryUpdate:
+    parts = draw(st.integers(min_value=1, max_value=500))
+    return DictionaryUpdate(
+        dictionary_id=draw(st.integers(min_value=1, max_value=65_535)),
+        codec=draw(st.integers(min_value=0, max_value=3)),
+        part=draw(st.integers(min_value=0, max_value=parts - 1)),
+        parts=parts,
+        data=draw(blobs),
+        written_minutes=draw(minutes),
+    )
+
+
+#: One strategy per kind; a test below checks that no kind is left out.
+STRATEGIES: dict[Kind, st.SearchStrategy[Envelope]] = {
+    Kind.CREW_MESSAGE: crew_messages(),
+    Kind.GRIEVANCE_REPORT: grievance_reports,
+    Kind.SOS: soses(),
+    Kind.DELIVERY_RECEIPT: delivery_receipts,
+    Kind.DELIVERY_FAILURE: delivery_failures(),
+    Kind.REPLY: replies,
+    Kind.CASE_STATUS: case_status_updates,
+    Kind.BATCH_ACK: batch_acks(),
+    Kind.QUOTA_NOTICE: quota_notices,
+    Kind.CONTACT_BOOK_CHANGE: contact_book_changes,
+    Kind.DICTIONARY_UPDATE: dictionary_updates(),
+}
+any_envelope: st.SearchStrategy[Envelope] = st.one_of(*STRATEGIES.values())
+
+#: Kinds a vessel sends up, and kinds the shore sends down.
+UPLINK_KINDS = (
+    Kind.CREW_MESSAGE,
+    Kind.GRIEVANCE_REPORT,
+    Kind.SOS,
+    Kind.BATCH_ACK,
+    Kind.CONTACT_BOOK_CHANGE,
+)
+DOWNLINK_KINDS = tuple(kind for kind in Kind if kind not in UPLINK_KINDS) + (Kind.BATCH_ACK,)
+
+
+def test_every_kind_has_a_strategy() -> None:
+    """A new envelope kind cannot be added without a round-trip strategy."""
+    assert set(STRATEGIES) == set(Kind) == set(ENVELOPE_TYPES)
+
+
+# --- round trips ---------------------------------------------------------------------------
+
+
+def _skeleton_round_trip(envelope: Envelope, batch_minutes: int) -> Envelope:
+    entry = to_skeleton(envelope, batch_minutes)
+    return from_skeleton(entry, batch_minutes, envelope.text)
+
+
+@pytest.mark.parametrize("kind", list(Kind), ids=lambda kind: kind.name.lower())
+@given(data=st.data())
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_every_kind_round_trips_through_its_skeleton(kind: Kind, data: st.DataObject) -> None:
+    """Each kind's map (integer keys, relative time) decodes to an equal envelope."""
+    envelope = data.draw(STRATEGIES[kind])
+    batch_minutes = data.draw(minutes)
+    assert _skeleton_round_trip(envelope, batch_minutes) == envelope
+
+
+@pytest.mark.parametrize("kind", list(Kind), ids=lambda kind: kind.name.lower())
+@given(data=st.data())
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_every_kind_round_trips_through_a_signed_batch(kind: Kind, data: st.DataObject) -> None:
+    """A batch of one envelope of each kind decodes, verified, to the same envelope."""
+    envelope = data.draw(STRATEGIES[kind])
+    direction = Direction.UPLINK if kind in UPLINK_KINDS else Direction.DOWNLINK
+    key = VESSEL_KEY if direction is Direction.UPLINK else SHORE_KEY
+    batch_minutes = data.draw(minutes)
+    codebook = default_codebook()
+    wire = encode_batch(
+        [envelope],
+        direction=direction,
+        vessel_id=42,
+        batch_seq=7,
+        batch_minutes=batch_minutes,
+        signing_key=key,
+        codebook=codebook,
+    )
+    batch = decode_batch(wire, codebook=codebook, verify_key=key.verify_key, direction=direction)
+    assert batch.envelopes == (envelope,)
+    assert (batch.vessel_id, batch.batch_seq, batch.batch_minutes) == (42, 7, batch_minutes)
+
+
+def test_written_time_travels_relative_to_the_batch() -> None:
+    """A message written 90 minutes before the batch carries 90, not the absolute time."""
+    message = CrewMessage(
+        message_seq=1, crew=2, contact=3, written_minutes=28_000_000, lang=Language.THA, body="x"
+    )
+    entry = to_skeleton(message, 28_000_090)
+    assert entry[4] == 90
+    assert text_language(entry) is Language.THA
+    assert 28_000_000 not in entry.values()
+
+
+def test_quick_message_language_is_dropped_when_built() -> None:
+    """A quick code's language never travels (the shore expands it in the contact's own
+    language), so the envelope drops it when built and equals what the shore decodes."""
+    message = CrewMessage(
+        message_seq=1, crew=2, contact=3, written_minutes=0, lang=Language.MYA, quick=12
+    )
+    assert message.lang is None
+    assert _skeleton_round_trip(message, 5) == message
+
+
+# --- envelopes that cannot exist -------------------------------------------------------------
+
+BASE = CrewMessage(
+    message_seq=1, crew=2, contact=3, written_minutes=10, lang=Language.ENG, body="hello"
+)
+
+
+@pytest.mark.parametrize(
+    ("changes", "words"),
+    [
+        ({"message_seq": -1}, "whole number from 0"),
+        ({"message_seq": MAX_UINT}, "whole number from 0"),
+        ({"crew": True}, "whole number from 0"),
+        ({"written_minutes": -5}, "whole number from 0"),
+        ({"body": ""}, "is empty"),
+        ({"body": "a\x00b"}, "NUL"),
+        ({"body": "a\ud800b"}, "lone surrogate"),
+        ({"body": "x" * 16_385}, "over the limit of 16384"),
+        ({"lang": None}, "has text but no language"),
+        ({"quick": 3}, "either a text body or a quick code"),
+        ({"body": None}, "either a text body or a quick code"),
+        ({"lang": 1}, "must be a Language"),
+    ],
+)
+def test_impossible_crew_messages_are_refused(changes: dict[str, object], words: str) -> None:
+    """Each refusal is an InvalidEnvelope whose message says what is wrong."""
+    with pytest.raises(InvalidEnvelope, match=words):
+        replace(BASE, **changes)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: GrievanceReport(message_seq=1, union=1, written_minutes=0, sealed=b""),
+        lambda: GrievanceReport(message_seq=1, union=1, written_minutes=0, sealed=bytes(65_537)),
+        lambda: Sos(message_seq=1, crew=1, written_minutes=0, position=(9_000_001, 0)),
+        lambda: Sos(message_seq=1, crew=1, written_minutes=0, position=(1.5, 2)),  # type: ignore[arg-type]
+        lambda: DeliveryReceipt(message_seq=1, stage=2, written_minutes=0),  # type: ignore[arg-type]
+        lambda: BatchAck(up_to=5, written_minutes=0, ranges=((6, 9),)),
+        lambda: BatchAck(up_to=5, written_minutes=0, ranges=((10, 12), (13, 14))),
+        lambda: BatchAck(up_to=5, written_minutes=0, ranges=((12, 10),)),
+        lambda: ContactBookChange(
+            crew=1, contact=1, channel=Channel.SMS, address="x" * 321, written_minutes=0
+        ),
+        lambda: DictionaryUpdate(
+            dictionary_id=1, codec=1, part=3, parts=3, data=b"x", written_minutes=0
+        ),
+        lambda: Reply(
+            reply_seq=1, crew=1, contact=1, written_minutes=0, lang=Language.ENG, body=""
+        ),
+    ],
+)
+def test_impossible_envelopes_of_other_kinds_are_refused(build: object) -> None:
+    """Out-of-range positions, unsorted ack ranges, empty blobs: refused when built."""
+    with pytest.raises(InvalidEnvelope):
+        build()  # type: ignore[operator]
+
+
+# --- skeleton maps from the link ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("entry", "words"),
+    [
+        ([1, 2], "not a map"),
+        ({0: "x"}, "not a number"),
+        ({0: 99}, "not known to this version"),
+        ({0: 4, 1: 1, 9: 1, 77: 0}, "unknown keys"),
+        ({0: 4, 1: 1, 9: 1, 4: 2**60}, "bad relative time"),
+        ({0: 4, 1: 1, 9: 9}, "code 9 is not known"),
+        ({0: 4, 1: 1}, "missing a required field"),
+        ({0: 4, 1: -1, 9: 1}, "bad DeliveryReceipt"),
+        ({0: 1, 1: 1, 2: 1, 3: 1, 5: 77}, "language 77"),
+        ({0: 6, 1: 1, 2: 1, 3: 1, 5: 1, 22: 2}, "not 0 or 1"),
+        ({0: 3, 1: 1, 2: 1, 10: 5}, "not a list"),
+        ({0: 8, 11: 1, 12: [1]}, "not a list of pairs"),
+    ],
+)
+def test_bad_skeleton_maps_are_malformed_batches(entry: object, words: str) -> None:
+    """A map from the link that does not fit its kind raises MalformedBatch, never more."""
+    with pytest.raises(MalformedBatch, match=words):
+        from_skeleton(entry, 100, "text")
