@@ -60,8 +60,10 @@ from typing import Self
 
 __all__ = [
     "CERTUS_100",
+    "FLAKY_SATELLITE",
     "NARROWBAND_2400",
     "PROFILES",
+    "SATELLITE",
     "TCP_CLOSE_BYTES",
     "TCP_IP_HEADER_BYTES",
     "TCP_OPEN_BYTES",
@@ -191,8 +193,21 @@ NARROWBAND_2400 = LinkProfile(latency_s=0.8, jitter_s=0.4, bandwidth_bps=2_400)
 """A 2.4 kbit/s narrowband data link. Latency figures are rough assumptions."""
 CERTUS_100 = LinkProfile(latency_s=0.5, jitter_s=0.2, bandwidth_bps=22_000)
 """An Iridium Certus 100-class link, 22 kbit/s. Latency figures are rough assumptions."""
+SATELLITE = LinkProfile(latency_s=0.6, jitter_s=0.9, bandwidth_bps=22_000)
+"""A geostationary-like link as the demo emulates it: 600-1,500 ms one way, 22 kbit/s."""
+FLAKY_SATELLITE = LinkProfile(
+    latency_s=0.6, jitter_s=0.9, bandwidth_bps=22_000, mean_s_between_losses=20.0
+)
+"""SATELLITE that also drops every connection now and then (every 20 s on average)."""
 PROFILES: Mapping[str, LinkProfile] = MappingProxyType(
-    {"unlimited": UNLIMITED, "narrowband-2400": NARROWBAND_2400, "certus-100": CERTUS_100}
+    {
+        "unlimited": UNLIMITED,
+        "fast": UNLIMITED,
+        "narrowband-2400": NARROWBAND_2400,
+        "certus-100": CERTUS_100,
+        "satellite": SATELLITE,
+        "flaky-satellite": FLAKY_SATELLITE,
+    }
 )
 """Named profiles, for the demo and the benchmarks."""
 

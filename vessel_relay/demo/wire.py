@@ -1,4 +1,4 @@
-"""``vessel-relay demo``: until the end-to-end demo lands (issue 6), a wire-protocol demo.
+"""The wire-protocol demo (`vessel-relay demo --wire`): one signed batch round trip.
 
 It builds a day of crew messages in several languages, encodes them into one signed
 batch with the shipped dictionaries and models, decodes and verifies it again, and
