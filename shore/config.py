@@ -42,6 +42,23 @@ Example (``vessel-relay shore init --data DIR`` writes one)::
     enabled = false
     host = "127.0.0.1"
     port = 2525
+
+    [sms]                           # the SMS provider (Twilio-shaped REST API)
+    enabled = false
+    account_sid = "AC..."
+    auth_token = "sms.token"        # a 0600 file holding the token, relative to data_dir
+    from_number = "+6620000000"
+    base_url = "https://api.twilio.com"
+    webhook = false                 # also take families' SMS replies on the webhook:
+    webhook_url = "https://relay.example.org/sms/inbound"   # as configured at the provider
+    webhook_host = "127.0.0.1"
+    webhook_port = 8031
+
+    [alerts]                        # SOS alerts to rescue and union contacts (shore.alerts)
+    enabled = false
+    emails = ["mrcc@rescue.example.org"]
+    sms = ["+6621234567"]
+    retry_max_s = 300.0
 """
 
 from __future__ import annotations
@@ -109,6 +126,29 @@ class RepliesSection:
 
 
 @dataclass(frozen=True, slots=True)
+class SmsSection:
+    enabled: bool = False
+    account_sid: str = ""
+    auth_token: str = "sms.token"
+    from_number: str = ""
+    base_url: str = "https://api.twilio.com"
+    timeout_s: float = 30.0
+    webhook: bool = False
+    webhook_url: str = ""
+    webhook_host: str = "127.0.0.1"
+    webhook_port: int = 8031
+
+
+@dataclass(frozen=True, slots=True)
+class AlertsSection:
+    enabled: bool = False
+    emails: tuple[str, ...] = ()
+    sms: tuple[str, ...] = ()
+    retry_max_s: float = 300.0
+    tick_s: float = 5.0
+
+
+@dataclass(frozen=True, slots=True)
 class RelayConfig:
     """The whole relay configuration (``source`` names the file, for messages)."""
 
@@ -118,6 +158,8 @@ class RelayConfig:
     downlink: DownlinkSection = field(default_factory=DownlinkSection)
     delivery: DeliverySection = field(default_factory=DeliverySection)
     replies: RepliesSection = field(default_factory=RepliesSection)
+    sms: SmsSection = field(default_factory=SmsSection)
+    alerts: AlertsSection = field(default_factory=AlertsSection)
     source: str = "<defaults>"
 
     @property
@@ -149,6 +191,8 @@ _SECTIONS: dict[str, type[Any]] = {
     "downlink": DownlinkSection,
     "delivery": DeliverySection,
     "replies": RepliesSection,
+    "sms": SmsSection,
+    "alerts": AlertsSection,
 }
 
 
@@ -166,6 +210,10 @@ def _section(source: str, name: str, raw: object, cls: type[Any]) -> Any:
         expected = type(default)
         if expected is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
+        if expected is tuple and isinstance(value, list):
+            if not all(isinstance(item, str) for item in value):
+                raise ConfigError(f"{source}: [{name}] {key} must be a list of strings")
+            value = tuple(value)
         if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
             raise ConfigError(
                 f"{source}: [{name}] {key} = {value!r}: expected a {expected.__name__} "
@@ -211,11 +259,46 @@ def _validate(config: RelayConfig) -> None:
         )
     if config.relay.worker < 1:
         raise ConfigError(f"{source}: [relay] worker must be 1 or more")
+    _validate_sms_and_alerts(config)
     down = config.downlink
     if not (down.tick_s > 0 and 0 < down.resend_after_s <= down.resend_max_s):
         raise ConfigError(
             f"{source}: [downlink] needs tick_s > 0 and 0 < resend_after_s <= resend_max_s"
         )
+
+
+def _validate_sms_and_alerts(config: RelayConfig) -> None:
+    source, sms, alerts = config.source, config.sms, config.alerts
+    if sms.enabled:
+        if not sms.account_sid or "/" in sms.account_sid:
+            raise ConfigError(f'{source}: [sms] account_sid is empty; write account_sid = "AC..."')
+        if not sms.from_number.startswith("+"):
+            raise ConfigError(
+                f"{source}: [sms] from_number = {sms.from_number!r}: expected the relay's "
+                'number in E.164 form, like "+6620000000"'
+            )
+        if sms.webhook and "://" not in sms.webhook_url:
+            raise ConfigError(
+                f"{source}: [sms] webhook_url = {sms.webhook_url!r}: expected the full public "
+                "URL configured at the provider, like https://relay.example.org/sms/inbound"
+            )
+    elif sms.webhook:
+        raise ConfigError(f"{source}: [sms] webhook = true needs enabled = true")
+    if alerts.enabled:
+        if not (alerts.emails or alerts.sms):
+            raise ConfigError(
+                f"{source}: [alerts] has no contacts; write emails = [...] and/or sms = [...]"
+            )
+        if alerts.sms and not sms.enabled:
+            raise ConfigError(
+                f"{source}: [alerts] sms needs the SMS provider: set [sms] enabled = true"
+            )
+        if alerts.emails and not config.delivery.enabled:
+            raise ConfigError(
+                f"{source}: [alerts] emails need the smarthost: set [delivery] enabled = true"
+            )
+        if alerts.retry_max_s <= 0 or alerts.tick_s <= 0:
+            raise ConfigError(f"{source}: [alerts] retry_max_s and tick_s must be positive")
 
 
 def load_config(path: Path) -> RelayConfig:

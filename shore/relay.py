@@ -8,8 +8,10 @@
       ├── MQTT service (reconnect loop, capped jittered backoff)
       │     one persistent session ``relay-{n}``, subscribed QoS 1 to the uplink topics
       │     TaskGroup: Ingestor.run (uplink)  +  Downlink.run (publish to vr/{vessel}/d)
-      ├── delivery workers (shore.delivery), when [delivery] enabled
-      └── family reply SMTP server (shore.replies), when [replies] enabled
+      ├── delivery workers (shore.delivery), when [delivery] enabled (SMS by [sms])
+      ├── SOS alerter (shore.alerts), when [alerts] enabled
+      ├── family reply SMTP server (shore.replies), when [replies] enabled
+      └── SMS reply webhook (shore.replies.SmsWebhook), when [sms] webhook = true
       close the store
 
 Stopping: the caller sets ``stopping`` (``vessel-relay shore run`` does on SIGTERM or
@@ -20,28 +22,41 @@ being sent) and returns; the caller bounds that with a grace period, then cancel
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 from collections.abc import Callable
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from protocol.envelopes import Channel
 from protocol.languages import Language
+from protocol.phrases import phrase
 from protocol.signing import SigningKey
+from shore.alerts import AlertConfig, SosAlerter
 from shore.config import RelayConfig
 from shore.delivery import DeliveryConfig, DeliveryWorker
 from shore.downlink import Downlink, DownlinkConfig
 from shore.ingest import Ingestor
 from shore.mail import MailIdentity, MailSender, ReplyAddressBook, ReplyRoute, SmtpConfig
-from shore.replies import ContactInfo, ReplyServer, ReplyServerConfig
+from shore.metrics import RelayMetrics
+from shore.replies import (
+    ContactInfo,
+    ReplyServer,
+    ReplyServerConfig,
+    SmsWebhook,
+    SmsWebhookConfig,
+)
+from shore.sms import SmsConfig, SmsProvider
 from shore.store_postgres import PostgresStore
 from shore.store_sql import SqlStore
 from shore.store_sqlite import SqliteStore
 from vessel_relay.codebooks import default_codebook
-from vessel_relay.keyfiles import read_secret
+from vessel_relay.keyfiles import KeyFileError, read_secret
 
 log = logging.getLogger(__name__)
 
@@ -50,10 +65,112 @@ UPLINK = "vr/+/u"
 
 
 async def open_store(config: RelayConfig) -> SqlStore:
-    """The store the configuration names."""
+    """The store the configuration names (quick-message codes expand with protocol.phrases,
+    in the family contact's language, else the crew member's, else English)."""
     if config.store.backend == "postgres":
-        return await PostgresStore.open(config.store.dsn)
-    return await SqliteStore.open(config.path(config.store.path))
+        return await PostgresStore.open(config.store.dsn, phrases=phrase)
+    return await SqliteStore.open(config.path(config.store.path), phrases=phrase)
+
+
+def read_token(path: Path) -> str:
+    """A provider's API token from a text file only its owner can read."""
+    try:
+        if path.stat().st_mode & 0o077:
+            raise KeyFileError(f"token file {path} is readable by others; run: chmod 600 {path}")
+        token = path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise KeyFileError(f"cannot read token file {path}: {exc.strerror}") from exc
+    if not token:
+        raise KeyFileError(f"token file {path} is empty; write the provider's auth token in it")
+    return token
+
+
+def make_sms_provider(config: RelayConfig) -> SmsProvider | None:
+    """The SMS provider adapter when ``[sms] enabled``; its token is read from its file."""
+    section = config.sms
+    if not section.enabled:
+        return None
+    token = read_token(config.path(section.auth_token))
+    return SmsProvider(
+        SmsConfig(
+            account_sid=section.account_sid,
+            auth_token=token,
+            from_number=section.from_number,
+            base_url=section.base_url,
+            timeout_s=section.timeout_s,
+        )
+    )
+
+
+def make_sms_webhook(config: RelayConfig, store: SqlStore) -> SmsWebhook | None:
+    """The inbound SMS webhook when ``[sms] webhook = true``: a family's SMS reply is routed
+    to the crew member who last wrote to that number."""
+    section = config.sms
+    if not (section.enabled and section.webhook):
+        return None
+    token = read_token(config.path(section.auth_token))
+
+    async def route_for(
+        family_number: str, relay_number: str
+    ) -> tuple[ReplyRoute, ContactInfo] | None:
+        if relay_number != section.from_number:
+            return None
+        found = await store.contacts_with_address(Channel.SMS, family_number)
+        if not found:
+            return None
+        contact = found[0]
+        return ReplyRoute(contact.vessel_id, contact.crew, contact.contact), ContactInfo(
+            contact.lang
+        )
+
+    async def on_reply(
+        vessel_id: int,
+        crew: int,
+        contact: int,
+        text: str,
+        lang: Language,
+        truncated: bool,
+        now: float,
+    ) -> None:
+        await store.queue_reply(vessel_id, crew, contact, text, lang, truncated, now)
+
+    return SmsWebhook(
+        SmsWebhookConfig(
+            public_url=section.webhook_url,
+            auth_token=token,
+            host=section.webhook_host,
+            port=section.webhook_port,
+        ),
+        route_for,
+        on_reply,
+    )
+
+
+def make_alerter(
+    config: RelayConfig, store: SqlStore, sms: SmsProvider | None
+) -> SosAlerter | None:
+    """The SOS alerter when ``[alerts] enabled``."""
+    section = config.alerts
+    if not section.enabled:
+        return None
+    delivery = config.delivery
+    mail = (
+        MailSender(SmtpConfig(host=delivery.smtp_host, port=delivery.smtp_port))
+        if section.emails
+        else None
+    )
+    return SosAlerter(
+        store,
+        AlertConfig(
+            emails=section.emails,
+            sms=section.sms,
+            retry_max_s=section.retry_max_s,
+            tick_s=section.tick_s,
+        ),
+        MailIdentity(delivery.relay_domain, delivery.from_address),
+        mail,
+        sms,
+    )
 
 
 def make_client(config: RelayConfig) -> aiomqtt.Client:
@@ -111,6 +228,7 @@ async def mqtt_service(
     stopping: asyncio.Event,
     doorbell: asyncio.Event,
     on_subscribed: Callable[[], None] | None = None,
+    metrics: RelayMetrics | None = None,
 ) -> None:
     """Connect, subscribe, ingest and publish; reconnect with capped, jittered backoff."""
     backoff = 1.0
@@ -122,16 +240,22 @@ async def mqtt_service(
                 await client.subscribe(topic, qos=1)
                 log.info("%s subscribed to %s at %s", config.client_id, topic, config.mqtt.url)
                 backoff = 1.0
+                if metrics is not None:
+                    metrics.broker_up()
                 if on_subscribed is not None:
                     on_subscribed()
 
                 async def publish(to: str, data: bytes, client: aiomqtt.Client = client) -> None:
                     await client.publish(to, data, qos=1, timeout=config.mqtt.publish_timeout_s)
+                    if metrics is not None:
+                        metrics.observe_downlink(int(to.split("/")[1]), len(data))
 
                 async with asyncio.TaskGroup() as group:
                     group.create_task(ingestor.run(client, stopping))
                     group.create_task(downlink.run(publish, stopping, doorbell))
         except* aiomqtt.MqttError as errors:
+            if metrics is not None:
+                metrics.broker_down()
             log.warning(
                 "broker link lost (%s); reconnecting in %.0f s", errors.exceptions[0], backoff
             )
@@ -142,7 +266,7 @@ async def mqtt_service(
 
 
 def _delivery_services(
-    config: RelayConfig, store: SqlStore
+    config: RelayConfig, store: SqlStore, sms: SmsProvider | None = None
 ) -> tuple[list[DeliveryWorker], ReplyServer | None]:
     section = config.delivery
     if not (section.enabled or config.replies.enabled):
@@ -158,6 +282,7 @@ def _delivery_services(
                 mail,
                 identity,
                 book,
+                sms,
                 config=DeliveryConfig(worker=f"{config.client_id}-d{n}"),
             )
             for n in range(1, section.workers + 1)
@@ -195,15 +320,23 @@ async def run_relay(
     config: RelayConfig,
     stopping: asyncio.Event,
     on_subscribed: Callable[[], None] | None = None,
+    metrics: RelayMetrics | None = None,
 ) -> None:
-    """Run every service of the relay until ``stopping`` is set (see the module docstring)."""
+    """Run every service of the relay until ``stopping`` is set (see the module docstring).
+
+    With ``metrics``, ingest, downlink and delivery feed it, and its shared gauges are
+    refreshed from the store (``shore.metrics``); serving it is the caller's business.
+    """
     shore_key = SigningKey(read_secret(config.path(config.relay.shore_key)))
     codebook = default_codebook()
     store = await open_store(config)
     try:
         downlink_bell = asyncio.Event()
         delivery_bell = asyncio.Event()
-        ingestor = Ingestor(store, codebook, doorbells=(downlink_bell, delivery_bell))
+        alert_bell = asyncio.Event()
+        ingestor = Ingestor(
+            store, codebook, doorbells=(downlink_bell, delivery_bell, alert_bell), metrics=metrics
+        )
         down = config.downlink
         downlink = Downlink(
             store,
@@ -211,13 +344,30 @@ async def run_relay(
             codebook,
             DownlinkConfig(down.tick_s, down.resend_after_s, down.resend_max_s, down.max_items),
         )
-        workers, reply_server = _delivery_services(config, store)
+        sms = make_sms_provider(config)
+        workers, reply_server = _delivery_services(config, store, sms)
+        for worker in workers:
+            worker.metrics = metrics
+        alerter = make_alerter(config, store, sms)
+        webhook = make_sms_webhook(config, store)
         if reply_server is not None:
             await reply_server.start()
-        async with asyncio.TaskGroup() as group:
+        async with contextlib.AsyncExitStack() as stack, asyncio.TaskGroup() as group:
+            if sms is not None:
+                stack.push_async_callback(sms.aclose)
+            if webhook is not None:
+                await webhook.serve()
+                stack.push_async_callback(webhook.stop)
+                log.info("SMS reply webhook listening on %s:%d", webhook.config.host, webhook.port)
+            if alerter is not None:
+                group.create_task(alerter.run(stopping, alert_bell))
             group.create_task(
-                mqtt_service(config, ingestor, downlink, stopping, downlink_bell, on_subscribed)
+                mqtt_service(
+                    config, ingestor, downlink, stopping, downlink_bell, on_subscribed, metrics
+                )
             )
+            if metrics is not None:
+                group.create_task(metrics.refresh_forever(store, stopping))
             for worker in workers:
                 group.create_task(worker.run(stopping, delivery_bell))
             if reply_server is not None:

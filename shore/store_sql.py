@@ -254,6 +254,26 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
             WHERE acked_at IS NULL;
         """,
     ),
+    (
+        "0002_sos_alerts",
+        """
+        CREATE TABLE sos_alerts (
+            vessel_id {int} NOT NULL,
+            message_seq {int} NOT NULL,
+            contact TEXT NOT NULL,
+            attempts {int} NOT NULL DEFAULT 0,
+            due_at {real} NOT NULL,
+            outcome TEXT CHECK (outcome IN ('delivered', 'failed')),
+            detail TEXT,
+            finished_at {real},
+            PRIMARY KEY (vessel_id, message_seq, contact),
+            FOREIGN KEY (vessel_id, message_seq) REFERENCES messages (vessel_id, message_seq)
+        );
+        CREATE INDEX sos_alerts_due ON sos_alerts (due_at) WHERE outcome IS NULL;
+        CREATE INDEX messages_sos_open ON messages (vessel_id, message_seq)
+            WHERE kind = 'sos' AND state = 'alert';
+        """,
+    ),
 )
 
 
@@ -330,6 +350,39 @@ def _lang(value: object) -> Language | None:
 
 def _f(value: object) -> float | None:
     return None if value is None else float(str(value))
+
+
+@dataclass(frozen=True, slots=True)
+class SosAlertDue:
+    """One SOS alert to send to one rescue or union contact (``contact``: "email:ADDR" or
+    "sms:NUMBER"), with what the alert says."""
+
+    vessel_id: int
+    message_seq: int
+    contact: str
+    attempts: int
+    vessel_name: str
+    flag: str
+    registration: str
+    crew: int | None
+    crew_name: str | None
+    note: str | None
+    lang: Language | None
+    position: tuple[int, int] | None
+    written_minutes: int
+    accepted_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class SosAlertRecord:
+    """An SOS alert's state, for the operator and tests."""
+
+    vessel_id: int
+    message_seq: int
+    contact: str
+    attempts: int
+    outcome: str | None
+    detail: str | None
 
 
 # --- the store ---------------------------------------------------------------------------
@@ -1071,6 +1124,16 @@ class SqlStore:
             )
         return [(int(r[0]), int(r[1]), bytes(r[2])) for r in rows]
 
+    async def union_reports(self, union: int) -> Sequence[tuple[int, int, bytes, float]]:
+        async with self._transaction() as tx:
+            rows = await tx.fetch(
+                "SELECT vessel_id, message_seq, sealed, accepted_at FROM messages "
+                "WHERE kind = 'grievance' AND union_id = $1 AND sealed IS NOT NULL "
+                "ORDER BY accepted_at, vessel_id, message_seq",
+                union,
+            )
+        return [(int(r[0]), int(r[1]), bytes(r[2]), float(r[3])) for r in rows]
+
     # downlink ----------------------------------------------------------------------------
 
     async def _queue(
@@ -1273,3 +1336,149 @@ class SqlStore:
                 downlink_seq,
                 float(now),
             )
+
+    # SOS alerts (shore.alerts) ---------------------------------------------------------------
+
+    async def claim_sos_alerts(
+        self, now: float, contacts: Sequence[str], limit: int, lease_s: float = 60.0
+    ) -> Sequence[SosAlertDue]:
+        """SOS alerts due to be sent: one per (SOS, contact); claimed for ``lease_s``.
+
+        Every SOS still in state ``alert`` first gets a row for each configured contact, in
+        this transaction, so an alert is never forgotten across a crash.
+        """
+        async with self._transaction() as tx:
+            if contacts:
+                fresh = await tx.fetch(
+                    "SELECT m.vessel_id, m.message_seq, m.accepted_at FROM messages m "
+                    "WHERE m.kind = 'sos' AND m.state = 'alert' AND NOT EXISTS "
+                    "(SELECT 1 FROM sos_alerts a WHERE a.vessel_id = m.vessel_id "
+                    "AND a.message_seq = m.message_seq)",
+                )
+                await tx.executemany(
+                    "INSERT INTO sos_alerts (vessel_id, message_seq, contact, due_at) "
+                    "VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+                    [(r[0], r[1], contact, float(r[2])) for r in fresh for contact in contacts],
+                )
+            rows = await tx.fetch(
+                "SELECT a.vessel_id, a.message_seq, a.contact, a.attempts, v.name, v.flag, "
+                "v.registration, m.crew, m.body, m.lang, m.latitude, m.longitude, "
+                "m.written_minutes, m.accepted_at, (SELECT c.crew_name FROM contacts c "
+                "WHERE c.vessel_id = m.vessel_id AND c.crew = m.crew "
+                "AND c.crew_name IS NOT NULL ORDER BY c.updated_at DESC LIMIT 1) "
+                "FROM sos_alerts a JOIN messages m ON m.vessel_id = a.vessel_id "
+                "AND m.message_seq = a.message_seq JOIN vessels v ON v.vessel_id = a.vessel_id "
+                "WHERE a.outcome IS NULL AND a.due_at <= $1 "
+                f"ORDER BY a.due_at, a.vessel_id, a.message_seq LIMIT $2{self.dialect.skip_locked}",
+                float(now),
+                limit,
+            )
+            await tx.executemany(
+                "UPDATE sos_alerts SET due_at = $4 "
+                "WHERE vessel_id = $1 AND message_seq = $2 AND contact = $3",
+                [(r[0], r[1], r[2], float(now) + lease_s) for r in rows],
+            )
+        return [
+            SosAlertDue(
+                vessel_id=int(r[0]),
+                message_seq=int(r[1]),
+                contact=str(r[2]),
+                attempts=int(r[3]),
+                vessel_name=str(r[4]),
+                flag=str(r[5]),
+                registration=str(r[6]),
+                crew=None if r[7] is None else int(r[7]),
+                crew_name=r[14],
+                note=r[8],
+                lang=_lang(r[9]),
+                position=None if r[10] is None else (int(r[10]), int(r[11])),
+                written_minutes=int(r[12]),
+                accepted_at=float(r[13]),
+            )
+            for r in rows
+        ]
+
+    async def retry_sos_alert(
+        self, vessel_id: int, message_seq: int, contact: str, due_at: float, detail: str
+    ) -> None:
+        """An attempt failed for now: count it and try again at ``due_at``."""
+        async with self._transaction() as tx:
+            await tx.execute(
+                "UPDATE sos_alerts SET attempts = attempts + 1, due_at = $4, detail = $5 "
+                "WHERE vessel_id = $1 AND message_seq = $2 AND contact = $3 "
+                "AND outcome IS NULL",
+                vessel_id,
+                message_seq,
+                contact,
+                float(due_at),
+                detail[:500],
+            )
+
+    async def finish_sos_alert(
+        self,
+        vessel_id: int,
+        message_seq: int,
+        contact: str,
+        delivered: bool,
+        detail: str,
+        now: float,
+    ) -> None:
+        """Record an alert's final outcome; tell the vessel in the same transaction.
+
+        The first alert delivered marks the SOS ``delivered`` and queues a ``DELIVERED``
+        receipt down to the vessel (someone ashore knows); when every alert failed, the
+        SOS is ``failed`` and the vessel gets a ``DeliveryFailure``.
+        """
+        outcome = "delivered" if delivered else "failed"
+        async with self._transaction() as tx:
+            done = await tx.fetchrow(
+                "UPDATE sos_alerts SET attempts = attempts + 1, outcome = $4, detail = $5, "
+                "finished_at = $6 WHERE vessel_id = $1 AND message_seq = $2 AND contact = $3 "
+                "AND outcome IS NULL RETURNING message_seq",
+                vessel_id,
+                message_seq,
+                contact,
+                outcome,
+                detail[:500],
+                float(now),
+            )
+            if done is None:
+                return
+            counts = await tx.fetchrow(
+                "SELECT SUM(CASE WHEN outcome = 'delivered' THEN 1 ELSE 0 END), "
+                "SUM(CASE WHEN outcome IS NULL THEN 1 ELSE 0 END) FROM sos_alerts "
+                "WHERE vessel_id = $1 AND message_seq = $2",
+                vessel_id,
+                message_seq,
+            )
+            assert counts is not None
+            any_delivered, open_alerts = int(counts[0] or 0), int(counts[1] or 0)
+            if not any_delivered and open_alerts > 0:
+                return  # others may still get through
+            state: FinalOutcome = "delivered" if any_delivered else "failed"
+            changed = await tx.fetchrow(
+                "UPDATE messages SET state = $3, state_at = $4 "
+                "WHERE vessel_id = $1 AND message_seq = $2 AND state = 'alert' "
+                "RETURNING message_seq",
+                vessel_id,
+                message_seq,
+                state,
+                float(now),
+            )
+            if changed is None:
+                return  # the vessel was told already
+            reason = None if state == "delivered" else FailureReason.PROVIDER_ERROR
+            receipt = receipt_for(message_seq, state, reason, now)
+            await self._queue(tx, vessel_id, receipt, now, f"f{message_seq}")
+
+    async def sos_alerts(self, vessel_id: int) -> Sequence[SosAlertRecord]:
+        """A vessel's SOS alerts, by sequence number and contact."""
+        async with self._transaction() as tx:
+            rows = await tx.fetch(
+                "SELECT vessel_id, message_seq, contact, attempts, outcome, detail "
+                "FROM sos_alerts WHERE vessel_id = $1 ORDER BY message_seq, contact",
+                vessel_id,
+            )
+        return [
+            SosAlertRecord(int(r[0]), int(r[1]), str(r[2]), int(r[3]), r[4], r[5]) for r in rows
+        ]
