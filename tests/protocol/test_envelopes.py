@@ -232,7 +232,7 @@ UPLINK_KINDS = (
     Kind.BATCH_ACK,
     Kind.CONTACT_BOOK_CHANGE,
 )
-DOWNLINK_KINDS = tuple(kind for kind in Kind if kind not in UPLINK_KINDS) + (Kind.BATCH_ACK,)
+DOWNLINK_KINDS = (*(kind for kind in Kind if kind not in UPLINK_KINDS), Kind.BATCH_ACK)
 
 
 def test_every_kind_has_a_strategy() -> None:
