@@ -1,0 +1,143 @@
+"""`vessel-relay shore run` wiring: the SMS adapter, the inbound SMS webhook and the
+quick-message phrases are started and used by the relay itself (real Mosquitto, real
+aiosmtpd smarthost, the fake SMS provider)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from email import message_from_bytes, policy
+from pathlib import Path
+
+from protocol.envelopes import (
+    Channel,
+    ContactBookChange,
+    CrewMessage,
+    DeliveryReceipt,
+    Envelope,
+    ReceiptStage,
+    Reply,
+)
+from protocol.languages import Language
+from protocol.phrases import phrase
+from shore.fake_sms import FakeSmsProvider, send_inbound
+from tests.kit.mosquitto import MosquittoBroker
+from tests.kit.mqtt import persistent_client
+from tests.kit.ports import free_port
+from tests.shore.store_fixtures import T0, decoded_downlink, uplink
+from tests.shore.test_ingest import relay_in_process
+from tests.shore.test_mail import SmtpSink
+
+VESSEL = 7
+MINUTES = int(T0 // 60)
+MOTHER_SMS = "+959250000001"
+RELAY_NUMBER = "+6620000000"
+
+
+def family_batch() -> bytes:
+    envelopes: list[Envelope] = [
+        ContactBookChange(
+            crew=3,
+            contact=1,
+            channel=Channel.EMAIL,
+            address="mother@example.com",
+            written_minutes=MINUTES,
+            contact_lang=Language.MYA,
+            crew_name="Ko Aung",
+        ),
+        ContactBookChange(
+            crew=3,
+            contact=2,
+            channel=Channel.SMS,
+            address=MOTHER_SMS,
+            written_minutes=MINUTES,
+            contact_lang=Language.MYA,
+            crew_name="Ko Aung",
+        ),
+        CrewMessage(message_seq=1, crew=3, contact=1, written_minutes=MINUTES, quick=1),
+        CrewMessage(
+            message_seq=2,
+            crew=3,
+            contact=2,
+            written_minutes=MINUTES,
+            lang=Language.MYA,
+            body="နေကောင်းလား",
+        ),
+    ]
+    return uplink(VESSEL, 1, envelopes)
+
+
+async def test_relay_sends_sms_expands_quick_messages_and_takes_sms_replies(
+    fresh_mosquitto: MosquittoBroker, tmp_path: Path
+) -> None:
+    """A crew member sends a quick message ("I am safe") to his mother's e-mail and a text
+    to her phone: the mail carries the phrase in Burmese, the SMS goes through the provider,
+    both come back DELIVERED; the mother answers by SMS and her reply reaches him."""
+    port = free_port()
+    webhook_url = f"http://127.0.0.1:{port}/sms/inbound"
+    received: list[Envelope] = []
+    changed = asyncio.Event()
+    with SmtpSink() as sink:
+        async with FakeSmsProvider(tmp_path / "sms.jsonl") as fake:
+            token = tmp_path / "sms.token"
+            token.write_text(fake.auth_token)
+            token.chmod(0o600)
+            extra = (
+                f"[delivery]\nenabled = true\nsmtp_host = '127.0.0.1'\nsmtp_port = {sink.port}\n"
+                f"[sms]\nenabled = true\naccount_sid = '{fake.account_sid}'\n"
+                f"from_number = '{RELAY_NUMBER}'\nbase_url = '{fake.base_url}'\n"
+                f"webhook = true\nwebhook_url = '{webhook_url}'\nwebhook_port = {port}\n"
+            )
+            client = persistent_client(fresh_mosquitto.host, fresh_mosquitto.port, "v7")
+
+            async def listen() -> None:
+                async for message in client.messages:
+                    assert isinstance(message.payload, bytes)
+                    received.extend(decoded_downlink(message.payload).envelopes)
+                    changed.set()
+
+            async def wait_for(predicate: object) -> None:
+                assert callable(predicate)
+                async with asyncio.timeout(20):
+                    while not predicate():
+                        changed.clear()
+                        await changed.wait()
+
+            def delivered() -> set[int]:
+                return {
+                    e.message_seq
+                    for e in received
+                    if isinstance(e, DeliveryReceipt) and e.stage is ReceiptStage.DELIVERED
+                }
+
+            async with relay_in_process(tmp_path, fresh_mosquitto, extra), client:
+                await client.subscribe(f"vr/{VESSEL}/d", qos=1)
+                listener = asyncio.create_task(listen())
+                try:
+                    await client.publish(f"vr/{VESSEL}/u", family_batch(), qos=1)
+                    await wait_for(lambda: delivered() >= {1, 2})
+                    answer = await send_inbound(
+                        webhook_url,
+                        from_number=MOTHER_SMS,
+                        to_number=RELAY_NUMBER,
+                        body="သားရေ နေကောင်းလား",
+                        auth_token=fake.auth_token,
+                    )
+                    assert answer.status_code == 200
+                    await wait_for(lambda: any(isinstance(e, Reply) for e in received))
+                finally:
+                    listener.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await listener
+            texts = fake.messages()
+        mails = list(sink.handler.received)
+    [(_, recipients, raw)] = mails
+    assert recipients == ["mother@example.com"]
+    body = message_from_bytes(raw, policy=policy.default).get_body(("plain",))
+    assert body is not None
+    expected = phrase(1, Language.MYA)
+    assert expected is not None
+    assert expected in body.get_content()
+    assert [(t["to"], t["body"]) for t in texts] == [(MOTHER_SMS, "Ko Aung: နေကောင်းလား")]
+    [reply] = [e for e in received if isinstance(e, Reply)]
+    assert (reply.crew, reply.contact, reply.body) == (3, 2, "သားရေ နေကောင်းလား")
