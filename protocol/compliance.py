@@ -61,10 +61,12 @@ __all__ = [
     "TreeHead",
     "cosign",
     "disagreements",
+    "message_text_bytes",
     "month_key",
     "rule_test",
     "sign_tree_head",
     "verify_report",
+    "witness_message",
 ]
 
 LEAF_VERSION = 1
@@ -78,6 +80,17 @@ class ReportInvalid(LocalProtocolError):
     """A report file that cannot be read as a compliance report (the message says where)."""
 
     reason = Reason.MALFORMED
+
+
+#: What a quick message (a code for a fixed sentence) counts, as the vessel's quota counts it.
+QUICK_MESSAGE_TEXT_BYTES = 2
+
+
+def message_text_bytes(body: str | None, quick: int | None) -> int:
+    """Real text bytes of a crew message: UTF-8 bytes of its text, or 2 for a quick message."""
+    if body is not None:
+        return len(body.encode("utf-8"))
+    return QUICK_MESSAGE_TEXT_BYTES if quick is not None else 0
 
 
 def month_key(year: int, month: int) -> int:
@@ -313,9 +326,14 @@ def sign_tree_head(head: TreeHead, shore_key: SigningKey) -> SignedTreeHead:
     return SignedTreeHead(head, shore_key.sign(head.signed_bytes()))
 
 
+def witness_message(head: TreeHead) -> bytes:
+    """What a witness signs: the head, in a context the shore's signature cannot pose as."""
+    return _WITNESS_CONTEXT + head.signed_bytes()
+
+
 def cosign(head: SignedTreeHead, witness: str, witness_key: SigningKey) -> Cosignature:
     """A witness's co-signature of ``head`` (a different context than the shore's)."""
-    signature = witness_key.sign(_WITNESS_CONTEXT + head.head.signed_bytes())
+    signature = witness_key.sign(witness_message(head.head))
     return Cosignature(witness, witness_key.verify_key.key, signature)
 
 
@@ -735,8 +753,7 @@ def _check_head(
         trusted = witness_keys.get(witness.witness)
         if trusted is not None and trusted != witness.public_key:
             problems.append(f"{what}: witness {witness.witness!r} signed with a key not theirs")
-        message = _WITNESS_CONTEXT + head.head.signed_bytes()
-        if not _signature_ok(witness.public_key, message, witness.signature):
+        if not _signature_ok(witness.public_key, witness_message(head.head), witness.signature):
             problems.append(f"{what}: witness {witness.witness!r}'s co-signature is invalid")
     for name in witness_keys:
         if name not in {w.witness for w in head.witnesses} and what == "the tree head":

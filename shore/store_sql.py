@@ -61,6 +61,7 @@ from shore.store import (
     VesselKey,
     VesselRecord,
 )
+from shore.transparency import LOG_MIGRATION, append_leaf
 
 log = logging.getLogger(__name__)
 
@@ -274,6 +275,7 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
             WHERE kind = 'sos' AND state = 'alert';
         """,
     ),
+    LOG_MIGRATION,  # the transparency log of compliance reports (shore.transparency)
 )
 
 
@@ -658,14 +660,18 @@ class SqlStore:
                     await self._upsert_contact(tx, vessel_id, envelope, now)
                     contacts += 1
             new = duplicate = acked = 0
+            stored_now: list[Envelope] = []
             for envelope in batch.envelopes:
                 if isinstance(envelope, BatchAck):
                     acked += await self._apply_downlink_ack(tx, vessel_id, envelope, now)
                 elif _kind_of(envelope) is not None:
                     if await self._insert_message(tx, vessel_id, batch_seq, envelope, now):
                         new += 1
+                        stored_now.append(envelope)
                     else:
                         duplicate += 1
+            # Same transaction: the batch is stored if and only if its leaf is in the log.
+            await append_leaf(tx, self.dialect.for_update, batch, digest, now, stored_now)
             await self._see_batch(tx, vessel_id, link, batch_seq)
             await self._want_ack(tx, vessel_id, ACK_URGENT if has_content else ACK_LAZY, now)
         return IngestResult(
