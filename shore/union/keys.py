@@ -1,0 +1,110 @@
+"""Union keys: an X25519 key pair (reports are sealed to it) and an Ed25519 signing key.
+
+Both private keys live in 0600 files in the union's directory and never leave it; the
+relay and the vessels get only the public halves (printed by ``vessel-relay union init``).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nacl.public
+
+from protocol.evidence import fingerprint
+from protocol.signing import SigningKey
+from vessel_relay.keyfiles import KeyFileError, read_secret, write_secret
+
+BOX_KEY = "box.key"
+SIGN_KEY = "sign.key"
+SETTINGS = "union.toml"
+DATABASE = "union.db"
+
+
+class UnionSetupError(Exception):
+    """The union's directory is missing, incomplete or unsafe; the message says what to do."""
+
+
+@dataclass(frozen=True, slots=True)
+class UnionIdentity:
+    """The union's keys and settings, loaded from its directory."""
+
+    directory: Path
+    union_id: int
+    name: str
+    relay_url: str
+    box_private: bytes = field(repr=False)
+    signing_key: SigningKey = field(repr=False)
+
+    @property
+    def box_public(self) -> bytes:
+        """The X25519 public key vessels seal reports to."""
+        return bytes(nacl.public.PrivateKey(self.box_private).public_key)
+
+    @property
+    def database(self) -> Path:
+        return self.directory / DATABASE
+
+    def describe(self) -> str:
+        """What to give the relay operator and the vessels (public keys only)."""
+        verify = self.signing_key.verify_key.key
+        return (
+            f"union {self.union_id} ({self.name})\n"
+            f"  report key (X25519, for vessels' [[unions]] public_key): {self.box_public.hex()}\n"
+            f"  signing key (Ed25519, for the relay's [[union_api.unions]]): {verify.hex()}\n"
+            f"  signing key fingerprint (read it to inspectors): {fingerprint(verify)}"
+        )
+
+
+def init_union(directory: Path, union_id: int, name: str, relay_url: str) -> UnionIdentity:
+    """Make the union's keys and settings in ``directory`` (refuses to overwrite keys)."""
+    if not 0 < union_id < 2**16:
+        raise UnionSetupError(f"union id must be from 1 to 65535, not {union_id}")
+    directory.mkdir(parents=True, exist_ok=True)
+    os.chmod(directory, 0o700)
+    try:
+        write_secret(directory / BOX_KEY, bytes(nacl.public.PrivateKey.generate()))
+        write_secret(directory / SIGN_KEY, os.urandom(32))
+    except KeyFileError as exc:
+        raise UnionSetupError(str(exc)) from exc
+    settings = (
+        f"union_id = {union_id}\n"
+        f"name = {_toml_string(name)}\n"
+        f"relay_url = {_toml_string(relay_url)}\n"
+    )
+    path = directory / SETTINGS
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(settings, encoding="utf-8")
+    os.replace(tmp, path)
+    return load_union(directory)
+
+
+def load_union(directory: Path) -> UnionIdentity:
+    """Load the union's keys and settings; explain what is missing."""
+    path = directory / SETTINGS
+    try:
+        settings = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UnionSetupError(
+            f"{path} does not exist; run: vessel-relay union init --dir {directory}"
+        ) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise UnionSetupError(f"{path}: {exc}") from exc
+    try:
+        union_id = int(settings["union_id"])
+        name = str(settings.get("name", ""))
+        relay_url = str(settings["relay_url"])
+    except (KeyError, ValueError) as exc:
+        raise UnionSetupError(f"{path} needs union_id and relay_url ({exc})") from exc
+    try:
+        box = read_secret(directory / BOX_KEY)
+        sign = read_secret(directory / SIGN_KEY)
+    except KeyFileError as exc:
+        raise UnionSetupError(str(exc)) from exc
+    return UnionIdentity(directory, union_id, name, relay_url, box, SigningKey.from_seed(sign))
+
+
+def _toml_string(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'

@@ -1,0 +1,234 @@
+"""Union API: the relay's authenticated HTTP API through which unions fetch and answer cases.
+
+The relay never holds a union's private keys and never opens a report. A union is
+registered at the relay with its id and its Ed25519 public key (``[[union_api.unions]]``
+in the relay's config); every request carries three headers::
+
+    X-Union: 7
+    X-Time: 1764000000              # seconds since 1970, within MAX_SKEW_S of the relay's
+    X-Signature: <hex Ed25519 signature of request_to_sign(...)>
+
+so a request proves the union's key, binds method, path, query and body, and cannot be
+replayed (a signature is accepted once; older than the skew window, refused). A union sees
+only reports sealed to it and may only answer its own cases.
+
+Routes (JSON)::
+
+    GET  /union/v1/reports                      reports sealed to this union
+    POST /union/v1/cases/{vessel}/{seq}/notes   {"status": 2, "sealed_note": "<base64>"}
+    GET  /union/v1/alerts                       "crew member silent" / "vessel silent"
+
+A note is a :class:`protocol.cases.CaseNote` the union sealed to the reporter's reply key;
+the relay queues it down to the vessel as a ``CaseStatusUpdate`` and cannot read it.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from protocol.envelopes import CaseStatus
+from protocol.errors import SignatureInvalid
+from protocol.signing import VerifyKey
+from shore.store import Store, StoreError
+
+logger = logging.getLogger(__name__)
+
+#: How far a request's X-Time may be from the relay's clock.
+MAX_SKEW_S = 300
+_DOMAIN = b"vessel-relay union api v1\x00"
+#: Largest request body (a sealed note is at most 64 KiB; base64 and JSON add a third).
+MAX_BODY_BYTES = 96 * 1024
+
+Clock = Callable[[], float]
+#: Alerts for a union: ``alerts(union, now) -> [{"kind": ..., ...}]``.
+AlertSource = Callable[[int, float], Awaitable[Sequence[Mapping[str, object]]]]
+
+
+def request_to_sign(method: str, path_and_query: str, at_s: int, body: bytes) -> bytes:
+    """The bytes a union signs for one request (see the module docstring)."""
+    return b"\x00".join(
+        [
+            _DOMAIN,
+            method.upper().encode("ascii"),
+            path_and_query.encode("utf-8"),
+            str(at_s).encode("ascii"),
+            hashlib.sha256(body).digest(),
+        ]
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class UnionAccount:
+    """A union registered at the relay: its id and its Ed25519 public key."""
+
+    union_id: int
+    verify_key: VerifyKey
+    name: str = ""
+
+
+class _Refused(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class _SeenSignatures:
+    """Signatures accepted within the skew window (a replayed request is refused)."""
+
+    def __init__(self, limit: int = 10_000) -> None:
+        self._seen: OrderedDict[bytes, float] = OrderedDict()
+        self._limit = limit
+
+    def add(self, signature: bytes, now: float) -> bool:
+        while self._seen and (
+            len(self._seen) >= self._limit or next(iter(self._seen.values())) < now - 2 * MAX_SKEW_S
+        ):
+            self._seen.popitem(last=False)
+        if signature in self._seen:
+            return False
+        self._seen[signature] = now
+        return True
+
+
+def make_union_api(
+    store: Store,
+    unions: Sequence[UnionAccount],
+    *,
+    clock: Clock = time.time,
+    alerts: AlertSource | None = None,
+) -> Starlette:
+    """The Starlette app of the union API (mount it, or serve it with uvicorn)."""
+    accounts = {account.union_id: account for account in unions}
+    seen = _SeenSignatures()
+
+    async def authenticate(request: Request, body: bytes) -> UnionAccount:
+        try:
+            union_id = int(request.headers["x-union"])
+            at_s = int(request.headers["x-time"])
+            signature = bytes.fromhex(request.headers["x-signature"])
+        except (KeyError, ValueError) as exc:
+            raise _Refused(
+                401, "sign the request: X-Union, X-Time and X-Signature headers are required"
+            ) from exc
+        account = accounts.get(union_id)
+        if account is None:
+            raise _Refused(401, f"union {union_id} is not registered at this relay")
+        now = clock()
+        if abs(now - at_s) > MAX_SKEW_S:
+            raise _Refused(
+                401, f"X-Time is {int(at_s - now)} s from the relay's clock; set the clock right"
+            )
+        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        try:
+            account.verify_key.verify(
+                request_to_sign(request.method, target, at_s, body),
+                signature,
+                what=f"union {union_id}'s request",
+            )
+        except SignatureInvalid as exc:
+            raise _Refused(401, str(exc)) from exc
+        if not seen.add(signature, now):
+            raise _Refused(401, "this signed request was already used; sign a new one")
+        return account
+
+    def endpoint(
+        handler: Callable[[Request, UnionAccount, bytes], Awaitable[Response]],
+    ) -> Callable[[Request], Awaitable[Response]]:
+        async def run(request: Request) -> Response:
+            body = await request.body()
+            try:
+                if len(body) > MAX_BODY_BYTES:
+                    raise _Refused(413, f"request body over {MAX_BODY_BYTES} bytes")
+                account = await authenticate(request, body)
+                return await handler(request, account, body)
+            except _Refused as refused:
+                logger.warning(
+                    "union API refused %s %s: %s", request.method, request.url.path, refused.message
+                )
+                return JSONResponse({"error": refused.message}, status_code=refused.status)
+            except StoreError as exc:
+                logger.error("union API: store failed: %s", exc)
+                return JSONResponse(
+                    {"error": "the relay's store is unavailable; try again later"},
+                    status_code=503,
+                )
+
+        return run
+
+    async def reports(request: Request, account: UnionAccount, body: bytes) -> Response:
+        rows = await store.union_reports(account.union_id)
+        logger.info("union %d fetched %d reports", account.union_id, len(rows))
+        return JSONResponse(
+            {
+                "reports": [
+                    {
+                        "vessel": vessel,
+                        "message_seq": seq,
+                        "sealed": base64.b64encode(sealed).decode("ascii"),
+                        "accepted_at": accepted_at,
+                    }
+                    for vessel, seq, sealed, accepted_at in rows
+                ]
+            }
+        )
+
+    async def notes(request: Request, account: UnionAccount, body: bytes) -> Response:
+        try:
+            vessel = int(request.path_params["vessel"])
+            seq = int(request.path_params["seq"])
+            data = _json_object(body)
+            status = CaseStatus(int(data["status"]))  # type: ignore[call-overload]
+            sealed_note = base64.b64decode(str(data["sealed_note"]), validate=True)
+        except (KeyError, ValueError, TypeError, binascii.Error) as exc:
+            raise _Refused(
+                400, f"a note is {{'status': 1-6, 'sealed_note': base64}} ({exc})"
+            ) from exc
+        owned = {(v, s) for v, s, _, _ in await store.union_reports(account.union_id)}
+        if (vessel, seq) not in owned:
+            raise _Refused(404, f"case {vessel}-{seq} is not one of union {account.union_id}'s")
+        await store.queue_case_update(vessel, seq, status, sealed_note or None, clock())
+        logger.info(
+            "union %d: case %d-%d now %s, note of %d sealed bytes queued down",
+            account.union_id,
+            vessel,
+            seq,
+            status.name.lower(),
+            len(sealed_note),
+        )
+        return JSONResponse({"queued": True}, status_code=202)
+
+    async def alert_list(request: Request, account: UnionAccount, body: bytes) -> Response:
+        found = [] if alerts is None else list(await alerts(account.union_id, clock()))
+        return JSONResponse({"alerts": found})
+
+    return Starlette(
+        routes=[
+            Route("/union/v1/reports", endpoint(reports), methods=["GET"]),
+            Route(
+                "/union/v1/cases/{vessel:int}/{seq:int}/notes", endpoint(notes), methods=["POST"]
+            ),
+            Route("/union/v1/alerts", endpoint(alert_list), methods=["GET"]),
+        ]
+    )
+
+
+def _json_object(body: bytes) -> dict[str, object]:
+    import json
+
+    data = json.loads(body)
+    if not isinstance(data, dict):
+        raise ValueError("the body is not a JSON object")
+    return data
