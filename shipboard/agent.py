@@ -32,6 +32,7 @@ from protocol.signing import SigningKey
 from shipboard.config import ShipConfig
 from shipboard.http_api import SessionStore, create_app, serve_http
 from shipboard.intake import Intake
+from shipboard.metrics import ShipMetrics, serve_metrics
 from shipboard.outbox import Outbox
 from shipboard.smtp_intake import SmtpIntakeHandler, serve_smtp
 from shipboard.tls import ensure_certificate, server_context
@@ -70,8 +71,12 @@ async def run_agent(
     codebook: Codebook | None = None,
     with_link: bool = True,
     link_options: Mapping[str, Any] | None = None,
+    metrics: ShipMetrics | None = None,
 ) -> None:
     """Run intake (and the link, if present) until ``stopping`` is set.
+
+    With ``metrics``, sessions are counted and the outbox gauges refreshed (serving them
+    is :func:`supervise`'s business).
 
     ``link_options`` are passed on to ``run_link`` as keywords (the demo and the
     end-to-end tests give ``link_settings`` and ``scheduler_settings`` this way).
@@ -116,6 +121,13 @@ async def run_agent(
                 name="http-intake",
             )
             runner = find_link_runner() if with_link else None
+            options = dict(link_options or {})
+            if runner is not None and metrics is not None:
+                from shipboard.link import run_session
+
+                options["session_runner"] = metrics.instrument(
+                    options.get("session_runner", run_session)
+                )
             if runner is not None:
                 group.create_task(
                     runner(
@@ -125,12 +137,14 @@ async def run_agent(
                         codebook=codebook,
                         stopping=stopping,
                         doorbell=doorbell,
-                        **(link_options or {}),
+                        **options,
                     ),
                     name="link",
                 )
             else:
                 logger.warning("no link task (shipboard.link.run_link not available)")
+            if metrics is not None:
+                group.create_task(metrics.refresh_forever(outbox, stopping), name="metrics")
             await smtp_ready.wait()
             await http_ready.wait()
             logger.info(
@@ -143,14 +157,30 @@ async def run_agent(
         logger.info("agent stopped")
 
 
-async def supervise(config: ShipConfig, *, grace_s: float = 10.0, with_link: bool = True) -> None:
-    """Run the agent with SIGTERM/SIGINT handled: drain for ``grace_s``, then cancel."""
+async def supervise(
+    config: ShipConfig,
+    *,
+    grace_s: float = 10.0,
+    with_link: bool = True,
+    metrics_port: int | None = None,
+    metrics_host: str = "127.0.0.1",
+) -> None:
+    """Run the agent with SIGTERM/SIGINT handled: drain for ``grace_s``, then cancel.
+
+    With ``metrics_port``, Prometheus ``/metrics`` is served there (``shipboard.metrics``).
+    """
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopping.set)
-    agent = asyncio.create_task(run_agent(config, stopping=stopping, with_link=with_link))
+    metrics = ShipMetrics() if metrics_port is not None else None
+    agent = asyncio.create_task(
+        run_agent(config, stopping=stopping, with_link=with_link, metrics=metrics)
+    )
     stopped = asyncio.create_task(stopping.wait())
+    serving = None
+    if metrics is not None and metrics_port is not None:
+        serving = asyncio.create_task(serve_metrics(metrics, metrics_host, metrics_port, stopping))
     try:
         await asyncio.wait({agent, stopped}, return_when=asyncio.FIRST_COMPLETED)
         if not agent.done():
@@ -168,6 +198,9 @@ async def supervise(config: ShipConfig, *, grace_s: float = 10.0, with_link: boo
                 raise  # we were cancelled ourselves: pass it on
     finally:
         stopped.cancel()
+        if serving is not None:
+            stopping.set()
+            await serving
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from pathlib import Path
 from typing import Annotated
@@ -254,6 +253,13 @@ def init(
 def run(
     config: ConfigOption = Path("ship.toml"),
     no_link: Annotated[bool, typer.Option("--no-link", help="Intake only, no link.")] = False,
+    log_format: Annotated[
+        str, typer.Option(help="Log lines as text or json (JSON lines).")
+    ] = "text",
+    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+    metrics_port: Annotated[
+        int | None, typer.Option(help="Serve Prometheus /metrics on this port (127.0.0.1).")
+    ] = None,
 ) -> None:
     """Run the shipboard agent: SMTP and HTTP intake, and the satellite link.
 
@@ -262,8 +268,12 @@ def run(
     Example: vessel-relay ship run --config /var/lib/vessel-relay/ship.toml
     """
     from shipboard.agent import data_paths, supervise
+    from vessel_relay.logs import LogSetupError, configure_logging
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    try:
+        configure_logging(log_format, log_level)
+    except LogSetupError as exc:
+        raise _fail(exc) from exc
     try:
         loaded = load_config(config)
     except ShipboardError as exc:
@@ -273,7 +283,7 @@ def run(
     for what, path in data_paths(loaded).items():
         typer.echo(f"{what}: {path}")
     try:
-        asyncio.run(supervise(loaded, with_link=not no_link))
+        asyncio.run(supervise(loaded, with_link=not no_link, metrics_port=metrics_port))
     except (ShipboardError, KeyFileError, OSError) as exc:
         raise _fail(exc) from exc
 

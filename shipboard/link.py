@@ -94,6 +94,7 @@ from shipboard.scheduler import (
     Snapshot,
 )
 from shipboard.scheduler import plan as make_plan
+from vessel_relay.logs import batch_scope, enter_vessel_scope
 
 __all__ = [
     "LinkDown",
@@ -505,7 +506,10 @@ class _Session:
                     raise
                 size = max(1, size // 2)
                 continue
-            self.log.info("batch %d made: %d messages, %d bytes", batch_seq, len(chunk), len(data))
+            with batch_scope(self.settings.vessel_id, batch_seq):
+                self.log.info(
+                    "batch %d made: %d messages, %d bytes", batch_seq, len(chunk), len(data)
+                )
             made.append(batch_seq)
             remaining = remaining[len(chunk) :]
             first = False
@@ -521,7 +525,8 @@ class _Session:
             await asyncio.to_thread(self.outbox.mark_sent, stored.batch_seq, self.clock())
             self.tally.published.append(stored.batch_seq)
             self.tally.up_bytes += len(data)
-            self.log.info("batch %d published (%d bytes)", stored.batch_seq, len(data))
+            with batch_scope(self.settings.vessel_id, stored.batch_seq):
+                self.log.info("batch %d published (%d bytes)", stored.batch_seq, len(data))
 
     async def wait_for_acks(self, limit_s: float) -> int:
         """Wait until the shore acknowledged what was published; how many are still open."""
@@ -741,6 +746,7 @@ async def run_link(
     stats = statistics if statistics is not None else LinkStatistics()
     shore_key = VerifyKey.from_hex(config.shore_verify_key_hex)
     log = _VesselLog(logger, {"vessel": settings.vessel_id})
+    enter_vessel_scope(settings.vessel_id)  # this task's log lines carry v{vessel}
     billed: dict[Month, int] = {}
     failures = 0
     backoff_until = 0.0

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import os
 import signal
 import sys
@@ -17,10 +16,12 @@ import typer
 
 from shore import registry
 from shore.config import ConfigError, RelayConfig, default_document, load_config
+from shore.metrics import RelayMetrics, serve_metrics
 from shore.relay import open_store, run_relay
 from shore.store import StoreError, VesselInfo
 from shore.store_sql import SqlStore
 from vessel_relay.keyfiles import KeyFileError, keygen_command, new_signing_key, write_secret
+from vessel_relay.logs import LOG_FORMATS, LOG_LEVELS, LogSetupError, configure_logging
 
 T = TypeVar("T")
 
@@ -198,27 +199,42 @@ def run(
     config: ConfigOption = Path("relay.toml"),
     grace_s: Annotated[float, typer.Option(help="Seconds to finish work on SIGTERM.")] = 10.0,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log each batch.")] = False,
+    log_format: Annotated[
+        str, typer.Option(help=f"Log lines as {' or '.join(LOG_FORMATS)} (JSON lines).")
+    ] = "text",
+    log_level: Annotated[
+        str | None, typer.Option(help=f"One of {', '.join(LOG_LEVELS)} (default warning).")
+    ] = None,
+    metrics_port: Annotated[
+        int | None, typer.Option(help="Serve Prometheus /metrics on this port.")
+    ] = None,
+    metrics_host: Annotated[str, typer.Option(help="Address for /metrics.")] = "127.0.0.1",
 ) -> None:
     """Run the shore relay (ingest, downlink, delivery, replies) until SIGTERM or SIGINT.
 
     Example: vessel-relay shore run -c /var/lib/vessel-relay/relay.toml
     """
     relay_config = _config(config)
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    try:
+        configure_logging(log_format, log_level or ("info" if verbose else "warning"))
+    except LogSetupError as exc:
+        raise _fail(exc) from exc
     typer.echo(
         f"relay {relay_config.client_id}: broker {relay_config.mqtt.url}, "
         f"store {relay_config.store.backend}, data {relay_config.data_dir}"
     )
     try:
-        asyncio.run(_run(relay_config, grace_s))
+        asyncio.run(_run(relay_config, grace_s, metrics_host, metrics_port))
     except (StoreError, KeyFileError) as exc:
         raise _fail(exc) from exc
 
 
-async def _run(config: RelayConfig, grace_s: float) -> None:
+async def _run(
+    config: RelayConfig,
+    grace_s: float,
+    metrics_host: str = "127.0.0.1",
+    metrics_port: int | None = None,
+) -> None:
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -227,7 +243,12 @@ async def _run(config: RelayConfig, grace_s: float) -> None:
     def subscribed() -> None:
         print("subscribed", flush=True)
 
-    relay = asyncio.create_task(run_relay(config, stopping, subscribed))
+    metrics = RelayMetrics() if metrics_port is not None else None
+    relay = asyncio.create_task(run_relay(config, stopping, subscribed, metrics))
+    serving = None
+    if metrics is not None and metrics_port is not None:
+        serving = asyncio.create_task(serve_metrics(metrics, metrics_host, metrics_port, stopping))
+        print(f"metrics: http://{metrics_host}:{metrics_port}/metrics", flush=True)
     stop = asyncio.create_task(stopping.wait())
     try:
         await asyncio.wait({relay, stop}, return_when=asyncio.FIRST_COMPLETED)
@@ -243,6 +264,9 @@ async def _run(config: RelayConfig, grace_s: float) -> None:
             relay.result()
     finally:
         stop.cancel()
+        if serving is not None:
+            stopping.set()
+            await serving
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
     print("stopped", file=sys.stderr, flush=True)

@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from protocol.envelopes import (
     Channel,
@@ -52,6 +52,10 @@ from shore.mail import (
 )
 from shore.retry import AttemptResult, RetryPolicy, decide
 from shore.sms import SmsProvider
+from vessel_relay.logs import message_scope
+
+if TYPE_CHECKING:
+    from shore.metrics import RelayMetrics
 
 log = logging.getLogger(__name__)
 
@@ -207,7 +211,9 @@ class DeliveryWorker:
         config: DeliveryConfig | None = None,
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.time,
+        metrics: RelayMetrics | None = None,
     ) -> None:
+        self.metrics = metrics
         self.store = store
         self.mail = mail
         self.identity = identity
@@ -280,7 +286,23 @@ class DeliveryWorker:
         return len(due)
 
     async def deliver_one(self, delivery: DueDelivery) -> None:
-        """Record the attempt, send, and record the outcome of one claimed delivery."""
+        """Record the attempt, send, and record the outcome of one claimed delivery.
+
+        Log lines carry the message's correlation id (``vessel_relay.logs``).
+        """
+        started = time.perf_counter()
+        with message_scope(delivery.vessel_id, delivery.message_seq):
+            outcome = await self._deliver_one(delivery)
+        if self.metrics is not None:
+            self.metrics.observe_delivery(
+                delivery.destination.value,
+                outcome,
+                time.perf_counter() - started,
+                self.clock() - delivery.accepted_at,
+                delivery.unfinished_attempt,
+            )
+
+    async def _deliver_one(self, delivery: DueDelivery) -> Literal["delivered", "failed", "retry"]:
         worker = self.config.worker
         attempt = delivery.attempts + 1
         if delivery.unfinished_attempt:
@@ -309,17 +331,18 @@ class DeliveryWorker:
                 result.detail,
                 decision.retry_at - now,
             )
-            return
+            return "retry"
         if decision.delivered:
             await self.store.finish_delivery(delivery.key, "delivered", None, now)
             self._delivered += 1
             log.info("%s: delivered (%s)", where, decision.result.detail)
-            return
+            return "delivered"
         reason = decision.reason or FailureReason.PROVIDER_ERROR
         await self.store.finish_delivery(delivery.key, "failed", reason, now)
         self._failed += 1
         self._by_reason[reason.name] = self._by_reason.get(reason.name, 0) + 1
         log.info("%s: failed %s (%s)", where, reason.name, decision.result.detail)
+        return "failed"
 
     async def _send(self, delivery: DueDelivery) -> AttemptResult:
         destination = delivery.destination

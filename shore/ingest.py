@@ -36,6 +36,7 @@ import re
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import aiomqtt
 
@@ -45,6 +46,10 @@ from protocol.errors import ProtocolError, Reason
 from protocol.limits import DEFAULT_LIMITS, Limits
 from protocol.signing import SIGNATURE_BYTES, VerifyKey
 from shore.store import IngestOutcome, Store, StoreError
+from vessel_relay.logs import enter_batch_scope, fresh_scope
+
+if TYPE_CHECKING:
+    from shore.metrics import RelayMetrics
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +92,9 @@ class Ingestor:
         limits: Limits = DEFAULT_LIMITS,
         doorbells: Iterable[asyncio.Event] = (),
         clock: Callable[[], float] = time.time,
+        metrics: RelayMetrics | None = None,
     ) -> None:
+        self.metrics = metrics
         self.store = store
         self.codebook = codebook
         self.limits = limits
@@ -120,7 +127,26 @@ class Ingestor:
 
         Raises :class:`~shore.store.StoreError` when the store fails: nothing was committed
         and nothing is acknowledged, so the vessel's resend will bring the batch again.
+        Log lines carry the batch's correlation id (``vessel_relay.logs``).
         """
+        stats, started = self.stats, time.perf_counter()
+        before = (stats.messages_stored, stats.messages_duplicate)
+        with fresh_scope():
+            result = await self._handle(topic, data)
+        if self.metrics is not None:
+            reason = result.name if isinstance(result, Reason) else None
+            self.metrics.observe_ingest(
+                uplink_topic_vessel(topic),
+                "quarantined" if isinstance(result, Reason) else result.value,
+                len(data),
+                stats.messages_stored - before[0],
+                stats.messages_duplicate - before[1],
+                time.perf_counter() - started,
+                reason,
+            )
+        return result
+
+    async def _handle(self, topic: str, data: bytes) -> IngestOutcome | Reason:
         self.stats.link_bytes += len(data)
         topic_vessel = uplink_topic_vessel(topic)
         if topic_vessel is None:
@@ -136,6 +162,7 @@ class Ingestor:
             await self._quarantine(data, Reason.MALFORMED, message, topic_vessel, header.batch_seq)
             return Reason.MALFORMED
         vessel_id, batch_seq = header.vessel_id, header.batch_seq
+        enter_batch_scope(vessel_id, batch_seq)
         now = self.clock()
         vessel = await self.store.get_vessel(vessel_id)
         if vessel is None:

@@ -1,0 +1,229 @@
+"""Relay metrics: a Prometheus registry per relay worker, served on a local HTTP port.
+
+``vessel-relay shore run --metrics-port 9101`` serves ``/metrics`` (text exposition) on
+127.0.0.1 (``--metrics-host`` to change). Labels carry only vessel ids, outcomes,
+directions, destinations and reasons: never message text, names or addresses.
+
+Counters are fed by ingest, the downlink publisher and the delivery workers as they work;
+gauges that describe the whole relay (queue depths, vessels silent, quarantine entries,
+unacknowledged downlink batches) are read from the store every ``refresh_s`` by
+:meth:`RelayMetrics.refresh_forever`, so with several workers every worker reports the
+same shared figures (take ``max`` across workers, not ``sum``).
+
+=====================================================  ====================================
+metric                                                 labels
+=====================================================  ====================================
+vessel_relay_batches_total                             outcome (stored, duplicate,
+                                                       rejected, quarantined)
+vessel_relay_messages_total                            outcome (stored, repeated)
+vessel_relay_link_bytes_total                          direction (uplink, downlink), kind
+vessel_relay_vessel_link_bytes_total                   vessel, direction
+vessel_relay_quarantined_total                         reason
+vessel_relay_ingest_seconds (histogram)                outcome
+vessel_relay_deliveries_total                          destination, outcome (delivered,
+                                                       failed, retry)
+vessel_relay_delivery_repeats_total                    destination (resent with the same
+                                                       Message-ID after a crash mid-send)
+vessel_relay_delivery_seconds (histogram)              destination (accepted ashore to
+                                                       final outcome)
+vessel_relay_delivery_attempt_seconds (histogram)      destination
+vessel_relay_broker_sessions_total                     (MQTT connections made)
+vessel_relay_broker_connected                          gauge 0/1
+vessel_relay_vessels, _vessels_silent                  gauges
+vessel_relay_deliveries_queued, _retrying, _failed     gauges (the shared queue)
+vessel_relay_downlink_unacknowledged                   gauge
+vessel_relay_quarantine_entries                        gauge
+=====================================================  ====================================
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+from shore.store_ops import DEFAULT_SILENT_AFTER_S, OperatorQueries, OpsSummary
+from shore.store_sql import SqlStore
+
+log = logging.getLogger(__name__)
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_DELIVERY_BUCKETS = (0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, 4 * 3600.0, 86400.0)
+
+
+@dataclass
+class RelayMetrics:
+    """The relay worker's metrics; one instance (and registry) per process or test."""
+
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    def __post_init__(self) -> None:
+        r = self.registry
+        p = "vessel_relay_"
+        self.batches = Counter(p + "batches", "Uplink batches by outcome", ["outcome"], registry=r)
+        self.messages = Counter(
+            p + "messages", "Uplink messages by outcome (repeated: Message-ID seen before)",
+            ["outcome"], registry=r,
+        )  # fmt: skip
+        self.link_bytes = Counter(
+            p + "link_bytes", "Payload bytes over the broker", ["direction", "kind"], registry=r
+        )
+        self.vessel_link_bytes = Counter(
+            p + "vessel_link_bytes", "Payload bytes per vessel", ["vessel", "direction"],
+            registry=r,
+        )  # fmt: skip
+        self.quarantined = Counter(
+            p + "quarantined", "Payloads quarantined, by reason", ["reason"], registry=r
+        )
+        self.ingest_seconds = Histogram(
+            p + "ingest_seconds", "Time to verify and commit one uplink payload", ["outcome"],
+            buckets=_LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.deliveries = Counter(
+            p + "deliveries", "Delivery attempts by destination and outcome",
+            ["destination", "outcome"], registry=r,
+        )  # fmt: skip
+        self.delivery_repeats = Counter(
+            p + "delivery_repeats",
+            "Deliveries resent with the same Message-ID after an unfinished attempt",
+            ["destination"], registry=r,
+        )  # fmt: skip
+        self.delivery_seconds = Histogram(
+            p + "delivery_seconds", "From acceptance ashore to the final outcome",
+            ["destination"], buckets=_DELIVERY_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.attempt_seconds = Histogram(
+            p + "delivery_attempt_seconds", "Duration of one delivery attempt", ["destination"],
+            buckets=_LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.broker_sessions = Counter(
+            p + "broker_sessions", "MQTT connections made to the broker", registry=r
+        )
+        self.broker_connected = Gauge(
+            p + "broker_connected", "1 while connected to the broker", registry=r
+        )
+        self.vessels = Gauge(p + "vessels", "Registered vessels", registry=r)
+        self.vessels_silent = Gauge(
+            p + "vessels_silent", "Vessels not heard from within the silence threshold",
+            registry=r,
+        )  # fmt: skip
+        self.deliveries_queued = Gauge(
+            p + "deliveries_queued", "Deliveries without a final outcome", registry=r
+        )
+        self.deliveries_retrying = Gauge(
+            p + "deliveries_retrying", "Queued deliveries with a failed attempt", registry=r
+        )
+        self.deliveries_failed = Gauge(
+            p + "deliveries_failed", "Deliveries failed for good", registry=r
+        )
+        self.downlink_unacknowledged = Gauge(
+            p + "downlink_unacknowledged", "Downlink batches not yet acknowledged", registry=r
+        )
+        self.quarantine_entries = Gauge(
+            p + "quarantine_entries", "Distinct payloads in quarantine", registry=r
+        )
+
+    # --- fed by the services ----------------------------------------------------------------
+
+    def observe_ingest(
+        self,
+        vessel_id: int | None,
+        outcome: str,
+        link_bytes: int,
+        new_messages: int,
+        repeated_messages: int,
+        seconds: float,
+        quarantine_reason: str | None = None,
+    ) -> None:
+        """One uplink payload handled (outcome: stored, duplicate, rejected, quarantined)."""
+        self.batches.labels(outcome).inc()
+        self.link_bytes.labels("uplink", outcome).inc(link_bytes)
+        if vessel_id is not None:
+            self.vessel_link_bytes.labels(str(vessel_id), "uplink").inc(link_bytes)
+        if new_messages:
+            self.messages.labels("stored").inc(new_messages)
+        if repeated_messages:
+            self.messages.labels("repeated").inc(repeated_messages)
+        if quarantine_reason is not None:
+            self.quarantined.labels(quarantine_reason).inc()
+        self.ingest_seconds.labels(outcome).observe(seconds)
+
+    def observe_downlink(self, vessel_id: int, link_bytes: int) -> None:
+        """One downlink batch published (PUBACKed by the broker)."""
+        self.link_bytes.labels("downlink", "batch").inc(link_bytes)
+        self.vessel_link_bytes.labels(str(vessel_id), "downlink").inc(link_bytes)
+
+    def observe_delivery(
+        self,
+        destination: str,
+        outcome: str,
+        attempt_seconds: float,
+        since_accepted_s: float | None,
+        repeat: bool,
+    ) -> None:
+        """One delivery attempt (outcome: delivered, failed, retry)."""
+        self.deliveries.labels(destination, outcome).inc()
+        self.attempt_seconds.labels(destination).observe(attempt_seconds)
+        if repeat:
+            self.delivery_repeats.labels(destination).inc()
+        if since_accepted_s is not None and outcome != "retry":
+            self.delivery_seconds.labels(destination).observe(max(0.0, since_accepted_s))
+
+    def broker_up(self) -> None:
+        """Connected and subscribed."""
+        self.broker_sessions.inc()
+        self.broker_connected.set(1)
+
+    def broker_down(self) -> None:
+        """The broker connection ended."""
+        self.broker_connected.set(0)
+
+    def set_summary(self, summary: OpsSummary) -> None:
+        """Shared gauges from the store."""
+        self.vessels.set(summary.vessels)
+        self.vessels_silent.set(summary.vessels_silent)
+        self.deliveries_queued.set(summary.deliveries_queued)
+        self.deliveries_retrying.set(summary.deliveries_retrying)
+        self.deliveries_failed.set(summary.deliveries_failed)
+        self.downlink_unacknowledged.set(summary.downlink_unacknowledged)
+        self.quarantine_entries.set(summary.quarantine_entries)
+
+    async def refresh_forever(
+        self,
+        store: SqlStore,
+        stopping: asyncio.Event,
+        *,
+        refresh_s: float = 15.0,
+        silent_after_s: float = DEFAULT_SILENT_AFTER_S,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        """Read the shared gauges from the store every ``refresh_s`` until ``stopping``."""
+        queries = OperatorQueries(store, silent_after_s)
+        while not stopping.is_set():
+            try:
+                self.set_summary(await queries.summary(clock()))
+            except Exception:  # the store is down: the gauges keep their last values
+                log.warning("metrics: store summary failed; gauges not refreshed", exc_info=True)
+            try:
+                async with asyncio.timeout(refresh_s):
+                    await stopping.wait()
+            except TimeoutError:
+                pass
+
+
+async def serve_metrics(
+    metrics: RelayMetrics, host: str, port: int, stopping: asyncio.Event
+) -> None:
+    """Serve ``/metrics`` on ``host:port`` (a thread of prometheus_client) until ``stopping``."""
+    server, thread = start_http_server(port, addr=host, registry=metrics.registry)
+    log.info("metrics on http://%s:%d/metrics", host, port)
+    try:
+        await stopping.wait()
+    finally:
+        server.shutdown()
+        server.server_close()
+        await asyncio.to_thread(thread.join, 5.0)
