@@ -228,6 +228,66 @@ class CrewRegister:
             raise NotSignedIn("You are signed off this vessel; messages can no longer be sent.")
         return SignedIn(member, _hash(pin, bytes(row[8])))
 
+    # PINs chosen on the web page -----------------------------------------------------------
+    # A side table: the PIN hash the crew member chose (so a PIN reset by the captain shows
+    # as "not chosen yet") and an optional duress PIN, which opens an empty inbox.
+
+    _PIN_TABLE = (
+        "CREATE TABLE IF NOT EXISTS crew_pins (crew INTEGER PRIMARY KEY REFERENCES crew(crew), "
+        "chosen_hash BLOB NOT NULL, duress_salt BLOB, duress_hash BLOB, chosen_at REAL NOT NULL)"
+    )
+
+    def pin_chosen(self, crew: int) -> bool:
+        """Whether the crew member chose their current PIN (False after a captain's reset)."""
+        with self.outbox.transaction("read the PIN state") as db:
+            db.execute(self._PIN_TABLE)
+            row = db.execute(
+                "SELECT p.chosen_hash, c.pin_hash FROM crew_pins p JOIN crew c USING (crew) "
+                "WHERE crew = ?",
+                (crew,),
+            ).fetchone()
+        return row is not None and hmac.compare_digest(bytes(row[0]), bytes(row[1]))
+
+    def is_duress_pin(self, crew: int, pin: str) -> bool:
+        """Whether ``pin`` is the crew member's duress PIN (same work whether set or not)."""
+        with self.outbox.transaction("read the PIN state") as db:
+            db.execute(self._PIN_TABLE)
+            row = db.execute(
+                "SELECT duress_salt, duress_hash FROM crew_pins WHERE crew = ?", (crew,)
+            ).fetchone()
+        if row is None or row[0] is None:
+            _hash(pin, b"1" * 16)
+            return False
+        return hmac.compare_digest(_hash(pin, bytes(row[0])), bytes(row[1]))
+
+    def choose_pin(self, crew: int, pin: str, duress_pin: str | None, now: float) -> SignedIn:
+        """Set the crew member's own PIN (and optional duress PIN); returns the new sign-in."""
+        for value, what in ((pin, "PIN"), (duress_pin, "duress PIN")):
+            if value is not None and (not value.isascii() or not value.isdigit()):
+                raise CrewRegisterError(f"the {what} must be digits only")
+            if value is not None and not 6 <= len(value) <= 12:
+                raise CrewRegisterError(f"the {what} must have 6 to 12 digits")
+        if duress_pin is not None and duress_pin == pin:
+            raise CrewRegisterError("the duress PIN must differ from the PIN")
+        pin_salt, case_salt = secrets.token_bytes(16), secrets.token_bytes(16)
+        pin_hash = _hash(pin, pin_salt)
+        duress_salt = secrets.token_bytes(16) if duress_pin else None
+        duress_hash = _hash(duress_pin, duress_salt) if duress_pin and duress_salt else None
+        self.get(crew)
+        with self.outbox.transaction("set the crew member's PIN") as db:
+            db.execute(self._PIN_TABLE)
+            db.execute(
+                "UPDATE crew SET pin_salt = ?, pin_hash = ?, case_salt = ? WHERE crew = ?",
+                (pin_salt, pin_hash, case_salt, crew),
+            )
+            db.execute(
+                "INSERT OR REPLACE INTO crew_pins (crew, chosen_hash, duress_salt, duress_hash, "
+                "chosen_at) VALUES (?, ?, ?, ?, ?)",
+                (crew, pin_hash, duress_salt, duress_hash, now),
+            )
+        logger.info("crew member %d chose a PIN", crew)  # never log whether a duress PIN exists
+        return self.sign_in(crew, pin)
+
     # contacts ----------------------------------------------------------------------------
 
     def add_contact(

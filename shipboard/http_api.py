@@ -49,6 +49,7 @@ from shipboard.errors import (
     QuotaExceeded,
 )
 from shipboard.intake import Intake
+from shipboard.web import web_routes
 
 logger = logging.getLogger(__name__)
 
@@ -139,8 +140,8 @@ class NoStore:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
+        if scope["type"] != "http" or str(scope.get("path", "")).startswith("/static/"):
+            await self.app(scope, receive, send)  # fonts, icons, CSS: cached (shipboard.web)
             return
 
         async def send_no_store(message: Message) -> None:
@@ -414,7 +415,8 @@ def create_app(intake: Intake, sessions: SessionStore | None = None) -> ASGIApp:
             405, "not-allowed", "not allowed", "The page sent a wrong request."
         ).response()
 
-    app = Starlette(routes=routes, exception_handlers={404: not_found, 405: not_allowed})
+    pages = web_routes(intake)  # the crew web page (server-rendered, shipboard.web)
+    app = Starlette(routes=[*routes, *pages], exception_handlers={404: not_found, 405: not_allowed})
     return NoStore(app)
 
 

@@ -1,0 +1,749 @@
+"""Crew web page: server-rendered pages (Jinja2) over :class:`~shipboard.intake.Intake`.
+
+Pages: sign in (crew number + PIN; choose an own PIN and an optional duress PIN at the
+first sign-in), home (menu and quota meter), write home, quick messages, a message's
+stages, report a problem, SOS (one confirmation step), inbox, add a contact, language
+switch. No JavaScript; every form carries a CSRF token; sessions are cookies that expire
+(:mod:`shipboard.web.sessions`); every page is ``Cache-Control: no-store`` (the API's
+middleware), while fonts and icons are cached for a year.
+
+A duress PIN signs in normally but shows an empty inbox, no contacts' history and no
+cases; a grievance report or SOS sent from it still goes out. Message text, report text
+and addresses are never logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import secrets
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from starlette.datastructures import FormData
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.types import Scope
+
+from protocol.envelopes import CaseStatus, FailureReason
+from protocol.languages import Language
+from protocol.phrases import PHRASE_CODES, phrase, phrase_icon
+from protocol.sealing import GrievanceCategory
+from shipboard.crew import SignedIn
+from shipboard.errors import CrewRegisterError, IntakeRefused, NotSignedIn, OutboxUnavailable
+from shipboard.intake import Intake
+from shipboard.web.i18n import NATIVE_NAMES, PAGE_LANGUAGES, Translations, page_language
+from shipboard.web.sessions import WebSession, WebSessions, csrf_ok
+
+logger = logging.getLogger(__name__)
+
+_Page = Callable[[Request, "WebSession"], Awaitable[Response]]
+
+HERE = Path(__file__).parent
+SESSION_COOKIE = "vr_session"
+LOGIN_COOKIE = "vr_login"
+LANG_COOKIE = "vr_lang"
+#: Bytes of quota that one short message uses, to say the quota in plain words.
+SHORT_MESSAGE_BYTES = 100
+
+#: BCP 47 tags for the ``lang`` attribute (fonts and screen readers use it).
+HTML_LANG = {
+    Language.MYA: "my",
+    Language.KHM: "km",
+    Language.LAO: "lo",
+    Language.THA: "th",
+    Language.IND: "id",
+    Language.TGL: "tl",
+    Language.VIE: "vi",
+    Language.ENG: "en",
+    Language.SHN: "shn",
+    Language.UND: "und",
+}
+
+#: Grievance categories: icon name and short label (a msgid), in the order shown.
+CATEGORIES: tuple[tuple[GrievanceCategory, str, str], ...] = (
+    (GrievanceCategory.WITHHOLDING_OF_WAGES, "no-wages", "Wages withheld"),
+    (GrievanceCategory.UNPAID_OR_UNSENT_WAGES, "money-home", "Wages not paid or not sent home"),
+    (GrievanceCategory.RETENTION_OF_DOCUMENTS, "passport", "Documents kept from me"),
+    (GrievanceCategory.PHYSICAL_OR_SEXUAL_VIOLENCE, "fist", "Violence"),
+    (GrievanceCategory.INTIMIDATION_AND_THREATS, "warn", "Threats"),
+    (GrievanceCategory.EXCESSIVE_OVERTIME, "clock", "Too many working hours"),
+    (GrievanceCategory.INJURY_OR_ILLNESS, "sick", "Injury or illness"),
+    (GrievanceCategory.CANNOT_CONTACT_FAMILY, "no-signal", "Cannot contact family"),
+    (GrievanceCategory.FOOD_AND_WATER, "food", "Food and water"),
+    (GrievanceCategory.DEBT_BONDAGE, "chain", "Debt I cannot pay off"),
+    (GrievanceCategory.DECEPTION, "mask", "Lied to about the job"),
+    (GrievanceCategory.RESTRICTION_OF_MOVEMENT, "lock", "Not allowed to leave"),
+    (GrievanceCategory.ISOLATION, "island", "Kept away from others"),
+    (GrievanceCategory.ABUSIVE_CONDITIONS, "bed", "Bad living conditions"),
+    (GrievanceCategory.ABUSE_OF_VULNERABILITY, "warn", "Taken advantage of"),
+    (GrievanceCategory.OTHER, "other", "Something else"),
+)
+
+STAGE_WORDS = {
+    "accepted": "Queued on board",
+    "batched": "Queued on board",
+    "sent": "Sent",
+    "acknowledged": "Accepted ashore",
+    "accepted_ashore": "Accepted ashore",
+    "delivered": "Delivered",
+    "failed": "Failed",
+}
+STAGE_ORDER = ("accepted", "sent", "acknowledged", "delivered")
+
+FAILURE_WORDS = {
+    FailureReason.ADDRESS_INVALID: "The address or phone number is wrong.",
+    FailureReason.RECIPIENT_REFUSED: "Your family's e-mail or phone refused it.",
+    FailureReason.DEADLINE_PASSED: "It could not be delivered in time.",
+    FailureReason.UNKNOWN_CONTACT: "This contact is not known ashore yet. It will be sent again.",
+    FailureReason.REJECTED_BY_RELAY: "The shore relay refused it.",
+    FailureReason.PROVIDER_ERROR: "The e-mail or SMS service failed.",
+}
+
+CASE_WORDS = {
+    CaseStatus.RECEIVED: "Received by the union",
+    CaseStatus.ACKNOWLEDGED: "The union is looking at it",
+    CaseStatus.IN_PROGRESS: "The union is working on it",
+    CaseStatus.REFERRED: "Passed to an authority",
+    CaseStatus.RESOLVED: "Resolved",
+    CaseStatus.CLOSED: "Closed",
+}
+
+REFUSAL_WORDS = {
+    "quota-exceeded": "Not enough of this month's quota is left for this message. Write a "
+    "shorter message or send a quick message.",
+    "bad-text": "The message is empty or cannot be read. Please write it again.",
+    "too-large": "The message is too long. Please make it shorter.",
+    "unknown-contact": "Choose a contact from your list.",
+    "unknown-union": "Choose a union from the list.",
+}
+NOT_SAVED = (
+    "NOT saved: the vessel's computer has a storage problem. Try again later and tell the captain."
+)
+RATE_LIMITED = "You sent many messages in a short time. Wait ten minutes, then try again."
+
+
+class _CachedStatic(StaticFiles):
+    """Fonts, icons and the style sheet: cached for a year (their names change with them)."""
+
+    def file_response(self, *args: Any, **kwargs: Any) -> Response:
+        response = super().file_response(*args, **kwargs)
+        response.headers["cache-control"] = "public, max-age=31536000, immutable"
+        return response
+
+
+class _Refusal(Exception):
+    """A sentence (msgid) to show on the form again."""
+
+    def __init__(self, msgid: str) -> None:
+        super().__init__(msgid)
+        self.msgid = msgid
+
+
+def _minutes_text(minutes: int | None, zone: Any) -> str:
+    if minutes is None:
+        return ""
+    moment = datetime.fromtimestamp(minutes * 60, UTC).astimezone(zone)
+    return moment.strftime("%Y-%m-%d %H:%M")
+
+
+def _seconds_text(seconds: float | None, zone: Any) -> str:
+    if seconds is None:
+        return ""
+    return datetime.fromtimestamp(seconds, UTC).astimezone(zone).strftime("%Y-%m-%d %H:%M")
+
+
+def web_routes(intake: Intake, sessions: WebSessions | None = None) -> list[BaseRoute]:
+    """The crew pages, to add to the agent's Starlette routes."""
+    store = sessions or WebSessions()
+    translations = Translations()
+    env = Environment(
+        loader=FileSystemLoader(HERE / "templates"),
+        autoescape=select_autoescape(["html"]),
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    zone = intake.config.time_zone
+    vessel_id = intake.config.vessel.vessel_id
+
+    def case_number(seq: int) -> str:
+        return f"{vessel_id}-{seq}"
+
+    def render(
+        request: Request,
+        template: str,
+        session: WebSession | None,
+        lang: Language,
+        status: int = 200,
+        **values: object,
+    ) -> HTMLResponse:
+        def _(msgid: str, **fields: object) -> str:
+            text = translations.gettext(lang, msgid)
+            return text.format(**fields) if fields else text
+
+        html = env.get_template(template).render(
+            _=_,
+            lang=lang,
+            html_lang=HTML_LANG[lang],
+            languages=[(code, NATIVE_NAMES[code]) for code in PAGE_LANGUAGES],
+            here=quote(request.url.path),
+            session=session,
+            csrf=session.csrf if session else "",
+            **values,
+        )
+        response = HTMLResponse(html, status_code=status)
+        response.headers["content-security-policy"] = (
+            "default-src 'none'; style-src 'self'; img-src 'self'; font-src 'self'; "
+            "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+        )
+        response.headers["referrer-policy"] = "no-referrer"
+        return response
+
+    def current(request: Request) -> WebSession | None:
+        return store.get(request.cookies.get(SESSION_COOKIE))
+
+    def login_redirect() -> Response:
+        return RedirectResponse("/login", status_code=303)
+
+    def page(
+        function: _Page, *, allow_pin_choice: bool = False
+    ) -> Callable[[Request], Awaitable[Response]]:
+        async def wrapped(request: Request) -> Response:
+            session = current(request)
+            if session is None:
+                return login_redirect()
+            if session.must_choose_pin and not allow_pin_choice:
+                return RedirectResponse("/pin", status_code=303)
+            if request.method == "POST":
+                form = await request.form()
+                if not csrf_ok(session.csrf, form.get("csrf")):
+                    logger.warning("crew member %d: form without a valid CSRF token", session.crew)
+                    return render(
+                        request,
+                        "error.html",
+                        session,
+                        session.lang,
+                        403,
+                        message="This form is too old. Go back, reload the page and try again.",
+                    )
+            return await function(request, session)
+
+        return wrapped
+
+    async def form_of(request: Request) -> FormData:
+        return await request.form()
+
+    def int_field(form: FormData, name: str) -> int | None:
+        value = form.get(name)
+        if not isinstance(value, str) or not value.strip().isdigit():
+            return None
+        return int(value.strip())
+
+    # sign in --------------------------------------------------------------------------
+
+    def login_lang(request: Request) -> Language:
+        return page_language(request.cookies.get(LANG_COOKIE), Language.ENG)
+
+    async def login(request: Request) -> Response:
+        lang = login_lang(request)
+        error = None
+        if request.method == "POST":
+            form = await form_of(request)
+            expected = request.cookies.get(LOGIN_COOKIE, "")
+            crew = int_field(form, "crew")
+            pin = form.get("pin")
+            if not expected or not csrf_ok(expected, form.get("csrf")):
+                error = "This form is too old. Reload the page and try again."
+            elif crew is None or not isinstance(pin, str) or not pin:
+                error = "Write your crew number and your PIN."
+            elif store.locked(crew):
+                error = "Too many wrong PINs. Wait five minutes, or ask the captain for a new PIN."
+            else:
+                session = await sign_in(crew, pin.strip())
+                if session is None:
+                    store.failed(crew)
+                    error = "The crew number or the PIN is wrong."
+                else:
+                    target = "/pin" if session.must_choose_pin else "/home"
+                    signed = RedirectResponse(target, status_code=303)
+                    signed.set_cookie(
+                        SESSION_COOKIE, session.token, httponly=True, samesite="strict"
+                    )
+                    signed.delete_cookie(LOGIN_COOKIE)
+                    return signed
+        token = secrets.token_urlsafe(24)
+        response = render(
+            request,
+            "login.html",
+            None,
+            lang,
+            200 if error is None else 400,
+            login_csrf=token,
+            error=error,
+        )
+        response.set_cookie(LOGIN_COOKIE, token, httponly=True, samesite="strict")
+        return response
+
+    async def sign_in(crew: int, pin: str) -> WebSession | None:
+        register = intake.register
+        if await asyncio.to_thread(register.is_duress_pin, crew, pin):
+            member = await asyncio.to_thread(register.get, crew)
+            if member.signed_off:
+                return None
+            logger.info("crew member %d signed in on the web page", crew)
+            fake = SignedIn(member, secrets.token_bytes(32))
+            return store.open(
+                fake, duress=True, lang=page_language(None, member.language), must_choose_pin=False
+            )
+        try:
+            who = await asyncio.to_thread(register.sign_in, crew, pin)
+        except NotSignedIn:
+            return None
+        chosen = await asyncio.to_thread(register.pin_chosen, crew)
+        logger.info("crew member %d signed in on the web page", crew)
+        return store.open(
+            who,
+            duress=False,
+            lang=page_language(None, who.member.language),
+            must_choose_pin=not chosen,
+        )
+
+    async def choose_pin(request: Request, session: WebSession) -> Response:
+        error = None
+        if request.method == "POST":
+            form = await form_of(request)
+            pin, again, duress = form.get("pin"), form.get("pin2"), form.get("duress")
+            if not isinstance(pin, str) or not isinstance(again, str) or pin != again:
+                error = "The two PINs are not the same. Write them again."
+            else:
+                duress_pin = duress.strip() if isinstance(duress, str) and duress.strip() else None
+                try:
+                    who = await asyncio.to_thread(
+                        intake.register.choose_pin,
+                        session.crew,
+                        pin.strip(),
+                        duress_pin,
+                        intake.clock(),
+                    )
+                except CrewRegisterError:
+                    error = "A PIN has 6 to 12 digits; the duress PIN must be different."
+                else:
+                    session.signed_in = who
+                    session.must_choose_pin = False
+                    session.duress = False
+                    return RedirectResponse("/home", status_code=303)
+        return render(
+            request, "pin.html", session, session.lang, 200 if error is None else 400, error=error
+        )
+
+    async def logout(request: Request, session: WebSession) -> Response:
+        store.close(session.token)
+        response = RedirectResponse("/login", status_code=303)
+        response.delete_cookie(SESSION_COOKIE)
+        return response
+
+    async def switch_language(request: Request) -> Response:
+        target = request.query_params.get("next", "/home")
+        if not target.startswith("/") or target.startswith("//"):
+            target = "/home"
+        lang = page_language(request.path_params["code"], Language.ENG)
+        session = current(request)
+        if session is not None:
+            session.lang = lang
+        response = RedirectResponse(target, status_code=303)
+        response.set_cookie(LANG_COOKIE, lang.code, samesite="strict", max_age=365 * 86400)
+        return response
+
+    async def root(request: Request) -> Response:
+        return RedirectResponse("/home" if current(request) else "/login", status_code=303)
+
+    # home, quota ----------------------------------------------------------------------
+
+    async def quota_words(session: WebSession) -> dict[str, int]:
+        status = await asyncio.to_thread(intake.quota, session.crew)
+        total = max(status.quota_bytes, 1)
+        left = status.remaining_bytes if not session.duress else status.quota_bytes
+        used = 0 if session.duress else status.used_bytes
+        return {
+            "left_messages": left // SHORT_MESSAGE_BYTES,
+            "used_percent": min(100, math.ceil(100 * used / total)) if used else 0,
+            "left_percent": max(0, 100 - (min(100, math.ceil(100 * used / total)) if used else 0)),
+        }
+
+    async def home(request: Request, session: WebSession) -> Response:
+        return render(
+            request,
+            "home.html",
+            session,
+            session.lang,
+            quota=await quota_words(session),
+            name=session.signed_in.member.name,
+        )
+
+    # write home, quick messages, stages ------------------------------------------------
+
+    async def contact_list(session: WebSession) -> list[Any]:
+        return await asyncio.to_thread(intake.register.contacts, session.crew)
+
+    def my_messages(session: WebSession) -> list[dict[str, object]]:
+        if session.duress:
+            return []
+        with intake.outbox.reading() as db:
+            rows = db.execute(
+                "SELECT message_seq, contact, quick, state, accepted_at FROM messages "
+                "WHERE crew = ? AND kind = 'message' ORDER BY message_seq DESC LIMIT 20",
+                (session.crew,),
+            ).fetchall()
+        return [
+            {
+                "seq": r[0],
+                "contact": r[1],
+                "quick": r[2],
+                "state": str(r[3]),
+                "at": _seconds_text(r[4], zone),
+            }
+            for r in rows
+        ]
+
+    def refusal_msgid(error: IntakeRefused) -> str:
+        return REFUSAL_WORDS.get(error.code, error.sentence)
+
+    async def send(
+        session: WebSession, contact: int | None, text: str | None, quick: int | None
+    ) -> int:
+        if contact is None:
+            raise _Refusal(REFUSAL_WORDS["unknown-contact"])
+        if not store.allow_action(session.crew):
+            raise _Refusal(RATE_LIMITED)
+        try:
+            accepted = await asyncio.to_thread(
+                intake.send_message, session.crew, contact, text, session.lang, quick
+            )
+        except IntakeRefused as error:
+            raise _Refusal(refusal_msgid(error)) from None
+        except OutboxUnavailable:
+            raise _Refusal(NOT_SAVED) from None
+        logger.info(
+            "crew member %d queued message %d from the web page", session.crew, accepted.message_seq
+        )
+        return accepted.message_seq
+
+    async def write(request: Request, session: WebSession) -> Response:
+        error = None
+        text = ""
+        chosen = int_field(request.query_params, "contact")  # type: ignore[arg-type]
+        if request.method == "POST":
+            form = await form_of(request)
+            chosen = int_field(form, "contact")
+            raw = form.get("text")
+            text = raw if isinstance(raw, str) else ""
+            try:
+                seq = await send(session, chosen, text, None)
+            except _Refusal as refusal:
+                error = refusal.msgid
+            else:
+                return RedirectResponse(f"/messages/{seq}", status_code=303)
+        contacts = await contact_list(session)
+        messages = await asyncio.to_thread(my_messages, session)
+        names = {c.contact: c.name or c.address for c in contacts}
+        return render(
+            request,
+            "write.html",
+            session,
+            session.lang,
+            400 if error else 200,
+            contacts=contacts,
+            chosen=chosen,
+            text=text,
+            error=error,
+            messages=messages,
+            names=names,
+            stage_words=STAGE_WORDS,
+            quota=await quota_words(session),
+        )
+
+    async def quick(request: Request, session: WebSession) -> Response:
+        error = None
+        chosen = None
+        if request.method == "POST":
+            form = await form_of(request)
+            chosen = int_field(form, "contact")
+            code = int_field(form, "code")
+            try:
+                if code is None or code not in PHRASE_CODES:
+                    raise _Refusal("Choose a message.")
+                seq = await send(session, chosen, None, code)
+            except _Refusal as refusal:
+                error = refusal.msgid
+            else:
+                return RedirectResponse(f"/messages/{seq}", status_code=303)
+        phrases = [(code, phrase_icon(code), phrase(code, session.lang)) for code in PHRASE_CODES]
+        return render(
+            request,
+            "quick.html",
+            session,
+            session.lang,
+            400 if error else 200,
+            contacts=await contact_list(session),
+            chosen=chosen,
+            phrases=phrases,
+            error=error,
+        )
+
+    async def message(request: Request, session: WebSession) -> Response:
+        try:
+            seq = int(request.path_params["seq"])
+        except ValueError:
+            seq = 0
+        stages = await asyncio.to_thread(intake.outbox.message_stages, seq)
+        if (
+            stages is None
+            or session.duress
+            or stages["crew"] != session.crew
+            or stages["kind"] != "message"
+        ):
+            return render(
+                request,
+                "error.html",
+                session,
+                session.lang,
+                404,
+                message="There is no such message of yours.",
+            )
+        state = str(stages["state"])
+        reached = {
+            "accepted": stages["accepted_at"],
+            "sent": stages["sent_at"],
+            "acknowledged": stages["acknowledged_at"],
+            "delivered": stages["delivered_at"],
+        }
+        steps = [
+            (STAGE_WORDS[name], _seconds_text(reached[name], zone), reached[name] is not None)  # type: ignore[arg-type]
+            for name in STAGE_ORDER
+        ]
+        failure = None
+        if state == "failed":
+            reason = stages["failure_reason"]
+            try:
+                failure = FAILURE_WORDS[FailureReason(int(str(reason)))]
+            except (ValueError, KeyError):
+                failure = "It could not be delivered."
+        contact = await asyncio.to_thread(
+            intake.register.contact, session.crew, int(str(stages["contact"]))
+        )
+        return render(
+            request,
+            "message.html",
+            session,
+            session.lang,
+            seq=seq,
+            steps=steps,
+            failure=failure,
+            failed_at=_seconds_text(stages["failed_at"], zone),  # type: ignore[arg-type]
+            contact=contact,
+        )
+
+    async def add_contact(request: Request, session: WebSession) -> Response:
+        error = None
+        values: Mapping[str, Any] = {}
+        if request.method == "POST":
+            form = await form_of(request)
+            values = form
+            channel = form.get("channel")
+            address, name, lang_code = form.get("address"), form.get("name"), form.get("lang")
+            if channel not in ("email", "sms") or not isinstance(address, str):
+                error = "Choose e-mail or phone, and write the address or number."
+            elif not store.allow_action(session.crew):
+                error = RATE_LIMITED
+            else:
+                try:
+                    added = await asyncio.to_thread(
+                        intake.register.add_contact,
+                        session.crew,
+                        channel="email" if channel == "email" else "sms",
+                        address=address,
+                        name=name if isinstance(name, str) and name.strip() else None,
+                        language=page_language(str(lang_code or ""), session.lang),
+                        now=intake.clock(),
+                    )
+                except CrewRegisterError:
+                    error = (
+                        "This is not an e-mail address or a phone number with the country "
+                        "code (+95...), or it is already in your list."
+                    )
+                except OutboxUnavailable:
+                    error = NOT_SAVED
+                else:
+                    return RedirectResponse(f"/write?contact={added.contact}", status_code=303)
+        return render(
+            request,
+            "contact.html",
+            session,
+            session.lang,
+            400 if error else 200,
+            error=error,
+            values=values,
+        )
+
+    # report a problem ---------------------------------------------------------------------
+
+    async def report(request: Request, session: WebSession) -> Response:
+        error = None
+        values: Mapping[str, Any] = {}
+        if request.method == "POST":
+            form = await form_of(request)
+            values = form
+            category_value = int_field(form, "category")
+            union = int_field(form, "union")
+            text = form.get("text")
+            try:
+                if category_value is None or category_value not in {
+                    c.value for c in GrievanceCategory
+                }:
+                    raise _Refusal("Choose what the problem is about.")
+                if union is None:
+                    raise _Refusal(REFUSAL_WORDS["unknown-union"])
+                filed = await asyncio.to_thread(
+                    intake.file_grievance,
+                    session.signed_in,
+                    union_id=union,
+                    category=GrievanceCategory(category_value),
+                    text=text if isinstance(text, str) else "",
+                    lang=session.lang,
+                    anonymous=form.get("anonymous") == "yes",
+                )
+            except _Refusal as refusal:
+                error = refusal.msgid
+            except IntakeRefused as refused:
+                error = refusal_msgid(refused)
+            except OutboxUnavailable:
+                error = NOT_SAVED
+            else:
+                del text, form, values
+                logger.info("grievance report %d committed from the web page", filed.message_seq)
+                return render(
+                    request,
+                    "report_done.html",
+                    session,
+                    session.lang,
+                    201,
+                    case_number=filed.case_number,
+                    receipt_code=filed.receipt_code,
+                )
+        return render(
+            request,
+            "report.html",
+            session,
+            session.lang,
+            400 if error else 200,
+            error=error,
+            categories=CATEGORIES,
+            unions=intake.config.unions,
+            values=values,
+        )
+
+    # SOS --------------------------------------------------------------------------------
+
+    async def sos(request: Request, session: WebSession) -> Response:
+        if request.method == "POST":
+            form = await form_of(request)
+            note = form.get("note")
+            try:
+                accepted = await asyncio.to_thread(
+                    intake.sos,
+                    session.crew,
+                    note=note if isinstance(note, str) and note.strip() else None,
+                    lang=session.lang,
+                    position=None,
+                )
+            except (IntakeRefused, OutboxUnavailable):
+                return render(request, "error.html", session, session.lang, 503, message=NOT_SAVED)
+            logger.warning("SOS %d committed from the web page", accepted.message_seq)
+            return render(request, "sos_done.html", session, session.lang, 201)
+        return render(request, "sos.html", session, session.lang)
+
+    # inbox --------------------------------------------------------------------------------
+
+    async def inbox(request: Request, session: WebSession) -> Response:
+        if session.duress:
+            entries: list[dict[str, object]] = []
+            cases: list[int] = []
+        else:
+            cases = await asyncio.to_thread(intake.outbox.my_cases, session.signed_in.case_key)
+            entries = await asyncio.to_thread(intake.outbox.inbox, session.crew, cases)
+        contacts = {c.contact: c for c in await contact_list(session)} if not session.duress else {}
+        shown = []
+        for entry in entries:
+            kind = entry["kind"]
+            when = _minutes_text(entry.get("written_minutes"), zone)  # type: ignore[arg-type]
+            item: dict[str, object] = {"kind": kind, "when": when}
+            if kind == "reply":
+                contact = contacts.get(int(str(entry["contact"])))
+                item["who"] = (contact.name or contact.address) if contact else "?"
+                item["body"] = entry["body"]
+                lang_code = str(entry.get("lang") or "und")
+                try:
+                    item["html_lang"] = HTML_LANG[Language.from_code(lang_code)]
+                except ValueError:
+                    item["html_lang"] = "und"
+            elif kind == "stage":
+                item["seq"] = entry["message_seq"]
+                item["stage"] = STAGE_WORDS.get(str(entry["stage"]), str(entry["stage"]))
+                code = entry.get("code")
+                if entry["stage"] == "failed" and code is not None:
+                    try:
+                        item["reason"] = FAILURE_WORDS[FailureReason(int(str(code)))]
+                    except (ValueError, KeyError):
+                        item["reason"] = "It could not be delivered."
+                if entry["message_seq"] in cases:
+                    item["kind"] = "case"
+                    item["case"] = case_number(int(str(entry["message_seq"])))
+            elif kind == "case":
+                item["case"] = case_number(int(str(entry["case_seq"])))
+                try:
+                    item["stage"] = CASE_WORDS[CaseStatus(int(str(entry["code"])))]
+                except (ValueError, KeyError):
+                    item["stage"] = str(entry.get("stage"))
+            elif kind == "quota":
+                item["kind"] = "quota"
+            shown.append(item)
+        return render(
+            request,
+            "inbox.html",
+            session,
+            session.lang,
+            entries=shown,
+            cases=[case_number(seq) for seq in cases],
+        )
+
+    def both(function: _Page, **kwargs: bool) -> Callable[[Request], Awaitable[Response]]:
+        return page(function, **kwargs)
+
+    return [
+        Route("/", root, methods=["GET"]),
+        Route("/login", login, methods=["GET", "POST"]),
+        Route("/pin", both(choose_pin, allow_pin_choice=True), methods=["GET", "POST"]),
+        Route("/logout", page(logout, allow_pin_choice=True), methods=["POST"]),
+        Route("/lang/{code}", switch_language, methods=["GET"]),
+        Route("/home", page(home), methods=["GET"]),
+        Route("/write", page(write), methods=["GET", "POST"]),
+        Route("/quick", page(quick), methods=["GET", "POST"]),
+        Route("/messages/{seq}", page(message), methods=["GET"]),
+        Route("/contacts/new", page(add_contact), methods=["GET", "POST"]),
+        Route("/report", page(report), methods=["GET", "POST"]),
+        Route("/sos", page(sos), methods=["GET", "POST"]),
+        Route("/inbox", page(inbox), methods=["GET"]),
+        Mount("/static", app=_CachedStatic(directory=HERE / "static"), name="static"),
+    ]
+
+
+def is_static(scope: Scope) -> bool:
+    """Whether a request is for a cached static file (fonts, icons, style sheet)."""
+    return str(scope.get("path", "")).startswith("/static/")
