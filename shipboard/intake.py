@@ -20,6 +20,7 @@ import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from protocol.cases import make_receipt_code, reporter_reply_keys
 from protocol.codebook import Codebook
 from protocol.errors import InvalidEnvelope, InvalidText, LimitExceeded
 from protocol.languages import Language
@@ -80,8 +81,8 @@ def normalise(text: str, lang: Language | None = None) -> str:
 
 
 def new_receipt_code() -> str:
-    """A 16-digit receipt code (it looks like a phone number, GlobaLeaks-style)."""
-    return "".join(secrets.choice("0123456789") for _ in range(16))
+    """A 16-digit receipt code (looks like a phone number, GlobaLeaks-style; Luhn-checked)."""
+    return make_receipt_code("".join(secrets.choice("0123456789") for _ in range(15)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,6 +202,8 @@ class Intake:
             written_minutes=int(now // 60),
             crew_name=None if anonymous else member.name,
             crew_document=None if anonymous else member.document,
+            # the union's notes come back sealed to a key only the reporter's PIN unlocks
+            reply_key=reporter_reply_keys(signed_in.case_key).public_key,
         )
         try:
             sealed = seal_grievance(plaintext, union.public_key, self.codebook)
