@@ -382,10 +382,6 @@ class Store(Protocol):
         """(vessel, message_seq, sealed, accepted_at) of every report sealed to ``union``,
         as ingested (whether or not the delivery worker runs), in order of arrival."""
 
-    async def union_reports(self, union: int) -> Sequence[tuple[int, int, bytes, float]]:
-        """(vessel, message_seq, sealed, accepted_at) of every report sealed to ``union``,
-        as ingested (whether or not the delivery worker runs), in order of arrival."""
-
     # downlink ----------------------------------------------------------------------------
     async def queue_downlink(
         self, vessel_id: int, envelopes: Sequence[Envelope], now: float, dedupe: str | None = None

@@ -1140,26 +1140,6 @@ class SqlStore:
             )
         return [(int(r[0]), int(r[1]), bytes(r[2]), float(r[3])) for r in rows]
 
-    async def union_reports(self, union: int) -> Sequence[tuple[int, int, bytes, float]]:
-        async with self._transaction() as tx:
-            rows = await tx.fetch(
-                "SELECT vessel_id, message_seq, sealed, accepted_at FROM messages "
-                "WHERE kind = 'grievance' AND union_id = $1 AND sealed IS NOT NULL "
-                "ORDER BY accepted_at, vessel_id, message_seq",
-                union,
-            )
-        return [(int(r[0]), int(r[1]), bytes(r[2]), float(r[3])) for r in rows]
-
-    async def union_reports(self, union: int) -> Sequence[tuple[int, int, bytes, float]]:
-        async with self._transaction() as tx:
-            rows = await tx.fetch(
-                "SELECT vessel_id, message_seq, sealed, accepted_at FROM messages "
-                "WHERE kind = 'grievance' AND union_id = $1 AND sealed IS NOT NULL "
-                "ORDER BY accepted_at, vessel_id, message_seq",
-                union,
-            )
-        return [(int(r[0]), int(r[1]), bytes(r[2]), float(r[3])) for r in rows]
-
     # downlink ----------------------------------------------------------------------------
 
     async def _queue(

@@ -37,13 +37,6 @@ def _mount_union() -> None:
     union_cli.register(app)
 
 
-def _mount_union() -> None:
-    """``vessel-relay union``: the union's inbox (runs on the union's machine)."""
-    from shore.union import cli as union_cli
-
-    union_cli.register(app)
-
-
 def _mount_demo() -> None:
     from vessel_relay import demo
 
@@ -51,7 +44,6 @@ def _mount_demo() -> None:
 
 
 _mount_sides()
-_mount_union()
 _mount_union()
 _mount_demo()
 
