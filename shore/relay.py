@@ -238,7 +238,8 @@ async def mqtt_service(
         try:
             async with client:
                 await client.subscribe(topic, qos=1)
-                log.info("%s subscribed to %s at %s", config.client_id, topic, config.mqtt.url)
+                host, port = config.mqtt_host_port  # not the URL: it may hold a password
+                log.info("%s subscribed to %s at %s:%d", config.client_id, topic, host, port)
                 backoff = 1.0
                 if metrics is not None:
                     metrics.broker_up()
