@@ -1,0 +1,121 @@
+"""Report: the vessel agent's own figures for a month, signed with the vessel key.
+
+:func:`build_statement` counts, from the outbox alone, per crew member: the text bytes
+offered (accepted on board), sent (in batches the shore acknowledged; each message once, so
+retransmissions count zero), delivered and failed, and the quota granted; the link bytes
+the vessel pushed (retransmissions included: they cost money) and, when the caller knows
+them, the link sessions, billed bytes and cost under the vessel's link profile. Grievance
+reports and SOS are not counted per person; padding and cover bytes are not text.
+
+The statement goes to the shore with ``vessel-relay ship report``; the shore's report
+(:mod:`shore.reports`) puts it next to its own figures and lists every disagreement.
+Months are UTC calendar months (``YYYYMM``), the months the outbox charges quotas in.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Mapping, Sequence
+
+from protocol.compliance import AgentCrew, AgentStatement, LinkFigures
+from protocol.signing import SigningKey
+from shipboard.outbox import Outbox, month_of
+from shipboard.profiles import LinkProfile
+
+logger = logging.getLogger(__name__)
+
+
+def link_figures(
+    outbox: Outbox,
+    month: int,
+    profile: LinkProfile,
+    session_link_bytes: Sequence[int] | None = None,
+) -> LinkFigures:
+    """Link bytes of the month's batches (each send counted) and, given sessions, billing."""
+    with outbox.reading() as db:
+        rows = db.execute("SELECT link_bytes, send_count, made_at FROM batches").fetchall()
+    pushed = sum(int(b) * int(n) for b, n, at in rows if month_of(float(at)) == month)
+    if session_link_bytes is None:
+        return LinkFigures(profile.name, None, pushed, None, None)
+    billed = sum(profile.billed_bytes(s) for s in session_link_bytes)
+    cost_micro = round(profile.cost_usd(billed) * 1_000_000)
+    return LinkFigures(profile.name, len(session_link_bytes), pushed, billed, cost_micro)
+
+
+def build_statement(
+    outbox: Outbox,
+    month: int,
+    *,
+    quota_bytes: int | Mapping[int, int],
+    profile: LinkProfile,
+    vessel_key: SigningKey,
+    now: float,
+    session_link_bytes: Sequence[int] | None = None,
+    days_at_sea: int | None = None,
+    grievance_lane_daily: bool | None = None,
+) -> AgentStatement:
+    """The agent's signed statement for ``month`` (YYYYMM, UTC).
+
+    ``quota_bytes`` is the monthly text quota the crew were granted: one figure for all,
+    or one per crew member (an owner who throttled some crew members shows here).
+    """
+    with outbox.reading() as db:
+        crew_rows = db.execute(
+            "SELECT crew, name, document, nationality FROM crew WHERE signed_off_at IS NULL "
+            "OR crew IN (SELECT crew FROM messages WHERE month = ? AND kind = 'message') "
+            "ORDER BY crew",
+            (month,),
+        ).fetchall()
+        figures = db.execute(
+            "SELECT crew, SUM(text_bytes), "
+            "SUM(CASE WHEN state IN ('acknowledged', 'delivered') OR (state = 'failed' AND "
+            "acknowledged_at IS NOT NULL) THEN text_bytes ELSE 0 END), "
+            "SUM(CASE WHEN state = 'delivered' THEN text_bytes ELSE 0 END), "
+            "SUM(CASE WHEN state = 'failed' THEN text_bytes ELSE 0 END) "
+            "FROM messages WHERE month = ? AND kind = 'message' GROUP BY crew",
+            (month,),
+        ).fetchall()
+        batch_rows = db.execute(
+            "SELECT DISTINCT b.batch_seq, b.data FROM batches b "
+            "JOIN batch_messages bm ON bm.batch_seq = b.batch_seq "
+            "JOIN messages m ON m.message_seq = bm.message_seq "
+            "WHERE b.state = 'acked' AND m.kind = 'message' AND m.month = ? "
+            "ORDER BY b.batch_seq",
+            (month,),
+        ).fetchall()
+    by_crew = {int(r[0]): tuple(int(v) for v in r[1:]) for r in figures}
+    crew: list[AgentCrew] = []
+    for number, name, document, nationality in crew_rows:
+        offered, sent, delivered, failed = by_crew.get(int(number), (0, 0, 0, 0))
+        quota = quota_bytes if isinstance(quota_bytes, int) else quota_bytes.get(int(number), 0)
+        crew.append(
+            AgentCrew(
+                int(number),
+                str(name),
+                str(document),
+                str(nationality),
+                offered,
+                sent,
+                delivered,
+                failed,
+                quota,
+            )
+        )
+    statement = AgentStatement(
+        vessel_id=outbox.vessel_id,
+        month=month,
+        made_minutes=int(now // 60),
+        crew=tuple(crew),
+        link=link_figures(outbox, month, profile, session_link_bytes),
+        days_at_sea=days_at_sea,
+        grievance_lane_daily=grievance_lane_daily,
+        batches=tuple((int(seq), hashlib.sha256(bytes(data)).digest()) for seq, data in batch_rows),
+    ).signed(vessel_key)
+    logger.info(
+        "agent statement for month %d: %d crew members, %d acknowledged batches",
+        month,
+        len(crew),
+        len(statement.batches),
+    )
+    return statement

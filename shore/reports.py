@@ -1,0 +1,230 @@
+"""Reports: the shore's side of a monthly compliance report, built from the log and the store.
+
+:func:`build_report` gathers, for one vessel and one month (UTC), the vessel's log leaves
+with text of that month and their inclusion proofs, a signed tree head that covers them
+(the latest one, or a fresh one if the latest is older than the leaves), the month's earlier
+daily heads with consistency proofs, and the shore's own figures per crew member: text bytes
+received (the leaves' sum), delivered and failed (the delivery records). With the agent's
+signed statement it lists every disagreement and runs the rule's test; then the shore
+counter-signs the whole report. :func:`fleet_summary` gives an inspector one line per vessel.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from protocol.compliance import (
+    AgentStatement,
+    ComplianceReport,
+    EarlierHead,
+    LinkFigures,
+    LogLeaf,
+    ProvenLeaf,
+    ShoreCrew,
+    SignedTreeHead,
+    disagreements,
+    message_text_bytes,
+    rule_test,
+)
+from protocol.merkle import consistency_proof, inclusion_proof
+from protocol.signing import SigningKey
+from shore.store_sql import SqlStore
+from shore.transparency import heads, latest_head, leaf_hashes, sign_head, vessel_leaves
+
+log = logging.getLogger(__name__)
+
+
+class ReportError(Exception):
+    """A report that cannot be built as asked (the message says why and what to do)."""
+
+
+def month_bounds_minutes(month: int) -> tuple[int, int]:
+    """UTC minutes of the first minute of ``month`` (YYYYMM) and of the next month."""
+    year, number = divmod(month, 100)
+    start = datetime(year, number, 1, tzinfo=UTC)
+    end = datetime(year + (number == 12), number % 12 + 1, 1, tzinfo=UTC)
+    return int(start.timestamp()) // 60, int(end.timestamp()) // 60
+
+
+async def shore_crew_figures(
+    store: SqlStore, vessel_id: int, month: int, leaves: list[LogLeaf]
+) -> tuple[ShoreCrew, ...]:
+    """Text bytes received (from the leaves), delivered and failed, per crew member."""
+    sent: dict[int, int] = {}
+    for leaf in leaves:
+        for crew, text_bytes in leaf.text_bytes_in(month).items():
+            sent[crew] = sent.get(crew, 0) + text_bytes
+    start, end = month_bounds_minutes(month)
+    async with store._transaction() as tx:
+        rows = await tx.fetch(
+            "SELECT m.crew, m.body, m.quick, d.outcome FROM messages m "
+            "LEFT JOIN deliveries d ON d.vessel_id = m.vessel_id "
+            "AND d.message_seq = m.message_seq "
+            "WHERE m.vessel_id = $1 AND m.kind = 'message' "
+            "AND m.written_minutes >= $2 AND m.written_minutes < $3",
+            vessel_id,
+            start,
+            end,
+        )
+    delivered: dict[int, int] = {}
+    failed: dict[int, int] = {}
+    for crew, body, quick, outcome in rows:
+        text_bytes = message_text_bytes(body, quick)
+        if outcome == "delivered":
+            delivered[int(crew)] = delivered.get(int(crew), 0) + text_bytes
+        elif outcome == "failed":
+            failed[int(crew)] = failed.get(int(crew), 0) + text_bytes
+    crews = sorted(set(sent) | set(delivered) | set(failed))
+    return tuple(ShoreCrew(c, sent.get(c, 0), delivered.get(c, 0), failed.get(c, 0)) for c in crews)
+
+
+async def shore_link_figures(store: SqlStore, vessel_id: int, month: int) -> LinkFigures:
+    """Uplink batches stored ashore with a batch time in ``month``: their link bytes."""
+    start, end = month_bounds_minutes(month)
+    async with store._transaction() as tx:
+        row = await tx.fetchrow(
+            "SELECT COUNT(*), COALESCE(SUM(link_bytes), 0) FROM batches WHERE vessel_id = $1 "
+            "AND state = 'stored' AND batch_minutes >= $2 AND batch_minutes < $3",
+            vessel_id,
+            start,
+            end,
+        )
+    assert row is not None
+    return LinkFigures("shore", None, int(row[1]), None, None)
+
+
+@dataclass(frozen=True, slots=True)
+class _LoggedMonth:
+    leaves: list[tuple[int, bytes, LogLeaf]]
+
+
+async def _month_leaves(store: SqlStore, vessel_id: int, month: int) -> _LoggedMonth:
+    found = []
+    for index, data in await vessel_leaves(store, vessel_id):
+        leaf = LogLeaf.decode(data)
+        if leaf.text_bytes_in(month):
+            found.append((index, data, leaf))
+    return _LoggedMonth(found)
+
+
+async def build_report(
+    store: SqlStore,
+    vessel_id: int,
+    month: int,
+    shore_key: SigningKey,
+    now: float,
+    *,
+    statement: AgentStatement | None = None,
+) -> ComplianceReport:
+    """The shore-signed compliance report of one vessel for one month (UTC, ``YYYYMM``)."""
+    vessel = await store.get_vessel(vessel_id)
+    if vessel is None:
+        raise ReportError(f"vessel {vessel_id} is not registered; see 'shore vessel list'")
+    if statement is not None and (statement.vessel_id, statement.month) != (vessel_id, month):
+        raise ReportError(
+            f"the agent's statement is for vessel {statement.vessel_id}, month "
+            f"{statement.month}, not vessel {vessel_id}, month {month}"
+        )
+    logged = await _month_leaves(store, vessel_id, month)
+    head = await latest_head(store)
+    needed = max((index + 1 for index, _, _ in logged.leaves), default=0)
+    last_logged = max((leaf.received_minutes for _, _, leaf in logged.leaves), default=0)
+    if head is None or head.head.tree_size < needed or head.head.timestamp_minutes < last_logged:
+        head = await sign_head(store, shore_key, now)
+    size = head.head.tree_size
+    hashes = await leaf_hashes(store, size)
+    proven = tuple(
+        ProvenLeaf(index, data, tuple(inclusion_proof(hashes, index, size)))
+        for index, data, _ in logged.leaves
+    )
+    start, end = month_bounds_minutes(month)
+    earlier = tuple(
+        EarlierHead(h, tuple(consistency_proof(hashes, h.head.tree_size, size)))
+        for h in await heads(store, from_minutes=start, to_minutes=end)
+        if h.head.tree_size <= size and h != head
+    )
+    shore_crew = await shore_crew_figures(
+        store, vessel_id, month, [leaf for _, _, leaf in logged.leaves]
+    )
+    shore_link = await shore_link_figures(store, vessel_id, month)
+    quota = {c.crew: c.quota_bytes for c in statement.crew} if statement else {}
+    sent = {c.crew: c.sent_bytes for c in shore_crew}
+    notes: list[str] = []
+    if statement is None:
+        notes.append(
+            "no agent statement: the crew's names, the quota granted and the link sessions "
+            "are unknown, so the rule's test cannot be met"
+        )
+    else:
+        if statement.days_at_sea is None:
+            notes.append("days at sea: not measured")
+        if statement.grievance_lane_daily is None:
+            notes.append("grievance lane open every day: not measured (no daily slot records)")
+    report = ComplianceReport(
+        vessel_id=vessel_id,
+        vessel_name=vessel.info.name,
+        month=month,
+        made_minutes=int(now // 60),
+        statement=statement,
+        shore_crew=shore_crew,
+        shore_link=shore_link,
+        rule=rule_test(quota, sent),
+        disagreements=disagreements(statement, shore_crew, shore_link),
+        leaves=proven,
+        head=head,
+        earlier_heads=earlier,
+        notes=tuple(notes),
+    ).signed(shore_key)
+    log.info(
+        "compliance report for vessel %d month %d: %d leaves, head size %d, rule %s, "
+        "%d disagreements",
+        vessel_id,
+        month,
+        len(proven),
+        size,
+        "met" if report.rule.met else "not met",
+        len(report.disagreements),
+    )
+    return report
+
+
+@dataclass(frozen=True, slots=True)
+class FleetLine:
+    """One vessel's line in an inspector's fleet summary (shore figures only)."""
+
+    vessel_id: int
+    name: str
+    batches: int
+    crew_with_text: int
+    text_bytes: int
+    link_bytes: int
+
+
+async def fleet_summary(store: SqlStore, month: int) -> list[FleetLine]:
+    """Per registered vessel: logged batches, crew members with text, text and link bytes."""
+    lines = []
+    for vessel in await store.list_vessels():
+        logged = await _month_leaves(store, vessel.vessel_id, month)
+        crew: dict[int, int] = {}
+        for _, _, leaf in logged.leaves:
+            for c, b in leaf.text_bytes_in(month).items():
+                crew[c] = crew.get(c, 0) + b
+        link = await shore_link_figures(store, vessel.vessel_id, month)
+        lines.append(
+            FleetLine(
+                vessel.vessel_id,
+                vessel.info.name,
+                len(logged.leaves),
+                len(crew),
+                sum(crew.values()),
+                link.link_bytes,
+            )
+        )
+    return lines
+
+
+def head_of(report: ComplianceReport) -> SignedTreeHead:
+    """The report's signed tree head (for co-signing and the QR code)."""
+    return report.head
