@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import signal
-import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -269,7 +269,7 @@ async def _run(
             await serving
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
-    print("stopped", file=sys.stderr, flush=True)
+    logging.getLogger("shore.relay").info("relay stopped")
 
 
 def register(app: typer.Typer) -> None:
