@@ -102,7 +102,7 @@ async def _simulate(tmp: Path) -> Month:
                 language=Language.ENG,
                 now=now,
             )
-            contact = register.add_contact(
+            added = register.add_contact(
                 member.crew,
                 channel="email",
                 address=f"family{i}@example.org",
@@ -110,7 +110,7 @@ async def _simulate(tmp: Path) -> Month:
                 language=None,
                 now=now,
             )
-            contacts[member.crew] = contact.contact
+            contacts[member.crew] = added.contact
         lost_once: set[int] = set()
         for hour in range(0, 31 * 24, 6):
             now = START + hour * 3600
