@@ -246,3 +246,67 @@ async def test_a_union_sees_only_its_own_reports_and_requests_must_be_signed(
         replayed = await http.post(path, content=body, headers=headers)
         assert replayed.status_code == 401
         assert "already used" in replayed.json()["error"]
+
+
+CANARIES = {
+    Language.MYA: "ကနရီ-မြန်မာ လစာမရ ၄၄၁၇",
+    Language.KHM: "កាណារី ខ្មែរ ប្រាក់ខែ ៤៤១៧",
+    Language.THA: "คานารี ไทย ค่าจ้าง ๔๔๑๗",
+    Language.LAO: "ຄານາຣີ ລາວ ຄ່າຈ້າງ ໔໔໑໗",
+    Language.ENG: "canary-english wages 4417",
+}
+ZAWGYI_CANARY = "ကနရီ ေဇာ္ဂ်ီ လစာ ၄၄၁၇"  # Zawgyi-encoded text, converted at intake
+
+
+def _forms(text: str) -> list[bytes]:
+    words = [text, *text.split()]
+    found: list[bytes] = []
+    for word in words:
+        if len(word) >= 4:
+            found += [word.encode("utf-8"), word.encode("utf-16-le"), word.encode("utf-16-be")]
+    return found
+
+
+async def test_canaries_leave_no_trace_on_board_or_at_the_relay(
+    world: World, tmp_path: Path
+) -> None:
+    """Canary reports in five languages (and Zawgyi) are filed, batched and stored by the
+    relay; no file the agent or the relay wrote (db, -wal, -shm) holds any of their words
+    in UTF-8 or UTF-16. (The union's own database holds them, by design: excluded.)"""
+    register = CrewRegister(world.outbox)
+    member, pin = register.add(
+        name="Canary Crew", document="CAN-1", nationality="MM", language=Language.MYA, now=NOW
+    )
+    signed_in = register.sign_in(member.crew, pin)
+    texts = [*CANARIES.items(), (Language.MYA, ZAWGYI_CANARY)]
+    for lang, text in texts:
+        world.intake.file_grievance(
+            signed_in,
+            union_id=7,
+            category=GrievanceCategory.OTHER,
+            text=text,
+            lang=lang,
+            anonymous=True,
+        )
+    await _uplink(world)
+    world.outbox.checkpoint()
+    needles = [form for _, text in texts for form in _forms(text)]
+    skip = (world.union_dir, world.other_dir)
+    hits, scanned = await asyncio.to_thread(_scan, tmp_path, needles, skip)
+    assert hits == []
+    assert scanned >= 3  # outbox, relay store, their WAL files at least
+    # and the union does read them
+    assert "6 new cases" in await _cli("union", "fetch", "--dir", str(world.union_dir))
+
+
+def _scan(root: Path, needles: list[bytes], skip: tuple[Path, ...]) -> tuple[list[str], int]:
+    """Files under ``root`` (outside ``skip``) holding any needle, and how many were read."""
+    hits: list[str] = []
+    scanned = 0
+    for path in root.rglob("*"):
+        if not path.is_file() or any(folder in path.parents for folder in skip):
+            continue
+        data = path.read_bytes()
+        scanned += 1
+        hits += [f"{path}: {needle!r}" for needle in needles if needle in data]
+    return hits, scanned
