@@ -201,10 +201,11 @@ class DemoStack:
     async def _finish(self, task: asyncio.Task[None], what: str) -> None:
         self.stopping.set()
         try:
-            async with asyncio.timeout(15):
+            async with asyncio.timeout(10):
                 await asyncio.shield(task)
         except TimeoutError:
-            logger.warning("the %s did not stop within 15 s: cancelling", what)
+            # A satellite session in progress does not watch ``stopping``: cut it short.
+            logger.info("the %s did not stop within 10 s: cancelling", what)
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task

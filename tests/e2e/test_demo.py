@@ -1,0 +1,106 @@
+"""`vessel-relay demo` as a newcomer runs it: the real command, in its own process."""
+
+from __future__ import annotations
+
+import json
+import mailbox
+import os
+import signal
+import smtplib
+import ssl
+import subprocess
+import time
+from email.message import EmailMessage
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+CLI = [str(ROOT / ".venv" / "bin" / "vessel-relay")]
+
+
+def _run_demo(*args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [*CLI, "demo", *args],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+
+
+@pytest.mark.parametrize("broker", ["mosquitto", pytest.param("amqtt", marks=pytest.mark.slow)])
+def test_scripted_day_is_delivered_once_and_the_summary_is_right(
+    tmp_path: Path, broker: str
+) -> None:
+    """`demo --script --link fast`: a day of messages in five languages, a grievance report
+    and an SOS go through the whole system; every family message lands once in the
+    Maildir, and the command exits 0 with a summary that says so."""
+    info = tmp_path / "info.json"
+    process = _run_demo(
+        "--script",
+        "--link",
+        "fast",
+        "--broker",
+        broker,
+        "--info",
+        str(info),
+        "--workdir",
+        str(tmp_path / "demo"),
+    )
+    output, _ = process.communicate(timeout=240)
+    print(output)
+    assert process.returncode == 0, output
+    assert "RESULT: right" in output
+    assert "delivered:  16" in output
+    written = json.loads(info.read_text())
+    assert written["mqtt_broker"]["kind"].startswith(broker)
+    box = mailbox.Maildir(written["maildir"], create=False)
+    ids = [message["Message-ID"] for message in box]
+    assert len(ids) == 15
+    assert len(set(ids)) == 15
+
+
+def test_info_file_lets_a_mail_app_write_home_and_ctrl_c_stops_cleanly(tmp_path: Path) -> None:
+    """A running demo (no --script) writes --info; a crew member's mail app uses the
+    SMTP intake login it lists (STARTTLS, crew number and PIN), the message reaches the
+    family's Maildir, and Ctrl-C (SIGINT) stops every part with exit status 0."""
+    info = tmp_path / "info.json"
+    process = _run_demo("--link", "fast", "--info", str(info), "--workdir", str(tmp_path / "d"))
+    try:
+        deadline = time.monotonic() + 60
+        while not info.exists():
+            assert process.poll() is None, process.stdout.read() if process.stdout else ""
+            assert time.monotonic() < deadline, "the demo did not write --info within 60 s"
+            time.sleep(0.2)
+        written = json.loads(info.read_text())
+        intake = written["smtp_intake"]
+        login = intake["logins"][1]
+        message = EmailMessage()
+        message["From"] = f"{login['username']}@vessel.demo"
+        message["To"] = login["family_contact"]
+        message["Subject"] = "home"
+        message.set_content("สวัสดีจ้ะ ส่งจากโทรศัพท์")
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE  # the demo intake's self-signed certificate
+        with smtplib.SMTP(intake["host"], intake["port"], timeout=30) as smtp:
+            smtp.starttls(context=context)
+            smtp.login(login["username"], login["password"])
+            smtp.send_message(message)
+        maildir = Path(written["maildir"])
+        deadline = time.monotonic() + 60
+        while not any((maildir / "new").iterdir()):
+            assert time.monotonic() < deadline, "the family mail did not arrive within 60 s"
+            time.sleep(0.3)
+        process.send_signal(signal.SIGINT)
+        output, _ = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    print(output)
+    assert process.returncode == 0, output
+    assert "stopping" in output
+    assert "Traceback" not in output
