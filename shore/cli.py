@@ -7,6 +7,7 @@ import contextlib
 import logging
 import os
 import signal
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -272,6 +273,79 @@ async def _run(
     logging.getLogger("shore.relay").info("relay stopped")
 
 
+operator_app = typer.Typer(help="Dashboard operator accounts.", no_args_is_help=True)
+
+
+def operator_add(
+    name: Annotated[str, typer.Argument(help="The operator's login name.")],
+    config: ConfigOption = Path("relay.toml"),
+) -> None:
+    """Add (or reset) a dashboard operator; the password is asked for (or read from stdin).
+
+    Example: vessel-relay shore operator add alice -c /var/lib/vessel-relay/relay.toml
+    """
+    from shore.dashboard.auth import OperatorFileError, add_operator
+    from shore.dashboard.serve import operators_path
+
+    relay_config = _config(config)
+    if sys.stdin.isatty():
+        password = typer.prompt("password", hide_input=True, confirmation_prompt=True)
+    else:
+        password = sys.stdin.readline().rstrip("\n")
+    try:
+        add_operator(operators_path(relay_config), name, password)
+    except (OperatorFileError, OSError) as exc:
+        raise _fail(exc) from exc
+    typer.echo(f"operator {name} saved in {operators_path(relay_config)}")
+
+
+def dashboard(
+    config: ConfigOption = Path("relay.toml"),
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8090,
+    silent_after_h: Annotated[
+        float, typer.Option(help="Hours without a batch before a vessel is listed as silent.")
+    ] = 36.0,
+    https_only: Annotated[
+        bool, typer.Option(help="Send the session cookie only over HTTPS (behind a proxy).")
+    ] = False,
+    log_format: Annotated[str, typer.Option(help="Log lines as text or json.")] = "text",
+    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+) -> None:
+    """Serve the operator dashboard (fleet, vessels, delivery failures, silent vessels).
+
+    Example: vessel-relay shore dashboard -c /var/lib/vessel-relay/relay.toml --port 8090
+    """
+    from shore.dashboard.auth import OperatorFileError
+    from shore.dashboard.serve import serve_dashboard
+
+    relay_config = _config(config)
+    try:
+        configure_logging(log_format, log_level)
+    except LogSetupError as exc:
+        raise _fail(exc) from exc
+    typer.echo(f"dashboard: http://{host}:{port}/ (store {relay_config.store.backend})")
+
+    async def main() -> None:
+        stopping = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stopping.set)
+        await serve_dashboard(
+            relay_config,
+            host,
+            port,
+            stopping,
+            silent_after_s=silent_after_h * 3600,
+            https_only=https_only,
+        )
+
+    try:
+        asyncio.run(main())
+    except (StoreError, OperatorFileError) as exc:
+        raise _fail(exc) from exc
+
+
 def register(app: typer.Typer) -> None:
     """Add this side's commands to its group."""
     app.command("keygen")(keygen_command("shore", "shore"))
@@ -283,3 +357,6 @@ def register(app: typer.Typer) -> None:
     vessel_app.command("rotate-key")(vessel_rotate_key)
     vessel_app.command("revoke-key")(vessel_revoke_key)
     app.add_typer(vessel_app, name="vessel")
+    app.command("dashboard")(dashboard)
+    operator_app.command("add")(operator_add)
+    app.add_typer(operator_app, name="operator")
