@@ -1,0 +1,113 @@
+"""Operator queries on both store backends: fleet, silence, activity, outcomes, actions."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from protocol.envelopes import DeliveryFailure
+from shore.store_ops import DeliveryNotFound, OperatorQueries
+from shore.store_postgres import PostgresStore
+from shore.store_sql import SqlStore
+from shore.store_sqlite import SqliteStore
+from tests.ops.fleet_data import ADDRESS, DAY, TEXT, populate
+from tests.shore.store_fixtures import PostgresServer
+from tests.shore.test_store import postgres  # noqa: F401 (the session's PostgreSQL fixture)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[SqlStore]:
+    opened: SqlStore
+    if request.param == "sqlite":
+        opened = await SqliteStore.open(tmp_path / "relay.db")
+    else:
+        server: PostgresServer = request.getfixturevalue("postgres")
+        opened = await PostgresStore.open(server.create_database())
+    try:
+        yield opened
+    finally:
+        await opened.close()
+
+
+async def test_fleet_view_silence_activity_and_outcomes(store: SqlStore) -> None:
+    """The operator sees each vessel's last contact, this month's bytes, its queue and
+    failures; the vessel silent for five days and the one never heard are listed silent."""
+    now = time.time()
+    fleet = await populate(store, now)
+    queries = OperatorQueries(store, silent_after_s=36 * 3600)
+    rows = {row.vessel_id: row for row in await queries.fleet(now)}
+    assert set(rows) == {7, 8, 9}
+    busy = rows[fleet.busy]
+    assert not busy.silent
+    assert busy.last_heard_at is not None
+    assert now - busy.last_heard_at < 2 * DAY
+    assert busy.queued_deliveries == 2  # one retrying, one never tried
+    assert busy.failed_deliveries == 1
+    assert busy.quarantined == 1
+    assert busy.uplink_bytes_month > 0
+    assert rows[fleet.quiet].silent
+    assert rows[fleet.never].silent
+    assert [row.vessel_id for row in await queries.silent_vessels(now)] == [9, 8]
+    days = await queries.activity(fleet.busy, now)
+    assert len(days) == 30
+    assert sum(day.batches for day in days) == sum(1 + d % 3 for d in range(1, 21))
+    assert await queries.delivery_outcomes(fleet.busy) == {
+        "delivered": 3,
+        "failed: ADDRESS_INVALID": 1,
+        "queued": 2,
+    }
+    (quarantined,) = await queries.quarantined(fleet.busy)
+    assert quarantined.reason == "SIGNATURE_INVALID"
+    assert quarantined.batch_seq == 99
+    summary = await queries.summary(now)
+    assert (summary.vessels, summary.vessels_silent) == (3, 2)
+    assert (summary.deliveries_queued, summary.deliveries_retrying) == (2, 1)
+    assert (summary.deliveries_failed, summary.quarantine_entries) == (1, 1)
+    for row in await queries.failing_deliveries():
+        assert TEXT not in repr(row)
+        assert ADDRESS not in repr(row)
+
+
+async def test_give_up_tells_the_vessel_and_retry_reopens(store: SqlStore) -> None:
+    """Giving up a retrying delivery fails it and queues the failure receipt to the vessel;
+    retrying a failed one makes it due again at once with a fresh deadline."""
+    now = time.time()
+    fleet = await populate(store, now)
+    queries = OperatorQueries(store)
+    failing = {(d.message_seq, d.outcome) for d in await queries.failing_deliveries(fleet.busy)}
+    assert failing == {(fleet.failed_seq, "failed"), (fleet.retrying_seq, None)}
+
+    await queries.give_up_delivery(fleet.busy, fleet.retrying_seq, now)
+    records = {r.key.message_seq: r for r in await store.deliveries(fleet.busy)}
+    assert records[fleet.retrying_seq].outcome == "failed"
+    batch = await store.make_downlink_batch(fleet.busy, now, _keep, 200)
+    assert batch is not None
+    assert any(
+        isinstance(e, DeliveryFailure) and e.message_seq == fleet.retrying_seq for e in _KEPT
+    )
+    with pytest.raises(DeliveryNotFound):
+        await queries.give_up_delivery(fleet.busy, fleet.retrying_seq, now)
+
+    await queries.retry_delivery(fleet.busy, fleet.failed_seq, now + 10)
+    records = {r.key.message_seq: r for r in await store.deliveries(fleet.busy)}
+    reopened = records[fleet.failed_seq]
+    assert reopened.outcome is None
+    assert reopened.due_at == now + 10
+    assert reopened.deadline_at > now + DAY
+    due = await store.claim_due_deliveries(now + 11, 10, "relay-2-d1")
+    assert fleet.failed_seq in {d.message_seq for d in due}
+    with pytest.raises(DeliveryNotFound):
+        await queries.retry_delivery(fleet.busy, 1, now)  # delivered: nothing to retry
+
+
+_KEPT: list[object] = []
+
+
+def _keep(downlink_seq: int, envelopes: object) -> bytes:
+    assert isinstance(envelopes, list | tuple)
+    _KEPT.clear()
+    _KEPT.extend(envelopes)
+    return b"x"
