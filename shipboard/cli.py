@@ -280,6 +280,7 @@ def run(
         raise _fail(exc) from exc
     typer.echo(f"SMTP intake: {loaded.intake.smtp_host}:{loaded.intake.smtp_port} (STARTTLS)")
     typer.echo(f"HTTP API:    http://{loaded.intake.http_host}:{loaded.intake.http_port}/api/")
+    typer.echo(f"Crew page:   http://{loaded.intake.http_host}:{loaded.intake.http_port}/")
     for what, path in data_paths(loaded).items():
         typer.echo(f"{what}: {path}")
     try:
@@ -288,11 +289,47 @@ def run(
         raise _fail(exc) from exc
 
 
+def i18n_check(
+    lang: Annotated[
+        str | None, typer.Option("--lang", help="Only this language (ISO 639-3, e.g. mya).")
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", help="Only the counts.")] = False,
+) -> None:
+    """List the crew page's sentences not yet checked by a native speaker, per language.
+
+    Fuzzy (machine-made) translations and missing ones are listed; quick-message phrases
+    (protocol.phrases) are listed too. Exits 0: unchecked text is a to-do, not an error.
+
+    Example: vessel-relay ship i18n-check --lang mya
+    """
+    from protocol.phrases import PHRASE_CODES, is_checked, phrase
+    from shipboard.web.i18n import PAGE_LANGUAGES, unchecked
+
+    wanted = _language(lang) if lang else None
+    for language, msgids in unchecked().items():
+        if wanted is not None and language is not wanted:
+            continue
+        phrases = [c for c in PHRASE_CODES if not is_checked(c, language)]
+        typer.echo(
+            f"{language.code}: {len(msgids)} page sentences and {len(phrases)} quick "
+            "messages not checked by a native speaker"
+        )
+        if quiet:
+            continue
+        for msgid in msgids:
+            typer.echo(f"  page: {msgid}")
+        for code in phrases:
+            typer.echo(f"  quick {code}: {phrase(code, language)}")
+    if wanted is not None and wanted not in PAGE_LANGUAGES:
+        typer.echo(f"{wanted.code}: the page has no catalogue for this language yet")
+
+
 def register(app: typer.Typer) -> None:
     """Add this side's commands to its group."""
     app.command("keygen")(keygen_command("vessel", "ship"))
     app.command("init")(init)
     app.command("run")(run)
+    app.command("i18n-check")(i18n_check)
     crew_app.command("add")(crew_add)
     crew_app.command("update")(crew_update)
     crew_app.command("sign-off")(crew_sign_off)

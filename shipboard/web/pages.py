@@ -44,7 +44,7 @@ from shipboard.web.sessions import WebSession, WebSessions, csrf_ok
 
 logger = logging.getLogger(__name__)
 
-_Page = Callable[[Request, "WebSession"], Awaitable[Response]]
+_Page = Callable[[Request, WebSession], Awaitable[Response]]
 
 HERE = Path(__file__).parent
 SESSION_COOKIE = "vr_session"
