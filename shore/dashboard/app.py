@@ -63,15 +63,16 @@ class DashboardSettings:
 def _when(value: float | None, now: float) -> str:
     if value is None:
         return "never"
-    ago = max(0.0, now - value)
+    ago = abs(now - value)
     if ago < 120:
-        rel = f"{ago:.0f} s ago"
+        rel = f"{ago:.0f} s"
     elif ago < 7200:
-        rel = f"{ago / 60:.0f} min ago"
+        rel = f"{ago / 60:.0f} min"
     elif ago < 172800:
-        rel = f"{ago / 3600:.0f} h ago"
+        rel = f"{ago / 3600:.0f} h"
     else:
-        rel = f"{ago / 86400:.0f} days ago"
+        rel = f"{ago / 86400:.0f} days"
+    rel = f"in {rel}" if value > now + 1 else f"{rel} ago"
     stamp = datetime.fromtimestamp(value, UTC).strftime("%Y-%m-%d %H:%M UTC")
     return f"{stamp} ({rel})"
 

@@ -42,7 +42,7 @@ def activity_svg(days: Sequence[DayActivity]) -> str:
             f'<rect class="bar" x="{x:.1f}" y="{y:.1f}" width="{bar:.1f}" height="{height:.1f}" '
             f'fill="#2b6cb0"><title>{label}</title></rect>'
         )
-        if index % 7 == 0 or index == len(days) - 1:
+        if (index % 7 == 0 and index < len(days) - 4) or index == len(days) - 1:
             parts.append(
                 f'<text x="{x + bar / 2:.1f}" y="{HEIGHT - 6}" text-anchor="middle" '
                 f'font-size="10">{escape(day.day[5:])}</text>'

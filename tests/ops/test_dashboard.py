@@ -1,0 +1,182 @@
+"""The operator dashboard in a real Chromium: login, fleet, vessel, failures, silence.
+
+Screenshots of each page are saved to docs/screenshots/dashboard-*.png (for the README).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+from playwright.async_api import Browser, Page, async_playwright
+
+from shore.dashboard import DashboardSettings, create_app
+from shore.dashboard.auth import hash_password
+from shore.store_sqlite import SqliteStore
+from tests.kit.ports import free_port
+from tests.ops.fleet_data import ADDRESS, TEXT, Fleet, populate
+
+ROOT = Path(__file__).resolve().parents[2]
+SCREENSHOTS = ROOT / "docs" / "screenshots"
+PASSWORD = "correct horse battery"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+@dataclass
+class Dashboard:
+    url: str
+    store: SqliteStore
+    fleet: Fleet
+
+
+@pytest.fixture
+async def dashboard(tmp_path: Path) -> AsyncIterator[Dashboard]:
+    store = await SqliteStore.open(tmp_path / "relay.db")
+    fleet = await populate(store, time.time())
+    settings = DashboardSettings(operators={"amara": hash_password(PASSWORD)})
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(store, settings),
+            host="127.0.0.1",
+            port=port,
+            log_config=None,
+            access_log=False,
+            lifespan="off",
+        )
+    )
+    task = asyncio.create_task(server.serve())
+    try:
+        while not server.started:
+            assert not task.done(), "dashboard did not start"
+            await asyncio.sleep(0.02)
+        yield Dashboard(f"http://127.0.0.1:{port}", store, fleet)
+    finally:
+        server.should_exit = True
+        await task
+        await store.close()
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    async with async_playwright() as playwright:
+        chromium = await playwright.chromium.launch(
+            executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS
+        )
+        try:
+            yield chromium
+        finally:
+            await chromium.close()
+
+
+async def log_in(page: Page, url: str, password: str = PASSWORD) -> None:
+    await page.goto(url + "/")
+    assert page.url.endswith("/login")
+    await page.fill("input[name=operator]", "amara")
+    await page.fill("input[name=password]", password)
+    await page.click("button[type=submit]")
+
+
+async def shot(page: Page, name: str) -> None:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    await page.screenshot(path=str(SCREENSHOTS / f"dashboard-{name}.png"), full_page=True)
+
+
+async def test_operator_logs_in_and_sees_fleet_vessel_and_silent_list(
+    dashboard: Dashboard, browser: Browser
+) -> None:
+    """A wrong password is refused; after logging in the operator sees the three vessels
+    with the two silent ones marked, the busy vessel's chart, outcomes and quarantined
+    batch with its reason, and the silent list; no message text or address anywhere."""
+    page = await browser.new_page(viewport={"width": 1200, "height": 800})
+    await log_in(page, dashboard.url, "wrong password")
+    assert await page.get_by_role("alert").inner_text() == "Wrong operator or password."
+    await log_in(page, dashboard.url)
+    assert page.url == dashboard.url + "/"
+    rows = page.locator("#fleet tbody tr")
+    assert await rows.count() == 3
+    assert await page.locator("#fleet tr.silent").count() == 2
+    busy = page.locator(f"#fleet tr[data-vessel='{dashboard.fleet.busy}'] td")
+    cells = await busy.all_inner_texts()
+    assert cells[1].startswith("Sea Star 7")
+    assert cells[4:7] == ["2", "1", "1"]  # queue, failures, quarantined
+    assert "never" in await page.locator("#fleet tr[data-vessel='9']").inner_text()
+    await shot(page, "fleet")
+
+    await page.click(f"#fleet a[href='/vessels/{dashboard.fleet.busy}']")
+    assert await page.locator("#sessions-chart svg rect.bar").count() == 30
+    outcomes = await page.locator("#outcomes tbody").inner_text()
+    assert "delivered\t3" in outcomes
+    assert "failed: ADDRESS_INVALID\t1" in outcomes
+    quarantine = await page.locator("#quarantine tbody").inner_text()
+    assert "SIGNATURE_INVALID" in quarantine
+    assert "99" in quarantine
+    await shot(page, "vessel")
+
+    await page.click("a[href='/silent']")
+    silent = await page.locator("#silent tbody tr").evaluate_all(
+        "rows => rows.map(r => r.dataset.vessel)"
+    )
+    assert silent == ["9", "8"]
+    await shot(page, "silent")
+    for path in ("/", f"/vessels/{dashboard.fleet.busy}", "/deliveries", "/silent"):
+        await page.goto(dashboard.url + path)
+        html = await page.content()
+        assert TEXT not in html
+        assert ADDRESS not in html
+
+
+async def test_operator_gives_up_one_delivery_and_retries_another(
+    dashboard: Dashboard, browser: Browser
+) -> None:
+    """On the failures page the operator gives up the delivery that keeps getting 451 (the
+    vessel will be told) and retries the one that failed for good (due again at once)."""
+    fleet = dashboard.fleet
+    page = await browser.new_page(viewport={"width": 1200, "height": 800})
+    await log_in(page, dashboard.url)
+    await page.goto(dashboard.url + "/deliveries")
+    retrying = page.locator(f"tr[data-delivery='{fleet.busy}.{fleet.retrying_seq}']")
+    failed = page.locator(f"tr[data-delivery='{fleet.busy}.{fleet.failed_seq}']")
+    assert "retrying" in await retrying.inner_text()
+    assert "451 4.3.0" in await retrying.inner_text()
+    assert await failed.get_by_role("button", name="Give up").count() == 0
+    await shot(page, "deliveries")
+
+    await retrying.get_by_role("button", name="Give up").click()
+    assert "was given up" in await page.get_by_role("status").inner_text()
+    await failed.get_by_role("button", name="Retry now").click()
+    assert "will be tried again now" in await page.get_by_role("status").inner_text()
+
+    records = {r.key.message_seq: r for r in await dashboard.store.deliveries(fleet.busy)}
+    assert records[fleet.retrying_seq].outcome == "failed"
+    assert records[fleet.failed_seq].outcome is None
+    assert records[fleet.failed_seq].due_at <= time.time()
+    assert await page.locator(f"tr[data-delivery='{fleet.busy}.{fleet.failed_seq}']").count() == 0
+
+
+async def test_pages_need_a_login_and_actions_a_form_token(dashboard: Dashboard) -> None:
+    """Without a session every page sends the browser to the login page; a forged POST
+    from another site (no CSRF token) changes nothing."""
+    async with httpx.AsyncClient(base_url=dashboard.url) as client:
+        for path in ("/", "/vessels/7", "/deliveries", "/silent"):
+            response = await client.get(path)
+            assert response.status_code == 303
+            assert response.headers["location"] == "/login"
+        await client.post("/login", data={"operator": "amara", "password": PASSWORD})
+        forged = await client.post(f"/deliveries/{dashboard.fleet.busy}/5/give-up", data={})
+        assert forged.status_code == 403
+    records = {r.key.message_seq: r for r in await dashboard.store.deliveries(7)}
+    assert records[dashboard.fleet.retrying_seq].outcome is None
