@@ -5,8 +5,6 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-import pytest
-
 from protocol.compliance import (
     ComplianceReport,
     LogLeaf,
@@ -20,16 +18,11 @@ from protocol.compliance import (
 from protocol.merkle import root_hash
 from protocol.quota import RULE_MONTHLY_TEXT_BYTES
 from protocol.signing import SigningKey
-from tests.compliance.month import CREW, Month, simulate
+from tests.compliance.month import CREW, Month
 from tests.shore.store_fixtures import SHORE_KEY, VESSEL_KEY
 
 SHORE = SHORE_KEY.verify_key.key
 VESSEL = VESSEL_KEY.verify_key.key
-
-
-@pytest.fixture(scope="module")
-def month(tmp_path_factory: pytest.TempPathFactory) -> Month:
-    return simulate(tmp_path_factory.mktemp("month"))
 
 
 def test_figures_equal_an_independent_count(month: Month) -> None:
