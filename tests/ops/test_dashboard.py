@@ -1,11 +1,14 @@
 """The operator dashboard in a real Chromium: login, fleet, vessel, failures, silence.
 
-Screenshots of each page are saved to docs/screenshots/dashboard-*.png (for the README).
+Screenshots of each page are taken every run; with ``VESSEL_RELAY_SCREENSHOTS=1`` they are
+written to docs/screenshots/dashboard-*.png (the README's), else to the test's temporary
+directory, so an ordinary run leaves the working tree clean.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -90,13 +93,16 @@ async def log_in(page: Page, url: str, password: str = PASSWORD) -> None:
     await page.click("button[type=submit]")
 
 
-async def shot(page: Page, name: str) -> None:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    await page.screenshot(path=str(SCREENSHOTS / f"dashboard-{name}.png"), full_page=True)
+async def shot(page: Page, name: str, tmp_path: Path) -> None:
+    folder = SCREENSHOTS if os.environ.get("VESSEL_RELAY_SCREENSHOTS") == "1" else tmp_path
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"dashboard-{name}.png"
+    await page.screenshot(path=str(path), full_page=True)
+    assert path.stat().st_size > 1000
 
 
 async def test_operator_logs_in_and_sees_fleet_vessel_and_silent_list(
-    dashboard: Dashboard, browser: Browser
+    dashboard: Dashboard, browser: Browser, tmp_path: Path
 ) -> None:
     """A wrong password is refused; after logging in the operator sees the three vessels
     with the two silent ones marked, the busy vessel's chart, outcomes and quarantined
@@ -114,7 +120,7 @@ async def test_operator_logs_in_and_sees_fleet_vessel_and_silent_list(
     assert cells[1].startswith("Sea Star 7")
     assert cells[4:7] == ["2", "1", "1"]  # queue, failures, quarantined
     assert "never" in await page.locator("#fleet tr[data-vessel='9']").inner_text()
-    await shot(page, "fleet")
+    await shot(page, "fleet", tmp_path)
 
     await page.click(f"#fleet a[href='/vessels/{dashboard.fleet.busy}']")
     assert await page.locator("#sessions-chart svg rect.bar").count() == 30
@@ -124,14 +130,14 @@ async def test_operator_logs_in_and_sees_fleet_vessel_and_silent_list(
     quarantine = await page.locator("#quarantine tbody").inner_text()
     assert "SIGNATURE_INVALID" in quarantine
     assert "99" in quarantine
-    await shot(page, "vessel")
+    await shot(page, "vessel", tmp_path)
 
     await page.click("a[href='/silent']")
     silent = await page.locator("#silent tbody tr").evaluate_all(
         "rows => rows.map(r => r.dataset.vessel)"
     )
     assert silent == ["9", "8"]
-    await shot(page, "silent")
+    await shot(page, "silent", tmp_path)
     for path in ("/", f"/vessels/{dashboard.fleet.busy}", "/deliveries", "/silent"):
         await page.goto(dashboard.url + path)
         html = await page.content()
@@ -140,7 +146,7 @@ async def test_operator_logs_in_and_sees_fleet_vessel_and_silent_list(
 
 
 async def test_operator_gives_up_one_delivery_and_retries_another(
-    dashboard: Dashboard, browser: Browser
+    dashboard: Dashboard, browser: Browser, tmp_path: Path
 ) -> None:
     """On the failures page the operator gives up the delivery that keeps getting 451 (the
     vessel will be told) and retries the one that failed for good (due again at once)."""
@@ -153,7 +159,7 @@ async def test_operator_gives_up_one_delivery_and_retries_another(
     assert "retrying" in await retrying.inner_text()
     assert "451 4.3.0" in await retrying.inner_text()
     assert await failed.get_by_role("button", name="Give up").count() == 0
-    await shot(page, "deliveries")
+    await shot(page, "deliveries", tmp_path)
 
     await retrying.get_by_role("button", name="Give up").click()
     assert "was given up" in await page.get_by_role("status").inner_text()
