@@ -1,0 +1,222 @@
+"""The whole system as separate processes, for the chaos suite and the benchmark.
+
+Mosquitto, the relay (``vessel-relay shore run``) and each vessel's agent
+(:mod:`vessel_relay.demo.agent_main`) are child processes that can be SIGKILLed and
+restarted; each vessel reaches the broker through its own link emulator (in this
+process), and the relay delivers family mail to a :class:`MaildirSink` (in this process)::
+
+    agent 1 ─▶ link 1 ─┐
+    agent 2 ─▶ link 2 ─┴▶ Mosquitto ◀─ relay ─▶ SMTP sink (Maildir)
+
+A "power cut" on an agent is a SIGKILL followed by :func:`power_cut_files`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from vessel_relay import link_emulator
+from vessel_relay.demo.brokers import MosquittoBroker, free_port, wait_listening
+from vessel_relay.demo.setup import (
+    RelaySetup,
+    Tuning,
+    VesselSetup,
+    numbered_crew,
+    prepare_relay,
+    prepare_vessel,
+    register_vessels,
+)
+from vessel_relay.demo.sinks import MaildirSink
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class Child:
+    """A child process we start, kill and restart by PID, its output in a log file."""
+
+    argv: list[str]
+    log_path: Path
+    process: subprocess.Popen[bytes] | None = None
+    starts: int = 0
+
+    def start(self) -> None:
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                self.argv,
+                cwd=ROOT,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+        self.starts += 1
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL and reap."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait()
+
+    def stop(self, timeout_s: float = 20.0) -> None:
+        """SIGTERM, wait, then SIGKILL."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+def power_cut_files(data_dir: Path) -> None:
+    """What a power cut leaves of the outbox once the process is dead: the -shm index is
+    shared memory in all but name, so it goes (SQLite rebuilds it from the WAL)."""
+    for name in ("outbox.sqlite3-shm",):
+        with contextlib.suppress(FileNotFoundError):
+            (data_dir / name).unlink()
+
+
+@dataclass
+class Vessel:
+    """One vessel of the system: its files, agent process and link."""
+
+    setup: VesselSetup
+    agent: Child
+    link: link_emulator.LinkEmulator
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.setup.http_port}"
+
+    def outbox_counts(self) -> dict[str, int]:
+        """Messages per state, read from the outbox file (read-only, beside the agent)."""
+        path = self.setup.data_dir / "outbox.sqlite3"
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+        try:
+            return {
+                str(state): int(count)
+                for state, count in db.execute(
+                    "SELECT state, COUNT(*) FROM messages GROUP BY state"
+                )
+            }
+        finally:
+            db.close()
+
+    def undelivered_receipts(self) -> list[int]:
+        """Messages without a "delivered" receipt in their crew member's inbox."""
+        path = self.setup.data_dir / "outbox.sqlite3"
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+        try:
+            rows = db.execute(
+                "SELECT m.message_seq FROM messages m WHERE m.kind = 'message' AND NOT EXISTS "
+                "(SELECT 1 FROM inbox i WHERE i.message_seq = m.message_seq "
+                "AND i.crew = m.crew AND i.kind = 'stage' AND i.stage = 'delivered')"
+            ).fetchall()
+            return [int(row[0]) for row in rows]
+        finally:
+            db.close()
+
+
+@dataclass
+class ProcessSystem:
+    """Everything started by :meth:`start`, stopped by :meth:`stop`."""
+
+    workdir: Path
+    vessel_count: int = 2
+    crew_per_vessel: int = 15
+    profile: link_emulator.LinkProfile = link_emulator.UNLIMITED
+    tuning: Tuning = field(default_factory=Tuning)
+    shipboard_profile: str = "iridium-certus"
+    broker: MosquittoBroker | None = None
+    relay: Child | None = None
+    relay_setup: RelaySetup | None = None
+    sink: MaildirSink | None = None
+    vessels: list[Vessel] = field(default_factory=list)
+    _exit: contextlib.AsyncExitStack = field(default_factory=contextlib.AsyncExitStack)
+
+    async def start(self) -> None:
+        work = self.workdir
+        work.mkdir(parents=True, exist_ok=True)
+        self.broker = MosquittoBroker(work / "broker", persistence=False)
+        await self.broker.start()
+        self.sink = MaildirSink(work / "maildir")
+        self.sink.start()
+        self.relay_setup = prepare_relay(
+            work / "relay",
+            broker_url=self.broker.client_url(),
+            mqtt_version="5",
+            smtp_host=self.sink.host,
+            smtp_port=self.sink.port,
+            fast=True,
+        )
+        setups = []
+        for n in range(1, self.vessel_count + 1):
+            link = link_emulator.LinkEmulator(
+                "127.0.0.1", 0, self.broker.host, self.broker.port, self.profile, seed=n
+            )
+            await self._exit.enter_async_context(link)
+            setup = await asyncio.to_thread(
+                prepare_vessel,
+                work / f"vessel-{n}",
+                vessel_id=n,
+                broker_url=f"mqtt://{link.host}:{link.port}",
+                mqtt_version="5",
+                crew=numbered_crew(self.crew_per_vessel, n),
+                http_port=free_port(),
+                smtp_port=free_port(),
+                tuning=self.tuning,
+            )
+            setups.append(setup)
+            agent = Child(
+                [sys.executable, "-m", "vessel_relay.demo.agent_main", str(setup.data_dir)],
+                work / f"agent-{n}.log",
+            )
+            self.vessels.append(Vessel(setup, agent, link))
+        await register_vessels(self.relay_setup, setups)
+        self.relay = Child(
+            [
+                str(Path(sys.executable).parent / "vessel-relay"),
+                "shore",
+                "run",
+                "--config",
+                str(self.relay_setup.config_path),
+            ],
+            work / "relay.log",
+        )
+        self.relay.start()
+        for vessel in self.vessels:
+            await self.start_agent(vessel)
+
+    async def start_agent(self, vessel: Vessel) -> None:
+        """Start (or restart) a vessel's agent and wait until its HTTP API listens."""
+        vessel.agent.start()
+        if not await wait_listening("127.0.0.1", vessel.setup.http_port, timeout_s=60):
+            raise RuntimeError(
+                f"agent {vessel.setup.vessel_id} did not start:\n{vessel.agent.log()}"
+            )
+
+    async def stop(self) -> None:
+        for vessel in self.vessels:
+            await asyncio.to_thread(vessel.agent.stop)
+        if self.relay is not None:
+            await asyncio.to_thread(self.relay.stop)
+        await self._exit.aclose()
+        if self.broker is not None:
+            await self.broker.stop()
+        if self.sink is not None:
+            self.sink.stop()
