@@ -37,6 +37,13 @@ def _mount_union() -> None:
     union_cli.register(app)
 
 
+def _mount_report() -> None:
+    """``vessel-relay report verify FILE``: an inspector's offline check."""
+    from vessel_relay import report_cli
+
+    app.add_typer(report_cli.app, name="report")
+
+
 def _mount_demo() -> None:
     from vessel_relay import demo
 
@@ -45,6 +52,7 @@ def _mount_demo() -> None:
 
 _mount_sides()
 _mount_union()
+_mount_report()
 _mount_demo()
 
 

@@ -9,7 +9,7 @@ import zlib
 
 import pypdfium2
 import pytest
-from fontTools.ttLib import TTFont
+from fontTools.ttLib import TTFont  # type: ignore[import-untyped]  # no stubs
 
 from shore.report_render import THAI_FONT, qr_svg, render_csv, render_html, render_pdf
 from tests.compliance.month import CREW, Month
