@@ -86,6 +86,8 @@ class StoreSection:
     backend: str = "sqlite"
     path: str = "relay.db"
     dsn: str = ""
+    #: A claimed delivery whose worker died returns to the queue after this long.
+    lease_s: float = 600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,6 +259,8 @@ def _validate(config: RelayConfig) -> None:
             f"{source}: [mqtt] url = {config.mqtt.url!r}: expected mqtt://HOST:PORT "
             "(mqtts:// is not supported yet)"
         )
+    if config.store.lease_s <= 0:
+        raise ConfigError(f"{source}: [store] lease_s must be more than 0 seconds")
     if config.relay.worker < 1:
         raise ConfigError(f"{source}: [relay] worker must be 1 or more")
     _validate_sms_and_alerts(config)

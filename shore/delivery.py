@@ -135,7 +135,8 @@ class DeliveryStore(Protocol):
         self, now: float, limit: int, worker: str
     ) -> Sequence[DueDelivery]: ...
 
-    async def record_attempt(self, key: object, now: float, worker: str) -> None: ...
+    async def record_attempt(self, key: object, now: float, worker: str) -> bool | None:
+        """Record the attempt; False when the claim was lost (then nothing is sent)."""
 
     async def finish_delivery(
         self, key: object, outcome: FinalOutcome, reason: FailureReason | None, now: float
@@ -299,10 +300,12 @@ class DeliveryWorker:
                 outcome,
                 time.perf_counter() - started,
                 self.clock() - delivery.accepted_at,
-                delivery.unfinished_attempt,
+                delivery.unfinished_attempt and outcome != "lost",
             )
 
-    async def _deliver_one(self, delivery: DueDelivery) -> Literal["delivered", "failed", "retry"]:
+    async def _deliver_one(
+        self, delivery: DueDelivery
+    ) -> Literal["delivered", "failed", "retry", "lost"]:
         worker = self.config.worker
         attempt = delivery.attempts + 1
         if delivery.unfinished_attempt:
@@ -312,7 +315,9 @@ class DeliveryWorker:
                 delivery.vessel_id,
                 delivery.message_seq,
             )
-        await self.store.record_attempt(delivery.key, self.clock(), worker)
+        if await self.store.record_attempt(delivery.key, self.clock(), worker) is False:
+            log.warning("claim lapsed and was taken by another worker; not sending")
+            return "lost"
         self._attempts += 1
         result = await self._send(delivery)
         now = self.clock()

@@ -67,9 +67,10 @@ UPLINK = "vr/+/u"
 async def open_store(config: RelayConfig) -> SqlStore:
     """The store the configuration names (quick-message codes expand with protocol.phrases,
     in the family contact's language, else the crew member's, else English)."""
+    lease_s = config.store.lease_s
     if config.store.backend == "postgres":
-        return await PostgresStore.open(config.store.dsn, phrases=phrase)
-    return await SqliteStore.open(config.path(config.store.path), phrases=phrase)
+        return await PostgresStore.open(config.store.dsn, phrases=phrase, lease_s=lease_s)
+    return await SqliteStore.open(config.path(config.store.path), phrases=phrase, lease_s=lease_s)
 
 
 def read_token(path: Path) -> str:

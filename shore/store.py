@@ -354,8 +354,12 @@ class Store(Protocol):
     async def claim_due_deliveries(self, now: float, limit: int, worker: str) -> Sequence[Delivery]:
         """Take up to ``limit`` due deliveries for ``worker`` under a lease."""
 
-    async def record_attempt(self, key: object, now: float, worker: str) -> None:
-        """Record an attempt BEFORE anything is sent (a crash then shows as a repeat)."""
+    async def record_attempt(self, key: object, now: float, worker: str) -> bool:
+        """Record an attempt BEFORE anything is sent (a crash then shows as a repeat).
+
+        False (nothing recorded, send nothing) when the claim is no longer ``worker``'s:
+        its lease lapsed and another worker claimed the delivery.
+        """
 
     async def finish_delivery(
         self, key: object, outcome: FinalOutcome, reason: FailureReason | None, now: float

@@ -1027,19 +1027,23 @@ class SqlStore:
             raise TypeError(f"a delivery key is (vessel_id, message_seq), not {key!r}")
         return DeliveryKey(int(key[0]), int(key[1]))
 
-    async def record_attempt(self, key: object, now: float, worker: str) -> None:
+    async def record_attempt(self, key: object, now: float, worker: str) -> bool:
         k = self._key(key)
         async with self._transaction() as tx:
-            await tx.execute(
+            # Only while the claim is still this worker's: after a lapsed lease another
+            # worker may have claimed it, and then it is that worker's to send.
+            row = await tx.fetchrow(
                 "UPDATE deliveries SET attempts = attempts + 1, unfinished = 1, "
                 "last_attempt_at = $3, claimed_by = $4, lease_until = $5 "
-                "WHERE vessel_id = $1 AND message_seq = $2 AND outcome IS NULL",
+                "WHERE vessel_id = $1 AND message_seq = $2 AND outcome IS NULL "
+                "AND claimed_by = $4 RETURNING message_seq",
                 k.vessel_id,
                 k.message_seq,
                 float(now),
                 worker,
                 float(now) + self.lease_s,
             )
+        return row is not None
 
     async def finish_delivery(
         self, key: object, outcome: FinalOutcome, reason: FailureReason | None, now: float

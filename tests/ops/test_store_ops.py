@@ -111,3 +111,22 @@ def _keep(downlink_seq: int, envelopes: object) -> bytes:
     _KEPT.clear()
     _KEPT.extend(envelopes)
     return b"x"
+
+
+async def test_a_worker_whose_lease_lapsed_does_not_send_what_another_claimed(
+    store: SqlStore,
+) -> None:
+    """Worker 1 claims a delivery and stalls past its lease; worker 2 claims it. Worker 1
+    may then not record an attempt (so it sends nothing); worker 2 may."""
+    now = time.time()
+    await populate(store, now)
+    first = now + store.lease_s + 2  # populate's claims have lapsed
+    (due,) = await store.claim_due_deliveries(first, 1, "relay-1-d1")
+    assert due.message_seq == 6  # the one never tried
+    later = first + store.lease_s + 1
+    (again,) = await store.claim_due_deliveries(later, 1, "relay-2-d1")
+    assert again.key == due.key
+    assert await store.record_attempt(due.key, later, "relay-1-d1") is False
+    assert await store.record_attempt(again.key, later, "relay-2-d1") is True
+    records = {r.key.message_seq: r for r in await store.deliveries(7)}
+    assert records[6].attempts == 1
