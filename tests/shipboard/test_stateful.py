@@ -1,0 +1,268 @@
+"""A hypothesis state machine over the real SQLite outbox and a model shore built on
+protocol/: intake, batching, publishing, lost / duplicated / reordered packets both ways,
+agent crashes (the outbox closed and reopened) and shore crashes (what it had not yet sent
+is lost), and receipts.
+
+Invariants after every step: no message the shore acknowledged is missing ashore; the
+shore never holds the same words under two keys nor two words under one key (none
+delivered twice); every accepted message is still in the outbox; no crew member's used
+quota exceeds the quota.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import tempfile
+from pathlib import Path
+
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+)
+
+from protocol.batch import Direction, decode_batch, encode_batch
+from protocol.envelopes import (
+    BatchAck,
+    CrewMessage,
+    DeliveryReceipt,
+    Envelope,
+    ReceiptStage,
+)
+from protocol.languages import Language
+from protocol.signing import SigningKey
+from shipboard.crew import CrewRegister
+from shipboard.errors import NothingToSend, QuotaExceeded
+from shipboard.outbox import Outbox
+from vessel_relay.codebooks import default_codebook
+
+VESSEL = 5
+QUOTA_BYTES = 120
+T0 = 1_790_000_000.0
+VESSEL_KEY = SigningKey.from_seed(bytes(range(32)))
+SHORE_KEY = SigningKey.from_seed(bytes(range(1, 33)))
+CODEBOOK = default_codebook()
+ACKED_STATES = ("acknowledged", "delivered", "failed")
+
+
+def window(seen: set[int]) -> tuple[int, tuple[tuple[int, int], ...]]:
+    """``up_to`` and the ranges above it, as the shore acknowledges batches."""
+    up_to = 0
+    while up_to + 1 in seen:
+        up_to += 1
+    ranges: list[tuple[int, int]] = []
+    for seq in sorted(s for s in seen if s > up_to + 1):
+        if ranges and seq == ranges[-1][1] + 1:
+            ranges[-1] = (ranges[-1][0], seq)
+        else:
+            ranges.append((seq, seq))
+    return up_to, tuple(ranges)
+
+
+class OutboxAndShore(RuleBasedStateMachine):
+    """The vessel's outbox and a model shore joined by a lossy, reordering network."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.directory = Path(tempfile.mkdtemp(prefix="vr-stateful-"))
+        self.outbox = Outbox.open(self.directory / "outbox.sqlite3", VESSEL)
+        self.now = T0
+        self.crew: list[tuple[int, int]] = []  # (crew, contact)
+        self.accepted: dict[int, str] = {}  # message_seq -> words (acknowledged with 250)
+        self.words = 0
+        self.uplink: list[bytes] = []  # packets in flight, any order
+        self.downlink: list[bytes] = []
+        # The shore's durable state (committed before it acknowledges anything).
+        self.shore_batches: set[int] = set()
+        self.shore_messages: dict[int, str] = {}
+        self.shore_words: dict[str, int] = {}
+        self.next_downlink = 1
+
+    @initialize()
+    def sign_on_crew(self) -> None:
+        register = CrewRegister(self.outbox)
+        for index in range(3):
+            member, _ = register.add(
+                name=f"Crew {index}",
+                document=f"SB-{index:05d}",
+                nationality="KH",
+                language=Language.KHM,
+                now=self.now,
+            )
+            contact = register.add_contact(
+                member.crew,
+                channel="email",
+                address=f"home{index}@example.org",
+                name="Home",
+                language=None,
+                now=self.now,
+            )
+            self.crew.append((member.crew, contact.contact))
+
+    def teardown(self) -> None:
+        self.outbox.close()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+    # --- intake ------------------------------------------------------------------------
+
+    @rule(who=st.integers(0, 2), length=st.integers(1, 40))
+    def crew_member_writes(self, who: int, length: int) -> None:
+        crew, contact = self.crew[who]
+        self.words += 1
+        text = f"m{self.words} " + "x" * length
+        try:
+            accepted = self.outbox.accept_message(
+                crew=crew,
+                contact=contact,
+                lang=Language.ENG,
+                now=self.now,
+                quota_bytes=QUOTA_BYTES,
+                body=text,
+            )
+        except QuotaExceeded:
+            return
+        self.accepted[accepted.message_seq] = text
+
+    # --- the link ----------------------------------------------------------------------
+
+    @rule(share=st.floats(0.0, 1.0))
+    def agent_makes_a_batch(self, share: float) -> None:
+        pending = [p.message_seq for p in self.outbox.pending_messages(self.now)]
+        chosen = pending[: max(1, round(len(pending) * share))] if pending else []
+        with contextlib.suppress(NothingToSend):
+            self.outbox.make_batch(chosen, CODEBOOK, VESSEL_KEY, self.now)
+
+    @rule()
+    def agent_publishes_what_is_unacknowledged(self) -> None:
+        for batch in self.outbox.unacknowledged_batches():
+            self.uplink.append(batch.data)
+            self.outbox.mark_sent(batch.batch_seq, self.now)
+
+    @precondition(lambda self: self.uplink)
+    @rule(data=st.data(), duplicate=st.booleans())
+    def network_carries_an_uplink_packet(self, data: st.DataObject, duplicate: bool) -> None:
+        index = data.draw(st.integers(0, len(self.uplink) - 1))
+        packet = self.uplink[index] if duplicate else self.uplink.pop(index)
+        self.shore_receives(packet)
+
+    @precondition(lambda self: self.uplink)
+    @rule(data=st.data())
+    def network_loses_an_uplink_packet(self, data: st.DataObject) -> None:
+        del self.uplink[data.draw(st.integers(0, len(self.uplink) - 1))]
+
+    @precondition(lambda self: self.downlink)
+    @rule(data=st.data(), duplicate=st.booleans())
+    def network_carries_a_downlink_packet(self, data: st.DataObject, duplicate: bool) -> None:
+        index = data.draw(st.integers(0, len(self.downlink) - 1))
+        packet = self.downlink[index] if duplicate else self.downlink.pop(index)
+        batch = decode_batch(
+            packet,
+            codebook=CODEBOOK,
+            verify_key=SHORE_KEY.verify_key,
+            direction=Direction.DOWNLINK,
+        )
+        self.outbox.apply_downlink(batch, self.now)
+
+    @precondition(lambda self: self.downlink)
+    @rule(data=st.data())
+    def network_loses_a_downlink_packet(self, data: st.DataObject) -> None:
+        del self.downlink[data.draw(st.integers(0, len(self.downlink) - 1))]
+
+    @rule(minutes=st.integers(1, 120))
+    def time_passes(self, minutes: int) -> None:
+        self.now += minutes * 60.0
+
+    # --- crashes -----------------------------------------------------------------------
+
+    @rule()
+    def agent_crashes_and_restarts(self) -> None:
+        """The process dies: nothing in memory survives; the SQLite outbox is reopened."""
+        self.outbox.close()
+        self.outbox = Outbox.open(self.directory / "outbox.sqlite3", VESSEL)
+
+    @rule()
+    def shore_crashes_before_sending(self) -> None:
+        """The shore committed, then died before its downlink left: those packets are lost."""
+        self.downlink.clear()
+
+    # --- the model shore -----------------------------------------------------------------
+
+    def shore_receives(self, packet: bytes) -> None:
+        batch = decode_batch(
+            packet, codebook=CODEBOOK, verify_key=VESSEL_KEY.verify_key, direction=Direction.UPLINK
+        )
+        replies: list[Envelope] = []
+        if batch.batch_seq not in self.shore_batches:
+            for envelope in batch.envelopes:
+                if not isinstance(envelope, CrewMessage):
+                    continue
+                seq, words = envelope.message_seq, envelope.body or ""
+                if seq in self.shore_messages:
+                    assert self.shore_messages[seq] == words, f"key {seq} changed its words"
+                    continue  # replayed message: stored once
+                assert words not in self.shore_words, f"{words!r} came again under key {seq}"
+                self.shore_messages[seq] = words
+                self.shore_words[words] = seq
+                replies.append(
+                    DeliveryReceipt(seq, ReceiptStage.ACCEPTED_ASHORE, int(self.now // 60))
+                )
+            self.shore_batches.add(batch.batch_seq)
+        up_to, ranges = window(self.shore_batches)
+        ack = BatchAck(up_to=up_to, written_minutes=int(self.now // 60), ranges=ranges or None)
+        self.downlink.append(
+            encode_batch(
+                [ack, *replies],
+                direction=Direction.DOWNLINK,
+                vessel_id=VESSEL,
+                batch_seq=self.next_downlink,
+                batch_minutes=int(self.now // 60),
+                signing_key=SHORE_KEY,
+                codebook=CODEBOOK,
+            )
+        )
+        self.next_downlink += 1
+
+    # --- invariants --------------------------------------------------------------------
+
+    def outbox_messages(self) -> dict[int, tuple[str, str]]:
+        with self.outbox.reading() as db:
+            rows = db.execute("SELECT message_seq, body, state FROM messages").fetchall()
+        return {int(seq): (str(body), str(state)) for seq, body, state in rows}
+
+    @invariant()
+    def nothing_acknowledged_is_missing_ashore(self) -> None:
+        for seq, (words, state) in self.outbox_messages().items():
+            if state in ACKED_STATES:
+                assert self.shore_messages.get(seq) == words, f"message {seq} is {state}"
+
+    @invariant()
+    def every_accepted_message_is_kept_with_its_words(self) -> None:
+        kept = self.outbox_messages()
+        for seq, words in self.accepted.items():
+            assert kept[seq][0] == words
+
+    @invariant()
+    def the_shore_holds_each_message_once(self) -> None:
+        assert len(self.shore_words) == len(self.shore_messages)
+        for seq, words in self.shore_messages.items():
+            assert self.accepted[seq] == words
+
+    @invariant()
+    def quota_never_negative(self) -> None:
+        for crew, _ in self.crew:
+            status = self.outbox.quota_status(crew, QUOTA_BYTES, self.now)
+            assert status.quota_bytes - status.used_bytes >= 0
+
+
+OutboxAndShore.TestCase.settings = settings(
+    max_examples=25,
+    stateful_step_count=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+TestOutboxAndShore = OutboxAndShore.TestCase
