@@ -11,6 +11,7 @@ import email
 import email.policy
 import mailbox
 import threading
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ class _MaildirHandler:
         self.maildir = mailbox.Maildir(maildir, create=True)
         self.lock = threading.Lock()
         self.ids: Counter[str] = Counter()
+        self.first_seen: dict[str, float] = {}
 
     async def handle_DATA(  # noqa: N802 - the name aiosmtpd calls
         self, server: SMTP, session: Session, envelope: Envelope
@@ -35,7 +37,9 @@ class _MaildirHandler:
         with self.lock:
             self.maildir.add(raw)
             parsed = email.message_from_bytes(raw, policy=email.policy.compat32)
-            self.ids[str(parsed.get("Message-ID", "")).strip()] += 1
+            message_id = str(parsed.get("Message-ID", "")).strip()
+            self.ids[message_id] += 1
+            self.first_seen.setdefault(message_id, time.time())
         return "250 OK delivered to the family's mailbox"
 
 
@@ -71,6 +75,11 @@ class MaildirSink:
         """Deliveries per Message-ID since this sink started."""
         with self._handler.lock:
             return Counter(self._handler.ids)
+
+    def first_seen(self) -> dict[str, float]:
+        """When each Message-ID first arrived (seconds since 1970)."""
+        with self._handler.lock:
+            return dict(self._handler.first_seen)
 
     def messages(self) -> list[email.message.Message]:
         """Every message in the Maildir, parsed."""
