@@ -330,6 +330,9 @@ def register(app: typer.Typer) -> None:
     app.command("init")(init)
     app.command("run")(run)
     app.command("i18n-check")(i18n_check)
+    from shipboard.report import report_command  # compliance reports (issue 9)
+
+    app.command("report")(report_command)
     crew_app.command("add")(crew_add)
     crew_app.command("update")(crew_update)
     crew_app.command("sign-off")(crew_sign_off)

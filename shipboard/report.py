@@ -15,8 +15,15 @@ Months are UTC calendar months (``YYYYMM``), the months the outbox charges quota
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
+import os
+import time
 from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Annotated
+
+import typer
 
 from protocol.compliance import AgentCrew, AgentStatement, LinkFigures
 from protocol.signing import SigningKey
@@ -119,3 +126,50 @@ def build_statement(
         len(statement.batches),
     )
     return statement
+
+
+def report_command(
+    month: Annotated[str, typer.Option(help="The month, YYYY-MM (UTC), e.g. 2026-10.")],
+    config: Annotated[Path, typer.Option(help="The vessel's config file.")] = Path("ship.toml"),
+    out: Annotated[Path, typer.Option(help="Where to write the statement.")] = Path("."),
+) -> None:
+    """Write the agent's signed statement for a month (give it to the shore relay).
+
+    Example: vessel-relay ship report --month 2026-10
+    """
+    from protocol.quota import Month
+    from shipboard.config import load_config
+    from shipboard.errors import ShipboardError
+    from shipboard.profiles import profile_named
+    from vessel_relay.keyfiles import KeyFileError, read_secret
+
+    try:
+        parsed = Month.parse(month)
+        loaded = load_config(config)
+        key = SigningKey.from_seed(read_secret(loaded.vessel.signing_key_path))
+        outbox = Outbox.open(loaded.database_path, loaded.vessel.vessel_id)
+    except (ValueError, ShipboardError, KeyFileError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    try:
+        statement = build_statement(
+            outbox,
+            parsed.year * 100 + parsed.month,
+            quota_bytes=loaded.quota.crew_text_bytes,
+            profile=profile_named(loaded.link.profile),
+            vessel_key=key,
+            now=time.time(),
+        )
+    finally:
+        outbox.close()
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"agent-statement-{loaded.vessel.vessel_id}-{parsed}.json"
+    data = json.dumps(statement.to_obj(), indent=1, ensure_ascii=False).encode() + b"\n"
+    temporary = path.with_suffix(".tmp")
+    with open(temporary, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
+    typer.echo(f"agent statement: {path} ({len(statement.crew)} crew members)")
+    typer.echo("Give it to the shore relay: vessel-relay shore report --statement FILE")

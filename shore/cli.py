@@ -351,6 +351,10 @@ def register(app: typer.Typer) -> None:
     app.command("keygen")(keygen_command("shore", "shore"))
     app.command("init")(init)
     app.command("run")(run)
+    from shore.reports import fleet_command, report_command  # compliance reports (issue 9)
+
+    app.command("report")(report_command)
+    app.command("fleet-report")(fleet_command)
     vessel_app.command("add")(vessel_add)
     vessel_app.command("list")(vessel_list)
     vessel_app.command("show")(vessel_show)

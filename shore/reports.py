@@ -11,9 +11,14 @@ counter-signs the whole report. :func:`fleet_summary` gives an inspector one lin
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
 
 from protocol.compliance import (
     AgentStatement,
@@ -22,6 +27,7 @@ from protocol.compliance import (
     LinkFigures,
     LogLeaf,
     ProvenLeaf,
+    ReportInvalid,
     ShoreCrew,
     SignedTreeHead,
     disagreements,
@@ -228,3 +234,100 @@ async def fleet_summary(store: SqlStore, month: int) -> list[FleetLine]:
 def head_of(report: ComplianceReport) -> SignedTreeHead:
     """The report's signed tree head (for co-signing and the QR code)."""
     return report.head
+
+
+def report_command(
+    vessel: Annotated[int, typer.Option(help="The vessel's id.")],
+    month: Annotated[str, typer.Option(help="The month, YYYY-MM (UTC), e.g. 2026-10.")],
+    statement: Annotated[
+        Path | None, typer.Option(help="The agent's statement from 'ship report'.")
+    ] = None,
+    config: Annotated[Path, typer.Option(help="The relay's config file.")] = Path("relay.toml"),
+    out: Annotated[Path, typer.Option(help="Directory for the JSON, CSV, HTML and PDF.")] = Path(
+        "."
+    ),
+) -> None:
+    """Build, sign and write a vessel's compliance report for a month (JSON, CSV, HTML, PDF).
+
+    Example: vessel-relay shore report --vessel 4242 --month 2026-10 --statement s.json
+    """
+    import asyncio
+    import time
+
+    from protocol.quota import Month
+    from shore.config import ConfigError, load_config
+    from shore.relay import open_store
+    from shore.report_render import RenderError, write_all
+    from shore.store import StoreError
+    from vessel_relay.keyfiles import KeyFileError, read_secret
+
+    try:
+        parsed = Month.parse(month)
+        loaded = load_config(config)
+        key = SigningKey.from_seed(read_secret(loaded.path(loaded.relay.shore_key)))
+        given = (
+            None
+            if statement is None
+            else AgentStatement.from_obj(json.loads(statement.read_text(encoding="utf-8")))
+        )
+    except (ValueError, OSError, ConfigError, KeyFileError, ReportInvalid) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+
+    async def main() -> ComplianceReport:
+        store = await open_store(loaded)
+        try:
+            return await build_report(
+                store, vessel, parsed.year * 100 + parsed.month, key, time.time(), statement=given
+            )
+        finally:
+            await store.close()
+
+    try:
+        report = asyncio.run(main())
+        paths = write_all(report, out, f"compliance-{vessel}-{parsed}")
+    except (StoreError, ReportError, RenderError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    for path in paths:
+        typer.echo(f"written: {path}")
+    typer.echo(
+        f"rule {'met' if report.rule.met else 'NOT met'}; "
+        f"{len(report.disagreements)} disagreements listed"
+    )
+
+
+def fleet_command(
+    month: Annotated[str, typer.Option(help="The month, YYYY-MM (UTC), e.g. 2026-10.")],
+    config: Annotated[Path, typer.Option(help="The relay's config file.")] = Path("relay.toml"),
+) -> None:
+    """Print one line per vessel for an inspector: logged batches, crew with text, bytes.
+
+    Example: vessel-relay shore fleet-report --month 2026-10
+    """
+    import asyncio
+
+    from protocol.quota import Month
+    from shore.config import ConfigError, load_config
+    from shore.relay import open_store
+
+    try:
+        parsed = Month.parse(month)
+        loaded = load_config(config)
+    except (ValueError, ConfigError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+
+    async def main() -> list[FleetLine]:
+        store = await open_store(loaded)
+        try:
+            return await fleet_summary(store, parsed.year * 100 + parsed.month)
+        finally:
+            await store.close()
+
+    typer.echo("vessel  name                      batches  crew  text bytes  link bytes")
+    for line in asyncio.run(main()):
+        typer.echo(
+            f"{line.vessel_id:>6}  {line.name[:24]:<24}  {line.batches:>7}  "
+            f"{line.crew_with_text:>4}  {line.text_bytes:>10,}  {line.link_bytes:>10,}"
+        )
