@@ -1,0 +1,220 @@
+"""The crew page's safety rules, without a browser: rate limits that never block a report
+or an SOS, sessions that expire, paused sign-in after wrong PINs, a captain's PIN reset,
+no message content in the logs; and the catalogues, fonts and the i18n-check command."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from typer.testing import CliRunner
+
+from protocol.languages import Language
+from protocol.phrases import PHRASE_CODES, phrase
+from shipboard.config import default_config
+from shipboard.http_api import create_app
+from shipboard.intake import Intake
+from shipboard.outbox import Outbox
+from shipboard.web import pages
+from shipboard.web.catalogue import page_msgids
+from shipboard.web.fonts import missing_glyphs
+from shipboard.web.i18n import PAGE_LANGUAGES, load_catalogue
+from shipboard.web.sessions import IDLE_S, MAX_FAILURES, RATE_LIMIT, WebSessions
+from vessel_relay.codebooks import default_codebook
+
+SECRET_TEXT = "the second engineer hit me"
+SECRET_ADDRESS = "+959777000111"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@dataclass
+class Vessel:
+    client: httpx.AsyncClient
+    intake: Intake
+    clock: Clock
+    crew: int
+    pin: str
+
+
+@pytest.fixture
+async def vessel(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Vessel]:
+    config = default_config(tmp_path)
+    outbox = Outbox.open(config.database_path, config.vessel.vessel_id)
+    intake = Intake(config, outbox, default_codebook())
+    member, pin = intake.register.add(
+        name="Sok Dara", document="KH-9", nationality="KH", language=Language.KHM, now=0.0
+    )
+    intake.register.add_contact(
+        member.crew, channel="sms", address="+85512345678", name="Wife", language=None, now=0.0
+    )
+    clock = Clock()
+    sessions = WebSessions(clock=clock)
+    real_routes = pages.web_routes
+    monkeypatch.setattr(
+        "shipboard.http_api.web_routes", lambda intake: real_routes(intake, sessions)
+    )
+    app = create_app(intake)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://vessel", follow_redirects=True
+    ) as client:
+        yield Vessel(client, intake, clock, member.crew, pin)
+    outbox.close()
+
+
+def csrf_of(response: httpx.Response) -> str:
+    match = re.search(r'name="csrf" value="([^"]+)"', response.text)
+    assert match, response.text[:300]
+    return match.group(1)
+
+
+async def sign_in(vessel: Vessel, pin: str) -> httpx.Response:
+    form = await vessel.client.get("/login")
+    return await vessel.client.post(
+        "/login", data={"crew": str(vessel.crew), "pin": pin, "csrf": csrf_of(form)}
+    )
+
+
+async def signed_in_with_own_pin(vessel: Vessel) -> str:
+    chosen = await sign_in(vessel, vessel.pin)
+    assert chosen.url.path == "/pin"
+    home = await vessel.client.post(
+        "/pin", data={"pin": "80808080", "pin2": "80808080", "csrf": csrf_of(chosen)}
+    )
+    assert home.url.path == "/home"
+    return csrf_of(home)
+
+
+async def test_rate_limit_never_blocks_a_report_or_sos(vessel: Vessel) -> None:
+    """After many messages in ten minutes the page asks the crew member to wait, but a
+    grievance report and an SOS still go out at once."""
+    csrf = await signed_in_with_own_pin(vessel)
+    for _ in range(RATE_LIMIT):
+        sent = await vessel.client.post(
+            "/write", data={"contact": "1", "text": "hello", "csrf": csrf}
+        )
+        assert sent.url.path.startswith("/messages/")
+    refused = await vessel.client.post(
+        "/write", data={"contact": "1", "text": "hello", "csrf": csrf}
+    )
+    assert refused.status_code == 400
+    assert 'class="error"' in refused.text
+    union = vessel.intake.config.unions[0].union_id
+    report = await vessel.client.post(
+        "/report",
+        data={"category": "5", "union": str(union), "text": SECRET_TEXT, "csrf": csrf},
+    )
+    assert report.status_code == 201
+    assert re.search(r'id="case">\d+-\d+<', report.text)
+    sos = await vessel.client.post("/sos", data={"csrf": csrf})
+    assert sos.status_code == 201
+    vessel.clock.now += 601  # ten minutes later the crew member can write again
+    again = await vessel.client.post("/write", data={"contact": "1", "text": "hi", "csrf": csrf})
+    assert again.url.path.startswith("/messages/")
+
+
+async def test_sessions_expire_when_idle(vessel: Vessel) -> None:
+    """A phone left signed in for more than fifteen minutes must sign in again."""
+    await signed_in_with_own_pin(vessel)
+    assert (await vessel.client.get("/inbox")).url.path == "/inbox"
+    vessel.clock.now += IDLE_S + 1
+    assert (await vessel.client.get("/inbox")).url.path == "/login"
+
+
+async def test_wrong_pins_pause_sign_in(vessel: Vessel) -> None:
+    """After five wrong PINs even the right one waits five minutes."""
+    for _ in range(MAX_FAILURES):
+        wrong = await sign_in(vessel, "00000000")
+        assert wrong.status_code == 400
+    paused = await sign_in(vessel, vessel.pin)
+    assert paused.url.path == "/login"
+    assert "PIN" in paused.text
+    vessel.clock.now += 301
+    assert (await sign_in(vessel, vessel.pin)).url.path == "/pin"
+
+
+async def test_captain_pin_reset_asks_for_an_own_pin_again(vessel: Vessel) -> None:
+    """A PIN the captain printed is never kept: the crew member chooses their own again."""
+    await signed_in_with_own_pin(vessel)
+    assert vessel.intake.register.pin_chosen(vessel.crew)
+    _, new_pin = vessel.intake.register.update(vessel.crew, reset_pin=True)
+    assert new_pin is not None
+    assert not vessel.intake.register.pin_chosen(vessel.crew)
+    assert (await sign_in(vessel, new_pin)).url.path == "/pin"
+
+
+async def test_no_content_or_address_in_logs(
+    vessel: Vessel, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Message text, report text and contact addresses never reach the logs."""
+    caplog.set_level(logging.DEBUG)
+    csrf = await signed_in_with_own_pin(vessel)
+    await vessel.client.post(
+        "/contacts/new",
+        data={"channel": "sms", "address": SECRET_ADDRESS, "name": "Uncle", "csrf": csrf},
+    )
+    await vessel.client.post("/write", data={"contact": "2", "text": SECRET_TEXT, "csrf": csrf})
+    union = vessel.intake.config.unions[0].union_id
+    await vessel.client.post(
+        "/report", data={"category": "5", "union": str(union), "text": SECRET_TEXT, "csrf": csrf}
+    )
+    await vessel.client.post("/sos", data={"note": SECRET_TEXT, "csrf": csrf})
+    assert caplog.records  # the page does log what happened
+    for record in caplog.records:
+        line = record.getMessage()
+        assert SECRET_TEXT not in line
+        assert SECRET_ADDRESS not in line
+        assert "80808080" not in line
+
+
+def test_every_sentence_is_in_every_catalogue_with_its_placeholders() -> None:
+    """Each page language has every sentence, with the same {placeholders} as English."""
+    wanted = page_msgids()
+    assert len(wanted) > 80
+    for lang in PAGE_LANGUAGES:
+        if lang is Language.ENG:
+            continue
+        catalogue = load_catalogue(lang)
+        assert set(catalogue.messages) == wanted, lang
+        for msgid, text in catalogue.messages.items():
+            assert set(re.findall(r"{\w+}", text)) == set(re.findall(r"{\w+}", msgid)), msgid
+            assert text != msgid or msgid in ("PIN", "E-mail", "Inbox"), (lang, msgid)
+        assert catalogue.fuzzy == frozenset(wanted)  # nobody has checked them yet
+
+
+def test_served_fonts_cover_every_sentence_and_phrase() -> None:
+    """No sentence of the page or quick message shows a missing-glyph box."""
+    texts = [
+        text
+        for lang in PAGE_LANGUAGES
+        if lang is not Language.ENG
+        for text in load_catalogue(lang).messages.values()
+    ]
+    texts += [phrase(code, lang) or "" for code in PHRASE_CODES for lang in PAGE_LANGUAGES]
+    assert missing_glyphs("\n".join(texts)) == {}
+
+
+def test_i18n_check_lists_unchecked_sentences() -> None:
+    """'vessel-relay ship i18n-check' lists the unchecked sentences per language."""
+    from vessel_relay.cli import app
+
+    result = CliRunner().invoke(app, ["ship", "i18n-check", "--lang", "mya"])
+    assert result.exit_code == 0, result.output
+    assert re.search(r"^mya: \d+ page sentences and 16 quick messages", result.output, re.M)
+    assert "  page: Write home" in result.output
+    assert "  quick 1: ဘေးကင်းပါတယ်။" in result.output
+    counts = CliRunner().invoke(app, ["ship", "i18n-check", "--quiet"])
+    assert counts.exit_code == 0
+    assert len(counts.output.strip().splitlines()) == 7
