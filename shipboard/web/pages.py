@@ -249,7 +249,15 @@ def web_routes(intake: Intake, sessions: WebSessions | None = None) -> list[Base
     # sign in --------------------------------------------------------------------------
 
     def login_lang(request: Request) -> Language:
-        return page_language(request.cookies.get(LANG_COOKIE), Language.ENG)
+        chosen = request.cookies.get(LANG_COOKIE)
+        if chosen:
+            return page_language(chosen, Language.ENG)
+        for part in request.headers.get("accept-language", "").split(","):
+            tag = part.split(";")[0].strip().split("-")[0].lower()
+            for lang, html_tag in HTML_LANG.items():
+                if tag and html_tag == tag and lang in PAGE_LANGUAGES:
+                    return lang
+        return Language.ENG
 
     async def login(request: Request) -> Response:
         lang = login_lang(request)
@@ -714,6 +722,19 @@ def web_routes(intake: Intake, sessions: WebSessions | None = None) -> list[Base
             elif kind == "quota":
                 item["kind"] = "quota"
             shown.append(item)
+        timelines = []
+        for seq in sorted(cases, reverse=True):
+            stages = await asyncio.to_thread(intake.outbox.message_stages, seq)
+            steps: list[tuple[str, str]] = []
+            if stages is not None:
+                steps.append((STAGE_WORDS["accepted"], _seconds_text(stages["accepted_at"], zone)))  # type: ignore[arg-type]
+            number = case_number(seq)
+            steps += [
+                (str(item["stage"]), str(item["when"]))
+                for item in reversed(shown)
+                if item.get("case") == number
+            ]
+            timelines.append((number, steps))
         return render(
             request,
             "inbox.html",
@@ -721,6 +742,7 @@ def web_routes(intake: Intake, sessions: WebSessions | None = None) -> list[Base
             session.lang,
             entries=shown,
             cases=[case_number(seq) for seq in cases],
+            timelines=timelines,
         )
 
     def both(function: _Page, **kwargs: bool) -> Callable[[Request], Awaitable[Response]]:

@@ -218,3 +218,44 @@ def test_i18n_check_lists_unchecked_sentences() -> None:
     counts = CliRunner().invoke(app, ["ship", "i18n-check", "--quiet"])
     assert counts.exit_code == 0
     assert len(counts.output.strip().splitlines()) == 7
+
+
+async def test_case_status_updates_show_as_a_timeline(vessel: Vessel) -> None:
+    """The union moves the case on; the reporter's inbox shows the case's timeline in
+    their language (Khmer here), oldest step first."""
+    from protocol.batch import Direction, decode_batch, encode_batch
+    from protocol.envelopes import CaseStatus, CaseStatusUpdate
+    from protocol.signing import SigningKey
+
+    csrf = await signed_in_with_own_pin(vessel)
+    union = vessel.intake.config.unions[0].union_id
+    report = await vessel.client.post(
+        "/report", data={"category": "8", "union": str(union), "text": "unpaid", "csrf": csrf}
+    )
+    match = re.search(r'id="case">(\d+)-(\d+)<', report.text)
+    assert match
+    key = SigningKey.from_seed(bytes(range(3, 35)))
+    codebook = vessel.intake.codebook
+    for seq, status in enumerate((CaseStatus.RECEIVED, CaseStatus.IN_PROGRESS), start=1):
+        update = CaseStatusUpdate(
+            report_seq=int(match.group(2)), status=status, written_minutes=30_000_000 + seq
+        )
+        data = encode_batch(
+            [update],
+            direction=Direction.DOWNLINK,
+            vessel_id=vessel.intake.config.vessel.vessel_id,
+            batch_seq=seq,
+            batch_minutes=30_000_000 + seq,
+            signing_key=key,
+            codebook=codebook,
+        )
+        batch = decode_batch(
+            data, codebook=codebook, verify_key=key.verify_key, direction=Direction.DOWNLINK
+        )
+        vessel.intake.outbox.apply_downlink(batch, 1.8e9)
+    inbox = await vessel.client.get("/inbox")
+    text = inbox.text
+    received, working = "សហជីពបានទទួល", "សហជីពកំពុងដោះស្រាយ"  # Khmer page
+    assert f"ករណី {match.group(1)}-{match.group(2)}" in text
+    timeline = text[text.index('<section class="case">') :]
+    assert timeline.index(received) < timeline.index(working)
