@@ -259,3 +259,50 @@ async def test_case_status_updates_show_as_a_timeline(vessel: Vessel) -> None:
     assert f"ករណី {match.group(1)}-{match.group(2)}" in text
     timeline = text[text.index('<section class="case">') :]
     assert timeline.index(received) < timeline.index(working)
+
+
+async def test_message_stages_and_failure_reason_in_the_crew_language(vessel: Vessel) -> None:
+    """A message goes out in a batch, the shore accepts it, then the SMS provider fails:
+    the message page shows each stage reached and the reason, in Khmer."""
+    from protocol.batch import Direction, decode_batch, encode_batch
+    from protocol.envelopes import DeliveryFailure, DeliveryReceipt, FailureReason, ReceiptStage
+    from protocol.signing import SigningKey
+
+    csrf = await signed_in_with_own_pin(vessel)
+    sent = await vessel.client.post("/write", data={"contact": "1", "text": "សួស្ដី", "csrf": csrf})
+    seq = int(sent.url.path.rsplit("/", 1)[1])
+    assert "កំពុងរង់ចាំនៅលើនាវា" in sent.text  # queued on board
+    outbox, codebook = vessel.intake.outbox, vessel.intake.codebook
+    vessel_key = SigningKey.from_seed(bytes(range(32)))
+    batch_seq, _ = outbox.make_batch([seq], codebook, vessel_key, 1.8e9)
+    outbox.mark_sent(batch_seq, 1.8e9 + 1)
+    key = SigningKey.from_seed(bytes(range(3, 35)))
+    minutes = 30_000_100
+    envelopes = [
+        DeliveryReceipt(
+            message_seq=seq, stage=ReceiptStage.ACCEPTED_ASHORE, written_minutes=minutes
+        ),
+        DeliveryFailure(
+            message_seq=seq, reason=FailureReason.PROVIDER_ERROR, written_minutes=minutes + 1
+        ),
+    ]
+    data = encode_batch(
+        envelopes,
+        direction=Direction.DOWNLINK,
+        vessel_id=vessel.intake.config.vessel.vessel_id,
+        batch_seq=1,
+        batch_minutes=minutes + 1,
+        signing_key=key,
+        codebook=codebook,
+    )
+    batch = decode_batch(
+        data, codebook=codebook, verify_key=key.verify_key, direction=Direction.DOWNLINK
+    )
+    outbox.apply_downlink(batch, 1.8e9 + 120)
+    stages = await vessel.client.get(f"/messages/{seq}")
+    assert stages.status_code == 200
+    done = re.findall(r'<li class="done">([^<]+)', stages.text)
+    assert [item.strip() for item in done] == ["កំពុងរង់ចាំនៅលើនាវា", "បានផ្ញើ", "បានទទួលនៅលើគោក"]
+    assert "សេវាអ៊ីមែល ឬ SMS មានបញ្ហា។" in stages.text  # the provider failed
+    other = await vessel.client.get(f"/messages/{seq + 100}")
+    assert other.status_code == 404
