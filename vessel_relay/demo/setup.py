@@ -259,7 +259,10 @@ def prepare_relay(
     config_path.write_text(
         "# vessel-relay demo relay (demo keys: not for real use)\n"
         f'[relay]\ndata_dir = "{data_dir}"\nworker = {RELAY_WORKER}\nshore_key = "shore.key"\n\n'
-        '[store]\nbackend = "sqlite"\npath = "relay.db"\n\n'
+        '[store]\nbackend = "sqlite"\npath = "relay.db"\n'
+        # A relay killed mid-send holds its claims until the lease ends: keep it short
+        # here (the local sink answers in milliseconds); production keeps the default.
+        f"lease_s = {10.0 if fast else 30.0}\n\n"
         f'[mqtt]\nurl = "{broker_url}"\nprotocol = "{mqtt_version}"\n'
         "keepalive_s = 30\npublish_timeout_s = 20.0\nreconnect_max_s = 2.0\n\n"
         f"[downlink]\ntick_s = {tick_s}\nresend_after_s = {resend_s}\n"
