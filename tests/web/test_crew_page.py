@@ -99,7 +99,11 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     outbox = Outbox.open(config.database_path, config.vessel.vessel_id)
     intake = Intake(config, outbox, codebook)
     crew: dict[str, tuple[int, str]] = {}
-    for code, name, document in (("mya", "Aung Min", "SB-1"), ("eng", "Juan Cruz", "SB-2")):
+    for code, name, document in (
+        ("mya", "Aung Min", "SB-1"),
+        ("eng", "Juan Cruz", "SB-2"),
+        ("tha", "Somchai", "SB-3"),
+    ):
         member, pin = intake.register.add(
             name=name,
             document=document,
@@ -355,3 +359,33 @@ def test_page_weights_are_reported(site: Site) -> None:
     for name, weight in sorted(site.weights.items()):
         print(f"{name:22} {weight:7,} B")
     assert max(site.weights.values()) < PAGE_BUDGET_BYTES
+
+
+HTML_LANG = {"khm": "km", "lao": "lo", "tha": "th", "ind": "id", "tgl": "tl", "vie": "vi"}
+
+
+@pytest.mark.parametrize("lang", sorted(HTML_LANG))
+def test_other_languages_render_with_the_served_fonts(page: Page, site: Site, lang: str) -> None:
+    """Home, quick messages and the report page in each other page language: every
+    character is covered by a served font (or the phone's Latin font), and the
+    screenshots are kept for review."""
+    crew, pin = site.crew["tha"]
+    if not site.intake.register.pin_chosen(crew):
+        sign_in(page, site, "tha", pin)
+        page.wait_for_url("**/pin")
+        page.fill("input[name=pin]", "97531246")
+        page.fill("input[name=pin2]", "97531246")
+        page.click("form[action='/pin'] button")
+        page.wait_for_url("**/home")
+        site.crew["tha"] = (crew, "97531246")
+    else:
+        sign_in(page, site, "tha", pin)
+        page.wait_for_url("**/home")
+    for name in ("home", "quick", "report"):
+        page.goto(f"{site.url}/lang/{lang}?next=/{name}")
+        text = check_page(page, site, name, lang)
+        assert page.evaluate("document.documentElement.lang") == HTML_LANG[lang]
+        sentence = phrase(1, Language.from_code(lang))
+        if name == "quick":
+            assert sentence is not None
+            assert sentence in text
