@@ -85,7 +85,7 @@ class Batch:
 
 
 def _text_bytes(texts: Sequence[str]) -> int:
-    return sum(len(text.encode("utf-8")) + 1 for text in texts)
+    return sum(len(text.encode("utf-8", "surrogatepass")) + 1 for text in texts)
 
 
 def _check_uint(name: str, value: int) -> None:
@@ -264,6 +264,13 @@ def decode_batch(
         what=f"{where} skeleton",
     )
     skeleton = from_columns(columns, max_envelopes=limits.max_envelopes)
+    for entry in skeleton:
+        for value in entry.values():
+            if isinstance(value, bytes) and len(value) > limits.max_blob_bytes:
+                raise LimitExceeded(
+                    f"{where} holds a {len(value)}-byte field (a sealed report or a "
+                    f"dictionary part), over the limit of {limits.max_blob_bytes}"
+                )
     # ``is not None``: Language.UND is 0, and a text in it still has a frame.
     languages = sorted({lang for entry in skeleton if (lang := text_language(entry)) is not None})
     expected_frames = max(1, len(languages))

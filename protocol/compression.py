@@ -203,7 +203,9 @@ def encode_frame(
 ) -> Frame:
     """Code one frame with whichever allowed codec gives the fewest bytes.
 
-    ``skeleton`` is given for frame 0 only (``None`` for the others).
+    ``skeleton`` is given for frame 0 only (``None`` for the others). When none of
+    ``codecs`` applies to the language (``CONTEXT`` alone, and no model for it), the frame
+    is stored.
     """
     candidates: list[Frame] = []
     plain = _join(skeleton, texts)
@@ -224,7 +226,8 @@ def encode_frame(
             payload = context_model.encode_frame(model, skeleton or b"", texts)
             candidates.append(Frame(Codec.CONTEXT, entry.dictionary_id, payload))
     if not candidates:
-        raise ValueError("encode_frame needs at least one codec")
+        # No allowed codec has a dictionary or model for this language: stored always works.
+        candidates.append(Frame(Codec.STORED, 0, plain))
     return min(candidates, key=lambda frame: (len(frame.payload), frame.codec))
 
 
@@ -268,7 +271,15 @@ def decode_frame(
         max_texts=max_texts,
         max_chars=min(max_chars, budget),
         max_skeleton_bytes=budget if has_skeleton else 0,
+        max_total_chars=budget,  # a character is at least one byte: a bound while decoding
     )
     if skeleton and not has_skeleton:
         raise MalformedBatch(f"{where}: only the first frame may carry the skeleton")
+    decoded_bytes = len(skeleton) + sum(
+        len(text.encode("utf-8", "surrogatepass")) + 1 for text in texts
+    )
+    if decoded_bytes > budget + 1:  # like _join: no separator after the last text
+        raise LimitExceeded(
+            f"{where}: frame decodes to {decoded_bytes} bytes, over the {budget}-byte budget"
+        )
     return skeleton, texts

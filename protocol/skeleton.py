@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from protocol.envelopes import AGE_KEY, ENVELOPE_TYPES, KIND_KEY, Kind
-from protocol.errors import MalformedBatch
+from protocol.errors import LimitExceeded, MalformedBatch
 
 PRESENCE_KEY = 31
 _DELTA_KEYS = (1, AGE_KEY)
@@ -64,7 +64,9 @@ def from_columns(columns: object, *, max_envelopes: int) -> list[dict[int, objec
     if not kinds:
         raise MalformedBatch("batch skeleton has no envelopes")
     if len(kinds) > max_envelopes:
-        raise MalformedBatch(f"batch skeleton has {len(kinds)} envelopes, over {max_envelopes}")
+        raise LimitExceeded(
+            f"batch skeleton has {len(kinds)} envelopes, over the limit of {max_envelopes}"
+        )
     cursors = dict.fromkeys(columns, 0)
     cursors[KIND_KEY] = len(kinds)
     previous = dict.fromkeys(_DELTA_KEYS, 0)
