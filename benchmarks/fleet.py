@@ -136,6 +136,13 @@ def cpu_seconds(pids: Sequence[int]) -> float:
     return total / CLOCK_TICKS
 
 
+def machine_busy_s() -> float:
+    """Seconds of CPU spent by the whole machine (all cores, all processes, not idle)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    return (sum(fields[:8]) - idle) / CLOCK_TICKS
+
+
 def postmaster_pid(pg: PostgresServer) -> int:
     """The PostgreSQL server's main process (first line of postmaster.pid)."""
     return int((pg.data / "postmaster.pid").read_text().split()[0])
@@ -312,6 +319,7 @@ async def run_once(
             "vessels (this process)": [os.getpid()],
         }
         cpu_before = {name: cpu_seconds(p) for name, p in pids.items()}
+        machine_before = machine_busy_s()
         t0 = time.perf_counter()
         await asyncio.gather(
             *(v.live_day(schedule[v.vessel_id], t0, args.ack_wait_s) for v in vessels)
@@ -320,6 +328,8 @@ async def run_once(
         pg_pids = children_of(postmaster_pid(pg))
         pids["postgres"] = pg_pids
         cpu = {name: cpu_seconds(p) - cpu_before[name] for name, p in pids.items()}
+        machine = machine_busy_s() - machine_before
+        cpu["other processes on the machine"] = max(0.0, machine - sum(cpu.values()))
         rows = await _db_rows(connection) - rows_before
         await connection.close()
     finally:
@@ -399,8 +409,8 @@ def table(results: Sequence[RunResult], args: argparse.Namespace) -> str:
         f"{os.cpu_count()} cores",
         "",
         "| workers | messages/s | batches/s | p50 ms | p99 ms | max ms | CPU broker | "
-        "CPU postgres | CPU relay | CPU vessels | DB rows/s | unacked |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "CPU postgres | CPU relay | CPU vessels | CPU others | DB rows/s | unacked |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         share = r.cpu_share
@@ -409,10 +419,14 @@ def table(results: Sequence[RunResult], args: argparse.Namespace) -> str:
             f"{r.latency_p50_ms:,.0f} | {r.latency_p99_ms:,.0f} | {r.latency_max_ms:,.0f} | "
             f"{share.get('broker', 0):.2f} | {share.get('postgres', 0):.2f} | "
             f"{share.get('relay', 0):.2f} | {share.get('vessels (this process)', 0):.2f} | "
+            f"{share.get('other processes on the machine', 0):.2f} | "
             f"{r.db_rows_per_s:,.0f} | {r.unacknowledged} |"
         )
     lines.append("")
-    lines.append("CPU: cores busy on average over the run (1.00 = one core all the time).")
+    lines.append(
+        "CPU: cores busy on average over the run (1.00 = one core all the time); "
+        '"others" is what the rest of the machine used meanwhile.'
+    )
     return "\n".join(lines)
 
 

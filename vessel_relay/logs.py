@@ -9,9 +9,10 @@ options. Code that works on one batch or one message opens a correlation scope::
         with message_scope(vessel_id, message_seq):  # correlation id "m42.77"
             log.info("delivered")
 
-and every line logged inside carries ``correlation_id`` (plus ``vessel``, ``batch``,
-``message`` when known), in JSON as keys, in text as a ``[b42.1831]`` prefix. The scopes
-live in :mod:`contextvars`, so each asyncio task keeps its own.
+and every line logged inside carries ``correlation_id`` (plus ``vessel_id``,
+``batch_seq``, ``message_seq`` when known), in JSON as keys, in text as a
+``[b42.1831]`` prefix. The scopes live in :mod:`contextvars`, so each asyncio task keeps
+its own.
 
 What a line may hold (GlobaLeaks' rule, STYLE.md): ids, sizes, states, reasons. Never
 message text, grievance content, names, addresses, phone or Seabook numbers; callers log
@@ -140,10 +141,14 @@ class JsonFormatter(logging.Formatter):
         scope = getattr(record, "correlation", None)
         if isinstance(scope, Correlation):
             line["correlation_id"] = scope.correlation_id
-            for key in ("vessel", "batch", "message"):
+            for key, name in (
+                ("vessel", "vessel_id"),
+                ("batch", "batch_seq"),
+                ("message", "message_seq"),
+            ):
                 value = getattr(scope, key)
                 if value is not None:
-                    line[key] = value
+                    line[name] = value
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
         return json.dumps(line, ensure_ascii=False, separators=(",", ":"))
