@@ -354,7 +354,9 @@ class DeliveryWorker:
         if destination is Destination.UNION:
             return await self._to_union(delivery)
         if not delivery.address:
-            return AttemptResult.permanent(FailureReason.UNKNOWN_CONTACT, "no address")
+            # Batches may arrive out of order: the contact's announcement can come after
+            # the message. Wait for it (until the deadline) rather than fail at once.
+            return AttemptResult.transient(FailureReason.UNKNOWN_CONTACT, "contact not known yet")
         if not delivery.text:
             return AttemptResult.permanent(FailureReason.REJECTED_BY_RELAY, "no text")
         if destination is Destination.EMAIL:
