@@ -177,6 +177,7 @@ class RunResult:
     cpu_s: dict[str, float] = field(default_factory=dict)
     cpu_share: dict[str, float] = field(default_factory=dict)
     db_rows_per_s: float = 0.0
+    db_bytes_per_message: float = 0.0
     unacknowledged: int = 0
 
 
@@ -331,6 +332,7 @@ async def run_once(
         machine = machine_busy_s() - machine_before
         cpu["other processes on the machine"] = max(0.0, machine - sum(cpu.values()))
         rows = await _db_rows(connection) - rows_before
+        db_bytes = int(await connection.fetchval("SELECT pg_database_size(current_database())"))
         await connection.close()
     finally:
         for worker in relay:
@@ -355,6 +357,7 @@ async def run_once(
         cpu_s={k: round(v, 2) for k, v in cpu.items()},
         cpu_share={k: round(v / wall, 2) for k, v in cpu.items()},
         db_rows_per_s=round(rows / busy_s, 1),
+        db_bytes_per_message=round(db_bytes / max(1, messages)),
         unacknowledged=len(vessels) * args.sessions - acked_batches,
     )
 
@@ -409,8 +412,9 @@ def table(results: Sequence[RunResult], args: argparse.Namespace) -> str:
         f"{os.cpu_count()} cores",
         "",
         "| workers | messages/s | batches/s | p50 ms | p99 ms | max ms | CPU broker | "
-        "CPU postgres | CPU relay | CPU vessels | CPU others | DB rows/s | unacked |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "CPU postgres | CPU relay | CPU vessels | CPU others | DB rows/s | DB B/message | "
+        "unacked |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         share = r.cpu_share
@@ -420,7 +424,7 @@ def table(results: Sequence[RunResult], args: argparse.Namespace) -> str:
             f"{share.get('broker', 0):.2f} | {share.get('postgres', 0):.2f} | "
             f"{share.get('relay', 0):.2f} | {share.get('vessels (this process)', 0):.2f} | "
             f"{share.get('other processes on the machine', 0):.2f} | "
-            f"{r.db_rows_per_s:,.0f} | {r.unacknowledged} |"
+            f"{r.db_rows_per_s:,.0f} | {r.db_bytes_per_message:,.0f} | {r.unacknowledged} |"
         )
     lines.append("")
     lines.append(
