@@ -155,6 +155,21 @@ def open_grievance(
     meta = strict_loads(skeleton, max_depth=1, max_length=16, what="sealed report fields")
     if not isinstance(meta, dict) or len(texts) != 1:
         raise SealedBoxInvalid("sealed report fields are malformed")
+    expected: dict[int, tuple[type, ...]] = {
+        1: (int,),
+        2: (int,),
+        3: (str,),
+        4: (int,),
+        5: (str,),
+        6: (str,),
+        7: (bytes,),
+    }
+    for key, value in meta.items():
+        types = expected.get(key)
+        if types is None or isinstance(value, bool) or not isinstance(value, types):
+            raise SealedBoxInvalid(f"sealed report field {key!r} holds {type(value).__name__}")
+    if meta.get(4, -1) < 0:
+        raise SealedBoxInvalid("sealed report has no valid time")
     try:
         return GrievancePlaintext(
             category=GrievanceCategory(meta[1]),
