@@ -1,0 +1,169 @@
+"""The report commands on a real month: the owner's 'ship report', the relay operator's
+'shore report' and 'shore fleet-report', then the inspector's 'report verify' on the files."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from protocol.compliance import AgentStatement, ComplianceReport
+from protocol.quota import RULE_MONTHLY_TEXT_BYTES
+from tests.compliance.month import CREW, OTHER_VESSEL, VESSEL, Month
+from tests.shore.store_fixtures import SHORE_KEY, VESSEL_KEY
+from vessel_relay.cli import app
+from vessel_relay.keyfiles import write_secret
+
+runner = CliRunner()
+VESSEL_SEED = bytes(range(32))  # VESSEL_KEY
+SHORE_SEED = bytes(range(2, 34))  # SHORE_KEY
+
+
+@dataclass(frozen=True)
+class Installed:
+    ship_config: Path
+    relay_config: Path
+
+
+def _copy_sqlite(source: Path, target: Path) -> None:
+    """A consistent copy of a closed SQLite database (WAL folded in)."""
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{target}{suffix}").unlink(missing_ok=True)
+    with sqlite3.connect(source) as src, sqlite3.connect(target) as dst:
+        src.backup(dst)
+    src.close()
+    dst.close()
+
+
+def _invoke(*args: str) -> tuple[int, str, str]:
+    result = runner.invoke(app, list(args))
+    return result.exit_code, result.stdout, result.stderr
+
+
+@pytest.fixture(scope="module")
+def installed(month: Month, tmp_path_factory: pytest.TempPathFactory) -> Installed:
+    """A vessel and a relay set up with 'init', holding the simulated month's data and keys."""
+    base = tmp_path_factory.mktemp("cli")
+    code, _, err = _invoke("ship", "init", "--data", str(base / "ship"), "--vessel-id", str(VESSEL))
+    assert code == 0, err
+    (base / "ship" / "vessel.key").unlink()
+    write_secret(base / "ship" / "vessel.key", VESSEL_SEED)
+    _copy_sqlite(month.outbox_path, base / "ship" / "outbox.sqlite3")
+    code, _, err = _invoke("shore", "init", "--data", str(base / "relay"))
+    assert code == 0, err
+    (base / "relay" / "shore.key").unlink()
+    write_secret(base / "relay" / "shore.key", SHORE_SEED)
+    _copy_sqlite(month.store_path, base / "relay" / "relay.db")
+    return Installed(base / "ship" / "ship.toml", base / "relay" / "relay.toml")
+
+
+def test_owner_inspector_round_trip(installed: Installed, month: Month, tmp_path: Path) -> None:
+    """The owner writes the vessel's signed statement for October; the relay operator builds
+    the report from it in four formats; the inspector verifies the JSON with public keys
+    only, and the figures are the same as those of the report built in the library."""
+    code, out, err = _invoke(
+        "ship", "report", "--month", "2026-10", "--config", str(installed.ship_config),
+        "--out", str(tmp_path),
+    )  # fmt: skip
+    assert code == 0, err
+    assert f"({CREW} crew members)" in out
+    statement_path = tmp_path / f"agent-statement-{VESSEL}-2026-10.json"
+    statement = AgentStatement.from_obj(json.loads(statement_path.read_text(encoding="utf-8")))
+    VESSEL_KEY.verify_key.verify(statement.signed_bytes(), statement.signature, what="statement")
+    assert [c.to_obj() for c in statement.crew] == [c.to_obj() for c in month.statement.crew]
+    assert statement.batches == month.statement.batches
+    assert all(c.quota_bytes == RULE_MONTHLY_TEXT_BYTES for c in statement.crew)
+
+    code, out, err = _invoke(
+        "shore", "report", "--vessel", str(VESSEL), "--month", "2026-10",
+        "--statement", str(statement_path), "--config", str(installed.relay_config),
+        "--out", str(tmp_path),
+    )  # fmt: skip
+    assert code == 0, err
+    assert "rule met; 0 disagreements listed" in out
+    stem = tmp_path / f"compliance-{VESSEL}-2026-10"
+    for suffix in (".json", ".csv", ".html", ".pdf"):
+        assert f"written: {stem}{suffix}" in out
+    report = ComplianceReport.from_json(Path(f"{stem}.json").read_bytes())
+    assert report.shore_crew == month.report.shore_crew
+    assert report.rule == month.report.rule
+    assert [p.leaf for p in report.leaves] == [p.leaf for p in month.report.leaves]
+    assert Path(f"{stem}.pdf").read_bytes().startswith(b"%PDF-")
+    html = Path(f"{stem}.html").read_text(encoding="utf-8")
+    digest = report.head.head.digest().hex()
+    assert "Crew 1" in html
+    assert digest[:32] in html
+    assert digest[32:] in html
+    with open(f"{stem}.csv", encoding="utf-8", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == CREW
+    shore = {c.crew: c for c in month.report.shore_crew}
+    for row in rows:
+        assert int(row["sent_bytes_ashore"]) == shore[int(row["crew"])].sent_bytes
+        assert row["sent_bytes_on_board"] == row["sent_bytes_ashore"]
+
+    code, out, err = _invoke(
+        "report", "verify", f"{stem}.json",
+        "--shore-key", SHORE_KEY.verify_key.hex(), "--vessel-key", VESSEL_KEY.verify_key.hex(),
+    )  # fmt: skip
+    assert code == 0, out + err
+    assert "OK: the report verifies" in out
+    assert f"{len(month.report.leaves)} logged batches" in out
+
+    # the statement of another vessel's key does not pass as this vessel's
+    code, out, _ = _invoke(
+        "report", "verify", f"{stem}.json",
+        "--shore-key", SHORE_KEY.verify_key.hex(), "--vessel-key", SHORE_KEY.verify_key.hex(),
+    )  # fmt: skip
+    assert code == 1
+    assert "FAIL: the vessel's signature over the agent's statement is invalid" in out
+
+
+def test_report_without_statement_and_fleet(installed: Installed, tmp_path: Path) -> None:
+    """Without the vessel's statement the shore's report says the rule cannot be met and
+    still verifies; the fleet summary has one line per vessel with its logged batches."""
+    code, out, err = _invoke(
+        "shore", "report", "--vessel", str(OTHER_VESSEL), "--month", "2026-10",
+        "--config", str(installed.relay_config), "--out", str(tmp_path),
+    )  # fmt: skip
+    assert code == 0, err
+    assert "rule NOT met" in out
+    path = tmp_path / f"compliance-{OTHER_VESSEL}-2026-10.json"
+    report = ComplianceReport.from_json(path.read_bytes())
+    assert len(report.leaves) == 2
+    assert any("no agent statement" in note for note in report.notes)
+    code, out, _ = _invoke("report", "verify", str(path), "--shore-key", SHORE_KEY.verify_key.hex())
+    assert code == 0, out
+    code, out, err = _invoke(
+        "shore", "fleet-report", "--month", "2026-10", "--config", str(installed.relay_config)
+    )
+    assert code == 0, err
+    lines = {line.split()[0]: line.split() for line in out.splitlines()[1:]}
+    assert lines[str(OTHER_VESSEL)][-4:] == ["2", "1", "24", lines[str(OTHER_VESSEL)][-1]]
+    assert int(lines[str(VESSEL)][-4]) > 0
+
+
+def test_report_commands_explain_mistakes(installed: Installed, tmp_path: Path) -> None:
+    """An unknown vessel, a bad month or a statement of another vessel: one line, exit 1."""
+    code, _, err = _invoke(
+        "shore", "report", "--vessel", "999", "--month", "2026-10",
+        "--config", str(installed.relay_config), "--out", str(tmp_path),
+    )  # fmt: skip
+    assert code == 1
+    assert "vessel 999 is not registered" in err
+    code, _, err = _invoke(
+        "shore", "report", "--vessel", str(VESSEL), "--month", "October",
+        "--config", str(installed.relay_config),
+    )  # fmt: skip
+    assert code == 1
+    assert err.startswith("error:")
+    code, _, err = _invoke(
+        "ship", "report", "--month", "2026-13", "--config", str(installed.ship_config)
+    )
+    assert code == 1
+    assert err.startswith("error:")
