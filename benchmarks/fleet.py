@@ -312,6 +312,7 @@ async def run_once(
         }
         connection = await asyncpg.connect(dsn)
         rows_before = await _db_rows(connection)
+        size_before = int(await connection.fetchval("SELECT pg_database_size(current_database())"))
         pg_pids = children_of(postmaster_pid(pg))
         pids = {
             "broker": [broker.pid or 0],
@@ -332,7 +333,8 @@ async def run_once(
         machine = machine_busy_s() - machine_before
         cpu["other processes on the machine"] = max(0.0, machine - sum(cpu.values()))
         rows = await _db_rows(connection) - rows_before
-        db_bytes = int(await connection.fetchval("SELECT pg_database_size(current_database())"))
+        size_after = int(await connection.fetchval("SELECT pg_database_size(current_database())"))
+        db_bytes = size_after - size_before
         await connection.close()
     finally:
         for worker in relay:
