@@ -135,6 +135,9 @@ class DeliveryStore(Protocol):
         self, now: float, limit: int, worker: str
     ) -> Sequence[DueDelivery]: ...
 
+    async def release_claims(self, worker: str) -> int:
+        """Give back every unfinished claim of ``worker`` (a restarted worker's own)."""
+
     async def record_attempt(self, key: object, now: float, worker: str) -> bool | None:
         """Record the attempt; False when the claim was lost (then nothing is sent)."""
 
@@ -246,6 +249,12 @@ class DeliveryWorker:
         ``doorbell`` (set by ingest when new deliveries are queued) wakes the worker early.
         """
         bell = doorbell or asyncio.Event()
+        # A worker that was killed mid-pass left its claims leased; the same worker, started
+        # again, gives them back at once instead of waiting out the lease. A delivery whose
+        # attempt was recorded is then sent again with the same Message-ID (a counted repeat).
+        released = await self.store.release_claims(self.config.worker)
+        if released:
+            log.info("released %d deliveries claimed before a restart", released)
         while not stopping.is_set():
             try:
                 done = await self.deliver_due()

@@ -354,6 +354,9 @@ class Store(Protocol):
     async def claim_due_deliveries(self, now: float, limit: int, worker: str) -> Sequence[Delivery]:
         """Take up to ``limit`` due deliveries for ``worker`` under a lease."""
 
+    async def release_claims(self, worker: str) -> int:
+        """End the leases ``worker`` holds on unfinished deliveries; how many."""
+
     async def record_attempt(self, key: object, now: float, worker: str) -> bool:
         """Record an attempt BEFORE anything is sent (a crash then shows as a repeat).
 

@@ -988,6 +988,20 @@ class SqlStore:
             )
         return [self._delivery(r) for r in rows]
 
+    async def release_claims(self, worker: str) -> int:
+        async with self._transaction() as tx:
+            rows = await tx.fetch(
+                "SELECT vessel_id, message_seq FROM deliveries "
+                "WHERE claimed_by = $1 AND outcome IS NULL AND lease_until IS NOT NULL",
+                worker,
+            )
+            await tx.executemany(
+                "UPDATE deliveries SET lease_until = NULL "
+                "WHERE vessel_id = $1 AND message_seq = $2 AND claimed_by = $3",
+                [(r[0], r[1], worker) for r in rows],
+            )
+        return len(rows)
+
     def _delivery(self, r: Row) -> Delivery:
         vessel_id, seq, kind = int(r[0]), int(r[1]), r[2]
         lang, body, quick = _lang(r[6]), r[7], r[8]

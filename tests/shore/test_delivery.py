@@ -76,6 +76,10 @@ class FakeStore:
         self.claimed.update(row.key for row in due)
         return due
 
+    async def release_claims(self, worker: str) -> int:
+        self.calls.append("release")
+        return 0
+
     async def record_attempt(self, key: object, now: float, worker: str) -> None:
         assert isinstance(key, int)
         self.calls.append(f"record {key}")

@@ -405,6 +405,23 @@ async def test_crashed_attempt_comes_back_after_the_lease_as_a_repeat(store: Sto
     assert (again.key, again.attempts, again.unfinished_attempt) == (due.key, 1, True)
 
 
+async def test_restarted_worker_gives_back_its_own_claims_at_once(store: Store) -> None:
+    """A worker killed mid-pass and started again (same name) releases its leases: the
+    delivery is claimable at once, still showing the unfinished attempt; other workers'
+    claims are left alone."""
+    vessel_id = await _vessel(store)
+    await _ingest(store, vessel_id, 1, _contact(), _message(1), _message(2))
+    first, second = await store.claim_due_deliveries(T0 + 5, 1, "w1") + list(
+        await store.claim_due_deliveries(T0 + 5, 1, "w2")
+    )
+    await store.record_attempt(first.key, T0 + 5, "w1")
+    assert await store.release_claims("w1") == 1
+    assert await store.release_claims("w1") == 0
+    (again,) = await store.claim_due_deliveries(T0 + 6, 10, "w1")
+    assert (again.key, again.unfinished_attempt) == (first.key, True)
+    assert second.key != first.key
+
+
 async def test_reschedule_and_failure_receipt(store: Store) -> None:
     """A transient failure reschedules; a final failure queues a DeliveryFailure."""
     vessel_id = await _vessel(store)
