@@ -11,6 +11,8 @@ Endpoints (JSON; sign in first, then send ``Authorization: Bearer TOKEN``):
   "lang": "mya", "anonymous": false}`` -> 201 with a case number and a receipt code
 * ``POST /api/sos`` ``{"note": "...", "position": [1350000, 10050000]}`` -> 201
 * ``GET /api/inbox`` -> receipts, replies, case updates and quota notices
+* ``GET /api/cases/{seq}`` -> one of the reporter's cases: stage and the union's notes,
+  opened with the reply key derived from their case key (404 for anyone else's case)
 * ``GET /api/quota`` -> this month's text quota and balance
 
 A 201 is sent only after the outbox committed. Errors are RFC 9457 problem details
@@ -38,6 +40,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from protocol.cases import STAGE_WORDS, case_number, open_case_note, reporter_reply_keys
+from protocol.envelopes import CaseStatus
+from protocol.errors import SealedBoxInvalid
 from protocol.languages import Language
 from protocol.sealing import GrievanceCategory
 from shipboard.crew import SignedIn
@@ -381,6 +386,44 @@ def create_app(intake: Intake, sessions: SessionStore | None = None) -> ASGIApp:
         entries = await asyncio.to_thread(intake.outbox.inbox, who.member.crew, cases)
         return JSONResponse({"entries": entries, "cases": cases})
 
+    async def case(request: Request) -> Response:
+        who = signed_in(request)
+        try:
+            seq = int(request.path_params["seq"])
+        except ValueError:
+            raise Problem(404, "not-found", "not found", "There is no such case.") from None
+        if seq not in await asyncio.to_thread(intake.outbox.my_cases, who.case_key):
+            raise Problem(404, "not-found", "not found", "There is no such case of yours.")
+        keys = reporter_reply_keys(who.case_key)
+        notes: list[dict[str, object]] = []
+        stage = CaseStatus.RECEIVED
+        for code, sealed, at in await asyncio.to_thread(intake.outbox.case_notes, seq):
+            with contextlib.suppress(ValueError):
+                stage = CaseStatus(code)
+            note: dict[str, object] = {"stage": STAGE_WORDS.get(stage, str(code)), "at": at}
+            if sealed:
+                try:
+                    opened = open_case_note(sealed, keys.private_key)
+                except SealedBoxInvalid:
+                    logger.warning("case %d: a note did not open with the reporter's key", seq)
+                    note["unreadable"] = True
+                else:
+                    note.update(
+                        stage=STAGE_WORDS[opened.status],
+                        text=opened.text,
+                        lang=None if opened.lang is None else opened.lang.code,
+                        reason=opened.reason,
+                        written_minutes=opened.written_minutes,
+                    )
+            notes.append(note)
+        return JSONResponse(
+            {
+                "case_number": case_number(intake.outbox.vessel_id, seq),
+                "stage": STAGE_WORDS.get(stage, str(int(stage))),
+                "notes": notes,
+            }
+        )
+
     async def quota(request: Request) -> Response:
         who = signed_in(request)
         status = await asyncio.to_thread(intake.quota, who.member.crew)
@@ -402,6 +445,7 @@ def create_app(intake: Intake, sessions: SessionStore | None = None) -> ASGIApp:
         Route("/api/grievances", endpoint(grievance), methods=["POST"]),
         Route("/api/sos", endpoint(sos), methods=["POST"]),
         Route("/api/inbox", endpoint(inbox), methods=["GET"]),
+        Route("/api/cases/{seq}", endpoint(case), methods=["GET"]),
         Route("/api/quota", endpoint(quota), methods=["GET"]),
     ]
 

@@ -1109,6 +1109,18 @@ class Outbox:
                 db.row_factory = None
         return [dict(row) for row in rows]
 
+    def case_notes(self, case_seq: int) -> list[tuple[int, bytes, float]]:
+        """A case's updates from the union, oldest first: (stage code, sealed note, at).
+
+        The notes are sealed to the reporter's reply key; only they open them."""
+        with self.reading() as db:
+            rows = db.execute(
+                "SELECT code, sealed_note, at FROM inbox WHERE kind = 'case' AND case_seq = ? "
+                "ORDER BY entry",
+                (case_seq,),
+            ).fetchall()
+        return [(int(code), bytes(note or b""), float(at)) for code, note, at in rows]
+
     def message_stages(self, seq: int) -> dict[str, object] | None:
         """One message's state, the time of each step and any failure (no text)."""
         with self.reading() as db:

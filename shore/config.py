@@ -59,6 +59,15 @@ Example (``vessel-relay shore init --data DIR`` writes one)::
     emails = ["mrcc@rescue.example.org"]
     sms = ["+6621234567"]
     retry_max_s = 300.0
+
+    [union_api]                     # the unions' authenticated API (shore.union_api)
+    enabled = false
+    host = "127.0.0.1"
+    port = 8040
+    [[union_api.unions]]            # one table per union (``vessel-relay union init`` prints
+    id = 7                          # the union's id and its Ed25519 signing key)
+    name = "Fishers' Union"
+    public_key = "3b6a...e1"        # 64 hex digits
 """
 
 from __future__ import annotations
@@ -151,6 +160,23 @@ class AlertsSection:
 
 
 @dataclass(frozen=True, slots=True)
+class UnionAccountSection:
+    """A union registered for the union API: its id and Ed25519 public key (32 bytes)."""
+
+    union_id: int
+    public_key: bytes
+    name: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class UnionApiSection:
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = 8040
+    unions: tuple[UnionAccountSection, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class RelayConfig:
     """The whole relay configuration (``source`` names the file, for messages)."""
 
@@ -162,6 +188,7 @@ class RelayConfig:
     replies: RepliesSection = field(default_factory=RepliesSection)
     sms: SmsSection = field(default_factory=SmsSection)
     alerts: AlertsSection = field(default_factory=AlertsSection)
+    union_api: UnionApiSection = field(default_factory=UnionApiSection)
     source: str = "<defaults>"
 
     @property
@@ -195,6 +222,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "replies": RepliesSection,
     "sms": SmsSection,
     "alerts": AlertsSection,
+    "union_api": UnionApiSection,
 }
 
 
@@ -233,10 +261,60 @@ def parse_config(document: dict[str, Any], source: str = "<text>") -> RelayConfi
             raise ConfigError(
                 f"{source}: unknown section [{name}]; known: {', '.join(sorted(_SECTIONS))}"
             )
+        if name == "union_api":
+            sections[name] = _union_api_section(source, raw)
+            continue
         sections[name] = _section(source, name, raw, _SECTIONS[name])
     config = RelayConfig(**sections, source=source)
     _validate(config)
     return config
+
+
+def _union_api_section(source: str, raw: object) -> UnionApiSection:
+    """``[union_api]`` with its ``[[union_api.unions]]`` tables (ids and Ed25519 keys)."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: [union_api] must be a table")
+    listed = raw.get("unions", [])
+    plain = _section(
+        source, "union_api", {k: v for k, v in raw.items() if k != "unions"}, UnionApiSection
+    )
+    if not isinstance(listed, list):
+        raise ConfigError(
+            f"{source}: [union_api] unions must be tables: write [[union_api.unions]] "
+            "with id, name and public_key"
+        )
+    unions: list[UnionAccountSection] = []
+    for index, item in enumerate(listed):
+        where = f"{source}: [[union_api.unions]] #{index + 1}"
+        if not isinstance(item, dict):
+            raise ConfigError(f"{where} must be a table with id, name and public_key")
+        unknown = set(item) - {"id", "name", "public_key"}
+        if unknown:
+            raise ConfigError(
+                f"{where} has no key {sorted(unknown)[0]!r}; known keys: id, name, public_key"
+            )
+        union_id = item.get("id")
+        if not isinstance(union_id, int) or isinstance(union_id, bool) or not 0 < union_id < 2**16:
+            raise ConfigError(
+                f"{where} id = {union_id!r}: expected the union's id, a number from 1 to 65535"
+            )
+        name = item.get("name", "")
+        if not isinstance(name, str):
+            raise ConfigError(f"{where} name = {name!r}: expected a string")
+        key_hex = item.get("public_key")
+        try:
+            key = bytes.fromhex(key_hex) if isinstance(key_hex, str) else b""
+        except ValueError:
+            key = b""
+        if len(key) != 32:
+            raise ConfigError(
+                f"{where} public_key = {key_hex!r}: expected the union's Ed25519 signing key, "
+                "64 hex digits, as printed by 'vessel-relay union init' (\"signing key\" line)"
+            )
+        if any(known.union_id == union_id for known in unions):
+            raise ConfigError(f"{where}: union id {union_id} is listed twice; keep one table")
+        unions.append(UnionAccountSection(union_id, key, name))
+    return UnionApiSection(plain.enabled, plain.host, plain.port, tuple(unions))
 
 
 def _validate(config: RelayConfig) -> None:
@@ -264,6 +342,14 @@ def _validate(config: RelayConfig) -> None:
     if config.relay.worker < 1:
         raise ConfigError(f"{source}: [relay] worker must be 1 or more")
     _validate_sms_and_alerts(config)
+    api = config.union_api
+    if api.enabled and not api.unions:
+        raise ConfigError(
+            f"{source}: [union_api] enabled = true but no union is registered; add a "
+            "[[union_api.unions]] table with id, name and public_key"
+        )
+    if not 0 <= api.port < 65536:
+        raise ConfigError(f"{source}: [union_api] port = {api.port}: expected 0 to 65535")
     down = config.downlink
     if not (down.tick_s > 0 and 0 < down.resend_after_s <= down.resend_max_s):
         raise ConfigError(

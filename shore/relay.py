@@ -11,7 +11,8 @@
       ├── delivery workers (shore.delivery), when [delivery] enabled (SMS by [sms])
       ├── SOS alerter (shore.alerts), when [alerts] enabled
       ├── family reply SMTP server (shore.replies), when [replies] enabled
-      └── SMS reply webhook (shore.replies.SmsWebhook), when [sms] webhook = true
+      ├── SMS reply webhook (shore.replies.SmsWebhook), when [sms] webhook = true
+      └── union API (shore.union_api, uvicorn), when [union_api] enabled
       close the store
 
 Stopping: the caller sets ``stopping`` (``vessel-relay shore run`` does on SIGTERM or
@@ -55,6 +56,7 @@ from shore.sms import SmsConfig, SmsProvider
 from shore.store_postgres import PostgresStore
 from shore.store_sql import SqlStore
 from shore.store_sqlite import SqliteStore
+from shore.union_api import make_union_api, serve_union_api, union_accounts
 from vessel_relay.codebooks import default_codebook
 from vessel_relay.keyfiles import KeyFileError, read_secret
 
@@ -374,5 +376,9 @@ async def run_relay(
                 group.create_task(worker.run(stopping, delivery_bell))
             if reply_server is not None:
                 group.create_task(reply_server.run(stopping))
+            if config.union_api.enabled:
+                api = config.union_api
+                union_app = make_union_api(store, union_accounts(api))
+                group.create_task(serve_union_api(union_app, api.host, api.port, stopping))
     finally:
         await store.close()

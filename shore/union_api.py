@@ -6,6 +6,8 @@ in the relay's config); every request carries three headers::
 
     X-Union: 7
     X-Time: 1764000000              # seconds since 1970, within MAX_SKEW_S of the relay's
+    X-Nonce: <16 random bytes, hex>  # optional, but a client that may send the same
+                                     # request twice in a second must send one
     X-Signature: <hex Ed25519 signature of request_to_sign(...)>
 
 so a request proves the union's key, binds method, path, query and body, and cannot be
@@ -24,15 +26,18 @@ the relay queues it down to the vessel as a ``CaseStatusUpdate`` and cannot read
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
+import contextlib
 import hashlib
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
+import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -41,6 +46,7 @@ from starlette.routing import Route
 from protocol.envelopes import CaseStatus
 from protocol.errors import SignatureInvalid
 from protocol.signing import VerifyKey
+from shore.config import UnionApiSection
 from shore.store import Store, StoreError
 
 logger = logging.getLogger(__name__)
@@ -56,17 +62,23 @@ Clock = Callable[[], float]
 AlertSource = Callable[[int, float], Awaitable[Sequence[Mapping[str, object]]]]
 
 
-def request_to_sign(method: str, path_and_query: str, at_s: int, body: bytes) -> bytes:
-    """The bytes a union signs for one request (see the module docstring)."""
-    return b"\x00".join(
-        [
-            _DOMAIN,
-            method.upper().encode("ascii"),
-            path_and_query.encode("utf-8"),
-            str(at_s).encode("ascii"),
-            hashlib.sha256(body).digest(),
-        ]
-    )
+def request_to_sign(
+    method: str, path_and_query: str, at_s: int, body: bytes, nonce: str = ""
+) -> bytes:
+    """The bytes a union signs for one request (see the module docstring).
+
+    Ed25519 signatures are deterministic: without a nonce, the same request in the same
+    second signs the same, and the relay refuses the second as a replay."""
+    parts = [
+        _DOMAIN,
+        method.upper().encode("ascii"),
+        path_and_query.encode("utf-8"),
+        str(at_s).encode("ascii"),
+        hashlib.sha256(body).digest(),
+    ]
+    if nonce:
+        parts.append(nonce.encode("ascii"))
+    return b"\x00".join(parts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +131,9 @@ def make_union_api(
             union_id = int(request.headers["x-union"])
             at_s = int(request.headers["x-time"])
             signature = bytes.fromhex(request.headers["x-signature"])
+            nonce = request.headers.get("x-nonce", "")
+            if nonce and (len(nonce) > 64 or not nonce.isascii() or not nonce.isalnum()):
+                raise ValueError("X-Nonce is at most 64 letters and digits")
         except (KeyError, ValueError) as exc:
             raise _Refused(
                 401, "sign the request: X-Union, X-Time and X-Signature headers are required"
@@ -134,7 +149,7 @@ def make_union_api(
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         try:
             account.verify_key.verify(
-                request_to_sign(request.method, target, at_s, body),
+                request_to_sign(request.method, target, at_s, body, nonce),
                 signature,
                 what=f"union {union_id}'s request",
             )
@@ -223,6 +238,45 @@ def make_union_api(
             Route("/union/v1/alerts", endpoint(alert_list), methods=["GET"]),
         ]
     )
+
+
+def union_accounts(section: UnionApiSection) -> list[UnionAccount]:
+    """The unions of ``[[union_api.unions]]`` (keys were checked at config load)."""
+    return [
+        UnionAccount(union.union_id, VerifyKey(union.public_key), union.name)
+        for union in section.unions
+    ]
+
+
+class _QuietServer(uvicorn.Server):
+    """uvicorn without its own signal handlers: the relay's supervisor owns the signals."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+async def serve_union_api(app: Starlette, host: str, port: int, stopping: asyncio.Event) -> None:
+    """Serve the union API until ``stopping`` is set, then finish open requests and return."""
+    server = _QuietServer(
+        uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False, lifespan="off")
+    )
+    task = asyncio.create_task(server.serve())
+    try:
+        while not server.started:
+            if task.done():
+                await task  # raises why it could not start (port in use ...)
+                raise OSError(
+                    f"the union API could not listen on {host}:{port}; free the port or change "
+                    "[union_api] port"
+                )
+            await asyncio.sleep(0.02)
+        logger.info("union API listening on %s:%d", host, port)
+        await stopping.wait()
+    finally:
+        server.should_exit = True
+        await task
+        logger.info("union API stopped")
 
 
 def _json_object(body: bytes) -> dict[str, object]:

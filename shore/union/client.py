@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -54,10 +55,14 @@ class RelayClient:
         at_s = int(self.clock())
         target = urlsplit(str(self._http.base_url.join(path)))
         signed_path = target.path + (f"?{target.query}" if target.query else "")
-        signature = self.identity.signing_key.sign(request_to_sign(method, signed_path, at_s, body))
+        nonce = secrets.token_hex(16)
+        signature = self.identity.signing_key.sign(
+            request_to_sign(method, signed_path, at_s, body, nonce)
+        )
         headers = {
             "X-Union": str(self.identity.union_id),
             "X-Time": str(at_s),
+            "X-Nonce": nonce,
             "X-Signature": signature.hex(),
             "Content-Type": "application/json",
         }

@@ -1,0 +1,251 @@
+"""The union API as the relay serves it (``[union_api]`` in relay.toml), and the grievance
+channel end to end through real processes.
+
+Mosquitto, the relay (``vessel-relay shore run``) and the vessel's agent are separate
+processes; the vessel reaches the broker through the link emulator. A crew member files a
+grievance on the agent's HTTP API; the union fetches it with ``vessel-relay union fetch``
+(signed requests to the relay's union API), opens it, acknowledges it and replies; the
+status change and the reply travel down the link, and the crew member reads both in their
+case on board (``GET /api/cases/{seq}``), opened with the key their PIN unlocks. Another
+crew member cannot open the case.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import sys
+import tomllib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from typer.testing import CliRunner
+
+from shipboard.config import to_toml
+from shore.config import ConfigError, parse_config
+from shore.union.keys import UnionIdentity, init_union
+from tests.kit.mosquitto import find_mosquitto
+from vessel_relay import link_emulator
+from vessel_relay.cli import app
+from vessel_relay.demo.brokers import MosquittoBroker, free_port, wait_listening
+from vessel_relay.demo.setup import (
+    RelaySetup,
+    Tuning,
+    VesselSetup,
+    numbered_crew,
+    prepare_relay,
+    prepare_vessel,
+    register_vessels,
+)
+from vessel_relay.demo.sinks import MaildirSink
+from vessel_relay.demo.system import Child
+
+runner = CliRunner()
+KEY = "ab" * 32
+REPORT = "ကျွန်ုပ်တို့ လစာ သုံးလ မရသေးပါ။"
+ANSWER = "ကျွန်ုပ်တို့ အေဂျင်စီကို ဖုန်းဆက်ပါမည်။"
+
+
+def _config(text: str) -> None:
+    parse_config(tomllib.loads(text), "relay.toml")
+
+
+def test_union_api_section_is_read_and_checked() -> None:
+    """A registered union is read with its key; every mistake names the key and the fix."""
+    config = parse_config(
+        tomllib.loads(
+            "[union_api]\nenabled = true\nport = 8041\n"
+            f"[[union_api.unions]]\nid = 7\nname = 'Fishers'\npublic_key = '{KEY}'\n"
+        ),
+        "relay.toml",
+    )
+    assert config.union_api.port == 8041
+    assert [(u.union_id, u.public_key, u.name) for u in config.union_api.unions] == [
+        (7, bytes.fromhex(KEY), "Fishers")
+    ]
+    assert not parse_config({}, "relay.toml").union_api.enabled
+    cases = {
+        "[union_api]\nenabled = true\n": "no union is registered",
+        f"[[union_api.unions]]\nid = 0\npublic_key = '{KEY}'\n": "from 1 to 65535",
+        "[[union_api.unions]]\nid = 7\npublic_key = 'abcd'\n": "64 hex digits",
+        "[[union_api.unions]]\nid = 7\npublic_key = 'zz'\n": "Ed25519 signing key",
+        f"[[union_api.unions]]\nid = 7\npublic_key = '{KEY}'\nkey = 1\n": "no key 'key'",
+        (
+            f"[[union_api.unions]]\nid = 7\npublic_key = '{KEY}'\n"
+            f"[[union_api.unions]]\nid = 7\npublic_key = '{KEY}'\n"
+        ): "listed twice",
+        "[union_api]\nport = 'x'\n": "port = 'x': expected a int",
+        "[union_api]\nunions = 3\n": "write [[union_api.unions]]",
+    }
+    for text, expected in cases.items():
+        with pytest.raises(ConfigError, match=re.escape(expected)) as error:
+            _config(text)
+        assert "relay.toml" in str(error.value)
+
+
+@dataclass
+class System:
+    union: UnionIdentity
+    vessel: VesselSetup
+    relay: Child
+    agent: Child
+
+
+@contextlib.asynccontextmanager
+async def running_system(work: Path) -> AsyncIterator[System]:
+    """Broker, link emulator, relay (with the union API) and one vessel's agent, as processes."""
+    find_mosquitto()
+    api_port = free_port()
+    union = init_union(work / "union", 1, "Fishers' Union", f"http://127.0.0.1:{api_port}")
+    broker = MosquittoBroker(work / "broker", persistence=False)
+    await broker.start()
+    sink = MaildirSink(work / "maildir")
+    sink.start()
+    async with contextlib.AsyncExitStack() as stack:
+        stack.callback(sink.stop)
+        stack.push_async_callback(broker.stop)
+        relay_setup: RelaySetup = prepare_relay(
+            work / "relay",
+            broker_url=broker.client_url(),
+            mqtt_version="5",
+            smtp_host=sink.host,
+            smtp_port=sink.port,
+            fast=True,
+        )
+        with relay_setup.config_path.open("a", encoding="utf-8") as toml:
+            toml.write(
+                f"\n[union_api]\nenabled = true\nhost = '127.0.0.1'\nport = {api_port}\n"
+                '[[union_api.unions]]\nid = 1\nname = "Fishers\' Union"\n'
+                f"public_key = '{union.signing_key.verify_key.key.hex()}'\n"
+            )
+        link = link_emulator.LinkEmulator(
+            "127.0.0.1", 0, broker.host, broker.port, link_emulator.UNLIMITED, seed=1
+        )
+        await stack.enter_async_context(link)
+        tuning = Tuning(
+            idle_poll_s=0.5, min_gap_s=0.2, resend_after_s=3.0, ack_wait_s=4.0, min_timeout_s=4.0
+        )
+        vessel = await asyncio.to_thread(
+            prepare_vessel,
+            work / "vessel-1",
+            vessel_id=1,
+            broker_url=f"mqtt://{link.host}:{link.port}",
+            mqtt_version="5",
+            crew=numbered_crew(2, 1),
+            http_port=free_port(),
+            smtp_port=free_port(),
+            tuning=tuning,
+        )
+        document = tomllib.loads(vessel.config_path.read_text(encoding="utf-8"))
+        document["unions"] = [
+            {
+                "id": 1,
+                "name": "Fishers' Union",
+                "public_key": union.box_public.hex(),
+                "languages": ["mya", "eng"],
+            }
+        ]
+        vessel.config_path.write_text(to_toml(document), encoding="utf-8")
+        await register_vessels(relay_setup, [vessel])
+        relay = Child(
+            [
+                str(Path(sys.executable).parent / "vessel-relay"),
+                "shore",
+                "run",
+                "--config",
+                str(relay_setup.config_path),
+            ],
+            work / "relay.log",
+        )
+        agent = Child(
+            [sys.executable, "-m", "vessel_relay.demo.agent_main", str(vessel.data_dir)],
+            work / "agent.log",
+        )
+        relay.start()
+        stack.callback(relay.stop)
+        agent.start()
+        stack.callback(agent.stop)
+        for what, child, port in (("relay", relay, api_port), ("agent", agent, vessel.http_port)):
+            if not await wait_listening("127.0.0.1", port, timeout_s=60):
+                raise RuntimeError(f"the {what} did not start:\n{child.log()}")
+        yield System(union, vessel, relay, agent)
+
+
+async def _cli(*args: str) -> str:
+    result = await asyncio.to_thread(runner.invoke, app, list(args))
+    assert result.exit_code == 0, result.output + str(result.exception)
+    return result.output
+
+
+async def _until(check: Callable[[], Awaitable[bool]], what: str, timeout_s: float = 60) -> None:
+    try:
+        async with asyncio.timeout(timeout_s):
+            while not await check():  # noqa: ASYNC110 - polling other processes
+                await asyncio.sleep(0.3)
+    except TimeoutError:
+        raise AssertionError(f"waited {timeout_s} s for {what}") from None
+
+
+async def _login(http: httpx.AsyncClient, crew: int, pin: str) -> dict[str, str]:
+    response = await http.post("/api/login", json={"crew": crew, "pin": pin})
+    assert response.status_code == 200, response.text
+    return {"Authorization": f"Bearer {response.json()['token']}"}
+
+
+async def test_grievance_through_broker_and_relay_to_the_union_and_back(tmp_path: Path) -> None:
+    """Filed on board, fetched and opened by the union through the relay process's union
+    API, acknowledged and answered; the reporter reads stage and answer on board."""
+    async with running_system(tmp_path) as system:
+        reporter, other = system.vessel.crew
+        union = ["--dir", str(system.union.directory)]
+        url = f"http://127.0.0.1:{system.vessel.http_port}"
+        async with httpx.AsyncClient(base_url=url, timeout=20) as http:
+            mine = await _login(http, reporter.crew, reporter.pin)
+            filed = await http.post(
+                "/api/grievances",
+                json={
+                    "union": 1,
+                    "category": "withholding_of_wages",
+                    "text": REPORT,
+                    "lang": "mya",
+                    "anonymous": False,
+                },
+                headers=mine,
+            )
+            assert filed.status_code == 201, filed.text
+            case_number = filed.json()["case_number"]
+            seq = filed.json()["message_seq"]
+
+            async def fetched() -> bool:
+                return "1 new cases" in await _cli("union", "fetch", *union)
+
+            await _until(fetched, "the union to fetch the report from the relay")
+            shown = await _cli("union", "show", *union, case_number)
+            assert REPORT in shown
+            await _cli("union", "status", *union, case_number, "acknowledged")
+            await _cli("union", "reply", *union, case_number, ANSWER)
+
+            async def answered() -> bool:
+                response = await http.get(f"/api/cases/{seq}", headers=mine)
+                assert response.status_code == 200, response.text
+                return len(response.json()["notes"]) >= 2
+
+            await _until(answered, "the union's notes to reach the vessel")
+            case = (await http.get(f"/api/cases/{seq}", headers=mine)).json()
+            assert case["case_number"] == case_number
+            assert case["stage"] == "acknowledged"
+            assert [note["stage"] for note in case["notes"]] == ["acknowledged", "acknowledged"]
+            assert case["notes"][1]["text"] == ANSWER
+            assert case["notes"][1]["lang"] == "mya"
+            assert not any(note.get("unreadable") for note in case["notes"])
+
+            theirs = await _login(http, other.crew, other.pin)
+            foreign = await http.get(f"/api/cases/{seq}", headers=theirs)
+            assert foreign.status_code == 404
+        relay_log = (tmp_path / "relay.log").read_text(errors="replace")
+        assert REPORT not in relay_log
+        assert ANSWER not in relay_log
