@@ -358,19 +358,34 @@ class EarlierHead:
 
 @dataclass(frozen=True, slots=True)
 class LinkFigures:
-    """A month of satellite link use as one side counted it."""
+    """A month of satellite link use as one side counted it.
+
+    ``batch_bytes`` are the uplink batch bytes (on board: each send counted, so
+    retransmissions cost; ashore: each stored batch once), the figure both sides can
+    compare. ``link_bytes`` are all bytes of the month's link sessions (payloads both ways
+    and the session overhead) where the vessel recorded its sessions, else the batch bytes.
+    ``billed_bytes`` and the cost apply the vessel's link profile to each session.
+    """
 
     profile: str
     sessions: int | None
     link_bytes: int
     billed_bytes: int | None
     cost_micro_usd: int | None
+    batch_bytes: int | None = None
+    failed_sessions: int | None = None
+
+    def compared_bytes(self) -> int:
+        """The bytes the agent's and the shore's figures are compared on."""
+        return self.link_bytes if self.batch_bytes is None else self.batch_bytes
 
     def to_obj(self) -> dict[str, object]:
         return {
             "profile": self.profile,
             "sessions": self.sessions,
+            "failed_sessions": self.failed_sessions,
             "link_bytes": self.link_bytes,
+            "batch_bytes": self.batch_bytes,
             "billed_bytes": self.billed_bytes,
             "cost_micro_usd": self.cost_micro_usd,
         }
@@ -383,6 +398,8 @@ class LinkFigures:
             _int(obj, "link_bytes"),
             _opt_int(obj, "billed_bytes"),
             _opt_int(obj, "cost_micro_usd"),
+            _opt_int(obj, "batch_bytes"),
+            _opt_int(obj, "failed_sessions"),
         )
 
 
@@ -634,10 +651,9 @@ def disagreements(
             sv = None if s is None else int(getattr(s, figure))
             if (av or 0) != (sv or 0):
                 found.append(Disagreement(crew, figure, av, sv))
-    if statement.link.link_bytes < shore_link.link_bytes:
-        found.append(
-            Disagreement(-1, "link_bytes", statement.link.link_bytes, shore_link.link_bytes)
-        )
+    agent_bytes, shore_bytes = statement.link.compared_bytes(), shore_link.compared_bytes()
+    if agent_bytes < shore_bytes:  # the shore cannot have received more than the vessel sent
+        found.append(Disagreement(-1, "batch_bytes", agent_bytes, shore_bytes))
     return tuple(sorted(found))
 
 

@@ -70,7 +70,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Mapping, MutableMapp
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
@@ -94,6 +94,7 @@ from shipboard.scheduler import (
     Snapshot,
 )
 from shipboard.scheduler import plan as make_plan
+from shipboard.sessions_log import LinkSession
 from vessel_relay.logs import batch_scope, enter_vessel_scope
 
 __all__ = [
@@ -133,6 +134,13 @@ class LinkDown(LinkError):
 
 
 # --- what the link needs from the outbox -------------------------------------------------
+
+
+@runtime_checkable
+class SessionRecorder(Protocol):
+    """An outbox that keeps the link sessions for the monthly report (the real one does)."""
+
+    def record_link_session(self, session: LinkSession) -> int: ...
 
 
 class StoredBatchLike(Protocol):
@@ -708,6 +716,33 @@ async def _wait_any(events: Sequence[asyncio.Event], timeout_s: float) -> None:
 SessionRunner = Callable[..., Coroutine[Any, Any, SessionReport]]
 
 
+async def _record_session(
+    outbox: OutboxPort,
+    profile: LinkProfile,
+    started_at: float,
+    ended_at: float,
+    report: SessionReport | None,
+    overhead_bytes: int,
+    log: _VesselLog,
+) -> None:
+    """Keep the session in the outbox for the monthly report (``report`` None: it failed)."""
+    if not isinstance(outbox, SessionRecorder):
+        return
+    session = LinkSession(
+        started_at=started_at,
+        ended_at=max(started_at, ended_at),
+        outcome="failed" if report is None else "done",
+        uplink_payload_bytes=0 if report is None else report.uplink_payload_bytes,
+        downlink_payload_bytes=0 if report is None else report.downlink_payload_bytes,
+        overhead_bytes=overhead_bytes,
+        profile=profile.name,
+    )
+    try:
+        await asyncio.to_thread(outbox.record_link_session, session)
+    except OutboxUnavailable as exc:
+        log.error("link session not recorded for the monthly report: %s", exc)
+
+
 def _seqs(held: Sequence[Held], most: int = 10) -> str:
     shown = ", ".join(str(h.message_seq) for h in held[:most])
     return shown + (" ..." if len(held) > most else "")
@@ -782,6 +817,7 @@ async def run_link(
                 len(plan.send),
                 plan.estimated_link_bytes,
             )
+            started_at = clock()
             try:
                 report = await session_runner(
                     settings,
@@ -799,6 +835,7 @@ async def run_link(
                 delay = reconnect_delay_s(failures, rng)
                 backoff_until = clock() + delay
                 log.warning("session failed (%s); next try in %.0f s", exc, delay)
+                await _record_session(outbox, profile, started_at, clock(), None, 0, log)
                 continue
             failures = 0
             stats.sessions += 1
@@ -812,6 +849,15 @@ async def run_link(
             cost = profile.billed_bytes(session_bytes)
             billed[month] = billed.get(month, 0) + cost
             stats.estimated_billed_bytes += cost
+            await _record_session(
+                outbox,
+                profile,
+                started_at,
+                clock(),
+                report,
+                policy.session_overhead_bytes,
+                log,
+            )
             continue
         wake_at = plan.timer if not plan.open_session else max(plan.timer, backoff_until)
         await _wait_any((stopping, doorbell), wake_at - clock())

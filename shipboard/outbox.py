@@ -58,6 +58,7 @@ from protocol.errors import MalformedBatch
 from protocol.languages import Language
 from protocol.signing import SigningKey
 from shipboard.errors import NothingToSend, OutboxUnavailable, QuotaExceeded
+from shipboard.sessions_log import SESSIONS_MIGRATION, LinkSession, record_session
 from shipboard.states import MessageEvent, MessageState, next_state
 
 logger = logging.getLogger(__name__)
@@ -165,6 +166,7 @@ _MIGRATIONS: tuple[tuple[str, str], ...] = (
         INSERT INTO meta (key, value) VALUES ('downlink_ack_pending', 0)
         """,
     ),
+    SESSIONS_MIGRATION,  # link sessions, for the compliance report (shipboard.sessions_log)
 )
 
 
@@ -837,6 +839,10 @@ class Outbox:
                 (now, seq),
             )
         return new
+
+    def record_link_session(self, session: LinkSession) -> int:
+        """Keep one link session for the monthly report (see shipboard.sessions_log)."""
+        return record_session(self, session)
 
     # downlink ----------------------------------------------------------------------------
 

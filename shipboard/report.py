@@ -3,8 +3,9 @@
 :func:`build_statement` counts, from the outbox alone, per crew member: the text bytes
 offered (accepted on board), sent (in batches the shore acknowledged; each message once, so
 retransmissions count zero), delivered and failed, and the quota granted; the link bytes
-the vessel pushed (retransmissions included: they cost money) and, when the caller knows
-them, the link sessions, billed bytes and cost under the vessel's link profile. Grievance
+the vessel pushed (retransmissions included: they cost money) and the link sessions the
+agent recorded (:mod:`shipboard.sessions_log`), billed and priced under the vessel's link
+profile. Grievance
 reports and SOS are not counted per person; padding and cover bytes are not text.
 
 The statement goes to the shore with ``vessel-relay ship report``; the shore's report
@@ -19,7 +20,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated
 
@@ -29,25 +30,35 @@ from protocol.compliance import AgentCrew, AgentStatement, LinkFigures
 from protocol.signing import SigningKey
 from shipboard.outbox import Outbox, month_of
 from shipboard.profiles import LinkProfile
+from shipboard.sessions_log import price_month, sessions_in
 
 logger = logging.getLogger(__name__)
 
 
-def link_figures(
-    outbox: Outbox,
-    month: int,
-    profile: LinkProfile,
-    session_link_bytes: Sequence[int] | None = None,
-) -> LinkFigures:
-    """Link bytes of the month's batches (each send counted) and, given sessions, billing."""
+def link_figures(outbox: Outbox, month: int, profile: LinkProfile) -> LinkFigures:
+    """The month's link use: uplink batch bytes (each send counted) and the recorded sessions.
+
+    Sessions come from the outbox's sessions log (:mod:`shipboard.sessions_log`), each
+    billed separately under ``profile``. With no session recorded in the month (an agent
+    whose link never ran, or data from before sessions were recorded), sessions, billed
+    bytes and cost are None ("not recorded") and the link bytes are the batch bytes.
+    """
     with outbox.reading() as db:
         rows = db.execute("SELECT link_bytes, send_count, made_at FROM batches").fetchall()
     pushed = sum(int(b) * int(n) for b, n, at in rows if month_of(float(at)) == month)
-    if session_link_bytes is None:
-        return LinkFigures(profile.name, None, pushed, None, None)
-    billed = sum(profile.billed_bytes(s) for s in session_link_bytes)
-    cost_micro = round(profile.cost_usd(billed) * 1_000_000)
-    return LinkFigures(profile.name, len(session_link_bytes), pushed, billed, cost_micro)
+    sessions = sessions_in(outbox, month)
+    if not sessions:
+        return LinkFigures(profile.name, None, pushed, None, None, batch_bytes=pushed)
+    priced = price_month(sessions, profile)
+    return LinkFigures(
+        profile.name,
+        priced.sessions,
+        priced.link_bytes,
+        priced.billed_bytes,
+        priced.cost_micro_usd,
+        batch_bytes=pushed,
+        failed_sessions=priced.failed_sessions,
+    )
 
 
 def build_statement(
@@ -58,7 +69,6 @@ def build_statement(
     profile: LinkProfile,
     vessel_key: SigningKey,
     now: float,
-    session_link_bytes: Sequence[int] | None = None,
     days_at_sea: int | None = None,
     grievance_lane_daily: bool | None = None,
 ) -> AgentStatement:
@@ -114,7 +124,7 @@ def build_statement(
         month=month,
         made_minutes=int(now // 60),
         crew=tuple(crew),
-        link=link_figures(outbox, month, profile, session_link_bytes),
+        link=link_figures(outbox, month, profile),
         days_at_sea=days_at_sea,
         grievance_lane_daily=grievance_lane_daily,
         batches=tuple((int(seq), hashlib.sha256(bytes(data)).digest()) for seq, data in batch_rows),

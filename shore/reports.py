@@ -98,7 +98,7 @@ async def shore_link_figures(store: SqlStore, vessel_id: int, month: int) -> Lin
             end,
         )
     assert row is not None
-    return LinkFigures("shore", None, int(row[1]), None, None)
+    return LinkFigures("shore", None, int(row[1]), None, None, batch_bytes=int(row[1]))
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,160 @@
+"""Sessions log: every satellite link session the agent ran, kept in the outbox for reports.
+
+The link loop (:func:`shipboard.link.run_link`) records one row per session it tried: when
+it started and ended, the payload bytes it pushed up and read down (as the link counted
+them: batch bytes published, downlink bytes received) and the fixed overhead it assumes
+for a session (MQTT connect, subscribe, acks, TLS; ``SchedulerSettings.
+session_overhead_bytes``). A session that broke off is recorded as ``failed`` with no
+bytes: the link cannot tell how far it got, so its cost is unknown and is not guessed.
+
+The monthly compliance statement (:mod:`shipboard.report`) prices the month's sessions
+with the vessel's link profile (:meth:`shipboard.profiles.LinkProfile.billed_bytes`, per
+session: the provider bills each session separately, with its minimum). Months are UTC
+calendar months, the months the outbox charges quotas in (:func:`shipboard.outbox.month_of`).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Literal
+
+from shipboard.profiles import LinkProfile
+
+if TYPE_CHECKING:
+    from shipboard.outbox import Outbox
+
+logger = logging.getLogger(__name__)
+
+SessionOutcome = Literal["done", "failed"]
+
+#: The table (run by the outbox's migrations, ``shipboard.outbox._MIGRATIONS``).
+SESSIONS_MIGRATION = (
+    "0002_link_sessions",
+    """
+    CREATE TABLE link_sessions (
+        session INTEGER PRIMARY KEY AUTOINCREMENT,
+        started_at REAL NOT NULL,
+        ended_at REAL NOT NULL,
+        outcome TEXT NOT NULL CHECK (outcome IN ('done', 'failed')),
+        uplink_payload_bytes INTEGER NOT NULL,
+        downlink_payload_bytes INTEGER NOT NULL,
+        overhead_bytes INTEGER NOT NULL,
+        profile TEXT NOT NULL,
+        month INTEGER NOT NULL
+    );
+    CREATE INDEX link_sessions_month ON link_sessions(month)
+    """,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class LinkSession:
+    """One link session as the agent counted it (sizes only, no content)."""
+
+    started_at: float
+    ended_at: float
+    outcome: SessionOutcome
+    uplink_payload_bytes: int
+    downlink_payload_bytes: int
+    overhead_bytes: int
+    profile: str
+
+    def __post_init__(self) -> None:
+        if self.ended_at < self.started_at:
+            raise ValueError("a link session cannot end before it starts")
+        if min(self.uplink_payload_bytes, self.downlink_payload_bytes, self.overhead_bytes) < 0:
+            raise ValueError("a link session cannot carry a negative number of bytes")
+        if self.outcome not in ("done", "failed"):
+            raise ValueError(f"a link session is done or failed, not {self.outcome!r}")
+
+    @property
+    def link_bytes(self) -> int:
+        """Bytes on the link: payloads both ways plus the assumed session overhead."""
+        return self.uplink_payload_bytes + self.downlink_payload_bytes + self.overhead_bytes
+
+    @property
+    def month(self) -> int:
+        """The UTC month (``YYYYMM``) the session started in."""
+        moment = datetime.fromtimestamp(self.started_at, UTC)  # as shipboard.outbox.month_of
+        return moment.year * 100 + moment.month
+
+
+@dataclass(frozen=True, slots=True)
+class MonthSessions:
+    """A month of link sessions, priced under the vessel's link profile."""
+
+    profile: str
+    sessions: int  # completed sessions
+    failed_sessions: int
+    link_bytes: int  # completed sessions, payloads both ways plus overhead
+    billed_bytes: int
+    cost_micro_usd: int
+
+
+def record_session(outbox: Outbox, session: LinkSession) -> int:
+    """Keep one session in the outbox (its own transaction); returns its number."""
+    with outbox.transaction("record a link session") as db:
+        cursor = db.execute(
+            "INSERT INTO link_sessions (started_at, ended_at, outcome, uplink_payload_bytes, "
+            "downlink_payload_bytes, overhead_bytes, profile, month) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                session.started_at,
+                session.ended_at,
+                session.outcome,
+                session.uplink_payload_bytes,
+                session.downlink_payload_bytes,
+                session.overhead_bytes,
+                session.profile,
+                session.month,
+            ),
+        )
+        number = int(cursor.lastrowid or 0)
+    logger.info(
+        "link session %d recorded: %s, %d B up, %d B down, %d B overhead",
+        number,
+        session.outcome,
+        session.uplink_payload_bytes,
+        session.downlink_payload_bytes,
+        session.overhead_bytes,
+    )
+    return number
+
+
+def sessions_in(outbox: Outbox, month: int) -> list[LinkSession]:
+    """The sessions that started in ``month`` (YYYYMM, UTC), oldest first."""
+    with outbox.reading() as db:
+        rows = db.execute(
+            "SELECT started_at, ended_at, outcome, uplink_payload_bytes, "
+            "downlink_payload_bytes, overhead_bytes, profile FROM link_sessions "
+            "WHERE month = ? ORDER BY started_at, session",
+            (month,),
+        ).fetchall()
+    return [
+        LinkSession(
+            started_at=float(r[0]),
+            ended_at=float(r[1]),
+            outcome="done" if r[2] == "done" else "failed",
+            uplink_payload_bytes=int(r[3]),
+            downlink_payload_bytes=int(r[4]),
+            overhead_bytes=int(r[5]),
+            profile=str(r[6]),
+        )
+        for r in rows
+    ]
+
+
+def price_month(sessions: list[LinkSession], profile: LinkProfile) -> MonthSessions:
+    """The month's completed sessions, billed one by one under ``profile``."""
+    done = [s for s in sessions if s.outcome == "done"]
+    billed = sum(profile.billed_bytes(s.link_bytes) for s in done)
+    return MonthSessions(
+        profile=profile.name,
+        sessions=len(done),
+        failed_sessions=len(sessions) - len(done),
+        link_bytes=sum(s.link_bytes for s in done),
+        billed_bytes=billed,
+        cost_micro_usd=round(profile.cost_usd(billed) * 1_000_000),
+    )
