@@ -204,3 +204,29 @@ def test_sealed_grievance_beside_a_burmese_message() -> None:
         pytest.fail(f"the context codec panicked: {exc}")
     batch = decode_batch(data, codebook=CODEBOOK, verify_key=VESSEL_KEY.verify_key)
     assert batch.envelopes == tuple(envelopes)
+
+
+#: 64 random bytes that, as a context frame of the English model (id 17), decode a long
+#: skeleton until the byte model has seen 255 values, then hit Uniform(1).
+PANIC_PAYLOAD = bytes.fromhex(
+    "f542e98e0aa628a0a665c28de4a8439b38c07cfe4f2efb8b3cd34b2892b1ddc9"
+    "3c1a0b9e6fe832c74ce0891766673006295d327dfa0b4f714d96db34c55528fd"
+)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="protocol/context_coder.py ByteModel.decode reaches Uniform(1) and constriction "
+    "panics (PanicException, a BaseException): a signed batch can crash the decoder",
+)
+def test_random_context_frame_raises_only_protocol_errors() -> None:
+    """A signed but random context frame must decode or raise a protocol error, nothing else."""
+    frame = Frame(Codec.CONTEXT, 17, PANIC_PAYLOAD)
+    try:
+        decode_frame(CODEBOOK, frame, has_skeleton=True, **LIMITS)
+    except (MalformedBatch, LimitExceeded):
+        pass
+    except BaseException as exc:  # constriction's PanicException is a BaseException
+        if type(exc).__name__ != "PanicException":
+            raise
+        pytest.fail(f"the context decoder panicked: {exc}")
