@@ -1,0 +1,99 @@
+"""Daily slots (protocol.slots): one size for grievance, case message and cover; cover opens
+for nobody; the floor is enforced; silence alerts."""
+
+from __future__ import annotations
+
+import nacl.public
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from protocol.errors import InvalidEnvelope, LimitExceeded
+from protocol.slots import (
+    DEFAULT_SLOT_BYTES,
+    SECONDS_PER_DAY,
+    SilenceKind,
+    SlotHeader,
+    SlotKind,
+    check_slot_bytes,
+    open_slot,
+    payload_capacity,
+    seal_slot,
+    silence_alerts,
+    slot_header,
+)
+
+UNION = nacl.public.PrivateKey(bytes(range(32)))
+UNION_PUBLIC = bytes(UNION.public_key)
+DAY = 20_600
+
+
+def _cover(header: SlotHeader, slot_bytes: int = DEFAULT_SLOT_BYTES) -> bytes:
+    throwaway = nacl.public.PrivateKey.generate()
+    return seal_slot(header, SlotKind.COVER, b"", bytes(throwaway.public_key), slot_bytes)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    payload=st.binary(max_size=payload_capacity()),
+    kind=st.sampled_from([SlotKind.GRIEVANCE, SlotKind.CASE_MESSAGE]),
+    slot_bytes=st.sampled_from([DEFAULT_SLOT_BYTES, 4096]),
+)
+def test_every_slot_has_one_size_and_only_the_union_opens_it(
+    payload: bytes, kind: SlotKind, slot_bytes: int
+) -> None:
+    header = SlotHeader(crew=3, day=DAY)
+    sealed = seal_slot(header, kind, payload, UNION_PUBLIC, slot_bytes)
+    cover = _cover(header, slot_bytes)
+    assert len(sealed) == len(cover) == slot_bytes
+    assert sealed[:10] == cover[:10]  # the clear header is the same for both
+    opened = open_slot(sealed, bytes(UNION))
+    assert opened is not None
+    assert (opened.header, opened.kind, opened.payload) == (header, kind, payload)
+    assert open_slot(cover, bytes(UNION)) is None  # cover: sealed to a key nobody kept
+    stranger = nacl.public.PrivateKey.generate()
+    assert open_slot(sealed, bytes(stranger)) is None
+
+
+def test_slot_size_may_be_raised_never_lowered() -> None:
+    assert check_slot_bytes(DEFAULT_SLOT_BYTES) == DEFAULT_SLOT_BYTES
+    assert check_slot_bytes(8192) == 8192
+    for too_small in (0, 1024, DEFAULT_SLOT_BYTES - 1):
+        with pytest.raises(InvalidEnvelope, match="never lowered"):
+            check_slot_bytes(too_small)
+    with pytest.raises(InvalidEnvelope, match="choose a smaller one"):
+        check_slot_bytes(1 << 20)
+    with pytest.raises(LimitExceeded, match="next day's slot"):
+        seal_slot(SlotHeader(1, DAY), SlotKind.GRIEVANCE, bytes(2000), UNION_PUBLIC)
+
+
+def test_header_is_read_without_keys() -> None:
+    sealed = _cover(SlotHeader(crew=513, day=DAY))
+    assert slot_header(sealed) == SlotHeader(513, DAY)
+    assert slot_header(b"not a slot") is None
+
+
+def test_silence_alerts() -> None:
+    """Vessel silent past its expected gap; crew member silent while the vessel syncs."""
+    now = (DAY + 3) * SECONDS_PER_DAY + 3600.0
+    syncs = {1: now - 600.0, 2: now - 3 * SECONDS_PER_DAY, 3: None}
+    slots = {(1, 10): DAY + 3, (1, 11): DAY + 2, (1, 12): DAY, (2, 20): DAY}
+    alerts = silence_alerts(
+        vessel_last_sync=syncs,
+        last_slot_day=slots,
+        now=now,
+        expected_gap_s={1: 6 * 3600.0, 2: 24 * 3600.0, 3: 24 * 3600.0},
+    )
+    found = {(a.kind, a.vessel, a.crew) for a in alerts}
+    assert found == {
+        (SilenceKind.CREW_MEMBER_SILENT, 1, 12),  # 3 days behind a vessel that syncs
+        (SilenceKind.VESSEL_SILENT, 2, None),  # (its crew are not judged: no sync)
+        (SilenceKind.VESSEL_SILENT, 3, None),  # never synced
+    }
+    crew_alert = next(a for a in alerts if a.crew == 12)
+    assert crew_alert.as_json() == {
+        "kind": "crew member silent",
+        "vessel": 1,
+        "since": float(DAY * SECONDS_PER_DAY),
+        "crew": 12,
+    }
