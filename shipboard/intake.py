@@ -12,11 +12,10 @@ outbox sees it, and it is never logged.
 
 from __future__ import annotations
 
-import importlib
+import dataclasses
 import logging
 import secrets
 import time
-import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -25,6 +24,7 @@ from protocol.codebook import Codebook
 from protocol.errors import InvalidEnvelope, InvalidText, LimitExceeded
 from protocol.languages import Language
 from protocol.sealing import GrievanceCategory, GrievancePlaintext, seal_grievance
+from protocol.text import normalise_text
 from shipboard.config import ShipConfig
 from shipboard.crew import CrewRegister, SignedIn
 from shipboard.errors import BadText, MessageTooLarge, UnknownContact, UnknownUnion
@@ -42,42 +42,55 @@ MAX_SOS_BYTES = 1024
 Clock = Callable[[], float]
 
 
-def _fallback_normalise(text: str) -> str:
-    """NFC, line ends unified, control characters refused (until protocol.text is present)."""
-    text = unicodedata.normalize("NFC", text.replace("\r\n", "\n").replace("\r", "\n"))
-    for char in text:
-        if char in "\n\t":
-            continue
-        if unicodedata.category(char) in ("Cc", "Cs") or char == "\ufffd":
-            raise BadText(
-                "The message contains characters that cannot be read (a broken keyboard or "
-                "encoding). Please type it again."
-            )
-    return text.strip()
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """A crew member's text as intake keeps it (protocol.text.normalise_text decides).
+
+    ``text`` is what is sent. When the Zawgyi detector was unsure, ``original`` (the text as
+    typed) and ``alternative`` (the other reading) are kept, so the page can show the crew
+    member both readings and let them send the other one."""
+
+    text: str
+    original: str | None = None
+    alternative: str | None = None
+    zawgyi_probability: float = 0.0
+    unsure: bool = False
 
 
-def normalise(text: str, lang: Language | None = None) -> str:
-    """Normalise crew text with protocol.text.normalise_text when present (NFC, Zawgyi ...)."""
+def read_text(text: str, lang: Language | None = None) -> Reading:
+    """Normalise crew text (NFC, line ends, Zawgyi converted to Unicode when detected).
+
+    Raises :class:`BadText` with a sentence for the crew member when the text cannot be
+    read. An empty or blank text gives an empty reading (the caller says what to do).
+    """
+    if not text.strip():
+        return Reading("")
     try:
-        module = importlib.import_module("protocol.text")
-    except ImportError:
-        return _fallback_normalise(text)
-    function = getattr(module, "normalise_text", None)
-    if function is None:
-        return _fallback_normalise(text)
-    try:
-        try:
-            result = function(text, lang) if lang is not None else function(text)
-        except TypeError:
-            result = function(text)
+        result = normalise_text(text, language=lang)
     except (InvalidText, InvalidEnvelope, ValueError) as exc:
         raise BadText(
             f"The message cannot be read ({exc}). Please type it again, in Unicode."
         ) from exc
-    value = result if isinstance(result, str) else getattr(result, "text", None)
-    if not isinstance(value, str):
-        return _fallback_normalise(text)
-    return _fallback_normalise(value)
+    unsure = result.needs_confirmation
+    if unsure:
+        # No text in logs: only that a choice is offered and how sure the detector was.
+        logger.info(
+            "Zawgyi detection unsure (p=%.2f, converted=%s): both readings kept",
+            result.zawgyi_probability,
+            result.converted,
+        )
+    return Reading(
+        text=result.text,
+        original=result.original if unsure else None,
+        alternative=result.alternative if unsure else None,
+        zawgyi_probability=result.zawgyi_probability,
+        unsure=unsure,
+    )
+
+
+def normalise(text: str, lang: Language | None = None) -> str:
+    """The normalised text alone (see :func:`read_text`)."""
+    return read_text(text, lang).text
 
 
 def new_receipt_code() -> str:
@@ -114,6 +127,8 @@ class Intake:
         self.register = CrewRegister(outbox)
         self.codebook = codebook
         self.clock = clock
+        # Quotas renew on the first of the month in the vessel's time zone, not UTC's.
+        outbox.use_time_zone(config.time_zone)
 
     def quota(self, crew: int) -> QuotaStatus:
         """The crew member's quota this month."""
@@ -147,8 +162,10 @@ class Intake:
             )
         language = lang or self.register.get(crew).language
         body = None
+        reading = Reading("")
         if quick is None:
-            body = normalise(text or "", language)
+            reading = read_text(text or "", language)
+            body = reading.text
             if not body:
                 raise BadText("The message is empty. Write something, then send it.")
             size = len(body.encode("utf-8"))
@@ -167,6 +184,11 @@ class Intake:
             quick=quick,
         )
         self._ring("message")
+        if reading.unsure:
+            accepted = [
+                dataclasses.replace(a, original=reading.original, alternative=reading.alternative)
+                for a in accepted
+            ]
         return accepted
 
     def file_grievance(

@@ -32,9 +32,9 @@ import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import ClassVar
+from zoneinfo import ZoneInfo
 
 from protocol.batch import Batch, Direction, encode_batch
 from protocol.codebook import Codebook
@@ -56,6 +56,7 @@ from protocol.envelopes import (
 )
 from protocol.errors import MalformedBatch
 from protocol.languages import Language
+from protocol.quota import month_of as quota_month_of
 from protocol.signing import SigningKey
 from shipboard.errors import NothingToSend, OutboxUnavailable, QuotaExceeded
 from shipboard.sessions_log import SESSIONS_MIGRATION, LinkSession, record_session
@@ -207,11 +208,15 @@ class AcceptedMessage:
     message_seq: int
     accepted_at: float
     text_bytes: int
+    #: When Zawgyi detection was unsure (shipboard.intake.read_text): the text as typed,
+    #: and the other reading, for the crew member to compare with what is sent.
+    original: str | None = None
+    alternative: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class QuotaStatus:
-    """A crew member's text quota for one month (month as YYYYMM, UTC)."""
+    """A crew member's text quota for one month (month as YYYYMM, in the vessel's time zone)."""
 
     crew: int
     month: int
@@ -256,10 +261,19 @@ class _Counters:
     extra: dict[str, int] = field(default_factory=dict)
 
 
-def month_of(now: float) -> int:
-    """The quota month (YYYYMM, UTC) of a wall-clock time."""
-    moment = datetime.fromtimestamp(now, UTC)
-    return moment.year * 100 + moment.month
+#: The quota month's time zone until the vessel's is set (:meth:`Outbox.use_time_zone`).
+UTC_ZONE = ZoneInfo("UTC")
+
+
+def month_of(now: float, time_zone: ZoneInfo = UTC_ZONE) -> int:
+    """The quota month (YYYYMM) of a wall-clock time, in the vessel's ``time_zone``.
+
+    A crew member's quota renews at midnight on the first of the month where the vessel
+    keeps its time (``time_zone`` in the agent's configuration), not at midnight UTC:
+    protocol.quota.month_of decides, so the shore and the reports count the same months.
+    """
+    month = quota_month_of(int(now // 60), time_zone)
+    return month.year * 100 + month.month
 
 
 def reporter_tag(case_key: bytes, message_seq: int) -> bytes:
@@ -296,6 +310,17 @@ class Outbox:
         self.path = path
         self.vessel_id = vessel_id
         self._counters = _Counters()
+        #: The zone whose calendar months the quotas count in (:meth:`use_time_zone`).
+        self.time_zone: ZoneInfo = UTC_ZONE
+
+    def use_time_zone(self, time_zone: ZoneInfo) -> None:
+        """Count quota months in ``time_zone`` (the vessel's; intake sets it from the config).
+
+        Messages already accepted keep the month they were charged to."""
+        self.time_zone = time_zone
+
+    def _month(self, now: float) -> int:
+        return month_of(now, self.time_zone)
 
     # opening, closing, transactions ------------------------------------------------------
 
@@ -416,7 +441,7 @@ class Outbox:
 
     def quota_status(self, crew: int, quota_bytes: int, now: float) -> QuotaStatus:
         """How much of this month's text quota the crew member has used."""
-        month = month_of(now)
+        month = self._month(now)
         with self.reading() as db:
             used = self._used_bytes(db, crew, month)
         return QuotaStatus(crew, month, used, quota_bytes)
@@ -436,7 +461,7 @@ class Outbox:
             rows = db.execute(
                 "SELECT crew, SUM(text_bytes) FROM messages "
                 "WHERE month = ? AND kind = 'message' GROUP BY crew",
-                (month_of(now),),
+                (self._month(now),),
             ).fetchall()
         return {int(crew): int(used) for crew, used in rows}
 
@@ -487,7 +512,7 @@ class Outbox:
             raise ValueError("a message needs at least one contact")
         text_bytes = len(body.encode("utf-8")) if body is not None else QUICK_MESSAGE_BYTES
         needed = text_bytes * len(contacts)
-        month = month_of(now)
+        month = self._month(now)
         with self.transaction("save the message") as db:
             used = self._used_bytes(db, crew, month)
             if used + needed > quota_bytes:
@@ -528,7 +553,7 @@ class Outbox:
                 union_id=union_id,
                 sealed=sealed,
                 text_bytes=0,
-                month=month_of(now),
+                month=self._month(now),
                 now=now,
             )
             db.execute(
@@ -559,7 +584,7 @@ class Outbox:
                 latitude=latitude,
                 longitude=longitude,
                 text_bytes=0,
-                month=month_of(now),
+                month=self._month(now),
                 now=now,
             )
         logger.warning("SOS %d accepted", seq)
