@@ -351,10 +351,11 @@ def register(app: typer.Typer) -> None:
     app.command("keygen")(keygen_command("shore", "shore"))
     app.command("init")(init)
     app.command("run")(run)
-    from shore.reports import fleet_command, report_command  # compliance reports (issue 9)
+    from shore.reports import fleet_command, log_app, report_command  # compliance (issue 9)
 
     app.command("report")(report_command)
     app.command("fleet-report")(fleet_command)
+    app.add_typer(log_app, name="log")
     vessel_app.command("add")(vessel_add)
     vessel_app.command("list")(vessel_list)
     vessel_app.command("show")(vessel_show)

@@ -10,6 +10,7 @@
       │     TaskGroup: Ingestor.run (uplink)  +  Downlink.run (publish to vr/{vessel}/d)
       ├── delivery workers (shore.delivery), when [delivery] enabled (SMS by [sms])
       ├── SOS alerter (shore.alerts), when [alerts] enabled
+      ├── daily signed tree head of the transparency log (shore.transparency), idempotent
       ├── family reply SMTP server (shore.replies), when [replies] enabled
       ├── SMS reply webhook (shore.replies.SmsWebhook), when [sms] webhook = true
       └── union API (shore.union_api, uvicorn), when [union_api] enabled
@@ -56,7 +57,13 @@ from shore.sms import SmsConfig, SmsProvider
 from shore.store_postgres import PostgresStore
 from shore.store_sql import SqlStore
 from shore.store_sqlite import SqliteStore
-from shore.union_api import make_union_api, serve_union_api, union_accounts
+from shore.transparency import run_daily_heads
+from shore.union_api import (
+    make_union_api,
+    serve_union_api,
+    silence_alert_source,
+    union_accounts,
+)
 from vessel_relay.codebooks import default_codebook
 from vessel_relay.keyfiles import KeyFileError, read_secret
 
@@ -372,13 +379,18 @@ async def run_relay(
             )
             if metrics is not None:
                 group.create_task(metrics.refresh_forever(store, stopping))
+            group.create_task(run_daily_heads(store, shore_key, stopping), name="tree-heads")
             for worker in workers:
                 group.create_task(worker.run(stopping, delivery_bell))
             if reply_server is not None:
                 group.create_task(reply_server.run(stopping))
             if config.union_api.enabled:
                 api = config.union_api
-                union_app = make_union_api(store, union_accounts(api))
+                union_app = make_union_api(
+                    store,
+                    union_accounts(api),
+                    alerts=silence_alert_source(store, api.vessel_silent_after_s),
+                )
                 group.create_task(serve_union_api(union_app, api.host, api.port, stopping))
     finally:
         await store.close()

@@ -13,16 +13,19 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 import typer
 
 from protocol.compliance import (
     AgentStatement,
     ComplianceReport,
+    Cosignature,
     EarlierHead,
     LinkFigures,
     LogLeaf,
@@ -30,6 +33,7 @@ from protocol.compliance import (
     ReportInvalid,
     ShoreCrew,
     SignedTreeHead,
+    TreeHead,
     disagreements,
     message_text_bytes,
     rule_test,
@@ -37,9 +41,19 @@ from protocol.compliance import (
 from protocol.merkle import consistency_proof, inclusion_proof
 from protocol.signing import SigningKey
 from shore.store_sql import SqlStore
-from shore.transparency import heads, latest_head, leaf_hashes, sign_head, vessel_leaves
+from shore.transparency import (
+    TransparencyError,
+    add_cosignature,
+    heads,
+    latest_head,
+    leaf_hashes,
+    sign_head,
+    vessel_leaves,
+)
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 class ReportError(Exception):
@@ -331,3 +345,118 @@ def fleet_command(
             f"{line.vessel_id:>6}  {line.name[:24]:<24}  {line.batches:>7}  "
             f"{line.crew_with_text:>4}  {line.text_bytes:>10,}  {line.link_bytes:>10,}"
         )
+
+
+# --- the transparency log's heads, for witnesses ('vessel-relay shore log ...') -------------
+
+log_app = typer.Typer(
+    help="The transparency log: signed tree heads and witnesses' co-signatures.",
+    no_args_is_help=True,
+)
+
+
+def _store_action(config: Path, action: Callable[[SqlStore], Awaitable[T]]) -> T:
+    """Run ``action`` on the relay's store; config and store errors become one line."""
+    import asyncio
+
+    from shore.config import ConfigError, load_config
+    from shore.relay import open_store
+    from shore.store import StoreError
+
+    async def main() -> T:
+        store = await open_store(loaded)
+        try:
+            return await action(store)
+        finally:
+            await store.close()
+
+    try:
+        loaded = load_config(config)
+        return asyncio.run(main())
+    except (ConfigError, StoreError, TransparencyError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+
+
+@log_app.command("heads")
+def log_heads_command(
+    config: Annotated[Path, typer.Option(help="The relay's config file.")] = Path("relay.toml"),
+    json_out: Annotated[
+        Path | None,
+        typer.Option("--json", help="Also write the heads as JSON here (for a witness)."),
+    ] = None,
+) -> None:
+    """List the signed tree heads, oldest first, with their witnesses.
+
+    Example: vessel-relay shore log heads --json heads.json
+    """
+    found = _store_action(config, heads)
+    typer.echo(f"{'size':>6}  {'signed (UTC)':<16}  {'digest':<64}  witnesses")
+    for signed in found:
+        head = signed.head
+        when = datetime.fromtimestamp(head.timestamp_minutes * 60, UTC).strftime("%Y-%m-%d %H:%M")
+        names = ", ".join(w.witness for w in signed.witnesses) or "-"
+        typer.echo(f"{head.tree_size:>6}  {when}  {head.digest().hex()}  {names}")
+    if json_out is not None:
+        data = json.dumps([h.to_obj() for h in found], indent=1).encode() + b"\n"
+        _write_atomically(json_out, data)
+        typer.echo(f"written: {json_out} ({len(found)} heads)")
+
+
+@log_app.command("add-cosignature")
+def log_add_cosignature_command(
+    file: Annotated[Path, typer.Argument(help="A co-signature from 'report cosign'.")],
+    config: Annotated[Path, typer.Option(help="The relay's config file.")] = Path("relay.toml"),
+) -> None:
+    """Keep a witness's co-signature of a head (checked first); reports then carry it.
+
+    Example: vessel-relay shore log add-cosignature cosignature-ilo-1234.json
+    """
+    try:
+        head, cosignature = read_cosignature(file.read_bytes())
+    except OSError as exc:
+        typer.echo(f"error: cannot read {file}: {exc.strerror}", err=True)
+        raise typer.Exit(1) from None
+    except ReportInvalid as exc:
+        typer.echo(f"error: {file} is not a co-signature: {exc.message}", err=True)
+        raise typer.Exit(1) from None
+
+    async def add(store: SqlStore) -> None:
+        await add_cosignature(store, head, cosignature)
+
+    _store_action(config, add)
+    typer.echo(
+        f"co-signature of {cosignature.witness!r} kept for the head of size {head.tree_size}"
+    )
+
+
+def cosignature_file(head: SignedTreeHead, cosignature: Cosignature) -> bytes:
+    """What a witness hands back to the shore: the head and the co-signature (JSON)."""
+    obj = {
+        "kind": "vessel-relay tree head cosignature",
+        "head": head.to_obj(),
+        "cosignature": cosignature.to_obj(),
+    }
+    return json.dumps(obj, indent=1).encode() + b"\n"
+
+
+def read_cosignature(data: bytes) -> tuple[TreeHead, Cosignature]:
+    """The head and co-signature of a :func:`cosignature_file`; ReportInvalid otherwise."""
+    try:
+        obj: object = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise ReportInvalid(f"not JSON: {exc}") from exc
+    if not isinstance(obj, dict) or obj.get("kind") != "vessel-relay tree head cosignature":
+        raise ReportInvalid("not a vessel-relay tree head co-signature")
+    return SignedTreeHead.from_obj(obj.get("head")).head, Cosignature.from_obj(
+        obj.get("cosignature")
+    )
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    temporary = path.with_name(path.name + ".tmp")
+    with open(temporary, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)

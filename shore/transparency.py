@@ -17,8 +17,11 @@ shore key; a union or labour office co-signs heads as a witness
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -167,22 +170,38 @@ def _day(minutes: int) -> str:
     return datetime.fromtimestamp(minutes * 60, UTC).strftime("%Y-%m-%d")
 
 
+async def _sign_in(tx: Tx, shore_key: SigningKey, minutes: int) -> SignedTreeHead:
+    """Sign and keep a head over the log as ``tx`` sees it (the caller holds log_state)."""
+    rows = await tx.fetch("SELECT leaf_hash FROM log_leaves ORDER BY leaf_index")
+    hashes = [bytes(r[0]) for r in rows]
+    head = sign_tree_head(TreeHead(len(hashes), root_hash(hashes), minutes), shore_key)
+    await tx.execute(
+        "INSERT INTO log_heads (tree_size, timestamp_minutes, root, day, signature) "
+        "VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+        head.head.tree_size,
+        minutes,
+        head.head.root,
+        _day(minutes),
+        head.shore_signature,
+    )
+    return head
+
+
+async def _lock_log(store: SqlStore, tx: Tx) -> None:
+    """Hold the log's state row: no leaf is appended and no head signed meanwhile."""
+    row = await tx.fetchrow(
+        f"SELECT tree_size FROM log_state WHERE id = 1{store.dialect.for_update}"
+    )
+    if row is None:
+        raise TransparencyError("the transparency log is not set up; run the store migrations")
+
+
 async def sign_head(store: SqlStore, shore_key: SigningKey, now: float) -> SignedTreeHead:
     """Sign a tree head over the whole log as it is now, and keep it."""
     minutes = int(now // 60)
     async with store._transaction() as tx:
-        rows = await tx.fetch("SELECT leaf_hash FROM log_leaves ORDER BY leaf_index")
-        hashes = [bytes(r[0]) for r in rows]
-        head = sign_tree_head(TreeHead(len(hashes), root_hash(hashes), minutes), shore_key)
-        await tx.execute(
-            "INSERT INTO log_heads (tree_size, timestamp_minutes, root, day, signature) "
-            "VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
-            head.head.tree_size,
-            minutes,
-            head.head.root,
-            _day(minutes),
-            head.shore_signature,
-        )
+        await _lock_log(store, tx)
+        head = await _sign_in(tx, shore_key, minutes)
     log.info("tree head signed: %d leaves at minute %d", head.head.tree_size, minutes)
     return head
 
@@ -190,12 +209,55 @@ async def sign_head(store: SqlStore, shore_key: SigningKey, now: float) -> Signe
 async def sign_daily_head(
     store: SqlStore, shore_key: SigningKey, now: float
 ) -> SignedTreeHead | None:
-    """Sign today's tree head (UTC day) unless one exists; the relay calls this daily."""
+    """Sign today's tree head (UTC day) unless one exists; the relay calls this daily.
+
+    Idempotent across relay workers and restarts: the check and the signature are one
+    transaction holding the log's state row, so of two workers asking at once, one signs
+    and the other finds that head. Any head signed that day (a report's fresh head too)
+    counts as the day's head.
+    """
+    minutes = int(now // 60)
     async with store._transaction() as tx:
-        row = await tx.fetchrow("SELECT 1 FROM log_heads WHERE day = $1", _day(int(now // 60)))
-    if row is not None:
-        return None
-    return await sign_head(store, shore_key, now)
+        await _lock_log(store, tx)
+        row = await tx.fetchrow("SELECT 1 FROM log_heads WHERE day = $1", _day(minutes))
+        head = None if row is not None else await _sign_in(tx, shore_key, minutes)
+    if head is not None:
+        log.info("daily tree head signed: %d leaves at minute %d", head.head.tree_size, minutes)
+    return head
+
+
+def seconds_to_next_day(now: float, *, after_s: float = 60.0) -> float:
+    """Seconds from ``now`` until ``after_s`` past the next UTC midnight."""
+    moment = datetime.fromtimestamp(now, UTC)
+    midnight = datetime(moment.year, moment.month, moment.day, tzinfo=UTC).timestamp() + 86_400
+    return midnight + after_s - now
+
+
+async def run_daily_heads(
+    store: SqlStore,
+    shore_key: SigningKey,
+    stopping: asyncio.Event,
+    *,
+    clock: Callable[[], float] = time.time,
+    check_s: float = 3600.0,
+) -> None:
+    """The relay's task: sign each UTC day's tree head, until ``stopping`` is set.
+
+    It tries at start, every ``check_s`` and just after each UTC midnight, so a relay that
+    was down at midnight signs the day's head when it comes back. A store that cannot be
+    reached is logged and tried again at the next check.
+    """
+    from shore.store import StoreError
+
+    while not stopping.is_set():
+        try:
+            await sign_daily_head(store, shore_key, clock())
+        except (StoreError, TransparencyError) as exc:
+            log.error("daily tree head not signed (%s); trying again in %.0f s", exc, check_s)
+        wait_s = min(check_s, seconds_to_next_day(clock()))
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(max(0.0, wait_s)):
+                await stopping.wait()
 
 
 async def heads(

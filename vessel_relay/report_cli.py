@@ -87,3 +87,75 @@ def verify(
             typer.echo(f"FAIL: {problem}")
         raise typer.Exit(1)
     typer.echo("OK: the report verifies")
+
+
+@app.command("cosign")
+def cosign_head(
+    heads_file: Annotated[
+        Path, typer.Argument(help="Signed heads from 'shore log heads --json' (or one head).")
+    ],
+    key: Annotated[Path, typer.Option(help="The witness's signing key file (0600, hex).")],
+    witness: Annotated[str, typer.Option(help="The witness's name, e.g. 'ILO Bangkok'.")],
+    shore_key: Annotated[str, typer.Option(help="The shore's public key (hex or file).")],
+    size: Annotated[
+        int | None, typer.Option(help="Co-sign the head of this size (default: the latest).")
+    ] = None,
+    out: Annotated[Path, typer.Option(help="Where to write the co-signature.")] = Path("."),
+) -> None:
+    """Co-sign a tree head as a witness (a union or labour office), after checking it.
+
+    Checks the shore's signature on the head and that no two heads in the file give one
+    size two roots; then writes a co-signature file for 'shore log add-cosignature'.
+
+    Example: vessel-relay report cosign heads.json --key ilo.key --witness ILO
+    --shore-key shore.pub
+    """
+    import json
+
+    from protocol.compliance import SignedTreeHead, cosign
+    from protocol.errors import ProtocolError
+    from protocol.signing import SigningKey, VerifyKey
+    from shore.reports import cosignature_file
+    from vessel_relay.keyfiles import KeyFileError, read_secret
+
+    try:
+        obj: object = json.loads(heads_file.read_text(encoding="utf-8"))
+        entries = obj if isinstance(obj, list) else [obj]
+        signed = [SignedTreeHead.from_obj(entry) for entry in entries]
+        witness_key = SigningKey.from_seed(read_secret(key))
+    except OSError as exc:
+        typer.echo(f"error: cannot read {exc.filename}: {exc.strerror}", err=True)
+        raise typer.Exit(1) from None
+    except (ValueError, ReportInvalid, KeyFileError) as exc:
+        typer.echo(f"error: {heads_file} holds no signed tree heads: {exc}", err=True)
+        raise typer.Exit(1) from None
+    chosen = [h for h in signed if size is None or h.head.tree_size == size]
+    if not chosen:
+        typer.echo(f"error: no head of size {size} in {heads_file}", err=True)
+        raise typer.Exit(1)
+    roots: dict[int, bytes] = {}
+    for other in signed:
+        if roots.setdefault(other.head.tree_size, other.head.root) != other.head.root:
+            typer.echo(
+                f"REFUSED: two heads of size {other.head.tree_size} with different roots "
+                "(the log showed two histories); do not co-sign",
+                err=True,
+            )
+            raise typer.Exit(1)
+    head = chosen[-1]
+    try:
+        VerifyKey(_key(shore_key, "--shore-key")).verify(
+            head.head.signed_bytes(), head.shore_signature, what="tree head"
+        )
+    except ProtocolError:
+        typer.echo(
+            f"REFUSED: the head of size {head.head.tree_size} is not signed by that shore key",
+            err=True,
+        )
+        raise typer.Exit(1) from None
+    cosignature = cosign(head, witness, witness_key)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"cosignature-{head.head.tree_size}-{head.head.timestamp_minutes}.json"
+    path.write_bytes(cosignature_file(head, cosignature))
+    typer.echo(f"co-signed the head of size {head.head.tree_size} as {witness!r}: {path}")
+    typer.echo("Give it to the relay operator: vessel-relay shore log add-cosignature FILE")

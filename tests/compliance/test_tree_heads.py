@@ -1,0 +1,157 @@
+"""Daily signed tree heads on both store backends: once a day across relay workers and
+restarts, consistent with every later head, and the relay's task that signs them."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from protocol.compliance import cosign
+from protocol.envelopes import CrewMessage
+from protocol.languages import Language
+from protocol.merkle import ProofInvalid, consistency_proof, root_hash, verify_consistency
+from protocol.signing import SigningKey
+from shore.store import VesselInfo
+from shore.store_postgres import PostgresStore
+from shore.store_sql import SqlStore
+from shore.store_sqlite import SqliteStore
+from shore.transparency import (
+    TransparencyError,
+    add_cosignature,
+    heads,
+    leaf_hashes,
+    run_daily_heads,
+    seconds_to_next_day,
+    sign_daily_head,
+)
+from tests.shore.store_fixtures import SHORE_KEY, VESSEL_KEY, PostgresServer, decoded_uplink, uplink
+
+VESSEL = 4242
+DAY = datetime(2026, 10, 3, 9, 30, tzinfo=UTC).timestamp()
+WITNESS = SigningKey.from_seed(bytes(range(100, 132)))
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def stores(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[tuple[SqlStore, SqlStore]]:
+    """Two relay workers' stores on one database (SQLite file or PostgreSQL database)."""
+    first: SqlStore
+    second: SqlStore
+    if request.param == "sqlite":
+        first = await SqliteStore.open(tmp_path / "relay.db")
+        second = await SqliteStore.open(tmp_path / "relay.db")
+    else:
+        server: PostgresServer = request.getfixturevalue("postgres")
+        dsn = server.create_database()
+        first = await PostgresStore.open(dsn)
+        second = await PostgresStore.open(dsn)
+    await first.add_vessel(
+        VesselInfo("Sea Star 7", "TH", "TH-4242", "Owner"),
+        VESSEL_KEY.verify_key.key,
+        DAY,
+        vessel_id=VESSEL,
+    )
+    try:
+        yield first, second
+    finally:
+        await first.close()
+        await second.close()
+
+
+async def _ingest(store: SqlStore, batch_seq: int, now: float) -> None:
+    minutes = int(now // 60)
+    message = CrewMessage(
+        message_seq=batch_seq,
+        crew=1,
+        contact=1,
+        written_minutes=minutes,
+        lang=Language.ENG,
+        body=f"message {batch_seq}",
+    )
+    data = uplink(VESSEL, batch_seq, [message], minutes=minutes)
+    await store.ingest_batch(decoded_uplink(data), data, now)
+
+
+async def test_one_head_a_day_across_workers_and_restarts(
+    stores: tuple[SqlStore, SqlStore],
+) -> None:
+    """Two relay workers ask for the day's head at the same moment, four times over: the
+    log has one head for the day. The next day (after a restart) there is a second one,
+    and it is consistent with the first."""
+    first, second = stores
+    await _ingest(first, 1, DAY)
+    await _ingest(second, 2, DAY + 60)
+    signed = await asyncio.gather(
+        *(sign_daily_head(s, SHORE_KEY, DAY + 120 + i) for i, s in enumerate([first, second] * 2))
+    )
+    assert sum(head is not None for head in signed) == 1
+    [today] = await heads(second)
+    assert today.head.tree_size == 2
+    assert await sign_daily_head(second, SHORE_KEY, DAY + 3600) is None
+    await _ingest(second, 3, DAY + 7200)
+    tomorrow = await sign_daily_head(first, SHORE_KEY, DAY + 86_400)
+    assert tomorrow is not None
+    assert tomorrow.head.tree_size == 3
+    assert [h.head.tree_size for h in await heads(first)] == [2, 3]
+    hashes = await leaf_hashes(first)
+    assert root_hash(hashes[:2]) == today.head.root
+    verify_consistency(2, 3, today.head.root, tomorrow.head.root, consistency_proof(hashes, 2, 3))
+    with pytest.raises(ProofInvalid):
+        verify_consistency(
+            2, 3, tomorrow.head.root, tomorrow.head.root, consistency_proof(hashes, 2, 3)
+        )
+
+
+async def test_witness_cosignature_is_kept_once_checked(
+    stores: tuple[SqlStore, SqlStore],
+) -> None:
+    """A witness's co-signature of a real head is kept and comes back with the head; one
+    over a head the shore never signed, or a forged one, is refused."""
+    first, _ = stores
+    await _ingest(first, 1, DAY)
+    head = await sign_daily_head(first, SHORE_KEY, DAY + 60)
+    assert head is not None
+    cosignature = cosign(head, "ILO", WITNESS)
+    await add_cosignature(first, head.head, cosignature)
+    await add_cosignature(first, head.head, cosignature)  # twice: kept once
+    [back] = await heads(first)
+    assert back.witnesses == (cosignature,)
+    other = type(head.head)(head.head.tree_size, bytes(32), head.head.timestamp_minutes)
+    with pytest.raises(TransparencyError, match="does not sign the head"):
+        await add_cosignature(first, other, cosignature)
+    forged = type(head)(other, head.shore_signature)
+    with pytest.raises(TransparencyError, match="never signed a head"):
+        await add_cosignature(first, other, cosign(forged, "ILO", WITNESS))
+
+
+async def test_the_relay_task_signs_the_day_head_then_waits(
+    stores: tuple[SqlStore, SqlStore],
+) -> None:
+    """The relay's daily task signs the day's head when it starts, then waits for the next
+    check (here: stopping is set when it asks the time the second time)."""
+    first, _ = stores
+    await _ingest(first, 1, DAY)
+    stopping = asyncio.Event()
+    asked: list[float] = []
+
+    def clock() -> float:
+        asked.append(DAY + 60)
+        if len(asked) == 2:
+            stopping.set()
+        return DAY + 60
+
+    async with asyncio.timeout(30):
+        await run_daily_heads(first, SHORE_KEY, stopping, clock=clock)
+    [head] = await heads(first)
+    assert head.head.tree_size == 1
+    assert head.head.timestamp_minutes == int((DAY + 60) // 60)
+
+
+def test_next_check_is_just_after_utc_midnight() -> None:
+    """At 09:30 UTC the next day starts in 14.5 hours; the task wakes a minute after it."""
+    assert seconds_to_next_day(DAY) == 14.5 * 3600 + 60
