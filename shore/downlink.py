@@ -29,6 +29,7 @@ from protocol.envelopes import Envelope
 from protocol.errors import LimitExceeded
 from protocol.signing import SigningKey
 from shore.store import Store
+from vessel_relay.logs import batch_scope
 
 log = logging.getLogger(__name__)
 
@@ -123,13 +124,14 @@ class Downlink:
                 return made
             made += 1
             self.stats.batches_made += 1
-            log.info(
-                "vessel %d downlink batch %d made: %d items, %d bytes",
-                vessel_id,
-                batch.downlink_seq,
-                batch.items,
-                len(batch.data),
-            )
+            with batch_scope(vessel_id, batch.downlink_seq, "d"):
+                log.info(
+                    "vessel %d downlink batch %d made: %d items, %d bytes",
+                    vessel_id,
+                    batch.downlink_seq,
+                    batch.items,
+                    len(batch.data),
+                )
 
     async def publish_due(self, publish: Publish) -> int:
         """One pass: make batches and publish what is due, for every vessel; how many sent."""
@@ -152,13 +154,14 @@ class Downlink:
                 self.stats.link_bytes += len(batch.data)
                 if batch.send_count:
                     self.stats.batches_resent += 1
-                log.info(
-                    "vessel %d downlink batch %d published (%d bytes, send %d)",
-                    vessel_id,
-                    batch.downlink_seq,
-                    len(batch.data),
-                    batch.send_count + 1,
-                )
+                with batch_scope(vessel_id, batch.downlink_seq, "d"):
+                    log.info(
+                        "vessel %d downlink batch %d published (%d bytes, send %d)",
+                        vessel_id,
+                        batch.downlink_seq,
+                        len(batch.data),
+                        batch.send_count + 1,
+                    )
         return sent
 
     async def run(

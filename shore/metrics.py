@@ -30,6 +30,7 @@ vessel_relay_delivery_attempt_seconds (histogram)      destination
 vessel_relay_broker_sessions_total                     (MQTT connections made)
 vessel_relay_broker_connected                          gauge 0/1
 vessel_relay_vessels, _vessels_silent                  gauges
+vessel_relay_vessel_last_heard_timestamp_seconds       vessel (alert on time() - this)
 vessel_relay_deliveries_queued, _retrying, _failed     gauges (the shared queue)
 vessel_relay_downlink_unacknowledged                   gauge
 vessel_relay_quarantine_entries                        gauge
@@ -123,6 +124,11 @@ class RelayMetrics:
         self.downlink_unacknowledged = Gauge(
             p + "downlink_unacknowledged", "Downlink batches not yet acknowledged", registry=r
         )
+        self.vessel_last_heard = Gauge(
+            p + "vessel_last_heard_timestamp_seconds",
+            "When the vessel's last authentic batch arrived (Unix time)", ["vessel"],
+            registry=r,
+        )  # fmt: skip
         self.quarantine_entries = Gauge(
             p + "quarantine_entries", "Distinct payloads in quarantine", registry=r
         )
@@ -144,6 +150,8 @@ class RelayMetrics:
         self.link_bytes.labels("uplink", outcome).inc(link_bytes)
         if vessel_id is not None:
             self.vessel_link_bytes.labels(str(vessel_id), "uplink").inc(link_bytes)
+            if outcome in ("stored", "duplicate"):
+                self.vessel_last_heard.labels(str(vessel_id)).set(time.time())
         if new_messages:
             self.messages.labels("stored").inc(new_messages)
         if repeated_messages:
@@ -206,6 +214,8 @@ class RelayMetrics:
         while not stopping.is_set():
             try:
                 self.set_summary(await queries.summary(clock()))
+                for vessel_id, heard_at in (await queries.last_heard()).items():
+                    self.vessel_last_heard.labels(str(vessel_id)).set(heard_at)
             except Exception:  # the store is down: the gauges keep their last values
                 log.warning("metrics: store summary failed; gauges not refreshed", exc_info=True)
             try:

@@ -21,6 +21,8 @@ from protocol.errors import Reason
 from shore.store import DeliveryKey, StoreError
 from shore.store_sql import SqlStore
 
+#: Batches received less than this apart belong to one satellite session.
+SESSION_GAP_S = 600.0
 #: A vessel not heard from for this long is listed as silent (a Certus vessel polls 12 h apart).
 DEFAULT_SILENT_AFTER_S = 36 * 3600.0
 
@@ -53,9 +55,14 @@ class FleetRow:
 
 @dataclass(frozen=True, slots=True)
 class DayActivity:
-    """One UTC day of a vessel's uplink: batches received (one or more per session), bytes."""
+    """One UTC day of a vessel's uplink: sessions, batches received, their bytes.
+
+    The relay does not see a vessel's MQTT connections, so a *session* is counted from the
+    batches: those received less than ``SESSION_GAP_S`` apart are one session.
+    """
 
     day: str
+    sessions: int
     batches: int
     link_bytes: int
 
@@ -155,25 +162,32 @@ class OperatorQueries:
         return sorted(rows, key=lambda row: row.last_heard_at or 0.0)
 
     async def activity(self, vessel_id: int, now: float, days: int = 30) -> list[DayActivity]:
-        """The vessel's uplink per UTC day over the last ``days`` days (missing days: 0)."""
+        """The vessel's sessions and uplink per UTC day over the last ``days`` days."""
         first_day = int(now // 86400) - days + 1
         async with self.store._transaction() as tx:
             rows = await tx.fetch(
                 "SELECT received_at, link_bytes FROM batches "
-                "WHERE vessel_id = $1 AND received_at >= $2",
+                "WHERE vessel_id = $1 AND received_at >= $2 ORDER BY received_at",
                 vessel_id,
                 float(first_day * 86400),
             )
+        sessions = [0] * days
         batches = [0] * days
         link_bytes = [0] * days
+        previous: float | None = None
         for received_at, size in rows:
-            index = int(float(received_at) // 86400) - first_day
+            at = float(received_at)
+            index = int(at // 86400) - first_day
             if 0 <= index < days:
+                if previous is None or at - previous > SESSION_GAP_S:
+                    sessions[index] += 1
                 batches[index] += 1
                 link_bytes[index] += int(size)
+            previous = at
         return [
             DayActivity(
                 datetime.fromtimestamp((first_day + i) * 86400, UTC).strftime("%Y-%m-%d"),
+                sessions[i],
                 batches[i],
                 link_bytes[i],
             )
@@ -305,6 +319,14 @@ class OperatorQueries:
                 f"vessel {vessel_id} message {message_seq} has no open delivery to give up"
             )
         await self.store.finish_delivery(DeliveryKey(vessel_id, message_seq), "failed", reason, now)
+
+    async def last_heard(self) -> dict[int, float]:
+        """When each vessel was last heard from (vessels never heard are left out)."""
+        async with self.store._transaction() as tx:
+            rows = await tx.fetch(
+                "SELECT vessel_id, last_heard_at FROM vessel_link WHERE last_heard_at IS NOT NULL"
+            )
+        return {int(r[0]): float(r[1]) for r in rows}
 
     async def summary(self, now: float) -> OpsSummary:
         """Fleet-wide counts for the metrics gauges."""

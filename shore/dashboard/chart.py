@@ -1,7 +1,8 @@
-"""The vessel view's chart: uplink batches per day as an inline SVG bar chart (no script).
+"""The vessel view's chart: sessions per day as an inline SVG bar chart (no script).
 
-Pure: numbers in, SVG text out. Bars are batches received per UTC day (a session brings
-one or more batches); the title of each bar gives the day, the batches and the bytes.
+Pure: numbers in, SVG text out. Bars are the vessel's sessions per UTC day (counted from
+the batches received, see :class:`shore.store_ops.DayActivity`); the title of each bar
+gives the day, the sessions, the batches and the bytes.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ WIDTH, HEIGHT, PAD_LEFT, PAD_BOTTOM, PAD_TOP = 640, 180, 36, 22, 10
 def activity_svg(days: Sequence[DayActivity]) -> str:
     """An SVG bar chart of ``days`` (oldest first); an empty series draws an empty frame."""
     count = max(1, len(days))
-    peak = max((day.batches for day in days), default=0)
+    peak = max((day.sessions for day in days), default=0)
     scale_top = max(1, peak)
     plot_w = WIDTH - PAD_LEFT - 4
     plot_h = HEIGHT - PAD_TOP - PAD_BOTTOM
@@ -25,7 +26,7 @@ def activity_svg(days: Sequence[DayActivity]) -> str:
     bar = max(1.0, slot * 0.7)
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {WIDTH} {HEIGHT}" '
-        f'width="100%" role="img" aria-label="uplink batches per day" class="chart">',
+        f'width="100%" role="img" aria-label="sessions per day" class="chart">',
         f'<line x1="{PAD_LEFT}" y1="{PAD_TOP + plot_h}" x2="{WIDTH - 4}" '
         f'y2="{PAD_TOP + plot_h}" stroke="#888"/>',
         f'<text x="{PAD_LEFT - 6}" y="{PAD_TOP + 8}" text-anchor="end" font-size="11">'
@@ -34,10 +35,12 @@ def activity_svg(days: Sequence[DayActivity]) -> str:
         'font-size="11">0</text>',
     ]
     for index, day in enumerate(days):
-        height = plot_h * day.batches / scale_top
+        height = plot_h * day.sessions / scale_top
         x = PAD_LEFT + index * slot + (slot - bar) / 2
         y = PAD_TOP + plot_h - height
-        label = escape(f"{day.day}: {day.batches} batches, {day.link_bytes:,} bytes")
+        label = escape(
+            f"{day.day}: {day.sessions} sessions, {day.batches} batches, {day.link_bytes:,} bytes"
+        )
         parts.append(
             f'<rect class="bar" x="{x:.1f}" y="{y:.1f}" width="{bar:.1f}" height="{height:.1f}" '
             f'fill="#2b6cb0"><title>{label}</title></rect>'

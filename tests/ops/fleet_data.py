@@ -1,8 +1,9 @@
 """A small fleet in a real store, as an operator would find it on a Monday morning.
 
-Vessel 7 (Sea Star 7) talks every day: 20 days of batches, six messages: three delivered,
-one failed for good (address invalid), one retrying (the smarthost said 451), one queued;
-one forged payload in quarantine. Vessel 8 was last heard five days ago; vessel 9 never.
+Vessel 7 (Sea Star 7) talks every day: 20 days of batches in 26 sessions, six messages:
+three delivered, one failed for good (address invalid), one retrying (the smarthost said
+451), one queued; one forged payload in quarantine. Vessel 8 was last heard five days
+ago; vessel 9 never.
 """
 
 from __future__ import annotations
@@ -62,10 +63,12 @@ async def populate(store: SqlStore, now: float) -> Fleet:
                     body=f"{TEXT} {message_seq}",
                 )
             )
-        for _ in range(1 + day % 3):
+        for k in range(1 + day % 3):
             seq += 1
-            data = uplink(7, seq, envelopes or [contact], minutes=int(at // 60))
-            await store.ingest_batch(decoded_uplink(data), data, at)
+            # every fourth day each batch goes in a session of its own, six hours apart
+            sent_at = at + (k * 6 * 3600 if day % 4 == 0 else k * 60)
+            data = uplink(7, seq, envelopes or [contact], minutes=int(sent_at // 60))
+            await store.ingest_batch(decoded_uplink(data), data, sent_at)
             envelopes = []
     quiet = uplink(8, 1, [contact], minutes=int((now - 5 * DAY) // 60))
     await store.ingest_batch(decoded_uplink(quiet), quiet, now - 5 * DAY)

@@ -268,6 +268,8 @@ async def test_relay_and_agent_metrics_and_json_logs_over_a_real_exchange(
     assert total(relay_samples, "vessel_relay_delivery_seconds_count") == 2
     assert total(relay_samples, "vessel_relay_broker_connected") == 1
     assert total(relay_samples, "vessel_relay_vessels") == 1
+    heard = total(relay_samples, "vessel_relay_vessel_last_heard_timestamp_seconds", vessel="7")
+    assert time.time() - 120 < heard <= time.time()
     # agent metrics
     assert total(agent_samples, "vessel_agent_sessions_total", outcome="ok") >= 1
     assert total(agent_samples, "vessel_agent_batches_total", event="published") >= 1
@@ -292,6 +294,9 @@ async def test_relay_and_agent_metrics_and_json_logs_over_a_real_exchange(
     ingest = [r for r in relay_lines if r["logger"] == "shore.ingest"]
     assert ingest, relay_text
     assert all(str(r.get("correlation_id", "")).startswith(f"b{VESSEL}.") for r in ingest)
+    downlink = [r for r in relay_lines if r["logger"] == "shore.downlink"]
+    assert downlink, relay_text
+    assert all(str(r.get("correlation_id", "")).startswith(f"d{VESSEL}.") for r in downlink)
     delivery = [r for r in relay_lines if r["logger"] == "shore.delivery"]
     seqs = {message.message_seq, report.message_seq}
     assert {r.get("correlation_id") for r in delivery} == {f"m{VESSEL}.{s}" for s in seqs}

@@ -54,6 +54,7 @@ async def test_fleet_view_silence_activity_and_outcomes(store: SqlStore) -> None
     days = await queries.activity(fleet.busy, now)
     assert len(days) == 30
     assert sum(day.batches for day in days) == sum(1 + d % 3 for d in range(1, 21))
+    assert sum(day.sessions for day in days) == 26  # 15 days of one, 5 of 3, 2, 1, 3, 2
     assert await queries.delivery_outcomes(fleet.busy) == {
         "delivered": 3,
         "failed: ADDRESS_INVALID": 1,
@@ -62,6 +63,9 @@ async def test_fleet_view_silence_activity_and_outcomes(store: SqlStore) -> None
     (quarantined,) = await queries.quarantined(fleet.busy)
     assert quarantined.reason == "SIGNATURE_INVALID"
     assert quarantined.batch_seq == 99
+    heard = await queries.last_heard()
+    assert set(heard) == {7, 8}
+    assert heard[7] == busy.last_heard_at
     summary = await queries.summary(now)
     assert (summary.vessels, summary.vessels_silent) == (3, 2)
     assert (summary.deliveries_queued, summary.deliveries_retrying) == (2, 1)
