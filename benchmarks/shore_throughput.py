@@ -1,0 +1,356 @@
+"""Shore throughput: signed batches through a real Mosquitto to relay workers that ingest and
+deliver to a local SMTP sink; messages per second and latency from publish to SMTP delivery.
+
+For each run (SQLite with one worker; PostgreSQL with 1 and 2 workers by default) a fresh
+store is made, the vessels registered, and that many ``vessel-relay shore run`` processes
+started with delivery on (one shared subscription ``$share/relay/vr/+/u``; with SQLite one
+process, the embedded default). This process then publishes every vessel's signed batches
+(``--batches`` per vessel of ``--messages`` crew messages each, real corpus texts, the
+contact book in batch 1) QoS 1 to ``vr/{vessel}/u``, all at once (``--rate 0``, the relay's
+saturated throughput) or paced at ``--rate`` messages per second (latency under a load it
+can carry). An aiosmtpd sink on loopback (its own thread) stamps each mail's first arrival
+by its Message-ID ``<{vessel}.{seq}@relay...>``.
+
+Measured per run:
+
+- **msgs_per_s**: messages mailed / wall time from the first publish to the last first
+  arrival at the sink (ingest, verify, commit, claim, SMTP);
+- **p50_ms / p99_ms**: per message, first arrival at the sink minus the moment its batch
+  was handed to the MQTT client (publish).
+
+Usage::
+
+    python benchmarks/shore_throughput.py                    # table
+    python benchmarks/shore_throughput.py --json             # {"runs": [...]}
+    python benchmarks/shore_throughput.py --vessels 2 --batches 2 --runs sqlite:1   # quick
+
+Needs Mosquitto and PostgreSQL installed (``scripts/install-system-deps``). Reuses the relay
+worker process handling of ``benchmarks/fleet.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import re
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import aiomqtt  # noqa: E402
+from aiosmtpd.controller import Controller  # noqa: E402
+
+from benchmarks.fleet import Worker, _pct, corpus_texts  # noqa: E402
+from protocol.envelopes import Channel, ContactBookChange, CrewMessage, Envelope  # noqa: E402
+from protocol.languages import Language  # noqa: E402
+from shore.store import VesselInfo  # noqa: E402
+from shore.store_postgres import PostgresStore  # noqa: E402
+from shore.store_sql import SqlStore  # noqa: E402
+from shore.store_sqlite import SqliteStore  # noqa: E402
+from tests.kit.mosquitto import MosquittoBroker  # noqa: E402
+from tests.kit.ports import free_port  # noqa: E402
+from tests.shore.store_fixtures import SHORE_KEY, VESSEL_KEY, PostgresServer, uplink  # noqa: E402
+from vessel_relay.keyfiles import write_secret  # noqa: E402
+
+FIRST_VESSEL = 2000
+CREW, CONTACT = 3, 1
+_MESSAGE_ID = re.compile(rb"^Message-ID:\s*<(\d+)\.(\d+)@", re.MULTILINE | re.IGNORECASE)
+
+
+class StampingSink:
+    """aiosmtpd handler: the first arrival time (``time.monotonic``) of each Message-ID."""
+
+    def __init__(self) -> None:
+        self.first: dict[tuple[int, int], float] = {}
+        self.mails = 0
+        self.lock = threading.Lock()
+        self.changed = threading.Event()
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
+        now = time.monotonic()
+        content = envelope.content if isinstance(envelope.content, bytes) else b""
+        found = _MESSAGE_ID.search(content)
+        with self.lock:
+            self.mails += 1
+            if found is not None:
+                self.first.setdefault((int(found.group(1)), int(found.group(2))), now)
+        return "250 2.0.0 OK queued"
+
+    def reset(self) -> None:
+        with self.lock:
+            self.first.clear()
+            self.mails = 0
+
+    def count(self) -> int:
+        with self.lock:
+            return len(self.first)
+
+
+class RelayWorker(Worker):
+    """A ``vessel-relay shore run`` process with delivery to the sink (fleet.Worker's
+    spawn / wait_subscribed / stop, another configuration)."""
+
+    def __init__(
+        self, data: Path, number: int, store: str, broker: MosquittoBroker, smtp_port: int
+    ) -> None:
+        data.mkdir(parents=True, exist_ok=True)
+        write_secret(data / "shore.key", SHORE_KEY.seed)
+        write_secret(data / "reply.key", b"r" * 32)
+        self.config = data / "relay.toml"
+        self.config.write_text(
+            f'[relay]\ndata_dir = "{data}"\nworker = {number}\n'
+            f"[store]\n{store}\n"
+            f'[mqtt]\nurl = "mqtt://{broker.host}:{broker.port}"\n'
+            "[downlink]\ntick_s = 0.5\nresend_after_s = 30.0\nresend_max_s = 600.0\n"
+            f"[delivery]\nenabled = true\nsmtp_host = '127.0.0.1'\nsmtp_port = {smtp_port}\n",
+            encoding="utf-8",
+        )
+        self.log = data / "relay.log"
+        self.process = None
+
+
+@dataclass
+class Run:
+    store: str
+    workers: int
+    messages: int
+    msgs_per_s: float
+    p50_ms: float
+    p99_ms: float
+    wall_s: float = 0.0
+    max_ms: float = 0.0
+    undelivered: int = 0
+    repeats: int = 0
+
+
+def make_batches(vessel_id: int, batches: int, per_batch: int, rng: random.Random) -> list[bytes]:
+    """A vessel's signed uplink batches; batch 1 carries the contact book."""
+    texts = corpus_texts()
+    out = []
+    for index in range(batches):
+        envelopes: list[Envelope] = []
+        if index == 0:
+            envelopes.append(
+                ContactBookChange(
+                    crew=CREW, contact=CONTACT, channel=Channel.EMAIL,
+                    address=f"family{vessel_id}@example.com", written_minutes=0,
+                    contact_lang=Language.MYA,
+                )
+            )  # fmt: skip
+        for n in range(per_batch):
+            lang, text = rng.choice(texts)
+            seq = index * per_batch + n + 1
+            envelopes.append(
+                CrewMessage(message_seq=seq, crew=CREW, contact=CONTACT,
+                            written_minutes=0, lang=lang, body=text)
+            )  # fmt: skip
+        out.append(uplink(vessel_id, index + 1, envelopes))
+    return out
+
+
+async def register(store: SqlStore, vessels: Sequence[int]) -> None:
+    try:
+        for vessel_id in vessels:
+            info = VesselInfo(f"Vessel {vessel_id}", "TH", f"TH-{vessel_id}", "Co", ())
+            await store.add_vessel(info, VESSEL_KEY.verify_key.key, time.time() - 3600, vessel_id)
+    finally:
+        await store.close()
+
+
+async def publish_all(
+    broker: MosquittoBroker,
+    plan: list[tuple[int, int, bytes]],
+    per_batch: int,
+    rate: float,
+) -> dict[tuple[int, int], float]:
+    """Publish ``(vessel, batch_seq, bytes)`` in order; when each message was published."""
+    published: dict[tuple[int, int], float] = {}
+    async with aiomqtt.Client(broker.host, broker.port, identifier="bench-fleet") as client:
+        start = time.monotonic()
+        for index, (vessel_id, batch_seq, data) in enumerate(plan):
+            if rate > 0:
+                delay = start + index * per_batch / rate - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            sent = time.monotonic()
+            await client.publish(f"vr/{vessel_id}/u", data, qos=1)
+            first = (batch_seq - 1) * per_batch + 1
+            for seq in range(first, first + per_batch):
+                published[(vessel_id, seq)] = sent
+    return published
+
+
+async def run_once(
+    backend: str,
+    workers: int,
+    args: argparse.Namespace,
+    broker: MosquittoBroker,
+    pg: PostgresServer | None,
+    sink: StampingSink,
+    smtp_port: int,
+    work: Path,
+) -> Run:
+    vessels = [FIRST_VESSEL + i for i in range(args.vessels)]
+    rng = random.Random(args.seed)
+    batches = {v: make_batches(v, args.batches, args.messages, rng) for v in vessels}
+    data = work / f"{backend}-{workers}"
+    data.mkdir(parents=True)
+    if backend == "postgres":
+        assert pg is not None
+        dsn = pg.create_database()
+        await register(await PostgresStore.open(dsn), vessels)
+        store = f'backend = "postgres"\ndsn = "{dsn}"'
+    else:
+        await register(await SqliteStore.open(data / "relay.db"), vessels)
+        store = f'backend = "sqlite"\npath = "{data / "relay.db"}"'
+    relay = [
+        RelayWorker(data / f"w{n}", n, store, broker, smtp_port) for n in range(1, workers + 1)
+    ]
+    # Contact books first (batch 1 of every vessel), then the rest interleaved by vessel.
+    plan = [(v, 1, batches[v][0]) for v in vessels]
+    plan += [(v, seq, batches[v][seq - 1]) for seq in range(2, args.batches + 1) for v in vessels]
+    total = len(plan) * args.messages
+    sink.reset()
+    try:
+        for worker in relay:
+            worker.spawn()
+        await asyncio.gather(*(worker.wait_subscribed() for worker in relay))
+        published = await publish_all(broker, plan, args.messages, args.rate)
+        async with asyncio.timeout(args.timeout_s):
+            while sink.count() < total:  # noqa: ASYNC110 - the sink fills from its own thread
+                await asyncio.sleep(0.05)
+    except TimeoutError:
+        pass
+    finally:
+        for worker in relay:
+            worker.stop()
+    with sink.lock:
+        arrived = dict(sink.first)
+        mails = sink.mails
+    latencies = sorted(arrived[key] - published[key] for key in arrived if key in published)
+    first = min(published.values())
+    last = max(arrived.values(), default=first)
+    wall = max(1e-9, last - first)
+    return Run(
+        store=backend,
+        workers=workers,
+        messages=len(arrived),
+        msgs_per_s=round(len(arrived) / wall, 1),
+        p50_ms=round(_pct(latencies, 50) * 1000, 1),
+        p99_ms=round(_pct(latencies, 99) * 1000, 1),
+        wall_s=round(wall, 2),
+        max_ms=round((latencies[-1] if latencies else 0.0) * 1000, 1),
+        undelivered=total - len(arrived),
+        repeats=mails - len(arrived),
+    )
+
+
+def parse_runs(text: str) -> list[tuple[str, int]]:
+    runs = []
+    for part in text.split(","):
+        backend, _, workers = part.partition(":")
+        if backend not in ("sqlite", "postgres") or not workers.isdigit():
+            raise argparse.ArgumentTypeError(
+                f"a run is sqlite:N or postgres:N (like postgres:2), not {part!r}"
+            )
+        runs.append((backend, int(workers)))
+    return runs
+
+
+async def main_async(args: argparse.Namespace) -> list[Run]:
+    results = []
+    sink = StampingSink()
+    smtp_port = free_port()
+    controller = Controller(sink, hostname="127.0.0.1", port=smtp_port)
+    controller.start()
+    try:
+        with tempfile.TemporaryDirectory(prefix="shore-bench-") as tmp:
+            work = Path(tmp)
+            os.chmod(tmp, 0o755)
+            pg = None
+            if any(backend == "postgres" for backend, _ in args.runs):
+                pg = PostgresServer(work / "pg")
+                pg.start()
+            try:
+                with MosquittoBroker(
+                    work / "mosquitto", extra_config=("max_inflight_messages 100",)
+                ) as broker:
+                    for backend, workers in args.runs:
+                        run = await run_once(
+                            backend, workers, args, broker, pg, sink, smtp_port, work
+                        )
+                        results.append(run)
+                        if not args.json:
+                            print(f"  ... {backend} x{workers} done", file=sys.stderr)
+            finally:
+                if pg is not None:
+                    pg.stop()
+    finally:
+        controller.stop()
+    return results
+
+
+def table(results: Sequence[Run], args: argparse.Namespace) -> str:
+    offered = "all at once" if args.rate <= 0 else f"paced at {args.rate:,.0f} messages/s"
+    lines = [
+        f"{args.vessels} vessels x {args.batches} batches x {args.messages} messages, "
+        f"published {offered}, {os.cpu_count()} cores",
+        "",
+        "| store | workers | messages | msgs/s | p50 ms | p99 ms | max ms | undelivered | "
+        "repeats |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        lines.append(
+            f"| {r.store} | {r.workers} | {r.messages:,} | {r.msgs_per_s:,.0f} | "
+            f"{r.p50_ms:,.0f} | {r.p99_ms:,.0f} | {r.max_ms:,.0f} | {r.undelivered} | "
+            f"{r.repeats} |"
+        )
+    lines.append("")
+    lines.append("Latency: publish of the batch to the mail's first arrival at the SMTP sink.")
+    return "\n".join(lines)
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--vessels", type=int, default=10)
+    parser.add_argument("--batches", type=int, default=10, help="batches per vessel")
+    parser.add_argument("--messages", type=int, default=20, help="messages per batch")
+    parser.add_argument(
+        "--rate", type=float, default=0.0, help="offered messages/s (0: all at once)"
+    )
+    parser.add_argument(
+        "--runs",
+        type=parse_runs,
+        default=[("sqlite", 1), ("postgres", 1), ("postgres", 2)],
+        help="comma-separated store:workers (default sqlite:1,postgres:1,postgres:2)",
+    )
+    parser.add_argument("--timeout-s", type=float, default=300.0)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--json", action="store_true")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
+    results = asyncio.run(main_async(args))
+    if args.json:
+        print(json.dumps({"runs": [asdict(r) for r in results]}, indent=2))
+    else:
+        print(table(results, args))
+
+
+if __name__ == "__main__":
+    main()
