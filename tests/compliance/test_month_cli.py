@@ -167,3 +167,96 @@ def test_report_commands_explain_mistakes(installed: Installed, tmp_path: Path) 
     )
     assert code == 1
     assert err.startswith("error:")
+
+
+WITNESS_SEED = bytes(range(100, 132))
+
+
+def test_witness_cosigns_a_head_and_the_report_carries_it(
+    installed: Installed, month: Month, tmp_path: Path
+) -> None:
+    """The relay operator lists the signed heads for a labour office; the office checks
+    the shore's signature and co-signs the latest; the relay keeps the co-signature; the
+    next report's head carries it, and the inspector can demand that witness."""
+    from protocol.signing import SigningKey
+
+    relay = str(installed.relay_config)
+    heads_json = tmp_path / "heads.json"
+    code, out, err = _invoke("shore", "log", "heads", "--config", relay, "--json", str(heads_json))
+    assert code == 0, err
+    listed = json.loads(heads_json.read_text())
+    assert len(listed) >= 30  # a head a day, and the reports' own
+    assert listed[-1]["digest"] in out
+    write_secret(tmp_path / "ilo.key", WITNESS_SEED)
+    witness_public = SigningKey.from_seed(WITNESS_SEED).verify_key.hex()
+    shore_public = SHORE_KEY.verify_key.hex()
+
+    code, out, err = _invoke(
+        "report", "cosign", str(heads_json), "--key", str(tmp_path / "ilo.key"),
+        "--witness", "ILO", "--shore-key", shore_public, "--out", str(tmp_path),
+    )  # fmt: skip
+    assert code == 0, err
+    [cosignature] = tmp_path.glob("cosignature-*.json")
+    code, out, err = _invoke("shore", "log", "add-cosignature", str(cosignature), "--config", relay)
+    assert code == 0, err
+    code, out, _ = _invoke("shore", "log", "heads", "--config", relay)
+    assert out.splitlines()[-1].endswith("  ILO")
+
+    statement = tmp_path / "statement.json"
+    statement.write_text(json.dumps(month.statement.to_obj()))
+    code, out, err = _invoke(
+        "shore", "report", "--vessel", str(VESSEL), "--month", "2026-10",
+        "--statement", str(statement), "--config", relay, "--out", str(tmp_path),
+    )  # fmt: skip
+    assert code == 0, err
+    report_path = str(tmp_path / f"compliance-{VESSEL}-2026-10.json")
+    code, out, _ = _invoke(
+        "report", "verify", report_path, "--shore-key", shore_public,
+        "--witness", f"ILO={witness_public}",
+    )  # fmt: skip
+    assert code == 0, out
+    code, out, _ = _invoke(
+        "report", "verify", report_path, "--shore-key", shore_public,
+        "--witness", f"ILO={witness_public}", "--witness", f"UNION={shore_public}",
+    )  # fmt: skip
+    assert code == 1
+    assert "FAIL: the tree head is not co-signed by witness 'UNION'" in out
+
+
+def test_witness_refuses_a_forged_or_split_head(installed: Installed, tmp_path: Path) -> None:
+    """A head whose root was changed is not signed by the shore key, and a file with two
+    heads of one size and different roots shows a split view: the witness refuses both,
+    and the relay refuses a co-signature of a head it never signed."""
+    from protocol.compliance import SignedTreeHead, TreeHead, cosign
+    from protocol.signing import SigningKey
+    from shore.reports import cosignature_file
+
+    relay = str(installed.relay_config)
+    heads_json = tmp_path / "heads.json"
+    assert _invoke("shore", "log", "heads", "--config", relay, "--json", str(heads_json))[0] == 0
+    listed = json.loads(heads_json.read_text())
+    write_secret(tmp_path / "w.key", WITNESS_SEED)
+    forged = dict(listed[-1], root="00" * 32)
+    (tmp_path / "forged.json").write_text(json.dumps(forged))
+    args = ["--key", str(tmp_path / "w.key"), "--witness", "ILO"]
+    shore_public = SHORE_KEY.verify_key.hex()
+    code, _, err = _invoke(
+        "report", "cosign", str(tmp_path / "forged.json"), *args, "--shore-key", shore_public
+    )
+    assert code == 1
+    assert "REFUSED: the head of size" in err
+    (tmp_path / "split.json").write_text(json.dumps([*listed, forged]))
+    code, _, err = _invoke(
+        "report", "cosign", str(tmp_path / "split.json"), *args, "--shore-key", shore_public
+    )
+    assert code == 1
+    assert "two heads of size" in err
+    head = SignedTreeHead.from_obj(forged)
+    bogus = cosign(head, "ILO", SigningKey.from_seed(WITNESS_SEED))
+    (tmp_path / "bogus.json").write_bytes(cosignature_file(head, bogus))
+    code, _, err = _invoke(
+        "shore", "log", "add-cosignature", str(tmp_path / "bogus.json"), "--config", relay
+    )
+    assert code == 1
+    assert "the shore never signed a head" in err
+    assert isinstance(head.head, TreeHead)
