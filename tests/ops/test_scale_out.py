@@ -33,7 +33,7 @@ from vessel_relay.keyfiles import write_secret
 
 ROOT = Path(__file__).resolve().parents[2]
 VESSELS = (101, 102, 103, 104, 105)
-BATCHES, PER_BATCH = 10, 10
+BATCHES, PER_BATCH = 8, 10
 MINUTES = int(T0 // 60)
 RELAY_DOMAIN = "relay.example.org"
 
@@ -186,10 +186,10 @@ async def test_three_workers_one_killed_every_family_mail_once_per_message(
     tmp_path: Path,
     request: pytest.FixtureRequest,
 ) -> None:
-    """Five vessels send 500 messages to their families through three relay workers that
+    """Five vessels send 400 messages to their families through three relay workers that
     share the broker subscription and the database. Worker 2 is SIGKILLed once a fifth of
     the mail is out; vessels resend what is unacknowledged. In the end every message was
-    stored once and delivered, the sink holds exactly the 500 expected Message-IDs, and any
+    stored once and delivered, the sink holds exactly the 400 expected Message-IDs, and any
     copy beyond one per Message-ID is a resend the surviving workers counted as a repeat."""
     server: PostgresServer = request.getfixturevalue("postgres")
     dsn = server.create_database()
