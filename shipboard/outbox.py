@@ -57,6 +57,7 @@ from protocol.envelopes import (
 from protocol.errors import MalformedBatch
 from protocol.languages import Language
 from protocol.quota import month_of as quota_month_of
+from protocol.replay import RangeSet
 from protocol.signing import SigningKey
 from shipboard.errors import NothingToSend, OutboxUnavailable, QuotaExceeded
 from shipboard.sessions_log import SESSIONS_MIGRATION, LinkSession, record_session
@@ -281,21 +282,20 @@ def reporter_tag(case_key: bytes, message_seq: int) -> bytes:
     return hmac.new(case_key, b"case:%d" % message_seq, hashlib.sha256).digest()
 
 
-# --- range set of downlink batch numbers (until protocol.replay's RangeSet is used) --------
+# --- downlink batch numbers seen (protocol.replay.RangeSet), as rows of the table ---------
 
 
-def _add_range(ranges: list[tuple[int, int]], seq: int) -> list[tuple[int, int]]:
-    merged: list[tuple[int, int]] = []
-    for first, last in sorted([*ranges, (seq, seq)]):
-        if merged and first <= merged[-1][1] + 1:
-            merged[-1] = (merged[-1][0], max(merged[-1][1], last))
-        else:
-            merged.append((first, last))
-    return merged
+def _seen_rows(db: sqlite3.Connection) -> RangeSet:
+    """The downlink batch numbers already applied (table ``downlink_seen``)."""
+    seen = RangeSet()
+    for first, last in db.execute("SELECT first, last FROM downlink_seen"):
+        seen.add_range(int(first), int(last))
+    return seen
 
 
-def _covers(ranges: Sequence[tuple[int, int]], seq: int) -> bool:
-    return any(first <= seq <= last for first, last in ranges)
+def _range_rows(seen: RangeSet) -> list[tuple[int, int]]:
+    """The rows of ``downlink_seen`` for ``seen``: ``(1, up_to)`` first, then its ranges."""
+    return ([(1, seen.up_to)] if seen.up_to else []) + list(seen.ranges)
 
 
 # --- the outbox --------------------------------------------------------------------------
@@ -767,19 +767,10 @@ class Outbox:
         return loaded
 
     def _downlink_ack(self, db: sqlite3.Connection, minutes: int) -> BatchAck | None:
-        ranges = [tuple(row) for row in db.execute("SELECT first, last FROM downlink_seen")]
-        ranges.sort()
-        if not ranges:
+        seen = _seen_rows(db)
+        if not seen.highest:
             return None
-        up_to = 0
-        if ranges[0][0] == 1:
-            up_to = ranges[0][1]
-            ranges = ranges[1:]
-        return BatchAck(
-            up_to=up_to,
-            written_minutes=minutes,
-            ranges=tuple((int(first), int(last)) for first, last in ranges) or None,
-        )
+        return BatchAck(up_to=seen.up_to, written_minutes=minutes, ranges=seen.ranges or None)
 
     def unacknowledged_batches(self) -> tuple[StoredBatch, ...]:
         """Batches the shore has not acknowledged, oldest first: resend them byte-identical."""
@@ -884,15 +875,17 @@ class Outbox:
                 f"{self.vessel_id}"
             )
         with self.transaction("apply a downlink batch") as db:
-            seen = [tuple(row) for row in db.execute("SELECT first, last FROM downlink_seen")]
+            seen = _seen_rows(db)
             db.execute("UPDATE meta SET value = 1 WHERE key = 'downlink_ack_pending'")
-            if _covers(seen, batch.batch_seq):
+            if batch.batch_seq in seen:
                 result = DownlinkResult(batch.batch_seq, duplicate=True)
             else:
                 result = self._apply_envelopes(db, batch, now)
-                merged = _add_range([(int(a), int(b)) for a, b in seen], batch.batch_seq)
+                seen.add(batch.batch_seq)
                 db.execute("DELETE FROM downlink_seen")
-                db.executemany("INSERT INTO downlink_seen (first, last) VALUES (?, ?)", merged)
+                db.executemany(
+                    "INSERT INTO downlink_seen (first, last) VALUES (?, ?)", _range_rows(seen)
+                )
         logger.info(
             "downlink batch %d applied%s: %d batches acknowledged, %d receipts, %d inbox, "
             "%d ignored",

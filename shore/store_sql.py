@@ -42,6 +42,7 @@ from protocol.envelopes import (
 )
 from protocol.errors import Reason
 from protocol.languages import Language
+from protocol.replay import RangeSet
 from shore.delivery import Destination, FinalOutcome, receipt_for
 from shore.store import (
     ContactRecord,
@@ -290,23 +291,16 @@ def schema_statements(sql: str, dialect: Dialect) -> list[str]:
     return [part.strip() for part in text.split(";") if part.strip()]
 
 
-# --- ranges (until protocol.replay's RangeSet is used) ----------------------------------------
+# --- the replay window's ranges (protocol.replay.RangeSet), as stored -----------------------
 
 
 def add_to_window(window: ReplayWindow, seq: int) -> ReplayWindow:
     """The window with ``seq`` added, ranges merged into ``up_to`` where they touch it."""
     if window.covers(seq):
         return window
-    merged: list[tuple[int, int]] = []
-    for first, last in sorted([*window.ranges, (seq, seq)]):
-        if merged and first <= merged[-1][1] + 1:
-            merged[-1] = (merged[-1][0], max(merged[-1][1], last))
-        else:
-            merged.append((first, last))
-    up_to = window.up_to
-    while merged and merged[0][0] <= up_to + 1:
-        up_to = max(up_to, merged.pop(0)[1])
-    return ReplayWindow(up_to, tuple(merged))
+    seen = RangeSet(window.up_to, window.ranges)
+    seen.add(seq)
+    return ReplayWindow(seen.up_to, seen.ranges)
 
 
 def format_ranges(ranges: Sequence[tuple[int, int]]) -> str:
