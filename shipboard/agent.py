@@ -174,13 +174,18 @@ async def supervise(
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopping.set)
     metrics = ShipMetrics() if metrics_port is not None else None
+    serving = None
+    if metrics is not None and metrics_port is not None:
+        serving = asyncio.create_task(serve_metrics(metrics, metrics_host, metrics_port, stopping))
+        await asyncio.sleep(0)  # the port is bound (or refused) in the task's first step
+        if serving.done():
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(signum)
+            serving.result()  # raises OSError: the port is taken
     agent = asyncio.create_task(
         run_agent(config, stopping=stopping, with_link=with_link, metrics=metrics)
     )
     stopped = asyncio.create_task(stopping.wait())
-    serving = None
-    if metrics is not None and metrics_port is not None:
-        serving = asyncio.create_task(serve_metrics(metrics, metrics_host, metrics_port, stopping))
     try:
         await asyncio.wait({agent, stopped}, return_when=asyncio.FIRST_COMPLETED)
         if not agent.done():

@@ -228,6 +228,10 @@ def run(
         asyncio.run(_run(relay_config, grace_s, metrics_host, metrics_port))
     except (StoreError, KeyFileError) as exc:
         raise _fail(exc) from exc
+    except OSError as exc:
+        raise _fail(
+            OSError(f"cannot serve /metrics on {metrics_host}:{metrics_port}: {exc.strerror}")
+        ) from exc
 
 
 async def _run(
@@ -245,11 +249,14 @@ async def _run(
         print("subscribed", flush=True)
 
     metrics = RelayMetrics() if metrics_port is not None else None
-    relay = asyncio.create_task(run_relay(config, stopping, subscribed, metrics))
     serving = None
     if metrics is not None and metrics_port is not None:
         serving = asyncio.create_task(serve_metrics(metrics, metrics_host, metrics_port, stopping))
+        await asyncio.sleep(0)  # the port is bound (or refused) in the task's first step
+        if serving.done():
+            serving.result()  # raises OSError: the port is taken
         print(f"metrics: http://{metrics_host}:{metrics_port}/metrics", flush=True)
+    relay = asyncio.create_task(run_relay(config, stopping, subscribed, metrics))
     stop = asyncio.create_task(stopping.wait())
     try:
         await asyncio.wait({relay, stop}, return_when=asyncio.FIRST_COMPLETED)

@@ -6,6 +6,7 @@ import asyncio
 import io
 import json
 import logging
+import socket
 from pathlib import Path
 
 import pytest
@@ -129,3 +130,14 @@ def test_json_formatter_writes_no_extra_fields() -> None:
     line = json.loads(JsonFormatter().format(record))
     assert line["message"] == "sent 3"
     assert "SECRET" not in json.dumps(line)
+
+
+def test_metrics_port_in_use_is_a_one_line_error(relay: Path) -> None:
+    """Two workers given the same --metrics-port: the second says so and exits."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code, _out, err = shore("run", "-c", str(relay), "--metrics-port", str(port))
+    assert code == 1
+    assert f"error: cannot serve /metrics on 127.0.0.1:{port}" in err
