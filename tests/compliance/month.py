@@ -1,5 +1,5 @@
 """A simulated month (fake clock) of one vessel with 30 crew members, through the real
-outbox and the real shore store (SQLite), with the test's own independent ledger."""
+outbox and the real shore store (SQLite or PostgreSQL), with the test's own independent ledger."""
 
 from __future__ import annotations
 
@@ -22,6 +22,8 @@ from shipboard.profiles import IRIDIUM_CERTUS
 from shipboard.report import build_statement
 from shore.reports import build_report
 from shore.store import VesselInfo
+from shore.store_postgres import PostgresStore
+from shore.store_sql import SqlStore
 from shore.store_sqlite import SqliteStore
 from shore.transparency import sign_daily_head
 from tests.shore.store_fixtures import (
@@ -70,14 +72,16 @@ class Month:
     ledger: Ledger
     other_leaf_report: ComplianceReport
     outbox_path: Path
-    store_path: Path
+    store_path: Path | None  # the SQLite store (None: the month ran on PostgreSQL)
 
 
-async def _simulate(tmp: Path) -> Month:
+async def _simulate(tmp: Path, dsn: str | None, days: int) -> Month:
     rng = random.Random(9)
     now = START - 86_400
     outbox = Outbox.open(tmp / "outbox.db", VESSEL)
-    store = await SqliteStore.open(tmp / "shore.db")
+    store: SqlStore = (
+        await SqliteStore.open(tmp / "shore.db") if dsn is None else await PostgresStore.open(dsn)
+    )
     ledger = Ledger()
     try:
         await store.add_vessel(
@@ -112,7 +116,7 @@ async def _simulate(tmp: Path) -> Month:
             )
             contacts[member.crew] = added.contact
         lost_once: set[int] = set()
-        for hour in range(0, 31 * 24, 6):
+        for hour in range(0, days * 24, 6):
             now = START + hour * 3600
             for crew, contact in contacts.items():
                 if rng.random() < 0.25:
@@ -141,7 +145,7 @@ async def _simulate(tmp: Path) -> Month:
                 outbox.accept_grievance(
                     union_id=1, sealed=rng.randbytes(300), case_key=b"k" * 32, now=now
                 )
-            if hour > 30 * 24 + 12:
+            if hour > days * 24 - 12:
                 continue  # the month's last messages wait on board (offered, not sent)
             now += 600
             pending = [p.message_seq for p in outbox.pending_messages(now)]
@@ -204,10 +208,11 @@ async def _simulate(tmp: Path) -> Month:
     finally:
         await store.close()
         outbox.close()
-    return Month(report, statement, ledger, other, tmp / "outbox.db", tmp / "shore.db")
+    store_path = tmp / "shore.db" if dsn is None else None
+    return Month(report, statement, ledger, other, tmp / "outbox.db", store_path)
 
 
-async def _ingest(store: SqliteStore, data: bytes, now: float, ledger: Ledger) -> None:
+async def _ingest(store: SqlStore, data: bytes, now: float, ledger: Ledger) -> None:
     batch = decoded_uplink(data)
     seen = {m.message_seq for m in await store.messages(VESSEL)}
     await store.ingest_batch(batch, data, now)
@@ -217,7 +222,7 @@ async def _ingest(store: SqliteStore, data: bytes, now: float, ledger: Ledger) -
             ledger.add(ledger.received, envelope.crew, size)
 
 
-async def _deliver(store: SqliteStore, now: float, rng: random.Random, ledger: Ledger) -> None:
+async def _deliver(store: SqlStore, now: float, rng: random.Random, ledger: Ledger) -> None:
     due = await store.claim_due_deliveries(now, 1000, "test")
     if not due:
         return
@@ -236,7 +241,7 @@ async def _deliver(store: SqliteStore, now: float, rng: random.Random, ledger: L
             ledger.add(ledger.delivered, message.crew, size)
 
 
-async def _downlink(store: SqliteStore, outbox: Outbox, now: float) -> None:
+async def _downlink(store: SqlStore, outbox: Outbox, now: float) -> None:
     while True:
         made = await store.make_downlink_batch(VESSEL, now, shore_encoder(VESSEL, now), 50)
         if made is None:
@@ -247,6 +252,7 @@ async def _downlink(store: SqliteStore, outbox: Outbox, now: float) -> None:
             outbox.apply_downlink(decoded_downlink(sent.data), now)
 
 
-def simulate(tmp: Path) -> Month:
-    """Run the month (outside any test's event loop)."""
-    return asyncio.run(_simulate(tmp))
+def simulate(tmp: Path, dsn: str | None = None, *, days: int = 31) -> Month:
+    """Run the month (outside any test's event loop) on SQLite, or on PostgreSQL at ``dsn``;
+    traffic on the first ``days`` days of October only, if fewer than 31."""
+    return asyncio.run(_simulate(tmp, dsn, days))

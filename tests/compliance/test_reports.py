@@ -184,4 +184,5 @@ def test_nothing_personal_in_the_report(month: Month) -> None:
 def test_paths_exist(month: Month) -> None:
     """The simulation left its databases for the CLI tests."""
     assert Path(month.outbox_path).exists()
+    assert month.store_path is not None
     assert Path(month.store_path).exists()
