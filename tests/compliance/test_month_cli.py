@@ -58,6 +58,7 @@ def installed(month: Month, tmp_path_factory: pytest.TempPathFactory) -> Install
     assert code == 0, err
     (base / "relay" / "shore.key").unlink()
     write_secret(base / "relay" / "shore.key", SHORE_SEED)
+    assert month.store_path is not None
     _copy_sqlite(month.store_path, base / "relay" / "relay.db")
     return Installed(base / "ship" / "ship.toml", base / "relay" / "relay.toml")
 
