@@ -29,6 +29,8 @@ Example file::
 
     [grievances]
     reserve_bytes = 262_144       # may be raised, never lowered below the floor
+    slot_bytes = 2048             # each crew member's daily slot: raised, never lowered
+    daily_slots = false           # true: every crew member's slot travels daily
 
     [latency_minutes]
     message = 360
@@ -69,6 +71,7 @@ import nacl.public
 
 from protocol.languages import Language
 from protocol.signing import SigningKey
+from protocol.slots import DEFAULT_SLOT_BYTES, MAX_SLOT_BYTES
 from shipboard.errors import ConfigError
 
 #: Link profiles known when shipboard/profiles.py is not there yet (it defines the real ones).
@@ -181,6 +184,10 @@ class QuotaConfig:
 
     crew_text_bytes: int = DEFAULT_CREW_TEXT_BYTES
     grievance_reserve_bytes: int = DEFAULT_GRIEVANCE_RESERVE_BYTES
+    #: Each crew member's daily slot (protocol.slots): raised, never lowered below 2 KiB.
+    slot_bytes: int = DEFAULT_SLOT_BYTES
+    #: Whether the daily slots run (a grievance then waits for the end of its day).
+    daily_slots: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -401,8 +408,16 @@ def _read_quota(quota: _Table, grievances: _Table) -> QuotaConfig:
             f"reserve cannot be lowered below {MIN_GRIEVANCE_RESERVE_BYTES} bytes a month; "
             "raise it or remove the line"
         )
+    slot_bytes = _positive(grievances, "slot_bytes", DEFAULT_SLOT_BYTES)
+    if not DEFAULT_SLOT_BYTES <= slot_bytes <= MAX_SLOT_BYTES:
+        raise ConfigError(
+            f"{grievances.where('slot_bytes')} = {slot_bytes} is refused: each crew member's "
+            f"daily slot is from {DEFAULT_SLOT_BYTES} to {MAX_SLOT_BYTES} bytes (it may be "
+            "raised, never lowered); raise it or remove the line"
+        )
+    daily_slots: bool = grievances.get("daily_slots", bool, False)
     grievances.finish()
-    return QuotaConfig(crew_text, reserve)
+    return QuotaConfig(crew_text, reserve, slot_bytes, daily_slots)
 
 
 def _read_latency(table: _Table) -> dict[str, int]:

@@ -15,17 +15,29 @@ from __future__ import annotations
 import dataclasses
 import logging
 import secrets
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+
+import nacl.public
 
 from protocol.cases import make_receipt_code, reporter_reply_keys
 from protocol.codebook import Codebook
 from protocol.errors import InvalidEnvelope, InvalidText, LimitExceeded
 from protocol.languages import Language
 from protocol.sealing import GrievanceCategory, GrievancePlaintext, seal_grievance
+from protocol.slots import (
+    SECONDS_PER_DAY,
+    SlotHeader,
+    SlotKind,
+    day_of,
+    payload_capacity,
+    seal_slot,
+    slot_header,
+)
 from protocol.text import normalise_text
-from shipboard.config import ShipConfig
+from shipboard.config import ShipConfig, UnionConfig
 from shipboard.crew import CrewRegister, SignedIn
 from shipboard.errors import BadText, MessageTooLarge, UnknownContact, UnknownUnion
 from shipboard.outbox import AcceptedMessage, Outbox, QuotaStatus
@@ -129,6 +141,75 @@ class Intake:
         self.clock = clock
         # Quotas renew on the first of the month in the vessel's time zone, not UTC's.
         outbox.use_time_zone(config.time_zone)
+        self._slots_lock = threading.Lock()  # the link's thread and intake's both make slots
+        if config.quota.daily_slots:
+            outbox.before_pending = self.ensure_slots
+
+    # daily slots (protocol.slots) -------------------------------------------------------
+
+    def ensure_slots(self, now: float) -> int:
+        """Make the cover slots of today and tomorrow that do not exist yet (one per crew
+        member per union per day, each sealed to a throwaway key); how many were made.
+
+        Slot rows are made ahead and released when their day is over, so at any moment
+        every crew member has the same rows, whatever they filed."""
+        with self._slots_lock:
+            return self._ensure_slots(now)
+
+    def _ensure_slots(self, now: float) -> int:
+        today = day_of(now)
+        have: set[tuple[int, int, int]] = set()
+        for _, _, union_id, sealed in self.outbox.slot_rows(today * SECONDS_PER_DAY):
+            header = slot_header(sealed)
+            if header is not None:
+                have.add((header.crew, header.day, union_id))
+        size = self.config.quota.slot_bytes
+        made: list[tuple[int, bytes, float]] = []
+        for member in self.register.members():
+            for day in (today, today + 1):
+                for union in self.config.unions:
+                    if (member.crew, day, union.union_id) in have:
+                        continue
+                    throwaway = bytes(nacl.public.PrivateKey.generate().public_key)
+                    cover = seal_slot(
+                        SlotHeader(member.crew, day), SlotKind.COVER, b"", throwaway, size
+                    )
+                    made.append((union.union_id, cover, float((day + 1) * SECONDS_PER_DAY)))
+        if made:
+            self.outbox.accept_slots(made)
+            logger.info("daily slots: %d cover slots made", len(made))
+        return len(made)
+
+    def _into_slot(
+        self, crew: int, union: UnionConfig, sealed: bytes, case_key: bytes, now: float
+    ) -> int | None:
+        """Put a sealed report into the crew member's earliest slot still on board; its
+        message number, or None if it does not fit a slot (then it goes on its own)."""
+        size = self.config.quota.slot_bytes
+        if len(sealed) > payload_capacity(size):
+            logger.warning("a grievance report is too long for a slot; it goes on its own")
+            return None
+        for _ in range(3):  # the link may take a slot away between reading and filling
+            self.ensure_slots(now)
+            mine = []
+            for seq, state, union_id, old in self.outbox.slot_rows(day_of(now) * SECONDS_PER_DAY):
+                header = slot_header(old)
+                if (
+                    state == "accepted"
+                    and union_id == union.union_id
+                    and header is not None
+                    and header.crew == crew
+                    and len(old) == size
+                ):
+                    mine.append((header.day, seq))
+            for day, seq in sorted(mine):
+                filled = seal_slot(
+                    SlotHeader(crew, day), SlotKind.GRIEVANCE, sealed, union.public_key, size
+                )
+                if self.outbox.fill_slot(seq, filled, case_key):
+                    return seq
+            now += SECONDS_PER_DAY  # every slot on board is taken: use the next day's
+        return None
 
     def quota(self, crew: int) -> QuotaStatus:
         """The crew member's quota this month."""
@@ -234,6 +315,12 @@ class Intake:
                 "The report is too long to send. Please shorten it or send it in two reports."
             ) from exc
         del plaintext, body
+        if self.config.quota.daily_slots:
+            seq = self._into_slot(member.crew, union, sealed, signed_in.case_key, now)
+            if seq is not None:
+                self._ring("grievance")
+                case_number = f"{self.config.vessel.vessel_id}-{seq}"
+                return FiledReport(seq, case_number, receipt_code, now)
         accepted = self.outbox.accept_grievance(
             union_id=union_id, sealed=sealed, case_key=signed_in.case_key, now=now
         )

@@ -27,9 +27,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import os
 import sqlite3
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -312,6 +313,9 @@ class Outbox:
         self._counters = _Counters()
         #: The zone whose calendar months the quotas count in (:meth:`use_time_zone`).
         self.time_zone: ZoneInfo = UTC_ZONE
+        #: Called with ``now`` before pending messages are read: intake makes the daily
+        #: slots there (:meth:`shipboard.intake.Intake.ensure_slots`).
+        self.before_pending: Callable[[float], object] | None = None
 
     def use_time_zone(self, time_zone: ZoneInfo) -> None:
         """Count quota months in ``time_zone`` (the vessel's; intake sets it from the config).
@@ -563,6 +567,56 @@ class Outbox:
         logger.info("grievance report %d accepted (%d sealed bytes)", seq, len(sealed))
         return AcceptedMessage(seq, now, 0)
 
+    # daily slots (protocol.slots) ------------------------------------------------------
+
+    def slot_rows(self, since: float) -> list[tuple[int, str, int, bytes]]:
+        """Grievance-lane rows released from ``since`` on: (seq, state, union, sealed)."""
+        with self.reading() as db:
+            rows = db.execute(
+                "SELECT message_seq, state, union_id, sealed FROM messages "
+                "WHERE kind = 'grievance' AND accepted_at >= ? AND sealed IS NOT NULL "
+                "ORDER BY message_seq",
+                (since,),
+            ).fetchall()
+        return [(int(a), str(b), int(c), bytes(d)) for a, b, c, d in rows]
+
+    def accept_slots(self, slots: Sequence[tuple[int, bytes, float]]) -> list[int]:
+        """Commit cover slots ``(union, sealed, release_at)`` in one transaction.
+
+        A slot row looks like a grievance row (same kind, size and a reporter tag under a
+        key nobody keeps); it is released (``accepted_at``) when its day is over."""
+        seqs: list[int] = []
+        with self.transaction("save the daily slots") as db:
+            for union_id, sealed, release_at in slots:
+                seq = self._insert(
+                    db,
+                    kind="grievance",
+                    union_id=union_id,
+                    sealed=sealed,
+                    text_bytes=0,
+                    month=month_of(release_at),
+                    now=release_at,
+                )
+                db.execute(
+                    "UPDATE messages SET reporter_tag = ? WHERE message_seq = ?",
+                    (reporter_tag(os.urandom(32), seq), seq),
+                )
+                seqs.append(seq)
+        return seqs
+
+    def fill_slot(self, seq: int, sealed: bytes, case_key: bytes) -> bool:
+        """Put a grievance in place of the cover in slot row ``seq`` (same size; the old
+        bytes are overwritten: secure_delete). False if that slot has left meanwhile."""
+        with self.transaction("save the report") as db:
+            changed = db.execute(
+                "UPDATE messages SET sealed = ?, reporter_tag = ? WHERE message_seq = ? "
+                "AND kind = 'grievance' AND state = 'accepted' AND LENGTH(sealed) = ?",
+                (sealed, reporter_tag(case_key, seq), seq, len(sealed)),
+            ).rowcount
+        if changed:
+            logger.info("grievance report %d accepted into a slot", seq)
+        return bool(changed)
+
     def accept_sos(
         self,
         *,
@@ -605,13 +659,19 @@ class Outbox:
     # what the scheduler and the link call ------------------------------------------------
 
     def pending_messages(self, now: float) -> tuple[PendingMessage, ...]:
-        """Messages waiting for a batch, oldest first (a snapshot for the scheduler)."""
-        del now  # every accepted message is pending; kept for the scheduler's signature
+        """Messages waiting for a batch, oldest first (a snapshot for the scheduler).
+
+        A daily slot waits until its day is over (its ``accepted_at`` is its release time):
+        every crew member's slot of a day leaves together, whatever it holds."""
+        if self.before_pending is not None:
+            self.before_pending(now)
         with self.reading() as db:
             rows = db.execute(
                 "SELECT message_seq, kind, crew, text_bytes, accepted_at, lang, "
                 "COALESCE(LENGTH(CAST(body AS BLOB)), 0) + COALESCE(LENGTH(sealed), 0) "
-                "FROM messages WHERE state = 'accepted' ORDER BY message_seq"
+                "FROM messages WHERE state = 'accepted' "
+                "AND NOT (kind = 'grievance' AND accepted_at > ?) ORDER BY message_seq",
+                (now,),
             ).fetchall()
         return tuple(
             PendingMessage(

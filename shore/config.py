@@ -64,6 +64,7 @@ Example (``vessel-relay shore init --data DIR`` writes one)::
     enabled = false
     host = "127.0.0.1"
     port = 8040
+    vessel_silent_after_s = 86400.0 # "vessel silent" alert after this long without a sync
     [[union_api.unions]]            # one table per union (``vessel-relay union init`` prints
     id = 7                          # the union's id and its Ed25519 signing key)
     name = "Fishers' Union"
@@ -173,6 +174,9 @@ class UnionApiSection:
     enabled: bool = False
     host: str = "127.0.0.1"
     port: int = 8040
+    #: "vessel silent" when a vessel has not synced for this long (its link profile's
+    #: expected gap between sessions, with margin).
+    vessel_silent_after_s: float = 24 * 3600.0
     unions: tuple[UnionAccountSection, ...] = ()
 
 
@@ -314,7 +318,13 @@ def _union_api_section(source: str, raw: object) -> UnionApiSection:
         if any(known.union_id == union_id for known in unions):
             raise ConfigError(f"{where}: union id {union_id} is listed twice; keep one table")
         unions.append(UnionAccountSection(union_id, key, name))
-    return UnionApiSection(plain.enabled, plain.host, plain.port, tuple(unions))
+    if plain.vessel_silent_after_s <= 0:
+        raise ConfigError(
+            f"{source}: [union_api] vessel_silent_after_s must be positive, like 86400.0"
+        )
+    return UnionApiSection(
+        plain.enabled, plain.host, plain.port, plain.vessel_silent_after_s, tuple(unions)
+    )
 
 
 def _validate(config: RelayConfig) -> None:

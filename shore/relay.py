@@ -58,7 +58,12 @@ from shore.store_postgres import PostgresStore
 from shore.store_sql import SqlStore
 from shore.store_sqlite import SqliteStore
 from shore.transparency import run_daily_heads
-from shore.union_api import make_union_api, serve_union_api, union_accounts
+from shore.union_api import (
+    make_union_api,
+    serve_union_api,
+    silence_alert_source,
+    union_accounts,
+)
 from vessel_relay.codebooks import default_codebook
 from vessel_relay.keyfiles import KeyFileError, read_secret
 
@@ -381,7 +386,11 @@ async def run_relay(
                 group.create_task(reply_server.run(stopping))
             if config.union_api.enabled:
                 api = config.union_api
-                union_app = make_union_api(store, union_accounts(api))
+                union_app = make_union_api(
+                    store,
+                    union_accounts(api),
+                    alerts=silence_alert_source(store, api.vessel_silent_after_s),
+                )
                 group.create_task(serve_union_api(union_app, api.host, api.port, stopping))
     finally:
         await store.close()

@@ -46,6 +46,7 @@ from starlette.routing import Route
 from protocol.envelopes import CaseStatus
 from protocol.errors import SignatureInvalid
 from protocol.signing import VerifyKey
+from protocol.slots import silence_alerts, slot_header
 from shore.config import UnionApiSection
 from shore.store import Store, StoreError
 
@@ -238,6 +239,37 @@ def make_union_api(
             Route("/union/v1/alerts", endpoint(alert_list), methods=["GET"]),
         ]
     )
+
+
+def silence_alert_source(store: Store, vessel_silent_after_s: float) -> AlertSource:
+    """Alerts from what the relay holds: each of the union's vessels' last sync, and the
+    last daily slot (``protocol.slots``) of each crew member that ever sent one.
+
+    A crew member who never sent a slot is not known to the relay (it has no crew list), so
+    a vessel that drops someone's slots from the first day is noticed by the union only
+    from the crew list it keeps itself."""
+
+    async def alerts(union: int, now: float) -> Sequence[Mapping[str, object]]:
+        vessels = {
+            record.vessel_id: record.last_heard_at
+            for record in await store.list_vessels()
+            if union in record.info.unions
+        }
+        last_day: dict[tuple[int, int], int] = {}
+        for vessel, _, sealed, _ in await store.union_reports(union):
+            header = slot_header(sealed)
+            if header is not None and vessel in vessels:
+                key = (vessel, header.crew)
+                last_day[key] = max(header.day, last_day.get(key, header.day))
+        found = silence_alerts(
+            vessel_last_sync=vessels,
+            last_slot_day=last_day,
+            now=now,
+            expected_gap_s=dict.fromkeys(vessels, vessel_silent_after_s),
+        )
+        return [alert.as_json() for alert in found]
+
+    return alerts
 
 
 def union_accounts(section: UnionApiSection) -> list[UnionAccount]:

@@ -46,6 +46,7 @@ from protocol.evidence import (
 )
 from protocol.languages import Language
 from protocol.sealing import GrievancePlaintext, open_grievance
+from protocol.slots import open_slot, slot_header
 from shore.union.client import RelayClient, RelayUnreachable
 from shore.union.keys import UnionIdentity
 
@@ -202,7 +203,7 @@ class UnionInbox:
     def fetch(self) -> FetchResult:
         """Fetch sealed reports, open the new ones here, and post notes not yet posted."""
         reports = self._relay().reports()
-        new_cases = additions = unreadable = 0
+        new_cases = additions = unreadable = covers = 0
         for report in reports:
             with self._tx() as db:
                 known = db.execute(
@@ -214,7 +215,19 @@ class UnionInbox:
                 problem: str | None = None
                 number: str | None = None
                 try:
-                    plain = open_grievance(report.sealed, self.identity.box_private, self.codebook)
+                    inner = report.sealed
+                    if slot_header(report.sealed) is not None:
+                        opened = open_slot(report.sealed, self.identity.box_private)
+                        if opened is None:  # cover: sealed to a key nobody kept
+                            covers += 1
+                            db.execute(
+                                "INSERT INTO reports (vessel, message_seq, sealed, accepted_at, "
+                                "case_number, problem) VALUES (?, ?, ?, ?, NULL, 'cover')",
+                                (report.vessel, report.message_seq, b"", report.accepted_at),
+                            )
+                            continue
+                        inner = opened.payload
+                    plain = open_grievance(inner, self.identity.box_private, self.codebook)
                 except ProtocolError as exc:
                     problem = str(exc)
                     unreadable += 1
@@ -243,10 +256,11 @@ class UnionInbox:
                 )
         posted = self.post_pending()
         logger.info(
-            "fetched: %d new cases, %d additions, %d unreadable, %d notes posted",
+            "fetched: %d new cases, %d additions, %d unreadable, %d cover slots, %d notes posted",
             new_cases,
             additions,
             unreadable,
+            covers,
             posted,
         )
         return FetchResult(new_cases, additions, unreadable, posted)
