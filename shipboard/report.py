@@ -5,12 +5,16 @@ offered (accepted on board), sent (in batches the shore acknowledged; each messa
 retransmissions count zero), delivered and failed, and the quota granted; the link bytes
 the vessel pushed (retransmissions included: they cost money) and the link sessions the
 agent recorded (:mod:`shipboard.sessions_log`), billed and priced under the vessel's link
-profile. Grievance
-reports and SOS are not counted per person; padding and cover bytes are not text.
+profile. Grievance reports and SOS are not counted per person; padding and cover bytes are
+not text.
 
 The statement goes to the shore with ``vessel-relay ship report``; the shore's report
 (:mod:`shore.reports`) puts it next to its own figures and lists every disagreement.
-Months are UTC calendar months (``YYYYMM``), the months the outbox charges quotas in.
+Months are UTC calendar months (``YYYYMM``), counted from each message's acceptance time,
+because the shore's log counts them so (it does not know the vessel's time zone). An outbox
+that charges quotas in the vessel's time zone (``Outbox.use_time_zone``) therefore counts a
+message written in the first or last hours of a local month in the neighbouring report
+month; the quota granted per month is the same either way.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import logging
 import os
 import time
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -28,11 +33,19 @@ import typer
 
 from protocol.compliance import AgentCrew, AgentStatement, LinkFigures
 from protocol.signing import SigningKey
-from shipboard.outbox import Outbox, month_of
+from shipboard.outbox import Outbox
 from shipboard.profiles import LinkProfile
 from shipboard.sessions_log import price_month, sessions_in
 
 logger = logging.getLogger(__name__)
+
+
+def utc_month_bounds(month: int) -> tuple[float, float]:
+    """The first second of ``month`` (YYYYMM, UTC) and of the next month, as Unix times."""
+    year, number = divmod(month, 100)
+    start = datetime(year, number, 1, tzinfo=UTC)
+    end = datetime(year + (number == 12), number % 12 + 1, 1, tzinfo=UTC)
+    return start.timestamp(), end.timestamp()
 
 
 def link_figures(outbox: Outbox, month: int, profile: LinkProfile) -> LinkFigures:
@@ -45,7 +58,8 @@ def link_figures(outbox: Outbox, month: int, profile: LinkProfile) -> LinkFigure
     """
     with outbox.reading() as db:
         rows = db.execute("SELECT link_bytes, send_count, made_at FROM batches").fetchall()
-    pushed = sum(int(b) * int(n) for b, n, at in rows if month_of(float(at)) == month)
+    start, end = utc_month_bounds(month)
+    pushed = sum(int(b) * int(n) for b, n, at in rows if start <= float(at) < end)
     sessions = sessions_in(outbox, month)
     if not sessions:
         return LinkFigures(profile.name, None, pushed, None, None, batch_bytes=pushed)
@@ -77,12 +91,13 @@ def build_statement(
     ``quota_bytes`` is the monthly text quota the crew were granted: one figure for all,
     or one per crew member (an owner who throttled some crew members shows here).
     """
+    start, end = utc_month_bounds(month)
     with outbox.reading() as db:
         crew_rows = db.execute(
             "SELECT crew, name, document, nationality FROM crew WHERE signed_off_at IS NULL "
-            "OR crew IN (SELECT crew FROM messages WHERE month = ? AND kind = 'message') "
-            "ORDER BY crew",
-            (month,),
+            "OR crew IN (SELECT crew FROM messages WHERE accepted_at >= ? AND accepted_at < ? "
+            "AND kind = 'message') ORDER BY crew",
+            (start, end),
         ).fetchall()
         figures = db.execute(
             "SELECT crew, SUM(text_bytes), "
@@ -90,16 +105,17 @@ def build_statement(
             "acknowledged_at IS NOT NULL) THEN text_bytes ELSE 0 END), "
             "SUM(CASE WHEN state = 'delivered' THEN text_bytes ELSE 0 END), "
             "SUM(CASE WHEN state = 'failed' THEN text_bytes ELSE 0 END) "
-            "FROM messages WHERE month = ? AND kind = 'message' GROUP BY crew",
-            (month,),
+            "FROM messages WHERE accepted_at >= ? AND accepted_at < ? AND kind = 'message' "
+            "GROUP BY crew",
+            (start, end),
         ).fetchall()
         batch_rows = db.execute(
             "SELECT DISTINCT b.batch_seq, b.data FROM batches b "
             "JOIN batch_messages bm ON bm.batch_seq = b.batch_seq "
             "JOIN messages m ON m.message_seq = bm.message_seq "
-            "WHERE b.state = 'acked' AND m.kind = 'message' AND m.month = ? "
-            "ORDER BY b.batch_seq",
-            (month,),
+            "WHERE b.state = 'acked' AND m.kind = 'message' AND m.accepted_at >= ? "
+            "AND m.accepted_at < ? ORDER BY b.batch_seq",
+            (start, end),
         ).fetchall()
     by_crew = {int(r[0]): tuple(int(v) for v in r[1:]) for r in figures}
     crew: list[AgentCrew] = []
