@@ -263,3 +263,25 @@ def test_sqlite_without_full_sync_loses_recent_commits(power: PowerCut, synchron
     assert integrity == "ok"
     assert len(committed) == 200
     assert set(committed) - rows, "every commit survived: the shim discarded nothing"
+
+
+def test_file_modes_survive_a_power_cut(power: PowerCut) -> None:
+    """A key file is refused when others can read it: its 0600 mode must come back, both
+    for a file of the snapshot and for one made and fsynced under the shim."""
+    (power.data_dir / "vessel.key").write_bytes(b"secret")
+    (power.data_dir / "vessel.key").chmod(0o600)
+    power.snapshot()
+    run_child(
+        power,
+        """
+        fd = os.open(data / 'reply.key', os.O_WRONLY | os.O_CREAT, 0o600)
+        os.write(fd, b'other secret')
+        os.fsync(fd)
+        os.close(fd)
+        fsync_dir(data)
+        """,
+    )
+    power.cut()
+    for name in ("vessel.key", "reply.key"):
+        assert (power.data_dir / name).stat().st_mode & 0o777 == 0o600, name
+    assert (power.data_dir / "reply.key").read_bytes() == b"other secret"

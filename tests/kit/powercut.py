@@ -129,14 +129,19 @@ class PowerCut:
         (self.shadow_dir / "dirs").mkdir()
         for directory, subdirectories, names in os.walk(self.data_dir):
             here = Path(directory)
-            lines = [f"d\t-\t{name}\n" for name in sorted(subdirectories)]
+            lines = [
+                f"d\t-\t{(here / name).stat().st_mode & 0o7777:o}\t{name}\n"
+                for name in sorted(subdirectories)
+            ]
             for name in sorted(names):
                 path = here / name
                 if path.is_symlink() or not path.is_file():
                     continue
                 identifier = _file_id(path)
                 shutil.copyfile(path, self.shadow_dir / "data" / identifier)
-                lines.append(f"f\t{identifier}\t{name}\n")
+                shutil.copymode(path, self.shadow_dir / "data" / identifier)
+                mode = path.stat().st_mode & 0o7777
+                lines.append(f"f\t{identifier}\t{mode:o}\t{name}\n")
             relative = str(here.relative_to(self.data_dir))
             listing = self.shadow_dir / "dirs" / _listing_name(relative)
             listing.write_text("".join(lines), encoding="utf-8")
@@ -164,17 +169,19 @@ class PowerCut:
         if not listing.exists():
             return  # a directory never fsynced since it was made: its names are not durable
         for line in listing.read_text(encoding="utf-8").splitlines():
-            kind, identifier, name = line.split("\t", 2)
+            kind, identifier, mode, name = line.split("\t", 3)
             target = directory / name
             if kind == "d":
-                target.mkdir()
+                target.mkdir(mode=int(mode, 8))
                 self._restore(str(Path(relative) / name))
                 continue
             durable = self.shadow_dir / "data" / identifier
             if durable.exists():
                 shutil.copyfile(durable, target)
+                shutil.copymode(durable, target)  # the mode at its last fsync
             else:
                 target.touch()  # named durably, data never fsynced: an empty file
+                target.chmod(int(mode, 8))
             os.setxattr(target, XATTR, identifier.encode())
 
 

@@ -19,6 +19,8 @@
  *   that moment becomes its durable listing (POSIX-strict; ext4 is usually more generous).
  *   A name that is durable but whose data was never fsynced comes back as an empty file.
  *   A file never named in a durable listing vanishes.
+ * - Permissions: a file's mode is taken at its fsync (and listed at its directory's fsync,
+ *   which is what a file never fsynced comes back with).
  * - Identity: a file is known by a "user.powercut" extended attribute (a unique id set on
  *   first sight), not by its inode number, which the file system reuses.
  * - Seen: pwrite, pwrite64, pwritev, pwritev64, pwritev2 (exact ranges); write, writev
@@ -289,6 +291,7 @@ static void flush_file(int fd, struct file *f) {
     struct stat st;
     if (fstat(from, &st) != 0) die("cannot stat", link);
     if (real_ftruncate(to, st.st_size) != 0) die("cannot size", target);
+    if (fchmod(to, st.st_mode & 07777) != 0) die("cannot chmod", target);
     if (f->full) {
         copy_range(from, to, 0, st.st_size, target);
     } else {
@@ -330,14 +333,14 @@ static void flush_directory(int fd) {
         struct stat st;
         if (fstatat(dirfd(dir), entry->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0) continue;
         if (S_ISDIR(st.st_mode)) {
-            fprintf(out, "d\t-\t%s\n", entry->d_name);
+            fprintf(out, "d\t-\t%o\t%s\n", (unsigned)(st.st_mode & 07777), entry->d_name);
         } else if (S_ISREG(st.st_mode)) {
             int file = openat(dirfd(dir), entry->d_name, O_RDONLY | O_CLOEXEC);
             if (file < 0) continue; /* deleted meanwhile */
             char id[ID_MAX];
             if (file_id(file, id) != 0) die("cannot set the xattr of", entry->d_name);
             real_close(file);
-            fprintf(out, "f\t%s\t%s\n", id, entry->d_name);
+            fprintf(out, "f\t%s\t%o\t%s\n", id, (unsigned)(st.st_mode & 07777), entry->d_name);
         }
     }
     closedir(dir);
