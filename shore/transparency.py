@@ -10,9 +10,10 @@ are not counted) and the SHA-256 of the batch bytes. No text, no recipients.
 
 Leaves are numbered from 0 in one log for all vessels (as in Certificate Transparency);
 appends are serialised by locking the single ``log_state`` row. Rows are never updated or
-deleted. Once a day :func:`sign_daily_head` signs a tree head (size, root, time) with the
-shore key; a union or labour office co-signs heads as a witness
-(:func:`add_cosignature`, ``vessel-relay shore log cosign``).
+deleted. Once a day the relay's task :func:`run_daily_heads` signs a tree head (size,
+root, time) with the shore key; a union or labour office co-signs heads as a witness
+(``vessel-relay shore log heads --json``, then ``vessel-relay report cosign`` by the
+witness, then ``vessel-relay shore log add-cosignature``: :func:`add_cosignature`).
 """
 
 from __future__ import annotations

@@ -31,7 +31,9 @@ def verify(
     file: Annotated[Path, typer.Argument(help="The report's JSON file.")],
     shore_key: Annotated[
         str | None,
-        typer.Option(help="The shore's public key (hex or file); default: the one in the report."),
+        typer.Option(
+            help="The shore's public key (hex or file); without it, signatures are not checked."
+        ),
     ] = None,
     vessel_key: Annotated[
         str | None, typer.Option(help="The vessel's public key, to check the agent's statement.")
