@@ -13,12 +13,13 @@ comes back. Then everything is left to recover, and the test checks, and prints:
   never there twice;
 - every crew member's inbox has a "delivered" receipt for every one of their messages.
 
-Power loss, as simulated here: SIGKILL of the agent, then its outbox's ``-shm`` file is
-deleted (SQLite rebuilds it from the WAL). The outbox commits with ``synchronous=FULL``
-in WAL mode, so every commit the agent answered for was fsynced before its answer; what a
-real power cut adds beyond a SIGKILL is the loss of unsynced page-cache writes, which
-this does NOT emulate (no VFS shim is available to Python's sqlite3 here; an
-LD_PRELOAD copy-on-fsync shim is the next step, see the report).
+Power loss, as simulated here: the agents run with the power-cut shim preloaded
+(``tests/kit/powercut``, compiled with gcc at test time), which keeps the durable image of
+the agent's data directory: file contents as of their last fsync, names as of their
+directory's last fsync. A power cut is a SIGKILL of the agent followed by replacing its
+data directory with that image, so every write not yet fsynced is discarded (files never
+fsynced vanish, the ``-shm`` index comes back empty). The outbox commits with
+``synchronous=FULL`` in WAL mode, so every commit the agent answered for must survive.
 
 Size: CI runs 3,000 messages. The full run (10,000 messages, 1,000 kills) is::
 
@@ -45,8 +46,9 @@ from pathlib import Path
 import httpx
 
 from tests.kit.mosquitto import find_mosquitto
-from vessel_relay.demo.setup import CrewLogin, Tuning
-from vessel_relay.demo.system import ProcessSystem, Vessel, power_cut_files
+from tests.kit.powercut import CutReport, PowerCut, build_shim
+from vessel_relay.demo.setup import CrewLogin, Tuning, VesselSetup
+from vessel_relay.demo.system import ProcessSystem, Vessel
 
 MESSAGES = int(os.environ.get("VR_CHAOS_MESSAGES", "3000"))
 KILLS = int(os.environ.get("VR_CHAOS_KILLS", "0"))  # 0: as many as fit while writing
@@ -69,6 +71,17 @@ class Chaos:
     """What the chaos monkey did."""
 
     counts: collections.Counter[str] = field(default_factory=collections.Counter)
+    power: dict[int, PowerCut] = field(default_factory=dict)  # vessel id -> its shim's image
+    cut_reports: list[CutReport] = field(default_factory=list)
+
+    def power_cut_summary(self) -> str:
+        """What the power cuts discarded, summed."""
+        reports = self.cut_reports
+        return (
+            f"power cuts discarded {sum(r.files_vanished for r in reports)} unsynced files, "
+            f"rolled back {sum(r.files_rolled_back for r in reports)}, "
+            f"{sum(r.bytes_lost for r in reports)} bytes"
+        )
 
     @property
     def kills(self) -> int:
@@ -128,12 +141,16 @@ async def monkey(
     actions += ["link cut"] * 5
     while not writing.done() or (KILLS and chaos.kills < KILLS):
         await asyncio.sleep(rng.uniform(0.2, 1.2) if KILLS else rng.uniform(0.5, 2.0))
-        action = rng.choice(actions)
-        vessel = rng.choice(system.vessels)
+        if chaos.counts["power cut"] < len(system.vessels):
+            # Every vessel loses power at least once, even in a short run.
+            action, vessel = "power cut", system.vessels[chaos.counts["power cut"]]
+        else:
+            action, vessel = rng.choice(actions), rng.choice(system.vessels)
         if action in ("agent kill", "power cut"):
             vessel.agent.kill()
             if action == "power cut":
-                power_cut_files(vessel.setup.data_dir)
+                power = chaos.power[vessel.setup.vessel_id]
+                chaos.cut_reports.append(await asyncio.to_thread(power.cut))
             await asyncio.sleep(rng.uniform(0.0, 0.5))
             await system.start_agent(vessel)
         elif action == "relay kill":
@@ -200,9 +217,23 @@ async def test_nothing_accepted_is_lost_or_duplicated_under_chaos(tmp_path: Path
     tuning = Tuning(
         idle_poll_s=1.0, min_gap_s=0.3, resend_after_s=3.0, ack_wait_s=4.0, min_timeout_s=4.0
     )
-    system = ProcessSystem(tmp_path, vessel_count=2, crew_per_vessel=15, tuning=tuning)
-    await system.start()
     ledger, chaos = Ledger(), Chaos()
+    shim = build_shim(tmp_path / "powercut-shim")
+
+    def with_power_cuts(setup: VesselSetup) -> dict[str, str]:
+        power = PowerCut(setup.data_dir, tmp_path / f"durable-{setup.vessel_id}", shim)
+        power.snapshot()  # the prepared files count as durable
+        chaos.power[setup.vessel_id] = power
+        return power.environment()
+
+    system = ProcessSystem(
+        tmp_path,
+        vessel_count=2,
+        crew_per_vessel=15,
+        tuning=tuning,
+        agent_environment=with_power_cuts,
+    )
+    await system.start()
     started = time.monotonic()
     try:
         crew = [(vessel, login) for vessel in system.vessels for login in vessel.setup.crew]
@@ -243,7 +274,7 @@ async def test_nothing_accepted_is_lost_or_duplicated_under_chaos(tmp_path: Path
     receipts_missing = sum(len(v.undelivered_receipts()) for v in system.vessels)
     print(
         f"did: {dict(chaos.counts)} ({chaos.kills} kills) in {written_s:.0f} s of writing; "
-        f"settled after {settled_s:.0f} s\n"
+        f"settled after {settled_s:.0f} s; {chaos.power_cut_summary()}\n"
         f"checked: accepted {len(ledger.accepted)}, uncertain {len(ledger.uncertain)} "
         f"({uncertain_in} of them delivered once), refused {ledger.refused}; "
         f"Maildir {sum(ids.values())} mails, {len(ids)} Message-IDs; lost {len(lost)}; "
@@ -258,3 +289,4 @@ async def test_nothing_accepted_is_lost_or_duplicated_under_chaos(tmp_path: Path
     assert sum(duplicate_ids.values()) - len(duplicate_ids) <= repeats
     assert receipts_missing == 0
     assert KILLS == 0 or chaos.kills >= KILLS
+    assert chaos.counts["power cut"] >= len(system.vessels)

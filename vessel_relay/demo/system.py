@@ -8,7 +8,10 @@ process), and the relay delivers family mail to a :class:`MaildirSink` (in this 
     agent 1 ─▶ link 1 ─┐
     agent 2 ─▶ link 2 ─┴▶ Mosquitto ◀─ relay ─▶ SMTP sink (Maildir)
 
-A "power cut" on an agent is a SIGKILL followed by :func:`power_cut_files`.
+A "power cut" on an agent is a SIGKILL followed by restoring its data directory to what
+was fsynced: the chaos suite starts agents with ``agent_environment`` set to preload the
+power-cut shim (``tests/kit/powercut``), which keeps that durable image. Without the shim,
+:func:`power_cut_files` is the weaker stand-in (it keeps unsynced writes).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,6 +51,8 @@ class Child:
     log_path: Path
     process: subprocess.Popen[bytes] | None = None
     starts: int = 0
+    env: Mapping[str, str] = field(default_factory=dict)
+    """Added to this process's environment (e.g. ``LD_PRELOAD`` for the power-cut shim)."""
 
     def start(self) -> None:
         with self.log_path.open("ab") as log:
@@ -56,7 +62,7 @@ class Child:
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                env={**os.environ, **self.env, "PYTHONUNBUFFERED": "1"},
             )
         self.starts += 1
 
@@ -142,6 +148,9 @@ class ProcessSystem:
     profile: link_emulator.LinkProfile = link_emulator.UNLIMITED
     tuning: Tuning = field(default_factory=Tuning)
     shipboard_profile: str = "iridium-certus"
+    agent_environment: Callable[[VesselSetup], Mapping[str, str]] | None = None
+    """Called once per vessel after its files are prepared and before its agent first
+    starts; what it returns is added to that agent's environment on every start."""
     broker: MosquittoBroker | None = None
     relay: Child | None = None
     relay_setup: RelaySetup | None = None
@@ -185,6 +194,7 @@ class ProcessSystem:
             agent = Child(
                 [sys.executable, "-m", "vessel_relay.demo.agent_main", str(setup.data_dir)],
                 work / f"agent-{n}.log",
+                env=dict(self.agent_environment(setup)) if self.agent_environment else {},
             )
             self.vessels.append(Vessel(setup, agent, link))
         await register_vessels(self.relay_setup, setups)
