@@ -51,6 +51,7 @@ __all__ = [
     "CrewLine",
     "Disagreement",
     "EarlierHead",
+    "GrievanceLane",
     "LinkFigures",
     "LogLeaf",
     "ProvenLeaf",
@@ -536,6 +537,42 @@ class ShoreCrew:
 
 
 @dataclass(frozen=True, slots=True)
+class GrievanceLane:
+    """Whether every crew member's daily slot (:mod:`protocol.slots`) reached the shore.
+
+    Days are UTC days since 1970; ``days`` days from ``first_day`` were checked. A crew
+    member is checked from the first of those days on which any slot of theirs arrived
+    (a crew member who joined mid-month), or on every day if none arrived. ``missing``
+    lists only the crew members with days without a slot, and how many: a slot arrives
+    every day whatever it holds, so this says nothing about grievances.
+    """
+
+    first_day: int
+    days: int
+    missing: tuple[tuple[int, int], ...]
+
+    @property
+    def open_every_day(self) -> bool:
+        return self.days > 0 and not self.missing
+
+    def to_obj(self) -> dict[str, object]:
+        return {
+            "first_day": self.first_day,
+            "days": self.days,
+            "missing": [[crew, days] for crew, days in self.missing],
+        }
+
+    @classmethod
+    def from_obj(cls, obj: object) -> GrievanceLane:
+        missing: list[tuple[int, int]] = []
+        for entry in _list(obj, "missing"):
+            if not isinstance(entry, list) or len(entry) != 2:
+                raise ReportInvalid("a crew member's missing slot days are [crew, days]")
+            missing.append((_int({"c": entry[0]}, "c"), _int({"d": entry[1]}, "d")))
+        return cls(_int(obj, "first_day"), _int(obj, "days"), tuple(missing))
+
+
+@dataclass(frozen=True, slots=True)
 class CrewLine:
     """One crew member's line of the report: the agent's and the shore's figures side by side."""
 
@@ -678,6 +715,8 @@ class ComplianceReport:
     earlier_heads: tuple[EarlierHead, ...] = ()
     shore_signature: bytes = b""
     notes: tuple[str, ...] = field(default=())
+    #: The shore's check of the daily slots (None: the vessel sends no slots).
+    lane: GrievanceLane | None = None
 
     def crew_lines(self) -> list[CrewLine]:
         """The agent's and the shore's figures per crew member, by crew number."""
@@ -705,6 +744,7 @@ class ComplianceReport:
             "head": self.head.to_obj(),
             "earlier_heads": [h.to_obj() for h in self.earlier_heads],
             "notes": list(self.notes),
+            "grievance_lane": None if self.lane is None else self.lane.to_obj(),
         }
 
     def signed_bytes(self) -> bytes:
@@ -730,6 +770,7 @@ class ComplianceReport:
             raise ReportInvalid("the file is not a version 1 vessel-relay compliance report")
         statement_obj = _field(obj, "statement")
         notes = tuple(str(n) for n in _list(obj, "notes"))
+        lane_obj = _field(obj, "grievance_lane")
         return cls(
             vessel_id=_int(obj, "vessel_id"),
             vessel_name=_str(obj, "vessel_name"),
@@ -745,6 +786,7 @@ class ComplianceReport:
             earlier_heads=tuple(EarlierHead.from_obj(h) for h in _list(obj, "earlier_heads")),
             shore_signature=_hex(obj, "shore_signature"),
             notes=notes,
+            lane=None if lane_obj is None else GrievanceLane.from_obj(lane_obj),
         )
 
 

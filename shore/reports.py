@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,6 +27,7 @@ from protocol.compliance import (
     ComplianceReport,
     Cosignature,
     EarlierHead,
+    GrievanceLane,
     LinkFigures,
     LogLeaf,
     ProvenLeaf,
@@ -40,6 +41,7 @@ from protocol.compliance import (
 )
 from protocol.merkle import consistency_proof, inclusion_proof
 from protocol.signing import SigningKey
+from protocol.slots import day_of, slot_header
 from shore.store_sql import SqlStore
 from shore.transparency import (
     TransparencyError,
@@ -115,6 +117,46 @@ async def shore_link_figures(store: SqlStore, vessel_id: int, month: int) -> Lin
     return LinkFigures("shore", None, int(row[1]), None, None, batch_bytes=int(row[1]))
 
 
+async def grievance_lane(
+    store: SqlStore, vessel_id: int, month: int, crew: Sequence[int] | None, now: float
+) -> GrievanceLane | None:
+    """The shore's check that each crew member's daily slot arrived on every day of
+    ``month`` that is over at ``now`` (UTC days); None if the vessel never sent a slot.
+
+    ``crew`` are the crew numbers of the agent's statement; without it, the crew members
+    whose slots arrived. Slot headers (crew, day) are read in the clear; nothing is opened.
+    """
+    start, end = month_bounds_minutes(month)
+    first_day = start // 1440
+    last_day = min(end // 1440, day_of(now)) - 1  # the days that are over
+    async with store._transaction() as tx:
+        rows = await tx.fetch(
+            "SELECT sealed FROM messages WHERE vessel_id = $1 AND kind = 'grievance' "
+            "AND sealed IS NOT NULL",
+            vessel_id,
+        )
+    arrived: dict[int, set[int]] = {}
+    any_slot = False
+    for (sealed,) in rows:
+        header = slot_header(bytes(sealed))
+        if header is None:
+            continue
+        any_slot = True
+        if first_day <= header.day <= last_day:
+            arrived.setdefault(header.crew, set()).add(header.day)
+    if not any_slot:
+        return None
+    days = max(0, last_day - first_day + 1)
+    missing: list[tuple[int, int]] = []
+    for number in sorted(arrived if crew is None else crew):
+        seen = arrived.get(number, set())
+        checked_from = min(seen, default=first_day)
+        absent = (last_day - checked_from + 1) - len(seen)
+        if absent > 0:
+            missing.append((number, absent))
+    return GrievanceLane(first_day, days, tuple(missing))
+
+
 @dataclass(frozen=True, slots=True)
 class _LoggedMonth:
     leaves: list[tuple[int, bytes, LogLeaf]]
@@ -180,8 +222,12 @@ async def build_report(
     else:
         if statement.days_at_sea is None:
             notes.append("days at sea: not measured")
-        if statement.grievance_lane_daily is None:
-            notes.append("grievance lane open every day: not measured (no daily slot records)")
+    crew_numbers = [c.crew for c in statement.crew] if statement else None
+    lane = await grievance_lane(store, vessel_id, month, crew_numbers, now)
+    if lane is None:
+        notes.append(
+            "grievance lane open every day: not measured (the vessel sends no daily slots)"
+        )
     report = ComplianceReport(
         vessel_id=vessel_id,
         vessel_name=vessel.info.name,
@@ -196,6 +242,7 @@ async def build_report(
         head=head,
         earlier_heads=earlier,
         notes=tuple(notes),
+        lane=lane,
     ).signed(shore_key)
     log.info(
         "compliance report for vessel %d month %d: %d leaves, head size %d, rule %s, "
