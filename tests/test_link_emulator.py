@@ -14,6 +14,9 @@ import pytest
 from tests.kit.mosquitto import MosquittoBroker
 from tests.kit.mqtt import next_message, persistent_client, unique_identifier, unique_topic
 from vessel_relay.link_emulator import (
+    FLAKY_SATELLITE,
+    PROFILES,
+    SATELLITE,
     TCP_CLOSE_BYTES,
     TCP_IP_HEADER_BYTES,
     TCP_OPEN_BYTES,
@@ -435,3 +438,87 @@ async def test_broker_is_not_a_record(
             assert isinstance(message.payload, bytes)
             received.append(message.payload)
     assert received == [*survivors, b"marker"]
+
+
+@pytest.mark.broker
+async def test_satellite_profile_delays_and_caps_a_batch(mosquitto: MosquittoBroker) -> None:
+    """The demo's "satellite" profile (600-1,500 ms one way, 22 kbit/s): connecting takes
+    at least a 1.2 s round trip, and a 4 KB batch at least that plus its time on the wire."""
+    profile = PROFILES["satellite"]
+    assert profile is SATELLITE
+    assert (profile.latency_s, profile.latency_s + profile.jitter_s) == (0.6, 1.5)
+    assert profile.bandwidth_bps is not None
+    assert profile.mean_s_between_losses is None
+    batch = b"B" * 4_000
+    async with emulator(mosquitto, profile, seed=11) as link:
+        start = now()
+        async with persistent_client(link.host, link.port, unique_identifier()) as vessel:
+            assert elapsed_since(start) >= 2 * profile.latency_s - TIMER_SLACK_S
+            start = now()
+            await vessel.publish(unique_topic(), batch, qos=1, timeout=60)
+            wire_s = len(batch) * 8 / profile.bandwidth_bps
+            assert elapsed_since(start) >= 2 * profile.latency_s + wire_s - TIMER_SLACK_S
+        await link.wait_for_open_sessions(0)
+    statistics = link.statistics()
+    assert statistics.payload_bytes_up > len(batch)
+    assert statistics.losses == statistics.cuts == 0
+
+
+@pytest.mark.broker
+async def test_flaky_satellite_drops_the_vessel_and_its_session_keeps_the_receipt(
+    mosquitto: MosquittoBroker,
+) -> None:
+    """The "flaky-satellite" profile is the satellite profile plus random connection losses
+    (every 20 s on average): a connected vessel is dropped (counted as a loss, not a cut),
+    and a receipt the shore sent meanwhile waits in its persistent session."""
+    profile = PROFILES["flaky-satellite"]
+    assert profile is FLAKY_SATELLITE
+    assert (profile.latency_s, profile.jitter_s, profile.bandwidth_bps) == (
+        SATELLITE.latency_s,
+        SATELLITE.jitter_s,
+        SATELLITE.bandwidth_bps,
+    )
+    assert profile.mean_s_between_losses is not None
+    topic = unique_topic()
+    identifier = unique_identifier()
+    async with (
+        # Seed 9: the first loss comes ~12 s after the link starts, once the vessel has
+        # connected and subscribed (at most 6 s); the wait below allows for any seed.
+        emulator(mosquitto, profile, seed=9) as link,
+        aiomqtt.Client(mosquitto.host, mosquitto.port) as shore,
+    ):
+        async with persistent_client(link.host, link.port, identifier) as vessel:
+            await vessel.subscribe(f"{topic}/receipts", qos=1, timeout=60)
+            with pytest.raises(aiomqtt.MqttError):  # the loss ends the session
+                await next_message(vessel, timeout_s=10 * profile.mean_s_between_losses)
+        assert link.statistics().losses >= 1
+        await shore.publish(f"{topic}/receipts", b"receipt", qos=1)
+        link.set_profile(SATELLITE)  # no more losses: the reconnection must get through
+        async with persistent_client(link.host, link.port, identifier) as vessel:
+            receipt = await next_message(vessel, timeout_s=30)
+            assert receipt.payload == b"receipt"
+    statistics = link.statistics()
+    assert statistics.sessions[0].end is SessionEnd.LOST
+    assert statistics.cuts == 0
+
+
+@pytest.mark.broker
+async def test_fast_profile_is_a_plain_counting_proxy(mosquitto: MosquittoBroker) -> None:
+    """The "fast" profile (the demo's default) adds no delay, cap or loss: a batch goes up,
+    its PUBACK comes back, and the bytes are counted as on any link."""
+    profile = PROFILES["fast"]
+    assert profile == UNLIMITED
+    topic = unique_topic()
+    async with (
+        emulator(mosquitto, profile) as link,
+        aiomqtt.Client(mosquitto.host, mosquitto.port) as shore,
+    ):
+        await shore.subscribe(topic, qos=1)
+        async with persistent_client(link.host, link.port, unique_identifier()) as vessel:
+            await vessel.publish(topic, b"B" * 2_000, qos=1)
+            assert (await next_message(shore)).payload == b"B" * 2_000
+        await link.wait_for_open_sessions(0)
+    (session,) = link.statistics().sessions
+    assert session.end is SessionEnd.CLOSED
+    assert session.payload_bytes_up > 2_000
+    assert session.payload_bytes_down > 0
