@@ -225,7 +225,8 @@ class ByteModel:
                 excluded.update(symbols)
             if not found:
                 rest = [b for b in range(256) if b not in excluded]
-                encoder.encode(rest.index(byte), _MODEL.Uniform(len(rest)))
+                if len(rest) > 1:  # one value left: it costs nothing (and Uniform(1) panics)
+                    encoder.encode(rest.index(byte), _MODEL.Uniform(len(rest)))
             self._update(byte)
 
     def decode(self, decoder: FrameDecoder, length: int) -> bytes:
@@ -250,7 +251,13 @@ class ByteModel:
                 excluded.update(symbols)
             if byte < 0:
                 rest = [b for b in range(256) if b not in excluded]
-                byte = rest[decoder.decode(_MODEL.Uniform(len(rest)))]
+                if not rest:
+                    raise MalformedBatch(
+                        "context-coded frame escapes past every byte value in its skeleton"
+                    )
+                byte = (
+                    rest[0] if len(rest) == 1 else rest[decoder.decode(_MODEL.Uniform(len(rest)))]
+                )
             out.append(byte)
             self._update(byte)
         return bytes(out)

@@ -164,12 +164,6 @@ def test_no_model_for_the_language_falls_back_to_stored() -> None:
     assert frame == Frame(Codec.STORED, 0, b"hello")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="protocol/context_coder.py ByteModel codes Uniform(1) once 255 byte values were "
-    "seen in a skeleton; constriction panics (owner of context_coder: fix both sides by "
-    "coding nothing when one byte value is left)",
-)
 def test_sealed_grievance_beside_a_burmese_message() -> None:
     """A batch with a Burmese message and a 4 KiB sealed grievance report encodes and decodes.
 
@@ -214,11 +208,6 @@ PANIC_PAYLOAD = bytes.fromhex(
 )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="protocol/context_coder.py ByteModel.decode reaches Uniform(1) and constriction "
-    "panics (PanicException, a BaseException): a signed batch can crash the decoder",
-)
 def test_random_context_frame_raises_only_protocol_errors() -> None:
     """A signed but random context frame must decode or raise a protocol error, nothing else."""
     frame = Frame(Codec.CONTEXT, 17, PANIC_PAYLOAD)
