@@ -103,7 +103,9 @@ __all__ = [
     "LinkSettings",
     "OutboxPort",
     "ResumingContext",
+    "SessionHistory",
     "SessionReport",
+    "billed_so_far",
     "build_snapshot",
     "client_tls_context",
     "downlink_topic",
@@ -141,6 +143,13 @@ class SessionRecorder(Protocol):
     """An outbox that keeps the link sessions for the monthly report (the real one does)."""
 
     def record_link_session(self, session: LinkSession) -> int: ...
+
+
+@runtime_checkable
+class SessionHistory(Protocol):
+    """An outbox that can read back the sessions it kept (the budget tally starts there)."""
+
+    def link_sessions_in(self, month: int) -> Sequence[LinkSession]: ...
 
 
 class StoredBatchLike(Protocol):
@@ -701,6 +710,8 @@ class LinkStatistics:
     estimated_billed_bytes: int = 0
     last_session_at: float | None = None
     last_plan: Plan | None = None
+    #: Billed bytes spent on the link this (UTC) month, sessions before a restart included.
+    billed_this_month_bytes: int = 0
 
 
 async def _wait_any(events: Sequence[asyncio.Event], timeout_s: float) -> None:
@@ -743,6 +754,20 @@ async def _record_session(
         log.error("link session not recorded for the monthly report: %s", exc)
 
 
+async def billed_so_far(outbox: OutboxPort, profile: LinkProfile, month: Month) -> int:
+    """Billed bytes of the month's completed sessions in the outbox's sessions log.
+
+    This is where the budget tally starts after a restart (even after SIGKILL: each
+    session is committed on its own when it ends). Every session is priced under the
+    current ``profile``, as the monthly statement does (``sessions_log.price_month``).
+    An outbox without a sessions log (tests' fakes) has spent nothing.
+    """
+    if not isinstance(outbox, SessionHistory):
+        return 0
+    sessions = await asyncio.to_thread(outbox.link_sessions_in, month.year * 100 + month.month)
+    return sum(profile.billed_bytes(s.link_bytes) for s in sessions if s.outcome == "done")
+
+
 def _seqs(held: Sequence[Held], most: int = 10) -> str:
     shown = ", ".join(str(h.message_seq) for h in held[:most])
     return shown + (" ..." if len(held) > most else "")
@@ -767,8 +792,11 @@ async def run_link(
 ) -> None:
     """Run the link until ``stopping`` is set: plan, maybe run a session, sleep, repeat.
 
-    ``doorbell`` is rung by intake whenever the outbox changed. The billed-bytes tally
-    that the budget is checked against is kept in memory (an estimate per session).
+    ``doorbell`` is rung by intake whenever the outbox changed. The monthly budget is
+    checked against a billed-bytes tally per UTC month (the provider's billing month, and
+    the sessions log's): it starts from the sessions the outbox recorded this month
+    (:func:`billed_so_far`), so a restart does not forget what was spent, and grows by
+    each session's estimate as it ends.
     """
     settings = link_settings or LinkSettings.from_config(config)
     profile = settings.profile
@@ -791,6 +819,10 @@ async def run_link(
         now = clock()
         month = _utc_month(now)[0]
         try:
+            if month not in billed:
+                billed[month] = await billed_so_far(outbox, profile, month)
+                log.info("budget: %d billed bytes spent in %s so far", billed[month], month)
+            stats.billed_this_month_bytes = billed[month]
             snapshot = await asyncio.to_thread(
                 build_snapshot,
                 outbox,
@@ -849,6 +881,7 @@ async def run_link(
             cost = profile.billed_bytes(session_bytes)
             billed[month] = billed.get(month, 0) + cost
             stats.estimated_billed_bytes += cost
+            stats.billed_this_month_bytes = billed[month]
             await _record_session(
                 outbox,
                 profile,

@@ -61,7 +61,7 @@ from protocol.quota import month_of as quota_month_of
 from protocol.replay import RangeSet
 from protocol.signing import SigningKey
 from shipboard.errors import NothingToSend, OutboxUnavailable, QuotaExceeded
-from shipboard.sessions_log import SESSIONS_MIGRATION, LinkSession, record_session
+from shipboard.sessions_log import SESSIONS_MIGRATION, LinkSession, record_session, sessions_in
 from shipboard.states import MessageEvent, MessageState, next_state
 
 logger = logging.getLogger(__name__)
@@ -580,6 +580,17 @@ class Outbox:
             ).fetchall()
         return [(int(a), str(b), int(c), bytes(d)) for a, b, c, d in rows]
 
+    def slot_releases(self, since: float) -> list[tuple[int, str, int, bytes, float]]:
+        """As :meth:`slot_rows`, with each row's release time: (seq, state, union, sealed, at)."""
+        with self.reading() as db:
+            rows = db.execute(
+                "SELECT message_seq, state, union_id, sealed, accepted_at FROM messages "
+                "WHERE kind = 'grievance' AND accepted_at >= ? AND sealed IS NOT NULL "
+                "ORDER BY message_seq",
+                (since,),
+            ).fetchall()
+        return [(int(a), str(b), int(c), bytes(d), float(e)) for a, b, c, d, e in rows]
+
     def accept_slots(self, slots: Sequence[tuple[int, bytes, float]]) -> list[int]:
         """Commit cover slots ``(union, sealed, release_at)`` in one transaction.
 
@@ -919,6 +930,10 @@ class Outbox:
     def record_link_session(self, session: LinkSession) -> int:
         """Keep one link session for the monthly report (see shipboard.sessions_log)."""
         return record_session(self, session)
+
+    def link_sessions_in(self, month: int) -> list[LinkSession]:
+        """The link sessions that started in ``month`` (YYYYMM, UTC), oldest first."""
+        return sessions_in(self, month)
 
     # downlink ----------------------------------------------------------------------------
 
