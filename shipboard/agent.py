@@ -88,6 +88,8 @@ async def run_agent(
     await asyncio.to_thread(ensure_certificate, cert, key)
     tls = server_context(cert, key)
     outbox = await asyncio.to_thread(Outbox.open, config.database_path, config.vessel.vessel_id)
+    # Quota months start at midnight on the 1st in the vessel's time zone, for every part.
+    outbox.use_time_zone(config.time_zone)
     loop = asyncio.get_running_loop()
     doorbell = asyncio.Event()
 

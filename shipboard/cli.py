@@ -34,9 +34,11 @@ def _fail(error: Exception) -> typer.Exit:
 def _open(config_path: Path) -> tuple[ShipConfig, Outbox]:
     try:
         config = load_config(config_path)
-        return config, Outbox.open(config.database_path, config.vessel.vessel_id)
+        outbox = Outbox.open(config.database_path, config.vessel.vessel_id)
     except ShipboardError as exc:
         raise _fail(exc) from exc
+    outbox.use_time_zone(config.time_zone)  # quota months as on board ([time] zone)
+    return config, outbox
 
 
 def _language(code: str) -> Language:

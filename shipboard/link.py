@@ -71,6 +71,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol, TypeVar, runtime_checkable
+from zoneinfo import ZoneInfo
 
 import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
@@ -80,6 +81,7 @@ from protocol.batch import Batch, Direction, decode_batch
 from protocol.codebook import Codebook
 from protocol.errors import LimitExceeded, ProtocolError
 from protocol.quota import Month, QuotaLedger
+from protocol.quota import month_of as quota_month_of
 from protocol.signing import SigningKey, VerifyKey
 from shipboard.config import ShipConfig
 from shipboard.errors import NothingToSend, OutboxUnavailable
@@ -118,6 +120,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+UTC_ZONE = ZoneInfo("UTC")
 Clock = Callable[[], float]
 
 
@@ -655,6 +658,14 @@ def _utc_month(now: float) -> tuple[Month, float, float]:
     return month, start, end
 
 
+def _quota_month(now: float, time_zone: ZoneInfo) -> tuple[Month, float, float]:
+    """The quota month at ``now`` in ``time_zone``, with its start and end (seconds, UTC)."""
+    month = quota_month_of(int(now // 60), time_zone)
+    start = month.start_utc_minutes(time_zone) * 60.0
+    end = month.next().start_utc_minutes(time_zone) * 60.0
+    return month, start, end
+
+
 def build_snapshot(
     outbox: OutboxPort,
     *,
@@ -663,9 +674,14 @@ def build_snapshot(
     remaining_budget_bytes: int,
     last_session_at: float | None,
 ) -> Snapshot:
-    """The scheduler's view of the outbox (months in UTC, as the outbox counts them)."""
+    """The scheduler's view of the outbox.
+
+    Quota months are the outbox's: calendar months in its ``time_zone`` (the vessel's,
+    set by the agent from ``[time] zone``), UTC for an outbox that has none.
+    """
     pending = tuple(outbox.pending_messages(now))
-    month, start, end = _utc_month(now)
+    zone: ZoneInfo = getattr(outbox, "time_zone", UTC_ZONE)
+    month, start, end = _quota_month(now, zone)
     accepted = outbox.quota_ledger(now)
     waiting: dict[int, int] = {}
     for message in pending:

@@ -174,6 +174,7 @@ def report_command(
         loaded = load_config(config)
         key = SigningKey.from_seed(read_secret(loaded.vessel.signing_key_path))
         outbox = Outbox.open(loaded.database_path, loaded.vessel.vessel_id)
+        outbox.use_time_zone(loaded.time_zone)
     except (ValueError, ShipboardError, KeyFileError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None

@@ -1,9 +1,12 @@
-"""The monthly satellite budget survives an agent restart, even a SIGKILL.
+"""The link loop's months: the satellite budget survives a restart, quotas follow the zone.
 
 The link loop checks the owner's monthly budget against a tally of billed bytes. The tally
 starts from the link-sessions log in the outbox (each session is committed when it ends), so
 an agent killed and restarted mid-month goes on from what it had spent, instead of granting
 itself a fresh budget.
+
+Quota months are the vessel's: the agent and the ``ship`` commands tell the outbox the time
+zone of ``[time] zone``, and the link's scheduler counts quotas in the outbox's months.
 """
 
 from __future__ import annotations
@@ -14,19 +17,25 @@ import signal
 import subprocess
 import sys
 from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from protocol.languages import Language
-from protocol.quota import Month
+from protocol.quota import RULE_MONTHLY_TEXT_BYTES, Month
 from protocol.signing import SigningKey
-from shipboard.config import ShipConfig, default_config
+from shipboard.agent import run_agent
+from shipboard.cli import _open
+from shipboard.config import ShipConfig, default_config, default_document, to_toml
 from shipboard.crew import CrewRegister
 from shipboard.link import LinkStatistics, SessionReport, billed_so_far, run_link
 from shipboard.outbox import Outbox
 from shipboard.profiles import FLEETBROADBAND
 from shipboard.scheduler import HoldReason, SchedulerSettings
+from tests.kit.ports import free_port
 from vessel_relay.codebooks import default_codebook
+from vessel_relay.keyfiles import new_signing_key
 
 NOW = 1_790_000_000.0  # 2026-09-21 UTC: both lives run in the same month
 SEPTEMBER = 202609
@@ -207,5 +216,79 @@ async def test_the_budget_tally_continues_after_the_agent_is_killed(tmp_path: Pa
         after = 3 * SESSION_BILLED + FLEETBROADBAND.billed_bytes(OVERHEAD_BYTES + 1000)
         assert stats.billed_this_month_bytes == after
         assert len(outbox.link_sessions_in(SEPTEMBER)) == 4
+    finally:
+        outbox.close()
+
+
+BANGKOK = ZoneInfo("Asia/Bangkok")
+#: 2026-10-31 23:30 in Bangkok: October on board and in UTC.
+BEFORE = datetime(2026, 10, 31, 23, 30, tzinfo=BANGKOK).timestamp()
+#: 2026-11-01 00:30 in Bangkok = 2026-10-31 17:30 UTC: November on board, October in UTC.
+AFTER = datetime(2026, 11, 1, 0, 30, tzinfo=BANGKOK).timestamp()
+
+
+async def test_the_running_agent_counts_quotas_in_the_vessel_time_zone(tmp_path: Path) -> None:
+    """A crew member spent their whole quota on a message written late on 31 October
+    (Bangkok time) that is still waiting on board. At 00:30 on 1 November on board, still
+    October in UTC, they write again: the agent's link sends both, the new one within
+    November's quota (counted in UTC months it would be held as over quota)."""
+    data = tmp_path / "vessel"
+    base = default_config(data)
+    assert base.time_zone == BANGKOK  # the default [time] zone
+    quota = RULE_MONTHLY_TEXT_BYTES  # the least a crew member may be granted
+    config = dataclasses.replace(
+        base,
+        quota=dataclasses.replace(base.quota, crew_text_bytes=quota),
+        intake=dataclasses.replace(base.intake, smtp_port=free_port(), http_port=free_port()),
+    )
+    new_signing_key(config.vessel.signing_key_path)
+    crew, contact = _prepare(data)
+    outbox = Outbox.open(config.database_path, config.vessel.vessel_id)
+    try:
+        with outbox.transaction() as db:  # the SOS is not this test's business
+            db.execute("DELETE FROM messages WHERE kind = 'sos'")
+        outbox.use_time_zone(BANGKOK)
+        october, november = (
+            outbox.accept_message(
+                crew=crew, contact=contact, lang=Language.ENG, now=now, quota_bytes=quota, body=text
+            )
+            for now, text in ((BEFORE, "a" * quota), (AFTER, "November"))
+        )
+    finally:
+        outbox.close()
+
+    stopping = asyncio.Event()
+    sent: list[tuple[int, ...]] = []
+
+    async def runner(*args: Any, message_seqs: Sequence[int], **kwargs: Any) -> SessionReport:
+        sent.append(tuple(message_seqs))
+        stopping.set()
+        return _report(100)
+
+    async with asyncio.timeout(30):
+        await run_agent(
+            config,
+            stopping=stopping,
+            link_options={
+                "clock": lambda: AFTER,
+                "session_runner": runner,
+                "scheduler_settings": dataclasses.replace(
+                    _policy(), max_session_payload_bytes=4 * quota
+                ),
+            },
+        )
+    assert sent == [(october.message_seq, november.message_seq)]
+
+
+def test_ship_commands_open_the_outbox_in_the_vessel_time_zone(tmp_path: Path) -> None:
+    """The crew and contact commands see the same quota months as the agent."""
+    data = tmp_path / "vessel"
+    document = default_document(data)
+    document["time"] = {"zone": "Asia/Manila"}
+    path = tmp_path / "ship.toml"
+    path.write_text(to_toml(document), encoding="utf-8")
+    config, outbox = _open(path)
+    try:
+        assert outbox.time_zone == ZoneInfo("Asia/Manila") == config.time_zone
     finally:
         outbox.close()
