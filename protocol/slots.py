@@ -46,6 +46,10 @@ HEADER_BYTES = len(SLOT_MAGIC) + 2 + 4
 #: What a libsodium sealed box adds: an ephemeral X25519 key and a Poly1305 tag.
 SEAL_OVERHEAD = 32 + 16
 SECONDS_PER_DAY = 86_400
+#: The default slot period: one slot per crew member per union per day.
+DEFAULT_SLOT_PERIOD_S = SECONDS_PER_DAY
+#: The shortest slot period (demos and tests); a period must divide a day.
+MIN_SLOT_PERIOD_S = 10
 
 
 class SlotKind(enum.IntEnum):
@@ -92,6 +96,24 @@ def check_slot_bytes(slot_bytes: int) -> int:
 def payload_capacity(slot_bytes: int = DEFAULT_SLOT_BYTES) -> int:
     """The largest payload a slot of ``slot_bytes`` carries."""
     return check_slot_bytes(slot_bytes) - HEADER_BYTES - SEAL_OVERHEAD - len(_INNER_MAGIC) - 2
+
+
+def check_slot_period(period_s: int) -> int:
+    """``period_s`` if it is an allowed slot period: from :data:`MIN_SLOT_PERIOD_S` to a day,
+    dividing a day (so every day starts a period and the header's day is well defined)."""
+    if isinstance(period_s, bool) or not isinstance(period_s, int):
+        raise InvalidEnvelope(f"a slot period is a whole number of seconds, not {period_s!r}")
+    if not MIN_SLOT_PERIOD_S <= period_s <= SECONDS_PER_DAY or SECONDS_PER_DAY % period_s:
+        raise InvalidEnvelope(
+            f"a slot period of {period_s} s is refused: choose a divisor of 86400 from "
+            f"{MIN_SLOT_PERIOD_S} s to 86400 s (a day, the default)"
+        )
+    return period_s
+
+
+def period_of(seconds: float, period_s: int = DEFAULT_SLOT_PERIOD_S) -> int:
+    """The slot period (periods of ``period_s`` since 1970) of a time in seconds."""
+    return int(seconds // period_s)
 
 
 def day_of(seconds: float) -> int:
@@ -220,3 +242,54 @@ def silence_alerts(
                     )
                 )
     return alerts
+
+
+# --- downlink slots ----------------------------------------------------------------------
+
+#: A sealed case note in the 1,024-byte padding bucket (``protocol.cases.seal_case_note``
+#: of a note with a reply of up to about 900 bytes): 1,024 + 48.
+DOWNLINK_NOTE_BYTES = 1024 + SEAL_OVERHEAD
+#: The smaller sealed case note (a stage change without a long reply): 256 + 48.
+SHORT_NOTE_BYTES = 256 + SEAL_OVERHEAD
+DOWNLINK_MAGIC = b"VRD1"
+#: A downlink slot item: magic, crew, day, then :data:`DOWNLINK_NOTE_BYTES` of body.
+DOWNLINK_SLOT_BYTES = len(DOWNLINK_MAGIC) + 2 + 4 + DOWNLINK_NOTE_BYTES
+
+
+def downlink_slot(header: SlotHeader, sealed_note: bytes | None, filler: bytes) -> bytes:
+    """The relay's downlink slot item for one crew member and period: exactly
+    :data:`DOWNLINK_SLOT_BYTES`, whether it carries a sealed case note or nothing.
+
+    The body is the sealed note followed by ``filler`` (random bytes the caller draws, as
+    long as needed to fill :data:`DOWNLINK_NOTE_BYTES`). For cover, ``sealed_note`` is a
+    note-sized sealed box to a throwaway key (:func:`cover_note`), so every body starts
+    with a real X25519 key and looks alike. A note is either :data:`SHORT_NOTE_BYTES` or
+    :data:`DOWNLINK_NOTE_BYTES` long; a longer one does not fit a slot."""
+    if sealed_note is None or len(sealed_note) not in (SHORT_NOTE_BYTES, DOWNLINK_NOTE_BYTES):
+        raise LimitExceeded(
+            f"a downlink slot carries a sealed case note of {SHORT_NOTE_BYTES} or "
+            f"{DOWNLINK_NOTE_BYTES} bytes, not {None if sealed_note is None else len(sealed_note)}"
+            "; send a longer note on its own"
+        )
+    missing = DOWNLINK_NOTE_BYTES - len(sealed_note)
+    if len(filler) < missing:
+        raise InvalidEnvelope(f"a downlink slot needs {missing} bytes of filler")
+    clear = DOWNLINK_MAGIC + header.crew.to_bytes(2, "big") + header.day.to_bytes(4, "big")
+    return clear + sealed_note + filler[:missing]
+
+
+def cover_note(throwaway_public_key: bytes) -> bytes:
+    """A short-note-sized sealed box to a throwaway key: the body of a cover downlink slot."""
+    box = nacl.public.SealedBox(nacl.public.PublicKey(throwaway_public_key))
+    return box.encrypt(bytes(SHORT_NOTE_BYTES - SEAL_OVERHEAD))
+
+
+def downlink_slot_notes(item: bytes) -> tuple[SlotHeader, tuple[bytes, bytes]] | None:
+    """The header of a downlink slot item and its two candidate sealed notes (short and
+    long prefix of the body): the vessel tries both with the reporter's reply key; cover
+    opens with neither and is dropped. None if ``item`` is not a downlink slot."""
+    if len(item) != DOWNLINK_SLOT_BYTES or not item.startswith(DOWNLINK_MAGIC):
+        return None
+    header = SlotHeader(int.from_bytes(item[4:6], "big"), int.from_bytes(item[6:10], "big"))
+    body = item[10:]
+    return header, (body[:SHORT_NOTE_BYTES], body)

@@ -8,6 +8,13 @@ Some settings are refused outright because they would let the owner weaken the g
 channel: lowering the reserved grievance/SOS budget below its floor, turning grievances
 off, making them wait longer than family messages, or giving anyone on board a copy.
 
+Grievance latency with daily slots (on by default): a report rides its reporter's next slot,
+which is released when its slot period ends (``[grievances] slot_period_s``, a day by
+default), and is then sent within ``latency_minutes.grievance`` like any released item. So a
+report waits at most ``slot_period_s`` + the grievance latency (a day and an hour by
+default), the price of nobody seeing when it was filed; the latency rule below (never longer
+than a family message) applies from the slot's release.
+
 Example file::
 
     [vessel]
@@ -30,7 +37,10 @@ Example file::
     [grievances]
     reserve_bytes = 262_144       # may be raised, never lowered below the floor
     slot_bytes = 2048             # each crew member's daily slot: raised, never lowered
-    daily_slots = false           # true: every crew member's slot travels daily
+    daily_slots = true            # every crew member's slot travels each slot period
+    slot_period_s = 86400         # a slot per period (divides a day); a report in a slot
+                                  # leaves when its period ends, then within
+                                  # latency_minutes.grievance: a day and an hour at most
 
     [latency_minutes]
     message = 360
@@ -69,9 +79,15 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import nacl.public
 
+from protocol.errors import InvalidEnvelope
 from protocol.languages import Language
 from protocol.signing import SigningKey
-from protocol.slots import DEFAULT_SLOT_BYTES, MAX_SLOT_BYTES
+from protocol.slots import (
+    DEFAULT_SLOT_BYTES,
+    DEFAULT_SLOT_PERIOD_S,
+    MAX_SLOT_BYTES,
+    check_slot_period,
+)
 from shipboard.errors import ConfigError
 
 #: Link profiles known when shipboard/profiles.py is not there yet (it defines the real ones).
@@ -186,8 +202,11 @@ class QuotaConfig:
     grievance_reserve_bytes: int = DEFAULT_GRIEVANCE_RESERVE_BYTES
     #: Each crew member's daily slot (protocol.slots): raised, never lowered below 2 KiB.
     slot_bytes: int = DEFAULT_SLOT_BYTES
-    #: Whether the daily slots run (a grievance then waits for the end of its day).
-    daily_slots: bool = False
+    #: Whether the daily slots run (on by default: a grievance then waits for the end of
+    #: its slot period, and then at most ``latency_minutes.grievance``).
+    daily_slots: bool = True
+    #: The slot period in seconds (a day by default; divides a day; demos may set 20-60).
+    slot_period_s: int = DEFAULT_SLOT_PERIOD_S
 
 
 @dataclass(frozen=True, slots=True)
@@ -415,9 +434,14 @@ def _read_quota(quota: _Table, grievances: _Table) -> QuotaConfig:
             f"daily slot is from {DEFAULT_SLOT_BYTES} to {MAX_SLOT_BYTES} bytes (it may be "
             "raised, never lowered); raise it or remove the line"
         )
-    daily_slots: bool = grievances.get("daily_slots", bool, False)
+    daily_slots: bool = grievances.get("daily_slots", bool, True)
+    period: int = grievances.get("slot_period_s", int, DEFAULT_SLOT_PERIOD_S)
+    try:
+        check_slot_period(period)
+    except InvalidEnvelope as exc:
+        raise ConfigError(f"{grievances.where('slot_period_s')} = {period}: {exc}") from exc
     grievances.finish()
-    return QuotaConfig(crew_text, reserve, slot_bytes, daily_slots)
+    return QuotaConfig(crew_text, reserve, slot_bytes, daily_slots, period)
 
 
 def _read_latency(table: _Table) -> dict[str, int]:

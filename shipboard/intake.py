@@ -28,11 +28,11 @@ from protocol.errors import InvalidEnvelope, InvalidText, LimitExceeded
 from protocol.languages import Language
 from protocol.sealing import GrievanceCategory, GrievancePlaintext, seal_grievance
 from protocol.slots import (
-    SECONDS_PER_DAY,
     SlotHeader,
     SlotKind,
     day_of,
     payload_capacity,
+    period_of,
     seal_slot,
     slot_header,
 )
@@ -157,24 +157,27 @@ class Intake:
             return self._ensure_slots(now)
 
     def _ensure_slots(self, now: float) -> int:
-        today = day_of(now)
-        have: set[tuple[int, int, int]] = set()
-        for _, _, union_id, sealed in self.outbox.slot_rows(today * SECONDS_PER_DAY):
+        period_s = self.config.quota.slot_period_s
+        current = period_of(now, period_s)
+        have: set[tuple[int, float, int]] = set()
+        for _, _, union_id, sealed, release in self.outbox.slot_releases(current * period_s):
             header = slot_header(sealed)
             if header is not None:
-                have.add((header.crew, header.day, union_id))
+                have.add((header.crew, release, union_id))
         size = self.config.quota.slot_bytes
         made: list[tuple[int, bytes, float]] = []
         for member in self.register.members():
-            for day in (today, today + 1):
+            for period in (current, current + 1):
+                release = float((period + 1) * period_s)
+                day = day_of(period * period_s)
                 for union in self.config.unions:
-                    if (member.crew, day, union.union_id) in have:
+                    if (member.crew, release, union.union_id) in have:
                         continue
                     throwaway = bytes(nacl.public.PrivateKey.generate().public_key)
                     cover = seal_slot(
                         SlotHeader(member.crew, day), SlotKind.COVER, b"", throwaway, size
                     )
-                    made.append((union.union_id, cover, float((day + 1) * SECONDS_PER_DAY)))
+                    made.append((union.union_id, cover, release))
         if made:
             self.outbox.accept_slots(made)
             logger.info("daily slots: %d cover slots made", len(made))
@@ -186,13 +189,15 @@ class Intake:
         """Put a sealed report into the crew member's earliest slot still on board; its
         message number, or None if it does not fit a slot (then it goes on its own)."""
         size = self.config.quota.slot_bytes
+        period_s = self.config.quota.slot_period_s
         if len(sealed) > payload_capacity(size):
             logger.warning("a grievance report is too long for a slot; it goes on its own")
             return None
         for _ in range(3):  # the link may take a slot away between reading and filling
             self.ensure_slots(now)
             mine = []
-            for seq, state, union_id, old in self.outbox.slot_rows(day_of(now) * SECONDS_PER_DAY):
+            since = period_of(now, period_s) * period_s
+            for seq, state, union_id, old, release in self.outbox.slot_releases(since):
                 header = slot_header(old)
                 if (
                     state == "accepted"
@@ -201,14 +206,14 @@ class Intake:
                     and header.crew == crew
                     and len(old) == size
                 ):
-                    mine.append((header.day, seq))
-            for day, seq in sorted(mine):
+                    mine.append((release, seq, header.day))
+            for _, seq, day in sorted(mine):
                 filled = seal_slot(
                     SlotHeader(crew, day), SlotKind.GRIEVANCE, sealed, union.public_key, size
                 )
                 if self.outbox.fill_slot(seq, filled, case_key):
                     return seq
-            now += SECONDS_PER_DAY  # every slot on board is taken: use the next day's
+            now += period_s  # every slot on board is taken: use the next period's
         return None
 
     def quota(self, crew: int) -> QuotaStatus:

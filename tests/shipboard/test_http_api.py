@@ -10,7 +10,8 @@ import httpx
 import pytest
 
 from protocol.codebook import Codebook
-from protocol.sealing import GrievanceCategory, open_grievance
+from protocol.sealing import GrievanceCategory, GrievancePlaintext, open_grievance
+from protocol.slots import SlotKind, open_slot, slot_header
 from shipboard.config import ShipConfig, demo_union_private_key
 from shipboard.http_api import SessionStore, create_app
 from shipboard.intake import Intake
@@ -149,7 +150,7 @@ async def test_grievance_is_sealed_and_tracked(
             "SELECT sealed, crew FROM messages WHERE message_seq = ?", (report["message_seq"],)
         ).fetchone()
     assert crew_column is None
-    opened = open_grievance(bytes(sealed), demo_union_private_key(), codebook)
+    opened = _open_report(bytes(sealed), codebook)
     assert opened.category is GrievanceCategory.WITHHOLDING_OF_WAGES
     assert opened.text == "လစာ သုံးလ မရသေးပါ"
     assert opened.receipt_code == report["receipt_code"]
@@ -159,6 +160,16 @@ async def test_grievance_is_sealed_and_tracked(
     stages = await api.get(f"/api/messages/{report['message_seq']}", headers=auth)
     assert stages.status_code == 200
     assert "reporter_tag" not in stages.json()
+
+
+def _open_report(sealed: bytes, codebook: Codebook) -> GrievancePlaintext:
+    """Open a stored report as the union does: a daily slot (on by default) first."""
+    if slot_header(sealed) is not None:
+        slot = open_slot(sealed, demo_union_private_key())
+        assert slot is not None
+        assert slot.kind is SlotKind.GRIEVANCE
+        sealed = slot.payload
+    return open_grievance(sealed, demo_union_private_key(), codebook)
 
 
 async def test_anonymous_report_carries_no_name(
@@ -176,7 +187,7 @@ async def test_anonymous_report_carries_no_name(
         (sealed,) = db.execute(
             "SELECT sealed FROM messages WHERE message_seq = ?", (seq,)
         ).fetchone()
-    opened = open_grievance(bytes(sealed), demo_union_private_key(), codebook)
+    opened = _open_report(bytes(sealed), codebook)
     assert opened.crew_name is None
     assert opened.crew_document is None
 

@@ -71,6 +71,8 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
     config = dataclasses.replace(
         config,
         unions=(UnionConfig(7, "Fishers' Union", union.box_public, (Language.MYA,)),),
+        # slots (on by default) are shown in test_daily_slots.py; here a report goes at once
+        quota=dataclasses.replace(config.quota, daily_slots=False),
     )
     outbox = Outbox.open(tmp_path / "outbox.sqlite3", vessel_id)
     intake = Intake(config, outbox, default_codebook(), clock=lambda: NOW)

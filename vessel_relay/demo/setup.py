@@ -45,6 +45,9 @@ from vessel_relay.keyfiles import new_signing_key, write_secret
 logger = logging.getLogger(__name__)
 
 RELAY_WORKER = 1
+#: The demo vessels' slot period (a real vessel keeps the default day): a grievance filed in
+#: the demo leaves within this many seconds, with every crew member's cover slot.
+DEMO_SLOT_PERIOD_S = 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,6 +186,8 @@ def prepare_vessel(
         document["shore"].update(username=username, password=secrets.token_hex(8))
     document["link"]["profile"] = tuning.profile
     document["latency_minutes"] = {"sos": 0, "grievance": 0, "message": 0}
+    # Daily slots are on by default; a demo day is short: a slot every DEMO_SLOT_PERIOD_S.
+    document["grievances"]["slot_period_s"] = DEMO_SLOT_PERIOD_S
     document["intake"].update(http_port=http_port, smtp_port=smtp_port)
     config_path = data_dir / "ship.toml"
     config_path.write_text(to_toml(document), encoding="utf-8")
