@@ -26,6 +26,7 @@ Example file::
     broker = "mqtts://relay.example.org:8883"
     public_key = "64 hex digits"
     mqtt_version = "5"            # or "3.1.1"
+    ca_file = "shore-ca.pem"      # optional: a private CA for mqtts:// (system CAs if unset)
 
     [link]
     profile = "iridium-certus"
@@ -169,6 +170,9 @@ class ShoreConfig:
     mqtt_version: str  # "5" or "3.1.1"
     username: str | None = None
     password: str | None = field(default=None, repr=False)
+    #: The CA certificate (PEM) that signed the broker's certificate, for a private CA
+    #: (deploy/mosquitto); None trusts the system's CAs. Only with ``mqtts://``.
+    ca_file: Path | None = None
 
     @property
     def tls(self) -> bool:
@@ -354,7 +358,7 @@ def _read_vessel(table: _Table, base: Path) -> VesselConfig:
     return VesselConfig(vessel_id, name, _path(base, key))
 
 
-def _read_shore(table: _Table) -> ShoreConfig:
+def _read_shore(table: _Table, base: Path) -> ShoreConfig:
     url = table.get("broker", str, fix='e.g. broker = "mqtts://relay.example.org:8883"')
     parts = urlsplit(url)
     if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
@@ -383,8 +387,20 @@ def _read_shore(table: _Table) -> ShoreConfig:
         raise ConfigError(
             f"{table.where('username')}: give both shore.username and shore.password, or neither"
         )
+    ca_name = table.get("ca_file", str, None)
+    ca_file = _path(base, ca_name) if ca_name else None
+    if ca_file is not None and parts.scheme != "mqtts":
+        raise ConfigError(
+            f"{table.where('ca_file')} is only used with TLS; write the broker as "
+            '"mqtts://HOST:PORT" or remove ca_file'
+        )
+    if ca_file is not None and not ca_file.is_file():
+        raise ConfigError(
+            f"{table.where('ca_file')}: {ca_file} is not a file; give the PEM certificate "
+            "of the CA that signed the shore broker's certificate"
+        )
     table.finish()
-    return ShoreConfig(url, public_key.strip().lower(), version, username, password)
+    return ShoreConfig(url, public_key.strip().lower(), version, username, password, ca_file)
 
 
 def _read_link(table: _Table) -> LinkConfig:
@@ -548,7 +564,7 @@ def parse_config(document: Mapping[str, Any], *, source: str, base: Path) -> Shi
         return _Table(source, name, document.get(name, {}))
 
     vessel = _read_vessel(table("vessel", required=True), base)
-    shore = _read_shore(table("shore", required=True))
+    shore = _read_shore(table("shore", required=True), base)
     link = _read_link(table("link"))
     quota = _read_quota(table("quota"), table("grievances"))
     if link.monthly_budget_bytes < quota.grievance_reserve_bytes:

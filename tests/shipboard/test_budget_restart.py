@@ -238,7 +238,7 @@ async def test_the_running_agent_counts_quotas_in_the_vessel_time_zone(tmp_path:
     quota = RULE_MONTHLY_TEXT_BYTES  # the least a crew member may be granted
     config = dataclasses.replace(
         base,
-        quota=dataclasses.replace(base.quota, crew_text_bytes=quota),
+        quota=dataclasses.replace(base.quota, crew_text_bytes=quota, daily_slots=False),
         intake=dataclasses.replace(base.intake, smtp_port=free_port(), http_port=free_port()),
     )
     new_signing_key(config.vessel.signing_key_path)
