@@ -178,6 +178,17 @@ class CrewRegister:
         logger.info("crew member %d updated", crew)
         return self.get(crew), pin
 
+    def choose_language(self, crew: int, language: Language) -> CrewMember:
+        """Make ``language`` the crew member's own (the page picks it at their next sign-in,
+        and it is their register entry's language); nothing is written if it already is."""
+        member = self.get(crew)
+        if member.language is language:
+            return member
+        with self.outbox.transaction("keep the crew member's language") as db:
+            db.execute("UPDATE crew SET language = ? WHERE crew = ?", (language.code, crew))
+        logger.info("crew member %d chose language %s", crew, language.code)
+        return self.get(crew)
+
     def sign_off(self, crew: int, now: float) -> CrewMember:
         """Mark a crew member as signed off (their messages already accepted still go)."""
         member = self.get(crew)

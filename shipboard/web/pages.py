@@ -365,6 +365,9 @@ def web_routes(intake: Intake, sessions: WebSessions | None = None) -> list[Base
         session = current(request)
         if session is not None:
             session.lang = lang
+            if not session.duress:  # a duress session leaves the real register alone
+                # The crew member's choice outlives the session: the register keeps it.
+                await asyncio.to_thread(intake.register.choose_language, session.crew, lang)
         response = RedirectResponse(target, status_code=303)
         response.set_cookie(LANG_COOKIE, lang.code, samesite="strict", max_age=365 * 86400)
         return response

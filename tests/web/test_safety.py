@@ -306,3 +306,28 @@ async def test_message_stages_and_failure_reason_in_the_crew_language(vessel: Ve
     assert "សេវាអ៊ីមែល ឬ SMS មានបញ្ហា។" in stages.text  # the provider failed
     other = await vessel.client.get(f"/messages/{seq + 100}")
     assert other.status_code == 404
+
+
+async def test_the_language_picked_on_the_page_becomes_the_crew_members_own(
+    vessel: Vessel,
+) -> None:
+    """A Khmer crew member switches the page to Burmese. The crew register now says
+    Burmese, and when they sign in again on another phone (no language cookie) the page
+    is in Burmese. A switch made in a duress session leaves the register alone."""
+    await signed_in_with_own_pin(vessel)
+    assert '<html lang="km">' in (await vessel.client.get("/home")).text
+    switched = await vessel.client.get("/lang/mya", params={"next": "/home"})
+    assert switched.url.path == "/home"
+    assert '<html lang="my">' in switched.text
+    assert vessel.intake.register.get(vessel.crew).language is Language.MYA
+
+    vessel.client.cookies.clear()  # another phone
+    again = await sign_in(vessel, "80808080")
+    assert again.url.path == "/home"
+    assert '<html lang="my">' in again.text
+
+    vessel.intake.register.choose_pin(vessel.crew, "80808080", "13572468", vessel.clock.now)
+    vessel.client.cookies.clear()
+    assert (await sign_in(vessel, "13572468")).url.path == "/home"  # the duress PIN
+    await vessel.client.get("/lang/tha", params={"next": "/home"})
+    assert vessel.intake.register.get(vessel.crew).language is Language.MYA
