@@ -367,7 +367,10 @@ def web_routes(intake: Intake, sessions: WebSessions | None = None) -> list[Base
             session.lang = lang
             if not session.duress:  # a duress session leaves the real register alone
                 # The crew member's choice outlives the session: the register keeps it.
-                await asyncio.to_thread(intake.register.choose_language, session.crew, lang)
+                try:
+                    await asyncio.to_thread(intake.register.choose_language, session.crew, lang)
+                except OutboxUnavailable:  # the page still switches, for this session
+                    logger.warning("crew member %d: language not kept (outbox)", session.crew)
         response = RedirectResponse(target, status_code=303)
         response.set_cookie(LANG_COOKIE, lang.code, samesite="strict", max_age=365 * 86400)
         return response
