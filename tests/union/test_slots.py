@@ -3,6 +3,8 @@ for nobody; the floor is enforced; silence alerts."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import nacl.public
 import pytest
 from hypothesis import given, settings
@@ -16,6 +18,7 @@ from protocol.slots import (
     SlotHeader,
     SlotKind,
     check_slot_bytes,
+    check_slot_period,
     open_slot,
     payload_capacity,
     seal_slot,
@@ -97,3 +100,24 @@ def test_silence_alerts() -> None:
         "since": float(DAY * SECONDS_PER_DAY),
         "crew": 12,
     }
+
+
+def test_slot_period_divides_a_day_and_the_config_checks_it(tmp_path: Path) -> None:
+    """``[grievances] slot_period_s``: a divisor of a day from 10 s; slots on by default."""
+    from shipboard.config import default_config, default_document, parse_config
+    from shipboard.errors import ConfigError
+
+    assert check_slot_period(SECONDS_PER_DAY) == SECONDS_PER_DAY
+    assert check_slot_period(20) == 20
+    for bad in (7, 7000, 2 * SECONDS_PER_DAY):
+        with pytest.raises(InvalidEnvelope):
+            check_slot_period(bad)
+    quota = default_config(tmp_path).quota
+    assert quota.daily_slots
+    assert quota.slot_period_s == SECONDS_PER_DAY
+    document = default_document(tmp_path)
+    document["grievances"]["slot_period_s"] = 7000
+    with pytest.raises(ConfigError, match="slot_period_s"):
+        parse_config(document, source="ship.toml", base=tmp_path)
+    document["grievances"]["slot_period_s"] = 60
+    assert parse_config(document, source="ship.toml", base=tmp_path).quota.slot_period_s == 60
