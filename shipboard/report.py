@@ -75,6 +75,27 @@ def link_figures(outbox: Outbox, month: int, profile: LinkProfile) -> LinkFigure
     )
 
 
+def days_active(outbox: Outbox, month: int) -> int:
+    """Days of ``month`` (UTC) on which the agent recorded activity on board: a link
+    session (done or failed) or a crew member's message or SOS accepted.
+
+    This is what the statement reports as "days at sea". It is honest about what it
+    measures: the agent cannot tell sea from port (it runs in port too), and a day at sea
+    with no session and no message does not count. Grievance reports and their cover
+    slots are left out (slots are made ahead, whether anyone is on board or not).
+    """
+    start, end = utc_month_bounds(month)
+    with outbox.reading() as db:
+        rows = db.execute(
+            "SELECT CAST(started_at / 86400 AS INTEGER) FROM link_sessions "
+            "WHERE started_at >= ? AND started_at < ? "
+            "UNION SELECT CAST(accepted_at / 86400 AS INTEGER) FROM messages "
+            "WHERE kind IN ('message', 'sos') AND accepted_at >= ? AND accepted_at < ?",
+            (start, end, start, end),
+        ).fetchall()
+    return len(rows)
+
+
 def build_statement(
     outbox: Outbox,
     month: int,
@@ -90,7 +111,10 @@ def build_statement(
 
     ``quota_bytes`` is the monthly text quota the crew were granted: one figure for all,
     or one per crew member (an owner who throttled some crew members shows here).
+    ``days_at_sea`` defaults to :func:`days_active` (days with activity on board).
     """
+    if days_at_sea is None:
+        days_at_sea = days_active(outbox, month)
     start, end = utc_month_bounds(month)
     with outbox.reading() as db:
         crew_rows = db.execute(

@@ -167,7 +167,8 @@ def test_throttled_vessel_fails_the_rule(month: Month) -> None:
 def test_statement_altered_on_board_fails(month: Month) -> None:
     """An agent statement changed after the vessel signed it fails the vessel key."""
     assert month.report.statement is not None
-    statement = replace(month.report.statement, days_at_sea=31)
+    days = month.report.statement.days_at_sea or 0
+    statement = replace(month.report.statement, days_at_sea=days + 1)  # a figure changed
     altered = replace(month.report, statement=statement).signed(SHORE_KEY)
     problems = verify_report(altered, shore_key=SHORE, vessel_key=VESSEL)
     assert "the vessel's signature over the agent's statement is invalid" in problems
