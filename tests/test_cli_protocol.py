@@ -23,7 +23,8 @@ from vessel_relay.cli import app
 from vessel_relay.codebooks import default_codebook
 
 runner = CliRunner()
-CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
+from tests.kit.corpus import CORPUS  # noqa: E402
+
 VESSEL_KEY = SigningKey(bytes(range(32)))
 SHORE_KEY = SigningKey(bytes(range(1, 33)))
 

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-CORPUS = ROOT.parent / "shared" / "corpus"
+from tests.kit.corpus import CORPUS  # noqa: E402
+
 CONTRACT_KEYS = {"raw", "single", "batched", "zstd19", "brotli11", "ctx", "chosen"}
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -23,8 +22,8 @@ from protocol.context_model import (
 )
 from protocol.errors import LimitExceeded, MalformedBatch, ProtocolError, UnknownDictionary
 from protocol.languages import TRAINED_LANGUAGES, Language
+from tests.kit.corpus import CORPUS
 
-CORPUS = Path(__file__).resolve().parents[3] / "shared" / "corpus"
 LIMITS = {"max_texts": 4096, "max_chars": 16_384, "max_skeleton_bytes": 65_536}
 
 #: A small fixed corpus for golden vectors: changing the model or coder breaks them.

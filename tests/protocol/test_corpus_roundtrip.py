@@ -8,8 +8,6 @@ default; the train split (about 15,000 lines) is marked slow.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from protocol.batch import Direction, decode_batch, encode_batch
@@ -17,10 +15,10 @@ from protocol.codebook import Codec
 from protocol.envelopes import CrewMessage, Reply
 from protocol.languages import TRAINED_LANGUAGES, Language
 from protocol.text import normalise_text
+from tests.kit.corpus import CORPUS
 from tests.protocol.test_envelopes import SHORE_KEY, VESSEL_KEY
 from vessel_relay.codebooks import default_codebook
 
-CORPUS = Path(__file__).resolve().parents[3] / "shared" / "corpus"
 BATCH_SIZE = 20
 
 

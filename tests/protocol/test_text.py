@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import unicodedata
 from pathlib import Path
@@ -19,25 +18,8 @@ from protocol.text import (
     normalise_text,
     zawgyi_to_unicode,
 )
+from tests.kit.corpus import CORPUS
 
-
-def _corpus_dir() -> Path:
-    configured = os.environ.get("VESSEL_RELAY_CORPUS")
-    candidates = [Path(configured)] if configured else []
-    candidates += [
-        Path(__file__).resolve().parents[3] / "shared" / "corpus",
-        Path("/work/shared/corpus"),
-    ]
-    for candidate in candidates:
-        if (candidate / "zawgyi").is_dir():
-            return candidate
-    raise RuntimeError(
-        "the text corpus is missing: expected shared/corpus beside the repository "
-        "(or set VESSEL_RELAY_CORPUS)"
-    )
-
-
-CORPUS = _corpus_dir()
 CORPUS_FILES = sorted(CORPUS.glob("*.train.txt")) + sorted(CORPUS.glob("*.dev.txt"))
 ZAWGYI_LINES = (CORPUS / "zawgyi" / "mya.dev.zawgyi.txt").read_text("utf-8").splitlines()
 UNICODE_LINES = (CORPUS / "zawgyi" / "mya.dev.unicode.txt").read_text("utf-8").splitlines()
