@@ -29,7 +29,10 @@ import hashlib
 import math
 import struct
 from array import array
+from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from itertools import islice
+from typing import TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -54,38 +57,61 @@ MAX_ALPHABET = 4000
 _ZSTD_LEVEL = 19
 _MAX_MODEL_BYTES = 512 * 1024 * 1024
 #: Cached coding steps per model before the cache is emptied (bounds memory on a shore).
-_CACHE_LIMIT = 1 << 13
+_CACHE_LIMIT = 1 << 14
+#: Successor tables up to this size are filtered in Python, larger ones with numpy.
+_SMALL_TABLE = 24
 
 IntArray = npt.NDArray[np.int64]
+_Key = TypeVar("_Key")
+_Value = TypeVar("_Value")
 
 
 class _Step:
     """One coding decision: the symbols it can name, their weights, and an escape."""
 
-    __slots__ = ("escape", "model", "position", "symbols", "weights")
+    __slots__ = ("escape", "model", "symbols", "weights")
 
     def __init__(self, symbols: list[int], weights: list[int], model: object) -> None:
         self.symbols = symbols
         self.weights = weights  # one per symbol, then the escape's
         self.escape = len(symbols)
         self.model = model
-        self.position: dict[int, int] | None = None
 
     def index_of(self, symbol: int) -> int:
-        """Index of ``symbol`` in this step, or the escape's when it is not there."""
-        if self.escape <= 8:
-            try:
-                return self.symbols.index(symbol)
-            except ValueError:
-                return self.escape
-        if self.position is None:
-            self.position = {s: index for index, s in enumerate(self.symbols)}
-        return self.position.get(symbol, self.escape)
+        """Index of ``symbol`` in this step, or the escape's when it is not there.
+
+        A step's symbols are ascending (the model stores successors sorted and
+        exclusion keeps their order), so a bisection finds them without an index map.
+        """
+        symbols = self.symbols
+        at = bisect_left(symbols, symbol)
+        return at if at < self.escape and symbols[at] == symbol else self.escape
 
     def bits(self, index: int) -> float:
         """Ideal cost of ``index`` (unquantized), in bits."""
         return math.log2(sum(self.weights)) - math.log2(self.weights[index])
 
+
+def _shift5(keys: list[int], symbol: int, base: int) -> tuple[int, int, int, int, int]:
+    """Order-1..5 context keys after ``symbol``, from the keys before it (order 5 only)."""
+    return (
+        symbol + base * keys[0],
+        symbol + base * keys[1],
+        symbol + base * keys[2],
+        symbol + base * keys[3],
+        symbol + base * keys[4],
+    )
+
+
+def _evict(cache: dict[_Key, _Value]) -> None:
+    """Drop the older half of a full cache (dicts keep insertion order): recent entries,
+    which the next texts of a batch are likely to need again, survive."""
+    for key in list(islice(cache, len(cache) // 2)):
+        del cache[key]
+
+
+if array("I").itemsize != 4:  # pragma: no cover - no supported platform differs
+    raise ImportError("protocol.context_model needs 32-bit unsigned ints in array('I')")
 
 _NOTHING = object()  # cache value: every symbol of the context was excluded
 
@@ -111,37 +137,43 @@ class ContextModel:
         self._char_id = {cp: index + 1 for index, cp in enumerate(self.alphabet)}
         # Compact tables: sorted context keys per order; successors of all orders in one
         # run, a context numbered by its place in that run (order 0 first).
-        self._keys = [np.ascontiguousarray(order_keys, dtype=np.int64) for order_keys in keys]
+        # Plain arrays (not numpy) because the hot loop indexes them one item at a time;
+        # keys are found with ``bisect``, which is several times cheaper than a numpy call.
+        self._keys = [array("q", np.asarray(k, dtype=np.int64).tobytes()) for k in keys]
         self._first = [0]
-        self._start = array("q", [0])
-        self._symbol = array("H")
-        self._weight = array("I")
         for k in range(order + 1):
             self._first.append(self._first[-1] + len(self._keys[k]))
-            self._start.extend((starts[k][1:] + len(self._symbol)).tolist())
-            self._symbol.extend(symbols[k].tolist())
-            self._weight.extend((2 * counts[k] - 1).tolist())
+        offsets = np.cumsum([0] + [len(symbols[k]) for k in range(order)], dtype=np.int64)
+        self._start = array(
+            "q",
+            np.concatenate(
+                [np.zeros(1, np.int64)]
+                + [np.asarray(starts[k][1:], np.int64) + offsets[k] for k in range(order + 1)]
+            ).tobytes(),
+        )
+        successors = np.concatenate([np.asarray(s, np.int64) for s in symbols])
+        self._symbol = array("H", successors.astype(np.uint16).tobytes())
+        weights = 2 * np.concatenate([np.asarray(c, np.int64) for c in counts]) - 1
+        self._weight = array("I", weights.astype(np.uint32).tobytes())
+        # Zero-copy numpy views for the few vectorised steps (the arrays never grow).
+        self._symbol_np: npt.NDArray[np.uint16] = np.frombuffer(self._symbol, dtype=np.uint16)
+        self._weight_np: npt.NDArray[np.uint32] = np.frombuffer(self._weight, dtype=np.uint32)
         self.context_count = self._first[-1]
         self._bos_keys = [sum(self.bos * self.base**j for j in range(k)) for k in range(order + 1)]
-        # Caches of derived data only (bounded): context key -> context number (-1: not
-        # in the model), per order; coding steps; small shared range-coder models.
-        self._lookup: list[dict[int, int]] = [{} for _ in range(order + 1)]
+        # Caches of derived data only (bounded): coding steps, small shared range-coder
+        # models. (Context keys are not cached: an inlined bisect is about as fast.)
         self._fresh: dict[int, _Step] = {}
         self._escaped: dict[int, _Step | object] = {}
         self._models: dict[tuple[int, ...], object] = {}
         self._bytes: bytes | None = None
 
     def _find(self, k: int, key: int) -> int:
-        """Context number of ``key`` at order ``k`` (-1 if absent); fills the lookup cache."""
-        lookup = self._lookup[k]
-        if len(lookup) > _CACHE_LIMIT:
-            lookup.clear()
+        """Context number of ``key`` at order ``k``, or -1 if training never saw it."""
         order_keys = self._keys[k]
-        at = int(np.searchsorted(order_keys, key)) if key < 1 << 62 else len(order_keys)
-        found = at < len(order_keys) and int(order_keys[at]) == key
-        context = self._first[k] + at if found else -1
-        lookup[key] = context
-        return context
+        at = bisect_left(order_keys, key)
+        if at == len(order_keys) or order_keys[at] != key:
+            return -1
+        return self._first[k] + at
 
     # --- identity and serialisation ----------------------------------------------------
 
@@ -159,7 +191,7 @@ class ContextModel:
             symbol = np.frombuffer(self._symbol, dtype=np.uint16)
             weight = np.frombuffer(self._weight, dtype=self._weight.typecode)
             for k in range(self.order + 1):
-                keys = self._keys[k]
+                keys = np.frombuffer(self._keys[k], dtype=np.int64)
                 first, last = self._first[k], self._first[k + 1]
                 pairs = slice(int(start[first]), int(start[last]))
                 parts.append(struct.pack("<II", len(keys), pairs.stop - pairs.start))
@@ -233,6 +265,7 @@ class ContextModel:
                 or np.any(order_symbols > alphabet_size)
                 or np.any(order_counts < 1)
                 or np.any(order_counts >= 1 << 30)
+                or not _ascending_within(order_symbols, order_starts)
             ):
                 raise ValueError(f"order-{k} tables are inconsistent")
             keys.append(order_keys)
@@ -260,7 +293,7 @@ class ContextModel:
         step = self._fresh.get(context)
         if step is None:
             if len(self._fresh) > _CACHE_LIMIT:
-                self._fresh.clear()
+                _evict(self._fresh)
             start, end = self._start[context], self._start[context + 1]
             weights = self._weight[start:end].tolist()
             weights.append(end - start)
@@ -273,15 +306,9 @@ class ContextModel:
         step = self._escaped.get(key)
         if step is None:
             if len(self._escaped) > _CACHE_LIMIT:
-                self._escaped.clear()
-            excluded = set(self._symbol[self._start[previous] : self._start[previous + 1]])
+                _evict(self._escaped)
+            symbols, weights = self._unexcluded(previous, context)
             start, end = self._start[context], self._start[context + 1]
-            symbols: list[int] = []
-            weights: list[int] = []
-            for at in range(start, end):
-                if self._symbol[at] not in excluded:
-                    symbols.append(self._symbol[at])
-                    weights.append(self._weight[at])
             if symbols:
                 weights.append(end - start)
                 step = _Step(symbols, weights, self._model(weights))
@@ -290,14 +317,36 @@ class ContextModel:
             self._escaped[key] = step
         return step if isinstance(step, _Step) else None
 
+    def _unexcluded(self, previous: int, context: int) -> tuple[list[int], list[int]]:
+        """Successors of ``context`` (with their weights) that ``previous`` did not offer.
+
+        Successors are stored in ascending order, so a large table is filtered with one
+        vectorised search instead of a Python loop; both ways keep the stored order.
+        """
+        low, high = self._start[previous], self._start[previous + 1]
+        start, end = self._start[context], self._start[context + 1]
+        if end - start <= _SMALL_TABLE:
+            excluded = set(self._symbol[low:high])
+            symbols: list[int] = []
+            weights: list[int] = []
+            pairs = zip(self._symbol[start:end], self._weight[start:end], strict=True)
+            for symbol, weight in pairs:
+                if symbol not in excluded:
+                    symbols.append(symbol)
+                    weights.append(weight)
+            return symbols, weights
+        table = self._symbol_np[start:end]
+        refused = self._symbol_np[low:high]
+        at = np.minimum(table.searchsorted(refused), len(table) - 1)
+        keep = np.ones(len(table), dtype=bool)
+        keep[at[table[at] == refused]] = False
+        return table[keep].tolist(), self._weight_np[start:end][keep].tolist()
+
     def _steps(self, keys: list[int]) -> Iterator[_Step]:
         """The coding steps for one position, longest context first."""
         previous = -1
-        lookup = self._lookup
         for k in range(self.order, -1, -1):
-            context = lookup[k].get(keys[k])
-            if context is None:
-                context = self._find(k, keys[k])
+            context = self._find(k, keys[k])
             if context < 0:
                 continue
             if previous < 0:
@@ -320,18 +369,20 @@ class ContextModel:
     def encode_text(self, encoder: FrameEncoder, text: str) -> None:
         """Code one text and its END (the hot loop: :meth:`_steps`, inlined)."""
         encode = encoder.encode
-        lookup, fresh, base, char_id = self._lookup, self._fresh, self.base, self._char_id
+        fresh, base, char_id = self._fresh, self.base, self._char_id
+        tables, first = self._keys, self._first
+        five = self.order == 5
         orders = range(self.order, -1, -1)
         keys = list(self._bos_keys)
         for char in (*text, None):
             symbol = 0 if char is None else char_id.get(ord(char), self.novel)
             previous = -1
             for k in orders:
-                context = lookup[k].get(keys[k])
-                if context is None:
-                    context = self._find(k, keys[k])
-                if context < 0:
+                key, table = keys[k], tables[k]
+                at = bisect_left(table, key)
+                if at == len(table) or table[at] != key:
                     continue
+                context = first[k] + at
                 if previous < 0:
                     step: _Step | None = fresh.get(context) or self._fresh_step(context)
                 else:
@@ -344,12 +395,17 @@ class ContextModel:
                         break
             else:
                 encoder.encode_raw(0 if char is None else ord(char) + 1)
-            keys = [0, *[symbol + base * key for key in keys[:-1]]]
+            if five:  # the shipped order, unrolled: a third of the cost of the general form
+                keys = [0, *_shift5(keys, symbol, base)]
+            else:
+                keys = [0, *[symbol + base * key for key in keys[:-1]]]
 
     def decode_text(self, decoder: FrameDecoder, max_chars: int) -> str:
         """Decode one text, refusing it as soon as it passes ``max_chars`` characters."""
         decode = decoder.decode
-        lookup, fresh, base, alphabet = self._lookup, self._fresh, self.base, self.alphabet
+        fresh, base, alphabet = self._fresh, self.base, self.alphabet
+        tables, first = self._keys, self._first
+        five = self.order == 5
         orders = range(self.order, -1, -1)
         keys = list(self._bos_keys)
         chars: list[str] = []
@@ -357,11 +413,11 @@ class ContextModel:
             symbol = -1
             previous = -1
             for k in orders:
-                context = lookup[k].get(keys[k])
-                if context is None:
-                    context = self._find(k, keys[k])
-                if context < 0:
+                key, table = keys[k], tables[k]
+                at = bisect_left(table, key)
+                if at == len(table) or table[at] != key:
                     continue
+                context = first[k] + at
                 if previous < 0:
                     step: _Step | None = fresh.get(context) or self._fresh_step(context)
                 else:
@@ -385,7 +441,10 @@ class ContextModel:
             if len(chars) >= max_chars:
                 raise LimitExceeded(f"a text has more than {max_chars} characters")
             chars.append(char)
-            keys = [0, *[symbol + base * key for key in keys[:-1]]]
+            if five:  # the shipped order, unrolled: a third of the cost of the general form
+                keys = [0, *_shift5(keys, symbol, base)]
+            else:
+                keys = [0, *[symbol + base * key for key in keys[:-1]]]
 
     def text_bits(self, text: str) -> float:
         """Ideal code length of ``text`` and its END under this model, in bits."""
@@ -402,6 +461,14 @@ class ContextModel:
                 bits += RAW_BITS
             keys = self._next_keys(keys, symbol)
         return bits
+
+
+def _ascending_within(symbols: IntArray, starts: IntArray) -> bool:
+    """Whether each context's successors are strictly ascending (as training stores them)."""
+    rising = np.diff(symbols) > 0
+    if len(starts) > 2:
+        rising[starts[1:-1] - 1] = True  # a new context may start anywhere
+    return bool(np.all(rising))
 
 
 # --- training ---------------------------------------------------------------------------
