@@ -38,7 +38,7 @@ Example file::
     [grievances]
     reserve_bytes = 262_144       # may be raised, never lowered below the floor
     slot_bytes = 2048             # each crew member's daily slot: raised, never lowered
-    daily_slots = true            # every crew member's slot travels each slot period
+    daily_slots = true            # always on; false is refused (it makes grievances traceable)
     slot_period_s = 86400         # a slot per period (divides a day); a report in a slot
                                   # leaves when its period ends, then within
                                   # latency_minutes.grievance: a day and an hour at most
@@ -451,6 +451,12 @@ def _read_quota(quota: _Table, grievances: _Table) -> QuotaConfig:
             "raised, never lowered); raise it or remove the line"
         )
     daily_slots: bool = grievances.get("daily_slots", bool, True)
+    if not daily_slots:
+        raise ConfigError(
+            f"{grievances.where('daily_slots')} = false is refused: without daily slots an "
+            "owner can see when a crew member files a grievance and whose it is; remove the "
+            "line (slots are always on; tests switch them off in code, QuotaConfig.daily_slots)"
+        )
     period: int = grievances.get("slot_period_s", int, DEFAULT_SLOT_PERIOD_S)
     try:
         check_slot_period(period)

@@ -121,3 +121,21 @@ def test_slot_period_divides_a_day_and_the_config_checks_it(tmp_path: Path) -> N
         parse_config(document, source="ship.toml", base=tmp_path)
     document["grievances"]["slot_period_s"] = 60
     assert parse_config(document, source="ship.toml", base=tmp_path).quota.slot_period_s == 60
+
+
+def test_the_ship_config_refuses_daily_slots_off(tmp_path: Path) -> None:
+    """``daily_slots = false`` would let an owner see who files a grievance and when: refused
+    at config load, naming the key; tests keep the switch in code (``QuotaConfig``)."""
+    import dataclasses
+
+    from shipboard.config import default_config, default_document, parse_config
+    from shipboard.errors import ConfigError
+
+    document = default_document(tmp_path)
+    document["grievances"]["daily_slots"] = False
+    with pytest.raises(ConfigError, match=r"grievances\.daily_slots = false is refused"):
+        parse_config(document, source="ship.toml", base=tmp_path)
+    document["grievances"]["daily_slots"] = True
+    assert parse_config(document, source="ship.toml", base=tmp_path).quota.daily_slots
+    quota = dataclasses.replace(default_config(tmp_path).quota, daily_slots=False)
+    assert not quota.daily_slots
