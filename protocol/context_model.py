@@ -55,7 +55,9 @@ MAX_ORDER = 6
 #: Largest alphabet kept (rarer characters are coded raw); keys must fit in int64.
 MAX_ALPHABET = 4000
 _ZSTD_LEVEL = 19
-_MAX_MODEL_BYTES = 512 * 1024 * 1024
+#: Largest model body accepted (the shipped ones are at most 6 MB).
+_MAX_MODEL_BYTES = 64 * 1024 * 1024
+_INFLATE_STEP = 1 << 20
 #: Cached coding steps per model before the cache is emptied (bounds memory on a shore).
 _CACHE_LIMIT = 1 << 14
 #: Successor tables up to this size are filtered in Python, larger ones with numpy.
@@ -90,6 +92,20 @@ class _Step:
     def bits(self, index: int) -> float:
         """Ideal cost of ``index`` (unquantized), in bits."""
         return math.log2(sum(self.weights)) - math.log2(self.weights[index])
+
+
+def _inflate(packed: bytes) -> bytes:
+    """A model body, read in bounded steps: a corrupt frame header that declares a huge
+    size allocates nothing, and output past ``_MAX_MODEL_BYTES`` is refused."""
+    parts: list[bytes] = []
+    total = 0
+    with zstandard.ZstdDecompressor().stream_reader(packed) as reader:
+        while chunk := reader.read(_INFLATE_STEP):
+            total += len(chunk)
+            if total > _MAX_MODEL_BYTES:
+                raise ValueError(f"model body is over {_MAX_MODEL_BYTES} bytes")
+            parts.append(chunk)
+    return b"".join(parts)
 
 
 def _shift5(keys: list[int], symbol: int, base: int) -> tuple[int, int, int, int, int]:
@@ -215,10 +231,7 @@ class ContextModel:
                 f"(this build reads version {FORMAT_VERSION}); update vessel-relay"
             )
         try:
-            body = zstandard.ZstdDecompressor().decompress(
-                data[5:], max_output_size=_MAX_MODEL_BYTES
-            )
-            return cls._parse(body)
+            return cls._parse(_inflate(data[5:]))
         except (zstandard.ZstdError, struct.error, *LIBRARY_ERRORS) as exc:
             raise UnknownDictionary(f"context model bytes are corrupt ({exc})") from exc
 

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import struct
 
 import pytest
+import zstandard
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from protocol import context_model
 from protocol.context_model import (
     ContextModel,
     decode_frame,
@@ -207,6 +210,46 @@ def test_model_survives_serialisation(models: dict[Language, ContextModel]) -> N
     texts = _lines(Language.MYA, "dev")[:20]
     assert encode_frame(loaded, b"", texts) == encode_frame(model, b"", texts)
     assert ideal_code_length_bits(loaded, texts) == ideal_code_length_bits(model, texts)
+
+
+def test_round_trip_stays_exact_when_caches_overflow(
+    models: dict[Language, ContextModel], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With tiny caches (evicted all the time) coding gives the same bytes and round-trips."""
+    model = models[Language.LAO]
+    batches = [_lines(Language.LAO, "dev")[start : start + 20] for start in (0, 20, 40)]
+    expected = [encode_frame(model, b"", batch) for batch in batches]
+    monkeypatch.setattr(context_model, "_CACHE_LIMIT", 4)
+    cramped = ContextModel.from_bytes(model.to_bytes())
+    for batch, payload in zip(batches, expected, strict=True):
+        assert encode_frame(cramped, b"", batch) == payload
+        assert _decode(cramped, payload) == (b"", batch)
+
+
+def test_model_with_unsorted_successors_is_refused(golden_model: ContextModel) -> None:
+    """Successors must be ascending within a context (coding relies on it): else refused."""
+    body = bytearray(zstandard.ZstdDecompressor().decompress(golden_model.to_bytes()[5:]))
+    order, alphabet_size = struct.unpack_from("<BI", body, 0)
+    at = 5 + 4 * alphabet_size
+    for _ in range(order + 1):  # find a context with two successors, in any order
+        contexts, pairs = struct.unpack_from("<II", body, at)
+        at += 8 + 8 * contexts
+        sizes = struct.unpack_from(f"<{contexts}I", body, at)
+        at += 4 * contexts
+        symbols_at, first = at, 0
+        for size in sizes:
+            if size >= 2:
+                where = symbols_at + 2 * first
+                body[where : where + 4] = body[where + 2 : where + 4] + body[where : where + 2]
+                data = golden_model.to_bytes()[:5] + zstandard.ZstdCompressor().compress(
+                    bytes(body)
+                )
+                with pytest.raises(UnknownDictionary, match="inconsistent"):
+                    ContextModel.from_bytes(data)
+                return
+            first += size
+        at += 6 * pairs
+    pytest.fail("the golden model has no context with two successors")
 
 
 def test_training_reports_progress() -> None:
