@@ -19,7 +19,7 @@ skeleton of a batch.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import constriction
 import numpy as np
@@ -139,6 +139,12 @@ class FrameDecoder:
 
     def __init__(self, payload: bytes) -> None:
         self._coder = _QUEUE.RangeDecoder(_words(payload, 0))
+
+    def unchecked_decode(self) -> Callable[[object], int]:
+        """The library's own decode (no error translation), for a hot loop that catches
+        :data:`LIBRARY_ERRORS` itself and raises :class:`MalformedBatch` for them."""
+        decode: Callable[[object], int] = self._coder.decode
+        return decode
 
     def decode(self, model: object) -> int:
         """The next index under ``model``."""

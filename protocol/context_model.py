@@ -47,7 +47,7 @@ from protocol.context_coder import (
     FrameEncoder,
     categorical,
 )
-from protocol.errors import LimitExceeded, LocalProtocolError, UnknownDictionary
+from protocol.errors import LimitExceeded, LocalProtocolError, MalformedBatch, UnknownDictionary
 
 MAGIC = b"VRCM"
 FORMAT_VERSION = 1
@@ -415,7 +415,15 @@ class ContextModel:
 
     def decode_text(self, decoder: FrameDecoder, max_chars: int) -> str:
         """Decode one text, refusing it as soon as it passes ``max_chars`` characters."""
-        decode = decoder.decode
+        try:
+            return self._decode_text(decoder, max_chars, decoder.unchecked_decode())
+        except LIBRARY_ERRORS as exc:  # only the range decoder raises these here
+            raise MalformedBatch(f"context-coded frame does not decode ({exc})") from exc
+
+    def _decode_text(
+        self, decoder: FrameDecoder, max_chars: int, decode: Callable[[object], int]
+    ) -> str:
+        """:meth:`decode_text` (the hot loop: :meth:`_steps`, inlined)."""
         fresh, base, alphabet = self._fresh, self.base, self.alphabet
         tables, first = self._keys, self._first
         five = self.order == 5
