@@ -29,7 +29,7 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,11 +40,18 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from protocol.cases import STAGE_WORDS, case_number, open_case_note, reporter_reply_keys
+from protocol.cases import (
+    STAGE_WORDS,
+    CaseNote,
+    case_number,
+    open_case_note,
+    reporter_reply_keys,
+)
 from protocol.envelopes import CaseStatus
 from protocol.errors import SealedBoxInvalid
 from protocol.languages import Language
 from protocol.sealing import GrievanceCategory
+from protocol.slots import downlink_slot_notes
 from shipboard.crew import SignedIn
 from shipboard.errors import (
     CrewRegisterError,
@@ -416,6 +423,25 @@ def create_app(intake: Intake, sessions: SessionStore | None = None) -> ASGIApp:
                         written_minutes=opened.written_minutes,
                     )
             notes.append(note)
+        # the union's notes that came in the reporter's downlink slots (cover never opens)
+        slotted = await asyncio.to_thread(
+            _slot_notes,
+            await asyncio.to_thread(intake.outbox.slot_items, who.member.crew),
+            keys.private_key,
+            case_number(intake.outbox.vessel_id, seq),
+        )
+        for opened, at in slotted:
+            stage = opened.status
+            notes.append(
+                {
+                    "stage": STAGE_WORDS[opened.status],
+                    "at": at,
+                    "text": opened.text,
+                    "lang": None if opened.lang is None else opened.lang.code,
+                    "reason": opened.reason,
+                    "written_minutes": opened.written_minutes,
+                }
+            )
         return JSONResponse(
             {
                 "case_number": case_number(intake.outbox.vessel_id, seq),
@@ -499,3 +525,25 @@ async def serve_http(
         server.should_exit = True
         await task
         logger.info("HTTP API stopped")
+
+
+def _slot_notes(
+    items: Sequence[tuple[bytes, float]], reply_private_key: bytes, case: str
+) -> list[tuple[CaseNote, float]]:
+    """The case notes for ``case`` among a crew member's downlink slot items: each item's
+    short and long note are tried with the reply key; cover and other cases' notes are left
+    out (and nothing says which was which)."""
+    found: list[tuple[CaseNote, float]] = []
+    for item, at in items:
+        candidates = downlink_slot_notes(item)
+        if candidates is None:
+            continue
+        for sealed in candidates[1]:
+            try:
+                opened = open_case_note(sealed, reply_private_key)
+            except SealedBoxInvalid:
+                continue
+            if opened.case == case:
+                found.append((opened, at))
+            break
+    return found

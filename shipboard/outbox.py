@@ -60,6 +60,7 @@ from protocol.languages import Language
 from protocol.quota import month_of as quota_month_of
 from protocol.replay import RangeSet
 from protocol.signing import SigningKey
+from protocol.slots import SlotHeader, downlink_slot_notes
 from shipboard.errors import NothingToSend, OutboxUnavailable, QuotaExceeded
 from shipboard.sessions_log import SESSIONS_MIGRATION, LinkSession, record_session, sessions_in
 from shipboard.states import MessageEvent, MessageState, next_state
@@ -1004,6 +1005,17 @@ class Outbox:
                     inbox += 1
                 else:
                     ignored += 1
+            elif isinstance(envelope, CaseStatusUpdate) and (slot := _downlink_slot_of(envelope)):
+                # a downlink slot: a case note or cover, nobody on board can tell which; kept
+                # for the crew member it names, opened only with their reply key
+                self._inbox(
+                    db,
+                    now,
+                    envelope.written_minutes,
+                    kind="slot",
+                    crew=slot.crew if self._crew_exists(db, slot.crew) else None,
+                    sealed_note=envelope.sealed_note,
+                )
             elif isinstance(envelope, CaseStatusUpdate):
                 self._inbox(
                     db,
@@ -1200,13 +1212,24 @@ class Outbox:
                 rows = db.execute(
                     "SELECT entry, kind, message_seq, case_seq, stage, code, contact, lang, "
                     "body, truncated, written_minutes, at FROM inbox "
-                    f"WHERE crew = ? OR case_seq IN ({marks}) OR message_seq IN ({marks}) "
+                    f"WHERE kind != 'slot' AND (crew = ? OR case_seq IN ({marks}) "
+                    f"OR message_seq IN ({marks})) "
                     "ORDER BY entry DESC LIMIT 500",
                     (crew, *case_seqs, *case_seqs),
                 ).fetchall()
             finally:
                 db.row_factory = None
         return [dict(row) for row in rows]
+
+    def slot_items(self, crew: int) -> list[tuple[bytes, float]]:
+        """The downlink slot items for a crew member, oldest first: (item, at). Each holds a
+        case note sealed to their reply key, or cover (which opens for nobody)."""
+        with self.reading() as db:
+            rows = db.execute(
+                "SELECT sealed_note, at FROM inbox WHERE kind = 'slot' AND crew = ? ORDER BY entry",
+                (crew,),
+            ).fetchall()
+        return [(bytes(item), float(at)) for item, at in rows if item is not None]
 
     def case_notes(self, case_seq: int) -> list[tuple[int, bytes, float]]:
         """A case's updates from the union, oldest first: (stage code, sealed note, at).
@@ -1262,3 +1285,11 @@ class Outbox:
             downlink_ack_pending=bool(pending),
             ignored_downlink_envelopes=self._counters.ignored,
         )
+
+
+def _downlink_slot_of(envelope: CaseStatusUpdate) -> SlotHeader | None:
+    """The header of a downlink slot item (``report_seq`` 0), else None."""
+    if envelope.report_seq != 0 or envelope.sealed_note is None:
+        return None
+    found = downlink_slot_notes(envelope.sealed_note)
+    return None if found is None else found[0]

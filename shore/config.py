@@ -116,6 +116,8 @@ class DownlinkSection:
     resend_after_s: float = 3600.0
     resend_max_s: float = 24 * 3600.0
     max_items: int = 200
+    #: The vessels' [grievances] slot_period_s: one downlink slot per crew member per period.
+    slot_period_s: int = 86_400
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,22 +13,46 @@ own ``BatchAck`` (in an uplink batch) covers it, and is resent on a timer — af
 and did not acknowledge), after ``resend_max_s`` in any case (a broker restart may have
 lost it). Resending only then keeps the broker's queue for an offline vessel from filling
 with copies the vessel would pay to download.
+
+**Downlink slots.** Union case notes do not go down on their own (that would tell the owner
+that someone on board has a case, and its stage). At the end of every slot period
+(``slot_period_s``, a day by default: set it to the vessels' ``[grievances] slot_period_s``)
+every crew member whose uplink slots the relay has seen (in the last ``slot_crew_window_s``)
+gets exactly one fixed-size item (:func:`protocol.slots.downlink_slot`, carried as a
+``CaseStatusUpdate`` with ``report_seq`` 0 and a constant stage): the earliest case note
+waiting for them, or cover. Several notes in one period go in the next periods' slots, one
+per period. A note too long for a slot, or for a report that came without a slot, still goes
+on its own (visibly; see docs/threat-model.md).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
+import nacl.public
+
 from protocol.batch import Direction, encode_batch
 from protocol.codebook import Codebook
-from protocol.envelopes import Envelope
+from protocol.envelopes import CaseStatus, CaseStatusUpdate, Envelope
 from protocol.errors import LimitExceeded
 from protocol.signing import SigningKey
-from shore.store import Store
+from protocol.slots import (
+    DEFAULT_SLOT_PERIOD_S,
+    DOWNLINK_NOTE_BYTES,
+    SECONDS_PER_DAY,
+    SlotHeader,
+    check_slot_period,
+    cover_note,
+    day_of,
+    downlink_slot,
+    period_of,
+)
+from shore.store import SlotItemMaker, Store
 from vessel_relay.logs import batch_scope
 
 log = logging.getLogger(__name__)
@@ -54,8 +78,17 @@ class DownlinkConfig:
     resend_max_s: float = 24 * 3600.0
     #: Most items in one downlink batch.
     max_items: int = 200
+    #: The slot period of the vessels (their ``[grievances] slot_period_s``).
+    slot_period_s: int = DEFAULT_SLOT_PERIOD_S
+    #: A crew member gets downlink slots while their uplink slots arrived this recently.
+    slot_crew_window_s: float = 30 * SECONDS_PER_DAY
+    #: Downlink slots on (tests of the old behaviour switch them off).
+    slots: bool = True
 
     def __post_init__(self) -> None:
+        check_slot_period(self.slot_period_s)
+        if self.slot_crew_window_s <= 0:
+            raise ValueError("slot_crew_window_s must be positive")
         if not (self.tick_s > 0 and 0 < self.resend_after_s <= self.resend_max_s):
             raise ValueError("need tick_s > 0 and 0 < resend_after_s <= resend_max_s")
         if self.max_items < 1:
@@ -71,6 +104,7 @@ class DownlinkStatistics:
     batches_resent: int = 0
     link_bytes: int = 0
     publish_errors: int = 0
+    slot_items: int = 0
 
 
 class Downlink:
@@ -90,6 +124,7 @@ class Downlink:
         self.config = config or DownlinkConfig()
         self.clock = clock
         self.stats = DownlinkStatistics()
+        self._slots_done = -1
 
     def _encoder(self, vessel_id: int, now: float) -> Callable[[int, Sequence[Envelope]], bytes]:
         def encode(downlink_seq: int, envelopes: Sequence[Envelope]) -> bytes:
@@ -133,11 +168,57 @@ class Downlink:
                     len(batch.data),
                 )
 
+    def _slot_item(self, period: int) -> SlotItemMaker:
+        period_s = self.config.slot_period_s
+        minutes = int((period + 1) * period_s // 60)
+        day = day_of(period * period_s)
+
+        def make(crew: int, sealed_note: bytes | None) -> Envelope:
+            if sealed_note is None:
+                throwaway = bytes(nacl.public.PrivateKey.generate().public_key)
+                sealed_note = cover_note(throwaway)
+            item = downlink_slot(
+                SlotHeader(crew, day), sealed_note, os.urandom(DOWNLINK_NOTE_BYTES)
+            )
+            return CaseStatusUpdate(0, CaseStatus.RECEIVED, minutes, item)
+
+        return make
+
+    async def queue_slots(self, now: float) -> int:
+        """Queue the downlink slot items of the last finished slot period (once per period
+        and crew member, also across restarts); how many were queued."""
+        config = self.config
+        if not config.slots:
+            return 0
+        period = period_of(now, config.slot_period_s) - 1
+        if period <= self._slots_done:
+            return 0
+        by_vessel: dict[int, list[int]] = {}
+        for vessel_id, crew in await self.store.slot_crews(now - config.slot_crew_window_s):
+            by_vessel.setdefault(vessel_id, []).append(crew)
+        queued = 0
+        for vessel_id, crews in sorted(by_vessel.items()):
+            made = await self.store.queue_slot_items(
+                vessel_id, period, crews, self._slot_item(period), now
+            )
+            queued += made
+            if made:
+                log.info(
+                    "vessel %d: %d downlink slot items queued for slot period %d",
+                    vessel_id,
+                    made,
+                    period,
+                )
+        self._slots_done = period
+        self.stats.slot_items += queued
+        return queued
+
     async def publish_due(self, publish: Publish) -> int:
         """One pass: make batches and publish what is due, for every vessel; how many sent."""
         config = self.config
         sent = 0
         now = self.clock()
+        await self.queue_slots(now)
         vessels = await self.store.vessels_with_downlink_work(
             now, config.resend_after_s, config.resend_max_s
         )

@@ -353,7 +353,13 @@ async def run_relay(
             store,
             shore_key,
             codebook,
-            DownlinkConfig(down.tick_s, down.resend_after_s, down.resend_max_s, down.max_items),
+            DownlinkConfig(
+                down.tick_s,
+                down.resend_after_s,
+                down.resend_max_s,
+                down.max_items,
+                slot_period_s=down.slot_period_s,
+            ),
         )
         sms = make_sms_provider(config)
         workers, reply_server = _delivery_services(config, store, sms)

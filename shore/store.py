@@ -63,6 +63,8 @@ PhraseLookup = Callable[[int, "Language | None"], "str | None"]
 
 #: Encodes and signs one downlink batch: ``encode(downlink_seq, envelopes) -> bytes``.
 DownlinkEncoder = Callable[[int, Sequence[Envelope]], bytes]
+#: Makes one crew member's downlink slot item: ``make(crew, sealed_note or None)``.
+SlotItemMaker = Callable[[int, "bytes | None"], Envelope]
 
 
 # --- vessels -----------------------------------------------------------------------------
@@ -416,6 +418,23 @@ class Store(Protocol):
         now: float,
     ) -> None:
         """Queue a grievance case's new status down to the vessel."""
+
+    async def queue_slot_note(
+        self, vessel_id: int, report_seq: int, sealed_note: bytes, now: float
+    ) -> int | None:
+        """Keep a case note for the reporter's next downlink slot: the crew number comes from
+        the report's uplink slot header. None (nothing kept) if the report came without a
+        slot: the caller sends the note on its own."""
+
+    async def slot_crews(self, since: float) -> Sequence[tuple[int, int]]:
+        """(vessel, crew) of every crew member whose uplink slot arrived since ``since``."""
+
+    async def queue_slot_items(
+        self, vessel_id: int, period: int, crews: Sequence[int], make: SlotItemMaker, now: float
+    ) -> int:
+        """Queue one downlink slot item per crew member for ``period`` (at most once per
+        crew member and period), each carrying their earliest waiting note or cover, in one
+        transaction; how many were queued."""
 
     async def vessels_with_downlink_work(
         self, now: float, resend_after_s: float, resend_max_s: float

@@ -43,6 +43,7 @@ from protocol.envelopes import (
 from protocol.errors import Reason
 from protocol.languages import Language
 from protocol.replay import RangeSet
+from protocol.slots import SLOT_MAGIC, slot_header
 from shore.delivery import Destination, FinalOutcome, receipt_for
 from shore.store import (
     ContactRecord,
@@ -58,6 +59,7 @@ from shore.store import (
     QuarantineEntry,
     RegistryError,
     ReplayWindow,
+    SlotItemMaker,
     VesselInfo,
     VesselKey,
     VesselRecord,
@@ -277,6 +279,21 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
         """,
     ),
     LOG_MIGRATION,  # the transparency log of compliance reports (shore.transparency)
+    (
+        "0004_downlink_slot_notes",
+        """
+        CREATE TABLE slot_notes (
+            note_id {serial_pk},
+            vessel_id {int} NOT NULL REFERENCES vessels (vessel_id),
+            crew {int} NOT NULL,
+            sealed_note {blob} NOT NULL,
+            queued_at {real} NOT NULL,
+            carried_period {int}
+        );
+        CREATE INDEX slot_notes_waiting ON slot_notes (vessel_id, crew, note_id)
+            WHERE carried_period IS NULL;
+        """,
+    ),
 )
 
 
@@ -1218,6 +1235,75 @@ class SqlStore:
     ) -> None:
         update = CaseStatusUpdate(report_seq, status, int(now // 60), sealed_note or None)
         await self.queue_downlink(vessel_id, [update], now)
+
+    # downlink slots (protocol.slots.downlink_slot; shore.downlink makes the items) -------
+    async def queue_slot_note(
+        self, vessel_id: int, report_seq: int, sealed_note: bytes, now: float
+    ) -> int | None:
+        async with self._transaction() as tx:
+            row = await tx.fetchrow(
+                "SELECT sealed FROM messages WHERE vessel_id = $1 AND message_seq = $2 "
+                "AND kind = 'grievance'",
+                vessel_id,
+                report_seq,
+            )
+            header = None if row is None or row[0] is None else slot_header(bytes(row[0]))
+            if header is None:
+                return None
+            await tx.execute(
+                "INSERT INTO slot_notes (vessel_id, crew, sealed_note, queued_at) "
+                "VALUES ($1, $2, $3, $4)",
+                vessel_id,
+                header.crew,
+                sealed_note,
+                float(now),
+            )
+        return header.crew
+
+    async def slot_crews(self, since: float) -> Sequence[tuple[int, int]]:
+        async with self._transaction() as tx:
+            rows = await tx.fetch(
+                "SELECT DISTINCT vessel_id, substr(sealed, 1, 6) FROM messages "
+                "WHERE kind = 'grievance' AND sealed IS NOT NULL AND accepted_at >= $1",
+                float(since),
+            )
+        found: set[tuple[int, int]] = set()
+        for vessel, head in rows:
+            head = bytes(head)
+            if len(head) == 6 and head.startswith(SLOT_MAGIC):
+                found.add((int(vessel), int.from_bytes(head[4:6], "big")))
+        return sorted(found)
+
+    async def queue_slot_items(
+        self, vessel_id: int, period: int, crews: Sequence[int], make: SlotItemMaker, now: float
+    ) -> int:
+        made = 0
+        async with self._transaction() as tx:
+            await self._lock_link(tx, vessel_id)
+            for crew in crews:
+                key = f"slot/{period}/{crew}"
+                if await tx.fetchrow(
+                    "SELECT 1 FROM downlink_items WHERE vessel_id = $1 AND dedupe = $2",
+                    vessel_id,
+                    key,
+                ):
+                    continue
+                note = await tx.fetchrow(
+                    "SELECT note_id, sealed_note FROM slot_notes WHERE vessel_id = $1 "
+                    "AND crew = $2 AND carried_period IS NULL ORDER BY note_id LIMIT 1",
+                    vessel_id,
+                    crew,
+                )
+                envelope = make(crew, None if note is None else bytes(note[1]))
+                await self._queue(tx, vessel_id, envelope, now, key)
+                if note is not None:
+                    await tx.execute(
+                        "UPDATE slot_notes SET carried_period = $2 WHERE note_id = $1",
+                        note[0],
+                        period,
+                    )
+                made += 1
+        return made
 
     @staticmethod
     def _resend(now: str, after: str, longest: str) -> str:

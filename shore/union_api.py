@@ -21,7 +21,10 @@ Routes (JSON)::
     GET  /union/v1/alerts                       "crew member silent" / "vessel silent"
 
 A note is a :class:`protocol.cases.CaseNote` the union sealed to the reporter's reply key;
-the relay queues it down to the vessel as a ``CaseStatusUpdate`` and cannot read it.
+the relay cannot read it. If the report came in a daily slot, the note waits for the
+reporter's next downlink slot (``shore.downlink``: one fixed-size item per crew member per
+slot period, note or cover); otherwise (or if it is too long for a slot) it goes down on its
+own as a ``CaseStatusUpdate`` with the stage in the clear.
 """
 
 from __future__ import annotations
@@ -46,7 +49,12 @@ from starlette.routing import Route
 from protocol.envelopes import CaseStatus
 from protocol.errors import SignatureInvalid
 from protocol.signing import VerifyKey
-from protocol.slots import silence_alerts, slot_header
+from protocol.slots import (
+    DOWNLINK_NOTE_BYTES,
+    SHORT_NOTE_BYTES,
+    silence_alerts,
+    slot_header,
+)
 from shore.config import UnionApiSection
 from shore.store import Store, StoreError
 
@@ -215,16 +223,30 @@ def make_union_api(
         owned = {(v, s) for v, s, _, _ in await store.union_reports(account.union_id)}
         if (vessel, seq) not in owned:
             raise _Refused(404, f"case {vessel}-{seq} is not one of union {account.union_id}'s")
+        crew = None
+        if len(sealed_note) in (SHORT_NOTE_BYTES, DOWNLINK_NOTE_BYTES):
+            crew = await store.queue_slot_note(vessel, seq, sealed_note, clock())
+        if crew is not None:
+            logger.info(
+                "union %d: case %d-%d note of %d sealed bytes kept for the reporter's next "
+                "downlink slot",
+                account.union_id,
+                vessel,
+                seq,
+                len(sealed_note),
+            )
+            return JSONResponse({"queued": True, "carried": "slot"}, status_code=202)
         await store.queue_case_update(vessel, seq, status, sealed_note or None, clock())
         logger.info(
-            "union %d: case %d-%d now %s, note of %d sealed bytes queued down",
+            "union %d: case %d-%d now %s, note of %d sealed bytes queued down on its own "
+            "(the report came without a slot, or the note does not fit one)",
             account.union_id,
             vessel,
             seq,
             status.name.lower(),
             len(sealed_note),
         )
-        return JSONResponse({"queued": True}, status_code=202)
+        return JSONResponse({"queued": True, "carried": "own"}, status_code=202)
 
     async def alert_list(request: Request, account: UnionAccount, body: bytes) -> Response:
         found = [] if alerts is None else list(await alerts(account.union_id, clock()))

@@ -234,7 +234,8 @@ async def test_grievance_through_broker_and_relay_to_the_union_and_back(tmp_path
                 assert response.status_code == 200, response.text
                 return len(response.json()["notes"]) >= 2
 
-            await _until(answered, "the union's notes to reach the vessel")
+            # each note rides the reporter's downlink slot of a later period (20 s here)
+            await _until(answered, "the union's notes to reach the vessel", timeout_s=150)
             case = (await http.get(f"/api/cases/{seq}", headers=mine)).json()
             assert case["case_number"] == case_number
             assert case["stage"] == "acknowledged"
@@ -246,6 +247,32 @@ async def test_grievance_through_broker_and_relay_to_the_union_and_back(tmp_path
             theirs = await _login(http, other.crew, other.pin)
             foreign = await http.get(f"/api/cases/{seq}", headers=theirs)
             assert foreign.status_code == 404
+            # nothing on board says which crew member has a case: the notes came in slots,
+            # and the other crew member got as many slot items (cover) as the reporter
+            slots = _downlink_slot_items(system.vessel.data_dir)
+            assert slots["visible case updates"] == 0
+            assert slots[reporter.crew] >= 2
+            assert slots[other.crew] >= 1
         relay_log = (tmp_path / "relay.log").read_text(errors="replace")
         assert REPORT not in relay_log
         assert ANSWER not in relay_log
+
+
+def _downlink_slot_items(data_dir: Path) -> dict[object, int]:
+    """Downlink slot items stored on board per crew member, and visible case updates."""
+    import sqlite3
+
+    found: dict[object, int] = {"visible case updates": 0}
+    db = sqlite3.connect(next(data_dir.glob("outbox*.sqlite3")))
+    try:
+        for kind, crew, count in db.execute(
+            "SELECT kind, crew, COUNT(*) FROM inbox WHERE kind IN ('slot', 'case') "
+            "GROUP BY kind, crew"
+        ):
+            if kind == "case":
+                found["visible case updates"] += int(count)
+            else:
+                found[crew] = int(count)
+    finally:
+        db.close()
+    return found

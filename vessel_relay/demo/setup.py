@@ -271,7 +271,7 @@ def prepare_relay(
         f'[mqtt]\nurl = "{broker_url}"\nprotocol = "{mqtt_version}"\n'
         "keepalive_s = 30\npublish_timeout_s = 20.0\nreconnect_max_s = 2.0\n\n"
         f"[downlink]\ntick_s = {tick_s}\nresend_after_s = {resend_s}\n"
-        f"resend_max_s = {resend_s * 4}\n\n"
+        f"resend_max_s = {resend_s * 4}\nslot_period_s = {DEMO_SLOT_PERIOD_S}\n\n"
         "[delivery]\nenabled = true\nworkers = 1\n"
         f'smtp_host = "{smtp_host}"\nsmtp_port = {smtp_port}\n'
         'relay_domain = "relay.demo.example"\nfrom_address = "relay@relay.demo.example"\n'
