@@ -223,30 +223,19 @@ def make_union_api(
         owned = {(v, s) for v, s, _, _ in await store.union_reports(account.union_id)}
         if (vessel, seq) not in owned:
             raise _Refused(404, f"case {vessel}-{seq} is not one of union {account.union_id}'s")
-        crew = None
-        if len(sealed_note) in (SHORT_NOTE_BYTES, DOWNLINK_NOTE_BYTES):
-            crew = await store.queue_slot_note(vessel, seq, sealed_note, clock())
-        if crew is not None:
-            logger.info(
-                "union %d: case %d-%d note of %d sealed bytes kept for the reporter's next "
-                "downlink slot",
-                account.union_id,
-                vessel,
-                seq,
-                len(sealed_note),
-            )
-            return JSONResponse({"queued": True, "carried": "slot"}, status_code=202)
-        await store.queue_case_update(vessel, seq, status, sealed_note or None, clock())
+        carried = await queue_case_note(store, vessel, seq, status, sealed_note, clock())
         logger.info(
-            "union %d: case %d-%d now %s, note of %d sealed bytes queued down on its own "
-            "(the report came without a slot, or the note does not fit one)",
+            "union %d: case %d-%d note of %d sealed bytes queued down (%s)",
             account.union_id,
             vessel,
             seq,
-            status.name.lower(),
             len(sealed_note),
+            "in the reporter's next downlink slot"
+            if carried == "slot"
+            else f"on its own, stage {status.name.lower()} in the clear: the report came "
+            "without a slot or the note does not fit one",
         )
-        return JSONResponse({"queued": True, "carried": "own"}, status_code=202)
+        return JSONResponse({"queued": True, "carried": carried}, status_code=202)
 
     async def alert_list(request: Request, account: UnionAccount, body: bytes) -> Response:
         found = [] if alerts is None else list(await alerts(account.union_id, clock()))
@@ -261,6 +250,27 @@ def make_union_api(
             Route("/union/v1/alerts", endpoint(alert_list), methods=["GET"]),
         ]
     )
+
+
+async def queue_case_note(
+    store: Store,
+    vessel: int,
+    report_seq: int,
+    status: CaseStatus,
+    sealed_note: bytes,
+    now: float,
+    *,
+    slots: bool = True,
+) -> str:
+    """Queue a union's sealed case note down to the reporter; how it travels: ``"slot"``
+    (kept for the reporter's next downlink slot: the report came in a slot and the note fits
+    one) or ``"own"`` (a ``CaseStatusUpdate`` of its own, stage in the clear). ``slots=False``
+    is the old behaviour, for tests that measure it."""
+    fits = slots and len(sealed_note) in (SHORT_NOTE_BYTES, DOWNLINK_NOTE_BYTES)
+    if fits and await store.queue_slot_note(vessel, report_seq, sealed_note, now) is not None:
+        return "slot"
+    await store.queue_case_update(vessel, report_seq, status, sealed_note or None, now)
+    return "own"
 
 
 def silence_alert_source(store: Store, vessel_silent_after_s: float) -> AlertSource:

@@ -2,8 +2,9 @@
 
 Simulated crew-days (fake clock) through the real shipboard pipeline (``Intake`` makes and
 fills the daily slots, ``Outbox.make_batch`` signs and Padmé-pads the batch) and, for the
-downlink, the relay's pure slot functions (``protocol.slots.downlink_slot`` around a real
-``protocol.cases.seal_case_note``) encoded with ``protocol.batch.encode_batch``.
+downlink, the relay's real downlink code (``shore.union_api.queue_case_note``, then
+``shore.downlink.Downlink`` on a real ``SqliteStore``: one slot item per crew member per
+period, note or cover), publishing what the owner captures.
 
 What the owner observes, per crew-day: the size on the wire of each batch that day (padded),
 the number of batches and of grievance-lane items, the time of day they leave, and the size
@@ -32,9 +33,9 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from protocol.batch import Direction, encode_batch
+from protocol.batch import Direction, decode_batch
 from protocol.cases import CaseNote, reporter_reply_keys, seal_case_note
-from protocol.envelopes import CaseStatus, CaseStatusUpdate, Envelope
+from protocol.envelopes import CaseStatus, CaseStatusUpdate
 from protocol.languages import Language
 from protocol.sealing import GrievanceCategory
 from protocol.signing import SigningKey
@@ -51,6 +52,10 @@ from shipboard.config import UnionConfig, default_config
 from shipboard.crew import CrewRegister, SignedIn
 from shipboard.intake import Intake
 from shipboard.outbox import Outbox
+from shore.downlink import Downlink, DownlinkConfig
+from shore.store import VesselInfo
+from shore.store_sqlite import SqliteStore
+from shore.union_api import queue_case_note
 from vessel_relay.codebooks import default_codebook
 
 DAY0 = 20_600
@@ -218,57 +223,127 @@ def _own_item_sizes(outbox: Outbox, day: int) -> dict[int, int]:
 # --- downlink ----------------------------------------------------------------------------
 
 
-def _downlink(crew: int, days: int, slots: bool, seed: int) -> Observed:
-    """Each day, the union answers some crew members' cases (a stage change, perhaps a
-    reply); the relay makes that day's downlink batch the way ``shore.downlink`` does."""
+async def _downlink(tmp: Path, crew: int, days: int, slots: bool, seed: int) -> Observed:
+    """The relay's real downlink: a vessel's crew send one day of uplink slots (through the
+    real ``Intake``/``Outbox`` and the relay's ingest into a real ``SqliteStore``); then each
+    day the union answers some crew members' cases (a stage change, perhaps a reply) through
+    ``shore.union_api.queue_case_note``, and at the day's end ``shore.downlink.Downlink``
+    makes and publishes what it would (captured here). The owner sees every published batch.
+    """
     rng = random.Random(seed)
-    reply_keys = [reporter_reply_keys(bytes([n + 1]) * 32).public_key for n in range(crew)]
-    seen = Observed()
+    store = await SqliteStore.open(tmp / "relay.db")
+    info = VesselInfo("Sea Star", "TH", "TH-0042", "Owner Co", unions=(7,))
+    vessel_id = await store.add_vessel(info, VESSEL_KEY.verify_key.key, 0.0)
+    outbox, intake, _, signed = _vessel(tmp / "ship", crew, slots=True)
     codebook = default_codebook()
-    for index, day in enumerate(range(DAY0, DAY0 + days)):
-        answered = {n for n in range(crew) if rng.random() < 0.15}
-        envelopes: list[Envelope] = []
-        own: dict[int, int] = {}
-        minutes = int((day + 1) * SECONDS_PER_DAY // 60)
-        for n in range(crew):
-            note = None
-            if n in answered:
+    clock = Clock(DAY0 * SECONDS_PER_DAY + 60.0)
+    never = 10 * 365 * SECONDS_PER_DAY  # no resends: the test models one send per batch
+    downlink = Downlink(
+        store,
+        SHORE_KEY,
+        codebook,
+        DownlinkConfig(tick_s=1.0, resend_after_s=never, resend_max_s=never, slots=slots),
+        clock=clock,
+    )
+    published: list[bytes] = []
+
+    async def publish(topic: str, data: bytes) -> None:
+        published.append(data)
+
+    seen = Observed()
+    try:
+
+        async def uplink_slots(day: int) -> None:
+            # the day's uplink slots reach the relay at the day's end
+            intake.ensure_slots(day * SECONDS_PER_DAY + 60.0)
+            release = (day + 1) * SECONDS_PER_DAY + 1.0
+            seqs = [m.message_seq for m in outbox.pending_messages(release)]
+            _, data = outbox.make_batch(seqs, codebook, VESSEL_KEY, release)
+            batch = decode_batch(
+                data,
+                codebook=codebook,
+                verify_key=VESSEL_KEY.verify_key,
+                direction=Direction.UPLINK,
+            )
+            await store.ingest_batch(batch, data, release)
+
+        # the first day's slots: the relay learns who has a slot, and each crew member's
+        # slot becomes the "case" the union answers (the relay cannot tell cover from report)
+        await uplink_slots(DAY0)
+        release = (DAY0 + 1) * SECONDS_PER_DAY + 1.0
+        case_of: dict[int, int] = {}
+        for _, seq, sealed, _ in await store.union_reports(7):
+            header = slot_header(sealed)
+            assert header is not None
+            case_of.setdefault(header.crew, seq)
+        crews = [member.member.crew for member in signed]
+        reply_keys = [reporter_reply_keys(bytes([n + 1]) * 32).public_key for n in range(crew)]
+        clock.now = release + 60
+        await downlink.publish_due(publish)  # the acknowledgement of the uplink batch
+        published.clear()
+        for day in range(DAY0 + 1, DAY0 + 1 + days):
+            answered = {n for n in range(crew) if rng.random() < 0.15}
+            for n in sorted(answered):
+                clock.now = day * SECONDS_PER_DAY + rng.uniform(60, SECONDS_PER_DAY - 60)
                 text = "we called the owner " * rng.randrange(0, 40)
                 status = CaseStatus(rng.randrange(2, 6))
                 note = seal_case_note(
-                    CaseNote(f"1-{n + 10}", status, minutes, text or None, Language.ENG),
+                    CaseNote(
+                        f"{vessel_id}-{case_of[crews[n]]}",
+                        status,
+                        int(clock.now // 60),
+                        text or None,
+                        Language.ENG,
+                    ),
                     reply_keys[n],
                 )
-            if slots:
-                body = note or cover_note(bytes(nacl.public.PrivateKey.generate().public_key))
-                item = downlink_slot(SlotHeader(n + 1, day), body, os.urandom(1100))
-                update = CaseStatusUpdate(0, CaseStatus.RECEIVED, minutes, item)
-            elif note is not None:
-                update = CaseStatusUpdate(n + 10, status, minutes, note)
-            else:
-                continue
-            own[n] = len(update.sealed_note or b"")
-            envelopes.append(update)
-        sizes: list[int] = []
-        if envelopes:
-            data = encode_batch(
-                envelopes,
-                direction=Direction.DOWNLINK,
-                vessel_id=1,
-                batch_seq=index + 1,
-                batch_minutes=minutes,
-                signing_key=SHORE_KEY,
-                codebook=codebook,
-            )
-            sizes.append(len(data))
-        seen.wire_bytes += sum(sizes)
-        common = [float(len(envelopes)), float(sum(sizes))]
-        seen.day_rows.append(common)
-        seen.day_labels.append(int(bool(answered)))
-        for n in range(crew):
-            seen.crew_rows.append([*common, float(own.get(n, 0))])
-            seen.crew_labels.append(int(n in answered))
-        seen.crew_days += crew
+                carried = await queue_case_note(
+                    store, vessel_id, case_of[crews[n]], status, note, clock.now, slots=slots
+                )
+                assert carried == ("slot" if slots else "own")
+            await uplink_slots(day)
+            clock.now = (day + 1) * SECONDS_PER_DAY + 5.0
+            await downlink.publish_due(publish)
+            sizes = sorted(len(data) for data in published)
+            own: dict[int, int] = {}
+            items = 0
+            for data in published:
+                down = decode_batch(
+                    data,
+                    codebook=codebook,
+                    verify_key=SHORE_KEY.verify_key,
+                    direction=Direction.DOWNLINK,
+                )
+                for envelope in down.envelopes:
+                    if not isinstance(envelope, CaseStatusUpdate):
+                        continue
+                    items += 1
+                    sealed_note = envelope.sealed_note or b""
+                    found = downlink_slot_notes(sealed_note)
+                    # the owner reads the slot header (crew) or, the old way, the case number
+                    # whose report they saw leave (they know whose it was from the outbox)
+                    if found is not None:
+                        own[found[0].crew] = len(sealed_note)
+                    else:
+                        for member, seq in case_of.items():
+                            if seq == envelope.report_seq:
+                                own[member] = len(sealed_note)
+            published.clear()
+            if slots:  # exactly one slot item per crew member, each the same size
+                assert sorted(own) == sorted(crews)
+                assert items == crew
+                assert set(own.values()) == {DOWNLINK_SLOT_BYTES}
+            seen.wire_bytes += sum(sizes)
+            common = [float(len(sizes)), float(sum(sizes)), float(items)]
+            seen.day_rows.append(common)
+            seen.day_labels.append(int(bool(answered)))
+            for n in range(crew):
+                seen.crew_rows.append([*common, float(own.get(crews[n], 0))])
+                seen.crew_labels.append(int(n in answered))
+            seen.crew_days += crew
+    finally:
+        outbox.close()
+        await store.close()
     return seen
 
 
@@ -311,11 +386,11 @@ def _report(name: str, seen: Observed, auc: float, crew: int, days: int) -> None
     )
 
 
-def _run(tmp_path: Path, crew: int, days: int) -> None:
+async def _run(tmp_path: Path, crew: int, days: int) -> None:
     up = _uplink(tmp_path / "on", crew, days, slots=True, seed=1)
     up_auc = max(owner_auc(up.crew_rows, up.crew_labels), owner_auc(up.day_rows, up.day_labels))
     _report("uplink, daily slots", up, up_auc, crew, days)
-    down = _downlink(crew, days, slots=True, seed=2)
+    down = await _downlink(tmp_path / "down-on", crew, days, slots=True, seed=2)
     down_auc = max(
         owner_auc(down.crew_rows, down.crew_labels), owner_auc(down.day_rows, down.day_labels)
     )
@@ -323,7 +398,7 @@ def _run(tmp_path: Path, crew: int, days: int) -> None:
     old_up = _uplink(tmp_path / "off", crew, days, slots=False, seed=1)
     old_up_auc = owner_auc(old_up.day_rows, old_up.day_labels)
     _report("uplink, no slots (old)", old_up, old_up_auc, crew, days)
-    old_down = _downlink(crew, days, slots=False, seed=2)
+    old_down = await _downlink(tmp_path / "down-off", crew, days, slots=False, seed=2)
     old_down_auc = owner_auc(old_down.day_rows, old_down.day_labels)
     _report("downlink, no slots (old)", old_down, old_down_auc, crew, days)
     assert up_auc <= AUC_LIMIT, f"the owner tells grievance days apart: AUC {up_auc:.3f}"
@@ -333,12 +408,12 @@ def _run(tmp_path: Path, crew: int, days: int) -> None:
     assert old_down_auc > 0.9
 
 
-def test_an_owner_cannot_tell_grievance_days_from_the_traffic(tmp_path: Path) -> None:
-    _run(tmp_path, crew=4, days=60)
+async def test_an_owner_cannot_tell_grievance_days_from_the_traffic(tmp_path: Path) -> None:
+    await _run(tmp_path, crew=4, days=60)
 
 
 @pytest.mark.slow
-def test_an_owner_cannot_tell_grievance_days_over_thousands_of_crew_days(
+async def test_an_owner_cannot_tell_grievance_days_over_thousands_of_crew_days(
     tmp_path: Path,
 ) -> None:
-    _run(tmp_path, crew=12, days=250)
+    await _run(tmp_path, crew=12, days=250)
