@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -257,15 +258,25 @@ async def test_relay_and_agent_metrics_and_json_logs_over_a_real_exchange(
 
     # relay metrics
     assert total(relay_samples, "vessel_relay_batches_total", outcome="stored") >= 1
-    assert total(relay_samples, "vessel_relay_messages_total", outcome="stored") == 2
-    assert total(relay_samples, "vessel_relay_deliveries_total", outcome="delivered") == 2
-    assert total(relay_samples, "vessel_relay_deliveries_total", destination="union") == 1
+    # Daily grievance slots (cover) travel beside the two messages, as many as slot periods
+    # ended during the run: the counters must equal what the relay's own store holds.
+    with sqlite3.connect(f"file:{relay.data_dir / 'relay.db'}?mode=ro", uri=True) as db:
+        stored = db.execute("SELECT COUNT(*) FROM messages").fetchone()[0]
+        delivered = db.execute(
+            "SELECT COUNT(*) FROM deliveries WHERE outcome = 'delivered'"
+        ).fetchone()[0]
+    # (the counters were read before the relay stopped; the store may have taken more since)
+    assert 2 <= total(relay_samples, "vessel_relay_messages_total", outcome="stored") <= stored
+    delivered_metric = total(relay_samples, "vessel_relay_deliveries_total", outcome="delivered")
+    assert 2 <= delivered_metric <= delivered
+    assert total(relay_samples, "vessel_relay_deliveries_total", destination="email") == 1
+    assert total(relay_samples, "vessel_relay_deliveries_total", destination="union") >= 1
     assert total(relay_samples, "vessel_relay_delivery_repeats_total") == 0
     assert total(relay_samples, "vessel_relay_link_bytes_total", direction="uplink") > 0
     assert total(relay_samples, "vessel_relay_link_bytes_total", direction="downlink") > 0
     assert total(relay_samples, "vessel_relay_vessel_link_bytes_total", vessel=str(VESSEL)) > 0
     assert total(relay_samples, "vessel_relay_ingest_seconds_count") >= 1
-    assert total(relay_samples, "vessel_relay_delivery_seconds_count") == 2
+    assert total(relay_samples, "vessel_relay_delivery_seconds_count") == delivered_metric
     assert total(relay_samples, "vessel_relay_broker_connected") == 1
     assert total(relay_samples, "vessel_relay_vessels") == 1
     heard = total(relay_samples, "vessel_relay_vessel_last_heard_timestamp_seconds", vessel="7")
