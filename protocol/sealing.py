@@ -8,20 +8,32 @@ is one of a few buckets, so its length says little about what was written.
 Sealed content, before padding, is ``MAGIC || frame`` where the frame is a
 :mod:`protocol.compression` frame of the report's language: its skeleton is a CBOR map
 of the report's fields, its one text the report itself.
+
+Intake mode A (sealed on the crew member's phone, :func:`seal_grievance_a1`) has its own
+content, ``b"VRA1" || signature (64) || message``: the message is UTF-8 JSON (``"v":
+"A1"``, category, text, language code, receipt code, written minutes, anonymity, name and
+document unless anonymous, reply key, and the phone's Ed25519 public key ``"signer"``),
+and the signature is Ed25519 by that key over ``A1_DOMAIN || message``, the exact bytes
+sent (no re-encoding, so the page's JavaScript and Python agree byte for byte).
+:func:`open_grievance` recognises both and returns who signed an A1 report.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 from dataclasses import dataclass, field
 from enum import IntEnum
 
 import nacl.exceptions
 import nacl.public
+import nacl.signing
 
 from protocol.cbor import dumps, strict_loads
 from protocol.codebook import Codebook, Codec
 from protocol.compression import Frame, decode_frame, encode_frame
-from protocol.errors import InvalidEnvelope, LimitExceeded, SealedBoxInvalid
+from protocol.errors import InvalidEnvelope, LimitExceeded, SealedBoxInvalid, SignatureInvalid
 from protocol.languages import Language
 
 #: Sizes a sealed report's plaintext is padded to (the ciphertext adds 48 bytes).
@@ -63,6 +75,10 @@ class GrievancePlaintext:
     crew_name: str | None = None
     crew_document: str | None = None  # Seabook or work-permit number
     reply_key: bytes | None = field(default=None, repr=False)  # X25519, for sealed replies
+    #: Mode A only: the phone's Ed25519 public key, its signature and the signed message.
+    signer_key: bytes | None = field(default=None, repr=False)
+    signature: bytes | None = field(default=None, repr=False)
+    signed_message: bytes | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if not self.text:
@@ -134,6 +150,8 @@ def open_grievance(
             "union, or corrupted"
         ) from exc
     content = unpad(padded)
+    if content.startswith(_MAGIC_A1):
+        return open_a1_content(content)
     if not content.startswith(_MAGIC):
         raise SealedBoxInvalid("sealed report has an unknown format")
     raw = strict_loads(content[len(_MAGIC) :], max_depth=1, max_length=3, what="sealed report")
@@ -183,3 +201,159 @@ def open_grievance(
         )
     except (KeyError, ValueError, TypeError, InvalidEnvelope) as exc:
         raise SealedBoxInvalid(f"sealed report fields are malformed ({exc})") from exc
+
+
+# --- intake mode A: sealed and signed on the crew member's phone --------------------------
+
+_MAGIC_A1 = b"VRA1"
+#: What the phone's signature covers, before the message bytes (domain separation).
+A1_DOMAIN = b"vessel-relay grievance A1\x00"
+_A1_FIELDS: dict[str, tuple[type, ...]] = {
+    "v": (str,),
+    "category": (int,),
+    "text": (str,),
+    "lang": (str,),
+    "receipt": (str,),
+    "written": (int,),
+    "anonymous": (bool,),
+    "name": (str,),
+    "document": (str,),
+    "reply_key": (str,),
+    "signer": (str,),
+}
+_A1_REQUIRED = ("v", "category", "text", "lang", "receipt", "written", "anonymous", "signer")
+
+
+class ReporterSignatureInvalid(SignatureInvalid):
+    """A mode-A report whose signature does not match the phone key it names: it was
+    changed after the phone signed it, or made by someone without that phone's key.
+    Do not act on it as the reporter's words; ask the reporter through the union."""
+
+
+def a1_message(report: GrievancePlaintext, signer_key: bytes) -> bytes:
+    """The A1 message bytes for ``report`` as the page's script writes them (compact JSON,
+    UTF-8, keys in this order); the bytes are signed as they are, never re-encoded."""
+    fields: dict[str, object] = {
+        "v": "A1",
+        "category": int(report.category),
+        "text": report.text,
+        "lang": report.lang.code,
+        "receipt": report.receipt_code,
+        "written": report.written_minutes,
+        "anonymous": report.crew_name is None,
+    }
+    if report.crew_name is not None:
+        fields["name"] = report.crew_name
+    if report.crew_document is not None:
+        fields["document"] = report.crew_document
+    if report.reply_key is not None:
+        fields["reply_key"] = base64.b64encode(report.reply_key).decode("ascii")
+    fields["signer"] = base64.b64encode(signer_key).decode("ascii")
+    return json.dumps(fields, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def seal_grievance_a1(
+    report: GrievancePlaintext, signing_seed: bytes, union_public_key: bytes
+) -> bytes:
+    """Sign and seal a report as the crew member's phone does (mode A), in Python: what
+    ``shipboard/web/static/phone-keys.js`` does in the browser, for tests and tools."""
+    signer = nacl.signing.SigningKey(signing_seed)
+    message = a1_message(report, bytes(signer.verify_key))
+    signature = signer.sign(A1_DOMAIN + message).signature
+    try:
+        box = nacl.public.SealedBox(nacl.public.PublicKey(union_public_key))
+    except (nacl.exceptions.TypeError, nacl.exceptions.ValueError) as exc:
+        raise InvalidEnvelope(f"the union's public key is not a valid X25519 key: {exc}") from exc
+    return box.encrypt(pad(_MAGIC_A1 + signature + message))
+
+
+def verify_a1_signature(signer_key: bytes, signature: bytes, message: bytes) -> None:
+    """Raise :class:`ReporterSignatureInvalid` unless the phone key signed ``message``
+    (an inspector checks an exported case's report entry with this, offline)."""
+    try:
+        nacl.signing.VerifyKey(signer_key).verify(A1_DOMAIN + message, signature)
+    except (nacl.exceptions.BadSignatureError, nacl.exceptions.ValueError) as exc:
+        raise ReporterSignatureInvalid(
+            f"the report's signature does not match the phone key it names "
+            f"({signer_key.hex()[:12]}...): it was changed after the phone signed it, or it "
+            "was not made on that phone; do not treat it as the reporter's words"
+        ) from exc
+
+
+def _no_duplicates(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    result: dict[str, object] = {}
+    for key, value in pairs:
+        if key in result:
+            raise SealedBoxInvalid(f"A1 report names field {key!r} twice")
+        result[key] = value
+    return result
+
+
+def _no_constant(name: str) -> object:
+    raise SealedBoxInvalid(f"A1 report holds {name}, which is not JSON")
+
+
+def _b64_key(text: str, what: str) -> bytes:
+    try:
+        raw = base64.b64decode(text.encode("ascii"), validate=True)
+    except (binascii.Error, UnicodeEncodeError) as exc:
+        raise SealedBoxInvalid(f"A1 report's {what} is not base64") from exc
+    if len(raw) != 32:
+        raise SealedBoxInvalid(f"A1 report's {what} is not a 32-byte key")
+    return raw
+
+
+def open_a1_content(content: bytes) -> GrievancePlaintext:
+    """Check and read unpadded A1 content (``VRA1 || signature || message``)."""
+    if len(content) < len(_MAGIC_A1) + 64 + 2 or not content.startswith(_MAGIC_A1):
+        raise SealedBoxInvalid("A1 report is too short")
+    signature = content[len(_MAGIC_A1) : len(_MAGIC_A1) + 64]
+    message = content[len(_MAGIC_A1) + 64 :]
+    try:
+        raw = json.loads(
+            message.decode("utf-8"),
+            object_pairs_hook=_no_duplicates,
+            parse_constant=_no_constant,
+        )
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise SealedBoxInvalid(f"A1 report is not UTF-8 JSON ({exc})") from exc
+    if not isinstance(raw, dict):
+        raise SealedBoxInvalid("A1 report is not a JSON object")
+    fields: dict[str, object] = raw
+    for key, value in fields.items():
+        types = _A1_FIELDS.get(key)
+        if types is None:
+            raise SealedBoxInvalid(f"A1 report has an unknown field {key!r}")
+        if not isinstance(value, types) or (bool not in types and isinstance(value, bool)):
+            raise SealedBoxInvalid(f"A1 report field {key!r} holds {type(value).__name__}")
+    missing = [key for key in _A1_REQUIRED if key not in fields]
+    if missing:
+        raise SealedBoxInvalid(f"A1 report lacks {', '.join(missing)}")
+    if fields["v"] != "A1":
+        raise SealedBoxInvalid(f"A1 report says version {fields['v']!r}")
+    signer = _b64_key(str(fields["signer"]), "signer key")
+    verify_a1_signature(signer, signature, message)
+    reply = fields.get("reply_key")
+    category = fields["category"]
+    written = fields["written"]
+    if not isinstance(category, int) or not isinstance(written, int) or written < 0:
+        raise SealedBoxInvalid("A1 report has no valid time")
+    anonymous = fields["anonymous"] is True
+    name = fields.get("name")
+    document = fields.get("document")
+    try:
+        return GrievancePlaintext(
+            category=GrievanceCategory(category),
+            text=str(fields["text"]),
+            lang=Language.from_code(str(fields["lang"])),
+            receipt_code=str(fields["receipt"]),
+            written_minutes=written,
+            crew_name=None if anonymous or not isinstance(name, str) else name,
+            crew_document=None if anonymous or not isinstance(document, str) else document,
+            reply_key=None if reply is None else _b64_key(str(reply), "reply key"),
+            signer_key=signer,
+            signature=signature,
+            signed_message=message,
+        )
+    except (ValueError, InvalidEnvelope) as exc:
+        raise SealedBoxInvalid(f"A1 report fields are malformed ({exc})") from exc
