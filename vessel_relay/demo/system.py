@@ -110,14 +110,16 @@ class Vessel:
         return f"http://127.0.0.1:{self.setup.http_port}"
 
     def outbox_counts(self) -> dict[str, int]:
-        """Messages per state, read from the outbox file (read-only, beside the agent)."""
+        """Crew messages home per state, read from the outbox file (read-only, beside the
+        agent). Grievance-lane rows are left out: daily slots are made ahead, so some always
+        wait for their period to end."""
         path = self.setup.data_dir / "outbox.sqlite3"
         db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
         try:
             return {
                 str(state): int(count)
                 for state, count in db.execute(
-                    "SELECT state, COUNT(*) FROM messages GROUP BY state"
+                    "SELECT state, COUNT(*) FROM messages WHERE kind = 'message' GROUP BY state"
                 )
             }
         finally:
