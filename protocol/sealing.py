@@ -39,7 +39,9 @@ from protocol.languages import Language
 #: Sizes a sealed report's plaintext is padded to (the ciphertext adds 48 bytes).
 PADDING_BUCKETS: tuple[int, ...] = (256, 1024, 4096, 16384, 65536 - 64)
 _MAGIC = b"VRG1"
-_SEAL_OVERHEAD = 48  # ephemeral public key (32) + MAC (16)
+#: Bytes a sealed box adds: ephemeral public key (32) + MAC (16).
+SEAL_OVERHEAD = 48
+_SEAL_OVERHEAD = SEAL_OVERHEAD
 
 
 class GrievanceCategory(IntEnum):

@@ -26,7 +26,13 @@ from protocol.cases import make_receipt_code, reporter_reply_keys
 from protocol.codebook import Codebook
 from protocol.errors import InvalidEnvelope, InvalidText, LimitExceeded
 from protocol.languages import Language
-from protocol.sealing import GrievanceCategory, GrievancePlaintext, seal_grievance
+from protocol.sealing import (
+    PADDING_BUCKETS,
+    SEAL_OVERHEAD,
+    GrievanceCategory,
+    GrievancePlaintext,
+    seal_grievance,
+)
 from protocol.slots import (
     SlotHeader,
     SlotKind,
@@ -332,6 +338,39 @@ class Intake:
         self._ring("grievance")
         case_number = f"{self.config.vessel.vessel_id}-{accepted.message_seq}"
         return FiledReport(accepted.message_seq, case_number, receipt_code, accepted.accepted_at)
+
+    def file_sealed_grievance(
+        self, signed_in: SignedIn, *, union_id: int, sealed: bytes
+    ) -> FiledReport:
+        """Commit a report sealed on the crew member's phone (intake mode A).
+
+        The agent never sees the text: it checks only that the union is known and that the
+        ciphertext is one of the padding buckets' sizes, then queues it exactly like a
+        mode-B report (same slot path, same envelope). The receipt code stays on the phone
+        (the returned one is empty)."""
+        union = self.config.union(union_id)
+        if union is None:
+            raise UnknownUnion("This union is not known on this vessel. Choose one from the list.")
+        if len(sealed) - SEAL_OVERHEAD not in PADDING_BUCKETS:
+            raise BadText(
+                f"The sealed report has {len(sealed)} bytes, which is no report size. "
+                "Reload the page and send it again."
+            )
+        now = self.clock()
+        member = signed_in.member
+        if self.config.quota.daily_slots:
+            seq = self._into_slot(member.crew, union, sealed, signed_in.case_key, now)
+            if seq is not None:
+                self._ring("grievance")
+                logger.info("sealed report (mode A) %d committed in a slot", seq)
+                return FiledReport(seq, f"{self.config.vessel.vessel_id}-{seq}", "", now)
+        accepted = self.outbox.accept_grievance(
+            union_id=union_id, sealed=sealed, case_key=signed_in.case_key, now=now
+        )
+        self._ring("grievance")
+        logger.info("sealed report (mode A) %d committed", accepted.message_seq)
+        case_number = f"{self.config.vessel.vessel_id}-{accepted.message_seq}"
+        return FiledReport(accepted.message_seq, case_number, "", accepted.accepted_at)
 
     def sos(
         self,

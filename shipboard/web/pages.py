@@ -15,6 +15,7 @@ and addresses are never logged.
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import math
 import secrets
@@ -27,12 +28,14 @@ from urllib.parse import quote
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.datastructures import FormData
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 
+from protocol.cases import reporter_reply_keys
 from protocol.envelopes import CaseStatus, FailureReason
+from protocol.evidence import fingerprint
 from protocol.languages import Language
 from protocol.phrases import PHRASE_CODES, phrase, phrase_icon
 from protocol.sealing import GrievanceCategory
@@ -50,6 +53,8 @@ HERE = Path(__file__).parent
 SESSION_COOKIE = "vr_session"
 LOGIN_COOKIE = "vr_login"
 LANG_COOKIE = "vr_lang"
+#: Largest body of a report sealed on the phone (the largest padding bucket, sealed).
+MAX_SEALED_BYTES = 65536
 #: Bytes of quota that one short message uses, to say the quota in plain words.
 SHORT_MESSAGE_BYTES = 100
 
@@ -663,6 +668,67 @@ def web_routes(intake: Intake, sessions: WebSessions | None = None) -> list[Base
             values=values,
         )
 
+    # report a problem, sealed on the phone (intake mode A) ------------------------------
+
+    async def report_phone(request: Request, session: WebSession) -> Response:
+        member = session.signed_in.member
+        unions = [
+            {
+                "union_id": u.union_id,
+                "name": u.name,
+                "key": base64.b64encode(u.public_key).decode("ascii"),
+                "fingerprint": fingerprint(u.public_key),
+            }
+            for u in intake.config.unions
+        ]
+        reply_key = reporter_reply_keys(session.signed_in.case_key).public_key
+        response = render(
+            request,
+            "report_phone.html",
+            session,
+            session.lang,
+            categories=CATEGORIES,
+            unions=unions,
+            vessel=vessel_id,
+            crew=session.crew,
+            reply_key=base64.b64encode(reply_key).decode("ascii"),
+            crew_name=member.name or "",
+            crew_document=member.document or "",
+        )
+        # the page's own script and libsodium (WebAssembly); it talks only to this agent
+        response.headers["content-security-policy"] = (
+            "default-src 'none'; script-src 'self' 'wasm-unsafe-eval'; connect-src 'self'; "
+            "style-src 'self'; img-src 'self'; font-src 'self'; form-action 'self'; "
+            "frame-ancestors 'none'; base-uri 'none'"
+        )
+        return response
+
+    async def report_sealed(request: Request) -> Response:
+        """POST of a report sealed on the phone: only ciphertext arrives here."""
+        session = current(request)
+        if session is None or session.must_choose_pin:
+            return JSONResponse({"error": "sign in first"}, status_code=401)
+        if not csrf_ok(session.csrf, request.headers.get("x-csrf-token")):
+            logger.warning("crew member %d: sealed report without a valid CSRF token", session.crew)
+            return JSONResponse({"error": "reload the page and send again"}, status_code=403)
+        union = request.query_params.get("union", "")
+        sealed = await request.body()
+        if not union.isdigit() or len(sealed) > MAX_SEALED_BYTES:
+            return JSONResponse({"error": "choose a union; a report is at most 64 KiB"}, 400)
+        try:
+            filed = await asyncio.to_thread(
+                intake.file_sealed_grievance,
+                session.signed_in,
+                union_id=int(union),
+                sealed=sealed,
+            )
+        except IntakeRefused as refused:
+            return JSONResponse({"error": refused.code}, status_code=400)
+        except OutboxUnavailable:
+            return JSONResponse({"error": "storage problem on board"}, status_code=503)
+        logger.info("grievance report %d (mode A) committed from the phone", filed.message_seq)
+        return JSONResponse({"case_number": filed.case_number}, status_code=201)
+
     # SOS --------------------------------------------------------------------------------
 
     async def sos(request: Request, session: WebSession) -> Response:
@@ -766,6 +832,8 @@ def web_routes(intake: Intake, sessions: WebSessions | None = None) -> list[Base
         Route("/messages/{seq}", page(message), methods=["GET"]),
         Route("/contacts/new", page(add_contact), methods=["GET", "POST"]),
         Route("/report", page(report), methods=["GET", "POST"]),
+        Route("/report/phone", page(report_phone), methods=["GET"]),
+        Route("/report/phone/sealed", report_sealed, methods=["POST"]),
         Route("/sos", page(sos), methods=["GET", "POST"]),
         Route("/inbox", page(inbox), methods=["GET"]),
         Mount("/static", app=_CachedStatic(directory=HERE / "static"), name="static"),

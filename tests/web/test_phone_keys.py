@@ -1,0 +1,234 @@
+"""Intake mode A in a real browser (Debian's Chromium): the crew member's own key on the phone.
+
+The agent's app runs under uvicorn on loopback with a union whose private key only this
+test holds. In Chromium a crew member signs in, opens the mode-A page, which makes an
+Ed25519 key pair in the phone's storage, shows the union key's fingerprint to compare,
+and seals and signs a Burmese report with the vendored libsodium. The test then checks
+that the agent's files hold no plaintext, that the union opens what the phone sent with a
+verified phone signature whose fingerprint the page showed, and that a report a modified
+agent makes with its own key opens as another signer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import nacl.public
+import pytest
+from playwright.sync_api import Page, sync_playwright
+
+from protocol.evidence import fingerprint
+from protocol.languages import Language
+from protocol.sealing import GrievancePlaintext, open_grievance, seal_grievance_a1
+from protocol.slots import open_slot, slot_header
+from shipboard.config import UnionConfig, default_config
+from shipboard.http_api import create_app, serve_http
+from shipboard.intake import Intake
+from shipboard.outbox import Outbox
+from vessel_relay.codebooks import default_codebook
+
+from ..kit.ports import free_port
+from .test_crew_page import CHROMIUM_ARGS
+
+UNION = nacl.public.PrivateKey(bytes(range(50, 82)))
+CANARY = "ကျွန်ုပ်ကို သုံးလ လစာ မပေးပါ CANARY-A1-7f3e"
+NEW_PIN = "86420975"
+
+
+@dataclasses.dataclass
+class Agent:
+    url: str
+    intake: Intake
+    outbox: Outbox
+    data_dir: Path
+    crew: int
+    pin: str
+
+
+@pytest.fixture
+def agent(tmp_path: Path) -> Iterator[Agent]:
+    base = default_config(tmp_path)
+    config = dataclasses.replace(
+        base,
+        unions=(UnionConfig(7, "Fishers' Union", bytes(UNION.public_key), (Language.MYA,)),),
+    )
+    codebook = default_codebook()
+    outbox = Outbox.open(config.database_path, config.vessel.vessel_id)
+    intake = Intake(config, outbox, codebook)
+    member, pin = intake.register.add(
+        name="Aung Min",
+        document="SB-1",
+        nationality="MM",
+        language=Language.MYA,
+        now=intake.clock(),
+    )
+    port = free_port()
+    loop = asyncio.new_event_loop()
+    stopping = asyncio.Event()
+    ready = threading.Event()
+
+    async def serve() -> None:
+        started = asyncio.Event()
+        task = asyncio.create_task(
+            serve_http(create_app(intake), "127.0.0.1", port, stopping, started)
+        )
+        await started.wait()
+        ready.set()
+        await task
+
+    thread = threading.Thread(target=loop.run_until_complete, args=(serve(),), daemon=True)
+    thread.start()
+    assert ready.wait(30), "the agent's web server did not start"
+    try:
+        yield Agent(f"http://127.0.0.1:{port}", intake, outbox, tmp_path, member.crew, pin)
+    finally:
+        loop.call_soon_threadsafe(stopping.set)
+        thread.join(30)
+        loop.close()
+        outbox.close()
+
+
+def _sign_in(page: Page, agent: Agent) -> None:
+    page.goto(f"{agent.url}/lang/mya?next=/login")
+    page.fill("input[name=crew]", str(agent.crew))
+    page.fill("input[name=pin]", agent.pin)
+    page.click("form[action='/login'] button")
+    page.wait_for_url("**/pin")
+    page.fill("input[name=pin]", NEW_PIN)
+    page.fill("input[name=pin2]", NEW_PIN)
+    page.click("form[action='/pin'] button")
+    page.wait_for_url("**/home")
+
+
+def _sealed_reports(outbox: Outbox) -> dict[int, bytes]:
+    """The grievance lane's rows that hold a report for this union (slots opened)."""
+    found: dict[int, bytes] = {}
+    for seq, _, _, sealed in outbox.slot_rows(0):
+        if slot_header(sealed) is not None:
+            opened = open_slot(sealed, bytes(UNION))
+            if opened is None:
+                continue  # cover
+            sealed = opened.payload
+        found[seq] = sealed
+    return found
+
+
+def test_phone_enrols_seals_and_signs_and_the_agent_sees_only_ciphertext(agent: Agent) -> None:
+    codebook = default_codebook()
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS
+        )
+        try:
+            context = browser.new_context(viewport={"width": 360, "height": 740})
+            page = context.new_page()
+            posted: list[bytes] = []
+            problems: list[str] = []
+            page.on(
+                "console",
+                lambda m: (
+                    problems.append(m.text)
+                    if m.type == "error" and not m.text.startswith("Failed to load resource")
+                    else None
+                ),
+            )
+            page.on(
+                "response",
+                lambda r: (
+                    problems.append(f"{r.status} {r.url}")
+                    if r.status >= 400 and not r.url.endswith("/favicon.ico")
+                    else None
+                ),
+            )
+            page.on("pageerror", lambda e: problems.append(str(e)))
+            page.on(
+                "request",
+                lambda r: (
+                    posted.append(r.post_data_buffer or b"")
+                    if r.method == "POST" and "/report/phone/sealed" in r.url
+                    else None
+                ),
+            )
+            _sign_in(page, agent)
+            page.goto(f"{agent.url}/report/phone")
+            try:
+                page.wait_for_selector(
+                    "#phone-keys[data-ready=yes]", timeout=20_000, state="attached"
+                )
+            finally:
+                assert problems == []
+            assert page.is_hidden("#no-script")
+            shown_union = page.inner_text(".union-fingerprint")
+            assert shown_union == fingerprint(bytes(UNION.public_key))
+            phone_fp = page.inner_text("#phone-fingerprint")
+            stored_pk = page.evaluate(
+                "() => sodium.from_base64(JSON.parse(localStorage.getItem("
+                "Object.keys(localStorage).find(k => k.startsWith('vr.a1.key.')))).pk,"
+                " sodium.base64_variants.ORIGINAL).join(',')"
+            )
+            phone_key = bytes(int(b) for b in stored_pk.split(","))
+            assert phone_fp == fingerprint(phone_key)
+
+            # not compared with the union's card yet: nothing is sent
+            page.check("input[name=category][value='8']")
+            page.fill("#text", CANARY)
+            page.click("#seal-send")
+            assert page.is_visible("#message")
+            assert posted == []
+
+            page.check("#compared")
+            page.click("#seal-send")
+            page.wait_for_selector("#done:not([hidden])", timeout=10_000)
+            case_number = page.inner_text("#case")
+            receipt = page.inner_text("#receipt").replace(" ", "")
+            # the union key is now pinned: a page serving another key is refused on the phone
+            page.evaluate(
+                "() => { const u = document.querySelector('input[name=union]');"
+                " u.dataset.key = sodium.to_base64(new Uint8Array(32).fill(9),"
+                " sodium.base64_variants.ORIGINAL); u.dispatchEvent(new Event('change')); }"
+            )
+            assert page.is_disabled("#seal-send")
+            assert "union" in page.inner_text("#message").lower() or page.is_visible("#message")
+            context.close()
+        finally:
+            browser.close()
+
+    # only ciphertext went over the Wi-Fi, and the agent stored only ciphertext
+    assert len(posted) == 1
+    assert CANARY.encode() not in posted[0]
+    agent.outbox.checkpoint()
+    for path in agent.data_dir.rglob("*"):
+        if path.is_file():
+            data = path.read_bytes()
+            assert CANARY.encode() not in data, path
+            assert "CANARY-A1-7f3e".encode("utf-16-le") not in data, path
+
+    # the union opens it: the phone's signature verifies and names the phone's key
+    seq = int(case_number.split("-")[1])
+    reports = _sealed_reports(agent.outbox)
+    assert seq in reports
+    opened = open_grievance(reports[seq], bytes(UNION), codebook)
+    assert opened.text == CANARY
+    assert opened.signer_key == phone_key
+    assert opened.receipt_code == receipt
+    assert opened.crew_name == "Aung Min"
+    assert opened.reply_key is not None
+    # the same bytes the browser posted (a JS-made ciphertext opens in Python)
+    assert open_grievance(posted[0], bytes(UNION), codebook).signer_key == phone_key
+
+    # a modified agent makes its own report with its own key: it opens as another signer
+    forged = GrievancePlaintext(
+        category=opened.category,
+        text="I withdraw my complaint.",
+        lang=Language.MYA,
+        receipt_code=receipt,
+        written_minutes=opened.written_minutes + 1,
+    )
+    sealed = seal_grievance_a1(forged, bytes(range(200, 232)), bytes(UNION.public_key))
+    other = open_grievance(sealed, bytes(UNION), codebook)
+    assert other.signer_key is not None
+    assert fingerprint(other.signer_key) != phone_fp
