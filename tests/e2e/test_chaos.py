@@ -44,6 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.kit.mosquitto import find_mosquitto
 from tests.kit.powercut import CutReport, PowerCut, build_shim
@@ -206,6 +207,7 @@ def settled(system: ProcessSystem, ledger: Ledger) -> bool:
     return True
 
 
+@pytest.mark.timeout(900)
 async def test_nothing_accepted_is_lost_or_duplicated_under_chaos(tmp_path: Path) -> None:
     """30 crew members on 2 vessels write MESSAGES messages home while agents, relay and
     broker are SIGKILLed, agents lose power and links go down, all at random: afterwards
