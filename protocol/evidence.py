@@ -30,6 +30,7 @@ from protocol.errors import (
     RemoteProtocolError,
     SignatureInvalid,
 )
+from protocol.sealing import open_a1_content, verify_a1_signature
 from protocol.signing import SigningKey, VerifyKey
 
 #: Hash of "no previous entry" (the first entry of every case points here).
@@ -209,8 +210,32 @@ def verify_chain(entries: Sequence[EvidenceEntry], authors: Mapping[bytes, str])
             )
         except SignatureInvalid as exc:
             raise EvidenceInvalid(f"{where}: {exc}") from exc
+        _verify_reporter(entry, where)
         previous = entry.entry_hash
     return previous
+
+
+#: Fields of a report entry that carry the reporter's own signature (intake mode A).
+REPORTER_FIELDS = ("reporter_key", "reporter_signature", "reporter_signed")
+
+
+def _verify_reporter(entry: EvidenceEntry, where: str) -> None:
+    """A report signed on the reporter's phone (mode A) carries the phone's key, its
+    signature and the signed message; check that signature too, and that the text the
+    union recorded is the text the phone signed."""
+    present = [name for name in REPORTER_FIELDS if name in entry.fields]
+    if not present:
+        return
+    key, signature, signed = (entry.fields.get(name) for name in REPORTER_FIELDS)
+    if not (isinstance(key, bytes) and isinstance(signature, bytes) and isinstance(signed, bytes)):
+        raise EvidenceInvalid(f"{where} carries part of a reporter's signature, not all of it")
+    try:
+        verify_a1_signature(key, signature, signed)
+        signed_report = open_a1_content(b"VRA1" + signature + signed)
+    except ProtocolError as exc:
+        raise EvidenceInvalid(f"{where}: the reporter's signature: {exc}") from exc
+    if "text" in entry.fields and entry.fields["text"] != signed_report.text:
+        raise EvidenceInvalid(f"{where}: the recorded text is not the text the reporter signed")
 
 
 def fingerprint(public_key: bytes) -> str:

@@ -14,6 +14,7 @@ import typer
 
 from protocol.cases import STAGE_WORDS, format_receipt_code, parse_stage
 from protocol.errors import ProtocolError
+from protocol.evidence import fingerprint
 from protocol.languages import Language
 from shore.union.client import RelayClient, RelayUnreachable
 from shore.union.inbox import InboxError, UnionInbox, verify_export
@@ -142,6 +143,13 @@ def show(
                 else "anonymous (no name given)"
             )
         )
+        if view.reporter_key is not None:
+            typer.echo(
+                "signed on the reporter's phone, key "
+                f"{fingerprint(view.reporter_key)} (mode A; confirm it with the reporter)"
+            )
+        else:
+            typer.echo("sealed by the vessel agent (mode B): no signature of the reporter")
         if not view.can_reply:
             typer.echo("note: this report carries no reply key; the reporter sees stages only")
         for entry in view.entries:

@@ -45,7 +45,7 @@ from protocol.evidence import (
     verify_chain,
 )
 from protocol.languages import Language
-from protocol.sealing import GrievancePlaintext, open_grievance
+from protocol.sealing import GrievancePlaintext, ReporterSignatureInvalid, open_grievance
 from protocol.slots import open_slot, slot_header
 from shore.union.client import RelayClient, RelayUnreachable
 from shore.union.keys import UnionIdentity
@@ -127,6 +127,8 @@ class CaseView:
     crew_document: str | None
     can_reply: bool
     entries: tuple[EvidenceEntry, ...]
+    #: Mode A: the reporter's phone key (Ed25519) that signed the report; None: mode B.
+    reporter_key: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,6 +230,7 @@ class UnionInbox:
                             continue
                         inner = opened.payload
                     plain = open_grievance(inner, self.identity.box_private, self.codebook)
+                    self._check_pinned_key(db, report.vessel, plain)
                 except ProtocolError as exc:
                     problem = str(exc)
                     unreadable += 1
@@ -265,6 +268,27 @@ class UnionInbox:
         )
         return FetchResult(new_cases, additions, unreadable, posted)
 
+    def _check_pinned_key(
+        self, db: sqlite3.Connection, vessel: int, plain: GrievancePlaintext
+    ) -> None:
+        """An addition to a case first signed on the reporter's phone (mode A) must be
+        signed by that same phone key; anything else did not come from the reporter's
+        phone (a modified agent, another phone) and is refused, not filed."""
+        row = db.execute(
+            "SELECT case_number FROM cases WHERE receipt_code = ? AND vessel = ?",
+            (plain.receipt_code, vessel),
+        ).fetchone()
+        if row is None:
+            return
+        pinned = reporter_key(self._chain(db, str(row[0])))
+        if pinned is not None and plain.signer_key != pinned:
+            signer = "no phone key" if plain.signer_key is None else fingerprint(plain.signer_key)
+            raise ReporterSignatureInvalid(
+                f"an addition to case {row[0]} is signed by {signer}, not by the reporter's "
+                f"phone key {fingerprint(pinned)} pinned when the case was opened: not filed; "
+                "ask the reporter (receipt code) before acting on it"
+            )
+
     def _file(
         self,
         db: sqlite3.Connection,
@@ -285,6 +309,11 @@ class UnionInbox:
             "written_minutes": plain.written_minutes,
             "sealed_sha256": hashlib.sha256(sealed).digest(),
         }
+        if plain.signer_key is not None and plain.signature and plain.signed_message:
+            # mode A: the reporter's own signature travels in the evidence, checkable offline
+            fields["reporter_key"] = plain.signer_key
+            fields["reporter_signature"] = plain.signature
+            fields["reporter_signed"] = plain.signed_message
         row = db.execute(
             "SELECT case_number FROM cases WHERE receipt_code = ? AND vessel = ?",
             (plain.receipt_code, vessel),
@@ -417,7 +446,9 @@ class UnionInbox:
         ).fetchone()
         chain = self._chain(self._db, number)
         verify_chain(chain, {self.identity.signing_key.verify_key.key: "union"})
-        return CaseView(summary, row[0], row[1], row[2], row[3] is not None, tuple(chain))
+        return CaseView(
+            summary, row[0], row[1], row[2], row[3] is not None, tuple(chain), reporter_key(chain)
+        )
 
     # answering ---------------------------------------------------------------------------
 
@@ -547,6 +578,15 @@ class UnionInbox:
         tmp.write_text(json.dumps(document, ensure_ascii=False, indent=1), encoding="utf-8")
         os.replace(tmp, path)
         return len(view.entries)
+
+
+def reporter_key(chain: list[EvidenceEntry] | tuple[EvidenceEntry, ...]) -> bytes | None:
+    """The phone key that signed a case's first report (mode A), or None (mode B)."""
+    for entry in chain:
+        if entry.kind is EntryKind.REPORT:
+            key = entry.fields.get("reporter_key")
+            return key if isinstance(key, bytes) else None
+    return None
 
 
 def verify_export(path: Path, expected_fingerprint: str | None = None) -> VerifiedExport:

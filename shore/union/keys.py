@@ -54,7 +54,9 @@ class UnionIdentity:
             f"union {self.union_id} ({self.name})\n"
             f"  report key (X25519, for vessels' [[unions]] public_key): {self.box_public.hex()}\n"
             f"  signing key (Ed25519, for the relay's [[union_api.unions]]): {verify.hex()}\n"
-            f"  signing key fingerprint (read it to inspectors): {fingerprint(verify)}"
+            f"  signing key fingerprint (read it to inspectors): {fingerprint(verify)}\n"
+            f"  report key fingerprint (print it on the crew's card / QR for mode A): "
+            f"{fingerprint(self.box_public)}"
         )
 
 

@@ -18,20 +18,33 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import nacl.public
+import nacl.signing
 import pytest
 from playwright.sync_api import Page, sync_playwright
 
-from protocol.evidence import fingerprint
+from protocol.cases import make_receipt_code, reporter_reply_keys
+from protocol.evidence import EntryKind, EvidenceInvalid, fingerprint, make_entry, verify_chain
 from protocol.languages import Language
-from protocol.sealing import GrievancePlaintext, open_grievance, seal_grievance_a1
+from protocol.sealing import (
+    A1_DOMAIN,
+    GrievanceCategory,
+    GrievancePlaintext,
+    a1_message,
+    open_grievance,
+    seal_grievance_a1,
+)
 from protocol.slots import open_slot, slot_header
 from shipboard.config import UnionConfig, default_config
+from shipboard.crew import CrewRegister
+from shipboard.errors import BadText
 from shipboard.http_api import create_app, serve_http
 from shipboard.intake import Intake
 from shipboard.outbox import Outbox
+from shore.union.keys import load_union
 from vessel_relay.codebooks import default_codebook
 
 from ..kit.ports import free_port
+from ..union.test_union_inbox import NOW, World, _cli, _uplink, world  # noqa: F401
 from .test_crew_page import CHROMIUM_ARGS
 
 UNION = nacl.public.PrivateKey(bytes(range(50, 82)))
@@ -232,3 +245,109 @@ def test_phone_enrols_seals_and_signs_and_the_agent_sees_only_ciphertext(agent: 
     other = open_grievance(sealed, bytes(UNION), codebook)
     assert other.signer_key is not None
     assert fingerprint(other.signer_key) != phone_fp
+
+
+# --- union side: what `union show` says, pinned phone key, offline evidence ------------
+
+PHONE_SEED = bytes(range(100, 132))
+AGENT_SEED = bytes(range(200, 232))  # a modified agent's own key
+
+
+def _a1(seed: bytes, receipt: str, text: str, reply_key: bytes | None) -> GrievancePlaintext:
+    return GrievancePlaintext(
+        category=GrievanceCategory.WITHHOLDING_OF_WAGES,
+        text=text,
+        lang=Language.MYA,
+        receipt_code=receipt,
+        written_minutes=int(NOW // 60),
+        crew_name="Aung Min",
+        crew_document="SB-1",
+        reply_key=reply_key,
+    )
+
+
+async def test_union_shows_phone_signer_refuses_other_keys_and_verifies_offline(
+    world: World,  # noqa: F811 - the union inbox's fixture, imported
+    tmp_path: Path,
+) -> None:
+    """The union sees who signed (mode A) or that the agent sealed (mode B); an addition
+    signed by another key than the case's phone key is not filed; the export verifies
+    offline with the reporter's signature, and a changed reporter text does not."""
+    register = CrewRegister(world.outbox)
+    member, pin = register.add(
+        name="Aung Min", document="SB-1", nationality="MM", language=Language.MYA, now=NOW
+    )
+    signed_in = register.sign_in(member.crew, pin)
+    reply = reporter_reply_keys(signed_in.case_key).public_key
+    union_key = load_union(world.union_dir).box_public
+    receipt = make_receipt_code("123456789012345")
+
+    def file(report: GrievancePlaintext, seed: bytes) -> str:
+        sealed = seal_grievance_a1(report, seed, union_key)
+        return world.intake.file_sealed_grievance(signed_in, union_id=7, sealed=sealed).case_number
+
+    case = file(_a1(PHONE_SEED, receipt, "လစာ မရသေးပါ။", reply), PHONE_SEED)
+    file(_a1(AGENT_SEED, receipt, "I withdraw my complaint.", None), AGENT_SEED)
+    file(_a1(PHONE_SEED, receipt, "ပတ်စ်ပို့ကို ကပ္ပတိန် သိမ်းထားသည်။", reply), PHONE_SEED)
+    mode_b = world.intake.file_grievance(
+        signed_in,
+        union_id=7,
+        category=GrievanceCategory.OTHER,
+        text="mode B report",
+        lang=Language.ENG,
+        anonymous=True,
+    )
+    with pytest.raises(BadText):
+        world.intake.file_sealed_grievance(signed_in, union_id=7, sealed=b"x" * 300)
+    await _uplink(world)
+    union = ["--dir", str(world.union_dir)]
+    fetched = await _cli("union", "fetch", *union)
+    assert "2 new cases, 1 additions, 1 unreadable" in fetched
+
+    shown = await _cli("union", "show", *union, case)
+    phone_fp = fingerprint(bytes(nacl.signing.SigningKey(PHONE_SEED).verify_key))
+    assert f"signed on the reporter's phone, key {phone_fp}" in shown
+    assert "ပတ်စ်ပို့ကို" in shown  # the genuine addition, signed by the same phone key
+    assert "I withdraw my complaint." not in shown  # the modified agent's one: not filed
+    other = await _cli("union", "show", *union, mode_b.case_number)
+    assert "sealed by the vessel agent (mode B)" in other
+
+    export = tmp_path / "case.json"
+    await _cli("union", "export", *union, case, "-o", str(export))
+    assert "verified: case" in await _cli("union", "verify", str(export))
+
+    # an inspector's check: a report entry whose text is not what the phone signed fails,
+    # even when the union (re-)signs it
+    identity = load_union(world.union_dir)
+    message = a1_message(
+        _a1(PHONE_SEED, receipt, "signed text", reply),
+        phone_key := bytes(nacl.signing.SigningKey(PHONE_SEED).verify_key),
+    )
+    signature = nacl.signing.SigningKey(PHONE_SEED).sign(A1_DOMAIN + message).signature
+    fields: dict[str, str | int | bytes] = {
+        "text": "signed text",
+        "reporter_key": phone_key,
+        "reporter_signature": signature,
+        "reporter_signed": message,
+    }
+    good = make_entry(
+        case="1-1",
+        previous=None,
+        kind=EntryKind.REPORT,
+        author=identity.signing_key,
+        at_minutes=1,
+        fields=fields,
+    )
+    authors = {identity.signing_key.verify_key.key: "union"}
+    verify_chain([good], authors)
+    for change in ({"text": "other text"}, {"reporter_signature": bytes(64)}):
+        bad = make_entry(
+            case="1-1",
+            previous=None,
+            kind=EntryKind.REPORT,
+            author=identity.signing_key,
+            at_minutes=1,
+            fields={**fields, **change},
+        )
+        with pytest.raises(EvidenceInvalid, match=r"reporter|signed"):
+            verify_chain([bad], authors)
