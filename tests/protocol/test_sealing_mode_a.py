@@ -206,3 +206,39 @@ def test_any_text_round_trips_in_a1(text: str, anonymous: bool) -> None:
     )
     assert opened.text == text
     assert (opened.crew_name is None) is anonymous
+
+
+#: A report made by ``phone-keys.js`` in Chromium (tests/web/test_phone_keys.py), sealed to
+#: the key ``bytes(range(50, 82))``: the page's format, frozen.
+BROWSER_UNION = nacl.public.PrivateKey(bytes(range(50, 82)))
+BROWSER_A1 = base64.b64decode(
+    "FeAE17Y7tGlfcZlmbpgWDbOOhEne/nsFbjL54MohGng619hVTMy3cYul9tZhyh/zFJwIAG0hyq47kEwscuR4"
+    "EbgJXbKGIeKv+V5U3LSCEK6z2Ruc51XPbP96cpYB26JqTCdalb/i+GkJIUDUQ9UlBeSoQJyn4fFox63v0Y94"
+    "EZs5sVKkgiQMf/o+XSKLEprJvZ3jtfyiCOV6GvmqDV3Ns2jDF93vAmQV5WEfFISid0nd/gCqGerh2SAeVE1w"
+    "4DIQTWJcGlH0emUlmpopLHl1NoE88vkj080Psm2J8bwYlc1Xs7UWh6zh5KHUtBYeeMOe0nZgmnZvMS1Vy3ld"
+    "05s3SOI7d/EVTK+owULz+WeY05MkX8iyRTARZ7kxjrlCFY3DUGpJ90fln/N0VPnrgGGllZrSiv/wu0+JUK2V"
+    "otg9tFPGdXoIVWXu8N/Bmx42yMglNUKREZ2nRRVdEqBzhd5xogcvP7xcB1Rr2YwGeGKnDdpIQpzj+VJyrhsk"
+    "nH6PA0Pu8f9bVGK6bcJkJExmmWuipJcyTuWmIkuuSjZF0J/fRkDSxUpIcD9vmhAtGvRIfvqqyFtp/J5p8C7z"
+    "/9i6i9+6Z/w2llqMV8PI3qVtZQMcGCxS+G1yyR7KDMh4L+aYLK0DGsBE/KKuzj3r8+rkVF+WHOdVKFIQTkC1"
+    "Ie3bPa20L0PQbIOZo2fh6wb1r3qd96yMbQcwXnSoGKcxHwXdeMeZwup7AESW9a51EvKGtyCiI6VtFudwH1CP"
+    "50xe6d8c+UuICR2JANZXPAAC/OA6h/hvcoHmD3XgBiicO2TiN9CaTyaRR3+THGbxET8e6QkFZB0XhpybjKCU"
+    "WcvUcxESsLtRdN+BzZv6mCaguoVBGVVed0aXyIGMOrWNFKC4rNhTmWf04b8/LRaZsa1nbebV/Z6WXyX64OUg"
+    "Qh9DNGnevGmYwtq0+UeIjwTOWdyKKN+kwK8ZP6wJkJKSPuhxS+lcAa8l9vszFgh+7JjApxuQqw5KbJ7pKz4+"
+    "LW4qD9/3T33Zf6wRptgVZuzqRghvxlhwQYLTtr/xweZi7Awyzl5IrChKbhggAQAmeY2ruXSmBlb4nBwcFSGH"
+    "0ApgsN9VOtcXhF35uw7WsBzUC5UfJSfzS8U076qUuflZv4Z/fNbvFC4IiQAZHPQ7ZO4p3d4fwc+IvuByIbuJ"
+    "NpEaW2JEbGTPcfmV5/Drj3mTcfrMGTgZWNCw26ZDks9GJthPIFWj3zq5CsLIqQhwzVJ02UP30WUgxwrDXRW1"
+    "7jMz73OizXTqVG7W4CB/8Vnxp10A47WAzFWdTkHbSLh4DwwJyJ7Aw0QAZ5sE84ZyQT6919zc77oLifQYucrp"
+    "f8iJHqfJ6ZNoEdwCw6HzfiuLgJF+TCQ/uV5k0vz4YI/jTGvl8GSnpWnX0PD4IaKcLSeH2EzjfANXLDkUHiPB"
+    "gg=="
+)
+
+
+def test_a_report_sealed_by_the_page_in_chromium_still_opens() -> None:
+    opened = open_grievance(BROWSER_A1, bytes(BROWSER_UNION), CODEBOOK)
+    assert opened.text == "ကျွန်ုပ်ကို သုံးလ လစာ မပေးပါ CANARY-A1-7f3e"
+    assert opened.receipt_code == "5766053908896220"
+    assert opened.crew_name == "Aung Min"
+    assert opened.signer_key is not None
+    assert fingerprint(opened.signer_key) == "e378 a92b 7e04 5953 8631 69c2"
+    # the page writes the message byte for byte as protocol.sealing.a1_message does
+    assert opened.signed_message == a1_message(opened, opened.signer_key)
