@@ -30,7 +30,9 @@ from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from vessel_relay.metrics_http import serve_registry
 
 log = logging.getLogger(__name__)
 
@@ -167,12 +169,5 @@ class ShipMetrics:
 async def serve_metrics(
     metrics: ShipMetrics, host: str, port: int, stopping: asyncio.Event
 ) -> None:
-    """Serve ``/metrics`` on ``host:port`` (a thread of prometheus_client) until ``stopping``."""
-    server, thread = start_http_server(port, addr=host, registry=metrics.registry)
-    log.info("metrics on http://%s:%d/metrics", host, port)
-    try:
-        await stopping.wait()
-    finally:
-        server.shutdown()
-        server.server_close()
-        await asyncio.to_thread(thread.join, 5.0)
+    """Serve ``/metrics`` on ``host:port`` until ``stopping``."""
+    await serve_registry(metrics.registry, host, port, stopping)
