@@ -6,10 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import signal
-import subprocess
-import sys
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -25,6 +21,7 @@ from shore.store import VesselInfo
 from shore.store_postgres import PostgresStore
 from tests.kit.mosquitto import MosquittoBroker
 from tests.kit.ports import free_port
+from tests.kit.relay_process import RelayProcess
 from tests.shore.store_fixtures import SHORE_KEY, T0, VESSEL_KEY, PostgresServer, uplink
 from tests.shore.test_ingest import Vessel, vessel_link
 from tests.shore.test_mail import SmtpSink
@@ -66,7 +63,7 @@ def vessel_batches(vessel_id: int) -> list[bytes]:
     return batches
 
 
-class Worker:
+class Worker(RelayProcess):
     """``vessel-relay shore run`` for one worker number, with /metrics; stopped by PID."""
 
     def __init__(self, data: Path, number: int, dsn: str, broker: MosquittoBroker, smtp: int):
@@ -85,39 +82,18 @@ class Worker:
             f'relay_domain = "{RELAY_DOMAIN}"\n',
             encoding="utf-8",
         )
-        self.log = data / "relay.log"
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def _spawn(self) -> subprocess.Popen[bytes]:
-        with self.log.open("ab") as log:
-            return subprocess.Popen(
-                [
-                    sys.executable,
-                    "-c",
-                    "from vessel_relay.cli import main; main()",
-                    "shore",
-                    "run",
-                    "-c",
-                    str(self.config),
-                    "--log-format",
-                    "json",
-                    "--log-level",
-                    "info",
-                    "--metrics-port",
-                    str(self.metrics_port),
-                ],
-                stdout=subprocess.PIPE,
-                stderr=log,
-                cwd=ROOT,
-            )
-
-    async def start(self) -> None:
-        self.process = self._spawn()
-        stdout = self.process.stdout
-        assert stdout is not None
-        async with asyncio.timeout(30):
-            while (line := await asyncio.to_thread(stdout.readline)).strip() != b"subscribed":
-                assert line, self.log.read_text()
+        super().__init__(
+            self.config,
+            data / "relay.log",
+            [
+                "--log-format",
+                "json",
+                "--log-level",
+                "info",
+                "--metrics-port",
+                str(self.metrics_port),
+            ],
+        )
 
     def scrape_repeats(self) -> float:
         text = httpx.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5).text
@@ -127,29 +103,6 @@ class Worker:
             for sample in family.samples
             if sample.name == "vessel_relay_delivery_repeats_total"
         )
-
-    def kill(self) -> None:
-        assert self.process is not None
-        os.kill(self.process.pid, signal.SIGKILL)
-        self.process.wait(10)
-        self._close()
-
-    def terminate(self) -> int:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGTERM)
-        code = self.process.wait(30)
-        self._close()
-        return code
-
-    def _close(self) -> None:
-        if self.process is not None and self.process.stdout is not None:
-            self.process.stdout.close()
-
-    def ensure_stopped(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(10)
-        self._close()
 
 
 @pytest.fixture

@@ -13,9 +13,6 @@ import contextlib
 import functools
 import os
 import random
-import signal
-import subprocess
-import sys
 import tomllib
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
@@ -41,6 +38,7 @@ from shore.store import VesselInfo
 from shore.store_sqlite import SqliteStore
 from tests.kit.mosquitto import MosquittoBroker
 from tests.kit.mqtt import persistent_client
+from tests.kit.relay_process import RelayProcess
 from tests.shore.store_fixtures import (
     OTHER_KEY,
     SHORE_KEY,
@@ -293,56 +291,6 @@ async def test_family_gets_the_mail_and_the_vessel_the_delivered_receipt(
 
 
 # --- the relay as a process, killed -----------------------------------------------------------
-
-
-class RelayProcess:
-    """``vessel-relay shore run`` in a subprocess, started and killed by PID."""
-
-    def __init__(self, config: Path, log: Path) -> None:
-        self.config = config
-        self.log = log
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def _spawn(self) -> subprocess.Popen[bytes]:
-        code = "from vessel_relay.cli import main; main()"
-        with self.log.open("ab") as log:
-            return subprocess.Popen(
-                [sys.executable, "-c", code, "shore", "run", "-c", str(self.config), "-v"],
-                stdout=subprocess.PIPE,
-                stderr=log,
-                cwd=ROOT,
-            )
-
-    async def start(self) -> None:
-        self.process = self._spawn()
-        assert self.process.stdout is not None
-        line = await asyncio.wait_for(asyncio.to_thread(self.process.stdout.readline), 20)
-        while line and line.strip() != b"subscribed":
-            line = await asyncio.wait_for(asyncio.to_thread(self.process.stdout.readline), 20)
-        assert line.strip() == b"subscribed", self.log.read_text()
-
-    def kill(self) -> None:
-        assert self.process is not None
-        os.kill(self.process.pid, signal.SIGKILL)
-        self.process.wait(10)
-        self._close()
-
-    def terminate(self) -> int:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGTERM)
-        code = self.process.wait(20)
-        self._close()
-        return code
-
-    def _close(self) -> None:
-        if self.process is not None and self.process.stdout is not None:
-            self.process.stdout.close()
-
-    def ensure_stopped(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(10)
-        self._close()
 
 
 def _acked_at_least(vessel: Vessel, count: int) -> bool:
