@@ -36,7 +36,6 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from protocol.envelopes import Channel
-from protocol.languages import Language
 from protocol.phrases import phrase
 from protocol.signing import SigningKey
 from shore.alerts import AlertConfig, SosAlerter
@@ -133,17 +132,6 @@ def make_sms_webhook(config: RelayConfig, store: SqlStore) -> SmsWebhook | None:
             contact.lang
         )
 
-    async def on_reply(
-        vessel_id: int,
-        crew: int,
-        contact: int,
-        text: str,
-        lang: Language,
-        truncated: bool,
-        now: float,
-    ) -> None:
-        await store.queue_reply(vessel_id, crew, contact, text, lang, truncated, now)
-
     return SmsWebhook(
         SmsWebhookConfig(
             public_url=section.webhook_url,
@@ -152,7 +140,7 @@ def make_sms_webhook(config: RelayConfig, store: SqlStore) -> SmsWebhook | None:
             port=section.webhook_port,
         ),
         route_for,
-        on_reply,
+        store.queue_reply,
     )
 
 
@@ -305,22 +293,11 @@ def _delivery_services(
             found = await store.contact(route.vessel_id, route.crew, route.contact)
             return None if found is None else ContactInfo(found.lang)
 
-        async def on_reply(
-            vessel_id: int,
-            crew: int,
-            contact: int,
-            text: str,
-            lang: Language,
-            truncated: bool,
-            now: float,
-        ) -> None:
-            await store.queue_reply(vessel_id, crew, contact, text, lang, truncated, now)
-
         server = ReplyServer(
             ReplyServerConfig(host=config.replies.host, port=config.replies.port),
             book,
             lookup,
-            on_reply,
+            store.queue_reply,
             identity,
             notices=mail,
         )

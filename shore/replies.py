@@ -57,7 +57,7 @@ from shore.sms import HttpRequest, HttpResponse, check_webhook_signature, serve_
 log = logging.getLogger(__name__)
 
 #: The callback that stores a reply for the crew member (the relay wires it to the store).
-OnReply = Callable[[int, int, int, str, Language, bool, float], Awaitable[None]]
+OnReply = Callable[[int, int, int, str, Language, bool, float], Awaitable[object]]
 
 DEFAULT_REPLY_LIMIT = 1000
 
