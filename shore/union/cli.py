@@ -258,6 +258,61 @@ def alerts(directory: DirOption) -> None:
             typer.echo(" ".join(f"{key}={value}" for key, value in alert.items()))
 
 
+users_app = typer.Typer(help="Caseworkers who may log in to the union's web app.")
+app.add_typer(users_app, name="user")
+
+
+@users_app.command("add")
+def user_add(
+    name: Annotated[str, typer.Argument(help="The caseworker's login name.")],
+    directory: DirOption,
+) -> None:
+    """Add (or reset) a caseworker; the password is asked for (or read from stdin).
+
+    Example: vessel-relay union user add thida --dir ~/union
+    """
+    import sys
+
+    from shore.union.web import CaseworkerError, add_caseworker, caseworkers_path
+
+    if sys.stdin.isatty():
+        password = typer.prompt("password", hide_input=True, confirmation_prompt=True)
+    else:
+        password = sys.stdin.readline().rstrip("\n")
+    try:
+        load_union(directory)
+        add_caseworker(directory, name, password)
+    except (CaseworkerError, UnionSetupError, OSError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    typer.echo(f"caseworker {name} saved in {caseworkers_path(directory)} (0600)")
+
+
+@app.command("web")
+def web(
+    directory: DirOption,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8050,
+    https_only: Annotated[
+        bool, typer.Option(help="Session cookie only over HTTPS (behind a TLS proxy).")
+    ] = False,
+) -> None:
+    """Serve the union's web app: cases, replies, stages, alerts, exports (login required).
+
+    Example: vessel-relay union web --dir ~/union --port 8050
+    """
+    from shore.union.web import CaseworkerError, UnionWebSettings, read_caseworkers, run_union_web
+
+    try:
+        settings = UnionWebSettings(read_caseworkers(directory), https_only=https_only)
+    except CaseworkerError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    with _inbox(directory) as inbox:
+        typer.echo(f"union web app on http://{host}:{port}/ — cases in {inbox.identity.database}")
+        run_union_web(inbox, settings, host, port)
+
+
 def register(parent: typer.Typer) -> None:
     """Mount these commands as ``vessel-relay union``."""
     parent.add_typer(app, name="union")
