@@ -302,3 +302,19 @@ async def test_pages_need_a_login_forms_a_token_and_nothing_is_cached(site: Unio
         assert missing.status_code == 404
     assert site.inbox.cases() == []
     assert site.inbox.pending_notes() == 0
+
+
+def test_union_web_needs_a_caseworker_and_a_long_password(tmp_path: Path) -> None:
+    """`union web` refuses to start before any caseworker exists and says how to add one;
+    `union user add` refuses a short password and leaves no file behind."""
+    union = init_union(tmp_path / "union", 7, "Fishers' Union", "http://127.0.0.1:9")
+    runner = CliRunner()
+    started = runner.invoke(cli_app, ["union", "web", "--dir", str(union.directory)])
+    assert started.exit_code == 1
+    assert "vessel-relay union user add NAME" in started.output
+    short = runner.invoke(
+        cli_app, ["union", "user", "add", "thida", "--dir", str(union.directory)], input="short\n"
+    )
+    assert short.exit_code == 1
+    assert "at least 10 characters" in short.output
+    assert not (union.directory / "caseworkers.txt").exists()
