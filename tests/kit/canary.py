@@ -18,6 +18,7 @@ session from the segments its capture hook saw, to take out every PUBLISH payloa
 
 from __future__ import annotations
 
+import random
 import re
 import unicodedata
 import zlib
@@ -62,19 +63,44 @@ def digits(number: int, zero: str) -> str:
     return "".join(chr(ord(zero) + int(d)) for d in str(number))
 
 
+#: Letters (no digits) of each script, for the filler of long canaries.
+LETTERS = {
+    "burmese": "".join(chr(c) for c in range(0x1000, 0x1021)),
+    "zawgyi": "".join(chr(c) for c in range(0x1000, 0x1021)),
+    "khmer": "".join(chr(c) for c in range(0x1780, 0x17A3)),
+    "thai": "".join(chr(c) for c in range(0x0E01, 0x0E2F)),
+    "lao": "ກຂຄງຈຊຍດຕຖທນບປຜຝພຟມຢຣລວສຫອຮ",
+    "english": "abcdefghijklmnopqrstuvwxyz",
+}
+LONG_FILLER_CHARS = 4000
+
+
 @dataclass(frozen=True, slots=True)
 class Canary:
     kind: Kind
     serial: int
+    long: bool = False
+    """With random letters after it: too long for a daily slot, it travels on its own."""
 
     @property
     def text(self) -> str:
-        return f"{self.kind.marker} {digits(self.serial, self.kind.zero)}"
+        text = f"{self.kind.marker} {digits(self.serial, self.kind.zero)}"
+        if not self.long:
+            return text
+        rng = random.Random(self.serial)
+        letters = LETTERS[self.kind.name]
+        filler = "".join(rng.choice(letters) for _ in range(LONG_FILLER_CHARS))
+        words = " ".join(filler[i : i + 6] for i in range(0, len(filler), 6))
+        return f"{text} {words}"
 
 
 def canaries(count: int) -> list[Canary]:
-    """``count`` distinct canaries, the kinds in turn, serials from 1000."""
-    return [Canary(KINDS[n % len(KINDS)], FIRST_SERIAL + n) for n in range(count)]
+    """``count`` distinct canaries, the kinds in turn, serials from 1000; every other round
+    long (so that it leaves on its own rather than in its writer's daily slot)."""
+    return [
+        Canary(KINDS[n % len(KINDS)], FIRST_SERIAL + n, long=(n // len(KINDS)) % 2 == 1)
+        for n in range(count)
+    ]
 
 
 def _digit_pattern(zero: str, encoding: str) -> bytes:

@@ -188,14 +188,15 @@ async def _login(http: httpx.AsyncClient, crew: int, pin: str) -> dict[str, str]
 
 
 def _relay_grievances(relay_db: Path) -> set[int]:
-    """Message numbers of the grievance reports (and slots) the relay's store holds."""
+    """Message numbers of the grievance reports (and slots) and family messages the
+    relay's store holds."""
     if not relay_db.exists():
         return set()
     db = sqlite3.connect(f"file:{relay_db}?mode=ro", uri=True, timeout=30)
     try:
         rows = db.execute(
-            "SELECT message_seq FROM messages WHERE vessel_id = 1 AND kind = 'grievance' "
-            "AND sealed IS NOT NULL"
+            "SELECT message_seq FROM messages WHERE vessel_id = 1 AND ((kind = 'grievance' "
+            "AND sealed IS NOT NULL) OR kind = 'message')"
         ).fetchall()
     except sqlite3.OperationalError:
         return set()  # the relay has not made its tables yet
@@ -206,7 +207,8 @@ def _relay_grievances(relay_db: Path) -> set[int]:
 
 async def _file_reports(run: Run, reports: list[Canary]) -> list[int]:
     """File every report, crew members in turn; SIGKILL and restart the agent after a
-    third and the relay after two thirds. The message numbers of the reports."""
+    third and the relay after two thirds; then send the control message. The message
+    numbers of the reports, then of the control message."""
     seqs: list[int] = []
     crew = run.vessel.crew
     async with httpx.AsyncClient(base_url=run.url, timeout=30) as http:
@@ -241,7 +243,7 @@ async def _file_reports(run: Run, reports: list[Canary]) -> list[int]:
             "/api/messages", json={"contact": 1, "text": CONTROL_TEXT}, headers=tokens[crew[0].crew]
         )
         assert sent.status_code == 201, sent.text
-    return seqs
+    return [*seqs, int(sent.json()["message_seq"])]
 
 
 @dataclass
