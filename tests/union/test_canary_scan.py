@@ -7,18 +7,20 @@ through the link emulator, whose capture hook keeps every byte that crosses, bot
 Crew members file canary grievance reports (intake mode B: the agent's HTTP API) in
 Burmese (Unicode and Zawgyi), Khmer, Thai, Lao and English, each with its own serial; the
 agent is SIGKILLed a third of the way through and the relay two thirds of the way, both
-restarted; the test waits until the relay holds every report, stops everything, then
-searches (:mod:`tests.kit.canary`) every file under the agent's and the relay's
-directories, their logs and temp dirs, the shore's mail sink and the broker's directory,
-and every MQTT payload captured, raw, decoded as a batch (texts and sealed blobs) and
-decompressed (zstd frames, zlib streams): zero hits. The union's own directory holds the
-reports by design and is left out.
+restarted; the test waits until the relay holds every report, copies the databases as they
+are while running (with -wal and -shm), SIGKILLs both (a power cut: what a crash leaves),
+then searches (:mod:`tests.kit.canary`) every file under the agent's and the relay's
+directories and those copies, their logs and temp dirs, the shore's mail sink and the
+broker's directory, and every MQTT byte captured (whole streams, then each PUBLISH payload
+raw, decoded as a batch: texts and sealed blobs), each also decompressed (zstd frames and
+zlib streams found in it): zero hits. The union's own directory holds the reports by design
+and is left out.
 
 Positive control: a crew member's family message carries a canary-like text of its own
 (words and serial not among the reports'); the same scanner must find it in the decoded
 uplink payloads and in the relay's store, so a scan that finds nothing is shown to look.
 
-Default run: 300 reports (about a minute on 2 cores). The 1,000-report run of the issue is
+Default run: 300 reports (about 30 s on 2 cores). The 1,000-report run of the issue is
 ``test_canary_scan_1000`` (marked slow), or set ``CANARY_REPORTS=1000``.
 """
 
@@ -28,6 +30,7 @@ import asyncio
 import contextlib
 import dataclasses
 import os
+import shutil
 import sqlite3
 import sys
 import tomllib
@@ -158,6 +161,7 @@ async def canary_system(work: Path) -> AsyncIterator[Run]:
                 "run",
                 "--config",
                 str(relay_setup.config_path),
+                "--verbose",  # log each batch: more for the scan to look through
             ],
             work / "relay.log",
             env=env,
@@ -262,6 +266,9 @@ def _scan_payloads(capture: MqttStreams, needles: Needles, control: Needles) -> 
     byte fields. The control is looked for in the decoded forms."""
     codebook = default_codebook()
     scan = PayloadScan(Scan(), Scan())
+    for (session, direction), stream in capture.streams.items():
+        # whole streams too: CONNECT, SUBSCRIBE, topics and properties, not only payloads
+        scan.reports.bytes_(f"session {session} {direction.value} stream", bytes(stream), needles)
     for publish in capture.publishes():
         scan.publishes += 1
         where = f"session {publish.session} {publish.direction.value} {publish.topic}"
@@ -324,6 +331,12 @@ async def _canary_run(tmp_path: Path, count: int) -> None:
             ) from None
         assert run.agent.starts == 2
         assert run.relay.starts == 2
+        # the databases as they are while running (with -wal and -shm), then a power cut
+        # of both: what is left on disk after a crash is scanned too
+        for source, name in ((run.vessel.data_dir, "agent"), (run.relay_setup.data_dir, "relay")):
+            await asyncio.to_thread(shutil.copytree, source, tmp_path / "running-copy" / name)
+        run.agent.kill()
+        run.relay.kill()
     # everything stopped: the files are what an owner or an operator would find
     files = await asyncio.to_thread(scan_files, [tmp_path], needles, [tmp_path / "union"])
     payloads = await asyncio.to_thread(_scan_payloads, run.capture, needles, control)
@@ -331,10 +344,12 @@ async def _canary_run(tmp_path: Path, count: int) -> None:
         scan_files, [run.relay_setup.data_dir], control, [tmp_path / "union"]
     )
     tmp_files = sum(1 for path in run.tmp.rglob("*") if path.is_file())
+    wal_files = await asyncio.to_thread(_wal_files, tmp_path)
     print(
         f"\ncanary scan: {count} reports ({len(set(seqs))} case numbers), "
         f"{needles.count} needle forms; "
         f"{files.files} files ({files.file_bytes} bytes, {tmp_files} in TMPDIR, "
+        f"WAL/SHM: {', '.join(wal_files)}, "
         f"{files.decompressed_regions} decompressed regions); "
         f"{payloads.publishes} MQTT payloads ({run.capture.total_bytes} bytes captured, "
         f"batches decoded {payloads.decoded}, {payloads.undecodable} not batches, "
@@ -345,6 +360,7 @@ async def _canary_run(tmp_path: Path, count: int) -> None:
         f"relay store {len(control_files.hits)}"
     )
     assert files.hits == [], files.hits[:20]
+    assert any(name.endswith("-wal") for name in wal_files), wal_files
     assert payloads.reports.hits == [], payloads.reports.hits[:20]
     # the scanner looks: the family message's words are found where they must be
     assert payloads.decoded.get("up", 0) >= 1
@@ -352,6 +368,11 @@ async def _canary_run(tmp_path: Path, count: int) -> None:
     assert any("Message" in hit for hit in payloads.control.hits), payloads.control.hits
     assert any("relay.db" in hit for hit in control_files.hits), control_files.hits
     assert any(f"serial {CONTROL_SERIAL}" in hit for hit in payloads.control.hits)
+
+
+def _wal_files(root: Path) -> list[str]:
+    found = [*root.rglob("*.sqlite3-*"), *root.rglob("*.db-*")]
+    return sorted(str(path.relative_to(root)) for path in found)
 
 
 @pytest.mark.timeout(600)
