@@ -618,12 +618,16 @@ class Outbox:
 
     def fill_slot(self, seq: int, sealed: bytes, case_key: bytes) -> bool:
         """Put a grievance in place of the cover in slot row ``seq`` (same size; the old
-        bytes are overwritten: secure_delete). False if that slot has left meanwhile."""
+        bytes are overwritten: secure_delete). False if that slot has left meanwhile, or
+        already holds a report of this reporter (its tag is theirs; a cover's tag is made
+        with a key nobody keeps, so on disk a filled slot still looks like any other)."""
+        tag = reporter_tag(case_key, seq)
         with self.transaction("save the report") as db:
             changed = db.execute(
                 "UPDATE messages SET sealed = ?, reporter_tag = ? WHERE message_seq = ? "
-                "AND kind = 'grievance' AND state = 'accepted' AND LENGTH(sealed) = ?",
-                (sealed, reporter_tag(case_key, seq), seq, len(sealed)),
+                "AND kind = 'grievance' AND state = 'accepted' AND LENGTH(sealed) = ? "
+                "AND (reporter_tag IS NULL OR reporter_tag != ?)",
+                (sealed, tag, seq, len(sealed), tag),
             ).rowcount
         if changed:
             logger.info("grievance report %d accepted into a slot", seq)

@@ -388,11 +388,6 @@ async def test_canary_scan_1000(tmp_path: Path) -> None:
     await _canary_run(tmp_path, 1000)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="shipboard Outbox.fill_slot refills a slot the same crew member already filled "
-    "(covers and reports look alike on disk), so the first report is lost",
-)
 def test_two_reports_in_one_slot_period_are_both_kept(tmp_path: Path) -> None:
     """Two reports by one crew member in one slot period get two case numbers."""
     from protocol.languages import Language
