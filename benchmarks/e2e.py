@@ -7,7 +7,8 @@ Mosquitto, the link emulator shaped like the profile, an SMTP sink for the famil
 
 **Time compression.** A month cannot take a month: the voyage is replayed ``C`` times
 faster (``C`` = 30 days / ``--minutes``), and the scheduler's clocks are divided by the
-same ``C``: a family message's 6 h latency target, a grievance's 1 h, the idle poll
+same ``C``: a family message's 6 h latency target, a grievance's 1 h, the daily grievance
+slots (one slot period = one voyage day: 10 s at the default 5 minutes), the idle poll
 (Certus 12 h, FleetBroadband 6 h, VSAT 15 min), the minimum gap between sessions (60 s)
 and the resend delay (1 h, floored at 5 s so a slow link's round trip fits). Arrival
 order and the scheduler's rules are unchanged, so the sessions and bytes are the month's;
@@ -22,7 +23,7 @@ the sink; duplicated: Message-IDs that reached it more than once.
 
 Usage::
 
-    python benchmarks/e2e.py                      # table, 30-day month in ~4 min a profile
+    python benchmarks/e2e.py                      # table, 30-day month in ~5 min a profile
     python benchmarks/e2e.py --json --days 3      # a quicker, smaller run
 """
 
@@ -70,7 +71,17 @@ async def run_profile(name: str, days: float, minutes: float, workdir: Path) -> 
     """Play the voyage through the system on one profile; return its figures."""
     profile = PROFILES[name]
     compression = days * DAY / (minutes * 60)
+    # The daily grievance slots are compressed like every other clock: one slot period is
+    # one voyage day (the agent accepts 10 s to a day, dividing a day).
+    slot_period_s = round(DAY / compression)
+    if slot_period_s < 10 or DAY % slot_period_s:
+        raise SystemExit(
+            f"e2e: a voyage day would last {DAY / compression:.1f} s; choose --minutes so "
+            "that it is a whole number of seconds, at least 10, that divides 86400 "
+            "(e.g. --days 30 --minutes 5)"
+        )
     tuning = Tuning(
+        slot_period_s=slot_period_s,
         profile=name,
         idle_poll_s=profile.idle_poll_s / compression,
         min_gap_s=60.0 / compression,
@@ -161,7 +172,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument("--days", type=float, default=30.0, help="days of the voyage to play")
-    parser.add_argument("--minutes", type=float, default=4.0, help="wall minutes per profile")
+    parser.add_argument("--minutes", type=float, default=5.0, help="wall minutes per profile")
     parser.add_argument("--profile", action="append", help="only these profiles (repeatable)")
     arguments = parser.parse_args(argv)
     names = arguments.profile or list(PROFILES)

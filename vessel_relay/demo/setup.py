@@ -110,6 +110,8 @@ class Tuning:
     latency_s: dict[str, float] = field(
         default_factory=lambda: {"sos": 0.0, "grievance": 0.0, "message": 0.0}
     )
+    #: The daily grievance slots' period, for agent and relay alike (a demo day is short).
+    slot_period_s: int = DEMO_SLOT_PERIOD_S
 
     def save(self, path: Path) -> None:
         """Write as JSON."""
@@ -186,8 +188,8 @@ def prepare_vessel(
         document["shore"].update(username=username, password=secrets.token_hex(8))
     document["link"]["profile"] = tuning.profile
     document["latency_minutes"] = {"sos": 0, "grievance": 0, "message": 0}
-    # Daily slots are on by default; a demo day is short: a slot every DEMO_SLOT_PERIOD_S.
-    document["grievances"]["slot_period_s"] = DEMO_SLOT_PERIOD_S
+    # Daily slots are on by default; a demo day is short: a slot every tuning.slot_period_s.
+    document["grievances"]["slot_period_s"] = tuning.slot_period_s
     document["intake"].update(http_port=http_port, smtp_port=smtp_port)
     config_path = data_dir / "ship.toml"
     config_path.write_text(to_toml(document), encoding="utf-8")
@@ -254,6 +256,7 @@ def prepare_relay(
     smtp_host: str,
     smtp_port: int,
     fast: bool,
+    slot_period_s: int = DEMO_SLOT_PERIOD_S,
 ) -> RelaySetup:
     """Write relay.toml (SQLite store, delivery to the SMTP sink) and the relay's keys."""
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -271,7 +274,7 @@ def prepare_relay(
         f'[mqtt]\nurl = "{broker_url}"\nprotocol = "{mqtt_version}"\n'
         "keepalive_s = 30\npublish_timeout_s = 20.0\nreconnect_max_s = 2.0\n\n"
         f"[downlink]\ntick_s = {tick_s}\nresend_after_s = {resend_s}\n"
-        f"resend_max_s = {resend_s * 4}\nslot_period_s = {DEMO_SLOT_PERIOD_S}\n\n"
+        f"resend_max_s = {resend_s * 4}\nslot_period_s = {slot_period_s}\n\n"
         "[delivery]\nenabled = true\nworkers = 1\n"
         f'smtp_host = "{smtp_host}"\nsmtp_port = {smtp_port}\n'
         'relay_domain = "relay.demo.example"\nfrom_address = "relay@relay.demo.example"\n'

@@ -174,6 +174,7 @@ class ProcessSystem:
             smtp_host=self.sink.host,
             smtp_port=self.sink.port,
             fast=True,
+            slot_period_s=self.tuning.slot_period_s,
         )
         setups = []
         for n in range(1, self.vessel_count + 1):
