@@ -70,9 +70,9 @@ from tests.shore.store_fixtures import (  # noqa: E402
     uplink,
 )
 from vessel_relay.codebooks import default_codebook  # noqa: E402
+from vessel_relay.corpus import CorpusMissing, corpus_dir  # noqa: E402
 from vessel_relay.keyfiles import write_secret  # noqa: E402
 
-CORPUS = ROOT.parent / "shared" / "corpus"
 LANGUAGES = (("mya", Language.MYA), ("tha", Language.THA), ("khm", Language.KHM),
              ("eng", Language.ENG), ("ind", Language.IND), ("vie", Language.VIE))  # fmt: skip
 FIRST_VESSEL = 1000
@@ -82,12 +82,17 @@ CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 def corpus_texts(per_language: int = 200) -> list[tuple[Language, str]]:
     """Crew-like texts: short lines of the corpus dev split (a fixed fallback if absent)."""
     texts: list[tuple[Language, str]] = []
+    fallback = [(Language.ENG, "All well on board, we land the catch on Friday.")]
+    try:
+        corpus = corpus_dir()
+    except CorpusMissing:
+        return fallback
     for code, lang in LANGUAGES:
-        path = CORPUS / f"{code}.dev.txt"
+        path = corpus / f"{code}.dev.txt"
         if path.exists():
             lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
             texts += [(lang, line) for line in lines if 0 < len(line) <= 160][:per_language]
-    return texts or [(Language.ENG, "All well on board, we land the catch on Friday.")]
+    return texts or fallback
 
 
 def make_day(

@@ -41,7 +41,6 @@ import random
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from protocol.batch import Direction, encode_batch
 from protocol.codebook import Codebook
@@ -61,8 +60,8 @@ from protocol.signing import SigningKey
 from shipboard.profiles import PROFILES, LinkProfile
 from shipboard.scheduler import SchedulerSettings, Snapshot, plan
 from vessel_relay.codebooks import default_codebook
+from vessel_relay.corpus import corpus_dir
 
-CORPUS = Path("/work/shared/corpus")
 DAY = 86_400.0
 MONTH_START = 1_790_812_800.0  # 2026-10-01 00:00 UTC
 MONTH = Month(2026, 10)
@@ -126,7 +125,7 @@ class Arrival:
 
 
 def load_lines(language: Language) -> list[str]:
-    path = CORPUS / f"{language.code}.dev.txt"
+    path = corpus_dir() / f"{language.code}.dev.txt"
     return [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 

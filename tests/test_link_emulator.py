@@ -522,3 +522,58 @@ async def test_fast_profile_is_a_plain_counting_proxy(mosquitto: MosquittoBroker
     assert session.end is SessionEnd.CLOSED
     assert session.payload_bytes_up > 2_000
     assert session.payload_bytes_down > 0
+
+
+def test_time_compressed_profile_runs_every_clock_faster() -> None:
+    """Compressing a link by C divides its delays, loss interval and outage schedule by C
+    and multiplies its bandwidth by C; segment size (what is billed) stays."""
+    profile = LinkProfile(
+        latency_s=0.6,
+        jitter_s=0.9,
+        bandwidth_bps=22_000,
+        mean_s_between_losses=3_600.0,
+        outages=(Outage(start_s=7_200.0, duration_s=1_800.0, state=LinkState.BLACKHOLE),),
+        mss_bytes=1_000,
+    )
+    fast = profile.time_compressed(1_200)
+    assert fast.latency_s == pytest.approx(0.0005)
+    assert fast.jitter_s == pytest.approx(0.00075)
+    assert fast.bandwidth_bps == pytest.approx(26_400_000)
+    assert fast.mean_s_between_losses == pytest.approx(3.0)
+    assert fast.outages == (Outage(start_s=6.0, duration_s=1.5, state=LinkState.BLACKHOLE),)
+    assert fast.mss_bytes == 1_000
+    assert UNLIMITED.time_compressed(50) == UNLIMITED
+    assert profile.time_compressed(1) == profile
+
+
+@pytest.mark.parametrize("factor", [0.5, 0, -3, float("inf"), float("nan")])
+def test_time_compression_below_one_is_refused(factor: float) -> None:
+    """A link cannot be slowed down by "compression", nor compressed infinitely."""
+    with pytest.raises(ValueError, match="compression factor must be"):
+        SATELLITE.time_compressed(factor)
+
+
+@pytest.mark.broker
+async def test_time_compressed_satellite_carries_a_batch_faster_and_counts_the_same(
+    mosquitto: MosquittoBroker,
+) -> None:
+    """The satellite profile compressed 20 times: a 40 KB batch (14.5 s at 22 kbit/s) takes
+    at least its compressed time on the wire, far less than its real one, and crosses in
+    the same number of full-size segments."""
+    factor = 20.0
+    profile = SATELLITE.time_compressed(factor)
+    assert SATELLITE.bandwidth_bps is not None
+    batch = b"B" * 40_000
+    real_wire_s = len(batch) * 8 / SATELLITE.bandwidth_bps
+    async with emulator(mosquitto, profile, seed=5) as link:
+        async with persistent_client(link.host, link.port, unique_identifier()) as vessel:
+            start = now()
+            await vessel.publish(unique_topic(), batch, qos=1, timeout=60)
+            elapsed = elapsed_since(start)
+        await link.wait_for_open_sessions(0)
+    assert elapsed >= real_wire_s / factor - TIMER_SLACK_S
+    assert elapsed < real_wire_s / 2  # the real link could not have done it
+    statistics = link.statistics()
+    (session,) = statistics.sessions
+    assert session.payload_bytes_up > len(batch)
+    assert session.segments_up >= -(-len(batch) // profile.mss_bytes)

@@ -13,6 +13,7 @@ an expensive, intermittent satellite link would::
         link.restore()
         link.stall(30.0)             # a blackhole that ends by itself after 30 s
         link.set_profile(NARROWBAND_2400)
+        link.set_profile(CERTUS_100.time_compressed(8640))  # a month in five minutes
         print(link.statistics().ip_bytes_estimate)
 
 What a profile (`LinkProfile`) emulates:
@@ -185,6 +186,33 @@ class LinkProfile:
                 raise ValueError(f"{name} must be None or a finite number > 0, not {value}")
         if self.mss_bytes < 1:
             raise ValueError(f"mss_bytes must be at least 1, not {self.mss_bytes}")
+
+    def time_compressed(self, factor: float) -> LinkProfile:
+        """This link as it behaves when the whole world runs `factor` times faster.
+
+        A benchmark that replays a month in minutes divides every clock by `factor`; the
+        link must keep up with it, or a day's traffic would be squeezed through the same
+        pipe in a few seconds. Latency, jitter, the mean time between losses and the
+        outage schedule are divided by `factor` and the bandwidth is multiplied by it, so
+        a transfer takes 1/`factor` of its real time. Segment sizes (and so the bytes the
+        provider bills) do not change.
+        """
+        if not (math.isfinite(factor) and factor >= 1):
+            raise ValueError(
+                f"a time compression factor must be a finite number >= 1, not {factor}"
+            )
+        return LinkProfile(
+            latency_s=self.latency_s / factor,
+            jitter_s=self.jitter_s / factor,
+            bandwidth_bps=None if self.bandwidth_bps is None else self.bandwidth_bps * factor,
+            mean_s_between_losses=(
+                None if self.mean_s_between_losses is None else self.mean_s_between_losses / factor
+            ),
+            outages=tuple(
+                Outage(o.start_s / factor, o.duration_s / factor, o.state) for o in self.outages
+            ),
+            mss_bytes=self.mss_bytes,
+        )
 
 
 UNLIMITED = LinkProfile()

@@ -1,31 +1,7 @@
-"""Where the shared multilingual corpus is (``../shared/corpus`` beside the repository).
-
-Tests and benchmarks read it from one place: ``VESSEL_RELAY_CORPUS`` when set, else the
-``shared/corpus`` folder beside the repository, else ``/work/shared/corpus`` (where the
-project's machines keep it, also for a clean clone made elsewhere).
-"""
+"""The shared corpus for tests (found by :func:`vessel_relay.corpus.corpus_dir`)."""
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
-_ROOT = Path(__file__).resolve().parents[2]
-
-
-def corpus_dir() -> Path:
-    """The corpus folder; a clear error naming the places looked at when it is missing."""
-    configured = os.environ.get("VESSEL_RELAY_CORPUS")
-    candidates = [Path(configured)] if configured else []
-    candidates += [_ROOT.parent / "shared" / "corpus", Path("/work/shared/corpus")]
-    for candidate in candidates:
-        if (candidate / "eng.train.txt").is_file():
-            return candidate
-    looked = ", ".join(str(c) for c in candidates)
-    raise RuntimeError(
-        f"the text corpus is missing (looked in {looked}): put shared/corpus beside the "
-        "repository or set VESSEL_RELAY_CORPUS"
-    )
-
+from vessel_relay.corpus import corpus_dir
 
 CORPUS = corpus_dir()

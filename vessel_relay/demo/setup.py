@@ -112,6 +112,9 @@ class Tuning:
     )
     #: The daily grievance slots' period, for agent and relay alike (a demo day is short).
     slot_period_s: int = DEMO_SLOT_PERIOD_S
+    #: How long a silence ends a session's downlink drain (None: from the link profile,
+    #: four one-way latencies plus half a second; a time-compressed run shortens it).
+    downlink_quiet_s: float | None = None
 
     def save(self, path: Path) -> None:
         """Write as JSON."""
@@ -133,6 +136,7 @@ class Tuning:
             profile=profile,
             ack_wait_s=self.ack_wait_s,
             min_timeout_s=self.min_timeout_s,
+            downlink_quiet_s=self.downlink_quiet_s,
         )
         scheduler = SchedulerSettings(
             latency_s=dict(self.latency_s),
