@@ -162,6 +162,8 @@ class StoredBatchLike(Protocol):
     def batch_seq(self) -> int: ...
     @property
     def data(self) -> bytes: ...
+    @property
+    def ack_only(self) -> bool: ...
 
 
 class DownlinkResultLike(Protocol):
@@ -401,6 +403,8 @@ def _make_client(settings: LinkSettings, tls_context: ssl.SSLContext | None) -> 
 @dataclass
 class _Tally:
     published: list[int] = field(default_factory=list)
+    #: Published batches that carry only a BatchAck (the shore acknowledges them lazily).
+    ack_only: set[int] = field(default_factory=set)
     acknowledged: list[int] = field(default_factory=list)
     rejected: list[int] = field(default_factory=list)
     applied: int = 0
@@ -544,13 +548,24 @@ class _Session:
             await self.guarded(self.client.publish(topic, data, qos=1, timeout=timeout_s))
             await asyncio.to_thread(self.outbox.mark_sent, stored.batch_seq, self.clock())
             self.tally.published.append(stored.batch_seq)
+            if stored.ack_only:
+                self.tally.ack_only.add(stored.batch_seq)
             self.tally.up_bytes += len(data)
             with batch_scope(self.settings.vessel_id, stored.batch_seq):
                 self.log.info("batch %d published (%d bytes)", stored.batch_seq, len(data))
 
     async def wait_for_acks(self, limit_s: float) -> int:
-        """Wait until the shore acknowledged what was published; how many are still open."""
-        published = set(self.tally.published)
+        """Wait until the shore acknowledged what was published; how many are still open.
+
+        A batch that carries only a ``BatchAck`` is not waited for: the shore acknowledges
+        it lazily, with the next downlink batch it has a reason to send (an acknowledgement
+        of an acknowledgement would never end), so waiting would hold the session open for
+        ``limit_s`` for nothing. It stays unacknowledged and is resent with the next
+        session's batches until the shore's ``BatchAck`` covers it.
+        """
+        published = set(self.tally.published) - self.tally.ack_only
+        if not published:
+            return 0
         open_seqs = published
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(limit_s):

@@ -171,6 +171,11 @@ _MIGRATIONS: tuple[tuple[str, str], ...] = (
         """,
     ),
     SESSIONS_MIGRATION,  # link sessions, for the compliance report (shipboard.sessions_log)
+    (
+        "0003_ack_only_batches",
+        # 1 for a batch that carries only a BatchAck; batches made before stay 0 (waited for).
+        "ALTER TABLE batches ADD COLUMN ack_only INTEGER NOT NULL DEFAULT 0",
+    ),
 )
 
 
@@ -202,6 +207,9 @@ class StoredBatch:
     data: bytes
     made_at: float
     send_count: int
+    #: It carries only a ``BatchAck`` (no message, no contact change): the shore
+    #: acknowledges such a batch lazily, with its next downlink, so no session waits for it.
+    ack_only: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -774,8 +782,8 @@ class Outbox:
                 codebook=codebook,
             )
             db.execute(
-                "UPDATE batches SET data = ?, link_bytes = ? WHERE batch_seq = ?",
-                (data, len(data), batch_seq),
+                "UPDATE batches SET data = ?, link_bytes = ?, ack_only = ? WHERE batch_seq = ?",
+                (data, len(data), int(not messages and not contacts), batch_seq),
             )
             for seq, _ in messages:
                 self._step(db, seq, MessageEvent.BATCH, now)
@@ -852,10 +860,13 @@ class Outbox:
         """Batches the shore has not acknowledged, oldest first: resend them byte-identical."""
         with self.reading() as db:
             rows = db.execute(
-                "SELECT batch_seq, data, made_at, send_count FROM batches "
+                "SELECT batch_seq, data, made_at, send_count, ack_only FROM batches "
                 "WHERE state IN ('made', 'sent') ORDER BY batch_seq"
             ).fetchall()
-        return tuple(StoredBatch(row[0], bytes(row[1]), row[2], row[3]) for row in rows)
+        return tuple(
+            StoredBatch(row[0], bytes(row[1]), row[2], row[3], ack_only=bool(row[4]))
+            for row in rows
+        )
 
     def mark_sent(self, batch_seq: int, now: float) -> None:
         """Record that the broker took batch ``batch_seq`` (PUBACK): not yet the shore's ack."""

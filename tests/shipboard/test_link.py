@@ -84,6 +84,7 @@ class _Pending:
 class _Stored:
     batch_seq: int
     data: bytes
+    ack_only: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,7 +164,7 @@ class FakeOutbox:
     def unacknowledged_batches(self) -> tuple[_Stored, ...]:
         with self.lock:
             return tuple(
-                _Stored(seq, data)
+                _Stored(seq, data, ack_only=not self.batch_messages[seq])
                 for seq, data in sorted(self.batches.items())
                 if seq not in self.acked_batches
             )
@@ -464,7 +465,10 @@ async def test_downlink_queued_while_away_is_fetched_and_forgeries_are_skipped(
     await shore.publish_downlink([forged, b"\x02not a batch at all", shore.downlink([reply])])
     async with shore_running(shore):
         report = await vessel.session(settings)
-    assert report.downlink_applied == 2  # the reply, then the shore's BatchAck
+    # The reply; the session does not wait for the shore's answer to a batch that only
+    # acknowledges (the real shore answers those lazily).
+    assert report.downlink_applied == 1
+    assert report.unacknowledged_after == 0
     assert report.downlink_refused == 2
     assert vessel.outbox.replies == [7]
     # The downlink batch is acknowledged in the batch this session made.
@@ -574,9 +578,10 @@ async def test_link_stalls_mid_publish_and_the_session_gives_up_in_bounded_time(
         link.set_profile(EmulatedLink())
         report = await vessel.session(dataclasses.replace(settings, min_timeout_s=10.0))
     # The stalled bytes may have reached the broker once the link returned: then the
-    # shore's ack was waiting for us and only our ack of it went up. Either way, done.
+    # shore's ack was waiting for us and only our ack of it went up (the session does not
+    # wait for the answer to such an ack-only batch). Either way, the messages are done.
     assert 1 in report.acknowledged
-    assert vessel.outbox.unacknowledged_batches() == ()
+    assert [b for b in vessel.outbox.unacknowledged_batches() if not b.ack_only] == []
     assert {r.message_seqs for r in shore.received if r.batch_seq == 1} == {tuple(seqs)}
 
 
@@ -875,5 +880,76 @@ async def test_the_real_shore_relay_acknowledges_what_the_agent_sends(
         assert stages is not None
         assert stages["state"] == "acknowledged"
         assert await stored_seqs(tmp_path / "relay") == [accepted.message_seq]
+    finally:
+        box.close()
+
+
+async def test_a_batch_that_only_acknowledges_the_downlink_does_not_hold_the_session_open(
+    fresh_mosquitto: MosquittoBroker, codebook: Codebook, tmp_path: Path
+) -> None:
+    """The shore acknowledges a batch that carries only a BatchAck lazily (with its next
+    downlink), so a session that has nothing else to send must not wait ``ack_wait_s`` for
+    it: it ends, the batch stays in the outbox and the next session's acknowledgement covers
+    it."""
+    from shipboard.crew import CrewRegister
+    from tests.shore.store_fixtures import SHORE_KEY, VESSEL_KEY
+    from tests.shore.test_ingest import VESSEL, relay_in_process
+
+    now = time.time()
+    box = Outbox.open(tmp_path / "outbox.sqlite3", VESSEL)
+    try:
+        register = CrewRegister(box)
+        member, _pin = register.add(
+            name="Sok Dara", document="SB-2", nationality="KH", language=Language.KHM, now=now
+        )
+        wife = register.add_contact(
+            member.crew,
+            channel="email",
+            address="wife@example.org",
+            name="Wife",
+            language=Language.KHM,
+            now=now,
+        )
+
+        def accept(body: str) -> int:
+            return box.accept_message(
+                crew=member.crew,
+                contact=wife.contact,
+                lang=Language.KHM,
+                now=now,
+                quota_bytes=1 << 20,
+                body=body,
+            ).message_seq
+
+        # ack_wait_s bounds the downlink drain too; the quiet time ends that one early.
+        settings = link_settings(
+            VESSEL, fresh_mosquitto.host, fresh_mosquitto.port, ack_wait_s=600.0
+        )
+
+        async def session(message_seqs: list[int]) -> SessionReport:
+            return await run_session(
+                settings,
+                box,
+                signing_key=VESSEL_KEY,
+                codebook=codebook,
+                shore_verify_key=SHORE_KEY.verify_key,
+                message_seqs=message_seqs,
+            )
+
+        async with relay_in_process(tmp_path / "relay", fresh_mosquitto), asyncio.timeout(90):
+            first = await session([accept("សួស្តី")])
+            assert first.acknowledged == (1,)
+            assert first.downlink_applied >= 1  # the receipt came down: it must be acked
+
+            second = await session([])  # nothing to say but "we got your downlink"
+            assert second.published == (2,)
+            assert second.unacknowledged_after == 0
+            (open_batch,) = box.unacknowledged_batches()
+            assert (open_batch.batch_seq, open_batch.ack_only) == (2, True)
+
+            third = await session([accept("ខ្ញុំសុខសប្បាយ")])
+            assert third.published == (2, 3)  # resent byte-identical, then the new one
+            assert third.unacknowledged_after == 0
+            assert box.unacknowledged_batches() == ()
     finally:
         box.close()

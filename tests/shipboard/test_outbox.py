@@ -65,7 +65,7 @@ def test_message_travels_accepted_to_delivered(
     assert isinstance(message, CrewMessage)
     assert (message.message_seq, message.body) == (accepted.message_seq, "မင်္ဂလာပါ အမေ")
     assert _state(outbox, accepted.message_seq) == "batched"
-    assert [b.data for b in outbox.unacknowledged_batches()] == [data]
+    assert [(b.data, b.ack_only) for b in outbox.unacknowledged_batches()] == [(data, False)]
 
     outbox.mark_sent(batch_seq, NOW + 120)
     assert _state(outbox, accepted.message_seq) == "sent"
@@ -88,6 +88,9 @@ def test_message_travels_accepted_to_delivered(
     stages = outbox.message_stages(accepted.message_seq)
     assert stages is not None
     assert stages["state"] == "delivered"
+    # nothing to send but the acknowledgement of that downlink: an ack-only batch
+    ack_seq, _ = outbox.make_batch([], codebook, vessel_key, NOW + 300)
+    assert [(b.batch_seq, b.ack_only) for b in outbox.unacknowledged_batches()] == [(ack_seq, True)]
     assert [
         stages[k]
         for k in ("accepted_at", "batched_at", "sent_at", "acknowledged_at", "delivered_at")
@@ -207,6 +210,8 @@ def test_failure_and_rejection_reach_the_crew_member(
     _, data = outbox.make_batch([], codebook, vessel_key, NOW)
     changes = [e for e in shore.receive(data).envelopes if isinstance(e, ContactBookChange)]
     assert {c.contact for c in changes} == {crew.brother.contact}
+    # it carries a contact change as well as the BatchAck: the shore acknowledges it at once
+    assert [b.ack_only for b in outbox.unacknowledged_batches()] == [False]
 
 
 def test_batching_a_message_twice_is_refused(
@@ -304,5 +309,5 @@ def test_migrations_are_recorded(outbox: Outbox) -> None:
         assert db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
         assert db.execute("PRAGMA foreign_keys").fetchone()[0] == 1
         assert db.execute("PRAGMA secure_delete").fetchone()[0] == 1
-    assert names == ["0001_initial", "0002_link_sessions"]
+    assert names == ["0001_initial", "0002_link_sessions", "0003_ack_only_batches"]
     assert isinstance(sqlite3.sqlite_version, str)
