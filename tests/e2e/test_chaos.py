@@ -54,6 +54,8 @@ from vessel_relay.demo.system import ProcessSystem, Vessel
 MESSAGES = int(os.environ.get("VR_CHAOS_MESSAGES", "3000"))
 KILLS = int(os.environ.get("VR_CHAOS_KILLS", "0"))  # 0: as many as fit while writing
 SEED = int(os.environ.get("VR_CHAOS_SEED", str(random.SystemRandom().randrange(1 << 30))))
+#: The whole run's bound: 15 minutes at CI size, more for the full run's 1,000 kills.
+TIMEOUT_S = max(900, 300 + MESSAGES // 10 + KILLS * 4)
 TOKEN = re.compile(r"chaos-\d+-\d+-\d+")
 TEXTS = ("I am well, do not worry", "Wages came, sending soon", "We reach port in May")
 
@@ -207,7 +209,7 @@ def settled(system: ProcessSystem, ledger: Ledger) -> bool:
     return True
 
 
-@pytest.mark.timeout(900)
+@pytest.mark.timeout(TIMEOUT_S)
 async def test_nothing_accepted_is_lost_or_duplicated_under_chaos(tmp_path: Path) -> None:
     """30 crew members on 2 vessels write MESSAGES messages home while agents, relay and
     broker are SIGKILLed, agents lose power and links go down, all at random: afterwards
