@@ -16,7 +16,7 @@ import secrets
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -830,39 +830,57 @@ async def test_run_link_with_the_real_outbox_delivers_an_sos_and_a_report(
     assert outbox.unacknowledged_batches() == ()
 
 
+@contextlib.contextmanager
+def relay_vessel_outbox(
+    path: Path, name: str, language: Language, now: float
+) -> Iterator[tuple[Outbox, Callable[[str], int]]]:
+    """The SQLite outbox of the vessel the in-process relay knows, with one crew member
+    and one family contact; yields it and ``accept(body) -> message_seq``."""
+    from shipboard.crew import CrewRegister
+    from tests.shore.test_ingest import VESSEL
+
+    box = Outbox.open(path, VESSEL)
+    try:
+        register = CrewRegister(box)
+        member, _pin = register.add(
+            name=name, document="SB-1", nationality="MM", language=language, now=now
+        )
+        family = register.add_contact(
+            member.crew,
+            channel="email",
+            address="family@example.org",
+            name="Family",
+            language=language,
+            now=now,
+        )
+
+        def accept(body: str) -> int:
+            return box.accept_message(
+                crew=member.crew,
+                contact=family.contact,
+                lang=language,
+                now=now,
+                quota_bytes=1 << 20,
+                body=body,
+            ).message_seq
+
+        yield box, accept
+    finally:
+        box.close()
+
+
 async def test_the_real_shore_relay_acknowledges_what_the_agent_sends(
     fresh_mosquitto: MosquittoBroker, codebook: Codebook, tmp_path: Path
 ) -> None:
     """Vessel and shore as shipped, meeting only through the broker: a crew member's message
     committed in the SQLite outbox goes up in one session; the shore relay verifies and
     commits it and its BatchAck and "accepted ashore" receipt come down in the same session."""
-    from shipboard.crew import CrewRegister
     from tests.shore.store_fixtures import SHORE_KEY, VESSEL_KEY
     from tests.shore.test_ingest import VESSEL, relay_in_process, stored_seqs
 
-    now = time.time()
-    box = Outbox.open(tmp_path / "outbox.sqlite3", VESSEL)
-    try:
-        register = CrewRegister(box)
-        member, _pin = register.add(
-            name="Ko Ko", document="SB-1", nationality="MM", language=Language.MYA, now=now
-        )
-        mother = register.add_contact(
-            member.crew,
-            channel="email",
-            address="mother@example.org",
-            name="Mother",
-            language=Language.MYA,
-            now=now,
-        )
-        accepted = box.accept_message(
-            crew=member.crew,
-            contact=mother.contact,
-            lang=Language.MYA,
-            now=now,
-            quota_bytes=1 << 20,
-            body="နေကောင်းလား အမေ",
-        )
+    outbox_path = tmp_path / "outbox.sqlite3"
+    with relay_vessel_outbox(outbox_path, "Ko Ko", Language.MYA, time.time()) as (box, accept):
+        message_seq = accept("နေကောင်းလား အမေ")
         settings = link_settings(VESSEL, fresh_mosquitto.host, fresh_mosquitto.port)
         async with relay_in_process(tmp_path / "relay", fresh_mosquitto), asyncio.timeout(60):
             report = await run_session(
@@ -871,17 +889,15 @@ async def test_the_real_shore_relay_acknowledges_what_the_agent_sends(
                 signing_key=VESSEL_KEY,
                 codebook=codebook,
                 shore_verify_key=SHORE_KEY.verify_key,
-                message_seqs=[accepted.message_seq],
+                message_seqs=[message_seq],
             )
         assert report.published == (1,)
         assert report.acknowledged == (1,)
         assert box.unacknowledged_batches() == ()
-        stages = box.message_stages(accepted.message_seq)
+        stages = box.message_stages(message_seq)
         assert stages is not None
         assert stages["state"] == "acknowledged"
-        assert await stored_seqs(tmp_path / "relay") == [accepted.message_seq]
-    finally:
-        box.close()
+        assert await stored_seqs(tmp_path / "relay") == [message_seq]
 
 
 async def test_a_batch_that_only_acknowledges_the_downlink_does_not_hold_the_session_open(
@@ -891,36 +907,11 @@ async def test_a_batch_that_only_acknowledges_the_downlink_does_not_hold_the_ses
     downlink), so a session that has nothing else to send must not wait ``ack_wait_s`` for
     it: it ends, the batch stays in the outbox and the next session's acknowledgement covers
     it."""
-    from shipboard.crew import CrewRegister
     from tests.shore.store_fixtures import SHORE_KEY, VESSEL_KEY
     from tests.shore.test_ingest import VESSEL, relay_in_process
 
-    now = time.time()
-    box = Outbox.open(tmp_path / "outbox.sqlite3", VESSEL)
-    try:
-        register = CrewRegister(box)
-        member, _pin = register.add(
-            name="Sok Dara", document="SB-2", nationality="KH", language=Language.KHM, now=now
-        )
-        wife = register.add_contact(
-            member.crew,
-            channel="email",
-            address="wife@example.org",
-            name="Wife",
-            language=Language.KHM,
-            now=now,
-        )
-
-        def accept(body: str) -> int:
-            return box.accept_message(
-                crew=member.crew,
-                contact=wife.contact,
-                lang=Language.KHM,
-                now=now,
-                quota_bytes=1 << 20,
-                body=body,
-            ).message_seq
-
+    outbox_path = tmp_path / "outbox.sqlite3"
+    with relay_vessel_outbox(outbox_path, "Sok Dara", Language.KHM, time.time()) as (box, accept):
         # ack_wait_s bounds the downlink drain too; the quiet time ends that one early.
         settings = link_settings(
             VESSEL, fresh_mosquitto.host, fresh_mosquitto.port, ack_wait_s=600.0
@@ -951,5 +942,3 @@ async def test_a_batch_that_only_acknowledges_the_downlink_does_not_hold_the_ses
             assert third.published == (2, 3)  # resent byte-identical, then the new one
             assert third.unacknowledged_after == 0
             assert box.unacknowledged_batches() == ()
-    finally:
-        box.close()
