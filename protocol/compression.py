@@ -11,7 +11,9 @@ skeleton (CBOR). Every codec maps ``(skeleton, texts)`` to a payload and back:
 * ``CONTEXT``: a character context model driving a range coder
   (:mod:`protocol.context_model`).
 
-The encoder tries each codec available for the language and keeps the smallest payload.
+The encoder tries each codec available for the language and keeps the smallest payload,
+except that a frame whose skeleton is over :data:`CONTEXT_SKELETON_LIMIT` bytes is not
+tried with ``CONTEXT`` (see there). Decoders accept every codec for every frame.
 Decoding never trusts a declared size: zstd output is pulled in small steps and refused
 as soon as it passes the remaining budget, so a decompression bomb costs no memory.
 """
@@ -32,6 +34,13 @@ ZSTD_LEVEL = 19
 #: fit in 16 bytes, so one step yields at most 512 KiB past the budget before we stop.
 _ZSTD_STEP = 16
 _SEPARATOR = b"\x00"
+#: Skeleton bytes above which the encoder does not try the context codec for a frame. Its
+#: adaptive skeleton model costs tens of microseconds per byte of ciphertext in Python and
+#: cannot shrink it, and a skeleton is this big only when it carries sealed grievance
+#: reports or slot items: a batch with 60 sealed 2 KiB slot items took 4 s to encode (and
+#: as long to decode ashore) to lose a few bytes to zstd. Structured skeletons of a few
+#: hundred messages stay under it and keep the choice.
+CONTEXT_SKELETON_LIMIT = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,9 +212,10 @@ def encode_frame(
 ) -> Frame:
     """Code one frame with whichever allowed codec gives the fewest bytes.
 
-    ``skeleton`` is given for frame 0 only (``None`` for the others). When none of
-    ``codecs`` applies to the language (``CONTEXT`` alone, and no model for it), the frame
-    is stored.
+    ``skeleton`` is given for frame 0 only (``None`` for the others). ``CONTEXT`` is not
+    tried for a skeleton over :data:`CONTEXT_SKELETON_LIMIT` bytes. When none of ``codecs``
+    applies (``CONTEXT`` alone, and no model for the language or a skeleton over the
+    limit), the frame is stored.
     """
     candidates: list[Frame] = []
     plain = _join(skeleton, texts)
@@ -216,7 +226,7 @@ def encode_frame(
         dictionary = _zstd_dictionary(codebook, entry) if entry else None
         payload = _zstd_compress(plain, dictionary)
         candidates.append(Frame(Codec.ZSTD, entry.dictionary_id if entry else 0, payload))
-    if Codec.CONTEXT in codecs:
+    if Codec.CONTEXT in codecs and len(skeleton or b"") <= CONTEXT_SKELETON_LIMIT:
         entry = codebook.newest(language, Codec.CONTEXT)
         if entry is not None:
             from protocol import context_model

@@ -16,7 +16,13 @@ from hypothesis import strategies as st
 
 from protocol.batch import Direction, decode_batch, encode_batch
 from protocol.codebook import Codebook, CodebookEntry, Codec
-from protocol.compression import Frame, decode_frame, encode_frame, zstd_decompress
+from protocol.compression import (
+    CONTEXT_SKELETON_LIMIT,
+    Frame,
+    decode_frame,
+    encode_frame,
+    zstd_decompress,
+)
 from protocol.envelopes import CrewMessage, GrievanceReport
 from protocol.errors import LimitExceeded, MalformedBatch, UnknownDictionary
 from protocol.languages import Language
@@ -168,7 +174,9 @@ def test_sealed_grievance_beside_a_burmese_message() -> None:
     """A batch with a Burmese message and a 4 KiB sealed grievance report encodes and decodes.
 
     The sealed report is ciphertext: after a few KB every byte value has been seen, which
-    drives the context codec's skeleton byte model to its last symbol.
+    drives the context codec's skeleton byte model to its last symbol. The batch encoder no
+    longer tries the context codec on a skeleton that big, so the frame is also coded with
+    the context codec alone, below the batch layer.
     """
     sealed = bytes((i * 167 + i // 256) % 256 for i in range(4144))
     envelopes = [
@@ -198,6 +206,37 @@ def test_sealed_grievance_beside_a_burmese_message() -> None:
         pytest.fail(f"the context codec panicked: {exc}")
     batch = decode_batch(data, codebook=CODEBOOK, verify_key=VESSEL_KEY.verify_key)
     assert batch.envelopes == tuple(envelopes)
+
+    from protocol import context_model
+
+    model = context_model.ContextModel.from_bytes(
+        CODEBOOK.newest(Language.MYA, Codec.CONTEXT).content  # type: ignore[union-attr]
+    )
+    skeleton = b"\xa1" + sealed  # every byte value, as in the batch's skeleton
+    payload = context_model.encode_frame(model, skeleton, ["မင်္ဂလာပါ အမေ"])
+    assert context_model.decode_frame(
+        model, payload, max_texts=4, max_chars=100, max_skeleton_bytes=1 << 16
+    ) == (skeleton, ["မင်္ဂလာပါ အမေ"])
+
+
+def test_a_skeleton_full_of_sealed_reports_is_not_context_coded() -> None:
+    """Past CONTEXT_SKELETON_LIMIT the context codec is not tried (it is slow on ciphertext
+    and cannot shrink it); the frame still round-trips, and a smaller skeleton keeps the
+    choice."""
+    lines = ["မင်္ဂလာပါ အမေ", "နေကောင်းလား"]
+    big = bytes(range(256)) * (CONTEXT_SKELETON_LIMIT // 256) + b"\x00"
+    frame = encode_frame(CODEBOOK, Language.MYA, big, lines)
+    assert frame.codec is not Codec.CONTEXT
+    assert decode_frame(CODEBOOK, frame, has_skeleton=True, **LIMITS) == (big, lines)
+    alone = encode_frame(CODEBOOK, Language.MYA, big, lines, codecs=(Codec.CONTEXT,))
+    assert alone.codec is Codec.STORED
+    at_limit = big[:CONTEXT_SKELETON_LIMIT]
+    assert (
+        encode_frame(CODEBOOK, Language.MYA, at_limit, lines, codecs=(Codec.CONTEXT,)).codec
+        is Codec.CONTEXT
+    )
+    small = encode_frame(CODEBOOK, Language.MYA, SKELETON, lines)
+    assert small.codec is Codec.CONTEXT
 
 
 #: 64 random bytes that, as a context frame of the English model (id 17), decode a long
