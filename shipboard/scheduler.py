@@ -146,7 +146,8 @@ class Snapshot:
     next_month_start: float
     #: When the last session ended (None: none since the agent started).
     last_session_at: float | None = None
-    #: Uplink batches published earlier that no BatchAck has covered yet.
+    #: Uplink batches published earlier that no BatchAck has covered yet (not counting
+    #: batches that only acknowledge the downlink: the shore answers those lazily).
     unacknowledged_batches: int = 0
 
 

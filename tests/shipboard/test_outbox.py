@@ -25,7 +25,10 @@ from protocol.envelopes import (
 from protocol.languages import Language
 from protocol.signing import SigningKey
 from shipboard.errors import IllegalTransition, NothingToSend, OutboxUnavailable, QuotaExceeded
+from shipboard.link import build_snapshot
 from shipboard.outbox import Outbox, reporter_tag
+from shipboard.profiles import profile_named
+from shipboard.scheduler import SchedulerSettings, SessionReason, plan
 
 from .conftest import NOW, VESSEL_ID, Crew, TestShore
 
@@ -311,3 +314,33 @@ def test_migrations_are_recorded(outbox: Outbox) -> None:
         assert db.execute("PRAGMA secure_delete").fetchone()[0] == 1
     assert names == ["0001_initial", "0002_link_sessions", "0003_ack_only_batches"]
     assert isinstance(sqlite3.sqlite_version, str)
+
+
+def test_a_batch_that_only_acknowledges_opens_no_session_of_its_own(
+    outbox: Outbox, crew: Crew, shore: TestShore, codebook: Codebook, vessel_key: SigningKey
+) -> None:
+    """The shore answers an ack-only batch lazily: left unacknowledged, it must not make the
+    scheduler open a resend session every ``resend_after_s`` on a quiet vessel (it goes up
+    with the next session that has a reason). An unacknowledged message batch still does."""
+    settings = SchedulerSettings()
+    profile = profile_named("iridium-certus")
+    later = NOW + settings.resend_after_s + 1
+
+    def reason() -> SessionReason | None:
+        snapshot = build_snapshot(
+            outbox,
+            now=later,
+            quota_bytes=1 << 20,
+            remaining_budget_bytes=1 << 20,
+            last_session_at=NOW,
+        )
+        return plan(snapshot, profile, settings, later).reason
+
+    outbox.make_batch([], codebook, vessel_key, NOW)  # announces the contacts
+    outbox.mark_sent(1, NOW)
+    assert reason() is SessionReason.RESEND
+    outbox.apply_downlink(shore.downlink([BatchAck(up_to=1, written_minutes=MINUTES)]), NOW)
+    ack_seq, _ = outbox.make_batch([], codebook, vessel_key, NOW)  # acknowledges that
+    outbox.mark_sent(ack_seq, NOW)
+    assert [(b.batch_seq, b.ack_only) for b in outbox.unacknowledged_batches()] == [(ack_seq, True)]
+    assert reason() is None
