@@ -316,6 +316,28 @@ def test_migrations_are_recorded(outbox: Outbox) -> None:
     assert isinstance(sqlite3.sqlite_version, str)
 
 
+def test_an_outbox_from_before_ack_only_batches_is_upgraded(tmp_path: Path) -> None:
+    """An outbox written before migration 0003 opens with its unacknowledged batches kept,
+    counted as ordinary batches (waited for, as before), and new batches flagged."""
+    path = tmp_path / "old.sqlite3"
+    box = Outbox.open(path, VESSEL_ID)
+    box.close()
+    old = sqlite3.connect(path)
+    with old:
+        old.execute("ALTER TABLE batches DROP COLUMN ack_only")
+        old.execute("DELETE FROM migrations WHERE name = '0003_ack_only_batches'")
+        old.execute(
+            "INSERT INTO batches (data, link_bytes, state, made_at) VALUES (x'01', 1, 'sent', 0)"
+        )
+    old.close()
+    box = Outbox.open(path, VESSEL_ID)
+    try:
+        (kept,) = box.unacknowledged_batches()
+        assert (kept.batch_seq, kept.data, kept.ack_only) == (1, b"\x01", False)
+    finally:
+        box.close()
+
+
 def test_a_batch_that_only_acknowledges_opens_no_session_of_its_own(
     outbox: Outbox, crew: Crew, shore: TestShore, codebook: Codebook, vessel_key: SigningKey
 ) -> None:
