@@ -317,8 +317,8 @@ def test_migrations_are_recorded(outbox: Outbox) -> None:
 
 
 def test_an_outbox_from_before_ack_only_batches_is_upgraded(tmp_path: Path) -> None:
-    """An outbox written before migration 0003 opens with its unacknowledged batches kept,
-    counted as ordinary batches (waited for, as before), and new batches flagged."""
+    """An outbox written before migration 0003 opens with its unacknowledged batches kept
+    and counted as ordinary batches (waited for, as before)."""
     path = tmp_path / "old.sqlite3"
     box = Outbox.open(path, VESSEL_ID)
     box.close()
