@@ -14,7 +14,7 @@ envelope exists.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum, IntEnum
 from typing import ClassVar
@@ -533,6 +533,16 @@ ENVELOPE_TYPES: Mapping[Kind, type[Envelope]] = {
         DictionaryUpdate,
     )
 }
+
+
+def acknowledges_only(envelopes: Sequence[Envelope]) -> bool:
+    """Whether a batch of these envelopes says nothing but "I got your batches".
+
+    The receiving side acknowledges such a batch lazily, with the next batch it has a
+    reason to send (acknowledging acknowledgements would never end), so the sender does
+    not wait for that answer. Vessel and shore decide this with this one rule.
+    """
+    return all(isinstance(envelope, BatchAck) for envelope in envelopes)
 
 
 # --- skeleton maps ---------------------------------------------------------------------

@@ -54,6 +54,7 @@ from protocol.envelopes import (
     ReceiptStage,
     Reply,
     Sos,
+    acknowledges_only,
 )
 from protocol.errors import MalformedBatch
 from protocol.languages import Language
@@ -783,7 +784,7 @@ class Outbox:
             )
             db.execute(
                 "UPDATE batches SET data = ?, link_bytes = ?, ack_only = ? WHERE batch_seq = ?",
-                (data, len(data), int(not messages and not contacts), batch_seq),
+                (data, len(data), int(acknowledges_only(envelopes)), batch_seq),
             )
             for seq, _ in messages:
                 self._step(db, seq, MessageEvent.BATCH, now)

@@ -37,6 +37,7 @@ from protocol.envelopes import (
     ReceiptStage,
     Reply,
     Sos,
+    acknowledges_only,
     from_skeleton,
     to_skeleton,
 )
@@ -626,7 +627,7 @@ class SqlStore:
     async def ingest_batch(self, batch: Batch, data: bytes, now: float) -> IngestResult:
         vessel_id, batch_seq = batch.vessel_id, batch.batch_seq
         digest = hashlib.sha256(data).digest()
-        has_content = any(not isinstance(e, BatchAck) for e in batch.envelopes)
+        has_content = not acknowledges_only(batch.envelopes)
         async with self._transaction() as tx:
             link = await self._lock_link(tx, vessel_id)
             stored = await tx.fetchrow(

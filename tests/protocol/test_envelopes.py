@@ -34,6 +34,7 @@ from protocol.envelopes import (
     ReceiptStage,
     Reply,
     Sos,
+    acknowledges_only,
     from_skeleton,
     text_language,
     to_skeleton,
@@ -280,6 +281,23 @@ def test_every_kind_round_trips_through_a_signed_batch(kind: Kind, data: st.Data
     batch = decode_batch(wire, codebook=codebook, verify_key=key.verify_key, direction=direction)
     assert batch.envelopes == (envelope,)
     assert (batch.vessel_id, batch.batch_seq, batch.batch_minutes) == (42, 7, batch_minutes)
+
+
+def test_a_batch_of_acknowledgements_only_is_answered_lazily() -> None:
+    """One rule on both sides: only BatchAcks means "acknowledge me later"; anything else
+    beside them (a message, a contact change) wants its answer now."""
+    ack = BatchAck(up_to=3, written_minutes=0)
+    message = CrewMessage(
+        message_seq=1, crew=2, contact=3, written_minutes=0, lang=Language.ENG, body="hi"
+    )
+    contact = ContactBookChange(
+        crew=2, contact=3, channel=Channel.EMAIL, address="a@example.org", written_minutes=0
+    )
+    assert acknowledges_only([ack])
+    assert acknowledges_only([ack, BatchAck(up_to=4, written_minutes=0)])
+    assert not acknowledges_only([ack, message])
+    assert not acknowledges_only([contact, ack])
+    assert not acknowledges_only([message])
 
 
 def test_written_time_travels_relative_to_the_batch() -> None:
