@@ -213,12 +213,15 @@ async def _drive(
 ) -> None:
     """Feed bytes and time between ``session`` and ``link`` until the session is over."""
     while not session.done:
-        for outgoing in session.data_to_send(timers.monotonic()):
+        outgoing_batches = session.data_to_send(timers.monotonic())
+        for outgoing in outgoing_batches:
             size = len(outgoing.data)
             await link.publish(outgoing.data, settings.publish_timeout_s(size))
             await asyncio.to_thread(session.published, outgoing.batch_seq, size, timers.monotonic())
         while not session.done and (data := link.receive_nowait()) is not None:
             await asyncio.to_thread(session.receive, data, timers.monotonic())
+        if session.state is VesselState.PUBLISHING and not outgoing_batches:
+            raise RuntimeError("the exchange is publishing but hands nothing out")
         if session.done or session.state is VesselState.PUBLISHING:
             continue
         timer = session.next_timer()
