@@ -10,6 +10,14 @@ A session (:func:`run_session`) is short and does everything in one connection::
     wait (bounded) for the shore's signed BatchAck           arrives on vr/{vessel}/d
     disconnect                                               no idle connection, no pings
 
+What to do and when is decided by the pure :class:`protocol.exchange.VesselExchange`
+(its waits are timers); :class:`shipboard.session.VesselSession` answers its events with
+the outbox; this module is the asyncio shell around them: it moves bytes between the
+exchange and a :class:`shipboard.transport.Link` (:class:`shipboard.mqtt_link.MqttLink`
+in production, the test kit's fake link in scenarios), runs the outbox calls in a worker
+thread, and sleeps until the exchange's timer or the next downlink payload (aioquic's
+asyncio layer).
+
 :func:`run_link` is the long-running loop: it builds a snapshot of the outbox, asks the
 pure :func:`shipboard.scheduler.plan`, runs a session when the plan says so, and sleeps
 until the plan's timer, the outbox doorbell or ``stopping``. A failed session is retried
@@ -61,52 +69,62 @@ Logs carry batch numbers, sizes and states, never message text.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import ssl
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Mapping, MutableMapping, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, Protocol, TypeVar, runtime_checkable
 from zoneinfo import ZoneInfo
 
-import aiomqtt
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
-
-from protocol.batch import Batch, Direction, decode_batch
 from protocol.codebook import Codebook
-from protocol.errors import LimitExceeded, ProtocolError
+from protocol.exchange import VesselSettings, VesselState
 from protocol.quota import Month, QuotaLedger
 from protocol.quota import month_of as quota_month_of
 from protocol.signing import SigningKey, VerifyKey
 from shipboard.config import ShipConfig
-from shipboard.errors import NothingToSend, OutboxUnavailable
-from shipboard.profiles import LinkProfile, profile_named
-from shipboard.scheduler import (
-    Held,
-    HoldReason,
-    PendingLike,
-    Plan,
-    SchedulerSettings,
-    SessionReason,
-    Snapshot,
-)
+from shipboard.errors import OutboxUnavailable
+from shipboard.mqtt_link import MqttLink, ResumingContext, client_tls_context
+from shipboard.profiles import LinkProfile
+from shipboard.scheduler import Held, HoldReason, Plan, SchedulerSettings, SessionReason, Snapshot
 from shipboard.scheduler import plan as make_plan
+from shipboard.session import (
+    DownlinkResultLike,
+    OutboxPort,
+    SessionReport,
+    StoredBatchLike,
+    VesselSession,
+    vessel_log,
+)
 from shipboard.sessions_log import LinkSession
-from vessel_relay.logs import batch_scope, enter_vessel_scope
+from shipboard.transport import (
+    Link,
+    LinkClosed,
+    LinkDown,
+    LinkError,
+    LinkSettings,
+    downlink_topic,
+    uplink_topic,
+)
+from vessel_relay.logs import enter_vessel_scope
 
 __all__ = [
+    "DownlinkResultLike",
+    "Link",
+    "LinkClosed",
     "LinkDown",
     "LinkError",
     "LinkSettings",
+    "LinkStatistics",
+    "LoopTimers",
     "OutboxPort",
     "ResumingContext",
     "SessionHistory",
     "SessionReport",
+    "StoredBatchLike",
+    "Timers",
     "billed_so_far",
     "build_snapshot",
     "client_tls_context",
@@ -124,21 +142,7 @@ UTC_ZONE = ZoneInfo("UTC")
 Clock = Callable[[], float]
 
 
-# --- errors ------------------------------------------------------------------------------
-
-
-class LinkError(Exception):
-    """Base of the link's errors."""
-
-
-class LinkDown(LinkError):
-    """The session could not start or broke off (satellite dropped, broker gone, timeout).
-
-    Nothing is lost: every batch stays in the outbox until the shore acknowledges it.
-    """
-
-
-# --- what the link needs from the outbox -------------------------------------------------
+# --- what the link needs from the outbox, besides shipboard.session.OutboxPort -----------
 
 
 @runtime_checkable
@@ -155,437 +159,82 @@ class SessionHistory(Protocol):
     def link_sessions_in(self, month: int) -> Sequence[LinkSession]: ...
 
 
-class StoredBatchLike(Protocol):
-    """An uplink batch whose bytes are stored (``shipboard.outbox.StoredBatch``)."""
-
-    @property
-    def batch_seq(self) -> int: ...
-    @property
-    def data(self) -> bytes: ...
-    @property
-    def ack_only(self) -> bool: ...
+# --- time, for the shell -------------------------------------------------------------------
 
 
-class DownlinkResultLike(Protocol):
-    """What applying a downlink batch changed (``shipboard.outbox.DownlinkResult``)."""
+class Timers(Protocol):
+    """The shell's clock for the exchange's timers (the test kit's FakeClock is one)."""
 
-    @property
-    def duplicate(self) -> bool: ...
-    @property
-    def acknowledged_batches(self) -> tuple[int, ...]: ...
-    @property
-    def rejected_batches(self) -> tuple[int, ...]: ...
-
-
-class OutboxPort(Protocol):
-    """The outbox as the link uses it; synchronous, called through ``asyncio.to_thread``.
-
-    ``shipboard.outbox.Outbox`` implements it; tests use an in-memory fake.
-    """
-
-    def pending_messages(self, now: float) -> Sequence[PendingLike]:
-        """Messages waiting for a batch (no text), oldest first."""
+    def monotonic(self) -> float:
+        """Seconds that never go back."""
         ...
 
-    def quota_ledger(self, now: float) -> Mapping[int, int]:
-        """Text bytes accepted this (UTC) month per crew member, pending ones included."""
-        ...
-
-    def unacknowledged_batches(self) -> Sequence[StoredBatchLike]:
-        """Uplink batches no BatchAck has covered, oldest first."""
-        ...
-
-    def make_batch(
-        self, message_seqs: Sequence[int], codebook: Codebook, signing_key: SigningKey, now: float
-    ) -> tuple[int, bytes]:
-        """A new stored batch of these messages (plus contact changes and a downlink ack);
-        raises ``NothingToSend`` when there is nothing at all to say."""
-        ...
-
-    def mark_sent(self, batch_seq: int, now: float) -> None:
-        """The broker took the batch (PUBACK): not yet the shore's acknowledgement."""
-        ...
-
-    def apply_downlink(self, batch: Batch, now: float) -> DownlinkResultLike:
-        """Apply a verified downlink batch in one transaction (duplicates change nothing)."""
+    async def wait_for(self, awaitable: Awaitable[T], timeout_s: float) -> T | None:
+        """The awaitable's result, or None (and the awaitable cancelled) after ``timeout_s``."""
         ...
 
 
-# --- settings ----------------------------------------------------------------------------
+class LoopTimers:
+    """:class:`Timers` on the event loop's clock (production)."""
 
+    def monotonic(self) -> float:
+        return asyncio.get_running_loop().time()
 
-def uplink_topic(vessel_id: int) -> str:
-    """Where the vessel publishes its batches."""
-    return f"vr/{vessel_id}/u"
-
-
-def downlink_topic(vessel_id: int) -> str:
-    """Where the shore publishes the vessel's downlink batches."""
-    return f"vr/{vessel_id}/d"
-
-
-@dataclass(frozen=True, slots=True)
-class LinkSettings:
-    """How to reach the shore's broker and how long to wait for what."""
-
-    vessel_id: int
-    host: str
-    port: int
-    profile: LinkProfile
-    mqtt_version: str = "5"  # or "3.1.1"
-    username: str | None = None
-    password: str | None = field(default=None, repr=False)
-    keepalive_s: int = 600
-    session_expiry_s: int = 30 * 86_400
-    #: After subscribing, the downlink is taken as drained once nothing came for this long
-    #: (None: two round trips plus half a second, from the profile).
-    downlink_quiet_s: float | None = None
-    #: Longest wait for the shore's BatchAck after publishing.
-    ack_wait_s: float = 30.0
-    #: Most messages in one uplink batch (halved when a batch would be over the limit).
-    max_batch_messages: int = 500
-    #: No MQTT wait is shorter than this, however fast the link (aiomqtt's default is 10 s).
-    min_timeout_s: float = 10.0
-
-    def __post_init__(self) -> None:
-        if self.mqtt_version not in ("5", "3.1.1"):
-            raise ValueError(f'mqtt_version must be "5" or "3.1.1", not {self.mqtt_version!r}')
-        if not 0 < self.keepalive_s <= 65_535:
-            raise ValueError("keepalive_s must be 1 to 65535 (an MQTT limit)")
-
-    @classmethod
-    def from_config(cls, config: ShipConfig, **overrides: Any) -> LinkSettings:
-        """Settings from the vessel's config (the broker URL, MQTT version, profile)."""
-        settings = cls(
-            vessel_id=config.vessel.vessel_id,
-            host=config.shore.host,
-            port=config.shore.port,
-            profile=profile_named(config.link.profile),
-            mqtt_version=config.shore.mqtt_version,
-            username=config.shore.username,
-            password=config.shore.password,
-        )
-        return replace(settings, **overrides) if overrides else settings
-
-    @property
-    def quiet_s(self) -> float:
-        """How long a silence ends the downlink drain."""
-        if self.downlink_quiet_s is not None:
-            return self.downlink_quiet_s
-        return 4 * self.profile.latency_s + 0.5
-
-    @property
-    def command_timeout_s(self) -> float:
-        """Timeout for CONNECT, SUBSCRIBE and DISCONNECT on this link."""
-        return self.profile.transfer_timeout_s(512, floor_s=self.min_timeout_s)
-
-    def publish_timeout_s(self, payload_bytes: int) -> float:
-        """Timeout for one QoS 1 publish of ``payload_bytes`` (until its PUBACK)."""
-        return self.profile.transfer_timeout_s(payload_bytes + 64, floor_s=self.min_timeout_s)
-
-
-# --- TLS with session resumption ---------------------------------------------------------
-
-
-class ResumingContext(ssl.SSLContext):
-    """A client ``SSLContext`` that offers the previous TLS session when it connects again.
-
-    Keep one for the agent's life. :meth:`remember` (called at the end of a session,
-    while the socket is open) keeps the session ticket; the next ``wrap_socket`` passes it
-    in, so the handshake is resumed (~1,150 B instead of ~1,900 B, FIELD-NOTES).
-    """
-
-    tls_session: ssl.SSLSession | None
-    last_socket: ssl.SSLSocket | None
-
-    def wrap_socket(
-        self,
-        sock: Any,
-        server_side: bool = False,
-        do_handshake_on_connect: bool = True,
-        suppress_ragged_eofs: bool = True,
-        server_hostname: str | bytes | None = None,
-        session: ssl.SSLSession | None = None,
-    ) -> ssl.SSLSocket:
-        offered = session if session is not None else getattr(self, "tls_session", None)
-        wrapped = super().wrap_socket(
-            sock,
-            server_side=server_side,
-            do_handshake_on_connect=do_handshake_on_connect,
-            suppress_ragged_eofs=suppress_ragged_eofs,
-            server_hostname=server_hostname,
-            session=offered,
-        )
-        self.last_socket = wrapped
-        return wrapped
-
-    def remember(self) -> bool | None:
-        """Keep the current connection's session for next time; whether it was resumed."""
-        sock = getattr(self, "last_socket", None)
-        if sock is None:
-            return None
-        with contextlib.suppress(OSError, ValueError, AttributeError):
-            current = sock.session
-            if current is not None:
-                self.tls_session = current
-            return bool(sock.session_reused)
-        return None
-
-    def forget(self) -> None:
-        """Drop the kept session (the next connect does a full handshake)."""
-        self.tls_session = None
-
-
-def client_tls_context(ca_path: Path | None = None) -> ResumingContext:
-    """A TLS client context (TLS 1.2+, hostname checked) that resumes sessions.
-
-    ``ca_path``: the shore's CA certificate; None uses the system's trusted CAs.
-    """
-    context = ResumingContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.tls_session = None
-    context.last_socket = None
-    if ca_path is not None:
-        context.load_verify_locations(cafile=str(ca_path))
-    else:
-        context.load_default_certs()
-    return context
+    async def wait_for(self, awaitable: Awaitable[T], timeout_s: float) -> T | None:
+        task = asyncio.ensure_future(awaitable)
+        try:
+            done, _ = await asyncio.wait({task}, timeout=max(0.0, timeout_s))
+        finally:
+            if not task.done():
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        return task.result() if done else None
 
 
 # --- one session -------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class SessionReport:
-    """What one session did (ids and sizes only)."""
-
-    published: tuple[int, ...]
-    acknowledged: tuple[int, ...]
-    rejected: tuple[int, ...]
-    unacknowledged_after: int
-    downlink_applied: int
-    downlink_duplicates: int
-    downlink_refused: int
-    uplink_payload_bytes: int
-    downlink_payload_bytes: int
-    tls_resumed: bool | None
+def _exchange_settings(
+    settings: LinkSettings, shore_verify_key: VerifyKey, codebook: Codebook
+) -> VesselSettings:
+    return VesselSettings(
+        vessel_id=settings.vessel_id,
+        shore_key=shore_verify_key,
+        codebook=codebook,
+        quiet_s=settings.quiet_s,
+        drain_limit_s=settings.ack_wait_s,  # the drain is bounded like the ack wait
+        ack_wait_s=settings.ack_wait_s,
+        max_batch_messages=settings.max_batch_messages,
+    )
 
 
-class _VesselLog(logging.LoggerAdapter[logging.Logger]):
-    def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, Any]:
-        extra = self.extra or {}
-        return f"[vessel {extra['vessel']}] {msg}", kwargs
-
-
-def _make_client(settings: LinkSettings, tls_context: ssl.SSLContext | None) -> aiomqtt.Client:
-    common: dict[str, Any] = {
-        "hostname": settings.host,
-        "port": settings.port,
-        "identifier": f"v{settings.vessel_id}",
-        "username": settings.username,
-        "password": settings.password,
-        "keepalive": settings.keepalive_s,
-        "timeout": settings.command_timeout_s,
-        "tls_context": tls_context,
-    }
-    if settings.mqtt_version == "5":
-        properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-        properties.SessionExpiryInterval = settings.session_expiry_s
-        return aiomqtt.Client(
-            protocol=aiomqtt.ProtocolVersion.V5,
-            clean_start=False,
-            properties=properties,
-            **common,
-        )
-    return aiomqtt.Client(protocol=aiomqtt.ProtocolVersion.V311, clean_session=False, **common)
-
-
-@dataclass
-class _Tally:
-    published: list[int] = field(default_factory=list)
-    #: Published batches that carry only a BatchAck (the shore acknowledges them lazily).
-    ack_only: set[int] = field(default_factory=set)
-    acknowledged: list[int] = field(default_factory=list)
-    rejected: list[int] = field(default_factory=list)
-    applied: int = 0
-    duplicates: int = 0
-    refused: int = 0
-    up_bytes: int = 0
-    down_bytes: int = 0
-
-
-class _Session:
-    """The inside of one connected session (see :func:`run_session`)."""
-
-    def __init__(
-        self,
-        settings: LinkSettings,
-        outbox: OutboxPort,
-        client: aiomqtt.Client,
-        shore_verify_key: VerifyKey,
-        codebook: Codebook,
-        clock: Clock,
-        log: _VesselLog,
-    ) -> None:
-        self.settings = settings
-        self.outbox = outbox
-        self.client = client
-        self.shore_verify_key = shore_verify_key
-        self.codebook = codebook
-        self.clock = clock
-        self.log = log
-        self.tally = _Tally()
-        self.arrived = asyncio.Event()
-        self.applying = asyncio.Lock()
-        self.reader: asyncio.Task[None] | None = None
-
-    async def read_downlink(self) -> None:
-        topic = downlink_topic(self.settings.vessel_id)
-        async for message in self.client.messages:
-            payload = message.payload
-            if not message.topic.matches(topic) or not isinstance(payload, bytes | bytearray):
-                self.log.warning("message on unexpected topic %s ignored", message.topic)
-                continue
-            async with self.applying:
-                await asyncio.to_thread(self._apply, bytes(payload))
-            self.arrived.set()
-
-    def _apply(self, data: bytes) -> None:
-        self.tally.down_bytes += len(data)
-        try:
-            batch = decode_batch(
-                data,
-                codebook=self.codebook,
-                verify_key=self.shore_verify_key,
-                direction=Direction.DOWNLINK,
-            )
-            if batch.vessel_id != self.settings.vessel_id:
-                self.log.warning(
-                    "downlink batch %d for vessel %d refused", batch.batch_seq, batch.vessel_id
-                )
-                self.tally.refused += 1
-                return
-            result = self.outbox.apply_downlink(batch, self.clock())
-        except ProtocolError as exc:
-            # The shore's fault (or a forger's): skip it; the shore resends what we do not ack.
-            self.tally.refused += 1
-            self.log.warning(
-                "downlink payload of %d bytes refused (%s): %s",
-                len(data),
-                exc.reason.name,
-                exc.message,
-            )
-            return
-        if result.duplicate:
-            self.tally.duplicates += 1
+async def _drive(
+    session: VesselSession, link: Link, timers: Timers, settings: LinkSettings
+) -> None:
+    """Feed bytes and time between ``session`` and ``link`` until the session is over."""
+    while not session.done:
+        outgoing_batches = session.data_to_send(timers.monotonic())
+        for outgoing in outgoing_batches:
+            size = len(outgoing.data)
+            await link.publish(outgoing.data, settings.publish_timeout_s(size))
+            await asyncio.to_thread(session.published, outgoing.batch_seq, size, timers.monotonic())
+        while not session.done and (data := link.receive_nowait()) is not None:
+            await asyncio.to_thread(session.receive, data, timers.monotonic())
+        if session.state is VesselState.PUBLISHING and not outgoing_batches:
+            raise RuntimeError("the exchange is publishing but hands nothing out")
+        if session.done or session.state is VesselState.PUBLISHING:
+            continue
+        timer = session.next_timer()
+        if timer is None:
+            raise RuntimeError(f"the exchange waits in state {session.state.value} without a timer")
+        data = await timers.wait_for(link.receive(), timer - timers.monotonic())
+        if data is None:
+            await asyncio.to_thread(session.handle_timer, timers.monotonic())
         else:
-            self.tally.applied += 1
-        self.tally.acknowledged += result.acknowledged_batches
-        self.tally.rejected += result.rejected_batches
-
-    async def guarded(self, awaitable: Awaitable[T]) -> T:
-        """Await, but give up at once (LinkDown) if the connection is lost meanwhile."""
-        assert self.reader is not None
-        task = asyncio.ensure_future(awaitable)
-        try:
-            await asyncio.wait({task, self.reader}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            if not task.done():
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
-                    await task
-        if task.done() and not task.cancelled():
-            return task.result()
-        cause = self.reader.exception() if self.reader.done() else None
-        raise LinkDown("the connection to the broker was lost mid-session") from cause
-
-    async def drain(self, quiet_s: float, limit_s: float) -> None:
-        """Wait until no downlink came for ``quiet_s`` (at most ``limit_s`` in all)."""
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(limit_s):
-                while True:
-                    self.arrived.clear()
-                    try:
-                        async with asyncio.timeout(quiet_s):
-                            await self.guarded(self.arrived.wait())
-                    except TimeoutError:
-                        return
-
-    async def make_batches(self, message_seqs: Sequence[int], signing_key: SigningKey) -> list[int]:
-        made: list[int] = []
-        remaining = list(message_seqs)
-        size = self.settings.max_batch_messages
-        first = True
-        while remaining or first:
-            chunk = remaining[:size]
-            try:
-                async with self.applying:
-                    batch_seq, data = await asyncio.to_thread(
-                        self.outbox.make_batch, chunk, self.codebook, signing_key, self.clock()
-                    )
-            except NothingToSend:
-                break
-            except LimitExceeded:
-                if size == 1:
-                    raise
-                size = max(1, size // 2)
-                continue
-            with batch_scope(self.settings.vessel_id, batch_seq):
-                self.log.info(
-                    "batch %d made: %d messages, %d bytes", batch_seq, len(chunk), len(data)
-                )
-            made.append(batch_seq)
-            remaining = remaining[len(chunk) :]
-            first = False
-        return made
-
-    async def publish_unacknowledged(self) -> None:
-        batches = await asyncio.to_thread(self.outbox.unacknowledged_batches)
-        topic = uplink_topic(self.settings.vessel_id)
-        for stored in batches:
-            data = stored.data
-            timeout_s = self.settings.publish_timeout_s(len(data))
-            await self.guarded(self.client.publish(topic, data, qos=1, timeout=timeout_s))
-            await asyncio.to_thread(self.outbox.mark_sent, stored.batch_seq, self.clock())
-            self.tally.published.append(stored.batch_seq)
-            if stored.ack_only:
-                self.tally.ack_only.add(stored.batch_seq)
-            self.tally.up_bytes += len(data)
-            with batch_scope(self.settings.vessel_id, stored.batch_seq):
-                self.log.info("batch %d published (%d bytes)", stored.batch_seq, len(data))
-
-    async def wait_for_acks(self, limit_s: float) -> int:
-        """Wait until the shore acknowledged what was published; how many are still open.
-
-        A batch that carries only a ``BatchAck`` is not waited for: the shore acknowledges
-        it lazily, with the next downlink batch it has a reason to send (an acknowledgement
-        of an acknowledgement would never end), so waiting would hold the session open for
-        ``limit_s`` for nothing. It stays unacknowledged and is resent with the next
-        session's batches until the shore's ``BatchAck`` covers it.
-        """
-        published = set(self.tally.published) - self.tally.ack_only
-        if not published:
-            return 0
-        open_seqs = published
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(limit_s):
-                while True:
-                    self.arrived.clear()
-                    async with self.applying:
-                        batches = await asyncio.to_thread(self.outbox.unacknowledged_batches)
-                    open_seqs = published & {stored.batch_seq for stored in batches}
-                    if not open_seqs:
-                        return 0
-                    await self.guarded(self.arrived.wait())
-        return len(open_seqs)
-
-    async def stop_reading(self) -> None:
-        if self.reader is None:
-            return
-        async with self.applying:  # never in the middle of a downlink transaction
-            self.reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
-                await self.reader
+            await asyncio.to_thread(session.receive, data, timers.monotonic())
+    # Downlink that already arrived is applied before we go (the broker handed it over).
+    while (data := link.receive_nowait()) is not None:
+        await asyncio.to_thread(session.receive, data, timers.monotonic())
 
 
 async def run_session(
@@ -598,54 +247,40 @@ async def run_session(
     message_seqs: Sequence[int] = (),
     clock: Clock = time.time,
     tls_context: ssl.SSLContext | None = None,
+    link: Link | None = None,
+    timers: Timers | None = None,
 ) -> SessionReport:
     """One satellite session: fetch downlink, batch ``message_seqs``, publish, await acks.
+
+    ``link`` defaults to an :class:`MqttLink` to ``settings``' broker; ``timers`` to the
+    event loop's clock; ``clock`` (wall time) stamps the outbox's records.
 
     Raises :class:`LinkDown` when the broker cannot be reached or the connection breaks;
     whatever was committed before stays committed, and the rest happens next time.
     """
-    log = _VesselLog(logger, {"vessel": settings.vessel_id})
-    client = _make_client(settings, tls_context)
-    session = _Session(settings, outbox, client, shore_verify_key, codebook, clock, log)
-    resumed: bool | None = None
-    unacked = 0
-    try:
-        async with client:
-            session.reader = asyncio.create_task(session.read_downlink(), name="downlink")
-            try:
-                await session.guarded(
-                    client.subscribe(
-                        downlink_topic(settings.vessel_id),
-                        qos=1,
-                        timeout=settings.command_timeout_s,
-                    )
-                )
-                await session.drain(settings.quiet_s, settings.ack_wait_s)
-                await session.make_batches(message_seqs, signing_key)
-                await session.publish_unacknowledged()
-                if session.tally.published:
-                    unacked = await session.wait_for_acks(settings.ack_wait_s)
-                if isinstance(tls_context, ResumingContext):
-                    resumed = tls_context.remember()
-            finally:
-                await session.stop_reading()
-    except aiomqtt.MqttError as exc:
-        raise LinkDown(f"MQTT session with {settings.host}:{settings.port} failed: {exc}") from exc
-    except (TimeoutError, OSError) as exc:
-        raise LinkDown(f"MQTT session with {settings.host}:{settings.port} timed out") from exc
-    tally = session.tally
-    report = SessionReport(
-        published=tuple(tally.published),
-        acknowledged=tuple(sorted(set(tally.acknowledged))),
-        rejected=tuple(sorted(set(tally.rejected))),
-        unacknowledged_after=unacked,
-        downlink_applied=tally.applied,
-        downlink_duplicates=tally.duplicates,
-        downlink_refused=tally.refused,
-        uplink_payload_bytes=tally.up_bytes,
-        downlink_payload_bytes=tally.down_bytes,
-        tls_resumed=resumed,
+    log = vessel_log(settings.vessel_id)
+    link = link if link is not None else MqttLink(settings, tls_context)
+    timers = timers if timers is not None else LoopTimers()
+    session = VesselSession(
+        _exchange_settings(settings, shore_verify_key, codebook),
+        outbox,
+        signing_key=signing_key,
+        clock=clock,
     )
+    try:
+        await link.connect()
+        await asyncio.to_thread(session.start, timers.monotonic(), message_seqs)
+        await _drive(session, link, timers, settings)
+    except BaseException as exc:
+        if isinstance(exc, LinkDown):
+            session.link_lost()
+        try:
+            await link.close()
+        except LinkError:
+            log.debug("closing the link after a failure failed too", exc_info=True)
+        raise
+    await link.close()
+    report = session.report(link.tls_resumed)
     log.info(
         "session done: %d published (%d B), %d acknowledged, %d still open, "
         "%d downlink applied (%d B), %d refused, tls resumed %s",
@@ -769,7 +404,7 @@ async def _record_session(
     ended_at: float,
     report: SessionReport | None,
     overhead_bytes: int,
-    log: _VesselLog,
+    log: logging.LoggerAdapter[logging.Logger],
 ) -> None:
     """Keep the session in the outbox for the monthly report (``report`` None: it failed)."""
     if not isinstance(outbox, SessionRecorder):
@@ -843,7 +478,7 @@ async def run_link(
     rng = rng or random.Random()
     stats = statistics if statistics is not None else LinkStatistics()
     shore_key = VerifyKey.from_hex(config.shore_verify_key_hex)
-    log = _VesselLog(logger, {"vessel": settings.vessel_id})
+    log = vessel_log(settings.vessel_id)
     enter_vessel_scope(settings.vessel_id)  # this task's log lines carry v{vessel}
     billed: dict[Month, int] = {}
     failures = 0

@@ -1,0 +1,1 @@
+"""Scenarios of the vessel-shore exchange on the fake link and clock (tests/kit)."""

@@ -1,0 +1,215 @@
+"""What the outbox and the shore's store record, in memory, for the pure exchange tests.
+
+Only as much as the exchange's events need: the real outbox and store are tested on the
+fake link in ``test_scenarios.py``; these let hypothesis run thousands of schedules of the
+pure machines (``protocol.exchange``) in seconds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from dataclasses import dataclass, field
+
+from protocol.batch import Direction, encode_batch
+from protocol.envelopes import (
+    BatchAck,
+    CrewMessage,
+    DeliveryReceipt,
+    Envelope,
+    ReceiptStage,
+    acknowledges_only,
+)
+from protocol.exchange import (
+    BatchAcknowledged,
+    BatchesWanted,
+    BatchRefused,
+    DownlinkAcknowledged,
+    DownlinkBatchMade,
+    DownlinkReceived,
+    DownlinkRefused,
+    MakeBatch,
+    OfferedBatch,
+    ShoreExchange,
+    ShoreSettings,
+    UplinkBatchReceived,
+    UplinkRefused,
+    VesselExchange,
+    VesselSettings,
+)
+from protocol.languages import Language
+from protocol.replay import RangeSet
+from tests.shore.store_fixtures import SHORE_KEY, VESSEL_KEY
+from vessel_relay.codebooks import default_codebook
+
+VESSEL = 7
+CODEBOOK = default_codebook()
+T0 = 1_790_000_000.0
+
+
+def vessel_settings(**overrides: object) -> VesselSettings:
+    """The vessel's session settings for the pure tests."""
+    base: dict[str, object] = {
+        "vessel_id": VESSEL,
+        "shore_key": SHORE_KEY.verify_key,
+        "codebook": CODEBOOK,
+        "quiet_s": 2.0,
+        "drain_limit_s": 30.0,
+        "ack_wait_s": 30.0,
+        "max_batch_messages": 3,
+    }
+    return VesselSettings(**{**base, **overrides})  # type: ignore[arg-type]
+
+
+def shore_settings(**overrides: object) -> ShoreSettings:
+    """The shore's settings for the pure tests."""
+    base: dict[str, object] = {
+        "vessel_id": VESSEL,
+        "vessel_key": VESSEL_KEY.verify_key,
+        "shore_key": SHORE_KEY,
+        "codebook": CODEBOOK,
+        "resend_after_s": 600.0,
+        "resend_max_s": 3600.0,
+    }
+    return ShoreSettings(**{**base, **overrides})  # type: ignore[arg-type]
+
+
+@dataclass
+class MemoryVessel:
+    """The vessel's record: messages waiting, stored batches, what the shore acknowledged."""
+
+    waiting: list[int] = field(default_factory=list)
+    written: int = 0
+    batches: dict[int, OfferedBatch] = field(default_factory=dict)
+    batch_messages: dict[int, tuple[int, ...]] = field(default_factory=dict)
+    acknowledged: Counter[int] = field(default_factory=Counter)
+    refused: set[int] = field(default_factory=set)
+    downlink_seen: RangeSet = field(default_factory=RangeSet)
+    ack_pending: bool = False
+    receipts: Counter[int] = field(default_factory=Counter)
+
+    def write(self) -> int:
+        self.written += 1
+        self.waiting.append(self.written)
+        return self.written
+
+    def open_batches(self) -> list[int]:
+        return [s for s in self.batches if s not in self.acknowledged and s not in self.refused]
+
+    def start(self, exchange: VesselExchange, now: float) -> None:
+        exchange.link_up(now, self.open_batches(), list(self.waiting))
+        self.answer(exchange, now)
+
+    def _make_batch(self, message_seqs: tuple[int, ...], now: float) -> int | None:
+        minutes = int(now // 60)
+        envelopes: list[Envelope] = []
+        if self.ack_pending and self.downlink_seen.highest:
+            seen = self.downlink_seen
+            envelopes.append(BatchAck(seen.up_to, minutes, seen.ranges or None))
+        envelopes += [
+            CrewMessage(seq, 1, 1, minutes, Language.ENG, f"message {seq}") for seq in message_seqs
+        ]
+        if not envelopes:
+            return None
+        batch_seq = len(self.batches) + 1
+        data = encode_batch(
+            envelopes,
+            direction=Direction.UPLINK,
+            vessel_id=VESSEL,
+            batch_seq=batch_seq,
+            batch_minutes=minutes,
+            signing_key=VESSEL_KEY,
+            codebook=CODEBOOK,
+        )
+        self.batches[batch_seq] = OfferedBatch(batch_seq, data, acknowledges_only(envelopes))
+        self.batch_messages[batch_seq] = message_seqs
+        self.waiting = [seq for seq in self.waiting if seq not in message_seqs]
+        self.ack_pending = False
+        return batch_seq
+
+    def answer(self, exchange: VesselExchange, now: float) -> None:
+        """Answer every event the way the outbox does (``shipboard.session``)."""
+        while (event := exchange.next_event()) is not None:
+            if isinstance(event, DownlinkReceived):
+                seq = event.batch.batch_seq
+                duplicate = seq in self.downlink_seen
+                if not duplicate:
+                    self.downlink_seen.add(seq)
+                    for envelope in event.batch.envelopes:
+                        if isinstance(envelope, DeliveryReceipt):
+                            self.receipts[envelope.message_seq] += 1
+                self.ack_pending = True
+                exchange.downlink_applied(seq, duplicate=duplicate)
+            elif isinstance(event, DownlinkRefused):
+                raise AssertionError(f"a genuine downlink batch was refused: {event}")
+            elif isinstance(event, MakeBatch):
+                made = self._make_batch(event.message_seqs, now)
+                if made is None:
+                    exchange.nothing_to_batch()
+                else:
+                    exchange.batch_made(made)
+            elif isinstance(event, BatchesWanted):
+                exchange.offer([self.batches[s] for s in self.open_batches()], now)
+            elif isinstance(event, BatchAcknowledged):
+                self.acknowledged[event.batch_seq] += 1
+            elif isinstance(event, BatchRefused):
+                self.refused.add(event.batch_seq)
+
+
+@dataclass
+class MemoryShore:
+    """The shore's record: stored batches (by hash), messages, downlink batches."""
+
+    exchange: ShoreExchange = field(default_factory=lambda: ShoreExchange(shore_settings()))
+    batches: dict[int, bytes] = field(default_factory=dict)
+    messages: Counter[int] = field(default_factory=Counter)
+    downlink: dict[int, tuple[bytes, int]] = field(default_factory=dict)
+    downlink_acked: set[int] = field(default_factory=set)
+
+    def answer(self, now: float) -> None:
+        """Answer every event the way the store does (``shore.store_sql``)."""
+        exchange = self.exchange
+        while (event := exchange.next_event()) is not None:
+            if isinstance(event, UplinkBatchReceived):
+                batch = event.batch
+                digest = hashlib.sha256(event.data).digest()
+                if batch.batch_seq in self.batches:
+                    assert self.batches[batch.batch_seq] == digest, "a batch number reused"
+                    exchange.uplink_stored(batch.batch_seq, now)
+                    continue
+                self.batches[batch.batch_seq] = digest
+                receipts: list[Envelope] = []
+                for envelope in batch.envelopes:
+                    if (
+                        isinstance(envelope, CrewMessage)
+                        and envelope.message_seq not in self.messages
+                    ):
+                        self.messages[envelope.message_seq] += 1
+                        receipts.append(
+                            DeliveryReceipt(
+                                envelope.message_seq, ReceiptStage.ACCEPTED_ASHORE, int(now // 60)
+                            )
+                        )
+                exchange.uplink_stored(batch.batch_seq, now)
+                exchange.queue(receipts)
+            elif isinstance(event, UplinkRefused):
+                raise AssertionError(f"a genuine uplink batch was refused: {event}")
+            elif isinstance(event, DownlinkBatchMade):
+                self.downlink[event.downlink_seq] = (event.data, event.items)
+            elif isinstance(event, DownlinkAcknowledged):
+                self.downlink_acked.add(event.downlink_seq)
+
+    def restart(self) -> None:
+        """The relay restarts: a new exchange from the record (memory of the old is gone).
+
+        What it owed is kept (the store's "acknowledgement pending"): a due ack is owed."""
+        seen = RangeSet()
+        for seq in self.batches:
+            seen.add(seq)
+        state = self.exchange.state
+        self.exchange = ShoreExchange(
+            shore_settings(), seen=seen, next_downlink_seq=len(self.downlink) + 1, state=state
+        )
+        for seq, (data, items) in sorted(self.downlink.items()):
+            if seq not in self.downlink_acked:
+                self.exchange.resume_downlink(seq, data, items, last_sent_at=None)

@@ -1,0 +1,492 @@
+"""The pure exchange (``protocol.exchange``): time is an argument, the link is a list.
+
+aioquic's way: ``now`` is chosen by the test (``now = vessel.next_timer()``), packets are
+moved by hand over the fake link pair, and the outbox and store are small in-memory
+records (``memory.py``). Hypothesis checks every (state, input) pair against the tables,
+and random loss, duplication, reordering and restarts against the promises: no batch is
+acknowledged twice, nothing acknowledged is missing ashore, nothing is stored twice, and
+once the link behaves every message gets through.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
+from protocol import exchange as exchange_module
+from protocol.envelopes import Reply
+from protocol.errors import NotAllowedInState, Reason
+from protocol.exchange import (
+    SHORE_TRANSITIONS,
+    VESSEL_TRANSITIONS,
+    MakeBatch,
+    ShoreExchange,
+    ShoreInput,
+    ShoreState,
+    VesselExchange,
+    VesselInput,
+    VesselState,
+)
+from protocol.languages import Language
+from tests.exchange.memory import T0, MemoryShore, MemoryVessel, shore_settings, vessel_settings
+from tests.kit.fakelink import DOWN, UP, LinkPair
+
+
+def run_until_published(vessel: VesselExchange, record: MemoryVessel, pair: LinkPair) -> float:
+    """Start a session at T0, let the drain time out, publish everything; the time."""
+    now = T0
+    record.start(vessel, now)
+    now = vessel.next_timer() or now
+    vessel.handle_timer(now)
+    record.answer(vessel, now)
+    publish_all(vessel, record, pair, now)
+    return now
+
+
+def publish_all(vessel: VesselExchange, record: MemoryVessel, pair: LinkPair, now: float) -> None:
+    while outgoing := vessel.data_to_send(now):
+        for batch in outgoing:
+            pair.send(UP, batch.data)
+            vessel.published(batch.batch_seq, now)
+            record.answer(vessel, now)
+
+
+def shore_step(shore: MemoryShore, pair: LinkPair, now: float) -> None:
+    for data in pair.take(UP):
+        shore.exchange.receive(data, now)
+        shore.answer(now)
+    shore.exchange.handle_timer(now)
+    for data in shore.exchange.data_to_send(now):
+        pair.send(DOWN, data)
+    shore.answer(now)
+
+
+def vessel_step(vessel: VesselExchange, record: MemoryVessel, pair: LinkPair, now: float) -> None:
+    for data in pair.take(DOWN):
+        vessel.receive(data, now)
+        record.answer(vessel, now)
+    publish_all(vessel, record, pair, now)
+
+
+# --- single sessions, by hand ----------------------------------------------------------------
+
+
+def test_a_session_drains_publishes_and_ends_when_the_shore_acknowledges() -> None:
+    """Two messages: the drain ends after quiet_s, one batch goes up, the shore's BatchAck
+    and receipts come down, and the session is done without waiting out ack_wait_s."""
+    pair, record, shore = LinkPair(), MemoryVessel(), MemoryShore()
+    record.write(), record.write()
+    vessel = VesselExchange(vessel_settings())
+    record.start(vessel, T0)
+    assert vessel.state is VesselState.DRAINING
+    assert vessel.next_timer() == T0 + 2.0  # quiet_s
+    now = T0 + 2.0
+    vessel.handle_timer(now)
+    record.answer(vessel, now)
+    publish_all(vessel, record, pair, now)
+    assert vessel.state is VesselState.AWAITING_ACKS
+    pair.deliver()
+    shore_step(shore, pair, now + 1)
+    pair.deliver()
+    vessel_step(vessel, record, pair, now + 2)
+    assert vessel.state is VesselState.DONE
+    assert vessel.statistics().acknowledged == (1,)
+    assert shore.messages == {1: 1, 2: 1}
+    assert record.receipts == {1: 1, 2: 1}
+
+
+def test_the_session_waits_for_the_ack_then_gives_up_at_the_ack_wait() -> None:
+    """A batch goes up and nothing comes back: the session waits exactly ack_wait_s after
+    the last publish, then ends with the batch still open (resent next session)."""
+    pair, record = LinkPair(), MemoryVessel()
+    record.write()
+    vessel = VesselExchange(vessel_settings())
+    now = run_until_published(vessel, record, pair)
+    assert vessel.state is VesselState.AWAITING_ACKS
+    assert vessel.next_timer() == now + 30.0
+    vessel.handle_timer(now + 29.9)
+    assert vessel.state is VesselState.AWAITING_ACKS
+    vessel.handle_timer(now + 30.0)
+    record.answer(vessel, now + 30.0)
+    assert vessel.state is VesselState.DONE
+    assert vessel.statistics().unacknowledged_after == 1
+    assert record.open_batches() == [1]
+
+
+def test_an_ack_only_batch_is_published_but_not_waited_for() -> None:
+    """With nothing to say but "we got your downlink", the batch goes up and the session
+    ends at once: the shore answers such a batch lazily."""
+    pair, record = LinkPair(), MemoryVessel()
+    record.downlink_seen.add(1)
+    record.ack_pending = True
+    vessel = VesselExchange(vessel_settings())
+    run_until_published(vessel, record, pair)
+    assert vessel.statistics().published == (1,)
+    assert record.batches[1].ack_only
+    assert vessel.state is VesselState.DONE
+    assert vessel.next_timer() is None
+
+
+def test_a_batch_that_is_too_big_is_halved() -> None:
+    """The outbox says six messages do not fit: the exchange asks for three, then three."""
+    vessel = VesselExchange(vessel_settings(max_batch_messages=6))
+    vessel.link_up(T0, (), [1, 2, 3, 4, 5, 6])
+    vessel.handle_timer(T0 + 2.0)
+    assert vessel.next_event() == MakeBatch((1, 2, 3, 4, 5, 6))
+    vessel.batch_too_big()
+    assert vessel.next_event() == MakeBatch((1, 2, 3))
+    vessel.batch_made(1)
+    assert vessel.next_event() == MakeBatch((4, 5, 6))
+
+
+def test_a_link_lost_mid_session_ends_it_and_nothing_more_is_allowed() -> None:
+    """The satellite drops while publishing: the session is broken; a late publish
+    confirmation is refused with an error naming the event and the state."""
+    vessel = VesselExchange(vessel_settings())
+    vessel.link_up(T0)
+    vessel.link_lost()
+    assert vessel.state is VesselState.BROKEN
+    with pytest.raises(NotAllowedInState, match="'published' is not allowed in state 'broken'"):
+        vessel.published(1, T0)
+
+
+def test_the_shore_owes_an_ack_at_once_for_content_and_lazily_for_an_ack() -> None:
+    """A batch with a message makes the BatchAck due now; one that only acknowledges the
+    downlink makes it owed, carried by the next batch the shore has a reason to send."""
+    pair, record, shore = LinkPair(), MemoryVessel(), MemoryShore()
+    record.downlink_seen.add(1)
+    record.ack_pending = True
+    run_until_published(VesselExchange(vessel_settings()), record, pair)
+    pair.deliver()
+    shore_step(shore, pair, T0)
+    assert shore.exchange.state is ShoreState.ACK_OWED
+    assert pair.in_flight == []  # nothing sent for it
+    record.write()
+    run_until_published(VesselExchange(vessel_settings()), record, pair)
+    pair.deliver()
+    shore_step(shore, pair, T0)
+    assert shore.exchange.state is ShoreState.NOTHING_OWED
+    assert len(pair.in_flight) == 1  # the BatchAck (with the receipt)
+
+
+# --- every (state, input) pair ----------------------------------------------------------------
+
+
+def _vessel_in(state: VesselState) -> VesselExchange:
+    """A vessel exchange brought to ``state`` by ordinary steps."""
+    vessel = VesselExchange(vessel_settings())
+    record, pair = MemoryVessel(), LinkPair()
+    if state is VesselState.CONNECTING:
+        return vessel
+    if state is VesselState.BROKEN:
+        vessel.link_up(T0)
+        vessel.link_lost()
+        return vessel
+    record.write()
+    vessel.link_up(T0, (), [1])
+    if state is VesselState.DRAINING:
+        return vessel
+    vessel.handle_timer(T0 + 2.0)
+    vessel.next_event()  # MakeBatch((1,))
+    if state is VesselState.BATCHING:
+        return vessel
+    record._make_batch((1,), T0)
+    vessel.batch_made(1)
+    vessel.next_event()  # BatchesWanted
+    if state is VesselState.OFFERING:
+        return vessel
+    vessel.offer([record.batches[1]], T0)
+    if state is VesselState.PUBLISHING:
+        return vessel
+    (outgoing,) = vessel.data_to_send(T0)
+    pair.send(UP, outgoing.data)
+    vessel.published(1, T0)
+    if state is VesselState.AWAITING_ACKS:
+        return vessel
+    vessel.handle_timer(T0 + 100.0)
+    assert vessel.state is VesselState.DONE
+    return vessel
+
+
+def _downlink(shore: MemoryShore | None = None) -> bytes:
+    shore = shore or MemoryShore()
+    shore.exchange.queue([Reply(1, 1, 1, int(T0 // 60), Language.ENG, "hello")])
+    (data,) = shore.exchange.data_to_send(T0)
+    return data
+
+
+def _publish_next(vessel: VesselExchange) -> None:
+    vessel.data_to_send(T0)
+    vessel.published(1, T0)
+
+
+#: The public calls, and the table input each one is (``handle_timer`` is QUIET while
+#: draining and ACK_WAIT_OVER while awaiting acks; internal inputs follow by themselves).
+VESSEL_CALLS: dict[str, Callable[[VesselExchange], object]] = {
+    "link_up": lambda v: v.link_up(T0),
+    "receive": lambda v: v.receive(_downlink(), T0 + 1),
+    "handle_timer": lambda v: v.handle_timer(T0 + 100.0),
+    "nothing_to_batch": lambda v: v.nothing_to_batch(),
+    "offer": lambda v: v.offer([], T0),
+    "published": _publish_next,
+    "link_lost": lambda v: v.link_lost(),
+}
+CALL_INPUT = {
+    "link_up": VesselInput.LINK_UP,
+    "receive": VesselInput.DOWNLINK,
+    "nothing_to_batch": VesselInput.BATCH_ANSWERED,
+    "offer": VesselInput.OFFER,
+    "published": VesselInput.PUBLISHED,
+    "link_lost": VesselInput.LINK_LOST,
+}
+TIMER_INPUT = {
+    VesselState.DRAINING: VesselInput.QUIET,
+    VesselState.AWAITING_ACKS: VesselInput.ACK_WAIT_OVER,
+}
+#: Inputs that follow by themselves when their state is entered (with no work left).
+AUTOMATIC = {VesselInput.BATCHES_MADE, VesselInput.ALL_PUBLISHED, VesselInput.ALL_ACKNOWLEDGED}
+
+
+def _closure(state: VesselState) -> set[VesselState]:
+    reached = {state}
+    for (source, event), target in VESSEL_TRANSITIONS.items():
+        if source == state and event in AUTOMATIC:
+            reached |= _closure(target)
+    return reached
+
+
+@pytest.mark.parametrize("state", list(VesselState), ids=lambda s: s.value)
+@pytest.mark.parametrize("call", list(VESSEL_CALLS))
+def test_every_vessel_state_and_input_follows_the_table(state: VesselState, call: str) -> None:
+    """Each public step either moves the session as the table says or raises
+    NotAllowedInState naming the step and the state, and then changes nothing. A timer
+    outside the two timed states changes nothing."""
+    vessel = _vessel_in(state)
+    assert vessel.state is state
+    if call == "handle_timer" and state not in TIMER_INPUT:
+        VESSEL_CALLS[call](vessel)
+        assert vessel.state is state
+        return
+    event = TIMER_INPUT[state] if call == "handle_timer" else CALL_INPUT[call]
+    if (state, event) not in VESSEL_TRANSITIONS:
+        before = vessel.statistics()
+        with pytest.raises(NotAllowedInState, match=f"'{event.value}' is not allowed in state"):
+            VESSEL_CALLS[call](vessel)
+        assert vessel.state is state
+        assert vessel.statistics() == before
+        return
+    VESSEL_CALLS[call](vessel)
+    assert vessel.state in _closure(VESSEL_TRANSITIONS[(state, event)])
+
+
+@given(
+    start=st.sampled_from(list(ShoreState)),
+    steps=st.lists(st.sampled_from(list(ShoreInput)), max_size=12),
+)
+def test_every_shore_state_and_input_follows_the_table(
+    start: ShoreState, steps: list[ShoreInput]
+) -> None:
+    """Whatever the order of stored, ack-only, refused and sent, the shore's debt moves as
+    the table says, and an ack sent when none is owed raises NotAllowedInState."""
+    shore = ShoreExchange(shore_settings(), state=start)
+    state = start
+    for step in steps:
+        expected = SHORE_TRANSITIONS.get((state, step))
+        if expected is None:
+            with pytest.raises(NotAllowedInState, match=f"'{step.value}' is not allowed"):
+                shore._step(step)
+            assert shore.state is state
+        else:
+            shore._step(step)
+            assert shore.state is expected
+            state = expected
+
+
+def test_the_module_is_pure() -> None:
+    """protocol/exchange.py imports no socket, event loop, clock, thread or randomness."""
+    tree = ast.parse(Path(exchange_module.__file__).read_text())
+    imported = {
+        alias.name.split(".")[0]
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Import | ast.ImportFrom)
+        for alias in (
+            node.names if isinstance(node, ast.Import) else [ast.alias(node.module or "")]
+        )
+    }
+    assert not imported & {"asyncio", "socket", "time", "random", "threading", "os", "ssl"}
+
+
+# --- random schedules ---------------------------------------------------------------------------
+
+
+class Schedules(RuleBasedStateMachine):
+    """A vessel and a shore (pure machines, in-memory records) over a link that loses,
+    duplicates and reorders, with sessions breaking off and the shore restarting."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pair = LinkPair()
+        self.record = MemoryVessel()
+        self.shore = MemoryShore()
+        self.vessel: VesselExchange | None = None
+        self.now = T0
+
+    def live(self) -> bool:
+        return self.vessel is not None and self.vessel.state not in (
+            VesselState.DONE,
+            VesselState.BROKEN,
+        )
+
+    @rule()
+    def crew_member_writes(self) -> None:
+        self.record.write()
+
+    @precondition(lambda self: not self.live())
+    @rule()
+    def session_opens(self) -> None:
+        self.pair.take(DOWN)  # what reached a vessel that was not listening is gone
+        self.vessel = VesselExchange(vessel_settings())
+        self.record.start(self.vessel, self.now)
+
+    @precondition(lambda self: self.live())
+    @rule()
+    def vessel_works(self) -> None:
+        assert self.vessel is not None
+        vessel_step(self.vessel, self.record, self.pair, self.now)
+
+    @precondition(lambda self: self.live())
+    @rule()
+    def vessel_timer_fires(self) -> None:
+        assert self.vessel is not None
+        timer = self.vessel.next_timer()
+        if timer is not None:
+            self.now = max(self.now, timer)
+            self.vessel.handle_timer(self.now)
+            self.record.answer(self.vessel, self.now)
+            publish_all(self.vessel, self.record, self.pair, self.now)
+
+    @precondition(lambda self: self.live())
+    @rule()
+    def a_round_trip(self) -> None:
+        """Everything in flight arrives, the shore answers, the answer arrives."""
+        assert self.vessel is not None
+        self.pair.deliver()
+        shore_step(self.shore, self.pair, self.now)
+        self.pair.deliver()
+        vessel_step(self.vessel, self.record, self.pair, self.now)
+
+    @precondition(lambda self: self.live())
+    @rule()
+    def link_breaks(self) -> None:
+        assert self.vessel is not None
+        self.vessel.link_lost()
+
+    @rule()
+    def shore_works(self) -> None:
+        shore_step(self.shore, self.pair, self.now)
+
+    @rule()
+    def shore_restarts(self) -> None:
+        self.shore.restart()
+
+    @precondition(lambda self: self.pair.in_flight)
+    @rule(count=st.integers(1, 4))
+    def network_delivers(self, count: int) -> None:
+        self.pair.deliver(count)
+
+    @precondition(lambda self: self.pair.in_flight)
+    @rule()
+    def network_loses(self) -> None:
+        self.pair.drop()
+
+    @precondition(lambda self: self.pair.in_flight)
+    @rule()
+    def network_duplicates(self) -> None:
+        self.pair.duplicate()
+
+    @rule(newest_first=st.booleans())
+    def network_reorders(self, newest_first: bool) -> None:
+        if newest_first:
+            self.pair.reorder()
+        else:
+            self.pair.in_order()
+
+    @rule(minutes=st.integers(1, 120))
+    def time_passes(self, minutes: int) -> None:
+        self.now += minutes * 60.0
+
+    @invariant()
+    def no_batch_is_acknowledged_twice(self) -> None:
+        assert all(count == 1 for count in self.record.acknowledged.values())
+
+    @invariant()
+    def nothing_acknowledged_is_missing_ashore(self) -> None:
+        for batch_seq in self.record.acknowledged:
+            for message_seq in self.record.batch_messages[batch_seq]:
+                assert self.shore.messages[message_seq] == 1
+
+    @invariant()
+    def nothing_is_stored_twice_or_refused(self) -> None:
+        assert all(count == 1 for count in self.shore.messages.values())
+        assert not self.record.refused
+
+    def teardown(self) -> None:
+        """The link behaves from now on: a few clean sessions get every message through."""
+        self.pair.in_order()
+        self.pair.in_flight.clear()
+        for _ in range(4):
+            self.now += 7200.0
+            vessel = VesselExchange(vessel_settings())
+            self.pair.take(DOWN)
+            self.record.start(vessel, self.now)
+            for _ in range(50):
+                if vessel.state in (VesselState.DONE, VesselState.BROKEN):
+                    break
+                self.pair.deliver()
+                shore_step(self.shore, self.pair, self.now)
+                self.pair.deliver()
+                vessel_step(vessel, self.record, self.pair, self.now)
+                if not self.pair.in_flight and (timer := vessel.next_timer()) is not None:
+                    self.now = max(self.now, timer)
+                    vessel.handle_timer(self.now)
+                    self.record.answer(vessel, self.now)
+        self.no_batch_is_acknowledged_twice()
+        written = set(range(1, self.record.written + 1))
+        assert set(self.shore.messages) == written, "a message never got ashore"
+        content = [s for s, b in self.record.batches.items() if not b.ack_only]
+        assert set(content) <= set(self.record.acknowledged), "a batch was never acknowledged"
+
+
+Schedules.TestCase.settings = settings(
+    max_examples=100,
+    stateful_step_count=50,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+TestSchedules = Schedules.TestCase
+
+
+def test_reason_codes_travel_in_a_refusal() -> None:
+    """A batch the shore refuses for good is reported to the vessel with its reason, and
+    the vessel stops waiting for it."""
+    pair, record, shore = LinkPair(), MemoryVessel(), MemoryShore()
+    record.write()
+    vessel = VesselExchange(vessel_settings())
+    now = run_until_published(vessel, record, pair)
+    pair.deliver()
+    (data,) = pair.take(UP)
+    shore.exchange.receive(data, now)
+    assert shore.exchange.next_event() is not None  # UplinkBatchReceived: the store refuses
+    shore.exchange.uplink_rejected(1, Reason.LIMIT_EXCEEDED, now)
+    for down in shore.exchange.data_to_send(now):
+        vessel.receive(down, now)
+        record.answer(vessel, now)
+    assert record.refused == {1}
+    assert not record.acknowledged
+    assert vessel.state is VesselState.DONE
