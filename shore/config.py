@@ -18,7 +18,16 @@ Example (``vessel-relay shore init --data DIR`` writes one)::
     dsn = ""                        # postgres: postgresql://user@host/db
 
     [mqtt]
-    url = "mqtt://127.0.0.1:1883"
+    url = "mqtt://127.0.0.1:1883"   # or "mqtts://broker.example.org:8883" (TLS, port 8883
+                                    # unless given); credentials in the URL
+                                    # (mqtt://relay:PASSWORD@host) still work, but prefer:
+    username = "relay"              # the broker login of relay workers (deploy/mosquitto/acl)
+    password_file = "mqtt.password" # a 0600 file holding the password, relative to data_dir;
+                                    # refused with mqtt:// to a host other than loopback
+    ca_file = "broker-ca.pem"       # mqtts:// only: the CA that signed the broker's
+                                    # certificate (the system's CAs if empty)
+    client_cert = "relay-cert.pem"  # mqtts:// only: log in with a client certificate (PEM),
+    client_key = "relay-key.pem"    # its key in a 0600 file; both or neither
     protocol = "5"                  # or "3.1.1" (then one worker only)
     session_expiry_s = 604800
 
@@ -73,6 +82,7 @@ Example (``vessel-relay shore init --data DIR`` writes one)::
 
 from __future__ import annotations
 
+import ipaddress
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -103,6 +113,17 @@ class StoreSection:
 @dataclass(frozen=True, slots=True)
 class MqttSection:
     url: str = "mqtt://127.0.0.1:1883"
+    #: The broker login (empty: the user name in the URL, if any).
+    username: str = ""
+    #: A 0600 file holding the broker password, relative to data_dir (empty: none, or the
+    #: password in the URL). Read at start by ``shore.broker_login``.
+    password_file: str = ""
+    #: mqtts:// only. The CA certificate (PEM) that signed the broker's certificate; empty
+    #: trusts the system's CAs.
+    ca_file: str = ""
+    #: mqtts:// only. A client certificate and its 0600 key (PEM), both or neither.
+    client_cert: str = ""
+    client_key: str = ""
     protocol: str = "5"
     session_expiry_s: int = 7 * 24 * 3600
     keepalive_s: int = 60
@@ -213,10 +234,27 @@ class RelayConfig:
         return f"relay-{self.relay.worker}"
 
     @property
+    def mqtt_tls(self) -> bool:
+        """Whether the broker URL asks for TLS (``mqtts://``)."""
+        return urlsplit(self.mqtt.url).scheme == "mqtts"
+
+    @property
     def mqtt_host_port(self) -> tuple[str, int]:
-        """Host and port of the broker URL."""
+        """Host and port of the broker URL (1883 for mqtt://, 8883 for mqtts:// unless given)."""
         parts = urlsplit(self.mqtt.url)
-        return parts.hostname or "127.0.0.1", parts.port or 1883
+        return parts.hostname or "127.0.0.1", parts.port or (8883 if self.mqtt_tls else 1883)
+
+    @property
+    def mqtt_broker(self) -> str:
+        """The broker URL without credentials, for logs and messages."""
+        host, port = self.mqtt_host_port
+        shown = f"[{host}]" if ":" in host else host
+        return f"{urlsplit(self.mqtt.url).scheme}://{shown}:{port}"
+
+    @property
+    def mqtt_username(self) -> str | None:
+        """The broker user name: ``[mqtt] username``, else the URL's, else None."""
+        return self.mqtt.username or urlsplit(self.mqtt.url).username or None
 
 
 _SECTIONS: dict[str, type[Any]] = {
@@ -343,12 +381,7 @@ def _validate(config: RelayConfig) -> None:
         raise ConfigError(
             f'{source}: [mqtt] protocol = {config.mqtt.protocol!r}: expected "5" or "3.1.1"'
         )
-    scheme = urlsplit(config.mqtt.url).scheme
-    if scheme != "mqtt":
-        raise ConfigError(
-            f"{source}: [mqtt] url = {config.mqtt.url!r}: expected mqtt://HOST:PORT "
-            "(mqtts:// is not supported yet)"
-        )
+    _validate_mqtt(config)
     if config.store.lease_s <= 0:
         raise ConfigError(f"{source}: [store] lease_s must be more than 0 seconds")
     if config.relay.worker < 1:
@@ -367,6 +400,64 @@ def _validate(config: RelayConfig) -> None:
         raise ConfigError(
             f"{source}: [downlink] needs tick_s > 0 and 0 < resend_after_s <= resend_max_s"
         )
+
+
+_LOOPBACK_NAMES = ("localhost", "localhost.localdomain", "ip6-localhost")
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` names this machine (a password sent there never crosses a network)."""
+    if host.lower() in _LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _validate_mqtt(config: RelayConfig) -> None:
+    """The ``[mqtt]`` URL, login and TLS keys fit together (files are read at start)."""
+    source, mqtt = config.source, config.mqtt
+    where = f"{source}: [mqtt]"
+    parts = urlsplit(mqtt.url)
+    if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
+        raise ConfigError(
+            f"{where} url = {mqtt.url!r}: expected mqtt://HOST:PORT, or mqtts://HOST:PORT for TLS"
+        )
+    try:
+        parts.port  # noqa: B018 -- urlsplit checks the port only when asked
+    except ValueError:
+        raise ConfigError(f"{where} url = {mqtt.url!r} has a bad port") from None
+    if mqtt.username and parts.username:
+        raise ConfigError(
+            f"{where} url holds a user name and username is set too; keep username = "
+            f"{mqtt.username!r} and write the URL without credentials"
+        )
+    if mqtt.password_file and parts.password:
+        raise ConfigError(
+            f"{where} url holds a password and password_file is set too; remove the "
+            "password from the URL"
+        )
+    if mqtt.password_file and not config.mqtt_username:
+        raise ConfigError(
+            f'{where} password_file needs a user name: write username = "relay" (the '
+            "broker account of the relay workers)"
+        )
+    if not config.mqtt_tls:
+        for key in ("ca_file", "client_cert", "client_key"):
+            if getattr(mqtt, key):
+                raise ConfigError(
+                    f"{where} {key} is only used with TLS; write url = "
+                    f'"mqtts://{parts.hostname}:8883" or remove {key}'
+                )
+        if mqtt.password_file and not is_loopback(parts.hostname):
+            raise ConfigError(
+                f"{where} password_file: the password would cross the network in clear to "
+                f'{parts.hostname}; write url = "mqtts://{parts.hostname}:8883" (with ca_file '
+                "for a private CA) or use a broker listener on loopback"
+            )
+    if bool(mqtt.client_cert) != bool(mqtt.client_key):
+        raise ConfigError(f"{where} give both client_cert and client_key (PEM files), or neither")
 
 
 def _validate_sms_and_alerts(config: RelayConfig) -> None:

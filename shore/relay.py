@@ -29,9 +29,10 @@ import logging
 import random
 from collections.abc import Callable
 from pathlib import Path
-from urllib.parse import urlsplit
+from typing import Any
 
 import aiomqtt
+from aiomqtt.exceptions import MqttConnectError
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
@@ -39,6 +40,7 @@ from protocol.envelopes import Channel
 from protocol.phrases import phrase
 from protocol.signing import SigningKey
 from shore.alerts import AlertConfig, SosAlerter
+from shore.broker_login import BrokerLogin, broker_login
 from shore.config import RelayConfig
 from shore.delivery import DeliveryConfig, DeliveryWorker
 from shore.downlink import Downlink, DownlinkConfig
@@ -171,39 +173,51 @@ def make_alerter(
     )
 
 
-def make_client(config: RelayConfig) -> aiomqtt.Client:
-    """The relay worker's MQTT client: fixed id, persistent session (FIELD-NOTES)."""
+def make_client(config: RelayConfig, login: BrokerLogin | None = None) -> aiomqtt.Client:
+    """The relay worker's MQTT client: fixed id, persistent session (FIELD-NOTES), logged in
+    with ``login`` (user name, password, TLS; :func:`shore.broker_login.broker_login` reads
+    it from ``[mqtt]`` when not given)."""
     host, port = config.mqtt_host_port
     mqtt = config.mqtt
-    # Credentials may ride in the URL (mqtt://relay@host:1883): amqtt queues offline
-    # messages only for clients with a user name (FIELD-NOTES).
-    parts = urlsplit(mqtt.url)
+    # A user name matters even without a password: amqtt queues offline messages only
+    # for clients with one (FIELD-NOTES).
+    login = broker_login(config) if login is None else login
+    common: dict[str, Any] = {
+        "identifier": config.client_id,
+        "keepalive": mqtt.keepalive_s,
+        "timeout": mqtt.publish_timeout_s,
+        "username": login.username,
+        "password": login.password,
+        "tls_context": login.tls_context,
+    }
     if mqtt.protocol == "5":
         properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         properties.SessionExpiryInterval = mqtt.session_expiry_s
         return aiomqtt.Client(
             host,
             port,
-            identifier=config.client_id,
             protocol=aiomqtt.ProtocolVersion.V5,
             clean_start=False,
             properties=properties,
-            keepalive=mqtt.keepalive_s,
-            timeout=mqtt.publish_timeout_s,
-            username=parts.username,
-            password=parts.password,
+            **common,
         )
     return aiomqtt.Client(
-        host,
-        port,
-        identifier=config.client_id,
-        protocol=aiomqtt.ProtocolVersion.V311,
-        clean_session=False,
-        keepalive=mqtt.keepalive_s,
-        timeout=mqtt.publish_timeout_s,
-        username=parts.username,
-        password=parts.password,
+        host, port, protocol=aiomqtt.ProtocolVersion.V311, clean_session=False, **common
     )
+
+
+#: CONNACK codes that mean "your login is wrong": MQTT 3.1.1 (4, 5) and MQTT 5 (0x86, 0x87).
+_LOGIN_REFUSED = {4, 5, 0x86, 0x87}
+
+
+def _login_hint(error: Exception) -> str:
+    """A pointer to the configuration when the broker refused the relay's login."""
+    if not isinstance(error, MqttConnectError):
+        return ""  # other codes (publish, subscribe) reuse the same numbers
+    value = getattr(error.rc, "value", error.rc)
+    if isinstance(value, int) and value in _LOGIN_REFUSED:
+        return ": the broker refused the login; check [mqtt] username and password_file"
+    return ""
 
 
 def uplink_subscription(config: RelayConfig) -> str:
@@ -227,17 +241,22 @@ async def mqtt_service(
     doorbell: asyncio.Event,
     on_subscribed: Callable[[], None] | None = None,
     metrics: RelayMetrics | None = None,
+    login: BrokerLogin | None = None,
 ) -> None:
-    """Connect, subscribe, ingest and publish; reconnect with capped, jittered backoff."""
+    """Connect, subscribe, ingest and publish; reconnect with capped, jittered backoff.
+
+    ``login`` is read from ``[mqtt]`` once, here, when not given (its TLS context then
+    serves every reconnection)."""
     backoff = 1.0
     topic = uplink_subscription(config)
+    login = broker_login(config) if login is None else login
     while not stopping.is_set():
-        client = make_client(config)
+        client = make_client(config, login)
         try:
             async with client:
                 await client.subscribe(topic, qos=1)
-                host, port = config.mqtt_host_port  # not the URL: it may hold a password
-                log.info("%s subscribed to %s at %s:%d", config.client_id, topic, host, port)
+                # mqtt_broker, not the URL: the URL may hold a password
+                log.info("%s subscribed to %s at %s", config.client_id, topic, config.mqtt_broker)
                 backoff = 1.0
                 if metrics is not None:
                     metrics.broker_up()
@@ -256,7 +275,10 @@ async def mqtt_service(
             if metrics is not None:
                 metrics.broker_down()
             log.warning(
-                "broker link lost (%s); reconnecting in %.0f s", errors.exceptions[0], backoff
+                "broker link lost (%s)%s; reconnecting in %.0f s",
+                errors.exceptions[0],
+                _login_hint(errors.exceptions[0]),
+                backoff,
             )
         if stopping.is_set():
             return
@@ -316,6 +338,7 @@ async def run_relay(
     refreshed from the store (``shore.metrics``); serving it is the caller's business.
     """
     shore_key = SigningKey(read_secret(config.path(config.relay.shore_key)))
+    login = broker_login(config)  # refuses a bad password file before anything starts
     codebook = default_codebook()
     store = await open_store(config)
     try:
@@ -357,7 +380,14 @@ async def run_relay(
                 group.create_task(alerter.run(stopping, alert_bell))
             group.create_task(
                 mqtt_service(
-                    config, ingestor, downlink, stopping, downlink_bell, on_subscribed, metrics
+                    config,
+                    ingestor,
+                    downlink,
+                    stopping,
+                    downlink_bell,
+                    on_subscribed,
+                    metrics,
+                    login,
                 )
             )
             if metrics is not None:

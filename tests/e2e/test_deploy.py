@@ -1,77 +1,54 @@
-"""deploy/'s Mosquitto configuration, run as shipped (only paths and ports rewritten):
-TLS for vessels with a CA made here, passwords, and the per-vessel ACL."""
+"""deploy/'s Mosquitto configuration, run as shipped (only paths and ports rewritten, and
+its optional client-certificate listener switched on): TLS with a CA made here, passwords
+for every client, the per-vessel ACL, and the relay's own login (TLS with a password
+file, or a client certificate) against it."""
 
 from __future__ import annotations
 
 import asyncio
-import datetime
-import ipaddress
+import contextlib
 import os
 import shutil
 import ssl
 import subprocess
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import aiomqtt
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
+from shore.config import RelayConfig, parse_config
+from shore.relay import _login_hint, make_client, run_relay
 from tests.kit.mosquitto import find_mosquitto
 from tests.kit.mqtt import next_message
 from tests.kit.ports import free_port
+from tests.kit.tls import make_client_certificate, make_test_ca
+from tests.shore.store_fixtures import SHORE_KEY
+from tests.shore.test_ingest import Vessel, make_batches, register_vessel
+from vessel_relay.keyfiles import write_secret
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy" / "mosquitto"
 PASSWORDS = {"7": "seven-secret", "8": "eight-secret", "relay": "relay-secret"}
 
 
-def _name(common_name: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+OPTIONAL_LISTENER = "# --- optional: relay workers with client certificates"
 
 
-def make_test_ca(directory: Path) -> Path:
-    """A CA and a broker certificate for 127.0.0.1/localhost (EC P-256); returns the CA."""
-    now = datetime.datetime.now(datetime.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(_name("vessel-relay test CA"))
-        .issuer_name(_name("vessel-relay test CA"))
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(ca_key, hashes.SHA256())
-    )
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(_name("relay.test"))
-        .issuer_name(ca.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    pem = serialization.Encoding.PEM
-    (directory / "ca.pem").write_bytes(ca.public_bytes(pem))
-    (directory / "server.pem").write_bytes(cert.public_bytes(pem))
-    (directory / "server-key.pem").write_bytes(
-        key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    return directory / "ca.pem"
+def _uncomment_optional_listener(text: str) -> str:
+    """The shipped config with its optional client-certificate listener switched on, as
+    its comment tells the operator to do (directive lines lose their leading ``#``)."""
+    assert OPTIONAL_LISTENER in text, "the optional client-certificate listener is gone"
+    lines, inside = [], False
+    for line in text.splitlines():
+        if line.startswith(OPTIONAL_LISTENER):
+            inside = True
+        elif line.startswith("# --- end"):
+            inside = False
+        elif inside and line.startswith("#") and not line.startswith("# "):
+            line = line[1:]
+        lines.append(line)
+    return "\n".join(lines) + "\n"
 
 
 class DeployedBroker:
@@ -87,13 +64,19 @@ class DeployedBroker:
         passwords.touch()
         for user, password in PASSWORDS.items():
             subprocess.run(["mosquitto_passwd", "-b", str(passwords), user, password], check=True)
-        self.tls_port, self.plain_port = free_port(), free_port()
-        text = (DEPLOY / "mosquitto.conf").read_text()
+        # The optional listener for relay workers with client certificates: its own CA.
+        clients = directory / "relay-clients"
+        clients.mkdir()
+        shutil.copy(make_test_ca(clients), self.etc / "relay-clients-ca.pem")
+        self.relay_cert, self.relay_key = make_client_certificate(clients, "relay")
+        self.tls_port, self.plain_port, self.cert_port = free_port(), free_port(), free_port()
+        text = _uncomment_optional_listener((DEPLOY / "mosquitto.conf").read_text())
         for shipped, here in (
             ("/etc/mosquitto/vessel-relay/", f"{self.etc}/"),
             ("/var/lib/mosquitto/", f"{directory / 'persistence'}/"),
             ("listener 8883", f"listener {self.tls_port} 127.0.0.1"),
             ("listener 1883 127.0.0.1", f"listener {self.plain_port} 127.0.0.1"),
+            ("listener 8884", f"listener {self.cert_port} 127.0.0.1"),
             ("log_dest syslog", "log_dest stderr"),
         ):
             assert shipped in text, f"deploy/mosquitto/mosquitto.conf no longer has {shipped!r}"
@@ -154,16 +137,20 @@ def deployed(tmp_path: Path) -> Iterator[DeployedBroker]:
 
 
 async def _wait_up(broker: DeployedBroker) -> None:
-    for _ in range(200):
-        try:
-            _, writer = await asyncio.open_connection("127.0.0.1", broker.tls_port)
-        except OSError:
-            await asyncio.sleep(0.05)
-            continue
-        writer.close()
-        await writer.wait_closed()
-        return
-    pytest.fail(f"mosquitto with the deploy config did not start:\n{broker.log.read_text()}")
+    for port in (broker.tls_port, broker.plain_port, broker.cert_port):
+        for _ in range(200):
+            try:
+                _, writer = await asyncio.open_connection("127.0.0.1", port)
+            except OSError:
+                await asyncio.sleep(0.05)
+                continue
+            writer.close()
+            await writer.wait_closed()
+            break
+        else:
+            pytest.fail(
+                f"mosquitto with the deploy config did not start:\n{broker.log.read_text()}"
+            )
 
 
 async def test_a_vessel_cannot_use_another_vessels_topics(deployed: DeployedBroker) -> None:
@@ -215,3 +202,137 @@ async def test_plain_mqtt_is_not_offered_to_vessels(deployed: DeployedBroker) ->
             "127.0.0.1", deployed.tls_port, username="7", password=PASSWORDS["7"], timeout=3
         ):
             pass
+
+
+# --- the relay's own login (shore.broker_login) against the shipped broker ------------
+
+
+def relay_config(data: Path, broker: DeployedBroker, **mqtt: object) -> RelayConfig:
+    """A relay worker's configuration in ``data`` (shore key, 0600 password file), its
+    [mqtt] section as given."""
+    data.mkdir(parents=True, exist_ok=True)
+    if not (data / "shore.key").exists():
+        write_secret(data / "shore.key", SHORE_KEY.seed)
+    password = data / "mqtt.password"
+    password.write_text(PASSWORDS["relay"] + "\n", encoding="utf-8")
+    password.chmod(0o600)
+    document = {
+        "relay": {"data_dir": str(data), "worker": 1},
+        # A refused TLS 1.3 certificate shows only as silence: give up after 5 s, not 60.
+        "mqtt": {"publish_timeout_s": 5.0, **mqtt},
+        "downlink": {"tick_s": 0.2, "resend_after_s": 2.0, "resend_max_s": 10.0},
+    }
+    return parse_config(document, str(data / "relay.toml"))
+
+
+def tls_login(broker: DeployedBroker) -> dict[str, str]:
+    """[mqtt] for a relay worker on another machine: TLS to 8883, user relay, password file."""
+    return {
+        "url": f"mqtts://127.0.0.1:{broker.tls_port}",
+        "ca_file": str(broker.ca),
+        "username": "relay",
+        "password_file": "mqtt.password",
+    }
+
+
+@contextlib.asynccontextmanager
+async def running_relay(config: RelayConfig) -> AsyncIterator[None]:
+    """The relay supervisor in this event loop, subscribed, until the block ends."""
+    stopping, subscribed = asyncio.Event(), asyncio.Event()
+    task = asyncio.create_task(run_relay(config, stopping, subscribed.set))
+    try:
+        async with asyncio.timeout(15):
+            await subscribed.wait()
+        yield
+    finally:
+        stopping.set()
+        async with asyncio.timeout(15):
+            await task
+
+
+async def _batch_acknowledged_through(broker: DeployedBroker, config: RelayConfig) -> None:
+    """Vessel 7 publishes a signed batch over TLS; the relay stores it and its signed
+    BatchAck comes back down to the vessel."""
+    await register_vessel(config.data_dir)
+    async with running_relay(config), broker.vessel("7") as client:
+        await client.subscribe("vr/7/d", qos=1)
+        vessel = Vessel(client)
+        listener = asyncio.create_task(vessel.listen())
+        try:
+            (batch,) = make_batches(1, 3)
+            await vessel.publish(batch)
+            await vessel.wait_for(lambda: 1 in vessel.acked)
+        finally:
+            listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await listener
+    assert vessel.rejected == {}
+
+
+async def test_the_relay_logs_into_the_tls_broker_and_ingests_a_vessels_batch(
+    deployed: DeployedBroker, tmp_path: Path
+) -> None:
+    """A relay worker on another machine signs in to the shipped broker over TLS (the
+    operator's CA, user relay, its password from a 0600 file), receives vessel 7's batch
+    through the ACL's relay rules and acknowledges it back to the vessel."""
+    await _wait_up(deployed)
+    config = relay_config(tmp_path / "relay", deployed, **tls_login(deployed))
+    assert config.mqtt_tls
+    await _batch_acknowledged_through(deployed, config)
+
+
+async def test_the_relay_logs_in_with_a_client_certificate(
+    deployed: DeployedBroker, tmp_path: Path
+) -> None:
+    """With the config's optional listener switched on, a relay worker presents a client
+    certificate for "relay" instead of a password, and ingests vessel 7's batch."""
+    await _wait_up(deployed)
+    config = relay_config(
+        tmp_path / "relay",
+        deployed,
+        url=f"mqtts://127.0.0.1:{deployed.cert_port}",
+        ca_file=str(deployed.ca),
+        client_cert=str(deployed.relay_cert),
+        client_key=str(deployed.relay_key),
+    )
+    assert config.mqtt_username is None  # the broker takes "relay" from the certificate
+    await _batch_acknowledged_through(deployed, config)
+
+
+async def _refused(config: RelayConfig) -> aiomqtt.MqttError:
+    with pytest.raises(aiomqtt.MqttError) as caught:
+        async with make_client(config):
+            pass
+    return caught.value
+
+
+async def test_a_relay_without_the_right_credentials_is_refused(
+    deployed: DeployedBroker, tmp_path: Path
+) -> None:
+    """The shipped broker lets no relay in without its login: no user name (over TLS, and
+    on the loopback listener), a wrong password, or no client certificate on the
+    certificate listener. Each refusal of a login points the operator at [mqtt]."""
+    await _wait_up(deployed)
+    data = tmp_path / "relay"
+    no_login = relay_config(
+        data, deployed, url=f"mqtts://127.0.0.1:{deployed.tls_port}", ca_file=str(deployed.ca)
+    )
+    plain_no_login = relay_config(data, deployed, url=f"mqtt://127.0.0.1:{deployed.plain_port}")
+    wrong = relay_config(data, deployed, **tls_login(deployed))
+    (data / "mqtt.password").write_text("guess", encoding="utf-8")
+    for config in (no_login, plain_no_login, wrong):
+        error = await _refused(config)
+        assert "the broker refused the login; check [mqtt]" in _login_hint(error), error
+    no_certificate = relay_config(
+        data,
+        deployed,
+        url=f"mqtts://127.0.0.1:{deployed.cert_port}",
+        ca_file=str(deployed.ca),
+        username="relay",
+        password_file="mqtt.password",
+    )
+    (data / "mqtt.password").write_text(PASSWORDS["relay"], encoding="utf-8")
+    await _refused(no_certificate)  # the TLS handshake fails: no certificate, no password
+    right = relay_config(data, deployed, **tls_login(deployed))
+    async with make_client(right):
+        pass  # and with its login the same relay gets in
