@@ -59,9 +59,15 @@ class RequestRefused(Exception):
     status = 400
     code = "bad-request"
 
-    def __init__(self, sentence: str) -> None:
+    def __init__(
+        self, sentence: str, *, status: int | None = None, code: str | None = None
+    ) -> None:
         super().__init__(sentence)
         self.sentence = sentence
+        if status is not None:
+            self.status = status
+        if code is not None:
+            self.code = code
 
 
 class BodyTooLarge(RequestRefused):

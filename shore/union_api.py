@@ -115,9 +115,7 @@ class _Refused(RequestRefused):
     """A refusal of the union API with its own status (401, 404)."""
 
     def __init__(self, status: int, sentence: str, code: str = "refused") -> None:
-        super().__init__(sentence)
-        self.status = status
-        self.code = code
+        super().__init__(sentence, status=status, code=code)
 
 
 class _SeenSignatures:
