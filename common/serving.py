@@ -90,9 +90,14 @@ class AsgiServer:
         await task
         log.info("%s stopped", self.name)
 
-    async def serve_until(self, stopping: asyncio.Event) -> None:
-        """Serve until ``stopping`` is set (or uvicorn fails: its error is raised here)."""
+    async def serve_until(
+        self, stopping: asyncio.Event, started: asyncio.Event | None = None
+    ) -> None:
+        """Serve until ``stopping`` is set (or uvicorn fails: its error is raised here);
+        ``started`` is set once the door listens (its port is then in :attr:`port`)."""
         await self.start()
+        if started is not None:
+            started.set()
         assert self._task is not None
         task = self._task
         waiter = asyncio.ensure_future(stopping.wait())
