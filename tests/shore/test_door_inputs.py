@@ -23,7 +23,10 @@ from starlette.routing import Route
 
 import common.passwords as passwords
 from protocol.union_requests import MAX_SEALED_NOTE_BYTES
+from shore.mail import ReplyRoute
+from shore.replies import ContactInfo, SmsWebhook, SmsWebhookConfig
 from shore.sms import webhook_signature
+from shore.store import StoreError
 from tests.shore.doors import (
     WEBHOOK_PATH,
     WEBHOOK_TOKEN,
@@ -265,3 +268,30 @@ async def test_sms_webhook_answers_bad_forms_with_json_and_stores_nothing_bad(
             assert answer.status_code == 200, fields
         texts = [reply[3] for reply in stored]
         assert texts == ["ok %ED%A0%80", "?x"]
+
+
+async def test_sms_reply_that_cannot_be_stored_is_a_503_logged_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """When the store fails, the provider hears 503 (not a crash) and the operator gets
+    one log line with the traceback; the reply's text is not in the log."""
+
+    async def lookup(family: str, relay: str) -> tuple[ReplyRoute, ContactInfo]:
+        return ReplyRoute(42, 3, 1), ContactInfo(None)
+
+    async def broken(*reply: object) -> None:
+        raise StoreError("database is locked")
+
+    hook = SmsWebhook(
+        SmsWebhookConfig(public_url=f"http://testserver{WEBHOOK_PATH}", auth_token=WEBHOOK_TOKEN),
+        lookup,
+        broken,
+    )
+    body, headers = signed_form({"From": "+959250000001", "To": "+1", "Body": "secret words"})
+    async with client_for(hook.app) as client:
+        answer = await client.post(WEBHOOK_PATH, content=body, headers=headers)
+    assert answer.status_code == 503
+    assert "try again" in answer.json()["message"]
+    failures = [r for r in caplog.records if r.exc_info is not None]
+    assert len(failures) == 1
+    assert "secret words" not in caplog.text

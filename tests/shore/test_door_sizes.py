@@ -9,13 +9,16 @@ may reach without signing in: once with the length declared, once chunked (no le
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import resource
 from pathlib import Path
 
 import pytest
 
 from common.serving import AsgiServer
-from tests.shore.doors import DOORS, Meter
+from protocol.union_requests import MAX_NOTE_REQUEST_BYTES, MAX_SEALED_NOTE_BYTES
+from tests.shore.doors import DOORS, Meter, client_for, signed_headers
 
 HUGE = 300 << 20
 CHUNK = 64 * 1024
@@ -81,3 +84,23 @@ async def test_a_300_mib_body_is_refused_before_it_is_read(door_name: str, tmp_p
         finally:
             await server.stop()
         assert peak_rss_bytes() - peak_before < 16 << 20
+
+
+async def test_the_largest_legitimate_note_fits_the_union_apis_limit(tmp_path: Path) -> None:
+    """A note carrying the largest sealed note a union can make (the largest padding bucket,
+    sealed), in JSON with spaces, passes the size gate and the signature and reaches the case
+    check; one byte more than the route's limit is refused unread."""
+    async with DOORS["union API"](tmp_path) as door:
+        path = "/union/v1/cases/1/1/notes"
+        sealed = base64.b64encode(bytes(MAX_SEALED_NOTE_BYTES)).decode()
+        body = json.dumps({"status": 6, "sealed_note": sealed}, indent=4).encode()
+        assert len(body) <= door.limit_for(path) == MAX_NOTE_REQUEST_BYTES
+        async with client_for(door.app) as client:
+            fits = await client.post(path, content=body, headers=signed_headers("POST", path, body))
+            assert fits.status_code == 404  # not this union's case: it got that far
+            over = b" " * (MAX_NOTE_REQUEST_BYTES + 1)
+            refused = await client.post(
+                path, content=over, headers=signed_headers("POST", path, over)
+            )
+            assert refused.status_code == 413
+            assert refused.json()["code"] == "too-large"
