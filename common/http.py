@@ -7,6 +7,7 @@ with :func:`parse_json`, so hostile requests get a 4xx with a sentence and never
     app = BodyLimit(app, limit_bytes=64 * 1024, routes={"/api/grievances": 256 * 1024},
                     refuse=my_error_page)
     data = parse_json(await request.body())        # MalformedJson -> 400
+    form = await read_form(request)                  # MalformedRequest -> 400
 
 :class:`BodyLimit` refuses a request whose ``Content-Length`` is over its route's limit
 before reading a byte, and stops reading a body sent without a length (chunked) as soon as
@@ -27,9 +28,12 @@ import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 __all__ = [
+    "ANY_METHOD",
     "BodyLimit",
     "BodyTooLarge",
     "MalformedJson",
@@ -38,8 +42,11 @@ __all__ = [
     "bounded_int",
     "check_text",
     "parse_json",
+    "read_form",
 ]
 
+#: For a route that answers every method itself (a wrong one with the door's own refusal).
+ANY_METHOD = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 #: Nesting of objects and arrays that any of our JSON requests needs, with room to spare.
 MAX_JSON_DEPTH = 16
 #: Digits in a JSON integer: 18 keeps every integer inside SQLite's and PostgreSQL's int64.
@@ -52,9 +59,15 @@ class RequestRefused(Exception):
     status = 400
     code = "bad-request"
 
-    def __init__(self, sentence: str) -> None:
+    def __init__(
+        self, sentence: str, *, status: int | None = None, code: str | None = None
+    ) -> None:
         super().__init__(sentence)
         self.sentence = sentence
+        if status is not None:
+            self.status = status
+        if code is not None:
+            self.code = code
 
 
 class BodyTooLarge(RequestRefused):
@@ -117,9 +130,12 @@ class BodyLimit:
         if declared is not None and declared > limit:
             await self.refuse(scope, BodyTooLarge(limit))(scope, _no_body, send)
             return
-        if declared == 0 or scope.get("method") in ("GET", "HEAD"):
+        if declared == 0:
             await self.app(scope, receive, send)
             return
+        # Every other request is read here within its limit, a GET too: an app may read the
+        # body of any method (the union API signs it), and a request without a length (chunked,
+        # or HTTP/2) says nothing of its size. A request without a body costs one receive().
         chunks: list[bytes] = []
         size = 0
         while True:
@@ -298,3 +314,27 @@ def bounded_int(value: object, what: str, low: int, high: int) -> int:
     if not low <= value <= high:
         raise MalformedRequest(f"{what} must be between {low} and {high}.")
     return value
+
+
+#: Fields in any form of our web apps, with room to spare.
+MAX_FORM_FIELDS = 32
+
+
+async def read_form(request: Request, *, max_fields: int = MAX_FORM_FIELDS) -> dict[str, str]:
+    """The text fields of a form POST (URL-encoded, or multipart without files), last value
+    of a repeated name winning; :class:`MalformedRequest` for a file, too many fields or a
+    body that is not a form. Any other content type reads as an empty form.
+
+    The body is bounded by :class:`BodyLimit` before this runs; bytes that are not UTF-8
+    are read as Latin-1 by Starlette, so every value is text that can be stored.
+    """
+    try:
+        form = await request.form(max_files=0, max_fields=max_fields)
+    except HTTPException as exc:
+        raise MalformedRequest(f"The form could not be read: {exc.detail}") from None
+    fields: dict[str, str] = {}
+    for name, value in form.multi_items():
+        if not isinstance(value, str):
+            raise MalformedRequest("The form holds a file, which this page does not take.")
+        fields[name] = value
+    return fields

@@ -30,20 +30,20 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
 
-from shore.sms import (
-    HttpRequest,
-    HttpResponse,
-    is_e164,
-    plan_sms,
-    serve_http,
-    text_units,
-    webhook_signature,
-)
+from common.http import ANY_METHOD, BodyLimit
+from common.serving import AsgiServer
+from shore.sms import is_e164, plan_sms, text_units, webhook_signature
 
 DEFAULT_ACCOUNT_SID = "AC" + "0" * 31 + "1"
 DEFAULT_AUTH_TOKEN = "fake-auth-token"
 MAX_BODY_UNITS = 1600
+#: Largest request the fake takes (a 1,600-unit text, percent-encoded, fits with room).
+MAX_REQUEST_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +55,7 @@ class ScriptedReply:
     message: str = "injected error"
     retry_after_s: int | None = None
 
-    def response(self) -> HttpResponse:
+    def response(self) -> Response:
         """The HTTP response the provider would give."""
         headers: list[tuple[str, str]] = []
         if self.retry_after_s is not None:
@@ -65,11 +65,11 @@ class ScriptedReply:
 
 def _error(
     status: int, code: int | None, message: str, headers: list[tuple[str, str]] | None = None
-) -> HttpResponse:
+) -> Response:
     body: dict[str, Any] = {"code": code, "message": message, "status": status}
     if code is not None:
         body["more_info"] = f"https://www.twilio.com/docs/errors/{code}"
-    return HttpResponse.json(status, body, headers or [])
+    return JSONResponse(body, status_code=status, headers=dict(headers or []))
 
 
 class FakeSmsProvider:
@@ -92,7 +92,7 @@ class FakeSmsProvider:
         #: Numbers the provider calls invalid (400, code 21211) on every request.
         self.invalid_numbers: set[str] = set()
         self._script: deque[ScriptedReply] = deque()
-        self._server: asyncio.Server | None = None
+        self._server: AsgiServer | None = None
         self._count = 0
         #: Every request the fake answered, as (HTTP status, provider code or None).
         self.answers: list[tuple[int, int | None]] = []
@@ -106,15 +106,20 @@ class FakeSmsProvider:
 
     async def start(self) -> None:
         """Listen (on a free port when ``port`` is 0)."""
-        self._server = await serve_http(self._handle, self.host, self.port)
-        self.port = self._server.sockets[0].getsockname()[1]
+        app = BodyLimit(
+            Starlette(routes=[Route("/{path:path}", self._handle, methods=ANY_METHOD)]),
+            limit_bytes=MAX_REQUEST_BYTES,
+        )
+        server = AsgiServer(app, self.host, self.port, name="fake SMS provider")
+        await server.start()
+        self._server = server
+        self.port = server.port
 
     async def stop(self) -> None:
         """Stop listening and wait for open connections to finish."""
         if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-            self._server = None
+            server, self._server = self._server, None
+            await server.stop()
 
     @property
     def base_url(self) -> str:
@@ -141,20 +146,24 @@ class FakeSmsProvider:
         with self.log_path.open(encoding="utf-8") as lines:
             return [json.loads(line) for line in lines if line.strip()]
 
-    async def _handle(self, request: HttpRequest) -> HttpResponse:
-        response = self._answer(request)
+    async def _handle(self, request: Request) -> Response:
+        body = await request.body()  # bounded by BodyLimit
+        form = dict(
+            urllib.parse.parse_qsl(body.decode("utf-8", errors="replace"), keep_blank_values=True)
+        )
+        response = self._answer(request, form)
         code = None
-        if response.status >= 400:
+        if response.status_code >= 400:
             try:
-                code = json.loads(response.body).get("code")
+                code = json.loads(bytes(response.body)).get("code")
             except ValueError:
                 code = None
-        self.answers.append((response.status, code))
+        self.answers.append((response.status_code, code))
         return response
 
-    def _answer(self, request: HttpRequest) -> HttpResponse:
+    def _answer(self, request: Request, form: dict[str, str]) -> Response:
         expected_path = f"/2010-04-01/Accounts/{self.account_sid}/Messages.json"
-        if request.path != expected_path:
+        if request.url.path != expected_path:
             return _error(404, 20404, "The requested resource was not found")
         if request.method != "POST":
             return _error(405, 20004, "Method not allowed")
@@ -162,7 +171,6 @@ class FakeSmsProvider:
             return _error(401, 20003, "Authenticate")
         if self._script:
             return self._script.popleft().response()
-        form = request.form()
         to, sender, body = form.get("To", ""), form.get("From", ""), form.get("Body")
         if not to:
             return _error(400, 21604, "A 'To' phone number is required.")
@@ -196,7 +204,7 @@ class FakeSmsProvider:
         with self.log_path.open("a", encoding="utf-8") as log_file:
             log_file.write(json.dumps(record, ensure_ascii=False) + "\n")
         reply = {k: v for k, v in record.items() if k not in ("encoding", "segments")}
-        return HttpResponse.json(201, reply)
+        return JSONResponse(reply, status_code=201)
 
     def _authorised(self, header: str | None) -> bool:
         if not header or not header.lower().startswith("basic "):

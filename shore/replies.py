@@ -12,8 +12,9 @@ When something was not forwarded, the sender gets one auto-reply in their langua
 (English below it), sent through the same :class:`~shore.mail.MailSender`.
 
 **SMS**: :class:`SmsWebhook` takes the provider's inbound webhook (form fields ``From``,
-``To``, ``Body``, ``NumMedia``, signed with ``X-Twilio-Signature``) and answers with TwiML,
-which carries the notice back as an SMS when pictures were dropped or the text was cut.
+``To``, ``Body``, ``NumMedia``, signed with ``X-Twilio-Signature``) on a Starlette route
+served by uvicorn, bounded in size before its body is read, and answers with TwiML, which
+carries the notice back as an SMS when pictures were dropped or the text was cut.
 
 Both hand each reply to ``on_reply(vessel_id, crew, contact, text, lang, truncated, now)``.
 Logs name routes by number and sizes; never an address, a phone number or text.
@@ -27,7 +28,8 @@ import logging
 import re
 import time
 import unicodedata
-from collections.abc import Awaitable, Callable
+import urllib.parse
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from email import message_from_bytes, policy
 from email.headerregistry import Address
@@ -38,7 +40,15 @@ from xml.sax.saxutils import escape as xml_escape
 
 import regex
 from aiosmtpd.smtp import SMTP
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Scope
 
+from common.http import ANY_METHOD, BodyLimit, MalformedRequest, RequestRefused
+from common.serving import AsgiServer
 from protocol.languages import Language
 from shore.mail import (
     ENGLISH,
@@ -52,7 +62,7 @@ from shore.mail import (
     phrases_for,
 )
 from shore.retry import Outcome
-from shore.sms import HttpRequest, HttpResponse, check_webhook_signature, serve_http
+from shore.sms import check_webhook_signature
 
 log = logging.getLogger(__name__)
 
@@ -657,8 +667,32 @@ class SmsWebhookConfig:
         return "/" + rest.split("/", 1)[1].split("?", 1)[0] if "/" in rest else "/"
 
 
+#: Largest webhook request: the provider's form for a 1,600-character reply (percent-encoded,
+#: up to 9 bytes a character) with ten pictures and its ~30 other fields is under 20 KB.
+WEBHOOK_BODY_BYTES = 64 * 1024
+#: Form fields in one webhook request (the provider sends about 30; each picture adds two).
+WEBHOOK_MAX_FIELDS = 100
+
+
+def _webhook_refusal(status: int, message: str) -> JSONResponse:
+    """The webhook's error format (the provider logs it; nobody reads it on a phone)."""
+    return JSONResponse({"status": status, "message": message}, status_code=status)
+
+
+def _refuse(scope: Scope, error: RequestRefused) -> ASGIApp:
+    log.warning("SMS webhook request refused: %s", error.code)
+    return _webhook_refusal(error.status, error.sentence)
+
+
 class SmsWebhook:
-    """Takes families' SMS replies from the provider's webhook; ``await serve()`` to listen."""
+    """Takes families' SMS replies from the provider's webhook; ``await serve()`` to listen.
+
+    A Starlette app (:attr:`app`, served by uvicorn through :class:`common.serving.AsgiServer`)
+    with one door: ``POST`` to the path of ``config.public_url``. Its body is bounded
+    (:data:`WEBHOOK_BODY_BYTES`, refused before it is read), its form bounded
+    (:data:`WEBHOOK_MAX_FIELDS`, strict UTF-8), and its ``X-Twilio-Signature`` checked over
+    the public URL and every field before anything is looked up or stored.
+    """
 
     def __init__(
         self,
@@ -672,44 +706,61 @@ class SmsWebhook:
         self.on_reply = on_reply
         self.clock = clock
         self.port = config.port
-        self._server: asyncio.Server | None = None
+        self._server: AsgiServer | None = None
         self.unknown_senders = 0
         self.forged = 0
         self.stored = 0
+        self.app: ASGIApp = Starlette(
+            routes=[Route("/{path:path}", self.handle, methods=ANY_METHOD)],
+            middleware=[Middleware(BodyLimit, limit_bytes=WEBHOOK_BODY_BYTES, refuse=_refuse)],
+        )
 
     async def serve(self) -> None:
         """Start listening (the port is in ``self.port`` afterwards)."""
-        self._server = await serve_http(self.handle, self.config.host, self.config.port)
-        self.port = self._server.sockets[0].getsockname()[1]
+        server = AsgiServer(self.app, self.config.host, self.config.port, name="SMS reply webhook")
+        await server.start()
+        self._server = server
+        self.port = server.port
 
     async def stop(self) -> None:
-        """Stop listening."""
+        """Stop listening (open requests finish first, for a few seconds at most)."""
         if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-            self._server = None
+            server, self._server = self._server, None
+            await server.stop()
 
-    async def handle(self, request: HttpRequest) -> HttpResponse:
+    async def handle(self, request: Request) -> Response:
         """Answer one webhook request."""
-        if request.path != self.config.path:
-            return HttpResponse.json(404, {"status": 404, "message": "not found"})
+        if request.url.path != self.config.path:
+            return _webhook_refusal(404, "not found")
         if request.method != "POST":
-            return HttpResponse.json(405, {"status": 405, "message": "POST only"})
-        form = request.form()
+            return _webhook_refusal(405, "POST only")
+        try:
+            form = await _webhook_form(request)
+        except RequestRefused as refused:
+            log.warning("SMS webhook request refused: %s", refused.code)
+            return _webhook_refusal(refused.status, refused.sentence)
         signature = request.headers.get("x-twilio-signature")
         if not check_webhook_signature(
             self.config.public_url, form, self.config.auth_token, signature
         ):
             self.forged += 1
             log.warning("SMS webhook request with a bad signature refused")
-            return HttpResponse.json(403, {"status": 403, "message": "bad signature"})
+            return _webhook_refusal(403, "bad signature")
+        try:
+            return await self._take(form)
+        except Exception:
+            log.exception("SMS webhook: the reply could not be stored")
+            return _webhook_refusal(503, "the reply could not be stored now; try again later")
+
+    async def _take(self, form: Mapping[str, str]) -> Response:
         found = await self.lookup(form.get("From", ""), form.get("To", ""))
         if found is None:
             self.unknown_senders += 1
             log.info("SMS reply from a number no crew member wrote to: dropped")
-            return HttpResponse(200, _EMPTY_TWIML, "text/xml")
+            return Response(_EMPTY_TWIML, media_type="text/xml")
         route, contact = found
-        media = int(form["NumMedia"]) if form.get("NumMedia", "").isdigit() else 0
+        count = form.get("NumMedia", "")
+        media = int(count) if count.isascii() and count.isdigit() and len(count) <= 3 else 0
         text = _tidy(normalise_reply_text(form.get("Body", "")))
         limit = self.config.reply_limit_chars
         text, truncated = cap_text(text, limit)
@@ -729,10 +780,31 @@ class SmsWebhook:
             )
         lines = notice_lines(phrases_for(contact.lang), media, truncated, limit)
         if not lines:
-            return HttpResponse(200, _EMPTY_TWIML, "text/xml")
+            return Response(_EMPTY_TWIML, media_type="text/xml")
         twiml = (
             '<?xml version="1.0" encoding="UTF-8"?><Response><Message>'
             + xml_escape(" ".join(lines))
             + "</Message></Response>"
         )
-        return HttpResponse(200, twiml.encode("utf-8"), "text/xml")
+        return Response(twiml.encode("utf-8"), media_type="text/xml")
+
+
+async def _webhook_form(request: Request) -> dict[str, str]:
+    """The webhook's form fields (last of a repeated name wins, as the provider signs them),
+    or :class:`~common.http.MalformedRequest`: not a URL-encoded form, not UTF-8, too many
+    fields."""
+    kind = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if kind != "application/x-www-form-urlencoded":
+        raise MalformedRequest("the webhook takes application/x-www-form-urlencoded forms")
+    body = await request.body()  # bounded by BodyLimit
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise MalformedRequest("the form is not UTF-8") from None
+    try:
+        pairs = urllib.parse.parse_qsl(
+            text, keep_blank_values=True, max_num_fields=WEBHOOK_MAX_FIELDS
+        )
+    except ValueError:
+        raise MalformedRequest(f"the form has more than {WEBHOOK_MAX_FIELDS} fields") from None
+    return dict(pairs)  # percent-escapes that are not UTF-8 read as U+FFFD: no surrogates

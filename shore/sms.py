@@ -13,26 +13,23 @@ Three parts, one idea (SMS over a provider's HTTP API):
   "message", "status"}``; ``429`` with ``Retry-After``. The provider concatenates the
   segments of one request; texts over ``max_body_units`` go in several requests that
   break between segments.
-- **HTTP plumbing** shared by the fake provider (:mod:`shore.fake_sms`) and the relay's
-  inbound webhook (:mod:`shore.replies`): a small HTTP/1.1 server with hard limits, and the
-  provider's webhook signature (``X-Twilio-Signature``: HMAC-SHA1 over the URL and the
-  sorted form fields, base64).
+- **The webhook signature** that the fake provider (:mod:`shore.fake_sms`) makes and the
+  relay's inbound webhook (:mod:`shore.replies`) checks (``X-Twilio-Signature``: HMAC-SHA1
+  over the URL and the sorted form fields, base64). Both serve HTTP with Starlette and
+  uvicorn.
 
 Logs name sizes, segment counts and provider codes; never a number or a text.
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import contextlib
 import hashlib
 import hmac
 import json
 import logging
 import re
-import urllib.parse
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -342,174 +339,3 @@ def check_webhook_signature(
         return False
     expected = webhook_signature(url, params, auth_token)
     return hmac.compare_digest(expected.encode(), signature.encode())
-
-
-# --- a small HTTP/1.1 server --------------------------------------------------------------
-
-MAX_HEAD_BYTES = 16 * 1024
-MAX_BODY_BYTES = 256 * 1024
-
-
-@dataclass(frozen=True, slots=True)
-class HttpRequest:
-    """One HTTP request: header names lower-cased; the body read in full."""
-
-    method: str
-    target: str
-    headers: Mapping[str, str]
-    body: bytes
-
-    @property
-    def path(self) -> str:
-        """The target without its query string."""
-        return self.target.split("?", 1)[0]
-
-    def form(self) -> dict[str, str]:
-        """The form fields of an ``application/x-www-form-urlencoded`` body (last one wins)."""
-        text = self.body.decode("utf-8", errors="replace")
-        return dict(urllib.parse.parse_qsl(text, keep_blank_values=True))
-
-
-@dataclass(frozen=True, slots=True)
-class HttpResponse:
-    """One HTTP response."""
-
-    status: int
-    body: bytes = b""
-    content_type: str = "application/json"
-    headers: tuple[tuple[str, str], ...] = ()
-
-    @classmethod
-    def json(
-        cls, status: int, value: object, headers: Iterable[tuple[str, str]] = ()
-    ) -> HttpResponse:
-        """A JSON response."""
-        return cls(status, json.dumps(value).encode(), "application/json", tuple(headers))
-
-
-HttpHandler = Callable[[HttpRequest], Awaitable[HttpResponse]]
-
-_REASONS = {
-    200: "OK",
-    201: "Created",
-    400: "Bad Request",
-    401: "Unauthorized",
-    403: "Forbidden",
-    404: "Not Found",
-    405: "Method Not Allowed",
-    411: "Length Required",
-    413: "Content Too Large",
-    429: "Too Many Requests",
-    431: "Request Header Fields Too Large",
-    500: "Internal Server Error",
-    501: "Not Implemented",
-    503: "Service Unavailable",
-}
-
-
-class BadHttpRequest(Exception):
-    """The peer sent something that is not an HTTP request we take; carries our answer."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-async def read_http_request(
-    reader: asyncio.StreamReader, timeout_s: float = 10.0
-) -> HttpRequest | None:
-    """Read one request (``Content-Length`` bodies only); None if the peer closed first."""
-    async with asyncio.timeout(timeout_s):
-        try:
-            head = await reader.readuntil(b"\r\n\r\n")
-        except asyncio.IncompleteReadError as exc:
-            if not exc.partial:
-                return None
-            raise BadHttpRequest(400, "incomplete request head") from exc
-        except asyncio.LimitOverrunError as exc:
-            raise BadHttpRequest(431, "request head too large") from exc
-        if len(head) > MAX_HEAD_BYTES:
-            raise BadHttpRequest(431, "request head too large")
-        lines = head.decode("latin-1").split("\r\n")
-        try:
-            method, target, version = lines[0].split(" ")
-        except ValueError as exc:
-            raise BadHttpRequest(400, "bad request line") from exc
-        if not version.startswith("HTTP/1."):
-            raise BadHttpRequest(400, "not HTTP/1.x")
-        headers: dict[str, str] = {}
-        for line in lines[1:]:
-            if not line:
-                continue
-            name, sep, value = line.partition(":")
-            if not sep or not name or name != name.strip():
-                raise BadHttpRequest(400, "bad header line")
-            headers[name.lower()] = value.strip()
-        if "chunked" in headers.get("transfer-encoding", "").lower():
-            raise BadHttpRequest(501, "chunked bodies are not supported")
-        length_text = headers.get("content-length", "0")
-        if not length_text.isdigit():
-            raise BadHttpRequest(400, "bad Content-Length")
-        length = int(length_text)
-        if length > MAX_BODY_BYTES:
-            raise BadHttpRequest(413, "body too large")
-        try:
-            body = await reader.readexactly(length)
-        except asyncio.IncompleteReadError as exc:
-            raise BadHttpRequest(400, "body shorter than Content-Length") from exc
-        return HttpRequest(method, target, headers, body)
-
-
-def encode_http_response(response: HttpResponse) -> bytes:
-    """The bytes of a response (one per connection: ``Connection: close``)."""
-    reason = _REASONS.get(response.status, "Unknown")
-    lines = [
-        f"HTTP/1.1 {response.status} {reason}",
-        f"Content-Type: {response.content_type}",
-        f"Content-Length: {len(response.body)}",
-        "Connection: close",
-    ]
-    for name, value in response.headers:
-        if any(c in name + value for c in "\r\n"):
-            raise ValueError("header names and values must not contain CR or LF")
-        lines.append(f"{name}: {value}")
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + response.body
-
-
-async def serve_http(handler: HttpHandler, host: str, port: int) -> asyncio.Server:
-    """Start an HTTP server on (host, port) calling ``handler`` for each request.
-
-    One request per connection. A handler that raises gets a 500 (logged with its
-    traceback once); a malformed request gets a 4xx without reaching the handler.
-    """
-
-    async def on_connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            try:
-                request = await read_http_request(reader)
-            except BadHttpRequest as exc:
-                response: HttpResponse | None = HttpResponse.json(
-                    exc.status, {"status": exc.status, "message": str(exc)}
-                )
-            except TimeoutError:
-                response = None
-            else:
-                if request is None:
-                    response = None
-                else:
-                    try:
-                        response = await handler(request)
-                    except Exception:
-                        log.exception("HTTP handler failed on %s", request.path)
-                        response = HttpResponse.json(500, {"status": 500, "message": "error"})
-            if response is not None:
-                writer.write(encode_http_response(response))
-                await writer.drain()
-        except (ConnectionError, TimeoutError):
-            pass  # the peer went away; nothing to answer
-        finally:
-            writer.close()
-            with contextlib.suppress(ConnectionError, TimeoutError):
-                await writer.wait_closed()
-
-    return await asyncio.start_server(on_connection, host, port, limit=MAX_HEAD_BYTES)

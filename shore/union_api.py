@@ -2,17 +2,18 @@
 
 The relay never holds a union's private keys and never opens a report. A union is
 registered at the relay with its id and its Ed25519 public key (``[[union_api.unions]]``
-in the relay's config); every request carries three headers::
+in the relay's config); every request is signed as :mod:`protocol.union_requests` says
+(``X-Union``, ``X-Time``, ``X-Nonce``, ``X-Signature``), so a request proves the union's
+key, binds method, path, query and body, and cannot be replayed (a signature is accepted
+once; older than the skew window, refused). A union sees only reports sealed to it and may
+only answer its own cases.
 
-    X-Union: 7
-    X-Time: 1764000000              # seconds since 1970, within MAX_SKEW_S of the relay's
-    X-Nonce: <16 random bytes, hex>  # optional, but a client that may send the same
-                                     # request twice in a second must send one
-    X-Signature: <hex Ed25519 signature of request_to_sign(...)>
-
-so a request proves the union's key, binds method, path, query and body, and cannot be
-replayed (a signature is accepted once; older than the skew window, refused). A union sees
-only reports sealed to it and may only answer its own cases.
+Each request passes three gates in this order, and costs little until it passes them:
+its size (:class:`common.http.BodyLimit`: a body over the route's limit is refused before
+it is read; a note's limit is the largest sealed note), its signature (before any JSON is
+parsed), then its JSON (:func:`common.http.parse_json`: bounded depth, numbers and text).
+Every refusal is JSON ``{"error": "<sentence>", "code": "<reason>"}`` with a 4xx status;
+only a store that fails answers 503.
 
 Routes (JSON)::
 
@@ -32,62 +33,73 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import contextlib
-import hashlib
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-import uvicorn
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Scope
 
+from common.http import (
+    BodyLimit,
+    MalformedRequest,
+    RequestRefused,
+    bounded_int,
+    parse_json,
+)
+from common.serving import AsgiServer
 from protocol.envelopes import CaseStatus
 from protocol.errors import SignatureInvalid
-from protocol.signing import VerifyKey
+from protocol.signing import SIGNATURE_BYTES, VerifyKey
 from protocol.slots import (
     DOWNLINK_NOTE_BYTES,
     SHORT_NOTE_BYTES,
     silence_alerts,
     slot_header,
 )
+from protocol.union_requests import (
+    MAX_NONCE_CHARS,
+    MAX_NOTE_REQUEST_BYTES,
+    MAX_SEALED_NOTE_BYTES,
+    MAX_SKEW_S,
+    request_to_sign,
+)
 from shore.config import UnionApiSection
 from shore.store import Store, StoreError
 
+__all__ = [
+    "MAX_BODY_BYTES",
+    "MAX_SKEW_S",
+    "UnionAccount",
+    "make_union_api",
+    "queue_case_note",
+    "request_to_sign",
+    "serve_union_api",
+    "silence_alert_source",
+    "union_accounts",
+]
+
 logger = logging.getLogger(__name__)
 
-#: How far a request's X-Time may be from the relay's clock.
-MAX_SKEW_S = 300
-_DOMAIN = b"vessel-relay union api v1\x00"
-#: Largest request body (a sealed note is at most 64 KiB; base64 and JSON add a third).
-MAX_BODY_BYTES = 96 * 1024
+#: Largest request body: a case note with the largest sealed note (``/union/v1/cases/...``).
+MAX_BODY_BYTES = MAX_NOTE_REQUEST_BYTES
+#: Largest body of any other route (they take none; a few bytes of slack for clients that
+#: send ``{}``).
+OTHER_BODY_BYTES = 1024
+#: Union ids and request times the headers may name.
+_MAX_UNION_ID = 2**31 - 1
+_MAX_TIME_S = 2**40
 
 Clock = Callable[[], float]
 #: Alerts for a union: ``alerts(union, now) -> [{"kind": ..., ...}]``.
 AlertSource = Callable[[int, float], Awaitable[Sequence[Mapping[str, object]]]]
-
-
-def request_to_sign(
-    method: str, path_and_query: str, at_s: int, body: bytes, nonce: str = ""
-) -> bytes:
-    """The bytes a union signs for one request (see the module docstring).
-
-    Ed25519 signatures are deterministic: without a nonce, the same request in the same
-    second signs the same, and the relay refuses the second as a replay."""
-    parts = [
-        _DOMAIN,
-        method.upper().encode("ascii"),
-        path_and_query.encode("utf-8"),
-        str(at_s).encode("ascii"),
-        hashlib.sha256(body).digest(),
-    ]
-    if nonce:
-        parts.append(nonce.encode("ascii"))
-    return b"\x00".join(parts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,11 +111,11 @@ class UnionAccount:
     name: str = ""
 
 
-class _Refused(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
+class _Refused(RequestRefused):
+    """A refusal of the union API with its own status (401, 404)."""
+
+    def __init__(self, status: int, sentence: str, code: str = "refused") -> None:
+        super().__init__(sentence, status=status, code=code)
 
 
 class _SeenSignatures:
@@ -124,6 +136,28 @@ class _SeenSignatures:
         return True
 
 
+def _json_refusal(error: RequestRefused) -> JSONResponse:
+    return JSONResponse({"error": error.sentence, "code": error.code}, status_code=error.status)
+
+
+def _refuse(scope: Scope, error: RequestRefused) -> ASGIApp:
+    """How :class:`BodyLimit` answers for the union API: JSON like every other refusal."""
+    logger.warning(
+        "union API refused %s %s: %s", scope.get("method"), scope.get("path"), error.code
+    )
+    return _json_refusal(error)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    sentence = {
+        404: "no such route in the union API; see /union/v1/reports, /union/v1/alerts "
+        "and /union/v1/cases/{vessel}/{seq}/notes",
+        405: f"{request.method} is not allowed on {request.url.path}",
+    }.get(exc.status_code, str(exc.detail))
+    return JSONResponse({"error": sentence, "code": "bad-route"}, status_code=exc.status_code)
+
+
 def make_union_api(
     store: Store,
     unions: Sequence[UnionAccount],
@@ -131,62 +165,79 @@ def make_union_api(
     clock: Clock = time.time,
     alerts: AlertSource | None = None,
 ) -> Starlette:
-    """The Starlette app of the union API (mount it, or serve it with uvicorn)."""
+    """The Starlette app of the union API (mount it, or serve it with :func:`serve_union_api`).
+
+    Its body limits are inside it: whoever serves it gets them."""
     accounts = {account.union_id: account for account in unions}
     seen = _SeenSignatures()
 
-    async def authenticate(request: Request, body: bytes) -> UnionAccount:
-        try:
-            union_id = int(request.headers["x-union"])
-            at_s = int(request.headers["x-time"])
-            signature = bytes.fromhex(request.headers["x-signature"])
-            nonce = request.headers.get("x-nonce", "")
-            if nonce and (len(nonce) > 64 or not nonce.isascii() or not nonce.isalnum()):
-                raise ValueError("X-Nonce is at most 64 letters and digits")
-        except (KeyError, ValueError) as exc:
+    def signer(request: Request) -> tuple[UnionAccount, int, bytes, str]:
+        headers = request.headers
+        if not all(name in headers for name in ("x-union", "x-time", "x-signature")):
             raise _Refused(
-                401, "sign the request: X-Union, X-Time and X-Signature headers are required"
-            ) from exc
+                401,
+                "sign the request: X-Union, X-Time and X-Signature headers are required",
+                "unsigned",
+            )
+        try:
+            union_id = bounded_int(headers["x-union"], "X-Union", 0, _MAX_UNION_ID)
+            at_s = bounded_int(headers["x-time"], "X-Time", 0, _MAX_TIME_S)
+            signature = bytes.fromhex(headers["x-signature"])
+        except MalformedRequest as exc:
+            raise _Refused(401, exc.sentence, "unsigned") from exc
+        except ValueError as exc:
+            raise _Refused(401, "X-Signature must be hex digits", "unsigned") from exc
+        if len(signature) != SIGNATURE_BYTES:
+            raise _Refused(401, f"X-Signature must be {SIGNATURE_BYTES * 2} hex digits", "unsigned")
+        nonce = headers.get("x-nonce", "")
+        if nonce and (len(nonce) > MAX_NONCE_CHARS or not nonce.isascii() or not nonce.isalnum()):
+            raise _Refused(
+                401, f"X-Nonce is at most {MAX_NONCE_CHARS} letters and digits", "unsigned"
+            )
         account = accounts.get(union_id)
         if account is None:
-            raise _Refused(401, f"union {union_id} is not registered at this relay")
+            raise _Refused(401, f"union {union_id} is not registered at this relay", "unknown")
+        return account, at_s, signature, nonce
+
+    async def authenticate(request: Request) -> tuple[UnionAccount, bytes]:
+        account, at_s, signature, nonce = signer(request)  # headers first: no body needed
         now = clock()
         if abs(now - at_s) > MAX_SKEW_S:
             raise _Refused(
-                401, f"X-Time is {int(at_s - now)} s from the relay's clock; set the clock right"
+                401,
+                f"X-Time is {int(at_s - now)} s from the relay's clock; set the clock right",
+                "clock",
             )
+        body = await request.body()  # already bounded by BodyLimit
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         try:
             account.verify_key.verify(
                 request_to_sign(request.method, target, at_s, body, nonce),
                 signature,
-                what=f"union {union_id}'s request",
+                what=f"union {account.union_id}'s request",
             )
         except SignatureInvalid as exc:
-            raise _Refused(401, str(exc)) from exc
+            raise _Refused(401, str(exc), "forged") from exc
         if not seen.add(signature, now):
-            raise _Refused(401, "this signed request was already used; sign a new one")
-        return account
+            raise _Refused(401, "this signed request was already used; sign a new one", "replay")
+        return account, body
 
     def endpoint(
         handler: Callable[[Request, UnionAccount, bytes], Awaitable[Response]],
     ) -> Callable[[Request], Awaitable[Response]]:
         async def run(request: Request) -> Response:
-            body = await request.body()
             try:
-                if len(body) > MAX_BODY_BYTES:
-                    raise _Refused(413, f"request body over {MAX_BODY_BYTES} bytes")
-                account = await authenticate(request, body)
+                account, body = await authenticate(request)
                 return await handler(request, account, body)
-            except _Refused as refused:
+            except RequestRefused as refused:
                 logger.warning(
-                    "union API refused %s %s: %s", request.method, request.url.path, refused.message
+                    "union API refused %s %s: %s", request.method, request.url.path, refused.code
                 )
-                return JSONResponse({"error": refused.message}, status_code=refused.status)
+                return _json_refusal(refused)
             except StoreError as exc:
                 logger.error("union API: store failed: %s", exc)
                 return JSONResponse(
-                    {"error": "the relay's store is unavailable; try again later"},
+                    {"error": "the relay's store is unavailable; try again later", "code": "store"},
                     status_code=503,
                 )
 
@@ -210,19 +261,14 @@ def make_union_api(
         )
 
     async def notes(request: Request, account: UnionAccount, body: bytes) -> Response:
-        try:
-            vessel = int(request.path_params["vessel"])
-            seq = int(request.path_params["seq"])
-            data = _json_object(body)
-            status = CaseStatus(int(data["status"]))  # type: ignore[call-overload]
-            sealed_note = base64.b64decode(str(data["sealed_note"]), validate=True)
-        except (KeyError, ValueError, TypeError, binascii.Error) as exc:
-            raise _Refused(
-                400, f"a note is {{'status': 1-6, 'sealed_note': base64}} ({exc})"
-            ) from exc
+        vessel = bounded_int(request.path_params["vessel"], "The vessel in the path", 0, 2**31)
+        seq = bounded_int(request.path_params["seq"], "The report in the path", 0, 2**62)
+        status, sealed_note = _note(parse_json(body))
         owned = {(v, s) for v, s, _, _ in await store.union_reports(account.union_id)}
         if (vessel, seq) not in owned:
-            raise _Refused(404, f"case {vessel}-{seq} is not one of union {account.union_id}'s")
+            raise _Refused(
+                404, f"case {vessel}-{seq} is not one of union {account.union_id}'s", "not-yours"
+            )
         carried = await queue_case_note(store, vessel, seq, status, sealed_note, clock())
         logger.info(
             "union %d: case %d-%d note of %d sealed bytes queued down (%s)",
@@ -244,12 +290,48 @@ def make_union_api(
     return Starlette(
         routes=[
             Route("/union/v1/reports", endpoint(reports), methods=["GET"]),
-            Route(
-                "/union/v1/cases/{vessel:int}/{seq:int}/notes", endpoint(notes), methods=["POST"]
-            ),
+            Route("/union/v1/cases/{vessel}/{seq}/notes", endpoint(notes), methods=["POST"]),
             Route("/union/v1/alerts", endpoint(alert_list), methods=["GET"]),
-        ]
+        ],
+        middleware=[
+            Middleware(
+                BodyLimit,
+                limit_bytes=OTHER_BODY_BYTES,
+                routes={"/union/v1/cases/": MAX_BODY_BYTES},
+                refuse=_refuse,
+            )
+        ],
+        exception_handlers={HTTPException: _http_error},
     )
+
+
+_NOTE_SHAPE = 'a note is {"status": 1-6, "sealed_note": "<base64>"}'
+
+
+def _note(data: object) -> tuple[CaseStatus, bytes]:
+    """A note request's stage and sealed note, or :class:`MalformedRequest` saying why."""
+    if not isinstance(data, dict):
+        raise MalformedRequest(f"{_NOTE_SHAPE}, not a JSON {type(data).__name__}")
+    if "status" not in data or "sealed_note" not in data:
+        missing = sorted({"status", "sealed_note"} - set(data))
+        raise MalformedRequest(f"{_NOTE_SHAPE}; missing: {', '.join(missing)}")
+    stages = [int(stage) for stage in CaseStatus]
+    value = bounded_int(data["status"], "status", min(stages), max(stages))
+    if value not in stages:
+        raise MalformedRequest(f"status {value} is not a case stage; {_NOTE_SHAPE}")
+    encoded = data["sealed_note"]
+    if not isinstance(encoded, str):
+        raise MalformedRequest(f"sealed_note must be base64 text; {_NOTE_SHAPE}")
+    try:
+        sealed = base64.b64decode(encoded.encode("ascii"), validate=True)
+    except (UnicodeEncodeError, binascii.Error):
+        raise MalformedRequest(f"sealed_note is not valid base64; {_NOTE_SHAPE}") from None
+    if len(sealed) > MAX_SEALED_NOTE_BYTES:
+        raise MalformedRequest(
+            f"sealed_note is {len(sealed)} bytes, over the largest sealed note "
+            f"({MAX_SEALED_NOTE_BYTES})"
+        )
+    return CaseStatus(value), sealed
 
 
 async def queue_case_note(
@@ -312,41 +394,9 @@ def union_accounts(section: UnionApiSection) -> list[UnionAccount]:
     ]
 
 
-class _QuietServer(uvicorn.Server):
-    """uvicorn without its own signal handlers: the relay's supervisor owns the signals."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
 async def serve_union_api(app: Starlette, host: str, port: int, stopping: asyncio.Event) -> None:
-    """Serve the union API until ``stopping`` is set, then finish open requests and return."""
-    server = _QuietServer(
-        uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False, lifespan="off")
-    )
-    task = asyncio.create_task(server.serve())
-    try:
-        while not server.started:
-            if task.done():
-                await task  # raises why it could not start (port in use ...)
-                raise OSError(
-                    f"the union API could not listen on {host}:{port}; free the port or change "
-                    "[union_api] port"
-                )
-            await asyncio.sleep(0.02)
-        logger.info("union API listening on %s:%d", host, port)
-        await stopping.wait()
-    finally:
-        server.should_exit = True
-        await task
-        logger.info("union API stopped")
+    """Serve the union API until ``stopping`` is set, then finish open requests and return.
 
-
-def _json_object(body: bytes) -> dict[str, object]:
-    import json
-
-    data = json.loads(body)
-    if not isinstance(data, dict):
-        raise ValueError("the body is not a JSON object")
-    return data
+    A port in use is an :class:`OSError` naming the union API (change ``[union_api] port``).
+    """
+    await AsgiServer(app, host, port, name="union API").serve_until(stopping)

@@ -1,7 +1,10 @@
 """Operator dashboard: fleet, vessel, failing deliveries and silent vessels; login required.
 
-Server-rendered (Starlette + Jinja2, no script): every page is a plain GET, every action a
-POST form with a CSRF token kept in the signed session cookie. Pages::
+Server-rendered (Starlette + Jinja2, no script): every page is a plain GET, every POST (log
+in, log out, each action) a form with the CSRF token of :mod:`common.csrf`. Sign-ins follow
+:mod:`common.logins` (wrong passwords paused per operator name and per address; Argon2id
+checked off the event loop). Every request body is bounded (:data:`BODY_BYTES`, refused
+before it is read) and every refusal is a page with a sentence, never a 500. Pages::
 
     GET  /login, POST /login, POST /logout
     GET  /                       fleet: vessel, last heard, link bytes this month, queue,
@@ -20,25 +23,33 @@ never message text, grievance content, crew names or family addresses.
 from __future__ import annotations
 
 import logging
+import math
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from jinja2 import Environment, FileSystemLoader
 from markupsafe import Markup
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.requests import Request
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 from starlette.templating import Jinja2Templates
+from starlette.types import ASGIApp, Scope
 
-from shore.dashboard.auth import verify_password
+from common.csrf import csrf_ok, csrf_token, new_session_token
+from common.http import BodyLimit, MalformedRequest, RequestRefused, bounded_int, read_form
+from common.logins import ADDRESS_POLICY, Logins, SignInThrottled
+from common.passwords import PasswordBook
+from common.signins import SignInGuard
 from shore.dashboard.chart import activity_svg
 from shore.store_ops import DEFAULT_SILENT_AFTER_S, DeliveryNotFound, OperatorQueries
 from shore.store_sql import SqlStore
@@ -47,17 +58,25 @@ log = logging.getLogger(__name__)
 
 TEMPLATES = Path(__file__).parent / "templates"
 Handler = Callable[[Request], Awaitable[Response]]
+#: Largest request body: every form of the dashboard is a few short fields.
+BODY_BYTES = 8 * 1024
+_MAX_ID = 2**62
 
 
 @dataclass(frozen=True, slots=True)
 class DashboardSettings:
     """Who may log in, how sessions are signed, and when a vessel counts as silent."""
 
-    operators: dict[str, str]  # name -> stored hash (shore.dashboard.auth)
+    #: name -> stored hash (:mod:`common.passwords`); a :class:`PasswordBook` read from the
+    #: operators file (:func:`shore.dashboard.auth.read_operators`) writes upgrades back.
+    operators: Mapping[str, str]
     secret_key: str = field(default_factory=lambda: secrets.token_urlsafe(32))
     silent_after_s: float = DEFAULT_SILENT_AFTER_S
     session_max_age_s: int = 8 * 3600
     https_only: bool = False
+    #: Wrong passwords per operator name, and per client address (:mod:`common.logins`).
+    name_guard: SignInGuard = field(default_factory=SignInGuard)
+    address_guard: SignInGuard = field(default_factory=lambda: SignInGuard(ADDRESS_POLICY))
 
 
 def _when(value: float | None, now: float) -> str:
@@ -93,12 +112,15 @@ def create_app(
     env = Environment(loader=FileSystemLoader(str(TEMPLATES)), autoescape=True)
     templates = Jinja2Templates(env=env)
     templates.env.filters["bytes"] = _bytes
+    operators = settings.operators
+    book = operators if isinstance(operators, PasswordBook) else PasswordBook(operators)
+    logins = Logins(book, settings.name_guard, settings.address_guard)
 
     def render(request: Request, name: str, status: int = 200, **context: Any) -> Response:
         now = clock()
         context.update(
             operator=request.session.get("operator"),
-            csrf=request.session.get("csrf", ""),
+            csrf=csrf_token(request.session),
             flash=request.session.pop("flash", None),
             when=lambda value: _when(value, now),
             now=now,
@@ -106,38 +128,78 @@ def create_app(
         response: Response = templates.TemplateResponse(request, name, context, status_code=status)
         return response
 
+    def refused_page(error: RequestRefused) -> Response:
+        """A refusal that needs no session (BodyLimit answers before the session is read)."""
+        html = env.get_template("refused.html").render(sentence=error.sentence)
+        return HTMLResponse(html, status_code=error.status)
+
+    def refuse(scope: Scope, error: RequestRefused) -> ASGIApp:
+        log.warning("dashboard: request refused: %s", error.code)
+        return refused_page(error)
+
+    async def on_refused(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestRefused)
+        log.warning("dashboard: request refused: %s", exc.code)
+        return refused_page(exc)
+
+    async def on_http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        sentence = {
+            404: "This page does not exist.",
+            405: "This page cannot be used that way; go back and use its buttons.",
+        }.get(exc.status_code, "This request cannot be answered.")
+        return refused_page(RequestRefused(sentence, status=exc.status_code, code="bad-route"))
+
+    def forged() -> Response:
+        return refused_page(_expired())
+
     def login_required(handler: Handler) -> Handler:
         async def guarded(request: Request) -> Response:
-            if request.session.get("operator") not in settings.operators:
+            if request.session.get("operator") not in book:
                 return RedirectResponse("/login", status_code=303)
             return await handler(request)
 
         return guarded
 
-    async def csrf_ok(request: Request) -> bool:
-        form = await request.form()
-        sent = form.get("csrf")
-        expected = request.session.get("csrf")
-        if not (isinstance(sent, str) and isinstance(expected, str) and expected):
-            return False
-        return secrets.compare_digest(sent, expected)
-
     async def login_page(request: Request) -> Response:
         return render(request, "login.html", error=None)
 
     async def login(request: Request) -> Response:
-        form = await request.form()
-        name, password = str(form.get("operator", "")), str(form.get("password", ""))
-        stored = settings.operators.get(name)
-        if stored is None or not verify_password(password, stored):
+        form = await read_form(request)
+        if not csrf_ok(request.session, form.get("csrf")):
+            return render(
+                request, "login.html", status=403, error="The form expired; please log in again."
+            )
+        name, password = form.get("operator", ""), form.get("password", "")
+        address = request.client.host if request.client else "unknown"
+        try:
+            right = await logins.sign_in(name, password, address)
+        except SignInThrottled as paused:
+            log.warning("dashboard: sign-in paused after wrong passwords")
+            response = render(
+                request,
+                "login.html",
+                status=429,
+                error=f"Too many wrong passwords. Try again in {paused.retry_after_minutes} "
+                "minute(s).",
+            )
+            response.headers["Retry-After"] = str(math.ceil(paused.retry_after_s))
+            return response
+        if not right:
             log.warning("dashboard: failed login")
             return render(request, "login.html", status=401, error="Wrong operator or password.")
         request.session.clear()
-        request.session.update(operator=name, csrf=secrets.token_urlsafe(24))
+        request.session["operator"] = name
+        new_session_token(request.session)
         log.info("dashboard: operator logged in")
         return RedirectResponse("/", status_code=303)
 
     async def logout(request: Request) -> Response:
+        form = await read_form(request)
+        if request.session.get("operator") is not None and not csrf_ok(
+            request.session, form.get("csrf")
+        ):
+            return forged()
         request.session.clear()
         return RedirectResponse("/login", status_code=303)
 
@@ -147,7 +209,10 @@ def create_app(
         return render(request, "fleet.html", rows=rows, silent=silent)
 
     async def vessel(request: Request) -> Response:
-        vessel_id = int(request.path_params["vessel_id"])
+        try:
+            vessel_id = bounded_int(request.path_params["vessel_id"], "vessel", 0, _MAX_ID)
+        except MalformedRequest:
+            raise HTTPException(404) from None
         record = await store.get_vessel(vessel_id)
         if record is None:
             return render(request, "missing.html", status=404, vessel_id=vessel_id)
@@ -174,10 +239,11 @@ def create_app(
 
     def action(kind: str) -> Handler:
         async def act(request: Request) -> Response:
-            if not await csrf_ok(request):
-                return Response("the form expired; reload the page", status_code=403)
-            vessel_id = int(request.path_params["vessel_id"])
-            message_seq = int(request.path_params["message_seq"])
+            form = await read_form(request)
+            if not csrf_ok(request.session, form.get("csrf")):
+                return forged()
+            vessel_id = bounded_int(request.path_params["vessel_id"], "The vessel", 0, _MAX_ID)
+            message_seq = bounded_int(request.path_params["message_seq"], "The message", 0, _MAX_ID)
             try:
                 if kind == "retry":
                     await queries.retry_delivery(vessel_id, message_seq, clock())
@@ -189,8 +255,7 @@ def create_app(
                 log.info("dashboard: %s vessel %d message %d", kind, vessel_id, message_seq)
             except DeliveryNotFound as exc:
                 request.session["flash"] = str(exc)
-            back = request.headers.get("referer") or "/deliveries"
-            return RedirectResponse(back, status_code=303)
+            return RedirectResponse(_back(request, "/deliveries"), status_code=303)
 
         return act
 
@@ -199,21 +264,22 @@ def create_app(
         Route("/login", login, methods=["POST"]),
         Route("/logout", logout, methods=["POST"]),
         Route("/", login_required(fleet)),
-        Route("/vessels/{vessel_id:int}", login_required(vessel)),
+        Route("/vessels/{vessel_id}", login_required(vessel)),
         Route("/deliveries", login_required(deliveries)),
         Route("/silent", login_required(silent)),
         Route(
-            "/deliveries/{vessel_id:int}/{message_seq:int}/retry",
+            "/deliveries/{vessel_id}/{message_seq}/retry",
             login_required(action("retry")),
             methods=["POST"],
         ),
         Route(
-            "/deliveries/{vessel_id:int}/{message_seq:int}/give-up",
+            "/deliveries/{vessel_id}/{message_seq}/give-up",
             login_required(action("give-up")),
             methods=["POST"],
         ),
     ]
     middleware = [
+        Middleware(BodyLimit, limit_bytes=BODY_BYTES, refuse=refuse),
         Middleware(
             SessionMiddleware,
             secret_key=settings.secret_key,
@@ -221,6 +287,26 @@ def create_app(
             max_age=settings.session_max_age_s,
             same_site="strict",
             https_only=settings.https_only,
-        )
+        ),
     ]
-    return Starlette(routes=routes, middleware=middleware)
+    return Starlette(
+        routes=routes,
+        middleware=middleware,
+        exception_handlers={RequestRefused: on_refused, HTTPException: on_http_error},
+    )
+
+
+def _expired() -> RequestRefused:
+    return RequestRefused(
+        "The form expired; reload the page and try again.", status=403, code="csrf"
+    )
+
+
+def _back(request: Request, fallback: str) -> str:
+    """Where to go after an action: the page it was taken on (a path of ours), else
+    ``fallback``. Never another site: only the Referer's path is kept."""
+    try:
+        path = urlsplit(request.headers.get("referer", "")).path
+    except ValueError:  # not a URL at all
+        path = ""
+    return path if path.startswith("/") and not path.startswith("//") else fallback

@@ -6,8 +6,7 @@ import asyncio
 import logging
 from pathlib import Path
 
-import uvicorn
-
+from common.serving import AsgiServer
 from shore.config import RelayConfig
 from shore.dashboard.app import DashboardSettings, create_app
 from shore.dashboard.auth import read_operators
@@ -39,20 +38,6 @@ async def serve_dashboard(
     store = await open_store(config)
     try:
         app = create_app(store, settings)
-        server = uvicorn.Server(
-            uvicorn.Config(
-                app, host=host, port=port, log_config=None, access_log=False, lifespan="off"
-            )
-        )
-        task = asyncio.create_task(server.serve())
-        log.info("dashboard on http://%s:%d/", host, port)
-        try:
-            await asyncio.wait(
-                {task, asyncio.ensure_future(stopping.wait())},
-                return_when=asyncio.FIRST_COMPLETED,
-            )
-        finally:
-            server.should_exit = True
-            await task
+        await AsgiServer(app, host, port, name="dashboard").serve_until(stopping)
     finally:
         await store.close()

@@ -13,8 +13,8 @@ from urllib.parse import urlsplit
 import httpx
 
 from protocol.envelopes import CaseStatus
+from protocol.union_requests import request_to_sign
 from shore.union.keys import UnionIdentity
-from shore.union_api import request_to_sign
 
 
 class RelayUnreachable(Exception):

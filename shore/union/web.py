@@ -16,10 +16,19 @@ Pages::
     GET  /cases/{case}/export     the same file as ``union export`` (a download)
     GET  /alerts                  "crew member silent" and "vessel silent" alerts
 
-Caseworkers log in with scrypt hashes kept in ``caseworkers.txt`` in the union's directory
-(0600; ``vessel-relay union user add NAME``; the format of :mod:`shore.dashboard.auth`).
-Every response carries ``Cache-Control: no-store``; every form a CSRF token. Logs name
-case numbers and actions, never report text, replies or reporters' names.
+Caseworkers log in with the Argon2id hashes kept in ``caseworkers.txt`` in the union's
+directory (0600; ``vessel-relay union user add NAME``; the format of
+:mod:`common.passwords`; scrypt lines from before 2026-12 sign in and are upgraded then).
+Sign-ins follow :mod:`common.logins` (wrong passwords paused per caseworker name and per
+address; the answer never says whether a name exists). Every response carries
+``Cache-Control: no-store``; every form, the login form included, the CSRF token of
+:mod:`common.csrf`. Every request body is bounded (a reply's form at most
+:data:`REPLY_BODY_BYTES`, any other :data:`BODY_BYTES`, refused before it is read), and every
+refusal is a page with a sentence. Logs name case numbers and actions, never report text,
+replies or reporters' names.
+
+The app shares no code with the relay it talks to but ``protocol`` (the signed request
+format of the union API is :mod:`protocol.union_requests`) and ``common``.
 """
 
 from __future__ import annotations
@@ -27,31 +36,38 @@ from __future__ import annotations
 import asyncio
 import datetime
 import logging
+import math
 import secrets
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 from jinja2 import Environment, FileSystemLoader
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.requests import Request
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from common.csrf import csrf_ok, csrf_token, new_session_token
+from common.http import BodyLimit, RequestRefused, read_form
+from common.logins import ADDRESS_POLICY, Logins, SignInThrottled
+from common.passwords import PasswordBook, PasswordFileError, PasswordRefused, set_password
+from common.signins import SignInGuard
 from protocol.cases import STAGE_WORDS, TRANSITIONS, format_receipt_code, parse_stage
 from protocol.envelopes import CaseStatus
 from protocol.errors import ProtocolError
 from protocol.evidence import EntryKind, fingerprint
 from protocol.languages import Language
+from protocol.limits import DEFAULT_LIMITS
 from protocol.sealing import GrievanceCategory
-from shore.dashboard.auth import OperatorFileError, add_operator, read_operators, verify_password
 from shore.union.client import RelayUnreachable
 from shore.union.inbox import InboxError, UnionInbox
 
@@ -63,6 +79,15 @@ Handler = Callable[[Request], Awaitable[Response]]
 _T = TypeVar("_T")
 #: What a caseworker can fix by reading the message (shown on the page, not a crash).
 _USER_ERRORS = (InboxError, RelayUnreachable, ProtocolError)
+#: Longest reply to a reporter, in characters (the protocol's bound on one text).
+REPLY_MAX_CHARS = DEFAULT_LIMITS.max_text_chars
+#: Largest reply form: the longest reply, each character percent-encoded (up to 12 bytes).
+REPLY_BODY_BYTES = 12 * REPLY_MAX_CHARS + 4096
+#: Largest body of any other request (the other forms are a few short fields).
+BODY_BYTES = 8 * 1024
+#: Longest reason for a stage change, and longest case number or receipt in a path.
+REASON_MAX_CHARS = 2000
+_ADD_HINT = "add a caseworker with 'vessel-relay union user add NAME'"
 
 #: HTML ``lang`` tags (BCP 47) and English names of the crew's languages.
 _HTML_LANG = {"eng": "en", "mya": "my", "tha": "th", "khm": "km", "lao": "lo", "vie": "vi"}
@@ -91,15 +116,16 @@ def caseworkers_path(directory: Path) -> Path:
 
 
 def add_caseworker(directory: Path, name: str, password: str) -> None:
-    """Add (or reset) a caseworker's login (scrypt hash, file rewritten atomically, 0600)."""
+    """Add (or reset) a caseworker's login (Argon2id, file rewritten atomically, 0600)."""
     try:
-        add_operator(caseworkers_path(directory), name, password)
-    except OperatorFileError as exc:
-        raise CaseworkerError(str(exc).replace("operator", "caseworker")) from exc
+        set_password(caseworkers_path(directory), name, password, add_hint=_ADD_HINT)
+    except (PasswordFileError, PasswordRefused) as exc:
+        raise CaseworkerError(str(exc)) from exc
 
 
-def read_caseworkers(directory: Path) -> dict[str, str]:
-    """Caseworker name -> stored hash; explains how to add the first one."""
+def read_caseworkers(directory: Path) -> PasswordBook:
+    """Caseworker name -> stored hash, backed by the file (upgraded hashes are written
+    back); explains how to add the first one."""
     path = caseworkers_path(directory)
     if not path.exists():
         raise CaseworkerError(
@@ -107,8 +133,8 @@ def read_caseworkers(directory: Path) -> dict[str, str]:
             f"vessel-relay union user add NAME --dir {directory}"
         )
     try:
-        found = read_operators(path)
-    except OperatorFileError as exc:
+        found = PasswordBook.load(path, add_hint=_ADD_HINT)
+    except PasswordFileError as exc:
         raise CaseworkerError(str(exc)) from exc
     if not found:
         raise CaseworkerError(f"{path} lists no caseworker; run: vessel-relay union user add NAME")
@@ -119,10 +145,15 @@ def read_caseworkers(directory: Path) -> dict[str, str]:
 class UnionWebSettings:
     """Who may log in and how sessions are signed."""
 
-    caseworkers: dict[str, str]  # name -> stored hash (shore.dashboard.auth)
+    #: name -> stored hash (:mod:`common.passwords`); the :class:`PasswordBook` of
+    #: :func:`read_caseworkers` writes upgraded hashes back to the file.
+    caseworkers: Mapping[str, str]
     secret_key: str = field(default_factory=lambda: secrets.token_urlsafe(32))
     session_max_age_s: int = 8 * 3600
     https_only: bool = False
+    #: Wrong passwords per caseworker name, and per client address (:mod:`common.logins`).
+    name_guard: SignInGuard = field(default_factory=SignInGuard)
+    address_guard: SignInGuard = field(default_factory=lambda: SignInGuard(ADDRESS_POLICY))
 
 
 class NoStore:
@@ -157,22 +188,25 @@ def _when_minutes(minutes: int | None) -> str:
     return stamp.strftime("%Y-%m-%d %H:%M UTC")
 
 
-def _float_or_none(text: str | None) -> float | None:
-    if text is None or not text.strip():
+def _days_or_none(text: str | None) -> float | None:
+    """A filter's age in days (0 to 100 years), or None: a filter that is not one is ignored."""
+    if text is None or not text.strip() or len(text) > 32:
         return None
     try:
-        return float(text)
+        days = float(text)
     except ValueError:
         return None
+    return days if 0 <= days <= 36_600 else None  # NaN fails both comparisons
 
 
-def _int_or_none(text: str | None) -> int | None:
-    if text is None or not text.strip():
+def _id_or_none(text: str | None) -> int | None:
+    """A filter's vessel id (digits, within SQLite's integers), or None (filter ignored)."""
+    if text is None:
         return None
-    try:
-        return int(text)
-    except ValueError:
+    text = text.strip()
+    if not text or len(text) > 18 or not text.isascii() or not text.isdigit():
         return None
+    return int(text)
 
 
 def create_app(
@@ -190,6 +224,9 @@ def create_app(
     # the inbox's SQLite connection and the relay client are synchronous: one call at a
     # time, off the event loop (the relay may be served by this very loop in tests)
     lock = asyncio.Lock()
+    workers = settings.caseworkers
+    book = workers if isinstance(workers, PasswordBook) else PasswordBook(workers)
+    logins = Logins(book, settings.name_guard, settings.address_guard)
 
     async def call(function: Callable[..., _T], *args: Any) -> _T:
         async with lock:
@@ -198,7 +235,7 @@ def create_app(
     def render(request: Request, name: str, status: int = 200, **context: Any) -> Response:
         context.update(
             caseworker=request.session.get("caseworker"),
-            csrf=request.session.get("csrf", ""),
+            csrf=csrf_token(request.session),
             flash=request.session.pop("flash", None),
             problem=request.session.pop("problem", None),
             union=inbox.identity,
@@ -206,56 +243,101 @@ def create_app(
         response: Response = templates.TemplateResponse(request, name, context, status_code=status)
         return response
 
+    def refused_page(error: RequestRefused) -> Response:
+        """A refusal that needs no session (BodyLimit answers before the session is read)."""
+        html = env.get_template("refused.html").render(
+            sentence=error.sentence, union=inbox.identity
+        )
+        return HTMLResponse(html, status_code=error.status)
+
+    def refuse(scope: Scope, error: RequestRefused) -> ASGIApp:
+        log.warning("union web: request refused: %s", error.code)
+        return refused_page(error)
+
+    async def on_refused(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestRefused)
+        log.warning("union web: request refused: %s", exc.code)
+        return refused_page(exc)
+
+    async def on_http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        sentence = {
+            404: "This page does not exist.",
+            405: "This page cannot be used that way; go back and use its buttons.",
+        }.get(exc.status_code, "This request cannot be answered.")
+        return refused_page(RequestRefused(sentence, status=exc.status_code, code="bad-route"))
+
     def login_required(handler: Handler) -> Handler:
         async def guarded(request: Request) -> Response:
-            if request.session.get("caseworker") not in settings.caseworkers:
+            if request.session.get("caseworker") not in book:
                 return RedirectResponse("/login", status_code=303)
             return await handler(request)
 
         return guarded
 
     async def form_with_token(request: Request) -> dict[str, str] | None:
-        form = await request.form()
-        sent = form.get("csrf")
-        expected = request.session.get("csrf")
-        if not (isinstance(sent, str) and isinstance(expected, str) and expected):
-            return None
-        if not secrets.compare_digest(sent, expected):
-            return None
-        return {key: value for key, value in form.items() if isinstance(value, str)}
+        form = await read_form(request)
+        return form if csrf_ok(request.session, form.get("csrf")) else None
 
     def forged() -> Response:
-        return Response("the form expired; reload the page and try again", status_code=403)
+        return refused_page(
+            RequestRefused(
+                "The form expired; reload the page and try again.", status=403, code="csrf"
+            )
+        )
 
     async def login_page(request: Request) -> Response:
         return render(request, "login.html", error=None)
 
     async def login(request: Request) -> Response:
-        form = await request.form()
-        name, password = str(form.get("caseworker", "")), str(form.get("password", ""))
-        stored = settings.caseworkers.get(name)
-        if stored is None or not await asyncio.to_thread(verify_password, password, stored):
+        form = await read_form(request)
+        if not csrf_ok(request.session, form.get("csrf")):
+            return render(
+                request, "login.html", status=403, error="The form expired; please log in again."
+            )
+        name, password = form.get("caseworker", ""), form.get("password", "")
+        address = request.client.host if request.client else "unknown"
+        try:
+            right = await logins.sign_in(name, password, address)
+        except SignInThrottled as paused:
+            log.warning("union web: sign-in paused after wrong passwords")
+            response = render(
+                request,
+                "login.html",
+                status=429,
+                error=f"Too many wrong passwords. Try again in {paused.retry_after_minutes} "
+                "minute(s).",
+            )
+            response.headers["Retry-After"] = str(math.ceil(paused.retry_after_s))
+            return response
+        if not right:
             log.warning("union web: failed login")
             return render(request, "login.html", status=401, error="Wrong caseworker or password.")
         request.session.clear()
-        request.session.update(caseworker=name, csrf=secrets.token_urlsafe(24))
+        request.session["caseworker"] = name
+        new_session_token(request.session)
         log.info("union web: caseworker logged in")
         return RedirectResponse("/", status_code=303)
 
     async def logout(request: Request) -> Response:
+        form = await read_form(request)
+        if request.session.get("caseworker") is not None and not csrf_ok(
+            request.session, form.get("csrf")
+        ):
+            return forged()
         request.session.clear()
         return RedirectResponse("/login", status_code=303)
 
     async def case_list(request: Request) -> Response:
         query = request.query_params
-        vessel = _int_or_none(query.get("vessel"))
+        vessel = _id_or_none(query.get("vessel"))
         category = query.get("category") or None
         if category not in categories:
             category = None
         stage_word = query.get("stage") or ""
         stage = parse_stage(stage_word) if stage_word in STAGE_WORDS.values() else None
-        newer = _float_or_none(query.get("newer_than"))
-        older = _float_or_none(query.get("older_than"))
+        newer = _days_or_none(query.get("newer_than"))
+        older = _days_or_none(query.get("older_than"))
         rows = await call(
             lambda: inbox.cases(
                 vessel=vessel,
@@ -296,7 +378,7 @@ def create_app(
         return RedirectResponse("/", status_code=303)
 
     async def case_page(request: Request) -> Response:
-        number = request.path_params["case"]
+        number = _case_in_path(request)
         try:
             view = await call(inbox.show, number)
         except _USER_ERRORS as exc:
@@ -320,16 +402,25 @@ def create_app(
             form = await form_with_token(request)
             if form is None:
                 return forged()
-            number = request.path_params["case"]
+            number = _case_in_path(request)
             try:
                 if kind == "reply":
-                    code = form.get("lang") or ""
-                    language = Language.from_code(code) if code else None
-                    entry = await call(inbox.reply, number, form.get("text", ""), language)
+                    language = _language_or_refuse(form.get("lang") or "")
+                    text = form.get("text", "")
+                    if len(text) > REPLY_MAX_CHARS:
+                        raise InboxError(
+                            f"the reply has {len(text):,} characters; a reply may have at most "
+                            f"{REPLY_MAX_CHARS:,}: shorten it or send it in parts"
+                        )
+                    entry = await call(inbox.reply, number, text, language)
                     done = f"Reply recorded (entry {entry.index})"
                 else:
-                    stage = parse_stage(form.get("stage", ""))
+                    stage = _stage_or_refuse(form.get("stage", ""))
                     reason = form.get("reason") or None
+                    if reason is not None and len(reason) > REASON_MAX_CHARS:
+                        raise InboxError(
+                            f"the reason may have at most {REASON_MAX_CHARS:,} characters"
+                        )
                     entry = await call(inbox.set_status, number, stage, reason)
                     done = f"Case is now {STAGE_WORDS[stage]} (entry {entry.index})"
             except _USER_ERRORS as exc:
@@ -348,7 +439,7 @@ def create_app(
         return act
 
     async def export(request: Request) -> Response:
-        number = request.path_params["case"]
+        number = _case_in_path(request)
 
         def write() -> tuple[str, bytes]:
             found = inbox.find(number)
@@ -405,6 +496,12 @@ def create_app(
     middleware = [
         Middleware(NoStore),
         Middleware(
+            BodyLimit,
+            limit_bytes=BODY_BYTES,
+            routes={"/cases/": REPLY_BODY_BYTES},
+            refuse=refuse,
+        ),
+        Middleware(
             SessionMiddleware,
             secret_key=settings.secret_key,
             session_cookie="vr_union",
@@ -413,7 +510,41 @@ def create_app(
             https_only=settings.https_only,
         ),
     ]
-    return Starlette(routes=routes, middleware=middleware)
+    return Starlette(
+        routes=routes,
+        middleware=middleware,
+        exception_handlers={RequestRefused: on_refused, HTTPException: on_http_error},
+    )
+
+
+def _case_in_path(request: Request) -> str:
+    """The case number or receipt code in the path; a longer text than either is no case
+    (404, and its text is never echoed into a page or the session cookie)."""
+    number = str(request.path_params["case"])
+    if len(number) > 40:
+        raise HTTPException(404)
+    return number
+
+
+def _language_or_refuse(code: str) -> Language | None:
+    """The reply's language from the form (None: the reporter's), or :class:`InboxError`."""
+    if not code:
+        return None
+    try:
+        if len(code) > 8:
+            raise ValueError(code)
+        return Language.from_code(code)
+    except ValueError:
+        known = ", ".join(lang.code for lang in Language)
+        raise InboxError(f"that is not a language this app knows; use one of: {known}") from None
+
+
+def _stage_or_refuse(word: str) -> CaseStatus:
+    """The stage chosen in the form, or :class:`InboxError` (the message quotes no long input)."""
+    if len(word) > 32:
+        words = ", ".join(STAGE_WORDS.values())
+        raise InboxError(f"that is not a case stage; use one of: {words}")
+    return parse_stage(word)
 
 
 def _since(value: object) -> str:

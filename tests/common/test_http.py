@@ -142,3 +142,37 @@ def test_bounded_int_and_text() -> None:
         bounded_int(10**30, "crew number", 1, 99)
     with pytest.raises(MalformedRequest, match="PIN is not valid Unicode"):
         check_text("\ud800", "PIN")
+
+
+async def test_a_get_with_a_chunked_body_is_bounded_too() -> None:
+    """A GET sent with a chunked body (no length) is read only up to its route's limit:
+    apps may read the body of any method (the union API signs it)."""
+    read: list[int] = []
+
+    async def signed_get(request: Request) -> Response:
+        read.append(len(await request.body()))
+        return Response("ok")
+
+    app = BodyLimit(Starlette(routes=[Route("/reports", signed_get)]), 1024)
+    pulled = 0
+
+    async def receive() -> dict[str, object]:
+        nonlocal pulled
+        pulled += 4096
+        return {"type": "http.request", "body": b"x" * 4096, "more_body": pulled < 300 << 20}
+
+    sent: list[dict[str, object]] = []
+
+    async def send(message: dict[str, object]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "method": "GET",
+        "path": "/reports",
+        "headers": [(b"transfer-encoding", b"chunked")],
+    }
+    await app(scope, receive, send)  # type: ignore[arg-type]
+    assert pulled == 4096
+    assert not read
+    assert sent[0]["status"] == 413

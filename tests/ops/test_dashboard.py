@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -181,7 +182,12 @@ async def test_pages_need_a_login_and_actions_a_form_token(dashboard: Dashboard)
             response = await client.get(path)
             assert response.status_code == 303
             assert response.headers["location"] == "/login"
-        await client.post("/login", data={"operator": "amara", "password": PASSWORD})
+        token = re.search(r'name="csrf" value="([^"]+)"', (await client.get("/login")).text)
+        assert token is not None
+        signed_in = await client.post(
+            "/login", data={"operator": "amara", "password": PASSWORD, "csrf": token[1]}
+        )
+        assert signed_in.headers["location"] == "/"
         forged = await client.post(f"/deliveries/{dashboard.fleet.busy}/5/give-up", data={})
         assert forged.status_code == 403
     records = {r.key.message_seq: r for r in await dashboard.store.deliveries(7)}

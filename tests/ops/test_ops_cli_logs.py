@@ -52,7 +52,7 @@ def test_new_commands_have_help_with_an_example() -> None:
 
 
 def test_operator_add_stores_a_hash_readable_only_by_the_relay(relay: Path) -> None:
-    """The password is read from stdin, stored as an scrypt hash in a 0600 file, and never
+    """The password is read from stdin, stored as an Argon2id hash in a 0600 file, and never
     echoed; a short password is refused with a one-line reason."""
     code, out, err = shore(
         "operator", "add", "amara", "-c", str(relay), stdin="a long passphrase\n"
@@ -62,6 +62,7 @@ def test_operator_add_stores_a_hash_readable_only_by_the_relay(relay: Path) -> N
     assert path.stat().st_mode & 0o777 == 0o600
     assert "a long passphrase" not in path.read_text() + out
     stored = read_operators(path)["amara"]
+    assert stored.startswith("$argon2id$")
     assert verify_password("a long passphrase", stored)
     assert not verify_password("a long passphras", stored)
     code, _out, err = shore("operator", "add", "bo", "-c", str(relay), stdin="short\n")

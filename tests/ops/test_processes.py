@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -110,9 +111,13 @@ def test_shore_dashboard_serves_the_login_page_and_the_fleet(
     wait_listening(process, port, log)
     with httpx.Client(base_url=f"http://127.0.0.1:{port}") as client:
         assert client.get("/").headers["location"] == "/login"
-        refused = client.post("/login", data={"operator": "amara", "password": "nope"})
+        token = re.search(r'name="csrf" value="([^"]+)"', client.get("/login").text)
+        assert token is not None
+        refused = client.post(
+            "/login", data={"operator": "amara", "password": "nope", "csrf": token[1]}
+        )
         assert refused.status_code == 401
-        client.post("/login", data={"operator": "amara", "password": password})
+        client.post("/login", data={"operator": "amara", "password": password, "csrf": token[1]})
         fleet = client.get("/")
         assert fleet.status_code == 200
         assert "Sea Star 7" in fleet.text

@@ -15,6 +15,7 @@ import asyncio
 import dataclasses
 import logging
 import os
+import re
 import stat
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -291,7 +292,11 @@ async def test_pages_need_a_login_forms_a_token_and_nothing_is_cached(site: Unio
             assert response.headers["location"] == "/login"
         login_page = await http.get("/login")
         assert login_page.headers["cache-control"] == "no-store"
-        await http.post("/login", data={"caseworker": "thida", "password": PASSWORD})
+        token = re.search(r'name="csrf" value="([^"]+)"', login_page.text)
+        assert token is not None
+        await http.post(
+            "/login", data={"caseworker": "thida", "password": PASSWORD, "csrf": token[1]}
+        )
         listed = await http.get("/")
         assert listed.status_code == 200
         assert listed.headers["cache-control"] == "no-store"
