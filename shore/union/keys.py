@@ -20,7 +20,7 @@ from protocol.languages import Language
 from protocol.signing import SigningKey
 from protocol.union_card import UnionCard
 from vessel_relay.exits import EX_CONFIG
-from vessel_relay.keyfiles import KeyFileError, read_secret, write_secret
+from vessel_relay.keyfiles import KeyFileError, published_key_name, read_secret, write_secret
 
 BOX_KEY = "box.key"
 SIGN_KEY = "sign.key"
@@ -146,6 +146,17 @@ def load_union(directory: Path) -> UnionIdentity:
         sign = read_secret(directory / SIGN_KEY)
     except KeyFileError as exc:
         raise UnionSetupError(str(exc)) from exc
+    for file, public in (
+        (BOX_KEY, bytes(nacl.public.PrivateKey(box).public_key)),
+        (SIGN_KEY, SigningKey.from_seed(sign).verify_key.key),
+    ):
+        published = published_key_name(public)
+        if published is not None:
+            raise UnionSetupError(
+                f"{directory / file} holds {published}, whose private half is published with "
+                "vessel-relay: anyone could open this union's reports or sign as it. Make new "
+                f"keys in a new directory: vessel-relay union init --dir NEW --id {union_id}"
+            )
     return UnionIdentity(
         directory, union_id, name, relay_url, box, SigningKey.from_seed(sign), languages
     )

@@ -71,3 +71,19 @@ def test_a_card_must_match_its_fingerprints(tmp_path: Path) -> None:
         UnionCard.from_json(b"\xff")
     with pytest.raises(UnionCardInvalid, match="from 1 to 65535"):
         UnionCard(0, "x", "", bytes(32), bytes(32))
+
+
+def test_a_union_directory_holding_a_demo_key_is_refused(tmp_path: Path) -> None:
+    """A union whose report key file holds the demo union's published seed cannot be
+    loaded: every command on it exits 78 and says to make new keys."""
+    from vessel_relay.demo.keys import DEMO_UNION_SEED
+    from vessel_relay.keyfiles import write_secret
+
+    directory = tmp_path / "union"
+    runner.invoke(app, ["union", "init", "--dir", str(directory), "--id", "2", "--relay", "x"])
+    (directory / BOX_KEY).unlink()
+    write_secret(directory / BOX_KEY, DEMO_UNION_SEED)
+    result = runner.invoke(app, ["union", "list", "--dir", str(directory)])
+    assert result.exit_code == 78
+    assert "holds the demo union key (X25519)" in result.stderr
+    assert "vessel-relay union init --dir NEW --id 2" in result.stderr
