@@ -32,6 +32,7 @@ from dataclasses import dataclass, field, replace
 
 from protocol.cbor import dumps, strict_loads
 from protocol.errors import LocalProtocolError, MalformedBatch, ProtocolError, Reason
+from protocol.evidence import fingerprint
 from protocol.merkle import (
     ProofInvalid,
     leaf_hash,
@@ -66,6 +67,7 @@ __all__ = [
     "month_key",
     "rule_test",
     "sign_tree_head",
+    "signer_problem",
     "verify_report",
     "witness_message",
 ]
@@ -717,6 +719,10 @@ class ComplianceReport:
     notes: tuple[str, ...] = field(default=())
     #: The shore's check of the daily slots (None: the vessel sends no slots).
     lane: GrievanceLane | None = None
+    #: The public key the shore signed with, named inside the signed body so an inspector
+    #: is told which key signed (None: a report made before reports named their signer).
+    #: Naming it proves nothing by itself: the inspector's own copy of the key decides.
+    shore_public_key: bytes | None = None
 
     def crew_lines(self) -> list[CrewLine]:
         """The agent's and the shore's figures per crew member, by crew number."""
@@ -745,14 +751,21 @@ class ComplianceReport:
             "earlier_heads": [h.to_obj() for h in self.earlier_heads],
             "notes": list(self.notes),
             "grievance_lane": None if self.lane is None else self.lane.to_obj(),
+            # only when set, so reports made before the field existed still verify
+            **(
+                {}
+                if self.shore_public_key is None
+                else {"shore_public_key": self.shore_public_key.hex()}
+            ),
         }
 
     def signed_bytes(self) -> bytes:
         return _REPORT_CONTEXT + canonical_json(self.body_obj())
 
     def signed(self, shore_key: SigningKey) -> ComplianceReport:
-        """This report counter-signed with the shore key."""
-        return replace(self, shore_signature=shore_key.sign(self.signed_bytes()))
+        """This report counter-signed with the shore key (which it names as its signer)."""
+        named = replace(self, shore_public_key=shore_key.verify_key.key)
+        return replace(named, shore_signature=shore_key.sign(named.signed_bytes()))
 
     def to_json(self) -> bytes:
         """The report as a JSON document (the file ``report verify`` reads)."""
@@ -771,6 +784,10 @@ class ComplianceReport:
         statement_obj = _field(obj, "statement")
         notes = tuple(str(n) for n in _list(obj, "notes"))
         lane_obj = _field(obj, "grievance_lane")
+        named = isinstance(obj, dict) and "shore_public_key" in obj
+        signer = _hex(obj, "shore_public_key") if named else None
+        if signer is not None and len(signer) != 32:
+            raise ReportInvalid(f"shore_public_key must be 32 bytes, not {len(signer)}")
         return cls(
             vessel_id=_int(obj, "vessel_id"),
             vessel_name=_str(obj, "vessel_name"),
@@ -787,6 +804,7 @@ class ComplianceReport:
             shore_signature=_hex(obj, "shore_signature"),
             notes=notes,
             lane=None if lane_obj is None else GrievanceLane.from_obj(lane_obj),
+            shore_public_key=signer,
         )
 
 
@@ -819,6 +837,17 @@ def _check_head(
     return problems
 
 
+def signer_problem(report: ComplianceReport, shore_key: bytes) -> str | None:
+    """If the report names a signer other than ``shore_key``, that problem in one sentence."""
+    named = report.shore_public_key
+    if named is None or named == shore_key:
+        return None
+    return (
+        f"the report is signed by the key with fingerprint {fingerprint(named)}, not by the "
+        f"shore key you trust (fingerprint {fingerprint(shore_key)})"
+    )
+
+
 def verify_report(
     report: ComplianceReport,
     *,
@@ -835,6 +864,9 @@ def verify_report(
     """
     witnesses = dict(witness_keys or {})
     problems: list[str] = []
+    mismatch = signer_problem(report, shore_key)
+    if mismatch is not None:
+        problems.append(mismatch)
     if not _signature_ok(shore_key, report.signed_bytes(), report.shore_signature):
         problems.append("the shore's signature over the report does not match its contents")
     head = report.head.head

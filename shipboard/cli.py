@@ -9,11 +9,22 @@ from typing import Annotated
 
 import typer
 
+from protocol.evidence import fingerprint
 from protocol.languages import Language
-from shipboard.config import ShipConfig, default_document, load_config, to_toml
+from protocol.union_card import UnionCard, UnionCardInvalid, same_fingerprint
+from shipboard.config import (
+    ShipConfig,
+    add_union,
+    load_config,
+    ship_document,
+    union_fingerprint,
+    union_table,
+    write_new_config,
+)
 from shipboard.crew import CrewMember, CrewRegister
-from shipboard.errors import ShipboardError
+from shipboard.errors import ConfigError, ShipboardError
 from shipboard.outbox import Outbox
+from vessel_relay.exits import UsageError, fail
 from vessel_relay.keyfiles import KeyFileError, keygen_command, new_signing_key
 
 ConfigOption = Annotated[
@@ -24,16 +35,17 @@ crew_app = typer.Typer(
     help="Register crew members (name, document, language).", no_args_is_help=True
 )
 contact_app = typer.Typer(help="Family contacts of crew members.", no_args_is_help=True)
+union_app = typer.Typer(
+    help="The unions that receive the crew's grievance reports.", no_args_is_help=True
+)
 
-
-def _fail(error: Exception) -> typer.Exit:
-    typer.echo(f"error: {error}", err=True)
-    return typer.Exit(1)
+_fail = fail  # one exit-code rule for every command (vessel_relay.exits)
 
 
 def _open(config_path: Path) -> tuple[ShipConfig, Outbox]:
     try:
-        config = load_config(config_path)
+        # The owner registers crew before a union is added; the agent itself needs one.
+        config = load_config(config_path, require_union=False)
         outbox = Outbox.open(config.database_path, config.vessel.vessel_id)
     except ShipboardError as exc:
         raise _fail(exc) from exc
@@ -45,7 +57,7 @@ def _language(code: str) -> Language:
     try:
         return Language.from_code(code)
     except ValueError as exc:
-        raise _fail(exc) from exc
+        raise _fail(UsageError(str(exc))) from exc
 
 
 def _show(member: CrewMember) -> str:
@@ -207,36 +219,165 @@ def contact_list(
         )
 
 
+def _union_from_options(
+    card_path: Path | None,
+    expected_fingerprint: str | None,
+    name: str | None,
+    key_hex: str | None,
+    union_id: int,
+    languages: list[str] | None,
+    *,
+    option: str,
+) -> dict[str, object] | None:
+    """The ``[[unions]]`` table the options describe (a card file, or a name and a key).
+
+    ``option`` is the options' prefix in messages ("--union-" for ship init, "--" for
+    ship union add). A card whose fingerprint differs from ``expected_fingerprint`` is
+    refused.
+    """
+    if card_path is not None and (name is not None or key_hex is not None):
+        raise UsageError(f"give {option}card, or a name and {option}key, not both")
+    if card_path is None and (name is None) != (key_hex is None):
+        raise UsageError(
+            f"a union needs both its name and {option}key (its X25519 report key, 64 hex "
+            f"digits), or its card: {option}card FILE (written by 'vessel-relay union init')"
+        )
+    if card_path is None and key_hex is None:
+        if expected_fingerprint is not None:
+            raise UsageError(
+                f"{option}fingerprint checks a union's key: give {option}card (or {option}key)"
+            )
+        return None
+    codes = tuple(_language(code).code for code in languages or ())
+    if name is not None and key_hex is not None:
+        try:
+            key = bytes.fromhex(key_hex.strip())
+        except ValueError:
+            key = b""
+        if len(key) != 32:
+            raise UsageError(f"{option}key must be 64 hex digits, not {key_hex[:20]!r}")
+        if expected_fingerprint is not None and not same_fingerprint(expected_fingerprint, key):
+            raise ConfigError(
+                f"the key's fingerprint is not {expected_fingerprint!r}: check the key with the "
+                "union"
+            )
+        return union_table(union_id, name, key, codes or ("eng",))
+    if card_path is None:
+        return None
+    try:
+        card = UnionCard.from_json(card_path.read_bytes())
+    except OSError as exc:
+        raise ConfigError(f"cannot read the union card {card_path}: {exc.strerror}") from exc
+    except UnionCardInvalid as exc:
+        raise ConfigError(f"{card_path}: {exc}") from exc
+    if expected_fingerprint is not None and not same_fingerprint(
+        expected_fingerprint, card.report_key
+    ):
+        raise ConfigError(
+            f"{card_path}: the union's report key fingerprint is {card.report_fingerprint}, "
+            f"not {expected_fingerprint!r}: this is not the card the union gave you (or it was "
+            "changed); ask the union for its card again"
+        )
+    card_codes = tuple(language.code for language in card.languages)
+    return union_table(card.union_id, card.name, card.report_key, codes or card_codes or ("eng",))
+
+
+def _show_union(table: dict[str, object], checked: bool) -> None:
+    key = bytes.fromhex(str(table["public_key"]))
+    typer.echo(f"union {table['id']}: {table['name']}")
+    typer.echo(f"  report key fingerprint: {fingerprint(key)}")
+    if checked:
+        typer.echo("  (matches the fingerprint you gave)")
+    else:
+        typer.echo("  compare it with the fingerprint on the union's own printed card")
+
+
 def init(
     data: Annotated[Path, typer.Option("--data", help="Directory for config, keys and outbox.")],
     vessel_id: Annotated[int, typer.Option(help="Vessel id from the shore registry.")] = 1,
-    name: Annotated[str, typer.Option(help="The vessel's name.")] = "Demo Vessel",
-    broker: Annotated[str | None, typer.Option(help="Broker URL, mqtt:// or mqtts://.")] = None,
+    name: Annotated[
+        str | None, typer.Option(help="The vessel's name (default: 'Vessel ID').")
+    ] = None,
+    broker: Annotated[
+        str | None, typer.Option(help="The shore's broker URL, mqtt:// or mqtts:// (required).")
+    ] = None,
     shore_key: Annotated[
-        str | None, typer.Option(help="The shore's Ed25519 public key (hex).")
+        str | None,
+        typer.Option(help="The shore's Ed25519 public key, hex, from 'shore init' (required)."),
+    ] = None,
+    union_card: Annotated[
+        Path | None,
+        typer.Option(help="The crew's union, from its card file (written by 'union init')."),
+    ] = None,
+    union_fingerprint_option: Annotated[
+        str | None,
+        typer.Option(
+            "--union-fingerprint",
+            help="The union's report key fingerprint, as on its printed card: must match.",
+        ),
+    ] = None,
+    union: Annotated[
+        str | None, typer.Option("--union", help="The union's name (with --union-key).")
+    ] = None,
+    union_key: Annotated[
+        str | None, typer.Option(help="The union's X25519 report key, 64 hex digits.")
+    ] = None,
+    union_id: Annotated[int, typer.Option(help="The union's id (with --union-key).")] = 1,
+    union_language: Annotated[
+        list[str] | None, typer.Option(help="A language the union reads (repeatable).")
     ] = None,
 ) -> None:
     """Make a config file, a vessel signing key and an intake TLS certificate in DIR.
 
-    Without --broker and --shore-key it uses the demo shore on loopback (demo keys).
+    --broker and --shore-key are required (ask the relay operator; 'vessel-relay shore
+    init' prints the key). The crew's union comes from its card (--union-card, checked
+    with --union-fingerprint) or from --union NAME --union-key HEX; without one, add it
+    later with 'vessel-relay ship union add': the agent does not run without a union.
+    To try the whole system on this machine instead, run 'vessel-relay demo'.
 
     Example: vessel-relay ship init --data /var/lib/vessel-relay --vessel-id 42 --name
     "Sea Star 7" --broker mqtts://relay.example.org:8883 --shore-key 3b6a...
+    --union-card fishers-union-card.json --union-fingerprint "1a2b 3c4d ..."
     """
     data = data.resolve()
     config_path = data / "ship.toml"
-    if config_path.exists():
-        raise _fail(ShipboardError(f"{config_path} already exists; edit it, or move it away"))
-    document = default_document(data)
-    document["vessel"].update(id=vessel_id, name=name, signing_key="vessel.key")
-    if broker:
-        document["shore"]["broker"] = broker
-    if shore_key:
-        document["shore"]["public_key"] = shore_key
-    data.mkdir(parents=True, exist_ok=True)
-    config_path.write_text(to_toml(document), encoding="utf-8")
     try:
-        config = load_config(config_path)
+        if config_path.exists():
+            raise UsageError(f"{config_path} already exists; edit it, or move it away")
+        if broker is None or shore_key is None:
+            missing = " and ".join(
+                option
+                for option, value in (("--broker", broker), ("--shore-key", shore_key))
+                if value is None
+            )
+            raise UsageError(
+                f"ship init needs {missing}: the shore relay's broker URL and its public key "
+                "(printed by 'vessel-relay shore init' on the relay). To try vessel-relay on "
+                "this machine without a relay, run 'vessel-relay demo'"
+            )
+        table = _union_from_options(
+            union_card,
+            union_fingerprint_option,
+            union,
+            union_key,
+            union_id,
+            union_language,
+            option="--union-",
+        )
+        document = ship_document(
+            data,
+            vessel_id=vessel_id,
+            name=name if name is not None else f"Vessel {vessel_id}",
+            broker=broker,
+            shore_public_key=shore_key.strip().lower(),
+            unions=(table,) if table is not None else (),
+        )
+        data.mkdir(parents=True, exist_ok=True)
+        write_new_config(config_path, document)
+    except (UsageError, ShipboardError, OSError) as exc:
+        raise _fail(exc) from exc
+    try:
+        config = load_config(config_path, require_union=False)
         key = new_signing_key(config.vessel.signing_key_path)
     except (ShipboardError, KeyFileError) as exc:
         config_path.unlink()
@@ -248,8 +389,70 @@ def init(
     typer.echo(f"vessel signing key: {config.vessel.signing_key_path}")
     typer.echo(f"vessel public key:  {key.verify_key.hex()}  (register it with the shore)")
     typer.echo(f"intake certificate: {config.tls_paths()[0]}")
-    if not (broker and shore_key):
-        typer.echo("shore: the loopback demo shore (demo keys; not for a real vessel)")
+    if table is not None:
+        _show_union(table, checked=union_fingerprint_option is not None)
+    else:
+        typer.echo(
+            "union: none yet. Grievance reports need one, and the agent does not start "
+            "without it: vessel-relay ship union add --card union-card.json "
+            f"-c {config_path}"
+        )
+
+
+def union_add(
+    card: Annotated[
+        Path | None,
+        typer.Option(help="The union's card file (written by 'vessel-relay union init')."),
+    ] = None,
+    fingerprint: Annotated[
+        str | None,
+        typer.Option(help="The union's report key fingerprint from its printed card: must match."),
+    ] = None,
+    name: Annotated[str | None, typer.Option(help="The union's name (with --key).")] = None,
+    key: Annotated[
+        str | None, typer.Option(help="The union's X25519 report key, 64 hex digits.")
+    ] = None,
+    union_id: Annotated[int, typer.Option("--id", help="The union's id (with --key).")] = 1,
+    language: Annotated[
+        list[str] | None, typer.Option(help="A language the union reads (repeatable).")
+    ] = None,
+    config: ConfigOption = Path("ship.toml"),
+) -> None:
+    """Add a union that receives grievance reports to the vessel's config.
+
+    The file is checked and replaced atomically; restart the agent to use the union.
+
+    Example: vessel-relay ship union add --card fishers-union-card.json --fingerprint
+    "1a2b 3c4d ..." -c /var/lib/vessel-relay/ship.toml
+    """
+    try:
+        table = _union_from_options(card, fingerprint, name, key, union_id, language, option="--")
+        if table is None:
+            raise UsageError("give the union's card (--card FILE) or --name and --key")
+        add_union(config, table)
+    except (UsageError, ShipboardError) as exc:
+        raise _fail(exc) from exc
+    _show_union(table, checked=fingerprint is not None)
+    typer.echo(f"added to {config}; restart the agent to use it")
+
+
+def union_list(config: ConfigOption = Path("ship.toml")) -> None:
+    """List the unions the crew can send grievance reports to, with their fingerprints.
+
+    Example: vessel-relay ship union list -c /var/lib/vessel-relay/ship.toml
+    """
+    try:
+        loaded = load_config(config, require_union=False)
+    except ShipboardError as exc:
+        raise _fail(exc) from exc
+    if not loaded.unions:
+        typer.echo("no union yet; add one with 'vessel-relay ship union add --card FILE'")
+    for known in loaded.unions:
+        languages = ", ".join(language.code for language in known.languages)
+        typer.echo(
+            f"{known.union_id:>5}  {known.name}  ({languages})  fingerprint "
+            f"{union_fingerprint(known)}"
+        )
 
 
 def run(
@@ -275,9 +478,9 @@ def run(
     try:
         configure_logging(log_format, log_level)
     except LogSetupError as exc:
-        raise _fail(exc) from exc
+        raise _fail(UsageError(str(exc))) from exc
     try:
-        loaded = load_config(config)
+        loaded = load_config(config)  # never allows demo keys; needs a union
     except ShipboardError as exc:
         raise _fail(exc) from exc
     typer.echo(f"SMTP intake: {loaded.intake.smtp_host}:{loaded.intake.smtp_port} (STARTTLS)")
@@ -341,5 +544,8 @@ def register(app: typer.Typer) -> None:
     crew_app.command("list")(crew_list)
     contact_app.command("add")(contact_add)
     contact_app.command("list")(contact_list)
+    union_app.command("add")(union_add)
+    union_app.command("list")(union_list)
     app.add_typer(crew_app, name="crew")
     app.add_typer(contact_app, name="contact")
+    app.add_typer(union_app, name="union")

@@ -1,8 +1,16 @@
 """Config: one TOML file read into frozen dataclasses and validated before anything starts.
 
 Every error names the file, the key and the fix. Paths in the file are relative to the
-file's own directory. With no file at all, :func:`default_config` gives a demo set-up on
-loopback (demo keys: never use it on a real vessel).
+file's own directory. There are no embedded keys: ``vessel-relay ship init`` writes a file
+(:func:`ship_document`) with the shore's key it is given and the unions it is given, and
+the demo's defaults live in :mod:`vessel_relay.demo.defaults`.
+
+Keys anyone can derive (the demo's published keys, :data:`vessel_relay.keyfiles.
+PUBLISHED_DEMO_KEYS`) are refused as the shore's key, a union's key or the vessel's
+signing key, unless the caller passes ``allow_demo_keys=True`` (the demo and tests only;
+``ship run`` never does). A file with no ``[[unions]]`` yet can be read by the owner's
+commands (``require_union=False``), but the agent does not start without a union:
+grievance reports cannot be turned off.
 
 Some settings are refused outright because they would let the owner weaken the grievance
 channel: lowering the reserved grievance/SOS budget below its floor, turning grievances
@@ -68,8 +76,8 @@ Example file::
 
 from __future__ import annotations
 
-import hashlib
 import importlib
+import os
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -81,8 +89,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import nacl.public
 
 from protocol.errors import InvalidEnvelope
+from protocol.evidence import fingerprint
 from protocol.languages import Language
-from protocol.signing import SigningKey
 from protocol.slots import (
     DEFAULT_SLOT_BYTES,
     DEFAULT_SLOT_PERIOD_S,
@@ -90,6 +98,7 @@ from protocol.slots import (
     check_slot_period,
 )
 from shipboard.errors import ConfigError
+from vessel_relay.keyfiles import published_key_name, signing_key_file_name
 
 #: Link profiles known when shipboard/profiles.py is not there yet (it defines the real ones).
 _FALLBACK_PROFILES: tuple[str, ...] = ("iridium-certus", "fleetbroadband", "vsat")
@@ -487,11 +496,15 @@ def _read_latency(table: _Table) -> dict[str, int]:
     return latency
 
 
-def _read_unions(source: str, raw: object) -> tuple[UnionConfig, ...]:
-    if not isinstance(raw, list) or not raw:
+def _read_unions(source: str, raw: object, *, require_union: bool) -> tuple[UnionConfig, ...]:
+    if raw is None and not require_union:
+        return ()
+    if not isinstance(raw, list) or (not raw and require_union):
         raise ConfigError(
             f"{source}: [[unions]] must list at least one union that receives grievance "
-            "reports (id, name, public_key, languages); grievances cannot be turned off"
+            "reports (id, name, public_key, languages); grievances cannot be turned off. "
+            "Add the crew's union from its card: vessel-relay ship union add --card "
+            f"union-card.json -c {source}"
         )
     unions: list[UnionConfig] = []
     for index, item in enumerate(raw):
@@ -552,8 +565,20 @@ _TOP_LEVEL = (
 )
 
 
-def parse_config(document: Mapping[str, Any], *, source: str, base: Path) -> ShipConfig:
-    """Validate a parsed TOML document; ``base`` is where relative paths start."""
+def parse_config(
+    document: Mapping[str, Any],
+    *,
+    source: str,
+    base: Path,
+    allow_demo_keys: bool = False,
+    require_union: bool = True,
+) -> ShipConfig:
+    """Validate a parsed TOML document; ``base`` is where relative paths start.
+
+    ``allow_demo_keys``: accept the demo's published keys (the demo and tests only).
+    ``require_union``: refuse a file without ``[[unions]]`` (the agent needs one; the
+    owner's crew commands do not).
+    """
     unknown = sorted(set(document) - set(_TOP_LEVEL))
     if unknown:
         if unknown[0] in _FORBIDDEN_GRIEVANCE_KEYS:
@@ -589,11 +614,13 @@ def parse_config(document: Mapping[str, Any], *, source: str, base: Path) -> Shi
             'write an IANA name such as "Asia/Bangkok"'
         ) from None
     time_table.finish()
-    unions = _read_unions(source, document.get("unions"))
+    unions = _read_unions(source, document.get("unions"), require_union=require_union)
     data_table = table("data")
     data_dir = _path(base, data_table.get("directory", str, "data"))
     data_table.finish()
     intake = _read_intake(table("intake"), base)
+    if not allow_demo_keys:
+        _refuse_demo_keys(source, vessel, shore, unions)
     return ShipConfig(
         vessel=vessel,
         shore=shore,
@@ -608,75 +635,179 @@ def parse_config(document: Mapping[str, Any], *, source: str, base: Path) -> Shi
     )
 
 
-def load_config(path: Path) -> ShipConfig:
-    """Read and validate the TOML file at ``path``; raise :class:`ConfigError` naming the fix."""
+def _refuse_demo_keys(
+    source: str, vessel: VesselConfig, shore: ShoreConfig, unions: tuple[UnionConfig, ...]
+) -> None:
+    """Refuse the demo's published keys: their private halves are known to everyone."""
+    name = published_key_name(bytes.fromhex(shore.public_key_hex))
+    if name is not None:
+        raise ConfigError(
+            f"{source}: shore.public_key is {name}, whose private half is published with "
+            "vessel-relay: anyone could pose as the shore to this vessel. Write the real "
+            "shore's public key (printed by 'vessel-relay shore init' on the relay); demo "
+            "keys run only inside 'vessel-relay demo'"
+        )
+    for index, union in enumerate(unions):
+        name = published_key_name(union.public_key)
+        if name is not None:
+            raise ConfigError(
+                f"{source}: unions[{index}].public_key ({union.name!r}) is {name}, whose "
+                "private half is published with vessel-relay: anyone could open the grievance "
+                "reports sealed to it. Remove that [[unions]] table and add the crew's real "
+                f"union from its card: vessel-relay ship union add --card union-card.json -c "
+                f"{source}"
+            )
+    name = signing_key_file_name(vessel.signing_key_path)
+    if name is not None:
+        path = vessel.signing_key_path
+        raise ConfigError(
+            f"{source}: vessel.signing_key {path} holds {name}, whose private half is "
+            "published with vessel-relay: anyone could sign batches as this vessel. Move it "
+            f"away, run 'vessel-relay ship keygen -o {path}' and register the new public key "
+            "with the shore ('vessel-relay shore vessel rotate-key')"
+        )
+
+
+def load_config(
+    path: Path, *, allow_demo_keys: bool = False, require_union: bool = True
+) -> ShipConfig:
+    """Read and validate the TOML file at ``path``; raise :class:`ConfigError` naming the fix.
+
+    The keywords are :func:`parse_config`'s.
+    """
+    document = _read_document(path)
+    return parse_config(
+        document,
+        source=str(path),
+        base=path.resolve().parent,
+        allow_demo_keys=allow_demo_keys,
+        require_union=require_union,
+    )
+
+
+def _read_document(path: Path) -> dict[str, Any]:
     try:
         with path.open("rb") as handle:
-            document = tomllib.load(handle)
+            return tomllib.load(handle)
     except FileNotFoundError:
         raise ConfigError(
             f"{path}: no such file; run 'vessel-relay ship init --data DIR' to make one"
         ) from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read it ({exc.strerror})") from exc
-    except tomllib.TOMLDecodeError as exc:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: not valid TOML ({exc})") from exc
-    return parse_config(document, source=str(path), base=path.resolve().parent)
 
 
-# --- demo defaults -----------------------------------------------------------------------
-
-#: Public demo seeds: anyone can derive these keys. For the loopback demo only.
-DEMO_SHORE_SEED = hashlib.sha256(b"vessel-relay demo shore signing key").digest()
-DEMO_UNION_SEED = hashlib.sha256(b"vessel-relay demo union key").digest()
+# --- writing a config ---------------------------------------------------------------------
 
 
-def demo_shore_signing_key() -> SigningKey:
-    """The demo shore's signing key (public knowledge: demo only)."""
-    return SigningKey.from_seed(DEMO_SHORE_SEED)
+def ship_document(
+    data_dir: Path,
+    *,
+    vessel_id: int,
+    name: str,
+    broker: str,
+    shore_public_key: str,
+    unions: tuple[Mapping[str, Any], ...] = (),
+) -> dict[str, Any]:
+    """What ``ship init`` writes: the given vessel, shore and unions, the rest defaults.
 
-
-def demo_union_private_key() -> bytes:
-    """The demo union's X25519 private key (public knowledge: demo only)."""
-    return DEMO_UNION_SEED
-
-
-def default_document(data_dir: Path) -> dict[str, Any]:
-    """The embedded default settings as a TOML-shaped dict (what ``ship init`` writes)."""
-    union_public = bytes(nacl.public.PrivateKey(DEMO_UNION_SEED).public_key)
-    return {
-        "vessel": {"id": 1, "name": "Demo Vessel", "signing_key": "vessel.key"},
-        "shore": {
-            "broker": "mqtt://127.0.0.1:1883",
-            "public_key": demo_shore_signing_key().verify_key.hex(),
-            "mqtt_version": "5",
-        },
+    No key is made up here: the shore's key and each union's key are the ones given.
+    """
+    document: dict[str, Any] = {
+        "vessel": {"id": vessel_id, "name": name, "signing_key": "vessel.key"},
+        "shore": {"broker": broker, "public_key": shore_public_key, "mqtt_version": "5"},
         "link": {"profile": "iridium-certus", "monthly_budget_bytes": 40_000_000},
         "quota": {"crew_text_bytes": DEFAULT_CREW_TEXT_BYTES},
         "grievances": {"reserve_bytes": DEFAULT_GRIEVANCE_RESERVE_BYTES},
         "latency_minutes": dict(DEFAULT_LATENCY_MINUTES),
         "time": {"zone": "Asia/Bangkok"},
-        "unions": [
-            {
-                "id": 1,
-                "name": "Demo Union (demo key: not secret)",
-                "public_key": union_public.hex(),
-                "languages": ["eng", "tha", "mya"],
-            }
-        ],
-        "data": {"directory": str(data_dir)},
-        "intake": {
-            "smtp_host": "127.0.0.1",
-            "smtp_port": 2525,
-            "http_host": "127.0.0.1",
-            "http_port": 8080,
-        },
+    }
+    if unions:
+        document["unions"] = [dict(union) for union in unions]
+    document["data"] = {"directory": str(data_dir)}
+    document["intake"] = {
+        "smtp_host": "127.0.0.1",
+        "smtp_port": 2525,
+        "http_host": "127.0.0.1",
+        "http_port": 8080,
+    }
+    return document
+
+
+def union_table(
+    union_id: int, name: str, public_key: bytes, languages: tuple[str, ...] = ("eng",)
+) -> dict[str, Any]:
+    """One ``[[unions]]`` table (checked when the file is read back)."""
+    return {
+        "id": union_id,
+        "name": name,
+        "public_key": public_key.hex(),
+        "languages": list(languages or ("eng",)),
     }
 
 
-def default_config(data_dir: Path) -> ShipConfig:
-    """The embedded defaults: a demo vessel on loopback with public demo keys."""
-    return parse_config(default_document(data_dir), source="<defaults>", base=data_dir)
+def union_fingerprint(union: UnionConfig) -> str:
+    """The fingerprint of the union's report key, to compare with the union's printed card."""
+    return fingerprint(union.public_key)
+
+
+def add_union(path: Path, table: Mapping[str, Any]) -> ShipConfig:
+    """Append a ``[[unions]]`` table to the config file at ``path`` (comments are kept).
+
+    The file with the new table is validated (demo keys refused, ids unique) before it
+    replaces the old one atomically; on any error the file is unchanged.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{path}: no such file; run 'vessel-relay ship init --data DIR' to make one"
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read it ({exc})") from exc
+    document = _read_document(path)
+    if "unions" in document and not (
+        isinstance(document["unions"], list)
+        and all(isinstance(item, dict) for item in document["unions"])
+    ):
+        raise ConfigError(f"{path}: unions must be [[unions]] tables to add one")
+    separator = "" if text.endswith("\n") or not text else "\n"
+    updated = text + separator + "\n" + to_toml({"unions": [dict(table)]})
+    try:
+        new_document = tomllib.loads(updated)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(
+            f"{path}: the union cannot be appended ({exc}); write its [[unions]] table by hand"
+        ) from exc
+    config = parse_config(new_document, source=str(path), base=path.resolve().parent)
+    _replace_file(path, updated)
+    return config
+
+
+def _replace_file(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically: temporary file, fsync, rename, fsync the folder."""
+    temporary = path.with_name(path.name + ".tmp")
+    mode = path.stat().st_mode & 0o777 if path.exists() else 0o644
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
+def write_new_config(path: Path, document: Mapping[str, Any]) -> None:
+    """Write a new config file (refuses to overwrite one), durably."""
+    if path.exists():
+        raise ConfigError(f"{path} already exists; edit it, or move it away")
+    _replace_file(path, to_toml(document))
 
 
 def to_toml(document: Mapping[str, Any]) -> str:
@@ -689,8 +820,7 @@ def to_toml(document: Mapping[str, Any]) -> str:
         if isinstance(value, int):
             return str(value)
         if isinstance(value, str):
-            escaped = value.replace("\\", "\\\\").replace('"', '\\"')
-            return f'"{escaped}"'
+            return _toml_string(value)
         if isinstance(value, list):
             return "[" + ", ".join(scalar(item) for item in value) + "]"
         raise TypeError(f"cannot write {value!r} as TOML")
@@ -702,3 +832,20 @@ def to_toml(document: Mapping[str, Any]) -> str:
             lines.extend(f"{key} = {scalar(value)}" for key, value in item.items())
             lines.append("")
     return "\n".join(lines)
+
+
+def _toml_string(text: str) -> str:
+    """A TOML basic string: backslash, quote and control characters escaped."""
+    out: list[str] = []
+    for char in text:
+        if char in ('"', "\\"):
+            out.append("\\" + char)
+        elif char == "\n":
+            out.append("\\n")
+        elif char == "\t":
+            out.append("\\t")
+        elif ord(char) < 0x20 or ord(char) == 0x7F:
+            out.append(f"\\u{ord(char):04x}")
+        else:
+            out.append(char)
+    return '"' + "".join(out) + '"'

@@ -23,6 +23,8 @@ errors name the file, the key or the state and say what to do.
 
 from __future__ import annotations
 
+from vessel_relay.exits import EX_CONFIG
+
 
 class ShipboardError(Exception):
     """Base of every error the shipboard agent raises on purpose."""
@@ -37,6 +39,9 @@ class ShipboardError(Exception):
 
 class ConfigError(ShipboardError):
     """A configuration setting is missing, malformed or refused; the message says the fix."""
+
+    #: A command ending in this error exits 78 (vessel_relay.exits).
+    exit_code = EX_CONFIG
 
 
 class OutboxUnavailable(ShipboardError):

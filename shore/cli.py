@@ -15,13 +15,21 @@ from typing import Annotated, TypeVar
 
 import typer
 
+from protocol.signing import SigningKey
 from shore import registry
 from shore.config import ConfigError, RelayConfig, default_document, load_config
 from shore.metrics import RelayMetrics, serve_metrics
 from shore.relay import open_store, run_relay
 from shore.store import StoreError, VesselInfo
 from shore.store_sql import SqlStore
-from vessel_relay.keyfiles import KeyFileError, keygen_command, new_signing_key, write_secret
+from vessel_relay.exits import UsageError, fail
+from vessel_relay.keyfiles import (
+    KeyFileError,
+    keygen_command,
+    new_signing_key,
+    read_secret,
+    write_secret,
+)
 from vessel_relay.logs import LOG_FORMATS, LOG_LEVELS, LogSetupError, configure_logging
 
 T = TypeVar("T")
@@ -33,14 +41,12 @@ ConfigOption = Annotated[
 vessel_app = typer.Typer(help="Register vessels and manage their keys.", no_args_is_help=True)
 
 
-def _fail(error: Exception) -> typer.Exit:
-    typer.echo(f"error: {error}", err=True)
-    return typer.Exit(1)
+_fail = fail  # one exit-code rule for every command (vessel_relay.exits)
 
 
 def _config(path: Path) -> RelayConfig:
     try:
-        return load_config(path)
+        return load_config(path)  # never allows the demo's published keys
     except ConfigError as exc:
         raise _fail(exc) from exc
 
@@ -177,7 +183,9 @@ def init(
     key_path = config.path(config.relay.shore_key)
     try:
         if key_path.exists():
+            kept = SigningKey.from_seed(read_secret(key_path))
             typer.echo(f"shore key:  {key_path} (kept)")
+            typer.echo(f"public key: {kept.verify_key.hex()}  (give it to every vessel)")
         else:
             key = new_signing_key(key_path)
             typer.echo(f"shore key:  {key_path}")
@@ -219,7 +227,7 @@ def run(
     try:
         configure_logging(log_format, log_level or ("info" if verbose else "warning"))
     except LogSetupError as exc:
-        raise _fail(exc) from exc
+        raise _fail(UsageError(str(exc))) from exc
     typer.echo(
         f"relay {relay_config.client_id}: broker {relay_config.mqtt.url}, "
         f"store {relay_config.store.backend}, data {relay_config.data_dir}"
@@ -330,7 +338,7 @@ def dashboard(
     try:
         configure_logging(log_format, log_level)
     except LogSetupError as exc:
-        raise _fail(exc) from exc
+        raise _fail(UsageError(str(exc))) from exc
     typer.echo(f"dashboard: http://{host}:{port}/ (store {relay_config.store.backend})")
 
     async def main() -> None:

@@ -89,9 +89,15 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from vessel_relay.exits import EX_CONFIG
+from vessel_relay.keyfiles import published_key_name, signing_key_file_name
+
 
 class ConfigError(Exception):
     """A configuration file that cannot be used; the message names file, key and fix."""
+
+    #: A command ending in this error exits 78 (vessel_relay.exits).
+    exit_code = EX_CONFIG
 
 
 @dataclass(frozen=True, slots=True)
@@ -494,19 +500,28 @@ def _validate_sms_and_alerts(config: RelayConfig) -> None:
             raise ConfigError(f"{source}: [alerts] retry_max_s and tick_s must be positive")
 
 
-def load_config(path: Path) -> RelayConfig:
-    """Read and check a TOML file."""
+def load_config(path: Path, *, allow_demo_keys: bool = False) -> RelayConfig:
+    """Read and check a TOML file.
+
+    The demo's published keys are refused (:func:`refuse_demo_keys`) unless
+    ``allow_demo_keys`` (the demo and tests only; ``shore run`` never passes it).
+    """
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(
             f"cannot read {path}: {exc.strerror}; make one with 'shore init'"
         ) from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
     try:
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
-    return parse_config(document, str(path))
+    config = parse_config(document, str(path))
+    if not allow_demo_keys:
+        refuse_demo_keys(config)
+    return config
 
 
 def default_document(data_dir: Path) -> str:
@@ -528,3 +543,28 @@ def default_document(data_dir: Path) -> str:
 
 def _toml_string(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def refuse_demo_keys(config: RelayConfig) -> None:
+    """Refuse a shore key file or a union's key that is one of the demo's published keys.
+
+    A missing or unreadable key file is left to whoever loads it (``shore run`` reports it).
+    """
+    key_path = config.path(config.relay.shore_key)
+    name = signing_key_file_name(key_path)
+    if name is not None:
+        raise ConfigError(
+            f"{config.source}: [relay] shore_key {key_path} holds {name}, whose private half "
+            "is published with vessel-relay: anyone could sign receipts, replies and "
+            "compliance reports as this relay. Move it away, make a new one with "
+            f"'vessel-relay shore keygen -o {key_path}' and give its public key to every "
+            "vessel; demo keys run only inside 'vessel-relay demo'"
+        )
+    for union in config.union_api.unions:
+        name = published_key_name(union.public_key)
+        if name is not None:
+            raise ConfigError(
+                f"{config.source}: [[union_api.unions]] id {union.union_id} public_key is "
+                f"{name}, whose private half is published: anyone could act as that union. "
+                "Write the union's own signing key (printed by 'vessel-relay union init')"
+            )

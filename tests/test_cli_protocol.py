@@ -104,7 +104,7 @@ def test_inspect_downlink_needs_the_shore_key(tmp_path: Path) -> None:
     assert code == 0
     assert "delivery_receipt" in out
     code, _, err = _run("inspect", str(path), "--vessel-key", VESSEL_KEY.verify_key.hex())
-    assert code == 1
+    assert code == 2
     assert "give --shore-key or --no-verify" in err
 
 
@@ -116,9 +116,9 @@ def test_inspect_no_verify_says_so(batch_file: Path) -> None:
 
 
 def test_inspect_without_a_key_refuses(batch_file: Path) -> None:
-    """No key and no --no-verify: exit 1 naming the option to give."""
+    """No key and no --no-verify: a usage error (exit 2) naming the option to give."""
     code, _, err = _run("inspect", str(batch_file))
-    assert code == 1
+    assert code == 2
     assert "give --vessel-key or --no-verify" in err
 
 

@@ -15,6 +15,7 @@ from protocol.envelopes import Envelope
 from protocol.errors import ProtocolError
 from protocol.signing import VerifyKey
 from vessel_relay.codebooks import default_codebook
+from vessel_relay.exits import UsageError, fail
 
 
 def _jsonable(value: object) -> object:
@@ -70,8 +71,7 @@ def inspect(
         key_text = vessel_key if header.direction.name == "UPLINK" else shore_key
         if key_text is None and not no_verify:
             needed = "--vessel-key" if header.direction.name == "UPLINK" else "--shore-key"
-            typer.echo(f"error: {header.where} is signed; give {needed} or --no-verify", err=True)
-            raise typer.Exit(1)
+            raise fail(UsageError(f"{header.where} is signed; give {needed} or --no-verify"))
         key = _key(key_text) if key_text is not None else None
         batch = decode_batch(
             data, codebook=default_codebook(), verify_key=key, insecure_skip_verify=no_verify

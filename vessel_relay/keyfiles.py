@@ -1,19 +1,71 @@
-"""Key files: 0600 files holding a 32-byte secret as hex, written atomically."""
+"""Key files: 0600 files holding a 32-byte secret as hex, written atomically.
+
+Also the list of public keys that protect nothing (:data:`PUBLISHED_DEMO_KEYS`): the
+config loaders of both sides refuse them outside the demo.
+"""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from types import MappingProxyType
 from typing import Annotated
 
 import typer
 
 from protocol.signing import SigningKey
+from vessel_relay.exits import EX_CONFIG, EX_USAGE, fail
+
+#: Public keys whose private halves are published (made from the demo's seeds in
+#: :mod:`vessel_relay.demo.keys`; a test pins this list to them). A vessel or relay that
+#: trusts or signs with one of these trusts or signs with a key anyone holds.
+PUBLISHED_DEMO_KEYS: Mapping[bytes, str] = MappingProxyType(
+    {
+        bytes.fromhex(
+            "ad794a8a678a1868f99319067f48ad74889f8d53500e8540f69a7d62c991fb7e"
+        ): "the demo shore key (Ed25519)",
+        bytes.fromhex(
+            "77ac9990e35a7a2a889f66b03aec309a381bd0ef53c2ca73644cee1e377c8b7a"
+        ): "the demo shore key (X25519)",
+        bytes.fromhex(
+            "76280d80e41551a7132d34ba8e5aa9f4d50cb612d9e914546800c7e3e9a28028"
+        ): "the demo union key (Ed25519)",
+        bytes.fromhex(
+            "2aa7fcb919ce4770085d713ad88338fde61a98cbd23b60080ff544b2a7b20928"
+        ): "the demo union key (X25519)",
+    }
+)
 
 
 class KeyFileError(Exception):
-    """A key file is missing, unreadable, too open or malformed."""
+    """A key file is missing, unreadable, too open or malformed (a configuration error)."""
+
+    exit_code = EX_CONFIG
+
+
+class KeyFileExists(KeyFileError):
+    """A new key was asked for where a key file already is (nothing is overwritten)."""
+
+    exit_code = EX_USAGE
+
+
+def published_key_name(public_key: bytes) -> str | None:
+    """The name of a published demo key (see :data:`PUBLISHED_DEMO_KEYS`), or None."""
+    return PUBLISHED_DEMO_KEYS.get(bytes(public_key))
+
+
+def signing_key_file_name(path: Path) -> str | None:
+    """If the signing key file at ``path`` holds a published demo seed, the key's name.
+
+    A file that is missing or unreadable is not judged here (None): whoever loads the key
+    reports that with :class:`KeyFileError`.
+    """
+    try:
+        seed = read_secret(path)
+    except KeyFileError:
+        return None
+    return published_key_name(SigningKey.from_seed(seed).verify_key.key)
 
 
 def write_secret(path: Path, secret: bytes) -> None:
@@ -22,7 +74,9 @@ def write_secret(path: Path, secret: bytes) -> None:
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
-        raise KeyFileError(f"{path} already exists; move it away first to make a new key") from None
+        raise KeyFileExists(
+            f"{path} already exists; move it away first to make a new key"
+        ) from None
     with os.fdopen(fd, "w", encoding="ascii") as handle:
         handle.write(secret.hex() + "\n")
         handle.flush()
@@ -35,6 +89,8 @@ def read_secret(path: Path) -> bytes:
         text = path.read_text(encoding="ascii").strip()
     except OSError as exc:
         raise KeyFileError(f"cannot read key file {path}: {exc.strerror}") from exc
+    except UnicodeDecodeError:
+        raise KeyFileError(f"key file {path} does not hold hex digits") from None
     if path.stat().st_mode & 0o077:
         raise KeyFileError(f"key file {path} is readable by others; run: chmod 600 {path}")
     try:
@@ -62,8 +118,7 @@ def keygen_command(owner: str, group: str) -> Callable[[Path], None]:
         try:
             key = new_signing_key(out)
         except KeyFileError as exc:
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(1) from exc
+            raise fail(exc) from exc
         typer.echo(f"private key: {out}")
         typer.echo(f"public key:  {key.verify_key.hex()}")
 

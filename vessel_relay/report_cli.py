@@ -8,22 +8,63 @@ from typing import Annotated
 import typer
 
 from protocol.compliance import ComplianceReport, ReportInvalid, verify_report
+from protocol.evidence import fingerprint
+from vessel_relay.exits import UsageError, fail
+from vessel_relay.keyfiles import KeyFileError
 
 app = typer.Typer(help="Compliance reports: verify them offline.", no_args_is_help=True)
+
+#: Where an inspector gets the shore's key (said whenever it is missing).
+WHERE_THE_SHORE_KEY_IS = (
+    "get the shore's public key from the relay operator ('vessel-relay shore init' prints it "
+    "as 'public key') or from the vessel's ship.toml ([shore] public_key), over a channel you "
+    "trust, not from the report"
+)
+
+
+def _parse_key(raw: str, what: str) -> bytes:
+    try:
+        key = bytes.fromhex(raw.strip())
+    except ValueError:
+        key = b""
+    if len(key) != 32:
+        raise UsageError(f"{what} must be 64 hex digits (or a file holding them), not {raw!r}")
+    return key
 
 
 def _key(text: str, what: str) -> bytes:
     """A public key given as 64 hex digits, or a file holding them."""
     candidate = Path(text)
-    raw = candidate.read_text().strip() if candidate.is_file() else text.strip()
     try:
-        key = bytes.fromhex(raw)
-    except ValueError:
-        key = b""
-    if len(key) != 32:
-        typer.echo(f"{what} must be 64 hex digits (or a file holding them), not {text!r}", err=True)
-        raise typer.Exit(2)
-    return key
+        if candidate.is_file():
+            return _parse_key(_read_key_file(candidate), what)
+        return _parse_key(text, what)
+    except (UsageError, KeyFileError) as exc:
+        raise fail(exc) from exc
+
+
+def _read_key_file(path: Path) -> str:
+    try:
+        return path.read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise KeyFileError(f"cannot read the key file {path}: {exc}") from exc
+
+
+def _trusted_shore_key(shore_key: str | None, shore_key_file: Path | None) -> bytes:
+    """The inspector's trust anchor: --shore-key or --shore-key-file, exactly one."""
+    try:
+        if shore_key is not None and shore_key_file is not None:
+            raise UsageError("give --shore-key or --shore-key-file, not both")
+        if shore_key_file is not None:
+            return _parse_key(_read_key_file(shore_key_file), f"--shore-key-file {shore_key_file}")
+        if shore_key is None:
+            raise UsageError(
+                "a report verifies only against the shore's key you trust: give --shore-key "
+                f"HEX or --shore-key-file FILE; {WHERE_THE_SHORE_KEY_IS}"
+            )
+    except (UsageError, KeyFileError) as exc:
+        raise fail(exc) from exc
+    return _key(shore_key, "--shore-key")
 
 
 @app.command("verify")
@@ -31,9 +72,11 @@ def verify(
     file: Annotated[Path, typer.Argument(help="The report's JSON file.")],
     shore_key: Annotated[
         str | None,
-        typer.Option(
-            help="The shore's public key (hex or file); without it, signatures are not checked."
-        ),
+        typer.Option(help="The shore's public key you trust (hex, or a file holding it)."),
+    ] = None,
+    shore_key_file: Annotated[
+        Path | None,
+        typer.Option(help="A file holding the shore's public key (hex), pinned beforehand."),
     ] = None,
     vessel_key: Annotated[
         str | None, typer.Option(help="The vessel's public key, to check the agent's statement.")
@@ -45,10 +88,14 @@ def verify(
 ) -> None:
     """Check a compliance report: signatures, inclusion and consistency proofs, figures.
 
-    Prints every problem found and exits 1 if there is any.
+    The shore's public key is required (--shore-key or --shore-key-file): a report is
+    only as good as the key it is checked against, so get the key from the relay operator,
+    never from the report. Prints the signer's key fingerprint and every problem found;
+    exits 1 if there is any, 2 if no key is given.
 
-    Example: vessel-relay report verify report-4242-2026-10.json --shore-key shore.pub
+    Example: vessel-relay report verify report-4242-2026-10.json --shore-key-file shore.pub
     """
+    trusted = _trusted_shore_key(shore_key, shore_key_file)
     try:
         report = ComplianceReport.from_json(file.read_bytes())
     except OSError as exc:
@@ -61,20 +108,12 @@ def verify(
     for entry in witness or []:
         name, _, key = entry.partition("=")
         witnesses[name] = _key(key, f"witness {name!r}'s key")
-    if shore_key is None:
-        typer.echo(
-            "warning: no --shore-key given; checking against the key in the report's head is "
-            "not possible, so only the report's inner consistency is checked",
-            err=True,
-        )
     problems = verify_report(
         report,
-        shore_key=_key(shore_key, "--shore-key") if shore_key else bytes(32),
+        shore_key=trusted,
         vessel_key=_key(vessel_key, "--vessel-key") if vessel_key else None,
         witness_keys=witnesses,
     )
-    if shore_key is None:
-        problems = [p for p in problems if "shore's signature" not in p]
     head = report.head.head
     typer.echo(
         f"vessel {report.vessel_id} ({report.vessel_name}), month {report.month}: "
@@ -82,13 +121,23 @@ def verify(
         f"digest {head.digest().hex()}, rule {'met' if report.rule.met else 'NOT met'}, "
         f"{len(report.disagreements)} disagreements listed"
     )
+    named = report.shore_public_key
+    typer.echo(
+        "signer:  "
+        + (
+            f"the report names shore key fingerprint {fingerprint(named)}"
+            if named is not None
+            else "the report does not name its signing key (made before reports did)"
+        )
+    )
+    typer.echo(f"trusted: shore key fingerprint {fingerprint(trusted)} (the key you gave)")
     for disagreement in report.disagreements:
         typer.echo(f"  disagreement: {disagreement}")
     if problems:
         for problem in problems:
             typer.echo(f"FAIL: {problem}")
         raise typer.Exit(1)
-    typer.echo("OK: the report verifies")
+    typer.echo(f"OK: the report verifies, signed by the shore key {fingerprint(trusted)}")
 
 
 @app.command("cosign")

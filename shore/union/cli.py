@@ -20,6 +20,7 @@ from shore.union.client import RelayClient, RelayUnreachable
 from shore.union.inbox import InboxError, UnionInbox, verify_export
 from shore.union.keys import UnionSetupError, init_union, load_union
 from vessel_relay.codebooks import default_codebook
+from vessel_relay.exits import UsageError, fail
 
 logger = logging.getLogger(__name__)
 
@@ -47,8 +48,7 @@ def _inbox(directory: Path, *, online: bool = True) -> Iterator[UnionInbox]:
             if client is not None:
                 client.close()
     except _ERRORS as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from exc
+        raise fail(exc) from exc
 
 
 def _when(minutes: int) -> str:
@@ -61,18 +61,50 @@ def init(
     union_id: Annotated[int, typer.Option("--id", help="The union's id (1-65535).")],
     relay_url: Annotated[str, typer.Option("--relay", help="The relay's union API URL.")],
     name: Annotated[str, typer.Option(help="The union's name.")] = "",
+    language: Annotated[
+        list[str] | None,
+        typer.Option(help="A language the union reads, e.g. tha (repeatable; on the card)."),
+    ] = None,
 ) -> None:
-    """Make the union's keys (private halves stay in DIR, 0600) and print the public ones.
+    """Make the union's keys (private halves stay in DIR, 0600), print the public ones and
+    write the union's card (DIR/union-card.json) for vessel owners and the relay operator.
 
     Example: vessel-relay union init --dir ~/union --id 7 --relay https://relay.example.org
+    --name "Fishers' Rights Network" --language tha --language mya
     """
     try:
-        identity = init_union(directory, union_id, name, relay_url)
-    except UnionSetupError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from exc
+        if not 0 < union_id < 2**16:
+            raise UsageError(f"--id must be from 1 to 65535, not {union_id}")
+        try:
+            languages = tuple(Language.from_code(code) for code in language or ())
+        except ValueError as exc:
+            raise UsageError(f"--language: {exc}") from exc
+        identity = init_union(directory, union_id, name, relay_url, languages)
+    except (UsageError, UnionSetupError) as exc:
+        raise fail(exc) from exc
     typer.echo(identity.describe())
+    typer.echo(f"union card: {identity.card_path} (public keys only: give it to vessel owners)")
     typer.echo(f"private keys are in {directory} (0600); they never leave this machine")
+
+
+@app.command("card")
+def card(
+    directory: DirOption,
+    out: Annotated[
+        Path | None, typer.Option("-o", "--out", help="Where to write it (default: DIR).")
+    ] = None,
+) -> None:
+    """Write the union's card again (public keys, fingerprints, relay URL) and print it.
+
+    Example: vessel-relay union card --dir ~/union -o fishers-union-card.json
+    """
+    try:
+        identity = load_union(directory)
+        path = identity.write_card(out)
+    except (UnionSetupError, OSError) as exc:
+        raise fail(exc) from exc
+    typer.echo(identity.describe())
+    typer.echo(f"union card: {path}")
 
 
 @app.command("fetch")
@@ -234,7 +266,7 @@ def verify(
         result = verify_export(file, fingerprint)
     except InboxError as exc:
         typer.echo(f"NOT VERIFIED: {exc}", err=True)
-        raise typer.Exit(1) from exc
+        raise typer.Exit(1) from exc  # a check that failed: exit 1
     typer.echo(
         f"verified: case {result.case_number}, {len(result.entries)} entries, signed by union "
         f"{result.union_id} ({result.union_name}), key fingerprint {result.signing_fingerprint}"
@@ -283,8 +315,7 @@ def user_add(
         load_union(directory)
         add_caseworker(directory, name, password)
     except (CaseworkerError, UnionSetupError, OSError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from exc
+        raise fail(exc) from exc
     typer.echo(f"caseworker {name} saved in {caseworkers_path(directory)} (0600)")
 
 
@@ -306,8 +337,7 @@ def web(
     try:
         settings = UnionWebSettings(read_caseworkers(directory), https_only=https_only)
     except CaseworkerError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from exc
+        raise fail(exc) from exc
     with _inbox(directory) as inbox:
         typer.echo(f"union web app on http://{host}:{port}/ — cases in {inbox.identity.database}")
         run_union_web(inbox, settings, host, port)

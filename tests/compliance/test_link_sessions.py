@@ -14,7 +14,7 @@ import pytest
 from protocol.codebook import Codebook
 from protocol.languages import Language
 from protocol.quota import RULE_MONTHLY_TEXT_BYTES
-from shipboard.config import ShipConfig, default_config
+from shipboard.config import ShipConfig
 from shipboard.crew import CrewRegister
 from shipboard.link import LinkDown, SessionReport, run_link, run_session
 from shipboard.outbox import Outbox
@@ -26,6 +26,7 @@ from tests.kit.ports import free_port
 from tests.shipboard.test_link import NOW, MqttTestShore, link_settings, shore_running
 from tests.shore.store_fixtures import SHORE_KEY, VESSEL_KEY
 from vessel_relay.codebooks import default_codebook
+from vessel_relay.demo.defaults import demo_ship_config
 
 VESSEL = 4343
 OCTOBER = 202610
@@ -99,7 +100,7 @@ def test_statement_without_recorded_sessions_says_not_recorded(outbox: Outbox) -
 
 
 def _config(tmp_path: Path) -> ShipConfig:
-    base = default_config(tmp_path)
+    base = demo_ship_config(tmp_path)
     return dataclasses.replace(
         base, shore=dataclasses.replace(base.shore, public_key_hex=SHORE_KEY.verify_key.hex())
     )

@@ -9,6 +9,7 @@ import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
+import nacl.public
 import pytest
 from typer.testing import CliRunner
 
@@ -49,7 +50,12 @@ def _invoke(*args: str) -> tuple[int, str, str]:
 def installed(month: Month, tmp_path_factory: pytest.TempPathFactory) -> Installed:
     """A vessel and a relay set up with 'init', holding the simulated month's data and keys."""
     base = tmp_path_factory.mktemp("cli")
-    code, _, err = _invoke("ship", "init", "--data", str(base / "ship"), "--vessel-id", str(VESSEL))
+    union_key = bytes(nacl.public.PrivateKey.generate().public_key).hex()
+    code, _, err = _invoke(
+        "ship", "init", "--data", str(base / "ship"), "--vessel-id", str(VESSEL),
+        "--broker", "mqtt://127.0.0.1:1883", "--shore-key", SHORE_KEY.verify_key.hex(),
+        "--union", "Fishers' Union", "--union-key", union_key,
+    )  # fmt: skip
     assert code == 0, err
     (base / "ship" / "vessel.key").unlink()
     write_secret(base / "ship" / "vessel.key", VESSEL_SEED)

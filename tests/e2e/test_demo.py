@@ -104,3 +104,25 @@ def test_info_file_lets_a_mail_app_write_home_and_ctrl_c_stops_cleanly(tmp_path:
     assert process.returncode == 0, output
     assert "stopping" in output
     assert "Traceback" not in output
+
+
+def test_the_demo_restarts_on_its_own_work_directory(tmp_path: Path) -> None:
+    """`demo --script` run twice with the same --workdir (issue 18): the second run starts
+    on the first one's keys, relay store and outbox (crew members get new PINs), plays the
+    day again and exits 0 with a right summary; the family mail of both days is in the
+    Maildir, each message once."""
+    work = tmp_path / "demo"
+    args = ("--script", "--link", "fast", "--broker", "mosquitto", "--workdir", str(work))
+    outputs = []
+    for _ in range(2):
+        process = _run_demo(*args)
+        output, _ = process.communicate(timeout=240)
+        print(output)
+        assert process.returncode == 0, output
+        assert "RESULT: right" in output
+        outputs.append(output)
+    assert "restarted on the last run's keys" not in outputs[0]
+    assert "restarted on the last run's keys" in outputs[1]
+    ids = [message["Message-ID"] for message in mailbox.Maildir(work / "maildir", create=False)]
+    assert len(ids) == 30
+    assert len(set(ids)) == 30

@@ -34,6 +34,7 @@ from vessel_relay.demo.setup import (
     DemoCrewMember,
     Tuning,
     prepare_relay,
+    prepare_union,
     prepare_vessel,
     register_vessels,
 )
@@ -188,6 +189,8 @@ async def test_relay_and_agent_metrics_and_json_logs_over_a_real_exchange(
         vessel_id=VESSEL,
         broker_url=broker_url,
         mqtt_version="5",
+        shore_public_key=relay.shore_public_key,
+        union=prepare_union(tmp_path / "union"),
         crew=(CREW,),
         http_port=free_port(),
         smtp_port=free_port(),

@@ -13,10 +13,11 @@ from protocol.codebook import Codebook
 from protocol.envelopes import Envelope
 from protocol.languages import Language
 from protocol.signing import SigningKey
-from shipboard.config import ShipConfig, default_config
+from shipboard.config import ShipConfig
 from shipboard.crew import Contact, CrewMember, CrewRegister
 from shipboard.outbox import Outbox
 from vessel_relay.codebooks import default_codebook
+from vessel_relay.demo.defaults import demo_ship_config
 
 VESSEL_ID = 1
 NOW = 1_790_000_000.0  # a fixed wall-clock time (2026-09)
@@ -80,7 +81,7 @@ def crew(register: CrewRegister) -> Crew:
 
 @pytest.fixture
 def ship_config(tmp_path: Path) -> ShipConfig:
-    return default_config(tmp_path)
+    return demo_ship_config(tmp_path)
 
 
 @dataclass

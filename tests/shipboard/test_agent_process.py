@@ -20,10 +20,11 @@ import httpx
 import pytest
 
 from protocol.languages import Language
-from shipboard.config import default_document, load_config, to_toml
+from shipboard.config import load_config, to_toml
 from shipboard.crew import CrewRegister
 from shipboard.outbox import Outbox
 from tests.kit.ports import accepts_connections, free_port
+from tests.kit.ship_config import own_keys_document
 from vessel_relay.keyfiles import new_signing_key
 
 
@@ -40,7 +41,7 @@ class Vessel:
 @pytest.fixture
 def vessel(tmp_path: Path) -> Vessel:
     data = tmp_path / "vessel"
-    document = default_document(data)
+    document = own_keys_document(data)
     smtp_port, http_port = free_port(), free_port()
     document["intake"].update(smtp_port=smtp_port, http_port=http_port)
     data.mkdir()

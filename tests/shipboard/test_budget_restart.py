@@ -27,14 +27,16 @@ from protocol.quota import RULE_MONTHLY_TEXT_BYTES, Month
 from protocol.signing import SigningKey
 from shipboard.agent import run_agent
 from shipboard.cli import _open
-from shipboard.config import ShipConfig, default_config, default_document, to_toml
+from shipboard.config import ShipConfig, to_toml
 from shipboard.crew import CrewRegister
 from shipboard.link import LinkStatistics, SessionReport, billed_so_far, run_link
 from shipboard.outbox import Outbox
 from shipboard.profiles import FLEETBROADBAND
 from shipboard.scheduler import HoldReason, SchedulerSettings
 from tests.kit.ports import free_port
+from tests.kit.ship_config import own_keys_document
 from vessel_relay.codebooks import default_codebook
+from vessel_relay.demo.defaults import demo_ship_config
 from vessel_relay.keyfiles import new_signing_key
 
 NOW = 1_790_000_000.0  # 2026-09-21 UTC: both lives run in the same month
@@ -47,7 +49,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _config(data: Path) -> ShipConfig:
-    base = default_config(data)
+    base = demo_ship_config(data)
     return dataclasses.replace(
         base,
         link=dataclasses.replace(
@@ -233,7 +235,7 @@ async def test_the_running_agent_counts_quotas_in_the_vessel_time_zone(tmp_path:
     October in UTC, they write again: the agent's link sends both, the new one within
     November's quota (counted in UTC months it would be held as over quota)."""
     data = tmp_path / "vessel"
-    base = default_config(data)
+    base = demo_ship_config(data)
     assert base.time_zone == BANGKOK  # the default [time] zone
     quota = RULE_MONTHLY_TEXT_BYTES  # the least a crew member may be granted
     config = dataclasses.replace(
@@ -283,7 +285,7 @@ async def test_the_running_agent_counts_quotas_in_the_vessel_time_zone(tmp_path:
 def test_ship_commands_open_the_outbox_in_the_vessel_time_zone(tmp_path: Path) -> None:
     """The crew and contact commands see the same quota months as the agent."""
     data = tmp_path / "vessel"
-    document = default_document(data)
+    document = own_keys_document(data)
     document["time"] = {"zone": "Asia/Manila"}
     path = tmp_path / "ship.toml"
     path.write_text(to_toml(document), encoding="utf-8")

@@ -36,7 +36,7 @@ import httpx
 
 from protocol.languages import Language
 from protocol.signing import VerifyKey
-from shipboard.config import default_document, load_config, to_toml
+from shipboard.config import load_config, to_toml
 from shipboard.crew import CrewRegister
 from shipboard.outbox import Outbox
 from shore.config import parse_config
@@ -46,6 +46,7 @@ from shore.store_sqlite import SqliteStore
 from tests.kit.mosquitto import MosquittoBroker
 from tests.kit.mqtt import persistent_client
 from tests.kit.ports import accepts_connections, free_port
+from tests.kit.ship_config import own_keys_document
 from tests.shore.store_fixtures import SHORE_KEY
 from tests.shore.test_ingest import write_relay
 from vessel_relay.keyfiles import new_signing_key
@@ -147,7 +148,7 @@ class Ship:
 
 def make_ship(data: Path, broker_port: int) -> Ship:
     data.mkdir(parents=True)
-    document = default_document(data)
+    document = own_keys_document(data)
     smtp_port, http_port = free_port(), free_port()
     document["vessel"]["id"] = VESSEL
     document["shore"].update(

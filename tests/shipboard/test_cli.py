@@ -7,9 +7,12 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
+from protocol.signing import SigningKey
 from vessel_relay.cli import app
 
 runner = CliRunner()
+SHORE = SigningKey.from_seed(bytes(range(40, 72))).verify_key.hex()
+SHORE_OPTIONS = ("--broker", "mqtts://relay.example.org:8883", "--shore-key", SHORE)
 
 
 def _ship(*args: str) -> tuple[int, str, str]:
@@ -20,7 +23,9 @@ def _ship(*args: str) -> tuple[int, str, str]:
 def test_owner_sets_up_a_vessel_and_its_crew(tmp_path: Path) -> None:
     """The owner makes a config, registers a fisher with their Seabook number, gets a crew
     number and a PIN printed once, adds the mother's phone, updates and signs off."""
-    code, out, _ = _ship("init", "--data", str(tmp_path), "--vessel-id", "42", "--name", "Sea Star")
+    code, out, _ = _ship(
+        "init", "--data", str(tmp_path), "--vessel-id", "42", "--name", "Sea Star", *SHORE_OPTIONS
+    )
     assert code == 0
     assert "vessel public key:" in out
     config = str(tmp_path / "ship.toml")
@@ -63,9 +68,10 @@ def test_owner_sets_up_a_vessel_and_its_crew(tmp_path: Path) -> None:
 
 
 def test_mistakes_get_one_line_errors(tmp_path: Path) -> None:
-    """A duplicate Seabook number, an unknown crew number, a bad phone number and a missing
-    config each get one clear line on stderr and exit code 1."""
-    _ship("init", "--data", str(tmp_path))
+    """A duplicate Seabook number, an unknown crew number and a bad phone number each get
+    one clear line on stderr and exit code 1; a missing config file exits 78 (EX_CONFIG),
+    and 'init' over an existing config is a usage mistake (exit 2)."""
+    _ship("init", "--data", str(tmp_path), *SHORE_OPTIONS)
     config = str(tmp_path / "ship.toml")
     args = ["crew", "add", "A", "--document", "SB-1", "--nationality", "MM", "--config", config]
     assert _ship(*args)[0] == 0
@@ -79,10 +85,10 @@ def test_mistakes_get_one_line_errors(tmp_path: Path) -> None:
     assert code == 1
     assert "international form" in err
     code, _, err = _ship("crew", "list", "--config", str(tmp_path / "missing.toml"))
-    assert code == 1
+    assert code == 78
     assert "ship init" in err
-    code, _, err = _ship("init", "--data", str(tmp_path))
-    assert code == 1
+    code, _, err = _ship("init", "--data", str(tmp_path), *SHORE_OPTIONS)
+    assert code == 2
     assert "already exists" in err
 
 
@@ -97,6 +103,8 @@ def test_every_command_has_help_with_an_example() -> None:
         ["crew", "list"],
         ["contact", "add"],
         ["contact", "list"],
+        ["union", "add"],
+        ["union", "list"],
         ["keygen"],
     ):
         code, out, _ = _ship(*command, "--help")

@@ -11,11 +11,11 @@ import pytest
 from shipboard.config import (
     MIN_GRIEVANCE_RESERVE_BYTES,
     ConfigError,
-    default_config,
-    default_document,
     load_config,
     to_toml,
 )
+from tests.kit.ship_config import own_keys_document
+from vessel_relay.demo.defaults import demo_ship_config, demo_ship_document
 
 
 def _write(tmp_path: Path, document: dict[str, Any]) -> Path:
@@ -25,10 +25,11 @@ def _write(tmp_path: Path, document: dict[str, Any]) -> Path:
 
 
 def test_defaults_round_trip_through_a_file(tmp_path: Path) -> None:
-    """The embedded demo defaults, written out by ship init, load back unchanged."""
-    path = _write(tmp_path, default_document(tmp_path / "data"))
-    config = load_config(path)
-    defaults = default_config(tmp_path / "data")
+    """The demo's settings, written to a file, load back unchanged (with the demo's
+    allowance for its published keys)."""
+    path = _write(tmp_path, demo_ship_document(tmp_path / "data"))
+    config = load_config(path, allow_demo_keys=True)
+    defaults = demo_ship_config(tmp_path / "data")
     assert (config.shore, config.link, config.quota, config.unions, config.intake) == (
         defaults.shore,
         defaults.link,
@@ -44,7 +45,7 @@ def test_defaults_round_trip_through_a_file(tmp_path: Path) -> None:
 
 
 def _broken(tmp_path: Path, change: dict[str, Any]) -> str:
-    document = default_document(tmp_path)
+    document = own_keys_document(tmp_path)
     for dotted, value in change.items():
         section, _, key = dotted.partition(".")
         if key:

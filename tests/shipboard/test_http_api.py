@@ -12,10 +12,11 @@ import pytest
 from protocol.codebook import Codebook
 from protocol.sealing import GrievanceCategory, GrievancePlaintext, open_grievance
 from protocol.slots import SlotKind, open_slot, slot_header
-from shipboard.config import ShipConfig, demo_union_private_key
+from shipboard.config import ShipConfig
 from shipboard.http_api import SessionStore, create_app
 from shipboard.intake import Intake
 from shipboard.outbox import Outbox
+from vessel_relay.demo.keys import demo_union_private_key
 
 from .conftest import VESSEL_ID, Crew
 

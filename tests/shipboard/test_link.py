@@ -38,7 +38,7 @@ from protocol.envelopes import (
 from protocol.errors import ProtocolError
 from protocol.languages import Language
 from protocol.signing import SigningKey
-from shipboard.config import ShipConfig, default_config
+from shipboard.config import ShipConfig
 from shipboard.errors import NothingToSend
 from shipboard.link import (
     LinkDown,
@@ -61,6 +61,7 @@ from tests.kit.mosquitto import MosquittoBroker
 from tests.kit.mqtt import persistent_client
 from tests.kit.ports import free_port
 from tests.shipboard.conftest import Crew
+from vessel_relay.demo.defaults import demo_ship_config
 from vessel_relay.link_emulator import Direction as EmulatedDirection
 from vessel_relay.link_emulator import LinkEmulator
 from vessel_relay.link_emulator import LinkProfile as EmulatedLink
@@ -722,7 +723,7 @@ async def test_run_link_sends_an_sos_at_once_and_messages_when_the_doorbell_ring
     """The agent's link loop: an SOS waiting at start goes at once; later a message
     committed by intake rings the doorbell and (on a cheap VSAT link) goes right away;
     stopping ends the loop cleanly."""
-    base = default_config(tmp_path)
+    base = demo_ship_config(tmp_path)
     config: ShipConfig = dataclasses.replace(
         base,
         vessel=dataclasses.replace(base.vessel, vessel_id=vessel.vessel_id),
@@ -778,7 +779,7 @@ async def test_run_link_with_the_real_outbox_delivers_an_sos_and_a_report(
     report_seq = outbox.accept_grievance(
         union_id=1, sealed=secrets.token_bytes(304), case_key=b"k" * 32, now=NOW
     )
-    base = default_config(tmp_path)
+    base = demo_ship_config(tmp_path)
     config: ShipConfig = dataclasses.replace(
         base,
         shore=dataclasses.replace(base.shore, public_key_hex=shore_key.verify_key.hex()),

@@ -18,7 +18,7 @@ import pytest
 
 from protocol.languages import Language
 from protocol.signing import SigningKey
-from shipboard.config import ShipConfig, default_document, load_config, to_toml
+from shipboard.config import ShipConfig, load_config, to_toml
 from shipboard.crew import CrewRegister
 from shipboard.errors import ConfigError
 from shipboard.link import LinkSettings, SessionReport, run_link, run_session, uplink_topic
@@ -27,6 +27,7 @@ from shipboard.scheduler import SchedulerSettings
 from tests.e2e.test_deploy import PASSWORDS, DeployedBroker, _wait_up
 from tests.kit.mosquitto import find_mosquitto
 from tests.kit.mqtt import next_message
+from tests.kit.ship_config import own_keys_document
 from vessel_relay.codebooks import default_codebook
 
 VESSEL = 7  # a vessel with a password in the deployed broker's test password file
@@ -45,7 +46,7 @@ def broker(tmp_path: Path) -> Iterator[DeployedBroker]:
 
 
 def _write_config(data: Path, shore: dict[str, Any]) -> Path:
-    document = default_document(data)
+    document = own_keys_document(data)
     document["vessel"]["id"] = VESSEL
     document["shore"].update(shore)
     path = data / "ship.toml"

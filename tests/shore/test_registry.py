@@ -105,7 +105,7 @@ def test_config_defaults_and_errors_name_file_key_and_fix(tmp_path: Path) -> Non
         assert str(path) in str(caught.value)
         assert expected in str(caught.value)
     code, _, err = shore("vessel", "list", "-c", str(tmp_path / "missing.toml"))
-    assert code == 1
+    assert code == 78  # EX_CONFIG: a service manager should not restart it
     assert "shore init" in err
 
 

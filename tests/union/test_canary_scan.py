@@ -33,7 +33,6 @@ import os
 import shutil
 import sqlite3
 import sys
-import tomllib
 import zlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -46,7 +45,7 @@ import zstandard
 from protocol.batch import Direction as BatchDirection
 from protocol.batch import decode_batch
 from protocol.errors import ProtocolError
-from shipboard.config import to_toml
+from protocol.languages import Language
 from shore.union.keys import UnionIdentity, init_union
 from tests.kit.canary import (
     Canary,
@@ -99,7 +98,13 @@ class Run:
 async def canary_system(work: Path) -> AsyncIterator[Run]:
     """Broker, capturing link emulator, relay and one vessel's agent, as processes."""
     find_mosquitto()
-    union = init_union(work / "union", 1, "Fishers' Union", f"http://127.0.0.1:{free_port()}")
+    union = init_union(
+        work / "union",
+        1,
+        "Fishers' Union",
+        f"http://127.0.0.1:{free_port()}",
+        (Language.MYA, Language.KHM, Language.THA, Language.LAO, Language.ENG),
+    )
     broker = MosquittoBroker(work / "broker", persistence=False)
     await broker.start()
     sink = MaildirSink(work / "maildir")
@@ -137,21 +142,13 @@ async def canary_system(work: Path) -> AsyncIterator[Run]:
             vessel_id=1,
             broker_url=f"mqtt://{link.host}:{link.port}",
             mqtt_version="5",
+            shore_public_key=relay_setup.shore_public_key,
+            union=union.card,
             crew=numbered_crew(3, 1),
             http_port=free_port(),
             smtp_port=free_port(),
             tuning=tuning,
         )
-        document = tomllib.loads(vessel.config_path.read_text(encoding="utf-8"))
-        document["unions"] = [
-            {
-                "id": 1,
-                "name": "Fishers' Union",
-                "public_key": union.box_public.hex(),
-                "languages": ["mya", "khm", "tha", "lao", "eng"],
-            }
-        ]
-        vessel.config_path.write_text(to_toml(document), encoding="utf-8")
         await register_vessels(relay_setup, [vessel])
         env = {"TMPDIR": str(tmp), "TMP": str(tmp), "TEMP": str(tmp)}
         relay = Child(

@@ -22,7 +22,7 @@ from protocol.quota import QuotaLedger, crew_quota
 from protocol.sealing import GrievanceCategory, open_grievance
 from protocol.signing import SigningKey
 from protocol.slots import DEFAULT_SLOT_BYTES, SECONDS_PER_DAY, SlotKind, open_slot, slot_header
-from shipboard.config import UnionConfig, default_config
+from shipboard.config import UnionConfig
 from shipboard.crew import CrewRegister, SignedIn
 from shipboard.intake import Intake
 from shipboard.link import build_snapshot
@@ -33,6 +33,7 @@ from shore.store import VesselInfo
 from shore.store_sqlite import SqliteStore
 from shore.union_api import silence_alert_source
 from vessel_relay.codebooks import default_codebook
+from vessel_relay.demo.defaults import demo_ship_config
 
 DAY = 20_600
 VESSEL_KEY = SigningKey.from_seed(bytes(range(32)))
@@ -49,7 +50,7 @@ class Clock:
 
 
 def _vessel(tmp: Path, vessel_id: int, crew: int) -> tuple[Outbox, Intake, Clock, list[SignedIn]]:
-    config = default_config(tmp)
+    config = demo_ship_config(tmp)
     config = dataclasses.replace(
         config,
         quota=dataclasses.replace(config.quota, daily_slots=True),

@@ -25,7 +25,7 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from shipboard.config import to_toml
+from protocol.languages import Language
 from shore.config import ConfigError, parse_config
 from shore.union.keys import UnionIdentity, init_union
 from tests.kit.mosquitto import find_mosquitto
@@ -100,7 +100,13 @@ async def running_system(work: Path) -> AsyncIterator[System]:
     """Broker, link emulator, relay (with the union API) and one vessel's agent, as processes."""
     find_mosquitto()
     api_port = free_port()
-    union = init_union(work / "union", 1, "Fishers' Union", f"http://127.0.0.1:{api_port}")
+    union = init_union(
+        work / "union",
+        1,
+        "Fishers' Union",
+        f"http://127.0.0.1:{api_port}",
+        (Language.MYA, Language.ENG),
+    )
     broker = MosquittoBroker(work / "broker", persistence=False)
     await broker.start()
     sink = MaildirSink(work / "maildir")
@@ -135,21 +141,13 @@ async def running_system(work: Path) -> AsyncIterator[System]:
             vessel_id=1,
             broker_url=f"mqtt://{link.host}:{link.port}",
             mqtt_version="5",
+            shore_public_key=relay_setup.shore_public_key,
+            union=union.card,
             crew=numbered_crew(2, 1),
             http_port=free_port(),
             smtp_port=free_port(),
             tuning=tuning,
         )
-        document = tomllib.loads(vessel.config_path.read_text(encoding="utf-8"))
-        document["unions"] = [
-            {
-                "id": 1,
-                "name": "Fishers' Union",
-                "public_key": union.box_public.hex(),
-                "languages": ["mya", "eng"],
-            }
-        ]
-        vessel.config_path.write_text(to_toml(document), encoding="utf-8")
         await register_vessels(relay_setup, [vessel])
         relay = Child(
             [

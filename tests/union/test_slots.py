@@ -104,23 +104,29 @@ def test_silence_alerts() -> None:
 
 def test_slot_period_divides_a_day_and_the_config_checks_it(tmp_path: Path) -> None:
     """``[grievances] slot_period_s``: a divisor of a day from 10 s; slots on by default."""
-    from shipboard.config import default_config, default_document, parse_config
+    from shipboard.config import parse_config
     from shipboard.errors import ConfigError
+    from vessel_relay.demo.defaults import demo_ship_config, demo_ship_document
 
     assert check_slot_period(SECONDS_PER_DAY) == SECONDS_PER_DAY
     assert check_slot_period(20) == 20
     for bad in (7, 7000, 2 * SECONDS_PER_DAY):
         with pytest.raises(InvalidEnvelope):
             check_slot_period(bad)
-    quota = default_config(tmp_path).quota
+    quota = demo_ship_config(tmp_path).quota
     assert quota.daily_slots
     assert quota.slot_period_s == SECONDS_PER_DAY
-    document = default_document(tmp_path)
+    document = demo_ship_document(tmp_path)
     document["grievances"]["slot_period_s"] = 7000
     with pytest.raises(ConfigError, match="slot_period_s"):
-        parse_config(document, source="ship.toml", base=tmp_path)
+        parse_config(document, source="ship.toml", base=tmp_path, allow_demo_keys=True)
     document["grievances"]["slot_period_s"] = 60
-    assert parse_config(document, source="ship.toml", base=tmp_path).quota.slot_period_s == 60
+    assert (
+        parse_config(
+            document, source="ship.toml", base=tmp_path, allow_demo_keys=True
+        ).quota.slot_period_s
+        == 60
+    )
 
 
 def test_the_ship_config_refuses_daily_slots_off(tmp_path: Path) -> None:
@@ -128,14 +134,17 @@ def test_the_ship_config_refuses_daily_slots_off(tmp_path: Path) -> None:
     at config load, naming the key; tests keep the switch in code (``QuotaConfig``)."""
     import dataclasses
 
-    from shipboard.config import default_config, default_document, parse_config
+    from shipboard.config import parse_config
     from shipboard.errors import ConfigError
+    from vessel_relay.demo.defaults import demo_ship_config, demo_ship_document
 
-    document = default_document(tmp_path)
+    document = demo_ship_document(tmp_path)
     document["grievances"]["daily_slots"] = False
     with pytest.raises(ConfigError, match=r"grievances\.daily_slots = false is refused"):
-        parse_config(document, source="ship.toml", base=tmp_path)
+        parse_config(document, source="ship.toml", base=tmp_path, allow_demo_keys=True)
     document["grievances"]["daily_slots"] = True
-    assert parse_config(document, source="ship.toml", base=tmp_path).quota.daily_slots
-    quota = dataclasses.replace(default_config(tmp_path).quota, daily_slots=False)
+    assert parse_config(
+        document, source="ship.toml", base=tmp_path, allow_demo_keys=True
+    ).quota.daily_slots
+    quota = dataclasses.replace(demo_ship_config(tmp_path).quota, daily_slots=False)
     assert not quota.daily_slots

@@ -48,7 +48,7 @@ from protocol.slots import (
     downlink_slot_notes,
     slot_header,
 )
-from shipboard.config import UnionConfig, default_config
+from shipboard.config import UnionConfig
 from shipboard.crew import CrewRegister, SignedIn
 from shipboard.intake import Intake
 from shipboard.outbox import Outbox
@@ -57,6 +57,7 @@ from shore.store import VesselInfo
 from shore.store_sqlite import SqliteStore
 from shore.union_api import queue_case_note
 from vessel_relay.codebooks import default_codebook
+from vessel_relay.demo.defaults import demo_ship_config
 
 DAY0 = 20_600
 VESSEL_KEY = SigningKey.from_seed(bytes(range(32)))
@@ -145,7 +146,7 @@ class Observed:
 
 
 def _vessel(tmp: Path, crew: int, slots: bool) -> tuple[Outbox, Intake, Clock, list[SignedIn]]:
-    config = default_config(tmp)
+    config = demo_ship_config(tmp)
     config = dataclasses.replace(
         config,
         quota=dataclasses.replace(config.quota, daily_slots=slots),

@@ -27,7 +27,7 @@ from protocol.errors import SealedBoxInvalid
 from protocol.languages import Language
 from protocol.sealing import GrievanceCategory
 from protocol.signing import SigningKey
-from shipboard.config import UnionConfig, default_config
+from shipboard.config import UnionConfig
 from shipboard.crew import CrewRegister
 from shipboard.intake import Intake
 from shipboard.outbox import Outbox
@@ -38,6 +38,7 @@ from shore.union_api import UnionAccount, make_union_api, request_to_sign
 from tests.kit.ports import free_port
 from vessel_relay.cli import app
 from vessel_relay.codebooks import default_codebook
+from vessel_relay.demo.defaults import demo_ship_config
 
 NOW = 1_790_000_000.0
 VESSEL_KEY = SigningKey.from_seed(bytes(range(32)))
@@ -67,7 +68,7 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
     store = await SqliteStore.open(tmp_path / "relay.db")
     info = VesselInfo("Sea Star", "TH", "TH-0042", "Owner Co", unions=(7,))
     vessel_id = await store.add_vessel(info, VESSEL_KEY.verify_key.key, NOW)
-    config = default_config(tmp_path / "ship")
+    config = demo_ship_config(tmp_path / "ship")
     config = dataclasses.replace(
         config,
         unions=(UnionConfig(7, "Fishers' Union", union.box_public, (Language.MYA,)),),

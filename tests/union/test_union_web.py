@@ -31,7 +31,7 @@ from protocol.envelopes import CaseStatus
 from protocol.evidence import fingerprint
 from protocol.languages import Language
 from protocol.sealing import GrievanceCategory
-from shipboard.config import UnionConfig, default_config
+from shipboard.config import UnionConfig
 from shipboard.crew import CrewRegister
 from shipboard.intake import Intake
 from shipboard.outbox import Outbox
@@ -46,6 +46,7 @@ from tests.kit.ports import free_port
 from tests.union.test_union_inbox import NOW, REPORT, VESSEL_KEY, World, _downlink, _uplink
 from vessel_relay.cli import app as cli_app
 from vessel_relay.codebooks import default_codebook
+from vessel_relay.demo.defaults import demo_ship_config
 
 ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOTS = ROOT / "docs" / "screenshots"
@@ -102,7 +103,7 @@ async def site(tmp_path: Path) -> AsyncIterator[UnionSite]:
     vessel_id = await store.add_vessel(info, VESSEL_KEY.verify_key.key, NOW)
     quiet = VesselInfo("Quiet Wave", "TH", "TH-0043", "Owner Co", unions=(7,))
     await store.add_vessel(quiet, bytes(32), NOW)  # registered, never synced
-    config = default_config(tmp_path / "ship")
+    config = demo_ship_config(tmp_path / "ship")
     config = dataclasses.replace(
         config,
         unions=(UnionConfig(7, "Fishers' Union", union.box_public, (Language.MYA,)),),

@@ -26,12 +26,12 @@ from protocol.languages import Language
 from protocol.phrases import phrase
 from protocol.signing import SigningKey
 from protocol.text import normalise_text
-from shipboard.config import default_config
 from shipboard.http_api import create_app, serve_http
 from shipboard.intake import Intake
 from shipboard.outbox import Outbox
 from shipboard.web.fonts import missing_glyphs, scripts_used
 from vessel_relay.codebooks import default_codebook
+from vessel_relay.demo.defaults import demo_ship_config
 
 from ..kit.ports import free_port
 
@@ -94,7 +94,7 @@ class Site:
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     data_dir = tmp_path_factory.mktemp("vessel")
-    config = default_config(data_dir)
+    config = demo_ship_config(data_dir)
     codebook = default_codebook()
     outbox = Outbox.open(config.database_path, config.vessel.vessel_id)
     intake = Intake(config, outbox, codebook)

@@ -34,7 +34,7 @@ from protocol.sealing import (
     seal_grievance_a1,
 )
 from protocol.slots import open_slot, slot_header
-from shipboard.config import UnionConfig, default_config
+from shipboard.config import UnionConfig
 from shipboard.crew import CrewRegister
 from shipboard.errors import BadText
 from shipboard.http_api import create_app, serve_http
@@ -42,6 +42,7 @@ from shipboard.intake import Intake
 from shipboard.outbox import Outbox
 from shore.union.keys import load_union
 from vessel_relay.codebooks import default_codebook
+from vessel_relay.demo.defaults import demo_ship_config
 
 from ..kit.ports import free_port
 from ..union.test_union_inbox import NOW, World, _cli, _uplink, world  # noqa: F401
@@ -64,7 +65,7 @@ class Agent:
 
 @pytest.fixture
 def agent(tmp_path: Path) -> Iterator[Agent]:
-    base = default_config(tmp_path)
+    base = demo_ship_config(tmp_path)
     config = dataclasses.replace(
         base,
         unions=(UnionConfig(7, "Fishers' Union", bytes(UNION.public_key), (Language.MYA,)),),

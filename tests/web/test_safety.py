@@ -16,7 +16,6 @@ from typer.testing import CliRunner
 
 from protocol.languages import Language
 from protocol.phrases import PHRASE_CODES, phrase
-from shipboard.config import default_config
 from shipboard.http_api import create_app
 from shipboard.intake import Intake
 from shipboard.outbox import Outbox
@@ -26,6 +25,7 @@ from shipboard.web.fonts import missing_glyphs
 from shipboard.web.i18n import PAGE_LANGUAGES, load_catalogue
 from shipboard.web.sessions import IDLE_S, MAX_FAILURES, RATE_LIMIT, WebSessions
 from vessel_relay.codebooks import default_codebook
+from vessel_relay.demo.defaults import demo_ship_config
 
 SECRET_TEXT = "the second engineer hit me"
 SECRET_ADDRESS = "+959777000111"
@@ -50,7 +50,7 @@ class Vessel:
 
 @pytest.fixture
 async def vessel(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Vessel]:
-    config = default_config(tmp_path)
+    config = demo_ship_config(tmp_path)
     outbox = Outbox.open(config.database_path, config.vessel.vessel_id)
     intake = Intake(config, outbox, default_codebook())
     member, pin = intake.register.add(

@@ -6,6 +6,9 @@ shipboard agent with a small crew in several languages and a union, and the link
 between the ship and the broker (:mod:`vessel_relay.demo.stack`). ``--script`` plays a
 day on board (:mod:`vessel_relay.demo.script`) and exits 0 only if it all came out right.
 ``--wire`` runs the older protocol-only round trip (:mod:`vessel_relay.demo.wire`).
+
+Run again with the same ``--workdir``, it starts on what the last run left (keys, relay
+store, outbox, crew with new PINs); a directory it did not make is refused (exit 2).
 """
 
 from __future__ import annotations
@@ -49,6 +52,9 @@ def _print_where(info: dict[str, object]) -> None:
     typer.echo(f"fake SMS log:     {fake_sms['message_log']}")
     typer.echo(f"agent data:       {info['agent_data_dir']}")
     typer.echo(f"relay data:       {info['relay_data_dir']}")
+    typer.echo(f"union keys/card:  {info['union_dir']}")
+    if info.get("restarted"):
+        typer.echo("restarted on the last run's keys, stores and crew (the PINs above are new)")
 
 
 async def _run(
@@ -121,7 +127,13 @@ def demo(
         typer.Option("--info", help="Write every endpoint and login as JSON once all is up."),
     ] = None,
     workdir: Annotated[
-        Path | None, typer.Option(help="Directory for all demo data (default: a new temp dir).")
+        Path | None,
+        typer.Option(
+            "--workdir",
+            "--data",
+            help="Directory for all demo data (default: a new temp dir); run again on it to "
+            "restart where it stopped.",
+        ),
     ] = None,
     timeout_s: Annotated[
         float, typer.Option(help="With --script: longest wait for every message.")
@@ -149,8 +161,14 @@ def demo(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
+    from vessel_relay.demo.setup import DemoDirectoryRefused
+    from vessel_relay.exits import fail
+
     directory = workdir or Path(tempfile.mkdtemp(prefix="vessel-relay-demo-"))
     typer.echo(f"demo data in {directory}")
-    ok = asyncio.run(_run(directory, link, broker, script, info, timeout_s))
+    try:
+        ok = asyncio.run(_run(directory, link, broker, script, info, timeout_s))
+    except DemoDirectoryRefused as exc:
+        raise fail(exc) from exc
     if not ok:
         raise typer.Exit(1)

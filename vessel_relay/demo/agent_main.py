@@ -4,6 +4,8 @@
 
 ``DATA_DIR`` is what :func:`vessel_relay.demo.setup.prepare_vessel` wrote (ship.toml and
 tuning.json). SIGTERM or SIGINT drains for a few seconds, as ``vessel-relay ship run`` does.
+Unlike ``ship run``, it accepts the demo's published keys (``allow_demo_keys``): tests hand
+it configs made with :mod:`vessel_relay.demo.defaults`. It is never a way to run a vessel.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from vessel_relay.demo.setup import Tuning
 
 async def main(data_dir: Path, grace_s: float) -> None:
     """Run the agent until SIGTERM/SIGINT."""
-    config = load_config(data_dir / "ship.toml")
+    config = load_config(data_dir / "ship.toml", allow_demo_keys=True)
     tuning = Tuning.load(data_dir / "tuning.json")
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -1,16 +1,23 @@
-"""Demo set-up: the files a shore relay and its vessels need, written into one directory.
+"""Demo set-up: the files a shore relay, a union and its vessels need, in one directory.
 
 Nothing runs here; :mod:`vessel_relay.demo.stack` (in one process) and the end-to-end
 tests (agent and relay as separate processes) start what these files describe::
 
     WORKDIR/relay/relay.toml, shore.key, reply.key, relay.db   (vessel registered)
+    WORKDIR/union/union.toml, box.key, sign.key, union-card.json
     WORKDIR/vessel-N/ship.toml, vessel.key, outbox.sqlite3     (crew and contacts added)
     WORKDIR/vessel-N/tuning.json                               (link + scheduler timing)
 
 ``tuning.json`` holds what the TOML files cannot say (the scheduler's minimum gap and
 idle poll, the link's ack wait): a demo must not wait six hours for a "latency due"
 session, nor twelve hours for the poll that brings the delivery receipts down.
-Demo keys only: the shore key is the public demo seed of :mod:`shipboard.config`.
+
+Keys: every key is made fresh in the work directory (none is one of the published keys of
+:mod:`vessel_relay.demo.keys`), so ``ship run`` and ``shore run`` accept these files. Run
+again on the same directory, each ``prepare_*`` keeps the keys, the stores and the crew it
+finds (crew members get new PINs, since PINs are never kept) and rewrites only the config
+files, whose ports change from run to run. :func:`claim_workdir` makes sure a directory
+given to ``vessel-relay demo`` is the demo's own before anything is written into it.
 """
 
 from __future__ import annotations
@@ -27,24 +34,26 @@ from typing import Any
 
 from protocol.languages import Language
 from protocol.signing import SigningKey
-from shipboard.config import (
-    DEMO_SHORE_SEED,
-    ShipConfig,
-    default_document,
-    load_config,
-    to_toml,
-)
+from protocol.union_card import UnionCard
+from shipboard.config import ShipConfig, load_config, ship_document, to_toml, union_table
 from shipboard.crew import CrewRegister
 from shipboard.outbox import Outbox
 from shipboard.profiles import profile_named
 from shipboard.scheduler import SchedulerSettings
 from shore.store import VesselInfo
 from shore.store_sqlite import SqliteStore
-from vessel_relay.keyfiles import new_signing_key, write_secret
+from shore.union.keys import SETTINGS as UNION_SETTINGS
+from shore.union.keys import init_union, load_union
+from vessel_relay.exits import UsageError
+from vessel_relay.keyfiles import new_signing_key, read_secret, write_secret
 
 logger = logging.getLogger(__name__)
 
 RELAY_WORKER = 1
+#: The file that marks a directory as a demo's work directory (see :func:`claim_workdir`).
+MARKER = "vessel-relay-demo.json"
+#: The demo union's id (the vessels' [[unions]] id and the relay registry's union).
+DEMO_UNION_ID = 1
 #: The demo vessels' slot period (a real vessel keeps the default day): a grievance filed in
 #: the demo leaves within this many seconds, with every crew member's cover slot.
 DEMO_SLOT_PERIOD_S = 20
@@ -177,17 +186,31 @@ def prepare_vessel(
     vessel_id: int,
     broker_url: str,
     mqtt_version: str,
+    shore_public_key: str,
+    union: UnionCard,
     crew: tuple[DemoCrewMember, ...],
     http_port: int,
     smtp_port: int,
     tuning: Tuning,
     username: str | None = None,
 ) -> VesselSetup:
-    """Write ship.toml, a vessel key and tuning.json; register the crew and contacts."""
+    """Write ship.toml, a vessel key and tuning.json; register the crew and contacts.
+
+    ``shore_public_key`` is the relay's (:attr:`RelaySetup.shore_public_key`) and ``union``
+    the card of the union grievances are sealed to (:func:`prepare_union`). Run again on
+    the same directory, it keeps the vessel key and the outbox and gives the crew new PINs.
+    """
     data_dir.mkdir(parents=True, exist_ok=True)
-    document = default_document(data_dir)
-    document["vessel"].update(id=vessel_id, name=f"Demo Vessel {vessel_id}")
-    document["shore"].update(broker=broker_url, mqtt_version=mqtt_version)
+    languages = tuple(language.code for language in union.languages) or ("eng",)
+    document = ship_document(
+        data_dir,
+        vessel_id=vessel_id,
+        name=f"Demo Vessel {vessel_id}",
+        broker=broker_url,
+        shore_public_key=shore_public_key,
+        unions=(union_table(union.union_id, union.name, union.report_key, languages),),
+    )
+    document["shore"]["mqtt_version"] = mqtt_version
     if username is not None:
         document["shore"].update(username=username, password=secrets.token_hex(8))
     document["link"]["profile"] = tuning.profile
@@ -198,39 +221,15 @@ def prepare_vessel(
     config_path = data_dir / "ship.toml"
     config_path.write_text(to_toml(document), encoding="utf-8")
     config = load_config(config_path)
-    key = new_signing_key(config.vessel.signing_key_path)
+    key_path = config.vessel.signing_key_path
+    if key_path.exists():
+        key = SigningKey.from_seed(read_secret(key_path))
+    else:
+        key = new_signing_key(key_path)
     tuning.save(data_dir / "tuning.json")
-    logins: list[CrewLogin] = []
     outbox = Outbox.open(config.database_path, vessel_id)
     try:
-        register = CrewRegister(outbox)
-        now = time.time()
-        for person in crew:
-            member, pin = register.add(
-                name=person.name,
-                document=person.document,
-                nationality=person.nationality,
-                language=person.language,
-                now=now,
-            )
-            contact = register.add_contact(
-                member.crew,
-                channel="email",
-                address=person.family_address,
-                name=person.family_name,
-                language=person.language,
-                now=now,
-            )
-            logins.append(
-                CrewLogin(
-                    member.crew,
-                    person.name,
-                    person.language.code,
-                    pin,
-                    contact.contact,
-                    person.family_address,
-                )
-            )
+        logins = _register_crew(CrewRegister(outbox), crew)
     finally:
         outbox.close()
     return VesselSetup(
@@ -244,12 +243,73 @@ def prepare_vessel(
     )
 
 
+def _register_crew(register: CrewRegister, crew: tuple[DemoCrewMember, ...]) -> list[CrewLogin]:
+    """Add each demo crew member and contact, or (a restart) find them and renew the PIN."""
+    now = time.time()
+    on_board = {member.document: member for member in register.members()}
+    logins: list[CrewLogin] = []
+    for person in crew:
+        known = on_board.get(person.document)
+        if known is None:
+            member, pin = register.add(
+                name=person.name,
+                document=person.document,
+                nationality=person.nationality,
+                language=person.language,
+                now=now,
+            )
+            contact = None
+        else:
+            member, renewed = register.update(known.crew, reset_pin=True)
+            assert renewed is not None
+            pin = renewed
+            contact = next(
+                (c for c in register.contacts(member.crew) if c.address == person.family_address),
+                None,
+            )
+        if contact is None:
+            contact = register.add_contact(
+                member.crew,
+                channel="email",
+                address=person.family_address,
+                name=person.family_name,
+                language=person.language,
+                now=now,
+            )
+        logins.append(
+            CrewLogin(
+                member.crew,
+                person.name,
+                person.language.code,
+                pin,
+                contact.contact,
+                person.family_address,
+            )
+        )
+    return logins
+
+
+def prepare_union(directory: Path, *, relay_url: str = "http://127.0.0.1:8040") -> UnionCard:
+    """The demo union's keys and card in ``directory`` (kept if they are there already)."""
+    if (directory / UNION_SETTINGS).exists():
+        return load_union(directory).card
+    identity = init_union(
+        directory,
+        DEMO_UNION_ID,
+        "Demo Union",
+        relay_url,
+        (Language.ENG, Language.THA, Language.MYA),
+    )
+    return identity.card
+
+
 @dataclass(frozen=True, slots=True)
 class RelaySetup:
-    """A prepared relay: its config file and data directory."""
+    """A prepared relay: its config file, data directory and public key (hex)."""
 
     data_dir: Path
     config_path: Path
+    shore_public_key: str
 
 
 def prepare_relay(
@@ -262,14 +322,22 @@ def prepare_relay(
     fast: bool,
     slot_period_s: int = DEMO_SLOT_PERIOD_S,
 ) -> RelaySetup:
-    """Write relay.toml (SQLite store, delivery to the SMTP sink) and the relay's keys."""
+    """Write relay.toml (SQLite store, delivery to the SMTP sink) and the relay's keys.
+
+    Run again on the same directory, it keeps the keys and the store.
+    """
     data_dir.mkdir(parents=True, exist_ok=True)
-    write_secret(data_dir / "shore.key", SigningKey.from_seed(DEMO_SHORE_SEED).seed)
-    write_secret(data_dir / "reply.key", os.urandom(32))
+    key_path = data_dir / "shore.key"
+    if key_path.exists():
+        shore_key = SigningKey.from_seed(read_secret(key_path))
+    else:
+        shore_key = new_signing_key(key_path)
+    if not (data_dir / "reply.key").exists():
+        write_secret(data_dir / "reply.key", os.urandom(32))
     tick_s, resend_s = (0.2, 3.0) if fast else (1.0, 10.0)
     config_path = data_dir / "relay.toml"
     config_path.write_text(
-        "# vessel-relay demo relay (demo keys: not for real use)\n"
+        "# vessel-relay demo relay, written by vessel-relay's demo (timing tuned for a demo)\n"
         f'[relay]\ndata_dir = "{data_dir}"\nworker = {RELAY_WORKER}\nshore_key = "shore.key"\n\n'
         '[store]\nbackend = "sqlite"\npath = "relay.db"\n'
         # A relay killed mid-send holds its claims until the lease ends: keep it short
@@ -285,20 +353,31 @@ def prepare_relay(
         'reply_domain = "reply.demo.example"\nreply_key = "reply.key"\n',
         encoding="utf-8",
     )
-    return RelaySetup(data_dir, config_path)
+    return RelaySetup(data_dir, config_path, shore_key.verify_key.hex())
 
 
 async def register_vessels(relay: RelaySetup, vessels: list[VesselSetup]) -> None:
-    """Register each vessel (and its public key) in the relay's SQLite store."""
+    """Register each vessel (and its public key) in the relay's SQLite store.
+
+    A vessel registered already (a restart) keeps its registration; its key is added if
+    the relay does not know it yet.
+    """
     store = await SqliteStore.open(relay.data_dir / "relay.db")
     try:
         for vessel in vessels:
+            key = bytes.fromhex(vessel.public_key_hex)
+            known = await store.get_vessel(vessel.vessel_id)
+            if known is not None:
+                if key not in {k.public_key for k in known.keys}:
+                    now = time.time()
+                    await store.add_vessel_key(vessel.vessel_id, key, now - 60, now)
+                continue
             info = VesselInfo(
                 f"Demo Vessel {vessel.vessel_id}",
                 "TH",
                 f"DEMO-{vessel.vessel_id:04d}",
                 "Demo Fishing Co",
-                (1,),
+                (DEMO_UNION_ID,),
             )
             await store.add_vessel(
                 info, bytes.fromhex(vessel.public_key_hex), time.time() - 60, vessel.vessel_id
@@ -310,3 +389,41 @@ async def register_vessels(relay: RelaySetup, vessels: list[VesselSetup]) -> Non
 def register_vessels_sync(relay: RelaySetup, vessels: list[VesselSetup]) -> None:
     """:func:`register_vessels` for callers outside an event loop."""
     asyncio.run(register_vessels(relay, vessels))
+
+
+class DemoDirectoryRefused(UsageError):
+    """A work directory that holds something other than a demo's files."""
+
+
+def claim_workdir(workdir: Path) -> bool:
+    """Make sure ``workdir`` is the demo's: new or empty (then marked), or marked before.
+
+    Returns whether it holds an earlier run (keys and stores are then reused). Raises
+    :class:`DemoDirectoryRefused` for anything else: the demo never writes into a
+    directory it did not make, such as a real relay's or vessel's data directory.
+    """
+    marker = workdir / MARKER
+    if workdir.exists() and not workdir.is_dir():
+        raise DemoDirectoryRefused(f"{workdir} is not a directory; give a new or empty one")
+    if marker.is_file():
+        try:
+            made: object = json.loads(marker.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise DemoDirectoryRefused(
+                f"{marker} cannot be read ({exc}); give a new directory"
+            ) from exc
+        if not (isinstance(made, dict) and made.get("kind") == "vessel-relay demo work directory"):
+            raise DemoDirectoryRefused(f"{marker} is not the demo's marker; give a new directory")
+        return True
+    if workdir.exists() and any(workdir.iterdir()):
+        raise DemoDirectoryRefused(
+            f"{workdir} is not empty and was not made by 'vessel-relay demo' (it has no "
+            f"{MARKER}); the demo does not write into it. Give a new or empty directory "
+            "(a work directory of an older demo version cannot be reused: delete it)"
+        )
+    workdir.mkdir(parents=True, exist_ok=True)
+    marker.write_text(
+        json.dumps({"kind": "vessel-relay demo work directory", "version": 1}) + "\n",
+        encoding="utf-8",
+    )
+    return False

@@ -6,6 +6,8 @@ link emulator and a shipboard agent with a demo crew::
 
 ``async with DemoStack(options) as stack:`` starts everything in that order and stops it
 in reverse; :attr:`DemoStack.info` says where everything is (``--info FILE`` writes it).
+The work directory must be new, empty, or one an earlier demo run made
+(:func:`~vessel_relay.demo.setup.claim_workdir`): then its keys, stores and crew are reused.
 """
 
 from __future__ import annotations
@@ -30,7 +32,9 @@ from vessel_relay.demo.setup import (
     DEMO_CREW,
     Tuning,
     VesselSetup,
+    claim_workdir,
     prepare_relay,
+    prepare_union,
     prepare_vessel,
     register_vessels,
 )
@@ -72,6 +76,8 @@ class DemoStack:
         self.vessel: VesselSetup | None = None
         self.link: link_emulator.LinkEmulator | None = None
         self.info: dict[str, Any] = {}
+        #: Whether the work directory held an earlier run (keys and stores reused).
+        self.reused = False
         self._exit = contextlib.AsyncExitStack()
 
     async def __aenter__(self) -> DemoStack:
@@ -88,7 +94,7 @@ class DemoStack:
 
     async def _start(self) -> None:
         options, work = self.options, self.workdir
-        work.mkdir(parents=True, exist_ok=True)
+        self.reused = claim_workdir(work)
         broker = choose_broker(options.broker, work / "broker")
         await broker.start()
         self._exit.push_async_callback(broker.stop)
@@ -116,12 +122,15 @@ class DemoStack:
             fast=options.fast,
         )
         tuning = tuning_for(options)
+        union = await asyncio.to_thread(prepare_union, work / "union")
         self.vessel = vessel = await asyncio.to_thread(
             prepare_vessel,
             work / f"vessel-{VESSEL_ID}",
             vessel_id=VESSEL_ID,
             broker_url=f"mqtt://{self.link.host}:{self.link.port}",
             mqtt_version=broker.mqtt_version,
+            shore_public_key=relay.shore_public_key,
+            union=union,
             crew=DEMO_CREW,
             http_port=free_port(),
             smtp_port=free_port(),
@@ -183,6 +192,8 @@ class DemoStack:
             "fake_sms": {"url": sms.base_url, "message_log": str(sms_log)},
             "agent_data_dir": str(vessel.data_dir),
             "relay_data_dir": str(relay.data_dir),
+            "union_dir": str(work / "union"),
+            "restarted": self.reused,
         }
 
     async def _until(self, event: asyncio.Event, task: asyncio.Task[None], what: str) -> None:

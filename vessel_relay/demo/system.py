@@ -35,6 +35,7 @@ from vessel_relay.demo.setup import (
     VesselSetup,
     numbered_crew,
     prepare_relay,
+    prepare_union,
     prepare_vessel,
     register_vessels,
 )
@@ -176,6 +177,7 @@ class ProcessSystem:
             fast=True,
             slot_period_s=self.tuning.slot_period_s,
         )
+        union = await asyncio.to_thread(prepare_union, work / "union")
         setups = []
         for n in range(1, self.vessel_count + 1):
             link = link_emulator.LinkEmulator(
@@ -188,6 +190,8 @@ class ProcessSystem:
                 vessel_id=n,
                 broker_url=f"mqtt://{link.host}:{link.port}",
                 mqtt_version="5",
+                shore_public_key=self.relay_setup.shore_public_key,
+                union=union,
                 crew=numbered_crew(self.crew_per_vessel, n),
                 http_port=free_port(),
                 smtp_port=free_port(),
