@@ -229,7 +229,7 @@ def run(
     except LogSetupError as exc:
         raise _fail(UsageError(str(exc))) from exc
     typer.echo(
-        f"relay {relay_config.client_id}: broker {relay_config.mqtt.url}, "
+        f"relay {relay_config.client_id}: broker {relay_config.mqtt_broker}, "
         f"store {relay_config.store.backend}, data {relay_config.data_dir}"
     )
     try:
@@ -358,6 +358,8 @@ def dashboard(
     try:
         asyncio.run(main())
     except (StoreError, OperatorFileError) as exc:
+        raise _fail(exc) from exc
+    except OSError as exc:  # the port is taken, or the address is not this machine's
         raise _fail(exc) from exc
 
 

@@ -374,8 +374,7 @@ async def run_relay(
                 stack.push_async_callback(sms.aclose)
             if webhook is not None:
                 await webhook.serve()
-                stack.push_async_callback(webhook.stop)
-                log.info("SMS reply webhook listening on %s:%d", webhook.config.host, webhook.port)
+                stack.push_async_callback(webhook.stop)  # it logs where it listens
             if alerter is not None:
                 group.create_task(alerter.run(stopping, alert_bell))
             group.create_task(
