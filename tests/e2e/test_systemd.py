@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from shipboard.config import default_document
+from shipboard.config import IntakeConfig, ship_document
 from shore.config import RelayConfig
 from tests.kit.sandbox import unit_settings
 
@@ -128,9 +128,17 @@ def test_each_unit_writes_only_its_data_directory_and_holds_no_capability(unit: 
     assert service["AmbientCapabilities"] == [""]
     assert service["NoNewPrivileges"] == ["true"]
     assert service["User"] != ["root"]
-    intake = default_document(Path("/var/lib/vessel-relay"))["intake"]
+    written = ship_document(
+        data_dir=Path("/var/lib/vessel-relay"),
+        vessel_id=1,
+        name="Sea Star 7",
+        broker="mqtts://relay.example.org",
+        shore_public_key="00" * 32,
+    )["intake"]
+    loaded = IntakeConfig()
     relay = RelayConfig()
-    ports = [intake["smtp_port"], intake["http_port"], relay.replies.port]
+    ports = [written["smtp_port"], written["http_port"], loaded.smtp_port, loaded.http_port]
+    ports += [relay.replies.port]
     ports += [relay.union_api.port, relay.sms.webhook_port]
     assert min(ports) >= 1024, "a default port needs CAP_NET_BIND_SERVICE"
 
