@@ -16,6 +16,10 @@ document unless anonymous, reply key, and the phone's Ed25519 public key ``"sign
 and the signature is Ed25519 by that key over ``A1_DOMAIN || message``, the exact bytes
 sent (no re-encoding, so the page's JavaScript and Python agree byte for byte).
 :func:`open_grievance` recognises both and returns who signed an A1 report.
+
+Reports carried by the grievance lane (:mod:`protocol.lane`) already travel in fixed-size
+blocks, so mode B there seals them unpadded (:func:`seal_grievance_unpadded`, content
+``b"VRGU" || frame``); :func:`open_grievance_any` opens both forms.
 """
 
 from __future__ import annotations
@@ -39,6 +43,8 @@ from protocol.languages import Language
 #: Sizes a sealed report's plaintext is padded to (the ciphertext adds 48 bytes).
 PADDING_BUCKETS: tuple[int, ...] = (256, 1024, 4096, 16384, 65536 - 64)
 _MAGIC = b"VRG1"
+#: Unpadded content (lane-carried mode B): ``VRGU`` then what follows ``VRG1``.
+_MAGIC_UNPADDED = b"VRGU"
 #: Bytes a sealed box adds: ephemeral public key (32) + MAC (16).
 SEAL_OVERHEAD = 48
 _SEAL_OVERHEAD = SEAL_OVERHEAD
@@ -116,6 +122,26 @@ def seal_grievance(
     report: GrievancePlaintext, union_public_key: bytes, codebook: Codebook
 ) -> bytes:
     """Compress, pad and seal a report to the union's X25519 public key."""
+    return _seal_content(pad(_content(report, codebook)), union_public_key)
+
+
+def seal_grievance_unpadded(
+    report: GrievancePlaintext, union_public_key: bytes, codebook: Codebook
+) -> bytes:
+    """Compress and seal a report without padding, for a carrier that already hides its
+    length (the grievance lane, :mod:`protocol.lane`: fixed blocks whatever they hold).
+    Open it with :func:`open_grievance_any`. Never send it any other way: its size is
+    the compressed report's size."""
+    content = _content(report, codebook)
+    if len(content) > PADDING_BUCKETS[-1]:
+        raise LimitExceeded(
+            f"report is {len(content)} bytes compressed, over the largest size "
+            f"({PADDING_BUCKETS[-1]}); shorten it or split it"
+        )
+    return _seal_content(_MAGIC_UNPADDED + content[len(_MAGIC) :], union_public_key)
+
+
+def _content(report: GrievancePlaintext, codebook: Codebook) -> bytes:
     meta: dict[int, object] = {
         1: int(report.category),
         2: int(report.lang),
@@ -129,12 +155,15 @@ def seal_grievance(
     if report.reply_key is not None:
         meta[7] = report.reply_key
     frame = encode_frame(codebook, report.lang, dumps(meta), [report.text])
-    content = _MAGIC + dumps([int(frame.codec), frame.dictionary_id, frame.payload])
+    return _MAGIC + dumps([int(frame.codec), frame.dictionary_id, frame.payload])
+
+
+def _seal_content(plain: bytes, union_public_key: bytes) -> bytes:
     try:
         box = nacl.public.SealedBox(nacl.public.PublicKey(union_public_key))
     except (nacl.exceptions.TypeError, nacl.exceptions.ValueError) as exc:
         raise InvalidEnvelope(f"the union's public key is not a valid X25519 key: {exc}") from exc
-    return box.encrypt(pad(content))
+    return box.encrypt(plain)
 
 
 def open_grievance(
@@ -143,15 +172,36 @@ def open_grievance(
     """Open a sealed report with the union's private key (only the union can)."""
     if len(sealed) - _SEAL_OVERHEAD not in PADDING_BUCKETS:
         raise SealedBoxInvalid(f"sealed report of {len(sealed)} bytes has no valid size")
+    return _read_content(unpad(_decrypt(sealed, union_private_key)), codebook)
+
+
+def open_grievance_any(
+    sealed: bytes, union_private_key: bytes, codebook: Codebook
+) -> GrievancePlaintext:
+    """Open a report that came through the grievance lane: unpadded
+    (:func:`seal_grievance_unpadded`) or padded (mode B before the lane, mode A)."""
+    if not len(_MAGIC_UNPADDED) < len(sealed) - _SEAL_OVERHEAD <= PADDING_BUCKETS[-1]:
+        raise SealedBoxInvalid(f"sealed report of {len(sealed)} bytes has no valid size")
+    plain = _decrypt(sealed, union_private_key)
+    if plain.startswith(_MAGIC_UNPADDED):
+        return _read_content(_MAGIC + plain[len(_MAGIC_UNPADDED) :], codebook)
+    if len(plain) not in PADDING_BUCKETS:
+        raise SealedBoxInvalid(f"sealed report of {len(sealed)} bytes has no valid size")
+    return _read_content(unpad(plain), codebook)
+
+
+def _decrypt(sealed: bytes, union_private_key: bytes) -> bytes:
     try:
         box = nacl.public.SealedBox(nacl.public.PrivateKey(union_private_key))
-        padded = box.decrypt(sealed)
+        return box.decrypt(sealed)
     except nacl.exceptions.CryptoError as exc:
         raise SealedBoxInvalid(
             "sealed report does not open with this union's key: it was sealed to another "
             "union, or corrupted"
         ) from exc
-    content = unpad(padded)
+
+
+def _read_content(content: bytes, codebook: Codebook) -> GrievancePlaintext:
     if content.startswith(_MAGIC_A1):
         return open_a1_content(content)
     if not content.startswith(_MAGIC):
