@@ -4,7 +4,7 @@ A session (:func:`run_session`) is short and does everything in one connection::
 
     connect (persistent session, client id v{vessel})      CONNECT / CONNACK
     subscribe vr/{vessel}/d (QoS 1)                          queued downlink flows in
-    apply every downlink batch (verified with the shore's key; a bad one is logged, skipped)
+    apply every downlink batch (verified with the shore's key; see apply_downlink_payload)
     make a batch of the scheduler's messages (+ BatchAck of the downlink just applied)
     publish every unacknowledged uplink batch, oldest first  QoS 1, PUBACK -> mark_sent
     wait (bounded) for the shore's signed BatchAck           arrives on vr/{vessel}/d
@@ -55,6 +55,16 @@ So on Iridium Certus (5,120 B billed minimum) a resumed TLS session leaves ~2,90
 batches before it costs more than the minimum; the scheduler fills sessions up to it.
 (FIELD-NOTES' tcpdump figures, 3,300 / 5,800 / ~4,800 B, are for a 2 KB batch.)
 
+No downlink batch can stop the agent (:func:`apply_downlink_payload`). Bytes that are not
+an authentic batch for this vessel (garbled before the signature, forged, another vessel's)
+are logged and skipped: the shore resends what the vessel does not acknowledge. An
+authentic batch that does not decode, or whose envelopes the outbox refuses (a state
+change the state table forbids, content that no check caught, a bug), is rolled back,
+refused for good with a typed reason (``Outbox.refuse_downlink``: the next ``BatchAck``
+covers it and names it in ``rejected``, so the shore stops resending it), and the session
+goes on with the rest of the traffic. An unexpected failure is logged once with its
+traceback. Only a storage failure (``OutboxUnavailable``) ends the session, to be retried.
+
 Logs carry batch numbers, sizes and states, never message text.
 """
 
@@ -69,6 +79,7 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from enum import Enum
 from pathlib import Path
 from typing import Any, Protocol, TypeVar, runtime_checkable
 from zoneinfo import ZoneInfo
@@ -77,14 +88,20 @@ import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from protocol.batch import Batch, Direction, decode_batch
+from protocol.batch import Batch, Direction, decode_batch, read_batch_header
 from protocol.codebook import Codebook
-from protocol.errors import LimitExceeded, ProtocolError
+from protocol.errors import (
+    LimitExceeded,
+    NotAllowedInState,
+    ProtocolError,
+    Reason,
+    UnprocessableBatch,
+)
 from protocol.quota import Month, QuotaLedger
 from protocol.quota import month_of as quota_month_of
-from protocol.signing import SigningKey, VerifyKey
+from protocol.signing import SIGNATURE_BYTES, SigningKey, VerifyKey
 from shipboard.config import ShipConfig
-from shipboard.errors import NothingToSend, OutboxUnavailable
+from shipboard.errors import IllegalTransition, NothingToSend, OutboxUnavailable
 from shipboard.profiles import LinkProfile, profile_named
 from shipboard.scheduler import (
     Held,
@@ -100,6 +117,8 @@ from shipboard.sessions_log import LinkSession
 from vessel_relay.logs import batch_scope, enter_vessel_scope
 
 __all__ = [
+    "DownlinkOutcome",
+    "DownlinkVerdict",
     "LinkDown",
     "LinkError",
     "LinkSettings",
@@ -107,6 +126,7 @@ __all__ = [
     "ResumingContext",
     "SessionHistory",
     "SessionReport",
+    "apply_downlink_payload",
     "billed_so_far",
     "build_snapshot",
     "client_tls_context",
@@ -153,6 +173,13 @@ class SessionHistory(Protocol):
     """An outbox that can read back the sessions it kept (the budget tally starts there)."""
 
     def link_sessions_in(self, month: int) -> Sequence[LinkSession]: ...
+
+
+@runtime_checkable
+class DownlinkRefusals(Protocol):
+    """An outbox that can refuse an authentic downlink batch for good (the real one can)."""
+
+    def refuse_downlink(self, batch_seq: int, reason: Reason, now: float) -> bool: ...
 
 
 class StoredBatchLike(Protocol):
@@ -352,6 +379,112 @@ def client_tls_context(ca_path: Path | None = None) -> ResumingContext:
     return context
 
 
+# --- one downlink payload ------------------------------------------------------------------
+
+
+class DownlinkOutcome(Enum):
+    """What became of one downlink payload."""
+
+    APPLIED = "applied"
+    DUPLICATE = "duplicate"
+    #: Authentic, but it does not decode or cannot be applied: refused for good (the
+    #: next BatchAck covers it and names the reason); nothing of it was applied.
+    REFUSED = "refused"
+    #: Not an authentic batch for this vessel (garbled, forged, another vessel's): skipped.
+    IGNORED = "ignored"
+
+
+@dataclass(frozen=True, slots=True)
+class DownlinkVerdict:
+    """The outcome of one downlink payload, with what it changed or why it was refused."""
+
+    outcome: DownlinkOutcome
+    result: DownlinkResultLike | None = None
+    reason: Reason | None = None
+
+
+def apply_downlink_payload(
+    outbox: OutboxPort,
+    data: bytes,
+    *,
+    vessel_id: int,
+    shore_verify_key: VerifyKey,
+    codebook: Codebook,
+    now: float,
+    log: logging.Logger | logging.LoggerAdapter[logging.Logger] = logger,
+) -> DownlinkVerdict:
+    """Verify, decode and apply one downlink payload; never raises for what the bytes say.
+
+    Raises only :class:`~shipboard.errors.OutboxUnavailable` (the outbox cannot store:
+    nothing was changed, and the shore's resend brings the batch again). Synchronous:
+    call it through ``asyncio.to_thread``.
+    """
+    try:
+        header = read_batch_header(data)
+        if header.direction is not Direction.DOWNLINK or header.vessel_id != vessel_id:
+            log.warning(
+                "downlink payload of %d bytes: %s is not ours, skipped", len(data), header.where
+            )
+            return DownlinkVerdict(DownlinkOutcome.IGNORED, reason=Reason.MALFORMED)
+        shore_verify_key.verify(data[:-SIGNATURE_BYTES], data[-SIGNATURE_BYTES:], what=header.where)
+    except ProtocolError as exc:
+        # Not (provably) from the shore: skip it. The shore resends what we do not ack.
+        log.warning(
+            "downlink payload of %d bytes skipped (%s): %s", len(data), exc.reason.name, exc.message
+        )
+        return DownlinkVerdict(DownlinkOutcome.IGNORED, reason=exc.reason)
+    # Signed by the shore from here on: whatever fails is refused for good, typed.
+    try:
+        batch = decode_batch(
+            data, codebook=codebook, verify_key=shore_verify_key, direction=Direction.DOWNLINK
+        )
+        result = outbox.apply_downlink(batch, now)
+    except OutboxUnavailable:
+        raise
+    except ProtocolError as exc:
+        refusal: ProtocolError = exc
+    except IllegalTransition as exc:
+        refusal = NotAllowedInState(f"{header.where} asks for a step the outbox forbids: {exc}")
+    except Exception as exc:
+        log.error(
+            "applying authentic %s failed (%s); refusing it as UNPROCESSABLE. A check is "
+            "missing in protocol/ or there is a bug: please report this traceback",
+            header.where,
+            type(exc).__name__,
+            exc_info=exc,
+        )
+        refusal = UnprocessableBatch(f"{header.where}: applying it failed ({type(exc).__name__})")
+    else:
+        outcome = DownlinkOutcome.DUPLICATE if result.duplicate else DownlinkOutcome.APPLIED
+        return DownlinkVerdict(outcome, result)
+    return _refuse_downlink(outbox, header.batch_seq, refusal, now, log)
+
+
+def _refuse_downlink(
+    outbox: OutboxPort,
+    batch_seq: int,
+    refusal: ProtocolError,
+    now: float,
+    log: logging.Logger | logging.LoggerAdapter[logging.Logger],
+) -> DownlinkVerdict:
+    log.warning(
+        "authentic downlink batch %d refused for good (%s): %s",
+        batch_seq,
+        refusal.reason.name,
+        refusal.message,
+    )
+    if not isinstance(outbox, DownlinkRefusals):
+        return DownlinkVerdict(DownlinkOutcome.REFUSED, reason=refusal.reason)
+    try:
+        outbox.refuse_downlink(batch_seq, refusal.reason, now)
+    except OutboxUnavailable:
+        raise
+    except Exception:
+        log.exception("recording the refusal of downlink batch %d failed; skipped", batch_seq)
+        return DownlinkVerdict(DownlinkOutcome.IGNORED, reason=refusal.reason)
+    return DownlinkVerdict(DownlinkOutcome.REFUSED, reason=refusal.reason)
+
+
 # --- one session -------------------------------------------------------------------------
 
 
@@ -452,29 +585,18 @@ class _Session:
 
     def _apply(self, data: bytes) -> None:
         self.tally.down_bytes += len(data)
-        try:
-            batch = decode_batch(
-                data,
-                codebook=self.codebook,
-                verify_key=self.shore_verify_key,
-                direction=Direction.DOWNLINK,
-            )
-            if batch.vessel_id != self.settings.vessel_id:
-                self.log.warning(
-                    "downlink batch %d for vessel %d refused", batch.batch_seq, batch.vessel_id
-                )
-                self.tally.refused += 1
-                return
-            result = self.outbox.apply_downlink(batch, self.clock())
-        except ProtocolError as exc:
-            # The shore's fault (or a forger's): skip it; the shore resends what we do not ack.
+        verdict = apply_downlink_payload(
+            self.outbox,
+            data,
+            vessel_id=self.settings.vessel_id,
+            shore_verify_key=self.shore_verify_key,
+            codebook=self.codebook,
+            now=self.clock(),
+            log=self.log,
+        )
+        result = verdict.result
+        if result is None:  # refused or skipped: the session goes on
             self.tally.refused += 1
-            self.log.warning(
-                "downlink payload of %d bytes refused (%s): %s",
-                len(data),
-                exc.reason.name,
-                exc.message,
-            )
             return
         if result.duplicate:
             self.tally.duplicates += 1

@@ -29,6 +29,22 @@ POSTGRES = Dialect(
     skip_locked=" FOR UPDATE OF d SKIP LOCKED",
 )
 
+#: Errors that mean the database failed, not that what we wrote was refused: lost or
+#: refused connections (class 08), a serialisation failure or deadlock (40: retry later),
+#: disk full or too many connections (53), an administrator's shutdown (57), the server's
+#: own I/O errors (58), and asyncpg's client-side connection state errors. The ingest
+#: leaves a batch unacknowledged for these (the vessel resends); any other error while
+#: storing an authentic batch refuses it for good (``shore.ingest``).
+_STORAGE_FAILURES: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncpg.exceptions.PostgresConnectionError,
+    asyncpg.exceptions.TransactionRollbackError,
+    asyncpg.exceptions.InsufficientResourcesError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.PostgresSystemError,
+    asyncpg.exceptions.InterfaceError,
+)
+
 #: Key of the advisory lock held while migrating (any constant unique to this program).
 _MIGRATION_LOCK = 0x76_72_65_6C_61_79
 
@@ -97,8 +113,10 @@ class PostgresStore(SqlStore):
         try:
             async with self._pool.acquire() as conn, conn.transaction():
                 yield _PgTx(conn)
-        except (OSError, asyncpg.exceptions.ConnectionDoesNotExistError) as exc:
-            raise StoreUnavailable(f"lost the PostgreSQL connection: {exc}") from exc
+        except _STORAGE_FAILURES as exc:
+            raise StoreUnavailable(
+                f"PostgreSQL failed ({type(exc).__name__}: {exc}); nothing was changed"
+            ) from exc
 
     async def _lock_migrations(self, tx: Tx) -> None:
         await tx.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)

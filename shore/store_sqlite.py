@@ -153,8 +153,14 @@ class SqliteStore(SqlStore):
                 raise StoreUnavailable(f"cannot write the store {self.path}: {exc}") from exc
             try:
                 yield _SqliteTx(self)
-            except BaseException:
-                await asyncio.shield(self._run(lambda: db.execute("ROLLBACK")))
+            except BaseException as exc:
+                # quietly: after some errors (disk full, I/O) SQLite has rolled back already
+                await asyncio.shield(self._run(lambda: _rollback_quietly(db)))
+                if is_storage_failure(exc):
+                    raise StoreUnavailable(
+                        f"the store {self.path} failed mid-transaction, nothing was changed: "
+                        f"{exc}; check free disk space and the database file"
+                    ) from exc
                 raise
             try:
                 await asyncio.shield(self._run(lambda: db.execute("COMMIT")))
@@ -167,6 +173,20 @@ class SqliteStore(SqlStore):
             db = self._db
             await self._run(db.close)
         self._executor.shutdown(wait=True)
+
+
+def is_storage_failure(exc: BaseException) -> bool:
+    """Whether ``exc`` from inside a transaction means the database failed (full, I/O error,
+    locked, read-only, corrupt), rather than that what we tried to write was refused
+    (``IntegrityError``, ``DataError``) or a bug (``ProgrammingError``, ``ValueError`` ...).
+
+    The first is a :class:`~shore.store.StoreUnavailable`: the ingest leaves the batch
+    unacknowledged for the vessel to resend. The second may come from a hostile batch,
+    and the ingest refuses that batch for good (``shore.ingest``).
+    """
+    if isinstance(exc, sqlite3.OperationalError | sqlite3.InternalError | OSError):
+        return True
+    return type(exc) is sqlite3.DatabaseError  # "database disk image is malformed"
 
 
 def _rollback_quietly(db: sqlite3.Connection) -> None:
