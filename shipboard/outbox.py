@@ -1168,13 +1168,7 @@ class Outbox:
                         detail=detail,
                     )
                     self._stage_entry(
-                        db,
-                        seq,
-                        now,
-                        int(now // 60),
-                        "failed",
-                        FailureReason.REJECTED_BY_RELAY,
-                        detail,
+                        db, seq, now, int(now // 60), "failed", FailureReason.REJECTED_BY_RELAY
                     )
                 # What the refused batch announced is announced again in the next one.
                 db.execute(
