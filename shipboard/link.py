@@ -416,8 +416,8 @@ def apply_downlink_payload(
     """Verify, decode and apply one downlink payload; never raises for what the bytes say.
 
     Raises only :class:`~shipboard.errors.OutboxUnavailable` (the outbox cannot store:
-    nothing was changed, and the shore's resend brings the batch again). Synchronous:
-    call it through ``asyncio.to_thread``.
+    nothing was changed, and the shore's resend brings the batch again) or ``MemoryError``.
+    Synchronous: call it through ``asyncio.to_thread``.
     """
     try:
         header = read_batch_header(data)
@@ -439,8 +439,8 @@ def apply_downlink_payload(
             data, codebook=codebook, verify_key=shore_verify_key, direction=Direction.DOWNLINK
         )
         result = outbox.apply_downlink(batch, now)
-    except OutboxUnavailable:
-        raise
+    except (OutboxUnavailable, MemoryError):
+        raise  # the agent failed (its disk, its memory), not the batch: the shore resends it
     except ProtocolError as exc:
         refusal: ProtocolError = exc
     except IllegalTransition as exc:

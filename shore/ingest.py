@@ -202,8 +202,10 @@ class Ingestor:
                 limits=self.limits,
             )
             result = await self.store.ingest_batch(batch, data, now)
-        except StoreError:
-            raise  # the database failed: nothing committed, nothing acknowledged
+        except (StoreError, MemoryError):
+            # the relay failed (its database, its memory), not the batch: nothing committed,
+            # nothing acknowledged, the vessel resends it
+            raise
         except ProtocolError as exc:
             # Signed by the vessel, so refusing it for good cannot be abused by a forger.
             return await self._refuse(header, exc.reason, exc.message, data, now)

@@ -45,6 +45,7 @@ from protocol.envelopes import (
 from protocol.errors import LimitExceeded, Reason
 from protocol.languages import Language
 from protocol.limits import MAX_MINUTES
+from shore.downlink import Downlink, DownlinkConfig
 from shore.ingest import Ingestor
 from shore.store import IngestOutcome, StoreUnavailable, VesselInfo
 from shore.store_sqlite import SqliteStore
@@ -54,6 +55,7 @@ from tests.protocol.mutants import MutantMaker, OpenBatch
 from tests.protocol.test_fuzz import UPLINK
 from tests.shore.store_fixtures import (
     OTHER_KEY,
+    SHORE_KEY,
     T0,
     VESSEL_KEY,
     decoded_downlink,
@@ -333,6 +335,40 @@ async def test_run_survives_a_payload_that_breaks_ingest(
     assert ingestor.stats.batches_rejected == 1  # the tester's batch, refused typed
 
 
+async def test_one_vessels_downlink_failing_does_not_stop_the_others(
+    store: SqliteStore, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Making vessel 7's downlink batch hits a bug: the downlink pass logs it (with the
+    traceback), counts it, and still makes and publishes vessel 8's receipts."""
+    ingestor = _ingestor(store)
+    await ingestor.handle(f"vr/{VESSEL}/u", uplink(VESSEL, 1, [_contact(), _message(1)]))
+    batch = uplink(NEIGHBOUR, 1, [_contact(), _message(1)], key=OTHER_KEY)
+    await ingestor.handle(f"vr/{NEIGHBOUR}/u", batch)
+    real = store.make_downlink_batch
+
+    async def make_downlink_batch(vessel_id: int, *args: Any) -> Any:
+        if vessel_id == VESSEL:
+            raise RecursionError("a bug in the downlink")
+        return await real(vessel_id, *args)
+
+    monkeypatch.setattr(store, "make_downlink_batch", make_downlink_batch)
+    downlink = Downlink(
+        store, SHORE_KEY, CODEBOOK, DownlinkConfig(slots=False), clock=lambda: T0 + 120
+    )
+    published: list[str] = []
+
+    async def publish(topic: str, data: bytes) -> None:
+        published.append(topic)
+
+    with caplog.at_level(logging.ERROR, logger="shore"):
+        assert await downlink.publish_due(publish) == 1
+    assert published == [f"vr/{NEIGHBOUR}/d"]
+    assert downlink.stats.vessel_failures == 1
+    [error] = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert error.exc_info is not None
+    assert error.exc_info[0] is RecursionError
+
+
 # --- fuzz: re-signed mutants against the real ingest and store --------------------------------
 
 
@@ -403,7 +439,7 @@ async def run_ingest_fuzz(directory: Path, cases: int, seed: int) -> FuzzReport:
 
     Fails at the first exception, and at the end if any mutant got past every typed check
     (refused as UNPROCESSABLE by the last line of defence) or broke the handler. A fresh
-    store is opened every 50,000 mutants (the file would otherwise grow without need).
+    store is opened every 20,000 mutants (the file would otherwise grow without need).
     Afterwards the vessel's downlink is still made and signed, and the neighbour's mail
     is still stored.
     """
@@ -418,7 +454,7 @@ async def run_ingest_fuzz(directory: Path, cases: int, seed: int) -> FuzzReport:
         await store._run(lambda db=store._db: db.execute("PRAGMA synchronous=OFF"))
         try:
             ingestor = _ingestor(store)
-            for _ in range(min(50_000, cases - report.cases)):
+            for _ in range(min(20_000, cases - report.cases)):
                 name, mutant = maker.make()
                 report.cases += 1
                 report.mutations.update(name.split("+"))
