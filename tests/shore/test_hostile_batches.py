@@ -45,9 +45,13 @@ from protocol.envelopes import (
 from protocol.errors import LimitExceeded, Reason
 from protocol.languages import Language
 from protocol.limits import MAX_MINUTES
+from shore import alerts
+from shore.alerts import AlertConfig, SosAlerter
 from shore.downlink import Downlink, DownlinkConfig
 from shore.ingest import Ingestor
+from shore.mail import MailIdentity, MailSender
 from shore.store import IngestOutcome, StoreUnavailable, VesselInfo
+from shore.store_sql import SosAlertDue
 from shore.store_sqlite import SqliteStore
 from shore.transparency import month_of_minutes
 from tests.kit.mosquitto import MosquittoBroker
@@ -367,6 +371,47 @@ async def test_one_vessels_downlink_failing_does_not_stop_the_others(
     [error] = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert error.exc_info is not None
     assert error.exc_info[0] is RecursionError
+
+
+async def test_one_sos_alert_failing_does_not_hold_back_another_vessels(
+    store: SqliteStore, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Both vessels send an SOS; writing vessel 7's alert hits a bug. Vessel 8's alert
+    still reaches the rescue centre in the same pass; vessel 7's is logged with the
+    traceback and tried again later, not lost."""
+    ingestor = _ingestor(store)
+    for vessel_id, key in ((VESSEL, VESSEL_KEY), (NEIGHBOUR, OTHER_KEY)):
+        sos = Sos(message_seq=1, crew=3, written_minutes=MINUTES, position=(812345, 9876543))
+        outcome = await ingestor.handle(f"vr/{vessel_id}/u", uplink(vessel_id, 1, [sos], key=key))
+        assert outcome is IngestOutcome.STORED
+    real = alerts.compose_alert_mail
+
+    def compose(alert: SosAlertDue, *args: Any) -> Any:
+        if alert.vessel_id == VESSEL:
+            raise UnicodeError("a bug in the alert")
+        return real(alert, *args)
+
+    monkeypatch.setattr(alerts, "compose_alert_mail", compose)
+    rescue = "mrcc@rescue.example.org"
+    with SmtpSink() as sink:
+        alerter = SosAlerter(
+            store,
+            AlertConfig(emails=(rescue,)),
+            MailIdentity("relay.example.org", "relay@relay.example.org"),
+            MailSender(sink.config),
+            None,
+            lambda: T0 + 60,
+        )
+        with caplog.at_level(logging.ERROR, logger="shore"):
+            assert await alerter.alert_due() == 2
+        received = [recipients for _, recipients, _ in sink.handler.received]
+    assert received == [[rescue]]
+    outcomes = {r.vessel_id: r.outcome for r in await store.sos_alerts(NEIGHBOUR)}
+    assert outcomes == {NEIGHBOUR: "delivered"}
+    assert [r.outcome for r in await store.sos_alerts(VESSEL)] == [None]  # tried again later
+    [error] = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert error.exc_info is not None
+    assert error.exc_info[0] is UnicodeError
 
 
 # --- fuzz: re-signed mutants against the real ingest and store --------------------------------
