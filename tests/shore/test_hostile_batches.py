@@ -51,6 +51,7 @@ from shore.downlink import Downlink, DownlinkConfig
 from shore.ingest import Ingestor
 from shore.mail import MailIdentity, MailSender
 from shore.store import IngestOutcome, StoreUnavailable, VesselInfo
+from shore.store_postgres import PostgresStore
 from shore.store_sql import SosAlertDue
 from shore.store_sqlite import SqliteStore
 from shore.transparency import month_of_minutes
@@ -62,12 +63,14 @@ from tests.shore.store_fixtures import (
     SHORE_KEY,
     T0,
     VESSEL_KEY,
+    PostgresServer,
     decoded_downlink,
     shore_encoder,
     uplink,
 )
 from tests.shore.test_ingest import relay_in_process, vessel_link
 from tests.shore.test_mail import SmtpSink
+from tests.shore.test_store import postgres  # noqa: F401 - the session's PostgreSQL server
 from vessel_relay.codebooks import default_codebook
 
 CODEBOOK = default_codebook()
@@ -277,6 +280,54 @@ async def test_a_full_disk_leaves_the_batch_unacknowledged_not_refused(
     assert (window.up_to, window.ranges) == (0, ())
     assert ingestor.stats.unprocessable == 0
     assert await ingestor.handle(f"vr/{VESSEL}/u", batch) is IngestOutcome.STORED
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def backend(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[SqliteStore | PostgresStore]:
+    """A fresh store of each backend."""
+    opened: SqliteStore | PostgresStore
+    if request.param == "sqlite":
+        opened = await SqliteStore.open(tmp_path / "relay.db")
+    else:
+        server: PostgresServer = request.getfixturevalue("postgres")
+        opened = await PostgresStore.open(server.create_database())
+    try:
+        yield opened
+    finally:
+        await opened.close()
+
+
+async def test_only_the_databases_own_failures_leave_a_batch_unacknowledged(
+    backend: SqliteStore | PostgresStore,
+) -> None:
+    """What decides "refuse for good" or "resend later", on both backends: an error of our
+    own code inside a transaction, or a statement the database refuses for its content,
+    stays what it is (the ingest refuses the batch); the database failing mid-transaction
+    (here: its connection killed) is StoreUnavailable (the batch stays unacknowledged)."""
+    with pytest.raises(OSError, match="ours") as ours:
+        async with backend._transaction():
+            raise OSError(75, "ours")  # what datetime raises for the year 10136
+    assert not isinstance(ours.value, StoreUnavailable)
+    with pytest.raises(Exception) as refused:  # noqa: PT011 - each driver has its own type
+        async with backend._transaction() as tx:
+            await tx.execute("INSERT INTO vessels (vessel_id) VALUES (NULL)")
+    assert not isinstance(refused.value, StoreUnavailable)
+    assert "null" in str(refused.value).lower()
+    if isinstance(backend, PostgresStore):
+        with pytest.raises(StoreUnavailable, match="PostgreSQL failed"):
+            async with backend._transaction() as tx:
+                await tx.execute("SELECT pg_terminate_backend(pg_backend_pid())")
+    else:
+        db = backend._db  # the disk is full: not one more page
+        pages = await backend._run(lambda: db.execute("PRAGMA page_count").fetchone()[0])
+        await backend._run(lambda: db.execute(f"PRAGMA max_page_count = {pages}"))
+        with pytest.raises(StoreUnavailable, match="failed mid-transaction"):
+            async with backend._transaction() as tx:
+                await tx.execute("CREATE TABLE t (x BLOB)")
+        await backend._run(lambda: db.execute("PRAGMA max_page_count = 1073741823"))
+    assert await backend.list_vessels() == []  # and the store works again
 
 
 @dataclass
