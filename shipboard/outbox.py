@@ -1052,7 +1052,7 @@ class Outbox:
                 (batch_seq, int(reason), now),
             )
             db.execute("UPDATE meta SET value = 1 WHERE key = 'downlink_ack_pending'")
-        logger.warning("downlink batch %d refused for good: %s", batch_seq, reason.name)
+        logger.info("downlink batch %d refused for good: %s", batch_seq, reason.name)
         return True
 
     def _apply_envelopes(self, db: sqlite3.Connection, batch: Batch, now: float) -> DownlinkResult:
