@@ -8,6 +8,10 @@ Wire format, version 1::
                 padding = a byte string of zeros (optional, last)
     64 bytes    Ed25519 signature over everything before it
 
+``batch_seq`` starts at 1; ``batch_minutes`` (and every envelope's time) lies in
+``[0, MAX_MINUTES)`` (:mod:`protocol.limits`, before the year 3000). A batch that breaks
+either is malformed, even when its signature verifies.
+
 Padding: by default every batch (uplink and downlink) is padded to its Padmé size class
 (:mod:`protocol.padding`) by a trailing CBOR byte string of zeros *inside* the signed part,
 so a batch's length on the wire says nothing beyond its class and nobody on the path can
@@ -36,7 +40,7 @@ from protocol.compression import Frame, decode_frame, encode_frame
 from protocol.envelopes import Envelope, from_skeleton, text_language, to_skeleton
 from protocol.errors import LimitExceeded, LocalProtocolError, MalformedBatch
 from protocol.languages import Language
-from protocol.limits import DEFAULT_LIMITS, Limits
+from protocol.limits import DEFAULT_LIMITS, MINUTES_RANGE, Limits, minutes_in_range
 from protocol.padding import padme, zero_padding_item
 from protocol.signing import SIGNATURE_BYTES, SigningKey, VerifyKey
 from protocol.skeleton import from_columns, to_columns
@@ -113,7 +117,12 @@ def encode_batch(
     """
     _check_uint("vessel_id", vessel_id)
     _check_uint("batch_seq", batch_seq)
-    _check_uint("batch_minutes", batch_minutes)
+    if batch_seq == 0:
+        raise LocalProtocolError("batch_seq starts at 1; 0 is never a batch")
+    if not minutes_in_range(batch_minutes):
+        raise LocalProtocolError(
+            f"batch_minutes is {batch_minutes!r}, not a time from {MINUTES_RANGE}; check the clock"
+        )
     if not envelopes:
         raise LocalProtocolError("a batch needs at least one envelope")
     if len(envelopes) > limits.max_envelopes:
@@ -187,6 +196,12 @@ def read_batch_header(data: bytes, *, limits: Limits = DEFAULT_LIMITS) -> BatchH
     for name, value in zip(("vessel id", "batch sequence", "batch time"), fields, strict=True):
         if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**53:
             raise MalformedBatch(f"batch header {name} is {value!r}, not a whole number")
+    if fields[1] == 0:
+        raise MalformedBatch("batch header names batch 0; batches are numbered from 1")
+    if not minutes_in_range(fields[2]):
+        raise MalformedBatch(
+            f"batch header time is {fields[2]} minutes, not a time from {MINUTES_RANGE}"
+        )
     frames = []
     items = header[3:]
     padding_bytes = 0

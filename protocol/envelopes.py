@@ -7,9 +7,10 @@ contacts as their index in the vessel's contact book (a new contact travels once
 reason) does *not* sit in the map: the map holds ``{5: language}`` and the text itself
 travels in that language's compressed frame (see :mod:`protocol.batch`), in order.
 
-Each envelope validates itself when built: a negative sequence number, an over-long text
-or a text without a language raises :class:`~protocol.errors.InvalidEnvelope` before the
-envelope exists.
+Each envelope validates itself when built: a negative sequence number, an over-long text,
+a text without a language or a time outside :data:`~protocol.limits.MAX_MINUTES` raises
+:class:`~protocol.errors.InvalidEnvelope` before the envelope exists (and a decoded one
+that does, :class:`~protocol.errors.MalformedBatch`).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import ClassVar
 
 from protocol.errors import InvalidEnvelope, MalformedBatch
 from protocol.languages import Language
-from protocol.limits import DEFAULT_LIMITS
+from protocol.limits import DEFAULT_LIMITS, MINUTES_RANGE, minutes_in_range
 
 #: Sequence numbers, crew and contact indexes are unsigned and below this bound.
 MAX_UINT = 2**53
@@ -114,6 +115,13 @@ def _check_uint(name: str, value: int) -> None:
         raise InvalidEnvelope(f"{name} must be a whole number from 0 to 2**53, not {value!r}")
 
 
+def _check_minutes(name: str, value: int) -> None:
+    if not minutes_in_range(value):
+        raise InvalidEnvelope(
+            f"{name} is {value!r}, not a time from {MINUTES_RANGE}; check the sender's clock"
+        )
+
+
 def _check_text(name: str, text: str, max_chars: int) -> None:
     if not isinstance(text, str):
         raise InvalidEnvelope(f"{name} must be text, not {type(text).__name__}")
@@ -143,7 +151,7 @@ class Envelope:
     written_minutes: int
 
     def _validate(self) -> None:
-        _check_uint("written_minutes", self.written_minutes)
+        _check_minutes("written_minutes", self.written_minutes)
         for spec in self.FIELDS:
             value = getattr(self, spec.name)
             if value is None:

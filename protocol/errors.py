@@ -14,7 +14,8 @@ message that names the thing and says what to do.
     │   ├── UnknownDictionary          a dictionary or model id we do not have
     │   ├── LimitExceeded              a size, count or depth over our hard limits
     │   ├── ReplayedBatch              a batch sequence number we have already seen
-    │   └── SealedBoxInvalid           a sealed report that does not open with our key
+    │   ├── SealedBoxInvalid           a sealed report that does not open with our key
+    │   └── UnprocessableBatch         an authentic batch the receiver failed to apply
     └── LocalProtocolError             we misused our own API (a bug, or bad local input)
         ├── InvalidEnvelope            an envelope that cannot be built as given
         ├── InvalidText                text rejected at intake (bad encoding, control chars)
@@ -35,6 +36,9 @@ class Reason(IntEnum):
     LIMIT_EXCEEDED = 4
     REPLAYED = 5
     SEALED_BOX_INVALID = 6
+    #: Authentic and decodable, but applying it failed on the receiver's side: content
+    #: that no check of ``protocol`` caught, or a bug. Refused for good, kept for the operator.
+    UNPROCESSABLE = 7
     INVALID_ENVELOPE = 20
     INVALID_TEXT = 21
     NOT_ALLOWED_IN_STATE = 22
@@ -96,6 +100,18 @@ class SealedBoxInvalid(RemoteProtocolError):
     """A sealed grievance report that does not open with the union's key."""
 
     reason = Reason.SEALED_BOX_INVALID
+
+
+class UnprocessableBatch(RemoteProtocolError):
+    """An authentic batch (its signature verified) that the receiver failed to apply.
+
+    Raised by the receiving side's last line of defence when storing or applying a batch
+    failed in a way no check of ``protocol`` foresaw (hostile content, or a bug on either
+    side). The batch is refused for good, so its sender stops resending it, and its bytes
+    are kept for the operator, who finds the traceback in the receiver's log.
+    """
+
+    reason = Reason.UNPROCESSABLE
 
 
 class InvalidEnvelope(LocalProtocolError):

@@ -60,12 +60,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 
-from protocol.batch import Batch, Direction, decode_batch, encode_batch
+from protocol.batch import Batch, Direction, decode_batch, encode_batch, read_batch_header
 from protocol.codebook import Codebook
 from protocol.envelopes import BatchAck, Envelope, acknowledges_only
 from protocol.errors import LimitExceeded, NotAllowedInState, ProtocolError, Reason
 from protocol.replay import RangeSet
-from protocol.signing import SigningKey, VerifyKey
+from protocol.signing import SIGNATURE_BYTES, SigningKey, VerifyKey
 
 __all__ = [
     "SHORE_TRANSITIONS",
@@ -95,6 +95,7 @@ __all__ = [
     "VesselSettings",
     "VesselState",
     "VesselStatistics",
+    "read_downlink",
 ]
 
 
@@ -169,12 +170,49 @@ class DownlinkReceived:
 
 @dataclass(frozen=True, slots=True)
 class DownlinkRefused:
-    """A downlink payload that is not a batch of the shore's for this vessel (forged,
-    garbled, for another vessel): skipped; the shore resends what is not acknowledged."""
+    """A downlink payload the vessel does not apply.
+
+    ``batch_seq`` is None for bytes that are not (provably) a batch of the shore's for this
+    vessel (garbled before the signature, forged, another vessel's): skipped, since the
+    shore resends what is not acknowledged and a forger must not make the vessel skip a
+    batch number. It is the batch's number for an *authentic* batch that does not decode:
+    refused for good (the shell records the refusal; the next BatchAck names it).
+    """
 
     link_bytes: int
     reason: Reason
     detail: str
+    batch_seq: int | None = None
+
+    @property
+    def authentic(self) -> bool:
+        """Signed by the shore for this vessel (so refused for good, not skipped)."""
+        return self.batch_seq is not None
+
+
+def read_downlink(
+    data: bytes, *, vessel_id: int, shore_key: VerifyKey, codebook: Codebook
+) -> Batch | DownlinkRefused:
+    """One downlink payload as a decoded batch, or why it is not applied (the one rule).
+
+    Order matters: the header says whose batch it claims to be, the signature says whether
+    the shore made it, and only then is it decoded, so nothing unauthenticated is ever
+    decompressed and only an authentic batch can be refused for good.
+    """
+    try:
+        header = read_batch_header(data)
+        if header.direction is not Direction.DOWNLINK or header.vessel_id != vessel_id:
+            detail = f"{header.where} is not a downlink batch for vessel {vessel_id}"
+            return DownlinkRefused(len(data), Reason.MALFORMED, detail)
+        shore_key.verify(data[:-SIGNATURE_BYTES], data[-SIGNATURE_BYTES:], what=header.where)
+    except ProtocolError as exc:
+        return DownlinkRefused(len(data), exc.reason, exc.message)
+    try:
+        return decode_batch(
+            data, codebook=codebook, verify_key=shore_key, direction=Direction.DOWNLINK
+        )
+    except ProtocolError as exc:
+        return DownlinkRefused(len(data), exc.reason, exc.message, header.batch_seq)
 
 
 @dataclass(frozen=True, slots=True)
@@ -391,24 +429,15 @@ class VesselExchange:
         self._down_bytes += len(data)
         self._last_downlink = now
         settings = self.settings
-        try:
-            batch = decode_batch(
-                data,
-                codebook=settings.codebook,
-                verify_key=settings.shore_key,
-                direction=Direction.DOWNLINK,
-            )
-        except ProtocolError as exc:
+        batch = read_downlink(
+            data,
+            vessel_id=settings.vessel_id,
+            shore_key=settings.shore_key,
+            codebook=settings.codebook,
+        )
+        if isinstance(batch, DownlinkRefused):
             self._refused += 1
-            self._events.append(DownlinkRefused(len(data), exc.reason, exc.message))
-            return
-        if batch.vessel_id != settings.vessel_id:
-            self._refused += 1
-            detail = (
-                f"downlink batch {batch.batch_seq} is for vessel {batch.vessel_id}, "
-                f"not {settings.vessel_id}"
-            )
-            self._events.append(DownlinkRefused(len(data), Reason.MALFORMED, detail))
+            self._events.append(batch)
             return
         self._to_apply[batch.batch_seq] = batch
         self._events.append(DownlinkReceived(batch, len(data)))

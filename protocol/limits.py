@@ -11,6 +11,22 @@ from dataclasses import dataclass
 
 from protocol.errors import LimitExceeded
 
+#: Times on the wire are whole minutes since 1970-01-01 00:00 UTC, from 0 up to (not
+#: including) this one: 3000-01-01 00:00 UTC. A vessel's clock is never that far off, and
+#: every date computed from a time in this range (a month, a day, a local time in any
+#: zone, the month after) stays far inside what ``datetime`` can represent (year 9999).
+#: A signed batch naming a time outside it is refused as malformed, never stored.
+MAX_MINUTES = 541_728_000
+
+
+def minutes_in_range(value: object) -> bool:
+    """Whether ``value`` is a wire time: a whole number of minutes in ``[0, MAX_MINUTES)``."""
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < MAX_MINUTES
+
+
+#: The allowed range of wire times, as error messages say it.
+MINUTES_RANGE = f"0 to {MAX_MINUTES - 1} minutes since 1970 (before the year 3000)"
+
 
 @dataclass(frozen=True, slots=True)
 class Limits:

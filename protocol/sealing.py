@@ -39,6 +39,7 @@ from protocol.codebook import Codebook, Codec
 from protocol.compression import Frame, decode_frame, encode_frame
 from protocol.errors import InvalidEnvelope, LimitExceeded, SealedBoxInvalid, SignatureInvalid
 from protocol.languages import Language
+from protocol.limits import MINUTES_RANGE, minutes_in_range
 
 #: Sizes a sealed report's plaintext is padded to (the ciphertext adds 48 bytes).
 PADDING_BUCKETS: tuple[int, ...] = (256, 1024, 4096, 16384, 65536 - 64)
@@ -95,6 +96,11 @@ class GrievancePlaintext:
             raise InvalidEnvelope("grievance text contains NUL; normalise it at intake")
         if not self.receipt_code:
             raise InvalidEnvelope("a grievance report needs its receipt code")
+        if not minutes_in_range(self.written_minutes):
+            raise InvalidEnvelope(
+                f"a grievance report's time is {self.written_minutes!r}, not a time from "
+                f"{MINUTES_RANGE}"
+            )
         if self.reply_key is not None and len(self.reply_key) != 32:
             raise InvalidEnvelope("a reply key is a 32-byte X25519 public key")
 

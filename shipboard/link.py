@@ -85,6 +85,7 @@ from protocol.quota import Month, QuotaLedger
 from protocol.quota import month_of as quota_month_of
 from protocol.signing import SigningKey, VerifyKey
 from shipboard.config import ShipConfig
+from shipboard.downlink import DownlinkOutcome, DownlinkVerdict, apply_downlink_payload
 from shipboard.errors import OutboxUnavailable
 from shipboard.mqtt_link import MqttLink, ResumingContext, client_tls_context
 from shipboard.profiles import LinkProfile
@@ -111,7 +112,9 @@ from shipboard.transport import (
 from vessel_relay.logs import enter_vessel_scope
 
 __all__ = [
+    "DownlinkOutcome",
     "DownlinkResultLike",
+    "DownlinkVerdict",
     "Link",
     "LinkClosed",
     "LinkDown",
@@ -125,6 +128,7 @@ __all__ = [
     "SessionReport",
     "StoredBatchLike",
     "Timers",
+    "apply_downlink_payload",
     "billed_so_far",
     "build_snapshot",
     "client_tls_context",

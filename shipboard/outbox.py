@@ -56,7 +56,7 @@ from protocol.envelopes import (
     Sos,
     acknowledges_only,
 )
-from protocol.errors import MalformedBatch
+from protocol.errors import MalformedBatch, Reason
 from protocol.languages import Language
 from protocol.quota import month_of as quota_month_of
 from protocol.replay import RangeSet
@@ -64,7 +64,7 @@ from protocol.signing import SigningKey
 from protocol.slots import SlotHeader, downlink_slot_notes
 from shipboard.errors import NothingToSend, OutboxUnavailable, QuotaExceeded
 from shipboard.sessions_log import SESSIONS_MIGRATION, LinkSession, record_session, sessions_in
-from shipboard.states import MessageEvent, MessageState, next_state
+from shipboard.states import TRANSITIONS, MessageEvent, MessageState, next_state
 
 logger = logging.getLogger(__name__)
 
@@ -177,7 +177,27 @@ _MIGRATIONS: tuple[tuple[str, str], ...] = (
         # 1 for a batch that carries only a BatchAck; batches made before stay 0 (waited for).
         "ALTER TABLE batches ADD COLUMN ack_only INTEGER NOT NULL DEFAULT 0",
     ),
+    (
+        "0004_downlink_refused",
+        # Authentic downlink batches refused for good (Outbox.refuse_downlink): counted as
+        # seen, so the next BatchAck covers them, and named with their reason in its
+        # ``rejected`` list once (announced_in_batch: the uplink batch that told the shore).
+        """
+        CREATE TABLE downlink_refused (
+            batch_seq INTEGER PRIMARY KEY,
+            reason INTEGER NOT NULL,
+            refused_at REAL NOT NULL,
+            announced_in_batch INTEGER
+        )
+        """,
+    ),
 )
+
+#: Most ranges of applied downlink batches that one BatchAck names (the shore resends
+#: what a BatchAck does not cover; a protocol BatchAck holds at most 4,096).
+MAX_ACK_RANGES = 1000
+#: Most refused downlink batches that one BatchAck names (the rest go in the next one).
+MAX_ACK_REJECTED = 256
 
 
 def _statements(script: str) -> list[str]:
@@ -798,6 +818,10 @@ class Outbox:
             )
             if ack is not None:
                 db.execute("UPDATE meta SET value = 0 WHERE key = 'downlink_ack_pending'")
+                db.executemany(
+                    "UPDATE downlink_refused SET announced_in_batch = ? WHERE batch_seq = ?",
+                    [(batch_seq, seq) for seq, _ in ack.rejected or ()],
+                )
         logger.info(
             "batch %d made: %d messages, %d contact changes, ack %s, %d bytes",
             batch_seq,
@@ -855,7 +879,17 @@ class Outbox:
         seen = _seen_rows(db)
         if not seen.highest:
             return None
-        return BatchAck(up_to=seen.up_to, written_minutes=minutes, ranges=seen.ranges or None)
+        refused = db.execute(
+            "SELECT batch_seq, reason FROM downlink_refused WHERE announced_in_batch IS NULL "
+            "ORDER BY batch_seq LIMIT ?",
+            (MAX_ACK_REJECTED,),
+        ).fetchall()
+        return BatchAck(
+            up_to=seen.up_to,
+            written_minutes=minutes,
+            ranges=seen.ranges[:MAX_ACK_RANGES] or None,
+            rejected=tuple((int(seq), int(reason)) for seq, reason in refused) or None,
+        )
 
     def unacknowledged_batches(self) -> tuple[StoredBatch, ...]:
         """Batches the shore has not acknowledged, oldest first: resend them byte-identical."""
@@ -958,7 +992,9 @@ class Outbox:
         """Apply a verified downlink batch in one transaction (duplicates change nothing).
 
         The caller decoded it with the shore's key. A batch for another vessel or in the
-        wrong direction raises ``protocol.errors.MalformedBatch``.
+        wrong direction raises ``protocol.errors.MalformedBatch``. Any other error leaves
+        nothing changed (the transaction rolls back); the caller may then refuse the batch
+        for good with :meth:`refuse_downlink` (``shipboard.link`` does).
         """
         if batch.direction is not Direction.DOWNLINK or batch.vessel_id != self.vessel_id:
             raise MalformedBatch(
@@ -989,6 +1025,35 @@ class Outbox:
             result.ignored,
         )
         return result
+
+    def refuse_downlink(self, batch_seq: int, reason: Reason, now: float) -> bool:
+        """Refuse authentic downlink batch ``batch_seq`` for good; whether it was new.
+
+        The shore signed it, but it cannot be applied (it does not decode, or applying it
+        failed). It counts as seen, so the next ``BatchAck`` covers it and the shore stops
+        resending it, and that ``BatchAck`` names it with ``reason`` in its ``rejected``
+        list. Nothing of it is applied. A batch already applied or refused is left as it
+        is (False). Only call this for a batch whose signature verified: a forger must not
+        be able to make the vessel skip a batch number the shore will use.
+        """
+        if batch_seq < 1:
+            raise ValueError(f"downlink batches are numbered from 1, not {batch_seq}")
+        with self.transaction("refuse a downlink batch") as db:
+            seen = _seen_rows(db)
+            if batch_seq in seen:
+                return False
+            seen.add(batch_seq)
+            db.execute("DELETE FROM downlink_seen")
+            db.executemany(
+                "INSERT INTO downlink_seen (first, last) VALUES (?, ?)", _range_rows(seen)
+            )
+            db.execute(
+                "INSERT INTO downlink_refused (batch_seq, reason, refused_at) VALUES (?, ?, ?)",
+                (batch_seq, int(reason), now),
+            )
+            db.execute("UPDATE meta SET value = 1 WHERE key = 'downlink_ack_pending'")
+        logger.info("downlink batch %d refused for good: %s", batch_seq, reason.name)
+        return True
 
     def _apply_envelopes(self, db: sqlite3.Connection, batch: Batch, now: float) -> DownlinkResult:
         acknowledged: list[int] = []
@@ -1084,26 +1149,41 @@ class Outbox:
         rejected: list[int] = []
         for batch_seq in open_batches:
             if batch_seq in refused:
+                code = refused[batch_seq]
                 db.execute(
                     "UPDATE batches SET state = 'rejected', acked_at = ?, reject_reason = ? "
                     "WHERE batch_seq = ?",
-                    (now, refused[batch_seq], batch_seq),
+                    (now, code, batch_seq),
                 )
+                detail = f"batch {batch_seq} refused by the relay: {_reason_name(code)}"
                 for seq in self._batch_messages(db, batch_seq):
+                    if not self._may_fail_with_batch(db, seq, batch_seq):
+                        continue
                     self._step(
                         db,
                         seq,
                         MessageEvent.REJECTED,
                         now,
                         reason=int(FailureReason.REJECTED_BY_RELAY),
-                        detail=f"batch {batch_seq} refused by the relay ({refused[batch_seq]})",
+                        detail=detail,
                     )
                     self._stage_entry(
                         db, seq, now, int(now // 60), "failed", FailureReason.REJECTED_BY_RELAY
                     )
+                # What the refused batch announced is announced again in the next one.
                 db.execute(
                     "UPDATE contacts SET announced_in_batch = NULL WHERE announced_in_batch = ?",
                     (batch_seq,),
+                )
+                db.execute(
+                    "UPDATE downlink_refused SET announced_in_batch = NULL "
+                    "WHERE announced_in_batch = ?",
+                    (batch_seq,),
+                )
+                logger.warning(
+                    "batch %d refused by the relay (%s): its messages failed",
+                    batch_seq,
+                    _reason_name(code),
                 )
                 rejected.append(batch_seq)
             elif ack.covers(batch_seq):
@@ -1115,6 +1195,24 @@ class Outbox:
                     self._step(db, seq, MessageEvent.SHORE_ACK, now)
                 acknowledged.append(batch_seq)
         return acknowledged, rejected
+
+    @staticmethod
+    def _may_fail_with_batch(db: sqlite3.Connection, seq: int, batch_seq: int) -> bool:
+        """Whether a message of refused batch ``batch_seq`` fails with it.
+
+        Not when the shore already told us it has the message (acknowledged, delivered):
+        its own receipt is better news than the refusal of the batch that carried it.
+        """
+        row = db.execute("SELECT state FROM messages WHERE message_seq = ?", (seq,)).fetchone()
+        if row is None:
+            return False
+        state = MessageState(row[0])
+        if (state, MessageEvent.REJECTED) in TRANSITIONS:
+            return True
+        logger.warning(
+            "message %d of refused batch %d is %s already; left so", seq, batch_seq, state.value
+        )
+        return False
 
     def _receipt(
         self,
@@ -1301,6 +1399,14 @@ class Outbox:
             downlink_ack_pending=bool(pending),
             ignored_downlink_envelopes=self._counters.ignored,
         )
+
+
+def _reason_name(code: int) -> str:
+    """The name of a refusal's reason code (``LIMIT_EXCEEDED``), or the code if unknown."""
+    try:
+        return Reason(code).name
+    except ValueError:
+        return f"reason {code}"
 
 
 def _downlink_slot_of(envelope: CaseStatusUpdate) -> SlotHeader | None:

@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 from protocol.batch import Batch
 from protocol.codebook import Codebook
-from protocol.errors import LimitExceeded, ProtocolError
+from protocol.errors import LimitExceeded, Reason
 from protocol.exchange import (
     BatchAcknowledged,
     BatchesWanted,
@@ -39,6 +39,7 @@ from protocol.exchange import (
     VesselState,
 )
 from protocol.signing import SigningKey
+from shipboard.downlink import DownlinkResultLike, apply_downlink_batch, record_refusal
 from shipboard.errors import NothingToSend
 from shipboard.scheduler import PendingLike
 from vessel_relay.logs import batch_scope
@@ -63,17 +64,6 @@ class StoredBatchLike(Protocol):
     def data(self) -> bytes: ...
     @property
     def ack_only(self) -> bool: ...
-
-
-class DownlinkResultLike(Protocol):
-    """What applying a downlink batch changed (``shipboard.outbox.DownlinkResult``)."""
-
-    @property
-    def duplicate(self) -> bool: ...
-    @property
-    def acknowledged_batches(self) -> tuple[int, ...]: ...
-    @property
-    def rejected_batches(self) -> tuple[int, ...]: ...
 
 
 class OutboxPort(Protocol):
@@ -237,14 +227,23 @@ class VesselSession:
             if isinstance(event, DownlinkReceived):
                 self._apply(event)
             elif isinstance(event, DownlinkRefused):
-                # The shore's fault (or a forger's): skip it; the shore resends what we do
-                # not acknowledge.
-                self.log.warning(
-                    "downlink payload of %d bytes refused (%s): %s",
-                    event.link_bytes,
-                    event.reason.name,
-                    event.detail,
-                )
+                if event.batch_seq is not None:  # authentic but undecodable: refused for good
+                    record_refusal(
+                        self.outbox,
+                        event.batch_seq,
+                        event.reason,
+                        event.detail,
+                        self.clock(),
+                        self.log,
+                    )
+                else:  # not provably the shore's: skipped; the shore resends what we do
+                    # not acknowledge
+                    self.log.warning(
+                        "downlink payload of %d bytes skipped (%s): %s",
+                        event.link_bytes,
+                        event.reason.name,
+                        event.detail,
+                    )
             elif isinstance(event, MakeBatch):
                 self._make_batch(event.message_seqs)
             elif isinstance(event, BatchesWanted):
@@ -263,19 +262,11 @@ class VesselSession:
 
     def _apply(self, event: DownlinkReceived) -> None:
         batch = event.batch
-        try:
-            result = self.outbox.apply_downlink(batch, self.clock())
-        except ProtocolError as exc:
-            self.log.warning(
-                "downlink batch %d of %d bytes refused (%s): %s",
-                batch.batch_seq,
-                event.link_bytes,
-                exc.reason.name,
-                exc.message,
-            )
-            self.exchange.downlink_not_applied(batch.batch_seq, exc.reason)
+        verdict = apply_downlink_batch(self.outbox, batch, self.clock(), self.log)
+        if verdict.result is None:  # refused for good (or its refusal could not be recorded)
+            self.exchange.downlink_not_applied(batch.batch_seq, verdict.reason or Reason.MALFORMED)
             return
-        self.exchange.downlink_applied(batch.batch_seq, duplicate=result.duplicate)
+        self.exchange.downlink_applied(batch.batch_seq, duplicate=verdict.result.duplicate)
 
     def _make_batch(self, message_seqs: tuple[int, ...]) -> None:
         try:

@@ -37,6 +37,7 @@ from protocol.envelopes import FailureReason
 from shore.mail import MAIL_POLICY, MailIdentity, MailSender, clean_header_text
 from shore.retry import AttemptResult, Outcome
 from shore.sms import SmsProvider
+from shore.store import StoreError
 from shore.store_sql import SosAlertDue
 
 log = logging.getLogger(__name__)
@@ -229,8 +230,25 @@ class SosAlerter:
         if due:
             async with asyncio.TaskGroup() as group:
                 for alert in due:
-                    group.create_task(self._alert_one(alert, contacts))
+                    group.create_task(self._alert_one_isolated(alert, contacts))
         return len(due)
+
+    async def _alert_one_isolated(self, alert: SosAlertDue, contacts: tuple[str, ...]) -> None:
+        """One alert, so that its failing (a bug, or content no check caught) never cancels
+        the other alerts of the pass: logged with its traceback; its claim lapses and it is
+        tried again. A store failure still ends the pass (the whole store is down)."""
+        try:
+            await self._alert_one(alert, contacts)
+        except StoreError:
+            raise
+        except Exception:
+            log.exception(
+                "SOS vessel %d message %d: the alert to %s failed unexpectedly; the other "
+                "alerts go on, this one is tried again after its claim lapses",
+                alert.vessel_id,
+                alert.message_seq,
+                alert.contact.split(":", 1)[0],
+            )
 
     async def _alert_one(self, alert: SosAlertDue, contacts: tuple[str, ...]) -> None:
         where = f"SOS vessel {alert.vessel_id} message {alert.message_seq}"

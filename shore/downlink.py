@@ -52,7 +52,7 @@ from protocol.slots import (
     downlink_slot,
     period_of,
 )
-from shore.store import SlotItemMaker, Store
+from shore.store import SlotItemMaker, Store, StoreError
 from vessel_relay.logs import batch_scope
 
 log = logging.getLogger(__name__)
@@ -105,6 +105,8 @@ class DownlinkStatistics:
     link_bytes: int = 0
     publish_errors: int = 0
     slot_items: int = 0
+    #: Passes in which making one vessel's batches failed (logged; the others went on).
+    vessel_failures: int = 0
 
 
 class Downlink:
@@ -223,7 +225,18 @@ class Downlink:
             now, config.resend_after_s, config.resend_max_s
         )
         for vessel_id in vessels:
-            await self.make_batches(vessel_id)
+            try:
+                await self.make_batches(vessel_id)
+            except StoreError:
+                raise  # the database failed: the whole fleet's problem, not this vessel's
+            except Exception:
+                # One vessel's data (or a bug it triggers) must not stop the fleet's downlink:
+                # log it once per pass, send what was made before, go on with the others.
+                self.stats.vessel_failures += 1
+                log.exception(
+                    "vessel %d: making its downlink batches failed; other vessels go on",
+                    vessel_id,
+                )
             batches = await self.store.downlink_batches_to_send(
                 vessel_id, self.clock(), config.resend_after_s, config.resend_max_s
             )

@@ -12,6 +12,17 @@ For each MQTT payload on ``vr/{vessel}/u``::
                                   replay window, "acknowledgement pending"
     ring the doorbells         -> the downlink sends the BatchAck, delivery workers wake
 
+No authentic batch can stop the relay. Once the signature verified, every failure to
+decode, check or store the batch ends in a typed refusal: a ``ProtocolError`` (from
+``decode_batch``, or from a check in the store) is refused with its own reason; any other
+exception (content that no check caught, or a bug) is rolled back, logged ONCE with its
+traceback for the operator, and refused with ``Reason.UNPROCESSABLE``. Both go the same way:
+quarantined, and refused for good (``store.reject_batch``), so the vessel stops resending
+and fails the batch's messages with the reason. Only a :class:`~shore.store.StoreError`
+(the database itself failed) leaves the batch unacknowledged, for the vessel to resend.
+:meth:`Ingestor.run` is the outer guard: whatever escapes one payload is logged and
+counted, and ingest goes on with the next; it never ends the MQTT service's task group.
+
 Forged or garbled bytes never reach the vessel's replay window or ``rejected`` list: an
 attacker cannot make the relay refuse a batch number the real vessel will use.
 
@@ -40,9 +51,9 @@ from typing import TYPE_CHECKING
 
 import aiomqtt
 
-from protocol.batch import Direction, decode_batch, read_batch_header
+from protocol.batch import BatchHeader, Direction, decode_batch, read_batch_header
 from protocol.codebook import Codebook
-from protocol.errors import ProtocolError, Reason
+from protocol.errors import ProtocolError, Reason, UnprocessableBatch
 from protocol.limits import DEFAULT_LIMITS, Limits
 from protocol.signing import SIGNATURE_BYTES, VerifyKey
 from shore.store import IngestOutcome, Store, StoreError
@@ -73,6 +84,11 @@ class IngestStatistics:
     messages_stored: int = 0
     messages_duplicate: int = 0
     store_errors: int = 0
+    #: Authentic batches refused with ``Reason.UNPROCESSABLE``: an unexpected failure while
+    #: storing them (each one is a missing check in ``protocol`` or a bug; see the log).
+    unprocessable: int = 0
+    #: Payloads that failed in a way even the refusal could not handle (logged; dropped).
+    handler_failures: int = 0
     link_bytes: int = 0
     quarantined_by_reason: dict[str, int] = field(default_factory=dict)
 
@@ -185,17 +201,16 @@ class Ingestor:
                 direction=Direction.UPLINK,
                 limits=self.limits,
             )
+            result = await self.store.ingest_batch(batch, data, now)
+        except (StoreError, MemoryError):
+            # the relay failed (its database, its memory), not the batch: nothing committed,
+            # nothing acknowledged, the vessel resends it
+            raise
         except ProtocolError as exc:
             # Signed by the vessel, so refusing it for good cannot be abused by a forger.
-            await self.store.reject_batch(vessel_id, batch_seq, exc.reason, exc.message, data, now)
-            self.stats.batches_rejected += 1
-            self.stats.quarantined += 1
-            log.warning(
-                "vessel %d batch %d refused for good: %s", vessel_id, batch_seq, exc.reason.name
-            )
-            self._ring()
-            return IngestOutcome.REJECTED
-        result = await self.store.ingest_batch(batch, data, now)
+            return await self._refuse(header, exc.reason, exc.message, data, now)
+        except Exception as exc:
+            return await self._refuse_unexpected(header, exc, data, now)
         stats = self.stats
         if result.outcome is IngestOutcome.STORED:
             stats.batches_stored += 1
@@ -220,6 +235,60 @@ class Ingestor:
         self._ring()
         return result.outcome
 
+    async def _refuse(
+        self, header: BatchHeader, reason: Reason, message: str, data: bytes, now: float
+    ) -> IngestOutcome | Reason:
+        """Quarantine an authentic batch and refuse it for good (``BatchAck.rejected``).
+
+        Should recording the refusal itself fail (other than the database failing), the
+        batch is only quarantined: logged with its traceback, left unacknowledged.
+        """
+        vessel_id, batch_seq = header.vessel_id, header.batch_seq
+        try:
+            await self.store.reject_batch(vessel_id, batch_seq, reason, message, data, now)
+        except StoreError:
+            raise
+        except Exception:
+            log.exception(
+                "vessel %d batch %d: recording its refusal (%s) failed; quarantined only",
+                vessel_id,
+                batch_seq,
+                reason.name,
+            )
+            await self._quarantine(data, reason, message, vessel_id, batch_seq)
+            return reason
+        self.stats.batches_rejected += 1
+        self.stats.quarantined += 1
+        by = self.stats.quarantined_by_reason
+        by[reason.name] = by.get(reason.name, 0) + 1
+        log.warning("vessel %d batch %d refused for good: %s", vessel_id, batch_seq, reason.name)
+        self._ring()
+        return IngestOutcome.REJECTED
+
+    async def _refuse_unexpected(
+        self, header: BatchHeader, exc: Exception, data: bytes, now: float
+    ) -> IngestOutcome | Reason:
+        """The last line of defence: storing an authentic batch failed unexpectedly.
+
+        The store's transaction has rolled back. The failure is logged once, with its
+        traceback, for the operator; the batch is refused with ``Reason.UNPROCESSABLE``.
+        """
+        self.stats.unprocessable += 1
+        log.error(
+            "vessel %d batch %d: storing this authentic batch failed (%s); refusing it as "
+            "UNPROCESSABLE, its bytes are in quarantine. A check is missing in protocol/ "
+            "or there is a bug: please report this traceback",
+            header.vessel_id,
+            header.batch_seq,
+            type(exc).__name__,
+            exc_info=exc,
+        )
+        refusal = UnprocessableBatch(
+            f"{header.where} is signed by the vessel but the relay failed to store it "
+            f"({type(exc).__name__}: {str(exc)[:200]}); refused for good, see the relay log"
+        )
+        return await self._refuse(header, refusal.reason, refusal.message, data, now)
+
     def _ring(self) -> None:
         for bell in self.doorbells:
             bell.set()
@@ -228,7 +297,9 @@ class Ingestor:
         """Ingest messages from a connected, subscribed client until ``stopping`` is set.
 
         The payload being ingested when ``stopping`` is set is finished first. A store
-        failure is logged and the payload dropped unacknowledged (the vessel resends).
+        failure is logged and the payload dropped unacknowledged (the vessel resends). Any
+        other exception from one payload is logged with its traceback and counted, and
+        ingest goes on: one bad batch or one bad vessel never ends the task group.
         """
         messages = client.messages
         while not stopping.is_set():
@@ -243,6 +314,14 @@ class Ingestor:
             except StoreError:
                 self.stats.store_errors += 1
                 log.exception("store failed; batch on %s left unacknowledged", message.topic)
+            except Exception:
+                self.stats.handler_failures += 1
+                log.exception(
+                    "ingest failed on a %d-byte payload on %s; it is dropped unacknowledged "
+                    "and ingest goes on",
+                    len(payload),
+                    message.topic,
+                )
 
 
 async def _next_or_stop(

@@ -10,8 +10,8 @@ Pin: ``asyncpg==0.32.0``.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 import asyncpg  # no stubs; pyproject override asked for
@@ -29,26 +29,62 @@ POSTGRES = Dialect(
     skip_locked=" FOR UPDATE OF d SKIP LOCKED",
 )
 
+#: Errors that mean the database failed, not that what we wrote was refused: lost or
+#: refused connections (class 08), a serialisation failure or deadlock (40: retry later),
+#: disk full or too many connections (53), an administrator's shutdown (57), the server's
+#: own I/O errors (58), and asyncpg's client-side connection state errors. The ingest
+#: leaves a batch unacknowledged for these (the vessel resends); any other error while
+#: storing an authentic batch refuses it for good (``shore.ingest``).
+_STORAGE_FAILURES: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncpg.exceptions.PostgresConnectionError,
+    asyncpg.exceptions.TransactionRollbackError,
+    asyncpg.exceptions.InsufficientResourcesError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.PostgresSystemError,
+    asyncpg.exceptions.InterfaceError,
+)
+
 #: Key of the advisory lock held while migrating (any constant unique to this program).
 _MIGRATION_LOCK = 0x76_72_65_6C_61_79
 
 
+@contextmanager
+def _storage_failures() -> Iterator[None]:
+    """Turn the driver's "the database failed" errors into :class:`StoreUnavailable`."""
+    try:
+        yield
+    except _STORAGE_FAILURES as exc:
+        raise StoreUnavailable(
+            f"PostgreSQL failed ({type(exc).__name__}: {exc}); nothing was changed"
+        ) from exc
+
+
 class _PgTx:
+    """One transaction's statements. A statement that fails because the database failed
+    raises :class:`StoreUnavailable`; one that PostgreSQL refuses for what it writes (a
+    constraint, a value) raises asyncpg's own error, and so does any error of our code
+    between statements: those are not the database's fault."""
+
     def __init__(self, conn: Any) -> None:
         self._conn = conn
 
     async def execute(self, sql: str, *args: Any) -> None:
-        await self._conn.execute(sql, *args)
+        with _storage_failures():
+            await self._conn.execute(sql, *args)
 
     async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         if rows:
-            await self._conn.executemany(sql, rows)
+            with _storage_failures():
+                await self._conn.executemany(sql, rows)
 
     async def fetch(self, sql: str, *args: Any) -> list[Row]:
-        return [tuple(record) for record in await self._conn.fetch(sql, *args)]
+        with _storage_failures():
+            return [tuple(record) for record in await self._conn.fetch(sql, *args)]
 
     async def fetchrow(self, sql: str, *args: Any) -> Row | None:
-        record = await self._conn.fetchrow(sql, *args)
+        with _storage_failures():
+            record = await self._conn.fetchrow(sql, *args)
         return None if record is None else tuple(record)
 
 
@@ -94,11 +130,21 @@ class PostgresStore(SqlStore):
 
     @asynccontextmanager
     async def _transaction(self) -> AsyncIterator[_PgTx]:
+        failed_inside: BaseException | None = None
         try:
             async with self._pool.acquire() as conn, conn.transaction():
-                yield _PgTx(conn)
-        except (OSError, asyncpg.exceptions.ConnectionDoesNotExistError) as exc:
-            raise StoreUnavailable(f"lost the PostgreSQL connection: {exc}") from exc
+                try:
+                    yield _PgTx(conn)
+                except BaseException as exc:
+                    failed_inside = exc
+                    raise
+        except _STORAGE_FAILURES as exc:
+            if exc is failed_inside:
+                raise  # our own code failed between statements (the statements translate)
+            # connecting, BEGIN, COMMIT or ROLLBACK failed
+            raise StoreUnavailable(
+                f"PostgreSQL failed ({type(exc).__name__}: {exc}); nothing was changed"
+            ) from exc
 
     async def _lock_migrations(self, tx: Tx) -> None:
         await tx.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)

@@ -348,6 +348,14 @@ def envelope_from_row(skeleton: bytes, text: str | None) -> Envelope:
     return from_skeleton(entry, 0, text)
 
 
+def _reason_name(code: int) -> str:
+    """A reason code's name (``LIMIT_EXCEEDED``), or the code if this version lacks it."""
+    try:
+        return Reason(code).name
+    except ValueError:
+        return f"reason {code}"
+
+
 def _kind_of(envelope: Envelope) -> str | None:
     if isinstance(envelope, CrewMessage):
         return "message"
@@ -793,6 +801,15 @@ class SqlStore:
             vessel_id,
         )
         covered = [(vessel_id, int(r[0]), float(now)) for r in rows if ack.covers(int(r[0]))]
+        open_seqs = {int(r[0]) for r in rows}
+        for seq, reason in ack.rejected or ():
+            if seq in open_seqs:  # the vessel refused it for good; its BatchAck covers it
+                log.warning(
+                    "vessel %d refused downlink batch %d for good: %s",
+                    vessel_id,
+                    seq,
+                    _reason_name(reason),
+                )
         await tx.executemany(
             "UPDATE downlink_batches SET acked_at = $3 WHERE vessel_id = $1 AND downlink_seq = $2",
             covered,

@@ -47,25 +47,41 @@ def _sqlite_sql(sql: str) -> str:
 
 
 class _SqliteTx:
+    """One transaction's statements. A statement that fails because the database failed
+    (:func:`is_storage_failure`) raises :class:`StoreUnavailable`; one that SQLite refuses
+    for what it writes (a constraint, a value) raises sqlite3's own error, and so does any
+    error of our code between statements: those are not the database's fault."""
+
     def __init__(self, store: SqliteStore) -> None:
         self._store = store
 
+    async def _statement(self, call: Callable[[], T]) -> T:
+        try:
+            return await self._store._run(call)
+        except sqlite3.Error as exc:
+            if is_storage_failure(exc):
+                raise StoreUnavailable(
+                    f"the store {self._store.path} failed mid-transaction, nothing was "
+                    f"changed: {exc}; check free disk space and the database file"
+                ) from exc
+            raise
+
     async def execute(self, sql: str, *args: Any) -> None:
         db = self._store._db
-        await self._store._run(lambda: db.execute(_sqlite_sql(sql), args))
+        await self._statement(lambda: db.execute(_sqlite_sql(sql), args))
 
     async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         if rows:
             db = self._store._db
-            await self._store._run(lambda: db.executemany(_sqlite_sql(sql), rows))
+            await self._statement(lambda: db.executemany(_sqlite_sql(sql), rows))
 
     async def fetch(self, sql: str, *args: Any) -> list[Row]:
         db = self._store._db
-        return await self._store._run(lambda: db.execute(_sqlite_sql(sql), args).fetchall())
+        return await self._statement(lambda: db.execute(_sqlite_sql(sql), args).fetchall())
 
     async def fetchrow(self, sql: str, *args: Any) -> Row | None:
         db = self._store._db
-        row: Row | None = await self._store._run(
+        row: Row | None = await self._statement(
             lambda: db.execute(_sqlite_sql(sql), args).fetchone()
         )
         return row
@@ -154,7 +170,8 @@ class SqliteStore(SqlStore):
             try:
                 yield _SqliteTx(self)
             except BaseException:
-                await asyncio.shield(self._run(lambda: db.execute("ROLLBACK")))
+                # quietly: after some errors (disk full, I/O) SQLite has rolled back already
+                await asyncio.shield(self._run(lambda: _rollback_quietly(db)))
                 raise
             try:
                 await asyncio.shield(self._run(lambda: db.execute("COMMIT")))
@@ -167,6 +184,20 @@ class SqliteStore(SqlStore):
             db = self._db
             await self._run(db.close)
         self._executor.shutdown(wait=True)
+
+
+def is_storage_failure(exc: sqlite3.Error) -> bool:
+    """Whether a statement's ``exc`` means the database failed (full, I/O error, locked,
+    read-only, corrupt), rather than that SQLite refused what we wrote (``IntegrityError``,
+    ``DataError``) or that we misused it (``ProgrammingError``).
+
+    The first is a :class:`~shore.store.StoreUnavailable`: the ingest leaves the batch
+    unacknowledged for the vessel to resend. The second may come from a hostile batch,
+    and the ingest refuses that batch for good (``shore.ingest``).
+    """
+    if isinstance(exc, sqlite3.OperationalError | sqlite3.InternalError):
+        return True
+    return type(exc) is sqlite3.DatabaseError  # "database disk image is malformed"
 
 
 def _rollback_quietly(db: sqlite3.Connection) -> None:

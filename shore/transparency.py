@@ -38,7 +38,8 @@ from protocol.compliance import (
     witness_message,
 )
 from protocol.envelopes import CrewMessage, Envelope
-from protocol.errors import ProtocolError
+from protocol.errors import LimitExceeded, ProtocolError
+from protocol.limits import MINUTES_RANGE, minutes_in_range
 from protocol.merkle import leaf_hash, root_hash
 from protocol.signing import SigningKey, VerifyKey
 
@@ -90,7 +91,14 @@ class TransparencyError(Exception):
 
 
 def month_of_minutes(minutes: int) -> int:
-    """The UTC month (``YYYYMM``) of a time in UTC minutes."""
+    """The UTC month (``YYYYMM``) of a time in UTC minutes.
+
+    Raises :class:`~protocol.errors.LimitExceeded` for a time outside the wire's range
+    (:data:`protocol.limits.MAX_MINUTES`): decoding refuses such a batch already, so this
+    only guards against a caller that skipped it (the ingest then refuses the batch, typed).
+    """
+    if not minutes_in_range(minutes):
+        raise LimitExceeded(f"time {minutes!r} is not a time from {MINUTES_RANGE}")
     moment = datetime.fromtimestamp(minutes * 60, UTC)
     return moment.year * 100 + moment.month
 

@@ -41,6 +41,7 @@ from protocol.envelopes import (
 )
 from protocol.errors import InvalidEnvelope, MalformedBatch
 from protocol.languages import Language
+from protocol.limits import MAX_MINUTES
 from protocol.signing import SigningKey
 from vessel_relay.codebooks import default_codebook
 
@@ -53,7 +54,8 @@ uints = st.one_of(
     st.integers(min_value=0, max_value=300), st.integers(min_value=0, max_value=MAX_UINT - 1)
 )
 small = st.integers(min_value=0, max_value=10_000)
-minutes = st.integers(min_value=0, max_value=2**31)
+#: Any wire time: from 1970 to the last minute before the year 3000 (protocol.limits).
+minutes = st.integers(min_value=0, max_value=MAX_MINUTES - 1)
 languages = st.sampled_from(list(Language))
 #: Any Unicode text an envelope accepts: no NUL, no lone surrogate (hypothesis leaves
 #: surrogates out by default), one character at least.
@@ -334,7 +336,10 @@ BASE = CrewMessage(
         ({"message_seq": -1}, "whole number from 0"),
         ({"message_seq": MAX_UINT}, "whole number from 0"),
         ({"crew": True}, "whole number from 0"),
-        ({"written_minutes": -5}, "whole number from 0"),
+        ({"written_minutes": -5}, "not a time from 0 to"),
+        ({"written_minutes": MAX_MINUTES}, "before the year 3000"),
+        ({"written_minutes": 2**32 - 1}, "check the sender's clock"),
+        ({"written_minutes": True}, "not a time from 0 to"),
         ({"body": ""}, "is empty"),
         ({"body": "a\x00b"}, "NUL"),
         ({"body": "a\ud800b"}, "lone surrogate"),

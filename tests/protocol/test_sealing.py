@@ -21,6 +21,7 @@ from protocol.errors import (
     SealedBoxInvalid,
 )
 from protocol.languages import Language
+from protocol.limits import MAX_MINUTES
 from protocol.sealing import (
     PADDING_BUCKETS,
     GrievanceCategory,
@@ -61,7 +62,7 @@ REPORT = GrievancePlaintext(
     text=texts,
     lang=st.sampled_from(list(Language)),
     receipt=short_strings,
-    minutes=st.integers(min_value=0, max_value=2**40),
+    minutes=st.integers(min_value=0, max_value=MAX_MINUTES - 1),
     crew_name=st.none() | short_strings,
     document=st.none() | short_strings,
     reply_key=st.none() | st.binary(min_size=32, max_size=32),
@@ -164,6 +165,8 @@ def _frame(meta: object, text: bytes = b"hello") -> bytes:
         b"VRG1" + _frame({2: 1, 3: "r", 4: 0}),
         b"VRG1" + _frame({1: 1, 2: 1, 3: 7, 4: 0}),
         b"VRG1" + _frame({1: 1, 2: 1, 3: "r", 4: "soon"}),
+        b"VRG1" + _frame({1: 1, 2: 1, 3: "r", 4: 2**32 - 1}),  # the year 10136
+        b"VRG1" + _frame({1: 1, 2: 1, 3: "r", 4: MAX_MINUTES}),
         b"VRG1" + _frame({1: 1, 2: 1, 3: "r", 4: 0, 5: b"\x00"}),
         b"VRG1" + _frame({1: 1, 2: 1, 3: "r", 4: 0}, b"a\x00b"),
         b"VRG1" + _frame({1: 1, 2: 1, 3: "r", 4: 0}, b"\xff"),
