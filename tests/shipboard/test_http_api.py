@@ -76,7 +76,11 @@ async def test_wrong_pin_then_pause(api: httpx.AsyncClient, crew: Crew) -> None:
         response = await api.post("/api/login", json={"crew": crew.member.crew, "pin": "1"})
         assert "PIN is wrong" in str(_problem(response, 401)["detail"])
     paused = await api.post("/api/login", json={"crew": crew.member.crew, "pin": crew.pin})
-    assert "Wait five minutes" in str(_problem(paused, 429)["detail"])
+    detail = str(_problem(paused, 429)["detail"])
+    assert "Try again in 5 min" in detail
+    assert "SOS needs no PIN" in detail
+    assert "captain" not in detail  # the person a grievance may be about
+    assert 290 < int(paused.headers["retry-after"]) <= 300
 
 
 async def test_refusals_are_problem_details(api: httpx.AsyncClient, crew: Crew) -> None:

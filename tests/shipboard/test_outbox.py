@@ -312,7 +312,12 @@ def test_migrations_are_recorded(outbox: Outbox) -> None:
         assert db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
         assert db.execute("PRAGMA foreign_keys").fetchone()[0] == 1
         assert db.execute("PRAGMA secure_delete").fetchone()[0] == 1
-    assert names == ["0001_initial", "0002_link_sessions", "0003_ack_only_batches"]
+    assert names == [
+        "0001_initial",
+        "0002_link_sessions",
+        "0003_ack_only_batches",
+        "0004_sos_without_pin",
+    ]
     assert isinstance(sqlite3.sqlite_version, str)
 
 
