@@ -280,10 +280,7 @@ class CrewRegister:
                     "pin_salt, pin_hash, case_salt FROM crew WHERE crew = ?",
                     (crew,),
                 ).fetchone()
-                pins_table = db.execute(
-                    "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'crew_pins'"
-                ).fetchone()
-                if pins_table is not None:
+                if _has_pins_table(db):
                     duress = db.execute(
                         "SELECT duress_salt, duress_hash FROM crew_pins WHERE crew = ? "
                         "AND duress_salt IS NOT NULL",
@@ -317,26 +314,15 @@ class CrewRegister:
 
     def pin_chosen(self, crew: int) -> bool:
         """Whether the crew member chose their current PIN (False after a captain's reset)."""
-        with self.outbox.transaction("read the PIN state") as db:
-            db.execute(self._PIN_TABLE)
+        with self.outbox.reading() as db:  # only reads: sign-in works on a full disk
+            if not _has_pins_table(db):
+                return False
             row = db.execute(
                 "SELECT p.chosen_hash, c.pin_hash FROM crew_pins p JOIN crew c USING (crew) "
                 "WHERE crew = ?",
                 (crew,),
             ).fetchone()
         return row is not None and hmac.compare_digest(bytes(row[0]), bytes(row[1]))
-
-    def is_duress_pin(self, crew: int, pin: str) -> bool:
-        """Whether ``pin`` is the crew member's duress PIN (same work whether set or not)."""
-        with self.outbox.transaction("read the PIN state") as db:
-            db.execute(self._PIN_TABLE)
-            row = db.execute(
-                "SELECT duress_salt, duress_hash FROM crew_pins WHERE crew = ?", (crew,)
-            ).fetchone()
-        if row is None or row[0] is None:
-            _hash(pin, b"1" * 16)
-            return False
-        return hmac.compare_digest(_hash(pin, bytes(row[0])), bytes(row[1]))
 
     def choose_pin(self, crew: int, pin: str, duress_pin: str | None, now: float) -> SignedIn:
         """Set the crew member's own PIN (and optional duress PIN); returns the new sign-in."""
@@ -427,6 +413,15 @@ class CrewRegister:
             if item.contact == contact:
                 return item
         return None
+
+
+def _has_pins_table(db: sqlite3.Connection) -> bool:
+    """Whether the side table of chosen and duress PINs exists yet (made at the first
+    choice of a PIN), found without writing."""
+    found = db.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'crew_pins'"
+    ).fetchone()
+    return found is not None
 
 
 def _pin_shaped(pin: str) -> bool:
