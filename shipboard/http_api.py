@@ -32,7 +32,7 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeGuard
 
 import uvicorn
 from starlette.applications import Starlette
@@ -72,7 +72,7 @@ from shipboard.errors import (
     QuotaExceeded,
     SignInPaused,
 )
-from shipboard.intake import Intake
+from shipboard.intake import Intake, sos_position
 from shipboard.signin import CrewSignIn
 from shipboard.web import pages
 from shipboard.web.i18n import Translations, page_language
@@ -135,6 +135,10 @@ def _refused(error: IntakeRefused) -> Problem:
         extra = {"remaining_bytes": error.remaining_bytes, "needed_bytes": error.needed_bytes}
     title = error.code.replace("-", " ")
     return Problem(error.http_status, error.code, title, error.sentence, **extra)
+
+
+def _is_int(value: object) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _request_refused(error: RequestRefused) -> Problem:
@@ -474,21 +478,31 @@ def create_app(
 
     async def sos(request: Request) -> Response:
         """An SOS: the signed-in crew member's, or without a PIN (``crew`` in the body)
-        when there is no valid token: an expired session must never stop an SOS."""
+        when there is no valid token: an expired session must never stop an SOS.
+
+        Once the body is JSON at all, nothing in it refuses an SOS: a field that cannot
+        be used (a position off the Earth or not two numbers, a note that is not text, an
+        unknown language, a crew number that is not one: 0, none) is left out and named
+        in ``ignored``."""
         data = await body(request)
+        ignored: list[str] = []
         raw = data.get("position")
         position = None
-        if raw is not None:
-            if not (
-                isinstance(raw, list)
-                and len(raw) == 2
-                and all(isinstance(v, int) and not isinstance(v, bool) for v in raw)
-            ):
-                raise Problem(
-                    400, "bad-request", "bad request", "'position' must be [latitude, longitude]."
-                )
-            position = (int(raw[0]), int(raw[1]))
-        note = optional_text(data, "note")
+        if isinstance(raw, list) and len(raw) == 2 and all(_is_int(v) for v in raw):
+            position = sos_position((int(raw[0]), int(raw[1])))
+        if raw is not None and position is None:
+            ignored.append("position")
+        note = data.get("note")
+        if note is not None and not isinstance(note, str):
+            note = None
+            ignored.append("note")
+        code = data.get("lang")
+        lang = None
+        if isinstance(code, str):
+            with contextlib.suppress(ValueError):
+                lang = Language.from_code(code)
+        if code is not None and lang is None:
+            ignored.append("lang")
         token = token_of(request)
         who = None
         if token is not None:
@@ -499,26 +513,29 @@ def create_app(
                 intake.sos,
                 who.member.crew,
                 note=note,
-                lang=language(data, who.member.language),
+                lang=lang or who.member.language,
                 position=position,
             )
             return JSONResponse(
-                {"message_seq": accepted.message_seq, "state": "accepted", "signed_in": True},
+                {
+                    "message_seq": accepted.message_seq,
+                    "state": "accepted",
+                    "signed_in": True,
+                    "ignored": ignored,
+                },
                 status_code=201,
             )
-        crew = optional_int(data, "crew", 0, MAX_CREW_NUMBER)
-        if crew is None:
-            raise Problem(
-                400,
-                "bad-request",
-                "bad request",
-                "Send your crew number ('crew') with an SOS when you are not signed in.",
-            )
+        raw_crew = data.get("crew")
+        crew = 0  # none typed, or none that can be read: the SOS still goes
+        if _is_int(raw_crew) and 0 <= raw_crew <= MAX_CREW_NUMBER:
+            crew = raw_crew
+        elif raw_crew is not None:
+            ignored.append("crew")
         queued = await asyncio.to_thread(
             intake.sos_without_pin,
             crew,
             note=note,
-            lang=language(data, pages.visitor_language(request)),
+            lang=lang or pages.visitor_language(request),
             position=position,
         )
         logger.warning("SOS %d from the API without a PIN", queued.message_seq)
@@ -528,6 +545,7 @@ def create_app(
                 "state": "accepted",
                 "signed_in": False,
                 "coalesced": queued.coalesced,
+                "ignored": ignored,
             },
             status_code=201,
         )

@@ -320,3 +320,37 @@ async def test_hostile_auth_gets_a_reply_never_a_traceback(
     assert [code for code, _ in replies].count(535) >= 4
     for record in caplog.records:
         assert record.exc_info is None, record.getMessage()
+
+
+async def test_a_bug_at_data_is_logged_once_and_answered_451(
+    outbox: Outbox,
+    ship_config: ShipConfig,
+    codebook: Codebook,
+    crew: Crew,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """If saving a mail hits a bug, the phone gets 451 (it keeps the mail and tries again
+    later) with a sentence, never aiosmtpd's '500 Error: (RuntimeError) ...' with the
+    inside's words; the operator gets the traceback once."""
+    intake = Intake(ship_config, outbox, codebook)
+
+    def broken(*args: object, **kwargs: object) -> object:
+        raise RuntimeError("secret-internal-detail")
+
+    intake.send_messages = broken  # type: ignore[method-assign, assignment]
+    server, stopping, task = await _start(intake, tmp_path)
+    try:
+        caplog.clear()
+        with pytest.raises(smtplib.SMTPDataError) as refused:
+            await _in_thread(
+                _send, server, crew, _mail("mother@example.org", "hi"), ["mother@example.org"]
+            )
+        assert refused.value.smtp_code == 451
+        assert b"secret" not in refused.value.smtp_error
+        assert b"RuntimeError" not in refused.value.smtp_error
+        tracebacks = [r for r in caplog.records if r.exc_info is not None]
+        assert len(tracebacks) == 1
+    finally:
+        stopping.set()
+        await task

@@ -123,7 +123,9 @@ async def test_api_sos_without_a_token_goes_and_repeats_are_coalesced(
 ) -> None:
     """POST /api/sos with a crew number and no token (or an expired one) is saved at
     once (201); the same again a minute later gets 201 with the same message number,
-    coalesced; without a crew number it asks for one (400, a sentence)."""
+    coalesced. Nothing in a readable body refuses an SOS: without a crew number, with a
+    crew number of 10**15, a language nobody knows and a position that is no position,
+    it still goes (crew number 0: none), and the answer names what was left out."""
     first = await api.post("/api/sos", json={"crew": crew.member.crew, "note": "help"})
     assert first.status_code == 201
     assert first.json()["signed_in"] is False
@@ -137,11 +139,20 @@ async def test_api_sos_without_a_token_goes_and_repeats_are_coalesced(
     assert again.status_code == 201
     assert again.json()["message_seq"] == first.json()["message_seq"]
     assert again.json()["coalesced"] is True
-    nameless = await api.post("/api/sos", json={"note": "help"})
-    assert nameless.status_code == 400
-    assert "crew number" in nameless.json()["detail"]
-    soses = [p for p in outbox.pending_messages(clock.now) if p.kind == "sos"]
-    assert len(soses) == 1
+    nameless = await api.post("/api/sos", json={"note": "fire"})
+    assert nameless.status_code == 201
+    assert nameless.json()["ignored"] == []
+    odd = await api.post(
+        "/api/sos",
+        json={"crew": 10**15, "lang": "klingon", "position": ["north", 5], "note": 7},
+    )
+    assert odd.status_code == 201
+    assert sorted(odd.json()["ignored"]) == ["crew", "lang", "note", "position"]
+    with outbox.reading() as db:
+        typed = db.execute(
+            "SELECT typed_crew FROM messages WHERE kind = 'sos' ORDER BY message_seq"
+        ).fetchall()
+    assert [row[0] for row in typed] == [crew.member.crew, 0, 0]
 
 
 async def test_sos_form_without_a_pin_in_the_visitors_language(
@@ -155,9 +166,7 @@ async def test_sos_form_without_a_pin_in_the_visitors_language(
     assert '<html lang="km">' in page.text
     assert 'name="crew"' in page.text
     assert "csrf" not in page.text  # a stale form must never stop an SOS
-    sent = await api.post(
-        "/sos", data={"crew": "", "note": ""}, headers={"accept-language": "km"}
-    )
+    sent = await api.post("/sos", data={"crew": "", "note": ""}, headers={"accept-language": "km"})
     assert sent.status_code == 201
     assert '<html lang="km">' in sent.text
     [pending] = [p for p in outbox.pending_messages(NOW + 10**6) if p.kind == "sos"]
