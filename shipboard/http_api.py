@@ -9,14 +9,21 @@ Endpoints (JSON; sign in first, then send ``Authorization: Bearer TOKEN``):
 * ``GET /api/unions`` -> unions that receive grievance reports
 * ``POST /api/grievances`` ``{"union": 1, "category": "withholding_of_wages", "text": ...,
   "lang": "mya", "anonymous": false}`` -> 201 with a case number and a receipt code
-* ``POST /api/sos`` ``{"note": "...", "position": [1350000, 10050000]}`` -> 201
+* ``POST /api/sos`` ``{"note": "...", "position": [1350000, 10050000]}`` -> 201; without a
+  (valid) token it goes without a PIN, for the ``"crew"`` number in the body (flagged as
+  unauthenticated ashore; repeats coalesced, see :mod:`shipboard.sos_limit`)
 * ``GET /api/inbox`` -> receipts, replies, case updates and quota notices
 * ``GET /api/cases/{seq}`` -> one of the reporter's cases: stage and the union's notes,
   opened with the reply key derived from their case key (404 for anyone else's case)
 * ``GET /api/quota`` -> this month's text quota and balance
 
 A 201 is sent only after the outbox committed. Errors are RFC 9457 problem details
-(``application/problem+json``) whose ``detail`` is a sentence for the crew member. Every
+(``application/problem+json``) whose ``detail`` is a sentence for the crew member. Wrong
+PINs count per crew member with the crew page's and SMTP AUTH's (one
+:class:`common.signins.SignInGuard` per process); a paused crew number gets 429 with
+``Retry-After``. Every request body is bounded per route before it is read
+(:class:`common.http.BodyLimit`, :data:`ROUTE_BODY_BYTES`), JSON is parsed within bounds
+(:func:`common.http.parse_json`), numbers and texts are checked before use. Every
 response carries ``Cache-Control: no-store`` (a shared phone must keep nothing). Sessions
 live in memory only: after a restart the crew member signs in again. Grievance text is
 held in memory only until it is sealed; it is never logged or stored in clear.

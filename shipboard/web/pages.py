@@ -3,7 +3,13 @@
 Pages: sign in (crew number + PIN; choose an own PIN and an optional duress PIN at the
 first sign-in), home (menu and quota meter), write home, quick messages, a message's
 stages, report a problem, SOS (one confirmation step), inbox, add a contact, language
-switch. No JavaScript; every form carries a CSRF token; sessions are cookies that expire
+switch. The sign-in page has an SOS button: ``/sos`` works without a session too (crew
+number typed, no PIN; flagged ashore as sent without a PIN). Wrong PINs count with the
+API's and SMTP's (:mod:`shipboard.signin`); a paused sign-in says how many minutes to
+wait and that an SOS needs no PIN. Forms are read within bounds (:func:`read_form`); a
+refused request gets the error page in the crew member's language.
+No JavaScript; every form carries a CSRF token (but the SOS without a PIN, which uses
+nobody's session and must not fail on a stale form); sessions are cookies that expire
 (:mod:`shipboard.web.sessions`); every page is ``Cache-Control: no-store`` (the API's
 middleware), while fonts and icons are cached for a year.
 
