@@ -302,11 +302,17 @@ def check_text(text: str, what: str = "A text in the request") -> str:
 def bounded_int(value: object, what: str, low: int, high: int) -> int:
     """``value`` as an int in ``[low, high]``, or :class:`MalformedRequest` naming ``what``.
 
-    Booleans are not numbers here; digit strings (from forms) are read as numbers.
+    Booleans are not numbers here; strings of ASCII digits (from forms) are read as numbers
+    (other digits, such as "²" or "٣", are refused: ``int()`` would fail or read them).
     """
     if isinstance(value, str):
         stripped = value.strip()
-        if not stripped or len(stripped) > MAX_INT_DIGITS or not stripped.lstrip("-").isdigit():
+        digits = stripped.removeprefix("-")
+        if (
+            not digits
+            or len(digits) > MAX_INT_DIGITS
+            or not (digits.isascii() and digits.isdigit())
+        ):
             raise MalformedRequest(f"{what} must be a number.")
         value = int(stripped)
     if isinstance(value, bool) or not isinstance(value, int):

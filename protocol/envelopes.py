@@ -308,7 +308,12 @@ class GrievanceReport(Envelope):
 
 @dataclass(frozen=True, slots=True)
 class Sos(Envelope):
-    """An SOS from a crew member: goes out at once, outside every quota."""
+    """An SOS from a crew member: goes out at once, outside every quota.
+
+    ``unauthenticated`` (key 28, optional, added 2026-12) is true for an SOS sent without
+    a PIN (from the sign-in page): ``crew`` is then only the number that was typed, which
+    nobody proved. It is left out (None) for a signed-in SOS, so those encode as before.
+    """
 
     KIND: ClassVar[Kind] = Kind.SOS
     TEXT_FIELD: ClassVar[str | None] = "note"
@@ -317,6 +322,7 @@ class Sos(Envelope):
         _Field("crew", 2, _T.UINT),
         _Field("note", TEXT_KEY, _T.TEXT, optional=True),
         _Field("position", 10, _T.POSITION, optional=True),
+        _Field("unauthenticated", 28, _T.BOOL, optional=True),  # last: old masks stay valid
     )
 
     message_seq: int
@@ -325,6 +331,7 @@ class Sos(Envelope):
     lang: Language | None = None
     note: str | None = None
     position: tuple[int, int] | None = None
+    unauthenticated: bool | None = None
 
     def __post_init__(self) -> None:
         self._validate()

@@ -27,6 +27,7 @@ from collections.abc import Callable, Coroutine, Mapping
 from pathlib import Path
 from typing import Any
 
+from common.signins import SignInGuard
 from protocol.codebook import Codebook
 from protocol.signing import SigningKey
 from shipboard.config import ShipConfig
@@ -98,12 +99,15 @@ async def run_agent(
         loop.call_soon_threadsafe(doorbell.set)
 
     intake = Intake(config, outbox, codebook, on_accept=ring)
+    # One sign-in guard for the process: wrong PINs count per crew member across the
+    # crew API, the crew page and SMTP AUTH together (shipboard.signin).
+    guard = SignInGuard()
     smtp_ready, http_ready = asyncio.Event(), asyncio.Event()
     try:
         async with asyncio.TaskGroup() as group:
             group.create_task(
                 serve_smtp(
-                    SmtpIntakeHandler(intake),
+                    SmtpIntakeHandler(intake, guard=guard),
                     tls,
                     config.intake.smtp_host,
                     config.intake.smtp_port,
@@ -114,7 +118,7 @@ async def run_agent(
             )
             group.create_task(
                 serve_http(
-                    create_app(intake, SessionStore()),
+                    create_app(intake, SessionStore(), guard=guard),
                     config.intake.http_host,
                     config.intake.http_port,
                     stopping,

@@ -19,6 +19,7 @@ import re
 import secrets
 import sqlite3
 from dataclasses import dataclass
+from enum import Enum
 from typing import Literal
 
 from protocol.languages import Language
@@ -28,11 +29,20 @@ from shipboard.outbox import Outbox
 logger = logging.getLogger(__name__)
 
 PIN_DIGITS = 8
+#: Crew numbers the doors take (the register numbers from 1; SQLite holds far more).
+MAX_CREW_NUMBER = 2**31 - 1
+#: Longest PIN that is hashed at all: longer input cannot be a PIN (they have 6-12 digits).
+MAX_PIN_CHARS = 64
 _SCRYPT = {"n": 2**14, "r": 8, "p": 1, "dklen": 32}
 _EMAIL = re.compile(r"^[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+$")
 _PHONE = re.compile(r"^\+[1-9][0-9]{6,14}$")
 
 ContactChannel = Literal["email", "sms"]
+
+#: What a door says to a wrong crew number or PIN (it never says which of the two).
+WRONG_PIN = "The crew number or the PIN is wrong."
+#: What a door says to a signed-off crew member with their right PIN.
+SIGNED_OFF = "You are signed off this vessel; messages can no longer be sent."
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,10 +71,30 @@ class Contact:
 
 @dataclass(frozen=True, slots=True)
 class SignedIn:
-    """A crew member who proved their PIN, with the case key derived from it."""
+    """A crew member who proved their PIN, with the case key derived from it.
+
+    ``duress``: they typed their duress PIN. The doors then behave as for the PIN (nothing
+    tells the two apart) but show no history, and ``case_key`` is a throwaway key."""
 
     member: CrewMember
     case_key: bytes
+    duress: bool = False
+
+
+class PinOutcome(Enum):
+    """What one PIN turned out to be for one crew number."""
+
+    RIGHT = "right"
+    DURESS = "duress"
+    WRONG = "wrong"
+
+
+@dataclass(frozen=True, slots=True)
+class PinCheck:
+    """The outcome of :meth:`CrewRegister.check_pin`; ``signed_in`` unless WRONG."""
+
+    outcome: PinOutcome
+    signed_in: SignedIn | None = None
 
 
 def new_pin() -> str:
@@ -78,7 +108,7 @@ def _hash(pin: str, salt: bytes) -> bytes:
 
 def normalise_address(channel: ContactChannel, address: str) -> str:
     """Check and normalise a contact address (e-mail, or phone number in +E.164 form)."""
-    text = address.strip()
+    text = _unicode(address.strip(), "address")
     if channel == "email":
         if not _EMAIL.match(text) or len(text) > 254:
             raise CrewRegisterError(f"{text!r} is not an e-mail address (name@example.org)")
@@ -222,22 +252,56 @@ class CrewRegister:
         return [_member(row) for row in rows]
 
     def sign_in(self, crew: int, pin: str) -> SignedIn:
-        """Check a crew number and PIN; raise :class:`NotSignedIn` with a sentence if wrong."""
-        with self.outbox.reading() as db:
-            row = db.execute(
-                "SELECT crew, name, document, nationality, language, signed_off_at, pin_salt, "
-                "pin_hash, case_salt FROM crew WHERE crew = ?",
-                (crew,),
-            ).fetchone()
-        if row is None:
-            _hash(pin, b"0" * 16)  # same work either way: do not tell which part was wrong
-            raise NotSignedIn("The crew number or the PIN is wrong. Ask the captain for a new PIN.")
-        if not hmac.compare_digest(_hash(pin, bytes(row[6])), bytes(row[7])):
-            raise NotSignedIn("The crew number or the PIN is wrong. Ask the captain for a new PIN.")
+        """Check a crew number and PIN; raise :class:`NotSignedIn` with a sentence if wrong.
+
+        The duress PIN is wrong here; the doors use :meth:`check_pin` through
+        :class:`shipboard.signin.CrewSignIn`, which counts wrong PINs across doors."""
+        checked = self.check_pin(crew, pin)
+        if checked.outcome is not PinOutcome.RIGHT or checked.signed_in is None:
+            raise NotSignedIn(WRONG_PIN)
+        if checked.signed_in.member.signed_off:
+            raise NotSignedIn(SIGNED_OFF)
+        return checked.signed_in
+
+    def check_pin(self, crew: int, pin: str) -> PinCheck:
+        """Evaluate one PIN for one crew number: their PIN, their duress PIN, or wrong.
+
+        Two scrypt hashes whatever the answer (unknown crew number, no duress PIN set,
+        either PIN right), so the time taken tells nothing. Text that cannot be a PIN
+        (not ASCII digits, or over :data:`MAX_PIN_CHARS`) is wrong without hashing. A
+        signed-off crew member's right PIN is RIGHT: the caller refuses them."""
+        if not isinstance(pin, str) or not _pin_shaped(pin):
+            return PinCheck(PinOutcome.WRONG)
+        row = duress = None
+        if 0 < crew <= MAX_CREW_NUMBER:
+            with self.outbox.reading() as db:  # only reads: sign-in works on a full disk
+                row = db.execute(
+                    "SELECT crew, name, document, nationality, language, signed_off_at, "
+                    "pin_salt, pin_hash, case_salt FROM crew WHERE crew = ?",
+                    (crew,),
+                ).fetchone()
+                if _has_pins_table(db):
+                    duress = db.execute(
+                        "SELECT duress_salt, duress_hash FROM crew_pins WHERE crew = ? "
+                        "AND duress_salt IS NOT NULL",
+                        (crew,),
+                    ).fetchone()
+        pin_salt, pin_hash = (bytes(row[6]), bytes(row[7])) if row else (b"0" * 16, b"")
+        duress_salt, duress_hash = (
+            (bytes(duress[0]), bytes(duress[1])) if duress else (b"1" * 16, b"")
+        )
+        right = hmac.compare_digest(_hash(pin, pin_salt), pin_hash) and row is not None
+        under_duress = hmac.compare_digest(_hash(pin, duress_salt), duress_hash)
+        under_duress = under_duress and duress is not None
+        if row is None or not (right or under_duress):
+            return PinCheck(PinOutcome.WRONG)
         member = _member(row[:6])
-        if member.signed_off:
-            raise NotSignedIn("You are signed off this vessel; messages can no longer be sent.")
-        return SignedIn(member, _hash(pin, bytes(row[8])))
+        if right:
+            return PinCheck(PinOutcome.RIGHT, SignedIn(member, _hash(pin, bytes(row[8]))))
+        # a throwaway case key (hashed as the real one is, to take the same time): the
+        # duress session finds no case and files under no one's
+        throwaway = _hash(pin, secrets.token_bytes(16))
+        return PinCheck(PinOutcome.DURESS, SignedIn(member, throwaway, duress=True))
 
     # PINs chosen on the web page -----------------------------------------------------------
     # A side table: the PIN hash the crew member chose (so a PIN reset by the captain shows
@@ -250,26 +314,15 @@ class CrewRegister:
 
     def pin_chosen(self, crew: int) -> bool:
         """Whether the crew member chose their current PIN (False after a captain's reset)."""
-        with self.outbox.transaction("read the PIN state") as db:
-            db.execute(self._PIN_TABLE)
+        with self.outbox.reading() as db:  # only reads: sign-in works on a full disk
+            if not _has_pins_table(db):
+                return False
             row = db.execute(
                 "SELECT p.chosen_hash, c.pin_hash FROM crew_pins p JOIN crew c USING (crew) "
                 "WHERE crew = ?",
                 (crew,),
             ).fetchone()
         return row is not None and hmac.compare_digest(bytes(row[0]), bytes(row[1]))
-
-    def is_duress_pin(self, crew: int, pin: str) -> bool:
-        """Whether ``pin`` is the crew member's duress PIN (same work whether set or not)."""
-        with self.outbox.transaction("read the PIN state") as db:
-            db.execute(self._PIN_TABLE)
-            row = db.execute(
-                "SELECT duress_salt, duress_hash FROM crew_pins WHERE crew = ?", (crew,)
-            ).fetchone()
-        if row is None or row[0] is None:
-            _hash(pin, b"1" * 16)
-            return False
-        return hmac.compare_digest(_hash(pin, bytes(row[0])), bytes(row[1]))
 
     def choose_pin(self, crew: int, pin: str, duress_pin: str | None, now: float) -> SignedIn:
         """Set the crew member's own PIN (and optional duress PIN); returns the new sign-in."""
@@ -362,8 +415,31 @@ class CrewRegister:
         return None
 
 
+def _has_pins_table(db: sqlite3.Connection) -> bool:
+    """Whether the side table of chosen and duress PINs exists yet (made at the first
+    choice of a PIN), found without writing."""
+    found = db.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'crew_pins'"
+    ).fetchone()
+    return found is not None
+
+
+def _pin_shaped(pin: str) -> bool:
+    return 0 < len(pin) <= MAX_PIN_CHARS and pin.isascii() and pin.isdigit()
+
+
+def _unicode(text: str, what: str) -> str:
+    """``text``, or :class:`CrewRegisterError` when it holds lone surrogates (``"\\ud800"``),
+    which neither SQLite nor mail can store."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise CrewRegisterError(f"the {what} is not valid Unicode text") from None
+    return text
+
+
 def _clean(value: str, what: str) -> str:
-    text = " ".join(value.split())
+    text = _unicode(" ".join(value.split()), what)
     if not text:
         raise CrewRegisterError(f"the {what} is empty")
     if len(text) > 200:

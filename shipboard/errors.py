@@ -14,6 +14,7 @@ errors name the file, the key or the state and say what to do.
     ├── CrewRegisterError             a crew or contact change the register refuses
     └── IntakeRefused                 a crew member's message is refused (they are told why)
         ├── NotSignedIn               unknown crew number, wrong PIN, signed off, expired
+        ├── SignInPaused              too many wrong PINs for this crew number: wait N minutes
         ├── UnknownContact            a recipient that is not in the crew member's contacts
         ├── MessageTooLarge           over the size limit for one message
         ├── BadText                   text that cannot be read (encoding, control characters)
@@ -22,6 +23,8 @@ errors name the file, the key or the state and say what to do.
 """
 
 from __future__ import annotations
+
+import math
 
 from vessel_relay.exits import EX_CONFIG
 
@@ -92,6 +95,25 @@ class NotSignedIn(IntakeRefused):
     code = "not-signed-in"
     http_status = 401
     smtp_code = 535
+
+
+class SignInPaused(IntakeRefused):
+    """Too many wrong PINs for this crew number lately, on any door: wait, then try again.
+
+    Raised before the PIN is looked at (``common.signins.SignInGuard``). It is a pause that
+    ends by itself, never a lock that someone on board must lift; SOS needs no PIN."""
+
+    code = "sign-in-paused"
+    http_status = 429
+    smtp_code = 454
+
+    def __init__(self, retry_after_s: float) -> None:
+        self.retry_after_s = max(1.0, retry_after_s)
+        self.retry_after_minutes = max(1, math.ceil(self.retry_after_s / 60))
+        super().__init__(
+            f"Too many wrong PINs for this crew number. Wait {self.retry_after_minutes} "
+            "minute(s), then try again. SOS works without a PIN."
+        )
 
 
 class UnknownContact(IntakeRefused):

@@ -17,6 +17,7 @@ import logging
 import secrets
 import threading
 import time
+import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -47,6 +48,7 @@ from shipboard.config import ShipConfig, UnionConfig
 from shipboard.crew import CrewRegister, SignedIn
 from shipboard.errors import BadText, MessageTooLarge, UnknownContact, UnknownUnion
 from shipboard.outbox import AcceptedMessage, Outbox, QuotaStatus
+from shipboard.sos_limit import SosLimitPolicy, SosWithoutPinLimit
 
 logger = logging.getLogger(__name__)
 
@@ -116,6 +118,50 @@ def new_receipt_code() -> str:
     return make_receipt_code("".join(secrets.choice("0123456789") for _ in range(15)))
 
 
+def sos_note(note: str | None, lang: Language | None) -> str | None:
+    """An SOS note as it can travel, or None: normalised when it can be read, else cleaned
+    (broken characters replaced, control characters dropped), cut to :data:`MAX_SOS_BYTES`.
+
+    An SOS is never refused for its note."""
+    if not note or not note.strip():
+        return None
+    raw = note[: 4 * MAX_SOS_BYTES]  # more is cut anyway; keep normalising cheap
+    try:
+        clean = normalise(raw, lang)
+    except BadText:
+        readable = raw.encode("utf-8", "replace").decode("utf-8")
+        readable = "".join(
+            c for c in readable if c in "\n\t" or unicodedata.category(c) not in ("Cc", "Cs")
+        )
+        try:
+            clean = normalise(readable, lang)
+        except BadText:
+            logger.warning("an SOS note could not be read; the SOS goes without it")
+            return None
+    if len(clean.encode("utf-8")) > MAX_SOS_BYTES:
+        clean = clean.encode("utf-8")[:MAX_SOS_BYTES].decode("utf-8", "ignore")
+    return clean or None
+
+
+def sos_position(position: tuple[int, int] | None) -> tuple[int, int] | None:
+    """The position (1e-5 degrees) if it is one on Earth, else None (the SOS goes without)."""
+    if position is None:
+        return None
+    lat, lon = position
+    if -9_000_000 <= lat <= 9_000_000 and -18_000_000 <= lon <= 18_000_000:
+        return (lat, lon)
+    logger.warning("an SOS position off the Earth was left out")
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class SosQueued:
+    """An SOS without a PIN: the message it went out as (``coalesced``: an earlier one)."""
+
+    message_seq: int
+    coalesced: bool
+
+
 @dataclass(frozen=True, slots=True)
 class FiledReport:
     """What the reporter is shown once: the case number and the receipt code."""
@@ -136,6 +182,7 @@ class Intake:
         codebook: Codebook,
         clock: Clock = time.time,
         on_accept: Callable[[str], None] | None = None,
+        sos_limit: SosLimitPolicy | None = None,
     ) -> None:
         self.config = config
         #: Called (from the intake thread) with the kind after each commit: the doorbell
@@ -148,6 +195,8 @@ class Intake:
         # Quotas renew on the first of the month in the vessel's time zone, not UTC's.
         outbox.use_time_zone(config.time_zone)
         self._slots_lock = threading.Lock()  # the link's thread and intake's both make slots
+        self._sos_lock = threading.Lock()
+        self._sos_limit = SosWithoutPinLimit(sos_limit or SosLimitPolicy())
         if config.quota.daily_slots:
             outbox.before_pending = self.ensure_slots
 
@@ -380,16 +429,55 @@ class Intake:
         lang: Language | None,
         position: tuple[int, int] | None,
     ) -> AcceptedMessage:
-        """Commit an SOS; it goes at once and is never refused for quota."""
-        clean = normalise(note, lang) if note else None
-        if clean and len(clean.encode("utf-8")) > MAX_SOS_BYTES:
-            clean = clean.encode("utf-8")[:MAX_SOS_BYTES].decode("utf-8", "ignore")
+        """Commit a signed-in crew member's SOS; it goes at once and is never refused for
+        quota, nor for a note that cannot be read (the note is then cleaned or left out)
+        or a position that is not on Earth (left out)."""
         language = lang or self.register.get(crew).language
         accepted = self.outbox.accept_sos(
-            crew=crew, now=self.clock(), lang=language, note=clean or None, position=position
+            crew=crew,
+            now=self.clock(),
+            lang=language,
+            note=sos_note(note, language),
+            position=sos_position(position),
         )
         self._ring("sos")
         return accepted
+
+    def sos_without_pin(
+        self,
+        crew: int,
+        *,
+        note: str | None,
+        lang: Language,
+        position: tuple[int, int] | None = None,
+    ) -> SosQueued:
+        """Commit an SOS sent without a PIN (from the sign-in page, or a locked-out crew
+        member): attributed to the crew number typed, flagged as unauthenticated on the
+        link and ashore. Never refused: a crew number nobody has (a typo) still goes, and
+        repeats are coalesced into an SOS already queued (:mod:`shipboard.sos_limit`)."""
+        clean = sos_note(note, lang)
+        with self._sos_lock:
+            now = self.clock()
+            joined = self._sos_limit.joins(crew, clean, now)
+            if joined is not None:
+                logger.warning(
+                    "SOS without a PIN joined SOS %d (%d coalesced so far)",
+                    joined,
+                    self._sos_limit.coalesced,
+                )
+                return SosQueued(joined, coalesced=True)
+            accepted = self.outbox.accept_sos(
+                crew=crew,
+                now=now,
+                lang=lang,
+                note=clean,
+                position=sos_position(position),
+                signed_in=False,
+            )
+            self._sos_limit.queued(crew, clean, accepted.message_seq, now)
+        logger.warning("SOS %d committed without a PIN", accepted.message_seq)
+        self._ring("sos")
+        return SosQueued(accepted.message_seq, coalesced=False)
 
     def _ring(self, kind: str) -> None:
         if self.on_accept is not None:

@@ -191,6 +191,12 @@ _MIGRATIONS: tuple[tuple[str, str], ...] = (
         )
         """,
     ),
+    (
+        "0005_sos_without_pin",
+        # An SOS sent without a PIN keeps crew NULL (nobody proved who sent it) and the
+        # crew number that was typed here (no foreign key: a mistyped number still goes).
+        "ALTER TABLE messages ADD COLUMN typed_crew INTEGER",
+    ),
 )
 
 #: Most ranges of applied downlink batches that one BatchAck names (the shore resends
@@ -670,14 +676,19 @@ class Outbox:
         lang: Language | None = None,
         note: str | None = None,
         position: tuple[int, int] | None = None,
+        signed_in: bool = True,
     ) -> AcceptedMessage:
-        """Commit an SOS (outside every quota; the scheduler sends it at once)."""
+        """Commit an SOS (outside every quota; the scheduler sends it at once).
+
+        ``signed_in=False``: sent without a PIN; ``crew`` is only the number typed (it
+        travels flagged as unauthenticated and is in nobody's inbox on board)."""
         latitude, longitude = position if position is not None else (None, None)
         with self.transaction("save the SOS") as db:
             seq = self._insert(
                 db,
                 kind="sos",
-                crew=crew,
+                crew=crew if signed_in else None,
+                typed_crew=None if signed_in else crew,
                 lang=(lang or Language.UND).code if note else None,
                 body=note,
                 latitude=latitude,
@@ -839,12 +850,13 @@ class Outbox:
         for seq in dict.fromkeys(message_seqs):
             row = db.execute(
                 "SELECT kind, crew, contact, union_id, lang, body, quick, sealed, latitude, "
-                "longitude, accepted_at, state FROM messages WHERE message_seq = ?",
+                "longitude, accepted_at, state, typed_crew FROM messages WHERE message_seq = ?",
                 (seq,),
             ).fetchone()
             if row is None:
                 raise KeyError(f"message {seq} is not in the outbox")
-            kind, crew, contact, union_id, lang, body, quick, sealed, lat, lon, at, state = row
+            kind, crew, contact, union_id, lang, body, quick, sealed, lat, lon, at, state = row[:12]
+            typed_crew = row[12]
             next_state(MessageState(state), MessageEvent.BATCH, seq)
             written = int(at // 60)
             language = Language.from_code(lang) if lang else None
@@ -866,11 +878,12 @@ class Outbox:
             else:
                 envelope = Sos(
                     message_seq=seq,
-                    crew=crew,
+                    crew=crew if crew is not None else typed_crew,
                     written_minutes=written,
                     lang=language if body else None,
                     note=body,
                     position=(lat, lon) if lat is not None else None,
+                    unauthenticated=True if crew is None else None,
                 )
             loaded.append((seq, envelope))
         return loaded

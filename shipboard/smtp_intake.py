@@ -12,7 +12,9 @@ Every answer is a promise or a specific refusal, in a sentence the crew member c
 * 552 message too large;
 * 452 not enough quota left this month (with the balance); 552 if it can never fit;
 * 451 the outbox cannot store (disk full or broken): the phone keeps it and retries;
-* 535 wrong crew number or PIN.
+* 535 wrong crew number or PIN;
+* 454 sign-in paused for this crew number after too many wrong PINs on any door (the
+  crew page, the API, SMTP): try again in N minutes; an SOS needs no PIN.
 
 Nothing about the message (text, addresses) is logged; only numbers and sizes.
 """
@@ -20,6 +22,7 @@ Nothing about the message (text, addresses) is logged; only numbers and sizes.
 from __future__ import annotations
 
 import asyncio
+import base64
 import email
 import email.policy
 import logging
@@ -30,18 +33,21 @@ from email.message import EmailMessage
 from html.parser import HTMLParser
 from typing import Any
 
-from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, Session
 
-from shipboard.crew import SignedIn
+from common.signins import SignInGuard
+from shipboard.crew import MAX_CREW_NUMBER, SIGNED_OFF, SignedIn
 from shipboard.errors import (
     BadText,
     IntakeRefused,
     NotSignedIn,
     OutboxUnavailable,
     QuotaExceeded,
+    SignInPaused,
     UnknownContact,
 )
 from shipboard.intake import Intake
+from shipboard.signin import CrewSignIn
 
 logger = logging.getLogger(__name__)
 
@@ -118,6 +124,34 @@ def mail_text(data: bytes) -> MailText:
     return MailText("\n".join(kept).strip(), attachments)
 
 
+def crew_number(login: bytes) -> int | None:
+    """The crew number of an SMTP login (``3`` or ``crew3``), or None if it is not one."""
+    text = login.decode("ascii", "replace").strip().lower().removeprefix("crew")
+    if not (text.isascii() and text.isdigit()) or len(text) > 10:
+        return None
+    number = int(text)
+    return number if 0 < number <= MAX_CREW_NUMBER else None
+
+
+async def _initial_response(server: SMTP, blob: str) -> bytes | None:
+    """The base64 initial response of an AUTH command, or None (answered 501)."""
+    try:
+        return base64.b64decode(blob.encode("ascii"), validate=True)
+    except ValueError:  # binascii.Error, or non-ASCII (aiosmtpd keeps bytes as surrogates)
+        await server.push("501 5.5.2 Can't decode base64")
+        return None
+
+
+async def _challenge(server: SMTP, challenge: str) -> bytes | None:
+    """Ask for the next AUTH answer; None when there is none (already answered 501)."""
+    try:
+        answer = await server.challenge_auth(challenge)
+    except ValueError:  # the answer line was longer than aiosmtpd's line limit
+        await server.push("501 5.5.2 The answer is too long.")
+        return None
+    return answer if isinstance(answer, bytes) else None  # MISSING: '*' or bad base64
+
+
 def _reply(error: IntakeRefused, quota_bytes: int) -> str:
     code = error.smtp_code
     if isinstance(error, QuotaExceeded) and error.needed_bytes > quota_bytes:
@@ -127,39 +161,100 @@ def _reply(error: IntakeRefused, quota_bytes: int) -> str:
     return f"{code} {enhanced} {sentence}"
 
 
+WRONG_LOGIN = "535 5.7.8 Wrong crew number or PIN. Check both and try again."
+STORAGE_DOWN = "454 4.7.0 The storage on board is not working. Try again later."
+
+
 @dataclass
 class SmtpIntakeHandler:
-    """aiosmtpd handler: checks recipients at RCPT, commits at DATA, answers after commit."""
+    """aiosmtpd handler: checks recipients at RCPT, commits at DATA, answers after commit.
+
+    AUTH PLAIN and LOGIN are this handler's own (they replace aiosmtpd's, which check the
+    secret on the event loop): the crew number and PIN go to the process's one sign-in
+    guard and are checked in a thread (:mod:`shipboard.signin`), so wrong PINs count with
+    the crew page's and the API's, and a paused crew number gets ``454 4.7.0``.
+    """
 
     intake: Intake
+    guard: SignInGuard = field(default_factory=SignInGuard)
     accepted: int = 0
     refused: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.signins = CrewSignIn(self.intake.register, self.guard)
 
     def authenticate(
         self, server: SMTP, session: Session, envelope: Envelope, mechanism: str, auth_data: Any
     ) -> AuthResult:
-        """Check crew number and PIN (AUTH PLAIN / LOGIN, only after STARTTLS)."""
-        del server, session, envelope
-        if mechanism not in ("PLAIN", "LOGIN") or not isinstance(auth_data, LoginPassword):
-            return AuthResult(success=False, handled=False)
-        try:
-            login = auth_data.login.decode("utf-8").strip().lower().removeprefix("crew")
-            crew = int(login)
-            signed_in = self.intake.register.sign_in(crew, auth_data.password.decode("utf-8"))
-        except (ValueError, UnicodeError, NotSignedIn):
+        """aiosmtpd's authenticator hook: only reached by a mechanism other than PLAIN or
+        LOGIN (both are :meth:`auth_PLAIN` / :meth:`auth_LOGIN`), which it refuses."""
+        del server, session, envelope, auth_data
+        logger.info("SMTP AUTH %s refused (only PLAIN and LOGIN)", mechanism[:20])
+        return AuthResult(success=False, handled=False, message=WRONG_LOGIN)
+
+    async def auth_PLAIN(self, server: SMTP, args: list[str]) -> AuthResult:  # noqa: N802
+        """AUTH PLAIN (RFC 4616): ``authzid NUL crew-number NUL PIN``, base64."""
+        if len(args) == 1:
+            blob = await _challenge(server, "")
+        else:
+            blob = await _initial_response(server, args[1])
+        if blob is None:
+            return AuthResult(success=False, handled=True)  # already answered (501)
+        parts = blob.split(b"\x00")
+        if len(parts) != 3:
+            await server.push("501 5.5.2 Can't split auth value")
+            return AuthResult(success=False, handled=True)
+        return await self._sign_in(parts[1], parts[2])
+
+    async def auth_LOGIN(self, server: SMTP, args: list[str]) -> AuthResult:  # noqa: N802
+        """AUTH LOGIN: the crew number, then the PIN, each base64 (asked for in turn)."""
+        if len(args) == 1:
+            login = await _challenge(server, server.AuthLoginUsernameChallenge)
+        else:
+            login = await _initial_response(server, args[1])
+        if login is None:
+            return AuthResult(success=False, handled=True)
+        password = await _challenge(server, server.AuthLoginPasswordChallenge)
+        if password is None:
+            return AuthResult(success=False, handled=True)
+        return await self._sign_in(login, password)
+
+    async def _sign_in(self, login: bytes, password: bytes) -> AuthResult:
+        crew = crew_number(login)
+        if crew is None:  # not a crew number: nothing to count it against, nothing checked
             self._count("not-signed-in")
+            return AuthResult(success=False, handled=False, message=WRONG_LOGIN)
+        pin = password.decode("utf-8", "replace")  # anything but digits is a wrong PIN
+        try:
+            signed_in = await asyncio.to_thread(self.signins.sign_in, crew, pin)
+        except SignInPaused as paused:
+            self._count(paused.code)
             return AuthResult(
                 success=False,
                 handled=False,
-                message="535 5.7.8 Wrong crew number or PIN. Ask the captain for a new PIN.",
+                message=(
+                    "454 4.7.0 Too many wrong PINs for this crew number. Try again in "
+                    f"{paused.retry_after_minutes} min. An SOS needs no PIN: use the SOS "
+                    "button on the crew page."
+                ),
             )
+        except NotSignedIn as wrong:
+            self._count(wrong.code)
+            message = WRONG_LOGIN
+            if wrong.sentence == SIGNED_OFF:
+                message = "535 5.7.8 You are signed off this vessel; mail can no longer be sent."
+            return AuthResult(success=False, handled=False, message=message)
         except OutboxUnavailable:
-            return AuthResult(
-                success=False,
-                handled=False,
-                message="454 4.7.0 The storage on board is not working. Try again later.",
-            )
+            self._count("storage")
+            return AuthResult(success=False, handled=False, message=STORAGE_DOWN)
         return AuthResult(success=True, auth_data=signed_in)
+
+    async def handle_exception(self, error: Exception) -> str:
+        """A bug: logged once with its traceback; the phone is told to try again later,
+        and nothing of the inside (aiosmtpd would answer the exception's text)."""
+        logger.error("SMTP intake: unexpected error", exc_info=error)
+        self._count("internal")
+        return "451 4.3.0 Something went wrong on board. Your phone will try again later."
 
     async def handle_RCPT(  # noqa: N802 - aiosmtpd's hook name
         self,

@@ -118,11 +118,22 @@ def _position_text(position: tuple[int, int] | None) -> str:
     )
 
 
+def _sender(alert: SosAlertDue, name_chars: int) -> str:
+    """Who the SOS is from; for one sent without a PIN, only the crew number typed."""
+    name = clean_header_text(alert.crew_name or "", name_chars)
+    if not alert.unauthenticated:
+        return name or f"crew member {alert.crew}"
+    if not alert.crew:
+        return "someone on board (sent without a PIN, no crew number typed)"
+    typed = f"crew number {alert.crew}" + (f", registered as {name}" if name else "")
+    return f"someone on board (sent without a PIN; typed {typed}: not verified)"
+
+
 def alert_text(alert: SosAlertDue) -> str:
     """The alert's words (English: the working language of rescue centres)."""
     written = datetime.fromtimestamp(alert.written_minutes * 60, UTC)
     received = datetime.fromtimestamp(alert.accepted_at, UTC)
-    crew = clean_header_text(alert.crew_name or "", 60) or f"crew member {alert.crew}"
+    crew = _sender(alert, 60)
     vessel = clean_header_text(alert.vessel_name, 60)
     lines = [
         f"SOS from {crew} on vessel {vessel} "
@@ -141,6 +152,8 @@ def alert_text(alert: SosAlertDue) -> str:
 def sms_alert_text(alert: SosAlertDue) -> str:
     """A short alert for SMS (fits in two segments unless the note is long)."""
     crew = clean_header_text(alert.crew_name or "", 24) or f"crew {alert.crew}"
+    if alert.unauthenticated:
+        crew = f"NO PIN, typed crew {alert.crew}" if alert.crew else "NO PIN, no crew number"
     text = (
         f"SOS {clean_header_text(alert.vessel_name, 30)} "
         f"({clean_header_text(alert.flag, 8)} {clean_header_text(alert.registration, 20)}) "

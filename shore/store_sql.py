@@ -295,6 +295,12 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
             WHERE carried_period IS NULL;
         """,
     ),
+    (
+        "0005_sos_unauthenticated",
+        # 1 for an SOS sent without a PIN (protocol.envelopes.Sos.unauthenticated): its
+        # crew number is only what was typed, and the alert says so
+        "ALTER TABLE messages ADD COLUMN unauthenticated {int}",
+    ),
 )
 
 
@@ -393,6 +399,8 @@ class SosAlertDue:
     position: tuple[int, int] | None
     written_minutes: int
     accepted_at: float
+    #: Sent without a PIN: ``crew`` is only the number typed (0: none), nobody proved it.
+    unauthenticated: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -733,7 +741,7 @@ class SqlStore:
         self, tx: Tx, vessel_id: int, batch_seq: int, envelope: Envelope, now: float
     ) -> bool:
         kind = _kind_of(envelope)
-        crew = contact = union = lang = quick = lat = lon = None
+        crew = contact = union = lang = quick = lat = lon = unauthenticated = None
         body: str | None = None
         sealed: bytes | None = None
         if isinstance(envelope, CrewMessage):
@@ -756,12 +764,13 @@ class SqlStore:
             )
             if envelope.position is not None:
                 lat, lon = envelope.position
+            unauthenticated = 1 if envelope.unauthenticated else None
         state = "alert" if kind == "sos" else "accepted"
         inserted = await tx.fetchrow(
             "INSERT INTO messages (vessel_id, message_seq, batch_seq, kind, crew, contact, "
             "union_id, lang, body, quick, sealed, latitude, longitude, written_minutes, "
-            "accepted_at, state, state_at) VALUES "
-            "($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $15) "
+            "accepted_at, state, state_at, unauthenticated) VALUES "
+            "($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $15, $17) "
             "ON CONFLICT DO NOTHING RETURNING message_seq",
             vessel_id,
             seq,
@@ -779,6 +788,7 @@ class SqlStore:
             envelope.written_minutes,
             float(now),
             state,
+            unauthenticated,
         )
         if inserted is None:
             return False
@@ -1487,7 +1497,8 @@ class SqlStore:
                 "v.registration, m.crew, m.body, m.lang, m.latitude, m.longitude, "
                 "m.written_minutes, m.accepted_at, (SELECT c.crew_name FROM contacts c "
                 "WHERE c.vessel_id = m.vessel_id AND c.crew = m.crew "
-                "AND c.crew_name IS NOT NULL ORDER BY c.updated_at DESC LIMIT 1) "
+                "AND c.crew_name IS NOT NULL ORDER BY c.updated_at DESC LIMIT 1), "
+                "m.unauthenticated "
                 "FROM sos_alerts a JOIN messages m ON m.vessel_id = a.vessel_id "
                 "AND m.message_seq = a.message_seq JOIN vessels v ON v.vessel_id = a.vessel_id "
                 "WHERE a.outcome IS NULL AND a.due_at <= $1 "
@@ -1516,6 +1527,7 @@ class SqlStore:
                 position=None if r[10] is None else (int(r[10]), int(r[11])),
                 written_minutes=int(r[12]),
                 accepted_at=float(r[13]),
+                unauthenticated=bool(r[15]),
             )
             for r in rows
         ]

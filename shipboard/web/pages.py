@@ -3,7 +3,13 @@
 Pages: sign in (crew number + PIN; choose an own PIN and an optional duress PIN at the
 first sign-in), home (menu and quota meter), write home, quick messages, a message's
 stages, report a problem, SOS (one confirmation step), inbox, add a contact, language
-switch. No JavaScript; every form carries a CSRF token; sessions are cookies that expire
+switch. The sign-in page has an SOS button: ``/sos`` works without a session too (crew
+number typed, no PIN; flagged ashore as sent without a PIN). Wrong PINs count with the
+API's and SMTP's (:mod:`shipboard.signin`); a paused sign-in says how many minutes to
+wait and that an SOS needs no PIN. Forms are read within bounds (:func:`read_form`); a
+refused request gets the error page in the crew member's language.
+No JavaScript; every form carries a CSRF token (but the SOS without a PIN, which uses
+nobody's session and must not fail on a stale form); sessions are cookies that expire
 (:mod:`shipboard.web.sessions`); every page is ``Cache-Control: no-store`` (the API's
 middleware), while fonts and icons are cached for a year.
 
@@ -26,22 +32,33 @@ from typing import Any
 from urllib.parse import quote
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
-from starlette.datastructures import FormData
-from starlette.requests import Request
+from starlette.datastructures import FormData, QueryParams
+from starlette.exceptions import HTTPException
+from starlette.formparsers import MultiPartException
+from starlette.requests import HTTPConnection, Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 
+from common.http import BodyTooLarge, MalformedRequest, RequestRefused, bounded_int
+from common.signins import SignInGuard
 from protocol.cases import reporter_reply_keys
 from protocol.envelopes import CaseStatus, FailureReason
 from protocol.evidence import fingerprint
 from protocol.languages import Language
 from protocol.phrases import PHRASE_CODES, phrase, phrase_icon
 from protocol.sealing import GrievanceCategory
-from shipboard.crew import SignedIn
-from shipboard.errors import CrewRegisterError, IntakeRefused, NotSignedIn, OutboxUnavailable
+from shipboard.crew import MAX_CREW_NUMBER
+from shipboard.errors import (
+    CrewRegisterError,
+    IntakeRefused,
+    NotSignedIn,
+    OutboxUnavailable,
+    SignInPaused,
+)
 from shipboard.intake import Intake
+from shipboard.signin import CrewSignIn
 from shipboard.web.i18n import NATIVE_NAMES, PAGE_LANGUAGES, Translations, page_language
 from shipboard.web.sessions import WebSession, WebSessions, csrf_ok
 
@@ -133,6 +150,33 @@ NOT_SAVED = (
     "NOT saved: the vessel's computer has a storage problem. Try again later and tell the captain."
 )
 RATE_LIMITED = "You sent many messages in a short time. Wait ten minutes, then try again."
+#: Sign-in sentences (the crew API says them too, in the visitor's language).
+WRONG_PIN = "The crew number or the PIN is wrong."
+SIGNED_OFF = "You are signed off this vessel; messages can no longer be sent."
+SIGN_IN_PAUSED = (
+    "Too many wrong PINs for this crew number. Try again in {minutes} min. "
+    "An SOS needs no PIN: use the SOS button."
+)
+CANNOT_CHECK = (
+    "The vessel's computer cannot check PINs right now. Try again later. An SOS still works."
+)
+#: Refusals of a request itself (too large, broken), in the visitor's language.
+TOO_LARGE = "This is too long for this page. Please make it shorter."
+BROKEN_REQUEST = "The page sent a broken request. Reload the page and try again."
+UNREADABLE_TEXT = "Some of the text cannot be read. Please type it again."
+#: Fields a form of the crew page has at most (the report form has the most).
+MAX_FORM_FIELDS = 16
+
+ENV = Environment(
+    loader=FileSystemLoader(HERE / "templates"),
+    autoescape=select_autoescape(["html"]),
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+PAGE_CSP = (
+    "default-src 'none'; style-src 'self'; img-src 'self'; font-src 'self'; "
+    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
 
 
 class _CachedStatic(StaticFiles):
@@ -165,16 +209,123 @@ def _seconds_text(seconds: float | None, zone: Any) -> str:
     return datetime.fromtimestamp(seconds, UTC).astimezone(zone).strftime("%Y-%m-%d %H:%M")
 
 
-def web_routes(intake: Intake, sessions: WebSessions | None = None) -> list[BaseRoute]:
-    """The crew pages, to add to the agent's Starlette routes."""
-    store = sessions or WebSessions()
-    translations = Translations()
-    env = Environment(
-        loader=FileSystemLoader(HERE / "templates"),
-        autoescape=select_autoescape(["html"]),
-        trim_blocks=True,
-        lstrip_blocks=True,
+def render_page(
+    translations: Translations,
+    request: HTTPConnection,
+    template: str,
+    session: WebSession | None,
+    lang: Language,
+    status: int = 200,
+    **values: object,
+) -> HTMLResponse:
+    """A crew page in ``lang`` (``_`` translates a msgid, with ``{fields}`` filled in)."""
+
+    def _(msgid: str, **fields: object) -> str:
+        text = translations.gettext(lang, msgid)
+        return text.format(**fields) if fields else text
+
+    html = ENV.get_template(template).render(
+        _=_,
+        lang=lang,
+        html_lang=HTML_LANG[lang],
+        languages=[(code, NATIVE_NAMES[code]) for code in PAGE_LANGUAGES],
+        here=quote(request.url.path),
+        session=session,
+        csrf=session.csrf if session else "",
+        **values,
     )
+    response = HTMLResponse(html, status_code=status)
+    response.headers["content-security-policy"] = PAGE_CSP
+    response.headers["referrer-policy"] = "no-referrer"
+    return response
+
+
+def visitor_language(request: HTTPConnection) -> Language:
+    """The page language of someone not signed in: their language cookie, else the first
+    page language their browser asks for, else English."""
+    chosen = request.cookies.get(LANG_COOKIE)
+    if chosen:
+        return page_language(chosen, Language.ENG)
+    for part in request.headers.get("accept-language", "")[:200].split(","):
+        tag = part.split(";")[0].strip().split("-")[0].lower()
+        for lang, html_tag in HTML_LANG.items():
+            if tag and html_tag == tag and lang in PAGE_LANGUAGES:
+                return lang
+    return Language.ENG
+
+
+def request_refusal_msgid(error: RequestRefused) -> str:
+    """The crew page's sentence (msgid) for a refused request."""
+    if isinstance(error, BodyTooLarge):
+        return TOO_LARGE
+    if error.sentence in (BROKEN_REQUEST, UNREADABLE_TEXT):
+        return error.sentence
+    return BROKEN_REQUEST
+
+
+def refusal_page(
+    translations: Translations, sessions: WebSessions, scope: Scope, error: RequestRefused
+) -> Response:
+    """A refused request (too large, broken) as the crew page's error page, in the crew
+    member's language when they are signed in, else in the visitor's."""
+    request = HTTPConnection(scope)
+    session = sessions.get(request.cookies.get(SESSION_COOKIE))
+    lang = session.lang if session else visitor_language(request)
+    return render_page(
+        translations,
+        request,
+        "error.html",
+        session,
+        lang,
+        error.status,
+        message=request_refusal_msgid(error),
+    )
+
+
+async def read_form(request: Request, *, max_fields: int = MAX_FORM_FIELDS) -> FormData:
+    """The request's form, bounded (no files, at most ``max_fields`` fields; the body is
+    already bounded by ``common.http.BodyLimit``), every value a text that can be stored.
+
+    Raises :class:`~common.http.MalformedRequest` with a page sentence (msgid)."""
+    try:
+        form = await request.form(
+            max_files=0, max_fields=max_fields, max_part_size=MAX_SEALED_BYTES
+        )
+    except (HTTPException, MultiPartException):
+        raise MalformedRequest(BROKEN_REQUEST) from None
+    for name, value in form.multi_items():
+        if not isinstance(value, str):
+            raise MalformedRequest(BROKEN_REQUEST)
+        try:
+            name.encode("utf-8")
+            value.encode("utf-8")
+        except UnicodeEncodeError:  # a multipart charset such as UTF-7 can make surrogates
+            raise MalformedRequest(UNREADABLE_TEXT) from None
+    return form
+
+
+def int_or_none(value: object, high: int = 2**53 - 1) -> int | None:
+    """A form or query value as a whole number from 0 to ``high``, or None."""
+    try:
+        return bounded_int(value, "number", 0, high)
+    except MalformedRequest:
+        return None
+
+
+def web_routes(
+    intake: Intake,
+    sessions: WebSessions | None = None,
+    *,
+    guard: SignInGuard | None = None,
+    translations: Translations | None = None,
+) -> list[BaseRoute]:
+    """The crew pages, to add to the agent's Starlette routes.
+
+    ``guard`` is the process's one sign-in guard (shared with the crew API and SMTP AUTH:
+    :mod:`shipboard.signin`); without one, the pages get their own."""
+    store = sessions if sessions is not None else WebSessions()
+    words = translations or Translations()
+    signins = CrewSignIn(intake.register, guard or SignInGuard())
     zone = intake.config.time_zone
     vessel_id = intake.config.vessel.vessel_id
 
@@ -189,33 +340,29 @@ def web_routes(intake: Intake, sessions: WebSessions | None = None) -> list[Base
         status: int = 200,
         **values: object,
     ) -> HTMLResponse:
-        def _(msgid: str, **fields: object) -> str:
-            text = translations.gettext(lang, msgid)
-            return text.format(**fields) if fields else text
-
-        html = env.get_template(template).render(
-            _=_,
-            lang=lang,
-            html_lang=HTML_LANG[lang],
-            languages=[(code, NATIVE_NAMES[code]) for code in PAGE_LANGUAGES],
-            here=quote(request.url.path),
-            session=session,
-            csrf=session.csrf if session else "",
-            **values,
-        )
-        response = HTMLResponse(html, status_code=status)
-        response.headers["content-security-policy"] = (
-            "default-src 'none'; style-src 'self'; img-src 'self'; font-src 'self'; "
-            "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
-        )
-        response.headers["referrer-policy"] = "no-referrer"
-        return response
+        return render_page(words, request, template, session, lang, status, **values)
 
     def current(request: Request) -> WebSession | None:
         return store.get(request.cookies.get(SESSION_COOKIE))
 
     def login_redirect() -> Response:
         return RedirectResponse("/login", status_code=303)
+
+    def refused(
+        handler: Callable[[Request], Awaitable[Response]],
+    ) -> Callable[[Request], Awaitable[Response]]:
+        """A refused request (broken form, unreadable text) as the error page."""
+
+        async def wrapped(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except RequestRefused as error:
+                session = current(request)
+                lang = session.lang if session else visitor_language(request)
+                message = request_refusal_msgid(error)
+                return render(request, "error.html", session, lang, error.status, message=message)
+
+        return wrapped
 
     def page(
         function: _Page, *, allow_pin_choice: bool = False
@@ -227,7 +374,7 @@ def web_routes(intake: Intake, sessions: WebSessions | None = None) -> list[Base
             if session.must_choose_pin and not allow_pin_choice:
                 return RedirectResponse("/pin", status_code=303)
             if request.method == "POST":
-                form = await request.form()
+                form = await read_form(request)
                 if not csrf_ok(session.csrf, form.get("csrf")):
                     logger.warning("crew member %d: form without a valid CSRF token", session.crew)
                     return render(
@@ -240,50 +387,52 @@ def web_routes(intake: Intake, sessions: WebSessions | None = None) -> list[Base
                     )
             return await function(request, session)
 
-        return wrapped
+        return refused(wrapped)
 
     async def form_of(request: Request) -> FormData:
-        return await request.form()
+        return await read_form(request)
 
-    def int_field(form: FormData, name: str) -> int | None:
-        value = form.get(name)
-        if not isinstance(value, str) or not value.strip().isdigit():
-            return None
-        return int(value.strip())
+    def int_field(form: FormData | QueryParams, name: str) -> int | None:
+        return int_or_none(form.get(name))
 
     # sign in --------------------------------------------------------------------------
 
-    def login_lang(request: Request) -> Language:
-        chosen = request.cookies.get(LANG_COOKIE)
-        if chosen:
-            return page_language(chosen, Language.ENG)
-        for part in request.headers.get("accept-language", "").split(","):
-            tag = part.split(";")[0].strip().split("-")[0].lower()
-            for lang, html_tag in HTML_LANG.items():
-                if tag and html_tag == tag and lang in PAGE_LANGUAGES:
-                    return lang
-        return Language.ENG
-
     async def login(request: Request) -> Response:
-        lang = login_lang(request)
+        lang = visitor_language(request)
         error = None
+        status = 400
+        fields: dict[str, object] = {}
+        typed: int | None = None
         if request.method == "POST":
             form = await form_of(request)
             expected = request.cookies.get(LOGIN_COOKIE, "")
-            crew = int_field(form, "crew")
+            typed = int_or_none(form.get("crew"), MAX_CREW_NUMBER)
             pin = form.get("pin")
             if not expected or not csrf_ok(expected, form.get("csrf")):
                 error = "This form is too old. Reload the page and try again."
-            elif crew is None or not isinstance(pin, str) or not pin:
+            elif not typed or not isinstance(pin, str) or not pin.strip():
                 error = "Write your crew number and your PIN."
-            elif store.locked(crew):
-                error = "Too many wrong PINs. Wait five minutes, or ask the captain for a new PIN."
             else:
-                session = await sign_in(crew, pin.strip())
-                if session is None:
-                    store.failed(crew)
-                    error = "The crew number or the PIN is wrong."
+                try:
+                    who = await asyncio.to_thread(signins.sign_in, typed, pin.strip())
+                    chosen = who.duress or await asyncio.to_thread(
+                        intake.register.pin_chosen, typed
+                    )
+                except SignInPaused as paused:
+                    error, status = SIGN_IN_PAUSED, 429
+                    fields = {"minutes": paused.retry_after_minutes}
+                except NotSignedIn as wrong:
+                    error = SIGNED_OFF if wrong.sentence == SIGNED_OFF else WRONG_PIN
+                except OutboxUnavailable:
+                    error, status = CANNOT_CHECK, 503
                 else:
+                    logger.info("crew member %d signed in on the web page", typed)
+                    session = store.open(
+                        who,
+                        duress=who.duress,
+                        lang=page_language(None, who.member.language),
+                        must_choose_pin=not chosen,
+                    )
                     target = "/pin" if session.must_choose_pin else "/home"
                     signed = RedirectResponse(target, status_code=303)
                     signed.set_cookie(
@@ -297,36 +446,14 @@ def web_routes(intake: Intake, sessions: WebSessions | None = None) -> list[Base
             "login.html",
             None,
             lang,
-            200 if error is None else 400,
+            200 if error is None else status,
             login_csrf=token,
             error=error,
+            error_fields=fields,
+            typed_crew=typed or "",
         )
         response.set_cookie(LOGIN_COOKIE, token, httponly=True, samesite="strict")
         return response
-
-    async def sign_in(crew: int, pin: str) -> WebSession | None:
-        register = intake.register
-        if await asyncio.to_thread(register.is_duress_pin, crew, pin):
-            member = await asyncio.to_thread(register.get, crew)
-            if member.signed_off:
-                return None
-            logger.info("crew member %d signed in on the web page", crew)
-            fake = SignedIn(member, secrets.token_bytes(32))
-            return store.open(
-                fake, duress=True, lang=page_language(None, member.language), must_choose_pin=False
-            )
-        try:
-            who = await asyncio.to_thread(register.sign_in, crew, pin)
-        except NotSignedIn:
-            return None
-        chosen = await asyncio.to_thread(register.pin_chosen, crew)
-        logger.info("crew member %d signed in on the web page", crew)
-        return store.open(
-            who,
-            duress=False,
-            lang=page_language(None, who.member.language),
-            must_choose_pin=not chosen,
-        )
 
     async def choose_pin(request: Request, session: WebSession) -> Response:
         error = None
@@ -457,7 +584,7 @@ def web_routes(intake: Intake, sessions: WebSessions | None = None) -> list[Base
     async def write(request: Request, session: WebSession) -> Response:
         error = None
         text = ""
-        chosen = int_field(request.query_params, "contact")  # type: ignore[arg-type]
+        chosen = int_field(request.query_params, "contact")
         if request.method == "POST":
             form = await form_of(request)
             chosen = int_field(form, "contact")
@@ -517,10 +644,7 @@ def web_routes(intake: Intake, sessions: WebSessions | None = None) -> list[Base
         )
 
     async def message(request: Request, session: WebSession) -> Response:
-        try:
-            seq = int(request.path_params["seq"])
-        except ValueError:
-            seq = 0
+        seq = int_or_none(request.path_params["seq"]) or 0
         stages = await asyncio.to_thread(intake.outbox.message_stages, seq)
         if (
             stages is None
@@ -711,15 +835,15 @@ def web_routes(intake: Intake, sessions: WebSessions | None = None) -> list[Base
         if not csrf_ok(session.csrf, request.headers.get("x-csrf-token")):
             logger.warning("crew member %d: sealed report without a valid CSRF token", session.crew)
             return JSONResponse({"error": "reload the page and send again"}, status_code=403)
-        union = request.query_params.get("union", "")
-        sealed = await request.body()
-        if not union.isdigit() or len(sealed) > MAX_SEALED_BYTES:
+        union = int_or_none(request.query_params.get("union"))
+        sealed = await request.body()  # at most MAX_SEALED_BYTES: common.http.BodyLimit
+        if union is None or len(sealed) > MAX_SEALED_BYTES:
             return JSONResponse({"error": "choose a union; a report is at most 64 KiB"}, 400)
         try:
             filed = await asyncio.to_thread(
                 intake.file_sealed_grievance,
                 session.signed_in,
-                union_id=int(union),
+                union_id=union,
                 sealed=sealed,
             )
         except IntakeRefused as refused:
@@ -731,7 +855,14 @@ def web_routes(intake: Intake, sessions: WebSessions | None = None) -> list[Base
 
     # SOS --------------------------------------------------------------------------------
 
-    async def sos(request: Request, session: WebSession) -> Response:
+    async def sos(request: Request) -> Response:
+        """One SOS page for everyone: signed in, it is the crew member's; not signed in
+        (from the sign-in page, a paused sign-in, a forgotten PIN), it goes without a PIN."""
+        if current(request) is not None:
+            return await sos_signed_in(request)
+        return await sos_without_pin(request)
+
+    async def sos_of_session(request: Request, session: WebSession) -> Response:
         if request.method == "POST":
             form = await form_of(request)
             note = form.get("note")
@@ -746,8 +877,35 @@ def web_routes(intake: Intake, sessions: WebSessions | None = None) -> list[Base
             except (IntakeRefused, OutboxUnavailable):
                 return render(request, "error.html", session, session.lang, 503, message=NOT_SAVED)
             logger.warning("SOS %d committed from the web page", accepted.message_seq)
-            return render(request, "sos_done.html", session, session.lang, 201)
-        return render(request, "sos.html", session, session.lang)
+            return render(request, "sos_done.html", session, session.lang, 201, signed=True)
+        return render(request, "sos.html", session, session.lang, signed=True)
+
+    sos_signed_in = page(sos_of_session, allow_pin_choice=True)
+
+    async def sos_without_pin_page(request: Request) -> Response:
+        lang = visitor_language(request)
+        if request.method != "POST":
+            typed = int_or_none(request.query_params.get("crew"), MAX_CREW_NUMBER)
+            return render(request, "sos.html", None, lang, signed=False, typed_crew=typed or "")
+        # No CSRF token here: nobody's session is used, so a forged form gains nothing, and
+        # a stale form must never stop an SOS. Abuse is bounded by shipboard.sos_limit.
+        form = await form_of(request)
+        # a crew number that cannot be read still sends the SOS, as crew number 0 (none)
+        crew = int_or_none(form.get("crew"), MAX_CREW_NUMBER) or 0
+        note = form.get("note")
+        try:
+            queued = await asyncio.to_thread(
+                intake.sos_without_pin,
+                crew,
+                note=note if isinstance(note, str) else None,
+                lang=lang,
+            )
+        except OutboxUnavailable:
+            return render(request, "error.html", None, lang, 503, message=NOT_SAVED)
+        logger.warning("SOS %d from the sign-in page (no PIN)", queued.message_seq)
+        return render(request, "sos_done.html", None, lang, 201, signed=False)
+
+    sos_without_pin = refused(sos_without_pin_page)
 
     # inbox --------------------------------------------------------------------------------
 
@@ -822,7 +980,7 @@ def web_routes(intake: Intake, sessions: WebSessions | None = None) -> list[Base
 
     return [
         Route("/", root, methods=["GET"]),
-        Route("/login", login, methods=["GET", "POST"]),
+        Route("/login", refused(login), methods=["GET", "POST"]),
         Route("/pin", both(choose_pin, allow_pin_choice=True), methods=["GET", "POST"]),
         Route("/logout", page(logout, allow_pin_choice=True), methods=["POST"]),
         Route("/lang/{code}", switch_language, methods=["GET"]),
@@ -834,7 +992,7 @@ def web_routes(intake: Intake, sessions: WebSessions | None = None) -> list[Base
         Route("/report", page(report), methods=["GET", "POST"]),
         Route("/report/phone", page(report_phone), methods=["GET"]),
         Route("/report/phone/sealed", report_sealed, methods=["POST"]),
-        Route("/sos", page(sos), methods=["GET", "POST"]),
+        Route("/sos", sos, methods=["GET", "POST"]),
         Route("/inbox", page(inbox), methods=["GET"]),
         Mount("/static", app=_CachedStatic(directory=HERE / "static"), name="static"),
     ]

@@ -2,7 +2,8 @@
 
 Sessions live in memory only (a restart signs everyone out). A session expires after
 :data:`IDLE_S` without a request or :data:`MAX_AGE_S` after sign-in. Rate limits count
-per crew number, never for grievance reports or SOS.
+per crew number, never for grievance reports or SOS. Wrong PINs are not counted here but
+by the process's one sign-in guard, across every door (:mod:`shipboard.signin`).
 """
 
 from __future__ import annotations
@@ -19,9 +20,6 @@ from shipboard.crew import SignedIn
 
 IDLE_S = 15 * 60
 MAX_AGE_S = 4 * 3600
-#: Wrong PINs allowed per crew number before sign-in pauses for LOCKOUT_S.
-MAX_FAILURES = 5
-LOCKOUT_S = 300
 #: Messages and contacts a crew member may add per RATE_WINDOW_S (grievances, SOS: no limit).
 RATE_LIMIT = 20
 RATE_WINDOW_S = 600
@@ -47,11 +45,10 @@ class WebSession:
 
 @dataclass
 class WebSessions:
-    """The session table, the wrong-PIN pauses and the per-crew-member rate counters."""
+    """The session table and the per-crew-member rate counters."""
 
     clock: Callable[[], float] = time.monotonic
     sessions: dict[str, WebSession] = field(default_factory=dict)
-    failures: dict[int, tuple[int, float]] = field(default_factory=dict)
     actions: dict[int, deque[float]] = field(default_factory=dict)
 
     def open(
@@ -70,7 +67,6 @@ class WebSessions:
             last_seen=now,
         )
         self.sessions[session.token] = session
-        self.failures.pop(signed_in.member.crew, None)
         return session
 
     def get(self, token: str | None) -> WebSession | None:
@@ -96,16 +92,6 @@ class WebSessions:
         for token, session in list(self.sessions.items()):
             if now - session.last_seen > IDLE_S or now - session.created_at > MAX_AGE_S:
                 del self.sessions[token]
-
-    def locked(self, crew: int) -> bool:
-        count, since = self.failures.get(crew, (0, 0.0))
-        return count >= MAX_FAILURES and self.clock() - since < LOCKOUT_S
-
-    def failed(self, crew: int) -> None:
-        count, since = self.failures.get(crew, (0, 0.0))
-        if self.clock() - since >= LOCKOUT_S:
-            count = 0
-        self.failures[crew] = (count + 1, self.clock())
 
     def allow_action(self, crew: int) -> bool:
         """Count one message or contact; False when the crew member is over the limit."""

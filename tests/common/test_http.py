@@ -135,7 +135,7 @@ def test_bounded_int_and_text() -> None:
     """Crew numbers from JSON or forms: in range or a sentence naming the field."""
     assert bounded_int(7, "crew number", 1, 99) == 7
     assert bounded_int(" 42 ", "crew number", 1, 99) == 42
-    for bad in (True, 1.5, "x", "", "9" * 40, None):
+    for bad in (True, 1.5, "x", "", "9" * 40, None, "²", "٣", "1_0", "-", "--1"):
         with pytest.raises(MalformedRequest, match="crew number must be a number"):
             bounded_int(bad, "crew number", 1, 99)
     with pytest.raises(MalformedRequest, match="between 1 and 99"):

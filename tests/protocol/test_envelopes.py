@@ -123,6 +123,7 @@ def soses(draw: st.DrawFn) -> Sos:
         lang=draw(languages) if note is not None else None,
         note=note,
         position=position,
+        unauthenticated=draw(st.none() | st.booleans()),
     )
 
 

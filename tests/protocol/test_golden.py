@@ -142,6 +142,25 @@ VECTORS = [
         expect_codec=Codec.CONTEXT,
     ),
     Vector(
+        # added 2026-12 with the Sos "unauthenticated" field (key 28): an SOS sent from the
+        # sign-in page without a PIN, for a crew number nobody on board has (mistyped)
+        "sos-without-pin-up",
+        Direction.UPLINK,
+        (Codec.ZSTD,),
+        [
+            Sos(
+                message_seq=9,
+                crew=77,
+                written_minutes=MINUTES,
+                lang=Language.THA,
+                note="ช่วยด้วย คนตกน้ำ",
+                unauthenticated=True,
+            ),
+            Sos(message_seq=10, crew=3, written_minutes=MINUTES),
+        ],
+        expect_codec=Codec.ZSTD,
+    ),
+    Vector(
         "best-reply-down-unpadded",
         Direction.DOWNLINK,
         (Codec.STORED, Codec.ZSTD, Codec.CONTEXT),

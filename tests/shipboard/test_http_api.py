@@ -3,6 +3,7 @@ Every answer says no-store; every error is a problem detail with a sentence."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from dataclasses import replace
 
@@ -77,7 +78,11 @@ async def test_wrong_pin_then_pause(api: httpx.AsyncClient, crew: Crew) -> None:
         response = await api.post("/api/login", json={"crew": crew.member.crew, "pin": "1"})
         assert "PIN is wrong" in str(_problem(response, 401)["detail"])
     paused = await api.post("/api/login", json={"crew": crew.member.crew, "pin": crew.pin})
-    assert "Wait five minutes" in str(_problem(paused, 429)["detail"])
+    detail = str(_problem(paused, 429)["detail"])
+    assert "Try again in 5 min" in detail
+    assert "SOS needs no PIN" in detail
+    assert "captain" not in detail  # the person a grievance may be about
+    assert 290 < int(paused.headers["retry-after"]) <= 300
 
 
 async def test_refusals_are_problem_details(api: httpx.AsyncClient, crew: Crew) -> None:
@@ -208,3 +213,60 @@ async def test_contacts_added_on_the_page(api: httpx.AsyncClient, crew: Crew) ->
     assert added.status_code == 201
     listed = (await api.get("/api/contacts", headers=auth)).json()["contacts"]
     assert "+66812345678" in [c["address"] for c in listed]
+
+
+async def test_a_bug_is_logged_once_and_answered_without_its_insides(
+    outbox: Outbox,
+    ship_config: ShipConfig,
+    codebook: Codebook,
+    crew: Crew,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """If a page hits a bug (here: the quota lookup raises), the agent under uvicorn
+    answers 500 with a plain sentence that names nothing of the inside, on the API and on
+    the crew page, and the traceback is logged once per request for the operator."""
+    import asyncio
+
+    from shipboard.http_api import serve_http
+    from tests.kit.ports import free_port
+
+    intake = Intake(ship_config, outbox, codebook)
+
+    def broken(crew: int) -> object:
+        raise RuntimeError("secret-internal-detail")
+
+    intake.quota = broken  # type: ignore[method-assign, assignment]
+    port = free_port()
+    stopping, ready = asyncio.Event(), asyncio.Event()
+    task = asyncio.create_task(serve_http(create_app(intake), "127.0.0.1", port, stopping, ready))
+    await ready.wait()
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+            auth = await _login(client, crew)
+            caplog.clear()
+            response = await client.get("/api/quota", headers=auth)
+            assert response.status_code == 500
+            assert response.headers["content-type"] == "application/problem+json"
+            assert response.json()["detail"] == "Something went wrong on board. Try again."
+            assert "secret-internal-detail" not in response.text
+            assert "RuntimeError" not in response.text
+            tracebacks = [r for r in caplog.records if r.exc_info is not None]
+            assert len(tracebacks) == 1
+            assert "secret-internal-detail" in str(tracebacks[0].exc_info[1])  # type: ignore[index]
+
+            intake.register.choose_pin(crew.member.crew, "24681357", None, 0.0)
+            form = await client.get("/login")
+            csrf = re.search(r'name="csrf" value="([^"]+)"', form.text)
+            assert csrf
+            caplog.clear()
+            home = await client.post(
+                "/login",
+                data={"crew": str(crew.member.crew), "pin": "24681357", "csrf": csrf.group(1)},
+                follow_redirects=True,
+            )
+            assert home.status_code == 500
+            assert home.text.strip() == "Something went wrong on board. Try again."
+            assert len([r for r in caplog.records if r.exc_info is not None]) == 1
+    finally:
+        stopping.set()
+        await task

@@ -317,6 +317,7 @@ def test_migrations_are_recorded(outbox: Outbox) -> None:
         "0002_link_sessions",
         "0003_ack_only_batches",
         "0004_downlink_refused",
+        "0005_sos_without_pin",
     ]
     assert isinstance(sqlite3.sqlite_version, str)
 

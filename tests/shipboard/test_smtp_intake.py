@@ -137,7 +137,8 @@ async def test_unknown_recipient_is_refused_with_how_to_fix(
 
 
 async def test_wrong_pin_is_refused(smtp_server: SmtpServer, crew: Crew) -> None:
-    """A wrong PIN gets 535 and a sentence about asking the captain for a new one."""
+    """A wrong PIN gets 535 and a sentence, which sends nobody to the captain (the person
+    a grievance may be about)."""
 
     def login() -> None:
         with smtplib.SMTP("127.0.0.1", smtp_server.port, timeout=10) as client:
@@ -148,6 +149,7 @@ async def test_wrong_pin_is_refused(smtp_server: SmtpServer, crew: Crew) -> None
         await _in_thread(login)
     assert refused.value.smtp_code == 535
     assert b"Wrong crew number or PIN" in refused.value.smtp_error
+    assert b"captain" not in refused.value.smtp_error
 
 
 async def test_no_auth_or_tls_no_mail(smtp_server: SmtpServer, crew: Crew) -> None:
@@ -267,3 +269,88 @@ def test_html_mail_and_quotes() -> None:
     quoted = EmailMessage()
     quoted.set_content("Fine here.\n\nOn Mon, Mother wrote:\n> are you well?\n")
     assert mail_text(bytes(quoted)).text == "Fine here."
+
+
+async def test_hostile_auth_gets_a_reply_never_a_traceback(
+    smtp_server: SmtpServer, crew: Crew, caplog: pytest.LogCaptureFixture
+) -> None:
+    """AUTH with broken base64, a '*' abort, a crew number of 10**30 or '²', a PIN that
+    is not UTF-8 or holds a lone surrogate's bytes, and answer lines far over the line
+    limit: each gets a 5xx/4xx reply with a sentence (never aiosmtpd's '500 Error:
+    (ExceptionName) ...'), nothing is logged as an exception, and the server still
+    signs the crew member in afterwards."""
+    import base64
+
+    def b64(data: bytes) -> str:
+        return base64.b64encode(data).decode("ascii")
+
+    def hostile() -> list[tuple[int, bytes]]:
+        replies: list[tuple[int, bytes]] = []
+        with smtplib.SMTP("127.0.0.1", smtp_server.port, timeout=10) as client:
+            client.starttls(context=smtp_server.client_tls)
+            client.ehlo()
+            for argument in (
+                "PLAIN ###",
+                "PLAIN " + b64(b"\x001000000000000000000000000000000\x0012345678"),
+                "PLAIN " + b64("\x00²\x0012345678".encode()),
+                "PLAIN " + b64(b"\x001\x00\xff\xfe\xed\xa0\x80"),
+                "PLAIN " + b64(b"\x001"),
+                "PLAIN " + b64(b"\x00crew1\x00" + b"9" * 300),
+                "LOGIN " + b64(b"1" * 200),
+            ):
+                code, text = client.docmd("AUTH", argument)
+                if code == 334:  # LOGIN asks for the PIN: a hostile one
+                    code, text = client.docmd(b64(b"\xff" * 50))
+                replies.append((code, text))
+            code, _ = client.docmd("AUTH", "PLAIN")
+            assert code == 334
+            replies.append(client.docmd("*"))
+            code, _ = client.docmd("AUTH", "LOGIN")
+            assert code == 334
+            client.send(b"A" * 5000 + b"\r\n")  # far over aiosmtpd's line limit
+            replies.append(client.getreply())
+            client.login(str(crew.member.crew), crew.pin)  # still works afterwards
+        return replies
+
+    replies = await _in_thread(hostile)
+    for code, text in replies:
+        assert code in (501, 535, 454, 500), (code, text)
+        assert b"Error: (" not in text, text
+        assert text.strip()
+    assert [code for code, _ in replies].count(535) >= 4
+    for record in caplog.records:
+        assert record.exc_info is None, record.getMessage()
+
+
+async def test_a_bug_at_data_is_logged_once_and_answered_451(
+    outbox: Outbox,
+    ship_config: ShipConfig,
+    codebook: Codebook,
+    crew: Crew,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """If saving a mail hits a bug, the phone gets 451 (it keeps the mail and tries again
+    later) with a sentence, never aiosmtpd's '500 Error: (RuntimeError) ...' with the
+    inside's words; the operator gets the traceback once."""
+    intake = Intake(ship_config, outbox, codebook)
+
+    def broken(*args: object, **kwargs: object) -> object:
+        raise RuntimeError("secret-internal-detail")
+
+    intake.send_messages = broken  # type: ignore[method-assign, assignment]
+    server, stopping, task = await _start(intake, tmp_path)
+    try:
+        caplog.clear()
+        with pytest.raises(smtplib.SMTPDataError) as refused:
+            await _in_thread(
+                _send, server, crew, _mail("mother@example.org", "hi"), ["mother@example.org"]
+            )
+        assert refused.value.smtp_code == 451
+        assert b"secret" not in refused.value.smtp_error
+        assert b"RuntimeError" not in refused.value.smtp_error
+        tracebacks = [r for r in caplog.records if r.exc_info is not None]
+        assert len(tracebacks) == 1
+    finally:
+        stopping.set()
+        await task

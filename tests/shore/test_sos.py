@@ -226,6 +226,48 @@ async def test_alert_survives_a_crash_between_claim_and_send(harness: Harness) -
     assert len(harness.sink.handler.received) == 1
 
 
+async def test_sos_sent_without_a_pin_says_so_in_the_alert(harness: Harness) -> None:
+    """Someone on board sends an SOS from the sign-in page without a PIN, typing crew
+    number 3: the rescue centre is alerted at once, and the mail and the SMS say that it
+    was sent without a PIN and that crew number 3 was only typed. A signed-in SOS in the
+    same batch reads as before."""
+    envelopes: list[Envelope] = [
+        ContactBookChange(
+            crew=3,
+            contact=1,
+            channel=Channel.EMAIL,
+            address="mother@example.com",
+            written_minutes=MINUTES,
+            crew_name="Ko Aung",
+        ),
+        Sos(
+            message_seq=1,
+            crew=3,
+            written_minutes=MINUTES,
+            lang=Language.ENG,
+            note="fire in the engine room",
+            unauthenticated=True,
+        ),
+        Sos(message_seq=2, crew=3, written_minutes=MINUTES),
+    ]
+    await harness.ingest(uplink(VESSEL, 1, envelopes))
+    alerter = harness.alerter(AlertConfig(emails=(RESCUE,), sms=(RESCUE_SMS,)))
+    assert await alerter.alert_due() == 4
+    bodies = {}
+    for _, _, raw in harness.sink.handler.received:
+        mail = message_from_bytes(raw, policy=policy.default)
+        bodies[mail["Message-ID"]] = mail.get_content()
+    unsigned = bodies["<sos-7-1-0@relay.example.org>"]
+    assert "sent without a PIN" in unsigned
+    assert "typed crew number 3, registered as Ko Aung: not verified" in unsigned
+    assert "fire in the engine room" in unsigned
+    signed = bodies["<sos-7-2-0@relay.example.org>"]
+    assert signed.startswith("SOS from Ko Aung on vessel Sea Star 7")
+    assert "without a PIN" not in signed
+    sms_bodies = sorted(m["body"] for m in harness.fake.messages())
+    assert sum("NO PIN, typed crew 3" in body for body in sms_bodies) == 1
+
+
 def test_alert_contacts_are_checked() -> None:
     """An alert contact that is not an address or an E.164 number is refused at start."""
     with pytest.raises(AlertConfigError, match=r"E\.164"):

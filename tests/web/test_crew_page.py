@@ -347,9 +347,36 @@ def test_forms_need_the_csrf_token_and_pages_need_a_session(page: Page, site: Si
     )
     assert forged.status == 400
     assert forged.headers["cache-control"] == "no-store"
-    wrong = page.request.post(f"{site.url}/sos", form={"csrf": "x"}, max_redirects=0)
+    # (/sos is the one page that works without a session: test_sos_from_the_sign_in_page)
+    wrong = page.request.post(
+        f"{site.url}/write", form={"csrf": "x", "text": "hi"}, max_redirects=0
+    )
     assert wrong.status == 303
     assert wrong.headers["location"] == "/login"
+
+
+@pytest.mark.parametrize("lang", LANGS)
+def test_sos_from_the_sign_in_page_without_a_pin(page: Page, site: Site, lang: str) -> None:
+    """On the sign-in page, in Burmese and in English, a crew member who cannot sign in
+    presses SOS, confirms once with their crew number and a note, and the SOS is saved
+    on board, attributed only to the number typed (flagged: sent without a PIN)."""
+    crew, _ = site.crew[lang]
+    page.goto(f"{site.url}/lang/{lang}?next=/login")
+    page.click("a.sos")
+    page.wait_for_url("**/sos")
+    form = check_page(page, site, "sos-no-pin", lang)
+    assert "PIN" in form  # "sent without a PIN", in the page language
+    assert page.is_visible("input[name=crew]")
+    page.fill("input[name=crew]", str(crew))
+    note = "စက်ခန်း မီးလောင်နေတယ်" if lang == "mya" else "fire in the engine room"
+    page.fill("textarea[name=note]", note)
+    page.click("button.sos")
+    check_page(page, site, "sos-no-pin-done", lang)
+    with site.outbox.reading() as db:
+        rows = db.execute(
+            "SELECT crew, body FROM messages WHERE kind = 'sos' AND typed_crew = ?", (crew,)
+        ).fetchall()
+    assert [tuple(row) for row in rows] == [(None, note)]
 
 
 def test_page_weights_are_reported(site: Site) -> None:

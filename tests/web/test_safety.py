@@ -14,16 +14,16 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
+from common.signins import GuardPolicy, SignInGuard
 from protocol.languages import Language
 from protocol.phrases import PHRASE_CODES, phrase
 from shipboard.http_api import create_app
 from shipboard.intake import Intake
 from shipboard.outbox import Outbox
-from shipboard.web import pages
 from shipboard.web.catalogue import page_msgids
 from shipboard.web.fonts import missing_glyphs
 from shipboard.web.i18n import PAGE_LANGUAGES, load_catalogue
-from shipboard.web.sessions import IDLE_S, MAX_FAILURES, RATE_LIMIT, WebSessions
+from shipboard.web.sessions import IDLE_S, RATE_LIMIT, WebSessions
 from vessel_relay.codebooks import default_codebook
 from vessel_relay.demo.defaults import demo_ship_config
 
@@ -49,7 +49,7 @@ class Vessel:
 
 
 @pytest.fixture
-async def vessel(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Vessel]:
+async def vessel(tmp_path: Path) -> AsyncIterator[Vessel]:
     config = demo_ship_config(tmp_path)
     outbox = Outbox.open(config.database_path, config.vessel.vessel_id)
     intake = Intake(config, outbox, default_codebook())
@@ -61,11 +61,7 @@ async def vessel(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterat
     )
     clock = Clock()
     sessions = WebSessions(clock=clock)
-    real_routes = pages.web_routes
-    monkeypatch.setattr(
-        "shipboard.http_api.web_routes", lambda intake: real_routes(intake, sessions)
-    )
-    app = create_app(intake)
+    app = create_app(intake, web_sessions=sessions, guard=SignInGuard(clock=clock))
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(
         transport=transport, base_url="http://vessel", follow_redirects=True
@@ -135,7 +131,7 @@ async def test_sessions_expire_when_idle(vessel: Vessel) -> None:
 
 async def test_wrong_pins_pause_sign_in(vessel: Vessel) -> None:
     """After five wrong PINs even the right one waits five minutes."""
-    for _ in range(MAX_FAILURES):
+    for _ in range(GuardPolicy().attempts):
         wrong = await sign_in(vessel, "00000000")
         assert wrong.status_code == 400
     paused = await sign_in(vessel, vessel.pin)
