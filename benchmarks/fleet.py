@@ -57,6 +57,8 @@ import asyncpg  # noqa: E402
 from paho.mqtt.packettypes import PacketTypes  # noqa: E402
 from paho.mqtt.properties import Properties  # noqa: E402
 
+from common.codebooks import default_codebook  # noqa: E402
+from common.keyfiles import write_secret  # noqa: E402
 from protocol.batch import Direction, decode_batch  # noqa: E402
 from protocol.envelopes import BatchAck, Channel, ContactBookChange, CrewMessage, Envelope  # noqa: E402
 from protocol.languages import Language  # noqa: E402
@@ -69,9 +71,7 @@ from tests.shore.store_fixtures import (  # noqa: E402
     PostgresServer,
     uplink,
 )
-from vessel_relay.codebooks import default_codebook  # noqa: E402
 from vessel_relay.corpus import CorpusMissing, corpus_dir  # noqa: E402
-from vessel_relay.keyfiles import write_secret  # noqa: E402
 
 LANGUAGES = (("mya", Language.MYA), ("tha", Language.THA), ("khm", Language.KHM),
              ("eng", Language.ENG), ("ind", Language.IND), ("vie", Language.VIE))  # fmt: skip

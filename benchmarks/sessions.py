@@ -5,7 +5,7 @@ in their own languages (texts: lines of ``/work/shared/corpus/*.dev.txt``), a fe
 grievance reports, one SOS, and families' replies coming back. For each built-in link
 profile the pure scheduler (:func:`shipboard.scheduler.plan`) decides when sessions open
 and what goes; the real batch encoder (``protocol.batch.encode_batch`` with
-``vessel_relay.codebooks.default_codebook()``) gives every batch's bytes, up and down.
+``common.codebooks.default_codebook()``) gives every batch's bytes, up and down.
 
 Per session, link bytes are modelled around those real batch bytes:
 
@@ -42,6 +42,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from common.codebooks import default_codebook
 from protocol.batch import Direction, encode_batch
 from protocol.codebook import Codebook
 from protocol.envelopes import (
@@ -59,7 +60,6 @@ from protocol.quota import RULE_MONTHLY_TEXT_BYTES, Month, QuotaLedger
 from protocol.signing import SigningKey
 from shipboard.profiles import PROFILES, LinkProfile
 from shipboard.scheduler import SchedulerSettings, Snapshot, plan
-from vessel_relay.codebooks import default_codebook
 from vessel_relay.corpus import corpus_dir
 
 DAY = 86_400.0

@@ -53,6 +53,7 @@ import aiomqtt  # noqa: E402
 from aiosmtpd.controller import Controller  # noqa: E402
 
 from benchmarks.fleet import Worker, _pct, corpus_texts  # noqa: E402
+from common.keyfiles import write_secret  # noqa: E402
 from protocol.envelopes import Channel, ContactBookChange, CrewMessage, Envelope  # noqa: E402
 from protocol.languages import Language  # noqa: E402
 from shore.store import VesselInfo  # noqa: E402
@@ -62,7 +63,6 @@ from shore.store_sqlite import SqliteStore  # noqa: E402
 from tests.kit.mosquitto import MosquittoBroker  # noqa: E402
 from tests.kit.ports import free_port  # noqa: E402
 from tests.shore.store_fixtures import SHORE_KEY, VESSEL_KEY, PostgresServer, uplink  # noqa: E402
-from vessel_relay.keyfiles import write_secret  # noqa: E402
 
 FIRST_VESSEL = 2000
 CREW, CONTACT = 3, 1

@@ -3,7 +3,7 @@
 For every ``LANG.SPLIT.txt`` in ``--corpus`` (one message per line; ``LANG`` an ISO 639-3
 code of :class:`protocol.languages.Language`), the messages become crew messages and go
 through the real batch encoder (:func:`protocol.batch.encode_batch`, shipped codebook of
-:func:`vessel_relay.codebooks.default_codebook`, a fixed Ed25519 key). Per language, mean
+:func:`common.codebooks.default_codebook`, a fixed Ed25519 key). Per language, mean
 bytes per message:
 
 - ``raw``: UTF-8 bytes of the text.
@@ -58,6 +58,7 @@ from pathlib import Path
 import brotli
 import zstandard
 
+from common.codebooks import default_codebook
 from protocol import context_model
 from protocol.batch import Direction, encode_batch
 from protocol.cbor import dumps
@@ -66,7 +67,6 @@ from protocol.envelopes import CrewMessage, to_skeleton
 from protocol.languages import Language
 from protocol.signing import SigningKey
 from protocol.skeleton import to_columns
-from vessel_relay.codebooks import default_codebook
 
 #: Languages with fewer lines are shown but left out of the averages.
 MIN_LINES_FOR_AVERAGE = 100

@@ -27,6 +27,8 @@ from collections.abc import Callable, Coroutine, Mapping
 from pathlib import Path
 from typing import Any
 
+from common.codebooks import default_codebook
+from common.keyfiles import read_secret
 from common.signins import SignInGuard
 from protocol.codebook import Codebook
 from protocol.signing import SigningKey
@@ -37,8 +39,6 @@ from shipboard.metrics import ShipMetrics, serve_metrics
 from shipboard.outbox import Outbox
 from shipboard.smtp_intake import SmtpIntakeHandler, serve_smtp
 from shipboard.tls import ensure_certificate, server_context
-from vessel_relay.codebooks import default_codebook
-from vessel_relay.keyfiles import read_secret
 
 logger = logging.getLogger(__name__)
 

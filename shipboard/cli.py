@@ -9,6 +9,8 @@ from typing import Annotated
 
 import typer
 
+from common.exits import UsageError, fail
+from common.keyfiles import KeyFileError, keygen_command, new_signing_key
 from protocol.evidence import fingerprint
 from protocol.languages import Language
 from protocol.union_card import UnionCard, UnionCardInvalid, same_fingerprint
@@ -24,8 +26,6 @@ from shipboard.config import (
 from shipboard.crew import CrewMember, CrewRegister
 from shipboard.errors import ConfigError, ShipboardError
 from shipboard.outbox import Outbox
-from vessel_relay.exits import UsageError, fail
-from vessel_relay.keyfiles import KeyFileError, keygen_command, new_signing_key
 
 ConfigOption = Annotated[
     Path, typer.Option("--config", "-c", help="The agent's TOML file (made by 'ship init').")
@@ -39,7 +39,7 @@ union_app = typer.Typer(
     help="The unions that receive the crew's grievance reports.", no_args_is_help=True
 )
 
-_fail = fail  # one exit-code rule for every command (vessel_relay.exits)
+_fail = fail  # one exit-code rule for every command (common.exits)
 
 
 def _open(config_path: Path) -> tuple[ShipConfig, Outbox]:
@@ -472,8 +472,8 @@ def run(
 
     Example: vessel-relay ship run --config /var/lib/vessel-relay/ship.toml
     """
+    from common.logs import LogSetupError, configure_logging
     from shipboard.agent import data_paths, supervise
-    from vessel_relay.logs import LogSetupError, configure_logging
 
     try:
         configure_logging(log_format, log_level)

@@ -5,7 +5,7 @@ file's own directory. There are no embedded keys: ``vessel-relay ship init`` wri
 (:func:`ship_document`) with the shore's key it is given and the unions it is given, and
 the demo's defaults live in :mod:`vessel_relay.demo.defaults`.
 
-Keys anyone can derive (the demo's published keys, :data:`vessel_relay.keyfiles.
+Keys anyone can derive (the demo's published keys, :data:`common.keyfiles.
 PUBLISHED_DEMO_KEYS`) are refused as the shore's key, a union's key or the vessel's
 signing key, unless the caller passes ``allow_demo_keys=True`` (the demo and tests only;
 ``ship run`` never does). A file with no ``[[unions]]`` yet can be read by the owner's
@@ -88,6 +88,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import nacl.public
 
+from common.keyfiles import published_key_name, signing_key_file_name
 from protocol.errors import InvalidEnvelope
 from protocol.evidence import fingerprint
 from protocol.languages import Language
@@ -98,7 +99,6 @@ from protocol.slots import (
     check_slot_period,
 )
 from shipboard.errors import ConfigError
-from vessel_relay.keyfiles import published_key_name, signing_key_file_name
 
 #: Link profiles known when shipboard/profiles.py is not there yet (it defines the real ones).
 _FALLBACK_PROFILES: tuple[str, ...] = ("iridium-certus", "fleetbroadband", "vsat")

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 
-from vessel_relay.exits import EX_CONFIG
+from common.exits import EX_CONFIG
 
 
 class ShipboardError(Exception):
@@ -43,7 +43,7 @@ class ShipboardError(Exception):
 class ConfigError(ShipboardError):
     """A configuration setting is missing, malformed or refused; the message says the fix."""
 
-    #: A command ending in this error exits 78 (vessel_relay.exits).
+    #: A command ending in this error exits 78 (common.exits).
     exit_code = EX_CONFIG
 
 

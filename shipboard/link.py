@@ -79,6 +79,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar, runtime_checkable
 from zoneinfo import ZoneInfo
 
+from common.logs import enter_vessel_scope
 from protocol.codebook import Codebook
 from protocol.exchange import VesselSettings, VesselState
 from protocol.quota import Month, QuotaLedger
@@ -109,7 +110,6 @@ from shipboard.transport import (
     downlink_topic,
     uplink_topic,
 )
-from vessel_relay.logs import enter_vessel_scope
 
 __all__ = [
     "DownlinkOutcome",

@@ -32,7 +32,7 @@ from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from vessel_relay.metrics_http import serve_registry
+from common.metrics_http import serve_registry
 
 log = logging.getLogger(__name__)
 

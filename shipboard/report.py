@@ -187,11 +187,11 @@ def report_command(
 
     Example: vessel-relay ship report --month 2026-10
     """
+    from common.keyfiles import KeyFileError, read_secret
     from protocol.quota import Month
     from shipboard.config import load_config
     from shipboard.errors import ShipboardError
     from shipboard.profiles import profile_named
-    from vessel_relay.keyfiles import KeyFileError, read_secret
 
     try:
         parsed = Month.parse(month)

@@ -21,6 +21,7 @@ from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from common.logs import batch_scope
 from protocol.batch import Batch
 from protocol.codebook import Codebook
 from protocol.errors import LimitExceeded, Reason
@@ -42,7 +43,6 @@ from protocol.signing import SigningKey
 from shipboard.downlink import DownlinkResultLike, apply_downlink_batch, record_refusal
 from shipboard.errors import NothingToSend
 from shipboard.scheduler import PendingLike
-from vessel_relay.logs import batch_scope
 
 __all__ = [
     "DownlinkResultLike",

@@ -9,7 +9,7 @@ reads them once, when the relay starts, and refuses what would be unsafe or cann
       client_cert/key a PEM certificate and its 0600 key, mqtts:// only
 
 Every refusal is a :class:`BrokerLoginError` naming the ``[mqtt]`` key and the fix. It is
-a :class:`~vessel_relay.keyfiles.KeyFileError`, so ``vessel-relay shore run`` reports it in
+a :class:`~common.keyfiles.KeyFileError`, so ``vessel-relay shore run`` reports it in
 one line like an unreadable shore key.
 
 The TLS context is built once and reused for every reconnection. The shipboard agent's
@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from common.keyfiles import KeyFileError
 from shore.config import RelayConfig, is_loopback
-from vessel_relay.keyfiles import KeyFileError
 
 log = logging.getLogger(__name__)
 

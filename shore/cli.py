@@ -15,6 +15,15 @@ from typing import Annotated, TypeVar
 
 import typer
 
+from common.exits import UsageError, fail
+from common.keyfiles import (
+    KeyFileError,
+    keygen_command,
+    new_signing_key,
+    read_secret,
+    write_secret,
+)
+from common.logs import LOG_FORMATS, LOG_LEVELS, LogSetupError, configure_logging
 from protocol.signing import SigningKey
 from shore import registry
 from shore.config import ConfigError, RelayConfig, default_document, load_config
@@ -22,15 +31,6 @@ from shore.metrics import RelayMetrics, serve_metrics
 from shore.relay import open_store, run_relay
 from shore.store import StoreError, VesselInfo
 from shore.store_sql import SqlStore
-from vessel_relay.exits import UsageError, fail
-from vessel_relay.keyfiles import (
-    KeyFileError,
-    keygen_command,
-    new_signing_key,
-    read_secret,
-    write_secret,
-)
-from vessel_relay.logs import LOG_FORMATS, LOG_LEVELS, LogSetupError, configure_logging
 
 T = TypeVar("T")
 
@@ -41,7 +41,7 @@ ConfigOption = Annotated[
 vessel_app = typer.Typer(help="Register vessels and manage their keys.", no_args_is_help=True)
 
 
-_fail = fail  # one exit-code rule for every command (vessel_relay.exits)
+_fail = fail  # one exit-code rule for every command (common.exits)
 
 
 def _config(path: Path) -> RelayConfig:

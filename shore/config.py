@@ -89,14 +89,14 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from vessel_relay.exits import EX_CONFIG
-from vessel_relay.keyfiles import published_key_name, signing_key_file_name
+from common.exits import EX_CONFIG
+from common.keyfiles import published_key_name, signing_key_file_name
 
 
 class ConfigError(Exception):
     """A configuration file that cannot be used; the message names file, key and fix."""
 
-    #: A command ending in this error exits 78 (vessel_relay.exits).
+    #: A command ending in this error exits 78 (common.exits).
     exit_code = EX_CONFIG
 
 

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING, Literal, Protocol
 
+from common.logs import message_scope
 from protocol.envelopes import (
     Channel,
     DeliveryFailure,
@@ -52,7 +53,6 @@ from shore.mail import (
 )
 from shore.retry import AttemptResult, RetryPolicy, decide
 from shore.sms import SmsProvider
-from vessel_relay.logs import message_scope
 
 if TYPE_CHECKING:
     from shore.metrics import RelayMetrics
@@ -298,7 +298,7 @@ class DeliveryWorker:
     async def deliver_one(self, delivery: DueDelivery) -> None:
         """Record the attempt, send, and record the outcome of one claimed delivery.
 
-        Log lines carry the message's correlation id (``vessel_relay.logs``).
+        Log lines carry the message's correlation id (``common.logs``).
         """
         started = time.perf_counter()
         with message_scope(delivery.vessel_id, delivery.message_seq):

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 
 import nacl.public
 
+from common.logs import batch_scope
 from protocol.batch import Direction, encode_batch
 from protocol.codebook import Codebook
 from protocol.envelopes import CaseStatus, CaseStatusUpdate, Envelope
@@ -53,7 +54,6 @@ from protocol.slots import (
     period_of,
 )
 from shore.store import SlotItemMaker, Store, StoreError
-from vessel_relay.logs import batch_scope
 
 log = logging.getLogger(__name__)
 

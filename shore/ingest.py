@@ -51,13 +51,13 @@ from typing import TYPE_CHECKING
 
 import aiomqtt
 
+from common.logs import enter_batch_scope, fresh_scope
 from protocol.batch import BatchHeader, Direction, decode_batch, read_batch_header
 from protocol.codebook import Codebook
 from protocol.errors import ProtocolError, Reason, UnprocessableBatch
 from protocol.limits import DEFAULT_LIMITS, Limits
 from protocol.signing import SIGNATURE_BYTES, VerifyKey
 from shore.store import IngestOutcome, Store, StoreError
-from vessel_relay.logs import enter_batch_scope, fresh_scope
 
 if TYPE_CHECKING:
     from shore.metrics import RelayMetrics
@@ -143,7 +143,7 @@ class Ingestor:
 
         Raises :class:`~shore.store.StoreError` when the store fails: nothing was committed
         and nothing is acknowledged, so the vessel's resend will bring the batch again.
-        Log lines carry the batch's correlation id (``vessel_relay.logs``).
+        Log lines carry the batch's correlation id (``common.logs``).
         """
         stats, started = self.stats, time.perf_counter()
         before = (stats.messages_stored, stats.messages_duplicate)

@@ -47,9 +47,9 @@ from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from common.metrics_http import serve_registry
 from shore.store_ops import DEFAULT_SILENT_AFTER_S, OperatorQueries, OpsSummary
 from shore.store_sql import SqlStore
-from vessel_relay.metrics_http import serve_registry
 
 log = logging.getLogger(__name__)
 

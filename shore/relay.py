@@ -36,6 +36,8 @@ from aiomqtt.exceptions import MqttConnectError
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from common.codebooks import default_codebook
+from common.keyfiles import KeyFileError, read_secret
 from protocol.envelopes import Channel
 from protocol.phrases import phrase
 from protocol.signing import SigningKey
@@ -65,8 +67,6 @@ from shore.union_api import (
     silence_alert_source,
     union_accounts,
 )
-from vessel_relay.codebooks import default_codebook
-from vessel_relay.keyfiles import KeyFileError, read_secret
 
 log = logging.getLogger(__name__)
 

@@ -315,12 +315,12 @@ def report_command(
     import asyncio
     import time
 
+    from common.keyfiles import KeyFileError, read_secret
     from protocol.quota import Month
     from shore.config import ConfigError, load_config
     from shore.relay import open_store
     from shore.report_render import RenderError, write_all
     from shore.store import StoreError
-    from vessel_relay.keyfiles import KeyFileError, read_secret
 
     try:
         parsed = Month.parse(month)

@@ -15,12 +15,12 @@ import typer
 import zstandard
 from typer.testing import CliRunner
 
+from common.codebooks import default_codebook
 from protocol.batch import Direction, encode_batch
 from protocol.envelopes import CrewMessage, DeliveryReceipt, ReceiptStage
 from protocol.languages import Language
 from protocol.signing import SigningKey
 from vessel_relay.cli import app
-from vessel_relay.codebooks import default_codebook
 
 runner = CliRunner()
 from tests.kit.corpus import CORPUS  # noqa: E402

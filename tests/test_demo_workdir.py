@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from common.keyfiles import PUBLISHED_DEMO_KEYS
 from shipboard.config import load_config as load_ship_config
 from shipboard.crew import CrewRegister
 from shipboard.outbox import Outbox
@@ -27,7 +28,6 @@ from vessel_relay.demo.setup import (
     prepare_vessel,
     register_vessels,
 )
-from vessel_relay.keyfiles import PUBLISHED_DEMO_KEYS
 
 
 def _prepare(work: Path, port: int) -> VesselSetup:

@@ -14,14 +14,14 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
+from common.exits import EX_CONFIG, EX_FAILURE, EX_USAGE, UsageError, exit_code, fail
+from common.keyfiles import PUBLISHED_DEMO_KEYS, KeyFileError, KeyFileExists
 from shipboard.errors import ConfigError as ShipConfigError
 from shipboard.errors import OutboxUnavailable
 from shore.config import ConfigError as RelayConfigError
 from shore.union.keys import UnionSetupError
 from vessel_relay.cli import app
 from vessel_relay.demo.keys import derived_public_keys
-from vessel_relay.exits import EX_CONFIG, EX_FAILURE, EX_USAGE, UsageError, exit_code, fail
-from vessel_relay.keyfiles import PUBLISHED_DEMO_KEYS, KeyFileError, KeyFileExists
 
 ROOT = Path(__file__).resolve().parents[1]
 runner = CliRunner()

@@ -10,11 +10,11 @@ from typing import Annotated
 
 import typer
 
+from common.codebooks import MANIFEST, CodebookFileError, load_codebook, shipped_directory
 from protocol.codebook import Codec
 from protocol.errors import ProtocolError
 from protocol.languages import TRAINED_LANGUAGES, Language
 from protocol.training import parse_size, train_zstd_dictionary
-from vessel_relay.codebooks import MANIFEST, CodebookFileError, load_codebook, shipped_directory
 
 app = typer.Typer(help="Train and list compression dictionaries and models.", no_args_is_help=True)
 

@@ -10,12 +10,12 @@ from typing import Annotated
 
 import typer
 
+from common.codebooks import default_codebook
+from common.exits import UsageError, fail
 from protocol.batch import decode_batch, read_batch_header
 from protocol.envelopes import Envelope
 from protocol.errors import ProtocolError
 from protocol.signing import VerifyKey
-from vessel_relay.codebooks import default_codebook
-from vessel_relay.exits import UsageError, fail
 
 
 def _jsonable(value: object) -> object:

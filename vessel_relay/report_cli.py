@@ -7,10 +7,10 @@ from typing import Annotated
 
 import typer
 
+from common.exits import UsageError, fail
+from common.keyfiles import KeyFileError
 from protocol.compliance import ComplianceReport, ReportInvalid, verify_report
 from protocol.evidence import fingerprint
-from vessel_relay.exits import UsageError, fail
-from vessel_relay.keyfiles import KeyFileError
 
 app = typer.Typer(help="Compliance reports: verify them offline.", no_args_is_help=True)
 
@@ -163,11 +163,11 @@ def cosign_head(
     """
     import json
 
+    from common.keyfiles import KeyFileError, read_secret
     from protocol.compliance import SignedTreeHead, cosign
     from protocol.errors import ProtocolError
     from protocol.signing import SigningKey, VerifyKey
     from shore.reports import cosignature_file
-    from vessel_relay.keyfiles import KeyFileError, read_secret
 
     try:
         obj: object = json.loads(heads_file.read_text(encoding="utf-8"))

@@ -12,6 +12,8 @@ from typing import Annotated
 
 import typer
 
+from common.codebooks import default_codebook
+from common.exits import UsageError, fail
 from protocol.cases import STAGE_WORDS, format_receipt_code, parse_stage
 from protocol.errors import ProtocolError
 from protocol.evidence import fingerprint
@@ -19,8 +21,6 @@ from protocol.languages import Language
 from shore.union.client import RelayClient, RelayUnreachable
 from shore.union.inbox import InboxError, UnionInbox, verify_export
 from shore.union.keys import UnionSetupError, init_union, load_union
-from vessel_relay.codebooks import default_codebook
-from vessel_relay.exits import UsageError, fail
 
 logger = logging.getLogger(__name__)
 

@@ -15,12 +15,12 @@ from pathlib import Path
 
 import nacl.public
 
+from common.exits import EX_CONFIG
+from common.keyfiles import KeyFileError, published_key_name, read_secret, write_secret
 from protocol.evidence import fingerprint
 from protocol.languages import Language
 from protocol.signing import SigningKey
 from protocol.union_card import UnionCard
-from vessel_relay.exits import EX_CONFIG
-from vessel_relay.keyfiles import KeyFileError, published_key_name, read_secret, write_secret
 
 BOX_KEY = "box.key"
 SIGN_KEY = "sign.key"
@@ -32,7 +32,7 @@ CARD = "union-card.json"
 class UnionSetupError(Exception):
     """The union's directory is missing, incomplete or unsafe; the message says what to do."""
 
-    #: A command ending in this error exits 78 (vessel_relay.exits).
+    #: A command ending in this error exits 78 (common.exits).
     exit_code = EX_CONFIG
 
 

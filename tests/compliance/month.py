@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from common.codebooks import default_codebook
 from protocol.batch import Direction, decode_batch
 from protocol.compliance import AgentStatement, ComplianceReport
 from protocol.envelopes import CrewMessage, FailureReason
@@ -34,7 +35,6 @@ from tests.shore.store_fixtures import (
     shore_encoder,
     uplink,
 )
-from vessel_relay.codebooks import default_codebook
 
 VESSEL = 4242
 OTHER_VESSEL = 77

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from common.codebooks import default_codebook
 from protocol.codebook import Codebook
 from protocol.languages import Language
 from protocol.quota import RULE_MONTHLY_TEXT_BYTES
@@ -25,7 +26,6 @@ from tests.kit.mosquitto import MosquittoBroker
 from tests.kit.ports import free_port
 from tests.shipboard.test_link import NOW, MqttTestShore, link_settings, shore_running
 from tests.shore.store_fixtures import SHORE_KEY, VESSEL_KEY
-from vessel_relay.codebooks import default_codebook
 from vessel_relay.demo.defaults import demo_ship_config
 
 VESSEL = 4343

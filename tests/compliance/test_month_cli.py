@@ -13,12 +13,12 @@ import nacl.public
 import pytest
 from typer.testing import CliRunner
 
+from common.keyfiles import write_secret
 from protocol.compliance import AgentStatement, ComplianceReport
 from protocol.quota import RULE_MONTHLY_TEXT_BYTES
 from tests.compliance.month import CREW, OTHER_VESSEL, VESSEL, Month
 from tests.shore.store_fixtures import SHORE_KEY, VESSEL_KEY
 from vessel_relay.cli import app
-from vessel_relay.keyfiles import write_secret
 
 runner = CliRunner()
 VESSEL_SEED = bytes(range(32))  # VESSEL_KEY

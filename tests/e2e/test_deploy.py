@@ -17,6 +17,7 @@ from pathlib import Path
 import aiomqtt
 import pytest
 
+from common.keyfiles import write_secret
 from shore.config import RelayConfig, parse_config
 from shore.relay import _login_hint, make_client, run_relay
 from tests.kit.mosquitto import find_mosquitto
@@ -25,7 +26,6 @@ from tests.kit.ports import free_port
 from tests.kit.tls import make_client_certificate, make_test_ca
 from tests.shore.store_fixtures import SHORE_KEY
 from tests.shore.test_ingest import Vessel, make_batches, register_vessel
-from vessel_relay.keyfiles import write_secret
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy" / "mosquitto"

@@ -11,6 +11,7 @@ import hashlib
 from collections import Counter
 from dataclasses import dataclass, field
 
+from common.codebooks import default_codebook
 from protocol.batch import Direction, encode_batch
 from protocol.envelopes import (
     BatchAck,
@@ -40,7 +41,6 @@ from protocol.exchange import (
 from protocol.languages import Language
 from protocol.replay import RangeSet
 from tests.shore.store_fixtures import SHORE_KEY, VESSEL_KEY
-from vessel_relay.codebooks import default_codebook
 
 VESSEL = 7
 CODEBOOK = default_codebook()

@@ -23,6 +23,7 @@ import dataclasses
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
+from common.codebooks import default_codebook
 from protocol.languages import Language
 from shipboard.crew import CrewRegister
 from shipboard.link import LinkSettings, SessionReport, run_session
@@ -36,7 +37,6 @@ from shore.store_sqlite import SqliteStore
 from tests.kit.clock import FakeClock
 from tests.kit.fakelink import DOWN, LinkPair
 from tests.shore.store_fixtures import SHORE_KEY, VESSEL_KEY
-from vessel_relay.codebooks import default_codebook
 
 VESSEL = 7
 CODEBOOK = default_codebook()

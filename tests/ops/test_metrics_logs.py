@@ -21,6 +21,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from common.logs import configure_logging
 from protocol.languages import Language
 from shipboard.agent import run_agent
 from shipboard.config import load_config as load_ship_config
@@ -38,7 +39,6 @@ from vessel_relay.demo.setup import (
     prepare_vessel,
     register_vessels,
 )
-from vessel_relay.logs import configure_logging
 
 VESSEL = 7
 FAMILY_TEXT = "SECRET-family-text ဘာလဲ 4417"

@@ -12,15 +12,15 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from shore.dashboard.auth import OperatorFileError, read_operators, verify_password
-from vessel_relay.cli import app
-from vessel_relay.logs import (
+from common.logs import (
     JsonFormatter,
     LogSetupError,
     batch_scope,
     configure_logging,
     message_scope,
 )
+from shore.dashboard.auth import OperatorFileError, read_operators, verify_password
+from vessel_relay.cli import app
 
 runner = CliRunner()
 

@@ -15,6 +15,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from common.keyfiles import write_secret
 from protocol.envelopes import Channel, ContactBookChange, CrewMessage, Envelope
 from protocol.languages import Language
 from shore.store import VesselInfo
@@ -26,7 +27,6 @@ from tests.shore.store_fixtures import SHORE_KEY, T0, VESSEL_KEY, PostgresServer
 from tests.shore.test_ingest import Vessel, vessel_link
 from tests.shore.test_mail import SmtpSink
 from tests.shore.test_store import postgres  # noqa: F401 (the session's PostgreSQL fixture)
-from vessel_relay.keyfiles import write_secret
 
 ROOT = Path(__file__).resolve().parents[2]
 VESSELS = (101, 102, 103, 104, 105)

@@ -17,6 +17,7 @@ import zstandard
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from common.codebooks import default_codebook
 from protocol.batch import Direction, decode_batch, encode_batch, read_batch_header
 from protocol.cbor import dumps
 from protocol.codebook import Codebook, Codec
@@ -51,7 +52,6 @@ from tests.protocol.test_envelopes import (
     VESSEL_KEY,
     texts,
 )
-from vessel_relay.codebooks import default_codebook
 
 CODEBOOK = default_codebook()
 ALL_CODECS = (Codec.STORED, Codec.ZSTD, Codec.CONTEXT)

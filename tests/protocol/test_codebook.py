@@ -6,10 +6,10 @@ import hashlib
 
 import pytest
 
+from common.codebooks import default_codebook, load_codebook, shipped_directory
 from protocol.codebook import Codebook, CodebookEntry, Codec
 from protocol.errors import InvalidEnvelope, UnknownDictionary
 from protocol.languages import TRAINED_LANGUAGES, Language
-from vessel_relay.codebooks import default_codebook, load_codebook, shipped_directory
 
 
 def _entry(

@@ -14,6 +14,7 @@ import zstandard
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from common.codebooks import default_codebook
 from protocol.batch import Direction, decode_batch, encode_batch
 from protocol.codebook import Codebook, CodebookEntry, Codec
 from protocol.compression import (
@@ -27,7 +28,6 @@ from protocol.envelopes import CrewMessage, GrievanceReport
 from protocol.errors import LimitExceeded, MalformedBatch, UnknownDictionary
 from protocol.languages import Language
 from tests.protocol.test_envelopes import VESSEL_KEY, texts
-from vessel_relay.codebooks import default_codebook
 
 CODEBOOK = default_codebook()
 SKELETON = bytes.fromhex("a3008101048100018105")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pytest
 
+from common.codebooks import default_codebook
 from protocol.batch import Direction, decode_batch, encode_batch
 from protocol.codebook import Codec
 from protocol.envelopes import CrewMessage, Reply
@@ -17,7 +18,6 @@ from protocol.languages import TRAINED_LANGUAGES, Language
 from protocol.text import normalise_text
 from tests.kit.corpus import CORPUS
 from tests.protocol.test_envelopes import SHORE_KEY, VESSEL_KEY
-from vessel_relay.codebooks import default_codebook
 
 BATCH_SIZE = 20
 

@@ -13,6 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from common.codebooks import default_codebook
 from protocol.batch import Direction, decode_batch, encode_batch
 from protocol.envelopes import (
     ENVELOPE_TYPES,
@@ -43,7 +44,6 @@ from protocol.errors import InvalidEnvelope, MalformedBatch
 from protocol.languages import Language
 from protocol.limits import MAX_MINUTES
 from protocol.signing import SigningKey
-from vessel_relay.codebooks import default_codebook
 
 VESSEL_KEY = SigningKey(bytes(range(32)))
 SHORE_KEY = SigningKey(bytes(range(100, 132)))

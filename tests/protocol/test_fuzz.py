@@ -22,6 +22,7 @@ from collections.abc import Callable
 import cbor2
 import pytest
 
+from common.codebooks import default_codebook
 from protocol.batch import Direction, decode_batch, encode_batch
 from protocol.cbor import dumps
 from protocol.codebook import Codec
@@ -48,7 +49,6 @@ from protocol.errors import RemoteProtocolError
 from protocol.languages import Language
 from protocol.signing import SIGNATURE_BYTES
 from tests.protocol.test_envelopes import SHORE_KEY, VESSEL_KEY
-from vessel_relay.codebooks import default_codebook
 
 CODEBOOK = default_codebook()
 M = 29_000_000

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+from common.codebooks import default_codebook
 from protocol.batch import Direction, decode_batch, encode_batch, read_batch_header
 from protocol.codebook import Codec
 from protocol.envelopes import (
@@ -44,7 +45,6 @@ from protocol.envelopes import (
 )
 from protocol.languages import Language
 from protocol.signing import SigningKey
-from vessel_relay.codebooks import default_codebook
 
 GOLDEN_FILE = Path(__file__).with_name("golden") / "batches.hex"
 VESSEL_KEY = SigningKey(bytes.fromhex("11" * 32))

@@ -15,6 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from common.codebooks import default_codebook
 from protocol import lane
 from protocol.errors import LimitExceeded, SealedBoxInvalid
 from protocol.languages import Language
@@ -29,7 +30,6 @@ from protocol.sealing import (
     seal_grievance_unpadded,
 )
 from tests.protocol.test_envelopes import short_strings, texts
-from vessel_relay.codebooks import default_codebook
 from vessel_relay.corpus import corpus_dir
 
 CODEBOOK = default_codebook()

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from common.codebooks import default_codebook
 from protocol.cbor import dumps
 from protocol.codebook import Codec
 from protocol.errors import (
@@ -32,7 +33,6 @@ from protocol.sealing import (
     unpad,
 )
 from tests.protocol.test_envelopes import short_strings, texts
-from vessel_relay.codebooks import default_codebook
 
 CODEBOOK = default_codebook()
 UNION = nacl.public.PrivateKey(bytes(range(7, 39)))

@@ -16,6 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from common.codebooks import default_codebook
 from protocol.errors import SealedBoxInvalid, SignatureInvalid
 from protocol.evidence import fingerprint
 from protocol.languages import Language
@@ -32,7 +33,6 @@ from protocol.sealing import (
     seal_grievance_a1,
     verify_a1_signature,
 )
-from vessel_relay.codebooks import default_codebook
 
 CODEBOOK = default_codebook()
 UNION = nacl.public.PrivateKey(bytes(range(7, 39)))

@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
+from common.codebooks import default_codebook
 from protocol.batch import Direction, decode_batch, encode_batch
 from protocol.envelopes import AGE_KEY, CrewMessage
 from protocol.errors import LocalProtocolError, MalformedBatch
@@ -18,7 +19,6 @@ from protocol.languages import Language
 from protocol.limits import MAX_MINUTES, minutes_in_range
 from tests.protocol.mutants import OpenBatch
 from tests.protocol.test_envelopes import VESSEL_KEY
-from vessel_relay.codebooks import default_codebook
 
 CODEBOOK = default_codebook()
 M = 29_000_000

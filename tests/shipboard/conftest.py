@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from common.codebooks import default_codebook
 from protocol.batch import Batch, Direction, decode_batch, encode_batch
 from protocol.codebook import Codebook
 from protocol.envelopes import Envelope
@@ -16,7 +17,6 @@ from protocol.signing import SigningKey
 from shipboard.config import ShipConfig
 from shipboard.crew import Contact, CrewMember, CrewRegister
 from shipboard.outbox import Outbox
-from vessel_relay.codebooks import default_codebook
 from vessel_relay.demo.defaults import demo_ship_config
 
 VESSEL_ID = 1

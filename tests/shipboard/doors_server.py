@@ -12,11 +12,11 @@ import signal
 import sys
 from pathlib import Path
 
+from common.codebooks import default_codebook
 from protocol.languages import Language
 from shipboard.http_api import create_app, serve_http
 from shipboard.intake import Intake
 from shipboard.outbox import Outbox
-from vessel_relay.codebooks import default_codebook
 from vessel_relay.demo.defaults import demo_ship_config
 
 

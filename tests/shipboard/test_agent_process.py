@@ -19,13 +19,13 @@ from pathlib import Path
 import httpx
 import pytest
 
+from common.keyfiles import new_signing_key
 from protocol.languages import Language
 from shipboard.config import load_config, to_toml
 from shipboard.crew import CrewRegister
 from shipboard.outbox import Outbox
 from tests.kit.ports import accepts_connections, free_port
 from tests.kit.ship_config import own_keys_document
-from vessel_relay.keyfiles import new_signing_key
 
 
 @dataclass

@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from common.codebooks import default_codebook
+from common.keyfiles import new_signing_key
 from protocol.languages import Language
 from protocol.quota import RULE_MONTHLY_TEXT_BYTES, Month
 from protocol.signing import SigningKey
@@ -35,9 +37,7 @@ from shipboard.profiles import FLEETBROADBAND
 from shipboard.scheduler import HoldReason, SchedulerSettings
 from tests.kit.ports import free_port
 from tests.kit.ship_config import own_keys_document
-from vessel_relay.codebooks import default_codebook
 from vessel_relay.demo.defaults import demo_ship_config
-from vessel_relay.keyfiles import new_signing_key
 
 NOW = 1_790_000_000.0  # 2026-09-21 UTC: both lives run in the same month
 SEPTEMBER = 202609

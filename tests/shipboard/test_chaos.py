@@ -34,6 +34,7 @@ import aiomqtt
 import aiosmtplib
 import httpx
 
+from common.keyfiles import new_signing_key
 from protocol.languages import Language
 from protocol.signing import VerifyKey
 from shipboard.config import load_config, to_toml
@@ -49,7 +50,6 @@ from tests.kit.ports import accepts_connections, free_port
 from tests.kit.ship_config import own_keys_document
 from tests.shore.store_fixtures import SHORE_KEY
 from tests.shore.test_ingest import write_relay
-from vessel_relay.keyfiles import new_signing_key
 from vessel_relay.link_emulator import LinkEmulator
 
 VESSEL = 11
@@ -280,9 +280,9 @@ class Observer:
                 await asyncio.sleep(0.3)
 
     def record(self, data: bytes) -> None:
+        from common.codebooks import default_codebook
         from protocol.batch import Direction, decode_batch
         from protocol.envelopes import CrewMessage
-        from vessel_relay.codebooks import default_codebook
 
         batch = decode_batch(
             data, codebook=default_codebook(), direction=Direction.UPLINK, verify_key=self.key

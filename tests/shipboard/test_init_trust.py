@@ -11,6 +11,7 @@ import nacl.public
 import pytest
 from typer.testing import CliRunner
 
+from common.keyfiles import PUBLISHED_DEMO_KEYS, write_secret
 from protocol.evidence import fingerprint
 from protocol.signing import SigningKey
 from shipboard.config import ConfigError, load_config, to_toml
@@ -24,7 +25,6 @@ from vessel_relay.demo.keys import (
     demo_shore_signing_key,
     demo_union_public_key,
 )
-from vessel_relay.keyfiles import PUBLISHED_DEMO_KEYS, write_secret
 
 runner = CliRunner()
 

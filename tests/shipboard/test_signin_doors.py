@@ -200,8 +200,8 @@ async def test_wrong_pins_count_across_every_door_and_sos_still_goes(
 
 async def _relay_alert(data: bytes, vessel_key: SigningKey, path: Path) -> str:
     """The relay ingests the vessel's batch; the words of the SOS alert it would send."""
+    from common.codebooks import default_codebook
     from protocol.batch import Direction, decode_batch
-    from vessel_relay.codebooks import default_codebook
 
     store = await SqliteStore.open(path)
     try:

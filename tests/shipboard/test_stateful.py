@@ -26,6 +26,7 @@ from hypothesis.stateful import (
     rule,
 )
 
+from common.codebooks import default_codebook
 from protocol.batch import Direction, decode_batch, encode_batch
 from protocol.envelopes import (
     BatchAck,
@@ -39,7 +40,6 @@ from protocol.signing import SigningKey
 from shipboard.crew import CrewRegister
 from shipboard.errors import NothingToSend, QuotaExceeded
 from shipboard.outbox import Outbox
-from vessel_relay.codebooks import default_codebook
 
 VESSEL = 5
 QUOTA_BYTES = 120

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from common.codebooks import default_codebook
 from protocol.languages import Language
 from protocol.signing import SigningKey
 from shipboard.config import ShipConfig, load_config, to_toml
@@ -28,7 +29,6 @@ from tests.e2e.test_deploy import PASSWORDS, DeployedBroker, _wait_up
 from tests.kit.mosquitto import find_mosquitto
 from tests.kit.mqtt import next_message
 from tests.kit.ship_config import own_keys_document
-from vessel_relay.codebooks import default_codebook
 
 VESSEL = 7  # a vessel with a password in the deployed broker's test password file
 NOW = 1_790_000_000.0

@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from common.codebooks import default_codebook
 from common.passwords import hash_password
 from common.signins import SignInGuard
 from protocol.signing import SigningKey
@@ -31,7 +32,6 @@ from shore.union.keys import init_union, load_union
 from shore.union.web import UnionWebSettings
 from shore.union.web import create_app as create_union_web
 from shore.union_api import UnionAccount, make_union_api
-from vessel_relay.codebooks import default_codebook
 
 UNION_KEY = SigningKey.from_seed(bytes(range(7, 39)))
 PASSWORD = "tide table 1983"

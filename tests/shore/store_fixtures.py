@@ -16,11 +16,11 @@ import subprocess
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from common.codebooks import default_codebook
 from protocol.batch import Batch, Direction, decode_batch, encode_batch
 from protocol.envelopes import Envelope
 from protocol.signing import SigningKey
 from tests.kit.ports import free_port
-from vessel_relay.codebooks import default_codebook
 
 PG_BIN_DIRS = sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
 INSTALL_HINT = "run scripts/install-system-deps (as root) to install PostgreSQL 15"

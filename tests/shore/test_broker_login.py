@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 
+from common.keyfiles import KeyFileError
 from shore.broker_login import BrokerLoginError, broker_login, read_password
 from shore.config import ConfigError, RelayConfig, parse_config
 from shore.relay import make_client
 from tests.kit.tls import make_client_certificate, make_test_ca
-from vessel_relay.keyfiles import KeyFileError
 
 
 def config(tmp_path: Path, **mqtt: Any) -> RelayConfig:

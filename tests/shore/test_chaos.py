@@ -30,6 +30,7 @@ from collections import Counter
 from email import message_from_bytes, policy
 from pathlib import Path
 
+from common.keyfiles import write_secret
 from protocol.envelopes import ReceiptStage
 from tests.kit.mosquitto import MosquittoBroker
 from tests.shore.store_fixtures import SHORE_KEY
@@ -42,7 +43,6 @@ from tests.shore.test_ingest import (
     vessel_link,
 )
 from tests.shore.test_mail import SmtpSink
-from vessel_relay.keyfiles import write_secret
 
 MESSAGES = int(os.environ.get("VR_RELAY_CHAOS_MESSAGES", "1000"))
 KILLS = int(os.environ.get("VR_RELAY_CHAOS_KILLS", "3"))

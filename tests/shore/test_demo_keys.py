@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from common.keyfiles import write_secret
 from protocol.signing import SigningKey
 from shore.config import ConfigError, load_config
 from vessel_relay.cli import app
 from vessel_relay.demo.keys import DEMO_SHORE_SEED, DEMO_UNION_SEED
-from vessel_relay.keyfiles import write_secret
 
 runner = CliRunner()
 

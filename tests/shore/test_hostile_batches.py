@@ -27,6 +27,7 @@ from typing import Any, cast
 import aiomqtt
 import pytest
 
+from common.codebooks import default_codebook
 from protocol.envelopes import (
     AGE_KEY,
     BatchAck,
@@ -71,7 +72,6 @@ from tests.shore.store_fixtures import (
 from tests.shore.test_ingest import relay_in_process, vessel_link
 from tests.shore.test_mail import SmtpSink
 from tests.shore.test_store import postgres  # noqa: F401 - the session's PostgreSQL server
-from vessel_relay.codebooks import default_codebook
 
 CODEBOOK = default_codebook()
 VESSEL = 7  # the vessel whose owner changed the agent

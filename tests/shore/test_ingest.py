@@ -21,6 +21,7 @@ from pathlib import Path
 import aiomqtt
 import pytest
 
+from common.keyfiles import write_secret
 from protocol.envelopes import (
     BatchAck,
     Channel,
@@ -48,7 +49,6 @@ from tests.shore.store_fixtures import (
     uplink,
 )
 from tests.shore.test_mail import SmtpSink
-from vessel_relay.keyfiles import write_secret
 
 VESSEL = 7
 MINUTES = int(T0 // 60)

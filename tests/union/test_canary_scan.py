@@ -42,6 +42,7 @@ import httpx
 import pytest
 import zstandard
 
+from common.codebooks import default_codebook
 from protocol.batch import Direction as BatchDirection
 from protocol.batch import decode_batch
 from protocol.errors import ProtocolError
@@ -58,7 +59,6 @@ from tests.kit.canary import (
 )
 from tests.kit.mosquitto import find_mosquitto
 from vessel_relay import link_emulator
-from vessel_relay.codebooks import default_codebook
 from vessel_relay.demo.brokers import MosquittoBroker, free_port, wait_listening
 from vessel_relay.demo.setup import (
     RelaySetup,

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import nacl.public
 
+from common.codebooks import default_codebook
 from protocol.batch import Direction, decode_batch
 from protocol.envelopes import GrievanceReport
 from protocol.languages import Language
@@ -32,7 +33,6 @@ from shipboard.scheduler import SchedulerSettings, plan
 from shore.store import VesselInfo
 from shore.store_sqlite import SqliteStore
 from shore.union_api import silence_alert_source
-from vessel_relay.codebooks import default_codebook
 from vessel_relay.demo.defaults import demo_ship_config
 
 DAY = 20_600

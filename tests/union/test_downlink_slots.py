@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from common.codebooks import default_codebook
 from protocol.batch import Direction, decode_batch
 from protocol.cases import CaseNote, case_number, reporter_reply_keys, seal_case_note
 from protocol.envelopes import CaseStatus, CaseStatusUpdate
@@ -24,7 +25,6 @@ from shore.store import VesselInfo
 from shore.store_sqlite import SqliteStore
 from shore.union_api import queue_case_note
 from tests.union.test_daily_slots import DAY, VESSEL_KEY, _vessel
-from vessel_relay.codebooks import default_codebook
 
 SHORE_KEY = SigningKey.from_seed(bytes(range(2, 34)))
 PERIOD = 600  # ten minutes

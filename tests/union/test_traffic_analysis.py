@@ -33,6 +33,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
+from common.codebooks import default_codebook
 from protocol.batch import Direction, decode_batch
 from protocol.cases import CaseNote, reporter_reply_keys, seal_case_note
 from protocol.envelopes import CaseStatus, CaseStatusUpdate
@@ -56,7 +57,6 @@ from shore.downlink import Downlink, DownlinkConfig
 from shore.store import VesselInfo
 from shore.store_sqlite import SqliteStore
 from shore.union_api import queue_case_note
-from vessel_relay.codebooks import default_codebook
 from vessel_relay.demo.defaults import demo_ship_config
 
 DAY0 = 20_600

@@ -76,8 +76,8 @@ def test_a_card_must_match_its_fingerprints(tmp_path: Path) -> None:
 def test_a_union_directory_holding_a_demo_key_is_refused(tmp_path: Path) -> None:
     """A union whose report key file holds the demo union's published seed cannot be
     loaded: every command on it exits 78 and says to make new keys."""
+    from common.keyfiles import write_secret
     from vessel_relay.demo.keys import DEMO_UNION_SEED
-    from vessel_relay.keyfiles import write_secret
 
     directory = tmp_path / "union"
     runner.invoke(app, ["union", "init", "--dir", str(directory), "--id", "2", "--relay", "x"])

@@ -20,6 +20,7 @@ import pytest
 import uvicorn
 from typer.testing import CliRunner
 
+from common.codebooks import default_codebook
 from protocol.batch import Direction, decode_batch, encode_batch
 from protocol.cases import is_receipt_code, open_case_note, reporter_reply_keys
 from protocol.envelopes import CaseStatus
@@ -37,7 +38,6 @@ from shore.union.keys import init_union, load_union
 from shore.union_api import UnionAccount, make_union_api, request_to_sign
 from tests.kit.ports import free_port
 from vessel_relay.cli import app
-from vessel_relay.codebooks import default_codebook
 from vessel_relay.demo.defaults import demo_ship_config
 
 NOW = 1_790_000_000.0

@@ -26,6 +26,7 @@ import uvicorn
 from playwright.async_api import Browser, Page, async_playwright
 from typer.testing import CliRunner
 
+from common.codebooks import default_codebook
 from protocol.cases import open_case_note, reporter_reply_keys
 from protocol.envelopes import CaseStatus
 from protocol.evidence import fingerprint
@@ -45,7 +46,6 @@ from shore.union_api import UnionAccount, make_union_api, silence_alert_source
 from tests.kit.ports import free_port
 from tests.union.test_union_inbox import NOW, REPORT, VESSEL_KEY, World, _downlink, _uplink
 from vessel_relay.cli import app as cli_app
-from vessel_relay.codebooks import default_codebook
 from vessel_relay.demo.defaults import demo_ship_config
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page, Playwright, sync_playwright
 
+from common.codebooks import default_codebook
 from protocol.batch import Direction, decode_batch, encode_batch
 from protocol.codebook import Codebook
 from protocol.envelopes import Reply
@@ -30,7 +31,6 @@ from shipboard.http_api import create_app, serve_http
 from shipboard.intake import Intake
 from shipboard.outbox import Outbox
 from shipboard.web.fonts import missing_glyphs, scripts_used
-from vessel_relay.codebooks import default_codebook
 from vessel_relay.demo.defaults import demo_ship_config
 
 from ..kit.ports import free_port

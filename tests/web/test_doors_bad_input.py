@@ -25,12 +25,12 @@ import pytest
 from starlette.applications import Starlette
 from starlette.routing import Mount, Route
 
+from common.codebooks import default_codebook
 from common.http import BodyLimit
 from protocol.languages import Language
 from shipboard.http_api import NoStore, create_app
 from shipboard.intake import Intake
 from shipboard.outbox import Outbox
-from vessel_relay.codebooks import default_codebook
 from vessel_relay.demo.defaults import demo_ship_config
 
 JSON_FIELDS = (

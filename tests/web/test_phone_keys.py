@@ -22,6 +22,7 @@ import nacl.signing
 import pytest
 from playwright.sync_api import Page, sync_playwright
 
+from common.codebooks import default_codebook
 from protocol.cases import make_receipt_code, reporter_reply_keys
 from protocol.evidence import EntryKind, EvidenceInvalid, fingerprint, make_entry, verify_chain
 from protocol.languages import Language
@@ -41,7 +42,6 @@ from shipboard.http_api import create_app, serve_http
 from shipboard.intake import Intake
 from shipboard.outbox import Outbox
 from shore.union.keys import load_union
-from vessel_relay.codebooks import default_codebook
 from vessel_relay.demo.defaults import demo_ship_config
 
 from ..kit.ports import free_port

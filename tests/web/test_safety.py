@@ -14,6 +14,7 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
+from common.codebooks import default_codebook
 from common.signins import GuardPolicy, SignInGuard
 from protocol.languages import Language
 from protocol.phrases import PHRASE_CODES, phrase
@@ -24,7 +25,6 @@ from shipboard.web.catalogue import page_msgids
 from shipboard.web.fonts import missing_glyphs
 from shipboard.web.i18n import PAGE_LANGUAGES, load_catalogue
 from shipboard.web.sessions import IDLE_S, RATE_LIMIT, WebSessions
-from vessel_relay.codebooks import default_codebook
 from vessel_relay.demo.defaults import demo_ship_config
 
 SECRET_TEXT = "the second engineer hit me"

@@ -161,8 +161,8 @@ def demo(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
+    from common.exits import fail
     from vessel_relay.demo.setup import DemoDirectoryRefused
-    from vessel_relay.exits import fail
 
     directory = workdir or Path(tempfile.mkdtemp(prefix="vessel-relay-demo-"))
     typer.echo(f"demo data in {directory}")

@@ -3,7 +3,7 @@
 These seeds are public (they are SHA-256 of fixed phrases), so a key made from one protects
 nothing: whoever has this source can sign as the shore or open a report sealed to the
 union. They live here, in the demo, and nowhere else. The shipboard and shore config
-loaders refuse every key derived from them (:data:`vessel_relay.keyfiles.PUBLISHED_DEMO_KEYS`,
+loaders refuse every key derived from them (:data:`common.keyfiles.PUBLISHED_DEMO_KEYS`,
 pinned to these seeds by a test) unless the caller passes ``allow_demo_keys=True``, which
 only the demo and tests do. ``vessel-relay demo`` itself makes fresh keys in its work
 directory (:mod:`vessel_relay.demo.setup`).

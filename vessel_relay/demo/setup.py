@@ -32,6 +32,8 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from common.exits import UsageError
+from common.keyfiles import new_signing_key, read_secret, write_secret
 from protocol.languages import Language
 from protocol.signing import SigningKey
 from protocol.union_card import UnionCard
@@ -44,8 +46,6 @@ from shore.store import VesselInfo
 from shore.store_sqlite import SqliteStore
 from shore.union.keys import SETTINGS as UNION_SETTINGS
 from shore.union.keys import init_union, load_union
-from vessel_relay.exits import UsageError
-from vessel_relay.keyfiles import new_signing_key, read_secret, write_secret
 
 logger = logging.getLogger(__name__)
 

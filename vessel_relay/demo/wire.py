@@ -11,11 +11,11 @@ import os
 
 import typer
 
+from common.codebooks import default_codebook
 from protocol.batch import Direction, decode_batch, encode_batch
 from protocol.envelopes import CrewMessage
 from protocol.languages import Language
 from protocol.signing import SigningKey
-from vessel_relay.codebooks import default_codebook
 
 _SAMPLES: tuple[tuple[Language, str], ...] = (
     (Language.ENG, "I am safe. We reach port next week."),

@@ -14,8 +14,8 @@ from typing import Annotated
 
 import typer
 
+from common.exits import EX_CONFIG, EX_USAGE, fail
 from protocol.signing import SigningKey
-from vessel_relay.exits import EX_CONFIG, EX_USAGE, fail
 
 #: Public keys whose private halves are published (made from the demo's seeds in
 #: :mod:`vessel_relay.demo.keys`; a test pins this list to them). A vessel or relay that

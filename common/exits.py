@@ -12,7 +12,7 @@
         (systemd: ``RestartPreventExitStatus=78``).
 
 An error says which code it means by a class attribute ``exit_code`` (the config errors
-of ``shipboard``, ``shore`` and the union app, :class:`~vessel_relay.keyfiles.KeyFileError`,
+of ``shipboard``, ``shore`` and the union app, :class:`~common.keyfiles.KeyFileError`,
 :class:`UsageError`); everything else is 1. Each CLI module turns an error into an exit
 with :func:`fail`, so the rule is not written twice.
 """
