@@ -56,7 +56,8 @@ from protocol.envelopes import (
     Sos,
 )
 from protocol.languages import Language
-from protocol.quota import RULE_MONTHLY_TEXT_BYTES, Month, QuotaLedger
+from protocol.months import Month
+from protocol.quota import RULE_MONTHLY_TEXT_BYTES, QuotaLedger
 from protocol.signing import SigningKey
 from shipboard.profiles import PROFILES, LinkProfile
 from shipboard.scheduler import SchedulerSettings, Snapshot, plan

@@ -64,7 +64,6 @@ __all__ = [
     "cosign",
     "disagreements",
     "message_text_bytes",
-    "month_key",
     "rule_test",
     "sign_tree_head",
     "signer_problem",
@@ -94,11 +93,6 @@ def message_text_bytes(body: str | None, quick: int | None) -> int:
     if body is not None:
         return len(body.encode("utf-8"))
     return QUICK_MESSAGE_TEXT_BYTES if quick is not None else 0
-
-
-def month_key(year: int, month: int) -> int:
-    """A month as the integer ``YYYYMM`` used in leaves and reports."""
-    return year * 100 + month
 
 
 # --- reading JSON objects --------------------------------------------------------------------

@@ -8,7 +8,7 @@ crew**. "1 MB" is read strictly as 1 MiB = 1,048,576 bytes (:data:`RULE_MONTHLY_
 so that no reading of "MB" (10^6 or 2^20) can find a vessel short. Text is counted in
 UTF-8 bytes of the normalised text (:attr:`protocol.text.NormalisedText.text_bytes`).
 
-A month is a calendar month in the **vessel's time zone** (:func:`month_of`), so that
+A month is a calendar month in the **vessel's time zone** (:mod:`protocol.months`), so that
 "October" on the compliance report is the October the crew lived through.
 
 Grievance reports and SOS travel in a :class:`ReservedLane` that sits outside every crew
@@ -25,20 +25,17 @@ lower the crew quota below the rule or the reserved lane below its floor.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from types import MappingProxyType
-from zoneinfo import ZoneInfo
 
 from protocol.errors import LocalProtocolError, Reason
+from protocol.months import Month
 
 __all__ = [
     "MIN_RESERVED_DAILY_BYTES_PER_CREW",
     "RESERVED_DAILY_BYTES_PER_CREW",
     "RULE_MONTHLY_TEXT_BYTES",
-    "Month",
     "OwnerSettings",
     "QuotaExhausted",
     "QuotaLedger",
@@ -47,7 +44,6 @@ __all__ = [
     "attribute_link_bytes",
     "check_owner_settings",
     "crew_quota",
-    "month_of",
     "rule_met",
 ]
 
@@ -74,59 +70,6 @@ class SettingRefused(LocalProtocolError):
     """An owner setting that would put the crew quota or the reserved lane below its floor."""
 
     reason = Reason.NOT_ALLOWED_IN_STATE
-
-
-# --- months ------------------------------------------------------------------------------
-
-_MONTH_TEXT = re.compile(r"(\d{4})-(\d{2})")
-
-
-@dataclass(frozen=True, slots=True, order=True)
-class Month:
-    """A calendar month, written ``"2026-10"``."""
-
-    year: int
-    month: int
-
-    def __post_init__(self) -> None:
-        if not 1 <= self.month <= 12:
-            raise ValueError(f"month must be 1 to 12, not {self.month}")
-        if not 1 <= self.year <= 9999:
-            raise ValueError(f"year must be 1 to 9999, not {self.year}")
-
-    def __str__(self) -> str:
-        return f"{self.year:04d}-{self.month:02d}"
-
-    @classmethod
-    def parse(cls, text: str) -> Month:
-        """The month written as ``YYYY-MM``; raises ``ValueError`` for anything else."""
-        found = _MONTH_TEXT.fullmatch(text.strip())
-        if found is None:
-            raise ValueError(f"a month is written YYYY-MM (like 2026-10), not {text!r}")
-        return cls(int(found.group(1)), int(found.group(2)))
-
-    def next(self) -> Month:
-        """The month after this one."""
-        if self.month == 12:
-            return Month(self.year + 1, 1)
-        return Month(self.year, self.month + 1)
-
-    def start_utc_minutes(self, tz: ZoneInfo) -> int:
-        """UTC minutes (since 1970) at which this month starts in the time zone ``tz``."""
-        start = datetime(self.year, self.month, 1, tzinfo=tz)
-        return math.floor(start.timestamp()) // 60
-
-    def days(self) -> int:
-        """Number of days in this month."""
-        following = self.next()
-        first = datetime(self.year, self.month, 1)
-        return (datetime(following.year, following.month, 1) - first).days
-
-
-def month_of(utc_minutes: int, tz: ZoneInfo) -> Month:
-    """The month, in the vessel's time zone ``tz``, of a moment given in UTC minutes."""
-    moment = datetime.fromtimestamp(utc_minutes * 60, tz=UTC).astimezone(tz)
-    return Month(moment.year, moment.month)
 
 
 # --- the crew quota ------------------------------------------------------------------------

@@ -75,15 +75,14 @@ import ssl
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar, runtime_checkable
 from zoneinfo import ZoneInfo
 
 from common.logs import enter_vessel_scope
 from protocol.codebook import Codebook
 from protocol.exchange import VesselSettings, VesselState
-from protocol.quota import Month, QuotaLedger
-from protocol.quota import month_of as quota_month_of
+from protocol.months import BILLING_ZONE, Month
+from protocol.quota import QuotaLedger
 from protocol.signing import SigningKey, VerifyKey
 from shipboard.config import ShipConfig
 from shipboard.downlink import DownlinkOutcome, DownlinkVerdict, apply_downlink_payload
@@ -303,23 +302,6 @@ async def run_session(
 # --- the loop ----------------------------------------------------------------------------
 
 
-def _utc_month(now: float) -> tuple[Month, float, float]:
-    moment = datetime.fromtimestamp(now, UTC)
-    month = Month(moment.year, moment.month)
-    following = month.next()
-    start = datetime(month.year, month.month, 1, tzinfo=UTC).timestamp()
-    end = datetime(following.year, following.month, 1, tzinfo=UTC).timestamp()
-    return month, start, end
-
-
-def _quota_month(now: float, time_zone: ZoneInfo) -> tuple[Month, float, float]:
-    """The quota month at ``now`` in ``time_zone``, with its start and end (seconds, UTC)."""
-    month = quota_month_of(int(now // 60), time_zone)
-    start = month.start_utc_minutes(time_zone) * 60.0
-    end = month.next().start_utc_minutes(time_zone) * 60.0
-    return month, start, end
-
-
 def build_snapshot(
     outbox: OutboxPort,
     *,
@@ -335,7 +317,8 @@ def build_snapshot(
     """
     pending = tuple(outbox.pending_messages(now))
     zone: ZoneInfo = getattr(outbox, "time_zone", UTC_ZONE)
-    month, start, end = _quota_month(now, zone)
+    month = Month.of(now, zone)
+    start, end = month.bounds_s(zone)
     accepted = outbox.quota_ledger(now)
     waiting: dict[int, int] = {}
     for message in pending:
@@ -438,7 +421,7 @@ async def billed_so_far(outbox: OutboxPort, profile: LinkProfile, month: Month) 
     """
     if not isinstance(outbox, SessionHistory):
         return 0
-    sessions = await asyncio.to_thread(outbox.link_sessions_in, month.year * 100 + month.month)
+    sessions = await asyncio.to_thread(outbox.link_sessions_in, month.key)
     return sum(profile.billed_bytes(s.link_bytes) for s in sessions if s.outcome == "done")
 
 
@@ -491,7 +474,7 @@ async def run_link(
     while not stopping.is_set():
         doorbell.clear()
         now = clock()
-        month = _utc_month(now)[0]
+        month = Month.of(now, BILLING_ZONE)
         try:
             if month not in billed:
                 billed[month] = await billed_so_far(outbox, profile, month)

@@ -33,7 +33,8 @@ import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from shipboard.transport import LinkClosed, LinkDown, LinkSettings, downlink_topic, uplink_topic
+from protocol.topics import downlink_topic, uplink_topic
+from shipboard.transport import LinkClosed, LinkDown, LinkSettings
 
 __all__ = ["MqttLink", "ResumingContext", "client_tls_context"]
 

@@ -58,7 +58,7 @@ from protocol.envelopes import (
 )
 from protocol.errors import MalformedBatch, Reason
 from protocol.languages import Language
-from protocol.quota import month_of as quota_month_of
+from protocol.months import Month
 from protocol.replay import RangeSet
 from protocol.signing import SigningKey
 from protocol.slots import SlotHeader, downlink_slot_notes
@@ -304,14 +304,9 @@ UTC_ZONE = ZoneInfo("UTC")
 
 
 def month_of(now: float, time_zone: ZoneInfo = UTC_ZONE) -> int:
-    """The quota month (YYYYMM) of a wall-clock time, in the vessel's ``time_zone``.
-
-    A crew member's quota renews at midnight on the first of the month where the vessel
-    keeps its time (``time_zone`` in the agent's configuration), not at midnight UTC:
-    protocol.quota.month_of decides, so the shore and the reports count the same months.
-    """
-    month = quota_month_of(int(now // 60), time_zone)
-    return month.year * 100 + month.month
+    """The quota month (YYYYMM) of a wall-clock time, in the vessel's ``time_zone``
+    (the rule is :mod:`protocol.months`'; UTC until the vessel's zone is set)."""
+    return Month.of(now, time_zone).key
 
 
 def reporter_tag(case_key: bytes, message_seq: int) -> bytes:

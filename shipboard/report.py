@@ -25,27 +25,19 @@ import logging
 import os
 import time
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from protocol.compliance import AgentCrew, AgentStatement, LinkFigures
+from protocol.months import LOG_ZONE, Month
 from protocol.signing import SigningKey
 from shipboard.outbox import Outbox
 from shipboard.profiles import LinkProfile
 from shipboard.sessions_log import price_month, sessions_in
 
 logger = logging.getLogger(__name__)
-
-
-def utc_month_bounds(month: int) -> tuple[float, float]:
-    """The first second of ``month`` (YYYYMM, UTC) and of the next month, as Unix times."""
-    year, number = divmod(month, 100)
-    start = datetime(year, number, 1, tzinfo=UTC)
-    end = datetime(year + (number == 12), number % 12 + 1, 1, tzinfo=UTC)
-    return start.timestamp(), end.timestamp()
 
 
 def link_figures(outbox: Outbox, month: int, profile: LinkProfile) -> LinkFigures:
@@ -58,7 +50,7 @@ def link_figures(outbox: Outbox, month: int, profile: LinkProfile) -> LinkFigure
     """
     with outbox.reading() as db:
         rows = db.execute("SELECT link_bytes, send_count, made_at FROM batches").fetchall()
-    start, end = utc_month_bounds(month)
+    start, end = Month.from_key(month).bounds_s(LOG_ZONE)
     pushed = sum(int(b) * int(n) for b, n, at in rows if start <= float(at) < end)
     sessions = sessions_in(outbox, month)
     if not sessions:
@@ -84,7 +76,7 @@ def days_active(outbox: Outbox, month: int) -> int:
     with no session and no message does not count. Grievance reports and their cover
     slots are left out (slots are made ahead, whether anyone is on board or not).
     """
-    start, end = utc_month_bounds(month)
+    start, end = Month.from_key(month).bounds_s(LOG_ZONE)
     with outbox.reading() as db:
         rows = db.execute(
             "SELECT CAST(started_at / 86400 AS INTEGER) FROM link_sessions "
@@ -115,7 +107,7 @@ def build_statement(
     """
     if days_at_sea is None:
         days_at_sea = days_active(outbox, month)
-    start, end = utc_month_bounds(month)
+    start, end = Month.from_key(month).bounds_s(LOG_ZONE)
     with outbox.reading() as db:
         crew_rows = db.execute(
             "SELECT crew, name, document, nationality FROM crew WHERE signed_off_at IS NULL "
@@ -187,25 +179,27 @@ def report_command(
 
     Example: vessel-relay ship report --month 2026-10
     """
+    from common.exits import UsageError, fail
     from common.keyfiles import KeyFileError, read_secret
-    from protocol.quota import Month
     from shipboard.config import load_config
     from shipboard.errors import ShipboardError
     from shipboard.profiles import profile_named
 
     try:
         parsed = Month.parse(month)
+    except ValueError as exc:
+        raise fail(UsageError(str(exc))) from None
+    try:
         loaded = load_config(config)
         key = SigningKey.from_seed(read_secret(loaded.vessel.signing_key_path))
         outbox = Outbox.open(loaded.database_path, loaded.vessel.vessel_id)
         outbox.use_time_zone(loaded.time_zone)
-    except (ValueError, ShipboardError, KeyFileError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
+    except (ShipboardError, KeyFileError) as exc:
+        raise fail(exc) from None
     try:
         statement = build_statement(
             outbox,
-            parsed.year * 100 + parsed.month,
+            parsed.key,
             quota_bytes=loaded.quota.crew_text_bytes,
             profile=profile_named(loaded.link.profile),
             vessel_key=key,

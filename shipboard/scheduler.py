@@ -42,7 +42,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
 
-from protocol.quota import Month, QuotaLedger
+from protocol.months import Month
+from protocol.quota import QuotaLedger
 from shipboard.profiles import LinkProfile
 
 __all__ = [

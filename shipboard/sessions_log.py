@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Literal
 
+from protocol.months import BILLING_ZONE, Month
 from shipboard.profiles import LinkProfile
 
 if TYPE_CHECKING:
@@ -77,8 +77,7 @@ class LinkSession:
     @property
     def month(self) -> int:
         """The UTC month (``YYYYMM``) the session started in."""
-        moment = datetime.fromtimestamp(self.started_at, UTC)  # as shipboard.outbox.month_of
-        return moment.year * 100 + moment.month
+        return Month.of(self.started_at, BILLING_ZONE).key
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,6 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
+from protocol.topics import downlink_topic, uplink_topic
 from shipboard.config import ShipConfig
 from shipboard.profiles import LinkProfile, profile_named
 
@@ -81,16 +82,6 @@ class Link(Protocol):
     def tls_resumed(self) -> bool | None:
         """Whether the connection's TLS session was resumed (None: no TLS, or unknown)."""
         ...
-
-
-def uplink_topic(vessel_id: int) -> str:
-    """Where the vessel publishes its batches."""
-    return f"vr/{vessel_id}/u"
-
-
-def downlink_topic(vessel_id: int) -> str:
-    """Where the shore publishes the vessel's downlink batches."""
-    return f"vr/{vessel_id}/d"
 
 
 @dataclass(frozen=True, slots=True)

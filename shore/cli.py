@@ -25,6 +25,7 @@ from common.keyfiles import (
 )
 from common.logs import LOG_FORMATS, LOG_LEVELS, LogSetupError, configure_logging
 from protocol.signing import SigningKey
+from protocol.topics import downlink_topic, uplink_topic
 from shore import registry
 from shore.config import ConfigError, RelayConfig, default_document, load_config
 from shore.metrics import RelayMetrics, serve_metrics
@@ -94,7 +95,7 @@ def vessel_add(
         config, lambda store: registry.add_vessel(store, info, public_key, time.time(), vessel_id)
     )
     typer.echo(f"vessel id: {new_id}")
-    typer.echo(f"topics:    vr/{new_id}/u (up), vr/{new_id}/d (down)")
+    typer.echo(f"topics:    {uplink_topic(new_id)} (up), {downlink_topic(new_id)} (down)")
 
 
 def vessel_list(config: ConfigOption = Path("relay.toml")) -> None:

@@ -53,17 +53,13 @@ from protocol.slots import (
     downlink_slot,
     period_of,
 )
+from protocol.topics import downlink_topic
 from shore.store import SlotItemMaker, Store, StoreError
 
 log = logging.getLogger(__name__)
 
 #: Publishes one payload QoS 1 to a topic and returns after the broker's PUBACK.
 Publish = Callable[[str, bytes], Awaitable[None]]
-
-
-def downlink_topic(vessel_id: int) -> str:
-    """The vessel's downlink topic."""
-    return f"vr/{vessel_id}/d"
 
 
 @dataclass(frozen=True, slots=True)

@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
@@ -57,20 +56,13 @@ from protocol.codebook import Codebook
 from protocol.errors import ProtocolError, Reason, UnprocessableBatch
 from protocol.limits import DEFAULT_LIMITS, Limits
 from protocol.signing import SIGNATURE_BYTES, VerifyKey
+from protocol.topics import uplink_topic_vessel
 from shore.store import IngestOutcome, Store, StoreError
 
 if TYPE_CHECKING:
     from shore.metrics import RelayMetrics
 
 log = logging.getLogger(__name__)
-
-_UPLINK_TOPIC = re.compile(r"vr/(\d{1,15})/u")
-
-
-def uplink_topic_vessel(topic: str) -> int | None:
-    """The vessel id in an uplink topic ``vr/{vessel}/u``, or None."""
-    match = _UPLINK_TOPIC.fullmatch(topic)
-    return int(match.group(1)) if match else None
 
 
 @dataclass

@@ -41,6 +41,7 @@ from common.keyfiles import KeyFileError, read_secret
 from protocol.envelopes import Channel
 from protocol.phrases import phrase
 from protocol.signing import SigningKey
+from protocol.topics import SHARED_UPLINKS, UPLINKS
 from shore.alerts import AlertConfig, SosAlerter
 from shore.broker_login import BrokerLogin, broker_login
 from shore.config import RelayConfig
@@ -69,9 +70,6 @@ from shore.union_api import (
 )
 
 log = logging.getLogger(__name__)
-
-SHARED_UPLINK = "$share/relay/vr/+/u"
-UPLINK = "vr/+/u"
 
 
 async def open_store(config: RelayConfig) -> SqlStore:
@@ -222,7 +220,7 @@ def _login_hint(error: Exception) -> str:
 
 def uplink_subscription(config: RelayConfig) -> str:
     """Shared subscription with MQTT 5 (several workers share the load); plain with 3.1.1."""
-    return SHARED_UPLINK if config.mqtt.protocol == "5" else UPLINK
+    return SHARED_UPLINKS if config.mqtt.protocol == "5" else UPLINKS
 
 
 async def _pause(stopping: asyncio.Event, seconds: float) -> None:

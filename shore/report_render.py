@@ -19,6 +19,7 @@ import jinja2
 import segno
 
 from protocol.compliance import ComplianceReport
+from protocol.months import Month
 
 #: Fonts embedded in the PDF (Thai first, then Latin); Debian's fonts-noto-core paths.
 THAI_FONT = Path("/usr/share/fonts/truetype/noto/NotoSansThai-Regular.ttf")
@@ -34,10 +35,6 @@ _TEMPLATES = jinja2.Environment(
 
 class RenderError(Exception):
     """The report cannot be rendered here (for example, the Thai font is not installed)."""
-
-
-def _month_text(month: int) -> str:
-    return f"{month // 100:04d}-{month % 100:02d}"
 
 
 def _minutes_text(minutes: int) -> str:
@@ -64,7 +61,7 @@ def render_html(report: ComplianceReport) -> str:
     return template.render(
         report=report,
         lines=report.crew_lines(),
-        month=_month_text(report.month),
+        month=str(Month.from_key(report.month)),
         made=_minutes_text(report.made_minutes),
         head_time=_minutes_text(report.head.head.timestamp_minutes),
         digest=report.head.head.digest().hex(),
@@ -111,7 +108,7 @@ def render_csv(report: ComplianceReport) -> str:
         writer.writerow(
             [
                 report.vessel_id,
-                _month_text(report.month),
+                str(Month.from_key(report.month)),
                 line.crew,
                 a.name if a else "",
                 a.document if a else "",

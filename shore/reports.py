@@ -40,6 +40,7 @@ from protocol.compliance import (
     rule_test,
 )
 from protocol.merkle import consistency_proof, inclusion_proof
+from protocol.months import LOG_ZONE, Month
 from protocol.signing import SigningKey
 from protocol.slots import day_of, slot_header
 from shore.store_sql import SqlStore
@@ -62,14 +63,6 @@ class ReportError(Exception):
     """A report that cannot be built as asked (the message says why and what to do)."""
 
 
-def month_bounds_minutes(month: int) -> tuple[int, int]:
-    """UTC minutes of the first minute of ``month`` (YYYYMM) and of the next month."""
-    year, number = divmod(month, 100)
-    start = datetime(year, number, 1, tzinfo=UTC)
-    end = datetime(year + (number == 12), number % 12 + 1, 1, tzinfo=UTC)
-    return int(start.timestamp()) // 60, int(end.timestamp()) // 60
-
-
 async def shore_crew_figures(
     store: SqlStore, vessel_id: int, month: int, leaves: list[LogLeaf]
 ) -> tuple[ShoreCrew, ...]:
@@ -78,7 +71,7 @@ async def shore_crew_figures(
     for leaf in leaves:
         for crew, text_bytes in leaf.text_bytes_in(month).items():
             sent[crew] = sent.get(crew, 0) + text_bytes
-    start, end = month_bounds_minutes(month)
+    start, end = Month.from_key(month).bounds_minutes(LOG_ZONE)
     async with store._transaction() as tx:
         rows = await tx.fetch(
             "SELECT m.crew, m.body, m.quick, d.outcome FROM messages m "
@@ -104,7 +97,7 @@ async def shore_crew_figures(
 
 async def shore_link_figures(store: SqlStore, vessel_id: int, month: int) -> LinkFigures:
     """Uplink batches stored ashore with a batch time in ``month``: their link bytes."""
-    start, end = month_bounds_minutes(month)
+    start, end = Month.from_key(month).bounds_minutes(LOG_ZONE)
     async with store._transaction() as tx:
         row = await tx.fetchrow(
             "SELECT COUNT(*), COALESCE(SUM(link_bytes), 0) FROM batches WHERE vessel_id = $1 "
@@ -126,7 +119,7 @@ async def grievance_lane(
     ``crew`` are the crew numbers of the agent's statement; without it, the crew members
     whose slots arrived. Slot headers (crew, day) are read in the clear; nothing is opened.
     """
-    start, end = month_bounds_minutes(month)
+    start, end = Month.from_key(month).bounds_minutes(LOG_ZONE)
     first_day = start // 1440
     last_day = min(end // 1440, day_of(now)) - 1  # the days that are over
     async with store._transaction() as tx:
@@ -201,7 +194,7 @@ async def build_report(
         ProvenLeaf(index, data, tuple(inclusion_proof(hashes, index, size)))
         for index, data, _ in logged.leaves
     )
-    start, end = month_bounds_minutes(month)
+    start, end = Month.from_key(month).bounds_minutes(LOG_ZONE)
     earlier = tuple(
         EarlierHead(h, tuple(consistency_proof(hashes, h.head.tree_size, size)))
         for h in await heads(store, from_minutes=start, to_minutes=end)
@@ -315,8 +308,8 @@ def report_command(
     import asyncio
     import time
 
+    from common.exits import UsageError, fail
     from common.keyfiles import KeyFileError, read_secret
-    from protocol.quota import Month
     from shore.config import ConfigError, load_config
     from shore.relay import open_store
     from shore.report_render import RenderError, write_all
@@ -324,23 +317,26 @@ def report_command(
 
     try:
         parsed = Month.parse(month)
+    except ValueError as exc:
+        raise fail(UsageError(str(exc))) from None
+    try:
         loaded = load_config(config)
         key = SigningKey.from_seed(read_secret(loaded.path(loaded.relay.shore_key)))
+    except (ConfigError, KeyFileError) as exc:
+        raise fail(exc) from None
+    try:
         given = (
             None
             if statement is None
             else AgentStatement.from_obj(json.loads(statement.read_text(encoding="utf-8")))
         )
-    except (ValueError, OSError, ConfigError, KeyFileError, ReportInvalid) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
+    except (ValueError, OSError, ReportInvalid) as exc:
+        raise fail(UsageError(f"the statement {statement}: {exc}")) from None
 
     async def main() -> ComplianceReport:
         store = await open_store(loaded)
         try:
-            return await build_report(
-                store, vessel, parsed.year * 100 + parsed.month, key, time.time(), statement=given
-            )
+            return await build_report(store, vessel, parsed.key, key, time.time(), statement=given)
         finally:
             await store.close()
 
@@ -368,21 +364,23 @@ def fleet_command(
     """
     import asyncio
 
-    from protocol.quota import Month
+    from common.exits import UsageError, fail
     from shore.config import ConfigError, load_config
     from shore.relay import open_store
 
     try:
         parsed = Month.parse(month)
+    except ValueError as exc:
+        raise fail(UsageError(str(exc))) from None
+    try:
         loaded = load_config(config)
-    except (ValueError, ConfigError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
+    except ConfigError as exc:
+        raise fail(exc) from None
 
     async def main() -> list[FleetLine]:
         store = await open_store(loaded)
         try:
-            return await fleet_summary(store, parsed.year * 100 + parsed.month)
+            return await fleet_summary(store, parsed.key)
         finally:
             await store.close()
 

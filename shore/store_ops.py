@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 
 from protocol.envelopes import FailureReason
 from protocol.errors import Reason
+from protocol.months import BILLING_ZONE, Month
 from shore.store import DeliveryKey, StoreError
 from shore.store_sql import SqlStore
 
@@ -29,12 +30,6 @@ DEFAULT_SILENT_AFTER_S = 36 * 3600.0
 
 class DeliveryNotFound(StoreError):
     """The delivery named is not there, or not in a state the action applies to."""
-
-
-def month_start(now: float) -> float:
-    """The first second of ``now``'s month, UTC (link bytes are counted per month)."""
-    moment = datetime.fromtimestamp(now, UTC)
-    return datetime(moment.year, moment.month, 1, tzinfo=UTC).timestamp()
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,7 +113,7 @@ class OperatorQueries:
 
     async def fleet(self, now: float) -> list[FleetRow]:
         """Every vessel with last heard, link bytes this month, queue and failures."""
-        start = month_start(now)
+        start = Month.of(now, BILLING_ZONE).start_s(BILLING_ZONE)
         async with self.store._transaction() as tx:
             rows = await tx.fetch(
                 "SELECT v.vessel_id, v.name, v.flag, l.last_heard_at, "

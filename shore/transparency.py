@@ -41,6 +41,7 @@ from protocol.envelopes import CrewMessage, Envelope
 from protocol.errors import LimitExceeded, ProtocolError
 from protocol.limits import MINUTES_RANGE, minutes_in_range
 from protocol.merkle import leaf_hash, root_hash
+from protocol.months import LOG_ZONE, Month
 from protocol.signing import SigningKey, VerifyKey
 
 if TYPE_CHECKING:
@@ -99,8 +100,7 @@ def month_of_minutes(minutes: int) -> int:
     """
     if not minutes_in_range(minutes):
         raise LimitExceeded(f"time {minutes!r} is not a time from {MINUTES_RANGE}")
-    moment = datetime.fromtimestamp(minutes * 60, UTC)
-    return moment.year * 100 + moment.month
+    return Month.of_minutes(minutes, LOG_ZONE).key
 
 
 def leaf_for(batch: Batch, batch_sha256: bytes, now: float, new: Sequence[Envelope]) -> LogLeaf:

@@ -156,7 +156,7 @@ def test_report_without_statement_and_fleet(installed: Installed, tmp_path: Path
 
 
 def test_report_commands_explain_mistakes(installed: Installed, tmp_path: Path) -> None:
-    """An unknown vessel, a bad month or a statement of another vessel: one line, exit 1."""
+    """An unknown vessel: one line, exit 1; a bad month is a usage error: one line, exit 2."""
     code, _, err = _invoke(
         "shore", "report", "--vessel", "999", "--month", "2026-10",
         "--config", str(installed.relay_config), "--out", str(tmp_path),
@@ -167,12 +167,17 @@ def test_report_commands_explain_mistakes(installed: Installed, tmp_path: Path) 
         "shore", "report", "--vessel", str(VESSEL), "--month", "October",
         "--config", str(installed.relay_config),
     )  # fmt: skip
-    assert code == 1
+    assert code == 2
     assert err.startswith("error:")
     code, _, err = _invoke(
         "ship", "report", "--month", "2026-13", "--config", str(installed.ship_config)
     )
-    assert code == 1
+    assert code == 2
+    assert err.startswith("error:")
+    code, _, err = _invoke(
+        "shore", "fleet-report", "--month", "2026-10", "--config", str(tmp_path / "none.toml")
+    )
+    assert code == 78
     assert err.startswith("error:")
 
 

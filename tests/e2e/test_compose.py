@@ -22,9 +22,9 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
+from protocol.topics import SHARED_UPLINKS
 from shore.broker_login import read_password
 from shore.config import RelayConfig, load_config
-from shore.relay import SHARED_UPLINK
 
 COMPOSE = Path(__file__).resolve().parents[2] / "deploy" / "compose"
 #: Secrets make-secrets writes before the first start (never in the repository).
@@ -143,7 +143,7 @@ def test_the_emqx_acl_confines_a_vessel_to_its_own_topics() -> None:
     vr/<own user name>/d; everything else is denied."""
     rules = _acl_rules((COMPOSE / "emqx-acl.conf").read_text(encoding="utf-8"))
     relay = [rule for rule in rules if '{user, "relay"}' in rule]
-    assert any("subscribe" in rule and f'"{SHARED_UPLINK}"' in rule for rule in relay)
+    assert any("subscribe" in rule and f'"{SHARED_UPLINKS}"' in rule for rule in relay)
     assert any("publish" in rule and '"vr/+/d"' in rule for rule in relay)
     anyone = [rule for rule in rules if rule.startswith("{allow, all")]
     assert [re.findall(r'"([^"]+)"', rule) for rule in anyone] == [

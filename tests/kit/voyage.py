@@ -25,11 +25,11 @@ from pathlib import Path
 
 from common.codebooks import default_codebook
 from protocol.languages import Language
+from protocol.topics import uplink_topic
 from shipboard.crew import CrewRegister
 from shipboard.link import LinkSettings, SessionReport, run_session
 from shipboard.outbox import Outbox
 from shipboard.profiles import VSAT
-from shipboard.transport import uplink_topic
 from shore.downlink import Downlink, DownlinkConfig
 from shore.ingest import Ingestor
 from shore.store import VesselInfo

@@ -10,11 +10,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from protocol.errors import LocalProtocolError
+from protocol.months import Month
 from protocol.quota import (
     MIN_RESERVED_DAILY_BYTES_PER_CREW,
     RESERVED_DAILY_BYTES_PER_CREW,
     RULE_MONTHLY_TEXT_BYTES,
-    Month,
     OwnerSettings,
     QuotaExhausted,
     QuotaLedger,
@@ -23,7 +23,6 @@ from protocol.quota import (
     attribute_link_bytes,
     check_owner_settings,
     crew_quota,
-    month_of,
     rule_met,
 )
 
@@ -84,50 +83,6 @@ def test_rule_met_refuses_more_grants_than_crew() -> None:
 def test_decimal_megabyte_does_not_meet_the_rule() -> None:
     """Granting everyone 1,000,000 bytes does not count as meeting the 1 MiB rule."""
     assert not rule_met(dict.fromkeys(range(8), 1_000_000), 8)
-
-
-# --- months in the vessel's time zone ------------------------------------------------------------
-
-
-def test_month_boundary_is_in_the_vessels_time_zone() -> None:
-    """A message sent at 00:30 on 1 October in Bangkok counts for October, even though it
-    is still 30 September in UTC."""
-    assert month_of(utc_minutes(2026, 9, 30, 17, 30), BANGKOK) == OCTOBER
-    assert month_of(utc_minutes(2026, 9, 30, 16, 59), BANGKOK) == Month(2026, 9)
-    assert month_of(utc_minutes(2026, 9, 30, 17, 30), UTC_ZONE) == Month(2026, 9)
-
-
-def test_year_turns_in_the_vessels_time_zone() -> None:
-    """New Year's Eve in Taipei starts January's quota at local midnight."""
-    assert month_of(utc_minutes(2026, 12, 31, 16, 0), TAIPEI) == Month(2027, 1)
-    assert month_of(utc_minutes(2026, 12, 31, 15, 59), TAIPEI) == Month(2026, 12)
-
-
-@given(st.integers(min_value=0, max_value=200 * 365 * 24 * 60))
-def test_month_start_and_month_of_agree(minutes: int) -> None:
-    """Every moment falls in the month whose start is at or before it and whose
-    successor starts after it, in any vessel time zone."""
-    for tz in (BANGKOK, TAIPEI, UTC_ZONE, ZoneInfo("America/Los_Angeles")):
-        month = month_of(minutes, tz)
-        assert month.start_utc_minutes(tz) <= minutes < month.next().start_utc_minutes(tz)
-
-
-def test_month_text_round_trips() -> None:
-    """Months are written 2026-10 on reports and read back the same."""
-    assert str(OCTOBER) == "2026-10"
-    assert Month.parse("2026-10") == OCTOBER
-    assert Month.parse(str(Month(987, 1))) == Month(987, 1)
-    assert Month(2026, 12).next() == Month(2027, 1)
-    assert Month(2026, 1) < Month(2026, 2) < Month(2027, 1)
-    assert Month(2028, 2).days() == 29
-    assert Month(2026, 2).days() == 28
-
-
-@pytest.mark.parametrize("text", ["2026-13", "2026-00", "26-10", "2026/10", "October", ""])
-def test_bad_month_text_is_refused(text: str) -> None:
-    """A month that is not YYYY-MM (or not a month at all) is refused with the format."""
-    with pytest.raises(ValueError, match="month"):
-        Month.parse(text)
 
 
 # --- the ledger ----------------------------------------------------------------------------------

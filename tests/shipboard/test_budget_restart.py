@@ -25,7 +25,8 @@ from zoneinfo import ZoneInfo
 from common.codebooks import default_codebook
 from common.keyfiles import new_signing_key
 from protocol.languages import Language
-from protocol.quota import RULE_MONTHLY_TEXT_BYTES, Month
+from protocol.months import Month
+from protocol.quota import RULE_MONTHLY_TEXT_BYTES
 from protocol.signing import SigningKey
 from shipboard.agent import run_agent
 from shipboard.cli import _open

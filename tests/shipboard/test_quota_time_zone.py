@@ -16,7 +16,7 @@ import pytest
 
 from protocol.codebook import Codebook
 from protocol.languages import Language
-from protocol.quota import Month
+from protocol.months import Month
 from shipboard.config import ShipConfig
 from shipboard.errors import BadText, QuotaExceeded
 from shipboard.intake import Intake, read_text

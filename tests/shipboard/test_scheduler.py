@@ -10,7 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from protocol.quota import RULE_MONTHLY_TEXT_BYTES, Month, QuotaLedger
+from protocol.months import Month
+from protocol.quota import RULE_MONTHLY_TEXT_BYTES, QuotaLedger
 from shipboard.config import link_profile_names
 from shipboard.profiles import FLEETBROADBAND, IRIDIUM_CERTUS, PROFILES, VSAT, LinkProfile
 from shipboard.scheduler import (
