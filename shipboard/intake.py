@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import nacl.public
 
+from protocol.cases import case_number as make_case_number
 from protocol.cases import make_receipt_code, reporter_reply_keys
 from protocol.codebook import Codebook
 from protocol.errors import InvalidEnvelope, InvalidText, LimitExceeded
@@ -379,13 +380,13 @@ class Intake:
             seq = self._into_slot(member.crew, union, sealed, signed_in.case_key, now)
             if seq is not None:
                 self._ring("grievance")
-                case_number = f"{self.config.vessel.vessel_id}-{seq}"
+                case_number = make_case_number(self.config.vessel.vessel_id, seq)
                 return FiledReport(seq, case_number, receipt_code, now)
         accepted = self.outbox.accept_grievance(
             union_id=union_id, sealed=sealed, case_key=signed_in.case_key, now=now
         )
         self._ring("grievance")
-        case_number = f"{self.config.vessel.vessel_id}-{accepted.message_seq}"
+        case_number = make_case_number(self.config.vessel.vessel_id, accepted.message_seq)
         return FiledReport(accepted.message_seq, case_number, receipt_code, accepted.accepted_at)
 
     def file_sealed_grievance(
@@ -412,13 +413,14 @@ class Intake:
             if seq is not None:
                 self._ring("grievance")
                 logger.info("sealed report (mode A) %d committed in a slot", seq)
-                return FiledReport(seq, f"{self.config.vessel.vessel_id}-{seq}", "", now)
+                number = make_case_number(self.config.vessel.vessel_id, seq)
+                return FiledReport(seq, number, "", now)
         accepted = self.outbox.accept_grievance(
             union_id=union_id, sealed=sealed, case_key=signed_in.case_key, now=now
         )
         self._ring("grievance")
         logger.info("sealed report (mode A) %d committed", accepted.message_seq)
-        case_number = f"{self.config.vessel.vessel_id}-{accepted.message_seq}"
+        case_number = make_case_number(self.config.vessel.vessel_id, accepted.message_seq)
         return FiledReport(accepted.message_seq, case_number, "", accepted.accepted_at)
 
     def sos(

@@ -55,6 +55,7 @@ from common.http import (
     parse_json,
 )
 from common.serving import AsgiServer
+from protocol.cases import case_number
 from protocol.envelopes import CaseStatus
 from protocol.errors import SignatureInvalid
 from protocol.signing import SIGNATURE_BYTES, VerifyKey
@@ -267,7 +268,9 @@ def make_union_api(
         owned = {(v, s) for v, s, _, _ in await store.union_reports(account.union_id)}
         if (vessel, seq) not in owned:
             raise _Refused(
-                404, f"case {vessel}-{seq} is not one of union {account.union_id}'s", "not-yours"
+                404,
+                f"case {case_number(vessel, seq)} is not one of union {account.union_id}'s",
+                "not-yours",
             )
         carried = await queue_case_note(store, vessel, seq, status, sealed_note, clock())
         logger.info(

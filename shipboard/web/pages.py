@@ -43,6 +43,7 @@ from starlette.types import Scope
 
 from common.http import BodyTooLarge, MalformedRequest, RequestRefused, bounded_int
 from common.signins import SignInGuard
+from protocol.cases import case_number as make_case_number
 from protocol.cases import reporter_reply_keys
 from protocol.envelopes import CaseStatus, FailureReason
 from protocol.evidence import fingerprint
@@ -330,7 +331,7 @@ def web_routes(
     vessel_id = intake.config.vessel.vessel_id
 
     def case_number(seq: int) -> str:
-        return f"{vessel_id}-{seq}"
+        return make_case_number(vessel_id, seq)
 
     def render(
         request: Request,
