@@ -160,14 +160,16 @@ def wire_bytes(
     *,
     pad: bool | None = None,
 ) -> bytes:
-    """One signed uplink batch as encode_batch makes it (``pad=None``: its default)."""
+    """One signed uplink batch as encode_batch makes it (``pad=None``: its default).
+
+    ``seq`` counts from 0 here; batches are numbered from 1 on the wire."""
     options: dict[str, bool] = {} if pad is None else {"pad": pad}
     encoder: Callable[..., bytes] = encode_batch  # ``pad`` only where the encoder pads
     return encoder(
         envelopes,
         direction=Direction.UPLINK,
         vessel_id=4242,
-        batch_seq=seq,
+        batch_seq=seq + 1,
         batch_minutes=BATCH_MINUTES,
         signing_key=VESSEL_KEY,
         codebook=codebook,
