@@ -35,8 +35,21 @@ time (a few seconds on a satellite) are not in that rest, because the compressed
 takes 1/``C`` of them. ``p50_wall_s``/``p99_wall_s`` are the compressed run's wall seconds.
 
 **Counts.** Link bytes are the emulator's count (payload + 52 B TCP/IP per segment + TCP
-open/close, plain MQTT 5, no TLS), daily grievance slots included; billed bytes apply the
-shipboard profile's tariff per session (Certus: at least 5,120 B, 1 KB steps). After the
+open/close) of MQTT 5 over TLS as ``deploy/`` runs it (Mosquitto, TLS 1.2 or newer, a
+private CA and an EC P-256 certificate: the vessels negotiate TLS 1.3 and resume sessions
+within the ticket's lifetime; ``--no-tls`` for plain MQTT), the grievance channel
+included; billed bytes apply the shipboard profile's tariff per session (Certus: at least
+5,120 B, 1 KB steps).
+
+**The bill** (issue 20): ``text_bytes`` are the UTF-8 bytes of the family messages the
+crew wrote that month, ``billed_per_message`` the billed bytes over the accepted family
+messages, ``grievance_channel_bytes`` the grievance channel's share of the payload (up:
+every grievance-lane item the vessel sent, report or cover; down: every lane item the
+vessel received), ``idle_billed_bytes_per_month`` what the same profile bills for a month
+with no crew traffic at all (a second, idle run of ``--idle-minutes``, scaled to 30 days),
+and ``grievance_p95_s`` the 95th percentile of voyage seconds from filing a report on
+board to its arrival in the union's inbox at the relay (``grievances`` reports of every
+length, from one line of the corpus to a dozen). After the
 voyage the system gets ``--drain-minutes`` to deliver what is still on its way. Then each
 accepted family message is exactly one of: ``delivered`` (its Message-ID reached the
 sink), ``failed`` (reported back to the vessel as failed), ``lost`` (the vessel holds a
@@ -57,6 +70,7 @@ import argparse
 import asyncio
 import json
 import math
+import random
 import sqlite3
 import sys
 import tempfile
@@ -69,7 +83,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.sessions import DAY, MONTH_START, Arrival, voyage
+from benchmarks.sessions import CREW_LANGUAGES, DAY, MONTH_START, Arrival, load_lines, voyage
 from shipboard.profiles import PROFILES
 from vessel_relay import link_emulator
 from vessel_relay.demo.setup import Tuning, VesselSetup
@@ -91,11 +105,14 @@ MIN_QUIET_S = 0.05
 #: Columns of the table (the JSON carries these and more).
 COLUMNS = (
     "messages",
+    "billed_per_message",
     "link_bytes_per_message",
     "sessions",
     "billed_bytes",
     "p50_s",
     "p99_s",
+    "grievance_p95_s",
+    "idle_billed_bytes_per_month",
     "lost",
     "duplicated",
     "failed",
@@ -180,12 +197,40 @@ class Outcome:
         return on_board * compression + max(0.0, self.seen_at - self.batched_at)
 
 
+@dataclass(frozen=True, slots=True)
+class Filed:
+    """A grievance report the agent accepted: its outbox number and when it was filed."""
+
+    seq: int
+    filed_at: float
+
+
+def grievance_arrivals(days: float, count_per_month: int, seed: int = 11) -> list[Arrival]:
+    """``count_per_month`` reports over the voyage (a Poisson process), each a random crew
+    member's 1 to 12 lines of their language's corpus: reports of every length."""
+    rng = random.Random(seed)
+    lines = {language: load_lines(language) for language in set(CREW_LANGUAGES)}
+    arrivals: list[Arrival] = []
+    at = MONTH_START
+    rate = count_per_month / (30 * DAY)
+    while count_per_month > 0:
+        at += rng.expovariate(rate)
+        if at >= MONTH_START + days * DAY:
+            break
+        crew = rng.randrange(1, len(CREW_LANGUAGES) + 1)
+        language = CREW_LANGUAGES[crew - 1]
+        text = "\n".join(rng.choice(lines[language]) for _ in range(rng.randint(1, 12)))
+        arrivals.append(Arrival(at, 0, "grievance", crew, text))
+    return arrivals
+
+
 async def play(
     http_url: str, setup: VesselSetup, arrivals: Sequence[Arrival], compression: float
-) -> list[int]:
+) -> tuple[list[int], list[Filed]]:
     """Play ``arrivals`` into the agent's HTTP API on the compressed clock; return the
-    outbox numbers of the family messages it accepted."""
+    outbox numbers of the family messages it accepted and the reports it filed."""
     accepted: list[int] = []
+    filed: list[Filed] = []
     logins = {login.crew: login for login in setup.crew}
     async with httpx.AsyncClient(base_url=http_url, timeout=60.0) as http:
         tokens: dict[int, dict[str, str]] = {}
@@ -207,13 +252,17 @@ async def play(
                 if answer.status_code == 201:
                     accepted.append(int(answer.json()["message_seq"]))
             elif arrival.kind == "grievance":
-                body = {"union": 1, "category": 8, "text": "wages withheld " * 8, "lang": "eng"}
+                language = CREW_LANGUAGES[crew - 1].code
+                text = arrival.text or "wages withheld " * 8
+                body = {"union": 1, "category": 8, "text": text, "lang": language}
                 answer = await http.post("/api/grievances", json=body, headers=headers)
+                if answer.status_code == 201:
+                    filed.append(Filed(int(answer.json()["message_seq"]), time.time()))
             else:
                 answer = await http.post("/api/sos", json={"note": "fire"}, headers=headers)
             if answer.status_code >= 500:
                 raise BenchmarkError(f"the agent failed a {arrival.kind}: {answer.text}")
-    return accepted
+    return accepted, filed
 
 
 def outbox_rows(setup: VesselSetup) -> dict[int, tuple[float, float | None, str]]:
@@ -231,6 +280,77 @@ def outbox_rows(setup: VesselSetup) -> dict[int, tuple[float, float | None, str]
         db.close()
 
 
+def _read_only(path: Path) -> sqlite3.Connection:
+    return sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+
+
+def grievance_channel_bytes(setup: VesselSetup) -> tuple[int, int]:
+    """The grievance channel's payload bytes (up, down): every lane item the vessel sent
+    (report or cover: the outbox cannot tell them apart) and every one it received."""
+    db = _read_only(setup.data_dir / "outbox.sqlite3")
+    try:
+        up = db.execute(
+            "SELECT COALESCE(SUM(LENGTH(m.sealed) * b.send_count), 0) FROM messages m "
+            "JOIN batch_messages bm ON bm.message_seq = m.message_seq "
+            "JOIN batches b ON b.batch_seq = bm.batch_seq "
+            "WHERE m.kind = 'grievance' AND b.send_count > 0"
+        ).fetchone()[0]
+        down = db.execute(
+            "SELECT COALESCE(SUM(LENGTH(sealed_note)), 0) FROM inbox WHERE kind = 'slot'"
+        ).fetchone()[0]
+    finally:
+        db.close()
+    return int(up), int(down)
+
+
+def grievance_delays(
+    setup: VesselSetup, relay_db: Path, filed: Sequence[Filed], compression: float
+) -> list[float]:
+    """Voyage seconds from filing each report on board to its arrival in the union's inbox
+    at the relay: the wait on board scaled back by ``compression``, the rest as measured.
+    Reports not in the union's inbox at the end are left out (and counted by the caller)."""
+    ship = _read_only(setup.data_dir / "outbox.sqlite3")
+    relay = _read_only(relay_db)
+    try:
+        delays = []
+        for report in filed:
+            row = ship.execute(
+                "SELECT batched_at FROM messages WHERE message_seq = ?", (report.seq,)
+            ).fetchone()
+            arrived = relay.execute(
+                "SELECT received_at FROM union_inbox WHERE vessel_id = ? AND message_seq = ?",
+                (setup.vessel_id, report.seq),
+            ).fetchone()
+            if row is None or row[0] is None or arrived is None:
+                continue
+            batched_at, received_at = float(row[0]), float(arrived[0])
+            on_board = max(0.0, batched_at - report.filed_at)
+            delays.append(on_board * compression + max(0.0, received_at - batched_at))
+    finally:
+        ship.close()
+        relay.close()
+    return delays
+
+
+def reports_arrived(setup: VesselSetup, relay_db: Path, filed: Sequence[Filed]) -> bool:
+    """Has every filed report reached the union's inbox at the relay?"""
+    if not filed:
+        return True
+    relay = _read_only(relay_db)
+    try:
+        arrived = {
+            int(seq)
+            for (seq,) in relay.execute(
+                "SELECT message_seq FROM union_inbox WHERE vessel_id = ?", (setup.vessel_id,)
+            )
+        }
+    except sqlite3.OperationalError:  # the relay has not made its tables yet
+        return False
+    finally:
+        relay.close()
+    return all(report.seq in arrived for report in filed)
+
+
 def settled(system: ProcessSystem, accepted: Sequence[int]) -> bool:
     """Has every accepted message reached the sink or been reported failed?"""
     assert system.sink is not None
@@ -243,27 +363,42 @@ def settled(system: ProcessSystem, accepted: Sequence[int]) -> bool:
 
 
 async def run_profile(
-    name: str, days: float, minutes: float, workdir: Path, drain_minutes: float = 5.0
+    name: str,
+    days: float,
+    minutes: float,
+    workdir: Path,
+    drain_minutes: float = 5.0,
+    *,
+    tls: bool = True,
+    grievances: int = 30,
 ) -> dict[str, object]:
     """Play the voyage through the system on one profile; return its figures."""
     profile = PROFILES[name]
     compression, slot_period_s = compression_for(days, minutes)
-    arrivals = [a for a in voyage()[0] if a.at < MONTH_START + days * DAY]
+    arrivals = [a for a in voyage()[0] if a.at < MONTH_START + days * DAY and a.kind != "grievance"]
+    arrivals = sorted(arrivals + grievance_arrivals(days, grievances))
+    text_bytes = sum(len(a.text.encode("utf-8")) for a in arrivals if a.kind == "message")
     system = ProcessSystem(
         workdir,
         vessel_count=1,
         crew_per_vessel=30,
         profile=EMULATED[name].time_compressed(compression),
         tuning=tuning_for(name, compression, slot_period_s),
+        tls=tls,
     )
     await system.start()
     vessel = system.vessels[0]
     try:
-        accepted = await play(vessel.http_url, vessel.setup, arrivals, compression)
+        accepted, filed = await play(vessel.http_url, vessel.setup, arrivals, compression)
         deadline = time.monotonic() + drain_minutes * 60
-        while time.monotonic() < deadline and not settled(system, accepted):  # noqa: ASYNC110 - polling other processes
+        assert system.relay_setup is not None
+        relay_db = system.relay_setup.data_dir / "relay.db"
+        while time.monotonic() < deadline and not (  # noqa: ASYNC110 - polling other processes
+            settled(system, accepted) and reports_arrived(vessel.setup, relay_db, filed)
+        ):
             await asyncio.sleep(1.0)
         statistics = vessel.link.statistics()
+        lane_up, lane_down = grievance_channel_bytes(vessel.setup)  # as the link saw it
     finally:
         await system.stop()
     assert system.sink is not None
@@ -278,12 +413,22 @@ async def run_profile(
     wall = [o.seen_at - o.accepted_at for o in delivered if o.seen_at is not None]
     sessions = [s for s in statistics.sessions if s.ip_bytes_estimate > 0]
     link_bytes = sum(s.ip_bytes_estimate for s in sessions)
+    billed = sum(profile.billed_bytes(s.ip_bytes_estimate) for s in sessions)
     verdicts = [o.verdict for o in outcomes]
+    delays = grievance_delays(vessel.setup, relay_db, filed, compression)
     return {
         "messages": len(accepted),
         "link_bytes_per_message": round(link_bytes / max(1, len(accepted)), 1),
         "sessions": len(sessions),
-        "billed_bytes": sum(profile.billed_bytes(s.ip_bytes_estimate) for s in sessions),
+        "billed_bytes": billed,
+        "text_bytes": text_bytes,
+        "billed_per_message": round(billed / max(1, len(accepted)), 1),
+        "grievance_channel_bytes": lane_up + lane_down,
+        "grievance_channel_bytes_up": lane_up,
+        "grievance_channel_bytes_down": lane_down,
+        "grievances": len(filed),
+        "grievances_in_union_inbox": len(delays),
+        "grievance_p95_s": rounded(percentile(delays, 0.95)),
         "p50_s": rounded(percentile(latencies, 0.5)),
         "p99_s": rounded(percentile(latencies, 0.99)),
         "lost": verdicts.count("lost"),
@@ -299,7 +444,31 @@ async def run_profile(
         "p99_wall_s": rounded(percentile(wall, 0.99), 3),
         "days": days,
         "compression": round(compression),
+        "tls": tls,
     }
+
+
+async def idle_month(name: str, days: float, minutes: float, workdir: Path, *, tls: bool) -> int:
+    """Billed bytes of ``days`` with no crew traffic at all on profile ``name``, scaled to a
+    30-day month (the polls, the grievance channel, its cover and the receipts of nothing)."""
+    profile = PROFILES[name]
+    compression, slot_period_s = compression_for(days, minutes)
+    system = ProcessSystem(
+        workdir,
+        vessel_count=1,
+        crew_per_vessel=30,
+        profile=EMULATED[name].time_compressed(compression),
+        tuning=tuning_for(name, compression, slot_period_s),
+        tls=tls,
+    )
+    await system.start()
+    try:
+        await asyncio.sleep(minutes * 60)
+        statistics = system.vessels[0].link.statistics()
+    finally:
+        await system.stop()
+    billed = sum(profile.billed_bytes(s.ip_bytes_estimate) for s in statistics.sessions)
+    return round(billed * 30 / days)
 
 
 def rounded(value: float, digits: int = 1) -> float | None:
@@ -329,28 +498,65 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--profile", action="append", choices=list(PROFILES), help="only these (repeatable)"
     )
+    parser.add_argument(
+        "--tls",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="vessels reach the broker over TLS as deployed (default), or plain MQTT",
+    )
+    parser.add_argument(
+        "--grievances", type=int, default=30, help="grievance reports per 30 days (default 30)"
+    )
+    parser.add_argument(
+        "--idle-minutes",
+        type=float,
+        default=None,
+        help="wall minutes of the idle month per profile (default: --minutes; 0: skip it)",
+    )
     arguments = parser.parse_args(argv)
     names = arguments.profile or list(PROFILES)
+    idle_minutes = arguments.minutes if arguments.idle_minutes is None else arguments.idle_minutes
     try:
         compression_for(arguments.days, arguments.minutes)
+        if idle_minutes:
+            compression_for(arguments.days, idle_minutes)
     except BenchmarkError as exc:
         parser.error(str(exc))
+    if arguments.grievances < 0:
+        parser.error("--grievances must not be negative")
     report: dict[str, dict[str, object]] = {}
     with tempfile.TemporaryDirectory(prefix="vr-e2e-") as work:
         for name in names:
             print(
-                f"e2e: {name}: {arguments.days:g} days in {arguments.minutes:g} min",
+                f"e2e: {name}: {arguments.days:g} days in {arguments.minutes:g} min"
+                f" ({'TLS' if arguments.tls else 'plain MQTT'})",
                 file=sys.stderr,
             )
-            report[name] = asyncio.run(
+            row = asyncio.run(
                 run_profile(
                     name,
                     arguments.days,
                     arguments.minutes,
                     Path(work) / name,
                     arguments.drain_minutes,
+                    tls=arguments.tls,
+                    grievances=arguments.grievances,
                 )
             )
+            if idle_minutes:
+                print(f"e2e: {name}: the idle month, {idle_minutes:g} min", file=sys.stderr)
+                row["idle_billed_bytes_per_month"] = asyncio.run(
+                    idle_month(
+                        name,
+                        arguments.days,
+                        idle_minutes,
+                        Path(work) / f"{name}-idle",
+                        tls=arguments.tls,
+                    )
+                )
+            else:
+                row["idle_billed_bytes_per_month"] = None
+            report[name] = row
     if arguments.json:
         print(json.dumps({"profiles": report}, indent=2))
     else:

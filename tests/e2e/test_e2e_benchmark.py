@@ -32,6 +32,12 @@ CONTRACT_KEYS = {
     "p99_s",
     "lost",
     "duplicated",
+    # the link bill (issue 20)
+    "text_bytes",
+    "billed_per_message",
+    "grievance_channel_bytes",
+    "idle_billed_bytes_per_month",
+    "grievance_p95_s",
 }
 
 
@@ -80,6 +86,34 @@ def test_a_day_through_the_system_is_delivered_once(certus_day: dict[str, object
     assert row["delivered"] == expected
     assert row["lost"] == row["duplicated"] == row["failed"] == row["undelivered"] == 0
     assert row["compression"] == 2880
+    assert row["tls"] is True
+
+
+@pytest.mark.broker
+def test_the_bill_is_told_whole(certus_day: dict[str, object]) -> None:
+    """The bill's figures are there and agree with each other: text bytes are the crew's
+    UTF-8 bytes of the day, billed bytes per message are the billed bytes shared out, the
+    grievance channel is part of the payload, every report filed reached the union's inbox
+    with a delay, and an idle month bills at least one Certus session a day's worth of
+    nothing."""
+    row = certus_day
+    day = [a for a in voyage()[0] if a.kind == "message" and a.at < MONTH_START + DAY]
+    assert row["text_bytes"] == sum(len(a.text.encode("utf-8")) for a in day)
+    assert row["billed_per_message"] == round(
+        int(str(row["billed_bytes"])) / int(str(row["messages"])), 1
+    )
+    up, down = (
+        int(str(row["grievance_channel_bytes_up"])),
+        int(str(row["grievance_channel_bytes_down"])),
+    )
+    assert row["grievance_channel_bytes"] == up + down
+    assert 0 < up <= int(str(row["link_payload_bytes_up"]))
+    assert down <= int(str(row["link_payload_bytes_down"]))
+    if int(str(row["grievances"])):
+        assert row["grievances_in_union_inbox"] == row["grievances"]
+        assert float(str(row["grievance_p95_s"])) > 0
+    idle = int(str(row["idle_billed_bytes_per_month"]))
+    assert idle >= 30 * IRIDIUM_CERTUS.min_session_bytes
 
 
 @pytest.mark.broker

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from vessel_relay.demo.tls import BrokerTls
+
 logger = logging.getLogger(__name__)
 
 
@@ -94,12 +96,22 @@ class MosquittoBroker:
     persistence: bool = True
     name: str = "mosquitto"
     mqtt_version: str = "5"
+    #: A TLS listener for the vessels as ``deploy/`` has one (the plain listener stays for
+    #: the relay on loopback, as in deploy/mosquitto/mosquitto.conf).
+    tls: BrokerTls | None = None
+    tls_port: int = 0
     _process: subprocess.Popen[bytes] | None = None
 
     def client_url(self, username: str | None = None) -> str:
         """``mqtt://HOST:PORT`` (Mosquitto here allows anonymous loopback clients)."""
         del username
         return f"mqtt://{self.host}:{self.port}"
+
+    def tls_url(self) -> str:
+        """``mqtts://HOST:TLS_PORT`` of the TLS listener (when started with ``tls``)."""
+        if self.tls is None or not self.tls_port:
+            raise BrokerUnavailable("this broker has no TLS listener")
+        return f"mqtts://{self.host}:{self.tls_port}"
 
     @property
     def pid(self) -> int | None:
@@ -115,6 +127,14 @@ class MosquittoBroker:
             "log_type error",
             "log_type warning",
         ]
+        if self.tls is not None:
+            lines += [
+                f"listener {self.tls_port} {self.host}",
+                f"cafile {self.tls.ca_file}",
+                f"certfile {self.tls.cert_file}",
+                f"keyfile {self.tls.key_file}",
+                "tls_version tlsv1.2",  # as deployed: TLS 1.2 or newer (clients choose 1.3)
+            ]
         if os.geteuid() == 0:
             lines.append("user root")  # else saves into our directory fail silently
         if self.persistence:
@@ -136,6 +156,8 @@ class MosquittoBroker:
         self.directory.mkdir(parents=True, exist_ok=True)
         if not self.port:
             self.port = free_port(self.host)
+        if self.tls is not None and not self.tls_port:
+            self.tls_port = free_port(self.host)
         config = self.directory / "mosquitto.conf"
         config.write_text("\n".join(self._config_lines()) + "\n", encoding="utf-8")
         with (self.directory / "mosquitto.log").open("ab") as log:
@@ -145,7 +167,10 @@ class MosquittoBroker:
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
-        if not await wait_listening(self.host, self.port):
+        listening = await wait_listening(self.host, self.port)
+        if listening and self.tls is not None:
+            listening = await wait_listening(self.host, self.tls_port)
+        if not listening:
             await self.stop()
             raise BrokerUnavailable(
                 f"mosquitto did not listen on {self.host}:{self.port}; "

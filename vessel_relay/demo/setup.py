@@ -193,6 +193,7 @@ def prepare_vessel(
     smtp_port: int,
     tuning: Tuning,
     username: str | None = None,
+    ca_file: Path | None = None,
 ) -> VesselSetup:
     """Write ship.toml, a vessel key and tuning.json; register the crew and contacts.
 
@@ -211,6 +212,8 @@ def prepare_vessel(
         unions=(union_table(union.union_id, union.name, union.report_key, languages),),
     )
     document["shore"]["mqtt_version"] = mqtt_version
+    if ca_file is not None:  # mqtts:// to a broker certified by the demo's private CA
+        document["shore"]["ca_file"] = str(ca_file)
     if username is not None:
         document["shore"].update(username=username, password=secrets.token_hex(8))
     document["link"]["profile"] = tuning.profile

@@ -40,6 +40,7 @@ from vessel_relay.demo.setup import (
     register_vessels,
 )
 from vessel_relay.demo.sinks import MaildirSink
+from vessel_relay.demo.tls import KeyType, make_broker_tls
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -151,6 +152,10 @@ class ProcessSystem:
     profile: link_emulator.LinkProfile = link_emulator.UNLIMITED
     tuning: Tuning = field(default_factory=Tuning)
     shipboard_profile: str = "iridium-certus"
+    #: Vessels reach the broker over TLS, as deployed (``vessel_relay.demo.tls``); the
+    #: relay stays on the plain loopback listener, as on the broker's own host.
+    tls: bool = False
+    tls_key_type: KeyType = "ec-p256"
     agent_environment: Callable[[VesselSetup], Mapping[str, str]] | None = None
     """Called once per vessel after its files are prepared and before its agent first
     starts; what it returns is added to that agent's environment on every start."""
@@ -164,7 +169,8 @@ class ProcessSystem:
     async def start(self) -> None:
         work = self.workdir
         work.mkdir(parents=True, exist_ok=True)
-        self.broker = MosquittoBroker(work / "broker", persistence=False)
+        broker_tls = make_broker_tls(work / "tls", self.tls_key_type) if self.tls else None
+        self.broker = MosquittoBroker(work / "broker", persistence=False, tls=broker_tls)
         await self.broker.start()
         self.sink = MaildirSink(work / "maildir")
         self.sink.start()
@@ -180,15 +186,17 @@ class ProcessSystem:
         union = await asyncio.to_thread(prepare_union, work / "union")
         setups = []
         for n in range(1, self.vessel_count + 1):
+            target_port = self.broker.tls_port if broker_tls is not None else self.broker.port
             link = link_emulator.LinkEmulator(
-                "127.0.0.1", 0, self.broker.host, self.broker.port, self.profile, seed=n
+                "127.0.0.1", 0, self.broker.host, target_port, self.profile, seed=n
             )
+            scheme = "mqtts" if broker_tls is not None else "mqtt"
             await self._exit.enter_async_context(link)
             setup = await asyncio.to_thread(
                 prepare_vessel,
                 work / f"vessel-{n}",
                 vessel_id=n,
-                broker_url=f"mqtt://{link.host}:{link.port}",
+                broker_url=f"{scheme}://{link.host}:{link.port}",
                 mqtt_version="5",
                 shore_public_key=self.relay_setup.shore_public_key,
                 union=union,
@@ -196,6 +204,7 @@ class ProcessSystem:
                 http_port=free_port(),
                 smtp_port=free_port(),
                 tuning=self.tuning,
+                ca_file=broker_tls.ca_file if broker_tls is not None else None,
             )
             setups.append(setup)
             agent = Child(
