@@ -22,7 +22,13 @@ from typing import ClassVar
 
 from protocol.errors import InvalidEnvelope, MalformedBatch
 from protocol.languages import Language
-from protocol.limits import DEFAULT_LIMITS, MINUTES_RANGE, minutes_in_range
+from protocol.limits import (
+    DEFAULT_LIMITS,
+    MAX_LANE_BLOCK_BYTES,
+    MIN_LANE_BLOCK_BYTES,
+    MINUTES_RANGE,
+    minutes_in_range,
+)
 
 #: Sequence numbers, crew and contact indexes are unsigned and below this bound.
 MAX_UINT = 2**53
@@ -42,6 +48,7 @@ class Kind(IntEnum):
     QUOTA_NOTICE = 9
     CONTACT_BOOK_CHANGE = 10
     DICTIONARY_UPDATE = 11
+    LANE_BLOCK = 12
 
 
 class ReceiptStage(IntEnum):
@@ -532,6 +539,41 @@ class DictionaryUpdate(Envelope):
             raise InvalidEnvelope(f"DictionaryUpdate part {self.part} is not below {self.parts}")
 
 
+@dataclass(frozen=True, slots=True)
+class LaneBlock(Envelope):
+    """One block of a vessel's grievance lane (:mod:`protocol.lane`), up or down.
+
+    Every lane period the vessel sends, and the relay sends it, the same number of blocks
+    of the same size whatever they hold: a fragment of a report or a case note sealed to
+    its reader, or cover. ``period`` is the period's number (seconds since 1970 divided by
+    the lane period), ``index`` the block's place in it (receivers keep one block per
+    place: a resent copy changes nothing); ``block`` is the sealed box, nothing in the
+    clear. Reserved lane: outside every quota and budget.
+    """
+
+    KIND: ClassVar[Kind] = Kind.LANE_BLOCK
+    FIELDS: ClassVar[tuple[_Field, ...]] = (
+        _Field("period", 29, _T.UINT),
+        _Field("index", 30, _T.UINT),
+        _Field("block", 7, _T.BYTES),
+    )
+
+    period: int
+    index: int
+    block: bytes
+    written_minutes: int
+
+    def __post_init__(self) -> None:
+        self._validate()
+        if not MIN_LANE_BLOCK_BYTES <= len(self.block) <= MAX_LANE_BLOCK_BYTES:
+            raise InvalidEnvelope(
+                f"LaneBlock.block is {len(self.block)} bytes; a lane block has "
+                f"{MIN_LANE_BLOCK_BYTES} to {MAX_LANE_BLOCK_BYTES}"
+            )
+        if self.index >= 64:
+            raise InvalidEnvelope(f"LaneBlock.index {self.index} is over 63 blocks a period")
+
+
 ENVELOPE_TYPES: Mapping[Kind, type[Envelope]] = {
     cls.KIND: cls
     for cls in (
@@ -546,6 +588,7 @@ ENVELOPE_TYPES: Mapping[Kind, type[Envelope]] = {
         QuotaNotice,
         ContactBookChange,
         DictionaryUpdate,
+        LaneBlock,
     )
 }
 

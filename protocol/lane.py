@@ -54,6 +54,7 @@ import nacl.public
 
 from protocol.cases import CaseNote, open_case_note, seal_case_note
 from protocol.errors import InvalidEnvelope, LimitExceeded, RemoteProtocolError, SealedBoxInvalid
+from protocol.limits import MAX_LANE_BLOCK_BYTES, MIN_LANE_BLOCK_BYTES
 from protocol.sealing import PADDING_BUCKETS, SEAL_OVERHEAD, pad, unpad
 
 SECONDS_PER_DAY = 86_400
@@ -68,8 +69,8 @@ ID_BYTES = 8
 HEADER_BYTES = len(UP_MAGIC) + 1 + 1 + ID_BYTES + 2 + 2 + 2
 #: What a block spends on anything but payload.
 BLOCK_OVERHEAD = SEAL_OVERHEAD + HEADER_BYTES
-MIN_BLOCK_BYTES = 128
-MAX_BLOCK_BYTES = 8192
+MIN_BLOCK_BYTES = MIN_LANE_BLOCK_BYTES
+MAX_BLOCK_BYTES = MAX_LANE_BLOCK_BYTES
 #: Most fragments of one item (a 64 KiB report in the smallest blocks needs 1,092).
 MAX_FRAGMENTS = 2048
 #: The largest sealed report any intake makes (the largest padding bucket, sealed).

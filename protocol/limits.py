@@ -62,3 +62,9 @@ class Limits:
 
 
 DEFAULT_LIMITS = Limits()
+
+
+#: The smallest and largest grievance-lane block (:mod:`protocol.lane`): a sealed box of
+#: a fixed size that every vessel of a deployment shares.
+MIN_LANE_BLOCK_BYTES = 128
+MAX_LANE_BLOCK_BYTES = 8192

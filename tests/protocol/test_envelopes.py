@@ -31,6 +31,7 @@ from protocol.envelopes import (
     FailureReason,
     GrievanceReport,
     Kind,
+    LaneBlock,
     QuotaNotice,
     ReceiptStage,
     Reply,
@@ -212,6 +213,15 @@ def dictionary_updates(draw: st.DrawFn) -> DictionaryUpdate:
     )
 
 
+lane_blocks = st.builds(
+    LaneBlock,
+    period=uints,
+    index=st.integers(min_value=0, max_value=63),
+    block=st.binary(min_size=128, max_size=1024),
+    written_minutes=minutes,
+)
+
+
 #: One strategy per kind; a test below checks that no kind is left out.
 STRATEGIES: dict[Kind, st.SearchStrategy[Envelope]] = {
     Kind.CREW_MESSAGE: crew_messages(),
@@ -225,6 +235,7 @@ STRATEGIES: dict[Kind, st.SearchStrategy[Envelope]] = {
     Kind.QUOTA_NOTICE: quota_notices,
     Kind.CONTACT_BOOK_CHANGE: contact_book_changes,
     Kind.DICTIONARY_UPDATE: dictionary_updates(),
+    Kind.LANE_BLOCK: lane_blocks,
 }
 any_envelope: st.SearchStrategy[Envelope] = st.one_of(*STRATEGIES.values())
 
@@ -235,8 +246,13 @@ UPLINK_KINDS = (
     Kind.SOS,
     Kind.BATCH_ACK,
     Kind.CONTACT_BOOK_CHANGE,
+    Kind.LANE_BLOCK,
 )
-DOWNLINK_KINDS = (*(kind for kind in Kind if kind not in UPLINK_KINDS), Kind.BATCH_ACK)
+DOWNLINK_KINDS = (
+    *(kind for kind in Kind if kind not in UPLINK_KINDS),
+    Kind.BATCH_ACK,
+    Kind.LANE_BLOCK,
+)
 
 
 def test_every_kind_has_a_strategy() -> None:
@@ -409,3 +425,19 @@ def test_bad_skeleton_maps_are_malformed_batches(entry: object, words: str) -> N
     """A map from the link that does not fit its kind raises MalformedBatch, never more."""
     with pytest.raises(MalformedBatch, match=words):
         from_skeleton(entry, 100, "text")
+
+
+@pytest.mark.parametrize(
+    ("block", "index", "words"),
+    [
+        (bytes(127), 0, "128 to 8192"),
+        (bytes(8193), 0, "128 to 8192"),
+        (bytes(384), 64, "over 63 blocks"),
+    ],
+)
+def test_a_lane_block_has_a_lane_blocks_size_and_place(
+    block: bytes, index: int, words: str
+) -> None:
+    """A lane block outside the lane's sizes, or past a period's places, is not built."""
+    with pytest.raises(InvalidEnvelope, match=words):
+        LaneBlock(period=1, index=index, block=block, written_minutes=29_000_000)

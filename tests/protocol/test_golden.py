@@ -38,6 +38,7 @@ from protocol.envelopes import (
     Envelope,
     FailureReason,
     GrievanceReport,
+    LaneBlock,
     QuotaNotice,
     ReceiptStage,
     Reply,
@@ -169,6 +170,29 @@ VECTORS = [
             Reply(6, 4, 2, MINUTES - 30, Language.VIE, "Con khỏe không? Mẹ nhớ con lắm"),
         ],
         pad=False,
+    ),
+    Vector(
+        # added 2026-12 with the per-vessel grievance lane (envelope kind 12, keys 29 and
+        # 30): a period's two blocks beside a message (fixed bytes stand in for sealed boxes)
+        "lane-blocks-up",
+        Direction.UPLINK,
+        (Codec.ZSTD,),
+        [
+            LaneBlock(
+                period=82_924,
+                index=0,
+                block=bytes(range(256)) + bytes(128),
+                written_minutes=MINUTES,
+            ),
+            LaneBlock(
+                period=82_924,
+                index=1,
+                block=bytes(range(255, -1, -1)) + bytes(128),
+                written_minutes=MINUTES,
+            ),
+            CrewMessage(13, 2, 1, MINUTES - 5, Language.ENG, "home in May"),
+        ],
+        expect_codec=Codec.ZSTD,
     ),
 ]
 
