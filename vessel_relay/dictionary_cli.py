@@ -113,7 +113,7 @@ def train_defaults(
 ) -> None:
     """Rebuild the shipped dictionaries and models from a corpus's train split.
 
-    Example: vessel-relay dict train-defaults --corpus ../shared/corpus --out protocol/data
+    Example: vessel-relay dict train-defaults --corpus corpus --out protocol/data
     """
     entries: list[dict[str, object]] = []
     languages = [lang for lang in TRAINED_LANGUAGES if (corpus / f"{lang.code}.train.txt").exists()]
