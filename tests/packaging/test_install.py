@@ -156,3 +156,27 @@ def test_a_lock_installs_with_required_hashes_in_a_clean_venv(tmp_path: Path, lo
     version = _run(python.parent / "vessel-relay", "--version", cwd=tmp_path)
     assert version.returncode == 0, version.stderr
     assert version.stdout.startswith("vessel-relay ")
+
+
+def test_the_relay_image_installs_the_shore_lock_and_has_the_licences() -> None:
+    """deploy/compose/Dockerfile installs requirements-shore.lock with hashes checked, then
+    the project without dependencies, and copies every licence file the build needs
+    (hatchling refuses to build a wheel whose license-files are missing)."""
+    import tomllib
+
+    dockerfile = (ROOT / "deploy" / "compose" / "Dockerfile").read_text(encoding="utf-8")
+    assert "pip install --no-cache-dir --require-hashes -r requirements-shore.lock" in dockerfile
+    assert "pip install --no-cache-dir --no-deps ." in dockerfile
+    sources: set[str] = set()
+    for line in re.findall(r"^COPY (.+)$", dockerfile, re.M):
+        *copied, _target = line.split()
+        sources.update(item.rstrip("/") for item in copied)
+    with (ROOT / "pyproject.toml").open("rb") as handle:
+        project = tomllib.load(handle)["project"]
+    needed = [*project["license-files"], "requirements-shore.lock", project["readme"]]
+    missing = [
+        path
+        for path in needed
+        if not any(path == source or path.startswith(source + "/") for source in sources)
+    ]
+    assert missing == []
