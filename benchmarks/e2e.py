@@ -1,7 +1,7 @@
 """The scripted month through the real system: agent, Mosquitto, relay, per link profile.
 
 The same voyage as ``benchmarks/sessions.py`` (30 crew members writing home in their
-languages from ``/work/shared/corpus``, grievance reports, an SOS; seeded) is played into
+languages from the repository's ``corpus/``, grievance reports, an SOS; seeded) is played into
 a real agent's HTTP API (:mod:`vessel_relay.demo.system`: agent and relay as processes,
 Mosquitto, the link emulator shaped like the profile, an SMTP sink for the families).
 

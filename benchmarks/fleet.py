@@ -5,7 +5,7 @@ that many ``vessel-relay shore run`` processes started (one shared subscription
 ``$share/relay/vr/+/u``, one database). Then every simulated vessel, each with its own
 persistent MQTT 5 session (fixed client id, ``clean_start=False``), lives a *compressed
 day*: ``--sessions`` satellite sessions, each one connect, publish one signed batch of
-``--messages`` crew messages (real texts from ``../shared/corpus``, real encoder and
+``--messages`` crew messages (real texts from the repository's ``corpus/``, real encoder and
 codebook), wait for the shore's signed ``BatchAck``, disconnect. Sessions start at random
 moments within ``--day-s`` seconds, so the offered load is ``vessels x sessions x
 messages / day_s`` messages per second; with the default, more than two cores can take,

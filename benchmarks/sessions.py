@@ -1,7 +1,7 @@
 """Satellite sessions for a month-long voyage: what the scheduler's choices cost per link.
 
 A simulated 30-day voyage (fake clock, seeded randomness) of 30 crew members writing home
-in their own languages (texts: lines of ``/work/shared/corpus/*.dev.txt``), a few
+in their own languages (texts: lines of the repository's ``corpus/*.dev.txt``), a few
 grievance reports, one SOS, and families' replies coming back. For each built-in link
 profile the pure scheduler (:func:`shipboard.scheduler.plan`) decides when sessions open
 and what goes; the real batch encoder (``protocol.batch.encode_batch`` with

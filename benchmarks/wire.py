@@ -36,8 +36,8 @@ Only languages with at least 100 lines count toward the averages.
 
 Usage::
 
-    python benchmarks/wire.py --corpus ../shared/corpus --batch-size 20          # a table
-    python benchmarks/wire.py --corpus ../shared/corpus --batch-size 20 --json   # JSON
+    python benchmarks/wire.py --corpus corpus --batch-size 20          # a table
+    python benchmarks/wire.py --corpus corpus --batch-size 20 --json   # JSON
 """
 
 from __future__ import annotations

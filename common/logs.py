@@ -30,10 +30,13 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TextIO
+from typing import Literal, TextIO, get_args
 
-LOG_FORMATS = ("text", "json")
-LOG_LEVELS = ("debug", "info", "warning", "error")
+#: The values of ``--log-format`` and ``--log-level`` (the CLIs' choices; exit 2 otherwise).
+LogFormat = Literal["text", "json"]
+LogLevel = Literal["debug", "info", "warning", "error"]
+LOG_FORMATS: tuple[str, ...] = get_args(LogFormat)
+LOG_LEVELS: tuple[str, ...] = get_args(LogLevel)
 
 
 @dataclass(frozen=True, slots=True)

@@ -47,7 +47,7 @@ grievance report either could lose it. The rule used here:
 The rules are our own table, written after the published Rabbit converter's rules
 (MIT, Rabbit-Converter/Rabbit): one pass of context rules in Zawgyi order, a glyph
 table, then reordering into Unicode storage order, then NFC. On the 107 line pairs of
-Google's myanmar-tools test data (``shared/corpus/zawgyi``) 102 convert exactly; the
+Google's myanmar-tools test data (``corpus/zawgyi``) 102 convert exactly; the
 other 5 differ only where the reference keeps the digit ``၀`` standing in for the
 letter ``ဝ`` (the UDHR source text has that typing habit) and we write the letter.
 Through :func:`normalise_text`, 106 of the 107 are converted without asking (101 of

@@ -11,6 +11,7 @@ import typer
 
 from common.exits import UsageError, fail
 from common.keyfiles import KeyFileError, keygen_command, new_signing_key
+from common.logs import LogFormat, LogLevel
 from protocol.evidence import fingerprint
 from protocol.languages import Language
 from protocol.union_card import UnionCard, UnionCardInvalid, same_fingerprint
@@ -459,9 +460,11 @@ def run(
     config: ConfigOption = Path("ship.toml"),
     no_link: Annotated[bool, typer.Option("--no-link", help="Intake only, no link.")] = False,
     log_format: Annotated[
-        str, typer.Option(help="Log lines as text or json (JSON lines).")
+        LogFormat, typer.Option(help="Log lines as text or json (JSON lines).")
     ] = "text",
-    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+    log_level: Annotated[
+        LogLevel, typer.Option(help="debug, info, warning or error.", case_sensitive=False)
+    ] = "info",
     metrics_port: Annotated[
         int | None, typer.Option(help="Serve Prometheus /metrics on this port (127.0.0.1).")
     ] = None,

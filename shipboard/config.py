@@ -87,6 +87,7 @@ from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import nacl.public
+import tomli_w
 
 from common.keyfiles import published_key_name, signing_key_file_name
 from protocol.errors import InvalidEnvelope
@@ -811,41 +812,6 @@ def write_new_config(path: Path, document: Mapping[str, Any]) -> None:
 
 
 def to_toml(document: Mapping[str, Any]) -> str:
-    """Write a config document (tables of strings, numbers and lists) as TOML text."""
-    lines: list[str] = []
-
-    def scalar(value: object) -> str:
-        if isinstance(value, bool):
-            return "true" if value else "false"
-        if isinstance(value, int):
-            return str(value)
-        if isinstance(value, str):
-            return _toml_string(value)
-        if isinstance(value, list):
-            return "[" + ", ".join(scalar(item) for item in value) + "]"
-        raise TypeError(f"cannot write {value!r} as TOML")
-
-    for name, section in document.items():
-        items = section if isinstance(section, list) else [section]
-        for item in items:
-            lines.append(f"[[{name}]]" if isinstance(section, list) else f"[{name}]")
-            lines.extend(f"{key} = {scalar(value)}" for key, value in item.items())
-            lines.append("")
-    return "\n".join(lines)
-
-
-def _toml_string(text: str) -> str:
-    """A TOML basic string: backslash, quote and control characters escaped."""
-    out: list[str] = []
-    for char in text:
-        if char in ('"', "\\"):
-            out.append("\\" + char)
-        elif char == "\n":
-            out.append("\\n")
-        elif char == "\t":
-            out.append("\\t")
-        elif ord(char) < 0x20 or ord(char) == 0x7F:
-            out.append(f"\\u{ord(char):04x}")
-        else:
-            out.append(char)
-    return '"' + "".join(out) + '"'
+    """A config document (tables of strings, numbers and lists) as TOML text (tomli-w:
+    every string quoted and escaped, so any name reads back as it was given)."""
+    return tomli_w.dumps(document)

@@ -6,8 +6,9 @@ benchmark: how many bytes will the provider *bill* for a session of N link bytes
 (:meth:`LinkProfile.transfer_timeout_s`), and how often an idle vessel should look for
 news from the shore (:attr:`LinkProfile.idle_poll_s`).
 
-Where each figure comes from (``D`` = /work/shared/DOMAIN.md, ``F`` =
-/work/shared/FIELD-NOTES.md, ``A`` = our assumption, to be replaced by a real tariff):
+Where each figure comes from (``D`` = the project's domain notes, DOMAIN.md; ``F`` = its
+field notes, FIELD-NOTES.md, both kept outside this repository; ``A`` = our assumption, to
+be replaced by a real tariff):
 
 ================== ================= =================== ================
 figure             iridium-certus    fleetbroadband      vsat

@@ -11,7 +11,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 
@@ -23,15 +23,16 @@ from common.keyfiles import (
     read_secret,
     write_secret,
 )
-from common.logs import LOG_FORMATS, LOG_LEVELS, LogSetupError, configure_logging
+from common.logs import LOG_LEVELS, LogFormat, LogLevel, LogSetupError, configure_logging
 from protocol.signing import SigningKey
 from protocol.topics import downlink_topic, uplink_topic
-from shore import registry
 from shore.config import ConfigError, RelayConfig, default_document, load_config
-from shore.metrics import RelayMetrics, serve_metrics
-from shore.relay import open_store, run_relay
-from shore.store import StoreError, VesselInfo
-from shore.store_sql import SqlStore
+
+if TYPE_CHECKING:
+    from shore.store_sql import SqlStore
+
+# The store, the relay and the metrics are imported by the commands that use them, so
+# that 'vessel-relay shore --help' does not load the relay's libraries.
 
 T = TypeVar("T")
 
@@ -53,6 +54,9 @@ def _config(path: Path) -> RelayConfig:
 
 
 def _with_store(config_path: Path, action: Callable[[SqlStore], Awaitable[T]]) -> T:
+    from shore.relay import open_store
+    from shore.store import StoreError
+
     config = _config(config_path)
 
     async def main() -> T:
@@ -87,6 +91,9 @@ def vessel_add(
     Example: vessel-relay shore vessel add "Sea Star 7" --flag TH --registration TH-0042
     --owner "Andaman Fishing Co" --public-key 3b6a...e1 --union 1
     """
+    from shore import registry
+    from shore.store import StoreError, VesselInfo
+
     try:
         info = VesselInfo(name, flag, registration, owner, tuple(union or ()))
     except StoreError as exc:
@@ -124,6 +131,8 @@ def vessel_show(
 
     Example: vessel-relay shore vessel show 7
     """
+    from shore import registry
+
     record = _with_store(config, lambda store: registry.require_vessel(store, vessel_id))
     for line in registry.describe(record, time.time()):
         typer.echo(line)
@@ -143,6 +152,8 @@ def vessel_rotate_key(
     Example: vessel-relay shore vessel rotate-key 7 --public-key 9f2c...0a
     --revoke-old-after-hours 72
     """
+    from shore import registry
+
     after_s = None if revoke_old_after_hours is None else revoke_old_after_hours * 3600
     old = _with_store(
         config,
@@ -162,6 +173,8 @@ def vessel_revoke_key(
 
     Example: vessel-relay shore vessel revoke-key 7 --public-key 3b6a...e1
     """
+    from shore import registry
+
     _with_store(
         config, lambda store: registry.revoke_key(store, vessel_id, public_key, time.time())
     )
@@ -210,10 +223,13 @@ def run(
     grace_s: Annotated[float, typer.Option(help="Seconds to finish work on SIGTERM.")] = 10.0,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log each batch.")] = False,
     log_format: Annotated[
-        str, typer.Option(help=f"Log lines as {' or '.join(LOG_FORMATS)} (JSON lines).")
+        LogFormat, typer.Option(help="Log lines as text or json (JSON lines).")
     ] = "text",
     log_level: Annotated[
-        str | None, typer.Option(help=f"One of {', '.join(LOG_LEVELS)} (default warning).")
+        LogLevel | None,
+        typer.Option(
+            help=f"One of {', '.join(LOG_LEVELS)} (default warning).", case_sensitive=False
+        ),
     ] = None,
     metrics_port: Annotated[
         int | None, typer.Option(help="Serve Prometheus /metrics on this port.")
@@ -224,6 +240,8 @@ def run(
 
     Example: vessel-relay shore run -c /var/lib/vessel-relay/relay.toml
     """
+    from shore.store import StoreError
+
     relay_config = _config(config)
     try:
         configure_logging(log_format, log_level or ("info" if verbose else "warning"))
@@ -249,6 +267,9 @@ async def _run(
     metrics_host: str = "127.0.0.1",
     metrics_port: int | None = None,
 ) -> None:
+    from shore.metrics import RelayMetrics, serve_metrics
+    from shore.relay import run_relay
+
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -325,8 +346,10 @@ def dashboard(
     https_only: Annotated[
         bool, typer.Option(help="Send the session cookie only over HTTPS (behind a proxy).")
     ] = False,
-    log_format: Annotated[str, typer.Option(help="Log lines as text or json.")] = "text",
-    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+    log_format: Annotated[LogFormat, typer.Option(help="Log lines as text or json.")] = "text",
+    log_level: Annotated[
+        LogLevel, typer.Option(help="debug, info, warning or error.", case_sensitive=False)
+    ] = "info",
 ) -> None:
     """Serve the operator dashboard (fleet, vessels, delivery failures, silent vessels).
 
@@ -334,6 +357,7 @@ def dashboard(
     """
     from shore.dashboard.auth import OperatorFileError
     from shore.dashboard.serve import serve_dashboard
+    from shore.store import StoreError
 
     relay_config = _config(config)
     try:

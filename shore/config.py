@@ -89,6 +89,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import tomli_w
+
 from common.exits import EX_CONFIG
 from common.keyfiles import published_key_name, signing_key_file_name
 
@@ -525,24 +527,16 @@ def load_config(path: Path, *, allow_demo_keys: bool = False) -> RelayConfig:
 
 
 def default_document(data_dir: Path) -> str:
-    """The TOML that ``shore init`` writes."""
+    """The TOML that ``shore init`` writes (tomli-w quotes and escapes the path)."""
+    document = {
+        "relay": {"data_dir": str(data_dir), "worker": 1, "shore_key": "shore.key"},
+        "store": {"backend": "sqlite", "path": "relay.db"},
+        "mqtt": {"url": "mqtt://127.0.0.1:1883", "protocol": "5"},
+    }
     return (
         "# vessel-relay shore relay; every key has a default (see shore/config.py)\n"
-        "[relay]\n"
-        f"data_dir = {_toml_string(str(data_dir))}\n"
-        "worker = 1\n"
-        'shore_key = "shore.key"\n\n'
-        "[store]\n"
-        'backend = "sqlite"\n'
-        'path = "relay.db"\n\n'
-        "[mqtt]\n"
-        'url = "mqtt://127.0.0.1:1883"\n'
-        'protocol = "5"\n'
+        + tomli_w.dumps(document)
     )
-
-
-def _toml_string(text: str) -> str:
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def refuse_demo_keys(config: RelayConfig) -> None:

@@ -5,13 +5,23 @@ The PDF is WeasyPrint's rendering of the HTML page, with Noto Sans Thai (Debian 
 Thai font of its own. A QR code (segno) on the page carries the signed tree head's digest,
 the value ``vessel-relay report verify`` checks. The CSV has one row per crew member; the
 JSON is the signed report itself (:meth:`protocol.compliance.ComplianceReport.to_json`).
+
+The PDF is PDF/A-3b (archival: fonts embedded, sRGB output intent, XMP metadata) and
+carries the signed JSON inside it as an attached file (:data:`ATTACHMENT_RELATIONSHIP`
+"Source": the data the pages are made from). Every page's footer prints its page number
+and the SHA-256 of that attached JSON, so a printed page names the exact signed report it
+shows; ``vessel-relay report verify report.pdf`` checks the attachment's signatures and
+that every page's hash is the attachment's (:mod:`vessel_relay.report_cli`).
 """
 
 from __future__ import annotations
 
 import csv
+import gc
+import hashlib
 import io
 import os
+import warnings
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -31,6 +41,14 @@ _TEMPLATES = jinja2.Environment(
     autoescape=jinja2.select_autoescape(["html"]),
     undefined=jinja2.StrictUndefined,
 )
+
+
+#: The PDF/A part and conformance level the PDF declares (ISO 19005-3, level B).
+PDF_VARIANT = "pdf/a-3b"
+#: How the attached JSON relates to the PDF (PDF/A-3 ``AFRelationship``).
+ATTACHMENT_RELATIONSHIP = "Source"
+#: The footer's words before the hash; ``report verify`` finds the hash after them.
+FOOTER_HASH_LABEL = "Signed report attached as JSON, SHA-256"
 
 
 class RenderError(Exception):
@@ -72,12 +90,58 @@ def render_html(report: ComplianceReport) -> str:
     )
 
 
+def attachment_name(report: ComplianceReport) -> str:
+    """The attached JSON's file name, e.g. ``compliance-report-4242-2026-10.json``."""
+    return f"compliance-report-{report.vessel_id}-{Month.from_key(report.month)}.json"
+
+
+def report_sha256(signed_json: bytes) -> str:
+    """The hash printed on every page: SHA-256 of the signed JSON, in hex."""
+    return hashlib.sha256(signed_json).hexdigest()
+
+
+def _page_css(digest: str) -> str:
+    """The PDF's footer: page N of M (left), the attached report's hash (right)."""
+    if len(digest) != 64 or not all(c in "0123456789abcdef" for c in digest):
+        raise ValueError(f"not a SHA-256 hex digest: {digest!r}")
+    return (
+        "@page {"
+        " @bottom-left { content: 'Page ' counter(page) ' of ' counter(pages)"
+        " ' · หน้า ' counter(page) '/' counter(pages);"
+        " font-family: 'Noto Sans', 'Noto Sans Thai', sans-serif; font-size: 7pt; color: #333; }"
+        f" @bottom-right {{ content: '{FOOTER_HASH_LABEL} {digest}';"
+        " font-family: 'Noto Sans', sans-serif; font-size: 7pt; color: #333; }"
+        " }"
+    )
+
+
 def render_pdf(report: ComplianceReport) -> bytes:
-    """The report as a PDF with its fonts embedded (WeasyPrint)."""
+    """The report as a PDF/A-3b with its fonts embedded, the signed JSON attached, and on
+    every page its number and the JSON's SHA-256 (WeasyPrint)."""
     import weasyprint
 
+    signed = report.to_json()
+    made = datetime.fromtimestamp(report.made_minutes * 60, UTC)
+    attachment = weasyprint.Attachment(
+        file_obj=io.BytesIO(signed),
+        name=attachment_name(report),
+        description="The signed compliance report these pages show; check it with "
+        "'vessel-relay report verify'",
+        created=made,
+        modified=made,
+        relationship=ATTACHMENT_RELATIONSHIP,
+    )
     html = render_html(report)
-    pdf: bytes = weasyprint.HTML(string=html, base_url=str(Path(__file__).parent)).write_pdf()
+    with warnings.catch_warnings():
+        # WeasyPrint 70 opens its sRGB profile for the PDF/A output intent and leaves the
+        # file to be closed when its document is freed; collect that here, quietly.
+        warnings.filterwarnings("ignore", r"unclosed file .*sRGB2014\.icc", ResourceWarning)
+        pdf: bytes = weasyprint.HTML(string=html, base_url=str(Path(__file__).parent)).write_pdf(
+            stylesheets=[weasyprint.CSS(string=_page_css(report_sha256(signed)))],
+            attachments=[attachment],
+            pdf_variant=PDF_VARIANT,
+        )
+        gc.collect()
     return pdf
 
 

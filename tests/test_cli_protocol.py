@@ -11,7 +11,6 @@ import re
 from pathlib import Path
 
 import pytest
-import typer
 import zstandard
 from typer.testing import CliRunner
 
@@ -20,7 +19,7 @@ from protocol.batch import Direction, encode_batch
 from protocol.envelopes import CrewMessage, DeliveryReceipt, ReceiptStage
 from protocol.languages import Language
 from protocol.signing import SigningKey
-from vessel_relay.cli import app
+from vessel_relay.cli import app, full_command
 
 runner = CliRunner()
 from tests.kit.corpus import CORPUS  # noqa: E402
@@ -259,7 +258,7 @@ def test_every_command_has_help_with_an_example() -> None:
     The help text is what --help prints (checked for real on three commands below);
     rendering all of them through the runner would cost a second each on a busy machine.
     """
-    root = typer.main.get_command(app)
+    root = full_command()  # every group loaded (the root imports each one on first use)
     commands = _commands(root)
     assert ("inspect",) in commands
     assert ("dict", "train") in commands

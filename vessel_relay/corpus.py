@@ -1,8 +1,10 @@
-"""Where the shared multilingual corpus is (``../shared/corpus`` beside the repository).
+"""Where the multilingual text corpus is: ``corpus/`` in the repository.
 
-Tests and benchmarks read it from one place: ``VESSEL_RELAY_CORPUS`` when set, else the
-``shared/corpus`` folder beside the repository, else ``/work/shared/corpus`` (where the
-project's machines keep it, also for a clean clone made elsewhere).
+Tests, benchmarks and ``vessel-relay dict train-defaults`` read it from one place:
+``VESSEL_RELAY_CORPUS`` when set (a folder holding ``LANG.train.txt`` and ``LANG.dev.txt``),
+else the ``corpus`` folder at the top of the repository this module was loaded from. The
+corpus is not part of the installed package (the wheel ships only the models trained from
+it); ``corpus/README.md`` gives each file's source and licence.
 """
 
 from __future__ import annotations
@@ -10,23 +12,30 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-_ROOT = Path(__file__).resolve().parents[1]
+#: The repository's own copy (``corpus/`` beside ``vessel_relay/``).
+REPOSITORY_CORPUS = Path(__file__).resolve().parents[1] / "corpus"
+#: The environment variable that points elsewhere.
+CORPUS_VARIABLE = "VESSEL_RELAY_CORPUS"
 
 
 class CorpusMissing(RuntimeError):
-    """The corpus is in none of the places looked at; the message names them."""
+    """The corpus is not where it was looked for; the message says where and what to do."""
 
 
 def corpus_dir() -> Path:
-    """The corpus folder; :class:`CorpusMissing` naming the places looked at if absent."""
-    configured = os.environ.get("VESSEL_RELAY_CORPUS")
-    candidates = [Path(configured)] if configured else []
-    candidates += [_ROOT.parent / "shared" / "corpus", Path("/work/shared/corpus")]
-    for candidate in candidates:
-        if (candidate / "eng.train.txt").is_file():
-            return candidate
-    looked = ", ".join(str(c) for c in candidates)
+    """The corpus folder; :class:`CorpusMissing` naming the place looked at if absent."""
+    configured = os.environ.get(CORPUS_VARIABLE)
+    candidate = Path(configured) if configured else REPOSITORY_CORPUS
+    if (candidate / "eng.train.txt").is_file():
+        return candidate
+    if configured:
+        raise CorpusMissing(
+            f"the text corpus is missing: {CORPUS_VARIABLE}={configured} has no eng.train.txt; "
+            "point it at a folder with the LANG.train.txt and LANG.dev.txt files, or unset it "
+            f"to use the repository's own ({REPOSITORY_CORPUS})"
+        )
     raise CorpusMissing(
-        f"the text corpus is missing (looked in {looked}): put shared/corpus beside the "
-        "repository or set VESSEL_RELAY_CORPUS"
+        f"the text corpus is missing: {candidate} has no eng.train.txt. It ships with the "
+        "git repository (corpus/), not with the installed package: run this from a clone, "
+        f"or set {CORPUS_VARIABLE} to a folder with the LANG.train.txt files"
     )

@@ -6,7 +6,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 
@@ -62,7 +62,8 @@ def train(
     size: Annotated[str, typer.Option(help="Largest dictionary size, e.g. 16K.")] = "16K",
     dictionary_id: Annotated[int, typer.Option("--id", help="Dictionary id (1-65535).")] = 1,
     codec: Annotated[
-        str, typer.Option(help="zstd (a dictionary) or context (a character model).")
+        Literal["zstd", "context"],
+        typer.Option(help="zstd (a dictionary) or context (a character model)."),
     ] = "zstd",
 ) -> None:
     """Train a zstd dictionary (or a context model) from messages, one per line.
@@ -113,7 +114,7 @@ def train_defaults(
 ) -> None:
     """Rebuild the shipped dictionaries and models from a corpus's train split.
 
-    Example: vessel-relay dict train-defaults --corpus ../shared/corpus --out protocol/data
+    Example: vessel-relay dict train-defaults --corpus corpus --out protocol/data
     """
     entries: list[dict[str, object]] = []
     languages = [lang for lang in TRAINED_LANGUAGES if (corpus / f"{lang.code}.train.txt").exists()]

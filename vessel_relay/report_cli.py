@@ -1,7 +1,18 @@
-"""``vessel-relay report``: check a compliance report offline, with public keys only."""
+"""``vessel-relay report``: check a compliance report offline, with public keys only.
+
+A report comes as its signed JSON or as the PDF the relay prints (PDF/A-3b with that JSON
+attached, :mod:`shore.report_render`). For a PDF, ``verify`` checks the attached JSON like
+a JSON file, and ties the pages to it: every page must print the attached JSON's SHA-256
+in its footer, and the first page the tree head digest the JSON is signed over. The pages'
+figures are not read one by one: the attached, signed JSON is the report; the hash on
+every page says which report a printed page belongs to.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
@@ -20,6 +31,78 @@ WHERE_THE_SHORE_KEY_IS = (
     "as 'public key') or from the vessel's ship.toml ([shore] public_key), over a channel you "
     "trust, not from the report"
 )
+
+
+#: The hash every page of the PDF prints (``shore.report_render``'s footer).
+PRINTED_HASH = re.compile(r"SHA-256\s+([0-9a-f]{64})\b")
+
+
+class PdfUnreadable(Exception):
+    """The file is a PDF, but not one a signed report can be taken from; says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class PdfReport:
+    """What a report's PDF holds: the attached JSON and what each page prints."""
+
+    attachment_name: str
+    signed_json: bytes
+    page_hashes: tuple[str | None, ...]
+    first_page_text: str
+
+
+def read_pdf_report(data: bytes) -> PdfReport:
+    """The signed JSON attached to a report's PDF, and each page's printed hash."""
+    import io
+
+    from pypdf import PdfReader
+
+    try:
+        reader = PdfReader(io.BytesIO(data))
+        attachments = reader.attachments
+        json_files = [
+            (name, content)
+            for name, contents in attachments.items()
+            if name.lower().endswith(".json")
+            for content in contents
+        ]
+        texts = [page.extract_text() or "" for page in reader.pages]
+    except Exception as exc:  # pypdf raises many kinds on a damaged or hostile file
+        raise PdfUnreadable(f"the PDF cannot be read ({type(exc).__name__}: {exc})") from exc
+    if len(json_files) != 1:
+        found = ", ".join(sorted(attachments)) or "none"
+        raise PdfUnreadable(
+            "a report's PDF carries exactly one attached .json file (the signed report); "
+            f"this one has {len(json_files)} (attachments: {found})"
+        )
+    name, signed = json_files[0]
+    hashes = []
+    for text in texts:
+        found_hashes = set(PRINTED_HASH.findall(text))
+        hashes.append(found_hashes.pop() if len(found_hashes) == 1 else None)
+    return PdfReport(name, signed, tuple(hashes), texts[0] if texts else "")
+
+
+def pdf_problems(pdf: PdfReport, tree_head_digest: str) -> list[str]:
+    """Where the PDF's pages and its attached report disagree (empty: they agree)."""
+    attached = hashlib.sha256(pdf.signed_json).hexdigest()
+    problems = []
+    if not pdf.page_hashes:
+        problems.append("the PDF has no pages")
+    for number, printed in enumerate(pdf.page_hashes, start=1):
+        if printed is None:
+            problems.append(f"page {number} prints no report hash (SHA-256) in its footer")
+        elif printed != attached:
+            problems.append(
+                f"page {number} prints SHA-256 {printed}, but the attached report's is "
+                f"{attached}: the pages show another report than the one attached"
+            )
+    flat = "".join(pdf.first_page_text.split())
+    if tree_head_digest not in flat:
+        problems.append(
+            "page 1 does not print the tree head digest the attached report is signed over"
+        )
+    return problems
 
 
 def _parse_key(raw: str, what: str) -> bytes:
@@ -69,7 +152,9 @@ def _trusted_shore_key(shore_key: str | None, shore_key_file: Path | None) -> by
 
 @app.command("verify")
 def verify(
-    file: Annotated[Path, typer.Argument(help="The report's JSON file.")],
+    file: Annotated[
+        Path, typer.Argument(help="The report's JSON file, or its PDF (the JSON is attached).")
+    ],
     shore_key: Annotated[
         str | None,
         typer.Option(help="The shore's public key you trust (hex, or a file holding it)."),
@@ -91,15 +176,24 @@ def verify(
     The shore's public key is required (--shore-key or --shore-key-file): a report is
     only as good as the key it is checked against, so get the key from the relay operator,
     never from the report. Prints the signer's key fingerprint and every problem found;
-    exits 1 if there is any, 2 if no key is given.
+    exits 1 if there is any, 2 if no key is given. A PDF is checked through the signed
+    JSON attached to it, and every page must print that JSON's SHA-256.
 
-    Example: vessel-relay report verify report-4242-2026-10.json --shore-key-file shore.pub
+    Example: vessel-relay report verify report-4242-2026-10.pdf --shore-key-file shore.pub
     """
     trusted = _trusted_shore_key(shore_key, shore_key_file)
+    pdf: PdfReport | None = None
     try:
-        report = ComplianceReport.from_json(file.read_bytes())
+        data = file.read_bytes()
+        if data.startswith(b"%PDF-"):
+            pdf = read_pdf_report(data)
+            data = pdf.signed_json
+        report = ComplianceReport.from_json(data)
     except OSError as exc:
         typer.echo(f"cannot read {file}: {exc.strerror}", err=True)
+        raise typer.Exit(1) from None
+    except PdfUnreadable as exc:
+        typer.echo(f"{file} is not a readable compliance report PDF: {exc}", err=True)
         raise typer.Exit(1) from None
     except ReportInvalid as exc:
         typer.echo(f"{file} is not a readable compliance report: {exc.message}", err=True)
@@ -115,6 +209,12 @@ def verify(
         witness_keys=witnesses,
     )
     head = report.head.head
+    if pdf is not None:
+        problems = [*pdf_problems(pdf, head.digest().hex()), *problems]
+        typer.echo(
+            f"PDF: {len(pdf.page_hashes)} pages, the signed report attached as "
+            f"{pdf.attachment_name!r} (SHA-256 {hashlib.sha256(pdf.signed_json).hexdigest()})"
+        )
     typer.echo(
         f"vessel {report.vessel_id} ({report.vessel_name}), month {report.month}: "
         f"{len(report.leaves)} logged batches, tree head {head.tree_size} "

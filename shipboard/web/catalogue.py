@@ -1,46 +1,61 @@
-"""Catalogue upkeep: every sentence the page can show (msgids) and the ``.po`` files.
+"""Catalogue upkeep with Babel's own tools: what the page says (the ``crew.pot`` template)
+and each language's ``.po`` file.
 
-:func:`page_msgids` collects the msgids from the templates (``_("...")``) and the
-sentences in :mod:`shipboard.web.pages`; :func:`update_catalogues` adds new msgids to
-every language's ``.po`` file (untranslated, so ``i18n-check`` lists them) and drops
-none, like ``msgmerge``.
+Translators and their tools (Weblate, Pontoon, Poedit) work on the files that
+``pybabel`` writes; ``docs/translating.md`` is the guide. The extraction mapping lives in
+``pyproject.toml`` (``[tool.babel]``): the Jinja templates go through Jinja's own extractor
+(``_("...")`` and ``ngettext("...", "...", n)`` calls), and ``pages.py`` through
+:func:`extract_page_sentences` (its sentences are plain string constants, not ``_()``
+calls). The commands, run from the repository root (``scripts/translations`` runs them)::
+
+    pybabel extract -F pyproject.toml -o shipboard/web/locale/crew.pot \\
+        --project "vessel-relay crew page" --no-location --sort-output shipboard/web
+    pybabel update -i shipboard/web/locale/crew.pot -d shipboard/web/locale -D crew \\
+        --no-wrap --ignore-pot-creation-date
+    pybabel compile -d shipboard/web/locale -D crew --use-fuzzy --statistics
+
+``update`` keeps every translation and its ``fuzzy`` flag, marks a changed sentence fuzzy
+with the old text as a suggestion, and keeps removed ones as obsolete (``#~``). The page
+reads the ``.po`` files themselves (:mod:`shipboard.web.i18n`), so ``compile`` is a check,
+not a build step. This module runs the same extraction in-process, for the tests; it reads
+``pyproject.toml``, so it works in a clone of the repository, not in an installed wheel.
 """
 
 from __future__ import annotations
 
 import ast
-import re
+import tomllib
+from collections.abc import Collection, Iterator
 from pathlib import Path
+from typing import IO, Any
 
 from babel.messages.catalog import Catalog
-from babel.messages.pofile import read_po, write_po
+from babel.messages.extract import extract_from_dir
 
-from protocol.languages import Language
-from shipboard.web.i18n import DOMAIN, LOCALE_DIR, PAGE_LANGUAGES, catalogue_path
+from shipboard.web.i18n import DOMAIN, LOCALE_DIR
 
 HERE = Path(__file__).parent
-_TEMPLATE_MSGID = re.compile(r'_\("((?:[^"\\]|\\.)*)"')
+ROOT = HERE.parents[1]
+TEMPLATE_PATH = LOCALE_DIR / f"{DOMAIN}.pot"
+PROJECT = "vessel-relay crew page"
 _NOT_SENTENCES = ("SELECT", "INSERT", "UPDATE", "CREATE")
 
 
-def template_msgids(templates: Path = HERE / "templates") -> set[str]:
-    """The msgids in ``_("...")`` calls of the templates."""
-    found: set[str] = set()
-    for path in sorted(templates.glob("*.html")):
-        found.update(_TEMPLATE_MSGID.findall(path.read_text(encoding="utf-8")))
-    return found
-
-
-def code_msgids(source: Path = HERE / "pages.py") -> set[str]:
-    """Sentences for crew members in ``pages.py``: capitalised string constants, not logs."""
-    tree = ast.parse(source.read_text(encoding="utf-8"))
+def extract_page_sentences(
+    fileobj: IO[bytes],
+    keywords: Collection[str],
+    comment_tags: Collection[str],
+    options: dict[str, Any],
+) -> Iterator[tuple[int, str | None, str, list[str]]]:
+    """A Babel extractor for ``pages.py``: its sentences for crew members, which are
+    capitalised string constants (not docstrings, not SQL, not ``%`` log formats)."""
+    tree = ast.parse(fileobj.read().decode("utf-8"))
     docstrings: set[int] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
             first = node.body[0] if node.body else None
             if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant):
                 docstrings.add(id(first.value))
-    found: set[str] = set()
     for node in ast.walk(tree):
         if not isinstance(node, ast.Constant) or not isinstance(node.value, str):
             continue
@@ -53,34 +68,41 @@ def code_msgids(source: Path = HERE / "pages.py") -> set[str]:
             and "%" not in text
             and not text.startswith(_NOT_SENTENCES)
         ):
-            found.add(text)
-    return found
+            yield node.lineno, None, text, []
+
+
+def _mapping() -> tuple[list[tuple[str, str]], dict[str, dict[str, Any]]]:
+    """``[tool.babel]`` of pyproject.toml, as ``pybabel extract -F pyproject.toml`` reads it."""
+    with (ROOT / "pyproject.toml").open("rb") as handle:
+        babel = tomllib.load(handle)["tool"]["babel"]
+    extractors: dict[str, str] = babel.get("extractors", {})
+    methods: list[tuple[str, str]] = []
+    options: dict[str, dict[str, Any]] = {}
+    for entry in babel["mappings"]:
+        entry = dict(entry)
+        name = str(entry.pop("method"))
+        method = extractors.get(name, name)  # a name of ours, or Babel's (jinja2)
+        pattern = str(entry.pop("pattern"))
+        methods.append((pattern, method))
+        options[pattern] = entry
+    return methods, options
+
+
+def extract_template() -> Catalog:
+    """The page's sentences as Babel extracts them (the content of ``crew.pot``)."""
+    methods, options = _mapping()
+    catalog = Catalog(project=PROJECT, domain=DOMAIN, fuzzy=False)
+    for filename, lineno, message, comments, context in extract_from_dir(
+        str(HERE), methods, options
+    ):
+        catalog.add(message, None, [(filename, lineno)], auto_comments=comments, context=context)
+    return catalog
 
 
 def page_msgids() -> set[str]:
-    """Every sentence the page can show, in English (the msgids)."""
-    return template_msgids() | code_msgids()
-
-
-def update_catalogues(locale_dir: Path = LOCALE_DIR) -> dict[Language, int]:
-    """Add new msgids to every language's catalogue; returns how many each one gained."""
-    wanted = page_msgids()
-    added: dict[Language, int] = {}
-    for lang in PAGE_LANGUAGES:
-        if lang is Language.ENG:
-            continue
-        path = catalogue_path(lang, locale_dir)
-        if path.exists():
-            with path.open("rb") as handle:
-                catalog = read_po(handle)
-        else:
-            catalog = Catalog(domain=DOMAIN, project="vessel-relay crew page")
-        known = {m.id for m in catalog if m.id}
-        new = sorted(wanted - known)
-        for msgid in new:
-            catalog.add(msgid, "")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("wb") as handle:
-            write_po(handle, catalog, width=0, sort_output=True)
-        added[lang] = len(new)
-    return added
+    """Every sentence the page can show, in English (singular msgids of plural entries)."""
+    found: set[str] = set()
+    for message in extract_template():
+        if message.id:
+            found.add(message.id if isinstance(message.id, str) else message.id[0])
+    return found

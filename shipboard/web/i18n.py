@@ -1,17 +1,29 @@
-"""Page languages: gettext catalogues (Babel ``.po`` files, read at start-up) per language.
+"""Page languages: gettext catalogues (``.po`` files, read at start-up) per language.
 
-``locale/LANG/LC_MESSAGES/crew.po`` holds the page's sentences for each language (LANG is
-the ISO 639-3 code used everywhere else in vessel-relay). A translation that a native
-speaker has not checked yet is marked ``#, fuzzy``: the page still shows it (it is better
-than English for most readers), and :func:`unchecked` lists it so that someone can check
-it (``vessel-relay ship i18n-check``). A missing translation falls back to English.
+``locale/LOCALE/LC_MESSAGES/crew.po`` holds the page's sentences for each language, where
+LOCALE is the language's gettext/CLDR code (``my``, ``km``, ``lo``, ``th``, ``id``, ``fil``,
+``vi``; :data:`LOCALE_CODES`), the names translation tools and ``pybabel`` expect;
+everywhere else vessel-relay names languages by ISO 639-3 code (``mya`` ...). Each file's
+header carries its ``Language`` and ``Plural-Forms`` (CLDR's rule: one form for Burmese,
+Khmer, Lao, Thai, Indonesian and Vietnamese, two for Filipino); ``locale/crew.pot`` is the
+template ``pybabel extract`` writes (:mod:`shipboard.web.catalogue`).
+
+A translation that a native speaker has not checked yet is marked ``#, fuzzy``: the page
+still shows it (it is better than English for most readers), and :func:`unchecked` lists it
+so that someone can check it (``vessel-relay ship i18n-check``). A missing translation
+falls back to English. The ``.po`` files are compiled in memory at start-up (fuzzy entries
+included) into standard :class:`gettext.GNUTranslations`, which choose plural forms by the
+file's own ``Plural-Forms``.
 """
 
 from __future__ import annotations
 
+import gettext
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
+from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
 
 from protocol.languages import Language
@@ -31,6 +43,20 @@ PAGE_LANGUAGES: tuple[Language, ...] = (
     Language.ENG,
 )
 
+#: Each page language's gettext locale code (the catalogue folder's name and the ``.po``
+#: file's ``Language`` header). Tagalog's catalogue is Filipino (``fil``), as CLDR and the
+#: translation platforms name the standard written language.
+LOCALE_CODES: dict[Language, str] = {
+    Language.MYA: "my",
+    Language.KHM: "km",
+    Language.LAO: "lo",
+    Language.THA: "th",
+    Language.IND: "id",
+    Language.TGL: "fil",
+    Language.VIE: "vi",
+    Language.ENG: "en",
+}
+
 #: Each language's name in its own script (for the language switch).
 NATIVE_NAMES: dict[Language, str] = {
     Language.MYA: "မြန်မာ",
@@ -44,42 +70,74 @@ NATIVE_NAMES: dict[Language, str] = {
 }
 
 
+class CatalogueError(Exception):
+    """A ``.po`` file cannot be read or compiled; the message names the file."""
+
+
 @dataclass(frozen=True, slots=True)
 class Catalogue:
-    """One language's translations: msgid -> text, and which ones are unchecked (fuzzy)."""
+    """One language's translations: msgid -> text, and which ones are unchecked (fuzzy).
+
+    A sentence with plural forms is keyed by its singular msgid; ``messages`` holds its
+    first form and ``plurals`` all of them.
+    """
 
     lang: Language
     messages: dict[str, str]
     fuzzy: frozenset[str]
     missing: tuple[str, ...]
+    plurals: dict[str, tuple[str, ...]]
+    translations: gettext.NullTranslations
+
+
+def locale_code(lang: Language) -> str:
+    """The gettext locale code of ``lang`` (``my`` for Burmese ...)."""
+    return LOCALE_CODES[lang]
 
 
 def catalogue_path(lang: Language, locale_dir: Path = LOCALE_DIR) -> Path:
     """Where the ``.po`` file of ``lang`` lives."""
-    return locale_dir / lang.code / "LC_MESSAGES" / f"{DOMAIN}.po"
+    return locale_dir / locale_code(lang) / "LC_MESSAGES" / f"{DOMAIN}.po"
 
 
 def load_catalogue(lang: Language, locale_dir: Path = LOCALE_DIR) -> Catalogue:
     """Read one language's ``.po`` file (an empty catalogue if there is none)."""
-    path = catalogue_path(lang, locale_dir)
-    if not path.exists():
-        return Catalogue(lang, {}, frozenset(), ())
-    with path.open("rb") as handle:
-        catalog = read_po(handle)
+    path = catalogue_path(lang, locale_dir) if lang in LOCALE_CODES else None
+    if path is None or not path.exists():
+        return Catalogue(lang, {}, frozenset(), (), {}, gettext.NullTranslations())
+    try:
+        with path.open("rb") as handle:
+            catalog = read_po(handle, locale=locale_code(lang), domain=DOMAIN)
+        compiled = io.BytesIO()
+        write_mo(compiled, catalog, use_fuzzy=True)
+        compiled.seek(0)
+        translations: gettext.NullTranslations = gettext.GNUTranslations(compiled)
+    except (OSError, ValueError, SyntaxError) as exc:  # babel's parse errors are ValueErrors
+        raise CatalogueError(f"{path}: {exc}") from exc
     messages: dict[str, str] = {}
+    plurals: dict[str, tuple[str, ...]] = {}
     fuzzy: set[str] = set()
     missing: list[str] = []
     for message in catalog:
-        if not message.id or not isinstance(message.id, str):
+        if not message.id:
             continue
-        text = message.string if isinstance(message.string, str) else ""
-        if not text:
-            missing.append(message.id)
+        msgid = _singular(message.id)
+        strings = message.string
+        forms = tuple(strings) if isinstance(strings, tuple | list) else (strings or "",)
+        if not all(forms):
+            missing.append(msgid)
             continue
-        messages[message.id] = text
+        messages[msgid] = forms[0]
+        if message.pluralizable:
+            plurals[msgid] = forms
         if message.fuzzy:
-            fuzzy.add(message.id)
-    return Catalogue(lang, messages, frozenset(fuzzy), tuple(missing))
+            fuzzy.add(msgid)
+    return Catalogue(lang, messages, frozenset(fuzzy), tuple(missing), plurals, translations)
+
+
+def _singular(msgid: str | tuple[str, ...] | list[str]) -> str:
+    """A message's msgid, or its singular msgid if it has plural forms."""
+    return msgid if isinstance(msgid, str) else msgid[0]
 
 
 class Translations:
@@ -93,7 +151,15 @@ class Translations:
         catalogue = self.catalogues.get(lang)
         if catalogue is None:
             return msgid
-        return catalogue.messages.get(msgid, msgid)
+        return catalogue.translations.gettext(msgid)
+
+    def ngettext(self, lang: Language, singular: str, plural: str, count: int) -> str:
+        """The form of a counted sentence for ``count`` in ``lang`` (by its Plural-Forms),
+        else English's (``singular`` for 1, ``plural`` otherwise)."""
+        catalogue = self.catalogues.get(lang)
+        if catalogue is None:
+            return singular if count == 1 else plural
+        return catalogue.translations.ngettext(singular, plural, count)
 
 
 def unchecked(locale_dir: Path = LOCALE_DIR) -> dict[Language, list[str]]:

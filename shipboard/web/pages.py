@@ -219,14 +219,19 @@ def render_page(
     status: int = 200,
     **values: object,
 ) -> HTMLResponse:
-    """A crew page in ``lang`` (``_`` translates a msgid, with ``{fields}`` filled in)."""
+    """A crew page in ``lang`` (``_`` translates a msgid, with ``{fields}`` filled in;
+    ``ngettext`` a counted one, in the form the language uses for ``n``)."""
 
     def _(msgid: str, **fields: object) -> str:
         text = translations.gettext(lang, msgid)
         return text.format(**fields) if fields else text
 
+    def ngettext(singular: str, plural: str, n: int, **fields: object) -> str:
+        return translations.ngettext(lang, singular, plural, n).format(n=n, **fields)
+
     html = ENV.get_template(template).render(
         _=_,
+        ngettext=ngettext,
         lang=lang,
         html_lang=HTML_LANG[lang],
         languages=[(code, NATIVE_NAMES[code]) for code in PAGE_LANGUAGES],

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import nacl.public
+import tomli_w
 
 from common.exits import EX_CONFIG
 from common.keyfiles import KeyFileError, published_key_name, read_secret, write_secret
@@ -109,13 +110,13 @@ def init_union(
         write_secret(directory / SIGN_KEY, os.urandom(32))
     except KeyFileError as exc:
         raise UnionSetupError(str(exc)) from exc
-    settings = (
-        f"union_id = {union_id}\n"
-        f"name = {_toml_string(name)}\n"
-        f"relay_url = {_toml_string(relay_url)}\n"
-        f"languages = [{', '.join(_toml_string(language.code) for language in languages)}]\n"
-    )
-    _write_atomically(directory / SETTINGS, settings.encode())
+    settings = {
+        "union_id": union_id,
+        "name": name,
+        "relay_url": relay_url,
+        "languages": [language.code for language in languages],
+    }
+    _write_atomically(directory / SETTINGS, tomli_w.dumps(settings).encode())
     identity = load_union(directory)
     identity.write_card()
     return identity
@@ -175,7 +176,3 @@ def _write_atomically(path: Path, data: bytes) -> None:
         os.fsync(folder)
     finally:
         os.close(folder)
-
-
-def _toml_string(text: str) -> str:
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'

@@ -1,4 +1,4 @@
-"""The shared corpus for tests (found by :func:`vessel_relay.corpus.corpus_dir`)."""
+"""The repository's corpus for tests (found by :func:`vessel_relay.corpus.corpus_dir`)."""
 
 from __future__ import annotations
 

@@ -61,6 +61,7 @@ from tests.kit.mosquitto import MosquittoBroker
 from tests.kit.mqtt import persistent_client
 from tests.kit.ports import free_port
 from tests.shipboard.conftest import Crew
+from vessel_relay.corpus import corpus_dir
 from vessel_relay.demo.defaults import demo_ship_config
 from vessel_relay.link_emulator import Direction as EmulatedDirection
 from vessel_relay.link_emulator import LinkEmulator
@@ -418,7 +419,7 @@ def vessel(codebook: Codebook, vessel_key: SigningKey, shore_key: SigningKey) ->
     return Vessel(vessel_id, FakeOutbox(vessel_id), vessel_key, shore_key, codebook)
 
 
-CORPUS = Path("/work/shared/corpus/eng.dev.txt")
+CORPUS = corpus_dir() / "eng.dev.txt"
 
 
 def family_lines(count: int) -> list[str]:

@@ -19,13 +19,20 @@ import logging
 import signal
 import tempfile
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 
 from vessel_relay.link_emulator import PROFILES
 
-__all__ = ["demo"]
+__all__ = ["BrokerKind", "LinkName", "demo"]
+
+#: ``--link``: the link emulator's named profiles (:data:`~vessel_relay.link_emulator.PROFILES`).
+LinkName = Literal[
+    "unlimited", "fast", "narrowband-2400", "certus-100", "satellite", "flaky-satellite"
+]
+#: ``--broker``: Mosquitto if installed else amqtt, or one of them by name.
+BrokerKind = Literal["auto", "mosquitto", "amqtt"]
 
 
 def _print_where(info: dict[str, object]) -> None:
@@ -116,11 +123,12 @@ def demo(
         bool, typer.Option("--script", help="Play a scripted day, print a summary, exit.")
     ] = False,
     link: Annotated[
-        str,
+        LinkName,
         typer.Option(help=f"Link emulator profile: {', '.join(PROFILES)} ('fast' for tests)."),
     ] = "satellite",
     broker: Annotated[
-        str, typer.Option(help="auto (Mosquitto if installed, else amqtt), mosquitto or amqtt.")
+        BrokerKind,
+        typer.Option(help="auto (Mosquitto if installed, else amqtt), mosquitto or amqtt."),
     ] = "auto",
     info: Annotated[
         Path | None,
@@ -152,11 +160,6 @@ def demo(
 
         wire_demo()
         return
-    if link not in PROFILES:
-        typer.echo(
-            f"error: no link profile {link!r}; choose one of {', '.join(PROFILES)}", err=True
-        )
-        raise typer.Exit(2)
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s %(message)s",

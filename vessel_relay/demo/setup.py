@@ -32,6 +32,8 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import tomli_w
+
 from common.exits import UsageError
 from common.keyfiles import new_signing_key, read_secret, write_secret
 from protocol.languages import Language
@@ -339,21 +341,38 @@ def prepare_relay(
         write_secret(data_dir / "reply.key", os.urandom(32))
     tick_s, resend_s = (0.2, 3.0) if fast else (1.0, 10.0)
     config_path = data_dir / "relay.toml"
-    config_path.write_text(
-        "# vessel-relay demo relay, written by vessel-relay's demo (timing tuned for a demo)\n"
-        f'[relay]\ndata_dir = "{data_dir}"\nworker = {RELAY_WORKER}\nshore_key = "shore.key"\n\n'
-        '[store]\nbackend = "sqlite"\npath = "relay.db"\n'
+    document = {
+        "relay": {"data_dir": str(data_dir), "worker": RELAY_WORKER, "shore_key": "shore.key"},
         # A relay killed mid-send holds its claims until the lease ends: keep it short
         # here (the local sink answers in milliseconds); production keeps the default.
-        f"lease_s = {10.0 if fast else 30.0}\n\n"
-        f'[mqtt]\nurl = "{broker_url}"\nprotocol = "{mqtt_version}"\n'
-        "keepalive_s = 30\npublish_timeout_s = 20.0\nreconnect_max_s = 2.0\n\n"
-        f"[downlink]\ntick_s = {tick_s}\nresend_after_s = {resend_s}\n"
-        f"resend_max_s = {resend_s * 4}\nslot_period_s = {slot_period_s}\n\n"
-        "[delivery]\nenabled = true\nworkers = 1\n"
-        f'smtp_host = "{smtp_host}"\nsmtp_port = {smtp_port}\n'
-        'relay_domain = "relay.demo.example"\nfrom_address = "relay@relay.demo.example"\n'
-        'reply_domain = "reply.demo.example"\nreply_key = "reply.key"\n',
+        "store": {"backend": "sqlite", "path": "relay.db", "lease_s": 10.0 if fast else 30.0},
+        "mqtt": {
+            "url": broker_url,
+            "protocol": mqtt_version,
+            "keepalive_s": 30,
+            "publish_timeout_s": 20.0,
+            "reconnect_max_s": 2.0,
+        },
+        "downlink": {
+            "tick_s": tick_s,
+            "resend_after_s": resend_s,
+            "resend_max_s": resend_s * 4,
+            "slot_period_s": slot_period_s,
+        },
+        "delivery": {
+            "enabled": True,
+            "workers": 1,
+            "smtp_host": smtp_host,
+            "smtp_port": smtp_port,
+            "relay_domain": "relay.demo.example",
+            "from_address": "relay@relay.demo.example",
+            "reply_domain": "reply.demo.example",
+            "reply_key": "reply.key",
+        },
+    }
+    config_path.write_text(
+        "# vessel-relay demo relay, written by vessel-relay's demo (timing tuned for a demo)\n"
+        + tomli_w.dumps(document),
         encoding="utf-8",
     )
     return RelaySetup(data_dir, config_path, shore_key.verify_key.hex())
