@@ -449,7 +449,7 @@ def test_a_note_too_long_for_the_lane_is_refused_at_the_union() -> None:
 
 case_notes = st.builds(
     CaseNote,
-    case=st.builds(lambda v, s: f"{v}-{s}", st.integers(0, 10**9 - 1), st.integers(0, 10**15)),
+    case=st.builds(lambda v, s: f"{v}-{s}", st.integers(0, 10**9 - 1), st.integers(0, 10**15 - 1)),
     status=st.sampled_from(list(CaseStatus)),
     written_minutes=st.integers(0, 2**40),
     text=st.none(),
