@@ -30,8 +30,8 @@ from shore import registry
 from shore.config import ConfigError, RelayConfig, default_document, load_config
 from shore.metrics import RelayMetrics, serve_metrics
 from shore.relay import open_store, run_relay
+from shore.store import RelayStore as SqlStore  # the relay's store (issue 19)
 from shore.store import StoreError, VesselInfo
-from shore.store_sql import SqlStore
 
 T = TypeVar("T")
 
