@@ -15,7 +15,9 @@
     downlink        downlink items, signed downlink batches, slot notes
     sos             SOS alerts
     transparency_log  leaves, signed tree heads, witnesses' co-signatures
-    relay_store     RelayStore: the repositories and the units of work over them
+    parts           StoreParts: the database and one instance of each repository
+    *_units         the units of work, by flow: ingest, delivery, downlink, sos
+    relay_store     RelayStore: all the units of work (and the registry's) over StoreParts
     ops             OperatorQueries: what the dashboard and the metrics read
 
 A repository owns its tables and its migration set and runs its SQL in a transaction it is

@@ -507,6 +507,36 @@ async def test_concurrent_ingest_of_the_same_batch_stores_it_once(store: RelaySt
     assert await store.count_messages() == 20
 
 
+async def test_sos_alerts_are_claimed_once_and_the_first_delivered_tells_the_vessel(
+    store: RelayStore,
+) -> None:
+    """An SOS arrives: each rescue contact gets one alert naming the vessel, the crew member
+    and the position; an alert claimed is not handed out again during its lease; the first
+    alert delivered marks the SOS delivered and queues one DELIVERED receipt, and a later
+    failure of the other alert changes nothing."""
+    vessel_id = await _vessel(store)
+    sos = Sos(message_seq=4, crew=3, written_minutes=MINUTES, position=(1_350_000, 9_800_000))
+    await _ingest(store, vessel_id, 1, _contact(), sos)
+    await _downlink(store, vessel_id)
+    contacts = ["email:rescue@example.org", "sms:+6612345"]
+    due = await store.claim_sos_alerts(T0 + 5, contacts, 10)
+    assert sorted(alert.contact for alert in due) == contacts
+    assert {(a.vessel_name, a.crew, a.crew_name, a.position) for a in due} == {
+        ("Sea Star 7", 3, "Ko Aung", (1_350_000, 9_800_000))
+    }
+    assert await store.claim_sos_alerts(T0 + 6, contacts, 10) == []
+    for at in (T0 + 7, T0 + 8):
+        await store.finish_sos_alert(vessel_id, 4, contacts[0], True, "smtp 250", at)
+    (again,) = await store.claim_sos_alerts(T0 + 70, contacts, 10)
+    assert again.contact == contacts[1]
+    await store.finish_sos_alert(vessel_id, 4, contacts[1], False, "provider 21211", T0 + 71)
+    assert (await store.messages(vessel_id))[0].state == "delivered"
+    envelopes = await _downlink(store, vessel_id, T0 + 200)
+    assert envelopes == [DeliveryReceipt(4, ReceiptStage.DELIVERED, int((T0 + 7) // 60))]
+    outcomes = [(a.contact, a.outcome, a.attempts) for a in await store.sos_alerts(vessel_id)]
+    assert outcomes == [(contacts[0], "delivered", 1), (contacts[1], "failed", 1)]
+
+
 # --- downlink ---------------------------------------------------------------------------------
 
 
