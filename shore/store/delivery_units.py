@@ -9,9 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from protocol.envelopes import (
-    FailureReason,
-)
+from protocol.envelopes import FailureReason
 from shore.store.database import Tx
 from shore.store.deliveries import Delivery, DeliveryKey, DeliveryRecord, delivery_of
 from shore.store.parts import StoreParts

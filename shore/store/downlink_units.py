@@ -12,13 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from protocol.envelopes import (
-    BatchAck,
-    CaseStatus,
-    CaseStatusUpdate,
-    Envelope,
-    Reply,
-)
+from protocol.envelopes import BatchAck, CaseStatus, CaseStatusUpdate, Envelope, Reply
 from protocol.exchange import ShoreState
 from protocol.languages import Language
 from protocol.slots import slot_header

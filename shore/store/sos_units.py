@@ -6,9 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from protocol.envelopes import (
-    FailureReason,
-)
+from protocol.envelopes import FailureReason
 from shore.store.parts import StoreParts
 from shore.store.sos import SosAlertDue, SosAlertRecord
 from shore.vocabulary import DeliveryOutcome, MessageState, receipt_for

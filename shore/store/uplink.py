@@ -25,7 +25,6 @@ from protocol.envelopes import (
     Channel,
     ContactBookChange,
     CrewMessage,
-    Envelope,
     GrievanceReport,
     Sos,
 )
@@ -342,14 +341,18 @@ class Uplink:
     # messages ---------------------------------------------------------------------------
 
     async def insert_message(
-        self, tx: Tx, vessel_id: int, batch_seq: int, envelope: Envelope, now: float
+        self,
+        tx: Tx,
+        vessel_id: int,
+        batch_seq: int,
+        envelope: CrewMessage | GrievanceReport | Sos,
+        now: float,
     ) -> MessageKind | None:
         """Store a crew message, grievance report or SOS; its kind, or None when the vessel
         sent this message before (nothing stored). An SOS starts in state ``ALERT``, the
         rest ``ACCEPTED``."""
         kind = MessageKind.of(envelope)
-        if kind is None:
-            raise TypeError(f"{type(envelope).__name__} is not stored as a message")
+        assert kind is not None  # every one of these envelopes is a message
         crew = contact = union = lang = quick = lat = lon = unauthenticated = None
         body: str | None = None
         sealed: bytes | None = None
