@@ -63,7 +63,7 @@ from protocol.batch import Direction, decode_batch  # noqa: E402
 from protocol.envelopes import BatchAck, Channel, ContactBookChange, CrewMessage, Envelope  # noqa: E402
 from protocol.languages import Language  # noqa: E402
 from shore.store import VesselInfo  # noqa: E402
-from shore.store_postgres import PostgresStore  # noqa: E402
+from shore.store.postgres import PostgresStore  # noqa: E402
 from tests.kit.mosquitto import MosquittoBroker  # noqa: E402
 from tests.shore.store_fixtures import (  # noqa: E402
     SHORE_KEY,

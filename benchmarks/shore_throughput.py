@@ -56,10 +56,8 @@ from benchmarks.fleet import Worker, _pct, corpus_texts  # noqa: E402
 from common.keyfiles import write_secret  # noqa: E402
 from protocol.envelopes import Channel, ContactBookChange, CrewMessage, Envelope  # noqa: E402
 from protocol.languages import Language  # noqa: E402
-from shore.store import VesselInfo  # noqa: E402
-from shore.store_postgres import PostgresStore  # noqa: E402
-from shore.store_sql import SqlStore  # noqa: E402
-from shore.store_sqlite import SqliteStore  # noqa: E402
+from shore.store import RelayStore, SqliteStore, VesselInfo  # noqa: E402
+from shore.store.postgres import PostgresStore  # noqa: E402
 from tests.kit.mosquitto import MosquittoBroker  # noqa: E402
 from tests.kit.ports import free_port  # noqa: E402
 from tests.shore.store_fixtures import SHORE_KEY, VESSEL_KEY, PostgresServer, uplink  # noqa: E402
@@ -160,7 +158,7 @@ def make_batches(vessel_id: int, batches: int, per_batch: int, rng: random.Rando
     return out
 
 
-async def register(store: SqlStore, vessels: Sequence[int]) -> None:
+async def register(store: RelayStore, vessels: Sequence[int]) -> None:
     try:
         for vessel_id in vessels:
             info = VesselInfo(f"Vessel {vessel_id}", "TH", f"TH-{vessel_id}", "Co", ())

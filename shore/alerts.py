@@ -37,22 +37,24 @@ from protocol.envelopes import FailureReason
 from shore.mail import MAIL_POLICY, MailIdentity, MailSender, clean_header_text
 from shore.retry import AttemptResult, Outcome
 from shore.sms import SmsProvider
-from shore.store import StoreError
-from shore.store_sql import SosAlertDue
+from shore.store.errors import StoreError
+from shore.store.sos import SosAlertDue
 
 log = logging.getLogger(__name__)
 
 
 class SosStore(Protocol):
-    """What the alerter needs of the store (``shore.store_sql.SqlStore`` has it)."""
+    """What the alerter needs of the store (``shore.store.RelayStore`` has it)."""
 
     async def claim_sos_alerts(
         self, now: float, contacts: Sequence[str], limit: int, lease_s: float = 60.0
-    ) -> Sequence[SosAlertDue]: ...
+    ) -> Sequence[SosAlertDue]:
+        """Alerts due, one per (SOS, contact), claimed for ``lease_s``."""
 
     async def retry_sos_alert(
         self, vessel_id: int, message_seq: int, contact: str, due_at: float, detail: str
-    ) -> None: ...
+    ) -> None:
+        """An attempt failed for now: try again at ``due_at``."""
 
     async def finish_sos_alert(
         self,
@@ -62,7 +64,8 @@ class SosStore(Protocol):
         delivered: bool,
         detail: str,
         now: float,
-    ) -> None: ...
+    ) -> None:
+        """An alert's final outcome; the vessel is told when the SOS's alerts end."""
 
 
 class AlertConfigError(ValueError):

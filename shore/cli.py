@@ -29,7 +29,7 @@ from protocol.topics import downlink_topic, uplink_topic
 from shore.config import ConfigError, RelayConfig, default_document, load_config
 
 if TYPE_CHECKING:
-    from shore.store_sql import SqlStore
+    from shore.store import RelayStore as SqlStore
 
 # The store, the relay and the metrics are imported by the commands that use them, so
 # that 'vessel-relay shore --help' does not load the relay's libraries.

@@ -9,8 +9,9 @@ The store is the queue. A worker loops::
          or reschedule_delivery(key, due_at, detail, now)   # transient: backoff
 
 ``finish_delivery`` is where the store queues the receipt to the vessel
-(:func:`receipt_for` builds it: ``DeliveryReceipt(DELIVERED)`` or ``DeliveryFailure(reason)``)
-in the same transaction, so a final outcome and its receipt are never apart.
+(:func:`shore.vocabulary.receipt_for` builds it: ``DeliveryReceipt(DELIVERED)`` or
+``DeliveryFailure(reason)``) in the same transaction, so a final outcome and its receipt
+are never apart.
 
 A delivery claimed with an attempt recorded but never finished was being sent when a worker
 died: it may already be in the family's inbox. It is sent again with the same Message-ID
@@ -29,17 +30,10 @@ import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from enum import Enum
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import Protocol
 
 from common.logs import message_scope
-from protocol.envelopes import (
-    Channel,
-    DeliveryFailure,
-    DeliveryReceipt,
-    FailureReason,
-    ReceiptStage,
-)
+from protocol.envelopes import FailureReason
 from protocol.languages import Language
 from shore.mail import (
     FamilyMail,
@@ -53,28 +47,9 @@ from shore.mail import (
 )
 from shore.retry import AttemptResult, RetryPolicy, decide
 from shore.sms import SmsProvider
-
-if TYPE_CHECKING:
-    from shore.metrics import RelayMetrics
+from shore.vocabulary import AttemptEnd, DeliveryOutcome, Destination
 
 log = logging.getLogger(__name__)
-
-
-class Destination(Enum):
-    """Where a delivery goes."""
-
-    EMAIL = "email"
-    SMS = "sms"
-    UNION = "union"
-
-    @classmethod
-    def for_channel(cls, channel: Channel) -> Destination:
-        """The destination of a family contact's channel."""
-        return cls.EMAIL if channel is Channel.EMAIL else cls.SMS
-
-
-#: What ``finish_delivery`` is told.
-FinalOutcome = Literal["delivered", "failed"]
 
 
 class DueDelivery(Protocol):
@@ -129,7 +104,7 @@ class DueDelivery(Protocol):
 
 
 class DeliveryStore(Protocol):
-    """The store methods a delivery worker needs (``shore/store.py`` implements them)."""
+    """The store methods a delivery worker needs (``shore.store.RelayStore`` has them)."""
 
     async def claim_due_deliveries(
         self, now: float, limit: int, worker: str
@@ -142,8 +117,9 @@ class DeliveryStore(Protocol):
         """Record the attempt; False when the claim was lost (then nothing is sent)."""
 
     async def finish_delivery(
-        self, key: object, outcome: FinalOutcome, reason: FailureReason | None, now: float
-    ) -> None: ...
+        self, key: object, outcome: DeliveryOutcome, reason: FailureReason | None, now: float
+    ) -> None:
+        """Record the final outcome and queue its receipt to the vessel, in one transaction."""
 
     async def reschedule_delivery(
         self, key: object, due_at: float, detail: str, now: float
@@ -155,14 +131,18 @@ class DeliveryStore(Protocol):
         """Put a sealed report in the union's inbox (idempotent per vessel and sequence)."""
 
 
-def receipt_for(
-    message_seq: int, outcome: FinalOutcome, reason: FailureReason | None, now: float
-) -> DeliveryReceipt | DeliveryFailure:
-    """The downlink envelope that tells the crew member a delivery's final outcome."""
-    minutes = int(now // 60)
-    if outcome == "delivered":
-        return DeliveryReceipt(message_seq, ReceiptStage.DELIVERED, minutes)
-    return DeliveryFailure(message_seq, reason or FailureReason.PROVIDER_ERROR, minutes)
+class DeliveryObserver(Protocol):
+    """Told of every attempt (``shore.metrics.RelayMetrics`` is one)."""
+
+    def observe_delivery(
+        self,
+        destination: str,
+        outcome: str,
+        attempt_seconds: float,
+        since_accepted_s: float | None,
+        repeat: bool,
+    ) -> None:
+        """One delivery attempt (outcome: delivered, failed, retry)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,7 +195,7 @@ class DeliveryWorker:
         config: DeliveryConfig | None = None,
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.time,
-        metrics: RelayMetrics | None = None,
+        metrics: DeliveryObserver | None = None,
     ) -> None:
         self.metrics = metrics
         self.store = store
@@ -309,12 +289,10 @@ class DeliveryWorker:
                 outcome,
                 time.perf_counter() - started,
                 self.clock() - delivery.accepted_at,
-                delivery.unfinished_attempt and outcome != "lost",
+                delivery.unfinished_attempt and outcome is not AttemptEnd.LOST,
             )
 
-    async def _deliver_one(
-        self, delivery: DueDelivery
-    ) -> Literal["delivered", "failed", "retry", "lost"]:
+    async def _deliver_one(self, delivery: DueDelivery) -> AttemptEnd:
         worker = self.config.worker
         attempt = delivery.attempts + 1
         if delivery.unfinished_attempt:
@@ -326,7 +304,7 @@ class DeliveryWorker:
             )
         if await self.store.record_attempt(delivery.key, self.clock(), worker) is False:
             log.warning("claim lapsed and was taken by another worker; not sending")
-            return "lost"
+            return AttemptEnd.LOST
         self._attempts += 1
         result = await self._send(delivery)
         now = self.clock()
@@ -345,18 +323,18 @@ class DeliveryWorker:
                 result.detail,
                 decision.retry_at - now,
             )
-            return "retry"
+            return AttemptEnd.RETRY
         if decision.delivered:
-            await self.store.finish_delivery(delivery.key, "delivered", None, now)
+            await self.store.finish_delivery(delivery.key, DeliveryOutcome.DELIVERED, None, now)
             self._delivered += 1
             log.info("%s: delivered (%s)", where, decision.result.detail)
-            return "delivered"
+            return AttemptEnd.DELIVERED
         reason = decision.reason or FailureReason.PROVIDER_ERROR
-        await self.store.finish_delivery(delivery.key, "failed", reason, now)
+        await self.store.finish_delivery(delivery.key, DeliveryOutcome.FAILED, reason, now)
         self._failed += 1
         self._by_reason[reason.name] = self._by_reason.get(reason.name, 0) + 1
         log.info("%s: failed %s (%s)", where, reason.name, decision.result.detail)
-        return "failed"
+        return AttemptEnd.FAILED
 
     async def _send(self, delivery: DueDelivery) -> AttemptResult:
         destination = delivery.destination

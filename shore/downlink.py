@@ -2,7 +2,7 @@
 
 Per vessel, pending downlink items (and a cumulative ``BatchAck`` when one is due) are put
 into a signed ``Direction.DOWNLINK`` batch inside one store transaction
-(:meth:`~shore.store.Store.make_downlink_batch`): the batch number, its bytes and the items
+(:meth:`~shore.store.RelayStore.make_downlink_batch`): the batch number, its bytes and the items
 it carries are committed together, and the bytes never change afterwards. Batches are then
 published QoS 1 to ``vr/{vessel}/d`` on the relay's persistent session, so a vessel that
 comes online after days finds them queued at the broker.
@@ -33,6 +33,7 @@ import os
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import nacl.public
 
@@ -54,9 +55,41 @@ from protocol.slots import (
     period_of,
 )
 from protocol.topics import downlink_topic
-from shore.store import SlotItemMaker, Store, StoreError
+from shore.store.downlink import DownlinkBatch, DownlinkEncoder, SlotItemMaker
+from shore.store.errors import StoreError
 
 log = logging.getLogger(__name__)
+
+
+class DownlinkStore(Protocol):
+    """What the downlink needs of the store (``shore.store.RelayStore`` has it)."""
+
+    async def vessels_with_downlink_work(
+        self, now: float, resend_after_s: float, resend_max_s: float
+    ) -> Sequence[int]:
+        """Vessels with items or an acknowledgement to send, or batches due for resending."""
+
+    async def make_downlink_batch(
+        self, vessel_id: int, now: float, encode: DownlinkEncoder, max_items: int
+    ) -> DownlinkBatch | None:
+        """Put pending items (and a BatchAck owed) in a new batch; None when nothing."""
+
+    async def downlink_batches_to_send(
+        self, vessel_id: int, now: float, resend_after_s: float, resend_max_s: float
+    ) -> Sequence[DownlinkBatch]:
+        """Unacknowledged batches never sent, or due for resending, oldest first."""
+
+    async def mark_downlink_sent(self, vessel_id: int, downlink_seq: int, now: float) -> None:
+        """The broker took the batch (PUBACK)."""
+
+    async def slot_crews(self, since: float) -> Sequence[tuple[int, int]]:
+        """(vessel, crew) of every crew member whose uplink slot arrived since ``since``."""
+
+    async def queue_slot_items(
+        self, vessel_id: int, period: int, crews: Sequence[int], make: SlotItemMaker, now: float
+    ) -> int:
+        """Queue one downlink slot item per crew member for ``period``; how many."""
+
 
 #: Publishes one payload QoS 1 to a topic and returns after the broker's PUBACK.
 Publish = Callable[[str, bytes], Awaitable[None]]
@@ -110,7 +143,7 @@ class Downlink:
 
     def __init__(
         self,
-        store: Store,
+        store: DownlinkStore,
         shore_key: SigningKey,
         codebook: Codebook,
         config: DownlinkConfig | None = None,
@@ -124,7 +157,7 @@ class Downlink:
         self.stats = DownlinkStatistics()
         self._slots_done = -1
 
-    def _encoder(self, vessel_id: int, now: float) -> Callable[[int, Sequence[Envelope]], bytes]:
+    def _encoder(self, vessel_id: int, now: float) -> DownlinkEncoder:
         def encode(downlink_seq: int, envelopes: Sequence[Envelope]) -> bytes:
             return encode_batch(
                 envelopes,

@@ -30,7 +30,7 @@ Why a crash loses nothing acknowledged. aiomqtt PUBACKs a QoS 1 message as soon 
 in its in-memory queue, before this code sees it, so the MQTT acknowledgement promises
 nothing. The vessel keeps each batch (byte-identical) in its outbox and resends it until
 a *signed* ``BatchAck`` from the shore covers it, and a ``BatchAck`` is only ever built
-from the replay window, which :meth:`~shore.store.Store.ingest_batch` advances in the same
+from the replay window, which :meth:`~shore.store.RelayStore.ingest_batch` advances in the same
 transaction that stores the batch. So if the relay dies between the PUBACK and the commit,
 the batch is simply not acknowledged; the vessel resends it in its next session, and the
 resent copy is stored then. If it dies after the commit but before the ``BatchAck`` left,
@@ -46,23 +46,64 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import aiomqtt
 
 from common.logs import enter_batch_scope, fresh_scope
-from protocol.batch import BatchHeader, Direction, decode_batch, read_batch_header
+from protocol.batch import Batch, BatchHeader, Direction, decode_batch, read_batch_header
 from protocol.codebook import Codebook
 from protocol.errors import ProtocolError, Reason, UnprocessableBatch
 from protocol.limits import DEFAULT_LIMITS, Limits
 from protocol.signing import SIGNATURE_BYTES, VerifyKey
 from protocol.topics import uplink_topic_vessel
-from shore.store import IngestOutcome, Store, StoreError
-
-if TYPE_CHECKING:
-    from shore.metrics import RelayMetrics
+from shore.store.errors import StoreError
+from shore.store.registry import VesselRecord
+from shore.store.uplink import IngestOutcome, IngestResult
 
 log = logging.getLogger(__name__)
+
+
+class IngestStore(Protocol):
+    """What ingest needs of the store (``shore.store.RelayStore`` has it)."""
+
+    async def get_vessel(self, vessel_id: int) -> VesselRecord | None:
+        """A registered vessel with its keys, or None."""
+
+    async def ingest_batch(self, batch: Batch, data: bytes, now: float) -> IngestResult:
+        """Store one verified batch and all it brings in ONE transaction (idempotent)."""
+
+    async def reject_batch(
+        self, vessel_id: int, batch_seq: int, reason: Reason, message: str, data: bytes, now: float
+    ) -> None:
+        """Quarantine an authentic batch and refuse it for good, in one transaction."""
+
+    async def quarantine(
+        self,
+        data: bytes,
+        reason: Reason,
+        message: str,
+        now: float,
+        vessel_id: int | None = None,
+        batch_seq: int | None = None,
+    ) -> None:
+        """Keep refused bytes for the operator."""
+
+
+class IngestObserver(Protocol):
+    """Told of every payload handled (``shore.metrics.RelayMetrics`` is one)."""
+
+    def observe_ingest(
+        self,
+        vessel_id: int | None,
+        outcome: str,
+        link_bytes: int,
+        new_messages: int,
+        repeated_messages: int,
+        seconds: float,
+        quarantine_reason: str | None = None,
+    ) -> None:
+        """One uplink payload handled (outcome: stored, duplicate, rejected, quarantined)."""
 
 
 @dataclass
@@ -94,13 +135,13 @@ class Ingestor:
 
     def __init__(
         self,
-        store: Store,
+        store: IngestStore,
         codebook: Codebook,
         *,
         limits: Limits = DEFAULT_LIMITS,
         doorbells: Iterable[asyncio.Event] = (),
         clock: Callable[[], float] = time.time,
-        metrics: RelayMetrics | None = None,
+        metrics: IngestObserver | None = None,
     ) -> None:
         self.metrics = metrics
         self.store = store

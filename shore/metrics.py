@@ -44,14 +44,30 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from common.metrics_http import serve_registry
-from shore.store_ops import DEFAULT_SILENT_AFTER_S, OperatorQueries, OpsSummary
-from shore.store_sql import SqlStore
+from shore.store.ops import OpsSummary
+from shore.store.uplink import IngestOutcome
+from shore.vocabulary import AttemptEnd
 
 log = logging.getLogger(__name__)
+
+#: Ingest outcomes after which the vessel counts as heard from.
+_HEARD = (IngestOutcome.STORED.value, IngestOutcome.DUPLICATE.value)
+
+
+class FleetGauges(Protocol):
+    """Where the shared gauges come from (``shore.store.ops.OperatorQueries`` has it)."""
+
+    async def summary(self, now: float) -> OpsSummary:
+        """Fleet-wide counts."""
+
+    async def last_heard(self) -> dict[int, float]:
+        """When each vessel was last heard from."""
+
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _DELIVERY_BUCKETS = (0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, 4 * 3600.0, 86400.0)
@@ -151,7 +167,7 @@ class RelayMetrics:
         self.link_bytes.labels("uplink", outcome).inc(link_bytes)
         if vessel_id is not None:
             self.vessel_link_bytes.labels(str(vessel_id), "uplink").inc(link_bytes)
-            if outcome in ("stored", "duplicate"):
+            if outcome in _HEARD:
                 self.vessel_last_heard.labels(str(vessel_id)).set(time.time())
         if new_messages:
             self.messages.labels("stored").inc(new_messages)
@@ -179,7 +195,7 @@ class RelayMetrics:
         self.attempt_seconds.labels(destination).observe(attempt_seconds)
         if repeat:
             self.delivery_repeats.labels(destination).inc()
-        if since_accepted_s is not None and outcome != "retry":
+        if since_accepted_s is not None and outcome != AttemptEnd.RETRY:
             self.delivery_seconds.labels(destination).observe(max(0.0, since_accepted_s))
 
     def broker_up(self) -> None:
@@ -203,19 +219,17 @@ class RelayMetrics:
 
     async def refresh_forever(
         self,
-        store: SqlStore,
+        gauges: FleetGauges,
         stopping: asyncio.Event,
         *,
         refresh_s: float = 15.0,
-        silent_after_s: float = DEFAULT_SILENT_AFTER_S,
         clock: Callable[[], float] = time.time,
     ) -> None:
         """Read the shared gauges from the store every ``refresh_s`` until ``stopping``."""
-        queries = OperatorQueries(store, silent_after_s)
         while not stopping.is_set():
             try:
-                self.set_summary(await queries.summary(clock()))
-                for vessel_id, heard_at in (await queries.last_heard()).items():
+                self.set_summary(await gauges.summary(clock()))
+                for vessel_id, heard_at in (await gauges.last_heard()).items():
                     self.vessel_last_heard.labels(str(vessel_id)).set(heard_at)
             except Exception:  # the store is down: the gauges keep their last values
                 log.warning("metrics: store summary failed; gauges not refreshed", exc_info=True)

@@ -9,10 +9,32 @@ vessel signed before the switch still verify.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Protocol
 
 from protocol.errors import ProtocolError
 from protocol.signing import VerifyKey
-from shore.store import RegistryError, Store, VesselInfo, VesselRecord
+from shore.store.errors import RegistryError
+from shore.store.registry import VesselInfo, VesselRecord
+
+
+class RegistryStore(Protocol):
+    """What the operator's vessel commands need of the store (``RelayStore`` has it)."""
+
+    async def add_vessel(
+        self, info: VesselInfo, public_key: bytes, now: float, vessel_id: int | None = None
+    ) -> int:
+        """Register a vessel with its first key; returns its vessel id."""
+
+    async def get_vessel(self, vessel_id: int) -> VesselRecord | None:
+        """A registered vessel, or None."""
+
+    async def add_vessel_key(
+        self, vessel_id: int, public_key: bytes, valid_from: float, now: float
+    ) -> None:
+        """Add a key valid from ``valid_from``."""
+
+    async def revoke_vessel_key(self, vessel_id: int, public_key: bytes, at: float) -> None:
+        """Revoke a key from ``at``."""
 
 
 def parse_public_key(text: str) -> bytes:
@@ -24,7 +46,7 @@ def parse_public_key(text: str) -> bytes:
 
 
 async def add_vessel(
-    store: Store,
+    store: RegistryStore,
     info: VesselInfo,
     public_key_hex: str,
     now: float,
@@ -34,7 +56,7 @@ async def add_vessel(
     return await store.add_vessel(info, parse_public_key(public_key_hex), now, vessel_id)
 
 
-async def require_vessel(store: Store, vessel_id: int) -> VesselRecord:
+async def require_vessel(store: RegistryStore, vessel_id: int) -> VesselRecord:
     """A registered vessel, or RegistryError."""
     record = await store.get_vessel(vessel_id)
     if record is None:
@@ -43,7 +65,7 @@ async def require_vessel(store: Store, vessel_id: int) -> VesselRecord:
 
 
 async def rotate_key(
-    store: Store,
+    store: RegistryStore,
     vessel_id: int,
     new_key_hex: str,
     now: float,
@@ -66,7 +88,7 @@ async def rotate_key(
     return ()
 
 
-async def revoke_key(store: Store, vessel_id: int, key_hex: str, at: float) -> None:
+async def revoke_key(store: RegistryStore, vessel_id: int, key_hex: str, at: float) -> None:
     """Revoke one key of a vessel from ``at`` (refused if it would leave no valid key)."""
     record = await require_vessel(store, vessel_id)
     key = parse_public_key(key_hex)

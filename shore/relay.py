@@ -58,9 +58,10 @@ from shore.replies import (
     SmsWebhookConfig,
 )
 from shore.sms import SmsConfig, SmsProvider
-from shore.store_postgres import PostgresStore
-from shore.store_sql import SqlStore
-from shore.store_sqlite import SqliteStore
+from shore.store.ops import OperatorQueries
+from shore.store.postgres import PostgresStore
+from shore.store.relay_store import RelayStore
+from shore.store.sqlite import SqliteStore
 from shore.transparency import run_daily_heads
 from shore.union_api import (
     make_union_api,
@@ -72,7 +73,7 @@ from shore.union_api import (
 log = logging.getLogger(__name__)
 
 
-async def open_store(config: RelayConfig) -> SqlStore:
+async def open_store(config: RelayConfig) -> RelayStore:
     """The store the configuration names (quick-message codes expand with protocol.phrases,
     in the family contact's language, else the crew member's, else English)."""
     lease_s = config.store.lease_s
@@ -111,7 +112,7 @@ def make_sms_provider(config: RelayConfig) -> SmsProvider | None:
     )
 
 
-def make_sms_webhook(config: RelayConfig, store: SqlStore) -> SmsWebhook | None:
+def make_sms_webhook(config: RelayConfig, store: RelayStore) -> SmsWebhook | None:
     """The inbound SMS webhook when ``[sms] webhook = true``: a family's SMS reply is routed
     to the crew member who last wrote to that number."""
     section = config.sms
@@ -145,7 +146,7 @@ def make_sms_webhook(config: RelayConfig, store: SqlStore) -> SmsWebhook | None:
 
 
 def make_alerter(
-    config: RelayConfig, store: SqlStore, sms: SmsProvider | None
+    config: RelayConfig, store: RelayStore, sms: SmsProvider | None
 ) -> SosAlerter | None:
     """The SOS alerter when ``[alerts] enabled``."""
     section = config.alerts
@@ -285,7 +286,7 @@ async def mqtt_service(
 
 
 def _delivery_services(
-    config: RelayConfig, store: SqlStore, sms: SmsProvider | None = None
+    config: RelayConfig, store: RelayStore, sms: SmsProvider | None = None
 ) -> tuple[list[DeliveryWorker], ReplyServer | None]:
     section = config.delivery
     if not (section.enabled or config.replies.enabled):
@@ -388,7 +389,7 @@ async def run_relay(
                 )
             )
             if metrics is not None:
-                group.create_task(metrics.refresh_forever(store, stopping))
+                group.create_task(metrics.refresh_forever(OperatorQueries(store), stopping))
             group.create_task(run_daily_heads(store, shore_key, stopping), name="tree-heads")
             for worker in workers:
                 group.create_task(worker.run(stopping, delivery_bell))

@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import Annotated, Protocol, TypeVar
 
 import typer
 
@@ -43,9 +43,13 @@ from protocol.merkle import consistency_proof, inclusion_proof
 from protocol.months import LOG_ZONE, Month
 from protocol.signing import SigningKey
 from protocol.slots import day_of, slot_header
-from shore.store_sql import SqlStore
+from shore.store.deliveries import DeliveryQueue
+from shore.store.registry import VesselRecord
+from shore.store.relay_store import RelayStore
+from shore.store.transparency_log import TransparencyError
+from shore.store.uplink import Uplink
 from shore.transparency import (
-    TransparencyError,
+    LogStore,
     add_cosignature,
     heads,
     latest_head,
@@ -53,6 +57,7 @@ from shore.transparency import (
     sign_head,
     vessel_leaves,
 )
+from shore.vocabulary import DeliveryOutcome
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +68,27 @@ class ReportError(Exception):
     """A report that cannot be built as asked (the message says why and what to do)."""
 
 
+class ReportStore(LogStore, Protocol):
+    """What a report reads (``shore.store.RelayStore`` has it): the registry's vessels, and
+    in one transaction each, the log, the uplink and the delivery queue."""
+
+    @property
+    def uplink(self) -> Uplink:
+        """Batches and messages as stored."""
+
+    @property
+    def delivery_queue(self) -> DeliveryQueue:
+        """Deliveries and their outcomes."""
+
+    async def get_vessel(self, vessel_id: int) -> VesselRecord | None:
+        """A registered vessel, or None."""
+
+    async def list_vessels(self) -> Sequence[VesselRecord]:
+        """Every registered vessel, by id."""
+
+
 async def shore_crew_figures(
-    store: SqlStore, vessel_id: int, month: int, leaves: list[LogLeaf]
+    store: ReportStore, vessel_id: int, month: int, leaves: list[LogLeaf]
 ) -> tuple[ShoreCrew, ...]:
     """Text bytes received (from the leaves), delivered and failed, per crew member."""
     sent: dict[int, int] = {}
@@ -72,46 +96,35 @@ async def shore_crew_figures(
         for crew, text_bytes in leaf.text_bytes_in(month).items():
             sent[crew] = sent.get(crew, 0) + text_bytes
     start, end = Month.from_key(month).bounds_minutes(LOG_ZONE)
-    async with store._transaction() as tx:
-        rows = await tx.fetch(
-            "SELECT m.crew, m.body, m.quick, d.outcome FROM messages m "
-            "LEFT JOIN deliveries d ON d.vessel_id = m.vessel_id "
-            "AND d.message_seq = m.message_seq "
-            "WHERE m.vessel_id = $1 AND m.kind = 'message' "
-            "AND m.written_minutes >= $2 AND m.written_minutes < $3",
-            vessel_id,
-            start,
-            end,
+    async with store.db.transaction() as tx:
+        written = await store.uplink.crew_messages_written(tx, vessel_id, start, end)
+        seqs = [seq for seq, _, _, _ in written]
+        outcomes = (
+            await store.delivery_queue.outcomes(tx, vessel_id, min(seqs), max(seqs)) if seqs else {}
         )
     delivered: dict[int, int] = {}
     failed: dict[int, int] = {}
-    for crew, body, quick, outcome in rows:
+    for seq, crew, body, quick in written:
         text_bytes = message_text_bytes(body, quick)
-        if outcome == "delivered":
-            delivered[int(crew)] = delivered.get(int(crew), 0) + text_bytes
-        elif outcome == "failed":
-            failed[int(crew)] = failed.get(int(crew), 0) + text_bytes
+        outcome = outcomes.get(seq)
+        if outcome is DeliveryOutcome.DELIVERED:
+            delivered[crew] = delivered.get(crew, 0) + text_bytes
+        elif outcome is DeliveryOutcome.FAILED:
+            failed[crew] = failed.get(crew, 0) + text_bytes
     crews = sorted(set(sent) | set(delivered) | set(failed))
     return tuple(ShoreCrew(c, sent.get(c, 0), delivered.get(c, 0), failed.get(c, 0)) for c in crews)
 
 
-async def shore_link_figures(store: SqlStore, vessel_id: int, month: int) -> LinkFigures:
+async def shore_link_figures(store: ReportStore, vessel_id: int, month: int) -> LinkFigures:
     """Uplink batches stored ashore with a batch time in ``month``: their link bytes."""
     start, end = Month.from_key(month).bounds_minutes(LOG_ZONE)
-    async with store._transaction() as tx:
-        row = await tx.fetchrow(
-            "SELECT COUNT(*), COALESCE(SUM(link_bytes), 0) FROM batches WHERE vessel_id = $1 "
-            "AND state = 'stored' AND batch_minutes >= $2 AND batch_minutes < $3",
-            vessel_id,
-            start,
-            end,
-        )
-    assert row is not None
-    return LinkFigures("shore", None, int(row[1]), None, None, batch_bytes=int(row[1]))
+    async with store.db.transaction() as tx:
+        _, link_bytes = await store.uplink.stored_batches_between(tx, vessel_id, start, end)
+    return LinkFigures("shore", None, link_bytes, None, None, batch_bytes=link_bytes)
 
 
 async def grievance_lane(
-    store: SqlStore, vessel_id: int, month: int, crew: Sequence[int] | None, now: float
+    store: ReportStore, vessel_id: int, month: int, crew: Sequence[int] | None, now: float
 ) -> GrievanceLane | None:
     """The shore's check that each crew member's daily slot arrived on every day of
     ``month`` that is over at ``now`` (UTC days); None if the vessel never sent a slot.
@@ -122,16 +135,12 @@ async def grievance_lane(
     start, end = Month.from_key(month).bounds_minutes(LOG_ZONE)
     first_day = start // 1440
     last_day = min(end // 1440, day_of(now)) - 1  # the days that are over
-    async with store._transaction() as tx:
-        rows = await tx.fetch(
-            "SELECT sealed FROM messages WHERE vessel_id = $1 AND kind = 'grievance' "
-            "AND sealed IS NOT NULL",
-            vessel_id,
-        )
+    async with store.db.transaction() as tx:
+        reports = await store.uplink.vessel_reports_sealed(tx, vessel_id)
     arrived: dict[int, set[int]] = {}
     any_slot = False
-    for (sealed,) in rows:
-        header = slot_header(bytes(sealed))
+    for sealed in reports:
+        header = slot_header(sealed)
         if header is None:
             continue
         any_slot = True
@@ -155,7 +164,7 @@ class _LoggedMonth:
     leaves: list[tuple[int, bytes, LogLeaf]]
 
 
-async def _month_leaves(store: SqlStore, vessel_id: int, month: int) -> _LoggedMonth:
+async def _month_leaves(store: ReportStore, vessel_id: int, month: int) -> _LoggedMonth:
     found = []
     for index, data in await vessel_leaves(store, vessel_id):
         leaf = LogLeaf.decode(data)
@@ -165,7 +174,7 @@ async def _month_leaves(store: SqlStore, vessel_id: int, month: int) -> _LoggedM
 
 
 async def build_report(
-    store: SqlStore,
+    store: ReportStore,
     vessel_id: int,
     month: int,
     shore_key: SigningKey,
@@ -262,7 +271,7 @@ class FleetLine:
     link_bytes: int
 
 
-async def fleet_summary(store: SqlStore, month: int) -> list[FleetLine]:
+async def fleet_summary(store: ReportStore, month: int) -> list[FleetLine]:
     """Per registered vessel: logged batches, crew members with text, text and link bytes."""
     lines = []
     for vessel in await store.list_vessels():
@@ -313,7 +322,7 @@ def report_command(
     from shore.config import ConfigError, load_config
     from shore.relay import open_store
     from shore.report_render import RenderError, write_all
-    from shore.store import StoreError
+    from shore.store.errors import StoreError
 
     try:
         parsed = Month.parse(month)
@@ -400,13 +409,13 @@ log_app = typer.Typer(
 )
 
 
-def _store_action(config: Path, action: Callable[[SqlStore], Awaitable[T]]) -> T:
+def _store_action(config: Path, action: Callable[[RelayStore], Awaitable[T]]) -> T:
     """Run ``action`` on the relay's store; config and store errors become one line."""
     import asyncio
 
     from shore.config import ConfigError, load_config
     from shore.relay import open_store
-    from shore.store import StoreError
+    from shore.store.errors import StoreError
 
     async def main() -> T:
         store = await open_store(loaded)
@@ -466,7 +475,7 @@ def log_add_cosignature_command(
         typer.echo(f"error: {file} is not a co-signature: {exc.message}", err=True)
         raise typer.Exit(1) from None
 
-    async def add(store: SqlStore) -> None:
+    async def add(store: RelayStore) -> None:
         await add_cosignature(store, head, cosignature)
 
     _store_action(config, add)

@@ -38,6 +38,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -73,7 +74,8 @@ from protocol.union_requests import (
     request_to_sign,
 )
 from shore.config import UnionApiSection
-from shore.store import Store, StoreError
+from shore.store.errors import StoreError
+from shore.store.registry import VesselRecord
 
 __all__ = [
     "MAX_BODY_BYTES",
@@ -88,6 +90,32 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+
+class UnionApiStore(Protocol):
+    """What the union API needs of the store (``shore.store.RelayStore`` has it)."""
+
+    async def union_reports(self, union: int) -> Sequence[tuple[int, int, bytes, float]]:
+        """(vessel, message_seq, sealed, accepted_at) of every report sealed to ``union``."""
+
+    async def queue_slot_note(
+        self, vessel_id: int, report_seq: int, sealed_note: bytes, now: float
+    ) -> int | None:
+        """Keep a case note for the reporter's next downlink slot (None: no slot)."""
+
+    async def queue_case_update(
+        self,
+        vessel_id: int,
+        report_seq: int,
+        status: CaseStatus,
+        sealed_note: bytes | None,
+        now: float,
+    ) -> None:
+        """Queue a case's new status down to the vessel, on its own."""
+
+    async def list_vessels(self) -> Sequence[VesselRecord]:
+        """Every registered vessel (its unions, when it was last heard)."""
+
 
 #: Largest request body: a case note with the largest sealed note (``/union/v1/cases/...``).
 MAX_BODY_BYTES = MAX_NOTE_REQUEST_BYTES
@@ -160,7 +188,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 
 def make_union_api(
-    store: Store,
+    store: UnionApiStore,
     unions: Sequence[UnionAccount],
     *,
     clock: Clock = time.time,
@@ -338,7 +366,7 @@ def _note(data: object) -> tuple[CaseStatus, bytes]:
 
 
 async def queue_case_note(
-    store: Store,
+    store: UnionApiStore,
     vessel: int,
     report_seq: int,
     status: CaseStatus,
@@ -358,7 +386,7 @@ async def queue_case_note(
     return "own"
 
 
-def silence_alert_source(store: Store, vessel_silent_after_s: float) -> AlertSource:
+def silence_alert_source(store: UnionApiStore, vessel_silent_after_s: float) -> AlertSource:
     """Alerts from what the relay holds: each of the union's vessels' last sync, and the
     last daily slot (``protocol.slots``) of each crew member that ever sent one.
 

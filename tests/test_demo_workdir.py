@@ -14,7 +14,7 @@ from shipboard.config import load_config as load_ship_config
 from shipboard.crew import CrewRegister
 from shipboard.outbox import Outbox
 from shore.config import load_config as load_relay_config
-from shore.store_sqlite import SqliteStore
+from shore.store import SqliteStore
 from vessel_relay.cli import app
 from vessel_relay.demo.setup import (
     DEMO_CREW,

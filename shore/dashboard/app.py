@@ -30,7 +30,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from jinja2 import Environment, FileSystemLoader
@@ -51,10 +51,53 @@ from common.logins import ADDRESS_POLICY, Logins, SignInThrottled
 from common.passwords import PasswordBook
 from common.signins import SignInGuard
 from shore.dashboard.chart import activity_svg
-from shore.store_ops import DEFAULT_SILENT_AFTER_S, DeliveryNotFound, OperatorQueries
-from shore.store_sql import SqlStore
+from shore.store.errors import DeliveryNotFound
+from shore.store.ops import (
+    DEFAULT_SILENT_AFTER_S,
+    DayActivity,
+    FailingDelivery,
+    FleetRow,
+    OperatorQueries,
+    QuarantineRow,
+)
+from shore.store.registry import VesselRecord
+from shore.store.relay_store import RelayStore
 
 log = logging.getLogger(__name__)
+
+
+class DashboardQueries(Protocol):
+    """What the dashboard's pages read and do (``shore.store.ops.OperatorQueries`` has it)."""
+
+    async def fleet(self, now: float) -> list[FleetRow]:
+        """Every vessel, with its figures."""
+
+    async def silent_vessels(self, now: float) -> list[FleetRow]:
+        """Vessels not heard from for too long, longest silent first."""
+
+    async def vessel(self, vessel_id: int) -> VesselRecord | None:
+        """A registered vessel, or None."""
+
+    async def activity(self, vessel_id: int, now: float, days: int = 30) -> list[DayActivity]:
+        """The vessel's sessions and uplink per UTC day."""
+
+    async def delivery_outcomes(self, vessel_id: int) -> dict[str, int]:
+        """Counts of a vessel's deliveries by outcome."""
+
+    async def quarantined(self, vessel_id: int, limit: int = 50) -> list[QuarantineRow]:
+        """The vessel's quarantined payloads, newest first."""
+
+    async def failing_deliveries(
+        self, vessel_id: int | None = None, limit: int = 200
+    ) -> list[FailingDelivery]:
+        """Deliveries failed for good, and those still retrying."""
+
+    async def retry_delivery(self, vessel_id: int, message_seq: int, now: float) -> None:
+        """Try a delivery again now (DeliveryNotFound if there is none to retry)."""
+
+    async def give_up_delivery(self, vessel_id: int, message_seq: int, now: float) -> None:
+        """Stop retrying; the vessel is told (DeliveryNotFound if none is open)."""
+
 
 TEMPLATES = Path(__file__).parent / "templates"
 Handler = Callable[[Request], Awaitable[Response]]
@@ -105,10 +148,11 @@ def _bytes(value: int) -> str:
 
 
 def create_app(
-    store: SqlStore, settings: DashboardSettings, clock: Callable[[], float] = time.time
+    store: RelayStore, settings: DashboardSettings, clock: Callable[[], float] = time.time
 ) -> Starlette:
-    """The dashboard over an open store (the caller closes the store)."""
-    queries = OperatorQueries(store, settings.silent_after_s)
+    """The dashboard over an open store (the caller closes the store); its pages use only
+    :class:`DashboardQueries`."""
+    queries: DashboardQueries = OperatorQueries(store, settings.silent_after_s)
     env = Environment(loader=FileSystemLoader(str(TEMPLATES)), autoescape=True)
     templates = Jinja2Templates(env=env)
     templates.env.filters["bytes"] = _bytes
@@ -213,7 +257,7 @@ def create_app(
             vessel_id = bounded_int(request.path_params["vessel_id"], "vessel", 0, _MAX_ID)
         except MalformedRequest:
             raise HTTPException(404) from None
-        record = await store.get_vessel(vessel_id)
+        record = await queries.vessel(vessel_id)
         if record is None:
             return render(request, "missing.html", status=404, vessel_id=vessel_id)
         now = clock()

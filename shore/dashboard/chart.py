@@ -1,7 +1,7 @@
 """The vessel view's chart: sessions per day as an inline SVG bar chart (no script).
 
 Pure: numbers in, SVG text out. Bars are the vessel's sessions per UTC day (counted from
-the batches received, see :class:`shore.store_ops.DayActivity`); the title of each bar
+the batches received, see :class:`shore.store.ops.DayActivity`); the title of each bar
 gives the day, the sessions, the batches and the bytes.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from html import escape
 
-from shore.store_ops import DayActivity
+from shore.store.ops import DayActivity
 
 WIDTH, HEIGHT, PAD_LEFT, PAD_BOTTOM, PAD_TOP = 640, 180, 36, 22, 10
 

@@ -22,10 +22,8 @@ from shipboard.outbox import QUICK_MESSAGE_BYTES, Outbox
 from shipboard.profiles import IRIDIUM_CERTUS
 from shipboard.report import build_statement
 from shore.reports import build_report
-from shore.store import VesselInfo
-from shore.store_postgres import PostgresStore
-from shore.store_sql import SqlStore
-from shore.store_sqlite import SqliteStore
+from shore.store import RelayStore, SqliteStore, VesselInfo
+from shore.store.postgres import PostgresStore
 from shore.transparency import sign_daily_head
 from tests.shore.store_fixtures import (
     SHORE_KEY,
@@ -79,7 +77,7 @@ async def _simulate(tmp: Path, dsn: str | None, days: int) -> Month:
     rng = random.Random(9)
     now = START - 86_400
     outbox = Outbox.open(tmp / "outbox.db", VESSEL)
-    store: SqlStore = (
+    store: RelayStore = (
         await SqliteStore.open(tmp / "shore.db") if dsn is None else await PostgresStore.open(dsn)
     )
     ledger = Ledger()
@@ -212,7 +210,7 @@ async def _simulate(tmp: Path, dsn: str | None, days: int) -> Month:
     return Month(report, statement, ledger, other, tmp / "outbox.db", store_path)
 
 
-async def _ingest(store: SqlStore, data: bytes, now: float, ledger: Ledger) -> None:
+async def _ingest(store: RelayStore, data: bytes, now: float, ledger: Ledger) -> None:
     batch = decoded_uplink(data)
     seen = {m.message_seq for m in await store.messages(VESSEL)}
     await store.ingest_batch(batch, data, now)
@@ -222,7 +220,7 @@ async def _ingest(store: SqlStore, data: bytes, now: float, ledger: Ledger) -> N
             ledger.add(ledger.received, envelope.crew, size)
 
 
-async def _deliver(store: SqlStore, now: float, rng: random.Random, ledger: Ledger) -> None:
+async def _deliver(store: RelayStore, now: float, rng: random.Random, ledger: Ledger) -> None:
     due = await store.claim_due_deliveries(now, 1000, "test")
     if not due:
         return
@@ -241,7 +239,7 @@ async def _deliver(store: SqlStore, now: float, rng: random.Random, ledger: Ledg
             ledger.add(ledger.delivered, message.crew, size)
 
 
-async def _downlink(store: SqlStore, outbox: Outbox, now: float) -> None:
+async def _downlink(store: RelayStore, outbox: Outbox, now: float) -> None:
     while True:
         made = await store.make_downlink_batch(VESSEL, now, shore_encoder(VESSEL, now), 50)
         if made is None:

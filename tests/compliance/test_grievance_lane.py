@@ -13,8 +13,7 @@ from protocol.envelopes import GrievanceReport
 from protocol.slots import SlotHeader, SlotKind, day_of, seal_slot
 from shore.report_render import render_html
 from shore.reports import build_report, grievance_lane
-from shore.store import VesselInfo
-from shore.store_sqlite import SqliteStore
+from shore.store import SqliteStore, VesselInfo
 from tests.shore.store_fixtures import SHORE_KEY, VESSEL_KEY, decoded_uplink, uplink
 
 VESSEL = 4242

@@ -13,7 +13,7 @@ from shipboard.crew import CrewRegister
 from shipboard.outbox import Outbox
 from shipboard.profiles import IRIDIUM_CERTUS
 from shipboard.report import build_statement
-from shore.transparency import month_of_minutes
+from shore.store.transparency_log import month_of_minutes
 from tests.shore.store_fixtures import VESSEL_KEY
 
 

@@ -15,10 +15,8 @@ from protocol.envelopes import CrewMessage
 from protocol.languages import Language
 from protocol.merkle import ProofInvalid, consistency_proof, root_hash, verify_consistency
 from protocol.signing import SigningKey
-from shore.store import VesselInfo
-from shore.store_postgres import PostgresStore
-from shore.store_sql import SqlStore
-from shore.store_sqlite import SqliteStore
+from shore.store import RelayStore, SqliteStore, VesselInfo
+from shore.store.postgres import PostgresStore
 from shore.transparency import (
     TransparencyError,
     add_cosignature,
@@ -38,10 +36,10 @@ WITNESS = SigningKey.from_seed(bytes(range(100, 132)))
 @pytest.fixture(params=["sqlite", "postgres"])
 async def stores(
     request: pytest.FixtureRequest, tmp_path: Path
-) -> AsyncIterator[tuple[SqlStore, SqlStore]]:
+) -> AsyncIterator[tuple[RelayStore, RelayStore]]:
     """Two relay workers' stores on one database (SQLite file or PostgreSQL database)."""
-    first: SqlStore
-    second: SqlStore
+    first: RelayStore
+    second: RelayStore
     if request.param == "sqlite":
         first = await SqliteStore.open(tmp_path / "relay.db")
         second = await SqliteStore.open(tmp_path / "relay.db")
@@ -63,7 +61,7 @@ async def stores(
         await second.close()
 
 
-async def _ingest(store: SqlStore, batch_seq: int, now: float) -> None:
+async def _ingest(store: RelayStore, batch_seq: int, now: float) -> None:
     minutes = int(now // 60)
     message = CrewMessage(
         message_seq=batch_seq,
@@ -78,7 +76,7 @@ async def _ingest(store: SqlStore, batch_seq: int, now: float) -> None:
 
 
 async def test_one_head_a_day_across_workers_and_restarts(
-    stores: tuple[SqlStore, SqlStore],
+    stores: tuple[RelayStore, RelayStore],
 ) -> None:
     """Two relay workers ask for the day's head at the same moment, four times over: the
     log has one head for the day. The next day (after a restart) there is a second one,
@@ -108,7 +106,7 @@ async def test_one_head_a_day_across_workers_and_restarts(
 
 
 async def test_witness_cosignature_is_kept_once_checked(
-    stores: tuple[SqlStore, SqlStore],
+    stores: tuple[RelayStore, RelayStore],
 ) -> None:
     """A witness's co-signature of a real head is kept and comes back with the head; one
     over a head the shore never signed, or a forged one, is refused."""
@@ -130,7 +128,7 @@ async def test_witness_cosignature_is_kept_once_checked(
 
 
 async def test_the_relay_task_signs_the_day_head_then_waits(
-    stores: tuple[SqlStore, SqlStore],
+    stores: tuple[RelayStore, RelayStore],
 ) -> None:
     """The relay's daily task signs the day's head when it starts, then waits for the next
     check (here: stopping is set when it asks the time the second time)."""

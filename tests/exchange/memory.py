@@ -167,7 +167,7 @@ class MemoryShore:
     downlink_acked: set[int] = field(default_factory=set)
 
     def answer(self, now: float) -> None:
-        """Answer every event the way the store does (``shore.store_sql``)."""
+        """Answer every event the way the store does (``shore.store.ingest_units``)."""
         exchange = self.exchange
         while (event := exchange.next_event()) is not None:
             if isinstance(event, UplinkBatchReceived):

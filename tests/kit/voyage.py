@@ -32,8 +32,7 @@ from shipboard.outbox import Outbox
 from shipboard.profiles import VSAT
 from shore.downlink import Downlink, DownlinkConfig
 from shore.ingest import Ingestor
-from shore.store import VesselInfo
-from shore.store_sqlite import SqliteStore
+from shore.store import SqliteStore, VesselInfo
 from tests.kit.clock import FakeClock
 from tests.kit.fakelink import DOWN, LinkPair
 from tests.shore.store_fixtures import SHORE_KEY, VESSEL_KEY

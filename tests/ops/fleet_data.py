@@ -13,8 +13,7 @@ from dataclasses import dataclass
 from protocol.envelopes import Channel, ContactBookChange, CrewMessage, Envelope, FailureReason
 from protocol.errors import Reason
 from protocol.languages import Language
-from shore.store import DeliveryKey, VesselInfo
-from shore.store_sql import SqlStore
+from shore.store import DeliveryKey, RelayStore, VesselInfo
 from tests.shore.store_fixtures import VESSEL_KEY, decoded_uplink, uplink
 
 TEXT = "SECRET-TEXT ကျန်းမာပါစေ"
@@ -32,7 +31,7 @@ class Fleet:
     retrying_seq: int = 5
 
 
-async def populate(store: SqlStore, now: float) -> Fleet:
+async def populate(store: RelayStore, now: float) -> Fleet:
     """Fill ``store`` as the module docstring says; times relative to ``now``."""
     public = VESSEL_KEY.verify_key.key
     for vessel_id, name in ((7, "Sea Star 7"), (8, "Andaman Pearl"), (9, "Ocean Trust 3")):

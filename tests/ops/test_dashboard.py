@@ -22,7 +22,7 @@ from playwright.async_api import Browser, Page, async_playwright
 
 from shore.dashboard import DashboardSettings, create_app
 from shore.dashboard.auth import hash_password
-from shore.store_sqlite import SqliteStore
+from shore.store import SqliteStore
 from tests.kit.ports import free_port
 from tests.ops.fleet_data import ADDRESS, TEXT, Fleet, populate
 

@@ -19,7 +19,7 @@ from common.keyfiles import write_secret
 from protocol.envelopes import Channel, ContactBookChange, CrewMessage, Envelope
 from protocol.languages import Language
 from shore.store import VesselInfo
-from shore.store_postgres import PostgresStore
+from shore.store.postgres import PostgresStore
 from tests.kit.mosquitto import MosquittoBroker
 from tests.kit.ports import free_port
 from tests.kit.relay_process import RelayProcess

@@ -9,18 +9,17 @@ from pathlib import Path
 import pytest
 
 from protocol.envelopes import DeliveryFailure
-from shore.store_ops import DeliveryNotFound, OperatorQueries
-from shore.store_postgres import PostgresStore
-from shore.store_sql import SqlStore
-from shore.store_sqlite import SqliteStore
+from shore.store import RelayStore, SqliteStore
+from shore.store.ops import DeliveryNotFound, OperatorQueries
+from shore.store.postgres import PostgresStore
 from tests.ops.fleet_data import ADDRESS, DAY, TEXT, populate
 from tests.shore.store_fixtures import PostgresServer
 from tests.shore.test_store import postgres  # noqa: F401 (the session's PostgreSQL fixture)
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[SqlStore]:
-    opened: SqlStore
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[RelayStore]:
+    opened: RelayStore
     if request.param == "sqlite":
         opened = await SqliteStore.open(tmp_path / "relay.db")
     else:
@@ -32,7 +31,7 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
         await opened.close()
 
 
-async def test_fleet_view_silence_activity_and_outcomes(store: SqlStore) -> None:
+async def test_fleet_view_silence_activity_and_outcomes(store: RelayStore) -> None:
     """The operator sees each vessel's last contact, this month's bytes, its queue and
     failures; the vessel silent for five days and the one never heard are listed silent."""
     now = time.time()
@@ -75,7 +74,7 @@ async def test_fleet_view_silence_activity_and_outcomes(store: SqlStore) -> None
         assert ADDRESS not in repr(row)
 
 
-async def test_give_up_tells_the_vessel_and_retry_reopens(store: SqlStore) -> None:
+async def test_give_up_tells_the_vessel_and_retry_reopens(store: RelayStore) -> None:
     """Giving up a retrying delivery fails it and queues the failure receipt to the vessel;
     retrying a failed one makes it due again at once with a fresh deadline."""
     now = time.time()
@@ -118,7 +117,7 @@ def _keep(downlink_seq: int, envelopes: object) -> bytes:
 
 
 async def test_a_worker_whose_lease_lapsed_does_not_send_what_another_claimed(
-    store: SqlStore,
+    store: RelayStore,
 ) -> None:
     """Worker 1 claims a delivery and stalls past its lease; worker 2 claims it. Worker 1
     may then not record an attempt (so it sends nothing); worker 2 may."""

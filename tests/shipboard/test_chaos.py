@@ -42,8 +42,7 @@ from shipboard.crew import CrewRegister
 from shipboard.outbox import Outbox
 from shore.config import parse_config
 from shore.relay import run_relay
-from shore.store import VesselInfo
-from shore.store_sqlite import SqliteStore
+from shore.store import SqliteStore, VesselInfo
 from tests.kit.mosquitto import MosquittoBroker
 from tests.kit.mqtt import persistent_client
 from tests.kit.ports import accepts_connections, free_port

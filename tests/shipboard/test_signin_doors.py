@@ -35,8 +35,7 @@ from shipboard.smtp_intake import SmtpIntakeHandler, serve_smtp
 from shipboard.tls import make_self_signed, server_context
 from shipboard.web.sessions import WebSessions
 from shore.alerts import alert_text
-from shore.store import VesselInfo
-from shore.store_sqlite import SqliteStore
+from shore.store import SqliteStore, VesselInfo
 from tests.kit.ports import free_port
 
 from .conftest import NOW, VESSEL_ID, Crew, TestShore

@@ -26,7 +26,7 @@ from shore.dashboard import DashboardSettings
 from shore.dashboard import create_app as create_dashboard
 from shore.mail import ReplyRoute
 from shore.replies import ContactInfo, SmsWebhook, SmsWebhookConfig
-from shore.store_sqlite import SqliteStore
+from shore.store import SqliteStore
 from shore.union.inbox import UnionInbox
 from shore.union.keys import init_union, load_union
 from shore.union.web import UnionWebSettings

@@ -13,17 +13,12 @@ import pytest
 
 from protocol.envelopes import DeliveryFailure, DeliveryReceipt, FailureReason, ReceiptStage
 from protocol.languages import Language
-from shore.delivery import (
-    DeliveryConfig,
-    DeliveryWorker,
-    Destination,
-    FinalOutcome,
-    receipt_for,
-)
+from shore.delivery import DeliveryConfig, DeliveryWorker
 from shore.fake_sms import FakeSmsProvider
 from shore.mail import MailIdentity, MailSender, ReplyAddressBook, ReplyRoute
 from shore.retry import RetryPolicy
 from shore.sms import SmsConfig, SmsProvider
+from shore.vocabulary import DeliveryOutcome, Destination, receipt_for
 from tests.shore.test_mail import SmtpSink
 
 IDENTITY = MailIdentity("relay.example.org", "relay@relay.example.org")
@@ -58,7 +53,7 @@ class FakeStore:
     rows: dict[int, Row] = field(default_factory=dict)
     due_at: dict[int, float] = field(default_factory=dict)
     claimed: set[int] = field(default_factory=set)
-    finished: dict[int, tuple[FinalOutcome, FailureReason | None]] = field(default_factory=dict)
+    finished: dict[int, tuple[DeliveryOutcome, FailureReason | None]] = field(default_factory=dict)
     receipts: list[tuple[int, DeliveryReceipt | DeliveryFailure]] = field(default_factory=list)
     union_inbox: list[tuple[int, int, int, bytes]] = field(default_factory=list)
     calls: list[str] = field(default_factory=list)
@@ -87,7 +82,7 @@ class FakeStore:
         self.rows[key] = replace(row, attempts=row.attempts + 1, unfinished_attempt=True)
 
     async def finish_delivery(
-        self, key: object, outcome: FinalOutcome, reason: FailureReason | None, now: float
+        self, key: object, outcome: DeliveryOutcome, reason: FailureReason | None, now: float
     ) -> None:
         assert isinstance(key, int)
         self.calls.append(f"finish {key} {outcome}")

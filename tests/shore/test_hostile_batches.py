@@ -51,11 +51,9 @@ from shore.alerts import AlertConfig, SosAlerter
 from shore.downlink import Downlink, DownlinkConfig
 from shore.ingest import Ingestor
 from shore.mail import MailIdentity, MailSender
-from shore.store import IngestOutcome, StoreUnavailable, VesselInfo
-from shore.store_postgres import PostgresStore
-from shore.store_sql import SosAlertDue
-from shore.store_sqlite import SqliteStore
-from shore.transparency import month_of_minutes
+from shore.store import IngestOutcome, SosAlertDue, SqliteStore, StoreUnavailable, VesselInfo
+from shore.store.postgres import PostgresStore
+from shore.store.transparency_log import month_of_minutes
 from tests.kit.mosquitto import MosquittoBroker
 from tests.protocol.mutants import MutantMaker, OpenBatch
 from tests.protocol.test_fuzz import UPLINK
@@ -237,7 +235,7 @@ async def test_a_failure_no_check_foresaw_refuses_the_batch_as_unprocessable(
     async def broken(*args: object, **kwargs: object) -> None:
         raise ZeroDivisionError("a bug in the log")
 
-    monkeypatch.setattr("shore.store_sql.append_leaf", broken)
+    monkeypatch.setattr(store.log, "append_leaf", broken)
     ingestor = _ingestor(store)
     with caplog.at_level(logging.WARNING, logger="shore"):
         outcome = await ingestor.handle(
@@ -268,13 +266,13 @@ async def test_a_full_disk_leaves_the_batch_unacknowledged_not_refused(
     not the batch's. The ingest raises StoreUnavailable (run() logs it), nothing is
     refused or quarantined, and once there is room the resent batch is stored."""
     ingestor = _ingestor(store)
-    db = store._db
-    pages = await store._run(lambda: db.execute("PRAGMA page_count").fetchone()[0])
-    await store._run(lambda: db.execute(f"PRAGMA max_page_count = {pages}"))
+    db = store.db.connection
+    pages = await store.db.run(lambda: db.execute("PRAGMA page_count").fetchone()[0])
+    await store.db.run(lambda: db.execute(f"PRAGMA max_page_count = {pages}"))
     batch = uplink(VESSEL, 1, [_contact(), *(_message(seq) for seq in range(1, 200))])
     with pytest.raises(StoreUnavailable, match="failed mid-transaction"):
         await ingestor.handle(f"vr/{VESSEL}/u", batch)
-    await store._run(lambda: db.execute("PRAGMA max_page_count = 1073741823"))
+    await store.db.run(lambda: db.execute("PRAGMA max_page_count = 1073741823"))
     assert await store.quarantined() == []
     window = await store.replay_window(VESSEL)
     assert (window.up_to, window.ranges) == (0, ())
@@ -307,26 +305,26 @@ async def test_only_the_databases_own_failures_leave_a_batch_unacknowledged(
     stays what it is (the ingest refuses the batch); the database failing mid-transaction
     (here: its connection killed) is StoreUnavailable (the batch stays unacknowledged)."""
     with pytest.raises(OSError, match="ours") as ours:
-        async with backend._transaction():
+        async with backend.db.transaction():
             raise OSError(75, "ours")  # what datetime raises for the year 10136
     assert not isinstance(ours.value, StoreUnavailable)
     with pytest.raises(Exception) as refused:  # noqa: PT011 - each driver has its own type
-        async with backend._transaction() as tx:
+        async with backend.db.transaction() as tx:
             await tx.execute("INSERT INTO vessels (vessel_id) VALUES (NULL)")
     assert not isinstance(refused.value, StoreUnavailable)
     assert "null" in str(refused.value).lower()
     if isinstance(backend, PostgresStore):
         with pytest.raises(StoreUnavailable, match="PostgreSQL failed"):
-            async with backend._transaction() as tx:
+            async with backend.db.transaction() as tx:
                 await tx.execute("SELECT pg_terminate_backend(pg_backend_pid())")
     else:
-        db = backend._db  # the disk is full: not one more page
-        pages = await backend._run(lambda: db.execute("PRAGMA page_count").fetchone()[0])
-        await backend._run(lambda: db.execute(f"PRAGMA max_page_count = {pages}"))
+        db = backend.db.connection  # the disk is full: not one more page
+        pages = await backend.db.run(lambda: db.execute("PRAGMA page_count").fetchone()[0])
+        await backend.db.run(lambda: db.execute(f"PRAGMA max_page_count = {pages}"))
         with pytest.raises(StoreUnavailable, match="failed mid-transaction"):
-            async with backend._transaction() as tx:
+            async with backend.db.transaction() as tx:
                 await tx.execute("CREATE TABLE t (x BLOB)")
-        await backend._run(lambda: db.execute("PRAGMA max_page_count = 1073741823"))
+        await backend.db.run(lambda: db.execute("PRAGMA max_page_count = 1073741823"))
     assert await backend.list_vessels() == []  # and the store works again
 
 
@@ -547,7 +545,7 @@ async def run_ingest_fuzz(directory: Path, cases: int, seed: int) -> FuzzReport:
         round_ += 1
         store = await _open_store(directory / f"relay-{round_}.db")
         # durability is not under test here, and an fsync per mutant would be most of the time
-        await store._run(lambda db=store._db: db.execute("PRAGMA synchronous=OFF"))
+        await store.db.run(lambda db=store.db.connection: db.execute("PRAGMA synchronous=OFF"))
         try:
             ingestor = _ingestor(store)
             for _ in range(min(20_000, cases - report.cases)):

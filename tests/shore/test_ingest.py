@@ -35,8 +35,7 @@ from protocol.errors import Reason
 from protocol.languages import Language
 from shore.config import parse_config
 from shore.relay import run_relay
-from shore.store import VesselInfo
-from shore.store_sqlite import SqliteStore
+from shore.store import SqliteStore, VesselInfo
 from tests.kit.mosquitto import MosquittoBroker
 from tests.kit.mqtt import persistent_client
 from tests.kit.relay_process import RelayProcess

@@ -26,8 +26,7 @@ from shore.alerts import AlertConfig, AlertConfigError, SosAlerter, alert_text
 from shore.fake_sms import FakeSmsProvider
 from shore.mail import MailIdentity, MailSender
 from shore.sms import SmsConfig, SmsProvider
-from shore.store import VesselInfo
-from shore.store_sqlite import SqliteStore
+from shore.store import SqliteStore, VesselInfo
 from tests.kit.mosquitto import MosquittoBroker
 from tests.shore.store_fixtures import (
     T0,
@@ -278,7 +277,7 @@ def test_alert_contacts_are_checked() -> None:
 
 def test_alert_text_cannot_inject_lines_through_names() -> None:
     """A vessel name with CR/LF does not make extra lines or headers in the alert."""
-    from shore.store_sql import SosAlertDue
+    from shore.store import SosAlertDue
 
     alert = SosAlertDue(
         7,

@@ -34,19 +34,19 @@ from protocol.envelopes import (
 )
 from protocol.errors import Reason
 from protocol.languages import Language
-from shore.delivery import Destination
 from shore.store import (
     DeliveryKey,
     IngestOutcome,
     IngestResult,
     RegistryError,
+    RelayStore,
     ReplayWindow,
-    Store,
+    SqliteStore,
     VesselInfo,
 )
-from shore.store_postgres import PostgresStore
-from shore.store_sql import add_to_window
-from shore.store_sqlite import SqliteStore
+from shore.store.links import add_to_window
+from shore.store.postgres import PostgresStore
+from shore.vocabulary import Destination
 from tests.shore.store_fixtures import (
     T0,
     VESSEL_KEY,
@@ -104,7 +104,7 @@ def _phrases(code: int, lang: Language | None) -> str | None:
     return {1: "I am well"}.get(code) if lang in (None, Language.ENG) else None
 
 
-async def _vessel(store: Store) -> int:
+async def _vessel(store: RelayStore) -> int:
     return await store.add_vessel(INFO, VESSEL_KEY.verify_key.key, T0)
 
 
@@ -132,12 +132,14 @@ def _message(seq: int, *, crew: int = 3, contact: int = 1) -> CrewMessage:
     )
 
 
-async def _ingest(store: Store, vessel_id: int, seq: int, *envelopes: Envelope) -> IngestResult:
+async def _ingest(
+    store: RelayStore, vessel_id: int, seq: int, *envelopes: Envelope
+) -> IngestResult:
     data = uplink(vessel_id, seq, list(envelopes))
     return await store.ingest_batch(decoded_uplink(data), data, T0 + seq)
 
 
-async def _downlink(store: Store, vessel_id: int, now: float = T0 + 100) -> list[object]:
+async def _downlink(store: RelayStore, vessel_id: int, now: float = T0 + 100) -> list[object]:
     made = await store.make_downlink_batch(vessel_id, now, shore_encoder(vessel_id), 100)
     assert made is not None
     return list(decoded_downlink(made.data).envelopes)
@@ -146,7 +148,7 @@ async def _downlink(store: Store, vessel_id: int, now: float = T0 + 100) -> list
 # --- registry ---------------------------------------------------------------------------------
 
 
-async def test_registry_adds_lists_rotates_and_revokes_keys(store: Store) -> None:
+async def test_registry_adds_lists_rotates_and_revokes_keys(store: RelayStore) -> None:
     """The operator registers a vessel, rotates its key with an overlap, then revokes the old."""
     vessel_id = await _vessel(store)
     assert vessel_id == 1
@@ -174,7 +176,7 @@ async def test_registry_adds_lists_rotates_and_revokes_keys(store: Store) -> Non
     assert [v.vessel_id for v in await store.list_vessels()] == [1, 2]
 
 
-async def test_registry_refuses_duplicates_and_unknown_vessels(store: Store) -> None:
+async def test_registry_refuses_duplicates_and_unknown_vessels(store: RelayStore) -> None:
     """A second vessel with the same flag and registration, or a key of an unknown vessel, is
     refused with a message that says what to do."""
     await _vessel(store)
@@ -190,7 +192,7 @@ async def test_registry_refuses_duplicates_and_unknown_vessels(store: Store) -> 
 # --- ingest -----------------------------------------------------------------------------------
 
 
-async def test_batch_is_stored_with_contacts_deliveries_and_receipts(store: Store) -> None:
+async def test_batch_is_stored_with_contacts_deliveries_and_receipts(store: RelayStore) -> None:
     """A vessel's first batch: its contact and two messages are stored, each message gets a
     delivery row and an ACCEPTED_ASHORE receipt, and the next downlink batch acknowledges it."""
     vessel_id = await _vessel(store)
@@ -218,7 +220,7 @@ async def test_batch_is_stored_with_contacts_deliveries_and_receipts(store: Stor
     assert await store.make_downlink_batch(vessel_id, T0, shore_encoder(vessel_id), 10) is None
 
 
-async def test_resent_batch_is_acknowledged_again_and_stored_once(store: Store) -> None:
+async def test_resent_batch_is_acknowledged_again_and_stored_once(store: RelayStore) -> None:
     """The vessel resends a batch whose BatchAck it never got: nothing is stored twice, no
     second receipt, but a new BatchAck goes down."""
     vessel_id = await _vessel(store)
@@ -233,7 +235,7 @@ async def test_resent_batch_is_acknowledged_again_and_stored_once(store: Store) 
     assert envelopes == [BatchAck(up_to=1, written_minutes=int((T0 + 200) // 60))]
 
 
-async def test_other_bytes_under_a_stored_batch_number_are_refused(store: Store) -> None:
+async def test_other_bytes_under_a_stored_batch_number_are_refused(store: RelayStore) -> None:
     """A signed batch reusing a stored batch number with other content (a vessel that lost
     its outbox) is quarantined and refused with REPLAYED; the first batch is untouched."""
     vessel_id = await _vessel(store)
@@ -254,7 +256,7 @@ async def test_other_bytes_under_a_stored_batch_number_are_refused(store: Store)
     assert ack.rejected == ((1, int(Reason.REPLAYED)),)
 
 
-async def test_replayed_message_in_a_new_batch_is_not_stored_twice(store: Store) -> None:
+async def test_replayed_message_in_a_new_batch_is_not_stored_twice(store: RelayStore) -> None:
     """A message resent in a later batch (the vessel re-batched it) is stored and receipted once."""
     vessel_id = await _vessel(store)
     await _ingest(store, vessel_id, 1, _message(1))
@@ -267,7 +269,7 @@ async def test_replayed_message_in_a_new_batch_is_not_stored_twice(store: Store)
     assert len(await store.deliveries(vessel_id)) == 2
 
 
-async def test_replay_window_tracks_gaps_and_fills_them(store: Store) -> None:
+async def test_replay_window_tracks_gaps_and_fills_them(store: RelayStore) -> None:
     """Batches arrive out of order (1, 2, 4, 5, 7, then 3): the window and the BatchAck say
     exactly which are stored."""
     vessel_id = await _vessel(store)
@@ -289,7 +291,7 @@ def test_window_arithmetic() -> None:
     assert add_to_window(ReplayWindow(5, ((8, 9),)), 7) == ReplayWindow(5, ((7, 9),))
 
 
-async def test_ack_only_batches_do_not_ping_pong(store: Store) -> None:
+async def test_ack_only_batches_do_not_ping_pong(store: RelayStore) -> None:
     """An uplink batch that only acknowledges downlink batches is acknowledged lazily (with the
     next downlink batch), so vessel and shore do not send acknowledgements back and forth."""
     vessel_id = await _vessel(store)
@@ -310,7 +312,7 @@ async def test_ack_only_batches_do_not_ping_pong(store: Store) -> None:
 
 
 async def test_rejected_batch_is_told_until_the_vessel_acknowledges_the_telling(
-    store: Store,
+    store: RelayStore,
 ) -> None:
     """An authentic batch refused for good travels in BatchAck.rejected, again in every
     acknowledgement until the vessel acknowledges a downlink batch that carried it."""
@@ -328,7 +330,7 @@ async def test_rejected_batch_is_told_until_the_vessel_acknowledges_the_telling(
     assert (third[0].up_to, third[0].rejected) == (3, None)
 
 
-async def test_quarantine_counts_the_same_bytes_once(store: Store) -> None:
+async def test_quarantine_counts_the_same_bytes_once(store: RelayStore) -> None:
     """The same forged bytes sent five times make one quarantine entry counted five times;
     an oversized payload is kept cut, with its full size and hash."""
     for n in range(5):
@@ -344,7 +346,7 @@ async def test_quarantine_counts_the_same_bytes_once(store: Store) -> None:
     )
 
 
-async def test_older_contact_change_never_overwrites_a_newer_one(store: Store) -> None:
+async def test_older_contact_change_never_overwrites_a_newer_one(store: RelayStore) -> None:
     """A batch replayed late carries an old address: the newer one stays."""
     vessel_id = await _vessel(store)
     newer = ContactBookChange(
@@ -366,7 +368,7 @@ async def test_older_contact_change_never_overwrites_a_newer_one(store: Store) -
 # --- deliveries -------------------------------------------------------------------------------
 
 
-async def test_delivery_claim_attempt_finish_and_receipt(store: Store) -> None:
+async def test_delivery_claim_attempt_finish_and_receipt(store: RelayStore) -> None:
     """A worker claims a due delivery (others cannot while the lease runs), records the attempt
     before sending, finishes it, and the DELIVERED receipt is queued once."""
     vessel_id = await _vessel(store)
@@ -393,7 +395,7 @@ async def test_delivery_claim_attempt_finish_and_receipt(store: Store) -> None:
     assert await store.claim_due_deliveries(T0 + 10_000, 10, "w1") == []
 
 
-async def test_crashed_attempt_comes_back_after_the_lease_as_a_repeat(store: Store) -> None:
+async def test_crashed_attempt_comes_back_after_the_lease_as_a_repeat(store: RelayStore) -> None:
     """A worker died after recording its attempt: after the lease the delivery is claimable
     again and shows the unfinished attempt (the worker counts a repeat)."""
     vessel_id = await _vessel(store)
@@ -405,7 +407,7 @@ async def test_crashed_attempt_comes_back_after_the_lease_as_a_repeat(store: Sto
     assert (again.key, again.attempts, again.unfinished_attempt) == (due.key, 1, True)
 
 
-async def test_restarted_worker_gives_back_its_own_claims_at_once(store: Store) -> None:
+async def test_restarted_worker_gives_back_its_own_claims_at_once(store: RelayStore) -> None:
     """A worker killed mid-pass and started again (same name) releases its leases: the
     delivery is claimable at once, still showing the unfinished attempt; other workers'
     claims are left alone."""
@@ -422,7 +424,7 @@ async def test_restarted_worker_gives_back_its_own_claims_at_once(store: Store) 
     assert second.key != first.key
 
 
-async def test_reschedule_and_failure_receipt(store: Store) -> None:
+async def test_reschedule_and_failure_receipt(store: RelayStore) -> None:
     """A transient failure reschedules; a final failure queues a DeliveryFailure."""
     vessel_id = await _vessel(store)
     await _ingest(store, vessel_id, 1, _contact(), _message(1))
@@ -443,7 +445,7 @@ async def test_reschedule_and_failure_receipt(store: Store) -> None:
     assert envelopes == [DeliveryFailure(1, FailureReason.ADDRESS_INVALID, int((T0 + 301) // 60))]
 
 
-async def test_grievance_quick_unknown_contact_and_sos(store: Store) -> None:
+async def test_grievance_quick_unknown_contact_and_sos(store: RelayStore) -> None:
     """A sealed grievance goes to its union's inbox (once), a quick message is expanded in the
     contact's language, a message to an unannounced contact has no address, an SOS is an alert
     with no delivery."""
@@ -483,7 +485,7 @@ async def test_grievance_quick_unknown_contact_and_sos(store: Store) -> None:
     assert (sos.kind, sos.state, sos.position) == ("sos", "alert", (1_350_000, 9_800_000))
 
 
-async def test_claims_are_disjoint_under_concurrency(store: Store) -> None:
+async def test_claims_are_disjoint_under_concurrency(store: RelayStore) -> None:
     """Four workers claim at once: each delivery is handed to exactly one of them."""
     vessel_id = await _vessel(store)
     await _ingest(store, vessel_id, 1, _contact(), *[_message(n) for n in range(1, 41)])
@@ -494,7 +496,7 @@ async def test_claims_are_disjoint_under_concurrency(store: Store) -> None:
     assert sorted(keys) == [DeliveryKey(vessel_id, n) for n in range(1, 41)]
 
 
-async def test_concurrent_ingest_of_the_same_batch_stores_it_once(store: Store) -> None:
+async def test_concurrent_ingest_of_the_same_batch_stores_it_once(store: RelayStore) -> None:
     """Two relay workers receive the same batch at once: one stores it, one re-acknowledges."""
     vessel_id = await _vessel(store)
     data = uplink(vessel_id, 1, [_contact(), *[_message(n) for n in range(1, 21)]])
@@ -505,10 +507,40 @@ async def test_concurrent_ingest_of_the_same_batch_stores_it_once(store: Store) 
     assert await store.count_messages() == 20
 
 
+async def test_sos_alerts_are_claimed_once_and_the_first_delivered_tells_the_vessel(
+    store: RelayStore,
+) -> None:
+    """An SOS arrives: each rescue contact gets one alert naming the vessel, the crew member
+    and the position; an alert claimed is not handed out again during its lease; the first
+    alert delivered marks the SOS delivered and queues one DELIVERED receipt, and a later
+    failure of the other alert changes nothing."""
+    vessel_id = await _vessel(store)
+    sos = Sos(message_seq=4, crew=3, written_minutes=MINUTES, position=(1_350_000, 9_800_000))
+    await _ingest(store, vessel_id, 1, _contact(), sos)
+    await _downlink(store, vessel_id)
+    contacts = ["email:rescue@example.org", "sms:+6612345"]
+    due = await store.claim_sos_alerts(T0 + 5, contacts, 10)
+    assert sorted(alert.contact for alert in due) == contacts
+    assert {(a.vessel_name, a.crew, a.crew_name, a.position) for a in due} == {
+        ("Sea Star 7", 3, "Ko Aung", (1_350_000, 9_800_000))
+    }
+    assert await store.claim_sos_alerts(T0 + 6, contacts, 10) == []
+    for at in (T0 + 7, T0 + 8):
+        await store.finish_sos_alert(vessel_id, 4, contacts[0], True, "smtp 250", at)
+    (again,) = await store.claim_sos_alerts(T0 + 70, contacts, 10)
+    assert again.contact == contacts[1]
+    await store.finish_sos_alert(vessel_id, 4, contacts[1], False, "provider 21211", T0 + 71)
+    assert (await store.messages(vessel_id))[0].state == "delivered"
+    envelopes = await _downlink(store, vessel_id, T0 + 200)
+    assert envelopes == [DeliveryReceipt(4, ReceiptStage.DELIVERED, int((T0 + 7) // 60))]
+    outcomes = [(a.contact, a.outcome, a.attempts) for a in await store.sos_alerts(vessel_id)]
+    assert outcomes == [(contacts[0], "delivered", 1), (contacts[1], "failed", 1)]
+
+
 # --- downlink ---------------------------------------------------------------------------------
 
 
-async def test_downlink_send_resend_and_ack(store: Store) -> None:
+async def test_downlink_send_resend_and_ack(store: RelayStore) -> None:
     """A downlink batch is sent once; it is resent only after the resend delay when the vessel
     was heard from since, or after the longest delay anyway; the vessel's BatchAck ends it."""
     vessel_id = await _vessel(store)

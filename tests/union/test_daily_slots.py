@@ -30,8 +30,7 @@ from shipboard.link import build_snapshot
 from shipboard.outbox import Outbox
 from shipboard.profiles import profile_named
 from shipboard.scheduler import SchedulerSettings, plan
-from shore.store import VesselInfo
-from shore.store_sqlite import SqliteStore
+from shore.store import SqliteStore, VesselInfo
 from shore.union_api import silence_alert_source
 from vessel_relay.demo.defaults import demo_ship_config
 

@@ -21,8 +21,7 @@ from protocol.signing import SigningKey
 from protocol.slots import DOWNLINK_SLOT_BYTES, SECONDS_PER_DAY, downlink_slot_notes, slot_header
 from shipboard.http_api import _slot_notes
 from shore.downlink import Downlink, DownlinkConfig
-from shore.store import VesselInfo
-from shore.store_sqlite import SqliteStore
+from shore.store import SqliteStore, VesselInfo
 from shore.union_api import queue_case_note
 from tests.union.test_daily_slots import DAY, VESSEL_KEY, _vessel
 

@@ -54,8 +54,7 @@ from shipboard.crew import CrewRegister, SignedIn
 from shipboard.intake import Intake
 from shipboard.outbox import Outbox
 from shore.downlink import Downlink, DownlinkConfig
-from shore.store import VesselInfo
-from shore.store_sqlite import SqliteStore
+from shore.store import SqliteStore, VesselInfo
 from shore.union_api import queue_case_note
 from vessel_relay.demo.defaults import demo_ship_config
 

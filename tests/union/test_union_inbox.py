@@ -32,8 +32,7 @@ from shipboard.config import UnionConfig
 from shipboard.crew import CrewRegister
 from shipboard.intake import Intake
 from shipboard.outbox import Outbox
-from shore.store import VesselInfo
-from shore.store_sqlite import SqliteStore
+from shore.store import SqliteStore, VesselInfo
 from shore.union.keys import init_union, load_union
 from shore.union_api import UnionAccount, make_union_api, request_to_sign
 from tests.kit.ports import free_port

@@ -36,8 +36,7 @@ from shipboard.config import UnionConfig
 from shipboard.crew import CrewRegister
 from shipboard.intake import Intake
 from shipboard.outbox import Outbox
-from shore.store import VesselInfo
-from shore.store_sqlite import SqliteStore
+from shore.store import SqliteStore, VesselInfo
 from shore.union.client import RelayClient
 from shore.union.inbox import UnionInbox, verify_export
 from shore.union.keys import init_union, load_union

@@ -44,8 +44,7 @@ from shipboard.crew import CrewRegister
 from shipboard.outbox import Outbox
 from shipboard.profiles import profile_named
 from shipboard.scheduler import SchedulerSettings
-from shore.store import VesselInfo
-from shore.store_sqlite import SqliteStore
+from shore.store import SqliteStore, VesselInfo
 from shore.union.keys import SETTINGS as UNION_SETTINGS
 from shore.union.keys import init_union, load_union
 

@@ -1,9 +1,11 @@
-"""The PostgreSQL store backend (asyncpg), for relays that run several workers.
+"""The PostgreSQL backend (asyncpg), for relays that run several workers.
 
-Same logic and schema as the SQLite backend (:mod:`shore.store_sql`); what differs: a
-connection pool, ``SELECT ... FOR UPDATE`` on the vessel's link row to serialise the
-ingest of one vessel's batches across workers, ``FOR UPDATE SKIP LOCKED`` so that delivery
-workers claim disjoint rows, and an advisory lock around migrations.
+Same repositories and schema as the SQLite backend; what differs is data in the
+:class:`~shore.store.database.Dialect`: ``SELECT ... FOR UPDATE`` on the vessel's link row
+serialises the ingest of one vessel's batches across workers, ``FOR UPDATE SKIP LOCKED``
+lets delivery workers claim disjoint rows, and an advisory lock is held while migrating.
+:class:`PostgresDatabase` is the connection pool; :class:`PostgresStore` is the relay's
+store (:class:`~shore.store.relay_store.RelayStore`) opened on it.
 
 Pin: ``asyncpg==0.32.0``.
 """
@@ -16,8 +18,13 @@ from typing import Any
 
 import asyncpg  # no stubs; pyproject override asked for
 
-from shore.store import PhraseLookup, StoreUnavailable
-from shore.store_sql import DEFAULT_DEADLINE_S, DEFAULT_LEASE_S, Dialect, Row, SqlStore, Tx
+from shore.store.database import Dialect, Row
+from shore.store.deliveries import DEFAULT_DEADLINE_S, DEFAULT_LEASE_S
+from shore.store.errors import StoreUnavailable
+from shore.store.relay_store import PhraseLookup, RelayStore
+
+#: Key of the advisory lock held while migrating (any constant unique to this program).
+_MIGRATION_LOCK = 0x76_72_65_6C_61_79
 
 POSTGRES = Dialect(
     name="postgres",
@@ -26,7 +33,12 @@ POSTGRES = Dialect(
     blob_type="BYTEA",
     serial_pk="BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY",
     for_update=" FOR UPDATE",
-    skip_locked=" FOR UPDATE OF d SKIP LOCKED",
+    skip_locked=" FOR UPDATE SKIP LOCKED",
+    table_exists=(
+        "SELECT 1 FROM information_schema.tables "
+        "WHERE table_schema = current_schema() AND table_name = $1"
+    ),
+    migration_lock=f"SELECT pg_advisory_xact_lock({_MIGRATION_LOCK})",
 )
 
 #: Errors that mean the database failed, not that what we wrote was refused: lost or
@@ -44,9 +56,6 @@ _STORAGE_FAILURES: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.PostgresSystemError,
     asyncpg.exceptions.InterfaceError,
 )
-
-#: Key of the advisory lock held while migrating (any constant unique to this program).
-_MIGRATION_LOCK = 0x76_72_65_6C_61_79
 
 
 @contextmanager
@@ -88,51 +97,29 @@ class _PgTx:
         return None if record is None else tuple(record)
 
 
-class PostgresStore(SqlStore):
-    """The store in PostgreSQL; open with ``await PostgresStore.open(dsn)``."""
+class PostgresDatabase:
+    """A PostgreSQL connection pool; open with ``await PostgresDatabase.open(dsn)``."""
 
     dialect = POSTGRES
 
-    def __init__(
-        self,
-        pool: Any,
-        *,
-        phrases: PhraseLookup | None = None,
-        lease_s: float = DEFAULT_LEASE_S,
-        deadline_s: float = DEFAULT_DEADLINE_S,
-    ) -> None:
-        super().__init__(phrases=phrases, lease_s=lease_s, deadline_s=deadline_s)
-        self._pool = pool
+    def __init__(self, pool: Any) -> None:
+        self.pool = pool
 
     @classmethod
-    async def open(
-        cls,
-        dsn: str,
-        *,
-        min_size: int = 1,
-        max_size: int = 8,
-        phrases: PhraseLookup | None = None,
-        lease_s: float = DEFAULT_LEASE_S,
-        deadline_s: float = DEFAULT_DEADLINE_S,
-    ) -> PostgresStore:
-        """Connect to ``dsn`` and apply pending migrations."""
+    async def open(cls, dsn: str, *, min_size: int = 1, max_size: int = 8) -> PostgresDatabase:
+        """Connect to ``dsn``."""
         try:
             pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size)
         except (OSError, asyncpg.PostgresError) as exc:
             raise StoreUnavailable(f"cannot connect to PostgreSQL: {exc}") from exc
-        store = cls(pool, phrases=phrases, lease_s=lease_s, deadline_s=deadline_s)
-        try:
-            await store._migrate()
-        except BaseException:
-            await store.close()
-            raise
-        return store
+        return cls(pool)
 
     @asynccontextmanager
-    async def _transaction(self) -> AsyncIterator[_PgTx]:
+    async def transaction(self) -> AsyncIterator[_PgTx]:
+        """One transaction on a pooled connection; rolled back if the block raises."""
         failed_inside: BaseException | None = None
         try:
-            async with self._pool.acquire() as conn, conn.transaction():
+            async with self.pool.acquire() as conn, conn.transaction():
                 try:
                     yield _PgTx(conn)
                 except BaseException as exc:
@@ -146,8 +133,33 @@ class PostgresStore(SqlStore):
                 f"PostgreSQL failed ({type(exc).__name__}: {exc}); nothing was changed"
             ) from exc
 
-    async def _lock_migrations(self, tx: Tx) -> None:
-        await tx.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
-
     async def close(self) -> None:
-        await self._pool.close()
+        """Close the pool."""
+        await self.pool.close()
+
+
+class PostgresStore(RelayStore):
+    """The relay's store in PostgreSQL; open with ``await PostgresStore.open(dsn)``."""
+
+    db: PostgresDatabase
+
+    @classmethod
+    async def open(
+        cls,
+        dsn: str,
+        *,
+        min_size: int = 1,
+        max_size: int = 8,
+        phrases: PhraseLookup | None = None,
+        lease_s: float = DEFAULT_LEASE_S,
+        deadline_s: float = DEFAULT_DEADLINE_S,
+    ) -> PostgresStore:
+        """Connect to ``dsn`` and apply pending migrations."""
+        db = await PostgresDatabase.open(dsn, min_size=min_size, max_size=max_size)
+        store = cls(db, phrases=phrases, lease_s=lease_s, deadline_s=deadline_s)
+        try:
+            await store.migrate()
+        except BaseException:
+            await store.close()
+            raise
+        return store

@@ -1,4 +1,4 @@
-"""The embedded store backend: SQLite in WAL mode, ``synchronous=FULL``, on its own thread.
+"""The embedded backend: SQLite in WAL mode, ``synchronous=FULL``, on its own thread.
 
 A commit here is a promise to a vessel (its ``BatchAck`` follows), so the database runs in
 WAL mode with ``synchronous=FULL`` (with ``NORMAL`` a power cut may roll back the last
@@ -8,6 +8,9 @@ IMMEDIATE``, so writers are serialised and a transaction never fails half-way fo
 sqlite3 calls block, so they run on one dedicated thread (a single-thread executor, the
 ``asyncio.to_thread`` idea with a fixed thread): the event loop never waits on the disk,
 and statements of one transaction run in order even when the awaiting task is cancelled.
+
+:class:`SqliteDatabase` is the connection; :class:`SqliteStore` is the relay's store
+(:class:`~shore.store.relay_store.RelayStore`) opened on it.
 """
 
 from __future__ import annotations
@@ -22,8 +25,10 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-from shore.store import PhraseLookup, StoreUnavailable
-from shore.store_sql import DEFAULT_DEADLINE_S, DEFAULT_LEASE_S, Dialect, Row, SqlStore
+from shore.store.database import Dialect, Row
+from shore.store.deliveries import DEFAULT_DEADLINE_S, DEFAULT_LEASE_S
+from shore.store.errors import StoreUnavailable
+from shore.store.relay_store import PhraseLookup, RelayStore
 
 T = TypeVar("T")
 
@@ -35,6 +40,7 @@ SQLITE = Dialect(
     serial_pk="INTEGER PRIMARY KEY AUTOINCREMENT",
     for_update="",
     skip_locked="",
+    table_exists="SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = $1",
 )
 
 _PARAM = re.compile(r"\$(\d+)")
@@ -52,73 +58,56 @@ class _SqliteTx:
     for what it writes (a constraint, a value) raises sqlite3's own error, and so does any
     error of our code between statements: those are not the database's fault."""
 
-    def __init__(self, store: SqliteStore) -> None:
-        self._store = store
+    def __init__(self, database: SqliteDatabase) -> None:
+        self._database = database
 
     async def _statement(self, call: Callable[[], T]) -> T:
         try:
-            return await self._store._run(call)
+            return await self._database.run(call)
         except sqlite3.Error as exc:
             if is_storage_failure(exc):
                 raise StoreUnavailable(
-                    f"the store {self._store.path} failed mid-transaction, nothing was "
+                    f"the store {self._database.path} failed mid-transaction, nothing was "
                     f"changed: {exc}; check free disk space and the database file"
                 ) from exc
             raise
 
     async def execute(self, sql: str, *args: Any) -> None:
-        db = self._store._db
+        db = self._database.connection
         await self._statement(lambda: db.execute(_sqlite_sql(sql), args))
 
     async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         if rows:
-            db = self._store._db
+            db = self._database.connection
             await self._statement(lambda: db.executemany(_sqlite_sql(sql), rows))
 
     async def fetch(self, sql: str, *args: Any) -> list[Row]:
-        db = self._store._db
+        db = self._database.connection
         return await self._statement(lambda: db.execute(_sqlite_sql(sql), args).fetchall())
 
     async def fetchrow(self, sql: str, *args: Any) -> Row | None:
-        db = self._store._db
+        db = self._database.connection
         row: Row | None = await self._statement(
             lambda: db.execute(_sqlite_sql(sql), args).fetchone()
         )
         return row
 
 
-class SqliteStore(SqlStore):
-    """The store in one SQLite file; open with ``await SqliteStore.open(path)``."""
+class SqliteDatabase:
+    """One SQLite file; open with ``await SqliteDatabase.open(path)``."""
 
     dialect = SQLITE
 
-    def __init__(
-        self,
-        db: sqlite3.Connection,
-        path: Path,
-        executor: ThreadPoolExecutor,
-        *,
-        phrases: PhraseLookup | None = None,
-        lease_s: float = DEFAULT_LEASE_S,
-        deadline_s: float = DEFAULT_DEADLINE_S,
-    ) -> None:
-        super().__init__(phrases=phrases, lease_s=lease_s, deadline_s=deadline_s)
-        self._db = db
+    def __init__(self, connection: sqlite3.Connection, path: Path, executor: ThreadPoolExecutor):
+        #: The sqlite3 connection: use it only inside :meth:`run` (its own thread).
+        self.connection = connection
         self.path = path
         self._executor = executor
         self._lock = asyncio.Lock()
 
     @classmethod
-    async def open(
-        cls,
-        path: Path,
-        *,
-        busy_timeout_ms: int = 10_000,
-        phrases: PhraseLookup | None = None,
-        lease_s: float = DEFAULT_LEASE_S,
-        deadline_s: float = DEFAULT_DEADLINE_S,
-    ) -> SqliteStore:
-        """Open (or create) the store at ``path`` and apply pending migrations."""
+    async def open(cls, path: Path, *, busy_timeout_ms: int = 10_000) -> SqliteDatabase:
+        """Open (or create) the database file at ``path``: WAL, ``synchronous=FULL``."""
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shore-sqlite")
         loop = asyncio.get_running_loop()
 
@@ -140,50 +129,78 @@ class SqliteStore(SqlStore):
             return db
 
         try:
-            db = await loop.run_in_executor(executor, connect)
+            connection = await loop.run_in_executor(executor, connect)
         except (OSError, sqlite3.Error) as exc:
             executor.shutdown(wait=False)
             raise StoreUnavailable(f"cannot open the store {path}: {exc}") from exc
         except BaseException:
             executor.shutdown(wait=False)
             raise
-        store = cls(db, path, executor, phrases=phrases, lease_s=lease_s, deadline_s=deadline_s)
-        try:
-            await store._migrate()
-        except BaseException:
-            await store.close()
-            raise
-        return store
+        return cls(connection, path, executor)
 
-    async def _run(self, call: Callable[[], T]) -> T:
+    async def run(self, call: Callable[[], T]) -> T:
+        """Run ``call`` (which may use :attr:`connection`) on the database's thread."""
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, call)
 
     @asynccontextmanager
-    async def _transaction(self) -> AsyncIterator[_SqliteTx]:
+    async def transaction(self) -> AsyncIterator[_SqliteTx]:
+        """``BEGIN IMMEDIATE`` .. ``COMMIT``; rolled back if the block raises."""
         async with self._lock:
-            db = self._db
+            db = self.connection
             try:
-                await self._run(lambda: db.execute("BEGIN IMMEDIATE"))
+                await self.run(lambda: db.execute("BEGIN IMMEDIATE"))
             except sqlite3.Error as exc:
                 raise StoreUnavailable(f"cannot write the store {self.path}: {exc}") from exc
             try:
                 yield _SqliteTx(self)
             except BaseException:
                 # quietly: after some errors (disk full, I/O) SQLite has rolled back already
-                await asyncio.shield(self._run(lambda: _rollback_quietly(db)))
+                await asyncio.shield(self.run(lambda: _rollback_quietly(db)))
                 raise
             try:
-                await asyncio.shield(self._run(lambda: db.execute("COMMIT")))
+                await asyncio.shield(self.run(lambda: db.execute("COMMIT")))
             except sqlite3.Error as exc:
-                await asyncio.shield(self._run(lambda: _rollback_quietly(db)))
+                await asyncio.shield(self.run(lambda: _rollback_quietly(db)))
                 raise StoreUnavailable(f"cannot commit to the store {self.path}: {exc}") from exc
 
     async def close(self) -> None:
+        """Close the connection and its thread."""
         async with self._lock:
-            db = self._db
-            await self._run(db.close)
+            db = self.connection
+            await self.run(db.close)
         self._executor.shutdown(wait=True)
+
+
+class SqliteStore(RelayStore):
+    """The relay's store in one SQLite file; open with ``await SqliteStore.open(path)``."""
+
+    db: SqliteDatabase
+
+    @classmethod
+    async def open(
+        cls,
+        path: Path,
+        *,
+        busy_timeout_ms: int = 10_000,
+        phrases: PhraseLookup | None = None,
+        lease_s: float = DEFAULT_LEASE_S,
+        deadline_s: float = DEFAULT_DEADLINE_S,
+    ) -> SqliteStore:
+        """Open (or create) the store at ``path`` and apply pending migrations."""
+        db = await SqliteDatabase.open(path, busy_timeout_ms=busy_timeout_ms)
+        store = cls(db, phrases=phrases, lease_s=lease_s, deadline_s=deadline_s)
+        try:
+            await store.migrate()
+        except BaseException:
+            await store.close()
+            raise
+        return store
+
+    @property
+    def path(self) -> Path:
+        """The database file."""
+        return self.db.path
 
 
 def is_storage_failure(exc: sqlite3.Error) -> bool:
@@ -191,8 +208,8 @@ def is_storage_failure(exc: sqlite3.Error) -> bool:
     read-only, corrupt), rather than that SQLite refused what we wrote (``IntegrityError``,
     ``DataError``) or that we misused it (``ProgrammingError``).
 
-    The first is a :class:`~shore.store.StoreUnavailable`: the ingest leaves the batch
-    unacknowledged for the vessel to resend. The second may come from a hostile batch,
+    The first is a :class:`~shore.store.errors.StoreUnavailable`: the ingest leaves the
+    batch unacknowledged for the vessel to resend. The second may come from a hostile batch,
     and the ingest refuses that batch for good (``shore.ingest``).
     """
     if isinstance(exc, sqlite3.OperationalError | sqlite3.InternalError):

@@ -1,0 +1,135 @@
+"""Units of work of deliveries: claims, attempts, final outcomes and their receipts.
+
+A final outcome is one transaction: the delivery's outcome, the message's state and the
+receipt queued down to the vessel (:func:`shore.vocabulary.receipt_for`), so the three are
+never apart; a second outcome for the same delivery changes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from protocol.envelopes import FailureReason
+from shore.store.database import Tx
+from shore.store.deliveries import Delivery, DeliveryKey, DeliveryRecord, delivery_of
+from shore.store.parts import StoreParts
+from shore.vocabulary import DeliveryOutcome, MessageState, receipt_for
+
+
+class DeliveryUnits(StoreParts):
+    """The deliveries' units of work (``shore.delivery.DeliveryStore`` and the operator's)."""
+
+    async def claim_due_deliveries(self, now: float, limit: int, worker: str) -> Sequence[Delivery]:
+        """Take up to ``limit`` due deliveries for ``worker`` under a lease."""
+        async with self.db.transaction() as tx:
+            claims = await self.delivery_queue.claim(tx, now, limit, worker)
+            messages = await self.uplink.to_deliver(tx, [claim.key for claim in claims])
+        return [delivery_of(claim, messages[claim.key], self.phrases) for claim in claims]
+
+    async def release_claims(self, worker: str) -> int:
+        """End the leases ``worker`` holds on unfinished deliveries; how many."""
+        async with self.db.transaction() as tx:
+            return await self.delivery_queue.release(tx, worker)
+
+    async def record_attempt(self, key: object, now: float, worker: str) -> bool:
+        """Record an attempt BEFORE anything is sent (a crash then shows as a repeat).
+
+        False (nothing recorded, send nothing) when the claim is no longer ``worker``'s:
+        its lease lapsed and another worker claimed the delivery.
+        """
+        async with self.db.transaction() as tx:
+            return await self.delivery_queue.record_attempt(tx, DeliveryKey.of(key), now, worker)
+
+    async def finish_delivery(
+        self,
+        key: object,
+        outcome: DeliveryOutcome | str,
+        reason: FailureReason | None,
+        now: float,
+    ) -> None:
+        """Record the final outcome, the message's state, and queue its receipt to the
+        vessel, in one transaction (a second call changes nothing)."""
+        delivery = DeliveryKey.of(key)
+        try:
+            ended = DeliveryOutcome(outcome)
+        except ValueError:
+            raise ValueError(f"a delivery ends 'delivered' or 'failed', not {outcome!r}") from None
+        async with self.db.transaction() as tx:
+            await self._finish_delivery(tx, delivery, ended, reason, now)
+
+    async def _finish_delivery(
+        self,
+        tx: Tx,
+        key: DeliveryKey,
+        outcome: DeliveryOutcome,
+        reason: FailureReason | None,
+        now: float,
+    ) -> None:
+        if not await self.delivery_queue.finish(tx, key, outcome, reason, now):
+            return  # already finished: its receipt is queued already
+        await self.uplink.set_message_state(
+            tx, key.vessel_id, key.message_seq, outcome.message_state, now
+        )
+        receipt = receipt_for(key.message_seq, outcome, reason, now)
+        await self.downlink_queue.queue(tx, key.vessel_id, receipt, now, f"f{key.message_seq}")
+
+    async def reschedule_delivery(
+        self, key: object, due_at: float, detail: str, now: float
+    ) -> None:
+        """A transient failure: try again at ``due_at``."""
+        async with self.db.transaction() as tx:
+            await self.delivery_queue.reschedule(tx, DeliveryKey.of(key), due_at, detail)
+
+    async def deliver_to_union_inbox(
+        self, union: int, vessel_id: int, message_seq: int, sealed: bytes, now: float
+    ) -> None:
+        """Put a sealed report in the union's inbox (idempotent per vessel and sequence)."""
+        async with self.db.transaction() as tx:
+            await self.union_inboxes.put(tx, union, vessel_id, message_seq, sealed, now)
+
+    async def deliveries(self, vessel_id: int) -> Sequence[DeliveryRecord]:
+        """A vessel's delivery rows, by sequence number."""
+        async with self.db.transaction() as tx:
+            return await self.delivery_queue.records(tx, vessel_id)
+
+    async def retry_delivery(self, vessel_id: int, message_seq: int, now: float) -> bool:
+        """Try a delivery again now: a retrying one is made due, a failed one reopened with
+        a fresh deadline and its message ``ACCEPTED`` again. False when there is none to
+        retry. The vessel already heard "failed" and hears of it again only if it is
+        delivered (its receipt key is spent)."""
+        key = DeliveryKey(vessel_id, message_seq)
+        async with self.db.transaction() as tx:
+            if not await self.delivery_queue.reopen(tx, key, now):
+                return False
+            await self.uplink.set_message_state(
+                tx,
+                vessel_id,
+                message_seq,
+                MessageState.ACCEPTED,
+                now,
+                only_from=MessageState.FAILED,
+            )
+        return True
+
+    async def give_up_delivery(
+        self, vessel_id: int, message_seq: int, reason: FailureReason, now: float
+    ) -> bool:
+        """Stop retrying an open delivery: it fails for good and the vessel is told, in one
+        transaction. False when there is no open delivery."""
+        key = DeliveryKey(vessel_id, message_seq)
+        async with self.db.transaction() as tx:
+            if not await self.delivery_queue.is_open(tx, key):
+                return False
+            await self._finish_delivery(tx, key, DeliveryOutcome.FAILED, reason, now)
+        return True
+
+    async def union_inbox(self, union: int) -> Sequence[tuple[int, int, bytes]]:
+        """(vessel, message_seq, sealed) of the union's reports, in order of arrival."""
+        async with self.db.transaction() as tx:
+            return await self.union_inboxes.reports(tx, union)
+
+    async def union_reports(self, union: int) -> Sequence[tuple[int, int, bytes, float]]:
+        """(vessel, message_seq, sealed, accepted_at) of every report sealed to ``union``,
+        as ingested (whether or not the delivery worker runs), in order of arrival."""
+        async with self.db.transaction() as tx:
+            return await self.uplink.union_reports(tx, union)

@@ -1,0 +1,364 @@
+"""Downlink repository: what waits to go down to vessels, and the batches that carry it.
+
+Tables (migration set ``downlink``):
+
+- ``downlink_items``: envelopes queued for a vessel (receipts, replies, case updates,
+  downlink slot items), each at most once per ``dedupe`` key, until a batch carries it;
+- ``downlink_batches``: the signed downlink batches, byte-identical on every resend, until
+  the vessel's ``BatchAck`` covers them;
+- ``slot_notes``: union case notes waiting for the reporter's next downlink slot.
+
+When a batch is resent is one rule, :func:`resend_due` (the pure
+:class:`~protocol.exchange.ShoreExchange` states the same one).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from protocol.cbor import dumps, strict_loads
+from protocol.envelopes import BatchAck, Envelope, from_skeleton, to_skeleton
+from protocol.errors import Reason
+from shore.store.database import Row, Tx, optional_float
+from shore.store.migrations import Migration, MigrationSet
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS = MigrationSet(
+    "downlink",
+    (
+        Migration(
+            "0001_downlink_queue",
+            """
+        CREATE TABLE downlink_items (
+            item_id {serial_pk},
+            vessel_id {int} NOT NULL REFERENCES vessels (vessel_id),
+            kind {int} NOT NULL,
+            skeleton {blob} NOT NULL,
+            text TEXT,
+            dedupe TEXT,
+            created_at {real} NOT NULL,
+            downlink_seq {int},
+            UNIQUE (vessel_id, dedupe)
+        );
+        CREATE INDEX downlink_items_pending ON downlink_items (vessel_id, item_id)
+            WHERE downlink_seq IS NULL;
+        CREATE TABLE downlink_batches (
+            vessel_id {int} NOT NULL REFERENCES vessels (vessel_id),
+            downlink_seq {int} NOT NULL,
+            data {blob} NOT NULL,
+            items {int} NOT NULL,
+            made_at {real} NOT NULL,
+            last_sent_at {real},
+            send_count {int} NOT NULL DEFAULT 0,
+            acked_at {real},
+            PRIMARY KEY (vessel_id, downlink_seq)
+        );
+        CREATE INDEX downlink_batches_open ON downlink_batches (vessel_id, downlink_seq)
+            WHERE acked_at IS NULL;
+        """,
+        ),
+        Migration(
+            "0002_slot_notes",
+            """
+        CREATE TABLE slot_notes (
+            note_id {serial_pk},
+            vessel_id {int} NOT NULL REFERENCES vessels (vessel_id),
+            crew {int} NOT NULL,
+            sealed_note {blob} NOT NULL,
+            queued_at {real} NOT NULL,
+            carried_period {int}
+        );
+        CREATE INDEX slot_notes_waiting ON slot_notes (vessel_id, crew, note_id)
+            WHERE carried_period IS NULL;
+        """,
+        ),
+    ),
+)
+
+#: Encodes and signs one downlink batch: ``encode(downlink_seq, envelopes) -> bytes``.
+DownlinkEncoder = Callable[[int, Sequence[Envelope]], bytes]
+#: Makes one crew member's downlink slot item: ``make(crew, sealed_note or None)``.
+SlotItemMaker = Callable[[int, "bytes | None"], Envelope]
+
+
+@dataclass(frozen=True, slots=True)
+class DownlinkBatch:
+    """A signed downlink batch, resent byte-identical until the vessel acknowledges it."""
+
+    vessel_id: int
+    downlink_seq: int
+    data: bytes
+    items: int
+    made_at: float
+    last_sent_at: float | None
+    send_count: int
+    acked_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedItem:
+    """An envelope waiting in the downlink queue."""
+
+    item_id: int
+    envelope: Envelope
+
+
+def resend_due(
+    last_sent_at: float | None,
+    items: int,
+    last_heard_at: float | None,
+    now: float,
+    resend_after_s: float,
+    resend_max_s: float,
+) -> bool:
+    """Whether an unacknowledged batch (``items`` envelopes besides its ``BatchAck``) is to
+    be (re)sent at ``now``.
+
+    Never sent: at once. Sent, with items: after ``resend_after_s`` if the vessel was heard
+    from since it was last sent (it had its chance), after ``resend_max_s`` in any case
+    (the broker may have lost it). A batch that only acknowledges goes once: a lost one
+    makes the vessel resend its batch, which is acknowledged again."""
+    if last_sent_at is None:
+        return True
+    if items == 0:
+        return False
+    waited = now - last_sent_at
+    heard_since = last_heard_at is not None and last_heard_at > last_sent_at
+    return (waited >= resend_after_s and heard_since) or waited >= resend_max_s
+
+
+@dataclass(frozen=True, slots=True)
+class OpenBatch:
+    """An unacknowledged batch, without its bytes (what :func:`resend_due` needs)."""
+
+    vessel_id: int
+    downlink_seq: int
+    items: int
+    last_sent_at: float | None
+
+
+def envelope_to_row(envelope: Envelope) -> tuple[int, bytes, str | None]:
+    """(kind, skeleton CBOR, text) of an envelope, as the downlink queue keeps it."""
+    return int(envelope.KIND), dumps(to_skeleton(envelope, 0)), envelope.text
+
+
+def envelope_from_row(skeleton: bytes, text: str | None) -> Envelope:
+    """The envelope that :func:`envelope_to_row` stored."""
+    entry = strict_loads(skeleton, max_depth=5, max_length=4096, what="queued envelope")
+    return from_skeleton(entry, 0, text)
+
+
+def _reason_name(code: int) -> str:
+    """A reason code's name (``LIMIT_EXCEEDED``), or the code if this version lacks it."""
+    try:
+        return Reason(code).name
+    except ValueError:
+        return f"reason {code}"
+
+
+_BATCH_COLUMNS = "vessel_id, downlink_seq, data, items, made_at, last_sent_at, send_count, acked_at"
+
+
+def _batch(r: Row) -> DownlinkBatch:
+    return DownlinkBatch(
+        int(r[0]),
+        int(r[1]),
+        bytes(r[2]),
+        int(r[3]),
+        float(r[4]),
+        optional_float(r[5]),
+        int(r[6]),
+        optional_float(r[7]),
+    )
+
+
+class DownlinkQueue:
+    """The downlink's SQL; every method runs in the transaction it is given."""
+
+    # items --------------------------------------------------------------------------------
+
+    async def queue(
+        self, tx: Tx, vessel_id: int, envelope: Envelope, now: float, dedupe: str | None
+    ) -> None:
+        """Queue an envelope for the vessel (with ``dedupe``: at most once per key)."""
+        kind, skeleton, text = envelope_to_row(envelope)
+        await tx.execute(
+            "INSERT INTO downlink_items (vessel_id, kind, skeleton, text, dedupe, created_at) "
+            "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+            vessel_id,
+            kind,
+            skeleton,
+            text,
+            dedupe,
+            float(now),
+        )
+
+    async def has_item(self, tx: Tx, vessel_id: int, dedupe: str) -> bool:
+        """Whether an item with this ``dedupe`` key was ever queued for the vessel."""
+        row = await tx.fetchrow(
+            "SELECT 1 FROM downlink_items WHERE vessel_id = $1 AND dedupe = $2",
+            vessel_id,
+            dedupe,
+        )
+        return row is not None
+
+    async def pending(self, tx: Tx, vessel_id: int, limit: int) -> list[QueuedItem]:
+        """Up to ``limit`` items not yet in a batch, oldest first."""
+        rows = await tx.fetch(
+            "SELECT item_id, skeleton, text FROM downlink_items "
+            "WHERE vessel_id = $1 AND downlink_seq IS NULL ORDER BY item_id LIMIT $2",
+            vessel_id,
+            limit,
+        )
+        return [QueuedItem(int(r[0]), envelope_from_row(bytes(r[1]), r[2])) for r in rows]
+
+    async def vessels_with_pending(self, tx: Tx) -> list[int]:
+        """Vessels with items not yet in a batch."""
+        rows = await tx.fetch(
+            "SELECT DISTINCT vessel_id FROM downlink_items WHERE downlink_seq IS NULL"
+        )
+        return [int(r[0]) for r in rows]
+
+    # batches ------------------------------------------------------------------------------
+
+    async def add_batch(
+        self,
+        tx: Tx,
+        vessel_id: int,
+        downlink_seq: int,
+        data: bytes,
+        items: Sequence[QueuedItem],
+        now: float,
+    ) -> DownlinkBatch:
+        """Keep a new signed batch and mark its items carried."""
+        await tx.execute(
+            "INSERT INTO downlink_batches (vessel_id, downlink_seq, data, items, made_at) "
+            "VALUES ($1, $2, $3, $4, $5)",
+            vessel_id,
+            downlink_seq,
+            data,
+            len(items),
+            float(now),
+        )
+        await tx.executemany(
+            "UPDATE downlink_items SET downlink_seq = $2 WHERE item_id = $1",
+            [(item.item_id, downlink_seq) for item in items],
+        )
+        return DownlinkBatch(vessel_id, downlink_seq, data, len(items), float(now), None, 0, None)
+
+    async def apply_ack(self, tx: Tx, vessel_id: int, ack: BatchAck, now: float) -> int:
+        """The vessel's ``BatchAck``: the open batches it covers are acknowledged; how many.
+        A batch it refused for good (``rejected``) is covered too, and logged."""
+        rows = await tx.fetch(
+            "SELECT downlink_seq FROM downlink_batches WHERE vessel_id = $1 AND acked_at IS NULL",
+            vessel_id,
+        )
+        covered = [(vessel_id, int(r[0]), float(now)) for r in rows if ack.covers(int(r[0]))]
+        open_seqs = {int(r[0]) for r in rows}
+        for seq, reason in ack.rejected or ():
+            if seq in open_seqs:
+                log.warning(
+                    "vessel %d refused downlink batch %d for good: %s",
+                    vessel_id,
+                    seq,
+                    _reason_name(reason),
+                )
+        await tx.executemany(
+            "UPDATE downlink_batches SET acked_at = $3 WHERE vessel_id = $1 AND downlink_seq = $2",
+            covered,
+        )
+        return len(covered)
+
+    async def unacknowledged(self, tx: Tx, vessel_id: int) -> list[DownlinkBatch]:
+        """The vessel's batches not acknowledged yet, by number."""
+        rows = await tx.fetch(
+            f"SELECT {_BATCH_COLUMNS} FROM downlink_batches WHERE vessel_id = $1 "
+            "AND acked_at IS NULL ORDER BY downlink_seq",
+            vessel_id,
+        )
+        return [_batch(r) for r in rows]
+
+    async def open_batches(self, tx: Tx) -> list[OpenBatch]:
+        """Every unacknowledged batch of the fleet, without its bytes."""
+        rows = await tx.fetch(
+            "SELECT vessel_id, downlink_seq, items, last_sent_at FROM downlink_batches "
+            "WHERE acked_at IS NULL"
+        )
+        return [OpenBatch(int(r[0]), int(r[1]), int(r[2]), optional_float(r[3])) for r in rows]
+
+    async def unacknowledged_seqs(self, tx: Tx, vessel_id: int) -> list[int]:
+        """The numbers of the vessel's batches not acknowledged yet."""
+        rows = await tx.fetch(
+            "SELECT downlink_seq FROM downlink_batches WHERE vessel_id = $1 AND acked_at IS NULL",
+            vessel_id,
+        )
+        return [int(r[0]) for r in rows]
+
+    async def batches(self, tx: Tx, vessel_id: int) -> list[DownlinkBatch]:
+        """All downlink batches of a vessel, by number."""
+        rows = await tx.fetch(
+            f"SELECT {_BATCH_COLUMNS} FROM downlink_batches WHERE vessel_id = $1 "
+            "ORDER BY downlink_seq",
+            vessel_id,
+        )
+        return [_batch(r) for r in rows]
+
+    async def mark_sent(self, tx: Tx, vessel_id: int, downlink_seq: int, now: float) -> None:
+        """The broker took the batch (PUBACK); that is not the vessel's acknowledgement."""
+        await tx.execute(
+            "UPDATE downlink_batches SET last_sent_at = $3, send_count = send_count + 1 "
+            "WHERE vessel_id = $1 AND downlink_seq = $2",
+            vessel_id,
+            downlink_seq,
+            float(now),
+        )
+
+    async def link_bytes_sent_since(self, tx: Tx, since: float) -> dict[int, int]:
+        """Downlink link bytes per vessel of batches last sent since ``since`` (every send
+        of a batch counted)."""
+        rows = await tx.fetch(
+            "SELECT vessel_id, SUM(LENGTH(data) * send_count) FROM downlink_batches "
+            "WHERE last_sent_at >= $1 GROUP BY vessel_id",
+            float(since),
+        )
+        return {int(r[0]): int(r[1]) for r in rows}
+
+    async def count_unacknowledged(self, tx: Tx) -> int:
+        """Downlink batches of the whole fleet not acknowledged yet."""
+        row = await tx.fetchrow("SELECT COUNT(*) FROM downlink_batches WHERE acked_at IS NULL")
+        assert row is not None
+        return int(row[0])
+
+    # slot notes ---------------------------------------------------------------------------
+
+    async def keep_slot_note(
+        self, tx: Tx, vessel_id: int, crew: int, sealed_note: bytes, now: float
+    ) -> None:
+        """Keep a case note for the crew member's next downlink slot."""
+        await tx.execute(
+            "INSERT INTO slot_notes (vessel_id, crew, sealed_note, queued_at) "
+            "VALUES ($1, $2, $3, $4)",
+            vessel_id,
+            crew,
+            sealed_note,
+            float(now),
+        )
+
+    async def next_slot_note(self, tx: Tx, vessel_id: int, crew: int) -> tuple[int, bytes] | None:
+        """(note_id, sealed note) of the crew member's earliest waiting note, or None."""
+        row = await tx.fetchrow(
+            "SELECT note_id, sealed_note FROM slot_notes WHERE vessel_id = $1 "
+            "AND crew = $2 AND carried_period IS NULL ORDER BY note_id LIMIT 1",
+            vessel_id,
+            crew,
+        )
+        return None if row is None else (int(row[0]), bytes(row[1]))
+
+    async def slot_note_carried(self, tx: Tx, note_id: int, period: int) -> None:
+        """The note goes in the slot item of ``period``."""
+        await tx.execute(
+            "UPDATE slot_notes SET carried_period = $2 WHERE note_id = $1", note_id, period
+        )

@@ -1,0 +1,619 @@
+"""Uplink repository: what vessels sent, as stored ashore.
+
+Tables (migration set ``uplink``):
+
+- ``batches``: each authentic uplink batch stored, by (vessel, batch_seq), with the hash of
+  its bytes, so a resent batch is recognised and acknowledged again, never stored twice;
+- ``messages``: by (vessel, message_seq), the idempotency key from intake to the family;
+  crew messages, grievance reports (only sealed) and SOS, each with its state;
+- ``contacts``: the vessel's contact book as its ``ContactBookChange`` envelopes told us;
+
+What the relay refused (quarantine, batches refused for good) is :mod:`shore.store.refusals`.
+
+Every insert of something that came over the link is idempotent (``ON CONFLICT DO
+NOTHING``): a resent batch or a replayed message changes nothing.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from protocol.batch import Batch
+from protocol.envelopes import (
+    Channel,
+    ContactBookChange,
+    CrewMessage,
+    GrievanceReport,
+    Sos,
+)
+from protocol.errors import Reason
+from protocol.languages import Language
+from protocol.slots import SLOT_MAGIC
+from shore.store.database import Row, Tx, optional_int
+from shore.store.migrations import Migration, MigrationSet
+from shore.vocabulary import BatchState, MessageKind, MessageState
+
+MIGRATIONS = MigrationSet(
+    "uplink",
+    (
+        Migration(
+            "0001_batches_messages_contacts",
+            """
+        CREATE TABLE batches (
+            vessel_id {int} NOT NULL REFERENCES vessels (vessel_id),
+            batch_seq {int} NOT NULL,
+            sha256 {blob} NOT NULL,
+            link_bytes {int} NOT NULL,
+            batch_minutes {int} NOT NULL,
+            envelopes {int} NOT NULL,
+            has_content {int} NOT NULL,
+            state TEXT NOT NULL CHECK (state IN ('stored', 'rejected')),
+            received_at {real} NOT NULL,
+            PRIMARY KEY (vessel_id, batch_seq)
+        );
+        CREATE TABLE messages (
+            vessel_id {int} NOT NULL REFERENCES vessels (vessel_id),
+            message_seq {int} NOT NULL,
+            batch_seq {int} NOT NULL,
+            kind TEXT NOT NULL CHECK (kind IN ('message', 'grievance', 'sos')),
+            crew {int},
+            contact {int},
+            union_id {int},
+            lang {int},
+            body TEXT,
+            quick {int},
+            sealed {blob},
+            latitude {int},
+            longitude {int},
+            written_minutes {int} NOT NULL,
+            accepted_at {real} NOT NULL,
+            state TEXT NOT NULL CHECK (state IN ('accepted', 'delivered', 'failed', 'alert')),
+            state_at {real} NOT NULL,
+            PRIMARY KEY (vessel_id, message_seq)
+        );
+        CREATE TABLE contacts (
+            vessel_id {int} NOT NULL REFERENCES vessels (vessel_id),
+            crew {int} NOT NULL,
+            contact {int} NOT NULL,
+            channel {int} NOT NULL,
+            address TEXT NOT NULL,
+            name TEXT,
+            lang {int},
+            crew_name TEXT,
+            changed_minutes {int} NOT NULL,
+            updated_at {real} NOT NULL,
+            PRIMARY KEY (vessel_id, crew, contact)
+        );
+        CREATE INDEX contacts_by_address ON contacts (channel, address);
+        """,
+        ),
+        Migration(
+            "0002_open_sos_index",
+            """
+        CREATE INDEX messages_sos_open ON messages (vessel_id, message_seq)
+            WHERE kind = 'sos' AND state = 'alert';
+        """,
+        ),
+        # 1 for an SOS sent without a PIN (protocol.envelopes.Sos.unauthenticated): its
+        # crew number is only what was typed, and the alert says so
+        Migration(
+            "0003_sos_unauthenticated", "ALTER TABLE messages ADD COLUMN unauthenticated {int}"
+        ),
+    ),
+)
+
+
+class IngestOutcome(enum.Enum):
+    """What became of one authentic uplink batch."""
+
+    STORED = "stored"  # new: committed with its envelopes
+    DUPLICATE = "duplicate"  # the same bytes were stored before: acknowledged again
+    REJECTED = "rejected"  # authentic but refused for good (told to the vessel)
+
+
+@dataclass(frozen=True, slots=True)
+class IngestResult:
+    """Counts for one batch (ids and sizes only: fit for a log line)."""
+
+    outcome: IngestOutcome
+    vessel_id: int
+    batch_seq: int
+    new_messages: int = 0
+    duplicate_messages: int = 0
+    contacts: int = 0
+    downlink_acked: int = 0
+    reason: Reason | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MessageRecord:
+    """A message as stored ashore (grievance reports only sealed)."""
+
+    vessel_id: int
+    message_seq: int
+    batch_seq: int
+    kind: MessageKind
+    crew: int | None
+    contact: int | None
+    union: int | None
+    lang: Language | None
+    body: str | None
+    quick: int | None
+    sealed: bytes | None
+    position: tuple[int, int] | None
+    written_minutes: int
+    accepted_at: float
+    state: MessageState
+
+
+@dataclass(frozen=True, slots=True)
+class ContactRecord:
+    """A family contact of a crew member, as the vessel's contact book told us."""
+
+    vessel_id: int
+    crew: int
+    contact: int
+    channel: Channel
+    address: str
+    name: str | None
+    lang: Language | None
+    crew_name: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredBatch:
+    """What is kept of a stored batch to recognise it when it comes again."""
+
+    sha256: bytes
+    has_content: bool
+
+
+@dataclass(frozen=True, slots=True)
+class MessageToDeliver:
+    """A stored message with its contact (if the vessel announced one), for a delivery."""
+
+    kind: MessageKind
+    crew: int | None
+    contact: int | None
+    union: int | None
+    lang: Language | None
+    body: str | None
+    quick: int | None
+    sealed: bytes | None
+    accepted_at: float
+    channel: Channel | None
+    address: str | None
+    contact_lang: Language | None
+    crew_name: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class SosMessage:
+    """What an SOS alert says about the SOS (the vessel's name comes from the registry)."""
+
+    crew: int | None
+    crew_name: str | None
+    note: str | None
+    lang: Language | None
+    position: tuple[int, int] | None
+    written_minutes: int
+    accepted_at: float
+    unauthenticated: bool
+
+
+def language(value: object) -> Language | None:
+    """A nullable language column as a :class:`Language`."""
+    return None if value is None else Language(int(str(value)))
+
+
+def keys_filter(keys: Sequence[tuple[int, int]], prefix: str = "") -> tuple[str, list[int]]:
+    """A condition matching the rows of ``keys`` (vessel_id, message_seq), with its
+    arguments (``$1`` on); ``prefix`` qualifies the columns (``"m."``)."""
+    terms = " OR ".join(
+        f"({prefix}vessel_id = ${2 * i + 1} AND {prefix}message_seq = ${2 * i + 2})"
+        for i in range(len(keys))
+    )
+    return f"({terms})", [int(part) for key in keys for part in key]
+
+
+class Uplink:
+    """The uplink's SQL; every method runs in the transaction it is given."""
+
+    # batches ---------------------------------------------------------------------------
+
+    async def stored_batch(self, tx: Tx, vessel_id: int, batch_seq: int) -> StoredBatch | None:
+        """The stored batch (vessel, batch_seq), or None."""
+        row = await tx.fetchrow(
+            "SELECT sha256, has_content FROM batches WHERE vessel_id = $1 AND batch_seq = $2",
+            vessel_id,
+            batch_seq,
+        )
+        return None if row is None else StoredBatch(bytes(row[0]), bool(row[1]))
+
+    async def store_batch(
+        self, tx: Tx, batch: Batch, sha256: bytes, link_bytes: int, has_content: bool, now: float
+    ) -> None:
+        """Record an accepted batch (its envelopes are stored by the other methods)."""
+        await tx.execute(
+            "INSERT INTO batches (vessel_id, batch_seq, sha256, link_bytes, batch_minutes, "
+            "envelopes, has_content, state, received_at) "
+            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING",
+            batch.vessel_id,
+            batch.batch_seq,
+            sha256,
+            link_bytes,
+            batch.batch_minutes,
+            len(batch.envelopes),
+            1 if has_content else 0,
+            BatchState.STORED.value,
+            float(now),
+        )
+
+    async def batch_arrivals(self, tx: Tx, vessel_id: int, since: float) -> list[tuple[float, int]]:
+        """(received_at, link_bytes) of the vessel's batches received since ``since``."""
+        rows = await tx.fetch(
+            "SELECT received_at, link_bytes FROM batches "
+            "WHERE vessel_id = $1 AND received_at >= $2 ORDER BY received_at",
+            vessel_id,
+            float(since),
+        )
+        return [(float(r[0]), int(r[1])) for r in rows]
+
+    async def link_bytes_since(self, tx: Tx, since: float) -> dict[int, int]:
+        """Uplink link bytes per vessel of batches received since ``since``."""
+        rows = await tx.fetch(
+            "SELECT vessel_id, SUM(link_bytes) FROM batches WHERE received_at >= $1 "
+            "GROUP BY vessel_id",
+            float(since),
+        )
+        return {int(r[0]): int(r[1]) for r in rows}
+
+    async def stored_batches_between(
+        self, tx: Tx, vessel_id: int, start_minutes: int, end_minutes: int
+    ) -> tuple[int, int]:
+        """(count, link bytes) of the vessel's stored batches dated in [start, end)."""
+        row = await tx.fetchrow(
+            "SELECT COUNT(*), COALESCE(SUM(link_bytes), 0) FROM batches WHERE vessel_id = $1 "
+            "AND state = $4 AND batch_minutes >= $2 AND batch_minutes < $3",
+            vessel_id,
+            start_minutes,
+            end_minutes,
+            BatchState.STORED.value,
+        )
+        assert row is not None
+        return int(row[0]), int(row[1])
+
+    # contacts ---------------------------------------------------------------------------
+
+    async def upsert_contact(
+        self, tx: Tx, vessel_id: int, change: ContactBookChange, now: float
+    ) -> None:
+        """Store a contact book change; an older change (a batch replayed late) never
+        overwrites a newer one."""
+        await tx.execute(
+            "INSERT INTO contacts (vessel_id, crew, contact, channel, address, name, lang, "
+            "crew_name, changed_minutes, updated_at) "
+            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) "
+            "ON CONFLICT (vessel_id, crew, contact) DO UPDATE SET channel = excluded.channel, "
+            "address = excluded.address, name = excluded.name, lang = excluded.lang, "
+            "crew_name = excluded.crew_name, changed_minutes = excluded.changed_minutes, "
+            "updated_at = excluded.updated_at "
+            "WHERE contacts.changed_minutes <= excluded.changed_minutes",
+            vessel_id,
+            change.crew,
+            change.contact,
+            int(change.channel),
+            change.address,
+            change.name,
+            None if change.contact_lang is None else int(change.contact_lang),
+            change.crew_name,
+            change.written_minutes,
+            float(now),
+        )
+
+    async def contact(
+        self, tx: Tx, vessel_id: int, crew: int, contact: int
+    ) -> ContactRecord | None:
+        """A crew member's contact, or None when the vessel never announced it."""
+        row = await tx.fetchrow(
+            "SELECT crew, contact, channel, address, name, lang, crew_name, vessel_id "
+            "FROM contacts WHERE vessel_id = $1 AND crew = $2 AND contact = $3",
+            vessel_id,
+            crew,
+            contact,
+        )
+        return None if row is None else _contact(row)
+
+    async def contacts_with_address(
+        self, tx: Tx, channel: Channel, address: str
+    ) -> list[ContactRecord]:
+        """Contacts with this address, newest change first."""
+        rows = await tx.fetch(
+            "SELECT crew, contact, channel, address, name, lang, crew_name, vessel_id "
+            "FROM contacts WHERE channel = $1 AND address = $2 ORDER BY updated_at DESC",
+            int(channel),
+            address,
+        )
+        return [_contact(r) for r in rows]
+
+    # messages ---------------------------------------------------------------------------
+
+    async def insert_message(
+        self,
+        tx: Tx,
+        vessel_id: int,
+        batch_seq: int,
+        envelope: CrewMessage | GrievanceReport | Sos,
+        now: float,
+    ) -> MessageKind | None:
+        """Store a crew message, grievance report or SOS; its kind, or None when the vessel
+        sent this message before (nothing stored). An SOS starts in state ``ALERT``, the
+        rest ``ACCEPTED``."""
+        kind = MessageKind.of(envelope)
+        assert kind is not None  # every one of these envelopes is a message
+        crew = contact = union = lang = quick = lat = lon = unauthenticated = None
+        body: str | None = None
+        sealed: bytes | None = None
+        if isinstance(envelope, CrewMessage):
+            seq, crew, contact, quick = (
+                envelope.message_seq,
+                envelope.crew,
+                envelope.contact,
+                envelope.quick,
+            )
+            body, lang = envelope.body, envelope.lang
+        elif isinstance(envelope, GrievanceReport):
+            seq, union, sealed = envelope.message_seq, envelope.union, envelope.sealed
+        else:
+            assert isinstance(envelope, Sos)
+            seq, crew, body, lang = (
+                envelope.message_seq,
+                envelope.crew,
+                envelope.note,
+                envelope.lang,
+            )
+            if envelope.position is not None:
+                lat, lon = envelope.position
+            unauthenticated = 1 if envelope.unauthenticated else None
+        state = MessageState.ALERT if kind is MessageKind.SOS else MessageState.ACCEPTED
+        inserted = await tx.fetchrow(
+            "INSERT INTO messages (vessel_id, message_seq, batch_seq, kind, crew, contact, "
+            "union_id, lang, body, quick, sealed, latitude, longitude, written_minutes, "
+            "accepted_at, state, state_at, unauthenticated) VALUES "
+            "($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $15, $17) "
+            "ON CONFLICT DO NOTHING RETURNING message_seq",
+            vessel_id,
+            seq,
+            batch_seq,
+            kind.value,
+            crew,
+            contact,
+            union,
+            None if lang is None else int(lang),
+            body,
+            quick,
+            sealed,
+            lat,
+            lon,
+            envelope.written_minutes,
+            float(now),
+            state.value,
+            unauthenticated,
+        )
+        return None if inserted is None else kind
+
+    async def set_message_state(
+        self,
+        tx: Tx,
+        vessel_id: int,
+        message_seq: int,
+        state: MessageState,
+        now: float,
+        *,
+        only_from: MessageState | None = None,
+    ) -> bool:
+        """Change a message's state (with ``only_from``: only a message in that state);
+        whether a message changed."""
+        condition, args = "", [vessel_id, message_seq, state.value, float(now)]
+        if only_from is not None:
+            condition = " AND state = $5"
+            args.append(only_from.value)
+        changed = await tx.fetchrow(
+            "UPDATE messages SET state = $3, state_at = $4 "
+            f"WHERE vessel_id = $1 AND message_seq = $2{condition} RETURNING message_seq",
+            *args,
+        )
+        return changed is not None
+
+    async def messages(self, tx: Tx, vessel_id: int) -> list[MessageRecord]:
+        """A vessel's stored messages, by sequence number."""
+        rows = await tx.fetch(
+            "SELECT vessel_id, message_seq, batch_seq, kind, crew, contact, union_id, lang, "
+            "body, quick, sealed, latitude, longitude, written_minutes, accepted_at, state "
+            "FROM messages WHERE vessel_id = $1 ORDER BY message_seq",
+            vessel_id,
+        )
+        return [
+            MessageRecord(
+                vessel_id=int(r[0]),
+                message_seq=int(r[1]),
+                batch_seq=int(r[2]),
+                kind=MessageKind(r[3]),
+                crew=r[4],
+                contact=r[5],
+                union=r[6],
+                lang=language(r[7]),
+                body=r[8],
+                quick=r[9],
+                sealed=None if r[10] is None else bytes(r[10]),
+                position=None if r[11] is None else (int(r[11]), int(r[12])),
+                written_minutes=int(r[13]),
+                accepted_at=float(r[14]),
+                state=MessageState(r[15]),
+            )
+            for r in rows
+        ]
+
+    async def count_messages(self, tx: Tx, vessel_id: int | None = None) -> int:
+        """How many messages are stored (for one vessel, or all)."""
+        if vessel_id is None:
+            row = await tx.fetchrow("SELECT COUNT(*) FROM messages")
+        else:
+            row = await tx.fetchrow("SELECT COUNT(*) FROM messages WHERE vessel_id = $1", vessel_id)
+        assert row is not None
+        return int(row[0])
+
+    async def kinds(
+        self, tx: Tx, keys: Sequence[tuple[int, int]]
+    ) -> dict[tuple[int, int], MessageKind]:
+        """The kind of each stored message of ``keys`` (vessel, message_seq)."""
+        if not keys:
+            return {}
+        where, args = keys_filter(keys)
+        rows = await tx.fetch(
+            f"SELECT vessel_id, message_seq, kind FROM messages WHERE {where}", *args
+        )
+        return {(int(r[0]), int(r[1])): MessageKind(r[2]) for r in rows}
+
+    async def to_deliver(
+        self, tx: Tx, keys: Sequence[tuple[int, int]]
+    ) -> dict[tuple[int, int], MessageToDeliver]:
+        """The messages of ``keys`` (vessel, message_seq), each with its contact."""
+        if not keys:
+            return {}
+        where, args = keys_filter(keys, "m.")
+        rows = await tx.fetch(
+            "SELECT m.vessel_id, m.message_seq, m.kind, m.crew, m.contact, m.union_id, m.lang, "
+            "m.body, m.quick, m.sealed, m.accepted_at, c.channel, c.address, c.lang, "
+            "c.crew_name FROM messages m LEFT JOIN contacts c ON c.vessel_id = m.vessel_id "
+            f"AND c.crew = m.crew AND c.contact = m.contact WHERE {where}",
+            *args,
+        )
+        return {
+            (int(r[0]), int(r[1])): MessageToDeliver(
+                kind=MessageKind(r[2]),
+                crew=optional_int(r[3]),
+                contact=optional_int(r[4]),
+                union=optional_int(r[5]),
+                lang=language(r[6]),
+                body=r[7],
+                quick=optional_int(r[8]),
+                sealed=None if r[9] is None else bytes(r[9]),
+                accepted_at=float(r[10]),
+                channel=None if r[11] is None else Channel(int(r[11])),
+                address=r[12],
+                contact_lang=language(r[13]),
+                crew_name=r[14],
+            )
+            for r in rows
+        }
+
+    async def crew_messages_written(
+        self, tx: Tx, vessel_id: int, start_minutes: int, end_minutes: int
+    ) -> list[tuple[int, int, str | None, int | None]]:
+        """(message_seq, crew, body, quick) of the vessel's crew messages written in
+        [start, end) (UTC minutes)."""
+        rows = await tx.fetch(
+            "SELECT message_seq, crew, body, quick FROM messages WHERE vessel_id = $1 "
+            "AND kind = $4 AND written_minutes >= $2 AND written_minutes < $3 "
+            "ORDER BY message_seq",
+            vessel_id,
+            start_minutes,
+            end_minutes,
+            MessageKind.MESSAGE.value,
+        )
+        return [(int(r[0]), int(r[1]), r[2], optional_int(r[3])) for r in rows]
+
+    # grievance reports --------------------------------------------------------------------
+
+    async def union_reports(self, tx: Tx, union: int) -> list[tuple[int, int, bytes, float]]:
+        """(vessel, message_seq, sealed, accepted_at) of every report sealed to ``union``,
+        in order of arrival."""
+        rows = await tx.fetch(
+            "SELECT vessel_id, message_seq, sealed, accepted_at FROM messages "
+            "WHERE kind = $2 AND union_id = $1 AND sealed IS NOT NULL "
+            "ORDER BY accepted_at, vessel_id, message_seq",
+            union,
+            MessageKind.GRIEVANCE.value,
+        )
+        return [(int(r[0]), int(r[1]), bytes(r[2]), float(r[3])) for r in rows]
+
+    async def report_sealed(self, tx: Tx, vessel_id: int, message_seq: int) -> bytes | None:
+        """The sealed bytes of a stored grievance report (None: no such report)."""
+        row = await tx.fetchrow(
+            "SELECT sealed FROM messages WHERE vessel_id = $1 AND message_seq = $2 AND kind = $3",
+            vessel_id,
+            message_seq,
+            MessageKind.GRIEVANCE.value,
+        )
+        return None if row is None or row[0] is None else bytes(row[0])
+
+    async def vessel_reports_sealed(self, tx: Tx, vessel_id: int) -> list[bytes]:
+        """The sealed bytes of every grievance report (and slot) of a vessel."""
+        rows = await tx.fetch(
+            "SELECT sealed FROM messages WHERE vessel_id = $1 AND kind = $2 AND sealed IS NOT NULL",
+            vessel_id,
+            MessageKind.GRIEVANCE.value,
+        )
+        return [bytes(r[0]) for r in rows]
+
+    async def slot_crews(self, tx: Tx, since: float) -> list[tuple[int, int]]:
+        """(vessel, crew) of every crew member whose uplink slot arrived since ``since``
+        (read from the slot header in the clear: nothing is opened)."""
+        rows = await tx.fetch(
+            "SELECT DISTINCT vessel_id, substr(sealed, 1, 6) FROM messages "
+            "WHERE kind = $2 AND sealed IS NOT NULL AND accepted_at >= $1",
+            float(since),
+            MessageKind.GRIEVANCE.value,
+        )
+        found: set[tuple[int, int]] = set()
+        for vessel, head in rows:
+            head = bytes(head)
+            if len(head) == 6 and head.startswith(SLOT_MAGIC):
+                found.add((int(vessel), int.from_bytes(head[4:6], "big")))
+        return sorted(found)
+
+    # SOS ----------------------------------------------------------------------------------
+
+    async def open_sos(self, tx: Tx) -> list[tuple[int, int, float]]:
+        """(vessel, message_seq, accepted_at) of every SOS still in state ``ALERT``."""
+        rows = await tx.fetch(
+            "SELECT vessel_id, message_seq, accepted_at FROM messages "
+            "WHERE kind = $1 AND state = $2",
+            MessageKind.SOS.value,
+            MessageState.ALERT.value,
+        )
+        return [(int(r[0]), int(r[1]), float(r[2])) for r in rows]
+
+    async def sos(self, tx: Tx, vessel_id: int, message_seq: int) -> SosMessage | None:
+        """What an alert says about an SOS (the crew member's name from the contact book)."""
+        row = await tx.fetchrow(
+            "SELECT crew, body, lang, latitude, longitude, written_minutes, accepted_at, "
+            "unauthenticated, (SELECT c.crew_name FROM contacts c "
+            "WHERE c.vessel_id = m.vessel_id AND c.crew = m.crew "
+            "AND c.crew_name IS NOT NULL ORDER BY c.updated_at DESC LIMIT 1) "
+            "FROM messages m WHERE vessel_id = $1 AND message_seq = $2 AND kind = $3",
+            vessel_id,
+            message_seq,
+            MessageKind.SOS.value,
+        )
+        if row is None:
+            return None
+        return SosMessage(
+            crew=optional_int(row[0]),
+            crew_name=row[8],
+            note=row[1],
+            lang=language(row[2]),
+            position=None if row[3] is None else (int(row[3]), int(row[4])),
+            written_minutes=int(row[5]),
+            accepted_at=float(row[6]),
+            unauthenticated=bool(row[7]),
+        )
+
+
+def _contact(r: Row) -> ContactRecord:
+    return ContactRecord(
+        int(r[7]), int(r[0]), int(r[1]), Channel(int(r[2])), r[3], r[4], language(r[5]), r[6]
+    )
