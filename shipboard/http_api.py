@@ -420,10 +420,10 @@ def create_app(
     async def message_stages(request: Request) -> Response:
         who = signed_in(request)
         seq = seq_of(request, "message")
-        stages = None if who.duress else await asyncio.to_thread(intake.outbox.message_stages, seq)
+        stages = None if who.duress else await asyncio.to_thread(intake.view.message_stages, seq)
         mine = stages is not None and stages["crew"] == who.member.crew
         if stages is not None and stages["kind"] == "grievance":
-            mine = seq in await asyncio.to_thread(intake.outbox.my_cases, who.case_key)
+            mine = seq in await asyncio.to_thread(intake.view.my_cases, who.case_key)
         if stages is None or not mine:
             raise Problem(404, "not-found", "not found", "There is no such message of yours.")
         for private in ("reporter_tag", "crew", "failure_detail", "typed_crew"):
@@ -561,19 +561,19 @@ def create_app(
         who = signed_in(request)
         if who.duress:
             return JSONResponse({"entries": [], "cases": []})
-        cases = await asyncio.to_thread(intake.outbox.my_cases, who.case_key)
-        entries = await asyncio.to_thread(intake.outbox.inbox, who.member.crew, cases)
+        cases = await asyncio.to_thread(intake.view.my_cases, who.case_key)
+        entries = await asyncio.to_thread(intake.view.inbox, who.member.crew, cases)
         return JSONResponse({"entries": entries, "cases": cases})
 
     async def case(request: Request) -> Response:
         who = signed_in(request)
         seq = seq_of(request, "case")
-        if who.duress or seq not in await asyncio.to_thread(intake.outbox.my_cases, who.case_key):
+        if who.duress or seq not in await asyncio.to_thread(intake.view.my_cases, who.case_key):
             raise Problem(404, "not-found", "not found", "There is no such case of yours.")
         keys = reporter_reply_keys(who.case_key)
         notes: list[dict[str, object]] = []
         stage = CaseStatus.RECEIVED
-        for code, sealed, at in await asyncio.to_thread(intake.outbox.case_notes, seq):
+        for code, sealed, at in await asyncio.to_thread(intake.view.case_notes, seq):
             with contextlib.suppress(ValueError):
                 stage = CaseStatus(code)
             note: dict[str, object] = {"stage": STAGE_WORDS.get(stage, str(code)), "at": at}
@@ -595,9 +595,9 @@ def create_app(
         # the union's notes that came in the reporter's downlink slots (cover never opens)
         slotted = await asyncio.to_thread(
             _slot_notes,
-            await asyncio.to_thread(intake.outbox.slot_items, who.member.crew),
+            await asyncio.to_thread(intake.view.slot_items, who.member.crew),
             keys.private_key,
-            case_number(intake.outbox.vessel_id, seq),
+            case_number(intake.view.vessel_id, seq),
         )
         for opened, at in slotted:
             stage = opened.status
@@ -613,7 +613,7 @@ def create_app(
             )
         return JSONResponse(
             {
-                "case_number": case_number(intake.outbox.vessel_id, seq),
+                "case_number": case_number(intake.view.vessel_id, seq),
                 "stage": STAGE_WORDS.get(stage, str(int(stage))),
                 "notes": notes,
             }

@@ -73,9 +73,9 @@ import logging
 import random
 import ssl
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar, runtime_checkable
+from typing import Any, Protocol, TypeVar
 from zoneinfo import ZoneInfo
 
 from common.logs import enter_vessel_scope
@@ -85,11 +85,20 @@ from protocol.months import BILLING_ZONE, Month
 from protocol.quota import QuotaLedger
 from protocol.signing import SigningKey, VerifyKey
 from shipboard.config import ShipConfig
+from shipboard.database import OnDatabase
 from shipboard.downlink import DownlinkOutcome, DownlinkVerdict, apply_downlink_payload
 from shipboard.errors import OutboxUnavailable
 from shipboard.mqtt_link import MqttLink, ResumingContext, client_tls_context
 from shipboard.profiles import LinkProfile
-from shipboard.scheduler import Held, HoldReason, Plan, SchedulerSettings, SessionReason, Snapshot
+from shipboard.scheduler import (
+    Held,
+    HoldReason,
+    PendingLike,
+    Plan,
+    SchedulerSettings,
+    SessionReason,
+    Snapshot,
+)
 from shipboard.scheduler import plan as make_plan
 from shipboard.session import (
     DownlinkResultLike,
@@ -99,7 +108,8 @@ from shipboard.session import (
     VesselSession,
     vessel_log,
 )
-from shipboard.sessions_log import LinkSession
+from shipboard.sessions_log import LinkSession, SessionsLog
+from shipboard.states import MessageKind
 from shipboard.transport import (
     Link,
     LinkClosed,
@@ -118,13 +128,15 @@ __all__ = [
     "LinkClosed",
     "LinkDown",
     "LinkError",
+    "LinkOutbox",
     "LinkSettings",
     "LinkStatistics",
     "LoopTimers",
     "OutboxPort",
     "ResumingContext",
-    "SessionHistory",
     "SessionReport",
+    "SessionsLogPort",
+    "SnapshotSource",
     "StoredBatchLike",
     "Timers",
     "apply_downlink_payload",
@@ -145,21 +157,45 @@ UTC_ZONE = ZoneInfo("UTC")
 Clock = Callable[[], float]
 
 
-# --- what the link needs from the outbox, besides shipboard.session.OutboxPort -----------
+# --- what the loop needs besides the session's outbox (shipboard.session.OutboxPort) ------
 
 
-@runtime_checkable
-class SessionRecorder(Protocol):
-    """An outbox that keeps the link sessions for the monthly report (the real one does)."""
+class SnapshotSource(Protocol):
+    """The outbox, as the scheduler's snapshot reads it (:func:`build_snapshot`)."""
 
-    def record_link_session(self, session: LinkSession) -> int: ...
+    def pending_messages(self, now: float) -> Sequence[PendingLike]:
+        """Messages waiting for a batch (no text), oldest first."""
+        ...
+
+    def quota_ledger(self, now: float) -> Mapping[int, int]:
+        """Text bytes accepted this quota month per crew member, pending ones included."""
+        ...
+
+    def unacknowledged_batches(self) -> Sequence[StoredBatchLike]:
+        """Uplink batches no BatchAck has covered, oldest first."""
+        ...
 
 
-@runtime_checkable
-class SessionHistory(Protocol):
-    """An outbox that can read back the sessions it kept (the budget tally starts there)."""
+class LinkOutbox(OutboxPort, SnapshotSource, Protocol):
+    """The outbox the link loop runs on: a session's and the snapshot's."""
 
-    def link_sessions_in(self, month: int) -> Sequence[LinkSession]: ...
+
+class SessionsLogPort(Protocol):
+    """Where the loop keeps its sessions, and reads the month's spend back
+    (:class:`shipboard.sessions_log.SessionsLog`)."""
+
+    def record(self, session: LinkSession) -> int:
+        """Keep one session (committed on its own)."""
+        ...
+
+    def sessions_in(self, month: int) -> Sequence[LinkSession]:
+        """The sessions that started in ``month`` (YYYYMM, UTC)."""
+        ...
+
+
+def sessions_log_of(outbox: object) -> SessionsLogPort | None:
+    """The sessions log of the outbox's database, or None for an outbox on none (a fake)."""
+    return SessionsLog(outbox) if isinstance(outbox, OnDatabase) else None
 
 
 # --- time, for the shell -------------------------------------------------------------------
@@ -303,7 +339,7 @@ async def run_session(
 
 
 def build_snapshot(
-    outbox: OutboxPort,
+    outbox: SnapshotSource,
     *,
     now: float,
     quota_bytes: int,
@@ -322,7 +358,11 @@ def build_snapshot(
     accepted = outbox.quota_ledger(now)
     waiting: dict[int, int] = {}
     for message in pending:
-        if message.kind == "message" and message.crew is not None and message.accepted_at >= start:
+        if (
+            message.kind == MessageKind.MESSAGE
+            and message.crew is not None
+            and message.accepted_at >= start
+        ):
             waiting[message.crew] = waiting.get(message.crew, 0) + message.text_bytes
     carried = {
         (crew, month): max(0, used - waiting.get(crew, 0)) for crew, used in accepted.items()
@@ -385,7 +425,7 @@ SessionRunner = Callable[..., Coroutine[Any, Any, SessionReport]]
 
 
 async def _record_session(
-    outbox: OutboxPort,
+    sessions: SessionsLogPort | None,
     profile: LinkProfile,
     started_at: float,
     ended_at: float,
@@ -393,8 +433,9 @@ async def _record_session(
     overhead_bytes: int,
     log: logging.LoggerAdapter[logging.Logger],
 ) -> None:
-    """Keep the session in the outbox for the monthly report (``report`` None: it failed)."""
-    if not isinstance(outbox, SessionRecorder):
+    """Keep the session in the sessions log for the monthly report (``report`` None: it
+    failed). Without a log (tests' fakes), nothing is kept."""
+    if sessions is None:
         return
     session = LinkSession(
         started_at=started_at,
@@ -406,23 +447,27 @@ async def _record_session(
         profile=profile.name,
     )
     try:
-        await asyncio.to_thread(outbox.record_link_session, session)
+        await asyncio.to_thread(sessions.record, session)
     except OutboxUnavailable as exc:
         log.error("link session not recorded for the monthly report: %s", exc)
 
 
-async def billed_so_far(outbox: OutboxPort, profile: LinkProfile, month: Month) -> int:
-    """Billed bytes of the month's completed sessions in the outbox's sessions log.
+async def billed_so_far(
+    sessions: SessionsLogPort | OnDatabase | None, profile: LinkProfile, month: Month
+) -> int:
+    """Billed bytes of the month's completed sessions in the sessions log (or in the
+    sessions log of the database ``sessions`` stands on).
 
     This is where the budget tally starts after a restart (even after SIGKILL: each
     session is committed on its own when it ends). Every session is priced under the
     current ``profile``, as the monthly statement does (``sessions_log.price_month``).
-    An outbox without a sessions log (tests' fakes) has spent nothing.
+    No sessions log (tests' fakes): nothing spent.
     """
-    if not isinstance(outbox, SessionHistory):
+    log = sessions_log_of(sessions) if isinstance(sessions, OnDatabase) else sessions
+    if log is None:
         return 0
-    sessions = await asyncio.to_thread(outbox.link_sessions_in, month.key)
-    return sum(profile.billed_bytes(s.link_bytes) for s in sessions if s.outcome == "done")
+    found = await asyncio.to_thread(log.sessions_in, month.key)
+    return sum(profile.billed_bytes(s.link_bytes) for s in found if s.outcome == "done")
 
 
 def _seqs(held: Sequence[Held], most: int = 10) -> str:
@@ -433,7 +478,8 @@ def _seqs(held: Sequence[Held], most: int = 10) -> str:
 async def run_link(
     *,
     config: ShipConfig,
-    outbox: OutboxPort,
+    outbox: LinkOutbox,
+    sessions: SessionsLogPort | None = None,
     signing_key: SigningKey,
     codebook: Codebook,
     stopping: asyncio.Event,
@@ -449,12 +495,14 @@ async def run_link(
 ) -> None:
     """Run the link until ``stopping`` is set: plan, maybe run a session, sleep, repeat.
 
-    ``doorbell`` is rung by intake whenever the outbox changed. The monthly budget is
-    checked against a billed-bytes tally per UTC month (the provider's billing month, and
-    the sessions log's): it starts from the sessions the outbox recorded this month
-    (:func:`billed_so_far`), so a restart does not forget what was spent, and grows by
-    each session's estimate as it ends.
+    ``doorbell`` is rung by intake whenever the outbox changed. Each session is kept in
+    ``sessions`` (default: the sessions log of the outbox's database; none for an outbox
+    on no database). The monthly budget is checked against a billed-bytes tally per UTC
+    month (the provider's billing month, and the sessions log's): it starts from the
+    sessions recorded this month (:func:`billed_so_far`), so a restart does not forget
+    what was spent, and grows by each session's estimate as it ends.
     """
+    log_of_sessions = sessions if sessions is not None else sessions_log_of(outbox)
     settings = link_settings or LinkSettings.from_config(config)
     profile = settings.profile
     policy = scheduler_settings or SchedulerSettings(
@@ -477,7 +525,7 @@ async def run_link(
         month = Month.of(now, BILLING_ZONE)
         try:
             if month not in billed:
-                billed[month] = await billed_so_far(outbox, profile, month)
+                billed[month] = await billed_so_far(log_of_sessions, profile, month)
                 log.info("budget: %d billed bytes spent in %s so far", billed[month], month)
             stats.billed_this_month_bytes = billed[month]
             snapshot = await asyncio.to_thread(
@@ -524,7 +572,7 @@ async def run_link(
                 delay = reconnect_delay_s(failures, rng)
                 backoff_until = clock() + delay
                 log.warning("session failed (%s); next try in %.0f s", exc, delay)
-                await _record_session(outbox, profile, started_at, clock(), None, 0, log)
+                await _record_session(log_of_sessions, profile, started_at, clock(), None, 0, log)
                 continue
             failures = 0
             stats.sessions += 1
@@ -540,7 +588,7 @@ async def run_link(
             stats.estimated_billed_bytes += cost
             stats.billed_this_month_bytes = billed[month]
             await _record_session(
-                outbox,
+                log_of_sessions,
                 profile,
                 started_at,
                 clock(),

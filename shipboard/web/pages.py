@@ -542,21 +542,15 @@ def web_routes(
     def my_messages(session: WebSession) -> list[dict[str, object]]:
         if session.duress:
             return []
-        with intake.outbox.reading() as db:
-            rows = db.execute(
-                "SELECT message_seq, contact, quick, state, accepted_at FROM messages "
-                "WHERE crew = ? AND kind = 'message' ORDER BY message_seq DESC LIMIT 20",
-                (session.crew,),
-            ).fetchall()
         return [
             {
-                "seq": r[0],
-                "contact": r[1],
-                "quick": r[2],
-                "state": str(r[3]),
-                "at": _seconds_text(r[4], zone),
+                "seq": sent.message_seq,
+                "contact": sent.contact,
+                "quick": sent.quick,
+                "state": str(sent.state),
+                "at": _seconds_text(sent.accepted_at, zone),
             }
-            for r in rows
+            for sent in intake.view.recent_messages(session.crew, 20)
         ]
 
     def refusal_msgid(error: IntakeRefused) -> str:
@@ -646,7 +640,7 @@ def web_routes(
 
     async def message(request: Request, session: WebSession) -> Response:
         seq = int_or_none(request.path_params["seq"]) or 0
-        stages = await asyncio.to_thread(intake.outbox.message_stages, seq)
+        stages = await asyncio.to_thread(intake.view.message_stages, seq)
         if (
             stages is None
             or session.duress
@@ -915,8 +909,8 @@ def web_routes(
             entries: list[dict[str, object]] = []
             cases: list[int] = []
         else:
-            cases = await asyncio.to_thread(intake.outbox.my_cases, session.signed_in.case_key)
-            entries = await asyncio.to_thread(intake.outbox.inbox, session.crew, cases)
+            cases = await asyncio.to_thread(intake.view.my_cases, session.signed_in.case_key)
+            entries = await asyncio.to_thread(intake.view.inbox, session.crew, cases)
         contacts = {c.contact: c for c in await contact_list(session)} if not session.duress else {}
         shown = []
         for entry in entries:
@@ -955,7 +949,7 @@ def web_routes(
             shown.append(item)
         timelines = []
         for seq in sorted(cases, reverse=True):
-            stages = await asyncio.to_thread(intake.outbox.message_stages, seq)
+            stages = await asyncio.to_thread(intake.view.message_stages, seq)
             steps: list[tuple[str, str]] = []
             if stages is not None:
                 steps.append((STAGE_WORDS["accepted"], _seconds_text(stages["accepted_at"], zone)))  # type: ignore[arg-type]
