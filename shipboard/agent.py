@@ -39,7 +39,7 @@ from shipboard.config import ShipConfig
 from shipboard.crew import CrewRegister
 from shipboard.crew_view import VesselCrewView
 from shipboard.database import VesselDatabase
-from shipboard.http_api import SessionStore, create_app, serve_http
+from shipboard.http_api import ApiTokens, create_app, serve_http
 from shipboard.intake import Intake
 from shipboard.metrics import ShipMetrics, serve_metrics
 from shipboard.outbox import Outbox
@@ -133,7 +133,7 @@ async def run_agent(
             )
             group.create_task(
                 serve_http(
-                    create_app(intake, SessionStore(), guard=guard),
+                    create_app(intake, ApiTokens(), guard=guard),
                     config.intake.http_host,
                     config.intake.http_port,
                     stopping,

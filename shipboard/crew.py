@@ -317,7 +317,7 @@ class CrewRegister:
         if right:
             return PinCheck(PinOutcome.RIGHT, SignedIn(member, _hash(pin, bytes(row[8]))))
         # a throwaway case key (hashed as the real one is, to take the same time): the
-        # duress session finds no case and files under no one's
+        # duress sign-in finds no case and files under no one's
         throwaway = _hash(pin, secrets.token_bytes(16))
         return PinCheck(PinOutcome.DURESS, SignedIn(member, throwaway, duress=True))
 

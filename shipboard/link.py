@@ -2,7 +2,7 @@
 
 A session (:func:`run_session`) is short and does everything in one connection::
 
-    connect (persistent session, client id v{vessel})      CONNECT / CONNACK
+    connect (broker keeps our state, client id v{vessel})  CONNECT / CONNACK
     subscribe vr/{vessel}/d (QoS 1)                          queued downlink flows in
     apply every downlink batch (verified with the shore's key; a bad one is logged, skipped)
     make a batch of the scheduler's messages (+ BatchAck of the downlink just applied)
@@ -36,15 +36,16 @@ measurements in ``tests/shipboard/test_link.py``, printed with ``-s``):
   tells the broker when to drop a vessel whose link vanished (1.5 x keep-alive). An
   always-on client with a 60 s keep-alive would spend ~8.8 MB a month on pings (TLS).
   A dead link inside a session is caught by our own bounded waits instead.
-- **Session expiry** 30 days (MQTT 5 ``SessionExpiryInterval``; 3.1.1 ``clean_session=False``
-  never expires): the broker keeps the subscription and queues the shore's downlink while
+- **Broker state kept** 30 days (MQTT 5 ``SessionExpiryInterval``; 3.1.1
+  ``clean_session=False`` never expires): the broker keeps the subscription and queues the
+  shore's downlink while
   the vessel is away, so nothing is re-sent by the shore just because a week passed.
   Correctness does not depend on it: the shore resends what the vessel has not acked.
 - **Publish timeout** sized from the profile (:meth:`LinkProfile.transfer_timeout_s`), not
   aiomqtt's fixed 10 s; and every wait is raced against the connection's loss, because an
   in-flight aiomqtt publish is not woken when the link drops.
 - **TLS**: one :class:`ResumingContext` for the agent's life; it offers the previous
-  session's ticket on the next connect (TLS 1.3 resumption). FIELD-NOTES: a full TLS 1.3
+  connection's TLS ticket on the next connect (TLS 1.3 resumption). FIELD-NOTES: a full TLS 1.3
   handshake is ~1,900 B, a resumed one ~1,150 B. Mosquitto's tickets live 7,200 s, so
   only sessions less than two hours apart resume: Iridium Certus polls 12 h apart pay the
   full handshake (still under the 5 KB minimum, so billed the same). TLS-PSK would avoid
@@ -59,7 +60,7 @@ with 20 receipts down::
     TLS 1.3, full         3,864 B   (~3,000 B)
     TLS 1.3, resumed      3,081 B   (~2,220 B)
 
-So on Iridium Certus (5,120 B billed minimum) a resumed TLS session leaves ~2,900 B for
+So on Iridium Certus (5,120 B billed minimum) a session with resumed TLS leaves ~2,900 B for
 batches before it costs more than the minimum; the scheduler fills sessions up to it.
 (FIELD-NOTES' tcpdump figures, 3,300 / 5,800 / ~4,800 B, are for a 2 KB batch.)
 
@@ -108,7 +109,7 @@ from shipboard.session import (
     VesselSession,
     vessel_log,
 )
-from shipboard.sessions_log import LinkSession, SessionsLog
+from shipboard.sessions_log import LinkSession, SessionOutcome, SessionsLog
 from shipboard.states import MessageKind
 from shipboard.transport import (
     Link,
@@ -440,7 +441,7 @@ async def _record_session(
     session = LinkSession(
         started_at=started_at,
         ended_at=max(started_at, ended_at),
-        outcome="failed" if report is None else "done",
+        outcome=SessionOutcome.FAILED if report is None else SessionOutcome.DONE,
         uplink_payload_bytes=0 if report is None else report.uplink_payload_bytes,
         downlink_payload_bytes=0 if report is None else report.downlink_payload_bytes,
         overhead_bytes=overhead_bytes,
@@ -467,7 +468,9 @@ async def billed_so_far(
     if log is None:
         return 0
     found = await asyncio.to_thread(log.sessions_in, month.key)
-    return sum(profile.billed_bytes(s.link_bytes) for s in found if s.outcome == "done")
+    return sum(
+        profile.billed_bytes(s.link_bytes) for s in found if s.outcome is SessionOutcome.DONE
+    )
 
 
 def _seqs(held: Sequence[Held], most: int = 10) -> str:

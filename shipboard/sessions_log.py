@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Literal
+from enum import StrEnum
 
 from protocol.months import BILLING_ZONE, Month
 from shipboard.database import OnDatabase
@@ -28,7 +28,12 @@ from shipboard.profiles import LinkProfile
 
 logger = logging.getLogger(__name__)
 
-SessionOutcome = Literal["done", "failed"]
+
+class SessionOutcome(StrEnum):
+    """How a link session ended; the value is what the log stores."""
+
+    DONE = "done"  # it ran to its end (its bytes are counted and billed)
+    FAILED = "failed"  # it broke off (its cost is unknown and not guessed)
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,8 +53,11 @@ class LinkSession:
             raise ValueError("a link session cannot end before it starts")
         if min(self.uplink_payload_bytes, self.downlink_payload_bytes, self.overhead_bytes) < 0:
             raise ValueError("a link session cannot carry a negative number of bytes")
-        if self.outcome not in ("done", "failed"):
-            raise ValueError(f"a link session is done or failed, not {self.outcome!r}")
+        try:
+            outcome = SessionOutcome(self.outcome)
+        except ValueError:
+            raise ValueError(f"a link session is done or failed, not {self.outcome!r}") from None
+        object.__setattr__(self, "outcome", outcome)
 
     @property
     def link_bytes(self) -> int:
@@ -122,7 +130,7 @@ class SessionsLog:
             LinkSession(
                 started_at=float(r[0]),
                 ended_at=float(r[1]),
-                outcome="done" if r[2] == "done" else "failed",
+                outcome=SessionOutcome(r[2]),
                 uplink_payload_bytes=int(r[3]),
                 downlink_payload_bytes=int(r[4]),
                 overhead_bytes=int(r[5]),
@@ -144,7 +152,7 @@ def sessions_in(on: OnDatabase, month: int) -> list[LinkSession]:
 
 def price_month(sessions: list[LinkSession], profile: LinkProfile) -> MonthSessions:
     """The month's completed sessions, billed one by one under ``profile``."""
-    done = [s for s in sessions if s.outcome == "done"]
+    done = [s for s in sessions if s.outcome is SessionOutcome.DONE]
     billed = sum(profile.billed_bytes(s.link_bytes) for s in done)
     return MonthSessions(
         profile=profile.name,

@@ -51,7 +51,7 @@ from protocol.signing import SigningKey
 from protocol.slots import DOWNLINK_NOTE_BYTES, SlotHeader, cover_note, day_of, downlink_slot
 from shipboard.config import ShipConfig
 from shipboard.crew import CrewRegister
-from shipboard.http_api import SessionStore, create_app
+from shipboard.http_api import ApiTokens, create_app
 from shipboard.inbox import Inbox
 from shipboard.intake import Intake
 from shipboard.link import (
@@ -137,7 +137,7 @@ async def api(
     outbox: Outbox, ship_config: ShipConfig, codebook: Codebook
 ) -> AsyncIterator[httpx.AsyncClient]:
     """The crew's JSON API on the same outbox."""
-    app = create_app(Intake(ship_config, outbox, codebook), SessionStore())
+    app = create_app(Intake(ship_config, outbox, codebook), ApiTokens())
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://vessel") as client:
         yield client
