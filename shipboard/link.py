@@ -76,7 +76,7 @@ import ssl
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, runtime_checkable
 from zoneinfo import ZoneInfo
 
 from common.logs import enter_vessel_scope
@@ -181,6 +181,7 @@ class LinkOutbox(OutboxPort, SnapshotSource, Protocol):
     """The outbox the link loop runs on: a session's and the snapshot's."""
 
 
+@runtime_checkable
 class SessionsLogPort(Protocol):
     """Where the loop keeps its sessions, and reads the month's spend back
     (:class:`shipboard.sessions_log.SessionsLog`)."""
@@ -464,7 +465,7 @@ async def billed_so_far(
     current ``profile``, as the monthly statement does (``sessions_log.price_month``).
     No sessions log (tests' fakes): nothing spent.
     """
-    log = sessions_log_of(sessions) if isinstance(sessions, OnDatabase) else sessions
+    log = sessions if isinstance(sessions, SessionsLogPort) else sessions_log_of(sessions)
     if log is None:
         return 0
     found = await asyncio.to_thread(log.sessions_in, month.key)
