@@ -1,11 +1,14 @@
 """Agent: the one supervisor of the shipboard process (intake SMTP, intake HTTP, the link).
 
-``run_agent`` opens the outbox and starts, in one ``asyncio.TaskGroup``, the SMTP intake,
-the HTTP API and — when ``shipboard.link`` provides it — the link task::
+``run_agent`` opens the vessel database (:class:`shipboard.database.VesselDatabase`), puts
+its repositories together (outbox, crew register, sessions log, and the crew's view) and
+starts, in one ``asyncio.TaskGroup``, the SMTP intake, the HTTP API and — when
+``shipboard.link`` provides it — the link task::
 
     await shipboard.link.run_link(
         config=config,            # ShipConfig
         outbox=outbox,            # shipboard.outbox.Outbox (sync; call via asyncio.to_thread)
+        sessions=sessions,        # shipboard.sessions_log.SessionsLog (the same database)
         signing_key=signing_key,  # protocol.signing.SigningKey of the vessel
         codebook=codebook,        # protocol.codebook.Codebook
         stopping=stopping,        # asyncio.Event: set on SIGTERM/SIGINT, return soon after
@@ -33,10 +36,14 @@ from common.signins import SignInGuard
 from protocol.codebook import Codebook
 from protocol.signing import SigningKey
 from shipboard.config import ShipConfig
-from shipboard.http_api import SessionStore, create_app, serve_http
+from shipboard.crew import CrewRegister
+from shipboard.crew_view import VesselCrewView
+from shipboard.database import VesselDatabase
+from shipboard.http_api import ApiTokens, create_app, serve_http
 from shipboard.intake import Intake
 from shipboard.metrics import ShipMetrics, serve_metrics
 from shipboard.outbox import Outbox
+from shipboard.sessions_log import SessionsLog
 from shipboard.smtp_intake import SmtpIntakeHandler, serve_smtp
 from shipboard.tls import ensure_certificate, server_context
 
@@ -88,7 +95,8 @@ async def run_agent(
     cert, key = config.tls_paths()
     await asyncio.to_thread(ensure_certificate, cert, key)
     tls = server_context(cert, key)
-    outbox = await asyncio.to_thread(Outbox.open, config.database_path, config.vessel.vessel_id)
+    database = await asyncio.to_thread(VesselDatabase.open, config.database_path)
+    outbox = Outbox(database, config.vessel.vessel_id)
     # Quota months start at midnight on the 1st in the vessel's time zone, for every part.
     outbox.use_time_zone(config.time_zone)
     loop = asyncio.get_running_loop()
@@ -98,7 +106,14 @@ async def run_agent(
         del kind
         loop.call_soon_threadsafe(doorbell.set)
 
-    intake = Intake(config, outbox, codebook, on_accept=ring)
+    intake = Intake(
+        config,
+        outbox,
+        codebook,
+        on_accept=ring,
+        register=CrewRegister(database),
+        view=VesselCrewView(outbox),
+    )
     # One sign-in guard for the process: wrong PINs count per crew member across the
     # crew API, the crew page and SMTP AUTH together (shipboard.signin).
     guard = SignInGuard()
@@ -118,7 +133,7 @@ async def run_agent(
             )
             group.create_task(
                 serve_http(
-                    create_app(intake, SessionStore(), guard=guard),
+                    create_app(intake, ApiTokens(), guard=guard),
                     config.intake.http_host,
                     config.intake.http_port,
                     stopping,
@@ -139,6 +154,7 @@ async def run_agent(
                     runner(
                         config=config,
                         outbox=outbox,
+                        sessions=SessionsLog(database),
                         signing_key=signing_key,
                         codebook=codebook,
                         stopping=stopping,
@@ -159,7 +175,7 @@ async def run_agent(
             if ready is not None:
                 ready.set()
     finally:
-        await asyncio.to_thread(outbox.close)
+        await asyncio.to_thread(database.close)
         logger.info("agent stopped")
 
 

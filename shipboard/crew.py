@@ -1,4 +1,9 @@
-"""Crew register: crew members, their PINs and their family contacts, in the outbox database.
+"""Crew register: crew members, their PINs and their family contacts (a vessel database repository).
+
+It owns the tables ``crew``, ``contacts`` and ``crew_pins`` (migration set
+``crew_register``, :mod:`shipboard.schema`); nobody else writes them. The outbox announces
+new contacts to the shore through :meth:`CrewRegister.unannounced_contacts` and its two
+siblings, inside the outbox's own transaction.
 
 A crew member is known on board by a **crew number** (their index on the link) and signs
 in to the web page and the SMTP intake with that number and a PIN that is printed once,
@@ -18,13 +23,14 @@ import logging
 import re
 import secrets
 import sqlite3
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import Literal
 
 from protocol.languages import Language
+from shipboard.database import OnDatabase, Transaction
 from shipboard.errors import CrewRegisterError, NotSignedIn
-from shipboard.outbox import Outbox
 
 logger = logging.getLogger(__name__)
 
@@ -123,11 +129,24 @@ def normalise_address(channel: ContactChannel, address: str) -> str:
     return digits
 
 
-class CrewRegister:
-    """Adds, changes and signs off crew members and their contacts (in the outbox DB)."""
+@dataclass(frozen=True, slots=True)
+class ContactChange:
+    """A contact the shore has not heard of yet (a batch announces it)."""
 
-    def __init__(self, outbox: Outbox) -> None:
-        self.outbox = outbox
+    contact: int
+    crew: int
+    channel: ContactChannel
+    address: str
+    name: str | None
+    language: Language | None
+    crew_name: str
+
+
+class CrewRegister:
+    """Adds, changes and signs off crew members and their contacts (see the module doc)."""
+
+    def __init__(self, on: OnDatabase) -> None:
+        self.database = on.database
 
     def add(
         self, *, name: str, document: str, nationality: str, language: Language, now: float
@@ -141,7 +160,7 @@ class CrewRegister:
         pin = new_pin()
         pin_salt, case_salt = secrets.token_bytes(16), secrets.token_bytes(16)
         try:
-            with self.outbox.transaction("add the crew member") as db:
+            with self.database.transaction("add the crew member") as db:
                 cursor = db.execute(
                     "INSERT INTO crew (name, document, nationality, language, pin_salt, "
                     "pin_hash, case_salt, added_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -197,7 +216,7 @@ class CrewRegister:
         if changes:
             assignments = ", ".join(f"{column} = ?" for column in changes)
             try:
-                with self.outbox.transaction("update the crew member") as db:
+                with self.database.transaction("update the crew member") as db:
                     db.execute(
                         f"UPDATE crew SET {assignments} WHERE crew = ?", (*changes.values(), crew)
                     )
@@ -214,7 +233,7 @@ class CrewRegister:
         member = self.get(crew)
         if member.language is language:
             return member
-        with self.outbox.transaction("keep the crew member's language") as db:
+        with self.database.transaction("keep the crew member's language") as db:
             db.execute("UPDATE crew SET language = ? WHERE crew = ?", (language.code, crew))
         logger.info("crew member %d chose language %s", crew, language.code)
         return self.get(crew)
@@ -224,14 +243,14 @@ class CrewRegister:
         member = self.get(crew)
         if member.signed_off:
             raise CrewRegisterError(f"crew member {crew} is already signed off")
-        with self.outbox.transaction("sign off the crew member") as db:
+        with self.database.transaction("sign off the crew member") as db:
             db.execute("UPDATE crew SET signed_off_at = ? WHERE crew = ?", (now, crew))
         logger.info("crew member %d signed off", crew)
         return self.get(crew)
 
     def get(self, crew: int) -> CrewMember:
         """The crew member with this number (signed off or not)."""
-        with self.outbox.reading() as db:
+        with self.database.reading() as db:
             row = db.execute(
                 "SELECT crew, name, document, nationality, language, signed_off_at "
                 "FROM crew WHERE crew = ?",
@@ -244,7 +263,7 @@ class CrewRegister:
     def members(self, *, include_signed_off: bool = False) -> list[CrewMember]:
         """Crew members, by number."""
         where = "" if include_signed_off else "WHERE signed_off_at IS NULL"
-        with self.outbox.reading() as db:
+        with self.database.reading() as db:
             rows = db.execute(
                 "SELECT crew, name, document, nationality, language, signed_off_at "
                 f"FROM crew {where} ORDER BY crew"
@@ -274,18 +293,17 @@ class CrewRegister:
             return PinCheck(PinOutcome.WRONG)
         row = duress = None
         if 0 < crew <= MAX_CREW_NUMBER:
-            with self.outbox.reading() as db:  # only reads: sign-in works on a full disk
+            with self.database.reading() as db:  # only reads: sign-in works on a full disk
                 row = db.execute(
                     "SELECT crew, name, document, nationality, language, signed_off_at, "
                     "pin_salt, pin_hash, case_salt FROM crew WHERE crew = ?",
                     (crew,),
                 ).fetchone()
-                if _has_pins_table(db):
-                    duress = db.execute(
-                        "SELECT duress_salt, duress_hash FROM crew_pins WHERE crew = ? "
-                        "AND duress_salt IS NOT NULL",
-                        (crew,),
-                    ).fetchone()
+                duress = db.execute(
+                    "SELECT duress_salt, duress_hash FROM crew_pins WHERE crew = ? "
+                    "AND duress_salt IS NOT NULL",
+                    (crew,),
+                ).fetchone()
         pin_salt, pin_hash = (bytes(row[6]), bytes(row[7])) if row else (b"0" * 16, b"")
         duress_salt, duress_hash = (
             (bytes(duress[0]), bytes(duress[1])) if duress else (b"1" * 16, b"")
@@ -299,7 +317,7 @@ class CrewRegister:
         if right:
             return PinCheck(PinOutcome.RIGHT, SignedIn(member, _hash(pin, bytes(row[8]))))
         # a throwaway case key (hashed as the real one is, to take the same time): the
-        # duress session finds no case and files under no one's
+        # duress sign-in finds no case and files under no one's
         throwaway = _hash(pin, secrets.token_bytes(16))
         return PinCheck(PinOutcome.DURESS, SignedIn(member, throwaway, duress=True))
 
@@ -307,16 +325,9 @@ class CrewRegister:
     # A side table: the PIN hash the crew member chose (so a PIN reset by the captain shows
     # as "not chosen yet") and an optional duress PIN, which opens an empty inbox.
 
-    _PIN_TABLE = (
-        "CREATE TABLE IF NOT EXISTS crew_pins (crew INTEGER PRIMARY KEY REFERENCES crew(crew), "
-        "chosen_hash BLOB NOT NULL, duress_salt BLOB, duress_hash BLOB, chosen_at REAL NOT NULL)"
-    )
-
     def pin_chosen(self, crew: int) -> bool:
         """Whether the crew member chose their current PIN (False after a captain's reset)."""
-        with self.outbox.reading() as db:  # only reads: sign-in works on a full disk
-            if not _has_pins_table(db):
-                return False
+        with self.database.reading() as db:  # only reads: sign-in works on a full disk
             row = db.execute(
                 "SELECT p.chosen_hash, c.pin_hash FROM crew_pins p JOIN crew c USING (crew) "
                 "WHERE crew = ?",
@@ -338,8 +349,7 @@ class CrewRegister:
         duress_salt = secrets.token_bytes(16) if duress_pin else None
         duress_hash = _hash(duress_pin, duress_salt) if duress_pin and duress_salt else None
         self.get(crew)
-        with self.outbox.transaction("set the crew member's PIN") as db:
-            db.execute(self._PIN_TABLE)
+        with self.database.transaction("set the crew member's PIN") as db:
             db.execute(
                 "UPDATE crew SET pin_salt = ?, pin_hash = ?, case_salt = ? WHERE crew = ?",
                 (pin_salt, pin_hash, case_salt, crew),
@@ -373,7 +383,7 @@ class CrewRegister:
         clean = normalise_address(channel, address)
         contact_name = _clean(name, "contact name") if name else None
         try:
-            with self.outbox.transaction("add the contact") as db:
+            with self.database.transaction("add the contact") as db:
                 cursor = db.execute(
                     "INSERT INTO contacts (crew, channel, address, name, language, added_at) "
                     "VALUES (?, ?, ?, ?, ?, ?)",
@@ -388,7 +398,7 @@ class CrewRegister:
 
     def contacts(self, crew: int) -> list[Contact]:
         """The crew member's family contacts."""
-        with self.outbox.reading() as db:
+        with self.database.reading() as db:
             rows = db.execute(
                 "SELECT contact, crew, channel, address, name, language FROM contacts "
                 "WHERE crew = ? ORDER BY contact",
@@ -414,14 +424,46 @@ class CrewRegister:
                 return item
         return None
 
+    # inside another repository's transaction (``tx``) ------------------------------------
 
-def _has_pins_table(db: sqlite3.Connection) -> bool:
-    """Whether the side table of chosen and duress PINs exists yet (made at the first
-    choice of a PIN), found without writing."""
-    found = db.execute(
-        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'crew_pins'"
-    ).fetchone()
-    return found is not None
+    @staticmethod
+    def is_registered(tx: Transaction, crew: int) -> bool:
+        """Whether crew number ``crew`` is (or was) on the register."""
+        return tx.execute("SELECT 1 FROM crew WHERE crew = ?", (crew,)).fetchone() is not None
+
+    @staticmethod
+    def unannounced_contacts(tx: Transaction) -> list[ContactChange]:
+        """Contacts no batch has announced to the shore yet (or must announce again)."""
+        rows = tx.execute(
+            "SELECT contacts.contact, contacts.crew, channel, address, contacts.name, "
+            "contacts.language, crew.name FROM contacts JOIN crew USING (crew) "
+            "WHERE announced_in_batch IS NULL ORDER BY contacts.contact"
+        ).fetchall()
+        return [_contact_change(row) for row in rows]
+
+    @staticmethod
+    def mark_announced(tx: Transaction, contacts: Sequence[int], batch_seq: int) -> None:
+        """Batch ``batch_seq`` announces these contacts."""
+        tx.executemany(
+            "UPDATE contacts SET announced_in_batch = ? WHERE contact = ?",
+            [(batch_seq, contact) for contact in contacts],
+        )
+
+    @staticmethod
+    def announce_again(
+        tx: Transaction, *, batch_seq: int | None = None, contact: int | None = None
+    ) -> None:
+        """Announce again what batch ``batch_seq`` announced (the shore refused it), or
+        contact ``contact`` (the shore says it does not know it)."""
+        if batch_seq is not None:
+            tx.execute(
+                "UPDATE contacts SET announced_in_batch = NULL WHERE announced_in_batch = ?",
+                (batch_seq,),
+            )
+        if contact is not None:
+            tx.execute(
+                "UPDATE contacts SET announced_in_batch = NULL WHERE contact = ?", (contact,)
+            )
 
 
 def _pin_shaped(pin: str) -> bool:
@@ -456,6 +498,19 @@ def _member(row: tuple[object, ...] | sqlite3.Row) -> CrewMember:
         nationality=str(nationality),
         language=Language.from_code(str(language)),
         signed_off=signed_off_at is not None,
+    )
+
+
+def _contact_change(row: tuple[object, ...]) -> ContactChange:
+    found = _contact(row[:6])
+    return ContactChange(
+        found.contact,
+        found.crew,
+        found.channel,
+        found.address,
+        found.name,
+        found.language,
+        str(row[6]),
     )
 
 

@@ -8,7 +8,8 @@ errors name the file, the key or the state and say what to do.
 
     ShipboardError                    (base; never raised itself)
     ├── ConfigError                   a setting is missing, malformed or not allowed
-    ├── OutboxUnavailable             the outbox cannot commit (disk full, read-only, broken)
+    ├── OutboxUnavailable             the vessel database cannot commit (disk full, read-only,
+    │                                 broken, or written by a newer release)
     ├── IllegalTransition             a message state change the state table forbids (a bug)
     ├── NothingToSend                 make_batch() was asked for an empty batch
     ├── CrewRegisterError             a crew or contact change the register refuses
@@ -48,7 +49,8 @@ class ConfigError(ShipboardError):
 
 
 class OutboxUnavailable(ShipboardError):
-    """The outbox cannot store anything now (disk full, read-only, corrupt): nothing was saved."""
+    """The vessel database (outbox, crew register, inbox ...) cannot store anything now
+    (disk full, read-only, corrupt): nothing was saved."""
 
     sentence = (
         "The message was NOT saved: the storage on board is full or broken. "
@@ -90,7 +92,7 @@ class IntakeRefused(ShipboardError):
 
 
 class NotSignedIn(IntakeRefused):
-    """Unknown crew number, wrong PIN, signed-off crew member or expired session."""
+    """Unknown crew number, wrong PIN, signed-off crew member or expired sign-in."""
 
     code = "not-signed-in"
     http_status = 401

@@ -2,7 +2,7 @@
 
 Endpoints (JSON; sign in first, then send ``Authorization: Bearer TOKEN``):
 
-* ``POST /api/login`` ``{"crew": 3, "pin": "12345678"}`` -> a session token
+* ``POST /api/login`` ``{"crew": 3, "pin": "12345678"}`` -> an API token
 * ``GET /api/contacts``, ``POST /api/contacts`` -> the crew member's family contacts
 * ``POST /api/messages`` ``{"contact": 1, "text": "..."}`` (or ``"quick": 4``) -> 201, saved
 * ``GET /api/messages/{seq}`` -> the stages of one of their messages, with times
@@ -24,7 +24,7 @@ PINs count per crew member with the crew page's and SMTP AUTH's (one
 ``Retry-After``. Every request body is bounded per route before it is read
 (:class:`common.http.BodyLimit`, :data:`ROUTE_BODY_BYTES`), JSON is parsed within bounds
 (:func:`common.http.parse_json`), numbers and texts are checked before use. Every
-response carries ``Cache-Control: no-store`` (a shared phone must keep nothing). Sessions
+response carries ``Cache-Control: no-store`` (a shared phone must keep nothing). API tokens
 live in memory only: after a restart the crew member signs in again. Grievance text is
 held in memory only until it is sealed; it is never logged or stored in clear.
 """
@@ -81,13 +81,15 @@ from shipboard.errors import (
 )
 from shipboard.intake import Intake, sos_position
 from shipboard.signin import CrewSignIn
+from shipboard.states import MessageKind, MessageState
 from shipboard.web import pages
 from shipboard.web.i18n import Translations, page_language
-from shipboard.web.sessions import WebSessions
+from shipboard.web.phones import SignedInPhones
 
 logger = logging.getLogger(__name__)
 
-SESSION_SECONDS = 12 * 3600
+#: How long an API token stays valid after sign-in.
+TOKEN_SECONDS = 12 * 3600
 #: Largest message, contact, union and case numbers the doors take (SQLite and the
 #: envelopes hold them; more is refused with a sentence before any lookup).
 MAX_ID = 2**53 - 1
@@ -153,32 +155,35 @@ def _request_refused(error: RequestRefused) -> Problem:
 
 
 @dataclass
-class _Session:
+class _Token:
     signed_in: SignedIn
     expires_at: float
 
 
 @dataclass
-class SessionStore:
-    """The API's sign-in sessions, in memory (wrong PINs: the process's sign-in guard)."""
+class ApiTokens:
+    """The API's bearer tokens and who signed in for each, in memory (wrong PINs: the
+    process's sign-in guard)."""
 
     clock: Callable[[], float] = time.monotonic
-    sessions: dict[str, _Session] = field(default_factory=dict)
+    tokens: dict[str, _Token] = field(default_factory=dict)
 
     def open(self, signed_in: SignedIn) -> str:
+        """A new token for a crew member who signed in."""
         now = self.clock()
-        for token in [t for t, s in self.sessions.items() if s.expires_at < now]:
-            del self.sessions[token]
+        for token in [t for t, held in self.tokens.items() if held.expires_at < now]:
+            del self.tokens[token]
         token = secrets.token_urlsafe(32)
-        self.sessions[token] = _Session(signed_in, now + SESSION_SECONDS)
+        self.tokens[token] = _Token(signed_in, now + TOKEN_SECONDS)
         return token
 
     def get(self, token: str) -> SignedIn:
-        session = self.sessions.get(token)
-        if session is None or session.expires_at < self.clock():
-            self.sessions.pop(token, None)
+        """Who signed in for ``token``; :class:`NotSignedIn` if unknown or expired."""
+        held = self.tokens.get(token)
+        if held is None or held.expires_at < self.clock():
+            self.tokens.pop(token, None)
             raise NotSignedIn("Please sign in again with your crew number and PIN.")
-        return session.signed_in
+        return held.signed_in
 
 
 class NoStore:
@@ -210,21 +215,21 @@ Handler = Callable[[Request], Awaitable[Response]]
 
 def create_app(
     intake: Intake,
-    sessions: SessionStore | None = None,
+    api_tokens: ApiTokens | None = None,
     *,
     guard: SignInGuard | None = None,
-    web_sessions: WebSessions | None = None,
+    phones: SignedInPhones | None = None,
 ) -> ASGIApp:
     """The crew API and the crew page as one ASGI app, every request body bounded.
 
     ``guard`` is the process's one sign-in guard, shared with SMTP AUTH (the agent's
     supervisor makes it); without one, the app makes its own for the API and the page.
     """
-    store = sessions or SessionStore()
+    store = api_tokens or ApiTokens()
     guard = guard or SignInGuard()
     signins = CrewSignIn(intake.register, guard)
     translations = Translations()
-    page_sessions = web_sessions if web_sessions is not None else WebSessions()
+    page_phones = phones if phones is not None else SignedInPhones()
 
     def endpoint(function: Callable[[Request], Awaitable[Response]]) -> Handler:
         async def wrapped(request: Request) -> Response:
@@ -347,7 +352,7 @@ def create_app(
                 "crew": member.crew,
                 "name": member.name,
                 "language": member.language.code,
-                "expires_in": SESSION_SECONDS,
+                "expires_in": TOKEN_SECONDS,
             }
         )
 
@@ -404,7 +409,7 @@ def create_app(
         return JSONResponse(
             {
                 "message_seq": accepted.message_seq,
-                "state": "accepted",
+                "state": MessageState.ACCEPTED,
                 "text_bytes": accepted.text_bytes,
                 "remaining_bytes": quota.remaining_bytes,
             },
@@ -420,10 +425,10 @@ def create_app(
     async def message_stages(request: Request) -> Response:
         who = signed_in(request)
         seq = seq_of(request, "message")
-        stages = None if who.duress else await asyncio.to_thread(intake.outbox.message_stages, seq)
+        stages = None if who.duress else await asyncio.to_thread(intake.view.message_stages, seq)
         mine = stages is not None and stages["crew"] == who.member.crew
-        if stages is not None and stages["kind"] == "grievance":
-            mine = seq in await asyncio.to_thread(intake.outbox.my_cases, who.case_key)
+        if stages is not None and stages["kind"] == MessageKind.GRIEVANCE:
+            mine = seq in await asyncio.to_thread(intake.view.my_cases, who.case_key)
         if stages is None or not mine:
             raise Problem(404, "not-found", "not found", "There is no such message of yours.")
         for private in ("reporter_tag", "crew", "failure_detail", "typed_crew"):
@@ -478,14 +483,14 @@ def create_app(
                 "message_seq": report.message_seq,
                 "case_number": report.case_number,
                 "receipt_code": report.receipt_code,
-                "state": "accepted",
+                "state": MessageState.ACCEPTED,
             },
             status_code=201,
         )
 
     async def sos(request: Request) -> Response:
         """An SOS: the signed-in crew member's, or without a PIN (``crew`` in the body)
-        when there is no valid token: an expired session must never stop an SOS.
+        when there is no valid token: an expired token must never stop an SOS.
 
         Once the body is JSON at all, nothing in it refuses an SOS: a field that cannot
         be used (a position off the Earth or not two numbers, a note that is not text, an
@@ -526,7 +531,7 @@ def create_app(
             return JSONResponse(
                 {
                     "message_seq": accepted.message_seq,
-                    "state": "accepted",
+                    "state": MessageState.ACCEPTED,
                     "signed_in": True,
                     "ignored": ignored,
                 },
@@ -549,7 +554,7 @@ def create_app(
         return JSONResponse(
             {
                 "message_seq": queued.message_seq,
-                "state": "accepted",
+                "state": MessageState.ACCEPTED,
                 "signed_in": False,
                 "coalesced": queued.coalesced,
                 "ignored": ignored,
@@ -561,19 +566,19 @@ def create_app(
         who = signed_in(request)
         if who.duress:
             return JSONResponse({"entries": [], "cases": []})
-        cases = await asyncio.to_thread(intake.outbox.my_cases, who.case_key)
-        entries = await asyncio.to_thread(intake.outbox.inbox, who.member.crew, cases)
+        cases = await asyncio.to_thread(intake.view.my_cases, who.case_key)
+        entries = await asyncio.to_thread(intake.view.inbox, who.member.crew, cases)
         return JSONResponse({"entries": entries, "cases": cases})
 
     async def case(request: Request) -> Response:
         who = signed_in(request)
         seq = seq_of(request, "case")
-        if who.duress or seq not in await asyncio.to_thread(intake.outbox.my_cases, who.case_key):
+        if who.duress or seq not in await asyncio.to_thread(intake.view.my_cases, who.case_key):
             raise Problem(404, "not-found", "not found", "There is no such case of yours.")
         keys = reporter_reply_keys(who.case_key)
         notes: list[dict[str, object]] = []
         stage = CaseStatus.RECEIVED
-        for code, sealed, at in await asyncio.to_thread(intake.outbox.case_notes, seq):
+        for code, sealed, at in await asyncio.to_thread(intake.view.case_notes, seq):
             with contextlib.suppress(ValueError):
                 stage = CaseStatus(code)
             note: dict[str, object] = {"stage": STAGE_WORDS.get(stage, str(code)), "at": at}
@@ -595,9 +600,9 @@ def create_app(
         # the union's notes that came in the reporter's downlink slots (cover never opens)
         slotted = await asyncio.to_thread(
             _slot_notes,
-            await asyncio.to_thread(intake.outbox.slot_items, who.member.crew),
+            await asyncio.to_thread(intake.view.slot_items, who.member.crew),
             keys.private_key,
-            case_number(intake.outbox.vessel_id, seq),
+            case_number(intake.view.vessel_id, seq),
         )
         for opened, at in slotted:
             stage = opened.status
@@ -613,7 +618,7 @@ def create_app(
             )
         return JSONResponse(
             {
-                "case_number": case_number(intake.outbox.vessel_id, seq),
+                "case_number": case_number(intake.view.vessel_id, seq),
                 "stage": STAGE_WORDS.get(stage, str(int(stage))),
                 "notes": notes,
             }
@@ -668,10 +673,10 @@ def create_app(
     def refuse(scope: Scope, error: RequestRefused) -> ASGIApp:
         if str(scope.get("path", "")).startswith("/api/"):
             return _request_refused(error).response()
-        return pages.refusal_page(translations, page_sessions, scope, error)
+        return pages.refusal_page(translations, page_phones, scope, error)
 
     crew_pages = pages.web_routes(
-        intake, page_sessions, guard=guard, translations=translations
+        intake, page_phones, guard=guard, translations=translations
     )  # the crew web page (server-rendered, shipboard.web)
     app = Starlette(
         routes=[*routes, *crew_pages],

@@ -1,10 +1,13 @@
 """Intake: what SMTP and HTTP share: check, normalise, seal and commit what a crew member sends.
 
-Every method here is synchronous and ends in one outbox transaction; the async servers
-call them through ``asyncio.to_thread``. A method that returns has committed; one that
-raises an :class:`~shipboard.errors.IntakeRefused` stored nothing and carries the
-sentence for the crew member; :class:`~shipboard.errors.OutboxUnavailable` means the disk
-failed (SMTP 451, HTTP 503).
+Every method here is synchronous and ends in one outbox transaction; the async servers call
+them through ``asyncio.to_thread``. Intake writes through :class:`IntakeOutbox` (the
+outbox's accepting side), looks crew members and contacts up in the crew register, and
+files reports into the grievance lane (:class:`GrievanceLane`, the daily slots of
+:mod:`shipboard.grievance_slots` when ``[quota] daily_slots`` is on). A method that returns
+has committed; one that raises an :class:`~shipboard.errors.IntakeRefused` stored nothing
+and carries the sentence for the crew member; :class:`~shipboard.errors.OutboxUnavailable`
+means the disk failed (SMTP 451, HTTP 503).
 
 Grievance text lives only in memory here: it is sealed to the union's key before the
 outbox sees it, and it is never logged.
@@ -20,8 +23,8 @@ import time
 import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-
-import nacl.public
+from typing import Protocol
+from zoneinfo import ZoneInfo
 
 from protocol.cases import case_number as make_case_number
 from protocol.cases import make_receipt_code, reporter_reply_keys
@@ -35,21 +38,15 @@ from protocol.sealing import (
     GrievancePlaintext,
     seal_grievance,
 )
-from protocol.slots import (
-    SlotHeader,
-    SlotKind,
-    day_of,
-    payload_capacity,
-    period_of,
-    seal_slot,
-    slot_header,
-)
 from protocol.text import normalise_text
 from shipboard.config import ShipConfig, UnionConfig
 from shipboard.crew import CrewRegister, SignedIn
+from shipboard.crew_view import CrewView, VesselCrewView
 from shipboard.errors import BadText, MessageTooLarge, UnknownContact, UnknownUnion
+from shipboard.grievance_slots import DailySlots, SlotPolicy
 from shipboard.outbox import AcceptedMessage, Outbox, QuotaStatus
 from shipboard.sos_limit import SosLimitPolicy, SosWithoutPinLimit
+from shipboard.states import MessageKind
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +58,65 @@ MAX_GRIEVANCE_BYTES = 16_384
 MAX_SOS_BYTES = 1024
 
 Clock = Callable[[], float]
+
+
+class IntakeOutbox(Protocol):
+    """The outbox's accepting side (:class:`shipboard.outbox.Outbox`): each call commits."""
+
+    def use_time_zone(self, time_zone: ZoneInfo) -> None:
+        """Count quota months in the vessel's ``time_zone``."""
+        ...
+
+    def quota_status(self, crew: int, quota_bytes: int, now: float) -> QuotaStatus:
+        """The crew member's quota this month."""
+        ...
+
+    def accept_messages(
+        self,
+        *,
+        crew: int,
+        contacts: Sequence[int],
+        lang: Language,
+        now: float,
+        quota_bytes: int,
+        body: str | None = None,
+        quick: int | None = None,
+    ) -> list[AcceptedMessage]:
+        """Commit one message to several contacts, within the quota (all or nothing)."""
+        ...
+
+    def accept_grievance(
+        self, *, union_id: int, sealed: bytes, case_key: bytes, now: float
+    ) -> AcceptedMessage:
+        """Commit a sealed grievance report on its own (outside every quota)."""
+        ...
+
+    def accept_sos(
+        self,
+        *,
+        crew: int,
+        now: float,
+        lang: Language | None = None,
+        note: str | None = None,
+        position: tuple[int, int] | None = None,
+        signed_in: bool = True,
+    ) -> AcceptedMessage:
+        """Commit an SOS (outside every quota; sent at once)."""
+        ...
+
+
+class GrievanceLane(Protocol):
+    """Where sealed reports go unseen (:class:`shipboard.grievance_slots.DailySlots`)."""
+
+    def ensure(self, now: float) -> int:
+        """Make the cover the lane needs now; how many rows were made."""
+        ...
+
+    def file(
+        self, crew: int, union: UnionConfig, sealed: bytes, case_key: bytes, now: float
+    ) -> int | None:
+        """File a sealed report; its message number, or None if it must go on its own."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,104 +229,62 @@ class FiledReport:
     accepted_at: float
 
 
+def daily_slot_policy(config: ShipConfig) -> SlotPolicy:
+    """The daily slots' size, day and unions, from the vessel's config."""
+    return SlotPolicy(config.quota.slot_bytes, config.quota.slot_period_s, config.unions)
+
+
 class Intake:
-    """Checks and commits what crew members send (see the module docstring)."""
+    """Checks and commits what crew members send (see the module docstring).
+
+    ``outbox`` takes what is accepted. ``register`` (crew members and contacts), ``lane``
+    (the grievance lane) and ``view`` (what the doors read) default to those of the
+    outbox's vessel database (``outbox`` must then be a :class:`~shipboard.outbox.Outbox`);
+    the lane is the daily slots when ``[quota] daily_slots`` is on, else none.
+    """
 
     def __init__(
         self,
         config: ShipConfig,
-        outbox: Outbox,
+        outbox: IntakeOutbox,
         codebook: Codebook,
         clock: Clock = time.time,
         on_accept: Callable[[str], None] | None = None,
         sos_limit: SosLimitPolicy | None = None,
+        *,
+        register: CrewRegister | None = None,
+        lane: GrievanceLane | None = None,
+        view: CrewView | None = None,
     ) -> None:
         self.config = config
         #: Called (from the intake thread) with the kind after each commit: the doorbell
         #: that tells the link an SOS or a message is waiting. Must be thread-safe.
         self.on_accept = on_accept
         self.outbox = outbox
-        self.register = CrewRegister(outbox)
         self.codebook = codebook
         self.clock = clock
+        if register is None or view is None:
+            if not isinstance(outbox, Outbox):
+                raise TypeError("give the crew register and the crew view, or an Outbox")
+            register = register if register is not None else CrewRegister(outbox)
+            view = view if view is not None else VesselCrewView(outbox)
+        self.register = register
+        #: What the crew's doors read (their messages, cases and inbox).
+        self.view = view
+        if lane is None and config.quota.daily_slots and isinstance(outbox, Outbox):
+            slots = DailySlots(outbox, register, daily_slot_policy(config))
+            outbox.before_pending = slots.ensure  # the day's slots exist before batching
+            lane = slots
+        self.lane = lane
         # Quotas renew on the first of the month in the vessel's time zone, not UTC's.
         outbox.use_time_zone(config.time_zone)
-        self._slots_lock = threading.Lock()  # the link's thread and intake's both make slots
         self._sos_lock = threading.Lock()
         self._sos_limit = SosWithoutPinLimit(sos_limit or SosLimitPolicy())
-        if config.quota.daily_slots:
-            outbox.before_pending = self.ensure_slots
-
-    # daily slots (protocol.slots) -------------------------------------------------------
 
     def ensure_slots(self, now: float) -> int:
-        """Make the cover slots of today and tomorrow that do not exist yet (one per crew
-        member per union per day, each sealed to a throwaway key); how many were made.
-
-        Slot rows are made ahead and released when their day is over, so at any moment
-        every crew member has the same rows, whatever they filed."""
-        with self._slots_lock:
-            return self._ensure_slots(now)
-
-    def _ensure_slots(self, now: float) -> int:
-        period_s = self.config.quota.slot_period_s
-        current = period_of(now, period_s)
-        have: set[tuple[int, float, int]] = set()
-        for _, _, union_id, sealed, release in self.outbox.slot_releases(current * period_s):
-            header = slot_header(sealed)
-            if header is not None:
-                have.add((header.crew, release, union_id))
-        size = self.config.quota.slot_bytes
-        made: list[tuple[int, bytes, float]] = []
-        for member in self.register.members():
-            for period in (current, current + 1):
-                release = float((period + 1) * period_s)
-                day = day_of(period * period_s)
-                for union in self.config.unions:
-                    if (member.crew, release, union.union_id) in have:
-                        continue
-                    throwaway = bytes(nacl.public.PrivateKey.generate().public_key)
-                    cover = seal_slot(
-                        SlotHeader(member.crew, day), SlotKind.COVER, b"", throwaway, size
-                    )
-                    made.append((union.union_id, cover, release))
-        if made:
-            self.outbox.accept_slots(made)
-            logger.info("daily slots: %d cover slots made", len(made))
-        return len(made)
-
-    def _into_slot(
-        self, crew: int, union: UnionConfig, sealed: bytes, case_key: bytes, now: float
-    ) -> int | None:
-        """Put a sealed report into the crew member's earliest slot still on board; its
-        message number, or None if it does not fit a slot (then it goes on its own)."""
-        size = self.config.quota.slot_bytes
-        period_s = self.config.quota.slot_period_s
-        if len(sealed) > payload_capacity(size):
-            logger.warning("a grievance report is too long for a slot; it goes on its own")
-            return None
-        for _ in range(3):  # the link may take a slot away between reading and filling
-            self.ensure_slots(now)
-            mine = []
-            since = period_of(now, period_s) * period_s
-            for seq, state, union_id, old, release in self.outbox.slot_releases(since):
-                header = slot_header(old)
-                if (
-                    state == "accepted"
-                    and union_id == union.union_id
-                    and header is not None
-                    and header.crew == crew
-                    and len(old) == size
-                ):
-                    mine.append((release, seq, header.day))
-            for _, seq, day in sorted(mine):
-                filled = seal_slot(
-                    SlotHeader(crew, day), SlotKind.GRIEVANCE, sealed, union.public_key, size
-                )
-                if self.outbox.fill_slot(seq, filled, case_key):
-                    return seq
-            now += period_s  # every slot on board is taken: use the next period's
-        return None
+        """Make the grievance lane's cover for ``now`` (the daily slots of today and
+        tomorrow); how many rows were made (0 without a lane)."""
+        return 0 if self.lane is None else self.lane.ensure(now)
 
     def quota(self, crew: int) -> QuotaStatus:
         """The crew member's quota this month."""
@@ -325,7 +339,7 @@ class Intake:
             body=body,
             quick=quick,
         )
-        self._ring("message")
+        self._ring(MessageKind.MESSAGE)
         if reading.unsure:
             accepted = [
                 dataclasses.replace(a, original=reading.original, alternative=reading.alternative)
@@ -376,16 +390,16 @@ class Intake:
                 "The report is too long to send. Please shorten it or send it in two reports."
             ) from exc
         del plaintext, body
-        if self.config.quota.daily_slots:
-            seq = self._into_slot(member.crew, union, sealed, signed_in.case_key, now)
+        if self.lane is not None:
+            seq = self.lane.file(member.crew, union, sealed, signed_in.case_key, now)
             if seq is not None:
-                self._ring("grievance")
+                self._ring(MessageKind.GRIEVANCE)
                 case_number = make_case_number(self.config.vessel.vessel_id, seq)
                 return FiledReport(seq, case_number, receipt_code, now)
         accepted = self.outbox.accept_grievance(
             union_id=union_id, sealed=sealed, case_key=signed_in.case_key, now=now
         )
-        self._ring("grievance")
+        self._ring(MessageKind.GRIEVANCE)
         case_number = make_case_number(self.config.vessel.vessel_id, accepted.message_seq)
         return FiledReport(accepted.message_seq, case_number, receipt_code, accepted.accepted_at)
 
@@ -408,17 +422,17 @@ class Intake:
             )
         now = self.clock()
         member = signed_in.member
-        if self.config.quota.daily_slots:
-            seq = self._into_slot(member.crew, union, sealed, signed_in.case_key, now)
+        if self.lane is not None:
+            seq = self.lane.file(member.crew, union, sealed, signed_in.case_key, now)
             if seq is not None:
-                self._ring("grievance")
+                self._ring(MessageKind.GRIEVANCE)
                 logger.info("sealed report (mode A) %d committed in a slot", seq)
                 number = make_case_number(self.config.vessel.vessel_id, seq)
                 return FiledReport(seq, number, "", now)
         accepted = self.outbox.accept_grievance(
             union_id=union_id, sealed=sealed, case_key=signed_in.case_key, now=now
         )
-        self._ring("grievance")
+        self._ring(MessageKind.GRIEVANCE)
         logger.info("sealed report (mode A) %d committed", accepted.message_seq)
         case_number = make_case_number(self.config.vessel.vessel_id, accepted.message_seq)
         return FiledReport(accepted.message_seq, case_number, "", accepted.accepted_at)
@@ -442,7 +456,7 @@ class Intake:
             note=sos_note(note, language),
             position=sos_position(position),
         )
-        self._ring("sos")
+        self._ring(MessageKind.SOS)
         return accepted
 
     def sos_without_pin(
@@ -478,9 +492,9 @@ class Intake:
             )
             self._sos_limit.queued(crew, clean, accepted.message_seq, now)
         logger.warning("SOS %d committed without a PIN", accepted.message_seq)
-        self._ring("sos")
+        self._ring(MessageKind.SOS)
         return SosQueued(accepted.message_seq, coalesced=False)
 
-    def _ring(self, kind: str) -> None:
+    def _ring(self, kind: MessageKind) -> None:
         if self.on_accept is not None:
             self.on_accept(kind)

@@ -2,7 +2,7 @@
 
 A session (:func:`run_session`) is short and does everything in one connection::
 
-    connect (persistent session, client id v{vessel})      CONNECT / CONNACK
+    connect (broker keeps our state, client id v{vessel})  CONNECT / CONNACK
     subscribe vr/{vessel}/d (QoS 1)                          queued downlink flows in
     apply every downlink batch (verified with the shore's key; a bad one is logged, skipped)
     make a batch of the scheduler's messages (+ BatchAck of the downlink just applied)
@@ -36,15 +36,16 @@ measurements in ``tests/shipboard/test_link.py``, printed with ``-s``):
   tells the broker when to drop a vessel whose link vanished (1.5 x keep-alive). An
   always-on client with a 60 s keep-alive would spend ~8.8 MB a month on pings (TLS).
   A dead link inside a session is caught by our own bounded waits instead.
-- **Session expiry** 30 days (MQTT 5 ``SessionExpiryInterval``; 3.1.1 ``clean_session=False``
-  never expires): the broker keeps the subscription and queues the shore's downlink while
+- **Broker state kept** 30 days (MQTT 5 ``SessionExpiryInterval``; 3.1.1
+  ``clean_session=False`` never expires): the broker keeps the subscription and queues the
+  shore's downlink while
   the vessel is away, so nothing is re-sent by the shore just because a week passed.
   Correctness does not depend on it: the shore resends what the vessel has not acked.
 - **Publish timeout** sized from the profile (:meth:`LinkProfile.transfer_timeout_s`), not
   aiomqtt's fixed 10 s; and every wait is raced against the connection's loss, because an
   in-flight aiomqtt publish is not woken when the link drops.
 - **TLS**: one :class:`ResumingContext` for the agent's life; it offers the previous
-  session's ticket on the next connect (TLS 1.3 resumption). FIELD-NOTES: a full TLS 1.3
+  connection's TLS ticket on the next connect (TLS 1.3 resumption). FIELD-NOTES: a full TLS 1.3
   handshake is ~1,900 B, a resumed one ~1,150 B. Mosquitto's tickets live 7,200 s, so
   only sessions less than two hours apart resume: Iridium Certus polls 12 h apart pay the
   full handshake (still under the 5 KB minimum, so billed the same). TLS-PSK would avoid
@@ -59,7 +60,7 @@ with 20 receipts down::
     TLS 1.3, full         3,864 B   (~3,000 B)
     TLS 1.3, resumed      3,081 B   (~2,220 B)
 
-So on Iridium Certus (5,120 B billed minimum) a resumed TLS session leaves ~2,900 B for
+So on Iridium Certus (5,120 B billed minimum) a session with resumed TLS leaves ~2,900 B for
 batches before it costs more than the minimum; the scheduler fills sessions up to it.
 (FIELD-NOTES' tcpdump figures, 3,300 / 5,800 / ~4,800 B, are for a 2 KB batch.)
 
@@ -73,7 +74,7 @@ import logging
 import random
 import ssl
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar, runtime_checkable
 from zoneinfo import ZoneInfo
@@ -85,11 +86,20 @@ from protocol.months import BILLING_ZONE, Month
 from protocol.quota import QuotaLedger
 from protocol.signing import SigningKey, VerifyKey
 from shipboard.config import ShipConfig
+from shipboard.database import OnDatabase
 from shipboard.downlink import DownlinkOutcome, DownlinkVerdict, apply_downlink_payload
 from shipboard.errors import OutboxUnavailable
 from shipboard.mqtt_link import MqttLink, ResumingContext, client_tls_context
 from shipboard.profiles import LinkProfile
-from shipboard.scheduler import Held, HoldReason, Plan, SchedulerSettings, SessionReason, Snapshot
+from shipboard.scheduler import (
+    Held,
+    HoldReason,
+    PendingLike,
+    Plan,
+    SchedulerSettings,
+    SessionReason,
+    Snapshot,
+)
 from shipboard.scheduler import plan as make_plan
 from shipboard.session import (
     DownlinkResultLike,
@@ -99,7 +109,8 @@ from shipboard.session import (
     VesselSession,
     vessel_log,
 )
-from shipboard.sessions_log import LinkSession
+from shipboard.sessions_log import LinkSession, SessionOutcome, SessionsLog
+from shipboard.states import MessageKind
 from shipboard.transport import (
     Link,
     LinkClosed,
@@ -118,13 +129,15 @@ __all__ = [
     "LinkClosed",
     "LinkDown",
     "LinkError",
+    "LinkOutbox",
     "LinkSettings",
     "LinkStatistics",
     "LoopTimers",
     "OutboxPort",
     "ResumingContext",
-    "SessionHistory",
     "SessionReport",
+    "SessionsLogPort",
+    "SnapshotSource",
     "StoredBatchLike",
     "Timers",
     "apply_downlink_payload",
@@ -145,21 +158,46 @@ UTC_ZONE = ZoneInfo("UTC")
 Clock = Callable[[], float]
 
 
-# --- what the link needs from the outbox, besides shipboard.session.OutboxPort -----------
+# --- what the loop needs besides the session's outbox (shipboard.session.OutboxPort) ------
+
+
+class SnapshotSource(Protocol):
+    """The outbox, as the scheduler's snapshot reads it (:func:`build_snapshot`)."""
+
+    def pending_messages(self, now: float) -> Sequence[PendingLike]:
+        """Messages waiting for a batch (no text), oldest first."""
+        ...
+
+    def quota_ledger(self, now: float) -> Mapping[int, int]:
+        """Text bytes accepted this quota month per crew member, pending ones included."""
+        ...
+
+    def unacknowledged_batches(self) -> Sequence[StoredBatchLike]:
+        """Uplink batches no BatchAck has covered, oldest first."""
+        ...
+
+
+class LinkOutbox(OutboxPort, SnapshotSource, Protocol):
+    """The outbox the link loop runs on: a session's and the snapshot's."""
 
 
 @runtime_checkable
-class SessionRecorder(Protocol):
-    """An outbox that keeps the link sessions for the monthly report (the real one does)."""
+class SessionsLogPort(Protocol):
+    """Where the loop keeps its sessions, and reads the month's spend back
+    (:class:`shipboard.sessions_log.SessionsLog`)."""
 
-    def record_link_session(self, session: LinkSession) -> int: ...
+    def record(self, session: LinkSession) -> int:
+        """Keep one session (committed on its own)."""
+        ...
+
+    def sessions_in(self, month: int) -> Sequence[LinkSession]:
+        """The sessions that started in ``month`` (YYYYMM, UTC)."""
+        ...
 
 
-@runtime_checkable
-class SessionHistory(Protocol):
-    """An outbox that can read back the sessions it kept (the budget tally starts there)."""
-
-    def link_sessions_in(self, month: int) -> Sequence[LinkSession]: ...
+def sessions_log_of(outbox: object) -> SessionsLogPort | None:
+    """The sessions log of the outbox's database, or None for an outbox on none (a fake)."""
+    return SessionsLog(outbox) if isinstance(outbox, OnDatabase) else None
 
 
 # --- time, for the shell -------------------------------------------------------------------
@@ -303,7 +341,7 @@ async def run_session(
 
 
 def build_snapshot(
-    outbox: OutboxPort,
+    outbox: SnapshotSource,
     *,
     now: float,
     quota_bytes: int,
@@ -322,7 +360,11 @@ def build_snapshot(
     accepted = outbox.quota_ledger(now)
     waiting: dict[int, int] = {}
     for message in pending:
-        if message.kind == "message" and message.crew is not None and message.accepted_at >= start:
+        if (
+            message.kind == MessageKind.MESSAGE
+            and message.crew is not None
+            and message.accepted_at >= start
+        ):
             waiting[message.crew] = waiting.get(message.crew, 0) + message.text_bytes
     carried = {
         (crew, month): max(0, used - waiting.get(crew, 0)) for crew, used in accepted.items()
@@ -385,7 +427,7 @@ SessionRunner = Callable[..., Coroutine[Any, Any, SessionReport]]
 
 
 async def _record_session(
-    outbox: OutboxPort,
+    sessions: SessionsLogPort | None,
     profile: LinkProfile,
     started_at: float,
     ended_at: float,
@@ -393,36 +435,43 @@ async def _record_session(
     overhead_bytes: int,
     log: logging.LoggerAdapter[logging.Logger],
 ) -> None:
-    """Keep the session in the outbox for the monthly report (``report`` None: it failed)."""
-    if not isinstance(outbox, SessionRecorder):
+    """Keep the session in the sessions log for the monthly report (``report`` None: it
+    failed). Without a log (tests' fakes), nothing is kept."""
+    if sessions is None:
         return
     session = LinkSession(
         started_at=started_at,
         ended_at=max(started_at, ended_at),
-        outcome="failed" if report is None else "done",
+        outcome=SessionOutcome.FAILED if report is None else SessionOutcome.DONE,
         uplink_payload_bytes=0 if report is None else report.uplink_payload_bytes,
         downlink_payload_bytes=0 if report is None else report.downlink_payload_bytes,
         overhead_bytes=overhead_bytes,
         profile=profile.name,
     )
     try:
-        await asyncio.to_thread(outbox.record_link_session, session)
+        await asyncio.to_thread(sessions.record, session)
     except OutboxUnavailable as exc:
         log.error("link session not recorded for the monthly report: %s", exc)
 
 
-async def billed_so_far(outbox: OutboxPort, profile: LinkProfile, month: Month) -> int:
-    """Billed bytes of the month's completed sessions in the outbox's sessions log.
+async def billed_so_far(
+    sessions: SessionsLogPort | OnDatabase | None, profile: LinkProfile, month: Month
+) -> int:
+    """Billed bytes of the month's completed sessions in the sessions log (or in the
+    sessions log of the database ``sessions`` stands on).
 
     This is where the budget tally starts after a restart (even after SIGKILL: each
     session is committed on its own when it ends). Every session is priced under the
     current ``profile``, as the monthly statement does (``sessions_log.price_month``).
-    An outbox without a sessions log (tests' fakes) has spent nothing.
+    No sessions log (tests' fakes): nothing spent.
     """
-    if not isinstance(outbox, SessionHistory):
+    log = sessions if isinstance(sessions, SessionsLogPort) else sessions_log_of(sessions)
+    if log is None:
         return 0
-    sessions = await asyncio.to_thread(outbox.link_sessions_in, month.key)
-    return sum(profile.billed_bytes(s.link_bytes) for s in sessions if s.outcome == "done")
+    found = await asyncio.to_thread(log.sessions_in, month.key)
+    return sum(
+        profile.billed_bytes(s.link_bytes) for s in found if s.outcome is SessionOutcome.DONE
+    )
 
 
 def _seqs(held: Sequence[Held], most: int = 10) -> str:
@@ -433,7 +482,8 @@ def _seqs(held: Sequence[Held], most: int = 10) -> str:
 async def run_link(
     *,
     config: ShipConfig,
-    outbox: OutboxPort,
+    outbox: LinkOutbox,
+    sessions: SessionsLogPort | None = None,
     signing_key: SigningKey,
     codebook: Codebook,
     stopping: asyncio.Event,
@@ -449,12 +499,14 @@ async def run_link(
 ) -> None:
     """Run the link until ``stopping`` is set: plan, maybe run a session, sleep, repeat.
 
-    ``doorbell`` is rung by intake whenever the outbox changed. The monthly budget is
-    checked against a billed-bytes tally per UTC month (the provider's billing month, and
-    the sessions log's): it starts from the sessions the outbox recorded this month
-    (:func:`billed_so_far`), so a restart does not forget what was spent, and grows by
-    each session's estimate as it ends.
+    ``doorbell`` is rung by intake whenever the outbox changed. Each session is kept in
+    ``sessions`` (default: the sessions log of the outbox's database; none for an outbox
+    on no database). The monthly budget is checked against a billed-bytes tally per UTC
+    month (the provider's billing month, and the sessions log's): it starts from the
+    sessions recorded this month (:func:`billed_so_far`), so a restart does not forget
+    what was spent, and grows by each session's estimate as it ends.
     """
+    log_of_sessions = sessions if sessions is not None else sessions_log_of(outbox)
     settings = link_settings or LinkSettings.from_config(config)
     profile = settings.profile
     policy = scheduler_settings or SchedulerSettings(
@@ -477,7 +529,7 @@ async def run_link(
         month = Month.of(now, BILLING_ZONE)
         try:
             if month not in billed:
-                billed[month] = await billed_so_far(outbox, profile, month)
+                billed[month] = await billed_so_far(log_of_sessions, profile, month)
                 log.info("budget: %d billed bytes spent in %s so far", billed[month], month)
             stats.billed_this_month_bytes = billed[month]
             snapshot = await asyncio.to_thread(
@@ -524,7 +576,7 @@ async def run_link(
                 delay = reconnect_delay_s(failures, rng)
                 backoff_until = clock() + delay
                 log.warning("session failed (%s); next try in %.0f s", exc, delay)
-                await _record_session(outbox, profile, started_at, clock(), None, 0, log)
+                await _record_session(log_of_sessions, profile, started_at, clock(), None, 0, log)
                 continue
             failures = 0
             stats.sessions += 1
@@ -540,7 +592,7 @@ async def run_link(
             stats.estimated_billed_bytes += cost
             stats.billed_this_month_bytes = billed[month]
             await _record_session(
-                outbox,
+                log_of_sessions,
                 profile,
                 started_at,
                 clock(),

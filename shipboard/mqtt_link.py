@@ -1,8 +1,8 @@
 """MQTT link: the :class:`shipboard.transport.Link` seam over aiomqtt, with TLS resumption.
 
-One :class:`MqttLink` carries one session::
+One :class:`MqttLink` carries one satellite session::
 
-    connect   CONNECT (persistent session, client id v{vessel}) / CONNACK,
+    connect   CONNECT (broker keeps our state: clean_session off, client id v{vessel}) / CONNACK,
               SUBSCRIBE vr/{vessel}/d (QoS 1): the downlink the broker kept flows in
     publish   PUBLISH vr/{vessel}/u (QoS 1) until its PUBACK
     receive   the next payload on vr/{vessel}/d
@@ -14,9 +14,13 @@ raises :class:`~shipboard.transport.LinkDown` at once instead of after a timeout
 and socket errors are translated to ``LinkDown`` here, at the boundary.
 
 TLS: keep one :class:`ResumingContext` for the agent's life; it offers the previous
-session's ticket on the next connect (TLS 1.3 resumption, ~1,150 B instead of ~1,900 B).
-The byte-cost choices (topics, keep-alive, session expiry) are argued in
-:mod:`shipboard.link`.
+connection's TLS ticket on the next connect (TLS 1.3 resumption, ~1,150 B instead of
+~1,900 B). The byte-cost choices (topics, keep-alive, how long the broker keeps our state)
+are argued in :mod:`shipboard.link`.
+
+Words: "session" means one satellite session here as everywhere on board; what MQTT and
+TLS call a session is "the broker's state for the vessel" and "the TLS ticket"
+(``ssl.SSLSession`` is the library's name for the latter).
 """
 
 from __future__ import annotations
@@ -44,11 +48,11 @@ T = TypeVar("T")
 
 
 class ResumingContext(ssl.SSLContext):
-    """A client ``SSLContext`` that offers the previous TLS session when it connects again.
+    """A client ``SSLContext`` that offers the previous connection's TLS ticket again.
 
-    Keep one for the agent's life. :meth:`remember` (called at the end of a session,
-    while the socket is open) keeps the session ticket; the next ``wrap_socket`` passes it
-    in, so the handshake is resumed (~1,150 B instead of ~1,900 B, FIELD-NOTES).
+    Keep one for the agent's life. :meth:`remember` (called at the end of a satellite
+    session, while the socket is open) keeps the ticket; the next ``wrap_socket`` passes
+    it in, so the handshake is resumed (~1,150 B instead of ~1,900 B, FIELD-NOTES).
     """
 
     tls_session: ssl.SSLSession | None
@@ -76,7 +80,7 @@ class ResumingContext(ssl.SSLContext):
         return wrapped
 
     def remember(self) -> bool | None:
-        """Keep the current connection's session for next time; whether it was resumed."""
+        """Keep the current connection's TLS ticket for next time; whether it was resumed."""
         sock = getattr(self, "last_socket", None)
         if sock is None:
             return None
@@ -88,12 +92,12 @@ class ResumingContext(ssl.SSLContext):
         return None
 
     def forget(self) -> None:
-        """Drop the kept session (the next connect does a full handshake)."""
+        """Drop the kept TLS ticket (the next connect does a full handshake)."""
         self.tls_session = None
 
 
 def client_tls_context(ca_path: Path | None = None) -> ResumingContext:
-    """A TLS client context (TLS 1.2+, hostname checked) that resumes sessions.
+    """A TLS client context (TLS 1.2+, hostname checked) that resumes with its last ticket.
 
     ``ca_path``: the shore's CA certificate; None uses the system's trusted CAs.
     """
@@ -109,7 +113,8 @@ def client_tls_context(ca_path: Path | None = None) -> ResumingContext:
 
 
 def make_client(settings: LinkSettings, tls_context: ssl.SSLContext | None) -> aiomqtt.Client:
-    """The aiomqtt client of one session: persistent session, fixed client id."""
+    """The aiomqtt client of one satellite session: the broker keeps our state (fixed
+    client id, clean_session off), so the downlink queued meanwhile flows in."""
     common: dict[str, Any] = {
         "hostname": settings.host,
         "port": settings.port,
@@ -122,7 +127,7 @@ def make_client(settings: LinkSettings, tls_context: ssl.SSLContext | None) -> a
     }
     if settings.mqtt_version == "5":
         properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-        properties.SessionExpiryInterval = settings.session_expiry_s
+        properties.SessionExpiryInterval = settings.broker_state_expiry_s
         return aiomqtt.Client(
             protocol=aiomqtt.ProtocolVersion.V5,
             clean_start=False,
@@ -133,7 +138,8 @@ def make_client(settings: LinkSettings, tls_context: ssl.SSLContext | None) -> a
 
 
 class MqttLink:
-    """One MQTT session to the shore's broker (see the module docstring)."""
+    """One satellite session's MQTT connection to the shore's broker (see the module
+    docstring)."""
 
     def __init__(self, settings: LinkSettings, tls_context: ssl.SSLContext | None = None) -> None:
         self.settings = settings
@@ -161,9 +167,9 @@ class MqttLink:
         try:
             await self._exit.enter_async_context(client)
         except aiomqtt.MqttError as exc:
-            raise LinkDown(f"MQTT session with {self._where()} failed: {exc}") from exc
+            raise LinkDown(f"MQTT connection to {self._where()} failed: {exc}") from exc
         except (TimeoutError, OSError) as exc:
-            raise LinkDown(f"MQTT session with {self._where()} timed out") from exc
+            raise LinkDown(f"MQTT connection to {self._where()} timed out") from exc
         self._client = client
         self._reader = asyncio.create_task(self._read(client), name="downlink")
         await self._guarded(
@@ -200,9 +206,9 @@ class MqttLink:
             try:
                 return task.result()
             except aiomqtt.MqttError as exc:
-                raise LinkDown(f"MQTT session with {self._where()} failed: {exc}") from exc
+                raise LinkDown(f"MQTT connection to {self._where()} failed: {exc}") from exc
             except (TimeoutError, OSError) as exc:
-                raise LinkDown(f"MQTT session with {self._where()} timed out") from exc
+                raise LinkDown(f"MQTT connection to {self._where()} timed out") from exc
         cause = reader.exception() if reader.done() and not reader.cancelled() else None
         raise LinkDown("the connection to the broker was lost mid-session") from cause
 
@@ -229,7 +235,7 @@ class MqttLink:
         return await self._guarded(self._arrived.get())
 
     async def close(self) -> None:
-        """Stop reading, keep the TLS session for next time, DISCONNECT."""
+        """Stop reading, keep the TLS ticket for next time, DISCONNECT."""
         if self._closed:
             return
         self._closed = True
@@ -244,6 +250,6 @@ class MqttLink:
         try:
             await self._exit.aclose()
         except aiomqtt.MqttError as exc:
-            raise LinkDown(f"MQTT session with {self._where()} failed: {exc}") from exc
+            raise LinkDown(f"MQTT connection to {self._where()} failed: {exc}") from exc
         except (TimeoutError, OSError) as exc:
-            raise LinkDown(f"MQTT session with {self._where()} timed out") from exc
+            raise LinkDown(f"MQTT connection to {self._where()} timed out") from exc

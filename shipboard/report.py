@@ -1,12 +1,13 @@
 """Report: the vessel agent's own figures for a month, signed with the vessel key.
 
-:func:`build_statement` counts, from the outbox alone, per crew member: the text bytes
-offered (accepted on board), sent (in batches the shore acknowledged; each message once, so
-retransmissions count zero), delivered and failed, and the quota granted; the link bytes
-the vessel pushed (retransmissions included: they cost money) and the link sessions the
-agent recorded (:mod:`shipboard.sessions_log`), billed and priced under the vessel's link
-profile. Grievance reports and SOS are not counted per person; padding and cover bytes are
-not text.
+:func:`build_statement` counts, from the vessel database's repositories (the outbox, the
+crew register and the sessions log, each through a small port below), per crew member: the
+text bytes offered (accepted on board), sent (in batches the shore acknowledged; each
+message once, so retransmissions count zero), delivered and failed, and the quota granted;
+the link bytes the vessel pushed (retransmissions included: they cost money) and the link
+sessions the agent recorded (:mod:`shipboard.sessions_log`), billed and priced under the
+vessel's link profile. Grievance reports and SOS are not counted per person; padding and
+cover bytes are not text.
 
 The statement goes to the shore with ``vessel-relay ship report``; the shore's report
 (:mod:`shore.reports`) puts it next to its own figures and lists every disagreement.
@@ -24,38 +25,85 @@ import json
 import logging
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Protocol
 
 import typer
 
 from protocol.compliance import AgentCrew, AgentStatement, LinkFigures
 from protocol.months import LOG_ZONE, Month
 from protocol.signing import SigningKey
-from shipboard.outbox import Outbox
+from shipboard.crew import CrewMember, CrewRegister
+from shipboard.database import OnDatabase
+from shipboard.outbox import MonthFigures, Outbox
 from shipboard.profiles import LinkProfile
-from shipboard.sessions_log import price_month, sessions_in
+from shipboard.sessions_log import LinkSession, SessionsLog, price_month
 
 logger = logging.getLogger(__name__)
 
 
-def link_figures(outbox: Outbox, month: int, profile: LinkProfile) -> LinkFigures:
+class MonthRecords(Protocol):
+    """The outbox, as the statement reads it."""
+
+    @property
+    def vessel_id(self) -> int: ...
+
+    def month_figures(self, start: float, end: float) -> MonthFigures:
+        """The month's figures, by acceptance time (``Outbox.month_figures``)."""
+        ...
+
+
+class CrewRoll(Protocol):
+    """The crew register, as the statement reads it."""
+
+    def members(self, *, include_signed_off: bool = False) -> list[CrewMember]:
+        """Crew members, by number."""
+        ...
+
+
+class SessionHistory(Protocol):
+    """The sessions log, as the statement reads it."""
+
+    def sessions_in(self, month: int) -> Sequence[LinkSession]:
+        """The link sessions that started in ``month`` (YYYYMM, UTC), oldest first."""
+        ...
+
+
+def _sessions_of(outbox: MonthRecords, sessions: SessionHistory | None) -> SessionHistory:
+    if sessions is not None:
+        return sessions
+    if isinstance(outbox, OnDatabase):
+        return SessionsLog(outbox)
+    raise TypeError("give the sessions log, or an outbox on the vessel database")
+
+
+def _figures(outbox: MonthRecords, month: int) -> MonthFigures:
+    start, end = Month.from_key(month).bounds_s(LOG_ZONE)
+    return outbox.month_figures(start, end)
+
+
+def link_figures(
+    outbox: MonthRecords,
+    month: int,
+    profile: LinkProfile,
+    *,
+    sessions: SessionHistory | None = None,
+    figures: MonthFigures | None = None,
+) -> LinkFigures:
     """The month's link use: uplink batch bytes (each send counted) and the recorded sessions.
 
-    Sessions come from the outbox's sessions log (:mod:`shipboard.sessions_log`), each
-    billed separately under ``profile``. With no session recorded in the month (an agent
-    whose link never ran, or data from before sessions were recorded), sessions, billed
-    bytes and cost are None ("not recorded") and the link bytes are the batch bytes.
+    Sessions come from the sessions log (:mod:`shipboard.sessions_log`; by default the
+    one of the outbox's database), each billed separately under ``profile``. With no
+    session recorded in the month (an agent whose link never ran, or data from before
+    sessions were recorded), sessions, billed bytes and cost are None ("not recorded")
+    and the link bytes are the batch bytes.
     """
-    with outbox.reading() as db:
-        rows = db.execute("SELECT link_bytes, send_count, made_at FROM batches").fetchall()
-    start, end = Month.from_key(month).bounds_s(LOG_ZONE)
-    pushed = sum(int(b) * int(n) for b, n, at in rows if start <= float(at) < end)
-    sessions = sessions_in(outbox, month)
-    if not sessions:
+    pushed = (figures if figures is not None else _figures(outbox, month)).pushed_bytes
+    recorded = _sessions_of(outbox, sessions).sessions_in(month)
+    if not recorded:
         return LinkFigures(profile.name, None, pushed, None, None, batch_bytes=pushed)
-    priced = price_month(sessions, profile)
+    priced = price_month(list(recorded), profile)
     return LinkFigures(
         profile.name,
         priced.sessions,
@@ -67,7 +115,13 @@ def link_figures(outbox: Outbox, month: int, profile: LinkProfile) -> LinkFigure
     )
 
 
-def days_active(outbox: Outbox, month: int) -> int:
+def days_active(
+    outbox: MonthRecords,
+    month: int,
+    *,
+    sessions: SessionHistory | None = None,
+    figures: MonthFigures | None = None,
+) -> int:
     """Days of ``month`` (UTC) on which the agent recorded activity on board: a link
     session (done or failed) or a crew member's message or SOS accepted.
 
@@ -76,20 +130,16 @@ def days_active(outbox: Outbox, month: int) -> int:
     with no session and no message does not count. Grievance reports and their cover
     slots are left out (slots are made ahead, whether anyone is on board or not).
     """
-    start, end = Month.from_key(month).bounds_s(LOG_ZONE)
-    with outbox.reading() as db:
-        rows = db.execute(
-            "SELECT CAST(started_at / 86400 AS INTEGER) FROM link_sessions "
-            "WHERE started_at >= ? AND started_at < ? "
-            "UNION SELECT CAST(accepted_at / 86400 AS INTEGER) FROM messages "
-            "WHERE kind IN ('message', 'sos') AND accepted_at >= ? AND accepted_at < ?",
-            (start, end, start, end),
-        ).fetchall()
-    return len(rows)
+    found = figures if figures is not None else _figures(outbox, month)
+    session_days = {
+        int(session.started_at // 86_400)
+        for session in _sessions_of(outbox, sessions).sessions_in(month)
+    }
+    return len(found.active_days | session_days)
 
 
 def build_statement(
-    outbox: Outbox,
+    outbox: MonthRecords,
     month: int,
     *,
     quota_bytes: int | Mapping[int, int],
@@ -98,56 +148,40 @@ def build_statement(
     now: float,
     days_at_sea: int | None = None,
     grievance_lane_daily: bool | None = None,
+    register: CrewRoll | None = None,
+    sessions: SessionHistory | None = None,
 ) -> AgentStatement:
     """The agent's signed statement for ``month`` (YYYYMM, UTC).
 
     ``quota_bytes`` is the monthly text quota the crew were granted: one figure for all,
     or one per crew member (an owner who throttled some crew members shows here).
     ``days_at_sea`` defaults to :func:`days_active` (days with activity on board).
+    ``register`` and ``sessions`` default to those of the outbox's database.
     """
+    figures = _figures(outbox, month)
+    log = _sessions_of(outbox, sessions)
     if days_at_sea is None:
-        days_at_sea = days_active(outbox, month)
-    start, end = Month.from_key(month).bounds_s(LOG_ZONE)
-    with outbox.reading() as db:
-        crew_rows = db.execute(
-            "SELECT crew, name, document, nationality FROM crew WHERE signed_off_at IS NULL "
-            "OR crew IN (SELECT crew FROM messages WHERE accepted_at >= ? AND accepted_at < ? "
-            "AND kind = 'message') ORDER BY crew",
-            (start, end),
-        ).fetchall()
-        figures = db.execute(
-            "SELECT crew, SUM(text_bytes), "
-            "SUM(CASE WHEN state IN ('acknowledged', 'delivered') OR (state = 'failed' AND "
-            "acknowledged_at IS NOT NULL) THEN text_bytes ELSE 0 END), "
-            "SUM(CASE WHEN state = 'delivered' THEN text_bytes ELSE 0 END), "
-            "SUM(CASE WHEN state = 'failed' THEN text_bytes ELSE 0 END) "
-            "FROM messages WHERE accepted_at >= ? AND accepted_at < ? AND kind = 'message' "
-            "GROUP BY crew",
-            (start, end),
-        ).fetchall()
-        batch_rows = db.execute(
-            "SELECT DISTINCT b.batch_seq, b.data FROM batches b "
-            "JOIN batch_messages bm ON bm.batch_seq = b.batch_seq "
-            "JOIN messages m ON m.message_seq = bm.message_seq "
-            "WHERE b.state = 'acked' AND m.kind = 'message' AND m.accepted_at >= ? "
-            "AND m.accepted_at < ? ORDER BY b.batch_seq",
-            (start, end),
-        ).fetchall()
-    by_crew = {int(r[0]): tuple(int(v) for v in r[1:]) for r in figures}
+        days_at_sea = days_active(outbox, month, sessions=log, figures=figures)
+    if register is None:
+        if not isinstance(outbox, OnDatabase):
+            raise TypeError("give the crew register, or an outbox on the vessel database")
+        register = CrewRegister(outbox)
     crew: list[AgentCrew] = []
-    for number, name, document, nationality in crew_rows:
-        offered, sent, delivered, failed = by_crew.get(int(number), (0, 0, 0, 0))
-        quota = quota_bytes if isinstance(quota_bytes, int) else quota_bytes.get(int(number), 0)
+    for member in register.members(include_signed_off=True):
+        wrote = figures.text_bytes.get(member.crew)
+        if member.signed_off and wrote is None:
+            continue  # signed off, and nothing of theirs in this month
+        quota = quota_bytes if isinstance(quota_bytes, int) else quota_bytes.get(member.crew, 0)
         crew.append(
             AgentCrew(
-                int(number),
-                str(name),
-                str(document),
-                str(nationality),
-                offered,
-                sent,
-                delivered,
-                failed,
+                member.crew,
+                member.name,
+                member.document,
+                member.nationality,
+                wrote.offered if wrote else 0,
+                wrote.sent if wrote else 0,
+                wrote.delivered if wrote else 0,
+                wrote.failed if wrote else 0,
                 quota,
             )
         )
@@ -156,10 +190,12 @@ def build_statement(
         month=month,
         made_minutes=int(now // 60),
         crew=tuple(crew),
-        link=link_figures(outbox, month, profile),
+        link=link_figures(outbox, month, profile, sessions=log, figures=figures),
         days_at_sea=days_at_sea,
         grievance_lane_daily=grievance_lane_daily,
-        batches=tuple((int(seq), hashlib.sha256(bytes(data)).digest()) for seq, data in batch_rows),
+        batches=tuple(
+            (seq, hashlib.sha256(data).digest()) for seq, data in figures.acknowledged_batches
+        ),
     ).signed(vessel_key)
     logger.info(
         "agent statement for month %d: %d crew members, %d acknowledged batches",

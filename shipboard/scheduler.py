@@ -45,6 +45,7 @@ from typing import Protocol
 from protocol.months import Month
 from protocol.quota import QuotaLedger
 from shipboard.profiles import LinkProfile
+from shipboard.states import RESERVED_KINDS, MessageKind
 
 __all__ = [
     "ENVELOPE_LINK_BYTES",
@@ -59,8 +60,6 @@ __all__ = [
     "plan",
 ]
 
-#: Kinds that ride the reserved lane (outside every quota and budget).
-RESERVED_KINDS = frozenset({"grievance", "sos"})
 #: Link bytes an envelope costs besides its (compressed) text: skeleton entry, framing share.
 ENVELOPE_LINK_BYTES = 12
 
@@ -158,7 +157,11 @@ class SchedulerSettings:
 
     #: Latency target per kind, seconds (from config ``[latency_minutes]``).
     latency_s: Mapping[str, float] = field(
-        default_factory=lambda: {"sos": 0.0, "grievance": 3600.0, "message": 6 * 3600.0}
+        default_factory=lambda: {
+            MessageKind.SOS: 0.0,
+            MessageKind.GRIEVANCE: 3600.0,
+            MessageKind.MESSAGE: 6 * 3600.0,
+        }
     )
     #: Link bytes of one session besides its batches: TCP open/close, TLS, MQTT CONNECT,
     #: SUBSCRIBE, PUBACKs, TCP/IP headers. Measured (shipboard.link docstring): ~2,220 B
@@ -215,7 +218,7 @@ def _link_bytes(message: PendingLike, settings: SchedulerSettings) -> int:
 
 
 def _deadline(message: PendingLike, settings: SchedulerSettings) -> float:
-    latency = settings.latency_s.get(message.kind, settings.latency_s.get("message", 0.0))
+    latency = settings.latency_s.get(message.kind, settings.latency_s.get(MessageKind.MESSAGE, 0.0))
     return message.accepted_at + latency
 
 
@@ -315,7 +318,7 @@ def plan(
 
     reason: SessionReason | None = None
     deadlines = [_deadline(pending[seq], settings) for seq in selection.send]
-    if any(pending[seq].kind == "sos" for seq in chosen):
+    if any(pending[seq].kind == MessageKind.SOS for seq in chosen):
         reason = SessionReason.SOS
     elif now >= gap_ends:
         reserved_due = any(

@@ -17,7 +17,7 @@ Logs carry batch numbers, sizes and states, never message text (logger
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, MutableMapping, Sequence
+from collections.abc import Callable, MutableMapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -42,7 +42,6 @@ from protocol.exchange import (
 from protocol.signing import SigningKey
 from shipboard.downlink import DownlinkResultLike, apply_downlink_batch, record_refusal
 from shipboard.errors import NothingToSend
-from shipboard.scheduler import PendingLike
 
 __all__ = [
     "DownlinkResultLike",
@@ -67,18 +66,12 @@ class StoredBatchLike(Protocol):
 
 
 class OutboxPort(Protocol):
-    """The outbox as the link uses it; synchronous, called through ``asyncio.to_thread``.
+    """The outbox as one session uses it (wl2k-go's mailbox, four calls); synchronous,
+    called through ``asyncio.to_thread``.
 
-    ``shipboard.outbox.Outbox`` implements it; tests use an in-memory fake.
+    ``shipboard.outbox.Outbox`` implements it (and ``refuse_downlink``, which
+    :mod:`shipboard.downlink` uses when it is there); tests use an in-memory fake.
     """
-
-    def pending_messages(self, now: float) -> Sequence[PendingLike]:
-        """Messages waiting for a batch (no text), oldest first."""
-        ...
-
-    def quota_ledger(self, now: float) -> Mapping[int, int]:
-        """Text bytes accepted this (UTC) month per crew member, pending ones included."""
-        ...
 
     def unacknowledged_batches(self) -> Sequence[StoredBatchLike]:
         """Uplink batches no BatchAck has covered, oldest first."""

@@ -1,4 +1,7 @@
-"""Sessions log: every satellite link session the agent ran, kept in the outbox for reports.
+"""Sessions log: every satellite link session the agent ran, kept for the monthly report.
+
+A repository of the vessel database (:mod:`shipboard.database`): it owns the table
+``link_sessions`` (migration set ``sessions_log``, :mod:`shipboard.schema`).
 
 The link loop (:func:`shipboard.link.run_link`) records one row per session it tried: when
 it started and ended, the payload bytes it pushed up and read down (as the link counted
@@ -10,43 +13,27 @@ bytes: the link cannot tell how far it got, so its cost is unknown and is not gu
 The monthly compliance statement (:mod:`shipboard.report`) prices the month's sessions
 with the vessel's link profile (:meth:`shipboard.profiles.LinkProfile.billed_bytes`, per
 session: the provider bills each session separately, with its minimum). Months are UTC
-calendar months, the months the outbox charges quotas in (:func:`shipboard.outbox.month_of`).
+calendar months (:data:`protocol.months.BILLING_ZONE`), the provider's billing months.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from enum import StrEnum
 
 from protocol.months import BILLING_ZONE, Month
+from shipboard.database import OnDatabase
 from shipboard.profiles import LinkProfile
-
-if TYPE_CHECKING:
-    from shipboard.outbox import Outbox
 
 logger = logging.getLogger(__name__)
 
-SessionOutcome = Literal["done", "failed"]
 
-#: The table (run by the outbox's migrations, ``shipboard.outbox._MIGRATIONS``).
-SESSIONS_MIGRATION = (
-    "0002_link_sessions",
-    """
-    CREATE TABLE link_sessions (
-        session INTEGER PRIMARY KEY AUTOINCREMENT,
-        started_at REAL NOT NULL,
-        ended_at REAL NOT NULL,
-        outcome TEXT NOT NULL CHECK (outcome IN ('done', 'failed')),
-        uplink_payload_bytes INTEGER NOT NULL,
-        downlink_payload_bytes INTEGER NOT NULL,
-        overhead_bytes INTEGER NOT NULL,
-        profile TEXT NOT NULL,
-        month INTEGER NOT NULL
-    );
-    CREATE INDEX link_sessions_month ON link_sessions(month)
-    """,
-)
+class SessionOutcome(StrEnum):
+    """How a link session ended; the value is what the log stores."""
+
+    DONE = "done"  # it ran to its end (its bytes are counted and billed)
+    FAILED = "failed"  # it broke off (its cost is unknown and not guessed)
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,8 +53,11 @@ class LinkSession:
             raise ValueError("a link session cannot end before it starts")
         if min(self.uplink_payload_bytes, self.downlink_payload_bytes, self.overhead_bytes) < 0:
             raise ValueError("a link session cannot carry a negative number of bytes")
-        if self.outcome not in ("done", "failed"):
-            raise ValueError(f"a link session is done or failed, not {self.outcome!r}")
+        try:
+            outcome = SessionOutcome(self.outcome)
+        except ValueError:
+            raise ValueError(f"a link session is done or failed, not {self.outcome!r}") from None
+        object.__setattr__(self, "outcome", outcome)
 
     @property
     def link_bytes(self) -> int:
@@ -92,62 +82,77 @@ class MonthSessions:
     cost_micro_usd: int
 
 
-def record_session(outbox: Outbox, session: LinkSession) -> int:
-    """Keep one session in the outbox (its own transaction); returns its number."""
-    with outbox.transaction("record a link session") as db:
-        cursor = db.execute(
-            "INSERT INTO link_sessions (started_at, ended_at, outcome, uplink_payload_bytes, "
-            "downlink_payload_bytes, overhead_bytes, profile, month) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                session.started_at,
-                session.ended_at,
-                session.outcome,
-                session.uplink_payload_bytes,
-                session.downlink_payload_bytes,
-                session.overhead_bytes,
-                session.profile,
-                session.month,
-            ),
+class SessionsLog:
+    """The link sessions the agent ran (see the module docstring)."""
+
+    def __init__(self, on: OnDatabase) -> None:
+        self.database = on.database
+
+    def record(self, session: LinkSession) -> int:
+        """Keep one session (its own transaction); returns its number."""
+        with self.database.transaction("record a link session") as db:
+            cursor = db.execute(
+                "INSERT INTO link_sessions (started_at, ended_at, outcome, "
+                "uplink_payload_bytes, downlink_payload_bytes, overhead_bytes, profile, month) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    session.started_at,
+                    session.ended_at,
+                    session.outcome,
+                    session.uplink_payload_bytes,
+                    session.downlink_payload_bytes,
+                    session.overhead_bytes,
+                    session.profile,
+                    session.month,
+                ),
+            )
+            number = int(cursor.lastrowid or 0)
+        logger.info(
+            "link session %d recorded: %s, %d B up, %d B down, %d B overhead",
+            number,
+            session.outcome,
+            session.uplink_payload_bytes,
+            session.downlink_payload_bytes,
+            session.overhead_bytes,
         )
-        number = int(cursor.lastrowid or 0)
-    logger.info(
-        "link session %d recorded: %s, %d B up, %d B down, %d B overhead",
-        number,
-        session.outcome,
-        session.uplink_payload_bytes,
-        session.downlink_payload_bytes,
-        session.overhead_bytes,
-    )
-    return number
+        return number
+
+    def sessions_in(self, month: int) -> list[LinkSession]:
+        """The sessions that started in ``month`` (YYYYMM, UTC), oldest first."""
+        with self.database.reading() as db:
+            rows = db.execute(
+                "SELECT started_at, ended_at, outcome, uplink_payload_bytes, "
+                "downlink_payload_bytes, overhead_bytes, profile FROM link_sessions "
+                "WHERE month = ? ORDER BY started_at, session",
+                (month,),
+            ).fetchall()
+        return [
+            LinkSession(
+                started_at=float(r[0]),
+                ended_at=float(r[1]),
+                outcome=SessionOutcome(r[2]),
+                uplink_payload_bytes=int(r[3]),
+                downlink_payload_bytes=int(r[4]),
+                overhead_bytes=int(r[5]),
+                profile=str(r[6]),
+            )
+            for r in rows
+        ]
 
 
-def sessions_in(outbox: Outbox, month: int) -> list[LinkSession]:
-    """The sessions that started in ``month`` (YYYYMM, UTC), oldest first."""
-    with outbox.reading() as db:
-        rows = db.execute(
-            "SELECT started_at, ended_at, outcome, uplink_payload_bytes, "
-            "downlink_payload_bytes, overhead_bytes, profile FROM link_sessions "
-            "WHERE month = ? ORDER BY started_at, session",
-            (month,),
-        ).fetchall()
-    return [
-        LinkSession(
-            started_at=float(r[0]),
-            ended_at=float(r[1]),
-            outcome="done" if r[2] == "done" else "failed",
-            uplink_payload_bytes=int(r[3]),
-            downlink_payload_bytes=int(r[4]),
-            overhead_bytes=int(r[5]),
-            profile=str(r[6]),
-        )
-        for r in rows
-    ]
+def record_session(on: OnDatabase, session: LinkSession) -> int:
+    """Keep one session in the sessions log of ``on``'s database; returns its number."""
+    return SessionsLog(on).record(session)
+
+
+def sessions_in(on: OnDatabase, month: int) -> list[LinkSession]:
+    """The sessions of ``on``'s database that started in ``month`` (YYYYMM, UTC)."""
+    return SessionsLog(on).sessions_in(month)
 
 
 def price_month(sessions: list[LinkSession], profile: LinkProfile) -> MonthSessions:
     """The month's completed sessions, billed one by one under ``profile``."""
-    done = [s for s in sessions if s.outcome == "done"]
+    done = [s for s in sessions if s.outcome is SessionOutcome.DONE]
     billed = sum(profile.billed_bytes(s.link_bytes) for s in done)
     return MonthSessions(
         profile=profile.name,

@@ -28,15 +28,18 @@ import email.policy
 import logging
 import re
 import ssl
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from html.parser import HTMLParser
-from typing import Any
+from typing import Any, Protocol
 
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, Session
 
 from common.signins import SignInGuard
-from shipboard.crew import MAX_CREW_NUMBER, SIGNED_OFF, SignedIn
+from protocol.languages import Language
+from shipboard.config import ShipConfig
+from shipboard.crew import MAX_CREW_NUMBER, SIGNED_OFF, CrewRegister, SignedIn
 from shipboard.errors import (
     BadText,
     IntakeRefused,
@@ -46,7 +49,7 @@ from shipboard.errors import (
     SignInPaused,
     UnknownContact,
 )
-from shipboard.intake import Intake
+from shipboard.outbox import AcceptedMessage
 from shipboard.signin import CrewSignIn
 
 logger = logging.getLogger(__name__)
@@ -165,6 +168,28 @@ WRONG_LOGIN = "535 5.7.8 Wrong crew number or PIN. Check both and try again."
 STORAGE_DOWN = "454 4.7.0 The storage on board is not working. Try again later."
 
 
+class MailIntake(Protocol):
+    """What the SMTP door needs of intake (:class:`shipboard.intake.Intake`): the crew
+    register (sign-in, finding a contact by address), the quota, and committing."""
+
+    @property
+    def config(self) -> ShipConfig: ...
+
+    @property
+    def register(self) -> CrewRegister: ...
+
+    def send_messages(
+        self,
+        crew: int,
+        contacts: Sequence[int],
+        text: str | None,
+        lang: Language | None = None,
+        quick: int | None = None,
+    ) -> list[AcceptedMessage]:
+        """Commit one message to several of the crew member's contacts (all or none)."""
+        ...
+
+
 @dataclass
 class SmtpIntakeHandler:
     """aiosmtpd handler: checks recipients at RCPT, commits at DATA, answers after commit.
@@ -175,7 +200,7 @@ class SmtpIntakeHandler:
     the crew page's and the API's, and a paused crew number gets ``454 4.7.0``.
     """
 
-    intake: Intake
+    intake: MailIntake
     guard: SignInGuard = field(default_factory=SignInGuard)
     accepted: int = 0
     refused: dict[str, int] = field(default_factory=dict)

@@ -1,5 +1,8 @@
 """States: every state of an outbox message and every allowed change, in one table.
 
+Also the outbox's other words, as enums whose values are what the tables store: what a
+message is (:class:`MessageKind`) and where a stored batch stands (:class:`BatchState`).
+
 Everything that changes a message's state lives here (h11's rule): the outbox asks
 :func:`next_state` before it writes a new state, and an event that the table does not
 list for the current state raises :class:`~shipboard.errors.IllegalTransition` naming
@@ -21,6 +24,31 @@ from collections.abc import Mapping
 from enum import StrEnum
 
 from shipboard.errors import IllegalTransition
+
+
+class MessageKind(StrEnum):
+    """What an outbox message is; the value is what the outbox stores."""
+
+    MESSAGE = "message"  # a crew member's message to a family contact (counts on their quota)
+    GRIEVANCE = "grievance"  # a sealed grievance report, or a daily slot (the reserved lane)
+    SOS = "sos"  # an SOS (the reserved lane; sent at once)
+
+
+#: Kinds outside every crew quota, with capacity of their own (the scheduler's lane).
+RESERVED_KINDS = frozenset({MessageKind.GRIEVANCE, MessageKind.SOS})
+
+
+class BatchState(StrEnum):
+    """Where a stored uplink batch stands; the value is what the outbox stores."""
+
+    MADE = "made"  # its bytes are stored; never published yet
+    SENT = "sent"  # published at least once (broker PUBACK); not yet the shore's
+    ACKED = "acked"  # a BatchAck covered it: the shore committed it
+    REJECTED = "rejected"  # the shore refused it for good (BatchAck.rejected)
+
+
+#: Batches still owed to the shore: resent, byte-identical, until acknowledged.
+OPEN_BATCH_STATES = (BatchState.MADE, BatchState.SENT)
 
 
 class MessageState(StrEnum):

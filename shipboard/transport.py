@@ -80,7 +80,7 @@ class Link(Protocol):
 
     @property
     def tls_resumed(self) -> bool | None:
-        """Whether the connection's TLS session was resumed (None: no TLS, or unknown)."""
+        """Whether the connection's TLS handshake was resumed (None: no TLS, or unknown)."""
         ...
 
 
@@ -96,7 +96,9 @@ class LinkSettings:
     username: str | None = None
     password: str | None = field(default=None, repr=False)
     keepalive_s: int = 600
-    session_expiry_s: int = 30 * 86_400
+    #: How long the broker keeps the vessel's subscription and queued downlink while it is
+    #: away (MQTT 5 ``SessionExpiryInterval``; 3.1.1's kept state never expires).
+    broker_state_expiry_s: int = 30 * 86_400
     #: After subscribing, the downlink is taken as drained once nothing came for this long
     #: (None: two round trips plus half a second, from the profile).
     downlink_quiet_s: float | None = None

@@ -3,14 +3,14 @@
 Pages: sign in (crew number + PIN; choose an own PIN and an optional duress PIN at the
 first sign-in), home (menu and quota meter), write home, quick messages, a message's
 stages, report a problem, SOS (one confirmation step), inbox, add a contact, language
-switch. The sign-in page has an SOS button: ``/sos`` works without a session too (crew
+switch. The sign-in page has an SOS button: ``/sos`` works without signing in too (crew
 number typed, no PIN; flagged ashore as sent without a PIN). Wrong PINs count with the
 API's and SMTP's (:mod:`shipboard.signin`); a paused sign-in says how many minutes to
 wait and that an SOS needs no PIN. Forms are read within bounds (:func:`read_form`); a
 refused request gets the error page in the crew member's language.
 No JavaScript; every form carries a CSRF token (but the SOS without a PIN, which uses
-nobody's session and must not fail on a stale form); sessions are cookies that expire
-(:mod:`shipboard.web.sessions`); every page is ``Cache-Control: no-store`` (the API's
+nobody's sign-in and must not fail on a stale form); sign-ins are cookies that expire
+(:mod:`shipboard.web.phones`); every page is ``Cache-Control: no-store`` (the API's
 middleware), while fonts and icons are cached for a year.
 
 A duress PIN signs in normally but shows an empty inbox, no contacts' history and no
@@ -58,17 +58,19 @@ from shipboard.errors import (
     OutboxUnavailable,
     SignInPaused,
 )
+from shipboard.inbox import DeliveryStage, InboxKind
 from shipboard.intake import Intake
 from shipboard.signin import CrewSignIn
+from shipboard.states import MessageKind, MessageState
 from shipboard.web.i18n import NATIVE_NAMES, PAGE_LANGUAGES, Translations, page_language
-from shipboard.web.sessions import WebSession, WebSessions, csrf_ok
+from shipboard.web.phones import SignedInPhone, SignedInPhones, csrf_ok
 
 logger = logging.getLogger(__name__)
 
-_Page = Callable[[Request, WebSession], Awaitable[Response]]
+_Page = Callable[[Request, SignedInPhone], Awaitable[Response]]
 
 HERE = Path(__file__).parent
-SESSION_COOKIE = "vr_session"
+SIGN_IN_COOKIE = "vr_session"  # the name phones hold (kept)
 LOGIN_COOKIE = "vr_login"
 LANG_COOKIE = "vr_lang"
 #: Largest body of a report sealed on the phone (the largest padding bucket, sealed).
@@ -110,16 +112,22 @@ CATEGORIES: tuple[tuple[GrievanceCategory, str, str], ...] = (
     (GrievanceCategory.OTHER, "other", "Something else"),
 )
 
-STAGE_WORDS = {
-    "accepted": "Queued on board",
-    "batched": "Queued on board",
-    "sent": "Sent",
-    "acknowledged": "Accepted ashore",
-    "accepted_ashore": "Accepted ashore",
-    "delivered": "Delivered",
-    "failed": "Failed",
+#: What a message's state (or its stage ashore, in the inbox) is called on the page.
+STAGE_WORDS: dict[str, str] = {
+    MessageState.ACCEPTED: "Queued on board",
+    MessageState.BATCHED: "Queued on board",
+    MessageState.SENT: "Sent",
+    MessageState.ACKNOWLEDGED: "Accepted ashore",
+    DeliveryStage.ACCEPTED_ASHORE: "Accepted ashore",
+    MessageState.DELIVERED: "Delivered",
+    MessageState.FAILED: "Failed",
 }
-STAGE_ORDER = ("accepted", "sent", "acknowledged", "delivered")
+STAGE_ORDER = (
+    MessageState.ACCEPTED,
+    MessageState.SENT,
+    MessageState.ACKNOWLEDGED,
+    MessageState.DELIVERED,
+)
 
 FAILURE_WORDS = {
     FailureReason.ADDRESS_INVALID: "The address or phone number is wrong.",
@@ -214,7 +222,7 @@ def render_page(
     translations: Translations,
     request: HTTPConnection,
     template: str,
-    session: WebSession | None,
+    phone: SignedInPhone | None,
     lang: Language,
     status: int = 200,
     **values: object,
@@ -236,8 +244,8 @@ def render_page(
         html_lang=HTML_LANG[lang],
         languages=[(code, NATIVE_NAMES[code]) for code in PAGE_LANGUAGES],
         here=quote(request.url.path),
-        session=session,
-        csrf=session.csrf if session else "",
+        phone=phone,
+        csrf=phone.csrf if phone else "",
         **values,
     )
     response = HTMLResponse(html, status_code=status)
@@ -270,18 +278,18 @@ def request_refusal_msgid(error: RequestRefused) -> str:
 
 
 def refusal_page(
-    translations: Translations, sessions: WebSessions, scope: Scope, error: RequestRefused
+    translations: Translations, phones: SignedInPhones, scope: Scope, error: RequestRefused
 ) -> Response:
     """A refused request (too large, broken) as the crew page's error page, in the crew
     member's language when they are signed in, else in the visitor's."""
     request = HTTPConnection(scope)
-    session = sessions.get(request.cookies.get(SESSION_COOKIE))
-    lang = session.lang if session else visitor_language(request)
+    phone = phones.get(request.cookies.get(SIGN_IN_COOKIE))
+    lang = phone.lang if phone else visitor_language(request)
     return render_page(
         translations,
         request,
         "error.html",
-        session,
+        phone,
         lang,
         error.status,
         message=request_refusal_msgid(error),
@@ -320,7 +328,7 @@ def int_or_none(value: object, high: int = 2**53 - 1) -> int | None:
 
 def web_routes(
     intake: Intake,
-    sessions: WebSessions | None = None,
+    phones: SignedInPhones | None = None,
     *,
     guard: SignInGuard | None = None,
     translations: Translations | None = None,
@@ -329,7 +337,7 @@ def web_routes(
 
     ``guard`` is the process's one sign-in guard (shared with the crew API and SMTP AUTH:
     :mod:`shipboard.signin`); without one, the pages get their own."""
-    store = sessions if sessions is not None else WebSessions()
+    store = phones if phones is not None else SignedInPhones()
     words = translations or Translations()
     signins = CrewSignIn(intake.register, guard or SignInGuard())
     zone = intake.config.time_zone
@@ -341,15 +349,15 @@ def web_routes(
     def render(
         request: Request,
         template: str,
-        session: WebSession | None,
+        phone: SignedInPhone | None,
         lang: Language,
         status: int = 200,
         **values: object,
     ) -> HTMLResponse:
-        return render_page(words, request, template, session, lang, status, **values)
+        return render_page(words, request, template, phone, lang, status, **values)
 
-    def current(request: Request) -> WebSession | None:
-        return store.get(request.cookies.get(SESSION_COOKIE))
+    def current(request: Request) -> SignedInPhone | None:
+        return store.get(request.cookies.get(SIGN_IN_COOKIE))
 
     def login_redirect() -> Response:
         return RedirectResponse("/login", status_code=303)
@@ -363,10 +371,10 @@ def web_routes(
             try:
                 return await handler(request)
             except RequestRefused as error:
-                session = current(request)
-                lang = session.lang if session else visitor_language(request)
+                phone = current(request)
+                lang = phone.lang if phone else visitor_language(request)
                 message = request_refusal_msgid(error)
-                return render(request, "error.html", session, lang, error.status, message=message)
+                return render(request, "error.html", phone, lang, error.status, message=message)
 
         return wrapped
 
@@ -374,24 +382,24 @@ def web_routes(
         function: _Page, *, allow_pin_choice: bool = False
     ) -> Callable[[Request], Awaitable[Response]]:
         async def wrapped(request: Request) -> Response:
-            session = current(request)
-            if session is None:
+            phone = current(request)
+            if phone is None:
                 return login_redirect()
-            if session.must_choose_pin and not allow_pin_choice:
+            if phone.must_choose_pin and not allow_pin_choice:
                 return RedirectResponse("/pin", status_code=303)
             if request.method == "POST":
                 form = await read_form(request)
-                if not csrf_ok(session.csrf, form.get("csrf")):
-                    logger.warning("crew member %d: form without a valid CSRF token", session.crew)
+                if not csrf_ok(phone.csrf, form.get("csrf")):
+                    logger.warning("crew member %d: form without a valid CSRF token", phone.crew)
                     return render(
                         request,
                         "error.html",
-                        session,
-                        session.lang,
+                        phone,
+                        phone.lang,
                         403,
                         message="This form is too old. Go back, reload the page and try again.",
                     )
-            return await function(request, session)
+            return await function(request, phone)
 
         return refused(wrapped)
 
@@ -433,17 +441,15 @@ def web_routes(
                     error, status = CANNOT_CHECK, 503
                 else:
                     logger.info("crew member %d signed in on the web page", typed)
-                    session = store.open(
+                    phone = store.open(
                         who,
                         duress=who.duress,
                         lang=page_language(None, who.member.language),
                         must_choose_pin=not chosen,
                     )
-                    target = "/pin" if session.must_choose_pin else "/home"
+                    target = "/pin" if phone.must_choose_pin else "/home"
                     signed = RedirectResponse(target, status_code=303)
-                    signed.set_cookie(
-                        SESSION_COOKIE, session.token, httponly=True, samesite="strict"
-                    )
+                    signed.set_cookie(SIGN_IN_COOKIE, phone.token, httponly=True, samesite="strict")
                     signed.delete_cookie(LOGIN_COOKIE)
                     return signed
         token = secrets.token_urlsafe(24)
@@ -461,7 +467,7 @@ def web_routes(
         response.set_cookie(LOGIN_COOKIE, token, httponly=True, samesite="strict")
         return response
 
-    async def choose_pin(request: Request, session: WebSession) -> Response:
+    async def choose_pin(request: Request, phone: SignedInPhone) -> Response:
         error = None
         if request.method == "POST":
             form = await form_of(request)
@@ -473,7 +479,7 @@ def web_routes(
                 try:
                     who = await asyncio.to_thread(
                         intake.register.choose_pin,
-                        session.crew,
+                        phone.crew,
                         pin.strip(),
                         duress_pin,
                         intake.clock(),
@@ -481,18 +487,18 @@ def web_routes(
                 except CrewRegisterError:
                     error = "A PIN has 6 to 12 digits; the duress PIN must be different."
                 else:
-                    session.signed_in = who
-                    session.must_choose_pin = False
-                    session.duress = False
+                    phone.signed_in = who
+                    phone.must_choose_pin = False
+                    phone.duress = False
                     return RedirectResponse("/home", status_code=303)
         return render(
-            request, "pin.html", session, session.lang, 200 if error is None else 400, error=error
+            request, "pin.html", phone, phone.lang, 200 if error is None else 400, error=error
         )
 
-    async def logout(request: Request, session: WebSession) -> Response:
-        store.close(session.token)
+    async def logout(request: Request, phone: SignedInPhone) -> Response:
+        store.close(phone.token)
         response = RedirectResponse("/login", status_code=303)
-        response.delete_cookie(SESSION_COOKIE)
+        response.delete_cookie(SIGN_IN_COOKIE)
         return response
 
     async def switch_language(request: Request) -> Response:
@@ -500,15 +506,15 @@ def web_routes(
         if not target.startswith("/") or target.startswith("//"):
             target = "/home"
         lang = page_language(request.path_params["code"], Language.ENG)
-        session = current(request)
-        if session is not None:
-            session.lang = lang
-            if not session.duress:  # a duress session leaves the real register alone
-                # The crew member's choice outlives the session: the register keeps it.
+        phone = current(request)
+        if phone is not None:
+            phone.lang = lang
+            if not phone.duress:  # a duress sign-in leaves the real register alone
+                # The crew member's choice outlives the sign-in: the register keeps it.
                 try:
-                    await asyncio.to_thread(intake.register.choose_language, session.crew, lang)
-                except OutboxUnavailable:  # the page still switches, for this session
-                    logger.warning("crew member %d: language not kept (outbox)", session.crew)
+                    await asyncio.to_thread(intake.register.choose_language, phone.crew, lang)
+                except OutboxUnavailable:  # the page still switches, for this sign-in
+                    logger.warning("crew member %d: language not kept (outbox)", phone.crew)
         response = RedirectResponse(target, status_code=303)
         response.set_cookie(LANG_COOKIE, lang.code, samesite="strict", max_age=365 * 86400)
         return response
@@ -518,76 +524,70 @@ def web_routes(
 
     # home, quota ----------------------------------------------------------------------
 
-    async def quota_words(session: WebSession) -> dict[str, int]:
-        status = await asyncio.to_thread(intake.quota, session.crew)
+    async def quota_words(phone: SignedInPhone) -> dict[str, int]:
+        status = await asyncio.to_thread(intake.quota, phone.crew)
         total = max(status.quota_bytes, 1)
-        left = status.remaining_bytes if not session.duress else status.quota_bytes
-        used = 0 if session.duress else status.used_bytes
+        left = status.remaining_bytes if not phone.duress else status.quota_bytes
+        used = 0 if phone.duress else status.used_bytes
         return {
             "left_messages": left // SHORT_MESSAGE_BYTES,
             "used_percent": min(100, math.ceil(100 * used / total)) if used else 0,
             "left_percent": max(0, 100 - (min(100, math.ceil(100 * used / total)) if used else 0)),
         }
 
-    async def home(request: Request, session: WebSession) -> Response:
+    async def home(request: Request, phone: SignedInPhone) -> Response:
         return render(
             request,
             "home.html",
-            session,
-            session.lang,
-            quota=await quota_words(session),
-            name=session.signed_in.member.name,
+            phone,
+            phone.lang,
+            quota=await quota_words(phone),
+            name=phone.signed_in.member.name,
         )
 
     # write home, quick messages, stages ------------------------------------------------
 
-    async def contact_list(session: WebSession) -> list[Any]:
-        return await asyncio.to_thread(intake.register.contacts, session.crew)
+    async def contact_list(phone: SignedInPhone) -> list[Any]:
+        return await asyncio.to_thread(intake.register.contacts, phone.crew)
 
-    def my_messages(session: WebSession) -> list[dict[str, object]]:
-        if session.duress:
+    def my_messages(phone: SignedInPhone) -> list[dict[str, object]]:
+        if phone.duress:
             return []
-        with intake.outbox.reading() as db:
-            rows = db.execute(
-                "SELECT message_seq, contact, quick, state, accepted_at FROM messages "
-                "WHERE crew = ? AND kind = 'message' ORDER BY message_seq DESC LIMIT 20",
-                (session.crew,),
-            ).fetchall()
         return [
             {
-                "seq": r[0],
-                "contact": r[1],
-                "quick": r[2],
-                "state": str(r[3]),
-                "at": _seconds_text(r[4], zone),
+                "seq": sent.message_seq,
+                "contact": sent.contact,
+                "quick": sent.quick,
+                "state": str(sent.state),
+                "at": _seconds_text(sent.accepted_at, zone),
             }
-            for r in rows
+            for sent in intake.view.recent_messages(phone.crew, 20)
         ]
 
     def refusal_msgid(error: IntakeRefused) -> str:
         return REFUSAL_WORDS.get(error.code, error.sentence)
 
     async def send(
-        session: WebSession, contact: int | None, text: str | None, quick: int | None
+        phone: SignedInPhone, contact: int | None, text: str | None, quick: int | None
     ) -> int:
         if contact is None:
             raise _Refusal(REFUSAL_WORDS["unknown-contact"])
-        if not store.allow_action(session.crew):
+        if not store.allow_action(phone.crew):
             raise _Refusal(RATE_LIMITED)
         try:
             accepted = await asyncio.to_thread(
-                intake.send_message, session.crew, contact, text, session.lang, quick
+                intake.send_message, phone.crew, contact, text, phone.lang, quick
             )
         except IntakeRefused as error:
             raise _Refusal(refusal_msgid(error)) from None
         except OutboxUnavailable:
             raise _Refusal(NOT_SAVED) from None
         logger.info(
-            "crew member %d queued message %d from the web page", session.crew, accepted.message_seq
+            "crew member %d queued message %d from the web page", phone.crew, accepted.message_seq
         )
         return accepted.message_seq
 
-    async def write(request: Request, session: WebSession) -> Response:
+    async def write(request: Request, phone: SignedInPhone) -> Response:
         error = None
         text = ""
         chosen = int_field(request.query_params, "contact")
@@ -597,19 +597,19 @@ def web_routes(
             raw = form.get("text")
             text = raw if isinstance(raw, str) else ""
             try:
-                seq = await send(session, chosen, text, None)
+                seq = await send(phone, chosen, text, None)
             except _Refusal as refusal:
                 error = refusal.msgid
             else:
                 return RedirectResponse(f"/messages/{seq}", status_code=303)
-        contacts = await contact_list(session)
-        messages = await asyncio.to_thread(my_messages, session)
+        contacts = await contact_list(phone)
+        messages = await asyncio.to_thread(my_messages, phone)
         names = {c.contact: c.name or c.address for c in contacts}
         return render(
             request,
             "write.html",
-            session,
-            session.lang,
+            phone,
+            phone.lang,
             400 if error else 200,
             contacts=contacts,
             chosen=chosen,
@@ -618,10 +618,10 @@ def web_routes(
             messages=messages,
             names=names,
             stage_words=STAGE_WORDS,
-            quota=await quota_words(session),
+            quota=await quota_words(phone),
         )
 
-    async def quick(request: Request, session: WebSession) -> Response:
+    async def quick(request: Request, phone: SignedInPhone) -> Response:
         error = None
         chosen = None
         if request.method == "POST":
@@ -631,67 +631,67 @@ def web_routes(
             try:
                 if code is None or code not in PHRASE_CODES:
                     raise _Refusal("Choose a message.")
-                seq = await send(session, chosen, None, code)
+                seq = await send(phone, chosen, None, code)
             except _Refusal as refusal:
                 error = refusal.msgid
             else:
                 return RedirectResponse(f"/messages/{seq}", status_code=303)
-        phrases = [(code, phrase_icon(code), phrase(code, session.lang)) for code in PHRASE_CODES]
+        phrases = [(code, phrase_icon(code), phrase(code, phone.lang)) for code in PHRASE_CODES]
         return render(
             request,
             "quick.html",
-            session,
-            session.lang,
+            phone,
+            phone.lang,
             400 if error else 200,
-            contacts=await contact_list(session),
+            contacts=await contact_list(phone),
             chosen=chosen,
             phrases=phrases,
             error=error,
         )
 
-    async def message(request: Request, session: WebSession) -> Response:
+    async def message(request: Request, phone: SignedInPhone) -> Response:
         seq = int_or_none(request.path_params["seq"]) or 0
-        stages = await asyncio.to_thread(intake.outbox.message_stages, seq)
+        stages = await asyncio.to_thread(intake.view.message_stages, seq)
         if (
             stages is None
-            or session.duress
-            or stages["crew"] != session.crew
-            or stages["kind"] != "message"
+            or phone.duress
+            or stages["crew"] != phone.crew
+            or stages["kind"] != MessageKind.MESSAGE
         ):
             return render(
                 request,
                 "error.html",
-                session,
-                session.lang,
+                phone,
+                phone.lang,
                 404,
                 message="There is no such message of yours.",
             )
         state = str(stages["state"])
         reached = {
-            "accepted": stages["accepted_at"],
-            "sent": stages["sent_at"],
-            "acknowledged": stages["acknowledged_at"],
-            "delivered": stages["delivered_at"],
+            MessageState.ACCEPTED: stages["accepted_at"],
+            MessageState.SENT: stages["sent_at"],
+            MessageState.ACKNOWLEDGED: stages["acknowledged_at"],
+            MessageState.DELIVERED: stages["delivered_at"],
         }
         steps = [
             (STAGE_WORDS[name], _seconds_text(reached[name], zone), reached[name] is not None)  # type: ignore[arg-type]
             for name in STAGE_ORDER
         ]
         failure = None
-        if state == "failed":
+        if state == MessageState.FAILED:
             reason = stages["failure_reason"]
             try:
                 failure = FAILURE_WORDS[FailureReason(int(str(reason)))]
             except (ValueError, KeyError):
                 failure = "It could not be delivered."
         contact = await asyncio.to_thread(
-            intake.register.contact, session.crew, int(str(stages["contact"]))
+            intake.register.contact, phone.crew, int(str(stages["contact"]))
         )
         return render(
             request,
             "message.html",
-            session,
-            session.lang,
+            phone,
+            phone.lang,
             seq=seq,
             steps=steps,
             failure=failure,
@@ -699,7 +699,7 @@ def web_routes(
             contact=contact,
         )
 
-    async def add_contact(request: Request, session: WebSession) -> Response:
+    async def add_contact(request: Request, phone: SignedInPhone) -> Response:
         error = None
         values: Mapping[str, Any] = {}
         if request.method == "POST":
@@ -709,17 +709,17 @@ def web_routes(
             address, name, lang_code = form.get("address"), form.get("name"), form.get("lang")
             if channel not in ("email", "sms") or not isinstance(address, str):
                 error = "Choose e-mail or phone, and write the address or number."
-            elif not store.allow_action(session.crew):
+            elif not store.allow_action(phone.crew):
                 error = RATE_LIMITED
             else:
                 try:
                     added = await asyncio.to_thread(
                         intake.register.add_contact,
-                        session.crew,
+                        phone.crew,
                         channel="email" if channel == "email" else "sms",
                         address=address,
                         name=name if isinstance(name, str) and name.strip() else None,
-                        language=page_language(str(lang_code or ""), session.lang),
+                        language=page_language(str(lang_code or ""), phone.lang),
                         now=intake.clock(),
                     )
                 except CrewRegisterError:
@@ -734,8 +734,8 @@ def web_routes(
         return render(
             request,
             "contact.html",
-            session,
-            session.lang,
+            phone,
+            phone.lang,
             400 if error else 200,
             error=error,
             values=values,
@@ -743,7 +743,7 @@ def web_routes(
 
     # report a problem ---------------------------------------------------------------------
 
-    async def report(request: Request, session: WebSession) -> Response:
+    async def report(request: Request, phone: SignedInPhone) -> Response:
         error = None
         values: Mapping[str, Any] = {}
         if request.method == "POST":
@@ -761,11 +761,11 @@ def web_routes(
                     raise _Refusal(REFUSAL_WORDS["unknown-union"])
                 filed = await asyncio.to_thread(
                     intake.file_grievance,
-                    session.signed_in,
+                    phone.signed_in,
                     union_id=union,
                     category=GrievanceCategory(category_value),
                     text=text if isinstance(text, str) else "",
-                    lang=session.lang,
+                    lang=phone.lang,
                     anonymous=form.get("anonymous") == "yes",
                 )
             except _Refusal as refusal:
@@ -780,8 +780,8 @@ def web_routes(
                 return render(
                     request,
                     "report_done.html",
-                    session,
-                    session.lang,
+                    phone,
+                    phone.lang,
                     201,
                     case_number=filed.case_number,
                     receipt_code=filed.receipt_code,
@@ -789,8 +789,8 @@ def web_routes(
         return render(
             request,
             "report.html",
-            session,
-            session.lang,
+            phone,
+            phone.lang,
             400 if error else 200,
             error=error,
             categories=CATEGORIES,
@@ -800,8 +800,8 @@ def web_routes(
 
     # report a problem, sealed on the phone (intake mode A) ------------------------------
 
-    async def report_phone(request: Request, session: WebSession) -> Response:
-        member = session.signed_in.member
+    async def report_phone(request: Request, phone: SignedInPhone) -> Response:
+        member = phone.signed_in.member
         unions = [
             {
                 "union_id": u.union_id,
@@ -811,16 +811,16 @@ def web_routes(
             }
             for u in intake.config.unions
         ]
-        reply_key = reporter_reply_keys(session.signed_in.case_key).public_key
+        reply_key = reporter_reply_keys(phone.signed_in.case_key).public_key
         response = render(
             request,
             "report_phone.html",
-            session,
-            session.lang,
+            phone,
+            phone.lang,
             categories=CATEGORIES,
             unions=unions,
             vessel=vessel_id,
-            crew=session.crew,
+            crew=phone.crew,
             reply_key=base64.b64encode(reply_key).decode("ascii"),
             crew_name=member.name or "",
             crew_document=member.document or "",
@@ -835,11 +835,11 @@ def web_routes(
 
     async def report_sealed(request: Request) -> Response:
         """POST of a report sealed on the phone: only ciphertext arrives here."""
-        session = current(request)
-        if session is None or session.must_choose_pin:
+        phone = current(request)
+        if phone is None or phone.must_choose_pin:
             return JSONResponse({"error": "sign in first"}, status_code=401)
-        if not csrf_ok(session.csrf, request.headers.get("x-csrf-token")):
-            logger.warning("crew member %d: sealed report without a valid CSRF token", session.crew)
+        if not csrf_ok(phone.csrf, request.headers.get("x-csrf-token")):
+            logger.warning("crew member %d: sealed report without a valid CSRF token", phone.crew)
             return JSONResponse({"error": "reload the page and send again"}, status_code=403)
         union = int_or_none(request.query_params.get("union"))
         sealed = await request.body()  # at most MAX_SEALED_BYTES: common.http.BodyLimit
@@ -848,7 +848,7 @@ def web_routes(
         try:
             filed = await asyncio.to_thread(
                 intake.file_sealed_grievance,
-                session.signed_in,
+                phone.signed_in,
                 union_id=union,
                 sealed=sealed,
             )
@@ -868,32 +868,32 @@ def web_routes(
             return await sos_signed_in(request)
         return await sos_without_pin(request)
 
-    async def sos_of_session(request: Request, session: WebSession) -> Response:
+    async def sos_of_phone(request: Request, phone: SignedInPhone) -> Response:
         if request.method == "POST":
             form = await form_of(request)
             note = form.get("note")
             try:
                 accepted = await asyncio.to_thread(
                     intake.sos,
-                    session.crew,
+                    phone.crew,
                     note=note if isinstance(note, str) and note.strip() else None,
-                    lang=session.lang,
+                    lang=phone.lang,
                     position=None,
                 )
             except (IntakeRefused, OutboxUnavailable):
-                return render(request, "error.html", session, session.lang, 503, message=NOT_SAVED)
+                return render(request, "error.html", phone, phone.lang, 503, message=NOT_SAVED)
             logger.warning("SOS %d committed from the web page", accepted.message_seq)
-            return render(request, "sos_done.html", session, session.lang, 201, signed=True)
-        return render(request, "sos.html", session, session.lang, signed=True)
+            return render(request, "sos_done.html", phone, phone.lang, 201, signed=True)
+        return render(request, "sos.html", phone, phone.lang, signed=True)
 
-    sos_signed_in = page(sos_of_session, allow_pin_choice=True)
+    sos_signed_in = page(sos_of_phone, allow_pin_choice=True)
 
     async def sos_without_pin_page(request: Request) -> Response:
         lang = visitor_language(request)
         if request.method != "POST":
             typed = int_or_none(request.query_params.get("crew"), MAX_CREW_NUMBER)
             return render(request, "sos.html", None, lang, signed=False, typed_crew=typed or "")
-        # No CSRF token here: nobody's session is used, so a forged form gains nothing, and
+        # No CSRF token here: nobody's sign-in is used, so a forged form gains nothing, and
         # a stale form must never stop an SOS. Abuse is bounded by shipboard.sos_limit.
         form = await form_of(request)
         # a crew number that cannot be read still sends the SOS, as crew number 0 (none)
@@ -915,20 +915,20 @@ def web_routes(
 
     # inbox --------------------------------------------------------------------------------
 
-    async def inbox(request: Request, session: WebSession) -> Response:
-        if session.duress:
+    async def inbox(request: Request, phone: SignedInPhone) -> Response:
+        if phone.duress:
             entries: list[dict[str, object]] = []
             cases: list[int] = []
         else:
-            cases = await asyncio.to_thread(intake.outbox.my_cases, session.signed_in.case_key)
-            entries = await asyncio.to_thread(intake.outbox.inbox, session.crew, cases)
-        contacts = {c.contact: c for c in await contact_list(session)} if not session.duress else {}
+            cases = await asyncio.to_thread(intake.view.my_cases, phone.signed_in.case_key)
+            entries = await asyncio.to_thread(intake.view.inbox, phone.crew, cases)
+        contacts = {c.contact: c for c in await contact_list(phone)} if not phone.duress else {}
         shown = []
         for entry in entries:
             kind = entry["kind"]
             when = _minutes_text(entry.get("written_minutes"), zone)  # type: ignore[arg-type]
             item: dict[str, object] = {"kind": kind, "when": when}
-            if kind == "reply":
+            if kind == InboxKind.REPLY:
                 contact = contacts.get(int(str(entry["contact"])))
                 item["who"] = (contact.name or contact.address) if contact else "?"
                 item["body"] = entry["body"]
@@ -937,33 +937,35 @@ def web_routes(
                     item["html_lang"] = HTML_LANG[Language.from_code(lang_code)]
                 except ValueError:
                     item["html_lang"] = "und"
-            elif kind == "stage":
+            elif kind == InboxKind.STAGE:
                 item["seq"] = entry["message_seq"]
                 item["stage"] = STAGE_WORDS.get(str(entry["stage"]), str(entry["stage"]))
                 code = entry.get("code")
-                if entry["stage"] == "failed" and code is not None:
+                if entry["stage"] == DeliveryStage.FAILED and code is not None:
                     try:
                         item["reason"] = FAILURE_WORDS[FailureReason(int(str(code)))]
                     except (ValueError, KeyError):
                         item["reason"] = "It could not be delivered."
                 if entry["message_seq"] in cases:
-                    item["kind"] = "case"
+                    item["kind"] = InboxKind.CASE
                     item["case"] = case_number(int(str(entry["message_seq"])))
-            elif kind == "case":
+            elif kind == InboxKind.CASE:
                 item["case"] = case_number(int(str(entry["case_seq"])))
                 try:
                     item["stage"] = CASE_WORDS[CaseStatus(int(str(entry["code"])))]
                 except (ValueError, KeyError):
                     item["stage"] = str(entry.get("stage"))
-            elif kind == "quota":
-                item["kind"] = "quota"
+            elif kind == InboxKind.QUOTA:
+                item["kind"] = InboxKind.QUOTA
             shown.append(item)
         timelines = []
         for seq in sorted(cases, reverse=True):
-            stages = await asyncio.to_thread(intake.outbox.message_stages, seq)
+            stages = await asyncio.to_thread(intake.view.message_stages, seq)
             steps: list[tuple[str, str]] = []
             if stages is not None:
-                steps.append((STAGE_WORDS["accepted"], _seconds_text(stages["accepted_at"], zone)))  # type: ignore[arg-type]
+                accepted_at = stages["accepted_at"]
+                when = _seconds_text(accepted_at, zone)  # type: ignore[arg-type]
+                steps.append((STAGE_WORDS[MessageState.ACCEPTED], when))
             number = case_number(seq)
             steps += [
                 (str(item["stage"]), str(item["when"]))
@@ -974,8 +976,8 @@ def web_routes(
         return render(
             request,
             "inbox.html",
-            session,
-            session.lang,
+            phone,
+            phone.lang,
             entries=shown,
             cases=[case_number(seq) for seq in cases],
             timelines=timelines,

@@ -51,7 +51,8 @@ from protocol.signing import SigningKey
 from protocol.slots import DOWNLINK_NOTE_BYTES, SlotHeader, cover_note, day_of, downlink_slot
 from shipboard.config import ShipConfig
 from shipboard.crew import CrewRegister
-from shipboard.http_api import SessionStore, create_app
+from shipboard.http_api import ApiTokens, create_app
+from shipboard.inbox import Inbox
 from shipboard.intake import Intake
 from shipboard.link import (
     DownlinkOutcome,
@@ -136,7 +137,7 @@ async def api(
     outbox: Outbox, ship_config: ShipConfig, codebook: Codebook
 ) -> AsyncIterator[httpx.AsyncClient]:
     """The crew's JSON API on the same outbox."""
-    app = create_app(Intake(ship_config, outbox, codebook), SessionStore())
+    app = create_app(Intake(ship_config, outbox, codebook), ApiTokens())
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://vessel") as client:
         yield client
@@ -258,7 +259,7 @@ async def test_unexpected_failure_applying_downlink_is_refused_as_unprocessable(
     def broken(*args: object) -> bool:
         raise ZeroDivisionError("a bug in the inbox")
 
-    monkeypatch.setattr(Outbox, "_reply", broken)
+    monkeypatch.setattr(Inbox, "_reply", broken)  # the inbox keeps replies (moved there)
     reply = Reply(5, crew.member.crew, crew.mother.contact, MINUTES, Language.MYA, "ကောင်းတယ်")
     with caplog.at_level(logging.WARNING, logger="shipboard"):
         verdict = _apply(outbox, _signed([reply], 1, shore_key, codebook), shore_key, codebook)

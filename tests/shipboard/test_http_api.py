@@ -14,7 +14,7 @@ from protocol.codebook import Codebook
 from protocol.sealing import GrievanceCategory, GrievancePlaintext, open_grievance
 from protocol.slots import SlotKind, open_slot, slot_header
 from shipboard.config import ShipConfig
-from shipboard.http_api import SessionStore, create_app
+from shipboard.http_api import ApiTokens, create_app
 from shipboard.intake import Intake
 from shipboard.outbox import Outbox
 from vessel_relay.demo.keys import demo_union_private_key
@@ -26,7 +26,7 @@ from .conftest import VESSEL_ID, Crew
 async def api(
     outbox: Outbox, ship_config: ShipConfig, codebook: Codebook
 ) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(Intake(ship_config, outbox, codebook), SessionStore())
+    app = create_app(Intake(ship_config, outbox, codebook), ApiTokens())
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://vessel") as client:
         yield client

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 
 import pytest
@@ -302,46 +301,6 @@ def test_broken_database_file_is_reported(tmp_path: Path) -> None:
     path.write_bytes(b"this is not a database" * 100)
     with pytest.raises(OutboxUnavailable, match="cannot"):
         Outbox.open(path, VESSEL_ID)
-
-
-def test_migrations_are_recorded(outbox: Outbox) -> None:
-    """Each schema change is named and recorded, so an upgrade runs only what is new."""
-    with outbox.reading() as db:
-        names = [row[0] for row in db.execute("SELECT name FROM migrations")]
-        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
-        assert db.execute("PRAGMA foreign_keys").fetchone()[0] == 1
-        assert db.execute("PRAGMA secure_delete").fetchone()[0] == 1
-    assert names == [
-        "0001_initial",
-        "0002_link_sessions",
-        "0003_ack_only_batches",
-        "0004_downlink_refused",
-        "0005_sos_without_pin",
-    ]
-    assert isinstance(sqlite3.sqlite_version, str)
-
-
-def test_an_outbox_from_before_ack_only_batches_is_upgraded(tmp_path: Path) -> None:
-    """An outbox written before migration 0003 opens with its unacknowledged batches kept
-    and counted as ordinary batches (waited for, as before)."""
-    path = tmp_path / "old.sqlite3"
-    box = Outbox.open(path, VESSEL_ID)
-    box.close()
-    old = sqlite3.connect(path)
-    with old:
-        old.execute("ALTER TABLE batches DROP COLUMN ack_only")
-        old.execute("DELETE FROM migrations WHERE name = '0003_ack_only_batches'")
-        old.execute(
-            "INSERT INTO batches (data, link_bytes, state, made_at) VALUES (x'01', 1, 'sent', 0)"
-        )
-    old.close()
-    box = Outbox.open(path, VESSEL_ID)
-    try:
-        (kept,) = box.unacknowledged_batches()
-        assert (kept.batch_seq, kept.data, kept.ack_only) == (1, b"\x01", False)
-    finally:
-        box.close()
 
 
 def test_a_batch_that_only_acknowledges_opens_no_session_of_its_own(

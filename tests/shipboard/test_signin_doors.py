@@ -33,7 +33,7 @@ from shipboard.intake import Intake
 from shipboard.outbox import Outbox
 from shipboard.smtp_intake import SmtpIntakeHandler, serve_smtp
 from shipboard.tls import make_self_signed, server_context
-from shipboard.web.sessions import WebSessions
+from shipboard.web.phones import SignedInPhones
 from shore.alerts import alert_text
 from shore.store import SqliteStore, VesselInfo
 from tests.kit.ports import free_port
@@ -115,7 +115,7 @@ async def doors(
         )
     )
     await ready.wait()
-    app = create_app(intake, guard=guard, web_sessions=WebSessions(clock=clock))
+    app = create_app(intake, guard=guard, phones=SignedInPhones(clock=clock))
     try:
         async with httpx.AsyncClient(
             transport=httpx.ASGITransport(app=app), base_url="http://vessel"

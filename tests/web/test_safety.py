@@ -24,7 +24,7 @@ from shipboard.outbox import Outbox
 from shipboard.web.catalogue import page_msgids
 from shipboard.web.fonts import missing_glyphs
 from shipboard.web.i18n import PAGE_LANGUAGES, load_catalogue
-from shipboard.web.sessions import IDLE_S, RATE_LIMIT, WebSessions
+from shipboard.web.phones import IDLE_S, RATE_LIMIT, SignedInPhones
 from vessel_relay.demo.defaults import demo_ship_config
 
 SECRET_TEXT = "the second engineer hit me"
@@ -60,8 +60,8 @@ async def vessel(tmp_path: Path) -> AsyncIterator[Vessel]:
         member.crew, channel="sms", address="+85512345678", name="Wife", language=None, now=0.0
     )
     clock = Clock()
-    sessions = WebSessions(clock=clock)
-    app = create_app(intake, web_sessions=sessions, guard=SignInGuard(clock=clock))
+    phones = SignedInPhones(clock=clock)
+    app = create_app(intake, phones=phones, guard=SignInGuard(clock=clock))
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(
         transport=transport, base_url="http://vessel", follow_redirects=True

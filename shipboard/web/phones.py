@@ -1,7 +1,8 @@
-"""Web sessions: a cookie per signed-in phone, CSRF tokens, expiry and rate limits.
+"""Signed-in phones: the crew page's sign-ins, one cookie per phone, with CSRF tokens,
+expiry and rate limits.
 
-Sessions live in memory only (a restart signs everyone out). A session expires after
-:data:`IDLE_S` without a request or :data:`MAX_AGE_S` after sign-in. Rate limits count
+Sign-ins live in memory only (a restart signs everyone out). A sign-in expires after
+:data:`IDLE_S` without a request or :data:`MAX_AGE_S` after it was made. Rate limits count
 per crew number, never for grievance reports or SOS. Wrong PINs are not counted here but
 by the process's one sign-in guard, across every door (:mod:`shipboard.signin`).
 """
@@ -26,8 +27,8 @@ RATE_WINDOW_S = 600
 
 
 @dataclass
-class WebSession:
-    """One signed-in phone."""
+class SignedInPhone:
+    """One phone signed in to the crew page (its cookie is ``token``)."""
 
     token: str
     csrf: str
@@ -44,19 +45,21 @@ class WebSession:
 
 
 @dataclass
-class WebSessions:
-    """The session table and the per-crew-member rate counters."""
+class SignedInPhones:
+    """The phones signed in to the crew page, by cookie, and the per-crew-member rate
+    counters."""
 
     clock: Callable[[], float] = time.monotonic
-    sessions: dict[str, WebSession] = field(default_factory=dict)
+    phones: dict[str, SignedInPhone] = field(default_factory=dict)
     actions: dict[int, deque[float]] = field(default_factory=dict)
 
     def open(
         self, signed_in: SignedIn, *, duress: bool, lang: Language, must_choose_pin: bool
-    ) -> WebSession:
+    ) -> SignedInPhone:
+        """Sign a phone in: a new cookie token and CSRF token."""
         now = self.clock()
         self.expire()
-        session = WebSession(
+        phone = SignedInPhone(
             token=secrets.token_urlsafe(32),
             csrf=secrets.token_urlsafe(24),
             signed_in=signed_in,
@@ -66,32 +69,34 @@ class WebSessions:
             created_at=now,
             last_seen=now,
         )
-        self.sessions[session.token] = session
-        return session
+        self.phones[phone.token] = phone
+        return phone
 
-    def get(self, token: str | None) -> WebSession | None:
-        """The live session for this cookie (touching it), or None if unknown or expired."""
+    def get(self, token: str | None) -> SignedInPhone | None:
+        """The phone signed in with this cookie (touching it), or None if unknown or expired."""
         if not token:
             return None
-        session = self.sessions.get(token)
-        if session is None:
+        phone = self.phones.get(token)
+        if phone is None:
             return None
         now = self.clock()
-        if now - session.last_seen > IDLE_S or now - session.created_at > MAX_AGE_S:
-            del self.sessions[token]
+        if now - phone.last_seen > IDLE_S or now - phone.created_at > MAX_AGE_S:
+            del self.phones[token]
             return None
-        session.last_seen = now
-        return session
+        phone.last_seen = now
+        return phone
 
     def close(self, token: str | None) -> None:
+        """Sign the phone with this cookie out."""
         if token:
-            self.sessions.pop(token, None)
+            self.phones.pop(token, None)
 
     def expire(self) -> None:
+        """Forget the sign-ins that expired."""
         now = self.clock()
-        for token, session in list(self.sessions.items()):
-            if now - session.last_seen > IDLE_S or now - session.created_at > MAX_AGE_S:
-                del self.sessions[token]
+        for token, phone in list(self.phones.items()):
+            if now - phone.last_seen > IDLE_S or now - phone.created_at > MAX_AGE_S:
+                del self.phones[token]
 
     def allow_action(self, crew: int) -> bool:
         """Count one message or contact; False when the crew member is over the limit."""

@@ -1,0 +1,79 @@
+"""Crew view: what a signed-in crew member may read on board, for the crew's doors.
+
+The crew API (:mod:`shipboard.http_api`) and the crew page (:mod:`shipboard.web.pages`)
+read through :class:`CrewView`: their messages' stages, their own latest messages, the
+grievance reports they filed (found by their case key only), their inbox, their cases'
+notes and their downlink slot items. :class:`VesselCrewView` answers from the outbox and
+the inbox of the vessel database. Nothing here writes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from shipboard.inbox import Inbox
+from shipboard.outbox import Outbox, SentMessage
+
+__all__ = ["CrewView", "VesselCrewView"]
+
+
+class CrewView(Protocol):
+    """What the crew's doors read (see the module docstring)."""
+
+    @property
+    def vessel_id(self) -> int: ...
+
+    def message_stages(self, seq: int) -> dict[str, object] | None:
+        """One message's state and the time of each step (no text); None if unknown."""
+        ...
+
+    def recent_messages(self, crew: int, limit: int = 20) -> list[SentMessage]:
+        """The crew member's latest family messages, newest first (no text)."""
+        ...
+
+    def my_cases(self, case_key: bytes) -> list[int]:
+        """The grievance reports filed by the holder of ``case_key``."""
+        ...
+
+    def inbox(self, crew: int, case_seqs: Sequence[int] = ()) -> list[dict[str, object]]:
+        """The crew member's inbox with their cases' updates, newest first."""
+        ...
+
+    def case_notes(self, case_seq: int) -> list[tuple[int, bytes, float]]:
+        """A case's sealed notes from the union, oldest first: (stage code, note, at)."""
+        ...
+
+    def slot_items(self, crew: int) -> list[tuple[bytes, float]]:
+        """The crew member's downlink slot items, oldest first: (item, at)."""
+        ...
+
+
+class VesselCrewView:
+    """:class:`CrewView` over the vessel database's outbox and inbox."""
+
+    def __init__(self, outbox: Outbox, inbox: Inbox | None = None) -> None:
+        self._outbox = outbox
+        self._inbox = inbox if inbox is not None else Inbox(outbox)
+
+    @property
+    def vessel_id(self) -> int:
+        return self._outbox.vessel_id
+
+    def message_stages(self, seq: int) -> dict[str, object] | None:
+        return self._outbox.message_stages(seq)
+
+    def recent_messages(self, crew: int, limit: int = 20) -> list[SentMessage]:
+        return self._outbox.recent_messages(crew, limit)
+
+    def my_cases(self, case_key: bytes) -> list[int]:
+        return self._outbox.my_cases(case_key)
+
+    def inbox(self, crew: int, case_seqs: Sequence[int] = ()) -> list[dict[str, object]]:
+        return self._inbox.entries(crew, case_seqs)
+
+    def case_notes(self, case_seq: int) -> list[tuple[int, bytes, float]]:
+        return self._inbox.case_notes(case_seq)
+
+    def slot_items(self, crew: int) -> list[tuple[bytes, float]]:
+        return self._inbox.slot_items(crew)
