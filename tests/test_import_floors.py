@@ -16,14 +16,6 @@ import pytest
 
 PACKAGES = ("common", "protocol", "shipboard", "shore", "vessel_relay")
 
-#: Circles known and being broken elsewhere: skipped (with this reason) while they last.
-KNOWN_CIRCLES: Mapping[frozenset[str], str] = {
-    frozenset({"shipboard.outbox", "shipboard.sessions_log"}): (
-        "known circle shipboard.outbox <-> shipboard.sessions_log: another helper is "
-        "breaking it (the vessel database split)"
-    ),
-}
-
 
 def strongly_connected(graph: Mapping[str, Set[str]]) -> Iterator[list[str]]:
     """The strongly connected components of ``graph`` (Tarjan's algorithm, iterative)."""
@@ -103,7 +95,4 @@ def test_no_import_circle(package: str, imports: dict[str, set[str]]) -> None:
         for component in strongly_connected(imports)
         if len(component) > 1 and component[0].split(".")[0] == package
     ]
-    unknown = [c for c in circles if frozenset(c) not in KNOWN_CIRCLES]
-    assert not unknown, "\n\n".join(_describe(c, imports) for c in unknown)
-    if circles:
-        pytest.skip("; ".join(KNOWN_CIRCLES[frozenset(c)] for c in circles))
+    assert not circles, "\n\n".join(_describe(c, imports) for c in circles)
