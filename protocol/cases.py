@@ -1,12 +1,14 @@
 """Cases: grievance case numbers, receipt codes, stages and the notes sent back to reporters.
 
 A grievance report becomes a **case** the moment it is filed on board. The reporter is
-shown, once, a **case number** (``<vessel>-<message_seq>``: it is also what the union
-and the relay call the case) and a **receipt code** (16 digits, the last a Luhn check
-digit, so it reads like a phone number and a mistyped digit is caught). The receipt code
-travels only inside the sealed report: the reporter, or their family ashore, can quote it
-to the union to check on the case; a later report carrying the same receipt code is an
-*addition* to the case.
+shown, once, a **case number** (``<vessel>-<number>``: it is also what the union and the
+relay call the case; the number is the report's message number for a report that
+travelled on its own, and a random 12-digit **report number** for one carried by the
+grievance lane, where it travels inside the seal) and a **receipt code** (16 digits, the
+last a Luhn check digit, so it reads like a phone number and a mistyped digit is caught).
+The receipt code travels only inside the sealed report: the reporter, or their family
+ashore, can quote it to the union to check on the case; a later report carrying the same
+receipt code is an *addition* to the case.
 
 Stages move as :data:`TRANSITIONS` says (received -> acknowledged -> in progress ->
 referred -> resolved, or closed with a reason from any open stage), and each open stage
@@ -65,6 +67,12 @@ STAGE_WORDS: Mapping[CaseStatus, str] = {
 }
 
 RECEIPT_DIGITS = 16
+#: Digits of a lane report number (the first is never 0, so every one has all 12).
+REPORT_NUMBER_DIGITS = 12
+#: The smallest lane report number (100000000000).
+FIRST_REPORT_NUMBER: int = 10 ** (REPORT_NUMBER_DIGITS - 1)
+#: How many lane report numbers there are: draw ``secrets.randbelow(REPORT_NUMBER_CHOICES)``.
+REPORT_NUMBER_CHOICES: int = 9 * FIRST_REPORT_NUMBER
 _CASE_NUMBER = re.compile(r"^([0-9]{1,9})-([0-9]{1,15})$")
 _NOTE_MAGIC = b"VRN1"
 
@@ -103,6 +111,19 @@ def indicative_due_minutes(status: CaseStatus, since_minutes: int) -> int | None
 def case_number(vessel_id: int, message_seq: int) -> str:
     """The case number shown to the reporter and used by the union: ``<vessel>-<seq>``."""
     return f"{vessel_id}-{message_seq}"
+
+
+def lane_report_number(drawn: int) -> int:
+    """The report number of a lane-carried report, from a number the caller drew uniformly
+    below :data:`REPORT_NUMBER_CHOICES`: exactly :data:`REPORT_NUMBER_DIGITS` digits, so
+    it never equals the (small) message number of a report that travelled on its own."""
+    if (
+        isinstance(drawn, bool)
+        or not isinstance(drawn, int)
+        or not 0 <= drawn < REPORT_NUMBER_CHOICES
+    ):
+        raise InvalidEnvelope(f"a report number is drawn from 0 to {REPORT_NUMBER_CHOICES - 1}")
+    return FIRST_REPORT_NUMBER + drawn
 
 
 def parse_case_number(text: str) -> tuple[int, int]:

@@ -20,6 +20,11 @@ sent (no re-encoding, so the page's JavaScript and Python agree byte for byte).
 Reports carried by the grievance lane (:mod:`protocol.lane`) already travel in fixed-size
 blocks, so mode B there seals them unpadded (:func:`seal_grievance_unpadded`, content
 ``b"VRGU" || frame``); :func:`open_grievance_any` opens both forms.
+
+A lane-carried report has no message number on the wire, so its **case number** (drawn on
+board, :func:`protocol.cases.new_case_number`) travels inside the seal: field 8 of the
+mode-B fields, ``"case"`` in an A1 message. Both are optional: reports sealed before
+(without one) still open, with ``case_number`` None.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from dataclasses import dataclass, field
 from enum import IntEnum
 
@@ -49,6 +55,8 @@ _MAGIC_UNPADDED = b"VRGU"
 #: Bytes a sealed box adds: ephemeral public key (32) + MAC (16).
 SEAL_OVERHEAD = 48
 _SEAL_OVERHEAD = SEAL_OVERHEAD
+#: A case number inside a seal: ``<vessel>-<report number>`` (protocol.cases' format).
+_CASE_NUMBER = re.compile(r"^[0-9]{1,9}-[0-9]{1,15}$")
 
 
 class GrievanceCategory(IntEnum):
@@ -88,8 +96,14 @@ class GrievancePlaintext:
     signer_key: bytes | None = field(default=None, repr=False)
     signature: bytes | None = field(default=None, repr=False)
     signed_message: bytes | None = field(default=None, repr=False)
+    #: The case number drawn on board (lane-carried reports); None in older reports.
+    case_number: str | None = None
 
     def __post_init__(self) -> None:
+        if self.case_number is not None and not _CASE_NUMBER.match(self.case_number):
+            raise InvalidEnvelope(
+                f"{self.case_number!r} is not a case number (vessel, a dash, report number)"
+            )
         if not self.text:
             raise InvalidEnvelope("a grievance report needs some text")
         if "\x00" in self.text:
@@ -160,6 +174,8 @@ def _content(report: GrievancePlaintext, codebook: Codebook) -> bytes:
         meta[6] = report.crew_document
     if report.reply_key is not None:
         meta[7] = report.reply_key
+    if report.case_number is not None:
+        meta[8] = report.case_number
     frame = encode_frame(codebook, report.lang, dumps(meta), [report.text])
     return _MAGIC + dumps([int(frame.codec), frame.dictionary_id, frame.payload])
 
@@ -239,6 +255,7 @@ def _read_content(content: bytes, codebook: Codebook) -> GrievancePlaintext:
         5: (str,),
         6: (str,),
         7: (bytes,),
+        8: (str,),
     }
     for key, value in meta.items():
         types = expected.get(key)
@@ -256,6 +273,7 @@ def _read_content(content: bytes, codebook: Codebook) -> GrievancePlaintext:
             crew_document=meta.get(6),
             reply_key=meta.get(7),
             text=texts[0],
+            case_number=meta.get(8),
         )
     except (KeyError, ValueError, TypeError, InvalidEnvelope) as exc:
         raise SealedBoxInvalid(f"sealed report fields are malformed ({exc})") from exc
@@ -272,6 +290,7 @@ _A1_FIELDS: dict[str, tuple[type, ...]] = {
     "text": (str,),
     "lang": (str,),
     "receipt": (str,),
+    "case": (str,),
     "written": (int,),
     "anonymous": (bool,),
     "name": (str,),
@@ -290,13 +309,18 @@ class ReporterSignatureInvalid(SignatureInvalid):
 
 def a1_message(report: GrievancePlaintext, signer_key: bytes) -> bytes:
     """The A1 message bytes for ``report`` as the page's script writes them (compact JSON,
-    UTF-8, keys in this order); the bytes are signed as they are, never re-encoded."""
+    UTF-8, keys in this order; ``"case"``, after ``"receipt"``, only when the report has
+    a case number); the bytes are signed as they are, never re-encoded."""
     fields: dict[str, object] = {
         "v": "A1",
         "category": int(report.category),
         "text": report.text,
         "lang": report.lang.code,
         "receipt": report.receipt_code,
+    }
+    if report.case_number is not None:
+        fields["case"] = report.case_number
+    fields |= {
         "written": report.written_minutes,
         "anonymous": report.crew_name is None,
     }
@@ -399,6 +423,7 @@ def open_a1_content(content: bytes) -> GrievancePlaintext:
     anonymous = fields["anonymous"] is True
     name = fields.get("name")
     document = fields.get("document")
+    case = fields.get("case")
     try:
         return GrievancePlaintext(
             category=GrievanceCategory(category),
@@ -412,6 +437,7 @@ def open_a1_content(content: bytes) -> GrievancePlaintext:
             signer_key=signer,
             signature=signature,
             signed_message=message,
+            case_number=case if isinstance(case, str) else None,
         )
     except (ValueError, InvalidEnvelope) as exc:
         raise SealedBoxInvalid(f"A1 report fields are malformed ({exc})") from exc

@@ -1,7 +1,8 @@
 """Agent: the one supervisor of the shipboard process (intake SMTP, intake HTTP, the link).
 
 ``run_agent`` opens the vessel database (:class:`shipboard.database.VesselDatabase`), puts
-its repositories together (outbox, crew register, sessions log, and the crew's view) and
+its repositories together (outbox, crew register, sessions log, the crew's view) with the
+process's one grievance lane (:class:`shipboard.lane.VesselLane`, started by intake) and
 starts, in one ``asyncio.TaskGroup``, the SMTP intake, the HTTP API and — when
 ``shipboard.link`` provides it — the link task::
 
@@ -13,6 +14,7 @@ starts, in one ``asyncio.TaskGroup``, the SMTP intake, the HTTP API and — when
         codebook=codebook,        # protocol.codebook.Codebook
         stopping=stopping,        # asyncio.Event: set on SIGTERM/SIGINT, return soon after
         doorbell=doorbell,        # asyncio.Event: set whenever intake committed something
+        lane=lane,                # shipboard.lane.VesselLane: released at each period's end
     )
 
 ``supervise`` adds the signals: SIGTERM or SIGINT sets ``stopping``; every service stops
@@ -159,6 +161,7 @@ async def run_agent(
                         codebook=codebook,
                         stopping=stopping,
                         doorbell=doorbell,
+                        lane=intake.lane,
                         **options,
                     ),
                     name="link",

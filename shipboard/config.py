@@ -16,12 +16,14 @@ Some settings are refused outright because they would let the owner weaken the g
 channel: lowering the reserved grievance/SOS budget below its floor, turning grievances
 off, making them wait longer than family messages, or giving anyone on board a copy.
 
-Grievance latency with daily slots (on by default): a report rides its reporter's next slot,
-which is released when its slot period ends (``[grievances] slot_period_s``, a day by
-default), and is then sent within ``latency_minutes.grievance`` like any released item. So a
-report waits at most ``slot_period_s`` + the grievance latency (a day and an hour by
-default), the price of nobody seeing when it was filed; the latency rule below (never longer
-than a family message) applies from the slot's release.
+Grievance latency with the lane (always on): a report is cut into the vessel's grievance
+lane, whose blocks leave at the end of each lane period (``[grievances] slot_period_s``,
+six hours by default, :class:`protocol.lane.LaneShape`), reports and cover alike; each
+released block then goes within ``latency_minutes.grievance`` (a day by default) like any
+released item. So a short report waits at most a period and a day (30 hours by default),
+the price of nobody seeing whether, when or by whom it was filed. Both may be shortened
+(costlier), never lengthened: a longer period, or a grievance latency over a day, is
+refused at load. Quota, budget and the family messages' latency do not touch the lane.
 
 Example file::
 
@@ -45,15 +47,15 @@ Example file::
 
     [grievances]
     reserve_bytes = 262_144       # may be raised, never lowered below the floor
-    slot_bytes = 2048             # each crew member's daily slot: raised, never lowered
+    slot_period_s = 21600         # the lane period (divides a day): shortened, never
+                                  # lengthened; its blocks leave when it ends, then within
+                                  # latency_minutes.grievance
     daily_slots = true            # always on; false is refused (it makes grievances traceable)
-    slot_period_s = 86400         # a slot per period (divides a day); a report in a slot
-                                  # leaves when its period ends, then within
-                                  # latency_minutes.grievance: a day and an hour at most
+    slot_bytes = 2048             # the old daily slots' size (read, no longer used)
 
     [latency_minutes]
     message = 360
-    grievance = 60
+    grievance = 1440              # lowered, never raised
 
     [time]
     zone = "Asia/Bangkok"
@@ -92,13 +94,9 @@ import tomli_w
 from common.keyfiles import published_key_name, signing_key_file_name
 from protocol.errors import InvalidEnvelope
 from protocol.evidence import fingerprint
+from protocol.lane import LaneShape, check_period
 from protocol.languages import Language
-from protocol.slots import (
-    DEFAULT_SLOT_BYTES,
-    DEFAULT_SLOT_PERIOD_S,
-    MAX_SLOT_BYTES,
-    check_slot_period,
-)
+from protocol.slots import DEFAULT_SLOT_BYTES, MAX_SLOT_BYTES
 from shipboard.errors import ConfigError
 
 #: Link profiles known when shipboard/profiles.py is not there yet (it defines the real ones).
@@ -112,11 +110,19 @@ DEFAULT_CREW_TEXT_BYTES = 1024 * 1024
 DEFAULT_GRIEVANCE_RESERVE_BYTES = 256 * 1024
 #: The floor: a config may raise the reserve, never put it below this.
 MIN_GRIEVANCE_RESERVE_BYTES = 64 * 1024
-#: Latest a grievance may wait for a session, and the latest an SOS may wait (minutes).
+#: Latest a released grievance lane block may wait for a session, and the latest an SOS
+#: may wait (minutes). The grievance default is its maximum: an idle vessel on Iridium
+#: Certus then opens one session a day, and lowering it costs sessions, never secrecy.
 MAX_GRIEVANCE_LATENCY_MINUTES = 24 * 60
 MAX_SOS_LATENCY_MINUTES = 5
+#: The lane period by default (``[grievances] slot_period_s``), also its longest.
+DEFAULT_LANE_PERIOD_S = LaneShape().period_s
 
-DEFAULT_LATENCY_MINUTES: Mapping[str, int] = {"sos": 0, "grievance": 60, "message": 360}
+DEFAULT_LATENCY_MINUTES: Mapping[str, int] = {
+    "sos": 0,
+    "grievance": MAX_GRIEVANCE_LATENCY_MINUTES,
+    "message": 360,
+}
 
 #: Keys that would give someone on board grievance content or switch the channel off.
 _FORBIDDEN_GRIEVANCE_KEYS: Mapping[str, str] = {
@@ -214,13 +220,20 @@ class QuotaConfig:
 
     crew_text_bytes: int = DEFAULT_CREW_TEXT_BYTES
     grievance_reserve_bytes: int = DEFAULT_GRIEVANCE_RESERVE_BYTES
-    #: Each crew member's daily slot (protocol.slots): raised, never lowered below 2 KiB.
+    #: The old daily slots' size (protocol.slots): still read and checked, no longer used.
     slot_bytes: int = DEFAULT_SLOT_BYTES
-    #: Whether the daily slots run (on by default: a grievance then waits for the end of
-    #: its slot period, and then at most ``latency_minutes.grievance``).
+    #: Whether reports go through the grievance lane (always, from a config file: false is
+    #: refused). Only tests switch it off in code: each report then travels on its own as
+    #: a ``GrievanceReport``, visibly, as before the lane.
     daily_slots: bool = True
-    #: The slot period in seconds (a day by default; divides a day; demos may set 20-60).
-    slot_period_s: int = DEFAULT_SLOT_PERIOD_S
+    #: The grievance lane's uplink period in seconds (six hours by default, the longest
+    #: allowed; divides a day; demos and tests may set 10-60).
+    slot_period_s: int = DEFAULT_LANE_PERIOD_S
+
+    def lane_shape(self) -> LaneShape:
+        """The grievance lane's shape on this vessel: the protocol's block sizes (a vessel
+        and its relay must agree on them) with this vessel's uplink period."""
+        return LaneShape(period_s=self.slot_period_s)
 
 
 @dataclass(frozen=True, slots=True)
@@ -463,15 +476,22 @@ def _read_quota(quota: _Table, grievances: _Table) -> QuotaConfig:
     daily_slots: bool = grievances.get("daily_slots", bool, True)
     if not daily_slots:
         raise ConfigError(
-            f"{grievances.where('daily_slots')} = false is refused: without daily slots an "
-            "owner can see when a crew member files a grievance and whose it is; remove the "
-            "line (slots are always on; tests switch them off in code, QuotaConfig.daily_slots)"
+            f"{grievances.where('daily_slots')} = false is refused: without the grievance "
+            "lane an owner can see when a crew member files a grievance and whose it is; "
+            "remove the line (the lane is always on; tests switch it off in code, "
+            "QuotaConfig.daily_slots)"
         )
-    period: int = grievances.get("slot_period_s", int, DEFAULT_SLOT_PERIOD_S)
+    period: int = grievances.get("slot_period_s", int, DEFAULT_LANE_PERIOD_S)
     try:
-        check_slot_period(period)
+        check_period(period)
     except InvalidEnvelope as exc:
         raise ConfigError(f"{grievances.where('slot_period_s')} = {period}: {exc}") from exc
+    if period > DEFAULT_LANE_PERIOD_S:
+        raise ConfigError(
+            f"{grievances.where('slot_period_s')} = {period} is refused: a longer lane period "
+            f"would delay every grievance report; choose {DEFAULT_LANE_PERIOD_S} s (six hours) "
+            "or a shorter divisor of a day, or remove the line"
+        )
     grievances.finish()
     return QuotaConfig(crew_text, reserve, slot_bytes, daily_slots, period)
 
@@ -489,10 +509,11 @@ def _read_latency(table: _Table) -> dict[str, int]:
             f"{table.where('sos')} = {latency['sos']} is refused: an SOS goes out within "
             f"{MAX_SOS_LATENCY_MINUTES} minutes; remove the line"
         )
-    if latency["grievance"] > min(MAX_GRIEVANCE_LATENCY_MINUTES, latency["message"]):
+    if latency["grievance"] > MAX_GRIEVANCE_LATENCY_MINUTES:
         raise ConfigError(
-            f"{table.where('grievance')} = {latency['grievance']} is refused: a grievance report "
-            "may not wait longer than a family message or a day; lower it or remove the line"
+            f"{table.where('grievance')} = {latency['grievance']} is refused: grievance reports "
+            f"may not wait longer than {MAX_GRIEVANCE_LATENCY_MINUTES} minutes (a day) once "
+            "their lane period ends; lower it or remove the line"
         )
     return latency
 

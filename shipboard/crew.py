@@ -10,9 +10,10 @@ in to the web page and the SMTP intake with that number and a PIN that is printe
 when they are added (or when a new one is made). Only a scrypt hash of the PIN is kept.
 
 From the same PIN, with a second salt, sign-in derives a **case key** that never touches
-the disk: it tags the crew member's grievance reports so that only they find their cases
-on board (see :func:`shipboard.outbox.reporter_tag`). A new PIN therefore also hides the
-old cases from the page; the union still has them.
+the disk: it opens the crew member's casebook (:mod:`shipboard.casebook`, made here at
+registration) and finds the reports tagged before the lane (see
+:func:`shipboard.outbox.reporter_tag`), so that only they find their cases on board. A
+new PIN therefore also hides the old cases from the page; the union still has them.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from enum import Enum
 from typing import Literal
 
 from protocol.languages import Language
+from shipboard.casebook import Casebook
 from shipboard.database import OnDatabase, Transaction
 from shipboard.errors import CrewRegisterError, NotSignedIn
 
@@ -176,6 +178,9 @@ class CrewRegister:
                     ),
                 )
                 crew = cursor.lastrowid
+                assert crew is not None
+                # their casebook exists from now on, whether they ever file or not
+                Casebook.blank(db, crew)
         except sqlite3.IntegrityError:
             raise CrewRegisterError(
                 "a crew member with this document number is already on board; use "

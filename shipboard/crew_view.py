@@ -2,9 +2,10 @@
 
 The crew API (:mod:`shipboard.http_api`) and the crew page (:mod:`shipboard.web.pages`)
 read through :class:`CrewView`: their messages' stages, their own latest messages, the
-grievance reports they filed (found by their case key only), their inbox, their cases'
-notes and their downlink slot items. :class:`VesselCrewView` answers from the outbox and
-the inbox of the vessel database. Nothing here writes.
+grievance reports they filed (their casebook, and reports tagged before the lane, both
+found by their case key only), their inbox, their cases' notes, the downlink lane blocks
+and their old downlink slot items. :class:`VesselCrewView` answers from the outbox, the
+inbox and the casebooks of the vessel database. Nothing here writes.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
+from shipboard.casebook import Casebook, CaseEntry
 from shipboard.inbox import Inbox
 from shipboard.outbox import Outbox, SentMessage
 
@@ -33,7 +35,16 @@ class CrewView(Protocol):
         ...
 
     def my_cases(self, case_key: bytes) -> list[int]:
-        """The grievance reports filed by the holder of ``case_key``."""
+        """The grievance reports filed by the holder of ``case_key`` before the lane (their
+        message numbers)."""
+        ...
+
+    def casebook(self, crew: int, case_key: bytes) -> list[CaseEntry]:
+        """The crew member's casebook, opened with their case key (empty for any other)."""
+        ...
+
+    def lane_blocks(self) -> list[bytes]:
+        """Every downlink lane block kept on board, in the order they were sent."""
         ...
 
     def inbox(self, crew: int, case_seqs: Sequence[int] = ()) -> list[dict[str, object]]:
@@ -55,6 +66,7 @@ class VesselCrewView:
     def __init__(self, outbox: Outbox, inbox: Inbox | None = None) -> None:
         self._outbox = outbox
         self._inbox = inbox if inbox is not None else Inbox(outbox)
+        self._casebook = Casebook(outbox)
 
     @property
     def vessel_id(self) -> int:
@@ -68,6 +80,12 @@ class VesselCrewView:
 
     def my_cases(self, case_key: bytes) -> list[int]:
         return self._outbox.my_cases(case_key)
+
+    def casebook(self, crew: int, case_key: bytes) -> list[CaseEntry]:
+        return self._casebook.read(crew, case_key)
+
+    def lane_blocks(self) -> list[bytes]:
+        return self._inbox.lane_blocks()
 
     def inbox(self, crew: int, case_seqs: Sequence[int] = ()) -> list[dict[str, object]]:
         return self._inbox.entries(crew, case_seqs)

@@ -20,7 +20,12 @@ errors name the file, the key or the state and say what to do.
         ├── MessageTooLarge           over the size limit for one message
         ├── BadText                   text that cannot be read (encoding, control characters)
         ├── QuotaExceeded             not enough of this month's text quota left
-        └── UnknownUnion              a grievance to a union this vessel does not know
+        ├── UnknownUnion              a grievance to a union this vessel does not know
+        ├── LaneBusy                  the grievance lane has no room now: try again at a time
+        └── ReportTooLongForLane      a report longer than the grievance lane ever carries
+
+Refusals whose sentence has figures in it (a time, a limit) also carry it as a catalogue
+``msgid`` with ``fields``, so each door says it in the crew member's language.
 """
 
 from __future__ import annotations
@@ -86,9 +91,15 @@ class IntakeRefused(ShipboardError):
     http_status = 400
     smtp_code = 550
 
+    #: The sentence as a catalogue msgid with ``{fields}`` (None: ``sentence`` is a msgid
+    #: itself, or not in the catalogue).
+    msgid: str | None = None
+
     def __init__(self, sentence: str) -> None:
         super().__init__(sentence)
         self.sentence = sentence
+        #: What fills the msgid's ``{fields}``.
+        self.fields: dict[str, object] = {}
 
 
 class NotSignedIn(IntakeRefused):
@@ -161,3 +172,38 @@ class UnknownUnion(IntakeRefused):
     code = "unknown-union"
     http_status = 404
     smtp_code = 550
+
+
+class LaneBusy(IntakeRefused):
+    """The grievance lane has no room for this report now (reports filed before it fill it,
+    or the agent restarted lately): nothing was stored; the crew member keeps their text
+    and sends it again after ``time`` (the vessel's local time, written out)."""
+
+    code = "lane-full"
+    http_status = 503
+    smtp_code = 451
+    msgid = (
+        "The report was NOT saved: the reporting channel is full until {time}. Keep your "
+        "text and send it again after {time}."
+    )
+
+    def __init__(self, time: str, retry_at: float) -> None:
+        super().__init__(self.msgid.format(time=time))
+        self.fields = {"time": time}
+        #: When there is room (seconds since 1970).
+        self.retry_at = retry_at
+
+
+class ReportTooLongForLane(MessageTooLarge):
+    """A report longer than the grievance lane can ever carry (``limit_kb`` sealed): it must
+    be shortened or split; nothing was stored."""
+
+    code = "too-large"
+    msgid = (
+        "The report is too long to send: the reporting channel takes at most {limit} KB. "
+        "Please shorten it or send it in two reports."
+    )
+
+    def __init__(self, limit_kb: int) -> None:
+        super().__init__(self.msgid.format(limit=limit_kb))
+        self.fields = {"limit": limit_kb}

@@ -12,9 +12,17 @@ Endpoints (JSON; sign in first, then send ``Authorization: Bearer TOKEN``):
 * ``POST /api/sos`` ``{"note": "...", "position": [1350000, 10050000]}`` -> 201; without a
   (valid) token it goes without a PIN, for the ``"crew"`` number in the body (flagged as
   unauthenticated ashore; repeats coalesced, see :mod:`shipboard.sos_limit`)
-* ``GET /api/inbox`` -> receipts, replies, case updates and quota notices
-* ``GET /api/cases/{seq}`` -> one of the reporter's cases: stage and the union's notes,
-  opened with the reply key derived from their case key (404 for anyone else's case)
+* ``GET /api/inbox`` -> receipts, replies, case updates and quota notices, and ``cases``:
+  the numbers of the reporter's cases
+* ``GET /api/cases/{seq}`` -> one of the reporter's cases (``seq``: the number after the
+  dash of its case number): stage and the union's notes, found with the reply key derived
+  from their case key (404 for anyone else's case); for a report of the grievance lane
+  also when it was filed, its union, its receipt code (mode B) and, for a report filed
+  since the agent started, how far it has got on board (``state``)
+
+A report's ``message_seq`` (``POST /api/grievances``) is its report number, the part of
+its case number after the dash; a report that cannot be taken now is refused with 503 and
+a sentence in the crew member's language saying when to send it again.
 * ``GET /api/quota`` -> this month's text quota and balance
 
 A 201 is sent only after the outbox committed. Errors are RFC 9457 problem details
@@ -37,7 +45,7 @@ import logging
 import math
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeGuard
 
@@ -57,19 +65,11 @@ from common.http import (
     parse_json,
 )
 from common.signins import SignInGuard
-from protocol.cases import (
-    STAGE_WORDS,
-    CaseNote,
-    case_number,
-    open_case_note,
-    reporter_reply_keys,
-)
-from protocol.envelopes import CaseStatus
-from protocol.errors import SealedBoxInvalid
+from protocol.cases import STAGE_WORDS
 from protocol.languages import Language
 from protocol.phrases import PHRASE_CODES
 from protocol.sealing import GrievanceCategory
-from protocol.slots import downlink_slot_notes
+from shipboard.case_view import Reader, my_cases, show_case, slot_notes
 from shipboard.crew import MAX_CREW_NUMBER, ContactChannel, SignedIn
 from shipboard.errors import (
     CrewRegisterError,
@@ -468,15 +468,25 @@ def create_app(
             ) from None
         union = int_of(data, "union")
         text = text_of(data, "text")
-        report = await asyncio.to_thread(
-            intake.file_grievance,
-            who,
-            union_id=union,
-            category=category,
-            text=text,
-            lang=language(data, who.member.language),
-            anonymous=flag_of(data, "anonymous"),
-        )
+        try:
+            report = await asyncio.to_thread(
+                intake.file_grievance,
+                who,
+                union_id=union,
+                category=category,
+                text=text,
+                lang=language(data, who.member.language),
+                anonymous=flag_of(data, "anonymous"),
+            )
+        except IntakeRefused as refused:
+            if refused.msgid is None:
+                raise
+            # a sentence with figures: said in the crew member's own language
+            lang = page_language(None, who.member.language)
+            sentence = translations.gettext(lang, refused.msgid).format(**refused.fields)
+            problem = _refused(refused)
+            problem.detail = sentence
+            raise problem from None
         del data, text
         return JSONResponse(
             {
@@ -566,63 +576,45 @@ def create_app(
         who = signed_in(request)
         if who.duress:
             return JSONResponse({"entries": [], "cases": []})
-        cases = await asyncio.to_thread(intake.view.my_cases, who.case_key)
-        entries = await asyncio.to_thread(intake.view.inbox, who.member.crew, cases)
+        reader = Reader(intake.view, who)
+        cases = await asyncio.to_thread(my_cases, reader)
+        old = await asyncio.to_thread(reader.old_cases)
+        entries = await asyncio.to_thread(intake.view.inbox, who.member.crew, old)
         return JSONResponse({"entries": entries, "cases": cases})
 
     async def case(request: Request) -> Response:
         who = signed_in(request)
         seq = seq_of(request, "case")
-        if who.duress or seq not in await asyncio.to_thread(intake.view.my_cases, who.case_key):
+        reader = Reader(intake.view, who, intake.case_progress)
+        shown = None if who.duress else await asyncio.to_thread(show_case, reader, seq)
+        if shown is None:
             raise Problem(404, "not-found", "not found", "There is no such case of yours.")
-        keys = reporter_reply_keys(who.case_key)
         notes: list[dict[str, object]] = []
-        stage = CaseStatus.RECEIVED
-        for code, sealed, at in await asyncio.to_thread(intake.view.case_notes, seq):
-            with contextlib.suppress(ValueError):
-                stage = CaseStatus(code)
-            note: dict[str, object] = {"stage": STAGE_WORDS.get(stage, str(code)), "at": at}
-            if sealed:
-                try:
-                    opened = open_case_note(sealed, keys.private_key)
-                except SealedBoxInvalid:
-                    logger.warning("case %d: a note did not open with the reporter's key", seq)
-                    note["unreadable"] = True
-                else:
-                    note.update(
-                        stage=STAGE_WORDS[opened.status],
-                        text=opened.text,
-                        lang=None if opened.lang is None else opened.lang.code,
-                        reason=opened.reason,
-                        written_minutes=opened.written_minutes,
-                    )
-            notes.append(note)
-        # the union's notes that came in the reporter's downlink slots (cover never opens)
-        slotted = await asyncio.to_thread(
-            _slot_notes,
-            await asyncio.to_thread(intake.view.slot_items, who.member.crew),
-            keys.private_key,
-            case_number(intake.view.vessel_id, seq),
-        )
-        for opened, at in slotted:
-            stage = opened.status
-            notes.append(
-                {
-                    "stage": STAGE_WORDS[opened.status],
-                    "at": at,
-                    "text": opened.text,
-                    "lang": None if opened.lang is None else opened.lang.code,
-                    "reason": opened.reason,
-                    "written_minutes": opened.written_minutes,
-                }
+        for note in shown.notes:
+            item: dict[str, object] = {"stage": STAGE_WORDS[note.stage], "at": note.at}
+            if note.unreadable:
+                item["unreadable"] = True
+            elif note.written_minutes is not None:
+                item.update(
+                    text=note.text,
+                    lang=note.lang,
+                    reason=note.reason,
+                    written_minutes=note.written_minutes,
+                )
+            notes.append(item)
+        answer: dict[str, object] = {
+            "case_number": shown.case_number,
+            "stage": STAGE_WORDS[shown.stage],
+            "notes": notes,
+        }
+        if shown.lane:
+            answer.update(
+                filed_at=shown.filed_at,
+                union=shown.union_id,
+                receipt_code=shown.receipt_code,
+                state=None if shown.progress is None else shown.progress.value,
             )
-        return JSONResponse(
-            {
-                "case_number": case_number(intake.view.vessel_id, seq),
-                "stage": STAGE_WORDS.get(stage, str(int(stage))),
-                "notes": notes,
-            }
-        )
+        return JSONResponse(answer)
 
     async def quota(request: Request) -> Response:
         who = signed_in(request)
@@ -723,23 +715,5 @@ async def serve_http(
         logger.info("HTTP API stopped")
 
 
-def _slot_notes(
-    items: Sequence[tuple[bytes, float]], reply_private_key: bytes, case: str
-) -> list[tuple[CaseNote, float]]:
-    """The case notes for ``case`` among a crew member's downlink slot items: each item's
-    short and long note are tried with the reply key; cover and other cases' notes are left
-    out (and nothing says which was which)."""
-    found: list[tuple[CaseNote, float]] = []
-    for item, at in items:
-        candidates = downlink_slot_notes(item)
-        if candidates is None:
-            continue
-        for sealed in candidates[1]:
-            try:
-                opened = open_case_note(sealed, reply_private_key)
-            except SealedBoxInvalid:
-                continue
-            if opened.case == case:
-                found.append((opened, at))
-            break
-    return found
+#: The old name (tests of the downlink slots of the release before the lane use it).
+_slot_notes = slot_notes

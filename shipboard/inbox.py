@@ -2,14 +2,19 @@
 
 One row per thing a crew member may read on board: the stages of their messages
 (accepted ashore, delivered, failed with a reason), their family's replies, quota
-notices, the union's sealed case notes and the downlink slot items (a case note or cover,
-sealed to a reporter's reply key; nobody on board can tell which). It owns the tables
-``inbox`` and ``reply_seen`` (migration set ``inbox``, :mod:`shipboard.schema`).
+notices, the union's sealed case notes and the downlink slot items of the release before
+the lane (a case note or cover, sealed to a reporter's reply key; nobody on board can tell
+which). And every downlink **lane block** (``lane_down``: period, index, block, when it
+arrived; no crew number): fragments of case notes sealed by a union to a reporter's reply
+key, or cover; a signed-in reporter's key finds theirs (:func:`protocol.lane.read_notes`).
+Lane blocks older than :data:`LANE_KEEP_S` are purged as new ones arrive. It owns the
+tables ``inbox``, ``reply_seen`` and ``lane_down`` (migration set ``inbox``,
+:mod:`shipboard.schema`).
 
 Rows are written inside the outbox's transaction that applies a downlink batch
 (:meth:`Inbox.receive`, :meth:`Inbox.record_stage` take that transaction), so a batch is
 applied whole or not at all. Reading is for the crew's doors: :meth:`Inbox.entries`,
-:meth:`Inbox.case_notes`, :meth:`Inbox.slot_items`.
+:meth:`Inbox.case_notes`, :meth:`Inbox.slot_items`, :meth:`Inbox.lane_blocks`.
 """
 
 from __future__ import annotations
@@ -20,7 +25,14 @@ from collections.abc import Sequence
 from enum import Enum, StrEnum
 from typing import Protocol
 
-from protocol.envelopes import CaseStatusUpdate, Envelope, FailureReason, QuotaNotice, Reply
+from protocol.envelopes import (
+    CaseStatusUpdate,
+    Envelope,
+    FailureReason,
+    LaneBlock,
+    QuotaNotice,
+    Reply,
+)
 from protocol.slots import SlotHeader, downlink_slot_notes
 from shipboard.crew import CrewRegister
 from shipboard.database import OnDatabase, Transaction
@@ -31,6 +43,8 @@ logger = logging.getLogger(__name__)
 
 #: Most entries :meth:`Inbox.entries` returns (newest first).
 MAX_ENTRIES = 500
+#: How long downlink lane blocks are kept (seconds since they arrived): 90 days.
+LANE_KEEP_S = 90 * 86_400.0
 
 
 class InboxKind(StrEnum):
@@ -83,6 +97,14 @@ class Inbox:
         quota notice); anything else is :attr:`Filed.IGNORED`."""
         if isinstance(envelope, Reply):
             return self._reply(tx, envelope, now)
+        if isinstance(envelope, LaneBlock):
+            # a case note's fragment or cover: nobody on board can tell, so no crew number
+            tx.execute(
+                "INSERT OR IGNORE INTO lane_down (period, idx, block, at) VALUES (?, ?, ?, ?)",
+                (envelope.period, envelope.index, envelope.block, now),
+            )
+            tx.execute("DELETE FROM lane_down WHERE at < ?", (now - LANE_KEEP_S,))
+            return Filed.UNCOUNTED
         if isinstance(envelope, CaseStatusUpdate) and (slot := _downlink_slot_of(envelope)):
             # a downlink slot: a case note or cover, nobody on board can tell which; kept
             # for the crew member it names, opened only with their reply key
@@ -199,6 +221,13 @@ class Inbox:
                 (InboxKind.SLOT, crew),
             ).fetchall()
         return [(bytes(item), float(at)) for item, at in rows if item is not None]
+
+    def lane_blocks(self) -> list[bytes]:
+        """Every downlink lane block kept, in the order the shore sent them (period, then
+        index): what :func:`protocol.lane.read_notes` tries a reporter's key on."""
+        with self.database.reading() as db:
+            rows = db.execute("SELECT block FROM lane_down ORDER BY period, idx").fetchall()
+        return [bytes(block) for (block,) in rows]
 
     def case_notes(self, case_seq: int) -> list[tuple[int, bytes, float]]:
         """A case's updates from the union, oldest first: (stage code, sealed note, at).

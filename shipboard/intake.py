@@ -1,16 +1,23 @@
 """Intake: what SMTP and HTTP share: check, normalise, seal and commit what a crew member sends.
 
-Every method here is synchronous and ends in one outbox transaction; the async servers call
-them through ``asyncio.to_thread``. Intake writes through :class:`IntakeOutbox` (the
-outbox's accepting side), looks crew members and contacts up in the crew register, and
-files reports into the grievance lane (:class:`GrievanceLane`, the daily slots of
-:mod:`shipboard.grievance_slots` when ``[quota] daily_slots`` is on). A method that returns
-has committed; one that raises an :class:`~shipboard.errors.IntakeRefused` stored nothing
-and carries the sentence for the crew member; :class:`~shipboard.errors.OutboxUnavailable`
-means the disk failed (SMTP 451, HTTP 503).
+Every method here is synchronous and ends in one transaction of the vessel database; the
+async servers call them through ``asyncio.to_thread``. Intake writes through
+:class:`IntakeOutbox` (the outbox's accepting side), looks crew members and contacts up in
+the crew register, and files reports into the grievance lane (:class:`GrievanceLane`,
+:class:`shipboard.lane.VesselLane`) together with the reporter's casebook
+(:mod:`shipboard.casebook`). A method that returns has committed; one that raises an
+:class:`~shipboard.errors.IntakeRefused` stored nothing and carries the sentence for the
+crew member; :class:`~shipboard.errors.OutboxUnavailable` means the disk failed (SMTP 451,
+HTTP 503).
+
+A report gets a case number ``<vessel>-<12 random digits>`` (:meth:`Intake.
+new_case_number`), sealed inside the report (mode B here; mode A on the phone, with a
+number the page drew here), then the sealed report goes into the lane: no message number,
+no union, no crew on disk. Only tests switch the lane off (``QuotaConfig.daily_slots``):
+reports then travel on their own, visibly, as before the lane.
 
 Grievance text lives only in memory here: it is sealed to the union's key before the
-outbox sees it, and it is never logged.
+vessel database sees it, and it is never logged.
 """
 
 from __future__ import annotations
@@ -23,13 +30,21 @@ import time
 import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Protocol
 from zoneinfo import ZoneInfo
 
+from protocol.cases import (
+    REPORT_NUMBER_CHOICES,
+    lane_report_number,
+    make_receipt_code,
+    parse_case_number,
+    reporter_reply_keys,
+)
 from protocol.cases import case_number as make_case_number
-from protocol.cases import make_receipt_code, reporter_reply_keys
 from protocol.codebook import Codebook
 from protocol.errors import InvalidEnvelope, InvalidText, LimitExceeded
+from protocol.lane import LaneShape
 from protocol.languages import Language
 from protocol.sealing import (
     PADDING_BUCKETS,
@@ -37,13 +52,24 @@ from protocol.sealing import (
     GrievanceCategory,
     GrievancePlaintext,
     seal_grievance,
+    seal_grievance_unpadded,
 )
 from protocol.text import normalise_text
+from shipboard.casebook import Casebook, CaseEntry
 from shipboard.config import ShipConfig, UnionConfig
 from shipboard.crew import CrewRegister, SignedIn
 from shipboard.crew_view import CrewView, VesselCrewView
-from shipboard.errors import BadText, MessageTooLarge, UnknownContact, UnknownUnion
-from shipboard.grievance_slots import DailySlots, SlotPolicy
+from shipboard.database import Transaction
+from shipboard.errors import (
+    BadText,
+    LaneBusy,
+    MessageTooLarge,
+    ReportTooLongForLane,
+    UnknownContact,
+    UnknownUnion,
+)
+from shipboard.lane import FiledInLane, LaneProgress, VesselLane
+from shipboard.lane_plan import LaneFull, ReportTooLong, ReservoirParams
 from shipboard.outbox import AcceptedMessage, Outbox, QuotaStatus
 from shipboard.sos_limit import SosLimitPolicy, SosWithoutPinLimit
 from shipboard.states import MessageKind
@@ -106,16 +132,33 @@ class IntakeOutbox(Protocol):
 
 
 class GrievanceLane(Protocol):
-    """Where sealed reports go unseen (:class:`shipboard.grievance_slots.DailySlots`)."""
+    """Where sealed reports go unseen (:class:`shipboard.lane.VesselLane`)."""
 
-    def ensure(self, now: float) -> int:
-        """Make the cover the lane needs now; how many rows were made."""
-        ...
+    @property
+    def shape(self) -> LaneShape: ...
 
     def file(
-        self, crew: int, union: UnionConfig, sealed: bytes, case_key: bytes, now: float
-    ) -> int | None:
-        """File a sealed report; its message number, or None if it must go on its own."""
+        self,
+        sealed_report: bytes,
+        union_public_key: bytes,
+        *,
+        report_number: int,
+        now: float,
+        also: Callable[[Transaction], None] | None = None,
+    ) -> FiledInLane:
+        """Commit a sealed report (and ``also``, in the same transaction)."""
+        ...
+
+    def release_due(self, now: float) -> int:
+        """Release the periods that ended by ``now``; how many."""
+        ...
+
+    def next_release_at(self) -> float:
+        """When the next period ends."""
+        ...
+
+    def progress(self, report_number: int) -> LaneProgress | None:
+        """How far a report of this run has got (None: not filed in this run)."""
         ...
 
 
@@ -229,18 +272,15 @@ class FiledReport:
     accepted_at: float
 
 
-def daily_slot_policy(config: ShipConfig) -> SlotPolicy:
-    """The daily slots' size, day and unions, from the vessel's config."""
-    return SlotPolicy(config.quota.slot_bytes, config.quota.slot_period_s, config.unions)
-
-
 class Intake:
     """Checks and commits what crew members send (see the module docstring).
 
     ``outbox`` takes what is accepted. ``register`` (crew members and contacts), ``lane``
-    (the grievance lane) and ``view`` (what the doors read) default to those of the
-    outbox's vessel database (``outbox`` must then be a :class:`~shipboard.outbox.Outbox`);
-    the lane is the daily slots when ``[quota] daily_slots`` is on, else none.
+    (the grievance lane: the database's one :class:`~shipboard.lane.VesselLane`, started
+    here if it is not running yet) and ``view`` (what the doors read) default to those of
+    the outbox's vessel database (``outbox`` must then be a
+    :class:`~shipboard.outbox.Outbox`); there is no lane only when a test switches it off
+    (``QuotaConfig.daily_slots``).
     """
 
     def __init__(
@@ -272,19 +312,28 @@ class Intake:
         #: What the crew's doors read (their messages, cases and inbox).
         self.view = view
         if lane is None and config.quota.daily_slots and isinstance(outbox, Outbox):
-            slots = DailySlots(outbox, register, daily_slot_policy(config))
-            outbox.before_pending = slots.ensure  # the day's slots exist before batching
-            lane = slots
-        self.lane = lane
+            Casebook(outbox).ensure_all()
+            lane = VesselLane.open(outbox, config.quota.lane_shape(), clock())
+        self.lane: GrievanceLane | None = lane
         # Quotas renew on the first of the month in the vessel's time zone, not UTC's.
         outbox.use_time_zone(config.time_zone)
         self._sos_lock = threading.Lock()
         self._sos_limit = SosWithoutPinLimit(sos_limit or SosLimitPolicy())
 
-    def ensure_slots(self, now: float) -> int:
-        """Make the grievance lane's cover for ``now`` (the daily slots of today and
-        tomorrow); how many rows were made (0 without a lane)."""
-        return 0 if self.lane is None else self.lane.ensure(now)
+    def release_lane(self, now: float) -> int:
+        """Release the grievance lane's periods that ended by ``now`` (the link loop does
+        this in the agent); how many were released (0 without a lane)."""
+        return 0 if self.lane is None else self.lane.release_due(now)
+
+    def new_case_number(self) -> str:
+        """A fresh case number for a lane-carried report: ``<vessel>-<12 random digits>``
+        (mode A: the page asks for one and the phone seals it into the report)."""
+        drawn = lane_report_number(secrets.randbelow(REPORT_NUMBER_CHOICES))
+        return make_case_number(self.config.vessel.vessel_id, drawn)
+
+    def case_progress(self, report_number: int) -> LaneProgress | None:
+        """How far a report filed since the agent started has got (None: unknown)."""
+        return None if self.lane is None else self.lane.progress(report_number)
 
     def quota(self, crew: int) -> QuotaStatus:
         """The crew member's quota this month."""
@@ -357,7 +406,8 @@ class Intake:
         lang: Language,
         anonymous: bool,
     ) -> FiledReport:
-        """Seal a grievance report to the union and commit only the sealed bytes."""
+        """Seal a grievance report to the union, with its case number inside, and commit
+        only the sealed bytes into the grievance lane (with the reporter's casebook)."""
         union = self.config.union(union_id)
         if union is None:
             raise UnknownUnion("This union is not known on this vessel. Choose one from the list.")
@@ -372,6 +422,7 @@ class Intake:
         now = self.clock()
         receipt_code = new_receipt_code()
         member = signed_in.member
+        case = self.new_case_number() if self.lane is not None else None
         plaintext = GrievancePlaintext(
             category=category,
             text=body,
@@ -382,36 +433,38 @@ class Intake:
             crew_document=None if anonymous else member.document,
             # the union's notes come back sealed to a key only the reporter's PIN unlocks
             reply_key=reporter_reply_keys(signed_in.case_key).public_key,
+            case_number=case,
         )
+        seal = seal_grievance if self.lane is None else seal_grievance_unpadded
         try:
-            sealed = seal_grievance(plaintext, union.public_key, self.codebook)
+            sealed = seal(plaintext, union.public_key, self.codebook)
         except LimitExceeded as exc:
             raise MessageTooLarge(
                 "The report is too long to send. Please shorten it or send it in two reports."
             ) from exc
         del plaintext, body
-        if self.lane is not None:
-            seq = self.lane.file(member.crew, union, sealed, signed_in.case_key, now)
-            if seq is not None:
-                self._ring(MessageKind.GRIEVANCE)
-                case_number = make_case_number(self.config.vessel.vessel_id, seq)
-                return FiledReport(seq, case_number, receipt_code, now)
-        accepted = self.outbox.accept_grievance(
-            union_id=union_id, sealed=sealed, case_key=signed_in.case_key, now=now
-        )
-        self._ring(MessageKind.GRIEVANCE)
-        case_number = make_case_number(self.config.vessel.vessel_id, accepted.message_seq)
-        return FiledReport(accepted.message_seq, case_number, receipt_code, accepted.accepted_at)
+        if case is None:  # no lane (tests only): the report travels on its own
+            return self._on_its_own(signed_in, union_id, sealed, receipt_code)
+        entry = CaseEntry(case, union.union_id, int(now // 60), receipt_code, "B")
+        self._into_lane(signed_in, union, sealed, entry, now)
+        return FiledReport(entry.report_number, case, receipt_code, now)
 
     def file_sealed_grievance(
-        self, signed_in: SignedIn, *, union_id: int, sealed: bytes
+        self,
+        signed_in: SignedIn,
+        *,
+        union_id: int,
+        sealed: bytes,
+        case_number: str | None = None,
     ) -> FiledReport:
         """Commit a report sealed on the crew member's phone (intake mode A).
 
-        The agent never sees the text: it checks only that the union is known and that the
-        ciphertext is one of the padding buckets' sizes, then queues it exactly like a
-        mode-B report (same slot path, same envelope). The receipt code stays on the phone
-        (the returned one is empty)."""
+        The agent never sees the text: it checks only that the union is known, that the
+        ciphertext is one of the padding buckets' sizes and that ``case_number`` is one of
+        this vessel's (the page drew it with :meth:`new_case_number` and the phone sealed
+        it into the report; a page from before the lane sends none, and one is drawn),
+        then puts it into the lane exactly like a mode-B report. The receipt code stays on
+        the phone (the returned one is empty)."""
         union = self.config.union(union_id)
         if union is None:
             raise UnknownUnion("This union is not known on this vessel. Choose one from the list.")
@@ -420,22 +473,77 @@ class Intake:
                 f"The sealed report has {len(sealed)} bytes, which is no report size. "
                 "Reload the page and send it again."
             )
+        if self.lane is None:  # no lane (tests only): the report travels on its own
+            filed = self._on_its_own(signed_in, union_id, sealed, "")
+            logger.info("sealed report (mode A) %d committed", filed.message_seq)
+            return filed
+        if case_number is None:
+            case_number = self.new_case_number()
+        try:
+            vessel, _ = parse_case_number(case_number)
+        except InvalidEnvelope:
+            vessel = -1
+        if vessel != self.config.vessel.vessel_id:
+            raise BadText("The page is too old. Reload it and send the report again.")
         now = self.clock()
-        member = signed_in.member
-        if self.lane is not None:
-            seq = self.lane.file(member.crew, union, sealed, signed_in.case_key, now)
-            if seq is not None:
-                self._ring(MessageKind.GRIEVANCE)
-                logger.info("sealed report (mode A) %d committed in a slot", seq)
-                number = make_case_number(self.config.vessel.vessel_id, seq)
-                return FiledReport(seq, number, "", now)
+        entry = CaseEntry(case_number, union.union_id, int(now // 60), None, "A")
+        self._into_lane(signed_in, union, sealed, entry, now)
+        logger.info("a sealed report (mode A) was committed in the grievance lane")
+        return FiledReport(entry.report_number, case_number, "", now)
+
+    def _into_lane(
+        self,
+        signed_in: SignedIn,
+        union: UnionConfig,
+        sealed: bytes,
+        entry: CaseEntry,
+        now: float,
+    ) -> None:
+        """Commit ``sealed`` into the lane with the reporter's casebook entry, in one
+        transaction (a duress sign-in files too, and its casebook stays as it was)."""
+        assert self.lane is not None
+        crew, case_key = signed_in.member.crew, signed_in.case_key
+
+        def casebook(tx: Transaction) -> None:
+            Casebook.add_case(tx, crew, case_key, entry)
+
+        try:
+            self.lane.file(
+                sealed,
+                union.public_key,
+                report_number=entry.report_number,
+                now=now,
+                also=None if signed_in.duress else casebook,
+            )
+        except LaneFull as full:
+            shape = self.lane.shape
+            retry_at = full.try_again_at(shape, now)
+            raise LaneBusy(self._local_time(retry_at), float(retry_at)) from None
+        except ReportTooLong:
+            raise ReportTooLongForLane(self.lane_limit_kb()) from None
+        self._ring(MessageKind.GRIEVANCE)
+
+    def lane_limit_kb(self) -> int:
+        """The longest sealed report the lane ever carries, in KB (rounded down)."""
+        if self.lane is None:
+            return MAX_GRIEVANCE_BYTES // 1024
+        shape = self.lane.shape
+        pool = ReservoirParams.for_lane(shape).pool_rows
+        return pool * shape.up_payload_bytes // 1024
+
+    def _local_time(self, seconds: float) -> str:
+        moment = datetime.fromtimestamp(seconds, UTC).astimezone(self.config.time_zone)
+        return moment.strftime("%Y-%m-%d %H:%M")
+
+    def _on_its_own(
+        self, signed_in: SignedIn, union_id: int, sealed: bytes, receipt_code: str
+    ) -> FiledReport:
         accepted = self.outbox.accept_grievance(
-            union_id=union_id, sealed=sealed, case_key=signed_in.case_key, now=now
+            union_id=union_id, sealed=sealed, case_key=signed_in.case_key, now=self.clock()
         )
         self._ring(MessageKind.GRIEVANCE)
-        logger.info("sealed report (mode A) %d committed", accepted.message_seq)
         case_number = make_case_number(self.config.vessel.vessel_id, accepted.message_seq)
-        return FiledReport(accepted.message_seq, case_number, "", accepted.accepted_at)
+        return FiledReport(accepted.message_seq, case_number, receipt_code, accepted.accepted_at)
 
     def sos(
         self,

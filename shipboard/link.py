@@ -18,9 +18,11 @@ in production, the test kit's fake link in scenarios), runs the outbox calls in 
 thread, and sleeps until the exchange's timer or the next downlink payload (aioquic's
 asyncio layer).
 
-:func:`run_link` is the long-running loop: it builds a snapshot of the outbox, asks the
-pure :func:`shipboard.scheduler.plan`, runs a session when the plan says so, and sleeps
-until the plan's timer, the outbox doorbell or ``stopping``. A failed session is retried
+:func:`run_link` is the long-running loop: it releases the grievance lane's periods that
+have ended (:meth:`shipboard.lane.VesselLane.release_due`, with the loop's clock), builds a
+snapshot of the outbox, asks the pure :func:`shipboard.scheduler.plan`, runs a session
+when the plan says so, and sleeps until the plan's timer, the next lane period's end, the
+outbox doorbell or ``stopping``. A failed session is retried
 after a capped, jittered backoff (an SOS cuts the backoff short).
 
 A broker PUBACK is not delivery: a batch stays in the outbox until the shore's BatchAck
@@ -125,6 +127,7 @@ __all__ = [
     "DownlinkOutcome",
     "DownlinkResultLike",
     "DownlinkVerdict",
+    "LaneReleases",
     "Link",
     "LinkClosed",
     "LinkDown",
@@ -179,6 +182,18 @@ class SnapshotSource(Protocol):
 
 class LinkOutbox(OutboxPort, SnapshotSource, Protocol):
     """The outbox the link loop runs on: a session's and the snapshot's."""
+
+
+class LaneReleases(Protocol):
+    """The grievance lane, as the loop releases it (:class:`shipboard.lane.VesselLane`)."""
+
+    def release_due(self, now: float) -> int:
+        """Release every period that ended by ``now``; how many."""
+        ...
+
+    def next_release_at(self) -> float:
+        """When the next period ends (seconds since 1970)."""
+        ...
 
 
 @runtime_checkable
@@ -496,8 +511,14 @@ async def run_link(
     statistics: LinkStatistics | None = None,
     session_runner: SessionRunner = run_session,
     outbox_retry_s: float = 60.0,
+    lane: LaneReleases | None = None,
 ) -> None:
-    """Run the link until ``stopping`` is set: plan, maybe run a session, sleep, repeat.
+    """Run the link until ``stopping`` is set: release the grievance lane's ended periods,
+    plan, maybe run a session, sleep, repeat.
+
+    ``lane`` is the agent's grievance lane (None: nothing to release, as for an outbox
+    fake); its blocks are released here at each period's end, before the snapshot, so a
+    session that opens then carries them.
 
     ``doorbell`` is rung by intake whenever the outbox changed. Each session is kept in
     ``sessions`` (default: the sessions log of the outbox's database; none for an outbox
@@ -532,6 +553,8 @@ async def run_link(
                 billed[month] = await billed_so_far(log_of_sessions, profile, month)
                 log.info("budget: %d billed bytes spent in %s so far", billed[month], month)
             stats.billed_this_month_bytes = billed[month]
+            if lane is not None:
+                await asyncio.to_thread(lane.release_due, now)
             snapshot = await asyncio.to_thread(
                 build_snapshot,
                 outbox,
@@ -602,5 +625,7 @@ async def run_link(
             )
             continue
         wake_at = plan.timer if not plan.open_session else max(plan.timer, backoff_until)
+        if lane is not None:
+            wake_at = min(wake_at, lane.next_release_at())
         await _wait_any((stopping, doorbell), wake_at - clock())
     log.info("link stopped")

@@ -45,10 +45,16 @@ class SchemaTooNew(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Migration:
-    """One named schema change: SQL statements separated by ``;`` (no ``;`` inside them)."""
+    """One named schema change: SQL statements separated by ``;`` (no ``;`` inside them).
+
+    ``rebuilds_tables``: the script rebuilds a table others refer to (SQLite's way of
+    changing a column's constraint: make the new table, copy, drop the old, rename). It
+    then runs with foreign keys off, as SQLite's documented procedure says, and is
+    committed only if ``PRAGMA foreign_key_check`` finds nothing broken."""
 
     name: str
     script: str
+    rebuilds_tables: bool = False
 
     def statements(self) -> list[str]:
         """The statements of the script, in order."""
@@ -146,19 +152,39 @@ def apply_migrations(
         for migration in migration_set.migrations:
             if (migration_set.name, migration.name) in done:
                 continue
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                for statement in migration.statements():
-                    db.execute(statement)
-                db.execute(
-                    f"INSERT INTO {RECORDS_TABLE} (migration_set, name, applied_at) "
-                    "VALUES (?, ?, strftime('%Y-%m-%dT%H:%M:%SZ', 'now'))",
-                    (migration_set.name, migration.name),
-                )
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
+            _run(db, migration_set.name, migration)
             ran.append((migration_set.name, migration.name))
             logger.info("migration %s/%s applied", migration_set.name, migration.name)
     return ran
+
+
+def _run(db: sqlite3.Connection, set_name: str, migration: Migration) -> None:
+    """One migration and its record, in one transaction (foreign keys off around it when
+    it rebuilds tables, and checked before the commit)."""
+    keys_were_on = bool(db.execute("PRAGMA foreign_keys").fetchone()[0])
+    if migration.rebuilds_tables:
+        db.execute("PRAGMA foreign_keys=OFF")  # a no-op inside a transaction: set before
+    try:
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in migration.statements():
+                db.execute(statement)
+            if migration.rebuilds_tables:
+                broken = db.execute("PRAGMA foreign_key_check").fetchall()
+                if broken:
+                    raise sqlite3.IntegrityError(
+                        f"migration {set_name}/{migration.name} would leave {len(broken)} "
+                        f"rows referring to nothing (first: {tuple(broken[0])})"
+                    )
+            db.execute(
+                f"INSERT INTO {RECORDS_TABLE} (migration_set, name, applied_at) "
+                "VALUES (?, ?, strftime('%Y-%m-%dT%H:%M:%SZ', 'now'))",
+                (set_name, migration.name),
+            )
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+    finally:
+        if migration.rebuilds_tables and keys_were_on:
+            db.execute("PRAGMA foreign_keys=ON")

@@ -25,9 +25,12 @@ Two neighbours are reached inside the outbox's own transactions, through small p
 crew register's contact book (:class:`ContactAnnouncements`: a batch announces new
 contacts) and the inbox (:class:`DownlinkInbox`).
 
-Grievance reports are stored only sealed (to the union's key). The row does not name the
-crew member: it carries a ``reporter_tag`` (an HMAC keyed by a secret derived from the
-crew member's PIN at sign-in) so that only the signed-in reporter finds their cases.
+Grievance reports reach the outbox only through the grievance lane (:mod:`shipboard.lane`):
+items of kind ``lane``, each one sealed block of a period, report or cover, naming no crew
+member, no union and no report. Reports that travelled on their own before the lane
+(kind ``grievance``) are stored only sealed (to the union's key) and carry a
+``reporter_tag`` (an HMAC keyed by a secret derived from the crew member's PIN at sign-in)
+so that only the signed-in reporter finds them.
 
 Concurrency and time: synchronous and thread-safe (the database's lock); async code calls
 it through ``asyncio.to_thread``. Every ``now`` is wall-clock seconds since 1970-01-01 UTC
@@ -39,7 +42,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-import os
 import sqlite3
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
@@ -60,6 +62,7 @@ from protocol.envelopes import (
     Envelope,
     FailureReason,
     GrievanceReport,
+    LaneBlock,
     ReceiptStage,
     Sos,
     acknowledges_only,
@@ -73,6 +76,7 @@ from shipboard.crew import ContactChange, CrewRegister
 from shipboard.database import OnDatabase, Transaction, VesselDatabase
 from shipboard.errors import NothingToSend, QuotaExceeded
 from shipboard.inbox import DeliveryStage, Filed, Inbox
+from shipboard.lane import LaneItem
 from shipboard.sessions_log import LinkSession, SessionsLog
 from shipboard.states import (
     OPEN_BATCH_STATES,
@@ -324,8 +328,8 @@ class Outbox:
         self._ignored_downlink = 0
         #: The zone whose calendar months the quotas count in (:meth:`use_time_zone`).
         self.time_zone: ZoneInfo = UTC_ZONE
-        #: Called with ``now`` before pending messages are read: the daily slots are made
-        #: there (:meth:`shipboard.grievance_slots.DailySlots.ensure`).
+        #: Called with ``now`` before pending messages are read (a test's hook; the lane
+        #: is released by the link loop, :meth:`shipboard.lane.VesselLane.release_due`).
         self.before_pending: Callable[[float], object] | None = None
 
     @classmethod
@@ -540,80 +544,35 @@ class Outbox:
         assert cursor.lastrowid is not None
         return cursor.lastrowid
 
-    # grievance rows released later: the daily slots' storage (shipboard.grievance_slots) --
+    # the grievance lane's released blocks (shipboard.lane) -------------------------------
 
-    def slot_rows(self, since: float) -> list[tuple[int, str, int, bytes]]:
-        """Grievance-lane rows released from ``since`` on: (seq, state, union, sealed)."""
-        return [row[:4] for row in self.slot_releases(since)]
-
-    def slot_releases(self, since: float) -> list[tuple[int, str, int, bytes, float]]:
-        """Grievance-lane rows released from ``since`` on, oldest first: (seq, state,
-        union, sealed, release time)."""
-        with self.database.reading() as db:
-            rows = db.execute(
-                "SELECT message_seq, state, union_id, sealed, accepted_at FROM messages "
-                "WHERE kind = ? AND accepted_at >= ? AND sealed IS NOT NULL "
-                "ORDER BY message_seq",
-                (MessageKind.GRIEVANCE, since),
-            ).fetchall()
-        return [(int(a), str(b), int(c), bytes(d), float(e)) for a, b, c, d, e in rows]
-
-    def accept_slots(self, slots: Sequence[tuple[int, bytes, float]]) -> list[int]:
-        """Commit cover slots ``(union, sealed, release_at)`` in one transaction.
-
-        A slot row looks like a grievance row (same kind, size and a reporter tag under a
-        key nobody keeps); it is released (``accepted_at``) when its day is over."""
-        seqs: list[int] = []
-        with self.database.transaction("save the daily slots") as db:
-            for union_id, sealed, release_at in slots:
-                seq = self._insert(
-                    db,
-                    kind=MessageKind.GRIEVANCE,
-                    union_id=union_id,
-                    sealed=sealed,
-                    text_bytes=0,
-                    month=month_of(release_at),
-                    now=release_at,
-                )
-                db.execute(
-                    "UPDATE messages SET reporter_tag = ? WHERE message_seq = ?",
-                    (reporter_tag(os.urandom(32), seq), seq),
-                )
-                seqs.append(seq)
-        return seqs
-
-    def fill_slot(self, seq: int, sealed: bytes, case_key: bytes) -> bool:
-        """Put a grievance in place of the cover in slot row ``seq`` (same size; the old
-        bytes are overwritten: secure_delete). False if that slot has left meanwhile, or
-        already holds a report of this reporter (its tag is theirs; a cover's tag is made
-        with a key nobody keeps, so on disk a filled slot still looks like any other)."""
-        tag = reporter_tag(case_key, seq)
-        with self.database.transaction("save the report") as db:
-            changed = db.execute(
-                "UPDATE messages SET sealed = ?, reporter_tag = ? WHERE message_seq = ? "
-                "AND kind = ? AND state = ? AND LENGTH(sealed) = ? "
-                "AND (reporter_tag IS NULL OR reporter_tag != ?)",
-                (
-                    sealed,
-                    tag,
-                    seq,
-                    MessageKind.GRIEVANCE,
-                    MessageState.ACCEPTED,
-                    len(sealed),
-                    tag,
-                ),
-            ).rowcount
-        if changed:
-            logger.info("grievance report %d accepted into a slot", seq)
-        return bool(changed)
+    def add_lane_items(self, tx: Transaction, items: Sequence[LaneItem], at: float) -> list[int]:
+        """Queue blocks released from the grievance lane, inside the release's transaction
+        (``tx``): one item of kind ``lane`` each, accepted ``at`` the end of its period.
+        Outside every quota and budget (the scheduler's reserved lane); no crew, no union."""
+        month = self._month(at)
+        return [
+            self._insert(
+                tx,
+                kind=MessageKind.LANE,
+                sealed=item.block,
+                lane_period=item.period,
+                lane_index=item.index,
+                text_bytes=0,
+                month=month,
+                now=at,
+            )
+            for item in items
+        ]
 
     # what the scheduler and the link call ------------------------------------------------
 
     def pending_messages(self, now: float) -> tuple[PendingMessage, ...]:
         """Messages waiting for a batch, oldest first (a snapshot for the scheduler).
 
-        A daily slot waits until its day is over (its ``accepted_at`` is its release time):
-        every crew member's slot of a day leaves together, whatever it holds."""
+        A daily slot of the release before the lane waits until its day is over (its
+        ``accepted_at`` is its release time). Lane items are queued when their period is
+        over (:mod:`shipboard.lane`), so they are all due for a batch."""
         if self.before_pending is not None:
             self.before_pending(now)
         with self.database.reading() as db:
@@ -730,7 +689,8 @@ class Outbox:
         for seq in dict.fromkeys(message_seqs):
             row = db.execute(
                 "SELECT kind, crew, contact, union_id, lang, body, quick, sealed, latitude, "
-                "longitude, accepted_at, state, typed_crew FROM messages WHERE message_seq = ?",
+                "longitude, accepted_at, state, typed_crew, lane_period, lane_index "
+                "FROM messages WHERE message_seq = ?",
                 (seq,),
             ).fetchone()
             if row is None:
@@ -754,6 +714,10 @@ class Outbox:
             elif kind == MessageKind.GRIEVANCE:
                 envelope = GrievanceReport(
                     message_seq=seq, union=union_id, written_minutes=written, sealed=sealed
+                )
+            elif kind == MessageKind.LANE:
+                envelope = LaneBlock(
+                    period=row[13], index=row[14], block=sealed, written_minutes=written
                 )
             else:
                 envelope = Sos(
@@ -1235,6 +1199,10 @@ class Outbox:
     def slot_items(self, crew: int) -> list[tuple[bytes, float]]:
         """:meth:`shipboard.inbox.Inbox.slot_items` of this database."""
         return Inbox(self.database).slot_items(crew)
+
+    def lane_blocks(self) -> list[bytes]:
+        """:meth:`shipboard.inbox.Inbox.lane_blocks` of this database."""
+        return Inbox(self.database).lane_blocks()
 
     def case_notes(self, case_seq: int) -> list[tuple[int, bytes, float]]:
         """:meth:`shipboard.inbox.Inbox.case_notes` of this database."""

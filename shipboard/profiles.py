@@ -18,7 +18,7 @@ billing increment  1 KB          A   1 KB            A   1 B         A
 price per MB       $10           A   $18.78          D   $0.01       A
 bandwidth          22 kbit/s     A   150 kbit/s      A   2 Mbit/s    A
 one-way latency    0.5 s         A   0.7 s           A   0.05 s      A
-idle poll          12 h          A   6 h             A   15 min      A
+idle poll          24 h          A   6 h             A   15 min      A
 monthly cap        none              none                50 GB       A
 ================== ================= =================== ================
 
@@ -30,9 +30,11 @@ monthly cap        none              none                50 GB       A
   a Ku-band/LEO VSAT are typical class figures, not measurements. The Certus per-second
   floor for long sessions (DOMAIN) is not modelled: our sessions last seconds.
 - The idle poll sets how late a family's reply or a case update can reach an idle vessel.
-  On Certus each poll is a whole billed session, so 12 h (60 sessions, about 300 KB a
-  month) is the compromise; FleetBroadband has no session minimum, so a poll costs only
-  its ~1.1 KB of overhead and 6 h is cheap; a VSAT poll costs nothing that matters.
+  On Certus each poll is a whole billed session, so it is 24 h: the grievance lane opens
+  a session a day anyway (its blocks are due a day after their period ends), so an idle
+  month is about 30 sessions (~150 KB billed) and a poll never adds one; FleetBroadband
+  has no session minimum, so a poll costs only its ~1.1 KB of overhead and 6 h is cheap;
+  a VSAT poll costs nothing that matters.
 """
 
 from __future__ import annotations
@@ -124,7 +126,7 @@ IRIDIUM_CERTUS = LinkProfile(
     price_per_mb_usd=10.0,
     bandwidth_bps=22_000,
     latency_s=0.5,
-    idle_poll_s=12 * 3600.0,
+    idle_poll_s=24 * 3600.0,
 )
 FLEETBROADBAND = LinkProfile(
     name="fleetbroadband",

@@ -6,9 +6,11 @@ randomness. The link's loop calls it with a snapshot of the outbox and sleeps un
 
 The rules, in order:
 
-1. **Reserved lane.** Grievance reports and SOS are outside every quota and budget: they
-   are never held for either. An SOS opens a session at once (not even the minimum gap
-   between sessions applies); a grievance report opens one when its latency target is due.
+1. **Reserved lane.** Grievance lane blocks, grievance reports and SOS are outside every
+   quota and budget: they are never held for either. An SOS opens a session at once (not
+   even the minimum gap between sessions applies); a lane block (report or cover: the
+   same rule for both, so session timing says nothing) or an old-style report opens one
+   when the grievance latency target is due, counted from the end of its lane period.
 2. **Quota.** A crew member's family messages of this month may not carry more text bytes
    than their monthly quota (``ledger`` holds what was already carried). A message that
    would go over is held with reason ``QUOTA`` and a notice that states the balance left
@@ -159,7 +161,7 @@ class SchedulerSettings:
     latency_s: Mapping[str, float] = field(
         default_factory=lambda: {
             MessageKind.SOS: 0.0,
-            MessageKind.GRIEVANCE: 3600.0,
+            MessageKind.GRIEVANCE: 24 * 3600.0,
             MessageKind.MESSAGE: 6 * 3600.0,
         }
     )
@@ -218,7 +220,9 @@ def _link_bytes(message: PendingLike, settings: SchedulerSettings) -> int:
 
 
 def _deadline(message: PendingLike, settings: SchedulerSettings) -> float:
-    latency = settings.latency_s.get(message.kind, settings.latency_s.get(MessageKind.MESSAGE, 0.0))
+    # lane blocks keep the grievance target (``[latency_minutes] grievance``)
+    kind = MessageKind.GRIEVANCE if message.kind == MessageKind.LANE else message.kind
+    latency = settings.latency_s.get(kind, settings.latency_s.get(MessageKind.MESSAGE, 0.0))
     return message.accepted_at + latency
 
 

@@ -15,10 +15,17 @@ set                repository                      tables
 ``inbox``          :class:`shipboard.inbox.Inbox`  ``inbox``, ``reply_seen``
 ``sessions_log``   :class:`shipboard.sessions_log  ``link_sessions``
                    .SessionsLog`
+``lane``           :class:`shipboard.lane.         ``lane_reservoir``, ``lane_state``
+                   Reservoir`
+``casebook``       :class:`shipboard.casebook.     ``casebooks``
+                   Casebook`
 =================  ==============================  =========================================
 
-The daily grievance slots (:mod:`shipboard.grievance_slots`) have no table of their own:
-a slot is an outbox row of kind ``grievance`` released when its day is over.
+The grievance lane's blocks wait in ``lane_reservoir`` until their period ends; then they
+become outbox rows of kind ``lane`` (``lane_period``, ``lane_index``, the block in
+``sealed``). Downlink lane blocks are kept by the inbox (``lane_down``). The daily slots of
+the release before were outbox rows of kind ``grievance`` released when their day was
+over; rows left from then still go out as they are.
 
 Before the sets, the whole file was one list of five migrations (``0001_initial`` ...
 ``0005_sos_without_pin``, table ``migrations``). :data:`LEGACY_RECORDS` maps each old name
@@ -32,13 +39,20 @@ from __future__ import annotations
 from shipboard.migrations import LegacyRecords, Migration, MigrationSet
 
 __all__ = [
+    "CASEBOOK",
+    "CASEBOOK_BYTES",
     "CREW_REGISTER",
     "INBOX",
+    "LANE",
     "LEGACY_RECORDS",
     "OUTBOX",
     "SESSIONS_LOG",
     "VESSEL_SCHEMA",
 ]
+
+#: Bytes of every crew member's casebook on disk (:mod:`shipboard.casebook`); fixed: a
+#: recorded migration makes the blank ones of this size.
+CASEBOOK_BYTES = 4096
 
 CREW_REGISTER = MigrationSet(
     "crew_register",
@@ -173,6 +187,58 @@ OUTBOX = MigrationSet(
             # crew number that was typed here (no foreign key: a mistyped number still goes).
             "ALTER TABLE messages ADD COLUMN typed_crew INTEGER",
         ),
+        Migration(
+            "0005_lane_items",
+            # The grievance lane's released blocks are outbox rows of kind 'lane' (period
+            # and index of the block; the block in sealed). SQLite cannot change a CHECK
+            # constraint in place: the table is rebuilt (its numbering kept).
+            """
+            CREATE TABLE messages_new (
+                message_seq INTEGER PRIMARY KEY AUTOINCREMENT,
+                kind TEXT NOT NULL CHECK (kind IN ('message', 'grievance', 'sos', 'lane')),
+                crew INTEGER REFERENCES crew(crew),
+                contact INTEGER REFERENCES contacts(contact),
+                union_id INTEGER,
+                reporter_tag BLOB,
+                lang TEXT,
+                body TEXT,
+                quick INTEGER,
+                sealed BLOB,
+                latitude INTEGER,
+                longitude INTEGER,
+                text_bytes INTEGER NOT NULL,
+                month INTEGER NOT NULL,
+                state TEXT NOT NULL,
+                accepted_at REAL NOT NULL,
+                batched_at REAL,
+                sent_at REAL,
+                acknowledged_at REAL,
+                delivered_at REAL,
+                failed_at REAL,
+                failure_reason INTEGER,
+                failure_detail TEXT,
+                typed_crew INTEGER,
+                lane_period INTEGER,
+                lane_index INTEGER
+            );
+            INSERT INTO messages_new (message_seq, kind, crew, contact, union_id,
+                reporter_tag, lang, body, quick, sealed, latitude, longitude, text_bytes,
+                month, state, accepted_at, batched_at, sent_at, acknowledged_at,
+                delivered_at, failed_at, failure_reason, failure_detail, typed_crew)
+            SELECT message_seq, kind, crew, contact, union_id, reporter_tag, lang, body,
+                quick, sealed, latitude, longitude, text_bytes, month, state, accepted_at,
+                batched_at, sent_at, acknowledged_at, delivered_at, failed_at,
+                failure_reason, failure_detail, typed_crew FROM messages;
+            DELETE FROM sqlite_sequence WHERE name = 'messages_new';
+            INSERT INTO sqlite_sequence (name, seq)
+                SELECT 'messages_new', seq FROM sqlite_sequence WHERE name = 'messages';
+            DROP TABLE messages;
+            ALTER TABLE messages_new RENAME TO messages;
+            CREATE INDEX messages_state ON messages(state);
+            CREATE INDEX messages_crew_month ON messages(crew, month)
+            """,
+            rebuilds_tables=True,
+        ),
     ),
 )
 
@@ -202,6 +268,20 @@ INBOX = MigrationSet(
             CREATE TABLE reply_seen (reply_seq INTEGER PRIMARY KEY)
             """,
         ),
+        Migration(
+            "0002_lane_blocks",
+            # Every downlink lane block, by (period, index): no crew number. A reporter's
+            # reply key finds their notes among them by trial decryption.
+            """
+            CREATE TABLE lane_down (
+                period INTEGER NOT NULL,
+                idx INTEGER NOT NULL,
+                block BLOB NOT NULL,
+                at REAL NOT NULL,
+                PRIMARY KEY (period, idx)
+            ) WITHOUT ROWID
+            """,
+        ),
     ),
 )
 
@@ -228,9 +308,56 @@ SESSIONS_LOG = MigrationSet(
     ),
 )
 
-#: Every set of the vessel database, in the order they run (the outbox's and the inbox's
-#: tables refer to the crew register's).
-VESSEL_SCHEMA: tuple[MigrationSet, ...] = (CREW_REGISTER, OUTBOX, INBOX, SESSIONS_LOG)
+LANE = MigrationSet(
+    "lane",
+    (
+        Migration(
+            "0001_reservoir",
+            # Sealed uplink blocks waiting for their period (shipboard.lane_plan decides
+            # which leave): a random id, an order key, the block. Nothing says which hold
+            # a report, whose, or for which union. lane_state: the release credit and the
+            # last period released.
+            """
+            CREATE TABLE lane_reservoir (
+                row_id BLOB PRIMARY KEY,
+                order_key INTEGER NOT NULL,
+                block BLOB NOT NULL
+            ) WITHOUT ROWID;
+            CREATE INDEX lane_reservoir_order ON lane_reservoir(order_key);
+            CREATE TABLE lane_state (key TEXT PRIMARY KEY, value INTEGER NOT NULL)
+            """,
+        ),
+    ),
+)
+
+CASEBOOK = MigrationSet(
+    "casebook",
+    (
+        Migration(
+            "0001_casebooks",
+            # One fixed-size sealed casebook per crew member, from their registration on
+            # (random bytes until they file): the crew already on board get theirs here.
+            """
+            CREATE TABLE casebooks (
+                crew INTEGER PRIMARY KEY REFERENCES crew(crew),
+                box BLOB NOT NULL
+            );
+            INSERT INTO casebooks (crew, box) SELECT crew, randomblob(4096) FROM crew
+            """,
+        ),
+    ),
+)
+
+#: Every set of the vessel database, in the order they run (the outbox's, the inbox's and
+#: the casebook's tables refer to the crew register's).
+VESSEL_SCHEMA: tuple[MigrationSet, ...] = (
+    CREW_REGISTER,
+    OUTBOX,
+    INBOX,
+    SESSIONS_LOG,
+    LANE,
+    CASEBOOK,
+)
 
 #: The release before the sets: old migration name -> the set migrations it stands for.
 LEGACY_RECORDS: LegacyRecords = {

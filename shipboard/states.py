@@ -30,12 +30,13 @@ class MessageKind(StrEnum):
     """What an outbox message is; the value is what the outbox stores."""
 
     MESSAGE = "message"  # a crew member's message to a family contact (counts on their quota)
-    GRIEVANCE = "grievance"  # a sealed grievance report, or a daily slot (the reserved lane)
+    GRIEVANCE = "grievance"  # a sealed report sent on its own, or an old daily slot
     SOS = "sos"  # an SOS (the reserved lane; sent at once)
+    LANE = "lane"  # a grievance lane block released at the end of its period (report or cover)
 
 
 #: Kinds outside every crew quota, with capacity of their own (the scheduler's lane).
-RESERVED_KINDS = frozenset({MessageKind.GRIEVANCE, MessageKind.SOS})
+RESERVED_KINDS = frozenset({MessageKind.GRIEVANCE, MessageKind.SOS, MessageKind.LANE})
 
 
 class BatchState(StrEnum):

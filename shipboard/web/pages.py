@@ -50,6 +50,7 @@ from protocol.evidence import fingerprint
 from protocol.languages import Language
 from protocol.phrases import PHRASE_CODES, phrase, phrase_icon
 from protocol.sealing import GrievanceCategory
+from shipboard.case_view import Reader, my_cases, show_case
 from shipboard.crew import MAX_CREW_NUMBER
 from shipboard.errors import (
     CrewRegisterError,
@@ -60,6 +61,7 @@ from shipboard.errors import (
 )
 from shipboard.inbox import DeliveryStage, InboxKind
 from shipboard.intake import Intake
+from shipboard.lane import LaneProgress
 from shipboard.signin import CrewSignIn
 from shipboard.states import MessageKind, MessageState
 from shipboard.web.i18n import NATIVE_NAMES, PAGE_LANGUAGES, Translations, page_language
@@ -129,6 +131,13 @@ STAGE_ORDER = (
     MessageState.DELIVERED,
 )
 
+#: How far a report of the grievance lane has got on board (known only since the agent
+#: started), in the case's timeline.
+PROGRESS_WORDS = {
+    LaneProgress.SENT: "Sent",
+    LaneProgress.ACKNOWLEDGED: "Accepted ashore",
+}
+
 FAILURE_WORDS = {
     FailureReason.ADDRESS_INVALID: "The address or phone number is wrong.",
     FailureReason.RECIPIENT_REFUSED: "Your family's e-mail or phone refused it.",
@@ -159,6 +168,17 @@ NOT_SAVED = (
     "NOT saved: the vessel's computer has a storage problem. Try again later and tell the captain."
 )
 RATE_LIMITED = "You sent many messages in a short time. Wait ten minutes, then try again."
+#: A sealed report whose case number this sign-in did not draw (an old page).
+STALE_PAGE = "The page is too old. Reload it and send the report again."
+#: What the grievance lane's refusals say (the ``msgid`` of :class:`shipboard.errors.
+#: LaneBusy` and :class:`shipboard.errors.ReportTooLongForLane`), here so that the
+#: catalogue has them; ``tests/web`` checks they are the same sentences.
+LANE_REFUSALS = (
+    "The report was NOT saved: the reporting channel is full until {time}. Keep your "
+    "text and send it again after {time}.",
+    "The report is too long to send: the reporting channel takes at most {limit} KB. "
+    "Please shorten it or send it in two reports.",
+)
 #: Sign-in sentences (the crew API says them too, in the visitor's language).
 WRONG_PIN = "The crew number or the PIN is wrong."
 SIGNED_OFF = "You are signed off this vessel; messages can no longer be sent."
@@ -198,11 +218,12 @@ class _CachedStatic(StaticFiles):
 
 
 class _Refusal(Exception):
-    """A sentence (msgid) to show on the form again."""
+    """A sentence (msgid, with its ``{fields}``) to show on the form again."""
 
-    def __init__(self, msgid: str) -> None:
+    def __init__(self, msgid: str, **fields: object) -> None:
         super().__init__(msgid)
         self.msgid = msgid
+        self.fields = fields
 
 
 def _minutes_text(minutes: int | None, zone: Any) -> str:
@@ -565,6 +586,8 @@ def web_routes(
         ]
 
     def refusal_msgid(error: IntakeRefused) -> str:
+        if error.msgid is not None:
+            return error.msgid
         return REFUSAL_WORDS.get(error.code, error.sentence)
 
     async def send(
@@ -745,6 +768,8 @@ def web_routes(
 
     async def report(request: Request, phone: SignedInPhone) -> Response:
         error = None
+        error_fields: dict[str, object] = {}
+        kept_text = ""
         values: Mapping[str, Any] = {}
         if request.method == "POST":
             form = await form_of(request)
@@ -772,11 +797,14 @@ def web_routes(
                 error = refusal.msgid
             except IntakeRefused as refused:
                 error = refusal_msgid(refused)
+                error_fields = dict(refused.fields)
+                if refused.msgid is not None:  # not taken now, or too long: they keep it
+                    kept_text = text if isinstance(text, str) else ""
             except OutboxUnavailable:
                 error = NOT_SAVED
             else:
                 del text, form, values
-                logger.info("grievance report %d committed from the web page", filed.message_seq)
+                logger.info("a grievance report was committed from the web page")
                 return render(
                     request,
                     "report_done.html",
@@ -793,9 +821,11 @@ def web_routes(
             phone.lang,
             400 if error else 200,
             error=error,
+            error_fields=error_fields,
             categories=CATEGORIES,
             unions=intake.config.unions,
             values=values,
+            text=kept_text,
         )
 
     # report a problem, sealed on the phone (intake mode A) ------------------------------
@@ -812,6 +842,9 @@ def web_routes(
             for u in intake.config.unions
         ]
         reply_key = reporter_reply_keys(phone.signed_in.case_key).public_key
+        # a fresh case number for the report this page may send: the phone seals it in
+        case = intake.new_case_number()
+        phone.remember_case_number(case)
         response = render(
             request,
             "report_phone.html",
@@ -821,6 +854,7 @@ def web_routes(
             unions=unions,
             vessel=vessel_id,
             crew=phone.crew,
+            case=case,
             reply_key=base64.b64encode(reply_key).decode("ascii"),
             crew_name=member.name or "",
             crew_document=member.document or "",
@@ -842,21 +876,32 @@ def web_routes(
             logger.warning("crew member %d: sealed report without a valid CSRF token", phone.crew)
             return JSONResponse({"error": "reload the page and send again"}, status_code=403)
         union = int_or_none(request.query_params.get("union"))
+        case = request.query_params.get("case")
         sealed = await request.body()  # at most MAX_SEALED_BYTES: common.http.BodyLimit
         if union is None or len(sealed) > MAX_SEALED_BYTES:
             return JSONResponse({"error": "choose a union; a report is at most 64 KiB"}, 400)
+        if case is not None and not phone.case_number_issued(case):
+            # only a number this page drew for this sign-in (once): never someone else's
+            detail = words.gettext(phone.lang, STALE_PAGE)
+            return JSONResponse({"error": "stale-page", "detail": detail}, status_code=409)
         try:
             filed = await asyncio.to_thread(
                 intake.file_sealed_grievance,
                 phone.signed_in,
                 union_id=union,
                 sealed=sealed,
+                case_number=case,
             )
         except IntakeRefused as refused:
-            return JSONResponse({"error": refused.code}, status_code=400)
+            detail = words.gettext(phone.lang, refusal_msgid(refused)).format(**refused.fields)
+            status = 503 if refused.http_status == 503 else 400
+            return JSONResponse({"error": refused.code, "detail": detail}, status_code=status)
         except OutboxUnavailable:
-            return JSONResponse({"error": "storage problem on board"}, status_code=503)
-        logger.info("grievance report %d (mode A) committed from the phone", filed.message_seq)
+            detail = words.gettext(phone.lang, NOT_SAVED)
+            return JSONResponse({"error": "storage-failed", "detail": detail}, status_code=503)
+        if case is not None:
+            phone.case_number_used(case)
+        logger.info("a grievance report (mode A) was committed from the phone")
         return JSONResponse({"case_number": filed.case_number}, status_code=201)
 
     # SOS --------------------------------------------------------------------------------
@@ -916,12 +961,15 @@ def web_routes(
     # inbox --------------------------------------------------------------------------------
 
     async def inbox(request: Request, phone: SignedInPhone) -> Response:
+        reader = Reader(intake.view, phone.signed_in, intake.case_progress)
         if phone.duress:
             entries: list[dict[str, object]] = []
-            cases: list[int] = []
+            old: list[int] = []
+            numbers: list[int] = []
         else:
-            cases = await asyncio.to_thread(intake.view.my_cases, phone.signed_in.case_key)
-            entries = await asyncio.to_thread(intake.view.inbox, phone.crew, cases)
+            numbers = await asyncio.to_thread(my_cases, reader)
+            old = await asyncio.to_thread(reader.old_cases)
+            entries = await asyncio.to_thread(intake.view.inbox, phone.crew, old)
         contacts = {c.contact: c for c in await contact_list(phone)} if not phone.duress else {}
         shown = []
         for entry in entries:
@@ -946,7 +994,7 @@ def web_routes(
                         item["reason"] = FAILURE_WORDS[FailureReason(int(str(code)))]
                     except (ValueError, KeyError):
                         item["reason"] = "It could not be delivered."
-                if entry["message_seq"] in cases:
+                if entry["message_seq"] in old:
                     item["kind"] = InboxKind.CASE
                     item["case"] = case_number(int(str(entry["message_seq"])))
             elif kind == InboxKind.CASE:
@@ -959,27 +1007,36 @@ def web_routes(
                 item["kind"] = InboxKind.QUOTA
             shown.append(item)
         timelines = []
-        for seq in sorted(cases, reverse=True):
-            stages = await asyncio.to_thread(intake.view.message_stages, seq)
-            steps: list[tuple[str, str]] = []
-            if stages is not None:
-                accepted_at = stages["accepted_at"]
-                when = _seconds_text(accepted_at, zone)  # type: ignore[arg-type]
-                steps.append((STAGE_WORDS[MessageState.ACCEPTED], when))
-            number = case_number(seq)
-            steps += [
-                (str(item["stage"]), str(item["when"]))
-                for item in reversed(shown)
-                if item.get("case") == number
-            ]
-            timelines.append((number, steps))
+        for number in sorted(numbers, reverse=True):
+            case = await asyncio.to_thread(show_case, reader, number)
+            if case is None:
+                continue
+            steps: list[tuple[str, str, str | None]] = []
+            if case.filed_at is not None:
+                steps.append(
+                    (STAGE_WORDS[MessageState.ACCEPTED], _seconds_text(case.filed_at, zone), None)
+                )
+            if case.progress is not None and case.progress in PROGRESS_WORDS:
+                steps.append((PROGRESS_WORDS[case.progress], "", None))
+            if case.lane:
+                steps += [
+                    (CASE_WORDS[note.stage], _seconds_text(note.at, zone), note.text or note.reason)
+                    for note in case.notes
+                ]
+            else:  # before the lane: its updates are the inbox's case entries
+                steps += [
+                    (str(item["stage"]), str(item["when"]), None)
+                    for item in reversed(shown)
+                    if item.get("case") == case.case_number
+                ]
+            timelines.append((case.case_number, steps))
         return render(
             request,
             "inbox.html",
             phone,
             phone.lang,
             entries=shown,
-            cases=[case_number(seq) for seq in cases],
+            cases=[case_number(seq) for seq in old],
             timelines=timelines,
         )
 

@@ -24,6 +24,8 @@ MAX_AGE_S = 4 * 3600
 #: Messages and contacts a crew member may add per RATE_WINDOW_S (grievances, SOS: no limit).
 RATE_LIMIT = 20
 RATE_WINDOW_S = 600
+#: Case numbers one sign-in holds for the mode-A page (one per page load, the latest kept).
+MAX_OPEN_CASE_NUMBERS = 8
 
 
 @dataclass
@@ -38,10 +40,24 @@ class SignedInPhone:
     must_choose_pin: bool
     created_at: float
     last_seen: float
+    #: Case numbers drawn for the mode-A page in this sign-in and not used yet.
+    case_numbers: list[str] = field(default_factory=list)
 
     @property
     def crew(self) -> int:
         return self.signed_in.member.crew
+
+    def remember_case_number(self, case: str) -> None:
+        """A case number the report page drew for this sign-in (the latest few are kept)."""
+        self.case_numbers = [*self.case_numbers[-(MAX_OPEN_CASE_NUMBERS - 1) :], case]
+
+    def case_number_issued(self, case: str) -> bool:
+        """Whether the page drew ``case`` for this sign-in and it was not used yet."""
+        return any(hmac.compare_digest(case, issued) for issued in self.case_numbers)
+
+    def case_number_used(self, case: str) -> None:
+        """A report was filed with ``case``: it cannot be used again."""
+        self.case_numbers = [issued for issued in self.case_numbers if issued != case]
 
 
 @dataclass

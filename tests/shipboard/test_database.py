@@ -42,6 +42,14 @@ ADOPTED = [
     ("outbox", "0003_downlink_refused"),
     ("outbox", "0004_sos_without_pin"),
 ]
+#: What today's code runs on such a file: what the release before did not have.
+NEW_SINCE = [
+    ("crew_register", "0002_chosen_pins"),
+    ("outbox", "0005_lane_items"),
+    ("inbox", "0002_lane_blocks"),
+    ("lane", "0001_reservoir"),
+    ("casebook", "0001_casebooks"),
+]
 
 
 def _scrypt(pin: str, salt: bytes) -> bytes:
@@ -137,10 +145,12 @@ def test_a_database_from_the_release_before_opens_as_it_is(tmp_path: Path) -> No
     database = VesselDatabase.open(path)
     try:
         # nothing of the old release ran again; only what it did not have
-        assert database.migrations() == [*ADOPTED, ("crew_register", "0002_chosen_pins")]
+        assert database.migrations() == [*ADOPTED, *NEW_SINCE]
         with database.reading() as db:
             assert db.execute("SELECT name, applied_at FROM migrations").fetchall() == old_records
             upgraded = _columns(db)
+            # the crew member on board got a casebook (blank: random bytes of the size)
+            assert [len(bytes(b)) for (b,) in db.execute("SELECT box FROM casebooks")] == [4096]
         register = CrewRegister(database)
         assert register.check_pin(1, PIN).outcome is PinOutcome.RIGHT
         assert register.check_pin(1, DURESS_PIN).outcome is PinOutcome.DURESS
@@ -151,6 +161,12 @@ def test_a_database_from_the_release_before_opens_as_it_is(tmp_path: Path) -> No
         assert [p.message_seq for p in outbox.pending_messages(NOW + 600)] == [2]
         assert [e["stage"] for e in Inbox(database).entries(1)] == ["accepted_ashore"]
         assert len(SessionsLog(database).sessions_in(SEPTEMBER)) == 1
+        # the rebuilt messages table goes on numbering after the old one's last message
+        crew_text = CrewRegister(database).contacts(1)[0].contact
+        new = outbox.accept_message(
+            crew=1, contact=crew_text, lang=Language.MYA, now=NOW, quota_bytes=1000, body="hi"
+        )
+        assert new.message_seq == 3
     finally:
         database.close()
 
@@ -163,7 +179,7 @@ def test_a_database_from_the_release_before_opens_as_it_is(tmp_path: Path) -> No
 
     again = VesselDatabase.open(path)  # a second start runs nothing and records nothing
     try:
-        assert again.migrations() == [*ADOPTED, ("crew_register", "0002_chosen_pins")]
+        assert again.migrations() == [*ADOPTED, *NEW_SINCE]
     finally:
         again.close()
 
@@ -248,6 +264,8 @@ def test_migrations_are_named_per_repository_and_recorded(tmp_path: Path) -> Non
             "outbox",
             "inbox",
             "sessions_log",
+            "lane",
+            "casebook",
         }
         with database.reading() as db:
             assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"

@@ -18,23 +18,27 @@ from pathlib import Path
 import nacl.public
 import pytest
 
+from common.codebooks import default_codebook
+from protocol.batch import Direction, decode_batch
 from protocol.codebook import Codebook
 from protocol.envelopes import (
     BatchAck,
     DeliveryReceipt,
     Envelope,
     FailureReason,
+    LaneBlock,
     ReceiptStage,
     Reply,
 )
+from protocol.lane import LaneShape, open_up_block
 from protocol.languages import Language
 from protocol.signing import SigningKey
-from protocol.slots import slot_header
-from shipboard.crew import CrewRegister
+from shipboard.casebook import Casebook, CaseEntry
+from shipboard.crew import CrewRegister, SignedIn
 from shipboard.database import Transaction, VesselDatabase
 from shipboard.errors import QuotaExceeded
-from shipboard.grievance_slots import DailySlots, SlotPolicy
 from shipboard.inbox import DeliveryStage, Filed, Inbox
+from shipboard.lane import Reservoir, VesselLane
 from shipboard.outbox import Outbox
 from shipboard.sessions_log import LinkSession, SessionOutcome, SessionsLog
 from shipboard.states import MessageState
@@ -369,52 +373,88 @@ def test_sessions_log_keeps_each_session_by_month_across_a_restart(tmp_path: Pat
         reopened.close()
 
 
-# --- daily slots ---------------------------------------------------------------------------
+# --- the grievance lane's reservoir and the casebooks -------------------------------------
+
+PERIOD_S = 60
 
 
-class _Union:
-    def __init__(self, union_id: int) -> None:
-        self.union_id = union_id
-        self.private = nacl.public.PrivateKey.generate()
-        self.public_key = bytes(self.private.public_key)
-
-
-def test_daily_slots_look_the_same_whatever_was_filed(database: VesselDatabase) -> None:
-    """Two crew members, one union: each has a slot today and tomorrow. One files a
-    report: the disk still holds the same number of rows of the same size per crew member
-    and day, the report leaves when the day is over, and the cover it replaced is gone
-    from the file, its WAL and its SHM."""
+def _lane_vessel(path: Path) -> tuple[VesselDatabase, Outbox, VesselLane, list[SignedIn]]:
+    database = VesselDatabase.open(path)
     register = CrewRegister(database)
+    signed = []
     for name, document in (("Aung", "SB-1"), ("Ko", "SB-2")):
-        register.add(name=name, document=document, nationality="MM", language=Language.MYA, now=NOW)
+        member, pin = register.add(
+            name=name, document=document, nationality="MM", language=Language.MYA, now=NOW
+        )
+        signed.append(register.sign_in(member.crew, pin))
     outbox = Outbox(database, VESSEL_ID)
-    union = _Union(1)
-    policy = SlotPolicy(slot_bytes=2048, period_s=86_400, unions=(union,))
-    slots = DailySlots(outbox, register, policy)
-    outbox.before_pending = slots.ensure
-    assert slots.ensure(NOW) == 4  # 2 crew x (today, tomorrow)
-    assert slots.ensure(NOW) == 0
+    lane = VesselLane.start(database, outbox, LaneShape(period_s=PERIOD_S), NOW)
+    return database, outbox, lane, signed
 
-    def shape() -> list[tuple[int, float, int]]:
-        found = []
-        for _, _, _, sealed, release in outbox.slot_releases(0):
-            header = slot_header(sealed)
-            assert header is not None
-            found.append((header.crew, release, len(sealed)))
-        return sorted(found)
 
-    before = shape()
-    first_release = min(release for *_, release in outbox.slot_releases(0))
-    (today_cover,) = [
-        sealed
-        for _, _, _, sealed, release in outbox.slot_releases(0)
-        if release == first_release and (header := slot_header(sealed)) and header.crew == 1
-    ]
-    seq = slots.file(1, union, b"sealed report" * 10, b"k" * 32, NOW)
-    assert seq is not None
-    assert shape() == before
-    assert seq not in {p.message_seq for p in outbox.pending_messages(NOW)}
-    release = next(r for s, *_, r in outbox.slot_releases(0) if s == seq)
-    assert seq in {p.message_seq for p in outbox.pending_messages(release)}
-    database.checkpoint()
-    assert today_cover not in _on_disk(database.path)
+def test_lane_reservoir_and_casebooks_look_the_same_whatever_was_filed(tmp_path: Path) -> None:
+    """Two vessels start their grievance lane at the same moment; on one, a crew member
+    files a report. On disk both hold the same number of reservoir rows with the same
+    order keys and blocks of one size, and every crew member's casebook is the same size;
+    the report's blocks took the place of cover rows in place and leave at the next
+    period's end, and the cover they replaced is gone from the file, its WAL and its SHM."""
+    union = nacl.public.PrivateKey.generate()
+    quiet = _lane_vessel(tmp_path / "quiet.sqlite3")
+    busy = _lane_vessel(tmp_path / "busy.sqlite3")
+    try:
+
+        def shape(lane: VesselLane) -> list[tuple[int, int]]:
+            return [(key, len(block)) for _, key, block in Reservoir(lane.database).snapshot()]
+
+        database, outbox, lane, signed = busy
+        assert shape(lane) == shape(quiet[2])
+        before = {row_id: block for row_id, _, block in Reservoir(database).snapshot()}
+        entry = CaseEntry("1-123456789012", 1, int(NOW // 60), "1234", "B")
+        filed = lane.file(
+            b"a sealed report " * 30,
+            bytes(union.public_key),
+            report_number=entry.report_number,
+            now=NOW + 1,
+            also=lambda tx: Casebook.add_case(tx, signed[0].member.crew, signed[0].case_key, entry),
+        )
+        assert filed.fragments == 2
+        after = {row_id: block for row_id, _, block in Reservoir(database).snapshot()}
+        replaced = [before[row_id] for row_id in before if after[row_id] != before[row_id]]
+        assert len(replaced) == 2
+        assert set(after) == set(before)
+        assert shape(lane) == shape(quiet[2])
+        assert Casebook(database).sizes() == Casebook(quiet[0]).sizes() == [4096, 4096]
+        disk = _on_disk(database.path)
+        for cover in replaced:
+            assert cover not in disk
+        # the next two periods carry the report (the oldest rows leave first)
+        for step in (1, 2):
+            at = NOW + step * PERIOD_S
+            assert lane.release_due(at) == quiet[2].release_due(at) == 1
+        opened = []
+        for pending in outbox.pending_messages(NOW + 2 * PERIOD_S):
+            stages = outbox.message_stages(pending.message_seq)
+            assert stages is not None
+            assert stages["kind"] == "lane"
+        _, data = outbox.make_batch(
+            [p.message_seq for p in outbox.pending_messages(NOW + 2 * PERIOD_S)],
+            default_codebook(),
+            SigningKey.from_seed(bytes(32)),
+            NOW + 2 * PERIOD_S,
+        )
+        batch = decode_batch(
+            data,
+            codebook=default_codebook(),
+            verify_key=SigningKey.from_seed(bytes(32)).verify_key,
+            direction=Direction.UPLINK,
+        )
+        for envelope in batch.envelopes:
+            assert isinstance(envelope, LaneBlock)
+            opened.append(open_up_block(envelope.block, bytes(union)))
+        assert [f is not None for f in opened] == [True, True]
+        assert shape(lane) == shape(quiet[2])
+        assert Casebook(database).read(signed[0].member.crew, signed[0].case_key) == [entry]
+        assert Casebook(database).read(signed[1].member.crew, signed[1].case_key) == []
+    finally:
+        quiet[0].close()
+        busy[0].close()

@@ -3,7 +3,8 @@
  * Enrolment at first use: an Ed25519 key pair (crypto_sign_keypair) kept in this
  * browser's localStorage; the union's X25519 key is pinned by its fingerprint once the
  * crew member says it matches the union's card. A report is an A1 message (UTF-8 JSON,
- * keys in the order of protocol.sealing.a1_message), signed over
+ * keys in the order of protocol.sealing.a1_message, with the case number the agent drew
+ * for this page in "case", so the union files it under that number), signed over
  * "vessel-relay grievance A1\0" + message, padded to the buckets of
  * protocol/sealing.py (0x80 then zeros), sealed with crypto_box_seal to the pinned key,
  * and only that ciphertext is sent to the vessel's agent. No framework, no other JS. */
@@ -154,10 +155,11 @@
         category: category,
         text: text,
         lang: root.dataset.lang,
-        receipt: receipt,
-        written: Math.floor(Date.now() / 60000),
-        anonymous: anonymous
+        receipt: receipt
       };
+      if (root.dataset.case) { fields["case"] = root.dataset.case; }
+      fields.written = Math.floor(Date.now() / 60000);
+      fields.anonymous = anonymous;
       if (!anonymous && root.dataset.name) { fields.name = root.dataset.name; }
       if (!anonymous && root.dataset.document) { fields.document = root.dataset.document; }
       if (root.dataset.replyKey) { fields.reply_key = root.dataset.replyKey; }
@@ -184,13 +186,22 @@
       if (padded === null) { say("long"); return; }
       var sealed = sodium.crypto_box_seal(padded, unb64(union.dataset.key));
       button.disabled = true;
-      fetch("/report/phone/sealed?union=" + encodeURIComponent(union.value), {
+      var target = "/report/phone/sealed?union=" + encodeURIComponent(union.value);
+      if (root.dataset.case) { target += "&case=" + encodeURIComponent(root.dataset.case); }
+      fetch(target, {
         method: "POST",
         credentials: "same-origin",
         headers: { "content-type": "application/octet-stream", "x-csrf-token": root.dataset.csrf },
         body: sealed
       }).then(function (response) {
-        if (!response.ok) { throw new Error("HTTP " + response.status); }
+        if (!response.ok) {
+          /* the agent's sentence (the channel is full until ..., too long ...), if any */
+          return response.json().catch(function () { return {}; }).then(function (refused) {
+            var failure = new Error("HTTP " + response.status);
+            failure.detail = refused && typeof refused.detail === "string" ? refused.detail : "";
+            throw failure;
+          });
+        }
         return response.json();
       }).then(function (filed) {
         document.getElementById("case").textContent = filed.case_number;
@@ -201,9 +212,12 @@
         var kept = JSON.parse(localStorage.getItem("vr.a1.cases") || "[]");
         kept.push({ vessel: vessel, crew: crew, case_number: filed.case_number, receipt: receipt });
         localStorage.setItem("vr.a1.cases", JSON.stringify(kept));
-      }).catch(function () {
+      }).catch(function (failure) {
         button.disabled = false;
         say("failed");
+        if (failure && failure.detail) {
+          message.textContent = word("failed") + " " + failure.detail;
+        }
       });
     }
 
