@@ -68,7 +68,7 @@ from shipboard.errors import (
     UnknownContact,
     UnknownUnion,
 )
-from shipboard.lane import FiledInLane, LaneProgress, VesselLane
+from shipboard.lane import FiledInLane, LaneOnDemand, LaneProgress
 from shipboard.lane_plan import LaneFull, ReportTooLong, ReservoirParams
 from shipboard.outbox import AcceptedMessage, Outbox, QuotaStatus
 from shipboard.sos_limit import SosLimitPolicy, SosWithoutPinLimit
@@ -312,8 +312,11 @@ class Intake:
         #: What the crew's doors read (their messages, cases and inbox).
         self.view = view
         if lane is None and config.quota.daily_slots and isinstance(outbox, Outbox):
-            Casebook(outbox).ensure_all()
-            lane = VesselLane.open(outbox, config.quota.lane_shape(), clock())
+            # started at first use (it writes): intake works on a disk that refuses writes
+            casebooks = Casebook(outbox)
+            lane = LaneOnDemand(
+                outbox, config.quota.lane_shape(), clock, before_start=casebooks.ensure_all
+            )
         self.lane: GrievanceLane | None = lane
         # Quotas renew on the first of the month in the vessel's time zone, not UTC's.
         outbox.use_time_zone(config.time_zone)

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import math
 import os
 import threading
 import weakref
@@ -71,7 +72,9 @@ from shipboard.states import MessageState
 
 __all__ = [
     "MAX_CATCH_UP_DAYS",
+    "FiledInLane",
     "LaneItem",
+    "LaneOnDemand",
     "LaneOutbox",
     "LaneProgress",
     "Reservoir",
@@ -453,6 +456,66 @@ class VesselLane:
         for report_id, seq in zip(carrying, seqs, strict=True):
             if report_id is not None and report_id in self._carried:
                 self._carried[report_id].append(seq)
+
+
+class LaneOnDemand:
+    """The database's :class:`VesselLane`, started the first time it is needed.
+
+    Starting writes (cover rows, the credit), so an agent whose disk is full or read-only
+    still starts, signs crew in and answers 451/503 to a report; each use tries the start
+    again (:class:`~shipboard.errors.OutboxUnavailable` until the disk works)."""
+
+    def __init__(
+        self,
+        outbox: LaneOutbox,
+        shape: LaneShape,
+        clock: Callable[[], float],
+        *,
+        before_start: Callable[[], object] | None = None,
+    ) -> None:
+        self.outbox = outbox
+        self.shape = shape
+        self.clock = clock
+        self._before_start = before_start
+        self._lane: VesselLane | None = None
+        self._lock = threading.Lock()
+
+    def started(self) -> VesselLane:
+        """The running lane (started now if it was not; raises ``OutboxUnavailable``)."""
+        with self._lock:
+            if self._lane is None:
+                if self._before_start is not None:
+                    self._before_start()
+                self._lane = VesselLane.open(self.outbox, self.shape, self.clock())
+            return self._lane
+
+    def file(
+        self,
+        sealed_report: bytes,
+        union_public_key: bytes,
+        *,
+        report_number: int,
+        now: float,
+        also: Callable[[Transaction], None] | None = None,
+    ) -> FiledInLane:
+        """:meth:`VesselLane.file`."""
+        return self.started().file(
+            sealed_report, union_public_key, report_number=report_number, now=now, also=also
+        )
+
+    def release_due(self, now: float) -> int:
+        """:meth:`VesselLane.release_due`."""
+        return self.started().release_due(now)
+
+    def next_release_at(self) -> float:
+        """:meth:`VesselLane.next_release_at` (never, while it cannot start)."""
+        lane = self._lane
+        return math.inf if lane is None else lane.next_release_at()
+
+    def progress(self, report_number: int) -> LaneProgress | None:
+        """:meth:`VesselLane.progress` (None while it has not started)."""
+        lane = self._lane
+        return None if lane is None else lane.progress(report_number)
 
 
 def _database_of(outbox: object) -> OnDatabase:

@@ -11,12 +11,12 @@ import httpx
 import pytest
 
 from protocol.codebook import Codebook
-from protocol.sealing import GrievanceCategory, GrievancePlaintext, open_grievance
-from protocol.slots import SlotKind, open_slot, slot_header
+from protocol.sealing import GrievanceCategory, GrievancePlaintext
 from shipboard.config import ShipConfig
 from shipboard.http_api import ApiTokens, create_app
 from shipboard.intake import Intake
 from shipboard.outbox import Outbox
+from tests.kit.lane import blocks_on_board, union_reads
 from vessel_relay.demo.keys import demo_union_private_key
 
 from .conftest import VESSEL_ID, Crew
@@ -150,32 +150,37 @@ async def test_grievance_is_sealed_and_tracked(
     assert filed.status_code == 201
     report = filed.json()
     assert report["case_number"] == f"{VESSEL_ID}-{report['message_seq']}"
+    assert len(str(report["message_seq"])) == 12  # a lane report number: no message row
     assert len(report["receipt_code"]) == 16
     with outbox.reading() as db:
-        sealed, crew_column = db.execute(
-            "SELECT sealed, crew FROM messages WHERE message_seq = ?", (report["message_seq"],)
-        ).fetchone()
-    assert crew_column is None
-    opened = _open_report(bytes(sealed), codebook)
+        assert (
+            db.execute(
+                "SELECT 1 FROM messages WHERE message_seq = ?", (report["message_seq"],)
+            ).fetchall()
+            == []
+        )
+    (opened,) = _open_reports(outbox, codebook)
     assert opened.category is GrievanceCategory.WITHHOLDING_OF_WAGES
     assert opened.text == "လစာ သုံးလ မရသေးပါ"
     assert opened.receipt_code == report["receipt_code"]
     assert opened.crew_document == crew.member.document
+    assert opened.case_number == report["case_number"]  # the union files it under this number
     inbox = (await api.get("/api/inbox", headers=auth)).json()
     assert inbox["cases"] == [report["message_seq"]]
-    stages = await api.get(f"/api/messages/{report['message_seq']}", headers=auth)
-    assert stages.status_code == 200
-    assert "reporter_tag" not in stages.json()
+    case = await api.get(f"/api/cases/{report['message_seq']}", headers=auth)
+    assert case.status_code == 200
+    shown = case.json()
+    assert shown["case_number"] == report["case_number"]
+    assert shown["receipt_code"] == report["receipt_code"]
+    assert shown["state"] == "queued"  # its blocks wait for the end of the lane period
+    assert shown["notes"] == []
+    assert "reporter_tag" not in shown
 
 
-def _open_report(sealed: bytes, codebook: Codebook) -> GrievancePlaintext:
-    """Open a stored report as the union does: a daily slot (on by default) first."""
-    if slot_header(sealed) is not None:
-        slot = open_slot(sealed, demo_union_private_key())
-        assert slot is not None
-        assert slot.kind is SlotKind.GRIEVANCE
-        sealed = slot.payload
-    return open_grievance(sealed, demo_union_private_key(), codebook)
+def _open_reports(outbox: Outbox, codebook: Codebook) -> list[GrievancePlaintext]:
+    """Every report on board, opened as the union does: the lane's blocks tried with its
+    key, fragments put together."""
+    return union_reads(blocks_on_board(outbox), demo_union_private_key(), codebook)
 
 
 async def test_anonymous_report_carries_no_name(
@@ -188,12 +193,8 @@ async def test_anonymous_report_carries_no_name(
         json={"union": 1, "category": 6, "text": "threats", "lang": "eng", "anonymous": True},
         headers=auth,
     )
-    seq = filed.json()["message_seq"]
-    with outbox.reading() as db:
-        (sealed,) = db.execute(
-            "SELECT sealed FROM messages WHERE message_seq = ?", (seq,)
-        ).fetchone()
-    opened = _open_report(bytes(sealed), codebook)
+    assert filed.status_code == 201
+    (opened,) = _open_reports(outbox, codebook)
     assert opened.crew_name is None
     assert opened.crew_document is None
 
