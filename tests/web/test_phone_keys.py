@@ -5,8 +5,9 @@ test holds. In Chromium a crew member signs in, opens the mode-A page, which mak
 Ed25519 key pair in the phone's storage, shows the union key's fingerprint to compare,
 and seals and signs a Burmese report with the vendored libsodium. The test then checks
 that the agent's files hold no plaintext, that the union opens what the phone sent with a
-verified phone signature whose fingerprint the page showed, and that a report a modified
-agent makes with its own key opens as another signer.
+verified phone signature whose fingerprint the page showed and the case number the agent
+drew for the page inside the seal, and that a report a modified agent makes with its own
+key opens as another signer.
 """
 
 from __future__ import annotations
@@ -34,7 +35,6 @@ from protocol.sealing import (
     open_grievance,
     seal_grievance_a1,
 )
-from protocol.slots import open_slot, slot_header
 from shipboard.config import UnionConfig
 from shipboard.crew import CrewRegister
 from shipboard.errors import BadText
@@ -44,6 +44,7 @@ from shipboard.outbox import Outbox
 from shore.union.keys import load_union
 from vessel_relay.demo.defaults import demo_ship_config
 
+from ..kit.lane import blocks_on_board, union_reads
 from ..kit.ports import free_port
 from ..union.test_union_inbox import NOW, World, _cli, _uplink, world  # noqa: F401
 from .test_crew_page import CHROMIUM_ARGS
@@ -116,19 +117,6 @@ def _sign_in(page: Page, agent: Agent) -> None:
     page.fill("input[name=pin2]", NEW_PIN)
     page.click("form[action='/pin'] button")
     page.wait_for_url("**/home")
-
-
-def _sealed_reports(outbox: Outbox) -> dict[int, bytes]:
-    """The grievance lane's rows that hold a report for this union (slots opened)."""
-    found: dict[int, bytes] = {}
-    for seq, _, _, sealed in outbox.slot_rows(0):
-        if slot_header(sealed) is not None:
-            opened = open_slot(sealed, bytes(UNION))
-            if opened is None:
-                continue  # cover
-            sealed = opened.payload
-        found[seq] = sealed
-    return found
 
 
 def test_phone_enrols_seals_and_signs_and_the_agent_sees_only_ciphertext(agent: Agent) -> None:
@@ -221,18 +209,25 @@ def test_phone_enrols_seals_and_signs_and_the_agent_sees_only_ciphertext(agent: 
             assert CANARY.encode() not in data, path
             assert "CANARY-A1-7f3e".encode("utf-16-le") not in data, path
 
-    # the union opens it: the phone's signature verifies and names the phone's key
-    seq = int(case_number.split("-")[1])
-    reports = _sealed_reports(agent.outbox)
-    assert seq in reports
-    opened = open_grievance(reports[seq], bytes(UNION), codebook)
+    # the union opens it from the lane's blocks: the phone's signature verifies and names
+    # the phone's key, and the case number the page drew is inside the seal ("case")
+    (opened,) = union_reads(blocks_on_board(agent.outbox), bytes(UNION), codebook)
+    assert opened.case_number == case_number
+    assert case_number.startswith(f"{agent.intake.config.vessel.vessel_id}-")
+    assert len(case_number.split("-")[1]) == 12
     assert opened.text == CANARY
     assert opened.signer_key == phone_key
     assert opened.receipt_code == receipt
     assert opened.crew_name == "Aung Min"
     assert opened.reply_key is not None
     # the same bytes the browser posted (a JS-made ciphertext opens in Python)
-    assert open_grievance(posted[0], bytes(UNION), codebook).signer_key == phone_key
+    from_browser = open_grievance(posted[0], bytes(UNION), codebook)
+    assert from_browser.signer_key == phone_key
+    assert from_browser.case_number == case_number
+    # the reporter finds the case on board by their PIN (the casebook), mode A: no receipt
+    who = agent.intake.register.sign_in(agent.crew, NEW_PIN)
+    (entry,) = agent.intake.view.casebook(agent.crew, who.case_key)
+    assert (entry.case_number, entry.receipt_code, entry.mode) == (case_number, None, "A")
 
     # a modified agent makes its own report with its own key: it opens as another signer
     forged = GrievancePlaintext(
