@@ -69,7 +69,7 @@ from shipboard.errors import (
     UnknownUnion,
 )
 from shipboard.lane import FiledInLane, LaneOnDemand, LaneProgress
-from shipboard.lane_plan import LaneFull, ReportTooLong, ReservoirParams
+from shipboard.lane_plan import LaneFull, ReportTooLong
 from shipboard.outbox import AcceptedMessage, Outbox, QuotaStatus
 from shipboard.sos_limit import SosLimitPolicy, SosWithoutPinLimit
 from shipboard.states import MessageKind
@@ -155,6 +155,10 @@ class GrievanceLane(Protocol):
 
     def next_release_at(self) -> float:
         """When the next period ends."""
+        ...
+
+    def most_report_bytes(self) -> int:
+        """The longest sealed report the lane ever carries."""
         ...
 
     def progress(self, report_number: int) -> LaneProgress | None:
@@ -527,12 +531,11 @@ class Intake:
         self._ring(MessageKind.GRIEVANCE)
 
     def lane_limit_kb(self) -> int:
-        """The longest sealed report the lane ever carries, in KB (rounded down)."""
+        """The longest sealed report the lane ever carries, in KB (rounded down, at least
+        one: what the crew member is told)."""
         if self.lane is None:
             return MAX_GRIEVANCE_BYTES // 1024
-        shape = self.lane.shape
-        pool = ReservoirParams.for_lane(shape).pool_rows
-        return pool * shape.up_payload_bytes // 1024
+        return max(1, self.lane.most_report_bytes() // 1024)
 
     def _local_time(self, seconds: float) -> str:
         moment = datetime.fromtimestamp(seconds, UTC).astimezone(self.config.time_zone)

@@ -330,6 +330,10 @@ class VesselLane:
         with self._lock:
             return self._planner.row_count
 
+    def most_report_bytes(self) -> int:
+        """The longest sealed report this lane ever carries (its pool of rows, full)."""
+        return self._planner.params.pool_rows * self.shape.up_payload_bytes
+
     def free_rows(self) -> int:
         """Rows this run may write a report over now."""
         with self._lock:
@@ -506,6 +510,13 @@ class LaneOnDemand:
     def release_due(self, now: float) -> int:
         """:meth:`VesselLane.release_due`."""
         return self.started().release_due(now)
+
+    def most_report_bytes(self) -> int:
+        """:meth:`VesselLane.most_report_bytes` (the lane's own sizes for its shape)."""
+        lane = self._lane
+        if lane is not None:
+            return lane.most_report_bytes()
+        return ReservoirParams.for_lane(self.shape).pool_rows * self.shape.up_payload_bytes
 
     def next_release_at(self) -> float:
         """:meth:`VesselLane.next_release_at` (never, while it cannot start)."""

@@ -428,10 +428,19 @@ class LinkStatistics:
     billed_this_month_bytes: int = 0
 
 
-async def _wait_any(events: Sequence[asyncio.Event], timeout_s: float) -> None:
+async def _wait_any(
+    events: Sequence[asyncio.Event], timeout_s: float, timers: Timers | None = None
+) -> None:
+    """Until one of ``events`` is set or ``timeout_s`` passed on ``timers``' clock (the
+    event loop's when None; a test's fake clock jumps instead of waiting)."""
     waiters = [asyncio.ensure_future(event.wait()) for event in events]
     try:
-        await asyncio.wait(waiters, timeout=max(0.0, timeout_s), return_when="FIRST_COMPLETED")
+        if timers is None:
+            await asyncio.wait(waiters, timeout=max(0.0, timeout_s), return_when="FIRST_COMPLETED")
+        else:
+            await timers.wait_for(
+                asyncio.wait(waiters, return_when="FIRST_COMPLETED"), max(0.0, timeout_s)
+            )
     finally:
         for waiter in waiters:
             waiter.cancel()
@@ -512,13 +521,16 @@ async def run_link(
     session_runner: SessionRunner = run_session,
     outbox_retry_s: float = 60.0,
     lane: LaneReleases | None = None,
+    timers: Timers | None = None,
 ) -> None:
     """Run the link until ``stopping`` is set: release the grievance lane's ended periods,
     plan, maybe run a session, sleep, repeat.
 
     ``lane`` is the agent's grievance lane (None: nothing to release, as for an outbox
     fake); its blocks are released here at each period's end, before the snapshot, so a
-    session that opens then carries them.
+    session that opens then carries them. ``timers`` is what the loop sleeps on between
+    plans (the event loop's clock when None; scenarios pass their fake clock, which must
+    then also be ``clock``).
 
     ``doorbell`` is rung by intake whenever the outbox changed. Each session is kept in
     ``sessions`` (default: the sessions log of the outbox's database; none for an outbox
@@ -566,7 +578,7 @@ async def run_link(
         except OutboxUnavailable as exc:
             # Nothing can be sent or recorded now; intake refuses too. Try again later.
             log.error("outbox unavailable (%s); link waits %.0f s", exc, outbox_retry_s)
-            await _wait_any((stopping,), outbox_retry_s)
+            await _wait_any((stopping,), outbox_retry_s, timers)
             continue
         plan = make_plan(snapshot, profile, policy, now)
         stats.last_plan = plan
@@ -627,5 +639,5 @@ async def run_link(
         wake_at = plan.timer if not plan.open_session else max(plan.timer, backoff_until)
         if lane is not None:
             wake_at = min(wake_at, lane.next_release_at())
-        await _wait_any((stopping, doorbell), wake_at - clock())
+        await _wait_any((stopping, doorbell), wake_at - clock(), timers)
     log.info("link stopped")

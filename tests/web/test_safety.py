@@ -233,10 +233,15 @@ async def test_the_quota_sentence_is_counted_in_the_crew_language(vessel: Vessel
 
 
 async def test_case_status_updates_show_as_a_timeline(vessel: Vessel) -> None:
-    """The union moves the case on; the reporter's inbox shows the case's timeline in
-    their language (Khmer here), oldest step first."""
+    """The union moves the case on (its notes come down the vessel's lane, among cover);
+    the reporter's inbox shows the case's timeline in their language (Khmer here), oldest
+    step first, with the union's words; another crew member's key finds nothing."""
+    import nacl.public
+
     from protocol.batch import Direction, decode_batch, encode_batch
-    from protocol.envelopes import CaseStatus, CaseStatusUpdate
+    from protocol.cases import CaseNote, reporter_reply_keys
+    from protocol.envelopes import CaseStatus, LaneBlock
+    from protocol.lane import LaneShape, cover_down_block, seal_down_blocks
     from protocol.signing import SigningKey
 
     csrf = await signed_in_with_own_pin(vessel)
@@ -246,14 +251,28 @@ async def test_case_status_updates_show_as_a_timeline(vessel: Vessel) -> None:
     )
     match = re.search(r'id="case">(\d+)-(\d+)<', report.text)
     assert match
+    case = f"{match.group(1)}-{match.group(2)}"
+    reply_key = reporter_reply_keys(
+        vessel.intake.register.sign_in(vessel.crew, "80808080").case_key
+    ).public_key
+    size = LaneShape().down_block_bytes
     key = SigningKey.from_seed(bytes(range(3, 35)))
     codebook = vessel.intake.codebook
-    for seq, status in enumerate((CaseStatus.RECEIVED, CaseStatus.IN_PROGRESS), start=1):
-        update = CaseStatusUpdate(
-            report_seq=int(match.group(2)), status=status, written_minutes=30_000_000 + seq
-        )
+    notes = (
+        (CaseStatus.ACKNOWLEDGED, None),
+        (CaseStatus.IN_PROGRESS, "We wrote to the owner."),
+    )
+    for seq, (status, said) in enumerate(notes, start=1):
+        note = CaseNote(case, status, 30_000_000 + seq, said, Language.ENG if said else None)
+        blocks = [
+            cover_down_block(bytes(nacl.public.PrivateKey.generate().public_key), size),
+            *seal_down_blocks(note, reply_key, size, bytes([seq]) * 8),
+        ]
         data = encode_batch(
-            [update],
+            [
+                LaneBlock(period=20_000 + seq, index=i, block=b, written_minutes=30_000_000)
+                for i, b in enumerate(blocks)
+            ],
             direction=Direction.DOWNLINK,
             vessel_id=vessel.intake.config.vessel.vessel_id,
             batch_seq=seq,
@@ -267,10 +286,12 @@ async def test_case_status_updates_show_as_a_timeline(vessel: Vessel) -> None:
         vessel.intake.outbox.apply_downlink(batch, 1.8e9)
     inbox = await vessel.client.get("/inbox")
     text = inbox.text
-    received, working = "សហជីពបានទទួល", "សហជីពកំពុងដោះស្រាយ"  # Khmer page
-    assert f"ករណី {match.group(1)}-{match.group(2)}" in text
+    received, working = "សហជីពកំពុងពិនិត្យ", "សហជីពកំពុងដោះស្រាយ"  # Khmer page
+    assert f"ករណី {case}" in text
     timeline = text[text.index('<section class="case">') :]
     assert timeline.index(received) < timeline.index(working)
+    assert "We wrote to the owner." in timeline
+    assert vessel.intake.outbox.lane_blocks()  # kept on board, with no crew number
 
 
 async def test_message_stages_and_failure_reason_in_the_crew_language(vessel: Vessel) -> None:
