@@ -17,15 +17,23 @@ from email.message import EmailMessage
 from pathlib import Path
 
 import httpx
+import nacl.public
 import pytest
 
+from common.codebooks import default_codebook
 from common.keyfiles import new_signing_key
 from protocol.languages import Language
 from shipboard.config import load_config, to_toml
 from shipboard.crew import CrewRegister
+from shipboard.lane import VesselLane
 from shipboard.outbox import Outbox
+from tests.kit.lane import blocks_on_board, union_reads
 from tests.kit.ports import accepts_connections, free_port
+from tests.kit.powercut import PowerCut, build_shim
 from tests.kit.ship_config import own_keys_document
+
+#: The union reports are sealed to (its private key is this test's).
+UNION = nacl.public.PrivateKey(bytes(range(40, 72)))
 
 
 @dataclass
@@ -42,6 +50,7 @@ class Vessel:
 def vessel(tmp_path: Path) -> Vessel:
     data = tmp_path / "vessel"
     document = own_keys_document(data)
+    document["unions"][0]["public_key"] = bytes(UNION.public_key).hex()
     smtp_port, http_port = free_port(), free_port()
     document["intake"].update(smtp_port=smtp_port, http_port=http_port)
     data.mkdir()
@@ -72,7 +81,7 @@ def vessel(tmp_path: Path) -> Vessel:
     return Vessel(config_path, data, smtp_port, http_port, member.crew, pin)
 
 
-def _start(vessel: Vessel) -> subprocess.Popen[bytes]:
+def _start(vessel: Vessel, environment: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     process = subprocess.Popen(
         [
             sys.executable,
@@ -87,6 +96,7 @@ def _start(vessel: Vessel) -> subprocess.Popen[bytes]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         cwd=vessel.data,
+        env={**os.environ, **(environment or {})},
     )
     deadline = time.monotonic() + 30
     while not (
@@ -192,3 +202,58 @@ def test_sigterm_stops_cleanly_and_grievance_words_stay_sealed(vessel: Vessel) -
     for path in vessel.data.glob("outbox.sqlite3*"):
         assert secret_words.encode() not in path.read_bytes(), path.name
     assert os.path.exists(vessel.data / "outbox.sqlite3")
+
+
+def test_a_report_survives_a_power_cut_right_after_filed(vessel: Vessel, tmp_path: Path) -> None:
+    """A crew member files a report and sees "filed" (201); the power goes at that very
+    moment (SIGKILL, and only what was fsynced is left on the disk). The report is whole
+    in the grievance lane (the union opens it from the blocks, under the case number the
+    crew member was shown), and once the agent is back it leaves with the next periods."""
+    power = PowerCut(vessel.data, tmp_path / "durable", build_shim(tmp_path / "shim"))
+    power.snapshot()
+    process = _start(vessel, power.environment())
+    try:
+        base = f"http://127.0.0.1:{vessel.http_port}"
+        with httpx.Client(base_url=base, timeout=10) as client:
+            login = client.post("/api/login", json={"crew": vessel.crew, "pin": vessel.pin})
+            assert login.status_code == 200
+            filed = client.post(
+                "/api/grievances",
+                json={
+                    "union": 1,
+                    "category": "retention_of_documents",
+                    "text": "The captain keeps our passports. " * 20,
+                    "lang": "eng",
+                },
+                headers={"authorization": f"Bearer {login.json()['token']}"},
+            )
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.communicate()
+    assert filed.status_code == 201
+    case_number = filed.json()["case_number"]
+    cut = power.cut()
+    config = load_config(vessel.config)
+    codebook = default_codebook()
+    outbox = Outbox.open(config.database_path, config.vessel.vessel_id)
+    try:
+        (report,) = union_reads(blocks_on_board(outbox), bytes(UNION), codebook)
+        assert report.case_number == case_number, f"after the cut ({cut})"
+        assert report.text == ("The captain keeps our passports. " * 20).strip()
+        # the agent is back: every row is of unknown content to it now, and still leaves
+        shape = config.quota.lane_shape()
+        now = time.time()
+        lane = VesselLane.start(outbox, outbox, shape, now)
+        lane.release_due(now + 12 * shape.period_s)
+        with outbox.reading() as db:
+            released = [
+                bytes(block)
+                for (block,) in db.execute(
+                    "SELECT sealed FROM messages WHERE kind = 'lane' ORDER BY message_seq"
+                )
+            ]
+        assert [r.case_number for r in union_reads(released, bytes(UNION), codebook)] == [
+            case_number
+        ]
+    finally:
+        outbox.close()
