@@ -72,7 +72,7 @@ LETTERS = {
     "lao": "ກຂຄງຈຊຍດຕຖທນບປຜຝພຟມຢຣລວສຫອຮ",
     "english": "abcdefghijklmnopqrstuvwxyz",
 }
-LONG_FILLER_CHARS = 4000
+LONG_FILLER_CHARS = 1200
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +80,7 @@ class Canary:
     kind: Kind
     serial: int
     long: bool = False
-    """With random letters after it: too long for a daily slot, it travels on its own."""
+    """With random letters after it: it spans several blocks of the grievance lane."""
 
     @property
     def text(self) -> str:
@@ -95,10 +95,11 @@ class Canary:
 
 
 def canaries(count: int) -> list[Canary]:
-    """``count`` distinct canaries, the kinds in turn, serials from 1000; every other round
-    long (so that it leaves on its own rather than in its writer's daily slot)."""
+    """``count`` distinct canaries, the kinds in turn, serials from 1000; every third round
+    long (so that it spans several blocks of the lane, and a report's blocks mix with
+    other reports' on board)."""
     return [
-        Canary(KINDS[n % len(KINDS)], FIRST_SERIAL + n, long=(n // len(KINDS)) % 2 == 1)
+        Canary(KINDS[n % len(KINDS)], FIRST_SERIAL + n, long=(n // len(KINDS)) % 3 == 2)
         for n in range(count)
     ]
 

@@ -23,7 +23,7 @@ from shipboard.http_api import _slot_notes
 from shore.downlink import Downlink, DownlinkConfig
 from shore.store import SqliteStore, VesselInfo
 from shore.union_api import queue_case_note
-from tests.union.test_daily_slots import DAY, VESSEL_KEY, _vessel
+from tests.union.test_daily_slots import DAY, VESSEL_KEY, _vessel, leave_old_slots
 
 SHORE_KEY = SigningKey.from_seed(bytes(range(2, 34)))
 PERIOD = 600  # ten minutes
@@ -36,7 +36,7 @@ async def test_notes_ride_the_reporters_slots_one_per_period_and_only_they_open_
     store = await SqliteStore.open(tmp_path / "relay.db")
     info = VesselInfo("Sea Star", "TH", "TH-0042", "Owner Co", unions=(7,))
     vessel_id = await store.add_vessel(info, VESSEL_KEY.verify_key.key, 0.0)
-    outbox, intake, _, signed = _vessel(tmp_path / "ship", vessel_id, crew=2)
+    outbox, _, _, signed = _vessel(tmp_path / "ship", vessel_id, crew=2)
     reporter, other = signed
     now = DAY * SECONDS_PER_DAY + 60.0
     config = DownlinkConfig(slot_period_s=PERIOD)
@@ -64,8 +64,9 @@ async def test_notes_ride_the_reporters_slots_one_per_period_and_only_they_open_
         return found
 
     try:
-        # the crew's uplink slots reach the relay; the reporter's is their report
-        intake.ensure_slots(now)
+        # the crew's uplink slots (as the release before the lane left them on board)
+        # reach the relay
+        leave_old_slots(outbox, [reporter.member.crew, other.member.crew], 7, now)
         release = (DAY + 1) * SECONDS_PER_DAY + 1.0
         seqs = [m.message_seq for m in outbox.pending_messages(release)]
         _, data = outbox.make_batch(seqs, codebook, VESSEL_KEY, release)

@@ -103,7 +103,9 @@ def test_silence_alerts() -> None:
 
 
 def test_slot_period_divides_a_day_and_the_config_checks_it(tmp_path: Path) -> None:
-    """``[grievances] slot_period_s``: a divisor of a day from 10 s; slots on by default."""
+    """``[grievances] slot_period_s`` (the slots' period, now the grievance lane's): a
+    divisor of a day from 10 s, the lane's six hours by default and at most (a longer
+    period would delay every report); the lane on by default."""
     from shipboard.config import parse_config
     from shipboard.errors import ConfigError
     from vessel_relay.demo.defaults import demo_ship_config, demo_ship_document
@@ -115,11 +117,12 @@ def test_slot_period_divides_a_day_and_the_config_checks_it(tmp_path: Path) -> N
             check_slot_period(bad)
     quota = demo_ship_config(tmp_path).quota
     assert quota.daily_slots
-    assert quota.slot_period_s == SECONDS_PER_DAY
+    assert quota.slot_period_s == SECONDS_PER_DAY // 4
     document = demo_ship_document(tmp_path)
-    document["grievances"]["slot_period_s"] = 7000
-    with pytest.raises(ConfigError, match="slot_period_s"):
-        parse_config(document, source="ship.toml", base=tmp_path, allow_demo_keys=True)
+    for refused in (7000, SECONDS_PER_DAY):
+        document["grievances"]["slot_period_s"] = refused
+        with pytest.raises(ConfigError, match="slot_period_s"):
+            parse_config(document, source="ship.toml", base=tmp_path, allow_demo_keys=True)
     document["grievances"]["slot_period_s"] = 60
     assert (
         parse_config(
