@@ -72,7 +72,7 @@ LETTERS = {
     "lao": "ກຂຄງຈຊຍດຕຖທນບປຜຝພຟມຢຣລວສຫອຮ",
     "english": "abcdefghijklmnopqrstuvwxyz",
 }
-LONG_FILLER_CHARS = 1200
+LONG_FILLER_CHARS = 400
 
 
 @dataclass(frozen=True, slots=True)
