@@ -8,10 +8,13 @@ writes is one such transaction; intake answers a crew member only after it retur
 the disk is full, read-only or broken, the transaction raises
 :class:`~shipboard.errors.OutboxUnavailable` and nothing was stored.
 
-Deleted secrets: ``secure_delete=ON`` overwrites what a row held, and
-``wal_checkpoint(TRUNCATE)`` (:meth:`VesselDatabase.checkpoint`, and at :meth:`close`)
-empties the WAL, where old frames would otherwise keep it (FIELD-NOTES, "SQLite and
-deleted secrets": only both together leave nothing in the file, the WAL or the SHM).
+Deleted secrets, and the file at any one moment: ``secure_delete=ON`` overwrites what a row
+held, and ``wal_checkpoint(TRUNCATE)`` after **every** commit (and at :meth:`close`) empties
+the WAL, where old frames would otherwise keep it (FIELD-NOTES, "SQLite and deleted
+secrets": only both together leave nothing in the file, the WAL or the SHM). Emptying it
+after every commit, not now and then, also means the WAL never tells which write came
+last: a grievance lane write (a report over cover) leaves the files as any other write
+does. It costs a few more fsyncs per write, which a vessel's write rate affords.
 
 Concurrency: one connection behind a lock, so the database is synchronous and
 thread-safe; async code calls repositories through ``asyncio.to_thread``.
@@ -153,6 +156,7 @@ class VesselDatabase:
                 if self._db.in_transaction:
                     self._db.execute("ROLLBACK")
                 raise
+            self._empty_wal(what)
 
     @contextmanager
     def reading(self) -> Iterator[Transaction]:
@@ -179,6 +183,18 @@ class VesselDatabase:
         """The (set, migration) pairs this file records, in the order they were applied."""
         with self.reading() as db:
             return applied_migrations(db)
+
+    def _empty_wal(self, what: str) -> None:
+        """After a commit: the WAL into the file, then truncated. The commit stands even if
+        this fails (another process reading the file can hold it back): logged, and the
+        next commit tries again."""
+        try:
+            busy = self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        except sqlite3.Error as exc:
+            logger.warning("vessel database: WAL not emptied after '%s': %s", what, exc)
+            return
+        if busy is not None and busy[0]:
+            logger.info("vessel database: WAL not emptied after '%s' (a reader holds it)", what)
 
     def checkpoint(self) -> None:
         """Move the WAL into the database file and truncate the WAL to zero bytes (so

@@ -28,8 +28,9 @@ transaction of the database that it then tells the planner about:
   in order) the planner's oldest rows leave the reservoir and become outbox items of kind
   ``lane`` (period, index, block), fresh cover replacing them.
 
-After each of them the WAL is emptied (:meth:`~shipboard.database.VesselDatabase.
-checkpoint`), so the file at any moment holds no older copy of a row that changed.
+Each is one transaction of the database, after which the WAL is emptied (as after every
+commit, :mod:`shipboard.database`), so the files at any moment hold no older copy of a row
+that changed, and nothing says a lane write was the last.
 
 Which of this run's reports have left, and whether the shore has acknowledged them, is
 kept in memory for the reporter's case page (:meth:`VesselLane.progress`); after a
@@ -305,7 +306,6 @@ class VesselLane:
             if released is None:  # the first start: the current period is the first
                 released = shape.period_of(now) - 1
                 Reservoir.set_state(tx, _RELEASED, released)
-        database.checkpoint()
         logger.info(
             "grievance lane started: %d rows (%d fresh), %d-byte blocks every %d s",
             planner.row_count,
@@ -408,7 +408,6 @@ class VesselLane:
             self._planner.placement_committed(placement)
             self._numbers[report_number] = report_id
             self._carried[report_id] = []
-        self.database.checkpoint()
         logger.info("a report was committed in the grievance lane (%d blocks)", count)
         return FiledInLane(report_id, count)
 
@@ -418,10 +417,7 @@ class VesselLane:
         """Release every period that has ended by ``now`` and was not released yet, oldest
         first, each in its own transaction; how many were released."""
         with self._lock:
-            released = self._release_due(now)
-        if released:
-            self.database.checkpoint()
-        return released
+            return self._release_due(now)
 
     def _release_due(self, now: float) -> int:
         last_over = self.shape.period_of(now) - 1
