@@ -101,6 +101,8 @@ def test_mistakes_name_the_key_and_the_fix(
         ({"unions": None}, "grievances cannot be turned off"),
         ({"unions": []}, "at least one union"),
         ({"latency_minutes.grievance": 2000}, "may not wait longer"),
+        ({"grievances.slot_period_s": 43_200}, "would delay every grievance report"),
+        ({"grievances.slot_period_s": 7_000}, "divisor of 86400"),
         ({"latency_minutes.sos": 60}, "an SOS goes out within"),
         ({"link.monthly_budget_bytes": 1000}, "below the grievance reserve"),
     ],
@@ -111,6 +113,24 @@ def test_settings_that_weaken_grievances_are_refused(
     """The owner cannot lower the reserved grievance/SOS budget, switch grievances off,
     delay them, or get a copy: the agent refuses to start and says why."""
     assert expected in _broken(tmp_path, change)
+
+
+def test_the_lanes_defaults_are_its_longest_and_may_only_be_shortened(tmp_path: Path) -> None:
+    """The grievance lane's period is six hours and its blocks wait at most a day for a
+    session, by default; the owner may shorten both (costlier), never lengthen them, and a
+    family message's latency no longer bounds the lane's (it would only cost sessions)."""
+    document = own_keys_document(tmp_path)
+    document["grievances"].pop("slot_period_s", None)
+    document["latency_minutes"].pop("grievance", None)
+    config = load_config(_write(tmp_path, document))
+    assert config.quota.slot_period_s == 21_600
+    assert config.latency_minutes["grievance"] == 24 * 60
+    assert config.latency_minutes["message"] == 360  # shorter than the lane's: allowed
+    document["grievances"]["slot_period_s"] = 3_600
+    document["latency_minutes"]["grievance"] = 60
+    shorter = load_config(_write(tmp_path, document))
+    assert shorter.quota.lane_shape().period_s == 3_600
+    assert shorter.latency_minutes["grievance"] == 60
 
 
 def test_missing_file_says_how_to_make_one(tmp_path: Path) -> None:

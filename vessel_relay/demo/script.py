@@ -4,7 +4,10 @@ Each demo crew member signs in with their crew number and PIN and writes home in
 language; one files a grievance report to the union, one sends an SOS. Then the script
 follows every message's stages until it is delivered or failed (an SOS is done once the
 shore has accepted it: raising the alarm ashore is the relay's alert service) and
-counts the family mail in the Maildir.
+counts the family mail in the Maildir. The grievance report goes through the vessel's
+grievance lane, period after period, and has no message stages: the reporter's case page
+(``GET /api/cases/{seq}``) says when every block of it has been acknowledged by the relay
+(its ``state``), and that is when it is done on board.
 """
 
 from __future__ import annotations
@@ -53,19 +56,21 @@ class DaySummary:
     def done(self, seq: int) -> bool:
         """Whether a message has reached the end of its way on board."""
         state = self.states.get(seq, "")
-        if self.sent[seq] == "sos":
+        if self.sent[seq] in ("sos", "grievance"):
             return state in FINAL or state == "acknowledged"
         return state in FINAL
 
     @property
     def right(self) -> bool:
-        """Every message done, every family message and the report delivered, mail once."""
+        """Every message done, every family message delivered, the report's every lane
+        block acknowledged by the relay (or the report delivered), mail once."""
         messages = [s for s, kind in self.sent.items() if kind == "message"]
+        reports = [s for s, kind in self.sent.items() if kind == "grievance"]
         return (
             not self.timed_out
             and all(self.done(seq) for seq in self.sent)
             and all(self.states[seq] == "delivered" for seq in messages)
-            and all(self.states[s] == "delivered" for s, k in self.sent.items() if k == "grievance")
+            and all(self.states[s] in ("acknowledged", "delivered") for s in reports)
             and self.family_mail == len(messages)
             and self.family_mail_duplicates == 0
         )
@@ -126,6 +131,13 @@ class CrewClient:
         response.raise_for_status()
         return str(response.json()["state"])
 
+    async def case_state(self, seq: int) -> str:
+        """How far a report of the grievance lane has got (``queued`` ... ``acknowledged``;
+        ``unknown`` after the agent restarted)."""
+        response = await self.http.get(f"/api/cases/{seq}", headers=self.headers)
+        response.raise_for_status()
+        return str(response.json().get("state") or "unknown")
+
 
 async def run_day(
     base_url: str, crew: tuple[CrewLogin, ...], *, timeout_s: float, poll_s: float = 0.5
@@ -166,7 +178,11 @@ async def run_day(
             async with asyncio.timeout(timeout_s):
                 while True:
                     for seq, client in owner.items():
-                        if not summary.done(seq):
+                        if summary.done(seq):
+                            continue
+                        if summary.sent[seq] == "grievance":
+                            summary.states[seq] = await client.case_state(seq)
+                        else:
                             summary.states[seq] = await client.state(seq)
                     if all(summary.done(seq) for seq in summary.sent):
                         break

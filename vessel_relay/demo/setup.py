@@ -55,8 +55,8 @@ RELAY_WORKER = 1
 MARKER = "vessel-relay-demo.json"
 #: The demo union's id (the vessels' [[unions]] id and the relay registry's union).
 DEMO_UNION_ID = 1
-#: The demo vessels' slot period (a real vessel keeps the default day): a grievance filed in
-#: the demo leaves within this many seconds, with every crew member's cover slot.
+#: The demo vessels' grievance lane period (a real vessel keeps six hours): a grievance
+#: filed in the demo leaves one lane block every this many seconds, report or cover.
 DEMO_SLOT_PERIOD_S = 20
 
 
@@ -120,7 +120,7 @@ class Tuning:
     latency_s: dict[str, float] = field(
         default_factory=lambda: {"sos": 0.0, "grievance": 0.0, "message": 0.0}
     )
-    #: The daily grievance slots' period, for agent and relay alike (a demo day is short).
+    #: The grievance lane's period, for agent and relay alike (a demo day is short).
     slot_period_s: int = DEMO_SLOT_PERIOD_S
     #: How long a silence ends a session's downlink drain (None: from the link profile,
     #: four one-way latencies plus half a second; a time-compressed run shortens it).
@@ -219,7 +219,8 @@ def prepare_vessel(
         document["shore"].update(username=username, password=secrets.token_hex(8))
     document["link"]["profile"] = tuning.profile
     document["latency_minutes"] = {"sos": 0, "grievance": 0, "message": 0}
-    # Daily slots are on by default; a demo day is short: a slot every tuning.slot_period_s.
+    # The grievance lane is always on; a demo day is short: a block every
+    # tuning.slot_period_s.
     document["grievances"]["slot_period_s"] = tuning.slot_period_s
     document["intake"].update(http_port=http_port, smtp_port=smtp_port)
     config_path = data_dir / "ship.toml"

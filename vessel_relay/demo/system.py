@@ -113,8 +113,8 @@ class Vessel:
 
     def outbox_counts(self) -> dict[str, int]:
         """Crew messages home per state, read from the outbox file (read-only, beside the
-        agent). Grievance-lane rows are left out: daily slots are made ahead, so some always
-        wait for their period to end."""
+        agent). Grievance-lane items are left out: the lane releases a block every period,
+        report or cover, so some always wait for a session."""
         path = self.setup.data_dir / "outbox.sqlite3"
         db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
         try:
