@@ -162,7 +162,7 @@ def test_every_clock_of_the_agent_is_compressed() -> None:
     tuning = tuning_for("iridium-certus", 8640.0, 10)
     assert tuning.latency_s["message"] == pytest.approx(6 * 3600 / 8640)
     assert tuning.latency_s["grievance"] == pytest.approx(3600 / 8640)
-    assert tuning.idle_poll_s == pytest.approx(12 * 3600 / 8640)
+    assert tuning.idle_poll_s == pytest.approx(IRIDIUM_CERTUS.idle_poll_s / 8640)
     assert tuning.min_gap_s == pytest.approx(60 / 8640)
     assert tuning.resend_after_s == 5.0  # floored: a round trip must fit
     assert tuning.downlink_quiet_s == 0.05  # floored: Mosquitto's own hand-over time
