@@ -127,8 +127,8 @@ def days_active(
 
     This is what the statement reports as "days at sea". It is honest about what it
     measures: the agent cannot tell sea from port (it runs in port too), and a day at sea
-    with no session and no message does not count. Grievance reports and their cover
-    slots are left out (slots are made ahead, whether anyone is on board or not).
+    with no session and no message does not count. The grievance lane is left out (its
+    blocks leave every period, whether anyone is on board or not).
     """
     found = figures if figures is not None else _figures(outbox, month)
     session_days = {
