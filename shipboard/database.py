@@ -32,10 +32,10 @@ from __future__ import annotations
 import logging
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Protocol, TypeVar, runtime_checkable
 
 from shipboard.errors import OutboxUnavailable
 from shipboard.migrations import MigrationSet, SchemaTooNew, applied_migrations, apply_migrations
@@ -47,6 +47,7 @@ logger = logging.getLogger(__name__)
 
 #: The connection inside a transaction (or a read), handed to in-transaction methods.
 Transaction = sqlite3.Connection
+T = TypeVar("T")
 
 #: Set on every connection: durability, integrity, waiting, and deleted secrets.
 PRAGMAS = (
@@ -77,6 +78,8 @@ class VesselDatabase:
         self._db = connection
         self._lock = threading.RLock()
         self.path = path
+        self._ones: dict[str, object] = {}
+        self._ones_lock = threading.Lock()
 
     @property
     def database(self) -> VesselDatabase:
@@ -176,6 +179,18 @@ class VesselDatabase:
                 f"the vessel database cannot {what} ({exc}); check free disk space and that "
                 f"{self.path.parent} is writable"
             ) from exc
+
+    def one_of(self, name: str, kind: type[T], make: Callable[[], T]) -> T:
+        """The one ``kind`` this database has under ``name`` in this process, made by
+        ``make`` the first time (thread-safe): for what must exist once per database, like
+        the grievance lane's planner (two would each think the other's rows free)."""
+        with self._ones_lock:
+            found = self._ones.get(name)
+            if found is None:
+                found = self._ones[name] = make()
+        if not isinstance(found, kind):
+            raise TypeError(f"{name!r} of {self.path} is a {type(found).__name__}, not a {kind}")
+        return found
 
     # --- upkeep --------------------------------------------------------------------------
 

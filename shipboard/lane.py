@@ -44,7 +44,6 @@ import logging
 import math
 import os
 import threading
-import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -220,10 +219,6 @@ class FiledInLane:
     fragments: int
 
 
-_LANES: weakref.WeakKeyDictionary[VesselDatabase, VesselLane] = weakref.WeakKeyDictionary()
-_LANES_LOCK = threading.Lock()
-
-
 class VesselLane:
     """The grievance lane of one agent process (see the module docstring)."""
 
@@ -262,18 +257,17 @@ class VesselLane:
         (:meth:`start`), else the one already running (one planner per database: two
         would each think the other's rows free)."""
         database = (on if on is not None else _database_of(outbox)).database
-        with _LANES_LOCK:
-            running = _LANES.get(database)
-            if running is not None:
-                if running.shape != shape:
-                    raise LanePlanMisuse(
-                        f"the lane of {database.path} runs with {running.shape}; it cannot "
-                        f"also run with {shape}"
-                    )
-                return running
-            lane = cls.start(database, outbox, shape, now, params=params)
-            _LANES[database] = lane
-            return lane
+        running = database.one_of(
+            "grievance lane",
+            VesselLane,
+            lambda: cls.start(database, outbox, shape, now, params=params),
+        )
+        if running.shape != shape:
+            raise LanePlanMisuse(
+                f"the lane of {database.path} runs with {running.shape}; it cannot also run "
+                f"with {shape}"
+            )
+        return running
 
     @classmethod
     def start(

@@ -314,3 +314,57 @@ def test_a_failing_migration_leaves_nothing_half_done(tmp_path: Path) -> None:
     assert "trial_a" in tables
     assert "trial_b" not in tables
     assert recorded == [("trial", "0001_good")]
+
+
+def test_a_table_rebuild_that_would_break_a_reference_is_refused(tmp_path: Path) -> None:
+    """A migration that rebuilds a table (foreign keys off, as SQLite's procedure says)
+    but loses a row another table refers to is rolled back whole and not recorded, and
+    foreign keys are on again afterwards; a faithful rebuild goes through."""
+    base = MigrationSet(
+        "trial",
+        (
+            Migration(
+                "0001_tables",
+                "CREATE TABLE parent (id INTEGER PRIMARY KEY, kind TEXT CHECK (kind IN ('a'))); "
+                "CREATE TABLE child (parent INTEGER NOT NULL REFERENCES parent(id)); "
+                "INSERT INTO parent (id, kind) VALUES (1, 'a'), (2, 'a'); "
+                "INSERT INTO child (parent) VALUES (2)",
+            ),
+        ),
+    )
+    rebuild = (
+        "CREATE TABLE parent_new (id INTEGER PRIMARY KEY, kind TEXT CHECK (kind IN ('a', 'b'))); "
+        "INSERT INTO parent_new (id, kind) SELECT id, kind FROM parent {where}; "
+        "DROP TABLE parent; ALTER TABLE parent_new RENAME TO parent"
+    )
+    lossy = MigrationSet(
+        "trial",
+        (
+            *base.migrations,
+            Migration("0002_rebuild", rebuild.format(where="WHERE id = 1"), rebuilds_tables=True),
+        ),
+    )
+    path = tmp_path / "trial.sqlite3"
+    VesselDatabase.open(path, schema=(base,)).close()
+    with pytest.raises(OutboxUnavailable, match="referring to nothing"):
+        VesselDatabase.open(path, schema=(lossy,))
+    faithful = MigrationSet(
+        "trial",
+        (
+            *base.migrations,
+            Migration("0002_rebuild", rebuild.format(where=""), rebuilds_tables=True),
+        ),
+    )
+    database = VesselDatabase.open(path, schema=(faithful,))
+    try:
+        assert database.migrations()[-1] == ("trial", "0002_rebuild")
+        with database.reading() as db:
+            assert db.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+            assert db.execute("SELECT COUNT(*) FROM parent").fetchone()[0] == 2
+        with pytest.raises(sqlite3.IntegrityError), database.transaction("orphan") as db:
+            db.execute("INSERT INTO child (parent) VALUES (9)")  # foreign keys are on again
+        assert database.one_of("x", list, lambda: [1]) is database.one_of("x", list, list)
+        with pytest.raises(TypeError, match="not a"):
+            database.one_of("x", dict, dict)
+    finally:
+        database.close()
