@@ -260,8 +260,7 @@ class LaneRepository:
     async def down_waiting(self, tx: Tx, vessel_id: int) -> int:
         """How many blocks (of every union) wait for the vessel's downlink lane."""
         row = await tx.fetchrow(
-            "SELECT COUNT(*) FROM lane_down_queue WHERE vessel_id = $1 "
-            "AND carried_period IS NULL",
+            "SELECT COUNT(*) FROM lane_down_queue WHERE vessel_id = $1 AND carried_period IS NULL",
             vessel_id,
         )
         assert row is not None
