@@ -59,9 +59,9 @@ DEFAULT_LANE_QUEUE_BLOCKS = 64
 
 def lane_notes_request_bytes(block_bytes: int, blocks: int) -> int:
     """The largest ``POST /union/v1/lane/notes`` body: ``{"vessel": V, "blocks": [...]}``
-    with ``blocks`` blocks of ``block_bytes`` in base64, quoted and separated, and room for
-    the vessel and spacing."""
-    return blocks * (4 * -(-block_bytes // 3) + 4) + 256
+    with ``blocks`` blocks of ``block_bytes`` in base64, quoted, separated and indented
+    (pretty-printed JSON fits), and room for the vessel."""
+    return blocks * (4 * -(-block_bytes // 3) + 16) + 256
 
 
 def request_to_sign(
