@@ -275,7 +275,7 @@ class UnionInbox:
             unreadable + lane.unreadable,
             covers,
             lane.blocks,
-            self._lane.open_items,
+            self.lane_incomplete(),
             posted,
         )
         return FetchResult(
@@ -284,7 +284,7 @@ class UnionInbox:
             unreadable + lane.unreadable,
             posted,
             lane.blocks,
-            self._lane.open_items,
+            self.lane_incomplete(),
         )
 
     # the grievance lane ------------------------------------------------------------------
@@ -769,6 +769,10 @@ class UnionInbox:
                 )
         made = bytes(made)
         return [made[at : at + size] for at in range(0, len(made), size)]
+
+    def lane_incomplete(self) -> int:
+        """Lane reports of which some pieces have arrived and others not yet."""
+        return self._lane.open_items
 
     def pending_notes(self) -> int:
         """Notes stored but not yet posted to the relay."""

@@ -15,6 +15,7 @@ import functools
 import os
 import random
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import nacl.public
@@ -142,7 +143,7 @@ class LaneVessel:
             )
         return blocks
 
-    def batch(self, envelopes: list[Envelope] | list[LaneBlock], minutes: int) -> bytes:
+    def batch(self, envelopes: Sequence[Envelope], minutes: int) -> bytes:
         """The next uplink batch carrying ``envelopes``, signed by the vessel."""
         data = uplink(
             self.vessel_id, self.next_batch, list(envelopes), key=self.key, minutes=minutes
