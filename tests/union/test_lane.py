@@ -41,6 +41,7 @@ from shore.union.inbox import UnionInbox
 from shore.union.keys import UnionIdentity, init_union, load_union
 from shore.union.lane import fallback_case_number
 from shore.union_api import UnionAccount, make_union_api, silence_alert_source
+from tests.kit.mosquitto import MosquittoBroker
 from tests.kit.ports import free_port
 from tests.shore.lane_fixtures import (
     CAPACITY,
@@ -51,6 +52,8 @@ from tests.shore.lane_fixtures import (
     seal_on_phone,
     text_sealing_to,
 )
+from tests.shore.test_ingest import VESSEL as RELAY_VESSEL
+from tests.shore.test_ingest import Vessel, relay_in_process, vessel_link
 from vessel_relay.cli import app
 
 CODEBOOK = default_codebook()
@@ -437,3 +440,53 @@ async def test_lane_silent_is_told_when_a_syncing_vessel_stops_its_lane(world: W
     other_said = await _cli("union", "alerts", "--dir", str(world.other.directory))
     assert f"kind=lane silent vessel={world.vessel_id}" in other_said
     assert f"vessel={other_id}" not in other_said
+
+
+async def test_the_whole_relay_carries_the_lane_both_ways(
+    fresh_mosquitto: MosquittoBroker, tmp_path: Path
+) -> None:
+    """The relay as ``shore run`` starts it (Mosquitto, ingest, downlink, union API from its
+    config; a 10-second downlink lane period): a vessel publishes its lane batches, the
+    union fetches its report as a case and answers; the vessel's downlink lane brings one
+    block a period, cover while nothing waits, and then the answer, which the reporter's
+    key reads."""
+    api_port = free_port()
+    union = init_union(tmp_path / "union", 1, "Fishers' Union", f"http://127.0.0.1:{api_port}")
+    extra = (
+        f"[union_api]\nenabled = true\nport = {api_port}\n"
+        f"[[union_api.unions]]\nid = 1\npublic_key = '{union.signing_key.verify_key.key.hex()}'\n"
+    )
+    keys = reporter_reply_keys(b"the reporter's case key, from the PIN")
+    ship = LaneVessel(RELAY_VESSEL, VESSEL_KEY)
+    report_id = ship.file(
+        seal(plaintext("ค่าจ้างไม่ได้จ่าย", reply_key=keys.public_key), union.box_public),
+        union.box_public,
+    )
+    period = SHAPE.period_of(time.time())
+    async with (
+        relay_in_process(tmp_path / "relay", fresh_mosquitto, extra, "slot_period_s = 10\n"),
+        vessel_link(fresh_mosquitto, RELAY_VESSEL) as vessel,
+    ):
+        await vessel.publish(ship.batch(ship.release(period), int(time.time() // 60)))
+        await vessel.wait_for(lambda: 1 in vessel.acked)
+        union_dir = ["--dir", str(union.directory)]
+        assert "1 new cases" in await _cli("union", "fetch", *union_dir)
+        await vessel.wait_for(lambda: len(_lane_of(vessel)) >= 1, timeout_s=30)  # cover
+        number = fallback_case_number(RELAY_VESSEL, report_id)
+        assert "sent to the relay" in await _cli("union", "reply", *union_dir, number, "ok")
+
+        def answered() -> bool:
+            blocks = [b.block for b in _lane_of(vessel)]
+            return bool(read_notes(blocks, keys.private_key).notes)
+
+        await vessel.wait_for(answered, timeout_s=60)
+    blocks = _lane_of(vessel)
+    places = [(b.period, b.index) for b in blocks]
+    assert places == [(places[0][0] + n, 0) for n in range(len(places))]  # one a period
+    (note,) = read_notes([b.block for b in blocks], keys.private_key).notes
+    assert (note.case, note.text) == (number, "ok")
+
+
+def _lane_of(vessel: Vessel) -> list[LaneBlock]:
+    """The lane blocks that came down, in downlink batch order."""
+    return [block for seq in sorted(vessel.lane) for block in vessel.lane[seq]]
