@@ -25,6 +25,16 @@ from shore.union.keys import UnionIdentity
 class RelayUnreachable(Exception):
     """The relay could not be reached or refused the request; the message says why."""
 
+    def __init__(self, message: str, *, status: int | None = None, code: str | None = None):
+        super().__init__(message)
+        #: the HTTP status and the API's reason code of a refusal (None: no answer)
+        self.status = status
+        self.code = code
+
+
+class RouteMissing(RelayUnreachable):
+    """The relay has no such route: it is older than this app (upgrade the relay)."""
+
 
 @dataclass(frozen=True, slots=True)
 class SealedReport:
@@ -138,8 +148,12 @@ class RelayClient:
             data = {}
         if response.status_code >= 400:
             detail = data.get("error") if isinstance(data, dict) else None
-            raise RelayUnreachable(
-                f"the relay refused {method} {path} ({response.status_code}): {detail}"
+            code = data.get("code") if isinstance(data, dict) else None
+            refusal = RouteMissing if code == "bad-route" else RelayUnreachable
+            raise refusal(
+                f"the relay refused {method} {path} ({response.status_code}): {detail}",
+                status=response.status_code,
+                code=code if isinstance(code, str) else None,
             )
         return data
 

@@ -71,7 +71,13 @@ from protocol.sealing import (
     open_grievance_any,
 )
 from protocol.slots import open_slot, slot_header
-from shore.union.client import LaneUpBlock, RelayClient, RelayLaneShape, RelayUnreachable
+from shore.union.client import (
+    LaneUpBlock,
+    RelayClient,
+    RelayLaneShape,
+    RelayUnreachable,
+    RouteMissing,
+)
 from shore.union.keys import UnionIdentity
 from shore.union.lane import (
     LANE_PAGE,
@@ -307,7 +313,14 @@ class UnionInbox:
             while True:
                 row = self._db.execute("SELECT after FROM lane_cursor WHERE id = 1").fetchone()
                 after = int(row[0])
-                page = relay.lane_blocks(after, LANE_PAGE)
+                try:
+                    page = relay.lane_blocks(after, LANE_PAGE)
+                except RouteMissing:
+                    logger.warning(
+                        "the relay has no grievance lane (/union/v1/lane): it is older than "
+                        "this app; reports that come whole are fetched, upgrade the relay"
+                    )
+                    return tally
                 with self._tx() as db:
                     for block in page.blocks:
                         self._take_lane_block(db, block, tally)

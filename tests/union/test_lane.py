@@ -21,6 +21,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import httpx
 import nacl.public
 import pytest
 import uvicorn
@@ -490,3 +491,27 @@ async def test_the_whole_relay_carries_the_lane_both_ways(
 def _lane_of(vessel: Vessel) -> list[LaneBlock]:
     """The lane blocks that came down, in downlink batch order."""
     return [block for seq in sorted(vessel.lane) for block in vessel.lane[seq]]
+
+
+def test_a_union_app_newer_than_its_relay_still_fetches(tmp_path: Path) -> None:
+    """The union upgrades its app before the relay operator upgrades the relay (no lane
+    routes yet): fetch still takes the reports that come whole, and says the relay is
+    older instead of failing."""
+    identity = init_union(tmp_path / "union", 7, "Fishers' Union", "http://relay.invalid")
+    asked: list[str] = []
+
+    def old_relay(request: httpx.Request) -> httpx.Response:
+        asked.append(request.url.path)
+        if request.url.path == "/union/v1/reports":
+            return httpx.Response(200, json={"reports": []})
+        return httpx.Response(404, json={"error": "no such route", "code": "bad-route"})
+
+    client = RelayClient(identity, transport=httpx.MockTransport(old_relay))
+    inbox = UnionInbox(identity, CODEBOOK, client=client)
+    try:
+        result = inbox.fetch()
+    finally:
+        inbox.close()
+        client.close()
+    assert (result.new_cases, result.lane_blocks) == (0, 0)
+    assert asked == ["/union/v1/reports", "/union/v1/lane"]
