@@ -386,13 +386,25 @@ class UnionInbox:
             )
         else:
             wanted = lane_case_number(vessel, report_id, plain)
-            number, added = self._file(
-                db, vessel, plain, sealed, number=wanted, lane_report_id=report_id
-            )
-            if added:
-                tally.additions += 1
+            db.execute("SAVEPOINT lane_file")
+            try:
+                number, added = self._file(
+                    db, vessel, plain, sealed, number=wanted, lane_report_id=report_id
+                )
+            except sqlite3.IntegrityError as exc:
+                # e.g. a receipt code that another vessel's case holds: the report is kept
+                # (sealed) with the reason, and the lane goes on
+                db.execute("ROLLBACK TO lane_file")
+                number, problem = None, f"not filed: {exc}"
+                tally.unreadable += 1
+                logger.warning(
+                    "lane report %s of vessel %d cannot be filed: %s", report_id.hex(), vessel, exc
+                )
             else:
-                tally.new_cases += 1
+                tally.additions += added
+                tally.new_cases += not added
+            finally:
+                db.execute("RELEASE lane_file")
         db.execute(
             "INSERT INTO lane_reports (vessel, report_id, sealed, received_at, case_number, "
             "problem) VALUES (?, ?, ?, ?, ?, ?)",

@@ -515,3 +515,30 @@ def test_a_union_app_newer_than_its_relay_still_fetches(tmp_path: Path) -> None:
         client.close()
     assert (result.new_cases, result.lane_blocks) == (0, 0)
     assert asked == ["/union/v1/reports", "/union/v1/lane"]
+
+
+async def test_a_report_that_cannot_be_filed_is_kept_with_its_reason(world: World) -> None:
+    """Another vessel's changed agent files a lane report under a receipt code that a case
+    of the first vessel holds: it is kept sealed with the reason, counted unreadable, and
+    the lane goes on (the next honest report is filed)."""
+    union_key = world.union.box_public
+    world.ship.file(seal(plaintext("first", receipt="4417000000000006"), union_key), union_key)
+    await world.send_all()
+    other_id = await world.store.add_vessel(
+        VesselInfo("Ocean 8", "TH", "TH-0043", "Owner", (7,)), OTHER_VESSEL_KEY.verify_key.key, 0
+    )
+    other = LaneVessel(other_id, OTHER_VESSEL_KEY)
+    other.file(seal(plaintext("copied receipt", receipt="4417000000000006"), union_key), union_key)
+    other.file(seal(plaintext("honest", receipt="4417000000000014"), union_key), union_key)
+    ingestor = world.ingestor()
+    data = other.batch([*other.release(PERIOD0), *other.release(PERIOD0 + 1)], int(BASE // 60))
+    assert await ingestor.handle(f"vr/{other_id}/u", data) is IngestOutcome.STORED
+    with _inbox(world.union) as inbox:
+        result = await asyncio.to_thread(inbox.fetch)
+        assert (result.new_cases, result.unreadable) == (2, 1)
+        assert sorted(_texts(inbox).values()) == ["first", "honest"]
+    with sqlite3.connect(world.union.database) as db:
+        problems = db.execute("SELECT problem FROM lane_reports WHERE problem IS NOT NULL")
+        (problem,) = problems.fetchall()
+    db.close()
+    assert "UNIQUE" in problem[0]
