@@ -328,6 +328,10 @@ async def test_replies_go_down_the_vessels_lane_one_block_a_period(world: World)
     notes = sum(theirs)
     assert notes >= 2  # the stage change, then the reply (more than one block)
     assert theirs == [True] * notes + [False] * (8 - notes)  # first in, then cover
+    covers = [b.block for b, mine in zip(blocks, theirs, strict=True) if not mine]
+    # cover is a real sealed box: it starts with an X25519 key (top bit clear), each its own
+    assert all(cover[31] & 0x80 == 0 for cover in covers)
+    assert len({cover[:32] for cover in covers}) == len(covers)
     too_long = await asyncio.to_thread(
         runner.invoke, app, ["union", "reply", *union, number, "ဟ" * 3000]
     )
