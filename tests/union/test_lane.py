@@ -18,8 +18,10 @@ import dataclasses
 import random
 import sqlite3
 import time
+import types
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import cast
 
 import httpx
 import nacl.public
@@ -33,6 +35,7 @@ from protocol.cases import make_receipt_code, reporter_reply_keys
 from protocol.envelopes import BatchAck, CaseStatus, CrewMessage, LaneBlock
 from protocol.lane import Fragment, LaneShape, open_down_block, read_notes, seal_up_block
 from protocol.languages import Language
+from protocol.sealing import GrievancePlaintext
 from protocol.signing import SigningKey
 from shore.downlink import Downlink, DownlinkConfig
 from shore.ingest import Ingestor
@@ -40,7 +43,7 @@ from shore.store import IngestOutcome, SqliteStore, VesselInfo
 from shore.union.client import RelayClient
 from shore.union.inbox import UnionInbox
 from shore.union.keys import UnionIdentity, init_union, load_union
-from shore.union.lane import fallback_case_number
+from shore.union.lane import fallback_case_number, lane_case_number
 from shore.union_api import UnionAccount, make_union_api, silence_alert_source
 from tests.kit.mosquitto import MosquittoBroker
 from tests.kit.ports import free_port
@@ -546,3 +549,21 @@ async def test_a_report_that_cannot_be_filed_is_kept_with_its_reason(world: Worl
         (problem,) = problems.fetchall()
     db.close()
     assert "UNIQUE" in problem[0]
+
+
+def test_the_case_number_comes_from_inside_the_seal_when_it_names_the_vessel() -> None:
+    """A lane report's case number is the one sealed in it (the report's ``case`` field)
+    when it names the vessel whose blocks carried it; one naming another vessel, or no
+    case number, or a malformed one, gives the number made from the report id."""
+    report_id = bytes.fromhex("00000000000004d2")  # 1234: fewer than 12 digits
+    long_id = bytes.fromhex("ffffffffffffffff")  # 18446744073709551615
+    assert fallback_case_number(4, report_id) == "4-1234"
+    assert fallback_case_number(4, long_id) == "4-184467440737"
+
+    def sealed_with(case: object) -> GrievancePlaintext:
+        return cast(GrievancePlaintext, types.SimpleNamespace(case=case))
+
+    assert lane_case_number(4, long_id, sealed_with("4-000123456789")) == "4-000123456789"
+    for other in ("5-000123456789", "4-", "nonsense", 4, None):
+        assert lane_case_number(4, long_id, sealed_with(other)) == "4-184467440737"
+    assert lane_case_number(4, long_id, plaintext("no case field")) == "4-184467440737"
