@@ -172,6 +172,21 @@ class TextFormatter(logging.Formatter):
         return text
 
 
+class StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is when a line is logged, not when it was set up.
+
+    A process whose stderr is replaced later (a test runner capturing a command's output,
+    a daemon redirecting it) keeps logging to the live stream instead of a closed one.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = sys.stderr
+        super().emit(record)
+
+
 class LogSetupError(ValueError):
     """An unknown log format or level; the message lists the accepted ones."""
 
@@ -188,7 +203,9 @@ def configure_logging(
         raise LogSetupError(f"log format {log_format!r}: use one of {', '.join(LOG_FORMATS)}")
     if level.lower() not in LOG_LEVELS:
         raise LogSetupError(f"log level {level!r}: use one of {', '.join(LOG_LEVELS)}")
-    handler = logging.StreamHandler(stream or sys.stderr)
+    handler: logging.Handler = (
+        logging.StreamHandler(stream) if stream is not None else StderrHandler()
+    )
     handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
     handler.addFilter(CorrelationFilter())
     root = logging.getLogger()

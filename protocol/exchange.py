@@ -95,6 +95,7 @@ __all__ = [
     "VesselSettings",
     "VesselState",
     "VesselStatistics",
+    "downlink_resend_at",
     "read_downlink",
 ]
 
@@ -188,6 +189,25 @@ class DownlinkRefused:
     def authentic(self) -> bool:
         """Signed by the shore for this vessel (so refused for good, not skipped)."""
         return self.batch_seq is not None
+
+
+def downlink_resend_at(
+    last_sent_at: float | None,
+    last_heard_at: float | None,
+    resend_after_s: float,
+    resend_max_s: float,
+) -> float:
+    """When the shore (re)sends an unacknowledged downlink batch that carries items (the
+    one rule; a batch that only acknowledges goes once and is never resent).
+
+    Never sent: at once (``-inf``). Sent: ``resend_after_s`` after the last send if the
+    vessel was heard from since (it had its chance to acknowledge), ``resend_max_s`` after
+    it in any case (the broker may have lost it)."""
+    if last_sent_at is None:
+        return float("-inf")
+    if last_heard_at is not None and last_heard_at > last_sent_at:
+        return last_sent_at + min(resend_after_s, resend_max_s)
+    return last_sent_at + resend_max_s
 
 
 def read_downlink(
@@ -855,13 +875,10 @@ class ShoreExchange:
             self._unacked[downlink_seq] = _Downlink(downlink_seq, data, items, last_sent_at)
 
     def _due_at(self, batch: _Downlink) -> float:
-        last = batch.last_sent_at
-        if last is None:
-            return float("-inf")
         settings = self.settings
-        if self._last_heard is not None and self._last_heard > last:
-            return last + settings.resend_after_s
-        return last + settings.resend_max_s
+        return downlink_resend_at(
+            batch.last_sent_at, self._last_heard, settings.resend_after_s, settings.resend_max_s
+        )
 
     def next_timer(self) -> float | None:
         """When the next downlink resend falls due (None: nothing unacknowledged)."""

@@ -189,6 +189,8 @@ class SilenceKind(enum.Enum):
 
     CREW_MEMBER_SILENT = "crew member silent"
     VESSEL_SILENT = "vessel silent"
+    #: the vessel syncs but its grievance lane blocks (:mod:`protocol.lane`) stopped
+    LANE_SILENT = "lane silent"
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,7 +199,9 @@ class SilenceAlert:
 
     kind: SilenceKind
     vessel: int
-    since: float  # seconds since 1970: last sync (vessel) or start of last slot day (crew)
+    #: seconds since 1970: last sync (vessel), start of last slot day (crew), arrival of
+    #: the last lane block (lane)
+    since: float
     crew: int | None = None
 
     def as_json(self) -> dict[str, object]:
@@ -218,20 +222,35 @@ def silence_alerts(
     now: float,
     expected_gap_s: Mapping[int, float],
     crew_grace_days: int = 1,
+    last_lane_block: Mapping[int, float] | None = None,
+    lane_gap_s: float = 1.5 * SECONDS_PER_DAY,
 ) -> list[SilenceAlert]:
     """The alerts for these vessels at ``now``.
 
     * "vessel silent": the vessel's last sync is older than its link profile's expected
       gap (``expected_gap_s[vessel]``), or it never synced.
-    * "crew member silent": the vessel still syncs, but a crew member's last slot is more
-      than ``crew_grace_days`` days older than the last sync's day (slots travel daily:
-      a syncing vessel that carries nobody's slot for that crew member is dropping it).
+    * "lane silent" (vessels on the grievance lane, those in ``last_lane_block``: when
+      their latest lane block arrived): the vessel still syncs, but its last sync is more
+      than ``lane_gap_s`` after its latest lane block. Lane blocks leave every lane period
+      whatever they hold and ride the next session within the grievance latency target,
+      so ``lane_gap_s`` is that target plus one lane period, with margin: a vessel that
+      syncs without them is holding the lane back. Their crew are not judged by slots.
+    * "crew member silent" (vessels still on daily slots): the vessel still syncs, but a
+      crew member's last slot is more than ``crew_grace_days`` days older than the last
+      sync's day (slots travel daily: a syncing vessel that carries nobody's slot for that
+      crew member is dropping it).
     """
+    lanes = last_lane_block or {}
     alerts: list[SilenceAlert] = []
     for vessel, last in sorted(vessel_last_sync.items()):
         gap = expected_gap_s.get(vessel, SECONDS_PER_DAY)
         if last is None or now - last > gap:
             alerts.append(SilenceAlert(SilenceKind.VESSEL_SILENT, vessel, last or 0.0))
+            continue
+        lane = lanes.get(vessel)
+        if lane is not None:
+            if last - lane > lane_gap_s:
+                alerts.append(SilenceAlert(SilenceKind.LANE_SILENT, vessel, lane))
             continue
         sync_day = day_of(last)
         for (slot_vessel, crew), day in sorted(last_slot_day.items()):

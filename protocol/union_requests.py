@@ -14,7 +14,9 @@ domain string of its own, so it cannot be replayed against another route or as a
 else the union's key signs.
 
 Sizes are part of the contract: a case note's body is at most :data:`MAX_NOTE_REQUEST_BYTES`
-(the largest sealed note, base64 in JSON), and the relay refuses more before reading it.
+(the largest sealed note, base64 in JSON), and the relay refuses more before reading it. A
+grievance lane note (``POST /union/v1/lane/notes``: the downlink blocks of one case note)
+is at most :func:`lane_notes_request_bytes` of the relay's block size and queue cap.
 """
 
 from __future__ import annotations
@@ -24,11 +26,14 @@ import hashlib
 from protocol.sealing import PADDING_BUCKETS, SEAL_OVERHEAD
 
 __all__ = [
+    "DEFAULT_LANE_QUEUE_BLOCKS",
     "DOMAIN",
+    "MAX_LANE_FETCH",
     "MAX_NONCE_CHARS",
     "MAX_NOTE_REQUEST_BYTES",
     "MAX_SEALED_NOTE_BYTES",
     "MAX_SKEW_S",
+    "lane_notes_request_bytes",
     "request_to_sign",
 ]
 
@@ -43,6 +48,20 @@ MAX_SEALED_NOTE_BYTES = PADDING_BUCKETS[-1] + SEAL_OVERHEAD
 #: The largest note request: ``{"status": N, "sealed_note": "<base64>"}`` with the largest
 #: sealed note, and room for spacing and key order.
 MAX_NOTE_REQUEST_BYTES = 4 * -(-MAX_SEALED_NOTE_BYTES // 3) + 256
+
+
+#: Most uplink lane blocks one ``GET /union/v1/lane`` answers with.
+MAX_LANE_FETCH = 1024
+#: Blocks a union may have waiting for one vessel's downlink lane (the relay's default;
+#: ``GET /union/v1/lane/shape`` says the relay's own).
+DEFAULT_LANE_QUEUE_BLOCKS = 64
+
+
+def lane_notes_request_bytes(block_bytes: int, blocks: int) -> int:
+    """The largest ``POST /union/v1/lane/notes`` body: ``{"vessel": V, "blocks": [...]}``
+    with ``blocks`` blocks of ``block_bytes`` in base64, quoted, separated and indented
+    (pretty-printed JSON fits), and room for the vessel."""
+    return blocks * (4 * -(-block_bytes // 3) + 16) + 256
 
 
 def request_to_sign(

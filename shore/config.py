@@ -74,6 +74,9 @@ Example (``vessel-relay shore init --data DIR`` writes one)::
     host = "127.0.0.1"
     port = 8040
     vessel_silent_after_s = 86400.0 # "vessel silent" alert after this long without a sync
+    lane_silent_after_s = 129600.0  # "lane silent" when a vessel syncs this long after its
+                                    # last grievance lane block (latency target + lane period)
+    lane_queue_blocks = 64          # a union's blocks waiting per vessel's downlink lane
     [[union_api.unions]]            # one table per union (``vessel-relay union init`` prints
     id = 7                          # the union's id and its Ed25519 signing key)
     name = "Fishers' Union"
@@ -93,6 +96,8 @@ import tomli_w
 
 from common.exits import EX_CONFIG
 from common.keyfiles import published_key_name, signing_key_file_name
+from protocol.errors import InvalidEnvelope
+from protocol.lane import LaneShape
 
 
 class ConfigError(Exception):
@@ -145,7 +150,8 @@ class DownlinkSection:
     resend_after_s: float = 3600.0
     resend_max_s: float = 24 * 3600.0
     max_items: int = 200
-    #: The vessels' [grievances] slot_period_s: one downlink slot per crew member per period.
+    #: The vessels' [grievances] slot_period_s: one downlink slot per crew member per period;
+    #: and the downlink grievance lane's period (``protocol.lane.LaneShape.down_period_s``).
     slot_period_s: int = 86_400
 
 
@@ -209,6 +215,12 @@ class UnionApiSection:
     #: expected gap between sessions, with margin).
     vessel_silent_after_s: float = 24 * 3600.0
     unions: tuple[UnionAccountSection, ...] = ()
+    #: "lane silent" when a vessel syncs this long after its latest grievance lane block
+    #: arrived (the vessels' grievance latency target plus one lane period, with margin).
+    lane_silent_after_s: float = 36 * 3600.0
+    #: Blocks a union may have waiting for one vessel's downlink lane (at least what the
+    #: largest case note takes; more is refused with 429).
+    lane_queue_blocks: int = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,6 +247,12 @@ class RelayConfig:
         """A configured path, relative to the data directory unless absolute."""
         candidate = Path(value)
         return candidate if candidate.is_absolute() else self.data_dir / candidate
+
+    @property
+    def lane_shape(self) -> LaneShape:
+        """The grievance lane as this relay runs it: the protocol's block sizes, the
+        downlink period ``[downlink] slot_period_s``."""
+        return LaneShape(down_period_s=self.downlink.slot_period_s)
 
     @property
     def client_id(self) -> str:
@@ -370,8 +388,23 @@ def _union_api_section(source: str, raw: object) -> UnionApiSection:
         raise ConfigError(
             f"{source}: [union_api] vessel_silent_after_s must be positive, like 86400.0"
         )
+    if plain.lane_silent_after_s <= 0:
+        raise ConfigError(
+            f"{source}: [union_api] lane_silent_after_s must be positive, like 129600.0"
+        )
+    if not 1 <= plain.lane_queue_blocks <= 4096:
+        raise ConfigError(
+            f"{source}: [union_api] lane_queue_blocks = {plain.lane_queue_blocks}: expected "
+            "1 to 4096 (64 is the default)"
+        )
     return UnionApiSection(
-        plain.enabled, plain.host, plain.port, plain.vessel_silent_after_s, tuple(unions)
+        enabled=plain.enabled,
+        host=plain.host,
+        port=plain.port,
+        vessel_silent_after_s=plain.vessel_silent_after_s,
+        unions=tuple(unions),
+        lane_silent_after_s=plain.lane_silent_after_s,
+        lane_queue_blocks=plain.lane_queue_blocks,
     )
 
 
@@ -408,6 +441,10 @@ def _validate(config: RelayConfig) -> None:
         raise ConfigError(
             f"{source}: [downlink] needs tick_s > 0 and 0 < resend_after_s <= resend_max_s"
         )
+    try:
+        config.lane_shape  # noqa: B018 -- builds the shape, which checks the period
+    except InvalidEnvelope as exc:
+        raise ConfigError(f"{source}: [downlink] slot_period_s: {exc}") from exc
 
 
 _LOOPBACK_NAMES = ("localhost", "localhost.localdomain", "ip6-localhost")

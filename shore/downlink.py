@@ -23,6 +23,18 @@ gets exactly one fixed-size item (:func:`protocol.slots.downlink_slot`, carried 
 waiting for them, or cover. Several notes in one period go in the next periods' slots, one
 per period. A note too long for a slot, or for a report that came without a slot, still goes
 on its own (visibly; see docs/threat-model.md).
+
+**The downlink lane** (:mod:`protocol.lane`) replaces the slots for vessels that send
+grievance lane blocks: at the end of every downlink lane period (the same
+``slot_period_s``), every vessel whose lane blocks arrived in the last
+``lane_vessel_window_s`` gets exactly ``down_blocks_per_period`` ``LaneBlock`` envelopes of
+``down_block_bytes``, numbered (period, index): the blocks unions queued for it, oldest
+first (each a piece of a case note sealed to a reporter's reply key), and cover for the
+rest, made here as a real sealed box to a fresh throwaway key each time
+(:func:`protocol.lane.cover_down_block`), never random bytes. Once per (vessel, period),
+also across restarts and several workers (the store records each vessel's last period
+under its link lock); periods missed while the relay was down are queued when it is back
+(at most ``lane_catch_up`` of them). Vessels still on slots keep their slot items.
 """
 
 from __future__ import annotations
@@ -42,6 +54,7 @@ from protocol.batch import Direction, encode_batch
 from protocol.codebook import Codebook
 from protocol.envelopes import CaseStatus, CaseStatusUpdate, Envelope
 from protocol.errors import LimitExceeded
+from protocol.lane import LaneShape, cover_down_block
 from protocol.signing import SigningKey
 from protocol.slots import (
     DEFAULT_SLOT_PERIOD_S,
@@ -57,6 +70,7 @@ from protocol.slots import (
 from protocol.topics import downlink_topic
 from shore.store.downlink import DownlinkBatch, DownlinkEncoder, SlotItemMaker
 from shore.store.errors import StoreError
+from shore.store.lane_units import CoverMaker, LanePeriodsQueued
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +104,23 @@ class DownlinkStore(Protocol):
     ) -> int:
         """Queue one downlink slot item per crew member for ``period``; how many."""
 
+    async def lane_vessels(self, since: float) -> Sequence[int]:
+        """Vessels whose uplink lane blocks arrived since ``since``."""
+
+    async def queue_lane_periods(
+        self,
+        vessel_id: int,
+        last_period: int,
+        *,
+        blocks_per_period: int,
+        period_s: int,
+        cover: CoverMaker,
+        now: float,
+        catch_up: int,
+    ) -> LanePeriodsQueued:
+        """Queue the vessel's downlink lane blocks of the periods up to ``last_period``
+        not queued yet, once per (vessel, period)."""
+
 
 #: Publishes one payload QoS 1 to a topic and returns after the broker's PUBACK.
 Publish = Callable[[str, bytes], Awaitable[None]]
@@ -113,15 +144,30 @@ class DownlinkConfig:
     slot_crew_window_s: float = 30 * SECONDS_PER_DAY
     #: Downlink slots on (tests of the old behaviour switch them off).
     slots: bool = True
+    #: The downlink lane on (for vessels that send lane blocks).
+    lane: bool = True
+    #: A vessel gets its downlink lane while its uplink lane blocks arrived this recently.
+    lane_vessel_window_s: float = 30 * SECONDS_PER_DAY
+    #: Most downlink lane periods queued at once for periods missed while the relay was down.
+    lane_catch_up: int = 30
 
     def __post_init__(self) -> None:
         check_slot_period(self.slot_period_s)
+        self.lane_shape  # noqa: B018 -- refuses a period the lane does not take
+        if self.lane_vessel_window_s <= 0 or self.lane_catch_up < 1:
+            raise ValueError("need lane_vessel_window_s > 0 and lane_catch_up >= 1")
         if self.slot_crew_window_s <= 0:
             raise ValueError("slot_crew_window_s must be positive")
         if not (self.tick_s > 0 and 0 < self.resend_after_s <= self.resend_max_s):
             raise ValueError("need tick_s > 0 and 0 < resend_after_s <= resend_max_s")
         if self.max_items < 1:
             raise ValueError("max_items must be at least 1")
+
+    @property
+    def lane_shape(self) -> LaneShape:
+        """The lane's shape as this relay sends it: the protocol's blocks, the downlink
+        period ``slot_period_s``."""
+        return LaneShape(down_period_s=self.slot_period_s)
 
 
 @dataclass
@@ -134,6 +180,10 @@ class DownlinkStatistics:
     link_bytes: int = 0
     publish_errors: int = 0
     slot_items: int = 0
+    #: downlink lane blocks queued (union blocks and cover)
+    lane_blocks: int = 0
+    #: of those, blocks unions queued (pieces of case notes)
+    lane_notes: int = 0
     #: Passes in which making one vessel's batches failed (logged; the others went on).
     vessel_failures: int = 0
 
@@ -156,6 +206,7 @@ class Downlink:
         self.clock = clock
         self.stats = DownlinkStatistics()
         self._slots_done = -1
+        self._lane_done = -1
 
     def _encoder(self, vessel_id: int, now: float) -> DownlinkEncoder:
         def encode(downlink_seq: int, envelopes: Sequence[Envelope]) -> bytes:
@@ -244,12 +295,69 @@ class Downlink:
         self.stats.slot_items += queued
         return queued
 
+    def _lane_cover(self) -> bytes:
+        """A downlink lane cover block: a sealed box to a throwaway key made for it alone
+        (its private half is dropped here), so it looks like every block a union sealed."""
+        throwaway = bytes(nacl.public.PrivateKey.generate().public_key)
+        return cover_down_block(throwaway, self.config.lane_shape.down_block_bytes)
+
+    async def queue_lane(self, now: float) -> int:
+        """Queue the downlink lane blocks of the last finished lane period (and of periods
+        missed before it) for every vessel on the lane; how many blocks were queued. Once per
+        (vessel, period), also across restarts and several workers."""
+        config = self.config
+        if not config.lane:
+            return 0
+        shape = config.lane_shape
+        period = int(now // shape.down_period_s) - 1
+        if period <= self._lane_done:
+            return 0
+        queued = 0
+        failed = False
+        for vessel_id in await self.store.lane_vessels(now - config.lane_vessel_window_s):
+            try:
+                done = await self.store.queue_lane_periods(
+                    vessel_id,
+                    period,
+                    blocks_per_period=shape.down_blocks_per_period,
+                    period_s=shape.down_period_s,
+                    cover=self._lane_cover,
+                    now=now,
+                    catch_up=config.lane_catch_up,
+                )
+            except StoreError:
+                raise  # the database failed: the whole fleet's problem
+            except Exception:
+                # one vessel's lane must not stop the fleet's: logged, tried again next pass
+                failed = True
+                self.stats.vessel_failures += 1
+                log.exception("vessel %d: queueing its downlink lane failed", vessel_id)
+                continue
+            blocks = done.periods * shape.down_blocks_per_period
+            queued += blocks
+            self.stats.lane_blocks += blocks
+            self.stats.lane_notes += done.notes
+            if done.periods:
+                log.info(
+                    "vessel %d: downlink lane up to period %d queued (%d periods, %d blocks; "
+                    "%d union blocks wait)",
+                    vessel_id,
+                    period,
+                    done.periods,
+                    blocks,
+                    done.waiting,
+                )
+        if not failed:
+            self._lane_done = period
+        return queued
+
     async def publish_due(self, publish: Publish) -> int:
         """One pass: make batches and publish what is due, for every vessel; how many sent."""
         config = self.config
         sent = 0
         now = self.clock()
         await self.queue_slots(now)
+        await self.queue_lane(now)
         vessels = await self.store.vessels_with_downlink_work(
             now, config.resend_after_s, config.resend_max_s
         )

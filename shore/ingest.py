@@ -7,9 +7,12 @@ For each MQTT payload on ``vr/{vessel}/u``::
     verify the signature       -> no valid key signs it: quarantine (SIGNATURE_INVALID)
     decode_batch               -> an authentic batch we cannot accept: quarantine AND refuse
                                   it for good (``BatchAck.rejected``) so the vessel stops
+    check_lane_blocks          -> a grievance lane block of another size than this relay's
+                                  lane, or two blocks for one place: refused for good too
     store.ingest_batch         -> ONE transaction: batch, contacts, messages (ON CONFLICT DO
-                                  NOTHING), delivery rows, ACCEPTED_ASHORE receipts, the
-                                  replay window, "acknowledgement pending"
+                                  NOTHING), delivery rows, ACCEPTED_ASHORE receipts, lane
+                                  blocks (once per vessel, period and index), the replay
+                                  window, "acknowledgement pending"
     ring the doorbells         -> the downlink sends the BatchAck, delivery workers wake
 
 No authentic batch can stop the relay. Once the signature verified, every failure to
@@ -53,7 +56,9 @@ import aiomqtt
 from common.logs import enter_batch_scope, fresh_scope
 from protocol.batch import Batch, BatchHeader, Direction, decode_batch, read_batch_header
 from protocol.codebook import Codebook
-from protocol.errors import ProtocolError, Reason, UnprocessableBatch
+from protocol.envelopes import LaneBlock
+from protocol.errors import MalformedBatch, ProtocolError, Reason, UnprocessableBatch
+from protocol.lane import LaneShape
 from protocol.limits import DEFAULT_LIMITS, Limits
 from protocol.signing import SIGNATURE_BYTES, VerifyKey
 from protocol.topics import uplink_topic_vessel
@@ -124,6 +129,10 @@ class IngestStatistics:
     handler_failures: int = 0
     link_bytes: int = 0
     quarantined_by_reason: dict[str, int] = field(default_factory=dict)
+    #: grievance lane blocks stored
+    lane_blocks: int = 0
+    #: lane blocks not stored because their place held another block already
+    lane_conflicts: int = 0
 
 
 class Ingestor:
@@ -142,8 +151,10 @@ class Ingestor:
         doorbells: Iterable[asyncio.Event] = (),
         clock: Callable[[], float] = time.time,
         metrics: IngestObserver | None = None,
+        lane: LaneShape | None = None,
     ) -> None:
         self.metrics = metrics
+        self.lane = lane or LaneShape()
         self.store = store
         self.codebook = codebook
         self.limits = limits
@@ -234,6 +245,7 @@ class Ingestor:
                 direction=Direction.UPLINK,
                 limits=self.limits,
             )
+            check_lane_blocks(batch, self.lane.block_bytes)
             result = await self.store.ingest_batch(batch, data, now)
         except (StoreError, MemoryError):
             # the relay failed (its database, its memory), not the batch: nothing committed,
@@ -253,9 +265,10 @@ class Ingestor:
             stats.batches_rejected += 1
         stats.messages_stored += result.new_messages
         stats.messages_duplicate += result.duplicate_messages
+        stats.lane_blocks += result.lane_blocks
         log.info(
             "vessel %d batch %d %s: %d bytes, %d new messages, %d repeated, %d contacts, "
-            "%d downlink batches acknowledged",
+            "%d lane blocks, %d downlink batches acknowledged",
             vessel_id,
             batch_seq,
             result.outcome.value,
@@ -263,8 +276,19 @@ class Ingestor:
             result.new_messages,
             result.duplicate_messages,
             result.contacts,
+            result.lane_blocks,
             result.downlink_acked,
         )
+        if result.lane_conflicts:
+            stats.lane_conflicts += result.lane_conflicts
+            log.warning(
+                "vessel %d batch %d: %d lane blocks name a place (period, index) that holds "
+                "another block already; the first ones stay (did the vessel lose its lane "
+                "reservoir?)",
+                vessel_id,
+                batch_seq,
+                result.lane_conflicts,
+            )
         self._ring()
         return result.outcome
 
@@ -374,6 +398,29 @@ async def _next_or_stop(
         return None
     message: aiomqtt.Message = get.result()
     return message
+
+
+def check_lane_blocks(batch: Batch, block_bytes: int) -> None:
+    """Raise :class:`~protocol.errors.MalformedBatch` if the batch carries a grievance lane
+    block of another size than this relay's lane (``block_bytes``: a vessel and its relay
+    must agree on the lane's shape), or two blocks for one place (period, index)."""
+    places: set[tuple[int, int]] = set()
+    for envelope in batch.envelopes:
+        if not isinstance(envelope, LaneBlock):
+            continue
+        where = (
+            f"batch {batch.batch_seq} from vessel {batch.vessel_id}: lane block "
+            f"(period {envelope.period}, index {envelope.index})"
+        )
+        if len(envelope.block) != block_bytes:
+            raise MalformedBatch(
+                f"{where} is {len(envelope.block)} bytes; this relay's lane blocks are "
+                f"{block_bytes} bytes (the vessel and the relay must use the same lane shape)"
+            )
+        place = (envelope.period, envelope.index)
+        if place in places:
+            raise MalformedBatch(f"{where} is in the batch twice; a place holds one block")
+        places.add(place)
 
 
 def _signing_key_of(data: bytes, keys: Iterable[bytes]) -> VerifyKey | None:

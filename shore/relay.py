@@ -345,7 +345,11 @@ async def run_relay(
         delivery_bell = asyncio.Event()
         alert_bell = asyncio.Event()
         ingestor = Ingestor(
-            store, codebook, doorbells=(downlink_bell, delivery_bell, alert_bell), metrics=metrics
+            store,
+            codebook,
+            doorbells=(downlink_bell, delivery_bell, alert_bell),
+            metrics=metrics,
+            lane=config.lane_shape,
         )
         down = config.downlink
         downlink = Downlink(
@@ -400,7 +404,11 @@ async def run_relay(
                 union_app = make_union_api(
                     store,
                     union_accounts(api),
-                    alerts=silence_alert_source(store, api.vessel_silent_after_s),
+                    alerts=silence_alert_source(
+                        store, api.vessel_silent_after_s, api.lane_silent_after_s
+                    ),
+                    lane=config.lane_shape,
+                    lane_queue_blocks=api.lane_queue_blocks,
                 )
                 group.create_task(serve_union_api(union_app, api.host, api.port, stopping))
     finally:

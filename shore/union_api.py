@@ -17,15 +17,32 @@ only a store that fails answers 503.
 
 Routes (JSON)::
 
-    GET  /union/v1/reports                      reports sealed to this union
+    GET  /union/v1/reports                      reports sealed to this union (slots, old)
     POST /union/v1/cases/{vessel}/{seq}/notes   {"status": 2, "sealed_note": "<base64>"}
-    GET  /union/v1/alerts                       "crew member silent" / "vessel silent"
+    GET  /union/v1/lane?after=<id>&limit=<n>    uplink grievance lane blocks, by id
+    POST /union/v1/lane/notes                   {"vessel": V, "blocks": ["<base64>", ...]}
+    GET  /union/v1/lane/shape                   the downlink lane's block size and period
+    GET  /union/v1/alerts                       "lane silent" / "vessel silent" (and
+                                                "crew member silent" for slot vessels)
 
 A note is a :class:`protocol.cases.CaseNote` the union sealed to the reporter's reply key;
 the relay cannot read it. If the report came in a daily slot, the note waits for the
 reporter's next downlink slot (``shore.downlink``: one fixed-size item per crew member per
 slot period, note or cover); otherwise (or if it is too long for a slot) it goes down on its
 own as a ``CaseStatusUpdate`` with the stage in the clear.
+
+**The grievance lane** (:mod:`protocol.lane`). The relay cannot tell which union an uplink
+lane block is for, or whether it is for anyone: ``GET /union/v1/lane`` hands a union every
+block of the vessels it serves (the registry's vessel <-> union mapping; every vessel if no
+vessel names the union), ``{"blocks": [{"id", "vessel", "period", "index", "block",
+"received_at"}], "next": id}``, and the union trial-decrypts them. Ids only grow, and a
+block is never committed after a larger id was read, so ``after=next`` misses nothing. A
+union answers with ``POST /union/v1/lane/notes``: the downlink blocks of one case note, each
+exactly the downlink block size (``GET /union/v1/lane/shape``), queued on the vessel's
+downlink lane in order, all or none (``shore.downlink`` sends them one period's blocks at a
+time, cover when nothing waits). The same block posted again is queued once. A union may
+have at most ``lane_queue_blocks`` blocks waiting per vessel: more is answered 429 with a
+sentence, and nothing of that request is queued.
 """
 
 from __future__ import annotations
@@ -59,6 +76,7 @@ from common.serving import AsgiServer
 from protocol.cases import case_number
 from protocol.envelopes import CaseStatus
 from protocol.errors import SignatureInvalid
+from protocol.lane import MAX_NOTE_BYTES, LaneShape, fragments_needed
 from protocol.signing import SIGNATURE_BYTES, VerifyKey
 from protocol.slots import (
     DOWNLINK_NOTE_BYTES,
@@ -67,14 +85,18 @@ from protocol.slots import (
     slot_header,
 )
 from protocol.union_requests import (
+    DEFAULT_LANE_QUEUE_BLOCKS,
+    MAX_LANE_FETCH,
     MAX_NONCE_CHARS,
     MAX_NOTE_REQUEST_BYTES,
     MAX_SEALED_NOTE_BYTES,
     MAX_SKEW_S,
+    lane_notes_request_bytes,
     request_to_sign,
 )
 from shore.config import UnionApiSection
-from shore.store.errors import StoreError
+from shore.store.errors import LaneQueueFull, RegistryError, StoreError
+from shore.store.lane import LaneUpBlock
 from shore.store.registry import VesselRecord
 
 __all__ = [
@@ -116,12 +138,31 @@ class UnionApiStore(Protocol):
     async def list_vessels(self) -> Sequence[VesselRecord]:
         """Every registered vessel (its unions, when it was last heard)."""
 
+    async def lane_blocks(
+        self, after: int, limit: int, vessels: Sequence[int] | None
+    ) -> Sequence[LaneUpBlock]:
+        """Up to ``limit`` uplink lane blocks with ids above ``after`` (of ``vessels``)."""
+
+    async def queue_lane_notes(
+        self, vessel_id: int, union: int, blocks: Sequence[bytes], now: float, cap: int
+    ) -> int:
+        """Queue a union's blocks on the vessel's downlink lane (all or none); how many
+        were new. Raises ``LaneQueueFull`` over ``cap``."""
+
+    async def lane_last_received(self) -> dict[int, float]:
+        """When each vessel's latest uplink lane block arrived."""
+
 
 #: Largest request body: a case note with the largest sealed note (``/union/v1/cases/...``).
 MAX_BODY_BYTES = MAX_NOTE_REQUEST_BYTES
 #: Largest body of any other route (they take none; a few bytes of slack for clients that
 #: send ``{}``).
 OTHER_BODY_BYTES = 1024
+#: Uplink lane blocks one ``GET /union/v1/lane`` answers with unless ``limit`` says fewer.
+DEFAULT_LANE_FETCH = 256
+#: "lane silent" when a vessel syncs this long after its latest lane block arrived: the
+#: grievance latency target (a day) plus one uplink lane period (6 h), with margin.
+DEFAULT_LANE_SILENT_AFTER_S = 36 * 3600.0
 #: Union ids and request times the headers may name.
 _MAX_UNION_ID = 2**31 - 1
 _MAX_TIME_S = 2**40
@@ -180,11 +221,18 @@ def _refuse(scope: Scope, error: RequestRefused) -> ASGIApp:
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     sentence = {
-        404: "no such route in the union API; see /union/v1/reports, /union/v1/alerts "
-        "and /union/v1/cases/{vessel}/{seq}/notes",
+        404: "no such route in the union API; see /union/v1/reports, /union/v1/alerts, "
+        "/union/v1/cases/{vessel}/{seq}/notes, /union/v1/lane, /union/v1/lane/notes and "
+        "/union/v1/lane/shape",
         405: f"{request.method} is not allowed on {request.url.path}",
     }.get(exc.status_code, str(exc.detail))
     return JSONResponse({"error": sentence, "code": "bad-route"}, status_code=exc.status_code)
+
+
+def lane_queue_cap(shape: LaneShape, wanted: int = DEFAULT_LANE_QUEUE_BLOCKS) -> int:
+    """The blocks a union may have waiting per vessel: ``wanted``, but never fewer than the
+    largest case note takes (a note that could never be queued would be lost)."""
+    return max(wanted, fragments_needed(MAX_NOTE_BYTES, shape.down_block_bytes))
 
 
 def make_union_api(
@@ -193,12 +241,19 @@ def make_union_api(
     *,
     clock: Clock = time.time,
     alerts: AlertSource | None = None,
+    lane: LaneShape | None = None,
+    lane_queue_blocks: int = DEFAULT_LANE_QUEUE_BLOCKS,
 ) -> Starlette:
     """The Starlette app of the union API (mount it, or serve it with :func:`serve_union_api`).
 
-    Its body limits are inside it: whoever serves it gets them."""
+    ``lane`` is the relay's lane shape (its downlink block size and period); a union may
+    have ``lane_queue_blocks`` blocks waiting per vessel (at least what the largest note
+    takes). Its body limits are inside it: whoever serves it gets them."""
     accounts = {account.union_id: account for account in unions}
     seen = _SeenSignatures()
+    shape = lane or LaneShape()
+    cap = lane_queue_cap(shape, lane_queue_blocks)
+    lane_notes_bytes = lane_notes_request_bytes(shape.down_block_bytes, cap)
 
     def signer(request: Request) -> tuple[UnionAccount, int, bytes, str]:
         headers = request.headers
@@ -314,6 +369,73 @@ def make_union_api(
         )
         return JSONResponse({"queued": True, "carried": carried}, status_code=202)
 
+    async def served(union: int) -> tuple[set[int], bool]:
+        """(registered vessels, whether ``union`` is named by any of them)."""
+        records = await store.list_vessels()
+        registered = {record.vessel_id for record in records}
+        mine = {record.vessel_id for record in records if union in record.info.unions}
+        return (mine, True) if mine else (registered, False)
+
+    async def lane_blocks(request: Request, account: UnionAccount, body: bytes) -> Response:
+        query = request.query_params
+        after = bounded_int(query.get("after", "0"), "after", 0, 2**62)
+        limit = bounded_int(query.get("limit", str(DEFAULT_LANE_FETCH)), "limit", 1, MAX_LANE_FETCH)
+        vessels, named = await served(account.union_id)
+        rows = await store.lane_blocks(after, limit, sorted(vessels) if named else None)
+        logger.info("union %d fetched %d lane blocks after %d", account.union_id, len(rows), after)
+        return JSONResponse(
+            {
+                "blocks": [
+                    {
+                        "id": row.block_id,
+                        "vessel": row.vessel_id,
+                        "period": row.period,
+                        "index": row.index,
+                        "block": base64.b64encode(row.block).decode("ascii"),
+                        "received_at": row.received_at,
+                    }
+                    for row in rows
+                ],
+                "next": rows[-1].block_id if rows else after,
+            }
+        )
+
+    async def lane_notes(request: Request, account: UnionAccount, body: bytes) -> Response:
+        vessel, blocks = _lane_note(parse_json(body), shape.down_block_bytes, cap)
+        vessels, _ = await served(account.union_id)
+        if vessel not in vessels:
+            raise _Refused(
+                404,
+                f"vessel {vessel} is not one of union {account.union_id}'s vessels at this "
+                "relay; ask the relay operator to register it for your union",
+                "not-yours",
+            )
+        try:
+            new = await store.queue_lane_notes(vessel, account.union_id, blocks, clock(), cap)
+        except LaneQueueFull as full:
+            raise _Refused(429, str(full), "lane-full") from full
+        except RegistryError as exc:
+            raise _Refused(404, str(exc), "not-yours") from exc
+        logger.info(
+            "union %d: %d lane blocks queued for vessel %d's downlink lane (%d new)",
+            account.union_id,
+            len(blocks),
+            vessel,
+            new,
+        )
+        return JSONResponse({"queued": len(blocks), "new": new}, status_code=202)
+
+    async def lane_shape(request: Request, account: UnionAccount, body: bytes) -> Response:
+        return JSONResponse(
+            {
+                "down_block_bytes": shape.down_block_bytes,
+                "down_period_s": shape.down_period_s,
+                "down_blocks_per_period": shape.down_blocks_per_period,
+                "up_block_bytes": shape.block_bytes,
+                "max_queued_blocks": cap,
+            }
+        )
+
     async def alert_list(request: Request, account: UnionAccount, body: bytes) -> Response:
         found = [] if alerts is None else list(await alerts(account.union_id, clock()))
         return JSONResponse({"alerts": found})
@@ -323,12 +445,18 @@ def make_union_api(
             Route("/union/v1/reports", endpoint(reports), methods=["GET"]),
             Route("/union/v1/cases/{vessel}/{seq}/notes", endpoint(notes), methods=["POST"]),
             Route("/union/v1/alerts", endpoint(alert_list), methods=["GET"]),
+            Route("/union/v1/lane", endpoint(lane_blocks), methods=["GET"]),
+            Route("/union/v1/lane/notes", endpoint(lane_notes), methods=["POST"]),
+            Route("/union/v1/lane/shape", endpoint(lane_shape), methods=["GET"]),
         ],
         middleware=[
             Middleware(
                 BodyLimit,
                 limit_bytes=OTHER_BODY_BYTES,
-                routes={"/union/v1/cases/": MAX_BODY_BYTES},
+                routes={
+                    "/union/v1/cases/": MAX_BODY_BYTES,
+                    "/union/v1/lane/notes": lane_notes_bytes,
+                },
                 refuse=_refuse,
             )
         ],
@@ -365,6 +493,41 @@ def _note(data: object) -> tuple[CaseStatus, bytes]:
     return CaseStatus(value), sealed
 
 
+_LANE_NOTE_SHAPE = 'a lane note is {"vessel": V, "blocks": ["<base64>", ...]}'
+
+
+def _lane_note(data: object, block_bytes: int, most: int) -> tuple[int, list[bytes]]:
+    """A lane note request's vessel and blocks, or :class:`MalformedRequest` saying why."""
+    if not isinstance(data, dict):
+        raise MalformedRequest(f"{_LANE_NOTE_SHAPE}, not a JSON {type(data).__name__}")
+    missing = sorted({"vessel", "blocks"} - set(data))
+    if missing:
+        raise MalformedRequest(f"{_LANE_NOTE_SHAPE}; missing: {', '.join(missing)}")
+    vessel = bounded_int(data["vessel"], "vessel", 0, 2**31)
+    listed = data["blocks"]
+    if not isinstance(listed, list) or not listed:
+        raise MalformedRequest(f"blocks must be a list of one or more; {_LANE_NOTE_SHAPE}")
+    if len(listed) > most:
+        raise MalformedRequest(
+            f"{len(listed)} blocks are more than a union may have waiting for a vessel ({most})"
+        )
+    blocks: list[bytes] = []
+    for number, encoded in enumerate(listed, 1):
+        if not isinstance(encoded, str):
+            raise MalformedRequest(f"block {number} must be base64 text; {_LANE_NOTE_SHAPE}")
+        try:
+            block = base64.b64decode(encoded.encode("ascii"), validate=True)
+        except (UnicodeEncodeError, binascii.Error):
+            raise MalformedRequest(f"block {number} is not valid base64") from None
+        if len(block) != block_bytes:
+            raise MalformedRequest(
+                f"block {number} is {len(block)} bytes; this relay's downlink lane blocks are "
+                f"{block_bytes} bytes (see /union/v1/lane/shape)"
+            )
+        blocks.append(block)
+    return vessel, blocks
+
+
 async def queue_case_note(
     store: UnionApiStore,
     vessel: int,
@@ -386,13 +549,21 @@ async def queue_case_note(
     return "own"
 
 
-def silence_alert_source(store: UnionApiStore, vessel_silent_after_s: float) -> AlertSource:
-    """Alerts from what the relay holds: each of the union's vessels' last sync, and the
-    last daily slot (``protocol.slots``) of each crew member that ever sent one.
+def silence_alert_source(
+    store: UnionApiStore,
+    vessel_silent_after_s: float,
+    lane_silent_after_s: float = DEFAULT_LANE_SILENT_AFTER_S,
+) -> AlertSource:
+    """Alerts from what the relay holds (:func:`protocol.slots.silence_alerts`): each of
+    the union's vessels' last sync; for vessels on the grievance lane, when their latest
+    lane block arrived ("lane silent" after ``lane_silent_after_s`` of syncs without one);
+    for vessels still on daily slots, the last slot (``protocol.slots``) of each crew
+    member that ever sent one.
 
-    A crew member who never sent a slot is not known to the relay (it has no crew list), so
-    a vessel that drops someone's slots from the first day is noticed by the union only
-    from the crew list it keeps itself."""
+    A vessel that never sent a lane block is not known to be on the lane, and a crew member
+    who never sent a slot is not known to the relay (it has no crew list): a vessel that
+    holds its lane back from the first day is noticed by the union only from what it knows
+    of the vessel itself."""
 
     async def alerts(union: int, now: float) -> Sequence[Mapping[str, object]]:
         vessels = {
@@ -406,11 +577,18 @@ def silence_alert_source(store: UnionApiStore, vessel_silent_after_s: float) -> 
             if header is not None and vessel in vessels:
                 key = (vessel, header.crew)
                 last_day[key] = max(header.day, last_day.get(key, header.day))
+        lanes = {
+            vessel: at
+            for vessel, at in (await store.lane_last_received()).items()
+            if vessel in vessels
+        }
         found = silence_alerts(
             vessel_last_sync=vessels,
             last_slot_day=last_day,
             now=now,
             expected_gap_s=dict.fromkeys(vessels, vessel_silent_after_s),
+            last_lane_block=lanes,
+            lane_gap_s=lane_silent_after_s,
         )
         return [alert.as_json() for alert in found]
 

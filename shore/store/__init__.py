@@ -13,6 +13,7 @@
     deliveries      the delivery queue: leases, attempts, outcomes
     union_inbox     sealed reports handed to unions
     downlink        downlink items, signed downlink batches, slot notes
+    lane            the grievance lane: uplink blocks, unions' blocks for the downlink lane
     sos             SOS alerts
     transparency_log  leaves, signed tree heads, witnesses' co-signatures
     parts           StoreParts: the database and one instance of each repository
@@ -36,11 +37,14 @@ from shore.store.deliveries import Delivery, DeliveryKey, DeliveryRecord
 from shore.store.downlink import DownlinkBatch, DownlinkEncoder, SlotItemMaker
 from shore.store.errors import (
     DeliveryNotFound,
+    LaneQueueFull,
     MigrationRefused,
     RegistryError,
     StoreError,
     StoreUnavailable,
 )
+from shore.store.lane import LaneStored, LaneUpBlock
+from shore.store.lane_units import CoverMaker, LanePeriodsQueued
 from shore.store.links import ReplayWindow
 from shore.store.refusals import QuarantineEntry
 from shore.store.registry import VesselInfo, VesselKey, VesselRecord
@@ -51,6 +55,7 @@ from shore.store.uplink import ContactRecord, IngestOutcome, IngestResult, Messa
 
 __all__ = [
     "ContactRecord",
+    "CoverMaker",
     "Database",
     "Delivery",
     "DeliveryKey",
@@ -61,6 +66,10 @@ __all__ = [
     "DownlinkEncoder",
     "IngestOutcome",
     "IngestResult",
+    "LanePeriodsQueued",
+    "LaneQueueFull",
+    "LaneStored",
+    "LaneUpBlock",
     "MessageRecord",
     "MigrationRefused",
     "PhraseLookup",

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from protocol.cbor import dumps, strict_loads
 from protocol.envelopes import BatchAck, Envelope, from_skeleton, to_skeleton
 from protocol.errors import Reason
+from protocol.exchange import downlink_resend_at
 from shore.store.database import Row, Tx, optional_float
 from shore.store.migrations import Migration, MigrationSet
 
@@ -115,19 +116,16 @@ def resend_due(
     resend_max_s: float,
 ) -> bool:
     """Whether an unacknowledged batch (``items`` envelopes besides its ``BatchAck``) is to
-    be (re)sent at ``now``.
+    be (re)sent at ``now`` (the rule is :func:`protocol.exchange.downlink_resend_at`, which
+    the pure :class:`~protocol.exchange.ShoreExchange` follows too).
 
     Never sent: at once. Sent, with items: after ``resend_after_s`` if the vessel was heard
     from since it was last sent (it had its chance), after ``resend_max_s`` in any case
     (the broker may have lost it). A batch that only acknowledges goes once: a lost one
     makes the vessel resend its batch, which is acknowledged again."""
-    if last_sent_at is None:
-        return True
-    if items == 0:
+    if last_sent_at is not None and items == 0:
         return False
-    waited = now - last_sent_at
-    heard_since = last_heard_at is not None and last_heard_at > last_sent_at
-    return (waited >= resend_after_s and heard_since) or waited >= resend_max_s
+    return now >= downlink_resend_at(last_sent_at, last_heard_at, resend_after_s, resend_max_s)
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,6 +24,7 @@ from protocol.envelopes import (
     DeliveryReceipt,
     Envelope,
     GrievanceReport,
+    LaneBlock,
     ReceiptStage,
     Sos,
     acknowledges_only,
@@ -52,9 +53,11 @@ class IngestUnits(StoreParts):
 
         New batch: the batch row, its contacts, its messages (a replayed message is not
         stored twice), a delivery row and an ``ACCEPTED_ASHORE`` receipt for each new
-        message, downlink batches its ``BatchAck`` covers marked acknowledged, its leaf in
-        the transparency log, the replay window advanced and an acknowledgement owed (at
-        once for content, lazily for acknowledgements only). Same bytes again: only the
+        message, its grievance lane blocks (once per vessel, period and index; a place
+        already filled keeps its first block), downlink batches its ``BatchAck`` covers
+        marked acknowledged, its leaf in the transparency log, the replay window advanced
+        and an acknowledgement owed (at once for content, lazily for acknowledgements
+        only). Same bytes again: only the
         acknowledgement is owed again (DUPLICATE). Other bytes under a stored batch
         number: quarantined and refused (REJECTED, REPLAYED).
         """
@@ -89,8 +92,11 @@ class IngestUnits(StoreParts):
                     contacts += 1
             new = duplicate = acked = 0
             stored_now: list[Envelope] = []
+            lane_blocks: list[LaneBlock] = []
             for envelope in batch.envelopes:
-                if isinstance(envelope, BatchAck):
+                if isinstance(envelope, LaneBlock):
+                    lane_blocks.append(envelope)
+                elif isinstance(envelope, BatchAck):
                     acked += await self.downlink_queue.apply_ack(tx, vessel_id, envelope, now)
                 elif isinstance(envelope, CrewMessage | GrievanceReport | Sos):
                     if await self._accept_message(tx, vessel_id, batch_seq, envelope, now):
@@ -98,6 +104,7 @@ class IngestUnits(StoreParts):
                         stored_now.append(envelope)
                     else:
                         duplicate += 1
+            lane = await self.lane.store_up_blocks(tx, vessel_id, batch_seq, lane_blocks, now)
             # Same transaction: the batch is stored if and only if its leaf is in the log.
             await self.log.append_leaf(tx, batch, digest, now, stored_now)
             await self.links.see_batch(tx, link, batch_seq)
@@ -110,6 +117,8 @@ class IngestUnits(StoreParts):
             duplicate_messages=duplicate,
             contacts=contacts,
             downlink_acked=acked,
+            lane_blocks=lane.new,
+            lane_conflicts=lane.conflicting,
         )
 
     async def _accept_message(

@@ -2,7 +2,8 @@
 
 :class:`StoreParts` builds one repository per idea over one database; the units of work
 (:mod:`~shore.store.ingest_units`, :mod:`~shore.store.delivery_units`,
-:mod:`~shore.store.downlink_units`, :mod:`~shore.store.sos_units`) are its subclasses, and
+:mod:`~shore.store.downlink_units`, :mod:`~shore.store.lane_units`,
+:mod:`~shore.store.sos_units`) are its subclasses, and
 :class:`~shore.store.relay_store.RelayStore` joins them.
 """
 
@@ -16,6 +17,7 @@ from shore.store.deliveries import (
     PhraseLookup,
 )
 from shore.store.downlink import DownlinkQueue
+from shore.store.lane import LaneRepository
 from shore.store.links import VesselLinks
 from shore.store.refusals import Refusals
 from shore.store.registry import Registry
@@ -36,6 +38,8 @@ class StoreParts:
         delivery_queue  deliveries, leases, attempts, outcomes  shore.store.deliveries
         union_inboxes   sealed reports handed to unions         shore.store.union_inbox
         downlink_queue  downlink items, batches, slot notes     shore.store.downlink
+        lane            the grievance lane: uplink blocks,      shore.store.lane
+                        unions' blocks for the downlink lane
         sos             SOS alerts                              shore.store.sos
         log             the transparency log                    shore.store.transparency_log
 
@@ -61,6 +65,7 @@ class StoreParts:
         self.delivery_queue = DeliveryQueue(dialect, lease_s=lease_s, deadline_s=deadline_s)
         self.union_inboxes = UnionInbox()
         self.downlink_queue = DownlinkQueue()
+        self.lane = LaneRepository(dialect)
         self.sos = SosAlerts(dialect)
         self.log = TransparencyLog(dialect)
 

@@ -11,6 +11,7 @@ happens in a unit of work. The units are grouped by flow::
     IngestUnits          shore.store.ingest_units    a batch stored or refused, read back
     DeliveryUnits        shore.store.delivery_units  claims, attempts, outcomes + receipts
     DownlinkUnits        shore.store.downlink_units  queued envelopes, signed batches
+    LaneUnits            shore.store.lane_units      the grievance lane (unions, downlink lane)
     SosUnits             shore.store.sos_units       SOS alerts
 
 Every service depends only on a small protocol of its own (``shore.ingest.IngestStore``,
@@ -34,6 +35,8 @@ from shore.store.delivery_units import DeliveryUnits
 from shore.store.downlink import MIGRATIONS as DOWNLINK_MIGRATIONS
 from shore.store.downlink_units import DownlinkUnits
 from shore.store.ingest_units import IngestUnits
+from shore.store.lane import MIGRATIONS as LANE_MIGRATIONS
+from shore.store.lane_units import LaneUnits
 from shore.store.links import MIGRATIONS as LINK_MIGRATIONS
 from shore.store.migrations import MigrationSet, migrate
 from shore.store.refusals import MIGRATIONS as REFUSAL_MIGRATIONS
@@ -59,10 +62,11 @@ MIGRATION_SETS: tuple[MigrationSet, ...] = (
     DOWNLINK_MIGRATIONS,
     SOS_MIGRATIONS,
     LOG_MIGRATIONS,
+    LANE_MIGRATIONS,
 )
 
 
-class RelayStore(IngestUnits, DeliveryUnits, DownlinkUnits, SosUnits):
+class RelayStore(IngestUnits, DeliveryUnits, DownlinkUnits, LaneUnits, SosUnits):
     """The relay's store over one open database (see the module docstring).
 
     Open one with :meth:`shore.store.sqlite.SqliteStore.open` or

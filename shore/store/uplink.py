@@ -125,6 +125,10 @@ class IngestResult:
     contacts: int = 0
     downlink_acked: int = 0
     reason: Reason | None = None
+    #: grievance lane blocks stored for the first time
+    lane_blocks: int = 0
+    #: lane blocks for a place (period, index) already holding another block: not stored
+    lane_conflicts: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -109,7 +109,9 @@ def card(
 
 @app.command("fetch")
 def fetch(directory: DirOption) -> None:
-    """Fetch sealed reports from the relay and open them here; post notes not yet posted.
+    """Fetch sealed reports from the relay and open them here (the grievance lane's blocks
+    too: this union's are found by trying its key on each, and reports are put back
+    together here); post notes not yet posted.
 
     Example: vessel-relay union fetch --dir ~/union
     """
@@ -118,6 +120,12 @@ def fetch(directory: DirOption) -> None:
         typer.echo(
             f"{result.new_cases} new cases, {result.additions} additions, "
             f"{result.unreadable} unreadable, {result.notes_posted} notes posted"
+            f"; {result.lane_blocks} lane blocks read"
+            + (
+                f", {result.lane_incomplete} reports still arriving"
+                if result.lane_incomplete
+                else ""
+            )
         )
 
 
@@ -277,7 +285,9 @@ def verify(
 
 @app.command("alerts")
 def alerts(directory: DirOption) -> None:
-    """Show "crew member silent" and "vessel silent" alerts from the relay.
+    """Show the relay's silence alerts: "lane silent" (a vessel syncs but its grievance
+    lane blocks stopped coming), "vessel silent" (no sync within its link's expected gap),
+    and "crew member silent" for vessels still on daily slots.
 
     Example: vessel-relay union alerts --dir ~/union
     """

@@ -1,8 +1,13 @@
-"""Relay client: the union's signed requests to the relay's union API (see shore.union_api)."""
+"""Relay client: the union's signed requests to the relay's union API (see shore.union_api).
+
+An answer that is not what the API promises (a missing key, a number that is not one, bad
+base64) is :class:`RelayUnreachable` naming the route, never a ``KeyError`` or a crash.
+"""
 
 from __future__ import annotations
 
 import base64
+import binascii
 import json
 import secrets
 import time
@@ -20,6 +25,16 @@ from shore.union.keys import UnionIdentity
 class RelayUnreachable(Exception):
     """The relay could not be reached or refused the request; the message says why."""
 
+    def __init__(self, message: str, *, status: int | None = None, code: str | None = None):
+        super().__init__(message)
+        #: the HTTP status and the API's reason code of a refusal (None: no answer)
+        self.status = status
+        self.code = code
+
+
+class RouteMissing(RelayUnreachable):
+    """The relay has no such route: it is older than this app (upgrade the relay)."""
+
 
 @dataclass(frozen=True, slots=True)
 class SealedReport:
@@ -29,6 +44,60 @@ class SealedReport:
     message_seq: int
     sealed: bytes
     accepted_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class LaneUpBlock:
+    """One uplink grievance lane block as the relay serves it (sealed, nothing in clear)."""
+
+    block_id: int
+    vessel: int
+    period: int
+    index: int
+    block: bytes
+    received_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class LanePage:
+    """One answer of ``GET /union/v1/lane``: blocks by id, and where to go on from."""
+
+    blocks: tuple[LaneUpBlock, ...]
+    next: int
+
+
+@dataclass(frozen=True, slots=True)
+class RelayLaneShape:
+    """The relay's grievance lane, as ``GET /union/v1/lane/shape`` states it."""
+
+    down_block_bytes: int
+    down_period_s: int
+    down_blocks_per_period: int
+    up_block_bytes: int
+    max_queued_blocks: int
+
+
+def _b64(value: object, what: str) -> bytes:
+    if not isinstance(value, str):
+        raise RelayUnreachable(f"the relay's answer holds {what} that is not base64 text")
+    try:
+        return base64.b64decode(value.encode("ascii"), validate=True)
+    except (UnicodeEncodeError, binascii.Error) as exc:
+        raise RelayUnreachable(f"the relay's answer holds {what} that is not base64") from exc
+
+
+def _whole(item: dict[str, object], key: str, route: str) -> int:
+    value = item.get(key)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise RelayUnreachable(f"the relay's answer to {route} has no whole number {key!r}")
+    return value
+
+
+def _seconds(item: dict[str, object], key: str, route: str) -> float:
+    value = item.get(key)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise RelayUnreachable(f"the relay's answer to {route} has no time {key!r}")
+    return float(value)
 
 
 class RelayClient:
@@ -79,8 +148,12 @@ class RelayClient:
             data = {}
         if response.status_code >= 400:
             detail = data.get("error") if isinstance(data, dict) else None
-            raise RelayUnreachable(
-                f"the relay refused {method} {path} ({response.status_code}): {detail}"
+            code = data.get("code") if isinstance(data, dict) else None
+            refusal = RouteMissing if code == "bad-route" else RelayUnreachable
+            raise refusal(
+                f"the relay refused {method} {path} ({response.status_code}): {detail}",
+                status=response.status_code,
+                code=code if isinstance(code, str) else None,
             )
         return data
 
@@ -106,8 +179,61 @@ class RelayClient:
         ).encode()
         self._request("POST", f"/union/v1/cases/{vessel}/{message_seq}/notes", body)
 
+    def lane_blocks(self, after: int, limit: int) -> LanePage:
+        """Up to ``limit`` uplink lane blocks of this union's vessels with ids above
+        ``after`` (every block, sealed: this union trial-decrypts them)."""
+        route = "/union/v1/lane"
+        data = self._request("GET", f"{route}?after={int(after)}&limit={int(limit)}")
+        if not isinstance(data, dict) or not isinstance(data.get("blocks"), list):
+            raise RelayUnreachable(f"the relay's answer to {route} is malformed")
+        blocks: list[LaneUpBlock] = []
+        for item in data["blocks"]:
+            if not isinstance(item, dict):
+                raise RelayUnreachable(f"the relay's answer to {route} is malformed")
+            blocks.append(
+                LaneUpBlock(
+                    _whole(item, "id", route),
+                    _whole(item, "vessel", route),
+                    _whole(item, "period", route),
+                    _whole(item, "index", route),
+                    _b64(item.get("block"), "a lane block"),
+                    _seconds(item, "received_at", route),
+                )
+            )
+        ids = [block.block_id for block in blocks]
+        following = _whole(data, "next", route)
+        if ids != sorted(set(ids)) or (ids and (ids[0] <= after or following != ids[-1])):
+            raise RelayUnreachable(f"the relay's answer to {route} is out of order")
+        return LanePage(tuple(blocks), max(following, after))
+
+    def lane_shape(self) -> RelayLaneShape:
+        """The relay's downlink lane: block size, period, and the queue cap per vessel."""
+        route = "/union/v1/lane/shape"
+        data = self._request("GET", route)
+        if not isinstance(data, dict):
+            raise RelayUnreachable(f"the relay's answer to {route} is malformed")
+        return RelayLaneShape(
+            _whole(data, "down_block_bytes", route),
+            _whole(data, "down_period_s", route),
+            _whole(data, "down_blocks_per_period", route),
+            _whole(data, "up_block_bytes", route),
+            _whole(data, "max_queued_blocks", route),
+        )
+
+    def post_lane_notes(self, vessel: int, blocks: list[bytes]) -> None:
+        """Queue one case note's downlink blocks on the vessel's downlink lane (all or
+        none; the same blocks posted again are queued once)."""
+        body = json.dumps(
+            {
+                "vessel": int(vessel),
+                "blocks": [base64.b64encode(block).decode("ascii") for block in blocks],
+            }
+        ).encode()
+        self._request("POST", "/union/v1/lane/notes", body)
+
     def alerts(self) -> list[dict[str, object]]:
-        """ "Crew member silent" and "vessel silent" alerts for this union's vessels."""
+        """ "Lane silent", "vessel silent" (and, for vessels still on daily slots, "crew
+        member silent") alerts for this union's vessels."""
         data = self._request("GET", "/union/v1/alerts")
         if not isinstance(data, dict) or not isinstance(data.get("alerts"), list):
             raise RelayUnreachable("the relay's answer to /union/v1/alerts is malformed")

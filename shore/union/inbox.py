@@ -8,11 +8,22 @@ text the reporter wrote is kept exactly as it arrived (the original, in their la
 
 Status changes and replies are stored first (entry + sealed note in ``outgoing``), then
 posted to the relay; a note that could not be posted is sent by the next ``fetch``.
+
+**The grievance lane** (:mod:`protocol.lane`, :mod:`shore.union.lane`). ``fetch`` also reads
+every uplink lane block of the union's vessels (``/union/v1/lane``, from where it stopped),
+trial-decrypts each with the union's key, keeps the fragments of its reports in
+``union.db`` and files each report that completes as a case, numbered from inside its
+seal. Such a case's notes go down the vessel's downlink lane: the note is kept as it is
+(``outgoing.note_content``), sealed to the reporter's reply key as blocks of the relay's
+downlink size when first posted, and those same blocks are posted again after a failure
+(the relay queues a block once). Cases that came in whole (``/union/v1/reports``: slots and
+older vessels) keep their route.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import logging
 import os
@@ -44,54 +55,43 @@ from protocol.evidence import (
     make_entry,
     verify_chain,
 )
+from protocol.lane import (
+    MAX_NOTE_BYTES,
+    FragmentConflict,
+    MalformedLaneBlock,
+    ReassemblyLimit,
+    note_content,
+    open_up_block,
+)
 from protocol.languages import Language
-from protocol.sealing import GrievancePlaintext, ReporterSignatureInvalid, open_grievance
+from protocol.sealing import (
+    GrievancePlaintext,
+    ReporterSignatureInvalid,
+    open_grievance,
+    open_grievance_any,
+)
 from protocol.slots import open_slot, slot_header
-from shore.union.client import RelayClient, RelayUnreachable
+from shore.union.client import (
+    LaneUpBlock,
+    RelayClient,
+    RelayLaneShape,
+    RelayUnreachable,
+    RouteMissing,
+)
 from shore.union.keys import UnionIdentity
+from shore.union.lane import (
+    LANE_PAGE,
+    STALE_AFTER_S,
+    LaneAssembly,
+    fallback_case_number,
+    lane_case_number,
+    lane_note_blocks,
+)
+from shore.union.schema import migrate
 
 logger = logging.getLogger(__name__)
 
 EXPORT_FORMAT = "vessel-relay case export v1"
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS reports (
-    vessel INTEGER NOT NULL,
-    message_seq INTEGER NOT NULL,
-    sealed BLOB NOT NULL,
-    accepted_at REAL NOT NULL,
-    case_number TEXT,
-    problem TEXT,
-    PRIMARY KEY (vessel, message_seq)
-);
-CREATE TABLE IF NOT EXISTS cases (
-    case_number TEXT PRIMARY KEY,
-    vessel INTEGER NOT NULL,
-    message_seq INTEGER NOT NULL,
-    receipt_code TEXT NOT NULL UNIQUE,
-    category TEXT NOT NULL,
-    lang TEXT NOT NULL,
-    status INTEGER NOT NULL,
-    status_minutes INTEGER NOT NULL,
-    reply_key BLOB,
-    crew_name TEXT,
-    crew_document TEXT,
-    opened_minutes INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS entries (
-    case_number TEXT NOT NULL REFERENCES cases (case_number),
-    idx INTEGER NOT NULL,
-    data BLOB NOT NULL,
-    PRIMARY KEY (case_number, idx)
-);
-CREATE TABLE IF NOT EXISTS outgoing (
-    note_id INTEGER PRIMARY KEY AUTOINCREMENT,
-    case_number TEXT NOT NULL REFERENCES cases (case_number),
-    status INTEGER NOT NULL,
-    sealed_note BLOB NOT NULL,
-    posted_at REAL
-);
-"""
 
 
 class InboxError(Exception):
@@ -133,12 +133,24 @@ class CaseView:
 
 @dataclass(frozen=True, slots=True)
 class FetchResult:
-    """What ``union fetch`` did."""
+    """What ``union fetch`` did (lane reports counted with the others)."""
 
     new_cases: int
     additions: int
     unreadable: int
     notes_posted: int
+    #: uplink lane blocks read (cover and other unions' included)
+    lane_blocks: int = 0
+    #: lane reports of which some pieces came and others have not yet
+    lane_incomplete: int = 0
+
+
+@dataclass
+class _Tally:
+    new_cases: int = 0
+    additions: int = 0
+    unreadable: int = 0
+    blocks: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,7 +192,9 @@ class UnionInbox:
             "secure_delete=ON",
         ):
             self._db.execute(f"PRAGMA {pragma}")
-        self._db.executescript(_SCHEMA)
+        migrate(self._db)
+        self._lane = LaneAssembly(self._db)
+        self._lane_shape: RelayLaneShape | None = None
 
     def close(self) -> None:
         self._db.close()
@@ -239,7 +253,7 @@ class UnionInbox:
                     )
                 else:
                     number, added = self._file(
-                        db, report.vessel, report.message_seq, plain, report.sealed
+                        db, report.vessel, plain, report.sealed, seq=report.message_seq
                     )
                     if added:
                         additions += 1
@@ -257,16 +271,155 @@ class UnionInbox:
                         problem,
                     ),
                 )
+        lane = self._fetch_lane()
         posted = self.post_pending()
         logger.info(
-            "fetched: %d new cases, %d additions, %d unreadable, %d cover slots, %d notes posted",
-            new_cases,
-            additions,
-            unreadable,
+            "fetched: %d new cases, %d additions, %d unreadable, %d cover slots, %d lane "
+            "blocks (%d lane reports incomplete), %d notes posted",
+            new_cases + lane.new_cases,
+            additions + lane.additions,
+            unreadable + lane.unreadable,
             covers,
+            lane.blocks,
+            self.lane_incomplete(),
             posted,
         )
-        return FetchResult(new_cases, additions, unreadable, posted)
+        return FetchResult(
+            new_cases + lane.new_cases,
+            additions + lane.additions,
+            unreadable + lane.unreadable,
+            posted,
+            lane.blocks,
+            self.lane_incomplete(),
+        )
+
+    # the grievance lane ------------------------------------------------------------------
+
+    def _fetch_lane(self) -> _Tally:
+        """Read the uplink lane blocks after the cursor, page by page, each page in one
+        transaction with the cursor moved past it; file what completes."""
+        relay = self._relay()
+        tally = _Tally()
+        try:
+            with self._tx() as db:
+                for vessel, report_id, whole in self._lane.recovered:
+                    self._lane.forget(db, vessel, report_id)
+                    self._file_lane(db, vessel, report_id, whole, self.clock(), tally)
+                self._lane.recovered = []
+                for vessel, report_id in self._lane.expire(db, self.clock() - STALE_AFTER_S):
+                    self._lane_problem(
+                        db, vessel, report_id, "incomplete: gave up waiting for its other pieces"
+                    )
+            while True:
+                row = self._db.execute("SELECT after FROM lane_cursor WHERE id = 1").fetchone()
+                after = int(row[0])
+                try:
+                    page = relay.lane_blocks(after, LANE_PAGE)
+                except RouteMissing:
+                    logger.warning(
+                        "the relay has no grievance lane (/union/v1/lane): it is older than "
+                        "this app; reports that come whole are fetched, upgrade the relay"
+                    )
+                    return tally
+                with self._tx() as db:
+                    for block in page.blocks:
+                        self._take_lane_block(db, block, tally)
+                    db.execute("UPDATE lane_cursor SET after = ? WHERE id = 1", (page.next,))
+                if len(page.blocks) < LANE_PAGE or page.next <= after:
+                    return tally
+        except BaseException:
+            self._lane.reload(self._db)  # a page rolled back: the memory follows the table
+            raise
+
+    def _take_lane_block(self, db: sqlite3.Connection, block: LaneUpBlock, tally: _Tally) -> None:
+        tally.blocks += 1
+        try:
+            fragment = open_up_block(block.block, self.identity.box_private)
+        except MalformedLaneBlock as exc:
+            tally.unreadable += 1
+            logger.warning(
+                "lane block %d of vessel %d opens with this union's key but is not a lane "
+                "block: %s",
+                block.block_id,
+                block.vessel,
+                exc,
+            )
+            return
+        if fragment is None:
+            return  # cover, or another union's
+        if db.execute(
+            "SELECT 1 FROM lane_reports WHERE vessel = ? AND report_id = ?",
+            (block.vessel, fragment.item_id),
+        ).fetchone():
+            return  # a piece of a report filed already (sent again)
+        try:
+            whole = self._lane.take(db, block.vessel, fragment, block.received_at)
+        except (FragmentConflict, ReassemblyLimit) as exc:
+            tally.unreadable += 1
+            logger.warning(
+                "lane block %d of vessel %d not kept: %s", block.block_id, block.vessel, exc
+            )
+            return
+        if whole is not None:
+            self._file_lane(db, block.vessel, fragment.item_id, whole, block.received_at, tally)
+
+    def _file_lane(
+        self,
+        db: sqlite3.Connection,
+        vessel: int,
+        report_id: bytes,
+        sealed: bytes,
+        received_at: float,
+        tally: _Tally,
+    ) -> None:
+        """File a complete lane report as a case (or an addition), or record why not."""
+        number: str | None = None
+        problem: str | None = None
+        try:
+            plain = open_grievance_any(sealed, self.identity.box_private, self.codebook)
+            self._check_pinned_key(db, vessel, plain)
+        except ProtocolError as exc:
+            problem = str(exc)
+            tally.unreadable += 1
+            logger.warning(
+                "lane report %s of vessel %d does not open: %s", report_id.hex(), vessel, exc
+            )
+        else:
+            wanted = lane_case_number(vessel, report_id, plain)
+            db.execute("SAVEPOINT lane_file")
+            try:
+                number, added = self._file(
+                    db, vessel, plain, sealed, number=wanted, lane_report_id=report_id
+                )
+            except sqlite3.IntegrityError as exc:
+                # e.g. a receipt code that another vessel's case holds: the report is kept
+                # (sealed) with the reason, and the lane goes on
+                db.execute("ROLLBACK TO lane_file")
+                number, problem = None, f"not filed: {exc}"
+                tally.unreadable += 1
+                logger.warning(
+                    "lane report %s of vessel %d cannot be filed: %s", report_id.hex(), vessel, exc
+                )
+            else:
+                tally.additions += added
+                tally.new_cases += not added
+            finally:
+                db.execute("RELEASE lane_file")
+        db.execute(
+            "INSERT INTO lane_reports (vessel, report_id, sealed, received_at, case_number, "
+            "problem) VALUES (?, ?, ?, ?, ?, ?)",
+            (vessel, report_id, sealed, received_at, number, problem),
+        )
+
+    def _lane_problem(
+        self, db: sqlite3.Connection, vessel: int, report_id: bytes, problem: str
+    ) -> None:
+        logger.warning("lane report %s of vessel %d: %s", report_id.hex(), vessel, problem)
+        db.execute(
+            "INSERT OR IGNORE INTO lane_reports (vessel, report_id, sealed, received_at, "
+            "case_number, problem) VALUES (?, ?, ?, ?, NULL, ?)",
+            (vessel, report_id, b"", self.clock(), problem),
+        )
 
     def _check_pinned_key(
         self, db: sqlite3.Connection, vessel: int, plain: GrievancePlaintext
@@ -293,12 +446,39 @@ class UnionInbox:
         self,
         db: sqlite3.Connection,
         vessel: int,
-        seq: int,
         plain: GrievancePlaintext,
         sealed: bytes,
+        *,
+        seq: int | None = None,
+        number: str | None = None,
+        lane_report_id: bytes | None = None,
     ) -> tuple[str, bool]:
-        import hashlib
-
+        """File a report as a new case or an addition (same receipt code, same vessel);
+        returns (case number, whether an addition). A report that came whole has the
+        relay's ``seq``; a lane report has its ``number`` (from its seal) and its
+        ``lane_report_id``, and its case's notes go down the lane."""
+        carrier = "case" if lane_report_id is None else "lane"
+        row = db.execute(
+            "SELECT case_number FROM cases WHERE receipt_code = ? AND vessel = ?",
+            (plain.receipt_code, vessel),
+        ).fetchone()
+        taken = (
+            number is not None
+            and row is None
+            and db.execute("SELECT 1 FROM cases WHERE case_number = ?", (number,)).fetchone()
+        )
+        if taken and lane_report_id is not None:
+            logger.warning(
+                "lane report %s of vessel %d names case %s, which is another case: filed "
+                "under its report id",
+                lane_report_id.hex(),
+                vessel,
+                number,
+            )
+            number = fallback_case_number(vessel, lane_report_id)
+        if number is not None:
+            seq = parse_case_number(number)[1]
+        assert seq is not None
         now_minutes = int(self.clock() // 60)
         fields: dict[str, str | int | bytes] = {
             "vessel": vessel,
@@ -309,15 +489,14 @@ class UnionInbox:
             "written_minutes": plain.written_minutes,
             "sealed_sha256": hashlib.sha256(sealed).digest(),
         }
+        if lane_report_id is not None:
+            fields["carrier"] = "lane"
+            fields["lane_report_id"] = lane_report_id
         if plain.signer_key is not None and plain.signature and plain.signed_message:
             # mode A: the reporter's own signature travels in the evidence, checkable offline
             fields["reporter_key"] = plain.signer_key
             fields["reporter_signature"] = plain.signature
             fields["reporter_signed"] = plain.signed_message
-        row = db.execute(
-            "SELECT case_number FROM cases WHERE receipt_code = ? AND vessel = ?",
-            (plain.receipt_code, vessel),
-        ).fetchone()
         if row is not None:
             number = str(row[0])
             self._append(db, number, EntryKind.ADDITION, now_minutes, fields)
@@ -326,12 +505,14 @@ class UnionInbox:
                     "UPDATE cases SET reply_key = ? WHERE case_number = ?",
                     (plain.reply_key, number),
                 )
+            if carrier == "lane":  # the vessel is on the lane now: so are the notes
+                db.execute("UPDATE cases SET carrier = 'lane' WHERE case_number = ?", (number,))
             return number, True
-        number = case_number(vessel, seq)
+        number = number or case_number(vessel, seq)
         db.execute(
             "INSERT INTO cases (case_number, vessel, message_seq, receipt_code, category, lang, "
-            "status, status_minutes, reply_key, crew_name, crew_document, opened_minutes) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "status, status_minutes, reply_key, crew_name, crew_document, opened_minutes, "
+            "carrier) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 number,
                 vessel,
@@ -345,6 +526,7 @@ class UnionInbox:
                 plain.crew_name,
                 plain.crew_document,
                 now_minutes,
+                carrier,
             ),
         )
         self._append(db, number, EntryKind.REPORT, now_minutes, fields)
@@ -411,7 +593,8 @@ class UnionInbox:
             args.append(now_minutes - newer_than_days * 1440)
         rows = self._db.execute(
             "SELECT case_number, vessel, category, lang, status, opened_minutes, status_minutes, "
-            "(SELECT COUNT(*) FROM reports r WHERE r.case_number = c.case_number) - 1 "
+            "(SELECT COUNT(*) FROM reports r WHERE r.case_number = c.case_number) "
+            "+ (SELECT COUNT(*) FROM lane_reports l WHERE l.case_number = c.case_number) - 1 "
             f"FROM cases c WHERE {' AND '.join(where)} ORDER BY opened_minutes DESC, case_number",
             args,
         ).fetchall()
@@ -524,6 +707,30 @@ class UnionInbox:
 
     def _queue_note(self, db: sqlite3.Connection, number: str, note: CaseNote) -> None:
         _, _, reply_key = self._case_state(db, number)
+        (carrier,) = db.execute(
+            "SELECT carrier FROM cases WHERE case_number = ?", (number,)
+        ).fetchone()
+        if carrier == "lane":
+            if not reply_key:
+                logger.warning(
+                    "case %s: its report carries no reply key; the reporter cannot be told "
+                    "on board (recorded in the evidence only)",
+                    number,
+                )
+                return
+            content = note_content(note)
+            if len(content) > MAX_NOTE_BYTES:
+                raise InboxError(
+                    f"this note is {len(content):,} bytes once encoded; the grievance lane "
+                    f"carries notes of at most {MAX_NOTE_BYTES:,}: shorten the reply or send "
+                    "it in parts"
+                )
+            db.execute(
+                "INSERT INTO outgoing (case_number, status, sealed_note, carrier, note_content) "
+                "VALUES (?, ?, ?, 'lane', ?)",
+                (number, int(note.status), b"", content),
+            )
+            return
         sealed = seal_case_note(note, reply_key) if reply_key else b""
         db.execute(
             "INSERT INTO outgoing (case_number, status, sealed_note) VALUES (?, ?, ?)",
@@ -531,18 +738,26 @@ class UnionInbox:
         )
 
     def post_pending(self) -> int:
-        """Post notes not yet posted to the relay, oldest first; returns how many went."""
+        """Post notes not yet posted to the relay, oldest first; returns how many went.
+
+        A lane note is sealed into downlink blocks the first time it is posted (the relay's
+        block size), and those blocks are kept: a retry posts the same blocks, which the
+        relay queues once."""
         if self.client is None:
             return 0
         rows = self._db.execute(
-            "SELECT note_id, o.case_number, o.status, sealed_note FROM outgoing o "
+            "SELECT note_id, o.case_number, o.status, o.sealed_note, o.carrier, c.vessel "
+            "FROM outgoing o JOIN cases c ON c.case_number = o.case_number "
             "WHERE posted_at IS NULL ORDER BY note_id"
         ).fetchall()
         posted = 0
-        for note_id, number, status, sealed in rows:
-            vessel, seq = parse_case_number(number)
+        for note_id, number, status, sealed, carrier, vessel in rows:
             try:
-                self.client.post_note(vessel, seq, CaseStatus(status), bytes(sealed))
+                if carrier == "lane":
+                    self.client.post_lane_notes(int(vessel), self._lane_blocks(note_id, number))
+                else:
+                    case_vessel, seq = parse_case_number(number)
+                    self.client.post_note(case_vessel, seq, CaseStatus(status), bytes(sealed))
             except RelayUnreachable as exc:
                 logger.warning("note %d for case %s not posted yet: %s", note_id, number, exc)
                 break
@@ -551,6 +766,38 @@ class UnionInbox:
             )
             posted += 1
         return posted
+
+    def _lane_blocks(self, note_id: int, number: str) -> list[bytes]:
+        """A lane note's downlink blocks: those made before if the relay's block size is
+        unchanged, else sealed now (to the case's reply key) and kept."""
+        assert self.client is not None
+        if self._lane_shape is None:
+            self._lane_shape = self.client.lane_shape()
+        size = self._lane_shape.down_block_bytes
+        content, made, made_size, reply_key = self._db.execute(
+            "SELECT o.note_content, o.lane_blocks, o.lane_block_bytes, c.reply_key "
+            "FROM outgoing o JOIN cases c ON c.case_number = o.case_number WHERE note_id = ?",
+            (note_id,),
+        ).fetchone()
+        if made is None or made_size != size:
+            try:
+                blocks = lane_note_blocks(bytes(content), bytes(reply_key), size)
+            except ProtocolError as exc:
+                raise RelayUnreachable(
+                    f"case {number}'s note cannot go down the relay's lane ({exc})"
+                ) from exc
+            made = b"".join(blocks)
+            with self._tx() as db:
+                db.execute(
+                    "UPDATE outgoing SET lane_blocks = ?, lane_block_bytes = ? WHERE note_id = ?",
+                    (made, size, note_id),
+                )
+        made = bytes(made)
+        return [made[at : at + size] for at in range(0, len(made), size)]
+
+    def lane_incomplete(self) -> int:
+        """Lane reports of which some pieces have arrived and others not yet."""
+        return self._lane.open_items
 
     def pending_notes(self) -> int:
         """Notes stored but not yet posted to the relay."""

@@ -14,7 +14,8 @@ Pages::
     POST /cases/{case}/reply      write to the reporter
     POST /cases/{case}/status     move the case on (closing needs a reason)
     GET  /cases/{case}/export     the same file as ``union export`` (a download)
-    GET  /alerts                  "crew member silent" and "vessel silent" alerts
+    GET  /alerts                  "lane silent" and "vessel silent" alerts ("crew member
+                                  silent" for vessels still on daily slots)
 
 Caseworkers log in with the Argon2id hashes kept in ``caseworkers.txt`` in the union's
 directory (0600; ``vessel-relay union user add NAME``; the format of

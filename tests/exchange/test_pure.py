@@ -490,3 +490,22 @@ def test_reason_codes_travel_in_a_refusal() -> None:
     assert record.refused == {1}
     assert not record.acknowledged
     assert vessel.state is VesselState.DONE
+
+
+def test_the_downlink_resend_rule_is_one_function() -> None:
+    """The relay's store and the pure shore machine resend on the same rule: at once when
+    never sent; after resend_after_s once the vessel was heard from since the last send;
+    after resend_max_s in any case; a batch that only acknowledges goes once."""
+    from protocol.exchange import downlink_resend_at
+    from shore.store.downlink import resend_due
+
+    assert downlink_resend_at(None, None, 60, 600) == float("-inf")
+    assert downlink_resend_at(100, 150, 60, 600) == 160
+    assert downlink_resend_at(100, 90, 60, 600) == 700
+    assert downlink_resend_at(100, None, 60, 600) == 700
+    for now in (100, 159, 160, 699, 700):
+        for heard in (None, 90, 150):
+            expected = now >= downlink_resend_at(100, heard, 60, 600)
+            assert resend_due(100, 3, heard, now, 60, 600) is expected
+    assert resend_due(None, 0, None, 0, 60, 600)
+    assert not resend_due(100, 0, 150, 10_000, 60, 600)

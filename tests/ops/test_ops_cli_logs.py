@@ -142,3 +142,16 @@ def test_metrics_port_in_use_is_a_one_line_error(relay: Path) -> None:
         code, _out, err = shore("run", "-c", str(relay), "--metrics-port", str(port))
     assert code == 1
     assert f"error: cannot serve /metrics on 127.0.0.1:{port}" in err
+
+
+def test_logs_follow_stderr_when_it_is_replaced(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Set up on one stderr, which is then closed and replaced (a test runner's capture,
+    a daemon's redirect): the next line goes to the live stderr, not into a closed file."""
+    first = io.StringIO()
+    monkeypatch.setattr("sys.stderr", first)
+    configure_logging("text", "info")
+    first.close()
+    second = io.StringIO()
+    monkeypatch.setattr("sys.stderr", second)
+    logging.getLogger("test.ops").info("after the swap")
+    assert "after the swap" in second.getvalue()

@@ -12,7 +12,8 @@ downlink (``tests/shipboard/test_hostile_downlink.py``):
 - Structural mutators change the decoded content: extreme and negative integers in
   every field and header slot, times out of range, wrong types, deep nesting, unknown
   keys, columns too short or too long, duplicated and swapped envelopes, and texts with
-  lone surrogates, NUL, bidi controls or over the length limit. A lone surrogate cannot
+  lone surrogates, NUL, bidi controls or over the length limit; grievance lane blocks of
+  another size, at an edge of their place, or twice in one place. A lone surrogate cannot
   be encoded by cbor2, so a marker character is swapped for its surrogate bytes after
   encoding (:data:`SURROGATE_MARK`).
 - Byte mutators (flips, truncation, splices ...) are the ones of ``test_fuzz``; every
@@ -360,6 +361,38 @@ def _text(rng: random.Random, batch: OpenBatch) -> None:
         texts.append(rng.choice(HOSTILE_TEXTS))
 
 
+#: Skeleton keys of a ``LaneBlock``: its period, its place in the period, its sealed block.
+_LANE_PERIOD, _LANE_INDEX, _LANE_BLOCK = 29, 30, 7
+
+
+def _lane_block(rng: random.Random, batch: OpenBatch) -> None:
+    """A grievance lane block made hostile: another size (none, a byte short or over, the
+    protocol's edges, far over), a place (period, index) at an edge, or its place twice
+    in the batch with other bytes or the same."""
+    entries = batch.entries()
+    lanes = [n for n, e in enumerate(entries) if e.get(KIND_KEY) == int(Kind.LANE_BLOCK)]
+    if not lanes:
+        raise LookupError("no lane block in this batch")
+    at = rng.choice(lanes)
+    entry = entries[at]
+    block = entry[_LANE_BLOCK]
+    assert isinstance(block, bytes)
+    action = rng.randrange(4)
+    if action == 0:
+        size = rng.choice((0, 1, 127, 128, len(block) - 1, len(block) + 1, 8192, 8193, 70_000))
+        entry[_LANE_BLOCK] = bytes(size)
+    elif action == 1:
+        entry[_LANE_INDEX] = rng.choice((63, 64, 255, 2**16, 2**53 - 1, -1))
+    elif action == 2:
+        entry[_LANE_PERIOD] = rng.choice(EXTREME_INTS)
+    else:
+        twin = dict(entry)
+        if rng.random() < 0.5:
+            twin[_LANE_BLOCK] = bytes(reversed(block))
+        entries.insert(at + 1, twin)
+    batch.set_entries(entries)
+
+
 def _frames(rng: random.Random, batch: OpenBatch) -> None:
     """An extra frame, unpadded, or another codec for every frame."""
     action = rng.randrange(3)
@@ -385,6 +418,7 @@ STRUCTURAL: list[Callable[[random.Random, OpenBatch], None]] = [
     _text,
     _text,
     _frames,
+    _lane_block,
 ]
 
 

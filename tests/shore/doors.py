@@ -102,19 +102,31 @@ def signed_headers(method: str, path: str, body: bytes, union: int = 7) -> dict[
 
 @asynccontextmanager
 async def union_api_door(tmp_path: Path) -> AsyncIterator[Door]:
+    from protocol.lane import LaneShape
+    from protocol.union_requests import DEFAULT_LANE_QUEUE_BLOCKS, lane_notes_request_bytes
     from shore.union_api import MAX_BODY_BYTES, OTHER_BODY_BYTES
 
     store = await SqliteStore.open(tmp_path / "relay.db")
     try:
         app = make_union_api(store, [UnionAccount(7, UNION_KEY.verify_key)])
+        lane_notes = lane_notes_request_bytes(
+            LaneShape().down_block_bytes, DEFAULT_LANE_QUEUE_BLOCKS
+        )
         yield Door(
             "union API",
             app,
-            {"": OTHER_BODY_BYTES, "/union/v1/cases/": MAX_BODY_BYTES},
+            {
+                "": OTHER_BODY_BYTES,
+                "/union/v1/cases/": MAX_BODY_BYTES,
+                "/union/v1/lane/notes": lane_notes,
+            },
             [
                 ("GET", "/union/v1/reports"),
                 ("POST", "/union/v1/cases/1/1/notes"),
                 ("GET", "/union/v1/alerts"),
+                ("GET", "/union/v1/lane"),
+                ("POST", "/union/v1/lane/notes"),
+                ("GET", "/union/v1/lane/shape"),
             ],
             extra={"store": store},
         )

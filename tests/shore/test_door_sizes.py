@@ -18,7 +18,7 @@ import pytest
 
 from common.serving import AsgiServer
 from protocol.union_requests import MAX_NOTE_REQUEST_BYTES, MAX_SEALED_NOTE_BYTES
-from tests.shore.doors import DOORS, Meter, client_for, signed_headers
+from tests.shore.doors import DOORS, Door, Meter, client_for, signed_headers
 
 HUGE = 300 << 20
 CHUNK = 64 * 1024
@@ -104,3 +104,34 @@ async def test_the_largest_legitimate_note_fits_the_union_apis_limit(tmp_path: P
             )
             assert refused.status_code == 413
             assert refused.json()["code"] == "too-large"
+
+
+async def test_a_full_lane_note_fits_the_lane_routes_limit(tmp_path: Path) -> None:
+    """A lane note with as many downlink blocks as a union may have waiting for a vessel
+    (the relay's cap, at least the largest case note), in JSON with spaces, passes the size
+    gate and the signature and reaches the vessel check; one byte over is refused unread."""
+    async with DOORS["union API"](tmp_path) as door:
+        path = "/union/v1/lane/notes"
+        shape = await client_json(door, "/union/v1/lane/shape")
+        block = base64.b64encode(bytes(shape["down_block_bytes"])).decode()
+        blocks = [block] * shape["max_queued_blocks"]
+        body = json.dumps({"vessel": 2**31, "blocks": blocks}, indent=4).encode()
+        limit = door.limit_for(path)
+        assert len(body) <= limit
+        async with client_for(door.app) as client:
+            fits = await client.post(path, content=body, headers=signed_headers("POST", path, body))
+            assert fits.status_code == 404  # no such vessel for this union: it got that far
+            over = b" " * (limit + 1)
+            refused = await client.post(
+                path, content=over, headers=signed_headers("POST", path, over)
+            )
+            assert refused.status_code == 413
+
+
+async def client_json(door: Door, path: str) -> dict[str, int]:
+    """A signed GET's JSON answer."""
+    async with client_for(door.app) as client:
+        answer = await client.get(path, headers=signed_headers("GET", path, b""))
+    assert answer.status_code == 200, answer.text
+    found: dict[str, int] = answer.json()
+    return found

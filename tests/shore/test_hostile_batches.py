@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import aiomqtt
+import nacl.public
 import pytest
 
 from common.codebooks import default_codebook
@@ -38,6 +39,7 @@ from protocol.envelopes import (
     DictionaryUpdate,
     Envelope,
     GrievanceReport,
+    LaneBlock,
     QuotaNotice,
     ReceiptStage,
     Reply,
@@ -57,6 +59,7 @@ from shore.store.transparency_log import month_of_minutes
 from tests.kit.mosquitto import MosquittoBroker
 from tests.protocol.mutants import MutantMaker, OpenBatch
 from tests.protocol.test_fuzz import UPLINK
+from tests.shore.lane_fixtures import LaneVessel, plaintext, seal
 from tests.shore.store_fixtures import (
     OTHER_KEY,
     SHORE_KEY,
@@ -463,6 +466,70 @@ async def test_one_sos_alert_failing_does_not_hold_back_another_vessels(
     assert error.exc_info[0] is UnicodeError
 
 
+# --- grievance lane blocks ---------------------------------------------------------------------
+
+
+LANE_UNION = bytes(nacl.public.PrivateKey(bytes(range(5, 37))).public_key)
+
+
+def _lane(periods: int, first: int = 80_000) -> list[LaneBlock]:
+    """Lane blocks of ``periods`` periods, as the vessel releases them (a report, cover)."""
+    ship = LaneVessel(VESSEL, VESSEL_KEY)
+    ship.file(seal(plaintext("wages"), LANE_UNION), LANE_UNION)
+    return [block for period in range(first, first + periods) for block in ship.release(period)]
+
+
+@pytest.mark.parametrize(
+    ("blocks", "words"),
+    [
+        (lambda b: [LaneBlock(b[0].period, 0, b[0].block[:-1], MINUTES)], "383 bytes"),
+        (lambda b: [LaneBlock(b[0].period, 0, b[0].block + b"\x00", MINUTES)], "385 bytes"),
+        (lambda b: [LaneBlock(b[0].period, 0, bytes(8192), MINUTES)], "8192 bytes"),
+        (lambda b: [b[0], LaneBlock(b[0].period, 0, b[1].block, MINUTES)], "twice"),
+        (lambda b: [b[0], b[0]], "twice"),
+    ],
+    ids=["short", "long", "largest", "one-place-two-blocks", "one-place-twice"],
+)
+async def test_lane_blocks_of_another_size_or_twice_in_a_place_are_refused(
+    store: SqliteStore, blocks: Any, words: str
+) -> None:
+    """A changed agent sends lane blocks of another size than the relay's lane, or two for
+    one place in one batch: the batch is refused for good (MALFORMED, told to the vessel),
+    quarantined with a message saying what was wrong, none of it stored; the vessel's next
+    batch is stored with its lane blocks."""
+    ingestor = _ingestor(store)
+    honest = _lane(2)
+    data = uplink(VESSEL, 1, [*blocks(honest), _message(1)])
+    assert await ingestor.handle(f"vr/{VESSEL}/u", data) is IngestOutcome.REJECTED
+    [entry] = await store.quarantined()
+    assert entry.reason is Reason.MALFORMED
+    assert words in entry.message
+    assert await store.lane_blocks(0, 10, None) == []
+    assert await store.messages(VESSEL) == []
+    assert _refusals(await _downlink(store, VESSEL)) == {1: Reason.MALFORMED}
+    data = uplink(VESSEL, 2, [*honest, _message(2)])
+    assert await ingestor.handle(f"vr/{VESSEL}/u", data) is IngestOutcome.STORED
+    assert [b.block for b in await store.lane_blocks(0, 10, None)] == [b.block for b in honest]
+
+
+async def test_another_block_for_a_filled_place_is_not_stored_and_the_operator_is_told(
+    store: SqliteStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A later batch brings another block for a lane place already filled (a vessel that
+    lost its reservoir, or a changed agent): the batch is stored, the first block stays,
+    and the operator gets one warning with the count (no block bytes)."""
+    ingestor = _ingestor(store)
+    first, other = _lane(1), _lane(1)
+    assert await ingestor.handle(f"vr/{VESSEL}/u", uplink(VESSEL, 1, first)) is IngestOutcome.STORED
+    with caplog.at_level(logging.WARNING, logger="shore"):
+        outcome = await ingestor.handle(f"vr/{VESSEL}/u", uplink(VESSEL, 2, other))
+    assert outcome is IngestOutcome.STORED
+    assert [b.block for b in await store.lane_blocks(0, 10, None)] == [first[0].block]
+    assert ingestor.stats.lane_conflicts == 1
+    [warning] = [r for r in caplog.records if "lane blocks name a place" in r.getMessage()]
+    assert first[0].block.hex()[:16] not in warning.getMessage()
+
+
 # --- fuzz: re-signed mutants against the real ingest and store --------------------------------
 
 
@@ -515,6 +582,8 @@ BASES = [
     uplink(VESSEL, 2, UPLINK[:3], minutes=29_000_000),
     uplink(VESSEL, 3, UPLINK, minutes=29_000_000),
     uplink(VESSEL, 4, [_contact(), *(_message(seq) for seq in range(1, 30))]),
+    uplink(VESSEL, 8, [*_lane(4), _message(40)]),
+    uplink(VESSEL, 9, _lane(2, 90_000)),
 ]
 
 

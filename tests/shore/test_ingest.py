@@ -29,6 +29,7 @@ from protocol.envelopes import (
     CrewMessage,
     DeliveryReceipt,
     Envelope,
+    LaneBlock,
     ReceiptStage,
 )
 from protocol.errors import Reason
@@ -96,6 +97,8 @@ class Vessel:
     rejected: dict[int, int] = field(default_factory=dict)
     receipts: list[tuple[int, ReceiptStage]] = field(default_factory=list)
     downlink_seqs: list[int] = field(default_factory=list)
+    #: grievance lane blocks that came down, by downlink batch (a resent batch once)
+    lane: dict[int, list[LaneBlock]] = field(default_factory=dict)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def publish(self, data: bytes, vessel_id: int = VESSEL) -> None:
@@ -106,6 +109,9 @@ class Vessel:
             assert isinstance(message.payload, bytes)
             batch = decoded_downlink(message.payload)
             self.downlink_seqs.append(batch.batch_seq)
+            blocks = [e for e in batch.envelopes if isinstance(e, LaneBlock)]
+            if blocks:
+                self.lane[batch.batch_seq] = blocks
             for envelope in batch.envelopes:
                 if isinstance(envelope, BatchAck):
                     top = max([envelope.up_to, *(b for _, b in envelope.ranges or ())])
@@ -138,15 +144,18 @@ async def vessel_link(broker: MosquittoBroker, vessel_id: int = VESSEL) -> Async
                 await listener
 
 
-def write_relay(data: Path, broker: MosquittoBroker, worker: int = 1, extra: str = "") -> Path:
-    """A relay data directory: config and shore key (see :func:`register_vessel`)."""
+def write_relay(
+    data: Path, broker: MosquittoBroker, worker: int = 1, extra: str = "", downlink: str = ""
+) -> Path:
+    """A relay data directory: config and shore key (see :func:`register_vessel`);
+    ``downlink`` holds more ``[downlink]`` keys, ``extra`` more tables."""
     data.mkdir(parents=True, exist_ok=True)
     write_secret(data / "shore.key", SHORE_KEY.seed)
     config = data / "relay.toml"
     config.write_text(
         f'[relay]\ndata_dir = "{data}"\nworker = {worker}\n'
         f'[mqtt]\nurl = "mqtt://{broker.host}:{broker.port}"\n'
-        "[downlink]\ntick_s = 0.2\nresend_after_s = 2.0\nresend_max_s = 10.0\n" + extra,
+        "[downlink]\ntick_s = 0.2\nresend_after_s = 2.0\nresend_max_s = 10.0\n" + downlink + extra,
         encoding="utf-8",
     )
     return config
@@ -163,10 +172,10 @@ async def register_vessel(data: Path) -> None:
 
 @contextlib.asynccontextmanager
 async def relay_in_process(
-    data: Path, broker: MosquittoBroker, extra: str = ""
+    data: Path, broker: MosquittoBroker, extra: str = "", downlink: str = ""
 ) -> AsyncIterator[None]:
     """The relay supervisor running in this event loop until the block ends."""
-    config_path = write_relay(data, broker, extra=extra)
+    config_path = write_relay(data, broker, extra=extra, downlink=downlink)
     write_secret(data / "reply.key", b"r" * 32)
     await register_vessel(data)
     config = parse_config(tomllib.loads(config_path.read_text()), str(config_path))

@@ -87,6 +87,38 @@ def test_union_api_section_is_read_and_checked() -> None:
         assert "relay.toml" in str(error.value)
 
 
+def test_lane_settings_are_read_and_checked() -> None:
+    """The lane's settings: "lane silent" after a day and a half and 64 blocks waiting per
+    union and vessel by default, both settable; a bad value names the key and the fix; a
+    downlink period the lane cannot take is refused at load, naming [downlink]."""
+    default = parse_config({}, "relay.toml")
+    assert (default.union_api.lane_silent_after_s, default.union_api.lane_queue_blocks) == (
+        129_600.0,
+        64,
+    )
+    assert default.lane_shape.down_period_s == 86_400
+    config = parse_config(
+        tomllib.loads(
+            "[downlink]\nslot_period_s = 3600\n"
+            "[union_api]\nlane_silent_after_s = 7200\nlane_queue_blocks = 128\n"
+        ),
+        "relay.toml",
+    )
+    assert (config.union_api.lane_silent_after_s, config.union_api.lane_queue_blocks) == (
+        7200.0,
+        128,
+    )
+    assert config.lane_shape.down_period_s == 3600
+    for text, expected in {
+        "[union_api]\nlane_silent_after_s = 0\n": "lane_silent_after_s must be positive",
+        "[union_api]\nlane_queue_blocks = 0\n": "lane_queue_blocks = 0: expected 1 to 4096",
+        "[downlink]\nslot_period_s = 7\n": "[downlink] slot_period_s",
+        "[downlink]\nslot_period_s = 7000\n": "divisor of 86400",
+    }.items():
+        with pytest.raises(ConfigError, match=re.escape(expected)):
+            _config(text)
+
+
 @dataclass
 class System:
     union: UnionIdentity

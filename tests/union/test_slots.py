@@ -102,6 +102,31 @@ def test_silence_alerts() -> None:
     }
 
 
+def test_lane_silence_alerts() -> None:
+    """Vessels on the grievance lane are judged by their lane blocks: one that syncs more
+    than the allowed gap after its latest lane block is "lane silent" (since that block);
+    one whose lane keeps pace is not; a silent vessel is "vessel silent" whatever its lane;
+    and old slots of a vessel now on the lane raise no "crew member silent"."""
+    now = (DAY + 3) * SECONDS_PER_DAY + 3600.0
+    gap = 36 * 3600.0
+    syncs = {1: now - 600.0, 2: now - 600.0, 3: now - 3 * SECONDS_PER_DAY, 4: now - 60.0}
+    lanes = {1: now - 600.0 - gap - 1, 2: now - 600.0 - gap, 3: now - 5 * SECONDS_PER_DAY}
+    alerts = silence_alerts(
+        vessel_last_sync=syncs,
+        last_slot_day={(1, 10): DAY - 5, (4, 40): DAY - 5},
+        now=now,
+        expected_gap_s=dict.fromkeys(syncs, 24 * 3600.0),
+        last_lane_block=lanes,
+        lane_gap_s=gap,
+    )
+    assert [(a.kind, a.vessel, a.since, a.crew) for a in alerts] == [
+        (SilenceKind.LANE_SILENT, 1, lanes[1], None),
+        (SilenceKind.VESSEL_SILENT, 3, syncs[3], None),
+        (SilenceKind.CREW_MEMBER_SILENT, 4, float((DAY - 5) * SECONDS_PER_DAY), 40),
+    ]
+    assert alerts[0].as_json() == {"kind": "lane silent", "vessel": 1, "since": lanes[1]}
+
+
 def test_slot_period_divides_a_day_and_the_config_checks_it(tmp_path: Path) -> None:
     """``[grievances] slot_period_s`` (the slots' period, now the grievance lane's): a
     divisor of a day from 10 s, the lane's six hours by default and at most (a longer

@@ -1,0 +1,131 @@
+"""union.db's schema: named migrations, applied in order and recorded in the database.
+
+Each migration runs in its own transaction together with its record in
+``union_migrations`` (name, applied_at), the way sqlite-utils records its migrations; a
+migration is never edited once released (a change is a new migration). ``0001_cases`` is
+the schema the union's app made before migrations were recorded (every statement ``IF
+NOT EXISTS``), so a union.db of that time adopts it without losing a row.
+
+::
+
+    reports        sealed reports fetched whole (``/union/v1/reports``), by relay number
+    cases          one row per case: stage, reporter's reply key, how notes travel
+    entries        each case's signed evidence chain
+    outgoing       notes to the reporter, stored first, posted to the relay later
+    lane_cursor    the last uplink lane block id read (``/union/v1/lane?after=``)
+    lane_fragments pieces of lane reports not complete yet (the reassembly's durable copy)
+    lane_reports   lane reports put together (or refused), once per (vessel, report id)
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+
+MIGRATIONS: tuple[tuple[str, str], ...] = (
+    (
+        "0001_cases",
+        """
+CREATE TABLE IF NOT EXISTS reports (
+    vessel INTEGER NOT NULL,
+    message_seq INTEGER NOT NULL,
+    sealed BLOB NOT NULL,
+    accepted_at REAL NOT NULL,
+    case_number TEXT,
+    problem TEXT,
+    PRIMARY KEY (vessel, message_seq)
+);
+CREATE TABLE IF NOT EXISTS cases (
+    case_number TEXT PRIMARY KEY,
+    vessel INTEGER NOT NULL,
+    message_seq INTEGER NOT NULL,
+    receipt_code TEXT NOT NULL UNIQUE,
+    category TEXT NOT NULL,
+    lang TEXT NOT NULL,
+    status INTEGER NOT NULL,
+    status_minutes INTEGER NOT NULL,
+    reply_key BLOB,
+    crew_name TEXT,
+    crew_document TEXT,
+    opened_minutes INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS entries (
+    case_number TEXT NOT NULL REFERENCES cases (case_number),
+    idx INTEGER NOT NULL,
+    data BLOB NOT NULL,
+    PRIMARY KEY (case_number, idx)
+);
+CREATE TABLE IF NOT EXISTS outgoing (
+    note_id INTEGER PRIMARY KEY AUTOINCREMENT,
+    case_number TEXT NOT NULL REFERENCES cases (case_number),
+    status INTEGER NOT NULL,
+    sealed_note BLOB NOT NULL,
+    posted_at REAL
+)
+""",
+    ),
+    (
+        # the grievance lane (protocol.lane): a case's notes travel as downlink lane blocks
+        # ('lane') or as a note on its own (``/union/v1/cases/.../notes``: 'case')
+        "0002_grievance_lane",
+        """
+ALTER TABLE cases ADD COLUMN carrier TEXT NOT NULL DEFAULT 'case';
+ALTER TABLE outgoing ADD COLUMN carrier TEXT NOT NULL DEFAULT 'case';
+ALTER TABLE outgoing ADD COLUMN note_content BLOB;
+ALTER TABLE outgoing ADD COLUMN lane_blocks BLOB;
+ALTER TABLE outgoing ADD COLUMN lane_block_bytes INTEGER;
+CREATE TABLE lane_cursor (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    after INTEGER NOT NULL
+);
+INSERT INTO lane_cursor (id, after) VALUES (1, 0);
+CREATE TABLE lane_fragments (
+    vessel INTEGER NOT NULL,
+    report_id BLOB NOT NULL,
+    idx INTEGER NOT NULL,
+    count INTEGER NOT NULL,
+    payload BLOB NOT NULL,
+    first_seen REAL NOT NULL,
+    PRIMARY KEY (vessel, report_id, idx)
+);
+CREATE TABLE lane_reports (
+    vessel INTEGER NOT NULL,
+    report_id BLOB NOT NULL,
+    sealed BLOB NOT NULL,
+    received_at REAL NOT NULL,
+    case_number TEXT,
+    problem TEXT,
+    PRIMARY KEY (vessel, report_id)
+)
+""",
+    ),
+)
+
+
+def migrate(db: sqlite3.Connection) -> list[str]:
+    """Apply the migrations ``db`` has not recorded (``db`` in autocommit mode); returns
+    the names applied."""
+    db.execute(
+        "CREATE TABLE IF NOT EXISTS union_migrations "
+        "(name TEXT PRIMARY KEY, applied_at REAL NOT NULL)"
+    )
+    applied: list[str] = []
+    for name, sql in MIGRATIONS:
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            if db.execute("SELECT 1 FROM union_migrations WHERE name = ?", (name,)).fetchone():
+                db.execute("ROLLBACK")
+                continue
+            for statement in sql.split(";"):
+                if statement.strip():
+                    db.execute(statement)
+            db.execute(
+                "INSERT INTO union_migrations (name, applied_at) VALUES (?, ?)",
+                (name, time.time()),
+            )
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+        applied.append(name)
+    return applied
