@@ -48,8 +48,10 @@ every grievance-lane item the vessel sent, report or cover; down: every lane ite
 vessel received), ``idle_billed_bytes_per_month`` what the same profile bills for a month
 with no crew traffic at all (a second, idle run of ``--idle-minutes``, scaled to 30 days),
 and ``grievance_p95_s`` the 95th percentile of voyage seconds from filing a report on
-board to its arrival in the union's inbox at the relay (``grievances`` reports of every
-length, from one line of the corpus to a dozen). After the
+board to the arrival of its last grievance-lane block at the relay, where the union fetches
+it (found as the union finds it: every block of the vessel's lane opened with the union's
+key, reassembled, opened, matched by the case number inside the seal; ``grievances``
+reports of every length, from one line of the corpus to a dozen). After the
 voyage the system gets ``--drain-minutes`` to deliver what is still on its way. Then each
 accepted family message is exactly one of: ``delivered`` (its Message-ID reached the
 sink), ``failed`` (reported back to the vessel as failed), ``lost`` (the vessel holds a
@@ -76,7 +78,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -84,7 +86,11 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.sessions import CREW_LANGUAGES, DAY, MONTH_START, Arrival, load_lines, voyage
+from common.codebooks import default_codebook
+from protocol.lane import open_up_block
+from protocol.sealing import open_grievance_any
 from shipboard.profiles import PROFILES
+from shore.union.keys import load_union
 from vessel_relay import link_emulator
 from vessel_relay.demo.setup import Tuning, VesselSetup
 from vessel_relay.demo.system import ProcessSystem
@@ -199,10 +205,11 @@ class Outcome:
 
 @dataclass(frozen=True, slots=True)
 class Filed:
-    """A grievance report the agent accepted: its outbox number and when it was filed."""
+    """A grievance report the agent accepted: its number, case number, and when it was filed."""
 
     seq: int
     filed_at: float
+    case_number: str = ""
 
 
 def grievance_arrivals(days: float, count_per_month: int, seed: int = 11) -> list[Arrival]:
@@ -257,7 +264,10 @@ async def play(
                 body = {"union": 1, "category": 8, "text": text, "lang": language}
                 answer = await http.post("/api/grievances", json=body, headers=headers)
                 if answer.status_code == 201:
-                    filed.append(Filed(int(answer.json()["message_seq"]), time.time()))
+                    reply = answer.json()
+                    filed.append(
+                        Filed(int(reply["message_seq"]), time.time(), str(reply["case_number"]))
+                    )
             else:
                 answer = await http.post("/api/sos", json={"note": "fire"}, headers=headers)
             if answer.status_code >= 500:
@@ -284,71 +294,135 @@ def _read_only(path: Path) -> sqlite3.Connection:
     return sqlite3.connect(f"file:{path}?mode=ro", uri=True)
 
 
+def _tables(db: sqlite3.Connection) -> set[str]:
+    return {str(name) for (name,) in db.execute("SELECT name FROM sqlite_master")}
+
+
 def grievance_channel_bytes(setup: VesselSetup) -> tuple[int, int]:
-    """The grievance channel's payload bytes (up, down): every lane item the vessel sent
-    (report or cover: the outbox cannot tell them apart) and every one it received."""
+    """The grievance channel's payload bytes (up, down): every lane block (or, on an agent
+    of the release before, every daily slot) the vessel sent, report or cover alike, each
+    time it was sent; and every lane block (or downlink slot item) it received."""
     db = _read_only(setup.data_dir / "outbox.sqlite3")
     try:
         up = db.execute(
             "SELECT COALESCE(SUM(LENGTH(m.sealed) * b.send_count), 0) FROM messages m "
             "JOIN batch_messages bm ON bm.message_seq = m.message_seq "
             "JOIN batches b ON b.batch_seq = bm.batch_seq "
-            "WHERE m.kind = 'grievance' AND b.send_count > 0"
+            "WHERE m.kind IN ('grievance', 'lane') AND b.send_count > 0"
         ).fetchone()[0]
+        tables = _tables(db)
         down = db.execute(
             "SELECT COALESCE(SUM(LENGTH(sealed_note)), 0) FROM inbox WHERE kind = 'slot'"
         ).fetchone()[0]
+        if "lane_down" in tables:
+            down += db.execute("SELECT COALESCE(SUM(LENGTH(block)), 0) FROM lane_down").fetchone()[
+                0
+            ]
     finally:
         db.close()
     return int(up), int(down)
 
 
+@dataclass
+class UnionView:
+    """What the union reads from the relay: the lane's blocks, opened with its key."""
+
+    union_dir: Path
+    _opened: dict[int, tuple[bytes, int, int, bytes] | None] = field(default_factory=dict)
+    _arrivals: dict[str, tuple[float, list[bytes]]] = field(default_factory=dict)
+
+    def read(self, relay_db: Path, vessel_id: int) -> dict[str, tuple[float, list[bytes]]]:
+        """Case number -> (when its last block reached the relay, its blocks), for every
+        report of ``vessel_id`` complete at the relay."""
+        key = load_union(self.union_dir).box_private
+        relay = _read_only(relay_db)
+        try:
+            if "lane_up_blocks" not in _tables(relay):
+                return {}
+            rows = relay.execute(
+                "SELECT block_id, block, received_at FROM lane_up_blocks WHERE vessel_id = ? "
+                "ORDER BY block_id",
+                (vessel_id,),
+            ).fetchall()
+        finally:
+            relay.close()
+        parts: dict[bytes, dict[int, tuple[bytes, float, bytes, int]]] = {}
+        for block_id, block, received_at in rows:
+            if int(block_id) not in self._opened:
+                fragment = open_up_block(bytes(block), key)
+                self._opened[int(block_id)] = (
+                    None
+                    if fragment is None
+                    else (fragment.item_id, fragment.index, fragment.count, fragment.payload)
+                )
+            opened = self._opened[int(block_id)]
+            if opened is None:
+                continue
+            item, index, count, payload = opened
+            parts.setdefault(item, {})[index] = (payload, float(received_at), bytes(block), count)
+        codebook = default_codebook()
+        for pieces in parts.values():
+            count = next(iter(pieces.values()))[3]
+            if len(pieces) < count:
+                continue
+            sealed = b"".join(pieces[i][0] for i in range(count))
+            plain = open_grievance_any(sealed, key, codebook)
+            case = str(getattr(plain, "case", None) or "")
+            arrived = max(piece[1] for piece in pieces.values())
+            self._arrivals[case] = (arrived, [piece[2] for piece in pieces.values()])
+        return dict(self._arrivals)
+
+
 def grievance_delays(
-    setup: VesselSetup, relay_db: Path, filed: Sequence[Filed], compression: float
+    setup: VesselSetup,
+    relay_db: Path,
+    union: UnionView,
+    filed: Sequence[Filed],
+    compression: float,
 ) -> list[float]:
-    """Voyage seconds from filing each report on board to its arrival in the union's inbox
-    at the relay: the wait on board scaled back by ``compression``, the rest as measured.
-    Reports not in the union's inbox at the end are left out (and counted by the caller)."""
+    """Voyage seconds from filing each report on board to the arrival of its last block at
+    the relay (where the union fetches it): the wait on board scaled back by
+    ``compression``, the rest as measured. Reports not complete at the end are left out
+    (and counted by the caller)."""
+    arrivals = union.read(relay_db, setup.vessel_id)
     ship = _read_only(setup.data_dir / "outbox.sqlite3")
-    relay = _read_only(relay_db)
     try:
         delays = []
         for report in filed:
-            row = ship.execute(
-                "SELECT batched_at FROM messages WHERE message_seq = ?", (report.seq,)
-            ).fetchone()
-            arrived = relay.execute(
-                "SELECT received_at FROM union_inbox WHERE vessel_id = ? AND message_seq = ?",
-                (setup.vessel_id, report.seq),
-            ).fetchone()
-            if row is None or row[0] is None or arrived is None:
+            found = arrivals.get(report.case_number)
+            if found is None:
                 continue
-            batched_at, received_at = float(row[0]), float(arrived[0])
-            on_board = max(0.0, batched_at - report.filed_at)
-            delays.append(on_board * compression + max(0.0, received_at - batched_at))
+            received_at, blocks = found
+            batched = [
+                row[0]
+                for block in blocks
+                for row in ship.execute(
+                    "SELECT batched_at FROM messages WHERE kind = 'lane' AND sealed = ?",
+                    (block,),
+                )
+                if row[0] is not None
+            ]
+            if not batched:
+                continue
+            left_at = max(float(at) for at in batched)
+            on_board = max(0.0, left_at - report.filed_at)
+            delays.append(on_board * compression + max(0.0, received_at - left_at))
     finally:
         ship.close()
-        relay.close()
     return delays
 
 
-def reports_arrived(setup: VesselSetup, relay_db: Path, filed: Sequence[Filed]) -> bool:
-    """Has every filed report reached the union's inbox at the relay?"""
+def reports_arrived(
+    setup: VesselSetup, relay_db: Path, union: UnionView, filed: Sequence[Filed]
+) -> bool:
+    """Has every filed report reached the relay whole (every block of it)?"""
     if not filed:
         return True
-    relay = _read_only(relay_db)
     try:
-        arrived = {
-            int(seq)
-            for (seq,) in relay.execute(
-                "SELECT message_seq FROM union_inbox WHERE vessel_id = ?", (setup.vessel_id,)
-            )
-        }
+        arrivals = union.read(relay_db, setup.vessel_id)
     except sqlite3.OperationalError:  # the relay has not made its tables yet
         return False
-    finally:
-        relay.close()
-    return all(report.seq in arrived for report in filed)
+    return all(report.case_number in arrivals for report in filed)
 
 
 def settled(system: ProcessSystem, accepted: Sequence[int]) -> bool:
@@ -393,8 +467,9 @@ async def run_profile(
         deadline = time.monotonic() + drain_minutes * 60
         assert system.relay_setup is not None
         relay_db = system.relay_setup.data_dir / "relay.db"
+        union = UnionView(workdir / "union")
         while time.monotonic() < deadline and not (  # noqa: ASYNC110 - polling other processes
-            settled(system, accepted) and reports_arrived(vessel.setup, relay_db, filed)
+            settled(system, accepted) and reports_arrived(vessel.setup, relay_db, union, filed)
         ):
             await asyncio.sleep(1.0)
         statistics = vessel.link.statistics()
@@ -415,7 +490,7 @@ async def run_profile(
     link_bytes = sum(s.ip_bytes_estimate for s in sessions)
     billed = sum(profile.billed_bytes(s.ip_bytes_estimate) for s in sessions)
     verdicts = [o.verdict for o in outcomes]
-    delays = grievance_delays(vessel.setup, relay_db, filed, compression)
+    delays = grievance_delays(vessel.setup, relay_db, union, filed, compression)
     return {
         "messages": len(accepted),
         "link_bytes_per_message": round(link_bytes / max(1, len(accepted)), 1),
