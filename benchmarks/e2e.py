@@ -70,6 +70,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import math
 import random
@@ -89,7 +90,9 @@ from benchmarks.sessions import CREW_LANGUAGES, DAY, MONTH_START, Arrival, load_
 from common.codebooks import default_codebook
 from protocol.lane import open_up_block
 from protocol.sealing import open_grievance_any
+from shipboard.config import DEFAULT_LANE_PERIOD_S, DEFAULT_LATENCY_MINUTES
 from shipboard.profiles import PROFILES
+from shore.config import DownlinkSection
 from shore.union.keys import load_union
 from vessel_relay import link_emulator
 from vessel_relay.demo.setup import Tuning, VesselSetup
@@ -139,25 +142,29 @@ def percentile(values: Sequence[float], share: float) -> float:
 
 
 def compression_for(days: float, minutes: float) -> tuple[float, int]:
-    """The time compression and slot period (one voyage day) for ``days`` in ``minutes``."""
+    """The time compression and the length of a voyage day in seconds for ``days`` in
+    ``minutes``."""
     if not (days > 0 and minutes > 0):
         raise BenchmarkError("--days and --minutes must be positive")
     compression = days * DAY / (minutes * 60)
-    slot_period_s = round(DAY / compression)
-    if compression < 1 or slot_period_s < 10 or DAY % slot_period_s:
+    day_s = round(DAY / compression)
+    lane_periods = DAY // DEFAULT_LANE_PERIOD_S  # the agent's default lane period, compressed
+    if compression < 1 or day_s < 10 or DAY % day_s or day_s % lane_periods:
         raise BenchmarkError(
             f"a voyage day would last {DAY / compression:.1f} s; choose --minutes so that "
-            "it is a whole number of seconds, at least 10, that divides 86400 "
-            "(e.g. --days 30 --minutes 5)"
+            f"it is a whole number of seconds, at least 10, a multiple of {lane_periods} "
+            "that divides 86400 (e.g. --days 30 --minutes 6)"
         )
-    return compression, slot_period_s
+    return compression, day_s
 
 
-def tuning_for(name: str, compression: float, slot_period_s: int) -> Tuning:
-    """The agent's and relay's clocks for profile ``name``, divided by ``compression``."""
+def tuning_for(name: str, compression: float, day_s: int) -> Tuning:
+    """The agent's and relay's clocks for profile ``name`` at their defaults, divided by
+    ``compression`` (``day_s``: a voyage day in seconds)."""
     profile = PROFILES[name]
     return Tuning(
-        slot_period_s=slot_period_s,
+        slot_period_s=day_s * DEFAULT_LANE_PERIOD_S // DAY,
+        down_period_s=day_s * DownlinkSection.slot_period_s // DAY,
         profile=name,
         idle_poll_s=profile.idle_poll_s / compression,
         min_gap_s=60.0 / compression,
@@ -166,8 +173,8 @@ def tuning_for(name: str, compression: float, slot_period_s: int) -> Tuning:
         min_timeout_s=10.0,
         latency_s={
             "sos": 0.0,
-            "grievance": 3600.0 / compression,
-            "message": 6 * 3600.0 / compression,
+            "grievance": DEFAULT_LATENCY_MINUTES["grievance"] * 60.0 / compression,
+            "message": DEFAULT_LATENCY_MINUTES["message"] * 60.0 / compression,
         },
         downlink_quiet_s=max(MIN_QUIET_S, (4 * profile.latency_s + 0.5) / compression),
     )
@@ -367,7 +374,7 @@ class UnionView:
                 continue
             sealed = b"".join(pieces[i][0] for i in range(count))
             plain = open_grievance_any(sealed, key, codebook)
-            case = str(getattr(plain, "case", None) or "")
+            case = plain.case_number or ""
             arrived = max(piece[1] for piece in pieces.values())
             self._arrivals[case] = (arrived, [piece[2] for piece in pieces.values()])
         return dict(self._arrivals)
@@ -448,7 +455,7 @@ async def run_profile(
 ) -> dict[str, object]:
     """Play the voyage through the system on one profile; return its figures."""
     profile = PROFILES[name]
-    compression, slot_period_s = compression_for(days, minutes)
+    compression, day_s = compression_for(days, minutes)
     arrivals = [a for a in voyage()[0] if a.at < MONTH_START + days * DAY and a.kind != "grievance"]
     arrivals = sorted(arrivals + grievance_arrivals(days, grievances))
     text_bytes = sum(len(a.text.encode("utf-8")) for a in arrivals if a.kind == "message")
@@ -457,13 +464,19 @@ async def run_profile(
         vessel_count=1,
         crew_per_vessel=30,
         profile=EMULATED[name].time_compressed(compression),
-        tuning=tuning_for(name, compression, slot_period_s),
+        tuning=tuning_for(name, compression, day_s),
         tls=tls,
     )
     await system.start()
     vessel = system.vessels[0]
     try:
+        voyage_started = time.monotonic()
         accepted, filed = await play(vessel.http_url, vessel.setup, arrivals, compression)
+        # the month's bill is the sessions that open within its days; the drain's are the
+        # next month's (which would carry this month's tail, as this one carried the last's)
+        voyage_left = voyage_started + days * DAY / compression - time.monotonic()
+        await asyncio.sleep(max(0.0, voyage_left))
+        month_sessions = len(vessel.link.statistics().sessions)
         deadline = time.monotonic() + drain_minutes * 60
         assert system.relay_setup is not None
         relay_db = system.relay_setup.data_dir / "relay.db"
@@ -486,7 +499,8 @@ async def run_profile(
     delivered = [o for o in outcomes if o.verdict == "delivered"]
     latencies = [o.voyage_latency_s(compression) for o in delivered]
     wall = [o.seen_at - o.accepted_at for o in delivered if o.seen_at is not None]
-    sessions = [s for s in statistics.sessions if s.ip_bytes_estimate > 0]
+    sessions = [s for s in statistics.sessions[:month_sessions] if s.ip_bytes_estimate > 0]
+    drained = [s for s in statistics.sessions[month_sessions:] if s.ip_bytes_estimate > 0]
     link_bytes = sum(s.ip_bytes_estimate for s in sessions)
     billed = sum(profile.billed_bytes(s.ip_bytes_estimate) for s in sessions)
     verdicts = [o.verdict for o in outcomes]
@@ -520,6 +534,8 @@ async def run_profile(
         "days": days,
         "compression": round(compression),
         "tls": tls,
+        "drain_sessions": len(drained),
+        "drain_billed_bytes": sum(profile.billed_bytes(s.ip_bytes_estimate) for s in drained),
     }
 
 
@@ -527,13 +543,13 @@ async def idle_month(name: str, days: float, minutes: float, workdir: Path, *, t
     """Billed bytes of ``days`` with no crew traffic at all on profile ``name``, scaled to a
     30-day month (the polls, the grievance channel, its cover and the receipts of nothing)."""
     profile = PROFILES[name]
-    compression, slot_period_s = compression_for(days, minutes)
+    compression, day_s = compression_for(days, minutes)
     system = ProcessSystem(
         workdir,
         vessel_count=1,
         crew_per_vessel=30,
         profile=EMULATED[name].time_compressed(compression),
-        tuning=tuning_for(name, compression, slot_period_s),
+        tuning=tuning_for(name, compression, day_s),
         tls=tls,
     )
     await system.start()
@@ -588,6 +604,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=None,
         help="wall minutes of the idle month per profile (default: --minutes; 0: skip it)",
     )
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        default=None,
+        help="keep the run's files (agent and relay databases, logs) here for inspection",
+    )
     arguments = parser.parse_args(argv)
     names = arguments.profile or list(PROFILES)
     idle_minutes = arguments.minutes if arguments.idle_minutes is None else arguments.idle_minutes
@@ -600,7 +622,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if arguments.grievances < 0:
         parser.error("--grievances must not be negative")
     report: dict[str, dict[str, object]] = {}
-    with tempfile.TemporaryDirectory(prefix="vr-e2e-") as work:
+    with contextlib.ExitStack() as stack:
+        if arguments.workdir is not None:
+            arguments.workdir.mkdir(parents=True, exist_ok=True)
+            work = str(arguments.workdir)
+        else:
+            work = stack.enter_context(tempfile.TemporaryDirectory(prefix="vr-e2e-"))
         for name in names:
             print(
                 f"e2e: {name}: {arguments.days:g} days in {arguments.minutes:g} min"

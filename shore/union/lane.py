@@ -56,11 +56,10 @@ def fallback_case_number(vessel: int, report_id: bytes) -> str:
 
 
 def lane_case_number(vessel: int, report_id: bytes, plain: GrievancePlaintext) -> str:
-    """The case number of a lane report: the one inside its seal (``case``, CBOR meta key
-    8) if it names this vessel, else :func:`fallback_case_number`."""
-    # the sealed report's optional case field (protocol.sealing, meta key 8); reports
-    # sealed before it existed have none
-    sealed_number = getattr(plain, "case", None)
+    """The case number of a lane report: the one inside its seal (``case_number``: mode-B
+    field 8, A1 ``"case"``) if it names this vessel, else :func:`fallback_case_number`."""
+    # reports sealed before the field existed have none
+    sealed_number = plain.case_number
     if isinstance(sealed_number, str):
         try:
             named, _ = parse_case_number(sealed_number)

@@ -59,7 +59,7 @@ def certus_day() -> dict[str, object]:
         "--days",
         "1",
         "--minutes",
-        "0.5",
+        "0.4",
         "--drain-minutes",
         "2",
         "--profile",
@@ -85,7 +85,7 @@ def test_a_day_through_the_system_is_delivered_once(certus_day: dict[str, object
     assert row["messages"] == expected > 100
     assert row["delivered"] == expected
     assert row["lost"] == row["duplicated"] == row["failed"] == row["undelivered"] == 0
-    assert row["compression"] == 2880
+    assert row["compression"] == 3600
     assert row["tls"] is True
 
 
@@ -143,13 +143,16 @@ def test_bytes_sessions_and_latencies_agree(certus_day: dict[str, object]) -> No
     assert p50 >= wall50
 
 
-def test_compression_must_give_a_slot_period_that_divides_a_day() -> None:
-    """30 days in 5 minutes is 8,640 times (a 10 s day); a day that is not a whole
-    divisor of 86,400 seconds, or shorter than 10 s, is refused with what to choose."""
-    assert compression_for(30, 5) == (8640.0, 10)
-    assert compression_for(1, 0.5) == (2880.0, 30)
+def test_compression_must_give_a_day_of_whole_lane_periods() -> None:
+    """30 days in 6 minutes is 7,200 times (a 12 s day, a 3 s lane period); a day that is
+    not a whole divisor of 86,400 seconds, not four whole lane periods, or shorter than
+    10 s, is refused with what to choose."""
+    assert compression_for(30, 6) == (7200.0, 12)
+    assert compression_for(1, 0.4) == (3600.0, 24)
     with pytest.raises(BenchmarkError, match="divides 86400"):
         compression_for(30, 7)
+    with pytest.raises(BenchmarkError, match="a multiple of 4"):
+        compression_for(30, 5)  # a 10 s day: 2.5 s lane periods
     with pytest.raises(BenchmarkError, match="at least 10"):
         compression_for(30, 2)
     with pytest.raises(BenchmarkError, match="positive"):
@@ -157,13 +160,16 @@ def test_compression_must_give_a_slot_period_that_divides_a_day() -> None:
 
 
 def test_every_clock_of_the_agent_is_compressed() -> None:
-    """The scheduler's targets, idle poll, gap and the downlink drain's quiet time are
-    the real ones divided by the compression (floors where a real exchange needs them)."""
-    tuning = tuning_for("iridium-certus", 8640.0, 10)
-    assert tuning.latency_s["message"] == pytest.approx(6 * 3600 / 8640)
-    assert tuning.latency_s["grievance"] == pytest.approx(3600 / 8640)
-    assert tuning.idle_poll_s == pytest.approx(IRIDIUM_CERTUS.idle_poll_s / 8640)
-    assert tuning.min_gap_s == pytest.approx(60 / 8640)
+    """The scheduler's targets (the defaults: 6 h for a family message, a day for the
+    lane's blocks), idle poll, gap, the lane periods (6 h up, a day down) and the
+    downlink drain's quiet time are the real ones divided by the compression (floors
+    where a real exchange needs them)."""
+    tuning = tuning_for("iridium-certus", 7200.0, 12)
+    assert tuning.latency_s["message"] == pytest.approx(6 * 3600 / 7200)
+    assert tuning.latency_s["grievance"] == pytest.approx(24 * 3600 / 7200)
+    assert tuning.idle_poll_s == pytest.approx(IRIDIUM_CERTUS.idle_poll_s / 7200)
+    assert tuning.min_gap_s == pytest.approx(60 / 7200)
+    assert (tuning.slot_period_s, tuning.down_period_s) == (3, 12)
     assert tuning.resend_after_s == 5.0  # floored: a round trip must fit
     assert tuning.downlink_quiet_s == 0.05  # floored: Mosquitto's own hand-over time
     assert tuning_for("vsat", 10.0, 8640).downlink_quiet_s == pytest.approx((4 * 0.05 + 0.5) / 10)

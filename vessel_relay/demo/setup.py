@@ -122,6 +122,9 @@ class Tuning:
     )
     #: The grievance lane's period, for agent and relay alike (a demo day is short).
     slot_period_s: int = DEMO_SLOT_PERIOD_S
+    #: The relay's downlink lane period (``[downlink] slot_period_s``); None: the same as
+    #: ``slot_period_s`` (a benchmark keeps the defaults' ratio: a day down, six hours up).
+    down_period_s: int | None = None
     #: How long a silence ends a session's downlink drain (None: from the link profile,
     #: four one-way latencies plus half a second; a time-compressed run shortens it).
     downlink_quiet_s: float | None = None

@@ -181,7 +181,7 @@ class ProcessSystem:
             smtp_host=self.sink.host,
             smtp_port=self.sink.port,
             fast=True,
-            slot_period_s=self.tuning.slot_period_s,
+            slot_period_s=self.tuning.down_period_s or self.tuning.slot_period_s,
         )
         union = await asyncio.to_thread(prepare_union, work / "union")
         setups = []
