@@ -546,7 +546,7 @@ async def run_link(
         latency_s={kind: minutes * 60.0 for kind, minutes in config.latency_minutes.items()}
     )
     if tls_context is None and config.shore.tls:
-        tls_context = client_tls_context(config.shore.ca_file)
+        tls_context = client_tls_context(config.shore.ca_file, config.shore.tls_minimum)
     rng = rng or random.Random()
     stats = statistics if statistics is not None else LinkStatistics()
     shore_key = VerifyKey.from_hex(config.shore_verify_key_hex)

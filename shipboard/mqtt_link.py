@@ -96,13 +96,16 @@ class ResumingContext(ssl.SSLContext):
         self.tls_session = None
 
 
-def client_tls_context(ca_path: Path | None = None) -> ResumingContext:
-    """A TLS client context (TLS 1.2+, hostname checked) that resumes with its last ticket.
+def client_tls_context(ca_path: Path | None = None, minimum: str = "1.3") -> ResumingContext:
+    """A TLS client context (hostname checked) that resumes with its last ticket.
 
     ``ca_path``: the shore's CA certificate; None uses the system's trusted CAs.
+    ``minimum``: ``"1.3"`` (the default) offers TLS 1.3 only: its hello carries no TLS 1.2
+    cipher suites and is not padded to 517 bytes (OpenSSL pads hellos of 256-511 bytes),
+    about 270 bytes less on every full handshake; ``"1.2"`` for a broker without 1.3.
     """
     context = ResumingContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.minimum_version = ssl.TLSVersion.TLSv1_3 if minimum == "1.3" else ssl.TLSVersion.TLSv1_2
     context.tls_session = None
     context.last_socket = None
     if ca_path is not None:

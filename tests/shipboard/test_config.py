@@ -3,6 +3,7 @@ weaken the grievance channel."""
 
 from __future__ import annotations
 
+import ssl
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from shipboard.config import (
     load_config,
     to_toml,
 )
+from shipboard.mqtt_link import client_tls_context
 from tests.kit.ship_config import own_keys_document
 from vessel_relay.demo.defaults import demo_ship_config, demo_ship_document
 
@@ -72,6 +74,7 @@ def _broken(tmp_path: Path, change: dict[str, Any]) -> str:
         ({"shore.broker": "http://relay:80"}, 'write "mqtt://HOST:PORT"'),
         ({"shore.public_key": "abc"}, "shore.public_key must be the shore's Ed25519"),
         ({"shore.mqtt_version": "4"}, 'must be "5" or "3.1.1"'),
+        ({"shore.tls_minimum": "1.1"}, 'shore.tls_minimum must be "1.3" or "1.2"'),
         ({"shore.username": "ship"}, "give both shore.username and shore.password"),
         ({"link.profile": "starlink-gold"}, "choose one of: iridium-certus"),
         ({"link.monthly_budget_bytes": 0}, "must be above zero"),
@@ -145,3 +148,26 @@ def test_bad_toml_is_reported(tmp_path: Path) -> None:
     path.write_text("[vessel\nid = ", encoding="utf-8")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_config(path)
+
+
+def test_tls_is_1_3_only_unless_the_broker_needs_1_2(tmp_path: Path) -> None:
+    """A vessel offers TLS 1.3 only by default: its hello is about half the size of one
+    that also offers 1.2 (no 1.2 cipher suites, no padding to 517 bytes), paid on every
+    full handshake over the satellite; ``tls_minimum = "1.2"`` reaches an older broker."""
+    document = demo_ship_document(tmp_path / "data")
+    assert load_config(_write(tmp_path, document), allow_demo_keys=True).shore.tls_minimum == "1.3"
+    document["shore"]["tls_minimum"] = "1.2"
+    config = load_config(_write(tmp_path, document), allow_demo_keys=True)
+    assert config.shore.tls_minimum == "1.2"
+
+    def hello(context: ssl.SSLContext) -> int:
+        incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        tls = context.wrap_bio(incoming, outgoing, server_hostname="relay.example.org")
+        with pytest.raises(ssl.SSLWantReadError):
+            tls.do_handshake()
+        return len(outgoing.read())
+
+    only_1_3, with_1_2 = client_tls_context(), client_tls_context(minimum="1.2")
+    assert only_1_3.minimum_version is ssl.TLSVersion.TLSv1_3
+    assert with_1_2.minimum_version is ssl.TLSVersion.TLSv1_2
+    assert hello(only_1_3) < 300 < 500 < hello(with_1_2)
