@@ -26,6 +26,7 @@ from tests.kit.ports import free_port
 from tests.kit.tls import make_client_certificate, make_test_ca
 from tests.shore.store_fixtures import SHORE_KEY
 from tests.shore.test_ingest import Vessel, make_batches, register_vessel
+from vessel_relay.demo.brokers import BROKER_OPENSSL_CNF
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy" / "mosquitto"
@@ -60,6 +61,7 @@ class DeployedBroker:
         self.etc.mkdir(parents=True)
         self.ca = make_test_ca(self.etc)
         shutil.copy(DEPLOY / "acl", self.etc / "acl")
+        shutil.copy(DEPLOY / "openssl-broker.cnf", self.etc / "openssl-broker.cnf")
         passwords = self.etc / "passwords"
         passwords.touch()
         for user, password in PASSWORDS.items():
@@ -92,7 +94,10 @@ class DeployedBroker:
     def start(self) -> None:
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
-                [find_mosquitto(), "-c", str(self.config)], stdout=log, stderr=subprocess.STDOUT
+                [find_mosquitto(), "-c", str(self.config)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "OPENSSL_CONF": str(self.etc / "openssl-broker.cnf")},
             )
 
     def stop(self) -> None:
@@ -202,6 +207,48 @@ async def test_plain_mqtt_is_not_offered_to_vessels(deployed: DeployedBroker) ->
             "127.0.0.1", deployed.tls_port, username="7", password=PASSWORDS["7"], timeout=3
         ):
             pass
+
+
+def _settings(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.strip() and not line.startswith("#")]
+
+
+def test_the_demo_broker_uses_the_shipped_openssl_settings() -> None:
+    """The demo's and benchmarks' broker runs with deploy/'s OpenSSL settings, so their
+    figures are the deployed broker's."""
+    shipped = (DEPLOY / "openssl-broker.cnf").read_text(encoding="utf-8")
+    assert _settings(shipped) == _settings(BROKER_OPENSSL_CNF)
+    drop_in = ROOT / "deploy" / "systemd" / "mosquitto.service.d" / "openssl.conf"
+    assert "OPENSSL_CONF=/etc/mosquitto/vessel-relay/openssl-broker.cnf" in drop_in.read_text()
+
+
+async def test_a_full_handshake_brings_one_session_ticket(deployed: DeployedBroker) -> None:
+    """With deploy/'s OpenSSL settings the broker sends one TLS 1.3 session ticket after a
+    full handshake, not OpenSSL's default two (~271 bytes each over the satellite); the
+    vessel keeps only one."""
+    await _wait_up(deployed)
+    openssl = shutil.which("openssl")
+    assert openssl is not None, "install openssl (apt-get install openssl)"
+    connect = b"\x10\x0c\x00\x04MQTT\x04\x02\x00\x3c\x00\x00"  # an MQTT 3.1.1 CONNECT
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [
+            openssl,
+            "s_client",
+            "-connect",
+            f"127.0.0.1:{deployed.tls_port}",
+            "-tls1_3",
+            "-CAfile",
+            str(deployed.ca),
+            "-msg",
+            "-ign_eof",
+        ],
+        input=connect,
+        capture_output=True,
+        timeout=20,
+        check=False,
+    )
+    assert done.stdout.count(b"NewSessionTicket") == 1, done.stdout[-2000:]
 
 
 # --- the relay's own login (shore.broker_login) against the shipped broker ------------

@@ -86,6 +86,24 @@ class Broker(Protocol):
     async def stop(self) -> None: ...
 
 
+#: The OpenSSL settings deploy/ gives the shore broker's process
+#: (``deploy/mosquitto/openssl-broker.cnf``, whose settings a test holds equal to these):
+#: one TLS 1.3 session ticket after a full handshake instead of OpenSSL's two.
+BROKER_OPENSSL_CNF = """\
+openssl_conf = vessel_relay_broker
+
+[vessel_relay_broker]
+ssl_conf = ssl_section
+
+[ssl_section]
+system_default = broker_defaults
+
+[broker_defaults]
+MinProtocol = TLSv1.2
+NumTickets = 1
+"""
+
+
 @dataclass
 class MosquittoBroker:
     """A Mosquitto child process (MQTT 5), persistence on in ``directory``."""
@@ -160,9 +178,15 @@ class MosquittoBroker:
             self.tls_port = free_port(self.host)
         config = self.directory / "mosquitto.conf"
         config.write_text("\n".join(self._config_lines()) + "\n", encoding="utf-8")
+        environment = dict(os.environ)
+        if self.tls is not None:  # as deployed: one TLS 1.3 session ticket, not two
+            openssl = self.directory / "openssl-broker.cnf"
+            openssl.write_text(BROKER_OPENSSL_CNF, encoding="utf-8")
+            environment["OPENSSL_CONF"] = str(openssl)
         with (self.directory / "mosquitto.log").open("ab") as log:
             self._process = subprocess.Popen(  # noqa: ASYNC220 - returns at once
                 [executable, "-c", str(config)],
+                env=environment,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
