@@ -949,8 +949,9 @@ def print_table(report: Mapping[str, Mapping[str, object]], *, tls: bool = True)
     grievances = next((row["grievances"] for row in report.values()), 0)
     print(
         f"\n30 crew, 30 days, ~4 messages a day each (corpus dev lines), {grievances} grievance "
-        "reports, 1 SOS; 30% of messages get a reply.\nGrievance lane: one 384 B block up "
-        "every 6 h (reports or cover) due a day after its period, one down a day; lane B = "
+        "reports (sealed, in the lane), 1 SOS; 30% of messages get a reply.\n"
+        "Grievance lane: one 384 B block up every 6 h (reports or cover) due a day after its "
+        "period, one down a day; lane B = "
         "its blocks' share of the batches' link bytes (session costs not attributed).\n"
         "Link bytes: real batches + session costs measured over Mosquitto "
         + ("(TLS 1.3, resumed within 2 h)" if tls else "(plain MQTT)")
