@@ -153,6 +153,14 @@ class MqttLink:
         self._arrived: asyncio.Queue[bytes] = asyncio.Queue()
         self._closed = False
         self._tls_resumed: bool | None = None
+        self._session_present = False
+        self.subscribed = False
+
+    @property
+    def session_present(self) -> bool:
+        """Whether the broker still held this vessel's session (CONNACK's flag): then it
+        holds the downlink subscription too, and none is sent."""
+        return self._session_present
 
     @property
     def tls_resumed(self) -> bool | None:
@@ -163,10 +171,12 @@ class MqttLink:
         return f"{self.settings.host}:{self.settings.port}"
 
     async def connect(self) -> None:
-        """CONNECT and SUBSCRIBE to the downlink; :class:`LinkDown` if either fails."""
+        """CONNECT, and SUBSCRIBE to the downlink unless the broker kept the vessel's
+        session (and with it the subscription); :class:`LinkDown` if either fails."""
         if self._closed or self._client is not None:
             raise LinkClosed("an MqttLink connects once; make a new one for the next session")
         client = make_client(self.settings, self.tls_context)
+        self._watch_session_present(client)
         try:
             await self._exit.enter_async_context(client)
         except aiomqtt.MqttError as exc:
@@ -175,6 +185,8 @@ class MqttLink:
             raise LinkDown(f"MQTT connection to {self._where()} timed out") from exc
         self._client = client
         self._reader = asyncio.create_task(self._read(client), name="downlink")
+        if self._session_present:
+            return  # the broker kept the subscription with the session: ~170 B saved
         await self._guarded(
             client.subscribe(
                 downlink_topic(self.settings.vessel_id),
@@ -182,6 +194,21 @@ class MqttLink:
                 timeout=self.settings.command_timeout_s,
             )
         )
+        self.subscribed = True
+
+    def _watch_session_present(self, client: aiomqtt.Client) -> None:
+        """Note CONNACK's session-present flag (aiomqtt does not pass it on: its paho
+        client's CONNACK callback is wrapped)."""
+        paho = client._client  # private, but the one way to CONNACK's flags
+        passed_on = paho.on_connect
+
+        def on_connect(*args: Any, **kwargs: Any) -> None:
+            flags = args[2] if len(args) > 2 else kwargs.get("flags")
+            self._session_present = bool(getattr(flags, "session_present", False))
+            if passed_on is not None:
+                passed_on(*args, **kwargs)
+
+        paho.on_connect = on_connect
 
     async def _read(self, client: aiomqtt.Client) -> None:
         topic = downlink_topic(self.settings.vessel_id)

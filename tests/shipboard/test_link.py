@@ -53,6 +53,7 @@ from shipboard.link import (
     run_session,
     uplink_topic,
 )
+from shipboard.mqtt_link import MqttLink
 from shipboard.outbox import Outbox
 from shipboard.profiles import IRIDIUM_CERTUS, VSAT
 from shipboard.scheduler import SchedulerSettings
@@ -944,3 +945,39 @@ async def test_a_batch_that_only_acknowledges_the_downlink_does_not_hold_the_ses
             assert third.published == (2, 3)  # resent byte-identical, then the new one
             assert third.unacknowledged_after == 0
             assert box.unacknowledged_batches() == ()
+
+
+async def test_a_kept_session_is_not_subscribed_again_and_still_gets_its_downlink(
+    fresh_mosquitto: MosquittoBroker,
+) -> None:
+    """The first session subscribes to the downlink; the next finds its session kept by
+    the broker (CONNACK's flag), sends no SUBSCRIBE (about 170 bytes a session over the
+    satellite) and still receives what the shore published meanwhile; after the broker
+    lost every session (restart without persistence) the vessel subscribes again."""
+    broker = fresh_mosquitto
+    settings = link_settings(41, broker.host, broker.port)
+
+    async def one_session() -> tuple[MqttLink, bytes | None]:
+        link = MqttLink(settings)
+        await link.connect()
+        try:
+            async with asyncio.timeout(5):
+                got = await link.receive() if waiting else None
+        finally:
+            await link.close()
+        return link, got
+
+    waiting = False
+    first, _ = await one_session()
+    assert (first.session_present, first.subscribed) == (False, True)
+    async with aiomqtt.Client(broker.host, broker.port, identifier="shore-test") as shore:
+        await shore.publish(downlink_topic(41), b"queued while away", qos=1)
+    waiting = True
+    second, got = await one_session()
+    assert (second.session_present, second.subscribed) == (True, False)
+    assert got == b"queued while away"
+    broker.kill()
+    broker.start()
+    waiting = False
+    third, _ = await one_session()
+    assert (third.session_present, third.subscribed) == (False, True)
