@@ -32,6 +32,7 @@ from types import TracebackType
 from typing import Self
 
 from tests.kit.ports import accepts_connections, free_port
+from vessel_relay.demo.brokers import BROKER_OPENSSL_CNF
 
 INSTALL_HINT = "run scripts/install-system-deps (as root or with sudo) to install it"
 
@@ -194,9 +195,16 @@ class MosquittoBroker:
         self.config_path.write_text("\n".join(lines) + "\n")
 
     def _spawn(self, executable: str) -> None:
+        environment = dict(os.environ)
+        if any(line.startswith("certfile") for line in self.extra_config):
+            # a TLS listener runs with deploy/'s OpenSSL settings (one session ticket)
+            openssl = self.config_path.with_name("openssl-broker.cnf")
+            openssl.write_text(BROKER_OPENSSL_CNF, encoding="utf-8")
+            environment["OPENSSL_CONF"] = str(openssl)
         with self.log_path.open("ab") as log:
             process = subprocess.Popen(
                 [executable, "-c", str(self.config_path)],
+                env=environment,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
