@@ -277,32 +277,31 @@ async def test_grievance_through_broker_and_relay_to_the_union_and_back(tmp_path
             theirs = await _login(http, other.crew, other.pin)
             foreign = await http.get(f"/api/cases/{seq}", headers=theirs)
             assert foreign.status_code == 404
-            # nothing on board says which crew member has a case: the notes came in slots,
-            # and the other crew member got as many slot items (cover) as the reporter
-            slots = _downlink_slot_items(system.vessel.data_dir)
-            assert slots["visible case updates"] == 0
-            assert slots[reporter.crew] >= 2
-            assert slots[other.crew] >= 1
+            # nothing on board says which crew member has a case: the notes came in the
+            # vessel's downlink lane, blocks kept by (period, index) with no crew number
+            on_board = _downlink_on_board(system.vessel.data_dir)
+            assert on_board["visible case updates"] == 0
+            assert on_board["per-crew items"] == 0
+            assert on_board["lane blocks"] >= 2
         relay_log = (tmp_path / "relay.log").read_text(errors="replace")
         assert REPORT not in relay_log
         assert ANSWER not in relay_log
 
 
-def _downlink_slot_items(data_dir: Path) -> dict[object, int]:
-    """Downlink slot items stored on board per crew member, and visible case updates."""
+def _downlink_on_board(data_dir: Path) -> dict[str, int]:
+    """Downlink lane blocks kept on board, per-crew downlink items, visible case updates."""
     import sqlite3
 
-    found: dict[object, int] = {"visible case updates": 0}
     db = sqlite3.connect(next(data_dir.glob("outbox*.sqlite3")))
     try:
-        for kind, crew, count in db.execute(
-            "SELECT kind, crew, COUNT(*) FROM inbox WHERE kind IN ('slot', 'case') "
-            "GROUP BY kind, crew"
-        ):
-            if kind == "case":
-                found["visible case updates"] += int(count)
-            else:
-                found[crew] = int(count)
+        cases, per_crew = db.execute(
+            "SELECT COALESCE(SUM(kind = 'case'), 0), COALESCE(SUM(kind = 'slot'), 0) FROM inbox"
+        ).fetchone()
+        (blocks,) = db.execute("SELECT COUNT(*) FROM lane_down").fetchone()
     finally:
         db.close()
-    return found
+    return {
+        "visible case updates": int(cases),
+        "per-crew items": int(per_crew),
+        "lane blocks": int(blocks),
+    }
