@@ -196,13 +196,8 @@ def read_text(text: str, lang: Language | None = None) -> Reading:
             f"The message cannot be read ({exc}). Please type it again, in Unicode."
         ) from exc
     unsure = result.needs_confirmation
-    if unsure:
-        # No text in logs: only that a choice is offered and how sure the detector was.
-        logger.info(
-            "Zawgyi detection unsure (p=%.2f, converted=%s): both readings kept",
-            result.zawgyi_probability,
-            result.converted,
-        )
+    # Nothing is logged here: reports are read with this too, and the journal must not
+    # show that a text was written without a family message following it.
     return Reading(
         text=result.text,
         original=result.original if unsure else None,
@@ -327,6 +322,13 @@ class Intake:
         self._sos_lock = threading.Lock()
         self._sos_limit = SosWithoutPinLimit(sos_limit or SosLimitPolicy())
 
+    def start_lane(self) -> int:
+        """Start the grievance lane now and release what is due (the agent does this before
+        its doors open, so the lane's start is never tied to a crew member's first report);
+        how many periods were released. Raises ``OutboxUnavailable`` if the disk refuses
+        (the lane then starts at its first use)."""
+        return self.release_lane(self.clock())
+
     def release_lane(self, now: float) -> int:
         """Release the grievance lane's periods that ended by ``now`` (the link loop does
         this in the agent); how many were released (0 without a lane)."""
@@ -397,6 +399,12 @@ class Intake:
         )
         self._ring(MessageKind.MESSAGE)
         if reading.unsure:
+            # No text in logs: only that a choice is offered and how sure the detector was.
+            logger.info(
+                "Zawgyi detection unsure (p=%.2f, converted=%s): both readings kept",
+                reading.zawgyi_probability,
+                reading.text != reading.original,
+            )
             accepted = [
                 dataclasses.replace(a, original=reading.original, alternative=reading.alternative)
                 for a in accepted
@@ -481,9 +489,7 @@ class Intake:
                 "Reload the page and send it again."
             )
         if self.lane is None:  # no lane (tests only): the report travels on its own
-            filed = self._on_its_own(signed_in, union_id, sealed, "")
-            logger.info("sealed report (mode A) %d committed", filed.message_seq)
-            return filed
+            return self._on_its_own(signed_in, union_id, sealed, "")
         if case_number is None:
             case_number = self.new_case_number()
         try:
@@ -495,7 +501,6 @@ class Intake:
         now = self.clock()
         entry = CaseEntry(case_number, union.union_id, int(now // 60), None, "A")
         self._into_lane(signed_in, union, sealed, entry, now)
-        logger.info("a sealed report (mode A) was committed in the grievance lane")
         return FiledReport(entry.report_number, case_number, "", now)
 
     def _into_lane(
@@ -528,7 +533,9 @@ class Intake:
             raise LaneBusy(self._local_time(retry_at), float(retry_at)) from None
         except ReportTooLong:
             raise ReportTooLongForLane(self.lane_limit_kb()) from None
-        self._ring(MessageKind.GRIEVANCE)
+        # No doorbell: the reservoir is nothing the link reads (its blocks reach the outbox
+        # at the period's end, report or not), and a link woken by a report would plan,
+        # and maybe log, at the moment someone reported.
 
     def lane_limit_kb(self) -> int:
         """The longest sealed report the lane ever carries, in KB (rounded down, at least

@@ -402,7 +402,8 @@ class VesselLane:
             self._planner.placement_committed(placement)
             self._numbers[report_number] = report_id
             self._carried[report_id] = []
-        logger.info("a report was committed in the grievance lane (%d blocks)", count)
+        # Nothing is logged: the journal is the owner's to read, and a line here (or its
+        # time) would say that someone reported, and when (tests/shipboard/test_journal.py).
         return FiledInLane(report_id, count)
 
     # --- release -------------------------------------------------------------------------

@@ -497,7 +497,6 @@ class Outbox:
                 "UPDATE messages SET reporter_tag = ? WHERE message_seq = ?",
                 (reporter_tag(case_key, seq), seq),
             )
-        logger.info("grievance report %d accepted (%d sealed bytes)", seq, len(sealed))
         return AcceptedMessage(seq, now, 0)
 
     def accept_sos(

@@ -803,8 +803,7 @@ def web_routes(
             except OutboxUnavailable:
                 error = NOT_SAVED
             else:
-                del text, form, values
-                logger.info("a grievance report was committed from the web page")
+                del text, form, values  # nothing logged (the journal is the owner's)
                 return render(
                     request,
                     "report_done.html",
@@ -873,7 +872,8 @@ def web_routes(
         if phone is None or phone.must_choose_pin:
             return JSONResponse({"error": "sign in first"}, status_code=401)
         if not csrf_ok(phone.csrf, request.headers.get("x-csrf-token")):
-            logger.warning("crew member %d: sealed report without a valid CSRF token", phone.crew)
+            # the same line as any other form's (the journal must not say it was a report)
+            logger.warning("crew member %d: form without a valid CSRF token", phone.crew)
             return JSONResponse({"error": "reload the page and send again"}, status_code=403)
         union = int_or_none(request.query_params.get("union"))
         case = request.query_params.get("case")
@@ -901,7 +901,6 @@ def web_routes(
             return JSONResponse({"error": "storage-failed", "detail": detail}, status_code=503)
         if case is not None:
             phone.case_number_used(case)
-        logger.info("a grievance report (mode A) was committed from the phone")
         return JSONResponse({"case_number": filed.case_number}, status_code=201)
 
     # SOS --------------------------------------------------------------------------------
