@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import secrets
 import threading
 import time
@@ -261,14 +262,28 @@ class SosQueued:
     coalesced: bool
 
 
+#: How long a short report usually takes to leave the vessel (a lane period of six hours,
+#: then the grievance latency of a day, with room): what the crew page says by default.
+USUAL_DEPARTURE_S = 36 * 3600
+
+
 @dataclass(frozen=True, slots=True)
 class FiledReport:
-    """What the reporter is shown once: the case number and the receipt code."""
+    """What the reporter is shown once: the case number, the receipt code, and by when
+    the report is expected to have left the vessel (``leaves_by``, seconds since 1970:
+    its last block's release plus the grievance latency; see
+    :class:`shipboard.lane.FiledInLane` for what it does not count)."""
 
     message_seq: int
     case_number: str
     receipt_code: str
     accepted_at: float
+    leaves_by: int
+
+    @property
+    def leaves_late(self) -> bool:
+        """Whether it leaves later than the usual day and a half (the page then says when)."""
+        return self.leaves_by - self.accepted_at > USUAL_DEPARTURE_S
 
 
 class Intake:
@@ -461,8 +476,10 @@ class Intake:
         if case is None:  # no lane (tests only): the report travels on its own
             return self._on_its_own(signed_in, union_id, sealed, receipt_code)
         entry = CaseEntry(case, union.union_id, int(now // 60), receipt_code, "B")
-        self._into_lane(signed_in, union, sealed, entry, now)
-        return FiledReport(entry.report_number, case, receipt_code, now)
+        filed = self._into_lane(signed_in, union, sealed, entry, now)
+        return FiledReport(
+            entry.report_number, case, receipt_code, now, self._leaves_by(filed.released_by)
+        )
 
     def file_sealed_grievance(
         self,
@@ -500,8 +517,10 @@ class Intake:
             raise BadText("The page is too old. Reload it and send the report again.")
         now = self.clock()
         entry = CaseEntry(case_number, union.union_id, int(now // 60), None, "A")
-        self._into_lane(signed_in, union, sealed, entry, now)
-        return FiledReport(entry.report_number, case_number, "", now)
+        filed = self._into_lane(signed_in, union, sealed, entry, now)
+        return FiledReport(
+            entry.report_number, case_number, "", now, self._leaves_by(filed.released_by)
+        )
 
     def _into_lane(
         self,
@@ -510,7 +529,7 @@ class Intake:
         sealed: bytes,
         entry: CaseEntry,
         now: float,
-    ) -> None:
+    ) -> FiledInLane:
         """Commit ``sealed`` into the lane with the reporter's casebook entry, in one
         transaction (a duress sign-in files too, and its casebook stays as it was)."""
         assert self.lane is not None
@@ -520,7 +539,7 @@ class Intake:
             Casebook.add_case(tx, crew, case_key, entry)
 
         try:
-            self.lane.file(
+            return self.lane.file(
                 sealed,
                 union.public_key,
                 report_number=entry.report_number,
@@ -536,6 +555,11 @@ class Intake:
         # No doorbell: the reservoir is nothing the link reads (its blocks reach the outbox
         # at the period's end, report or not), and a link woken by a report would plan,
         # and maybe log, at the moment someone reported.
+
+    def _leaves_by(self, released_at: float) -> int:
+        """By when an item released (or accepted) at ``released_at`` leaves: the grievance
+        latency later at most (the scheduler opens a session for it by then)."""
+        return math.ceil(released_at) + 60 * self.config.latency_minutes["grievance"]
 
     def lane_limit_kb(self) -> int:
         """The longest sealed report the lane ever carries, in KB (rounded down, at least
@@ -556,7 +580,13 @@ class Intake:
         )
         self._ring(MessageKind.GRIEVANCE)
         case_number = make_case_number(self.config.vessel.vessel_id, accepted.message_seq)
-        return FiledReport(accepted.message_seq, case_number, receipt_code, accepted.accepted_at)
+        return FiledReport(
+            accepted.message_seq,
+            case_number,
+            receipt_code,
+            accepted.accepted_at,
+            self._leaves_by(accepted.accepted_at),
+        )
 
     def sos(
         self,
