@@ -31,16 +31,32 @@ link's asyncio task, or a test) answers its events with them.
    first, byte-identical; the shell answers :meth:`~VesselExchange.published` once the
    broker took it. A batch acknowledged meanwhile is not published again.
 5. AWAITING_ACKS: until every published batch is acknowledged or refused, or ``ack_wait_s``
-   passes (a timer). A batch that carries only a ``BatchAck`` is not waited for
-   (:func:`protocol.envelopes.acknowledges_only`: the shore answers it lazily); it stays
-   in the outbox and rides along with the next session. :class:`SessionDone` ends it.
+   passes (a timer). :class:`SessionDone` ends it.
+
+**Batches that only acknowledge** (:func:`protocol.envelopes.acknowledges_only`), as TCP
+treats a pure ACK: such a batch is never acknowledged for its own sake, so nobody waits
+for an answer to it or resends it for want of one. Acknowledgements are cumulative and
+idempotent: the next batch carries them again, and a lost one costs at most one resend
+of the batch with content it acknowledged (resent until some ``BatchAck`` covers it,
+which then makes a new acknowledgement due). The vessel (here and in the outbox):
+
+* acknowledges a downlink batch with content, new or resent, and never one that only
+  acknowledges (it is still applied, its ``BatchAck`` counted, and de-duplicated);
+* publishes an ack-only batch until the broker takes it (``OfferedBatch.sent``), then
+  never again, and does not wait for its acknowledgement. It stays open in the outbox
+  until a later ``BatchAck`` covers it (the shore's window holds it). Only a later batch
+  acknowledged (or refused) since it was sent, while it is not, proves it lost ashore
+  (``OfferedBatch.overtaken``); it is then published once more, so that the shore's
+  replay window keeps no hole that every later ``BatchAck`` would have to carry.
 
 **The shore** (:class:`ShoreExchange`, one per vessel, for the relay's life): uplink bytes
 go to ``receive(data, now)``; an authentic batch becomes :class:`UplinkBatchReceived`,
 which the store commits before the shell answers :meth:`~ShoreExchange.uplink_stored`
 (or :meth:`~ShoreExchange.uplink_rejected`). Only then is an acknowledgement owed: at once
-(:class:`AckDue`) for a batch with content, lazily for one that only acknowledges. The
-acknowledgement states and their changes are the table :data:`SHORE_TRANSITIONS`.
+(:class:`AckDue`) for a batch with content. A batch that only acknowledges makes no batch
+due: its number joins the replay window, and it is covered by the ``BatchAck`` of the
+next downlink batch made for another reason (it rides along with items; alone it never
+goes). The acknowledgement states and their changes are the table :data:`SHORE_TRANSITIONS`.
 :meth:`~ShoreExchange.data_to_send` makes a signed downlink batch (``BatchAck`` from the
 replay window, plus queued envelopes; :class:`DownlinkBatchMade` tells the store) and
 resends unacknowledged ones: after ``resend_after_s`` if the vessel was heard from since
@@ -267,7 +283,8 @@ class BatchRefused:
 class SessionDone:
     """The session is over: disconnect. ``unacknowledged``: published batches the session
     waited for in vain (resent next session, whose timing is the scheduler's);
-    ``answered_lazily``: ack-only batches still open (they ride along next time)."""
+    ``answered_lazily``: ack-only batches still open (never waited for, and not published
+    again unless a later batch is acknowledged without them: ``OfferedBatch.overtaken``)."""
 
     unacknowledged: tuple[int, ...]
     answered_lazily: tuple[int, ...]
@@ -286,11 +303,23 @@ VesselEvent = (
 
 @dataclass(frozen=True, slots=True)
 class OfferedBatch:
-    """An unacknowledged uplink batch as the outbox stores it (``StoredBatch`` fits)."""
+    """An unacknowledged uplink batch as the outbox stores it (``StoredBatch`` fits).
+
+    ``ack_only``: it carries nothing but a ``BatchAck``; ``sent``: the broker took it
+    before; ``overtaken``: a later batch was acknowledged or refused since it was last
+    sent, so the shore never stored it. An ack-only batch that was sent is published
+    again only when overtaken."""
 
     batch_seq: int
     data: bytes
     ack_only: bool = False
+    sent: bool = False
+    overtaken: bool = False
+
+    @property
+    def to_publish(self) -> bool:
+        """Whether a session publishes it (every batch with content while it is open)."""
+        return not self.ack_only or not self.sent or self.overtaken
 
 
 @dataclass(frozen=True, slots=True)
@@ -569,11 +598,12 @@ class VesselExchange:
     # publishing ----------------------------------------------------------------------------
 
     def offer(self, batches: Iterable[OfferedBatch], now: float) -> None:
-        """The outbox's unacknowledged batches, oldest first: publish them."""
+        """The outbox's unacknowledged batches, oldest first: publish them (an ack-only
+        batch only if the broker never took it, or it was overtaken: ``to_publish``)."""
         self._step(VesselInput.OFFER)
         offered = sorted(batches, key=lambda b: b.batch_seq)
         self._open |= {b.batch_seq for b in offered}
-        self._queue = deque(offered)
+        self._queue = deque(b for b in offered if b.to_publish)
         self._ack_only = {b.batch_seq for b in offered if b.ack_only}
         self._publish_or_wait(now)
 

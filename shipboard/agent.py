@@ -41,6 +41,7 @@ from shipboard.config import ShipConfig
 from shipboard.crew import CrewRegister
 from shipboard.crew_view import VesselCrewView
 from shipboard.database import VesselDatabase
+from shipboard.errors import OutboxUnavailable
 from shipboard.http_api import ApiTokens, create_app, serve_http
 from shipboard.intake import Intake
 from shipboard.metrics import ShipMetrics, serve_metrics
@@ -116,6 +117,10 @@ async def run_agent(
         register=CrewRegister(database),
         view=VesselCrewView(outbox),
     )
+    try:
+        await asyncio.to_thread(intake.start_lane)
+    except OutboxUnavailable as exc:
+        logger.error("grievance lane not started (%s); it starts at its first use", exc)
     # One sign-in guard for the process: wrong PINs count per crew member across the
     # crew API, the crew page and SMTP AUTH together (shipboard.signin).
     guard = SignInGuard()

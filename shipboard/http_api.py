@@ -8,7 +8,10 @@ Endpoints (JSON; sign in first, then send ``Authorization: Bearer TOKEN``):
 * ``GET /api/messages/{seq}`` -> the stages of one of their messages, with times
 * ``GET /api/unions`` -> unions that receive grievance reports
 * ``POST /api/grievances`` ``{"union": 1, "category": "withholding_of_wages", "text": ...,
-  "lang": "mya", "anonymous": false}`` -> 201 with a case number and a receipt code
+  "lang": "mya", "anonymous": false}`` -> 201 with a case number, a receipt code and
+  ``leaves_by``: by when the report is expected to have left the vessel (seconds since
+  1970; usually within a day and a half, much later after restarts in quick succession
+  or for a long report)
 * ``POST /api/sos`` ``{"note": "...", "position": [1350000, 10050000]}`` -> 201; without a
   (valid) token it goes without a PIN, for the ``"crew"`` number in the body (flagged as
   unauthenticated ashore; repeats coalesced, see :mod:`shipboard.sos_limit`)
@@ -494,6 +497,7 @@ def create_app(
                 "case_number": report.case_number,
                 "receipt_code": report.receipt_code,
                 "state": MessageState.ACCEPTED,
+                "leaves_by": report.leaves_by,
             },
             status_code=201,
         )

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import secrets
 import threading
 import time
@@ -196,13 +197,8 @@ def read_text(text: str, lang: Language | None = None) -> Reading:
             f"The message cannot be read ({exc}). Please type it again, in Unicode."
         ) from exc
     unsure = result.needs_confirmation
-    if unsure:
-        # No text in logs: only that a choice is offered and how sure the detector was.
-        logger.info(
-            "Zawgyi detection unsure (p=%.2f, converted=%s): both readings kept",
-            result.zawgyi_probability,
-            result.converted,
-        )
+    # Nothing is logged here: reports are read with this too, and the journal must not
+    # show that a text was written without a family message following it.
     return Reading(
         text=result.text,
         original=result.original if unsure else None,
@@ -266,14 +262,28 @@ class SosQueued:
     coalesced: bool
 
 
+#: How long a short report usually takes to leave the vessel (a lane period of six hours,
+#: then the grievance latency of a day, with room): what the crew page says by default.
+USUAL_DEPARTURE_S = 36 * 3600
+
+
 @dataclass(frozen=True, slots=True)
 class FiledReport:
-    """What the reporter is shown once: the case number and the receipt code."""
+    """What the reporter is shown once: the case number, the receipt code, and by when
+    the report is expected to have left the vessel (``leaves_by``, seconds since 1970:
+    its last block's release plus the grievance latency; see
+    :class:`shipboard.lane.FiledInLane` for what it does not count)."""
 
     message_seq: int
     case_number: str
     receipt_code: str
     accepted_at: float
+    leaves_by: int
+
+    @property
+    def leaves_late(self) -> bool:
+        """Whether it leaves later than the usual day and a half (the page then says when)."""
+        return self.leaves_by - self.accepted_at > USUAL_DEPARTURE_S
 
 
 class Intake:
@@ -326,6 +336,13 @@ class Intake:
         outbox.use_time_zone(config.time_zone)
         self._sos_lock = threading.Lock()
         self._sos_limit = SosWithoutPinLimit(sos_limit or SosLimitPolicy())
+
+    def start_lane(self) -> int:
+        """Start the grievance lane now and release what is due (the agent does this before
+        its doors open, so the lane's start is never tied to a crew member's first report);
+        how many periods were released. Raises ``OutboxUnavailable`` if the disk refuses
+        (the lane then starts at its first use)."""
+        return self.release_lane(self.clock())
 
     def release_lane(self, now: float) -> int:
         """Release the grievance lane's periods that ended by ``now`` (the link loop does
@@ -397,6 +414,12 @@ class Intake:
         )
         self._ring(MessageKind.MESSAGE)
         if reading.unsure:
+            # No text in logs: only that a choice is offered and how sure the detector was.
+            logger.info(
+                "Zawgyi detection unsure (p=%.2f, converted=%s): both readings kept",
+                reading.zawgyi_probability,
+                reading.text != reading.original,
+            )
             accepted = [
                 dataclasses.replace(a, original=reading.original, alternative=reading.alternative)
                 for a in accepted
@@ -453,8 +476,10 @@ class Intake:
         if case is None:  # no lane (tests only): the report travels on its own
             return self._on_its_own(signed_in, union_id, sealed, receipt_code)
         entry = CaseEntry(case, union.union_id, int(now // 60), receipt_code, "B")
-        self._into_lane(signed_in, union, sealed, entry, now)
-        return FiledReport(entry.report_number, case, receipt_code, now)
+        filed = self._into_lane(signed_in, union, sealed, entry, now)
+        return FiledReport(
+            entry.report_number, case, receipt_code, now, self._leaves_by(filed.released_by)
+        )
 
     def file_sealed_grievance(
         self,
@@ -481,9 +506,7 @@ class Intake:
                 "Reload the page and send it again."
             )
         if self.lane is None:  # no lane (tests only): the report travels on its own
-            filed = self._on_its_own(signed_in, union_id, sealed, "")
-            logger.info("sealed report (mode A) %d committed", filed.message_seq)
-            return filed
+            return self._on_its_own(signed_in, union_id, sealed, "")
         if case_number is None:
             case_number = self.new_case_number()
         try:
@@ -494,9 +517,10 @@ class Intake:
             raise BadText("The page is too old. Reload it and send the report again.")
         now = self.clock()
         entry = CaseEntry(case_number, union.union_id, int(now // 60), None, "A")
-        self._into_lane(signed_in, union, sealed, entry, now)
-        logger.info("a sealed report (mode A) was committed in the grievance lane")
-        return FiledReport(entry.report_number, case_number, "", now)
+        filed = self._into_lane(signed_in, union, sealed, entry, now)
+        return FiledReport(
+            entry.report_number, case_number, "", now, self._leaves_by(filed.released_by)
+        )
 
     def _into_lane(
         self,
@@ -505,7 +529,7 @@ class Intake:
         sealed: bytes,
         entry: CaseEntry,
         now: float,
-    ) -> None:
+    ) -> FiledInLane:
         """Commit ``sealed`` into the lane with the reporter's casebook entry, in one
         transaction (a duress sign-in files too, and its casebook stays as it was)."""
         assert self.lane is not None
@@ -515,7 +539,7 @@ class Intake:
             Casebook.add_case(tx, crew, case_key, entry)
 
         try:
-            self.lane.file(
+            return self.lane.file(
                 sealed,
                 union.public_key,
                 report_number=entry.report_number,
@@ -528,7 +552,14 @@ class Intake:
             raise LaneBusy(self._local_time(retry_at), float(retry_at)) from None
         except ReportTooLong:
             raise ReportTooLongForLane(self.lane_limit_kb()) from None
-        self._ring(MessageKind.GRIEVANCE)
+        # No doorbell: the reservoir is nothing the link reads (its blocks reach the outbox
+        # at the period's end, report or not), and a link woken by a report would plan,
+        # and maybe log, at the moment someone reported.
+
+    def _leaves_by(self, released_at: float) -> int:
+        """By when an item released (or accepted) at ``released_at`` leaves: the grievance
+        latency later at most (the scheduler opens a session for it by then)."""
+        return math.ceil(released_at) + 60 * self.config.latency_minutes["grievance"]
 
     def lane_limit_kb(self) -> int:
         """The longest sealed report the lane ever carries, in KB (rounded down, at least
@@ -549,7 +580,13 @@ class Intake:
         )
         self._ring(MessageKind.GRIEVANCE)
         case_number = make_case_number(self.config.vessel.vessel_id, accepted.message_seq)
-        return FiledReport(accepted.message_seq, case_number, receipt_code, accepted.accepted_at)
+        return FiledReport(
+            accepted.message_seq,
+            case_number,
+            receipt_code,
+            accepted.accepted_at,
+            self._leaves_by(accepted.accepted_at),
+        )
 
     def sos(
         self,

@@ -213,10 +213,17 @@ class LaneProgress(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class FiledInLane:
-    """A report committed in the reservoir."""
+    """A report committed in the reservoir.
+
+    ``released_by`` (seconds since 1970): when its last block is expected to leave the
+    reservoir for the outbox, the end of the period that releases it, counted at filing
+    as if it had the lane to itself (:meth:`~shipboard.lane_plan.LanePlanner.
+    releases_until_left`: rows left from before a restart go first; other crew members'
+    reports are not counted, so that the reporter learns nothing of them)."""
 
     report_id: bytes
     fragments: int
+    released_by: float
 
 
 class VesselLane:
@@ -402,8 +409,11 @@ class VesselLane:
             self._planner.placement_committed(placement)
             self._numbers[report_number] = report_id
             self._carried[report_id] = []
-        logger.info("a report was committed in the grievance lane (%d blocks)", count)
-        return FiledInLane(report_id, count)
+            last = self._released_through + self._planner.releases_until_left(count)
+            released_by = float(self.shape.period_start(last + 1))
+        # Nothing is logged: the journal is the owner's to read, and a line here (or its
+        # time) would say that someone reported, and when (tests/shipboard/test_journal.py).
+        return FiledInLane(report_id, count, released_by)
 
     # --- release -------------------------------------------------------------------------
 

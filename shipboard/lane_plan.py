@@ -438,6 +438,26 @@ class LanePlanner:
         self._credit = release.credit_halves
         self._version += 1
 
+    def releases_until_left(self, fragments: int) -> int:
+        """Releases until a report of ``fragments`` blocks placed now has left, counted as
+        if it had the lane to itself: its blocks then take the oldest ``fragments`` known
+        rows, so this is where the last of those stands among all rows (unknown rows ahead
+        of it leave first). It depends only on which rows are unknown (the restarts, which
+        the disk shows anyway) and never on the reports queued in this run: the reporter
+        is told it, and must learn nothing of anyone else's report. Reports queued by
+        others delay it by round-robin (a release per block of theirs laid before its last),
+        and a restart meanwhile by the credit it pays (the bound of
+        :meth:`ReservoirParams.release_bound`)."""
+        if fragments < 1:
+            raise LanePlanMisuse(f"a report has at least one fragment, not {fragments}")
+        known = 0
+        for position, row in enumerate(self._rows, start=1):
+            if row.status is not RowStatus.UNKNOWN:
+                known += 1
+                if known == fragments:
+                    return -(-position // self.params.blocks_per_period)
+        raise LaneFull(fragments, self.count(RowStatus.FREE), self.releases_until_room(fragments))
+
     def releases_until_room(self, fragments: int) -> int:
         """Releases until ``fragments`` rows are free, if no report is filed and the agent
         does not restart meanwhile (0: there is room now)."""

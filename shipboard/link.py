@@ -392,8 +392,8 @@ def build_snapshot(
         month_start=start,
         next_month_start=end,
         last_session_at=last_session_at,
-        # An ack-only batch is no reason to open a session: the shore answers it lazily, so
-        # resending it alone would buy a session an hour for nothing. It rides along.
+        # An ack-only batch is no reason to open a session: nobody acknowledges it, and
+        # once the broker took it, it is not sent again (protocol.exchange).
         unacknowledged_batches=sum(
             1 for stored in outbox.unacknowledged_batches() if not stored.ack_only
         ),

@@ -173,9 +173,13 @@ class StoredBatch:
     data: bytes
     made_at: float
     send_count: int
-    #: It carries only a ``BatchAck`` (no message, no contact change): the shore
-    #: acknowledges such a batch lazily, with its next downlink, so no session waits for it.
+    #: It carries only a ``BatchAck`` (no message, no contact change): nobody acknowledges
+    #: such a batch for its own sake, so no session waits for it, and once the broker took
+    #: it (``send_count``) it is not sent again (``protocol.exchange``) ...
     ack_only: bool = False
+    #: ... unless a later batch was acknowledged (or refused) since it was last sent: the
+    #: shore moved past it, so it was lost on the way (``OfferedBatch.overtaken``).
+    overtaken: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -497,7 +501,6 @@ class Outbox:
                 "UPDATE messages SET reporter_tag = ? WHERE message_seq = ?",
                 (reporter_tag(case_key, seq), seq),
             )
-        logger.info("grievance report %d accepted (%d sealed bytes)", seq, len(sealed))
         return AcceptedMessage(seq, now, 0)
 
     def accept_sos(
@@ -750,15 +753,26 @@ class Outbox:
         )
 
     def unacknowledged_batches(self) -> tuple[StoredBatch, ...]:
-        """Batches the shore has not acknowledged, oldest first: resend them byte-identical."""
+        """Batches the shore has not acknowledged, oldest first: resend them byte-identical
+        (an ack-only batch only while the broker never took it, or once overtaken)."""
         with self.database.reading() as db:
             rows = db.execute(
-                "SELECT batch_seq, data, made_at, send_count, ack_only FROM batches "
-                "WHERE state IN (?, ?) ORDER BY batch_seq",
-                _OPEN,
+                "SELECT b.batch_seq, b.data, b.made_at, b.send_count, b.ack_only, "
+                "b.ack_only AND EXISTS (SELECT 1 FROM batches AS later "
+                "WHERE later.batch_seq > b.batch_seq AND later.state IN (?, ?) "
+                "AND later.acked_at > COALESCE(b.last_sent_at, b.made_at)) "
+                "FROM batches AS b WHERE b.state IN (?, ?) ORDER BY b.batch_seq",
+                (BatchState.ACKED, BatchState.REJECTED, *_OPEN),
             ).fetchall()
         return tuple(
-            StoredBatch(row[0], bytes(row[1]), row[2], row[3], ack_only=bool(row[4]))
+            StoredBatch(
+                row[0],
+                bytes(row[1]),
+                row[2],
+                row[3],
+                ack_only=bool(row[4]),
+                overtaken=bool(row[5]),
+            )
             for row in rows
         )
 
@@ -842,6 +856,9 @@ class Outbox:
     def apply_downlink(self, batch: Batch, now: float) -> DownlinkResult:
         """Apply a verified downlink batch in one transaction (duplicates change nothing).
 
+        A batch with content, new or resent, is owed an acknowledgement (the next batch
+        carries it); one that only acknowledges is not (``protocol.exchange``).
+
         The caller decoded it with the shore's key. A batch for another vessel or in the
         wrong direction raises ``protocol.errors.MalformedBatch``. Any other error leaves
         nothing changed (the transaction rolls back); the caller may then refuse the batch
@@ -855,7 +872,11 @@ class Outbox:
             )
         with self.database.transaction("apply a downlink batch") as db:
             seen = _seen_rows(db)
-            _set_meta(db, "downlink_ack_pending", 1)
+            if not acknowledges_only(batch.envelopes):
+                # content is acknowledged, new or resent (the shore resends what it did not
+                # hear acknowledged); a batch that only acknowledges never is (TCP's rule,
+                # protocol.exchange), or vessel and shore would answer each other forever
+                _set_meta(db, "downlink_ack_pending", 1)
             if batch.batch_seq in seen:
                 result = DownlinkResult(batch.batch_seq, duplicate=True)
             else:

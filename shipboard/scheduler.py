@@ -149,7 +149,7 @@ class Snapshot:
     #: When the last session ended (None: none since the agent started).
     last_session_at: float | None = None
     #: Uplink batches published earlier that no BatchAck has covered yet (not counting
-    #: batches that only acknowledge the downlink: the shore answers those lazily).
+    #: batches that only acknowledge the downlink: nobody waits for an answer to those).
     unacknowledged_batches: int = 0
 
 

@@ -63,6 +63,10 @@ class StoredBatchLike(Protocol):
     def data(self) -> bytes: ...
     @property
     def ack_only(self) -> bool: ...
+    @property
+    def send_count(self) -> int: ...
+    @property
+    def overtaken(self) -> bool: ...
 
 
 class OutboxPort(Protocol):
@@ -241,7 +245,19 @@ class VesselSession:
                 self._make_batch(event.message_seqs)
             elif isinstance(event, BatchesWanted):
                 stored = self.outbox.unacknowledged_batches()
-                exchange.offer([OfferedBatch(s.batch_seq, s.data, s.ack_only) for s in stored], now)
+                exchange.offer(
+                    [
+                        OfferedBatch(
+                            s.batch_seq,
+                            s.data,
+                            s.ack_only,
+                            sent=s.send_count > 0,
+                            overtaken=s.overtaken,
+                        )
+                        for s in stored
+                    ],
+                    now,
+                )
             elif isinstance(event, BatchAcknowledged):
                 with batch_scope(self.vessel_id, event.batch_seq):
                     self.log.info("batch %d acknowledged by the shore", event.batch_seq)

@@ -60,7 +60,7 @@ from shipboard.errors import (
     SignInPaused,
 )
 from shipboard.inbox import DeliveryStage, InboxKind
-from shipboard.intake import Intake
+from shipboard.intake import FiledReport, Intake
 from shipboard.lane import LaneProgress
 from shipboard.signin import CrewSignIn
 from shipboard.states import MessageKind, MessageState
@@ -178,6 +178,17 @@ LANE_REFUSALS = (
     "text and send it again after {time}.",
     "The report is too long to send: the reporting channel takes at most {limit} KB. "
     "Please shorten it or send it in two reports.",
+)
+#: When a report leaves the vessel (the "report saved" page, and the phone's in mode A):
+#: the usual sentence, and the one with the time when it leaves later than that.
+LEAVES_USUALLY = (
+    "It leaves the vessel within about a day and a half, inside traffic that looks the same "
+    "whether anyone reports or not. A long report takes longer."
+)
+LEAVES_LATE = (
+    "It leaves the vessel by about {time}, inside traffic that looks the same whether "
+    "anyone reports or not. It waits this long because the report is long or the vessel's "
+    "computer was restarted."
 )
 #: Sign-in sentences (the crew API says them too, in the visitor's language).
 WRONG_PIN = "The crew number or the PIN is wrong."
@@ -366,6 +377,12 @@ def web_routes(
 
     def case_number(seq: int) -> str:
         return make_case_number(vessel_id, seq)
+
+    def leaves(filed: FiledReport, lang: Language) -> str:
+        """When the report leaves the vessel, said in the crew member's language."""
+        if not filed.leaves_late:
+            return words.gettext(lang, LEAVES_USUALLY)
+        return words.gettext(lang, LEAVES_LATE).format(time=_seconds_text(filed.leaves_by, zone))
 
     def render(
         request: Request,
@@ -803,8 +820,7 @@ def web_routes(
             except OutboxUnavailable:
                 error = NOT_SAVED
             else:
-                del text, form, values
-                logger.info("a grievance report was committed from the web page")
+                del text, form, values  # nothing logged (the journal is the owner's)
                 return render(
                     request,
                     "report_done.html",
@@ -813,6 +829,7 @@ def web_routes(
                     201,
                     case_number=filed.case_number,
                     receipt_code=filed.receipt_code,
+                    leaves=leaves(filed, phone.lang),
                 )
         return render(
             request,
@@ -873,7 +890,8 @@ def web_routes(
         if phone is None or phone.must_choose_pin:
             return JSONResponse({"error": "sign in first"}, status_code=401)
         if not csrf_ok(phone.csrf, request.headers.get("x-csrf-token")):
-            logger.warning("crew member %d: sealed report without a valid CSRF token", phone.crew)
+            # the same line as any other form's (the journal must not say it was a report)
+            logger.warning("crew member %d: form without a valid CSRF token", phone.crew)
             return JSONResponse({"error": "reload the page and send again"}, status_code=403)
         union = int_or_none(request.query_params.get("union"))
         case = request.query_params.get("case")
@@ -901,8 +919,14 @@ def web_routes(
             return JSONResponse({"error": "storage-failed", "detail": detail}, status_code=503)
         if case is not None:
             phone.case_number_used(case)
-        logger.info("a grievance report (mode A) was committed from the phone")
-        return JSONResponse({"case_number": filed.case_number}, status_code=201)
+        return JSONResponse(
+            {
+                "case_number": filed.case_number,
+                "leaves_by": filed.leaves_by,
+                "leaves": leaves(filed, phone.lang),
+            },
+            status_code=201,
+        )
 
     # SOS --------------------------------------------------------------------------------
 

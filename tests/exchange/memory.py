@@ -7,6 +7,7 @@ pure machines (``protocol.exchange``) in seconds.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections import Counter
 from dataclasses import dataclass, field
@@ -87,6 +88,13 @@ class MemoryVessel:
     downlink_seen: RangeSet = field(default_factory=RangeSet)
     ack_pending: bool = False
     receipts: Counter[int] = field(default_factory=Counter)
+    #: How often the broker took each batch (the outbox's ``send_count``).
+    sent: Counter[int] = field(default_factory=Counter)
+    #: When each batch was last sent, and when each was acknowledged or refused, as steps
+    #: of one counter (the outbox's ``last_sent_at`` and ``acked_at``).
+    last_sent_step: dict[int, int] = field(default_factory=dict)
+    closed_step: dict[int, int] = field(default_factory=dict)
+    steps: int = 0
 
     def write(self) -> int:
         self.written += 1
@@ -95,6 +103,31 @@ class MemoryVessel:
 
     def open_batches(self) -> list[int]:
         return [s for s in self.batches if s not in self.acknowledged and s not in self.refused]
+
+    def _step(self) -> int:
+        self.steps += 1
+        return self.steps
+
+    def published(self, batch_seq: int) -> None:
+        """The broker took the batch (the outbox's ``mark_sent``)."""
+        self.sent[batch_seq] += 1
+        self.last_sent_step[batch_seq] = self._step()
+
+    def overtaken(self, batch_seq: int) -> bool:
+        """A later batch was acknowledged or refused since this one was last sent."""
+        since = self.last_sent_step.get(batch_seq, 0)
+        return any(seq > batch_seq and at > since for seq, at in self.closed_step.items())
+
+    def offered(self) -> list[OfferedBatch]:
+        """The open batches as the outbox hands them over."""
+        return [
+            dataclasses.replace(
+                self.batches[s],
+                sent=self.sent[s] > 0,
+                overtaken=self.batches[s].ack_only and self.overtaken(s),
+            )
+            for s in self.open_batches()
+        ]
 
     def start(self, exchange: VesselExchange, now: float) -> None:
         exchange.link_up(now, self.open_batches(), list(self.waiting))
@@ -138,7 +171,8 @@ class MemoryVessel:
                     for envelope in event.batch.envelopes:
                         if isinstance(envelope, DeliveryReceipt):
                             self.receipts[envelope.message_seq] += 1
-                self.ack_pending = True
+                if not acknowledges_only(event.batch.envelopes):
+                    self.ack_pending = True  # content, new or resent; never a bare ack
                 exchange.downlink_applied(seq, duplicate=duplicate)
             elif isinstance(event, DownlinkRefused):
                 raise AssertionError(f"a genuine downlink batch was refused: {event}")
@@ -149,11 +183,13 @@ class MemoryVessel:
                 else:
                     exchange.batch_made(made)
             elif isinstance(event, BatchesWanted):
-                exchange.offer([self.batches[s] for s in self.open_batches()], now)
+                exchange.offer(self.offered(), now)
             elif isinstance(event, BatchAcknowledged):
                 self.acknowledged[event.batch_seq] += 1
+                self.closed_step[event.batch_seq] = self._step()
             elif isinstance(event, BatchRefused):
                 self.refused.add(event.batch_seq)
+                self.closed_step[event.batch_seq] = self._step()
 
 
 @dataclass

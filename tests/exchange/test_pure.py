@@ -20,7 +20,8 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from protocol import exchange as exchange_module
-from protocol.envelopes import Reply
+from protocol.batch import Direction, encode_batch, read_batch_header
+from protocol.envelopes import BatchAck, Envelope, Reply
 from protocol.errors import NotAllowedInState, Reason
 from protocol.exchange import (
     SHORE_TRANSITIONS,
@@ -34,8 +35,18 @@ from protocol.exchange import (
     VesselState,
 )
 from protocol.languages import Language
-from tests.exchange.memory import T0, MemoryShore, MemoryVessel, shore_settings, vessel_settings
+from protocol.replay import RangeSet
+from tests.exchange.memory import (
+    CODEBOOK,
+    T0,
+    VESSEL,
+    MemoryShore,
+    MemoryVessel,
+    shore_settings,
+    vessel_settings,
+)
 from tests.kit.fakelink import DOWN, UP, LinkPair
+from tests.shore.store_fixtures import SHORE_KEY
 
 
 def run_until_published(vessel: VesselExchange, record: MemoryVessel, pair: LinkPair) -> float:
@@ -53,6 +64,7 @@ def publish_all(vessel: VesselExchange, record: MemoryVessel, pair: LinkPair, no
     while outgoing := vessel.data_to_send(now):
         for batch in outgoing:
             pair.send(UP, batch.data)
+            record.published(batch.batch_seq)
             vessel.published(batch.batch_seq, now)
             record.answer(vessel, now)
 
@@ -119,9 +131,10 @@ def test_the_session_waits_for_the_ack_then_gives_up_at_the_ack_wait() -> None:
     assert record.open_batches() == [1]
 
 
-def test_an_ack_only_batch_is_published_but_not_waited_for() -> None:
+def test_an_ack_only_batch_is_published_once_and_not_waited_for() -> None:
     """With nothing to say but "we got your downlink", the batch goes up and the session
-    ends at once: the shore answers such a batch lazily."""
+    ends at once: nobody acknowledges such a batch. The next session does not send it
+    again, though it is still open (no BatchAck covered it yet)."""
     pair, record = LinkPair(), MemoryVessel()
     record.downlink_seen.add(1)
     record.ack_pending = True
@@ -131,6 +144,135 @@ def test_an_ack_only_batch_is_published_but_not_waited_for() -> None:
     assert record.batches[1].ack_only
     assert vessel.state is VesselState.DONE
     assert vessel.next_timer() is None
+    again = VesselExchange(vessel_settings())
+    run_until_published(again, record, pair)
+    assert again.statistics().published == ()
+    assert again.state is VesselState.DONE
+    assert record.open_batches() == [1]
+
+
+def _up_seqs(payloads: list[bytes]) -> list[int]:
+    return [read_batch_header(data).batch_seq for data in payloads]
+
+
+def poll(record: MemoryVessel, shore: MemoryShore, pair: LinkPair, now: float) -> VesselExchange:
+    """One whole session at ``now``, as a vessel polling on VSAT has one: downlink that
+    waited is read, batches go up, the shore answers, until the session is over."""
+    shore_step(shore, pair, now)  # the relay runs between sessions too (resends)
+    vessel = VesselExchange(vessel_settings())
+    record.start(vessel, now)
+    for _ in range(20):
+        pair.deliver()
+        shore_step(shore, pair, now)
+        pair.deliver()
+        vessel_step(vessel, record, pair, now)
+        if vessel.state is VesselState.DONE:
+            return vessel
+        timer = vessel.next_timer()
+        assert timer is not None
+        now = max(now, timer)
+        vessel.handle_timer(now)
+        record.answer(vessel, now)
+        publish_all(vessel, record, pair, now)
+    raise AssertionError(f"the session did not end: {vessel.state}")
+
+
+def _shore_batch(seq: int, *envelopes: Envelope) -> bytes:
+    return encode_batch(
+        list(envelopes),
+        direction=Direction.DOWNLINK,
+        vessel_id=VESSEL,
+        batch_seq=seq,
+        batch_minutes=int(T0 // 60),
+        signing_key=SHORE_KEY,
+        codebook=CODEBOOK,
+    )
+
+
+def test_a_downlink_batch_that_only_acknowledges_is_applied_but_never_acknowledged() -> None:
+    """The shore's answer to a batch is nothing but its BatchAck, and it arrives twice:
+    the vessel's batch is acknowledged, the copy counts as a duplicate, and the vessel owes
+    nothing for it: the next session sends nothing at all."""
+    pair, record = LinkPair(), MemoryVessel()
+    record.write()
+    vessel = VesselExchange(vessel_settings())
+    now = run_until_published(vessel, record, pair)
+    bare = _shore_batch(1, BatchAck(up_to=1, written_minutes=int(T0 // 60)))
+    for _ in range(2):
+        vessel.receive(bare, now)
+        record.answer(vessel, now)
+    assert vessel.state is VesselState.DONE
+    tally = vessel.statistics()
+    assert (tally.acknowledged, tally.downlink_applied, tally.downlink_duplicates) == ((1,), 1, 1)
+    assert not record.ack_pending
+    later = VesselExchange(vessel_settings())
+    run_until_published(later, record, pair)
+    assert later.statistics().published == ()
+    assert len(pair.sent_payloads(UP)) == 1  # the message's batch, and nothing since
+    reply = _shore_batch(2, Reply(1, 1, 1, int(T0 // 60), Language.ENG, "we miss you"))
+    last = VesselExchange(vessel_settings())
+    record.start(last, now)
+    last.receive(reply, now)
+    record.answer(last, now)
+    assert record.ack_pending  # content is acknowledged, as ever
+
+
+def test_an_idle_vessel_polling_for_a_week_sends_one_bare_acknowledgement() -> None:
+    """A message goes up; the shore's BatchAck and receipt come down. Polling every 15
+    minutes for a week with nothing to say, the vessel acknowledges that downlink once and
+    then sends nothing, and the shore nothing either. A message written on day four is
+    acknowledged at once, as is the shore's answer to it (once)."""
+    pair, record, shore = LinkPair(), MemoryVessel(), MemoryShore()
+    record.write()
+    now = T0
+    for quarter in range(7 * 24 * 4):
+        if quarter == 4 * 24 * 4:
+            record.write()
+        vessel = poll(record, shore, pair, now)
+        assert vessel.statistics().unacknowledged_after == 0
+        now += 15 * 60
+    sent_up = _up_seqs(pair.sent_payloads(UP))
+    assert sent_up == [1, 2, 3, 4]  # message, its bare ack; message, its bare ack
+    assert [record.batches[seq].ack_only for seq in sent_up] == [False, True, False, True]
+    assert len(pair.sent_payloads(DOWN)) == 2  # the answers to the two messages, once each
+    assert set(record.acknowledged) == {1, 2, 3}  # batch 2 covered by the second answer
+    assert shore.messages == {1: 1, 2: 1}
+
+
+def test_a_lost_bare_acknowledgement_is_never_waited_for_nor_resent_on_its_own() -> None:
+    """The vessel's batch that only acknowledges the shore's receipt is lost: no session
+    waits or asks for it. The shore, not having heard, resends its receipt after
+    resend_max_s; the vessel acknowledges the copy once. When a later BatchAck shows the
+    shore moved past the lost batch, it goes up once more, so the shore's replay window
+    keeps no hole; then nothing more is sent."""
+    pair, record, shore = LinkPair(), MemoryVessel(), MemoryShore()
+    record.write()
+    now = T0
+    poll(record, shore, pair, now)  # batch 1: the message; the receipt comes down
+    now += 900
+    vessel = VesselExchange(vessel_settings())
+    record.start(vessel, now)
+    pair.deliver()
+    vessel_step(vessel, record, pair, now)
+    now = vessel.next_timer() or now
+    vessel.handle_timer(now)
+    record.answer(vessel, now)
+    publish_all(vessel, record, pair, now)  # batch 2: the bare acknowledgement...
+    assert vessel.state is VesselState.DONE  # ... not waited for
+    assert pair.drop() == 1  # ... and lost
+    for _ in range(8):  # two hours of polls
+        now += 900
+        poll(record, shore, pair, now)
+    assert _up_seqs(pair.sent_payloads(UP)) == [1, 2, 3]  # 3: the resent receipt's ack
+    assert shore.exchange.seen == RangeSet(1, ((3, 3),))
+    record.write()
+    for _ in range(8):
+        now += 900
+        poll(record, shore, pair, now)
+    assert _up_seqs(pair.sent_payloads(UP)) == [1, 2, 3, 4, 2, 5]
+    assert shore.exchange.seen == RangeSet(5)  # the hole is filled
+    assert shore.messages == {1: 1, 2: 1}
+    assert set(record.acknowledged) == {1, 3, 4}
 
 
 def test_a_batch_that_is_too_big_is_halved() -> None:

@@ -12,8 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from protocol.batch import Direction, encode_batch
+from protocol.batch import Direction, encode_batch, read_batch_header
 from protocol.envelopes import BatchAck
+from protocol.languages import Language
+from shipboard.crew import CrewRegister
 from shipboard.link import LinkDown
 from tests.kit.fakelink import DOWN, UP
 from tests.kit.voyage import CODEBOOK, VESSEL, voyage
@@ -130,3 +132,69 @@ async def test_a_forged_downlink_batch_is_skipped_and_the_session_goes_on(tmp_pa
         assert report.downlink_refused == 2
         assert report.acknowledged == (1,)
         assert vessel.states(seqs) == ["acknowledged"]
+
+
+async def test_an_idle_vessel_polling_for_a_week_sends_one_bare_acknowledgement(
+    tmp_path: Path,
+) -> None:
+    """On VSAT the agent polls every 15 minutes. A message goes up and its receipt comes
+    down: the vessel acknowledges that once, in a batch of nothing but a BatchAck, and
+    then, idle for a week, publishes nothing more (the relay does not acknowledge the
+    acknowledgement, the vessel does not resend it). A contact added on day three goes up
+    and the relay's answer is nothing but a BatchAck: applied, never answered. Every batch
+    ends acknowledged."""
+    async with voyage(tmp_path) as (vessel, _shore, link, clock):
+        vessel.write(1)
+        for quarter in range(7 * 24 * 4):
+            if quarter == 3 * 24 * 4:
+                CrewRegister(vessel.outbox).add_contact(
+                    vessel.crew,
+                    channel="sms",
+                    address="+959250000002",
+                    name="Brother",
+                    language=Language.MYA,
+                    now=clock(),
+                )
+            report = await vessel.session()
+            assert report.unacknowledged_after == 0
+            clock.advance(15 * 60)
+        sent = link.sent_payloads(UP)
+        assert [read_batch_header(data).batch_seq for data in sent] == [1, 2, 3]
+        ack_only = [b.batch_seq for b in vessel.outbox.unacknowledged_batches()]
+        assert ack_only == []  # batch 2 was covered by the answer to batch 3
+        assert len(link.sent_payloads(DOWN)) == 2  # the receipt, then the bare BatchAck
+        assert sum(len(data) for data in sent) < 1_500
+
+
+async def test_a_lost_bare_acknowledgement_costs_one_resend_of_the_receipt(
+    tmp_path: Path,
+) -> None:
+    """The vessel's acknowledgement of a receipt is lost on the way up. No session waits
+    for it or sends it again on its own; the relay, not having heard, resends the receipt
+    once, and the vessel acknowledges the copy. The next message's BatchAck shows the
+    relay moved past the lost batch: it goes up once more and the relay's window has no
+    hole. Nothing is stored twice."""
+    async with voyage(tmp_path) as (vessel, shore, link, clock):
+        seqs = vessel.write(1)
+        await vessel.session()
+        clock.advance(15 * 60)
+        link.lose_next(UP)
+        lost = await vessel.session()
+        assert lost.published == (2,)
+        assert lost.unacknowledged_after == 0
+        for _ in range(2 * 24 * 4):
+            clock.advance(15 * 60)
+            await vessel.session()
+        sent = [read_batch_header(data).batch_seq for data in link.sent_payloads(UP)]
+        assert sent == [1, 2, 3]  # 3: the acknowledgement of the resent receipt
+        assert len(link.sent_payloads(DOWN)) == 2  # the receipt, and its one resend
+        assert await shore.stored_batches() == [1, 3]
+        seqs += vessel.write(1)
+        for _ in range(4):
+            clock.advance(15 * 60)
+            await vessel.session()
+        sent = [read_batch_header(data).batch_seq for data in link.sent_payloads(UP)]
+        assert sent == [1, 2, 3, 4, 2, 5]
+        assert await shore.stored_batches() == [1, 2, 3, 4, 5]
+        assert await shore.stored_seqs() == seqs
+        assert vessel.states(seqs) == ["acknowledged"] * 2

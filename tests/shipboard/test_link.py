@@ -34,6 +34,7 @@ from protocol.envelopes import (
     ReceiptStage,
     Reply,
     Sos,
+    acknowledges_only,
 )
 from protocol.errors import ProtocolError
 from protocol.languages import Language
@@ -88,6 +89,8 @@ class _Stored:
     batch_seq: int
     data: bytes
     ack_only: bool = False
+    send_count: int = 0
+    overtaken: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,7 +170,12 @@ class FakeOutbox:
     def unacknowledged_batches(self) -> tuple[_Stored, ...]:
         with self.lock:
             return tuple(
-                _Stored(seq, data, ack_only=not self.batch_messages[seq])
+                _Stored(
+                    seq,
+                    data,
+                    ack_only=not self.batch_messages[seq],
+                    send_count=self.sent_count.get(seq, 0),
+                )
                 for seq, data in sorted(self.batches.items())
                 if seq not in self.acked_batches
             )
@@ -210,7 +218,8 @@ class FakeOutbox:
 
     def apply_downlink(self, batch: Batch, now: float) -> _Result:
         with self.lock:
-            self.ack_pending = True
+            if not acknowledges_only(batch.envelopes):  # the outbox's rule
+                self.ack_pending = True
             if batch.batch_seq in self.downlink_seen:
                 return _Result(duplicate=True)
             self.downlink_seen.add(batch.batch_seq)
@@ -908,10 +917,10 @@ async def test_the_real_shore_relay_acknowledges_what_the_agent_sends(
 async def test_a_batch_that_only_acknowledges_the_downlink_does_not_hold_the_session_open(
     fresh_mosquitto: MosquittoBroker, codebook: Codebook, tmp_path: Path
 ) -> None:
-    """The shore acknowledges a batch that carries only a BatchAck lazily (with its next
-    downlink), so a session that has nothing else to send must not wait ``ack_wait_s`` for
-    it: it ends, the batch stays in the outbox and the next session's acknowledgement covers
-    it."""
+    """Nobody acknowledges a batch that carries only a BatchAck for its own sake, so a
+    session that has nothing else to send must not wait ``ack_wait_s`` for it: it ends,
+    the batch stays in the outbox, is not sent again, and the BatchAck that answers the
+    next session's message covers it."""
     from tests.shore.store_fixtures import SHORE_KEY, VESSEL_KEY
     from tests.shore.test_ingest import VESSEL, relay_in_process
 
@@ -944,7 +953,7 @@ async def test_a_batch_that_only_acknowledges_the_downlink_does_not_hold_the_ses
             assert (open_batch.batch_seq, open_batch.ack_only) == (2, True)
 
             third = await session([accept("ខ្ញុំសុខសប្បាយ")])
-            assert third.published == (2, 3)  # resent byte-identical, then the new one
+            assert third.published == (3,)  # the ack-only batch is not sent again
             assert third.unacknowledged_after == 0
             assert box.unacknowledged_batches() == ()
 

@@ -306,9 +306,9 @@ def test_broken_database_file_is_reported(tmp_path: Path) -> None:
 def test_a_batch_that_only_acknowledges_opens_no_session_of_its_own(
     outbox: Outbox, crew: Crew, shore: TestShore, codebook: Codebook, vessel_key: SigningKey
 ) -> None:
-    """The shore answers an ack-only batch lazily: left unacknowledged, it must not make the
-    scheduler open a resend session every ``resend_after_s`` on a quiet vessel (it goes up
-    with the next session that has a reason). An unacknowledged message batch still does."""
+    """Nobody acknowledges an ack-only batch: left unacknowledged, it must not make the
+    scheduler open a resend session every ``resend_after_s`` on a quiet vessel. An
+    unacknowledged message batch still does."""
     settings = SchedulerSettings()
     profile = profile_named("iridium-certus")
     later = NOW + settings.resend_after_s + 1
@@ -326,8 +326,83 @@ def test_a_batch_that_only_acknowledges_opens_no_session_of_its_own(
     outbox.make_batch([], codebook, vessel_key, NOW)  # announces the contacts
     outbox.mark_sent(1, NOW)
     assert reason() is SessionReason.RESEND
-    outbox.apply_downlink(shore.downlink([BatchAck(up_to=1, written_minutes=MINUTES)]), NOW)
+    answer = [BatchAck(up_to=1, written_minutes=MINUTES), _reply(crew)]
+    outbox.apply_downlink(shore.downlink(answer), NOW)
     ack_seq, _ = outbox.make_batch([], codebook, vessel_key, NOW)  # acknowledges that
     outbox.mark_sent(ack_seq, NOW)
     assert [(b.batch_seq, b.ack_only) for b in outbox.unacknowledged_batches()] == [(ack_seq, True)]
     assert reason() is None
+
+
+def _reply(crew: Crew, reply_seq: int = 7) -> Reply:
+    return Reply(
+        reply_seq=reply_seq,
+        crew=crew.member.crew,
+        contact=crew.mother.contact,
+        written_minutes=MINUTES,
+        lang=Language.MYA,
+        body="ကောင်းပါတယ်",
+    )
+
+
+def test_only_a_downlink_batch_with_content_is_owed_an_acknowledgement(
+    outbox: Outbox, crew: Crew, shore: TestShore, codebook: Codebook, vessel_key: SigningKey
+) -> None:
+    """The shore's batch that only acknowledges the vessel's is applied (the vessel's batch
+    is acknowledged) and de-duplicated, but owed nothing, even when it comes twice: no
+    batch is made for it. A reply is owed an acknowledgement, and again when the shore
+    resends it (it missed the first)."""
+    outbox.make_batch([], codebook, vessel_key, NOW)  # announces the contacts
+    outbox.mark_sent(1, NOW)
+    bare = shore.downlink([BatchAck(up_to=1, written_minutes=MINUTES)])
+    assert outbox.apply_downlink(bare, NOW).acknowledged_batches == (1,)
+    assert outbox.apply_downlink(bare, NOW).duplicate
+    assert not outbox.has_downlink_ack_pending()
+    with pytest.raises(NothingToSend):
+        outbox.make_batch([], codebook, vessel_key, NOW)
+    reply = shore.downlink([_reply(crew)])
+    outbox.apply_downlink(reply, NOW)
+    assert outbox.has_downlink_ack_pending()
+    outbox.make_batch([], codebook, vessel_key, NOW + 60)
+    assert not outbox.has_downlink_ack_pending()
+    assert outbox.apply_downlink(reply, NOW + 3600).duplicate  # resent: our ack was lost
+    assert outbox.has_downlink_ack_pending()
+
+
+def test_a_sent_ack_only_batch_is_offered_again_only_once_overtaken(
+    outbox: Outbox, crew: Crew, shore: TestShore, codebook: Codebook, vessel_key: SigningKey
+) -> None:
+    """An ack-only batch the broker took stays open but is not due again; when the shore
+    acknowledges a later batch after it was sent and not it, the shore never stored it:
+    it is due once more; sent again, it waits for the next proof."""
+    outbox.make_batch([], codebook, vessel_key, NOW)  # 1: the contacts
+    outbox.mark_sent(1, NOW)
+    outbox.apply_downlink(shore.downlink([BatchAck(1, MINUTES), _reply(crew, 1)]), NOW + 60)
+    ack_seq, _ = outbox.make_batch([], codebook, vessel_key, NOW + 120)  # 2: bare ack
+    outbox.mark_sent(ack_seq, NOW + 120)
+
+    def open_batches() -> list[tuple[int, bool, int, bool]]:
+        return [
+            (b.batch_seq, b.ack_only, b.send_count, b.overtaken)
+            for b in outbox.unacknowledged_batches()
+        ]
+
+    assert open_batches() == [(2, True, 1, False)]
+    seq = outbox.accept_message(
+        crew=crew.member.crew,
+        contact=crew.mother.contact,
+        lang=Language.ENG,
+        now=NOW + 180,
+        quota_bytes=1 << 20,
+        body="hello",
+    ).message_seq
+    outbox.make_batch([seq], codebook, vessel_key, NOW + 180)  # 3: a message
+    outbox.mark_sent(3, NOW + 180)
+    assert open_batches() == [(2, True, 1, False), (3, False, 1, False)]
+    lost = shore.downlink([BatchAck(up_to=1, ranges=((3, 3),), written_minutes=MINUTES)])
+    outbox.apply_downlink(lost, NOW + 240)  # 3 stored ashore, 2 never arrived
+    assert open_batches() == [(2, True, 1, True)]
+    outbox.mark_sent(2, NOW + 300)
+    assert open_batches() == [(2, True, 2, False)]
+    outbox.apply_downlink(shore.downlink([BatchAck(up_to=3, written_minutes=MINUTES)]), NOW + 360)
+    assert open_batches() == []

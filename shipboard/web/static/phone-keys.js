@@ -205,6 +205,11 @@
         return response.json();
       }).then(function (filed) {
         document.getElementById("case").textContent = filed.case_number;
+        if (typeof filed.leaves === "string") {  /* when it leaves, in the crew's language */
+          var leaves = document.getElementById("leaves");
+          leaves.textContent = filed.leaves;
+          leaves.hidden = false;
+        }
         document.getElementById("receipt").textContent = receipt.match(/.{4}/g).join(" ");
         document.getElementById("done").hidden = false;
         document.getElementById("text").value = "";
