@@ -148,7 +148,7 @@ def compression_for(days: float, minutes: float) -> tuple[float, int]:
         raise BenchmarkError("--days and --minutes must be positive")
     compression = days * DAY / (minutes * 60)
     day_s = round(DAY / compression)
-    lane_periods = DAY // DEFAULT_LANE_PERIOD_S  # the agent's default lane period, compressed
+    lane_periods = int(DAY // DEFAULT_LANE_PERIOD_S)  # the agent's default lane period, compressed
     if compression < 1 or day_s < 10 or DAY % day_s or day_s % lane_periods:
         raise BenchmarkError(
             f"a voyage day would last {DAY / compression:.1f} s; choose --minutes so that "
@@ -163,8 +163,8 @@ def tuning_for(name: str, compression: float, day_s: int) -> Tuning:
     ``compression`` (``day_s``: a voyage day in seconds)."""
     profile = PROFILES[name]
     return Tuning(
-        slot_period_s=day_s * DEFAULT_LANE_PERIOD_S // DAY,
-        down_period_s=day_s * DownlinkSection().slot_period_s // DAY,
+        slot_period_s=int(day_s * DEFAULT_LANE_PERIOD_S // DAY),
+        down_period_s=int(day_s * DownlinkSection().slot_period_s // DAY),
         profile=name,
         idle_poll_s=profile.idle_poll_s / compression,
         min_gap_s=60.0 / compression,
