@@ -19,14 +19,7 @@ from common.logins import ADDRESS_POLICY, Logins
 from common.passwords import PasswordBook, hash_password
 from common.serving import AsgiServer
 from common.signins import SignInGuard, SignInThrottled
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.kit.clock import FakeClock
 
 
 @pytest.fixture
@@ -42,7 +35,7 @@ async def test_five_wrong_passwords_pause_the_name_then_the_right_one_waits() ->
     """Five wrong passwords for one name are evaluated; the sixth try, right password or
     not, is refused unevaluated until the pause passes; another name signs in meanwhile; a
     name that does not exist is counted and paused the same way."""
-    clock = Clock()
+    clock = FakeClock()
     logins = Logins(
         PasswordBook({"amara": hash_password("right passphrase"), "bo": hash_password("bo's one")}),
         SignInGuard(clock=clock),
@@ -67,7 +60,7 @@ async def test_one_address_guessing_across_many_names_is_paused() -> None:
     """An address that tries wrong passwords on many names is paused after twenty, for
     every name; its own right password in between does not wipe that count; other
     addresses sign in as usual."""
-    clock = Clock()
+    clock = FakeClock()
     logins = Logins(
         PasswordBook({"amara": hash_password("right passphrase")}),
         SignInGuard(clock=clock),
@@ -84,7 +77,7 @@ async def test_one_address_guessing_across_many_names_is_paused() -> None:
 
 async def test_a_check_that_fails_is_not_counted(monkeypatch: pytest.MonkeyPatch) -> None:
     """When the check itself breaks (not the person's fault), the attempt is given back."""
-    clock = Clock()
+    clock = FakeClock()
     logins = Logins(PasswordBook({}), SignInGuard(clock=clock), SignInGuard(clock=clock))
 
     def broken(password: str, stored: str) -> bool:

@@ -7,14 +7,7 @@ import threading
 import pytest
 
 from common.signins import GuardPolicy, SignInGuard, SignInThrottled
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.kit.clock import FakeClock
 
 
 def wrong(guard: SignInGuard, who: object, times: int) -> None:
@@ -24,7 +17,7 @@ def wrong(guard: SignInGuard, who: object, times: int) -> None:
 
 def test_five_wrong_pins_pause_the_person_and_nobody_else() -> None:
     """A stranger types five wrong PINs for crew member 7: 7 is paused, 8 is not."""
-    clock = Clock()
+    clock = FakeClock()
     guard = SignInGuard(clock=clock)
     wrong(guard, 7, 5)
     with pytest.raises(SignInThrottled) as caught:
@@ -37,7 +30,7 @@ def test_five_wrong_pins_pause_the_person_and_nobody_else() -> None:
 
 def test_pauses_grow_and_are_capped_then_start_small_again() -> None:
     """Each exhausted window in a row doubles the pause up to an hour; a long quiet resets it."""
-    clock = Clock()
+    clock = FakeClock()
     guard = SignInGuard(clock=clock)
     pauses = []
     for _ in range(6):
@@ -52,7 +45,7 @@ def test_pauses_grow_and_are_capped_then_start_small_again() -> None:
 
 def test_at_most_five_evaluated_per_window_even_when_concurrent() -> None:
     """Guesses begun together on several doors cannot pass the count: reservations count."""
-    guard = SignInGuard(clock=Clock())
+    guard = SignInGuard(clock=FakeClock())
     attempts = [guard.begin(7) for _ in range(5)]
     with pytest.raises(SignInThrottled):
         guard.begin(7)
@@ -64,7 +57,7 @@ def test_at_most_five_evaluated_per_window_even_when_concurrent() -> None:
 
 def test_success_clears_the_count_and_abandoned_attempts_do_not_count() -> None:
     """A right PIN starts the count again; a check that failed on storage is not a guess."""
-    guard = SignInGuard(clock=Clock())
+    guard = SignInGuard(clock=FakeClock())
     wrong(guard, 7, 4)
     guard.begin(7).succeeded()
     wrong(guard, 7, 4)
@@ -77,7 +70,7 @@ def test_success_clears_the_count_and_abandoned_attempts_do_not_count() -> None:
 
 def test_old_wrong_pins_leave_the_window() -> None:
     """Four wrong PINs today and one more an hour later do not pause anyone."""
-    clock = Clock()
+    clock = FakeClock()
     guard = SignInGuard(clock=clock)
     wrong(guard, 7, 4)
     clock.now += 301
@@ -87,7 +80,7 @@ def test_old_wrong_pins_leave_the_window() -> None:
 
 def test_made_up_crew_numbers_cannot_grow_memory() -> None:
     """Guesses at a million made-up crew numbers keep the table at its bound."""
-    guard = SignInGuard(GuardPolicy(max_people=100), clock=Clock())
+    guard = SignInGuard(GuardPolicy(max_people=100), clock=FakeClock())
     wrong(guard, 7, 5)
     for who in range(1000, 3000):
         guard.begin(who).failed()
@@ -97,7 +90,7 @@ def test_made_up_crew_numbers_cannot_grow_memory() -> None:
 
 def test_thread_safe_counting() -> None:
     """Doors on several threads: never more than five evaluations in one window."""
-    guard = SignInGuard(clock=Clock())
+    guard = SignInGuard(clock=FakeClock())
     evaluated = []
 
     def door() -> None:

@@ -21,6 +21,7 @@ from shipboard.config import ShipConfig
 from shipboard.errors import BadText, QuotaExceeded
 from shipboard.intake import Intake, read_text
 from shipboard.outbox import Outbox, month_of
+from tests.kit.clock import FakeClock
 from tests.shipboard.conftest import Crew
 
 BANGKOK = ZoneInfo("Asia/Bangkok")  # UTC+7, no daylight saving
@@ -28,14 +29,6 @@ BANGKOK = ZoneInfo("Asia/Bangkok")  # UTC+7, no daylight saving
 BEFORE = datetime(2026, 10, 31, 23, 30, tzinfo=BANGKOK).timestamp()
 #: 2026-11-01 00:30 in Bangkok = 2026-10-31 17:30 UTC: November on board, October in UTC.
 AFTER = datetime(2026, 11, 1, 0, 30, tzinfo=BANGKOK).timestamp()
-
-
-class Clock:
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_month_of_follows_the_vessel_time_zone() -> None:
@@ -64,7 +57,7 @@ def test_quota_renews_at_midnight_in_bangkok(
     config = dataclasses.replace(
         bangkok, quota=dataclasses.replace(bangkok.quota, crew_text_bytes=quota)
     )
-    clock = Clock(BEFORE)
+    clock = FakeClock(BEFORE)
     intake = Intake(config, outbox, codebook, clock=clock)
     who, mother = crew.member.crew, crew.mother.contact
     intake.send_message(who, mother, "a" * quota, Language.ENG)
@@ -94,7 +87,7 @@ def test_intake_keeps_both_readings_when_zawgyi_detection_is_unsure(
     assert reading.text == line
     assert reading.alternative is not None
     assert reading.alternative != line
-    intake = Intake(ship_config, outbox, codebook, clock=Clock(BEFORE))
+    intake = Intake(ship_config, outbox, codebook, clock=FakeClock(BEFORE))
     accepted = intake.send_message(crew.member.crew, crew.mother.contact, line, Language.MYA)
     assert accepted.alternative == reading.alternative
     assert accepted.text_bytes == len(line.encode("utf-8"))

@@ -36,17 +36,10 @@ from shipboard.tls import make_self_signed, server_context
 from shipboard.web.phones import SignedInPhones
 from shore.alerts import alert_text
 from shore.store import SqliteStore, VesselInfo
+from tests.kit.clock import FakeClock
 from tests.kit.ports import free_port
 
 from .conftest import NOW, VESSEL_ID, Crew, TestShore
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 5000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @dataclass
@@ -56,7 +49,7 @@ class Doors:
     api: httpx.AsyncClient
     smtp_port: int
     client_tls: ssl.SSLContext
-    clock: Clock
+    clock: FakeClock
     intake: Intake
     evaluated: list[int]  # crew numbers whose PIN was hashed and compared, in order
 
@@ -89,9 +82,9 @@ class Doors:
 async def doors(
     outbox: Outbox, ship_config: ShipConfig, codebook: Codebook, tmp_path: Path
 ) -> AsyncIterator[Doors]:
-    clock = Clock()
+    clock = FakeClock(NOW)
     guard = SignInGuard(clock=clock)
-    intake = Intake(ship_config, outbox, codebook, clock=lambda: NOW + clock.now)
+    intake = Intake(ship_config, outbox, codebook, clock=clock)
     evaluated: list[int] = []
     check_pin: Callable[[int, str], PinCheck] = intake.register.check_pin
 
@@ -181,9 +174,9 @@ async def test_wrong_pins_count_across_every_door_and_sos_still_goes(
     sent = await doors.api.post("/sos", data={"crew": str(me), "note": "man overboard"})
     assert sent.status_code == 201
     assert "SOS" in sent.text
-    [pending] = [p for p in outbox.pending_messages(NOW + doors.clock.now) if p.kind == "sos"]
+    [pending] = [p for p in outbox.pending_messages(doors.clock.now) if p.kind == "sos"]
     _, data = outbox.make_batch(
-        [pending.message_seq], doors.intake.codebook, vessel_key, NOW + doors.clock.now
+        [pending.message_seq], doors.intake.codebook, vessel_key, doors.clock.now
     )
     [sos] = [e for e in shore.receive(data).envelopes if isinstance(e, Sos)]
     assert (sos.crew, sos.unauthenticated, sos.note) == (me, True, "man overboard")

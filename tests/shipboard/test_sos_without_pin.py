@@ -22,25 +22,18 @@ from shipboard.http_api import create_app
 from shipboard.intake import Intake
 from shipboard.outbox import Outbox
 from shipboard.sos_limit import SosLimitPolicy, SosWithoutPinLimit
+from tests.kit.clock import FakeClock
 
 from .conftest import NOW, Crew, TestShore
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = NOW
-
-    def __call__(self) -> float:
-        return self.now
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock(NOW)
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def intake(outbox: Outbox, ship_config: ShipConfig, codebook: Codebook, clock: Clock) -> Intake:
+def intake(outbox: Outbox, ship_config: ShipConfig, codebook: Codebook, clock: FakeClock) -> Intake:
     return Intake(ship_config, outbox, codebook, clock=clock)
 
 
@@ -119,7 +112,7 @@ def test_an_unreadable_note_or_a_position_off_the_earth_never_stops_an_sos(
 
 
 async def test_api_sos_without_a_token_goes_and_repeats_are_coalesced(
-    api: httpx.AsyncClient, crew: Crew, outbox: Outbox, clock: Clock
+    api: httpx.AsyncClient, crew: Crew, outbox: Outbox, clock: FakeClock
 ) -> None:
     """POST /api/sos with a crew number and no token (or an expired one) is saved at
     once (201); the same again a minute later gets 201 with the same message number,

@@ -19,6 +19,7 @@ from shore.mail import MailIdentity, MailSender, ReplyAddressBook, ReplyRoute
 from shore.retry import RetryPolicy
 from shore.sms import SmsConfig, SmsProvider
 from shore.vocabulary import DeliveryOutcome, Destination, receipt_for
+from tests.kit.clock import FakeClock
 from tests.shore.test_mail import SmtpSink
 
 IDENTITY = MailIdentity("relay.example.org", "relay@relay.example.org")
@@ -111,16 +112,8 @@ class FakeStore:
         self.claimed.clear()
 
 
-class Clock:
-    def __init__(self, now: float = 1_750_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def make_worker(
-    store: FakeStore, sink: SmtpSink, clock: Clock, sms: SmsProvider | None = None, **kw: Any
+    store: FakeStore, sink: SmtpSink, clock: FakeClock, sms: SmsProvider | None = None, **kw: Any
 ) -> DeliveryWorker:
     return DeliveryWorker(
         store,
@@ -144,7 +137,7 @@ def sink() -> Any:
 
 async def test_family_email_is_delivered_once_with_a_receipt(sink: SmtpSink) -> None:
     """A crew message reaches the mother's inbox once, and a DELIVERED receipt is queued."""
-    clock = Clock()
+    clock = FakeClock()
     store = FakeStore()
     store.add(Row(1, 42, 1831, Destination.EMAIL, accepted_at=clock.now))
     worker = make_worker(store, sink, clock)
@@ -168,7 +161,7 @@ async def test_crash_mid_send_resends_with_the_same_message_id_and_counts_a_repe
 
     Downstream sees two copies with one Message-ID, so the duplicate is recognisable.
     """
-    clock = Clock()
+    clock = FakeClock()
     store = FakeStore()
     store.add(Row(1, 42, 7, Destination.EMAIL, accepted_at=clock.now))
     # First worker: records the attempt and sends, then dies before recording the outcome.
@@ -214,7 +207,7 @@ def first_mail(row: Row) -> Any:
 async def test_transient_failure_backs_off_then_fails_at_the_deadline(sink: SmtpSink) -> None:
     """A greylisting smarthost: retries are rescheduled, then DEADLINE_PASSED is reported."""
     sink.handler.data_reply = "451 4.7.1 try later"
-    clock = Clock()
+    clock = FakeClock()
     store = FakeStore()
     store.add(Row(1, 42, 9, Destination.EMAIL, accepted_at=clock.now))
     worker = make_worker(store, sink, clock)
@@ -237,7 +230,7 @@ async def test_transient_failure_backs_off_then_fails_at_the_deadline(sink: Smtp
 async def test_refused_address_fails_at_once(sink: SmtpSink) -> None:
     """A mailbox that does not exist: one attempt, a failure receipt with ADDRESS_INVALID."""
     sink.handler.refuse["mother@example.com"] = "550 5.1.1 no such user"
-    clock = Clock()
+    clock = FakeClock()
     store = FakeStore()
     store.add(Row(1, 42, 10, Destination.EMAIL, accepted_at=clock.now))
     worker = make_worker(store, sink, clock)
@@ -248,7 +241,7 @@ async def test_refused_address_fails_at_once(sink: SmtpSink) -> None:
 
 async def test_malformed_address_fails_without_contacting_the_smarthost(sink: SmtpSink) -> None:
     """An address that cannot be written into a header fails as ADDRESS_INVALID."""
-    clock = Clock()
+    clock = FakeClock()
     store = FakeStore()
     store.add(Row(1, 42, 11, Destination.EMAIL, accepted_at=clock.now, address="not an address"))
     await make_worker(store, sink, clock).deliver_due()
@@ -258,7 +251,7 @@ async def test_malformed_address_fails_without_contacting_the_smarthost(sink: Sm
 
 async def test_sms_delivery_and_invalid_number(sink: SmtpSink, tmp_path: Path) -> None:
     """SMS: one number works (name in front of the text), an invalid one fails for good."""
-    clock = Clock()
+    clock = FakeClock()
     store = FakeStore()
     store.add(Row(1, 42, 20, Destination.SMS, clock.now, address="+959250000001"))
     store.add(Row(2, 42, 21, Destination.SMS, clock.now, address="+959250000009"))
@@ -277,7 +270,7 @@ async def test_sms_delivery_and_invalid_number(sink: SmtpSink, tmp_path: Path) -
 
 async def test_sms_rate_limit_reschedules_after_retry_after(sink: SmtpSink, tmp_path: Path) -> None:
     """The provider says 429, Retry-After 900: the retry is not before 900 s."""
-    clock = Clock()
+    clock = FakeClock()
     store = FakeStore()
     store.add(Row(1, 42, 22, Destination.SMS, clock.now, address="+959250000001"))
     async with FakeSmsProvider(tmp_path / "sms.jsonl") as fake:
@@ -291,7 +284,7 @@ async def test_sms_rate_limit_reschedules_after_retry_after(sink: SmtpSink, tmp_
 
 async def test_grievance_report_goes_sealed_to_the_union_inbox(sink: SmtpSink) -> None:
     """A sealed report is handed to the union inbox byte for byte; nothing is e-mailed."""
-    clock = Clock()
+    clock = FakeClock()
     store = FakeStore()
     sealed = bytes(range(256)) * 4
     store.add(
@@ -318,7 +311,7 @@ async def test_grievance_report_goes_sealed_to_the_union_inbox(sink: SmtpSink) -
 
 async def test_run_loop_wakes_on_the_doorbell_and_stops(sink: SmtpSink) -> None:
     """The worker idles, wakes when ingest rings, delivers, and stops when told."""
-    clock = Clock()
+    clock = FakeClock()
     store = FakeStore()
     worker = make_worker(store, sink, clock)
     worker.config = DeliveryConfig(worker="relay-test", idle_s=60)

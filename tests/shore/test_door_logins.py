@@ -19,6 +19,7 @@ from common.serving import AsgiServer
 from common.signins import SignInGuard
 from shore.dashboard.auth import read_operators
 from shore.union.web import read_caseworkers
+from tests.kit.clock import FakeClock
 from tests.shore.doors import (
     PASSWORD,
     Door,
@@ -31,14 +32,6 @@ from tests.shore.doors import (
 
 DOORS = [dashboard_door, union_web_door]
 IDS = ["operators (dashboard)", "caseworkers (union web app)"]
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 5000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture
@@ -75,7 +68,7 @@ async def test_wrong_passwords_pause_one_name_until_the_back_off_passes(
     right password is refused unevaluated with 429, a page saying when to try again and a
     Retry-After; a colleague signs in meanwhile; a made-up name is paused with the very same
     answers; after the five-minute back-off the right password works."""
-    clock = Clock()
+    clock = FakeClock()
     assert callable(make)
     async with make(tmp_path, guard=SignInGuard(clock=clock)) as door:
         async with client_for(door.app, "10.2.0.1") as client:

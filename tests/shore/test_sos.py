@@ -27,6 +27,7 @@ from shore.fake_sms import FakeSmsProvider
 from shore.mail import MailIdentity, MailSender
 from shore.sms import SmsConfig, SmsProvider
 from shore.store import SqliteStore, VesselInfo
+from tests.kit.clock import FakeClock
 from tests.kit.mosquitto import MosquittoBroker
 from tests.shore.store_fixtures import (
     T0,
@@ -45,14 +46,6 @@ IDENTITY = MailIdentity("relay.example.org", "relay@relay.example.org")
 RESCUE = "mrcc@rescue.example.org"
 UNION_DESK = "desk@union.example.org"
 RESCUE_SMS = "+6621234567"
-
-
-class Clock:
-    def __init__(self, now: float = T0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def sos_batch(batch_seq: int = 1, message_seq: int = 1) -> bytes:
@@ -81,7 +74,7 @@ def sos_batch(batch_seq: int = 1, message_seq: int = 1) -> bytes:
 @dataclass
 class Harness:
     store: SqliteStore
-    clock: Clock
+    clock: FakeClock
     sink: SmtpSink
     fake: FakeSmsProvider
     sms: SmsProvider
@@ -117,7 +110,7 @@ async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
             config = SmsConfig(fake.account_sid, fake.auth_token, "+6620000000", fake.base_url)
             async with SmsProvider(config) as sms:
                 try:
-                    yield Harness(store, Clock(), sink, fake, sms)
+                    yield Harness(store, FakeClock(T0), sink, fake, sms)
                 finally:
                     await store.close()
 

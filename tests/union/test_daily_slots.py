@@ -36,6 +36,7 @@ from shipboard.outbox import Outbox, month_of
 from shipboard.profiles import profile_named
 from shipboard.scheduler import SchedulerSettings, plan
 from shipboard.states import MessageKind, MessageState
+from tests.kit.clock import FakeClock
 from tests.kit.lane import lane_blocks_of, union_reads
 from vessel_relay.demo.defaults import demo_ship_config
 
@@ -46,15 +47,9 @@ TRIALS = 12
 PERIOD_S = 21_600
 
 
-class Clock:
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def _vessel(tmp: Path, vessel_id: int, crew: int) -> tuple[Outbox, Intake, Clock, list[SignedIn]]:
+def _vessel(
+    tmp: Path, vessel_id: int, crew: int
+) -> tuple[Outbox, Intake, FakeClock, list[SignedIn]]:
     """A vessel with ``crew`` crew members signed in and the union whose key this holds;
     its grievance lane on (as always outside tests)."""
     config = demo_ship_config(tmp)
@@ -65,7 +60,7 @@ def _vessel(tmp: Path, vessel_id: int, crew: int) -> tuple[Outbox, Intake, Clock
         unions=(UnionConfig(7, "Fishers' Union", bytes(UNION.public_key), (Language.ENG,)),),
     )
     outbox = Outbox.open(tmp / "outbox.sqlite3", vessel_id)
-    clock = Clock(DAY * SECONDS_PER_DAY + 60.0)
+    clock = FakeClock(DAY * SECONDS_PER_DAY + 60.0)
     intake = Intake(config, outbox, default_codebook(), clock=clock)
     register = CrewRegister(outbox)
     signed = []

@@ -87,6 +87,7 @@ from shipboard.outbox import Outbox, month_of
 from shipboard.profiles import IRIDIUM_CERTUS
 from shipboard.scheduler import SchedulerSettings, plan
 from shipboard.states import MessageKind, MessageState
+from tests.kit.clock import FakeClock
 from vessel_relay.demo.defaults import demo_ship_config
 
 DAY0 = 20_600
@@ -96,14 +97,6 @@ UNION = nacl.public.PrivateKey(bytes(range(1, 33)))
 AUC_LIMIT = 0.55
 HOUR = 3_600.0
 Matrix = npt.NDArray[np.float64]
-
-
-class Clock:
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 # --- the classifier ----------------------------------------------------------------------
@@ -242,7 +235,7 @@ def _traffic_row(batches: list[tuple[float, bytes]], lane_blocks: int) -> list[f
 
 def _vessel(
     tmp: Path, crew: int, *, lane: bool
-) -> tuple[Outbox, Intake, Clock, list[SignedIn], list[int]]:
+) -> tuple[Outbox, Intake, FakeClock, list[SignedIn], list[int]]:
     """The vessel's real intake and outbox, crew members signed in, each with a contact."""
     config = demo_ship_config(tmp)
     config = dataclasses.replace(
@@ -251,7 +244,7 @@ def _vessel(
         unions=(UnionConfig(7, "Fishers' Union", bytes(UNION.public_key), (Language.ENG,)),),
     )
     outbox = Outbox.open(tmp / "outbox.sqlite3", 1)
-    clock = Clock(DAY0 * SECONDS_PER_DAY)
+    clock = FakeClock(DAY0 * SECONDS_PER_DAY)
     intake = Intake(config, outbox, default_codebook(), clock=clock)
     register = CrewRegister(outbox)
     signed, contacts = [], []

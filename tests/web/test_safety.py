@@ -25,25 +25,18 @@ from shipboard.web.catalogue import page_msgids
 from shipboard.web.fonts import missing_glyphs
 from shipboard.web.i18n import PAGE_LANGUAGES, load_catalogue
 from shipboard.web.phones import IDLE_S, RATE_LIMIT, SignedInPhones
+from tests.kit.clock import FakeClock
 from vessel_relay.demo.defaults import demo_ship_config
 
 SECRET_TEXT = "the second engineer hit me"
 SECRET_ADDRESS = "+959777000111"
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @dataclass
 class Vessel:
     client: httpx.AsyncClient
     intake: Intake
-    clock: Clock
+    clock: FakeClock
     crew: int
     pin: str
 
@@ -59,7 +52,7 @@ async def vessel(tmp_path: Path) -> AsyncIterator[Vessel]:
     intake.register.add_contact(
         member.crew, channel="sms", address="+85512345678", name="Wife", language=None, now=0.0
     )
-    clock = Clock()
+    clock = FakeClock()
     phones = SignedInPhones(clock=clock)
     app = create_app(intake, phones=phones, guard=SignInGuard(clock=clock))
     transport = httpx.ASGITransport(app=app)
