@@ -38,6 +38,7 @@ from protocol.envelopes import (
 )
 from protocol.errors import ProtocolError
 from protocol.languages import Language
+from protocol.replay import RangeSet
 from protocol.signing import SigningKey
 from shipboard.config import ShipConfig
 from shipboard.errors import NothingToSend
@@ -111,7 +112,7 @@ class FakeOutbox:
     batch_messages: dict[int, tuple[int, ...]] = field(default_factory=dict)
     acked_batches: set[int] = field(default_factory=set)
     sent_count: dict[int, int] = field(default_factory=dict)
-    downlink_seen: set[int] = field(default_factory=set)
+    downlink_seen: RangeSet = field(default_factory=RangeSet)
     ack_pending: bool = False
     receipts: dict[int, ReceiptStage] = field(default_factory=dict)
     replies: list[int] = field(default_factory=list)
@@ -241,19 +242,9 @@ class FakeOutbox:
             return _Result(duplicate=False, acknowledged_batches=tuple(acknowledged))
 
 
-def range_ack(seen: set[int], minutes: int) -> BatchAck:
-    """A cumulative BatchAck for a set of batch numbers."""
-    up_to = 0
-    while up_to + 1 in seen:
-        up_to += 1
-    rest = sorted(seq for seq in seen if seq > up_to + 1)
-    ranges: list[tuple[int, int]] = []
-    for seq in rest:
-        if ranges and seq == ranges[-1][1] + 1:
-            ranges[-1] = (ranges[-1][0], seq)
-        else:
-            ranges.append((seq, seq))
-    return BatchAck(up_to=up_to, written_minutes=minutes, ranges=tuple(ranges) or None)
+def range_ack(seen: RangeSet, minutes: int) -> BatchAck:
+    """A cumulative BatchAck for the batch numbers in ``seen``."""
+    return BatchAck(up_to=seen.up_to, written_minutes=minutes, ranges=seen.ranges or None)
 
 
 def test_fake_outbox_and_real_outbox_share_the_contract() -> None:
@@ -286,6 +277,7 @@ class MqttTestShore:
     received: list[Received] = field(default_factory=list)
     refused: int = 0
     next_downlink: int = 1
+    seen: RangeSet = field(default_factory=RangeSet)  # uplink batch numbers verified
 
     def downlink(self, envelopes: Sequence[Envelope], key: SigningKey | None = None) -> bytes:
         data = encode_batch(
@@ -317,10 +309,10 @@ class MqttTestShore:
             if isinstance(envelope, CrewMessage | Sos | GrievanceReport)
         )
         self.received.append(Received(batch.batch_seq, seqs, data))
-        seen = {r.batch_seq for r in self.received}
+        self.seen.add(batch.batch_seq)
         minutes = int(NOW // 60)
         receipts = [DeliveryReceipt(seq, ReceiptStage.ACCEPTED_ASHORE, minutes) for seq in seqs]
-        return self.downlink([range_ack(seen, minutes), *receipts])
+        return self.downlink([range_ack(self.seen, minutes), *receipts])
 
     async def run(self, ready: asyncio.Event) -> None:
         async with persistent_client(

@@ -36,6 +36,7 @@ from protocol.envelopes import (
     ReceiptStage,
 )
 from protocol.languages import Language
+from protocol.replay import RangeSet
 from protocol.signing import SigningKey
 from shipboard.crew import CrewRegister
 from shipboard.errors import NothingToSend, QuotaExceeded
@@ -48,20 +49,6 @@ VESSEL_KEY = SigningKey.from_seed(bytes(range(32)))
 SHORE_KEY = SigningKey.from_seed(bytes(range(1, 33)))
 CODEBOOK = default_codebook()
 ACKED_STATES = ("acknowledged", "delivered", "failed")
-
-
-def window(seen: set[int]) -> tuple[int, tuple[tuple[int, int], ...]]:
-    """``up_to`` and the ranges above it, as the shore acknowledges batches."""
-    up_to = 0
-    while up_to + 1 in seen:
-        up_to += 1
-    ranges: list[tuple[int, int]] = []
-    for seq in sorted(s for s in seen if s > up_to + 1):
-        if ranges and seq == ranges[-1][1] + 1:
-            ranges[-1] = (ranges[-1][0], seq)
-        else:
-            ranges.append((seq, seq))
-    return up_to, tuple(ranges)
 
 
 class OutboxAndShore(RuleBasedStateMachine):
@@ -78,7 +65,7 @@ class OutboxAndShore(RuleBasedStateMachine):
         self.uplink: list[bytes] = []  # packets in flight, any order
         self.downlink: list[bytes] = []
         # The shore's durable state (committed before it acknowledges anything).
-        self.shore_batches: set[int] = set()
+        self.shore_batches = RangeSet()
         self.shore_messages: dict[int, str] = {}
         self.shore_words: dict[str, int] = {}
         self.next_downlink = 1
@@ -212,8 +199,8 @@ class OutboxAndShore(RuleBasedStateMachine):
                     DeliveryReceipt(seq, ReceiptStage.ACCEPTED_ASHORE, int(self.now // 60))
                 )
             self.shore_batches.add(batch.batch_seq)
-        up_to, ranges = window(self.shore_batches)
-        ack = BatchAck(up_to=up_to, written_minutes=int(self.now // 60), ranges=ranges or None)
+        seen, minutes = self.shore_batches, int(self.now // 60)
+        ack = BatchAck(up_to=seen.up_to, written_minutes=minutes, ranges=seen.ranges or None)
         self.downlink.append(
             encode_batch(
                 [ack, *replies],
