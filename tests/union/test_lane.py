@@ -43,6 +43,7 @@ from shore.union.inbox import UnionInbox
 from shore.union.keys import UnionIdentity, init_union, load_union
 from shore.union.lane import fallback_case_number, lane_case_number
 from shore.union_api import UnionAccount, make_union_api, silence_alert_source
+from tests.kit.clock import FakeClock
 from tests.kit.mosquitto import MosquittoBroker
 from tests.kit.ports import free_port
 from tests.shore.lane_fixtures import (
@@ -78,11 +79,11 @@ class World:
     union: UnionIdentity
     other: UnionIdentity
     port: int
-    now: list[float]
+    clock: FakeClock  # the relay's
     next_period: int = PERIOD0
 
     def ingestor(self) -> Ingestor:
-        return Ingestor(self.store, CODEBOOK, clock=lambda: self.now[0])
+        return Ingestor(self.store, CODEBOOK, clock=self.clock)
 
     async def send_periods(self, periods: int, per_batch: int = 4) -> None:
         """The vessel releases ``periods`` lane periods and sends them, ``per_batch``
@@ -96,8 +97,8 @@ class World:
                 blocks += self.ship.release(self.next_period)
                 self.next_period += 1
             left -= count
-            self.now[0] += 3600
-            data = self.ship.batch(blocks, int(self.now[0] // 60))
+            self.clock.now += 3600
+            data = self.ship.batch(blocks, int(self.clock.now // 60))
             outcome = await ingestor.handle(f"vr/{self.vessel_id}/u", data)
             assert outcome is IngestOutcome.STORED
 
@@ -127,7 +128,9 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
     while not server.started:  # noqa: ASYNC110 - uvicorn has no "started" event
         await asyncio.sleep(0.01)
     try:
-        yield World(store, vessel_id, LaneVessel(vessel_id, VESSEL_KEY), union, other, port, [BASE])
+        yield World(
+            store, vessel_id, LaneVessel(vessel_id, VESSEL_KEY), union, other, port, FakeClock(BASE)
+        )
     finally:
         server.should_exit = True
         await task
@@ -261,9 +264,9 @@ async def _downlink_days(world: World, days: int, start: float) -> list[LaneBloc
     """The relay's downlink over ``days`` downlink periods (two passes at the start of
     each): the LaneBlocks of the signed batches it publishes, as the vessel decodes them
     (a batch resent counted once, as the vessel does), which the vessel then acknowledges."""
-    clock = [start]
+    clock = FakeClock(start)
     downlink = Downlink(
-        world.store, SHORE_KEY, CODEBOOK, DownlinkConfig(slot_period_s=DAY), clock=lambda: clock[0]
+        world.store, SHORE_KEY, CODEBOOK, DownlinkConfig(slot_period_s=DAY), clock=clock
     )
     published: list[bytes] = []
 
@@ -272,7 +275,7 @@ async def _downlink_days(world: World, days: int, start: float) -> list[LaneBloc
         published.append(data)
 
     for day in range(days):
-        clock[0] = start + day * DAY + 60
+        clock.now = start + day * DAY + 60
         await downlink.publish_due(publish)
         await downlink.publish_due(publish)  # a second pass in the same period adds nothing
     blocks = []
@@ -286,8 +289,8 @@ async def _downlink_days(world: World, days: int, start: float) -> list[LaneBloc
         seen.add(batch.batch_seq)
         blocks += [e for e in batch.envelopes if isinstance(e, LaneBlock)]
     if seen:  # the vessel acknowledges what it got, in its next session
-        ack = BatchAck(up_to=max(seen), written_minutes=int(clock[0] // 60))
-        data = world.ship.batch([ack], int(clock[0] // 60))
+        ack = BatchAck(up_to=max(seen), written_minutes=int(clock.now // 60))
+        data = world.ship.batch([ack], int(clock.now // 60))
         assert await world.ingestor().handle(f"vr/{world.vessel_id}/u", data) in (
             IngestOutcome.STORED,
         )
@@ -312,7 +315,7 @@ async def test_replies_go_down_the_vessels_lane_one_block_a_period(world: World)
     await _cli("union", "status", *union, number, "acknowledged")
     assert "sent to the relay" in await _cli("union", "reply", *union, number, answer)
 
-    start = (world.now[0] // DAY + 1) * DAY
+    start = (world.clock.now // DAY + 1) * DAY
     blocks = await _downlink_days(world, 8, start)
     periods = [(b.period, b.index) for b in blocks]
     first = int(start // DAY) - 1
@@ -374,7 +377,7 @@ async def test_a_union_full_of_waiting_blocks_is_told_and_retries(world: World) 
     assert "notes wait for the relay" in said
     with _inbox(world.union) as inbox:
         assert inbox.pending_notes() == 1
-    await _downlink_days(world, 30, (world.now[0] // DAY + 1) * DAY)
+    await _downlink_days(world, 30, (world.clock.now // DAY + 1) * DAY)
     assert "0 new cases" in await _cli("union", "fetch", *union)
     with _inbox(world.union) as inbox:
         assert inbox.pending_notes() == 0
@@ -414,26 +417,26 @@ async def test_lane_silent_is_told_when_a_syncing_vessel_stops_its_lane(world: W
     whose lane keeps coming is not named."""
     ingestor = world.ingestor()
     now = time.time()
-    world.now[0] = now - 3 * DAY
+    world.clock.now = now - 3 * DAY
     await world.send_periods(4)
     for hour in range(0, 60, 6):
-        world.now[0] = now - 2.5 * DAY + hour * 3600
+        world.clock.now = now - 2.5 * DAY + hour * 3600
         message = CrewMessage(
             message_seq=hour + 1,
             crew=3,
             contact=1,
-            written_minutes=int(world.now[0] // 60),
+            written_minutes=int(world.clock.now // 60),
             lang=Language.ENG,
             body="all well",
         )
-        data = world.ship.batch([message], int(world.now[0] // 60))
+        data = world.ship.batch([message], int(world.clock.now // 60))
         assert await ingestor.handle(f"vr/{world.vessel_id}/u", data) is IngestOutcome.STORED
     other_id = await world.store.add_vessel(
         VesselInfo("Ocean 8", "TH", "TH-0043", "Owner", (7,)), OTHER_VESSEL_KEY.verify_key.key, 0
     )
     other = LaneVessel(other_id, OTHER_VESSEL_KEY)
-    world.now[0] = now - 600
-    data = other.batch(other.release(PERIOD0), int(world.now[0] // 60))
+    world.clock.now = now - 600
+    data = other.batch(other.release(PERIOD0), int(world.clock.now // 60))
     assert await ingestor.handle(f"vr/{other_id}/u", data) is IngestOutcome.STORED
     said = await _cli("union", "alerts", "--dir", str(world.union.directory))
     lines = [line for line in said.strip().splitlines() if line.startswith("kind=")]
