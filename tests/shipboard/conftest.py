@@ -1,26 +1,23 @@
-"""Fixtures for shipboard tests: a temporary outbox, crew, keys and a test shore."""
+"""Fixtures for shipboard tests: a temporary outbox, crew, keys and a test shore
+(:class:`tests.kit.protocol_shore.TestShore`)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from common.codebooks import default_codebook
-from protocol.batch import Batch, Direction, decode_batch, encode_batch
 from protocol.codebook import Codebook
-from protocol.envelopes import Envelope
 from protocol.languages import Language
 from protocol.signing import SigningKey
 from shipboard.config import ShipConfig
 from shipboard.crew import Contact, CrewMember, CrewRegister
 from shipboard.outbox import Outbox
+from tests.kit.protocol_shore import NOW, VESSEL_ID, TestShore
 from vessel_relay.demo.defaults import demo_ship_config
-
-VESSEL_ID = 1
-NOW = 1_790_000_000.0  # a fixed wall-clock time (2026-09)
 
 
 @pytest.fixture(scope="session")
@@ -82,47 +79,6 @@ def crew(register: CrewRegister) -> Crew:
 @pytest.fixture
 def ship_config(tmp_path: Path) -> ShipConfig:
     return demo_ship_config(tmp_path)
-
-
-@dataclass
-class TestShore:
-    """A minimal shore built on protocol/: verifies uplink batches, signs downlink ones."""
-
-    codebook: Codebook
-    vessel_key: SigningKey
-    shore_key: SigningKey
-    next_downlink: int = 1
-    received: list[Batch] = field(default_factory=list)
-
-    __test__ = False
-
-    def receive(self, data: bytes) -> Batch:
-        batch = decode_batch(
-            data,
-            codebook=self.codebook,
-            verify_key=self.vessel_key.verify_key,
-            direction=Direction.UPLINK,
-        )
-        self.received.append(batch)
-        return batch
-
-    def downlink(self, envelopes: Sequence[Envelope], minutes: int = int(NOW // 60)) -> Batch:
-        data = encode_batch(
-            envelopes,
-            direction=Direction.DOWNLINK,
-            vessel_id=VESSEL_ID,
-            batch_seq=self.next_downlink,
-            batch_minutes=minutes,
-            signing_key=self.shore_key,
-            codebook=self.codebook,
-        )
-        self.next_downlink += 1
-        return decode_batch(
-            data,
-            codebook=self.codebook,
-            verify_key=self.shore_key.verify_key,
-            direction=Direction.DOWNLINK,
-        )
 
 
 @pytest.fixture

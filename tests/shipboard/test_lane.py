@@ -35,7 +35,7 @@ import nacl.public
 import pytest
 
 from common.codebooks import default_codebook
-from protocol.batch import Direction, decode_batch, encode_batch
+from protocol.batch import Direction, decode_batch
 from protocol.cases import CaseNote, parse_case_number, reporter_reply_keys
 from protocol.envelopes import CaseStatus, GrievanceReport, LaneBlock
 from protocol.lane import (
@@ -47,7 +47,6 @@ from protocol.lane import (
 from protocol.languages import Language
 from protocol.quota import crew_quota
 from protocol.sealing import GrievanceCategory
-from protocol.signing import SigningKey
 from protocol.slots import SlotHeader, SlotKind, seal_slot
 from shipboard.config import ShipConfig, UnionConfig
 from shipboard.crew import SignedIn
@@ -64,6 +63,7 @@ from shipboard.states import MessageKind
 from tests.kit.clock import FakeClock
 from tests.kit.fakelink import UP
 from tests.kit.lane import SentBlock, lane_blocks_of, union_reads
+from tests.kit.protocol_shore import TestShore
 from tests.kit.voyage import CODEBOOK, VESSEL, voyage
 from tests.shore.store_fixtures import SHORE_KEY, VESSEL_KEY
 from vessel_relay.demo.defaults import demo_ship_config
@@ -118,6 +118,8 @@ class Board:
             self.signed.append(self.intake.register.sign_in(member.crew, pin))
             self.pins.append(pin)
         self.sent: list[SentBlock] = []
+        #: The relay's downlink, signed and numbered as the relay does.
+        self.shore = TestShore(CODEBOOK, VESSEL_KEY, SHORE_KEY, self.config.vessel.vessel_id)
         self.intake.release_lane(self.clock())  # the agent starts its lane
 
     def file(self, who: int, text: str, union: int = 7) -> int:
@@ -515,26 +517,15 @@ async def test_lane_full_is_said_in_the_crew_members_language_and_their_text_kep
         board.close()
 
 
-def _down_batch(board: Board, seq: int, blocks: list[bytes]) -> None:
-    """The relay sends lane blocks down (signed as the shore signs its downlink)."""
-    key = SigningKey.from_seed(bytes(range(3, 35)))
+def _down_batch(board: Board, blocks: list[bytes]) -> None:
+    """The relay sends lane blocks down in its next downlink batch; the vessel applies it."""
     minutes = int(board.clock() // 60)
-    data = encode_batch(
-        [
-            LaneBlock(period=30_000 + seq, index=i, block=block, written_minutes=minutes)
-            for i, block in enumerate(blocks)
-        ],
-        direction=Direction.DOWNLINK,
-        vessel_id=board.config.vessel.vessel_id,
-        batch_seq=seq,
-        batch_minutes=minutes,
-        signing_key=key,
-        codebook=CODEBOOK,
-    )
-    batch = decode_batch(
-        data, codebook=CODEBOOK, verify_key=key.verify_key, direction=Direction.DOWNLINK
-    )
-    board.outbox.apply_downlink(batch, board.clock())
+    period = 30_000 + board.shore.next_downlink
+    lane = [
+        LaneBlock(period=period, index=i, block=block, written_minutes=minutes)
+        for i, block in enumerate(blocks)
+    ]
+    board.outbox.apply_downlink(board.shore.downlink(lane, minutes), board.clock())
 
 
 async def test_notes_come_down_the_lane_and_only_the_reporter_finds_them(board: Board) -> None:
@@ -558,7 +549,7 @@ async def test_notes_come_down_the_lane_and_only_the_reporter_finds_them(board: 
     note = CaseNote(
         filed.case_number, CaseStatus.ACKNOWLEDGED, 30_000_003, "Received.", Language.ENG
     )
-    _down_batch(board, 1, [*cover, *seal_down_blocks(note, reply, size, b"\x03" * 8), *cover])
+    _down_batch(board, [*cover, *seal_down_blocks(note, reply, size, b"\x03" * 8), *cover])
     with board.outbox.reading() as db:
         columns = [row[1] for row in db.execute("PRAGMA table_info(lane_down)")]
     assert "crew" not in columns
@@ -612,9 +603,9 @@ def test_the_first_notes_open_with_the_key_of_the_pin_that_filed(board: Board) -
     )
     long_note = seal_down_blocks(second, reply, size, b"\x02" * 8)
     assert len(long_note) > 1
-    _down_batch(board, 1, cover + seal_down_blocks(first, reply, size, b"\x01" * 8))
-    _down_batch(board, 2, [long_note[0], *seal_down_blocks(first, stranger, size, b"\x05" * 8)])
-    _down_batch(board, 3, long_note[1:])
+    _down_batch(board, cover + seal_down_blocks(first, reply, size, b"\x01" * 8))
+    _down_batch(board, [long_note[0], *seal_down_blocks(first, stranger, size, b"\x05" * 8)])
+    _down_batch(board, long_note[1:])
     shown = show_case(Reader(board.intake.view, board.signed[0]), number)
     assert shown is not None
     assert [note.stage for note in shown.notes] == [CaseStatus.ACKNOWLEDGED, CaseStatus.IN_PROGRESS]

@@ -21,7 +21,7 @@ import uvicorn
 from typer.testing import CliRunner
 
 from common.codebooks import default_codebook
-from protocol.batch import Direction, decode_batch, encode_batch
+from protocol.batch import Direction, decode_batch
 from protocol.cases import is_receipt_code, open_case_note, reporter_reply_keys
 from protocol.envelopes import CaseStatus
 from protocol.errors import SealedBoxInvalid
@@ -36,12 +36,12 @@ from shore.store import SqliteStore, VesselInfo
 from shore.union.keys import init_union, load_union
 from shore.union_api import UnionAccount, make_union_api, request_to_sign
 from tests.kit.ports import free_port
+from tests.shore.store_fixtures import decoded_downlink, shore_encoder
 from vessel_relay.cli import app
 from vessel_relay.demo.defaults import demo_ship_config
 
 NOW = 1_790_000_000.0
 VESSEL_KEY = SigningKey.from_seed(bytes(range(32)))
-SHORE_KEY = SigningKey.from_seed(bytes(range(1, 33)))
 REPORT = "ကျွန်ုပ်တို့ လစာ သုံးလ မရသေးပါ။ ပတ်စ်ပို့ကို ကပ္ပတိန် သိမ်းထားသည်။"
 
 runner = CliRunner()
@@ -111,27 +111,10 @@ async def _uplink(world: World) -> None:
 
 async def _downlink(world: World) -> None:
     """The relay makes its downlink batch; the vessel applies it."""
-
-    def encode(seq: int, envelopes: object) -> bytes:
-        return encode_batch(
-            list(envelopes),  # type: ignore[call-overload]
-            direction=Direction.DOWNLINK,
-            vessel_id=world.vessel_id,
-            batch_seq=seq,
-            batch_minutes=int(NOW // 60),
-            signing_key=SHORE_KEY,
-            codebook=default_codebook(),
-        )
-
+    encode = shore_encoder(world.vessel_id, NOW)
     made = await world.store.make_downlink_batch(world.vessel_id, NOW + 60, encode, 200)
     assert made is not None
-    batch = decode_batch(
-        made.data,
-        codebook=default_codebook(),
-        verify_key=SHORE_KEY.verify_key,
-        direction=Direction.DOWNLINK,
-    )
-    world.outbox.apply_downlink(batch, NOW + 120)
+    world.outbox.apply_downlink(decoded_downlink(made.data), NOW + 120)
 
 
 async def _cli(*args: str) -> str:

@@ -20,12 +20,10 @@ import pytest
 from playwright.sync_api import Browser, Page, Playwright, sync_playwright
 
 from common.codebooks import default_codebook
-from protocol.batch import Direction, decode_batch, encode_batch
 from protocol.codebook import Codebook
 from protocol.envelopes import Reply
 from protocol.languages import Language
 from protocol.phrases import phrase
-from protocol.signing import SigningKey
 from protocol.text import normalise_text
 from shipboard.http_api import create_app, serve_http
 from shipboard.intake import Intake
@@ -36,6 +34,8 @@ from vessel_relay.demo.keys import demo_union_private_key
 
 from ..kit.lane import blocks_on_board, union_reads
 from ..kit.ports import free_port
+from ..kit.protocol_shore import TestShore
+from ..shore.store_fixtures import SHORE_KEY, VESSEL_KEY
 
 ARTIFACTS = Path(__file__).parent / "artifacts"
 CHROMIUM_ARGS = [
@@ -47,7 +47,6 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 PAGE_BUDGET_BYTES = 100_000
-NOW_SHORE_KEY = SigningKey.from_seed(bytes(range(7, 39)))
 ZAWGYI = "ေနေကာင္းပါတယ္။ လစာ မရေသးပါဘူး။"  # typed on a Zawgyi keyboard
 
 
@@ -60,37 +59,21 @@ class Site:
     outbox: Outbox
     codebook: Codebook
     crew: dict[str, tuple[int, str]]
+    shore: TestShore  # the relay's downlink, signed as the relay signs it
     weights: dict[str, int] = field(default_factory=dict)
-    next_downlink: int = 1
 
     def inject_reply(self, crew: int, contact: int, body: str, lang: Language) -> None:
         """The shore sends a family reply down (a signed downlink batch, as the relay does)."""
         minutes = int(self.intake.clock() // 60)
         reply = Reply(
-            reply_seq=1000 + self.next_downlink,
+            reply_seq=1000 + self.shore.next_downlink,
             crew=crew,
             contact=contact,
             written_minutes=minutes,
             lang=lang,
             body=body,
         )
-        data = encode_batch(
-            [reply],
-            direction=Direction.DOWNLINK,
-            vessel_id=self.intake.config.vessel.vessel_id,
-            batch_seq=self.next_downlink,
-            batch_minutes=minutes,
-            signing_key=NOW_SHORE_KEY,
-            codebook=self.codebook,
-        )
-        self.next_downlink += 1
-        batch = decode_batch(
-            data,
-            codebook=self.codebook,
-            verify_key=NOW_SHORE_KEY.verify_key,
-            direction=Direction.DOWNLINK,
-        )
-        self.outbox.apply_downlink(batch, self.intake.clock())
+        self.outbox.apply_downlink(self.shore.downlink([reply], minutes), self.intake.clock())
 
 
 @pytest.fixture(scope="module")
@@ -140,7 +123,8 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     thread.start()
     assert ready.wait(30), "the agent's web server did not start"
     try:
-        yield Site(f"http://127.0.0.1:{port}", intake, outbox, codebook, crew)
+        shore = TestShore(codebook, VESSEL_KEY, SHORE_KEY, config.vessel.vessel_id)
+        yield Site(f"http://127.0.0.1:{port}", intake, outbox, codebook, crew, shore)
     finally:
         loop.call_soon_threadsafe(stopping.set)
         thread.join(30)

@@ -26,6 +26,8 @@ from shipboard.web.fonts import missing_glyphs
 from shipboard.web.i18n import PAGE_LANGUAGES, load_catalogue
 from shipboard.web.phones import IDLE_S, RATE_LIMIT, SignedInPhones
 from tests.kit.clock import FakeClock
+from tests.kit.protocol_shore import TestShore
+from tests.shore.store_fixtures import SHORE_KEY, VESSEL_KEY
 from vessel_relay.demo.defaults import demo_ship_config
 
 SECRET_TEXT = "the second engineer hit me"
@@ -39,6 +41,7 @@ class Vessel:
     clock: FakeClock
     crew: int
     pin: str
+    shore: TestShore  # the relay's downlink, signed as the relay signs it
 
 
 @pytest.fixture
@@ -59,7 +62,8 @@ async def vessel(tmp_path: Path) -> AsyncIterator[Vessel]:
     async with httpx.AsyncClient(
         transport=transport, base_url="http://vessel", follow_redirects=True
     ) as client:
-        yield Vessel(client, intake, clock, member.crew, pin)
+        shore = TestShore(intake.codebook, VESSEL_KEY, SHORE_KEY, config.vessel.vessel_id)
+        yield Vessel(client, intake, clock, member.crew, pin, shore)
     outbox.close()
 
 
@@ -231,11 +235,9 @@ async def test_case_status_updates_show_as_a_timeline(vessel: Vessel) -> None:
     step first, with the union's words; another crew member's key finds nothing."""
     import nacl.public
 
-    from protocol.batch import Direction, decode_batch, encode_batch
     from protocol.cases import CaseNote, reporter_reply_keys
     from protocol.envelopes import CaseStatus, LaneBlock
     from protocol.lane import LaneShape, cover_down_block, seal_down_blocks
-    from protocol.signing import SigningKey
 
     csrf = await signed_in_with_own_pin(vessel)
     union = vessel.intake.config.unions[0].union_id
@@ -249,8 +251,6 @@ async def test_case_status_updates_show_as_a_timeline(vessel: Vessel) -> None:
         vessel.intake.register.sign_in(vessel.crew, "80808080").case_key
     ).public_key
     size = LaneShape().down_block_bytes
-    key = SigningKey.from_seed(bytes(range(3, 35)))
-    codebook = vessel.intake.codebook
     notes = (
         (CaseStatus.ACKNOWLEDGED, None),
         (CaseStatus.IN_PROGRESS, "We wrote to the owner."),
@@ -261,22 +261,11 @@ async def test_case_status_updates_show_as_a_timeline(vessel: Vessel) -> None:
             cover_down_block(bytes(nacl.public.PrivateKey.generate().public_key), size),
             *seal_down_blocks(note, reply_key, size, bytes([seq]) * 8),
         ]
-        data = encode_batch(
-            [
-                LaneBlock(period=20_000 + seq, index=i, block=b, written_minutes=30_000_000)
-                for i, b in enumerate(blocks)
-            ],
-            direction=Direction.DOWNLINK,
-            vessel_id=vessel.intake.config.vessel.vessel_id,
-            batch_seq=seq,
-            batch_minutes=30_000_000 + seq,
-            signing_key=key,
-            codebook=codebook,
-        )
-        batch = decode_batch(
-            data, codebook=codebook, verify_key=key.verify_key, direction=Direction.DOWNLINK
-        )
-        vessel.intake.outbox.apply_downlink(batch, 1.8e9)
+        lane = [
+            LaneBlock(period=20_000 + seq, index=i, block=b, written_minutes=30_000_000)
+            for i, b in enumerate(blocks)
+        ]
+        vessel.intake.outbox.apply_downlink(vessel.shore.downlink(lane, 30_000_000 + seq), 1.8e9)
     inbox = await vessel.client.get("/inbox")
     text = inbox.text
     received, working = "សហជីពកំពុងពិនិត្យ", "សហជីពកំពុងដោះស្រាយ"  # Khmer page
@@ -290,19 +279,15 @@ async def test_case_status_updates_show_as_a_timeline(vessel: Vessel) -> None:
 async def test_message_stages_and_failure_reason_in_the_crew_language(vessel: Vessel) -> None:
     """A message goes out in a batch, the shore accepts it, then the SMS provider fails:
     the message page shows each stage reached and the reason, in Khmer."""
-    from protocol.batch import Direction, decode_batch, encode_batch
     from protocol.envelopes import DeliveryFailure, DeliveryReceipt, FailureReason, ReceiptStage
-    from protocol.signing import SigningKey
 
     csrf = await signed_in_with_own_pin(vessel)
     sent = await vessel.client.post("/write", data={"contact": "1", "text": "សួស្ដី", "csrf": csrf})
     seq = int(sent.url.path.rsplit("/", 1)[1])
     assert "កំពុងរង់ចាំនៅលើនាវា" in sent.text  # queued on board
     outbox, codebook = vessel.intake.outbox, vessel.intake.codebook
-    vessel_key = SigningKey.from_seed(bytes(range(32)))
-    batch_seq, _ = outbox.make_batch([seq], codebook, vessel_key, 1.8e9)
+    batch_seq, _ = outbox.make_batch([seq], codebook, vessel.shore.vessel_key, 1.8e9)
     outbox.mark_sent(batch_seq, 1.8e9 + 1)
-    key = SigningKey.from_seed(bytes(range(3, 35)))
     minutes = 30_000_100
     envelopes = [
         DeliveryReceipt(
@@ -312,19 +297,7 @@ async def test_message_stages_and_failure_reason_in_the_crew_language(vessel: Ve
             message_seq=seq, reason=FailureReason.PROVIDER_ERROR, written_minutes=minutes + 1
         ),
     ]
-    data = encode_batch(
-        envelopes,
-        direction=Direction.DOWNLINK,
-        vessel_id=vessel.intake.config.vessel.vessel_id,
-        batch_seq=1,
-        batch_minutes=minutes + 1,
-        signing_key=key,
-        codebook=codebook,
-    )
-    batch = decode_batch(
-        data, codebook=codebook, verify_key=key.verify_key, direction=Direction.DOWNLINK
-    )
-    outbox.apply_downlink(batch, 1.8e9 + 120)
+    outbox.apply_downlink(vessel.shore.downlink(envelopes, minutes + 1), 1.8e9 + 120)
     stages = await vessel.client.get(f"/messages/{seq}")
     assert stages.status_code == 200
     done = re.findall(r'<li class="done">([^<]+)', stages.text)
