@@ -24,6 +24,7 @@ from shore.dashboard import DashboardSettings, create_app
 from shore.dashboard.auth import hash_password
 from shore.store import SqliteStore
 from tests.kit.ports import free_port
+from tests.kit.wait import until_started
 from tests.ops.fleet_data import ADDRESS, TEXT, Fleet, populate
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -64,9 +65,7 @@ async def dashboard(tmp_path: Path) -> AsyncIterator[Dashboard]:
     )
     task = asyncio.create_task(server.serve())
     try:
-        while not server.started:
-            assert not task.done(), "dashboard did not start"
-            await asyncio.sleep(0.02)
+        await until_started(server, task)
         yield Dashboard(f"http://127.0.0.1:{port}", store, fleet)
     finally:
         server.should_exit = True

@@ -46,6 +46,7 @@ from shore.union_api import UnionAccount, make_union_api, silence_alert_source
 from tests.kit.clock import FakeClock
 from tests.kit.mosquitto import MosquittoBroker
 from tests.kit.ports import free_port
+from tests.kit.wait import until_started
 from tests.shore.lane_fixtures import (
     CAPACITY,
     LONGEST_TEXT,
@@ -125,8 +126,7 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
         uvicorn.Config(api, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
     )
     task = asyncio.create_task(server.serve())
-    while not server.started:  # noqa: ASYNC110 - uvicorn has no "started" event
-        await asyncio.sleep(0.01)
+    await until_started(server, task)
     try:
         yield World(
             store, vessel_id, LaneVessel(vessel_id, VESSEL_KEY), union, other, port, FakeClock(BASE)

@@ -36,6 +36,7 @@ from shore.store import SqliteStore, VesselInfo
 from shore.union.keys import init_union, load_union
 from shore.union_api import UnionAccount, make_union_api, request_to_sign
 from tests.kit.ports import free_port
+from tests.kit.wait import until_started
 from tests.shore.store_fixtures import decoded_downlink, shore_encoder
 from vessel_relay.cli import app
 from vessel_relay.demo.defaults import demo_ship_config
@@ -85,8 +86,7 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
         uvicorn.Config(api, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
     )
     task = asyncio.create_task(server.serve())
-    while not server.started:  # noqa: ASYNC110 - uvicorn has no "started" event
-        await asyncio.sleep(0.01)
+    await until_started(server, task)
     try:
         yield World(store, vessel_id, outbox, intake, tmp_path / "union", tmp_path / "other", port)
     finally:

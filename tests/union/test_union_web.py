@@ -43,6 +43,7 @@ from shore.union.keys import init_union, load_union
 from shore.union.web import UnionWebSettings, create_app, read_caseworkers
 from shore.union_api import UnionAccount, make_union_api, silence_alert_source
 from tests.kit.ports import free_port
+from tests.kit.wait import until_started
 from tests.union.test_union_inbox import NOW, REPORT, VESSEL_KEY, World, _downlink, _uplink
 from vessel_relay.cli import app as cli_app
 from vessel_relay.demo.defaults import demo_ship_config
@@ -80,9 +81,7 @@ async def _serve(app: object, port: int) -> tuple[uvicorn.Server, asyncio.Task[N
         )
     )
     task = asyncio.create_task(server.serve())
-    while not server.started:
-        assert not task.done(), "server did not start"
-        await asyncio.sleep(0.02)
+    await until_started(server, task)
     return server, task
 
 
