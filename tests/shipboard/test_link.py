@@ -60,9 +60,11 @@ from shipboard.outbox import Outbox
 from shipboard.profiles import IRIDIUM_CERTUS, VSAT
 from shipboard.scheduler import SchedulerSettings
 from shipboard.tls import make_self_signed
+from tests.kit.clock import FakeClock
 from tests.kit.mosquitto import MosquittoBroker
 from tests.kit.mqtt import persistent_client
 from tests.kit.ports import free_port
+from tests.kit.wait import eventually
 from tests.shipboard.conftest import Crew
 from vessel_relay.corpus import corpus_dir
 from vessel_relay.demo.defaults import demo_ship_config
@@ -740,6 +742,7 @@ async def test_run_link_sends_an_sos_at_once_and_messages_when_the_doorbell_ring
     )
     sos = vessel.outbox.add_sos()
     stopping, doorbell = asyncio.Event(), asyncio.Event()
+    clock = FakeClock(NOW)  # the agent's wall clock; it sleeps on the loop's
     stats = LinkStatistics()
     settings = link_settings(vessel.vessel_id, mosquitto.host, mosquitto.port)
     async with shore_running(vessel.shore(mosquitto)), asyncio.timeout(60):
@@ -751,13 +754,15 @@ async def test_run_link_sends_an_sos_at_once_and_messages_when_the_doorbell_ring
                 codebook=vessel.codebook,
                 stopping=stopping,
                 doorbell=doorbell,
+                clock=clock,
                 link_settings=settings,
                 scheduler_settings=SchedulerSettings(min_gap_s=1.0),
                 statistics=stats,
             )
         )
         await vessel.outbox.wait_for_state(sos, "acknowledged")
-        await asyncio.sleep(1.1)  # past the scheduler's minimum gap between sessions
+        await eventually(lambda: stats.last_session_at is not None, 10, 0.01, what="the session")
+        clock.advance(1.1)  # past the scheduler's minimum gap between sessions
         message = vessel.outbox.add_message("we are coming home in May")
         doorbell.set()
         await vessel.outbox.wait_for_state(message, "acknowledged")

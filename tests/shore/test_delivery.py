@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -58,6 +58,17 @@ class FakeStore:
     receipts: list[tuple[int, DeliveryReceipt | DeliveryFailure]] = field(default_factory=list)
     union_inbox: list[tuple[int, int, int, bytes]] = field(default_factory=list)
     calls: list[str] = field(default_factory=list)
+    #: Passes the worker made (claims asked for, found or not).
+    claims: int = 0
+    #: Set at each claim and each finished delivery: what a waiting test looks at.
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def until(self, predicate: Callable[[], bool]) -> None:
+        """Until ``predicate`` holds, looked at after each of the worker's claims and
+        finished deliveries (bound the wait with ``asyncio.timeout``)."""
+        while not predicate():
+            self.changed.clear()
+            await self.changed.wait()
 
     def add(self, row: Row, due_at: float = 0.0) -> None:
         self.rows[row.key] = row
@@ -70,6 +81,8 @@ class FakeStore:
             if at <= now and key not in self.finished and key not in self.claimed
         ][:limit]
         self.claimed.update(row.key for row in due)
+        self.claims += 1
+        self.changed.set()
         return due
 
     async def release_claims(self, worker: str) -> int:
@@ -92,6 +105,7 @@ class FakeStore:
         self.claimed.discard(key)
         row = self.rows[key]
         self.receipts.append((row.vessel_id, receipt_for(row.message_seq, outcome, reason, now)))
+        self.changed.set()
 
     async def reschedule_delivery(
         self, key: object, due_at: float, detail: str, now: float
@@ -318,11 +332,11 @@ async def test_run_loop_wakes_on_the_doorbell_and_stops(sink: SmtpSink) -> None:
     stopping, bell = asyncio.Event(), asyncio.Event()
     async with asyncio.timeout(10), asyncio.TaskGroup() as group:
         group.create_task(worker.run(stopping, bell))
-        await asyncio.sleep(0.05)
+        await store.until(lambda: store.claims == 1)  # found nothing: the worker idles
         store.add(Row(1, 42, 40, Destination.EMAIL, clock.now))
         bell.set()
-        while 1 not in store.finished:  # noqa: ASYNC110 - the fake store has no event
-            await asyncio.sleep(0.02)
+        await store.until(lambda: 1 in store.finished)
+        assert store.claims == 2  # woken once, by the bell (idle_s is a minute)
         stopping.set()
     assert store.finished[1] == ("delivered", None)
 
