@@ -30,6 +30,7 @@ from shipboard.metrics import serve_metrics as serve_ship_metrics
 from shipboard.outbox import Outbox
 from tests.kit.mosquitto import MosquittoBroker
 from tests.kit.ports import free_port
+from tests.kit.wait import eventually
 from tests.shore.test_mail import SmtpSink
 from vessel_relay.demo.setup import (
     DemoCrewMember,
@@ -139,18 +140,6 @@ async def json_logs() -> AsyncIterator[io.StringIO]:
         root.setLevel(saved_level)
 
 
-async def wait_until(condition: object, what: str, timeout_s: float = 90.0) -> None:
-    assert callable(condition)
-    try:
-        async with asyncio.timeout(timeout_s):
-            while True:  # polling a scrape: there is no event to wait on
-                if await asyncio.to_thread(condition):
-                    return
-                await asyncio.sleep(0.3)
-    except TimeoutError:
-        raise AssertionError(f"never happened: {what}") from None
-
-
 def parse_lines(text: str, source: str) -> list[dict[str, object]]:
     lines = []
     for number, line in enumerate(text.splitlines(), 1):
@@ -233,25 +222,21 @@ async def test_relay_and_agent_metrics_and_json_logs_over_a_real_exchange(
                 )
             )
             try:
-                await wait_until(
-                    lambda: (
-                        total(
-                            scrape(relay_port), "vessel_relay_deliveries_total", outcome="delivered"
-                        )
-                        >= 2
-                    ),
-                    "both deliveries",
+                # polling scrapes (in a thread: ``scrape`` blocks): no event to wait on
+                def delivered() -> bool:
+                    scraped = scrape(relay_port)
+                    return total(scraped, "vessel_relay_deliveries_total", outcome="delivered") >= 2
+
+                def applied() -> bool:
+                    scraped = scrape(agent_port)
+                    kind = "vessel_agent_downlink_batches_total"
+                    return total(scraped, kind, outcome="applied") >= 2
+
+                await eventually(
+                    lambda: asyncio.to_thread(delivered), 90, 0.3, what="both deliveries"
                 )
-                await wait_until(
-                    lambda: (
-                        total(
-                            scrape(agent_port),
-                            "vessel_agent_downlink_batches_total",
-                            outcome="applied",
-                        )
-                        >= 2
-                    ),
-                    "the receipts came down",
+                await eventually(
+                    lambda: asyncio.to_thread(applied), 90, 0.3, what="the receipts came down"
                 )
                 relay_samples, agent_samples = scrape(relay_port), scrape(agent_port)
             finally:

@@ -26,6 +26,7 @@ from shore.replies import (
     html_to_text,
     strip_quoted,
 )
+from tests.kit.wait import eventually
 from tests.shore.test_mail import SmtpSink
 
 BOOK = ReplyAddressBook([b"r" * 32], "reply.example.org")
@@ -109,13 +110,6 @@ def reply(text: str, to: str | None = None, html: str | None = None) -> EmailMes
     if html is not None:
         message.add_alternative(html, subtype="html")
     return message
-
-
-async def wait_for(predicate: Any, timeout_s: float = 10.0) -> None:
-    """Poll: the notice sink runs in aiosmtpd's own thread, so no event can be shared."""
-    async with asyncio.timeout(timeout_s):
-        while not predicate():  # noqa: ASYNC110 - see the docstring
-            await asyncio.sleep(0.02)
 
 
 # --- pure text handling ---------------------------------------------------------------------
@@ -246,7 +240,8 @@ async def test_attachment_is_dropped_and_the_sender_told(harness: Harness) -> No
     message.add_attachment(b"\xff\xd8jpeg", maintype="image", subtype="jpeg", filename="h.jpg")
     await harness.send(message)
     assert [r[3] for r in harness.stored.replies] == ["ดูรูปบ้านใหม่นะ"]
-    await wait_for(lambda: harness.notices.handler.received)
+    # the notice sink runs in aiosmtpd's own thread: no event can be shared, so poll
+    await eventually(lambda: harness.notices.handler.received, 10, what="the notice")
     [notice] = harness.notices.handler.messages()
     assert harness.notices.handler.received[0][1] == [FAMILY]
     assert notice["Auto-Submitted"] == "auto-replied"
@@ -266,7 +261,8 @@ async def test_long_reply_is_capped_and_marked(harness: Harness) -> None:
     assert len(stored[3]) <= 1000
     assert stored[3].startswith("Long news. Long news.")
     assert stored[5] is True
-    await wait_for(lambda: harness.notices.handler.received)
+    # the notice sink runs in aiosmtpd's own thread: no event can be shared, so poll
+    await eventually(lambda: harness.notices.handler.received, 10, what="the notice")
     content = harness.notices.handler.messages()[0].get_body(preferencelist=("plain",))
     assert content is not None
     assert "longer than 1,000 characters" in content.get_content()

@@ -17,7 +17,7 @@ import contextlib
 import re
 import sys
 import tomllib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +29,7 @@ from protocol.languages import Language
 from shore.config import ConfigError, parse_config
 from shore.union.keys import UnionIdentity, init_union
 from tests.kit.mosquitto import find_mosquitto
+from tests.kit.wait import eventually
 from vessel_relay import link_emulator
 from vessel_relay.cli import app
 from vessel_relay.demo.brokers import MosquittoBroker, free_port, wait_listening
@@ -211,15 +212,6 @@ async def _cli(*args: str) -> str:
     return result.output
 
 
-async def _until(check: Callable[[], Awaitable[bool]], what: str, timeout_s: float = 60) -> None:
-    try:
-        async with asyncio.timeout(timeout_s):
-            while not await check():  # noqa: ASYNC110 - polling other processes
-                await asyncio.sleep(0.3)
-    except TimeoutError:
-        raise AssertionError(f"waited {timeout_s} s for {what}") from None
-
-
 async def _login(http: httpx.AsyncClient, crew: int, pin: str) -> dict[str, str]:
     response = await http.post("/api/login", json={"crew": crew, "pin": pin})
     assert response.status_code == 200, response.text
@@ -253,7 +245,7 @@ async def test_grievance_through_broker_and_relay_to_the_union_and_back(tmp_path
             async def fetched() -> bool:
                 return "1 new cases" in await _cli("union", "fetch", *union)
 
-            await _until(fetched, "the union to fetch the report from the relay")
+            await eventually(fetched, 60, 0.3, what="the union to fetch the report from the relay")
             shown = await _cli("union", "show", *union, case_number)
             assert REPORT in shown
             await _cli("union", "status", *union, case_number, "acknowledged")
@@ -265,7 +257,7 @@ async def test_grievance_through_broker_and_relay_to_the_union_and_back(tmp_path
                 return len(response.json()["notes"]) >= 2
 
             # each note rides the reporter's downlink slot of a later period (20 s here)
-            await _until(answered, "the union's notes to reach the vessel", timeout_s=150)
+            await eventually(answered, 150, 0.3, what="the union's notes to reach the vessel")
             case = (await http.get(f"/api/cases/{seq}", headers=mine)).json()
             assert case["case_number"] == case_number
             assert case["stage"] == "acknowledged"
