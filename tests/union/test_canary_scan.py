@@ -69,6 +69,7 @@ from tests.kit.canary import (
 )
 from tests.kit.lane import union_reads
 from tests.kit.mosquitto import find_mosquitto
+from tests.kit.wait import eventually
 from vessel_relay import link_emulator
 from vessel_relay.demo.brokers import MosquittoBroker, free_port, wait_listening
 from vessel_relay.demo.setup import (
@@ -363,18 +364,20 @@ async def _canary_run(tmp_path: Path, count: int) -> None:
         assert len(filed.cases) >= min(count // 2, 150), f"the lane took {len(filed.cases)}"
         relay_db = run.relay_setup.data_dir / "relay.db"
         vessel_db = run.vessel.data_dir / "outbox.sqlite3"
-        try:
-            async with asyncio.timeout(180):
-                while (  # noqa: ASYNC110 - polling other processes' files
-                    filed.control_seq not in await asyncio.to_thread(_relay_messages, relay_db)
-                    or await asyncio.to_thread(_lane_acknowledged, vessel_db) < 3
-                ):
-                    await asyncio.sleep(0.5)
-        except TimeoutError:
-            raise AssertionError(
-                f"the relay did not acknowledge lane blocks of three periods and the control "
-                f"message\n{run.relay.log()[-3000:]}"
-            ) from None
+
+        async def settled() -> bool:  # polling other processes' files
+            stored = await asyncio.to_thread(_relay_messages, relay_db)
+            return filed.control_seq in stored and (
+                await asyncio.to_thread(_lane_acknowledged, vessel_db) >= 3
+            )
+
+        await eventually(
+            settled,
+            180,
+            0.5,
+            what="the relay to acknowledge lane blocks of three periods and the control message",
+            explain=lambda: run.relay.log()[-3000:],
+        )
         assert run.agent.starts == 2
         assert run.relay.starts == 2
         # the databases as they are while running (with -wal and -shm), then a power cut
