@@ -23,6 +23,7 @@ from shore.store.postgres import PostgresStore
 from tests.kit.mosquitto import MosquittoBroker
 from tests.kit.ports import free_port
 from tests.kit.relay_process import RelayProcess
+from tests.kit.wait import eventually
 from tests.shore.store_fixtures import SHORE_KEY, T0, VESSEL_KEY, PostgresServer, uplink
 from tests.shore.test_ingest import Vessel, vessel_link
 from tests.shore.test_mail import SmtpSink
@@ -164,10 +165,12 @@ async def test_three_workers_one_killed_every_family_mail_once_per_message(
             for index in range(BATCHES):
                 for vessel_id, link in links.items():
                     await link.publish(batches[vessel_id][index], vessel_id)
-            while True:  # polling the sink: it has no event to wait on
-                if len(message_ids(sink)) >= len(expected) // 5:
-                    break
-                await asyncio.sleep(0.05)
+            # polling the sink (filled from its own thread): it has no event to wait on
+            await eventually(
+                lambda: len(message_ids(sink)) >= len(expected) // 5,
+                240,
+                what="a fifth of the family mail",
+            )
             workers[1].kill()
             # Vessels resend what is unacknowledged, as their outboxes do, until all is acked.
             while any(len(links[v].acked) < BATCHES for v in VESSELS):
@@ -176,10 +179,11 @@ async def test_three_workers_one_killed_every_family_mail_once_per_message(
                     for seq, data in enumerate(batches[vessel_id], start=1):
                         if seq not in link.acked:
                             await link.publish(data, vessel_id)
-            while True:  # until no delivery is left open in the database
-                if await open_deliveries(dsn) == 0:
-                    break
-                await asyncio.sleep(0.5)
+
+            async def all_closed() -> bool:
+                return await open_deliveries(dsn) == 0
+
+            await eventually(all_closed, 240, 0.5, what="no delivery left open in the database")
         received = message_ids(sink)
         repeats = workers[0].scrape_repeats() + workers[2].scrape_repeats()
         assert workers[0].terminate() == 0
