@@ -47,6 +47,7 @@ from tests.kit.mosquitto import MosquittoBroker
 from tests.kit.mqtt import persistent_client
 from tests.kit.ports import accepts_connections, free_port
 from tests.kit.ship_config import own_keys_document
+from tests.kit.wait import eventually
 from tests.shore.store_fixtures import SHORE_KEY
 from tests.shore.test_ingest import write_relay
 from vessel_relay.link_emulator import LinkEmulator
@@ -109,15 +110,14 @@ class Ship:
         self.starts += 1
 
     async def wait_ready(self) -> None:
-        deadline = time.monotonic() + 30
-        while not (
-            accepts_connections("127.0.0.1", self.smtp_port)
-            and accepts_connections("127.0.0.1", self.http_port)
-        ):
+        def listening() -> bool:
             assert self.process is not None
-            assert self.process.poll() is None, self.log_tail()
-            assert time.monotonic() < deadline, self.log_tail()
-            await asyncio.sleep(0.05)
+            assert self.process.poll() is None, self.log_tail()  # it exited: it never will
+            return accepts_connections("127.0.0.1", self.smtp_port) and accepts_connections(
+                "127.0.0.1", self.http_port
+            )
+
+        await eventually(listening, 30, what="the agent's doors", explain=self.log_tail)
 
     def kill(self) -> None:
         assert self.process is not None
@@ -382,12 +382,12 @@ async def test_agent_sigkills_link_cuts_and_a_broker_crash_lose_nothing(
                     writer.cancel()
                 await asyncio.gather(*writers, return_exceptions=True)
             # Drain: the agent resends whatever no receipt covers.
-            async with asyncio.timeout(180):
-                while True:
-                    on_board = ship.outbox_rows()
-                    if shore_rows(relay_db).keys() >= on_board.keys():
-                        break
-                    await asyncio.sleep(0.5)
+            await eventually(
+                lambda: shore_rows(relay_db).keys() >= ship.outbox_rows().keys(),
+                180,
+                0.5,
+                what="every message on board to be ashore",
+            )
             ship.stop()
             on_board = ship.outbox_rows()
             ashore = shore_rows(relay_db)
