@@ -33,6 +33,7 @@ from pathlib import Path
 from common.keyfiles import write_secret
 from protocol.envelopes import ReceiptStage
 from tests.kit.mosquitto import MosquittoBroker
+from tests.kit.wait import eventually
 from tests.shore.store_fixtures import SHORE_KEY
 from tests.shore.test_ingest import (
     VESSEL,
@@ -127,8 +128,13 @@ async def test_relay_sigkilled_during_ingest_and_delivery_delivers_each_message_
                         # Kill at a random moment while work is under way: after a random
                         # share of this round's mails, or of its receipts, arrived.
                         share = total * (round_ + rng.random()) / (KILLS + 1)
-                        while not _busy_enough(sink, v, share) and not outbox.done():  # noqa: ASYNC110
-                            await asyncio.sleep(0.02)  # the sink fills from its own thread
+                        # the sink fills from its own thread: poll it
+                        await eventually(
+                            lambda share=share: _busy_enough(sink, v, share) or outbox.done(),
+                            120,
+                            0.02,
+                            what=f"{share:.0f} mails or receipts",
+                        )
                         if outbox.done():
                             break
                         relay.kill()
