@@ -10,11 +10,12 @@ import signal
 import smtplib
 import ssl
 import subprocess
-import time
 from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
+
+from tests.kit.wait import eventually_blocking
 
 ROOT = Path(__file__).resolve().parents[2]
 CLI = [str(ROOT / ".venv" / "bin" / "vessel-relay")]
@@ -73,11 +74,12 @@ def test_info_file_lets_a_mail_app_write_home_and_ctrl_c_stops_cleanly(tmp_path:
     info = tmp_path / "info.json"
     process = _run_demo("--link", "fast", "--info", str(info), "--workdir", str(tmp_path / "d"))
     try:
-        deadline = time.monotonic() + 60
-        while not info.exists():
+
+        def written() -> bool:
             assert process.poll() is None, process.stdout.read() if process.stdout else ""
-            assert time.monotonic() < deadline, "the demo did not write --info within 60 s"
-            time.sleep(0.2)
+            return info.exists()
+
+        eventually_blocking(written, 60, 0.2, what="the demo to write --info")
         written = json.loads(info.read_text())
         intake = written["smtp_intake"]
         login = intake["logins"][1]
@@ -94,10 +96,9 @@ def test_info_file_lets_a_mail_app_write_home_and_ctrl_c_stops_cleanly(tmp_path:
             smtp.login(login["username"], login["password"])
             smtp.send_message(message)
         maildir = Path(written["maildir"])
-        deadline = time.monotonic() + 60
-        while not any((maildir / "new").iterdir()):
-            assert time.monotonic() < deadline, "the family mail did not arrive within 60 s"
-            time.sleep(0.3)
+        eventually_blocking(
+            lambda: any((maildir / "new").iterdir()), 60, 0.3, what="the family mail"
+        )
         process.send_signal(signal.SIGINT)
         output, _ = process.communicate(timeout=60)
     finally:

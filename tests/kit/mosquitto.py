@@ -25,13 +25,13 @@ import os
 import shutil
 import signal
 import subprocess
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Self
 
 from tests.kit.ports import accepts_connections, free_port
+from tests.kit.wait import NeverHappened, eventually_blocking
 from vessel_relay.demo.brokers import BROKER_OPENSSL_CNF
 
 INSTALL_HINT = "run scripts/install-system-deps (as root or with sudo) to install it"
@@ -210,21 +210,24 @@ class MosquittoBroker:
                 stderr=subprocess.STDOUT,
             )
         self._process = process
-        deadline = time.monotonic() + self.start_timeout_s
-        while not accepts_connections(self.host, self.port):
+
+        def listening() -> bool:
             if process.poll() is not None:
                 self._process = None
                 raise MosquittoFailed(
                     f"mosquitto exited with status {process.returncode} on port {self.port};"
                     f" its log ({self.log_path}):\n{self.log()}"
                 )
-            if time.monotonic() > deadline:
-                self._end(signal.SIGKILL, 10.0)
-                raise MosquittoFailed(
-                    f"mosquitto did not listen on port {self.port} within"
-                    f" {self.start_timeout_s} s; its log ({self.log_path}):\n{self.log()}"
-                )
-            time.sleep(0.01)
+            return accepts_connections(self.host, self.port)
+
+        try:
+            eventually_blocking(listening, self.start_timeout_s, 0.01)
+        except NeverHappened:
+            self._end(signal.SIGKILL, 10.0)
+            raise MosquittoFailed(
+                f"mosquitto did not listen on port {self.port} within"
+                f" {self.start_timeout_s} s; its log ({self.log_path}):\n{self.log()}"
+            ) from None
 
     def _end(self, how: signal.Signals, timeout_s: float) -> None:
         process, self._process = self._process, None

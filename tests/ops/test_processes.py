@@ -9,7 +9,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import pytest
 from typer.testing import CliRunner
 
 from tests.kit.ports import accepts_connections, free_port
+from tests.kit.wait import eventually_blocking
 from tests.shipboard.test_agent_process import Vessel
 from tests.shipboard.test_agent_process import vessel as vessel  # the fixture
 from vessel_relay.cli import app
@@ -27,13 +27,17 @@ CODE = "from vessel_relay.cli import main; main()"
 
 
 def wait_listening(process: subprocess.Popen[bytes], port: int, log: Path) -> None:
-    deadline = time.monotonic() + 30
-    while not accepts_connections("127.0.0.1", port):
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            process.wait()
-            pytest.fail(f"did not start: {log.read_text(errors='replace')[-2000:]}")
-        time.sleep(0.05)
+    def stopped_and_told() -> str:
+        process.kill()  # nothing if it exited
+        process.wait()
+        return f"did not start: {log.read_text(errors='replace')[-2000:]}"
+
+    def listening() -> bool:
+        if process.poll() is not None:
+            raise AssertionError(stopped_and_told())  # it exited: it never will
+        return accepts_connections("127.0.0.1", port)
+
+    eventually_blocking(listening, 30, what=f"port {port}", explain=stopped_and_told)
 
 
 @pytest.fixture
@@ -64,11 +68,14 @@ def test_ship_run_serves_metrics_and_logs_json(
         )  # fmt: skip
     stopper.append(process)
     wait_listening(process, port, log)
-    text = ""
-    deadline = time.monotonic() + 20
-    while "vessel_agent_batches_unacknowledged" not in text and time.monotonic() < deadline:
-        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
-        time.sleep(0.1)
+
+    def scrape() -> str:
+        return httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+
+    eventually_blocking(
+        lambda: "vessel_agent_batches_unacknowledged" in scrape(), 20, 0.1, what="the gauges"
+    )
+    text = scrape()
     assert "vessel_agent_batches_unacknowledged 0.0" in text
     assert "vessel_agent_sessions_total" in text
     process.send_signal(signal.SIGTERM)

@@ -31,6 +31,7 @@ from tests.kit.lane import blocks_on_board, union_reads
 from tests.kit.ports import accepts_connections, free_port
 from tests.kit.powercut import PowerCut, build_shim
 from tests.kit.ship_config import own_keys_document
+from tests.kit.wait import eventually_blocking
 
 #: The union reports are sealed to (its private key is this test's).
 UNION = nacl.public.PrivateKey(bytes(range(40, 72)))
@@ -98,16 +99,20 @@ def _start(vessel: Vessel, environment: dict[str, str] | None = None) -> subproc
         cwd=vessel.data,
         env={**os.environ, **(environment or {})},
     )
-    deadline = time.monotonic() + 30
-    while not (
-        accepts_connections("127.0.0.1", vessel.smtp_port)
-        and accepts_connections("127.0.0.1", vessel.http_port)
-    ):
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            _, err = process.communicate()
-            pytest.fail(f"agent did not start: {err.decode(errors='replace')[-2000:]}")
-        time.sleep(0.05)
+
+    def stopped_and_told() -> str:
+        process.kill()  # nothing if it exited
+        _, err = process.communicate()
+        return f"agent did not start: {err.decode(errors='replace')[-2000:]}"
+
+    def listening() -> bool:
+        if process.poll() is not None:
+            raise AssertionError(stopped_and_told())  # it exited: it never will
+        return accepts_connections("127.0.0.1", vessel.smtp_port) and accepts_connections(
+            "127.0.0.1", vessel.http_port
+        )
+
+    eventually_blocking(listening, 30, what="the agent's doors", explain=stopped_and_told)
     return process
 
 
