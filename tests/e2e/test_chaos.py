@@ -48,6 +48,7 @@ import pytest
 
 from tests.kit.mosquitto import find_mosquitto
 from tests.kit.powercut import CutReport, PowerCut, build_shim
+from tests.kit.wait import eventually
 from vessel_relay.demo.setup import CrewLogin, Tuning, VesselSetup
 from vessel_relay.demo.system import ProcessSystem, Vessel
 
@@ -257,10 +258,12 @@ async def test_nothing_accepted_is_lost_or_duplicated_under_chaos(tmp_path: Path
         written_s = time.monotonic() - started
         for vessel in system.vessels:
             vessel.link.restore()
-        deadline = time.monotonic() + 240 + MESSAGES / 50
-        while not await asyncio.to_thread(settled, system, ledger):
-            assert time.monotonic() < deadline, "the system did not settle in time"
-            await asyncio.sleep(1.0)
+        await eventually(
+            lambda: asyncio.to_thread(settled, system, ledger),
+            240 + MESSAGES / 50,
+            1.0,
+            what="the system to settle (every accepted message delivered and receipted)",
+        )
         settled_s = time.monotonic() - started
     finally:
         await system.stop()

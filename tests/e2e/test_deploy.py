@@ -22,8 +22,9 @@ from shore.config import RelayConfig, parse_config
 from shore.relay import _login_hint, make_client, run_relay
 from tests.kit.mosquitto import find_mosquitto
 from tests.kit.mqtt import next_message
-from tests.kit.ports import free_port
+from tests.kit.ports import accepts_connections, free_port
 from tests.kit.tls import make_client_certificate, make_test_ca
+from tests.kit.wait import eventually
 from tests.shore.store_fixtures import SHORE_KEY
 from tests.shore.test_ingest import Vessel, make_batches, register_vessel
 from vessel_relay.demo.brokers import BROKER_OPENSSL_CNF
@@ -143,19 +144,12 @@ def deployed(tmp_path: Path) -> Iterator[DeployedBroker]:
 
 async def _wait_up(broker: DeployedBroker) -> None:
     for port in (broker.tls_port, broker.plain_port, broker.cert_port):
-        for _ in range(200):
-            try:
-                _, writer = await asyncio.open_connection("127.0.0.1", port)
-            except OSError:
-                await asyncio.sleep(0.05)
-                continue
-            writer.close()
-            await writer.wait_closed()
-            break
-        else:
-            pytest.fail(
-                f"mosquitto with the deploy config did not start:\n{broker.log.read_text()}"
-            )
+        await eventually(
+            lambda port=port: asyncio.to_thread(accepts_connections, "127.0.0.1", port),
+            10,
+            what=f"mosquitto with the deploy config to listen on {port}",
+            explain=broker.log.read_text,
+        )
 
 
 async def test_a_vessel_cannot_use_another_vessels_topics(deployed: DeployedBroker) -> None:
