@@ -29,19 +29,14 @@ async def test_eventually_returns_as_soon_as_the_predicate_holds() -> None:
 
 async def test_eventually_awaits_an_async_predicate() -> None:
     """A condition that must itself await (a scrape, a store query) is awaited each look."""
-    flag = asyncio.Event()
+    looks: list[int] = []
 
-    async def set_soon() -> None:
-        await asyncio.sleep(0.02)
-        flag.set()
+    async def third_scrape() -> bool:
+        await asyncio.to_thread(looks.append, len(looks))
+        return len(looks) == 3
 
-    async def is_set() -> bool:
-        await asyncio.sleep(0)
-        return flag.is_set()
-
-    async with asyncio.TaskGroup() as group:
-        group.create_task(set_soon())
-        await eventually(is_set, timeout_s=10, interval_s=0.01)
+    await eventually(third_scrape, timeout_s=10, interval_s=0.01)
+    assert looks == [0, 1, 2]
 
 
 async def test_eventually_fails_naming_what_it_waited_for_and_why() -> None:
@@ -109,9 +104,9 @@ async def test_until_started_waits_for_the_server_and_sees_it_fail() -> None:
     server = _Server()
 
     async def serve() -> None:
-        await asyncio.sleep(0.02)
+        await asyncio.to_thread(lambda: None)  # binding takes a moment
         server.started = True
-        await asyncio.sleep(3600)
+        await asyncio.Event().wait()  # serves until cancelled
 
     task = asyncio.create_task(serve())
     try:
