@@ -75,11 +75,11 @@ def test_info_file_lets_a_mail_app_write_home_and_ctrl_c_stops_cleanly(tmp_path:
     process = _run_demo("--link", "fast", "--info", str(info), "--workdir", str(tmp_path / "d"))
     try:
 
-        def written() -> bool:
+        def info_written() -> bool:
             assert process.poll() is None, process.stdout.read() if process.stdout else ""
             return info.exists()
 
-        eventually_blocking(written, 60, 0.2, what="the demo to write --info")
+        eventually_blocking(info_written, 60, 0.2, what="the demo to write --info")
         written = json.loads(info.read_text())
         intake = written["smtp_intake"]
         login = intake["logins"][1]

@@ -144,8 +144,12 @@ def deployed(tmp_path: Path) -> Iterator[DeployedBroker]:
 
 async def _wait_up(broker: DeployedBroker) -> None:
     for port in (broker.tls_port, broker.plain_port, broker.cert_port):
+
+        async def listening(port: int = port) -> bool:
+            return await asyncio.to_thread(accepts_connections, "127.0.0.1", port)
+
         await eventually(
-            lambda port=port: asyncio.to_thread(accepts_connections, "127.0.0.1", port),
+            listening,
             10,
             what=f"mosquitto with the deploy config to listen on {port}",
             explain=broker.log.read_text,

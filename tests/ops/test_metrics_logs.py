@@ -223,20 +223,23 @@ async def test_relay_and_agent_metrics_and_json_logs_over_a_real_exchange(
             )
             try:
                 # polling scrapes (in a thread: ``scrape`` blocks): no event to wait on
-                def delivered() -> bool:
+                def deliveries_done() -> bool:
                     scraped = scrape(relay_port)
                     return total(scraped, "vessel_relay_deliveries_total", outcome="delivered") >= 2
 
-                def applied() -> bool:
+                def receipts_applied() -> bool:
                     scraped = scrape(agent_port)
                     kind = "vessel_agent_downlink_batches_total"
                     return total(scraped, kind, outcome="applied") >= 2
 
                 await eventually(
-                    lambda: asyncio.to_thread(delivered), 90, 0.3, what="both deliveries"
+                    lambda: asyncio.to_thread(deliveries_done), 90, 0.3, what="both deliveries"
                 )
                 await eventually(
-                    lambda: asyncio.to_thread(applied), 90, 0.3, what="the receipts came down"
+                    lambda: asyncio.to_thread(receipts_applied),
+                    90,
+                    0.3,
+                    what="the receipts came down",
                 )
                 relay_samples, agent_samples = scrape(relay_port), scrape(agent_port)
             finally:

@@ -16,7 +16,9 @@ from protocol.signing import SigningKey
 from shipboard.config import ShipConfig
 from shipboard.crew import Contact, CrewMember, CrewRegister
 from shipboard.outbox import Outbox
-from tests.kit.protocol_shore import NOW, VESSEL_ID, TestShore
+from tests.kit.protocol_shore import NOW as NOW
+from tests.kit.protocol_shore import VESSEL_ID as VESSEL_ID
+from tests.kit.protocol_shore import TestShore
 from vessel_relay.demo.defaults import demo_ship_config
 
 

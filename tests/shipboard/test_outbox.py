@@ -28,8 +28,9 @@ from shipboard.link import build_snapshot
 from shipboard.outbox import Outbox, reporter_tag
 from shipboard.profiles import profile_named
 from shipboard.scheduler import SchedulerSettings, SessionReason, plan
+from tests.kit.protocol_shore import TestShore
 
-from .conftest import NOW, VESSEL_ID, Crew, TestShore
+from .conftest import NOW, VESSEL_ID, Crew
 
 MINUTES = int(NOW // 60)
 

@@ -42,8 +42,9 @@ from shipboard.lane import Reservoir, VesselLane
 from shipboard.outbox import Outbox
 from shipboard.sessions_log import LinkSession, SessionOutcome, SessionsLog
 from shipboard.states import MessageState
+from tests.kit.protocol_shore import TestShore
 
-from .conftest import NOW, VESSEL_ID, Crew, TestShore
+from .conftest import NOW, VESSEL_ID, Crew
 
 MINUTES = int(NOW // 60)
 SEPTEMBER, OCTOBER = 202609, 202610

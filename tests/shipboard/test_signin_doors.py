@@ -38,8 +38,9 @@ from shore.alerts import alert_text
 from shore.store import SqliteStore, VesselInfo
 from tests.kit.clock import FakeClock
 from tests.kit.ports import free_port
+from tests.kit.protocol_shore import TestShore
 
-from .conftest import NOW, VESSEL_ID, Crew, TestShore
+from .conftest import NOW, VESSEL_ID, Crew
 
 
 @dataclass

@@ -23,8 +23,9 @@ from shipboard.intake import Intake
 from shipboard.outbox import Outbox
 from shipboard.sos_limit import SosLimitPolicy, SosWithoutPinLimit
 from tests.kit.clock import FakeClock
+from tests.kit.protocol_shore import TestShore
 
-from .conftest import NOW, Crew, TestShore
+from .conftest import NOW, Crew
 
 
 @pytest.fixture

@@ -128,13 +128,12 @@ async def test_relay_sigkilled_during_ingest_and_delivery_delivers_each_message_
                         # Kill at a random moment while work is under way: after a random
                         # share of this round's mails, or of its receipts, arrived.
                         share = total * (round_ + rng.random()) / (KILLS + 1)
+
                         # the sink fills from its own thread: poll it
-                        await eventually(
-                            lambda share=share: _busy_enough(sink, v, share) or outbox.done(),
-                            120,
-                            0.02,
-                            what=f"{share:.0f} mails or receipts",
-                        )
+                        def busy(share: float = share) -> bool:
+                            return _busy_enough(sink, v, share) or outbox.done()
+
+                        await eventually(busy, 120, 0.02, what=f"{share:.0f} mails or receipts")
                         if outbox.done():
                             break
                         relay.kill()
