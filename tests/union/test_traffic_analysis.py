@@ -80,6 +80,7 @@ from protocol.slots import (
 )
 from shipboard.config import UnionConfig
 from shipboard.crew import CrewRegister, SignedIn
+from shipboard.errors import LaneBusy
 from shipboard.intake import Intake
 from shipboard.lane import LaneProgress
 from shipboard.link import build_snapshot
@@ -212,6 +213,8 @@ class Views:
     uplink: Observed = field(default_factory=Observed)
     downlink: Observed = field(default_factory=Observed)
     disk: Observed | None = None
+    #: Filings the lane refused ("full until ..."), each sent again at the time it said.
+    refused: int = 0
 
 
 def _report_text(rng: random.Random) -> str:
@@ -390,6 +393,8 @@ def _lane_run(
     reply_keys = [reporter_reply_keys(s.case_key).public_key for s in signed]
     cases: dict[int, list[str]] = {n: [] for n in range(crew)}
     intake.release_lane(clock())
+    # reports the lane refused ("full until ..."): the crew member sends them again then
+    again: list[tuple[float, int]] = []
     try:
         for day in range(DAY0, DAY0 + days):
             start = day * SECONDS_PER_DAY
@@ -400,6 +405,9 @@ def _lane_run(
             )
             if not reports:
                 filings = []
+            due = [(max(at, start + 60), n) for at, n in again if at < start + SECONDS_PER_DAY]
+            again = [(at, n) for at, n in again if at >= start + SECONDS_PER_DAY]
+            filings = sorted(filings + due)
             answers = [n for n in range(crew) if cases[n] and rng.random() < 0.15]
             for n in answers:  # the union answers: its note waits at the relay, FIFO
                 said = "we called the owner " * rng.randrange(0, 12)
@@ -421,14 +429,19 @@ def _lane_run(
                 now = start + hour * HOUR
                 for at, n in [f for f in filings if now - HOUR < f[0] <= now]:
                     clock.now = at
-                    filed = intake.file_grievance(
-                        signed[n],
-                        union_id=7,
-                        category=GrievanceCategory.WITHHOLDING_OF_WAGES,
-                        text=_report_text(rng),
-                        lang=Language.ENG,
-                        anonymous=rng.random() < 0.5,
-                    )
+                    try:
+                        filed = intake.file_grievance(
+                            signed[n],
+                            union_id=7,
+                            category=GrievanceCategory.WITHHOLDING_OF_WAGES,
+                            text=_report_text(rng),
+                            lang=Language.ENG,
+                            anonymous=rng.random() < 0.5,
+                        )
+                    except LaneBusy as busy:  # nothing stored; sent again when it says
+                        again.append((busy.retry_at, n))
+                        views.refused += 1
+                        continue
                     waiting.setdefault(n, []).append(filed.message_seq)
                     cases[n].append(filed.case_number)
                 if other.random() < 0.05 * crew:  # family messages, whatever was reported
@@ -733,6 +746,7 @@ def _run(tmp_path: Path, crew: int, days: int) -> None:
             found[(name, view)] = auc
             cells.append(f"{name}: {text}")
         print(f"{view:<9}" + " | ".join(cells))
+    print(f"lane: {lane[0].refused} filings refused as 'full until ...' and sent again then")
     for view in ("uplink", "downlink", "disk"):
         auc = found[("lane", view)]
         assert auc <= AUC_LIMIT, f"the owner tells who filed from the {view}: AUC {auc:.3f}"
