@@ -163,8 +163,8 @@ def tuning_for(name: str, compression: float, day_s: int) -> Tuning:
     ``compression`` (``day_s``: a voyage day in seconds)."""
     profile = PROFILES[name]
     return Tuning(
-        slot_period_s=day_s * DEFAULT_LANE_PERIOD_S // DAY,
-        down_period_s=day_s * DownlinkSection.slot_period_s // DAY,
+        slot_period_s=int(day_s * DEFAULT_LANE_PERIOD_S // DAY),
+        down_period_s=int(day_s * DownlinkSection().slot_period_s // DAY),
         profile=name,
         idle_poll_s=profile.idle_poll_s / compression,
         min_gap_s=60.0 / compression,
