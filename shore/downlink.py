@@ -84,9 +84,17 @@ class DownlinkStore(Protocol):
         """Vessels with items or an acknowledgement to send, or batches due for resending."""
 
     async def make_downlink_batch(
-        self, vessel_id: int, now: float, encode: DownlinkEncoder, max_items: int
+        self,
+        vessel_id: int,
+        now: float,
+        encode: DownlinkEncoder,
+        max_items: int,
+        *,
+        continuing: bool = False,
     ) -> DownlinkBatch | None:
-        """Put pending items (and a BatchAck owed) in a new batch; None when nothing."""
+        """Put pending items (and a BatchAck owed) in a new batch when
+        :func:`protocol.exchange.downlink_release_due` says so (``continuing``: this pass
+        made one already and more wait); None when nothing goes."""
 
     async def downlink_batches_to_send(
         self, vessel_id: int, now: float, resend_after_s: float, resend_max_s: float
@@ -223,14 +231,15 @@ class Downlink:
         return encode
 
     async def make_batches(self, vessel_id: int) -> int:
-        """Put every pending item of a vessel into downlink batches; how many were made."""
+        """Put every pending item of a vessel into downlink batches, if they are to go now
+        (:func:`protocol.exchange.downlink_release_due`); how many batches were made."""
         made = 0
         max_items = self.config.max_items
         while True:
             now = self.clock()
             try:
                 batch = await self.store.make_downlink_batch(
-                    vessel_id, now, self._encoder(vessel_id, now), max_items
+                    vessel_id, now, self._encoder(vessel_id, now), max_items, continuing=made > 0
                 )
             except LimitExceeded:
                 if max_items == 1:

@@ -94,11 +94,18 @@ def _note_block(n: int) -> bytes:
     return _cover()[:-2] + n.to_bytes(2, "big")
 
 
-async def _lane_items(store: RelayStore, vessel_id: int) -> list[LaneBlock]:
-    """The LaneBlocks the vessel's downlink batches carry, in batch order."""
+async def _lane_items(
+    store: RelayStore, vessel_id: int, collector: LaneVessel | None = None
+) -> list[LaneBlock]:
+    """The LaneBlocks the vessel's downlink batches carry, in batch order; with
+    ``collector`` (the vessel) the vessel then acknowledges the batch, as in its next
+    session (until then, what is queued later waits ashore)."""
     made = await store.make_downlink_batch(vessel_id, T0 + 1, shore_encoder(vessel_id), 500)
     if made is None:
         return []
+    if collector is not None:
+        ack = BatchAck(up_to=made.downlink_seq, written_minutes=MINUTES)
+        await _send(store, collector, [ack], T0 + 1)
     return [e for e in decoded_downlink(made.data).envelopes if isinstance(e, LaneBlock)]
 
 
@@ -188,7 +195,7 @@ async def test_unions_queue_blocks_first_in_first_out_under_their_cap(store: Rel
     """Two unions queue blocks for one vessel: each may have at most its cap waiting (a
     request over it queues nothing), the same block posted again is queued once, an
     unknown vessel is refused; the downlink lane carries them oldest first, one period at
-    a time, and cover when nothing waits."""
+    a time (the vessel collecting each), and cover when nothing waits."""
     first, _ = await _vessels(store)
     a = [_note_block(n) for n in range(3)]
     b = [_note_block(100 + n) for n in range(2)]
@@ -201,6 +208,7 @@ async def test_unions_queue_blocks_first_in_first_out_under_their_cap(store: Rel
         await store.queue_lane_notes(999, 7, [_note_block(10)], T0 + 4, cap=3)
 
     carried: list[bytes] = []
+    ship = LaneVessel(first, VESSEL_KEY)
     for period in range(DOWN_PERIOD, DOWN_PERIOD + 7):
         done = await store.queue_lane_periods(
             first,
@@ -212,7 +220,7 @@ async def test_unions_queue_blocks_first_in_first_out_under_their_cap(store: Rel
             catch_up=30,
         )
         assert done.periods == 1
-        items = await _lane_items(store, first)
+        items = await _lane_items(store, first, ship)
         assert [(i.period, i.index) for i in items] == [(period, 0)]
         assert items[0].written_minutes == (period + 1) * SHAPE.down_period_s // 60
         carried.append(items[0].block)

@@ -370,7 +370,8 @@ async def test_older_contact_change_never_overwrites_a_newer_one(store: RelaySto
 
 async def test_delivery_claim_attempt_finish_and_receipt(store: RelayStore) -> None:
     """A worker claims a due delivery (others cannot while the lease runs), records the attempt
-    before sending, finishes it, and the DELIVERED receipt is queued once."""
+    before sending, finishes it, and the DELIVERED receipt is queued once; it goes down
+    when the vessel's next uplink acknowledges the downlink batch it had not collected."""
     vessel_id = await _vessel(store)
     await _ingest(store, vessel_id, 1, _contact(), _message(1))
     await _downlink(store, vessel_id)
@@ -390,8 +391,16 @@ async def test_delivery_claim_attempt_finish_and_receipt(store: RelayStore) -> N
     (record,) = await store.deliveries(vessel_id)
     assert (record.outcome, record.attempts, record.unfinished_attempt) == ("delivered", 1, False)
     assert (await store.messages(vessel_id))[0].state == "delivered"
+    # the vessel has not collected downlink batch 1 yet: the receipt waits for its next uplink
+    assert (
+        await store.make_downlink_batch(vessel_id, T0 + 200, shore_encoder(vessel_id), 100) is None
+    )
+    await _ingest(store, vessel_id, 2, BatchAck(up_to=1, written_minutes=MINUTES))
     envelopes = await _downlink(store, vessel_id, T0 + 200)
-    assert envelopes == [DeliveryReceipt(1, ReceiptStage.DELIVERED, int((T0 + 13) // 60))]
+    assert envelopes == [
+        BatchAck(up_to=2, written_minutes=int((T0 + 200) // 60)),  # owed lazily: rides along
+        DeliveryReceipt(1, ReceiptStage.DELIVERED, int((T0 + 13) // 60)),
+    ]
     assert await store.claim_due_deliveries(T0 + 10_000, 10, "w1") == []
 
 
@@ -425,7 +434,8 @@ async def test_restarted_worker_gives_back_its_own_claims_at_once(store: RelaySt
 
 
 async def test_reschedule_and_failure_receipt(store: RelayStore) -> None:
-    """A transient failure reschedules; a final failure queues a DeliveryFailure."""
+    """A transient failure reschedules; a final failure queues a DeliveryFailure, which goes
+    down with the vessel's next uplink."""
     vessel_id = await _vessel(store)
     await _ingest(store, vessel_id, 1, _contact(), _message(1))
     await _downlink(store, vessel_id)
@@ -441,8 +451,12 @@ async def test_reschedule_and_failure_receipt(store: RelayStore) -> None:
         FailureReason.ADDRESS_INVALID,
         "smtp 451",
     )
+    await _ingest(store, vessel_id, 2, BatchAck(up_to=1, written_minutes=MINUTES))
     envelopes = await _downlink(store, vessel_id, T0 + 400)
-    assert envelopes == [DeliveryFailure(1, FailureReason.ADDRESS_INVALID, int((T0 + 301) // 60))]
+    assert envelopes == [
+        BatchAck(up_to=2, written_minutes=int((T0 + 400) // 60)),
+        DeliveryFailure(1, FailureReason.ADDRESS_INVALID, int((T0 + 301) // 60)),
+    ]
 
 
 async def test_grievance_quick_unknown_contact_and_sos(store: RelayStore) -> None:
