@@ -15,8 +15,10 @@ from pathlib import Path
 import nacl.public
 import pytest
 
+from common.codebooks import default_codebook
 from protocol.envelopes import BatchAck, Envelope, LaneBlock
 from protocol.lane import LaneShape, cover_down_block
+from shore.downlink import Downlink, DownlinkConfig
 from shore.store import (
     IngestOutcome,
     IngestResult,
@@ -32,6 +34,7 @@ from shore.store.postgres import PostgresStore
 from tests.shore.lane_fixtures import LaneVessel
 from tests.shore.store_fixtures import (
     OTHER_KEY,
+    SHORE_KEY,
     T0,
     VESSEL_KEY,
     PostgresServer,
@@ -337,3 +340,46 @@ async def test_a_batch_with_lane_blocks_is_acknowledged_like_content(store: Rela
     (ack,) = decoded_downlink(made.data).envelopes
     assert isinstance(ack, BatchAck)
     assert ack.up_to == 1
+
+
+async def test_a_week_away_brings_each_periods_lane_block_once_in_two_batches(
+    store: RelayStore,
+) -> None:
+    """A vessel on the lane goes away for seven downlink periods while the relay passes
+    every few minutes. Each period's block is queued exactly once; the first goes down at
+    once, the other six wait in the store behind it, and the vessel's next uplink (which
+    acknowledges the first) brings them all in one batch: seven blocks, one per period, in
+    two batches. Passes after that add nothing."""
+    first, _ = await _vessels(store)
+    ship = LaneVessel(first, VESSEL_KEY)
+    period_s = 3600
+    clock = [T0]
+    downlink = Downlink(
+        store,
+        SHORE_KEY,
+        default_codebook(),
+        DownlinkConfig(slots=False, slot_period_s=period_s),
+        clock=lambda: clock[0],
+    )
+    published: list[bytes] = []
+
+    async def publish(topic: str, data: bytes) -> None:
+        published.append(data)
+
+    await _send(store, ship, list(ship.release(PERIOD)), T0)
+    start = (T0 // period_s + 1) * period_s
+    for step in range(7 * 12):  # every five minutes for seven periods
+        clock[0] = start + step * 300 + 1
+        await downlink.publish_due(publish)
+    batches = [decoded_downlink(data) for data in published]
+    assert len(batches) == 1
+    ack = BatchAck(up_to=batches[0].batch_seq, written_minutes=int(clock[0] // 60))
+    await _send(store, ship, [ack], clock[0])
+    for _ in range(3):
+        await downlink.publish_due(publish)
+    batches = [decoded_downlink(data) for data in published]
+    assert len(batches) == 2
+    blocks = [e for b in batches for e in b.envelopes if isinstance(e, LaneBlock)]
+    first_period = int(start // period_s) - 1
+    assert [(b.period, b.index) for b in blocks] == [(first_period + n, 0) for n in range(7)]
+    assert [len([e for e in b.envelopes if isinstance(e, LaneBlock)]) for b in batches] == [1, 6]

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from common.codebooks import default_codebook
 from protocol.envelopes import (
     BatchAck,
     CaseStatus,
@@ -34,6 +35,7 @@ from protocol.envelopes import (
 )
 from protocol.errors import Reason
 from protocol.languages import Language
+from shore.downlink import Downlink, DownlinkConfig
 from shore.store import (
     DeliveryKey,
     IngestOutcome,
@@ -48,6 +50,7 @@ from shore.store.links import add_to_window
 from shore.store.postgres import PostgresStore
 from shore.vocabulary import Destination
 from tests.shore.store_fixtures import (
+    SHORE_KEY,
     T0,
     VESSEL_KEY,
     PostgresMissing,
@@ -578,6 +581,49 @@ async def test_downlink_send_resend_and_ack(store: RelayStore) -> None:
     assert len(await store.downlink_batches_to_send(vessel_id, T0 + 3720, 60, 3600)) == 1
     await _ingest(store, vessel_id, 101, BatchAck(up_to=1, written_minutes=MINUTES))
     assert await store.downlink_batches_to_send(vessel_id, T0 + 9999, 60, 3600) == []
+
+
+async def test_what_waits_for_a_vessel_away_goes_in_one_release_split_at_the_size_limit(
+    store: RelayStore,
+) -> None:
+    """A family's reply goes down at once; the 129 replies queued after it, while the vessel
+    has not collected that batch, make no batch and do not count as downlink work. The
+    vessel's next uplink (acknowledging the first) releases them: one relay pass publishes
+    them all in batches of at most 50 (three), oldest first, the owed acknowledgement in
+    the first; nothing is left and nothing more goes."""
+    vessel_id = await _vessel(store)
+    clock = [T0]
+    downlink = Downlink(
+        store,
+        SHORE_KEY,
+        default_codebook(),
+        DownlinkConfig(slots=False, lane=False, max_items=50),
+        clock=lambda: clock[0],
+    )
+    published: list[bytes] = []
+
+    async def publish(topic: str, data: bytes) -> None:
+        assert topic == f"vr/{vessel_id}/d"
+        published.append(data)
+
+    for n in range(130):
+        clock[0] = T0 + 600 * n
+        await store.queue_reply(vessel_id, 3, 1, f"reply {n}", Language.ENG, False, clock[0])
+        await downlink.publish_due(publish)
+        if n == 0:
+            assert len(published) == 1
+    assert len(published) == 1
+    assert await store.vessels_with_downlink_work(clock[0], 3600, 10 * 86400) == []
+    await _ingest(store, vessel_id, 1, BatchAck(up_to=1, written_minutes=MINUTES))
+    assert await store.vessels_with_downlink_work(clock[0], 3600, 10 * 86400) == [vessel_id]
+    clock[0] += 5
+    assert await downlink.publish_due(publish) == 3
+    released = [decoded_downlink(data).envelopes for data in published[1:]]
+    assert [len(envelopes) for envelopes in released] == [51, 50, 29]
+    assert isinstance(released[0][0], BatchAck)
+    replies = [e.reply_seq for envelopes in released for e in envelopes if isinstance(e, Reply)]
+    assert replies == list(range(2, 131))
+    assert await downlink.publish_due(publish) == 0
 
 
 async def test_reopening_keeps_data_and_runs_no_migration_twice(tmp_path: Path) -> None:
