@@ -23,13 +23,24 @@ Per session, link bytes are modelled around those real batch bytes:
   before (Mosquitto's ticket lifetime, FIELD-NOTES); otherwise it pays the full handshake.
   Pure TCP ACKs are not counted (as in the link emulator): the figures are a floor.
 
+**The downlink** follows the relay's rule, :func:`protocol.exchange.downlink_release_due`
+(called here): what the relay queues for the vessel (DELIVERED receipts a minute after a
+session, families' replies at their times) goes down at once only when no downlink batch
+with items is unacknowledged; otherwise it waits ashore until the vessel's uplink comes.
+In a session the vessel first drains what waits at the broker, then its uplink (messages
+and the BatchAck of the downlink) makes the relay answer with one batch (BatchAck,
+ACCEPTED_ASHORE receipts and everything held; split at ``max_items``); an uplink that only
+acknowledges is answered after the vessel left, at the broker for the next session.
+Resends of a lost downlink batch are not modelled (the model's link loses nothing).
+
 "Idle billed bytes per month": the same profile for 30 days with no crew traffic at all
 (only the polls that fetch news from the shore).
 
 Usage::
 
-    python benchmarks/sessions.py           # a table
-    python benchmarks/sessions.py --json    # {"profiles": {NAME: {...}}}
+    python benchmarks/sessions.py                            # a table, every profile
+    python benchmarks/sessions.py --profile iridium-certus   # one profile
+    python benchmarks/sessions.py --json                     # {"profiles": {NAME: {...}}}
 """
 
 from __future__ import annotations
@@ -55,6 +66,7 @@ from protocol.envelopes import (
     Reply,
     Sos,
 )
+from protocol.exchange import ShoreState, downlink_release_due
 from protocol.languages import Language
 from protocol.months import Month
 from protocol.quota import RULE_MONTHLY_TEXT_BYTES, QuotaLedger
@@ -86,6 +98,10 @@ CREW_LANGUAGES = (
 )
 MESSAGES_PER_DAY = 4.0
 REPLY_SHARE = 0.3
+#: The relay's default ``[downlink] max_items``: most envelopes in one downlink batch.
+DOWNLINK_MAX_ITEMS = 200
+#: Seconds from a session to the family's mail server taking its messages (DELIVERED).
+DELIVERY_S = 60.0
 VESSEL_KEY = SigningKey.from_seed(bytes(range(32)))
 SHORE_KEY = SigningKey.from_seed(bytes(range(1, 33)))
 
@@ -185,6 +201,7 @@ class Result:
     grievance_max_delay_s: float = 0.0
     message_max_delay_s: float = 0.0
     left_on_board: int = 0
+    downlink_batches: int = 0
 
 
 class Voyage:
@@ -200,7 +217,13 @@ class Voyage:
         self.down_seq = 0
         self.reply_seq = 0
         self.down_pending_ack = False
-        self.delivered_next: list[int] = []
+        #: DELIVERED receipts the relay will queue: (when, message_seq), in time order.
+        self.deliveries: list[tuple[float, int]] = []
+        #: The relay's downlink queue (held while a batch with items is in flight).
+        self.waiting: list[Envelope] = []
+        self.in_flight = False
+        #: Payload bytes of the downlink batches waiting at the broker for the vessel.
+        self.at_broker: list[int] = []
 
     def encode(self, envelopes: Sequence[Envelope], direction: Direction, now: float) -> bytes:
         if direction is Direction.UPLINK:
@@ -219,25 +242,60 @@ class Voyage:
             codebook=self.codebook,
         )
 
+    def _downlink(self, envelopes: Sequence[Envelope], now: float) -> list[int]:
+        """Payload bytes of the downlink batches carrying ``envelopes`` (a BatchAck first,
+        if any, rides in the first), split at the relay's ``max_items``."""
+        ack = [e for e in envelopes[:1] if isinstance(e, BatchAck)]
+        items = list(envelopes[len(ack) :])
+        sizes = []
+        while ack or items:
+            chunk, items = items[:DOWNLINK_MAX_ITEMS], items[DOWNLINK_MAX_ITEMS:]
+            sizes.append(len(self.encode([*ack, *chunk], Direction.DOWNLINK, now)))
+            ack = []
+            self.result.downlink_batches += 1
+        if any(not isinstance(e, BatchAck) for e in envelopes):
+            self.in_flight = True
+        return sizes
+
+    def _relay_until(self, now: float) -> None:
+        """The relay's side up to ``now``: DELIVERED receipts and families' replies are
+        queued in time order, and go to the broker when the relay's rule says so."""
+        while True:
+            delivery = self.deliveries[0][0] if self.deliveries else math.inf
+            reply = self.replies[0][0] if self.replies else math.inf
+            at = min(delivery, reply)
+            if at > now:
+                return
+            minutes = int(at // 60)
+            if delivery <= reply:
+                _, seq = self.deliveries.pop(0)
+                self.waiting.append(DeliveryReceipt(seq, ReceiptStage.DELIVERED, minutes))
+            else:
+                _, crew = self.replies.pop(0)
+                self.reply_seq += 1
+                language = CREW_LANGUAGES[crew - 1]
+                text = load_lines(language)[self.reply_seq % 150]
+                self.waiting.append(Reply(self.reply_seq, crew, 1, minutes, language, text))
+            if downlink_release_due(
+                ShoreState.NOTHING_OWED,
+                waiting=len(self.waiting),
+                urgent=False,
+                in_flight=int(self.in_flight),
+            ):
+                self.at_broker += self._downlink(self.waiting, at)
+                self.waiting = []
+
     def session(self, chosen: list[Pending], now: float, last: float | None) -> int:
-        """Link bytes of one session carrying ``chosen`` (and what the shore queued)."""
+        """Link bytes of one session carrying ``chosen`` (and what the relay sends)."""
         minutes = int(now // 60)
         resumed = last is not None and now - last < TLS_TICKET_S
         link = session_base("tls-resumed" if resumed else "tls-full")
-        # Downlink queued while away: DELIVERED receipts and families' replies.
-        queued: list[Envelope] = [
-            DeliveryReceipt(seq, ReceiptStage.DELIVERED, minutes) for seq in self.delivered_next
-        ]
-        self.delivered_next = []
-        while self.replies and self.replies[0][0] <= now:
-            _, crew = self.replies.pop(0)
-            self.reply_seq += 1
-            language = CREW_LANGUAGES[crew - 1]
-            text = load_lines(language)[self.reply_seq % 150]
-            queued.append(Reply(self.reply_seq, crew, 1, minutes, language, text))
-        if queued:
-            link += batch_link_bytes(len(self.encode(queued, Direction.DOWNLINK, now)), True)
+        self._relay_until(now)
+        # The drain: what waited at the broker.
+        for size in self.at_broker:
+            link += batch_link_bytes(size, True)
             self.down_pending_ack = True
+        self.at_broker = []
         # Uplink: chosen messages (in batches of 500) and the ack of the downlink.
         envelopes: list[Envelope] = [p.envelope for p in chosen]
         if self.down_pending_ack:
@@ -247,16 +305,26 @@ class Voyage:
         for start in range(0, len(envelopes), 500):
             data = self.encode(envelopes[start : start + 500], Direction.UPLINK, now)
             link += batch_link_bytes(len(data), True)
-        if self.up_seq >= first_up:
-            # The shore's answer: BatchAck and an ACCEPTED_ASHORE receipt per message.
-            answer: list[Envelope] = [BatchAck(up_to=self.up_seq, written_minutes=minutes)]
-            answer += [
-                DeliveryReceipt(p.message_seq, ReceiptStage.ACCEPTED_ASHORE, minutes)
-                for p in chosen
-            ]
-            link += batch_link_bytes(len(self.encode(answer, Direction.DOWNLINK, now)), True)
-            self.down_pending_ack = True
-            self.delivered_next += [p.message_seq for p in chosen if p.kind == "message"]
+        if self.up_seq < first_up:
+            return link  # nothing went up: the relay does not know the vessel came
+        # The relay hears the vessel: its BatchAck covers every downlink batch so far.
+        self.in_flight = False
+        owed = ShoreState.ACK_DUE if chosen else ShoreState.ACK_OWED
+        answer: list[Envelope] = [BatchAck(up_to=self.up_seq, written_minutes=minutes)]
+        answer += [
+            DeliveryReceipt(p.message_seq, ReceiptStage.ACCEPTED_ASHORE, minutes) for p in chosen
+        ]
+        answer += self.waiting
+        if downlink_release_due(owed, waiting=len(answer) - 1, urgent=False, in_flight=0):
+            sizes = self._downlink(answer, now)
+            self.waiting = []
+            if owed is ShoreState.ACK_DUE:  # the vessel waits for it: it comes in the session
+                link += sum(batch_link_bytes(size, True) for size in sizes)
+                self.down_pending_ack = True
+            else:  # an acknowledgement alone is answered after the vessel left
+                self.at_broker += sizes
+        done = now + DELIVERY_S
+        self.deliveries += [(done, p.message_seq) for p in chosen if p.kind == "message"]
         return link
 
     def run(self) -> Result:
@@ -320,6 +388,7 @@ def run(profiles: Sequence[LinkProfile]) -> dict[str, dict[str, object]]:
             "link_bytes": busy.link_bytes,
             "billed_bytes": busy.billed_bytes,
             "idle_billed_bytes_per_month": idle.billed_bytes,
+            "downlink_batches": busy.downlink_batches,
             "text_bytes": {str(crew): n for crew, n in busy.text_bytes.items()},
             "_extra": busy,
         }
@@ -328,7 +397,8 @@ def run(profiles: Sequence[LinkProfile]) -> dict[str, dict[str, object]]:
 
 def print_table(report: dict[str, dict[str, object]]) -> None:
     header = (
-        f"{'profile':16}{'sessions':>9}{'link B':>11}{'billed B':>11}{'cost $':>9}"
+        f"{'profile':16}{'sessions':>9}{'down batches':>13}{'link B':>11}{'billed B':>11}"
+        f"{'cost $':>9}"
         f"{'idle billed B/mo':>18}{'text B total':>14}{'per crew min-max':>20}"
         f"{'SOS s':>7}{'griev. h':>9}{'msg h':>7}"
     )
@@ -340,7 +410,8 @@ def print_table(report: dict[str, dict[str, object]]) -> None:
         profile = PROFILES[name]
         texts = list(extra.text_bytes.values())
         print(
-            f"{name:16}{extra.sessions:>9,}{extra.link_bytes:>11,}{extra.billed_bytes:>11,}"
+            f"{name:16}{extra.sessions:>9,}{extra.downlink_batches:>13,}"
+            f"{extra.link_bytes:>11,}{extra.billed_bytes:>11,}"
             f"{profile.cost_usd(extra.billed_bytes):>9.2f}"
             f"{row['idle_billed_bytes_per_month']:>18,}{sum(texts):>14,}"
             f"{f'{min(texts):,}-{max(texts):,}':>20}"
@@ -358,8 +429,11 @@ def print_table(report: dict[str, dict[str, object]]) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument(
+        "--profile", action="append", choices=list(PROFILES), help="only these (repeatable)"
+    )
     args = parser.parse_args(argv)
-    report = run(list(PROFILES.values()))
+    report = run([PROFILES[name] for name in args.profile or PROFILES])
     if args.json:
         clean = {
             name: {key: value for key, value in row.items() if not key.startswith("_")}
