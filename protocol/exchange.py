@@ -63,6 +63,16 @@ resends unacknowledged ones: after ``resend_after_s`` if the vessel was heard fr
 the last send, after ``resend_max_s`` in any case; a batch that only acknowledges is never
 resent (a lost one makes the vessel resend, and it is acknowledged again).
 
+**Coalescing** (:func:`downlink_release_due`, the one rule the relay's store follows too):
+what is queued for a vessel that is away waits ashore while a downlink batch with
+envelopes is unacknowledged (*in flight*); it goes down, all of it in as few batches as
+the batch size allows, when the vessel's uplink shows it is in a session (a ``BatchAck``
+due at once, or its acknowledgement of the batch in flight), when nothing is in flight,
+or at once for an envelope that must not wait (an SOS's outcome). So a vessel that
+connects a few times a day finds at most one batch waiting at the broker and gets the
+rest with the answer to its uplink, instead of one small batch per relay pass, each
+paying its own header, signature and MQTT/TLS/TCP framing.
+
 Every state change of either machine is looked up in its one table
 (:data:`VESSEL_TRANSITIONS`, :data:`SHORE_TRANSITIONS`); a pair that is not there raises
 :class:`~protocol.errors.NotAllowedInState`, naming the event and the state, and changes
@@ -111,6 +121,7 @@ __all__ = [
     "VesselSettings",
     "VesselState",
     "VesselStatistics",
+    "downlink_release_due",
     "downlink_resend_at",
     "read_downlink",
 ]
@@ -224,6 +235,34 @@ def downlink_resend_at(
     if last_heard_at is not None and last_heard_at > last_sent_at:
         return last_sent_at + min(resend_after_s, resend_max_s)
     return last_sent_at + resend_max_s
+
+
+def downlink_release_due(owed: ShoreState, *, waiting: int, urgent: bool, in_flight: int) -> bool:
+    """Whether the shore puts what waits for a vessel into downlink batches now (the one
+    coalescing rule; a release takes every waiting envelope, split only at the batch size
+    limit).
+
+    ``owed``: what the shore owes the vessel; ``waiting``: envelopes queued and not in a
+    batch; ``urgent``: one of them must not wait (an SOS's outcome); ``in_flight``:
+    downlink batches carrying envelopes that the vessel has not acknowledged.
+
+    - A ``BatchAck`` due at once (:attr:`ShoreState.ACK_DUE`): the vessel is in a session
+      waiting for it, so it goes now, with everything waiting.
+    - Nothing waits: nothing to release (an acknowledgement owed lazily waits too).
+    - An urgent envelope: now.
+    - Nothing in flight: now; the batch waits at the broker for the vessel's next session
+      (and is resent by :func:`downlink_resend_at`).
+    - Otherwise the envelopes wait ashore: the vessel has not collected the batch in
+      flight yet. Its next uplink acknowledges that batch (then nothing is in flight) or
+      brings content (then a ``BatchAck`` is due): either releases them in that session.
+    """
+    if waiting < 0 or in_flight < 0:
+        raise ValueError("waiting and in_flight count envelopes and batches: not negative")
+    if owed is ShoreState.ACK_DUE:
+        return True
+    if not waiting:
+        return False
+    return urgent or not in_flight
 
 
 def read_downlink(
@@ -796,6 +835,7 @@ class ShoreExchange:
         self._next_downlink = next_downlink_seq
         self._unacked: dict[int, _Downlink] = {}
         self._items: deque[Envelope] = deque()
+        self._urgent = False  # an envelope waiting that must not wait (an SOS's outcome)
         self._received: dict[int, _Received] = {}
         self._events: deque[ShoreEvent] = deque()
         self._last_heard: float | None = None
@@ -893,9 +933,17 @@ class ShoreExchange:
 
     # --- downlink ------------------------------------------------------------------------------
 
-    def queue(self, envelopes: Iterable[Envelope]) -> None:
-        """Envelopes for the vessel (receipts, replies, case updates...)."""
+    def queue(self, envelopes: Iterable[Envelope], *, urgent: bool = False) -> None:
+        """Envelopes for the vessel (receipts, replies, case updates...); ``urgent``: they
+        must not wait behind a batch in flight (:func:`downlink_release_due`)."""
+        before = len(self._items)
         self._items.extend(envelopes)
+        if urgent and len(self._items) > before:
+            self._urgent = True
+
+    def waiting(self) -> int:
+        """Envelopes queued and not in a batch yet (held while a batch is in flight)."""
+        return len(self._items)
 
     def resume_downlink(
         self, downlink_seq: int, data: bytes, items: int, last_sent_at: float | None
@@ -923,11 +971,20 @@ class ShoreExchange:
                 self._to_send.append(seq)
 
     def data_to_send(self, now: float) -> list[bytes]:
-        """What to publish on the downlink now, oldest first: a new batch when a BatchAck
-        is due or envelopes wait (an owed lazy BatchAck rides along), and the resends
-        :meth:`handle_timer` found due."""
-        while self._state is ShoreState.ACK_DUE or self._items:
-            self._make_batch(now)
+        """What to publish on the downlink now, oldest first: the resends
+        :meth:`handle_timer` found due, and new batches when :func:`downlink_release_due`
+        says so (a BatchAck due, and every envelope waiting, split only at ``max_items``;
+        an owed lazy BatchAck rides along)."""
+        release = downlink_release_due(
+            self._state,
+            waiting=len(self._items),
+            urgent=self._urgent,
+            in_flight=len(self._unacked),
+        )
+        if release:
+            while self._state is ShoreState.ACK_DUE or self._items:
+                self._make_batch(now)
+            self._urgent = False
         out: list[bytes] = []
         for seq in sorted(self._to_send):
             batch = self._unacked.get(seq)

@@ -14,6 +14,18 @@ and did not acknowledge), after ``resend_max_s`` in any case (a broker restart m
 lost it). Resending only then keeps the broker's queue for an offline vessel from filling
 with copies the vessel would pay to download.
 
+**Coalescing.** A pass does not put everything pending into a batch: whether a vessel's
+waiting items go down now is :func:`protocol.exchange.downlink_release_due`, weighed in
+the store under the vessel's link lock. While a batch with items is unacknowledged and the
+vessel is away, what is queued for it (DELIVERED receipts, families' replies, case
+updates, lane blocks) waits in the store; the vessel's next uplink (a batch with content,
+whose BatchAck is due at once, or its acknowledgement of that batch) releases it all in
+one batch, split only at ``max_items`` (:meth:`Downlink.make_batches` goes on with
+``continuing`` until nothing waits). An SOS's outcome never waits. A Certus vessel that
+connects a few times a day so gets one batch of news at the broker and the rest with the
+answer to its uplink, instead of a batch from every pass, each paying its own header,
+signature and MQTT/TLS/TCP framing.
+
 **Downlink slots.** Union case notes do not go down on their own (that would tell the owner
 that someone on board has a case, and its stage). At the end of every slot period
 (``slot_period_s``, a day by default: set it to the vessels' ``[grievances] slot_period_s``)
@@ -84,9 +96,17 @@ class DownlinkStore(Protocol):
         """Vessels with items or an acknowledgement to send, or batches due for resending."""
 
     async def make_downlink_batch(
-        self, vessel_id: int, now: float, encode: DownlinkEncoder, max_items: int
+        self,
+        vessel_id: int,
+        now: float,
+        encode: DownlinkEncoder,
+        max_items: int,
+        *,
+        continuing: bool = False,
     ) -> DownlinkBatch | None:
-        """Put pending items (and a BatchAck owed) in a new batch; None when nothing."""
+        """Put pending items (and a BatchAck owed) in a new batch when
+        :func:`protocol.exchange.downlink_release_due` says so (``continuing``: this pass
+        made one already and more wait); None when nothing goes."""
 
     async def downlink_batches_to_send(
         self, vessel_id: int, now: float, resend_after_s: float, resend_max_s: float
@@ -223,14 +243,15 @@ class Downlink:
         return encode
 
     async def make_batches(self, vessel_id: int) -> int:
-        """Put every pending item of a vessel into downlink batches; how many were made."""
+        """Put every pending item of a vessel into downlink batches, if they are to go now
+        (:func:`protocol.exchange.downlink_release_due`); how many batches were made."""
         made = 0
         max_items = self.config.max_items
         while True:
             now = self.clock()
             try:
                 batch = await self.store.make_downlink_batch(
-                    vessel_id, now, self._encoder(vessel_id, now), max_items
+                    vessel_id, now, self._encoder(vessel_id, now), max_items, continuing=made > 0
                 )
             except LimitExceeded:
                 if max_items == 1:

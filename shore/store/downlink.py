@@ -4,12 +4,15 @@ Tables (migration set ``downlink``):
 
 - ``downlink_items``: envelopes queued for a vessel (receipts, replies, case updates,
   downlink slot items), each at most once per ``dedupe`` key, until a batch carries it;
+  ``urgent`` marks one that must not wait behind a batch in flight (an SOS's outcome);
 - ``downlink_batches``: the signed downlink batches, byte-identical on every resend, until
   the vessel's ``BatchAck`` covers them;
 - ``slot_notes``: union case notes waiting for the reporter's next downlink slot.
 
-When a batch is resent is one rule, :func:`resend_due` (the pure
-:class:`~protocol.exchange.ShoreExchange` states the same one).
+When a batch is resent is one rule, :func:`resend_due`, and when waiting items are put
+into batches another, :func:`protocol.exchange.downlink_release_due` (the pure
+:class:`~protocol.exchange.ShoreExchange` follows both): :meth:`DownlinkQueue.waiting`
+and :meth:`DownlinkQueue.in_flight` give it what it weighs.
 """
 
 from __future__ import annotations
@@ -76,6 +79,10 @@ MIGRATIONS = MigrationSet(
             WHERE carried_period IS NULL;
         """,
         ),
+        Migration(
+            "0003_urgent_items",
+            "ALTER TABLE downlink_items ADD COLUMN urgent {int} NOT NULL DEFAULT 0",
+        ),
     ),
 )
 
@@ -97,6 +104,15 @@ class DownlinkBatch:
     last_sent_at: float | None
     send_count: int
     acked_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Waiting:
+    """What waits for one vessel outside any batch."""
+
+    items: int
+    #: One of them must not wait behind a batch in flight (an SOS's outcome).
+    urgent: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,19 +195,29 @@ class DownlinkQueue:
     # items --------------------------------------------------------------------------------
 
     async def queue(
-        self, tx: Tx, vessel_id: int, envelope: Envelope, now: float, dedupe: str | None
+        self,
+        tx: Tx,
+        vessel_id: int,
+        envelope: Envelope,
+        now: float,
+        dedupe: str | None,
+        *,
+        urgent: bool = False,
     ) -> None:
-        """Queue an envelope for the vessel (with ``dedupe``: at most once per key)."""
+        """Queue an envelope for the vessel (with ``dedupe``: at most once per key;
+        ``urgent``: it must not wait behind a batch in flight)."""
         kind, skeleton, text = envelope_to_row(envelope)
         await tx.execute(
-            "INSERT INTO downlink_items (vessel_id, kind, skeleton, text, dedupe, created_at) "
-            "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+            "INSERT INTO downlink_items "
+            "(vessel_id, kind, skeleton, text, dedupe, created_at, urgent) "
+            "VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
             vessel_id,
             kind,
             skeleton,
             text,
             dedupe,
             float(now),
+            1 if urgent else 0,
         )
 
     async def has_item(self, tx: Tx, vessel_id: int, dedupe: str) -> bool:
@@ -213,12 +239,27 @@ class DownlinkQueue:
         )
         return [QueuedItem(int(r[0]), envelope_from_row(bytes(r[1]), r[2])) for r in rows]
 
-    async def vessels_with_pending(self, tx: Tx) -> list[int]:
-        """Vessels with items not yet in a batch."""
-        rows = await tx.fetch(
-            "SELECT DISTINCT vessel_id FROM downlink_items WHERE downlink_seq IS NULL"
+    async def waiting(self, tx: Tx, vessel_id: int | None = None) -> dict[int, Waiting]:
+        """What waits outside any batch, per vessel with something waiting (or the one)."""
+        query = (
+            "SELECT vessel_id, COUNT(*), MAX(urgent) FROM downlink_items WHERE downlink_seq IS NULL"
         )
-        return [int(r[0]) for r in rows]
+        if vessel_id is None:
+            rows = await tx.fetch(query + " GROUP BY vessel_id")
+        else:
+            rows = await tx.fetch(query + " AND vessel_id = $1 GROUP BY vessel_id", vessel_id)
+        return {int(r[0]): Waiting(int(r[1]), bool(r[2])) for r in rows}
+
+    async def in_flight(self, tx: Tx, vessel_id: int) -> int:
+        """The vessel's unacknowledged batches that carry items (an ack-only batch goes
+        once and never counts)."""
+        row = await tx.fetchrow(
+            "SELECT COUNT(*) FROM downlink_batches "
+            "WHERE vessel_id = $1 AND acked_at IS NULL AND items > 0",
+            vessel_id,
+        )
+        assert row is not None
+        return int(row[0])
 
     # batches ------------------------------------------------------------------------------
 

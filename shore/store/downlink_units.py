@@ -5,15 +5,19 @@ A downlink batch is made in one transaction with the vessel's link row locked: i
 number, its ``BatchAck`` (from the replay window, with the refusals still to tell, when an
 acknowledgement is owed: :data:`protocol.exchange.SHORE_TRANSITIONS`), its items and its
 bytes are committed together and never change afterwards. When a batch is resent is one
-rule, :func:`shore.store.downlink.resend_due`.
+rule, :func:`shore.store.downlink.resend_due`; whether waiting items go into batches at
+all is another, :func:`protocol.exchange.downlink_release_due`, weighed under the same
+lock: while the vessel is away and a batch with items is unacknowledged, what is queued
+for it waits in the store, and goes down in one release when its uplink comes.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 
 from protocol.envelopes import BatchAck, CaseStatus, CaseStatusUpdate, Envelope, Reply
-from protocol.exchange import ShoreState
+from protocol.exchange import ShoreState, downlink_release_due
 from protocol.languages import Language
 from protocol.slots import slot_header
 from shore.store.downlink import DownlinkBatch, DownlinkEncoder, SlotItemMaker, resend_due
@@ -25,14 +29,21 @@ class DownlinkUnits(StoreParts):
     case notes, families' replies)."""
 
     async def queue_downlink(
-        self, vessel_id: int, envelopes: Sequence[Envelope], now: float, dedupe: str | None = None
+        self,
+        vessel_id: int,
+        envelopes: Sequence[Envelope],
+        now: float,
+        dedupe: str | None = None,
+        *,
+        urgent: bool = False,
     ) -> None:
-        """Queue envelopes down to a vessel (with ``dedupe``, at most once per key)."""
+        """Queue envelopes down to a vessel (with ``dedupe``, at most once per key;
+        ``urgent``: they must not wait behind a batch in flight)."""
         async with self.db.transaction() as tx:
             await self.registry.require(tx, vessel_id)
             for index, envelope in enumerate(envelopes):
                 key = None if dedupe is None else f"{dedupe}/{index}"
-                await self.downlink_queue.queue(tx, vessel_id, envelope, now, key)
+                await self.downlink_queue.queue(tx, vessel_id, envelope, now, key, urgent=urgent)
 
     async def queue_reply(
         self,
@@ -115,12 +126,25 @@ class DownlinkUnits(StoreParts):
     async def vessels_with_downlink_work(
         self, now: float, resend_after_s: float, resend_max_s: float
     ) -> Sequence[int]:
-        """Vessels with items or an acknowledgement to send, or batches due for resending."""
+        """Vessels with an acknowledgement due, items to release
+        (:func:`protocol.exchange.downlink_release_due`), or batches due for resending."""
         async with self.db.transaction() as tx:
             owing = await self.links.owing_ack_now(tx)
-            pending = await self.downlink_queue.vessels_with_pending(tx)
+            waiting = await self.downlink_queue.waiting(tx)
             open_batches = await self.downlink_queue.open_batches(tx)
             heard = await self.links.last_heard(tx) if open_batches else {}
+        in_flight = Counter(batch.vessel_id for batch in open_batches if batch.items)
+        # An acknowledgement due is in ``owing``; here the rest of the rule decides.
+        release = {
+            vessel_id
+            for vessel_id, what in waiting.items()
+            if downlink_release_due(
+                ShoreState.NOTHING_OWED,
+                waiting=what.items,
+                urgent=what.urgent,
+                in_flight=in_flight[vessel_id],
+            )
+        }
         due = {
             batch.vessel_id
             for batch in open_batches
@@ -134,17 +158,37 @@ class DownlinkUnits(StoreParts):
                 resend_max_s,
             )
         }
-        return sorted({*owing, *pending, *due})
+        return sorted({*owing, *release, *due})
 
     async def make_downlink_batch(
-        self, vessel_id: int, now: float, encode: DownlinkEncoder, max_items: int
+        self,
+        vessel_id: int,
+        now: float,
+        encode: DownlinkEncoder,
+        max_items: int,
+        *,
+        continuing: bool = False,
     ) -> DownlinkBatch | None:
         """Put pending items (and a cumulative ``BatchAck``, if one is owed) in a new downlink
-        batch, encoded by ``encode`` inside the transaction; None when there is nothing.
+        batch, encoded by ``encode`` inside the transaction; None when there is nothing, or
+        when the items wait (:func:`protocol.exchange.downlink_release_due`: the vessel is
+        away and has not collected the batch in flight).
 
+        ``continuing``: this pass already made a batch for the vessel and more items wait
+        than ``max_items`` took: they go too (a release is split only at the size limit).
         An acknowledgement owed lazily rides along with items; alone it waits."""
         async with self.db.transaction() as tx:
             link = await self.links.lock(tx, vessel_id)
+            if not continuing:
+                waiting = (await self.downlink_queue.waiting(tx, vessel_id)).get(vessel_id)
+                in_flight = await self.downlink_queue.in_flight(tx, vessel_id)
+                if not downlink_release_due(
+                    link.owed,
+                    waiting=0 if waiting is None else waiting.items,
+                    urgent=waiting is not None and waiting.urgent,
+                    in_flight=in_flight,
+                ):
+                    return None
             items = await self.downlink_queue.pending(tx, vessel_id, max_items)
             if not items and link.owed is not ShoreState.ACK_DUE:
                 return None

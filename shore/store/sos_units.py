@@ -75,7 +75,9 @@ class SosUnits(StoreParts):
 
         The first alert delivered marks the SOS ``delivered`` and queues a ``DELIVERED``
         receipt down to the vessel (someone ashore knows); when every alert failed, the
-        SOS is ``failed`` and the vessel gets a ``DeliveryFailure``.
+        SOS is ``failed`` and the vessel gets a ``DeliveryFailure``. Either is urgent: it
+        goes down at once, never held behind a downlink batch in flight
+        (:func:`protocol.exchange.downlink_release_due`).
         """
         outcome = DeliveryOutcome.DELIVERED if delivered else DeliveryOutcome.FAILED
         async with self.db.transaction() as tx:
@@ -91,7 +93,9 @@ class SosUnits(StoreParts):
                 return  # the vessel was told already
             reason = None if ended is DeliveryOutcome.DELIVERED else FailureReason.PROVIDER_ERROR
             receipt = receipt_for(message_seq, ended, reason, now)
-            await self.downlink_queue.queue(tx, vessel_id, receipt, now, f"f{message_seq}")
+            await self.downlink_queue.queue(
+                tx, vessel_id, receipt, now, f"f{message_seq}", urgent=True
+            )
 
     async def sos_alerts(self, vessel_id: int) -> Sequence[SosAlertRecord]:
         """A vessel's SOS alerts, by sequence number and contact."""

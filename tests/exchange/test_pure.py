@@ -20,8 +20,8 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from protocol import exchange as exchange_module
-from protocol.batch import Direction, encode_batch, read_batch_header
-from protocol.envelopes import BatchAck, Envelope, Reply
+from protocol.batch import Batch, Direction, encode_batch, read_batch_header
+from protocol.envelopes import BatchAck, DeliveryReceipt, Envelope, ReceiptStage, Reply
 from protocol.errors import NotAllowedInState, Reason
 from protocol.exchange import (
     SHORE_TRANSITIONS,
@@ -33,6 +33,8 @@ from protocol.exchange import (
     VesselExchange,
     VesselInput,
     VesselState,
+    downlink_release_due,
+    read_downlink,
 )
 from protocol.languages import Language
 from protocol.replay import RangeSet
@@ -651,3 +653,71 @@ def test_the_downlink_resend_rule_is_one_function() -> None:
             assert resend_due(100, 3, heard, now, 60, 600) is expected
     assert resend_due(None, 0, None, 0, 60, 600)
     assert not resend_due(100, 0, 150, 10_000, 60, 600)
+
+
+def test_the_downlink_release_rule() -> None:
+    """What the shore queued goes down at once when the vessel is in a session (a BatchAck
+    is due), when the vessel has collected everything sent before (nothing in flight), or
+    when it must not wait (an SOS's outcome); otherwise it waits for the vessel to collect
+    the batch in flight. An acknowledgement owed lazily never goes alone."""
+    due = downlink_release_due
+    assert due(ShoreState.ACK_DUE, waiting=0, urgent=False, in_flight=3)
+    assert due(ShoreState.ACK_DUE, waiting=130, urgent=False, in_flight=1)
+    for owed in (ShoreState.NOTHING_OWED, ShoreState.ACK_OWED):
+        assert not due(owed, waiting=0, urgent=False, in_flight=0)
+        assert due(owed, waiting=1, urgent=False, in_flight=0)
+        assert not due(owed, waiting=130, urgent=False, in_flight=1)
+        assert due(owed, waiting=2, urgent=True, in_flight=1)
+    with pytest.raises(ValueError, match="not negative"):
+        due(ShoreState.NOTHING_OWED, waiting=-1, urgent=False, in_flight=0)
+
+
+def _receipt(seq: int) -> DeliveryReceipt:
+    return DeliveryReceipt(seq, ReceiptStage.DELIVERED, int(T0 // 60))
+
+
+def _down(data: bytes) -> Batch:
+    batch = read_downlink(data, vessel_id=VESSEL, shore_key=SHORE_KEY.verify_key, codebook=CODEBOOK)
+    assert isinstance(batch, Batch)
+    return batch
+
+
+def test_the_shore_holds_what_it_queues_until_the_vessel_collects_the_batch_in_flight() -> None:
+    """The pure shore: the first receipt goes at once (nothing in flight); five more queued
+    over the day wait; the vessel's acknowledgement-only batch covering the first releases
+    them in one batch, with the owed BatchAck riding along; an SOS outcome queued while
+    that batch is in flight goes at once; with max_items 2 a release of five is split in
+    three, all sent together."""
+    shore = MemoryShore(ShoreExchange(shore_settings(max_items=2)))
+    exchange = shore.exchange
+    exchange.queue([_receipt(1)])
+    (first,) = exchange.data_to_send(T0)
+    shore.answer(T0)
+    assert [e.message_seq for e in _down(first).envelopes] == [1]  # type: ignore[union-attr]
+    for hour in range(5):
+        exchange.queue([_receipt(2 + hour)])
+        assert exchange.data_to_send(T0 + 3600 * (hour + 1)) == []
+    assert exchange.waiting() == 5
+    pair, record = LinkPair(), MemoryVessel()
+    record.downlink_seen.add(1)
+    record.ack_pending = True
+    now = run_until_published(VesselExchange(vessel_settings()), record, pair)
+    pair.deliver()
+    for data in pair.take(UP):
+        exchange.receive(data, now)
+        shore.answer(now)
+    assert exchange.state is ShoreState.ACK_OWED
+    released = [_down(data) for data in exchange.data_to_send(now)]
+    shore.answer(now)
+    assert [len(b.envelopes) for b in released] == [3, 2, 1]  # BatchAck + 2, 2, 1
+    assert isinstance(released[0].envelopes[0], BatchAck)
+    carried = [
+        e.message_seq for b in released for e in b.envelopes if isinstance(e, DeliveryReceipt)
+    ]
+    assert carried == [2, 3, 4, 5, 6]
+    assert exchange.unacknowledged_downlink() == (2, 3, 4)
+    exchange.queue([_receipt(7)])
+    assert exchange.data_to_send(now + 60) == []
+    exchange.queue([_receipt(99)], urgent=True)  # the SOS's alert reached the rescue centre
+    (sos,) = exchange.data_to_send(now + 61)
+    assert [e.message_seq for e in _down(sos).envelopes] == [7, 99]  # type: ignore[union-attr]

@@ -17,8 +17,9 @@ from protocol.envelopes import BatchAck
 from protocol.languages import Language
 from shipboard.crew import CrewRegister
 from shipboard.link import LinkDown
+from tests.kit.clock import FakeClock
 from tests.kit.fakelink import DOWN, UP
-from tests.kit.voyage import CODEBOOK, VESSEL, voyage
+from tests.kit.voyage import CODEBOOK, VESSEL, KitShore, voyage
 from tests.shore.store_fixtures import OTHER_KEY
 
 HOUR = 3600.0
@@ -198,3 +199,126 @@ async def test_a_lost_bare_acknowledgement_costs_one_resend_of_the_receipt(
         assert await shore.stored_batches() == [1, 2, 3, 4, 5]
         assert await shore.stored_seqs() == seqs
         assert vessel.states(seqs) == ["acknowledged"] * 2
+
+
+# --- what the relay queues while the vessel is away ----------------------------------------------
+
+DAY = 24 * HOUR
+PASS_S = 300.0  # the relay's downlink pass, every five minutes of the day
+
+
+async def _a_day_ashore(shore: KitShore, clock: FakeClock, seqs: list[int], crew: int) -> None:
+    """A day at sea, seen from the relay: the family mail servers take ``seqs`` one by one
+    (their DELIVERED receipts are queued), 30 families answer at other times, and the
+    relay runs its downlink pass every five minutes."""
+    events: dict[int, list[int]] = {}  # pass number -> messages delivered (0: a reply)
+    for index, seq in enumerate(seqs):
+        events.setdefault(1 + index * 2, []).append(seq)
+    for index in range(30):
+        events.setdefault(5 + index * 9, []).append(0)
+    for number in range(1, int(DAY // PASS_S) + 1):
+        clock.advance(PASS_S)
+        for seq in events.get(number, []):
+            if seq:
+                await shore.delivered(seq)
+            else:
+                await shore.family_replies(crew, 1, f"reply at pass {number}: we are fine")
+        await shore.tick()
+
+
+async def test_a_day_away_comes_down_in_at_most_two_batches(tmp_path: Path) -> None:
+    """A crew sends 100 messages home and the vessel goes away for a day. Ashore the 100
+    DELIVERED receipts and 30 families' replies are queued at different times while the
+    relay passes every five minutes: all of it waits in the relay's store (the vessel has
+    not collected the answer of its last session), and only that answer is resent, once,
+    after resend_max_s. At the next session, where a crew member writes again, the vessel
+    receives two downlink batches: that copy, and the answer to its uplink carrying the
+    whole day; every receipt and reply exactly once."""
+    async with voyage(tmp_path) as (vessel, shore, link, clock):
+        seqs = vessel.write(100)
+        first = await vessel.session()
+        assert first.acknowledged == (1,)
+        assert vessel.states(seqs) == ["acknowledged"] * 100
+        assert shore.downlink is not None
+        made, down_before = shore.downlink.stats.batches_made, link.statistics.sent[DOWN]
+        await _a_day_ashore(shore, clock, seqs, vessel.crew)
+        assert link.statistics.sent[DOWN] - down_before == 1  # the answer's copy, at 24 h
+        assert shore.downlink.stats.batches_made == made  # nothing of the day went alone
+        later = vessel.write(1)
+        report = await vessel.session()
+        assert (report.downlink_applied, report.downlink_duplicates) == (1, 1)
+        assert report.acknowledged == (2,)
+        assert shore.downlink.stats.batches_made == made + 1
+        assert vessel.states(seqs) == ["delivered"] * 100
+        assert vessel.states(later) == ["acknowledged"]
+        delivered = [seq for seq, _, stage in vessel.inbox_rows("stage") if stage == "delivered"]
+        assert Counter(delivered) == dict.fromkeys(seqs, 1)
+        replies = [code for _, code, _ in vessel.inbox_rows("reply")]
+        assert Counter(replies) == dict.fromkeys(range(1, 31), 1)
+
+
+async def test_a_session_with_nothing_to_send_collects_the_day_at_the_next_one(
+    tmp_path: Path,
+) -> None:
+    """After a day away the vessel only looks for news: it finds nothing at the broker but
+    owes the shore its acknowledgement of the last answer, sends just that and leaves at
+    once (the shore answers such a batch lazily). The relay releases the day when that
+    acknowledgement arrives, so it waits at the broker: the following session drains it,
+    one batch with every receipt and reply, nothing twice (the one session's delay this
+    rule costs when a vessel has nothing to send; a session with a message gets the day
+    in the session itself)."""
+    async with voyage(tmp_path) as (vessel, shore, link, clock):
+        seqs = vessel.write(100)
+        await vessel.session()
+        await _a_day_ashore(shore, clock, seqs, vessel.crew)
+        down_before = link.statistics.sent[DOWN]
+        polled = await vessel.session()
+        assert polled.published == (2,)  # the acknowledgement alone
+        assert (polled.downlink_applied, polled.downlink_duplicates) == (0, 1)
+        assert vessel.states(seqs) == ["acknowledged"] * 100
+        await link.pump()  # the acknowledgement reaches the relay after the vessel left
+        assert link.statistics.sent[DOWN] - down_before == 1  # the whole day, in one batch
+        clock.advance(6 * HOUR)
+        collected = await vessel.session()
+        assert (collected.downlink_applied, collected.downlink_duplicates) == (1, 0)
+        assert vessel.states(seqs) == ["delivered"] * 100
+        replies = [code for _, code, _ in vessel.inbox_rows("reply")]
+        assert Counter(replies) == dict.fromkeys(range(1, 31), 1)
+
+
+async def test_a_lost_answer_is_resent_and_a_relay_restart_loses_nothing_held(
+    tmp_path: Path,
+) -> None:
+    """The relay's answer to a session is lost on the way down, so the vessel leaves with
+    its batch unacknowledged. During the day receipts and replies are queued and held
+    behind the lost answer, and the relay restarts at noon. The lost answer is resent
+    byte for byte after resend_max_s; at the next session the vessel gets it and then,
+    with the answer to its uplink, everything held: every message delivered, every reply
+    once, nothing applied twice."""
+    async with voyage(tmp_path) as (vessel, shore, link, clock):
+        seqs = vessel.write(5)
+        link.lose_next(DOWN)
+        first = await vessel.session()
+        assert (first.published, first.acknowledged) == ((1,), ())
+        lost = link.sent_payloads(DOWN)[-1]
+        for hour in range(24):
+            clock.advance(HOUR)
+            if hour < len(seqs):
+                await shore.delivered(seqs[hour])
+            if hour % 4 == 1:
+                await shore.family_replies(vessel.crew, vessel.contact, f"hour {hour}")
+            if hour == 12:
+                await shore.restart()
+            await shore.tick()
+        resent = link.sent_payloads(DOWN)[-1]
+        assert resent == lost  # the only downlink of the day: the lost answer, again
+        assert link.statistics.sent[DOWN] == 2
+        later = vessel.write(1)
+        report = await vessel.session()
+        assert (report.downlink_applied, report.downlink_duplicates) == (2, 0)
+        assert report.acknowledged == (1, 2)
+        assert vessel.states(seqs) == ["delivered"] * 5
+        assert vessel.states(later) == ["acknowledged"]
+        replies = [code for _, code, _ in vessel.inbox_rows("reply")]
+        assert Counter(replies) == dict.fromkeys(range(1, 7), 1)
+        assert await shore.stored_seqs() == [*seqs, *later]

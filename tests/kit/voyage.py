@@ -102,6 +102,17 @@ class KitShore:
             raise RuntimeError("the kit shore is down")
         return self.store
 
+    async def delivered(self, message_seq: int) -> None:
+        """The family's mail server took the message: the relay records it and queues its
+        DELIVERED receipt, as its delivery worker does."""
+        await self._store().finish_delivery((VESSEL, message_seq), "delivered", None, self.clock())
+
+    async def family_replies(self, crew: int, contact: int, text: str) -> int:
+        """A family's reply to a crew member reaches the relay and is queued; its number."""
+        return await self._store().queue_reply(
+            VESSEL, crew, contact, text, Language.ENG, False, self.clock()
+        )
+
     async def stored_seqs(self) -> list[int]:
         """Message numbers stored ashore, one entry per stored row."""
         return [m.message_seq for m in await self._store().messages(VESSEL)]
@@ -201,6 +212,16 @@ class KitVessel:
         """The outbox state of each message."""
         found = [self.outbox.message_stages(seq) for seq in seqs]
         return [str(stages["state"]) if stages else "missing" for stages in found]
+
+    def inbox_rows(self, kind: str) -> list[tuple[int | None, int | None, str | None]]:
+        """(message_seq, code, stage) of every inbox row of ``kind`` (``reply``: code is
+        the reply number; ``stage``: the message's stage), in the order they were kept."""
+        with self.outbox.database.reading() as db:
+            rows = db.execute(
+                "SELECT message_seq, code, stage FROM inbox WHERE kind = ? ORDER BY entry",
+                (kind,),
+            ).fetchall()
+        return [(r[0], r[1], r[2]) for r in rows]
 
     def acknowledged_batches(self) -> list[int]:
         """Every uplink batch any session saw acknowledged, in order, repeats included."""

@@ -1,6 +1,8 @@
 """Relay chaos: the relay process (``vessel-relay shore run``) is SIGKILLed at random moments
 while it ingests and delivers; the vessel publishes every batch ten times in a random order
-and, like its outbox, resends what no ``BatchAck`` covers. Every message reaches the
+and, like its outbox, resends what no ``BatchAck`` covers and acknowledges the downlink it
+received (the relay holds new receipts while a downlink batch is unacknowledged and the
+vessel away: ``protocol.exchange.downlink_release_due``). Every message reaches the
 family's smarthost (a real aiosmtpd sink) under its own Message-ID, a repeat only after a
 kill mid-send and always with the same Message-ID, and every DELIVERED receipt reaches the
 vessel.
@@ -34,7 +36,7 @@ from common.keyfiles import write_secret
 from protocol.envelopes import ReceiptStage
 from tests.kit.mosquitto import MosquittoBroker
 from tests.kit.wait import eventually
-from tests.shore.store_fixtures import SHORE_KEY
+from tests.shore.store_fixtures import SHORE_KEY, uplink
 from tests.shore.test_ingest import (
     VESSEL,
     RelayProcess,
@@ -62,8 +64,7 @@ def delivered(vessel: Vessel) -> set[int]:
 
 
 def write_chaos_relay(data: Path, broker: MosquittoBroker, smtp_port: int) -> Path:
-    """Relay config: one worker, delivery to the sink, a short lease, a calm downlink (the
-    test vessel never acknowledges downlink batches, so the relay keeps resending them)."""
+    """Relay config: one worker, delivery to the sink, a short lease, a calm downlink."""
     data.mkdir(parents=True, exist_ok=True)
     write_secret(data / "shore.key", SHORE_KEY.seed)
     write_secret(data / "reply.key", b"r" * 32)
@@ -83,11 +84,16 @@ async def vessel_outbox(
     vessel: Vessel, batches: list[bytes], copies: list[bytes], rng: random.Random
 ) -> None:
     """Publish the shuffled copies in small bursts, and every ``RESEND_S`` resend each batch
-    no BatchAck covers yet, until every message has its DELIVERED receipt."""
+    no BatchAck covers yet and acknowledge the downlink received since the last time (an
+    acknowledgement-only batch, offered again until a BatchAck covers it, as the outbox
+    does), until every message has its DELIVERED receipt."""
     total = len(batches) * PER_BATCH
     pending = list(copies)
     loop = asyncio.get_running_loop()
     next_resend = loop.time() + RESEND_S
+    next_seq = len(batches) + 1
+    acknowledged: frozenset[int] = frozenset()
+    ack_batch: tuple[int, bytes] | None = None
     while len(delivered(vessel)) < total:
         for _ in range(min(len(pending), rng.randint(1, 10))):
             await vessel.publish(pending.pop())
@@ -95,6 +101,13 @@ async def vessel_outbox(
             for seq, data in enumerate(batches, start=1):
                 if seq not in vessel.acked:
                     await vessel.publish(data)
+            seen = frozenset(vessel.downlink_seqs)
+            if seen != acknowledged:
+                ack_batch = (next_seq, uplink(VESSEL, next_seq, [vessel.downlink_ack()]))
+                next_seq += 1
+                acknowledged = seen
+            if ack_batch is not None and ack_batch[0] not in vessel.acked:
+                await vessel.publish(ack_batch[1])
             next_resend = loop.time() + RESEND_S
         await asyncio.sleep(0.02 if pending else 0.2)
 

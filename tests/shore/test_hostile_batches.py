@@ -187,7 +187,8 @@ async def test_relay_refuses_the_batch_and_keeps_delivering_another_vessels_mail
     """The whole relay (Mosquitto, ingest, downlink, delivery to an SMTP smarthost): vessel
     7 publishes the tester's batch and hears it refused (MALFORMED) in a signed BatchAck;
     then vessel 8's crew member writes home, and the mother gets the mail and vessel 8 the
-    DELIVERED receipt. Vessel 7's next batch is delivered too: nobody was cut off."""
+    DELIVERED receipt (with its next uplink). Vessel 7's next batch is delivered too:
+    nobody was cut off."""
     with SmtpSink() as sink:
         extra = f"[delivery]\nenabled = true\nsmtp_host = '127.0.0.1'\nsmtp_port = {sink.port}\n"
         async with relay_in_process(tmp_path, fresh_mosquitto, extra):
@@ -206,9 +207,13 @@ async def test_relay_refuses_the_batch_and_keeps_delivering_another_vessels_mail
             )
             async with vessel_link(fresh_mosquitto, NEIGHBOUR) as good:
                 await good.publish(neighbour_batch, vessel_id=NEIGHBOUR)
+                await good.wait_for(lambda: (1, ReceiptStage.ACCEPTED_ASHORE) in good.receipts)
+                await good.acknowledge(2, NEIGHBOUR, OTHER_KEY)  # its next session
                 await good.wait_for(lambda: (1, ReceiptStage.DELIVERED) in good.receipts)
             async with vessel_link(fresh_mosquitto, VESSEL) as bad:
                 await bad.publish(uplink(VESSEL, 2, [_contact(), _message(2)]))
+                await bad.wait_for(lambda: (2, ReceiptStage.ACCEPTED_ASHORE) in bad.receipts)
+                await bad.acknowledge(3)
                 await bad.wait_for(lambda: (2, ReceiptStage.DELIVERED) in bad.receipts)
         received = [recipients for _, recipients, _ in sink.handler.received]
     assert sorted(received) == [["mae@example.org"], ["mother@example.com"]]
@@ -402,10 +407,10 @@ async def test_one_vessels_downlink_failing_does_not_stop_the_others(
     await ingestor.handle(f"vr/{NEIGHBOUR}/u", batch)
     real = store.make_downlink_batch
 
-    async def make_downlink_batch(vessel_id: int, *args: Any) -> Any:
+    async def make_downlink_batch(vessel_id: int, *args: Any, **kwargs: Any) -> Any:
         if vessel_id == VESSEL:
             raise RecursionError("a bug in the downlink")
-        return await real(vessel_id, *args)
+        return await real(vessel_id, *args, **kwargs)
 
     monkeypatch.setattr(store, "make_downlink_batch", make_downlink_batch)
     downlink = Downlink(

@@ -34,6 +34,8 @@ from protocol.envelopes import (
 )
 from protocol.errors import Reason
 from protocol.languages import Language
+from protocol.replay import RangeSet
+from protocol.signing import SigningKey
 from shore.config import parse_config
 from shore.relay import run_relay
 from shore.store import SqliteStore, VesselInfo
@@ -104,6 +106,22 @@ class Vessel:
     async def publish(self, data: bytes, vessel_id: int = VESSEL) -> None:
         await self.client.publish(f"vr/{vessel_id}/u", data, qos=1)
 
+    def downlink_ack(self) -> BatchAck:
+        """The cumulative BatchAck of the downlink batches received so far."""
+        window = RangeSet()
+        for seq in self.downlink_seqs:
+            window.add(seq)
+        return BatchAck(up_to=window.up_to, written_minutes=MINUTES, ranges=window.ranges or None)
+
+    async def acknowledge(
+        self, batch_seq: int, vessel_id: int = VESSEL, key: SigningKey = VESSEL_KEY
+    ) -> None:
+        """Publish uplink batch ``batch_seq`` carrying only :meth:`downlink_ack`, as the
+        vessel's next session does (the relay holds what it queues later until the vessel
+        has collected its downlink batch: ``protocol.exchange.downlink_release_due``)."""
+        data = uplink(vessel_id, batch_seq, [self.downlink_ack()], key=key)
+        await self.publish(data, vessel_id)
+
     async def listen(self) -> None:
         async for message in self.client.messages:
             assert isinstance(message.payload, bytes)
@@ -125,6 +143,28 @@ class Vessel:
         async with asyncio.timeout(timeout_s):
             while not condition():
                 self.changed.clear()
+                await self.changed.wait()
+
+    async def wait_collecting(
+        self,
+        condition: Callable[[], bool],
+        ack_batch: Callable[[BatchAck], bytes],
+        timeout_s: float = 20.0,
+        vessel_id: int = VESSEL,
+    ) -> None:
+        """Wait for ``condition`` as a vessel that collects its downlink as it comes: each
+        time new downlink batches arrived, their :meth:`downlink_ack` goes up at once in
+        the uplink batch ``ack_batch`` makes (the relay holds what it queues later until
+        the vessel has collected its batch in flight)."""
+        acknowledged = 0
+        async with asyncio.timeout(timeout_s):
+            while True:
+                self.changed.clear()
+                if condition():
+                    return
+                if len(self.downlink_seqs) > acknowledged:
+                    acknowledged = len(self.downlink_seqs)
+                    await self.publish(ack_batch(self.downlink_ack()), vessel_id)
                 await self.changed.wait()
 
 
@@ -279,7 +319,8 @@ async def test_family_gets_the_mail_and_the_vessel_the_delivered_receipt(
     fresh_mosquitto: MosquittoBroker, tmp_path: Path
 ) -> None:
     """With delivery on, a crew member's message reaches the family's smarthost once, and
-    the vessel gets ACCEPTED_ASHORE, then DELIVERED, for it."""
+    the vessel gets ACCEPTED_ASHORE with the BatchAck, then DELIVERED once its next uplink
+    acknowledged that downlink batch."""
     with SmtpSink() as sink:
         extra = f"[delivery]\nenabled = true\nsmtp_host = '127.0.0.1'\nsmtp_port = {sink.port}\n"
         async with (
@@ -287,6 +328,9 @@ async def test_family_gets_the_mail_and_the_vessel_the_delivered_receipt(
             vessel_link(fresh_mosquitto) as v,
         ):
             await v.publish(make_batches(1, 2)[0])
+            await v.wait_for(lambda: len(v.receipts) >= 2)
+            await v.wait_for(lambda: len(sink.handler.received) >= 2)
+            await v.acknowledge(2)
             await v.wait_for(lambda: len(v.receipts) >= 4)
         received = list(sink.handler.received)
     assert sorted(v.receipts) == [

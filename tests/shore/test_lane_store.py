@@ -15,8 +15,10 @@ from pathlib import Path
 import nacl.public
 import pytest
 
+from common.codebooks import default_codebook
 from protocol.envelopes import BatchAck, Envelope, LaneBlock
 from protocol.lane import LaneShape, cover_down_block
+from shore.downlink import Downlink, DownlinkConfig
 from shore.store import (
     IngestOutcome,
     IngestResult,
@@ -32,6 +34,7 @@ from shore.store.postgres import PostgresStore
 from tests.shore.lane_fixtures import LaneVessel
 from tests.shore.store_fixtures import (
     OTHER_KEY,
+    SHORE_KEY,
     T0,
     VESSEL_KEY,
     PostgresServer,
@@ -94,11 +97,18 @@ def _note_block(n: int) -> bytes:
     return _cover()[:-2] + n.to_bytes(2, "big")
 
 
-async def _lane_items(store: RelayStore, vessel_id: int) -> list[LaneBlock]:
-    """The LaneBlocks the vessel's downlink batches carry, in batch order."""
+async def _lane_items(
+    store: RelayStore, vessel_id: int, collector: LaneVessel | None = None
+) -> list[LaneBlock]:
+    """The LaneBlocks the vessel's downlink batches carry, in batch order; with
+    ``collector`` (the vessel) the vessel then acknowledges the batch, as in its next
+    session (until then, what is queued later waits ashore)."""
     made = await store.make_downlink_batch(vessel_id, T0 + 1, shore_encoder(vessel_id), 500)
     if made is None:
         return []
+    if collector is not None:
+        ack = BatchAck(up_to=made.downlink_seq, written_minutes=MINUTES)
+        await _send(store, collector, [ack], T0 + 1)
     return [e for e in decoded_downlink(made.data).envelopes if isinstance(e, LaneBlock)]
 
 
@@ -188,7 +198,7 @@ async def test_unions_queue_blocks_first_in_first_out_under_their_cap(store: Rel
     """Two unions queue blocks for one vessel: each may have at most its cap waiting (a
     request over it queues nothing), the same block posted again is queued once, an
     unknown vessel is refused; the downlink lane carries them oldest first, one period at
-    a time, and cover when nothing waits."""
+    a time (the vessel collecting each), and cover when nothing waits."""
     first, _ = await _vessels(store)
     a = [_note_block(n) for n in range(3)]
     b = [_note_block(100 + n) for n in range(2)]
@@ -201,6 +211,7 @@ async def test_unions_queue_blocks_first_in_first_out_under_their_cap(store: Rel
         await store.queue_lane_notes(999, 7, [_note_block(10)], T0 + 4, cap=3)
 
     carried: list[bytes] = []
+    ship = LaneVessel(first, VESSEL_KEY)
     for period in range(DOWN_PERIOD, DOWN_PERIOD + 7):
         done = await store.queue_lane_periods(
             first,
@@ -212,7 +223,7 @@ async def test_unions_queue_blocks_first_in_first_out_under_their_cap(store: Rel
             catch_up=30,
         )
         assert done.periods == 1
-        items = await _lane_items(store, first)
+        items = await _lane_items(store, first, ship)
         assert [(i.period, i.index) for i in items] == [(period, 0)]
         assert items[0].written_minutes == (period + 1) * SHAPE.down_period_s // 60
         carried.append(items[0].block)
@@ -329,3 +340,46 @@ async def test_a_batch_with_lane_blocks_is_acknowledged_like_content(store: Rela
     (ack,) = decoded_downlink(made.data).envelopes
     assert isinstance(ack, BatchAck)
     assert ack.up_to == 1
+
+
+async def test_a_week_away_brings_each_periods_lane_block_once_in_two_batches(
+    store: RelayStore,
+) -> None:
+    """A vessel on the lane goes away for seven downlink periods while the relay passes
+    every few minutes. Each period's block is queued exactly once; the first goes down at
+    once, the other six wait in the store behind it, and the vessel's next uplink (which
+    acknowledges the first) brings them all in one batch: seven blocks, one per period, in
+    two batches. Passes after that add nothing."""
+    first, _ = await _vessels(store)
+    ship = LaneVessel(first, VESSEL_KEY)
+    period_s = 3600
+    clock = [T0]
+    downlink = Downlink(
+        store,
+        SHORE_KEY,
+        default_codebook(),
+        DownlinkConfig(slots=False, slot_period_s=period_s),
+        clock=lambda: clock[0],
+    )
+    published: list[bytes] = []
+
+    async def publish(topic: str, data: bytes) -> None:
+        published.append(data)
+
+    await _send(store, ship, list(ship.release(PERIOD)), T0)
+    start = (T0 // period_s + 1) * period_s
+    for step in range(7 * 12):  # every five minutes for seven periods
+        clock[0] = start + step * 300 + 1
+        await downlink.publish_due(publish)
+    batches = [decoded_downlink(data) for data in published]
+    assert len(batches) == 1
+    ack = BatchAck(up_to=batches[0].batch_seq, written_minutes=int(clock[0] // 60))
+    await _send(store, ship, [ack], clock[0])
+    for _ in range(3):
+        await downlink.publish_due(publish)
+    batches = [decoded_downlink(data) for data in published]
+    assert len(batches) == 2
+    blocks = [e for b in batches for e in b.envelopes if isinstance(e, LaneBlock)]
+    first_period = int(start // period_s) - 1
+    assert [(b.period, b.index) for b in blocks] == [(first_period + n, 0) for n in range(7)]
+    assert [len([e for e in b.envelopes if isinstance(e, LaneBlock)]) for b in batches] == [1, 6]

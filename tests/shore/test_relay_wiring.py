@@ -10,6 +10,7 @@ from email import message_from_bytes, policy
 from pathlib import Path
 
 from protocol.envelopes import (
+    BatchAck,
     Channel,
     ContactBookChange,
     CrewMessage,
@@ -17,9 +18,11 @@ from protocol.envelopes import (
     Envelope,
     ReceiptStage,
     Reply,
+    acknowledges_only,
 )
 from protocol.languages import Language
 from protocol.phrases import phrase
+from protocol.replay import RangeSet
 from shore.fake_sms import FakeSmsProvider, send_inbound
 from tests.kit.mosquitto import MosquittoBroker
 from tests.kit.mqtt import persistent_client
@@ -72,7 +75,8 @@ async def test_relay_sends_sms_expands_quick_messages_and_takes_sms_replies(
 ) -> None:
     """A crew member sends a quick message ("I am safe") to his mother's e-mail and a text
     to her phone: the mail carries the phrase in Burmese, the SMS goes through the provider,
-    both come back DELIVERED; the mother answers by SMS and her reply reaches him."""
+    both come back DELIVERED; the mother answers by SMS and her reply reaches him (the
+    vessel collecting its downlink as it comes)."""
     port = free_port()
     webhook_url = f"http://127.0.0.1:{port}/sms/inbound"
     received: list[Envelope] = []
@@ -89,11 +93,22 @@ async def test_relay_sends_sms_expands_quick_messages_and_takes_sms_replies(
                 f"webhook = true\nwebhook_url = '{webhook_url}'\nwebhook_port = {port}\n"
             )
             client = persistent_client(fresh_mosquitto.host, fresh_mosquitto.port, "v7")
+            seen = RangeSet()
+            next_uplink = iter(range(2, 1000))
 
             async def listen() -> None:
+                """Collect the downlink and acknowledge each batch with items at once, as
+                the vessel's next session would (the relay holds what it queues later
+                until then: ``protocol.exchange.downlink_release_due``)."""
                 async for message in client.messages:
                     assert isinstance(message.payload, bytes)
-                    received.extend(decoded_downlink(message.payload).envelopes)
+                    batch = decoded_downlink(message.payload)
+                    received.extend(batch.envelopes)
+                    seen.add(batch.batch_seq)
+                    if not acknowledges_only(batch.envelopes):
+                        ack = BatchAck(seen.up_to, MINUTES, seen.ranges or None)
+                        data = uplink(VESSEL, next(next_uplink), [ack])
+                        await client.publish(f"vr/{VESSEL}/u", data, qos=1)
                     changed.set()
 
             async def wait_for(predicate: object) -> None:

@@ -150,6 +150,36 @@ async def test_sos_alerts_rescue_by_mail_and_sms_and_the_vessel_hears_back(
     assert await alerter.alert_due() == 0
 
 
+async def test_the_sos_outcome_is_not_held_behind_a_batch_the_vessel_has_not_collected(
+    harness: Harness,
+) -> None:
+    """The vessel sent an SOS and left with the relay's answer (ACCEPTED_ASHORE) not yet
+    acknowledged. A family's reply queued meanwhile waits in the relay for the vessel's
+    next session; but when the rescue centre takes the alert, its DELIVERED receipt goes
+    down at once, and the waiting reply with it."""
+    await harness.ingest(sos_batch())
+    assert [getattr(r, "stage", None) for r in await harness.downlink_receipts()] == [
+        ReceiptStage.ACCEPTED_ASHORE
+    ]
+    harness.clock.now += 60.0
+    await harness.store.queue_reply(
+        VESSEL, 3, 1, "we are praying for you", Language.MYA, False, harness.clock.now
+    )
+    made = await harness.store.make_downlink_batch(
+        VESSEL, harness.clock.now, shore_encoder(VESSEL), 200
+    )
+    assert made is None  # the reply waits: the vessel has not collected its answer yet
+    alerter = harness.alerter(AlertConfig(emails=(RESCUE,)))
+    assert await alerter.alert_due() == 1
+    made = await harness.store.make_downlink_batch(
+        VESSEL, harness.clock.now, shore_encoder(VESSEL), 200
+    )
+    assert made is not None
+    envelopes = decoded_downlink(made.data).envelopes
+    assert [type(e).__name__ for e in envelopes] == ["Reply", "DeliveryReceipt"]
+    assert envelopes[1] == DeliveryReceipt(1, ReceiptStage.DELIVERED, int(harness.clock.now // 60))
+
+
 async def test_failed_alert_is_retried_with_the_same_message_id(harness: Harness) -> None:
     """The smarthost answers 451 to the first alert: it is retried after the backoff with
     the same Message-ID; the vessel's DELIVERED receipt comes once, after success."""

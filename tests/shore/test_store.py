@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from common.codebooks import default_codebook
 from protocol.envelopes import (
     BatchAck,
     CaseStatus,
@@ -34,6 +35,7 @@ from protocol.envelopes import (
 )
 from protocol.errors import Reason
 from protocol.languages import Language
+from shore.downlink import Downlink, DownlinkConfig
 from shore.store import (
     DeliveryKey,
     IngestOutcome,
@@ -48,6 +50,7 @@ from shore.store.links import add_to_window
 from shore.store.postgres import PostgresStore
 from shore.vocabulary import Destination
 from tests.shore.store_fixtures import (
+    SHORE_KEY,
     T0,
     VESSEL_KEY,
     PostgresMissing,
@@ -370,7 +373,8 @@ async def test_older_contact_change_never_overwrites_a_newer_one(store: RelaySto
 
 async def test_delivery_claim_attempt_finish_and_receipt(store: RelayStore) -> None:
     """A worker claims a due delivery (others cannot while the lease runs), records the attempt
-    before sending, finishes it, and the DELIVERED receipt is queued once."""
+    before sending, finishes it, and the DELIVERED receipt is queued once; it goes down
+    when the vessel's next uplink acknowledges the downlink batch it had not collected."""
     vessel_id = await _vessel(store)
     await _ingest(store, vessel_id, 1, _contact(), _message(1))
     await _downlink(store, vessel_id)
@@ -390,8 +394,16 @@ async def test_delivery_claim_attempt_finish_and_receipt(store: RelayStore) -> N
     (record,) = await store.deliveries(vessel_id)
     assert (record.outcome, record.attempts, record.unfinished_attempt) == ("delivered", 1, False)
     assert (await store.messages(vessel_id))[0].state == "delivered"
+    # the vessel has not collected downlink batch 1 yet: the receipt waits for its next uplink
+    assert (
+        await store.make_downlink_batch(vessel_id, T0 + 200, shore_encoder(vessel_id), 100) is None
+    )
+    await _ingest(store, vessel_id, 2, BatchAck(up_to=1, written_minutes=MINUTES))
     envelopes = await _downlink(store, vessel_id, T0 + 200)
-    assert envelopes == [DeliveryReceipt(1, ReceiptStage.DELIVERED, int((T0 + 13) // 60))]
+    assert envelopes == [
+        BatchAck(up_to=2, written_minutes=int((T0 + 200) // 60)),  # owed lazily: rides along
+        DeliveryReceipt(1, ReceiptStage.DELIVERED, int((T0 + 13) // 60)),
+    ]
     assert await store.claim_due_deliveries(T0 + 10_000, 10, "w1") == []
 
 
@@ -425,7 +437,8 @@ async def test_restarted_worker_gives_back_its_own_claims_at_once(store: RelaySt
 
 
 async def test_reschedule_and_failure_receipt(store: RelayStore) -> None:
-    """A transient failure reschedules; a final failure queues a DeliveryFailure."""
+    """A transient failure reschedules; a final failure queues a DeliveryFailure, which goes
+    down with the vessel's next uplink."""
     vessel_id = await _vessel(store)
     await _ingest(store, vessel_id, 1, _contact(), _message(1))
     await _downlink(store, vessel_id)
@@ -441,8 +454,12 @@ async def test_reschedule_and_failure_receipt(store: RelayStore) -> None:
         FailureReason.ADDRESS_INVALID,
         "smtp 451",
     )
+    await _ingest(store, vessel_id, 2, BatchAck(up_to=1, written_minutes=MINUTES))
     envelopes = await _downlink(store, vessel_id, T0 + 400)
-    assert envelopes == [DeliveryFailure(1, FailureReason.ADDRESS_INVALID, int((T0 + 301) // 60))]
+    assert envelopes == [
+        BatchAck(up_to=2, written_minutes=int((T0 + 400) // 60)),
+        DeliveryFailure(1, FailureReason.ADDRESS_INVALID, int((T0 + 301) // 60)),
+    ]
 
 
 async def test_grievance_quick_unknown_contact_and_sos(store: RelayStore) -> None:
@@ -564,6 +581,49 @@ async def test_downlink_send_resend_and_ack(store: RelayStore) -> None:
     assert len(await store.downlink_batches_to_send(vessel_id, T0 + 3720, 60, 3600)) == 1
     await _ingest(store, vessel_id, 101, BatchAck(up_to=1, written_minutes=MINUTES))
     assert await store.downlink_batches_to_send(vessel_id, T0 + 9999, 60, 3600) == []
+
+
+async def test_what_waits_for_a_vessel_away_goes_in_one_release_split_at_the_size_limit(
+    store: RelayStore,
+) -> None:
+    """A family's reply goes down at once; the 129 replies queued after it, while the vessel
+    has not collected that batch, make no batch and do not count as downlink work. The
+    vessel's next uplink (acknowledging the first) releases them: one relay pass publishes
+    them all in batches of at most 50 (three), oldest first, the owed acknowledgement in
+    the first; nothing is left and nothing more goes."""
+    vessel_id = await _vessel(store)
+    clock = [T0]
+    downlink = Downlink(
+        store,
+        SHORE_KEY,
+        default_codebook(),
+        DownlinkConfig(slots=False, lane=False, max_items=50),
+        clock=lambda: clock[0],
+    )
+    published: list[bytes] = []
+
+    async def publish(topic: str, data: bytes) -> None:
+        assert topic == f"vr/{vessel_id}/d"
+        published.append(data)
+
+    for n in range(130):
+        clock[0] = T0 + 600 * n
+        await store.queue_reply(vessel_id, 3, 1, f"reply {n}", Language.ENG, False, clock[0])
+        await downlink.publish_due(publish)
+        if n == 0:
+            assert len(published) == 1
+    assert len(published) == 1
+    assert await store.vessels_with_downlink_work(clock[0], 3600, 10 * 86400) == []
+    await _ingest(store, vessel_id, 1, BatchAck(up_to=1, written_minutes=MINUTES))
+    assert await store.vessels_with_downlink_work(clock[0], 3600, 10 * 86400) == [vessel_id]
+    clock[0] += 5
+    assert await downlink.publish_due(publish) == 3
+    released = [decoded_downlink(data).envelopes for data in published[1:]]
+    assert [len(envelopes) for envelopes in released] == [51, 50, 29]
+    assert isinstance(released[0][0], BatchAck)
+    replies = [e.reply_seq for envelopes in released for e in envelopes if isinstance(e, Reply)]
+    assert replies == list(range(2, 131))
+    assert await downlink.publish_due(publish) == 0
 
 
 async def test_reopening_keeps_data_and_runs_no_migration_twice(tmp_path: Path) -> None:

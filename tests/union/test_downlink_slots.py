@@ -48,8 +48,10 @@ async def test_notes_ride_the_reporters_slots_one_per_period_and_only_they_open_
     def downlink(at: float) -> Downlink:
         return Downlink(store, SHORE_KEY, codebook, config, clock=lambda: at)
 
-    def items() -> list[CaseStatusUpdate]:
-        """What was published, applied on board; the slot items in it."""
+    async def items() -> list[CaseStatusUpdate]:
+        """What was published, applied on board; the slot items in it. The vessel then
+        acknowledges it, as in its next session (the relay holds what it queues later until
+        the vessel has collected its batch: ``protocol.exchange.downlink_release_due``)."""
         found = []
         for data in published:
             batch = decode_batch(
@@ -60,6 +62,12 @@ async def test_notes_ride_the_reporters_slots_one_per_period_and_only_they_open_
             )
             outbox.apply_downlink(batch, now)
             found += [e for e in batch.envelopes if isinstance(e, CaseStatusUpdate)]
+        if published:
+            _, ack = outbox.make_batch([], codebook, VESSEL_KEY, now)
+            uplink = decode_batch(
+                ack, codebook=codebook, verify_key=VESSEL_KEY.verify_key, direction=Direction.UPLINK
+            )
+            await store.ingest_batch(uplink, ack, now)
         published.clear()
         return found
 
@@ -83,7 +91,7 @@ async def test_notes_ride_the_reporters_slots_one_per_period_and_only_they_open_
         keys = reporter_reply_keys(reporter.case_key)
         now = release + 30
         await downlink(now).publish_due(publish)  # the period that just ended: cover for all
-        assert len(items()) == 2
+        assert len(await items()) == 2
         # two notes in one period: the first goes in this period's slot, the second in the next
         for status, text in ((CaseStatus.ACKNOWLEDGED, None), (CaseStatus.IN_PROGRESS, "ok")):
             note = CaseNote(case, status, int(now // 60), text, Language.ENG if text else None)
@@ -92,14 +100,14 @@ async def test_notes_ride_the_reporters_slots_one_per_period_and_only_they_open_
             )
             assert carried == "slot"
         await downlink(now).publish_due(publish)
-        assert items() == []  # nothing goes down before this period ends
+        assert await items() == []  # nothing goes down before this period ends
 
         seen: list[list[CaseStatusUpdate]] = []
         for period_end in range(1, 4):
             now = (int(release // PERIOD) + period_end) * PERIOD + 2.0
             await downlink(now).publish_due(publish)
             await downlink(now + 1).publish_due(publish)  # a restart: nothing made twice
-            seen.append(items())
+            seen.append(await items())
         for found in seen:  # one fixed-size item per crew member per period, nothing else
             assert len(found) == 2
             assert {e.report_seq for e in found} == {0}

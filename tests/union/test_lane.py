@@ -262,8 +262,11 @@ async def test_the_union_app_restarts_in_the_middle_of_a_long_report(world: Worl
 
 async def _downlink_days(world: World, days: int, start: float) -> list[LaneBlock]:
     """The relay's downlink over ``days`` downlink periods (two passes at the start of
-    each): the LaneBlocks of the signed batches it publishes, as the vessel decodes them
-    (a batch resent counted once, as the vessel does), which the vessel then acknowledges."""
+    each) while the vessel is away, then the vessel's session: the LaneBlocks of the signed
+    batches it receives, as it decodes them (a batch resent counted once, as the vessel
+    does). In the session the vessel acknowledges what waited at the broker, and the relay
+    answers with what it held meanwhile (``protocol.exchange.downlink_release_due``); the
+    vessel acknowledges that too, in its next session."""
     clock = FakeClock(start)
     downlink = Downlink(
         world.store, SHORE_KEY, CODEBOOK, DownlinkConfig(slot_period_s=DAY), clock=clock
@@ -280,20 +283,26 @@ async def _downlink_days(world: World, days: int, start: float) -> list[LaneBloc
         await downlink.publish_due(publish)  # a second pass in the same period adds nothing
     blocks = []
     seen: set[int] = set()
-    for data in published:
-        batch = decode_batch(
-            data, codebook=CODEBOOK, verify_key=SHORE_KEY.verify_key, direction=Direction.DOWNLINK
-        )
-        if batch.batch_seq in seen:
-            continue  # resent before the vessel acknowledged it: the vessel keeps one
-        seen.add(batch.batch_seq)
-        blocks += [e for e in batch.envelopes if isinstance(e, LaneBlock)]
-    if seen:  # the vessel acknowledges what it got, in its next session
-        ack = BatchAck(up_to=max(seen), written_minutes=int(clock.now // 60))
-        data = world.ship.batch([ack], int(clock.now // 60))
-        assert await world.ingestor().handle(f"vr/{world.vessel_id}/u", data) in (
-            IngestOutcome.STORED,
-        )
+    for _ in range(2):  # what waited at the broker, then the relay's answer in the session
+        for data in published:
+            batch = decode_batch(
+                data,
+                codebook=CODEBOOK,
+                verify_key=SHORE_KEY.verify_key,
+                direction=Direction.DOWNLINK,
+            )
+            if batch.batch_seq in seen:
+                continue  # resent before the vessel acknowledged it: the vessel keeps one
+            seen.add(batch.batch_seq)
+            blocks += [e for e in batch.envelopes if isinstance(e, LaneBlock)]
+        published.clear()
+        if seen:  # the vessel acknowledges what it got
+            ack = BatchAck(up_to=max(seen), written_minutes=int(clock.now // 60))
+            data = world.ship.batch([ack], int(clock.now // 60))
+            assert await world.ingestor().handle(f"vr/{world.vessel_id}/u", data) in (
+                IngestOutcome.STORED,
+            )
+            await downlink.publish_due(publish)
     return blocks
 
 
@@ -458,7 +467,7 @@ async def test_the_whole_relay_carries_the_lane_both_ways(
     config; a 10-second downlink lane period): a vessel publishes its lane batches, the
     union fetches its report as a case and answers; the vessel's downlink lane brings one
     block a period, cover while nothing waits, and then the answer, which the reporter's
-    key reads."""
+    key reads (the vessel collecting its downlink as it comes)."""
     api_port = free_port()
     union = init_union(tmp_path / "union", 1, "Fishers' Union", f"http://127.0.0.1:{api_port}")
     extra = (
@@ -488,7 +497,10 @@ async def test_the_whole_relay_carries_the_lane_both_ways(
             blocks = [b.block for b in _lane_of(vessel)]
             return bool(read_notes(blocks, keys.private_key).notes)
 
-        await vessel.wait_for(answered, timeout_s=60)
+        def ack_batch(ack: BatchAck) -> bytes:
+            return ship.batch([ack], int(time.time() // 60))
+
+        await vessel.wait_collecting(answered, ack_batch, timeout_s=60, vessel_id=RELAY_VESSEL)
     blocks = _lane_of(vessel)
     places = [(b.period, b.index) for b in blocks]
     assert places == [(places[0][0] + n, 0) for n in range(len(places))]  # one a period
