@@ -40,23 +40,32 @@ counted either) so that the month's last reports arrive and their delay is measu
 agent does not restart during the month (a restart puts a new report behind the rows
 already on disk: ``shipboard/lane_plan.py`` bounds that).
 
-**The relay's side** follows ``shore/downlink.py`` and its store: what the relay queues
-for the vessel while it is away (a family's reply, the ``DELIVERED`` receipts of a
-session's messages once delivered, the lane's block at the end of its period) goes into
-a batch at its next downlink pass (every ``tick_s``, 5 s), published at once, and waits at
-the broker for the vessel's next session. The ``DELIVERED`` receipts of one session count
-as one delivery moment, at the session's end: a floor, the relay may make several batches
-as deliveries finish. The answer to an uplink batch with content (``BatchAck``, an
-``ACCEPTED_ASHORE`` receipt per message, anything else queued) comes at once, within the
-session; an uplink batch that only acknowledges is acknowledged lazily, by the next batch
-the relay makes anyway. A downlink batch with items that the vessel has not acknowledged is
-resent by :func:`protocol.exchange.downlink_resend_at` (after 24 h in any case), and every
-copy waiting at the broker is downloaded and paid for. The vessel acknowledges what it got
-in the session's uplink; an uplink batch that only acknowledges is published again in each
+**The relay's side** follows ``shore/downlink.py`` and its store, and its downlink
+follows the relay's coalescing rule, :func:`protocol.exchange.downlink_release_due`
+(called here, as the store calls it): what the relay queues for the vessel (a family's
+reply, the ``DELIVERED`` receipts of a session's messages once delivered, the lane's block
+at the end of its period) waits in its store while a downlink batch with items is
+unacknowledged (in flight), and goes down, all of it in one batch (split at ``[downlink]
+max_items``), when the vessel's uplink comes: with the answer to an uplink batch with
+content (``BatchAck``, an ``ACCEPTED_ASHORE`` receipt per message, everything held),
+within the session; or, when the uplink only acknowledges the batch in flight, after the
+vessel left, at the broker for its next session. With nothing in flight, what is queued
+goes at the relay's next downlink pass (every ``tick_s``, 5 s) and waits at the broker; an
+SOS's outcome (its ``DELIVERED`` receipt) never waits. The ``DELIVERED`` receipts of one
+session count as one delivery moment, at the session's end. An uplink batch that only
+acknowledges is acknowledged lazily, by the next batch the relay makes anyway. A downlink
+batch with items that the vessel has not acknowledged is resent by
+:func:`protocol.exchange.downlink_resend_at` (after 24 h in any case), and every copy
+waiting at the broker is downloaded and paid for. The vessel acknowledges what it got in
+the session's uplink; an uplink batch that only acknowledges is published again in each
 session until the relay's acknowledgement covers it, as
 :class:`protocol.exchange.VesselExchange` does. ``link_bytes_by_part`` says where the bytes
 go: the sessions' fixed cost, the vessel's batches, the relay's answers within sessions,
-and what the relay queued while the vessel was away.
+and what the relay queued while the vessel was away (with the rule, mostly the lane's
+block of a quiet day, what an acknowledgement-only session freed, the SOS's outcome and
+resent copies). ``downlink_batches`` counts the downlink batches the relay made in the
+month (each once, however often resent); under the rule a busy month makes about one a
+session, an idle one at most two.
 
 Per session, link bytes are modelled around those real batch bytes:
 
@@ -98,7 +107,8 @@ month):
   seconds from filing on board to the session that carried the report's last block.
 - ``idle_billed_bytes_per_month``: the same profile for 30 days with no crew traffic at
   all: the polls, and the lane (``idle_lane_blocks_up``: four blocks a day up,
-  ``idle_lane_blocks_down``: the relay's daily block down).
+  ``idle_lane_blocks_down``: the relay's daily block down; ``idle_downlink_batches``: the
+  relay's batches of that month).
 
 Usage::
 
@@ -142,7 +152,13 @@ from protocol.envelopes import (
     Sos,
     acknowledges_only,
 )
-from protocol.exchange import SHORE_TRANSITIONS, ShoreInput, ShoreState, downlink_resend_at
+from protocol.exchange import (
+    SHORE_TRANSITIONS,
+    ShoreInput,
+    ShoreState,
+    downlink_release_due,
+    downlink_resend_at,
+)
 from protocol.lane import Reassembler, cover_down_block, open_up_block
 from protocol.languages import Language
 from protocol.months import Month
@@ -436,8 +452,9 @@ class Encoder:
 
 class Relay:
     """The relay's side of one vessel's link, as ``shore/downlink.py`` and its store run it
-    (see the module docstring): what it queues while the vessel is away goes into a batch
-    at its next downlink pass (every ``tick_s``) and waits at the broker."""
+    (see the module docstring): what it queues waits in its store until
+    :func:`protocol.exchange.downlink_release_due` says it goes, then all of it in batches
+    split at ``max_items``; what goes while the vessel is away waits at the broker."""
 
     def __init__(
         self, encoder: Encoder, replies: Sequence[tuple[float, int]], start: float, end: float
@@ -455,8 +472,10 @@ class Relay:
         ]
         heapq.heapify(self.events)
         self._event_n = len(self.events)
+        self.waiting: list[Envelope] = []  # queued in the store, in no batch yet
+        self.urgent = False  # one of them is an SOS's outcome
         self.broker: list[Batch] = []  # copies waiting for the vessel, in publishing order
-        self.open: dict[int, Batch] = {}  # unacknowledged batches with items
+        self.open: dict[int, Batch] = {}  # unacknowledged batches with items: in flight
         self.owed = ShoreState.NOTHING_OWED
         self.up_seen = 0
         self.down_seq = 0
@@ -464,12 +483,15 @@ class Relay:
         self.last_heard: float | None = None
         self.last_lane_block: float | None = None
         self.copies_resent = 0
+        #: the times downlink batches were made (each once, however often it is resent)
+        self.made_at: list[float] = []
 
     def _step(self, event: ShoreInput) -> None:
         self.owed = SHORE_TRANSITIONS[(self.owed, event)]
 
     def schedule(self, at: float, kind: str, seqs: tuple[int, ...]) -> None:
-        """Something the relay will queue for the vessel at ``at`` (DELIVERED receipts)."""
+        """Something the relay will queue for the vessel at ``at``: the ``DELIVERED``
+        receipts of messages (``delivered``) or an SOS's outcome (``sos``, urgent)."""
         heapq.heappush(self.events, (at, self._event_n, kind, seqs))
         self._event_n += 1
 
@@ -485,13 +507,30 @@ class Relay:
         envelopes.extend(items)
         self.down_seq += 1
         batch = self.encoder.batch(envelopes, Direction.DOWNLINK, self.down_seq, now)
+        self.made_at.append(now)
         if items:  # an acknowledgement alone goes once; items wait for the vessel's
             self.open[batch.seq] = batch
         return batch
 
-    def _queued(self, until: float) -> list[Envelope]:
-        """Everything queued for the vessel up to ``until``, in the order it was queued."""
-        items: list[Envelope] = []
+    def release(self, now: float) -> list[Batch]:
+        """The batches the relay makes now: every waiting item, split at ``max_items``
+        (the BatchAck owed in the first), if :func:`downlink_release_due` says so."""
+        if not downlink_release_due(
+            self.owed, waiting=len(self.waiting), urgent=self.urgent, in_flight=len(self.open)
+        ):
+            return []
+        items, self.waiting, self.urgent = self.waiting, [], False
+        made: list[Batch] = []
+        while True:
+            chunk, items = items[: RELAY.max_items], items[RELAY.max_items :]
+            batch = self.make(chunk, now)
+            if batch is not None:
+                made.append(batch)
+            if not items:
+                return made
+
+    def _queue(self, until: float) -> None:
+        """Queue in the store everything due up to ``until``, in the order it came."""
         while self.events and self.events[0][0] <= until:
             at, _, kind, seqs = heapq.heappop(self.events)
             minutes = int(at // 60)
@@ -500,12 +539,14 @@ class Relay:
                 self.reply_seq += 1
                 language = CREW_LANGUAGES[crew - 1]
                 text = load_lines(language)[self.reply_seq % 150]
-                items.append(Reply(self.reply_seq, crew, 1, minutes, language, text))
+                self.waiting.append(Reply(self.reply_seq, crew, 1, minutes, language, text))
             elif kind == "lane":
-                items += self._lane_period_over(at)
+                self.waiting += self._lane_period_over(at)
             else:
-                items += [DeliveryReceipt(seq, ReceiptStage.DELIVERED, minutes) for seq in seqs]
-        return items
+                self.waiting += [
+                    DeliveryReceipt(seq, ReceiptStage.DELIVERED, minutes) for seq in seqs
+                ]
+                self.urgent = self.urgent or kind == "sos"
 
     def _lane_period_over(self, end: float) -> list[Envelope]:
         window = RELAY.lane_vessel_window_s
@@ -521,16 +562,16 @@ class Relay:
         return blocks
 
     def advance(self, until: float) -> None:
-        """Every downlink pass up to ``until`` while the vessel is away: a batch of what
-        was queued since the pass before, published at once; resends when they are due."""
+        """Every downlink pass up to ``until`` while the vessel is away: what came since
+        the pass before is queued, and released if the rule says so (published at once,
+        to wait at the broker); resends when they are due."""
         tick = RELAY.tick_s
         while self.events:
             at = math.ceil(self.events[0][0] / tick) * tick  # the pass that picks it up
             if at > until:
                 break
-            batch = self.make(self._queued(at), at)
-            if batch is not None:
-                self.broker.append(batch)
+            self._queue(at)
+            self.broker += self.release(at)
         for batch in self.open.values():
             while True:
                 due = downlink_resend_at(
@@ -540,7 +581,8 @@ class Relay:
                     break
                 batch.last_sent_at = due
                 self.broker.append(batch)
-                self.copies_resent += 1
+                if MONTH_START <= due < MONTH_END:  # a figure of the month, as the others
+                    self.copies_resent += 1
 
     def take_queued(self) -> list[Batch]:
         """What the broker hands the vessel when it connects."""
@@ -559,16 +601,27 @@ class Relay:
                 self.last_lane_block = now
             self._step(ShoreInput.STORED_ACK_ONLY if batch.ack_only else ShoreInput.STORED)
 
-    def answer(self, receipts: Sequence[Envelope], now: float) -> Batch | None:
-        """The pass that ingest's doorbell starts at once: the BatchAck owed for content,
-        the ACCEPTED_ASHORE receipts, and anything else queued and not yet batched."""
-        return self.make([*self._queued(now), *receipts], now)
+    def answer(self, receipts: Sequence[Envelope], now: float) -> list[Batch]:
+        """The pass that ingest's doorbell starts at once after the session's uplink: the
+        ``ACCEPTED_ASHORE`` receipts join what waits, and the rule decides. For a batch
+        with content the BatchAck is due, so everything waiting comes with it within the
+        session (returned). After an uplink that only acknowledges, what it freed (the
+        batch in flight acknowledged) goes after the vessel left, to the broker."""
+        self._queue(now)
+        self.waiting += receipts
+        in_session = self.owed is ShoreState.ACK_DUE
+        made = self.release(now)
+        if in_session:
+            return made
+        self.broker += made
+        return []
 
 
 #: Where a month's link bytes come from: the sessions' fixed cost (TCP, TLS, MQTT connect),
-#: the vessel's batches, the relay's answers within a session, and what the relay made
-#: while the vessel was away (replies, DELIVERED receipts, the lane's daily block, resent
-#: copies), downloaded at the next session.
+#: the vessel's batches, the relay's answers within a session (with everything the relay
+#: held: replies, DELIVERED receipts, lane blocks), and what the relay made while the
+#: vessel was away (only when nothing was in flight, or an SOS's outcome, or resent
+#: copies: ``downlink_release_due``), downloaded at the next session.
 PARTS = ("session_fixed", "uplink_batches", "downlink_answers", "downlink_queued")
 
 
@@ -585,6 +638,7 @@ class Result:
     lane_blocks_up: int = 0
     lane_blocks_down: int = 0
     down_copies_resent: int = 0
+    downlink_batches: int = 0
     grievances: int = 0
     grievance_delays_s: list[float] = field(default_factory=list)
     sos_delay_s: float = 0.0
@@ -717,8 +771,14 @@ class Voyage:
             made.append(self.encoder.batch(chunk, Direction.UPLINK, self.up_seq, now))
         return made
 
-    def _got(self, batch: Batch) -> None:
-        """A downlink batch arrived: it is acknowledged in the next uplink batch."""
+    def _got(self, batch: Batch, counted: bool) -> None:
+        """A downlink batch arrived (its lane blocks counted once each, however many
+        copies came): it is acknowledged in the next uplink batch."""
+        for block in batch.lane_blocks:
+            place = (block.period, block.index)
+            if counted and place not in self.down_lane_seen:
+                self.result.lane_blocks_down += 1
+            self.down_lane_seen.add(place)
         self.received_up_to = max(self.received_up_to, batch.seq)
         self.ack_pending = True
         if batch.ack_up_to is not None:
@@ -738,12 +798,7 @@ class Voyage:
         for batch in self.relay.take_queued():
             parts["downlink_queued"] += batch.link_bytes
             lane_down += batch.lane_link_bytes
-            for block in batch.lane_blocks:
-                place = (block.period, block.index)
-                if counted and place not in self.down_lane_seen:
-                    result.lane_blocks_down += 1
-                self.down_lane_seen.add(place)
-            self._got(batch)
+            self._got(batch, counted)
         # 2. make the session's batches, 3. publish them with the older ones still open
         made = self._uplink(chosen, now)
         published = [*self.ack_only_open, *made]
@@ -756,17 +811,17 @@ class Voyage:
         self.union_reads(blocks, now)
         self.relay.receive(published, now)
         self.ack_only_open = [batch for batch in published if batch.ack_only]
-        # 4. the relay answers content at once, within the session
+        # 4. the relay answers content at once, within the session, with what it held
         minutes = int(now // 60)
         receipts: list[Envelope] = [
             DeliveryReceipt(p.message_seq, ReceiptStage.ACCEPTED_ASHORE, minutes)
             for p in chosen
             if p.kind != MessageKind.LANE
         ]
-        answer = self.relay.answer(receipts, now)
-        if answer is not None:
+        for answer in self.relay.answer(receipts, now):
             parts["downlink_answers"] += answer.link_bytes
-            self._got(answer)
+            lane_down += answer.lane_link_bytes
+            self._got(answer, counted)
         self.outbox.carried.update(p.message_seq for p in chosen)
         if counted:
             result.lane_bytes_up += lane_up
@@ -841,12 +896,17 @@ class Voyage:
                 delivered = tuple(p.message_seq for p in chosen if p.kind == "message")
                 if delivered:
                     self.relay.schedule(last, "delivered", delivered)
+                for sos in (p.message_seq for p in chosen if p.kind == "sos"):
+                    self.relay.schedule(last, "sos", (sos,))  # its outcome: urgent
                 now = last
                 continue
             next_arrival = upcoming[0].at if upcoming else math.inf
             now = min(decision.timer, next_arrival, lane.next_release_at())
         result.text_bytes = {crew: carried.get(crew, 0) for crew in range(1, 31)}
         result.down_copies_resent = self.relay.copies_resent
+        result.downlink_batches = sum(
+            1 for at in self.relay.made_at if MONTH_START <= at < MONTH_END
+        )
         if self.first_filed:
             raise BenchmarkError(
                 f"{len(self.first_filed)} reports were still on board "
@@ -891,6 +951,7 @@ def run(
             "cost_usd": round(profile.cost_usd(busy.billed_bytes), 2),
             "lane_blocks_up": busy.lane_blocks_up,
             "lane_blocks_down": busy.lane_blocks_down,
+            "downlink_batches": busy.downlink_batches,
             "downlink_copies_resent": busy.down_copies_resent,
             "grievances": busy.grievances,
             "grievance_max_delay_s": round(busy.grievance_max_delay_s),
@@ -898,6 +959,7 @@ def run(
             "message_max_delay_s": round(busy.message_max_delay_s),
             "left_on_board": busy.left_on_board,
             "idle_sessions_per_month": idle.sessions,
+            "idle_downlink_batches": idle.downlink_batches,
             "idle_lane_blocks_up": idle.lane_blocks_up,
             "idle_lane_blocks_down": idle.lane_blocks_down,
             "idle_grievance_channel_bytes": idle.grievance_channel_bytes,
@@ -930,6 +992,7 @@ def print_table(report: Mapping[str, Mapping[str, object]], *, tls: bool = True)
         f"{'profile':16}{'sessions':>9}{'link B':>11}{'billed B':>11}{'cost $':>8}"
         f"{'billed B/msg':>13}{'idle billed B/mo':>17}{'text B':>9}{'carried/crew':>15}"
         f"{'lane B up':>10}{'lane B dn':>10}{'SOS s':>6}{'griev. p95 h':>13}{'msg max h':>10}"
+        f"{'dn batches':>11}"
     )
     print(header)
     print("-" * len(header))
@@ -947,6 +1010,7 @@ def print_table(report: Mapping[str, Mapping[str, object]], *, tls: bool = True)
             f"{f'{min(texts):,}-{max(texts):,}':>15}"
             f"{extra.lane_bytes_up:>10,}{extra.lane_bytes_down:>10,}"
             f"{extra.sos_delay_s:>6.0f}{p95_h:>13}{extra.message_max_delay_s / 3600:>10.2f}"
+            f"{extra.downlink_batches:>11,}"
         )
     grievances = next((row["grievances"] for row in report.values()), 0)
     print(
@@ -957,7 +1021,10 @@ def print_table(report: Mapping[str, Mapping[str, object]], *, tls: bool = True)
         "its blocks' share of the batches' link bytes (session costs not attributed).\n"
         "Link bytes: real batches + session costs measured over Mosquitto "
         + ("(TLS 1.3, resumed within 2 h)" if tls else "(plain MQTT)")
-        + " + modelled per-batch TCP/IP/TLS/MQTT bytes; pure TCP ACKs not counted."
+        + " + modelled per-batch TCP/IP/TLS/MQTT bytes; pure TCP ACKs not counted.\n"
+        "Downlink: the relay holds what it queues while a batch is in flight and sends it "
+        "with the answer to the vessel's next uplink (protocol.exchange."
+        "downlink_release_due); dn batches = downlink batches made in the month."
     )
 
 
