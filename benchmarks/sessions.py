@@ -773,14 +773,16 @@ class Voyage:
 
     def _got(self, batch: Batch, counted: bool) -> None:
         """A downlink batch arrived (its lane blocks counted once each, however many
-        copies came): it is acknowledged in the next uplink batch."""
+        copies came): it is acknowledged in the next uplink batch, unless it carries nothing
+        but an acknowledgement (the vessel never acknowledges those: protocol.exchange)."""
         for block in batch.lane_blocks:
             place = (block.period, block.index)
             if counted and place not in self.down_lane_seen:
                 self.result.lane_blocks_down += 1
             self.down_lane_seen.add(place)
         self.received_up_to = max(self.received_up_to, batch.seq)
-        self.ack_pending = True
+        if batch.items:
+            self.ack_pending = True
         if batch.ack_up_to is not None:
             self.ack_only_open = [b for b in self.ack_only_open if b.seq > batch.ack_up_to]
 
