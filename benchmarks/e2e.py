@@ -305,26 +305,31 @@ def _tables(db: sqlite3.Connection) -> set[str]:
     return {str(name) for (name,) in db.execute("SELECT name FROM sqlite_master")}
 
 
-def grievance_channel_bytes(setup: VesselSetup) -> tuple[int, int]:
-    """The grievance channel's payload bytes (up, down): every lane block (or, on an agent
-    of the release before, every daily slot) the vessel sent, report or cover alike, each
-    time it was sent; and every lane block (or downlink slot item) it received."""
+def grievance_channel_bytes(setup: VesselSetup, until: float) -> tuple[int, int]:
+    """The grievance channel's payload bytes (up, down) in the month (before ``until``, the
+    agent's clock): every lane block (or, on an agent of the release before, every daily
+    slot) the vessel sent, report or cover alike, each time it was sent; and every lane
+    block (or downlink slot item) it received."""
     db = _read_only(setup.data_dir / "outbox.sqlite3")
     try:
         up = db.execute(
             "SELECT COALESCE(SUM(LENGTH(m.sealed) * b.send_count), 0) FROM messages m "
             "JOIN batch_messages bm ON bm.message_seq = m.message_seq "
             "JOIN batches b ON b.batch_seq = bm.batch_seq "
-            "WHERE m.kind IN ('grievance', 'lane') AND b.send_count > 0"
+            "WHERE m.kind IN ('grievance', 'lane') AND b.send_count > 0 "
+            "AND b.first_sent_at < ?",
+            (until,),
         ).fetchone()[0]
         tables = _tables(db)
         down = db.execute(
-            "SELECT COALESCE(SUM(LENGTH(sealed_note)), 0) FROM inbox WHERE kind = 'slot'"
+            "SELECT COALESCE(SUM(LENGTH(sealed_note)), 0) FROM inbox WHERE kind = 'slot' "
+            "AND at < ?",
+            (until,),
         ).fetchone()[0]
         if "lane_down" in tables:
-            down += db.execute("SELECT COALESCE(SUM(LENGTH(block)), 0) FROM lane_down").fetchone()[
-                0
-            ]
+            down += db.execute(
+                "SELECT COALESCE(SUM(LENGTH(block)), 0) FROM lane_down WHERE at < ?", (until,)
+            ).fetchone()[0]
     finally:
         db.close()
     return int(up), int(down)
@@ -477,6 +482,7 @@ async def run_profile(
         voyage_left = voyage_started + days * DAY / compression - time.monotonic()
         await asyncio.sleep(max(0.0, voyage_left))
         month_sessions = len(vessel.link.statistics().sessions)
+        month_ended_at = time.time()
         deadline = time.monotonic() + drain_minutes * 60
         assert system.relay_setup is not None
         relay_db = system.relay_setup.data_dir / "relay.db"
@@ -486,7 +492,7 @@ async def run_profile(
         ):
             await asyncio.sleep(1.0)
         statistics = vessel.link.statistics()
-        lane_up, lane_down = grievance_channel_bytes(vessel.setup)  # as the link saw it
+        lane_up, lane_down = grievance_channel_bytes(vessel.setup, month_ended_at)
     finally:
         await system.stop()
     assert system.sink is not None
@@ -527,8 +533,8 @@ async def run_profile(
         "failed": verdicts.count("failed"),
         "undelivered": verdicts.count("undelivered"),
         "link_bytes": link_bytes,
-        "link_payload_bytes_up": statistics.payload_bytes_up,
-        "link_payload_bytes_down": statistics.payload_bytes_down,
+        "link_payload_bytes_up": sum(s.payload_bytes_up for s in sessions),
+        "link_payload_bytes_down": sum(s.payload_bytes_down for s in sessions),
         "p50_wall_s": rounded(percentile(wall, 0.5), 3),
         "p99_wall_s": rounded(percentile(wall, 0.99), 3),
         "days": days,
