@@ -31,7 +31,7 @@ import logging
 import ssl
 from collections.abc import Awaitable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
@@ -156,6 +156,10 @@ class MqttLink:
         self._session_present = False
         self.subscribed = False
 
+    #: (host, port, vessel) whose broker confirmed the downlink subscription (SUBACK) in
+    #: the session it still keeps, as this process saw it.
+    _confirmed: ClassVar[set[tuple[str, int, int]]] = set()
+
     @property
     def session_present(self) -> bool:
         """Whether the broker still held this vessel's session (CONNACK's flag): then it
@@ -172,7 +176,9 @@ class MqttLink:
 
     async def connect(self) -> None:
         """CONNECT, and SUBSCRIBE to the downlink unless the broker kept the vessel's
-        session (and with it the subscription); :class:`LinkDown` if either fails."""
+        session and this process saw it confirm the subscription in that session (a
+        SUBSCRIBE cut before its SUBACK leaves a session without one; a restarted agent
+        subscribes once); :class:`LinkDown` if either fails."""
         if self._closed or self._client is not None:
             raise LinkClosed("an MqttLink connects once; make a new one for the next session")
         client = make_client(self.settings, self.tls_context)
@@ -185,8 +191,10 @@ class MqttLink:
             raise LinkDown(f"MQTT connection to {self._where()} timed out") from exc
         self._client = client
         self._reader = asyncio.create_task(self._read(client), name="downlink")
-        if self._session_present:
-            return  # the broker kept the subscription with the session: ~170 B saved
+        broker = (self.settings.host, self.settings.port, self.settings.vessel_id)
+        if self._session_present and broker in MqttLink._confirmed:
+            return  # the broker kept the subscription it confirmed: ~170 B saved
+        MqttLink._confirmed.discard(broker)
         await self._guarded(
             client.subscribe(
                 downlink_topic(self.settings.vessel_id),
@@ -194,6 +202,7 @@ class MqttLink:
                 timeout=self.settings.command_timeout_s,
             )
         )
+        MqttLink._confirmed.add(broker)
         self.subscribed = True
 
     def _watch_session_present(self, client: aiomqtt.Client) -> None:

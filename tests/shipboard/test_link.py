@@ -55,7 +55,7 @@ from shipboard.link import (
     run_session,
     uplink_topic,
 )
-from shipboard.mqtt_link import MqttLink
+from shipboard.mqtt_link import MqttLink, make_client
 from shipboard.outbox import Outbox
 from shipboard.profiles import IRIDIUM_CERTUS, VSAT
 from shipboard.scheduler import SchedulerSettings
@@ -989,3 +989,32 @@ async def test_a_kept_session_is_not_subscribed_again_and_still_gets_its_downlin
     waiting = False
     third, _ = await one_session()
     assert (third.session_present, third.subscribed) == (False, True)
+    # a restarted agent does not know the kept session was ever confirmed: once more
+    MqttLink._confirmed.clear()
+    fourth, _ = await one_session()
+    assert (fourth.session_present, fourth.subscribed) == (True, True)
+    fifth, _ = await one_session()
+    assert (fifth.session_present, fifth.subscribed) == (True, False)
+
+
+async def test_a_kept_session_without_a_confirmed_subscription_subscribes(
+    fresh_mosquitto: MosquittoBroker,
+) -> None:
+    """The broker keeps a session for the vessel that holds no subscription (its SUBSCRIBE
+    was cut before the broker took it): the next session subscribes although the session
+    is present, because no SUBACK was seen for it, and receives its downlink."""
+    broker = fresh_mosquitto
+    settings = link_settings(42, broker.host, broker.port)
+    async with make_client(settings, None):
+        pass  # CONNECT only: a kept session, no subscription in it
+    MqttLink._confirmed.discard((settings.host, settings.port, 42))
+    link = MqttLink(settings)
+    await link.connect()
+    try:
+        assert (link.session_present, link.subscribed) == (True, True)
+        async with aiomqtt.Client(broker.host, broker.port, identifier="shore-test") as shore:
+            await shore.publish(downlink_topic(42), b"after the cut", qos=1)
+        async with asyncio.timeout(5):
+            assert await link.receive() == b"after the cut"
+    finally:
+        await link.close()
