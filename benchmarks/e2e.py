@@ -6,18 +6,18 @@ a real agent's HTTP API (:mod:`vessel_relay.demo.system`: agent and relay as pro
 Mosquitto, the link emulator shaped like the profile, an SMTP sink for the families).
 
 **Time compression.** A month cannot take a month: the voyage is replayed ``C`` times
-faster (``C`` = days x 86,400 / (``--minutes`` x 60); 8,640 for a 30-day month in 5
+faster (``C`` = days x 86,400 / (``--minutes`` x 60); 7,200 for a 30-day month in 6
 minutes), and every clock is divided by the same ``C``:
 
-- the scheduler's: a family message's 6 h latency target, a grievance's 1 h, the idle
-  poll (Certus 12 h, FleetBroadband 6 h, VSAT 15 min), the minimum gap between sessions
-  (60 s), the resend delay (1 h, floored at 5 s), the downlink drain's quiet time (four
-  one-way latencies plus 0.5 s, floored at 50 ms);
-- the daily grievance slots (one slot period = one voyage day: 10 s at ``C`` = 8,640);
+- the scheduler's, at the agent's defaults: a family message's 6 h latency target, a
+  lane block's day, the idle poll (Certus 24 h, FleetBroadband 6 h, VSAT 15 min), the
+  minimum gap between sessions (60 s), the resend delay (1 h, floored at 5 s), the
+  downlink drain's quiet time (four one-way latencies plus 0.5 s, floored at 50 ms);
+- the grievance lane's periods: the vessel's 6 h up (3 s at ``C`` = 7,200) and the
+  relay's day down (12 s), so a voyage day must be a whole number of lane periods;
 - the link's (:meth:`~vessel_relay.link_emulator.LinkProfile.time_compressed`): latency
-  and jitter divided by ``C``, bandwidth multiplied by it. A real day's traffic (30 crew
-  members' slots alone are 61 KB) fits a 22 kbit/s link many times over; squeezed into
-  10 s through an uncompressed 22 kbit/s pipe it would not fit at all.
+  and jitter divided by ``C``, bandwidth multiplied by it, so that a day's traffic fits
+  the compressed day as it fits the real one.
 
 What is *not* compressed is the machine's own work (a session's MQTT exchanges, the
 relay's ingest and delivery: tens to hundreds of milliseconds). Seen through ``C`` that
