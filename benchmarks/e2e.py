@@ -23,7 +23,7 @@ What is *not* compressed is the machine's own work (a session's MQTT exchanges, 
 relay's ingest and delivery: tens to hundreds of milliseconds). Seen through ``C`` that
 is minutes to hours of voyage time, so a session looks longer than it is, and a profile
 whose sessions come more often than the machine can open them in compressed time (VSAT's
-15-minute poll is 0.1 s at ``C`` = 8,640) gets fewer, fuller sessions than a real month.
+15-minute poll is 0.125 s at ``C`` = 7,200) gets fewer, fuller sessions than a real month.
 ``sessions`` says how many there were; a smaller ``C`` (more ``--minutes``) brings the
 count closer to a real month's.
 
@@ -61,9 +61,9 @@ sink more than once. The benchmark exits 1 if anything was lost or duplicated.
 
 Usage::
 
-    python benchmarks/e2e.py                      # table, 30-day month in ~5 min a profile
-    python benchmarks/e2e.py --json --days 3      # a quicker, smaller run
-    python benchmarks/e2e.py --profile vsat --minutes 30   # closer to a real month's sessions
+    python benchmarks/e2e.py                      # table, 30-day month in ~6 min a profile
+    python benchmarks/e2e.py --json --days 3 --minutes 0.6   # a quicker, smaller run
+    python benchmarks/e2e.py --profile vsat --minutes 30     # closer to a real month's sessions
 """
 
 from __future__ import annotations
@@ -585,7 +585,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument("--days", type=float, default=30.0, help="days of the voyage to play")
-    parser.add_argument("--minutes", type=float, default=5.0, help="wall minutes per profile")
+    parser.add_argument("--minutes", type=float, default=6.0, help="wall minutes per profile")
     parser.add_argument(
         "--drain-minutes",
         type=float,
