@@ -29,6 +29,7 @@ from protocol.limits import (
     MINUTES_RANGE,
     minutes_in_range,
 )
+from protocol.voice import MAX_VOICE_NOTE_MS, VoiceMode, frames_for
 
 #: Sequence numbers, crew and contact indexes are unsigned and below this bound.
 MAX_UINT = 2**53
@@ -49,6 +50,7 @@ class Kind(IntEnum):
     CONTACT_BOOK_CHANGE = 10
     DICTIONARY_UPDATE = 11
     LANE_BLOCK = 12
+    VOICE_NOTE = 13
 
 
 class ReceiptStage(IntEnum):
@@ -574,6 +576,56 @@ class LaneBlock(Envelope):
             raise InvalidEnvelope(f"LaneBlock.index {self.index} is over 63 blocks a period")
 
 
+@dataclass(frozen=True, slots=True)
+class VoiceNote(Envelope):
+    """A crew member's spoken message to a family contact: Codec2 frames, no text.
+
+    ``frames`` holds ``frames_for(mode, duration_ms)`` frames of ``mode``, each
+    ``mode.bytes_per_frame`` long, back to back (:mod:`protocol.voice`); the last frame's
+    speech is padded with silence beyond ``duration_ms``. It counts against the crew
+    member's monthly quota like a text message's bytes. Added 2026-12 as kind 13: a relay
+    of an older version refuses a batch holding one as malformed ("kind 13 is not known
+    to this version"), so vessels send voice notes only to relays that read them.
+    """
+
+    KIND: ClassVar[Kind] = Kind.VOICE_NOTE
+    FIELDS: ClassVar[tuple[_Field, ...]] = (
+        _Field("message_seq", 1, _T.UINT),
+        _Field("crew", 2, _T.UINT),
+        _Field("contact", 3, _T.UINT),
+        _Field("mode", 32, _T.UINT, VoiceMode),
+        _Field("duration_ms", 33, _T.UINT),
+        _Field("frames", 7, _T.BYTES),
+    )
+
+    message_seq: int
+    crew: int
+    contact: int
+    mode: VoiceMode
+    duration_ms: int
+    frames: bytes
+    written_minutes: int
+
+    def __post_init__(self) -> None:
+        self._validate()
+        if not 0 < self.duration_ms <= MAX_VOICE_NOTE_MS:
+            raise InvalidEnvelope(
+                f"VoiceNote.duration_ms is {self.duration_ms}; a voice note lasts from 1 to "
+                f"{MAX_VOICE_NOTE_MS} ms"
+            )
+        expected = frames_for(self.mode, self.duration_ms) * self.mode.bytes_per_frame
+        if len(self.frames) != expected:
+            raise InvalidEnvelope(
+                f"VoiceNote.frames is {len(self.frames)} bytes, but {self.duration_ms} ms in "
+                f"Codec2 {self.mode.label} take {expected}"
+            )
+
+    @property
+    def voice_bytes(self) -> int:
+        """The bytes of speech, as counted against the crew member's quota."""
+        return len(self.frames)
+
+
 ENVELOPE_TYPES: Mapping[Kind, type[Envelope]] = {
     cls.KIND: cls
     for cls in (
@@ -589,6 +641,7 @@ ENVELOPE_TYPES: Mapping[Kind, type[Envelope]] = {
         ContactBookChange,
         DictionaryUpdate,
         LaneBlock,
+        VoiceNote,
     )
 }
 

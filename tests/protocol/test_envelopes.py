@@ -36,6 +36,7 @@ from protocol.envelopes import (
     ReceiptStage,
     Reply,
     Sos,
+    VoiceNote,
     acknowledges_only,
     from_skeleton,
     text_language,
@@ -45,6 +46,7 @@ from protocol.errors import InvalidEnvelope, MalformedBatch
 from protocol.languages import Language
 from protocol.limits import MAX_MINUTES
 from protocol.signing import SigningKey
+from protocol.voice import MAX_VOICE_NOTE_MS, VoiceMode, frames_for
 
 VESSEL_KEY = SigningKey(bytes(range(32)))
 SHORE_KEY = SigningKey(bytes(range(100, 132)))
@@ -222,6 +224,27 @@ lane_blocks = st.builds(
 )
 
 
+@st.composite
+def voice_notes(draw: st.DrawFn) -> VoiceNote:
+    mode = draw(st.sampled_from(list(VoiceMode)))
+    duration_ms = draw(
+        st.one_of(
+            st.integers(min_value=1, max_value=3_000),
+            st.integers(min_value=1, max_value=MAX_VOICE_NOTE_MS),
+        )
+    )
+    size = frames_for(mode, duration_ms) * mode.bytes_per_frame
+    return VoiceNote(
+        message_seq=draw(uints),
+        crew=draw(uints),
+        contact=draw(uints),
+        mode=mode,
+        duration_ms=duration_ms,
+        frames=draw(st.binary(min_size=size, max_size=size)),
+        written_minutes=draw(minutes),
+    )
+
+
 #: One strategy per kind; a test below checks that no kind is left out.
 STRATEGIES: dict[Kind, st.SearchStrategy[Envelope]] = {
     Kind.CREW_MESSAGE: crew_messages(),
@@ -236,6 +259,7 @@ STRATEGIES: dict[Kind, st.SearchStrategy[Envelope]] = {
     Kind.CONTACT_BOOK_CHANGE: contact_book_changes,
     Kind.DICTIONARY_UPDATE: dictionary_updates(),
     Kind.LANE_BLOCK: lane_blocks,
+    Kind.VOICE_NOTE: voice_notes(),
 }
 any_envelope: st.SearchStrategy[Envelope] = st.one_of(*STRATEGIES.values())
 
@@ -247,6 +271,7 @@ UPLINK_KINDS = (
     Kind.BATCH_ACK,
     Kind.CONTACT_BOOK_CHANGE,
     Kind.LANE_BLOCK,
+    Kind.VOICE_NOTE,
 )
 DOWNLINK_KINDS = (
     *(kind for kind in Kind if kind not in UPLINK_KINDS),
