@@ -16,6 +16,7 @@ import math
 from enum import IntEnum
 
 __all__ = [
+    "DEFAULT_VOICE_MODE",
     "MAX_VOICE_NOTE_MS",
     "SAMPLE_RATE_HZ",
     "VoiceMode",
@@ -74,6 +75,12 @@ class VoiceMode(IntEnum):
                 return mode
         known = ", ".join(mode.label for mode in cls)
         raise ValueError(f"unknown Codec2 mode {label!r}; known modes: {known}")
+
+
+#: The mode a vessel codes voice notes in unless its config says otherwise: the best
+#: ESTOI among the modes that send 10 s in at most 1,600 bytes whatever is said
+#: (``benchmarks/voice.py``: 1,529 bytes; 1300 and 1400 need 1,779).
+DEFAULT_VOICE_MODE = VoiceMode.MODE_1200
 
 
 def frames_for(mode: VoiceMode, duration_ms: int) -> int:

@@ -75,6 +75,10 @@ Example file::
     smtp_port = 587
     http_host = "0.0.0.0"
     http_port = 8080
+
+    [voice]
+    max_seconds = 30              # the longest voice note, in seconds of speech (1 to 120)
+    mode = "1200"                 # the Codec2 mode (benchmarks/voice.py); 10 s = 1.5 KB
 """
 
 from __future__ import annotations
@@ -98,6 +102,7 @@ from protocol.evidence import fingerprint
 from protocol.lane import LaneShape, check_period
 from protocol.languages import Language
 from protocol.slots import DEFAULT_SLOT_BYTES, MAX_SLOT_BYTES
+from protocol.voice import DEFAULT_VOICE_MODE, MAX_VOICE_NOTE_MS, VoiceMode
 from shipboard.errors import ConfigError
 
 #: Link profiles known when shipboard/profiles.py is not there yet (it defines the real ones).
@@ -109,6 +114,8 @@ _FALLBACK_RULE_MONTHLY_TEXT_BYTES = 1_000_000
 DEFAULT_CREW_TEXT_BYTES = 1024 * 1024
 #: Bytes a month kept for grievance reports and SOS, outside every crew quota and budget.
 DEFAULT_GRIEVANCE_RESERVE_BYTES = 256 * 1024
+#: The longest voice note by default: 30 s of speech (about 4.5 KB in mode 1200).
+DEFAULT_VOICE_MAX_SECONDS = 30
 #: The floor: a config may raise the reserve, never put it below this.
 MIN_GRIEVANCE_RESERVE_BYTES = 64 * 1024
 #: Latest a released grievance lane block may wait for a session, and the latest an SOS
@@ -266,6 +273,14 @@ class IntakeConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class VoiceConfig:
+    """Voice notes: how long one may be, and the Codec2 mode they travel in."""
+
+    max_seconds: int = DEFAULT_VOICE_MAX_SECONDS
+    mode: VoiceMode = DEFAULT_VOICE_MODE
+
+
+@dataclass(frozen=True, slots=True)
 class ShipConfig:
     """Everything the shipboard agent needs, validated."""
 
@@ -279,6 +294,7 @@ class ShipConfig:
     data_dir: Path
     intake: IntakeConfig
     source: str = "<defaults>"
+    voice: VoiceConfig = VoiceConfig()
 
     @property
     def database_path(self) -> Path:
@@ -598,7 +614,24 @@ _TOP_LEVEL = (
     "unions",
     "data",
     "intake",
+    "voice",
 )
+
+
+def _read_voice(table: _Table) -> VoiceConfig:
+    max_seconds = table.get("max_seconds", int, DEFAULT_VOICE_MAX_SECONDS)
+    longest = MAX_VOICE_NOTE_MS // 1000
+    if not 1 <= max_seconds <= longest:
+        raise ConfigError(
+            f"{table.where('max_seconds')} = {max_seconds} is not from 1 to {longest} seconds"
+        )
+    label = table.get("mode", str, DEFAULT_VOICE_MODE.label)
+    try:
+        mode = VoiceMode.from_label(label)
+    except ValueError as exc:
+        raise ConfigError(f"{table.where('mode')}: {exc}") from None
+    table.finish()
+    return VoiceConfig(max_seconds=max_seconds, mode=mode)
 
 
 def parse_config(
@@ -655,6 +688,7 @@ def parse_config(
     data_dir = _path(base, data_table.get("directory", str, "data"))
     data_table.finish()
     intake = _read_intake(table("intake"), base)
+    voice = _read_voice(table("voice"))
     if not allow_demo_keys:
         _refuse_demo_keys(source, vessel, shore, unions)
     return ShipConfig(
@@ -668,6 +702,7 @@ def parse_config(
         data_dir=data_dir,
         intake=intake,
         source=source,
+        voice=voice,
     )
 
 

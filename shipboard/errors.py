@@ -22,7 +22,12 @@ errors name the file, the key or the state and say what to do.
         ├── QuotaExceeded             not enough of this month's text quota left
         ├── UnknownUnion              a grievance to a union this vessel does not know
         ├── LaneBusy                  the grievance lane has no room now: try again at a time
-        └── ReportTooLongForLane      a report longer than the grievance lane ever carries
+        ├── ReportTooLongForLane      a report longer than the grievance lane ever carries
+        └── VoiceNoteRefused          a recording that cannot become a voice note
+            ├── VoiceNoteTooLong      more speech than [voice] max_seconds
+            ├── VoiceNoteSilent       nothing in it loud enough to be speech
+            ├── VoiceNoteNotAudio     a file that holds no sound (a photo, a silent video)
+            └── VoiceNoteUnreadable   a container the vessel cannot read, or cut short
 
 Refusals whose sentence has figures in it (a time, a limit) also carry it as a catalogue
 ``msgid`` with ``fields``, so each door says it in the crew member's language.
@@ -207,3 +212,55 @@ class ReportTooLongForLane(MessageTooLarge):
     def __init__(self, limit_kb: int) -> None:
         super().__init__(self.msgid.format(limit=limit_kb))
         self.fields = {"limit": limit_kb}
+
+
+class VoiceNoteRefused(IntakeRefused):
+    """A recording that cannot become a voice note: nothing was stored or charged. Each
+    kind says so in the crew member's language (``msgid`` is in the crew page's catalogue,
+    :data:`shipboard.web.voice_sentences.VOICE_REFUSALS`)."""
+
+    code = "voice-refused"
+    http_status = 422
+    msgid: str | None = None
+
+    def __init__(self, **fields: object) -> None:
+        assert self.msgid is not None
+        super().__init__(self.msgid.format(**fields))
+        self.fields = dict(fields)
+
+
+class VoiceNoteTooLong(VoiceNoteRefused):
+    """More speech than the vessel's limit (``[voice] max_seconds``)."""
+
+    code = "voice-too-long"
+    http_status = 413
+    msgid = "The voice message is too long: at most {limit} seconds. Record a shorter one."
+
+
+class VoiceNoteSilent(VoiceNoteRefused):
+    """Nothing in the recording is loud enough to be speech."""
+
+    code = "voice-silent"
+    msgid = (
+        "Nothing could be heard in the recording. Hold the button, speak close to the "
+        "phone, then send it again."
+    )
+
+
+class VoiceNoteNotAudio(VoiceNoteRefused):
+    """The file holds no sound."""
+
+    code = "voice-not-audio"
+    http_status = 415
+    msgid = "This file is not a sound recording. Record your voice on the page and send that."
+
+
+class VoiceNoteUnreadable(VoiceNoteRefused):
+    """The recording is in a container the vessel cannot read, or it was cut short."""
+
+    code = "voice-unreadable"
+    http_status = 415
+    msgid = (
+        "The vessel's computer cannot read this recording. Record it again, or write "
+        "the message instead."
+    )

@@ -5,6 +5,11 @@ Endpoints (JSON; sign in first, then send ``Authorization: Bearer TOKEN``):
 * ``POST /api/login`` ``{"crew": 3, "pin": "12345678"}`` -> an API token
 * ``GET /api/contacts``, ``POST /api/contacts`` -> the crew member's family contacts
 * ``POST /api/messages`` ``{"contact": 1, "text": "..."}`` (or ``"quick": 4``) -> 201, saved
+* ``POST /api/voice-notes?contact=1`` with the recording as the body (what the phone's
+  MediaRecorder made: WebM/Opus, MP4/AAC ...; at most :data:`shipboard.voice.
+  MAX_RECORDING_BYTES`) -> 201, saved as a voice message in Codec2 (``voice_bytes``
+  counted against the quota like text); a recording that is too long, silent, not sound
+  or unreadable gets 413, 422 or 415 with a sentence in the crew member's language
 * ``GET /api/messages/{seq}`` -> the stages of one of their messages, with times
 * ``GET /api/unions`` -> unions that receive grievance reports
 * ``POST /api/grievances`` ``{"union": 1, "category": "withholding_of_wages", "text": ...,
@@ -81,10 +86,12 @@ from shipboard.errors import (
     OutboxUnavailable,
     QuotaExceeded,
     SignInPaused,
+    VoiceNoteRefused,
 )
 from shipboard.intake import Intake, sos_position
 from shipboard.signin import CrewSignIn
 from shipboard.states import MessageKind, MessageState
+from shipboard.voice import MAX_RECORDING_BYTES
 from shipboard.web import pages
 from shipboard.web.i18n import Translations, page_language
 from shipboard.web.phones import SignedInPhones
@@ -110,6 +117,7 @@ ROUTE_BODY_BYTES: dict[str, int] = {
     "/api/grievances": 64 * 1024,  # 16 KiB of report (intake.MAX_GRIEVANCE_BYTES)
     "/report": 96 * 1024,
     "/report/phone/sealed": pages.MAX_SEALED_BYTES,  # the largest sealed report
+    "/api/voice-notes": MAX_RECORDING_BYTES,  # a recording, as the phone's browser made it
 }
 
 
@@ -396,6 +404,38 @@ def create_app(
             }
         )
 
+    async def send_voice_note(request: Request) -> Response:
+        who = signed_in(request)
+        raw_contact = request.query_params.get("contact", "")
+        if not raw_contact.isdigit() or len(raw_contact) > 16:
+            raise Problem(400, "bad-request", "bad request", "'contact' must be a number.")
+        contact = bounded_int(int(raw_contact), "'contact'", 0, MAX_ID)
+        recording = await request.body()  # bounded by BodyLimit before it is read
+        try:
+            accepted = await asyncio.to_thread(
+                intake.send_voice_note, who.member.crew, contact, recording
+            )
+        except VoiceNoteRefused as refused:
+            # said in the crew member's own language (the catalogue has every msgid)
+            lang = page_language(None, who.member.language)
+            msgid = refused.msgid or refused.sentence
+            problem = _refused(refused)
+            problem.detail = translations.gettext(lang, msgid).format(**refused.fields)
+            raise problem from None
+        finally:
+            del recording
+        quota = await asyncio.to_thread(intake.quota, who.member.crew)
+        return JSONResponse(
+            {
+                "message_seq": accepted.message_seq,
+                "state": MessageState.ACCEPTED,
+                "voice_bytes": accepted.text_bytes,
+                "mode": intake.config.voice.mode.label,
+                "remaining_bytes": quota.remaining_bytes,
+            },
+            status_code=201,
+        )
+
     async def send_message(request: Request) -> Response:
         who = signed_in(request)
         data = await body(request)
@@ -637,6 +677,7 @@ def create_app(
         Route("/api/login", endpoint(login), methods=["POST"]),
         Route("/api/contacts", endpoint(contacts), methods=["GET", "POST"]),
         Route("/api/messages", endpoint(send_message), methods=["POST"]),
+        Route("/api/voice-notes", endpoint(send_voice_note), methods=["POST"]),
         Route("/api/messages/{seq}", endpoint(message_stages), methods=["GET"]),
         Route("/api/unions", endpoint(unions), methods=["GET"]),
         Route("/api/grievances", endpoint(grievance), methods=["POST"]),

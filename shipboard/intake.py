@@ -56,6 +56,7 @@ from protocol.sealing import (
     seal_grievance_unpadded,
 )
 from protocol.text import normalise_text
+from protocol.voice import VoiceMode
 from shipboard.casebook import Casebook, CaseEntry
 from shipboard.config import ShipConfig, UnionConfig
 from shipboard.crew import CrewRegister, SignedIn
@@ -74,6 +75,7 @@ from shipboard.lane_plan import LaneFull, ReportTooLong
 from shipboard.outbox import AcceptedMessage, Outbox, QuotaStatus
 from shipboard.sos_limit import SosLimitPolicy, SosWithoutPinLimit
 from shipboard.states import MessageKind
+from shipboard.voice import code_recording
 
 logger = logging.getLogger(__name__)
 
@@ -110,6 +112,20 @@ class IntakeOutbox(Protocol):
         quick: int | None = None,
     ) -> list[AcceptedMessage]:
         """Commit one message to several contacts, within the quota (all or nothing)."""
+        ...
+
+    def accept_voice_note(
+        self,
+        *,
+        crew: int,
+        contact: int,
+        mode: VoiceMode,
+        duration_ms: int,
+        frames: bytes,
+        now: float,
+        quota_bytes: int,
+    ) -> AcceptedMessage:
+        """Commit a voice note to one contact, within the quota (its Codec2 bytes count)."""
         ...
 
     def accept_grievance(
@@ -424,6 +440,30 @@ class Intake:
                 dataclasses.replace(a, original=reading.original, alternative=reading.alternative)
                 for a in accepted
             ]
+        return accepted
+
+    def send_voice_note(self, crew: int, contact: int, recording: bytes) -> AcceptedMessage:
+        """Commit a voice note, from what the phone's browser recorded, to one of the crew
+        member's own contacts (:mod:`shipboard.voice`: decoded, trimmed, Codec2 in the
+        vessel's mode, counted against the quota like text). CPU-bound: call it in a thread.
+        """
+        if self.register.contact(crew, contact) is None:
+            raise UnknownContact(
+                "This contact is not in your list. Add them first on the page, or ask the "
+                "captain to add them."
+            )
+        voice = self.config.voice
+        coded = code_recording(recording, limit_s=voice.max_seconds, mode=voice.mode)
+        accepted = self.outbox.accept_voice_note(
+            crew=crew,
+            contact=contact,
+            mode=coded.mode,
+            duration_ms=coded.duration_ms,
+            frames=coded.frames,
+            now=self.clock(),
+            quota_bytes=self.config.quota.crew_text_bytes,
+        )
+        self._ring(MessageKind.MESSAGE)
         return accepted
 
     def file_grievance(

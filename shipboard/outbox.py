@@ -65,6 +65,7 @@ from protocol.envelopes import (
     LaneBlock,
     ReceiptStage,
     Sos,
+    VoiceNote,
     acknowledges_only,
 )
 from protocol.errors import MalformedBatch, Reason
@@ -72,6 +73,7 @@ from protocol.languages import Language
 from protocol.months import Month
 from protocol.replay import RangeSet
 from protocol.signing import SigningKey
+from protocol.voice import VoiceMode
 from shipboard.crew import ContactChange, CrewRegister
 from shipboard.database import OnDatabase, Transaction, VesselDatabase
 from shipboard.errors import NothingToSend, QuotaExceeded
@@ -160,7 +162,7 @@ class PendingMessage:
     kind: MessageKind
     crew: int | None  # None for a grievance report: the outbox does not know the reporter
     text_bytes: int  # what counts against the crew member's quota (0 outside quota)
-    payload_bytes: int  # bytes of text or sealed report that will travel
+    payload_bytes: int  # bytes of text, sealed report or voice that will travel
     accepted_at: float
     lang: str | None
 
@@ -245,6 +247,8 @@ class SentMessage:
     quick: int | None
     state: MessageState
     accepted_at: float
+    #: Milliseconds of speech, for a voice message (None for a written one).
+    voice_ms: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -455,15 +459,7 @@ class Outbox:
         needed = text_bytes * len(contacts)
         month = self._month(now)
         with self.database.transaction("save the message") as db:
-            used = self._used_bytes(db, crew, month)
-            if used + needed > quota_bytes:
-                remaining = max(0, quota_bytes - used)
-                raise QuotaExceeded(
-                    f"Not enough of this month's quota is left: {remaining} bytes left, this "
-                    f"message needs {needed}. Write a shorter message or wait for next month.",
-                    remaining_bytes=remaining,
-                    needed_bytes=needed,
-                )
+            self._check_quota(db, crew, month, needed, quota_bytes)
             seqs = [
                 self._insert(
                     db,
@@ -482,6 +478,72 @@ class Outbox:
         for seq in seqs:
             logger.info("message %d accepted (%d text bytes)", seq, text_bytes)
         return [AcceptedMessage(seq, now, text_bytes) for seq in seqs]
+
+    @classmethod
+    def _check_quota(
+        cls, db: Transaction, crew: int, month: int, needed: int, quota_bytes: int
+    ) -> None:
+        """The one quota rule of family messages, text and voice alike: what the crew
+        member used this month plus ``needed`` must fit ``quota_bytes``."""
+        used = cls._used_bytes(db, crew, month)
+        if used + needed > quota_bytes:
+            remaining = max(0, quota_bytes - used)
+            raise QuotaExceeded(
+                f"Not enough of this month's quota is left: {remaining} bytes left, this "
+                f"message needs {needed}. Write a shorter message or wait for next month.",
+                remaining_bytes=remaining,
+                needed_bytes=needed,
+            )
+
+    def accept_voice_note(
+        self,
+        *,
+        crew: int,
+        contact: int,
+        mode: VoiceMode,
+        duration_ms: int,
+        frames: bytes,
+        now: float,
+        quota_bytes: int,
+    ) -> AcceptedMessage:
+        """Commit a crew member's voice note to a family contact, within their quota.
+
+        Its Codec2 bytes count against the monthly quota like a text's UTF-8 bytes.
+        Raises :class:`QuotaExceeded` (nothing stored) when the quota does not cover it.
+        """
+        # Built once here so that a note the link would refuse is refused at intake.
+        VoiceNote(
+            message_seq=0,
+            crew=crew,
+            contact=contact,
+            mode=mode,
+            duration_ms=duration_ms,
+            frames=frames,
+            written_minutes=int(now // 60),
+        )
+        month = self._month(now)
+        with self.database.transaction("save the voice message") as db:
+            self._check_quota(db, crew, month, len(frames), quota_bytes)
+            seq = self._insert(
+                db,
+                kind=MessageKind.MESSAGE,
+                crew=crew,
+                contact=contact,
+                voice_mode=int(mode),
+                voice_ms=duration_ms,
+                voice=frames,
+                text_bytes=len(frames),
+                month=month,
+                now=now,
+            )
+        logger.info(
+            "voice message %d accepted (%d ms, mode %s, %d bytes)",
+            seq,
+            duration_ms,
+            mode.label,
+            len(frames),
+        )
+        return AcceptedMessage(seq, now, len(frames))
 
     def accept_grievance(
         self, *, union_id: int, sealed: bytes, case_key: bytes, now: float
@@ -582,7 +644,7 @@ class Outbox:
             rows = db.execute(
                 "SELECT message_seq, kind, crew, text_bytes, accepted_at, lang, "
                 "COALESCE(LENGTH(CAST(body AS BLOB)), 0) + COALESCE(LENGTH(sealed), 0) "
-                "FROM messages WHERE state = ? "
+                "+ COALESCE(LENGTH(voice), 0) FROM messages WHERE state = ? "
                 "AND NOT (kind = ? AND accepted_at > ?) ORDER BY message_seq",
                 (MessageState.ACCEPTED, MessageKind.GRIEVANCE, now),
             ).fetchall()
@@ -692,8 +754,8 @@ class Outbox:
         for seq in dict.fromkeys(message_seqs):
             row = db.execute(
                 "SELECT kind, crew, contact, union_id, lang, body, quick, sealed, latitude, "
-                "longitude, accepted_at, state, typed_crew, lane_period, lane_index "
-                "FROM messages WHERE message_seq = ?",
+                "longitude, accepted_at, state, typed_crew, lane_period, lane_index, "
+                "voice_mode, voice_ms, voice FROM messages WHERE message_seq = ?",
                 (seq,),
             ).fetchone()
             if row is None:
@@ -704,7 +766,17 @@ class Outbox:
             written = int(at // 60)
             language = Language.from_code(lang) if lang else None
             envelope: Envelope
-            if kind == MessageKind.MESSAGE:
+            if kind == MessageKind.MESSAGE and row[15] is not None:
+                envelope = VoiceNote(
+                    message_seq=seq,
+                    crew=crew,
+                    contact=contact,
+                    mode=VoiceMode(row[15]),
+                    duration_ms=row[16],
+                    frames=bytes(row[17]),
+                    written_minutes=written,
+                )
+            elif kind == MessageKind.MESSAGE:
                 envelope = CrewMessage(
                     message_seq=seq,
                     crew=crew,
@@ -1123,13 +1195,13 @@ class Outbox:
         """The crew member's latest family messages, newest first (no text)."""
         with self.database.reading() as db:
             rows = db.execute(
-                "SELECT message_seq, contact, quick, state, accepted_at FROM messages "
+                "SELECT message_seq, contact, quick, state, accepted_at, voice_ms FROM messages "
                 "WHERE crew = ? AND kind = ? ORDER BY message_seq DESC LIMIT ?",
                 (crew, MessageKind.MESSAGE, limit),
             ).fetchall()
         return [
-            SentMessage(int(seq), contact, quick, MessageState(state), float(at))
-            for seq, contact, quick, state, at in rows
+            SentMessage(int(seq), contact, quick, MessageState(state), float(at), voice_ms)
+            for seq, contact, quick, state, at, voice_ms in rows
         ]
 
     def month_figures(self, start: float, end: float) -> MonthFigures:

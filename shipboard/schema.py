@@ -239,6 +239,17 @@ OUTBOX = MigrationSet(
             """,
             rebuilds_tables=True,
         ),
+        Migration(
+            "0006_voice_notes",
+            # A voice note is a family message (kind 'message', counted in text_bytes
+            # against the quota like text) whose Codec2 frames sit in voice, with their
+            # mode (Codec2's mode number) and duration; body and quick stay NULL.
+            """
+            ALTER TABLE messages ADD COLUMN voice_mode INTEGER;
+            ALTER TABLE messages ADD COLUMN voice_ms INTEGER;
+            ALTER TABLE messages ADD COLUMN voice BLOB
+            """,
+        ),
     ),
 )
 

@@ -46,6 +46,7 @@ ADOPTED = [
 NEW_SINCE = [
     ("crew_register", "0002_chosen_pins"),
     ("outbox", "0005_lane_items"),
+    ("outbox", "0006_voice_notes"),
     ("inbox", "0002_lane_blocks"),
     ("lane", "0001_reservoir"),
     ("casebook", "0001_casebooks"),
