@@ -27,7 +27,8 @@ errors name the file, the key or the state and say what to do.
             ├── VoiceNoteTooLong      more speech than [voice] max_seconds
             ├── VoiceNoteSilent       nothing in it loud enough to be speech
             ├── VoiceNoteNotAudio     a file that holds no sound (a photo, a silent video)
-            └── VoiceNoteUnreadable   a container the vessel cannot read, or cut short
+            ├── VoiceNoteUnreadable   a container the vessel cannot read, or cut short
+            └── VoiceNoteToSms        to a contact reached by SMS (e-mail only, for now)
 
 Refusals whose sentence has figures in it (a time, a limit) also carry it as a catalogue
 ``msgid`` with ``fields``, so each door says it in the crew member's language.
@@ -263,4 +264,15 @@ class VoiceNoteUnreadable(VoiceNoteRefused):
     msgid = (
         "The vessel's computer cannot read this recording. Record it again, or write "
         "the message instead."
+    )
+
+
+class VoiceNoteToSms(VoiceNoteRefused):
+    """Voice messages go to contacts with an e-mail address only (an SMS contact would need
+    a link to a page that plays it, which the relay does not have yet)."""
+
+    code = "voice-to-sms"
+    msgid = (
+        "Voice messages can only go to contacts with an e-mail address for now. Write to "
+        "this contact instead."
     )

@@ -69,6 +69,7 @@ from shipboard.errors import (
     ReportTooLongForLane,
     UnknownContact,
     UnknownUnion,
+    VoiceNoteToSms,
 )
 from shipboard.lane import FiledInLane, LaneOnDemand, LaneProgress
 from shipboard.lane_plan import LaneFull, ReportTooLong
@@ -447,11 +448,14 @@ class Intake:
         member's own contacts (:mod:`shipboard.voice`: decoded, trimmed, Codec2 in the
         vessel's mode, counted against the quota like text). CPU-bound: call it in a thread.
         """
-        if self.register.contact(crew, contact) is None:
+        found = self.register.contact(crew, contact)
+        if found is None:
             raise UnknownContact(
                 "This contact is not in your list. Add them first on the page, or ask the "
                 "captain to add them."
             )
+        if found.channel != "email":
+            raise VoiceNoteToSms()
         voice = self.config.voice
         coded = code_recording(recording, limit_s=voice.max_seconds, mode=voice.mode)
         accepted = self.outbox.accept_voice_note(

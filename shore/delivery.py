@@ -42,12 +42,15 @@ from shore.mail import (
     MailSender,
     ReplyAddressBook,
     ReplyRoute,
+    VoiceAttachment,
     clean_header_text,
     compose_family_mail,
 )
 from shore.retry import AttemptResult, RetryPolicy, decide
 from shore.sms import SmsProvider
+from shore.store.uplink import CodedVoice
 from shore.vocabulary import AttemptEnd, DeliveryOutcome, Destination
+from shore.voice import voice_attachment
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +92,10 @@ class DueDelivery(Protocol):
     def union(self) -> int | None: ...
     @property
     def sealed(self) -> bytes | None: ...
+
+    @property
+    def voice(self) -> CodedVoice | None:
+        """A voice message's Codec2 speech (None for a written message)."""
 
     @property
     def accepted_at(self) -> float:
@@ -344,13 +351,31 @@ class DeliveryWorker:
             # Batches may arrive out of order: the contact's announcement can come after
             # the message. Wait for it (until the deadline) rather than fail at once.
             return AttemptResult.transient(FailureReason.UNKNOWN_CONTACT, "contact not known yet")
+        if delivery.voice is not None:
+            if destination is not Destination.EMAIL:
+                # The vessel sends voice messages to e-mail contacts only (issue 24): an SMS
+                # contact would need a link to a page that plays it, not built yet.
+                return AttemptResult.permanent(
+                    FailureReason.REJECTED_BY_RELAY, "voice messages reach e-mail contacts only"
+                )
+            try:
+                attachment = await asyncio.to_thread(voice_attachment, delivery.voice)
+            except ValueError as exc:
+                return AttemptResult.permanent(FailureReason.REJECTED_BY_RELAY, f"voice: {exc}")
+            return await self._to_email(delivery, delivery.address, "", attachment)
         if not delivery.text:
             return AttemptResult.permanent(FailureReason.REJECTED_BY_RELAY, "no text")
         if destination is Destination.EMAIL:
             return await self._to_email(delivery, delivery.address, delivery.text)
         return await self._to_sms(delivery, delivery.address, delivery.text)
 
-    async def _to_email(self, delivery: DueDelivery, address: str, text: str) -> AttemptResult:
+    async def _to_email(
+        self,
+        delivery: DueDelivery,
+        address: str,
+        text: str,
+        voice: VoiceAttachment | None = None,
+    ) -> AttemptResult:
         if delivery.crew is None or delivery.contact is None:
             return AttemptResult.permanent(FailureReason.UNKNOWN_CONTACT, "no crew or contact")
         family_mail = FamilyMail(
@@ -361,6 +386,7 @@ class DeliveryWorker:
             to_address=address,
             text=text,
             contact_lang=delivery.contact_lang,
+            voice=voice,
         )
         try:
             message = compose_family_mail(family_mail, self.identity, self.reply_book, self.clock())

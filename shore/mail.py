@@ -349,6 +349,29 @@ PHRASES: Mapping[Language, Phrases] = {
     ),
 }
 
+#: The line a family reads above a voice message's attachment (``{name}``, ``{seconds}``).
+#: Translations to be checked by native speakers before production use.
+VOICE_LINES: Mapping[Language, str] = {
+    Language.ENG: (
+        "{name} sent you a voice message ({seconds} seconds). Open the attached file to listen."
+    ),
+    Language.MYA: ("{name} က အသံမက်ဆေ့ချ် ({seconds} စက္ကန့်) ပို့ထားပါသည်။ နားထောင်ရန် ပူးတွဲဖိုင်ကို ဖွင့်ပါ။"),
+    Language.THA: "{name} ส่งข้อความเสียงถึงคุณ ({seconds} วินาที) เปิดไฟล์แนบเพื่อฟัง",
+    Language.KHM: ("{name} បានផ្ញើសារជាសំឡេងមកអ្នក ({seconds} វិនាទី)។ សូមបើកឯកសារភ្ជាប់ដើម្បីស្តាប់។"),
+    Language.LAO: "{name} ສົ່ງຂໍ້ຄວາມສຽງຫາທ່ານ ({seconds} ວິນາທີ). ເປີດໄຟລ໌ແນບເພື່ອຟັງ.",
+    Language.VIE: (
+        "{name} đã gửi cho bạn một tin nhắn thoại ({seconds} giây). Mở tệp đính kèm để nghe."
+    ),
+    Language.IND: (
+        "{name} mengirimi Anda pesan suara ({seconds} detik). "
+        "Buka file lampiran untuk mendengarkan."
+    ),
+    Language.TGL: (
+        "Nagpadala sa iyo si {name} ng voice message ({seconds} segundo). "
+        "Buksan ang naka-attach na file para makinig."
+    ),
+}
+
 #: BCP 47 tags for ``Content-Language``.
 LANGUAGE_TAGS: Mapping[Language, str] = {
     Language.ENG: "en",
@@ -376,6 +399,19 @@ class InvalidAddress(ValueError):
 
 
 @dataclass(frozen=True, slots=True)
+class VoiceAttachment:
+    """An e-mail attachment of a voice message: Opus in Ogg, and how long it plays."""
+
+    ogg: bytes
+    duration_ms: int
+
+    @property
+    def seconds(self) -> int:
+        """The length in whole seconds, rounded up (what the family is told)."""
+        return max(1, -(-self.duration_ms // 1000))
+
+
+@dataclass(frozen=True, slots=True)
 class FamilyMail:
     """One crew message to one family e-mail contact (everything composition needs)."""
 
@@ -386,6 +422,9 @@ class FamilyMail:
     to_address: str
     text: str
     contact_lang: Language | None = None
+    #: A voice message: attached as Opus in Ogg, with a line in the family's language
+    #: instead of ``text``.
+    voice: VoiceAttachment | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -445,13 +484,24 @@ def compose_family_mail(
     message["Subject"] = clean_header_text(words.subject.format(name=name), 200)
     message["Date"] = format_datetime(datetime.fromtimestamp(now, UTC))
     message["Message-ID"] = message_id(mail.vessel_id, mail.message_seq, identity.relay_domain)
-    body = unicodedata.normalize("NFC", mail.text).replace("\r\n", "\n").replace("\r", "\n")
+    if mail.voice is not None:
+        line = VOICE_LINES.get(mail.contact_lang or Language.ENG, VOICE_LINES[Language.ENG])
+        body = line.format(name=name, seconds=mail.voice.seconds)
+    else:
+        body = unicodedata.normalize("NFC", mail.text).replace("\r\n", "\n").replace("\r", "\n")
     footer = words.footer.format(limit=f"{identity.reply_limit_chars:,}")
     if words is not ENGLISH:
         footer += "\n\n" + ENGLISH.footer.format(limit=f"{identity.reply_limit_chars:,}")
     message.set_content(f"{body}\n\n-- \n{footer}\n", charset="utf-8", cte=_cte(body))
     if mail.contact_lang is not None and mail.contact_lang in LANGUAGE_TAGS:
         message["Content-Language"] = LANGUAGE_TAGS[mail.contact_lang]  # after set_content
+    if mail.voice is not None:
+        message.add_attachment(
+            mail.voice.ogg,
+            maintype="audio",
+            subtype="ogg",
+            filename=f"voice-{mail.vessel_id}-{mail.message_seq}.ogg",
+        )
     return message
 
 

@@ -98,14 +98,14 @@ async def shore_crew_figures(
     start, end = Month.from_key(month).bounds_minutes(LOG_ZONE)
     async with store.db.transaction() as tx:
         written = await store.uplink.crew_messages_written(tx, vessel_id, start, end)
-        seqs = [seq for seq, _, _, _ in written]
+        seqs = [row[0] for row in written]
         outcomes = (
             await store.delivery_queue.outcomes(tx, vessel_id, min(seqs), max(seqs)) if seqs else {}
         )
     delivered: dict[int, int] = {}
     failed: dict[int, int] = {}
-    for seq, crew, body, quick in written:
-        text_bytes = message_text_bytes(body, quick)
+    for seq, crew, body, quick, voice in written:
+        text_bytes = message_text_bytes(body, quick, voice)
         outcome = outcomes.get(seq)
         if outcome is DeliveryOutcome.DELIVERED:
             delivered[crew] = delivered.get(crew, 0) + text_bytes

@@ -22,6 +22,7 @@ from protocol.envelopes import (
     GrievanceReport,
     ReceiptStage,
     Sos,
+    VoiceNote,
 )
 
 
@@ -36,7 +37,7 @@ class MessageKind(StrEnum):
     def of(cls, envelope: Envelope) -> MessageKind | None:
         """The kind of an uplink envelope that is stored as a message (None for the rest:
         contact book changes, acknowledgements)."""
-        if isinstance(envelope, CrewMessage):
+        if isinstance(envelope, CrewMessage | VoiceNote):
             return cls.MESSAGE
         if isinstance(envelope, GrievanceReport):
             return cls.GRIEVANCE

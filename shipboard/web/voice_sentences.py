@@ -14,4 +14,6 @@ VOICE_REFUSALS = (
     "This file is not a sound recording. Record your voice on the page and send that.",
     "The vessel's computer cannot read this recording. Record it again, or write "
     "the message instead.",
+    "Voice messages can only go to contacts with an e-mail address for now. Write to "
+    "this contact instead.",
 )

@@ -18,7 +18,7 @@ from protocol.envelopes import FailureReason
 from protocol.languages import Language
 from shore.store.database import Dialect, Tx
 from shore.store.migrations import Migration, MigrationSet
-from shore.store.uplink import MessageToDeliver
+from shore.store.uplink import CodedVoice, MessageToDeliver
 from shore.vocabulary import DeliveryOutcome, Destination, MessageKind
 
 MIGRATIONS = MigrationSet(
@@ -94,6 +94,8 @@ class Delivery:
     unfinished_attempt: bool
     deadline_at: float
     quick: int | None = None
+    #: A voice message's speech (None for text).
+    voice: CodedVoice | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +174,7 @@ def delivery_of(claim: Claim, message: MessageToDeliver, phrases: PhraseLookup |
         unfinished_attempt=claim.unfinished_attempt,
         deadline_at=claim.deadline_at,
         quick=message.quick,
+        voice=message.voice,
     )
 
 

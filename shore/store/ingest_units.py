@@ -27,6 +27,7 @@ from protocol.envelopes import (
     LaneBlock,
     ReceiptStage,
     Sos,
+    VoiceNote,
     acknowledges_only,
 )
 from protocol.errors import Reason
@@ -98,7 +99,7 @@ class IngestUnits(StoreParts):
                     lane_blocks.append(envelope)
                 elif isinstance(envelope, BatchAck):
                     acked += await self.downlink_queue.apply_ack(tx, vessel_id, envelope, now)
-                elif isinstance(envelope, CrewMessage | GrievanceReport | Sos):
+                elif isinstance(envelope, CrewMessage | GrievanceReport | Sos | VoiceNote):
                     if await self._accept_message(tx, vessel_id, batch_seq, envelope, now):
                         new += 1
                         stored_now.append(envelope)
@@ -126,7 +127,7 @@ class IngestUnits(StoreParts):
         tx: Tx,
         vessel_id: int,
         batch_seq: int,
-        envelope: CrewMessage | GrievanceReport | Sos,
+        envelope: CrewMessage | GrievanceReport | Sos | VoiceNote,
         now: float,
     ) -> bool:
         """A message new to the shore: stored, its delivery queued (not for an SOS: that

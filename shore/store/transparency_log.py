@@ -30,7 +30,7 @@ from protocol.compliance import (
     message_text_bytes,
     sign_tree_head,
 )
-from protocol.envelopes import CrewMessage, Envelope
+from protocol.envelopes import CrewMessage, Envelope, VoiceNote
 from protocol.errors import LimitExceeded
 from protocol.limits import MINUTES_RANGE, minutes_in_range
 from protocol.merkle import leaf_hash, root_hash
@@ -107,6 +107,10 @@ def leaf_for(batch: Batch, batch_sha256: bytes, now: float, new: Sequence[Envelo
         if isinstance(envelope, CrewMessage):
             key = (envelope.crew, month_of_minutes(envelope.written_minutes))
             counts[key] = counts.get(key, 0) + message_text_bytes(envelope.body, envelope.quick)
+            written.append(envelope.written_minutes)
+        elif isinstance(envelope, VoiceNote):
+            key = (envelope.crew, month_of_minutes(envelope.written_minutes))
+            counts[key] = counts.get(key, 0) + message_text_bytes(None, None, envelope.frames)
             written.append(envelope.written_minutes)
     crew = tuple(sorted(CrewBytes(c, m, b) for (c, m), b in counts.items()))
     return LogLeaf(

@@ -27,10 +27,12 @@ from protocol.envelopes import (
     CrewMessage,
     GrievanceReport,
     Sos,
+    VoiceNote,
 )
 from protocol.errors import Reason
 from protocol.languages import Language
 from protocol.slots import SLOT_MAGIC
+from protocol.voice import VoiceMode
 from shore.store.database import Row, Tx, optional_int
 from shore.store.migrations import Migration, MigrationSet
 from shore.vocabulary import BatchState, MessageKind, MessageState
@@ -100,6 +102,16 @@ MIGRATIONS = MigrationSet(
         # crew number is only what was typed, and the alert says so
         Migration(
             "0003_sos_unauthenticated", "ALTER TABLE messages ADD COLUMN unauthenticated {int}"
+        ),
+        # A voice message (protocol.envelopes.VoiceNote, issue 24): kind 'message' with its
+        # Codec2 frames, their mode (Codec2's mode number) and duration; body stays NULL.
+        Migration(
+            "0004_voice_notes",
+            """
+        ALTER TABLE messages ADD COLUMN voice_mode {int};
+        ALTER TABLE messages ADD COLUMN voice_ms {int};
+        ALTER TABLE messages ADD COLUMN voice {blob}
+        """,
         ),
     ),
 )
@@ -175,6 +187,15 @@ class StoredBatch:
 
 
 @dataclass(frozen=True, slots=True)
+class CodedVoice:
+    """A stored voice message's speech: Codec2 frames of ``mode``, ``duration_ms`` long."""
+
+    mode: VoiceMode
+    duration_ms: int
+    frames: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class MessageToDeliver:
     """A stored message with its contact (if the vessel announced one), for a delivery."""
 
@@ -191,6 +212,8 @@ class MessageToDeliver:
     address: str | None
     contact_lang: Language | None
     crew_name: str | None
+    #: A voice message's speech (None for text).
+    voice: CodedVoice | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -349,7 +372,7 @@ class Uplink:
         tx: Tx,
         vessel_id: int,
         batch_seq: int,
-        envelope: CrewMessage | GrievanceReport | Sos,
+        envelope: CrewMessage | GrievanceReport | Sos | VoiceNote,
         now: float,
     ) -> MessageKind | None:
         """Store a crew message, grievance report or SOS; its kind, or None when the vessel
@@ -360,7 +383,12 @@ class Uplink:
         crew = contact = union = lang = quick = lat = lon = unauthenticated = None
         body: str | None = None
         sealed: bytes | None = None
-        if isinstance(envelope, CrewMessage):
+        voice_mode = voice_ms = None
+        voice: bytes | None = None
+        if isinstance(envelope, VoiceNote):
+            seq, crew, contact = envelope.message_seq, envelope.crew, envelope.contact
+            voice_mode, voice_ms, voice = int(envelope.mode), envelope.duration_ms, envelope.frames
+        elif isinstance(envelope, CrewMessage):
             seq, crew, contact, quick = (
                 envelope.message_seq,
                 envelope.crew,
@@ -385,9 +413,9 @@ class Uplink:
         inserted = await tx.fetchrow(
             "INSERT INTO messages (vessel_id, message_seq, batch_seq, kind, crew, contact, "
             "union_id, lang, body, quick, sealed, latitude, longitude, written_minutes, "
-            "accepted_at, state, state_at, unauthenticated) VALUES "
-            "($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $15, $17) "
-            "ON CONFLICT DO NOTHING RETURNING message_seq",
+            "accepted_at, state, state_at, unauthenticated, voice_mode, voice_ms, voice) VALUES "
+            "($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $15, $17, "
+            "$18, $19, $20) ON CONFLICT DO NOTHING RETURNING message_seq",
             vessel_id,
             seq,
             batch_seq,
@@ -405,6 +433,9 @@ class Uplink:
             float(now),
             state.value,
             unauthenticated,
+            voice_mode,
+            voice_ms,
+            voice,
         )
         return None if inserted is None else kind
 
@@ -491,7 +522,8 @@ class Uplink:
         rows = await tx.fetch(
             "SELECT m.vessel_id, m.message_seq, m.kind, m.crew, m.contact, m.union_id, m.lang, "
             "m.body, m.quick, m.sealed, m.accepted_at, c.channel, c.address, c.lang, "
-            "c.crew_name FROM messages m LEFT JOIN contacts c ON c.vessel_id = m.vessel_id "
+            "c.crew_name, m.voice_mode, m.voice_ms, m.voice "
+            "FROM messages m LEFT JOIN contacts c ON c.vessel_id = m.vessel_id "
             f"AND c.crew = m.crew AND c.contact = m.contact WHERE {where}",
             *args,
         )
@@ -510,17 +542,20 @@ class Uplink:
                 address=r[12],
                 contact_lang=language(r[13]),
                 crew_name=r[14],
+                voice=None
+                if r[15] is None
+                else CodedVoice(VoiceMode(int(r[15])), int(r[16]), bytes(r[17])),
             )
             for r in rows
         }
 
     async def crew_messages_written(
         self, tx: Tx, vessel_id: int, start_minutes: int, end_minutes: int
-    ) -> list[tuple[int, int, str | None, int | None]]:
-        """(message_seq, crew, body, quick) of the vessel's crew messages written in
-        [start, end) (UTC minutes)."""
+    ) -> list[tuple[int, int, str | None, int | None, bytes | None]]:
+        """(message_seq, crew, body, quick, voice) of the vessel's crew messages written in
+        [start, end) (UTC minutes); ``voice``: a voice message's Codec2 frames."""
         rows = await tx.fetch(
-            "SELECT message_seq, crew, body, quick FROM messages WHERE vessel_id = $1 "
+            "SELECT message_seq, crew, body, quick, voice FROM messages WHERE vessel_id = $1 "
             "AND kind = $4 AND written_minutes >= $2 AND written_minutes < $3 "
             "ORDER BY message_seq",
             vessel_id,
@@ -528,7 +563,10 @@ class Uplink:
             end_minutes,
             MessageKind.MESSAGE.value,
         )
-        return [(int(r[0]), int(r[1]), r[2], optional_int(r[3])) for r in rows]
+        return [
+            (int(r[0]), int(r[1]), r[2], optional_int(r[3]), None if r[4] is None else bytes(r[4]))
+            for r in rows
+        ]
 
     # grievance reports --------------------------------------------------------------------
 

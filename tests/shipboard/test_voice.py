@@ -118,7 +118,7 @@ async def test_safari_recordings_and_text_share_one_quota(
         "/api/messages", json={"contact": crew.mother.contact, "text": "နေကောင်းလား"}, headers=auth
     )
     voice = await api.post(
-        f"/api/voice-notes?contact={crew.brother.contact}",
+        f"/api/voice-notes?contact={crew.mother.contact}",
         content=mp4_aac(spoken(BURMESE, "my")),
         headers={**auth, "content-type": "audio/mp4"},
     )
@@ -207,6 +207,23 @@ def _png() -> bytes:
     return image.getvalue()
 
 
+async def test_a_voice_message_to_an_sms_contact_is_refused_in_burmese(
+    api: httpx.AsyncClient, crew: Crew, outbox: Outbox
+) -> None:
+    """Aung Min's brother is reached by SMS, which cannot carry a voice message yet: the
+    page says so in Burmese before anything is decoded, stored or charged."""
+    auth = await _login(api, crew)
+    refused = await api.post(
+        f"/api/voice-notes?contact={crew.brother.contact}",
+        content=wav(spoken(BURMESE, "my")),
+        headers=auth,
+    )
+    assert refused.status_code == 422
+    assert errors.VoiceNoteToSms.msgid is not None
+    assert refused.json()["detail"] == _burmese(errors.VoiceNoteToSms.msgid)
+    assert outbox.pending_messages(NOW) == ()
+
+
 async def test_a_recording_to_a_stranger_is_refused(api: httpx.AsyncClient, crew: Crew) -> None:
     """A voice message to contact 99, who is not in Aung Min's list: 404 with a sentence."""
     auth = await _login(api, crew)
@@ -263,6 +280,7 @@ def test_the_catalogue_holds_every_refusals_sentence() -> None:
         errors.VoiceNoteSilent,
         errors.VoiceNoteNotAudio,
         errors.VoiceNoteUnreadable,
+        errors.VoiceNoteToSms,
     ]
     assert [kind.msgid for kind in kinds] == list(VOICE_REFUSALS)
     translations = Translations()

@@ -18,6 +18,7 @@ from shore.fake_sms import FakeSmsProvider
 from shore.mail import MailIdentity, MailSender, ReplyAddressBook, ReplyRoute
 from shore.retry import RetryPolicy
 from shore.sms import SmsConfig, SmsProvider
+from shore.store.uplink import CodedVoice
 from shore.vocabulary import DeliveryOutcome, Destination, receipt_for
 from tests.kit.clock import FakeClock
 from tests.shore.test_mail import SmtpSink
@@ -45,6 +46,7 @@ class Row:
     sealed: bytes | None = None
     attempts: int = 0
     unfinished_attempt: bool = False
+    voice: CodedVoice | None = None  # a voice message's speech (issue 24)
 
 
 @dataclass

@@ -47,7 +47,11 @@ ALL_MIGRATIONS = {(s.name, m.name) for s in MIGRATION_SETS for m in s.migrations
 OWN_TABLES = ("store_migrations", "schema_migrations")
 #: Set migrations made after the split (issue 19): an upgraded old database gets exactly
 #: these, in this order; each only adds tables (or columns) of its own.
-SINCE_THE_SPLIT = [("downlink", "0003_urgent_items"), ("lane", "0001_lane")]
+SINCE_THE_SPLIT = [
+    ("uplink", "0004_voice_notes"),
+    ("downlink", "0003_urgent_items"),
+    ("lane", "0001_lane"),
+]
 LANE_TABLES = ("lane_state", "lane_up_blocks", "lane_down_queue", "lane_down_periods")
 
 
@@ -122,7 +126,8 @@ async def test_a_relay_database_made_by_the_old_code_opens_without_running_anyth
         applied = [r.getMessage() for r in caplog.records if "applied" in r.getMessage()]
         assert applied == [f"store migration {s}/{n} applied" for s, n in SINCE_THE_SPLIT]
         after = _sqlite_schema(path)
-        altered = {"downlink_items"}  # downlink/0003_urgent_items added a column to it
+        # downlink/0003_urgent_items and uplink/0004_voice_notes added columns to them
+        altered = {"downlink_items", "messages"}
         assert {entry for entry in before if entry[1] not in altered} <= after
         assert {name for _, name, sql in after - before} <= {
             *altered,
@@ -251,8 +256,13 @@ async def test_an_old_database_part_way_through_gets_only_what_it_lacks(
     old, fresh = databases
     await replay_legacy_migrations(old, upto=3)
     applied = await RelayStore(old).migrate()
-    later = [("uplink", "0003_sos_unauthenticated"), ("downlink", "0002_slot_notes")]
-    assert applied == [*later, *SINCE_THE_SPLIT]
+    assert applied == [
+        ("uplink", "0003_sos_unauthenticated"),
+        ("uplink", "0004_voice_notes"),
+        ("downlink", "0002_slot_notes"),
+        ("downlink", "0003_urgent_items"),
+        ("lane", "0001_lane"),
+    ]
     await RelayStore(fresh).migrate()
     assert await _schema(old) == await _schema(fresh)
 
