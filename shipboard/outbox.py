@@ -52,6 +52,7 @@ from zoneinfo import ZoneInfo
 
 from protocol.batch import Batch, Direction, encode_batch
 from protocol.codebook import Codebook
+from protocol.compliance import message_text_bytes
 from protocol.envelopes import (
     BatchAck,
     Channel,
@@ -521,9 +522,10 @@ class Outbox:
             frames=frames,
             written_minutes=int(now // 60),
         )
+        voice_bytes = message_text_bytes(None, None, frames)  # the rule the shore counts by
         month = self._month(now)
         with self.database.transaction("save the voice message") as db:
-            self._check_quota(db, crew, month, len(frames), quota_bytes)
+            self._check_quota(db, crew, month, voice_bytes, quota_bytes)
             seq = self._insert(
                 db,
                 kind=MessageKind.MESSAGE,
@@ -532,7 +534,7 @@ class Outbox:
                 voice_mode=int(mode),
                 voice_ms=duration_ms,
                 voice=frames,
-                text_bytes=len(frames),
+                text_bytes=voice_bytes,
                 month=month,
                 now=now,
             )
@@ -541,9 +543,9 @@ class Outbox:
             seq,
             duration_ms,
             mode.label,
-            len(frames),
+            voice_bytes,
         )
-        return AcceptedMessage(seq, now, len(frames))
+        return AcceptedMessage(seq, now, voice_bytes)
 
     def accept_grievance(
         self, *, union_id: int, sealed: bytes, case_key: bytes, now: float

@@ -493,8 +493,6 @@ def compose_family_mail(
     if words is not ENGLISH:
         footer += "\n\n" + ENGLISH.footer.format(limit=f"{identity.reply_limit_chars:,}")
     message.set_content(f"{body}\n\n-- \n{footer}\n", charset="utf-8", cte=_cte(body))
-    if mail.contact_lang is not None and mail.contact_lang in LANGUAGE_TAGS:
-        message["Content-Language"] = LANGUAGE_TAGS[mail.contact_lang]  # after set_content
     if mail.voice is not None:
         message.add_attachment(
             mail.voice.ogg,
@@ -502,6 +500,9 @@ def compose_family_mail(
             subtype="ogg",
             filename=f"voice-{mail.vessel_id}-{mail.message_seq}.ogg",
         )
+    if mail.contact_lang is not None and mail.contact_lang in LANGUAGE_TAGS:
+        # after set_content and add_attachment, which move Content-* headers into parts
+        message["Content-Language"] = LANGUAGE_TAGS[mail.contact_lang]
     return message
 
 
