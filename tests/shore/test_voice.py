@@ -35,6 +35,7 @@ from shore.store.transparency_log import leaf_for, month_of_minutes
 from shore.store.uplink import CodedVoice
 from shore.voice import voice_attachment
 from tests.kit.speech import BURMESE, THAI, estoi, spoken
+from tests.kit.voyage import voyage
 from tests.shore.store_fixtures import (
     T0,
     VESSEL_KEY,
@@ -195,3 +196,44 @@ def test_frames_cut_short_are_refused_not_played() -> None:
     delivery worker turns that into a permanent failure rather than a broken file."""
     with pytest.raises(ValueError, match="not whole 1200 frames"):
         voice_attachment(CodedVoice(VoiceMode.MODE_1200, 80, bytes(11)))
+
+
+async def test_a_voice_note_crosses_the_link_reaches_the_family_and_comes_back_delivered(
+    tmp_path: Path,
+) -> None:
+    """End to end on the fake link: a voice note and a text message accepted on board go
+    up in one session, the relay mails the voice note (Opus attachment) and the text, and
+    in the next session (the crew member writes again) the vessel hears both were
+    delivered."""
+    source = spoken(BURMESE, "my")
+    coded = encode_codec2(source, DEFAULT_VOICE_MODE)
+    async with voyage(tmp_path) as (vessel, shore, _link, clock):
+        voice = vessel.outbox.accept_voice_note(
+            crew=vessel.crew,
+            contact=vessel.contact,
+            mode=coded.mode,
+            duration_ms=coded.duration_ms,
+            frames=coded.frames,
+            now=clock(),
+            quota_bytes=1 << 20,
+        )
+        [text] = vessel.write(1)
+        report = await vessel.session()
+        assert report.acknowledged == (1,)
+        assert sorted(await shore.stored_seqs()) == sorted([voice.message_seq, text])
+        assert shore.store is not None
+        with SmtpSink() as sink:
+            worker = DeliveryWorker(
+                shore.store, MailSender(sink.config), IDENTITY, BOOK, clock=clock
+            )
+            assert await worker.deliver_due() == 2
+            mails = sink.handler.messages()
+        [with_voice] = [m for m in mails if _attachments(m)]
+        [attachment] = _attachments(with_voice)
+        ogg = attachment.get_content()
+        assert isinstance(ogg, bytes)
+        assert estoi(source, decode_recording(ogg, limit_s=120)) > 0.4
+        clock.advance(60)
+        vessel.write(1)  # the relay answers a session that brings something
+        await vessel.session()
+        assert vessel.states([voice.message_seq, text]) == ["delivered", "delivered"]
