@@ -28,6 +28,12 @@ Per Codec2 mode (:class:`protocol.voice.VoiceMode`, libcodec2 through ``pycodec2
 ``default_mode`` is the mode with the best ESTOI among those that send 10 s in at most
 1,600 bytes (:data:`BYTES_PER_10S_TARGET`).
 
+Mode 450 is not in ``pycodec2`` (so a vessel cannot send it, and it is not in the JSON):
+when Debian's ``c2enc``/``c2dec`` (package ``codec2``) are installed, the table adds it as
+a reference row, coded by those tools through files (its speeds include starting them,
+so they understate the codec), its bytes the frames plus the envelope's share measured
+for 700C.
+
 Usage::
 
     python benchmarks/voice.py --corpus corpus                 # a table
@@ -46,6 +52,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -280,8 +287,46 @@ def report(results: Sequence[ModeResult]) -> dict[str, object]:
     }
 
 
+@dataclass
+class Reference450:
+    """Mode 450 through Debian's ``c2enc``/``c2dec`` (a table row only, see the docstring)."""
+
+    frames_bytes_per_10s: int = 750  # 250 frames of 18 bits, each in 3 bytes
+    encode_s: float = 0.0
+    decode_s: float = 0.0
+    speech_s: float = 0.0
+    estoi_by_language: dict[str, list[float]] = field(default_factory=dict)
+
+
+def measure_450(speech: dict[str, list[Samples]]) -> Reference450 | None:
+    """Mode 450 by Debian's tools, or None when they are not installed."""
+    if shutil.which("c2enc") is None or shutil.which("c2dec") is None:
+        return None
+    found = Reference450()
+    with tempfile.TemporaryDirectory() as folder:
+        raw, bits, out = (Path(folder) / name for name in ("in.raw", "out.bit", "out.raw"))
+        for code, spoken in speech.items():
+            scores = found.estoi_by_language.setdefault(code, [])
+            for source in spoken:
+                raw.write_bytes(source.astype("<i2").tobytes())
+                started = time.perf_counter()
+                subprocess.run(["c2enc", "450", str(raw), str(bits)], check=True, timeout=60)
+                encoded = time.perf_counter()
+                subprocess.run(["c2dec", "450", str(bits), str(out)], check=True, timeout=60)
+                found.encode_s += encoded - started
+                found.decode_s += time.perf_counter() - encoded
+                found.speech_s += len(source) / SAMPLE_RATE_HZ
+                heard = np.frombuffer(out.read_bytes(), dtype="<i2").astype(np.int16)
+                clean, aligned = align(source, heard)
+                scores.append(float(stoi(clean, aligned, SAMPLE_RATE_HZ, extended=True)))
+    return found
+
+
 def table(
-    results: Sequence[ModeResult], speech: dict[str, list[Samples]], failed: dict[str, int]
+    results: Sequence[ModeResult],
+    speech: dict[str, list[Samples]],
+    failed: dict[str, int],
+    reference: Reference450 | None = None,
 ) -> str:
     """The report as a Markdown table, ESTOI per language after the contract's columns."""
     languages = list(speech)
@@ -299,6 +344,22 @@ def table(
             f"{figures['encode_x_realtime']:,.0f}",
             f"{figures['decode_x_realtime']:,.0f}",
             *(f"{statistics.fmean(r.estoi_by_language[code]):.3f}" for code in languages),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    by_label = {r.mode.label: r for r in results}
+    if reference is not None and "700C" in by_label:
+        r700 = by_label["700C"]
+        envelope = r700.wire_bytes_per_10s - 250 * r700.mode.bytes_per_frame
+        scores = [v for values in reference.estoi_by_language.values() for v in values]
+        cells = [
+            "450 (c2enc; not sendable)",
+            f"{reference.frames_bytes_per_10s + envelope:,}",
+            "",
+            f"{reference.frames_bytes_per_10s:,}",
+            f"{statistics.fmean(scores):.3f}",
+            f"{reference.speech_s / reference.encode_s:,.0f}",
+            f"{reference.speech_s / reference.decode_s:,.0f}",
+            *(f"{statistics.fmean(reference.estoi_by_language[code]):.3f}" for code in languages),
         ]
         lines.append("| " + " | ".join(cells) + " |")
     counts = ", ".join(f"{code} {len(values)}" for code, values in speech.items())
@@ -339,6 +400,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--table-too", action="store_true", help="with --json: the table on stderr as well"
     )
+    parser.add_argument(
+        "--no-450", action="store_true", help="leave out the table's mode-450 reference row"
+    )
     args = parser.parse_args(argv)
     try:
         modes = [VoiceMode.from_label(label) for label in args.modes.split(",")]
@@ -347,12 +411,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         failed: dict[str, int] = {}
         speech = utterances(args.corpus, args.per_language, args.messages, failed)
         results = measure(speech, modes)
+        wants_table = args.table_too or not args.json
+        reference = measure_450(speech) if wants_table and not args.no_450 else None
         if args.json:
             output = json.dumps(report(results), indent=2)
         else:
-            output = table(results, speech, failed)
+            output = table(results, speech, failed, reference)
         if args.table_too and args.json:
-            print(table(results, speech, failed), file=sys.stderr)
+            print(table(results, speech, failed, reference), file=sys.stderr)
     except (BenchmarkError, ValueError) as exc:
         print(f"voice benchmark: {exc}", file=sys.stderr)
         return 1

@@ -7,6 +7,7 @@ mode's rule (the best ESTOI within 1,600 bytes per 10 s) and the byte arithmetic
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -113,6 +114,9 @@ def test_the_table_names_the_languages_it_could_not_say(small_corpus: Path) -> N
     assert "| 700C (default) |" in done.stdout
     assert "Utterances: eng 1, tha 1" in done.stdout
     assert "No espeak-ng voice: khm, lao, tgl." in done.stdout
+    # mode 450 is a reference row when Debian's c2enc is there (scripts/install-system-deps)
+    has_c2enc = shutil.which("c2enc") is not None
+    assert ("| 450 (c2enc; not sendable) | 779 |" in done.stdout) == has_c2enc
 
 
 def test_a_missing_corpus_is_one_line_on_stderr(tmp_path: Path) -> None:
