@@ -15,6 +15,8 @@ in ``pyproject.toml``; ``tests/test_import_floors.py`` also refuses any import c
   :mod:`common.serving`: the web apps' sign-in, CSRF and uvicorn door.
 - :mod:`common.signins`: one sign-in guard per process (wrong PINs and passwords counted
   per person across every door, with a growing back-off).
+- :mod:`common.speech`: voice notes' audio: recordings decoded to 8 kHz (PyAV), the
+  silence gate, Codec2 (pycodec2), Opus in Ogg for families.
 - :mod:`common.http`: request bodies bounded before they are read, JSON parsed with bounded
   depth, integers and text, and the typed refusals that become a 4xx with a sentence.
 """
