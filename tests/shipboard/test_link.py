@@ -1,9 +1,11 @@
-"""The satellite session over a real Mosquitto, with a small test shore built on protocol/.
+"""The satellite session over a real Mosquitto, with the model shore built on protocol/.
 
 The vessel side is :func:`shipboard.link.run_session` (and :func:`run_link`) with an
-in-memory outbox implementing :class:`shipboard.link.OutboxPort`; the shore side verifies
-uplink batches and answers with a signed downlink ``BatchAck`` plus one
-``DeliveryReceipt(ACCEPTED_ASHORE)`` per message, as the real relay does after its commit.
+in-memory outbox implementing :class:`shipboard.link.OutboxPort`; the shore side is
+:class:`tests.kit.model_shore.ModelShore` behind the broker: the pure shore exchange, which
+verifies uplink batches and answers with a signed downlink ``BatchAck`` plus one
+``DeliveryReceipt(ACCEPTED_ASHORE)`` per new message, as the real relay does after its
+commit.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import secrets
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,7 +38,6 @@ from protocol.envelopes import (
     Sos,
     acknowledges_only,
 )
-from protocol.errors import ProtocolError
 from protocol.languages import Language
 from protocol.replay import RangeSet
 from protocol.signing import SigningKey
@@ -53,7 +54,6 @@ from shipboard.link import (
     reconnect_delay_s,
     run_link,
     run_session,
-    uplink_topic,
 )
 from shipboard.mqtt_link import MqttLink, make_client
 from shipboard.outbox import Outbox
@@ -61,8 +61,9 @@ from shipboard.profiles import IRIDIUM_CERTUS, VSAT
 from shipboard.scheduler import SchedulerSettings
 from shipboard.tls import make_self_signed
 from tests.kit.clock import FakeClock
+from tests.kit.model_shore import ModelShore
 from tests.kit.mosquitto import MosquittoBroker
-from tests.kit.mqtt import persistent_client
+from tests.kit.mqtt import publish_downlink, shore_over_mqtt
 from tests.kit.ports import free_port
 from tests.kit.wait import eventually
 from tests.shipboard.conftest import Crew
@@ -255,107 +256,16 @@ def test_fake_outbox_and_real_outbox_share_the_contract() -> None:
     assert len(ports) == 2
 
 
-# --- a test shore over MQTT --------------------------------------------------------------
+# --- the model shore over MQTT ----------------------------------------------------------
 
 
-@dataclass
-class Received:
-    batch_seq: int
-    message_seqs: tuple[int, ...]
-    data: bytes
-
-
-@dataclass
-class MqttTestShore:
-    """Subscribes to the vessel's uplink, verifies, answers with BatchAck and receipts."""
-
-    host: str
-    port: int
-    vessel_id: int
-    vessel_key: SigningKey
-    shore_key: SigningKey
-    codebook: Codebook
-    protocol: aiomqtt.ProtocolVersion = aiomqtt.ProtocolVersion.V5
-    received: list[Received] = field(default_factory=list)
-    refused: int = 0
-    next_downlink: int = 1
-    seen: RangeSet = field(default_factory=RangeSet)  # uplink batch numbers verified
-
-    def downlink(self, envelopes: Sequence[Envelope], key: SigningKey | None = None) -> bytes:
-        data = encode_batch(
-            envelopes,
-            direction=Direction.DOWNLINK,
-            vessel_id=self.vessel_id,
-            batch_seq=self.next_downlink,
-            batch_minutes=int(NOW // 60),
-            signing_key=key or self.shore_key,
-            codebook=self.codebook,
-        )
-        self.next_downlink += 1
-        return data
-
-    def answer(self, data: bytes) -> bytes | None:
-        try:
-            batch = decode_batch(
-                data,
-                codebook=self.codebook,
-                verify_key=self.vessel_key.verify_key,
-                direction=Direction.UPLINK,
-            )
-        except ProtocolError:
-            self.refused += 1
-            return None
-        seqs = tuple(
-            envelope.message_seq
-            for envelope in batch.envelopes
-            if isinstance(envelope, CrewMessage | Sos | GrievanceReport)
-        )
-        self.received.append(Received(batch.batch_seq, seqs, data))
-        self.seen.add(batch.batch_seq)
-        minutes = int(NOW // 60)
-        receipts = [DeliveryReceipt(seq, ReceiptStage.ACCEPTED_ASHORE, minutes) for seq in seqs]
-        return self.downlink([range_ack(self.seen, minutes), *receipts])
-
-    async def run(self, ready: asyncio.Event) -> None:
-        async with persistent_client(
-            self.host, self.port, f"relay-{self.vessel_id}", protocol=self.protocol
-        ) as client:
-            await client.subscribe(uplink_topic(self.vessel_id), qos=1)
-            ready.set()
-            async for message in client.messages:
-                assert isinstance(message.payload, bytes)
-                reply = self.answer(message.payload)
-                if reply is not None:
-                    await client.publish(downlink_topic(self.vessel_id), reply, qos=1)
-
-    async def publish_downlink(self, payloads: Sequence[bytes]) -> None:
-        async with aiomqtt.Client(self.host, self.port, protocol=self.protocol) as client:
-            for payload in payloads:
-                await client.publish(downlink_topic(self.vessel_id), payload, qos=1)
-
-    def copies(self) -> dict[int, list[Received]]:
-        by_batch: dict[int, list[Received]] = {}
-        for received in self.received:
-            by_batch.setdefault(received.batch_seq, []).append(received)
-        return by_batch
-
-
-@contextlib.asynccontextmanager
-async def shore_running(shore: MqttTestShore) -> AsyncIterator[MqttTestShore]:
-    ready = asyncio.Event()
-    task = asyncio.create_task(shore.run(ready))
-    try:
-        async with asyncio.timeout(10):
-            await asyncio.wait(
-                {task, asyncio.ensure_future(ready.wait())}, return_when="FIRST_COMPLETED"
-            )
-        if task.done():
-            task.result()
-        yield shore
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+def shore_running(
+    shore: ModelShore, broker: MosquittoBroker, mqtt_version: str = "5"
+) -> contextlib.AbstractAsyncContextManager[ModelShore]:
+    """The model shore behind ``broker``, answering on this file's fixed clock."""
+    return shore_over_mqtt(
+        shore, broker.host, broker.port, clock=lambda: NOW, protocol=to_protocol(mqtt_version)
+    )
 
 
 # --- fixtures and helpers ----------------------------------------------------------------
@@ -405,16 +315,9 @@ class Vessel:
                 **kwargs,  # type: ignore[arg-type]
             )
 
-    def shore(self, broker: MosquittoBroker, mqtt_version: str = "5") -> MqttTestShore:
-        return MqttTestShore(
-            broker.host,
-            broker.port,
-            self.vessel_id,
-            self.vessel_key,
-            self.shore_key,
-            self.codebook,
-            to_protocol(mqtt_version),
-        )
+    def shore(self) -> ModelShore:
+        """The model shore for this vessel (run it behind a broker with shore_running)."""
+        return ModelShore.for_keys(self.codebook, self.vessel_key, self.shore_key, self.vessel_id)
 
 
 @pytest.fixture
@@ -444,7 +347,7 @@ async def test_messages_go_ashore_and_the_shore_acknowledges_them(
     settings = link_settings(
         vessel.vessel_id, mosquitto.host, mosquitto.port, mqtt_version=mqtt_version
     )
-    async with shore_running(vessel.shore(mosquitto, mqtt_version)) as shore:
+    async with shore_running(vessel.shore(), mosquitto, mqtt_version) as shore:
         report = await vessel.session(settings, message_seqs=seqs)
     assert report.published == (1,)
     assert report.acknowledged == (1,)
@@ -465,11 +368,18 @@ async def test_downlink_queued_while_away_is_fetched_and_forgeries_are_skipped(
         vessel.vessel_id, mosquitto.host, mosquitto.port, mqtt_version=mqtt_version
     )
     await vessel.session(settings)  # first contact: the broker now holds our session
-    shore = vessel.shore(mosquitto, mqtt_version)
+    shore = vessel.shore()
     reply = Reply(7, 1, 1, int(NOW // 60), Language.MYA, "ကျန်းမာပါတယ်")
-    forged = shore.downlink([reply], key=SigningKey.from_seed(b"\x07" * 32))
-    await shore.publish_downlink([forged, b"\x02not a batch at all", shore.downlink([reply])])
-    async with shore_running(shore):
+    forged = shore.sign([reply], int(NOW // 60), key=SigningKey.from_seed(b"\x07" * 32))
+    genuine = shore.sign([reply], int(NOW // 60))
+    await publish_downlink(
+        mosquitto.host,
+        mosquitto.port,
+        vessel.vessel_id,
+        [forged, b"\x02not a batch at all", genuine],
+        protocol=to_protocol(mqtt_version),
+    )
+    async with shore_running(shore, mosquitto, mqtt_version):
         report = await vessel.session(settings)
     # The reply; the session does not wait for the shore's answer to a batch that only
     # acknowledges (the real shore answers those lazily).
@@ -518,7 +428,7 @@ async def test_link_cut_mid_publish_then_resent_byte_identical(
                 mid_publish.set()
 
     async with (
-        shore_running(vessel.shore(mosquitto)) as shore,
+        shore_running(vessel.shore(), mosquitto) as shore,
         LinkEmulator("127.0.0.1", 0, mosquitto.host, mosquitto.port, slow, capture=count) as link,
     ):
         settings = link_settings(vessel.vessel_id, link.host, link.port)
@@ -538,7 +448,7 @@ async def test_link_cut_mid_publish_then_resent_byte_identical(
     assert report.published == (1,)
     assert report.acknowledged == (1,)
     assert vessel.outbox.unacknowledged_batches() == ()
-    copies = shore.copies()[1]
+    copies = [r for r in shore.received if r.batch_seq == 1]
     assert all(copy.data == first_bytes for copy in copies)
     assert all(copy.message_seqs == tuple(seqs) for copy in copies)
 
@@ -562,7 +472,7 @@ async def test_link_stalls_mid_publish_and_the_session_gives_up_in_bounded_time(
 
     slow = EmulatedLink(bandwidth_bps=16_000)
     async with (
-        shore_running(vessel.shore(mosquitto)) as shore,
+        shore_running(vessel.shore(), mosquitto) as shore,
         LinkEmulator("127.0.0.1", 0, mosquitto.host, mosquitto.port, slow, capture=count) as link,
     ):
         settings = link_settings(
@@ -598,8 +508,8 @@ async def test_broker_sigkill_without_persistence_loses_nothing(
     persistence): the queued copy is gone. The vessel never got the shore's BatchAck, so
     its next session resends the batch, and this time the shore acknowledges it."""
     broker = fresh_mosquitto
-    shore = vessel.shore(broker)
-    async with shore_running(shore):
+    shore = vessel.shore()
+    async with shore_running(shore, broker):
         pass  # the shore's persistent session now queues uplink while it is away
     seq = vessel.outbox.add_message("the boat is fine, send my love")
     settings = link_settings(vessel.vessel_id, broker.host, broker.port, ack_wait_s=0.5)
@@ -610,7 +520,7 @@ async def test_broker_sigkill_without_persistence_loses_nothing(
 
     broker.kill()
     broker.start()
-    async with shore_running(shore):
+    async with shore_running(shore, broker):
         assert shore.received == []  # the broker lost it
         report = await vessel.session(dataclasses.replace(settings, ack_wait_s=5.0))
     assert report.published == (1,)
@@ -640,7 +550,7 @@ async def test_real_outbox_message_is_acknowledged_end_to_end(
     )
     vessel = Vessel(outbox.vessel_id, FakeOutbox(outbox.vessel_id), vessel_key, shore_key, codebook)
     settings = link_settings(outbox.vessel_id, fresh_mosquitto.host, fresh_mosquitto.port)
-    async with shore_running(vessel.shore(fresh_mosquitto)) as shore, asyncio.timeout(60):
+    async with shore_running(vessel.shore(), fresh_mosquitto) as shore, asyncio.timeout(60):
         report = await run_session(
             settings,
             outbox,
@@ -684,7 +594,7 @@ async def test_tls_resumption_measured(
     measured: dict[str, int] = {}
     # first contact (not measured): the broker keeps the session, as for every later one
     await vessel.session(link_settings(vessel.vessel_id, broker.host, broker.port))
-    async with shore_running(vessel.shore(broker)):
+    async with shore_running(vessel.shore(), broker):
         for name, port, tls in (
             ("plain", broker.port, None),
             ("tls-full", tls_port, context),
@@ -745,7 +655,7 @@ async def test_run_link_sends_an_sos_at_once_and_messages_when_the_doorbell_ring
     clock = FakeClock(NOW)  # the agent's wall clock; it sleeps on the loop's
     stats = LinkStatistics()
     settings = link_settings(vessel.vessel_id, mosquitto.host, mosquitto.port)
-    async with shore_running(vessel.shore(mosquitto)), asyncio.timeout(60):
+    async with shore_running(vessel.shore(), mosquitto), asyncio.timeout(60):
         task = asyncio.create_task(
             run_link(
                 config=config,
@@ -807,15 +717,8 @@ async def test_run_link_with_the_real_outbox_delivers_an_sos_and_a_report(
         return report
 
     stopping = asyncio.Event()
-    shore = MqttTestShore(
-        fresh_mosquitto.host,
-        fresh_mosquitto.port,
-        outbox.vessel_id,
-        vessel_key,
-        shore_key,
-        codebook,
-    )
-    async with shore_running(shore), asyncio.timeout(60):
+    shore = ModelShore.for_keys(codebook, vessel_key, shore_key, outbox.vessel_id)
+    async with shore_running(shore, fresh_mosquitto), asyncio.timeout(60):
         task = asyncio.create_task(
             run_link(
                 config=config,

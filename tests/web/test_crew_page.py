@@ -33,8 +33,8 @@ from vessel_relay.demo.defaults import demo_ship_config
 from vessel_relay.demo.keys import demo_union_private_key
 
 from ..kit.lane import blocks_on_board, union_reads
+from ..kit.model_shore import ModelShore
 from ..kit.ports import free_port
-from ..kit.protocol_shore import TestShore
 from ..shore.store_fixtures import SHORE_KEY, VESSEL_KEY
 
 ARTIFACTS = Path(__file__).parent / "artifacts"
@@ -59,7 +59,7 @@ class Site:
     outbox: Outbox
     codebook: Codebook
     crew: dict[str, tuple[int, str]]
-    shore: TestShore  # the relay's downlink, signed as the relay signs it
+    shore: ModelShore  # the relay's downlink, signed as the relay signs it
     weights: dict[str, int] = field(default_factory=dict)
 
     def inject_reply(self, crew: int, contact: int, body: str, lang: Language) -> None:
@@ -123,7 +123,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     thread.start()
     assert ready.wait(30), "the agent's web server did not start"
     try:
-        shore = TestShore(codebook, VESSEL_KEY, SHORE_KEY, config.vessel.vessel_id)
+        shore = ModelShore.for_keys(codebook, VESSEL_KEY, SHORE_KEY, config.vessel.vessel_id)
         yield Site(f"http://127.0.0.1:{port}", intake, outbox, codebook, crew, shore)
     finally:
         loop.call_soon_threadsafe(stopping.set)
