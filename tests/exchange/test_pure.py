@@ -1,11 +1,12 @@
 """The pure exchange (``protocol.exchange``): time is an argument, the link is a list.
 
 aioquic's way: ``now`` is chosen by the test (``now = vessel.next_timer()``), packets are
-moved by hand over the fake link pair, and the outbox and store are small in-memory
-records (``memory.py``). Hypothesis checks every (state, input) pair against the tables,
-and random loss, duplication, reordering and restarts against the promises: no batch is
-acknowledged twice, nothing acknowledged is missing ashore, nothing is stored twice, and
-once the link behaves every message gets through.
+moved by hand over the fake link pair, the outbox is a small in-memory record
+(``memory.py``) and the shore the kit's model shore (``tests/kit/model_shore.py``).
+Hypothesis checks every (state, input) pair against the tables, and random loss,
+duplication, reordering and restarts against the promises: no batch is acknowledged twice,
+nothing acknowledged is missing ashore, nothing is stored twice, and once the link behaves
+every message gets through.
 """
 
 from __future__ import annotations
