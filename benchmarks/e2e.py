@@ -1,7 +1,9 @@
 """The scripted month through the real system: agent, Mosquitto, relay, per link profile.
 
 The same voyage as ``benchmarks/sessions.py`` (30 crew members writing home in their
-languages from the repository's ``corpus/``, grievance reports, an SOS; seeded) is played into
+languages from the repository's ``corpus/``, grievance reports, an SOS; seeded; each crew
+member's language on board is the one they write, ``CREW_LANGUAGES``, as the agent tags
+and compresses each message in its writer's language) is played into
 a real agent's HTTP API (:mod:`vessel_relay.demo.system`: agent and relay as processes,
 Mosquitto, the link emulator shaped like the profile, an SMTP sink for the families).
 
@@ -467,7 +469,8 @@ async def run_profile(
     system = ProcessSystem(
         workdir,
         vessel_count=1,
-        crew_per_vessel=30,
+        crew_per_vessel=len(CREW_LANGUAGES),
+        crew_languages=CREW_LANGUAGES,
         profile=EMULATED[name].time_compressed(compression),
         tuning=tuning_for(name, compression, day_s),
         tls=tls,
@@ -553,7 +556,8 @@ async def idle_month(name: str, days: float, minutes: float, workdir: Path, *, t
     system = ProcessSystem(
         workdir,
         vessel_count=1,
-        crew_per_vessel=30,
+        crew_per_vessel=len(CREW_LANGUAGES),
+        crew_languages=CREW_LANGUAGES,
         profile=EMULATED[name].time_compressed(compression),
         tuning=tuning_for(name, compression, day_s),
         tls=tls,

@@ -28,6 +28,7 @@ import logging
 import os
 import secrets
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -90,15 +91,28 @@ DEMO_CREW: tuple[DemoCrewMember, ...] = (
 )
 
 
-def numbered_crew(count: int, vessel_id: int) -> tuple[DemoCrewMember, ...]:
-    """``count`` crew members for vessel ``vessel_id`` (the chaos suite's larger crews)."""
-    languages = (Language.MYA, Language.THA, Language.VIE, Language.IND, Language.ENG)
+#: The languages ``numbered_crew`` gives its crew members in turn, unless told otherwise.
+NUMBERED_CREW_LANGUAGES = (Language.MYA, Language.THA, Language.VIE, Language.IND, Language.ENG)
+
+
+def numbered_crew(
+    count: int, vessel_id: int, languages: Sequence[Language] | None = None
+) -> tuple[DemoCrewMember, ...]:
+    """``count`` crew members for vessel ``vessel_id`` (the chaos suite's larger crews).
+
+    ``languages``: crew member ``n``'s language is ``languages[n - 1]`` (a benchmark whose
+    crew write in known languages: the agent tags, and compresses, each message in its
+    writer's language); by default :data:`NUMBERED_CREW_LANGUAGES` in turn."""
+    if languages is not None and len(languages) < count:
+        raise ValueError(f"{count} crew members need {count} languages, not {len(languages)}")
     return tuple(
         DemoCrewMember(
             f"Crew {vessel_id}-{n}",
             f"SB-{vessel_id:03d}-{n:04d}",
             "MM",
-            languages[n % len(languages)],
+            NUMBERED_CREW_LANGUAGES[n % len(NUMBERED_CREW_LANGUAGES)]
+            if languages is None
+            else languages[n - 1],
             f"family.{vessel_id}.{n}@family.example",
             "Family",
         )

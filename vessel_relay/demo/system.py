@@ -23,10 +23,11 @@ import signal
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from protocol.languages import Language
 from vessel_relay import link_emulator
 from vessel_relay.demo.brokers import MosquittoBroker, free_port, wait_listening
 from vessel_relay.demo.setup import (
@@ -149,6 +150,9 @@ class ProcessSystem:
     workdir: Path
     vessel_count: int = 2
     crew_per_vessel: int = 15
+    #: Crew member ``n``'s language is ``crew_languages[n - 1]`` (None: the demo's turn of
+    #: languages, ``numbered_crew``'s default).
+    crew_languages: Sequence[Language] | None = None
     profile: link_emulator.LinkProfile = link_emulator.UNLIMITED
     tuning: Tuning = field(default_factory=Tuning)
     shipboard_profile: str = "iridium-certus"
@@ -200,7 +204,7 @@ class ProcessSystem:
                 mqtt_version="5",
                 shore_public_key=self.relay_setup.shore_public_key,
                 union=union,
-                crew=numbered_crew(self.crew_per_vessel, n),
+                crew=numbered_crew(self.crew_per_vessel, n, self.crew_languages),
                 http_port=free_port(),
                 smtp_port=free_port(),
                 tuning=self.tuning,
