@@ -38,7 +38,7 @@ takes 1/``C`` of them. ``p50_wall_s``/``p99_wall_s`` are the compressed run's wa
 
 **Counts.** Link bytes are the emulator's count (payload + 52 B TCP/IP per segment + TCP
 open/close) of MQTT 5 over TLS as ``deploy/`` runs it (Mosquitto, TLS 1.2 or newer, a
-private CA and an EC P-256 certificate: the vessels negotiate TLS 1.3 and resume sessions
+private CA and an Ed25519 certificate: the vessels negotiate TLS 1.3 and resume sessions
 within the ticket's lifetime; ``--no-tls`` for plain MQTT), the grievance channel
 included; billed bytes apply the shipboard profile's tariff per session (Certus: at least
 5,120 B, 1 KB steps).

@@ -52,16 +52,17 @@ measurements in ``tests/shipboard/test_link.py``, printed with ``-s``):
   (``shipboard.mqtt_link.client_tls_context``, ``deploy/mosquitto/openssl-broker.cnf``).
   Mosquitto's tickets live 7,200 s, so only sessions less than two hours apart resume:
   FleetBroadband's 6-hourly sessions and Certus polls a day apart pay the full handshake
-  (~400 B more). TLS-PSK would avoid the certificate entirely, but Python 3.11 has no
+  (~300 B more). TLS-PSK would avoid the certificate entirely, but Python 3.11 has no
   client PSK API.
 
-Measured (``test_tls_resumption_measured``, 2026-12-07, Mosquitto 2.0.11 with deploy/'s
-OpenSSL settings, through the link emulator, which counts payload + 52 B TCP/IP per data
-segment + TCP open/close 172 + 156 B; pure ACKs not counted), one session with a 304 B
-batch of 20 messages up and a 128 B answer down, the broker keeping the vessel's session::
+Measured (``test_tls_resumption_measured``, 2026-12-07, Mosquitto 2.0.11 with an Ed25519
+certificate and deploy/'s OpenSSL settings, through the link emulator, which counts payload
++ 52 B TCP/IP per data segment + TCP open/close 172 + 156 B; pure ACKs not counted), one
+session with a 304 B batch of 20 messages up and a 128 B answer down, the broker keeping
+the vessel's session::
 
     plain MQTT 5          1,211 B   (fixed cost of a session ~540 B)
-    TLS 1.3, full         2,705 B   (~1,950 B)
+    TLS 1.3, full         2,603 B   (~1,840 B)
     TLS 1.3, resumed      2,301 B   (~1,540 B)
 
 So on Iridium Certus (5,120 B billed minimum) a session with resumed TLS leaves ~3,500 B for

@@ -14,7 +14,7 @@ raises :class:`~shipboard.transport.LinkDown` at once instead of after a timeout
 and socket errors are translated to ``LinkDown`` here, at the boundary.
 
 TLS: keep one :class:`ResumingContext` for the agent's life; it offers the previous
-connection's TLS ticket on the next connect (TLS 1.3 resumption: a session costs ~400 B
+connection's TLS ticket on the next connect (TLS 1.3 resumption: a session costs ~300 B
 less than with a full handshake; figures in ``benchmarks/sessions.py``). The byte-cost
 choices (topics, keep-alive, how long the broker keeps our state, TLS options) are argued
 in :mod:`shipboard.link`.
@@ -56,7 +56,7 @@ class ResumingContext(ssl.SSLContext):
 
     Keep one for the agent's life. :meth:`remember` (called at the end of a satellite
     session, while the socket is open) keeps the ticket; the next ``wrap_socket`` passes
-    it in, so the handshake is resumed (~400 B less a session, no certificate).
+    it in, so the handshake is resumed (~300 B less a session, no certificate).
     """
 
     tls_session: ssl.SSLSession | None

@@ -59,7 +59,6 @@ from shipboard.mqtt_link import MqttLink, make_client
 from shipboard.outbox import Outbox
 from shipboard.profiles import IRIDIUM_CERTUS, VSAT
 from shipboard.scheduler import SchedulerSettings
-from shipboard.tls import make_self_signed
 from tests.kit.clock import FakeClock
 from tests.kit.mosquitto import MosquittoBroker
 from tests.kit.mqtt import persistent_client
@@ -68,6 +67,7 @@ from tests.kit.wait import eventually
 from tests.shipboard.conftest import Crew
 from vessel_relay.corpus import corpus_dir
 from vessel_relay.demo.defaults import demo_ship_config
+from vessel_relay.demo.tls import DEPLOYED_KEY_TYPE, make_broker_tls
 from vessel_relay.link_emulator import Direction as EmulatedDirection
 from vessel_relay.link_emulator import LinkEmulator
 from vessel_relay.link_emulator import LinkProfile as EmulatedLink
@@ -664,13 +664,19 @@ async def test_real_outbox_message_is_acknowledged_end_to_end(
 def tls_broker(
     tmp_path: Path, make_mosquitto: Callable[..., MosquittoBroker]
 ) -> tuple[MosquittoBroker, int, Path]:
-    cert, key = tmp_path / "broker-cert.pem", tmp_path / "broker-key.pem"
-    make_self_signed(cert, key, names=("localhost",))
+    """A broker with a TLS listener as deploy/ has it: a private CA's certificate (of the
+    key type the demo and the benchmarks use), deploy/'s OpenSSL settings; returns the
+    broker, the TLS port and the CA certificate the vessels trust."""
+    files = make_broker_tls(tmp_path / "tls", DEPLOYED_KEY_TYPE)
     tls_port = free_port()
     broker = make_mosquitto(
-        extra_config=(f"listener {tls_port} 127.0.0.1", f"certfile {cert}", f"keyfile {key}")
+        extra_config=(
+            f"listener {tls_port} 127.0.0.1",
+            f"certfile {files.cert_file}",
+            f"keyfile {files.key_file}",
+        )
     )
-    return broker, tls_port, cert
+    return broker, tls_port, files.ca_file
 
 
 def tls_records(stream: bytes) -> list[tuple[int, int]]:

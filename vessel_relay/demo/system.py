@@ -41,7 +41,7 @@ from vessel_relay.demo.setup import (
     register_vessels,
 )
 from vessel_relay.demo.sinks import MaildirSink
-from vessel_relay.demo.tls import KeyType, make_broker_tls
+from vessel_relay.demo.tls import DEPLOYED_KEY_TYPE, KeyType, make_broker_tls
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -159,7 +159,7 @@ class ProcessSystem:
     #: Vessels reach the broker over TLS, as deployed (``vessel_relay.demo.tls``); the
     #: relay stays on the plain loopback listener, as on the broker's own host.
     tls: bool = False
-    tls_key_type: KeyType = "ec-p256"
+    tls_key_type: KeyType = DEPLOYED_KEY_TYPE
     agent_environment: Callable[[VesselSetup], Mapping[str, str]] | None = None
     """Called once per vessel after its files are prepared and before its agent first
     starts; what it returns is added to that agent's environment on every start."""
