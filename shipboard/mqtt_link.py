@@ -30,7 +30,8 @@ import asyncio
 import contextlib
 import logging
 import ssl
-from collections.abc import Awaitable
+import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
@@ -57,10 +58,27 @@ class ResumingContext(ssl.SSLContext):
     Keep one for the agent's life. :meth:`remember` (called at the end of a satellite
     session, while the socket is open) keeps the ticket; the next ``wrap_socket`` passes
     it in, so the handshake is resumed (~300 B less a session, no certificate).
+
+    ``ticket_max_age_s``: offer a kept ticket only this many seconds (of ``clock``) after
+    it was kept. None (at sea): as long as the ticket's own lifetime, which OpenSSL checks
+    (Mosquitto's: 7,200 s). A time-compressed run sets the broker's lifetime divided by
+    its compression: the broker's clock is not compressed, so without it every session
+    of a compressed month would resume, as sessions six hours apart never do at sea.
     """
 
     tls_session: ssl.SSLSession | None
     last_socket: ssl.SSLSocket | None
+    ticket_max_age_s: float | None
+    kept_at: float
+    clock: Callable[[], float]
+
+    def ticket_to_offer(self) -> ssl.SSLSession | None:
+        """The kept ticket, unless none is kept or it is older than ``ticket_max_age_s``."""
+        kept = getattr(self, "tls_session", None)
+        max_age = getattr(self, "ticket_max_age_s", None)
+        if kept is None or max_age is None:
+            return kept
+        return kept if self.clock() - self.kept_at < max_age else None
 
     def wrap_socket(
         self,
@@ -71,7 +89,7 @@ class ResumingContext(ssl.SSLContext):
         server_hostname: str | bytes | None = None,
         session: ssl.SSLSession | None = None,
     ) -> ssl.SSLSocket:
-        offered = session if session is not None else getattr(self, "tls_session", None)
+        offered = session if session is not None else self.ticket_to_offer()
         wrapped = super().wrap_socket(
             sock,
             server_side=server_side,
@@ -92,6 +110,7 @@ class ResumingContext(ssl.SSLContext):
             current = sock.session
             if current is not None:
                 self.tls_session = current
+                self.kept_at = self.clock()
             return bool(sock.session_reused)
         return None
 
@@ -100,10 +119,17 @@ class ResumingContext(ssl.SSLContext):
         self.tls_session = None
 
 
-def client_tls_context(ca_path: Path | None = None, minimum: str = "1.3") -> ResumingContext:
+def client_tls_context(
+    ca_path: Path | None = None,
+    minimum: str = "1.3",
+    *,
+    ticket_max_age_s: float | None = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> ResumingContext:
     """A TLS client context (hostname checked) that resumes with its last ticket.
 
     ``ca_path``: the shore's CA certificate; None uses the system's trusted CAs.
+    ``ticket_max_age_s`` and ``clock``: see :class:`ResumingContext` (at sea: None).
     ``minimum``: ``"1.3"`` (the default) offers TLS 1.3 only: its hello carries no TLS 1.2
     cipher suites, about 270 bytes less on every full handshake; ``"1.2"`` for a broker
     without 1.3.
@@ -124,6 +150,11 @@ def client_tls_context(ca_path: Path | None = None, minimum: str = "1.3") -> Res
     context.options &= ~(ssl.OP_ENABLE_MIDDLEBOX_COMPAT | OP_TLSEXT_PADDING)
     context.tls_session = None
     context.last_socket = None
+    if ticket_max_age_s is not None and ticket_max_age_s < 0:
+        raise ValueError(f"a ticket's age cannot be bounded by {ticket_max_age_s} s")
+    context.ticket_max_age_s = ticket_max_age_s
+    context.kept_at = clock()
+    context.clock = clock
     if ca_path is not None:
         context.load_verify_locations(cafile=str(ca_path))
     else:

@@ -766,6 +766,35 @@ async def test_tls_resumption_measured(
     assert hello_length < 320
 
 
+async def test_a_ticket_older_than_its_max_age_is_not_offered(
+    tls_broker: tuple[MosquittoBroker, int, Path], vessel: Vessel
+) -> None:
+    """A time-compressed month tells the agent the broker's two-hour ticket lifetime on its
+    own clock: a session that comes later than that does the full handshake, as at sea a
+    session six hours after the last one does; one that comes sooner resumes."""
+    broker, tls_port, ca_file = tls_broker
+    now = [0.0]
+    context = client_tls_context(ca_file, ticket_max_age_s=1.0, clock=lambda: now[0])
+    settings = link_settings(vessel.vessel_id, "127.0.0.1", tls_port)
+    async with shore_running(vessel.shore(broker)):
+        first = await vessel.session(settings, tls_context=context)
+        now[0] += 0.5
+        sooner = await vessel.session(settings, tls_context=context)
+        now[0] += 1.0
+        later = await vessel.session(settings, tls_context=context)
+        after_later = await vessel.session(settings, tls_context=context)
+    assert first.tls_resumed is False
+    assert sooner.tls_resumed is True
+    assert later.tls_resumed is False
+    assert after_later.tls_resumed is True  # the full handshake's new ticket is kept
+
+
+def test_a_ticket_age_cannot_be_negative() -> None:
+    """A negative ticket age is a mistake in the caller's settings and is refused."""
+    with pytest.raises(ValueError, match="age"):
+        client_tls_context(None, ticket_max_age_s=-1.0)
+
+
 # --- the loop ----------------------------------------------------------------------------
 
 

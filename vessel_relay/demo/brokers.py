@@ -151,7 +151,7 @@ class MosquittoBroker:
         if self.tls is not None:
             lines += [
                 f"listener {self.tls_port} {self.host}",
-                f"cafile {self.tls.ca_file}",
+                # as deployed: no cafile (OpenSSL would send the CA's certificate too)
                 f"certfile {self.tls.cert_file}",
                 f"keyfile {self.tls.key_file}",
                 "tls_version tlsv1.2",  # as deployed: TLS 1.2 or newer (clients choose 1.3)

@@ -139,6 +139,10 @@ class Tuning:
     #: The relay's downlink lane period (``[downlink] slot_period_s``); None: the same as
     #: ``slot_period_s`` (a benchmark keeps the defaults' ratio: a day down, six hours up).
     down_period_s: int | None = None
+    #: How long a session's TLS ticket is offered again, on the agent's clock (None: as
+    #: long as the broker's ticket lifetime; a time-compressed run divides that lifetime
+    #: by its compression, the broker's clock being real).
+    tls_ticket_max_age_s: float | None = None
     #: How long a silence ends a session's downlink drain (None: from the link profile,
     #: four one-way latencies plus half a second; a time-compressed run shortens it).
     downlink_quiet_s: float | None = None
@@ -170,7 +174,16 @@ class Tuning:
             min_gap_s=self.min_gap_s,
             resend_after_s=self.resend_after_s,
         )
-        return {"link_settings": settings, "scheduler_settings": scheduler}
+        options: dict[str, object] = {"link_settings": settings, "scheduler_settings": scheduler}
+        if config.shore.tls and self.tls_ticket_max_age_s is not None:
+            from shipboard.mqtt_link import client_tls_context
+
+            options["tls_context"] = client_tls_context(
+                config.shore.ca_file,
+                config.shore.tls_minimum,
+                ticket_max_age_s=self.tls_ticket_max_age_s,
+            )
+        return options
 
 
 @dataclass(frozen=True, slots=True)
