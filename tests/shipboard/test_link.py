@@ -59,7 +59,6 @@ from shipboard.mqtt_link import MqttLink, make_client
 from shipboard.outbox import Outbox
 from shipboard.profiles import IRIDIUM_CERTUS, VSAT
 from shipboard.scheduler import SchedulerSettings
-from shipboard.tls import make_self_signed
 from tests.kit.clock import FakeClock
 from tests.kit.model_shore import ModelShore
 from tests.kit.mosquitto import MosquittoBroker
@@ -69,6 +68,7 @@ from tests.kit.wait import eventually
 from tests.shipboard.conftest import Crew
 from vessel_relay.corpus import corpus_dir
 from vessel_relay.demo.defaults import demo_ship_config
+from vessel_relay.demo.tls import DEPLOYED_KEY_TYPE, make_broker_tls
 from vessel_relay.link_emulator import Direction as EmulatedDirection
 from vessel_relay.link_emulator import LinkEmulator
 from vessel_relay.link_emulator import LinkProfile as EmulatedLink
@@ -574,48 +574,135 @@ async def test_real_outbox_message_is_acknowledged_end_to_end(
 def tls_broker(
     tmp_path: Path, make_mosquitto: Callable[..., MosquittoBroker]
 ) -> tuple[MosquittoBroker, int, Path]:
-    cert, key = tmp_path / "broker-cert.pem", tmp_path / "broker-key.pem"
-    make_self_signed(cert, key, names=("localhost",))
+    """A broker with a TLS listener as deploy/ has it: a private CA's certificate (of the
+    key type the demo and the benchmarks use), deploy/'s OpenSSL settings; returns the
+    broker, the TLS port and the CA certificate the vessels trust."""
+    files = make_broker_tls(tmp_path / "tls", DEPLOYED_KEY_TYPE)
     tls_port = free_port()
     broker = make_mosquitto(
-        extra_config=(f"listener {tls_port} 127.0.0.1", f"certfile {cert}", f"keyfile {key}")
+        extra_config=(
+            f"listener {tls_port} 127.0.0.1",
+            f"certfile {files.cert_file}",
+            f"keyfile {files.key_file}",
+        )
     )
-    return broker, tls_port, cert
+    return broker, tls_port, files.ca_file
+
+
+def tls_records(stream: bytes) -> list[tuple[int, int]]:
+    """(content type, length) of each TLS record in one direction's bytes, in order."""
+    records: list[tuple[int, int]] = []
+    at = 0
+    while at + 5 <= len(stream):
+        length = int.from_bytes(stream[at + 3 : at + 5], "big")
+        records.append((stream[at], length))
+        at += 5 + length
+    assert at == len(stream), "the stream ends inside a TLS record"
+    return records
+
+
+TLS_CHANGE_CIPHER_SPEC, TLS_HANDSHAKE = 20, 22
 
 
 async def test_tls_resumption_measured(
     tls_broker: tuple[MosquittoBroker, int, Path], vessel: Vessel
 ) -> None:
-    """Three sessions, each with one batch of 20 family messages and the shore's receipt:
+    """Sessions as a vessel has them at sea, each with one batch of 20 family messages and
+    the shore's receipt, through a broker that kept the vessel's session (so no SUBSCRIBE):
     plain MQTT, TLS with a full handshake, TLS resumed. The resumed session is cheaper than
-    the full one and is what fits an Iridium Certus session (printed with -s)."""
+    the full one and is what fits an Iridium Certus session. No handshake carries
+    middlebox-compatibility records, and the resumed hello is not padded and carries the
+    broker's stateful ticket (an id, not the encrypted session). Printed with -s; these are
+    ``benchmarks/sessions.py``'s ``MEASURED_SESSION``."""
     broker, tls_port, cert = tls_broker
     context = client_tls_context(cert)
     measured: dict[str, int] = {}
-    # first contact (not measured): the broker keeps the session, as for every later one
-    await vessel.session(link_settings(vessel.vessel_id, broker.host, broker.port))
-    async with shore_running(vessel.shore(), broker):
-        for name, port, tls in (
-            ("plain", broker.port, None),
-            ("tls-full", tls_port, context),
-            ("tls-resumed", tls_port, context),
+    streams: dict[str, dict[EmulatedDirection, bytes]] = {}
+    captured: dict[int, list[tuple[int, EmulatedDirection, bytes]]] = {}
+
+    def emulator(port: int) -> LinkEmulator:
+        seen = captured.setdefault(port, [])
+
+        def capture(session: int, way: EmulatedDirection, data: bytes) -> None:
+            seen.append((session, way, data))
+
+        return LinkEmulator("127.0.0.1", 0, "127.0.0.1", port, capture=capture)
+
+    async with (
+        shore_running(vessel.shore(), broker),
+        emulator(broker.port) as plain,
+        emulator(tls_port) as secure,
+    ):
+        for link, tls in ((plain, None), (secure, context)):
+            # first contact at each address (not measured): the vessel subscribes once
+            await vessel.session(
+                link_settings(vessel.vessel_id, link.host, link.port), tls_context=tls
+            )
+        for name, link, port, tls in (
+            ("plain", plain, broker.port, None),
+            ("tls-full", secure, tls_port, context),
+            ("tls-resumed", secure, tls_port, context),
         ):
-            seqs = [vessel.outbox.add_message(t, crew=n) for n, t in enumerate(family_lines(20))]
-            async with LinkEmulator("127.0.0.1", 0, "127.0.0.1", port) as link:
-                settings = link_settings(vessel.vessel_id, link.host, link.port)
-                report = await vessel.session(settings, message_seqs=seqs, tls_context=tls)
-                await link.wait_for_open_sessions(0)
-                measured[name] = link.statistics().ip_bytes_estimate
-                payload = (report.uplink_payload_bytes, report.downlink_payload_bytes)
-            assert report.acknowledged
             if name == "tls-full":
-                assert report.tls_resumed is False
-            if name == "tls-resumed":
-                assert report.tls_resumed is True
+                context.forget()
+            seqs = [vessel.outbox.add_message(t, crew=n) for n, t in enumerate(family_lines(20))]
+            settings = link_settings(vessel.vessel_id, link.host, link.port)
+            report = await vessel.session(settings, message_seqs=seqs, tls_context=tls)
+            await link.wait_for_open_sessions(0)
+            session = link.statistics().sessions[-1]
+            measured[name] = session.ip_bytes_estimate
+            streams[name] = {
+                way: b"".join(
+                    data
+                    for number, went, data in captured[port]
+                    if number == session.session_id and went is way
+                )
+                for way in EmulatedDirection
+            }
+            payload = (report.uplink_payload_bytes, report.downlink_payload_bytes)
+            assert report.acknowledged
+            assert report.tls_resumed is (None if tls is None else name == "tls-resumed")
     print(f"\nbatch bytes up / down: {payload}; session IP bytes: {measured}")
     for name, value in measured.items():
         print(f"  {name:12} {value:6d} B  billed on Certus: {IRIDIUM_CERTUS.billed_bytes(value)}")
     assert measured["plain"] < measured["tls-resumed"] < measured["tls-full"]
+    for name in ("tls-full", "tls-resumed"):
+        for way in EmulatedDirection:
+            types = [kind for kind, _ in tls_records(streams[name][way])]
+            assert TLS_CHANGE_CIPHER_SPEC not in types, f"{name} {way.value}: compatibility mode"
+    hello_type, hello_length = tls_records(streams["tls-resumed"][EmulatedDirection.UP])[0]
+    assert hello_type == TLS_HANDSHAKE
+    # padded, a hello would be 512 B; with a stateless ticket (~200 B) about 460 B
+    assert hello_length < 320
+
+
+async def test_a_ticket_older_than_its_max_age_is_not_offered(
+    tls_broker: tuple[MosquittoBroker, int, Path], vessel: Vessel
+) -> None:
+    """A time-compressed month tells the agent the broker's two-hour ticket lifetime on its
+    own clock: a session that comes later than that does the full handshake, as at sea a
+    session six hours after the last one does; one that comes sooner resumes."""
+    broker, tls_port, ca_file = tls_broker
+    now = [0.0]
+    context = client_tls_context(ca_file, ticket_max_age_s=1.0, clock=lambda: now[0])
+    settings = link_settings(vessel.vessel_id, "127.0.0.1", tls_port)
+    async with shore_running(vessel.shore(), broker):
+        first = await vessel.session(settings, tls_context=context)
+        now[0] += 0.5
+        sooner = await vessel.session(settings, tls_context=context)
+        now[0] += 1.0
+        later = await vessel.session(settings, tls_context=context)
+        after_later = await vessel.session(settings, tls_context=context)
+    assert first.tls_resumed is False
+    assert sooner.tls_resumed is True
+    assert later.tls_resumed is False
+    assert after_later.tls_resumed is True  # the full handshake's new ticket is kept
+
+
+def test_a_ticket_age_cannot_be_negative() -> None:
+    """A negative ticket age is a mistake in the caller's settings and is refused."""
+    with pytest.raises(ValueError, match="age"):
+        client_tls_context(None, ticket_max_age_s=-1.0)
 
 
 # --- the loop ----------------------------------------------------------------------------
