@@ -17,10 +17,6 @@ MAIL_OVER_LIMIT = (
     "This mail is bigger than the vessel takes (at most {limit} KB). Only text is sent at "
     "sea: remove photos and attachments, then send it again."
 )
-TEXT_TOO_LONG = (
-    "The text is too long for one message ({size} bytes; at most {limit}). Make it shorter "
-    "or send it as two mails."
-)
 
 # --- content (5.6.x) ------------------------------------------------------------------------
 EMPTY_MAIL = "The mail has no text. Write your message in the mail itself, then send it again."
