@@ -133,6 +133,16 @@ class MailText:
     attachments_dropped: int
     subject: str = ""
 
+    @property
+    def with_subject(self) -> str:
+        """A report's text: the Subject as the first line, then a blank line and the text
+        (the Subject alone when the text is empty or begins with it), so that the union
+        reads what the crew member wrote there. A family message sends its text alone (its
+        Subject only when the text is empty): the link has no field for a Subject yet."""
+        if not self.subject or self.text.startswith(self.subject):
+            return self.text
+        return f"{self.subject}\n\n{self.text}"
+
 
 class MailUnreadable(BadText):
     """A mail the intake cannot take for its content: ``reply`` says what is wrong (an
@@ -522,9 +532,7 @@ class SmtpIntakeHandler:
         its case number and receipt code. Nothing is logged or counted, whatever happens."""
         try:
             mail = mail_text(data, keep_quotes=True)
-            text = mail.text
-            if mail.subject and mail.subject != mail.text:
-                text = f"{mail.subject}\n\n{mail.text}"
+            text = mail.with_subject
             filed = await asyncio.to_thread(
                 self.intake.file_grievance,
                 signed_in,
