@@ -5,7 +5,9 @@ The vessel's own addresses are written in a domain without a dot (``@vessel``, a
 SMS contacts' ``+959123456789@sms``): no family e-mail contact can have one (the crew
 register wants a dot in a family e-mail address's domain), so a report can never be
 taken for a family message, nor a family message for a report. Any dot-less domain is
-taken (``@vessel``, ``@ship``): the crew member need not know the vessel's host name.
+taken (``@vessel``, ``@ship``): the crew member need not know the vessel's host name; so
+is any domain under ``.invalid`` (``@vessel.invalid``: reserved by RFC 2606, no real
+mailbox has one) for mail apps that want a dot in every address.
 
 * ``report+<union>@vessel`` files a grievance report for that union; ``<union>`` is the
   union's slug (its name in lower-case ASCII letters and digits joined by ``-``, e.g.
@@ -35,6 +37,8 @@ VESSEL_DOMAIN = "vessel"
 MAIL_REPORT_CATEGORY = GrievanceCategory.ABUSIVE_CONDITIONS
 _LIST_NAMES = frozenset({"report", "reports", "unions", "union"})
 _ANONYMOUS = frozenset({"anonymous", "anon"})
+#: Latin letters that NFKD does not split into a letter and an accent (Vietnamese đ ...).
+_NO_DECOMPOSITION = str.maketrans({"đ": "d", "Đ": "D", "ø": "o", "Ø": "O", "ł": "l", "Ł": "L"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,8 +66,10 @@ VesselAddress = ReportAddress | UnionList | UnknownReportAddress
 
 def union_slug(union: UnionConfig) -> str:
     """The union's name in lower-case ASCII letters and digits joined by ``-`` (accents
-    dropped); ``union<number>`` when nothing of the name is left (a name in Thai script)."""
-    plain = unicodedata.normalize("NFKD", union.name).encode("ascii", "ignore").decode()
+    dropped, ``đ`` as ``d``); ``union<number>`` when nothing of the name is left (a name
+    in Thai script)."""
+    name = union.name.translate(_NO_DECOMPOSITION)
+    plain = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
     slug = "-".join(re.findall(r"[a-z0-9]+", plain.lower().replace("'", "")))
     return slug or f"union{union.union_id}"
 
@@ -83,7 +89,7 @@ def vessel_address(address: str, unions: Sequence[UnionConfig]) -> VesselAddress
     """What a recipient address is, if it is one of the vessel's own (None: it is not,
     so it may be a family contact's)."""
     local, at, domain = address.strip().rpartition("@")
-    if not at or not domain or "." in domain:
+    if not at or not domain or ("." in domain and not domain.lower().endswith(".invalid")):
         return None
     parts = local.lower().split("+")
     if len(parts) == 1:
