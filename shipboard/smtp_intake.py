@@ -83,7 +83,7 @@ from shipboard.signin import CrewSignIn
 from shipboard.smtp_replies import Reply
 from shipboard.web import mail_words
 from shipboard.web.i18n import Translations
-from shipboard.web.pages import LEAVES_LATE, LEAVES_USUALLY
+from shipboard.web.pages import LEAVES_LATE, LEAVES_USUALLY, REFUSAL_WORDS
 
 if TYPE_CHECKING:
     from shipboard.intake import FiledReport
@@ -274,7 +274,14 @@ def refusal_reply(error: IntakeRefused, quota_bytes: int) -> Reply:
         enhanced = "5.7.8"
     if error.msgid is not None:
         return Reply(code, enhanced, error.msgid, dict(error.fields))
-    return Reply(code, enhanced, "{sentence}", {"sentence": error.sentence})
+    # The exact English sentence (with its figures); in the crew member's language, the
+    # crew page's words for the same refusal where they fit a mail (quota, too long).
+    own = (
+        REFUSAL_WORDS.get(error.code)
+        if isinstance(error, QuotaExceeded | MessageTooLarge)
+        else None
+    )
+    return Reply(code, enhanced, "{sentence}", {"sentence": error.sentence}, own_msgid=own)
 
 
 WRONG_LOGIN = "535 5.7.8 Wrong crew number or PIN. Check both and try again."

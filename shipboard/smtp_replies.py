@@ -38,13 +38,20 @@ class Reply:
     extra: Sequence[str] = ()
     #: Further sentences (msgid, fields), said after the first in each language.
     also: Sequence[tuple[str, Mapping[str, object]]] = ()
+    #: The catalogue sentence said in the crew member's language in place of ``msgid``
+    #: (which stays the English line), when the English one has figures no catalogue
+    #: sentence has (the crew page's words for the same refusal).
+    own_msgid: str | None = None
 
     def render(self, lang: Language | None, utf8: bool, words: Translations | None) -> str:
         """The reply as aiosmtpd pushes it (lines joined by CRLF, the last without one)."""
         sentences = [(self.msgid, self.fields), *self.also]
         lines: list[str] = []
         if utf8 and words is not None and lang is not None and lang is not Language.ENG:
-            for msgid, fields in sentences:
+            said: list[tuple[str, Mapping[str, object]]] = sentences
+            if self.own_msgid is not None:
+                said = [(self.own_msgid, {}), *self.also]
+            for msgid, fields in said:
                 own = words.gettext(lang, msgid)
                 if own != msgid:
                     lines.append(_clean(own.format(**fields), utf8=True))

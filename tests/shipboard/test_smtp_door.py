@@ -24,7 +24,7 @@ from protocol.languages import Language
 from protocol.sealing import GrievanceCategory
 from shipboard.agent import quiet_libraries
 from shipboard.config import ShipConfig
-from shipboard.intake import Intake
+from shipboard.intake import MAX_MESSAGE_BYTES, Intake
 from shipboard.lane import LaneProgress
 from shipboard.lane_plan import ReservoirParams
 from shipboard.mail_addresses import MAIL_REPORT_CATEGORY
@@ -516,3 +516,22 @@ async def test_a_report_the_lane_cannot_take_is_refused_with_the_lanes_sentence(
     assert full[0][0] == 250
     _assert_plain_refusal(full[-1], 451, "4.3.1", b"NOT saved")
     assert b"send it again after" in full[-1][1]
+
+
+async def test_a_text_too_long_is_said_with_its_figures_and_in_burmese(
+    door: SmtpServer, crew: Crew, outbox: Outbox
+) -> None:
+    """A mail whose text is over one message's 4,096 bytes: 552 5.3.4; with SMTPUTF8 the
+    crew page's Burmese words for it come first, then the English with the figures."""
+    line = "a" * 69 + "\r\n"
+    data = _raw((line * (MAX_MESSAGE_BYTES // 70 + 2)).encode())
+    replies = await asyncio.to_thread(
+        _transaction, door, crew.member.crew, crew.pin, [MOTHER], data, ("SMTPUTF8",)
+    )
+    code, text = replies[-1]
+    burmese, english = text.decode("utf-8").split("\n")
+    assert code == 552
+    assert burmese.startswith("5.3.4 ")
+    assert re.search("[\u1000-\u109f]", burmese)
+    assert re.match(r"5\.3\.4 The message is too long \(\d+ bytes; at most 4096\)", english)
+    assert outbox.pending_messages(0) == ()
