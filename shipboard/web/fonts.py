@@ -34,19 +34,21 @@ import hashlib
 import io
 import re
 import tempfile
-from collections.abc import Iterable, Mapping
+import unicodedata
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cache
 from pathlib import Path
-
-from fontTools import subset  # type: ignore[import-untyped]
-from fontTools.merge import Merger  # type: ignore[import-untyped]
-from fontTools.ttLib import TTFont  # type: ignore[import-untyped]
+from typing import TYPE_CHECKING, Any
 
 from protocol.languages import Language
 from protocol.phrases import PHRASES
 from shipboard.web.i18n import NATIVE_NAMES, PAGE_LANGUAGES, Translations
 from shipboard.web.local import moment, native_digits
+
+if TYPE_CHECKING:  # fontTools builds and checks the fonts (a dev dependency): imported there
+    from fontTools.ttLib import TTFont  # type: ignore[import-untyped]
 
 NOTO_DIR = Path("/usr/share/fonts/truetype/noto")
 STATIC_DIR = Path(__file__).parent / "static"
@@ -118,9 +120,22 @@ def page_texts(translations: Translations | None = None) -> dict[Language, str]:
     return texts
 
 
+def _with_parts(points: set[int]) -> set[int]:
+    """The code points and the parts they decompose into (Thai SARA AM is shaped as
+    NIKHAHIT + SARA AA: a font without a glyph for NIKHAHIT makes the browser fetch the
+    whole-block font for every word with SARA AM)."""
+    parts = set(points)
+    for point in points:
+        decomposition = unicodedata.decomposition(chr(point))
+        parts |= {int(p, 16) for p in decomposition.split() if not p.startswith("<")}
+    return parts
+
+
 def _subset(
     source: Path, unicodes: Iterable[int] = (), text: str = "", notdef: bool = True
 ) -> TTFont:
+    from fontTools import subset  # type: ignore[import-untyped]
+
     options = _options()
     options.notdef_outline = notdef
     font = subset.load_font(str(source), options)
@@ -131,7 +146,9 @@ def _subset(
     return font
 
 
-def _options() -> subset.Options:
+def _options() -> Any:
+    from fontTools import subset
+
     options = subset.Options()
     options.layout_features = ["*"]
     options.name_IDs = list(NAME_IDS)
@@ -173,7 +190,7 @@ def build(
         full = _subset(noto_dir / source, block)
         covered = frozenset(block & set(full.getBestCmap()))
         served.append(ServedFont(family, _write(out_dir, name, _woff2(full)), covered))
-        wanted = {ord(c) for text in texts.values() for c in text if script_of(c) == name}
+        wanted = _with_parts({ord(c) for t in texts.values() for c in t if script_of(c) == name})
         if wanted:
             page = _subset(noto_dir / source, wanted | set(EXTRA))
             points = frozenset((wanted | set(EXTRA)) & set(page.getBestCmap()))
@@ -186,6 +203,9 @@ def build(
 
 def _names_font(out_dir: Path, noto_dir: Path) -> ServedFont:
     """The language bar's names, every served script in one font (fontTools' merger)."""
+    from fontTools.merge import Merger  # type: ignore[import-untyped]
+    from fontTools.ttLib import TTFont
+
     by_script: dict[str, str] = {}
     for name_text in NATIVE_NAMES.values():
         for char in name_text:
@@ -225,7 +245,7 @@ def font_face_css(fonts: Iterable[ServedFont]) -> str:
     """The ``@font-face`` rules of the served fonts (paths relative to the style sheet)."""
     return "\n".join(
         f'@font-face{{font-family:"{f.family}";src:url(fonts/{f.file}) format("woff2");'
-        f"unicode-range:{unicode_range(f.unicodes)}}}"
+        f"font-display:swap;unicode-range:{unicode_range(f.unicodes)}}}"
         for f in fonts
     )
 
@@ -244,7 +264,7 @@ def served_fonts(style_sheet: Path = STYLE_SHEET) -> list[ServedFont]:
     css = style_sheet.read_text(encoding="utf-8")
     rule = re.compile(
         r'@font-face\{font-family:"([^"]+)";src:url\(fonts/([^)]+)\) format\("woff2"\);'
-        r"unicode-range:([^}]+)\}"
+        r"font-display:swap;unicode-range:([^}]+)\}"
     )
     fonts = []
     for family, file, ranges in rule.findall(css):
@@ -254,6 +274,22 @@ def served_fonts(style_sheet: Path = STYLE_SHEET) -> list[ServedFont]:
             points.update(range(int(low, 16), int(high or low, 16) + 1))
         fonts.append(ServedFont(family, file, frozenset(points)))
     return fonts
+
+
+@cache
+def preloads(lang: Language) -> tuple[str, ...]:
+    """The font files a page in ``lang`` surely draws (its script's page subset and the
+    language bar's names font), for ``<link rel=preload>``: fetched with the style sheet
+    instead of after it, so the page's text shows a round trip earlier."""
+    scripts = {script_of(c) for c in NATIVE_NAMES.get(lang, "")} - {None}
+    fonts = served_fonts()
+    files = [f.file for f in fonts if "-page-" in f.file and _script_of_family(f.family) in scripts]
+    files += [f.file for f in fonts if f.family == NAMES_FAMILY]
+    return tuple(files)
+
+
+def _script_of_family(family: str) -> str | None:
+    return next((script for script, name in FAMILIES.items() if name == family), None)
 
 
 def missing_glyphs(text: str, fonts_dir: Path = FONTS_DIR) -> dict[str, set[str]]:
@@ -276,16 +312,13 @@ def missing_glyphs(text: str, fonts_dir: Path = FONTS_DIR) -> dict[str, set[str]
 
 
 def _cmap(path: Path) -> set[int]:
+    from fontTools.ttLib import TTFont
+
     font = TTFont(str(path))
     try:
         return set(font.getBestCmap())
     finally:
         font.close()
-
-
-def sizes(fonts_dir: Path = FONTS_DIR) -> Mapping[str, int]:
-    """Bytes of each served font file."""
-    return {font.file: (fonts_dir / font.file).stat().st_size for font in served_fonts()}
 
 
 if __name__ == "__main__":

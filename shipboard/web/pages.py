@@ -36,9 +36,11 @@ from urllib.parse import quote
 
 from jinja2 import Environment, FileSystemLoader, pass_context, select_autoescape
 from jinja2.runtime import Context
+from markupsafe import Markup
 from starlette.datastructures import FormData, QueryParams
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
+from starlette.middleware.gzip import GZipMiddleware
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import (
     FileResponse,
@@ -74,7 +76,7 @@ from shipboard.intake import FiledReport, Intake
 from shipboard.lane import LaneProgress
 from shipboard.signin import CrewSignIn
 from shipboard.states import MessageKind, MessageState
-from shipboard.web import local
+from shipboard.web import fonts, local
 from shipboard.web.i18n import (
     HTML_LANG,
     NATIVE_NAMES,
@@ -236,6 +238,9 @@ class _CachedStatic(StaticFiles):
         return response
 
 
+_STATIC = _CachedStatic(directory=HERE / "static")
+
+
 @cache
 def _content_hash(path: str) -> str:
     return hashlib.sha256((HERE / "static" / path).read_bytes()).hexdigest()[:10]
@@ -245,6 +250,18 @@ def static_url(path: str) -> str:
     """The URL of a static file that names its content (``/static/style.css?v=HASH``), so
     that a phone keeps it a year and fetches it again only when it changes."""
     return f"/static/{path}?v={_content_hash(path)}"
+
+
+@cache
+def icon(name: str, size: int = 40) -> Markup:
+    """An icon drawn inline (``static/icons/NAME.svg``, a few hundred bytes): no request
+    of its own before the page can show, which counts on a slow link. Decorative: hidden
+    from screen readers, the link's text says what it does."""
+    if not re.fullmatch(r"[a-z-]+", name):
+        raise ValueError(f"icon name {name!r}: lower-case letters and hyphens only")
+    svg = (HERE / "static" / "icons" / f"{name}.svg").read_text(encoding="utf-8").strip()
+    opening = f'<svg width="{size}" height="{size}" aria-hidden="true" focusable="false" '
+    return Markup(svg.replace("<svg ", opening, 1))
 
 
 class Moment:
@@ -349,6 +366,8 @@ def render_page(
         languages=[(code, NATIVE_NAMES[code]) for code in PAGE_LANGUAGES],
         bcp47=html_lang,
         static=static_url,
+        icon=icon,
+        preloads=fonts.preloads(lang),
         here=quote(request.url.path),
         phone=phone,
         csrf=phone.csrf if phone else "",
@@ -1162,7 +1181,9 @@ def web_routes(
         Route("/sos", sos, methods=["GET", "POST"]),
         Route("/inbox", page(inbox), methods=["GET"]),
         Route("/favicon.ico", favicon, methods=["GET"]),
-        Mount("/static", app=_CachedStatic(directory=HERE / "static"), name="static"),
+        # gzip for the style sheet and scripts (fonts and images are compressed already;
+        # pages are not compressed: they carry the CSRF token, see BREACH)
+        Mount("/static", app=GZipMiddleware(_STATIC, minimum_size=1000), name="static"),
     ]
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import unicodedata
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -60,9 +61,10 @@ def _cmap(file: str) -> set[int]:
 
 def test_each_page_subset_covers_its_language_sentences() -> None:
     """Every character that the page writes in Burmese, Khmer, Lao or Thai (sentences,
-    quick messages, the language's name, digits, month names) is in that script's page
-    subset, so a page in that language downloads that one small font and no other. (This
-    fails when a translation changed and the fonts were not rebuilt.)"""
+    quick messages, the language's name, digits, month names), and every part a shaper
+    splits it into (Thai SARA AM is NIKHAHIT + SARA AA), is in that script's page subset,
+    so a page in that language downloads that one small font and no other. (This fails
+    when a translation changed and the fonts were not rebuilt.)"""
     fonts = served_fonts()
     for lang, text in page_texts().items():
         for script in {script_of(c) for c in text} - {None}:
@@ -70,6 +72,12 @@ def test_each_page_subset_covers_its_language_sentences() -> None:
             page = [f for f in fonts if f.family == FAMILIES[script] and "-page-" in f.file]
             assert len(page) == 1, f"{script}: one page subset"
             needed = {ord(c) for c in text if script_of(c) == script}
+            needed |= {  # the parts shapers split a character into (Thai SARA AM ...)
+                int(part, 16)
+                for point in needed
+                for part in unicodedata.decomposition(chr(point)).split()
+                if not part.startswith("<")
+            }
             missing = needed - (page[0].unicodes & _cmap(page[0].file))
             assert not missing, f"{lang.code}: {sorted(map(chr, missing))} not in {page[0].file}"
 
@@ -123,6 +131,18 @@ def test_the_language_bar_needs_only_the_names_font() -> None:
     assert (FONTS_DIR / names[0].file).stat().st_size < 4_000
     css = STYLE_SHEET.read_text(encoding="utf-8")
     assert re.search(r'\.langs a,\.langs b[^{]*\{font-family:"VR Names"', css)
+
+
+def test_a_page_preloads_its_language_font_and_the_names_font() -> None:
+    """A page in Burmese names its Myanmar page subset and the names font for preloading
+    (fetched alongside the style sheet); a page in English only the names font."""
+    from shipboard.web.fonts import preloads
+
+    burmese = preloads(Language.MYA)
+    assert len(burmese) == 2
+    assert burmese[0].startswith("myanmar-page-")
+    assert burmese[1].startswith("names-")
+    assert preloads(Language.ENG) == burmese[1:]
 
 
 def test_unicode_range_writes_runs() -> None:
@@ -193,16 +213,19 @@ async def test_static_files_are_cached_by_content_and_revalidated(
     assert re.search(r'<a href="/lang/tgl\?next=/login" lang="fil"', login.text)
     assert 'lang="mya"' not in login.text
     assert 'lang="tgl"' not in login.text
+    # icons are drawn inline (no request of their own), hidden from screen readers
+    assert '<svg width="40" height="40" aria-hidden="true"' in login.text
+    assert "<img" not in login.text
     urls = re.findall(r'(?:href|src)="(/static/[^"]+)"', login.text)
     assert any(u.startswith("/static/style.css?v=") for u in urls)
+    assert any(u.startswith("/static/fonts/names-") for u in urls)  # preloaded
     for url in urls:
-        assert "?v=" in url, url
         fetched = await client.get(url)
         assert fetched.status_code == 200
         assert fetched.headers["cache-control"] == "public, max-age=31536000, immutable"
-        path = url.removeprefix("/static/").split("?")[0]
         digest = hashlib.sha256(fetched.content).hexdigest()[:10]
-        assert url.endswith(f"?v={digest}"), f"{path}: the URL names other content"
+        named = url.endswith(f"?v={digest}") or url.endswith(f"-{digest}.woff2")
+        assert named, f"{url}: the URL names other content"
     plain = await client.get("/static/icons/warn.svg")
     assert plain.headers["cache-control"] == "public, max-age=86400"
     again = await client.get(
