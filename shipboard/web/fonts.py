@@ -22,10 +22,11 @@ The fonts keep their copyright and licence names (name IDs 0, 13, 14), and
 ``static/fonts/NOTO-LICENSE.txt`` ships beside them (SIL Open Font License 1.1). The build
 writes the ``@font-face`` rules into ``static/style.css`` between two marker comments.
 
-Rebuild after changing the ranges or the translations (``tests/web/test_fonts.py`` fails
-while a page subset misses a character of its language's sentences)::
+Rebuild after changing the ranges or the translations (``tests/web/test_first_load.py``
+fails while a page subset misses a character of its language's sentences); the build is
+reproducible (the same bytes, so the same names, from the same Noto and fontTools)::
 
-    .venv/bin/python -m shipboard.web.fonts
+    scripts/build-fonts
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ NOTO_DIR = Path("/usr/share/fonts/truetype/noto")
 STATIC_DIR = Path(__file__).parent / "static"
 FONTS_DIR = STATIC_DIR / "fonts"
 STYLE_SHEET = STATIC_DIR / "style.css"
-CSS_BEGIN = "/* fonts: written by python -m shipboard.web.fonts */"
+CSS_BEGIN = "/* fonts: written by scripts/build-fonts (shipboard/web/fonts.py) */"
 CSS_END = "/* end of fonts */"
 
 #: Served font name -> (Noto source file, Unicode ranges it covers).
@@ -321,7 +322,12 @@ def _cmap(path: Path) -> set[int]:
         font.close()
 
 
-if __name__ == "__main__":
+def main() -> None:
+    """Build the fonts and print what each file weighs (``scripts/build-fonts``)."""
     for served_font in build():
         size = (FONTS_DIR / served_font.file).stat().st_size
         print(f"{served_font.family:11} {size:7,} B  {served_font.file}")
+
+
+if __name__ == "__main__":
+    main()
