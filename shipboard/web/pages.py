@@ -67,6 +67,7 @@ from shipboard.crew import MAX_CREW_NUMBER
 from shipboard.errors import (
     CrewRegisterError,
     IntakeRefused,
+    LaneBusy,
     NotSignedIn,
     OutboxUnavailable,
     SignInPaused,
@@ -478,6 +479,14 @@ def web_routes(
             return words.gettext(lang, LEAVES_USUALLY)
         leaves_by = _seconds_text(filed.leaves_by, zone)
         return words.gettext(lang, LEAVES_LATE).format(time=local_value(leaves_by, lang))
+
+    def refusal_fields(refused: IntakeRefused) -> dict[str, object]:
+        """A refusal's ``{fields}``, a moment as a :class:`Moment` (written in the crew
+        member's conventions when shown)."""
+        fields = dict(refused.fields)
+        if isinstance(refused, LaneBusy):
+            fields["time"] = _seconds_text(refused.retry_at, zone)
+        return fields
 
     def render(
         request: Request,
@@ -909,7 +918,7 @@ def web_routes(
                 error = refusal.msgid
             except IntakeRefused as refused:
                 error = refusal_msgid(refused)
-                error_fields = dict(refused.fields)
+                error_fields = refusal_fields(refused)
                 if refused.msgid is not None:  # not taken now, or too long: they keep it
                     kept_text = text if isinstance(text, str) else ""
             except OutboxUnavailable:
@@ -1006,7 +1015,8 @@ def web_routes(
                 case_number=case,
             )
         except IntakeRefused as refused:
-            detail = words.gettext(phone.lang, refusal_msgid(refused)).format(**refused.fields)
+            fields = {k: local_value(v, phone.lang) for k, v in refusal_fields(refused).items()}
+            detail = words.gettext(phone.lang, refusal_msgid(refused)).format(**fields)
             status = 503 if refused.http_status == 503 else 400
             return JSONResponse({"error": refused.code, "detail": detail}, status_code=status)
         except OutboxUnavailable:

@@ -245,3 +245,51 @@ async def test_the_favicon_is_served(client: httpx.AsyncClient) -> None:
     assert icon.headers["content-type"] == "image/x-icon"
     assert icon.content[:4] == b"\x00\x00\x01\x00"  # an ICO file
     assert icon.headers["cache-control"] == "public, max-age=604800"
+
+
+async def test_a_full_reporting_channel_says_when_in_the_crew_members_digits(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Burmese crew member's report meets a full reporting channel: the page says until
+    when, as a Burmese date and time in Myanmar digits (the vessel's time zone), and
+    keeps the text they wrote."""
+    from shipboard.errors import LaneBusy
+
+    config = demo_ship_config(tmp_path)
+    outbox = Outbox.open(config.database_path, config.vessel.vessel_id)
+    intake = Intake(config, outbox, default_codebook())
+    member, pin = intake.register.add(
+        name="Aung", document="MM-1", nationality="MM", language=Language.MYA, now=0.0
+    )
+    intake.register.choose_pin(member.crew, "80808080", None, 0.0)
+    retry_at = 1_796_000_000.0
+
+    def busy(*args: object, **kwargs: object) -> None:
+        raise LaneBusy("(the lane's own words)", retry_at)
+
+    monkeypatch.setattr(intake, "file_grievance", busy)
+    transport = httpx.ASGITransport(app=create_app(intake))
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://vessel", follow_redirects=True
+    ) as http:
+        login = await http.get("/login")
+        csrf = re.search(r'name="csrf" value="([^"]+)"', login.text)
+        assert csrf
+        home = await http.post(
+            "/login", data={"crew": str(member.crew), "pin": "80808080", "csrf": csrf[1]}
+        )
+        assert home.url.path == "/home"
+        csrf = re.search(r'name="csrf" value="([^"]+)"', home.text)
+        assert csrf
+        union = str(config.unions[0].union_id)
+        refused = await http.post(
+            "/report",
+            data={"category": "8", "union": union, "text": "လစာ မရပါ", "csrf": csrf[1]},
+        )
+    outbox.close()
+    del pin
+    assert refused.status_code == 400
+    when = datetime.fromtimestamp(retry_at, UTC).astimezone(config.time_zone)
+    assert local.moment(when, Language.MYA) in refused.text
+    assert "(the lane's own words)" not in refused.text
+    assert "လစာ မရပါ" in refused.text
