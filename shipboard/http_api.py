@@ -196,7 +196,7 @@ class NoStore:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or str(scope.get("path", "")).startswith("/static/"):
+        if scope["type"] != "http" or pages.is_static(scope):
             await self.app(scope, receive, send)  # fonts, icons, CSS: cached (shipboard.web)
             return
 

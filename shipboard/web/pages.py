@@ -22,21 +22,33 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import logging
 import math
+import re
 import secrets
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
+from functools import cache
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from jinja2 import Environment, FileSystemLoader, select_autoescape
+from jinja2 import Environment, FileSystemLoader, pass_context, select_autoescape
+from jinja2.runtime import Context
+from markupsafe import Markup
 from starlette.datastructures import FormData, QueryParams
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
+from starlette.middleware.gzip import GZipMiddleware
 from starlette.requests import HTTPConnection, Request
-from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from starlette.responses import (
+    FileResponse,
+    HTMLResponse,
+    JSONResponse,
+    RedirectResponse,
+    Response,
+)
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
@@ -55,6 +67,7 @@ from shipboard.crew import MAX_CREW_NUMBER
 from shipboard.errors import (
     CrewRegisterError,
     IntakeRefused,
+    LaneBusy,
     NotSignedIn,
     OutboxUnavailable,
     SignInPaused,
@@ -64,7 +77,15 @@ from shipboard.intake import FiledReport, Intake
 from shipboard.lane import LaneProgress
 from shipboard.signin import CrewSignIn
 from shipboard.states import MessageKind, MessageState
-from shipboard.web.i18n import NATIVE_NAMES, PAGE_LANGUAGES, Translations, page_language
+from shipboard.web import fonts, local
+from shipboard.web.i18n import (
+    HTML_LANG,
+    NATIVE_NAMES,
+    PAGE_LANGUAGES,
+    Translations,
+    html_lang,
+    page_language,
+)
 from shipboard.web.phones import SignedInPhone, SignedInPhones, csrf_ok
 
 logger = logging.getLogger(__name__)
@@ -79,20 +100,6 @@ LANG_COOKIE = "vr_lang"
 MAX_SEALED_BYTES = 65536
 #: Bytes of quota that one short message uses, to say the quota in plain words.
 SHORT_MESSAGE_BYTES = 100
-
-#: BCP 47 tags for the ``lang`` attribute (fonts and screen readers use it).
-HTML_LANG = {
-    Language.MYA: "my",
-    Language.KHM: "km",
-    Language.LAO: "lo",
-    Language.THA: "th",
-    Language.IND: "id",
-    Language.TGL: "tl",
-    Language.VIE: "vi",
-    Language.ENG: "en",
-    Language.SHN: "shn",
-    Language.UND: "und",
-}
 
 #: Grievance categories: icon name and short label (a msgid), in the order shown.
 CATEGORIES: tuple[tuple[GrievanceCategory, str, str], ...] = (
@@ -207,25 +214,102 @@ UNREADABLE_TEXT = "Some of the text cannot be read. Please type it again."
 #: Fields a form of the crew page has at most (the report form has the most).
 MAX_FORM_FIELDS = 16
 
-ENV = Environment(
-    loader=FileSystemLoader(HERE / "templates"),
-    autoescape=select_autoescape(["html"]),
-    trim_blocks=True,
-    lstrip_blocks=True,
-)
 PAGE_CSP = (
     "default-src 'none'; style-src 'self'; img-src 'self'; font-src 'self'; "
     "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 )
 
 
-class _CachedStatic(StaticFiles):
-    """Fonts, icons and the style sheet: cached for a year (their names change with them)."""
+#: Cache lifetime of a static file asked for by its content hash (``static_url``) or
+#: named by it (the fonts): a year, never revalidated. Anything else: a day, then a
+#: revalidation that costs a 304 (ETag, Last-Modified).
+IMMUTABLE = "public, max-age=31536000, immutable"
+REVALIDATE = "public, max-age=86400"
+_HASHED_NAME = re.compile(r"-[0-9a-f]{10}\.[a-z0-9]+$")
 
-    def file_response(self, *args: Any, **kwargs: Any) -> Response:
-        response = super().file_response(*args, **kwargs)
-        response.headers["cache-control"] = "public, max-age=31536000, immutable"
+
+class _CachedStatic(StaticFiles):
+    """Fonts, icons and the style sheet: immutable when the URL names their content
+    (``?v=HASH`` or a hashed file name), else cached a day and revalidated (ETag)."""
+
+    async def get_response(self, path: str, scope: Scope) -> Response:
+        response = await super().get_response(path, scope)
+        hashed = b"v=" in scope.get("query_string", b"") or _HASHED_NAME.search(path)
+        response.headers["cache-control"] = IMMUTABLE if hashed else REVALIDATE
         return response
+
+
+_STATIC = _CachedStatic(directory=HERE / "static")
+
+
+@cache
+def _content_hash(path: str) -> str:
+    return hashlib.sha256((HERE / "static" / path).read_bytes()).hexdigest()[:10]
+
+
+def static_url(path: str) -> str:
+    """The URL of a static file that names its content (``/static/style.css?v=HASH``), so
+    that a phone keeps it a year and fetches it again only when it changes."""
+    return f"/static/{path}?v={_content_hash(path)}"
+
+
+@cache
+def icon(name: str, size: int = 40) -> Markup:
+    """An icon drawn inline (``static/icons/NAME.svg``, a few hundred bytes): no request
+    of its own before the page can show, which counts on a slow link. Decorative: hidden
+    from screen readers, the link's text says what it does."""
+    if not re.fullmatch(r"[a-z-]+", name):
+        raise ValueError(f"icon name {name!r}: lower-case letters and hyphens only")
+    svg = (HERE / "static" / "icons" / f"{name}.svg").read_text(encoding="utf-8").strip()
+    opening = f'<svg width="{size}" height="{size}" aria-hidden="true" focusable="false" '
+    return Markup(svg.replace("<svg ", opening, 1))
+
+
+class Moment:
+    """A moment the page shows (message stages, replies, cases): written in the page's
+    language when rendered (:func:`shipboard.web.local.moment`); ``str()`` is ISO-like."""
+
+    __slots__ = ("at",)
+
+    def __init__(self, at: datetime) -> None:
+        self.at = at
+
+    def __str__(self) -> str:
+        return self.at.strftime("%Y-%m-%d %H:%M")
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Moment) and other.at == self.at
+
+    def __hash__(self) -> int:
+        return hash(self.at)
+
+
+def local_value(value: object, lang: Language) -> object:
+    """A value shown to the crew member in their digits and conventions: a number (a
+    quantity, not a bool) or a :class:`Moment`; anything else as it is (identifiers such
+    as case numbers are strings and keep their Western digits)."""
+    if isinstance(value, Moment):
+        return local.moment(value.at, lang)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return local.number(value, lang)
+    return value
+
+
+@pass_context
+def _finalize(context: Context, value: object) -> object:
+    """Every ``{{ value }}`` of a template: moments in the page's language."""
+    if isinstance(value, Moment):
+        return local.moment(value.at, context.get("lang", Language.ENG))
+    return value
+
+
+ENV = Environment(
+    loader=FileSystemLoader(HERE / "templates"),
+    autoescape=select_autoescape(["html"]),
+    trim_blocks=True,
+    lstrip_blocks=True,
+    finalize=_finalize,
+)
 
 
 class _Refusal(Exception):
@@ -237,17 +321,18 @@ class _Refusal(Exception):
         self.fields = fields
 
 
-def _minutes_text(minutes: int | None, zone: Any) -> str:
+def _minutes_text(minutes: int | None, zone: Any) -> Moment | str:
+    """A moment given in minutes since 1970, in the vessel's time zone ("" if none)."""
     if minutes is None:
         return ""
-    moment = datetime.fromtimestamp(minutes * 60, UTC).astimezone(zone)
-    return moment.strftime("%Y-%m-%d %H:%M")
+    return Moment(datetime.fromtimestamp(minutes * 60, UTC).astimezone(zone))
 
 
-def _seconds_text(seconds: float | None, zone: Any) -> str:
+def _seconds_text(seconds: float | None, zone: Any) -> Moment | str:
+    """A moment given in seconds since 1970, in the vessel's time zone ("" if none)."""
     if seconds is None:
         return ""
-    return datetime.fromtimestamp(seconds, UTC).astimezone(zone).strftime("%Y-%m-%d %H:%M")
+    return Moment(datetime.fromtimestamp(seconds, UTC).astimezone(zone))
 
 
 def render_page(
@@ -260,21 +345,30 @@ def render_page(
     **values: object,
 ) -> HTMLResponse:
     """A crew page in ``lang`` (``_`` translates a msgid, with ``{fields}`` filled in;
-    ``ngettext`` a counted one, in the form the language uses for ``n``)."""
+    ``ngettext`` a counted one, in the form the language uses for ``n``; numbers and
+    moments in the fields are written in the language's digits and conventions)."""
 
     def _(msgid: str, **fields: object) -> str:
         text = translations.gettext(lang, msgid)
-        return text.format(**fields) if fields else text
+        if not fields:
+            return text
+        return text.format(**{k: local_value(v, lang) for k, v in fields.items()})
 
     def ngettext(singular: str, plural: str, n: int, **fields: object) -> str:
-        return translations.ngettext(lang, singular, plural, n).format(n=n, **fields)
+        fields_here = {k: local_value(v, lang) for k, v in fields.items()}
+        text = translations.ngettext(lang, singular, plural, n)
+        return text.format(n=local.number(n, lang), **fields_here)
 
     html = ENV.get_template(template).render(
         _=_,
         ngettext=ngettext,
         lang=lang,
-        html_lang=HTML_LANG[lang],
+        html_lang=html_lang(lang),
         languages=[(code, NATIVE_NAMES[code]) for code in PAGE_LANGUAGES],
+        bcp47=html_lang,
+        static=static_url,
+        icon=icon,
+        preloads=fonts.preloads(lang),
         here=quote(request.url.path),
         phone=phone,
         csrf=phone.csrf if phone else "",
@@ -294,6 +388,7 @@ def visitor_language(request: HTTPConnection) -> Language:
         return page_language(chosen, Language.ENG)
     for part in request.headers.get("accept-language", "")[:200].split(","):
         tag = part.split(";")[0].strip().split("-")[0].lower()
+        tag = "fil" if tag == "tl" else tag  # Tagalog's ISO 639-1 code names Filipino too
         for lang, html_tag in HTML_LANG.items():
             if tag and html_tag == tag and lang in PAGE_LANGUAGES:
                 return lang
@@ -382,7 +477,16 @@ def web_routes(
         """When the report leaves the vessel, said in the crew member's language."""
         if not filed.leaves_late:
             return words.gettext(lang, LEAVES_USUALLY)
-        return words.gettext(lang, LEAVES_LATE).format(time=_seconds_text(filed.leaves_by, zone))
+        leaves_by = _seconds_text(filed.leaves_by, zone)
+        return words.gettext(lang, LEAVES_LATE).format(time=local_value(leaves_by, lang))
+
+    def refusal_fields(refused: IntakeRefused) -> dict[str, object]:
+        """A refusal's ``{fields}``, a moment as a :class:`Moment` (written in the crew
+        member's conventions when shown)."""
+        fields = dict(refused.fields)
+        if isinstance(refused, LaneBusy):
+            fields["time"] = _seconds_text(refused.retry_at, zone)
+        return fields
 
     def render(
         request: Request,
@@ -814,7 +918,7 @@ def web_routes(
                 error = refusal.msgid
             except IntakeRefused as refused:
                 error = refusal_msgid(refused)
-                error_fields = dict(refused.fields)
+                error_fields = refusal_fields(refused)
                 if refused.msgid is not None:  # not taken now, or too long: they keep it
                     kept_text = text if isinstance(text, str) else ""
             except OutboxUnavailable:
@@ -911,7 +1015,8 @@ def web_routes(
                 case_number=case,
             )
         except IntakeRefused as refused:
-            detail = words.gettext(phone.lang, refusal_msgid(refused)).format(**refused.fields)
+            fields = {k: local_value(v, phone.lang) for k, v in refusal_fields(refused).items()}
+            detail = words.gettext(phone.lang, refusal_msgid(refused)).format(**fields)
             status = 503 if refused.http_status == 503 else 400
             return JSONResponse({"error": refused.code, "detail": detail}, status_code=status)
         except OutboxUnavailable:
@@ -1004,11 +1109,7 @@ def web_routes(
                 contact = contacts.get(int(str(entry["contact"])))
                 item["who"] = (contact.name or contact.address) if contact else "?"
                 item["body"] = entry["body"]
-                lang_code = str(entry.get("lang") or "und")
-                try:
-                    item["html_lang"] = HTML_LANG[Language.from_code(lang_code)]
-                except ValueError:
-                    item["html_lang"] = "und"
+                item["html_lang"] = html_lang(str(entry.get("lang") or "und"))
             elif kind == InboxKind.STAGE:
                 item["seq"] = entry["message_seq"]
                 item["stage"] = STAGE_WORDS.get(str(entry["stage"]), str(entry["stage"]))
@@ -1035,7 +1136,7 @@ def web_routes(
             case = await asyncio.to_thread(show_case, reader, number)
             if case is None:
                 continue
-            steps: list[tuple[str, str, str | None]] = []
+            steps: list[tuple[str, object, str | None]] = []
             if case.filed_at is not None:
                 steps.append(
                     (STAGE_WORDS[MessageState.ACCEPTED], _seconds_text(case.filed_at, zone), None)
@@ -1049,7 +1150,7 @@ def web_routes(
                 ]
             else:  # before the lane: its updates are the inbox's case entries
                 steps += [
-                    (str(item["stage"]), str(item["when"]), None)
+                    (str(item["stage"]), item["when"], None)
                     for item in reversed(shown)
                     if item.get("case") == case.case_number
                 ]
@@ -1063,6 +1164,12 @@ def web_routes(
             cases=[case_number(seq) for seq in old],
             timelines=timelines,
         )
+
+    async def favicon(request: Request) -> Response:
+        """The page's icon, where browsers look for it (no sign-in needed, cached a week)."""
+        icon = FileResponse(HERE / "static" / "favicon.ico", media_type="image/x-icon")
+        icon.headers["cache-control"] = "public, max-age=604800"
+        return icon
 
     def both(function: _Page, **kwargs: bool) -> Callable[[Request], Awaitable[Response]]:
         return page(function, **kwargs)
@@ -1083,10 +1190,15 @@ def web_routes(
         Route("/report/phone/sealed", report_sealed, methods=["POST"]),
         Route("/sos", sos, methods=["GET", "POST"]),
         Route("/inbox", page(inbox), methods=["GET"]),
-        Mount("/static", app=_CachedStatic(directory=HERE / "static"), name="static"),
+        Route("/favicon.ico", favicon, methods=["GET"]),
+        # gzip for the style sheet and scripts (fonts and images are compressed already;
+        # pages are not compressed: they carry the CSRF token, see BREACH)
+        Mount("/static", app=GZipMiddleware(_STATIC, minimum_size=1000), name="static"),
     ]
 
 
 def is_static(scope: Scope) -> bool:
-    """Whether a request is for a cached static file (fonts, icons, style sheet)."""
-    return str(scope.get("path", "")).startswith("/static/")
+    """Whether a request is for a cached static file (fonts, icons, style sheet, the
+    page's icon)."""
+    path = str(scope.get("path", ""))
+    return path.startswith("/static/") or path == "/favicon.ico"

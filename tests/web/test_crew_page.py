@@ -28,7 +28,14 @@ from protocol.text import normalise_text
 from shipboard.http_api import create_app, serve_http
 from shipboard.intake import Intake
 from shipboard.outbox import Outbox
-from shipboard.web.fonts import missing_glyphs, scripts_used
+from shipboard.web.fonts import (
+    FAMILIES,
+    NAMES_FAMILY,
+    missing_glyphs,
+    script_of,
+    scripts_used,
+    served_fonts,
+)
 from vessel_relay.demo.defaults import demo_ship_config
 from vessel_relay.demo.keys import demo_union_private_key
 
@@ -164,14 +171,35 @@ def check_page(page: Page, site: Site, name: str, lang: str) -> str:
     page.screenshot(path=str(ARTIFACTS / f"{lang}-{name}.png"), full_page=True)
     text = page.inner_text("body")
     assert missing_glyphs(text) == {}, f"{name}: glyphs missing from the served fonts"
-    for script in scripts_used([text]):
-        family = {"myanmar": "VR Myanmar", "khmer": "VR Khmer", "lao": "VR Lao"}.get(
-            script, "VR Thai"
-        )
-        sample = next(c for c in text if scripts_used([c]) == {script})
-        assert page.evaluate(
-            "([f, s]) => document.fonts.check('17px \"' + f + '\"', s)", [family, sample]
-        ), f"{name}: the page did not load its {script} font"
+    main = page.inner_text("main")
+    assert scripts_used([page.inner_text("nav.langs")]) == set(FAMILIES)
+    # Fonts only for the page's language: the names font, the page subset of each script
+    # the page's text uses, and a whole-block font only for a character the subset lacks.
+    # (A font a previous page fetched may be attached again from memory at no cost: only
+    # the fonts this page fetched, transferSize > 0, must be the page language's.)
+    entries = page.evaluate(
+        "() => performance.getEntriesByType('resource')"
+        ".filter(e => e.name.includes('/static/fonts/'))"
+        ".map(e => [e.name.split('/').pop(), e.transferSize])"
+    )
+    loaded = {file for file, _ in entries}
+    fetched = {file for file, size in entries if size > 0}
+    fonts = served_fonts()
+    chars = {ord(c) for c in main if script_of(c) is not None}
+    subsets = {f.family: f.unicodes for f in fonts if "-page-" in f.file}
+    allowed = {f.file for f in fonts if f.family == NAMES_FAMILY}
+    allowed |= {f.file for f in fonts if "-page-" in f.file and chars & f.unicodes}
+    allowed |= {  # a whole-block font: only for a character its page subset lacks
+        f.file
+        for f in fonts
+        if f.family in subsets and "-page-" not in f.file and chars & f.unicodes - subsets[f.family]
+    }
+    assert fetched <= allowed, f"{name}: fonts beyond the page's language: {fetched - allowed}"
+    # The page's own text in a served script is drawn by that script's page subset; the
+    # language bar's names (every script) by the one small names font.
+    needed = {f.file for f in fonts if "-page-" in f.file and chars & f.unicodes}
+    needed |= {f.file for f in fonts if f.family == NAMES_FAMILY}
+    assert needed <= loaded, f"{name}: fonts not loaded: {needed - loaded}"
     # The page's weight as a phone with an empty cache loads it: the document plus every
     # style sheet and image it names, fetched again here (fonts are counted apart).
     assets = page.evaluate(
@@ -377,7 +405,7 @@ def test_page_weights_are_reported(site: Site) -> None:
     assert max(site.weights.values()) < PAGE_BUDGET_BYTES
 
 
-HTML_LANG = {"khm": "km", "lao": "lo", "tha": "th", "ind": "id", "tgl": "tl", "vie": "vi"}
+HTML_LANG = {"khm": "km", "lao": "lo", "tha": "th", "ind": "id", "tgl": "fil", "vie": "vi"}
 
 
 @pytest.mark.parametrize("lang", sorted(HTML_LANG))

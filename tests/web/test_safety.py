@@ -217,16 +217,17 @@ def test_i18n_check_lists_unchecked_sentences() -> None:
 
 async def test_the_quota_sentence_is_counted_in_the_crew_language(vessel: Vessel) -> None:
     """The home page says how many short messages are left in the crew member's language
-    (Khmer: one plural form), through the catalogue's ngettext; English uses its plural."""
+    (Khmer: one plural form, Khmer digits), through the catalogue's ngettext; English uses
+    its plural and Western digits, both grouped by thousands as each language groups."""
     await signed_in_with_own_pin(vessel)
     home = (await vessel.client.get("/home")).text
-    khmer = re.search(r"ខែនេះ អ្នកនៅអាចផ្ញើសារខ្លីប្រហែល (\d+) ទៀត។", home)
+    khmer = re.search(r"ខែនេះ អ្នកនៅអាចផ្ញើសារខ្លីប្រហែល ([០-៩,]+) ទៀត។", home)
     assert khmer, home[:2000]
-    left = int(khmer.group(1))
-    assert left > 1
+    left = int("".join(str(int(c)) for c in khmer.group(1) if c != ","))  # int() reads ០-៩
+    assert left > 1000
     await vessel.client.get("/lang/eng", params={"next": "/home"})
     english = (await vessel.client.get("/home")).text
-    assert f"You can still send about {left} short messages this month." in english
+    assert f"You can still send about {left:,} short messages this month." in english
 
 
 async def test_case_status_updates_show_as_a_timeline(vessel: Vessel) -> None:
