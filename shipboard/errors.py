@@ -18,6 +18,7 @@ errors name the file, the key or the state and say what to do.
         ├── SignInPaused              too many wrong PINs for this crew number: wait N minutes
         ├── UnknownContact            a recipient that is not in the crew member's contacts
         ├── MessageTooLarge           over the size limit for one message
+        │   └── MessageTooLong        a family message over it by N characters
         ├── BadText                   text that cannot be read (encoding, control characters)
         ├── QuotaExceeded             not enough of this month's text quota left
         ├── UnknownUnion              a grievance to a union this vessel does not know
@@ -143,6 +144,22 @@ class MessageTooLarge(IntakeRefused):
     code = "too-large"
     http_status = 413
     smtp_code = 552
+
+
+class MessageTooLong(MessageTooLarge):
+    """A family message over :data:`shipboard.message_limit.MAX_MESSAGE_BYTES`: it must be
+    shortened by ``over`` characters (counted as the crew counts them); nothing was stored."""
+
+    msgid = (
+        "The message is too long by {n} characters. Shorten it by {n} characters, or send "
+        "the rest in a second message. One message holds about {limit} characters."
+    )
+
+    def __init__(self, over: int, limit_characters: int) -> None:
+        super().__init__(self.msgid.format(n=over, limit=limit_characters))
+        self.fields = {"n": over, "limit": limit_characters}
+        #: Characters to take off (code points of the normalised text).
+        self.over = over
 
 
 class BadText(IntakeRefused):

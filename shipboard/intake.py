@@ -65,20 +65,20 @@ from shipboard.errors import (
     BadText,
     LaneBusy,
     MessageTooLarge,
+    MessageTooLong,
     ReportTooLongForLane,
     UnknownContact,
     UnknownUnion,
 )
 from shipboard.lane import FiledInLane, LaneOnDemand, LaneProgress
 from shipboard.lane_plan import LaneFull, ReportTooLong
+from shipboard.message_limit import MAX_MESSAGE_BYTES, characters_over, usual_characters
 from shipboard.outbox import AcceptedMessage, Outbox, QuotaStatus
 from shipboard.sos_limit import SosLimitPolicy, SosWithoutPinLimit
 from shipboard.states import MessageKind
 
 logger = logging.getLogger(__name__)
 
-#: Largest text of one family message, in UTF-8 bytes (about 1,300 Burmese characters).
-MAX_MESSAGE_BYTES = 4096
 #: Largest grievance report text, in UTF-8 bytes (it is compressed, padded and sealed).
 MAX_GRIEVANCE_BYTES = 16_384
 #: Largest SOS note.
@@ -397,12 +397,9 @@ class Intake:
             body = reading.text
             if not body:
                 raise BadText("The message is empty. Write something, then send it.")
-            size = len(body.encode("utf-8"))
-            if size > MAX_MESSAGE_BYTES:
-                raise MessageTooLarge(
-                    f"The message is too long ({size} bytes; at most {MAX_MESSAGE_BYTES}). "
-                    "Please make it shorter or send it in two parts."
-                )
+            over = characters_over(body, MAX_MESSAGE_BYTES)
+            if over:
+                raise MessageTooLong(over, usual_characters(language, MAX_MESSAGE_BYTES))
         accepted = self.outbox.accept_messages(
             crew=crew,
             contacts=contacts,

@@ -1,8 +1,11 @@
 """Crew web page: server-rendered pages (Jinja2) over :class:`~shipboard.intake.Intake`.
 
 Pages: sign in (crew number + PIN; choose an own PIN and an optional duress PIN at the
-first sign-in), home (menu and quota meter), write home, quick messages, a message's
-stages, report a problem, SOS (one confirmation step), inbox, add a contact, language
+first sign-in), home (menu and quota meter), write home (the limit said in characters
+first; a text over it is refused with how many characters to take off, and kept), quick
+messages (one confirmation step before one is queued), a message's stages, report a
+problem (the choices first; who can read it one tap away), SOS (one confirmation step),
+inbox (conversations: :mod:`shipboard.web.conversations`), add a contact, language
 switch. The sign-in page has an SOS button: ``/sos`` works without signing in too (crew
 number typed, no PIN; flagged ashore as sent without a PIN). Wrong PINs count with the
 API's and SMTP's (:mod:`shipboard.signin`); a paused sign-in says how many minutes to
@@ -62,8 +65,10 @@ from shipboard.errors import (
 from shipboard.inbox import DeliveryStage, InboxKind
 from shipboard.intake import FiledReport, Intake
 from shipboard.lane import LaneProgress
+from shipboard.message_limit import characters_left, characters_over, usual_characters
 from shipboard.signin import CrewSignIn
 from shipboard.states import MessageKind, MessageState
+from shipboard.web.conversations import case_thread, contact_threads, newest_first
 from shipboard.web.i18n import NATIVE_NAMES, PAGE_LANGUAGES, Translations, page_language
 from shipboard.web.phones import SignedInPhone, SignedInPhones, csrf_ok
 
@@ -110,7 +115,7 @@ CATEGORIES: tuple[tuple[GrievanceCategory, str, str], ...] = (
     (GrievanceCategory.RESTRICTION_OF_MOVEMENT, "lock", "Not allowed to leave"),
     (GrievanceCategory.ISOLATION, "island", "Kept away from others"),
     (GrievanceCategory.ABUSIVE_CONDITIONS, "bed", "Bad living conditions"),
-    (GrievanceCategory.ABUSE_OF_VULNERABILITY, "warn", "Taken advantage of"),
+    (GrievanceCategory.ABUSE_OF_VULNERABILITY, "pressed", "Taken advantage of"),
     (GrievanceCategory.OTHER, "other", "Something else"),
 )
 
@@ -170,6 +175,12 @@ NOT_SAVED = (
 RATE_LIMITED = "You sent many messages in a short time. Wait ten minutes, then try again."
 #: A sealed report whose case number this sign-in did not draw (an old page).
 STALE_PAGE = "The page is too old. Reload it and send the report again."
+#: What a family message over the limit is told (the ``msgid`` of
+#: :class:`shipboard.errors.MessageTooLong`; ``tests/web`` checks it is the same sentence).
+TOO_LONG_BY = (
+    "The message is too long by {n} characters. Shorten it by {n} characters, or send "
+    "the rest in a second message. One message holds about {limit} characters."
+)
 #: What the grievance lane's refusals say (the ``msgid`` of :class:`shipboard.errors.
 #: LaneBusy` and :class:`shipboard.errors.ReportTooLongForLane`), here so that the
 #: catalogue has them; ``tests/web`` checks they are the same sentences.
@@ -248,6 +259,29 @@ def _seconds_text(seconds: float | None, zone: Any) -> str:
     if seconds is None:
         return ""
     return datetime.fromtimestamp(seconds, UTC).astimezone(zone).strftime("%Y-%m-%d %H:%M")
+
+
+def _html_lang_of(code: str | None) -> str:
+    """The BCP 47 tag of a text's language (ISO 639-3 ``code``), ``und`` if unknown."""
+    try:
+        return HTML_LANG[Language.from_code(code or "und")]
+    except (ValueError, KeyError):
+        return "und"
+
+
+def _failure_words(code: int | None) -> str:
+    """Why a message failed, in words (a msgid)."""
+    try:
+        return FAILURE_WORDS[FailureReason(int(code if code is not None else -1))]
+    except (ValueError, KeyError):
+        return "It could not be delivered."
+
+
+def _count_of(text: str, lang: Language) -> dict[str, int] | None:
+    """The write page's counter for a text kept in the form: characters left, or over."""
+    if not text.strip():
+        return None
+    return {"left": characters_left(text, lang), "over": characters_over(text)}
 
 
 def render_page(
@@ -619,7 +653,7 @@ def web_routes(
                 intake.send_message, phone.crew, contact, text, phone.lang, quick
             )
         except IntakeRefused as error:
-            raise _Refusal(refusal_msgid(error)) from None
+            raise _Refusal(refusal_msgid(error), **error.fields) from None
         except OutboxUnavailable:
             raise _Refusal(NOT_SAVED) from None
         logger.info(
@@ -629,6 +663,7 @@ def web_routes(
 
     async def write(request: Request, phone: SignedInPhone) -> Response:
         error = None
+        error_fields: dict[str, object] = {}
         text = ""
         chosen = int_field(request.query_params, "contact")
         if request.method == "POST":
@@ -639,7 +674,7 @@ def web_routes(
             try:
                 seq = await send(phone, chosen, text, None)
             except _Refusal as refusal:
-                error = refusal.msgid
+                error, error_fields = refusal.msgid, refusal.fields
             else:
                 return RedirectResponse(f"/messages/{seq}", status_code=303)
         contacts = await contact_list(phone)
@@ -655,6 +690,9 @@ def web_routes(
             chosen=chosen,
             text=text,
             error=error,
+            error_fields=error_fields,
+            limit_characters=usual_characters(phone.lang),
+            count=_count_of(text, phone.lang),
             messages=messages,
             names=names,
             stage_words=STAGE_WORDS,
@@ -663,7 +701,7 @@ def web_routes(
 
     async def quick(request: Request, phone: SignedInPhone) -> Response:
         error = None
-        chosen = None
+        chosen = int_field(request.query_params, "contact")
         if request.method == "POST":
             form = await form_of(request)
             chosen = int_field(form, "contact")
@@ -671,6 +709,25 @@ def web_routes(
             try:
                 if code is None or code not in PHRASE_CODES:
                     raise _Refusal("Choose a message.")
+                if form.get("confirm") != "yes":
+                    # one tap chooses; nothing is queued until the crew member confirms
+                    contacts = {c.contact: c for c in await contact_list(phone)}
+                    if chosen not in contacts:
+                        raise _Refusal(REFUSAL_WORDS["unknown-contact"])
+                    who = contacts[chosen]
+                    return render(
+                        request,
+                        "quick.html",
+                        phone,
+                        phone.lang,
+                        confirm={
+                            "code": code,
+                            "contact": chosen,
+                            "who": who.name or who.address,
+                            "icon": phrase_icon(code),
+                            "text": phrase(code, phone.lang),
+                        },
+                    )
                 seq = await send(phone, chosen, None, code)
             except _Refusal as refusal:
                 error = refusal.msgid
@@ -687,6 +744,7 @@ def web_routes(
             chosen=chosen,
             phrases=phrases,
             error=error,
+            confirm=None,
         )
 
     async def message(request: Request, phone: SignedInPhone) -> Response:
@@ -985,57 +1043,58 @@ def web_routes(
     # inbox --------------------------------------------------------------------------------
 
     async def inbox(request: Request, phone: SignedInPhone) -> Response:
+        """The inbox as conversations: one per contact (own messages with their text and
+        ticks, the family's replies under them) and one per case (its timeline)."""
+        if phone.duress:  # an empty inbox: no contacts' history, no cases
+            return render(request, "inbox.html", phone, phone.lang, threads=[], notices=[])
         reader = Reader(intake.view, phone.signed_in, intake.case_progress)
-        if phone.duress:
-            entries: list[dict[str, object]] = []
-            old: list[int] = []
-            numbers: list[int] = []
-        else:
-            numbers = await asyncio.to_thread(my_cases, reader)
-            old = await asyncio.to_thread(reader.old_cases)
-            entries = await asyncio.to_thread(intake.view.inbox, phone.crew, old)
-        contacts = {c.contact: c for c in await contact_list(phone)} if not phone.duress else {}
-        shown = []
-        for entry in entries:
+        numbers = await asyncio.to_thread(my_cases, reader)
+        old = await asyncio.to_thread(reader.old_cases)
+        entries = await asyncio.to_thread(intake.view.inbox, phone.crew, old)
+        kept = await asyncio.to_thread(intake.view.kept_messages, phone.crew)
+        contacts = {c.contact: c for c in await contact_list(phone)}
+        names = {n: (c.name or c.address, c.address) for n, c in contacts.items()}
+        replies = [e for e in entries if e["kind"] == InboxKind.REPLY]
+        notices = [
+            _minutes_text(e.get("written_minutes"), zone)  # type: ignore[arg-type]
+            for e in entries
+            if e["kind"] == InboxKind.QUOTA
+        ]
+        threads = contact_threads(
+            kept,
+            replies,
+            names,
+            phone.lang,
+            when=lambda at: _seconds_text(at, zone),
+            html_lang=_html_lang_of,
+            failure_words=_failure_words,
+        )
+        # a case from before the lane: its updates (and its stages ashore) are inbox entries
+        old_steps: dict[str, list[tuple[str, str, str | None]]] = {}
+        old_last: dict[str, float] = {}
+        for entry in reversed(entries):  # oldest first
             kind = entry["kind"]
+            seq = entry.get("case_seq") if kind == InboxKind.CASE else entry.get("message_seq")
+            if kind not in (InboxKind.CASE, InboxKind.STAGE) or seq not in old:
+                continue
+            old_number = case_number(int(str(seq)))
             when = _minutes_text(entry.get("written_minutes"), zone)  # type: ignore[arg-type]
-            item: dict[str, object] = {"kind": kind, "when": when}
-            if kind == InboxKind.REPLY:
-                contact = contacts.get(int(str(entry["contact"])))
-                item["who"] = (contact.name or contact.address) if contact else "?"
-                item["body"] = entry["body"]
-                lang_code = str(entry.get("lang") or "und")
+            if kind == InboxKind.CASE:
                 try:
-                    item["html_lang"] = HTML_LANG[Language.from_code(lang_code)]
-                except ValueError:
-                    item["html_lang"] = "und"
-            elif kind == InboxKind.STAGE:
-                item["seq"] = entry["message_seq"]
-                item["stage"] = STAGE_WORDS.get(str(entry["stage"]), str(entry["stage"]))
-                code = entry.get("code")
-                if entry["stage"] == DeliveryStage.FAILED and code is not None:
-                    try:
-                        item["reason"] = FAILURE_WORDS[FailureReason(int(str(code)))]
-                    except (ValueError, KeyError):
-                        item["reason"] = "It could not be delivered."
-                if entry["message_seq"] in old:
-                    item["kind"] = InboxKind.CASE
-                    item["case"] = case_number(int(str(entry["message_seq"])))
-            elif kind == InboxKind.CASE:
-                item["case"] = case_number(int(str(entry["case_seq"])))
-                try:
-                    item["stage"] = CASE_WORDS[CaseStatus(int(str(entry["code"])))]
+                    word = CASE_WORDS[CaseStatus(int(str(entry["code"])))]
                 except (ValueError, KeyError):
-                    item["stage"] = str(entry.get("stage"))
-            elif kind == InboxKind.QUOTA:
-                item["kind"] = InboxKind.QUOTA
-            shown.append(item)
-        timelines = []
+                    word = str(entry.get("stage"))
+            else:
+                word = STAGE_WORDS.get(str(entry["stage"]), str(entry["stage"]))
+            old_steps.setdefault(old_number, []).append((word, when, None))
+            at = float(str(entry.get("at") or 0))
+            old_last[old_number] = max(old_last.get(old_number, 0.0), at)
         for number in sorted(numbers, reverse=True):
             case = await asyncio.to_thread(show_case, reader, number)
             if case is None:
                 continue
             steps: list[tuple[str, str, str | None]] = []
+            last_at = case.filed_at or 0.0
             if case.filed_at is not None:
                 steps.append(
                     (STAGE_WORDS[MessageState.ACCEPTED], _seconds_text(case.filed_at, zone), None)
@@ -1047,21 +1106,18 @@ def web_routes(
                     (CASE_WORDS[note.stage], _seconds_text(note.at, zone), note.text or note.reason)
                     for note in case.notes
                 ]
-            else:  # before the lane: its updates are the inbox's case entries
-                steps += [
-                    (str(item["stage"]), str(item["when"]), None)
-                    for item in reversed(shown)
-                    if item.get("case") == case.case_number
-                ]
-            timelines.append((case.case_number, steps))
+                last_at = max([last_at, *(note.at for note in case.notes)])
+            else:
+                steps += old_steps.get(case.case_number, [])
+                last_at = max(last_at, old_last.get(case.case_number, 0.0))
+            threads.append(case_thread(case.case_number, steps, last_at))
         return render(
             request,
             "inbox.html",
             phone,
             phone.lang,
-            entries=shown,
-            cases=[case_number(seq) for seq in old],
-            timelines=timelines,
+            threads=newest_first(threads),
+            notices=notices,
         )
 
     def both(function: _Page, **kwargs: bool) -> Callable[[Request], Awaitable[Response]]:
