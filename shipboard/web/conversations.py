@@ -165,8 +165,7 @@ def contact_threads(
         )
     for reply in replies:
         contact = int(str(reply["contact"]))
-        minutes = reply.get("written_minutes")
-        at = float(str(minutes)) * 60 if minutes is not None else float(str(reply.get("at", 0)))
+        at = _reply_at(reply)
         thread(contact).lines.append(
             Line(
                 mine=False,
@@ -191,6 +190,18 @@ def contact_threads(
         conversation.lines = ordered[-LINES_PER_THREAD:]
         conversation.last_at = ordered[-1].at if ordered else 0.0
     return sorted(threads.values(), key=lambda c: c.last_at, reverse=True)
+
+
+def _reply_at(reply: Mapping[str, object]) -> float:
+    """When a reply was written, for ordering: the end of the minute the shore says it was
+    written in (a reply written in the same minute as the message it answers comes after
+    it), but never later than when it reached the vessel."""
+    arrived = float(str(reply.get("at") or 0.0))
+    minutes = reply.get("written_minutes")
+    if minutes is None:
+        return arrived
+    written = int(str(minutes)) * 60 + 59.999
+    return min(written, arrived) if arrived else written
 
 
 def _answering(line: Line, seq: int | None) -> Line:
