@@ -593,12 +593,32 @@ def create_app(
     async def inbox(request: Request) -> Response:
         who = signed_in(request)
         if who.duress:
-            return JSONResponse({"entries": [], "cases": []})
+            return JSONResponse({"entries": [], "cases": [], "messages": []})
         reader = Reader(intake.view, who)
         cases = await asyncio.to_thread(my_cases, reader)
         old = await asyncio.to_thread(reader.old_cases)
         entries = await asyncio.to_thread(intake.view.inbox, who.member.crew, old)
-        return JSONResponse({"entries": entries, "cases": cases})
+        # the crew member's own messages with their text, newest first (added beside the
+        # entries: an app draws the conversations as the crew page does)
+        kept = await asyncio.to_thread(intake.view.kept_messages, who.member.crew)
+        messages = [
+            {
+                "message_seq": m.message_seq,
+                "contact": m.contact,
+                "text": m.body,
+                "quick": m.quick,
+                "lang": m.lang,
+                "state": m.state.value,
+                "accepted_at": m.accepted_at,
+                "sent_at": m.sent_at,
+                "acknowledged_at": m.acknowledged_at,
+                "delivered_at": m.delivered_at,
+                "failed_at": m.failed_at,
+                "failure_reason": m.failure_reason,
+            }
+            for m in kept
+        ]
+        return JSONResponse({"entries": entries, "cases": cases, "messages": messages})
 
     async def case(request: Request) -> Response:
         who = signed_in(request)

@@ -404,3 +404,27 @@ async def test_the_api_says_how_many_characters_to_take_off(vessel: Vessel) -> N
     assert body["over_characters"] == 2000 - 1365
     assert body["max_bytes"] == MAX_MESSAGE_BYTES
     assert number_in(2000 - 1365, body["detail"])
+
+
+async def test_the_api_inbox_adds_the_own_messages_with_their_text(vessel: Vessel) -> None:
+    """An app reading ``GET /api/inbox`` gets the crew member's own messages with their
+    text and state (a ``messages`` key beside ``entries`` and ``cases``); a duress
+    sign-in gets none."""
+    csrf = await own_pin(vessel)
+    seq = await write(vessel, csrf, vessel.mother, "Text kept for my own eyes")
+    login = await vessel.client.post("/api/login", json={"crew": vessel.crew, "pin": OWN_PIN})
+    token = login.json()["token"]
+    inbox = await vessel.client.get("/api/inbox", headers={"authorization": f"Bearer {token}"})
+    assert inbox.status_code == 200
+    body = inbox.json()
+    assert {"entries", "cases", "messages"} <= set(body)
+    (mine,) = body["messages"]
+    assert mine["message_seq"] == seq
+    assert mine["text"] == "Text kept for my own eyes"
+    assert mine["contact"] == vessel.mother
+    assert mine["state"] == "accepted"
+    duress = await vessel.client.post("/api/login", json={"crew": vessel.crew, "pin": DURESS_PIN})
+    empty = await vessel.client.get(
+        "/api/inbox", headers={"authorization": f"Bearer {duress.json()['token']}"}
+    )
+    assert empty.json() == {"entries": [], "cases": [], "messages": []}
