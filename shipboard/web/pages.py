@@ -785,11 +785,22 @@ def web_routes(
         contact = await asyncio.to_thread(
             intake.register.contact, phone.crew, int(str(stages["contact"]))
         )
+        kept = await asyncio.to_thread(intake.view.kept_messages, phone.crew)
+        own = next((m for m in kept if m.message_seq == seq), None)
+        said = None
+        if own is not None:
+            said = {
+                "text": phrase(own.quick, phone.lang) if own.quick is not None else own.body,
+                "html_lang": HTML_LANG[phone.lang]
+                if own.quick is not None
+                else _html_lang_of(own.lang),
+            }
         return render(
             request,
             "message.html",
             phone,
             phone.lang,
+            said=said,
             seq=seq,
             steps=steps,
             failure=failure,

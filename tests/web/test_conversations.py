@@ -256,6 +256,8 @@ async def test_the_inbox_is_one_conversation_per_contact_with_text_ticks_and_rep
         ],
         minutes,
     )
+    own = await vessel.client.get(f"/messages/{first}")
+    assert 'id="said">Wages came today. မင်္ဂလာပါ<' in own.text  # its page shows the text
     page = await vessel.client.get("/inbox")
     assert page.status_code == 200
     assert page.headers["cache-control"] == "no-store"
@@ -311,6 +313,9 @@ async def test_a_quick_message_asks_before_it_is_queued(vessel: Vessel) -> None:
         data={"contact": str(vessel.mother), "code": "3", "confirm": "yes", "csrf": csrf},
     )
     assert sent.url.path.startswith("/messages/")
+    said = re.search(r'id="said">([^<]+)<', sent.text)
+    assert said  # its page shows what was sent, in the crew member's language
+    assert unescape(said.group(1)) == phrase(3, lang)
     with vessel.outbox.reading() as db:
         rows = db.execute("SELECT quick, contact FROM messages").fetchall()
     assert [tuple(r) for r in rows] == [(3, vessel.mother)]
