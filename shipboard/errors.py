@@ -18,7 +18,8 @@ errors name the file, the key or the state and say what to do.
         ├── SignInPaused              too many wrong PINs for this crew number: wait N minutes
         ├── UnknownContact            a recipient that is not in the crew member's contacts
         ├── MessageTooLarge           over the size limit for one message
-        │   └── MessageTooLong        a family message over it by N characters
+        │   ├── MessageTooLong        a family message over it by N characters
+        │   └── ReportTextTooLong     a report's text over its limit by N characters
         ├── BadText                   text that cannot be read (encoding, control characters)
         ├── QuotaExceeded             not enough of this month's text quota left
         ├── UnknownUnion              a grievance to a union this vessel does not know
@@ -158,6 +159,22 @@ class MessageTooLong(MessageTooLarge):
     def __init__(self, over: int, limit_characters: int) -> None:
         super().__init__(self.msgid.format(n=over, limit=limit_characters))
         self.fields = {"n": over, "limit": limit_characters}
+        #: Characters to take off (code points of the normalised text).
+        self.over = over
+
+
+class ReportTextTooLong(MessageTooLarge):
+    """A report whose text is over :data:`shipboard.message_limit.MAX_GRIEVANCE_BYTES`: it
+    must be shortened by ``over`` characters, or split; nothing was stored."""
+
+    msgid = (
+        "The report is too long by {n} characters. Shorten it by {n} characters, or send "
+        "the rest in a second report."
+    )
+
+    def __init__(self, over: int) -> None:
+        super().__init__(self.msgid.format(n=over))
+        self.fields = {"n": over}
         #: Characters to take off (code points of the normalised text).
         self.over = over
 

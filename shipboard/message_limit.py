@@ -1,7 +1,8 @@
 """Message limit: how long one family message may be, said in characters as the crew counts.
 
 The rule lives here and only here: one message's text is at most :data:`MAX_MESSAGE_BYTES`
-bytes of UTF-8 once normalised (:func:`shipboard.intake.read_text`). Crew members count
+bytes of UTF-8 once normalised (:func:`shipboard.intake.read_text`), a report's
+:data:`MAX_GRIEVANCE_BYTES`. Crew members count
 characters, not bytes, and a character of Burmese, Khmer, Lao or Thai is 3 bytes while a
 Latin letter is 1, so the doors say the limit in characters:
 
@@ -17,19 +18,27 @@ Code points are what a phone's text box counts too (a Burmese stacked consonant 
 
 from __future__ import annotations
 
+import unicodedata
+
 from protocol.languages import Language
+from protocol.limits import DEFAULT_LIMITS
 from protocol.phrases import PHRASE_CODES, phrase
 
 __all__ = [
+    "MAX_GRIEVANCE_BYTES",
     "MAX_MESSAGE_BYTES",
     "characters_left",
     "characters_over",
     "fits",
+    "too_long_to_read",
     "usual_characters",
 ]
 
 #: Largest text of one family message, in UTF-8 bytes (about 1,360 Burmese characters).
 MAX_MESSAGE_BYTES = 4096
+#: Largest text of one grievance report, in UTF-8 bytes (it is compressed, padded and
+#: sealed; the grievance lane may take less: :class:`shipboard.errors.ReportTooLongForLane`).
+MAX_GRIEVANCE_BYTES = 16_384
 
 
 def text_bytes(text: str) -> int:
@@ -60,6 +69,16 @@ def characters_over(text: str, limit_bytes: int = MAX_MESSAGE_BYTES) -> int:
         if over <= 0:
             break
     return removed
+
+
+def too_long_to_read(text: str, limit_bytes: int) -> int:
+    """For a text longer than the text reader takes at all (``protocol.text``'s
+    ``max_text_chars`` characters, over every byte limit here), how many characters to take
+    off to fit ``limit_bytes``; 0 for a text the reader takes (then read it, and count the
+    normalised text). Such a text is too long, never "cannot be read"."""
+    if len(text) <= DEFAULT_LIMITS.max_text_chars:
+        return 0
+    return max(1, characters_over(unicodedata.normalize("NFC", text).strip(), limit_bytes))
 
 
 def _bytes_per_character(text: str) -> float:

@@ -181,6 +181,11 @@ TOO_LONG_BY = (
     "The message is too long by {n} characters. Shorten it by {n} characters, or send "
     "the rest in a second message. One message holds about {limit} characters."
 )
+#: What a report over its text limit is told (:class:`shipboard.errors.ReportTextTooLong`).
+REPORT_TOO_LONG_BY = (
+    "The report is too long by {n} characters. Shorten it by {n} characters, or send the "
+    "rest in a second report."
+)
 #: What the grievance lane's refusals say (the ``msgid`` of :class:`shipboard.errors.
 #: LaneBusy` and :class:`shipboard.errors.ReportTooLongForLane`), here so that the
 #: catalogue has them; ``tests/web`` checks they are the same sentences.

@@ -24,10 +24,11 @@ from protocol.envelopes import (
 )
 from protocol.languages import Language
 from protocol.phrases import phrase
-from shipboard.errors import MessageTooLong
+from shipboard.errors import MessageTooLong, ReportTextTooLong
 from shipboard.http_api import create_app
 from shipboard.intake import Intake
 from shipboard.message_limit import (
+    MAX_GRIEVANCE_BYTES,
     MAX_MESSAGE_BYTES,
     characters_left,
     characters_over,
@@ -201,6 +202,14 @@ async def test_a_long_message_is_refused_with_the_characters_to_take_off(
     assert 'class="count over"' in refused.text
     with vessel.outbox.reading() as db:
         assert db.execute("SELECT count(*) FROM messages").fetchone()[0] == 0
+    if not burmese:  # (20,000 Burmese letters are more than the page's form takes)
+        # longer than the text reader takes at all (16,384 characters): still "too long by N"
+        longest = await vessel.client.post(
+            "/write", data={"contact": str(vessel.mother), "text": "a" * 20_000, "csrf": csrf}
+        )
+        said = unescape(re.search(r'id="refusal">([^<]+)<', longest.text).group(1))  # type: ignore[union-attr]
+        over = 20_000 - MAX_MESSAGE_BYTES
+        assert said == words(vessel, pages.TOO_LONG_BY).format(n=over, limit=limit)
     # exactly at the limit it goes
     await write(vessel, csrf, vessel.mother, letter * (MAX_MESSAGE_BYTES // len(letter.encode())))
 
@@ -433,3 +442,22 @@ async def test_the_api_inbox_adds_the_own_messages_with_their_text(vessel: Vesse
         "/api/inbox", headers={"authorization": f"Bearer {duress.json()['token']}"}
     )
     assert empty.json() == {"entries": [], "cases": [], "messages": []}
+
+
+async def test_a_long_report_is_refused_with_the_characters_to_take_off(vessel: Vessel) -> None:
+    """A report over 16 KiB of text is refused with how many characters to take off, in
+    the crew member's language; the text stays in the form; nothing is filed."""
+    csrf = await own_pin(vessel)
+    union = vessel.intake.config.unions[0].union_id
+    burmese = vessel.intake.register.get(vessel.crew).language is Language.MYA
+    letter = "က" if burmese else "a"
+    written = letter * (MAX_GRIEVANCE_BYTES // len(letter.encode()) + 40)
+    refused = await vessel.client.post(
+        "/report", data={"category": "5", "union": str(union), "text": written, "csrf": csrf}
+    )
+    assert refused.status_code == 400
+    said = unescape(re.search(r'class="error">([^<]+)<', refused.text).group(1))  # type: ignore[union-attr]
+    assert said == words(vessel, pages.REPORT_TOO_LONG_BY).format(n=40)
+    assert ReportTextTooLong.msgid == pages.REPORT_TOO_LONG_BY
+    assert written in refused.text
+    assert not vessel.outbox.lane_blocks()
