@@ -21,6 +21,7 @@ errors name the file, the key or the state and say what to do.
         │   ├── MessageTooLong        a family message over it by N characters
         │   └── ReportTextTooLong     a report's text over its limit by N characters
         ├── BadText                   text that cannot be read (encoding, control characters)
+        │   └── EmptyText             nothing written (said apart from "cannot be read")
         ├── QuotaExceeded             not enough of this month's text quota left
         ├── UnknownUnion              a grievance to a union this vessel does not know
         ├── LaneBusy                  the grievance lane has no room now: try again at a time
@@ -185,6 +186,18 @@ class BadText(IntakeRefused):
     code = "bad-text"
     http_status = 422
     smtp_code = 550
+
+
+class EmptyText(BadText):
+    """Nothing was written (a blank message or report): said as such, in the crew member's
+    language (the sentence is its own catalogue ``msgid``), never as "cannot be read"."""
+
+    MESSAGE = "The message is empty. Write something, then send it."
+    REPORT = "The report is empty. Write what happened, then send it."
+
+    def __init__(self, sentence: str) -> None:
+        super().__init__(sentence)
+        self.msgid = sentence
 
 
 class QuotaExceeded(IntakeRefused):

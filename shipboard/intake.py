@@ -63,6 +63,7 @@ from shipboard.crew_view import CrewView, VesselCrewView
 from shipboard.database import Transaction
 from shipboard.errors import (
     BadText,
+    EmptyText,
     LaneBusy,
     MessageTooLarge,
     MessageTooLong,
@@ -403,7 +404,7 @@ class Intake:
             reading = read_text(text or "", language)
             body = reading.text
             if not body:
-                raise BadText("The message is empty. Write something, then send it.")
+                raise EmptyText(EmptyText.MESSAGE)
             over = characters_over(body, MAX_MESSAGE_BYTES)
             if over:
                 raise MessageTooLong(over, usual_characters(language, MAX_MESSAGE_BYTES))
@@ -449,7 +450,7 @@ class Intake:
             raise ReportTextTooLong(over)
         body = normalise(text, lang)
         if not body:
-            raise BadText("The report is empty. Write what happened, then send it.")
+            raise EmptyText(EmptyText.REPORT)
         over = characters_over(body, MAX_GRIEVANCE_BYTES)
         if over:
             raise ReportTextTooLong(over)

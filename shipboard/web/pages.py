@@ -164,7 +164,8 @@ CASE_WORDS = {
 REFUSAL_WORDS = {
     "quota-exceeded": "Not enough of this month's quota is left for this message. Write a "
     "shorter message or send a quick message.",
-    "bad-text": "The message is empty or cannot be read. Please write it again.",
+    # (an empty text says so: shipboard.errors.EmptyText carries its own sentence)
+    "bad-text": "Some of the text cannot be read. Please type it again.",
     "too-large": "The message is too long. Please make it shorter.",
     "unknown-contact": "Choose a contact from your list.",
     "unknown-union": "Choose a union from the list.",
@@ -175,6 +176,12 @@ NOT_SAVED = (
 RATE_LIMITED = "You sent many messages in a short time. Wait ten minutes, then try again."
 #: A sealed report whose case number this sign-in did not draw (an old page).
 STALE_PAGE = "The page is too old. Reload it and send the report again."
+#: What a blank message or report is told (:class:`shipboard.errors.EmptyText`; the
+#: catalogue has them from here, ``tests/web`` checks they are the same sentences).
+EMPTY_TEXTS = (
+    "The message is empty. Write something, then send it.",
+    "The report is empty. Write what happened, then send it.",
+)
 #: What a family message over the limit is told (the ``msgid`` of
 #: :class:`shipboard.errors.MessageTooLong`; ``tests/web`` checks it is the same sentence).
 TOO_LONG_BY = (

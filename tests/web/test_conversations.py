@@ -24,7 +24,7 @@ from protocol.envelopes import (
 )
 from protocol.languages import Language
 from protocol.phrases import phrase
-from shipboard.errors import MessageTooLong, ReportTextTooLong
+from shipboard.errors import EmptyText, MessageTooLong, ReportTextTooLong
 from shipboard.http_api import create_app
 from shipboard.intake import Intake
 from shipboard.message_limit import (
@@ -461,3 +461,23 @@ async def test_a_long_report_is_refused_with_the_characters_to_take_off(vessel: 
     assert ReportTextTooLong.msgid == pages.REPORT_TOO_LONG_BY
     assert written in refused.text
     assert not vessel.outbox.lane_blocks()
+
+
+async def test_a_blank_message_or_report_is_called_empty_not_unreadable(vessel: Vessel) -> None:
+    """A message or report of spaces only is refused as empty, in the crew member's
+    language, with what to do; the page never says "empty or cannot be read"."""
+    csrf = await own_pin(vessel)
+    assert (EmptyText.MESSAGE, EmptyText.REPORT) == pages.EMPTY_TEXTS
+    blank = await vessel.client.post(
+        "/write", data={"contact": str(vessel.mother), "text": "   ", "csrf": csrf}
+    )
+    assert blank.status_code == 400
+    said = unescape(re.search(r'id="refusal">([^<]+)<', blank.text).group(1))  # type: ignore[union-attr]
+    assert said == words(vessel, EmptyText.MESSAGE)
+    union = vessel.intake.config.unions[0].union_id
+    report = await vessel.client.post(
+        "/report", data={"category": "5", "union": str(union), "text": " \n ", "csrf": csrf}
+    )
+    assert report.status_code == 400
+    said = unescape(re.search(r'class="error">([^<]+)<', report.text).group(1))  # type: ignore[union-attr]
+    assert said == words(vessel, EmptyText.REPORT)
