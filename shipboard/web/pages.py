@@ -1,8 +1,11 @@
 """Crew web page: server-rendered pages (Jinja2) over :class:`~shipboard.intake.Intake`.
 
 Pages: sign in (crew number + PIN; choose an own PIN and an optional duress PIN at the
-first sign-in), home (menu and quota meter), write home, quick messages, a message's
-stages, report a problem, SOS (one confirmation step), inbox, add a contact, language
+first sign-in), home (menu and quota meter), write home (the limit said in characters
+first; a text over it is refused with how many characters to take off, and kept), quick
+messages (one confirmation step before one is queued), a message's stages, report a
+problem (the choices first; who can read it one tap away), SOS (one confirmation step),
+inbox (conversations: :mod:`shipboard.web.conversations`), add a contact, language
 switch. The sign-in page has an SOS button: ``/sos`` works without signing in too (crew
 number typed, no PIN; flagged ashore as sent without a PIN). Wrong PINs count with the
 API's and SMTP's (:mod:`shipboard.signin`); a paused sign-in says how many minutes to
@@ -75,9 +78,11 @@ from shipboard.errors import (
 from shipboard.inbox import DeliveryStage, InboxKind
 from shipboard.intake import FiledReport, Intake
 from shipboard.lane import LaneProgress
+from shipboard.message_limit import characters_left, characters_over, usual_characters
 from shipboard.signin import CrewSignIn
 from shipboard.states import MessageKind, MessageState
 from shipboard.web import fonts, local
+from shipboard.web.conversations import case_thread, contact_threads, newest_first
 from shipboard.web.i18n import (
     HTML_LANG,
     NATIVE_NAMES,
@@ -117,7 +122,7 @@ CATEGORIES: tuple[tuple[GrievanceCategory, str, str], ...] = (
     (GrievanceCategory.RESTRICTION_OF_MOVEMENT, "lock", "Not allowed to leave"),
     (GrievanceCategory.ISOLATION, "island", "Kept away from others"),
     (GrievanceCategory.ABUSIVE_CONDITIONS, "bed", "Bad living conditions"),
-    (GrievanceCategory.ABUSE_OF_VULNERABILITY, "warn", "Taken advantage of"),
+    (GrievanceCategory.ABUSE_OF_VULNERABILITY, "pressed", "Taken advantage of"),
     (GrievanceCategory.OTHER, "other", "Something else"),
 )
 
@@ -166,7 +171,8 @@ CASE_WORDS = {
 REFUSAL_WORDS = {
     "quota-exceeded": "Not enough of this month's quota is left for this message. Write a "
     "shorter message or send a quick message.",
-    "bad-text": "The message is empty or cannot be read. Please write it again.",
+    # (an empty text says so: shipboard.errors.EmptyText carries its own sentence)
+    "bad-text": "Some of the text cannot be read. Please type it again.",
     "too-large": "The message is too long. Please make it shorter.",
     "unknown-contact": "Choose a contact from your list.",
     "unknown-union": "Choose a union from the list.",
@@ -177,6 +183,23 @@ NOT_SAVED = (
 RATE_LIMITED = "You sent many messages in a short time. Wait ten minutes, then try again."
 #: A sealed report whose case number this sign-in did not draw (an old page).
 STALE_PAGE = "The page is too old. Reload it and send the report again."
+#: What a blank message or report is told (:class:`shipboard.errors.EmptyText`; the
+#: catalogue has them from here, ``tests/web`` checks they are the same sentences).
+EMPTY_TEXTS = (
+    "The message is empty. Write something, then send it.",
+    "The report is empty. Write what happened, then send it.",
+)
+#: What a family message over the limit is told (the ``msgid`` of
+#: :class:`shipboard.errors.MessageTooLong`; ``tests/web`` checks it is the same sentence).
+TOO_LONG_BY = (
+    "The message is too long by {n} characters. Shorten it by {n} characters, or send "
+    "the rest in a second message. One message holds about {limit} characters."
+)
+#: What a report over its text limit is told (:class:`shipboard.errors.ReportTextTooLong`).
+REPORT_TOO_LONG_BY = (
+    "The report is too long by {n} characters. Shorten it by {n} characters, or send the "
+    "rest in a second report."
+)
 #: What the grievance lane's refusals say (the ``msgid`` of :class:`shipboard.errors.
 #: LaneBusy` and :class:`shipboard.errors.ReportTooLongForLane`), here so that the
 #: catalogue has them; ``tests/web`` checks they are the same sentences.
@@ -333,6 +356,26 @@ def _seconds_text(seconds: float | None, zone: Any) -> Moment | str:
     if seconds is None:
         return ""
     return Moment(datetime.fromtimestamp(seconds, UTC).astimezone(zone))
+
+
+def _html_lang_of(code: str | None) -> str:
+    """The BCP 47 tag of a text's language (ISO 639-3 ``code``), ``und`` if unknown."""
+    return html_lang(code)
+
+
+def _failure_words(code: int | None) -> str:
+    """Why a message failed, in words (a msgid)."""
+    try:
+        return FAILURE_WORDS[FailureReason(int(code if code is not None else -1))]
+    except (ValueError, KeyError):
+        return "It could not be delivered."
+
+
+def _count_of(text: str, lang: Language) -> dict[str, int] | None:
+    """The write page's counter for a text kept in the form: characters left, or over."""
+    if not text.strip():
+        return None
+    return {"left": characters_left(text, lang), "over": characters_over(text)}
 
 
 def render_page(
@@ -723,7 +766,7 @@ def web_routes(
                 intake.send_message, phone.crew, contact, text, phone.lang, quick
             )
         except IntakeRefused as error:
-            raise _Refusal(refusal_msgid(error)) from None
+            raise _Refusal(refusal_msgid(error), **error.fields) from None
         except OutboxUnavailable:
             raise _Refusal(NOT_SAVED) from None
         logger.info(
@@ -733,6 +776,7 @@ def web_routes(
 
     async def write(request: Request, phone: SignedInPhone) -> Response:
         error = None
+        error_fields: dict[str, object] = {}
         text = ""
         chosen = int_field(request.query_params, "contact")
         if request.method == "POST":
@@ -743,7 +787,7 @@ def web_routes(
             try:
                 seq = await send(phone, chosen, text, None)
             except _Refusal as refusal:
-                error = refusal.msgid
+                error, error_fields = refusal.msgid, refusal.fields
             else:
                 return RedirectResponse(f"/messages/{seq}", status_code=303)
         contacts = await contact_list(phone)
@@ -759,6 +803,9 @@ def web_routes(
             chosen=chosen,
             text=text,
             error=error,
+            error_fields=error_fields,
+            limit_characters=usual_characters(phone.lang),
+            count=_count_of(text, phone.lang),
             messages=messages,
             names=names,
             stage_words=STAGE_WORDS,
@@ -767,7 +814,7 @@ def web_routes(
 
     async def quick(request: Request, phone: SignedInPhone) -> Response:
         error = None
-        chosen = None
+        chosen = int_field(request.query_params, "contact")
         if request.method == "POST":
             form = await form_of(request)
             chosen = int_field(form, "contact")
@@ -775,6 +822,25 @@ def web_routes(
             try:
                 if code is None or code not in PHRASE_CODES:
                     raise _Refusal("Choose a message.")
+                if form.get("confirm") != "yes":
+                    # one tap chooses; nothing is queued until the crew member confirms
+                    contacts = {c.contact: c for c in await contact_list(phone)}
+                    if chosen not in contacts:
+                        raise _Refusal(REFUSAL_WORDS["unknown-contact"])
+                    who = contacts[chosen]
+                    return render(
+                        request,
+                        "quick.html",
+                        phone,
+                        phone.lang,
+                        confirm={
+                            "code": code,
+                            "contact": chosen,
+                            "who": who.name or who.address,
+                            "icon": phrase_icon(code),
+                            "text": phrase(code, phone.lang),
+                        },
+                    )
                 seq = await send(phone, chosen, None, code)
             except _Refusal as refusal:
                 error = refusal.msgid
@@ -791,6 +857,7 @@ def web_routes(
             chosen=chosen,
             phrases=phrases,
             error=error,
+            confirm=None,
         )
 
     async def message(request: Request, phone: SignedInPhone) -> Response:
@@ -831,11 +898,22 @@ def web_routes(
         contact = await asyncio.to_thread(
             intake.register.contact, phone.crew, int(str(stages["contact"]))
         )
+        kept = await asyncio.to_thread(intake.view.kept_messages, phone.crew)
+        own = next((m for m in kept if m.message_seq == seq), None)
+        said = None
+        if own is not None:
+            said = {
+                "text": phrase(own.quick, phone.lang) if own.quick is not None else own.body,
+                "html_lang": HTML_LANG[phone.lang]
+                if own.quick is not None
+                else _html_lang_of(own.lang),
+            }
         return render(
             request,
             "message.html",
             phone,
             phone.lang,
+            said=said,
             seq=seq,
             steps=steps,
             failure=failure,
@@ -1090,53 +1168,58 @@ def web_routes(
     # inbox --------------------------------------------------------------------------------
 
     async def inbox(request: Request, phone: SignedInPhone) -> Response:
+        """The inbox as conversations: one per contact (own messages with their text and
+        ticks, the family's replies under them) and one per case (its timeline)."""
+        if phone.duress:  # an empty inbox: no contacts' history, no cases
+            return render(request, "inbox.html", phone, phone.lang, threads=[], notices=[])
         reader = Reader(intake.view, phone.signed_in, intake.case_progress)
-        if phone.duress:
-            entries: list[dict[str, object]] = []
-            old: list[int] = []
-            numbers: list[int] = []
-        else:
-            numbers = await asyncio.to_thread(my_cases, reader)
-            old = await asyncio.to_thread(reader.old_cases)
-            entries = await asyncio.to_thread(intake.view.inbox, phone.crew, old)
-        contacts = {c.contact: c for c in await contact_list(phone)} if not phone.duress else {}
-        shown = []
-        for entry in entries:
+        numbers = await asyncio.to_thread(my_cases, reader)
+        old = await asyncio.to_thread(reader.old_cases)
+        entries = await asyncio.to_thread(intake.view.inbox, phone.crew, old)
+        kept = await asyncio.to_thread(intake.view.kept_messages, phone.crew)
+        contacts = {c.contact: c for c in await contact_list(phone)}
+        names = {n: (c.name or c.address, c.address) for n, c in contacts.items()}
+        replies = [e for e in entries if e["kind"] == InboxKind.REPLY]
+        notices = [
+            _minutes_text(e.get("written_minutes"), zone)  # type: ignore[arg-type]
+            for e in entries
+            if e["kind"] == InboxKind.QUOTA
+        ]
+        threads = contact_threads(
+            kept,
+            replies,
+            names,
+            phone.lang,
+            when=lambda at: _seconds_text(at, zone),
+            html_lang=_html_lang_of,
+            failure_words=_failure_words,
+        )
+        # a case from before the lane: its updates (and its stages ashore) are inbox entries
+        old_steps: dict[str, list[tuple[str, object, str | None]]] = {}
+        old_last: dict[str, float] = {}
+        for entry in reversed(entries):  # oldest first
             kind = entry["kind"]
+            seq = entry.get("case_seq") if kind == InboxKind.CASE else entry.get("message_seq")
+            if kind not in (InboxKind.CASE, InboxKind.STAGE) or seq not in old:
+                continue
+            old_number = case_number(int(str(seq)))
             when = _minutes_text(entry.get("written_minutes"), zone)  # type: ignore[arg-type]
-            item: dict[str, object] = {"kind": kind, "when": when}
-            if kind == InboxKind.REPLY:
-                contact = contacts.get(int(str(entry["contact"])))
-                item["who"] = (contact.name or contact.address) if contact else "?"
-                item["body"] = entry["body"]
-                item["html_lang"] = html_lang(str(entry.get("lang") or "und"))
-            elif kind == InboxKind.STAGE:
-                item["seq"] = entry["message_seq"]
-                item["stage"] = STAGE_WORDS.get(str(entry["stage"]), str(entry["stage"]))
-                code = entry.get("code")
-                if entry["stage"] == DeliveryStage.FAILED and code is not None:
-                    try:
-                        item["reason"] = FAILURE_WORDS[FailureReason(int(str(code)))]
-                    except (ValueError, KeyError):
-                        item["reason"] = "It could not be delivered."
-                if entry["message_seq"] in old:
-                    item["kind"] = InboxKind.CASE
-                    item["case"] = case_number(int(str(entry["message_seq"])))
-            elif kind == InboxKind.CASE:
-                item["case"] = case_number(int(str(entry["case_seq"])))
+            if kind == InboxKind.CASE:
                 try:
-                    item["stage"] = CASE_WORDS[CaseStatus(int(str(entry["code"])))]
+                    word = CASE_WORDS[CaseStatus(int(str(entry["code"])))]
                 except (ValueError, KeyError):
-                    item["stage"] = str(entry.get("stage"))
-            elif kind == InboxKind.QUOTA:
-                item["kind"] = InboxKind.QUOTA
-            shown.append(item)
-        timelines = []
+                    word = str(entry.get("stage"))
+            else:
+                word = STAGE_WORDS.get(str(entry["stage"]), str(entry["stage"]))
+            old_steps.setdefault(old_number, []).append((word, when, None))
+            at = float(str(entry.get("at") or 0))
+            old_last[old_number] = max(old_last.get(old_number, 0.0), at)
         for number in sorted(numbers, reverse=True):
             case = await asyncio.to_thread(show_case, reader, number)
             if case is None:
                 continue
             steps: list[tuple[str, object, str | None]] = []
+            last_at = case.filed_at or 0.0
             if case.filed_at is not None:
                 steps.append(
                     (STAGE_WORDS[MessageState.ACCEPTED], _seconds_text(case.filed_at, zone), None)
@@ -1148,21 +1231,18 @@ def web_routes(
                     (CASE_WORDS[note.stage], _seconds_text(note.at, zone), note.text or note.reason)
                     for note in case.notes
                 ]
-            else:  # before the lane: its updates are the inbox's case entries
-                steps += [
-                    (str(item["stage"]), item["when"], None)
-                    for item in reversed(shown)
-                    if item.get("case") == case.case_number
-                ]
-            timelines.append((case.case_number, steps))
+                last_at = max([last_at, *(note.at for note in case.notes)])
+            else:
+                steps += old_steps.get(case.case_number, [])
+                last_at = max(last_at, old_last.get(case.case_number, 0.0))
+            threads.append(case_thread(case.case_number, steps, last_at))
         return render(
             request,
             "inbox.html",
             phone,
             phone.lang,
-            entries=shown,
-            cases=[case_number(seq) for seq in old],
-            timelines=timelines,
+            threads=newest_first(threads),
+            notices=notices,
         )
 
     async def favicon(request: Request) -> Response:

@@ -282,6 +282,8 @@ def test_first_sign_in_write_home_quick_report_sos_and_reply(
     assert wages is not None
     assert wages in quick_text
     page.click("button[name=code][value='3']")
+    check_page(page, site, "quick-confirm", lang)  # asked first: nothing queued yet
+    page.click("#confirm-send")
     page.wait_for_url(re.compile(r".*/messages/\d+$"))
     quick_seq = int(page.url.rsplit("/", 1)[1])
     with site.outbox.reading() as db:
@@ -293,6 +295,9 @@ def test_first_sign_in_write_home_quick_report_sos_and_reply(
     # report a problem: wages withheld, anonymous
     page.goto(f"{site.url}/report")
     report = check_page(page, site, "report", lang)
+    assert ("ကပ္ပတိန်" if lang == "mya" else "captain") not in report  # one tap away
+    page.click("#who-reads summary")
+    report = page.inner_text("main")
     assert ("ကပ္ပတိန်" if lang == "mya" else "captain") in report  # who can read it
     page.check("input[name=category][value='8']")
     page.fill("textarea[name=text]", "No pay for three months.")
