@@ -12,8 +12,12 @@ Names and texts from a vessel are untrusted: :func:`clean_header_text` turns eve
 break and control character into a space and drops bidirectional overrides before a name
 reaches a header, so no name can add a header.
 
-Sending (:class:`MailSender`) uses aiosmtplib and turns every answer or error of the
-smarthost into a :class:`~shore.retry.AttemptResult`; it never raises for them.
+Sending (:class:`MailSender`) uses aiosmtplib over sessions kept open to the smarthost
+(:class:`shore.smtp_pool.SmtpPool`) and turns every answer or error of the smarthost into a
+:class:`~shore.retry.AttemptResult`; it never raises for them. A kept session the server
+dropped is found out on its next command: if nothing of the message had left (``DATA`` not
+begun), the message goes again at once on another session; if ``DATA`` had begun, the
+result is a transient failure marked ``maybe_sent`` (the retry is a counted repeat).
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ import regex
 from protocol.envelopes import FailureReason
 from protocol.languages import Language
 from shore.retry import AttemptResult, Outcome, classify_smtp_reply, connection_failure
+from shore.smtp_pool import PooledSmtp, PoolStatistics, SmtpPool
 
 log = logging.getLogger(__name__)
 
@@ -480,6 +485,10 @@ class SmtpConfig:
     validate_certs: bool = True
     #: The envelope sender (bounces go here).
     envelope_from: str | None = None
+    #: Sessions kept open to the smarthost (at most this many messages in flight).
+    connections: int = 8
+    #: A kept session idle longer than this is closed instead of reused.
+    idle_s: float = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -493,11 +502,13 @@ class MailStatistics:
 
 
 class MailSender:
-    """Sends composed messages to the smarthost; one SMTP session per message."""
+    """Sends composed messages to the smarthost over kept sessions (``config.connections``
+    at most); :meth:`aclose` when done."""
 
     def __init__(self, config: SmtpConfig) -> None:
         self.config = config
         self._counts = {outcome: 0 for outcome in Outcome}
+        self._pool = SmtpPool(self._new_session, size=config.connections, idle_s=config.idle_s)
 
     def statistics(self) -> MailStatistics:
         """Counters since start."""
@@ -508,30 +519,73 @@ class MailSender:
             self._counts[Outcome.PERMANENT],
         )
 
+    def pool_statistics(self) -> PoolStatistics:
+        """The kept sessions' counters (opened, reused, discarded, idle now)."""
+        return self._pool.statistics()
+
+    async def aclose(self) -> None:
+        """Close the kept sessions (QUIT); the sender is unusable afterwards."""
+        await self._pool.aclose()
+
     async def send(self, message: EmailMessage, recipient: str | None = None) -> AttemptResult:
         """Send ``message`` (to ``recipient``, or its ``To``); the smarthost's answer."""
-        result = await self._send(message, recipient)
+        recipients = [recipient] if recipient is not None else None
+        # A kept session may have been dropped by the server while idle; each such one is
+        # closed, so this ends with a new session at the latest.
+        for _ in range(self.config.connections + 1):
+            result = await self._send_once(message, recipients)
+            if result is not None:
+                break
+        else:
+            result = connection_failure("smtp sessions kept dropping")
         self._counts[result.outcome] += 1
-        log.info("mail %s: %s", result.outcome.value, result.detail)
+        log.debug("mail %s: %s", result.outcome.value, result.detail)
         return result
 
-    async def _send(self, message: EmailMessage, recipient: str | None) -> AttemptResult:
+    def _new_session(self) -> PooledSmtp:
         config = self.config
-        recipients = [recipient] if recipient is not None else None
+        return PooledSmtp(
+            hostname=config.host,
+            port=config.port,
+            start_tls=config.starttls,
+            use_tls=config.use_tls,
+            username=config.username,
+            password=config.password,
+            timeout=config.timeout_s,
+            validate_certs=config.validate_certs,
+        )
+
+    async def _send_once(
+        self, message: EmailMessage, recipients: list[str] | None
+    ) -> AttemptResult | None:
+        """One mail transaction on a kept or new session; None when a kept session turned
+        out dropped before anything of the message left (send again)."""
+        config = self.config
         try:
-            _refused, reply = await aiosmtplib.send(
-                message,
-                sender=config.envelope_from,
-                recipients=recipients,
-                hostname=config.host,
-                port=config.port,
-                start_tls=config.starttls,
-                use_tls=config.use_tls,
-                username=config.username,
-                password=config.password,
-                timeout=config.timeout_s,
-                validate_certs=config.validate_certs,
-            )
+            async with self._pool.session() as session:
+                try:
+                    _refused, reply = await session.smtp.send_message(
+                        message, sender=config.envelope_from, recipients=recipients
+                    )
+                except aiosmtplib.SMTPTimeoutError:
+                    session.broken()
+                    if session.smtp.data_started:
+                        return connection_failure(
+                            "smtp timeout (the message may have been sent)", maybe_sent=True
+                        )
+                    return connection_failure("smtp timeout")
+                except OSError as exc:  # aiosmtplib.SMTPServerDisconnected among them
+                    session.broken()
+                    if session.smtp.data_started:
+                        return connection_failure(
+                            f"smtp connection lost during DATA ({type(exc).__name__}; the "
+                            "message may have been sent)",
+                            maybe_sent=True,
+                        )
+                    if session.reused:
+                        log.debug("a kept SMTP session was dropped by the server; another")
+                        return None
+                    return connection_failure(f"smtp connection ({type(exc).__name__})")
         except aiosmtplib.SMTPRecipientsRefused as exc:
             first = exc.recipients[0]
             return classify_smtp_reply(first.code, first.message)
@@ -546,7 +600,7 @@ class MailSender:
         except aiosmtplib.SMTPResponseException as exc:
             return classify_smtp_reply(exc.code, exc.message)
         except aiosmtplib.SMTPTimeoutError:
-            return connection_failure("smtp timeout (the message may have been sent)")
+            return connection_failure("smtp timeout")
         except aiosmtplib.SMTPNotSupported:
             return AttemptResult.transient(FailureReason.PROVIDER_ERROR, "smtp starttls missing")
         except (aiosmtplib.SMTPException, OSError) as exc:

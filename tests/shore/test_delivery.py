@@ -15,7 +15,7 @@ from protocol.envelopes import DeliveryFailure, DeliveryReceipt, FailureReason, 
 from protocol.languages import Language
 from shore.delivery import DeliveryConfig, DeliveryWorker
 from shore.fake_sms import FakeSmsProvider
-from shore.mail import MailIdentity, MailSender, ReplyAddressBook, ReplyRoute
+from shore.mail import MailIdentity, ReplyAddressBook, ReplyRoute
 from shore.retry import RetryPolicy
 from shore.sms import SmsConfig, SmsProvider
 from shore.vocabulary import DeliveryOutcome, Destination, receipt_for
@@ -131,7 +131,7 @@ def make_worker(
 ) -> DeliveryWorker:
     return DeliveryWorker(
         store,
-        MailSender(sink.config),
+        sink.sender(),
         IDENTITY,
         BOOK,
         sms,
@@ -144,8 +144,8 @@ def make_worker(
 
 
 @pytest.fixture
-def sink() -> Any:
-    with SmtpSink() as running:
+async def sink() -> Any:
+    async with SmtpSink() as running:
         yield running
 
 
