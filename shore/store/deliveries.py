@@ -220,6 +220,28 @@ class DeliveryQueue:
             for r in rows
         ]
 
+    async def claim_and_record(self, tx: Tx, now: float, limit: int, worker: str) -> list[Claim]:
+        """Take up to ``limit`` due deliveries for ``worker`` under a lease AND record an
+        attempt on each (unfinished until its outcome), in the transaction given: every
+        attempt is on record before anything leaves. The claims say what was known before
+        this attempt (its ``attempts``, and whether the one before never finished)."""
+        rows = await tx.fetch(
+            "SELECT vessel_id, message_seq, attempts, unfinished, deadline_at FROM deliveries "
+            "WHERE outcome IS NULL AND due_at <= $1 AND (lease_until IS NULL OR lease_until <= $1) "
+            f"ORDER BY due_at, vessel_id, message_seq LIMIT $2{self.dialect.skip_locked}",
+            float(now),
+            limit,
+        )
+        await tx.executemany(
+            "UPDATE deliveries SET claimed_by = $3, lease_until = $4, attempts = attempts + 1, "
+            "unfinished = 1, last_attempt_at = $5 WHERE vessel_id = $1 AND message_seq = $2",
+            [(r[0], r[1], worker, float(now) + self.lease_s, float(now)) for r in rows],
+        )
+        return [
+            Claim(DeliveryKey(int(r[0]), int(r[1])), int(r[2]), bool(r[3]), float(r[4]))
+            for r in rows
+        ]
+
     async def release(self, tx: Tx, worker: str) -> int:
         """End the leases ``worker`` holds on unfinished deliveries; how many."""
         rows = await tx.fetch(
@@ -273,15 +295,20 @@ class DeliveryQueue:
         )
         return done is not None
 
-    async def reschedule(self, tx: Tx, key: DeliveryKey, due_at: float, detail: str) -> None:
-        """A transient failure: due again at ``due_at``, the lease ended."""
+    async def reschedule(
+        self, tx: Tx, key: DeliveryKey, due_at: float, detail: str, *, maybe_sent: bool = False
+    ) -> None:
+        """A transient failure: due again at ``due_at``, the lease ended. ``maybe_sent``
+        (the message may have arrived) leaves the attempt unfinished: the next one is then
+        counted as a repeat."""
         await tx.execute(
-            "UPDATE deliveries SET due_at = $3, detail = $4, unfinished = 0, "
+            "UPDATE deliveries SET due_at = $3, detail = $4, unfinished = $5, "
             "lease_until = NULL WHERE vessel_id = $1 AND message_seq = $2 AND outcome IS NULL",
             key.vessel_id,
             key.message_seq,
             float(due_at),
             detail[:500],
+            1 if maybe_sent else 0,
         )
 
     async def reopen(self, tx: Tx, key: DeliveryKey, now: float) -> bool:

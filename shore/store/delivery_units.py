@@ -13,7 +13,7 @@ from protocol.envelopes import FailureReason
 from shore.store.database import Tx
 from shore.store.deliveries import Delivery, DeliveryKey, DeliveryRecord, delivery_of
 from shore.store.parts import StoreParts
-from shore.vocabulary import DeliveryOutcome, MessageState, receipt_for
+from shore.vocabulary import DeliveryEnd, DeliveryOutcome, MessageState, receipt_for
 
 
 class DeliveryUnits(StoreParts):
@@ -25,6 +25,33 @@ class DeliveryUnits(StoreParts):
             claims = await self.delivery_queue.claim(tx, now, limit, worker)
             messages = await self.uplink.to_deliver(tx, [claim.key for claim in claims])
         return [delivery_of(claim, messages[claim.key], self.phrases) for claim in claims]
+
+    async def claim_deliveries(self, now: float, limit: int, worker: str) -> Sequence[Delivery]:
+        """Take up to ``limit`` due deliveries for ``worker`` under a lease and record an
+        attempt on each, in ONE transaction (one commit for the lot; every attempt is on
+        record before anything is sent). A worker that dies before sending some of them
+        leaves those as unfinished attempts: they are resent later, counted as repeats."""
+        async with self.db.transaction() as tx:
+            claims = await self.delivery_queue.claim_and_record(tx, now, limit, worker)
+            messages = await self.uplink.to_deliver(tx, [claim.key for claim in claims])
+        return [delivery_of(claim, messages[claim.key], self.phrases) for claim in claims]
+
+    async def finish_deliveries(self, ends: Sequence[DeliveryEnd], now: float) -> None:
+        """The attempts' ends, in ONE transaction: final outcomes with the message's state
+        and its receipt to the vessel; transient failures rescheduled. A delivery that had
+        its outcome already changes nothing."""
+        if not ends:
+            return
+        async with self.db.transaction() as tx:
+            for end in ends:
+                key = DeliveryKey.of(end.key)
+                if end.outcome is not None:
+                    await self._finish_delivery(tx, key, end.outcome, end.reason, now)
+                else:
+                    assert end.retry_at is not None  # DeliveryEnd checks it
+                    await self.delivery_queue.reschedule(
+                        tx, key, end.retry_at, end.detail, maybe_sent=end.maybe_sent
+                    )
 
     async def release_claims(self, worker: str) -> int:
         """End the leases ``worker`` holds on unfinished deliveries; how many."""
