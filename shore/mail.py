@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import hmac
 import logging
@@ -34,7 +35,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email import policy
 from email.errors import HeaderParseError
-from email.headerregistry import Address
+from email.headerregistry import Address, BaseHeader
 from email.message import EmailMessage
 from email.utils import format_datetime
 
@@ -414,8 +415,11 @@ def display_name(crew_name: str) -> str:
     return f"{name} via vessel-relay" if name else "vessel-relay"
 
 
+@functools.lru_cache(maxsize=4096)
 def check_address(address: str) -> Address:
-    """A family e-mail address as a header ``Address``; :class:`InvalidAddress` if it is not."""
+    """A family e-mail address as a header ``Address``; :class:`InvalidAddress` if it is not.
+
+    Remembered per address (families get many messages; a refused one is checked again)."""
     if any(unicodedata.category(c) in ("Cc", "Zl", "Zp") for c in address) or " " in address:
         raise InvalidAddress("address contains spaces or control characters")
     try:
@@ -439,16 +443,13 @@ def compose_family_mail(
     to = check_address(mail.to_address)
     words = phrases_for(mail.contact_lang)
     name = clean_header_text(mail.crew_name) or "vessel-relay"
+    shown = display_name(mail.crew_name)
     message = EmailMessage(policy=MAIL_POLICY)
-    message["From"] = Address(
-        display_name=display_name(mail.crew_name), addr_spec=identity.from_address
-    )
-    message["To"] = Address(addr_spec=to.addr_spec)
-    message["Reply-To"] = Address(
-        display_name=display_name(mail.crew_name), addr_spec=reply_book.address_for(mail.route)
-    )
-    message["Subject"] = clean_header_text(words.subject.format(name=name), 200)
-    message["Date"] = format_datetime(datetime.fromtimestamp(now, UTC))
+    message["From"] = _address_header("From", shown, identity.from_address)
+    message["To"] = _address_header("To", "", to.addr_spec)
+    message["Reply-To"] = _address_header("Reply-To", shown, reply_book.address_for(mail.route))
+    message["Subject"] = _header("Subject", clean_header_text(words.subject.format(name=name), 200))
+    message["Date"] = _header("Date", format_datetime(datetime.fromtimestamp(int(now), UTC)))
     message["Message-ID"] = message_id(mail.vessel_id, mail.message_seq, identity.relay_domain)
     body = unicodedata.normalize("NFC", mail.text).replace("\r\n", "\n").replace("\r", "\n")
     footer = words.footer.format(limit=f"{identity.reply_limit_chars:,}")
@@ -458,6 +459,28 @@ def compose_family_mail(
     if mail.contact_lang is not None and mail.contact_lang in LANGUAGE_TAGS:
         message["Content-Language"] = LANGUAGE_TAGS[mail.contact_lang]  # after set_content
     return message
+
+
+# Parsing a header value (stdlib ``email``'s header registry) is most of the cost of a
+# message; a crew member writes to the same family many times, so the parsed headers that
+# repeat (names, addresses, subjects, the Date of the second) are made once and shared:
+# the policy stores a header object as it is, and header objects are immutable.
+
+
+@functools.lru_cache(maxsize=4096)
+def _address_header(name: str, shown: str, addr_spec: str) -> BaseHeader:
+    """An address header (From, To, Reply-To) of one mailbox, parsed once."""
+    header: BaseHeader = MAIL_POLICY.header_factory(
+        name, Address(display_name=shown, addr_spec=addr_spec)
+    )
+    return header
+
+
+@functools.lru_cache(maxsize=1024)
+def _header(name: str, value: str) -> BaseHeader:
+    """A header of ``value`` (a Subject, a Date), parsed once."""
+    header: BaseHeader = MAIL_POLICY.header_factory(name, value)
+    return header
 
 
 def _cte(text: str) -> str:
