@@ -18,7 +18,8 @@ Measured per run:
 - **p50_ms / p99_ms**: per message, first arrival at the sink minus the moment its batch
   was handed to the MQTT client (publish);
 - **relay_cpu_ms_per_msg**: CPU time (user + system, from ``/proc``) of the relay worker
-  processes, read just before they are stopped, per message mailed (the database server's
+  processes from their subscription (start-up not counted) to just before they are
+  stopped, per message mailed (the database server's
   and the sink's CPU are not in it). On a shared machine msgs/s falls with the other load;
   CPU per message much less.
 
@@ -291,10 +292,12 @@ async def run_once(
     plan += [(v, seq, batches[v][seq - 1]) for seq in range(2, args.batches + 1) for v in vessels]
     total = len(plan) * args.messages
     sink.reset()
+    cpu_at_start = 0.0
     try:
         for worker in relay:
             worker.spawn()
         await asyncio.gather(*(worker.wait_subscribed() for worker in relay))
+        cpu_at_start = sum(worker.cpu_s() for worker in relay)  # start-up (imports) not counted
         published = await publish_all(broker, plan, args.messages, args.rate)
         async with asyncio.timeout(args.timeout_s):
             while sink.count() < total:  # noqa: ASYNC110 - the sink fills from its own thread
@@ -302,7 +305,7 @@ async def run_once(
     except TimeoutError:
         pass
     finally:
-        cpu_s = sum(worker.cpu_s() for worker in relay)
+        cpu_s = sum(worker.cpu_s() for worker in relay) - cpu_at_start
         for worker in relay:
             worker.stop()
     with sink.lock:
