@@ -10,7 +10,7 @@ a trace: the next attempt is a counted repeat, with the same Message-ID.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -18,7 +18,7 @@ from protocol.envelopes import FailureReason
 from protocol.languages import Language
 from shore.store.database import Dialect, Tx
 from shore.store.migrations import Migration, MigrationSet
-from shore.store.uplink import MessageToDeliver
+from shore.store.uplink import MessageToDeliver, keys_filter
 from shore.vocabulary import DeliveryOutcome, Destination, MessageKind
 
 MIGRATIONS = MigrationSet(
@@ -200,6 +200,16 @@ class DeliveryQueue:
             float(now) + self.deadline_s,
         )
 
+    async def enqueue_many(
+        self, tx: Tx, vessel_id: int, message_seqs: Sequence[int], now: float
+    ) -> None:
+        """:meth:`enqueue` for several of a vessel's new messages, in one statement."""
+        await tx.executemany(
+            "INSERT INTO deliveries (vessel_id, message_seq, due_at, deadline_at) "
+            "VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+            [(vessel_id, seq, float(now), float(now) + self.deadline_s) for seq in message_seqs],
+        )
+
     async def claim(self, tx: Tx, now: float, limit: int, worker: str) -> list[Claim]:
         """Take up to ``limit`` due deliveries (oldest due first) for ``worker`` under a
         lease of ``lease_s``; other workers skip them until it lapses."""
@@ -294,6 +304,31 @@ class DeliveryQueue:
             float(now),
         )
         return done is not None
+
+    async def finish_many(
+        self,
+        tx: Tx,
+        keys: Sequence[DeliveryKey],
+        outcome: DeliveryOutcome,
+        reason: FailureReason | None,
+        now: float,
+    ) -> list[DeliveryKey]:
+        """:meth:`finish` for several deliveries with one outcome, in one statement; those
+        that had no outcome yet (the others are left as they were)."""
+        if not keys:
+            return []
+        where, args = keys_filter(keys)
+        n = len(args)
+        rows = await tx.fetch(
+            f"UPDATE deliveries SET outcome = ${n + 1}, reason = ${n + 2}, unfinished = 0, "
+            f"finished_at = ${n + 3}, lease_until = NULL WHERE {where} AND outcome IS NULL "
+            "RETURNING vessel_id, message_seq",
+            *args,
+            outcome.value,
+            None if reason is None else int(reason),
+            float(now),
+        )
+        return [DeliveryKey(int(r[0]), int(r[1])) for r in rows]
 
     async def reschedule(
         self, tx: Tx, key: DeliveryKey, due_at: float, detail: str, *, maybe_sent: bool = False
