@@ -109,8 +109,8 @@ class SinkHandler:
 class SmtpSink:
     """An aiosmtpd smarthost sink on 127.0.0.1 and a free port (its own thread)."""
 
-    def __init__(self) -> None:
-        self.handler = SinkHandler()
+    def __init__(self, handler: SinkHandler | None = None) -> None:
+        self.handler = handler or SinkHandler()
         self.port = free_port()
         self.controller = Controller(self.handler, hostname="127.0.0.1", port=self.port)
         self._senders: list[MailSender] = []
