@@ -35,9 +35,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email import policy
 from email.errors import HeaderParseError
-from email.headerregistry import Address, BaseHeader
+from email.headerregistry import Address, BaseHeader, HeaderRegistry
 from email.message import EmailMessage
+from email.policy import Policy
 from email.utils import format_datetime
+from typing import Any
 
 import aiosmtplib
 import regex
@@ -49,8 +51,65 @@ from shore.smtp_pool import PooledSmtp, PoolStatistics, SmtpPool
 
 log = logging.getLogger(__name__)
 
+#: Header names whose values repeat from message to message (a family's address, a crew
+#: member's name, the MIME headers, the Date of the second): parsed once (see below).
+_REPEATING_HEADERS = frozenset(
+    {"subject", "date", "mime-version", "content-type", "content-transfer-encoding",
+     "content-language"}
+)  # fmt: skip
+
+
+class _FoldedOnce:
+    """A header that keeps its folded form per folding rule (the line length, line end and
+    UTF-8 setting: all that folding reads of a policy); for headers shared by messages."""
+
+    def fold(self, *, policy: Policy) -> str:
+        rule = (policy.max_line_length, policy.linesep, getattr(policy, "utf8", False))
+        folded: dict[tuple[object, ...], str] = self.__dict__.setdefault("_folded", {})
+        text = folded.get(rule)
+        if text is None:
+            text = folded[rule] = super().fold(policy=policy)  # type: ignore[misc]
+        return text
+
+
+class _RepeatedHeaders(HeaderRegistry):
+    """stdlib ``email``'s header registry, remembering the headers whose values repeat.
+
+    Parsing a header value is most of the cost of composing a message, and most values
+    repeat: the policy hands a header object on as it is, and header objects are
+    immutable, so one parse serves every message with that value, and, as it is written
+    out (flattened) to the smarthost again and again, one folding (:class:`_FoldedOnce`).
+    The stdlib registry also makes a new header class at every look-up (``registry[name]``,
+    asked for each header set); one per name is kept here.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._classes: dict[str, type[BaseHeader]] = {}
+
+    def __getitem__(self, name: str) -> type[BaseHeader]:
+        made = self._classes.get(name)
+        if made is None:
+            kind = self.registry.get(name.lower(), self.default_class)
+            made = type("_" + kind.__name__, (_FoldedOnce, kind, self.base_class), {})
+            self._classes[name] = made
+        return made
+
+    def __call__(self, name: str, value: Any) -> BaseHeader:
+        if isinstance(value, str) and name.lower() in _REPEATING_HEADERS:
+            return _parsed_header(self, name, value)
+        header: BaseHeader = super().__call__(name, value)
+        return header
+
+
+@functools.lru_cache(maxsize=4096)
+def _parsed_header(registry: HeaderRegistry, name: str, value: str) -> BaseHeader:
+    header: BaseHeader = registry[name](name, value)
+    return header
+
+
 #: Policy for every message we write: CRLF line ends, lines folded at 78, headers checked.
-MAIL_POLICY = policy.SMTP
+MAIL_POLICY = policy.SMTP.clone(header_factory=_RepeatedHeaders())
 
 #: The most characters of a crew member's name that reach a header.
 MAX_NAME_CHARS = 64
@@ -448,8 +507,8 @@ def compose_family_mail(
     message["From"] = _address_header("From", shown, identity.from_address)
     message["To"] = _address_header("To", "", to.addr_spec)
     message["Reply-To"] = _address_header("Reply-To", shown, reply_book.address_for(mail.route))
-    message["Subject"] = _header("Subject", clean_header_text(words.subject.format(name=name), 200))
-    message["Date"] = _header("Date", format_datetime(datetime.fromtimestamp(int(now), UTC)))
+    message["Subject"] = clean_header_text(words.subject.format(name=name), 200)
+    message["Date"] = format_datetime(datetime.fromtimestamp(int(now), UTC))
     message["Message-ID"] = message_id(mail.vessel_id, mail.message_seq, identity.relay_domain)
     body = unicodedata.normalize("NFC", mail.text).replace("\r\n", "\n").replace("\r", "\n")
     footer = words.footer.format(limit=f"{identity.reply_limit_chars:,}")
@@ -461,10 +520,8 @@ def compose_family_mail(
     return message
 
 
-# Parsing a header value (stdlib ``email``'s header registry) is most of the cost of a
-# message; a crew member writes to the same family many times, so the parsed headers that
-# repeat (names, addresses, subjects, the Date of the second) are made once and shared:
-# the policy stores a header object as it is, and header objects are immutable.
+# A crew member writes to the same family many times: the address headers (values that are
+# ``Address`` objects, which the policy's registry cannot remember) are parsed once too.
 
 
 @functools.lru_cache(maxsize=4096)
@@ -473,13 +530,6 @@ def _address_header(name: str, shown: str, addr_spec: str) -> BaseHeader:
     header: BaseHeader = MAIL_POLICY.header_factory(
         name, Address(display_name=shown, addr_spec=addr_spec)
     )
-    return header
-
-
-@functools.lru_cache(maxsize=1024)
-def _header(name: str, value: str) -> BaseHeader:
-    """A header of ``value`` (a Subject, a Date), parsed once."""
-    header: BaseHeader = MAIL_POLICY.header_factory(name, value)
     return header
 
 
