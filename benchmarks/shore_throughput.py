@@ -19,8 +19,9 @@ Measured per run:
   was handed to the MQTT client (publish);
 - **relay_cpu_ms_per_msg**: CPU time (user + system, from ``/proc``) of the relay worker
   processes from their subscription (start-up not counted) to just before they are
-  stopped, per message mailed (the database server's
-  and the sink's CPU are not in it). On a shared machine msgs/s falls with the other load;
+  stopped, per message mailed (the sink's and the publisher's CPU are not in it);
+  **db_cpu_ms_per_msg** the same for the PostgreSQL server's processes (0 for SQLite,
+  which runs inside the relay). On a shared machine msgs/s falls with the other load;
   CPU per message much less.
 
 ``--profile DIR`` runs each relay worker under ``py-spy record`` (PyPI ``py-spy``; a
@@ -173,6 +174,14 @@ def _process_tree(pid: int) -> list[int]:
     return found
 
 
+def _postgres_cpu_s(pg: PostgresServer | None) -> float:
+    """CPU seconds of the PostgreSQL server (postmaster and its backends) so far."""
+    if pg is None:
+        return 0.0
+    postmaster = int((pg.data / "postmaster.pid").read_text().split()[0])
+    return sum(_cpu_s(pid) for pid in _process_tree(postmaster))
+
+
 def _cpu_s(pid: int) -> float:
     """utime + stime of ``pid`` in seconds (Linux ``/proc``); 0 when it is gone."""
     try:
@@ -196,6 +205,7 @@ class Run:
     undelivered: int = 0
     repeats: int = 0
     relay_cpu_ms_per_msg: float = 0.0
+    db_cpu_ms_per_msg: float = 0.0
 
 
 def make_batches(vessel_id: int, batches: int, per_batch: int, rng: random.Random) -> list[bytes]:
@@ -292,12 +302,13 @@ async def run_once(
     plan += [(v, seq, batches[v][seq - 1]) for seq in range(2, args.batches + 1) for v in vessels]
     total = len(plan) * args.messages
     sink.reset()
-    cpu_at_start = 0.0
+    cpu_at_start = db_cpu_at_start = 0.0
     try:
         for worker in relay:
             worker.spawn()
         await asyncio.gather(*(worker.wait_subscribed() for worker in relay))
         cpu_at_start = sum(worker.cpu_s() for worker in relay)  # start-up (imports) not counted
+        db_cpu_at_start = _postgres_cpu_s(pg) if backend == "postgres" else 0.0
         published = await publish_all(broker, plan, args.messages, args.rate)
         async with asyncio.timeout(args.timeout_s):
             while sink.count() < total:  # noqa: ASYNC110 - the sink fills from its own thread
@@ -306,6 +317,7 @@ async def run_once(
         pass
     finally:
         cpu_s = sum(worker.cpu_s() for worker in relay) - cpu_at_start
+        db_cpu_s = _postgres_cpu_s(pg) - db_cpu_at_start if backend == "postgres" else 0.0
         for worker in relay:
             worker.stop()
     with sink.lock:
@@ -327,6 +339,7 @@ async def run_once(
         undelivered=total - len(arrived),
         repeats=mails - len(arrived),
         relay_cpu_ms_per_msg=round(cpu_s * 1000 / max(1, len(arrived)), 2),
+        db_cpu_ms_per_msg=round(db_cpu_s * 1000 / max(1, len(arrived)), 2),
     )
 
 
@@ -382,14 +395,14 @@ def table(results: Sequence[Run], args: argparse.Namespace) -> str:
         f"published {offered}, {os.cpu_count()} cores",
         "",
         "| store | workers | messages | msgs/s | p50 ms | p99 ms | max ms | undelivered | "
-        "repeats | relay CPU ms/msg |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "repeats | relay CPU ms/msg | db CPU ms/msg |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         lines.append(
             f"| {r.store} | {r.workers} | {r.messages:,} | {r.msgs_per_s:,.0f} | "
             f"{r.p50_ms:,.0f} | {r.p99_ms:,.0f} | {r.max_ms:,.0f} | {r.undelivered} | "
-            f"{r.repeats} | {r.relay_cpu_ms_per_msg:.2f} |"
+            f"{r.repeats} | {r.relay_cpu_ms_per_msg:.2f} | {r.db_cpu_ms_per_msg:.2f} |"
         )
     lines.append("")
     lines.append("Latency: publish of the batch to the mail's first arrival at the SMTP sink.")
