@@ -39,7 +39,6 @@ from protocol.compliance import (
     message_text_bytes,
     rule_test,
 )
-from protocol.merkle import consistency_proof, inclusion_proof
 from protocol.months import LOG_ZONE, Month
 from protocol.signing import SigningKey
 from protocol.slots import day_of, slot_header
@@ -51,9 +50,10 @@ from shore.store.uplink import Uplink
 from shore.transparency import (
     LogStore,
     add_cosignature,
+    consistency_proofs,
     heads,
+    inclusion_proofs,
     latest_head,
-    leaf_hashes,
     sign_head,
     vessel_leaves,
 )
@@ -198,16 +198,20 @@ async def build_report(
     if head is None or head.head.tree_size < needed or head.head.timestamp_minutes < last_logged:
         head = await sign_head(store, shore_key, now)
     size = head.head.tree_size
-    hashes = await leaf_hashes(store, size)
+    paths = await inclusion_proofs(store, [index for index, _, _ in logged.leaves], size)
     proven = tuple(
-        ProvenLeaf(index, data, tuple(inclusion_proof(hashes, index, size)))
-        for index, data, _ in logged.leaves
+        ProvenLeaf(index, data, tuple(path))
+        for (index, data, _), path in zip(logged.leaves, paths, strict=True)
     )
     start, end = Month.from_key(month).bounds_minutes(LOG_ZONE)
-    earlier = tuple(
-        EarlierHead(h, tuple(consistency_proof(hashes, h.head.tree_size, size)))
+    month_heads = [
+        h
         for h in await heads(store, from_minutes=start, to_minutes=end)
         if h.head.tree_size <= size and h != head
+    ]
+    proofs = await consistency_proofs(store, [h.head.tree_size for h in month_heads], size)
+    earlier = tuple(
+        EarlierHead(h, tuple(proof)) for h, proof in zip(month_heads, proofs, strict=True)
     )
     shore_crew = await shore_crew_figures(
         store, vessel_id, month, [leaf for _, _, leaf in logged.leaves]

@@ -264,7 +264,7 @@ def cosign_head(
     import json
 
     from common.keyfiles import KeyFileError, read_secret
-    from protocol.compliance import SignedTreeHead, cosign
+    from protocol.compliance import HeadAltered, SignedTreeHead, cosign
     from protocol.errors import ProtocolError
     from protocol.signing import SigningKey, VerifyKey
     from shore.reports import cosignature_file
@@ -276,6 +276,9 @@ def cosign_head(
         witness_key = SigningKey.from_seed(read_secret(key))
     except OSError as exc:
         typer.echo(f"error: cannot read {exc.filename}: {exc.strerror}", err=True)
+        raise typer.Exit(1) from None
+    except HeadAltered as exc:
+        typer.echo(f"REFUSED: {exc.message}; do not co-sign", err=True)
         raise typer.Exit(1) from None
     except (ValueError, ReportInvalid, KeyFileError) as exc:
         typer.echo(f"error: {heads_file} holds no signed tree heads: {exc}", err=True)

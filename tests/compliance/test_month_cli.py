@@ -6,7 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import sqlite3
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import nacl.public
@@ -248,7 +248,9 @@ def test_witness_refuses_a_forged_or_split_head(installed: Installed, tmp_path: 
     assert _invoke("shore", "log", "heads", "--config", relay, "--json", str(heads_json))[0] == 0
     listed = json.loads(heads_json.read_text())
     write_secret(tmp_path / "w.key", WITNESS_SEED)
-    forged = dict(listed[-1], root="00" * 32)
+    real = SignedTreeHead.from_obj(listed[-1])
+    # a forged root, its checkpoint text rewritten to match (else it is refused as altered)
+    forged = replace(real, head=replace(real.head, root=bytes(32))).to_obj()
     (tmp_path / "forged.json").write_text(json.dumps(forged))
     args = ["--key", str(tmp_path / "w.key"), "--witness", "ILO"]
     shore_public = SHORE_KEY.verify_key.hex()

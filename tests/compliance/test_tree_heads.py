@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -119,7 +120,7 @@ async def test_witness_cosignature_is_kept_once_checked(
     await add_cosignature(first, head.head, cosignature)  # twice: kept once
     [back] = await heads(first)
     assert back.witnesses == (cosignature,)
-    other = type(head.head)(head.head.tree_size, bytes(32), head.head.timestamp_minutes)
+    other = replace(head.head, root=bytes(32))
     with pytest.raises(TransparencyError, match="does not sign the head"):
         await add_cosignature(first, other, cosignature)
     forged = type(head)(other, head.shore_signature)
