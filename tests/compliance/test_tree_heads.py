@@ -11,18 +11,27 @@ from pathlib import Path
 
 import pytest
 
-from protocol.compliance import cosign
+from protocol.compliance import cosign, log_origin
 from protocol.envelopes import CrewMessage
 from protocol.languages import Language
-from protocol.merkle import ProofInvalid, consistency_proof, root_hash, verify_consistency
-from protocol.signing import SigningKey
+from protocol.merkle import (
+    ProofInvalid,
+    consistency_proof,
+    inclusion_proof,
+    root_hash,
+    verify_consistency,
+)
+from protocol.signing import SigningKey, VerifyKey
 from shore.store import RelayStore, SqliteStore, VesselInfo
 from shore.store.postgres import PostgresStore
 from shore.transparency import (
     TransparencyError,
     add_cosignature,
+    consistency_proofs,
     heads,
+    inclusion_proofs,
     leaf_hashes,
+    root,
     run_daily_heads,
     seconds_to_next_day,
     sign_daily_head,
@@ -154,3 +163,61 @@ async def test_the_relay_task_signs_the_day_head_then_waits(
 def test_next_check_is_just_after_utc_midnight() -> None:
     """At 09:30 UTC the next day starts in 14.5 hours; the task wakes a minute after it."""
     assert seconds_to_next_day(DAY) == 14.5 * 3600 + 60
+
+
+async def test_ingest_never_waits_on_signing(stores: tuple[RelayStore, RelayStore]) -> None:
+    """While the day's head is being signed (here a signer that waits, as a remote key
+    may), two batches arrive and are stored and logged at once; the head then signed is
+    the checkpoint of the log as it was when signing began, and the next head extends it."""
+    first, second = stores
+    await _ingest(first, 1, DAY)
+    await _ingest(first, 2, DAY + 1)
+    asked = asyncio.Event()
+    release = asyncio.Event()
+
+    async def slow_signer(message: bytes) -> bytes:
+        asked.set()
+        await release.wait()
+        return SHORE_KEY.sign(message)
+
+    async with asyncio.timeout(60):
+        signing = asyncio.create_task(
+            sign_daily_head(first, SHORE_KEY, DAY + 120, signer=slow_signer)
+        )
+        await asked.wait()  # the signature is being made now
+        await _ingest(second, 3, DAY + 130)  # another worker's ingest: not blocked
+        await _ingest(first, 4, DAY + 140)  # nor this worker's
+        assert not signing.done()
+        release.set()
+        head = await signing
+    assert head is not None
+    assert head.head.tree_size == 2
+    hashes = await leaf_hashes(first)
+    assert len(hashes) == 4
+    assert head.head.root == root_hash(hashes[:2])
+    assert head.head.origin == log_origin(SHORE_KEY.verify_key.key)
+    VerifyKey(SHORE_KEY.verify_key.key).verify(
+        head.head.signed_bytes(), head.shore_signature, what="checkpoint"
+    )
+    later = await sign_daily_head(second, SHORE_KEY, DAY + 86_400)
+    assert later is not None
+    assert later.head.tree_size == 4
+    verify_consistency(2, 4, head.head.root, later.head.root, consistency_proof(hashes, 2, 4))
+
+
+async def test_tiled_proofs_match_the_leaves_on_both_backends(
+    stores: tuple[RelayStore, RelayStore],
+) -> None:
+    """After appends by two workers, the store's root and proofs (read from its tiles) are
+    those of the linear RFC 9162 code over the stored leaf hashes, for every size."""
+    first, second = stores
+    for seq in range(1, 12):
+        await _ingest(first if seq % 2 else second, seq, DAY + seq)
+    hashes = await leaf_hashes(first)
+    assert len(hashes) == 11
+    for size in range(1, 12):
+        assert await root(second, size) == (size, root_hash(hashes[:size]))
+        [path] = await inclusion_proofs(first, [size // 2], size)
+        assert path == inclusion_proof(hashes, size // 2, size)
+        [proof] = await consistency_proofs(second, [size // 3], size)
+        assert proof == consistency_proof(hashes, size // 3, size)
