@@ -30,8 +30,10 @@ __all__ = [
     "TILE_WIDTH",
     "TileBuilder",
     "TileId",
+    "edge_tile_ids",
     "subtree_hash",
     "tile_path",
+    "tile_root",
     "tiles_for",
 ]
 
@@ -55,24 +57,41 @@ def tiles_for(nodes: Iterable[Node]) -> set[TileId]:
     return {_tile_span(node)[0] for node in nodes}
 
 
-def subtree_hash(node: Node, tiles: Mapping[TileId, bytes]) -> bytes:
+def subtree_hash(
+    node: Node,
+    tiles: Mapping[TileId, bytes],
+    cache: dict[tuple[TileId, int, int], bytes] | None = None,
+) -> bytes:
     """The hash of complete subtree ``node`` from the tiles (those of :func:`tiles_for`).
 
-    Raises ``KeyError`` if its tile is missing and ``ValueError`` if the tile is too
-    narrow: the subtree is not complete in the tree the tiles were read for.
+    ``cache`` keeps the inner hashes computed, for the next subtree of the same tiles (a
+    report's proofs share most of theirs). Raises ``KeyError`` if its tile is missing and
+    ``ValueError`` if the tile is too narrow: the subtree is not complete in the tree the
+    tiles were read for.
     """
     tile_id, first, count = _tile_span(node)
     tile = tiles[tile_id]
-    end = (first + count) * HASH_BYTES
-    if len(tile) < end:
+    if len(tile) < (first + count) * HASH_BYTES:
         raise ValueError(
             f"tile {tile_id} holds {len(tile) // HASH_BYTES} hashes; subtree {node} needs "
             f"{first + count}"
         )
-    hashes = [tile[i : i + HASH_BYTES] for i in range(first * HASH_BYTES, end, HASH_BYTES)]
-    while len(hashes) > 1:
-        hashes = [node_hash(hashes[i], hashes[i + 1]) for i in range(0, len(hashes), 2)]
-    return hashes[0]
+    memo: dict[tuple[TileId, int, int], bytes] = {} if cache is None else cache
+
+    def inner(height: int, position: int) -> bytes:
+        if height == 0:
+            start = position * HASH_BYTES
+            return tile[start : start + HASH_BYTES]
+        key = (tile_id, height, position)
+        found = memo.get(key)
+        if found is None:
+            found = memo[key] = node_hash(
+                inner(height - 1, 2 * position), inner(height - 1, 2 * position + 1)
+            )
+        return found
+
+    rest = count.bit_length() - 1
+    return inner(rest, first >> rest)
 
 
 def tile_path(level: int, index: int, width: int) -> str:
@@ -92,7 +111,10 @@ def tile_path(level: int, index: int, width: int) -> str:
     return path if width == TILE_WIDTH else f"{path}.p/{width}"
 
 
-def _root_of_full_tile(tile: bytes) -> bytes:
+def tile_root(tile: bytes) -> bytes:
+    """The hash of the subtree a full tile holds (the hash its level + 1 stores)."""
+    if len(tile) != TILE_WIDTH * HASH_BYTES:
+        raise ValueError(f"a full tile is {TILE_WIDTH * HASH_BYTES} bytes, not {len(tile)}")
     hashes = [tile[i : i + HASH_BYTES] for i in range(0, len(tile), HASH_BYTES)]
     while len(hashes) > 1:
         hashes = [node_hash(hashes[i], hashes[i + 1]) for i in range(0, len(hashes), 2)]
@@ -148,7 +170,7 @@ class TileBuilder:
             if len(tile) < TILE_WIDTH * HASH_BYTES:
                 break
             self._full[(level, index)] = bytes(tile)
-            value = _root_of_full_tile(self._full[(level, index)])
+            value = tile_root(self._full[(level, index)])
             position = index
             level += 1
         self.size += 1

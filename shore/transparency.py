@@ -84,7 +84,7 @@ async def inclusion_proofs(
 ) -> list[list[bytes]]:
     """The inclusion proof of each leaf in ``indexes`` in the tree of ``tree_size`` leaves."""
     async with store.db.transaction() as tx:
-        return [await store.log.inclusion_proof(tx, i, tree_size) for i in indexes]
+        return await store.log.inclusion_proofs(tx, indexes, tree_size)
 
 
 async def consistency_proofs(
@@ -92,7 +92,7 @@ async def consistency_proofs(
 ) -> list[list[bytes]]:
     """The consistency proof from each of ``first_sizes`` to ``tree_size`` leaves."""
     async with store.db.transaction() as tx:
-        return [await store.log.consistency_proof(tx, size, tree_size) for size in first_sizes]
+        return await store.log.consistency_proofs(tx, first_sizes, tree_size)
 
 
 async def root(store: LogStore, tree_size: int | None = None) -> tuple[int, bytes]:

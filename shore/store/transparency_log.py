@@ -118,6 +118,8 @@ MIGRATIONS = MigrationSet(
     ),
 )
 
+#: Tiles read per query (two parameters each, well below both backends' limits).
+TILES_PER_QUERY = 400
 #: Leaves read per transaction when a log made before the tiles gets its tiles.
 BUILD_STEP_LEAVES = 65_536
 
@@ -192,27 +194,35 @@ class TransparencyLog:
     ) -> int:
         """Append the batch's leaf inside the ingest transaction ``tx``; returns its index."""
         leaf = leaf_for(batch, batch_sha256, now, new)
+        index = await self.append_encoded(tx, batch.vessel_id, batch.batch_seq, leaf.encode(), now)
+        log.info("vessel %d batch %d logged as leaf %d", batch.vessel_id, batch.batch_seq, index)
+        return index
+
+    async def append_encoded(
+        self, tx: Tx, vessel_id: int, batch_seq: int, data: bytes, now: float
+    ) -> int:
+        """Append one encoded leaf (:class:`~protocol.compliance.LogLeaf` bytes) and extend
+        the tiles, in ``tx``; returns its index. :meth:`append_leaf` is the ingest's way."""
         index = await self.lock(tx)
-        data = leaf.encode()
         hashed = leaf_hash(data)
         await tx.execute(
             "INSERT INTO log_leaves (leaf_index, vessel_id, batch_seq, leaf, leaf_hash, "
             "appended_at) VALUES ($1, $2, $3, $4, $5, $6)",
             index,
-            batch.vessel_id,
-            batch.batch_seq,
+            vessel_id,
+            batch_seq,
             data,
             hashed,
             float(now),
         )
         _, tiled = await self.sizes(tx)
         if tiled < index:  # a log made before the tiles, not yet built at start-up
-            await self.build_tiles(tx, index)
+            while tiled < index:
+                tiled = await self.build_tiles(tx, index)
         await self.extend_tiles(tx, index, [hashed])
         await tx.execute(
             "UPDATE log_state SET tree_size = $1, tiled_size = $1 WHERE id = 1", index + 1
         )
-        log.info("vessel %d batch %d logged as leaf %d", batch.vessel_id, batch.batch_seq, index)
         return index
 
     async def extend_tiles(self, tx: Tx, size: int, hashes: Sequence[bytes]) -> None:
@@ -269,6 +279,11 @@ class TransparencyLog:
     async def hashes(self, tx: Tx, plan: Plan, tree_size: int) -> list[bytes]:
         """The hashes of ``plan`` (a root or a proof) in the tree of ``tree_size`` leaves,
         from the few tiles that hold its subtrees."""
+        [found] = await self.hashes_of(tx, [plan], tree_size)
+        return found
+
+    async def hashes_of(self, tx: Tx, plans: Sequence[Plan], tree_size: int) -> list[list[bytes]]:
+        """The hashes of several plans (a report's proofs) with the tiles read once."""
         size, tiled = await self.sizes(tx)
         if tree_size > size:
             raise TransparencyError(f"the log has {size} leaves, not {tree_size}")
@@ -277,10 +292,15 @@ class TransparencyLog:
                 f"the log's tiles hold {tiled} of its {size} leaves; they are built when the "
                 "relay's store opens: start the relay (or any 'shore' command) once"
             )
-        nodes = {node for step in plan for node in step}
-        tiles = await self.tiles(tx, tiles_for(nodes))
+        nodes = {node for plan in plans for step in plan for node in step}
+        wanted = sorted(tiles_for(nodes))
+        tiles: dict[TileId, bytes] = {}
+        for start in range(0, len(wanted), TILES_PER_QUERY):
+            tiles.update(await self.tiles(tx, wanted[start : start + TILES_PER_QUERY]))
         try:
-            return combine(plan, {node: subtree_hash(node, tiles) for node in nodes})
+            cache: dict[tuple[TileId, int, int], bytes] = {}
+            subtrees = {node: subtree_hash(node, tiles, cache) for node in nodes}
+            return [combine(plan, subtrees) for plan in plans]
         except (KeyError, ValueError) as exc:
             raise TransparencyError(f"the log's tiles are damaged: {exc}") from exc
 
@@ -292,6 +312,20 @@ class TransparencyLog:
     async def inclusion_proof(self, tx: Tx, index: int, tree_size: int) -> list[bytes]:
         """The audit path of leaf ``index`` in the tree of ``tree_size`` leaves."""
         return await self.hashes(tx, inclusion_plan(index, tree_size), tree_size)
+
+    async def inclusion_proofs(
+        self, tx: Tx, indexes: Sequence[int], tree_size: int
+    ) -> list[list[bytes]]:
+        """The audit paths of several leaves in the tree of ``tree_size`` leaves."""
+        plans = [inclusion_plan(index, tree_size) for index in indexes]
+        return await self.hashes_of(tx, plans, tree_size)
+
+    async def consistency_proofs(
+        self, tx: Tx, first_sizes: Sequence[int], tree_size: int
+    ) -> list[list[bytes]]:
+        """Consistency proofs from each of ``first_sizes`` to ``tree_size`` leaves."""
+        plans = [consistency_plan(first, tree_size) for first in first_sizes]
+        return await self.hashes_of(tx, plans, tree_size)
 
     async def consistency_proof(self, tx: Tx, first_size: int, tree_size: int) -> list[bytes]:
         """The proof that the tree of ``tree_size`` leaves extends that of ``first_size``."""
