@@ -70,7 +70,9 @@ __all__ = [
     "disagreements",
     "log_origin",
     "message_text_bytes",
+    "note_cosignatures",
     "note_key_id",
+    "parse_checkpoint",
     "rule_test",
     "sign_tree_head",
     "signer_problem",
@@ -447,6 +449,60 @@ def cosign(
     stamp = head.head.timestamp_minutes * 60 if now_s is None else now_s
     signature = witness_key.sign(witness_message(head.head, stamp))
     return Cosignature(witness, witness_key.verify_key.key, signature, stamp)
+
+
+def parse_checkpoint(body: bytes) -> TreeHead:
+    """A checkpoint's note text (as :meth:`TreeHead.signed_bytes` writes it) as a head;
+    :class:`ReportInvalid` names what is wrong."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ReportInvalid("a checkpoint is UTF-8 text") from exc
+    lines = text.split("\n")
+    if len(lines) != 5 or lines[4] != "" or not lines[3].startswith(_TIME_LINE):
+        raise ReportInvalid(
+            "a vessel-relay checkpoint is four lines: origin, size, root, 'time SECONDS'"
+        )
+    origin, size, root, stamp = lines[0], lines[1], lines[2], lines[3][len(_TIME_LINE) :]
+    if not (size.isdigit() and stamp.isdigit()) or (size != "0" and size.startswith("0")):
+        raise ReportInvalid("the checkpoint's size and time must be decimal numbers")
+    try:
+        root_hash = base64.b64decode(root, validate=True)
+    except ValueError as exc:
+        raise ReportInvalid("the checkpoint's root is not base64") from exc
+    if len(root_hash) != 32 or int(stamp) % 60:
+        raise ReportInvalid("the checkpoint's root or time is not one vessel-relay signs")
+    head = TreeHead(int(size), root_hash, int(stamp) // 60, origin)
+    if head.signed_bytes() != body:
+        raise ReportInvalid("the checkpoint is not written the way vessel-relay writes it")
+    return head
+
+
+def note_cosignatures(
+    note: bytes, witness_keys: Mapping[str, bytes]
+) -> tuple[TreeHead, list[Cosignature]]:
+    """The checkpoint of a signed note and the tlog-cosignature lines in it of the
+    witnesses named in ``witness_keys`` (name -> Ed25519 public key): what witness
+    software hands back. Other signature lines are ignored, as signed-note says; the
+    co-signatures are not checked here (:func:`cosignature_valid`)."""
+    body, separator, signatures = note.partition(b"\n\n")
+    if not separator:
+        raise ReportInvalid("a signed note has its text, a blank line, then signature lines")
+    head = parse_checkpoint(body + b"\n")
+    found: list[Cosignature] = []
+    for line in signatures.decode("utf-8", errors="replace").splitlines():
+        name, _, blob = line.removeprefix("\u2014 ").partition(" ")
+        key = witness_keys.get(name)
+        if not line.startswith("\u2014 ") or key is None:
+            continue
+        try:
+            raw = base64.b64decode(blob, validate=True)
+        except ValueError as exc:
+            raise ReportInvalid(f"the signature line of {name!r} is not base64") from exc
+        if len(raw) != 4 + 8 + 64 or raw[:4] != note_key_id(name, key, NOTE_COSIGNATURE_V1):
+            continue  # another key or signature type of that name
+        found.append(Cosignature(name, key, raw[12:], int.from_bytes(raw[4:12], "big")))
+    return head, found
 
 
 def cosignature_valid(head: TreeHead, cosignature: Cosignature) -> bool:
