@@ -138,6 +138,7 @@ def test_a_report_made_by_an_older_relay_still_verifies(month: Month, tmp_path: 
     )
     assert result.exit_code == 0, result.output
     assert "OK: the report verifies" in result.stdout
+    assert "report version 1, made by an older relay" in result.stdout
 
 
 def test_a_report_of_a_newer_version_says_so(month: Month, tmp_path: Path) -> None:
