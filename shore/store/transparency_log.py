@@ -241,11 +241,12 @@ class TransparencyLog:
             [(level, index, data) for (level, index), data in tiles.items()],
         )
 
-    async def build_tiles(self, tx: Tx, size: int, *, step: int = BUILD_STEP_LEAVES) -> int:
+    async def build_tiles(self, tx: Tx, size: int, *, step: int | None = None) -> int:
         """Extend the tiles from the stored leaves towards ``size`` leaves, at most ``step``
-        of them; returns the leaves the tiles then hold (the caller holds :meth:`lock`)."""
+        of them (default :data:`BUILD_STEP_LEAVES`); returns the leaves the tiles then hold
+        (the caller holds :meth:`lock`)."""
         _, tiled = await self.sizes(tx)
-        end = min(size, tiled + step)
+        end = min(size, tiled + (BUILD_STEP_LEAVES if step is None else step))
         if end <= tiled:
             return tiled
         rows = await tx.fetch(

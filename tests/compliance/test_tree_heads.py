@@ -4,6 +4,7 @@ restarts, consistent with every later head, and the relay's task that signs them
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -22,7 +23,7 @@ from protocol.merkle import (
     verify_consistency,
 )
 from protocol.signing import SigningKey, VerifyKey
-from shore.store import RelayStore, SqliteStore, VesselInfo
+from shore.store import RelayStore, SqliteStore, VesselInfo, transparency_log
 from shore.store.postgres import PostgresStore
 from shore.transparency import (
     TransparencyError,
@@ -221,3 +222,39 @@ async def test_tiled_proofs_match_the_leaves_on_both_backends(
         assert path == inclusion_proof(hashes, size // 2, size)
         [proof] = await consistency_proofs(second, [size // 3], size)
         assert proof == consistency_proof(hashes, size // 3, size)
+
+
+async def test_a_log_made_before_the_tiles_gets_them(
+    stores: tuple[RelayStore, RelayStore],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A relay upgraded from before the tiles has leaves but no tiles: proofs say to start
+    the relay once; an ingest meanwhile still logs its batch (building the tiles first);
+    opening the store builds the rest in steps, logging its progress, and the roots are
+    those of the leaves."""
+    first, second = stores
+    for seq in range(1, 8):
+        await _ingest(first, seq, DAY + seq)
+    async with first.db.transaction() as tx:  # the state an upgraded log starts in
+        await tx.execute("DELETE FROM log_tiles")
+        await tx.execute("UPDATE log_state SET tiled_size = 0 WHERE id = 1")
+    with pytest.raises(TransparencyError, match="tiles hold 0 of its 7 leaves"):
+        await root(second)
+    monkeypatch.setattr(transparency_log, "BUILD_STEP_LEAVES", 3)
+    await _ingest(second, 8, DAY + 8)  # catches the tiles up, then appends
+    hashes = await leaf_hashes(first)
+    assert await root(first) == (8, root_hash(hashes))
+    async with first.db.transaction() as tx:
+        await tx.execute("DELETE FROM log_tiles")
+        await tx.execute("UPDATE log_state SET tiled_size = 0 WHERE id = 1")
+    with caplog.at_level(logging.INFO, logger="shore.store.relay_store"):
+        assert await second.build_log_tiles() == 8
+    steps = [r.getMessage() for r in caplog.records if "tiles:" in r.getMessage()]
+    assert steps == [
+        "transparency log tiles: 3 of 8 leaves built (38%)",
+        "transparency log tiles: 6 of 8 leaves built (75%)",
+        "transparency log tiles: 8 of 8 leaves built (100%)",
+    ]
+    for size in range(1, 9):
+        assert await root(first, size) == (size, root_hash(hashes[:size]))
