@@ -34,8 +34,8 @@ from shipboard.outbox import Outbox
 from shipboard.web.i18n import PAGE_LANGUAGES
 from vessel_relay.demo.defaults import demo_ship_config
 
+from ..kit.model_shore import ModelShore
 from ..kit.ports import free_port
-from ..kit.protocol_shore import TestShore
 from ..shore.store_fixtures import SHORE_KEY, VESSEL_KEY
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -72,7 +72,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     codebook = default_codebook()
     outbox = Outbox.open(config.database_path, config.vessel.vessel_id)
     intake = Intake(config, outbox, codebook)
-    shore = TestShore(codebook, VESSEL_KEY, SHORE_KEY, config.vessel.vessel_id)
+    shore = ModelShore.for_keys(codebook, VESSEL_KEY, SHORE_KEY, config.vessel.vessel_id)
     crew: dict[Language, tuple[int, str]] = {}
     messages: dict[Language, int] = {}
     for number, lang in enumerate(PAGE_LANGUAGES, start=1):

@@ -37,9 +37,10 @@ from shipboard.message_limit import (
 from shipboard.outbox import Outbox
 from shipboard.web import pages
 from shipboard.web.i18n import Translations
+from shipboard.web.local import number
 from shipboard.web.phones import SignedInPhones
 from tests.kit.clock import FakeClock
-from tests.kit.protocol_shore import TestShore
+from tests.kit.model_shore import ModelShore
 from tests.shore.store_fixtures import SHORE_KEY, VESSEL_KEY
 from vessel_relay.demo.defaults import demo_ship_config
 
@@ -57,7 +58,7 @@ class Vessel:
     pin: str
     mother: int
     brother: int
-    shore: TestShore
+    shore: ModelShore
 
     def downlink(self, envelopes: list[object], minutes: int) -> None:
         """The shore sends envelopes down (a signed batch, as the relay does)."""
@@ -98,7 +99,7 @@ async def vessel(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterato
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url="http://vessel", follow_redirects=True
     ) as client:
-        shore = TestShore(intake.codebook, VESSEL_KEY, SHORE_KEY, config.vessel.vessel_id)
+        shore = ModelShore.for_keys(intake.codebook, VESSEL_KEY, SHORE_KEY, config.vessel.vessel_id)
         yield Vessel(
             client, intake, outbox, clock, member.crew, pin, mother.contact, brother.contact, shore
         )
@@ -146,9 +147,8 @@ def words(vessel: Vessel, msgid: str) -> str:
 
 
 def number_in(n: int, text: str) -> bool:
-    """Whether ``n`` is in ``text``, in Western or in Burmese digits."""
-    burmese = str(n).translate(str.maketrans("0123456789", "၀၁၂၃၄၅၆၇၈၉"))
-    return str(n) in text or burmese in text
+    """Whether ``n`` is in ``text``, in Western digits or as the Burmese page writes it."""
+    return str(n) in text or number(n, Language.MYA) in text
 
 
 def thread_of(html: str, section_id: str) -> str:
@@ -183,9 +183,14 @@ async def test_a_long_message_is_refused_with_the_characters_to_take_off(
     burmese = vessel.intake.register.get(vessel.crew).language is Language.MYA
     letter = "က" if burmese else "a"
     form = await vessel.client.get("/write")
-    limit = usual_characters(Language.MYA if burmese else Language.ENG)
+    lang = Language.MYA if burmese else Language.ENG
+    limit = usual_characters(lang)
+
+    def local(value: int) -> str:  # numbers as the page writes them in its language
+        return number(value, lang)
+
     assert unescape(words(vessel, "One message holds about {n} characters.")).format(
-        n=limit
+        n=local(limit)
     ) in unescape(form.text)
     refused = await vessel.client.post(
         "/write", data={"contact": str(vessel.mother), "text": letter * 5000, "csrf": csrf}
@@ -193,7 +198,7 @@ async def test_a_long_message_is_refused_with_the_characters_to_take_off(
     assert refused.status_code == 400
     over = 5000 - MAX_MESSAGE_BYTES // len(letter.encode())
     said = unescape(re.search(r'id="refusal">([^<]+)<', refused.text).group(1))  # type: ignore[union-attr]
-    assert said == words(vessel, pages.TOO_LONG_BY).format(n=over, limit=limit)
+    assert said == words(vessel, pages.TOO_LONG_BY).format(n=local(over), limit=local(limit))
     assert number_in(over, said)
     assert "empty" not in said
     if burmese:
@@ -209,7 +214,7 @@ async def test_a_long_message_is_refused_with_the_characters_to_take_off(
         )
         said = unescape(re.search(r'id="refusal">([^<]+)<', longest.text).group(1))  # type: ignore[union-attr]
         over = 20_000 - MAX_MESSAGE_BYTES
-        assert said == words(vessel, pages.TOO_LONG_BY).format(n=over, limit=limit)
+        assert said == words(vessel, pages.TOO_LONG_BY).format(n=local(over), limit=local(limit))
     # exactly at the limit it goes
     await write(vessel, csrf, vessel.mother, letter * (MAX_MESSAGE_BYTES // len(letter.encode())))
 
@@ -225,7 +230,7 @@ async def test_the_inbox_is_one_conversation_per_contact_with_text_ticks_and_rep
     csrf = await own_pin(vessel)
     first = await write(vessel, csrf, vessel.mother, "Wages came today. မင်္ဂလာပါ")
     outbox, codebook = vessel.outbox, vessel.intake.codebook
-    batch, _ = outbox.make_batch([first], codebook, vessel.shore.vessel_key, vessel.clock.now)
+    batch, _ = outbox.make_batch([first], codebook, VESSEL_KEY, vessel.clock.now)
     outbox.mark_sent(batch, vessel.clock.now + 1)
     vessel.clock.now += 120
     minutes = int(vessel.clock.now // 60) - 1  # the shore's minutes: before it arrives
@@ -252,7 +257,7 @@ async def test_the_inbox_is_one_conversation_per_contact_with_text_ticks_and_rep
     second = await write(vessel, csrf, vessel.mother, "Second letter, still queued.")
     vessel.clock.now += 120
     to_brother = await write(vessel, csrf, vessel.brother, "Ko Ko, call the agent.")
-    batch, _ = outbox.make_batch([to_brother], codebook, vessel.shore.vessel_key, vessel.clock.now)
+    batch, _ = outbox.make_batch([to_brother], codebook, VESSEL_KEY, vessel.clock.now)
     outbox.mark_sent(batch, vessel.clock.now + 1)
     minutes = int(vessel.clock.now // 60)
     vessel.downlink(
@@ -457,7 +462,8 @@ async def test_a_long_report_is_refused_with_the_characters_to_take_off(vessel: 
     )
     assert refused.status_code == 400
     said = unescape(re.search(r'class="error">([^<]+)<', refused.text).group(1))  # type: ignore[union-attr]
-    assert said == words(vessel, pages.REPORT_TOO_LONG_BY).format(n=40)
+    lang = vessel.intake.register.get(vessel.crew).language
+    assert said == words(vessel, pages.REPORT_TOO_LONG_BY).format(n=number(40, lang))
     assert ReportTextTooLong.msgid == pages.REPORT_TOO_LONG_BY
     assert written in refused.text
     assert not vessel.outbox.lane_blocks()
