@@ -1,7 +1,9 @@
 """The scripted month through the real system: agent, Mosquitto, relay, per link profile.
 
 The same voyage as ``benchmarks/sessions.py`` (30 crew members writing home in their
-languages from the repository's ``corpus/``, grievance reports, an SOS; seeded) is played into
+languages from the repository's ``corpus/``, grievance reports, an SOS; seeded; each crew
+member's language on board is the one they write, ``CREW_LANGUAGES``, as the agent tags
+and compresses each message in its writer's language) is played into
 a real agent's HTTP API (:mod:`vessel_relay.demo.system`: agent and relay as processes,
 Mosquitto, the link emulator shaped like the profile, an SMTP sink for the families).
 
@@ -15,6 +17,10 @@ minutes), and every clock is divided by the same ``C``:
   downlink drain's quiet time (four one-way latencies plus 0.5 s, floored at 50 ms);
 - the grievance lane's periods: the vessel's 6 h up (3 s at ``C`` = 7,200) and the
   relay's day down (12 s), so a voyage day must be a whole number of lane periods;
+- the broker's TLS ticket lifetime (7,200 s, Mosquitto's: not a setting), as the agent
+  sees it: it offers a session's ticket again only within 7,200 s / ``C`` (1 s at
+  ``C`` = 7,200), so sessions more than two voyage hours apart pay the full TLS handshake
+  as they do at sea (FleetBroadband's six-hourly sessions, Certus's daily ones);
 - the link's (:meth:`~vessel_relay.link_emulator.LinkProfile.time_compressed`): latency
   and jitter divided by ``C``, bandwidth multiplied by it, so that a day's traffic fits
   the compressed day as it fits the real one.
@@ -36,7 +42,7 @@ takes 1/``C`` of them. ``p50_wall_s``/``p99_wall_s`` are the compressed run's wa
 
 **Counts.** Link bytes are the emulator's count (payload + 52 B TCP/IP per segment + TCP
 open/close) of MQTT 5 over TLS as ``deploy/`` runs it (Mosquitto, TLS 1.2 or newer, a
-private CA and an EC P-256 certificate: the vessels negotiate TLS 1.3 and resume sessions
+private CA and an Ed25519 certificate: the vessels negotiate TLS 1.3 and resume sessions
 within the ticket's lifetime; ``--no-tls`` for plain MQTT), the grievance channel
 included; billed bytes apply the shipboard profile's tariff per session (Certus: at least
 5,120 B, 1 KB steps).
@@ -86,7 +92,15 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.sessions import CREW_LANGUAGES, DAY, MONTH_START, Arrival, load_lines, voyage
+from benchmarks.sessions import (
+    CREW_LANGUAGES,
+    DAY,
+    MONTH_START,
+    TLS_TICKET_S,
+    Arrival,
+    load_lines,
+    voyage,
+)
 from common.codebooks import default_codebook
 from protocol.lane import open_up_block
 from protocol.sealing import open_grievance_any
@@ -177,6 +191,7 @@ def tuning_for(name: str, compression: float, day_s: int) -> Tuning:
             "message": DEFAULT_LATENCY_MINUTES["message"] * 60.0 / compression,
         },
         downlink_quiet_s=max(MIN_QUIET_S, (4 * profile.latency_s + 0.5) / compression),
+        tls_ticket_max_age_s=TLS_TICKET_S / compression,
     )
 
 
@@ -467,7 +482,8 @@ async def run_profile(
     system = ProcessSystem(
         workdir,
         vessel_count=1,
-        crew_per_vessel=30,
+        crew_per_vessel=len(CREW_LANGUAGES),
+        crew_languages=CREW_LANGUAGES,
         profile=EMULATED[name].time_compressed(compression),
         tuning=tuning_for(name, compression, day_s),
         tls=tls,
@@ -553,7 +569,8 @@ async def idle_month(name: str, days: float, minutes: float, workdir: Path, *, t
     system = ProcessSystem(
         workdir,
         vessel_count=1,
-        crew_per_vessel=30,
+        crew_per_vessel=len(CREW_LANGUAGES),
+        crew_languages=CREW_LANGUAGES,
         profile=EMULATED[name].time_compressed(compression),
         tuning=tuning_for(name, compression, day_s),
         tls=tls,

@@ -72,12 +72,16 @@ Per session, link bytes are modelled around those real batch bytes:
 - **measured** (``tests/shipboard/test_link.py::test_tls_resumption_measured``, 2026-12-07:
   aiomqtt and Mosquitto through the link emulator, which counts payload bytes, 52 B of
   TCP/IP header per data segment and the TCP open/close of 172 + 156 B that FIELD-NOTES
-  measured with tcpdump; the broker with deploy/'s OpenSSL settings, one session ticket;
-  the vessel's session kept by the broker, so no SUBSCRIBE; TLS 1.3 only): a session with
-  a 304 B batch up and a 128 B batch down was 1,211 B in plain MQTT, 2,973 B with a full
-  TLS 1.3 handshake, 2,766 B with TLS 1.3 resumed. Taking out the per-batch cost below
-  leaves the fixed cost of a session: CONNECT/CONNACK, DISCONNECT, TCP open/close, the TLS
-  handshake.
+  measured with tcpdump; the broker with a private CA's Ed25519 certificate
+  (``vessel_relay.demo.tls.DEPLOYED_KEY_TYPE``) and deploy/'s OpenSSL settings: one
+  session ticket, stateful (a 32-byte id), no middlebox-compatibility records; the
+  vessel's client as ``shipboard.mqtt_link.client_tls_context`` makes it: TLS 1.3 only,
+  hello not padded, no middlebox compatibility; the vessel's session kept by the broker,
+  so no SUBSCRIBE): a session with a 304 B batch up and a 128 B batch down was 1,211 B in
+  plain MQTT, 2,603 B with a full TLS 1.3 handshake, 2,301 B with TLS 1.3 resumed (before
+  those TLS settings, with a self-signed EC P-256 certificate: 2,973 and 2,766 B). Taking
+  out the per-batch cost below leaves the fixed cost of a session: CONNECT/CONNACK,
+  DISCONNECT, TCP open/close, the TLS handshake.
 - **modelled** per batch: its payload, 16 B of MQTT (PUBLISH header and PUBACK), one
   52 B TCP/IP header per 1,448 B segment plus one for the PUBACK, and with TLS 22 B per
   TLS record (one per 16 KB, one for the PUBACK).
@@ -197,7 +201,7 @@ VESSEL_ID = 42
 
 # Measured session bytes (see the module docstring) and the batches they carried.
 MEASURED_UP_BATCH, MEASURED_DOWN_BATCH = 304, 128
-MEASURED_SESSION = {"plain": 1211, "tls-full": 2973, "tls-resumed": 2766}
+MEASURED_SESSION = {"plain": 1211, "tls-full": 2603, "tls-resumed": 2301}
 TLS_TICKET_S = 7200.0
 MSS, TCPIP, TLS_RECORD, TLS_RECORD_MAX, MQTT_PER_BATCH = 1448, 52, 22, 16_384, 16
 

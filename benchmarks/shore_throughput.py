@@ -16,7 +16,17 @@ Measured per run:
 - **msgs_per_s**: messages mailed / wall time from the first publish to the last first
   arrival at the sink (ingest, verify, commit, claim, SMTP);
 - **p50_ms / p99_ms**: per message, first arrival at the sink minus the moment its batch
-  was handed to the MQTT client (publish).
+  was handed to the MQTT client (publish);
+- **relay_cpu_ms_per_msg**: CPU time (user + system, from ``/proc``) of the relay worker
+  processes from their subscription (start-up not counted) to just before they are
+  stopped, per message mailed (the sink's and the publisher's CPU are not in it);
+  **db_cpu_ms_per_msg** the same for the PostgreSQL server's processes (0 for SQLite,
+  which runs inside the relay). On a shared machine msgs/s falls with the other load;
+  CPU per message much less.
+
+``--profile DIR`` runs each relay worker under ``py-spy record`` (PyPI ``py-spy``; a
+flame graph ``DIR/{store}-{workers}-w{n}.svg`` per worker, or ``--profile-format
+speedscope``) to see where the time goes.
 
 Usage::
 
@@ -32,10 +42,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import random
 import re
+import shutil
+import signal
+import subprocess
 import sys
 import tempfile
 import threading
@@ -117,6 +131,65 @@ class RelayWorker(Worker):
         )
         self.log = data / "relay.log"
         self.process = None
+        self.profile: Path | None = None
+        self.profile_format = "flamegraph"
+
+    def spawn(self) -> None:
+        if self.profile is None:
+            super().spawn()
+            return
+        py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(
+                [py_spy, "record", "--format", self.profile_format, "-o", str(self.profile),
+                 "--rate", "200", "--", sys.executable, "-c",
+                 "from vessel_relay.cli import main; main()",
+                 "shore", "run", "-c", str(self.config)],
+                stdout=subprocess.PIPE, stderr=log, cwd=ROOT,
+            )  # fmt: skip
+
+    def stop(self) -> None:
+        if self.profile is not None and self.process is not None and self.process.poll() is None:
+            # SIGTERM the relay under py-spy: it stops gracefully, and py-spy, seeing it end,
+            # writes the profile.
+            for pid in _process_tree(self.process.pid)[1:]:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(60)
+        super().stop()
+
+    def cpu_s(self) -> float:
+        """CPU seconds (user + system) the worker (and, under py-spy, its child) used."""
+        if self.process is None:
+            return 0.0
+        return sum(_cpu_s(pid) for pid in _process_tree(self.process.pid))
+
+
+def _process_tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (Linux ``/proc``)."""
+    found = [pid]
+    for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+        found += _process_tree(int(child))
+    return found
+
+
+def _postgres_cpu_s(pg: PostgresServer | None) -> float:
+    """CPU seconds of the PostgreSQL server (postmaster and its backends) so far."""
+    if pg is None:
+        return 0.0
+    postmaster = int((pg.data / "postmaster.pid").read_text().split()[0])
+    return sum(_cpu_s(pid) for pid in _process_tree(postmaster))
+
+
+def _cpu_s(pid: int) -> float:
+    """utime + stime of ``pid`` in seconds (Linux ``/proc``); 0 when it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0.0
+    fields = stat.rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 @dataclass
@@ -131,6 +204,8 @@ class Run:
     max_ms: float = 0.0
     undelivered: int = 0
     repeats: int = 0
+    relay_cpu_ms_per_msg: float = 0.0
+    db_cpu_ms_per_msg: float = 0.0
 
 
 def make_batches(vessel_id: int, batches: int, per_batch: int, rng: random.Random) -> list[bytes]:
@@ -216,15 +291,24 @@ async def run_once(
     relay = [
         RelayWorker(data / f"w{n}", n, store, broker, smtp_port) for n in range(1, workers + 1)
     ]
+    if args.profile is not None:
+        args.profile.mkdir(parents=True, exist_ok=True)
+        suffix = "svg" if args.profile_format == "flamegraph" else "json"
+        for n, worker in enumerate(relay, 1):
+            worker.profile = args.profile.resolve() / f"{backend}-{workers}-w{n}.{suffix}"
+            worker.profile_format = args.profile_format
     # Contact books first (batch 1 of every vessel), then the rest interleaved by vessel.
     plan = [(v, 1, batches[v][0]) for v in vessels]
     plan += [(v, seq, batches[v][seq - 1]) for seq in range(2, args.batches + 1) for v in vessels]
     total = len(plan) * args.messages
     sink.reset()
+    cpu_at_start = db_cpu_at_start = 0.0
     try:
         for worker in relay:
             worker.spawn()
         await asyncio.gather(*(worker.wait_subscribed() for worker in relay))
+        cpu_at_start = sum(worker.cpu_s() for worker in relay)  # start-up (imports) not counted
+        db_cpu_at_start = _postgres_cpu_s(pg) if backend == "postgres" else 0.0
         published = await publish_all(broker, plan, args.messages, args.rate)
         async with asyncio.timeout(args.timeout_s):
             while sink.count() < total:  # noqa: ASYNC110 - the sink fills from its own thread
@@ -232,6 +316,8 @@ async def run_once(
     except TimeoutError:
         pass
     finally:
+        cpu_s = sum(worker.cpu_s() for worker in relay) - cpu_at_start
+        db_cpu_s = _postgres_cpu_s(pg) - db_cpu_at_start if backend == "postgres" else 0.0
         for worker in relay:
             worker.stop()
     with sink.lock:
@@ -252,6 +338,8 @@ async def run_once(
         max_ms=round((latencies[-1] if latencies else 0.0) * 1000, 1),
         undelivered=total - len(arrived),
         repeats=mails - len(arrived),
+        relay_cpu_ms_per_msg=round(cpu_s * 1000 / max(1, len(arrived)), 2),
+        db_cpu_ms_per_msg=round(db_cpu_s * 1000 / max(1, len(arrived)), 2),
     )
 
 
@@ -307,14 +395,14 @@ def table(results: Sequence[Run], args: argparse.Namespace) -> str:
         f"published {offered}, {os.cpu_count()} cores",
         "",
         "| store | workers | messages | msgs/s | p50 ms | p99 ms | max ms | undelivered | "
-        "repeats |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "repeats | relay CPU ms/msg | db CPU ms/msg |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         lines.append(
             f"| {r.store} | {r.workers} | {r.messages:,} | {r.msgs_per_s:,.0f} | "
             f"{r.p50_ms:,.0f} | {r.p99_ms:,.0f} | {r.max_ms:,.0f} | {r.undelivered} | "
-            f"{r.repeats} |"
+            f"{r.repeats} | {r.relay_cpu_ms_per_msg:.2f} | {r.db_cpu_ms_per_msg:.2f} |"
         )
     lines.append("")
     lines.append("Latency: publish of the batch to the mail's first arrival at the SMTP sink.")
@@ -338,6 +426,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--timeout-s", type=float, default=300.0)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument(
+        "--profile", type=Path, default=None, help="run each worker under py-spy; output here"
+    )
+    parser.add_argument(
+        "--profile-format", choices=("flamegraph", "speedscope", "raw"), default="flamegraph"
+    )
     return parser.parse_args(argv)
 
 

@@ -24,9 +24,11 @@ months the vessel's outbox charges quotas in. Pure: no I/O, no clock.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
@@ -44,6 +46,7 @@ from protocol.signing import SigningKey, VerifyKey
 
 __all__ = [
     "LEAF_VERSION",
+    "REPORT_VERSION",
     "AgentCrew",
     "AgentStatement",
     "ComplianceReport",
@@ -53,6 +56,7 @@ __all__ = [
     "Disagreement",
     "EarlierHead",
     "GrievanceLane",
+    "HeadAltered",
     "LinkFigures",
     "LogLeaf",
     "ProvenLeaf",
@@ -62,8 +66,13 @@ __all__ = [
     "SignedTreeHead",
     "TreeHead",
     "cosign",
+    "cosignature_valid",
     "disagreements",
+    "log_origin",
     "message_text_bytes",
+    "note_cosignatures",
+    "note_key_id",
+    "parse_checkpoint",
     "rule_test",
     "sign_tree_head",
     "signer_problem",
@@ -72,6 +81,8 @@ __all__ = [
 ]
 
 LEAF_VERSION = 1
+#: Reports whose tree heads are C2SP checkpoints; version 1 reports (older relays) still verify.
+REPORT_VERSION = 2
 _HEAD_CONTEXT = b"vessel-relay tree head v1\x00"
 _WITNESS_CONTEXT = b"vessel-relay witness cosignature v1\x00"
 _REPORT_CONTEXT = b"vessel-relay compliance report v1\x00"
@@ -256,44 +267,105 @@ class ProvenLeaf:
         return cls(_int(obj, "index"), _hex(obj, "leaf"), proof)
 
 
+class HeadAltered(ReportInvalid):
+    """A head whose checkpoint text and fields differ: one of them was changed."""
+
+
 # --- tree heads ----------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
 class TreeHead:
-    """The log's state: ``tree_size`` leaves with root ``root``, as of ``timestamp_minutes``."""
+    """The log's state: ``tree_size`` leaves with root ``root``, as of ``timestamp_minutes``.
+
+    With an ``origin`` it is a C2SP ``tlog-checkpoint``: the signed bytes are the
+    checkpoint's note text (origin, size, base64 root, and one extension line ``time``
+    with the head's time in POSIX seconds, so the date a report relies on is signed).
+    Without one it is a head of an older relay (:data:`_HEAD_CONTEXT`, CBOR), still
+    verified as such.
+    """
 
     tree_size: int
     root: bytes
     timestamp_minutes: int
+    origin: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.origin is not None and not _ORIGIN.fullmatch(self.origin):
+            raise ReportInvalid(
+                f"log origin {self.origin!r} must be one line without spaces or '+'"
+            )
 
     def signed_bytes(self) -> bytes:
-        """What the shore and the witnesses sign."""
-        return _HEAD_CONTEXT + dumps([self.tree_size, self.root, self.timestamp_minutes])
+        """What the shore signs: the checkpoint's note text (or an older relay's CBOR)."""
+        if self.origin is None:
+            return _HEAD_CONTEXT + dumps([self.tree_size, self.root, self.timestamp_minutes])
+        root = base64.b64encode(self.root).decode("ascii")
+        return (
+            f"{self.origin}\n{self.tree_size}\n{root}\n{_TIME_LINE}{self.timestamp_minutes * 60}\n"
+        ).encode()
 
     def digest(self) -> bytes:
         """SHA-256 of the signed bytes: what the report's QR code carries."""
         return hashlib.sha256(self.signed_bytes()).digest()
 
 
+_ORIGIN = re.compile(r"[^\s+]+")
+#: The checkpoint extension line carrying the head's time (POSIX seconds).
+_TIME_LINE = "time "
+#: Signature types of C2SP signed-note key ids: Ed25519, and tlog-cosignature's Ed25519.
+NOTE_ED25519 = 0x01
+NOTE_COSIGNATURE_V1 = 0x04
+
+
+def note_key_id(name: str, public_key: bytes, signature_type: int) -> bytes:
+    """The 4-byte key id of a C2SP signed-note signer: SHA-256(name \\n type key)[:4]."""
+    return hashlib.sha256(name.encode() + b"\n" + bytes([signature_type]) + public_key).digest()[:4]
+
+
+def log_origin(shore_public_key: bytes) -> str:
+    """The checkpoint origin of the log a shore key signs (one log per key)."""
+    return f"vessel-relay.log/{hashlib.sha256(shore_public_key).hexdigest()[:16]}"
+
+
 @dataclass(frozen=True, slots=True)
 class Cosignature:
-    """A witness's signature over a tree head (a union or labour office)."""
+    """A witness's signature over a tree head (a union or labour office).
+
+    With ``timestamp_s`` it is a C2SP ``tlog-cosignature`` (cosignature/v1, Ed25519) over
+    the checkpoint; without, an older relay's witness signature (:data:`_WITNESS_CONTEXT`).
+    """
 
     witness: str
     public_key: bytes
     signature: bytes
+    timestamp_s: int | None = None
 
     def to_obj(self) -> dict[str, object]:
         return {
             "witness": self.witness,
             "public_key": self.public_key.hex(),
             "signature": self.signature.hex(),
+            **({} if self.timestamp_s is None else {"timestamp": self.timestamp_s}),
         }
 
     @classmethod
     def from_obj(cls, obj: object) -> Cosignature:
-        return cls(_str(obj, "witness"), _hex(obj, "public_key"), _hex(obj, "signature"))
+        stamped = isinstance(obj, dict) and "timestamp" in obj
+        return cls(
+            _str(obj, "witness"),
+            _hex(obj, "public_key"),
+            _hex(obj, "signature"),
+            _int(obj, "timestamp") if stamped else None,
+        )
+
+    def note_line(self) -> str:
+        """The co-signature as a signed-note signature line (tlog-cosignature format)."""
+        if self.timestamp_s is None:
+            raise ValueError("an older relay's witness signature has no note form")
+        key_id = note_key_id(self.witness, self.public_key, NOTE_COSIGNATURE_V1)
+        blob = key_id + self.timestamp_s.to_bytes(8, "big") + self.signature
+        return f"\u2014 {self.witness} {base64.b64encode(blob).decode('ascii')}\n"
 
 
 @dataclass(frozen=True, slots=True)
@@ -303,9 +375,21 @@ class SignedTreeHead:
     head: TreeHead
     shore_signature: bytes
     witnesses: tuple[Cosignature, ...] = ()
+    #: The shore key's signed-note key id (checkpoints only).
+    key_id: bytes = b""
+
+    def note(self) -> str:
+        """The head as a C2SP signed note: the checkpoint, the shore's signature line and
+        each witness's tlog-cosignature line (older witness signatures are left out)."""
+        if self.head.origin is None:
+            raise ValueError("a head of an older relay is not a checkpoint")
+        blob = base64.b64encode(self.key_id + self.shore_signature).decode("ascii")
+        lines = [f"\u2014 {self.head.origin} {blob}\n"]
+        lines += [w.note_line() for w in self.witnesses if w.timestamp_s is not None]
+        return self.head.signed_bytes().decode() + "\n" + "".join(lines)
 
     def to_obj(self) -> dict[str, object]:
-        return {
+        obj: dict[str, object] = {
             "tree_size": self.head.tree_size,
             "root": self.head.root.hex(),
             "timestamp_minutes": self.head.timestamp_minutes,
@@ -313,28 +397,126 @@ class SignedTreeHead:
             "shore_signature": self.shore_signature.hex(),
             "witnesses": [w.to_obj() for w in self.witnesses],
         }
+        if self.head.origin is not None:
+            obj["origin"] = self.head.origin
+            obj["key_id"] = self.key_id.hex()
+            obj["checkpoint"] = self.note()
+        return obj
 
     @classmethod
     def from_obj(cls, obj: object) -> SignedTreeHead:
-        head = TreeHead(_int(obj, "tree_size"), _hex(obj, "root"), _int(obj, "timestamp_minutes"))
+        origin = _str(obj, "origin") if isinstance(obj, dict) and "origin" in obj else None
+        head = TreeHead(
+            _int(obj, "tree_size"), _hex(obj, "root"), _int(obj, "timestamp_minutes"), origin
+        )
         witnesses = tuple(Cosignature.from_obj(w) for w in _list(obj, "witnesses"))
-        return cls(head, _hex(obj, "shore_signature"), witnesses)
+        key_id = _hex(obj, "key_id") if origin is not None else b""
+        signed = cls(head, _hex(obj, "shore_signature"), witnesses, key_id)
+        if origin is not None and _str(obj, "checkpoint") != signed.note():
+            raise HeadAltered(
+                f"the head of size {head.tree_size} does not match "
+                "its checkpoint text (it was altered)"
+            )
+        return signed
 
 
 def sign_tree_head(head: TreeHead, shore_key: SigningKey) -> SignedTreeHead:
     """The head signed with the shore key (no witnesses yet)."""
-    return SignedTreeHead(head, shore_key.sign(head.signed_bytes()))
+    key_id = (
+        b""
+        if head.origin is None
+        else note_key_id(head.origin, shore_key.verify_key.key, NOTE_ED25519)
+    )
+    return SignedTreeHead(head, shore_key.sign(head.signed_bytes()), (), key_id)
 
 
-def witness_message(head: TreeHead) -> bytes:
-    """What a witness signs: the head, in a context the shore's signature cannot pose as."""
-    return _WITNESS_CONTEXT + head.signed_bytes()
+def witness_message(head: TreeHead, timestamp_s: int | None = None) -> bytes:
+    """What a witness signs: tlog-cosignature/v1 over a checkpoint (``cosignature/v1``, the
+    time, the note text), or, for an older relay's head, its witness context."""
+    if head.origin is None:
+        return _WITNESS_CONTEXT + head.signed_bytes()
+    if timestamp_s is None or not 0 <= timestamp_s < 2**63:
+        raise ValueError("a checkpoint's co-signature needs its POSIX time")
+    return b"cosignature/v1\ntime %d\n" % timestamp_s + head.signed_bytes()
 
 
-def cosign(head: SignedTreeHead, witness: str, witness_key: SigningKey) -> Cosignature:
-    """A witness's co-signature of ``head`` (a different context than the shore's)."""
-    signature = witness_key.sign(witness_message(head.head))
-    return Cosignature(witness, witness_key.verify_key.key, signature)
+def cosign(
+    head: SignedTreeHead, witness: str, witness_key: SigningKey, *, now_s: int | None = None
+) -> Cosignature:
+    """A witness's co-signature of ``head`` at ``now_s`` (default: the head's own time)."""
+    if head.head.origin is None:
+        signature = witness_key.sign(witness_message(head.head))
+        return Cosignature(witness, witness_key.verify_key.key, signature)
+    if not _ORIGIN.fullmatch(witness):
+        raise ReportInvalid(f"witness name {witness!r} must be one word (no spaces or '+')")
+    stamp = head.head.timestamp_minutes * 60 if now_s is None else now_s
+    signature = witness_key.sign(witness_message(head.head, stamp))
+    return Cosignature(witness, witness_key.verify_key.key, signature, stamp)
+
+
+def parse_checkpoint(body: bytes) -> TreeHead:
+    """A checkpoint's note text (as :meth:`TreeHead.signed_bytes` writes it) as a head;
+    :class:`ReportInvalid` names what is wrong."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ReportInvalid("a checkpoint is UTF-8 text") from exc
+    lines = text.split("\n")
+    if len(lines) != 5 or lines[4] != "" or not lines[3].startswith(_TIME_LINE):
+        raise ReportInvalid(
+            "a vessel-relay checkpoint is four lines: origin, size, root, 'time SECONDS'"
+        )
+    origin, size, root, stamp = lines[0], lines[1], lines[2], lines[3][len(_TIME_LINE) :]
+    if not (size.isdigit() and stamp.isdigit()) or (size != "0" and size.startswith("0")):
+        raise ReportInvalid("the checkpoint's size and time must be decimal numbers")
+    try:
+        root_hash = base64.b64decode(root, validate=True)
+    except ValueError as exc:
+        raise ReportInvalid("the checkpoint's root is not base64") from exc
+    if len(root_hash) != 32 or int(stamp) % 60:
+        raise ReportInvalid("the checkpoint's root or time is not one vessel-relay signs")
+    head = TreeHead(int(size), root_hash, int(stamp) // 60, origin)
+    if head.signed_bytes() != body:
+        raise ReportInvalid("the checkpoint is not written the way vessel-relay writes it")
+    return head
+
+
+def note_cosignatures(
+    note: bytes, witness_keys: Mapping[str, bytes]
+) -> tuple[TreeHead, list[Cosignature]]:
+    """The checkpoint of a signed note and the tlog-cosignature lines in it of the
+    witnesses named in ``witness_keys`` (name -> Ed25519 public key): what witness
+    software hands back. Other signature lines are ignored, as signed-note says; the
+    co-signatures are not checked here (:func:`cosignature_valid`)."""
+    body, separator, signatures = note.partition(b"\n\n")
+    if not separator:
+        raise ReportInvalid("a signed note has its text, a blank line, then signature lines")
+    head = parse_checkpoint(body + b"\n")
+    found: list[Cosignature] = []
+    for line in signatures.decode("utf-8", errors="replace").splitlines():
+        name, _, blob = line.removeprefix("\u2014 ").partition(" ")
+        key = witness_keys.get(name)
+        if not line.startswith("\u2014 ") or key is None:
+            continue
+        try:
+            raw = base64.b64decode(blob, validate=True)
+        except ValueError as exc:
+            raise ReportInvalid(f"the signature line of {name!r} is not base64") from exc
+        if len(raw) != 4 + 8 + 64 or raw[:4] != note_key_id(name, key, NOTE_COSIGNATURE_V1):
+            continue  # another key or signature type of that name
+        found.append(Cosignature(name, key, raw[12:], int.from_bytes(raw[4:12], "big")))
+    return head, found
+
+
+def cosignature_valid(head: TreeHead, cosignature: Cosignature) -> bool:
+    """Whether ``cosignature`` is its witness's valid co-signature of ``head``."""
+    if (head.origin is None) != (cosignature.timestamp_s is None):
+        return False
+    try:
+        message = witness_message(head, cosignature.timestamp_s)
+    except ValueError:
+        return False
+    return _signature_ok(cosignature.public_key, message, cosignature.signature)
 
 
 @dataclass(frozen=True, slots=True)
@@ -730,10 +912,15 @@ class ComplianceReport:
             for crew in sorted(set(agents) | set(shores))
         ]
 
+    @property
+    def version(self) -> int:
+        """2 for a report whose tree head is a C2SP checkpoint, 1 for an older relay's."""
+        return 1 if self.head.head.origin is None else REPORT_VERSION
+
     def body_obj(self) -> dict[str, object]:
         return {
             "kind": "vessel-relay compliance report",
-            "version": 1,
+            "version": self.version,
             "vessel_id": self.vessel_id,
             "vessel_name": self.vessel_name,
             "month": self.month,
@@ -776,8 +963,17 @@ class ComplianceReport:
             obj: object = json.loads(data.decode("utf-8"))
         except (UnicodeDecodeError, ValueError) as exc:
             raise ReportInvalid(f"the file is not a JSON compliance report: {exc}") from exc
-        if _field(obj, "kind") != "vessel-relay compliance report" or _field(obj, "version") != 1:
-            raise ReportInvalid("the file is not a version 1 vessel-relay compliance report")
+        if _field(obj, "kind") != "vessel-relay compliance report":
+            raise ReportInvalid("the file is not a vessel-relay compliance report")
+        version = _int(obj, "version")
+        if version > REPORT_VERSION:
+            raise ReportInvalid(
+                f"the report is of version {version}, made by a newer vessel-relay than this "
+                f"one (which reads versions 1 to {REPORT_VERSION}); update vessel-relay to "
+                "verify it"
+            )
+        if version not in (1, REPORT_VERSION):
+            raise ReportInvalid(f"the report's version {version} is not one vessel-relay made")
         statement_obj = _field(obj, "statement")
         notes = tuple(str(n) for n in _list(obj, "notes"))
         lane_obj = _field(obj, "grievance_lane")
@@ -785,7 +981,7 @@ class ComplianceReport:
         signer = _hex(obj, "shore_public_key") if named else None
         if signer is not None and len(signer) != 32:
             raise ReportInvalid(f"shore_public_key must be 32 bytes, not {len(signer)}")
-        return cls(
+        report = cls(
             vessel_id=_int(obj, "vessel_id"),
             vessel_name=_str(obj, "vessel_name"),
             month=_int(obj, "month"),
@@ -803,6 +999,12 @@ class ComplianceReport:
             lane=None if lane_obj is None else GrievanceLane.from_obj(lane_obj),
             shore_public_key=signer,
         )
+        if report.version != version:
+            raise ReportInvalid(
+                f"a version {version} report must carry "
+                + ("a checkpoint tree head" if version == REPORT_VERSION else "an older tree head")
+            )
+        return report
 
 
 # --- verification ----------------------------------------------------------------------------
@@ -826,7 +1028,7 @@ def _check_head(
         trusted = witness_keys.get(witness.witness)
         if trusted is not None and trusted != witness.public_key:
             problems.append(f"{what}: witness {witness.witness!r} signed with a key not theirs")
-        if not _signature_ok(witness.public_key, witness_message(head.head), witness.signature):
+        if not cosignature_valid(head.head, witness):
             problems.append(f"{what}: witness {witness.witness!r}'s co-signature is invalid")
     for name in witness_keys:
         if name not in {w.witness for w in head.witnesses} and what == "the tree head":

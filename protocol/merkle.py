@@ -10,27 +10,38 @@ The transparency log of compliance reports is an append-only list of leaves; its
 
 An *inclusion proof* (§2.1.3) shows that a leaf is the ``index``-th of a tree with a given
 root; a *consistency proof* (§2.1.4) shows that the tree of ``second_size`` leaves extends
-the tree of ``first_size`` leaves without changing any of them. Generators take the list of
-leaf hashes (the caller keeps them); verifiers need only hashes, sizes and the proof, and
-answer with :class:`ProofInvalid` naming what does not add up. Pure: no I/O, no clock.
+the tree of ``first_size`` leaves without changing any of them. The generators that take
+the list of leaf hashes are the reference (linear in the size); the log itself asks
+:func:`root_plan`, :func:`inclusion_plan` and :func:`consistency_plan` which complete
+subtrees (:data:`Node`) it needs, reads those from its tiles (:mod:`protocol.tiles`) and
+combines them with :func:`combine`: O(log n) hashes. Verifiers need only hashes, sizes and
+the proof, and answer with :class:`ProofInvalid` naming what does not add up. Pure: no
+I/O, no clock.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from protocol.errors import LocalProtocolError, Reason
 
 __all__ = [
     "EMPTY_ROOT",
     "HASH_BYTES",
+    "Node",
+    "Plan",
     "ProofInvalid",
+    "combine",
+    "consistency_plan",
     "consistency_proof",
+    "inclusion_plan",
     "inclusion_proof",
     "leaf_hash",
     "node_hash",
+    "range_nodes",
     "root_hash",
+    "root_plan",
     "verify_consistency",
     "verify_inclusion",
 ]
@@ -126,6 +137,88 @@ def _subproof(m: int, leaves: Sequence[bytes], whole: bool) -> list[bytes]:
     if m <= k:
         return [*_subproof(m, leaves[:k], whole), _mth(leaves[k:])]
     return [*_subproof(m - k, leaves[k:], False), _mth(leaves[:k])]
+
+
+# --- proofs from complete subtrees (what a tiled log reads) -----------------------------------
+
+Node = tuple[int, int]
+"""A complete subtree: (height, index), the leaves ``index * 2**height`` .. ``(index + 1) *
+2**height - 1``; height 0 is a leaf hash."""
+
+Plan = list[list[Node]]
+"""Hashes to compute, in order; each the Merkle Tree Hash of a run of leaves, given as the
+complete subtrees that cover the run from left to right (:func:`combine` folds them)."""
+
+
+def range_nodes(start: int, end: int) -> list[Node]:
+    """The complete subtrees covering leaves ``start .. end - 1``, left to right, each as
+    large as its position allows."""
+    found: list[Node] = []
+    while start < end:
+        height = (start & -start).bit_length() - 1 if start else (end - start).bit_length() - 1
+        while start + (1 << height) > end:
+            height -= 1
+        found.append((height, start >> height))
+        start += 1 << height
+    return found
+
+
+def root_plan(tree_size: int) -> Plan:
+    """The subtrees whose fold is the root of a tree of ``tree_size`` leaves ([] if empty)."""
+    if tree_size < 0:
+        raise ValueError(f"a tree has no {tree_size} leaves")
+    return [range_nodes(0, tree_size)] if tree_size else []
+
+
+def inclusion_plan(index: int, tree_size: int) -> Plan:
+    """The audit path of leaf ``index`` in a tree of ``tree_size`` leaves, as subtrees."""
+    if not 0 <= index < tree_size:
+        raise ValueError(f"no leaf {index} in a tree of {tree_size} leaves")
+    steps: Plan = []
+    start, end, m = 0, tree_size, index
+    while end - start > 1:
+        k = _split(end - start)
+        if m < k:
+            steps.append(range_nodes(start + k, end))
+            end = start + k
+        else:
+            steps.append(range_nodes(start, start + k))
+            start, m = start + k, m - k
+    steps.reverse()
+    return steps
+
+
+def consistency_plan(first_size: int, second_size: int) -> Plan:
+    """The consistency proof from ``first_size`` to ``second_size`` leaves, as subtrees."""
+    if not 0 <= first_size <= second_size:
+        raise ValueError(f"no consistency proof from {first_size} to {second_size} leaves")
+    if first_size == 0 or first_size == second_size:
+        return []
+    steps: Plan = []
+    start, end, m, whole = 0, second_size, first_size, True
+    while m != end - start:
+        k = _split(end - start)
+        if m <= k:
+            steps.append(range_nodes(start + k, end))
+            end = start + k
+        else:
+            steps.append(range_nodes(start, start + k))
+            start, m, whole = start + k, m - k, False
+    if not whole:
+        steps.append(range_nodes(start, end))
+    steps.reverse()
+    return steps
+
+
+def combine(plan: Plan, subtrees: Mapping[Node, bytes]) -> list[bytes]:
+    """The hashes of ``plan``, from the hashes of its subtrees (folded right to left)."""
+    found: list[bytes] = []
+    for nodes in plan:
+        value = subtrees[nodes[-1]]
+        for node in reversed(nodes[:-1]):
+            value = node_hash(subtrees[node], value)
+        found.append(value)
+    return found
 
 
 def verify_inclusion(

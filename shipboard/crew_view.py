@@ -1,7 +1,8 @@
 """Crew view: what a signed-in crew member may read on board, for the crew's doors.
 
 The crew API (:mod:`shipboard.http_api`) and the crew page (:mod:`shipboard.web.pages`)
-read through :class:`CrewView`: their messages' stages, their own latest messages, the
+read through :class:`CrewView`: their messages' stages, their own latest messages (with
+the text they wrote: the vessel database keeps every family message's text), the
 grievance reports they filed (their casebook, and reports tagged before the lane, both
 found by their case key only), their inbox, their cases' notes, the downlink lane blocks
 and their old downlink slot items. :class:`VesselCrewView` answers from the outbox, the
@@ -15,7 +16,7 @@ from typing import Protocol
 
 from shipboard.casebook import Casebook, CaseEntry
 from shipboard.inbox import Inbox
-from shipboard.outbox import Outbox, SentMessage
+from shipboard.outbox import KeptMessage, Outbox, SentMessage
 
 __all__ = ["CrewView", "VesselCrewView"]
 
@@ -32,6 +33,10 @@ class CrewView(Protocol):
 
     def recent_messages(self, crew: int, limit: int = 20) -> list[SentMessage]:
         """The crew member's latest family messages, newest first (no text)."""
+        ...
+
+    def kept_messages(self, crew: int, limit: int = 200) -> list[KeptMessage]:
+        """The crew member's latest family messages with their own text, newest first."""
         ...
 
     def my_cases(self, case_key: bytes) -> list[int]:
@@ -77,6 +82,9 @@ class VesselCrewView:
 
     def recent_messages(self, crew: int, limit: int = 20) -> list[SentMessage]:
         return self._outbox.recent_messages(crew, limit)
+
+    def kept_messages(self, crew: int, limit: int = 200) -> list[KeptMessage]:
+        return self._outbox.kept_messages(crew, limit)
 
     def my_cases(self, case_key: bytes) -> list[int]:
         return self._outbox.my_cases(case_key)

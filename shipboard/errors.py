@@ -18,7 +18,10 @@ errors name the file, the key or the state and say what to do.
         ├── SignInPaused              too many wrong PINs for this crew number: wait N minutes
         ├── UnknownContact            a recipient that is not in the crew member's contacts
         ├── MessageTooLarge           over the size limit for one message
+        │   ├── MessageTooLong        a family message over it by N characters
+        │   └── ReportTextTooLong     a report's text over its limit by N characters
         ├── BadText                   text that cannot be read (encoding, control characters)
+        │   └── EmptyText             nothing written (said apart from "cannot be read")
         ├── QuotaExceeded             not enough of this month's text quota left
         ├── UnknownUnion              a grievance to a union this vessel does not know
         ├── LaneBusy                  the grievance lane has no room now: try again at a time
@@ -151,12 +154,56 @@ class MessageTooLarge(IntakeRefused):
     smtp_code = 552
 
 
+class MessageTooLong(MessageTooLarge):
+    """A family message over :data:`shipboard.message_limit.MAX_MESSAGE_BYTES`: it must be
+    shortened by ``over`` characters (counted as the crew counts them); nothing was stored."""
+
+    msgid = (
+        "The message is too long by {n} characters. Shorten it by {n} characters, or send "
+        "the rest in a second message. One message holds about {limit} characters."
+    )
+
+    def __init__(self, over: int, limit_characters: int) -> None:
+        super().__init__(self.msgid.format(n=over, limit=limit_characters))
+        self.fields = {"n": over, "limit": limit_characters}
+        #: Characters to take off (code points of the normalised text).
+        self.over = over
+
+
+class ReportTextTooLong(MessageTooLarge):
+    """A report whose text is over :data:`shipboard.message_limit.MAX_GRIEVANCE_BYTES`: it
+    must be shortened by ``over`` characters, or split; nothing was stored."""
+
+    msgid = (
+        "The report is too long by {n} characters. Shorten it by {n} characters, or send "
+        "the rest in a second report."
+    )
+
+    def __init__(self, over: int) -> None:
+        super().__init__(self.msgid.format(n=over))
+        self.fields = {"n": over}
+        #: Characters to take off (code points of the normalised text).
+        self.over = over
+
+
 class BadText(IntakeRefused):
     """The text cannot be read (bad encoding, control characters, empty)."""
 
     code = "bad-text"
     http_status = 422
     smtp_code = 550
+
+
+class EmptyText(BadText):
+    """Nothing was written (a blank message or report): said as such, in the crew member's
+    language (the sentence is its own catalogue ``msgid``), never as "cannot be read"."""
+
+    MESSAGE = "The message is empty. Write something, then send it."
+    REPORT = "The report is empty. Write what happened, then send it."
+
+    def __init__(self, sentence: str) -> None:
+        super().__init__(sentence)
+        self.msgid = sentence
 
 
 class QuotaExceeded(IntakeRefused):

@@ -82,6 +82,7 @@ from shipboard.crew import MAX_CREW_NUMBER, ContactChannel, SignedIn
 from shipboard.errors import (
     CrewRegisterError,
     IntakeRefused,
+    MessageTooLong,
     NotSignedIn,
     OutboxUnavailable,
     QuotaExceeded,
@@ -89,6 +90,7 @@ from shipboard.errors import (
     VoiceNoteRefused,
 )
 from shipboard.intake import Intake, sos_position
+from shipboard.message_limit import MAX_MESSAGE_BYTES
 from shipboard.signin import CrewSignIn
 from shipboard.states import MessageKind, MessageState
 from shipboard.voice import MAX_RECORDING_BYTES
@@ -111,7 +113,9 @@ ROUTE_BODY_BYTES: dict[str, int] = {
     "/api/login": 4 * 1024,
     "/login": 4 * 1024,
     "/api/messages": 16 * 1024,  # 4 KiB of text (intake.MAX_MESSAGE_BYTES), JSON-escaped
-    "/write": 32 * 1024,  # the same, URL-encoded, with room to say "too long" nicely
+    # the same, URL-encoded (9 bytes a Burmese letter): room to say "shorten it by N
+    # characters" of a text up to about 2.5 times the limit
+    "/write": 96 * 1024,
     "/api/sos": 16 * 1024,
     "/sos": 16 * 1024,
     "/api/grievances": 64 * 1024,  # 16 KiB of report (intake.MAX_GRIEVANCE_BYTES)
@@ -153,6 +157,8 @@ def _refused(error: IntakeRefused) -> Problem:
     extra: dict[str, Any] = {}
     if isinstance(error, QuotaExceeded):
         extra = {"remaining_bytes": error.remaining_bytes, "needed_bytes": error.needed_bytes}
+    if isinstance(error, MessageTooLong):
+        extra = {"over_characters": error.over, "max_bytes": MAX_MESSAGE_BYTES}
     title = error.code.replace("-", " ")
     return Problem(error.http_status, error.code, title, error.sentence, **extra)
 
@@ -204,7 +210,7 @@ class NoStore:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or str(scope.get("path", "")).startswith("/static/"):
+        if scope["type"] != "http" or pages.is_static(scope):
             await self.app(scope, receive, send)  # fonts, icons, CSS: cached (shipboard.web)
             return
 
@@ -445,9 +451,17 @@ def create_app(
             raise Problem(400, "bad-request", "bad request", "Choose a quick message.")
         text = None if quick is not None else text_of(data, "text")
         lang = language(data, who.member.language)
-        accepted = await asyncio.to_thread(
-            intake.send_message, who.member.crew, contact, text, lang, quick
-        )
+        try:
+            accepted = await asyncio.to_thread(
+                intake.send_message, who.member.crew, contact, text, lang, quick
+            )
+        except MessageTooLong as refused:
+            # "shorten it by N characters", in the crew member's own language
+            problem = _refused(refused)
+            problem.detail = translations.gettext(
+                page_language(None, who.member.language), refused.msgid
+            ).format(**refused.fields)
+            raise problem from None
         quota = await asyncio.to_thread(intake.quota, who.member.crew)
         return JSONResponse(
             {
@@ -619,12 +633,32 @@ def create_app(
     async def inbox(request: Request) -> Response:
         who = signed_in(request)
         if who.duress:
-            return JSONResponse({"entries": [], "cases": []})
+            return JSONResponse({"entries": [], "cases": [], "messages": []})
         reader = Reader(intake.view, who)
         cases = await asyncio.to_thread(my_cases, reader)
         old = await asyncio.to_thread(reader.old_cases)
         entries = await asyncio.to_thread(intake.view.inbox, who.member.crew, old)
-        return JSONResponse({"entries": entries, "cases": cases})
+        # the crew member's own messages with their text, newest first (added beside the
+        # entries: an app draws the conversations as the crew page does)
+        kept = await asyncio.to_thread(intake.view.kept_messages, who.member.crew)
+        messages = [
+            {
+                "message_seq": m.message_seq,
+                "contact": m.contact,
+                "text": m.body,
+                "quick": m.quick,
+                "lang": m.lang,
+                "state": m.state.value,
+                "accepted_at": m.accepted_at,
+                "sent_at": m.sent_at,
+                "acknowledged_at": m.acknowledged_at,
+                "delivered_at": m.delivered_at,
+                "failed_at": m.failed_at,
+                "failure_reason": m.failure_reason,
+            }
+            for m in kept
+        ]
+        return JSONResponse({"entries": entries, "cases": cases, "messages": messages})
 
     async def case(request: Request) -> Response:
         who = signed_in(request)

@@ -64,8 +64,11 @@ from shipboard.crew_view import CrewView, VesselCrewView
 from shipboard.database import Transaction
 from shipboard.errors import (
     BadText,
+    EmptyText,
     LaneBusy,
     MessageTooLarge,
+    MessageTooLong,
+    ReportTextTooLong,
     ReportTooLongForLane,
     UnknownContact,
     UnknownUnion,
@@ -73,6 +76,13 @@ from shipboard.errors import (
 )
 from shipboard.lane import FiledInLane, LaneOnDemand, LaneProgress
 from shipboard.lane_plan import LaneFull, ReportTooLong
+from shipboard.message_limit import (
+    MAX_GRIEVANCE_BYTES,
+    MAX_MESSAGE_BYTES,
+    characters_over,
+    too_long_to_read,
+    usual_characters,
+)
 from shipboard.outbox import AcceptedMessage, Outbox, QuotaStatus
 from shipboard.sos_limit import SosLimitPolicy, SosWithoutPinLimit
 from shipboard.states import MessageKind
@@ -80,10 +90,6 @@ from shipboard.voice import code_recording
 
 logger = logging.getLogger(__name__)
 
-#: Largest text of one family message, in UTF-8 bytes (about 1,300 Burmese characters).
-MAX_MESSAGE_BYTES = 4096
-#: Largest grievance report text, in UTF-8 bytes (it is compressed, padded and sealed).
-MAX_GRIEVANCE_BYTES = 16_384
 #: Largest SOS note.
 MAX_SOS_BYTES = 1024
 
@@ -410,16 +416,15 @@ class Intake:
         body = None
         reading = Reading("")
         if quick is None:
+            if over := too_long_to_read(text or "", MAX_MESSAGE_BYTES):
+                raise MessageTooLong(over, usual_characters(language, MAX_MESSAGE_BYTES))
             reading = read_text(text or "", language)
             body = reading.text
             if not body:
-                raise BadText("The message is empty. Write something, then send it.")
-            size = len(body.encode("utf-8"))
-            if size > MAX_MESSAGE_BYTES:
-                raise MessageTooLarge(
-                    f"The message is too long ({size} bytes; at most {MAX_MESSAGE_BYTES}). "
-                    "Please make it shorter or send it in two parts."
-                )
+                raise EmptyText(EmptyText.MESSAGE)
+            over = characters_over(body, MAX_MESSAGE_BYTES)
+            if over:
+                raise MessageTooLong(over, usual_characters(language, MAX_MESSAGE_BYTES))
         accepted = self.outbox.accept_messages(
             crew=crew,
             contacts=contacts,
@@ -485,14 +490,14 @@ class Intake:
         union = self.config.union(union_id)
         if union is None:
             raise UnknownUnion("This union is not known on this vessel. Choose one from the list.")
+        if over := too_long_to_read(text, MAX_GRIEVANCE_BYTES):
+            raise ReportTextTooLong(over)
         body = normalise(text, lang)
         if not body:
-            raise BadText("The report is empty. Write what happened, then send it.")
-        if len(body.encode("utf-8")) > MAX_GRIEVANCE_BYTES:
-            raise MessageTooLarge(
-                f"The report is too long (at most {MAX_GRIEVANCE_BYTES} bytes). Please "
-                "shorten it or send it in two reports."
-            )
+            raise EmptyText(EmptyText.REPORT)
+        over = characters_over(body, MAX_GRIEVANCE_BYTES)
+        if over:
+            raise ReportTextTooLong(over)
         now = self.clock()
         receipt_code = new_receipt_code()
         member = signed_in.member

@@ -47,22 +47,25 @@ measurements in ``tests/shipboard/test_link.py``, printed with ``-s``):
   aiomqtt's fixed 10 s; and every wait is raced against the connection's loss, because an
   in-flight aiomqtt publish is not woken when the link drops.
 - **TLS**: one :class:`ResumingContext` for the agent's life; it offers the previous
-  connection's TLS ticket on the next connect (TLS 1.3 resumption). FIELD-NOTES: a full TLS 1.3
-  handshake is ~1,900 B, a resumed one ~1,150 B. Mosquitto's tickets live 7,200 s, so
-  only sessions less than two hours apart resume: Iridium Certus polls 12 h apart pay the
-  full handshake (still under the 5 KB minimum, so billed the same). TLS-PSK would avoid
-  the certificate entirely, but Python 3.11 has no client PSK API.
+  connection's TLS ticket on the next connect (TLS 1.3 resumption). The handshake carries
+  no padding and no middlebox-compatibility records, and the broker's ticket is stateful
+  (``shipboard.mqtt_link.client_tls_context``, ``deploy/mosquitto/openssl-broker.cnf``).
+  Mosquitto's tickets live 7,200 s, so only sessions less than two hours apart resume:
+  FleetBroadband's 6-hourly sessions and Certus polls a day apart pay the full handshake
+  (~300 B more). TLS-PSK would avoid the certificate entirely, but Python 3.11 has no
+  client PSK API.
 
-Measured (``test_tls_resumption_measured``, Mosquitto 2.0.11 through the link emulator,
-which counts payload + 52 B TCP/IP per data segment + TCP open/close 172 + 156 B; pure
-ACKs not counted), one session with a 413 B batch of 20 messages up and a 121 B BatchAck
-with 20 receipts down::
+Measured (``test_tls_resumption_measured``, 2026-12-07, Mosquitto 2.0.11 with an Ed25519
+certificate and deploy/'s OpenSSL settings, through the link emulator, which counts payload
++ 52 B TCP/IP per data segment + TCP open/close 172 + 156 B; pure ACKs not counted), one
+session with a 304 B batch of 20 messages up and a 128 B answer down, the broker keeping
+the vessel's session::
 
-    plain MQTT 5          1,441 B   (fixed cost of a session ~670 B)
-    TLS 1.3, full         3,864 B   (~3,000 B)
-    TLS 1.3, resumed      3,081 B   (~2,220 B)
+    plain MQTT 5          1,211 B   (fixed cost of a session ~540 B)
+    TLS 1.3, full         2,603 B   (~1,840 B)
+    TLS 1.3, resumed      2,301 B   (~1,540 B)
 
-So on Iridium Certus (5,120 B billed minimum) a session with resumed TLS leaves ~2,900 B for
+So on Iridium Certus (5,120 B billed minimum) a session with resumed TLS leaves ~3,500 B for
 batches before it costs more than the minimum; the scheduler fills sessions up to it.
 (FIELD-NOTES' tcpdump figures, 3,300 / 5,800 / ~4,800 B, are for a 2 KB batch.)
 

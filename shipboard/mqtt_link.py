@@ -14,9 +14,10 @@ raises :class:`~shipboard.transport.LinkDown` at once instead of after a timeout
 and socket errors are translated to ``LinkDown`` here, at the boundary.
 
 TLS: keep one :class:`ResumingContext` for the agent's life; it offers the previous
-connection's TLS ticket on the next connect (TLS 1.3 resumption, ~1,150 B instead of
-~1,900 B). The byte-cost choices (topics, keep-alive, how long the broker keeps our state)
-are argued in :mod:`shipboard.link`.
+connection's TLS ticket on the next connect (TLS 1.3 resumption: a session costs ~300 B
+less than with a full handshake; figures in ``benchmarks/sessions.py``). The byte-cost
+choices (topics, keep-alive, how long the broker keeps our state, TLS options) are argued
+in :mod:`shipboard.link`.
 
 Words: "session" means one satellite session here as everywhere on board; what MQTT and
 TLS call a session is "the broker's state for the vessel" and "the TLS ticket"
@@ -29,7 +30,8 @@ import asyncio
 import contextlib
 import logging
 import ssl
-from collections.abc import Awaitable
+import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
@@ -46,17 +48,37 @@ logger = logging.getLogger("shipboard.link")
 
 T = TypeVar("T")
 
+#: OpenSSL's ``SSL_OP_TLSEXT_PADDING`` (part of ``ssl.OP_ALL``; Python has no name for it).
+OP_TLSEXT_PADDING = ssl.Options(0x10)
+
 
 class ResumingContext(ssl.SSLContext):
     """A client ``SSLContext`` that offers the previous connection's TLS ticket again.
 
     Keep one for the agent's life. :meth:`remember` (called at the end of a satellite
     session, while the socket is open) keeps the ticket; the next ``wrap_socket`` passes
-    it in, so the handshake is resumed (~1,150 B instead of ~1,900 B, FIELD-NOTES).
+    it in, so the handshake is resumed (~300 B less a session, no certificate).
+
+    ``ticket_max_age_s``: offer a kept ticket only this many seconds (of ``clock``) after
+    it was kept. None (at sea): as long as the ticket's own lifetime, which OpenSSL checks
+    (Mosquitto's: 7,200 s). A time-compressed run sets the broker's lifetime divided by
+    its compression: the broker's clock is not compressed, so without it every session
+    of a compressed month would resume, as sessions six hours apart never do at sea.
     """
 
     tls_session: ssl.SSLSession | None
     last_socket: ssl.SSLSocket | None
+    ticket_max_age_s: float | None
+    kept_at: float
+    clock: Callable[[], float]
+
+    def ticket_to_offer(self) -> ssl.SSLSession | None:
+        """The kept ticket, unless none is kept or it is older than ``ticket_max_age_s``."""
+        kept = getattr(self, "tls_session", None)
+        max_age = getattr(self, "ticket_max_age_s", None)
+        if kept is None or max_age is None:
+            return kept
+        return kept if self.clock() - self.kept_at < max_age else None
 
     def wrap_socket(
         self,
@@ -67,7 +89,7 @@ class ResumingContext(ssl.SSLContext):
         server_hostname: str | bytes | None = None,
         session: ssl.SSLSession | None = None,
     ) -> ssl.SSLSocket:
-        offered = session if session is not None else getattr(self, "tls_session", None)
+        offered = session if session is not None else self.ticket_to_offer()
         wrapped = super().wrap_socket(
             sock,
             server_side=server_side,
@@ -88,6 +110,7 @@ class ResumingContext(ssl.SSLContext):
             current = sock.session
             if current is not None:
                 self.tls_session = current
+                self.kept_at = self.clock()
             return bool(sock.session_reused)
         return None
 
@@ -96,18 +119,42 @@ class ResumingContext(ssl.SSLContext):
         self.tls_session = None
 
 
-def client_tls_context(ca_path: Path | None = None, minimum: str = "1.3") -> ResumingContext:
+def client_tls_context(
+    ca_path: Path | None = None,
+    minimum: str = "1.3",
+    *,
+    ticket_max_age_s: float | None = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> ResumingContext:
     """A TLS client context (hostname checked) that resumes with its last ticket.
 
     ``ca_path``: the shore's CA certificate; None uses the system's trusted CAs.
+    ``ticket_max_age_s`` and ``clock``: see :class:`ResumingContext` (at sea: None).
     ``minimum``: ``"1.3"`` (the default) offers TLS 1.3 only: its hello carries no TLS 1.2
-    cipher suites and is not padded to 517 bytes (OpenSSL pads hellos of 256-511 bytes),
-    about 270 bytes less on every full handshake; ``"1.2"`` for a broker without 1.3.
+    cipher suites, about 270 bytes less on every full handshake; ``"1.2"`` for a broker
+    without 1.3.
+
+    Two of OpenSSL's workarounds for other people's boxes are off, because every byte of
+    them crosses the satellite in every session and neither protects anything (the
+    handshake, its keys and its checks are unchanged):
+
+    - the hello's padding extension (for old F5 load balancers that hang on hellos of
+      256-511 bytes): a resumed hello carries the ticket and would be padded to 517 B;
+    - TLS 1.3's middlebox compatibility mode (RFC 8446 D.4: a fake 32-byte session id,
+      echoed by the server, and a dummy ChangeCipherSpec record each way, for firewalls that
+      inspect TLS 1.2): ~76 B a handshake. The vessel talks to our own broker; a network
+      that needs it fails the handshake at once, visibly (``LinkDown``), never silently.
     """
     context = ResumingContext(ssl.PROTOCOL_TLS_CLIENT)
     context.minimum_version = ssl.TLSVersion.TLSv1_3 if minimum == "1.3" else ssl.TLSVersion.TLSv1_2
+    context.options &= ~(ssl.OP_ENABLE_MIDDLEBOX_COMPAT | OP_TLSEXT_PADDING)
     context.tls_session = None
     context.last_socket = None
+    if ticket_max_age_s is not None and ticket_max_age_s < 0:
+        raise ValueError(f"a ticket's age cannot be bounded by {ticket_max_age_s} s")
+    context.ticket_max_age_s = ticket_max_age_s
+    context.kept_at = clock()
+    context.clock = clock
     if ca_path is not None:
         context.load_verify_locations(cafile=str(ca_path))
     else:

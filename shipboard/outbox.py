@@ -253,6 +253,26 @@ class SentMessage:
 
 
 @dataclass(frozen=True, slots=True)
+class KeptMessage:
+    """One of a crew member's family messages as kept on board, with its text, for their
+    own conversation view (never logged): the text or quick code, the state, when each
+    stage was reached (seconds, None if not yet) and the failure reason code."""
+
+    message_seq: int
+    contact: int | None
+    body: str | None
+    quick: int | None
+    lang: str | None
+    state: MessageState
+    accepted_at: float
+    sent_at: float | None
+    acknowledged_at: float | None
+    delivered_at: float | None
+    failed_at: float | None
+    failure_reason: int | None
+
+
+@dataclass(frozen=True, slots=True)
 class CrewTextBytes:
     """One crew member's family-message text bytes of a month, by where they got to."""
 
@@ -1206,6 +1226,34 @@ class Outbox:
             for seq, contact, quick, state, at, voice_ms in rows
         ]
 
+    def kept_messages(self, crew: int, limit: int = 200) -> list[KeptMessage]:
+        """The crew member's latest family messages with their text, newest first (for
+        their own conversation view only; the text is never logged)."""
+        with self.database.reading() as db:
+            rows = db.execute(
+                "SELECT message_seq, contact, body, quick, lang, state, accepted_at, sent_at, "
+                "acknowledged_at, delivered_at, failed_at, failure_reason FROM messages "
+                "WHERE crew = ? AND kind = ? ORDER BY message_seq DESC LIMIT ?",
+                (crew, MessageKind.MESSAGE, limit),
+            ).fetchall()
+        return [
+            KeptMessage(
+                message_seq=int(row[0]),
+                contact=row[1],
+                body=row[2],
+                quick=row[3],
+                lang=row[4],
+                state=MessageState(row[5]),
+                accepted_at=float(row[6]),
+                sent_at=row[7],
+                acknowledged_at=row[8],
+                delivered_at=row[9],
+                failed_at=row[10],
+                failure_reason=row[11],
+            )
+            for row in rows
+        ]
+
     def month_figures(self, start: float, end: float) -> MonthFigures:
         """Figures of the month from ``start`` to ``end`` (wall-clock seconds), by
         acceptance time; one read, so the figures agree with each other."""
@@ -1328,6 +1376,7 @@ __all__ = [
     "CrewTextBytes",
     "DownlinkInbox",
     "DownlinkResult",
+    "KeptMessage",
     "MonthFigures",
     "Outbox",
     "OutboxStatistics",

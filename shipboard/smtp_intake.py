@@ -1,56 +1,92 @@
-"""SMTP intake: crew members send family messages from any mail app on the vessel LAN.
+"""SMTP intake: crew members send family messages and grievance reports from any mail app.
 
 The server (aiosmtpd) speaks SMTP with STARTTLS required; AUTH PLAIN or LOGIN (crew number
-and PIN) is accepted only after STARTTLS. Recipients must be the crew member's own family
-contacts: an e-mail address, or an SMS contact written as ``+959123456789@sms`` (any
-domain; the part before ``@`` is the phone number).
+and PIN) is accepted only after STARTTLS. It offers SMTPUTF8 (UTF-8 addresses and headers)
+and announces its size limit (``SIZE``). Recipients are the crew member's own family
+contacts (an e-mail address, or an SMS contact written as ``+959123456789@sms``: any
+domain, the part before ``@`` is the phone number), or the vessel's own addresses
+(:mod:`shipboard.mail_addresses`): ``report+<union>@vessel`` files a grievance report,
+sealed for that union through the same intake as the crew page's report form
+(:meth:`shipboard.intake.Intake.file_grievance`); ``report@vessel`` lists the unions'
+report addresses (in its refusal: the one text every mail app shows).
 
-Every answer is a promise or a specific refusal, in a sentence the crew member can read:
+Every answer is a promise or a specific refusal, in plain words, with an RFC 3463
+enhanced status code; in the crew member's language too when the mail app asked for
+SMTPUTF8 (:mod:`shipboard.smtp_replies`):
 
-* 250 only after the message is committed to the outbox;
-* 550 unknown recipient (add the contact first), unreadable text;
-* 552 message too large;
-* 452 not enough quota left this month (with the balance); 552 if it can never fit;
-* 451 the outbox cannot store (disk full or broken): the phone keeps it and retries;
+* 250 only after the message (or the sealed report) is committed;
+* 550 5.1.1 unknown recipient (add the contact first);
+* 550 5.6.0 a mail without text, or whose text cannot be read (its encoding named);
+  550 5.6.1 a mail with attachments only (text is what goes to sea);
+* 552 5.3.4 a mail over the size limit (announced in EHLO, refused at MAIL when the
+  app says its size, else at the end of DATA), or a text too long for one message;
+* 452 4.2.2 not enough quota left this month (with the balance); 552 5.2.2 if it can
+  never fit;
+* 451 the outbox cannot store (disk full or broken), or the grievance lane is full
+  until a time: the phone keeps the mail and retries;
 * 535 wrong crew number or PIN;
 * 454 sign-in paused for this crew number after too many wrong PINs on any door (the
   crew page, the API, SMTP): try again in N minutes; an SOS needs no PIN.
 
-Nothing about the message (text, addresses) is logged; only numbers and sizes.
+Nothing about the message (text, addresses) is logged; only numbers and sizes. Nothing
+at all is logged or counted about a report, a report address or the list of unions
+(accepted, refused or failed), as on the crew page: the journal is the owner's
+(``docs/threat-model.md``); the agent keeps aiosmtpd's own logger to warnings
+(:func:`shipboard.agent.quiet_libraries`), which never name an address.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import codecs
 import email
 import email.policy
 import logging
+import math
 import re
 import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from email.message import EmailMessage
 from html.parser import HTMLParser
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, AnyStr, Protocol
 
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, Session
 
 from common.signins import SignInGuard
 from protocol.languages import Language
+from protocol.sealing import GrievanceCategory
 from shipboard.config import ShipConfig
 from shipboard.crew import MAX_CREW_NUMBER, SIGNED_OFF, CrewRegister, SignedIn
 from shipboard.errors import (
     BadText,
     IntakeRefused,
+    LaneBusy,
+    MessageTooLarge,
     NotSignedIn,
     OutboxUnavailable,
     QuotaExceeded,
     SignInPaused,
     UnknownContact,
+    UnknownUnion,
+)
+from shipboard.mail_addresses import (
+    ReportAddress,
+    UnionList,
+    report_addresses,
+    vessel_address,
 )
 from shipboard.outbox import AcceptedMessage
 from shipboard.signin import CrewSignIn
+from shipboard.smtp_replies import Reply
+from shipboard.web import mail_words
+from shipboard.web.i18n import Translations
+from shipboard.web.pages import LEAVES_LATE, LEAVES_USUALLY, REFUSAL_WORDS
+
+if TYPE_CHECKING:
+    from shipboard.intake import FiledReport
 
 logger = logging.getLogger(__name__)
 
@@ -91,40 +127,98 @@ def html_to_text(html: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class MailText:
-    """What a mail carries for the family: its text, and how many attachments were dropped."""
+    """What a mail carries: its text, its Subject, and how many attachments were dropped."""
 
     text: str
     attachments_dropped: int
+    subject: str = ""
+
+    @property
+    def with_subject(self) -> str:
+        """A report's text: the Subject as the first line, then a blank line and the text
+        (the Subject alone when the text is empty or begins with it), so that the union
+        reads what the crew member wrote there. A family message sends its text alone (its
+        Subject only when the text is empty): the link has no field for a Subject yet."""
+        if not self.subject or self.text.startswith(self.subject):
+            return self.text
+        return f"{self.subject}\n\n{self.text}"
 
 
-def mail_text(data: bytes) -> MailText:
+class MailUnreadable(BadText):
+    """A mail the intake cannot take for its content: ``reply`` says what is wrong (an
+    RFC 3463 ``5.6.x`` code: media, not mailbox) and what to do."""
+
+    def __init__(self, reply: Reply) -> None:
+        super().__init__(reply.msgid.format(**reply.fields))
+        self.reply = reply
+
+
+def _charset_name(charset: str) -> str:
+    """A charset name as a mail said it, safe to repeat in a reply (40 ASCII characters)."""
+    return "".join(c for c in charset if c.isascii() and c.isprintable())[:40] or "?"
+
+
+def _decode(raw: bytes, charset: str | None) -> str:
+    """A text part's bytes as text, strictly: an encoding nobody knows, or bytes that are
+    not what the part says they are, raise :class:`MailUnreadable` naming it. A part that
+    says nothing (or US-ASCII) but carries UTF-8 is read as UTF-8, as mail apps mean it."""
+    declared = (charset or "us-ascii").strip().lower()
+    try:
+        codec = codecs.lookup(declared)
+    except LookupError:
+        raise MailUnreadable(
+            Reply(550, "5.6.0", mail_words.UNKNOWN_CHARSET, {"charset": _charset_name(declared)})
+        ) from None
+    names = [codec.name, "utf-8"] if codec.name == "ascii" else [codec.name]
+    for name in names:
+        try:
+            return raw.decode(name)
+        except UnicodeDecodeError:
+            continue
+    shown = "UTF-8" if codec.name == "utf-8" else _charset_name(declared)
+    raise MailUnreadable(Reply(550, "5.6.0", mail_words.NOT_UTF8, {"charset": shown}))
+
+
+def mail_text(data: bytes, *, keep_quotes: bool = False) -> MailText:
     """Parse a mail (stdlib email, policy=default) and take its text/plain or HTML text.
 
-    Quoted lines (``> ...``) of an earlier message are dropped: they cost satellite bytes
-    and the family already has them. Raises :class:`BadText` for mail that cannot be read.
+    Quoted lines (``> ...``) of an earlier message are dropped (unless ``keep_quotes``:
+    a report keeps what it quotes): they cost satellite bytes and the family already has
+    them. A mail whose text part is empty gives its Subject as the text. Raises
+    :class:`MailUnreadable` for a mail without text, with attachments only, or whose
+    text cannot be read (an unknown encoding, bytes that are not the declared one).
     """
     try:
         message = email.message_from_bytes(data, policy=email.policy.default)
         assert isinstance(message, EmailMessage)
+        subject = " ".join(str(message.get("subject", "") or "").split())
         body = message.get_body(preferencelist=("plain", "html"))
         attachments = sum(1 for _ in message.iter_attachments())
         if body is None:
-            subject = str(message.get("subject", "") or "")
-            return MailText(subject.strip(), attachments)
-        content = body.get_content()
-        subtype = body.get_content_subtype()
+            raw, charset, subtype = None, None, ""
+        else:
+            payload = body.get_payload(decode=True)
+            raw = payload if isinstance(payload, bytes) else b""
+            charset, subtype = body.get_content_charset(), body.get_content_subtype()
     except (LookupError, UnicodeError, ValueError, TypeError, AssertionError) as exc:
-        raise BadText(
-            "Your mail app sent the message in an encoding that cannot be read. Set it to "
-            "Unicode (UTF-8) and send again."
+        raise MailUnreadable(
+            Reply(550, "5.6.0", mail_words.UNKNOWN_CHARSET, {"charset": "?"})
         ) from exc
-    if not isinstance(content, str):
-        raise BadText("The message has no text that can be read. Please write it as text.")
+    if raw is None:  # no text/plain or text/html part: a photo, a file, a calendar entry
+        raise MailUnreadable(Reply(550, "5.6.1", mail_words.ONLY_ATTACHMENTS))
+    content = _decode(raw, charset)
     text = html_to_text(content) if subtype == "html" else content
-    kept = [line for line in text.splitlines() if not line.lstrip().startswith(">")]
-    while kept and re.match(r"^On .+ wrote:\s*$", kept[-1]):
-        kept.pop()
-    return MailText("\n".join(kept).strip(), attachments)
+    kept = text.splitlines()
+    if not keep_quotes:
+        kept = [line for line in kept if not line.lstrip().startswith(">")]
+        while kept and re.match(r"^On .+ wrote:\s*$", kept[-1]):
+            kept.pop()
+    found = "\n".join(kept).strip()
+    if not found and attachments:
+        raise MailUnreadable(Reply(550, "5.6.1", mail_words.ONLY_ATTACHMENTS))
+    if not found and not subject:
+        raise MailUnreadable(Reply(550, "5.6.0", mail_words.EMPTY_MAIL))
+    return MailText(found or subject, attachments, subject)
 
 
 def crew_number(login: bytes) -> int | None:
@@ -155,13 +249,39 @@ async def _challenge(server: SMTP, challenge: str) -> bytes | None:
     return answer if isinstance(answer, bytes) else None  # MISSING: '*' or bad base64
 
 
-def _reply(error: IntakeRefused, quota_bytes: int) -> str:
-    code = error.smtp_code
-    if isinstance(error, QuotaExceeded) and error.needed_bytes > quota_bytes:
-        code = 552  # it would not fit even in a whole month's quota: retrying cannot help
-    enhanced = {550: "5.1.1", 552: "5.3.4", 452: "4.2.2", 535: "5.7.8"}.get(code, "5.0.0")
-    sentence = error.sentence.encode("ascii", "replace").decode("ascii")
-    return f"{code} {enhanced} {sentence}"
+def refusal_reply(error: IntakeRefused, quota_bytes: int) -> Reply:
+    """The SMTP reply for an intake refusal: its code, the enhanced code of what is wrong
+    (the recipient 5.1.1, size 5.3.4, quota 4.2.2/5.2.2, content 5.6.0, a full lane
+    4.3.1), and its sentence (translatable when it has a catalogue msgid)."""
+    if isinstance(error, MailUnreadable):
+        return error.reply
+    code, enhanced = error.smtp_code, "5.0.0" if error.smtp_code >= 500 else "4.0.0"
+    if isinstance(error, QuotaExceeded):
+        code, enhanced = 452, "4.2.2"
+        if error.needed_bytes > quota_bytes:
+            code, enhanced = 552, "5.2.2"  # more than a whole month's quota: retrying cannot help
+    elif isinstance(error, MessageTooLarge):
+        enhanced = "5.3.4"
+    elif isinstance(error, BadText):
+        enhanced = "5.6.0"
+    elif isinstance(error, UnknownContact | UnknownUnion):
+        enhanced = "5.1.1"
+    elif isinstance(error, LaneBusy):
+        enhanced = "4.3.1"
+    elif isinstance(error, SignInPaused):
+        enhanced = "4.7.0"
+    elif isinstance(error, NotSignedIn):
+        enhanced = "5.7.8"
+    if error.msgid is not None:
+        return Reply(code, enhanced, error.msgid, dict(error.fields))
+    # The exact English sentence (with its figures); in the crew member's language, the
+    # crew page's words for the same refusal where they fit a mail (quota, too long).
+    own = (
+        REFUSAL_WORDS.get(error.code)
+        if isinstance(error, QuotaExceeded | MessageTooLarge)
+        else None
+    )
+    return Reply(code, enhanced, "{sentence}", {"sentence": error.sentence}, own_msgid=own)
 
 
 WRONG_LOGIN = "535 5.7.8 Wrong crew number or PIN. Check both and try again."
@@ -189,6 +309,19 @@ class MailIntake(Protocol):
         """Commit one message to several of the crew member's contacts (all or none)."""
         ...
 
+    def file_grievance(
+        self,
+        signed_in: SignedIn,
+        *,
+        union_id: int,
+        category: GrievanceCategory,
+        text: str,
+        lang: Language,
+        anonymous: bool,
+    ) -> FiledReport:
+        """Seal a report to the union and commit it into the grievance lane (mode B)."""
+        ...
+
 
 @dataclass
 class SmtpIntakeHandler:
@@ -204,6 +337,8 @@ class SmtpIntakeHandler:
     guard: SignInGuard = field(default_factory=SignInGuard)
     accepted: int = 0
     refused: dict[str, int] = field(default_factory=dict)
+    #: The crew page's catalogues: replies in the crew member's language (SMTPUTF8 only).
+    words: Translations = field(default_factory=Translations)
 
     def __post_init__(self) -> None:
         self.signins = CrewSignIn(self.intake.register, self.guard)
@@ -281,6 +416,14 @@ class SmtpIntakeHandler:
         self._count("internal")
         return "451 4.3.0 Something went wrong on board. Your phone will try again later."
 
+    def say(self, reply: Reply, session: Session, envelope: Envelope | None) -> str:
+        """``reply`` for this session: in the signed-in crew member's language as well when
+        the transaction asked for SMTPUTF8 (RFC 6531 3.7.4.2), else in ASCII English."""
+        signed_in = session.auth_data
+        lang = signed_in.member.language if isinstance(signed_in, SignedIn) else None
+        utf8 = envelope is not None and bool(envelope.smtp_utf8)
+        return reply.render(lang, utf8, self.words)
+
     async def handle_RCPT(  # noqa: N802 - aiosmtpd's hook name
         self,
         server: SMTP,
@@ -293,6 +436,23 @@ class SmtpIntakeHandler:
         signed_in = session.auth_data
         if not isinstance(signed_in, SignedIn):
             return "530 5.7.0 Sign in first with your crew number and PIN."
+        # The vessel's own addresses first (a dot-less domain no family address has);
+        # nothing about them is logged or counted, taken or refused.
+        unions = self.intake.config.unions
+        own = vessel_address(address, unions)
+        if own is not None:
+            if isinstance(own, ReportAddress) and not envelope.rcpt_tos:
+                envelope.rcpt_tos.append(address)
+                return "250 2.1.5 OK"
+            if isinstance(own, ReportAddress):
+                return self.say(Reply(550, "5.5.3", mail_words.REPORT_ALONE), session, envelope)
+            msgid = (
+                mail_words.UNION_LIST if isinstance(own, UnionList)
+                else mail_words.NO_SUCH_REPORT_ADDRESS
+            )  # fmt: skip
+            return self.say(self._union_list(msgid, envelope), session, envelope)
+        if self._report_of(envelope) is not None:
+            return self.say(Reply(550, "5.5.3", mail_words.REPORT_ALONE), session, envelope)
         try:
             contact = await asyncio.to_thread(self._find_contact, signed_in.member.crew, address)
         except OutboxUnavailable:
@@ -305,6 +465,23 @@ class SmtpIntakeHandler:
             )
         envelope.rcpt_tos.append(address)
         return "250 2.1.5 OK"
+
+    def _union_list(self, msgid: str, envelope: Envelope) -> Reply:
+        """A refusal (550 5.1.0) whose lines are the unions' report addresses."""
+        utf8 = bool(envelope.smtp_utf8)
+        lines = [
+            f"{address} {union.name if utf8 or union.name.isascii() else ''}".rstrip()
+            for union, address in report_addresses(self.intake.config.unions)
+        ]
+        return Reply(550, "5.1.0", msgid, extra=lines)
+
+    def _report_of(self, envelope: Envelope) -> ReportAddress | None:
+        """The report address of this transaction, if its recipient is one."""
+        for address in envelope.rcpt_tos:
+            own = vessel_address(address, self.intake.config.unions)
+            if isinstance(own, ReportAddress):
+                return own
+        return None
 
     def _find_contact(self, crew: int, address: str) -> int | None:
         register = self.intake.register
@@ -324,6 +501,9 @@ class SmtpIntakeHandler:
         data = envelope.original_content or b""
         if isinstance(envelope.content, bytes) and not data:
             data = envelope.content
+        report = self._report_of(envelope)
+        if report is not None:
+            return await self._file_report(signed_in, report, data, session, envelope)
         try:
             text = mail_text(data)
             accepted = await asyncio.to_thread(
@@ -331,7 +511,8 @@ class SmtpIntakeHandler:
             )
         except IntakeRefused as refused:
             self._count(refused.code)
-            return _reply(refused, self.intake.config.quota.crew_text_bytes)
+            reply = refusal_reply(refused, self.intake.config.quota.crew_text_bytes)
+            return self.say(reply, session, envelope)
         except OutboxUnavailable:
             self._count("storage")
             return (
@@ -344,6 +525,54 @@ class SmtpIntakeHandler:
         if text.attachments_dropped:
             note = f"; {text.attachments_dropped} attachment(s) not sent (text only at sea)"
         return f"250 2.0.0 Saved on board as message {numbers}{note}"
+
+    async def _file_report(
+        self,
+        signed_in: SignedIn,
+        report: ReportAddress,
+        data: bytes,
+        session: Session,
+        envelope: Envelope,
+    ) -> str:
+        """File a mailed report through the crew page's own intake (sealed before the
+        vessel database sees it, into the lane with the reporter's casebook); answer with
+        its case number and receipt code. Nothing is logged or counted, whatever happens."""
+        try:
+            mail = mail_text(data, keep_quotes=True)
+            text = mail.with_subject
+            filed = await asyncio.to_thread(
+                self.intake.file_grievance,
+                signed_in,
+                union_id=report.union_id,
+                category=report.category,
+                text=text,
+                lang=signed_in.member.language,
+                anonymous=report.anonymous,
+            )
+            del text, mail, data
+        except IntakeRefused as refused:
+            reply = refusal_reply(refused, self.intake.config.quota.crew_text_bytes)
+            return self.say(reply, session, envelope)
+        except OutboxUnavailable:
+            return (
+                "451 4.3.0 The report was NOT saved: the storage on board is full or "
+                "broken. Your phone will try again later."
+            )
+        return self.say(self._report_saved(filed, report, envelope), session, envelope)
+
+    def _report_saved(self, filed: FiledReport, report: ReportAddress, envelope: Envelope) -> Reply:
+        union = self.intake.config.union(report.union_id)
+        name = union.name if union is not None else str(report.union_id)
+        if not (envelope.smtp_utf8 or name.isascii()):
+            name = f"union {report.union_id}"
+        fields = {"union": name, "case": filed.case_number, "receipt": filed.receipt_code}
+        if not filed.leaves_late:
+            leaves: tuple[str, dict[str, object]] = (LEAVES_USUALLY, {})
+        else:
+            moment = datetime.fromtimestamp(filed.leaves_by, UTC)
+            when = moment.astimezone(self.intake.config.time_zone).strftime("%Y-%m-%d %H:%M")
+            leaves = (LEAVES_LATE, {"time": when})
+        return Reply(250, "2.0.0", mail_words.REPORT_SAVED, fields, also=(leaves,))
 
     def _commit(self, crew: int, addresses: list[str], text: str) -> list[int]:
         contacts: list[int] = []
@@ -361,15 +590,57 @@ class SmtpIntakeHandler:
         logger.info("SMTP intake refused: %s", code)
 
 
+class CrewSMTP(SMTP):
+    """aiosmtpd's SMTP, saying its own size refusals in plain words: a ``SIZE=`` over the
+    limit at MAIL, and a mail over it at the end of DATA (aiosmtpd's stock replies are
+    "message size exceeds fixed maximum message size" and "Too much mail data"), and a
+    DATA line longer than mail allows."""
+
+    event_handler: SmtpIntakeHandler
+
+    async def smtp_MAIL(self, arg: str | None) -> None:  # noqa: N802 - aiosmtpd's name
+        """Refuse a declared size over the limit with our sentence (5.3.4) once signed in;
+        all else is aiosmtpd's (which answers the signed-out first)."""
+        limit = self.data_size_limit
+        declared = re.search(r"(?:^|\s)SIZE=([0-9]{1,20})(?:\s|$)", arg or "", re.IGNORECASE)
+        if self.session is not None and self.session.authenticated and limit and declared:
+            size = int(declared.group(1))
+            if size > limit:
+                utf8 = re.search(r"(?:^|\s)SMTPUTF8(?:\s|$)", arg or "", re.IGNORECASE)
+                fields = {"size": math.ceil(size / 1024), "limit": limit // 1024}
+                reply = Reply(552, "5.3.4", mail_words.MAIL_TOO_BIG, fields)
+                member = self.session.auth_data
+                lang = member.member.language if isinstance(member, SignedIn) else None
+                await self.push(reply.render(lang, bool(utf8), self.event_handler.words))
+                return
+        await super().smtp_MAIL(arg)
+
+    async def push(self, status: AnyStr) -> None:
+        """Push ``status``, with aiosmtpd's stock DATA refusals replaced by our own."""
+        if isinstance(status, str) and self.session is not None:
+            reply = None
+            if status.startswith("552 Error: Too much mail data"):
+                limit = (self.data_size_limit or 0) // 1024
+                reply = Reply(552, "5.3.4", mail_words.MAIL_OVER_LIMIT, {"limit": limit})
+            elif status.startswith("500 Line too long"):
+                reply = Reply(554, "5.6.0", mail_words.LINE_TOO_LONG)
+            if reply is not None:
+                await super().push(self.event_handler.say(reply, self.session, self.envelope))
+                return
+        await super().push(status)
+
+
 def make_smtp(
     handler: SmtpIntakeHandler, tls_context: ssl.SSLContext, *, hostname: str = "vessel"
 ) -> SMTP:
-    """One SMTP protocol instance (aiosmtpd), STARTTLS and AUTH required."""
-    return SMTP(
+    """One SMTP protocol instance (aiosmtpd): STARTTLS and AUTH required, SMTPUTF8
+    offered, the size limit announced (``SIZE``) and said in plain words."""
+    return CrewSMTP(
         handler,
         hostname=hostname,
         ident="vessel-relay intake",
         data_size_limit=MAX_MAIL_BYTES,
+        enable_SMTPUTF8=True,
         tls_context=tls_context,
         require_starttls=True,
         auth_required=True,

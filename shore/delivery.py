@@ -1,23 +1,27 @@
 """Delivery: workers that take due deliveries from the store and deliver each exactly once.
 
-The store is the queue. A worker loops::
+The store is the queue. A worker loops, a batch of deliveries at a time::
 
-    claim_due_deliveries(now, limit, worker)
-      -> record_attempt(key, now, worker)        # committed *before* anything leaves
-      -> send: family e-mail (smarthost) | SMS (provider) | sealed report to the union inbox
-      -> finish_delivery(key, outcome, reason, now)   # delivered, or failed with a reason
-         or reschedule_delivery(key, due_at, detail, now)   # transient: backoff
+    claim_deliveries(now, limit, worker)   # ONE transaction: claims AND attempts recorded,
+                                           # committed *before* anything leaves
+      -> send each, ``concurrency`` at once: family e-mail (smarthost, over kept SMTP
+         sessions) | SMS (provider) | sealed report to the union inbox
+      -> finish_deliveries(ends, now)      # ONE transaction: delivered, failed with a
+                                           # reason, or rescheduled (transient: backoff)
 
-``finish_delivery`` is where the store queues the receipt to the vessel
+``finish_deliveries`` is where the store queues each receipt to the vessel
 (:func:`shore.vocabulary.receipt_for` builds it: ``DeliveryReceipt(DELIVERED)`` or
 ``DeliveryFailure(reason)``) in the same transaction, so a final outcome and its receipt
 are never apart.
 
-A delivery claimed with an attempt recorded but never finished was being sent when a worker
-died: it may already be in the family's inbox. It is sent again with the same Message-ID
-(the idempotency key ``<{vessel_id}.{message_seq}@{relay domain}>``) and counted in
-:meth:`DeliveryWorker.statistics` as a *repeat*. Grievance reports stay sealed: the worker
-hands the ciphertext to the union inbox and never looks inside.
+A delivery claimed with an attempt recorded but never finished was claimed (and perhaps
+sent) when a worker died: it may already be in the family's inbox. It is sent again with
+the same Message-ID (the idempotency key ``<{vessel_id}.{message_seq}@{relay domain}>``)
+and counted in :meth:`DeliveryWorker.statistics` as a *repeat*; so is the next attempt
+after one that failed once the message was handed over (``maybe_sent``: a connection lost
+during SMTP ``DATA``). A repeat is a *possible* duplicate: a worker killed mid-batch counts
+the batch's unsent deliveries too. Grievance reports stay sealed: the worker hands the
+ciphertext to the union inbox and never looks inside.
 
 Logs name vessel ids, sequence numbers, outcomes and reasons; never addresses or text.
 """
@@ -49,7 +53,7 @@ from shore.mail import (
 from shore.retry import AttemptResult, RetryPolicy, decide
 from shore.sms import SmsProvider
 from shore.store.uplink import CodedVoice
-from shore.vocabulary import AttemptEnd, DeliveryOutcome, Destination
+from shore.vocabulary import AttemptEnd, DeliveryEnd, DeliveryOutcome, Destination
 from shore.voice import voice_attachment
 
 log = logging.getLogger(__name__)
@@ -113,24 +117,16 @@ class DueDelivery(Protocol):
 class DeliveryStore(Protocol):
     """The store methods a delivery worker needs (``shore.store.RelayStore`` has them)."""
 
-    async def claim_due_deliveries(
-        self, now: float, limit: int, worker: str
-    ) -> Sequence[DueDelivery]: ...
+    async def claim_deliveries(self, now: float, limit: int, worker: str) -> Sequence[DueDelivery]:
+        """Claim up to ``limit`` due deliveries and record an attempt on each, in one
+        transaction (the deliveries as they were before this attempt)."""
 
     async def release_claims(self, worker: str) -> int:
         """Give back every unfinished claim of ``worker`` (a restarted worker's own)."""
 
-    async def record_attempt(self, key: object, now: float, worker: str) -> bool | None:
-        """Record the attempt; False when the claim was lost (then nothing is sent)."""
-
-    async def finish_delivery(
-        self, key: object, outcome: DeliveryOutcome, reason: FailureReason | None, now: float
-    ) -> None:
-        """Record the final outcome and queue its receipt to the vessel, in one transaction."""
-
-    async def reschedule_delivery(
-        self, key: object, due_at: float, detail: str, now: float
-    ) -> None: ...
+    async def finish_deliveries(self, ends: Sequence[DeliveryEnd], now: float) -> None:
+        """Record the attempts' ends (final outcomes with their receipts to the vessels, or
+        the next try), in one transaction."""
 
     async def deliver_to_union_inbox(
         self, union: int, vessel_id: int, message_seq: int, sealed: bytes, now: float
@@ -256,51 +252,49 @@ class DeliveryWorker:
             await _wait_any(stopping, bell, self.config.idle_s)
 
     async def deliver_due(self) -> int:
-        """One pass: claim up to a batch of due deliveries and deliver them; how many."""
-        now = self.clock()
-        due = await self.store.claim_due_deliveries(now, self.config.batch_size, self.config.worker)
+        """One pass: claim up to a batch of due deliveries (their attempts recorded in the
+        same transaction), send them, ``concurrency`` at once, and record how each ended in
+        one transaction; how many were claimed."""
+        due = await self.store.claim_deliveries(
+            self.clock(), self.config.batch_size, self.config.worker
+        )
         if not due:
             return 0
         limit = asyncio.Semaphore(self.config.concurrency)
+        ended: list[tuple[DueDelivery, DeliveryEnd, float]] = []
 
         async def one(delivery: DueDelivery) -> None:
             async with limit:
+                started = time.perf_counter()
                 try:
-                    await self.deliver_one(delivery)
+                    with message_scope(delivery.vessel_id, delivery.message_seq):
+                        end = await self._attempt(delivery)
                 except Exception:
-                    # The store failed: the delivery stays claimed and comes back after its
-                    # lease; if it was sent, that later try counts as a repeat.
+                    # The store failed (a report to the union inbox): the delivery stays
+                    # claimed with its attempt unfinished, and comes back after its lease as
+                    # a counted repeat.
                     self._errors += 1
                     log.exception(
                         "delivery of vessel %d message %d interrupted",
                         delivery.vessel_id,
                         delivery.message_seq,
                     )
+                    return
+                ended.append((delivery, end, time.perf_counter() - started))
 
         async with asyncio.TaskGroup() as group:
             for delivery in due:
                 group.create_task(one(delivery))
+        # If this raises (the store failed), every attempt of the batch stays unfinished:
+        # the deliveries come back after their lease, counted as repeats.
+        await self.store.finish_deliveries([end for _, end, _ in ended], self.clock())
+        for delivery, end, seconds in ended:
+            with message_scope(delivery.vessel_id, delivery.message_seq):
+                self._count(delivery, end, seconds)
         return len(due)
 
-    async def deliver_one(self, delivery: DueDelivery) -> None:
-        """Record the attempt, send, and record the outcome of one claimed delivery.
-
-        Log lines carry the message's correlation id (``common.logs``).
-        """
-        started = time.perf_counter()
-        with message_scope(delivery.vessel_id, delivery.message_seq):
-            outcome = await self._deliver_one(delivery)
-        if self.metrics is not None:
-            self.metrics.observe_delivery(
-                delivery.destination.value,
-                outcome,
-                time.perf_counter() - started,
-                self.clock() - delivery.accepted_at,
-                delivery.unfinished_attempt and outcome is not AttemptEnd.LOST,
-            )
-
-    async def _deliver_one(self, delivery: DueDelivery) -> AttemptEnd:
-        worker = self.config.worker
+    async def _attempt(self, delivery: DueDelivery) -> DeliveryEnd:
+        """Send a claimed delivery whose attempt is on record; how the attempt ended."""
         attempt = delivery.attempts + 1
         if delivery.unfinished_attempt:
             self._repeats += 1
@@ -309,39 +303,57 @@ class DeliveryWorker:
                 delivery.vessel_id,
                 delivery.message_seq,
             )
-        if await self.store.record_attempt(delivery.key, self.clock(), worker) is False:
-            log.warning("claim lapsed and was taken by another worker; not sending")
-            return AttemptEnd.LOST
         self._attempts += 1
         result = await self._send(delivery)
         now = self.clock()
         decision = decide(result, attempt, delivery.accepted_at, now, self.policy, self.rng)
-        where = f"vessel {delivery.vessel_id} message {delivery.message_seq}"
+        detail = decision.result.detail
         if decision.retry_at is not None:
-            await self.store.reschedule_delivery(
-                delivery.key, decision.retry_at, decision.result.detail, now
+            return DeliveryEnd(
+                delivery.key,
+                None,
+                decision.result.reason,
+                retry_at=decision.retry_at,
+                detail=detail,
+                maybe_sent=result.maybe_sent,
             )
-            self._retries += 1
-            log.info(
-                "%s: attempt %d %s (%s); retry in %.0f s",
-                where,
-                attempt,
-                result.outcome.value,
-                result.detail,
-                decision.retry_at - now,
-            )
-            return AttemptEnd.RETRY
         if decision.delivered:
-            await self.store.finish_delivery(delivery.key, DeliveryOutcome.DELIVERED, None, now)
-            self._delivered += 1
-            log.info("%s: delivered (%s)", where, decision.result.detail)
-            return AttemptEnd.DELIVERED
+            return DeliveryEnd(delivery.key, DeliveryOutcome.DELIVERED, detail=detail)
         reason = decision.reason or FailureReason.PROVIDER_ERROR
-        await self.store.finish_delivery(delivery.key, DeliveryOutcome.FAILED, reason, now)
-        self._failed += 1
-        self._by_reason[reason.name] = self._by_reason.get(reason.name, 0) + 1
-        log.info("%s: failed %s (%s)", where, reason.name, decision.result.detail)
-        return AttemptEnd.FAILED
+        return DeliveryEnd(delivery.key, DeliveryOutcome.FAILED, reason, detail=detail)
+
+    def _count(self, delivery: DueDelivery, end: DeliveryEnd, attempt_s: float) -> None:
+        """Counters, the state change's log line and metrics, once ``end`` is committed."""
+        where = f"vessel {delivery.vessel_id} message {delivery.message_seq}"
+        if end.outcome is None:
+            assert end.retry_at is not None
+            self._retries += 1
+            outcome = AttemptEnd.RETRY
+            log.info(
+                "%s: attempt %d failed (%s); retry in %.0f s",
+                where,
+                delivery.attempts + 1,
+                end.detail,
+                end.retry_at - self.clock(),
+            )
+        elif end.outcome is DeliveryOutcome.DELIVERED:
+            self._delivered += 1
+            outcome = AttemptEnd.DELIVERED
+            log.info("%s: delivered (%s)", where, end.detail)
+        else:
+            reason = end.reason or FailureReason.PROVIDER_ERROR
+            self._failed += 1
+            self._by_reason[reason.name] = self._by_reason.get(reason.name, 0) + 1
+            outcome = AttemptEnd.FAILED
+            log.info("%s: failed %s (%s)", where, reason.name, end.detail)
+        if self.metrics is not None:
+            self.metrics.observe_delivery(
+                delivery.destination.value,
+                outcome,
+                attempt_s,
+                self.clock() - delivery.accepted_at,
+                delivery.unfinished_attempt,
+            )
 
     async def _send(self, delivery: DueDelivery) -> AttemptResult:
         destination = delivery.destination

@@ -12,14 +12,19 @@ Names and texts from a vessel are untrusted: :func:`clean_header_text` turns eve
 break and control character into a space and drops bidirectional overrides before a name
 reaches a header, so no name can add a header.
 
-Sending (:class:`MailSender`) uses aiosmtplib and turns every answer or error of the
-smarthost into a :class:`~shore.retry.AttemptResult`; it never raises for them.
+Sending (:class:`MailSender`) uses aiosmtplib over sessions kept open to the smarthost
+(:class:`shore.smtp_pool.SmtpPool`) and turns every answer or error of the smarthost into a
+:class:`~shore.retry.AttemptResult`; it never raises for them. A kept session the server
+dropped is found out on its next command: if nothing of the message had left (``DATA`` not
+begun), the message goes again at once on another session; if ``DATA`` had begun, the
+result is a transient failure marked ``maybe_sent`` (the retry is a counted repeat).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import hmac
 import logging
@@ -30,9 +35,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email import policy
 from email.errors import HeaderParseError
-from email.headerregistry import Address
+from email.headerregistry import Address, BaseHeader, HeaderRegistry
 from email.message import EmailMessage
+from email.policy import Policy
 from email.utils import format_datetime
+from typing import Any
 
 import aiosmtplib
 import regex
@@ -40,11 +47,69 @@ import regex
 from protocol.envelopes import FailureReason
 from protocol.languages import Language
 from shore.retry import AttemptResult, Outcome, classify_smtp_reply, connection_failure
+from shore.smtp_pool import PooledSmtp, PoolStatistics, SmtpPool
 
 log = logging.getLogger(__name__)
 
+#: Header names whose values repeat from message to message (a family's address, a crew
+#: member's name, the MIME headers, the Date of the second): parsed once (see below).
+_REPEATING_HEADERS = frozenset(
+    {"subject", "date", "mime-version", "content-type", "content-transfer-encoding",
+     "content-language"}
+)  # fmt: skip
+
+
+class _FoldedOnce:
+    """A header that keeps its folded form per folding rule (the line length, line end and
+    UTF-8 setting: all that folding reads of a policy); for headers shared by messages."""
+
+    def fold(self, *, policy: Policy) -> str:
+        rule = (policy.max_line_length, policy.linesep, getattr(policy, "utf8", False))
+        folded: dict[tuple[object, ...], str] = self.__dict__.setdefault("_folded", {})
+        text = folded.get(rule)
+        if text is None:
+            text = folded[rule] = super().fold(policy=policy)  # type: ignore[misc]
+        return text
+
+
+class _RepeatedHeaders(HeaderRegistry):
+    """stdlib ``email``'s header registry, remembering the headers whose values repeat.
+
+    Parsing a header value is most of the cost of composing a message, and most values
+    repeat: the policy hands a header object on as it is, and header objects are
+    immutable, so one parse serves every message with that value, and, as it is written
+    out (flattened) to the smarthost again and again, one folding (:class:`_FoldedOnce`).
+    The stdlib registry also makes a new header class at every look-up (``registry[name]``,
+    asked for each header set); one per name is kept here.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._classes: dict[str, type[BaseHeader]] = {}
+
+    def __getitem__(self, name: str) -> type[BaseHeader]:
+        made = self._classes.get(name)
+        if made is None:
+            kind = self.registry.get(name.lower(), self.default_class)
+            made = type("_" + kind.__name__, (_FoldedOnce, kind, self.base_class), {})
+            self._classes[name] = made
+        return made
+
+    def __call__(self, name: str, value: Any) -> BaseHeader:
+        if isinstance(value, str) and name.lower() in _REPEATING_HEADERS:
+            return _parsed_header(self, name, value)
+        header: BaseHeader = super().__call__(name, value)
+        return header
+
+
+@functools.lru_cache(maxsize=4096)
+def _parsed_header(registry: HeaderRegistry, name: str, value: str) -> BaseHeader:
+    header: BaseHeader = registry[name](name, value)
+    return header
+
+
 #: Policy for every message we write: CRLF line ends, lines folded at 78, headers checked.
-MAIL_POLICY = policy.SMTP
+MAIL_POLICY = policy.SMTP.clone(header_factory=_RepeatedHeaders())
 
 #: The most characters of a crew member's name that reach a header.
 MAX_NAME_CHARS = 64
@@ -448,8 +513,11 @@ def display_name(crew_name: str) -> str:
     return f"{name} via vessel-relay" if name else "vessel-relay"
 
 
+@functools.lru_cache(maxsize=4096)
 def check_address(address: str) -> Address:
-    """A family e-mail address as a header ``Address``; :class:`InvalidAddress` if it is not."""
+    """A family e-mail address as a header ``Address``; :class:`InvalidAddress` if it is not.
+
+    Remembered per address (families get many messages; a refused one is checked again)."""
     if any(unicodedata.category(c) in ("Cc", "Zl", "Zp") for c in address) or " " in address:
         raise InvalidAddress("address contains spaces or control characters")
     try:
@@ -473,16 +541,13 @@ def compose_family_mail(
     to = check_address(mail.to_address)
     words = phrases_for(mail.contact_lang)
     name = clean_header_text(mail.crew_name) or "vessel-relay"
+    shown = display_name(mail.crew_name)
     message = EmailMessage(policy=MAIL_POLICY)
-    message["From"] = Address(
-        display_name=display_name(mail.crew_name), addr_spec=identity.from_address
-    )
-    message["To"] = Address(addr_spec=to.addr_spec)
-    message["Reply-To"] = Address(
-        display_name=display_name(mail.crew_name), addr_spec=reply_book.address_for(mail.route)
-    )
+    message["From"] = _address_header("From", shown, identity.from_address)
+    message["To"] = _address_header("To", "", to.addr_spec)
+    message["Reply-To"] = _address_header("Reply-To", shown, reply_book.address_for(mail.route))
     message["Subject"] = clean_header_text(words.subject.format(name=name), 200)
-    message["Date"] = format_datetime(datetime.fromtimestamp(now, UTC))
+    message["Date"] = format_datetime(datetime.fromtimestamp(int(now), UTC))
     message["Message-ID"] = message_id(mail.vessel_id, mail.message_seq, identity.relay_domain)
     if mail.voice is not None:
         line = VOICE_LINES.get(mail.contact_lang or Language.ENG, VOICE_LINES[Language.ENG])
@@ -504,6 +569,19 @@ def compose_family_mail(
         # after set_content and add_attachment, which move Content-* headers into parts
         message["Content-Language"] = LANGUAGE_TAGS[mail.contact_lang]
     return message
+
+
+# A crew member writes to the same family many times: the address headers (values that are
+# ``Address`` objects, which the policy's registry cannot remember) are parsed once too.
+
+
+@functools.lru_cache(maxsize=4096)
+def _address_header(name: str, shown: str, addr_spec: str) -> BaseHeader:
+    """An address header (From, To, Reply-To) of one mailbox, parsed once."""
+    header: BaseHeader = MAIL_POLICY.header_factory(
+        name, Address(display_name=shown, addr_spec=addr_spec)
+    )
+    return header
 
 
 def _cte(text: str) -> str:
@@ -531,6 +609,10 @@ class SmtpConfig:
     validate_certs: bool = True
     #: The envelope sender (bounces go here).
     envelope_from: str | None = None
+    #: Sessions kept open to the smarthost (at most this many messages in flight).
+    connections: int = 8
+    #: A kept session idle longer than this is closed instead of reused.
+    idle_s: float = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -544,11 +626,13 @@ class MailStatistics:
 
 
 class MailSender:
-    """Sends composed messages to the smarthost; one SMTP session per message."""
+    """Sends composed messages to the smarthost over kept sessions (``config.connections``
+    at most); :meth:`aclose` when done."""
 
     def __init__(self, config: SmtpConfig) -> None:
         self.config = config
         self._counts = {outcome: 0 for outcome in Outcome}
+        self._pool = SmtpPool(self._new_session, size=config.connections, idle_s=config.idle_s)
 
     def statistics(self) -> MailStatistics:
         """Counters since start."""
@@ -559,30 +643,73 @@ class MailSender:
             self._counts[Outcome.PERMANENT],
         )
 
+    def pool_statistics(self) -> PoolStatistics:
+        """The kept sessions' counters (opened, reused, discarded, idle now)."""
+        return self._pool.statistics()
+
+    async def aclose(self) -> None:
+        """Close the kept sessions (QUIT); the sender is unusable afterwards."""
+        await self._pool.aclose()
+
     async def send(self, message: EmailMessage, recipient: str | None = None) -> AttemptResult:
         """Send ``message`` (to ``recipient``, or its ``To``); the smarthost's answer."""
-        result = await self._send(message, recipient)
+        recipients = [recipient] if recipient is not None else None
+        # A kept session may have been dropped by the server while idle; each such one is
+        # closed, so this ends with a new session at the latest.
+        for _ in range(self.config.connections + 1):
+            result = await self._send_once(message, recipients)
+            if result is not None:
+                break
+        else:
+            result = connection_failure("smtp sessions kept dropping")
         self._counts[result.outcome] += 1
-        log.info("mail %s: %s", result.outcome.value, result.detail)
+        log.debug("mail %s: %s", result.outcome.value, result.detail)
         return result
 
-    async def _send(self, message: EmailMessage, recipient: str | None) -> AttemptResult:
+    def _new_session(self) -> PooledSmtp:
         config = self.config
-        recipients = [recipient] if recipient is not None else None
+        return PooledSmtp(
+            hostname=config.host,
+            port=config.port,
+            start_tls=config.starttls,
+            use_tls=config.use_tls,
+            username=config.username,
+            password=config.password,
+            timeout=config.timeout_s,
+            validate_certs=config.validate_certs,
+        )
+
+    async def _send_once(
+        self, message: EmailMessage, recipients: list[str] | None
+    ) -> AttemptResult | None:
+        """One mail transaction on a kept or new session; None when a kept session turned
+        out dropped before anything of the message left (send again)."""
+        config = self.config
         try:
-            _refused, reply = await aiosmtplib.send(
-                message,
-                sender=config.envelope_from,
-                recipients=recipients,
-                hostname=config.host,
-                port=config.port,
-                start_tls=config.starttls,
-                use_tls=config.use_tls,
-                username=config.username,
-                password=config.password,
-                timeout=config.timeout_s,
-                validate_certs=config.validate_certs,
-            )
+            async with self._pool.session() as session:
+                try:
+                    _refused, reply = await session.smtp.send_message(
+                        message, sender=config.envelope_from, recipients=recipients
+                    )
+                except aiosmtplib.SMTPTimeoutError:
+                    session.broken()
+                    if session.smtp.data_started:
+                        return connection_failure(
+                            "smtp timeout (the message may have been sent)", maybe_sent=True
+                        )
+                    return connection_failure("smtp timeout")
+                except OSError as exc:  # aiosmtplib.SMTPServerDisconnected among them
+                    session.broken()
+                    if session.smtp.data_started:
+                        return connection_failure(
+                            f"smtp connection lost during DATA ({type(exc).__name__}; the "
+                            "message may have been sent)",
+                            maybe_sent=True,
+                        )
+                    if session.reused:
+                        log.debug("a kept SMTP session was dropped by the server; another")
+                        return None
+                    return connection_failure(f"smtp connection ({type(exc).__name__})")
         except aiosmtplib.SMTPRecipientsRefused as exc:
             first = exc.recipients[0]
             return classify_smtp_reply(first.code, first.message)
@@ -597,7 +724,7 @@ class MailSender:
         except aiosmtplib.SMTPResponseException as exc:
             return classify_smtp_reply(exc.code, exc.message)
         except aiosmtplib.SMTPTimeoutError:
-            return connection_failure("smtp timeout (the message may have been sent)")
+            return connection_failure("smtp timeout")
         except aiosmtplib.SMTPNotSupported:
             return AttemptResult.transient(FailureReason.PROVIDER_ERROR, "smtp starttls missing")
         except (aiosmtplib.SMTPException, OSError) as exc:

@@ -287,10 +287,12 @@ async def mqtt_service(
 
 def _delivery_services(
     config: RelayConfig, store: RelayStore, sms: SmsProvider | None = None
-) -> tuple[list[DeliveryWorker], ReplyServer | None]:
+) -> tuple[list[DeliveryWorker], ReplyServer | None, MailSender | None]:
+    """The delivery workers and the reply server, sharing one :class:`MailSender` (its
+    kept SMTP sessions; the caller closes it)."""
     section = config.delivery
     if not (section.enabled or config.replies.enabled):
-        return [], None
+        return [], None, None
     identity = MailIdentity(section.relay_domain, section.from_address)
     book = ReplyAddressBook([read_secret(config.path(section.reply_key))], section.reply_domain)
     mail = MailSender(SmtpConfig(host=section.smtp_host, port=section.smtp_port))
@@ -322,7 +324,7 @@ def _delivery_services(
             identity,
             notices=mail,
         )
-    return workers, server
+    return workers, server, mail
 
 
 async def run_relay(
@@ -365,7 +367,7 @@ async def run_relay(
             ),
         )
         sms = make_sms_provider(config)
-        workers, reply_server = _delivery_services(config, store, sms)
+        workers, reply_server, mail = _delivery_services(config, store, sms)
         for worker in workers:
             worker.metrics = metrics
         alerter = make_alerter(config, store, sms)
@@ -375,6 +377,10 @@ async def run_relay(
         async with contextlib.AsyncExitStack() as stack, asyncio.TaskGroup() as group:
             if sms is not None:
                 stack.push_async_callback(sms.aclose)
+            if mail is not None:
+                stack.push_async_callback(mail.aclose)
+            if alerter is not None and alerter.mail is not None:
+                stack.push_async_callback(alerter.mail.aclose)
             if webhook is not None:
                 await webhook.serve()
                 stack.push_async_callback(webhook.stop)  # it logs where it listens

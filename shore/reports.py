@@ -37,9 +37,9 @@ from protocol.compliance import (
     TreeHead,
     disagreements,
     message_text_bytes,
+    note_cosignatures,
     rule_test,
 )
-from protocol.merkle import consistency_proof, inclusion_proof
 from protocol.months import LOG_ZONE, Month
 from protocol.signing import SigningKey
 from protocol.slots import day_of, slot_header
@@ -51,9 +51,10 @@ from shore.store.uplink import Uplink
 from shore.transparency import (
     LogStore,
     add_cosignature,
+    consistency_proofs,
     heads,
+    inclusion_proofs,
     latest_head,
-    leaf_hashes,
     sign_head,
     vessel_leaves,
 )
@@ -198,16 +199,20 @@ async def build_report(
     if head is None or head.head.tree_size < needed or head.head.timestamp_minutes < last_logged:
         head = await sign_head(store, shore_key, now)
     size = head.head.tree_size
-    hashes = await leaf_hashes(store, size)
+    paths = await inclusion_proofs(store, [index for index, _, _ in logged.leaves], size)
     proven = tuple(
-        ProvenLeaf(index, data, tuple(inclusion_proof(hashes, index, size)))
-        for index, data, _ in logged.leaves
+        ProvenLeaf(index, data, tuple(path))
+        for (index, data, _), path in zip(logged.leaves, paths, strict=True)
     )
     start, end = Month.from_key(month).bounds_minutes(LOG_ZONE)
-    earlier = tuple(
-        EarlierHead(h, tuple(consistency_proof(hashes, h.head.tree_size, size)))
+    month_heads = [
+        h
         for h in await heads(store, from_minutes=start, to_minutes=end)
         if h.head.tree_size <= size and h != head
+    ]
+    proofs = await consistency_proofs(store, [h.head.tree_size for h in month_heads], size)
+    earlier = tuple(
+        EarlierHead(h, tuple(proof)) for h, proof in zip(month_heads, proofs, strict=True)
     )
     shore_crew = await shore_crew_figures(
         store, vessel_id, month, [leaf for _, _, leaf in logged.leaves]
@@ -457,17 +462,73 @@ def log_heads_command(
         typer.echo(f"written: {json_out} ({len(found)} heads)")
 
 
+@log_app.command("checkpoint")
+def log_checkpoint_command(
+    config: Annotated[Path, typer.Option(help="The relay's config file.")] = Path("relay.toml"),
+    out: Annotated[
+        Path | None, typer.Option(help="Write the signed note here (default: print it).")
+    ] = None,
+) -> None:
+    """Print the latest signed tree head as a C2SP checkpoint: a signed note with the
+    shore's Ed25519 signature and the witnesses' tlog-cosignature lines, for witness
+    software that speaks the C2SP formats.
+
+    Example: vessel-relay shore log checkpoint --out checkpoint.txt
+    """
+    found = _store_action(config, latest_head)
+    if found is None or found.head.origin is None:
+        typer.echo(
+            "error: the log has no checkpoint yet (the relay signs one a day; a report "
+            "signs one too)",
+            err=True,
+        )
+        raise typer.Exit(1)
+    note = found.note()
+    if out is None:
+        typer.echo(note, nl=False)
+        return
+    _write_atomically(out, note.encode())
+    typer.echo(f"written: {out} (the checkpoint of size {found.head.tree_size})")
+
+
 @log_app.command("add-cosignature")
 def log_add_cosignature_command(
-    file: Annotated[Path, typer.Argument(help="A co-signature from 'report cosign'.")],
+    file: Annotated[
+        Path,
+        typer.Argument(
+            help="A co-signature from 'report cosign', or a checkpoint signed note that "
+            "witness software co-signed (then give --witness)."
+        ),
+    ],
     config: Annotated[Path, typer.Option(help="The relay's config file.")] = Path("relay.toml"),
+    witness: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="For a signed note: a witness whose tlog-cosignature line to keep, as "
+            "NAME=KEY (the witness's Ed25519 public key, hex; repeatable)."
+        ),
+    ] = None,
 ) -> None:
     """Keep a witness's co-signature of a head (checked first); reports then carry it.
 
     Example: vessel-relay shore log add-cosignature cosignature-ilo-1234.json
     """
     try:
-        head, cosignature = read_cosignature(file.read_bytes())
+        data = file.read_bytes()
+        if data.lstrip().startswith(b"{"):
+            head, cosignature = read_cosignature(data)
+            cosignatures = [cosignature]
+        else:
+            keys = _witness_keys(witness or [])
+            head, cosignatures = note_cosignatures(data, keys)
+            if not cosignatures:
+                typer.echo(
+                    f"error: {file} has no tlog-cosignature line of "
+                    f"{', '.join(sorted(keys)) or 'any witness given'}; give "
+                    "--witness NAME=KEY for the witness that co-signed",
+                    err=True,
+                )
+                raise typer.Exit(1)
     except OSError as exc:
         typer.echo(f"error: cannot read {file}: {exc.strerror}", err=True)
         raise typer.Exit(1) from None
@@ -476,12 +537,31 @@ def log_add_cosignature_command(
         raise typer.Exit(1) from None
 
     async def add(store: RelayStore) -> None:
-        await add_cosignature(store, head, cosignature)
+        for cosignature in cosignatures:
+            await add_cosignature(store, head, cosignature)
 
     _store_action(config, add)
-    typer.echo(
-        f"co-signature of {cosignature.witness!r} kept for the head of size {head.tree_size}"
-    )
+    for cosignature in cosignatures:
+        typer.echo(
+            f"co-signature of {cosignature.witness!r} kept for the head of size {head.tree_size}"
+        )
+
+
+def _witness_keys(entries: Sequence[str]) -> dict[str, bytes]:
+    keys: dict[str, bytes] = {}
+    for entry in entries:
+        name, _, key = entry.partition("=")
+        try:
+            raw = bytes.fromhex(key.strip())
+        except ValueError:
+            raw = b""
+        if not name or len(raw) != 32:
+            raise ReportInvalid(
+                f"--witness {entry!r} must be NAME=KEY, KEY the witness's public key in 64 "
+                "hex digits"
+            )
+        keys[name] = raw
+    return keys
 
 
 def cosignature_file(head: SignedTreeHead, cosignature: Cosignature) -> bytes:

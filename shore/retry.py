@@ -48,6 +48,9 @@ class AttemptResult:
     retry_after_s: float | None = None
     #: The provider's id for the message (an SMS sid), when it gave one.
     provider_id: str | None = None
+    #: The failure came after the message was handed over (a connection lost or timed out
+    #: during SMTP DATA): it may have arrived, so its next attempt counts as a repeat.
+    maybe_sent: bool = False
 
     def __post_init__(self) -> None:
         if self.outcome is Outcome.DELIVERED:
@@ -210,9 +213,13 @@ def _enhanced_status(text: str) -> str | None:
     return None
 
 
-def connection_failure(what: str) -> AttemptResult:
-    """A time-out or lost connection: transient; ``what`` names the kind, not the peer."""
-    return AttemptResult.transient(FailureReason.PROVIDER_ERROR, what)
+def connection_failure(what: str, *, maybe_sent: bool = False) -> AttemptResult:
+    """A time-out or lost connection: transient; ``what`` names the kind, not the peer.
+    ``maybe_sent``: it happened after the message was handed over (the next attempt is then
+    a counted repeat)."""
+    return AttemptResult(
+        Outcome.TRANSIENT, FailureReason.PROVIDER_ERROR, what, maybe_sent=maybe_sent
+    )
 
 
 # --- classifying SMS provider replies --------------------------------------------------

@@ -37,7 +37,13 @@ import httpx
 import regex
 
 from protocol.envelopes import FailureReason
-from shore.retry import AttemptResult, Outcome, classify_sms_reply, parse_retry_after
+from shore.retry import (
+    AttemptResult,
+    Outcome,
+    classify_sms_reply,
+    connection_failure,
+    parse_retry_after,
+)
 
 log = logging.getLogger(__name__)
 
@@ -265,10 +271,15 @@ class SmsProvider:
         self._requests += 1
         try:
             response = await self._client.post(self.config.messages_path, data=form)
+        except httpx.ConnectTimeout:
+            self._transient += 1
+            log.warning("sms provider unreachable: %s", "ConnectTimeout")
+            return AttemptResult.transient(FailureReason.PROVIDER_ERROR, "sms connection"), 0
         except httpx.TimeoutException:
             self._transient += 1
             log.warning("sms provider timed out (the text may still have been sent)")
-            return AttemptResult.transient(FailureReason.PROVIDER_ERROR, "sms timeout"), 0
+            # The request may have reached the provider: the next attempt counts as a repeat.
+            return connection_failure("sms timeout", maybe_sent=True), 0
         except httpx.TransportError as exc:
             self._transient += 1
             log.warning("sms provider unreachable: %s", type(exc).__name__)

@@ -3,10 +3,17 @@
 The log is the shore's promise to inspectors that a compliance report was not written after
 the fact. Its leaves are appended by the ingest, in the same transaction that stores each
 batch (:meth:`shore.store.transparency_log.TransparencyLog.append_leaf`). Once a day the
-relay's task :func:`run_daily_heads` signs a tree head (size, root, time) with the shore
-key; a union or labour office co-signs heads as a witness (``vessel-relay shore log heads
---json``, then ``vessel-relay report cosign`` by the witness, then ``vessel-relay shore log
-add-cosignature``: :func:`add_cosignature`).
+relay's task :func:`run_daily_heads` signs a tree head with the shore key: a C2SP
+``tlog-checkpoint`` (origin :func:`~protocol.compliance.log_origin` of the shore key, size,
+base64 root, and a ``time`` line), as a C2SP signed note with an Ed25519 signature. A union
+or labour office co-signs heads as a witness in the C2SP ``tlog-cosignature`` format
+(``vessel-relay shore log heads --json``, then ``vessel-relay report cosign`` by the
+witness, then ``vessel-relay shore log add-cosignature``: :func:`add_cosignature`).
+
+Signing never holds the lock appends take: the size is read, the root computed from the
+tiles (a tiled tree only grows, so the root of a size never changes), the head signed
+(``signer``, which may take its time, e.g. a remote key), and only then stored in a short
+transaction. Ingest goes on appending meanwhile.
 
 Each function here is one unit of work: one transaction of the store's database, asking
 its transparency log repository (:class:`LogStore` is all they need of the store).
@@ -18,13 +25,20 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Protocol
 
-from protocol.compliance import Cosignature, SignedTreeHead, TreeHead, witness_message
-from protocol.errors import ProtocolError
-from protocol.signing import SigningKey, VerifyKey
+from protocol.compliance import (
+    NOTE_ED25519,
+    Cosignature,
+    SignedTreeHead,
+    TreeHead,
+    cosignature_valid,
+    log_origin,
+    note_key_id,
+)
+from protocol.signing import SigningKey
 from shore.store.database import Database
 from shore.store.errors import StoreError
 from shore.store.transparency_log import TransparencyError, TransparencyLog, day_of_minutes
@@ -44,11 +58,48 @@ class LogStore(Protocol):
         """The transparency log repository."""
 
 
+#: Signs a head's note text with the shore key (may be slow: a remote or hardware key).
+HeadSigner = Callable[[bytes], Awaitable[bytes]]
+
+
+def key_signer(shore_key: SigningKey) -> HeadSigner:
+    """A :data:`HeadSigner` for a key held in this process."""
+
+    async def sign(message: bytes) -> bytes:
+        return shore_key.sign(message)
+
+    return sign
+
+
 async def leaf_hashes(store: LogStore, tree_size: int | None = None) -> list[bytes]:
-    """The leaf hashes of the log, in order (the first ``tree_size`` if given)."""
+    """The leaf hashes of the log, in order (the first ``tree_size`` if given). Linear in
+    the log's size: for checks and tests, never for reports."""
     async with store.db.transaction() as tx:
         hashes = await store.log.leaf_hashes(tx)
     return hashes if tree_size is None else hashes[:tree_size]
+
+
+async def inclusion_proofs(
+    store: LogStore, indexes: Sequence[int], tree_size: int
+) -> list[list[bytes]]:
+    """The inclusion proof of each leaf in ``indexes`` in the tree of ``tree_size`` leaves."""
+    async with store.db.transaction() as tx:
+        return await store.log.inclusion_proofs(tx, indexes, tree_size)
+
+
+async def consistency_proofs(
+    store: LogStore, first_sizes: Sequence[int], tree_size: int
+) -> list[list[bytes]]:
+    """The consistency proof from each of ``first_sizes`` to ``tree_size`` leaves."""
+    async with store.db.transaction() as tx:
+        return await store.log.consistency_proofs(tx, first_sizes, tree_size)
+
+
+async def root(store: LogStore, tree_size: int | None = None) -> tuple[int, bytes]:
+    """(size, root hash) of the log now, or of its first ``tree_size`` leaves."""
+    async with store.db.transaction() as tx:
+        size = (await store.log.sizes(tx))[0] if tree_size is None else tree_size
+        return size, await store.log.root(tx, size)
 
 
 async def vessel_leaves(store: LogStore, vessel_id: int) -> list[tuple[int, bytes]]:
@@ -57,33 +108,63 @@ async def vessel_leaves(store: LogStore, vessel_id: int) -> list[tuple[int, byte
         return await store.log.vessel_leaves(tx, vessel_id)
 
 
-async def sign_head(store: LogStore, shore_key: SigningKey, now: float) -> SignedTreeHead:
-    """Sign a tree head over the whole log as it is now, and keep it."""
+async def _make_head(
+    store: LogStore, origin: str, key_id: bytes, signer: HeadSigner, minutes: int
+) -> SignedTreeHead:
+    async with store.db.transaction() as tx:  # a short read; no lock held
+        size, _ = await store.log.sizes(tx)
+        tree_root = await store.log.root(tx, size)
+    head = TreeHead(size, tree_root, minutes, origin)
+    return SignedTreeHead(head, await signer(head.signed_bytes()), (), key_id)
+
+
+def _signer_of(shore_key: SigningKey, signer: HeadSigner | None) -> tuple[str, bytes, HeadSigner]:
+    public = shore_key.verify_key.key
+    origin = log_origin(public)
+    return origin, note_key_id(origin, public, NOTE_ED25519), signer or key_signer(shore_key)
+
+
+async def sign_head(
+    store: LogStore, shore_key: SigningKey, now: float, *, signer: HeadSigner | None = None
+) -> SignedTreeHead:
+    """Sign a checkpoint over the whole log as it is now, and keep it.
+
+    ``shore_key`` names the log (its origin and key id); ``signer`` signs with it (default:
+    in this process). No lock is held while the root is computed or the head signed.
+    """
     minutes = int(now // 60)
+    origin, key_id, sign = _signer_of(shore_key, signer)
+    head = await _make_head(store, origin, key_id, sign, minutes)
     async with store.db.transaction() as tx:
-        await store.log.lock(tx)
-        head = await store.log.sign(tx, shore_key, minutes)
+        await store.log.store_head(tx, head)
     log.info("tree head signed: %d leaves at minute %d", head.head.tree_size, minutes)
     return head
 
 
 async def sign_daily_head(
-    store: LogStore, shore_key: SigningKey, now: float
+    store: LogStore, shore_key: SigningKey, now: float, *, signer: HeadSigner | None = None
 ) -> SignedTreeHead | None:
     """Sign today's tree head (UTC day) unless one exists; the relay calls this daily.
 
-    Idempotent across relay workers and restarts: the check and the signature are one
-    transaction holding the log's state row, so of two workers asking at once, one signs
-    and the other finds that head. Any head signed that day (a report's fresh head too)
-    counts as the day's head.
+    Idempotent across relay workers and restarts: the head is signed outside any lock,
+    then stored in a transaction holding the signing row (never the row appends take)
+    that first checks for the day's head, so of two workers asking at once, one stores
+    its head and the other finds that head. Any head signed that day (a report's fresh
+    head too) counts as the day's head.
     """
     minutes = int(now // 60)
+    day = day_of_minutes(minutes)
     async with store.db.transaction() as tx:
-        await store.log.lock(tx)
-        signed = await store.log.signed_on(tx, day_of_minutes(minutes))
-        head = None if signed else await store.log.sign(tx, shore_key, minutes)
-    if head is not None:
-        log.info("daily tree head signed: %d leaves at minute %d", head.head.tree_size, minutes)
+        if await store.log.signed_on(tx, day):
+            return None
+    origin, key_id, sign = _signer_of(shore_key, signer)
+    head = await _make_head(store, origin, key_id, sign, minutes)
+    async with store.db.transaction() as tx:
+        await store.log.lock_signing(tx)
+        if await store.log.signed_on(tx, day):
+            return None
+        await store.log.store_head(tx, head)
+    log.info("daily tree head signed: %d leaves at minute %d", head.head.tree_size, minutes)
     return head
 
 
@@ -136,18 +217,15 @@ async def latest_head(store: LogStore) -> SignedTreeHead | None:
 
 async def add_cosignature(store: LogStore, head: TreeHead, cosignature: Cosignature) -> None:
     """Keep a witness's co-signature of a head the shore signed (checked first)."""
-    try:
-        VerifyKey(cosignature.public_key).verify(
-            witness_message(head), cosignature.signature, what="witness co-signature"
-        )
-    except ProtocolError as exc:
+    if not cosignature_valid(head, cosignature):
+        kind = "an older relay's" if head.origin is None else "a tlog-cosignature/v1"
         raise TransparencyError(
             f"the co-signature of {cosignature.witness!r} does not sign the head of size "
-            f"{head.tree_size}: {exc.message}"
-        ) from exc
+            f"{head.tree_size} ({kind} head); ask the witness to co-sign that head again"
+        )
     async with store.db.transaction() as tx:
-        root = await store.log.signed_root(tx, head.tree_size, head.timestamp_minutes)
-        if root != head.root:
+        signed = await store.log.signed_head(tx, head.tree_size, head.timestamp_minutes)
+        if signed != head:
             raise TransparencyError(
                 f"the shore never signed a head of size {head.tree_size} at minute "
                 f"{head.timestamp_minutes} with that root; co-sign a head from 'shore log heads'"

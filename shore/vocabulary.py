@@ -10,6 +10,7 @@ its word.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import Enum, StrEnum
 
 from protocol.envelopes import (
@@ -74,6 +75,29 @@ class AttemptEnd(StrEnum):
     FAILED = "failed"  # the final outcome: failed for good
     RETRY = "retry"  # failed for now: rescheduled
     LOST = "lost"  # not sent: the claim had lapsed and another worker took it
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryEnd:
+    """How the attempt on one claimed delivery ended, as a worker hands it back to the store.
+
+    ``outcome`` DELIVERED or FAILED (with ``reason``) ends the delivery; None means try
+    again at ``retry_at``. ``maybe_sent``: the attempt failed after the message was handed
+    over, so it may have arrived: the next attempt is counted as a repeat.
+    """
+
+    key: object
+    outcome: DeliveryOutcome | None
+    reason: FailureReason | None = None
+    retry_at: float | None = None
+    detail: str = ""
+    maybe_sent: bool = False
+
+    def __post_init__(self) -> None:
+        if self.outcome is None and self.retry_at is None:
+            raise ValueError("a delivery that is not over needs the time to try again")
+        if self.outcome is DeliveryOutcome.FAILED and self.reason is None:
+            raise ValueError("a failed delivery needs a FailureReason")
 
 
 class BatchState(StrEnum):

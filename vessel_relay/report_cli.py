@@ -231,6 +231,12 @@ def verify(
         )
     )
     typer.echo(f"trusted: shore key fingerprint {fingerprint(trusted)} (the key you gave)")
+    typer.echo(
+        f"log:     C2SP checkpoint of {head.origin} (report version {report.version})"
+        if head.origin is not None
+        else "log:     a tree head in the format of vessel-relay before checkpoints "
+        "(report version 1, made by an older relay; still verified)"
+    )
     for disagreement in report.disagreements:
         typer.echo(f"  disagreement: {disagreement}")
     if problems:
@@ -246,7 +252,12 @@ def cosign_head(
         Path, typer.Argument(help="Signed heads from 'shore log heads --json' (or one head).")
     ],
     key: Annotated[Path, typer.Option(help="The witness's signing key file (0600, hex).")],
-    witness: Annotated[str, typer.Option(help="The witness's name, e.g. 'ILO Bangkok'.")],
+    witness: Annotated[
+        str,
+        typer.Option(
+            help="The witness's name, one word as in a signed note, e.g. 'ilo.org/bangkok'."
+        ),
+    ],
     shore_key: Annotated[str, typer.Option(help="The shore's public key (hex or file).")],
     size: Annotated[
         int | None, typer.Option(help="Co-sign the head of this size (default: the latest).")
@@ -262,9 +273,10 @@ def cosign_head(
     --shore-key shore.pub
     """
     import json
+    import time
 
     from common.keyfiles import KeyFileError, read_secret
-    from protocol.compliance import SignedTreeHead, cosign
+    from protocol.compliance import HeadAltered, SignedTreeHead, cosign
     from protocol.errors import ProtocolError
     from protocol.signing import SigningKey, VerifyKey
     from shore.reports import cosignature_file
@@ -276,6 +288,9 @@ def cosign_head(
         witness_key = SigningKey.from_seed(read_secret(key))
     except OSError as exc:
         typer.echo(f"error: cannot read {exc.filename}: {exc.strerror}", err=True)
+        raise typer.Exit(1) from None
+    except HeadAltered as exc:
+        typer.echo(f"REFUSED: {exc.message}; do not co-sign", err=True)
         raise typer.Exit(1) from None
     except (ValueError, ReportInvalid, KeyFileError) as exc:
         typer.echo(f"error: {heads_file} holds no signed tree heads: {exc}", err=True)
@@ -304,7 +319,11 @@ def cosign_head(
             err=True,
         )
         raise typer.Exit(1) from None
-    cosignature = cosign(head, witness, witness_key)
+    try:
+        cosignature = cosign(head, witness, witness_key, now_s=int(time.time()))
+    except ReportInvalid as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(1) from None
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"cosignature-{head.head.tree_size}-{head.head.timestamp_minutes}.json"
     path.write_bytes(cosignature_file(head, cosignature))

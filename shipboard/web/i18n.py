@@ -57,6 +57,26 @@ LOCALE_CODES: dict[Language, str] = {
     Language.ENG: "en",
 }
 
+#: Each language's BCP 47 tag, for HTML ``lang`` attributes (browsers, screen readers and
+#: fonts read them; they do not know ISO 639-3 codes such as ``mya``): the page
+#: languages' locale codes (BCP 47 takes the two-letter ISO 639-1 code where there is one,
+#: and ``fil`` for Filipino/Tagalog), Shan's ISO 639-3 code (it has no shorter one) and
+#: ``und`` (undetermined). Everywhere else languages go by their ISO 639-3 code.
+HTML_LANG: dict[Language, str] = {**LOCALE_CODES, Language.SHN: "shn", Language.UND: "und"}
+
+
+def html_lang(lang: Language | str | None) -> str:
+    """The BCP 47 tag of a language, or of its ISO 639-3 code (``und`` if unknown)."""
+    if isinstance(lang, str):
+        try:
+            lang = Language.from_code(lang)
+        except ValueError:
+            return "und"
+    if lang is None:
+        return "und"
+    return HTML_LANG.get(lang, "und")
+
+
 #: Each language's name in its own script (for the language switch).
 NATIVE_NAMES: dict[Language, str] = {
     Language.MYA: "မြန်မာ",

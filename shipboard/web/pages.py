@@ -1,8 +1,11 @@
 """Crew web page: server-rendered pages (Jinja2) over :class:`~shipboard.intake.Intake`.
 
 Pages: sign in (crew number + PIN; choose an own PIN and an optional duress PIN at the
-first sign-in), home (menu and quota meter), write home, quick messages, a message's
-stages, report a problem, SOS (one confirmation step), inbox, add a contact, language
+first sign-in), home (menu and quota meter), write home (the limit said in characters
+first; a text over it is refused with how many characters to take off, and kept), quick
+messages (one confirmation step before one is queued), a message's stages, report a
+problem (the choices first; who can read it one tap away), SOS (one confirmation step),
+inbox (conversations: :mod:`shipboard.web.conversations`), add a contact, language
 switch. The sign-in page has an SOS button: ``/sos`` works without signing in too (crew
 number typed, no PIN; flagged ashore as sent without a PIN). Wrong PINs count with the
 API's and SMTP's (:mod:`shipboard.signin`); a paused sign-in says how many minutes to
@@ -22,21 +25,33 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import logging
 import math
+import re
 import secrets
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
+from functools import cache
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from jinja2 import Environment, FileSystemLoader, select_autoescape
+from jinja2 import Environment, FileSystemLoader, pass_context, select_autoescape
+from jinja2.runtime import Context
+from markupsafe import Markup
 from starlette.datastructures import FormData, QueryParams
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
+from starlette.middleware.gzip import GZipMiddleware
 from starlette.requests import HTTPConnection, Request
-from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from starlette.responses import (
+    FileResponse,
+    HTMLResponse,
+    JSONResponse,
+    RedirectResponse,
+    Response,
+)
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
@@ -55,6 +70,7 @@ from shipboard.crew import MAX_CREW_NUMBER
 from shipboard.errors import (
     CrewRegisterError,
     IntakeRefused,
+    LaneBusy,
     NotSignedIn,
     OutboxUnavailable,
     SignInPaused,
@@ -62,9 +78,19 @@ from shipboard.errors import (
 from shipboard.inbox import DeliveryStage, InboxKind
 from shipboard.intake import FiledReport, Intake
 from shipboard.lane import LaneProgress
+from shipboard.message_limit import characters_left, characters_over, usual_characters
 from shipboard.signin import CrewSignIn
 from shipboard.states import MessageKind, MessageState
-from shipboard.web.i18n import NATIVE_NAMES, PAGE_LANGUAGES, Translations, page_language
+from shipboard.web import fonts, local
+from shipboard.web.conversations import case_thread, contact_threads, newest_first
+from shipboard.web.i18n import (
+    HTML_LANG,
+    NATIVE_NAMES,
+    PAGE_LANGUAGES,
+    Translations,
+    html_lang,
+    page_language,
+)
 from shipboard.web.phones import SignedInPhone, SignedInPhones, csrf_ok
 
 logger = logging.getLogger(__name__)
@@ -79,20 +105,6 @@ LANG_COOKIE = "vr_lang"
 MAX_SEALED_BYTES = 65536
 #: Bytes of quota that one short message uses, to say the quota in plain words.
 SHORT_MESSAGE_BYTES = 100
-
-#: BCP 47 tags for the ``lang`` attribute (fonts and screen readers use it).
-HTML_LANG = {
-    Language.MYA: "my",
-    Language.KHM: "km",
-    Language.LAO: "lo",
-    Language.THA: "th",
-    Language.IND: "id",
-    Language.TGL: "tl",
-    Language.VIE: "vi",
-    Language.ENG: "en",
-    Language.SHN: "shn",
-    Language.UND: "und",
-}
 
 #: Grievance categories: icon name and short label (a msgid), in the order shown.
 CATEGORIES: tuple[tuple[GrievanceCategory, str, str], ...] = (
@@ -110,7 +122,7 @@ CATEGORIES: tuple[tuple[GrievanceCategory, str, str], ...] = (
     (GrievanceCategory.RESTRICTION_OF_MOVEMENT, "lock", "Not allowed to leave"),
     (GrievanceCategory.ISOLATION, "island", "Kept away from others"),
     (GrievanceCategory.ABUSIVE_CONDITIONS, "bed", "Bad living conditions"),
-    (GrievanceCategory.ABUSE_OF_VULNERABILITY, "warn", "Taken advantage of"),
+    (GrievanceCategory.ABUSE_OF_VULNERABILITY, "pressed", "Taken advantage of"),
     (GrievanceCategory.OTHER, "other", "Something else"),
 )
 
@@ -159,7 +171,8 @@ CASE_WORDS = {
 REFUSAL_WORDS = {
     "quota-exceeded": "Not enough of this month's quota is left for this message. Write a "
     "shorter message or send a quick message.",
-    "bad-text": "The message is empty or cannot be read. Please write it again.",
+    # (an empty text says so: shipboard.errors.EmptyText carries its own sentence)
+    "bad-text": "Some of the text cannot be read. Please type it again.",
     "too-large": "The message is too long. Please make it shorter.",
     "unknown-contact": "Choose a contact from your list.",
     "unknown-union": "Choose a union from the list.",
@@ -170,6 +183,23 @@ NOT_SAVED = (
 RATE_LIMITED = "You sent many messages in a short time. Wait ten minutes, then try again."
 #: A sealed report whose case number this sign-in did not draw (an old page).
 STALE_PAGE = "The page is too old. Reload it and send the report again."
+#: What a blank message or report is told (:class:`shipboard.errors.EmptyText`; the
+#: catalogue has them from here, ``tests/web`` checks they are the same sentences).
+EMPTY_TEXTS = (
+    "The message is empty. Write something, then send it.",
+    "The report is empty. Write what happened, then send it.",
+)
+#: What a family message over the limit is told (the ``msgid`` of
+#: :class:`shipboard.errors.MessageTooLong`; ``tests/web`` checks it is the same sentence).
+TOO_LONG_BY = (
+    "The message is too long by {n} characters. Shorten it by {n} characters, or send "
+    "the rest in a second message. One message holds about {limit} characters."
+)
+#: What a report over its text limit is told (:class:`shipboard.errors.ReportTextTooLong`).
+REPORT_TOO_LONG_BY = (
+    "The report is too long by {n} characters. Shorten it by {n} characters, or send the "
+    "rest in a second report."
+)
 #: What the grievance lane's refusals say (the ``msgid`` of :class:`shipboard.errors.
 #: LaneBusy` and :class:`shipboard.errors.ReportTooLongForLane`), here so that the
 #: catalogue has them; ``tests/web`` checks they are the same sentences.
@@ -207,25 +237,102 @@ UNREADABLE_TEXT = "Some of the text cannot be read. Please type it again."
 #: Fields a form of the crew page has at most (the report form has the most).
 MAX_FORM_FIELDS = 16
 
-ENV = Environment(
-    loader=FileSystemLoader(HERE / "templates"),
-    autoescape=select_autoescape(["html"]),
-    trim_blocks=True,
-    lstrip_blocks=True,
-)
 PAGE_CSP = (
     "default-src 'none'; style-src 'self'; img-src 'self'; font-src 'self'; "
     "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 )
 
 
-class _CachedStatic(StaticFiles):
-    """Fonts, icons and the style sheet: cached for a year (their names change with them)."""
+#: Cache lifetime of a static file asked for by its content hash (``static_url``) or
+#: named by it (the fonts): a year, never revalidated. Anything else: a day, then a
+#: revalidation that costs a 304 (ETag, Last-Modified).
+IMMUTABLE = "public, max-age=31536000, immutable"
+REVALIDATE = "public, max-age=86400"
+_HASHED_NAME = re.compile(r"-[0-9a-f]{10}\.[a-z0-9]+$")
 
-    def file_response(self, *args: Any, **kwargs: Any) -> Response:
-        response = super().file_response(*args, **kwargs)
-        response.headers["cache-control"] = "public, max-age=31536000, immutable"
+
+class _CachedStatic(StaticFiles):
+    """Fonts, icons and the style sheet: immutable when the URL names their content
+    (``?v=HASH`` or a hashed file name), else cached a day and revalidated (ETag)."""
+
+    async def get_response(self, path: str, scope: Scope) -> Response:
+        response = await super().get_response(path, scope)
+        hashed = b"v=" in scope.get("query_string", b"") or _HASHED_NAME.search(path)
+        response.headers["cache-control"] = IMMUTABLE if hashed else REVALIDATE
         return response
+
+
+_STATIC = _CachedStatic(directory=HERE / "static")
+
+
+@cache
+def _content_hash(path: str) -> str:
+    return hashlib.sha256((HERE / "static" / path).read_bytes()).hexdigest()[:10]
+
+
+def static_url(path: str) -> str:
+    """The URL of a static file that names its content (``/static/style.css?v=HASH``), so
+    that a phone keeps it a year and fetches it again only when it changes."""
+    return f"/static/{path}?v={_content_hash(path)}"
+
+
+@cache
+def icon(name: str, size: int = 40) -> Markup:
+    """An icon drawn inline (``static/icons/NAME.svg``, a few hundred bytes): no request
+    of its own before the page can show, which counts on a slow link. Decorative: hidden
+    from screen readers, the link's text says what it does."""
+    if not re.fullmatch(r"[a-z-]+", name):
+        raise ValueError(f"icon name {name!r}: lower-case letters and hyphens only")
+    svg = (HERE / "static" / "icons" / f"{name}.svg").read_text(encoding="utf-8").strip()
+    opening = f'<svg width="{size}" height="{size}" aria-hidden="true" focusable="false" '
+    return Markup(svg.replace("<svg ", opening, 1))
+
+
+class Moment:
+    """A moment the page shows (message stages, replies, cases): written in the page's
+    language when rendered (:func:`shipboard.web.local.moment`); ``str()`` is ISO-like."""
+
+    __slots__ = ("at",)
+
+    def __init__(self, at: datetime) -> None:
+        self.at = at
+
+    def __str__(self) -> str:
+        return self.at.strftime("%Y-%m-%d %H:%M")
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Moment) and other.at == self.at
+
+    def __hash__(self) -> int:
+        return hash(self.at)
+
+
+def local_value(value: object, lang: Language) -> object:
+    """A value shown to the crew member in their digits and conventions: a number (a
+    quantity, not a bool) or a :class:`Moment`; anything else as it is (identifiers such
+    as case numbers are strings and keep their Western digits)."""
+    if isinstance(value, Moment):
+        return local.moment(value.at, lang)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return local.number(value, lang)
+    return value
+
+
+@pass_context
+def _finalize(context: Context, value: object) -> object:
+    """Every ``{{ value }}`` of a template: moments in the page's language."""
+    if isinstance(value, Moment):
+        return local.moment(value.at, context.get("lang", Language.ENG))
+    return value
+
+
+ENV = Environment(
+    loader=FileSystemLoader(HERE / "templates"),
+    autoescape=select_autoescape(["html"]),
+    trim_blocks=True,
+    lstrip_blocks=True,
+    finalize=_finalize,
+)
 
 
 class _Refusal(Exception):
@@ -237,17 +344,38 @@ class _Refusal(Exception):
         self.fields = fields
 
 
-def _minutes_text(minutes: int | None, zone: Any) -> str:
+def _minutes_text(minutes: int | None, zone: Any) -> Moment | str:
+    """A moment given in minutes since 1970, in the vessel's time zone ("" if none)."""
     if minutes is None:
         return ""
-    moment = datetime.fromtimestamp(minutes * 60, UTC).astimezone(zone)
-    return moment.strftime("%Y-%m-%d %H:%M")
+    return Moment(datetime.fromtimestamp(minutes * 60, UTC).astimezone(zone))
 
 
-def _seconds_text(seconds: float | None, zone: Any) -> str:
+def _seconds_text(seconds: float | None, zone: Any) -> Moment | str:
+    """A moment given in seconds since 1970, in the vessel's time zone ("" if none)."""
     if seconds is None:
         return ""
-    return datetime.fromtimestamp(seconds, UTC).astimezone(zone).strftime("%Y-%m-%d %H:%M")
+    return Moment(datetime.fromtimestamp(seconds, UTC).astimezone(zone))
+
+
+def _html_lang_of(code: str | None) -> str:
+    """The BCP 47 tag of a text's language (ISO 639-3 ``code``), ``und`` if unknown."""
+    return html_lang(code)
+
+
+def _failure_words(code: int | None) -> str:
+    """Why a message failed, in words (a msgid)."""
+    try:
+        return FAILURE_WORDS[FailureReason(int(code if code is not None else -1))]
+    except (ValueError, KeyError):
+        return "It could not be delivered."
+
+
+def _count_of(text: str, lang: Language) -> dict[str, int] | None:
+    """The write page's counter for a text kept in the form: characters left, or over."""
+    if not text.strip():
+        return None
+    return {"left": characters_left(text, lang), "over": characters_over(text)}
 
 
 def render_page(
@@ -260,21 +388,30 @@ def render_page(
     **values: object,
 ) -> HTMLResponse:
     """A crew page in ``lang`` (``_`` translates a msgid, with ``{fields}`` filled in;
-    ``ngettext`` a counted one, in the form the language uses for ``n``)."""
+    ``ngettext`` a counted one, in the form the language uses for ``n``; numbers and
+    moments in the fields are written in the language's digits and conventions)."""
 
     def _(msgid: str, **fields: object) -> str:
         text = translations.gettext(lang, msgid)
-        return text.format(**fields) if fields else text
+        if not fields:
+            return text
+        return text.format(**{k: local_value(v, lang) for k, v in fields.items()})
 
     def ngettext(singular: str, plural: str, n: int, **fields: object) -> str:
-        return translations.ngettext(lang, singular, plural, n).format(n=n, **fields)
+        fields_here = {k: local_value(v, lang) for k, v in fields.items()}
+        text = translations.ngettext(lang, singular, plural, n)
+        return text.format(n=local.number(n, lang), **fields_here)
 
     html = ENV.get_template(template).render(
         _=_,
         ngettext=ngettext,
         lang=lang,
-        html_lang=HTML_LANG[lang],
+        html_lang=html_lang(lang),
         languages=[(code, NATIVE_NAMES[code]) for code in PAGE_LANGUAGES],
+        bcp47=html_lang,
+        static=static_url,
+        icon=icon,
+        preloads=fonts.preloads(lang),
         here=quote(request.url.path),
         phone=phone,
         csrf=phone.csrf if phone else "",
@@ -294,6 +431,7 @@ def visitor_language(request: HTTPConnection) -> Language:
         return page_language(chosen, Language.ENG)
     for part in request.headers.get("accept-language", "")[:200].split(","):
         tag = part.split(";")[0].strip().split("-")[0].lower()
+        tag = "fil" if tag == "tl" else tag  # Tagalog's ISO 639-1 code names Filipino too
         for lang, html_tag in HTML_LANG.items():
             if tag and html_tag == tag and lang in PAGE_LANGUAGES:
                 return lang
@@ -382,7 +520,16 @@ def web_routes(
         """When the report leaves the vessel, said in the crew member's language."""
         if not filed.leaves_late:
             return words.gettext(lang, LEAVES_USUALLY)
-        return words.gettext(lang, LEAVES_LATE).format(time=_seconds_text(filed.leaves_by, zone))
+        leaves_by = _seconds_text(filed.leaves_by, zone)
+        return words.gettext(lang, LEAVES_LATE).format(time=local_value(leaves_by, lang))
+
+    def refusal_fields(refused: IntakeRefused) -> dict[str, object]:
+        """A refusal's ``{fields}``, a moment as a :class:`Moment` (written in the crew
+        member's conventions when shown)."""
+        fields = dict(refused.fields)
+        if isinstance(refused, LaneBusy):
+            fields["time"] = _seconds_text(refused.retry_at, zone)
+        return fields
 
     def render(
         request: Request,
@@ -619,7 +766,7 @@ def web_routes(
                 intake.send_message, phone.crew, contact, text, phone.lang, quick
             )
         except IntakeRefused as error:
-            raise _Refusal(refusal_msgid(error)) from None
+            raise _Refusal(refusal_msgid(error), **error.fields) from None
         except OutboxUnavailable:
             raise _Refusal(NOT_SAVED) from None
         logger.info(
@@ -629,6 +776,7 @@ def web_routes(
 
     async def write(request: Request, phone: SignedInPhone) -> Response:
         error = None
+        error_fields: dict[str, object] = {}
         text = ""
         chosen = int_field(request.query_params, "contact")
         if request.method == "POST":
@@ -639,7 +787,7 @@ def web_routes(
             try:
                 seq = await send(phone, chosen, text, None)
             except _Refusal as refusal:
-                error = refusal.msgid
+                error, error_fields = refusal.msgid, refusal.fields
             else:
                 return RedirectResponse(f"/messages/{seq}", status_code=303)
         contacts = await contact_list(phone)
@@ -655,6 +803,9 @@ def web_routes(
             chosen=chosen,
             text=text,
             error=error,
+            error_fields=error_fields,
+            limit_characters=usual_characters(phone.lang),
+            count=_count_of(text, phone.lang),
             messages=messages,
             names=names,
             stage_words=STAGE_WORDS,
@@ -663,7 +814,7 @@ def web_routes(
 
     async def quick(request: Request, phone: SignedInPhone) -> Response:
         error = None
-        chosen = None
+        chosen = int_field(request.query_params, "contact")
         if request.method == "POST":
             form = await form_of(request)
             chosen = int_field(form, "contact")
@@ -671,6 +822,25 @@ def web_routes(
             try:
                 if code is None or code not in PHRASE_CODES:
                     raise _Refusal("Choose a message.")
+                if form.get("confirm") != "yes":
+                    # one tap chooses; nothing is queued until the crew member confirms
+                    contacts = {c.contact: c for c in await contact_list(phone)}
+                    if chosen not in contacts:
+                        raise _Refusal(REFUSAL_WORDS["unknown-contact"])
+                    who = contacts[chosen]
+                    return render(
+                        request,
+                        "quick.html",
+                        phone,
+                        phone.lang,
+                        confirm={
+                            "code": code,
+                            "contact": chosen,
+                            "who": who.name or who.address,
+                            "icon": phrase_icon(code),
+                            "text": phrase(code, phone.lang),
+                        },
+                    )
                 seq = await send(phone, chosen, None, code)
             except _Refusal as refusal:
                 error = refusal.msgid
@@ -687,6 +857,7 @@ def web_routes(
             chosen=chosen,
             phrases=phrases,
             error=error,
+            confirm=None,
         )
 
     async def message(request: Request, phone: SignedInPhone) -> Response:
@@ -727,11 +898,22 @@ def web_routes(
         contact = await asyncio.to_thread(
             intake.register.contact, phone.crew, int(str(stages["contact"]))
         )
+        kept = await asyncio.to_thread(intake.view.kept_messages, phone.crew)
+        own = next((m for m in kept if m.message_seq == seq), None)
+        said = None
+        if own is not None:
+            said = {
+                "text": phrase(own.quick, phone.lang) if own.quick is not None else own.body,
+                "html_lang": HTML_LANG[phone.lang]
+                if own.quick is not None
+                else _html_lang_of(own.lang),
+            }
         return render(
             request,
             "message.html",
             phone,
             phone.lang,
+            said=said,
             seq=seq,
             steps=steps,
             failure=failure,
@@ -814,7 +996,7 @@ def web_routes(
                 error = refusal.msgid
             except IntakeRefused as refused:
                 error = refusal_msgid(refused)
-                error_fields = dict(refused.fields)
+                error_fields = refusal_fields(refused)
                 if refused.msgid is not None:  # not taken now, or too long: they keep it
                     kept_text = text if isinstance(text, str) else ""
             except OutboxUnavailable:
@@ -911,7 +1093,8 @@ def web_routes(
                 case_number=case,
             )
         except IntakeRefused as refused:
-            detail = words.gettext(phone.lang, refusal_msgid(refused)).format(**refused.fields)
+            fields = {k: local_value(v, phone.lang) for k, v in refusal_fields(refused).items()}
+            detail = words.gettext(phone.lang, refusal_msgid(refused)).format(**fields)
             status = 503 if refused.http_status == 503 else 400
             return JSONResponse({"error": refused.code, "detail": detail}, status_code=status)
         except OutboxUnavailable:
@@ -985,57 +1168,58 @@ def web_routes(
     # inbox --------------------------------------------------------------------------------
 
     async def inbox(request: Request, phone: SignedInPhone) -> Response:
+        """The inbox as conversations: one per contact (own messages with their text and
+        ticks, the family's replies under them) and one per case (its timeline)."""
+        if phone.duress:  # an empty inbox: no contacts' history, no cases
+            return render(request, "inbox.html", phone, phone.lang, threads=[], notices=[])
         reader = Reader(intake.view, phone.signed_in, intake.case_progress)
-        if phone.duress:
-            entries: list[dict[str, object]] = []
-            old: list[int] = []
-            numbers: list[int] = []
-        else:
-            numbers = await asyncio.to_thread(my_cases, reader)
-            old = await asyncio.to_thread(reader.old_cases)
-            entries = await asyncio.to_thread(intake.view.inbox, phone.crew, old)
-        contacts = {c.contact: c for c in await contact_list(phone)} if not phone.duress else {}
-        shown = []
-        for entry in entries:
+        numbers = await asyncio.to_thread(my_cases, reader)
+        old = await asyncio.to_thread(reader.old_cases)
+        entries = await asyncio.to_thread(intake.view.inbox, phone.crew, old)
+        kept = await asyncio.to_thread(intake.view.kept_messages, phone.crew)
+        contacts = {c.contact: c for c in await contact_list(phone)}
+        names = {n: (c.name or c.address, c.address) for n, c in contacts.items()}
+        replies = [e for e in entries if e["kind"] == InboxKind.REPLY]
+        notices = [
+            _minutes_text(e.get("written_minutes"), zone)  # type: ignore[arg-type]
+            for e in entries
+            if e["kind"] == InboxKind.QUOTA
+        ]
+        threads = contact_threads(
+            kept,
+            replies,
+            names,
+            phone.lang,
+            when=lambda at: _seconds_text(at, zone),
+            html_lang=_html_lang_of,
+            failure_words=_failure_words,
+        )
+        # a case from before the lane: its updates (and its stages ashore) are inbox entries
+        old_steps: dict[str, list[tuple[str, object, str | None]]] = {}
+        old_last: dict[str, float] = {}
+        for entry in reversed(entries):  # oldest first
             kind = entry["kind"]
+            seq = entry.get("case_seq") if kind == InboxKind.CASE else entry.get("message_seq")
+            if kind not in (InboxKind.CASE, InboxKind.STAGE) or seq not in old:
+                continue
+            old_number = case_number(int(str(seq)))
             when = _minutes_text(entry.get("written_minutes"), zone)  # type: ignore[arg-type]
-            item: dict[str, object] = {"kind": kind, "when": when}
-            if kind == InboxKind.REPLY:
-                contact = contacts.get(int(str(entry["contact"])))
-                item["who"] = (contact.name or contact.address) if contact else "?"
-                item["body"] = entry["body"]
-                lang_code = str(entry.get("lang") or "und")
+            if kind == InboxKind.CASE:
                 try:
-                    item["html_lang"] = HTML_LANG[Language.from_code(lang_code)]
-                except ValueError:
-                    item["html_lang"] = "und"
-            elif kind == InboxKind.STAGE:
-                item["seq"] = entry["message_seq"]
-                item["stage"] = STAGE_WORDS.get(str(entry["stage"]), str(entry["stage"]))
-                code = entry.get("code")
-                if entry["stage"] == DeliveryStage.FAILED and code is not None:
-                    try:
-                        item["reason"] = FAILURE_WORDS[FailureReason(int(str(code)))]
-                    except (ValueError, KeyError):
-                        item["reason"] = "It could not be delivered."
-                if entry["message_seq"] in old:
-                    item["kind"] = InboxKind.CASE
-                    item["case"] = case_number(int(str(entry["message_seq"])))
-            elif kind == InboxKind.CASE:
-                item["case"] = case_number(int(str(entry["case_seq"])))
-                try:
-                    item["stage"] = CASE_WORDS[CaseStatus(int(str(entry["code"])))]
+                    word = CASE_WORDS[CaseStatus(int(str(entry["code"])))]
                 except (ValueError, KeyError):
-                    item["stage"] = str(entry.get("stage"))
-            elif kind == InboxKind.QUOTA:
-                item["kind"] = InboxKind.QUOTA
-            shown.append(item)
-        timelines = []
+                    word = str(entry.get("stage"))
+            else:
+                word = STAGE_WORDS.get(str(entry["stage"]), str(entry["stage"]))
+            old_steps.setdefault(old_number, []).append((word, when, None))
+            at = float(str(entry.get("at") or 0))
+            old_last[old_number] = max(old_last.get(old_number, 0.0), at)
         for number in sorted(numbers, reverse=True):
             case = await asyncio.to_thread(show_case, reader, number)
             if case is None:
                 continue
-            steps: list[tuple[str, str, str | None]] = []
+            steps: list[tuple[str, object, str | None]] = []
+            last_at = case.filed_at or 0.0
             if case.filed_at is not None:
                 steps.append(
                     (STAGE_WORDS[MessageState.ACCEPTED], _seconds_text(case.filed_at, zone), None)
@@ -1047,22 +1231,25 @@ def web_routes(
                     (CASE_WORDS[note.stage], _seconds_text(note.at, zone), note.text or note.reason)
                     for note in case.notes
                 ]
-            else:  # before the lane: its updates are the inbox's case entries
-                steps += [
-                    (str(item["stage"]), str(item["when"]), None)
-                    for item in reversed(shown)
-                    if item.get("case") == case.case_number
-                ]
-            timelines.append((case.case_number, steps))
+                last_at = max([last_at, *(note.at for note in case.notes)])
+            else:
+                steps += old_steps.get(case.case_number, [])
+                last_at = max(last_at, old_last.get(case.case_number, 0.0))
+            threads.append(case_thread(case.case_number, steps, last_at))
         return render(
             request,
             "inbox.html",
             phone,
             phone.lang,
-            entries=shown,
-            cases=[case_number(seq) for seq in old],
-            timelines=timelines,
+            threads=newest_first(threads),
+            notices=notices,
         )
+
+    async def favicon(request: Request) -> Response:
+        """The page's icon, where browsers look for it (no sign-in needed, cached a week)."""
+        icon = FileResponse(HERE / "static" / "favicon.ico", media_type="image/x-icon")
+        icon.headers["cache-control"] = "public, max-age=604800"
+        return icon
 
     def both(function: _Page, **kwargs: bool) -> Callable[[Request], Awaitable[Response]]:
         return page(function, **kwargs)
@@ -1083,10 +1270,15 @@ def web_routes(
         Route("/report/phone/sealed", report_sealed, methods=["POST"]),
         Route("/sos", sos, methods=["GET", "POST"]),
         Route("/inbox", page(inbox), methods=["GET"]),
-        Mount("/static", app=_CachedStatic(directory=HERE / "static"), name="static"),
+        Route("/favicon.ico", favicon, methods=["GET"]),
+        # gzip for the style sheet and scripts (fonts and images are compressed already;
+        # pages are not compressed: they carry the CSRF token, see BREACH)
+        Mount("/static", app=GZipMiddleware(_STATIC, minimum_size=1000), name="static"),
     ]
 
 
 def is_static(scope: Scope) -> bool:
-    """Whether a request is for a cached static file (fonts, icons, style sheet)."""
-    return str(scope.get("path", "")).startswith("/static/")
+    """Whether a request is for a cached static file (fonts, icons, style sheet, the
+    page's icon)."""
+    path = str(scope.get("path", ""))
+    return path.startswith("/static/") or path == "/favicon.ico"

@@ -10,7 +10,7 @@ a trace: the next attempt is a counted repeat, with the same Message-ID.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -18,7 +18,7 @@ from protocol.envelopes import FailureReason
 from protocol.languages import Language
 from shore.store.database import Dialect, Tx
 from shore.store.migrations import Migration, MigrationSet
-from shore.store.uplink import CodedVoice, MessageToDeliver
+from shore.store.uplink import CodedVoice, MessageToDeliver, keys_filter
 from shore.vocabulary import DeliveryOutcome, Destination, MessageKind
 
 MIGRATIONS = MigrationSet(
@@ -203,6 +203,16 @@ class DeliveryQueue:
             float(now) + self.deadline_s,
         )
 
+    async def enqueue_many(
+        self, tx: Tx, vessel_id: int, message_seqs: Sequence[int], now: float
+    ) -> None:
+        """:meth:`enqueue` for several of a vessel's new messages, in one statement."""
+        await tx.executemany(
+            "INSERT INTO deliveries (vessel_id, message_seq, due_at, deadline_at) "
+            "VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+            [(vessel_id, seq, float(now), float(now) + self.deadline_s) for seq in message_seqs],
+        )
+
     async def claim(self, tx: Tx, now: float, limit: int, worker: str) -> list[Claim]:
         """Take up to ``limit`` due deliveries (oldest due first) for ``worker`` under a
         lease of ``lease_s``; other workers skip them until it lapses."""
@@ -217,6 +227,28 @@ class DeliveryQueue:
             "UPDATE deliveries SET claimed_by = $3, lease_until = $4 "
             "WHERE vessel_id = $1 AND message_seq = $2",
             [(r[0], r[1], worker, float(now) + self.lease_s) for r in rows],
+        )
+        return [
+            Claim(DeliveryKey(int(r[0]), int(r[1])), int(r[2]), bool(r[3]), float(r[4]))
+            for r in rows
+        ]
+
+    async def claim_and_record(self, tx: Tx, now: float, limit: int, worker: str) -> list[Claim]:
+        """Take up to ``limit`` due deliveries for ``worker`` under a lease AND record an
+        attempt on each (unfinished until its outcome), in the transaction given: every
+        attempt is on record before anything leaves. The claims say what was known before
+        this attempt (its ``attempts``, and whether the one before never finished)."""
+        rows = await tx.fetch(
+            "SELECT vessel_id, message_seq, attempts, unfinished, deadline_at FROM deliveries "
+            "WHERE outcome IS NULL AND due_at <= $1 AND (lease_until IS NULL OR lease_until <= $1) "
+            f"ORDER BY due_at, vessel_id, message_seq LIMIT $2{self.dialect.skip_locked}",
+            float(now),
+            limit,
+        )
+        await tx.executemany(
+            "UPDATE deliveries SET claimed_by = $3, lease_until = $4, attempts = attempts + 1, "
+            "unfinished = 1, last_attempt_at = $5 WHERE vessel_id = $1 AND message_seq = $2",
+            [(r[0], r[1], worker, float(now) + self.lease_s, float(now)) for r in rows],
         )
         return [
             Claim(DeliveryKey(int(r[0]), int(r[1])), int(r[2]), bool(r[3]), float(r[4]))
@@ -276,15 +308,45 @@ class DeliveryQueue:
         )
         return done is not None
 
-    async def reschedule(self, tx: Tx, key: DeliveryKey, due_at: float, detail: str) -> None:
-        """A transient failure: due again at ``due_at``, the lease ended."""
+    async def finish_many(
+        self,
+        tx: Tx,
+        keys: Sequence[DeliveryKey],
+        outcome: DeliveryOutcome,
+        reason: FailureReason | None,
+        now: float,
+    ) -> list[DeliveryKey]:
+        """:meth:`finish` for several deliveries with one outcome, in one statement; those
+        that had no outcome yet (the others are left as they were)."""
+        if not keys:
+            return []
+        where, args = keys_filter(keys)
+        n = len(args)
+        rows = await tx.fetch(
+            f"UPDATE deliveries SET outcome = ${n + 1}, reason = ${n + 2}, unfinished = 0, "
+            f"finished_at = ${n + 3}, lease_until = NULL WHERE {where} AND outcome IS NULL "
+            "RETURNING vessel_id, message_seq",
+            *args,
+            outcome.value,
+            None if reason is None else int(reason),
+            float(now),
+        )
+        return [DeliveryKey(int(r[0]), int(r[1])) for r in rows]
+
+    async def reschedule(
+        self, tx: Tx, key: DeliveryKey, due_at: float, detail: str, *, maybe_sent: bool = False
+    ) -> None:
+        """A transient failure: due again at ``due_at``, the lease ended. ``maybe_sent``
+        (the message may have arrived) leaves the attempt unfinished: the next one is then
+        counted as a repeat."""
         await tx.execute(
-            "UPDATE deliveries SET due_at = $3, detail = $4, unfinished = 0, "
+            "UPDATE deliveries SET due_at = $3, detail = $4, unfinished = $5, "
             "lease_until = NULL WHERE vessel_id = $1 AND message_seq = $2 AND outcome IS NULL",
             key.vessel_id,
             key.message_seq,
             float(due_at),
             detail[:500],
+            1 if maybe_sent else 0,
         )
 
     async def reopen(self, tx: Tx, key: DeliveryKey, now: float) -> bool:

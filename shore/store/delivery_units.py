@@ -9,11 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from protocol.envelopes import FailureReason
+from protocol.envelopes import Envelope, FailureReason
 from shore.store.database import Tx
 from shore.store.deliveries import Delivery, DeliveryKey, DeliveryRecord, delivery_of
 from shore.store.parts import StoreParts
-from shore.vocabulary import DeliveryOutcome, MessageState, receipt_for
+from shore.vocabulary import DeliveryEnd, DeliveryOutcome, MessageState, receipt_for
+
+#: Deliveries finished by one statement (two parameters each, well under the backends'
+#: limits on parameters).
+_KEYS_PER_STATEMENT = 500
 
 
 class DeliveryUnits(StoreParts):
@@ -25,6 +29,62 @@ class DeliveryUnits(StoreParts):
             claims = await self.delivery_queue.claim(tx, now, limit, worker)
             messages = await self.uplink.to_deliver(tx, [claim.key for claim in claims])
         return [delivery_of(claim, messages[claim.key], self.phrases) for claim in claims]
+
+    async def claim_deliveries(self, now: float, limit: int, worker: str) -> Sequence[Delivery]:
+        """Take up to ``limit`` due deliveries for ``worker`` under a lease and record an
+        attempt on each, in ONE transaction (one commit for the lot; every attempt is on
+        record before anything is sent). A worker that dies before sending some of them
+        leaves those as unfinished attempts: they are resent later, counted as repeats."""
+        async with self.db.transaction() as tx:
+            claims = await self.delivery_queue.claim_and_record(tx, now, limit, worker)
+            messages = await self.uplink.to_deliver(tx, [claim.key for claim in claims])
+        return [delivery_of(claim, messages[claim.key], self.phrases) for claim in claims]
+
+    async def finish_deliveries(self, ends: Sequence[DeliveryEnd], now: float) -> None:
+        """The attempts' ends, in ONE transaction: final outcomes with the message's state
+        and its receipt to the vessel; transient failures rescheduled. A delivery that had
+        its outcome already changes nothing."""
+        if not ends:
+            return
+        # Final outcomes go a few statements per (outcome, reason), not per delivery.
+        final: dict[tuple[DeliveryOutcome, FailureReason | None], list[DeliveryKey]] = {}
+        for end in ends:
+            if end.outcome is not None:
+                final.setdefault((end.outcome, end.reason), []).append(DeliveryKey.of(end.key))
+        async with self.db.transaction() as tx:
+            for (outcome, reason), keys in final.items():
+                await self._finish_many(tx, keys, outcome, reason, now)
+            for end in ends:
+                if end.outcome is None:
+                    assert end.retry_at is not None  # DeliveryEnd checks it
+                    await self.delivery_queue.reschedule(
+                        tx,
+                        DeliveryKey.of(end.key),
+                        end.retry_at,
+                        end.detail,
+                        maybe_sent=end.maybe_sent,
+                    )
+
+    async def _finish_many(
+        self,
+        tx: Tx,
+        keys: Sequence[DeliveryKey],
+        outcome: DeliveryOutcome,
+        reason: FailureReason | None,
+        now: float,
+    ) -> None:
+        """:meth:`_finish_delivery` for several deliveries with one outcome."""
+        for start in range(0, len(keys), _KEYS_PER_STATEMENT):
+            ended = await self.delivery_queue.finish_many(
+                tx, keys[start : start + _KEYS_PER_STATEMENT], outcome, reason, now
+            )
+            await self.uplink.set_messages_state(tx, ended, outcome.message_state, now)
+            by_vessel: dict[int, list[tuple[Envelope, str | None]]] = {}
+            for key in sorted(ended):
+                receipt = receipt_for(key.message_seq, outcome, reason, now)
+                by_vessel.setdefault(key.vessel_id, []).append((receipt, f"f{key.message_seq}"))
+            for vessel_id, receipts in by_vessel.items():
+                await self.downlink_queue.queue_many(tx, vessel_id, receipts, now)
 
     async def release_claims(self, worker: str) -> int:
         """End the leases ``worker`` holds on unfinished deliveries; how many."""

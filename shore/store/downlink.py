@@ -220,6 +220,21 @@ class DownlinkQueue:
             1 if urgent else 0,
         )
 
+    async def queue_many(
+        self, tx: Tx, vessel_id: int, items: Sequence[tuple[Envelope, str | None]], now: float
+    ) -> None:
+        """:meth:`queue` for several envelopes ``(envelope, dedupe)``, in one statement."""
+        rows = []
+        for envelope, dedupe in items:
+            kind, skeleton, text = envelope_to_row(envelope)
+            rows.append((vessel_id, kind, skeleton, text, dedupe, float(now), 0))
+        await tx.executemany(
+            "INSERT INTO downlink_items "
+            "(vessel_id, kind, skeleton, text, dedupe, created_at, urgent) "
+            "VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+            rows,
+        )
+
     async def has_item(self, tx: Tx, vessel_id: int, dedupe: str) -> bool:
         """Whether an item with this ``dedupe`` key was ever queued for the vessel."""
         row = await tx.fetchrow(

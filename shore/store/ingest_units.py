@@ -37,7 +37,6 @@ from shore.store.links import ReplayWindow
 from shore.store.parts import StoreParts
 from shore.store.refusals import QuarantineEntry
 from shore.store.uplink import ContactRecord, IngestOutcome, IngestResult, MessageRecord
-from shore.vocabulary import MessageKind
 
 
 class IngestUnits(StoreParts):
@@ -91,8 +90,8 @@ class IngestUnits(StoreParts):
                 if isinstance(envelope, ContactBookChange):
                     await self.uplink.upsert_contact(tx, vessel_id, envelope, now)
                     contacts += 1
-            new = duplicate = acked = 0
-            stored_now: list[Envelope] = []
+            acked = 0
+            messages: list[CrewMessage | GrievanceReport | Sos | VoiceNote] = []
             lane_blocks: list[LaneBlock] = []
             for envelope in batch.envelopes:
                 if isinstance(envelope, LaneBlock):
@@ -100,11 +99,11 @@ class IngestUnits(StoreParts):
                 elif isinstance(envelope, BatchAck):
                     acked += await self.downlink_queue.apply_ack(tx, vessel_id, envelope, now)
                 elif isinstance(envelope, CrewMessage | GrievanceReport | Sos | VoiceNote):
-                    if await self._accept_message(tx, vessel_id, batch_seq, envelope, now):
-                        new += 1
-                        stored_now.append(envelope)
-                    else:
-                        duplicate += 1
+                    messages.append(envelope)
+            stored_now: list[Envelope] = list(
+                await self._accept_messages(tx, vessel_id, batch_seq, messages, now)
+            )
+            new, duplicate = len(stored_now), len(messages) - len(stored_now)
             lane = await self.lane.store_up_blocks(tx, vessel_id, batch_seq, lane_blocks, now)
             # Same transaction: the batch is stored if and only if its leaf is in the log.
             await self.log.append_leaf(tx, batch, digest, now, stored_now)
@@ -122,25 +121,31 @@ class IngestUnits(StoreParts):
             lane_conflicts=lane.conflicting,
         )
 
-    async def _accept_message(
+    async def _accept_messages(
         self,
         tx: Tx,
         vessel_id: int,
         batch_seq: int,
-        envelope: CrewMessage | GrievanceReport | Sos | VoiceNote,
+        envelopes: Sequence[CrewMessage | GrievanceReport | Sos | VoiceNote],
         now: float,
-    ) -> bool:
-        """A message new to the shore: stored, its delivery queued (not for an SOS: that
-        raises alerts) and its ``ACCEPTED_ASHORE`` receipt queued; False if seen before."""
-        kind = await self.uplink.insert_message(tx, vessel_id, batch_seq, envelope, now)
-        if kind is None:
-            return False
-        seq = envelope.message_seq
-        if kind is not MessageKind.SOS:
-            await self.delivery_queue.enqueue(tx, vessel_id, seq, now)
-        receipt = DeliveryReceipt(seq, ReceiptStage.ACCEPTED_ASHORE, int(now // 60))
-        await self.downlink_queue.queue(tx, vessel_id, receipt, now, f"a{seq}")
-        return True
+    ) -> Sequence[CrewMessage | GrievanceReport | Sos | VoiceNote]:
+        """The batch's messages new to the shore, stored, their deliveries queued (not for
+        an SOS: that raises alerts) and their ``ACCEPTED_ASHORE`` receipts queued, a
+        statement each for the lot; the new ones, in order (messages seen before are not)."""
+        new = await self.uplink.insert_messages(tx, vessel_id, batch_seq, envelopes, now)
+        await self.delivery_queue.enqueue_many(
+            tx, vessel_id, [e.message_seq for e in new if not isinstance(e, Sos)], now
+        )
+        minutes = int(now // 60)
+        receipts: list[tuple[Envelope, str | None]] = [
+            (
+                DeliveryReceipt(e.message_seq, ReceiptStage.ACCEPTED_ASHORE, minutes),
+                f"a{e.message_seq}",
+            )
+            for e in new
+        ]
+        await self.downlink_queue.queue_many(tx, vessel_id, receipts, now)
+        return new
 
     async def reject_batch(
         self, vessel_id: int, batch_seq: int, reason: Reason, message: str, data: bytes, now: float

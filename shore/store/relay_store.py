@@ -27,6 +27,7 @@ came over the link is idempotent: a resent batch, a replayed message or a second
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 from shore.store.deliveries import MIGRATIONS as DELIVERY_MIGRATIONS
@@ -65,6 +66,8 @@ MIGRATION_SETS: tuple[MigrationSet, ...] = (
     LANE_MIGRATIONS,
 )
 
+_log = logging.getLogger(__name__)
+
 
 class RelayStore(IngestUnits, DeliveryUnits, DownlinkUnits, LaneUnits, SosUnits):
     """The relay's store over one open database (see the module docstring).
@@ -75,8 +78,34 @@ class RelayStore(IngestUnits, DeliveryUnits, DownlinkUnits, LaneUnits, SosUnits)
     """
 
     async def migrate(self) -> list[tuple[str, str]]:
-        """Apply pending migrations of every repository; (set, name) of those applied."""
-        return await migrate(self.db, MIGRATION_SETS)
+        """Apply pending migrations of every repository; (set, name) of those applied.
+
+        Then gives a transparency log made before the tiles existed its tiles, from its
+        leaves (:meth:`build_log_tiles`)."""
+        applied = await migrate(self.db, MIGRATION_SETS)
+        await self.build_log_tiles()
+        return applied
+
+    async def build_log_tiles(self) -> int:
+        """Build the log's tiles from its leaves where they lag (after an upgrade), in
+        steps of one short transaction each, logging the progress; returns the leaves the
+        tiles hold. A no-op once built (every append extends them)."""
+        logged = False
+        while True:
+            async with self.db.transaction() as tx:
+                size = await self.log.lock(tx)
+                tiled = await self.log.build_tiles(tx, size)
+            if tiled >= size and not logged:
+                return tiled
+            logged = True
+            _log.info(
+                "transparency log tiles: %d of %d leaves built (%.0f%%)",
+                tiled,
+                size,
+                100 * tiled / size,
+            )
+            if tiled >= size:
+                return tiled
 
     async def close(self) -> None:
         """Close the database; the store is unusable afterwards."""

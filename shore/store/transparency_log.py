@@ -1,8 +1,18 @@
-"""Transparency log repository: leaves, signed tree heads and witnesses' co-signatures.
+"""Transparency log repository: leaves, hash tiles, signed tree heads and co-signatures.
 
-Tables (migration set ``transparency_log``): ``log_state`` (one row: the tree size; the
-row appends and signatures lock), ``log_leaves``, ``log_heads``, ``log_cosignatures``.
-Rows are never updated or deleted, except the tree size.
+Tables (migration set ``transparency_log``): ``log_state`` (one row: the tree size and how
+many leaves the tiles hold; the row every append locks), ``log_leaves``, ``log_tiles`` (the
+Merkle tree as C2SP tlog-tiles hash tiles, :mod:`protocol.tiles`: one row per level and
+tile index, the rightmost of each level growing), ``log_heads`` (checkpoints; ``origin``
+NULL for an older relay's heads), ``log_cosignatures`` (``cosigned_at`` NULL for an older
+relay's witness signatures) and ``log_signing`` (one row: taken only to store a day's
+head, never by appends). Leaves and heads are never updated or deleted.
+
+Each append extends the tiles in the same transaction (a few rows: the rightmost tile of
+each level it completes), so a root or a proof reads O(log n) tiles, never the leaves.
+A log made before the tiles existed gets them from its leaves when the store opens
+(:meth:`TransparencyLog.build_tiles`, in steps, with progress logged); until then its
+appends build them first.
 
 Every stored uplink batch becomes a leaf (:func:`leaf_for`), appended by the ingest in the
 SAME transaction that stores the batch (:meth:`TransparencyLog.append_leaf` takes that
@@ -28,14 +38,21 @@ from protocol.compliance import (
     SignedTreeHead,
     TreeHead,
     message_text_bytes,
-    sign_tree_head,
 )
 from protocol.envelopes import CrewMessage, Envelope, VoiceNote
 from protocol.errors import LimitExceeded
 from protocol.limits import MINUTES_RANGE, minutes_in_range
-from protocol.merkle import leaf_hash, root_hash
+from protocol.merkle import (
+    EMPTY_ROOT,
+    Plan,
+    combine,
+    consistency_plan,
+    inclusion_plan,
+    leaf_hash,
+    root_plan,
+)
 from protocol.months import LOG_ZONE, Month
-from protocol.signing import SigningKey
+from protocol.tiles import TileBuilder, TileId, edge_tile_ids, subtree_hash, tiles_for
 from shore.store.database import Dialect, Tx
 from shore.store.migrations import Migration, MigrationSet
 
@@ -79,8 +96,32 @@ MIGRATIONS = MigrationSet(
     )
     """,
         ),
+        Migration(
+            "0002_tiles_and_checkpoints",
+            """
+    CREATE TABLE log_tiles (
+        level {int} NOT NULL,
+        tile_index {int} NOT NULL,
+        hashes {blob} NOT NULL,
+        PRIMARY KEY (level, tile_index)
+    );
+    ALTER TABLE log_state ADD COLUMN tiled_size {int} NOT NULL DEFAULT 0;
+    ALTER TABLE log_heads ADD COLUMN origin TEXT;
+    ALTER TABLE log_heads ADD COLUMN key_id {blob};
+    ALTER TABLE log_cosignatures ADD COLUMN cosigned_at {int};
+    CREATE TABLE log_signing (
+        id {int} PRIMARY KEY
+    );
+    INSERT INTO log_signing (id) VALUES (1)
+    """,
+        ),
     ),
 )
+
+#: Tiles read per query (two parameters each, well below both backends' limits).
+TILES_PER_QUERY = 400
+#: Leaves read per transaction when a log made before the tiles gets its tiles.
+BUILD_STEP_LEAVES = 65_536
 
 
 class TransparencyError(Exception):
@@ -145,29 +186,158 @@ class TransparencyLog:
             raise TransparencyError("the transparency log is not set up; run the store migrations")
         return int(row[0])
 
+    async def sizes(self, tx: Tx) -> tuple[int, int]:
+        """(tree size, leaves in the tiles), without locking anything."""
+        row = await tx.fetchrow("SELECT tree_size, tiled_size FROM log_state WHERE id = 1")
+        if row is None:
+            raise TransparencyError("the transparency log is not set up; run the store migrations")
+        return int(row[0]), int(row[1])
+
     async def append_leaf(
         self, tx: Tx, batch: Batch, batch_sha256: bytes, now: float, new: Sequence[Envelope]
     ) -> int:
         """Append the batch's leaf inside the ingest transaction ``tx``; returns its index."""
         leaf = leaf_for(batch, batch_sha256, now, new)
+        index = await self.append_encoded(tx, batch.vessel_id, batch.batch_seq, leaf.encode(), now)
+        log.info("vessel %d batch %d logged as leaf %d", batch.vessel_id, batch.batch_seq, index)
+        return index
+
+    async def append_encoded(
+        self, tx: Tx, vessel_id: int, batch_seq: int, data: bytes, now: float
+    ) -> int:
+        """Append one encoded leaf (:class:`~protocol.compliance.LogLeaf` bytes) and extend
+        the tiles, in ``tx``; returns its index. :meth:`append_leaf` is the ingest's way."""
         index = await self.lock(tx)
-        data = leaf.encode()
+        hashed = leaf_hash(data)
         await tx.execute(
             "INSERT INTO log_leaves (leaf_index, vessel_id, batch_seq, leaf, leaf_hash, "
             "appended_at) VALUES ($1, $2, $3, $4, $5, $6)",
             index,
-            batch.vessel_id,
-            batch.batch_seq,
+            vessel_id,
+            batch_seq,
             data,
-            leaf_hash(data),
+            hashed,
             float(now),
         )
-        await tx.execute("UPDATE log_state SET tree_size = $1 WHERE id = 1", index + 1)
-        log.info("vessel %d batch %d logged as leaf %d", batch.vessel_id, batch.batch_seq, index)
+        _, tiled = await self.sizes(tx)
+        if tiled < index:  # a log made before the tiles, not yet built at start-up
+            while tiled < index:
+                tiled = await self.build_tiles(tx, index)
+        await self.extend_tiles(tx, index, [hashed])
+        await tx.execute(
+            "UPDATE log_state SET tree_size = $1, tiled_size = $1 WHERE id = 1", index + 1
+        )
         return index
 
+    async def extend_tiles(self, tx: Tx, size: int, hashes: Sequence[bytes]) -> None:
+        """Add leaf hashes to the tiles of a tree of ``size`` leaves (the caller holds
+        :meth:`lock` and records the new size)."""
+        edge = await self.tiles(tx, edge_tile_ids(size))
+        builder = TileBuilder.resume(size, edge)
+        builder.extend(hashes)
+        await self.put_tiles(tx, builder.changed())
+
+    async def put_tiles(self, tx: Tx, tiles: dict[TileId, bytes]) -> None:
+        """Store tiles, replacing the stored version of each (a tile only grows)."""
+        await tx.executemany(
+            "INSERT INTO log_tiles (level, tile_index, hashes) VALUES ($1, $2, $3) "
+            "ON CONFLICT (level, tile_index) DO UPDATE SET hashes = excluded.hashes",
+            [(level, index, data) for (level, index), data in tiles.items()],
+        )
+
+    async def build_tiles(self, tx: Tx, size: int, *, step: int | None = None) -> int:
+        """Extend the tiles from the stored leaves towards ``size`` leaves, at most ``step``
+        of them (default :data:`BUILD_STEP_LEAVES`); returns the leaves the tiles then hold
+        (the caller holds :meth:`lock`)."""
+        _, tiled = await self.sizes(tx)
+        end = min(size, tiled + (BUILD_STEP_LEAVES if step is None else step))
+        if end <= tiled:
+            return tiled
+        rows = await tx.fetch(
+            "SELECT leaf_index, leaf_hash FROM log_leaves WHERE leaf_index >= $1 "
+            "AND leaf_index < $2 ORDER BY leaf_index",
+            tiled,
+            end,
+        )
+        if [int(r[0]) for r in rows] != list(range(tiled, end)):
+            raise TransparencyError(
+                f"the log's leaves {tiled} to {end - 1} are not all stored; the log is damaged"
+            )
+        await self.extend_tiles(tx, tiled, [bytes(r[1]) for r in rows])
+        await tx.execute("UPDATE log_state SET tiled_size = $1 WHERE id = 1", end)
+        return end
+
+    async def tiles(self, tx: Tx, ids: Sequence[TileId] | set[TileId]) -> dict[TileId, bytes]:
+        """The stored tiles among ``ids`` (one query)."""
+        wanted = sorted(ids)
+        if not wanted:
+            return {}
+        where = " OR ".join(
+            f"(level = ${2 * n + 1} AND tile_index = ${2 * n + 2})" for n in range(len(wanted))
+        )
+        rows = await tx.fetch(
+            f"SELECT level, tile_index, hashes FROM log_tiles WHERE {where}",
+            *(value for tile in wanted for value in tile),
+        )
+        return {(int(r[0]), int(r[1])): bytes(r[2]) for r in rows}
+
+    async def hashes(self, tx: Tx, plan: Plan, tree_size: int) -> list[bytes]:
+        """The hashes of ``plan`` (a root or a proof) in the tree of ``tree_size`` leaves,
+        from the few tiles that hold its subtrees."""
+        [found] = await self.hashes_of(tx, [plan], tree_size)
+        return found
+
+    async def hashes_of(self, tx: Tx, plans: Sequence[Plan], tree_size: int) -> list[list[bytes]]:
+        """The hashes of several plans (a report's proofs) with the tiles read once."""
+        size, tiled = await self.sizes(tx)
+        if tree_size > size:
+            raise TransparencyError(f"the log has {size} leaves, not {tree_size}")
+        if tree_size > tiled:
+            raise TransparencyError(
+                f"the log's tiles hold {tiled} of its {size} leaves; they are built when the "
+                "relay's store opens: start the relay (or any 'shore' command) once"
+            )
+        nodes = {node for plan in plans for step in plan for node in step}
+        wanted = sorted(tiles_for(nodes))
+        tiles: dict[TileId, bytes] = {}
+        for start in range(0, len(wanted), TILES_PER_QUERY):
+            tiles.update(await self.tiles(tx, wanted[start : start + TILES_PER_QUERY]))
+        try:
+            cache: dict[tuple[TileId, int, int], bytes] = {}
+            subtrees = {node: subtree_hash(node, tiles, cache) for node in nodes}
+            return [combine(plan, subtrees) for plan in plans]
+        except (KeyError, ValueError) as exc:
+            raise TransparencyError(f"the log's tiles are damaged: {exc}") from exc
+
+    async def root(self, tx: Tx, tree_size: int) -> bytes:
+        """The root hash of the tree of the first ``tree_size`` leaves."""
+        found = await self.hashes(tx, root_plan(tree_size), tree_size)
+        return found[0] if found else EMPTY_ROOT
+
+    async def inclusion_proof(self, tx: Tx, index: int, tree_size: int) -> list[bytes]:
+        """The audit path of leaf ``index`` in the tree of ``tree_size`` leaves."""
+        return await self.hashes(tx, inclusion_plan(index, tree_size), tree_size)
+
+    async def inclusion_proofs(
+        self, tx: Tx, indexes: Sequence[int], tree_size: int
+    ) -> list[list[bytes]]:
+        """The audit paths of several leaves in the tree of ``tree_size`` leaves."""
+        plans = [inclusion_plan(index, tree_size) for index in indexes]
+        return await self.hashes_of(tx, plans, tree_size)
+
+    async def consistency_proofs(
+        self, tx: Tx, first_sizes: Sequence[int], tree_size: int
+    ) -> list[list[bytes]]:
+        """Consistency proofs from each of ``first_sizes`` to ``tree_size`` leaves."""
+        plans = [consistency_plan(first, tree_size) for first in first_sizes]
+        return await self.hashes_of(tx, plans, tree_size)
+
+    async def consistency_proof(self, tx: Tx, first_size: int, tree_size: int) -> list[bytes]:
+        """The proof that the tree of ``tree_size`` leaves extends that of ``first_size``."""
+        return await self.hashes(tx, consistency_plan(first_size, tree_size), tree_size)
+
     async def leaf_hashes(self, tx: Tx) -> list[bytes]:
-        """The leaf hashes of the whole log, in order."""
+        """The leaf hashes of the whole log, in order (linear: for checks and tests)."""
         rows = await tx.fetch("SELECT leaf_hash FROM log_leaves ORDER BY leaf_index")
         return [bytes(r[0]) for r in rows]
 
@@ -179,21 +349,24 @@ class TransparencyLog:
         )
         return [(int(r[0]), bytes(r[1])) for r in rows]
 
-    async def sign(self, tx: Tx, shore_key: SigningKey, minutes: int) -> SignedTreeHead:
-        """Sign and keep a head over the log as ``tx`` sees it (the caller holds
-        :meth:`lock`)."""
-        hashes = await self.leaf_hashes(tx)
-        head = sign_tree_head(TreeHead(len(hashes), root_hash(hashes), minutes), shore_key)
+    async def lock_signing(self, tx: Tx) -> None:
+        """Hold the signing row until ``tx`` ends (two workers storing a day's head take
+        turns; appends never take it)."""
+        await tx.fetchrow(f"SELECT id FROM log_signing WHERE id = 1{self.dialect.for_update}")
+
+    async def store_head(self, tx: Tx, head: SignedTreeHead) -> None:
+        """Keep a signed head (signed by the caller, outside any lock)."""
         await tx.execute(
-            "INSERT INTO log_heads (tree_size, timestamp_minutes, root, day, signature) "
-            "VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+            "INSERT INTO log_heads (tree_size, timestamp_minutes, root, day, signature, origin, "
+            "key_id) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
             head.head.tree_size,
-            minutes,
+            head.head.timestamp_minutes,
             head.head.root,
-            day_of_minutes(minutes),
+            day_of_minutes(head.head.timestamp_minutes),
             head.shore_signature,
+            head.head.origin,
+            head.key_id or None,
         )
-        return head
 
     async def signed_on(self, tx: Tx, day: str) -> bool:
         """Whether a head was signed on the UTC day ``day`` (``YYYY-MM-DD``)."""
@@ -203,44 +376,52 @@ class TransparencyLog:
         """Signed heads dated in [from_minutes, to_minutes], oldest first, with their
         co-signatures."""
         rows = await tx.fetch(
-            "SELECT tree_size, timestamp_minutes, root, signature FROM log_heads "
+            "SELECT tree_size, timestamp_minutes, root, signature, origin, key_id FROM log_heads "
             "WHERE timestamp_minutes >= $1 AND timestamp_minutes <= $2 "
             "ORDER BY timestamp_minutes, tree_size",
             from_minutes,
             to_minutes,
         )
         cosignatures = await tx.fetch(
-            "SELECT tree_size, timestamp_minutes, witness, public_key, signature "
+            "SELECT tree_size, timestamp_minutes, witness, public_key, signature, cosigned_at "
             "FROM log_cosignatures ORDER BY witness"
         )
         found: list[SignedTreeHead] = []
-        for size, minutes, root, signature in rows:
+        for size, minutes, root, signature, origin, key_id in rows:
             witnesses = tuple(
-                Cosignature(str(c[2]), bytes(c[3]), bytes(c[4]))
+                Cosignature(
+                    str(c[2]), bytes(c[3]), bytes(c[4]), None if c[5] is None else int(c[5])
+                )
                 for c in cosignatures
                 if int(c[0]) == int(size) and int(c[1]) == int(minutes)
             )
-            head = TreeHead(int(size), bytes(root), int(minutes))
-            found.append(SignedTreeHead(head, bytes(signature), witnesses))
+            head = TreeHead(
+                int(size), bytes(root), int(minutes), None if origin is None else str(origin)
+            )
+            key = b"" if key_id is None else bytes(key_id)
+            found.append(SignedTreeHead(head, bytes(signature), witnesses, key))
         return found
 
-    async def signed_root(self, tx: Tx, tree_size: int, minutes: int) -> bytes | None:
-        """The root of the head the shore signed at that size and minute, or None."""
+    async def signed_head(self, tx: Tx, tree_size: int, minutes: int) -> TreeHead | None:
+        """The head the shore signed at that size and minute, or None."""
         row = await tx.fetchrow(
-            "SELECT root FROM log_heads WHERE tree_size = $1 AND timestamp_minutes = $2",
+            "SELECT root, origin FROM log_heads WHERE tree_size = $1 AND timestamp_minutes = $2",
             tree_size,
             minutes,
         )
-        return None if row is None else bytes(row[0])
+        if row is None:
+            return None
+        return TreeHead(tree_size, bytes(row[0]), minutes, None if row[1] is None else str(row[1]))
 
     async def add_cosignature(self, tx: Tx, head: TreeHead, cosignature: Cosignature) -> None:
         """Keep a witness's co-signature (checked by the caller) of a head the shore signed."""
         await tx.execute(
             "INSERT INTO log_cosignatures (tree_size, timestamp_minutes, witness, public_key, "
-            "signature) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+            "signature, cosigned_at) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
             head.tree_size,
             head.timestamp_minutes,
             cosignature.witness,
             cosignature.public_key,
             cosignature.signature,
+            cosignature.timestamp_s,
         )

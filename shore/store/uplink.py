@@ -235,6 +235,80 @@ def language(value: object) -> Language | None:
     return None if value is None else Language(int(str(value)))
 
 
+_INSERT_MESSAGE = (
+    "INSERT INTO messages (vessel_id, message_seq, batch_seq, kind, crew, contact, "
+    "union_id, lang, body, quick, sealed, latitude, longitude, written_minutes, "
+    "accepted_at, state, state_at, unauthenticated, voice_mode, voice_ms, voice) VALUES "
+    "($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $15, $17, "
+    "$18, $19, $20) "
+    "ON CONFLICT DO NOTHING"
+)
+
+
+def _message_row(
+    vessel_id: int,
+    batch_seq: int,
+    envelope: CrewMessage | GrievanceReport | Sos | VoiceNote,
+    now: float,
+) -> tuple[object, ...]:
+    """The arguments of :data:`_INSERT_MESSAGE` for one message. An SOS starts in state
+    ``ALERT``, the rest ``ACCEPTED``."""
+    kind = MessageKind.of(envelope)
+    assert kind is not None  # every one of these envelopes is a message
+    crew = contact = union = lang = quick = lat = lon = unauthenticated = None
+    body: str | None = None
+    sealed: bytes | None = None
+    voice_mode = voice_ms = None
+    voice: bytes | None = None
+    if isinstance(envelope, VoiceNote):
+        seq, crew, contact = envelope.message_seq, envelope.crew, envelope.contact
+        voice_mode, voice_ms, voice = int(envelope.mode), envelope.duration_ms, envelope.frames
+    elif isinstance(envelope, CrewMessage):
+        seq, crew, contact, quick = (
+            envelope.message_seq,
+            envelope.crew,
+            envelope.contact,
+            envelope.quick,
+        )
+        body, lang = envelope.body, envelope.lang
+    elif isinstance(envelope, GrievanceReport):
+        seq, union, sealed = envelope.message_seq, envelope.union, envelope.sealed
+    else:
+        assert isinstance(envelope, Sos)
+        seq, crew, body, lang = (
+            envelope.message_seq,
+            envelope.crew,
+            envelope.note,
+            envelope.lang,
+        )
+        if envelope.position is not None:
+            lat, lon = envelope.position
+        unauthenticated = 1 if envelope.unauthenticated else None
+    state = MessageState.ALERT if kind is MessageKind.SOS else MessageState.ACCEPTED
+    return (
+        vessel_id,
+        seq,
+        batch_seq,
+        kind.value,
+        crew,
+        contact,
+        union,
+        None if lang is None else int(lang),
+        body,
+        quick,
+        sealed,
+        lat,
+        lon,
+        envelope.written_minutes,
+        float(now),
+        state.value,
+        unauthenticated,
+        voice_mode,
+        voice_ms,
+        voice,
+    )
+
+
 def keys_filter(keys: Sequence[tuple[int, int]], prefix: str = "") -> tuple[str, list[int]]:
     """A condition matching the rows of ``keys`` (vessel_id, message_seq), with its
     arguments (``$1`` on); ``prefix`` qualifies the columns (``"m."``)."""
@@ -367,77 +441,41 @@ class Uplink:
 
     # messages ---------------------------------------------------------------------------
 
-    async def insert_message(
+    async def insert_messages(
         self,
         tx: Tx,
         vessel_id: int,
         batch_seq: int,
-        envelope: CrewMessage | GrievanceReport | Sos | VoiceNote,
+        envelopes: Sequence[CrewMessage | GrievanceReport | Sos | VoiceNote],
         now: float,
-    ) -> MessageKind | None:
-        """Store a crew message, grievance report or SOS; its kind, or None when the vessel
-        sent this message before (nothing stored). An SOS starts in state ``ALERT``, the
-        rest ``ACCEPTED``."""
-        kind = MessageKind.of(envelope)
-        assert kind is not None  # every one of these envelopes is a message
-        crew = contact = union = lang = quick = lat = lon = unauthenticated = None
-        body: str | None = None
-        sealed: bytes | None = None
-        voice_mode = voice_ms = None
-        voice: bytes | None = None
-        if isinstance(envelope, VoiceNote):
-            seq, crew, contact = envelope.message_seq, envelope.crew, envelope.contact
-            voice_mode, voice_ms, voice = int(envelope.mode), envelope.duration_ms, envelope.frames
-        elif isinstance(envelope, CrewMessage):
-            seq, crew, contact, quick = (
-                envelope.message_seq,
-                envelope.crew,
-                envelope.contact,
-                envelope.quick,
+    ) -> list[CrewMessage | GrievanceReport | Sos | VoiceNote]:
+        """Store a batch's messages in one statement; those that were new, in order (a
+        message the vessel sent before, or twice in this batch, is stored once: the first).
+
+        Run it under the vessel's lock (``links.lock``): the messages already stored are
+        read first, and no other transaction may add one of the vessel's meanwhile."""
+        if not envelopes:
+            return []
+        seqs = sorted({envelope.message_seq for envelope in envelopes})
+        places = ", ".join(f"${n}" for n in range(2, len(seqs) + 2))
+        seen = {
+            int(r[0])
+            for r in await tx.fetch(
+                "SELECT message_seq FROM messages WHERE vessel_id = $1 "
+                f"AND message_seq IN ({places})",
+                vessel_id,
+                *seqs,
             )
-            body, lang = envelope.body, envelope.lang
-        elif isinstance(envelope, GrievanceReport):
-            seq, union, sealed = envelope.message_seq, envelope.union, envelope.sealed
-        else:
-            assert isinstance(envelope, Sos)
-            seq, crew, body, lang = (
-                envelope.message_seq,
-                envelope.crew,
-                envelope.note,
-                envelope.lang,
-            )
-            if envelope.position is not None:
-                lat, lon = envelope.position
-            unauthenticated = 1 if envelope.unauthenticated else None
-        state = MessageState.ALERT if kind is MessageKind.SOS else MessageState.ACCEPTED
-        inserted = await tx.fetchrow(
-            "INSERT INTO messages (vessel_id, message_seq, batch_seq, kind, crew, contact, "
-            "union_id, lang, body, quick, sealed, latitude, longitude, written_minutes, "
-            "accepted_at, state, state_at, unauthenticated, voice_mode, voice_ms, voice) VALUES "
-            "($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $15, $17, "
-            "$18, $19, $20) ON CONFLICT DO NOTHING RETURNING message_seq",
-            vessel_id,
-            seq,
-            batch_seq,
-            kind.value,
-            crew,
-            contact,
-            union,
-            None if lang is None else int(lang),
-            body,
-            quick,
-            sealed,
-            lat,
-            lon,
-            envelope.written_minutes,
-            float(now),
-            state.value,
-            unauthenticated,
-            voice_mode,
-            voice_ms,
-            voice,
+        }
+        new = []
+        for envelope in envelopes:
+            if envelope.message_seq not in seen:
+                seen.add(envelope.message_seq)
+                new.append(envelope)
+        await tx.executemany(
+            _INSERT_MESSAGE, [_message_row(vessel_id, batch_seq, e, now) for e in new]
         )
-        return None if inserted is None else kind
+        return new
 
     async def set_message_state(
         self,
@@ -461,6 +499,16 @@ class Uplink:
             *args,
         )
         return changed is not None
+
+    async def set_messages_state(
+        self, tx: Tx, keys: Sequence[tuple[int, int]], state: MessageState, now: float
+    ) -> None:
+        """:meth:`set_message_state` for several messages ``(vessel, message_seq)``."""
+        await tx.executemany(
+            "UPDATE messages SET state = $3, state_at = $4 "
+            "WHERE vessel_id = $1 AND message_seq = $2",
+            [(vessel_id, seq, state.value, float(now)) for vessel_id, seq in keys],
+        )
 
     async def messages(self, tx: Tx, vessel_id: int) -> list[MessageRecord]:
         """A vessel's stored messages, by sequence number."""

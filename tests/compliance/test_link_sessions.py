@@ -22,9 +22,10 @@ from shipboard.outbox import Outbox
 from shipboard.profiles import FLEETBROADBAND, IRIDIUM_CERTUS
 from shipboard.report import build_statement
 from shipboard.sessions_log import LinkSession, price_month, sessions_in
+from tests.kit.model_shore import ModelShore
 from tests.kit.mosquitto import MosquittoBroker
 from tests.kit.ports import free_port
-from tests.shipboard.test_link import NOW, MqttTestShore, link_settings, shore_running
+from tests.shipboard.test_link import NOW, link_settings, shore_running
 from tests.shore.store_fixtures import SHORE_KEY, VESSEL_KEY
 from vessel_relay.demo.defaults import demo_ship_config
 
@@ -130,10 +131,8 @@ async def test_the_link_loop_records_its_sessions(
         stopping.set()  # the loop records this session, then stops
         return report
 
-    shore = MqttTestShore(
-        fresh_mosquitto.host, fresh_mosquitto.port, VESSEL, VESSEL_KEY, SHORE_KEY, codebook
-    )
-    async with shore_running(shore), asyncio.timeout(60):
+    shore = ModelShore.for_keys(codebook, VESSEL_KEY, SHORE_KEY, VESSEL)
+    async with shore_running(shore, fresh_mosquitto), asyncio.timeout(60):
         await run_link(
             config=_config(tmp_path),
             outbox=outbox,

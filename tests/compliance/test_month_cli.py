@@ -6,7 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import sqlite3
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import nacl.public
@@ -248,7 +248,9 @@ def test_witness_refuses_a_forged_or_split_head(installed: Installed, tmp_path: 
     assert _invoke("shore", "log", "heads", "--config", relay, "--json", str(heads_json))[0] == 0
     listed = json.loads(heads_json.read_text())
     write_secret(tmp_path / "w.key", WITNESS_SEED)
-    forged = dict(listed[-1], root="00" * 32)
+    real = SignedTreeHead.from_obj(listed[-1])
+    # a forged root, its checkpoint text rewritten to match (else it is refused as altered)
+    forged = replace(real, head=replace(real.head, root=bytes(32))).to_obj()
     (tmp_path / "forged.json").write_text(json.dumps(forged))
     args = ["--key", str(tmp_path / "w.key"), "--witness", "ILO"]
     shore_public = SHORE_KEY.verify_key.hex()
@@ -272,3 +274,45 @@ def test_witness_refuses_a_forged_or_split_head(installed: Installed, tmp_path: 
     assert code == 1
     assert "the shore never signed a head" in err
     assert isinstance(head.head, TreeHead)
+
+
+def test_witness_software_cosigns_the_checkpoint_note(installed: Installed, tmp_path: Path) -> None:
+    """Witness software that speaks only the C2SP formats gets the latest head as a
+    checkpoint signed note, appends its tlog-cosignature line (made here from the spec,
+    not with vessel-relay's code), and the relay keeps it; the next checkpoint carries it.
+    A note with no line of the named witness is refused, saying which witness to name."""
+    import base64
+    import hashlib
+
+    from protocol.signing import SigningKey
+
+    relay = str(installed.relay_config)
+    note_path = tmp_path / "checkpoint.txt"
+    code, out, err = _invoke(
+        "shore", "log", "checkpoint", "--config", relay, "--out", str(note_path)
+    )
+    assert code == 0, err
+    note = note_path.read_bytes()
+    body = note.split(b"\n\n")[0] + b"\n"
+    assert body.split(b"\n")[0].decode().startswith("vessel-relay.log/")
+    name, witness = "witness.example.org/w1", SigningKey.from_seed(bytes(range(60, 92)))
+    public = witness.verify_key.key
+    stamp = 1_800_000_000
+    signature = witness.sign(b"cosignature/v1\ntime %d\n" % stamp + body)
+    key_id = hashlib.sha256(name.encode() + b"\n\x04" + public).digest()[:4]
+    blob = base64.b64encode(key_id + stamp.to_bytes(8, "big") + signature).decode()
+    cosigned = tmp_path / "cosigned.txt"
+    cosigned.write_bytes(note + f"\u2014 {name} {blob}\n".encode())
+
+    code, _, err = _invoke("shore", "log", "add-cosignature", str(cosigned), "--config", relay)
+    assert code == 1
+    assert "give --witness NAME=KEY" in err
+    code, out, err = _invoke(
+        "shore", "log", "add-cosignature", str(cosigned), "--config", relay,
+        "--witness", f"{name}={public.hex()}",
+    )  # fmt: skip
+    assert code == 0, err
+    assert f"co-signature of {name!r} kept" in out
+    code, out, err = _invoke("shore", "log", "checkpoint", "--config", relay)
+    assert code == 0, err
+    assert f"\u2014 {name} {blob}\n" in out

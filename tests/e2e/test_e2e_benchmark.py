@@ -161,9 +161,10 @@ def test_compression_must_give_a_day_of_whole_lane_periods() -> None:
 
 def test_every_clock_of_the_agent_is_compressed() -> None:
     """The scheduler's targets (the defaults: 6 h for a family message, a day for the
-    lane's blocks), idle poll, gap, the lane periods (6 h up, a day down) and the
-    downlink drain's quiet time are the real ones divided by the compression (floors
-    where a real exchange needs them)."""
+    lane's blocks), idle poll, gap, the lane periods (6 h up, a day down), the
+    downlink drain's quiet time and the age up to which a TLS ticket is offered again
+    (the broker's two hours) are the real ones divided by the compression (floors where
+    a real exchange needs them)."""
     tuning = tuning_for("iridium-certus", 7200.0, 12)
     assert tuning.latency_s["message"] == pytest.approx(6 * 3600 / 7200)
     assert tuning.latency_s["grievance"] == pytest.approx(24 * 3600 / 7200)
@@ -172,6 +173,7 @@ def test_every_clock_of_the_agent_is_compressed() -> None:
     assert (tuning.slot_period_s, tuning.down_period_s) == (3, 12)
     assert tuning.resend_after_s == 5.0  # floored: a round trip must fit
     assert tuning.downlink_quiet_s == 0.05  # floored: Mosquitto's own hand-over time
+    assert tuning.tls_ticket_max_age_s == pytest.approx(7200 / 7200)  # the broker's 2 h
     assert tuning_for("vsat", 10.0, 8640).downlink_quiet_s == pytest.approx((4 * 0.05 + 0.5) / 10)
 
 

@@ -1,4 +1,5 @@
-"""What the outbox and the shore's store record, in memory, for the pure exchange tests.
+"""What the outbox records, in memory, for the pure exchange tests (the shore's side is the
+kit's one model shore, :class:`tests.kit.model_shore.ModelShore`, with the settings below).
 
 Only as much as the exchange's events need: the real outbox and store are tested on the
 fake link in ``test_scenarios.py``; these let hypothesis run thousands of schedules of the
@@ -8,7 +9,6 @@ pure machines (``protocol.exchange``) in seconds.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -19,23 +19,17 @@ from protocol.envelopes import (
     CrewMessage,
     DeliveryReceipt,
     Envelope,
-    ReceiptStage,
     acknowledges_only,
 )
 from protocol.exchange import (
     BatchAcknowledged,
     BatchesWanted,
     BatchRefused,
-    DownlinkAcknowledged,
-    DownlinkBatchMade,
     DownlinkReceived,
     DownlinkRefused,
     MakeBatch,
     OfferedBatch,
-    ShoreExchange,
     ShoreSettings,
-    UplinkBatchReceived,
-    UplinkRefused,
     VesselExchange,
     VesselSettings,
 )
@@ -190,62 +184,3 @@ class MemoryVessel:
             elif isinstance(event, BatchRefused):
                 self.refused.add(event.batch_seq)
                 self.closed_step[event.batch_seq] = self._step()
-
-
-@dataclass
-class MemoryShore:
-    """The shore's record: stored batches (by hash), messages, downlink batches."""
-
-    exchange: ShoreExchange = field(default_factory=lambda: ShoreExchange(shore_settings()))
-    batches: dict[int, bytes] = field(default_factory=dict)
-    messages: Counter[int] = field(default_factory=Counter)
-    downlink: dict[int, tuple[bytes, int]] = field(default_factory=dict)
-    downlink_acked: set[int] = field(default_factory=set)
-
-    def answer(self, now: float) -> None:
-        """Answer every event the way the store does (``shore.store.ingest_units``)."""
-        exchange = self.exchange
-        while (event := exchange.next_event()) is not None:
-            if isinstance(event, UplinkBatchReceived):
-                batch = event.batch
-                digest = hashlib.sha256(event.data).digest()
-                if batch.batch_seq in self.batches:
-                    assert self.batches[batch.batch_seq] == digest, "a batch number reused"
-                    exchange.uplink_stored(batch.batch_seq, now)
-                    continue
-                self.batches[batch.batch_seq] = digest
-                receipts: list[Envelope] = []
-                for envelope in batch.envelopes:
-                    if (
-                        isinstance(envelope, CrewMessage)
-                        and envelope.message_seq not in self.messages
-                    ):
-                        self.messages[envelope.message_seq] += 1
-                        receipts.append(
-                            DeliveryReceipt(
-                                envelope.message_seq, ReceiptStage.ACCEPTED_ASHORE, int(now // 60)
-                            )
-                        )
-                exchange.uplink_stored(batch.batch_seq, now)
-                exchange.queue(receipts)
-            elif isinstance(event, UplinkRefused):
-                raise AssertionError(f"a genuine uplink batch was refused: {event}")
-            elif isinstance(event, DownlinkBatchMade):
-                self.downlink[event.downlink_seq] = (event.data, event.items)
-            elif isinstance(event, DownlinkAcknowledged):
-                self.downlink_acked.add(event.downlink_seq)
-
-    def restart(self) -> None:
-        """The relay restarts: a new exchange from the record (memory of the old is gone).
-
-        What it owed is kept (the store's "acknowledgement pending"): a due ack is owed."""
-        seen = RangeSet()
-        for seq in self.batches:
-            seen.add(seq)
-        state = self.exchange.state
-        self.exchange = ShoreExchange(
-            shore_settings(), seen=seen, next_downlink_seq=len(self.downlink) + 1, state=state
-        )
-        for seq, (data, items) in sorted(self.downlink.items()):
-            if seq not in self.downlink_acked:
-                self.exchange.resume_downlink(seq, data, items, last_sent_at=None)

@@ -1,14 +1,20 @@
-"""MQTT helpers: unique topics per test, and vessel clients with persistent sessions."""
+"""MQTT helpers: unique topics per test, vessel clients with persistent sessions, and the
+model shore behind a real broker (:func:`shore_over_mqtt`)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+
+from protocol.topics import downlink_topic, uplink_topic
+from tests.kit.model_shore import ModelShore
 
 TOPIC_PREFIX = "vessel-relay/tests/"
 
@@ -59,3 +65,59 @@ async def next_message(client: aiomqtt.Client, timeout_s: float = 10.0) -> aiomq
     """The client's next message; MqttError if it disconnects, TimeoutError if none comes."""
     async with asyncio.timeout(timeout_s):
         return await anext(client.messages)
+
+
+@contextlib.asynccontextmanager
+async def shore_over_mqtt(
+    shore: ModelShore,
+    host: str,
+    port: int,
+    *,
+    clock: Callable[[], float],
+    protocol: aiomqtt.ProtocolVersion = aiomqtt.ProtocolVersion.V5,
+) -> AsyncIterator[ModelShore]:
+    """``shore`` behind a real broker, where the relay sits: subscribed (a persistent
+    session, ``relay-<vessel>``) to the vessel's uplink topic, it hears every payload and
+    publishes what it sends then on the downlink topic (QoS 1). Yields once subscribed."""
+    vessel_id = shore.vessel_id
+
+    async def run(ready: asyncio.Event) -> None:
+        async with persistent_client(host, port, f"relay-{vessel_id}", protocol=protocol) as client:
+            await client.subscribe(uplink_topic(vessel_id), qos=1)
+            ready.set()
+            async for message in client.messages:
+                assert isinstance(message.payload, bytes)
+                now = clock()
+                shore.receive(message.payload, now)
+                for data in shore.send(now):
+                    await client.publish(downlink_topic(vessel_id), data, qos=1)
+
+    ready = asyncio.Event()
+    task = asyncio.create_task(run(ready))
+    waiter = asyncio.ensure_future(ready.wait())
+    try:
+        async with asyncio.timeout(10):
+            await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        if task.done():
+            task.result()
+        yield shore
+    finally:
+        waiter.cancel()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def publish_downlink(
+    host: str,
+    port: int,
+    vessel_id: int,
+    payloads: Sequence[bytes],
+    *,
+    protocol: aiomqtt.ProtocolVersion = aiomqtt.ProtocolVersion.V5,
+) -> None:
+    """Publish ``payloads`` on the vessel's downlink topic (QoS 1), as a shore would while
+    the vessel is away: a persistent session of the vessel keeps them for it."""
+    async with aiomqtt.Client(host, port, protocol=protocol) as client:
+        for payload in payloads:
+            await client.publish(downlink_topic(vessel_id), payload, qos=1)

@@ -76,11 +76,13 @@ def test_pybabel_extract_finds_every_sentence_of_the_templates(tmp_path: Path) -
     assert found == page_msgids() == _msgids(TEMPLATE_PATH)
     with output.open("rb") as handle:
         plural = [m for m in read_po(handle) if isinstance(m.id, tuple)]
-    assert [m.id for m in plural] == [
+    assert sorted(m.id for m in plural) == [
+        ("About {n} more character fits.", "About {n} more characters fit."),
         (
             "You can still send about {n} short message this month.",
             "You can still send about {n} short messages this month.",
-        )
+        ),
+        ("{n} character too many.", "{n} characters too many."),
     ]
 
 

@@ -1,5 +1,5 @@
 """Fixtures for shipboard tests: a temporary outbox, crew, keys and a test shore
-(:class:`tests.kit.protocol_shore.TestShore`)."""
+(:class:`tests.kit.model_shore.ModelShore`)."""
 
 from __future__ import annotations
 
@@ -16,9 +16,9 @@ from protocol.signing import SigningKey
 from shipboard.config import ShipConfig
 from shipboard.crew import Contact, CrewMember, CrewRegister
 from shipboard.outbox import Outbox
-from tests.kit.protocol_shore import NOW as NOW
-from tests.kit.protocol_shore import VESSEL_ID as VESSEL_ID
-from tests.kit.protocol_shore import TestShore
+from tests.kit.model_shore import NOW as NOW
+from tests.kit.model_shore import VESSEL_ID as VESSEL_ID
+from tests.kit.model_shore import ModelShore
 from vessel_relay.demo.defaults import demo_ship_config
 
 
@@ -84,5 +84,5 @@ def ship_config(tmp_path: Path) -> ShipConfig:
 
 
 @pytest.fixture
-def shore(codebook: Codebook, vessel_key: SigningKey, shore_key: SigningKey) -> TestShore:
-    return TestShore(codebook, vessel_key, shore_key)
+def shore(codebook: Codebook, vessel_key: SigningKey, shore_key: SigningKey) -> ModelShore:
+    return ModelShore.for_keys(codebook, vessel_key, shore_key)

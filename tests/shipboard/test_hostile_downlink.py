@@ -62,7 +62,9 @@ from shipboard.link import (
 )
 from shipboard.outbox import Outbox
 from tests.kit.mosquitto import MosquittoBroker
+from tests.kit.mqtt import publish_downlink
 from tests.protocol.mutants import MutantMaker
+from tests.shipboard.test_link import NOW as LINK_NOW
 from tests.shipboard.test_link import FakeOutbox, Vessel, link_settings, shore_running
 
 from .conftest import NOW, VESSEL_ID, Crew
@@ -306,7 +308,7 @@ async def test_session_goes_on_after_a_hostile_downlink(
     outbox.make_batch([earlier], codebook, vessel_key, NOW)
     vessel = Vessel(outbox.vessel_id, FakeOutbox(outbox.vessel_id), vessel_key, shore_key, codebook)
     settings = link_settings(outbox.vessel_id, fresh_mosquitto.host, fresh_mosquitto.port)
-    shore = vessel.shore(fresh_mosquitto)
+    shore = vessel.shore()
     async with asyncio.timeout(60):
         await run_session(  # first contact: the broker now keeps the vessel's session
             replace(settings, ack_wait_s=0.5),
@@ -315,15 +317,16 @@ async def test_session_goes_on_after_a_hostile_downlink(
             codebook=codebook,
             shore_verify_key=shore_key.verify_key,
         )
-    hostile = shore.downlink(
+    hostile = shore.sign(
         [
             DeliveryReceipt(earlier, ReceiptStage.DELIVERED, MINUTES),
             DeliveryFailure(earlier, FailureReason.ADDRESS_INVALID, MINUTES),
-        ]
+        ],
+        int(LINK_NOW // 60),
     )
-    await shore.publish_downlink([hostile])
+    await publish_downlink(fresh_mosquitto.host, fresh_mosquitto.port, outbox.vessel_id, [hostile])
     new = _send(outbox, crew, body="new")
-    async with shore_running(shore), asyncio.timeout(60):
+    async with shore_running(shore, fresh_mosquitto), asyncio.timeout(60):
         report = await run_session(
             settings,
             outbox,

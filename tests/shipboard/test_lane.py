@@ -63,7 +63,7 @@ from shipboard.states import MessageKind
 from tests.kit.clock import FakeClock
 from tests.kit.fakelink import UP
 from tests.kit.lane import SentBlock, lane_blocks_of, union_reads
-from tests.kit.protocol_shore import TestShore
+from tests.kit.model_shore import ModelShore
 from tests.kit.voyage import CODEBOOK, VESSEL, voyage
 from tests.shore.store_fixtures import SHORE_KEY, VESSEL_KEY
 from vessel_relay.demo.defaults import demo_ship_config
@@ -119,7 +119,9 @@ class Board:
             self.pins.append(pin)
         self.sent: list[SentBlock] = []
         #: The relay's downlink, signed and numbered as the relay does.
-        self.shore = TestShore(CODEBOOK, VESSEL_KEY, SHORE_KEY, self.config.vessel.vessel_id)
+        self.shore = ModelShore.for_keys(
+            CODEBOOK, VESSEL_KEY, SHORE_KEY, self.config.vessel.vessel_id
+        )
         self.intake.release_lane(self.clock())  # the agent starts its lane
 
     def file(self, who: int, text: str, union: int = 7) -> int:

@@ -1,9 +1,11 @@
-"""The satellite session over a real Mosquitto, with a small test shore built on protocol/.
+"""The satellite session over a real Mosquitto, with the model shore built on protocol/.
 
 The vessel side is :func:`shipboard.link.run_session` (and :func:`run_link`) with an
-in-memory outbox implementing :class:`shipboard.link.OutboxPort`; the shore side verifies
-uplink batches and answers with a signed downlink ``BatchAck`` plus one
-``DeliveryReceipt(ACCEPTED_ASHORE)`` per message, as the real relay does after its commit.
+in-memory outbox implementing :class:`shipboard.link.OutboxPort`; the shore side is
+:class:`tests.kit.model_shore.ModelShore` behind the broker: the pure shore exchange, which
+verifies uplink batches and answers with a signed downlink ``BatchAck`` plus one
+``DeliveryReceipt(ACCEPTED_ASHORE)`` per new message, as the real relay does after its
+commit.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import secrets
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,7 +38,6 @@ from protocol.envelopes import (
     Sos,
     acknowledges_only,
 )
-from protocol.errors import ProtocolError
 from protocol.languages import Language
 from protocol.replay import RangeSet
 from protocol.signing import SigningKey
@@ -53,21 +54,21 @@ from shipboard.link import (
     reconnect_delay_s,
     run_link,
     run_session,
-    uplink_topic,
 )
 from shipboard.mqtt_link import MqttLink, make_client
 from shipboard.outbox import Outbox
 from shipboard.profiles import IRIDIUM_CERTUS, VSAT
 from shipboard.scheduler import SchedulerSettings
-from shipboard.tls import make_self_signed
 from tests.kit.clock import FakeClock
+from tests.kit.model_shore import ModelShore
 from tests.kit.mosquitto import MosquittoBroker
-from tests.kit.mqtt import persistent_client
+from tests.kit.mqtt import publish_downlink, shore_over_mqtt
 from tests.kit.ports import free_port
 from tests.kit.wait import eventually
 from tests.shipboard.conftest import Crew
 from vessel_relay.corpus import corpus_dir
 from vessel_relay.demo.defaults import demo_ship_config
+from vessel_relay.demo.tls import DEPLOYED_KEY_TYPE, make_broker_tls
 from vessel_relay.link_emulator import Direction as EmulatedDirection
 from vessel_relay.link_emulator import LinkEmulator
 from vessel_relay.link_emulator import LinkProfile as EmulatedLink
@@ -255,107 +256,16 @@ def test_fake_outbox_and_real_outbox_share_the_contract() -> None:
     assert len(ports) == 2
 
 
-# --- a test shore over MQTT --------------------------------------------------------------
+# --- the model shore over MQTT ----------------------------------------------------------
 
 
-@dataclass
-class Received:
-    batch_seq: int
-    message_seqs: tuple[int, ...]
-    data: bytes
-
-
-@dataclass
-class MqttTestShore:
-    """Subscribes to the vessel's uplink, verifies, answers with BatchAck and receipts."""
-
-    host: str
-    port: int
-    vessel_id: int
-    vessel_key: SigningKey
-    shore_key: SigningKey
-    codebook: Codebook
-    protocol: aiomqtt.ProtocolVersion = aiomqtt.ProtocolVersion.V5
-    received: list[Received] = field(default_factory=list)
-    refused: int = 0
-    next_downlink: int = 1
-    seen: RangeSet = field(default_factory=RangeSet)  # uplink batch numbers verified
-
-    def downlink(self, envelopes: Sequence[Envelope], key: SigningKey | None = None) -> bytes:
-        data = encode_batch(
-            envelopes,
-            direction=Direction.DOWNLINK,
-            vessel_id=self.vessel_id,
-            batch_seq=self.next_downlink,
-            batch_minutes=int(NOW // 60),
-            signing_key=key or self.shore_key,
-            codebook=self.codebook,
-        )
-        self.next_downlink += 1
-        return data
-
-    def answer(self, data: bytes) -> bytes | None:
-        try:
-            batch = decode_batch(
-                data,
-                codebook=self.codebook,
-                verify_key=self.vessel_key.verify_key,
-                direction=Direction.UPLINK,
-            )
-        except ProtocolError:
-            self.refused += 1
-            return None
-        seqs = tuple(
-            envelope.message_seq
-            for envelope in batch.envelopes
-            if isinstance(envelope, CrewMessage | Sos | GrievanceReport)
-        )
-        self.received.append(Received(batch.batch_seq, seqs, data))
-        self.seen.add(batch.batch_seq)
-        minutes = int(NOW // 60)
-        receipts = [DeliveryReceipt(seq, ReceiptStage.ACCEPTED_ASHORE, minutes) for seq in seqs]
-        return self.downlink([range_ack(self.seen, minutes), *receipts])
-
-    async def run(self, ready: asyncio.Event) -> None:
-        async with persistent_client(
-            self.host, self.port, f"relay-{self.vessel_id}", protocol=self.protocol
-        ) as client:
-            await client.subscribe(uplink_topic(self.vessel_id), qos=1)
-            ready.set()
-            async for message in client.messages:
-                assert isinstance(message.payload, bytes)
-                reply = self.answer(message.payload)
-                if reply is not None:
-                    await client.publish(downlink_topic(self.vessel_id), reply, qos=1)
-
-    async def publish_downlink(self, payloads: Sequence[bytes]) -> None:
-        async with aiomqtt.Client(self.host, self.port, protocol=self.protocol) as client:
-            for payload in payloads:
-                await client.publish(downlink_topic(self.vessel_id), payload, qos=1)
-
-    def copies(self) -> dict[int, list[Received]]:
-        by_batch: dict[int, list[Received]] = {}
-        for received in self.received:
-            by_batch.setdefault(received.batch_seq, []).append(received)
-        return by_batch
-
-
-@contextlib.asynccontextmanager
-async def shore_running(shore: MqttTestShore) -> AsyncIterator[MqttTestShore]:
-    ready = asyncio.Event()
-    task = asyncio.create_task(shore.run(ready))
-    try:
-        async with asyncio.timeout(10):
-            await asyncio.wait(
-                {task, asyncio.ensure_future(ready.wait())}, return_when="FIRST_COMPLETED"
-            )
-        if task.done():
-            task.result()
-        yield shore
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+def shore_running(
+    shore: ModelShore, broker: MosquittoBroker, mqtt_version: str = "5"
+) -> contextlib.AbstractAsyncContextManager[ModelShore]:
+    """The model shore behind ``broker``, answering on this file's fixed clock."""
+    return shore_over_mqtt(
+        shore, broker.host, broker.port, clock=lambda: NOW, protocol=to_protocol(mqtt_version)
+    )
 
 
 # --- fixtures and helpers ----------------------------------------------------------------
@@ -405,16 +315,9 @@ class Vessel:
                 **kwargs,  # type: ignore[arg-type]
             )
 
-    def shore(self, broker: MosquittoBroker, mqtt_version: str = "5") -> MqttTestShore:
-        return MqttTestShore(
-            broker.host,
-            broker.port,
-            self.vessel_id,
-            self.vessel_key,
-            self.shore_key,
-            self.codebook,
-            to_protocol(mqtt_version),
-        )
+    def shore(self) -> ModelShore:
+        """The model shore for this vessel (run it behind a broker with shore_running)."""
+        return ModelShore.for_keys(self.codebook, self.vessel_key, self.shore_key, self.vessel_id)
 
 
 @pytest.fixture
@@ -444,7 +347,7 @@ async def test_messages_go_ashore_and_the_shore_acknowledges_them(
     settings = link_settings(
         vessel.vessel_id, mosquitto.host, mosquitto.port, mqtt_version=mqtt_version
     )
-    async with shore_running(vessel.shore(mosquitto, mqtt_version)) as shore:
+    async with shore_running(vessel.shore(), mosquitto, mqtt_version) as shore:
         report = await vessel.session(settings, message_seqs=seqs)
     assert report.published == (1,)
     assert report.acknowledged == (1,)
@@ -465,11 +368,18 @@ async def test_downlink_queued_while_away_is_fetched_and_forgeries_are_skipped(
         vessel.vessel_id, mosquitto.host, mosquitto.port, mqtt_version=mqtt_version
     )
     await vessel.session(settings)  # first contact: the broker now holds our session
-    shore = vessel.shore(mosquitto, mqtt_version)
+    shore = vessel.shore()
     reply = Reply(7, 1, 1, int(NOW // 60), Language.MYA, "ကျန်းမာပါတယ်")
-    forged = shore.downlink([reply], key=SigningKey.from_seed(b"\x07" * 32))
-    await shore.publish_downlink([forged, b"\x02not a batch at all", shore.downlink([reply])])
-    async with shore_running(shore):
+    forged = shore.sign([reply], int(NOW // 60), key=SigningKey.from_seed(b"\x07" * 32))
+    genuine = shore.sign([reply], int(NOW // 60))
+    await publish_downlink(
+        mosquitto.host,
+        mosquitto.port,
+        vessel.vessel_id,
+        [forged, b"\x02not a batch at all", genuine],
+        protocol=to_protocol(mqtt_version),
+    )
+    async with shore_running(shore, mosquitto, mqtt_version):
         report = await vessel.session(settings)
     # The reply; the session does not wait for the shore's answer to a batch that only
     # acknowledges (the real shore answers those lazily).
@@ -518,7 +428,7 @@ async def test_link_cut_mid_publish_then_resent_byte_identical(
                 mid_publish.set()
 
     async with (
-        shore_running(vessel.shore(mosquitto)) as shore,
+        shore_running(vessel.shore(), mosquitto) as shore,
         LinkEmulator("127.0.0.1", 0, mosquitto.host, mosquitto.port, slow, capture=count) as link,
     ):
         settings = link_settings(vessel.vessel_id, link.host, link.port)
@@ -538,7 +448,7 @@ async def test_link_cut_mid_publish_then_resent_byte_identical(
     assert report.published == (1,)
     assert report.acknowledged == (1,)
     assert vessel.outbox.unacknowledged_batches() == ()
-    copies = shore.copies()[1]
+    copies = [r for r in shore.received if r.batch_seq == 1]
     assert all(copy.data == first_bytes for copy in copies)
     assert all(copy.message_seqs == tuple(seqs) for copy in copies)
 
@@ -562,7 +472,7 @@ async def test_link_stalls_mid_publish_and_the_session_gives_up_in_bounded_time(
 
     slow = EmulatedLink(bandwidth_bps=16_000)
     async with (
-        shore_running(vessel.shore(mosquitto)) as shore,
+        shore_running(vessel.shore(), mosquitto) as shore,
         LinkEmulator("127.0.0.1", 0, mosquitto.host, mosquitto.port, slow, capture=count) as link,
     ):
         settings = link_settings(
@@ -598,8 +508,8 @@ async def test_broker_sigkill_without_persistence_loses_nothing(
     persistence): the queued copy is gone. The vessel never got the shore's BatchAck, so
     its next session resends the batch, and this time the shore acknowledges it."""
     broker = fresh_mosquitto
-    shore = vessel.shore(broker)
-    async with shore_running(shore):
+    shore = vessel.shore()
+    async with shore_running(shore, broker):
         pass  # the shore's persistent session now queues uplink while it is away
     seq = vessel.outbox.add_message("the boat is fine, send my love")
     settings = link_settings(vessel.vessel_id, broker.host, broker.port, ack_wait_s=0.5)
@@ -610,7 +520,7 @@ async def test_broker_sigkill_without_persistence_loses_nothing(
 
     broker.kill()
     broker.start()
-    async with shore_running(shore):
+    async with shore_running(shore, broker):
         assert shore.received == []  # the broker lost it
         report = await vessel.session(dataclasses.replace(settings, ack_wait_s=5.0))
     assert report.published == (1,)
@@ -640,7 +550,7 @@ async def test_real_outbox_message_is_acknowledged_end_to_end(
     )
     vessel = Vessel(outbox.vessel_id, FakeOutbox(outbox.vessel_id), vessel_key, shore_key, codebook)
     settings = link_settings(outbox.vessel_id, fresh_mosquitto.host, fresh_mosquitto.port)
-    async with shore_running(vessel.shore(fresh_mosquitto)) as shore, asyncio.timeout(60):
+    async with shore_running(vessel.shore(), fresh_mosquitto) as shore, asyncio.timeout(60):
         report = await run_session(
             settings,
             outbox,
@@ -664,48 +574,135 @@ async def test_real_outbox_message_is_acknowledged_end_to_end(
 def tls_broker(
     tmp_path: Path, make_mosquitto: Callable[..., MosquittoBroker]
 ) -> tuple[MosquittoBroker, int, Path]:
-    cert, key = tmp_path / "broker-cert.pem", tmp_path / "broker-key.pem"
-    make_self_signed(cert, key, names=("localhost",))
+    """A broker with a TLS listener as deploy/ has it: a private CA's certificate (of the
+    key type the demo and the benchmarks use), deploy/'s OpenSSL settings; returns the
+    broker, the TLS port and the CA certificate the vessels trust."""
+    files = make_broker_tls(tmp_path / "tls", DEPLOYED_KEY_TYPE)
     tls_port = free_port()
     broker = make_mosquitto(
-        extra_config=(f"listener {tls_port} 127.0.0.1", f"certfile {cert}", f"keyfile {key}")
+        extra_config=(
+            f"listener {tls_port} 127.0.0.1",
+            f"certfile {files.cert_file}",
+            f"keyfile {files.key_file}",
+        )
     )
-    return broker, tls_port, cert
+    return broker, tls_port, files.ca_file
+
+
+def tls_records(stream: bytes) -> list[tuple[int, int]]:
+    """(content type, length) of each TLS record in one direction's bytes, in order."""
+    records: list[tuple[int, int]] = []
+    at = 0
+    while at + 5 <= len(stream):
+        length = int.from_bytes(stream[at + 3 : at + 5], "big")
+        records.append((stream[at], length))
+        at += 5 + length
+    assert at == len(stream), "the stream ends inside a TLS record"
+    return records
+
+
+TLS_CHANGE_CIPHER_SPEC, TLS_HANDSHAKE = 20, 22
 
 
 async def test_tls_resumption_measured(
     tls_broker: tuple[MosquittoBroker, int, Path], vessel: Vessel
 ) -> None:
-    """Three sessions, each with one batch of 20 family messages and the shore's receipt:
+    """Sessions as a vessel has them at sea, each with one batch of 20 family messages and
+    the shore's receipt, through a broker that kept the vessel's session (so no SUBSCRIBE):
     plain MQTT, TLS with a full handshake, TLS resumed. The resumed session is cheaper than
-    the full one and is what fits an Iridium Certus session (printed with -s)."""
+    the full one and is what fits an Iridium Certus session. No handshake carries
+    middlebox-compatibility records, and the resumed hello is not padded and carries the
+    broker's stateful ticket (an id, not the encrypted session). Printed with -s; these are
+    ``benchmarks/sessions.py``'s ``MEASURED_SESSION``."""
     broker, tls_port, cert = tls_broker
     context = client_tls_context(cert)
     measured: dict[str, int] = {}
-    # first contact (not measured): the broker keeps the session, as for every later one
-    await vessel.session(link_settings(vessel.vessel_id, broker.host, broker.port))
-    async with shore_running(vessel.shore(broker)):
-        for name, port, tls in (
-            ("plain", broker.port, None),
-            ("tls-full", tls_port, context),
-            ("tls-resumed", tls_port, context),
+    streams: dict[str, dict[EmulatedDirection, bytes]] = {}
+    captured: dict[int, list[tuple[int, EmulatedDirection, bytes]]] = {}
+
+    def emulator(port: int) -> LinkEmulator:
+        seen = captured.setdefault(port, [])
+
+        def capture(session: int, way: EmulatedDirection, data: bytes) -> None:
+            seen.append((session, way, data))
+
+        return LinkEmulator("127.0.0.1", 0, "127.0.0.1", port, capture=capture)
+
+    async with (
+        shore_running(vessel.shore(), broker),
+        emulator(broker.port) as plain,
+        emulator(tls_port) as secure,
+    ):
+        for link, tls in ((plain, None), (secure, context)):
+            # first contact at each address (not measured): the vessel subscribes once
+            await vessel.session(
+                link_settings(vessel.vessel_id, link.host, link.port), tls_context=tls
+            )
+        for name, link, port, tls in (
+            ("plain", plain, broker.port, None),
+            ("tls-full", secure, tls_port, context),
+            ("tls-resumed", secure, tls_port, context),
         ):
-            seqs = [vessel.outbox.add_message(t, crew=n) for n, t in enumerate(family_lines(20))]
-            async with LinkEmulator("127.0.0.1", 0, "127.0.0.1", port) as link:
-                settings = link_settings(vessel.vessel_id, link.host, link.port)
-                report = await vessel.session(settings, message_seqs=seqs, tls_context=tls)
-                await link.wait_for_open_sessions(0)
-                measured[name] = link.statistics().ip_bytes_estimate
-                payload = (report.uplink_payload_bytes, report.downlink_payload_bytes)
-            assert report.acknowledged
             if name == "tls-full":
-                assert report.tls_resumed is False
-            if name == "tls-resumed":
-                assert report.tls_resumed is True
+                context.forget()
+            seqs = [vessel.outbox.add_message(t, crew=n) for n, t in enumerate(family_lines(20))]
+            settings = link_settings(vessel.vessel_id, link.host, link.port)
+            report = await vessel.session(settings, message_seqs=seqs, tls_context=tls)
+            await link.wait_for_open_sessions(0)
+            session = link.statistics().sessions[-1]
+            measured[name] = session.ip_bytes_estimate
+            streams[name] = {
+                way: b"".join(
+                    data
+                    for number, went, data in captured[port]
+                    if number == session.session_id and went is way
+                )
+                for way in EmulatedDirection
+            }
+            payload = (report.uplink_payload_bytes, report.downlink_payload_bytes)
+            assert report.acknowledged
+            assert report.tls_resumed is (None if tls is None else name == "tls-resumed")
     print(f"\nbatch bytes up / down: {payload}; session IP bytes: {measured}")
     for name, value in measured.items():
         print(f"  {name:12} {value:6d} B  billed on Certus: {IRIDIUM_CERTUS.billed_bytes(value)}")
     assert measured["plain"] < measured["tls-resumed"] < measured["tls-full"]
+    for name in ("tls-full", "tls-resumed"):
+        for way in EmulatedDirection:
+            types = [kind for kind, _ in tls_records(streams[name][way])]
+            assert TLS_CHANGE_CIPHER_SPEC not in types, f"{name} {way.value}: compatibility mode"
+    hello_type, hello_length = tls_records(streams["tls-resumed"][EmulatedDirection.UP])[0]
+    assert hello_type == TLS_HANDSHAKE
+    # padded, a hello would be 512 B; with a stateless ticket (~200 B) about 460 B
+    assert hello_length < 320
+
+
+async def test_a_ticket_older_than_its_max_age_is_not_offered(
+    tls_broker: tuple[MosquittoBroker, int, Path], vessel: Vessel
+) -> None:
+    """A time-compressed month tells the agent the broker's two-hour ticket lifetime on its
+    own clock: a session that comes later than that does the full handshake, as at sea a
+    session six hours after the last one does; one that comes sooner resumes."""
+    broker, tls_port, ca_file = tls_broker
+    now = [0.0]
+    context = client_tls_context(ca_file, ticket_max_age_s=1.0, clock=lambda: now[0])
+    settings = link_settings(vessel.vessel_id, "127.0.0.1", tls_port)
+    async with shore_running(vessel.shore(), broker):
+        first = await vessel.session(settings, tls_context=context)
+        now[0] += 0.5
+        sooner = await vessel.session(settings, tls_context=context)
+        now[0] += 1.0
+        later = await vessel.session(settings, tls_context=context)
+        after_later = await vessel.session(settings, tls_context=context)
+    assert first.tls_resumed is False
+    assert sooner.tls_resumed is True
+    assert later.tls_resumed is False
+    assert after_later.tls_resumed is True  # the full handshake's new ticket is kept
+
+
+def test_a_ticket_age_cannot_be_negative() -> None:
+    """A negative ticket age is a mistake in the caller's settings and is refused."""
+    with pytest.raises(ValueError, match="age"):
+        client_tls_context(None, ticket_max_age_s=-1.0)
 
 
 # --- the loop ----------------------------------------------------------------------------
@@ -745,7 +742,7 @@ async def test_run_link_sends_an_sos_at_once_and_messages_when_the_doorbell_ring
     clock = FakeClock(NOW)  # the agent's wall clock; it sleeps on the loop's
     stats = LinkStatistics()
     settings = link_settings(vessel.vessel_id, mosquitto.host, mosquitto.port)
-    async with shore_running(vessel.shore(mosquitto)), asyncio.timeout(60):
+    async with shore_running(vessel.shore(), mosquitto), asyncio.timeout(60):
         task = asyncio.create_task(
             run_link(
                 config=config,
@@ -807,15 +804,8 @@ async def test_run_link_with_the_real_outbox_delivers_an_sos_and_a_report(
         return report
 
     stopping = asyncio.Event()
-    shore = MqttTestShore(
-        fresh_mosquitto.host,
-        fresh_mosquitto.port,
-        outbox.vessel_id,
-        vessel_key,
-        shore_key,
-        codebook,
-    )
-    async with shore_running(shore), asyncio.timeout(60):
+    shore = ModelShore.for_keys(codebook, vessel_key, shore_key, outbox.vessel_id)
+    async with shore_running(shore, fresh_mosquitto), asyncio.timeout(60):
         task = asyncio.create_task(
             run_link(
                 config=config,

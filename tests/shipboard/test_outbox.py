@@ -28,7 +28,7 @@ from shipboard.link import build_snapshot
 from shipboard.outbox import Outbox, reporter_tag
 from shipboard.profiles import profile_named
 from shipboard.scheduler import SchedulerSettings, SessionReason, plan
-from tests.kit.protocol_shore import TestShore
+from tests.kit.model_shore import ModelShore
 
 from .conftest import NOW, VESSEL_ID, Crew
 
@@ -42,7 +42,7 @@ def _state(outbox: Outbox, seq: int) -> str:
 
 
 def test_message_travels_accepted_to_delivered(
-    outbox: Outbox, crew: Crew, shore: TestShore, codebook: Codebook, vessel_key: SigningKey
+    outbox: Outbox, crew: Crew, shore: ModelShore, codebook: Codebook, vessel_key: SigningKey
 ) -> None:
     """A crew member writes to their mother; the batch goes out, the shore acknowledges it,
     and the delivery receipt reaches the crew member's inbox with the time of each step."""
@@ -61,7 +61,7 @@ def test_message_travels_accepted_to_delivered(
     batch_seq, data = outbox.make_batch([accepted.message_seq], codebook, vessel_key, NOW + 60)
     assert batch_seq == 1
     assert outbox.pending_messages(NOW) == ()
-    uplink = shore.receive(data)
+    uplink = shore.receive_batch(data)
     kinds = [type(e) for e in uplink.envelopes]
     assert kinds == [ContactBookChange, ContactBookChange, CrewMessage]
     message = uplink.envelopes[-1]
@@ -103,7 +103,7 @@ def test_message_travels_accepted_to_delivered(
 
 
 def test_next_batch_acknowledges_downlink_and_repeats_change_nothing(
-    outbox: Outbox, crew: Crew, shore: TestShore, codebook: Codebook, vessel_key: SigningKey
+    outbox: Outbox, crew: Crew, shore: ModelShore, codebook: Codebook, vessel_key: SigningKey
 ) -> None:
     """The shore's batches 1 and 3 arrive (3 twice); the vessel's next batch carries one
     cumulative acknowledgement, and the repeated batch adds nothing to the inbox."""
@@ -127,7 +127,7 @@ def test_next_batch_acknowledges_downlink_and_repeats_change_nothing(
     assert len(outbox.inbox(crew.member.crew)) == 1
     assert outbox.has_downlink_ack_pending()
     _, data = outbox.make_batch([], codebook, vessel_key, NOW + 60)
-    (ack,) = shore.receive(data).envelopes
+    (ack,) = shore.receive_batch(data).envelopes
     assert ack == BatchAck(up_to=1, ranges=((3, 3),), written_minutes=MINUTES + 1)
     assert not outbox.has_downlink_ack_pending()
     with pytest.raises(NothingToSend):
@@ -135,7 +135,7 @@ def test_next_batch_acknowledges_downlink_and_repeats_change_nothing(
 
 
 def test_grievance_and_sos_ride_outside_the_quota(
-    outbox: Outbox, crew: Crew, shore: TestShore, codebook: Codebook, vessel_key: SigningKey
+    outbox: Outbox, crew: Crew, shore: ModelShore, codebook: Codebook, vessel_key: SigningKey
 ) -> None:
     """A crew member whose quota is used up can still file a sealed report and an SOS;
     the report's row does not name them, only their case key finds it."""
@@ -167,7 +167,7 @@ def test_grievance_and_sos_ride_outside_the_quota(
     assert outbox.my_cases(case_key) == [report.message_seq]
     assert outbox.my_cases(b"x" * 32) == []
     _, data = outbox.make_batch([report.message_seq, sos.message_seq], codebook, vessel_key, NOW)
-    kinds = [type(e) for e in shore.receive(data).envelopes]
+    kinds = [type(e) for e in shore.receive_batch(data).envelopes]
     assert kinds[-2:] == [GrievanceReport, Sos]
     down = shore.downlink([CaseStatusUpdate(report.message_seq, CaseStatus.IN_PROGRESS, MINUTES)])
     outbox.apply_downlink(down, NOW)
@@ -176,7 +176,7 @@ def test_grievance_and_sos_ride_outside_the_quota(
 
 
 def test_failure_and_rejection_reach_the_crew_member(
-    outbox: Outbox, crew: Crew, shore: TestShore, codebook: Codebook, vessel_key: SigningKey
+    outbox: Outbox, crew: Crew, shore: ModelShore, codebook: Codebook, vessel_key: SigningKey
 ) -> None:
     """The brother's number is wrong: the failure comes back with its reason; a batch the
     relay refuses for good fails its messages instead of being resent forever."""
@@ -211,7 +211,7 @@ def test_failure_and_rejection_reach_the_crew_member(
     assert outbox.unacknowledged_batches() == ()
     # the unknown contact is announced again in the next batch
     _, data = outbox.make_batch([], codebook, vessel_key, NOW)
-    changes = [e for e in shore.receive(data).envelopes if isinstance(e, ContactBookChange)]
+    changes = [e for e in shore.receive_batch(data).envelopes if isinstance(e, ContactBookChange)]
     assert {c.contact for c in changes} == {crew.brother.contact}
     # it carries a contact change as well as the BatchAck: the shore acknowledges it at once
     assert [b.ack_only for b in outbox.unacknowledged_batches()] == [False]
@@ -305,7 +305,7 @@ def test_broken_database_file_is_reported(tmp_path: Path) -> None:
 
 
 def test_a_batch_that_only_acknowledges_opens_no_session_of_its_own(
-    outbox: Outbox, crew: Crew, shore: TestShore, codebook: Codebook, vessel_key: SigningKey
+    outbox: Outbox, crew: Crew, shore: ModelShore, codebook: Codebook, vessel_key: SigningKey
 ) -> None:
     """Nobody acknowledges an ack-only batch: left unacknowledged, it must not make the
     scheduler open a resend session every ``resend_after_s`` on a quiet vessel. An
@@ -347,7 +347,7 @@ def _reply(crew: Crew, reply_seq: int = 7) -> Reply:
 
 
 def test_only_a_downlink_batch_with_content_is_owed_an_acknowledgement(
-    outbox: Outbox, crew: Crew, shore: TestShore, codebook: Codebook, vessel_key: SigningKey
+    outbox: Outbox, crew: Crew, shore: ModelShore, codebook: Codebook, vessel_key: SigningKey
 ) -> None:
     """The shore's batch that only acknowledges the vessel's is applied (the vessel's batch
     is acknowledged) and de-duplicated, but owed nothing, even when it comes twice: no
@@ -371,7 +371,7 @@ def test_only_a_downlink_batch_with_content_is_owed_an_acknowledgement(
 
 
 def test_a_sent_ack_only_batch_is_offered_again_only_once_overtaken(
-    outbox: Outbox, crew: Crew, shore: TestShore, codebook: Codebook, vessel_key: SigningKey
+    outbox: Outbox, crew: Crew, shore: ModelShore, codebook: Codebook, vessel_key: SigningKey
 ) -> None:
     """An ack-only batch the broker took stays open but is not due again; when the shore
     acknowledges a later batch after it was sent and not it, the shore never stored it:

@@ -42,7 +42,7 @@ from shipboard.lane import Reservoir, VesselLane
 from shipboard.outbox import Outbox
 from shipboard.sessions_log import LinkSession, SessionOutcome, SessionsLog
 from shipboard.states import MessageState
-from tests.kit.protocol_shore import TestShore
+from tests.kit.model_shore import ModelShore
 
 from .conftest import NOW, VESSEL_ID, Crew
 
@@ -109,7 +109,7 @@ def test_outbox_accepted_means_committed(outbox: Outbox, crew: Crew) -> None:
 
 
 def test_outbox_batch_bytes_never_change(
-    tmp_path: Path, shore: TestShore, codebook: Codebook, vessel_key: SigningKey
+    tmp_path: Path, shore: ModelShore, codebook: Codebook, vessel_key: SigningKey
 ) -> None:
     """A batch made once is resent as the very same bytes: after it was published, after
     a receipt came down, after more messages and a later batch, and after a restart."""
@@ -184,7 +184,7 @@ class _BrokenInbox:
 
 
 def test_outbox_downlink_batch_is_applied_whole_or_not_at_all(
-    outbox: Outbox, crew: Crew, shore: TestShore, codebook: Codebook, vessel_key: SigningKey
+    outbox: Outbox, crew: Crew, shore: ModelShore, codebook: Codebook, vessel_key: SigningKey
 ) -> None:
     """A downlink batch acknowledges a batch, reports a delivery and carries a reply; when
     the reply cannot be kept, neither the acknowledgement nor the receipt happened either.

@@ -37,8 +37,8 @@ from shipboard.web.phones import SignedInPhones
 from shore.alerts import alert_text
 from shore.store import SqliteStore, VesselInfo
 from tests.kit.clock import FakeClock
+from tests.kit.model_shore import ModelShore
 from tests.kit.ports import free_port
-from tests.kit.protocol_shore import TestShore
 
 from .conftest import NOW, VESSEL_ID, Crew
 
@@ -128,7 +128,7 @@ async def doors(
 
 
 async def test_wrong_pins_count_across_every_door_and_sos_still_goes(
-    doors: Doors, crew: Crew, outbox: Outbox, vessel_key: SigningKey, shore: TestShore
+    doors: Doors, crew: Crew, outbox: Outbox, vessel_key: SigningKey, shore: ModelShore
 ) -> None:
     """Someone guesses crew member 1's PIN on the API, the crew page and SMTP in turn.
     Five guesses are evaluated in all; the sixth is not even looked at, and then the
@@ -179,7 +179,7 @@ async def test_wrong_pins_count_across_every_door_and_sos_still_goes(
     _, data = outbox.make_batch(
         [pending.message_seq], doors.intake.codebook, vessel_key, doors.clock.now
     )
-    [sos] = [e for e in shore.receive(data).envelopes if isinstance(e, Sos)]
+    [sos] = [e for e in shore.receive_batch(data).envelopes if isinstance(e, Sos)]
     assert (sos.crew, sos.unauthenticated, sos.note) == (me, True, "man overboard")
     alert = await _relay_alert(data, vessel_key, Path(str(outbox.path) + ".relay"))
     assert "sent without a PIN" in alert
@@ -229,6 +229,7 @@ async def test_the_duress_pin_opens_every_door_and_counts_as_right(
     assert (await doors.api.get("/api/inbox", headers=auth)).json() == {
         "entries": [],
         "cases": [],
+        "messages": [],
     }
     for _ in range(4):  # the count started again: four more wrong ones are not a pause
         assert (await doors.api_login(me, "00000000")).status_code == 401

@@ -23,7 +23,7 @@ from shipboard.intake import Intake
 from shipboard.outbox import Outbox
 from shipboard.sos_limit import SosLimitPolicy, SosWithoutPinLimit
 from tests.kit.clock import FakeClock
-from tests.kit.protocol_shore import TestShore
+from tests.kit.model_shore import ModelShore
 
 from .conftest import NOW, Crew
 
@@ -45,10 +45,10 @@ async def api(intake: Intake) -> AsyncIterator[httpx.AsyncClient]:
         yield client
 
 
-def sos_envelopes(outbox: Outbox, vessel_key: SigningKey, shore: TestShore) -> list[Sos]:
+def sos_envelopes(outbox: Outbox, vessel_key: SigningKey, shore: ModelShore) -> list[Sos]:
     seqs = [p.message_seq for p in outbox.pending_messages(NOW + 10**6) if p.kind == "sos"]
     _, data = outbox.make_batch(seqs, shore.codebook, vessel_key, NOW)
-    return [e for e in shore.receive(data).envelopes if isinstance(e, Sos)]
+    return [e for e in shore.receive_batch(data).envelopes if isinstance(e, Sos)]
 
 
 def test_repeats_join_the_sos_already_queued_and_an_hour_has_a_cap() -> None:
@@ -72,7 +72,7 @@ def test_repeats_join_the_sos_already_queued_and_an_hour_has_a_cap() -> None:
 
 
 def test_a_mistyped_crew_number_still_goes_flagged_and_a_signed_in_sos_does_not(
-    intake: Intake, crew: Crew, outbox: Outbox, vessel_key: SigningKey, shore: TestShore
+    intake: Intake, crew: Crew, outbox: Outbox, vessel_key: SigningKey, shore: ModelShore
 ) -> None:
     """An SOS without a PIN for crew number 4711, which nobody on board has, is saved and
     leaves flagged as unauthenticated with that number; the crew member's signed-in SOS
@@ -96,7 +96,7 @@ def test_a_mistyped_crew_number_still_goes_flagged_and_a_signed_in_sos_does_not(
 
 
 def test_an_unreadable_note_or_a_position_off_the_earth_never_stops_an_sos(
-    intake: Intake, crew: Crew, outbox: Outbox, vessel_key: SigningKey, shore: TestShore
+    intake: Intake, crew: Crew, outbox: Outbox, vessel_key: SigningKey, shore: ModelShore
 ) -> None:
     """A note with a lone surrogate and control characters is cleaned, a note of 5,000
     bytes is cut to the SOS limit, and a position off the Earth is left out, for both

@@ -1,7 +1,8 @@
-"""A hypothesis state machine over the real SQLite outbox and a model shore built on
-protocol/: intake, batching, publishing, lost / duplicated / reordered packets both ways,
-agent crashes (the outbox closed and reopened) and shore crashes (what it had not yet sent
-is lost), and receipts.
+"""A hypothesis state machine over the real SQLite outbox and the kit's model shore (the
+pure shore exchange and its record): intake, batching, publishing, lost / duplicated /
+reordered packets both ways, the shore's resends, agent crashes (the outbox closed and
+reopened) and shore crashes (what it had not yet sent is lost; it restarts from its
+record), and receipts.
 
 Invariants after every step: no message the shore acknowledged is missing ashore; the
 shore never holds the same words under two keys nor two words under one key (none
@@ -27,20 +28,15 @@ from hypothesis.stateful import (
 )
 
 from common.codebooks import default_codebook
-from protocol.batch import Direction, decode_batch, encode_batch
 from protocol.envelopes import (
-    BatchAck,
     CrewMessage,
-    DeliveryReceipt,
-    Envelope,
-    ReceiptStage,
 )
 from protocol.languages import Language
-from protocol.replay import RangeSet
 from protocol.signing import SigningKey
 from shipboard.crew import CrewRegister
 from shipboard.errors import NothingToSend, QuotaExceeded
 from shipboard.outbox import Outbox
+from tests.kit.model_shore import ModelShore
 
 VESSEL = 5
 QUOTA_BYTES = 120
@@ -64,11 +60,8 @@ class OutboxAndShore(RuleBasedStateMachine):
         self.words = 0
         self.uplink: list[bytes] = []  # packets in flight, any order
         self.downlink: list[bytes] = []
-        # The shore's durable state (committed before it acknowledges anything).
-        self.shore_batches = RangeSet()
-        self.shore_messages: dict[int, str] = {}
-        self.shore_words: dict[str, int] = {}
-        self.next_downlink = 1
+        # The shore: the pure exchange and its record (committed before it acknowledges).
+        self.shore = ModelShore.for_keys(CODEBOOK, VESSEL_KEY, SHORE_KEY, VESSEL)
 
     @initialize()
     def sign_on_crew(self) -> None:
@@ -135,7 +128,8 @@ class OutboxAndShore(RuleBasedStateMachine):
     def network_carries_an_uplink_packet(self, data: st.DataObject, duplicate: bool) -> None:
         index = data.draw(st.integers(0, len(self.uplink) - 1))
         packet = self.uplink[index] if duplicate else self.uplink.pop(index)
-        self.shore_receives(packet)
+        self.shore.receive(packet, self.now)
+        self.downlink += self.shore.send(self.now)
 
     @precondition(lambda self: self.uplink)
     @rule(data=st.data())
@@ -147,13 +141,7 @@ class OutboxAndShore(RuleBasedStateMachine):
     def network_carries_a_downlink_packet(self, data: st.DataObject, duplicate: bool) -> None:
         index = data.draw(st.integers(0, len(self.downlink) - 1))
         packet = self.downlink[index] if duplicate else self.downlink.pop(index)
-        batch = decode_batch(
-            packet,
-            codebook=CODEBOOK,
-            verify_key=SHORE_KEY.verify_key,
-            direction=Direction.DOWNLINK,
-        )
-        self.outbox.apply_downlink(batch, self.now)
+        self.outbox.apply_downlink(self.shore.downlink_batch(packet), self.now)
 
     @precondition(lambda self: self.downlink)
     @rule(data=st.data())
@@ -163,6 +151,11 @@ class OutboxAndShore(RuleBasedStateMachine):
     @rule(minutes=st.integers(1, 120))
     def time_passes(self, minutes: int) -> None:
         self.now += minutes * 60.0
+
+    @rule()
+    def shore_resends_what_is_due(self) -> None:
+        """The relay's pass: unacknowledged downlink batches whose resend time came."""
+        self.downlink += self.shore.send(self.now)
 
     # --- crashes -----------------------------------------------------------------------
 
@@ -174,45 +167,10 @@ class OutboxAndShore(RuleBasedStateMachine):
 
     @rule()
     def shore_crashes_before_sending(self) -> None:
-        """The shore committed, then died before its downlink left: those packets are lost."""
+        """The shore committed, then died before its downlink left: those packets are lost,
+        and it starts again from its record."""
         self.downlink.clear()
-
-    # --- the model shore -----------------------------------------------------------------
-
-    def shore_receives(self, packet: bytes) -> None:
-        batch = decode_batch(
-            packet, codebook=CODEBOOK, verify_key=VESSEL_KEY.verify_key, direction=Direction.UPLINK
-        )
-        replies: list[Envelope] = []
-        if batch.batch_seq not in self.shore_batches:
-            for envelope in batch.envelopes:
-                if not isinstance(envelope, CrewMessage):
-                    continue
-                seq, words = envelope.message_seq, envelope.body or ""
-                if seq in self.shore_messages:
-                    assert self.shore_messages[seq] == words, f"key {seq} changed its words"
-                    continue  # replayed message: stored once
-                assert words not in self.shore_words, f"{words!r} came again under key {seq}"
-                self.shore_messages[seq] = words
-                self.shore_words[words] = seq
-                replies.append(
-                    DeliveryReceipt(seq, ReceiptStage.ACCEPTED_ASHORE, int(self.now // 60))
-                )
-            self.shore_batches.add(batch.batch_seq)
-        seen, minutes = self.shore_batches, int(self.now // 60)
-        ack = BatchAck(up_to=seen.up_to, written_minutes=minutes, ranges=seen.ranges or None)
-        self.downlink.append(
-            encode_batch(
-                [ack, *replies],
-                direction=Direction.DOWNLINK,
-                vessel_id=VESSEL,
-                batch_seq=self.next_downlink,
-                batch_minutes=int(self.now // 60),
-                signing_key=SHORE_KEY,
-                codebook=CODEBOOK,
-            )
-        )
-        self.next_downlink += 1
+        self.shore.restart()
 
     # --- invariants --------------------------------------------------------------------
 
@@ -221,11 +179,17 @@ class OutboxAndShore(RuleBasedStateMachine):
             rows = db.execute("SELECT message_seq, body, state FROM messages").fetchall()
         return {int(seq): (str(body), str(state)) for seq, body, state in rows}
 
+    def shore_words(self) -> dict[int, str]:
+        """The words of every message kept ashore, by number."""
+        kept = self.shore.messages
+        return {s: m.body or "" for s, m in kept.items() if isinstance(m, CrewMessage)}
+
     @invariant()
     def nothing_acknowledged_is_missing_ashore(self) -> None:
+        ashore = self.shore_words()
         for seq, (words, state) in self.outbox_messages().items():
             if state in ACKED_STATES:
-                assert self.shore_messages.get(seq) == words, f"message {seq} is {state}"
+                assert ashore.get(seq) == words, f"message {seq} is {state}"
 
     @invariant()
     def every_accepted_message_is_kept_with_its_words(self) -> None:
@@ -235,8 +199,11 @@ class OutboxAndShore(RuleBasedStateMachine):
 
     @invariant()
     def the_shore_holds_each_message_once(self) -> None:
-        assert len(self.shore_words) == len(self.shore_messages)
-        for seq, words in self.shore_messages.items():
+        # under one number the model shore keeps one envelope (other words fail the test)
+        ashore = self.shore_words()
+        assert len(ashore) == len(self.shore.messages)
+        assert len(set(ashore.values())) == len(ashore), "the same words under two numbers"
+        for seq, words in ashore.items():
             assert self.accepted[seq] == words
 
     @invariant()

@@ -15,11 +15,11 @@ from protocol.envelopes import DeliveryFailure, DeliveryReceipt, FailureReason, 
 from protocol.languages import Language
 from shore.delivery import DeliveryConfig, DeliveryWorker
 from shore.fake_sms import FakeSmsProvider
-from shore.mail import MailIdentity, MailSender, ReplyAddressBook, ReplyRoute
+from shore.mail import MailIdentity, ReplyAddressBook, ReplyRoute
 from shore.retry import RetryPolicy
 from shore.sms import SmsConfig, SmsProvider
 from shore.store.uplink import CodedVoice
-from shore.vocabulary import DeliveryOutcome, Destination, receipt_for
+from shore.vocabulary import DeliveryEnd, DeliveryOutcome, Destination, receipt_for
 from tests.kit.clock import FakeClock
 from tests.shore.test_mail import SmtpSink
 
@@ -76,13 +76,16 @@ class FakeStore:
         self.rows[row.key] = row
         self.due_at[row.key] = due_at
 
-    async def claim_due_deliveries(self, now: float, limit: int, worker: str) -> Sequence[Row]:
+    async def claim_deliveries(self, now: float, limit: int, worker: str) -> Sequence[Row]:
         due = [
             self.rows[key]
             for key, at in sorted(self.due_at.items())
             if at <= now and key not in self.finished and key not in self.claimed
         ][:limit]
         self.claimed.update(row.key for row in due)
+        for row in due:  # the attempt is recorded with the claim, as in the real store
+            self.calls.append(f"record {row.key}")
+            self.rows[row.key] = replace(row, attempts=row.attempts + 1, unfinished_attempt=True)
         self.claims += 1
         self.changed.set()
         return due
@@ -91,32 +94,25 @@ class FakeStore:
         self.calls.append("release")
         return 0
 
-    async def record_attempt(self, key: object, now: float, worker: str) -> None:
-        assert isinstance(key, int)
-        self.calls.append(f"record {key}")
-        row = self.rows[key]
-        self.rows[key] = replace(row, attempts=row.attempts + 1, unfinished_attempt=True)
-
-    async def finish_delivery(
-        self, key: object, outcome: DeliveryOutcome, reason: FailureReason | None, now: float
-    ) -> None:
-        assert isinstance(key, int)
-        self.calls.append(f"finish {key} {outcome}")
-        self.finished[key] = (outcome, reason)
-        self.rows[key] = replace(self.rows[key], unfinished_attempt=False)
-        self.claimed.discard(key)
-        row = self.rows[key]
-        self.receipts.append((row.vessel_id, receipt_for(row.message_seq, outcome, reason, now)))
+    async def finish_deliveries(self, ends: Sequence[DeliveryEnd], now: float) -> None:
+        for end in ends:
+            key = end.key
+            assert isinstance(key, int)
+            self.claimed.discard(key)
+            if end.outcome is None:
+                assert end.retry_at is not None
+                self.calls.append(f"reschedule {key}")
+                self.due_at[key] = end.retry_at
+                self.rows[key] = replace(self.rows[key], unfinished_attempt=end.maybe_sent)
+                continue
+            self.calls.append(f"finish {key} {end.outcome}")
+            self.finished[key] = (end.outcome, end.reason)
+            self.rows[key] = replace(self.rows[key], unfinished_attempt=False)
+            row = self.rows[key]
+            self.receipts.append(
+                (row.vessel_id, receipt_for(row.message_seq, end.outcome, end.reason, now))
+            )
         self.changed.set()
-
-    async def reschedule_delivery(
-        self, key: object, due_at: float, detail: str, now: float
-    ) -> None:
-        assert isinstance(key, int)
-        self.calls.append(f"reschedule {key}")
-        self.due_at[key] = due_at
-        self.rows[key] = replace(self.rows[key], unfinished_attempt=False)
-        self.claimed.discard(key)
 
     async def deliver_to_union_inbox(
         self, union: int, vessel_id: int, message_seq: int, sealed: bytes, now: float
@@ -133,7 +129,7 @@ def make_worker(
 ) -> DeliveryWorker:
     return DeliveryWorker(
         store,
-        MailSender(sink.config),
+        sink.sender(),
         IDENTITY,
         BOOK,
         sms,
@@ -146,8 +142,8 @@ def make_worker(
 
 
 @pytest.fixture
-def sink() -> Any:
-    with SmtpSink() as running:
+async def sink() -> Any:
+    async with SmtpSink() as running:
         yield running
 
 
@@ -182,8 +178,7 @@ async def test_crash_mid_send_resends_with_the_same_message_id_and_counts_a_repe
     store.add(Row(1, 42, 7, Destination.EMAIL, accepted_at=clock.now))
     # First worker: records the attempt and sends, then dies before recording the outcome.
     first = make_worker(store, sink, clock)
-    [row] = await store.claim_due_deliveries(clock.now, 10, "relay-1")
-    await store.record_attempt(row.key, clock.now, "relay-1")
+    [row] = await store.claim_deliveries(clock.now, 10, "relay-1")
     await first.mail.send(first_mail(row))
     store.crash_worker()
     # Second worker picks the delivery up.

@@ -52,7 +52,7 @@ from shore import alerts
 from shore.alerts import AlertConfig, SosAlerter
 from shore.downlink import Downlink, DownlinkConfig
 from shore.ingest import Ingestor
-from shore.mail import MailIdentity, MailSender
+from shore.mail import MailIdentity
 from shore.store import IngestOutcome, SosAlertDue, SqliteStore, StoreUnavailable, VesselInfo
 from shore.store.postgres import PostgresStore
 from shore.store.transparency_log import month_of_minutes
@@ -450,12 +450,12 @@ async def test_one_sos_alert_failing_does_not_hold_back_another_vessels(
 
     monkeypatch.setattr(alerts, "compose_alert_mail", compose)
     rescue = "mrcc@rescue.example.org"
-    with SmtpSink() as sink:
+    async with SmtpSink() as sink:
         alerter = SosAlerter(
             store,
             AlertConfig(emails=(rescue,)),
             MailIdentity("relay.example.org", "relay@relay.example.org"),
-            MailSender(sink.config),
+            sink.sender(),
             None,
             lambda: T0 + 60,
         )

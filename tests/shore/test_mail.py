@@ -109,10 +109,11 @@ class SinkHandler:
 class SmtpSink:
     """An aiosmtpd smarthost sink on 127.0.0.1 and a free port (its own thread)."""
 
-    def __init__(self) -> None:
-        self.handler = SinkHandler()
+    def __init__(self, handler: SinkHandler | None = None) -> None:
+        self.handler = handler or SinkHandler()
         self.port = free_port()
         self.controller = Controller(self.handler, hostname="127.0.0.1", port=self.port)
+        self._senders: list[MailSender] = []
 
     def __enter__(self) -> SmtpSink:
         self.controller.start()
@@ -121,14 +122,31 @@ class SmtpSink:
     def __exit__(self, *exc_info: object) -> None:
         self.controller.stop()
 
+    async def __aenter__(self) -> SmtpSink:
+        return self.__enter__()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        """Close the senders made by :meth:`sender` (their kept sessions), then stop."""
+        try:
+            for sender in self._senders:
+                await sender.aclose()
+        finally:
+            self.__exit__(*exc_info)
+
+    def sender(self, config: SmtpConfig | None = None) -> MailSender:
+        """A :class:`MailSender` to this sink, closed when the sink's ``async with`` ends."""
+        made = MailSender(config or self.config)
+        self._senders.append(made)
+        return made
+
     @property
     def config(self) -> SmtpConfig:
         return SmtpConfig(host="127.0.0.1", port=self.port, starttls=False, timeout_s=10)
 
 
 @pytest.fixture
-def sink() -> Any:
-    with SmtpSink() as running:
+async def sink() -> Any:
+    async with SmtpSink() as running:
         yield running
 
 
@@ -274,7 +292,7 @@ def test_old_key_still_resolves_after_rotation() -> None:
 
 async def test_mail_reaches_the_smarthost_with_a_stable_message_id(sink: SmtpSink) -> None:
     """Sent twice (a retry after a crash mid-send), both copies carry one Message-ID."""
-    sender = MailSender(sink.config)
+    sender = sink.sender()
     message = compose_family_mail(family_mail(), IDENTITY, BOOK, NOW)
     first = await sender.send(message)
     retry = await sender.send(compose_family_mail(family_mail(), IDENTITY, BOOK, NOW + 60))
@@ -293,9 +311,7 @@ async def test_mail_reaches_the_smarthost_with_a_stable_message_id(sink: SmtpSin
 async def test_unknown_mailbox_fails_for_good(sink: SmtpSink) -> None:
     """The smarthost refuses the address with 550 5.1.1: ADDRESS_INVALID, no retry."""
     sink.handler.refuse["mother@example.com"] = "550 5.1.1 No such user"
-    result = await MailSender(sink.config).send(
-        compose_family_mail(family_mail(), IDENTITY, BOOK, NOW)
-    )
+    result = await sink.sender().send(compose_family_mail(family_mail(), IDENTITY, BOOK, NOW))
     assert result.outcome is Outcome.PERMANENT
     assert result.reason is FailureReason.ADDRESS_INVALID
     assert "mother" not in result.detail
@@ -304,15 +320,17 @@ async def test_unknown_mailbox_fails_for_good(sink: SmtpSink) -> None:
 async def test_greylisting_is_transient(sink: SmtpSink) -> None:
     """A 451 at DATA (greylisting, full queue) is worth another try."""
     sink.handler.data_reply = "451 4.7.1 Greylisted, try again later"
-    result = await MailSender(sink.config).send(
-        compose_family_mail(family_mail(), IDENTITY, BOOK, NOW)
-    )
+    result = await sink.sender().send(compose_family_mail(family_mail(), IDENTITY, BOOK, NOW))
     assert result.outcome is Outcome.TRANSIENT
 
 
 async def test_smarthost_down_is_transient() -> None:
     """Nobody listens on the smarthost's port: a transient connection failure."""
     config = SmtpConfig(host="127.0.0.1", port=free_port(), starttls=False, timeout_s=5)
-    result = await MailSender(config).send(compose_family_mail(family_mail(), IDENTITY, BOOK, NOW))
+    sender = MailSender(config)
+    try:
+        result = await sender.send(compose_family_mail(family_mail(), IDENTITY, BOOK, NOW))
+    finally:
+        await sender.aclose()
     assert result.outcome is Outcome.TRANSIENT
     assert result.reason is FailureReason.PROVIDER_ERROR

@@ -13,7 +13,7 @@ import pytest
 
 from protocol.languages import Language
 from shore.fake_sms import send_inbound
-from shore.mail import MailIdentity, MailSender, ReplyAddressBook, ReplyRoute
+from shore.mail import MailIdentity, ReplyAddressBook, ReplyRoute
 from shore.replies import (
     ContactInfo,
     ReplyServer,
@@ -80,14 +80,14 @@ class Harness:
 @pytest.fixture
 async def harness() -> AsyncIterator[Harness]:
     stored = Stored()
-    with SmtpSink() as notices:
+    async with SmtpSink() as notices:
         server = ReplyServer(
             ReplyServerConfig(port=0, reply_limit_chars=1000, notice_interval_s=0),
             BOOK,
             lookup,
             stored.on_reply,
             IDENTITY,
-            notices=MailSender(notices.config),
+            notices=notices.sender(),
             clock=lambda: 1_750_000_000.0,
         )
         await server.start()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -23,6 +24,7 @@ from shore.sms import (
     text_units,
     webhook_signature,
 )
+from tests.kit.ports import free_port
 
 BURMESE = "မင်္ဂလာပါ အမေ။ ကျွန်တော် ကျန်းမာပါတယ်။ ငါးဖမ်းတာ ကောင်းပါတယ်။ "
 MOTHER = "+959250000001"
@@ -261,3 +263,37 @@ async def test_fake_provider_answers_malformed_requests_without_crashing(
         )
         assert unauthorised.status_code == 401
         assert unauthorised.json()["code"] == 20003
+
+
+async def test_provider_silent_after_the_request_counts_the_next_try_as_a_repeat() -> None:
+    """The provider takes the whole request and never answers: the text may be on the
+    mother's phone already, so the failure is transient and marked ``maybe_sent`` (the
+    worker counts the next attempt as a repeat). A provider nobody answers at all is an
+    ordinary connection failure."""
+    requests = asyncio.Event()
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        requests.set()
+        await reader.read()  # until the relay gives up and closes
+        writer.close()
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    config = SmsConfig("AC1", "token", "+6620000000", f"http://127.0.0.1:{port}", timeout_s=0.5)
+    try:
+        async with SmsProvider(config) as sms:
+            result = await sms.send(MOTHER, "Ko Aung: hello mother")
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert requests.is_set()
+    assert (result.outcome, result.reason, result.maybe_sent) == (
+        Outcome.TRANSIENT,
+        FailureReason.PROVIDER_ERROR,
+        True,
+    )
+    closed = SmsConfig("AC1", "token", "+6620000000", f"http://127.0.0.1:{free_port()}")
+    async with SmsProvider(closed) as sms:
+        refused = await sms.send(MOTHER, "Ko Aung: hello mother")
+    assert (refused.outcome, refused.maybe_sent) == (Outcome.TRANSIENT, False)

@@ -24,7 +24,7 @@ from protocol.envelopes import (
 from protocol.languages import Language
 from shore.alerts import AlertConfig, AlertConfigError, SosAlerter, alert_text
 from shore.fake_sms import FakeSmsProvider
-from shore.mail import MailIdentity, MailSender
+from shore.mail import MailIdentity
 from shore.sms import SmsConfig, SmsProvider
 from shore.store import SqliteStore, VesselInfo
 from tests.kit.clock import FakeClock
@@ -80,9 +80,7 @@ class Harness:
     sms: SmsProvider
 
     def alerter(self, config: AlertConfig) -> SosAlerter:
-        return SosAlerter(
-            self.store, config, IDENTITY, MailSender(self.sink.config), self.sms, self.clock
-        )
+        return SosAlerter(self.store, config, IDENTITY, self.sink.sender(), self.sms, self.clock)
 
     async def ingest(self, data: bytes) -> None:
         await self.store.ingest_batch(decoded_uplink(data), data, self.clock.now)
@@ -105,14 +103,13 @@ async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
     store = await SqliteStore.open(tmp_path / "relay.db")
     info = VesselInfo("Sea Star 7", "TH", "TH-0042", "Andaman Fishing Co", (1,))
     await store.add_vessel(info, VESSEL_KEY.verify_key.key, T0 - 3600, VESSEL)
-    with SmtpSink() as sink:
-        async with FakeSmsProvider(tmp_path / "sms.jsonl") as fake:
-            config = SmsConfig(fake.account_sid, fake.auth_token, "+6620000000", fake.base_url)
-            async with SmsProvider(config) as sms:
-                try:
-                    yield Harness(store, FakeClock(T0), sink, fake, sms)
-                finally:
-                    await store.close()
+    async with SmtpSink() as sink, FakeSmsProvider(tmp_path / "sms.jsonl") as fake:
+        config = SmsConfig(fake.account_sid, fake.auth_token, "+6620000000", fake.base_url)
+        async with SmsProvider(config) as sms:
+            try:
+                yield Harness(store, FakeClock(T0), sink, fake, sms)
+            finally:
+                await store.close()
 
 
 async def test_sos_alerts_rescue_by_mail_and_sms_and_the_vessel_hears_back(

@@ -22,13 +22,14 @@ import pytest
 from protocol.envelopes import BatchAck, CrewMessage, DeliveryReceipt, Reply
 from protocol.errors import Reason
 from protocol.languages import Language
+from protocol.merkle import root_hash
 from shore.store import MigrationRefused, RelayStore, SqliteStore
 from shore.store.database import Database
 from shore.store.migrations import LEGACY_MIGRATIONS, applied_migrations
 from shore.store.postgres import PostgresDatabase
 from shore.store.relay_store import MIGRATION_SETS
 from shore.store.sqlite import SqliteDatabase
-from shore.transparency import heads, leaf_hashes
+from shore.transparency import heads, leaf_hashes, root
 from shore.vocabulary import DeliveryOutcome, MessageKind, MessageState
 from tests.shore.legacy_store import MIGRATIONS as LEGACY_LIST
 from tests.shore.legacy_store import replay_legacy_migrations
@@ -50,6 +51,7 @@ OWN_TABLES = ("store_migrations", "schema_migrations")
 SINCE_THE_SPLIT = [
     ("uplink", "0004_voice_notes"),
     ("downlink", "0003_urgent_items"),
+    ("transparency_log", "0002_tiles_and_checkpoints"),
     ("lane", "0001_lane"),
 ]
 LANE_TABLES = ("lane_state", "lane_up_blocks", "lane_down_queue", "lane_down_periods")
@@ -126,12 +128,16 @@ async def test_a_relay_database_made_by_the_old_code_opens_without_running_anyth
         applied = [r.getMessage() for r in caplog.records if "applied" in r.getMessage()]
         assert applied == [f"store migration {s}/{n} applied" for s, n in SINCE_THE_SPLIT]
         after = _sqlite_schema(path)
-        # downlink/0003_urgent_items and uplink/0004_voice_notes added columns to them
-        altered = {"downlink_items", "messages"}
+        # downlink/0003_urgent_items, uplink/0004_voice_notes and transparency_log/0002
+        # added columns to these
+        altered = {"downlink_items", "messages", "log_heads", "log_cosignatures", "log_state"}
         assert {entry for entry in before if entry[1] not in altered} <= after
         assert {name for _, name, sql in after - before} <= {
             *altered,
             *LANE_TABLES,
+            "log_tiles",
+            "sqlite_autoindex_log_tiles_1",
+            "log_signing",
             "lane_up_blocks_by_vessel",
             "lane_down_waiting",
             *(f"sqlite_autoindex_{t}_1" for t in LANE_TABLES),
@@ -178,6 +184,9 @@ async def test_a_relay_database_made_by_the_old_code_opens_without_running_anyth
         (head,) = await heads(store)
         assert [w.witness for w in head.witnesses] == ["ilo"]
         assert head.head.tree_size == len(await leaf_hashes(store)) == 3
+        # the old log got its tiles at opening: the tiled root is the old head's root
+        assert head.head.origin is None  # an older relay's head, kept as it was signed
+        assert await root(store, 3) == (3, head.head.root)
         window = await store.replay_window(1)
         assert (window.up_to, window.ranges) == (4, ())
 
@@ -185,6 +194,7 @@ async def test_a_relay_database_made_by_the_old_code_opens_without_running_anyth
         result = await store.ingest_batch(decoded_uplink(data), data, T0 + 100)
         assert result.new_messages == 1
         assert len(await leaf_hashes(store)) == 4
+        assert await root(store) == (4, root_hash(await leaf_hashes(store)))
         reply_seq = await store.queue_reply(1, 3, 1, "again", Language.ENG, False, T0 + 101)
         assert reply_seq == 2
         made = await store.make_downlink_batch(1, T0 + 102, shore_encoder(1, T0 + 102), 100)

@@ -6,11 +6,11 @@ report (of any length, a few words to 16 KiB) into the grievance lane, the lane 
 its blocks at each period's end (``VesselLane``), the real scheduler decides when a session
 opens (``shipboard.scheduler.plan``, Iridium Certus, crew members' family messages at
 random), ``Outbox.make_batch`` signs and Padmé-pads each uplink batch, and the shore's
-answer (a signed downlink batch: the acknowledgement and the downlink lane's blocks) is
-applied by ``Outbox.apply_downlink``. The downlink lane is made here as the contract says
-(``docs/contract.md``: per vessel, exactly one block of 384 bytes a day, the oldest union
-note's block or cover, both from :mod:`protocol.lane`): the relay of this branch does not
-make it yet.
+answer (the kit's model shore: a signed downlink batch, the acknowledgement and the
+downlink lane's blocks) is applied by ``Outbox.apply_downlink``. The downlink lane is made
+here as the contract says (``docs/contract.md``: per vessel, exactly one block of 384 bytes
+a day, the oldest union note's block or cover, both from :mod:`protocol.lane`): the relay of
+this branch does not make it yet.
 
 What the owner observes:
 
@@ -59,9 +59,9 @@ import numpy.typing as npt
 import pytest
 
 from common.codebooks import default_codebook
-from protocol.batch import Direction, decode_batch, encode_batch
+from protocol.batch import Direction, encode_batch
 from protocol.cases import CaseNote, reporter_reply_keys, seal_case_note
-from protocol.envelopes import BatchAck, CaseStatus, CaseStatusUpdate, Envelope, LaneBlock
+from protocol.envelopes import CaseStatus, CaseStatusUpdate, Envelope, LaneBlock
 from protocol.lane import LaneShape, cover_down_block, seal_down_blocks
 from protocol.languages import Language
 from protocol.sealing import GrievanceCategory, GrievancePlaintext, seal_grievance
@@ -89,6 +89,7 @@ from shipboard.profiles import IRIDIUM_CERTUS
 from shipboard.scheduler import SchedulerSettings, plan
 from shipboard.states import MessageKind, MessageState
 from tests.kit.clock import FakeClock
+from tests.kit.model_shore import ModelShore
 from vessel_relay.demo.defaults import demo_ship_config
 
 DAY0 = 20_600
@@ -269,24 +270,20 @@ def _vessel(
     return outbox, intake, clock, signed, contacts
 
 
-class Shore:
-    """The shore's answers, as signed downlink batches: the acknowledgement of each uplink
-    batch and, with the lane, the vessel's downlink lane (one block a day: the oldest
-    queued note's block, else cover; :mod:`protocol.lane`)."""
+@dataclass
+class DownlinkLane:
+    """The vessel's downlink lane as the contract makes it ashore: one block a downlink
+    period, the oldest queued note's block, else cover (:mod:`protocol.lane`)."""
 
-    def __init__(self) -> None:
-        self.next_seq = 1
-        self.queued: list[bytes] = []
-        self.shape = LaneShape()
-        self.down_period: int | None = None
+    queued: list[bytes] = field(default_factory=list)
+    shape: LaneShape = field(default_factory=LaneShape)
+    down_period: int | None = None
 
-    def answer(self, outbox: Outbox, up_to: int, now: float) -> tuple[bytes, int]:
-        """The downlink batch of a session at ``now``, applied on board; (bytes, lane
-        blocks in it: one for every downlink period that ended since the last session)."""
-        minutes = int(now // 60)
-        envelopes: list[Envelope] = [BatchAck(up_to=up_to, written_minutes=minutes)]
+    def blocks_due(self, now: float) -> list[LaneBlock]:
+        """One block for every downlink period that ended since the last session."""
         ended = int(now // self.shape.down_period_s) - 1
         first = ended if self.down_period is None else self.down_period + 1
+        blocks = []
         for period in range(first, ended + 1):
             block = (
                 self.queued.pop(0)
@@ -296,29 +293,25 @@ class Shore:
                     self.shape.down_block_bytes,
                 )
             )
-            envelopes.append(
-                LaneBlock(period=period, index=0, block=block, written_minutes=minutes)
+            blocks.append(
+                LaneBlock(period=period, index=0, block=block, written_minutes=int(now // 60))
             )
-        blocks = len(envelopes) - 1
         self.down_period = ended
-        data = encode_batch(
-            envelopes,
-            direction=Direction.DOWNLINK,
-            vessel_id=1,
-            batch_seq=self.next_seq,
-            batch_minutes=int(now // 60),
-            signing_key=SHORE_KEY,
-            codebook=default_codebook(),
-        )
-        self.next_seq += 1
-        batch = decode_batch(
-            data,
-            codebook=default_codebook(),
-            verify_key=SHORE_KEY.verify_key,
-            direction=Direction.DOWNLINK,
-        )
-        outbox.apply_downlink(batch, now)
-        return data, blocks
+        return blocks
+
+
+def _shore_answers(
+    shore: ModelShore, lane: DownlinkLane, outbox: Outbox, data: bytes, now: float
+) -> tuple[list[bytes], int]:
+    """The shore hears a session's uplink batch and answers (its acknowledgement and the
+    lane's blocks), applied on board; (the downlink batches, lane blocks in them)."""
+    shore.receive_batch(data, now)
+    blocks = lane.blocks_due(now)
+    shore.queue(blocks)
+    answers = shore.send(now)
+    for answer in answers:
+        outbox.apply_downlink(shore.downlink_batch(answer), now)
+    return answers, len(blocks)
 
 
 def _disk_row(outbox: Outbox, crews: list[int]) -> tuple[list[float], dict[int, float]]:
@@ -382,7 +375,9 @@ def _lane_run(
     outbox, intake, clock, signed, contacts = _vessel(tmp, crew, lane=True)
     crews = [s.member.crew for s in signed]
     codebook = default_codebook()
-    shore = Shore()
+    # the shore: the kit's model shore (no receipts: only the acknowledgement and the lane)
+    shore = ModelShore.for_keys(codebook, VESSEL_KEY, SHORE_KEY, receipts=False)
+    lane = DownlinkLane()
     views = Views(disk=Observed())
     assert views.disk is not None
     settings = SchedulerSettings(
@@ -418,8 +413,8 @@ def _lane_run(
                     said or None,
                     Language.ENG if said else None,
                 )
-                shore.queued += seal_down_blocks(
-                    note, reply_keys[n], shore.shape.down_block_bytes, os.urandom(8)
+                lane.queued += seal_down_blocks(
+                    note, reply_keys[n], lane.shape.down_block_bytes, os.urandom(8)
                 )
             peek = start + other.uniform(0, SECONDS_PER_DAY)
             up: list[tuple[float, bytes]] = []
@@ -486,8 +481,8 @@ def _lane_run(
                     for p in snapshot.pending
                     if p.kind == MessageKind.LANE and p.message_seq in decided.send
                 )
-                answer, blocks = shore.answer(outbox, batch_seq, now)
-                down.append((now, answer))
+                batches, blocks = _shore_answers(shore, lane, outbox, data, now)
+                down += [(now, batch) for batch in batches]
                 down_blocks += blocks
                 last_session = now
             filed_today = {n for _, n in filings}

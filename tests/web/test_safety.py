@@ -26,7 +26,7 @@ from shipboard.web.fonts import missing_glyphs
 from shipboard.web.i18n import PAGE_LANGUAGES, load_catalogue
 from shipboard.web.phones import IDLE_S, RATE_LIMIT, SignedInPhones
 from tests.kit.clock import FakeClock
-from tests.kit.protocol_shore import TestShore
+from tests.kit.model_shore import ModelShore
 from tests.shore.store_fixtures import SHORE_KEY, VESSEL_KEY
 from vessel_relay.demo.defaults import demo_ship_config
 
@@ -41,7 +41,7 @@ class Vessel:
     clock: FakeClock
     crew: int
     pin: str
-    shore: TestShore  # the relay's downlink, signed as the relay signs it
+    shore: ModelShore  # the relay's downlink, signed as the relay signs it
 
 
 @pytest.fixture
@@ -62,7 +62,7 @@ async def vessel(tmp_path: Path) -> AsyncIterator[Vessel]:
     async with httpx.AsyncClient(
         transport=transport, base_url="http://vessel", follow_redirects=True
     ) as client:
-        shore = TestShore(intake.codebook, VESSEL_KEY, SHORE_KEY, config.vessel.vessel_id)
+        shore = ModelShore.for_keys(intake.codebook, VESSEL_KEY, SHORE_KEY, config.vessel.vessel_id)
         yield Vessel(client, intake, clock, member.crew, pin, shore)
     outbox.close()
 
@@ -217,16 +217,17 @@ def test_i18n_check_lists_unchecked_sentences() -> None:
 
 async def test_the_quota_sentence_is_counted_in_the_crew_language(vessel: Vessel) -> None:
     """The home page says how many short messages are left in the crew member's language
-    (Khmer: one plural form), through the catalogue's ngettext; English uses its plural."""
+    (Khmer: one plural form, Khmer digits), through the catalogue's ngettext; English uses
+    its plural and Western digits, both grouped by thousands as each language groups."""
     await signed_in_with_own_pin(vessel)
     home = (await vessel.client.get("/home")).text
-    khmer = re.search(r"ខែនេះ អ្នកនៅអាចផ្ញើសារខ្លីប្រហែល (\d+) ទៀត។", home)
+    khmer = re.search(r"ខែនេះ អ្នកនៅអាចផ្ញើសារខ្លីប្រហែល ([០-៩,]+) ទៀត។", home)
     assert khmer, home[:2000]
-    left = int(khmer.group(1))
-    assert left > 1
+    left = int("".join(str(int(c)) for c in khmer.group(1) if c != ","))  # int() reads ០-៩
+    assert left > 1000
     await vessel.client.get("/lang/eng", params={"next": "/home"})
     english = (await vessel.client.get("/home")).text
-    assert f"You can still send about {left} short messages this month." in english
+    assert f"You can still send about {left:,} short messages this month." in english
 
 
 async def test_case_status_updates_show_as_a_timeline(vessel: Vessel) -> None:
@@ -286,7 +287,7 @@ async def test_message_stages_and_failure_reason_in_the_crew_language(vessel: Ve
     seq = int(sent.url.path.rsplit("/", 1)[1])
     assert "កំពុងរង់ចាំនៅលើនាវា" in sent.text  # queued on board
     outbox, codebook = vessel.intake.outbox, vessel.intake.codebook
-    batch_seq, _ = outbox.make_batch([seq], codebook, vessel.shore.vessel_key, 1.8e9)
+    batch_seq, _ = outbox.make_batch([seq], codebook, VESSEL_KEY, 1.8e9)
     outbox.mark_sent(batch_seq, 1.8e9 + 1)
     minutes = 30_000_100
     envelopes = [

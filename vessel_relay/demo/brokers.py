@@ -88,7 +88,9 @@ class Broker(Protocol):
 
 #: The OpenSSL settings deploy/ gives the shore broker's process
 #: (``deploy/mosquitto/openssl-broker.cnf``, whose settings a test holds equal to these):
-#: one TLS 1.3 session ticket after a full handshake instead of OpenSSL's two.
+#: one TLS 1.3 session ticket after a full handshake instead of OpenSSL's two, and a
+#: stateful one (the broker's session cache keeps the session; the ticket is its id), and
+#: no TLS 1.3 middlebox-compatibility record.
 BROKER_OPENSSL_CNF = """\
 openssl_conf = vessel_relay_broker
 
@@ -101,6 +103,7 @@ system_default = broker_defaults
 [broker_defaults]
 MinProtocol = TLSv1.2
 NumTickets = 1
+Options = -SessionTicket, -MiddleboxCompat
 """
 
 
@@ -148,7 +151,7 @@ class MosquittoBroker:
         if self.tls is not None:
             lines += [
                 f"listener {self.tls_port} {self.host}",
-                f"cafile {self.tls.ca_file}",
+                # as deployed: no cafile (OpenSSL would send the CA's certificate too)
                 f"certfile {self.tls.cert_file}",
                 f"keyfile {self.tls.key_file}",
                 "tls_version tlsv1.2",  # as deployed: TLS 1.2 or newer (clients choose 1.3)

@@ -28,6 +28,7 @@ import logging
 import os
 import secrets
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -90,15 +91,28 @@ DEMO_CREW: tuple[DemoCrewMember, ...] = (
 )
 
 
-def numbered_crew(count: int, vessel_id: int) -> tuple[DemoCrewMember, ...]:
-    """``count`` crew members for vessel ``vessel_id`` (the chaos suite's larger crews)."""
-    languages = (Language.MYA, Language.THA, Language.VIE, Language.IND, Language.ENG)
+#: The languages ``numbered_crew`` gives its crew members in turn, unless told otherwise.
+NUMBERED_CREW_LANGUAGES = (Language.MYA, Language.THA, Language.VIE, Language.IND, Language.ENG)
+
+
+def numbered_crew(
+    count: int, vessel_id: int, languages: Sequence[Language] | None = None
+) -> tuple[DemoCrewMember, ...]:
+    """``count`` crew members for vessel ``vessel_id`` (the chaos suite's larger crews).
+
+    ``languages``: crew member ``n``'s language is ``languages[n - 1]`` (a benchmark whose
+    crew write in known languages: the agent tags, and compresses, each message in its
+    writer's language); by default :data:`NUMBERED_CREW_LANGUAGES` in turn."""
+    if languages is not None and len(languages) < count:
+        raise ValueError(f"{count} crew members need {count} languages, not {len(languages)}")
     return tuple(
         DemoCrewMember(
             f"Crew {vessel_id}-{n}",
             f"SB-{vessel_id:03d}-{n:04d}",
             "MM",
-            languages[n % len(languages)],
+            NUMBERED_CREW_LANGUAGES[n % len(NUMBERED_CREW_LANGUAGES)]
+            if languages is None
+            else languages[n - 1],
             f"family.{vessel_id}.{n}@family.example",
             "Family",
         )
@@ -125,6 +139,10 @@ class Tuning:
     #: The relay's downlink lane period (``[downlink] slot_period_s``); None: the same as
     #: ``slot_period_s`` (a benchmark keeps the defaults' ratio: a day down, six hours up).
     down_period_s: int | None = None
+    #: How long a session's TLS ticket is offered again, on the agent's clock (None: as
+    #: long as the broker's ticket lifetime; a time-compressed run divides that lifetime
+    #: by its compression, the broker's clock being real).
+    tls_ticket_max_age_s: float | None = None
     #: How long a silence ends a session's downlink drain (None: from the link profile,
     #: four one-way latencies plus half a second; a time-compressed run shortens it).
     downlink_quiet_s: float | None = None
@@ -156,7 +174,16 @@ class Tuning:
             min_gap_s=self.min_gap_s,
             resend_after_s=self.resend_after_s,
         )
-        return {"link_settings": settings, "scheduler_settings": scheduler}
+        options: dict[str, object] = {"link_settings": settings, "scheduler_settings": scheduler}
+        if config.shore.tls and self.tls_ticket_max_age_s is not None:
+            from shipboard.mqtt_link import client_tls_context
+
+            options["tls_context"] = client_tls_context(
+                config.shore.ca_file,
+                config.shore.tls_minimum,
+                ticket_max_age_s=self.tls_ticket_max_age_s,
+            )
+        return options
 
 
 @dataclass(frozen=True, slots=True)

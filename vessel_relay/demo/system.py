@@ -23,10 +23,11 @@ import signal
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from protocol.languages import Language
 from vessel_relay import link_emulator
 from vessel_relay.demo.brokers import MosquittoBroker, free_port, wait_listening
 from vessel_relay.demo.setup import (
@@ -40,7 +41,7 @@ from vessel_relay.demo.setup import (
     register_vessels,
 )
 from vessel_relay.demo.sinks import MaildirSink
-from vessel_relay.demo.tls import KeyType, make_broker_tls
+from vessel_relay.demo.tls import DEPLOYED_KEY_TYPE, KeyType, make_broker_tls
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -149,13 +150,16 @@ class ProcessSystem:
     workdir: Path
     vessel_count: int = 2
     crew_per_vessel: int = 15
+    #: Crew member ``n``'s language is ``crew_languages[n - 1]`` (None: the demo's turn of
+    #: languages, ``numbered_crew``'s default).
+    crew_languages: Sequence[Language] | None = None
     profile: link_emulator.LinkProfile = link_emulator.UNLIMITED
     tuning: Tuning = field(default_factory=Tuning)
     shipboard_profile: str = "iridium-certus"
     #: Vessels reach the broker over TLS, as deployed (``vessel_relay.demo.tls``); the
     #: relay stays on the plain loopback listener, as on the broker's own host.
     tls: bool = False
-    tls_key_type: KeyType = "ec-p256"
+    tls_key_type: KeyType = DEPLOYED_KEY_TYPE
     agent_environment: Callable[[VesselSetup], Mapping[str, str]] | None = None
     """Called once per vessel after its files are prepared and before its agent first
     starts; what it returns is added to that agent's environment on every start."""
@@ -200,7 +204,7 @@ class ProcessSystem:
                 mqtt_version="5",
                 shore_public_key=self.relay_setup.shore_public_key,
                 union=union,
-                crew=numbered_crew(self.crew_per_vessel, n),
+                crew=numbered_crew(self.crew_per_vessel, n, self.crew_languages),
                 http_port=free_port(),
                 smtp_port=free_port(),
                 tuning=self.tuning,

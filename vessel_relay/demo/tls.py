@@ -1,10 +1,14 @@
 """TLS for the demo's broker: a private CA and a broker certificate for loopback.
 
 The benchmarks and the demo put TLS on the vessels' link as ``deploy/`` does (TLS 1.3 on
-Mosquitto, a private CA, an EC P-256 broker certificate), so every byte figure includes
-the handshake a real vessel pays. ``key_type = "ed25519"`` makes a smaller certificate
-(about 140 bytes less per full handshake, measured with Mosquitto 2.0.11); both are
-accepted by Python's ``ssl`` and by Mosquitto.
+Mosquitto, a private CA, an Ed25519 broker certificate: :data:`DEPLOYED_KEY_TYPE`), so
+every byte figure includes the handshake a real vessel pays. An Ed25519 certificate and
+its handshake signature are 72 bytes smaller than EC P-256's (a full handshake 2,603 B
+instead of 2,675 B in ``test_tls_resumption_measured``, Mosquitto 2.0.11), and a full
+handshake is what most FleetBroadband and Certus sessions pay (their sessions are more
+than the tickets' two hours apart); ``"ec-p256"`` remains for a CA that cannot sign
+Ed25519. Both are accepted by Python's ``ssl`` and by Mosquitto; both give ~128-bit
+security.
 
 Keys are written 0600; the CA's private key stays in the same directory (a demo CA, valid
 for a year, for ``127.0.0.1`` and ``localhost`` only).
@@ -24,9 +28,12 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.x509.oid import NameOID
 
-__all__ = ["BrokerTls", "KeyType", "make_broker_tls"]
+__all__ = ["DEPLOYED_KEY_TYPE", "BrokerTls", "KeyType", "make_broker_tls"]
 
 KeyType = Literal["ec-p256", "ed25519"]
+#: The broker key type deploy/ uses; the demo, the benchmarks and the byte measurements
+#: use it too, so that their figures are a deployed vessel's.
+DEPLOYED_KEY_TYPE: KeyType = "ed25519"
 _PEM = serialization.Encoding.PEM
 
 
@@ -52,7 +59,7 @@ def _write_key(path: Path, key: ec.EllipticCurvePrivateKey | ed25519.Ed25519Priv
         handle.write(data)
 
 
-def make_broker_tls(directory: Path, key_type: KeyType = "ec-p256") -> BrokerTls:
+def make_broker_tls(directory: Path, key_type: KeyType = DEPLOYED_KEY_TYPE) -> BrokerTls:
     """A CA and a broker certificate for 127.0.0.1/localhost in ``directory`` (made once:
     an existing set is reused, so a restarted demo keeps trusting its broker)."""
     files = BrokerTls(directory / "ca.pem", directory / "broker.pem", directory / "broker-key.pem")

@@ -1,0 +1,180 @@
+"""SMTP sessions to one smarthost, kept open and reused across messages.
+
+Opening an SMTP session (TCP, greeting, EHLO, maybe STARTTLS and AUTH) costs several round
+trips and, in aiosmtplib, a look-up of our own host name; a mail transaction on an open
+session costs three (MAIL, RCPT, DATA). :class:`SmtpPool` keeps up to ``size`` sessions
+open and lends one per message::
+
+    async with pool.session() as session:     # an idle open one, or a new one
+        await session.smtp.send_message(...)  # one mail transaction
+        # an error: session.broken() and the session is closed instead of kept
+
+A session is closed rather than kept when the server closed it (aiosmtplib sees the end
+of the connection while it is idle), when it was idle longer than ``idle_s`` (servers drop
+idle clients; RFC 5321 lets them after 5 minutes), or when the borrower marked it broken.
+A session the server dropped while idle is found out on its next command; whether the
+message could have reached the server is then told by :attr:`PooledSmtp.data_started`
+(the ``DATA`` command was begun), so the sender (:class:`shore.mail.MailSender`) can try
+again on a new session when nothing of the message left, and count a possible duplicate
+when something did.
+
+aiosmtplib 5 sends commands one at a time (no ``PIPELINING``); concurrency comes from
+several sessions. Logs name no address: sessions are counted, not described.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Literal
+
+import aiosmtplib
+from aiosmtplib.response import SMTPResponse
+from aiosmtplib.typing import Default
+
+log = logging.getLogger(__name__)
+
+
+class PooledSmtp(aiosmtplib.SMTP):
+    """aiosmtplib's client, telling whether the current mail transaction reached ``DATA``."""
+
+    #: Set when a ``DATA`` command is begun; reset by the pool for each message.
+    data_started: bool = False
+
+    async def data(
+        self,
+        message: str | bytes,
+        /,
+        *,
+        timeout: float | Literal[Default.token] | None = Default.token,  # noqa: ASYNC109 - aiosmtplib's signature
+    ) -> SMTPResponse:
+        """``DATA`` and the message (aiosmtplib's), noting that it was begun."""
+        self.data_started = True
+        return await super().data(message, timeout=timeout)
+
+
+@dataclass(frozen=True, slots=True)
+class PoolStatistics:
+    """Counters for the status page."""
+
+    opened: int
+    reused: int
+    #: Sessions closed because the server had dropped them, they idled too long, or failed.
+    discarded: int
+    idle: int
+
+
+class Session:
+    """One borrowed session: ``smtp`` to send with; :meth:`broken` if it must not be reused."""
+
+    def __init__(self, smtp: PooledSmtp, reused: bool) -> None:
+        self.smtp = smtp
+        #: Whether the session carried an earlier message (it may have gone stale since).
+        self.reused = reused
+        self._broken = False
+
+    def broken(self) -> None:
+        """Close this session when it is given back instead of keeping it."""
+        self._broken = True
+
+    @property
+    def is_broken(self) -> bool:
+        """Whether :meth:`broken` was called."""
+        return self._broken
+
+
+class SmtpPool:
+    """Up to ``size`` open sessions made by ``connect`` (which returns a connected
+    :class:`PooledSmtp`); borrowers wait when all are lent out."""
+
+    def __init__(
+        self,
+        connect: Callable[[], PooledSmtp],
+        *,
+        size: int = 8,
+        idle_s: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if size < 1:
+            raise ValueError(f"an SMTP pool needs at least one session, not {size}")
+        self._make = connect
+        self._idle_s = idle_s
+        self._clock = clock
+        self._slots = asyncio.Semaphore(size)
+        #: Open sessions not lent out, with when each was given back (last used first).
+        self._idle: list[tuple[PooledSmtp, float]] = []
+        self._opened = self._reused = self._discarded = 0
+        self._closed = False
+
+    def statistics(self) -> PoolStatistics:
+        """Counters since start."""
+        return PoolStatistics(self._opened, self._reused, self._discarded, len(self._idle))
+
+    @contextlib.asynccontextmanager
+    async def session(self) -> AsyncIterator[Session]:
+        """Lend an open session (reused if one is idle and alive, else a new one).
+
+        Opening a new one may raise aiosmtplib's errors or ``OSError``; the caller turns
+        them into an attempt's result. An exception in the block closes the session.
+        """
+        if self._closed:
+            raise RuntimeError("the SMTP pool was closed; make a new MailSender")
+        async with self._slots:
+            borrowed = self._take_idle()
+            if borrowed is None:
+                smtp = self._make()
+                try:
+                    await smtp.connect()
+                except BaseException:
+                    smtp.close()
+                    raise
+                self._opened += 1
+                borrowed = Session(smtp, reused=False)
+            else:
+                self._reused += 1
+            borrowed.smtp.data_started = False
+            try:
+                yield borrowed
+            except BaseException:
+                borrowed.broken()
+                raise
+            finally:
+                self._give_back(borrowed)
+
+    def _take_idle(self) -> Session | None:
+        now = self._clock()
+        while self._idle:
+            smtp, since = self._idle.pop()
+            if smtp.is_connected and now - since <= self._idle_s:
+                return Session(smtp, reused=True)
+            self._discard(smtp)
+        return None
+
+    def _give_back(self, session: Session) -> None:
+        if session.is_broken or self._closed or not session.smtp.is_connected:
+            self._discard(session.smtp)
+            return
+        self._idle.append((session.smtp, self._clock()))
+
+    def _discard(self, smtp: PooledSmtp) -> None:
+        self._discarded += 1
+        if smtp.is_connected:
+            smtp.close()
+
+    async def aclose(self, timeout_s: float = 5.0) -> None:
+        """Say QUIT on every idle session and close it; lent sessions close when given back."""
+        self._closed = True
+        idle, self._idle = self._idle, []
+        for smtp, _since in idle:
+            try:
+                async with asyncio.timeout(timeout_s):
+                    await smtp.quit()
+            except (aiosmtplib.SMTPException, OSError, TimeoutError):
+                log.debug("an idle SMTP session did not take QUIT; closed")
+            finally:
+                if smtp.is_connected:
+                    smtp.close()
