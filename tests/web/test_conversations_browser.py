@@ -19,6 +19,7 @@ from protocol.phrases import phrase
 from shipboard.message_limit import MAX_MESSAGE_BYTES
 from shipboard.web.fonts import missing_glyphs
 
+from ..shore.store_fixtures import VESSEL_KEY
 from .test_crew_page import ARTIFACTS, Site, _launch, check_page, sign_in
 from .test_crew_page import site as site  # the module's own agent (fixture)
 
@@ -67,7 +68,7 @@ def signed_in(tab: Page, site: Site, lang: str) -> int:
 def deliver(site: Site, seq: int) -> None:
     """The message goes out in a batch; the shore accepts it and the family's phone has it."""
     now = site.intake.clock()
-    batch, _ = site.outbox.make_batch([seq], site.codebook, site.shore.vessel_key, now)
+    batch, _ = site.outbox.make_batch([seq], site.codebook, VESSEL_KEY, now)
     site.outbox.mark_sent(batch, now)
     minutes = int(now // 60)
     receipts = [
@@ -76,7 +77,7 @@ def deliver(site: Site, seq: int) -> None:
         ),
         DeliveryReceipt(message_seq=seq, stage=ReceiptStage.DELIVERED, written_minutes=minutes),
     ]
-    site.outbox.apply_downlink(site.shore.downlink(receipts, minutes), now)  # type: ignore[arg-type]
+    site.outbox.apply_downlink(site.shore.downlink(receipts, minutes), now)
 
 
 def number_in(n: int, text: str) -> bool:
