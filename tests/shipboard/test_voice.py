@@ -34,7 +34,7 @@ from shipboard.outbox import Outbox
 from shipboard.voice import MAX_RECORDING_BYTES
 from shipboard.web.i18n import PAGE_LANGUAGES, Translations
 from shipboard.web.voice_sentences import VOICE_REFUSALS
-from tests.kit.protocol_shore import NOW, TestShore
+from tests.kit.model_shore import NOW, ModelShore
 from tests.kit.speech import BURMESE, estoi, mp4_aac, spoken, wav, webm_opus
 
 from .conftest import Crew
@@ -71,7 +71,7 @@ async def test_a_recorded_voice_message_goes_home_in_codec2(
     outbox: Outbox,
     codebook: Codebook,
     vessel_key: SigningKey,
-    shore: TestShore,
+    shore: ModelShore,
 ) -> None:
     """Aung Min records a Burmese sentence in Chromium (WebM/Opus) for his mother: 201,
     its Codec2 bytes are charged like text, and the batch carries a VoiceNote in the
@@ -95,7 +95,7 @@ async def test_a_recorded_voice_message_goes_home_in_codec2(
     assert quota.json()["used_bytes"] == body["voice_bytes"]
 
     _, data = outbox.make_batch([body["message_seq"]], codebook, vessel_key, NOW)
-    batch = shore.receive(data)
+    batch = shore.receive_batch(data)
     [note] = [e for e in batch.envelopes if isinstance(e, VoiceNote)]
     assert (note.message_seq, note.crew, note.contact) == (
         body["message_seq"],
