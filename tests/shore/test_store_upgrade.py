@@ -271,6 +271,7 @@ async def test_an_old_database_part_way_through_gets_only_what_it_lacks(
         ("uplink", "0004_voice_notes"),
         ("downlink", "0002_slot_notes"),
         ("downlink", "0003_urgent_items"),
+        ("transparency_log", "0002_tiles_and_checkpoints"),
         ("lane", "0001_lane"),
     ]
     await RelayStore(fresh).migrate()
