@@ -18,6 +18,7 @@ from protocol.languages import Language
 from protocol.phrases import phrase
 from shipboard.message_limit import MAX_MESSAGE_BYTES
 from shipboard.web.fonts import missing_glyphs
+from shipboard.web.local import number
 
 from ..shore.store_fixtures import VESSEL_KEY
 from .test_crew_page import ARTIFACTS, Site, _launch, check_page, sign_in
@@ -25,8 +26,7 @@ from .test_crew_page import site as site  # the module's own agent (fixture)
 
 OWN_PIN = "24681357"
 DURESS_PIN = "11223344"
-HTML_LANG = {"khm": "km", "lao": "lo", "tha": "th", "ind": "id", "tgl": "tl", "vie": "vi"}
-BURMESE_DIGITS = str.maketrans("0123456789", "၀၁၂၃၄၅၆၇၈၉")
+HTML_LANG = {"khm": "km", "lao": "lo", "tha": "th", "ind": "id", "tgl": "fil", "vie": "vi"}
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +81,8 @@ def deliver(site: Site, seq: int) -> None:
 
 
 def number_in(n: int, text: str) -> bool:
-    return str(n) in text or str(n).translate(BURMESE_DIGITS) in text
+    """Whether ``n`` is in ``text``, in Western digits or as the Burmese page writes it."""
+    return str(n) in text or number(n, Language.MYA) in text
 
 
 @pytest.mark.parametrize("lang", ["mya", "eng"])

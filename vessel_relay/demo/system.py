@@ -23,6 +23,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -229,8 +230,24 @@ class ProcessSystem:
             work / "relay.log",
         )
         self.relay.start()
+        await self.wait_subscribed(self.relay)
         for vessel in self.vessels:
             await self.start_agent(vessel)
+
+    async def wait_subscribed(self, relay: Child, timeout_s: float = 60.0) -> None:
+        """Wait until ``relay`` (just started) has subscribed to the vessels' uplinks, as
+        it says on its output: a vessel's first batch must not reach a broker with nobody
+        subscribed yet (it would wait a whole acknowledgement time to be sent again)."""
+        before = ("\n" + relay.log()).count("\nsubscribed\n")
+        deadline = time.monotonic() + timeout_s
+        while ("\n" + relay.log()).count("\nsubscribed\n") <= before:
+            if not relay.running:
+                raise RuntimeError(f"the relay stopped before it subscribed:\n{relay.log()}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"the relay did not subscribe in {timeout_s:.0f} s:\n{relay.log()}"
+                )
+            await asyncio.sleep(0.05)  # polling another process's output
 
     async def start_agent(self, vessel: Vessel) -> None:
         """Start (or restart) a vessel's agent and wait until its HTTP API listens."""
