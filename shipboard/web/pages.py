@@ -358,11 +358,6 @@ def _seconds_text(seconds: float | None, zone: Any) -> Moment | str:
     return Moment(datetime.fromtimestamp(seconds, UTC).astimezone(zone))
 
 
-def _html_lang_of(code: str | None) -> str:
-    """The BCP 47 tag of a text's language (ISO 639-3 ``code``), ``und`` if unknown."""
-    return html_lang(code)
-
-
 def _failure_words(code: int | None) -> str:
     """Why a message failed, in words (a msgid)."""
     try:
@@ -906,7 +901,7 @@ def web_routes(
                 "text": phrase(own.quick, phone.lang) if own.quick is not None else own.body,
                 "html_lang": HTML_LANG[phone.lang]
                 if own.quick is not None
-                else _html_lang_of(own.lang),
+                else html_lang(own.lang),
             }
         return render(
             request,
@@ -1191,7 +1186,7 @@ def web_routes(
             names,
             phone.lang,
             when=lambda at: _seconds_text(at, zone),
-            html_lang=_html_lang_of,
+            html_lang=html_lang,
             failure_words=_failure_words,
         )
         # a case from before the lane: its updates (and its stages ashore) are inbox entries
