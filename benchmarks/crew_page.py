@@ -32,15 +32,12 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
-import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -55,10 +52,10 @@ from playwright.sync_api import BrowserContext, CDPSession, Page, sync_playwrigh
 
 from common.codebooks import default_codebook  # noqa: E402
 from protocol.languages import Language  # noqa: E402
-from shipboard.http_api import create_app, serve_http  # noqa: E402
 from shipboard.intake import Intake  # noqa: E402
 from shipboard.outbox import Outbox  # noqa: E402
 from shipboard.web.i18n import PAGE_LANGUAGES  # noqa: E402
+from tests.kit.agent_web import agent_web_server  # noqa: E402
 from vessel_relay.demo.defaults import demo_ship_config  # noqa: E402
 
 #: Page name -> path. The issue's four first; then the sign-in page, quick messages, SOS.
@@ -106,14 +103,6 @@ class Load:
     requests: int
 
 
-def free_port() -> int:
-    """A TCP port on loopback that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 @contextmanager
 def crew_site(langs: Sequence[Language]) -> Iterator[tuple[str, dict[Language, int]]]:
     """The agent's web app on loopback; yields its URL and each language's crew number."""
@@ -141,30 +130,10 @@ def crew_site(langs: Sequence[Language]) -> Iterator[tuple[str, dict[Language, i
             )
             intake.send_message(member.crew, contact.contact, FIRST_MESSAGE, lang, None)
             crew[lang] = member.crew
-        port = free_port()
-        loop = asyncio.new_event_loop()
-        stopping = asyncio.Event()
-        ready = threading.Event()
-
-        async def serve() -> None:
-            started = asyncio.Event()
-            task = asyncio.create_task(
-                serve_http(create_app(intake), "127.0.0.1", port, stopping, started)
-            )
-            await started.wait()
-            ready.set()
-            await task
-
-        thread = threading.Thread(target=loop.run_until_complete, args=(serve(),), daemon=True)
-        thread.start()
         try:
-            if not ready.wait(30):
-                raise RuntimeError("the agent's web server did not start within 30 s")
-            yield f"http://127.0.0.1:{port}", crew
+            with agent_web_server(intake) as url:
+                yield url, crew
         finally:
-            loop.call_soon_threadsafe(stopping.set)
-            thread.join(30)
-            loop.close()
             outbox.close()
 
 

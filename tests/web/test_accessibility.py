@@ -13,10 +13,8 @@ runs its default rules. Moderate and minor findings are printed, not failed.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,14 +26,13 @@ from playwright.sync_api import Browser, Page, sync_playwright
 from common.codebooks import default_codebook
 from protocol.envelopes import Reply
 from protocol.languages import Language
-from shipboard.http_api import create_app, serve_http
 from shipboard.intake import Intake
 from shipboard.outbox import Outbox
 from shipboard.web.i18n import PAGE_LANGUAGES
 from vessel_relay.demo.defaults import demo_ship_config
 
+from ..kit.agent_web import agent_web_server
 from ..kit.model_shore import ModelShore
-from ..kit.ports import free_port
 from ..shore.store_fixtures import SHORE_KEY, VESSEL_KEY
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -104,29 +101,10 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         outbox.apply_downlink(shore.downlink([reply], minutes), intake.clock())
         crew[lang] = (member.crew, first_pin)
         messages[lang] = sent.message_seq
-    port = free_port()
-    loop = asyncio.new_event_loop()
-    stopping = asyncio.Event()
-    ready = threading.Event()
-
-    async def serve() -> None:
-        started = asyncio.Event()
-        task = asyncio.create_task(
-            serve_http(create_app(intake), "127.0.0.1", port, stopping, started)
-        )
-        await started.wait()
-        ready.set()
-        await task
-
-    thread = threading.Thread(target=loop.run_until_complete, args=(serve(),), daemon=True)
-    thread.start()
-    assert ready.wait(30), "the agent's web server did not start"
     try:
-        yield Site(f"http://127.0.0.1:{port}", crew, messages)
+        with agent_web_server(intake) as url:
+            yield Site(url, crew, messages)
     finally:
-        loop.call_soon_threadsafe(stopping.set)
-        thread.join(30)
-        loop.close()
         outbox.close()
 
 

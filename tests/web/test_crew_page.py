@@ -9,9 +9,7 @@ against the glyphs of the fonts the page serves, and its weight is measured.
 
 from __future__ import annotations
 
-import asyncio
 import re
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +23,6 @@ from protocol.envelopes import Reply
 from protocol.languages import Language
 from protocol.phrases import phrase
 from protocol.text import normalise_text
-from shipboard.http_api import create_app, serve_http
 from shipboard.intake import Intake
 from shipboard.outbox import Outbox
 from shipboard.web.fonts import (
@@ -39,9 +36,9 @@ from shipboard.web.fonts import (
 from vessel_relay.demo.defaults import demo_ship_config
 from vessel_relay.demo.keys import demo_union_private_key
 
+from ..kit.agent_web import agent_web_server
 from ..kit.lane import blocks_on_board, union_reads
 from ..kit.model_shore import ModelShore
-from ..kit.ports import free_port
 from ..shore.store_fixtures import SHORE_KEY, VESSEL_KEY
 
 ARTIFACTS = Path(__file__).parent / "artifacts"
@@ -112,30 +109,11 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
             now=intake.clock(),
         )
         crew[code] = (member.crew, pin)
-    port = free_port()
-    loop = asyncio.new_event_loop()
-    stopping = asyncio.Event()
-    ready = threading.Event()
-
-    async def serve() -> None:
-        started = asyncio.Event()
-        task = asyncio.create_task(
-            serve_http(create_app(intake), "127.0.0.1", port, stopping, started)
-        )
-        await started.wait()
-        ready.set()
-        await task
-
-    thread = threading.Thread(target=loop.run_until_complete, args=(serve(),), daemon=True)
-    thread.start()
-    assert ready.wait(30), "the agent's web server did not start"
     try:
         shore = ModelShore.for_keys(codebook, VESSEL_KEY, SHORE_KEY, config.vessel.vessel_id)
-        yield Site(f"http://127.0.0.1:{port}", intake, outbox, codebook, crew, shore)
+        with agent_web_server(intake) as url:
+            yield Site(url, intake, outbox, codebook, crew, shore)
     finally:
-        loop.call_soon_threadsafe(stopping.set)
-        thread.join(30)
-        loop.close()
         outbox.close()
 
 

@@ -12,9 +12,7 @@ key opens as another signer.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -38,14 +36,13 @@ from protocol.sealing import (
 from shipboard.config import UnionConfig
 from shipboard.crew import CrewRegister
 from shipboard.errors import BadText
-from shipboard.http_api import create_app, serve_http
 from shipboard.intake import Intake
 from shipboard.outbox import Outbox
 from shore.union.keys import load_union
 from vessel_relay.demo.defaults import demo_ship_config
 
+from ..kit.agent_web import agent_web_server
 from ..kit.lane import blocks_on_board, union_reads
-from ..kit.ports import free_port
 from ..union.test_union_inbox import NOW, World, _cli, _uplink, world  # noqa: F401
 from .test_crew_page import CHROMIUM_ARGS
 
@@ -81,29 +78,10 @@ def agent(tmp_path: Path) -> Iterator[Agent]:
         language=Language.MYA,
         now=intake.clock(),
     )
-    port = free_port()
-    loop = asyncio.new_event_loop()
-    stopping = asyncio.Event()
-    ready = threading.Event()
-
-    async def serve() -> None:
-        started = asyncio.Event()
-        task = asyncio.create_task(
-            serve_http(create_app(intake), "127.0.0.1", port, stopping, started)
-        )
-        await started.wait()
-        ready.set()
-        await task
-
-    thread = threading.Thread(target=loop.run_until_complete, args=(serve(),), daemon=True)
-    thread.start()
-    assert ready.wait(30), "the agent's web server did not start"
     try:
-        yield Agent(f"http://127.0.0.1:{port}", intake, outbox, tmp_path, member.crew, pin)
+        with agent_web_server(intake) as url:
+            yield Agent(url, intake, outbox, tmp_path, member.crew, pin)
     finally:
-        loop.call_soon_threadsafe(stopping.set)
-        thread.join(30)
-        loop.close()
         outbox.close()
 
 
