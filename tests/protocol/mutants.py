@@ -26,8 +26,11 @@ replay of an earlier one.
 
 from __future__ import annotations
 
+import collections
 import copy
 import random
+import sys
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -479,3 +482,34 @@ class MutantMaker:
 def direction_of(data: bytes) -> Direction:
     """The direction byte of a batch."""
     return Direction(data[0])
+
+
+# --- what a fuzz run found ------------------------------------------------------------------
+
+
+@dataclass
+class FuzzReport:
+    """What the mutants became, and how far a run has come."""
+
+    cases: int = 0
+    outcomes: collections.Counter[str] = field(default_factory=collections.Counter)
+    mutations: collections.Counter[str] = field(default_factory=collections.Counter)
+    seconds: float = 0.0
+    started: float = field(default_factory=time.perf_counter)
+    #: a line on stderr every so many mutants, so a run of hours shows how far it is (``-s``)
+    progress_every: int = 50_000
+
+    def counted(self) -> None:
+        """One more mutant passed every check; say so every ``progress_every`` of them."""
+        if self.cases % self.progress_every == 0:
+            elapsed = time.perf_counter() - self.started
+            print(
+                f"fuzz: {self.cases:,} mutants, none escaped, {elapsed:.0f} s "
+                f"({self.cases / max(elapsed, 1e-9):.0f}/s)",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    def finish(self) -> None:
+        """The run is over: its duration."""
+        self.seconds = time.perf_counter() - self.started

@@ -16,12 +16,10 @@ Scale: ``VR_FUZZ_MUTANTS=1000000 pytest tests/shipboard/test_hostile_downlink.py
 from __future__ import annotations
 
 import asyncio
-import collections
 import logging
 import os
-import time
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -63,7 +61,7 @@ from shipboard.link import (
 from shipboard.outbox import Outbox
 from tests.kit.mosquitto import MosquittoBroker
 from tests.kit.mqtt import publish_downlink
-from tests.protocol.mutants import MutantMaker
+from tests.protocol.mutants import FuzzReport, MutantMaker
 from tests.shipboard.test_link import NOW as LINK_NOW
 from tests.shipboard.test_link import FakeOutbox, Vessel, link_settings, shore_running
 
@@ -350,16 +348,6 @@ async def test_session_goes_on_after_a_hostile_downlink(
 # --- fuzz: shore-signed mutants against the real downlink handling and outbox -------------------
 
 
-@dataclass
-class FuzzReport:
-    """What the mutants became."""
-
-    cases: int = 0
-    outcomes: collections.Counter[str] = field(default_factory=collections.Counter)
-    mutations: collections.Counter[str] = field(default_factory=collections.Counter)
-    seconds: float = 0.0
-
-
 def _fill(
     outbox: Outbox, register: CrewRegister, codebook: Codebook, vessel_key: SigningKey
 ) -> tuple[int, int, list[int]]:
@@ -450,7 +438,6 @@ def run_downlink_fuzz(
     opened every 20,000. At the end the outbox still takes, batches and lists messages.
     """
     report = FuzzReport()
-    started = time.perf_counter()
     round_ = 0
     while report.cases < cases:
         round_ += 1
@@ -483,6 +470,7 @@ def run_downlink_fuzz(
                             f"mutant: {mutant.hex()}"
                         )
                 report.outcomes[label] += 1
+                report.counted()
                 if report.cases % 250 == 0 and outbox.has_downlink_ack_pending():
                     _uplink_ack(outbox, codebook, vessel_key)
             if outbox.has_downlink_ack_pending():
@@ -503,7 +491,7 @@ def run_downlink_fuzz(
             outbox.close()
             for suffix in ("", "-wal", "-shm"):
                 Path(f"{path}{suffix}").unlink(missing_ok=True)
-    report.seconds = time.perf_counter() - started
+    report.finish()
     return report
 
 

@@ -15,12 +15,10 @@ Scale: ``VR_FUZZ_MUTANTS=1000000 pytest tests/shore/test_hostile_batches.py -m s
 from __future__ import annotations
 
 import asyncio
-import collections
 import logging
 import os
-import time
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
@@ -57,7 +55,7 @@ from shore.store import IngestOutcome, SosAlertDue, SqliteStore, StoreUnavailabl
 from shore.store.postgres import PostgresStore
 from shore.store.transparency_log import month_of_minutes
 from tests.kit.mosquitto import MosquittoBroker
-from tests.protocol.mutants import MutantMaker, OpenBatch
+from tests.protocol.mutants import FuzzReport, MutantMaker, OpenBatch
 from tests.protocol.test_fuzz import UPLINK
 from tests.shore.lane_fixtures import LaneVessel, plaintext, seal
 from tests.shore.store_fixtures import (
@@ -592,16 +590,6 @@ BASES = [
 ]
 
 
-@dataclass
-class FuzzReport:
-    """What the mutants became."""
-
-    cases: int = 0
-    outcomes: collections.Counter[str] = field(default_factory=collections.Counter)
-    mutations: collections.Counter[str] = field(default_factory=collections.Counter)
-    seconds: float = 0.0
-
-
 async def run_ingest_fuzz(directory: Path, cases: int, seed: int) -> FuzzReport:
     """Feed ``cases`` vessel-signed mutants to ``Ingestor.handle`` on a real SQLite store.
 
@@ -613,7 +601,6 @@ async def run_ingest_fuzz(directory: Path, cases: int, seed: int) -> FuzzReport:
     """
     report = FuzzReport()
     maker = MutantMaker([*BASES, *_extreme_but_valid()], VESSEL_KEY, CODEBOOK, seed)
-    started = time.perf_counter()
     round_ = 0
     while report.cases < cases:
         round_ += 1
@@ -641,6 +628,7 @@ async def run_ingest_fuzz(directory: Path, cases: int, seed: int) -> FuzzReport:
                         f"of protocol/ and failed the store (see the logged traceback)\n"
                         f"mutant: {mutant.hex()}"
                     )
+                report.counted()
             # hostile content stored or refused must not poison what comes next
             envelopes = await _downlink(store, VESSEL)
             assert isinstance(envelopes[0], BatchAck)
@@ -650,7 +638,7 @@ async def run_ingest_fuzz(directory: Path, cases: int, seed: int) -> FuzzReport:
             await store.close()
             for suffix in ("", "-wal", "-shm"):
                 (directory / f"relay-{round_}.db{suffix}").unlink(missing_ok=True)
-    report.seconds = time.perf_counter() - started
+    report.finish()
     return report
 
 
