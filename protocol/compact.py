@@ -117,6 +117,7 @@ __all__ = [
     "open_compact",
     "read_compact_header",
     "seal_compact",
+    "sealed_batch_seq",
 ]
 
 #: Bytes of the authentication tag (see the module docstring for why 8).
@@ -508,6 +509,18 @@ def open_compact(
     return header, plaintext
 
 
+def sealed_batch_seq(plaintext: bytes) -> int:
+    """The batch number an opened frame's plaintext starts with (from :func:`open_compact`).
+
+    For a receiver that must name an authentic frame it cannot decode (to refuse that batch
+    number for good). Raises :class:`MalformedBatch` when it holds no valid number.
+    """
+    batch_seq, _ = _read_uvarint(plaintext, 0, "batch number")
+    if not 1 <= batch_seq < 2**53:
+        raise MalformedBatch(f"compact frame names batch {batch_seq}; batches are 1 to 2**53")
+    return batch_seq
+
+
 def decode_compact(
     data: bytes,
     *,
@@ -525,9 +538,8 @@ def decode_compact(
     where = header.where
     if direction is not None and header.direction.batch_direction is not direction:
         raise MalformedBatch(f"{where} does not travel {direction.name.lower()}")
-    batch_seq, pos = _read_uvarint(plaintext, 0, "batch number")
-    if batch_seq == 0:
-        raise MalformedBatch(f"{where} names batch 0; batches are numbered from 1")
+    batch_seq = sealed_batch_seq(plaintext)
+    _, pos = _read_uvarint(plaintext, 0, "batch number")
     where = f"{where} batch {batch_seq}"
     batch_minutes, pos = _read_uvarint(plaintext, pos, "batch time")
     if not minutes_in_range(batch_minutes):
