@@ -24,6 +24,7 @@ from typing import Protocol, runtime_checkable
 
 from protocol.batch import Batch
 from protocol.codebook import Codebook
+from protocol.compact import LinkKeys
 from protocol.errors import NotAllowedInState, ProtocolError, Reason, UnprocessableBatch
 from protocol.exchange import DownlinkRefused, read_downlink
 from protocol.signing import VerifyKey
@@ -156,12 +157,22 @@ def apply_downlink_payload(
     codebook: Codebook,
     now: float,
     log: Log = logger,
+    link_keys: LinkKeys | None = None,
 ) -> DownlinkVerdict:
     """Verify, decode and apply one downlink payload; never raises for what the bytes say.
 
-    Raises only :class:`~shipboard.errors.OutboxUnavailable` or ``MemoryError``.
+    The payload is a signed batch, or a compact frame (an SBD link's) checked under
+    ``link_keys`` (:meth:`protocol.compact.LinkKeys.for_vessel`); without them a compact
+    frame is skipped. Raises only :class:`~shipboard.errors.OutboxUnavailable` or
+    ``MemoryError``.
     """
-    batch = read_downlink(data, vessel_id=vessel_id, shore_key=shore_verify_key, codebook=codebook)
+    batch = read_downlink(
+        data,
+        vessel_id=vessel_id,
+        shore_key=shore_verify_key,
+        codebook=codebook,
+        link_keys=link_keys,
+    )
     if isinstance(batch, DownlinkRefused):
         if batch.batch_seq is None:
             log.warning(
