@@ -206,7 +206,6 @@ def lone_short(
         for sizes, quantum in ((padded, PAD_QUANTUM), (unpadded, None)):
             frame = encode_compact(
                 envelopes,
-                direction=Direction.UPLINK,
                 keys=LINK_KEYS,
                 batch_seq=index + 1,
                 batch_minutes=BATCH_MINUTES,

@@ -7,9 +7,11 @@ bytes, three or four Iridium SBD credits of 50 bytes. A compact frame carries th
 8-byte tag under a key that vessel and shore share, varints instead of CBOR where the
 field is fixed, and the texts coded with the same per-language codecs.
 
+Compact frames travel **up only** (vessel to shore). See "What the tag does not give".
+
 Wire format, version 1::
 
-    byte 0     0x03 compact uplink (vessel to shore), 0x04 compact downlink
+    byte 0     0x03 (compact uplink; 0x04 is reserved and refused)
     uvarint    vessel id                                          (in the clear)
     8 bytes    tag  = HMAC-SHA256(mac key, byte 0 || vessel id || plaintext)[:8]
     rest       ChaCha20(encryption key, nonce = tag || 0x00000000, plaintext)
@@ -28,7 +30,7 @@ Wire format, version 1::
 Ed25519 key pair on one side, the shore's on the other, and each other's public key. Each
 Ed25519 key is mapped to its X25519 form (libsodium's ``crypto_sign_ed25519_*_to_curve25519``),
 the X25519 shared secret goes through HKDF-SHA256 with both public keys and the vessel id,
-and each direction gets its own MAC key and encryption key (:class:`LinkKeys`). A vessel
+giving a MAC key and an encryption key (:class:`LinkKeys`). A vessel
 with a new key gets new link keys with it; the shore tries every key of the vessel that is
 valid at the time, as it does for signatures.
 
@@ -50,6 +52,13 @@ signed with the vessel's Ed25519 key and lists every acknowledged batch by numbe
 SHA-256 of its bytes, compact frames included, and the shore's transparency log holds the
 same hashes. So a compact frame is bound to the vessel by its signature over the month's
 statement, at the cost of 64 bytes once a month instead of once a message.
+
+And the keys can be derived by whoever holds the vessel's private key, which lies on the
+vessel computer the owner controls. Uplink that changes nothing (the owner could sign
+batches with that key already); downlink it would: a compact frame "from the shore" could
+be made on board, with a BatchAck that makes the agent drop what it has not sent (the
+grievance lane's blocks among it) or a family "reply" that never came. So the shore
+always *signs* what it sends; the agent never applies a compact frame from the downlink.
 
 **Confidentiality.** Unlike a batch on MQTT, a compact frame may cross links without TLS
 (the SBD modem's serial line, the provider's portal, which the vessel owner's account
@@ -75,7 +84,6 @@ import hashlib
 import hmac
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from enum import IntEnum
 
 import nacl.bindings
 import nacl.exceptions
@@ -106,9 +114,9 @@ from protocol.limits import DEFAULT_LIMITS, MINUTES_RANGE, Limits, minutes_in_ra
 from protocol.signing import KEY_BYTES, SigningKey, VerifyKey
 
 __all__ = [
+    "COMPACT_UPLINK",
     "PAD_QUANTUM",
     "TAG_BYTES",
-    "CompactDirection",
     "CompactHeader",
     "LinkKeys",
     "decode_compact",
@@ -131,35 +139,15 @@ _KDF_SALT = b"vessel-relay compact frame v1"
 _MIN_FRAME_BYTES = 1 + 1 + TAG_BYTES + 2  # direction, vessel, tag, seq and minutes
 
 
-class CompactDirection(IntEnum):
-    """Which way a compact frame travels; the value is its first byte (version 1).
-
-    Distinct from :class:`protocol.batch.Direction` (0x01, 0x02), so one look at the first
-    byte tells a compact frame from a batch, and a relay of the release before quarantines
-    a compact frame as "not a batch" instead of misreading it.
-    """
-
-    UPLINK = 0x03
-    DOWNLINK = 0x04
-
-    @property
-    def batch_direction(self) -> Direction:
-        """The batch direction this compact direction stands for."""
-        return Direction.UPLINK if self is CompactDirection.UPLINK else Direction.DOWNLINK
-
-    @classmethod
-    def of(cls, direction: Direction) -> CompactDirection:
-        """The compact direction of a batch direction."""
-        return cls.UPLINK if direction is Direction.UPLINK else cls.DOWNLINK
+#: First byte of a compact frame (version 1, vessel to shore). Distinct from the batch
+#: directions (0x01, 0x02), so one look tells a compact frame from a batch, and a relay of
+#: the release before quarantines it as "not a batch" instead of misreading it.
+COMPACT_UPLINK = 0x03
+#: Reserved for compact downlink frames, which are never made (see the module docstring).
+COMPACT_DOWNLINK_RESERVED = 0x04
 
 
 # --- keys --------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class _DirectionKeys:
-    mac: bytes = field(repr=False)
-    enc: bytes = field(repr=False)
 
 
 def _hkdf_sha256(ikm: bytes, info: bytes, length: int) -> bytes:
@@ -188,7 +176,7 @@ def _x25519_public(key: VerifyKey) -> bytes:
 
 @dataclass(frozen=True, slots=True)
 class LinkKeys:
-    """The symmetric keys of one vessel's compact frames, both directions.
+    """The symmetric keys of one vessel's compact frames: a MAC key and an encryption key.
 
     Vessel and shore derive the same keys from what they already hold
     (:meth:`for_vessel`, :meth:`for_shore`); ``vessel_key`` names the vessel key they came
@@ -197,8 +185,8 @@ class LinkKeys:
 
     vessel_id: int
     vessel_key: VerifyKey
-    uplink: _DirectionKeys = field(repr=False)
-    downlink: _DirectionKeys = field(repr=False)
+    mac: bytes = field(repr=False)
+    enc: bytes = field(repr=False)
 
     @classmethod
     def for_vessel(cls, vessel_id: int, vessel_key: SigningKey, shore_key: VerifyKey) -> LinkKeys:
@@ -236,16 +224,8 @@ class LinkKeys:
         if not any(shared):
             raise LocalProtocolError("the peer's public key gives an all-zero shared secret")
         context = vessel_id.to_bytes(8, "big") + vessel_public.key + shore_public.key
-        okm = _hkdf_sha256(shared, b"uplink/downlink" + context, 4 * KEY_BYTES)
-        return cls(
-            vessel_id,
-            vessel_public,
-            _DirectionKeys(okm[0:32], okm[32:64]),
-            _DirectionKeys(okm[64:96], okm[96:128]),
-        )
-
-    def _keys(self, direction: CompactDirection) -> _DirectionKeys:
-        return self.uplink if direction is CompactDirection.UPLINK else self.downlink
+        okm = _hkdf_sha256(shared, b"uplink" + context, 2 * KEY_BYTES)
+        return cls(vessel_id, vessel_public, okm[:KEY_BYTES], okm[KEY_BYTES:])
 
 
 # --- primitives --------------------------------------------------------------------------
@@ -283,11 +263,11 @@ def _check_uint(name: str, value: int) -> None:
         raise LocalProtocolError(f"{name} must be a whole number from 0 to 2**53, not {value!r}")
 
 
-def _tag(keys: _DirectionKeys, clear: bytes, plaintext: bytes) -> bytes:
+def _tag(keys: LinkKeys, clear: bytes, plaintext: bytes) -> bytes:
     return hmac.new(keys.mac, clear + plaintext, hashlib.sha256).digest()[:TAG_BYTES]
 
 
-def _chacha20(keys: _DirectionKeys, tag: bytes, data: bytes) -> bytes:
+def _chacha20(keys: LinkKeys, tag: bytes, data: bytes) -> bytes:
     """XOR ``data`` with the ChaCha20 key stream (RFC 8439, counter from 1) under ``tag``.
 
     libsodium's ChaCha20-Poly1305 (IETF) encrypts with exactly this stream, so the stream
@@ -364,23 +344,21 @@ def _from_row(row: object, where: str) -> dict[int, object]:
 
 @dataclass(frozen=True, slots=True)
 class CompactHeader:
-    """What a compact frame says in the clear: its direction and its vessel."""
+    """What a compact frame says in the clear: its vessel (and where its tag starts)."""
 
-    direction: CompactDirection
     vessel_id: int
-    #: Where the tag starts (after the vessel id).
     tag_at: int
 
     @property
     def where(self) -> str:
         """Names the frame in error messages: ``compact frame from vessel 42``."""
-        side = "from" if self.direction is CompactDirection.UPLINK else "to"
-        return f"compact frame {side} vessel {self.vessel_id}"
+        return f"compact frame from vessel {self.vessel_id}"
 
 
 def is_compact(data: bytes) -> bool:
-    """Whether ``data`` starts like a compact frame (and not like a batch)."""
-    return bool(data) and data[0] in CompactDirection._value2member_map_
+    """Whether ``data`` starts like a compact frame (or the reserved downlink byte), and so
+    is not a batch: such bytes go to :func:`read_compact_header`, which refuses the latter."""
+    return bool(data) and data[0] in (COMPACT_UPLINK, COMPACT_DOWNLINK_RESERVED)
 
 
 def read_compact_header(data: bytes, *, limits: Limits = DEFAULT_LIMITS) -> CompactHeader:
@@ -393,24 +371,26 @@ def read_compact_header(data: bytes, *, limits: Limits = DEFAULT_LIMITS) -> Comp
         )
     if len(data) < _MIN_FRAME_BYTES:
         raise MalformedBatch(f"compact frame is only {len(data)} bytes: truncated")
-    try:
-        direction = CompactDirection(data[0])
-    except ValueError:
+    if data[0] == COMPACT_DOWNLINK_RESERVED:
+        raise MalformedBatch(
+            "a compact frame travelling from shore to vessel: the shore signs what it sends, "
+            "and compact frames are never applied on the downlink"
+        )
+    if data[0] != COMPACT_UPLINK:
         raise MalformedBatch(
             f"frame starts with 0x{data[0]:02x}: not a compact frame, or a newer version"
-        ) from None
+        )
     vessel_id, tag_at = _read_uvarint(data, 1, "vessel id")
     if vessel_id >= 2**53:
         raise MalformedBatch(f"compact frame names vessel {vessel_id}, out of range")
     if len(data) < tag_at + TAG_BYTES + 2:
         raise MalformedBatch(f"compact frame is only {len(data)} bytes: truncated")
-    return CompactHeader(direction, vessel_id, tag_at)
+    return CompactHeader(vessel_id, tag_at)
 
 
 def encode_compact(
     envelopes: Sequence[Envelope],
     *,
-    direction: Direction,
     keys: LinkKeys,
     batch_seq: int,
     batch_minutes: int,
@@ -419,7 +399,7 @@ def encode_compact(
     limits: Limits = DEFAULT_LIMITS,
     pad_quantum: int | None = PAD_QUANTUM,
 ) -> bytes:
-    """Encode, compress, authenticate and encrypt one compact frame (deterministic).
+    """Encode, compress, authenticate and encrypt one compact uplink frame (deterministic).
 
     The vessel id is ``keys.vessel_id``. ``pad_quantum`` pads the frame to a multiple of
     that many bytes (``None``: unpadded, for measuring and tests).
@@ -457,8 +437,7 @@ def encode_compact(
         frame = encode_frame(codebook, language, None, texts[language], codecs=codecs)
         plaintext += _uvarint(frame.dictionary_id * 4 + int(frame.codec))
         plaintext += _uvarint(len(frame.payload)) + frame.payload
-    compact = CompactDirection.of(direction)
-    clear = bytes([compact]) + _uvarint(keys.vessel_id)
+    clear = bytes([COMPACT_UPLINK]) + _uvarint(keys.vessel_id)
     unpadded = len(clear) + TAG_BYTES + len(plaintext)
     if unpadded > limits.max_batch_bytes:
         raise LimitExceeded(
@@ -468,20 +447,18 @@ def encode_compact(
     if pad_quantum is not None:
         target = min(-(-unpadded // pad_quantum) * pad_quantum, limits.max_batch_bytes)
         plaintext += bytes(target - unpadded)
-    return seal_compact(plaintext, direction=direction, keys=keys)
+    return seal_compact(plaintext, keys=keys)
 
 
-def seal_compact(plaintext: bytes, *, direction: Direction, keys: LinkKeys) -> bytes:
+def seal_compact(plaintext: bytes, *, keys: LinkKeys) -> bytes:
     """Authenticate and encrypt a compact frame's plaintext (layout in the module docstring).
 
     :func:`encode_compact` builds the plaintext; this is the step after it, public so that
     tools and the fuzz tests can seal plaintexts of their own (it needs the link keys).
     """
-    compact = CompactDirection.of(direction)
-    clear = bytes([compact]) + _uvarint(keys.vessel_id)
-    direction_keys = keys._keys(compact)
-    tag = _tag(direction_keys, clear, plaintext)
-    return clear + tag + _chacha20(direction_keys, tag, plaintext)
+    clear = bytes([COMPACT_UPLINK]) + _uvarint(keys.vessel_id)
+    tag = _tag(keys, clear, plaintext)
+    return clear + tag + _chacha20(keys, tag, plaintext)
 
 
 def open_compact(
@@ -497,11 +474,10 @@ def open_compact(
         raise SignatureInvalid(
             f"{header.where} was checked with the keys of vessel {keys.vessel_id}"
         )
-    direction_keys = keys._keys(header.direction)
     clear = data[: header.tag_at]
     tag = data[header.tag_at : header.tag_at + TAG_BYTES]
-    plaintext = _chacha20(direction_keys, tag, data[header.tag_at + TAG_BYTES :])
-    if not hmac.compare_digest(tag, _tag(direction_keys, clear, plaintext)):
+    plaintext = _chacha20(keys, tag, data[header.tag_at + TAG_BYTES :])
+    if not hmac.compare_digest(tag, _tag(keys, clear, plaintext)):
         raise SignatureInvalid(
             f"the tag of {header.where} does not match the link keys of vessel key "
             f"{keys.vessel_key.hex()[:12]}...: forged, corrupted, or made under another key"
@@ -526,18 +502,15 @@ def decode_compact(
     *,
     keys: LinkKeys,
     codebook: Codebook,
-    direction: Direction | None = None,
     limits: Limits = DEFAULT_LIMITS,
 ) -> Batch:
-    """Authenticate, decrypt and decode a compact frame into the batch it carries.
+    """Authenticate, decrypt and decode a compact frame into the (uplink) batch it carries.
 
-    ``keys`` are the link keys of the frame's vessel; ``direction``, when given, must be
-    the frame's. Only :mod:`protocol.errors` types are raised.
+    ``keys`` are the link keys of the frame's vessel. Only :mod:`protocol.errors` types are
+    raised.
     """
     header, plaintext = open_compact(data, keys, limits=limits)
     where = header.where
-    if direction is not None and header.direction.batch_direction is not direction:
-        raise MalformedBatch(f"{where} does not travel {direction.name.lower()}")
     batch_seq = sealed_batch_seq(plaintext)
     _, pos = _read_uvarint(plaintext, 0, "batch number")
     where = f"{where} batch {batch_seq}"
@@ -615,7 +588,7 @@ def decode_compact(
         if index != len(texts[language]):
             raise MalformedBatch(f"{where} has more {language.code} texts than envelopes")
     return Batch(
-        direction=header.direction.batch_direction,
+        direction=Direction.UPLINK,
         vessel_id=header.vessel_id,
         batch_seq=batch_seq,
         batch_minutes=batch_minutes,

@@ -88,15 +88,6 @@ from enum import Enum
 
 from protocol.batch import Batch, Direction, decode_batch, encode_batch, read_batch_header
 from protocol.codebook import Codebook
-from protocol.compact import (
-    CompactDirection,
-    LinkKeys,
-    decode_compact,
-    is_compact,
-    open_compact,
-    read_compact_header,
-    sealed_batch_seq,
-)
 from protocol.envelopes import BatchAck, Envelope, acknowledges_only
 from protocol.errors import LimitExceeded, NotAllowedInState, ProtocolError, Reason
 from protocol.replay import RangeSet
@@ -275,24 +266,14 @@ def downlink_release_due(owed: ShoreState, *, waiting: int, urgent: bool, in_fli
 
 
 def read_downlink(
-    data: bytes,
-    *,
-    vessel_id: int,
-    shore_key: VerifyKey,
-    codebook: Codebook,
-    link_keys: LinkKeys | None = None,
+    data: bytes, *, vessel_id: int, shore_key: VerifyKey, codebook: Codebook
 ) -> Batch | DownlinkRefused:
     """One downlink payload as a decoded batch, or why it is not applied (the one rule).
 
     Order matters: the header says whose batch it claims to be, the signature says whether
     the shore made it, and only then is it decoded, so nothing unauthenticated is ever
-    decompressed and only an authentic batch can be refused for good. A compact frame
-    (:mod:`protocol.compact`, as an SBD link brings it) takes the same order with its tag
-    checked under ``link_keys`` in place of the signature; without ``link_keys`` it is
-    skipped.
+    decompressed and only an authentic batch can be refused for good.
     """
-    if is_compact(data):
-        return _read_compact_downlink(data, vessel_id, codebook, link_keys)
     try:
         header = read_batch_header(data)
         if header.direction is not Direction.DOWNLINK or header.vessel_id != vessel_id:
@@ -307,27 +288,6 @@ def read_downlink(
         )
     except ProtocolError as exc:
         return DownlinkRefused(len(data), exc.reason, exc.message, header.batch_seq)
-
-
-def _read_compact_downlink(
-    data: bytes, vessel_id: int, codebook: Codebook, link_keys: LinkKeys | None
-) -> Batch | DownlinkRefused:
-    try:
-        header = read_compact_header(data)
-        if header.direction is not CompactDirection.DOWNLINK or header.vessel_id != vessel_id:
-            detail = f"{header.where} is not a downlink frame for vessel {vessel_id}"
-            return DownlinkRefused(len(data), Reason.MALFORMED, detail)
-        if link_keys is None or link_keys.vessel_id != vessel_id:
-            detail = f"{header.where} arrived, but this link has no link keys for it"
-            return DownlinkRefused(len(data), Reason.SIGNATURE_INVALID, detail)
-        _, plaintext = open_compact(data, link_keys)
-        batch_seq = sealed_batch_seq(plaintext)
-    except ProtocolError as exc:
-        return DownlinkRefused(len(data), exc.reason, exc.message)
-    try:
-        return decode_compact(data, keys=link_keys, codebook=codebook, direction=Direction.DOWNLINK)
-    except ProtocolError as exc:
-        return DownlinkRefused(len(data), exc.reason, exc.message, batch_seq)
 
 
 @dataclass(frozen=True, slots=True)

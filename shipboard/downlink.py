@@ -24,7 +24,6 @@ from typing import Protocol, runtime_checkable
 
 from protocol.batch import Batch
 from protocol.codebook import Codebook
-from protocol.compact import LinkKeys
 from protocol.errors import NotAllowedInState, ProtocolError, Reason, UnprocessableBatch
 from protocol.exchange import DownlinkRefused, read_downlink
 from protocol.signing import VerifyKey
@@ -157,22 +156,12 @@ def apply_downlink_payload(
     codebook: Codebook,
     now: float,
     log: Log = logger,
-    link_keys: LinkKeys | None = None,
 ) -> DownlinkVerdict:
     """Verify, decode and apply one downlink payload; never raises for what the bytes say.
 
-    The payload is a signed batch, or a compact frame (an SBD link's) checked under
-    ``link_keys`` (:meth:`protocol.compact.LinkKeys.for_vessel`); without them a compact
-    frame is skipped. Raises only :class:`~shipboard.errors.OutboxUnavailable` or
-    ``MemoryError``.
+    Raises only :class:`~shipboard.errors.OutboxUnavailable` or ``MemoryError``.
     """
-    batch = read_downlink(
-        data,
-        vessel_id=vessel_id,
-        shore_key=shore_verify_key,
-        codebook=codebook,
-        link_keys=link_keys,
-    )
+    batch = read_downlink(data, vessel_id=vessel_id, shore_key=shore_verify_key, codebook=codebook)
     if isinstance(batch, DownlinkRefused):
         if batch.batch_seq is None:
             log.warning(

@@ -761,7 +761,6 @@ class Outbox:
                     )
                 data = encode_compact(
                     envelopes,
-                    direction=Direction.UPLINK,
                     keys=link_keys,
                     batch_seq=batch_seq,
                     batch_minutes=minutes,

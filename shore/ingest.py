@@ -17,7 +17,7 @@ For each MQTT payload on ``vr/{vessel}/u``::
 
 A **compact frame** (``protocol.compact``: first byte 0x03, a batch of one or a few
 envelopes under an 8-byte tag, as an SBD link sends it) takes the same way with the tag in
-place of the signature: its clear header (direction, vessel) must match the topic; the
+place of the signature: its clear header (the vessel) must match the topic; the
 vessel must be registered; the tag must check under the link keys of one of the vessel's
 valid keys and the shore key (else SIGNATURE_INVALID, quarantined only, as a forged batch);
 then the batch it carries is decoded, checked and stored exactly as a batch, in the same
@@ -65,7 +65,6 @@ from common.logs import enter_batch_scope, fresh_scope
 from protocol.batch import Batch, Direction, decode_batch, read_batch_header
 from protocol.codebook import Codebook
 from protocol.compact import (
-    CompactDirection,
     LinkKeys,
     decode_compact,
     is_compact,
@@ -304,8 +303,8 @@ class Ingestor:
         except ProtocolError as exc:
             await self._quarantine(data, exc.reason, exc.message, topic_vessel)
             return exc.reason
-        if header.direction is not CompactDirection.UPLINK or header.vessel_id != topic_vessel:
-            message = f"{header.where} ({header.direction.name.lower()}) arrived on {topic}"
+        if header.vessel_id != topic_vessel:
+            message = f"{header.where} arrived on {topic}"
             await self._quarantine(data, Reason.MALFORMED, message, topic_vessel)
             return Reason.MALFORMED
         vessel_id = header.vessel_id
@@ -337,13 +336,7 @@ class Ingestor:
         enter_batch_scope(vessel_id, batch_seq)
 
         def decode() -> Batch:
-            return decode_compact(
-                data,
-                keys=keys,
-                codebook=self.codebook,
-                direction=Direction.UPLINK,
-                limits=self.limits,
-            )
+            return decode_compact(data, keys=keys, codebook=self.codebook, limits=self.limits)
 
         return await self._store(_CompactName(vessel_id, batch_seq), decode, data, now)
 

@@ -1,10 +1,11 @@
-"""The agent's side of compact frames: made by the outbox, read from the downlink.
+"""The agent's side of compact frames: made by the outbox, never taken from the downlink.
 
-An SBD link asks the outbox for a compact frame (``Outbox.make_batch(..., link_keys=...)``)
-and hands the frames it receives to ``apply_downlink_payload(..., link_keys=...)``. The
-frame is a batch in every way that matters on board: numbered from the same sequence,
-stored and resent byte-identical, acknowledged by the shore's BatchAck, and listed by its
-hash in the monthly statement that the vessel key signs (what an inspector verifies).
+An SBD link asks the outbox for a compact frame (``Outbox.make_batch(..., link_keys=...)``).
+The frame is a batch in every way that matters on board: numbered from the same sequence,
+stored and resent byte-identical, acknowledged by the shore's signed BatchAck, and listed
+by its hash in the monthly statement that the vessel key signs (what an inspector
+verifies). The downlink stays signed: whoever holds the vessel key could make a compact
+frame "from the shore", so the agent skips any.
 """
 
 from __future__ import annotations
@@ -14,15 +15,14 @@ from datetime import UTC, datetime
 
 import pytest
 
-from protocol.batch import Direction, decode_batch
+from protocol.batch import Direction, decode_batch, encode_batch
 from protocol.codebook import Codebook
 from protocol.compact import (
+    COMPACT_DOWNLINK_RESERVED,
     PAD_QUANTUM,
     LinkKeys,
     decode_compact,
     encode_compact,
-    open_compact,
-    seal_compact,
 )
 from protocol.envelopes import BatchAck, DeliveryReceipt, Envelope, ReceiptStage
 from protocol.errors import LocalProtocolError
@@ -54,30 +54,22 @@ def _send(outbox: Outbox, crew: Crew, body: str) -> int:
     ).message_seq
 
 
-def _downlink(
-    envelopes: list[Envelope],
-    seq: int,
-    vessel_key: SigningKey,
-    shore_key: SigningKey,
-    codebook: Codebook,
+def _signed_downlink(
+    envelopes: list[Envelope], seq: int, shore_key: SigningKey, codebook: Codebook
 ) -> bytes:
-    """A compact downlink frame as the shore makes it for an SBD mobile-terminated message."""
-    return encode_compact(
+    return encode_batch(
         envelopes,
         direction=Direction.DOWNLINK,
-        keys=LinkKeys.for_shore(VESSEL_ID, shore_key, vessel_key.verify_key),
+        vessel_id=VESSEL_ID,
         batch_seq=seq,
         batch_minutes=MINUTES,
+        signing_key=shore_key,
         codebook=codebook,
     )
 
 
 def _apply(
-    outbox: Outbox,
-    data: bytes,
-    shore_key: SigningKey,
-    link_keys: LinkKeys | None,
-    codebook: Codebook,
+    outbox: Outbox, data: bytes, shore_key: SigningKey, codebook: Codebook
 ) -> DownlinkVerdict:
     return apply_downlink_payload(
         outbox,
@@ -86,7 +78,6 @@ def _apply(
         shore_verify_key=shore_key.verify_key,
         codebook=codebook,
         now=NOW + 600,
-        link_keys=link_keys,
     )
 
 
@@ -110,7 +101,7 @@ def test_a_lone_message_leaves_as_one_credit_numbered_with_the_batches(
     assert seq == 2
     assert len(lone) == PAD_QUANTUM
     shore_side = LinkKeys.for_shore(VESSEL_ID, shore_key, vessel_key.verify_key)
-    batch = decode_compact(lone, keys=shore_side, codebook=codebook, direction=Direction.UPLINK)
+    batch = decode_compact(lone, keys=shore_side, codebook=codebook)
     assert [getattr(e, "body", None) for e in batch.envelopes] == ["ငါးများတယ်"]
     assert [(b.batch_seq, b.data) for b in outbox.unacknowledged_batches()] == [
         (1, data),
@@ -137,7 +128,7 @@ def test_the_monthly_statement_signs_the_hash_of_every_acknowledged_compact_fram
     outbox: Outbox, crew: Crew, codebook: Codebook, vessel_key: SigningKey, shore_key: SigningKey
 ) -> None:
     """Third parties cannot check a MAC, so the vessel's signature covers compact frames
-    once a month: after the shore acknowledges frame 1 (in a compact downlink frame), the
+    once a month: after the shore acknowledges frame 1 (in its signed downlink), the
     statement the vessel key signs lists batch 1 with the SHA-256 of the exact frame bytes,
     which the relay's transparency log holds too."""
     keys = _keys(vessel_key, shore_key)
@@ -146,8 +137,8 @@ def test_the_monthly_statement_signs_the_hash_of_every_acknowledged_compact_fram
     outbox.mark_sent(1, NOW + 30)
     ack = BatchAck(up_to=1, written_minutes=MINUTES)
     receipt = DeliveryReceipt(message, ReceiptStage.ACCEPTED_ASHORE, MINUTES)
-    down = _downlink([ack, receipt], 1, vessel_key, shore_key, codebook)
-    verdict = _apply(outbox, down, shore_key, keys, codebook)
+    down = _signed_downlink([ack, receipt], 1, shore_key, codebook)
+    verdict = _apply(outbox, down, shore_key, codebook)
     assert verdict.outcome is DownlinkOutcome.APPLIED
     assert outbox.unacknowledged_batches() == ()
     month = int(datetime.fromtimestamp(NOW, UTC).strftime("%Y%m"))
@@ -163,27 +154,22 @@ def test_the_monthly_statement_signs_the_hash_of_every_acknowledged_compact_fram
     vessel_key.verify_key.verify(statement.signed_bytes(), statement.signature)
 
 
-def test_downlink_compact_frames_are_applied_only_when_authentic(
+def test_a_compact_frame_on_the_downlink_is_never_applied(
     outbox: Outbox, crew: Crew, codebook: Codebook, vessel_key: SigningKey, shore_key: SigningKey
 ) -> None:
-    """From the SBD downlink: a frame with a bit flipped, or arriving on a link without
-    link keys, is skipped (nothing applied, no batch number burnt); an authentic frame
-    whose content is garbage is refused for good; the authentic frame is applied."""
+    """Someone with the vessel key file (the owner reads the vessel computer's disk) makes
+    a frame under the link keys that "acknowledges" everything, marked as coming down:
+    the agent skips it, and its batch stays unacknowledged until the shore's signed
+    BatchAck comes."""
     keys = _keys(vessel_key, shore_key)
     message = _send(outbox, crew, "hello")
-    outbox.make_batch([message], codebook, vessel_key, NOW)
+    outbox.make_batch([message], codebook, vessel_key, NOW, link_keys=keys)
     outbox.mark_sent(1, NOW + 30)
     ack = BatchAck(up_to=1, written_minutes=MINUTES)
-    frame = _downlink([ack], 1, vessel_key, shore_key, codebook)
-    flipped = bytes([frame[0], frame[1], frame[2] ^ 1]) + frame[3:]
-    assert _apply(outbox, flipped, shore_key, keys, codebook).outcome is DownlinkOutcome.IGNORED
-    assert _apply(outbox, frame, shore_key, None, codebook).outcome is DownlinkOutcome.IGNORED
-    assert len(outbox.unacknowledged_batches()) == 1
-    shore_side = LinkKeys.for_shore(VESSEL_ID, shore_key, vessel_key.verify_key)
-    second = _downlink([ack], 2, vessel_key, shore_key, codebook)
-    plaintext = open_compact(second, shore_side)[1]
-    garbage = seal_compact(plaintext[:1] + b"\x7f", direction=Direction.DOWNLINK, keys=shore_side)
-    assert _apply(outbox, garbage, shore_key, keys, codebook).outcome is DownlinkOutcome.REFUSED
-    applied = _apply(outbox, frame, shore_key, keys, codebook)
-    assert applied.outcome is DownlinkOutcome.APPLIED
+    forged = encode_compact([ack], keys=keys, batch_seq=1, batch_minutes=MINUTES, codebook=codebook)
+    for data in (forged, bytes([COMPACT_DOWNLINK_RESERVED]) + forged[1:]):
+        assert _apply(outbox, data, shore_key, codebook).outcome is DownlinkOutcome.IGNORED
+    assert [b.batch_seq for b in outbox.unacknowledged_batches()] == [1]
+    signed = _signed_downlink([ack], 1, shore_key, codebook)
+    assert _apply(outbox, signed, shore_key, codebook).outcome is DownlinkOutcome.APPLIED
     assert outbox.unacknowledged_batches() == ()

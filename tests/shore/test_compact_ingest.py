@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 
 from common.codebooks import default_codebook
-from protocol.batch import Direction
 from protocol.codebook import Codec
 from protocol.compact import LinkKeys, encode_compact, open_compact, seal_compact
 from protocol.envelopes import Envelope, LaneBlock, Sos
@@ -50,7 +49,6 @@ def compact(envelopes: list[Envelope], seq: int, keys: LinkKeys = KEYS) -> bytes
     """A compact uplink frame as the vessel's agent makes it."""
     return encode_compact(
         envelopes,
-        direction=Direction.UPLINK,
         keys=keys,
         batch_seq=seq,
         batch_minutes=MINUTES,
@@ -160,7 +158,7 @@ async def test_an_authentic_frame_that_cannot_be_accepted_is_refused_for_good(
     wrong_size = LaneBlock(period=1, index=0, block=bytes(200), written_minutes=MINUTES)
     assert await ingestor.handle(TOPIC, compact([wrong_size], 1)) is IngestOutcome.REJECTED
     plaintext = open_compact(compact([_message(9)], 2), KEYS)[1]
-    garbage = seal_compact(plaintext[:3] + b"\x01\xff", direction=Direction.UPLINK, keys=KEYS)
+    garbage = seal_compact(plaintext[:3] + b"\x01\xff", keys=KEYS)
     assert await ingestor.handle(TOPIC, garbage) is IngestOutcome.REJECTED
     assert _refusals(await _downlink(store, VESSEL)) == {
         1: Reason.MALFORMED,
@@ -202,7 +200,7 @@ async def test_fuzz_compact_mutants_never_stop_ingest(tmp_path: Path) -> None:
             if rng.random() < 0.5:
                 mutator = rng.choice(COMPACT_PLAINTEXT_MUTATORS)
                 plaintext = mutator(rng, open_compact(base, KEYS)[1], open_compact(other, KEYS)[1])
-                mutant = seal_compact(plaintext, direction=Direction.UPLINK, keys=KEYS)
+                mutant = seal_compact(plaintext, keys=KEYS)
             else:
                 mutator = rng.choice(COMPACT_WIRE_MUTATORS)
                 mutant = mutator(rng, base, other)
@@ -231,7 +229,6 @@ def compact_with(envelopes: list[Envelope], seq: int, codecs: tuple[Codec, ...])
     """A compact uplink frame of vessel 7 coded with only ``codecs``."""
     return encode_compact(
         envelopes,
-        direction=Direction.UPLINK,
         keys=KEYS,
         batch_seq=seq,
         batch_minutes=MINUTES,
