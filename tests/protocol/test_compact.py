@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from common.codebooks import default_codebook
 from protocol.batch import Direction, encode_batch
 from protocol.cbor import dumps
+from protocol.codebook import Codec
 from protocol.compact import (
     COMPACT_DOWNLINK_RESERVED,
     COMPACT_UPLINK,
@@ -31,7 +32,15 @@ from protocol.compact import (
     read_compact_header,
     seal_compact,
 )
-from protocol.envelopes import CrewMessage, Envelope, Kind, LaneBlock, Sos
+from protocol.envelopes import (
+    Channel,
+    ContactBookChange,
+    CrewMessage,
+    Envelope,
+    Kind,
+    LaneBlock,
+    Sos,
+)
 from protocol.errors import (
     LimitExceeded,
     LocalProtocolError,
@@ -343,3 +352,75 @@ def test_the_batch_number_cannot_be_changed_without_the_key() -> None:
         forged = wire[:sealed_at] + bytes([wire[sealed_at] ^ delta]) + wire[sealed_at + 1 :]
         with pytest.raises(SignatureInvalid):
             decode_compact(forged, keys=SHORE_SIDE, codebook=CODEBOOK)
+
+
+# --- golden vectors ----------------------------------------------------------------------
+
+GOLDEN_VESSEL_KEY = SigningKey(bytes.fromhex("11" * 32))
+GOLDEN_SHORE_KEY = SigningKey(bytes.fromhex("22" * 32))
+GOLDEN_MINUTES = 29_123_456
+#: Compact frames of wire version 1 (vessel 4242, batch 1831), made 2026-12-07. Never
+#: regenerate them silently: frames in outboxes and on the link must stay readable.
+GOLDEN: dict[str, tuple[list[Envelope], tuple[Codec, ...], str]] = {
+    "lone-thai-context": (
+        [CrewMessage(21, 3, 1, GOLDEN_MINUTES - 4, Language.THA, "ส่งเงินให้แม่แล้วนะครับ")],
+        (Codec.CONTEXT,),
+        "039221e3858bbb3e1d5a028f16f84c3eea0a1c7313954fc6003aaf5d857ff4f2765caa622071df8071"
+        "969228316fd07d2738",
+    ),
+    "sos-position-stored": (
+        [
+            Sos(
+                message_seq=22,
+                crew=3,
+                written_minutes=GOLDEN_MINUTES,
+                position=(1_234_567, 10_098_765),
+            )
+        ],
+        (Codec.STORED,),
+        "039221a8c3b925a1624fce1094cd1d18e8ff6856deca30c7c43e8567cffa628b651750dde6ede921"
+        "1dfd1cb6f6cd94064aee",
+    ),
+    "contact-and-message-zstd": (
+        [
+            ContactBookChange(
+                3,
+                1,
+                Channel.SMS,
+                "+66812345678",
+                GOLDEN_MINUTES,
+                name="Mother",
+                contact_lang=Language.THA,
+            ),
+            CrewMessage(23, 3, 1, GOLDEN_MINUTES, Language.ENG, "home in May"),
+        ],
+        (Codec.ZSTD,),
+        "039221177914d3efe2e4d84357f77ec0ec46623599fd708cc4512f90eeda233c2a06943581736320"
+        "ceadf82b87f3672a07bd4be08f34633ffda22da13f3afa340b9e103593b9db074cd93b07733182b1"
+        "86c9c1352af66e0b2b815d9a5aa2debbe6a3f182",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(GOLDEN))
+def test_golden_compact_frames_encode_and_decode_byte_for_byte(name: str) -> None:
+    """Fixed keys and content give exactly the stored frame (a change of key derivation,
+    layout, padding or model fails here), and the stored frame still opens to the same
+    envelopes."""
+    envelopes, codecs, hex_frame = GOLDEN[name]
+    keys = LinkKeys.for_vessel(4242, GOLDEN_VESSEL_KEY, GOLDEN_SHORE_KEY.verify_key)
+    frame = bytes.fromhex(hex_frame)
+    made = encode_compact(
+        envelopes,
+        keys=keys,
+        batch_seq=1831,
+        batch_minutes=GOLDEN_MINUTES,
+        codebook=CODEBOOK,
+        codecs=codecs,
+    )
+    assert made.hex() == hex_frame
+    shore = LinkKeys.for_shore(4242, GOLDEN_SHORE_KEY, GOLDEN_VESSEL_KEY.verify_key)
+    batch = decode_compact(frame, keys=shore, codebook=CODEBOOK)
+    assert batch.envelopes == tuple(envelopes)
+    assert (batch.vessel_id, batch.batch_seq, batch.batch_minutes) == (4242, 1831, GOLDEN_MINUTES)
+    assert [f.codec for f in batch.frames] == [codecs[0]] * len(batch.frames)

@@ -18,7 +18,7 @@ import pytest
 from common.codebooks import default_codebook
 from protocol.codebook import Codec
 from protocol.compact import LinkKeys, encode_compact, open_compact, seal_compact
-from protocol.envelopes import Envelope, LaneBlock, Sos
+from protocol.envelopes import BatchAck, DeliveryReceipt, Envelope, LaneBlock, Sos
 from protocol.errors import Reason
 from protocol.signing import SigningKey
 from shore.ingest import Ingestor
@@ -73,7 +73,8 @@ def _ingestor(store: SqliteStore, shore_key: SigningKey | None = SHORE_KEY) -> I
 async def test_a_lone_message_in_a_compact_frame_is_stored_once(store: SqliteStore) -> None:
     """The vessel announces the mother's address in a signed batch, then sends a message
     alone in a 50-byte compact frame (batch 2 of the same numbering): it is stored and
-    queued for delivery; the frame sent again is a duplicate, stored once."""
+    queued for delivery; the frame sent again is a duplicate, stored once; the shore's
+    signed downlink acknowledges batch 2 and confirms the message."""
     ingestor = _ingestor(store)
     assert await ingestor.handle(TOPIC, uplink(VESSEL, 1, [_contact()])) is IngestOutcome.STORED
     frame = compact([_message(5)], 2)
@@ -83,6 +84,12 @@ async def test_a_lone_message_in_a_compact_frame_is_stored_once(store: SqliteSto
     assert [m.message_seq for m in await store.messages(VESSEL)] == [5]
     assert ingestor.stats.messages_stored == 1
     assert await store.quarantined() == []
+    # the shore's signed downlink acknowledges it like a batch, with its receipt
+    down = await _downlink(store, VESSEL)
+    [ack] = [e for e in down if isinstance(e, BatchAck)]
+    assert ack.up_to == 2
+    assert not ack.rejected
+    assert any(isinstance(e, DeliveryReceipt) and e.message_seq == 5 for e in down)
 
 
 async def test_forged_and_garbled_frames_are_quarantined_and_burn_no_batch_number(
