@@ -30,20 +30,21 @@ Wire format, version 1::
 Ed25519 key pair on one side, the shore's on the other, and each other's public key. Each
 Ed25519 key is mapped to its X25519 form (libsodium's ``crypto_sign_ed25519_*_to_curve25519``),
 the X25519 shared secret goes through HKDF-SHA256 with both public keys and the vessel id,
-giving a MAC key and an encryption key (:class:`LinkKeys`). A vessel
-with a new key gets new link keys with it; the shore tries every key of the vessel that is
-valid at the time, as it does for signatures.
+giving a MAC key and an encryption key (:class:`LinkKeys`). A vessel with a new key gets
+new link keys with it; the shore tries every key of the vessel that is valid at the time,
+as it does for signatures.
 
 **Why a tag of 8 bytes.** Nobody can check a guess offline: the keys never leave the two
-ends, and a forgery is only found out by sending it to the relay (or the agent), which
-refuses it and counts it. With a 64-bit tag a forger needs on average 2^63 tries, each a
+ends, and a forgery is only found out by sending it to the relay, which refuses it and
+counts it. With a 64-bit tag a forger needs on average 2^63 tries, each a
 separate satellite message (an SBD message costs about 16 cents) or an MQTT publish with
 the relay's broker login; at a thousand tries a second that is 290 million years. A
-shorter tag (LoRaWAN uses 4 bytes) would be guessable by a determined owner with a
-broker login within days; a longer one costs a credit's worth of text on one message
-in three. The tag is also the cipher's nonce (a synthetic IV: the same frame always gives
-the same bytes, and a batch number used twice with different content by a restored
-vessel database reveals only whether the two plaintexts are equal, never forges).
+4-byte tag (LoRaWAN's) would fall to a broker login within weeks; a 16-byte one would
+push 9% of the short crew messages (40 characters at most; eng, ind, vie, mya, tha dev
+lines) from one credit into two. The tag is also the cipher's nonce (a synthetic IV: the
+same frame always gives the same bytes, and a batch number used twice with different
+content by a restored vessel database reveals only whether the two plaintexts are equal,
+and forges nothing).
 
 **What the tag does not give.** A MAC proves the frame to vessel and shore only: either
 of them could have made it. Third parties (an inspector checking the monthly compliance
@@ -54,7 +55,7 @@ same hashes. So a compact frame is bound to the vessel by its signature over the
 statement, at the cost of 64 bytes once a month instead of once a message.
 
 And the keys can be derived by whoever holds the vessel's private key, which lies on the
-vessel computer the owner controls. Uplink that changes nothing (the owner could sign
+vessel computer the owner controls. Uplink, that changes nothing (the owner could sign
 batches with that key already); downlink it would: a compact frame "from the shore" could
 be made on board, with a BatchAck that makes the agent drop what it has not sent (the
 grievance lane's blocks among it) or a family "reply" that never came. So the shore
@@ -62,7 +63,7 @@ always *signs* what it sends; the agent never applies a compact frame from the d
 
 **Confidentiality.** Unlike a batch on MQTT, a compact frame may cross links without TLS
 (the SBD modem's serial line, the provider's portal, which the vessel owner's account
-reads): everything but the direction byte and the vessel id is encrypted. Static keys
+reads): everything but the first byte and the vessel id is encrypted. Static keys
 give no forward secrecy: whoever later steals the vessel's or the shore's private key and
 kept the frames can read them.
 
