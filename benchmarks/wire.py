@@ -506,7 +506,7 @@ def table(report: dict[str, object]) -> str:
         ("brotli11", "brotli11"),
         ("ideal", "ideal"),
         ("header", "header"),
-        ("lone≤40", "lone_short_median"),
+        ("lone<=40", "lone_short_median"),
         ("chosen/raw", "chosen_over_raw"),
         ("chosen/bound", "chosen_over_bound"),
         ("ctx/zstd", "ctx_over_batched"),
