@@ -23,6 +23,7 @@ from protocol.errors import Reason
 from protocol.signing import SigningKey
 from shore.ingest import Ingestor
 from shore.store import IngestOutcome, SqliteStore
+from tests.kit.mosquitto import MosquittoBroker
 from tests.protocol.test_fuzz import (
     COMPACT_PLAINTEXT_MUTATORS,
     COMPACT_WIRE_MUTATORS,
@@ -39,6 +40,7 @@ from tests.shore.test_hostile_batches import (
     _open_store,
     _refusals,
 )
+from tests.shore.test_ingest import relay_in_process, vessel_link
 
 CODEBOOK = default_codebook()
 TOPIC = f"vr/{VESSEL}/u"
@@ -242,3 +244,27 @@ def compact_with(envelopes: list[Envelope], seq: int, codecs: tuple[Codec, ...])
         codebook=CODEBOOK,
         codecs=codecs,
     )
+
+
+async def test_the_relay_process_acknowledges_a_compact_frame_over_the_broker(
+    fresh_mosquitto: MosquittoBroker, tmp_path: Path
+) -> None:
+    """The whole relay (its config, its shore key file, Mosquitto): the vessel publishes a
+    signed batch, then a lone message as a compact frame and a forged compact frame; the
+    relay stores both messages, quarantines the forgery, and its signed downlink
+    acknowledges batches 1 and 2 with a receipt for each message."""
+    forger = LinkKeys.for_vessel(VESSEL, SigningKey(bytes(range(9, 41))), SHORE_KEY.verify_key)
+    async with relay_in_process(tmp_path, fresh_mosquitto), vessel_link(fresh_mosquitto) as v:
+        await v.publish(uplink(VESSEL, 1, [_contact(), _message(5)]))
+        await v.publish(compact([_message(9)], 3, forger))
+        await v.publish(compact([_message(6)], 2))
+        await v.wait_for(lambda: v.acked >= {1, 2} and len(v.receipts) >= 2)
+    assert sorted(seq for seq, _ in v.receipts) == [5, 6]
+    assert v.rejected == {}
+    store = await SqliteStore.open(tmp_path / "relay.db")
+    try:
+        assert sorted(m.message_seq for m in await store.messages(VESSEL)) == [5, 6]
+        [entry] = await store.quarantined()
+        assert entry.reason is Reason.SIGNATURE_INVALID
+    finally:
+        await store.close()
