@@ -32,6 +32,15 @@ split of every language (filling the coding caches as the agent would); the figu
 its RSS growth (VmRSS, Linux) and the peak of Python/numpy allocations (tracemalloc,
 measured in a second child).
 
+Lone messages (``lone_short_*``): each line of at most :data:`LONE_SHORT_CHARS`
+characters as a batch of one, the way the compact frame sends it
+(:func:`protocol.compact.encode_compact`: 8-byte tag under the link keys of
+:data:`VESSEL_KEY` and :data:`SHORE_KEY`, padded to whole 50-byte SBD credits).
+``lone_short_median`` is the median of those wire bytes, ``lone_short_median_unpadded``
+the same before padding, ``lone_short_one_credit`` the share that fits one credit
+(50 bytes) and ``lone_short_lines`` how many lines were that short (``None`` figures when
+none were). Issue 25's target: ``lone_short_median <= 50`` for eng, ind, vie, mya and tha.
+
 Only languages with at least 100 lines count toward the averages.
 
 Usage::
@@ -63,6 +72,7 @@ from protocol import context_model
 from protocol.batch import Direction, encode_batch
 from protocol.cbor import dumps
 from protocol.codebook import Codebook, Codec
+from protocol.compact import PAD_QUANTUM, LinkKeys, encode_compact
 from protocol.envelopes import CrewMessage, to_skeleton
 from protocol.languages import Language
 from protocol.signing import SigningKey
@@ -72,6 +82,11 @@ from protocol.skeleton import to_columns
 MIN_LINES_FOR_AVERAGE = 100
 IDEAL_ORDER = 5
 VESSEL_KEY = SigningKey.from_seed(bytes(range(32)))
+SHORE_KEY = SigningKey.from_seed(bytes(range(32, 64)))
+VESSEL_ID = 4242
+LINK_KEYS = LinkKeys.for_vessel(VESSEL_ID, VESSEL_KEY, SHORE_KEY.verify_key)
+#: Lines of at most this many characters count as short for the lone-message figures.
+LONE_SHORT_CHARS = 40
 BATCH_MINUTES = 29_400_000
 ALL_CODECS = (Codec.STORED, Codec.ZSTD, Codec.CONTEXT)
 #: Whether encode_batch pads batches (and so takes ``pad``); unpadded sizes are reported too.
@@ -168,7 +183,7 @@ def wire_bytes(
     return encoder(
         envelopes,
         direction=Direction.UPLINK,
-        vessel_id=4242,
+        vessel_id=VESSEL_ID,
         batch_seq=seq + 1,
         batch_minutes=BATCH_MINUTES,
         signing_key=VESSEL_KEY,
@@ -176,6 +191,38 @@ def wire_bytes(
         codecs=codecs,
         **options,
     )
+
+
+def lone_short(
+    language: Language, texts: Sequence[str], codebook: Codebook
+) -> dict[str, float | int | None]:
+    """Wire bytes of each short line alone in a compact frame: medians, share in one credit."""
+    padded: list[int] = []
+    unpadded: list[int] = []
+    for index, text in enumerate(texts):
+        if len(text) > LONE_SHORT_CHARS:
+            continue
+        envelopes = messages(language, [text], index)
+        for sizes, quantum in ((padded, PAD_QUANTUM), (unpadded, None)):
+            frame = encode_compact(
+                envelopes,
+                keys=LINK_KEYS,
+                batch_seq=index + 1,
+                batch_minutes=BATCH_MINUTES,
+                codebook=codebook,
+                pad_quantum=quantum,
+            )
+            sizes.append(len(frame))
+    if not padded:
+        return dict.fromkeys(
+            ("lone_short_median", "lone_short_median_unpadded", "lone_short_one_credit"), None
+        ) | {"lone_short_lines": 0}
+    return {
+        "lone_short_lines": len(padded),
+        "lone_short_median": statistics.median(padded),
+        "lone_short_median_unpadded": statistics.median(unpadded),
+        "lone_short_one_credit": round(sum(n <= PAD_QUANTUM for n in padded) / len(padded), 3),
+    }
 
 
 def skeleton_bytes(envelopes: Sequence[CrewMessage]) -> bytes:
@@ -297,6 +344,7 @@ def measure_language(
     extra["chosen_over_raw"] = round(per["chosen_unpadded"] / (raw / count), 3)
     extra["ctx_over_batched"] = round(per["ctx"] / per["batched"], 3)
     extra["chosen_over_batched"] = round(per["chosen"] / per["batched"], 3)
+    extra.update(lone_short(language, texts, codebook))
     extra.update(cold_speed(codebook, language, texts, batch_size))
     entry = codebook.newest(language, Codec.CONTEXT)
     extra["model_file_bytes"] = len(entry.content) if entry else 0
@@ -387,6 +435,7 @@ def averages(results: dict[Language, LanguageResult]) -> dict[str, float | None]
 
     return {
         "languages_counted": len(counted),
+        "lone_short_median_max": worst("lone_short_median"),
         "chosen_over_raw_mean": mean("chosen_over_raw"),
         "chosen_over_raw_max": worst("chosen_over_raw"),
         "chosen_over_bound_max": worst("chosen_over_bound"),
@@ -457,6 +506,7 @@ def table(report: dict[str, object]) -> str:
         ("brotli11", "brotli11"),
         ("ideal", "ideal"),
         ("header", "header"),
+        ("lone<=40", "lone_short_median"),
         ("chosen/raw", "chosen_over_raw"),
         ("chosen/bound", "chosen_over_bound"),
         ("ctx/zstd", "ctx_over_batched"),

@@ -52,6 +52,7 @@ from zoneinfo import ZoneInfo
 
 from protocol.batch import Batch, Direction, encode_batch
 from protocol.codebook import Codebook
+from protocol.compact import LinkKeys, encode_compact
 from protocol.compliance import message_text_bytes
 from protocol.envelopes import (
     BatchAck,
@@ -69,7 +70,7 @@ from protocol.envelopes import (
     VoiceNote,
     acknowledges_only,
 )
-from protocol.errors import MalformedBatch, Reason
+from protocol.errors import LocalProtocolError, MalformedBatch, Reason
 from protocol.languages import Language
 from protocol.months import Month
 from protocol.replay import RangeSet
@@ -694,8 +695,16 @@ class Outbox:
         codebook: Codebook,
         signing_key: SigningKey,
         now: float,
+        *,
+        link_keys: LinkKeys | None = None,
     ) -> tuple[int, bytes]:
         """Put these accepted messages in a new signed batch and store its bytes.
+
+        With ``link_keys`` (:meth:`protocol.compact.LinkKeys.for_vessel`) the batch is made
+        as a compact frame instead (an 8-byte tag in place of the signature, padded to
+        whole 50-byte SBD credits): what an SBD link sends. It takes its number from the
+        same sequence, is stored and resent byte-identical like any batch, and its hash
+        goes into the monthly statement, which the vessel key signs.
 
         The batch also carries every contact-book change the shore has not heard yet and,
         when downlink batches arrived since the last one, a cumulative ``BatchAck``. The
@@ -734,15 +743,29 @@ class Outbox:
             if ack is not None:
                 envelopes.append(ack)
             envelopes.extend(envelope for _, envelope in messages)
-            data = encode_batch(
-                envelopes,
-                direction=Direction.UPLINK,
-                vessel_id=self.vessel_id,
-                batch_seq=batch_seq,
-                batch_minutes=minutes,
-                signing_key=signing_key,
-                codebook=codebook,
-            )
+            if link_keys is None:
+                data = encode_batch(
+                    envelopes,
+                    direction=Direction.UPLINK,
+                    vessel_id=self.vessel_id,
+                    batch_seq=batch_seq,
+                    batch_minutes=minutes,
+                    signing_key=signing_key,
+                    codebook=codebook,
+                )
+            else:
+                if link_keys.vessel_id != self.vessel_id:
+                    raise LocalProtocolError(
+                        f"link keys of vessel {link_keys.vessel_id} given to the outbox of "
+                        f"vessel {self.vessel_id}"
+                    )
+                data = encode_compact(
+                    envelopes,
+                    keys=link_keys,
+                    batch_seq=batch_seq,
+                    batch_minutes=minutes,
+                    codebook=codebook,
+                )
             db.execute(
                 "UPDATE batches SET data = ?, link_bytes = ?, ack_only = ? WHERE batch_seq = ?",
                 (data, len(data), int(acknowledges_only(envelopes)), batch_seq),

@@ -15,6 +15,14 @@ For each MQTT payload on ``vr/{vessel}/u``::
                                   window, "acknowledgement pending"
     ring the doorbells         -> the downlink sends the BatchAck, delivery workers wake
 
+A **compact frame** (``protocol.compact``: first byte 0x03, a batch of one or a few
+envelopes under an 8-byte tag, as an SBD link sends it) takes the same way with the tag in
+place of the signature: its clear header (the vessel) must match the topic; the
+vessel must be registered; the tag must check under the link keys of one of the vessel's
+valid keys and the shore key (else SIGNATURE_INVALID, quarantined only, as a forged batch);
+then the batch it carries is decoded, checked and stored exactly as a batch, in the same
+replay window, and an authentic frame that cannot be accepted is refused for good.
+
 No authentic batch can stop the relay. Once the signature verified, every failure to
 decode, check or store the batch ends in a typed refusal: a ``ProtocolError`` (from
 ``decode_batch``, or from a check in the store) is refused with its own reason; any other
@@ -54,13 +62,21 @@ from typing import Protocol
 import aiomqtt
 
 from common.logs import enter_batch_scope, fresh_scope
-from protocol.batch import Batch, BatchHeader, Direction, decode_batch, read_batch_header
+from protocol.batch import Batch, Direction, decode_batch, read_batch_header
 from protocol.codebook import Codebook
+from protocol.compact import (
+    LinkKeys,
+    decode_compact,
+    is_compact,
+    open_compact,
+    read_compact_header,
+    sealed_batch_seq,
+)
 from protocol.envelopes import LaneBlock
 from protocol.errors import MalformedBatch, ProtocolError, Reason, UnprocessableBatch
 from protocol.lane import LaneShape
 from protocol.limits import DEFAULT_LIMITS, Limits
-from protocol.signing import SIGNATURE_BYTES, VerifyKey
+from protocol.signing import SIGNATURE_BYTES, SigningKey, VerifyKey
 from protocol.topics import uplink_topic_vessel
 from shore.store.errors import StoreError
 from shore.store.registry import VesselRecord
@@ -135,11 +151,36 @@ class IngestStatistics:
     lane_conflicts: int = 0
 
 
+class _BatchName(Protocol):
+    """What a refusal needs of a batch: whose, which number, and how to name it."""
+
+    @property
+    def vessel_id(self) -> int: ...
+    @property
+    def batch_seq(self) -> int: ...
+    @property
+    def where(self) -> str: ...
+
+
+@dataclass(frozen=True, slots=True)
+class _CompactName:
+    """An authentic compact frame's vessel and batch number (for refusals and logs)."""
+
+    vessel_id: int
+    batch_seq: int
+
+    @property
+    def where(self) -> str:
+        return f"compact batch {self.batch_seq} from vessel {self.vessel_id}"
+
+
 class Ingestor:
     """Turns uplink payloads into committed batches (or quarantine entries).
 
     ``doorbells`` are set after each commit (the downlink task and the delivery workers
-    wait on them). ``clock`` gives wall-clock seconds.
+    wait on them). ``clock`` gives wall-clock seconds. ``shore_key`` (the relay's signing
+    key) is needed for compact frames: their link keys come from it and the vessel's key;
+    without it compact frames are quarantined.
     """
 
     def __init__(
@@ -152,7 +193,9 @@ class Ingestor:
         clock: Callable[[], float] = time.time,
         metrics: IngestObserver | None = None,
         lane: LaneShape | None = None,
+        shore_key: SigningKey | None = None,
     ) -> None:
+        self.shore_key = shore_key
         self.metrics = metrics
         self.lane = lane or LaneShape()
         self.store = store
@@ -212,6 +255,8 @@ class Ingestor:
         if topic_vessel is None:
             await self._quarantine(data, Reason.MALFORMED, f"payload on unexpected topic {topic!r}")
             return Reason.MALFORMED
+        if is_compact(data):
+            return await self._handle_compact(topic, topic_vessel, data)
         try:
             header = read_batch_header(data, limits=self.limits)
         except ProtocolError as exc:
@@ -237,14 +282,71 @@ class Ingestor:
             )
             await self._quarantine(data, Reason.SIGNATURE_INVALID, message, vessel_id, batch_seq)
             return Reason.SIGNATURE_INVALID
-        try:
-            batch = decode_batch(
+
+        def decode() -> Batch:
+            return decode_batch(
                 data,
                 codebook=self.codebook,
                 verify_key=verify_key,
                 direction=Direction.UPLINK,
                 limits=self.limits,
             )
+
+        return await self._store(header, decode, data, now)
+
+    async def _handle_compact(
+        self, topic: str, topic_vessel: int, data: bytes
+    ) -> IngestOutcome | Reason:
+        """A compact frame: the tag in place of the signature, then the batch way."""
+        try:
+            header = read_compact_header(data, limits=self.limits)
+        except ProtocolError as exc:
+            await self._quarantine(data, exc.reason, exc.message, topic_vessel)
+            return exc.reason
+        if header.vessel_id != topic_vessel:
+            message = f"{header.where} arrived on {topic}"
+            await self._quarantine(data, Reason.MALFORMED, message, topic_vessel)
+            return Reason.MALFORMED
+        vessel_id = header.vessel_id
+        if self.shore_key is None:
+            message = f"{header.where}: this relay has no shore key to check compact frames"
+            await self._quarantine(data, Reason.MALFORMED, message, vessel_id)
+            return Reason.MALFORMED
+        now = self.clock()
+        vessel = await self.store.get_vessel(vessel_id)
+        if vessel is None:
+            message = f"{header.where}: vessel {vessel_id} is not registered"
+            await self._quarantine(data, Reason.UNKNOWN_VESSEL, message, vessel_id)
+            return Reason.UNKNOWN_VESSEL
+        opened = _link_keys_of(data, vessel_id, self.shore_key, vessel.keys_valid_at(now))
+        if opened is None:
+            message = (
+                f"the tag of {header.where} matches the link keys of none of the vessel's "
+                "valid keys: forged, corrupted, or made with a revoked key"
+            )
+            await self._quarantine(data, Reason.SIGNATURE_INVALID, message, vessel_id)
+            return Reason.SIGNATURE_INVALID
+        keys, plaintext = opened
+        try:
+            batch_seq = sealed_batch_seq(plaintext)
+        except ProtocolError as exc:
+            # authentic, but without a batch number there is nothing to refuse by number
+            await self._quarantine(data, exc.reason, f"{header.where}: {exc.message}", vessel_id)
+            return exc.reason
+        enter_batch_scope(vessel_id, batch_seq)
+
+        def decode() -> Batch:
+            return decode_compact(data, keys=keys, codebook=self.codebook, limits=self.limits)
+
+        return await self._store(_CompactName(vessel_id, batch_seq), decode, data, now)
+
+    async def _store(
+        self, header: _BatchName, decode: Callable[[], Batch], data: bytes, now: float
+    ) -> IngestOutcome | Reason:
+        """Decode, check and store an authentic batch; refuse it typed when that fails."""
+        vessel_id, batch_seq = header.vessel_id, header.batch_seq
+        try:
+            batch = decode()
             check_lane_blocks(batch, self.lane.block_bytes)
             result = await self.store.ingest_batch(batch, data, now)
         except (StoreError, MemoryError):
@@ -293,7 +395,7 @@ class Ingestor:
         return result.outcome
 
     async def _refuse(
-        self, header: BatchHeader, reason: Reason, message: str, data: bytes, now: float
+        self, header: _BatchName, reason: Reason, message: str, data: bytes, now: float
     ) -> IngestOutcome | Reason:
         """Quarantine an authentic batch and refuse it for good (``BatchAck.rejected``).
 
@@ -323,7 +425,7 @@ class Ingestor:
         return IngestOutcome.REJECTED
 
     async def _refuse_unexpected(
-        self, header: BatchHeader, exc: Exception, data: bytes, now: float
+        self, header: _BatchName, exc: Exception, data: bytes, now: float
     ) -> IngestOutcome | Reason:
         """The last line of defence: storing an authentic batch failed unexpectedly.
 
@@ -421,6 +523,21 @@ def check_lane_blocks(batch: Batch, block_bytes: int) -> None:
         if place in places:
             raise MalformedBatch(f"{where} is in the batch twice; a place holds one block")
         places.add(place)
+
+
+def _link_keys_of(
+    data: bytes, vessel_id: int, shore_key: SigningKey, keys: Iterable[bytes]
+) -> tuple[LinkKeys, bytes] | None:
+    """The link keys (of the first of the vessel's ``keys``) whose tag checks on ``data``,
+    with the opened plaintext; None when none does."""
+    for raw in keys:
+        link_keys = LinkKeys.for_shore(vessel_id, shore_key, VerifyKey(raw))
+        try:
+            _, plaintext = open_compact(data, link_keys)
+        except ProtocolError:
+            continue
+        return link_keys, plaintext
+    return None
 
 
 def _signing_key_of(data: bytes, keys: Iterable[bytes]) -> VerifyKey | None:

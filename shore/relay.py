@@ -352,6 +352,7 @@ async def run_relay(
             doorbells=(downlink_bell, delivery_bell, alert_bell),
             metrics=metrics,
             lane=config.lane_shape,
+            shore_key=shore_key,
         )
         down = config.downlink
         downlink = Downlink(

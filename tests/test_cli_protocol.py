@@ -107,6 +107,43 @@ def test_inspect_downlink_needs_the_shore_key(tmp_path: Path) -> None:
     assert "give --shore-key or --no-verify" in err
 
 
+def test_inspect_opens_a_compact_frame_with_the_relays_key(tmp_path: Path) -> None:
+    """A compact SBD frame is encrypted: inspect asks for the vessel's public key and the
+    relay's shore key file, then prints it with "tag verified"; a wrong vessel key is
+    the typed one-line refusal."""
+    from common.keyfiles import write_secret
+    from protocol.compact import LinkKeys, encode_compact
+
+    keys = LinkKeys.for_vessel(42, VESSEL_KEY, SHORE_KEY.verify_key)
+    message = CrewMessage(
+        message_seq=5, crew=1, contact=2, written_minutes=100, lang=Language.MYA, body="နေကောင်းလား"
+    )
+    frame = encode_compact(
+        [message], keys=keys, batch_seq=7, batch_minutes=110, codebook=default_codebook()
+    )
+    path = tmp_path / "frame.bin"
+    path.write_bytes(frame)
+    shore_file = tmp_path / "shore.key"
+    write_secret(shore_file, SHORE_KEY.seed)
+    vessel = VESSEL_KEY.verify_key.hex()
+    code, _, err = _run("inspect", str(path), "--vessel-key", vessel)
+    assert code == 2
+    assert "--shore-secret-key" in err
+    code, out, err = _run(
+        "inspect", str(path), "--vessel-key", vessel, "--shore-secret-key", str(shore_file)
+    )
+    assert code == 0, err
+    assert "compact batch 7 from vessel 42: 50 bytes, 1 envelopes, tag verified" in out
+    assert "နေကောင်းလား" in out
+    other = SigningKey(b"\x09" * 32).verify_key.hex()
+    code, out, err = _run(
+        "inspect", str(path), "--vessel-key", other, "--shore-secret-key", str(shore_file)
+    )
+    assert code == 1
+    assert "does not match the link keys" in err
+    assert "Traceback" not in out + err
+
+
 def test_inspect_no_verify_says_so(batch_file: Path) -> None:
     """--no-verify decodes without a key and says loudly that nothing was checked."""
     code, out, _ = _run("inspect", str(batch_file), "--no-verify")

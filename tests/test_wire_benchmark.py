@@ -107,6 +107,27 @@ def test_figures_are_consistent(report: dict[str, object]) -> None:
     assert averages["ctx_over_batched_mean"] == pytest.approx(eng["ctx_over_batched"])
 
 
+def test_lone_short_messages_are_measured_as_compact_frames(
+    report: dict[str, object], small_corpus: Path
+) -> None:
+    """``lone_short_median``: lines of at most 40 characters, each alone in a compact frame
+    padded to whole 50-byte credits; far below a signed batch of one, and counted right."""
+    languages = report["languages"]
+    assert isinstance(languages, dict)
+    for code, row in languages.items():
+        lines = (small_corpus / f"{code}.dev.txt").read_text(encoding="utf-8").split("\n")
+        short = [line for line in lines if line.strip() and len(line) <= 40]
+        assert row["lone_short_lines"] == len(short) > 0
+        assert row["lone_short_median"] % 50 == 0
+        assert row["lone_short_median_unpadded"] <= row["lone_short_median"]
+        assert row["lone_short_median"] <= 50  # issue 25: one SBD credit
+        assert row["lone_short_median"] < row["single"] - 50
+        assert 0 < row["lone_short_one_credit"] <= 1
+    averages = report["averages"]
+    assert isinstance(averages, dict)
+    assert averages["lone_short_median_max"] == languages["eng"]["lone_short_median"]
+
+
 def test_memory_is_measured_in_a_fresh_process(report: dict[str, object]) -> None:
     """Every shipped context model is loaded, and the memory taken is reported."""
     memory = report["memory"]

@@ -63,7 +63,7 @@ class KitShore:
             info = VesselInfo("Sea Star 7", "TH", "TH-0042", "Andaman Fishing Co", (1,))
             await store.add_vessel(info, VESSEL_KEY.verify_key.key, self.clock() - 3600, VESSEL)
         self.store = store
-        self.ingestor = Ingestor(store, CODEBOOK, clock=self.clock)
+        self.ingestor = Ingestor(store, CODEBOOK, clock=self.clock, shore_key=SHORE_KEY)
         self.downlink = Downlink(store, SHORE_KEY, CODEBOOK, self.config, clock=self.clock)
         self.up = True
 

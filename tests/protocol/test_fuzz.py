@@ -10,6 +10,12 @@ the CBOR and envelope validators.
 
 The default run decodes 2,000 mutants; ``-m slow`` decodes 100,000 and prints the time
 and where it went (by codec of the base batch).
+
+Compact frames (:mod:`protocol.compact`) get the same invariant: real frames (every codec,
+one to all uplink envelopes) mutated on the wire, and half of the mutants made from
+the frame's *plaintext* (bit flips, cuts, splices, edited rows, frame codes and payloads)
+sealed again with the right link keys, so they get past the tag into the row and text
+decoders.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from common.codebooks import default_codebook
 from protocol.batch import Direction, decode_batch, encode_batch
 from protocol.cbor import dumps
 from protocol.codebook import Codec
+from protocol.compact import LinkKeys, decode_compact, encode_compact, open_compact, seal_compact
 from protocol.compression import Frame, decode_frame, encode_frame
 from protocol.envelopes import (
     BatchAck,
@@ -314,5 +321,177 @@ def test_fuzz_100k() -> None:
     print("errors:", dict(errors.most_common()))
     print("mutators:", dict(outcomes.most_common()))
     print("decode seconds by base codec:", {k: round(v, 1) for k, v in seconds.items()})
+    assert sum(errors.values()) == 100_000
+    assert errors["no message"] == 0
+
+
+# --- compact frames ----------------------------------------------------------------------
+
+LINK_KEYS = LinkKeys.for_vessel(77, VESSEL_KEY, SHORE_KEY.verify_key)
+
+
+def _base_compact_frames() -> list[tuple[str, bytes]]:
+    """Real compact frames to mutate: each codec alone and the best-of (they travel up only)."""
+    out = []
+    for codecs, label in (
+        ((Codec.STORED,), "stored"),
+        ((Codec.ZSTD,), "zstd"),
+        ((Codec.CONTEXT,), "context"),
+        ((Codec.STORED, Codec.ZSTD, Codec.CONTEXT), "best"),
+    ):
+        for size in (1, 2, len(UPLINK)):
+            data = encode_compact(
+                UPLINK[:size],
+                keys=LINK_KEYS,
+                batch_seq=size,
+                batch_minutes=M,
+                codebook=CODEBOOK,
+                codecs=codecs,
+            )
+            out.append((label, data))
+    return out
+
+
+def _uvarint(value: int) -> bytes:
+    out = bytearray()
+    while value >= 0x80:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _read_uvarint(data: bytes, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        byte = data[pos]
+        value |= (byte & 0x7F) << shift
+        pos += 1
+        shift += 7
+        if not byte & 0x80:
+            return value, pos
+
+
+def _edit_rows(rng: random.Random, plaintext: bytes, _: bytes) -> bytes:
+    """Edit the decoded rows (a value, a row dropped or repeated, a kind changed)."""
+    seq, pos = _read_uvarint(plaintext, 0)
+    minutes, pos = _read_uvarint(plaintext, pos)
+    length, pos = _read_uvarint(plaintext, pos)
+    rows = cbor2.loads(plaintext[pos : pos + length])
+    rest = plaintext[pos + length :]
+    row = rows[rng.randrange(len(rows))]
+    action = rng.randrange(5)
+    if action == 0:
+        index = rng.randrange(len(row))
+        row[index] = _mutate_value(rng, row[index])
+    elif action == 1 and len(rows) > 1:
+        rows.pop(rng.randrange(len(rows)))
+    elif action == 2:
+        rows.append(rng.choice(rows))
+    elif action == 3:
+        row.pop(rng.randrange(len(row)))
+    else:
+        row.append(_mutate_value(rng, 1))
+    if rng.random() < 0.2:
+        minutes = rng.choice([*_INTERESTING, M])
+        minutes = max(minutes, 0)
+    edited = dumps(rows)
+    return _uvarint(seq) + _uvarint(minutes) + _uvarint(len(edited)) + edited + rest
+
+
+def _edit_frames(rng: random.Random, plaintext: bytes, _: bytes) -> bytes:
+    """Change a frame's codec and dictionary code, its length, or a byte of its payload."""
+    _, pos = _read_uvarint(plaintext, 0)
+    _, pos = _read_uvarint(plaintext, pos)
+    length, pos = _read_uvarint(plaintext, pos)
+    pos += length
+    if pos >= len(plaintext):
+        return plaintext + bytes(rng.randrange(256) for _ in range(rng.randrange(1, 9)))
+    head, rest = plaintext[:pos], plaintext[pos:]
+    code, at = _read_uvarint(rest, 0)
+    size, at = _read_uvarint(rest, at)
+    payload = bytearray(rest[at:])
+    action = rng.randrange(3)
+    if action == 0:
+        code = rng.choice((0, 1, 2, 3, 4, 17 * 4 + 2, 40 * 4 + 1, 2**16 * 4, code + 4))
+    elif action == 1:
+        size = rng.choice((0, 1, size - 1, size + 1, 2**20))
+        size = max(size, 0)
+    elif payload:
+        payload[rng.randrange(len(payload))] ^= 1 << rng.randrange(8)
+    return head + _uvarint(code) + _uvarint(size) + bytes(payload)
+
+
+COMPACT_WIRE_MUTATORS: list[Callable[[random.Random, bytes, bytes], bytes]] = [
+    _flip,
+    _truncate,
+    _splice,
+    _insert,
+    _delete,
+]
+COMPACT_PLAINTEXT_MUTATORS: list[Callable[[random.Random, bytes, bytes], bytes]] = [
+    _flip,
+    _truncate,
+    _splice,
+    _insert,
+    _delete,
+    _edit_rows,
+    _edit_rows,
+    _edit_frames,
+    _edit_frames,
+]
+
+
+def run_compact_fuzz(cases: int, seed: int) -> Counter[str]:
+    """Decode ``cases`` mutated compact frames; the count of each error (or "decoded")."""
+    rng = random.Random(seed)
+    bases = _base_compact_frames()
+    errors: Counter[str] = Counter()
+    for case in range(cases):
+        label, data = rng.choice(bases)
+        _, other = rng.choice(bases)
+        resealed = rng.random() < 0.5
+        if resealed:
+            plaintext = open_compact(data, LINK_KEYS)[1]
+            other_plaintext = open_compact(other, LINK_KEYS)[1]
+            mutator = rng.choice(COMPACT_PLAINTEXT_MUTATORS)
+            mutant = seal_compact(mutator(rng, plaintext, other_plaintext), keys=LINK_KEYS)
+        else:
+            mutator = rng.choice(COMPACT_WIRE_MUTATORS)
+            mutant = mutator(rng, data, other)
+        try:
+            decode_compact(mutant, keys=LINK_KEYS, codebook=CODEBOOK)
+        except RemoteProtocolError as exc:
+            errors[type(exc).__name__] += 1
+            if not str(exc):
+                errors["no message"] += 1
+        except Exception as exc:  # the invariant under test: nothing else may escape
+            raise AssertionError(
+                f"compact case {case} (seed {seed}, {mutator.__name__}, base {label}, resealed "
+                f"{resealed}): {type(exc).__name__}: {exc}\nmutant: {mutant.hex()}"
+            ) from exc
+        else:
+            errors["decoded"] += 1
+    return errors
+
+
+def test_compact_fuzz_small() -> None:
+    """2,000 mutated compact frames (a fixed seed): only remote protocol errors; forged
+    ones fail the tag, re-sealed ones reach the row and text decoders and fail there."""
+    errors = run_compact_fuzz(2_000, seed=2)
+    assert sum(errors.values()) == 2_000
+    assert errors["no message"] == 0
+    assert errors["SignatureInvalid"] > 300
+    assert errors["MalformedBatch"] > 300
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)
+def test_compact_fuzz_100k() -> None:
+    """100,000 mutated compact frames: only remote protocol errors."""
+    started = time.perf_counter()
+    errors = run_compact_fuzz(100_000, seed=20261207)
+    print(f"\ncompact fuzz: 100,000 mutants in {time.perf_counter() - started:.1f} s")
+    print("errors:", dict(errors.most_common()))
     assert sum(errors.values()) == 100_000
     assert errors["no message"] == 0
