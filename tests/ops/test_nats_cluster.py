@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import logging
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import aiomqtt
@@ -18,7 +17,7 @@ from common.keyfiles import write_secret
 from shore.store import VesselInfo
 from shore.store.postgres import PostgresStore
 from tests.kit.mqtt import persistent_client
-from tests.kit.nats import NatsCluster, NatsMissing, find_nats_server
+from tests.kit.nats import NatsCluster
 from tests.kit.ports import free_port
 from tests.kit.relay_process import RelayProcess
 from tests.kit.wait import eventually
@@ -39,17 +38,6 @@ log = logging.getLogger(__name__)
 
 VESSELS = (201, 202)
 BATCHES, PER_BATCH = 8, 10
-
-
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[NatsCluster]:
-    """Three NATS nodes of this test's own, free to kill (each stopped by PID at the end)."""
-    try:
-        find_nats_server()
-    except NatsMissing as exc:
-        pytest.fail(str(exc), pytrace=False)
-    with NatsCluster(tmp_path / "nats") as running:
-        yield running
 
 
 class ClusterVessel:
@@ -139,7 +127,7 @@ class NatsWorker(Worker):
 
 
 async def test_nats_cluster_node_and_worker_killed_every_message_once(
-    cluster: NatsCluster,
+    nats_cluster: NatsCluster,
     sink: SmtpSink,  # noqa: F811 (the fixture imported above)
     tmp_path: Path,
     request: pytest.FixtureRequest,
@@ -161,12 +149,12 @@ async def test_nats_cluster_node_and_worker_killed_every_message_once(
             await store.add_vessel(info, VESSEL_KEY.verify_key.key, T0 - 3600, vessel_id)
     finally:
         await store.close()
-    workers = [NatsWorker(tmp_path / f"w{n}", n, dsn, cluster, sink.port) for n in (1, 2, 3)]
+    workers = [NatsWorker(tmp_path / f"w{n}", n, dsn, nats_cluster, sink.port) for n in (1, 2, 3)]
     expected = {
         f"<{v}.{seq}@{RELAY_DOMAIN}>" for v in VESSELS for seq in range(1, BATCHES * PER_BATCH + 1)
     }
     batches = {v: vessel_batches(v)[:BATCHES] for v in VESSELS}
-    vessels = {v: ClusterVessel(v, cluster, index) for index, v in enumerate(VESSELS)}
+    vessels = {v: ClusterVessel(v, nats_cluster, index) for index, v in enumerate(VESSELS)}
     try:
         await asyncio.gather(*(worker.start(60) for worker in workers))
         async with asyncio.TaskGroup() as group, asyncio.timeout(300):
@@ -178,7 +166,7 @@ async def test_nats_cluster_node_and_worker_killed_every_message_once(
             await eventually(
                 lambda: len(message_ids(sink)) >= len(expected) // 5, 240, what="a fifth"
             )
-            cluster.nodes[0].kill()
+            nats_cluster.nodes[0].kill()
             await eventually(
                 lambda: len(message_ids(sink)) >= 2 * len(expected) // 5, 240, what="2/5"
             )
