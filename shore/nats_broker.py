@@ -71,6 +71,8 @@ FETCH_WAIT_S = 5.0
 STREAM_MAX_AGE_S = 7 * 24 * 3600.0
 #: A batch whose store failed is offered again after this long.
 STORE_RETRY_S = 5.0
+#: How often a worker asks the consumer how many batches wait (``ingest_pending``).
+PENDING_EVERY_S = 5.0
 
 
 def stream_config(broker: BrokerSection) -> StreamConfig:
