@@ -456,7 +456,9 @@ def _validate(config: RelayConfig) -> None:
         raise ConfigError(
             f'{source}: [mqtt] protocol = {config.mqtt.protocol!r}: expected "5" or "3.1.1"'
         )
-    _validate_mqtt(config)
+    if config.broker.kind == "mqtt":
+        _validate_mqtt(config)
+    # with kind = "nats", [mqtt]'s login and TLS keys are checked with each of mqtt_urls
     _validate_broker(config)
     if config.store.lease_s <= 0:
         raise ConfigError(f"{source}: [store] lease_s must be more than 0 seconds")

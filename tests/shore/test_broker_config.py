@@ -45,6 +45,18 @@ def test_a_nats_cluster_is_configured_with_its_stream_and_shared_consumer() -> N
     assert downlink_config(config, "mqtt://127.0.0.1:1884").mqtt_host_port[1] == 1884
 
 
+def test_the_mqtt_login_and_tls_keys_apply_to_each_nats_gateway() -> None:
+    """With a NATS cluster, [mqtt]'s user, password file and CA serve every node's MQTT
+    gateway; a CA file with a plain mqtt:// gateway is refused naming that gateway."""
+    tls = {**CLUSTER, "mqtt_urls": ["mqtts://nats-1.example.org", "mqtts://nats-2.example.org"]}
+    login = {"username": "relay", "password_file": "mqtt.password", "ca_file": "ca.pem"}
+    config = parse_config({"broker": tls, "mqtt": login})
+    assert downlink_config(config).mqtt_tls
+    assert downlink_config(config).mqtt_host_port == ("nats-1.example.org", 8883)
+    with pytest.raises(ConfigError, match=r"mqtt_urls: \[mqtt\] ca_file is only used with TLS"):
+        parse_config({"broker": CLUSTER, "mqtt": {"ca_file": "ca.pem"}})
+
+
 @pytest.mark.parametrize(
     ("broker", "expected"),
     [
