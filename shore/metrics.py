@@ -37,6 +37,8 @@ vessel_relay_quarantine_entries                        gauge
 vessel_relay_ingest_pending                            gauge: uplink batches waiting in the
                                                        broker's stream ([broker] kind =
                                                        "nats" only; shared by every worker)
+vessel_relay_log_head_signed_timestamp_seconds         gauge: when the transparency log's
+                                                       latest tree head was signed
 vessel_relay_build_info                                version, revision (always 1)
 =====================================================  ====================================
 """
@@ -72,6 +74,9 @@ class FleetGauges(Protocol):
 
     async def last_heard(self) -> dict[int, float]:
         """When each vessel was last heard from."""
+
+    async def latest_head_at(self) -> float | None:
+        """When the transparency log's latest tree head was signed, or None."""
 
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -160,6 +165,11 @@ class RelayMetrics:
         )  # fmt: skip
         self.quarantine_entries = Gauge(
             p + "quarantine_entries", "Distinct payloads in quarantine", registry=r
+        )
+        self.log_head_signed = Gauge(
+            p + "log_head_signed_timestamp_seconds",
+            "When the transparency log's latest tree head was signed (Unix time)",
+            registry=r,
         )
         self.ingest_pending = Gauge(
             p + "ingest_pending",
@@ -253,6 +263,9 @@ class RelayMetrics:
                 self.set_summary(await gauges.summary(clock()))
                 for vessel_id, heard_at in (await gauges.last_heard()).items():
                     self.vessel_last_heard.labels(str(vessel_id)).set(heard_at)
+                head_at = await gauges.latest_head_at()
+                if head_at is not None:
+                    self.log_head_signed.set(head_at)
             except Exception:  # the store is down: the gauges keep their last values
                 log.warning("metrics: store summary failed; gauges not refreshed", exc_info=True)
             try:

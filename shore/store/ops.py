@@ -335,6 +335,12 @@ class OperatorQueries:
             heard = await self.store.links.last_heard(tx)
         return {vessel: at for vessel, at in heard.items() if at is not None}
 
+    async def latest_head_at(self) -> float | None:
+        """When the transparency log's latest tree head was signed (Unix time), or None."""
+        async with self.store.db.transaction() as tx:
+            minutes = await self.store.log.latest_head_minutes(tx)
+        return None if minutes is None else minutes * 60.0
+
     async def summary(self, now: float) -> OpsSummary:
         """Fleet-wide counts for the metrics gauges."""
         store = self.store

@@ -12,8 +12,9 @@ from protocol.envelopes import DeliveryFailure
 from shore.store import RelayStore, SqliteStore, VesselInfo
 from shore.store.ops import DeliveryNotFound, OperatorQueries
 from shore.store.postgres import PostgresStore
+from shore.transparency import sign_daily_head
 from tests.ops.fleet_data import ADDRESS, DAY, TEXT, populate
-from tests.shore.store_fixtures import VESSEL_KEY, PostgresServer
+from tests.shore.store_fixtures import SHORE_KEY, VESSEL_KEY, PostgresServer
 from tests.shore.test_store import postgres  # noqa: F401 (the session's PostgreSQL fixture)
 
 
@@ -162,3 +163,14 @@ async def test_a_worker_whose_lease_lapsed_does_not_send_what_another_claimed(
     assert await store.record_attempt(again.key, later, "relay-2-d1") is True
     records = {r.key.message_seq: r for r in await store.deliveries(7)}
     assert records[6].attempts == 1
+
+
+async def test_the_latest_tree_head_time_is_read_for_the_alert(store: RelayStore) -> None:
+    """Before any tree head is signed there is no time to report; once the day's head is
+    signed, the operators' gauge reads the minute it was signed."""
+    queries = OperatorQueries(store)
+    assert await queries.latest_head_at() is None
+    now = time.time()
+    head = await sign_daily_head(store, SHORE_KEY, now)
+    assert head is not None
+    assert await queries.latest_head_at() == int(now // 60) * 60.0
