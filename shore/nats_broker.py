@@ -209,11 +209,18 @@ async def jetstream_ingest(
             ready.set()
             if metrics is not None:
                 metrics.broker_up()
+            asked_at = -PENDING_EVERY_S
             while (
                 batch := await _fetch_or_stop(subscription, broker.fetch_batch, stopping)
             ) is not None:
                 for message in batch:
                     await ingest_one(ingestor, message)
+                now = asyncio.get_running_loop().time()
+                if metrics is not None and now - asked_at >= PENDING_EVERY_S:
+                    asked_at = now
+                    info = await subscription.consumer_info()
+                    waiting = (info.num_pending or 0) + (info.num_ack_pending or 0)
+                    metrics.observe_ingest_pending(waiting)
             return
         except (nats.errors.Error, OSError) as exc:
             if metrics is not None:

@@ -16,6 +16,7 @@ from common.keyfiles import write_secret
 from protocol.errors import Reason
 from shore.config import parse_config
 from shore.ingest import Ingestor
+from shore.metrics import RelayMetrics
 from shore.nats_broker import consumer_config, ensure_stream, ingest_one
 from shore.relay import run_relay
 from shore.store.errors import StoreUnavailable
@@ -149,3 +150,66 @@ async def test_a_batch_taken_by_a_worker_that_died_is_stored_by_the_next(
         assert info.state.messages == 0
     finally:
         await checker.close()
+
+
+class PendingSeen(RelayMetrics):
+    """Relay metrics that remember every backlog figure the worker reported."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pending: list[int] = []
+
+    def observe_ingest_pending(self, batches: int) -> None:
+        super().observe_ingest_pending(batches)
+        self.pending.append(batches)
+
+
+async def test_the_backlog_waiting_in_the_stream_is_reported(
+    nats_cluster: NatsCluster, tmp_path: Path
+) -> None:
+    """A vessel's five batches wait in the stream while no relay worker runs. A worker that
+    starts, pulling one batch at a time, reports four still waiting after its first one (the
+    figure the "ingest backlog" alert watches; five while the first one's acknowledgement is
+    on its way), and all five are acknowledged to the vessel."""
+    data = tmp_path / "relay"
+    data.mkdir()
+    write_secret(data / "shore.key", SHORE_KEY.seed)
+    await register_vessel(data)
+    nats_urls = ", ".join(f'"{url}"' for url in nats_cluster.nats_urls)
+    mqtt_urls = ", ".join(f'"mqtt://{h}:{p}"' for h, p in nats_cluster.mqtt_endpoints)
+    config_path = data / "relay.toml"
+    config_path.write_text(
+        f'[relay]\ndata_dir = "{data}"\nworker = 1\n'
+        f'[broker]\nkind = "nats"\nnats_urls = [{nats_urls}]\nmqtt_urls = [{mqtt_urls}]\n'
+        "fetch_batch = 1\n"
+        "[downlink]\ntick_s = 0.2\nresend_after_s = 2.0\nresend_max_s = 10.0\n",
+        encoding="utf-8",
+    )
+    config = parse_config(tomllib.loads(config_path.read_text()), str(config_path))
+    setup = await nats.connect(nats_cluster.nats_urls)
+    await ensure_stream(setup.jetstream(), config.broker)  # the stream exists before the day
+    await setup.close()
+    host, port = nats_cluster.mqtt_endpoints[0]
+    client = persistent_client(host, port, f"v{VESSEL}", protocol=aiomqtt.ProtocolVersion.V311)
+    metrics = PendingSeen()
+    async with client:
+        await client.subscribe(f"vr/{VESSEL}/d", qos=1)
+        vessel = Vessel(client)
+        listener = asyncio.create_task(vessel.listen())
+        try:
+            for batch in make_batches(5, 2):
+                await vessel.publish(batch)
+            stopping = asyncio.Event()
+            relay = asyncio.create_task(run_relay(config, stopping, metrics=metrics))
+            try:
+                await vessel.wait_for(lambda: {1, 2, 3, 4, 5} <= vessel.acked, 30)
+            finally:
+                stopping.set()
+                async with asyncio.timeout(15):
+                    await relay
+        finally:
+            listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await listener
+    # four waiting, plus the first one while its acknowledgement is still on its way
+    assert metrics.pending[0] in (4, 5)
