@@ -33,6 +33,8 @@ EXAMPLE_PASSWORD = "vessel-42-secret-0915"
 #: vessels added as users.conf says to add one (the test relay's vessel, and a spy)
 PASSWORDS = {VESSEL: "vessel-7-secret-2208", 43: "vessel-43-secret-4410"}
 
+pytestmark = pytest.mark.broker  # a real NATS node, like the conftest's broker fixtures
+
 
 class DeployedNode:
     """deploy/nats/nats-node.conf and users.conf on loopback: one node, no routes, the
