@@ -1,15 +1,18 @@
-"""Fleet capacity: hundreds of vessels through a real Mosquitto to 1, 2 and 4 relay workers.
+"""Fleet capacity: hundreds of vessels through a real broker to 1, 2 and 4 relay workers.
 
 For each worker count a fresh PostgreSQL database is made, the vessels registered, and
-that many ``vessel-relay shore run`` processes started (one shared subscription
-``$share/relay/vr/+/u``, one database). Then every simulated vessel, each with its own
-persistent MQTT 5 session (fixed client id, ``clean_start=False``), lives a *compressed
-day*: ``--sessions`` satellite sessions, each one connect, publish one signed batch of
-``--messages`` crew messages (real texts from the repository's ``corpus/``, real encoder and
-codebook), wait for the shore's signed ``BatchAck``, disconnect. Sessions start at random
-moments within ``--day-s`` seconds, so the offered load is ``vessels x sessions x
-messages / day_s`` messages per second; with the default, more than two cores can take,
-so the figures are the relay's saturated throughput.
+that many ``vessel-relay shore run`` processes started (one database). The broker is a
+Mosquitto (``--broker mosquitto``, the default: one shared subscription
+``$share/relay/vr/+/u``, vessels on MQTT 5) or a three-node NATS cluster (``--broker
+nats-cluster``: JetStream with three replicas, the workers sharing one durable consumer
+(``[broker] kind = "nats"``), vessels on MQTT 3.1.1 spread over the nodes' gateways).
+Then every simulated vessel, each with its own persistent MQTT session (fixed client id,
+no clean start), lives a *compressed day*: ``--sessions`` satellite sessions, each one
+connect, publish one signed batch of ``--messages`` crew messages (real texts from the
+repository's ``corpus/``, real encoder and codebook), wait for the shore's signed
+``BatchAck``, disconnect. Sessions start at random moments within ``--day-s`` seconds, so
+the offered load is ``vessels x sessions x messages / day_s`` messages per second; with the
+default, more than two cores can take, so the figures are the relay's saturated throughput.
 
 Measured per run:
 
@@ -17,8 +20,9 @@ Measured per run:
 - **latency**: PUBACK of the batch to arrival of the ``BatchAck`` that covers it (ingest,
   verify, commit, downlink), p50 / p99 / max;
 - **CPU** (seconds of user + system time from ``/proc/PID/stat``, and as a share of one
-  core over the run) of Mosquitto, of all PostgreSQL processes, of the relay workers, and
-  of this process (the simulated vessels; on a 2-core machine it competes with the rest);
+  core over the run) of the broker (Mosquitto, or the three NATS nodes), of all PostgreSQL
+  processes, of the relay workers, and of this process (the simulated vessels; on a 2-core
+  machine it competes with the rest);
 - **rows/s**: PostgreSQL ``tup_inserted + tup_updated`` of the database over the run.
 
 Usage::
@@ -26,8 +30,9 @@ Usage::
     python benchmarks/fleet.py                       # 300 vessels, workers 1, 2, 4; a table
     python benchmarks/fleet.py --json                # the same as JSON
     python benchmarks/fleet.py --vessels 20 --workers 1 --sessions 2   # a quick look
+    python benchmarks/fleet.py --broker nats-cluster    # the same over a NATS cluster
 
-Needs Mosquitto and PostgreSQL installed (``scripts/install-system-deps``).
+Needs Mosquitto (or nats-server) and PostgreSQL installed (``scripts/install-system-deps``).
 """
 
 from __future__ import annotations
@@ -65,6 +70,7 @@ from protocol.languages import Language  # noqa: E402
 from shore.store import VesselInfo  # noqa: E402
 from shore.store.postgres import PostgresStore  # noqa: E402
 from tests.kit.mosquitto import MosquittoBroker  # noqa: E402
+from tests.kit.nats import NatsCluster  # noqa: E402
 from tests.shore.store_fixtures import (  # noqa: E402
     SHORE_KEY,
     VESSEL_KEY,
@@ -167,6 +173,68 @@ def children_of(parent: int) -> list[int]:
     return pids
 
 
+class Broker:
+    """Where vessels connect and what a relay worker's config says about it."""
+
+    #: MQTT protocol of the vessels' sessions
+    protocol: aiomqtt.ProtocolVersion
+
+    def endpoint(self, vessel_id: int) -> tuple[str, int]:
+        """The MQTT host and port vessel ``vessel_id`` connects to."""
+        raise NotImplementedError
+
+    def relay_config(self) -> str:
+        """The relay config's tables naming the broker."""
+        raise NotImplementedError
+
+    def pids(self) -> list[int]:
+        """The broker's processes (for their CPU time)."""
+        raise NotImplementedError
+
+
+class OneMosquitto(Broker):
+    """A single Mosquitto; vessels on MQTT 5, workers on one shared subscription."""
+
+    protocol = aiomqtt.ProtocolVersion.V5
+
+    def __init__(self, broker: MosquittoBroker) -> None:
+        self.broker = broker
+
+    def endpoint(self, vessel_id: int) -> tuple[str, int]:
+        return self.broker.host, self.broker.port
+
+    def relay_config(self) -> str:
+        return f'[mqtt]\nurl = "mqtt://{self.broker.host}:{self.broker.port}"\n'
+
+    def pids(self) -> list[int]:
+        return [self.broker.pid or 0]
+
+
+class ThreeNatsNodes(Broker):
+    """A three-node NATS cluster; vessels on MQTT 3.1.1 spread over the nodes' gateways,
+    workers pulling from one durable JetStream consumer (stream with three replicas)."""
+
+    protocol = aiomqtt.ProtocolVersion.V311
+
+    def __init__(self, cluster: NatsCluster) -> None:
+        self.cluster = cluster
+
+    def endpoint(self, vessel_id: int) -> tuple[str, int]:
+        endpoints = self.cluster.mqtt_endpoints
+        return endpoints[vessel_id % len(endpoints)]
+
+    def relay_config(self) -> str:
+        nats_urls = ", ".join(f'"{url}"' for url in self.cluster.nats_urls)
+        mqtt_urls = ", ".join(f'"mqtt://{h}:{p}"' for h, p in self.cluster.mqtt_endpoints)
+        return (
+            f'[broker]\nkind = "nats"\nnats_urls = [{nats_urls}]\nmqtt_urls = [{mqtt_urls}]\n'
+            "replicas = 3\n"
+        )
+
+    def pids(self) -> list[int]:
+        return [node.pid or 0 for node in self.cluster.nodes]
+
+
 @dataclass
 class RunResult:
     workers: int
@@ -187,15 +255,15 @@ class RunResult:
 
 
 class Worker:
-    def __init__(self, data: Path, number: int, dsn: str, broker: MosquittoBroker) -> None:
+    def __init__(self, data: Path, number: int, dsn: str, broker: Broker) -> None:
         data.mkdir(parents=True, exist_ok=True)
         write_secret(data / "shore.key", SHORE_KEY.seed)
         self.config = data / "relay.toml"
         self.config.write_text(
             f'[relay]\ndata_dir = "{data}"\nworker = {number}\n'
             f'[store]\nbackend = "postgres"\ndsn = "{dsn}"\n'
-            f'[mqtt]\nurl = "mqtt://{broker.host}:{broker.port}"\n'
-            "[downlink]\ntick_s = 0.5\nresend_after_s = 30.0\nresend_max_s = 600.0\n",
+            + broker.relay_config()
+            + "[downlink]\ntick_s = 0.5\nresend_after_s = 30.0\nresend_max_s = 600.0\n",
             encoding="utf-8",
         )
         self.log = data / "relay.log"
@@ -234,7 +302,7 @@ class Worker:
 class SimulatedVessel:
     """One vessel with its own persistent MQTT session; runs its day's sessions."""
 
-    def __init__(self, vessel_id: int, batches: list[bytes], broker: MosquittoBroker) -> None:
+    def __init__(self, vessel_id: int, batches: list[bytes], broker: Broker) -> None:
         self.vessel_id = vessel_id
         self.batches = batches
         self.broker = broker
@@ -245,10 +313,16 @@ class SimulatedVessel:
         self.last_ack: float | None = None
 
     def client(self) -> aiomqtt.Client:
+        host, port = self.broker.endpoint(self.vessel_id)
+        if self.broker.protocol is aiomqtt.ProtocolVersion.V311:
+            return aiomqtt.Client(
+                host, port, identifier=f"v{self.vessel_id}", protocol=self.broker.protocol,
+                clean_session=False, keepalive=600, timeout=60,
+            )  # fmt: skip
         properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         properties.SessionExpiryInterval = 3600
         return aiomqtt.Client(
-            self.broker.host, self.broker.port, identifier=f"v{self.vessel_id}",
+            host, port, identifier=f"v{self.vessel_id}",
             protocol=aiomqtt.ProtocolVersion.V5, clean_start=False, properties=properties,
             keepalive=600, timeout=60,
         )  # fmt: skip
@@ -292,7 +366,7 @@ class SimulatedVessel:
 
 
 async def run_once(
-    workers: int, args: argparse.Namespace, broker: MosquittoBroker, pg: PostgresServer,
+    workers: int, args: argparse.Namespace, broker: Broker, pg: PostgresServer,
     days: dict[int, list[bytes]], work: Path,
 ) -> RunResult:  # fmt: skip
     dsn = pg.create_database()
@@ -320,7 +394,7 @@ async def run_once(
         size_before = int(await connection.fetchval("SELECT pg_database_size(current_database())"))
         pg_pids = children_of(postmaster_pid(pg))
         pids = {
-            "broker": [broker.pid or 0],
+            "broker": broker.pids(),
             "postgres": pg_pids,
             "relay": [w.process.pid for w in relay if w.process is not None],
             "vessels (this process)": [os.getpid()],
@@ -399,9 +473,18 @@ async def main_async(args: argparse.Namespace) -> list[RunResult]:
         pg = PostgresServer(work / "pg")
         pg.start()
         try:
-            with MosquittoBroker(
-                work / "mosquitto", extra_config=("max_inflight_messages 100",)
-            ) as broker:
+            async with contextlib.AsyncExitStack() as stack:
+                broker: Broker
+                if args.broker == "nats-cluster":
+                    cluster = stack.enter_context(NatsCluster(work / "nats"))
+                    broker = ThreeNatsNodes(cluster)
+                else:
+                    mosquitto = stack.enter_context(
+                        MosquittoBroker(
+                            work / "mosquitto", extra_config=("max_inflight_messages 100",)
+                        )
+                    )
+                    broker = OneMosquitto(mosquitto)
                 for workers in args.workers:
                     results.append(await run_once(workers, args, broker, pg, days, work))
                     if not args.json:
@@ -416,7 +499,7 @@ def table(results: Sequence[RunResult], args: argparse.Namespace) -> str:
     lines = [
         f"{args.vessels} vessels x {args.sessions} sessions x {args.messages} messages, "
         f"day compressed to {args.day_s:.0f} s (offered {offered:,.0f} messages/s), "
-        f"{os.cpu_count()} cores",
+        f"{os.cpu_count()} cores, broker {args.broker}",
         "",
         "| workers | messages/s | batches/s | p50 ms | p99 ms | max ms | CPU broker | "
         "CPU postgres | CPU relay | CPU vessels | CPU others | DB rows/s | DB B/message | "
@@ -451,6 +534,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--workers", type=lambda s: [int(x) for x in s.split(",")], default=[1, 2, 4]
     )
+    parser.add_argument(
+        "--broker",
+        choices=("mosquitto", "nats-cluster"),
+        default="mosquitto",
+        help="one Mosquitto (MQTT 5, shared subscription) or three NATS nodes (JetStream)",
+    )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--json", action="store_true")
     return parser.parse_args(argv)
@@ -466,6 +555,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             "messages_per_batch": args.messages,
             "day_s": args.day_s,
             "cores": os.cpu_count(),
+            "broker": args.broker,
             "runs": [asdict(r) for r in results],
         }
         print(json.dumps(report, indent=2))

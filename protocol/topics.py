@@ -14,9 +14,11 @@ from __future__ import annotations
 import re
 
 __all__ = [
+    "NATS_UPLINKS",
     "SHARED_UPLINKS",
     "UPLINKS",
     "downlink_topic",
+    "topic_of_subject",
     "uplink_topic",
     "uplink_topic_vessel",
 ]
@@ -25,6 +27,10 @@ __all__ = [
 UPLINKS = "vr/+/u"
 #: Every vessel's uplink, shared among the relay's workers (MQTT 5 shared subscription).
 SHARED_UPLINKS = "$share/relay/" + UPLINKS
+
+#: Every vessel's uplink as a NATS subject: what a NATS broker's MQTT gateway makes of
+#: ``vr/+/u`` (levels joined by ``.``); the relay's JetStream stream captures it.
+NATS_UPLINKS = "vr.*.u"
 
 _UPLINK = re.compile(r"vr/([0-9]{1,15})/u")
 
@@ -43,3 +49,10 @@ def uplink_topic_vessel(topic: str) -> int | None:
     """The vessel id in an uplink topic ``vr/{vessel}/u``, or None for any other topic."""
     match = _UPLINK.fullmatch(topic)
     return int(match.group(1)) if match else None
+
+
+def topic_of_subject(subject: str) -> str:
+    """The MQTT topic a NATS subject carries (``vr.42.u`` -> ``vr/42/u``): NATS's MQTT
+    gateway maps each ``/`` of a topic to ``.``, and our topics use neither ``.`` nor empty
+    levels, so the mapping is one-to-one on them."""
+    return subject.replace(".", "/")

@@ -31,6 +31,19 @@ Example (``vessel-relay shore init --data DIR`` writes one)::
     protocol = "5"                  # or "3.1.1" (then one worker only)
     session_expiry_s = 604800
 
+    [broker]                        # which broker the vessels' batches come through
+    kind = "mqtt"                   # "mqtt": the [mqtt] broker (Mosquitto, EMQX), as above;
+                                    # "nats": a NATS cluster (JetStream + its MQTT gateway):
+    nats_urls = ["nats://10.0.0.1:4222", "nats://10.0.0.2:4222", "nats://10.0.0.3:4222"]
+    mqtt_urls = ["mqtt://10.0.0.1:1883", "mqtt://10.0.0.2:1883", "mqtt://10.0.0.3:1883"]
+                                    # the nodes' MQTT gateways (3.1.1), for the downlink;
+                                    # [mqtt]'s login and TLS keys apply to each
+    stream = "VR_UPLINK"            # the JetStream stream on vr.*.u (made if missing)
+    replicas = 3                    # its replicas (the cluster's size, at most 5)
+    durable = "relay"               # the durable pull consumer every relay worker shares
+    ack_wait_s = 30.0               # a batch a worker took but did not ack goes to another
+    fetch_batch = 16                # batches pulled at once
+
     [downlink]
     tick_s = 5.0
     resend_after_s = 3600.0
@@ -86,8 +99,9 @@ Example (``vessel-relay shore init --data DIR`` writes one)::
 from __future__ import annotations
 
 import ipaddress
+import re
 import tomllib
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -142,6 +156,24 @@ class MqttSection:
     keepalive_s: int = 60
     publish_timeout_s: float = 60.0
     reconnect_max_s: float = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerSection:
+    """Where the vessels' batches come from: the ``[mqtt]`` broker, or a NATS cluster whose
+    JetStream stream every relay worker pulls from through one durable consumer."""
+
+    kind: str = "mqtt"
+    #: kind = "nats": the cluster's client URLs (nats://HOST:PORT), any order.
+    nats_urls: tuple[str, ...] = ()
+    #: kind = "nats": the nodes' MQTT gateways (mqtt:// or mqtts://), for the downlink.
+    mqtt_urls: tuple[str, ...] = ()
+    stream: str = "VR_UPLINK"
+    replicas: int = 3
+    durable: str = "relay"
+    #: A batch pulled but not acknowledged within this long is given to another worker.
+    ack_wait_s: float = 30.0
+    fetch_batch: int = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,6 +262,7 @@ class RelayConfig:
     relay: RelaySection = field(default_factory=RelaySection)
     store: StoreSection = field(default_factory=StoreSection)
     mqtt: MqttSection = field(default_factory=MqttSection)
+    broker: BrokerSection = field(default_factory=BrokerSection)
     downlink: DownlinkSection = field(default_factory=DownlinkSection)
     delivery: DeliverySection = field(default_factory=DeliverySection)
     replies: RepliesSection = field(default_factory=RepliesSection)
@@ -287,6 +320,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "relay": RelaySection,
     "store": StoreSection,
     "mqtt": MqttSection,
+    "broker": BrokerSection,
     "downlink": DownlinkSection,
     "delivery": DeliverySection,
     "replies": RepliesSection,
@@ -422,7 +456,10 @@ def _validate(config: RelayConfig) -> None:
         raise ConfigError(
             f'{source}: [mqtt] protocol = {config.mqtt.protocol!r}: expected "5" or "3.1.1"'
         )
-    _validate_mqtt(config)
+    if config.broker.kind == "mqtt":
+        _validate_mqtt(config)
+    # with kind = "nats", [mqtt]'s login and TLS keys are checked with each of mqtt_urls
+    _validate_broker(config)
     if config.store.lease_s <= 0:
         raise ConfigError(f"{source}: [store] lease_s must be more than 0 seconds")
     if config.relay.worker < 1:
@@ -503,6 +540,53 @@ def _validate_mqtt(config: RelayConfig) -> None:
             )
     if bool(mqtt.client_cert) != bool(mqtt.client_key):
         raise ConfigError(f"{where} give both client_cert and client_key (PEM files), or neither")
+
+
+_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def _validate_broker(config: RelayConfig) -> None:
+    """``[broker]``: the MQTT default, or a NATS cluster with its URLs and stream."""
+    where, broker = f"{config.source}: [broker]", config.broker
+    if broker.kind not in ("mqtt", "nats"):
+        raise ConfigError(f'{where} kind = {broker.kind!r}: expected "mqtt" or "nats"')
+    if broker.kind == "mqtt":
+        return
+    if not broker.nats_urls:
+        raise ConfigError(
+            f'{where} kind = "nats" needs nats_urls = ["nats://HOST:4222", ...] (every node)'
+        )
+    for url in broker.nats_urls:
+        parts = urlsplit(url)
+        if parts.scheme not in ("nats", "tls") or not parts.hostname:
+            raise ConfigError(f"{where} nats_urls: {url!r}: expected nats://HOST:PORT")
+        if parts.password:
+            raise ConfigError(
+                f"{where} nats_urls: {parts.hostname} holds a password; use [mqtt] username "
+                "and password_file (the same login serves both gateways)"
+            )
+    if not broker.mqtt_urls:
+        raise ConfigError(
+            f'{where} kind = "nats" needs mqtt_urls = ["mqtt://HOST:1883", ...] (the '
+            "nodes' MQTT gateways, for the downlink)"
+        )
+    for url in broker.mqtt_urls:
+        try:
+            _validate_mqtt(replace(config, mqtt=replace(config.mqtt, url=url)))
+        except ConfigError as exc:
+            detail = str(exc).removeprefix(f"{config.source}: ")
+            raise ConfigError(f"{where} mqtt_urls: {detail}") from None
+    if not _NAME.fullmatch(broker.stream) or not _NAME.fullmatch(broker.durable):
+        raise ConfigError(
+            f"{where} stream and durable are names of letters, digits, - and _, like "
+            '"VR_UPLINK" and "relay"'
+        )
+    if not 1 <= broker.replicas <= 5:
+        raise ConfigError(f"{where} replicas = {broker.replicas}: expected 1 to 5 (JetStream)")
+    if broker.ack_wait_s <= 0:
+        raise ConfigError(f"{where} ack_wait_s must be positive, like 30.0")
+    if not 1 <= broker.fetch_batch <= 256:
+        raise ConfigError(f"{where} fetch_batch = {broker.fetch_batch}: expected 1 to 256")
 
 
 def _validate_sms_and_alerts(config: RelayConfig) -> None:

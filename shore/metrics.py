@@ -34,6 +34,12 @@ vessel_relay_vessel_last_heard_timestamp_seconds       vessel (alert on time() -
 vessel_relay_deliveries_queued, _retrying, _failed     gauges (the shared queue)
 vessel_relay_downlink_unacknowledged                   gauge
 vessel_relay_quarantine_entries                        gauge
+vessel_relay_ingest_pending                            gauge: uplink batches waiting in the
+                                                       broker's stream ([broker] kind =
+                                                       "nats" only; shared by every worker)
+vessel_relay_log_head_signed_timestamp_seconds         gauge: when the transparency log's
+                                                       latest tree head was signed
+vessel_relay_build_info                                version, revision (always 1)
 =====================================================  ====================================
 """
 
@@ -46,8 +52,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
+from common.build import installed_version, source_revision
 from common.metrics_http import serve_registry
 from shore.store.ops import OpsSummary
 from shore.store.uplink import IngestOutcome
@@ -68,6 +75,9 @@ class FleetGauges(Protocol):
     async def last_heard(self) -> dict[int, float]:
         """When each vessel was last heard from."""
 
+    async def latest_head_at(self) -> float | None:
+        """When the transparency log's latest tree head was signed, or None."""
+
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _DELIVERY_BUCKETS = (0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, 4 * 3600.0, 86400.0)
@@ -75,13 +85,20 @@ _DELIVERY_BUCKETS = (0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, 4 * 3
 
 @dataclass
 class RelayMetrics:
-    """The relay worker's metrics; one instance (and registry) per process or test."""
+    """The relay worker's metrics; one instance (and registry) per process or test.
+
+    ``version`` and ``revision`` label ``vessel_relay_build_info`` (the installed version
+    and the git commit of a checkout, by default)."""
 
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+    version: str = field(default_factory=installed_version)
+    revision: str = field(default_factory=source_revision)
 
     def __post_init__(self) -> None:
         r = self.registry
         p = "vessel_relay_"
+        self.build_info = Info(p + "build", "The relay's version and git revision", registry=r)
+        self.build_info.info({"version": self.version, "revision": self.revision})
         self.batches = Counter(p + "batches", "Uplink batches by outcome", ["outcome"], registry=r)
         self.messages = Counter(
             p + "messages", "Uplink messages by outcome (repeated: Message-ID seen before)",
@@ -149,6 +166,16 @@ class RelayMetrics:
         self.quarantine_entries = Gauge(
             p + "quarantine_entries", "Distinct payloads in quarantine", registry=r
         )
+        self.log_head_signed = Gauge(
+            p + "log_head_signed_timestamp_seconds",
+            "When the transparency log's latest tree head was signed (Unix time)",
+            registry=r,
+        )
+        self.ingest_pending = Gauge(
+            p + "ingest_pending",
+            "Uplink batches waiting in the broker's stream for a relay worker (NATS only)",
+            registry=r,
+        )
 
     # --- fed by the services ----------------------------------------------------------------
 
@@ -203,6 +230,11 @@ class RelayMetrics:
         self.broker_sessions.inc()
         self.broker_connected.set(1)
 
+    def observe_ingest_pending(self, batches: int) -> None:
+        """Batches waiting in the broker's stream (not yet delivered to, or not yet
+        acknowledged by, any worker)."""
+        self.ingest_pending.set(batches)
+
     def broker_down(self) -> None:
         """The broker connection ended."""
         self.broker_connected.set(0)
@@ -231,6 +263,9 @@ class RelayMetrics:
                 self.set_summary(await gauges.summary(clock()))
                 for vessel_id, heard_at in (await gauges.last_heard()).items():
                     self.vessel_last_heard.labels(str(vessel_id)).set(heard_at)
+                head_at = await gauges.latest_head_at()
+                if head_at is not None:
+                    self.log_head_signed.set(head_at)
             except Exception:  # the store is down: the gauges keep their last values
                 log.warning("metrics: store summary failed; gauges not refreshed", exc_info=True)
             try:

@@ -8,6 +8,8 @@
       ├── MQTT service (reconnect loop, capped jittered backoff)
       │     one persistent session ``relay-{n}``, subscribed QoS 1 to the uplink topics
       │     TaskGroup: Ingestor.run (uplink)  +  Downlink.run (publish to vr/{vessel}/d)
+      │   or, with [broker] kind = "nats", the NATS service (shore.nats_broker): uplink
+      │     pulled from a JetStream consumer shared by every worker, downlink over MQTT
       ├── delivery workers (shore.delivery), when [delivery] enabled (SMS by [sms])
       ├── SOS alerter (shore.alerts), when [alerts] enabled
       ├── daily signed tree head of the transparency log (shore.transparency), idempotent
@@ -50,6 +52,8 @@ from shore.downlink import Downlink, DownlinkConfig
 from shore.ingest import Ingestor
 from shore.mail import MailIdentity, MailSender, ReplyAddressBook, ReplyRoute, SmtpConfig
 from shore.metrics import RelayMetrics
+from shore.nats_broker import downlink_config as nats_downlink_config
+from shore.nats_broker import nats_service
 from shore.replies import (
     ContactInfo,
     ReplyServer,
@@ -339,7 +343,8 @@ async def run_relay(
     refreshed from the store (``shore.metrics``); serving it is the caller's business.
     """
     shore_key = SigningKey(read_secret(config.path(config.relay.shore_key)))
-    login = broker_login(config)  # refuses a bad password file before anything starts
+    # refuses a bad password file before anything starts
+    login = broker_login(nats_downlink_config(config) if config.broker.kind == "nats" else config)
     codebook = default_codebook()
     store = await open_store(config)
     try:
@@ -387,18 +392,32 @@ async def run_relay(
                 stack.push_async_callback(webhook.stop)  # it logs where it listens
             if alerter is not None:
                 group.create_task(alerter.run(stopping, alert_bell))
-            group.create_task(
-                mqtt_service(
-                    config,
-                    ingestor,
-                    downlink,
-                    stopping,
-                    downlink_bell,
-                    on_subscribed,
-                    metrics,
-                    login,
+            if config.broker.kind == "nats":
+                group.create_task(
+                    nats_service(
+                        config,
+                        ingestor,
+                        downlink,
+                        stopping,
+                        downlink_bell,
+                        make_client,
+                        on_subscribed,
+                        metrics,
+                    )
                 )
-            )
+            else:
+                group.create_task(
+                    mqtt_service(
+                        config,
+                        ingestor,
+                        downlink,
+                        stopping,
+                        downlink_bell,
+                        on_subscribed,
+                        metrics,
+                        login,
+                    )
+                )
             if metrics is not None:
                 group.create_task(metrics.refresh_forever(OperatorQueries(store), stopping))
             group.create_task(run_daily_heads(store, shore_key, stopping), name="tree-heads")

@@ -1,8 +1,9 @@
-"""Fixtures shared by the whole suite: real Mosquitto brokers on loopback.
+"""Fixtures shared by the whole suite: real Mosquitto brokers and NATS clusters on loopback.
 
-A test that uses `mosquitto`, `fresh_mosquitto` or `make_mosquitto` is marked `broker`
-automatically, so `pytest -m "not broker"` leaves it out. When the `mosquitto` binary is
-missing, such a test FAILS and says how to install it: it is never skipped silently.
+A test that uses `mosquitto`, `fresh_mosquitto`, `make_mosquitto` or `nats_cluster` is
+marked `broker` automatically, so `pytest -m "not broker"` leaves it out. When the
+`mosquitto` or `nats-server` binary is missing, such a test FAILS and says how to install
+it: it is never skipped silently.
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ from typing import Any
 import pytest
 
 from tests.kit.mosquitto import MosquittoBroker, MosquittoMissing, find_mosquitto
+from tests.kit.nats import NatsCluster, NatsMissing, find_nats_server
 
-BROKER_FIXTURES = frozenset({"mosquitto", "fresh_mosquitto", "make_mosquitto"})
+BROKER_FIXTURES = frozenset({"mosquitto", "fresh_mosquitto", "make_mosquitto", "nats_cluster"})
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -84,3 +86,15 @@ def make_mosquitto(tmp_path: Path) -> Iterator[Callable[..., MosquittoBroker]]:
     finally:
         for broker in brokers:
             broker.stop()
+
+
+@pytest.fixture
+def nats_cluster(tmp_path: Path) -> Iterator[NatsCluster]:
+    """Three NATS nodes (JetStream, MQTT gateway) of this test's own, free to kill; each
+    stopped by its PID at the end."""
+    try:
+        find_nats_server()
+    except NatsMissing as exc:
+        pytest.fail(str(exc), pytrace=False)
+    with NatsCluster(tmp_path / "nats") as cluster:
+        yield cluster

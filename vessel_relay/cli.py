@@ -215,12 +215,9 @@ def _version(value: bool) -> None:
 
 def installed_version() -> str:
     """The installed distribution's version (``0+unknown`` when run from an uninstalled tree)."""
-    from importlib.metadata import PackageNotFoundError, version
+    from common.build import installed_version as version
 
-    try:
-        return version("vessel-relay")
-    except PackageNotFoundError:
-        return "0+unknown"
+    return version()
 
 
 app = typer.Typer(

@@ -7,8 +7,9 @@ checked off the event loop). Every request body is bounded (:data:`BODY_BYTES`, 
 before it is read) and every refusal is a page with a sentence, never a 500. Pages::
 
     GET  /login, POST /login, POST /logout
-    GET  /                       fleet: vessel, last heard, link bytes this month, queue,
-                                 failures, quarantined; the silent vessels first
+    GET  /[?after=ID]            fleet: vessel, last heard, link bytes this month, queue,
+                                 failures, quarantined; a page of vessels by id after ID
+                                 (``fleet_page_size`` a page, links to the next and first)
     GET  /vessels/{id}           uplink batches per day (inline SVG), delivery outcomes,
                                  quarantined batches with reasons, failing deliveries
     GET  /deliveries             failing deliveries (failed, or retrying) with actions
@@ -54,8 +55,10 @@ from shore.dashboard.chart import activity_svg
 from shore.store.errors import DeliveryNotFound
 from shore.store.ops import (
     DEFAULT_SILENT_AFTER_S,
+    FLEET_PAGE_SIZE,
     DayActivity,
     FailingDelivery,
+    FleetPage,
     FleetRow,
     OperatorQueries,
     QuarantineRow,
@@ -71,6 +74,9 @@ class DashboardQueries(Protocol):
 
     async def fleet(self, now: float) -> list[FleetRow]:
         """Every vessel, with its figures."""
+
+    async def fleet_page(self, now: float, after: int | None = None, size: int = ...) -> FleetPage:
+        """A page of vessels by id after ``after``, with their figures."""
 
     async def silent_vessels(self, now: float) -> list[FleetRow]:
         """Vessels not heard from for too long, longest silent first."""
@@ -120,6 +126,8 @@ class DashboardSettings:
     #: Wrong passwords per operator name, and per client address (:mod:`common.logins`).
     name_guard: SignInGuard = field(default_factory=SignInGuard)
     address_guard: SignInGuard = field(default_factory=lambda: SignInGuard(ADDRESS_POLICY))
+    #: Vessels on one page of the fleet view.
+    fleet_page_size: int = FLEET_PAGE_SIZE
 
 
 def _when(value: float | None, now: float) -> str:
@@ -248,9 +256,11 @@ def create_app(
         return RedirectResponse("/login", status_code=303)
 
     async def fleet(request: Request) -> Response:
-        rows = await queries.fleet(clock())
-        silent = [row for row in rows if row.silent]
-        return render(request, "fleet.html", rows=rows, silent=silent)
+        after_text = request.query_params.get("after")
+        after = None if after_text is None else bounded_int(after_text, "after", 0, _MAX_ID)
+        page = await queries.fleet_page(clock(), after, settings.fleet_page_size)
+        silent = [row for row in page.rows if row.silent]
+        return render(request, "fleet.html", page=page, rows=page.rows, silent=silent)
 
     async def vessel(request: Request) -> Response:
         try:

@@ -453,12 +453,17 @@ class DeliveryQueue:
             for r in rows
         ]
 
-    async def counts_by_vessel(self, tx: Tx) -> dict[int, tuple[int, int]]:
-        """vessel -> (deliveries waiting for an outcome, deliveries failed for good)."""
+    async def counts_by_vessel(
+        self, tx: Tx, ids: tuple[int, int] = (0, 2**62)
+    ) -> dict[int, tuple[int, int]]:
+        """vessel -> (deliveries waiting for an outcome, deliveries failed for good), for the
+        vessels with ids in the closed range ``ids``."""
         rows = await tx.fetch(
             "SELECT vessel_id, SUM(CASE WHEN outcome IS NULL THEN 1 ELSE 0 END), "
-            "SUM(CASE WHEN outcome = $1 THEN 1 ELSE 0 END) FROM deliveries GROUP BY vessel_id",
+            "SUM(CASE WHEN outcome = $1 THEN 1 ELSE 0 END) FROM deliveries "
+            "WHERE vessel_id >= $2 AND vessel_id <= $3 GROUP BY vessel_id",
             DeliveryOutcome.FAILED.value,
+            *ids,
         )
         return {int(r[0]): (int(r[1] or 0), int(r[2] or 0)) for r in rows}
 

@@ -370,13 +370,17 @@ class DownlinkQueue:
             float(now),
         )
 
-    async def link_bytes_sent_since(self, tx: Tx, since: float) -> dict[int, int]:
-        """Downlink link bytes per vessel of batches last sent since ``since`` (every send
-        of a batch counted)."""
+    async def link_bytes_sent_since(
+        self, tx: Tx, since: float, ids: tuple[int, int] = (0, 2**62)
+    ) -> dict[int, int]:
+        """Downlink link bytes per vessel (of those with ids in the closed range ``ids``) of
+        batches last sent since ``since`` (every send of a batch counted)."""
         rows = await tx.fetch(
             "SELECT vessel_id, SUM(LENGTH(data) * send_count) FROM downlink_batches "
-            "WHERE last_sent_at >= $1 GROUP BY vessel_id",
+            "WHERE last_sent_at >= $1 AND vessel_id >= $2 AND vessel_id <= $3 "
+            "GROUP BY vessel_id",
             float(since),
+            *ids,
         )
         return {int(r[0]): int(r[1]) for r in rows}
 

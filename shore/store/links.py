@@ -190,9 +190,18 @@ class VesselLinks:
         )
         return [int(r[0]) for r in rows]
 
-    async def last_heard(self, tx: Tx, vessel_id: int | None = None) -> dict[int, float | None]:
-        """When each vessel (or the one) was last heard from (None: never)."""
-        if vessel_id is None:
+    async def last_heard(
+        self, tx: Tx, vessel_id: int | None = None, ids: tuple[int, int] | None = None
+    ) -> dict[int, float | None]:
+        """When each vessel (or the one, or those with ids in the closed range ``ids``) was
+        last heard from (None: never)."""
+        if ids is not None:
+            rows = await tx.fetch(
+                "SELECT vessel_id, last_heard_at FROM vessel_link "
+                "WHERE vessel_id >= $1 AND vessel_id <= $2",
+                *ids,
+            )
+        elif vessel_id is None:
             rows = await tx.fetch("SELECT vessel_id, last_heard_at FROM vessel_link")
         else:
             rows = await tx.fetch(

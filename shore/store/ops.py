@@ -28,10 +28,12 @@ from shore.vocabulary import DeliveryOutcome, MessageKind
 
 __all__ = [
     "DEFAULT_SILENT_AFTER_S",
+    "FLEET_PAGE_SIZE",
     "SESSION_GAP_S",
     "DayActivity",
     "DeliveryNotFound",
     "FailingDelivery",
+    "FleetPage",
     "FleetRow",
     "OperatorQueries",
     "OpsSummary",
@@ -59,6 +61,21 @@ class FleetRow:
     failed_deliveries: int
     quarantined: int
     silent: bool
+
+
+@dataclass(frozen=True, slots=True)
+class FleetPage:
+    """A page of the fleet view: vessels by id, after ``after``; ``next_after`` is where the
+    next page starts (None: this is the last page)."""
+
+    rows: list[FleetRow]
+    vessels: int
+    after: int | None
+    next_after: int | None
+
+
+#: Vessels on one page of the fleet view.
+FLEET_PAGE_SIZE = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +167,47 @@ class OperatorQueries:
             )
             for vessel_id, name, flag in vessels
         ]
+
+    async def fleet_page(
+        self, now: float, after: int | None = None, size: int = FLEET_PAGE_SIZE
+    ) -> FleetPage:
+        """At most ``size`` vessels with ids above ``after`` (keyset pagination), with the
+        same figures as :meth:`fleet`. One transaction; every query after the listing
+        reads only the page's range of vessel ids, so a page costs the same at 50 vessels
+        as at 50,000."""
+        if size < 1:
+            raise ValueError(f"a fleet page holds at least one vessel, not {size}")
+        store = self.store
+        start = Month.of(now, BILLING_ZONE).start_s(BILLING_ZONE)
+        async with store.db.transaction() as tx:
+            total = await store.registry.count(tx)
+            vessels = await store.registry.listing(tx, after=after, limit=size + 1)
+            more = len(vessels) > size
+            vessels = vessels[:size]
+            if not vessels:
+                return FleetPage([], total, after, None)
+            ids = (vessels[0][0], vessels[-1][0])
+            heard = await store.links.last_heard(tx, ids=ids)
+            uplink_bytes = await store.uplink.link_bytes_since(tx, start, ids)
+            downlink_bytes = await store.downlink_queue.link_bytes_sent_since(tx, start, ids)
+            queues = await store.delivery_queue.counts_by_vessel(tx, ids)
+            quarantined = await store.refusals.quarantine_counts_of(tx, ids)
+        rows = [
+            FleetRow(
+                vessel_id=vessel_id,
+                name=name,
+                flag=flag,
+                last_heard_at=heard.get(vessel_id),
+                uplink_bytes_month=uplink_bytes.get(vessel_id, 0),
+                downlink_bytes_month=downlink_bytes.get(vessel_id, 0),
+                queued_deliveries=queues.get(vessel_id, (0, 0))[0],
+                failed_deliveries=queues.get(vessel_id, (0, 0))[1],
+                quarantined=quarantined.get(vessel_id, 0),
+                silent=self._silent(heard.get(vessel_id), now),
+            )
+            for vessel_id, name, flag in vessels
+        ]
+        return FleetPage(rows, total, after, rows[-1].vessel_id if more else None)
 
     async def vessel(self, vessel_id: int) -> VesselRecord | None:
         """A registered vessel with its keys and when it was last heard from, or None."""
@@ -276,6 +334,12 @@ class OperatorQueries:
         async with self.store.db.transaction() as tx:
             heard = await self.store.links.last_heard(tx)
         return {vessel: at for vessel, at in heard.items() if at is not None}
+
+    async def latest_head_at(self) -> float | None:
+        """When the transparency log's latest tree head was signed (Unix time), or None."""
+        async with self.store.db.transaction() as tx:
+            minutes = await self.store.log.latest_head_minutes(tx)
+        return None if minutes is None else minutes * 60.0
 
     async def summary(self, now: float) -> OpsSummary:
         """Fleet-wide counts for the metrics gauges."""

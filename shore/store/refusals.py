@@ -234,3 +234,12 @@ class Refusals:
         )
         per_vessel = {int(r[0]): int(r[1]) for r in rows if r[0] is not None}
         return sum(int(r[1]) for r in rows), per_vessel
+
+    async def quarantine_counts_of(self, tx: Tx, ids: tuple[int, int]) -> dict[int, int]:
+        """Quarantine entries per vessel, for the vessels with ids in the closed range."""
+        rows = await tx.fetch(
+            "SELECT vessel_id, COUNT(*) FROM quarantine WHERE vessel_id >= $1 "
+            "AND vessel_id <= $2 GROUP BY vessel_id",
+            *ids,
+        )
+        return {int(r[0]): int(r[1]) for r in rows}

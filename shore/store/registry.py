@@ -190,10 +190,27 @@ class Registry:
             )
         return found
 
-    async def listing(self, tx: Tx) -> list[tuple[int, str, str]]:
-        """(vessel_id, name, flag) of every registered vessel, by id."""
-        rows = await tx.fetch("SELECT vessel_id, name, flag FROM vessels ORDER BY vessel_id")
+    async def listing(
+        self, tx: Tx, after: int | None = None, limit: int | None = None
+    ) -> list[tuple[int, str, str]]:
+        """(vessel_id, name, flag) of every registered vessel, by id; or of at most
+        ``limit`` vessels with ids above ``after`` (a page: the primary key's order)."""
+        if after is None and limit is None:
+            rows = await tx.fetch("SELECT vessel_id, name, flag FROM vessels ORDER BY vessel_id")
+        else:
+            rows = await tx.fetch(
+                "SELECT vessel_id, name, flag FROM vessels WHERE vessel_id > $1 "
+                "ORDER BY vessel_id LIMIT $2",
+                -1 if after is None else after,
+                2**62 if limit is None else limit,
+            )
         return [(int(r[0]), str(r[1]), str(r[2])) for r in rows]
+
+    async def count(self, tx: Tx) -> int:
+        """How many vessels are registered."""
+        row = await tx.fetchrow("SELECT COUNT(*) FROM vessels")
+        assert row is not None
+        return int(row[0])
 
     async def require(self, tx: Tx, vessel_id: int) -> None:
         """Raise :class:`RegistryError` unless the vessel is registered."""

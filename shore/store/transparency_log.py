@@ -372,6 +372,11 @@ class TransparencyLog:
         """Whether a head was signed on the UTC day ``day`` (``YYYY-MM-DD``)."""
         return await tx.fetchrow("SELECT 1 FROM log_heads WHERE day = $1", day) is not None
 
+    async def latest_head_minutes(self, tx: Tx) -> int | None:
+        """When the most recent head was signed (minutes since the epoch), or None."""
+        row = await tx.fetchrow("SELECT MAX(timestamp_minutes) FROM log_heads")
+        return None if row is None or row[0] is None else int(row[0])
+
     async def heads(self, tx: Tx, from_minutes: int, to_minutes: int) -> list[SignedTreeHead]:
         """Signed heads dated in [from_minutes, to_minutes], oldest first, with their
         co-signatures."""

@@ -362,12 +362,16 @@ class Uplink:
         )
         return [(float(r[0]), int(r[1])) for r in rows]
 
-    async def link_bytes_since(self, tx: Tx, since: float) -> dict[int, int]:
-        """Uplink link bytes per vessel of batches received since ``since``."""
+    async def link_bytes_since(
+        self, tx: Tx, since: float, ids: tuple[int, int] = (0, 2**62)
+    ) -> dict[int, int]:
+        """Uplink link bytes per vessel (of those with ids in the closed range ``ids``) of
+        batches received since ``since``."""
         rows = await tx.fetch(
             "SELECT vessel_id, SUM(link_bytes) FROM batches WHERE received_at >= $1 "
-            "GROUP BY vessel_id",
+            "AND vessel_id >= $2 AND vessel_id <= $3 GROUP BY vessel_id",
             float(since),
+            *ids,
         )
         return {int(r[0]): int(r[1]) for r in rows}
 

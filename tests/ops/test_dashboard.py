@@ -191,3 +191,36 @@ async def test_pages_need_a_login_and_actions_a_form_token(dashboard: Dashboard)
         assert forged.status_code == 403
     records = {r.key.message_seq: r for r in await dashboard.store.deliveries(7)}
     assert records[dashboard.fleet.retrying_seq].outcome is None
+
+
+async def test_a_large_fleet_is_shown_a_page_at_a_time(tmp_path: Path) -> None:
+    """With pages of two vessels, the operator sees vessels 7 and 8 and a link to the next
+    page; it shows vessel 9 with a link back to the first and none further; a page address
+    that is not a vessel id is refused with a sentence."""
+    store = await SqliteStore.open(tmp_path / "relay.db")
+    try:
+        await populate(store, time.time())
+        settings = DashboardSettings(
+            operators={"amara": hash_password(PASSWORD)}, fleet_page_size=2
+        )
+        transport = httpx.ASGITransport(app=create_app(store, settings))
+        async with httpx.AsyncClient(transport=transport, base_url="http://dash") as client:
+            token = re.search(r'name="csrf" value="([^"]+)"', (await client.get("/login")).text)
+            assert token is not None
+            await client.post(
+                "/login", data={"operator": "amara", "password": PASSWORD, "csrf": token[1]}
+            )
+            first = (await client.get("/")).text
+            second = (await client.get("/?after=8")).text
+            refused = await client.get("/?after=seven")
+    finally:
+        await store.close()
+    assert re.findall(r'data-vessel="(\d+)"', first) == ["7", "8"]
+    assert "3 vessels" in first
+    assert 'href="/?after=8" rel="next"' in first
+    assert 'rel="first"' not in first
+    assert re.findall(r'data-vessel="(\d+)"', second) == ["9"]
+    assert 'href="/" rel="first"' in second
+    assert 'rel="next"' not in second
+    assert refused.status_code == 400
+    assert "after must be a number" in refused.text

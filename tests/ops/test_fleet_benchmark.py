@@ -17,15 +17,18 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.slow
-def test_fleet_benchmark_on_five_vessels_reports_every_batch_acknowledged() -> None:
-    """Five vessels, two sessions of ten messages each, one relay worker: all ten batches
-    are acknowledged and the figures hang together."""
+@pytest.mark.parametrize("broker", ["mosquitto", "nats-cluster"])
+def test_fleet_benchmark_on_five_vessels_reports_every_batch_acknowledged(broker: str) -> None:
+    """Five vessels, two sessions of ten messages each, one relay worker, through one
+    Mosquitto or a three-node NATS cluster: all ten batches are acknowledged and the
+    figures hang together, in the same columns for both brokers."""
     done = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "fleet.py"), "--vessels", "5",
-         "--sessions", "2", "--day-s", "2", "--workers", "1", "--json"],
+         "--sessions", "2", "--day-s", "2", "--workers", "1", "--broker", broker, "--json"],
         capture_output=True, text=True, check=True, timeout=300, cwd=ROOT,
     )  # fmt: skip
     report = json.loads(done.stdout)
+    assert report["broker"] == broker
     (run,) = report["runs"]
     assert (run["workers"], run["vessels"], run["batches"]) == (1, 5, 10)
     assert run["messages"] == 100

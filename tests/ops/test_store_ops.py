@@ -9,11 +9,12 @@ from pathlib import Path
 import pytest
 
 from protocol.envelopes import DeliveryFailure
-from shore.store import RelayStore, SqliteStore
+from shore.store import RelayStore, SqliteStore, VesselInfo
 from shore.store.ops import DeliveryNotFound, OperatorQueries
 from shore.store.postgres import PostgresStore
+from shore.transparency import sign_daily_head
 from tests.ops.fleet_data import ADDRESS, DAY, TEXT, populate
-from tests.shore.store_fixtures import PostgresServer
+from tests.shore.store_fixtures import SHORE_KEY, VESSEL_KEY, PostgresServer
 from tests.shore.test_store import postgres  # noqa: F401 (the session's PostgreSQL fixture)
 
 
@@ -72,6 +73,35 @@ async def test_fleet_view_silence_activity_and_outcomes(store: RelayStore) -> No
     for row in await queries.failing_deliveries():
         assert TEXT not in repr(row)
         assert ADDRESS not in repr(row)
+
+
+async def test_fleet_pages_hold_the_same_rows_as_the_whole_fleet(store: RelayStore) -> None:
+    """An operator with a large fleet pages through it by vessel id: pages of two, then one,
+    hold exactly the rows (and figures) of the whole fleet view, each page says where the
+    next starts, and the last says there is none; an id past the end is an empty page."""
+    now = time.time()
+    await populate(store, now)
+    for extra in (11, 12):  # registered, never heard, no deliveries: zeros, silent
+        info = VesselInfo(f"Extra {extra}", "TH", f"TH-{extra:04d}", "Co", (1,))
+        await store.add_vessel(info, VESSEL_KEY.verify_key.key, now - 3600, extra)
+    queries = OperatorQueries(store, silent_after_s=36 * 3600)
+    whole = await queries.fleet(now)
+    first = await queries.fleet_page(now, size=2)
+    assert (first.vessels, first.after, first.next_after) == (5, None, 8)
+    second = await queries.fleet_page(now, after=first.next_after, size=2)
+    assert [row.vessel_id for row in second.rows] == [9, 11]
+    assert second.next_after == 11
+    last = await queries.fleet_page(now, after=second.next_after, size=2)
+    assert [row.vessel_id for row in last.rows] == [12]
+    assert last.next_after is None
+    assert first.rows + second.rows + last.rows == whole
+    exact = await queries.fleet_page(now, size=5)
+    assert exact.rows == whole
+    assert exact.next_after is None
+    beyond = await queries.fleet_page(now, after=12, size=2)
+    assert (beyond.rows, beyond.next_after, beyond.vessels) == ([], None, 5)
+    with pytest.raises(ValueError, match="at least one vessel"):
+        await queries.fleet_page(now, size=0)
 
 
 async def test_give_up_tells_the_vessel_and_retry_reopens(store: RelayStore) -> None:
@@ -133,3 +163,14 @@ async def test_a_worker_whose_lease_lapsed_does_not_send_what_another_claimed(
     assert await store.record_attempt(again.key, later, "relay-2-d1") is True
     records = {r.key.message_seq: r for r in await store.deliveries(7)}
     assert records[6].attempts == 1
+
+
+async def test_the_latest_tree_head_time_is_read_for_the_alert(store: RelayStore) -> None:
+    """Before any tree head is signed there is no time to report; once the day's head is
+    signed, the operators' gauge reads the minute it was signed."""
+    queries = OperatorQueries(store)
+    assert await queries.latest_head_at() is None
+    now = time.time()
+    head = await sign_daily_head(store, SHORE_KEY, now)
+    assert head is not None
+    assert await queries.latest_head_at() == int(now // 60) * 60.0

@@ -1,0 +1,327 @@
+"""The relay on a NATS cluster: ingest from a shared JetStream consumer, downlink over MQTT.
+
+``[broker] kind = "nats"``. Vessels keep speaking MQTT 3.1.1, to any node's MQTT gateway.
+The gateway turns ``vr/{vessel}/u`` into the subject ``vr.{vessel}.u``, which a JetStream
+stream (``[broker] stream``, ``replicas`` copies, work-queue retention) captures. Every
+relay worker pulls from ONE durable consumer (``[broker] durable``), so each batch goes to
+one worker at a time; MQTT shared subscriptions (``$share/...``) are accepted by the
+gateway but receive nothing (FIELD-NOTES), which is why ingest does not use them::
+
+    nats_service
+    ├── jetstream_ingest   connect (every node's URL; nats-py reconnects on its own),
+    │                      make the stream and the consumer if missing, then
+    │                      fetch -> Ingestor.handle -> ack        (stored, duplicate, refused,
+    │                                                             quarantined: all final)
+    │                                   StoreError -> nak         (another try, later)
+    │                                   a bug      -> term        (logged; the vessel resends)
+    └── mqtt_downlink      an MQTT 3.1.1 client to one node's gateway (the next on failure),
+                           Downlink.run publishing vr/{vessel}/d at QoS 1; the gateway keeps it
+                           in the cluster for the vessel's persistent session on any node
+
+Why nothing is lost. A batch is acknowledged to JetStream only after
+:meth:`~shore.ingest.Ingestor.handle` returned, that is after its transaction committed (or
+it was refused or quarantined for good). A worker that dies before its ack leaves the batch
+pending; after ``ack_wait_s`` JetStream gives it to another worker. A batch stored twice
+that way is recognised by its hash and counted as a repeat, never stored twice. And the
+vessel's own guarantee holds regardless of the broker: it resends until a signed
+``BatchAck`` covers the batch. The downlink marks a batch sent only after the gateway's
+PUBACK; a node lost before that means a resend through the next node.
+
+Logs carry subjects, sizes and reasons, never content.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+import aiomqtt
+import nats
+import nats.errors
+import nats.js.errors
+from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StorageType, StreamConfig
+
+from protocol.topics import NATS_UPLINKS, topic_of_subject
+from shore.broker_login import BrokerLogin, broker_login
+from shore.config import BrokerSection, RelayConfig
+from shore.downlink import Downlink
+from shore.ingest import Ingestor
+from shore.metrics import RelayMetrics
+from shore.store.errors import StoreError
+
+if TYPE_CHECKING:
+    from nats.aio.client import Client as NatsClient
+    from nats.aio.msg import Msg
+    from nats.js.client import JetStreamContext
+
+log = logging.getLogger(__name__)
+
+#: The relay's MQTT client for a configuration and login (``shore.relay.make_client``).
+MakeClient = Callable[[RelayConfig, BrokerLogin], aiomqtt.Client]
+
+#: How long a fetch waits on the server for batches before asking again.
+FETCH_WAIT_S = 5.0
+#: Stream retention: a batch nobody acknowledged for this long is dropped (the vessel
+#: still has it and resends it).
+STREAM_MAX_AGE_S = 7 * 24 * 3600.0
+#: A batch whose store failed is offered again after this long.
+STORE_RETRY_S = 5.0
+#: How often a worker asks the consumer how many batches wait (``ingest_pending``).
+PENDING_EVERY_S = 5.0
+
+
+def stream_config(broker: BrokerSection) -> StreamConfig:
+    """The uplink stream: every vessel's ``vr.*.u``, ``replicas`` copies, each batch kept
+    until one worker acknowledges it (work queue)."""
+    return StreamConfig(
+        name=broker.stream,
+        subjects=[NATS_UPLINKS],
+        retention=RetentionPolicy.WORK_QUEUE,
+        storage=StorageType.FILE,
+        num_replicas=broker.replicas,
+        max_age=STREAM_MAX_AGE_S,
+    )
+
+
+def consumer_config(broker: BrokerSection) -> ConsumerConfig:
+    """The one durable pull consumer every relay worker shares."""
+    return ConsumerConfig(
+        durable_name=broker.durable,
+        ack_policy=AckPolicy.EXPLICIT,
+        ack_wait=broker.ack_wait_s,
+        max_deliver=-1,
+        filter_subject=NATS_UPLINKS,
+    )
+
+
+async def ensure_stream(js: JetStreamContext, broker: BrokerSection) -> None:
+    """Make the uplink stream unless it exists (several workers may race; JetStream accepts
+    an identical definition twice). An existing stream keeps its definition: a warning says
+    so when its replicas differ from ``[broker] replicas``."""
+    try:
+        info = await js.stream_info(broker.stream)
+    except nats.js.errors.NotFoundError:
+        await js.add_stream(stream_config(broker))
+        log.info("made stream %s on %s, %d replicas", broker.stream, NATS_UPLINKS, broker.replicas)
+        return
+    if info.config.num_replicas != broker.replicas:
+        log.warning(
+            "stream %s has %s replicas, [broker] replicas says %d; it is left as it is",
+            broker.stream,
+            info.config.num_replicas,
+            broker.replicas,
+        )
+
+
+async def ingest_one(ingestor: Ingestor, message: Msg) -> None:
+    """Ingest one batch from the stream and settle it with JetStream (see the module)."""
+    topic = topic_of_subject(message.subject)
+    try:
+        await ingestor.handle(topic, message.data)
+    except StoreError:
+        ingestor.stats.store_errors += 1
+        log.exception("store failed; batch on %s handed back to the stream", topic)
+        await message.nak(delay=STORE_RETRY_S)
+        return
+    except Exception:
+        ingestor.stats.handler_failures += 1
+        log.exception(
+            "ingest failed on a %d-byte payload on %s; it is dropped from the stream (the "
+            "vessel resends it) and ingest goes on",
+            len(message.data),
+            topic,
+        )
+        await message.term()
+        return
+    await message.ack()
+
+
+async def _fetch_or_stop(
+    subscription: JetStreamContext.PullSubscription, batch: int, stopping: asyncio.Event
+) -> list[Msg] | None:
+    """Batches from the consumer (maybe none), or None once ``stopping`` is set."""
+    fetch = asyncio.ensure_future(subscription.fetch(batch, timeout=FETCH_WAIT_S))
+    stop = asyncio.ensure_future(stopping.wait())
+    try:
+        await asyncio.wait({fetch, stop}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stop.cancel()
+        if not fetch.done():
+            fetch.cancel()
+            await asyncio.gather(fetch, return_exceptions=True)
+    if fetch.cancelled():
+        return None
+    try:
+        return fetch.result()
+    except nats.errors.TimeoutError:
+        return []
+
+
+async def _connect(config: RelayConfig, login: BrokerLogin) -> NatsClient:
+    broker = config.broker
+    return await nats.connect(
+        servers=list(broker.nats_urls),
+        name=config.client_id,
+        user=login.username,
+        password=login.password,
+        allow_reconnect=True,
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=1,
+        connect_timeout=5,
+    )
+
+
+async def jetstream_ingest(
+    config: RelayConfig,
+    ingestor: Ingestor,
+    stopping: asyncio.Event,
+    ready: asyncio.Event,
+    login: BrokerLogin,
+    metrics: RelayMetrics | None = None,
+) -> None:
+    """Pull batches from the shared durable consumer and ingest them until ``stopping``;
+    reconnect with capped, jittered backoff when the cluster cannot be reached."""
+    broker, backoff = config.broker, 1.0
+    while not stopping.is_set():
+        client: NatsClient | None = None
+        try:
+            client = await _connect(config, login)
+            js = client.jetstream()
+            await ensure_stream(js, broker)
+            subscription = await js.pull_subscribe(
+                NATS_UPLINKS, durable=broker.durable, stream=broker.stream,
+                config=consumer_config(broker),
+            )  # fmt: skip
+            log.info(
+                "%s pulls %s from stream %s (consumer %s) at %s",
+                config.client_id,
+                NATS_UPLINKS,
+                broker.stream,
+                broker.durable,
+                ", ".join(broker.nats_urls),
+            )
+            backoff = 1.0
+            ready.set()
+            if metrics is not None:
+                metrics.broker_up()
+            asked_at = -PENDING_EVERY_S
+            while (
+                batch := await _fetch_or_stop(subscription, broker.fetch_batch, stopping)
+            ) is not None:
+                for message in batch:
+                    await ingest_one(ingestor, message)
+                now = asyncio.get_running_loop().time()
+                if metrics is not None and now - asked_at >= PENDING_EVERY_S:
+                    asked_at = now
+                    info = await subscription.consumer_info()
+                    waiting = (info.num_pending or 0) + (info.num_ack_pending or 0)
+                    metrics.observe_ingest_pending(waiting)
+            return
+        except (nats.errors.Error, OSError) as exc:
+            if metrics is not None:
+                metrics.broker_down()
+            log.warning(
+                "NATS cluster not reachable (%s: %s); trying again in %.0f s",
+                type(exc).__name__,
+                exc,
+                backoff,
+            )
+        finally:
+            if client is not None:
+                with contextlib.suppress(nats.errors.Error, OSError):
+                    await client.close()
+        await _pause(stopping, backoff * (0.5 + random.random() / 2))
+        backoff = min(backoff * 2, config.mqtt.reconnect_max_s)
+
+
+def downlink_config(config: RelayConfig, url: str | None = None) -> RelayConfig:
+    """``config`` with ``[mqtt]`` pointed at one node's MQTT gateway (``url``, else the first
+    of ``[broker] mqtt_urls``), MQTT 3.1.1: the only version NATS's gateway speaks."""
+    chosen = config.broker.mqtt_urls[0] if url is None else url
+    return replace(config, mqtt=replace(config.mqtt, url=chosen, protocol="3.1.1"))
+
+
+async def mqtt_downlink(
+    config: RelayConfig,
+    downlink: Downlink,
+    stopping: asyncio.Event,
+    doorbell: asyncio.Event,
+    ready: asyncio.Event,
+    make_client: MakeClient,
+    metrics: RelayMetrics | None = None,
+) -> None:
+    """Publish the downlink through one node's MQTT gateway; on failure move to the next
+    node. Worker ``n`` starts at node ``n`` so the workers spread over the cluster."""
+    urls = config.broker.mqtt_urls
+    index = config.relay.worker - 1
+    logins: dict[str, BrokerLogin] = {}
+    backoff = 1.0
+    while not stopping.is_set():
+        url = urls[index % len(urls)]
+        node = downlink_config(config, url)
+        login = logins.setdefault(url, broker_login(node))
+        try:
+            async with make_client(node, login) as client:
+                log.info("%s publishes the downlink at %s", config.client_id, node.mqtt_broker)
+                backoff = 1.0
+                ready.set()
+
+                async def publish(to: str, data: bytes, client: aiomqtt.Client = client) -> None:
+                    await client.publish(to, data, qos=1, timeout=config.mqtt.publish_timeout_s)
+                    if metrics is not None:
+                        metrics.observe_downlink(int(to.split("/")[1]), len(data))
+
+                await downlink.run(publish, stopping, doorbell)
+                return
+        except aiomqtt.MqttError as exc:
+            log.warning(
+                "downlink to %s lost (%s); trying the next node in %.0f s",
+                node.mqtt_broker,
+                exc,
+                backoff,
+            )
+        index += 1
+        await _pause(stopping, backoff * (0.5 + random.random() / 2))
+        backoff = min(backoff * 2, config.mqtt.reconnect_max_s)
+
+
+async def nats_service(
+    config: RelayConfig,
+    ingestor: Ingestor,
+    downlink: Downlink,
+    stopping: asyncio.Event,
+    doorbell: asyncio.Event,
+    make_client: MakeClient,
+    on_subscribed: Callable[[], None] | None = None,
+    metrics: RelayMetrics | None = None,
+) -> None:
+    """Ingest from the cluster and publish the downlink through it until ``stopping``;
+    ``on_subscribed`` is called once both the consumer and a downlink connection are up."""
+    login = broker_login(downlink_config(config))
+    pulling, publishing = asyncio.Event(), asyncio.Event()
+
+    async def announce() -> None:
+        await pulling.wait()
+        await publishing.wait()
+        if on_subscribed is not None:
+            on_subscribed()
+
+    async with asyncio.TaskGroup() as group:
+        announcing = group.create_task(announce())
+        group.create_task(jetstream_ingest(config, ingestor, stopping, pulling, login, metrics))
+        group.create_task(
+            mqtt_downlink(config, downlink, stopping, doorbell, publishing, make_client, metrics)
+        )
+        await stopping.wait()
+        announcing.cancel()
+
+
+async def _pause(stopping: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            await stopping.wait()
