@@ -58,6 +58,7 @@ from shore.replies import (
     SmsWebhookConfig,
 )
 from shore.sms import SmsConfig, SmsProvider
+from shore.store.deliveries import MessageTtl
 from shore.store.ops import OperatorQueries
 from shore.store.postgres import PostgresStore
 from shore.store.relay_store import RelayStore
@@ -77,9 +78,23 @@ async def open_store(config: RelayConfig) -> RelayStore:
     """The store the configuration names (quick-message codes expand with protocol.phrases,
     in the family contact's language, else the crew member's, else English)."""
     lease_s = config.store.lease_s
+    ttl = message_ttl(config)
     if config.store.backend == "postgres":
-        return await PostgresStore.open(config.store.dsn, phrases=phrase, lease_s=lease_s)
-    return await SqliteStore.open(config.path(config.store.path), phrases=phrase, lease_s=lease_s)
+        return await PostgresStore.open(
+            config.store.dsn, phrases=phrase, lease_s=lease_s, message_ttl=ttl
+        )
+    return await SqliteStore.open(
+        config.path(config.store.path), phrases=phrase, lease_s=lease_s, message_ttl=ttl
+    )
+
+
+def message_ttl(config: RelayConfig) -> MessageTtl:
+    """The family messages' time to live that ``[retention]`` sets."""
+    retention = config.retention
+    return MessageTtl(
+        retention.message_ttl_days * 86400,
+        tuple((vessel, days * 86400) for vessel, days in retention.vessel_message_ttl_days),
+    )
 
 
 def read_token(path: Path) -> str:

@@ -19,7 +19,7 @@ from typing import Any
 import asyncpg  # no stubs; pyproject override asked for
 
 from shore.store.database import Dialect, Row
-from shore.store.deliveries import DEFAULT_DEADLINE_S, DEFAULT_LEASE_S
+from shore.store.deliveries import DEFAULT_DEADLINE_S, DEFAULT_LEASE_S, MessageTtl
 from shore.store.errors import StoreUnavailable
 from shore.store.relay_store import PhraseLookup, RelayStore
 
@@ -153,10 +153,13 @@ class PostgresStore(RelayStore):
         phrases: PhraseLookup | None = None,
         lease_s: float = DEFAULT_LEASE_S,
         deadline_s: float = DEFAULT_DEADLINE_S,
+        message_ttl: MessageTtl | None = None,
     ) -> PostgresStore:
         """Connect to ``dsn`` and apply pending migrations."""
         db = await PostgresDatabase.open(dsn, min_size=min_size, max_size=max_size)
-        store = cls(db, phrases=phrases, lease_s=lease_s, deadline_s=deadline_s)
+        store = cls(
+            db, phrases=phrases, lease_s=lease_s, deadline_s=deadline_s, message_ttl=message_ttl
+        )
         try:
             await store.migrate()
         except BaseException:

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from shore.store.database import Dialect, Row
-from shore.store.deliveries import DEFAULT_DEADLINE_S, DEFAULT_LEASE_S
+from shore.store.deliveries import DEFAULT_DEADLINE_S, DEFAULT_LEASE_S, MessageTtl
 from shore.store.errors import StoreUnavailable
 from shore.store.relay_store import PhraseLookup, RelayStore
 
@@ -186,10 +186,13 @@ class SqliteStore(RelayStore):
         phrases: PhraseLookup | None = None,
         lease_s: float = DEFAULT_LEASE_S,
         deadline_s: float = DEFAULT_DEADLINE_S,
+        message_ttl: MessageTtl | None = None,
     ) -> SqliteStore:
         """Open (or create) the store at ``path`` and apply pending migrations."""
         db = await SqliteDatabase.open(path, busy_timeout_ms=busy_timeout_ms)
-        store = cls(db, phrases=phrases, lease_s=lease_s, deadline_s=deadline_s)
+        store = cls(
+            db, phrases=phrases, lease_s=lease_s, deadline_s=deadline_s, message_ttl=message_ttl
+        )
         try:
             await store.migrate()
         except BaseException:
