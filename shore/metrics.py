@@ -34,6 +34,10 @@ vessel_relay_vessel_last_heard_timestamp_seconds       vessel (alert on time() -
 vessel_relay_deliveries_queued, _retrying, _failed     gauges (the shared queue)
 vessel_relay_downlink_unacknowledged                   gauge
 vessel_relay_quarantine_entries                        gauge
+vessel_relay_purges_total                              (retention purges that removed content)
+vessel_relay_purged_messages_total                     (family messages whose content went)
+vessel_relay_purged_content_bytes_total                (bytes of text and speech purged)
+vessel_relay_expired_messages_total                    (family messages failed for their TTL)
 =====================================================  ====================================
 """
 
@@ -149,6 +153,20 @@ class RelayMetrics:
         self.quarantine_entries = Gauge(
             p + "quarantine_entries", "Distinct payloads in quarantine", registry=r
         )
+        self.purges = Counter(
+            p + "purges", "Retention purges that removed message content", registry=r
+        )
+        self.purged_messages = Counter(
+            p + "purged_messages", "Family messages whose content the retention purged",
+            registry=r,
+        )  # fmt: skip
+        self.purged_content_bytes = Counter(
+            p + "purged_content_bytes", "Bytes of message text and speech purged", registry=r
+        )
+        self.expired_messages = Counter(
+            p + "expired_messages", "Family messages failed because their time to live passed",
+            registry=r,
+        )  # fmt: skip
 
     # --- fed by the services ----------------------------------------------------------------
 
@@ -197,6 +215,16 @@ class RelayMetrics:
             self.delivery_repeats.labels(destination).inc()
         if since_accepted_s is not None and outcome != AttemptEnd.RETRY:
             self.delivery_seconds.labels(destination).observe(max(0.0, since_accepted_s))
+
+    def observe_purge(self, messages: int, content_bytes: int) -> None:
+        """One retention purge that removed the content of ``messages`` messages."""
+        self.purges.inc()
+        self.purged_messages.inc(messages)
+        self.purged_content_bytes.inc(content_bytes)
+
+    def observe_expired(self, messages: int) -> None:
+        """Family messages failed because their time to live passed."""
+        self.expired_messages.inc(messages)
 
     def broker_up(self) -> None:
         """Connected and subscribed."""

@@ -11,6 +11,8 @@
       ├── delivery workers (shore.delivery), when [delivery] enabled (SMS by [sms])
       ├── SOS alerter (shore.alerts), when [alerts] enabled
       ├── daily signed tree head of the transparency log (shore.transparency), idempotent
+      ├── retention (shore.retention): family messages past their time to live fail,
+      │     delivered content purged after [retention] content_days, erased from the files
       ├── family reply SMTP server (shore.replies), when [replies] enabled
       ├── SMS reply webhook (shore.replies.SmsWebhook), when [sms] webhook = true
       └── union API (shore.union_api, uvicorn), when [union_api] enabled
@@ -57,6 +59,7 @@ from shore.replies import (
     SmsWebhook,
     SmsWebhookConfig,
 )
+from shore.retention import RetentionConfig, RetentionKeeper
 from shore.sms import SmsConfig, SmsProvider
 from shore.store.deliveries import MessageTtl
 from shore.store.ops import OperatorQueries
@@ -416,6 +419,12 @@ async def run_relay(
             if metrics is not None:
                 group.create_task(metrics.refresh_forever(OperatorQueries(store), stopping))
             group.create_task(run_daily_heads(store, shore_key, stopping), name="tree-heads")
+            keeper = RetentionKeeper(
+                store,
+                RetentionConfig(config.retention.content_days * 86400, config.retention.tick_s),
+                metrics=metrics,
+            )
+            group.create_task(keeper.run(stopping), name="retention")
             for worker in workers:
                 group.create_task(worker.run(stopping, delivery_bell))
             if reply_server is not None:

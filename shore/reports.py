@@ -36,7 +36,6 @@ from protocol.compliance import (
     SignedTreeHead,
     TreeHead,
     disagreements,
-    message_text_bytes,
     note_cosignatures,
     rule_test,
 )
@@ -98,15 +97,15 @@ async def shore_crew_figures(
             sent[crew] = sent.get(crew, 0) + text_bytes
     start, end = Month.from_key(month).bounds_minutes(LOG_ZONE)
     async with store.db.transaction() as tx:
-        written = await store.uplink.crew_messages_written(tx, vessel_id, start, end)
+        # text bytes counted from the content, or as kept when it was purged (retention)
+        written = await store.uplink.crew_message_text_bytes(tx, vessel_id, start, end)
         seqs = [row[0] for row in written]
         outcomes = (
             await store.delivery_queue.outcomes(tx, vessel_id, min(seqs), max(seqs)) if seqs else {}
         )
     delivered: dict[int, int] = {}
     failed: dict[int, int] = {}
-    for seq, crew, body, quick, voice in written:
-        text_bytes = message_text_bytes(body, quick, voice)
+    for seq, crew, text_bytes in written:
         outcome = outcomes.get(seq)
         if outcome is DeliveryOutcome.DELIVERED:
             delivered[crew] = delivered.get(crew, 0) + text_bytes

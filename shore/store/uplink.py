@@ -610,25 +610,6 @@ class Uplink:
             for r in rows
         }
 
-    async def crew_messages_written(
-        self, tx: Tx, vessel_id: int, start_minutes: int, end_minutes: int
-    ) -> list[tuple[int, int, str | None, int | None, bytes | None]]:
-        """(message_seq, crew, body, quick, voice) of the vessel's crew messages written in
-        [start, end) (UTC minutes); ``voice``: a voice message's Codec2 frames."""
-        rows = await tx.fetch(
-            "SELECT message_seq, crew, body, quick, voice FROM messages WHERE vessel_id = $1 "
-            "AND kind = $4 AND written_minutes >= $2 AND written_minutes < $3 "
-            "ORDER BY message_seq",
-            vessel_id,
-            start_minutes,
-            end_minutes,
-            MessageKind.MESSAGE.value,
-        )
-        return [
-            (int(r[0]), int(r[1]), r[2], optional_int(r[3]), None if r[4] is None else bytes(r[4]))
-            for r in rows
-        ]
-
     async def crew_message_text_bytes(
         self, tx: Tx, vessel_id: int, start_minutes: int, end_minutes: int
     ) -> list[tuple[int, int, int]]:
