@@ -3,7 +3,9 @@
 :func:`build_statement` counts, from the vessel database's repositories (the outbox, the
 crew register and the sessions log, each through a small port below), per crew member: the
 text bytes offered (accepted on board), sent (in batches the shore acknowledged; each
-message once, so retransmissions count zero), delivered and failed, and the quota granted;
+message once, so retransmissions count zero), delivered and failed, the quota granted, and
+the ISO weeks of the month in which they signed in on board (``signed_in_weeks``: only
+the vessel knows them; the shore's report puts them in its weekly access, issue 23);
 the link bytes the vessel pushed (retransmissions included: they cost money) and the link
 sessions the agent recorded (:mod:`shipboard.sessions_log`), billed and priced under the
 vessel's link profile. Grievance reports and SOS are not counted per person; padding and
@@ -59,6 +61,10 @@ class CrewRoll(Protocol):
 
     def members(self, *, include_signed_off: bool = False) -> list[CrewMember]:
         """Crew members, by number."""
+        ...
+
+    def signed_in_weeks(self, weeks: Sequence[int]) -> dict[int, tuple[int, ...]]:
+        """crew -> the weeks of ``weeks`` in which they signed in on board."""
         ...
 
 
@@ -185,6 +191,7 @@ def build_statement(
                 quota,
             )
         )
+    signed_in = register.signed_in_weeks(Month.from_key(month).weeks())
     statement = AgentStatement(
         vessel_id=outbox.vessel_id,
         month=month,
@@ -196,6 +203,7 @@ def build_statement(
         batches=tuple(
             (seq, hashlib.sha256(data).digest()) for seq, data in figures.acknowledged_batches
         ),
+        signed_in_weeks=tuple((c.crew, signed_in.get(c.crew, ())) for c in crew),
     ).signed(vessel_key)
     logger.info(
         "agent statement for month %d: %d crew members, %d acknowledged batches",

@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from protocol.cbor import dumps, strict_loads
-from protocol.envelopes import BatchAck, Envelope, from_skeleton, to_skeleton
+from protocol.envelopes import BatchAck, Envelope, Kind, Reply, from_skeleton, to_skeleton
 from protocol.errors import Reason
 from protocol.exchange import downlink_resend_at
 from shore.store.database import Row, Tx, optional_float
@@ -193,6 +193,28 @@ class DownlinkQueue:
     """The downlink's SQL; every method runs in the transaction it is given."""
 
     # items --------------------------------------------------------------------------------
+
+    async def replies_acknowledged_between(
+        self, tx: Tx, vessel_id: int, start_s: float, end_s: float
+    ) -> list[tuple[int, float]]:
+        """(crew, acknowledged at) of the families' replies that reached the vessel in
+        [start, end): their downlink batch was acknowledged then (the relay's clock)."""
+        rows = await tx.fetch(
+            "SELECT i.skeleton, i.text, b.acked_at FROM downlink_items i "
+            "JOIN downlink_batches b ON b.vessel_id = i.vessel_id "
+            "AND b.downlink_seq = i.downlink_seq WHERE i.vessel_id = $1 AND i.kind = $2 "
+            "AND b.acked_at >= $3 AND b.acked_at < $4",
+            vessel_id,
+            int(Kind.REPLY),
+            float(start_s),
+            float(end_s),
+        )
+        found: list[tuple[int, float]] = []
+        for skeleton, text, acked_at in rows:
+            reply = envelope_from_row(bytes(skeleton), text)
+            if isinstance(reply, Reply):
+                found.append((reply.crew, float(acked_at)))
+        return found
 
     async def queue(
         self,

@@ -399,6 +399,21 @@ class Uplink:
         assert row is not None
         return int(row[0]), int(row[1])
 
+    async def batches_received_between(
+        self, tx: Tx, vessel_id: int, start_s: float, end_s: float
+    ) -> list[float]:
+        """When each of the vessel's stored batches arrived ashore, in [start, end) (the
+        relay's clock: a link session happened then)."""
+        rows = await tx.fetch(
+            "SELECT received_at FROM batches WHERE vessel_id = $1 AND state = $4 "
+            "AND received_at >= $2 AND received_at < $3 ORDER BY received_at",
+            vessel_id,
+            float(start_s),
+            float(end_s),
+            BatchState.STORED.value,
+        )
+        return [float(r[0]) for r in rows]
+
     # contacts ---------------------------------------------------------------------------
 
     async def upsert_contact(
@@ -635,6 +650,21 @@ class Uplink:
                 text_bytes = message_text_bytes(r[2], optional_int(r[3]), voice)
             found.append((int(r[0]), int(r[1]), text_bytes))
         return found
+
+    async def crew_messages_written_between(
+        self, tx: Tx, vessel_id: int, start_minutes: int, end_minutes: int
+    ) -> list[tuple[int, int]]:
+        """(crew, written_minutes) of the vessel's family messages (text, quick or voice)
+        written in [start, end) (UTC minutes, the vessel's clock)."""
+        rows = await tx.fetch(
+            "SELECT crew, written_minutes FROM messages WHERE vessel_id = $1 AND kind = $4 "
+            "AND written_minutes >= $2 AND written_minutes < $3 ORDER BY message_seq",
+            vessel_id,
+            start_minutes,
+            end_minutes,
+            MessageKind.MESSAGE.value,
+        )
+        return [(int(r[0]), int(r[1])) for r in rows]
 
     # time to live and retention (issue 23) --------------------------------------------------
 
