@@ -37,6 +37,8 @@ vessel_relay_quarantine_entries                        gauge
 vessel_relay_purges_total                              (retention purges that removed content)
 vessel_relay_purged_messages_total                     (family messages whose content went)
 vessel_relay_purged_content_bytes_total                (bytes of text and speech purged)
+vessel_relay_purged_downlink_batches_total, _bytes     (acknowledged downlink batches purged,
+                                                       with the families' replies' text)
 vessel_relay_expired_messages_total                    (family messages failed for their TTL)
 =====================================================  ====================================
 """
@@ -163,6 +165,15 @@ class RelayMetrics:
         self.purged_content_bytes = Counter(
             p + "purged_content_bytes", "Bytes of message text and speech purged", registry=r
         )
+        self.purged_downlink_batches = Counter(
+            p + "purged_downlink_batches",
+            "Acknowledged downlink batches whose bytes and replies' text were purged",
+            registry=r,
+        )  # fmt: skip
+        self.purged_downlink_bytes = Counter(
+            p + "purged_downlink_bytes", "Bytes of acknowledged downlink batches purged",
+            registry=r,
+        )  # fmt: skip
         self.expired_messages = Counter(
             p + "expired_messages", "Family messages failed because their time to live passed",
             registry=r,
@@ -216,11 +227,16 @@ class RelayMetrics:
         if since_accepted_s is not None and outcome != AttemptEnd.RETRY:
             self.delivery_seconds.labels(destination).observe(max(0.0, since_accepted_s))
 
-    def observe_purge(self, messages: int, content_bytes: int) -> None:
-        """One retention purge that removed the content of ``messages`` messages."""
+    def observe_purge(
+        self, messages: int, content_bytes: int, downlink_batches: int, downlink_bytes: int
+    ) -> None:
+        """One retention purge: the content of ``messages`` family messages and the bytes
+        of ``downlink_batches`` acknowledged downlink batches (with their replies' text)."""
         self.purges.inc()
         self.purged_messages.inc(messages)
         self.purged_content_bytes.inc(content_bytes)
+        self.purged_downlink_batches.inc(downlink_batches)
+        self.purged_downlink_bytes.inc(downlink_bytes)
 
     def observe_expired(self, messages: int) -> None:
         """Family messages failed because their time to live passed."""

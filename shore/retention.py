@@ -5,7 +5,9 @@ ended, and fails those that outlived their time to live (issue 23).
 it (1) fails the family messages past their vessel's time to live (the delivery workers
 do the same before each claim, so none is ever sent late; this pass covers a relay
 without delivery workers and deliveries waiting for a retry), and (2) purges the content
-of family messages whose delivery ended more than ``[retention] content_days`` ago
+of family messages whose delivery ended, and the bytes of downlink batches (with the
+families' replies' text) that the vessel acknowledged, more than ``[retention]
+content_days`` ago
 (:meth:`shore.store.retention_units.RetentionUnits.purge_content`), then has the store
 erase what its files hold of it. Each purge is one log line with ids and sizes, never
 content, and is counted in the metrics (``vessel_relay_purge*``).
@@ -49,7 +51,9 @@ class RetentionStore(Protocol):
 class RetentionObserver(Protocol):
     """Where purges and expiries are counted (``shore.metrics.RelayMetrics``)."""
 
-    def observe_purge(self, messages: int, content_bytes: int) -> None: ...
+    def observe_purge(
+        self, messages: int, content_bytes: int, downlink_batches: int, downlink_bytes: int
+    ) -> None: ...
     def observe_expired(self, messages: int) -> None: ...
 
 
@@ -74,6 +78,7 @@ class RetentionStatistics:
     purged_content_bytes: int
     expired_messages: int
     errors: int
+    purged_downlink_batches: int = 0
 
 
 class RetentionKeeper:
@@ -92,13 +97,19 @@ class RetentionKeeper:
         self.clock = clock
         self.metrics = metrics
         self._purges = self._purged = self._purged_bytes = self._expired = self._errors = 0
+        self._purged_batches = 0
         #: A purge committed whose erasure from the files has not succeeded yet.
         self._erase_owed = False
 
     def statistics(self) -> RetentionStatistics:
         """Counters since start."""
         return RetentionStatistics(
-            self._purges, self._purged, self._purged_bytes, self._expired, self._errors
+            self._purges,
+            self._purged,
+            self._purged_bytes,
+            self._expired,
+            self._errors,
+            self._purged_batches,
         )
 
     async def run(self, stopping: asyncio.Event) -> None:
@@ -126,12 +137,12 @@ class RetentionKeeper:
         purges: list[Purge] = []
         while True:
             purge = await self.store.purge_content(self.clock(), self.config.content_retention_s)
-            if not purge.messages:
+            if not purge.anything:
                 break
             purges.append(purge)
             self._erase_owed = True
             self._count(purge)
-            if purge.messages < PURGE_LIMIT:
+            if max(purge.messages, purge.downlink_batches) < PURGE_LIMIT:
                 break
         if self._erase_owed:
             await self.store.erase_purged_content()
@@ -144,8 +155,23 @@ class RetentionKeeper:
         self._purges += 1
         self._purged += purge.messages
         self._purged_bytes += purge.content_bytes
+        self._purged_batches += purge.downlink_batches
         if self.metrics is not None:
-            self.metrics.observe_purge(purge.messages, purge.content_bytes)
+            self.metrics.observe_purge(
+                purge.messages, purge.content_bytes, purge.downlink_batches, purge.downlink_bytes
+            )
+        ended = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(purge.ended_before))
+        for vessel_id, share in sorted(purge.downlink_by_vessel.items()):
+            log.info(
+                "retention purge: vessel %d downlink batches %d-%d: bytes of %d batches (%d "
+                "bytes) acknowledged before %s and their replies' text removed; ids kept",
+                vessel_id,
+                share.first_seq,
+                share.last_seq,
+                share.messages,
+                share.content_bytes,
+                ended,
+            )
         for vessel_id, share in sorted(purge.by_vessel.items()):
             log.info(
                 "retention purge: vessel %d messages %d-%d: content of %d family messages "
@@ -155,5 +181,5 @@ class RetentionKeeper:
                 share.last_seq,
                 share.messages,
                 share.content_bytes,
-                time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(purge.ended_before)),
+                ended,
             )

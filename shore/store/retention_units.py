@@ -2,11 +2,14 @@
 after its delivery ended, and what the relay's files still hold of it is erased.
 
 What goes: the text, the quick-message code and the speech of family messages whose
-delivery ended (delivered, or failed for good) before the retention. What stays: every
-other column of the message (vessel, crew number, contact number, times, state, sizes,
-the text bytes the compliance report counts), its delivery's record, and the
-transparency log, whose leaves never held content. Grievance reports are sealed to their
-union and the relay cannot read them; they are not purged here.
+delivery ended (delivered, or failed for good) before the retention; and the bytes of
+downlink batches the vessel acknowledged before it, with the text of the families'
+replies they carried. What stays: every other column of the message (vessel, crew number,
+contact number, times, state, sizes, the text bytes the compliance report counts), its
+delivery's record, each downlink item's envelope without its text (who a reply was for,
+when it reached the vessel) and each batch's size, and the transparency log, whose leaves
+never held content. Grievance reports and case notes are sealed to their union or the
+reporter and the relay cannot read them; they are not purged here.
 """
 
 from __future__ import annotations
@@ -38,6 +41,16 @@ class Purge:
     messages: int
     content_bytes: int
     by_vessel: dict[int, PurgedVessel] = field(default_factory=dict)
+    #: Acknowledged downlink batches purged (with their replies' text), and their bytes.
+    downlink_batches: int = 0
+    downlink_bytes: int = 0
+    #: Per vessel: (batches, first downlink_seq, last, bytes) as a PurgedVessel.
+    downlink_by_vessel: dict[int, PurgedVessel] = field(default_factory=dict)
+
+    @property
+    def anything(self) -> bool:
+        """Whether this purge removed anything."""
+        return bool(self.messages or self.downlink_batches)
 
 
 class RetentionUnits(StoreParts):
@@ -53,22 +66,36 @@ class RetentionUnits(StoreParts):
         async with self.db.transaction() as tx:
             keys = await self.uplink.content_ended_before(tx, before, PURGE_LIMIT)
             purged = await self.uplink.purge_content(tx, keys, now)
-        by_vessel: dict[int, PurgedVessel] = {}
-        for vessel_id, seq, content_bytes in purged:
-            seen = by_vessel.get(vessel_id)
-            if seen is None:
-                by_vessel[vessel_id] = PurgedVessel(1, seq, seq, content_bytes)
-            else:
-                by_vessel[vessel_id] = PurgedVessel(
-                    seen.messages + 1,
-                    min(seen.first_seq, seq),
-                    max(seen.last_seq, seq),
-                    seen.content_bytes + content_bytes,
-                )
-        return Purge(before, len(purged), sum(content for _, _, content in purged), by_vessel)
+            batches = await self.downlink_queue.purge_acknowledged(tx, before, now, PURGE_LIMIT)
+        return Purge(
+            before,
+            len(purged),
+            sum(content for _, _, content in purged),
+            _by_vessel(purged),
+            len(batches),
+            sum(size for _, _, size in batches),
+            _by_vessel(batches),
+        )
 
     async def erase_purged_content(self) -> None:
         """Make what the backend can of purged content unrecoverable from its files
         (:meth:`shore.store.database.Database.erase_freed`: on SQLite, nothing is left in
         the file or its WAL; on PostgreSQL, see its limits there)."""
-        await self.db.erase_freed(("messages",))
+        await self.db.erase_freed(("messages", "downlink_batches", "downlink_items"))
+
+
+def _by_vessel(purged: list[tuple[int, int, int]]) -> dict[int, PurgedVessel]:
+    """(vessel, number, bytes) rows summed per vessel."""
+    by_vessel: dict[int, PurgedVessel] = {}
+    for vessel_id, seq, size in purged:
+        seen = by_vessel.get(vessel_id)
+        if seen is None:
+            by_vessel[vessel_id] = PurgedVessel(1, seq, seq, size)
+        else:
+            by_vessel[vessel_id] = PurgedVessel(
+                seen.messages + 1,
+                min(seen.first_seq, seq),
+                max(seen.last_seq, seq),
+                seen.content_bytes + size,
+            )
+    return by_vessel

@@ -12,11 +12,12 @@ import pytest
 
 from common.codebooks import default_codebook
 from protocol.compliance import ComplianceReport, verify_report
-from protocol.envelopes import CrewMessage, FailureReason
+from protocol.envelopes import BatchAck, CrewMessage, FailureReason
 from protocol.languages import Language
 from protocol.months import LOG_ZONE, Month
 from protocol.topics import uplink_topic
 from shore.config import ConfigError, parse_config
+from shore.downlink import Downlink, DownlinkConfig
 from shore.ingest import Ingestor
 from shore.metrics import RelayMetrics
 from shore.relay import message_ttl
@@ -39,6 +40,7 @@ CANARIES = (
     "canary-retention-long-0003 " + "ឆ្នេរសមុទ្រ " * 300 + "canary-retention-overflow-0005",
     "canary-retention-open-0004",
 )
+REPLY_CANARY = "canary-retention-reply-0006 stay safe, we all miss you"
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -78,6 +80,20 @@ async def ingest_canaries(store: SqliteStore | PostgresStore, clock: FakeClock) 
         for d in claimed
     ]
     await store.finish_deliveries(ends, clock.now)
+    # the family answers; the answer goes down and the vessel acknowledges its batch
+    await store.queue_reply(VESSEL, 1, 1, REPLY_CANARY, Language.ENG, False, clock.now)
+    sent: list[bytes] = []
+
+    async def publish(topic: str, payload: bytes) -> None:
+        sent.append(payload)
+
+    config = DownlinkConfig(slots=False, tick_s=1.0)
+    await Downlink(store, SHORE_KEY, default_codebook(), config, clock=clock).publish_due(publish)
+    assert sent
+    ack = BatchAck(up_to=len(sent), written_minutes=minutes)
+    data = uplink(VESSEL, 2, [ack], minutes=minutes)
+    await Ingestor(store, default_codebook(), clock=clock).handle(uplink_topic(VESSEL), data)
+    assert all(b.acked_at is not None for b in await store.downlink_batches(VESSEL))
     return [1, 2, 3, 4]
 
 
@@ -88,6 +104,13 @@ def canaries_in(directory: Path) -> list[str]:
     blob = b"".join(p.read_bytes() for p in directory.glob("relay.db*"))
     marks = sorted({word for text in CANARIES for word in (text.split()[0], text.split()[-1])})
     return [mark for mark in marks if mark.encode() in blob]
+
+
+def reply_in(directory: Path) -> bool:
+    """Whether the family's answer is in any file of the SQLite store, as text or inside
+    the downlink batch that carried it (decompressed)."""
+    blob = b"".join(p.read_bytes() for p in directory.glob("relay.db*"))
+    return b"canary-retention-reply-0006" in blob
 
 
 async def test_delivered_content_is_purged_after_the_retention_and_metadata_stays(
@@ -106,10 +129,13 @@ async def test_delivered_content_is_purged_after_the_retention_and_metadata_stay
     )
     clock.advance(30 * DAY_S - 60)
     assert await keeper.pass_once() == []
+    async with store.db.transaction() as tx:
+        links_before = await store.downlink_queue.link_bytes_sent_since(tx, 0)
     clock.advance(DAY_S)
     with caplog.at_level(logging.INFO, logger="shore.retention"):
         purges = await keeper.pass_once()
     assert [p.messages for p in purges] == [3]
+    assert purges[0].downlink_batches >= 1
     assert purges[0].by_vessel[VESSEL].first_seq == 1
     assert purges[0].by_vessel[VESSEL].last_seq == 3
     content_bytes = sum(len(text.encode()) for text in CANARIES[:3])
@@ -126,9 +152,18 @@ async def test_delivered_content_is_purged_after_the_retention_and_metadata_stay
         counted = await store.uplink.crew_message_text_bytes(tx, VESSEL, 0, 2**40)
     assert counted == [(seq, 1, len(text.encode())) for seq, text in enumerate(CANARIES, 1)]
     assert not await store.retry_delivery(VESSEL, 1, clock.now)  # nothing left to send
+    for batch in await store.downlink_batches(VESSEL):
+        assert batch.data == b""  # acknowledged long ago: its bytes are gone
+    async with store.db.transaction() as tx:
+        # who the answer was for and when it arrived stay (weekly access counts them)
+        replies = await store.downlink_queue.replies_acknowledged_between(tx, VESSEL, 0, 2e9)
+        links = await store.downlink_queue.link_bytes_sent_since(tx, 0)
+    assert [crew for crew, _ in replies] == [1]
+    assert links == links_before  # the link figures keep the purged batches' sizes
 
     logged = "\n".join(r.getMessage() for r in caplog.records)
     assert "vessel 7 messages 1-3" in logged
+    assert "vessel 7 downlink batches 1-" in logged
     assert f"({content_bytes} bytes)" in logged
     assert "canary" not in logged
     sample = metrics.registry.get_sample_value
@@ -156,10 +191,12 @@ async def test_purged_content_is_gone_from_the_sqlite_files_including_free_pages
         marks = sorted({word for text in CANARIES for word in (text.split()[0], text.split()[-1])})
         assert len(marks) == 5
         assert canaries_in(tmp_path) == marks  # the scan finds them while they are kept
+        assert reply_in(tmp_path)
         keeper = RetentionKeeper(opened, RetentionConfig(30 * DAY_S), clock=clock)
         clock.advance(31 * DAY_S)
         assert [p.messages for p in await keeper.pass_once()] == [3]
         assert canaries_in(tmp_path) == ["canary-retention-open-0004"]
+        assert not reply_in(tmp_path)
         assert (tmp_path / "relay.db-wal").stat().st_size == 0
     finally:
         await opened.close()
