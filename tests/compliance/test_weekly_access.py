@@ -6,6 +6,9 @@ be shown. Sign-ins are known only on board: they come up in the agent's signed s
 
 from __future__ import annotations
 
+import csv
+import io
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -32,6 +35,7 @@ from shipboard.report import build_statement
 from shipboard.signin import CrewSignIn
 from shore.downlink import Downlink, DownlinkConfig
 from shore.ingest import Ingestor
+from shore.report_render import render_csv, render_html
 from shore.reports import build_report
 from shore.store import SqliteStore, VesselInfo
 from tests.kit.clock import FakeClock
@@ -170,6 +174,22 @@ async def test_the_report_shows_one_crew_member_using_it_every_week_and_one_neve
     )
     problems = verify_report(ComplianceReport.from_json(forged.to_json()), **keys)
     assert any(f"crew member {budi.crew}" in p for p in problems)
+
+    # the owner's printout and spreadsheet show it too
+    html = render_html(report)
+    assert "Weekly access" in html
+    assert "การเข้าถึงรายสัปดาห์" in html
+    rows = re.findall(
+        r"<tr><td>(\d+)</td><td class=\"l\">([^<]*)</td>\s*((?:<td>[^<]*</td>)+)", html
+    )
+    cells = {int(crew): (name, re.findall(r"<td>([^<]*)</td>", tds)) for crew, name, tds in rows}
+    assert cells[aung.crew][0] == "Aung Min"
+    assert cells[aung.crew][1][:5] == ["U"] * 5
+    assert cells[budi.crew][1][:5] == ["c"] * 5
+    table = {int(row["crew"]): row for row in csv.DictReader(io.StringIO(render_csv(report)))}
+    assert (table[aung.crew]["weeks_in_month"], table[aung.crew]["weeks_used"]) == ("5", "5")
+    assert table[aung.crew]["weeks_used_list"] == " ".join(map(str, WEEKS))
+    assert (table[budi.crew]["weeks_could"], table[budi.crew]["weeks_used"]) == ("5", "0")
 
 
 def test_a_week_without_a_link_session_is_one_they_could_not_use_it() -> None:
