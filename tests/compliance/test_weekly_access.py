@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
 from common.codebooks import default_codebook
 from common.signins import SignInGuard
@@ -40,6 +41,7 @@ from shore.reports import build_report
 from shore.store import SqliteStore, VesselInfo
 from tests.kit.clock import FakeClock
 from tests.shore.store_fixtures import SHORE_KEY, VESSEL_KEY
+from vessel_relay.cli import app
 
 VESSEL = 4242
 MONTH = 202610  # 1 October 2026 is a Thursday: ISO weeks 40 to 44 overlap the month
@@ -190,6 +192,17 @@ async def test_the_report_shows_one_crew_member_using_it_every_week_and_one_neve
     assert (table[aung.crew]["weeks_in_month"], table[aung.crew]["weeks_used"]) == ("5", "5")
     assert table[aung.crew]["weeks_used_list"] == " ".join(map(str, WEEKS))
     assert (table[budi.crew]["weeks_could"], table[budi.crew]["weeks_used"]) == ("5", "0")
+    # and the inspector's offline check says it in one line
+    path = vessel.outbox.database.path.parent / "report.json"
+    path.write_bytes(data)
+    checked = CliRunner().invoke(
+        app, ["report", "verify", str(path), "--shore-key", SHORE_KEY.verify_key.hex()]
+    )
+    assert checked.exit_code == 0, checked.output
+    assert (
+        "weekly:  reachable in 5 of 5 weeks (every week); 1 of 2 crew members used it every week"
+        in checked.stdout
+    )
 
 
 def test_a_week_without_a_link_session_is_one_they_could_not_use_it() -> None:
