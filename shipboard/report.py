@@ -156,6 +156,7 @@ def build_statement(
     grievance_lane_daily: bool | None = None,
     register: CrewRoll | None = None,
     sessions: SessionHistory | None = None,
+    sign_in_weeks: bool = True,
 ) -> AgentStatement:
     """The agent's signed statement for ``month`` (YYYYMM, UTC).
 
@@ -163,6 +164,9 @@ def build_statement(
     or one per crew member (an owner who throttled some crew members shows here).
     ``days_at_sea`` defaults to :func:`days_active` (days with activity on board).
     ``register`` and ``sessions`` default to those of the outbox's database.
+    ``sign_in_weeks=False`` leaves the weeks signed in out: a relay of the release before
+    weekly access reads such a statement with its signature intact (it would find the
+    signature of one that has them invalid, not knowing the field).
     """
     figures = _figures(outbox, month)
     log = _sessions_of(outbox, sessions)
@@ -203,7 +207,9 @@ def build_statement(
         batches=tuple(
             (seq, hashlib.sha256(data).digest()) for seq, data in figures.acknowledged_batches
         ),
-        signed_in_weeks=tuple((c.crew, signed_in.get(c.crew, ())) for c in crew),
+        signed_in_weeks=(
+            tuple((c.crew, signed_in.get(c.crew, ())) for c in crew) if sign_in_weeks else None
+        ),
     ).signed(vessel_key)
     logger.info(
         "agent statement for month %d: %d crew members, %d acknowledged batches",
@@ -218,6 +224,14 @@ def report_command(
     month: Annotated[str, typer.Option(help="The month, YYYY-MM (UTC), e.g. 2026-10.")],
     config: Annotated[Path, typer.Option(help="The vessel's config file.")] = Path("ship.toml"),
     out: Annotated[Path, typer.Option(help="Where to write the statement.")] = Path("."),
+    weekly_access: Annotated[
+        bool,
+        typer.Option(
+            help="Include the weeks each crew member signed in on board (weekly access). "
+            "--no-weekly-access for a relay older than weekly access, which cannot verify "
+            "a statement that has them."
+        ),
+    ] = True,
 ) -> None:
     """Write the agent's signed statement for a month (give it to the shore relay).
 
@@ -248,6 +262,7 @@ def report_command(
             profile=profile_named(loaded.link.profile),
             vessel_key=key,
             now=time.time(),
+            sign_in_weeks=weekly_access,
         )
     finally:
         outbox.close()
