@@ -39,7 +39,10 @@ vessel_relay_purged_messages_total                     (family messages whose co
 vessel_relay_purged_content_bytes_total                (bytes of text and speech purged)
 vessel_relay_purged_downlink_batches_total, _bytes     (acknowledged downlink batches purged,
                                                        with the families' replies' text)
-vessel_relay_expired_messages_total                    (family messages failed for their TTL)
+vessel_relay_expired_messages_total                    (family messages failed for their TTL
+                                                       by the retention pass; those a
+                                                       delivery worker's claim fails are
+                                                       logged one by one, not counted here)
 =====================================================  ====================================
 """
 
