@@ -55,6 +55,7 @@ class DeliveryUnits(StoreParts):
         """Fail, with ``DEADLINE_PASSED`` and their receipts queued to the vessel, the family
         messages still undelivered at ``now`` although they were written longer ago than
         their vessel's time to live (``message_ttl``); up to 500 a call, in ONE transaction.
+        A message's age counts at most from the vessel's registration with this relay.
         Returns their keys (each is also logged, without content)."""
         async with self.db.transaction() as tx:
             return await self._expire_undelivered(tx, now)
@@ -74,7 +75,18 @@ class DeliveryUnits(StoreParts):
         )
         if not found:
             return []
-        written = {DeliveryKey(vessel, seq): at for vessel, seq, at in found}
+        # A message cannot have waited on board since before the vessel was registered
+        # here: a vessel clock that was wrong when it was written makes it no older.
+        registered = await self.registry.added_times(tx)
+        written = {
+            DeliveryKey(vessel, seq): max(at, registered.get(vessel, at))
+            for vessel, seq, at in found
+        }
+        written = {
+            key: at for key, at in written.items() if at + ttl.for_vessel(key.vessel_id) <= now
+        }
+        if not written:
+            return []
         ended = await self._finish_many(
             tx, list(written), DeliveryOutcome.FAILED, FailureReason.DEADLINE_PASSED, now
         )

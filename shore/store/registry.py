@@ -195,6 +195,11 @@ class Registry:
         rows = await tx.fetch("SELECT vessel_id, name, flag FROM vessels ORDER BY vessel_id")
         return [(int(r[0]), str(r[1]), str(r[2])) for r in rows]
 
+    async def added_times(self, tx: Tx) -> dict[int, float]:
+        """vessel_id -> when it was registered, for every registered vessel."""
+        rows = await tx.fetch("SELECT vessel_id, added_at FROM vessels")
+        return {int(r[0]): float(r[1]) for r in rows}
+
     async def require(self, tx: Tx, vessel_id: int) -> None:
         """Raise :class:`RegistryError` unless the vessel is registered."""
         if await tx.fetchrow("SELECT 1 FROM vessels WHERE vessel_id = $1", vessel_id) is None:

@@ -684,7 +684,9 @@ class Uplink:
         less the time it waited on board, which is the difference of two readings of the
         vessel's clock (when it was written and when its batch was made). A vessel whose
         clock is wrong by days therefore neither expires its messages early nor keeps them
-        late; only the age on board is taken from it, never below zero.
+        late; only the age on board is taken from it, never below zero. Newest first, so
+        that messages whose age on board is implausible (a clock that said 1970 when they
+        were written) come last and never hold back the others.
 
         ``vessel_id``: that vessel's only; ``excluding``: not those vessels'."""
         only = ""
@@ -701,7 +703,9 @@ class Uplink:
             "AND b.batch_seq = m.batch_seq WHERE m.kind = $1 AND m.state = $2 "
             "AND m.accepted_at - (CASE WHEN b.batch_minutes > m.written_minutes "
             f"THEN b.batch_minutes - m.written_minutes ELSE 0 END) * 60 < $3{only} "
-            "ORDER BY m.vessel_id, m.message_seq LIMIT $4",
+            "ORDER BY m.accepted_at - (CASE WHEN b.batch_minutes > m.written_minutes "
+            "THEN b.batch_minutes - m.written_minutes ELSE 0 END) * 60 DESC, "
+            "m.vessel_id, m.message_seq LIMIT $4",
             MessageKind.MESSAGE.value,
             MessageState.ACCEPTED.value,
             float(before),

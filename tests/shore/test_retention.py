@@ -273,3 +273,21 @@ def test_retention_settings_are_read_with_vessels_of_their_own_and_refused_when_
         parse_config({"retention": {"vessel_message_ttl_days": {"TH-0042": 14}}}, "relay.toml")
     with pytest.raises(ConfigError, match="content_days must be positive"):
         parse_config({"retention": {"content_days": 0}}, "relay.toml")
+
+
+async def test_a_vessel_clock_that_said_1970_does_not_make_a_message_expire_at_once(
+    store: SqliteStore | PostgresStore,
+) -> None:
+    """The vessel's clock read 1970 when a crew member wrote home, and was right again
+    when the batch was made: the message seems 56 years old. It is not failed on arrival:
+    it cannot have waited longer than the vessel has been registered with the relay, so
+    it fails only when that is more than the 30 days of its time to live."""
+    clock = FakeClock(T0)
+    envelope = CrewMessage(1, crew=1, contact=1, written_minutes=1, lang=Language.ENG, body="hi")
+    data = uplink(VESSEL, 1, [envelope], minutes=int(T0 // 60))
+    await Ingestor(store, default_codebook(), clock=clock).handle(uplink_topic(VESSEL), data)
+    assert await store.expire_undelivered(clock.now) == []
+    clock.now = T0 - 3600 + 30 * DAY_S - 60  # the vessel was registered at T0 - 3600
+    assert await store.expire_undelivered(clock.now) == []
+    clock.advance(120)
+    assert [k.message_seq for k in await store.expire_undelivered(clock.now)] == [1]
