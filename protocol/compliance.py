@@ -12,8 +12,16 @@ another:
 - a **signed tree head** (size, root, time) signed by the shore, which a union or labour
   office may co-sign as a witness; earlier heads of the month come with consistency proofs;
 - the **agent's statement**, signed with the vessel key: its own figures per crew member
-  (offered, sent, delivered, failed, quota granted), the link sessions and bytes, and the
-  batches the shore acknowledged.
+  (offered, sent, delivered, failed, quota granted), the link sessions and bytes, the
+  batches the shore acknowledged, and (since report version 3) the weeks in which each
+  crew member signed in on board, which only the vessel can know.
+
+Beside the Thai rule's test, a report of version 3 shows **weekly access**
+(:class:`WeeklyAccess`, issue 23): for each ISO week of the month (:meth:`Month.weeks`),
+whether the system was reachable (the shore stored a batch from the vessel that week), and
+per crew member the weeks they could use it (reachable) and did (signed in, sent a message
+or received a reply), so that a weekly requirement (Taiwan's: crew can use the link at
+least 5 minutes a week) can be shown as well.
 
 :func:`verify_report` checks all of it offline with public keys only and lists every
 problem it finds; :func:`disagreements` lists where the agent's and the shore's figures
@@ -41,6 +49,7 @@ from protocol.merkle import (
     verify_consistency,
     verify_inclusion,
 )
+from protocol.months import Month
 from protocol.quota import RULE_MONTHLY_TEXT_BYTES
 from protocol.signing import SigningKey, VerifyKey
 
@@ -53,6 +62,7 @@ __all__ = [
     "Cosignature",
     "CrewBytes",
     "CrewLine",
+    "CrewWeeks",
     "Disagreement",
     "EarlierHead",
     "GrievanceLane",
@@ -65,6 +75,7 @@ __all__ = [
     "ShoreCrew",
     "SignedTreeHead",
     "TreeHead",
+    "WeeklyAccess",
     "cosign",
     "cosignature_valid",
     "disagreements",
@@ -77,12 +88,16 @@ __all__ = [
     "sign_tree_head",
     "signer_problem",
     "verify_report",
+    "weekly_access",
     "witness_message",
 ]
 
 LEAF_VERSION = 1
-#: Reports whose tree heads are C2SP checkpoints; version 1 reports (older relays) still verify.
-REPORT_VERSION = 2
+#: Reports with weekly access (issue 23); versions 1 (older relays' tree heads) and 2
+#: (C2SP checkpoints, no weekly access) still verify.
+REPORT_VERSION = 3
+#: The report versions this code reads.
+READ_VERSIONS = (1, 2, 3)
 _HEAD_CONTEXT = b"vessel-relay tree head v1\x00"
 _WITNESS_CONTEXT = b"vessel-relay witness cosignature v1\x00"
 _REPORT_CONTEXT = b"vessel-relay compliance report v1\x00"
@@ -647,6 +662,9 @@ class AgentStatement:
     #: Batches with crew text of the month that the shore acknowledged: (batch_seq, sha256).
     batches: tuple[tuple[int, bytes], ...]
     signature: bytes = b""
+    #: (crew, ISO weeks ``YYYYWW`` of the month in which they signed in on board), for
+    #: every crew member of the statement; None: an agent that does not record sign-ins.
+    signed_in_weeks: tuple[tuple[int, tuple[int, ...]], ...] | None = None
 
     def body_obj(self) -> dict[str, object]:
         return {
@@ -658,7 +676,21 @@ class AgentStatement:
             "days_at_sea": self.days_at_sea,
             "grievance_lane_daily": self.grievance_lane_daily,
             "batches": [[seq, digest.hex()] for seq, digest in self.batches],
+            # only when measured, so statements made before it existed still verify
+            **(
+                {}
+                if self.signed_in_weeks is None
+                else {
+                    "signed_in_weeks": [[crew, list(weeks)] for crew, weeks in self.signed_in_weeks]
+                }
+            ),
         }
+
+    def signed_in(self) -> dict[int, tuple[int, ...]] | None:
+        """crew -> the weeks they signed in on board (None: not measured)."""
+        if self.signed_in_weeks is None:
+            return None
+        return dict(self.signed_in_weeks)
 
     def signed_bytes(self) -> bytes:
         return _STATEMENT_CONTEXT + canonical_json(self.body_obj())
@@ -687,7 +719,26 @@ class AgentStatement:
             _opt_bool(obj, "grievance_lane_daily"),
             tuple(batches),
             _hex(obj, "signature"),
+            _signed_in_weeks(obj),
         )
+
+
+def _weeks(obj: object, key: str) -> tuple[int, ...]:
+    values = _list(obj, key)
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        raise ReportInvalid(f"{key!r} must be a list of weeks written YYYYWW")
+    return tuple(int(v) for v in values)  # type: ignore[call-overload]
+
+
+def _signed_in_weeks(obj: object) -> tuple[tuple[int, tuple[int, ...]], ...] | None:
+    if not isinstance(obj, dict) or "signed_in_weeks" not in obj:
+        return None
+    found: list[tuple[int, tuple[int, ...]]] = []
+    for entry in _list(obj, "signed_in_weeks"):
+        if not isinstance(entry, list) or len(entry) != 2:
+            raise ReportInvalid("a crew member's sign-in weeks are [crew, [YYYYWW, ...]]")
+        found.append((_int({"c": entry[0]}, "c"), _weeks({"w": entry[1]}, "w")))
+    return tuple(found)
 
 
 @dataclass(frozen=True, slots=True)
@@ -875,6 +926,122 @@ def disagreements(
     return tuple(sorted(found))
 
 
+# --- weekly access ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CrewWeeks:
+    """One crew member's weeks: could use the system (it was reachable), did use it (signed
+    in, sent, or received), and each way of using it on its own (ISO weeks ``YYYYWW``).
+    ``signed_in`` is None when the agent's statement did not say (no statement, or an
+    agent that does not record sign-ins)."""
+
+    crew: int
+    could: tuple[int, ...]
+    did: tuple[int, ...]
+    signed_in: tuple[int, ...] | None
+    sent: tuple[int, ...]
+    received: tuple[int, ...]
+
+    def to_obj(self) -> dict[str, object]:
+        return {
+            "crew": self.crew,
+            "could": list(self.could),
+            "did": list(self.did),
+            "signed_in": None if self.signed_in is None else list(self.signed_in),
+            "sent": list(self.sent),
+            "received": list(self.received),
+        }
+
+    @classmethod
+    def from_obj(cls, obj: object) -> CrewWeeks:
+        signed_in = _field(obj, "signed_in")
+        return cls(
+            _int(obj, "crew"),
+            _weeks(obj, "could"),
+            _weeks(obj, "did"),
+            None if signed_in is None else _weeks(obj, "signed_in"),
+            _weeks(obj, "sent"),
+            _weeks(obj, "received"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class WeeklyAccess:
+    """Weekly access for the month: its ISO weeks, those in which the system was reachable
+    (the shore stored a batch from the vessel), and each crew member's weeks.
+
+    ``reachable_every_week`` is the weekly test's answer for the vessel: the link was up in
+    every week of the month (a week partly in the neighbouring month counts by its days in
+    this one and the other alike: a batch in any of its days counts)."""
+
+    weeks: tuple[int, ...]
+    reachable: tuple[int, ...]
+    crew: tuple[CrewWeeks, ...]
+
+    @property
+    def reachable_every_week(self) -> bool:
+        """Whether the system was reachable in every week of the month."""
+        return bool(self.weeks) and set(self.weeks) <= set(self.reachable)
+
+    def used_every_week(self, crew: int) -> bool:
+        """Whether ``crew`` used the system in every week of the month."""
+        found = {c.crew: c for c in self.crew}.get(crew)
+        return found is not None and bool(self.weeks) and set(self.weeks) <= set(found.did)
+
+    def to_obj(self) -> dict[str, object]:
+        return {
+            "weeks": list(self.weeks),
+            "reachable": list(self.reachable),
+            "reachable_every_week": self.reachable_every_week,
+            "crew": [c.to_obj() for c in self.crew],
+        }
+
+    @classmethod
+    def from_obj(cls, obj: object) -> WeeklyAccess:
+        found = cls(
+            _weeks(obj, "weeks"),
+            _weeks(obj, "reachable"),
+            tuple(CrewWeeks.from_obj(c) for c in _list(obj, "crew")),
+        )
+        if _opt_bool(obj, "reachable_every_week") != found.reachable_every_week:
+            raise ReportInvalid("reachable_every_week does not follow from the weeks listed")
+        return found
+
+
+def weekly_access(
+    month: int,
+    crew: Sequence[int],
+    reachable: Sequence[int],
+    sent: Mapping[int, Sequence[int]],
+    received: Mapping[int, Sequence[int]],
+    signed_in: Mapping[int, Sequence[int]] | None,
+) -> WeeklyAccess:
+    """Weekly access for ``month`` (``YYYYMM``) from the weeks (``YYYYWW``) in which the
+    system was reachable, and per crew member the weeks they sent, received and (when the
+    agent recorded it) signed in. ``crew`` are the crew members to list (the statement's,
+    or those seen ashore); weeks outside the month are left out.
+
+    A crew member *could* use the system in a week when it was reachable; they *did* when
+    they signed in, sent or received in it (signing in on board counts even in a week the
+    link was down: the crew page works without it)."""
+    weeks = Month.from_key(month).weeks()
+    inside = set(weeks)
+
+    def only(values: Sequence[int]) -> tuple[int, ...]:
+        return tuple(sorted(set(values) & inside))
+
+    up = only(reachable)
+    lines: list[CrewWeeks] = []
+    for number in sorted(set(crew)):
+        member_sent = only(sent.get(number, ()))
+        member_received = only(received.get(number, ()))
+        member_in = None if signed_in is None else only(signed_in.get(number, ()))
+        did = only([*member_sent, *member_received, *(member_in or ())])
+        lines.append(CrewWeeks(number, up, did, member_in, member_sent, member_received))
+    return WeeklyAccess(weeks, up, tuple(lines))
+
+
 # --- the report ------------------------------------------------------------------------------
 
 
@@ -902,6 +1069,8 @@ class ComplianceReport:
     #: is told which key signed (None: a report made before reports named their signer).
     #: Naming it proves nothing by itself: the inspector's own copy of the key decides.
     shore_public_key: bytes | None = None
+    #: Weekly access (version 3 on; None: a report made before it existed).
+    weekly: WeeklyAccess | None = None
 
     def crew_lines(self) -> list[CrewLine]:
         """The agent's and the shore's figures per crew member, by crew number."""
@@ -914,8 +1083,11 @@ class ComplianceReport:
 
     @property
     def version(self) -> int:
-        """2 for a report whose tree head is a C2SP checkpoint, 1 for an older relay's."""
-        return 1 if self.head.head.origin is None else REPORT_VERSION
+        """3 for a report with weekly access, 2 for one whose tree head is a C2SP
+        checkpoint without it, 1 for an older relay's."""
+        if self.head.head.origin is None:
+            return 1
+        return 2 if self.weekly is None else REPORT_VERSION
 
     def body_obj(self) -> dict[str, object]:
         return {
@@ -941,6 +1113,7 @@ class ComplianceReport:
                 if self.shore_public_key is None
                 else {"shore_public_key": self.shore_public_key.hex()}
             ),
+            **({} if self.weekly is None else {"weekly_access": self.weekly.to_obj()}),
         }
 
     def signed_bytes(self) -> bytes:
@@ -972,7 +1145,7 @@ class ComplianceReport:
                 f"one (which reads versions 1 to {REPORT_VERSION}); update vessel-relay to "
                 "verify it"
             )
-        if version not in (1, REPORT_VERSION):
+        if version not in READ_VERSIONS:
             raise ReportInvalid(f"the report's version {version} is not one vessel-relay made")
         statement_obj = _field(obj, "statement")
         notes = tuple(str(n) for n in _list(obj, "notes"))
@@ -998,12 +1171,19 @@ class ComplianceReport:
             notes=notes,
             lane=None if lane_obj is None else GrievanceLane.from_obj(lane_obj),
             shore_public_key=signer,
+            weekly=(
+                WeeklyAccess.from_obj(obj["weekly_access"])
+                if isinstance(obj, dict) and "weekly_access" in obj
+                else None
+            ),
         )
         if report.version != version:
-            raise ReportInvalid(
-                f"a version {version} report must carry "
-                + ("a checkpoint tree head" if version == REPORT_VERSION else "an older tree head")
-            )
+            needs = {
+                1: "an older tree head and no weekly access",
+                2: "a checkpoint tree head and no weekly access",
+                3: "a checkpoint tree head and weekly access",
+            }
+            raise ReportInvalid(f"a version {version} report must carry {needs[version]}")
         return report
 
 
@@ -1172,6 +1352,34 @@ def verify_report(
     problems += [
         f"a listed disagreement is not in the figures: {d}" for d in sorted(listed - actual)
     ]
+    if report.weekly is not None:
+        problems += _weekly_problems(report.month, report.weekly, statement)
+    return problems
+
+
+def _weekly_problems(
+    month: int, weekly: WeeklyAccess, statement: AgentStatement | None
+) -> list[str]:
+    """Where the weekly access does not follow from its own weeks and the statement."""
+    problems: list[str] = []
+    if weekly.weeks != Month.from_key(month).weeks():
+        problems.append("the weekly access lists other weeks than the month's")
+    signed_in = statement.signed_in() if statement is not None else None
+    for line in weekly.crew:
+        expected = weekly_access(
+            month,
+            [line.crew],
+            weekly.reachable,
+            {line.crew: line.sent},
+            {line.crew: line.received},
+            None if signed_in is None else {line.crew: signed_in.get(line.crew, ())},
+        ).crew[0]
+        if expected != line:
+            problems.append(
+                f"crew member {line.crew}: the weeks they could and did use the system do "
+                "not follow from the weeks reachable, sent, received and signed in (the "
+                "agent's statement)"
+            )
     return problems
 
 

@@ -17,6 +17,11 @@ The rule, stated once:
 Integers of the form ``YYYYMM`` (:attr:`Month.key`) are how months are stored in tables,
 log leaves and reports; :meth:`Month.from_key` reads them back.
 
+**Weeks** (the compliance report's weekly access, issue 23) are ISO 8601 weeks, Monday
+00:00 to Monday 00:00 UTC (:data:`LOG_ZONE`), stored as ``YYYYWW`` with the ISO year
+(:func:`week_of`); a month's weeks are those that overlap it (:meth:`Month.weeks`), so the
+first and the last may lie partly in the neighbouring months.
+
 Pure: times come in as arguments (seconds or minutes since 1970, UTC).
 """
 
@@ -25,10 +30,10 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-__all__ = ["BILLING_ZONE", "LOG_ZONE", "Month"]
+__all__ = ["BILLING_ZONE", "LOG_ZONE", "Month", "week_bounds_s", "week_of"]
 
 #: The zone of log, statement and report months.
 LOG_ZONE = ZoneInfo("UTC")
@@ -121,3 +126,30 @@ class Month:
         following = self.next()
         first = datetime(self.year, self.month, 1)
         return (datetime(following.year, following.month, 1) - first).days
+
+    def weeks(self) -> tuple[int, ...]:
+        """The ISO weeks (``YYYYWW``, UTC) that overlap this month (UTC), in order."""
+        start, end = self.bounds_s(LOG_ZONE)
+        found: list[int] = []
+        moment = start
+        while moment < end:
+            week = week_of(moment)
+            if not found or found[-1] != week:
+                found.append(week)
+            moment += 86_400
+        return tuple(found)
+
+
+def week_of(seconds: float) -> int:
+    """The ISO week (``YYYYWW``, ISO year, Monday to Sunday in UTC) of a moment in seconds
+    since 1970 (UTC)."""
+    year, week, _ = datetime.fromtimestamp(seconds, tz=UTC).isocalendar()
+    return year * 100 + week
+
+
+def week_bounds_s(week: int) -> tuple[float, float]:
+    """The first second of ISO week ``YYYYWW`` (Monday 00:00 UTC) and of the next one;
+    raises ``ValueError`` for a week that does not exist."""
+    year, number = divmod(int(week), 100)
+    monday = datetime.fromisocalendar(year, number, 1).replace(tzinfo=UTC)
+    return monday.timestamp(), (monday + timedelta(days=7)).timestamp()

@@ -30,6 +30,7 @@ from enum import Enum
 from typing import Literal
 
 from protocol.languages import Language
+from protocol.months import week_of
 from shipboard.casebook import Casebook
 from shipboard.database import OnDatabase, Transaction
 from shipboard.errors import CrewRegisterError, NotSignedIn
@@ -325,6 +326,43 @@ class CrewRegister:
         # duress sign-in finds no case and files under no one's
         throwaway = _hash(pin, secrets.token_bytes(16))
         return PinCheck(PinOutcome.DURESS, SignedIn(member, throwaway, duress=True))
+
+    # weeks signed in (the statement's weekly access) ----------------------------------------
+
+    def note_signed_in(self, crew: int, now: float) -> bool:
+        """Record that ``crew`` signed in during the ISO week of ``now`` (UTC); whether the
+        week was new. Only the week is kept, never the time; a week already recorded costs
+        a read, not a write."""
+        week = week_of(now)
+        with self.database.reading() as db:
+            known = db.execute(
+                "SELECT 1 FROM crew_signed_in_weeks WHERE crew = ? AND week = ?", (crew, week)
+            ).fetchone()
+        if known is not None:
+            return False
+        with self.database.transaction("record the week of a sign-in") as db:
+            db.execute(
+                "INSERT OR IGNORE INTO crew_signed_in_weeks (crew, week) VALUES (?, ?)",
+                (crew, week),
+            )
+        return True
+
+    def signed_in_weeks(self, weeks: Sequence[int]) -> dict[int, tuple[int, ...]]:
+        """crew -> the weeks of ``weeks`` in which they signed in (those who did)."""
+        if not weeks:
+            return {}
+        with self.database.reading() as db:
+            rows = db.execute(
+                "SELECT crew, week FROM crew_signed_in_weeks WHERE week >= ? AND week <= ? "
+                "ORDER BY crew, week",
+                (min(weeks), max(weeks)),
+            ).fetchall()
+        wanted = set(weeks)
+        found: dict[int, list[int]] = {}
+        for crew, week in rows:
+            if int(week) in wanted:
+                found.setdefault(int(crew), []).append(int(week))
+        return {crew: tuple(found_weeks) for crew, found_weeks in found.items()}
 
     # PINs chosen on the web page -----------------------------------------------------------
     # A side table: the PIN hash the crew member chose (so a PIN reset by the captain shows

@@ -244,7 +244,7 @@ def create_app(
     """
     store = api_tokens or ApiTokens()
     guard = guard or SignInGuard()
-    signins = CrewSignIn(intake.register, guard)
+    signins = CrewSignIn(intake.register, guard, intake.clock)
     translations = Translations()
     page_phones = phones if phones is not None else SignedInPhones()
 

@@ -3,7 +3,9 @@
 :func:`build_statement` counts, from the vessel database's repositories (the outbox, the
 crew register and the sessions log, each through a small port below), per crew member: the
 text bytes offered (accepted on board), sent (in batches the shore acknowledged; each
-message once, so retransmissions count zero), delivered and failed, and the quota granted;
+message once, so retransmissions count zero), delivered and failed, the quota granted, and
+the ISO weeks of the month in which they signed in on board (``signed_in_weeks``: only
+the vessel knows them; the shore's report puts them in its weekly access, issue 23);
 the link bytes the vessel pushed (retransmissions included: they cost money) and the link
 sessions the agent recorded (:mod:`shipboard.sessions_log`), billed and priced under the
 vessel's link profile. Grievance reports and SOS are not counted per person; padding and
@@ -59,6 +61,10 @@ class CrewRoll(Protocol):
 
     def members(self, *, include_signed_off: bool = False) -> list[CrewMember]:
         """Crew members, by number."""
+        ...
+
+    def signed_in_weeks(self, weeks: Sequence[int]) -> dict[int, tuple[int, ...]]:
+        """crew -> the weeks of ``weeks`` in which they signed in on board."""
         ...
 
 
@@ -150,6 +156,7 @@ def build_statement(
     grievance_lane_daily: bool | None = None,
     register: CrewRoll | None = None,
     sessions: SessionHistory | None = None,
+    sign_in_weeks: bool = True,
 ) -> AgentStatement:
     """The agent's signed statement for ``month`` (YYYYMM, UTC).
 
@@ -157,6 +164,9 @@ def build_statement(
     or one per crew member (an owner who throttled some crew members shows here).
     ``days_at_sea`` defaults to :func:`days_active` (days with activity on board).
     ``register`` and ``sessions`` default to those of the outbox's database.
+    ``sign_in_weeks=False`` leaves the weeks signed in out: a relay of the release before
+    weekly access reads such a statement with its signature intact (it would find the
+    signature of one that has them invalid, not knowing the field).
     """
     figures = _figures(outbox, month)
     log = _sessions_of(outbox, sessions)
@@ -185,6 +195,7 @@ def build_statement(
                 quota,
             )
         )
+    signed_in = register.signed_in_weeks(Month.from_key(month).weeks())
     statement = AgentStatement(
         vessel_id=outbox.vessel_id,
         month=month,
@@ -195,6 +206,9 @@ def build_statement(
         grievance_lane_daily=grievance_lane_daily,
         batches=tuple(
             (seq, hashlib.sha256(data).digest()) for seq, data in figures.acknowledged_batches
+        ),
+        signed_in_weeks=(
+            tuple((c.crew, signed_in.get(c.crew, ())) for c in crew) if sign_in_weeks else None
         ),
     ).signed(vessel_key)
     logger.info(
@@ -210,6 +224,14 @@ def report_command(
     month: Annotated[str, typer.Option(help="The month, YYYY-MM (UTC), e.g. 2026-10.")],
     config: Annotated[Path, typer.Option(help="The vessel's config file.")] = Path("ship.toml"),
     out: Annotated[Path, typer.Option(help="Where to write the statement.")] = Path("."),
+    weekly_access: Annotated[
+        bool,
+        typer.Option(
+            help="Include the weeks each crew member signed in on board (weekly access). "
+            "--no-weekly-access for a relay older than weekly access, which cannot verify "
+            "a statement that has them."
+        ),
+    ] = True,
 ) -> None:
     """Write the agent's signed statement for a month (give it to the shore relay).
 
@@ -240,6 +262,7 @@ def report_command(
             profile=profile_named(loaded.link.profile),
             vessel_key=key,
             now=time.time(),
+            sign_in_weeks=weekly_access,
         )
     finally:
         outbox.close()

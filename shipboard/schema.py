@@ -102,6 +102,18 @@ CREW_REGISTER = MigrationSet(
             )
             """,
         ),
+        Migration(
+            "0003_signed_in_weeks",
+            # The ISO weeks (YYYYWW, UTC) in which each crew member signed in on board, one
+            # row a week and nothing finer: the statement's weekly access (issue 23).
+            """
+            CREATE TABLE crew_signed_in_weeks (
+                crew INTEGER NOT NULL REFERENCES crew(crew),
+                week INTEGER NOT NULL,
+                PRIMARY KEY (crew, week)
+            ) WITHOUT ROWID
+            """,
+        ),
     ),
 )
 

@@ -10,15 +10,22 @@ no PIN at all (``shipboard.intake.Intake.sos_without_pin``).
 
 The duress PIN counts as a right PIN: it resets the count like the PIN does, so that
 nothing (answer, count, timing) tells the two apart.
+
+A sign-in that succeeds records its ISO week for the crew member (``CrewRegister.
+note_signed_in``; the statement's weekly access, issue 23), for either PIN alike. A disk
+that cannot take that write does not stop the sign-in: it is logged and the week is
+recorded at the next sign-in.
 """
 
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 
 from common.signins import SignInGuard, SignInThrottled
 from shipboard.crew import SIGNED_OFF, WRONG_PIN, CrewRegister, PinOutcome, SignedIn
-from shipboard.errors import NotSignedIn, SignInPaused
+from shipboard.errors import NotSignedIn, OutboxUnavailable, SignInPaused
 
 logger = logging.getLogger(__name__)
 
@@ -31,9 +38,15 @@ class CrewSignIn:
     ``sign_in`` blocks (scrypt, SQLite): the async doors call it via ``asyncio.to_thread``.
     """
 
-    def __init__(self, register: CrewRegister, guard: SignInGuard) -> None:
+    def __init__(
+        self,
+        register: CrewRegister,
+        guard: SignInGuard,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.register = register
         self.guard = guard
+        self.clock = clock
 
     def sign_in(self, crew: int, pin: str) -> SignedIn:
         """The signed-in crew member (``duress`` set for the duress PIN).
@@ -56,4 +69,8 @@ class CrewSignIn:
             attempt.succeeded()
         if checked.signed_in.member.signed_off:
             raise NotSignedIn(SIGNED_OFF)
+        try:
+            self.register.note_signed_in(crew, self.clock())
+        except OutboxUnavailable:
+            logger.warning("crew member %d: the week of this sign-in could not be recorded", crew)
         return checked.signed_in

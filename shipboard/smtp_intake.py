@@ -46,7 +46,7 @@ import logging
 import math
 import re
 import ssl
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.message import EmailMessage
@@ -298,6 +298,11 @@ class MailIntake(Protocol):
     @property
     def register(self) -> CrewRegister: ...
 
+    @property
+    def clock(self) -> Callable[[], float]:
+        """Wall-clock seconds (the week of a sign-in is recorded by it)."""
+        ...
+
     def send_messages(
         self,
         crew: int,
@@ -341,7 +346,7 @@ class SmtpIntakeHandler:
     words: Translations = field(default_factory=Translations)
 
     def __post_init__(self) -> None:
-        self.signins = CrewSignIn(self.intake.register, self.guard)
+        self.signins = CrewSignIn(self.intake.register, self.guard, self.intake.clock)
 
     def authenticate(
         self, server: SMTP, session: Session, envelope: Envelope, mechanism: str, auth_data: Any

@@ -94,6 +94,15 @@ Example (``vessel-relay shore init --data DIR`` writes one)::
     id = 7                          # the union's id and its Ed25519 signing key)
     name = "Fishers' Union"
     public_key = "3b6a...e1"        # 64 hex digits
+
+    [retention]                     # time to live and retention (shore.retention)
+    message_ttl_days = 30.0         # a family message not delivered this long after it was
+                                    # written fails; the crew member is told
+    content_days = 30.0             # a family message's text and speech are purged this
+                                    # long after its delivery ended (metadata stays)
+    tick_s = 3600.0                 # how often the relay looks for what to purge
+    [retention.vessel_message_ttl_days]
+    7 = 14.0                        # vessel id = days, for vessels that differ
 """
 
 from __future__ import annotations
@@ -256,6 +265,17 @@ class UnionApiSection:
 
 
 @dataclass(frozen=True, slots=True)
+class RetentionSection:
+    """Time to live of family messages and retention of their content (issue 23)."""
+
+    message_ttl_days: float = 30.0
+    content_days: float = 30.0
+    tick_s: float = 3600.0
+    #: (vessel id, days): vessels whose family messages live longer or shorter.
+    vessel_message_ttl_days: tuple[tuple[int, float], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class RelayConfig:
     """The whole relay configuration (``source`` names the file, for messages)."""
 
@@ -269,6 +289,7 @@ class RelayConfig:
     sms: SmsSection = field(default_factory=SmsSection)
     alerts: AlertsSection = field(default_factory=AlertsSection)
     union_api: UnionApiSection = field(default_factory=UnionApiSection)
+    retention: RetentionSection = field(default_factory=RetentionSection)
     source: str = "<defaults>"
 
     @property
@@ -327,6 +348,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "sms": SmsSection,
     "alerts": AlertsSection,
     "union_api": UnionApiSection,
+    "retention": RetentionSection,
 }
 
 
@@ -367,6 +389,9 @@ def parse_config(document: dict[str, Any], source: str = "<text>") -> RelayConfi
             )
         if name == "union_api":
             sections[name] = _union_api_section(source, raw)
+            continue
+        if name == "retention":
+            sections[name] = _retention_section(source, raw)
             continue
         sections[name] = _section(source, name, raw, _SECTIONS[name])
     config = RelayConfig(**sections, source=source)
@@ -439,6 +464,42 @@ def _union_api_section(source: str, raw: object) -> UnionApiSection:
         unions=tuple(unions),
         lane_silent_after_s=plain.lane_silent_after_s,
         lane_queue_blocks=plain.lane_queue_blocks,
+    )
+
+
+def _retention_section(source: str, raw: object) -> RetentionSection:
+    """``[retention]`` with its ``[retention.vessel_message_ttl_days]`` table (vessel id =
+    days)."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: [retention] must be a table")
+    by_vessel = raw.get("vessel_message_ttl_days", {})
+    plain = _section(
+        source,
+        "retention",
+        {k: v for k, v in raw.items() if k != "vessel_message_ttl_days"},
+        RetentionSection,
+    )
+    for key in ("message_ttl_days", "content_days", "tick_s"):
+        if not getattr(plain, key) > 0:
+            raise ConfigError(f"{source}: [retention] {key} must be positive, like 30.0")
+    if not isinstance(by_vessel, dict):
+        raise ConfigError(
+            f"{source}: [retention] vessel_message_ttl_days must be a table of vessel id = "
+            "days, like [retention.vessel_message_ttl_days] with 7 = 14.0"
+        )
+    ttls: list[tuple[int, float]] = []
+    for key, days in by_vessel.items():
+        where = f"{source}: [retention.vessel_message_ttl_days] {key}"
+        if not str(key).isdigit():
+            raise ConfigError(f"{where}: expected a vessel id (a number), as 'shore vessel list'")
+        if isinstance(days, bool) or not isinstance(days, int | float) or not days > 0:
+            raise ConfigError(f"{where} = {days!r}: expected a positive number of days, like 14.0")
+        ttls.append((int(key), float(days)))
+    return RetentionSection(
+        message_ttl_days=plain.message_ttl_days,
+        content_days=plain.content_days,
+        tick_s=plain.tick_s,
+        vessel_message_ttl_days=tuple(sorted(ttls)),
     )
 
 

@@ -40,6 +40,15 @@ vessel_relay_ingest_pending                            gauge: uplink batches wai
 vessel_relay_log_head_signed_timestamp_seconds         gauge: when the transparency log's
                                                        latest tree head was signed
 vessel_relay_build_info                                version, revision (always 1)
+vessel_relay_purges_total                              (retention purges that removed content)
+vessel_relay_purged_messages_total                     (family messages whose content went)
+vessel_relay_purged_content_bytes_total                (bytes of text and speech purged)
+vessel_relay_purged_downlink_batches_total, _bytes     (acknowledged downlink batches purged,
+                                                       with the families' replies' text)
+vessel_relay_expired_messages_total                    (family messages failed for their TTL
+                                                       by the retention pass; those a
+                                                       delivery worker's claim fails are
+                                                       logged one by one, not counted here)
 =====================================================  ====================================
 """
 
@@ -176,6 +185,29 @@ class RelayMetrics:
             "Uplink batches waiting in the broker's stream for a relay worker (NATS only)",
             registry=r,
         )
+        self.purges = Counter(
+            p + "purges", "Retention purges that removed message content", registry=r
+        )
+        self.purged_messages = Counter(
+            p + "purged_messages", "Family messages whose content the retention purged",
+            registry=r,
+        )  # fmt: skip
+        self.purged_content_bytes = Counter(
+            p + "purged_content_bytes", "Bytes of message text and speech purged", registry=r
+        )
+        self.purged_downlink_batches = Counter(
+            p + "purged_downlink_batches",
+            "Acknowledged downlink batches whose bytes and replies' text were purged",
+            registry=r,
+        )  # fmt: skip
+        self.purged_downlink_bytes = Counter(
+            p + "purged_downlink_bytes", "Bytes of acknowledged downlink batches purged",
+            registry=r,
+        )  # fmt: skip
+        self.expired_messages = Counter(
+            p + "expired_messages", "Family messages failed because their time to live passed",
+            registry=r,
+        )  # fmt: skip
 
     # --- fed by the services ----------------------------------------------------------------
 
@@ -224,6 +256,21 @@ class RelayMetrics:
             self.delivery_repeats.labels(destination).inc()
         if since_accepted_s is not None and outcome != AttemptEnd.RETRY:
             self.delivery_seconds.labels(destination).observe(max(0.0, since_accepted_s))
+
+    def observe_purge(
+        self, messages: int, content_bytes: int, downlink_batches: int, downlink_bytes: int
+    ) -> None:
+        """One retention purge: the content of ``messages`` family messages and the bytes
+        of ``downlink_batches`` acknowledged downlink batches (with their replies' text)."""
+        self.purges.inc()
+        self.purged_messages.inc(messages)
+        self.purged_content_bytes.inc(content_bytes)
+        self.purged_downlink_batches.inc(downlink_batches)
+        self.purged_downlink_bytes.inc(downlink_bytes)
+
+    def observe_expired(self, messages: int) -> None:
+        """Family messages failed because their time to live passed."""
+        self.expired_messages.inc(messages)
 
     def broker_up(self) -> None:
         """Connected and subscribed."""

@@ -13,6 +13,8 @@
       ├── delivery workers (shore.delivery), when [delivery] enabled (SMS by [sms])
       ├── SOS alerter (shore.alerts), when [alerts] enabled
       ├── daily signed tree head of the transparency log (shore.transparency), idempotent
+      ├── retention (shore.retention): family messages past their time to live fail,
+      │     delivered content purged after [retention] content_days, erased from the files
       ├── family reply SMTP server (shore.replies), when [replies] enabled
       ├── SMS reply webhook (shore.replies.SmsWebhook), when [sms] webhook = true
       └── union API (shore.union_api, uvicorn), when [union_api] enabled
@@ -61,7 +63,9 @@ from shore.replies import (
     SmsWebhook,
     SmsWebhookConfig,
 )
+from shore.retention import RetentionConfig, RetentionKeeper
 from shore.sms import SmsConfig, SmsProvider
+from shore.store.deliveries import MessageTtl
 from shore.store.ops import OperatorQueries
 from shore.store.postgres import PostgresStore
 from shore.store.relay_store import RelayStore
@@ -81,9 +85,23 @@ async def open_store(config: RelayConfig) -> RelayStore:
     """The store the configuration names (quick-message codes expand with protocol.phrases,
     in the family contact's language, else the crew member's, else English)."""
     lease_s = config.store.lease_s
+    ttl = message_ttl(config)
     if config.store.backend == "postgres":
-        return await PostgresStore.open(config.store.dsn, phrases=phrase, lease_s=lease_s)
-    return await SqliteStore.open(config.path(config.store.path), phrases=phrase, lease_s=lease_s)
+        return await PostgresStore.open(
+            config.store.dsn, phrases=phrase, lease_s=lease_s, message_ttl=ttl
+        )
+    return await SqliteStore.open(
+        config.path(config.store.path), phrases=phrase, lease_s=lease_s, message_ttl=ttl
+    )
+
+
+def message_ttl(config: RelayConfig) -> MessageTtl:
+    """The family messages' time to live that ``[retention]`` sets."""
+    retention = config.retention
+    return MessageTtl(
+        retention.message_ttl_days * 86400,
+        tuple((vessel, days * 86400) for vessel, days in retention.vessel_message_ttl_days),
+    )
 
 
 def read_token(path: Path) -> str:
@@ -421,6 +439,12 @@ async def run_relay(
             if metrics is not None:
                 group.create_task(metrics.refresh_forever(OperatorQueries(store), stopping))
             group.create_task(run_daily_heads(store, shore_key, stopping), name="tree-heads")
+            keeper = RetentionKeeper(
+                store,
+                RetentionConfig(config.retention.content_days * 86400, config.retention.tick_s),
+                metrics=metrics,
+            )
+            group.create_task(keeper.run(stopping), name="retention")
             for worker in workers:
                 group.create_task(worker.run(stopping, delivery_bell))
             if reply_server is not None:

@@ -3,7 +3,9 @@
 The PDF is WeasyPrint's rendering of the HTML page, with Noto Sans Thai (Debian package
 ``fonts-noto-core``) embedded through ``@font-face`` so that an inspector's reader needs no
 Thai font of its own. A QR code (segno) on the page carries the signed tree head's digest,
-the value ``vessel-relay report verify`` checks. The CSV has one row per crew member; the
+the value ``vessel-relay report verify`` checks; weekly access is a table of the month's
+ISO weeks per crew member. The CSV has one row per crew member (weekly access in its last
+columns); the
 JSON is the signed report itself (:meth:`protocol.compliance.ComplianceReport.to_json`).
 
 The PDF is PDF/A-3b (archival: fonts embedded, sRGB output intent, XMP metadata) and
@@ -79,6 +81,7 @@ def render_html(report: ComplianceReport) -> str:
     return template.render(
         report=report,
         lines=report.crew_lines(),
+        names={c.crew: c.name for c in report.statement.crew} if report.statement else {},
         month=str(Month.from_key(report.month)),
         made=_minutes_text(report.made_minutes),
         head_time=_minutes_text(report.head.head.timestamp_minutes),
@@ -165,10 +168,18 @@ def render_csv(report: ComplianceReport) -> str:
             "delivered_bytes_ashore",
             "failed_bytes_on_board",
             "failed_bytes_ashore",
+            # weekly access (issue 23), appended: ISO weeks of the month, those in which
+            # the crew member could use the system, and those in which they did (YYYYWW)
+            "weeks_in_month",
+            "weeks_could",
+            "weeks_used",
+            "weeks_used_list",
         ]
     )
+    weekly = {c.crew: c for c in report.weekly.crew} if report.weekly else {}
     for line in report.crew_lines():
         a, s = line.agent, line.shore
+        weeks = weekly.get(line.crew)
         writer.writerow(
             [
                 report.vessel_id,
@@ -185,6 +196,10 @@ def render_csv(report: ComplianceReport) -> str:
                 s.delivered_bytes if s else 0,
                 a.failed_bytes if a else "",
                 s.failed_bytes if s else 0,
+                len(report.weekly.weeks) if report.weekly else "",
+                len(weeks.could) if weeks else "",
+                len(weeks.did) if weeks else "",
+                " ".join(str(w) for w in weeks.did) if weeks else "",
             ]
         )
     return out.getvalue()

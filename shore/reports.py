@@ -35,15 +35,17 @@ from protocol.compliance import (
     ShoreCrew,
     SignedTreeHead,
     TreeHead,
+    WeeklyAccess,
     disagreements,
-    message_text_bytes,
     note_cosignatures,
     rule_test,
+    weekly_access,
 )
-from protocol.months import LOG_ZONE, Month
+from protocol.months import LOG_ZONE, Month, week_bounds_s, week_of
 from protocol.signing import SigningKey
 from protocol.slots import day_of, slot_header
 from shore.store.deliveries import DeliveryQueue
+from shore.store.downlink import DownlinkQueue
 from shore.store.registry import VesselRecord
 from shore.store.relay_store import RelayStore
 from shore.store.transparency_log import TransparencyError
@@ -81,6 +83,10 @@ class ReportStore(LogStore, Protocol):
     def delivery_queue(self) -> DeliveryQueue:
         """Deliveries and their outcomes."""
 
+    @property
+    def downlink_queue(self) -> DownlinkQueue:
+        """What went down to vessels (families' replies)."""
+
     async def get_vessel(self, vessel_id: int) -> VesselRecord | None:
         """A registered vessel, or None."""
 
@@ -98,15 +104,15 @@ async def shore_crew_figures(
             sent[crew] = sent.get(crew, 0) + text_bytes
     start, end = Month.from_key(month).bounds_minutes(LOG_ZONE)
     async with store.db.transaction() as tx:
-        written = await store.uplink.crew_messages_written(tx, vessel_id, start, end)
+        # text bytes counted from the content, or as kept when it was purged (retention)
+        written = await store.uplink.crew_message_text_bytes(tx, vessel_id, start, end)
         seqs = [row[0] for row in written]
         outcomes = (
             await store.delivery_queue.outcomes(tx, vessel_id, min(seqs), max(seqs)) if seqs else {}
         )
     delivered: dict[int, int] = {}
     failed: dict[int, int] = {}
-    for seq, crew, body, quick, voice in written:
-        text_bytes = message_text_bytes(body, quick, voice)
+    for seq, crew, text_bytes in written:
         outcome = outcomes.get(seq)
         if outcome is DeliveryOutcome.DELIVERED:
             delivered[crew] = delivered.get(crew, 0) + text_bytes
@@ -114,6 +120,48 @@ async def shore_crew_figures(
             failed[crew] = failed.get(crew, 0) + text_bytes
     crews = sorted(set(sent) | set(delivered) | set(failed))
     return tuple(ShoreCrew(c, sent.get(c, 0), delivered.get(c, 0), failed.get(c, 0)) for c in crews)
+
+
+async def weekly_access_figures(
+    store: ReportStore,
+    vessel_id: int,
+    month: int,
+    crew: Sequence[int],
+    statement: AgentStatement | None,
+) -> WeeklyAccess:
+    """Weekly access for ``month`` (issue 23): the weeks in which the shore stored a batch
+    from the vessel (reachable), and per crew member the weeks they sent a family message
+    (written then, by the vessel's clock), received a family's reply (its downlink batch
+    acknowledged then) and, from the agent's statement, signed in on board.
+
+    ``crew`` are the crew members to list besides those seen sending or receiving."""
+    weeks = Month.from_key(month).weeks()
+    start_s, _ = week_bounds_s(weeks[0])
+    _, end_s = week_bounds_s(weeks[-1])
+    async with store.db.transaction() as tx:
+        arrivals = await store.uplink.batches_received_between(tx, vessel_id, start_s, end_s)
+        written = await store.uplink.crew_messages_written_between(
+            tx, vessel_id, int(start_s // 60), int(end_s // 60)
+        )
+        replies = await store.downlink_queue.replies_acknowledged_between(
+            tx, vessel_id, start_s, end_s
+        )
+    sent: dict[int, list[int]] = {}
+    for member, minutes in written:
+        sent.setdefault(member, []).append(week_of(minutes * 60))
+    received: dict[int, list[int]] = {}
+    for member, acked_at in replies:
+        received.setdefault(member, []).append(week_of(acked_at))
+    signed_in = statement.signed_in() if statement is not None else None
+    listed = {*crew, *sent, *received, *(signed_in or {})}
+    return weekly_access(
+        month,
+        sorted(listed),
+        [week_of(at) for at in arrivals],
+        sent,
+        received,
+        signed_in,
+    )
 
 
 async def shore_link_figures(store: ReportStore, vessel_id: int, month: int) -> LinkFigures:
@@ -231,6 +279,14 @@ async def build_report(
             notes.append("days at sea: not measured")
     crew_numbers = [c.crew for c in statement.crew] if statement else None
     lane = await grievance_lane(store, vessel_id, month, crew_numbers, now)
+    weekly = await weekly_access_figures(
+        store, vessel_id, month, crew_numbers or [c.crew for c in shore_crew], statement
+    )
+    if statement is None or statement.signed_in_weeks is None:
+        notes.append(
+            "weekly access: sign-ins on board not measured (no agent statement, or one "
+            "from an agent that does not record them); sending and receiving count"
+        )
     if lane is None:
         notes.append(
             "grievance lane open every day: not measured (the vessel sends no daily slots)"
@@ -250,6 +306,7 @@ async def build_report(
         earlier_heads=earlier,
         notes=tuple(notes),
         lane=lane,
+        weekly=weekly,
     ).signed(shore_key)
     log.info(
         "compliance report for vessel %d month %d: %d leaves, head size %d, rule %s, "

@@ -237,6 +237,14 @@ def verify(
         else "log:     a tree head in the format of vessel-relay before checkpoints "
         "(report version 1, made by an older relay; still verified)"
     )
+    weekly = report.weekly
+    if weekly is not None:
+        every = sum(1 for line in weekly.crew if weekly.used_every_week(line.crew))
+        typer.echo(
+            f"weekly:  reachable in {len(weekly.reachable)} of {len(weekly.weeks)} weeks "
+            f"({'every week' if weekly.reachable_every_week else 'NOT every week'}); "
+            f"{every} of {len(weekly.crew)} crew members used it every week"
+        )
     for disagreement in report.disagreements:
         typer.echo(f"  disagreement: {disagreement}")
     if problems:

@@ -504,7 +504,7 @@ def web_routes(
     :mod:`shipboard.signin`); without one, the pages get their own."""
     store = phones if phones is not None else SignedInPhones()
     words = translations or Translations()
-    signins = CrewSignIn(intake.register, guard or SignInGuard())
+    signins = CrewSignIn(intake.register, guard or SignInGuard(), intake.clock)
     zone = intake.config.time_zone
     vessel_id = intake.config.vessel.vessel_id
 

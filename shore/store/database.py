@@ -80,6 +80,11 @@ class Database(Protocol):
     def transaction(self) -> AbstractAsyncContextManager[Tx]:
         """One transaction: committed when the block ends, rolled back if it raises."""
 
+    async def erase_freed(self, tables: Sequence[str]) -> None:
+        """After content was deleted or overwritten in ``tables`` (a retention purge), make
+        what the backend can of it unrecoverable from its files; outside any transaction.
+        What each backend can promise is in its own docstring."""
+
     async def close(self) -> None:
         """Close the connections; the database is unusable afterwards."""
 

@@ -55,6 +55,36 @@ DEFAULT_LEASE_S = 600.0
 #: How long a delivery may take, from acceptance ashore (shore.retry's policy decides too).
 DEFAULT_DEADLINE_S = 3 * 24 * 3600.0
 
+#: How long a family message may wait for its delivery by default (issue 23): 30 days.
+DEFAULT_MESSAGE_TTL_S = 30 * 24 * 3600.0
+
+
+@dataclass(frozen=True, slots=True)
+class MessageTtl:
+    """How long a family message may wait, from when the crew member wrote it, before it
+    fails with ``DEADLINE_PASSED`` (its time to live): ``default_s`` for every vessel but
+    those of ``by_vessel`` ((vessel id, seconds), the relay's ``[retention]`` settings).
+
+    Whether it waited on board (a link down for weeks) or ashore (an address that keeps
+    refusing) makes no difference: the family would get news older than the TTL."""
+
+    default_s: float = DEFAULT_MESSAGE_TTL_S
+    by_vessel: tuple[tuple[int, float], ...] = ()
+
+    def __post_init__(self) -> None:
+        for vessel_id, ttl_s in ((None, self.default_s), *self.by_vessel):
+            if not ttl_s > 0:
+                where = "the default" if vessel_id is None else f"vessel {vessel_id}'s"
+                raise ValueError(f"{where} message time to live must be positive, not {ttl_s}")
+        vessels = [vessel_id for vessel_id, _ in self.by_vessel]
+        if len(set(vessels)) != len(vessels):
+            raise ValueError(f"a vessel has two message times to live in {self.by_vessel!r}")
+
+    def for_vessel(self, vessel_id: int) -> float:
+        """The time to live of ``vessel_id``'s family messages, in seconds."""
+        return dict(self.by_vessel).get(vessel_id, self.default_s)
+
+
 #: Turns a quick-message code into text in a language (None: no such phrase).
 PhraseLookup = Callable[[int, "Language | None"], "str | None"]
 
@@ -395,6 +425,13 @@ class DeliveryQueue:
             )
             for r in rows
         ]
+
+    async def note(self, tx: Tx, keys: Sequence[DeliveryKey], detail: str) -> None:
+        """Write ``detail`` (for the operator: no content) on the deliveries ``keys``."""
+        await tx.executemany(
+            "UPDATE deliveries SET detail = $3 WHERE vessel_id = $1 AND message_seq = $2",
+            [(key.vessel_id, key.message_seq, detail[:500]) for key in keys],
+        )
 
     async def outcomes(
         self, tx: Tx, vessel_id: int, first_seq: int, last_seq: int

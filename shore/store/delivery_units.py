@@ -7,6 +7,7 @@ never apart; a second outcome for the same delivery changes nothing.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 from protocol.envelopes import Envelope, FailureReason
@@ -14,6 +15,11 @@ from shore.store.database import Tx
 from shore.store.deliveries import Delivery, DeliveryKey, DeliveryRecord, delivery_of
 from shore.store.parts import StoreParts
 from shore.vocabulary import DeliveryEnd, DeliveryOutcome, MessageState, receipt_for
+
+_log = logging.getLogger(__name__)
+
+#: Family messages failed for their time to live by one pass (the next pass takes the rest).
+_EXPIRED_PER_PASS = 500
 
 #: Deliveries finished by one statement (two parameters each, well under the backends'
 #: limits on parameters).
@@ -26,6 +32,7 @@ class DeliveryUnits(StoreParts):
     async def claim_due_deliveries(self, now: float, limit: int, worker: str) -> Sequence[Delivery]:
         """Take up to ``limit`` due deliveries for ``worker`` under a lease."""
         async with self.db.transaction() as tx:
+            await self._expire_undelivered(tx, now)
             claims = await self.delivery_queue.claim(tx, now, limit, worker)
             messages = await self.uplink.to_deliver(tx, [claim.key for claim in claims])
         return [delivery_of(claim, messages[claim.key], self.phrases) for claim in claims]
@@ -34,11 +41,73 @@ class DeliveryUnits(StoreParts):
         """Take up to ``limit`` due deliveries for ``worker`` under a lease and record an
         attempt on each, in ONE transaction (one commit for the lot; every attempt is on
         record before anything is sent). A worker that dies before sending some of them
-        leaves those as unfinished attempts: they are resent later, counted as repeats."""
+        leaves those as unfinished attempts: they are resent later, counted as repeats.
+
+        Family messages past their time to live fail first, in the same transaction
+        (:meth:`expire_undelivered`), so none of them is ever handed out."""
         async with self.db.transaction() as tx:
+            await self._expire_undelivered(tx, now)
             claims = await self.delivery_queue.claim_and_record(tx, now, limit, worker)
             messages = await self.uplink.to_deliver(tx, [claim.key for claim in claims])
         return [delivery_of(claim, messages[claim.key], self.phrases) for claim in claims]
+
+    async def expire_undelivered(self, now: float) -> list[DeliveryKey]:
+        """Fail, with ``DEADLINE_PASSED`` and their receipts queued to the vessel, the family
+        messages still undelivered at ``now`` although they were written longer ago than
+        their vessel's time to live (``message_ttl``); up to 500 a call, in ONE transaction.
+        A message's age counts at most from the vessel's registration with this relay.
+        Returns their keys (each is also logged, without content)."""
+        async with self.db.transaction() as tx:
+            return await self._expire_undelivered(tx, now)
+
+    async def _expire_undelivered(self, tx: Tx, now: float) -> list[DeliveryKey]:
+        ttl = self.message_ttl
+        found: list[tuple[int, int, float]] = []
+        for vessel_id, ttl_s in ttl.by_vessel:
+            found += await self.uplink.undelivered_messages_older_than(
+                tx, now - ttl_s, _EXPIRED_PER_PASS, vessel_id=vessel_id
+            )
+        found += await self.uplink.undelivered_messages_older_than(
+            tx,
+            now - ttl.default_s,
+            _EXPIRED_PER_PASS,
+            excluding=[vessel_id for vessel_id, _ in ttl.by_vessel],
+        )
+        if not found:
+            return []
+        # A message cannot have waited on board since before the vessel was registered
+        # here: a vessel clock that was wrong when it was written makes it no older.
+        registered = await self.registry.added_times(tx)
+        written = {
+            DeliveryKey(vessel, seq): max(at, registered.get(vessel, at))
+            for vessel, seq, at in found
+        }
+        written = {
+            key: at for key, at in written.items() if at + ttl.for_vessel(key.vessel_id) <= now
+        }
+        if not written:
+            return []
+        ended = await self._finish_many(
+            tx, list(written), DeliveryOutcome.FAILED, FailureReason.DEADLINE_PASSED, now
+        )
+        for key in ended:
+            days = ttl.for_vessel(key.vessel_id) / 86400
+            age_days = (now - written[key]) / 86400
+            await self.delivery_queue.note(
+                tx,
+                [key],
+                f"time to live passed: written {age_days:.1f} days ago (TTL {days:g} days)",
+            )
+            _log.info(
+                "vessel %d message %d: not delivered within its time to live (%g days; "
+                "written %.1f days ago): failed %s, the crew member is told",
+                key.vessel_id,
+                key.message_seq,
+                days,
+                age_days,
+                FailureReason.DEADLINE_PASSED.name,
+            )
+        return ended
 
     async def finish_deliveries(self, ends: Sequence[DeliveryEnd], now: float) -> None:
         """The attempts' ends, in ONE transaction: final outcomes with the message's state
@@ -72,8 +141,10 @@ class DeliveryUnits(StoreParts):
         outcome: DeliveryOutcome,
         reason: FailureReason | None,
         now: float,
-    ) -> None:
-        """:meth:`_finish_delivery` for several deliveries with one outcome."""
+    ) -> list[DeliveryKey]:
+        """:meth:`_finish_delivery` for several deliveries with one outcome; those that
+        ended now (the others had an outcome already)."""
+        all_ended: list[DeliveryKey] = []
         for start in range(0, len(keys), _KEYS_PER_STATEMENT):
             ended = await self.delivery_queue.finish_many(
                 tx, keys[start : start + _KEYS_PER_STATEMENT], outcome, reason, now
@@ -85,6 +156,8 @@ class DeliveryUnits(StoreParts):
                 by_vessel.setdefault(key.vessel_id, []).append((receipt, f"f{key.message_seq}"))
             for vessel_id, receipts in by_vessel.items():
                 await self.downlink_queue.queue_many(tx, vessel_id, receipts, now)
+            all_ended += ended
+        return all_ended
 
     async def release_claims(self, worker: str) -> int:
         """End the leases ``worker`` holds on unfinished deliveries; how many."""
@@ -155,10 +228,12 @@ class DeliveryUnits(StoreParts):
     async def retry_delivery(self, vessel_id: int, message_seq: int, now: float) -> bool:
         """Try a delivery again now: a retrying one is made due, a failed one reopened with
         a fresh deadline and its message ``ACCEPTED`` again. False when there is none to
-        retry. The vessel already heard "failed" and hears of it again only if it is
-        delivered (its receipt key is spent)."""
+        retry, or when its content was purged after the retention. The vessel already heard
+        "failed" and hears of it again only if it is delivered (its receipt key is spent)."""
         key = DeliveryKey(vessel_id, message_seq)
         async with self.db.transaction() as tx:
+            if await self.uplink.is_purged(tx, vessel_id, message_seq):
+                return False  # its content is gone (retention): nothing left to send
             if not await self.delivery_queue.reopen(tx, key, now):
                 return False
             await self.uplink.set_message_state(

@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from protocol.cbor import dumps, strict_loads
-from protocol.envelopes import BatchAck, Envelope, from_skeleton, to_skeleton
+from protocol.envelopes import BatchAck, Envelope, Kind, Reply, from_skeleton, to_skeleton
 from protocol.errors import Reason
 from protocol.exchange import downlink_resend_at
 from shore.store.database import Row, Tx, optional_float
@@ -83,8 +83,23 @@ MIGRATIONS = MigrationSet(
             "0003_urgent_items",
             "ALTER TABLE downlink_items ADD COLUMN urgent {int} NOT NULL DEFAULT 0",
         ),
+        # Retention (issue 23): an acknowledged batch's bytes and its replies' text are
+        # purged after the retention; ``link_bytes`` keeps the batch's size for the link
+        # figures, ``purged_at`` says when.
+        Migration(
+            "0004_content_retention",
+            """
+        ALTER TABLE downlink_batches ADD COLUMN link_bytes {int};
+        ALTER TABLE downlink_batches ADD COLUMN purged_at {real};
+        CREATE INDEX downlink_batches_unpurged ON downlink_batches (acked_at)
+            WHERE acked_at IS NOT NULL AND purged_at IS NULL
+        """,
+        ),
     ),
 )
+
+#: The skeleton key of a reply's crew number (read without its text, which may be purged).
+_REPLY_CREW_KEY = next(spec.key for spec in Reply.FIELDS if spec.name == "crew")
 
 #: Encodes and signs one downlink batch: ``encode(downlink_seq, envelopes) -> bytes``.
 DownlinkEncoder = Callable[[int, Sequence[Envelope]], bytes]
@@ -193,6 +208,57 @@ class DownlinkQueue:
     """The downlink's SQL; every method runs in the transaction it is given."""
 
     # items --------------------------------------------------------------------------------
+
+    async def replies_acknowledged_between(
+        self, tx: Tx, vessel_id: int, start_s: float, end_s: float
+    ) -> list[tuple[int, float]]:
+        """(crew, acknowledged at) of the families' replies that reached the vessel in
+        [start, end): their downlink batch was acknowledged then (the relay's clock)."""
+        rows = await tx.fetch(
+            "SELECT i.skeleton, b.acked_at FROM downlink_items i "
+            "JOIN downlink_batches b ON b.vessel_id = i.vessel_id "
+            "AND b.downlink_seq = i.downlink_seq WHERE i.vessel_id = $1 AND i.kind = $2 "
+            "AND b.acked_at >= $3 AND b.acked_at < $4",
+            vessel_id,
+            int(Kind.REPLY),
+            float(start_s),
+            float(end_s),
+        )
+        found: list[tuple[int, float]] = []
+        for skeleton, acked_at in rows:
+            # the skeleton alone: the reply's text may have been purged (retention)
+            entry = strict_loads(bytes(skeleton), max_depth=5, max_length=4096, what="reply")
+            crew = entry.get(_REPLY_CREW_KEY) if isinstance(entry, dict) else None
+            if isinstance(crew, int) and not isinstance(crew, bool):
+                found.append((crew, float(acked_at)))
+        return found
+
+    async def purge_acknowledged(
+        self, tx: Tx, before: float, now: float, limit: int
+    ) -> list[tuple[int, int, int]]:
+        """Purge, for up to ``limit`` downlink batches the vessel acknowledged before
+        ``before``, the batch's bytes (its size kept as ``link_bytes``) and the text of the
+        families' replies it carried; receipts, case updates and every id stay. Returns
+        (vessel, downlink_seq, bytes purged) of the batches purged now."""
+        rows = await tx.fetch(
+            "SELECT vessel_id, downlink_seq, LENGTH(data) FROM downlink_batches "
+            "WHERE acked_at IS NOT NULL AND purged_at IS NULL AND acked_at < $1 "
+            "ORDER BY acked_at, vessel_id, downlink_seq LIMIT $2",
+            float(before),
+            limit,
+        )
+        purged = [(int(r[0]), int(r[1]), int(r[2])) for r in rows]
+        await tx.executemany(
+            "UPDATE downlink_batches SET link_bytes = $3, data = $4, purged_at = $5 "
+            "WHERE vessel_id = $1 AND downlink_seq = $2 AND purged_at IS NULL",
+            [(vessel, seq, size, b"", float(now)) for vessel, seq, size in purged],
+        )
+        await tx.executemany(
+            "UPDATE downlink_items SET text = NULL WHERE vessel_id = $1 AND downlink_seq = $2 "
+            "AND kind = $3",
+            [(vessel, seq, int(Kind.REPLY)) for vessel, seq, _ in purged],
+        )
+        return purged
 
     async def queue(
         self,
@@ -376,7 +442,8 @@ class DownlinkQueue:
         """Downlink link bytes per vessel (of those with ids in the closed range ``ids``) of
         batches last sent since ``since`` (every send of a batch counted)."""
         rows = await tx.fetch(
-            "SELECT vessel_id, SUM(LENGTH(data) * send_count) FROM downlink_batches "
+            "SELECT vessel_id, SUM(COALESCE(link_bytes, LENGTH(data)) * send_count) "
+            "FROM downlink_batches "
             "WHERE last_sent_at >= $1 AND vessel_id >= $2 AND vessel_id <= $3 "
             "GROUP BY vessel_id",
             float(since),

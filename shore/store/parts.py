@@ -14,6 +14,7 @@ from shore.store.deliveries import (
     DEFAULT_DEADLINE_S,
     DEFAULT_LEASE_S,
     DeliveryQueue,
+    MessageTtl,
     PhraseLookup,
 )
 from shore.store.downlink import DownlinkQueue
@@ -44,7 +45,8 @@ class StoreParts:
         log             the transparency log                    shore.store.transparency_log
 
     ``phrases`` expands quick-message codes for deliveries, ``lease_s`` is how long a
-    delivery claim lasts, ``deadline_s`` how long a delivery may take from acceptance ashore.
+    delivery claim lasts, ``deadline_s`` how long a delivery may take from acceptance ashore,
+    ``message_ttl`` how long a family message may wait from when it was written.
     """
 
     def __init__(
@@ -54,9 +56,11 @@ class StoreParts:
         phrases: PhraseLookup | None = None,
         lease_s: float = DEFAULT_LEASE_S,
         deadline_s: float = DEFAULT_DEADLINE_S,
+        message_ttl: MessageTtl | None = None,
     ) -> None:
         self.db = db
         self.phrases = phrases
+        self.message_ttl = message_ttl or MessageTtl()
         dialect = db.dialect
         self.registry = Registry()
         self.links = VesselLinks(dialect)

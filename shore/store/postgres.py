@@ -19,7 +19,7 @@ from typing import Any
 import asyncpg  # no stubs; pyproject override asked for
 
 from shore.store.database import Dialect, Row
-from shore.store.deliveries import DEFAULT_DEADLINE_S, DEFAULT_LEASE_S
+from shore.store.deliveries import DEFAULT_DEADLINE_S, DEFAULT_LEASE_S, MessageTtl
 from shore.store.errors import StoreUnavailable
 from shore.store.relay_store import PhraseLookup, RelayStore
 
@@ -133,6 +133,26 @@ class PostgresDatabase:
                 f"PostgreSQL failed ({type(exc).__name__}: {exc}); nothing was changed"
             ) from exc
 
+    async def erase_freed(self, tables: Sequence[str]) -> None:
+        """``VACUUM`` each of ``tables``: the old versions of purged rows (PostgreSQL keeps
+        the row as it was until no transaction can see it) are removed and their space made
+        free for reuse. That is all PostgreSQL offers short of ``VACUUM FULL`` (a rewrite
+        under an exclusive lock): the freed bytes stay in the table's files until new rows
+        overwrite them, and the content stays in WAL segments, WAL archives and base
+        backups until those are recycled or expire. The operator's backup retention decides
+        when it is gone from those (``deploy/README.md``)."""
+        for table in tables:
+            if not table.isidentifier():
+                raise ValueError(f"not a table name: {table!r}")
+            try:
+                async with self.pool.acquire() as conn:
+                    await conn.execute(f"VACUUM {table}")
+            except _STORAGE_FAILURES as exc:
+                raise StoreUnavailable(
+                    f"PostgreSQL failed to VACUUM {table} after a purge ({exc}); the purge "
+                    "itself is committed, the next one vacuums again"
+                ) from exc
+
     async def close(self) -> None:
         """Close the pool."""
         await self.pool.close()
@@ -153,10 +173,13 @@ class PostgresStore(RelayStore):
         phrases: PhraseLookup | None = None,
         lease_s: float = DEFAULT_LEASE_S,
         deadline_s: float = DEFAULT_DEADLINE_S,
+        message_ttl: MessageTtl | None = None,
     ) -> PostgresStore:
         """Connect to ``dsn`` and apply pending migrations."""
         db = await PostgresDatabase.open(dsn, min_size=min_size, max_size=max_size)
-        store = cls(db, phrases=phrases, lease_s=lease_s, deadline_s=deadline_s)
+        store = cls(
+            db, phrases=phrases, lease_s=lease_s, deadline_s=deadline_s, message_ttl=message_ttl
+        )
         try:
             await store.migrate()
         except BaseException:

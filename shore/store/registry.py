@@ -212,6 +212,11 @@ class Registry:
         assert row is not None
         return int(row[0])
 
+    async def added_times(self, tx: Tx) -> dict[int, float]:
+        """vessel_id -> when it was registered, for every registered vessel."""
+        rows = await tx.fetch("SELECT vessel_id, added_at FROM vessels")
+        return {int(r[0]): float(r[1]) for r in rows}
+
     async def require(self, tx: Tx, vessel_id: int) -> None:
         """Raise :class:`RegistryError` unless the vessel is registered."""
         if await tx.fetchrow("SELECT 1 FROM vessels WHERE vessel_id = $1", vessel_id) is None:

@@ -13,6 +13,7 @@ happens in a unit of work. The units are grouped by flow::
     DownlinkUnits        shore.store.downlink_units  queued envelopes, signed batches
     LaneUnits            shore.store.lane_units      the grievance lane (unions, downlink lane)
     SosUnits             shore.store.sos_units       SOS alerts
+    RetentionUnits       shore.store.retention_units content purged after the retention
 
 Every service depends only on a small protocol of its own (``shore.ingest.IngestStore``,
 ``shore.delivery.DeliveryStore``, ``shore.downlink.DownlinkStore``, ``shore.alerts.SosStore``,
@@ -43,6 +44,7 @@ from shore.store.migrations import MigrationSet, migrate
 from shore.store.refusals import MIGRATIONS as REFUSAL_MIGRATIONS
 from shore.store.registry import MIGRATIONS as REGISTRY_MIGRATIONS
 from shore.store.registry import VesselInfo, VesselRecord
+from shore.store.retention_units import RetentionUnits
 from shore.store.sos import MIGRATIONS as SOS_MIGRATIONS
 from shore.store.sos_units import SosUnits
 from shore.store.transparency_log import MIGRATIONS as LOG_MIGRATIONS
@@ -69,7 +71,7 @@ MIGRATION_SETS: tuple[MigrationSet, ...] = (
 _log = logging.getLogger(__name__)
 
 
-class RelayStore(IngestUnits, DeliveryUnits, DownlinkUnits, LaneUnits, SosUnits):
+class RelayStore(IngestUnits, DeliveryUnits, DownlinkUnits, LaneUnits, SosUnits, RetentionUnits):
     """The relay's store over one open database (see the module docstring).
 
     Open one with :meth:`shore.store.sqlite.SqliteStore.open` or

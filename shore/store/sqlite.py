@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from shore.store.database import Dialect, Row
-from shore.store.deliveries import DEFAULT_DEADLINE_S, DEFAULT_LEASE_S
+from shore.store.deliveries import DEFAULT_DEADLINE_S, DEFAULT_LEASE_S, MessageTtl
 from shore.store.errors import StoreUnavailable
 from shore.store.relay_store import PhraseLookup, RelayStore
 
@@ -122,6 +122,10 @@ class SqliteDatabase:
                     raise StoreUnavailable(f"the store {path} cannot use WAL mode (got {mode})")
                 db.execute("PRAGMA synchronous=FULL")
                 db.execute("PRAGMA foreign_keys=ON")
+                # Deleted or overwritten content is zeroed in its page and freed pages are
+                # zeroed too (retention purges, issue 23); with the TRUNCATE checkpoint of
+                # erase_freed nothing of it stays in the file or its WAL.
+                db.execute("PRAGMA secure_delete=ON")
                 db.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
             except BaseException:
                 db.close()
@@ -164,6 +168,28 @@ class SqliteDatabase:
                 await asyncio.shield(self.run(lambda: _rollback_quietly(db)))
                 raise StoreUnavailable(f"cannot commit to the store {self.path}: {exc}") from exc
 
+    async def erase_freed(self, tables: Sequence[str]) -> None:
+        """Write the WAL back into the database file and truncate it to zero bytes
+        (``wal_checkpoint(TRUNCATE)``). With ``secure_delete=ON`` (set at open) SQLite
+        zeroes content as it is deleted or overwritten, in its page and in freed pages; the
+        old page images that the WAL still held are gone with it. ``tables``: unused, SQLite
+        does it for the whole file. A checkpoint that a reader in another process keeps
+        from finishing raises :class:`~shore.store.errors.StoreUnavailable`."""
+        async with self._lock:
+            db = self.connection
+            try:
+                busy, _, _ = await self.run(
+                    lambda: db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+                )
+            except sqlite3.Error as exc:
+                raise StoreUnavailable(f"the store {self.path}: checkpoint failed: {exc}") from exc
+        if not busy:
+            return
+        raise StoreUnavailable(
+            f"the store {self.path}: the WAL could not be truncated after a purge (another "
+            "process is reading it); the next purge tries again"
+        )
+
     async def close(self) -> None:
         """Close the connection and its thread."""
         async with self._lock:
@@ -186,10 +212,13 @@ class SqliteStore(RelayStore):
         phrases: PhraseLookup | None = None,
         lease_s: float = DEFAULT_LEASE_S,
         deadline_s: float = DEFAULT_DEADLINE_S,
+        message_ttl: MessageTtl | None = None,
     ) -> SqliteStore:
         """Open (or create) the store at ``path`` and apply pending migrations."""
         db = await SqliteDatabase.open(path, busy_timeout_ms=busy_timeout_ms)
-        store = cls(db, phrases=phrases, lease_s=lease_s, deadline_s=deadline_s)
+        store = cls(
+            db, phrases=phrases, lease_s=lease_s, deadline_s=deadline_s, message_ttl=message_ttl
+        )
         try:
             await store.migrate()
         except BaseException:

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from protocol.batch import Batch
+from protocol.compliance import message_text_bytes
 from protocol.envelopes import (
     Channel,
     ContactBookChange,
@@ -111,6 +112,18 @@ MIGRATIONS = MigrationSet(
         ALTER TABLE messages ADD COLUMN voice_mode {int};
         ALTER TABLE messages ADD COLUMN voice_ms {int};
         ALTER TABLE messages ADD COLUMN voice {blob}
+        """,
+        ),
+        # Retention (issue 23): a family message's content (text, quick code, speech) is
+        # purged some time after its delivery ended; ``text_bytes`` keeps what the
+        # compliance report counts, ``purged_at`` when the content went.
+        Migration(
+            "0005_content_retention",
+            """
+        ALTER TABLE messages ADD COLUMN text_bytes {int};
+        ALTER TABLE messages ADD COLUMN purged_at {real};
+        CREATE INDEX messages_unpurged ON messages (state_at)
+            WHERE kind = 'message' AND purged_at IS NULL AND state IN ('delivered', 'failed')
         """,
         ),
     ),
@@ -390,6 +403,21 @@ class Uplink:
         assert row is not None
         return int(row[0]), int(row[1])
 
+    async def batches_received_between(
+        self, tx: Tx, vessel_id: int, start_s: float, end_s: float
+    ) -> list[float]:
+        """When each of the vessel's stored batches arrived ashore, in [start, end) (the
+        relay's clock: a link session happened then)."""
+        rows = await tx.fetch(
+            "SELECT received_at FROM batches WHERE vessel_id = $1 AND state = $4 "
+            "AND received_at >= $2 AND received_at < $3 ORDER BY received_at",
+            vessel_id,
+            float(start_s),
+            float(end_s),
+            BatchState.STORED.value,
+        )
+        return [float(r[0]) for r in rows]
+
     # contacts ---------------------------------------------------------------------------
 
     async def upsert_contact(
@@ -601,24 +629,154 @@ class Uplink:
             for r in rows
         }
 
-    async def crew_messages_written(
+    async def crew_message_text_bytes(
         self, tx: Tx, vessel_id: int, start_minutes: int, end_minutes: int
-    ) -> list[tuple[int, int, str | None, int | None, bytes | None]]:
-        """(message_seq, crew, body, quick, voice) of the vessel's crew messages written in
-        [start, end) (UTC minutes); ``voice``: a voice message's Codec2 frames."""
+    ) -> list[tuple[int, int, int]]:
+        """(message_seq, crew, text bytes) of the vessel's crew messages written in
+        [start, end) (UTC minutes): counted from the content while it is kept, from
+        ``text_bytes`` once it was purged (:meth:`purge_content`), so a report built after
+        a purge counts what one built before did."""
         rows = await tx.fetch(
-            "SELECT message_seq, crew, body, quick, voice FROM messages WHERE vessel_id = $1 "
-            "AND kind = $4 AND written_minutes >= $2 AND written_minutes < $3 "
-            "ORDER BY message_seq",
+            "SELECT message_seq, crew, body, quick, voice, text_bytes, purged_at FROM messages "
+            "WHERE vessel_id = $1 AND kind = $4 AND written_minutes >= $2 "
+            "AND written_minutes < $3 ORDER BY message_seq",
             vessel_id,
             start_minutes,
             end_minutes,
             MessageKind.MESSAGE.value,
         )
+        found = []
+        for r in rows:
+            if r[6] is not None:
+                text_bytes = int(r[5] or 0)
+            else:
+                voice = None if r[4] is None else bytes(r[4])
+                text_bytes = message_text_bytes(r[2], optional_int(r[3]), voice)
+            found.append((int(r[0]), int(r[1]), text_bytes))
+        return found
+
+    async def crew_messages_written_between(
+        self, tx: Tx, vessel_id: int, start_minutes: int, end_minutes: int
+    ) -> list[tuple[int, int]]:
+        """(crew, written_minutes) of the vessel's family messages (text, quick or voice)
+        written in [start, end) (UTC minutes, the vessel's clock)."""
+        rows = await tx.fetch(
+            "SELECT crew, written_minutes FROM messages WHERE vessel_id = $1 AND kind = $4 "
+            "AND written_minutes >= $2 AND written_minutes < $3 ORDER BY message_seq",
+            vessel_id,
+            start_minutes,
+            end_minutes,
+            MessageKind.MESSAGE.value,
+        )
+        return [(int(r[0]), int(r[1])) for r in rows]
+
+    # time to live and retention (issue 23) --------------------------------------------------
+
+    async def undelivered_messages_older_than(
+        self,
+        tx: Tx,
+        before: float,
+        limit: int,
+        *,
+        vessel_id: int | None = None,
+        excluding: Sequence[int] = (),
+    ) -> list[tuple[int, int, float]]:
+        """(vessel, message_seq, written_at) of family messages still waiting for their
+        delivery (state ``accepted``) that were written before ``before`` (seconds).
+
+        ``written_at`` is on the relay's clock: the time the message was accepted ashore
+        less the time it waited on board, which is the difference of two readings of the
+        vessel's clock (when it was written and when its batch was made). A vessel whose
+        clock is wrong by days therefore neither expires its messages early nor keeps them
+        late; only the age on board is taken from it, never below zero. Newest first, so
+        that messages whose age on board is implausible (a clock that said 1970 when they
+        were written) come last and never hold back the others.
+
+        ``vessel_id``: that vessel's only; ``excluding``: not those vessels'."""
+        only = ""
+        args: list[object] = []
+        if vessel_id is not None:
+            only += " AND m.vessel_id = $5"
+            args.append(vessel_id)
+        for number in excluding:
+            args.append(int(number))
+            only += f" AND m.vessel_id <> ${4 + len(args)}"
+        rows = await tx.fetch(
+            "SELECT m.vessel_id, m.message_seq, m.accepted_at, b.batch_minutes, "
+            "m.written_minutes FROM messages m JOIN batches b ON b.vessel_id = m.vessel_id "
+            "AND b.batch_seq = m.batch_seq WHERE m.kind = $1 AND m.state = $2 "
+            "AND m.accepted_at - (CASE WHEN b.batch_minutes > m.written_minutes "
+            f"THEN b.batch_minutes - m.written_minutes ELSE 0 END) * 60 < $3{only} "
+            "ORDER BY m.accepted_at - (CASE WHEN b.batch_minutes > m.written_minutes "
+            "THEN b.batch_minutes - m.written_minutes ELSE 0 END) * 60 DESC, "
+            "m.vessel_id, m.message_seq LIMIT $4",
+            MessageKind.MESSAGE.value,
+            MessageState.ACCEPTED.value,
+            float(before),
+            limit,
+            *args,
+        )
         return [
-            (int(r[0]), int(r[1]), r[2], optional_int(r[3]), None if r[4] is None else bytes(r[4]))
-            for r in rows
+            (int(r[0]), int(r[1]), float(r[2]) - max(0, int(r[3]) - int(r[4])) * 60.0) for r in rows
         ]
+
+    async def content_ended_before(
+        self, tx: Tx, before: float, limit: int
+    ) -> list[tuple[int, int]]:
+        """(vessel, message_seq) of family messages whose delivery ended (delivered or
+        failed) before ``before`` and whose content is still kept, oldest ending first."""
+        rows = await tx.fetch(
+            "SELECT vessel_id, message_seq FROM messages WHERE kind = 'message' "
+            "AND purged_at IS NULL AND state IN ('delivered', 'failed') AND state_at < $1 "
+            "ORDER BY state_at, vessel_id, message_seq LIMIT $2",
+            float(before),
+            limit,
+        )
+        return [(int(r[0]), int(r[1])) for r in rows]
+
+    async def purge_content(
+        self, tx: Tx, keys: Sequence[tuple[int, int]], now: float
+    ) -> list[tuple[int, int, int]]:
+        """Forget the content of the family messages ``keys`` whose delivery ended: their
+        text, quick-message code and speech; their text bytes are kept for the compliance
+        report, and every other column (who, when, state, sizes) stays. Returns
+        (vessel, message_seq, content bytes purged) of those purged now (a message purged
+        before, still open, or not a family message is left as it is)."""
+        if not keys:
+            return []
+        where, args = keys_filter(keys)
+        n = len(args)
+        rows = await tx.fetch(
+            "SELECT vessel_id, message_seq, body, quick, voice FROM messages "
+            f"WHERE {where} AND kind = ${n + 1} AND purged_at IS NULL "
+            f"AND state IN (${n + 2}, ${n + 3})",
+            *args,
+            MessageKind.MESSAGE.value,
+            MessageState.DELIVERED.value,
+            MessageState.FAILED.value,
+        )
+        purged = []
+        for r in rows:
+            body, quick = r[2], optional_int(r[3])
+            voice = None if r[4] is None else bytes(r[4])
+            text_bytes = message_text_bytes(body, quick, voice)
+            content_bytes = len(voice or b"") + len((body or "").encode("utf-8"))
+            purged.append((int(r[0]), int(r[1]), text_bytes, content_bytes))
+        await tx.executemany(
+            "UPDATE messages SET body = NULL, quick = NULL, voice = NULL, text_bytes = $3, "
+            "purged_at = $4 WHERE vessel_id = $1 AND message_seq = $2 AND purged_at IS NULL",
+            [(vessel, seq, text_bytes, float(now)) for vessel, seq, text_bytes, _ in purged],
+        )
+        return [(vessel, seq, content) for vessel, seq, _, content in purged]
+
+    async def is_purged(self, tx: Tx, vessel_id: int, message_seq: int) -> bool:
+        """Whether the message's content was purged (it can never be delivered again)."""
+        row = await tx.fetchrow(
+            "SELECT purged_at FROM messages WHERE vessel_id = $1 AND message_seq = $2",
+            vessel_id,
+            message_seq,
+        )
+        return row is not None and row[0] is not None
 
     # grievance reports --------------------------------------------------------------------
 

@@ -115,11 +115,19 @@ def _legacy(head: SignedTreeHead) -> SignedTreeHead:
 
 def test_a_report_made_by_an_older_relay_still_verifies(month: Month, tmp_path: Path) -> None:
     """A report of version 1 (tree heads in the older relay's own format) reads and verifies
-    with the shore's key, offline, and fails with another key; today's reports are version
-    2 with checkpoint heads."""
+    with the shore's key, offline, and fails with another key; so does one of version 2
+    (checkpoint heads, no weekly access); today's reports are version 3 with checkpoint
+    heads and weekly access."""
     report = month.report
-    assert report.version == 2
+    assert report.version == 3
+    assert report.weekly is not None
     assert report.head.head.origin == ORIGIN
+    version_2 = replace(report, weekly=None).signed(SHORE_KEY)
+    data_2 = version_2.to_json()
+    assert b'"version": 2' in data_2
+    assert b"weekly_access" not in data_2
+    again_2 = ComplianceReport.from_json(data_2)
+    assert verify_report(again_2, shore_key=SHORE_KEY.verify_key.key) == []
     older = replace(
         report,
         head=_legacy(report.head),
@@ -144,7 +152,7 @@ def test_a_report_made_by_an_older_relay_still_verifies(month: Month, tmp_path: 
 def test_a_report_of_a_newer_version_says_so(month: Month, tmp_path: Path) -> None:
     """A report made by a newer vessel-relay than the inspector's is not called broken: the
     inspector is told to update vessel-relay."""
-    data = month.report.to_json().replace(b'"version": 2', b'"version": 3')
+    data = month.report.to_json().replace(b'"version": 3', b'"version": 4')
     path = tmp_path / "newer.json"
     path.write_bytes(data)
     result = CliRunner().invoke(

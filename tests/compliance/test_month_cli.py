@@ -316,3 +316,26 @@ def test_witness_software_cosigns_the_checkpoint_note(installed: Installed, tmp_
     code, out, err = _invoke("shore", "log", "checkpoint", "--config", relay)
     assert code == 0, err
     assert f"\u2014 {name} {blob}\n" in out
+
+
+def test_the_owner_can_leave_sign_in_weeks_out_for_an_older_relay(
+    installed: Installed, tmp_path: Path
+) -> None:
+    """The owner's statement carries the weeks each crew member signed in on board; for a
+    relay of the release before (which would not know the field and so find the vessel's
+    signature wrong) '--no-weekly-access' writes the statement without them, signed as
+    that relay expects."""
+    for flag, folder in (("--weekly-access", "with"), ("--no-weekly-access", "without")):
+        code, _, err = _invoke(
+            "ship", "report", "--month", "2026-10", "--config", str(installed.ship_config),
+            "--out", str(tmp_path / folder), flag,
+        )  # fmt: skip
+        assert code == 0, err
+    name = f"agent-statement-{VESSEL}-2026-10.json"
+    with_weeks = json.loads((tmp_path / "with" / name).read_text(encoding="utf-8"))
+    without = json.loads((tmp_path / "without" / name).read_text(encoding="utf-8"))
+    assert "signed_in_weeks" in with_weeks
+    assert "signed_in_weeks" not in without
+    older = AgentStatement.from_obj(without)
+    assert older.signed_in() is None
+    VESSEL_KEY.verify_key.verify(older.signed_bytes(), older.signature, what="statement")

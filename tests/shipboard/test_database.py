@@ -45,6 +45,7 @@ ADOPTED = [
 #: What today's code runs on such a file: what the release before did not have.
 NEW_SINCE = [
     ("crew_register", "0002_chosen_pins"),
+    ("crew_register", "0003_signed_in_weeks"),
     ("outbox", "0005_lane_items"),
     ("outbox", "0006_voice_notes"),
     ("inbox", "0002_lane_blocks"),

@@ -50,7 +50,9 @@ OWN_TABLES = ("store_migrations", "schema_migrations")
 #: these, in this order; each only adds tables (or columns) of its own.
 SINCE_THE_SPLIT = [
     ("uplink", "0004_voice_notes"),
+    ("uplink", "0005_content_retention"),
     ("downlink", "0003_urgent_items"),
+    ("downlink", "0004_content_retention"),
     ("transparency_log", "0002_tiles_and_checkpoints"),
     ("lane", "0001_lane"),
 ]
@@ -128,9 +130,16 @@ async def test_a_relay_database_made_by_the_old_code_opens_without_running_anyth
         applied = [r.getMessage() for r in caplog.records if "applied" in r.getMessage()]
         assert applied == [f"store migration {s}/{n} applied" for s, n in SINCE_THE_SPLIT]
         after = _sqlite_schema(path)
-        # downlink/0003_urgent_items, uplink/0004_voice_notes and transparency_log/0002
-        # added columns to these
-        altered = {"downlink_items", "messages", "log_heads", "log_cosignatures", "log_state"}
+        # downlink/0003_urgent_items, uplink/0004_voice_notes, uplink/0005 (retention) and
+        # transparency_log/0002 added columns to these
+        altered = {
+            "downlink_items",
+            "downlink_batches",
+            "messages",
+            "log_heads",
+            "log_cosignatures",
+            "log_state",
+        }
         assert {entry for entry in before if entry[1] not in altered} <= after
         assert {name for _, name, sql in after - before} <= {
             *altered,
@@ -140,6 +149,8 @@ async def test_a_relay_database_made_by_the_old_code_opens_without_running_anyth
             "log_signing",
             "lane_up_blocks_by_vessel",
             "lane_down_waiting",
+            "messages_unpurged",
+            "downlink_batches_unpurged",
             *(f"sqlite_autoindex_{t}_1" for t in LANE_TABLES),
             *(f"sqlite_autoindex_{t}_2" for t in LANE_TABLES),
         }
@@ -269,8 +280,10 @@ async def test_an_old_database_part_way_through_gets_only_what_it_lacks(
     assert applied == [
         ("uplink", "0003_sos_unauthenticated"),
         ("uplink", "0004_voice_notes"),
+        ("uplink", "0005_content_retention"),
         ("downlink", "0002_slot_notes"),
         ("downlink", "0003_urgent_items"),
+        ("downlink", "0004_content_retention"),
         ("transparency_log", "0002_tiles_and_checkpoints"),
         ("lane", "0001_lane"),
     ]
