@@ -234,6 +234,11 @@ class Reassembler:
             )
         return self._complete(kind, tag, payload, count)
 
+    def forget(self, done: Reassembled) -> None:
+        """Forget that ``done`` was completed: the receiver could not keep it (its store
+        failed), so the sender's resend must be reassembled again, not dropped."""
+        self._done.pop((int(done.kind), payload_tag(done.payload)), None)
+
     def _complete(self, kind: PayloadKind, tag: bytes, payload: bytes, count: int) -> Reassembled:
         if self._remember:
             self._done[(int(kind), tag)] = None

@@ -129,3 +129,13 @@ def test_misuse_is_local() -> None:
         fragment(b"x", PayloadKind.BATCH, FRAGMENT_HEADER_BYTES)
     with pytest.raises(LocalProtocolError, match="smaller batches"):
         fragment(bytes(256 * 333 + 1), PayloadKind.BATCH, SBD_MO_BYTES)
+
+
+def test_a_payload_the_receiver_could_not_keep_is_taken_again() -> None:
+    """The relay's store failed after reassembly: the vessel's resend is rebuilt, not dropped."""
+    messages = fragment(bytes(range(256)) * 3, PayloadKind.BATCH, SBD_MO_BYTES)
+    reassembler = Reassembler()
+    done = [r for m in messages if (r := reassembler.add(m, 0.0)) is not None]
+    reassembler.forget(done[0])
+    again = [r for m in messages if (r := reassembler.add(m, 1.0)) is not None]
+    assert [r.payload for r in again] == [done[0].payload]
