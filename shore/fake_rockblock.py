@@ -98,8 +98,8 @@ class FakeRockBlock:
         self.mo: list[MoRecord] = []
         #: Webhook POSTs answered 200.
         self.posted = 0
-        #: MT messages queued through the HTTP API.
-        self.mt_queued_total = 0
+        #: Every MT message queued through the HTTP API, in order.
+        self.mt: list[bytes] = []
 
     async def __aenter__(self) -> FakeRockBlock:
         await self.start()
@@ -223,7 +223,7 @@ class FakeRockBlock:
             modem = self._modems[imei]
             modem.mt.append(data)
             ring = modem.ring
-        self.mt_queued_total += 1
+        self.mt.append(data)
         if ring is not None:
             ring()
 

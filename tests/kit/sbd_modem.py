@@ -13,9 +13,9 @@ provider's gateway: ``+SBDIX: mo, momsn, mt, mtmsn, mt_len, mt_queued``); ``AT+S
 Trouble, as the sky makes it: :meth:`fail_sessions` makes the next sessions fail with the
 given MO statuses (32 no network service, 35 busy, 18 RF drop ...), the message staying
 in the MO buffer and nothing reaching the gateway; :meth:`cut_after_gateway` makes the
-next session reach the gateway and then never answer (the antenna cable pulled after the
-satellite took the message: the driver times out, and its resend is a duplicate at the
-provider).
+next session with an MO message reach the gateway and then never answer (the antenna
+cable pulled after the satellite took the message: the driver times out, and its resend
+is a duplicate at the provider).
 """
 
 from __future__ import annotations
@@ -87,7 +87,8 @@ class ModemEmulator:
             self._failures.extend(mo_statuses)
 
     def cut_after_gateway(self, times: int = 1) -> None:
-        """The next ``times`` sessions reach the gateway, then the modem never answers."""
+        """The next ``times`` sessions that carry an MO message reach the gateway, then the
+        modem never answers (mailbox checks in between are not cut)."""
         with self._lock:
             self._cut_after_gateway += times
 
@@ -199,7 +200,7 @@ class ModemEmulator:
     def _session(self) -> None:
         with self._lock:
             failure = self._failures.popleft() if self._failures else None
-            cut = self._cut_after_gateway > 0
+            cut = self._cut_after_gateway > 0 and self.mo is not None
             if cut:
                 self._cut_after_gateway -= 1
         if failure is not None:
