@@ -1,0 +1,252 @@
+"""The SBD fallback: the owner pauses the main link; SOS and reports still leave over the
+emulated SBD modem within their targets, family messages wait for the main link, and the
+fallback cannot be switched off in the vessel's config."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import secrets
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from protocol.codebook import Codebook
+from protocol.languages import Language
+from protocol.signing import SigningKey
+from shipboard.config import ConfigError, ShipConfig, parse_config
+from shipboard.link import LinkStatistics, run_link, run_session
+from shipboard.links import (
+    IRIDIUM_SBD,
+    Availability,
+    LinkTerms,
+    MqttCarrier,
+    SbdCarrier,
+    choose,
+)
+from shipboard.outbox import Outbox
+from shipboard.profiles import IRIDIUM_CERTUS, VSAT
+from shipboard.sbd_modem import SbdModem
+from shipboard.session import SessionReport
+from shipboard.sessions_log import SessionsLog
+from shipboard.transport import LinkDown, LinkSettings
+from tests.kit.clock import FakeClock
+from tests.kit.model_shore import NOW, ModelShore
+from tests.kit.sbd_world import sbd_world
+from tests.shipboard.conftest import Crew
+from vessel_relay.demo.defaults import demo_ship_document
+
+HOUR = 3600.0
+
+
+def config_for(tmp_path: Path, shore_key: SigningKey, **link: Any) -> ShipConfig:
+    document = demo_ship_document(tmp_path)
+    document["link"] = {**document.get("link", {}), **link}
+    document["shore"] = {**document["shore"], "public_key": shore_key.verify_key.hex()}
+    return parse_config(document, source="<test>", base=tmp_path, allow_demo_keys=True)
+
+
+def state(outbox: Outbox, seq: int) -> object:
+    stages = outbox.message_stages(seq)
+    assert stages is not None
+    return stages["state"]
+
+
+class StopAt:
+    """A lane stand-in that stops the loop once the fake clock reaches ``end``."""
+
+    def __init__(self, clock: FakeClock, end: float, stopping: asyncio.Event) -> None:
+        self.clock, self.end, self.stopping = clock, end, stopping
+
+    def release_due(self, now: float) -> int:
+        if now >= self.end:
+            self.stopping.set()
+        return 0
+
+    def next_release_at(self) -> float:
+        return self.end
+
+
+async def test_paused_main_link_sos_and_report_go_over_sbd_family_waits(
+    tmp_path: Path,
+    outbox: Outbox,
+    crew: Crew,
+    codebook: Codebook,
+    vessel_key: SigningKey,
+    shore_key: SigningKey,
+) -> None:
+    """The owner pauses the main link. An SOS, a sealed report and a message home are
+    waiting: the SOS and the report leave over SBD in the first minute (their targets: at
+    once, a day) and are acknowledged; the message home stays on board for two days of
+    pause and no session ever opens on the main link. Once the owner lifts the pause, the
+    message home is offered to the main link, and only to it."""
+    sos = outbox.accept_sos(crew=crew.member.crew, now=NOW, position=(1_300_000, 10_050_000))
+    report = outbox.accept_grievance(
+        union_id=1, sealed=secrets.token_bytes(304), case_key=b"k" * 32, now=NOW
+    )
+    family = outbox.accept_message(
+        crew=crew.member.crew,
+        contact=crew.mother.contact,
+        lang=Language.MYA,
+        now=NOW,
+        quota_bytes=1 << 20,
+        body="မင်္ဂလာပါ အမေ",
+    )
+    paused = config_for(tmp_path, shore_key, paused=True)
+    settings = LinkSettings.from_config(paused, profile=IRIDIUM_CERTUS)
+    shore = ModelShore.for_keys(codebook, vessel_key, shore_key, outbox.vessel_id)
+    clock = FakeClock(NOW)
+    main_offers: list[tuple[int, ...]] = []
+    sbd_sessions: list[tuple[float, tuple[int, ...]]] = []
+
+    async def runner(*args: Any, **kwargs: Any) -> SessionReport:
+        if "link" not in kwargs:  # the main link: it must never open while paused
+            main_offers.append(tuple(kwargs["message_seqs"]))
+            raise LinkDown("the test's main link is not there")
+        sbd_sessions.append((clock(), tuple(kwargs["message_seqs"])))
+        return await run_session(*args, **kwargs)
+
+    async with sbd_world(shore) as world, asyncio.timeout(20):
+        fallback = SbdCarrier(
+            lambda: SbdModem(world.emulator.device, session_timeout_s=5.0),
+            statistics=world.statistics,
+        )
+        fallback.reassembler = world.reassembler
+        quick = dataclasses.replace(
+            settings, profile=IRIDIUM_SBD, downlink_quiet_s=0.3, ack_wait_s=10.0
+        )
+        stopping = asyncio.Event()
+        stats = LinkStatistics()
+        await run_link(
+            config=paused,
+            outbox=outbox,
+            signing_key=vessel_key,
+            codebook=codebook,
+            stopping=stopping,
+            doorbell=asyncio.Event(),
+            clock=clock,
+            link_settings=settings,
+            session_runner=runner,
+            statistics=stats,
+            lane=StopAt(clock, NOW + 48 * HOUR, stopping),
+            timers=clock,
+            fallback=fallback,
+            fallback_settings=quick,
+        )
+    assert main_offers == []
+    assert len(sbd_sessions) == 1
+    at, seqs = sbd_sessions[0]
+    assert at - NOW < 60
+    assert set(seqs) == {sos.message_seq, report.message_seq}
+    assert state(outbox, sos.message_seq) == "acknowledged"
+    assert state(outbox, report.message_seq) == "acknowledged"
+    assert state(outbox, family.message_seq) == "accepted"
+    assert stats.fallback_sessions == 1
+    logged = SessionsLog(outbox).sessions_in(_month(NOW))
+    assert [s.profile for s in logged] == ["iridium-sbd"]
+
+    # the owner lifts the pause: the message home goes to the main link, not to SBD
+    lifted = config_for(tmp_path, shore_key, paused=False)
+    stopping = asyncio.Event()
+
+    async def main_only(*args: Any, **kwargs: Any) -> SessionReport:
+        assert "link" not in kwargs, "nothing may go over SBD while the main link is up"
+        main_offers.append(tuple(kwargs["message_seqs"]))
+        stopping.set()
+        raise LinkDown("the test's main link is not there")
+
+    await run_link(
+        config=lifted,
+        outbox=outbox,
+        signing_key=vessel_key,
+        codebook=codebook,
+        stopping=stopping,
+        doorbell=asyncio.Event(),
+        clock=clock,
+        link_settings=settings,
+        session_runner=main_only,
+        timers=clock,
+        fallback=fallback,
+    )
+    assert main_offers == [(family.message_seq,)]
+
+
+def _month(now: float) -> int:
+    from protocol.months import BILLING_ZONE, Month
+
+    return Month.of(now, BILLING_ZONE).key
+
+
+def test_the_main_link_is_down_after_its_threshold_and_up_again_after_a_session() -> None:
+    """Sessions on the main link fail for 15 minutes: it counts as down (SOS and reports
+    take SBD); one good session and it is up again. A pause is a pause at once."""
+    paused = [False]
+    settings = LinkSettings(vessel_id=1, host="h", port=1, profile=VSAT)
+    main = MqttCarrier(settings, paused=lambda: paused[0], after_down_s=900.0)
+    assert main.availability(0.0) is Availability.UP
+    main.failed(100.0)
+    assert main.availability(999.0) is Availability.UP
+    assert main.availability(1000.0) is Availability.DOWN
+    main.succeeded()
+    assert main.availability(1000.0) is Availability.UP
+    paused[0] = True
+    assert main.availability(1000.0) is Availability.PAUSED
+
+
+def test_sbd_bills_each_message_in_50_byte_credits() -> None:
+    """A 40-byte lone message costs one credit; a 1,000-byte batch four messages' worth."""
+    sbd = LinkTerms(IRIDIUM_SBD, 340, True, frozenset({"sos"}))
+    assert sbd.billed_bytes(40) == 50
+    assert sbd.billed_bytes(49) == 50
+    assert sbd.billed_bytes(50) == 100  # one byte of framing makes it 51
+    # 1,000 bytes: fragments of 333 + 7 bytes: 340, 340, 340 (333*3=999), then 1 + 7
+    assert sbd.billed_bytes(1000) == 3 * 350 + 50
+    assert sbd.cost_usd(40) == pytest.approx(0.16)
+
+
+def test_choose_takes_the_cheapest_available_link_that_may_carry_everything() -> None:
+    """Certus up: everything goes on it (cheaper, even a lone SOS). Certus paused: an SOS
+    takes SBD, a family message has nowhere to go."""
+    certus = LinkTerms(IRIDIUM_CERTUS, None, False, frozenset({"message", "sos", "lane"}))
+    sbd = LinkTerms(IRIDIUM_SBD, 340, True, frozenset({"sos", "lane", "grievance"}))
+    up = [(certus, Availability.UP), (sbd, Availability.UP)]
+    assert choose(up, {"sos"}, 2000, 2600) == 0
+    assert choose(up, {"message"}, 2000, 2600) == 0
+    paused = [(certus, Availability.PAUSED), (sbd, Availability.UP)]
+    assert choose(paused, {"sos"}, 100, 2600) == 1
+    assert choose(paused, {"message"}, 100, 2600) is None
+    # a lone SOS: one SBD credit ($0.16) still costs more than a whole 5 KB Certus
+    # session ($0.05) at these tariffs, so the main link keeps it while it is up
+    assert sbd.cost_usd(40) > certus.cost_usd(40, 2600)
+    assert choose(up, {"sos"}, 40, 2600) == 0
+
+
+@pytest.mark.parametrize("key", ["enabled", "disabled", "paused", "sos", "grievances"])
+def test_the_owner_cannot_switch_the_sbd_fallback_off(tmp_path: Path, key: str) -> None:
+    """[sbd] enabled = false (or any key that would switch SOS or reports off): refused."""
+    document = demo_ship_document(tmp_path)
+    document["sbd"] = {"device": "/dev/ttyUSB0", key: False}
+    with pytest.raises(ConfigError, match="cannot be switched off"):
+        parse_config(document, source="<test>", base=tmp_path, allow_demo_keys=True)
+
+
+def test_the_sbd_threshold_may_be_lowered_not_raised(tmp_path: Path) -> None:
+    """after_down_minutes 5 is taken; 120 is refused (reports would wait two hours)."""
+    document = demo_ship_document(tmp_path)
+    document["sbd"] = {"device": "/dev/ttyUSB0", "after_down_minutes": 5}
+    config = parse_config(document, source="<test>", base=tmp_path, allow_demo_keys=True)
+    assert config.sbd is not None
+    assert config.sbd.after_down_minutes == 5
+    document["sbd"] = {"device": "/dev/ttyUSB0", "after_down_minutes": 120}
+    with pytest.raises(ConfigError, match="may not wait more than 60"):
+        parse_config(document, source="<test>", base=tmp_path, allow_demo_keys=True)
+
+
+def test_the_owner_pauses_the_main_link_in_the_config(tmp_path: Path) -> None:
+    """[link] paused = true is an owner's setting; without [sbd] the vessel has no fallback."""
+    document = demo_ship_document(tmp_path)
+    document["link"] = {**document.get("link", {}), "paused": True}
+    config = parse_config(document, source="<test>", base=tmp_path, allow_demo_keys=True)
+    assert config.link.paused
+    assert config.sbd is None
