@@ -224,6 +224,27 @@ class UnionApiSection:
 
 
 @dataclass(frozen=True, slots=True)
+class SbdSection:
+    """Iridium SBD through a RockBLOCK-shaped provider (``shore.sbd``)."""
+
+    enabled: bool = False
+    #: Where the MO webhook listens (the provider posts to the public URL of this door).
+    webhook_host: str = "127.0.0.1"
+    webhook_port: int = 8032
+    #: File holding the secret the webhook URL carries (``?secret=...``).
+    webhook_secret_file: str = "sbd.secret"
+    provider_url: str = "https://rockblock.rock7.com"
+    username: str = ""
+    #: File holding the provider account's password.
+    password_file: str = "sbd.password"
+    #: Each vessel's modem: "IMEI=VESSEL" (15 digits = vessel id).
+    vessels: tuple[str, ...] = ()
+    #: A vessel heard over SBD this recently gets its small downlink batches over SBD too.
+    downlink_window_s: float = 3600.0
+    downlink_max_bytes: int = 540
+
+
+@dataclass(frozen=True, slots=True)
 class RelayConfig:
     """The whole relay configuration (``source`` names the file, for messages)."""
 
@@ -236,6 +257,7 @@ class RelayConfig:
     sms: SmsSection = field(default_factory=SmsSection)
     alerts: AlertsSection = field(default_factory=AlertsSection)
     union_api: UnionApiSection = field(default_factory=UnionApiSection)
+    sbd: SbdSection = field(default_factory=SbdSection)
     source: str = "<defaults>"
 
     @property
@@ -293,6 +315,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "sms": SmsSection,
     "alerts": AlertsSection,
     "union_api": UnionApiSection,
+    "sbd": SbdSection,
 }
 
 

@@ -47,6 +47,7 @@ from starlette.types import ASGIApp, Scope
 from common.http import BodyLimit, RequestRefused, read_form
 from protocol.errors import ProtocolError
 from protocol.fragments import SBD_MO_BYTES, SBD_MT_BYTES, PayloadKind, Reassembler, fragment
+from protocol.topics import downlink_topic
 
 __all__ = [
     "MO_WEBHOOK_PATH",
@@ -54,7 +55,9 @@ __all__ = [
     "MtRefused",
     "MtSender",
     "SbdConfig",
+    "SbdDownlink",
     "SbdStatistics",
+    "parse_vessels",
 ]
 
 log = logging.getLogger("shore.sbd")
@@ -136,6 +139,8 @@ class MoWebhook:
         self.clock = clock
         self.statistics = SbdStatistics()
         self._reassemblers: dict[str, Reassembler] = {}
+        #: Called with (vessel id, now) for every whole payload taken (the downlink router).
+        self.heard: Callable[[int, float], None] | None = None
         self.app: ASGIApp = Starlette(
             routes=[Route(MO_WEBHOOK_PATH, self.handle, methods=["POST"])],
             middleware=[Middleware(BodyLimit, limit_bytes=WEBHOOK_BODY_BYTES, refuse=_refuse)],
@@ -184,6 +189,8 @@ class MoWebhook:
             log.exception("vessel %d: an SBD payload could not be kept", vessel_id)
             return _refusal(503, "could not be stored now; try again later")
         self.statistics.payloads += 1
+        if self.heard is not None:
+            self.heard(vessel_id, self.clock())
         log.info(
             "vessel %d: SBD payload of %d B from %d messages",
             vessel_id,
@@ -242,3 +249,93 @@ class MtSender:
             "vessel %d: %d B sent down in %d SBD messages", vessel_id, len(payload), len(messages)
         )
         return len(messages)
+
+
+Publish = Callable[[str, bytes], Awaitable[None]]
+
+
+class SbdDownlink:
+    """Sends the shore's small downlink batches down over SBD to vessels heard over SBD.
+
+    The relay publishes every downlink batch to the vessel's MQTT topic as always (the
+    broker keeps it for when the main link is back). A vessel whose last uplink came over
+    SBD less than ``window_s`` ago is on its fallback: its downlink batches of at most
+    ``max_payload_bytes`` (a BatchAck, a receipt: what ends the vessel's SBD session) also
+    go down as MT messages. Bigger ones (a lane block, a long reply) wait for the main
+    link: an MT credit is dearer than the wait. A failed MT send is logged and counted,
+    never fatal: the vessel's next session resends its batch, and the shore resends what
+    was not acknowledged.
+    """
+
+    def __init__(
+        self,
+        sender: MtSender,
+        *,
+        window_s: float = 3600.0,
+        max_payload_bytes: int = 2 * SBD_MT_BYTES,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.sender = sender
+        self.window_s = window_s
+        self.max_payload_bytes = max_payload_bytes
+        self.clock = clock
+        self._heard: dict[int, float] = {}
+        self.sent = 0
+        self.too_big = 0
+        self.failed = 0
+
+    def heard(self, vessel_id: int, now: float) -> None:
+        """The vessel's payload just came over SBD."""
+        self._heard[vessel_id] = now
+
+    def on_fallback(self, vessel_id: int) -> bool:
+        """Whether the vessel was heard over SBD within the window."""
+        last = self._heard.get(vessel_id)
+        return last is not None and self.clock() - last <= self.window_s
+
+    def wrap(self, publish: Publish) -> Publish:
+        """``publish`` (MQTT), and then SBD for a vessel on its fallback."""
+
+        async def routed(topic: str, data: bytes) -> None:
+            await publish(topic, data)
+            vessel_id = _downlink_vessel(topic)
+            if vessel_id is None or not self.on_fallback(vessel_id):
+                return
+            if len(data) > self.max_payload_bytes:
+                self.too_big += 1
+                log.info(
+                    "vessel %d: a %d B downlink batch waits for the main link", vessel_id, len(data)
+                )
+                return
+            try:
+                await self.sender.send_payload(vessel_id, PayloadKind.BATCH, data)
+            except (MtRefused, httpx.HTTPError) as exc:
+                self.failed += 1
+                log.warning("vessel %d: downlink over SBD failed: %s", vessel_id, exc)
+                return
+            self.sent += 1
+
+        return routed
+
+
+def _downlink_vessel(topic: str) -> int | None:
+    parts = topic.split("/")
+    if len(parts) != 3 or not parts[1].isdigit():
+        return None
+    vessel_id = int(parts[1])
+    return vessel_id if downlink_topic(vessel_id) == topic else None
+
+
+def parse_vessels(entries: tuple[str, ...]) -> dict[str, int]:
+    """``[sbd] vessels = ["300234010753370=42", ...]`` as {IMEI: vessel id}; ValueError
+    naming the entry when one is not ``IMEI=VESSEL``."""
+    vessels: dict[str, int] = {}
+    for entry in entries:
+        imei, _, vessel = entry.partition("=")
+        imei, vessel = imei.strip(), vessel.strip()
+        if not (imei.isdigit() and len(imei) == 15 and vessel.isdigit() and int(vessel) > 0):
+            raise ValueError(f"[sbd] vessels: {entry!r} is not IMEI=VESSEL (15 digits = id)")
+        if imei in vessels:
+            raise ValueError(f"[sbd] vessels: IMEI {imei} is listed twice")
+        vessels[imei] = int(vessel)
+    return vessels
