@@ -96,7 +96,7 @@ from shipboard.config import ShipConfig
 from shipboard.database import OnDatabase
 from shipboard.downlink import DownlinkOutcome, DownlinkVerdict, apply_downlink_payload
 from shipboard.errors import OutboxUnavailable
-from shipboard.links import IRIDIUM_SBD, Availability, MqttCarrier, SbdCarrier
+from shipboard.links import IRIDIUM_SBD, Availability, MqttCarrier, PortCarrier, SbdCarrier
 from shipboard.mqtt_link import MqttLink, ResumingContext, client_tls_context
 from shipboard.profiles import LinkProfile
 from shipboard.scheduler import (
@@ -468,6 +468,10 @@ class LinkStatistics:
     billed_this_month_bytes: int = 0
     #: Sessions over the SBD fallback (also counted in ``sessions``).
     fallback_sessions: int = 0
+    #: Sessions over a cheap link in port (also counted in ``sessions``).
+    port_sessions: int = 0
+    #: Whether a cheap link in port is in reach now (for the crew page).
+    in_port: bool = False
 
 
 async def _wait_any(
@@ -569,6 +573,7 @@ async def run_link(
     main: MqttCarrier | None = None,
     fallback: SbdCarrier | None = None,
     fallback_settings: LinkSettings | None = None,
+    port: PortCarrier | None = None,
 ) -> None:
     """Run the link until ``stopping`` is set: release the grievance lane's ended periods,
     plan, maybe run a session, sleep, repeat.
@@ -582,6 +587,12 @@ async def run_link(
     in the sessions log under ``iridium-sbd`` and are not counted against the owner's
     budget (the reserved lane is outside it). ``fallback_settings``: the SBD sessions'
     waits (default: a 5 s downlink drain, 180 s for the shore's BatchAck).
+
+    ``port``: a cheap link in port (4G, Wi-Fi). While it is in reach, the plan is made
+    under its tariff and sessions open on it (owner's pause and budget aside: it is not
+    the satellite), so everything waiting goes at once and the downlink is drained; its
+    sessions are kept in the sessions log under its profile's name and not counted
+    against the satellite budget. ``statistics.in_port`` says whether it is in reach.
 
     ``lane`` is the agent's grievance lane (None: nothing to release, as for an outbox
     fake); its blocks are released here at each period's end, before the snapshot, so a
@@ -626,6 +637,7 @@ async def run_link(
     fb_failures = 0
     fb_backoff_until = 0.0
     fb_last_at: float | None = None
+    port_last_at: float | None = None
     log.info("link to %s:%d (%s) running", settings.host, settings.port, profile.name)
     while not stopping.is_set():
         doorbell.clear()
@@ -651,6 +663,52 @@ async def run_link(
             log.error("outbox unavailable (%s); link waits %.0f s", exc, outbox_retry_s)
             await _wait_any((stopping,), outbox_retry_s, timers)
             continue
+        if port is not None and port.availability(now) is Availability.UP:
+            stats.in_port = True
+            port_plan = make_plan(
+                replace(snapshot, last_session_at=port_last_at), port.terms.profile, policy, now
+            )
+            stats.last_plan = port_plan
+            if port_plan.open_session:
+                log.info(
+                    "port session opens (%s): %d messages", port_plan.reason, len(port_plan.send)
+                )
+                started_at = clock()
+                try:
+                    report = await session_runner(
+                        port.settings,
+                        outbox,
+                        signing_key=signing_key,
+                        codebook=codebook,
+                        shore_verify_key=shore_key,
+                        message_seqs=port_plan.send,
+                        clock=clock,
+                        link=port.open(),
+                    )
+                except (LinkDown, OutboxUnavailable) as exc:
+                    stats.failures += 1
+                    log.warning("port session failed (%s); back to the satellite plan", exc)
+                    await _record_session(
+                        log_of_sessions, port.terms.profile, started_at, clock(), None, 0, log
+                    )
+                else:
+                    port_last_at = clock()
+                    stats.last_session_at = port_last_at  # the vessel looked for news
+                    stats.sessions += 1
+                    stats.port_sessions += 1
+                    stats.batches_published += len(report.published)
+                    await _record_session(
+                        log_of_sessions, port.terms.profile, started_at, clock(), report, 0, log
+                    )
+                    continue
+            else:
+                wake_at = port_plan.timer  # a poll every few minutes while in reach
+                if lane is not None:
+                    wake_at = min(wake_at, lane.next_release_at())
+                await _wait_any((stopping, doorbell), wake_at - clock(), timers)
+                continue
+        elif port is not None:
+            stats.in_port = False
         plan = make_plan(snapshot, profile, policy, now)
         stats.last_plan = plan
         for reason in (HoldReason.QUOTA, HoldReason.BUDGET):

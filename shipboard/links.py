@@ -40,10 +40,12 @@ from shipboard.transport import Link, LinkSettings
 
 __all__ = [
     "IRIDIUM_SBD",
+    "PORT_4G",
     "Availability",
     "Carrier",
     "LinkTerms",
     "MqttCarrier",
+    "PortCarrier",
     "SbdCarrier",
     "choose",
 ]
@@ -70,6 +72,20 @@ IRIDIUM_SBD = LinkProfile(
     bandwidth_bps=340 * 8 // 20,
     latency_s=20.0,
     idle_poll_s=24 * 3600.0,
+)
+
+
+#: A cheap link in port (4G or the harbour's Wi-Fi), as the scheduler prices it: no session
+#: minimum, a price under $1/MB (so anything waiting goes at once: ``scheduler.
+#: fill_target_bytes``), polls every 5 minutes while in reach. Figures are assumptions.
+PORT_4G = LinkProfile(
+    name="port-4g",
+    min_session_bytes=0,
+    increment_bytes=1,
+    price_per_mb_usd=0.5,
+    bandwidth_bps=5_000_000,
+    latency_s=0.05,
+    idle_poll_s=300.0,
 )
 
 
@@ -213,6 +229,35 @@ class SbdCarrier:
             statistics=self.statistics,
             mailbox_poll_s=self.mailbox_poll_s,
         )
+
+
+class PortCarrier:
+    """A cheap link in port: MQTT to the same broker over 4G or Wi-Fi, usable while
+    ``in_reach()`` says so (the agent's probe of that route). While it is, the link loop
+    plans under its tariff, so everything waiting goes at once and the downlink is drained
+    at every session."""
+
+    def __init__(
+        self,
+        settings: LinkSettings,
+        in_reach: Callable[[], bool],
+        *,
+        tls_context: ssl.SSLContext | None = None,
+    ) -> None:
+        self.settings = settings
+        self.tls_context = tls_context
+        self._in_reach = in_reach
+        self._terms = LinkTerms(settings.profile, None, False, ALL_KINDS)
+
+    @property
+    def terms(self) -> LinkTerms:
+        return self._terms
+
+    def availability(self, now: float) -> Availability:
+        return Availability.UP if self._in_reach() else Availability.DOWN
+
+    def open(self) -> Link:
+        return MqttLink(self.settings, self.tls_context)
 
 
 def choose(

@@ -19,9 +19,11 @@ from shipboard.config import ConfigError, ShipConfig, parse_config
 from shipboard.link import LinkStatistics, run_link, run_session
 from shipboard.links import (
     IRIDIUM_SBD,
+    PORT_4G,
     Availability,
     LinkTerms,
     MqttCarrier,
+    PortCarrier,
     SbdCarrier,
     choose,
 )
@@ -30,8 +32,9 @@ from shipboard.profiles import IRIDIUM_CERTUS, VSAT
 from shipboard.sbd_modem import SbdModem
 from shipboard.session import SessionReport
 from shipboard.sessions_log import SessionsLog
-from shipboard.transport import LinkDown, LinkSettings
+from shipboard.transport import Link, LinkDown, LinkSettings
 from tests.kit.clock import FakeClock
+from tests.kit.fakelink import DOWN, LinkPair
 from tests.kit.model_shore import NOW, ModelShore
 from tests.kit.sbd_world import sbd_world
 from tests.shipboard.conftest import Crew
@@ -250,3 +253,118 @@ def test_the_owner_pauses_the_main_link_in_the_config(tmp_path: Path) -> None:
     config = parse_config(document, source="<test>", base=tmp_path, allow_demo_keys=True)
     assert config.link.paused
     assert config.sbd is None
+
+
+class ModelShoreEnd:
+    """The model shore on the fake link: answers every uplink payload at once."""
+
+    def __init__(self, shore: ModelShore, pair: LinkPair) -> None:
+        self.shore, self.pair = shore, pair
+
+    async def on_uplink(self, data: bytes) -> None:
+        self.shore.receive(data, self.pair.clock())
+        await self.tick()
+
+    async def tick(self) -> None:
+        for data in self.shore.send(self.pair.clock()):
+            self.pair.send(DOWN, data)
+
+
+async def test_in_port_everything_waiting_goes_at_once_over_the_cheap_link(
+    tmp_path: Path,
+    outbox: Outbox,
+    crew: Crew,
+    codebook: Codebook,
+    vessel_key: SigningKey,
+    shore_key: SigningKey,
+) -> None:
+    """On Iridium Certus a message home waits to fill the 5 KB session. The vessel comes
+    into port and 4G is in reach: the message goes at once over the port link, no
+    satellite session opens, and the session is logged as a port session. Out of reach
+    again, a new message waits for the satellite plan."""
+    first = outbox.accept_message(
+        crew=crew.member.crew,
+        contact=crew.mother.contact,
+        lang=Language.MYA,
+        now=NOW,
+        quota_bytes=1 << 20,
+        body="ဆိပ်ကမ်းရောက်ပြီ အမေ",
+    )
+    config = config_for(tmp_path, shore_key)
+    settings = LinkSettings.from_config(config, profile=IRIDIUM_CERTUS)
+    clock = FakeClock(NOW)
+    pair = LinkPair(clock)
+    shore = ModelShore.for_keys(codebook, vessel_key, shore_key, outbox.vessel_id)
+    pair.attach_shore(ModelShoreEnd(shore, pair))
+    reach = [True]
+
+    class Port(PortCarrier):
+        def open(self) -> Link:
+            return pair.vessel_link()
+
+    port = Port(dataclasses.replace(settings, profile=PORT_4G), lambda: reach[0])
+    satellite: list[tuple[int, ...]] = []
+    stopping = asyncio.Event()
+
+    async def runner(*args: Any, **kwargs: Any) -> SessionReport:
+        if "link" not in kwargs:
+            satellite.append(tuple(kwargs["message_seqs"]))
+            raise LinkDown("no satellite in this test")
+        report = await run_session(*args, timers=clock, **kwargs)
+        stopping.set()
+        return report
+
+    stats = LinkStatistics()
+    async with asyncio.timeout(30):
+        await run_link(
+            config=config,
+            outbox=outbox,
+            signing_key=vessel_key,
+            codebook=codebook,
+            stopping=stopping,
+            doorbell=asyncio.Event(),
+            clock=clock,
+            link_settings=settings,
+            session_runner=runner,
+            statistics=stats,
+            timers=clock,
+            port=port,
+        )
+    assert satellite == []
+    assert stats.in_port
+    assert stats.port_sessions == 1
+    assert state(outbox, first.message_seq) == "acknowledged"
+    assert [s.profile for s in SessionsLog(outbox).sessions_in(_month(NOW))] == ["port-4g"]
+
+    # the vessel leaves port: a new message waits for the satellite's own plan
+    reach[0] = False
+    clock.advance(600)
+    second = outbox.accept_message(
+        crew=crew.member.crew,
+        contact=crew.mother.contact,
+        lang=Language.MYA,
+        now=clock(),
+        quota_bytes=1 << 20,
+        body="ထွက်ခွာပြီ",
+    )
+    stopping = asyncio.Event()
+    async with asyncio.timeout(30):
+        await run_link(
+            config=config,
+            outbox=outbox,
+            signing_key=vessel_key,
+            codebook=codebook,
+            stopping=stopping,
+            doorbell=asyncio.Event(),
+            clock=clock,
+            link_settings=settings,
+            session_runner=runner,
+            statistics=stats,
+            timers=clock,
+            port=port,
+            lane=StopAt(clock, clock() + HOUR, stopping),
+        )
+    assert not stats.in_port
+    assert stats.port_sessions == 1
+    assert satellite == []  # not due within the hour: the Certus session waits to fill
+    assert state(outbox, second.message_seq) == "accepted"
