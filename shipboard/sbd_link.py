@@ -171,11 +171,18 @@ class SbdLink:
         """Send one payload (a signed batch) as MO messages; returns once every one reached
         the gateway. ``timeout_s`` bounds each modem session through the driver's own
         session timeout, not the whole (a long batch takes many sessions)."""
+        await self.publish_payload(data, PayloadKind.BATCH)
+
+    async def publish_payload(self, data: bytes, kind: PayloadKind) -> int:
+        """Send any payload the relay knows how to read (``kind``: a batch, or a compact
+        frame once ``protocol`` has one) as MO messages; how many it took. A compact frame
+        of up to 339 bytes goes in one message with one byte of framing."""
         self._check_open()
-        messages = fragment(data, PayloadKind.BATCH, SBD_MO_BYTES)
+        messages = fragment(data, kind, SBD_MO_BYTES)
         for message in messages:
             await asyncio.to_thread(self._send_one, message)
-        logger.info("sbd: %d B sent in %d messages", len(data), len(messages))
+        logger.info("sbd: %d B (%s) sent in %d messages", len(data), kind.name, len(messages))
+        return len(messages)
 
     def _send_one(self, message: bytes) -> None:
         self.modem.write_mo(message)

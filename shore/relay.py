@@ -125,8 +125,9 @@ def make_sbd(
 
     async def on_payload(vessel_id: int, kind: PayloadKind, payload: bytes) -> None:
         if kind is not PayloadKind.BATCH:
-            log.warning("vessel %d: SBD payload of kind %s has no reader yet", vessel_id, kind.name)
-            return
+            # No reader yet (the compact frame): refuse, so the provider keeps it and
+            # retries, rather than answering 200 for something nobody kept.
+            raise NotImplementedError(f"vessel {vessel_id}: no reader for {kind.name} payloads")
         await ingestor.handle(uplink_topic(vessel_id), payload)
 
     webhook = MoWebhook(sbd, on_payload)

@@ -368,3 +368,18 @@ async def test_in_port_everything_waiting_goes_at_once_over_the_cheap_link(
     assert stats.port_sessions == 1
     assert satellite == []  # not due within the hour: the Certus session waits to fill
     assert state(outbox, second.message_seq) == "accepted"
+
+
+def test_the_agent_makes_the_sbd_carrier_from_the_config(tmp_path: Path) -> None:
+    """A vessel with [sbd] device gets an SBD carrier that carries SOS, reports and lane
+    blocks only, and is never paused."""
+    from shipboard.agent import sbd_fallback
+
+    document = demo_ship_document(tmp_path)
+    document["sbd"] = {"device": "/dev/ttyUSB7"}
+    config = parse_config(document, source="<test>", base=tmp_path, allow_demo_keys=True)
+    carrier = sbd_fallback(config)
+    assert carrier.terms.carries == {"sos", "grievance", "lane"}
+    assert carrier.terms.mtu_bytes == 340
+    assert carrier.availability(NOW) is Availability.UP
+    assert carrier.open().modem is not None

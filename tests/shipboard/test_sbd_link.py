@@ -182,3 +182,28 @@ async def test_the_webhook_refuses_a_caller_without_the_secret(
     assert world.webhook.statistics.forged == 1
     assert world.webhook.statistics.payloads == 0
     assert MO_WEBHOOK_PATH in url
+
+
+async def test_a_compact_payload_rides_in_one_message_with_one_byte_of_framing(
+    model_shore: ModelShore,
+) -> None:
+    """A 49-byte compact frame (the lone-message format to come) leaves in one MO message
+    of 50 bytes: one SBD credit; the relay's webhook hands it on as kind COMPACT."""
+    from protocol.fragments import PayloadKind
+
+    async with sbd_world(model_shore) as world:
+        kinds: list[tuple[PayloadKind, bytes]] = []
+
+        async def on_payload(vessel_id: int, kind: PayloadKind, payload: bytes) -> None:
+            kinds.append((kind, payload))
+
+        world.webhook.on_payload = on_payload
+        link = world.link()
+        await link.connect()
+        sent = await link.publish_payload(b"c" * 49, PayloadKind.COMPACT)
+        await link.close()
+        await world.provider.wait_posted(1)
+    assert sent == 1
+    assert [len(record.data) for record in world.provider.mo] == [50]
+    assert world.statistics.billed_bytes == 50
+    assert kinds == [(PayloadKind.COMPACT, b"c" * 49)]
