@@ -40,7 +40,7 @@ from protocol.signing import SigningKey
 from shipboard.config import ShipConfig
 
 if TYPE_CHECKING:
-    from shipboard.links import SbdCarrier
+    from shipboard.links import PortCarrier, SbdCarrier
 from shipboard.crew import CrewRegister
 from shipboard.crew_view import VesselCrewView
 from shipboard.database import VesselDatabase
@@ -80,6 +80,23 @@ def sbd_fallback(config: ShipConfig) -> SbdCarrier:
     if sbd is None:
         raise ValueError("the vessel's config has no [sbd] section")
     return Carrier(lambda: SbdModem(sbd.device))
+
+
+def port_carrier(config: ShipConfig) -> PortCarrier:
+    """The port link of ``[port]``: the broker over 4G or Wi-Fi, in reach while the
+    interface is up."""
+    from shipboard.links import PORT_4G, interface_up
+    from shipboard.links import PortCarrier as Carrier
+    from shipboard.mqtt_link import client_tls_context
+    from shipboard.transport import LinkSettings
+
+    port = config.port
+    if port is None:
+        raise ValueError("the vessel's config has no [port] section")
+    settings = LinkSettings.from_config(config, host=port.host, port=port.port, profile=PORT_4G)
+    tls = client_tls_context(config.shore.ca_file, config.shore.tls_minimum) if port.tls else None
+    interface = port.interface
+    return Carrier(settings, lambda: interface_up(interface), tls_context=tls)
 
 
 def quiet_libraries() -> None:
@@ -172,6 +189,8 @@ async def run_agent(
                 )
             if runner is not None and config.sbd is not None and "fallback" not in options:
                 options["fallback"] = sbd_fallback(config)
+            if runner is not None and config.port is not None and "port" not in options:
+                options["port"] = port_carrier(config)
             if runner is not None:
                 group.create_task(
                     runner(

@@ -306,6 +306,31 @@ class SbdConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class PortConfig:
+    """A cheap link in port (4G, harbour Wi-Fi): the broker as reached over it, and the
+    network interface whose state says whether it is in reach (``shipboard.links``)."""
+
+    broker_url: str
+    interface: str
+
+    @property
+    def host(self) -> str:
+        """The broker's host name over the port link."""
+        return urlsplit(self.broker_url).hostname or "127.0.0.1"
+
+    @property
+    def port(self) -> int:
+        """The broker's port over the port link."""
+        parts = urlsplit(self.broker_url)
+        return parts.port or (8883 if parts.scheme == "mqtts" else 1883)
+
+    @property
+    def tls(self) -> bool:
+        """Whether the port link's broker URL asks for TLS."""
+        return urlsplit(self.broker_url).scheme == "mqtts"
+
+
+@dataclass(frozen=True, slots=True)
 class ShipConfig:
     """Everything the shipboard agent needs, validated."""
 
@@ -322,6 +347,8 @@ class ShipConfig:
     voice: VoiceConfig = VoiceConfig()
     #: The SBD fallback (None: the vessel has no SBD modem).
     sbd: SbdConfig | None = None
+    #: The cheap link in port (None: the vessel has none).
+    port: PortConfig | None = None
 
     @property
     def database_path(self) -> Path:
@@ -644,7 +671,29 @@ _TOP_LEVEL = (
     "intake",
     "voice",
     "sbd",
+    "port",
 )
+
+
+def _read_port(table: _Table) -> PortConfig | None:
+    if not table.raw:
+        return None
+    url = table.get("broker", str, fix='the broker as reached in port, e.g. "mqtt://10.8.0.1:1883"')
+    parts = urlsplit(url)
+    if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname or parts.username:
+        raise ConfigError(
+            f"{table.where('broker')} = {url!r} is not a broker URL; write "
+            '"mqtt://HOST:PORT" or "mqtts://HOST:PORT" (no credentials in it)'
+        )
+    interface = table.get("interface", str, fix='the 4G or Wi-Fi interface, e.g. "wwan0"')
+    if (
+        not interface
+        or len(interface) > 15
+        or not all(c.isalnum() or c in "._-" for c in interface)
+    ):
+        raise ConfigError(f"{table.where('interface')} = {interface!r} is not an interface name")
+    table.finish()
+    return PortConfig(url, interface)
 
 
 def _read_sbd(table: _Table) -> SbdConfig | None:
@@ -740,6 +789,7 @@ def parse_config(
     intake = _read_intake(table("intake"), base)
     voice = _read_voice(table("voice"))
     sbd = _read_sbd(table("sbd"))
+    port = _read_port(table("port"))
     if not allow_demo_keys:
         _refuse_demo_keys(source, vessel, shore, unions)
     return ShipConfig(
@@ -755,6 +805,7 @@ def parse_config(
         source=source,
         voice=voice,
         sbd=sbd,
+        port=port,
     )
 
 

@@ -23,6 +23,7 @@ import ssl
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from pathlib import Path
 from typing import Protocol
 
 from protocol.fragments import (
@@ -48,6 +49,7 @@ __all__ = [
     "PortCarrier",
     "SbdCarrier",
     "choose",
+    "interface_up",
 ]
 
 
@@ -258,6 +260,18 @@ class PortCarrier:
 
     def open(self) -> Link:
         return MqttLink(self.settings, self.tls_context)
+
+
+def interface_up(name: str, sysfs: Path = Path("/sys/class/net")) -> bool:
+    """Whether network interface ``name`` is up (Linux ``operstate``: "up", or "unknown"
+    as point-to-point 4G links report it). Costs no byte on any link; the route the
+    broker's connection then takes is the system's (the port link's route must be the
+    preferred one while it is up)."""
+    try:
+        state = (sysfs / name / "operstate").read_text(encoding="ascii").strip()
+    except OSError:
+        return False
+    return state in ("up", "unknown")
 
 
 def choose(

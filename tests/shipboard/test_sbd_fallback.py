@@ -383,3 +383,45 @@ def test_the_agent_makes_the_sbd_carrier_from_the_config(tmp_path: Path) -> None
     assert carrier.terms.mtu_bytes == 340
     assert carrier.availability(NOW) is Availability.UP
     assert carrier.open().modem is not None
+
+
+def test_the_port_link_is_in_reach_while_its_interface_is_up(tmp_path: Path) -> None:
+    """[port] names the broker over 4G and the interface: in reach while the interface is
+    up (or "unknown", as ppp links say), not when it is down or missing."""
+    from shipboard.agent import port_carrier
+    from shipboard.links import interface_up
+
+    sysfs = tmp_path / "net"
+    for name, state in (("wwan0", "up"), ("ppp0", "unknown"), ("wlan1", "down")):
+        (sysfs / name).mkdir(parents=True)
+        (sysfs / name / "operstate").write_text(state + "\n")
+    assert interface_up("wwan0", sysfs)
+    assert interface_up("ppp0", sysfs)
+    assert not interface_up("wlan1", sysfs)
+    assert not interface_up("eth9", sysfs)
+
+    document = demo_ship_document(tmp_path)
+    document["port"] = {"broker": "mqtt://10.8.0.1:1884", "interface": "wwan0"}
+    config = parse_config(document, source="<test>", base=tmp_path, allow_demo_keys=True)
+    assert config.port is not None
+    carrier = port_carrier(config)
+    assert (carrier.settings.host, carrier.settings.port) == ("10.8.0.1", 1884)
+    assert carrier.terms.profile is PORT_4G
+
+
+@pytest.mark.parametrize(
+    ("port", "error"),
+    [
+        ({"broker": "http://x", "interface": "wwan0"}, "not a broker URL"),
+        ({"broker": "mqtt://u:p@x:1883", "interface": "wwan0"}, "not a broker URL"),
+        ({"broker": "mqtt://x:1883", "interface": "../etc"}, "not an interface name"),
+        ({"broker": "mqtt://x:1883"}, "interface is missing"),
+    ],
+)
+def test_a_wrong_port_section_is_refused(tmp_path: Path, port: dict[str, str], error: str) -> None:
+    """A port broker that is not an MQTT URL, carries credentials, or an interface name
+    that is not one: refused at load, naming the key."""
+    document = demo_ship_document(tmp_path)
+    document["port"] = port
+    with pytest.raises(ConfigError, match=error):
+        parse_config(document, source="<test>", base=tmp_path, allow_demo_keys=True)
