@@ -23,8 +23,11 @@ a fragment seven.
 
 The reassembler is bounded (payloads in progress, bytes held, age; ``now`` is an
 argument, seconds of any clock the caller keeps), so a peer cannot make it hold
-unbounded memory; and it remembers the tags it completed recently, so fragments of a
-payload already handed out are dropped, not handed out twice.
+unbounded memory. By default it does *not* remember payloads it completed: a sender that
+resends a whole payload (its acknowledgement was lost) must get it handed on again, so
+that the receiver, which is idempotent (the batch's replay window), acknowledges it
+again; a receiver that is not idempotent passes ``remember`` and gets late duplicates
+dropped.
 """
 
 from __future__ import annotations
@@ -144,7 +147,7 @@ class Reassembler:
     held; over either, the oldest payload in progress is dropped (its sender resends what
     was never acknowledged). ``max_age_s``: a payload in progress older than this is
     dropped at the next :meth:`add`. ``remember``: how many completed tags are kept to
-    drop late duplicates.
+    drop late duplicates (0, the default: none; see the module docstring).
     """
 
     def __init__(
@@ -153,7 +156,7 @@ class Reassembler:
         max_partial: int = 64,
         max_held_bytes: int = 256 * 1024,
         max_age_s: float = 14 * 86_400.0,
-        remember: int = 1024,
+        remember: int = 0,
     ) -> None:
         if max_partial < 1 or max_held_bytes < 1 or max_age_s <= 0 or remember < 0:
             raise LocalProtocolError("a reassembler's bounds must be positive")

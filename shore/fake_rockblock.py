@@ -195,6 +195,7 @@ class FakeRockBlock:
                 self.posted += 1
             else:
                 self._undelivered.append(record)
+            self._posting.discard(asyncio.current_task())
             self._changed.notify_all()
 
     async def redeliver(self) -> None:

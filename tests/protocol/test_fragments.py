@@ -47,23 +47,30 @@ def test_every_message_fits_the_link() -> None:
 def test_any_order_with_duplicates_gives_the_payload_once(
     payload: bytes, mtu: int, seed: int, duplicates: int
 ) -> None:
-    """Fragments arriving shuffled, some twice, give the payload exactly once."""
+    """Fragments arriving shuffled, some twice, give the payload exactly once to a receiver
+    that remembers what it completed, and never anything but the payload to one that does
+    not (a duplicate of the last piece may then hand it on again: idempotent receivers)."""
     messages = fragment(payload, PayloadKind.BATCH, mtu)
     rng = random.Random(seed)
     arriving = messages + [rng.choice(messages) for _ in range(duplicates)]
     rng.shuffle(arriving)
-    reassembler = Reassembler()
-    out = [r for m in arriving if (r := reassembler.add(m, 0.0)) is not None]
+    remembering = Reassembler(remember=16)
+    out = [r for m in arriving if (r := remembering.add(m, 0.0)) is not None]
     assert len(out) == 1
     assert out[0].payload == payload
     assert out[0].kind is PayloadKind.BATCH
-    assert reassembler.in_progress == 0
+    assert remembering.in_progress == 0
+    forgetful = Reassembler()
+    again = [r for m in arriving if (r := forgetful.add(m, 0.0)) is not None]
+    assert 1 <= len(again) <= 1 + duplicates
+    assert {r.payload for r in again} == {payload}
 
 
-def test_a_resend_after_completion_is_dropped() -> None:
-    """The vessel resends a whole batch the shore already has: nothing is handed out twice."""
+def test_a_resend_after_completion_is_dropped_when_asked() -> None:
+    """A receiver that is not idempotent remembers what it completed: a whole resend is
+    then not handed out twice."""
     messages = fragment(bytes(1000), PayloadKind.BATCH, SBD_MO_BYTES)
-    reassembler = Reassembler()
+    reassembler = Reassembler(remember=16)
     done = [reassembler.add(m, 0.0) for m in messages]
     assert done[-1] is not None
     assert all(reassembler.add(m, 1.0) is None for m in messages)
@@ -134,8 +141,20 @@ def test_misuse_is_local() -> None:
 def test_a_payload_the_receiver_could_not_keep_is_taken_again() -> None:
     """The relay's store failed after reassembly: the vessel's resend is rebuilt, not dropped."""
     messages = fragment(bytes(range(256)) * 3, PayloadKind.BATCH, SBD_MO_BYTES)
-    reassembler = Reassembler()
+    reassembler = Reassembler(remember=16)
     done = [r for m in messages if (r := reassembler.add(m, 0.0)) is not None]
     reassembler.forget(done[0])
     again = [r for m in messages if (r := reassembler.add(m, 1.0)) is not None]
     assert [r.payload for r in again] == [done[0].payload]
+
+
+def test_a_whole_resend_is_handed_on_again_by_default() -> None:
+    """The vessel resends a batch whose acknowledgement it never got: the relay must see
+    it again (its ingest is idempotent and acknowledges duplicates), or the vessel would
+    wait for an acknowledgement forever."""
+    messages = fragment(bytes(1000), PayloadKind.BATCH, SBD_MO_BYTES)
+    reassembler = Reassembler()
+    first = [r for m in messages if (r := reassembler.add(m, 0.0)) is not None]
+    again = [r for m in messages if (r := reassembler.add(m, 1.0)) is not None]
+    assert len(first) == len(again) == 1
+    assert reassembler.in_progress == 0

@@ -5,6 +5,7 @@ down, and cut sessions lose and duplicate nothing."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 
 import pytest
@@ -207,3 +208,73 @@ async def test_a_compact_payload_rides_in_one_message_with_one_byte_of_framing(
     assert [len(record.data) for record in world.provider.mo] == [50]
     assert world.statistics.billed_bytes == 50
     assert kinds == [(PayloadKind.COMPACT, b"c" * 49)]
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+async def test_a_stormy_night_over_sbd_loses_nothing_and_stores_nothing_twice(
+    seed: int,
+    outbox: Outbox,
+    crew: Crew,
+    codebook: Codebook,
+    vessel_key: SigningKey,
+    shore_key: SigningKey,
+    model_shore: ModelShore,
+) -> None:
+    """Three SOS and three reports over a night of bad sky: sessions fail (no service,
+    busy, RF drop) or are cut after the satellite took a fragment, at random. Sessions go
+    on until everything is acknowledged: every message reaches the shore exactly once (the
+    model shore fails the test on a number stored twice with other bytes) and the relay's
+    webhook hands each batch on once however many fragments were repeated."""
+    import random
+
+    rng = random.Random(seed)
+    seqs = []
+    for index in range(3):
+        seqs.append(
+            outbox.accept_sos(
+                crew=crew.member.crew, now=NOW + index, position=(1_300_000, 10_050_000)
+            ).message_seq
+        )
+        seqs.append(
+            outbox.accept_grievance(
+                union_id=1, sealed=secrets.token_bytes(400), case_key=b"k" * 32, now=NOW + index
+            ).message_seq
+        )
+    troubles: list[str] = []
+    async with sbd_world(model_shore) as world:
+        for _ in range(20):
+            waiting = [seq for seq in seqs if state(outbox, seq) != "acknowledged"]
+            if not waiting:
+                break
+            trouble = rng.choice(["fail", "cut"] if not troubles else ["none", "fail", "cut"])
+            troubles.append(trouble)
+            if trouble == "fail":
+                world.emulator.fail_sessions(
+                    *rng.choices([10, 13, 18, 32, 35], k=rng.randint(1, 4))
+                )
+            elif trouble == "cut":
+                world.emulator.cut_after_gateway()
+            pending = [
+                seq
+                for seq in waiting
+                if (outbox.message_stages(seq) or {}).get("state") == "accepted"
+            ]
+            with contextlib.suppress(LinkDown):  # the storm: the next session goes on
+                await session(
+                    world,
+                    outbox,
+                    vessel_key,
+                    shore_key,
+                    codebook,
+                    pending[:2],
+                    link=world.link(session_timeout_s=0.5),
+                )
+            await world.provider.wait_settled()
+        else:
+            raise AssertionError("20 sessions did not get everything acknowledged")
+    assert all(state(outbox, seq) == "acknowledged" for seq in seqs)
+    stored = sorted(seq for received in model_shore.received for seq in received.message_seqs)
+    assert sorted(set(stored)) == sorted(seqs)
+    batches = [received.batch_seq for received in model_shore.received]
+    assert world.webhook.statistics.payloads == len(batches)
+    assert {"fail", "cut"} & set(troubles), troubles  # the night was stormy
