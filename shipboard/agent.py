@@ -30,7 +30,7 @@ import logging
 import signal
 from collections.abc import Callable, Coroutine, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from common.codebooks import default_codebook
 from common.keyfiles import read_secret
@@ -38,6 +38,9 @@ from common.signins import SignInGuard
 from protocol.codebook import Codebook
 from protocol.signing import SigningKey
 from shipboard.config import ShipConfig
+
+if TYPE_CHECKING:
+    from shipboard.links import PortCarrier, SbdCarrier
 from shipboard.crew import CrewRegister
 from shipboard.crew_view import VesselCrewView
 from shipboard.database import VesselDatabase
@@ -66,6 +69,34 @@ def find_link_runner() -> LinkRunner | None:
         return None
     result: LinkRunner = runner
     return result
+
+
+def sbd_fallback(config: ShipConfig) -> SbdCarrier:
+    """The SBD carrier of ``[sbd]`` (its modem opened at each SBD session)."""
+    from shipboard.links import SbdCarrier as Carrier
+    from shipboard.sbd_modem import SbdModem
+
+    sbd = config.sbd
+    if sbd is None:
+        raise ValueError("the vessel's config has no [sbd] section")
+    return Carrier(lambda: SbdModem(sbd.device))
+
+
+def port_carrier(config: ShipConfig) -> PortCarrier:
+    """The port link of ``[port]``: the broker over 4G or Wi-Fi, in reach while the
+    interface is up."""
+    from shipboard.links import PORT_4G, interface_up
+    from shipboard.links import PortCarrier as Carrier
+    from shipboard.mqtt_link import client_tls_context
+    from shipboard.transport import LinkSettings
+
+    port = config.port
+    if port is None:
+        raise ValueError("the vessel's config has no [port] section")
+    settings = LinkSettings.from_config(config, host=port.host, port=port.port, profile=PORT_4G)
+    tls = client_tls_context(config.shore.ca_file, config.shore.tls_minimum) if port.tls else None
+    interface = port.interface
+    return Carrier(settings, lambda: interface_up(interface), tls_context=tls)
 
 
 def quiet_libraries() -> None:
@@ -156,6 +187,10 @@ async def run_agent(
                 options["session_runner"] = metrics.instrument(
                     options.get("session_runner", run_session)
                 )
+            if runner is not None and config.sbd is not None and "fallback" not in options:
+                options["fallback"] = sbd_fallback(config)
+            if runner is not None and config.port is not None and "port" not in options:
+                options["port"] = port_carrier(config)
             if runner is not None:
                 group.create_task(
                     runner(

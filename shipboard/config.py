@@ -226,6 +226,9 @@ class LinkConfig:
 
     profile: str
     monthly_budget_bytes: int
+    #: The owner paused the main link: no session opens on it. SOS and the grievance lane
+    #: then go over the SBD fallback if the vessel has one (``[sbd]``), which cannot be paused.
+    paused: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -280,6 +283,53 @@ class VoiceConfig:
     mode: VoiceMode = DEFAULT_VOICE_MODE
 
 
+#: ``[sbd] after_down_minutes``: by default, and the most it may be raised to.
+DEFAULT_SBD_AFTER_DOWN_MINUTES = 15
+MAX_SBD_AFTER_DOWN_MINUTES = 60
+
+#: Keys that would let the owner switch the SBD fallback off for SOS and grievances.
+_FORBIDDEN_SBD_KEYS: Mapping[str, str] = {
+    key: "the SBD fallback for SOS and grievance reports cannot be switched off"
+    for key in ("enabled", "disabled", "paused", "sos", "grievances", "reserved", "lane")
+}
+
+
+@dataclass(frozen=True, slots=True)
+class SbdConfig:
+    """The Iridium SBD modem that carries SOS and the grievance lane when the main link is
+    paused or down (``shipboard.links``)."""
+
+    #: The modem's serial port (e.g. "/dev/ttyUSB0").
+    device: str
+    #: The main link counts as down after this many minutes of failed sessions.
+    after_down_minutes: int = DEFAULT_SBD_AFTER_DOWN_MINUTES
+
+
+@dataclass(frozen=True, slots=True)
+class PortConfig:
+    """A cheap link in port (4G, harbour Wi-Fi): the broker as reached over it, and the
+    network interface whose state says whether it is in reach (``shipboard.links``)."""
+
+    broker_url: str
+    interface: str
+
+    @property
+    def host(self) -> str:
+        """The broker's host name over the port link."""
+        return urlsplit(self.broker_url).hostname or "127.0.0.1"
+
+    @property
+    def port(self) -> int:
+        """The broker's port over the port link."""
+        parts = urlsplit(self.broker_url)
+        return parts.port or (8883 if parts.scheme == "mqtts" else 1883)
+
+    @property
+    def tls(self) -> bool:
+        """Whether the port link's broker URL asks for TLS."""
+        return urlsplit(self.broker_url).scheme == "mqtts"
+
+
 @dataclass(frozen=True, slots=True)
 class ShipConfig:
     """Everything the shipboard agent needs, validated."""
@@ -295,6 +345,10 @@ class ShipConfig:
     intake: IntakeConfig
     source: str = "<defaults>"
     voice: VoiceConfig = VoiceConfig()
+    #: The SBD fallback (None: the vessel has no SBD modem).
+    sbd: SbdConfig | None = None
+    #: The cheap link in port (None: the vessel has none).
+    port: PortConfig | None = None
 
     @property
     def database_path(self) -> Path:
@@ -465,8 +519,9 @@ def _read_link(table: _Table) -> LinkConfig:
             f"choose one of: {', '.join(names)}"
         )
     budget = _positive(table, "monthly_budget_bytes", 40_000_000)
+    paused: bool = table.get("paused", bool, False)
     table.finish()
-    return LinkConfig(profile, budget)
+    return LinkConfig(profile, budget, paused)
 
 
 def _read_quota(quota: _Table, grievances: _Table) -> QuotaConfig:
@@ -615,7 +670,51 @@ _TOP_LEVEL = (
     "data",
     "intake",
     "voice",
+    "sbd",
+    "port",
 )
+
+
+def _read_port(table: _Table) -> PortConfig | None:
+    if not table.raw:
+        return None
+    url = table.get("broker", str, fix='the broker as reached in port, e.g. "mqtt://10.8.0.1:1883"')
+    parts = urlsplit(url)
+    if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname or parts.username:
+        raise ConfigError(
+            f"{table.where('broker')} = {url!r} is not a broker URL; write "
+            '"mqtt://HOST:PORT" or "mqtts://HOST:PORT" (no credentials in it)'
+        )
+    interface = table.get("interface", str, fix='the 4G or Wi-Fi interface, e.g. "wwan0"')
+    if (
+        not interface
+        or len(interface) > 15
+        or not all(c.isalnum() or c in "._-" for c in interface)
+    ):
+        raise ConfigError(f"{table.where('interface')} = {interface!r} is not an interface name")
+    table.finish()
+    return PortConfig(url, interface)
+
+
+def _read_sbd(table: _Table) -> SbdConfig | None:
+    if not table.raw:
+        return None
+    for key, why in _FORBIDDEN_SBD_KEYS.items():
+        if key in table.raw:
+            raise ConfigError(
+                f"{table.where(key)} is refused: {why}. Remove this line; pause the main link "
+                "with [link] paused = true instead"
+            )
+    device = table.get("device", str, fix='the modem\'s serial port, e.g. device = "/dev/ttyUSB0"')
+    after = _positive(table, "after_down_minutes", DEFAULT_SBD_AFTER_DOWN_MINUTES)
+    if after > MAX_SBD_AFTER_DOWN_MINUTES:
+        raise ConfigError(
+            f"{table.where('after_down_minutes')} = {after} is refused: SOS and grievance "
+            f"reports may not wait more than {MAX_SBD_AFTER_DOWN_MINUTES} minutes for a main "
+            "link that is down; lower it or remove the line"
+        )
+    table.finish()
+    return SbdConfig(device, after)
 
 
 def _read_voice(table: _Table) -> VoiceConfig:
@@ -689,6 +788,8 @@ def parse_config(
     data_table.finish()
     intake = _read_intake(table("intake"), base)
     voice = _read_voice(table("voice"))
+    sbd = _read_sbd(table("sbd"))
+    port = _read_port(table("port"))
     if not allow_demo_keys:
         _refuse_demo_keys(source, vessel, shore, unions)
     return ShipConfig(
@@ -703,6 +804,8 @@ def parse_config(
         intake=intake,
         source=source,
         voice=voice,
+        sbd=sbd,
+        port=port,
     )
 
 

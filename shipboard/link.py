@@ -80,12 +80,14 @@ import random
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol, TypeVar, runtime_checkable
 from zoneinfo import ZoneInfo
 
 from common.logs import enter_vessel_scope
+from protocol.batch import Batch
 from protocol.codebook import Codebook
+from protocol.errors import Reason
 from protocol.exchange import VesselSettings, VesselState
 from protocol.months import BILLING_ZONE, Month
 from protocol.quota import QuotaLedger
@@ -94,6 +96,7 @@ from shipboard.config import ShipConfig
 from shipboard.database import OnDatabase
 from shipboard.downlink import DownlinkOutcome, DownlinkVerdict, apply_downlink_payload
 from shipboard.errors import OutboxUnavailable
+from shipboard.links import IRIDIUM_SBD, Availability, MqttCarrier, PortCarrier, SbdCarrier
 from shipboard.mqtt_link import MqttLink, ResumingContext, client_tls_context
 from shipboard.profiles import LinkProfile
 from shipboard.scheduler import (
@@ -115,7 +118,7 @@ from shipboard.session import (
     vessel_log,
 )
 from shipboard.sessions_log import LinkSession, SessionOutcome, SessionsLog
-from shipboard.states import MessageKind
+from shipboard.states import RESERVED_KINDS, MessageKind
 from shipboard.transport import (
     Link,
     LinkClosed,
@@ -140,6 +143,7 @@ __all__ = [
     "LinkStatistics",
     "LoopTimers",
     "OutboxPort",
+    "ReservedOnly",
     "ResumingContext",
     "SessionReport",
     "SessionsLogPort",
@@ -355,6 +359,39 @@ async def run_session(
     return report
 
 
+class ReservedOnly:
+    """The outbox as an SBD fallback session sees it: of the unacknowledged batches, only
+    those that carry an SOS, a report or a lane block are offered again (a batch of family
+    messages waits for the main link, where it costs a thousandth as much). An outbox that
+    cannot tell (a test's fake) offers all of them."""
+
+    def __init__(self, outbox: OutboxPort) -> None:
+        self._outbox = outbox
+
+    def unacknowledged_batches(self) -> Sequence[StoredBatchLike]:
+        batches = self._outbox.unacknowledged_batches()
+        reserved = getattr(self._outbox, "reserved_batch_seqs", None)
+        if reserved is None:
+            return batches
+        keep: frozenset[int] = reserved()
+        return tuple(batch for batch in batches if batch.batch_seq in keep)
+
+    def make_batch(
+        self, message_seqs: Sequence[int], codebook: Codebook, signing_key: SigningKey, now: float
+    ) -> tuple[int, bytes]:
+        return self._outbox.make_batch(message_seqs, codebook, signing_key, now)
+
+    def mark_sent(self, batch_seq: int, now: float) -> None:
+        self._outbox.mark_sent(batch_seq, now)
+
+    def apply_downlink(self, batch: Batch, now: float) -> DownlinkResultLike:
+        return self._outbox.apply_downlink(batch, now)
+
+    def refuse_downlink(self, batch_seq: int, reason: Reason, now: float) -> bool:
+        refuse = getattr(self._outbox, "refuse_downlink", None)
+        return bool(refuse(batch_seq, reason, now)) if refuse is not None else False
+
+
 # --- the loop ----------------------------------------------------------------------------
 
 
@@ -429,6 +466,12 @@ class LinkStatistics:
     last_plan: Plan | None = None
     #: Billed bytes spent on the link this (UTC) month, sessions before a restart included.
     billed_this_month_bytes: int = 0
+    #: Sessions over the SBD fallback (also counted in ``sessions``).
+    fallback_sessions: int = 0
+    #: Sessions over a cheap link in port (also counted in ``sessions``).
+    port_sessions: int = 0
+    #: Whether a cheap link in port is in reach now (for the crew page).
+    in_port: bool = False
 
 
 async def _wait_any(
@@ -497,7 +540,9 @@ async def billed_so_far(
         return 0
     found = await asyncio.to_thread(log.sessions_in, month.key)
     return sum(
-        profile.billed_bytes(s.link_bytes) for s in found if s.outcome is SessionOutcome.DONE
+        profile.billed_bytes(s.link_bytes)
+        for s in found
+        if s.outcome is SessionOutcome.DONE and s.profile != IRIDIUM_SBD.name
     )
 
 
@@ -525,9 +570,29 @@ async def run_link(
     outbox_retry_s: float = 60.0,
     lane: LaneReleases | None = None,
     timers: Timers | None = None,
+    main: MqttCarrier | None = None,
+    fallback: SbdCarrier | None = None,
+    fallback_settings: LinkSettings | None = None,
+    port: PortCarrier | None = None,
 ) -> None:
     """Run the link until ``stopping`` is set: release the grievance lane's ended periods,
     plan, maybe run a session, sleep, repeat.
+
+    ``main`` is the main link's availability (default: paused while ``[link] paused``,
+    down after 15 minutes of failed sessions). ``fallback`` is the Iridium SBD carrier
+    (None: the vessel has none). While the main link is paused or down, or its last
+    session failed and an SOS waits, the SOS, reports and lane blocks are planned on their
+    own under the SBD tariff and sent over SBD within their targets; family messages wait
+    for the main link (a paused main link opens no session at all). SBD sessions are kept
+    in the sessions log under ``iridium-sbd`` and are not counted against the owner's
+    budget (the reserved lane is outside it). ``fallback_settings``: the SBD sessions'
+    waits (default: a 5 s downlink drain, 180 s for the shore's BatchAck).
+
+    ``port``: a cheap link in port (4G, Wi-Fi). While it is in reach, the plan is made
+    under its tariff and sessions open on it (owner's pause and budget aside: it is not
+    the satellite), so everything waiting goes at once and the downlink is drained; its
+    sessions are kept in the sessions log under its profile's name and not counted
+    against the satellite budget. ``statistics.in_port`` says whether it is in reach.
 
     ``lane`` is the agent's grievance lane (None: nothing to release, as for an outbox
     fake); its blocks are released here at each period's end, before the snapshot, so a
@@ -558,6 +623,21 @@ async def run_link(
     billed: dict[Month, int] = {}
     failures = 0
     backoff_until = 0.0
+    after_down_s = 60.0 * (config.sbd.after_down_minutes if config.sbd else 15)
+    main = main or MqttCarrier(
+        settings,
+        tls_context=tls_context,
+        paused=lambda: config.link.paused,
+        after_down_s=after_down_s,
+    )
+    fb_settings = fallback_settings or replace(
+        settings, profile=IRIDIUM_SBD, downlink_quiet_s=5.0, ack_wait_s=180.0
+    )
+    fb_policy = replace(policy, session_overhead_bytes=0)
+    fb_failures = 0
+    fb_backoff_until = 0.0
+    fb_last_at: float | None = None
+    port_last_at: float | None = None
     log.info("link to %s:%d (%s) running", settings.host, settings.port, profile.name)
     while not stopping.is_set():
         doorbell.clear()
@@ -583,12 +663,127 @@ async def run_link(
             log.error("outbox unavailable (%s); link waits %.0f s", exc, outbox_retry_s)
             await _wait_any((stopping,), outbox_retry_s, timers)
             continue
+        if port is not None and port.availability(now) is Availability.UP:
+            stats.in_port = True
+            port_plan = make_plan(
+                replace(snapshot, last_session_at=port_last_at), port.terms.profile, policy, now
+            )
+            stats.last_plan = port_plan
+            if port_plan.open_session:
+                log.info(
+                    "port session opens (%s): %d messages", port_plan.reason, len(port_plan.send)
+                )
+                started_at = clock()
+                try:
+                    report = await session_runner(
+                        port.settings,
+                        outbox,
+                        signing_key=signing_key,
+                        codebook=codebook,
+                        shore_verify_key=shore_key,
+                        message_seqs=port_plan.send,
+                        clock=clock,
+                        link=port.open(),
+                    )
+                except (LinkDown, OutboxUnavailable) as exc:
+                    stats.failures += 1
+                    log.warning("port session failed (%s); back to the satellite plan", exc)
+                    await _record_session(
+                        log_of_sessions, port.terms.profile, started_at, clock(), None, 0, log
+                    )
+                else:
+                    port_last_at = clock()
+                    stats.last_session_at = port_last_at  # the vessel looked for news
+                    stats.sessions += 1
+                    stats.port_sessions += 1
+                    stats.batches_published += len(report.published)
+                    await _record_session(
+                        log_of_sessions, port.terms.profile, started_at, clock(), report, 0, log
+                    )
+                    continue
+            else:
+                wake_at = port_plan.timer  # a poll every few minutes while in reach
+                if lane is not None:
+                    wake_at = min(wake_at, lane.next_release_at())
+                await _wait_any((stopping, doorbell), wake_at - clock(), timers)
+                continue
+        elif port is not None:
+            stats.in_port = False
         plan = make_plan(snapshot, profile, policy, now)
         stats.last_plan = plan
         for reason in (HoldReason.QUOTA, HoldReason.BUDGET):
             held = plan.held_for(reason)
             if held:
                 log.warning("%d messages held (%s): %s", len(held), reason, _seqs(held))
+        main_state = main.availability(now)
+        sos_waiting = any(message.kind == MessageKind.SOS for message in snapshot.pending)
+        if fallback is not None and (
+            main_state is not Availability.UP or (failures > 0 and sos_waiting)
+        ):
+            reserved = replace(
+                snapshot,
+                pending=tuple(m for m in snapshot.pending if m.kind in RESERVED_KINDS),
+                unacknowledged_batches=0,
+                last_session_at=fb_last_at,
+            )
+            fb_plan = make_plan(reserved, IRIDIUM_SBD, fb_policy, now)
+            if fb_plan.open_session and fb_plan.send and now >= fb_backoff_until:
+                log.info(
+                    "sbd session opens (%s; main link %s): %d messages",
+                    fb_plan.reason,
+                    main_state,
+                    len(fb_plan.send),
+                )
+                started_at = clock()
+                try:
+                    report = await session_runner(
+                        fb_settings,
+                        ReservedOnly(outbox),
+                        signing_key=signing_key,
+                        codebook=codebook,
+                        shore_verify_key=shore_key,
+                        message_seqs=fb_plan.send,
+                        clock=clock,
+                        link=fallback.open(),
+                    )
+                except (LinkDown, OutboxUnavailable) as exc:
+                    fb_failures += 1
+                    stats.failures += 1
+                    delay = reconnect_delay_s(fb_failures, rng, cap_s=300.0)
+                    fb_backoff_until = clock() + delay
+                    log.warning("sbd session failed (%s); next try in %.0f s", exc, delay)
+                    await _record_session(
+                        log_of_sessions, IRIDIUM_SBD, started_at, clock(), None, 0, log
+                    )
+                    continue
+                fb_failures = 0
+                fb_last_at = clock()
+                stats.sessions += 1
+                stats.fallback_sessions += 1
+                stats.batches_published += len(report.published)
+                await _record_session(
+                    log_of_sessions, IRIDIUM_SBD, started_at, clock(), report, 0, log
+                )
+                continue
+            if fb_plan.open_session and not fb_plan.send:
+                # Only a poll or a resend is due: SBD does not poll (a mailbox check per
+                # day would be; not done yet), so count it as done and plan again later.
+                fb_last_at = now
+                fb_plan = make_plan(
+                    replace(reserved, last_session_at=now), IRIDIUM_SBD, fb_policy, now
+                )
+            if main_state is Availability.PAUSED:
+                wake_at = max(fb_plan.timer, fb_backoff_until) if fb_plan.send else fb_plan.timer
+                if lane is not None:
+                    wake_at = min(wake_at, lane.next_release_at())
+                await _wait_any((stopping, doorbell), wake_at - clock(), timers)
+                continue
+        elif main_state is Availability.PAUSED:
+            wake_at = plan.timer if not plan.open_session else now + profile.idle_poll_s
+            if lane is not None:
+                wake_at = min(wake_at, lane.next_release_at())
+            await _wait_any((stopping, doorbell), wake_at - clock(), timers)
+            continue
         if plan.open_session and (plan.reason is SessionReason.SOS or now >= backoff_until):
             log.info(
                 "session opens (%s): %d messages, ~%d B",
@@ -613,10 +808,12 @@ async def run_link(
                 stats.failures += 1
                 delay = reconnect_delay_s(failures, rng)
                 backoff_until = clock() + delay
+                main.failed(started_at)
                 log.warning("session failed (%s); next try in %.0f s", exc, delay)
                 await _record_session(log_of_sessions, profile, started_at, clock(), None, 0, log)
                 continue
             failures = 0
+            main.succeeded()
             stats.sessions += 1
             stats.batches_published += len(report.published)
             stats.last_session_at = clock()

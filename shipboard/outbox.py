@@ -84,6 +84,7 @@ from shipboard.lane import LaneItem
 from shipboard.sessions_log import LinkSession, SessionsLog
 from shipboard.states import (
     OPEN_BATCH_STATES,
+    RESERVED_KINDS,
     TRANSITIONS,
     BatchState,
     MessageEvent,
@@ -892,6 +893,21 @@ class Outbox:
             )
             for row in rows
         )
+
+    def reserved_batch_seqs(self) -> frozenset[int]:
+        """Unacknowledged batches that carry an SOS, a report or a lane block: what the SBD
+        fallback resends (a batch of family messages only waits for the main link)."""
+        kinds = tuple(str(kind) for kind in RESERVED_KINDS)
+        with self.database.reading() as db:
+            rows = db.execute(
+                "SELECT DISTINCT bm.batch_seq FROM batch_messages AS bm "
+                "JOIN messages AS m ON m.message_seq = bm.message_seq "
+                "JOIN batches AS b ON b.batch_seq = bm.batch_seq "
+                f"WHERE b.state IN ({', '.join('?' * len(_OPEN))}) "
+                f"AND m.kind IN ({', '.join('?' * len(kinds))})",
+                (*_OPEN, *kinds),
+            ).fetchall()
+        return frozenset(int(row[0]) for row in rows)
 
     def mark_sent(self, batch_seq: int, now: float) -> None:
         """Record that the broker took batch ``batch_seq`` (PUBACK): not yet the shore's ack."""

@@ -276,6 +276,27 @@ class RetentionSection:
 
 
 @dataclass(frozen=True, slots=True)
+class SbdSection:
+    """Iridium SBD through a RockBLOCK-shaped provider (``shore.sbd``)."""
+
+    enabled: bool = False
+    #: Where the MO webhook listens (the provider posts to the public URL of this door).
+    webhook_host: str = "127.0.0.1"
+    webhook_port: int = 8032
+    #: File holding the secret the webhook URL carries (``?secret=...``).
+    webhook_secret_file: str = "sbd.secret"
+    provider_url: str = "https://rockblock.rock7.com"
+    username: str = ""
+    #: File holding the provider account's password.
+    password_file: str = "sbd.password"
+    #: Each vessel's modem: "IMEI=VESSEL" (15 digits = vessel id).
+    vessels: tuple[str, ...] = ()
+    #: A vessel heard over SBD this recently gets its small downlink batches over SBD too.
+    downlink_window_s: float = 3600.0
+    downlink_max_bytes: int = 540
+
+
+@dataclass(frozen=True, slots=True)
 class RelayConfig:
     """The whole relay configuration (``source`` names the file, for messages)."""
 
@@ -290,6 +311,7 @@ class RelayConfig:
     alerts: AlertsSection = field(default_factory=AlertsSection)
     union_api: UnionApiSection = field(default_factory=UnionApiSection)
     retention: RetentionSection = field(default_factory=RetentionSection)
+    sbd: SbdSection = field(default_factory=SbdSection)
     source: str = "<defaults>"
 
     @property
@@ -349,6 +371,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "alerts": AlertsSection,
     "union_api": UnionApiSection,
     "retention": RetentionSection,
+    "sbd": SbdSection,
 }
 
 

@@ -42,13 +42,15 @@ from paho.mqtt.properties import Properties
 
 from common.codebooks import default_codebook
 from common.keyfiles import KeyFileError, read_secret
+from common.serving import AsgiServer
 from protocol.envelopes import Channel
+from protocol.fragments import PayloadKind
 from protocol.phrases import phrase
 from protocol.signing import SigningKey
-from protocol.topics import SHARED_UPLINKS, UPLINKS
+from protocol.topics import SHARED_UPLINKS, UPLINKS, uplink_topic
 from shore.alerts import AlertConfig, SosAlerter
 from shore.broker_login import BrokerLogin, broker_login
-from shore.config import RelayConfig
+from shore.config import ConfigError, RelayConfig
 from shore.delivery import DeliveryConfig, DeliveryWorker
 from shore.downlink import Downlink, DownlinkConfig
 from shore.ingest import Ingestor
@@ -64,6 +66,7 @@ from shore.replies import (
     SmsWebhookConfig,
 )
 from shore.retention import RetentionConfig, RetentionKeeper
+from shore.sbd import MoWebhook, MtSender, SbdConfig, SbdDownlink, parse_vessels
 from shore.sms import SmsConfig, SmsProvider
 from shore.store.deliveries import MessageTtl
 from shore.store.ops import OperatorQueries
@@ -115,6 +118,43 @@ def read_token(path: Path) -> str:
     if not token:
         raise KeyFileError(f"token file {path} is empty; write the provider's auth token in it")
     return token
+
+
+def make_sbd(
+    config: RelayConfig, ingestor: Ingestor
+) -> tuple[MoWebhook, SbdDownlink, MtSender] | None:
+    """The SBD webhook, downlink router and MT sender when ``[sbd] enabled``: every whole
+    payload the webhook reassembles goes through the ingest as if it came on the vessel's
+    uplink topic (same signature check, same replay window)."""
+    section = config.sbd
+    if not section.enabled:
+        return None
+    try:
+        vessels = parse_vessels(section.vessels)
+        sbd = SbdConfig(
+            vessels,
+            webhook_secret=read_token(config.path(section.webhook_secret_file)),
+            provider_url=section.provider_url,
+            username=section.username,
+            password=read_token(config.path(section.password_file)),
+        )
+    except ValueError as exc:
+        raise ConfigError(f"{config.source}: {exc}") from exc
+    sender = MtSender(sbd)
+    router = SbdDownlink(
+        sender, window_s=section.downlink_window_s, max_payload_bytes=section.downlink_max_bytes
+    )
+
+    async def on_payload(vessel_id: int, kind: PayloadKind, payload: bytes) -> None:
+        if kind is not PayloadKind.BATCH:
+            # No reader yet (the compact frame): refuse, so the provider keeps it and
+            # retries, rather than answering 200 for something nobody kept.
+            raise NotImplementedError(f"vessel {vessel_id}: no reader for {kind.name} payloads")
+        await ingestor.handle(uplink_topic(vessel_id), payload)
+
+    webhook = MoWebhook(sbd, on_payload)
+    webhook.heard = router.heard
+    return webhook, router, sender
 
 
 def make_sms_provider(config: RelayConfig) -> SmsProvider | None:
@@ -263,8 +303,12 @@ async def mqtt_service(
     on_subscribed: Callable[[], None] | None = None,
     metrics: RelayMetrics | None = None,
     login: BrokerLogin | None = None,
+    sbd_downlink: SbdDownlink | None = None,
 ) -> None:
     """Connect, subscribe, ingest and publish; reconnect with capped, jittered backoff.
+
+    ``sbd_downlink``: small downlink batches for vessels on their SBD fallback also go
+    down over SBD (``shore.sbd.SbdDownlink``).
 
     ``login`` is read from ``[mqtt]`` once, here, when not given (its TLS context then
     serves every reconnection)."""
@@ -289,9 +333,10 @@ async def mqtt_service(
                     if metrics is not None:
                         metrics.observe_downlink(int(to.split("/")[1]), len(data))
 
+                routed = sbd_downlink.wrap(publish) if sbd_downlink is not None else publish
                 async with asyncio.TaskGroup() as group:
                     group.create_task(ingestor.run(client, stopping))
-                    group.create_task(downlink.run(publish, stopping, doorbell))
+                    group.create_task(downlink.run(routed, stopping, doorbell))
         except* aiomqtt.MqttError as errors:
             if metrics is not None:
                 metrics.broker_down()
@@ -396,6 +441,7 @@ async def run_relay(
             worker.metrics = metrics
         alerter = make_alerter(config, store, sms)
         webhook = make_sms_webhook(config, store)
+        sbd = make_sbd(config, ingestor)
         if reply_server is not None:
             await reply_server.start()
         async with contextlib.AsyncExitStack() as stack, asyncio.TaskGroup() as group:
@@ -408,6 +454,13 @@ async def run_relay(
             if webhook is not None:
                 await webhook.serve()
                 stack.push_async_callback(webhook.stop)  # it logs where it listens
+            if sbd is not None:
+                sbd_server = AsgiServer(
+                    sbd[0].app, config.sbd.webhook_host, config.sbd.webhook_port, name="SBD webhook"
+                )
+                await sbd_server.start()
+                stack.push_async_callback(sbd_server.stop)
+                stack.push_async_callback(sbd[2].aclose)
             if alerter is not None:
                 group.create_task(alerter.run(stopping, alert_bell))
             if config.broker.kind == "nats":
@@ -434,6 +487,7 @@ async def run_relay(
                         on_subscribed,
                         metrics,
                         login,
+                        sbd[1] if sbd is not None else None,
                     )
                 )
             if metrics is not None:

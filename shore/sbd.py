@@ -1,0 +1,341 @@
+"""SBD: the relay's side of Iridium short-burst data, through a RockBLOCK-shaped provider.
+
+**MO (vessel to shore).** The provider POSTs each message a vessel's modem sent to our
+webhook, form-encoded as RockBLOCK's web service does: ``imei``, ``momsn``,
+``transmit_time``, ``iridium_latitude``, ``iridium_longitude``, ``iridium_cep`` and
+``data`` (the message, hex). :class:`MoWebhook` checks the request, maps the IMEI to a
+vessel, hands the message to that vessel's :class:`protocol.fragments.Reassembler`, and
+gives every whole payload to ``on_payload`` (the ingest: ``Ingestor.handle`` with the
+vessel's uplink topic), which verifies the batch's signature over the whole and applies
+the replay window. The answer is ``200`` once the message is taken (or known to be a
+duplicate); ``503`` when the ingest's store failed (the provider retries, and the
+reassembler forgets the payload, so the vessel's resend is taken again).
+
+Authenticity of the webhook: RockBLOCK also sends a ``JWT`` field signed with Rock 7's
+RS256 key. It is **not verified here** (PyJWT is not a dependency of ours and the key is
+not published with this code); instead the webhook URL carries a shared secret
+(``?secret=...``, compared in constant time), configured at the provider. Neither matters
+for the content: a forged message cannot carry a batch the vessel's key did not sign, and
+a replayed one is refused by the replay window. The secret keeps strangers from filling the
+reassembler.
+
+**MT (shore to vessel).** :class:`MtSender` cuts a downlink payload into messages of at
+most 270 bytes and POSTs each to the provider's ``/rockblock/MT`` with ``imei``,
+``username``, ``password`` and ``data`` (hex); the provider answers ``OK,<id>`` or
+``FAILED,<code>,<text>``.
+
+Logs carry IMEIs' vessel ids, sizes and MOMSNs, never content.
+"""
+
+from __future__ import annotations
+
+import binascii
+import hmac
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+
+import httpx
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Scope
+
+from common.http import BodyLimit, RequestRefused, read_form
+from protocol.errors import ProtocolError
+from protocol.fragments import SBD_MO_BYTES, SBD_MT_BYTES, PayloadKind, Reassembler, fragment
+from protocol.topics import downlink_topic
+
+__all__ = [
+    "MO_WEBHOOK_PATH",
+    "MoWebhook",
+    "MtRefused",
+    "MtSender",
+    "SbdConfig",
+    "SbdDownlink",
+    "SbdStatistics",
+    "parse_vessels",
+]
+
+log = logging.getLogger("shore.sbd")
+
+#: Where the provider posts MO messages (configured at the provider with ``?secret=``).
+MO_WEBHOOK_PATH = "/sbd/rockblock/mo"
+#: Largest webhook request: a 340-byte message in hex and the other fields, with room.
+WEBHOOK_BODY_BYTES = 8 * 1024
+
+#: What the relay does with a whole payload: (vessel id, kind, payload) -> None; raises
+#: when it could not be kept (then the provider is told to retry).
+OnPayload = Callable[[int, PayloadKind, bytes], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class SbdConfig:
+    """The relay's SBD settings (``[sbd]`` in relay.toml)."""
+
+    #: Which vessel each modem (IMEI, 15 digits) belongs to.
+    vessels_by_imei: Mapping[str, int]
+    #: The secret in the webhook URL configured at the provider.
+    webhook_secret: str = field(repr=False)
+    #: The provider's MT API and the relay's account there.
+    provider_url: str = "https://rockblock.rock7.com"
+    username: str = ""
+    password: str = field(default="", repr=False)
+
+    def __post_init__(self) -> None:
+        if len(self.webhook_secret) < 16:
+            raise ValueError("the SBD webhook secret must be at least 16 characters")
+        for imei in self.vessels_by_imei:
+            if not (imei.isascii() and imei.isdigit() and len(imei) == 15):
+                raise ValueError(f"an IMEI is 15 digits, not {imei!r}")
+
+    def imei_of(self, vessel_id: int) -> str | None:
+        """The IMEI of the vessel's modem, if it has one."""
+        for imei, vessel in self.vessels_by_imei.items():
+            if vessel == vessel_id:
+                return imei
+        return None
+
+
+@dataclass(slots=True)
+class SbdStatistics:
+    """Counters since start (metrics, dashboard)."""
+
+    mo_messages: int = 0
+    mo_bytes: int = 0
+    payloads: int = 0
+    refused: int = 0
+    forged: int = 0
+    unknown_imei: int = 0
+    mt_messages: int = 0
+    mt_bytes: int = 0
+
+
+def _refusal(status: int, message: str) -> Response:
+    return PlainTextResponse(message, status_code=status)
+
+
+def _refuse(scope: Scope, error: RequestRefused) -> ASGIApp:
+    log.warning("SBD webhook request refused: %s", error.code)
+    return _refusal(error.status, error.sentence)
+
+
+class MoWebhook:
+    """The MO webhook (see the module docstring); :attr:`app` is its Starlette app, to be
+    served alone or mounted in the relay's."""
+
+    def __init__(
+        self,
+        config: SbdConfig,
+        on_payload: OnPayload,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.on_payload = on_payload
+        self.clock = clock
+        self.statistics = SbdStatistics()
+        self._reassemblers: dict[str, Reassembler] = {}
+        #: Called with (vessel id, now) for every whole payload taken (the downlink router).
+        self.heard: Callable[[int, float], None] | None = None
+        self.app: ASGIApp = Starlette(
+            routes=[Route(MO_WEBHOOK_PATH, self.handle, methods=["POST"])],
+            middleware=[Middleware(BodyLimit, limit_bytes=WEBHOOK_BODY_BYTES, refuse=_refuse)],
+        )
+
+    async def handle(self, request: Request) -> Response:
+        """Answer one MO webhook request."""
+        secret = request.query_params.get("secret", "")
+        if not hmac.compare_digest(secret.encode(), self.config.webhook_secret.encode()):
+            self.statistics.forged += 1
+            log.warning("SBD webhook request without the right secret refused")
+            return _refusal(403, "forbidden")
+        try:
+            form = await read_form(request)
+        except RequestRefused as refused:
+            return _refusal(refused.status, refused.sentence)
+        imei = form.get("imei", "")
+        vessel_id = self.config.vessels_by_imei.get(imei)
+        if vessel_id is None:
+            self.statistics.unknown_imei += 1
+            log.warning("SBD message from a modem no vessel has: dropped")
+            return _refusal(200, "unknown imei: dropped")  # a retry would not help
+        try:
+            data = binascii.unhexlify(form.get("data", ""))
+        except (binascii.Error, ValueError):
+            self.statistics.refused += 1
+            return _refusal(400, "data must be hex")
+        if not 1 <= len(data) <= SBD_MO_BYTES:
+            self.statistics.refused += 1
+            return _refusal(400, f"an MO message is 1 to {SBD_MO_BYTES} bytes")
+        self.statistics.mo_messages += 1
+        self.statistics.mo_bytes += len(data)
+        reassembler = self._reassemblers.setdefault(imei, Reassembler())
+        try:
+            whole = reassembler.add(data, self.clock())
+        except ProtocolError as exc:
+            self.statistics.refused += 1
+            log.warning("vessel %d: SBD message %s refused: %s", vessel_id, form.get("momsn"), exc)
+            return _refusal(200, "refused")  # the same bytes again would be refused again
+        if whole is None:
+            return _refusal(200, "OK")
+        try:
+            await self.on_payload(vessel_id, whole.kind, whole.payload)
+        except Exception:
+            reassembler.forget(whole)
+            log.exception("vessel %d: an SBD payload could not be kept", vessel_id)
+            return _refusal(503, "could not be stored now; try again later")
+        self.statistics.payloads += 1
+        if self.heard is not None:
+            self.heard(vessel_id, self.clock())
+        log.info(
+            "vessel %d: SBD payload of %d B from %d messages",
+            vessel_id,
+            len(whole.payload),
+            whole.fragments,
+        )
+        return _refusal(200, "OK")
+
+
+class MtRefused(Exception):
+    """The provider refused an MT message (its code and text say why: credit, IMEI, size)."""
+
+
+class MtSender:
+    """Sends downlink payloads to a vessel's modem through the provider's MT API."""
+
+    def __init__(self, config: SbdConfig, client: httpx.AsyncClient | None = None) -> None:
+        self.config = config
+        self._client = client or httpx.AsyncClient(timeout=30.0)
+        self.statistics = SbdStatistics()
+
+    async def aclose(self) -> None:
+        """Close the HTTP client."""
+        await self._client.aclose()
+
+    async def send_message(self, imei: str, data: bytes) -> str:
+        """One MT message (1-270 bytes); the provider's message id. :class:`MtRefused`
+        when the provider says no; ``httpx.HTTPError`` when it cannot be reached."""
+        if not 1 <= len(data) <= SBD_MT_BYTES:
+            raise ValueError(f"an MT message is 1 to {SBD_MT_BYTES} bytes, not {len(data)}")
+        response = await self._client.post(
+            self.config.provider_url.rstrip("/") + "/rockblock/MT",
+            data={
+                "imei": imei,
+                "username": self.config.username,
+                "password": self.config.password,
+                "data": data.hex(),
+            },
+        )
+        answer = response.text.strip()
+        if response.status_code != 200 or not answer.startswith("OK,"):
+            raise MtRefused(f"the SBD provider refused an MT message: {answer[:80]!r}")
+        self.statistics.mt_messages += 1
+        self.statistics.mt_bytes += len(data)
+        return answer[3:]
+
+    async def send_payload(self, vessel_id: int, kind: PayloadKind, payload: bytes) -> int:
+        """A whole downlink payload, fragmented; how many MT messages it took."""
+        imei = self.config.imei_of(vessel_id)
+        if imei is None:
+            raise MtRefused(f"vessel {vessel_id} has no SBD modem in [sbd] vessels")
+        messages = fragment(payload, kind, SBD_MT_BYTES)
+        for message in messages:
+            await self.send_message(imei, message)
+        log.info(
+            "vessel %d: %d B sent down in %d SBD messages", vessel_id, len(payload), len(messages)
+        )
+        return len(messages)
+
+
+Publish = Callable[[str, bytes], Awaitable[None]]
+
+
+class SbdDownlink:
+    """Sends the shore's small downlink batches down over SBD to vessels heard over SBD.
+
+    The relay publishes every downlink batch to the vessel's MQTT topic as always (the
+    broker keeps it for when the main link is back). A vessel whose last uplink came over
+    SBD less than ``window_s`` ago is on its fallback: its downlink batches of at most
+    ``max_payload_bytes`` (a BatchAck, a receipt: what ends the vessel's SBD session) also
+    go down as MT messages. Bigger ones (a lane block, a long reply) wait for the main
+    link: an MT credit is dearer than the wait. A failed MT send is logged and counted,
+    never fatal: the vessel's next session resends its batch, and the shore resends what
+    was not acknowledged.
+    """
+
+    def __init__(
+        self,
+        sender: MtSender,
+        *,
+        window_s: float = 3600.0,
+        max_payload_bytes: int = 2 * SBD_MT_BYTES,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.sender = sender
+        self.window_s = window_s
+        self.max_payload_bytes = max_payload_bytes
+        self.clock = clock
+        self._heard: dict[int, float] = {}
+        self.sent = 0
+        self.too_big = 0
+        self.failed = 0
+
+    def heard(self, vessel_id: int, now: float) -> None:
+        """The vessel's payload just came over SBD."""
+        self._heard[vessel_id] = now
+
+    def on_fallback(self, vessel_id: int) -> bool:
+        """Whether the vessel was heard over SBD within the window."""
+        last = self._heard.get(vessel_id)
+        return last is not None and self.clock() - last <= self.window_s
+
+    def wrap(self, publish: Publish) -> Publish:
+        """``publish`` (MQTT), and then SBD for a vessel on its fallback."""
+
+        async def routed(topic: str, data: bytes) -> None:
+            await publish(topic, data)
+            vessel_id = _downlink_vessel(topic)
+            if vessel_id is None or not self.on_fallback(vessel_id):
+                return
+            if len(data) > self.max_payload_bytes:
+                self.too_big += 1
+                log.info(
+                    "vessel %d: a %d B downlink batch waits for the main link", vessel_id, len(data)
+                )
+                return
+            try:
+                await self.sender.send_payload(vessel_id, PayloadKind.BATCH, data)
+            except (MtRefused, httpx.HTTPError) as exc:
+                self.failed += 1
+                log.warning("vessel %d: downlink over SBD failed: %s", vessel_id, exc)
+                return
+            self.sent += 1
+
+        return routed
+
+
+def _downlink_vessel(topic: str) -> int | None:
+    parts = topic.split("/")
+    if len(parts) != 3 or not parts[1].isdigit():
+        return None
+    vessel_id = int(parts[1])
+    return vessel_id if downlink_topic(vessel_id) == topic else None
+
+
+def parse_vessels(entries: tuple[str, ...]) -> dict[str, int]:
+    """``[sbd] vessels = ["300234010753370=42", ...]`` as {IMEI: vessel id}; ValueError
+    naming the entry when one is not ``IMEI=VESSEL``."""
+    vessels: dict[str, int] = {}
+    for entry in entries:
+        imei, _, vessel = entry.partition("=")
+        imei, vessel = imei.strip(), vessel.strip()
+        if not (imei.isdigit() and len(imei) == 15 and vessel.isdigit() and int(vessel) > 0):
+            raise ValueError(f"[sbd] vessels: {entry!r} is not IMEI=VESSEL (15 digits = id)")
+        if imei in vessels:
+            raise ValueError(f"[sbd] vessels: IMEI {imei} is listed twice")
+        vessels[imei] = int(vessel)
+    return vessels

@@ -1,0 +1,148 @@
+"""The shipped relay over SBD: a vessel on its fallback sends through the emulated modem and
+the fake RockBLOCK provider to the relay's MO webhook; the relay's ingest verifies and stores
+the batch, and its BatchAck comes back down as MT messages."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from common.codebooks import default_codebook
+from protocol.fragments import Reassembler
+from protocol.languages import Language
+from shipboard.link import ReservedOnly, run_session
+from shipboard.links import IRIDIUM_SBD
+from shipboard.sbd_link import SbdLink
+from shipboard.sbd_modem import SbdModem
+from shipboard.transport import LinkSettings
+from shore.fake_rockblock import FakeRockBlock
+from shore.sbd import MO_WEBHOOK_PATH, SbdDownlink, parse_vessels
+from tests.kit.mosquitto import MosquittoBroker
+from tests.kit.ports import free_port
+from tests.kit.sbd_modem import ModemEmulator
+from tests.shipboard.test_link import relay_vessel_outbox
+from tests.shore.store_fixtures import SHORE_KEY, VESSEL_KEY
+from tests.shore.test_ingest import VESSEL, relay_in_process, stored_seqs
+
+IMEI = "300234010753370"
+SECRET = "a-webhook-secret-of-some-length"
+PASSWORD = "provider-password"
+
+
+def secret_file(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    os.chmod(path, 0o600)
+
+
+async def test_an_sos_over_sbd_is_stored_by_the_relay_and_acknowledged_over_sbd(
+    fresh_mosquitto: MosquittoBroker, tmp_path: Path
+) -> None:
+    """The main link is paused; an SOS and a message home wait. Over SBD only the SOS
+    goes; the relay (as shipped, [sbd] enabled) reassembles it from the provider's
+    webhook, verifies and stores it, and its BatchAck reaches the vessel as MT messages in
+    the same SBD session. The message home stays on board."""
+    relay_dir = tmp_path / "relay"
+    port = free_port()
+    async with FakeRockBlock(
+        f"http://127.0.0.1:{port}{MO_WEBHOOK_PATH}?secret={SECRET}",
+        {IMEI},
+        username="relay",
+        password=PASSWORD,
+    ) as provider:
+        secret_file(relay_dir / "sbd.secret", SECRET)
+        secret_file(relay_dir / "sbd.password", PASSWORD)
+        extra = (
+            "[sbd]\nenabled = true\n"
+            f"webhook_port = {port}\n"
+            f'provider_url = "{provider.base_url}"\n'
+            'username = "relay"\n'
+            f'vessels = ["{IMEI}={VESSEL}"]\n'
+        )
+        outbox_path = tmp_path / "outbox.sqlite3"
+        with (
+            relay_vessel_outbox(outbox_path, "Ko Ko", Language.MYA, time.time()) as (box, accept),
+            ModemEmulator(provider, IMEI) as emulator,
+        ):
+            family = accept("နေကောင်းလား အမေ")
+            sos = box.accept_sos(crew=1, now=time.time(), position=(1_300_000, 10_050_000))
+            settings = LinkSettings(
+                vessel_id=VESSEL,
+                host="sbd",
+                port=1,
+                profile=IRIDIUM_SBD,
+                downlink_quiet_s=0.3,
+                ack_wait_s=15.0,
+            )
+            link = SbdLink(SbdModem(emulator.device, session_timeout_s=5.0), Reassembler())
+            async with (
+                relay_in_process(relay_dir, fresh_mosquitto, extra=extra),
+                asyncio.timeout(60),
+            ):
+                report = await run_session(
+                    settings,
+                    ReservedOnly(box),
+                    signing_key=VESSEL_KEY,
+                    codebook=default_codebook(),
+                    shore_verify_key=SHORE_KEY.verify_key,
+                    message_seqs=[sos.message_seq],
+                    link=link,
+                )
+            assert report.acknowledged == (1,)
+            stages = box.message_stages(sos.message_seq)
+            assert stages is not None
+            assert stages["state"] == "acknowledged"
+            family_stages = box.message_stages(family)
+            assert family_stages is not None
+            assert family_stages["state"] == "accepted"
+        assert await stored_seqs(relay_dir) == [sos.message_seq]
+        assert provider.mt  # the BatchAck came down over SBD
+        assert all(len(message) <= 270 for message in provider.mt)
+        assert link.statistics.mo_messages == len(provider.mo)
+
+
+def test_the_vessel_list_is_checked() -> None:
+    """[sbd] vessels entries must be IMEI=VESSEL with a 15-digit IMEI, each IMEI once."""
+    assert parse_vessels(("300234010753370=7",)) == {"300234010753370": 7}
+    for bad in (("12345=7",), ("300234010753370",), ("300234010753370=7", "300234010753370=8")):
+        with pytest.raises(ValueError, match=r"\[sbd\] vessels"):
+            parse_vessels(bad)
+
+
+async def test_small_downlink_goes_over_sbd_only_to_vessels_heard_over_sbd() -> None:
+    """The relay publishes a BatchAck: on MQTT always; over SBD too when the vessel was
+    heard over SBD within the hour and the batch fits in two MT messages, never else."""
+    async with FakeRockBlock(None, {IMEI}, username="relay", password=PASSWORD) as provider:
+        from shore.sbd import MtSender, SbdConfig
+
+        config = SbdConfig(
+            {IMEI: VESSEL},
+            webhook_secret=SECRET,
+            provider_url=provider.base_url,
+            username="relay",
+            password=PASSWORD,
+        )
+        now = [1000.0]
+        sender = MtSender(config, httpx.AsyncClient())
+        router = SbdDownlink(sender, window_s=3600.0, max_payload_bytes=540, clock=lambda: now[0])
+        published: list[tuple[str, int]] = []
+
+        async def mqtt(topic: str, data: bytes) -> None:
+            published.append((topic, len(data)))
+
+        routed = router.wrap(mqtt)
+        await routed(f"vr/{VESSEL}/d", b"a" * 100)  # not heard over SBD: MQTT only
+        router.heard(VESSEL, now[0])
+        await routed(f"vr/{VESSEL}/d", b"b" * 100)  # heard: MQTT and one MT message
+        await routed(f"vr/{VESSEL}/d", b"c" * 600)  # too big: MQTT only
+        now[0] += 3601
+        await routed(f"vr/{VESSEL}/d", b"d" * 100)  # heard too long ago: MQTT only
+        await sender.aclose()
+    assert len(published) == 4
+    assert provider.mt == [bytes([1]) + b"b" * 100]
+    assert (router.sent, router.too_big, router.failed) == (1, 1, 0)
