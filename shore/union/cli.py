@@ -1,10 +1,19 @@
 """``vessel-relay union ...``: the union's commands (keys, fetch, list, show, reply, status,
-export, verify, alerts, web)."""
+export, verify, alerts, web; encrypt, assign, note, access-log; caseworkers and their TOTP).
+
+When the union's store is encrypted (``union encrypt``), every command that opens it asks
+for the passphrase first: from the file named by ``VESSEL_RELAY_UNION_PASSPHRASE_FILE``
+(0600; for services), else a hidden prompt (a terminal), else the first line of stdin. The
+union's own commands act as ``cli:<OS user>`` in the access log.
+"""
 
 from __future__ import annotations
 
 import datetime
+import getpass
 import logging
+import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,9 +27,12 @@ from protocol.cases import STAGE_WORDS, format_receipt_code, parse_stage
 from protocol.errors import ProtocolError
 from protocol.evidence import fingerprint
 from protocol.languages import Language
+from shore.union.access_log import to_csv, to_json
 from shore.union.client import RelayClient, RelayUnreachable
 from shore.union.inbox import InboxError, UnionInbox, verify_export
 from shore.union.keys import UnionSetupError, init_union, load_union
+from shore.union.totp import SecondFactorFileError, enrol, totp_path
+from shore.union.vault import VaultError
 
 logger = logging.getLogger(__name__)
 
@@ -32,16 +44,54 @@ app = typer.Typer(
 DirOption = Annotated[
     Path, typer.Option("--dir", help="The union's directory (keys, union.toml, union.db).")
 ]
-_ERRORS = (InboxError, UnionSetupError, RelayUnreachable, ProtocolError)
+_ERRORS = (InboxError, UnionSetupError, RelayUnreachable, ProtocolError, VaultError)
+#: The environment variable naming a file that holds the store's passphrase (services).
+PASSPHRASE_FILE_ENV = "VESSEL_RELAY_UNION_PASSPHRASE_FILE"
+
+
+def _actor() -> str:
+    """Who acts, in the access log, when a command of this machine does."""
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):
+        return f"cli:uid {os.getuid()}"
+
+
+def _passphrase(*, confirm: bool = False) -> str:
+    """The store's passphrase (see the module docstring for where it comes from)."""
+    named = os.environ.get(PASSPHRASE_FILE_ENV)
+    if named:
+        try:
+            return Path(named).read_text(encoding="utf-8").splitlines()[0]
+        except (OSError, UnicodeDecodeError, IndexError) as exc:
+            raise VaultError(
+                f"{PASSPHRASE_FILE_ENV} names {named}, which holds no passphrase ({exc})"
+            ) from exc
+    if sys.stdin.isatty():
+        return str(
+            typer.prompt(
+                "the union's store passphrase", hide_input=True, confirmation_prompt=confirm
+            )
+        )
+    return sys.stdin.readline().rstrip("\n")
 
 
 @contextmanager
-def _inbox(directory: Path, *, online: bool = True) -> Iterator[UnionInbox]:
+def _inbox(directory: Path, *, online: bool = True, unlock: bool = True) -> Iterator[UnionInbox]:
     try:
         identity = load_union(directory)
         client = RelayClient(identity) if online else None
         inbox = UnionInbox(identity, default_codebook(), client=client)
         try:
+            if not inbox.encrypted:
+                logger.warning(
+                    "the union's store %s is not encrypted at rest: run vessel-relay union "
+                    "encrypt --dir %s",
+                    identity.database,
+                    directory,
+                )
+            elif unlock:
+                inbox.unlock(_passphrase())
             yield inbox
         finally:
             inbox.close()
@@ -170,7 +220,7 @@ def show(
     Example: vessel-relay union show --dir ~/union 42-17
     """
     with _inbox(directory, online=False) as inbox:
-        view = inbox.show(case)
+        view = inbox.show(case, by=_actor())
         summary = view.summary
         typer.echo(f"case {summary.case_number} — vessel {summary.vessel} — {summary.category}")
         typer.echo(f"stage: {STAGE_WORDS[summary.status]}   language: {summary.lang}")
@@ -201,6 +251,10 @@ def show(
             if "text" in fields:
                 typer.echo(f"  {fields['text']}")
         typer.echo(f"\nevidence chain verified ({len(view.entries)} entries)")
+        typer.echo(f"assigned to: {summary.assignee or 'nobody'}")
+        for note in inbox.notes(case):
+            stamp = _when(int(note.at // 60))
+            typer.echo(f"internal note {note.note_id} by {note.caseworker}, {stamp}: {note.text}")
 
 
 @app.command("reply")
@@ -218,7 +272,7 @@ def reply(
     """
     with _inbox(directory) as inbox:
         language = Language.from_code(lang) if lang else None
-        entry = inbox.reply(case, text, language)
+        entry = inbox.reply(case, text, language, by=_actor())
         left = inbox.pending_notes()
         typer.echo(
             f"reply recorded as entry {entry.index}"
@@ -240,7 +294,7 @@ def status(
     Example: vessel-relay union status --dir ~/union 42-17 "in progress"
     """
     with _inbox(directory) as inbox:
-        entry = inbox.set_status(case, parse_stage(stage), reason)
+        entry = inbox.set_status(case, parse_stage(stage), reason, by=_actor())
         typer.echo(f"case is now {STAGE_WORDS[parse_stage(stage)]} (entry {entry.index})")
 
 
@@ -255,7 +309,7 @@ def export(
     Example: vessel-relay union export --dir ~/union 42-17 -o case-42-17.json
     """
     with _inbox(directory, online=False) as inbox:
-        count = inbox.export(case, out)
+        count = inbox.export(case, out, by=_actor())
         typer.echo(f"wrote {count} signed entries to {out}")
 
 
@@ -300,6 +354,93 @@ def alerts(directory: DirOption) -> None:
             typer.echo(" ".join(f"{key}={value}" for key, value in alert.items()))
 
 
+@app.command("encrypt")
+def encrypt(directory: DirOption) -> None:
+    """Encrypt the union's store at rest under a passphrase (once); from then on every
+    command, and the web app, needs it to read reports. Keep the passphrase safe: without
+    it the reports cannot be read again.
+
+    Example: vessel-relay union encrypt --dir ~/union
+    """
+    with _inbox(directory, online=False, unlock=False) as inbox:
+        if inbox.encrypted:
+            raise fail(VaultError("this union's store is encrypted already"))
+        try:
+            count = inbox.encrypt_store(_passphrase(confirm=True))
+        except VaultError as exc:
+            raise fail(exc) from exc
+        typer.echo(
+            f"{inbox.identity.database} is encrypted: {count} texts sealed; the old plain "
+            "copies were wiped from the file and its journal"
+        )
+
+
+@app.command("assign")
+def assign(
+    directory: DirOption,
+    case: Annotated[str, typer.Argument(help="Case number or receipt code.")],
+    caseworker: Annotated[str, typer.Argument(help="The caseworker's login name ('' for nobody).")],
+) -> None:
+    """Assign a case to a caseworker (logged in the access log).
+
+    Example: vessel-relay union assign --dir ~/union 42-17 thida
+    """
+    from shore.union.web import CaseworkerError, read_caseworkers
+
+    with _inbox(directory, online=False, unlock=False) as inbox:
+        if caseworker:
+            try:
+                known = read_caseworkers(directory)
+            except CaseworkerError as exc:
+                raise fail(exc) from exc
+            if caseworker not in known:
+                raise fail(InboxError(f"no caseworker {caseworker!r}; add one with union user add"))
+        number = inbox.assign(case, caseworker or None, by=_actor())
+        typer.echo(f"case {number} assigned to {caseworker or 'nobody'}")
+
+
+@app.command("note")
+def note(
+    directory: DirOption,
+    case: Annotated[str, typer.Argument(help="Case number or receipt code.")],
+    text: Annotated[str, typer.Argument(help="The note (caseworkers only).")],
+) -> None:
+    """Keep an internal note on a case: for caseworkers only, never sent to the reporter.
+
+    Example: vessel-relay union note --dir ~/union 42-17 "Called the manning agency."
+    """
+    with _inbox(directory, online=False) as inbox:
+        note_id = inbox.add_note(case, text, by=_actor())
+        typer.echo(f"internal note {note_id} kept (never sent to the reporter)")
+
+
+@app.command("access-log")
+def access_log(
+    directory: DirOption,
+    case: Annotated[
+        str | None, typer.Option(help="Only this case (number or receipt code).")
+    ] = None,
+    output_format: Annotated[str, typer.Option("--format", help="csv or json.")] = "csv",
+    out: Annotated[
+        Path | None, typer.Option("-o", "--out", help="The file to write (default: stdout).")
+    ] = None,
+) -> None:
+    """Export the access log: who opened, exported, replied to or changed which case.
+
+    Example: vessel-relay union access-log --dir ~/union --case 42-17 --format json -o a.json
+    """
+    if output_format not in ("csv", "json"):
+        raise fail(UsageError(f"--format must be csv or json, not {output_format!r}"))
+    with _inbox(directory, online=False, unlock=False) as inbox:
+        rows = inbox.access_log(case)
+        body = to_csv(rows) if output_format == "csv" else to_json(rows)
+        if out is None:
+            typer.echo(body, nl=False)
+        else:
+            out.write_text(body, encoding="utf-8")
+            typer.echo(f"wrote {len(rows)} access records to {out}")
+
+
 users_app = typer.Typer(help="Caseworkers who may log in to the union's web app.")
 app.add_typer(users_app, name="user")
 
@@ -309,7 +450,8 @@ def user_add(
     name: Annotated[str, typer.Argument(help="The caseworker's login name.")],
     directory: DirOption,
 ) -> None:
-    """Add (or reset) a caseworker; the password is asked for (or read from stdin).
+    """Add (or reset) a caseworker and enrol their second factor; the password is asked
+    for (or read from stdin). Prints the otpauth:// URI for their authenticator app, once.
 
     Example: vessel-relay union user add thida --dir ~/union
     """
@@ -324,9 +466,38 @@ def user_add(
     try:
         load_union(directory)
         add_caseworker(directory, name, password)
-    except (CaseworkerError, UnionSetupError, OSError) as exc:
+        uri = enrol(directory, name)
+    except (CaseworkerError, UnionSetupError, SecondFactorFileError, OSError) as exc:
         raise fail(exc) from exc
     typer.echo(f"caseworker {name} saved in {caseworkers_path(directory)} (0600)")
+    _show_enrolment(directory, name, uri)
+
+
+def _show_enrolment(directory: Path, name: str, uri: str) -> None:
+    typer.echo(f"second factor of {name} kept in {totp_path(directory)} (0600)")
+    typer.echo("add it to the caseworker's authenticator app (shown once; as a QR code or typed):")
+    typer.echo(uri)
+
+
+@users_app.command("totp")
+def user_totp(
+    name: Annotated[str, typer.Argument(help="The caseworker's login name.")],
+    directory: DirOption,
+) -> None:
+    """Give a caseworker a new second factor (a lost phone); the old codes stop working.
+
+    Example: vessel-relay union user totp thida --dir ~/union
+    """
+    from shore.union.web import CaseworkerError, read_caseworkers
+
+    try:
+        load_union(directory)
+        if name not in read_caseworkers(directory):
+            raise CaseworkerError(f"no caseworker {name!r}; add one with union user add")
+        uri = enrol(directory, name)
+    except (CaseworkerError, UnionSetupError, SecondFactorFileError, OSError) as exc:
+        raise fail(exc) from exc
+    _show_enrolment(directory, name, uri)
 
 
 @app.command("web")
@@ -338,17 +509,26 @@ def web(
         bool, typer.Option(help="Session cookie only over HTTPS (behind a TLS proxy).")
     ] = False,
 ) -> None:
-    """Serve the union's web app: cases, replies, stages, alerts, exports (login required).
+    """Serve the union's web app: cases, replies, stages, alerts, exports (login with password
+    and TOTP code; an encrypted store is unlocked at start, or on the app's /unlock page).
 
     Example: vessel-relay union web --dir ~/union --port 8050
     """
+    from shore.union.totp import SecondFactorBook
     from shore.union.web import CaseworkerError, UnionWebSettings, read_caseworkers, run_union_web
 
     try:
-        settings = UnionWebSettings(read_caseworkers(directory), https_only=https_only)
-    except CaseworkerError as exc:
+        settings = UnionWebSettings(
+            read_caseworkers(directory),
+            https_only=https_only,
+            second_factor=SecondFactorBook.load(directory),
+        )
+    except (CaseworkerError, SecondFactorFileError) as exc:
         raise fail(exc) from exc
-    with _inbox(directory) as inbox:
+    # the passphrase at start when someone can type it (or a file names it); else the app
+    # starts locked and a signed-in caseworker enters it on /unlock
+    at_start = sys.stdin.isatty() or bool(os.environ.get(PASSPHRASE_FILE_ENV))
+    with _inbox(directory, unlock=at_start) as inbox:
         typer.echo(f"union web app on http://{host}:{port}/ — cases in {inbox.identity.database}")
         run_union_web(inbox, settings, host, port)
 

@@ -15,6 +15,13 @@ NOT EXISTS``), so a union.db of that time adopts it without losing a row.
     lane_cursor    the last uplink lane block id read (``/union/v1/lane?after=``)
     lane_fragments pieces of lane reports not complete yet (the reassembly's durable copy)
     lane_reports   lane reports put together (or refused), once per (vessel, report id)
+    access_log     who opened, exported, replied to or changed which case (append-only)
+    case_notes     caseworkers' internal notes on a case (never sent to the reporter)
+    vault          the store key's salt, Argon2id settings and check value (one row, or none
+                   while the store is not encrypted: :mod:`shore.union.vault`)
+
+Statements are separated by a semicolon at the end of a line (a trigger's body keeps its
+own semicolons on one line).
 """
 
 from __future__ import annotations
@@ -99,6 +106,44 @@ CREATE TABLE lane_reports (
 )
 """,
     ),
+    (
+        # the caseworker tool: assignment, internal notes, the access log, the store key
+        "0003_caseworkers",
+        """
+ALTER TABLE cases ADD COLUMN assignee TEXT;
+CREATE TABLE access_log (
+    seq INTEGER PRIMARY KEY,
+    at REAL NOT NULL,
+    caseworker TEXT NOT NULL,
+    case_number TEXT NOT NULL,
+    action TEXT NOT NULL,
+    detail TEXT NOT NULL,
+    previous BLOB NOT NULL,
+    hash BLOB NOT NULL
+);
+CREATE INDEX access_log_case ON access_log (case_number, seq);
+CREATE TRIGGER access_log_no_update BEFORE UPDATE ON access_log
+BEGIN SELECT RAISE(ABORT, 'the access log is append-only'); END;
+CREATE TRIGGER access_log_no_delete BEFORE DELETE ON access_log
+BEGIN SELECT RAISE(ABORT, 'the access log is append-only'); END;
+CREATE TABLE case_notes (
+    note_id INTEGER PRIMARY KEY AUTOINCREMENT,
+    case_number TEXT NOT NULL REFERENCES cases (case_number),
+    caseworker TEXT NOT NULL,
+    at REAL NOT NULL,
+    text BLOB NOT NULL
+);
+CREATE TABLE vault (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    salt BLOB NOT NULL,
+    time_cost INTEGER NOT NULL,
+    memory_kib INTEGER NOT NULL,
+    parallelism INTEGER NOT NULL,
+    check_value BLOB NOT NULL,
+    made_at REAL NOT NULL
+)
+""",
+    ),
 )
 
 
@@ -116,7 +161,7 @@ def migrate(db: sqlite3.Connection) -> list[str]:
             if db.execute("SELECT 1 FROM union_migrations WHERE name = ?", (name,)).fetchone():
                 db.execute("ROLLBACK")
                 continue
-            for statement in sql.split(";"):
+            for statement in sql.split(";\n"):
                 if statement.strip():
                     db.execute(statement)
             db.execute(
