@@ -441,6 +441,84 @@ def access_log(
             typer.echo(f"wrote {len(rows)} access records to {out}")
 
 
+@app.command("stats")
+def stats(
+    directory: DirOption,
+    out: Annotated[Path, typer.Option("-o", "--out", help="The signed JSON file to write.")],
+    first: Annotated[
+        str | None, typer.Option("--from", help="First month, YYYY-MM (default: January).")
+    ] = None,
+    last: Annotated[
+        str | None, typer.Option("--to", help="Last month, YYYY-MM (default: this month).")
+    ] = None,
+    csv_out: Annotated[
+        Path | None, typer.Option("--csv", help="Also write the figures as CSV here.")
+    ] = None,
+    threshold: Annotated[
+        int, typer.Option(help="Counts under this are suppressed (never below 2).")
+    ] = 5,
+) -> None:
+    """Grievance statistics (UNGP 31): reports by category and ILO indicator, times to
+    acknowledge, in each stage and to close, outcomes and escalations, per vessel, owner
+    and month; anonymous (small counts suppressed) and signed with the union's key.
+    Anyone can check the file offline with 'vessel-relay report verify-stats'.
+
+    Example: vessel-relay union stats --dir ~/union --from 2026-01 --to 2026-12 -o stats.json
+    """
+    from shore.union.statistics import (
+        make_statistics,
+        statistics_files,
+        write_atomically,
+        year_to_date,
+    )
+
+    with _inbox(directory, online=False, unlock=False) as inbox:
+        default_first, default_last = year_to_date(inbox.clock())
+        document = make_statistics(
+            inbox,
+            first_month=first or default_first,
+            last_month=last or default_last,
+            threshold=threshold,
+        )
+        as_json, as_csv = statistics_files(document)
+        write_atomically(out, as_json)
+        if csv_out is not None:
+            write_atomically(csv_out, as_csv)
+        body = document["statistics"]
+        assert isinstance(body, dict)
+        total = body["total"]
+        assert isinstance(total, dict)
+        reports = total["reports"]
+        typer.echo(
+            f"wrote {out}: {reports if reports is not None else 'fewer than ' + str(threshold)}"
+            f" reports from {body['period']['from']} to {body['period']['to']}, "
+            f"{len(body['suppressed'])} cells suppressed, signed by key "
+            f"{fingerprint(inbox.identity.signing_key.verify_key.key)}"
+        )
+
+
+vessels_app = typer.Typer(help="The union's record of its vessels: owner and flag state.")
+app.add_typer(vessels_app, name="vessel")
+
+
+@vessels_app.command("set")
+def vessel_set(
+    directory: DirOption,
+    vessel: Annotated[int, typer.Argument(help="The vessel's id at the relay.")],
+    owner: Annotated[str, typer.Option(help="The vessel's owner (for statistics).")] = "",
+    flag: Annotated[str, typer.Option(help="Flag state, two letters (e.g. TH).")] = "",
+    name: Annotated[str, typer.Option(help="The vessel's name.")] = "",
+) -> None:
+    """Record a vessel's owner, flag state and name (statistics per owner; escalation per
+    flag state).
+
+    Example: vessel-relay union vessel set --dir ~/union 42 --owner "Sea Co" --flag TH
+    """
+    with _inbox(directory, online=False, unlock=False) as inbox:
+        inbox.set_vessel(vessel, name=name, owner=owner, flag=flag)
+        typer.echo(f"vessel {vessel}: owner {owner or '-'}, flag {flag.upper() or '-'}")
+
+
 users_app = typer.Typer(help="Caseworkers who may log in to the union's web app.")
 app.add_typer(users_app, name="user")
 

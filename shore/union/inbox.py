@@ -69,6 +69,7 @@ from protocol.evidence import (
     make_entry,
     verify_chain,
 )
+from protocol.grievance_stats import CaseFacts
 from protocol.lane import (
     MAX_NOTE_BYTES,
     FragmentConflict,
@@ -79,6 +80,7 @@ from protocol.lane import (
 )
 from protocol.languages import Language
 from protocol.sealing import (
+    GrievanceCategory,
     GrievancePlaintext,
     ReporterSignatureInvalid,
     open_grievance,
@@ -705,6 +707,10 @@ class UnionInbox:
             ),
         )
         self._append(db, number, EntryKind.REPORT, now_minutes, fields)
+        db.execute(
+            "INSERT INTO case_stages (case_number, idx, status, minutes) VALUES (?, 0, ?, ?)",
+            (number, int(CaseStatus.RECEIVED), now_minutes),
+        )
         return number, False
 
     def _chain(self, db: sqlite3.Connection, number: str) -> list[EvidenceEntry]:
@@ -913,6 +919,51 @@ class UnionInbox:
             for r in rows
         ]
 
+    # outcomes ----------------------------------------------------------------------------
+
+    def set_vessel(self, vessel: int, *, name: str = "", owner: str = "", flag: str = "") -> None:
+        """Record a vessel's name, owner and flag state (for statistics and escalation)."""
+        flag = flag.strip().upper()
+        if flag and (len(flag) != 2 or not flag.isascii() or not flag.isalpha()):
+            raise InboxError(f"flag {flag!r}: give the flag state's two-letter code, e.g. TH")
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO vessels (vessel, name, owner, flag) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (vessel) DO UPDATE SET name = excluded.name, "
+                "owner = excluded.owner, flag = excluded.flag",
+                (vessel, name.strip(), owner.strip(), flag),
+            )
+
+    def vessel_flag(self, vessel: int) -> str:
+        """The vessel's flag state as recorded ('' when not)."""
+        row = self._db.execute("SELECT flag FROM vessels WHERE vessel = ?", (vessel,)).fetchone()
+        return "" if row is None else str(row[0])
+
+    def case_facts(self) -> list[CaseFacts]:
+        """One anonymous :class:`CaseFacts` per case (purged ones too): no text, no reporter."""
+        stages: dict[str, list[tuple[CaseStatus, int]]] = {}
+        for number, status, minutes in self._db.execute(
+            "SELECT case_number, status, minutes FROM case_stages ORDER BY case_number, idx"
+        ):
+            stages.setdefault(number, []).append((CaseStatus(status), int(minutes)))
+        rows = self._db.execute(
+            "SELECT c.case_number, c.vessel, c.category, c.escalated_minutes, "
+            "COALESCE(v.owner, ''), COALESCE(v.flag, '') "
+            "FROM cases c LEFT JOIN vessels v ON v.vessel = c.vessel ORDER BY c.case_number"
+        ).fetchall()
+        return [
+            CaseFacts(
+                vessel=int(vessel),
+                owner=str(owner),
+                flag=str(flag),
+                category=GrievanceCategory[str(category).upper()],
+                stages=tuple(stages[number]),
+                escalated=escalated is not None,
+            )
+            for number, vessel, category, escalated, owner, flag in rows
+            if number in stages
+        ]
+
     def access_log(self, case_or_receipt: str | None = None) -> list[AccessRecord]:
         """The access log: one case's rows, or every row, oldest first."""
         number = None if case_or_receipt is None else self.find(case_or_receipt)
@@ -1001,6 +1052,12 @@ class UnionInbox:
             db.execute(
                 "UPDATE cases SET status = ?, status_minutes = ? WHERE case_number = ?",
                 (int(stage), minutes, number),
+            )
+            db.execute(
+                "INSERT INTO case_stages (case_number, idx, status, minutes) VALUES "
+                "(?, (SELECT COALESCE(MAX(idx), -1) + 1 FROM case_stages WHERE case_number = ?), "
+                "?, ?)",
+                (number, number, int(stage), minutes),
             )
             self._queue_note(
                 db,

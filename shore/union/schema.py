@@ -19,6 +19,9 @@ NOT EXISTS``), so a union.db of that time adopts it without losing a row.
     case_notes     caseworkers' internal notes on a case (never sent to the reporter)
     vault          the store key's salt, Argon2id settings and check value (one row, or none
                    while the store is not encrypted: :mod:`shore.union.vault`)
+    case_stages    each stage a case reached and when (statistics; kept after a purge)
+    vessels        the union's own record of a vessel's name, owner and flag (statistics)
+    union_settings the union's choices (``retention_days``)
 
 Statements are separated by a semicolon at the end of a line (a trigger's body keeps its
 own semicolons on one line).
@@ -141,6 +144,36 @@ CREATE TABLE vault (
     parallelism INTEGER NOT NULL,
     check_value BLOB NOT NULL,
     made_at REAL NOT NULL
+)
+""",
+    ),
+    (
+        # outcomes: stage history (cases from before: received, then their stage as it
+        # stands), vessels' owners and flags, escalation and purge marks, settings
+        "0004_outcomes",
+        """
+CREATE TABLE case_stages (
+    case_number TEXT NOT NULL,
+    idx INTEGER NOT NULL,
+    status INTEGER NOT NULL,
+    minutes INTEGER NOT NULL,
+    PRIMARY KEY (case_number, idx)
+);
+INSERT INTO case_stages (case_number, idx, status, minutes)
+    SELECT case_number, 0, 1, opened_minutes FROM cases;
+INSERT INTO case_stages (case_number, idx, status, minutes)
+    SELECT case_number, 1, status, status_minutes FROM cases WHERE status != 1;
+CREATE TABLE vessels (
+    vessel INTEGER PRIMARY KEY,
+    name TEXT NOT NULL DEFAULT '',
+    owner TEXT NOT NULL DEFAULT '',
+    flag TEXT NOT NULL DEFAULT ''
+);
+ALTER TABLE cases ADD COLUMN escalated_minutes INTEGER;
+ALTER TABLE cases ADD COLUMN purged_minutes INTEGER;
+CREATE TABLE union_settings (
+    name TEXT PRIMARY KEY,
+    value TEXT NOT NULL
 )
 """,
     ),

@@ -19,6 +19,8 @@ Pages::
     GET  /cases/{case}/access.csv, .json   the case's access log (a download)
     GET  /access.csv, /access.json         the whole access log (a download)
     GET  /unlock, POST /unlock    the store's passphrase, while the store is locked
+    GET  /statistics?from=YYYY-MM&to=YYYY-MM   grievance statistics (UNGP 31), anonymous
+    GET  /statistics.json, /statistics.csv     the same, signed JSON or CSV (a download)
     GET  /alerts                  "lane silent" and "vessel silent" alerts ("crew member
                                   silent" for vessels still on daily slots)
 
@@ -84,6 +86,7 @@ from protocol.sealing import GrievanceCategory
 from shore.union.access_log import AccessAction, to_csv, to_json
 from shore.union.client import RelayUnreachable
 from shore.union.inbox import NOTE_MAX_CHARS, InboxError, UnionInbox
+from shore.union.statistics import make_statistics, statistics_files, year_to_date
 from shore.union.totp import SecondFactorBook
 from shore.union.vault import VaultError, WrongPassphrase
 
@@ -572,6 +575,56 @@ def create_app(
 
         return download
 
+    def statistics_period(request: Request) -> tuple[str, str]:
+        first, last = year_to_date(clock())
+        chosen_first = request.query_params.get("from", "")[:7] or first
+        chosen_last = request.query_params.get("to", "")[:7] or last
+        return chosen_first, chosen_last
+
+    async def statistics_page(request: Request) -> Response:
+        first, last = statistics_period(request)
+        try:
+            document = await call(
+                lambda: make_statistics(inbox, first_month=first, last_month=last)
+            )
+        except _USER_ERRORS as exc:
+            request.session["problem"] = str(exc)
+            first, last = year_to_date(clock())
+            document = await call(
+                lambda: make_statistics(inbox, first_month=first, last_month=last)
+            )
+        body = document["statistics"]
+        return render(
+            request,
+            "statistics.html",
+            body=body,
+            first=first,
+            last=last,
+            signer=fingerprint(inbox.identity.signing_key.verify_key.key),
+        )
+
+    def statistics_download(kind: str) -> Handler:
+        async def download(request: Request) -> Response:
+            first, last = statistics_period(request)
+            try:
+                document = await call(
+                    lambda: make_statistics(inbox, first_month=first, last_month=last)
+                )
+            except _USER_ERRORS as exc:
+                return render(request, "missing.html", status=404, message=str(exc))
+            as_json, as_csv = statistics_files(document)
+            log.info("union web: statistics %s to %s downloaded as %s", first, last, kind)
+            return Response(
+                as_json if kind == "json" else as_csv,
+                media_type="application/json" if kind == "json" else "text/csv; charset=utf-8",
+                headers={
+                    "Content-Disposition": f'attachment; filename="grievance-statistics-'
+                    f'{first}-{last}.{kind}"'
+                },
+            )
+
+        return download
+
     async def export(request: Request) -> Response:
         number = _case_in_path(request)
 
@@ -621,6 +674,9 @@ def create_app(
         Route("/logout", logout, methods=["POST"]),
         Route("/unlock", login_required(unlock_page, unlocked=False), methods=["GET"]),
         Route("/unlock", login_required(unlock, unlocked=False), methods=["POST"]),
+        Route("/statistics", login_required(statistics_page, unlocked=False)),
+        Route("/statistics.json", login_required(statistics_download("json"), unlocked=False)),
+        Route("/statistics.csv", login_required(statistics_download("csv"), unlocked=False)),
         Route("/access.csv", login_required(access_export("csv", whole=True))),
         Route("/access.json", login_required(access_export("json", whole=True))),
         Route("/", login_required(case_list)),

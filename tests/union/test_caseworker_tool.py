@@ -419,3 +419,27 @@ async def test_cli_asks_for_the_passphrase_of_an_encrypted_store(world: World) -
     shown = runner.invoke(cli_app, ["union", "show", *union, number], input=f"{PASSPHRASE}\n")
     assert shown.exit_code == 0, shown.output
     assert "Passport kept by the captain." in shown.output
+
+
+async def test_the_statistics_page_and_its_downloads(world: World, web: Web) -> None:
+    """A caseworker opens the statistics page: with two cases every count is suppressed
+    (shown as "<5"); the signed JSON download verifies offline, the CSV has its header."""
+    from protocol.grievance_stats import verify_statistics
+
+    client, inbox, totp = web
+    _file_report(world, "Wages late.", name="One")
+    _file_report(world, "Passport kept.", name="Two")
+    await _fetched(world, inbox)
+    await _sign_in(client, totp)
+    page = await client.get("/statistics?from=2026-01&to=2026-12")
+    assert page.status_code == 200
+    assert "Grievance statistics" in page.text
+    assert "&lt;5" in page.text
+    signed = await client.get("/statistics.json?from=2026-01&to=2026-12")
+    body = verify_statistics(json.loads(signed.text), inbox.identity.signing_key.verify_key.key)
+    assert body["total"]["reports"] is None  # 2 reports: under the threshold
+    csv_file = await client.get("/statistics.csv?from=2026-01&to=2026-12")
+    assert csv_file.text.startswith("table,group,measure,value\n")
+    bad = await client.get("/statistics?from=2026-13&to=2026-12")
+    assert bad.status_code == 200
+    assert "is not a month" in bad.text
