@@ -497,6 +497,48 @@ def stats(
         )
 
 
+@app.command("retention")
+def retention(
+    directory: DirOption,
+    days: Annotated[
+        str | None,
+        typer.Argument(help="Days to keep a closed case, or 'none' to keep for ever."),
+    ] = None,
+) -> None:
+    """Show or set how long closed and resolved cases are kept; past it, a case's texts and
+    the reporter's details are purged at the next fetch (its export still verifies).
+
+    Example: vessel-relay union retention --dir ~/union 365
+    """
+    with _inbox(directory, online=False, unlock=False) as inbox:
+        if days is not None:
+            if days.strip().lower() == "none":
+                inbox.set_retention_days(None)
+            elif days.strip().isdigit():
+                inbox.set_retention_days(int(days))
+            else:
+                raise fail(UsageError(f"give a number of days or 'none', not {days!r}"))
+        kept = inbox.retention_days()
+        typer.echo(
+            "closed cases are kept for ever"
+            if kept is None
+            else f"closed cases are purged {kept} days after their last stage"
+        )
+
+
+@app.command("purge")
+def purge(directory: DirOption) -> None:
+    """Purge now the closed cases past the union's retention (fetch does it too).
+
+    Example: vessel-relay union purge --dir ~/union
+    """
+    with _inbox(directory, online=False) as inbox:
+        purged = inbox.purge_due(by=_actor())
+        typer.echo(
+            f"purged {len(purged)} cases: {', '.join(purged)}" if purged else "nothing to purge"
+        )
+
+
 vessels_app = typer.Typer(help="The union's record of its vessels: owner and flag state.")
 app.add_typer(vessels_app, name="vessel")
 

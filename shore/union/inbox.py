@@ -26,6 +26,15 @@ stage changed, assigned, note added. A case may be assigned to a caseworker; cas
 keep internal notes on it (``case_notes``), which are never sealed for the reporter, never
 put in the evidence chain and never exported.
 
+**Retention.** A case closed or resolved longer ago than the union's retention
+(:meth:`UnionInbox.set_retention_days`, none by default) is purged at the next ``fetch`` (or
+``union purge``): its evidence entries, notes, replies waiting, the reporter's name,
+document, reply key and receipt code, and the sealed copies of its reports are deleted, and
+the file is rewritten without free pages and its WAL emptied (:meth:`UnionInbox.scrub`).
+What stays: the case number, vessel, category, stage times (statistics), the access log,
+and the head hash of its evidence chain, so an export made before the purge still verifies
+offline and can be matched to the case.
+
 **At rest** (:mod:`shore.union.vault`). Once the union has encrypted its store
 (:meth:`UnionInbox.encrypt_store`), every text someone wrote (evidence entries, the
 reporter's name and document, replies waiting to be posted, internal notes, the sealed
@@ -37,6 +46,7 @@ not encrypted yet still works (older unions), and says so (:attr:`UnionInbox.enc
 from __future__ import annotations
 
 import base64
+import datetime
 import hashlib
 import json
 import logging
@@ -443,6 +453,7 @@ class UnionInbox:
                 )
         lane = self._fetch_lane()
         posted = self.post_pending()
+        self.purge_due()
         logger.info(
             "fetched: %d new cases, %d additions, %d unreadable, %d cover slots, %d lane "
             "blocks (%d lane reports incomplete), %d notes posted",
@@ -830,6 +841,15 @@ class UnionInbox:
     def _view(self, case_or_receipt: str) -> CaseView:
         self._require_unlocked()
         number = self.find(case_or_receipt)
+        purged = self._db.execute(
+            "SELECT purged_minutes, purged_head FROM cases WHERE case_number = ?", (number,)
+        ).fetchone()
+        if purged[0] is not None:
+            raise InboxError(
+                f"case {number} was purged on {_day(int(purged[0]))} under the union's "
+                f"retention; its evidence head was {bytes(purged[1]).hex()}: an export made "
+                "before still verifies with `vessel-relay union verify`"
+            )
         (summary,) = [c for c in self.cases() if c.case_number == number]
         row = self._db.execute(
             "SELECT receipt_code, crew_name, crew_document, reply_key FROM cases "
@@ -918,6 +938,74 @@ class UnionInbox:
             )
             for r in rows
         ]
+
+    # retention ---------------------------------------------------------------------------
+
+    def set_retention_days(self, days: int | None) -> None:
+        """Keep closed and resolved cases ``days`` after their last stage (None: for ever)."""
+        if days is not None and not 1 <= days <= 36_600:
+            raise InboxError("the retention is from 1 day to 100 years (or none: keep for ever)")
+        with self._tx() as db:
+            if days is None:
+                db.execute("DELETE FROM union_settings WHERE name = 'retention_days'")
+            else:
+                db.execute(
+                    "INSERT INTO union_settings (name, value) VALUES ('retention_days', ?) "
+                    "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                    (str(days),),
+                )
+
+    def retention_days(self) -> int | None:
+        """The union's retention for closed cases, in days (None: kept for ever)."""
+        row = self._db.execute(
+            "SELECT value FROM union_settings WHERE name = 'retention_days'"
+        ).fetchone()
+        return None if row is None else int(row[0])
+
+    def purge_due(self, *, by: str = "retention") -> list[str]:
+        """Purge the closed cases past the retention (see the module docstring); returns
+        their numbers. Needs the store unlocked only to read the evidence heads it keeps."""
+        days = self.retention_days()
+        if days is None:
+            return []
+        cutoff = int(self.clock() // 60) - days * 1440
+        due = [
+            str(row[0])
+            for row in self._db.execute(
+                "SELECT case_number FROM cases WHERE purged_minutes IS NULL "
+                "AND status IN (?, ?) AND status_minutes <= ? ORDER BY case_number",
+                (int(CaseStatus.RESOLVED), int(CaseStatus.CLOSED), cutoff),
+            )
+        ]
+        if not due:
+            return []
+        self._require_unlocked()
+        now_minutes = int(self.clock() // 60)
+        for number in due:
+            with self._tx() as db:
+                chain = self._chain(db, number)
+                head = verify_chain(chain, {self.identity.signing_key.verify_key.key: "union"})
+                for table in ("entries", "outgoing", "case_notes"):
+                    db.execute(f"DELETE FROM {table} WHERE case_number = ?", (number,))
+                db.execute("UPDATE reports SET sealed = x'' WHERE case_number = ?", (number,))
+                db.execute("UPDATE lane_reports SET sealed = x'' WHERE case_number = ?", (number,))
+                db.execute(
+                    "UPDATE cases SET crew_name = NULL, crew_document = NULL, reply_key = NULL, "
+                    "receipt_code = 'purged ' || case_number, purged_minutes = ?, "
+                    "purged_head = ? WHERE case_number = ?",
+                    (now_minutes, head, number),
+                )
+                record_access(
+                    db,
+                    at=self.clock(),
+                    caseworker=by,
+                    case_number=number,
+                    action=AccessAction.PURGE,
+                    detail=f"{len(chain)} entries, head {head.hex()}",
+                )
+        self.scrub()
+        logger.info("purged %d closed cases past the retention of %d days", len(due), days)
+        return due
 
     # outcomes ----------------------------------------------------------------------------
 
@@ -1258,6 +1346,10 @@ _SEALED_COLUMNS: tuple[tuple[str, str, Callable[..., str]], ...] = (
         lambda note_id, number: f"case_notes.text:{number}:{note_id}",
     ),
 )
+
+
+def _day(minutes: int) -> str:
+    return datetime.datetime.fromtimestamp(minutes * 60, datetime.UTC).strftime("%Y-%m-%d")
 
 
 def reporter_key(chain: list[EvidenceEntry] | tuple[EvidenceEntry, ...]) -> bytes | None:

@@ -174,7 +174,8 @@ ALTER TABLE cases ADD COLUMN purged_minutes INTEGER;
 CREATE TABLE union_settings (
     name TEXT PRIMARY KEY,
     value TEXT NOT NULL
-)
+);
+ALTER TABLE cases ADD COLUMN purged_head BLOB
 """,
     ),
 )
