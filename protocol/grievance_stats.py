@@ -124,11 +124,14 @@ class CaseFacts:
         return last.name.lower() if last in _FINAL else "open"
 
     def acknowledged_after(self) -> int | None:
-        """Minutes from received to acknowledged (None: not acknowledged)."""
-        for stage, at in self.stages[1:]:
-            if stage is not CaseStatus.CLOSED:
-                return at - self.received
-            return None
+        """Minutes from received to acknowledged (None: not acknowledged). An escalation
+        moves a case to "referred" without the union acknowledging it: not counted."""
+        for index, (stage, at) in enumerate(self.stages[1:]):
+            if stage is CaseStatus.CLOSED:
+                return None
+            if self.escalated and index == 0 and stage is CaseStatus.REFERRED:
+                continue
+            return at - self.received
         return None
 
     def closed_after(self) -> int | None:

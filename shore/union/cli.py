@@ -539,6 +539,68 @@ def purge(directory: DirOption) -> None:
         )
 
 
+@app.command("escalate-to")
+def escalate_to(
+    directory: DirOption,
+    card: Annotated[Path, typer.Option(help="The second organisation's union card (JSON).")],
+    vessel: Annotated[int | None, typer.Option(help="For this vessel's cases.")] = None,
+    flag: Annotated[str | None, typer.Option(help="For cases of vessels of this flag.")] = None,
+    deadline_days: Annotated[
+        int | None,
+        typer.Option(help="Days to acknowledge before escalating (default: the indicative 2)."),
+    ] = None,
+) -> None:
+    """Name a second organisation (another union at the relay) for a vessel or a flag
+    state: a case not acknowledged in time goes to it (the report only if the reporter
+    agreed at filing, else a notice without content), and the reporter is told on board.
+
+    Example: vessel-relay union escalate-to --dir ~/union --flag TH --card ngo-card.json
+    """
+    from protocol.union_card import UnionCard
+
+    with _inbox(directory, online=False, unlock=False) as inbox:
+        try:
+            parsed = UnionCard.from_json(card.read_bytes())
+        except OSError as exc:
+            raise fail(UsageError(f"cannot read {card}: {exc.strerror}")) from exc
+        scope = inbox.set_escalation_route(
+            card=parsed, vessel=vessel, flag=flag, deadline_days=deadline_days
+        )
+        typer.echo(f"{scope}: cases not acknowledged in time go to {parsed.name}")
+        for route, org_id, name, days in inbox.escalation_routes():
+            typer.echo(f"  {route:<14} -> union {org_id} ({name}) after {days} days")
+
+
+@app.command("escalations")
+def escalations(directory: DirOption) -> None:
+    """List the cases other unions escalated to this one (fetch collects them): their
+    history, and the report where the reporter agreed to share it.
+
+    Example: vessel-relay union escalations --dir ~/union
+    """
+    with _inbox(directory, online=False) as inbox:
+        found = inbox.received_escalations()
+        if not found:
+            typer.echo("no escalations")
+        for case in found:
+            body = case.body
+            typer.echo(
+                f"case {case.case_number} from union {case.from_union} (key "
+                f"{case.signer_fingerprint}), vessel {body.get('vessel')}"
+            )
+            history = body.get("history")
+            for step in history if isinstance(history, list) else []:
+                if isinstance(step, dict):
+                    typer.echo(f"  {step.get('stage')}: {_when(int(step.get('minutes', 0)))}")
+            report = case.report
+            if report is None:
+                typer.echo("  a notice without content: the reporter did not agree to share it")
+            else:
+                typer.echo(
+                    f"  {report.get('category')} ({report.get('lang')}): {report.get('text')}"
+                )
+
+
 vessels_app = typer.Typer(help="The union's record of its vessels: owner and flag state.")
 app.add_typer(vessels_app, name="vessel")
 

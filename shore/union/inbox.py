@@ -26,6 +26,17 @@ stage changed, assigned, note added. A case may be assigned to a caseworker; cas
 keep internal notes on it (``case_notes``), which are never sealed for the reporter, never
 put in the evidence chain and never exported.
 
+**Deadlines and escalation** (:mod:`shore.union.escalation`). A union names a second
+organisation (another union at the relay, by its card) per vessel or per flag state, with
+a deadline in days (the acknowledgement's indicative time by default). At each ``fetch``,
+a case still "received" past its deadline is escalated: a package sealed to the second
+organisation (the report only if the reporter agreed at filing, else a notice without
+content) goes to the relay's ``/union/v1/escalations``; then, in one transaction, the
+case moves to "referred" (an evidence entry saying to whom and whether with content), the
+reporter is told on board (the stage, which the crew page shows in their language), and
+the access log records it. ``fetch`` also collects what other unions escalated to this
+one (:meth:`UnionInbox.received_escalations`: the history, and the report if consented).
+
 **Retention.** A case closed or resolved longer ago than the union's retention
 (:meth:`UnionInbox.set_retention_days`, none by default) is purged at the next ``fetch`` (or
 ``union purge``): its evidence entries, notes, replies waiting, the reporter's name,
@@ -59,6 +70,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from protocol.cases import (
+    INDICATIVE_DAYS,
     STAGE_WORDS,
     CaseNote,
     case_number,
@@ -97,6 +109,7 @@ from protocol.sealing import (
     open_grievance_any,
 )
 from protocol.slots import open_slot, slot_header
+from protocol.union_card import UnionCard
 from shore.union.access_log import AccessAction, AccessRecord, record_access, records
 from shore.union.client import (
     LaneUpBlock,
@@ -105,6 +118,7 @@ from shore.union.client import (
     RelayUnreachable,
     RouteMissing,
 )
+from shore.union.escalation import EscalationInvalid, open_package, seal_package
 from shore.union.keys import UnionIdentity
 from shore.union.lane import (
     LANE_PAGE,
@@ -183,6 +197,23 @@ class InternalNote:
     caseworker: str
     at: float
     text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReceivedCase:
+    """A case another union escalated to this one: its history, the report if consented."""
+
+    escalation_id: int
+    from_union: int
+    case_number: str
+    signer_fingerprint: str
+    received_at: float
+    body: dict[str, object]
+
+    @property
+    def report(self) -> dict[str, object] | None:
+        found = self.body.get("report")
+        return found if isinstance(found, dict) else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -453,6 +484,8 @@ class UnionInbox:
                 )
         lane = self._fetch_lane()
         posted = self.post_pending()
+        self.escalate_due()
+        self._fetch_escalations()
         self.purge_due()
         logger.info(
             "fetched: %d new cases, %d additions, %d unreadable, %d cover slots, %d lane "
@@ -700,7 +733,7 @@ class UnionInbox:
         db.execute(
             "INSERT INTO cases (case_number, vessel, message_seq, receipt_code, category, lang, "
             "status, status_minutes, reply_key, crew_name, crew_document, opened_minutes, "
-            "carrier) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "carrier, consent_to_escalate) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 number,
                 vessel,
@@ -715,6 +748,7 @@ class UnionInbox:
                 self._seal_text(plain.crew_document, f"cases.crew_document:{number}"),
                 now_minutes,
                 carrier,
+                int(plain.consent_to_escalate),
             ),
         )
         self._append(db, number, EntryKind.REPORT, now_minutes, fields)
@@ -938,6 +972,238 @@ class UnionInbox:
             )
             for r in rows
         ]
+
+    # deadlines and escalation -------------------------------------------------------------
+
+    def set_escalation_route(
+        self,
+        *,
+        card: UnionCard,
+        vessel: int | None = None,
+        flag: str | None = None,
+        deadline_days: int | None = None,
+    ) -> str:
+        """Name the second organisation for a vessel or a flag state; returns the scope."""
+        if (vessel is None) == (flag is None):
+            raise InboxError("name either a vessel or a flag state for the second organisation")
+        if card.union_id == self.identity.union_id:
+            raise InboxError("the second organisation must be another union, not this one")
+        days = deadline_days or INDICATIVE_DAYS[CaseStatus.RECEIVED]
+        if not 1 <= days <= 365:
+            raise InboxError("the deadline is from 1 to 365 days")
+        if flag is not None:
+            flag = flag.strip().upper()
+            if len(flag) != 2 or not flag.isascii() or not flag.isalpha():
+                raise InboxError(f"flag {flag!r}: give the two-letter code, e.g. TH")
+        scope = f"vessel:{vessel}" if vessel is not None else f"flag:{flag}"
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO escalation_routes (scope, org_union_id, org_name, org_box_public, "
+                "deadline_days) VALUES (?, ?, ?, ?, ?) ON CONFLICT (scope) DO UPDATE SET "
+                "org_union_id = excluded.org_union_id, org_name = excluded.org_name, "
+                "org_box_public = excluded.org_box_public, deadline_days = excluded.deadline_days",
+                (scope, card.union_id, card.name, card.report_key, days),
+            )
+        return scope
+
+    def escalation_routes(self) -> list[tuple[str, int, str, int]]:
+        """(scope, second organisation's union id, its name, deadline days), by scope."""
+        rows = self._db.execute(
+            "SELECT scope, org_union_id, org_name, deadline_days FROM escalation_routes "
+            "ORDER BY scope"
+        ).fetchall()
+        return [(str(r[0]), int(r[1]), str(r[2]), int(r[3])) for r in rows]
+
+    def _route_for(self, vessel: int) -> tuple[int, str, bytes, int] | None:
+        """The vessel's own route, else its flag state's (None: no second organisation)."""
+        for scope in (f"vessel:{vessel}", f"flag:{self.vessel_flag(vessel)}"):
+            row = self._db.execute(
+                "SELECT org_union_id, org_name, org_box_public, deadline_days "
+                "FROM escalation_routes WHERE scope = ?",
+                (scope,),
+            ).fetchone()
+            if row is not None:
+                return int(row[0]), str(row[1]), bytes(row[2]), int(row[3])
+        return None
+
+    def escalate_due(self) -> list[str]:
+        """Escalate the cases not acknowledged within their deadline (see the module
+        docstring); returns their numbers. A relay that cannot be reached leaves them for
+        the next fetch."""
+        now_minutes = int(self.clock() // 60)
+        rows = self._db.execute(
+            "SELECT case_number, vessel, opened_minutes, consent_to_escalate, category, "
+            "crew_name, crew_document FROM cases WHERE status = ? AND escalated_minutes IS "
+            "NULL AND purged_minutes IS NULL ORDER BY opened_minutes, case_number",
+            (int(CaseStatus.RECEIVED),),
+        ).fetchall()
+        done: list[str] = []
+        for number, vessel, opened, consent, category, name, document in rows:
+            route = self._route_for(int(vessel))
+            if route is None:
+                continue
+            org_id, org_name, box_public, days = route
+            if int(opened) + days * 1440 > now_minutes:
+                continue
+            self._require_unlocked()
+            chain = self._chain(self._db, number)
+            stages = self._db.execute(
+                "SELECT status, minutes FROM case_stages WHERE case_number = ? ORDER BY idx",
+                (number,),
+            ).fetchall()
+            report: dict[str, object] | None = None
+            if consent:
+                first = chain[0].fields
+                report = {
+                    "category": category,
+                    "lang": first.get("lang"),
+                    "text": first.get("text"),
+                    "written_minutes": first.get("written_minutes"),
+                    "crew_name": self._open_text(name, f"cases.crew_name:{number}"),
+                    "crew_document": self._open_text(document, f"cases.crew_document:{number}"),
+                }
+            body: dict[str, object] = {
+                "from": {"id": self.identity.union_id, "name": self.identity.name},
+                "case": number,
+                "vessel": int(vessel),
+                "deadline_days": days,
+                "escalated_minutes": now_minutes,
+                "consent": bool(consent),
+                "history": [
+                    {"stage": STAGE_WORDS[CaseStatus(s)], "minutes": int(m)} for s, m in stages
+                ],
+                "report": report,
+            }
+            package = seal_package(body, self.identity.signing_key, box_public)
+            try:
+                self._relay().escalate(org_id, number, package)
+            except RelayUnreachable as exc:
+                logger.warning("case %s not escalated yet: %s", number, exc)
+                break
+            with self._tx() as db:
+                how = (
+                    "with the report (the reporter agreed at filing)"
+                    if consent
+                    else "as a notice without content (the reporter did not agree to share it)"
+                )
+                entry = self._append(
+                    db,
+                    number,
+                    EntryKind.STATUS,
+                    now_minutes,
+                    {
+                        "status": STAGE_WORDS[CaseStatus.REFERRED],
+                        "reason": f"escalated: not acknowledged within {days} days; passed to "
+                        f"{org_name} (union {org_id}) {how}",
+                    },
+                )
+                db.execute(
+                    "UPDATE cases SET status = ?, status_minutes = ?, escalated_minutes = ?, "
+                    "escalated_to = ? WHERE case_number = ?",
+                    (int(CaseStatus.REFERRED), now_minutes, now_minutes, org_id, number),
+                )
+                db.execute(
+                    "INSERT INTO case_stages (case_number, idx, status, minutes) VALUES (?, "
+                    "(SELECT COALESCE(MAX(idx), -1) + 1 FROM case_stages WHERE case_number = ?),"
+                    " ?, ?)",
+                    (number, number, int(CaseStatus.REFERRED), now_minutes),
+                )
+                self._queue_note(
+                    db,
+                    number,
+                    CaseNote(number, CaseStatus.REFERRED, now_minutes, entry_hash=entry.entry_hash),
+                )
+                record_access(
+                    db,
+                    at=self.clock(),
+                    caseworker="deadline",
+                    case_number=number,
+                    action=AccessAction.ESCALATE,
+                    detail=f"to union {org_id}, " + ("with content" if consent else "no content"),
+                )
+            logger.info(
+                "case %s escalated to union %d (%s)",
+                number,
+                org_id,
+                "content" if consent else "notice",
+            )
+            done.append(number)
+        if done:
+            self.post_pending()
+        return done
+
+    def _fetch_escalations(self) -> int:
+        """Collect what other unions escalated to this one, page by page."""
+        relay = self._relay()
+        count = 0
+        while True:
+            after = int(
+                self._db.execute("SELECT after FROM escalation_cursor WHERE id = 1").fetchone()[0]
+            )
+            try:
+                found, following = relay.escalations(after)
+            except RouteMissing:
+                logger.warning("the relay has no /union/v1/escalations: upgrade the relay")
+                return count
+            with self._tx() as db:
+                for item in found:
+                    try:
+                        opened = open_package(item.package, self.identity.box_private)
+                    except EscalationInvalid as exc:
+                        logger.warning(
+                            "escalation %d from union %d not kept: %s",
+                            item.escalation_id,
+                            item.from_union,
+                            exc,
+                        )
+                        continue
+                    origin = opened.body.get("from")
+                    if not isinstance(origin, dict) or origin.get("id") != item.from_union:
+                        logger.warning(
+                            "escalation %d names another union than the one that sent it: not kept",
+                            item.escalation_id,
+                        )
+                        continue
+                    data = json.dumps(opened.body, ensure_ascii=False).encode("utf-8")
+                    db.execute(
+                        "INSERT OR IGNORE INTO escalations_in (escalation_id, from_union, "
+                        "case_number, signer_key, received_at, body) VALUES (?, ?, ?, ?, ?, ?)",
+                        (
+                            item.escalation_id,
+                            item.from_union,
+                            item.case_number,
+                            opened.signer_key,
+                            item.received_at,
+                            self._seal(data, f"escalations_in.body:{item.escalation_id}"),
+                        ),
+                    )
+                    count += 1
+                db.execute("UPDATE escalation_cursor SET after = ? WHERE id = 1", (following,))
+            if not found or following <= after:
+                return count
+
+    def received_escalations(self) -> list[ReceivedCase]:
+        """Cases other unions passed to this one, newest first (history; the report only
+        if its reporter agreed)."""
+        rows = self._db.execute(
+            "SELECT escalation_id, from_union, case_number, signer_key, received_at, body "
+            "FROM escalations_in ORDER BY escalation_id DESC"
+        ).fetchall()
+        found: list[ReceivedCase] = []
+        for row_id, from_union, number, signer, received_at, body in rows:
+            opened = self._open(body, f"escalations_in.body:{row_id}")
+            assert opened is not None
+            found.append(
+                ReceivedCase(
+                    int(row_id),
+                    int(from_union),
+                    str(number),
+                    fingerprint(bytes(signer)),
+                    float(received_at),
+                    json.loads(opened),
+                )
+            )
+        return found
 
     # retention ---------------------------------------------------------------------------
 
@@ -1339,6 +1605,11 @@ _SEALED_COLUMNS: tuple[tuple[str, str, Callable[..., str]], ...] = (
         "SELECT note_id, case_number, note_content FROM outgoing",
         "UPDATE outgoing SET note_content = ? WHERE note_id = ? AND case_number = ?",
         lambda _note_id, number: f"outgoing.note:{number}",
+    ),
+    (
+        "SELECT escalation_id, body FROM escalations_in",
+        "UPDATE escalations_in SET body = ? WHERE escalation_id = ?",
+        lambda row_id: f"escalations_in.body:{row_id}",
     ),
     (
         "SELECT note_id, case_number, text FROM case_notes",

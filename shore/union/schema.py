@@ -22,6 +22,9 @@ NOT EXISTS``), so a union.db of that time adopts it without losing a row.
     case_stages    each stage a case reached and when (statistics; kept after a purge)
     vessels        the union's own record of a vessel's name, owner and flag (statistics)
     union_settings the union's choices (``retention_days``)
+    escalation_routes  the second organisation per vessel or flag state, and the deadline
+    escalations_in     cases other unions passed to this one (opened packages)
+    escalation_cursor  the last escalation id read (``/union/v1/escalations?after=``)
 
 Statements are separated by a semicolon at the end of a line (a trigger's body keeps its
 own semicolons on one line).
@@ -176,6 +179,34 @@ CREATE TABLE union_settings (
     value TEXT NOT NULL
 );
 ALTER TABLE cases ADD COLUMN purged_head BLOB
+""",
+    ),
+    (
+        # deadlines and escalation: consent from the report, routes, received escalations
+        "0005_escalation",
+        """
+ALTER TABLE cases ADD COLUMN consent_to_escalate INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE cases ADD COLUMN escalated_to INTEGER;
+CREATE TABLE escalation_routes (
+    scope TEXT PRIMARY KEY,
+    org_union_id INTEGER NOT NULL,
+    org_name TEXT NOT NULL,
+    org_box_public BLOB NOT NULL,
+    deadline_days INTEGER NOT NULL
+);
+CREATE TABLE escalations_in (
+    escalation_id INTEGER PRIMARY KEY,
+    from_union INTEGER NOT NULL,
+    case_number TEXT NOT NULL,
+    signer_key BLOB NOT NULL,
+    received_at REAL NOT NULL,
+    body BLOB NOT NULL
+);
+CREATE TABLE escalation_cursor (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    after INTEGER NOT NULL
+);
+INSERT INTO escalation_cursor (id, after) VALUES (1, 0)
 """,
     ),
 )
