@@ -53,6 +53,7 @@ SINCE_THE_SPLIT = [
     ("downlink", "0003_urgent_items"),
     ("transparency_log", "0002_tiles_and_checkpoints"),
     ("lane", "0001_lane"),
+    ("escalations", "0001_union_escalations"),
 ]
 LANE_TABLES = ("lane_state", "lane_up_blocks", "lane_down_queue", "lane_down_periods")
 
@@ -140,6 +141,9 @@ async def test_a_relay_database_made_by_the_old_code_opens_without_running_anyth
             "log_signing",
             "lane_up_blocks_by_vessel",
             "lane_down_waiting",
+            "union_escalations",
+            "union_escalations_to",
+            "sqlite_autoindex_union_escalations_1",
             *(f"sqlite_autoindex_{t}_1" for t in LANE_TABLES),
             *(f"sqlite_autoindex_{t}_2" for t in LANE_TABLES),
         }
@@ -273,6 +277,7 @@ async def test_an_old_database_part_way_through_gets_only_what_it_lacks(
         ("downlink", "0003_urgent_items"),
         ("transparency_log", "0002_tiles_and_checkpoints"),
         ("lane", "0001_lane"),
+        ("escalations", "0001_union_escalations"),
     ]
     await RelayStore(fresh).migrate()
     assert await _schema(old) == await _schema(fresh)
