@@ -242,8 +242,8 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     sentence = {
         404: "no such route in the union API; see /union/v1/reports, /union/v1/alerts, "
-        "/union/v1/cases/{vessel}/{seq}/notes, /union/v1/lane, /union/v1/lane/notes and "
-        "/union/v1/lane/shape",
+        "/union/v1/cases/{vessel}/{seq}/notes, /union/v1/lane, /union/v1/lane/notes, "
+        "/union/v1/lane/shape and /union/v1/escalations",
         405: f"{request.method} is not allowed on {request.url.path}",
     }.get(exc.status_code, str(exc.detail))
     return JSONResponse({"error": sentence, "code": "bad-route"}, status_code=exc.status_code)

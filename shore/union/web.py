@@ -19,6 +19,8 @@ Pages::
     GET  /cases/{case}/access.csv, .json   the case's access log (a download)
     GET  /access.csv, /access.json         the whole access log (a download)
     GET  /unlock, POST /unlock    the store's passphrase, while the store is locked
+    GET  /escalations             cases other unions escalated to this one (history; the
+                                  report if its reporter agreed), and this union's routes
     GET  /statistics?from=YYYY-MM&to=YYYY-MM   grievance statistics (UNGP 31), anonymous
     GET  /statistics.json, /statistics.csv     the same, signed JSON or CSV (a download)
     GET  /alerts                  "lane silent" and "vessel silent" alerts ("crew member
@@ -575,6 +577,11 @@ def create_app(
 
         return download
 
+    async def escalations_page(request: Request) -> Response:
+        received = await call(inbox.received_escalations)
+        routes = await call(inbox.escalation_routes)
+        return render(request, "escalations.html", received=received, routes=routes)
+
     def statistics_period(request: Request) -> tuple[str, str]:
         first, last = year_to_date(clock())
         chosen_first = request.query_params.get("from", "")[:7] or first
@@ -674,6 +681,7 @@ def create_app(
         Route("/logout", logout, methods=["POST"]),
         Route("/unlock", login_required(unlock_page, unlocked=False), methods=["GET"]),
         Route("/unlock", login_required(unlock, unlocked=False), methods=["POST"]),
+        Route("/escalations", login_required(escalations_page)),
         Route("/statistics", login_required(statistics_page, unlocked=False)),
         Route("/statistics.json", login_required(statistics_download("json"), unlocked=False)),
         Route("/statistics.csv", login_required(statistics_download("csv"), unlocked=False)),

@@ -10,8 +10,13 @@ two unions' own apps; the downlink batch is applied on board and the reporter op
 from __future__ import annotations
 
 import asyncio
+import re
+
+import httpx
+import pyotp
 
 from common.codebooks import default_codebook
+from common.passwords import hash_password
 from protocol.cases import open_case_note, reporter_reply_keys
 from protocol.envelopes import CaseStatus
 from protocol.errors import SealedBoxInvalid
@@ -22,6 +27,8 @@ from shipboard.crew import CrewRegister
 from shore.union.client import RelayClient
 from shore.union.inbox import UnionInbox
 from shore.union.keys import load_union
+from shore.union.totp import SecondFactorBook
+from shore.union.web import UnionWebSettings, create_app
 from tests.union.test_union_inbox import NOW, World, _downlink, _uplink, world
 
 __all__ = ["world"]  # the fixture, imported for these tests
@@ -110,6 +117,12 @@ async def test_an_unacknowledged_case_escalates_at_its_deadline(world: World) ->
         assert [f.escalated for f in union.case_facts()] == [True, True]
         assert await asyncio.to_thread(union.escalate_due) == []  # once
 
+        # the second organisation's caseworker reads them on the web app's page
+        page = await _escalations_page(second)
+        assert SHARED in page
+        assert PRIVATE not in page
+        assert "A notice without content" in page
+
         # the reporters are told on board: their case is referred
         await _downlink(world)
         with world.outbox.reading() as db:
@@ -132,3 +145,23 @@ async def test_an_unacknowledged_case_escalates_at_its_deadline(world: World) ->
             if inbox.client is not None:
                 inbox.client.close()
             inbox.close()
+
+
+async def _escalations_page(inbox: UnionInbox) -> str:
+    """The /escalations page as a signed-in caseworker of ``inbox``'s union sees it."""
+    secret = pyotp.random_base32(32)
+    settings = UnionWebSettings(
+        {"lin": hash_password("tide table 1983")},
+        second_factor=SecondFactorBook({"lin": secret}),
+    )
+    transport = httpx.ASGITransport(app=create_app(inbox, settings))
+    async with httpx.AsyncClient(transport=transport, base_url="http://union.test") as client:
+        login = await client.get("/login")
+        token = re.search(r'name="csrf" value="([^"]+)"', login.text)
+        assert token is not None
+        form = {"caseworker": "lin", "password": "tide table 1983", "csrf": token[1]}
+        signed_in = await client.post("/login", data=form | {"code": pyotp.TOTP(secret).now()})
+        assert signed_in.status_code == 303
+        page = await client.get("/escalations")
+        assert page.status_code == 200
+        return page.text

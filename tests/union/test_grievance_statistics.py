@@ -56,6 +56,10 @@ class HandOver:
     def lane_blocks(self, after: int, limit: int) -> object:
         raise RouteMissing("no lane in this simulation")
 
+    def escalations(self, after: int) -> tuple[list[object], int]:
+        """No union escalates to these (escalation is tests/union/test_escalation.py)."""
+        return [], after
+
     def post_note(self, vessel: int, message_seq: int, status: CaseStatus, note: bytes) -> None:
         """Notes are not the subject here."""
 
