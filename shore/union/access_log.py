@@ -132,13 +132,20 @@ def _row(record: AccessRecord) -> dict[str, object]:
 
 
 def to_csv(log: list[AccessRecord]) -> str:
-    """The log as CSV (a header line, then one line per access)."""
+    """The log as CSV (a header line, then one line per access; no cell starts a formula)."""
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=_FIELDS, lineterminator="\n")
     writer.writeheader()
     for record in log:
-        writer.writerow(_row(record))
+        writer.writerow({key: _cell(value) for key, value in _row(record).items()})
     return out.getvalue()
+
+
+def _cell(value: object) -> object:
+    """A text cell a spreadsheet would run as a formula is written as text (``'=...``)."""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value
 
 
 def to_json(log: list[AccessRecord]) -> str:
