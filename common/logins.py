@@ -21,19 +21,33 @@ Two :class:`~common.signins.SignInGuard` are asked before the password is checke
 
 The password itself is checked by :meth:`common.passwords.PasswordBook.check` (off the event
 loop; unknown names against a dummy hash; old hashes upgraded at a successful sign-in).
+
+A door with a second factor (the union's web app: TOTP, :mod:`shore.union.totp`) gives
+:class:`Logins` a :class:`SecondFactor`; the code is checked in the same guarded attempt as
+the password, so a wrong code counts like a wrong password, and the answer never says
+which of the two was wrong. A code is spent only when the password was right too.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from common.passwords import MAX_NAME_CHARS, PasswordBook
 from common.signins import GuardPolicy, SignInGuard, SignInThrottled
 
-__all__ = ["ADDRESS_POLICY", "Logins", "SignInThrottled"]
+__all__ = ["ADDRESS_POLICY", "Logins", "SecondFactor", "SignInThrottled"]
 
 #: Wrong passwords evaluated per client address (across names) before it is paused.
 ADDRESS_POLICY = GuardPolicy(attempts=20, window_s=300.0, max_pause_s=3600.0)
+
+
+class SecondFactor(Protocol):
+    """A second secret besides the password (e.g. a TOTP code)."""
+
+    def accept(self, name: str, code: str, *, spend: bool) -> bool:
+        """Whether ``code`` is right for ``name`` now; ``spend``: it may not be used again."""
+        ...
 
 
 @dataclass
@@ -43,10 +57,13 @@ class Logins:
     book: PasswordBook
     by_name: SignInGuard = field(default_factory=SignInGuard)
     by_address: SignInGuard = field(default_factory=lambda: SignInGuard(ADDRESS_POLICY))
+    #: When set, a sign-in also needs ``code`` (see the module docstring).
+    second_factor: SecondFactor | None = None
 
-    async def sign_in(self, name: str, password: str, address: str) -> bool:
-        """Whether ``password`` is ``name``'s; :class:`SignInThrottled` when either the name
-        or the address is paused (nothing is evaluated then)."""
+    async def sign_in(self, name: str, password: str, address: str, code: str = "") -> bool:
+        """Whether ``password`` (and, with a second factor, ``code``) is ``name``'s;
+        :class:`SignInThrottled` when either the name or the address is paused (nothing is
+        evaluated then)."""
         # a name longer than any login shares a counter with others of its prefix: it can
         # never be right, and the guard's memory stays bounded
         by_name = self.by_name.begin(("name", name[: MAX_NAME_CHARS + 1]))
@@ -57,6 +74,9 @@ class Logins:
             raise
         with by_name, by_address:  # anything that escapes (a crash, a cancel) is not counted
             right = await self.book.check(name, password)
+            if self.second_factor is not None:
+                code_right = self.second_factor.accept(name, code, spend=right)
+                right = right and code_right
             if right:
                 by_name.succeeded()
                 by_address.abandoned()

@@ -98,6 +98,10 @@ class GrievancePlaintext:
     signed_message: bytes | None = field(default=None, repr=False)
     #: The case number drawn on board (lane-carried reports); None in older reports.
     case_number: str | None = None
+    #: The reporter agreed at filing that, if the union does not acknowledge the report in
+    #: time, the union may pass it (sealed again) to its second organisation. Field 9 of
+    #: the sealed fields, written only when True (a report without it reads as before).
+    consent_to_escalate: bool = False
 
     def __post_init__(self) -> None:
         if self.case_number is not None and not _CASE_NUMBER.match(self.case_number):
@@ -176,6 +180,8 @@ def _content(report: GrievancePlaintext, codebook: Codebook) -> bytes:
         meta[7] = report.reply_key
     if report.case_number is not None:
         meta[8] = report.case_number
+    if report.consent_to_escalate:
+        meta[9] = 1
     frame = encode_frame(codebook, report.lang, dumps(meta), [report.text])
     return _MAGIC + dumps([int(frame.codec), frame.dictionary_id, frame.payload])
 
@@ -256,6 +262,7 @@ def _read_content(content: bytes, codebook: Codebook) -> GrievancePlaintext:
         6: (str,),
         7: (bytes,),
         8: (str,),
+        9: (int,),
     }
     for key, value in meta.items():
         types = expected.get(key)
@@ -263,6 +270,8 @@ def _read_content(content: bytes, codebook: Codebook) -> GrievancePlaintext:
             raise SealedBoxInvalid(f"sealed report field {key!r} holds {type(value).__name__}")
     if meta.get(4, -1) < 0:
         raise SealedBoxInvalid("sealed report has no valid time")
+    if meta.get(9, 1) != 1:
+        raise SealedBoxInvalid("sealed report field 9 (consent to escalate) is not 1")
     try:
         return GrievancePlaintext(
             category=GrievanceCategory(meta[1]),
@@ -274,6 +283,7 @@ def _read_content(content: bytes, codebook: Codebook) -> GrievancePlaintext:
             reply_key=meta.get(7),
             text=texts[0],
             case_number=meta.get(8),
+            consent_to_escalate=meta.get(9) == 1,
         )
     except (KeyError, ValueError, TypeError, InvalidEnvelope) as exc:
         raise SealedBoxInvalid(f"sealed report fields are malformed ({exc})") from exc

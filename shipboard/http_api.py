@@ -13,7 +13,9 @@ Endpoints (JSON; sign in first, then send ``Authorization: Bearer TOKEN``):
 * ``GET /api/messages/{seq}`` -> the stages of one of their messages, with times
 * ``GET /api/unions`` -> unions that receive grievance reports
 * ``POST /api/grievances`` ``{"union": 1, "category": "withholding_of_wages", "text": ...,
-  "lang": "mya", "anonymous": false}`` -> 201 with a case number, a receipt code and
+  "lang": "mya", "anonymous": false}`` (optional ``"consent_to_escalate": true``: an
+  unanswered report may go to the union's second organisation) -> 201 with a case
+  number, a receipt code and
   ``leaves_by``: by when the report is expected to have left the vessel (seconds since
   1970; usually within a day and a half, much later after restarts in quick succession
   or for a long report)
@@ -534,6 +536,7 @@ def create_app(
                 text=text,
                 lang=language(data, who.member.language),
                 anonymous=flag_of(data, "anonymous"),
+                consent_to_escalate=flag_of(data, "consent_to_escalate"),
             )
         except IntakeRefused as refused:
             if refused.msgid is None:

@@ -484,9 +484,12 @@ class Intake:
         text: str,
         lang: Language,
         anonymous: bool,
+        consent_to_escalate: bool = False,
     ) -> FiledReport:
         """Seal a grievance report to the union, with its case number inside, and commit
-        only the sealed bytes into the grievance lane (with the reporter's casebook)."""
+        only the sealed bytes into the grievance lane (with the reporter's casebook).
+        ``consent_to_escalate``: the reporter agreed that an unanswered report may be passed
+        to the union's second organisation (it travels inside the seal)."""
         union = self.config.union(union_id)
         if union is None:
             raise UnknownUnion("This union is not known on this vessel. Choose one from the list.")
@@ -513,6 +516,7 @@ class Intake:
             # the union's notes come back sealed to a key only the reporter's PIN unlocks
             reply_key=reporter_reply_keys(signed_in.case_key).public_key,
             case_number=case,
+            consent_to_escalate=consent_to_escalate,
         )
         seal = seal_grievance if self.lane is None else seal_grievance_unpadded
         try:

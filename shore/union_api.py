@@ -22,6 +22,10 @@ Routes (JSON)::
     GET  /union/v1/lane?after=<id>&limit=<n>    uplink grievance lane blocks, by id
     POST /union/v1/lane/notes                   {"vessel": V, "blocks": ["<base64>", ...]}
     GET  /union/v1/lane/shape                   the downlink lane's block size and period
+    POST /union/v1/escalations                  {"to": 8, "case": "42-7", "package": "<b64>"}:
+                                                a case passed to the union's second
+                                                organisation (sealed to it; kept once)
+    GET  /union/v1/escalations?after=<id>       escalations handed to this union, by id
     GET  /union/v1/alerts                       "lane silent" / "vessel silent" (and
                                                 "crew member silent" for slot vessels)
 
@@ -73,9 +77,9 @@ from common.http import (
     parse_json,
 )
 from common.serving import AsgiServer
-from protocol.cases import case_number
+from protocol.cases import case_number, parse_case_number
 from protocol.envelopes import CaseStatus
-from protocol.errors import SignatureInvalid
+from protocol.errors import ProtocolError, SignatureInvalid
 from protocol.lane import MAX_NOTE_BYTES, LaneShape, fragments_needed
 from protocol.signing import SIGNATURE_BYTES, VerifyKey
 from protocol.slots import (
@@ -152,6 +156,22 @@ class UnionApiStore(Protocol):
     async def lane_last_received(self) -> dict[int, float]:
         """When each vessel's latest uplink lane block arrived."""
 
+    async def escalate(
+        self, from_union: int, to_union: int, case_number: str, package: bytes, now: float
+    ) -> None:
+        """Keep a union's escalation for its second organisation (once per case)."""
+
+    async def escalations_for(
+        self, to_union: int, after: int, limit: int
+    ) -> Sequence[tuple[int, int, str, bytes, float]]:
+        """Escalations handed to ``to_union`` with ids above ``after``, by id."""
+
+
+#: Largest escalation package (a sealed report with its history), and its request body.
+MAX_ESCALATION_PACKAGE_BYTES = 64 * 1024
+ESCALATION_BODY_BYTES = MAX_ESCALATION_PACKAGE_BYTES * 4 // 3 + 4096
+#: Escalations one ``GET /union/v1/escalations`` answers with.
+ESCALATION_PAGE = 100
 
 #: Largest request body: a case note with the largest sealed note (``/union/v1/cases/...``).
 MAX_BODY_BYTES = MAX_NOTE_REQUEST_BYTES
@@ -222,8 +242,8 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     sentence = {
         404: "no such route in the union API; see /union/v1/reports, /union/v1/alerts, "
-        "/union/v1/cases/{vessel}/{seq}/notes, /union/v1/lane, /union/v1/lane/notes and "
-        "/union/v1/lane/shape",
+        "/union/v1/cases/{vessel}/{seq}/notes, /union/v1/lane, /union/v1/lane/notes, "
+        "/union/v1/lane/shape and /union/v1/escalations",
         405: f"{request.method} is not allowed on {request.url.path}",
     }.get(exc.status_code, str(exc.detail))
     return JSONResponse({"error": sentence, "code": "bad-route"}, status_code=exc.status_code)
@@ -436,6 +456,45 @@ def make_union_api(
             }
         )
 
+    async def escalate(request: Request, account: UnionAccount, body: bytes) -> Response:
+        to_union, number, package = _escalation(parse_json(body))
+        if to_union not in accounts or to_union == account.union_id:
+            raise _Refused(
+                404,
+                f"union {to_union} is not another union registered at this relay; ask the "
+                "relay operator to register your second organisation",
+                "unknown",
+            )
+        await store.escalate(account.union_id, to_union, number, package, clock())
+        logger.info(
+            "union %d escalated case %s to union %d (%d sealed bytes)",
+            account.union_id,
+            number,
+            to_union,
+            len(package),
+        )
+        return JSONResponse({"queued": True}, status_code=202)
+
+    async def escalations(request: Request, account: UnionAccount, body: bytes) -> Response:
+        after = bounded_int(request.query_params.get("after", "0"), "after", 0, 2**62)
+        rows = await store.escalations_for(account.union_id, after, ESCALATION_PAGE)
+        logger.info("union %d fetched %d escalations after %d", account.union_id, len(rows), after)
+        return JSONResponse(
+            {
+                "escalations": [
+                    {
+                        "id": row_id,
+                        "from": from_union,
+                        "case": number,
+                        "package": base64.b64encode(package).decode("ascii"),
+                        "received_at": received_at,
+                    }
+                    for row_id, from_union, number, package, received_at in rows
+                ],
+                "next": rows[-1][0] if rows else after,
+            }
+        )
+
     async def alert_list(request: Request, account: UnionAccount, body: bytes) -> Response:
         found = [] if alerts is None else list(await alerts(account.union_id, clock()))
         return JSONResponse({"alerts": found})
@@ -448,6 +507,8 @@ def make_union_api(
             Route("/union/v1/lane", endpoint(lane_blocks), methods=["GET"]),
             Route("/union/v1/lane/notes", endpoint(lane_notes), methods=["POST"]),
             Route("/union/v1/lane/shape", endpoint(lane_shape), methods=["GET"]),
+            Route("/union/v1/escalations", endpoint(escalate), methods=["POST"]),
+            Route("/union/v1/escalations", endpoint(escalations), methods=["GET"]),
         ],
         middleware=[
             Middleware(
@@ -456,6 +517,7 @@ def make_union_api(
                 routes={
                     "/union/v1/cases/": MAX_BODY_BYTES,
                     "/union/v1/lane/notes": lane_notes_bytes,
+                    "/union/v1/escalations": ESCALATION_BODY_BYTES,
                 },
                 refuse=_refuse,
             )
@@ -494,6 +556,40 @@ def _note(data: object) -> tuple[CaseStatus, bytes]:
 
 
 _LANE_NOTE_SHAPE = 'a lane note is {"vessel": V, "blocks": ["<base64>", ...]}'
+
+
+_ESCALATION_SHAPE = 'an escalation is {"to": 8, "case": "42-7", "package": "<base64>"}'
+
+
+def _escalation(data: object) -> tuple[int, str, bytes]:
+    """An escalation's second organisation, case number and package, or
+    :class:`MalformedRequest` saying why."""
+    if not isinstance(data, dict):
+        raise MalformedRequest(f"{_ESCALATION_SHAPE}, not a JSON {type(data).__name__}")
+    missing = sorted({"to", "case", "package"} - set(data))
+    if missing:
+        raise MalformedRequest(f"{_ESCALATION_SHAPE}; missing: {', '.join(missing)}")
+    to_union = bounded_int(data["to"], "to", 1, _MAX_UNION_ID)
+    number = data["case"]
+    if not isinstance(number, str) or len(number) > 40:
+        raise MalformedRequest(f"case must be a case number; {_ESCALATION_SHAPE}")
+    try:
+        parse_case_number(number)
+    except ProtocolError:
+        raise MalformedRequest(f"{number!r} is not a case number (vessel-report)") from None
+    encoded = data["package"]
+    if not isinstance(encoded, str):
+        raise MalformedRequest(f"package must be base64 text; {_ESCALATION_SHAPE}")
+    try:
+        package = base64.b64decode(encoded.encode("ascii"), validate=True)
+    except (UnicodeEncodeError, binascii.Error):
+        raise MalformedRequest("package is not valid base64") from None
+    if not 0 < len(package) <= MAX_ESCALATION_PACKAGE_BYTES:
+        raise MalformedRequest(
+            f"package is {len(package)} bytes; an escalation holds 1 to "
+            f"{MAX_ESCALATION_PACKAGE_BYTES} bytes"
+        )
+    return to_union, number, package
 
 
 def _lane_note(data: object, block_bytes: int, most: int) -> tuple[int, list[bytes]]:

@@ -1,4 +1,5 @@
-"""``vessel-relay report``: check a compliance report offline, with public keys only.
+"""``vessel-relay report``: check a compliance report offline, with public keys only
+(``verify-stats``: a union's signed grievance statistics, the same way).
 
 A report comes as its signed JSON or as the PDF the relay prints (PDF/A-3b with that JSON
 attached, :mod:`shore.report_render`). For a PDF, ``verify`` checks the attached JSON like
@@ -252,6 +253,58 @@ def verify(
             typer.echo(f"FAIL: {problem}")
         raise typer.Exit(1)
     typer.echo(f"OK: the report verifies, signed by the shore key {fingerprint(trusted)}")
+
+
+@app.command("verify-stats")
+def verify_stats(
+    file: Annotated[Path, typer.Argument(help="A union's signed grievance statistics (JSON).")],
+    fingerprint_given: Annotated[
+        str | None,
+        typer.Option("--fingerprint", help="The union's key fingerprint, as the union told you."),
+    ] = None,
+) -> None:
+    """Check a union's grievance statistics offline: the signature over every number, and
+    that no published count is under the file's suppression threshold. Exits 1 on any
+    problem.
+
+    Example: vessel-relay report verify-stats stats-2026.json --fingerprint "1a2b 3c4d ..."
+    """
+    import json
+
+    from protocol.grievance_stats import StatisticsInvalid, verify_statistics
+
+    try:
+        document = json.loads(file.read_text(encoding="utf-8"))
+        if not isinstance(document, dict):
+            raise StatisticsInvalid("not a signed grievance statistics file")
+        body = verify_statistics(document)
+    except OSError as exc:
+        typer.echo(f"cannot read {file}: {exc.strerror}", err=True)
+        raise typer.Exit(1) from None
+    except (ValueError, StatisticsInvalid) as exc:
+        typer.echo(f"NOT VERIFIED: {file}: {exc}", err=True)
+        raise typer.Exit(1) from None
+    seen = fingerprint(bytes.fromhex(str(body["signing_key"])))
+    if fingerprint_given is not None and fingerprint_given.replace(" ", "") != seen.replace(
+        " ", ""
+    ):
+        typer.echo(
+            f"NOT VERIFIED: {file} is signed by key {seen}, not by the fingerprint you were "
+            f"given ({fingerprint_given}): it does not come from that union",
+            err=True,
+        )
+        raise typer.Exit(1)
+    union = body.get("union")
+    period = body.get("period")
+    union = union if isinstance(union, dict) else {}
+    period = period if isinstance(period, dict) else {}
+    typer.echo(
+        f"OK: grievance statistics of union {union.get('id')} ({union.get('name')}), "
+        f"{period.get('from')} to {period.get('to')}, threshold {body['threshold']}, "
+        f"signed by key {seen}"
+    )
+    if fingerprint_given is None:
+        typer.echo("compare that fingerprint with the one the union gives you directly")
 
 
 @app.command("cosign")

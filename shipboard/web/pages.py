@@ -986,6 +986,7 @@ def web_routes(
                     text=text if isinstance(text, str) else "",
                     lang=phone.lang,
                     anonymous=form.get("anonymous") == "yes",
+                    consent_to_escalate=form.get("consent_to_escalate") == "yes",
                 )
             except _Refusal as refusal:
                 error = refusal.msgid

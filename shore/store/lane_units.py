@@ -50,6 +50,20 @@ class LaneUnits(StoreParts):
         async with self.db.transaction() as tx:
             return await self.lane.up_blocks_after(tx, after, limit, vessels)
 
+    async def escalate(
+        self, from_union: int, to_union: int, case_number: str, package: bytes, now: float
+    ) -> None:
+        """Keep a union's escalation for its second organisation (once per case)."""
+        async with self.db.transaction() as tx:
+            await self.escalations.put(tx, from_union, to_union, case_number, package, now)
+
+    async def escalations_for(
+        self, to_union: int, after: int, limit: int
+    ) -> Sequence[tuple[int, int, str, bytes, float]]:
+        """Escalations handed to ``to_union`` with ids above ``after`` (by id)."""
+        async with self.db.transaction() as tx:
+            return await self.escalations.for_union(tx, to_union, after, limit)
+
     async def lane_last_received(self) -> dict[int, float]:
         """When each vessel's latest uplink lane block arrived (vessels on the lane)."""
         async with self.db.transaction() as tx:

@@ -18,6 +18,7 @@ from shore.store.deliveries import (
     PhraseLookup,
 )
 from shore.store.downlink import DownlinkQueue
+from shore.store.escalations import Escalations
 from shore.store.lane import LaneRepository
 from shore.store.links import VesselLinks
 from shore.store.refusals import Refusals
@@ -43,6 +44,8 @@ class StoreParts:
                         unions' blocks for the downlink lane
         sos             SOS alerts                              shore.store.sos
         log             the transparency log                    shore.store.transparency_log
+        escalations     cases a union passed to its second      shore.store.escalations
+                        organisation (sealed packages)
 
     ``phrases`` expands quick-message codes for deliveries, ``lease_s`` is how long a
     delivery claim lasts, ``deadline_s`` how long a delivery may take from acceptance ashore,
@@ -72,6 +75,7 @@ class StoreParts:
         self.lane = LaneRepository(dialect)
         self.sos = SosAlerts(dialect)
         self.log = TransparencyLog(dialect)
+        self.escalations = Escalations()
 
     @property
     def lease_s(self) -> float:

@@ -36,6 +36,7 @@ from shore.store.deliveries import PhraseLookup
 from shore.store.delivery_units import DeliveryUnits
 from shore.store.downlink import MIGRATIONS as DOWNLINK_MIGRATIONS
 from shore.store.downlink_units import DownlinkUnits
+from shore.store.escalations import MIGRATIONS as ESCALATION_MIGRATIONS
 from shore.store.ingest_units import IngestUnits
 from shore.store.lane import MIGRATIONS as LANE_MIGRATIONS
 from shore.store.lane_units import LaneUnits
@@ -66,6 +67,7 @@ MIGRATION_SETS: tuple[MigrationSet, ...] = (
     SOS_MIGRATIONS,
     LOG_MIGRATIONS,
     LANE_MIGRATIONS,
+    ESCALATION_MIGRATIONS,
 )
 
 _log = logging.getLogger(__name__)

@@ -1,10 +1,19 @@
 """``vessel-relay union ...``: the union's commands (keys, fetch, list, show, reply, status,
-export, verify, alerts, web)."""
+export, verify, alerts, web; encrypt, assign, note, access-log; caseworkers and their TOTP).
+
+When the union's store is encrypted (``union encrypt``), every command that opens it asks
+for the passphrase first: from the file named by ``VESSEL_RELAY_UNION_PASSPHRASE_FILE``
+(0600; for services), else a hidden prompt (a terminal), else the first line of stdin. The
+union's own commands act as ``cli:<OS user>`` in the access log.
+"""
 
 from __future__ import annotations
 
 import datetime
+import getpass
 import logging
+import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,9 +27,12 @@ from protocol.cases import STAGE_WORDS, format_receipt_code, parse_stage
 from protocol.errors import ProtocolError
 from protocol.evidence import fingerprint
 from protocol.languages import Language
+from shore.union.access_log import to_csv, to_json
 from shore.union.client import RelayClient, RelayUnreachable
 from shore.union.inbox import InboxError, UnionInbox, verify_export
 from shore.union.keys import UnionSetupError, init_union, load_union
+from shore.union.totp import SecondFactorFileError, enrol, totp_path
+from shore.union.vault import VaultError
 
 logger = logging.getLogger(__name__)
 
@@ -32,16 +44,54 @@ app = typer.Typer(
 DirOption = Annotated[
     Path, typer.Option("--dir", help="The union's directory (keys, union.toml, union.db).")
 ]
-_ERRORS = (InboxError, UnionSetupError, RelayUnreachable, ProtocolError)
+_ERRORS = (InboxError, UnionSetupError, RelayUnreachable, ProtocolError, VaultError)
+#: The environment variable naming a file that holds the store's passphrase (services).
+PASSPHRASE_FILE_ENV = "VESSEL_RELAY_UNION_PASSPHRASE_FILE"
+
+
+def _actor() -> str:
+    """Who acts, in the access log, when a command of this machine does."""
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):
+        return f"cli:uid {os.getuid()}"
+
+
+def _passphrase(*, confirm: bool = False) -> str:
+    """The store's passphrase (see the module docstring for where it comes from)."""
+    named = os.environ.get(PASSPHRASE_FILE_ENV)
+    if named:
+        try:
+            return Path(named).read_text(encoding="utf-8").splitlines()[0]
+        except (OSError, UnicodeDecodeError, IndexError) as exc:
+            raise VaultError(
+                f"{PASSPHRASE_FILE_ENV} names {named}, which holds no passphrase ({exc})"
+            ) from exc
+    if sys.stdin.isatty():
+        return str(
+            typer.prompt(
+                "the union's store passphrase", hide_input=True, confirmation_prompt=confirm
+            )
+        )
+    return sys.stdin.readline().rstrip("\n")
 
 
 @contextmanager
-def _inbox(directory: Path, *, online: bool = True) -> Iterator[UnionInbox]:
+def _inbox(directory: Path, *, online: bool = True, unlock: bool = True) -> Iterator[UnionInbox]:
     try:
         identity = load_union(directory)
         client = RelayClient(identity) if online else None
         inbox = UnionInbox(identity, default_codebook(), client=client)
         try:
+            if not inbox.encrypted:
+                logger.warning(
+                    "the union's store %s is not encrypted at rest: run vessel-relay union "
+                    "encrypt --dir %s",
+                    identity.database,
+                    directory,
+                )
+            elif unlock:
+                inbox.unlock(_passphrase())
             yield inbox
         finally:
             inbox.close()
@@ -170,7 +220,7 @@ def show(
     Example: vessel-relay union show --dir ~/union 42-17
     """
     with _inbox(directory, online=False) as inbox:
-        view = inbox.show(case)
+        view = inbox.show(case, by=_actor())
         summary = view.summary
         typer.echo(f"case {summary.case_number} — vessel {summary.vessel} — {summary.category}")
         typer.echo(f"stage: {STAGE_WORDS[summary.status]}   language: {summary.lang}")
@@ -201,6 +251,10 @@ def show(
             if "text" in fields:
                 typer.echo(f"  {fields['text']}")
         typer.echo(f"\nevidence chain verified ({len(view.entries)} entries)")
+        typer.echo(f"assigned to: {summary.assignee or 'nobody'}")
+        for note in inbox.notes(case):
+            stamp = _when(int(note.at // 60))
+            typer.echo(f"internal note {note.note_id} by {note.caseworker}, {stamp}: {note.text}")
 
 
 @app.command("reply")
@@ -218,7 +272,7 @@ def reply(
     """
     with _inbox(directory) as inbox:
         language = Language.from_code(lang) if lang else None
-        entry = inbox.reply(case, text, language)
+        entry = inbox.reply(case, text, language, by=_actor())
         left = inbox.pending_notes()
         typer.echo(
             f"reply recorded as entry {entry.index}"
@@ -240,7 +294,7 @@ def status(
     Example: vessel-relay union status --dir ~/union 42-17 "in progress"
     """
     with _inbox(directory) as inbox:
-        entry = inbox.set_status(case, parse_stage(stage), reason)
+        entry = inbox.set_status(case, parse_stage(stage), reason, by=_actor())
         typer.echo(f"case is now {STAGE_WORDS[parse_stage(stage)]} (entry {entry.index})")
 
 
@@ -255,7 +309,7 @@ def export(
     Example: vessel-relay union export --dir ~/union 42-17 -o case-42-17.json
     """
     with _inbox(directory, online=False) as inbox:
-        count = inbox.export(case, out)
+        count = inbox.export(case, out, by=_actor())
         typer.echo(f"wrote {count} signed entries to {out}")
 
 
@@ -300,6 +354,275 @@ def alerts(directory: DirOption) -> None:
             typer.echo(" ".join(f"{key}={value}" for key, value in alert.items()))
 
 
+@app.command("encrypt")
+def encrypt(directory: DirOption) -> None:
+    """Encrypt the union's store at rest under a passphrase (once); from then on every
+    command, and the web app, needs it to read reports. Keep the passphrase safe: without
+    it the reports cannot be read again.
+
+    Example: vessel-relay union encrypt --dir ~/union
+    """
+    with _inbox(directory, online=False, unlock=False) as inbox:
+        if inbox.encrypted:
+            raise fail(VaultError("this union's store is encrypted already"))
+        try:
+            count = inbox.encrypt_store(_passphrase(confirm=True))
+        except VaultError as exc:
+            raise fail(exc) from exc
+        typer.echo(
+            f"{inbox.identity.database} is encrypted: {count} texts sealed; the old plain "
+            "copies were wiped from the file and its journal"
+        )
+
+
+@app.command("assign")
+def assign(
+    directory: DirOption,
+    case: Annotated[str, typer.Argument(help="Case number or receipt code.")],
+    caseworker: Annotated[str, typer.Argument(help="The caseworker's login name ('' for nobody).")],
+) -> None:
+    """Assign a case to a caseworker (logged in the access log).
+
+    Example: vessel-relay union assign --dir ~/union 42-17 thida
+    """
+    from shore.union.web import CaseworkerError, read_caseworkers
+
+    with _inbox(directory, online=False, unlock=False) as inbox:
+        if caseworker:
+            try:
+                known = read_caseworkers(directory)
+            except CaseworkerError as exc:
+                raise fail(exc) from exc
+            if caseworker not in known:
+                raise fail(InboxError(f"no caseworker {caseworker!r}; add one with union user add"))
+        number = inbox.assign(case, caseworker or None, by=_actor())
+        typer.echo(f"case {number} assigned to {caseworker or 'nobody'}")
+
+
+@app.command("note")
+def note(
+    directory: DirOption,
+    case: Annotated[str, typer.Argument(help="Case number or receipt code.")],
+    text: Annotated[str, typer.Argument(help="The note (caseworkers only).")],
+) -> None:
+    """Keep an internal note on a case: for caseworkers only, never sent to the reporter.
+
+    Example: vessel-relay union note --dir ~/union 42-17 "Called the manning agency."
+    """
+    with _inbox(directory, online=False) as inbox:
+        note_id = inbox.add_note(case, text, by=_actor())
+        typer.echo(f"internal note {note_id} kept (never sent to the reporter)")
+
+
+@app.command("access-log")
+def access_log(
+    directory: DirOption,
+    case: Annotated[
+        str | None, typer.Option(help="Only this case (number or receipt code).")
+    ] = None,
+    output_format: Annotated[str, typer.Option("--format", help="csv or json.")] = "csv",
+    out: Annotated[
+        Path | None, typer.Option("-o", "--out", help="The file to write (default: stdout).")
+    ] = None,
+) -> None:
+    """Export the access log: who opened, exported, replied to or changed which case.
+
+    Example: vessel-relay union access-log --dir ~/union --case 42-17 --format json -o a.json
+    """
+    if output_format not in ("csv", "json"):
+        raise fail(UsageError(f"--format must be csv or json, not {output_format!r}"))
+    with _inbox(directory, online=False, unlock=False) as inbox:
+        rows = inbox.access_log(case)
+        body = to_csv(rows) if output_format == "csv" else to_json(rows)
+        if out is None:
+            typer.echo(body, nl=False)
+        else:
+            out.write_text(body, encoding="utf-8")
+            typer.echo(f"wrote {len(rows)} access records to {out}")
+
+
+@app.command("stats")
+def stats(
+    directory: DirOption,
+    out: Annotated[Path, typer.Option("-o", "--out", help="The signed JSON file to write.")],
+    first: Annotated[
+        str | None, typer.Option("--from", help="First month, YYYY-MM (default: January).")
+    ] = None,
+    last: Annotated[
+        str | None, typer.Option("--to", help="Last month, YYYY-MM (default: this month).")
+    ] = None,
+    csv_out: Annotated[
+        Path | None, typer.Option("--csv", help="Also write the figures as CSV here.")
+    ] = None,
+    threshold: Annotated[
+        int, typer.Option(help="Counts under this are suppressed (never below 2).")
+    ] = 5,
+) -> None:
+    """Grievance statistics (UNGP 31): reports by category and ILO indicator, times to
+    acknowledge, in each stage and to close, outcomes and escalations, per vessel, owner
+    and month; anonymous (small counts suppressed) and signed with the union's key.
+    Anyone can check the file offline with 'vessel-relay report verify-stats'.
+
+    Example: vessel-relay union stats --dir ~/union --from 2026-01 --to 2026-12 -o stats.json
+    """
+    from shore.union.statistics import (
+        make_statistics,
+        statistics_files,
+        write_atomically,
+        year_to_date,
+    )
+
+    with _inbox(directory, online=False, unlock=False) as inbox:
+        default_first, default_last = year_to_date(inbox.clock())
+        document = make_statistics(
+            inbox,
+            first_month=first or default_first,
+            last_month=last or default_last,
+            threshold=threshold,
+        )
+        as_json, as_csv = statistics_files(document)
+        write_atomically(out, as_json)
+        if csv_out is not None:
+            write_atomically(csv_out, as_csv)
+        body = document["statistics"]
+        assert isinstance(body, dict)
+        total = body["total"]
+        assert isinstance(total, dict)
+        reports = total["reports"]
+        typer.echo(
+            f"wrote {out}: {reports if reports is not None else 'fewer than ' + str(threshold)}"
+            f" reports from {body['period']['from']} to {body['period']['to']}, "
+            f"{len(body['suppressed'])} cells suppressed, signed by key "
+            f"{fingerprint(inbox.identity.signing_key.verify_key.key)}"
+        )
+
+
+@app.command("retention")
+def retention(
+    directory: DirOption,
+    days: Annotated[
+        str | None,
+        typer.Argument(help="Days to keep a closed case, or 'none' to keep for ever."),
+    ] = None,
+) -> None:
+    """Show or set how long closed and resolved cases are kept; past it, a case's texts and
+    the reporter's details are purged at the next fetch (its export still verifies).
+
+    Example: vessel-relay union retention --dir ~/union 365
+    """
+    with _inbox(directory, online=False, unlock=False) as inbox:
+        if days is not None:
+            if days.strip().lower() == "none":
+                inbox.set_retention_days(None)
+            elif days.strip().isdigit():
+                inbox.set_retention_days(int(days))
+            else:
+                raise fail(UsageError(f"give a number of days or 'none', not {days!r}"))
+        kept = inbox.retention_days()
+        typer.echo(
+            "closed cases are kept for ever"
+            if kept is None
+            else f"closed cases are purged {kept} days after their last stage"
+        )
+
+
+@app.command("purge")
+def purge(directory: DirOption) -> None:
+    """Purge now the closed cases past the union's retention (fetch does it too).
+
+    Example: vessel-relay union purge --dir ~/union
+    """
+    with _inbox(directory, online=False) as inbox:
+        purged = inbox.purge_due(by=_actor())
+        typer.echo(
+            f"purged {len(purged)} cases: {', '.join(purged)}" if purged else "nothing to purge"
+        )
+
+
+@app.command("escalate-to")
+def escalate_to(
+    directory: DirOption,
+    card: Annotated[Path, typer.Option(help="The second organisation's union card (JSON).")],
+    vessel: Annotated[int | None, typer.Option(help="For this vessel's cases.")] = None,
+    flag: Annotated[str | None, typer.Option(help="For cases of vessels of this flag.")] = None,
+    deadline_days: Annotated[
+        int | None,
+        typer.Option(help="Days to acknowledge before escalating (default: the indicative 2)."),
+    ] = None,
+) -> None:
+    """Name a second organisation (another union at the relay) for a vessel or a flag
+    state: a case not acknowledged in time goes to it (the report only if the reporter
+    agreed at filing, else a notice without content), and the reporter is told on board.
+
+    Example: vessel-relay union escalate-to --dir ~/union --flag TH --card ngo-card.json
+    """
+    from protocol.union_card import UnionCard
+
+    with _inbox(directory, online=False, unlock=False) as inbox:
+        try:
+            parsed = UnionCard.from_json(card.read_bytes())
+        except OSError as exc:
+            raise fail(UsageError(f"cannot read {card}: {exc.strerror}")) from exc
+        scope = inbox.set_escalation_route(
+            card=parsed, vessel=vessel, flag=flag, deadline_days=deadline_days
+        )
+        typer.echo(f"{scope}: cases not acknowledged in time go to {parsed.name}")
+        for route, org_id, name, days in inbox.escalation_routes():
+            typer.echo(f"  {route:<14} -> union {org_id} ({name}) after {days} days")
+
+
+@app.command("escalations")
+def escalations(directory: DirOption) -> None:
+    """List the cases other unions escalated to this one (fetch collects them): their
+    history, and the report where the reporter agreed to share it.
+
+    Example: vessel-relay union escalations --dir ~/union
+    """
+    with _inbox(directory, online=False) as inbox:
+        found = inbox.received_escalations()
+        if not found:
+            typer.echo("no escalations")
+        for case in found:
+            body = case.body
+            typer.echo(
+                f"case {case.case_number} from union {case.from_union} (key "
+                f"{case.signer_fingerprint}), vessel {body.get('vessel')}"
+            )
+            history = body.get("history")
+            for step in history if isinstance(history, list) else []:
+                if isinstance(step, dict):
+                    typer.echo(f"  {step.get('stage')}: {_when(int(step.get('minutes', 0)))}")
+            report = case.report
+            if report is None:
+                typer.echo("  a notice without content: the reporter did not agree to share it")
+            else:
+                typer.echo(
+                    f"  {report.get('category')} ({report.get('lang')}): {report.get('text')}"
+                )
+
+
+vessels_app = typer.Typer(help="The union's record of its vessels: owner and flag state.")
+app.add_typer(vessels_app, name="vessel")
+
+
+@vessels_app.command("set")
+def vessel_set(
+    directory: DirOption,
+    vessel: Annotated[int, typer.Argument(help="The vessel's id at the relay.")],
+    owner: Annotated[str, typer.Option(help="The vessel's owner (for statistics).")] = "",
+    flag: Annotated[str, typer.Option(help="Flag state, two letters (e.g. TH).")] = "",
+    name: Annotated[str, typer.Option(help="The vessel's name.")] = "",
+) -> None:
+    """Record a vessel's owner, flag state and name (statistics per owner; escalation per
+    flag state).
+
+    Example: vessel-relay union vessel set --dir ~/union 42 --owner "Sea Co" --flag TH
+    """
+    with _inbox(directory, online=False, unlock=False) as inbox:
+        inbox.set_vessel(vessel, name=name, owner=owner, flag=flag)
+        typer.echo(f"vessel {vessel}: owner {owner or '-'}, flag {flag.upper() or '-'}")
+
+
 users_app = typer.Typer(help="Caseworkers who may log in to the union's web app.")
 app.add_typer(users_app, name="user")
 
@@ -309,7 +632,8 @@ def user_add(
     name: Annotated[str, typer.Argument(help="The caseworker's login name.")],
     directory: DirOption,
 ) -> None:
-    """Add (or reset) a caseworker; the password is asked for (or read from stdin).
+    """Add (or reset) a caseworker and enrol their second factor; the password is asked
+    for (or read from stdin). Prints the otpauth:// URI for their authenticator app, once.
 
     Example: vessel-relay union user add thida --dir ~/union
     """
@@ -324,9 +648,38 @@ def user_add(
     try:
         load_union(directory)
         add_caseworker(directory, name, password)
-    except (CaseworkerError, UnionSetupError, OSError) as exc:
+        uri = enrol(directory, name)
+    except (CaseworkerError, UnionSetupError, SecondFactorFileError, OSError) as exc:
         raise fail(exc) from exc
     typer.echo(f"caseworker {name} saved in {caseworkers_path(directory)} (0600)")
+    _show_enrolment(directory, name, uri)
+
+
+def _show_enrolment(directory: Path, name: str, uri: str) -> None:
+    typer.echo(f"second factor of {name} kept in {totp_path(directory)} (0600)")
+    typer.echo("add it to the caseworker's authenticator app (shown once; as a QR code or typed):")
+    typer.echo(uri)
+
+
+@users_app.command("totp")
+def user_totp(
+    name: Annotated[str, typer.Argument(help="The caseworker's login name.")],
+    directory: DirOption,
+) -> None:
+    """Give a caseworker a new second factor (a lost phone); the old codes stop working.
+
+    Example: vessel-relay union user totp thida --dir ~/union
+    """
+    from shore.union.web import CaseworkerError, read_caseworkers
+
+    try:
+        load_union(directory)
+        if name not in read_caseworkers(directory):
+            raise CaseworkerError(f"no caseworker {name!r}; add one with union user add")
+        uri = enrol(directory, name)
+    except (CaseworkerError, UnionSetupError, SecondFactorFileError, OSError) as exc:
+        raise fail(exc) from exc
+    _show_enrolment(directory, name, uri)
 
 
 @app.command("web")
@@ -338,17 +691,26 @@ def web(
         bool, typer.Option(help="Session cookie only over HTTPS (behind a TLS proxy).")
     ] = False,
 ) -> None:
-    """Serve the union's web app: cases, replies, stages, alerts, exports (login required).
+    """Serve the union's web app: cases, replies, stages, alerts, exports (login with password
+    and TOTP code; an encrypted store is unlocked at start, or on the app's /unlock page).
 
     Example: vessel-relay union web --dir ~/union --port 8050
     """
+    from shore.union.totp import SecondFactorBook
     from shore.union.web import CaseworkerError, UnionWebSettings, read_caseworkers, run_union_web
 
     try:
-        settings = UnionWebSettings(read_caseworkers(directory), https_only=https_only)
-    except CaseworkerError as exc:
+        settings = UnionWebSettings(
+            read_caseworkers(directory),
+            https_only=https_only,
+            second_factor=SecondFactorBook.load(directory),
+        )
+    except (CaseworkerError, SecondFactorFileError) as exc:
         raise fail(exc) from exc
-    with _inbox(directory) as inbox:
+    # the passphrase at start when someone can type it (or a file names it); else the app
+    # starts locked and a signed-in caseworker enters it on /unlock
+    at_start = sys.stdin.isatty() or bool(os.environ.get(PASSPHRASE_FILE_ENV))
+    with _inbox(directory, unlock=at_start) as inbox:
         typer.echo(f"union web app on http://{host}:{port}/ — cases in {inbox.identity.database}")
         run_union_web(inbox, settings, host, port)
 

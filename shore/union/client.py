@@ -47,6 +47,17 @@ class SealedReport:
 
 
 @dataclass(frozen=True, slots=True)
+class ReceivedEscalation:
+    """A case another union passed to this one (``GET /union/v1/escalations``), sealed."""
+
+    escalation_id: int
+    from_union: int
+    case_number: str
+    package: bytes
+    received_at: float
+
+
+@dataclass(frozen=True, slots=True)
 class LaneUpBlock:
     """One uplink grievance lane block as the relay serves it (sealed, nothing in clear)."""
 
@@ -230,6 +241,35 @@ class RelayClient:
             }
         ).encode()
         self._request("POST", "/union/v1/lane/notes", body)
+
+    def escalate(self, to_union: int, case: str, package: bytes) -> None:
+        """Hand a case's sealed escalation package to the second organisation (kept once)."""
+        body = json.dumps(
+            {"to": int(to_union), "case": case, "package": base64.b64encode(package).decode()}
+        ).encode()
+        self._request("POST", "/union/v1/escalations", body)
+
+    def escalations(self, after: int) -> tuple[list[ReceivedEscalation], int]:
+        """Escalations other unions handed to this one, with ids above ``after``; and the
+        id to go on from."""
+        route = "/union/v1/escalations"
+        data = self._request("GET", f"{route}?after={int(after)}")
+        if not isinstance(data, dict) or not isinstance(data.get("escalations"), list):
+            raise RelayUnreachable(f"the relay's answer to {route} is malformed")
+        found: list[ReceivedEscalation] = []
+        for item in data["escalations"]:
+            if not isinstance(item, dict) or not isinstance(item.get("case"), str):
+                raise RelayUnreachable(f"the relay's answer to {route} is malformed")
+            found.append(
+                ReceivedEscalation(
+                    _whole(item, "id", route),
+                    _whole(item, "from", route),
+                    str(item["case"]),
+                    _b64(item.get("package"), "an escalation package"),
+                    _seconds(item, "received_at", route),
+                )
+            )
+        return found, max(_whole(data, "next", route), after)
 
     def alerts(self) -> list[dict[str, object]]:
         """ "Lane silent", "vessel silent" (and, for vessels still on daily slots, "crew

@@ -18,11 +18,46 @@ seal. Such a case's notes go down the vessel's downlink lane: the note is kept a
 downlink size when first posted, and those same blocks are posted again after a failure
 (the relay queues a block once). Cases that came in whole (``/union/v1/reports``: slots and
 older vessels) keep their route.
+
+**The caseworker tool.** Each action on a case by a caseworker (``by``: their login name,
+or ``cli:<user>`` for the union's own commands) is written to the append-only access log
+(:mod:`shore.union.access_log`) in the action's transaction: opened, exported, replied to,
+stage changed, assigned, note added. A case may be assigned to a caseworker; caseworkers
+keep internal notes on it (``case_notes``), which are never sealed for the reporter, never
+put in the evidence chain and never exported.
+
+**Deadlines and escalation** (:mod:`shore.union.escalation`). A union names a second
+organisation (another union at the relay, by its card) per vessel or per flag state, with
+a deadline in days (the acknowledgement's indicative time by default). At each ``fetch``,
+a case still "received" past its deadline is escalated: a package sealed to the second
+organisation (the report only if the reporter agreed at filing, else a notice without
+content) goes to the relay's ``/union/v1/escalations``; then, in one transaction, the
+case moves to "referred" (an evidence entry saying to whom and whether with content), the
+reporter is told on board (the stage, which the crew page shows in their language), and
+the access log records it. ``fetch`` also collects what other unions escalated to this
+one (:meth:`UnionInbox.received_escalations`: the history, and the report if consented).
+
+**Retention.** A case closed or resolved longer ago than the union's retention
+(:meth:`UnionInbox.set_retention_days`, none by default) is purged at the next ``fetch`` (or
+``union purge``): its evidence entries, notes, replies waiting, the reporter's name,
+document, reply key and receipt code, and the sealed copies of its reports are deleted, and
+the file is rewritten without free pages and its WAL emptied (:meth:`UnionInbox.scrub`).
+What stays: the case number, vessel, category, stage times (statistics), the access log,
+and the head hash of its evidence chain, so an export made before the purge still verifies
+offline and can be matched to the case.
+
+**At rest** (:mod:`shore.union.vault`). Once the union has encrypted its store
+(:meth:`UnionInbox.encrypt_store`), every text someone wrote (evidence entries, the
+reporter's name and document, replies waiting to be posted, internal notes, the sealed
+reports as fetched) is sealed under a key derived from the union's passphrase; until
+:meth:`UnionInbox.unlock` no report can be read or filed (:class:`StoreLocked`). A store
+not encrypted yet still works (older unions), and says so (:attr:`UnionInbox.encrypted`).
 """
 
 from __future__ import annotations
 
 import base64
+import datetime
 import hashlib
 import json
 import logging
@@ -35,6 +70,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from protocol.cases import (
+    INDICATIVE_DAYS,
     STAGE_WORDS,
     CaseNote,
     case_number,
@@ -55,6 +91,7 @@ from protocol.evidence import (
     make_entry,
     verify_chain,
 )
+from protocol.grievance_stats import CaseFacts
 from protocol.lane import (
     MAX_NOTE_BYTES,
     FragmentConflict,
@@ -65,12 +102,15 @@ from protocol.lane import (
 )
 from protocol.languages import Language
 from protocol.sealing import (
+    GrievanceCategory,
     GrievancePlaintext,
     ReporterSignatureInvalid,
     open_grievance,
     open_grievance_any,
 )
 from protocol.slots import open_slot, slot_header
+from protocol.union_card import UnionCard
+from shore.union.access_log import AccessAction, AccessRecord, record_access, records
 from shore.union.client import (
     LaneUpBlock,
     RelayClient,
@@ -78,6 +118,7 @@ from shore.union.client import (
     RelayUnreachable,
     RouteMissing,
 )
+from shore.union.escalation import EscalationInvalid, open_package, seal_package
 from shore.union.keys import UnionIdentity
 from shore.union.lane import (
     LANE_PAGE,
@@ -88,10 +129,25 @@ from shore.union.lane import (
     lane_note_blocks,
 )
 from shore.union.schema import migrate
+from shore.union.vault import (
+    MIN_PASSPHRASE_CHARS,
+    KdfSettings,
+    StoreKey,
+    StoreLocked,
+    ValueDamaged,
+    VaultError,
+    WrongPassphrase,
+    derive_key,
+    is_sealed,
+)
 
 logger = logging.getLogger(__name__)
 
 EXPORT_FORMAT = "vessel-relay case export v1"
+#: Who acts when a command of the union's own machine does (the CLI adds the OS user).
+LOCAL_ACTOR = "cli"
+#: Longest internal note, in characters.
+NOTE_MAX_CHARS = 4000
 
 
 class InboxError(Exception):
@@ -110,6 +166,8 @@ class CaseSummary:
     opened_minutes: int
     status_minutes: int
     additions: int
+    #: The caseworker the case is assigned to (None: nobody yet).
+    assignee: str | None = None
 
     @property
     def due_minutes(self) -> int | None:
@@ -129,6 +187,33 @@ class CaseView:
     entries: tuple[EvidenceEntry, ...]
     #: Mode A: the reporter's phone key (Ed25519) that signed the report; None: mode B.
     reporter_key: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class InternalNote:
+    """A caseworker's note on a case: for caseworkers only, never for the reporter."""
+
+    note_id: int
+    caseworker: str
+    at: float
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReceivedCase:
+    """A case another union escalated to this one: its history, the report if consented."""
+
+    escalation_id: int
+    from_union: int
+    case_number: str
+    signer_fingerprint: str
+    received_at: float
+    body: dict[str, object]
+
+    @property
+    def report(self) -> dict[str, object] | None:
+        found = self.body.get("report")
+        return found if isinstance(found, dict) else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,6 +280,8 @@ class UnionInbox:
         migrate(self._db)
         self._lane = LaneAssembly(self._db)
         self._lane_shape: RelayLaneShape | None = None
+        self._key: StoreKey | None = None
+        self._vault: tuple[KdfSettings, bytes] | None = self._read_vault()
 
     def close(self) -> None:
         self._db.close()
@@ -209,6 +296,127 @@ class UnionInbox:
             raise
         self._db.execute("COMMIT")
 
+    # the store key ------------------------------------------------------------------------
+
+    def _read_vault(self) -> tuple[KdfSettings, bytes] | None:
+        row = self._db.execute(
+            "SELECT salt, time_cost, memory_kib, parallelism, check_value FROM vault WHERE id = 1"
+        ).fetchone()
+        if row is None:
+            return None
+        settings = KdfSettings(bytes(row[0]), int(row[1]), int(row[2]), int(row[3]))
+        return settings, bytes(row[4])
+
+    @property
+    def encrypted(self) -> bool:
+        """Whether the store's texts are encrypted at rest (a passphrase was set)."""
+        return self._vault is not None
+
+    @property
+    def locked(self) -> bool:
+        """Whether reports cannot be read now (encrypted, passphrase not entered yet)."""
+        return self._vault is not None and self._key is None
+
+    def unlock(self, passphrase: str) -> None:
+        """Derive the store key from ``passphrase`` (Argon2id, ~0.2 s); :class:`WrongPassphrase`."""
+        if self._vault is None:
+            raise VaultError(
+                "this union's store is not encrypted yet: run vessel-relay union encrypt"
+            )
+        settings, check = self._vault
+        key = derive_key(passphrase, settings)
+        if not key.opens_check(check):
+            logger.warning("union store: a wrong passphrase was entered")
+            raise WrongPassphrase("that passphrase does not open this union's store; try again")
+        self._key = key
+        logger.info("union store unlocked")
+
+    def lock(self) -> None:
+        """Forget the store key (reports unreadable until :meth:`unlock` again)."""
+        self._key = None
+
+    def encrypt_store(self, passphrase: str) -> int:
+        """Encrypt the store's texts at rest under ``passphrase`` (once); returns how many
+        values were sealed. The old plain copies are wiped from the file, its free pages
+        and its WAL (:meth:`scrub`)."""
+        if self._vault is not None:
+            raise VaultError("this union's store is encrypted already")
+        if len(passphrase) < MIN_PASSPHRASE_CHARS:
+            raise VaultError(
+                f"the passphrase must have at least {MIN_PASSPHRASE_CHARS} characters; a few "
+                "unrelated words are easy to remember and hard to guess"
+            )
+        settings = KdfSettings.fresh()
+        key = derive_key(passphrase, settings)
+        check = key.check_value()
+        sealed = 0
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO vault (id, salt, time_cost, memory_kib, parallelism, check_value, "
+                "made_at) VALUES (1, ?, ?, ?, ?, ?, ?)",
+                (
+                    settings.salt,
+                    settings.time_cost,
+                    settings.memory_kib,
+                    settings.parallelism,
+                    check,
+                    self.clock(),
+                ),
+            )
+            for sql, update, place in _SEALED_COLUMNS:
+                for row in db.execute(sql).fetchall():
+                    *ids, value = row
+                    if value is None or not len(value):
+                        continue
+                    plain = value.encode("utf-8") if isinstance(value, str) else bytes(value)
+                    if is_sealed(plain):
+                        continue
+                    db.execute(update, (key.seal(plain, place(*ids)), *ids))
+                    sealed += 1
+        self._vault, self._key = (settings, check), key
+        self.scrub()
+        logger.info("union store encrypted: %d values sealed", sealed)
+        return sealed
+
+    def scrub(self) -> None:
+        """Rewrite ``union.db`` without free pages and empty its WAL (``secure_delete`` is on):
+        nothing deleted or replaced stays readable in the files."""
+        self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        self._db.execute("VACUUM")
+        self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    def _seal(self, value: bytes | None, place: str) -> bytes | None:
+        if value is None or self._vault is None:
+            return value
+        if self._key is None:
+            raise StoreLocked("the union's store is locked: enter the passphrase first")
+        return self._key.seal(value, place)
+
+    def _open(self, value: bytes | str | None, place: str) -> bytes | None:
+        if value is None:
+            return None
+        raw = value.encode("utf-8") if isinstance(value, str) else bytes(value)
+        if self._vault is None or not raw:
+            return raw
+        if self._key is None:
+            raise StoreLocked("the union's store is locked: enter the passphrase first")
+        if not is_sealed(raw):
+            raise ValueDamaged(f"{place}: a plain value in an encrypted store (changed?)")
+        return self._key.open(raw, place)
+
+    def _open_text(self, value: bytes | str | None, place: str) -> str | None:
+        opened = self._open(value, place)
+        return None if opened is None else opened.decode("utf-8")
+
+    def _seal_text(self, value: str | None, place: str) -> bytes | str | None:
+        if value is None or self._vault is None:
+            return value
+        return self._seal(value.encode("utf-8"), place)
+
+    def _require_unlocked(self) -> None:
+        if self.locked:
+            raise StoreLocked("the union's store is locked: enter the passphrase first")
+
     def _relay(self) -> RelayClient:
         if self.client is None:
             raise InboxError("no relay client: this command needs the relay (relay_url)")
@@ -218,6 +426,7 @@ class UnionInbox:
 
     def fetch(self) -> FetchResult:
         """Fetch sealed reports, open the new ones here, and post notes not yet posted."""
+        self._require_unlocked()
         reports = self._relay().reports()
         new_cases = additions = unreadable = covers = 0
         for report in reports:
@@ -265,7 +474,9 @@ class UnionInbox:
                     (
                         report.vessel,
                         report.message_seq,
-                        report.sealed,
+                        self._seal(
+                            report.sealed, f"reports.sealed:{report.vessel}:{report.message_seq}"
+                        ),
                         report.accepted_at,
                         number,
                         problem,
@@ -273,6 +484,9 @@ class UnionInbox:
                 )
         lane = self._fetch_lane()
         posted = self.post_pending()
+        self.escalate_due()
+        self._fetch_escalations()
+        self.purge_due()
         logger.info(
             "fetched: %d new cases, %d additions, %d unreadable, %d cover slots, %d lane "
             "blocks (%d lane reports incomplete), %d notes posted",
@@ -408,7 +622,14 @@ class UnionInbox:
         db.execute(
             "INSERT INTO lane_reports (vessel, report_id, sealed, received_at, case_number, "
             "problem) VALUES (?, ?, ?, ?, ?, ?)",
-            (vessel, report_id, sealed, received_at, number, problem),
+            (
+                vessel,
+                report_id,
+                self._seal(sealed, f"lane_reports.sealed:{vessel}:{report_id.hex()}"),
+                received_at,
+                number,
+                problem,
+            ),
         )
 
     def _lane_problem(
@@ -512,7 +733,7 @@ class UnionInbox:
         db.execute(
             "INSERT INTO cases (case_number, vessel, message_seq, receipt_code, category, lang, "
             "status, status_minutes, reply_key, crew_name, crew_document, opened_minutes, "
-            "carrier) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "carrier, consent_to_escalate) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 number,
                 vessel,
@@ -523,20 +744,30 @@ class UnionInbox:
                 int(CaseStatus.RECEIVED),
                 now_minutes,
                 plain.reply_key,
-                plain.crew_name,
-                plain.crew_document,
+                self._seal_text(plain.crew_name, f"cases.crew_name:{number}"),
+                self._seal_text(plain.crew_document, f"cases.crew_document:{number}"),
                 now_minutes,
                 carrier,
+                int(plain.consent_to_escalate),
             ),
         )
         self._append(db, number, EntryKind.REPORT, now_minutes, fields)
+        db.execute(
+            "INSERT INTO case_stages (case_number, idx, status, minutes) VALUES (?, 0, ?, ?)",
+            (number, int(CaseStatus.RECEIVED), now_minutes),
+        )
         return number, False
 
     def _chain(self, db: sqlite3.Connection, number: str) -> list[EvidenceEntry]:
         rows = db.execute(
-            "SELECT data FROM entries WHERE case_number = ? ORDER BY idx", (number,)
+            "SELECT idx, data FROM entries WHERE case_number = ? ORDER BY idx", (number,)
         ).fetchall()
-        return [entry_from_bytes(bytes(row[0])) for row in rows]
+        chain: list[EvidenceEntry] = []
+        for idx, data in rows:
+            opened = self._open(data, f"entries.data:{number}:{idx}")
+            assert opened is not None
+            chain.append(entry_from_bytes(opened))
+        return chain
 
     def _append(
         self,
@@ -557,7 +788,11 @@ class UnionInbox:
         )
         db.execute(
             "INSERT INTO entries (case_number, idx, data) VALUES (?, ?, ?)",
-            (number, entry.index, entry.to_bytes()),
+            (
+                number,
+                entry.index,
+                self._seal(entry.to_bytes(), f"entries.data:{number}:{entry.index}"),
+            ),
         )
         return entry
 
@@ -571,8 +806,10 @@ class UnionInbox:
         older_than_days: float | None = None,
         newer_than_days: float | None = None,
         status: CaseStatus | None = None,
+        assignee: str | None = None,
     ) -> list[CaseSummary]:
-        """Cases, newest first, filtered by vessel, category, age (days since opened), stage."""
+        """Cases, newest first, filtered by vessel, category, age (days since opened), stage
+        and the caseworker they are assigned to."""
         now_minutes = self.clock() / 60
         where: list[str] = ["1 = 1"]
         args: list[object] = []
@@ -585,6 +822,9 @@ class UnionInbox:
         if status is not None:
             where.append("status = ?")
             args.append(int(status))
+        if assignee is not None:
+            where.append("assignee = ?")
+            args.append(assignee)
         if older_than_days is not None:
             where.append("opened_minutes <= ?")
             args.append(now_minutes - older_than_days * 1440)
@@ -594,12 +834,13 @@ class UnionInbox:
         rows = self._db.execute(
             "SELECT case_number, vessel, category, lang, status, opened_minutes, status_minutes, "
             "(SELECT COUNT(*) FROM reports r WHERE r.case_number = c.case_number) "
-            "+ (SELECT COUNT(*) FROM lane_reports l WHERE l.case_number = c.case_number) - 1 "
-            f"FROM cases c WHERE {' AND '.join(where)} ORDER BY opened_minutes DESC, case_number",
+            "+ (SELECT COUNT(*) FROM lane_reports l WHERE l.case_number = c.case_number) - 1, "
+            f"assignee FROM cases c WHERE {' AND '.join(where)} "
+            "ORDER BY opened_minutes DESC, case_number",
             args,
         ).fetchall()
         return [
-            CaseSummary(r[0], r[1], r[2], r[3], CaseStatus(r[4]), r[5], r[6], max(0, r[7]))
+            CaseSummary(r[0], r[1], r[2], r[3], CaseStatus(r[4]), r[5], r[6], max(0, r[7]), r[8])
             for r in rows
         ]
 
@@ -618,9 +859,31 @@ class UnionInbox:
             )
         return str(row[0])
 
-    def show(self, case_or_receipt: str) -> CaseView:
-        """One case in full, its evidence chain verified."""
+    def show(self, case_or_receipt: str, *, by: str = LOCAL_ACTOR) -> CaseView:
+        """One case in full, its evidence chain verified; the opening is logged as ``by``'s."""
+        view = self._view(case_or_receipt)
+        with self._tx() as db:
+            record_access(
+                db,
+                at=self.clock(),
+                caseworker=by,
+                case_number=view.summary.case_number,
+                action=AccessAction.OPEN,
+            )
+        return view
+
+    def _view(self, case_or_receipt: str) -> CaseView:
+        self._require_unlocked()
         number = self.find(case_or_receipt)
+        purged = self._db.execute(
+            "SELECT purged_minutes, purged_head FROM cases WHERE case_number = ?", (number,)
+        ).fetchone()
+        if purged[0] is not None:
+            raise InboxError(
+                f"case {number} was purged on {_day(int(purged[0]))} under the union's "
+                f"retention; its evidence head was {bytes(purged[1]).hex()}: an export made "
+                "before still verifies with `vessel-relay union verify`"
+            )
         (summary,) = [c for c in self.cases() if c.case_number == number]
         row = self._db.execute(
             "SELECT receipt_code, crew_name, crew_document, reply_key FROM cases "
@@ -630,15 +893,460 @@ class UnionInbox:
         chain = self._chain(self._db, number)
         verify_chain(chain, {self.identity.signing_key.verify_key.key: "union"})
         return CaseView(
-            summary, row[0], row[1], row[2], row[3] is not None, tuple(chain), reporter_key(chain)
+            summary,
+            row[0],
+            self._open_text(row[1], f"cases.crew_name:{number}"),
+            self._open_text(row[2], f"cases.crew_document:{number}"),
+            row[3] is not None,
+            tuple(chain),
+            reporter_key(chain),
         )
+
+    # the caseworker tool -----------------------------------------------------------------
+
+    def assign(self, case_or_receipt: str, caseworker: str | None, *, by: str = LOCAL_ACTOR) -> str:
+        """Assign a case to ``caseworker`` (None: to nobody); returns the case number."""
+        number = self.find(case_or_receipt)
+        with self._tx() as db:
+            db.execute("UPDATE cases SET assignee = ? WHERE case_number = ?", (caseworker, number))
+            record_access(
+                db,
+                at=self.clock(),
+                caseworker=by,
+                case_number=number,
+                action=AccessAction.ASSIGN,
+                detail=f"to {caseworker}" if caseworker else "to nobody",
+            )
+        logger.info("case %s assigned", number)
+        return number
+
+    def add_note(self, case_or_receipt: str, text: str, *, by: str = LOCAL_ACTOR) -> int:
+        """Keep an internal note on a case (caseworkers only; never sent to the reporter)."""
+        text = text.strip()
+        if not text:
+            raise InboxError("the note is empty; write something for your colleagues")
+        if len(text) > NOTE_MAX_CHARS:
+            raise InboxError(f"a note may have at most {NOTE_MAX_CHARS:,} characters")
+        self._require_unlocked()
+        number = self.find(case_or_receipt)
+        with self._tx() as db:
+            cursor = db.execute(
+                "INSERT INTO case_notes (case_number, caseworker, at, text) VALUES (?, ?, ?, ?)",
+                (number, by, self.clock(), b""),
+            )
+            note_id = int(cursor.lastrowid or 0)
+            db.execute(
+                "UPDATE case_notes SET text = ? WHERE note_id = ?",
+                (
+                    self._seal(text.encode("utf-8"), f"case_notes.text:{number}:{note_id}")
+                    if self._vault is not None
+                    else text.encode("utf-8"),
+                    note_id,
+                ),
+            )
+            record_access(
+                db,
+                at=self.clock(),
+                caseworker=by,
+                case_number=number,
+                action=AccessAction.NOTE,
+                detail=f"note {note_id}",
+            )
+        return note_id
+
+    def notes(self, case_or_receipt: str) -> list[InternalNote]:
+        """A case's internal notes, oldest first (read with the case: its opening is logged)."""
+        self._require_unlocked()
+        number = self.find(case_or_receipt)
+        rows = self._db.execute(
+            "SELECT note_id, caseworker, at, text FROM case_notes WHERE case_number = ? "
+            "ORDER BY note_id",
+            (number,),
+        ).fetchall()
+        return [
+            InternalNote(
+                int(r[0]),
+                str(r[1]),
+                float(r[2]),
+                self._open_text(r[3], f"case_notes.text:{number}:{r[0]}") or "",
+            )
+            for r in rows
+        ]
+
+    # deadlines and escalation -------------------------------------------------------------
+
+    def set_escalation_route(
+        self,
+        *,
+        card: UnionCard,
+        vessel: int | None = None,
+        flag: str | None = None,
+        deadline_days: int | None = None,
+    ) -> str:
+        """Name the second organisation for a vessel or a flag state; returns the scope."""
+        if (vessel is None) == (flag is None):
+            raise InboxError("name either a vessel or a flag state for the second organisation")
+        if card.union_id == self.identity.union_id:
+            raise InboxError("the second organisation must be another union, not this one")
+        days = deadline_days or INDICATIVE_DAYS[CaseStatus.RECEIVED]
+        if not 1 <= days <= 365:
+            raise InboxError("the deadline is from 1 to 365 days")
+        if flag is not None:
+            flag = flag.strip().upper()
+            if len(flag) != 2 or not flag.isascii() or not flag.isalpha():
+                raise InboxError(f"flag {flag!r}: give the two-letter code, e.g. TH")
+        scope = f"vessel:{vessel}" if vessel is not None else f"flag:{flag}"
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO escalation_routes (scope, org_union_id, org_name, org_box_public, "
+                "deadline_days) VALUES (?, ?, ?, ?, ?) ON CONFLICT (scope) DO UPDATE SET "
+                "org_union_id = excluded.org_union_id, org_name = excluded.org_name, "
+                "org_box_public = excluded.org_box_public, deadline_days = excluded.deadline_days",
+                (scope, card.union_id, card.name, card.report_key, days),
+            )
+        return scope
+
+    def escalation_routes(self) -> list[tuple[str, int, str, int]]:
+        """(scope, second organisation's union id, its name, deadline days), by scope."""
+        rows = self._db.execute(
+            "SELECT scope, org_union_id, org_name, deadline_days FROM escalation_routes "
+            "ORDER BY scope"
+        ).fetchall()
+        return [(str(r[0]), int(r[1]), str(r[2]), int(r[3])) for r in rows]
+
+    def _route_for(self, vessel: int) -> tuple[int, str, bytes, int] | None:
+        """The vessel's own route, else its flag state's (None: no second organisation)."""
+        for scope in (f"vessel:{vessel}", f"flag:{self.vessel_flag(vessel)}"):
+            row = self._db.execute(
+                "SELECT org_union_id, org_name, org_box_public, deadline_days "
+                "FROM escalation_routes WHERE scope = ?",
+                (scope,),
+            ).fetchone()
+            if row is not None:
+                return int(row[0]), str(row[1]), bytes(row[2]), int(row[3])
+        return None
+
+    def escalate_due(self) -> list[str]:
+        """Escalate the cases not acknowledged within their deadline (see the module
+        docstring); returns their numbers. A relay that cannot be reached leaves them for
+        the next fetch."""
+        now_minutes = int(self.clock() // 60)
+        rows = self._db.execute(
+            "SELECT case_number, vessel, opened_minutes, consent_to_escalate, category, "
+            "crew_name, crew_document FROM cases WHERE status = ? AND escalated_minutes IS "
+            "NULL AND purged_minutes IS NULL ORDER BY opened_minutes, case_number",
+            (int(CaseStatus.RECEIVED),),
+        ).fetchall()
+        done: list[str] = []
+        for number, vessel, opened, consent, category, name, document in rows:
+            route = self._route_for(int(vessel))
+            if route is None:
+                continue
+            org_id, org_name, box_public, days = route
+            if int(opened) + days * 1440 > now_minutes:
+                continue
+            self._require_unlocked()
+            chain = self._chain(self._db, number)
+            stages = self._db.execute(
+                "SELECT status, minutes FROM case_stages WHERE case_number = ? ORDER BY idx",
+                (number,),
+            ).fetchall()
+            report: dict[str, object] | None = None
+            if consent:
+                first = chain[0].fields
+                report = {
+                    "category": category,
+                    "lang": first.get("lang"),
+                    "text": first.get("text"),
+                    "written_minutes": first.get("written_minutes"),
+                    "crew_name": self._open_text(name, f"cases.crew_name:{number}"),
+                    "crew_document": self._open_text(document, f"cases.crew_document:{number}"),
+                }
+            body: dict[str, object] = {
+                "from": {"id": self.identity.union_id, "name": self.identity.name},
+                "case": number,
+                "vessel": int(vessel),
+                "deadline_days": days,
+                "escalated_minutes": now_minutes,
+                "consent": bool(consent),
+                "history": [
+                    {"stage": STAGE_WORDS[CaseStatus(s)], "minutes": int(m)} for s, m in stages
+                ],
+                "report": report,
+            }
+            package = seal_package(body, self.identity.signing_key, box_public)
+            try:
+                self._relay().escalate(org_id, number, package)
+            except RelayUnreachable as exc:
+                logger.warning("case %s not escalated yet: %s", number, exc)
+                break
+            with self._tx() as db:
+                how = (
+                    "with the report (the reporter agreed at filing)"
+                    if consent
+                    else "as a notice without content (the reporter did not agree to share it)"
+                )
+                entry = self._append(
+                    db,
+                    number,
+                    EntryKind.STATUS,
+                    now_minutes,
+                    {
+                        "status": STAGE_WORDS[CaseStatus.REFERRED],
+                        "reason": f"escalated: not acknowledged within {days} days; passed to "
+                        f"{org_name} (union {org_id}) {how}",
+                    },
+                )
+                db.execute(
+                    "UPDATE cases SET status = ?, status_minutes = ?, escalated_minutes = ?, "
+                    "escalated_to = ? WHERE case_number = ?",
+                    (int(CaseStatus.REFERRED), now_minutes, now_minutes, org_id, number),
+                )
+                db.execute(
+                    "INSERT INTO case_stages (case_number, idx, status, minutes) VALUES (?, "
+                    "(SELECT COALESCE(MAX(idx), -1) + 1 FROM case_stages WHERE case_number = ?),"
+                    " ?, ?)",
+                    (number, number, int(CaseStatus.REFERRED), now_minutes),
+                )
+                self._queue_note(
+                    db,
+                    number,
+                    CaseNote(number, CaseStatus.REFERRED, now_minutes, entry_hash=entry.entry_hash),
+                )
+                record_access(
+                    db,
+                    at=self.clock(),
+                    caseworker="deadline",
+                    case_number=number,
+                    action=AccessAction.ESCALATE,
+                    detail=f"to union {org_id}, " + ("with content" if consent else "no content"),
+                )
+            logger.info(
+                "case %s escalated to union %d (%s)",
+                number,
+                org_id,
+                "content" if consent else "notice",
+            )
+            done.append(number)
+        if done:
+            self.post_pending()
+        return done
+
+    def _fetch_escalations(self) -> int:
+        """Collect what other unions escalated to this one, page by page."""
+        relay = self._relay()
+        count = 0
+        while True:
+            after = int(
+                self._db.execute("SELECT after FROM escalation_cursor WHERE id = 1").fetchone()[0]
+            )
+            try:
+                found, following = relay.escalations(after)
+            except RouteMissing:
+                logger.warning("the relay has no /union/v1/escalations: upgrade the relay")
+                return count
+            with self._tx() as db:
+                for item in found:
+                    try:
+                        opened = open_package(item.package, self.identity.box_private)
+                    except EscalationInvalid as exc:
+                        logger.warning(
+                            "escalation %d from union %d not kept: %s",
+                            item.escalation_id,
+                            item.from_union,
+                            exc,
+                        )
+                        continue
+                    origin = opened.body.get("from")
+                    if not isinstance(origin, dict) or origin.get("id") != item.from_union:
+                        logger.warning(
+                            "escalation %d names another union than the one that sent it: not kept",
+                            item.escalation_id,
+                        )
+                        continue
+                    data = json.dumps(opened.body, ensure_ascii=False).encode("utf-8")
+                    db.execute(
+                        "INSERT OR IGNORE INTO escalations_in (escalation_id, from_union, "
+                        "case_number, signer_key, received_at, body) VALUES (?, ?, ?, ?, ?, ?)",
+                        (
+                            item.escalation_id,
+                            item.from_union,
+                            item.case_number,
+                            opened.signer_key,
+                            item.received_at,
+                            self._seal(data, f"escalations_in.body:{item.escalation_id}"),
+                        ),
+                    )
+                    count += 1
+                db.execute("UPDATE escalation_cursor SET after = ? WHERE id = 1", (following,))
+            if not found or following <= after:
+                return count
+
+    def received_escalations(self) -> list[ReceivedCase]:
+        """Cases other unions passed to this one, newest first (history; the report only
+        if its reporter agreed)."""
+        rows = self._db.execute(
+            "SELECT escalation_id, from_union, case_number, signer_key, received_at, body "
+            "FROM escalations_in ORDER BY escalation_id DESC"
+        ).fetchall()
+        found: list[ReceivedCase] = []
+        for row_id, from_union, number, signer, received_at, body in rows:
+            opened = self._open(body, f"escalations_in.body:{row_id}")
+            assert opened is not None
+            found.append(
+                ReceivedCase(
+                    int(row_id),
+                    int(from_union),
+                    str(number),
+                    fingerprint(bytes(signer)),
+                    float(received_at),
+                    json.loads(opened),
+                )
+            )
+        return found
+
+    # retention ---------------------------------------------------------------------------
+
+    def set_retention_days(self, days: int | None) -> None:
+        """Keep closed and resolved cases ``days`` after their last stage (None: for ever)."""
+        if days is not None and not 1 <= days <= 36_600:
+            raise InboxError("the retention is from 1 day to 100 years (or none: keep for ever)")
+        with self._tx() as db:
+            if days is None:
+                db.execute("DELETE FROM union_settings WHERE name = 'retention_days'")
+            else:
+                db.execute(
+                    "INSERT INTO union_settings (name, value) VALUES ('retention_days', ?) "
+                    "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                    (str(days),),
+                )
+
+    def retention_days(self) -> int | None:
+        """The union's retention for closed cases, in days (None: kept for ever)."""
+        row = self._db.execute(
+            "SELECT value FROM union_settings WHERE name = 'retention_days'"
+        ).fetchone()
+        return None if row is None else int(row[0])
+
+    def purge_due(self, *, by: str = "retention") -> list[str]:
+        """Purge the closed cases past the retention (see the module docstring); returns
+        their numbers. Needs the store unlocked only to read the evidence heads it keeps."""
+        days = self.retention_days()
+        if days is None:
+            return []
+        cutoff = int(self.clock() // 60) - days * 1440
+        due = [
+            str(row[0])
+            for row in self._db.execute(
+                "SELECT case_number FROM cases WHERE purged_minutes IS NULL "
+                "AND status IN (?, ?) AND status_minutes <= ? ORDER BY case_number",
+                (int(CaseStatus.RESOLVED), int(CaseStatus.CLOSED), cutoff),
+            )
+        ]
+        if not due:
+            return []
+        self._require_unlocked()
+        now_minutes = int(self.clock() // 60)
+        for number in due:
+            with self._tx() as db:
+                chain = self._chain(db, number)
+                head = verify_chain(chain, {self.identity.signing_key.verify_key.key: "union"})
+                for table in ("entries", "outgoing", "case_notes"):
+                    db.execute(f"DELETE FROM {table} WHERE case_number = ?", (number,))
+                db.execute("UPDATE reports SET sealed = x'' WHERE case_number = ?", (number,))
+                db.execute("UPDATE lane_reports SET sealed = x'' WHERE case_number = ?", (number,))
+                db.execute(
+                    "UPDATE cases SET crew_name = NULL, crew_document = NULL, reply_key = NULL, "
+                    "receipt_code = 'purged ' || case_number, purged_minutes = ?, "
+                    "purged_head = ? WHERE case_number = ?",
+                    (now_minutes, head, number),
+                )
+                record_access(
+                    db,
+                    at=self.clock(),
+                    caseworker=by,
+                    case_number=number,
+                    action=AccessAction.PURGE,
+                    detail=f"{len(chain)} entries, head {head.hex()}",
+                )
+        self.scrub()
+        logger.info("purged %d closed cases past the retention of %d days", len(due), days)
+        return due
+
+    # outcomes ----------------------------------------------------------------------------
+
+    def set_vessel(self, vessel: int, *, name: str = "", owner: str = "", flag: str = "") -> None:
+        """Record a vessel's name, owner and flag state (for statistics and escalation)."""
+        flag = flag.strip().upper()
+        if flag and (len(flag) != 2 or not flag.isascii() or not flag.isalpha()):
+            raise InboxError(f"flag {flag!r}: give the flag state's two-letter code, e.g. TH")
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO vessels (vessel, name, owner, flag) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (vessel) DO UPDATE SET name = excluded.name, "
+                "owner = excluded.owner, flag = excluded.flag",
+                (vessel, name.strip(), owner.strip(), flag),
+            )
+
+    def vessel_flag(self, vessel: int) -> str:
+        """The vessel's flag state as recorded ('' when not)."""
+        row = self._db.execute("SELECT flag FROM vessels WHERE vessel = ?", (vessel,)).fetchone()
+        return "" if row is None else str(row[0])
+
+    def case_facts(self) -> list[CaseFacts]:
+        """One anonymous :class:`CaseFacts` per case (purged ones too): no text, no reporter."""
+        stages: dict[str, list[tuple[CaseStatus, int]]] = {}
+        for number, status, minutes in self._db.execute(
+            "SELECT case_number, status, minutes FROM case_stages ORDER BY case_number, idx"
+        ):
+            stages.setdefault(number, []).append((CaseStatus(status), int(minutes)))
+        rows = self._db.execute(
+            "SELECT c.case_number, c.vessel, c.category, c.escalated_minutes, "
+            "COALESCE(v.owner, ''), COALESCE(v.flag, '') "
+            "FROM cases c LEFT JOIN vessels v ON v.vessel = c.vessel ORDER BY c.case_number"
+        ).fetchall()
+        return [
+            CaseFacts(
+                vessel=int(vessel),
+                owner=str(owner),
+                flag=str(flag),
+                category=GrievanceCategory[str(category).upper()],
+                stages=tuple(stages[number]),
+                escalated=escalated is not None,
+            )
+            for number, vessel, category, escalated, owner, flag in rows
+            if number in stages
+        ]
+
+    def access_log(self, case_or_receipt: str | None = None) -> list[AccessRecord]:
+        """The access log: one case's rows, or every row, oldest first."""
+        number = None if case_or_receipt is None else self.find(case_or_receipt)
+        return records(self._db, number)
+
+    def log_access(
+        self, case_or_receipt: str, action: AccessAction, *, by: str, detail: str = ""
+    ) -> None:
+        """Record an access made outside the inbox's own calls (e.g. an access-log export)."""
+        number = self.find(case_or_receipt)
+        with self._tx() as db:
+            record_access(
+                db, at=self.clock(), caseworker=by, case_number=number, action=action, detail=detail
+            )
 
     # answering ---------------------------------------------------------------------------
 
-    def reply(self, case_or_receipt: str, text: str, lang: Language | None = None) -> EvidenceEntry:
+    def reply(
+        self,
+        case_or_receipt: str,
+        text: str,
+        lang: Language | None = None,
+        *,
+        by: str = LOCAL_ACTOR,
+    ) -> EvidenceEntry:
         """Write to the reporter (in their language unless told); sealed to their reply key."""
         if not text.strip():
             raise InboxError("the reply is empty; write something for the reporter")
+        self._require_unlocked()
         number = self.find(case_or_receipt)
         with self._tx() as db:
             status, reporter_lang, _ = self._case_state(db, number)
@@ -662,13 +1370,27 @@ class UnionInbox:
                     entry_hash=entry.entry_hash,
                 ),
             )
+            record_access(
+                db,
+                at=self.clock(),
+                caseworker=by,
+                case_number=number,
+                action=AccessAction.REPLY,
+                detail=f"entry {entry.index}",
+            )
         self.post_pending()
         return entry
 
     def set_status(
-        self, case_or_receipt: str, stage: CaseStatus, reason: str | None = None
+        self,
+        case_or_receipt: str,
+        stage: CaseStatus,
+        reason: str | None = None,
+        *,
+        by: str = LOCAL_ACTOR,
     ) -> EvidenceEntry:
         """Move a case to ``stage`` (closing needs a reason); the reporter is told."""
+        self._require_unlocked()
         number = self.find(case_or_receipt)
         with self._tx() as db:
             current, _, _ = self._case_state(db, number)
@@ -685,6 +1407,12 @@ class UnionInbox:
                 "UPDATE cases SET status = ?, status_minutes = ? WHERE case_number = ?",
                 (int(stage), minutes, number),
             )
+            db.execute(
+                "INSERT INTO case_stages (case_number, idx, status, minutes) VALUES "
+                "(?, (SELECT COALESCE(MAX(idx), -1) + 1 FROM case_stages WHERE case_number = ?), "
+                "?, ?)",
+                (number, number, int(stage), minutes),
+            )
             self._queue_note(
                 db,
                 number,
@@ -695,6 +1423,14 @@ class UnionInbox:
                     reason=reason.strip() if reason else None,
                     entry_hash=entry.entry_hash,
                 ),
+            )
+            record_access(
+                db,
+                at=self.clock(),
+                caseworker=by,
+                case_number=number,
+                action=AccessAction.STATUS,
+                detail=f"{STAGE_WORDS[current]} -> {STAGE_WORDS[stage]}",
             )
         self.post_pending()
         return entry
@@ -728,7 +1464,7 @@ class UnionInbox:
             db.execute(
                 "INSERT INTO outgoing (case_number, status, sealed_note, carrier, note_content) "
                 "VALUES (?, ?, ?, 'lane', ?)",
-                (number, int(note.status), b"", content),
+                (number, int(note.status), b"", self._seal(content, f"outgoing.note:{number}")),
             )
             return
         sealed = seal_case_note(note, reply_key) if reply_key else b""
@@ -780,8 +1516,10 @@ class UnionInbox:
             (note_id,),
         ).fetchone()
         if made is None or made_size != size:
+            opened = self._open(content, f"outgoing.note:{number}")
+            assert opened is not None
             try:
-                blocks = lane_note_blocks(bytes(content), bytes(reply_key), size)
+                blocks = lane_note_blocks(opened, bytes(reply_key), size)
             except ProtocolError as exc:
                 raise RelayUnreachable(
                     f"case {number}'s note cannot go down the relay's lane ({exc})"
@@ -806,9 +1544,9 @@ class UnionInbox:
 
     # export and verify -------------------------------------------------------------------
 
-    def export(self, case_or_receipt: str, path: Path) -> int:
+    def export(self, case_or_receipt: str, path: Path, *, by: str = LOCAL_ACTOR) -> int:
         """Write a case's evidence (signed entries + the union's public key) to ``path``."""
-        view = self.show(case_or_receipt)
+        view = self._view(case_or_receipt)
         verify = self.identity.signing_key.verify_key.key
         document = {
             "format": EXPORT_FORMAT,
@@ -824,7 +1562,65 @@ class UnionInbox:
         tmp = path.with_name(path.name + ".tmp")
         tmp.write_text(json.dumps(document, ensure_ascii=False, indent=1), encoding="utf-8")
         os.replace(tmp, path)
+        with self._tx() as db:
+            record_access(
+                db,
+                at=self.clock(),
+                caseworker=by,
+                case_number=view.summary.case_number,
+                action=AccessAction.EXPORT,
+                detail=f"{len(view.entries)} entries",
+            )
         return len(view.entries)
+
+
+#: The columns that hold what someone wrote: (select ids + value, update, place of a row).
+_SEALED_COLUMNS: tuple[tuple[str, str, Callable[..., str]], ...] = (
+    (
+        "SELECT case_number, idx, data FROM entries",
+        "UPDATE entries SET data = ? WHERE case_number = ? AND idx = ?",
+        lambda number, idx: f"entries.data:{number}:{idx}",
+    ),
+    (
+        "SELECT case_number, crew_name FROM cases",
+        "UPDATE cases SET crew_name = ? WHERE case_number = ?",
+        lambda number: f"cases.crew_name:{number}",
+    ),
+    (
+        "SELECT case_number, crew_document FROM cases",
+        "UPDATE cases SET crew_document = ? WHERE case_number = ?",
+        lambda number: f"cases.crew_document:{number}",
+    ),
+    (
+        "SELECT vessel, message_seq, sealed FROM reports",
+        "UPDATE reports SET sealed = ? WHERE vessel = ? AND message_seq = ?",
+        lambda vessel, seq: f"reports.sealed:{vessel}:{seq}",
+    ),
+    (
+        "SELECT vessel, report_id, sealed FROM lane_reports",
+        "UPDATE lane_reports SET sealed = ? WHERE vessel = ? AND report_id = ?",
+        lambda vessel, report_id: f"lane_reports.sealed:{vessel}:{bytes(report_id).hex()}",
+    ),
+    (
+        "SELECT note_id, case_number, note_content FROM outgoing",
+        "UPDATE outgoing SET note_content = ? WHERE note_id = ? AND case_number = ?",
+        lambda _note_id, number: f"outgoing.note:{number}",
+    ),
+    (
+        "SELECT escalation_id, body FROM escalations_in",
+        "UPDATE escalations_in SET body = ? WHERE escalation_id = ?",
+        lambda row_id: f"escalations_in.body:{row_id}",
+    ),
+    (
+        "SELECT note_id, case_number, text FROM case_notes",
+        "UPDATE case_notes SET text = ? WHERE note_id = ? AND case_number = ?",
+        lambda note_id, number: f"case_notes.text:{number}:{note_id}",
+    ),
+)
+
+
+def _day(minutes: int) -> str:
+    return datetime.datetime.fromtimestamp(minutes * 60, datetime.UTC).strftime("%Y-%m-%d")
 
 
 def reporter_key(chain: list[EvidenceEntry] | tuple[EvidenceEntry, ...]) -> bytes | None:

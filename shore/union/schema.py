@@ -15,6 +15,19 @@ NOT EXISTS``), so a union.db of that time adopts it without losing a row.
     lane_cursor    the last uplink lane block id read (``/union/v1/lane?after=``)
     lane_fragments pieces of lane reports not complete yet (the reassembly's durable copy)
     lane_reports   lane reports put together (or refused), once per (vessel, report id)
+    access_log     who opened, exported, replied to or changed which case (append-only)
+    case_notes     caseworkers' internal notes on a case (never sent to the reporter)
+    vault          the store key's salt, Argon2id settings and check value (one row, or none
+                   while the store is not encrypted: :mod:`shore.union.vault`)
+    case_stages    each stage a case reached and when (statistics; kept after a purge)
+    vessels        the union's own record of a vessel's name, owner and flag (statistics)
+    union_settings the union's choices (``retention_days``)
+    escalation_routes  the second organisation per vessel or flag state, and the deadline
+    escalations_in     cases other unions passed to this one (opened packages)
+    escalation_cursor  the last escalation id read (``/union/v1/escalations?after=``)
+
+Statements are separated by a semicolon at the end of a line (a trigger's body keeps its
+own semicolons on one line).
 """
 
 from __future__ import annotations
@@ -99,6 +112,103 @@ CREATE TABLE lane_reports (
 )
 """,
     ),
+    (
+        # the caseworker tool: assignment, internal notes, the access log, the store key
+        "0003_caseworkers",
+        """
+ALTER TABLE cases ADD COLUMN assignee TEXT;
+CREATE TABLE access_log (
+    seq INTEGER PRIMARY KEY,
+    at REAL NOT NULL,
+    caseworker TEXT NOT NULL,
+    case_number TEXT NOT NULL,
+    action TEXT NOT NULL,
+    detail TEXT NOT NULL,
+    previous BLOB NOT NULL,
+    hash BLOB NOT NULL
+);
+CREATE INDEX access_log_case ON access_log (case_number, seq);
+CREATE TRIGGER access_log_no_update BEFORE UPDATE ON access_log
+BEGIN SELECT RAISE(ABORT, 'the access log is append-only'); END;
+CREATE TRIGGER access_log_no_delete BEFORE DELETE ON access_log
+BEGIN SELECT RAISE(ABORT, 'the access log is append-only'); END;
+CREATE TABLE case_notes (
+    note_id INTEGER PRIMARY KEY AUTOINCREMENT,
+    case_number TEXT NOT NULL REFERENCES cases (case_number),
+    caseworker TEXT NOT NULL,
+    at REAL NOT NULL,
+    text BLOB NOT NULL
+);
+CREATE TABLE vault (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    salt BLOB NOT NULL,
+    time_cost INTEGER NOT NULL,
+    memory_kib INTEGER NOT NULL,
+    parallelism INTEGER NOT NULL,
+    check_value BLOB NOT NULL,
+    made_at REAL NOT NULL
+)
+""",
+    ),
+    (
+        # outcomes: stage history (cases from before: received, then their stage as it
+        # stands), vessels' owners and flags, escalation and purge marks, settings
+        "0004_outcomes",
+        """
+CREATE TABLE case_stages (
+    case_number TEXT NOT NULL,
+    idx INTEGER NOT NULL,
+    status INTEGER NOT NULL,
+    minutes INTEGER NOT NULL,
+    PRIMARY KEY (case_number, idx)
+);
+INSERT INTO case_stages (case_number, idx, status, minutes)
+    SELECT case_number, 0, 1, opened_minutes FROM cases;
+INSERT INTO case_stages (case_number, idx, status, minutes)
+    SELECT case_number, 1, status, status_minutes FROM cases WHERE status != 1;
+CREATE TABLE vessels (
+    vessel INTEGER PRIMARY KEY,
+    name TEXT NOT NULL DEFAULT '',
+    owner TEXT NOT NULL DEFAULT '',
+    flag TEXT NOT NULL DEFAULT ''
+);
+ALTER TABLE cases ADD COLUMN escalated_minutes INTEGER;
+ALTER TABLE cases ADD COLUMN purged_minutes INTEGER;
+CREATE TABLE union_settings (
+    name TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+ALTER TABLE cases ADD COLUMN purged_head BLOB
+""",
+    ),
+    (
+        # deadlines and escalation: consent from the report, routes, received escalations
+        "0005_escalation",
+        """
+ALTER TABLE cases ADD COLUMN consent_to_escalate INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE cases ADD COLUMN escalated_to INTEGER;
+CREATE TABLE escalation_routes (
+    scope TEXT PRIMARY KEY,
+    org_union_id INTEGER NOT NULL,
+    org_name TEXT NOT NULL,
+    org_box_public BLOB NOT NULL,
+    deadline_days INTEGER NOT NULL
+);
+CREATE TABLE escalations_in (
+    escalation_id INTEGER PRIMARY KEY,
+    from_union INTEGER NOT NULL,
+    case_number TEXT NOT NULL,
+    signer_key BLOB NOT NULL,
+    received_at REAL NOT NULL,
+    body BLOB NOT NULL
+);
+CREATE TABLE escalation_cursor (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    after INTEGER NOT NULL
+);
+INSERT INTO escalation_cursor (id, after) VALUES (1, 0)
+""",
+    ),
 )
 
 
@@ -116,7 +226,7 @@ def migrate(db: sqlite3.Connection) -> list[str]:
             if db.execute("SELECT 1 FROM union_migrations WHERE name = ?", (name,)).fetchone():
                 db.execute("ROLLBACK")
                 continue
-            for statement in sql.split(";"):
+            for statement in sql.split(";\n"):
                 if statement.strip():
                     db.execute(statement)
             db.execute(

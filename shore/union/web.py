@@ -13,15 +13,31 @@ Pages::
                                   mode A/B signer, timeline, evidence status
     POST /cases/{case}/reply      write to the reporter
     POST /cases/{case}/status     move the case on (closing needs a reason)
+    POST /cases/{case}/assign     assign the case to a caseworker (or to nobody)
+    POST /cases/{case}/notes      an internal note (caseworkers only, never to the reporter)
     GET  /cases/{case}/export     the same file as ``union export`` (a download)
+    GET  /cases/{case}/access.csv, .json   the case's access log (a download)
+    GET  /access.csv, /access.json         the whole access log (a download)
+    GET  /unlock, POST /unlock    the store's passphrase, while the store is locked
+    GET  /escalations             cases other unions escalated to this one (history; the
+                                  report if its reporter agreed), and this union's routes
+    GET  /statistics?from=YYYY-MM&to=YYYY-MM   grievance statistics (UNGP 31), anonymous
+    GET  /statistics.json, /statistics.csv     the same, signed JSON or CSV (a download)
     GET  /alerts                  "lane silent" and "vessel silent" alerts ("crew member
                                   silent" for vessels still on daily slots)
 
 Caseworkers log in with the Argon2id hashes kept in ``caseworkers.txt`` in the union's
 directory (0600; ``vessel-relay union user add NAME``; the format of
 :mod:`common.passwords`; scrypt lines from before 2026-12 sign in and are upgraded then).
-Sign-ins follow :mod:`common.logins` (wrong passwords paused per caseworker name and per
-address; the answer never says whether a name exists). Every response carries
+Sign-ins need the password *and* the caseworker's TOTP code (:mod:`shore.union.totp`;
+a caseworker who is not enrolled cannot sign in) and follow :mod:`common.logins` (wrong
+passwords or codes paused per caseworker name and per address; the answer never says
+whether a name exists, nor which secret was wrong). While the union's store is encrypted and
+locked (:mod:`shore.union.vault`), every page but ``/unlock`` sends the signed-in caseworker
+there: no report is shown until the passphrase is entered (wrong passphrases are paused by
+the same :class:`~common.signins.SignInGuard` rule). Every open, export, reply, stage change,
+assignment and note is in the access log (:mod:`shore.union.access_log`) under the
+caseworker's name, shown on the case page. Every response carries
 ``Cache-Control: no-store``; every form, the login form included, the CSRF token of
 :mod:`common.csrf`. Every request body is bounded (a reply's form at most
 :data:`REPLY_BODY_BYTES`, any other :data:`BODY_BYTES`, refused before it is read), and every
@@ -59,9 +75,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from common.csrf import csrf_ok, csrf_token, new_session_token
 from common.http import BodyLimit, RequestRefused, read_form
-from common.logins import ADDRESS_POLICY, Logins, SignInThrottled
+from common.logins import ADDRESS_POLICY, Logins
 from common.passwords import PasswordBook, PasswordFileError, PasswordRefused, set_password
-from common.signins import SignInGuard
+from common.signins import SignInGuard, SignInThrottled
 from protocol.cases import STAGE_WORDS, TRANSITIONS, format_receipt_code, parse_stage
 from protocol.envelopes import CaseStatus
 from protocol.errors import ProtocolError
@@ -69,8 +85,12 @@ from protocol.evidence import EntryKind, fingerprint
 from protocol.languages import Language
 from protocol.limits import DEFAULT_LIMITS
 from protocol.sealing import GrievanceCategory
+from shore.union.access_log import AccessAction, to_csv, to_json
 from shore.union.client import RelayUnreachable
-from shore.union.inbox import InboxError, UnionInbox
+from shore.union.inbox import NOTE_MAX_CHARS, InboxError, UnionInbox
+from shore.union.statistics import make_statistics, statistics_files, year_to_date
+from shore.union.totp import SecondFactorBook
+from shore.union.vault import VaultError, WrongPassphrase
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +99,7 @@ CASEWORKERS = "caseworkers.txt"
 Handler = Callable[[Request], Awaitable[Response]]
 _T = TypeVar("_T")
 #: What a caseworker can fix by reading the message (shown on the page, not a crash).
-_USER_ERRORS = (InboxError, RelayUnreachable, ProtocolError)
+_USER_ERRORS = (InboxError, RelayUnreachable, ProtocolError, VaultError)
 #: Longest reply to a reporter, in characters (the protocol's bound on one text).
 REPLY_MAX_CHARS = DEFAULT_LIMITS.max_text_chars
 #: Largest reply form: the longest reply, each character percent-encoded (up to 12 bytes).
@@ -155,6 +175,10 @@ class UnionWebSettings:
     #: Wrong passwords per caseworker name, and per client address (:mod:`common.logins`).
     name_guard: SignInGuard = field(default_factory=SignInGuard)
     address_guard: SignInGuard = field(default_factory=lambda: SignInGuard(ADDRESS_POLICY))
+    #: The caseworkers' TOTP secrets (:mod:`shore.union.totp`); nobody enrolled: no sign-in.
+    second_factor: SecondFactorBook = field(default_factory=lambda: SecondFactorBook({}))
+    #: Wrong passphrases at ``/unlock`` (one count for the whole store).
+    unlock_guard: SignInGuard = field(default_factory=SignInGuard)
 
 
 class NoStore:
@@ -227,7 +251,9 @@ def create_app(
     lock = asyncio.Lock()
     workers = settings.caseworkers
     book = workers if isinstance(workers, PasswordBook) else PasswordBook(workers)
-    logins = Logins(book, settings.name_guard, settings.address_guard)
+    logins = Logins(
+        book, settings.name_guard, settings.address_guard, second_factor=settings.second_factor
+    )
 
     async def call(function: Callable[..., _T], *args: Any) -> _T:
         async with lock:
@@ -268,13 +294,18 @@ def create_app(
         }.get(exc.status_code, "This request cannot be answered.")
         return refused_page(RequestRefused(sentence, status=exc.status_code, code="bad-route"))
 
-    def login_required(handler: Handler) -> Handler:
+    def login_required(handler: Handler, *, unlocked: bool = True) -> Handler:
         async def guarded(request: Request) -> Response:
             if request.session.get("caseworker") not in book:
                 return RedirectResponse("/login", status_code=303)
+            if unlocked and inbox.locked:
+                return RedirectResponse("/unlock", status_code=303)
             return await handler(request)
 
         return guarded
+
+    def who(request: Request) -> str:
+        return str(request.session["caseworker"])
 
     async def form_with_token(request: Request) -> dict[str, str] | None:
         form = await read_form(request)
@@ -297,9 +328,10 @@ def create_app(
                 request, "login.html", status=403, error="The form expired; please log in again."
             )
         name, password = form.get("caseworker", ""), form.get("password", "")
+        code = form.get("code", "")[:16]
         address = request.client.host if request.client else "unknown"
         try:
-            right = await logins.sign_in(name, password, address)
+            right = await logins.sign_in(name, password, address, code)
         except SignInThrottled as paused:
             log.warning("union web: sign-in paused after wrong passwords")
             response = render(
@@ -313,7 +345,13 @@ def create_app(
             return response
         if not right:
             log.warning("union web: failed login")
-            return render(request, "login.html", status=401, error="Wrong caseworker or password.")
+            return render(
+                request,
+                "login.html",
+                status=401,
+                error="Wrong caseworker, password or code. The code is the six digits your "
+                "authenticator app shows now; a code signs in once.",
+            )
         request.session.clear()
         request.session["caseworker"] = name
         new_session_token(request.session)
@@ -329,6 +367,42 @@ def create_app(
         request.session.clear()
         return RedirectResponse("/login", status_code=303)
 
+    async def unlock_page(request: Request) -> Response:
+        if not inbox.locked:
+            return RedirectResponse("/", status_code=303)
+        return render(request, "unlock.html", error=None)
+
+    async def unlock(request: Request) -> Response:
+        form = await form_with_token(request)
+        if form is None:
+            return forged()
+        if not inbox.locked:
+            return RedirectResponse("/", status_code=303)
+        try:
+            attempt = settings.unlock_guard.begin("store")
+        except SignInThrottled as paused:
+            response = render(
+                request,
+                "unlock.html",
+                status=429,
+                error=f"Too many wrong passphrases. Try again in {paused.retry_after_minutes} "
+                "minute(s).",
+            )
+            response.headers["Retry-After"] = str(math.ceil(paused.retry_after_s))
+            return response
+        with attempt:
+            try:
+                await call(inbox.unlock, form.get("passphrase", "")[:1024])
+            except WrongPassphrase:
+                attempt.failed()
+                log.warning("union web: wrong store passphrase")
+                return render(
+                    request, "unlock.html", status=401, error="That passphrase is not right."
+                )
+            attempt.succeeded()
+        log.info("union web: store unlocked")
+        return RedirectResponse("/", status_code=303)
+
     async def case_list(request: Request) -> Response:
         query = request.query_params
         vessel = _id_or_none(query.get("vessel"))
@@ -339,6 +413,7 @@ def create_app(
         stage = parse_stage(stage_word) if stage_word in STAGE_WORDS.values() else None
         newer = _days_or_none(query.get("newer_than"))
         older = _days_or_none(query.get("older_than"))
+        mine = query.get("mine") == "1"
         rows = await call(
             lambda: inbox.cases(
                 vessel=vessel,
@@ -346,6 +421,7 @@ def create_app(
                 older_than_days=older,
                 newer_than_days=newer,
                 status=stage,
+                assignee=who(request) if mine else None,
             )
         )
         return render(
@@ -360,6 +436,7 @@ def create_app(
                 "stage": stage_word if stage else "",
                 "newer_than": query.get("newer_than", ""),
                 "older_than": query.get("older_than", ""),
+                "mine": mine,
             },
             pending=await call(inbox.pending_notes),
         )
@@ -381,7 +458,9 @@ def create_app(
     async def case_page(request: Request) -> Response:
         number = _case_in_path(request)
         try:
-            view = await call(inbox.show, number)
+            view = await call(lambda: inbox.show(number, by=who(request)))
+            notes = await call(inbox.notes, number)
+            accesses = await call(inbox.access_log, number)
         except _USER_ERRORS as exc:
             return render(request, "missing.html", status=404, message=str(exc))
         current = view.summary.status
@@ -396,6 +475,9 @@ def create_app(
             next_stages=[STAGE_WORDS[s] for s in sorted(TRANSITIONS[current])],
             languages=[lang.code for lang in Language if lang is not Language.UND],
             pending=await call(inbox.pending_notes),
+            notes=notes,
+            accesses=accesses,
+            caseworkers=sorted(book),
         )
 
     def case_action(kind: str) -> Handler:
@@ -413,7 +495,7 @@ def create_app(
                             f"the reply has {len(text):,} characters; a reply may have at most "
                             f"{REPLY_MAX_CHARS:,}: shorten it or send it in parts"
                         )
-                    entry = await call(inbox.reply, number, text, language)
+                    entry = await call(lambda: inbox.reply(number, text, language, by=who(request)))
                     done = f"Reply recorded (entry {entry.index})"
                 else:
                     stage = _stage_or_refuse(form.get("stage", ""))
@@ -422,7 +504,9 @@ def create_app(
                         raise InboxError(
                             f"the reason may have at most {REASON_MAX_CHARS:,} characters"
                         )
-                    entry = await call(inbox.set_status, number, stage, reason)
+                    entry = await call(
+                        lambda: inbox.set_status(number, stage, reason, by=who(request))
+                    )
                     done = f"Case is now {STAGE_WORDS[stage]} (entry {entry.index})"
             except _USER_ERRORS as exc:
                 request.session["problem"] = str(exc)
@@ -439,6 +523,115 @@ def create_app(
 
         return act
 
+    def case_tool(kind: str) -> Handler:
+        """Assignment and internal notes: caseworkers' own work, nothing to the reporter."""
+
+        async def act(request: Request) -> Response:
+            form = await form_with_token(request)
+            if form is None:
+                return forged()
+            number = _case_in_path(request)
+            try:
+                if kind == "assign":
+                    chosen = form.get("caseworker", "")
+                    if chosen and chosen not in book:
+                        raise InboxError("that caseworker does not exist; pick one from the list")
+                    await call(lambda: inbox.assign(number, chosen or None, by=who(request)))
+                    done = f"Assigned to {chosen}." if chosen else "Assigned to nobody."
+                else:
+                    text = form.get("text", "")
+                    if len(text) > NOTE_MAX_CHARS:
+                        raise InboxError(f"a note may have at most {NOTE_MAX_CHARS:,} characters")
+                    await call(lambda: inbox.add_note(number, text, by=who(request)))
+                    done = "Note kept (caseworkers only; the reporter never sees it)."
+            except _USER_ERRORS as exc:
+                request.session["problem"] = str(exc)
+            else:
+                request.session["flash"] = done
+                log.info("union web: %s on case %s", kind, number)
+            return RedirectResponse(f"/cases/{number}", status_code=303)
+
+        return act
+
+    def access_export(kind: str, *, whole: bool) -> Handler:
+        async def download(request: Request) -> Response:
+            try:
+                number = None if whole else await call(inbox.find, _case_in_path(request))
+                if number is not None:  # logged first: the download shows its own export
+                    case = number
+                    await call(
+                        lambda: inbox.log_access(
+                            case, AccessAction.EXPORT, by=who(request), detail="access log"
+                        )
+                    )
+                rows = await call(inbox.access_log, number)
+            except _USER_ERRORS as exc:
+                return render(request, "missing.html", status=404, message=str(exc))
+            body = to_csv(rows) if kind == "csv" else to_json(rows)
+            name = "access-log" if number is None else f"access-{number}"
+            return Response(
+                body,
+                media_type="text/csv; charset=utf-8" if kind == "csv" else "application/json",
+                headers={"Content-Disposition": f'attachment; filename="{name}.{kind}"'},
+            )
+
+        return download
+
+    async def escalations_page(request: Request) -> Response:
+        received = await call(inbox.received_escalations)
+        routes = await call(inbox.escalation_routes)
+        return render(request, "escalations.html", received=received, routes=routes)
+
+    def statistics_period(request: Request) -> tuple[str, str]:
+        first, last = year_to_date(clock())
+        chosen_first = request.query_params.get("from", "")[:7] or first
+        chosen_last = request.query_params.get("to", "")[:7] or last
+        return chosen_first, chosen_last
+
+    async def statistics_page(request: Request) -> Response:
+        first, last = statistics_period(request)
+        try:
+            document = await call(
+                lambda: make_statistics(inbox, first_month=first, last_month=last)
+            )
+        except _USER_ERRORS as exc:
+            request.session["problem"] = str(exc)
+            first, last = year_to_date(clock())
+            document = await call(
+                lambda: make_statistics(inbox, first_month=first, last_month=last)
+            )
+        body = document["statistics"]
+        return render(
+            request,
+            "statistics.html",
+            body=body,
+            first=first,
+            last=last,
+            signer=fingerprint(inbox.identity.signing_key.verify_key.key),
+        )
+
+    def statistics_download(kind: str) -> Handler:
+        async def download(request: Request) -> Response:
+            first, last = statistics_period(request)
+            try:
+                document = await call(
+                    lambda: make_statistics(inbox, first_month=first, last_month=last)
+                )
+            except _USER_ERRORS as exc:
+                return render(request, "missing.html", status=404, message=str(exc))
+            as_json, as_csv = statistics_files(document)
+            log.info("union web: statistics %s to %s downloaded as %s", first, last, kind)
+            return Response(
+                as_json if kind == "json" else as_csv,
+                media_type="application/json" if kind == "json" else "text/csv; charset=utf-8",
+                headers={
+                    "Content-Disposition": f'attachment; filename="grievance-statistics-'
+                    f'{first}-{last}.{kind}"'
+                },
+            )
+
+        return download
+
     async def export(request: Request) -> Response:
         number = _case_in_path(request)
 
@@ -446,7 +639,7 @@ def create_app(
             found = inbox.find(number)
             with tempfile.TemporaryDirectory(dir=inbox.identity.directory) as folder:
                 path = Path(folder) / "export.json"
-                inbox.export(found, path)
+                inbox.export(found, path, by=who(request))
                 return found, path.read_bytes()
 
         try:
@@ -486,6 +679,14 @@ def create_app(
         Route("/login", login_page, methods=["GET"]),
         Route("/login", login, methods=["POST"]),
         Route("/logout", logout, methods=["POST"]),
+        Route("/unlock", login_required(unlock_page, unlocked=False), methods=["GET"]),
+        Route("/unlock", login_required(unlock, unlocked=False), methods=["POST"]),
+        Route("/escalations", login_required(escalations_page)),
+        Route("/statistics", login_required(statistics_page, unlocked=False)),
+        Route("/statistics.json", login_required(statistics_download("json"), unlocked=False)),
+        Route("/statistics.csv", login_required(statistics_download("csv"), unlocked=False)),
+        Route("/access.csv", login_required(access_export("csv", whole=True))),
+        Route("/access.json", login_required(access_export("json", whole=True))),
         Route("/", login_required(case_list)),
         Route("/fetch", login_required(fetch_now), methods=["POST"]),
         Route("/alerts", login_required(alerts)),
@@ -493,6 +694,10 @@ def create_app(
         Route("/cases/{case}/export", login_required(export)),
         Route("/cases/{case}/reply", login_required(case_action("reply")), methods=["POST"]),
         Route("/cases/{case}/status", login_required(case_action("status")), methods=["POST"]),
+        Route("/cases/{case}/assign", login_required(case_tool("assign")), methods=["POST"]),
+        Route("/cases/{case}/notes", login_required(case_tool("notes")), methods=["POST"]),
+        Route("/cases/{case}/access.csv", login_required(access_export("csv", whole=False))),
+        Route("/cases/{case}/access.json", login_required(access_export("json", whole=False))),
     ]
     middleware = [
         Middleware(NoStore),

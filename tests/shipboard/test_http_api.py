@@ -199,6 +199,28 @@ async def test_anonymous_report_carries_no_name(
     assert opened.crew_document is None
 
 
+async def test_consent_to_escalation_travels_inside_the_seal(
+    api: httpx.AsyncClient, crew: Crew, outbox: Outbox, codebook: Codebook
+) -> None:
+    """A reporter who agrees that an unanswered report may go to the union's second
+    organisation says so at filing; the agreement is sealed with the report (only the union
+    reads it). Without the field the report carries no agreement; a non-boolean is refused."""
+    auth = await _login(api, crew)
+    base = {"union": 1, "category": 5, "text": "beaten", "lang": "eng", "anonymous": False}
+    refused = await api.post(
+        "/api/grievances", json=base | {"consent_to_escalate": "yes"}, headers=auth
+    )
+    _problem(refused, 400)
+    agreed = await api.post(
+        "/api/grievances", json=base | {"consent_to_escalate": True}, headers=auth
+    )
+    assert agreed.status_code == 201
+    silent = await api.post("/api/grievances", json=base | {"text": "threatened"}, headers=auth)
+    assert silent.status_code == 201
+    consent = {r.text: r.consent_to_escalate for r in _open_reports(outbox, codebook)}
+    assert consent == {"beaten": True, "threatened": False}
+
+
 async def test_contacts_added_on_the_page(api: httpx.AsyncClient, crew: Crew) -> None:
     """A crew member adds their sister's number on the page, then can write to her."""
     auth = await _login(api, crew)

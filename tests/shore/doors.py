@@ -9,12 +9,13 @@ from __future__ import annotations
 import re
 import secrets
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import pyotp
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from common.codebooks import default_codebook
@@ -29,6 +30,7 @@ from shore.replies import ContactInfo, SmsWebhook, SmsWebhookConfig
 from shore.store import SqliteStore
 from shore.union.inbox import UnionInbox
 from shore.union.keys import init_union, load_union
+from shore.union.totp import SecondFactorBook
 from shore.union.web import UnionWebSettings
 from shore.union.web import create_app as create_union_web
 from shore.union_api import UnionAccount, make_union_api
@@ -77,6 +79,17 @@ class Door:
     login_name: str = ""
     name_guard: SignInGuard | None = None
     extra: dict[str, object] = field(default_factory=dict)
+    #: For a door with a second factor: a fresh, unused TOTP code for a login name.
+    next_code: Callable[[str], str] | None = None
+
+    def login_form(self, name: str, password: str, csrf: str | None) -> dict[str, str]:
+        """The login form's fields (with a fresh code where the door asks for one)."""
+        form = {self.login_field: name, "password": password}
+        if csrf is not None:
+            form["csrf"] = csrf
+        if self.next_code is not None:
+            form["code"] = self.next_code(name)
+        return form
 
     def limit_for(self, path: str) -> int:
         best = ""
@@ -205,8 +218,20 @@ async def union_web_door(
     inbox = UnionInbox(load_union(union.directory), default_codebook())
     guard = guard or SignInGuard()
     book = caseworkers if caseworkers is not None else {"thida": hash_password(PASSWORD)}
+    # every caseworker enrolled; each code asked for is of the next 30-second step, so a
+    # test's sign-ins never reuse a code (a used code is refused)
+    secret = pyotp.random_base32(32)
+    now = [time.time()]
+    second = SecondFactorBook(dict.fromkeys(book, secret), clock=lambda: now[0])
+
+    def next_code(name: str) -> str:
+        now[0] += 30
+        return pyotp.TOTP(secret).at(now[0])
+
     try:
-        app = create_union_web(inbox, UnionWebSettings(book, name_guard=guard))
+        app = create_union_web(
+            inbox, UnionWebSettings(book, name_guard=guard, second_factor=second)
+        )
         yield Door(
             "union web app",
             app,
@@ -223,6 +248,7 @@ async def union_web_door(
             login_name="thida",
             name_guard=guard,
             extra={"inbox": inbox},
+            next_code=next_code,
         )
     finally:
         inbox.close()
@@ -255,9 +281,7 @@ async def form_token(client: httpx.AsyncClient) -> str:
 async def log_in(client: httpx.AsyncClient, door: Door, password: str = PASSWORD) -> str:
     """Sign in to a web app; returns the session's new CSRF token."""
     token = await form_token(client)
-    answer = await client.post(
-        "/login", data={door.login_field: door.login_name, "password": password, "csrf": token}
-    )
+    answer = await client.post("/login", data=door.login_form(door.login_name, password, token))
     assert answer.status_code == 303, answer.text
     page = await client.get("/")
     found = re.search(r'name="csrf" value="([^"]+)"', page.text)

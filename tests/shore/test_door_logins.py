@@ -55,9 +55,7 @@ async def try_login(
     client: httpx.AsyncClient, door: Door, name: str, password: str
 ) -> httpx.Response:
     token = await form_token(client)
-    return await client.post(
-        "/login", data={door.login_field: name, "password": password, "csrf": token}
-    )
+    return await client.post("/login", data=door.login_form(name, password, token))
 
 
 @pytest.mark.parametrize("make", DOORS, ids=IDS)
@@ -204,14 +202,7 @@ async def test_a_page_is_served_while_a_password_is_being_hashed(
             ):
                 token = await form_token(first)
                 signing_in = asyncio.ensure_future(
-                    first.post(
-                        "/login",
-                        data={
-                            door.login_field: door.login_name,
-                            "password": PASSWORD,
-                            "csrf": token,
-                        },
-                    )
+                    first.post("/login", data=door.login_form(door.login_name, PASSWORD, token))
                 )
                 async with asyncio.timeout(10):
                     await hashing.wait()

@@ -515,8 +515,8 @@ def _lane_of(vessel: Vessel) -> list[LaneBlock]:
 
 def test_a_union_app_newer_than_its_relay_still_fetches(tmp_path: Path) -> None:
     """The union upgrades its app before the relay operator upgrades the relay (no lane
-    routes yet): fetch still takes the reports that come whole, and says the relay is
-    older instead of failing."""
+    or escalation routes yet): fetch still takes the reports that come whole, and says the
+    relay is older instead of failing."""
     identity = init_union(tmp_path / "union", 7, "Fishers' Union", "http://relay.invalid")
     asked: list[str] = []
 
@@ -534,7 +534,8 @@ def test_a_union_app_newer_than_its_relay_still_fetches(tmp_path: Path) -> None:
         inbox.close()
         client.close()
     assert (result.new_cases, result.lane_blocks) == (0, 0)
-    assert asked == ["/union/v1/reports", "/union/v1/lane"]
+    # escalations, newer still, are asked for too and their absence is said, not fatal
+    assert asked == ["/union/v1/reports", "/union/v1/lane", "/union/v1/escalations"]
 
 
 async def test_a_report_that_cannot_be_filed_is_kept_with_its_reason(world: World) -> None:

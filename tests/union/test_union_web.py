@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
+import pyotp
 import pytest
 import uvicorn
 from playwright.async_api import Browser, Page, async_playwright
@@ -40,6 +41,7 @@ from shore.store import SqliteStore, VesselInfo
 from shore.union.client import RelayClient
 from shore.union.inbox import UnionInbox, verify_export
 from shore.union.keys import init_union, load_union
+from shore.union.totp import SecondFactorBook
 from shore.union.web import UnionWebSettings, create_app, read_caseworkers
 from shore.union_api import UnionAccount, make_union_api, silence_alert_source
 from tests.kit.ports import free_port
@@ -67,6 +69,8 @@ class UnionSite:
     world: World
     url: str
     inbox: UnionInbox
+    #: thida's TOTP, as her authenticator app holds it (from the otpauth URI shown once)
+    totp: pyotp.TOTP
 
 
 async def _serve(app: object, port: int) -> tuple[uvicorn.Server, asyncio.Task[None]]:
@@ -96,6 +100,10 @@ async def site(tmp_path: Path) -> AsyncIterator[UnionSite]:
     )
     assert added.exit_code == 0, added.output
     assert "caseworker thida saved" in added.output
+    uri = re.search(r"otpauth://totp/\S+", added.output)
+    assert uri is not None, added.output
+    totp = pyotp.parse_uri(uri[0])
+    assert isinstance(totp, pyotp.TOTP)
     store = await SqliteStore.open(tmp_path / "relay.db")
     info = VesselInfo("Sea Star", "TH", "TH-0042", "Owner Co", unions=(7,))
     vessel_id = await store.add_vessel(info, VESSEL_KEY.verify_key.key, NOW)
@@ -116,11 +124,14 @@ async def site(tmp_path: Path) -> AsyncIterator[UnionSite]:
     )
     relay, relay_task = await _serve(api, relay_port)
     inbox = UnionInbox(load_union(union.directory), default_codebook(), client=RelayClient(union))
-    settings = UnionWebSettings(read_caseworkers(union.directory))
+    settings = UnionWebSettings(
+        read_caseworkers(union.directory),
+        second_factor=SecondFactorBook.load(union.directory),
+    )
     web, web_task = await _serve(create_app(inbox, settings), web_port)
     world = World(store, vessel_id, outbox, intake, union.directory, tmp_path, relay_port)
     try:
-        yield UnionSite(world, f"http://127.0.0.1:{web_port}", inbox)
+        yield UnionSite(world, f"http://127.0.0.1:{web_port}", inbox, totp)
     finally:
         web.should_exit = relay.should_exit = True
         await web_task
@@ -190,10 +201,13 @@ async def test_caseworker_fetches_filters_answers_and_exports_a_case(
     assert page.url.endswith("/login")
     await page.fill("input[name=caseworker]", "thida")
     await page.fill("input[name=password]", "not the password")
+    await page.fill("input[name=code]", site.totp.now())
     await page.click("button[type=submit]")
-    assert await page.get_by_role("alert").inner_text() == "Wrong caseworker or password."
+    alert = await page.get_by_role("alert").inner_text()
+    assert alert.startswith("Wrong caseworker, password or code.")
     await page.fill("input[name=caseworker]", "thida")
     await page.fill("input[name=password]", PASSWORD)
+    await page.fill("input[name=code]", site.totp.now())
     await page.click("button[type=submit]")
     assert await page.locator("#cases tbody").inner_text() == "No cases."
 
@@ -294,7 +308,13 @@ async def test_pages_need_a_login_forms_a_token_and_nothing_is_cached(site: Unio
         token = re.search(r'name="csrf" value="([^"]+)"', login_page.text)
         assert token is not None
         await http.post(
-            "/login", data={"caseworker": "thida", "password": PASSWORD, "csrf": token[1]}
+            "/login",
+            data={
+                "caseworker": "thida",
+                "password": PASSWORD,
+                "code": site.totp.now(),
+                "csrf": token[1],
+            },
         )
         listed = await http.get("/")
         assert listed.status_code == 200
