@@ -809,11 +809,10 @@ class MailSender:
         A :class:`RenderedMail` goes as its bytes, to its own recipient unless ``recipient``
         is given, from ``envelope_from`` or its sender (a message's ``From``, as for an
         ``EmailMessage``); being 7-bit text, without ``BODY=8BITMIME``."""
-        recipients = [recipient] if recipient is not None else None
         # A kept session may have been dropped by the server while idle; each such one is
         # closed, so this ends with a new session at the latest.
         for _ in range(self.config.connections + 1):
-            result = await self._send_once(message, recipients)
+            result = await self._send_once(message, recipient)
             if result is not None:
                 break
         else:
@@ -836,7 +835,7 @@ class MailSender:
         )
 
     async def _send_once(
-        self, message: EmailMessage | RenderedMail, recipients: list[str] | None
+        self, message: EmailMessage | RenderedMail, recipient: str | None
     ) -> AttemptResult | None:
         """One mail transaction on a kept or new session; None when a kept session turned
         out dropped before anything of the message left (send again)."""
@@ -845,14 +844,17 @@ class MailSender:
             async with self._pool.session() as session:
                 try:
                     if isinstance(message, RenderedMail):
-                        _refused, reply = await session.smtp.sendmail(
+                        answer = await session.smtp.send_wire(
                             config.envelope_from or message.sender,
-                            recipients or [message.recipient],
+                            recipient or message.recipient,
                             message.data,
                         )
+                        reply = answer.message
                     else:
                         _refused, reply = await session.smtp.send_message(
-                            message, sender=config.envelope_from, recipients=recipients
+                            message,
+                            sender=config.envelope_from,
+                            recipients=None if recipient is None else [recipient],
                         )
                 except aiosmtplib.SMTPTimeoutError:
                     session.broken()

@@ -389,6 +389,71 @@ async def test_rendered_mail_reaches_the_smarthost_as_composed(sink: SmtpSink) -
     assert body.get_content().startswith("မင်္ဂလာပါ အမေ")
 
 
+def rendered(**changes: Any) -> RenderedMail:
+    made = render_family_mail(family_mail(**changes), IDENTITY, BOOK, NOW)
+    assert isinstance(made, RenderedMail)
+    return made
+
+
+async def test_rendered_mails_share_one_kept_session_through_refusals(sink: SmtpSink) -> None:
+    """Rendered mails go one after another over kept sessions (a session's first with its
+    greeting, the next ones straight to MAIL, RCPT, DATA): a family address the smarthost
+    refuses fails for good, greylisting is worth another try, and after each refusal the
+    next family's mail still arrives, once (a refused transaction's session is closed,
+    not reused)."""
+    sender = sink.sender(
+        SmtpConfig(host="127.0.0.1", port=sink.port, starttls=False, timeout_s=10, connections=1)
+    )
+    first = await sender.send(rendered(message_seq=1))
+    again = await sender.send(rendered(message_seq=5))
+    sink.handler.refuse["gone@example.com"] = "550 5.1.1 No such user"
+    refused = await sender.send(rendered(message_seq=2, to_address="gone@example.com"))
+    sink.handler.data_reply = "451 4.7.1 Greylisted, try again later"
+    greylisted = await sender.send(rendered(message_seq=3))
+    sink.handler.data_reply = None
+    last = await sender.send(rendered(message_seq=4, to_address="father@example.com"))
+    assert first.outcome is again.outcome is Outcome.DELIVERED
+    assert refused.outcome is Outcome.PERMANENT
+    assert refused.reason is FailureReason.ADDRESS_INVALID
+    assert greylisted.outcome is Outcome.TRANSIENT
+    assert last.outcome is Outcome.DELIVERED
+    assert [(mail_from, to) for mail_from, to, _ in sink.handler.received] == [
+        ("relay@relay.example.org", ["mother@example.com"]),
+        ("relay@relay.example.org", ["mother@example.com"]),
+        ("relay@relay.example.org", ["father@example.com"]),
+    ]
+    assert [m["Message-ID"] for m in sink.handler.messages()] == [
+        "<42.1@relay.example.org>",
+        "<42.5@relay.example.org>",
+        "<42.4@relay.example.org>",
+    ]
+    statistics = sender.pool_statistics()
+    assert (statistics.opened, statistics.reused) == (3, 2)
+
+
+async def test_rendered_mail_goes_from_the_configured_envelope_sender(sink: SmtpSink) -> None:
+    """With ``envelope_from`` set (bounces to the operator), a rendered mail's envelope
+    uses it, on a fresh and on a kept session alike; the From header stays the relay's."""
+    config = SmtpConfig(
+        host="127.0.0.1",
+        port=sink.port,
+        starttls=False,
+        timeout_s=10,
+        connections=1,
+        envelope_from="bounces@relay.example.org",
+    )
+    sender = sink.sender(config)
+    for seq in (1, 2):
+        assert (await sender.send(rendered(message_seq=seq))).outcome is Outcome.DELIVERED
+    assert [mail_from for mail_from, _, _ in sink.handler.received] == [
+        "bounces@relay.example.org",
+        "bounces@relay.example.org",
+    ]
+    assert {m["From"].addresses[0].addr_spec for m in sink.handler.messages()} == {
+        "relay@relay.example.org"
+    }
+
+
 async def test_unknown_mailbox_fails_for_good(sink: SmtpSink) -> None:
     """The smarthost refuses the address with 550 5.1.1: ADDRESS_INVALID, no retry."""
     sink.handler.refuse["mother@example.com"] = "550 5.1.1 No such user"
