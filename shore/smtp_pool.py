@@ -62,7 +62,7 @@ class PooledSmtp(aiosmtplib.SMTP):
             return SMTPResponse(SMTPStatus.completed, reply)
         options: list[bytes] = []
         if self.supports_extension("size"):
-            options.append(b"SIZE=%d" % len(normalize_message_line_endings(message)))
+            options.append(b"SIZE=%d" % _wire_size(message))
         try:
             response = await self.execute_command(
                 b"MAIL", b"FROM:<" + sender.encode("ascii") + b">", *options
@@ -92,6 +92,15 @@ class PooledSmtp(aiosmtplib.SMTP):
         """``DATA`` and the message (aiosmtplib's), noting that it was begun."""
         self.data_started = True
         return await super().data(message, timeout=timeout)
+
+
+def _wire_size(message: bytes) -> int:
+    """The octets ``message`` takes after ``DATA`` (RFC 1870's SIZE, CRLF line ends): its
+    length when every line already ends in CRLF (a rendered mail), else after normalising."""
+    line_ends = message.count(b"\n")
+    if message.endswith(b"\r\n") and message.count(b"\r") == line_ends == message.count(b"\r\n"):
+        return len(message)
+    return len(normalize_message_line_endings(message))
 
 
 @dataclass(frozen=True, slots=True)

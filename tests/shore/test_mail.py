@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtplib.email import flatten_message
+from aiosmtplib.protocol import normalize_message_line_endings
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -33,6 +34,7 @@ from shore.mail import (
     render_family_mail,
 )
 from shore.retry import Outcome
+from shore.smtp_pool import _wire_size
 from tests.kit.ports import free_port
 
 IDENTITY = MailIdentity(relay_domain="relay.example.org", from_address="relay@relay.example.org")
@@ -291,6 +293,16 @@ def test_rendered_mail_matches_for_every_corpus_text() -> None:
         assert rendered_bytes(mail) == wire_bytes(mail)
         if seq % 50 == 0:
             assert rendered_bytes(mail, long_domain) == wire_bytes(mail, long_domain)
+
+
+@given(
+    st.binary(max_size=64)
+    | st.lists(st.sampled_from([b"a", b"\r", b"\n", b"\r\n", b"."])).map(b"".join)
+)
+def test_declared_size_is_the_size_sent(message: bytes) -> None:
+    """The SIZE a rendered mail declares at MAIL is the number of octets that follow DATA
+    (line ends made CRLF), whatever the bytes, so a smarthost's size limit judges it right."""
+    assert _wire_size(message) == len(normalize_message_line_endings(message))
 
 
 def test_voice_and_non_ascii_addresses_are_composed_not_rendered() -> None:
