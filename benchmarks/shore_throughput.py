@@ -21,8 +21,14 @@ Measured per run:
   processes from their subscription (start-up not counted) to just before they are
   stopped, per message mailed (the sink's and the publisher's CPU are not in it);
   **db_cpu_ms_per_msg** the same for the PostgreSQL server's processes (0 for SQLite,
-  which runs inside the relay). On a shared machine msgs/s falls with the other load;
-  CPU per message much less.
+  which runs inside the relay); **sink_cpu_ms_per_msg** the same for this process (the
+  SMTP sink's thread, the publisher). On a shared machine msgs/s falls with the other
+  load; CPU per message much less; **load** is the machine's 1-minute load average at the
+  end of the run (``os.getloadavg``), to read msgs/s by.
+
+The sink must not be what limits the figure: before the runs, ``sink`` measures it alone
+(``--sink-messages`` mails from 8 kept aiosmtplib sessions in this same process, so a
+lower bound of what it takes): its msgs/s and CPU per message, client included.
 
 ``--profile DIR`` runs each relay worker under ``py-spy record`` (PyPI ``py-spy``; a
 flame graph ``DIR/{store}-{workers}-w{n}.svg`` per worker, or ``--profile-format
@@ -43,6 +49,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import json
 import os
 import random
@@ -64,6 +71,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import aiomqtt  # noqa: E402
+import aiosmtplib  # noqa: E402
 from aiosmtpd.controller import Controller  # noqa: E402
 
 from benchmarks.fleet import Worker, _pct, corpus_texts  # noqa: E402
@@ -206,6 +214,45 @@ class Run:
     repeats: int = 0
     relay_cpu_ms_per_msg: float = 0.0
     db_cpu_ms_per_msg: float = 0.0
+    sink_cpu_ms_per_msg: float = 0.0
+    load: float = 0.0
+
+
+@dataclass
+class SinkCapacity:
+    messages: int
+    msgs_per_s: float
+    cpu_ms_per_msg: float
+
+
+async def sink_capacity(sink: StampingSink, smtp_port: int, messages: int) -> SinkCapacity:
+    """How fast the sink takes mail on its own: ``messages`` small mails from 8 kept
+    sessions in this process (client and sink share it: a lower bound)."""
+    template = (
+        "From: relay@relay.example.org\r\nTo: family@example.com\r\nSubject: capacity\r\n"
+        "Message-ID: <1.{seq}@relay.example.org>\r\nContent-Type: text/plain; "
+        'charset="utf-8"\r\n\r\n' + "All well on board, we land the catch on Friday.\r\n" * 4
+    )
+    sink.reset()
+    sessions = [aiosmtplib.SMTP(hostname="127.0.0.1", port=smtp_port) for _ in range(8)]
+    for session in sessions:
+        await session.connect()
+    pending = iter(range(messages))
+
+    async def send(session: aiosmtplib.SMTP) -> None:
+        for seq in pending:
+            data = template.format(seq=seq).encode("ascii")
+            await session.sendmail("relay@relay.example.org", ["family@example.com"], data)
+
+    started, cpu_started = time.monotonic(), time.process_time()
+    try:
+        await asyncio.gather(*(send(session) for session in sessions))
+    finally:
+        wall, cpu = time.monotonic() - started, time.process_time() - cpu_started
+        for session in sessions:
+            await session.quit()
+    sink.reset()
+    return SinkCapacity(messages, round(messages / wall, 1), round(cpu * 1000 / messages, 3))
 
 
 def make_batches(vessel_id: int, batches: int, per_batch: int, rng: random.Random) -> list[bytes]:
@@ -302,13 +349,19 @@ async def run_once(
     plan += [(v, seq, batches[v][seq - 1]) for seq in range(2, args.batches + 1) for v in vessels]
     total = len(plan) * args.messages
     sink.reset()
-    cpu_at_start = db_cpu_at_start = 0.0
+    # The sink shares this process with the publisher's heap (encoders' caches, the signed
+    # batches): frozen, the collector's passes during the run scan only what the run makes,
+    # so the sink's replies don't wait on them.
+    gc.collect()
+    gc.freeze()
+    cpu_at_start = db_cpu_at_start = sink_cpu_at_start = 0.0
     try:
         for worker in relay:
             worker.spawn()
         await asyncio.gather(*(worker.wait_subscribed() for worker in relay))
         cpu_at_start = sum(worker.cpu_s() for worker in relay)  # start-up (imports) not counted
         db_cpu_at_start = _postgres_cpu_s(pg) if backend == "postgres" else 0.0
+        sink_cpu_at_start = time.process_time()
         published = await publish_all(broker, plan, args.messages, args.rate)
         async with asyncio.timeout(args.timeout_s):
             while sink.count() < total:  # noqa: ASYNC110 - the sink fills from its own thread
@@ -317,9 +370,11 @@ async def run_once(
         pass
     finally:
         cpu_s = sum(worker.cpu_s() for worker in relay) - cpu_at_start
+        sink_cpu_s = time.process_time() - sink_cpu_at_start
         db_cpu_s = _postgres_cpu_s(pg) - db_cpu_at_start if backend == "postgres" else 0.0
         for worker in relay:
             worker.stop()
+        gc.unfreeze()
     with sink.lock:
         arrived = dict(sink.first)
         mails = sink.mails
@@ -340,6 +395,8 @@ async def run_once(
         repeats=mails - len(arrived),
         relay_cpu_ms_per_msg=round(cpu_s * 1000 / max(1, len(arrived)), 2),
         db_cpu_ms_per_msg=round(db_cpu_s * 1000 / max(1, len(arrived)), 2),
+        sink_cpu_ms_per_msg=round(sink_cpu_s * 1000 / max(1, len(arrived)), 2),
+        load=round(os.getloadavg()[0], 2),
     )
 
 
@@ -355,13 +412,16 @@ def parse_runs(text: str) -> list[tuple[str, int]]:
     return runs
 
 
-async def main_async(args: argparse.Namespace) -> list[Run]:
+async def main_async(args: argparse.Namespace) -> tuple[SinkCapacity | None, list[Run]]:
     results = []
     sink = StampingSink()
     smtp_port = free_port()
     controller = Controller(sink, hostname="127.0.0.1", port=smtp_port)
     controller.start()
+    capacity = None
     try:
+        if args.sink_messages > 0:
+            capacity = await sink_capacity(sink, smtp_port, args.sink_messages)
         with tempfile.TemporaryDirectory(prefix="shore-bench-") as tmp:
             work = Path(tmp)
             os.chmod(tmp, 0o755)
@@ -385,27 +445,36 @@ async def main_async(args: argparse.Namespace) -> list[Run]:
                     pg.stop()
     finally:
         controller.stop()
-    return results
+    return capacity, results
 
 
-def table(results: Sequence[Run], args: argparse.Namespace) -> str:
+def table(
+    results: Sequence[Run], args: argparse.Namespace, capacity: SinkCapacity | None = None
+) -> str:
     offered = "all at once" if args.rate <= 0 else f"paced at {args.rate:,.0f} messages/s"
     lines = [
         f"{args.vessels} vessels x {args.batches} batches x {args.messages} messages, "
         f"published {offered}, {os.cpu_count()} cores",
         "",
         "| store | workers | messages | msgs/s | p50 ms | p99 ms | max ms | undelivered | "
-        "repeats | relay CPU ms/msg | db CPU ms/msg |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "repeats | relay CPU ms/msg | db CPU ms/msg | sink CPU ms/msg | load |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         lines.append(
             f"| {r.store} | {r.workers} | {r.messages:,} | {r.msgs_per_s:,.0f} | "
             f"{r.p50_ms:,.0f} | {r.p99_ms:,.0f} | {r.max_ms:,.0f} | {r.undelivered} | "
-            f"{r.repeats} | {r.relay_cpu_ms_per_msg:.2f} | {r.db_cpu_ms_per_msg:.2f} |"
+            f"{r.repeats} | {r.relay_cpu_ms_per_msg:.2f} | {r.db_cpu_ms_per_msg:.2f} | "
+            f"{r.sink_cpu_ms_per_msg:.2f} | {r.load:.1f} |"
         )
     lines.append("")
     lines.append("Latency: publish of the batch to the mail's first arrival at the SMTP sink.")
+    if capacity is not None:
+        lines.append(
+            f"The sink alone: {capacity.msgs_per_s:,.0f} msgs/s, "
+            f"{capacity.cpu_ms_per_msg:.2f} CPU ms/msg with its client in the same process "
+            f"({capacity.messages:,} mails)."
+        )
     return "\n".join(lines)
 
 
@@ -424,6 +493,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="comma-separated store:workers (default sqlite:1,postgres:1,postgres:2)",
     )
     parser.add_argument("--timeout-s", type=float, default=300.0)
+    parser.add_argument(
+        "--sink-messages",
+        type=int,
+        default=4000,
+        help="mails to measure the sink alone with before the runs (0: don't)",
+    )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--json", action="store_true")
     parser.add_argument(
@@ -437,11 +512,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
-    results = asyncio.run(main_async(args))
+    capacity, results = asyncio.run(main_async(args))
     if args.json:
-        print(json.dumps({"runs": [asdict(r) for r in results]}, indent=2))
+        out: dict[str, Any] = {"runs": [asdict(r) for r in results]}
+        if capacity is not None:
+            out["sink"] = asdict(capacity)
+        print(json.dumps(out, indent=2))
     else:
-        print(table(results, args))
+        print(table(results, args, capacity))
 
 
 if __name__ == "__main__":

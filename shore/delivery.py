@@ -48,7 +48,7 @@ from shore.mail import (
     ReplyRoute,
     VoiceAttachment,
     clean_header_text,
-    compose_family_mail,
+    render_family_mail,
 )
 from shore.retry import AttemptResult, RetryPolicy, decide
 from shore.sms import SmsProvider
@@ -401,7 +401,7 @@ class DeliveryWorker:
             voice=voice,
         )
         try:
-            message = compose_family_mail(family_mail, self.identity, self.reply_book, self.clock())
+            message = render_family_mail(family_mail, self.identity, self.reply_book, self.clock())
         except InvalidAddress as exc:
             return AttemptResult.permanent(FailureReason.ADDRESS_INVALID, f"address: {exc}")
         return await self.mail.send(message)

@@ -5,9 +5,11 @@ WAL mode with ``synchronous=FULL`` (with ``NORMAL`` a power cut may roll back th
 commits), ``foreign_keys`` on and a ``busy_timeout``. Every transaction is ``BEGIN
 IMMEDIATE``, so writers are serialised and a transaction never fails half-way for a lock.
 
-sqlite3 calls block, so they run on one dedicated thread (a single-thread executor, the
+sqlite3 calls block, so they run on one dedicated thread (:class:`_DatabaseThread`, the
 ``asyncio.to_thread`` idea with a fixed thread): the event loop never waits on the disk,
 and statements of one transaction run in order even when the awaiting task is cancelled.
+The thread takes calls from a queue and hands each result back to the loop directly, a
+third less CPU per statement than an executor's future chain (issue 22's profile).
 
 :class:`SqliteDatabase` is the connection; :class:`SqliteStore` is the relay's store
 (:class:`~shore.store.relay_store.RelayStore`) opened on it.
@@ -16,11 +18,13 @@ and statements of one transaction run in order even when the awaiting task is ca
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
+import queue
 import re
 import sqlite3
+import threading
 from collections.abc import AsyncIterator, Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -50,6 +54,55 @@ _PARAM = re.compile(r"\$(\d+)")
 def _sqlite_sql(sql: str) -> str:
     """``$1`` parameters (asyncpg's) as ``?1`` (SQLite's numbered form)."""
     return _PARAM.sub(r"?\1", sql)
+
+
+def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    """Give a call's outcome to its awaiting future (on the loop; nobody waits if it was
+    cancelled: the call ran all the same, in order)."""
+    if future.cancelled():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
+
+
+class _DatabaseThread:
+    """One thread that runs calls in the order given; :meth:`call` returns an awaitable."""
+
+    def __init__(self, name: str) -> None:
+        self._calls: queue.SimpleQueue[
+            tuple[asyncio.AbstractEventLoop, Callable[[], Any], asyncio.Future[Any]] | None
+        ] = queue.SimpleQueue()
+        # A daemon: a store never closed must not keep the process alive. A COMMIT cut
+        # short by the process ending is a crash, which SQLite's journal makes safe.
+        self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
+        self._thread.start()
+
+    def call(self, call: Callable[[], T]) -> asyncio.Future[T]:
+        """Queue ``call``; the future completes with its result or exception."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._calls.put((loop, call, future))
+        return future
+
+    def _serve(self) -> None:
+        while (item := self._calls.get()) is not None:
+            loop, call, future = item
+            result: Any = None
+            error: BaseException | None = None
+            try:
+                result = call()
+            except BaseException as exc:  # handed to the awaiting task, which raises it
+                error = exc
+            with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
+                loop.call_soon_threadsafe(_settle, future, result, error)
+            del item, call, future, result, error
+
+    def stop(self) -> None:
+        """Let the calls queued so far finish, then end the thread."""
+        self._calls.put(None)
+        self._thread.join()
 
 
 class _SqliteTx:
@@ -98,18 +151,17 @@ class SqliteDatabase:
 
     dialect = SQLITE
 
-    def __init__(self, connection: sqlite3.Connection, path: Path, executor: ThreadPoolExecutor):
+    def __init__(self, connection: sqlite3.Connection, path: Path, thread: _DatabaseThread):
         #: The sqlite3 connection: use it only inside :meth:`run` (its own thread).
         self.connection = connection
         self.path = path
-        self._executor = executor
+        self._thread = thread
         self._lock = asyncio.Lock()
 
     @classmethod
     async def open(cls, path: Path, *, busy_timeout_ms: int = 10_000) -> SqliteDatabase:
         """Open (or create) the database file at ``path``: WAL, ``synchronous=FULL``."""
-        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shore-sqlite")
-        loop = asyncio.get_running_loop()
+        thread = _DatabaseThread("shore-sqlite")
 
         def connect() -> sqlite3.Connection:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -133,19 +185,18 @@ class SqliteDatabase:
             return db
 
         try:
-            connection = await loop.run_in_executor(executor, connect)
+            connection = await thread.call(connect)
         except (OSError, sqlite3.Error) as exc:
-            executor.shutdown(wait=False)
+            thread.stop()
             raise StoreUnavailable(f"cannot open the store {path}: {exc}") from exc
         except BaseException:
-            executor.shutdown(wait=False)
+            thread.stop()
             raise
-        return cls(connection, path, executor)
+        return cls(connection, path, thread)
 
     async def run(self, call: Callable[[], T]) -> T:
         """Run ``call`` (which may use :attr:`connection`) on the database's thread."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, call)
+        return await self._thread.call(call)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[_SqliteTx]:
@@ -195,7 +246,7 @@ class SqliteDatabase:
         async with self._lock:
             db = self.connection
             await self.run(db.close)
-        self._executor.shutdown(wait=True)
+        self._thread.stop()
 
 
 class SqliteStore(RelayStore):

@@ -10,9 +10,12 @@ from typing import Any
 
 import pytest
 from aiosmtpd.controller import Controller
+from aiosmtplib.email import flatten_message
+from aiosmtplib.protocol import normalize_message_line_endings
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from benchmarks.fleet import corpus_texts
 from protocol.envelopes import FailureReason
 from protocol.languages import Language
 from shore.mail import (
@@ -20,14 +23,18 @@ from shore.mail import (
     InvalidAddress,
     MailIdentity,
     MailSender,
+    RenderedMail,
     ReplyAddressBook,
     ReplyRoute,
     SmtpConfig,
+    VoiceAttachment,
     clean_header_text,
     compose_family_mail,
     message_id,
+    render_family_mail,
 )
 from shore.retry import Outcome
+from shore.smtp_pool import _wire_size
 from tests.kit.ports import free_port
 
 IDENTITY = MailIdentity(relay_domain="relay.example.org", from_address="relay@relay.example.org")
@@ -246,6 +253,71 @@ def test_no_name_or_text_can_inject_a_header(crew_name: str, text: str) -> None:
         assert b"\r" not in line
 
 
+def wire_bytes(mail: FamilyMail, identity: MailIdentity = IDENTITY, now: float = NOW) -> bytes:
+    """What aiosmtplib's ``send_message`` sends for the composed message (8BITMIME server)."""
+    return flatten_message(compose_family_mail(mail, identity, BOOK, now))
+
+
+def rendered_bytes(mail: FamilyMail, identity: MailIdentity = IDENTITY, now: float = NOW) -> bytes:
+    rendered = render_family_mail(mail, identity, BOOK, now)
+    assert isinstance(rendered, RenderedMail)
+    assert rendered.sender == identity.from_address
+    assert rendered.recipient == mail.to_address
+    return rendered.data
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    crew_name=names,
+    text=st.text(min_size=1, max_size=400),
+    lang=st.sampled_from([None, *Language]),
+    seconds=st.integers(min_value=0, max_value=4_000_000_000),
+)
+def test_rendered_mail_is_the_composed_mail_byte_for_byte(
+    crew_name: str, text: str, lang: Language | None, seconds: int
+) -> None:
+    """The delivery worker writes a family e-mail straight to bytes (issue 22: composing and
+    flattening was a third of the relay's work per mail); whatever the name, text and
+    language, the family receives exactly what the composed message would have been."""
+    mail = family_mail(crew_name=crew_name, text=text, contact_lang=lang)
+    assert rendered_bytes(mail, now=seconds) == wire_bytes(mail, now=seconds)
+
+
+def test_rendered_mail_matches_for_every_corpus_text() -> None:
+    """Every real message of the corpus (every script we carry, quoted-printable and
+    base64 bodies, long and short lines) renders as the composed mail does; so does a
+    Message-ID too long for one line (a long relay domain)."""
+    long_domain = MailIdentity("r" * 70 + ".example.org", "relay@relay.example.org")
+    for seq, (lang, text) in enumerate(corpus_texts()):
+        mail = family_mail(text=text, contact_lang=lang, message_seq=seq)
+        assert rendered_bytes(mail) == wire_bytes(mail)
+        if seq % 50 == 0:
+            assert rendered_bytes(mail, long_domain) == wire_bytes(mail, long_domain)
+
+
+@given(
+    st.binary(max_size=64)
+    | st.lists(st.sampled_from([b"a", b"\r", b"\n", b"\r\n", b"."])).map(b"".join)
+)
+def test_declared_size_is_the_size_sent(message: bytes) -> None:
+    """The SIZE a rendered mail declares at MAIL is the number of octets that follow DATA
+    (line ends made CRLF), whatever the bytes, so a smarthost's size limit judges it right."""
+    assert _wire_size(message) == len(normalize_message_line_endings(message))
+
+
+def test_voice_and_non_ascii_addresses_are_composed_not_rendered() -> None:
+    """A voice message (an attachment) and an address that needs SMTPUTF8 keep the composed
+    ``EmailMessage``, which aiosmtplib sends with the options they need."""
+    voice = VoiceAttachment(b"OggS" + bytes(40), 2500)
+    assert isinstance(
+        render_family_mail(family_mail(voice=voice), IDENTITY, BOOK, NOW), EmailMessage
+    )
+    idn = family_mail(to_address="mother@exämple.com")
+    assert isinstance(render_family_mail(idn, IDENTITY, BOOK, NOW), EmailMessage)
+    with pytest.raises(InvalidAddress):
+        render_family_mail(family_mail(to_address="not an address"), IDENTITY, BOOK, NOW)
+
+
 @given(st.text(max_size=200))
 def test_cleaned_header_text_has_no_breaks_or_overrides(text: str) -> None:
     """Cleaned text is one short line without controls or bidi overrides."""
@@ -306,6 +378,92 @@ async def test_mail_reaches_the_smarthost_with_a_stable_message_id(sink: SmtpSin
     assert body is not None
     assert body.get_content().startswith("မင်္ဂလာပါ အမေ")
     assert sender.statistics().delivered == 2
+
+
+async def test_rendered_mail_reaches_the_smarthost_as_composed(sink: SmtpSink) -> None:
+    """A rendered family e-mail arrives from the relay's address, to the family, with the
+    same content the composed one has (headers, Message-ID, body in the family's script)."""
+    sender = sink.sender()
+    rendered = render_family_mail(family_mail(), IDENTITY, BOOK, NOW)
+    assert isinstance(rendered, RenderedMail)
+    assert (await sender.send(rendered)).outcome is Outcome.DELIVERED
+    assert (await sender.send(compose_family_mail(family_mail(), IDENTITY, BOOK, NOW))).outcome is (
+        Outcome.DELIVERED
+    )
+    (mail_from, to, first), (_, _, second) = sink.handler.received
+    assert mail_from == "relay@relay.example.org"
+    assert to == ["mother@example.com"]
+    assert first == second
+    (received, _) = sink.handler.messages()
+    assert received["Message-ID"] == "<42.1831@relay.example.org>"
+    body = received.get_body(preferencelist=("plain",))
+    assert body is not None
+    assert body.get_content().startswith("မင်္ဂလာပါ အမေ")
+
+
+def rendered(**changes: Any) -> RenderedMail:
+    made = render_family_mail(family_mail(**changes), IDENTITY, BOOK, NOW)
+    assert isinstance(made, RenderedMail)
+    return made
+
+
+async def test_rendered_mails_share_one_kept_session_through_refusals(sink: SmtpSink) -> None:
+    """Rendered mails go one after another over kept sessions (a session's first with its
+    greeting, the next ones straight to MAIL, RCPT, DATA): a family address the smarthost
+    refuses fails for good, greylisting is worth another try, and after each refusal the
+    next family's mail still arrives, once (a refused transaction's session is closed,
+    not reused)."""
+    sender = sink.sender(
+        SmtpConfig(host="127.0.0.1", port=sink.port, starttls=False, timeout_s=10, connections=1)
+    )
+    first = await sender.send(rendered(message_seq=1))
+    again = await sender.send(rendered(message_seq=5))
+    sink.handler.refuse["gone@example.com"] = "550 5.1.1 No such user"
+    refused = await sender.send(rendered(message_seq=2, to_address="gone@example.com"))
+    sink.handler.data_reply = "451 4.7.1 Greylisted, try again later"
+    greylisted = await sender.send(rendered(message_seq=3))
+    sink.handler.data_reply = None
+    last = await sender.send(rendered(message_seq=4, to_address="father@example.com"))
+    assert first.outcome is again.outcome is Outcome.DELIVERED
+    assert refused.outcome is Outcome.PERMANENT
+    assert refused.reason is FailureReason.ADDRESS_INVALID
+    assert greylisted.outcome is Outcome.TRANSIENT
+    assert last.outcome is Outcome.DELIVERED
+    assert [(mail_from, to) for mail_from, to, _ in sink.handler.received] == [
+        ("relay@relay.example.org", ["mother@example.com"]),
+        ("relay@relay.example.org", ["mother@example.com"]),
+        ("relay@relay.example.org", ["father@example.com"]),
+    ]
+    assert [m["Message-ID"] for m in sink.handler.messages()] == [
+        "<42.1@relay.example.org>",
+        "<42.5@relay.example.org>",
+        "<42.4@relay.example.org>",
+    ]
+    statistics = sender.pool_statistics()
+    assert (statistics.opened, statistics.reused) == (3, 2)
+
+
+async def test_rendered_mail_goes_from_the_configured_envelope_sender(sink: SmtpSink) -> None:
+    """With ``envelope_from`` set (bounces to the operator), a rendered mail's envelope
+    uses it, on a fresh and on a kept session alike; the From header stays the relay's."""
+    config = SmtpConfig(
+        host="127.0.0.1",
+        port=sink.port,
+        starttls=False,
+        timeout_s=10,
+        connections=1,
+        envelope_from="bounces@relay.example.org",
+    )
+    sender = sink.sender(config)
+    for seq in (1, 2):
+        assert (await sender.send(rendered(message_seq=seq))).outcome is Outcome.DELIVERED
+    assert [mail_from for mail_from, _, _ in sink.handler.received] == [
+        "bounces@relay.example.org",
+        "bounces@relay.example.org",
+    ]
+    assert {m["From"].addresses[0].addr_spec for m in sink.handler.messages()} == {
+        "relay@relay.example.org"
+    }
 
 
 async def test_unknown_mailbox_fails_for_good(sink: SmtpSink) -> None:
