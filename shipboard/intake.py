@@ -72,7 +72,6 @@ from shipboard.errors import (
     ReportTooLongForLane,
     UnknownContact,
     UnknownUnion,
-    VoiceNoteToSms,
 )
 from shipboard.lane import FiledInLane, LaneOnDemand, LaneProgress
 from shipboard.lane_plan import LaneFull, ReportTooLong
@@ -451,7 +450,9 @@ class Intake:
     def send_voice_note(self, crew: int, contact: int, recording: bytes) -> AcceptedMessage:
         """Commit a voice note, from what the phone's browser recorded, to one of the crew
         member's own contacts (:mod:`shipboard.voice`: decoded, trimmed, Codec2 in the
-        vessel's mode, counted against the quota like text). CPU-bound: call it in a thread.
+        vessel's mode, counted against the quota like text). An e-mail contact gets it
+        attached, an SMS contact a link that plays it (the relay's ``shore.voice_links``).
+        CPU-bound: call it in a thread.
         """
         found = self.register.contact(crew, contact)
         if found is None:
@@ -459,8 +460,6 @@ class Intake:
                 "This contact is not in your list. Add them first on the page, or ask the "
                 "captain to add them."
             )
-        if found.channel != "email":
-            raise VoiceNoteToSms()
         voice = self.config.voice
         coded = code_recording(recording, limit_s=voice.max_seconds, mode=voice.mode)
         accepted = self.outbox.accept_voice_note(
