@@ -52,6 +52,7 @@ from protocol.sealing import (
     SEAL_OVERHEAD,
     GrievanceCategory,
     GrievancePlaintext,
+    SpokenReport,
     seal_grievance,
     seal_grievance_unpadded,
 )
@@ -497,6 +498,46 @@ class Intake:
         over = characters_over(body, MAX_GRIEVANCE_BYTES)
         if over:
             raise ReportTextTooLong(over)
+        del text
+        return self._seal_and_file(signed_in, union, category, body, lang, anonymous, None)
+
+    def file_voice_grievance(
+        self,
+        signed_in: SignedIn,
+        *,
+        union_id: int,
+        category: GrievanceCategory,
+        recording: bytes,
+        lang: Language,
+        anonymous: bool,
+    ) -> FiledReport:
+        """A spoken grievance report: the recording decoded, trimmed and coded with Codec2
+        in memory (:mod:`shipboard.voice`), sealed to the union with the case number
+        inside exactly like a written report, and only the sealed bytes committed into the
+        grievance lane. Neither the recording nor its speech is ever written to disk or
+        logged (only sizes). CPU-bound: call it in a thread. Raises
+        :class:`~shipboard.errors.VoiceNoteRefused` (nothing stored) like a voice message."""
+        union = self.config.union(union_id)
+        if union is None:
+            raise UnknownUnion("This union is not known on this vessel. Choose one from the list.")
+        voice = self.config.voice
+        coded = code_recording(recording, limit_s=voice.max_seconds, mode=voice.mode)
+        spoken = SpokenReport(coded.mode, coded.duration_ms, coded.frames)
+        del coded
+        return self._seal_and_file(signed_in, union, category, "", lang, anonymous, spoken)
+
+    def _seal_and_file(
+        self,
+        signed_in: SignedIn,
+        union: UnionConfig,
+        category: GrievanceCategory,
+        body: str,
+        lang: Language,
+        anonymous: bool,
+        voice: SpokenReport | None,
+    ) -> FiledReport:
+        """Seal a report (written ``body``, or spoken ``voice``) with a new case number and
+        receipt code, and commit it into the lane (or on its own, without a lane)."""
         now = self.clock()
         receipt_code = new_receipt_code()
         member = signed_in.member
@@ -512,6 +553,7 @@ class Intake:
             # the union's notes come back sealed to a key only the reporter's PIN unlocks
             reply_key=reporter_reply_keys(signed_in.case_key).public_key,
             case_number=case,
+            voice=voice,
         )
         seal = seal_grievance if self.lane is None else seal_grievance_unpadded
         try:
@@ -520,9 +562,9 @@ class Intake:
             raise MessageTooLarge(
                 "The report is too long to send. Please shorten it or send it in two reports."
             ) from exc
-        del plaintext, body
+        del plaintext, body, voice
         if case is None:  # no lane (tests only): the report travels on its own
-            return self._on_its_own(signed_in, union_id, sealed, receipt_code)
+            return self._on_its_own(signed_in, union.union_id, sealed, receipt_code)
         entry = CaseEntry(case, union.union_id, int(now // 60), receipt_code, "B")
         filed = self._into_lane(signed_in, union, sealed, entry, now)
         return FiledReport(

@@ -1076,7 +1076,7 @@ def web_routes(
                     receipt_code=filed.receipt_code,
                     leaves=leaves(filed, phone.lang),
                 )
-        return render(
+        response = render(
             request,
             "report.html",
             phone,
@@ -1088,6 +1088,64 @@ def web_routes(
             unions=intake.config.unions,
             values=values,
             text=kept_text,
+            voice_seconds=intake.config.voice.max_seconds,
+            voice_script=VOICE_SCRIPT,
+            voice_max_bytes=MAX_RECORDING_BYTES,
+        )
+        response.headers["content-security-policy"] = WRITE_CSP
+        return response
+
+    async def report_voice(request: Request) -> Response:
+        """POST of a spoken report from the report page's recorder: the recording as the
+        body, the category, union and anonymity in the query, the CSRF token in a header.
+        It is coded and sealed in memory and only the sealed bytes are committed
+        (:meth:`~shipboard.intake.Intake.file_voice_grievance`); 201 with the case number
+        and receipt code, or the refusal in the crew member's language. Not rate-limited,
+        like a written report; the journal gets no line that says a report was made."""
+        phone = current(request)
+        if phone is None or phone.must_choose_pin:
+            return JSONResponse({"error": "sign in first"}, status_code=401)
+        if not csrf_ok(phone.csrf, request.headers.get("x-csrf-token")):
+            logger.warning("crew member %d: form without a valid CSRF token", phone.crew)
+            detail = words.gettext(phone.lang, VOICE_NOT_SAVED)
+            return JSONResponse({"error": "stale-page", "detail": detail}, status_code=403)
+        query = request.query_params
+        category = int_or_none(query.get("category"))
+        union = int_or_none(query.get("union"))
+        if category is None or category not in {c.value for c in GrievanceCategory}:
+            detail = words.gettext(phone.lang, "Choose what the problem is about.")
+            return JSONResponse({"error": "bad-category", "detail": detail}, status_code=400)
+        if union is None:
+            detail = words.gettext(phone.lang, REFUSAL_WORDS["unknown-union"])
+            return JSONResponse({"error": "unknown-union", "detail": detail}, status_code=400)
+        recording = await request.body()
+        try:
+            filed = await asyncio.to_thread(
+                intake.file_voice_grievance,
+                phone.signed_in,
+                union_id=union,
+                category=GrievanceCategory(category),
+                recording=recording,
+                lang=phone.lang,
+                anonymous=query.get("anonymous") == "yes",
+            )
+        except IntakeRefused as refused:
+            fields = {k: local_value(v, phone.lang) for k, v in refusal_fields(refused).items()}
+            detail = words.gettext(phone.lang, refusal_msgid(refused)).format(**fields)
+            status = refused.http_status if 400 <= refused.http_status < 500 else 503
+            return JSONResponse({"error": refused.code, "detail": detail}, status_code=status)
+        except OutboxUnavailable:
+            detail = words.gettext(phone.lang, NOT_SAVED)
+            return JSONResponse({"error": "storage-failed", "detail": detail}, status_code=503)
+        finally:
+            del recording
+        return JSONResponse(
+            {
+                "case_number": filed.case_number,
+                "receipt_code": filed.receipt_code,
+                "leaves": leaves(filed, phone.lang),
+            },
+            status_code=201,
         )
 
     # report a problem, sealed on the phone (intake mode A) ------------------------------
@@ -1330,6 +1388,7 @@ def web_routes(
         Route("/messages/{seq}", page(message), methods=["GET"]),
         Route("/contacts/new", page(add_contact), methods=["GET", "POST"]),
         Route("/report", page(report), methods=["GET", "POST"]),
+        Route("/report/voice", report_voice, methods=["POST"]),
         Route("/report/phone", page(report_phone), methods=["GET"]),
         Route("/report/phone/sealed", report_sealed, methods=["POST"]),
         Route("/sos", sos, methods=["GET", "POST"]),

@@ -82,14 +82,21 @@
     if (file.files && file.files[0]) { say(""); take(file.files[0]); }
   });
   send.addEventListener("click", function () {
-    var chosen = document.querySelector("input[name=contact]:checked");
     if (!recording) { return; }
-    if (!chosen) { say(word("contact")); return; }
+    /* the choices the page's form holds (contact; or category, union, anonymous) */
+    var query = [], missing = false;
+    box.dataset.fields.split(" ").forEach(function (name) {
+      var input = document.querySelector("input[name=" + name + "]:checked");
+      var any = document.querySelector("input[name=" + name + "]");
+      if (input) { query.push(name + "=" + encodeURIComponent(input.value)); }
+      else if (any && any.type === "radio") { missing = true; }
+    });
+    if (missing) { say(word("missing")); return; }
     if (recording.size > Number(box.dataset.maxBytes)) { say(word("too-big")); return; }
     send.disabled = true;
     say("");
     box.dataset.state = "sending";
-    fetch("/write/voice?contact=" + encodeURIComponent(chosen.value), {
+    fetch(box.dataset.action + "?" + query.join("&"), {
       method: "POST",
       credentials: "same-origin",
       headers: { "x-csrf-token": box.dataset.csrf, "content-type": recording.type || "application/octet-stream" },
@@ -97,6 +104,19 @@
     }).then(function (response) {
       return response.json().then(function (answer) {
         if (response.status === 201 && answer.location) { window.location.assign(answer.location); return; }
+        if (response.status === 201 && answer.case_number) {
+          /* a spoken report: its case number and receipt code, shown here once */
+          var done = document.getElementById("voice-done");
+          document.getElementById("voice-case").textContent = answer.case_number;
+          document.getElementById("voice-receipt").textContent = answer.receipt_code;
+          document.getElementById("voice-leaves").textContent = answer.leaves;
+          done.hidden = false;
+          box.dataset.state = "sent";
+          recording = null;
+          player.removeAttribute("src");
+          if (url) { URL.revokeObjectURL(url); url = null; }
+          return;
+        }
         box.dataset.state = "refused";
         say(answer.detail || word("failed"));
         send.disabled = false;
