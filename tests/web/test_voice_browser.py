@@ -20,6 +20,7 @@ import asyncio
 import concurrent.futures
 import dataclasses
 import io
+import re
 import time
 from collections.abc import Iterator
 from email.message import EmailMessage
@@ -31,7 +32,7 @@ from PIL import Image
 from playwright.sync_api import Browser, Page, sync_playwright
 
 from common.codebooks import default_codebook
-from common.speech import decode_recording, trim_silence
+from common.speech import CodedSpeech, decode_codec2, decode_recording, trim_silence
 from protocol.languages import Language
 from protocol.voice import SAMPLE_RATE_HZ
 from shipboard import errors
@@ -44,8 +45,10 @@ from shore.delivery import DeliveryWorker
 from shore.ingest import Ingestor
 from shore.store import IngestOutcome, SqliteStore, VesselInfo
 from vessel_relay.demo.defaults import demo_ship_config
+from vessel_relay.demo.keys import demo_union_private_key
 
 from ..kit.agent_web import agent_web_server
+from ..kit.lane import blocks_on_board, union_reads
 from ..kit.speech import BURMESE, estoi, need_espeak, pack, spoken_wav, wav
 from ..shore.store_fixtures import VESSEL_KEY
 from ..shore.test_mail import BOOK, IDENTITY, SmtpSink
@@ -166,13 +169,7 @@ def _record(page: Page, seconds: int) -> None:
     wait until the recording is ready to play."""
     page.click("#voice-record")
     page.wait_for_selector("#voice[data-state=recording]")
-    page.wait_for_function(
-        "(seconds) => Number(document.getElementById('voice').dataset.seconds || 0) >= seconds",
-        arg=seconds,
-        timeout=(seconds + 20) * 1000,
-    )
-    page.click("#voice-record")
-    page.wait_for_selector("#voice[data-state=recorded]")
+    _record_more(page, seconds)
 
 
 def _play_back(page: Page) -> float:
@@ -307,3 +304,51 @@ def test_bad_recordings_are_refused_on_the_page_in_burmese(
         page.evaluate("document.getElementById('voice').dataset.state = 'ready'")
     assert _queued(agent) == queued
     assert page.input_value("textarea[name=text]") == "စာ မပို့ရသေးဘူး"
+
+
+def test_a_spoken_report_is_recorded_on_the_report_page_and_sealed_to_the_union(
+    page: Page, agent: Agent, source_wav: Path
+) -> None:
+    """On the Burmese report page Aung Min picks "wages withheld", records what happened
+    and sends it: the page shows his case number and receipt code, and the union's key
+    opens, from the lane's sealed blocks on board, a report with his speech in it and no
+    text."""
+    _sign_in(page, agent)
+    page.goto(f"{agent.url}/report")
+    page.wait_for_selector("#voice:not([hidden])")
+    page.click("#voice-record")  # no category chosen yet: recorded, but not sent
+    page.wait_for_selector("#voice[data-state=recording]")
+    source = trim_silence(decode_recording(source_wav.read_bytes(), limit_s=120))
+    said_s = len(source) / SAMPLE_RATE_HZ
+    _record_more(page, int(said_s) + 2)
+    page.click("#voice-send")
+    assert page.inner_text("#voice-message") == _burmese("Choose what the problem is about.")
+    page.check("input[name=category][value='8']")
+    page.click("#voice-send")
+    page.wait_for_selector("#voice-done:not([hidden])")
+    page.screenshot(path=str(ARTIFACTS / "mya-voice-report.png"), full_page=True)
+    case_number = page.inner_text("#voice-case")
+    receipt = page.inner_text("#voice-receipt")
+    assert re.fullmatch(rf"{agent.intake.config.vessel.vessel_id}-\d{{12}}", case_number)
+    [opened] = union_reads(
+        blocks_on_board(agent.outbox), demo_union_private_key(), agent.intake.codebook
+    )
+    assert (opened.case_number, opened.receipt_code) == (case_number, receipt)
+    assert opened.text == ""
+    assert opened.voice is not None
+    heard = decode_codec2(
+        CodedSpeech(opened.voice.mode, opened.voice.duration_ms, opened.voice.frames)
+    )
+    assert abs(len(heard) - len(source)) < 0.6 * SAMPLE_RATE_HZ
+    assert estoi(source, heard, max_lag_ms=400) > 0.45
+
+
+def _record_more(page: Page, seconds: int) -> None:
+    """Wait until the page's clock says ``seconds``, tap to stop, wait for the recording."""
+    page.wait_for_function(
+        "(seconds) => Number(document.getElementById('voice').dataset.seconds || 0) >= seconds",
+        arg=seconds,
+        timeout=(seconds + 20) * 1000,
+    )
+    page.click("#voice-record")
+    page.wait_for_selector("#voice[data-state=recorded]")
