@@ -235,6 +235,9 @@ def test_a_recorded_voice_message_reaches_the_familys_mail_and_plays(
     assert page.inner_text("#said-voice") == _burmese("Voice message")
     [seq] = _queued(agent)
     assert page.url.endswith(f"/messages/{seq}")
+    page.goto(f"{agent.url}/inbox")  # the conversation with Mother shows it, with ticks
+    assert page.inner_text(f"#m{seq} p") == _burmese("Voice message")
+    assert page.locator(f"#m{seq} i.on").count() == 1  # queued on board
 
     now = agent.intake.clock()
     _, batch = agent.outbox.make_batch([seq], agent.intake.codebook, VESSEL_KEY, now)
