@@ -312,18 +312,26 @@ def test_bad_recordings_are_refused_on_the_page_in_burmese(
 def test_a_spoken_report_is_recorded_on_the_report_page_and_sealed_to_the_union(
     page: Page, agent: Agent, source_wav: Path
 ) -> None:
-    """On the Burmese report page Aung Min picks "wages withheld", records what happened
-    and sends it: the page shows his case number and receipt code, and the union's key
-    opens, from the lane's sealed blocks on board, a report with his speech in it and no
-    text."""
+    """On the Burmese report page Aung Min holds the button down while he says what
+    happened, is told to pick what it is about, picks "wages withheld" and sends it: the
+    page shows his case number and receipt code, and the union's key opens, from the
+    lane's sealed blocks on board, a report with his speech in it and no text."""
     _sign_in(page, agent)
     page.goto(f"{agent.url}/report")
     page.wait_for_selector("#voice:not([hidden])")
-    page.click("#voice-record")  # no category chosen yet: recorded, but not sent
+    # held down, the button records until it is let go (no category chosen yet)
+    page.hover("#voice-record")
+    page.mouse.down()
     page.wait_for_selector("#voice[data-state=recording]")
     source = trim_silence(decode_recording(source_wav.read_bytes(), limit_s=120))
     said_s = len(source) / SAMPLE_RATE_HZ
-    _record_more(page, int(said_s) + 2)
+    page.wait_for_function(
+        "(seconds) => Number(document.getElementById('voice').dataset.seconds || 0) >= seconds",
+        arg=int(said_s) + 2,
+        timeout=(int(said_s) + 20) * 1000,
+    )
+    page.mouse.up()
+    page.wait_for_selector("#voice[data-state=recorded]")
     page.click("#voice-send")
     assert page.inner_text("#voice-message") == _burmese("Choose what the problem is about.")
     page.check("input[name=category][value='8']")
