@@ -268,10 +268,16 @@ def test_bad_recordings_are_refused_on_the_page_in_burmese(
     """After one voice message is queued, Aung Min chooses a photo, a text file, a
     recording of silence and one of four sentences (over the page's 12 s): each time the
     page says why in Burmese, his recording stays ready to send again, nothing more is
-    queued and the first voice message is still in the outbox."""
+    queued and the first voice message is still in the outbox. The page is served as a
+    vessel's Wi-Fi serves it, over plain HTTP, where a browser lets no page record: the
+    Record button stays hidden and a recording made with the phone's own recorder is
+    chosen instead."""
+    page.add_init_script("Object.defineProperty(window, 'isSecureContext', {value: false})")
     _sign_in(page, agent)
     page.goto(f"{agent.url}/write")
     page.wait_for_selector("#voice:not([hidden])")
+    assert page.is_hidden("#voice-record")
+    assert page.is_visible("#voice-file")
     first = page.evaluate("document.getElementById('voice').dataset.limit")
     assert first == str(LIMIT_S)
     page.set_input_files("#voice-file", str(source_wav))
