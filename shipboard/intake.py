@@ -521,7 +521,7 @@ class Intake:
         if union is None:
             raise UnknownUnion("This union is not known on this vessel. Choose one from the list.")
         voice = self.config.voice
-        coded = code_recording(recording, limit_s=voice.max_seconds, mode=voice.mode)
+        coded = code_recording(recording, limit_s=voice.max_seconds, mode=voice.mode, journal=False)
         spoken = SpokenReport(coded.mode, coded.duration_ms, coded.frames)
         del coded
         return self._seal_and_file(signed_in, union, category, "", lang, anonymous, spoken)

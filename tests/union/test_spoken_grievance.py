@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import logging
 import re
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -179,7 +180,11 @@ def _scan(root: Path, needles: list[bytes]) -> tuple[list[str], int]:
 
 
 async def test_a_spoken_grievance_reaches_the_union_sealed_and_plays_there(
-    ship: Ship, union: UnionIdentity, store: SqliteStore, tmp_path: Path
+    ship: Ship,
+    union: UnionIdentity,
+    store: SqliteStore,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """Said on the Burmese report page, found nowhere in the clear on board or at the
     relay, filed by the union with its speech, and played on the union's web page."""
@@ -198,12 +203,17 @@ async def test_a_spoken_grievance_reaches_the_union_sealed_and_plays_there(
     said = Translations().gettext(Language.MYA, VoiceNoteSilent.msgid)
     assert quiet.json()["detail"] == said != VoiceNoteSilent.msgid
 
-    filed = await ship.client.post(
-        "/report/voice?category=8&union=7",
-        content=recording,
-        headers={"x-csrf-token": csrf, "content-type": "audio/webm;codecs=opus"},
-    )
+    ship.intake.release_lane(ship.clock())  # the agent's link starts the lane at start-up
+    caplog.clear()
+    with caplog.at_level(logging.DEBUG):
+        filed = await ship.client.post(
+            "/report/voice?category=8&union=7",
+            content=recording,
+            headers={"x-csrf-token": csrf, "content-type": "audio/webm;codecs=opus"},
+        )
     assert filed.status_code == 201, filed.text
+    # the journal (the owner's) gets no line at all when someone speaks a report
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("shipboard")] == []
     case_number = filed.json()["case_number"]
     assert case_number.startswith(f"{ship.intake.config.vessel.vessel_id}-")
     assert re.fullmatch(r"\d{16}", filed.json()["receipt_code"])
