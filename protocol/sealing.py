@@ -17,6 +17,10 @@ and the signature is Ed25519 by that key over ``A1_DOMAIN || message``, the exac
 sent (no re-encoding, so the page's JavaScript and Python agree byte for byte).
 :func:`open_grievance` recognises both and returns who signed an A1 report.
 
+A spoken report (mode B, :class:`SpokenReport`) carries its Codec2 frames in the same
+fields: 9 the mode, 10 the duration in milliseconds, 11 the frames; its text may be
+empty (the frame then holds no text). Nothing of it exists unsealed outside memory.
+
 Reports carried by the grievance lane (:mod:`protocol.lane`) already travel in fixed-size
 blocks, so mode B there seals them unpadded (:func:`seal_grievance_unpadded`, content
 ``b"VRGU" || frame``); :func:`open_grievance_any` opens both forms.
@@ -46,6 +50,7 @@ from protocol.compression import Frame, decode_frame, encode_frame
 from protocol.errors import InvalidEnvelope, LimitExceeded, SealedBoxInvalid, SignatureInvalid
 from protocol.languages import Language
 from protocol.limits import MINUTES_RANGE, minutes_in_range
+from protocol.voice import MAX_VOICE_NOTE_MS, VoiceMode, frames_for
 
 #: Sizes a sealed report's plaintext is padded to (the ciphertext adds 48 bytes).
 PADDING_BUCKETS: tuple[int, ...] = (256, 1024, 4096, 16384, 65536 - 64)
@@ -81,8 +86,31 @@ class GrievanceCategory(IntEnum):
 
 
 @dataclass(frozen=True, slots=True)
+class SpokenReport:
+    """A report spoken rather than written: Codec2 frames (:mod:`protocol.voice`), sealed
+    with the rest of the report and never kept or sent unsealed."""
+
+    mode: VoiceMode
+    duration_ms: int
+    frames: bytes = field(repr=False)
+
+    def __post_init__(self) -> None:
+        if not 0 < self.duration_ms <= MAX_VOICE_NOTE_MS:
+            raise InvalidEnvelope(
+                f"a spoken report lasts 1 to {MAX_VOICE_NOTE_MS} ms, not {self.duration_ms}"
+            )
+        expected = frames_for(self.mode, self.duration_ms) * self.mode.bytes_per_frame
+        if len(self.frames) != expected:
+            raise InvalidEnvelope(
+                f"{self.duration_ms} ms of Codec2 {self.mode.label} is {expected} bytes of "
+                f"frames, not {len(self.frames)}"
+            )
+
+
+@dataclass(frozen=True, slots=True)
 class GrievancePlaintext:
-    """What the crew member wrote, and who they are unless they chose anonymity."""
+    """What the crew member wrote (or said: ``voice``), and who they are unless they
+    chose anonymity."""
 
     category: GrievanceCategory
     text: str
@@ -99,17 +127,19 @@ class GrievancePlaintext:
     #: The case number drawn on board (lane-carried reports); None in older reports.
     case_number: str | None = None
     #: The reporter agreed at filing that, if the union does not acknowledge the report in
-    #: time, the union may pass it (sealed again) to its second organisation. Field 9 of
+    #: time, the union may pass it (sealed again) to its second organisation. Field 12 of
     #: the sealed fields, written only when True (a report without it reads as before).
     consent_to_escalate: bool = False
+    #: A spoken report's speech (mode B only; ``text`` may then be empty). Fields 9-11.
+    voice: SpokenReport | None = None
 
     def __post_init__(self) -> None:
         if self.case_number is not None and not _CASE_NUMBER.match(self.case_number):
             raise InvalidEnvelope(
                 f"{self.case_number!r} is not a case number (vessel, a dash, report number)"
             )
-        if not self.text:
-            raise InvalidEnvelope("a grievance report needs some text")
+        if not self.text and self.voice is None:
+            raise InvalidEnvelope("a grievance report needs some text or a recording")
         if "\x00" in self.text:
             raise InvalidEnvelope("grievance text contains NUL; normalise it at intake")
         if not self.receipt_code:
@@ -180,9 +210,14 @@ def _content(report: GrievancePlaintext, codebook: Codebook) -> bytes:
         meta[7] = report.reply_key
     if report.case_number is not None:
         meta[8] = report.case_number
+    if report.voice is not None:
+        meta[9] = int(report.voice.mode)
+        meta[10] = report.voice.duration_ms
+        meta[11] = report.voice.frames
     if report.consent_to_escalate:
-        meta[9] = 1
-    frame = encode_frame(codebook, report.lang, dumps(meta), [report.text])
+        meta[12] = 1
+    texts = [report.text] if report.text else []
+    frame = encode_frame(codebook, report.lang, dumps(meta), texts)
     return _MAGIC + dumps([int(frame.codec), frame.dictionary_id, frame.payload])
 
 
@@ -251,7 +286,7 @@ def _read_content(content: bytes, codebook: Codebook) -> GrievancePlaintext:
         codebook, frame, has_skeleton=True, budget=256 * 1024, max_texts=1, max_chars=65536
     )
     meta = strict_loads(skeleton, max_depth=1, max_length=16, what="sealed report fields")
-    if not isinstance(meta, dict) or len(texts) != 1:
+    if not isinstance(meta, dict) or len(texts) > 1 or (not texts and 11 not in meta):
         raise SealedBoxInvalid("sealed report fields are malformed")
     expected: dict[int, tuple[type, ...]] = {
         1: (int,),
@@ -263,6 +298,9 @@ def _read_content(content: bytes, codebook: Codebook) -> GrievancePlaintext:
         7: (bytes,),
         8: (str,),
         9: (int,),
+        10: (int,),
+        11: (bytes,),
+        12: (int,),
     }
     for key, value in meta.items():
         types = expected.get(key)
@@ -270,9 +308,13 @@ def _read_content(content: bytes, codebook: Codebook) -> GrievancePlaintext:
             raise SealedBoxInvalid(f"sealed report field {key!r} holds {type(value).__name__}")
     if meta.get(4, -1) < 0:
         raise SealedBoxInvalid("sealed report has no valid time")
-    if meta.get(9, 1) != 1:
-        raise SealedBoxInvalid("sealed report field 9 (consent to escalate) is not 1")
+    if meta.get(12, 1) != 1:
+        raise SealedBoxInvalid("sealed report field 12 (consent to escalate) is not 1")
+    spoken = [key for key in (9, 10, 11) if key in meta]
+    if spoken and spoken != [9, 10, 11]:
+        raise SealedBoxInvalid("sealed report has part of a recording")
     try:
+        voice = SpokenReport(VoiceMode(meta[9]), meta[10], meta[11]) if spoken else None
         return GrievancePlaintext(
             category=GrievanceCategory(meta[1]),
             lang=Language(meta[2]),
@@ -281,9 +323,10 @@ def _read_content(content: bytes, codebook: Codebook) -> GrievancePlaintext:
             crew_name=meta.get(5),
             crew_document=meta.get(6),
             reply_key=meta.get(7),
-            text=texts[0],
+            text=texts[0] if texts else "",
             case_number=meta.get(8),
-            consent_to_escalate=meta.get(9) == 1,
+            consent_to_escalate=meta.get(12) == 1,
+            voice=voice,
         )
     except (KeyError, ValueError, TypeError, InvalidEnvelope) as exc:
         raise SealedBoxInvalid(f"sealed report fields are malformed ({exc})") from exc

@@ -31,7 +31,7 @@ errors name the file, the key or the state and say what to do.
             ├── VoiceNoteSilent       nothing in it loud enough to be speech
             ├── VoiceNoteNotAudio     a file that holds no sound (a photo, a silent video)
             ├── VoiceNoteUnreadable   a container the vessel cannot read, or cut short
-            └── VoiceNoteToSms        to a contact reached by SMS (e-mail only, for now)
+            └── VoiceNoteToSms        (no longer raised: SMS contacts get a link)
 
 Refusals whose sentence has figures in it (a time, a limit) also carry it as a catalogue
 ``msgid`` with ``fields``, so each door says it in the crew member's language.
@@ -315,8 +315,9 @@ class VoiceNoteUnreadable(VoiceNoteRefused):
 
 
 class VoiceNoteToSms(VoiceNoteRefused):
-    """Voice messages go to contacts with an e-mail address only (an SMS contact would need
-    a link to a page that plays it, which the relay does not have yet)."""
+    """No longer raised: the relay links SMS contacts to a page that plays the voice
+    message (``shore.voice_links``). Kept, with its sentence, for clients that know its
+    problem type."""
 
     code = "voice-to-sms"
     msgid = (

@@ -124,6 +124,8 @@ ROUTE_BODY_BYTES: dict[str, int] = {
     "/report": 96 * 1024,
     "/report/phone/sealed": pages.MAX_SEALED_BYTES,  # the largest sealed report
     "/api/voice-notes": MAX_RECORDING_BYTES,  # a recording, as the phone's browser made it
+    "/write/voice": MAX_RECORDING_BYTES,  # the same, from the write page's recorder
+    "/report/voice": MAX_RECORDING_BYTES,  # a spoken report, from the report page's
 }
 
 

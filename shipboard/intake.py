@@ -52,6 +52,7 @@ from protocol.sealing import (
     SEAL_OVERHEAD,
     GrievanceCategory,
     GrievancePlaintext,
+    SpokenReport,
     seal_grievance,
     seal_grievance_unpadded,
 )
@@ -72,7 +73,6 @@ from shipboard.errors import (
     ReportTooLongForLane,
     UnknownContact,
     UnknownUnion,
-    VoiceNoteToSms,
 )
 from shipboard.lane import FiledInLane, LaneOnDemand, LaneProgress
 from shipboard.lane_plan import LaneFull, ReportTooLong
@@ -451,7 +451,9 @@ class Intake:
     def send_voice_note(self, crew: int, contact: int, recording: bytes) -> AcceptedMessage:
         """Commit a voice note, from what the phone's browser recorded, to one of the crew
         member's own contacts (:mod:`shipboard.voice`: decoded, trimmed, Codec2 in the
-        vessel's mode, counted against the quota like text). CPU-bound: call it in a thread.
+        vessel's mode, counted against the quota like text). An e-mail contact gets it
+        attached, an SMS contact a link that plays it (the relay's ``shore.voice_links``).
+        CPU-bound: call it in a thread.
         """
         found = self.register.contact(crew, contact)
         if found is None:
@@ -459,8 +461,6 @@ class Intake:
                 "This contact is not in your list. Add them first on the page, or ask the "
                 "captain to add them."
             )
-        if found.channel != "email":
-            raise VoiceNoteToSms()
         voice = self.config.voice
         coded = code_recording(recording, limit_s=voice.max_seconds, mode=voice.mode)
         accepted = self.outbox.accept_voice_note(
@@ -501,6 +501,52 @@ class Intake:
         over = characters_over(body, MAX_GRIEVANCE_BYTES)
         if over:
             raise ReportTextTooLong(over)
+        del text
+        return self._seal_and_file(
+            signed_in, union, category, body, lang, anonymous, None, consent_to_escalate
+        )
+
+    def file_voice_grievance(
+        self,
+        signed_in: SignedIn,
+        *,
+        union_id: int,
+        category: GrievanceCategory,
+        recording: bytes,
+        lang: Language,
+        anonymous: bool,
+        consent_to_escalate: bool = False,
+    ) -> FiledReport:
+        """A spoken grievance report: the recording decoded, trimmed and coded with Codec2
+        in memory (:mod:`shipboard.voice`), sealed to the union with the case number
+        inside exactly like a written report, and only the sealed bytes committed into the
+        grievance lane. Neither the recording nor its speech is ever written to disk or
+        logged (only sizes). CPU-bound: call it in a thread. Raises
+        :class:`~shipboard.errors.VoiceNoteRefused` (nothing stored) like a voice message."""
+        union = self.config.union(union_id)
+        if union is None:
+            raise UnknownUnion("This union is not known on this vessel. Choose one from the list.")
+        voice = self.config.voice
+        coded = code_recording(recording, limit_s=voice.max_seconds, mode=voice.mode, journal=False)
+        spoken = SpokenReport(coded.mode, coded.duration_ms, coded.frames)
+        del coded
+        return self._seal_and_file(
+            signed_in, union, category, "", lang, anonymous, spoken, consent_to_escalate
+        )
+
+    def _seal_and_file(
+        self,
+        signed_in: SignedIn,
+        union: UnionConfig,
+        category: GrievanceCategory,
+        body: str,
+        lang: Language,
+        anonymous: bool,
+        voice: SpokenReport | None,
+        consent_to_escalate: bool,
+    ) -> FiledReport:
+        """Seal a report (written ``body``, or spoken ``voice``) with a new case number and
+        receipt code, and commit it into the lane (or on its own, without a lane)."""
         now = self.clock()
         receipt_code = new_receipt_code()
         member = signed_in.member
@@ -517,6 +563,7 @@ class Intake:
             reply_key=reporter_reply_keys(signed_in.case_key).public_key,
             case_number=case,
             consent_to_escalate=consent_to_escalate,
+            voice=voice,
         )
         seal = seal_grievance if self.lane is None else seal_grievance_unpadded
         try:
@@ -525,9 +572,9 @@ class Intake:
             raise MessageTooLarge(
                 "The report is too long to send. Please shorten it or send it in two reports."
             ) from exc
-        del plaintext, body
+        del plaintext, body, voice
         if case is None:  # no lane (tests only): the report travels on its own
-            return self._on_its_own(signed_in, union_id, sealed, receipt_code)
+            return self._on_its_own(signed_in, union.union_id, sealed, receipt_code)
         entry = CaseEntry(case, union.union_id, int(now // 60), receipt_code, "B")
         filed = self._into_lane(signed_in, union, sealed, entry, now)
         return FiledReport(

@@ -55,11 +55,15 @@ def _refusal(error: SpeechError, limit_s: int) -> VoiceNoteRefused:
     return VoiceNoteUnreadable()
 
 
-def code_recording(recording: bytes, *, limit_s: int, mode: VoiceMode) -> CodedSpeech:
+def code_recording(
+    recording: bytes, *, limit_s: int, mode: VoiceMode, journal: bool = True
+) -> CodedSpeech:
     """The recording's speech, trimmed and coded with Codec2 in ``mode``.
 
     Raises :class:`~shipboard.errors.VoiceNoteRefused` (too long once trimmed, silent,
-    not sound, unreadable); nothing is stored either way.
+    not sound, unreadable); nothing is stored either way. ``journal=False`` for a spoken
+    grievance report: then nothing at all is logged, so that the owner's journal cannot
+    tell when someone spoke a report.
     """
     try:
         samples = trim_silence(decode_recording(recording, limit_s=limit_s))
@@ -71,9 +75,12 @@ def code_recording(recording: bytes, *, limit_s: int, mode: VoiceMode) -> CodedS
                 limit_s=limit_s,
             )
     except SpeechError as error:
-        logger.info("voice recording refused (%s, %d bytes)", error.code, len(recording))
+        if journal:
+            logger.info("voice recording refused (%s, %d bytes)", error.code, len(recording))
         raise _refusal(error, limit_s) from error
     coded = encode_codec2(samples, mode)
+    if not journal:
+        return coded
     logger.info(
         "voice recording coded: %d bytes in, %d ms of speech, %d bytes of Codec2 %s",
         len(recording),

@@ -75,6 +75,8 @@ Example (``vessel-relay shore init --data DIR`` writes one)::
     webhook_url = "https://relay.example.org/sms/inbound"   # as configured at the provider
     webhook_host = "127.0.0.1"
     webhook_port = 8031
+    voice_link_days = 7             # a voice message reaches SMS contacts as a link to a
+                                    #   page on the webhook's server, playing for this long
 
     [alerts]                        # SOS alerts to rescue and union contacts (shore.alerts)
     enabled = false
@@ -227,6 +229,8 @@ class SmsSection:
     webhook_url: str = ""
     webhook_host: str = "127.0.0.1"
     webhook_port: int = 8031
+    #: Days a voice message's link plays for an SMS contact (shore.voice_links).
+    voice_link_days: int = 7
 
 
 @dataclass(frozen=True, slots=True)
@@ -690,6 +694,10 @@ def _validate_sms_and_alerts(config: RelayConfig) -> None:
             )
     elif sms.webhook:
         raise ConfigError(f"{source}: [sms] webhook = true needs enabled = true")
+    if not 1 <= sms.voice_link_days <= 90:
+        raise ConfigError(
+            f"{source}: [sms] voice_link_days = {sms.voice_link_days} is not from 1 to 90 days"
+        )
     if alerts.enabled:
         if not (alerts.emails or alerts.sms):
             raise ConfigError(

@@ -5,7 +5,8 @@ The store is the queue. A worker loops, a batch of deliveries at a time::
     claim_deliveries(now, limit, worker)   # ONE transaction: claims AND attempts recorded,
                                            # committed *before* anything leaves
       -> send each, ``concurrency`` at once: family e-mail (smarthost, over kept SMTP
-         sessions) | SMS (provider) | sealed report to the union inbox
+         sessions; a voice message attached as Opus) | SMS (provider; a voice message as
+         an expiring link, shore.voice_links) | sealed report to the union inbox
       -> finish_deliveries(ends, now)      # ONE transaction: delivered, failed with a
                                            # reason, or rescheduled (transient: backoff)
 
@@ -55,6 +56,7 @@ from shore.sms import SmsProvider
 from shore.store.uplink import CodedVoice
 from shore.vocabulary import AttemptEnd, DeliveryEnd, DeliveryOutcome, Destination
 from shore.voice import voice_attachment
+from shore.voice_links import VoiceLinks, sms_text
 
 log = logging.getLogger(__name__)
 
@@ -183,7 +185,9 @@ class DeliveryWorker:
     """Delivers due messages; ``await run(stopping, doorbell)`` inside the relay's task group.
 
     ``sms`` may be None when no SMS provider is configured: SMS deliveries then wait
-    (transient) until the deadline. ``clock`` gives wall-clock seconds.
+    (transient) until the deadline. ``voice_links`` makes the links that bring a voice
+    message to a contact reached by SMS; without it such a delivery fails for good.
+    ``clock`` gives wall-clock seconds.
     """
 
     def __init__(
@@ -199,8 +203,10 @@ class DeliveryWorker:
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.time,
         metrics: DeliveryObserver | None = None,
+        voice_links: VoiceLinks | None = None,
     ) -> None:
         self.metrics = metrics
+        self.voice_links = voice_links
         self.store = store
         self.mail = mail
         self.identity = identity
@@ -365,11 +371,7 @@ class DeliveryWorker:
             return AttemptResult.transient(FailureReason.UNKNOWN_CONTACT, "contact not known yet")
         if delivery.voice is not None:
             if destination is not Destination.EMAIL:
-                # The vessel sends voice messages to e-mail contacts only (issue 24): an SMS
-                # contact would need a link to a page that plays it, not built yet.
-                return AttemptResult.permanent(
-                    FailureReason.REJECTED_BY_RELAY, "voice messages reach e-mail contacts only"
-                )
+                return await self._voice_to_sms(delivery, delivery.address, delivery.voice)
             try:
                 attachment = await asyncio.to_thread(voice_attachment, delivery.voice)
             except ValueError as exc:
@@ -412,6 +414,26 @@ class DeliveryWorker:
         name = clean_header_text(delivery.crew_name or "", self.config.sms_name_chars)
         body = f"{name}: {text}" if name else text
         return await self.sms.send(number, body)
+
+    async def _voice_to_sms(
+        self, delivery: DueDelivery, number: str, voice: CodedVoice
+    ) -> AttemptResult:
+        """An SMS with a link to a page of the relay that plays the voice message (the
+        same link on every attempt: :mod:`shore.voice_links`)."""
+        if self.voice_links is None:
+            # this relay has no public web app to play it from ([sms] webhook = false)
+            return AttemptResult.permanent(
+                FailureReason.REJECTED_BY_RELAY, "voice messages to SMS need [sms] webhook"
+            )
+        if self.sms is None:
+            return AttemptResult.transient(FailureReason.PROVIDER_ERROR, "no SMS provider")
+        url, expires = self.voice_links.make(
+            delivery.vessel_id, delivery.message_seq, delivery.accepted_at
+        )
+        name = clean_header_text(delivery.crew_name or "", self.config.sms_name_chars)
+        seconds = -(-voice.duration_ms // 1000)
+        text = sms_text(name, seconds, url, expires, delivery.contact_lang)
+        return await self.sms.send(number, text)
 
     async def _to_union(self, delivery: DueDelivery) -> AttemptResult:
         if delivery.union is None or not delivery.sealed:

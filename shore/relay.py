@@ -16,7 +16,8 @@
       ├── retention (shore.retention): family messages past their time to live fail,
       │     delivered content purged after [retention] content_days, erased from the files
       ├── family reply SMTP server (shore.replies), when [replies] enabled
-      ├── SMS reply webhook (shore.replies.SmsWebhook), when [sms] webhook = true
+      ├── SMS reply webhook (shore.replies.SmsWebhook), when [sms] webhook = true; the
+      │     same public app plays voice messages sent to SMS contacts (shore.voice_links)
       └── union API (shore.union_api, uvicorn), when [union_api] enabled
       close the store
 
@@ -34,6 +35,7 @@ import random
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiomqtt
 from aiomqtt.exceptions import MqttConnectError
@@ -80,6 +82,7 @@ from shore.union_api import (
     silence_alert_source,
     union_accounts,
 )
+from shore.voice_links import VoiceLinks, VoiceTarget, voice_routes
 
 log = logging.getLogger(__name__)
 
@@ -174,13 +177,33 @@ def make_sms_provider(config: RelayConfig) -> SmsProvider | None:
     )
 
 
-def make_sms_webhook(config: RelayConfig, store: RelayStore) -> SmsWebhook | None:
+def make_voice_links(config: RelayConfig, shore_key: SigningKey) -> VoiceLinks | None:
+    """The voice links when the relay has a public web app (``[sms] webhook = true``):
+    pages at the webhook's origin, under a key derived from the shore key (every worker
+    makes and opens the same links)."""
+    section = config.sms
+    if not (section.enabled and section.webhook):
+        return None
+    parts = urlsplit(section.webhook_url)
+    return VoiceLinks(shore_key.seed, f"{parts.scheme}://{parts.netloc}", section.voice_link_days)
+
+
+def make_sms_webhook(
+    config: RelayConfig, store: RelayStore, voice_links: VoiceLinks | None = None
+) -> SmsWebhook | None:
     """The inbound SMS webhook when ``[sms] webhook = true``: a family's SMS reply is routed
-    to the crew member who last wrote to that number."""
+    to the crew member who last wrote to that number; with ``voice_links``, the same public
+    app plays voice messages sent to SMS contacts."""
     section = config.sms
     if not (section.enabled and section.webhook):
         return None
     token = read_token(config.path(section.auth_token))
+
+    async def voice_target(vessel_id: int, message_seq: int) -> VoiceTarget | None:
+        found = await store.voice_note(vessel_id, message_seq)
+        if found is None or found.voice is None:
+            return None
+        return VoiceTarget(found.voice, found.contact_lang)
 
     async def route_for(
         family_number: str, relay_number: str
@@ -204,6 +227,7 @@ def make_sms_webhook(config: RelayConfig, store: RelayStore) -> SmsWebhook | Non
         ),
         route_for,
         store.queue_reply,
+        routes=() if voice_links is None else voice_routes(voice_links, voice_target),
     )
 
 
@@ -353,7 +377,10 @@ async def mqtt_service(
 
 
 def _delivery_services(
-    config: RelayConfig, store: RelayStore, sms: SmsProvider | None = None
+    config: RelayConfig,
+    store: RelayStore,
+    sms: SmsProvider | None = None,
+    voice_links: VoiceLinks | None = None,
 ) -> tuple[list[DeliveryWorker], ReplyServer | None, MailSender | None]:
     """The delivery workers and the reply server, sharing one :class:`MailSender` (its
     kept SMTP sessions; the caller closes it)."""
@@ -373,6 +400,7 @@ def _delivery_services(
                 book,
                 sms,
                 config=DeliveryConfig(worker=f"{config.client_id}-d{n}"),
+                voice_links=voice_links,
             )
             for n in range(1, section.workers + 1)
         ]
@@ -436,11 +464,12 @@ async def run_relay(
             ),
         )
         sms = make_sms_provider(config)
-        workers, reply_server, mail = _delivery_services(config, store, sms)
+        voice_links = make_voice_links(config, shore_key)
+        workers, reply_server, mail = _delivery_services(config, store, sms, voice_links)
         for worker in workers:
             worker.metrics = metrics
         alerter = make_alerter(config, store, sms)
-        webhook = make_sms_webhook(config, store)
+        webhook = make_sms_webhook(config, store, voice_links)
         sbd = make_sbd(config, ingestor)
         if reply_server is not None:
             await reply_server.start()

@@ -29,7 +29,7 @@ import re
 import time
 import unicodedata
 import urllib.parse
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from email import message_from_bytes, policy
 from email.headerregistry import Address
@@ -44,7 +44,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Scope
 
 from common.http import ANY_METHOD, BodyLimit, MalformedRequest, RequestRefused
@@ -691,7 +691,8 @@ class SmsWebhook:
     with one door: ``POST`` to the path of ``config.public_url``. Its body is bounded
     (:data:`WEBHOOK_BODY_BYTES`, refused before it is read), its form bounded
     (:data:`WEBHOOK_MAX_FIELDS`, strict UTF-8), and its ``X-Twilio-Signature`` checked over
-    the public URL and every field before anything is looked up or stored.
+    the public URL and every field before anything is looked up or stored. ``routes``
+    go before it on the same public app (the voice links' pages, :mod:`shore.voice_links`).
     """
 
     def __init__(
@@ -700,6 +701,7 @@ class SmsWebhook:
         lookup: SmsRouteLookup,
         on_reply: OnReply,
         clock: Callable[[], float] = time.time,
+        routes: Sequence[BaseRoute] = (),
     ) -> None:
         self.config = config
         self.lookup = lookup
@@ -711,7 +713,7 @@ class SmsWebhook:
         self.forged = 0
         self.stored = 0
         self.app: ASGIApp = Starlette(
-            routes=[Route("/{path:path}", self.handle, methods=ANY_METHOD)],
+            routes=[*routes, Route("/{path:path}", self.handle, methods=ANY_METHOD)],
             middleware=[Middleware(BodyLimit, limit_bytes=WEBHOOK_BODY_BYTES, refuse=_refuse)],
         )
 

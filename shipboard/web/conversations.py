@@ -74,6 +74,8 @@ class Line:
     truncated: bool = False
     #: The own message a reply stands under (its number), if any.
     answers: int | None = None
+    #: An own voice message (no text of its own to show).
+    voice: bool = False
 
 
 @dataclass
@@ -131,6 +133,7 @@ def own_line(
         stage=stage,
         failed=failed,
         failure=failure_words(message.failure_reason) if failed else None,
+        voice=message.body is None and message.quick is None,
     )
 
 

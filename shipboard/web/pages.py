@@ -11,8 +11,10 @@ number typed, no PIN; flagged ashore as sent without a PIN). Wrong PINs count wi
 API's and SMTP's (:mod:`shipboard.signin`); a paused sign-in says how many minutes to
 wait and that an SOS needs no PIN. Forms are read within bounds (:func:`read_form`); a
 refused request gets the error page in the crew member's language.
-No JavaScript; every form carries a CSRF token (but the SOS without a PIN, which uses
-nobody's sign-in and must not fail on a stale form); sign-ins are cookies that expire
+No JavaScript but the write page's voice recorder (a small inline script: record or
+choose a recording, listen, send; the page works without it); every form carries a
+CSRF token (but the SOS without a PIN, which uses nobody's sign-in and must not fail on
+a stale form); sign-ins are cookies that expire
 (:mod:`shipboard.web.phones`); every page is ``Cache-Control: no-store`` (the API's
 middleware), while fonts and icons are cached for a year.
 
@@ -81,6 +83,7 @@ from shipboard.lane import LaneProgress
 from shipboard.message_limit import characters_left, characters_over, usual_characters
 from shipboard.signin import CrewSignIn
 from shipboard.states import MessageKind, MessageState
+from shipboard.voice import MAX_RECORDING_BYTES
 from shipboard.web import fonts, local
 from shipboard.web.conversations import case_thread, contact_threads, newest_first
 from shipboard.web.i18n import (
@@ -241,6 +244,21 @@ PAGE_CSP = (
     "default-src 'none'; style-src 'self'; img-src 'self'; font-src 'self'; "
     "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 )
+
+#: The write page's voice recorder: a small script inlined in the page (no request of its
+#: own, no framework), allowed by its hash alone; it records with the phone's browser
+#: (MediaRecorder) or takes a recording chosen on the phone, plays it back from memory
+#: (``blob:``) and posts it to ``/write/voice``. Without it the page works as before.
+VOICE_SCRIPT = Markup((HERE / "templates" / "voice_note.js").read_text(encoding="utf-8"))
+_VOICE_SCRIPT_HASH = base64.b64encode(hashlib.sha256(VOICE_SCRIPT.encode("utf-8")).digest())
+WRITE_CSP = (
+    f"default-src 'none'; script-src 'sha256-{_VOICE_SCRIPT_HASH.decode('ascii')}'; "
+    "connect-src 'self'; media-src 'self' blob:; style-src 'self'; img-src 'self'; "
+    "font-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
+#: What a voice message sent from the write page is told when it is not saved because
+#: of how it was sent (the recording's own refusals are shipboard.errors.VoiceNoteRefused).
+VOICE_NOT_SAVED = "The voice message was NOT saved. Reload the page and send it again."
 
 
 #: Cache lifetime of a static file asked for by its content hash (``static_url``) or
@@ -788,7 +806,7 @@ def web_routes(
         contacts = await contact_list(phone)
         messages = await asyncio.to_thread(my_messages, phone)
         names = {c.contact: c.name or c.address for c in contacts}
-        return render(
+        response = render(
             request,
             "write.html",
             phone,
@@ -805,7 +823,55 @@ def web_routes(
             names=names,
             stage_words=STAGE_WORDS,
             quota=await quota_words(phone),
+            voice_seconds=intake.config.voice.max_seconds,
+            voice_script=VOICE_SCRIPT,
+            voice_max_bytes=MAX_RECORDING_BYTES,
         )
+        response.headers["content-security-policy"] = WRITE_CSP
+        return response
+
+    async def write_voice(request: Request) -> Response:
+        """POST of a voice message from the write page's recorder: the recording as the
+        body (bounded by ``common.http.BodyLimit``), the contact in the query, the CSRF
+        token in a header. 201 with the message's page, or the refusal in the crew
+        member's language; nothing is stored on a refusal, and nothing of the recording
+        is logged but its size."""
+        phone = current(request)
+        if phone is None or phone.must_choose_pin:
+            return JSONResponse({"error": "sign in first"}, status_code=401)
+        if not csrf_ok(phone.csrf, request.headers.get("x-csrf-token")):
+            logger.warning("crew member %d: form without a valid CSRF token", phone.crew)
+            detail = words.gettext(phone.lang, VOICE_NOT_SAVED)
+            return JSONResponse({"error": "stale-page", "detail": detail}, status_code=403)
+        contact = int_or_none(request.query_params.get("contact"))
+        if contact is None:
+            detail = words.gettext(phone.lang, REFUSAL_WORDS["unknown-contact"])
+            return JSONResponse({"error": "unknown-contact", "detail": detail}, status_code=400)
+        if not store.allow_action(phone.crew):
+            detail = words.gettext(phone.lang, RATE_LIMITED)
+            return JSONResponse({"error": "rate-limited", "detail": detail}, status_code=429)
+        recording = await request.body()
+        try:
+            accepted = await asyncio.to_thread(
+                intake.send_voice_note, phone.crew, contact, recording
+            )
+        except IntakeRefused as refused:
+            fields = {k: local_value(v, phone.lang) for k, v in refusal_fields(refused).items()}
+            detail = words.gettext(phone.lang, refusal_msgid(refused)).format(**fields)
+            status = refused.http_status if 400 <= refused.http_status < 500 else 400
+            return JSONResponse({"error": refused.code, "detail": detail}, status_code=status)
+        except OutboxUnavailable:
+            detail = words.gettext(phone.lang, NOT_SAVED)
+            return JSONResponse({"error": "storage-failed", "detail": detail}, status_code=503)
+        finally:
+            del recording
+        logger.info(
+            "crew member %d queued voice message %d from the web page",
+            phone.crew,
+            accepted.message_seq,
+        )
+        seq = accepted.message_seq
+        return JSONResponse({"message_seq": seq, "location": f"/messages/{seq}"}, status_code=201)
 
     async def quick(request: Request, phone: SignedInPhone) -> Response:
         error = None
@@ -896,7 +962,8 @@ def web_routes(
         kept = await asyncio.to_thread(intake.view.kept_messages, phone.crew)
         own = next((m for m in kept if m.message_seq == seq), None)
         said = None
-        if own is not None:
+        voice = own is not None and own.body is None and own.quick is None
+        if own is not None and not voice:
             said = {
                 "text": phrase(own.quick, phone.lang) if own.quick is not None else own.body,
                 "html_lang": HTML_LANG[phone.lang]
@@ -909,6 +976,7 @@ def web_routes(
             phone,
             phone.lang,
             said=said,
+            voice=voice,
             seq=seq,
             steps=steps,
             failure=failure,
@@ -1009,7 +1077,7 @@ def web_routes(
                     receipt_code=filed.receipt_code,
                     leaves=leaves(filed, phone.lang),
                 )
-        return render(
+        response = render(
             request,
             "report.html",
             phone,
@@ -1021,6 +1089,65 @@ def web_routes(
             unions=intake.config.unions,
             values=values,
             text=kept_text,
+            voice_seconds=intake.config.voice.max_seconds,
+            voice_script=VOICE_SCRIPT,
+            voice_max_bytes=MAX_RECORDING_BYTES,
+        )
+        response.headers["content-security-policy"] = WRITE_CSP
+        return response
+
+    async def report_voice(request: Request) -> Response:
+        """POST of a spoken report from the report page's recorder: the recording as the
+        body, the category, union and anonymity in the query, the CSRF token in a header.
+        It is coded and sealed in memory and only the sealed bytes are committed
+        (:meth:`~shipboard.intake.Intake.file_voice_grievance`); 201 with the case number
+        and receipt code, or the refusal in the crew member's language. Not rate-limited,
+        like a written report; the journal gets no line that says a report was made."""
+        phone = current(request)
+        if phone is None or phone.must_choose_pin:
+            return JSONResponse({"error": "sign in first"}, status_code=401)
+        if not csrf_ok(phone.csrf, request.headers.get("x-csrf-token")):
+            logger.warning("crew member %d: form without a valid CSRF token", phone.crew)
+            detail = words.gettext(phone.lang, VOICE_NOT_SAVED)
+            return JSONResponse({"error": "stale-page", "detail": detail}, status_code=403)
+        query = request.query_params
+        category = int_or_none(query.get("category"))
+        union = int_or_none(query.get("union"))
+        if category is None or category not in {c.value for c in GrievanceCategory}:
+            detail = words.gettext(phone.lang, "Choose what the problem is about.")
+            return JSONResponse({"error": "bad-category", "detail": detail}, status_code=400)
+        if union is None:
+            detail = words.gettext(phone.lang, REFUSAL_WORDS["unknown-union"])
+            return JSONResponse({"error": "unknown-union", "detail": detail}, status_code=400)
+        recording = await request.body()
+        try:
+            filed = await asyncio.to_thread(
+                intake.file_voice_grievance,
+                phone.signed_in,
+                union_id=union,
+                category=GrievanceCategory(category),
+                recording=recording,
+                lang=phone.lang,
+                anonymous=query.get("anonymous") == "yes",
+                consent_to_escalate=query.get("consent_to_escalate") == "yes",
+            )
+        except IntakeRefused as refused:
+            fields = {k: local_value(v, phone.lang) for k, v in refusal_fields(refused).items()}
+            detail = words.gettext(phone.lang, refusal_msgid(refused)).format(**fields)
+            status = refused.http_status if 400 <= refused.http_status < 500 else 503
+            return JSONResponse({"error": refused.code, "detail": detail}, status_code=status)
+        except OutboxUnavailable:
+            detail = words.gettext(phone.lang, NOT_SAVED)
+            return JSONResponse({"error": "storage-failed", "detail": detail}, status_code=503)
+        finally:
+            del recording
+        return JSONResponse(
+            {
+                "case_number": filed.case_number,
+                "receipt_code": filed.receipt_code,
+                "leaves": leaves(filed, phone.lang),
+            },
+            status_code=201,
         )
 
     # report a problem, sealed on the phone (intake mode A) ------------------------------
@@ -1258,10 +1385,12 @@ def web_routes(
         Route("/lang/{code}", switch_language, methods=["GET"]),
         Route("/home", page(home), methods=["GET"]),
         Route("/write", page(write), methods=["GET", "POST"]),
+        Route("/write/voice", write_voice, methods=["POST"]),
         Route("/quick", page(quick), methods=["GET", "POST"]),
         Route("/messages/{seq}", page(message), methods=["GET"]),
         Route("/contacts/new", page(add_contact), methods=["GET", "POST"]),
         Route("/report", page(report), methods=["GET", "POST"]),
+        Route("/report/voice", report_voice, methods=["POST"]),
         Route("/report/phone", page(report_phone), methods=["GET"]),
         Route("/report/phone/sealed", report_sealed, methods=["POST"]),
         Route("/sos", sos, methods=["GET", "POST"]),

@@ -14,6 +14,7 @@ from protocol.envelopes import Envelope, FailureReason
 from shore.store.database import Tx
 from shore.store.deliveries import Delivery, DeliveryKey, DeliveryRecord, delivery_of
 from shore.store.parts import StoreParts
+from shore.store.uplink import MessageToDeliver
 from shore.vocabulary import DeliveryEnd, DeliveryOutcome, MessageState, receipt_for
 
 _log = logging.getLogger(__name__)
@@ -158,6 +159,14 @@ class DeliveryUnits(StoreParts):
                 await self.downlink_queue.queue_many(tx, vessel_id, receipts, now)
             all_ended += ended
         return all_ended
+
+    async def voice_note(self, vessel_id: int, message_seq: int) -> MessageToDeliver | None:
+        """A stored voice message with its contact (None for another kind, or unknown):
+        what a voice link plays (:mod:`shore.voice_links`)."""
+        async with self.db.transaction() as tx:
+            found = await self.uplink.to_deliver(tx, [(vessel_id, message_seq)])
+        message = found.get((vessel_id, message_seq))
+        return message if message is not None and message.voice is not None else None
 
     async def release_claims(self, worker: str) -> int:
         """End the leases ``worker`` holds on unfinished deliveries; how many."""

@@ -710,6 +710,11 @@ class UnionInbox:
             "written_minutes": plain.written_minutes,
             "sealed_sha256": hashlib.sha256(sealed).digest(),
         }
+        if plain.voice is not None:
+            # a spoken report: its Codec2 speech is the evidence, as the vessel sealed it
+            fields["voice_mode"] = int(plain.voice.mode)
+            fields["voice_ms"] = plain.voice.duration_ms
+            fields["voice"] = plain.voice.frames
         if lane_report_id is not None:
             fields["carrier"] = "lane"
             fields["lane_report_id"] = lane_report_id

@@ -78,6 +78,7 @@ from common.http import BodyLimit, RequestRefused, read_form
 from common.logins import ADDRESS_POLICY, Logins
 from common.passwords import PasswordBook, PasswordFileError, PasswordRefused, set_password
 from common.signins import SignInGuard, SignInThrottled
+from common.speech import CodedSpeech, decode_codec2, encode_ogg_opus
 from protocol.cases import STAGE_WORDS, TRANSITIONS, format_receipt_code, parse_stage
 from protocol.envelopes import CaseStatus
 from protocol.errors import ProtocolError
@@ -85,6 +86,7 @@ from protocol.evidence import EntryKind, fingerprint
 from protocol.languages import Language
 from protocol.limits import DEFAULT_LIMITS
 from protocol.sealing import GrievanceCategory
+from protocol.voice import VoiceMode
 from shore.union.access_log import AccessAction, to_csv, to_json
 from shore.union.client import RelayUnreachable
 from shore.union.inbox import NOTE_MAX_CHARS, InboxError, UnionInbox
@@ -632,6 +634,31 @@ def create_app(
 
         return download
 
+    async def voice(request: Request) -> Response:
+        """A spoken report's speech, decoded from its Codec2 frames in the evidence chain
+        to Opus in Ogg for the caseworker's browser (never cached)."""
+        number = _case_in_path(request)
+        index = _id_or_none(request.path_params.get("index"))
+        try:
+            view = await call(lambda: inbox.show(number, by=who(request)))
+        except _USER_ERRORS as exc:
+            return render(request, "missing.html", status=404, message=str(exc))
+        entry = next((e for e in view.entries if e.index == index), None)
+        frames = None if entry is None else entry.fields.get("voice")
+        mode = None if entry is None else entry.fields.get("voice_mode")
+        duration = None if entry is None else entry.fields.get("voice_ms")
+        if not (isinstance(frames, bytes) and isinstance(mode, int) and isinstance(duration, int)):
+            return render(request, "missing.html", status=404, message="no recording here")
+        try:
+            speech = CodedSpeech(VoiceMode(mode), duration, frames)
+            ogg = await asyncio.to_thread(lambda: encode_ogg_opus(decode_codec2(speech)))
+        except ValueError as exc:
+            log.warning(
+                "union web: case %s entry %s: recording unreadable (%s)", number, index, exc
+            )
+            return render(request, "missing.html", status=404, message="recording unreadable")
+        return Response(ogg, media_type="audio/ogg")
+
     async def export(request: Request) -> Response:
         number = _case_in_path(request)
 
@@ -692,6 +719,7 @@ def create_app(
         Route("/alerts", login_required(alerts)),
         Route("/cases/{case}", login_required(case_page)),
         Route("/cases/{case}/export", login_required(export)),
+        Route("/cases/{case}/voice/{index}.ogg", login_required(voice)),
         Route("/cases/{case}/reply", login_required(case_action("reply")), methods=["POST"]),
         Route("/cases/{case}/status", login_required(case_action("status")), methods=["POST"]),
         Route("/cases/{case}/assign", login_required(case_tool("assign")), methods=["POST"]),

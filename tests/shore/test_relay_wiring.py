@@ -6,9 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from email import message_from_bytes, policy
 from pathlib import Path
 
+import httpx
+
+from common.speech import decode_recording, encode_codec2
 from protocol.envelopes import (
     BatchAck,
     Channel,
@@ -18,16 +22,20 @@ from protocol.envelopes import (
     Envelope,
     ReceiptStage,
     Reply,
+    VoiceNote,
     acknowledges_only,
 )
 from protocol.languages import Language
 from protocol.phrases import phrase
 from protocol.replay import RangeSet
+from protocol.voice import DEFAULT_VOICE_MODE
 from shore.fake_sms import FakeSmsProvider, send_inbound
 from tests.kit.mosquitto import MosquittoBroker
 from tests.kit.mqtt import persistent_client
 from tests.kit.ports import free_port
-from tests.shore.store_fixtures import T0, decoded_downlink, uplink
+from tests.kit.speech import BURMESE, estoi, spoken
+from tests.kit.wait import eventually
+from tests.shore.store_fixtures import T0, decoded_downlink, decoded_uplink, uplink
 from tests.shore.test_ingest import relay_in_process
 from tests.shore.test_mail import SmtpSink
 
@@ -156,3 +164,57 @@ async def test_relay_sends_sms_expands_quick_messages_and_takes_sms_replies(
     assert [(t["to"], t["body"]) for t in texts] == [(MOTHER_SMS, "Ko Aung: နေကောင်းလား")]
     [reply] = [e for e in received if isinstance(e, Reply)]
     assert (reply.crew, reply.contact, reply.body) == (3, 2, "သားရေ နေကောင်းလား")
+
+
+async def test_relay_sends_an_sms_contact_a_voice_link_that_plays_on_its_public_app(
+    fresh_mosquitto: MosquittoBroker, tmp_path: Path
+) -> None:
+    """Ko Aung's voice note to his mother's phone: the relay (as `shore run` wires it)
+    sends her an SMS through the provider with a link at the webhook's origin, and that
+    link, fetched over HTTP from the relay's public app, plays what he said."""
+    port = free_port()
+    origin = f"http://127.0.0.1:{port}"
+    source = spoken(BURMESE, "my")
+    coded = encode_codec2(source, DEFAULT_VOICE_MODE)
+    note = VoiceNote(
+        message_seq=1,
+        crew=3,
+        contact=2,
+        mode=coded.mode,
+        duration_ms=coded.duration_ms,
+        frames=coded.frames,
+        written_minutes=MINUTES,
+    )
+    contacts = [
+        e for e in decoded_uplink(family_batch()).envelopes if not isinstance(e, CrewMessage)
+    ]
+    with SmtpSink() as sink:
+        async with FakeSmsProvider(tmp_path / "sms.jsonl") as fake:
+            token = tmp_path / "sms.token"
+            token.write_text(fake.auth_token)
+            token.chmod(0o600)
+            extra = (
+                f"[delivery]\nenabled = true\nsmtp_host = '127.0.0.1'\nsmtp_port = {sink.port}\n"
+                f"[sms]\nenabled = true\naccount_sid = '{fake.account_sid}'\n"
+                f"from_number = '{RELAY_NUMBER}'\nbase_url = '{fake.base_url}'\n"
+                f"webhook = true\nwebhook_url = '{origin}/sms/inbound'\nwebhook_port = {port}\n"
+            )
+            async with relay_in_process(tmp_path, fresh_mosquitto, extra):
+                async with persistent_client(
+                    fresh_mosquitto.host, fresh_mosquitto.port, "v7"
+                ) as client:
+                    await client.publish(f"vr/{VESSEL}/u", uplink(VESSEL, 1, [*contacts, note]))
+                # the fake provider writes a log and has no event to wait on
+                await eventually(fake.messages, 20, what="the SMS with the voice link")
+                [sms] = fake.messages()
+                pattern = rf"{re.escape(origin)}/voice/[A-Za-z0-9_-]{{43}}"
+                [url] = re.findall(pattern, sms["body"])
+                async with httpx.AsyncClient() as http:
+                    page = await http.get(url)
+                    ogg = await http.get(f"{url}.ogg")
+    assert sms["to"] == MOTHER_SMS
+    assert page.status_code == 200
+    assert "<audio" in page.text
+    assert ogg.status_code == 200
+    assert ogg.headers["content-type"] == "audio/ogg"
+    assert estoi(source, decode_recording(ogg.content, limit_s=120)) > 0.4
