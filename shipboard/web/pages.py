@@ -14,7 +14,8 @@ refused request gets the error page in the crew member's language.
 No JavaScript; every form carries a CSRF token (but the SOS without a PIN, which uses
 nobody's sign-in and must not fail on a stale form); sign-ins are cookies that expire
 (:mod:`shipboard.web.phones`); every page is ``Cache-Control: no-store`` (the API's
-middleware), while fonts and icons are cached for a year.
+middleware), while fonts, the style sheets and the icons (one sprite) are cached for a
+year under URLs that name their content.
 
 A duress PIN signs in normally but shows an empty inbox, no contacts' history and no
 cases; a grievance report or SOS sent from it still goes out. Message text, report text
@@ -54,7 +55,7 @@ from starlette.responses import (
 )
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
-from starlette.types import Scope
+from starlette.types import Receive, Scope, Send
 
 from common.http import BodyTooLarge, MalformedRequest, RequestRefused, bounded_int
 from common.signins import SignInGuard
@@ -276,16 +277,65 @@ def static_url(path: str) -> str:
     return f"/static/{path}?v={_content_hash(path)}"
 
 
+_ICON_NAME = re.compile(r"[a-z-]+")
+_SVG_ROOT = re.compile(r'^<svg xmlns="http://www\.w3\.org/2000/svg" ([^>]*)>(.*)</svg>$', re.S)
+
+
+@cache
+def icon_sprite() -> bytes:
+    """Every icon (``static/icons/NAME.svg``) as one SVG of ``<symbol id="NAME">``: a
+    page draws an icon with ``<use>`` (:func:`icon`), so the icons cost one request a
+    phone makes once and then keeps a year (:func:`icon_sprite_url`), and a page's own
+    bytes hold only a reference to each."""
+    symbols = []
+    for path in sorted((HERE / "static" / "icons").glob("*.svg"), key=lambda p: p.stem):
+        if not _ICON_NAME.fullmatch(path.stem):
+            raise ValueError(f"icon file {path.name}: lower-case letters and hyphens only")
+        drawn = _SVG_ROOT.match(path.read_text(encoding="utf-8").strip())
+        if drawn is None:
+            raise ValueError(f"icon file {path.name}: not one <svg> element in the SVG namespace")
+        attributes, body = drawn.groups()
+        symbols.append(f'<symbol id="{path.stem}" {attributes}>{body}</symbol>')
+    sprite = '<svg xmlns="http://www.w3.org/2000/svg">' + "".join(symbols) + "</svg>\n"
+    return sprite.encode("utf-8")
+
+
+@cache
+def icon_sprite_url() -> str:
+    """The sprite's URL, naming its content (``/static/icons.svg?v=HASH``)."""
+    return f"/static/icons.svg?v={hashlib.sha256(icon_sprite()).hexdigest()[:10]}"
+
+
 @cache
 def icon(name: str, size: int = 40) -> Markup:
-    """An icon drawn inline (``static/icons/NAME.svg``, a few hundred bytes): no request
-    of its own before the page can show, which counts on a slow link. Decorative: hidden
-    from screen readers, the link's text says what it does."""
-    if not re.fullmatch(r"[a-z-]+", name):
+    """An icon drawn from the sprite (:func:`icon_sprite`): a reference of a hundred bytes
+    in the page, the drawing fetched once and cached. Decorative: hidden from screen
+    readers, the link's text says what it does."""
+    if not _ICON_NAME.fullmatch(name):
         raise ValueError(f"icon name {name!r}: lower-case letters and hyphens only")
-    svg = (HERE / "static" / "icons" / f"{name}.svg").read_text(encoding="utf-8").strip()
-    opening = f'<svg width="{size}" height="{size}" aria-hidden="true" focusable="false" '
-    return Markup(svg.replace("<svg ", opening, 1))
+    if not (HERE / "static" / "icons" / f"{name}.svg").is_file():
+        raise ValueError(f"icon {name!r}: there is no static/icons/{name}.svg")
+    return Markup(
+        f'<svg width="{size}" height="{size}" aria-hidden="true" focusable="false">'
+        f'<use href="{icon_sprite_url()}#{name}"/></svg>'
+    )
+
+
+async def _serve_icon_sprite(scope: Scope, receive: Receive, send: Send) -> None:
+    """``GET /static/icons.svg``: immutable when asked for by its current hash (the URL
+    the pages use), else cached a day like any unhashed static file."""
+    request = Request(scope, receive)
+    if request.method not in ("GET", "HEAD"):
+        response: Response = Response(status_code=405, headers={"allow": "GET, HEAD"})
+    else:
+        current = icon_sprite_url().partition("?v=")[2]
+        hashed = request.query_params.get("v") == current
+        response = Response(
+            icon_sprite(),
+            media_type="image/svg+xml",
+            headers={"cache-control": IMMUTABLE if hashed else REVALIDATE},
+        )
+    await response(scope, receive, send)
 
 
 class Moment:
@@ -1268,6 +1318,7 @@ def web_routes(
         Route("/favicon.ico", favicon, methods=["GET"]),
         # gzip for the style sheet and scripts (fonts and images are compressed already;
         # pages are not compressed: they carry the CSRF token, see BREACH)
+        Route("/static/icons.svg", GZipMiddleware(_serve_icon_sprite, minimum_size=1000)),
         Mount("/static", app=GZipMiddleware(_STATIC, minimum_size=1000), name="static"),
     ]
 

@@ -20,7 +20,7 @@ from protocol.languages import Language
 from shipboard.http_api import create_app
 from shipboard.intake import Intake
 from shipboard.outbox import Outbox
-from shipboard.web import local
+from shipboard.web import local, pages
 from shipboard.web.fonts import (
     FAMILIES,
     FONTS_DIR,
@@ -213,11 +213,16 @@ async def test_static_files_are_cached_by_content_and_revalidated(
     assert re.search(r'<a href="/lang/tgl\?next=/login" lang="fil"', login.text)
     assert 'lang="mya"' not in login.text
     assert 'lang="tgl"' not in login.text
-    # icons are drawn inline (no request of their own), hidden from screen readers
-    assert '<svg width="40" height="40" aria-hidden="true"' in login.text
+    # icons are drawn from one sprite (one request, then cached), hidden from screen readers
+    assert re.search(
+        r'<svg width="40" height="40" aria-hidden="true" focusable="false">'
+        r'<use href="/static/icons\.svg\?v=[0-9a-f]{10}#sos"/></svg>',
+        login.text,
+    )
     assert "<img" not in login.text
-    urls = re.findall(r'(?:href|src)="(/static/[^"]+)"', login.text)
+    urls = {u.partition("#")[0] for u in re.findall(r'(?:href|src)="(/static/[^"]+)"', login.text)}
     assert any(u.startswith("/static/style.css?v=") for u in urls)
+    assert any(u.startswith("/static/icons.svg?v=") for u in urls)
     assert any(u.startswith("/static/fonts/names-") for u in urls)  # preloaded
     for url in urls:
         fetched = await client.get(url)
@@ -236,6 +241,30 @@ async def test_static_files_are_cached_by_content_and_revalidated(
     font = served_fonts()[0].file
     hashed = await client.get(f"/static/fonts/{font}")
     assert hashed.headers["cache-control"] == "public, max-age=31536000, immutable"
+
+
+async def test_the_icons_come_in_one_sprite_fetched_once(client: httpx.AsyncClient) -> None:
+    """Every icon a page draws is a symbol of one sprite, which a phone fetches once
+    (compressed) and keeps a year: the page itself carries only a reference to each, so
+    a page seen before costs only its own bytes. The sprite asked for by an old hash is
+    the current one, kept a day."""
+    names = sorted(path.stem for path in (pages.HERE / "static" / "icons").glob("*.svg"))
+    url = pages.icon_sprite_url()
+    sprite = await client.get(url, headers={"accept-encoding": "gzip"})
+    assert sprite.status_code == 200
+    assert sprite.headers["content-type"] == "image/svg+xml"
+    assert sprite.headers["content-encoding"] == "gzip"
+    assert sprite.headers["cache-control"] == "public, max-age=31536000, immutable"
+    assert url.endswith("?v=" + hashlib.sha256(sprite.content).hexdigest()[:10])
+    assert re.findall(r'<symbol id="([a-z-]+)" viewBox="0 0 24 24"', sprite.text) == names
+    assert "<svg" not in sprite.text.partition(">")[2]  # one root, symbols inside it
+    stale = await client.get("/static/icons.svg?v=0000000000")
+    assert stale.content == sprite.content
+    assert stale.headers["cache-control"] == "public, max-age=86400"
+    assert (await client.post(url)).status_code == 405
+    assert str(pages.icon("sos", 40)).endswith(f'<use href="{url}#sos"/></svg>')
+    with pytest.raises(ValueError, match=r"no static/icons/anchor\.svg"):
+        pages.icon("anchor")
 
 
 async def test_the_favicon_is_served(client: httpx.AsyncClient) -> None:
