@@ -44,7 +44,7 @@ from typing import Any
 import aiosmtplib
 import regex
 
-from protocol.envelopes import FailureReason
+from protocol.envelopes import MAX_SUBJECT_CHARS, FailureReason
 from protocol.languages import Language
 from shore.retry import AttemptResult, Outcome, classify_smtp_reply, connection_failure
 from shore.smtp_pool import PooledSmtp, PoolStatistics, SmtpPool
@@ -490,6 +490,9 @@ class FamilyMail:
     #: A voice message: attached as Opus in Ogg, with a line in the family's language
     #: instead of ``text``.
     voice: VoiceAttachment | None = None
+    #: The crew member's own Subject line (a mail from the vessel's SMTP door): the
+    #: mail's Subject instead of "Message from {name}" (who it is from is in From).
+    subject: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -546,7 +549,9 @@ def compose_family_mail(
     message["From"] = _address_header("From", shown, identity.from_address)
     message["To"] = _address_header("To", "", to.addr_spec)
     message["Reply-To"] = _address_header("Reply-To", shown, reply_book.address_for(mail.route))
-    message["Subject"] = clean_header_text(words.subject.format(name=name), 200)
+    # The email library writes a non-ASCII Subject as RFC 2047 encoded words.
+    own_subject = clean_header_text(mail.subject or "", MAX_SUBJECT_CHARS)
+    message["Subject"] = own_subject or clean_header_text(words.subject.format(name=name), 200)
     message["Date"] = format_datetime(datetime.fromtimestamp(int(now), UTC))
     message["Message-ID"] = message_id(mail.vessel_id, mail.message_seq, identity.relay_domain)
     if mail.voice is not None:

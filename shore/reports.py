@@ -105,8 +105,8 @@ async def shore_crew_figures(
         )
     delivered: dict[int, int] = {}
     failed: dict[int, int] = {}
-    for seq, crew, body, quick, voice in written:
-        text_bytes = message_text_bytes(body, quick, voice)
+    for seq, crew, body, quick, voice, subject in written:
+        text_bytes = message_text_bytes(body, quick, voice, subject)
         outcome = outcomes.get(seq)
         if outcome is DeliveryOutcome.DELIVERED:
             delivered[crew] = delivered.get(crew, 0) + text_bytes

@@ -113,6 +113,9 @@ MIGRATIONS = MigrationSet(
         ALTER TABLE messages ADD COLUMN voice {blob}
         """,
         ),
+        # A crew message's subject (protocol.envelopes.CrewMessage.subject): the Subject
+        # line of a mail that came in by the vessel's SMTP door; the family mail's Subject.
+        Migration("0005_message_subject", "ALTER TABLE messages ADD COLUMN subject TEXT"),
     ),
 )
 
@@ -214,6 +217,8 @@ class MessageToDeliver:
     crew_name: str | None
     #: A voice message's speech (None for text).
     voice: CodedVoice | None = None
+    #: The Subject line the crew member wrote (a mail from the SMTP door), if any.
+    subject: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,9 +243,9 @@ def language(value: object) -> Language | None:
 _INSERT_MESSAGE = (
     "INSERT INTO messages (vessel_id, message_seq, batch_seq, kind, crew, contact, "
     "union_id, lang, body, quick, sealed, latitude, longitude, written_minutes, "
-    "accepted_at, state, state_at, unauthenticated, voice_mode, voice_ms, voice) VALUES "
-    "($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $15, $17, "
-    "$18, $19, $20) "
+    "accepted_at, state, state_at, unauthenticated, voice_mode, voice_ms, voice, subject) "
+    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $15, "
+    "$17, $18, $19, $20, $21) "
     "ON CONFLICT DO NOTHING"
 )
 
@@ -257,6 +262,7 @@ def _message_row(
     assert kind is not None  # every one of these envelopes is a message
     crew = contact = union = lang = quick = lat = lon = unauthenticated = None
     body: str | None = None
+    subject: str | None = None
     sealed: bytes | None = None
     voice_mode = voice_ms = None
     voice: bytes | None = None
@@ -270,7 +276,7 @@ def _message_row(
             envelope.contact,
             envelope.quick,
         )
-        body, lang = envelope.body, envelope.lang
+        body, lang, subject = envelope.body, envelope.lang, envelope.subject
     elif isinstance(envelope, GrievanceReport):
         seq, union, sealed = envelope.message_seq, envelope.union, envelope.sealed
     else:
@@ -306,6 +312,7 @@ def _message_row(
         voice_mode,
         voice_ms,
         voice,
+        subject,
     )
 
 
@@ -570,7 +577,7 @@ class Uplink:
         rows = await tx.fetch(
             "SELECT m.vessel_id, m.message_seq, m.kind, m.crew, m.contact, m.union_id, m.lang, "
             "m.body, m.quick, m.sealed, m.accepted_at, c.channel, c.address, c.lang, "
-            "c.crew_name, m.voice_mode, m.voice_ms, m.voice "
+            "c.crew_name, m.voice_mode, m.voice_ms, m.voice, m.subject "
             "FROM messages m LEFT JOIN contacts c ON c.vessel_id = m.vessel_id "
             f"AND c.crew = m.crew AND c.contact = m.contact WHERE {where}",
             *args,
@@ -593,17 +600,19 @@ class Uplink:
                 voice=None
                 if r[15] is None
                 else CodedVoice(VoiceMode(int(r[15])), int(r[16]), bytes(r[17])),
+                subject=r[18],
             )
             for r in rows
         }
 
     async def crew_messages_written(
         self, tx: Tx, vessel_id: int, start_minutes: int, end_minutes: int
-    ) -> list[tuple[int, int, str | None, int | None, bytes | None]]:
-        """(message_seq, crew, body, quick, voice) of the vessel's crew messages written in
-        [start, end) (UTC minutes); ``voice``: a voice message's Codec2 frames."""
+    ) -> list[tuple[int, int, str | None, int | None, bytes | None, str | None]]:
+        """(message_seq, crew, body, quick, voice, subject) of the vessel's crew messages
+        written in [start, end) (UTC minutes); ``voice``: a voice message's Codec2 frames."""
         rows = await tx.fetch(
-            "SELECT message_seq, crew, body, quick, voice FROM messages WHERE vessel_id = $1 "
+            "SELECT message_seq, crew, body, quick, voice, subject FROM messages "
+            "WHERE vessel_id = $1 "
             "AND kind = $4 AND written_minutes >= $2 AND written_minutes < $3 "
             "ORDER BY message_seq",
             vessel_id,
@@ -612,7 +621,14 @@ class Uplink:
             MessageKind.MESSAGE.value,
         )
         return [
-            (int(r[0]), int(r[1]), r[2], optional_int(r[3]), None if r[4] is None else bytes(r[4]))
+            (
+                int(r[0]),
+                int(r[1]),
+                r[2],
+                optional_int(r[3]),
+                None if r[4] is None else bytes(r[4]),
+                r[5],
+            )
             for r in rows
         ]
 

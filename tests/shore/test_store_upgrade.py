@@ -50,6 +50,7 @@ OWN_TABLES = ("store_migrations", "schema_migrations")
 #: these, in this order; each only adds tables (or columns) of its own.
 SINCE_THE_SPLIT = [
     ("uplink", "0004_voice_notes"),
+    ("uplink", "0005_message_subject"),
     ("downlink", "0003_urgent_items"),
     ("transparency_log", "0002_tiles_and_checkpoints"),
     ("lane", "0001_lane"),
@@ -128,7 +129,7 @@ async def test_a_relay_database_made_by_the_old_code_opens_without_running_anyth
         applied = [r.getMessage() for r in caplog.records if "applied" in r.getMessage()]
         assert applied == [f"store migration {s}/{n} applied" for s, n in SINCE_THE_SPLIT]
         after = _sqlite_schema(path)
-        # downlink/0003_urgent_items, uplink/0004_voice_notes and transparency_log/0002
+        # downlink/0003_urgent_items, uplink/0004 and 0005, transparency_log/0002
         # added columns to these
         altered = {"downlink_items", "messages", "log_heads", "log_cosignatures", "log_state"}
         assert {entry for entry in before if entry[1] not in altered} <= after
@@ -269,6 +270,7 @@ async def test_an_old_database_part_way_through_gets_only_what_it_lacks(
     assert applied == [
         ("uplink", "0003_sos_unauthenticated"),
         ("uplink", "0004_voice_notes"),
+        ("uplink", "0005_message_subject"),
         ("downlink", "0002_slot_notes"),
         ("downlink", "0003_urgent_items"),
         ("transparency_log", "0002_tiles_and_checkpoints"),
