@@ -47,6 +47,7 @@ NEW_SINCE = [
     ("crew_register", "0002_chosen_pins"),
     ("outbox", "0005_lane_items"),
     ("outbox", "0006_voice_notes"),
+    ("outbox", "0007_message_subject"),
     ("inbox", "0002_lane_blocks"),
     ("lane", "0001_reservoir"),
     ("casebook", "0001_casebooks"),
