@@ -11,6 +11,7 @@ import unicodedata
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
+from urllib.parse import unquote
 
 import httpx
 import pytest
@@ -213,16 +214,12 @@ async def test_static_files_are_cached_by_content_and_revalidated(
     assert re.search(r'<a href="/lang/tgl\?next=/login" lang="fil"', login.text)
     assert 'lang="mya"' not in login.text
     assert 'lang="tgl"' not in login.text
-    # icons are drawn from one sprite (one request, then cached), hidden from screen readers
-    assert re.search(
-        r'<svg width="40" height="40" aria-hidden="true" focusable="false">'
-        r'<use href="/static/icons\.svg\?v=[0-9a-f]{10}#sos"/></svg>',
-        login.text,
-    )
+    # icons are drawn by the style sheet (no request of their own), hidden from screen readers
+    assert '<i class="i s40 i-sos" aria-hidden="true"></i>' in login.text
     assert "<img" not in login.text
-    urls = {u.partition("#")[0] for u in re.findall(r'(?:href|src)="(/static/[^"]+)"', login.text)}
+    assert "<svg" not in login.text
+    urls = re.findall(r'(?:href|src)="(/static/[^"]+)"', login.text)
     assert any(u.startswith("/static/style.css?v=") for u in urls)
-    assert any(u.startswith("/static/icons.svg?v=") for u in urls)
     assert any(u.startswith("/static/fonts/names-") for u in urls)  # preloaded
     for url in urls:
         fetched = await client.get(url)
@@ -243,28 +240,40 @@ async def test_static_files_are_cached_by_content_and_revalidated(
     assert hashed.headers["cache-control"] == "public, max-age=31536000, immutable"
 
 
-async def test_the_icons_come_in_one_sprite_fetched_once(client: httpx.AsyncClient) -> None:
-    """Every icon a page draws is a symbol of one sprite, which a phone fetches once
-    (compressed) and keeps a year: the page itself carries only a reference to each, so
-    a page seen before costs only its own bytes. The sprite asked for by an old hash is
-    the current one, kept a day."""
+async def test_the_icons_come_with_the_style_sheet(client: httpx.AsyncClient) -> None:
+    """Every icon a page draws is a rule of the style sheet (an SVG ``data:`` URL), which
+    a phone fetches once, compressed, and keeps a year: the page itself carries a short
+    ``<i>`` for each, so a page seen before costs only its own bytes, and an icon costs
+    no request of its own. The page's policy lets ``data:`` images in and nothing else;
+    the style sheet asked for by an old hash is the current one, kept a day."""
     names = sorted(path.stem for path in (pages.HERE / "static" / "icons").glob("*.svg"))
-    url = pages.icon_sprite_url()
-    sprite = await client.get(url, headers={"accept-encoding": "gzip"})
-    assert sprite.status_code == 200
-    assert sprite.headers["content-type"] == "image/svg+xml"
-    assert sprite.headers["content-encoding"] == "gzip"
-    assert sprite.headers["cache-control"] == "public, max-age=31536000, immutable"
-    assert url.endswith("?v=" + hashlib.sha256(sprite.content).hexdigest()[:10])
-    assert re.findall(r'<symbol id="([a-z-]+)" viewBox="0 0 24 24"', sprite.text) == names
-    assert "<svg" not in sprite.text.partition(">")[2]  # one root, symbols inside it
-    stale = await client.get("/static/icons.svg?v=0000000000")
-    assert stale.content == sprite.content
+    url = pages.static_url("style.css")
+    sheet = await client.get(url, headers={"accept-encoding": "gzip"})
+    assert sheet.status_code == 200
+    assert sheet.headers["content-type"].startswith("text/css")
+    assert sheet.headers["content-encoding"] == "gzip"
+    assert sheet.headers["cache-control"] == "public, max-age=31536000, immutable"
+    assert url.endswith("?v=" + hashlib.sha256(sheet.content).hexdigest()[:10])
+    assert sheet.text.startswith((pages.HERE / "static" / "style.css").read_text())
+    rule = r'\.i-([a-z-]+)\{background-image:url\("data:image/svg\+xml,([^"]+)"\)'
+    drawn = re.findall(rule, sheet.text)
+    assert [name for name, _ in drawn] == names
+    for name, data in drawn:  # the very drawing of the icon's file
+        svg = (pages.HERE / "static" / "icons" / f"{name}.svg").read_text().strip()
+        assert unquote(data) == svg.replace('"', "'")
+    stale = await client.get("/static/style.css?v=0000000000")
+    assert stale.content == sheet.content
     assert stale.headers["cache-control"] == "public, max-age=86400"
     assert (await client.post(url)).status_code == 405
-    assert str(pages.icon("sos", 40)).endswith(f'<use href="{url}#sos"/></svg>')
+    login = await client.get("/lang/eng", params={"next": "/login"}, follow_redirects=True)
+    policy = login.headers["content-security-policy"]
+    assert "img-src 'self' data:;" in policy
+    assert "default-src 'none';" in policy
+    assert str(pages.icon("report", 32)) == '<i class="i s32 i-report" aria-hidden="true"></i>'
     with pytest.raises(ValueError, match=r"no static/icons/anchor\.svg"):
         pages.icon("anchor")
+    with pytest.raises(ValueError, match="sizes"):
+        pages.icon("sos", 24)
 
 
 async def test_the_favicon_is_served(client: httpx.AsyncClient) -> None:
