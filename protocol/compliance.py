@@ -114,13 +114,16 @@ class ReportInvalid(LocalProtocolError):
 QUICK_MESSAGE_TEXT_BYTES = 2
 
 
-def message_text_bytes(body: str | None, quick: int | None, voice: bytes | None = None) -> int:
-    """Real text bytes of a crew message: UTF-8 bytes of its text, 2 for a quick message,
-    or the Codec2 bytes of a voice message (a voice note counts like text, issue 24)."""
+def message_text_bytes(
+    body: str | None, quick: int | None, voice: bytes | None = None, subject: str | None = None
+) -> int:
+    """Real text bytes of a crew message: UTF-8 bytes of its text (and of its subject, a
+    mail's Subject line), 2 for a quick message, or the Codec2 bytes of a voice message (a
+    voice note counts like text, issue 24)."""
     if voice is not None:
         return len(voice)
     if body is not None:
-        return len(body.encode("utf-8"))
+        return len(body.encode("utf-8")) + len((subject or "").encode("utf-8"))
     return QUICK_MESSAGE_TEXT_BYTES if quick is not None else 0
 
 

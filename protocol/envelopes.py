@@ -267,9 +267,23 @@ def _validate_pairs(name: str, value: object) -> None:
 # --- the envelope kinds ----------------------------------------------------------------
 
 
+#: The most characters of a crew message's subject (a mail's Subject line).
+MAX_SUBJECT_CHARS = 200
+
+
 @dataclass(frozen=True, slots=True)
 class CrewMessage(Envelope):
-    """A crew member's message to a family contact: free text or a quick-message code."""
+    """A crew member's message to a family contact: free text or a quick-message code.
+
+    ``subject`` (key 34, optional, added 2026-12) is the Subject line of a text that came
+    in by mail: one line of at most :data:`MAX_SUBJECT_CHARS` characters, which the relay
+    uses as the family mail's Subject. It travels in the skeleton, and only with a text
+    body. It is the last field, so batches made before it still decode (their presence
+    masks are unchanged) and a message without one encodes byte for byte as before. A
+    relay older than this key refuses a batch that holds one (an unknown presence bit):
+    a vessel sends it only when its config says the relay reads it
+    (``[shore] relay_reads_subjects``).
+    """
 
     KIND: ClassVar[Kind] = Kind.CREW_MESSAGE
     TEXT_FIELD: ClassVar[str | None] = "body"
@@ -279,6 +293,7 @@ class CrewMessage(Envelope):
         _Field("contact", 3, _T.UINT),
         _Field("body", TEXT_KEY, _T.TEXT, optional=True),
         _Field("quick", 6, _T.UINT, optional=True),
+        _Field("subject", 34, _T.STR, optional=True),  # last: old masks stay valid
     )
 
     message_seq: int
@@ -288,11 +303,22 @@ class CrewMessage(Envelope):
     lang: Language | None = None
     body: str | None = None
     quick: int | None = None
+    subject: str | None = None
 
     def __post_init__(self) -> None:
         self._validate()
         if (self.body is None) == (self.quick is None):
             raise InvalidEnvelope("a crew message has either a text body or a quick code, not both")
+        if self.subject is not None:
+            if self.body is None:
+                raise InvalidEnvelope("a crew message's subject goes with a text body only")
+            if len(self.subject) > MAX_SUBJECT_CHARS:
+                raise InvalidEnvelope(
+                    f"CrewMessage.subject has {len(self.subject)} characters, over the limit "
+                    f"of {MAX_SUBJECT_CHARS}"
+                )
+            if any(c in self.subject for c in "\r\n"):
+                raise InvalidEnvelope("CrewMessage.subject is one line: it holds a line break")
 
 
 @dataclass(frozen=True, slots=True)

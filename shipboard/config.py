@@ -38,6 +38,8 @@ Example file::
     mqtt_version = "5"            # or "3.1.1"
     ca_file = "shore-ca.pem"      # optional: a private CA for mqtts:// (system CAs if unset)
     tls_minimum = "1.3"           # or "1.2" for a broker without TLS 1.3 (costs ~270 B a session)
+    relay_reads_subjects = false  # true once the relay keeps mails' Subject lines (2026-12):
+                                  # an older relay refuses a batch that carries one
 
     [link]
     profile = "iridium-certus"
@@ -203,6 +205,10 @@ class ShoreConfig:
     #: The oldest TLS version offered: "1.3" (the default: a TLS 1.3-only hello is about
     #: 270 bytes smaller, every full handshake) or "1.2" for a broker without TLS 1.3.
     tls_minimum: str = "1.3"
+    #: Whether the relay reads a crew message's subject (``protocol.envelopes.CrewMessage.
+    #: subject``, added 2026-12). An older relay refuses a whole batch that carries one, so
+    #: the SMTP door keeps a mail's Subject line only when this says the relay reads it.
+    relay_reads_subjects: bool = False
 
     @property
     def tls(self) -> bool:
@@ -504,9 +510,17 @@ def _read_shore(table: _Table, base: Path) -> ShoreConfig:
         raise ConfigError(
             f'{table.where("tls_minimum")} must be "1.3" or "1.2", not {tls_minimum!r}'
         )
+    relay_reads_subjects = table.get("relay_reads_subjects", bool, False)
     table.finish()
     return ShoreConfig(
-        url, public_key.strip().lower(), version, username, password, ca_file, tls_minimum
+        url,
+        public_key.strip().lower(),
+        version,
+        username,
+        password,
+        ca_file,
+        tls_minimum,
+        relay_reads_subjects,
     )
 
 

@@ -44,6 +44,7 @@ from protocol.cases import (
 )
 from protocol.cases import case_number as make_case_number
 from protocol.codebook import Codebook
+from protocol.envelopes import MAX_SUBJECT_CHARS
 from protocol.errors import InvalidEnvelope, InvalidText, LimitExceeded
 from protocol.lane import LaneShape
 from protocol.languages import Language
@@ -117,6 +118,7 @@ class IntakeOutbox(Protocol):
         quota_bytes: int,
         body: str | None = None,
         quick: int | None = None,
+        subject: str | None = None,
     ) -> list[AcceptedMessage]:
         """Commit one message to several contacts, within the quota (all or nothing)."""
         ...
@@ -234,6 +236,26 @@ def read_text(text: str, lang: Language | None = None) -> Reading:
 def normalise(text: str, lang: Language | None = None) -> str:
     """The normalised text alone (see :func:`read_text`)."""
     return read_text(text, lang).text
+
+
+def message_subject(subject: str | None, lang: Language | None) -> str | None:
+    """A mail's Subject line as a crew message's subject, or None: normalised like the
+    text (NFC, Zawgyi converted), on one line (controls and runs of white space become
+    one space), cut to :data:`~protocol.envelopes.MAX_SUBJECT_CHARS` characters (never
+    inside a letter's marks). A Subject that cannot be read is left out: the text goes
+    on its own, as it did before subjects travelled. Never refuses a message."""
+    if not subject or not subject.strip():
+        return None
+    raw = subject[: 4 * MAX_SUBJECT_CHARS]  # more is cut anyway; keep normalising cheap
+    spaced = "".join(" " if unicodedata.category(c) in ("Cc", "Zl", "Zp") else c for c in raw)
+    try:
+        one_line = " ".join(normalise(spaced, lang).split())
+    except BadText:
+        return None
+    end = min(len(one_line), MAX_SUBJECT_CHARS)
+    while 0 < end < len(one_line) and unicodedata.category(one_line[end]).startswith("M"):
+        end -= 1
+    return one_line[:end].rstrip() or None
 
 
 def new_receipt_code() -> str:
@@ -405,14 +427,28 @@ class Intake:
         text: str | None,
         lang: Language | None = None,
         quick: int | None = None,
+        subject: str | None = None,
     ) -> list[AcceptedMessage]:
-        """Commit one message to several of the crew member's contacts (all or none)."""
-        if not contacts or any(self.register.contact(crew, c) is None for c in contacts):
+        """Commit one message to several of the crew member's contacts (all or none).
+
+        ``subject``: the Subject line of a mail (SMTP door). It travels with a text only,
+        to e-mail contacts (an SMS has no Subject) and only when the config says the relay
+        reads it (``[shore] relay_reads_subjects``: an older relay refuses the batch);
+        else it is left out, as before subjects travelled. It counts against the quota
+        with the text."""
+        found = [self.register.contact(crew, c) for c in contacts]
+        if not contacts or any(contact is None for contact in found):
             raise UnknownContact(
                 "This contact is not in your list. Add them first on the page, or ask the "
                 "captain to add them."
             )
         language = lang or self.register.get(crew).language
+        if (
+            quick is not None
+            or not self.config.shore.relay_reads_subjects
+            or not any(contact is not None and contact.channel == "email" for contact in found)
+        ):
+            subject = None
         body = None
         reading = Reading("")
         if quick is None:
@@ -425,6 +461,9 @@ class Intake:
             over = characters_over(body, MAX_MESSAGE_BYTES)
             if over:
                 raise MessageTooLong(over, usual_characters(language, MAX_MESSAGE_BYTES))
+            subject = message_subject(subject, language)
+            if subject == body:
+                subject = None  # a mail with only a Subject: it is the text already
         accepted = self.outbox.accept_messages(
             crew=crew,
             contacts=contacts,
@@ -433,6 +472,7 @@ class Intake:
             quota_bytes=self.config.quota.crew_text_bytes,
             body=body,
             quick=quick,
+            subject=subject,
         )
         self._ring(MessageKind.MESSAGE)
         if reading.unsure:

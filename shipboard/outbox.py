@@ -469,16 +469,23 @@ class Outbox:
         quota_bytes: int,
         body: str | None = None,
         quick: int | None = None,
+        subject: str | None = None,
     ) -> list[AcceptedMessage]:
         """Commit one message to several contacts in one transaction (all or nothing).
 
-        Each contact gets its own message number; the quota must cover all of them.
+        Each contact gets its own message number; the quota must cover all of them. A
+        ``subject`` (a mail's Subject line, with a text body only) counts with the text.
         """
         if (body is None) == (quick is None):
             raise ValueError("a message has either a text body or a quick code")
+        if subject is not None and body is None:
+            raise ValueError("a message's subject goes with a text body only")
         if not contacts:
             raise ValueError("a message needs at least one contact")
-        text_bytes = len(body.encode("utf-8")) if body is not None else QUICK_MESSAGE_BYTES
+        if body is not None:
+            text_bytes = message_text_bytes(body, None, subject=subject)  # the shore's rule
+        else:
+            text_bytes = QUICK_MESSAGE_BYTES
         needed = text_bytes * len(contacts)
         month = self._month(now)
         with self.database.transaction("save the message") as db:
@@ -492,6 +499,7 @@ class Outbox:
                     lang=lang.code,
                     body=body,
                     quick=quick,
+                    subject=subject,
                     text_bytes=text_bytes,
                     month=month,
                     now=now,
@@ -668,7 +676,8 @@ class Outbox:
             rows = db.execute(
                 "SELECT message_seq, kind, crew, text_bytes, accepted_at, lang, "
                 "COALESCE(LENGTH(CAST(body AS BLOB)), 0) + COALESCE(LENGTH(sealed), 0) "
-                "+ COALESCE(LENGTH(voice), 0) FROM messages WHERE state = ? "
+                "+ COALESCE(LENGTH(voice), 0) + COALESCE(LENGTH(CAST(subject AS BLOB)), 0) "
+                "FROM messages WHERE state = ? "
                 "AND NOT (kind = ? AND accepted_at > ?) ORDER BY message_seq",
                 (MessageState.ACCEPTED, MessageKind.GRIEVANCE, now),
             ).fetchall()
@@ -801,7 +810,7 @@ class Outbox:
             row = db.execute(
                 "SELECT kind, crew, contact, union_id, lang, body, quick, sealed, latitude, "
                 "longitude, accepted_at, state, typed_crew, lane_period, lane_index, "
-                "voice_mode, voice_ms, voice FROM messages WHERE message_seq = ?",
+                "voice_mode, voice_ms, voice, subject FROM messages WHERE message_seq = ?",
                 (seq,),
             ).fetchone()
             if row is None:
@@ -831,6 +840,7 @@ class Outbox:
                     lang=language,
                     body=body,
                     quick=quick,
+                    subject=row[18],
                 )
             elif kind == MessageKind.GRIEVANCE:
                 envelope = GrievanceReport(

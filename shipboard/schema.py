@@ -262,6 +262,12 @@ OUTBOX = MigrationSet(
             ALTER TABLE messages ADD COLUMN voice BLOB
             """,
         ),
+        Migration(
+            "0007_message_subject",
+            # The Subject line of a family message that came in by mail (SMTP door); it
+            # travels as the crew message's subject (protocol.envelopes.CrewMessage).
+            "ALTER TABLE messages ADD COLUMN subject TEXT",
+        ),
     ),
 )
 

@@ -137,8 +137,9 @@ class MailText:
     def with_subject(self) -> str:
         """A report's text: the Subject as the first line, then a blank line and the text
         (the Subject alone when the text is empty or begins with it), so that the union
-        reads what the crew member wrote there. A family message sends its text alone (its
-        Subject only when the text is empty): the link has no field for a Subject yet."""
+        reads what the crew member wrote there (a report is sealed whole). A family
+        message carries its Subject beside the text instead (:meth:`Intake.send_messages`'s
+        ``subject``; its text is the Subject when the mail's text is empty)."""
         if not self.subject or self.text.startswith(self.subject):
             return self.text
         return f"{self.subject}\n\n{self.text}"
@@ -310,8 +311,10 @@ class MailIntake(Protocol):
         text: str | None,
         lang: Language | None = None,
         quick: int | None = None,
+        subject: str | None = None,
     ) -> list[AcceptedMessage]:
-        """Commit one message to several of the crew member's contacts (all or none)."""
+        """Commit one message to several of the crew member's contacts (all or none),
+        with the mail's Subject line when the relay reads subjects."""
         ...
 
     def file_grievance(
@@ -512,7 +515,7 @@ class SmtpIntakeHandler:
         try:
             text = mail_text(data)
             accepted = await asyncio.to_thread(
-                self._commit, signed_in.member.crew, envelope.rcpt_tos, text.text
+                self._commit, signed_in.member.crew, envelope.rcpt_tos, text.text, text.subject
             )
         except IntakeRefused as refused:
             self._count(refused.code)
@@ -579,7 +582,7 @@ class SmtpIntakeHandler:
             leaves = (LEAVES_LATE, {"time": when})
         return Reply(250, "2.0.0", mail_words.REPORT_SAVED, fields, also=(leaves,))
 
-    def _commit(self, crew: int, addresses: list[str], text: str) -> list[int]:
+    def _commit(self, crew: int, addresses: list[str], text: str, subject: str) -> list[int]:
         contacts: list[int] = []
         for address in addresses:
             contact = self._find_contact(crew, address)
@@ -587,7 +590,7 @@ class SmtpIntakeHandler:
                 raise UnknownContact("This address is not in your family contacts any more.")
             if contact not in contacts:
                 contacts.append(contact)
-        accepted = self.intake.send_messages(crew, contacts, text)
+        accepted = self.intake.send_messages(crew, contacts, text, subject=subject or None)
         return [message.message_seq for message in accepted]
 
     def _count(self, code: str) -> None:

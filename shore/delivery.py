@@ -104,6 +104,11 @@ class DueDelivery(Protocol):
         """A voice message's Codec2 speech (None for a written message)."""
 
     @property
+    def subject(self) -> str | None:
+        """The Subject line the crew member wrote (a mail from the vessel's SMTP door);
+        the family mail's Subject. None: the relay's own ("Message from ...")."""
+
+    @property
     def accepted_at(self) -> float:
         """When the message was accepted ashore (the deadline counts from here)."""
 
@@ -401,6 +406,7 @@ class DeliveryWorker:
             text=text,
             contact_lang=delivery.contact_lang,
             voice=voice,
+            subject=delivery.subject,
         )
         try:
             message = render_family_mail(family_mail, self.identity, self.reply_book, self.clock())

@@ -44,7 +44,7 @@ from typing import Any
 import aiosmtplib
 import regex
 
-from protocol.envelopes import FailureReason
+from protocol.envelopes import MAX_SUBJECT_CHARS, FailureReason
 from protocol.languages import Language
 from shore.retry import AttemptResult, Outcome, classify_smtp_reply, connection_failure
 from shore.smtp_pool import PooledSmtp, PoolStatistics, SmtpPool
@@ -500,6 +500,9 @@ class FamilyMail:
     #: A voice message: attached as Opus in Ogg, with a line in the family's language
     #: instead of ``text``.
     voice: VoiceAttachment | None = None
+    #: The crew member's own Subject line (a mail from the vessel's SMTP door): the
+    #: mail's Subject instead of "Message from {name}" (who it is from is in From).
+    subject: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -556,7 +559,9 @@ def compose_family_mail(
     message["From"] = _address_header("From", shown, identity.from_address)
     message["To"] = _address_header("To", "", to.addr_spec)
     message["Reply-To"] = _address_header("Reply-To", shown, reply_book.address_for(mail.route))
-    message["Subject"] = _subject(words, name)
+    # The email library writes a non-ASCII Subject as RFC 2047 encoded words.
+    own_subject = clean_header_text(mail.subject or "", MAX_SUBJECT_CHARS)
+    message["Subject"] = own_subject or _subject(words, name)
     message["Date"] = _date(int(now))
     message["Message-ID"] = message_id(mail.vessel_id, mail.message_seq, identity.relay_domain)
     if mail.voice is not None:
@@ -633,13 +638,18 @@ def render_family_mail(
     mail: FamilyMail, identity: MailIdentity, reply_book: ReplyAddressBook, now: float
 ) -> RenderedMail | EmailMessage:
     """The e-mail for ``mail`` as :func:`compose_family_mail` makes it, written to bytes
-    directly when it is a written message between ASCII addresses; otherwise (a voice
-    message, an address that needs SMTPUTF8) the composed ``EmailMessage`` itself.
+    directly when it is a written message between ASCII addresses under the relay's own
+    Subject; otherwise (a voice message, an address that needs SMTPUTF8, the crew
+    member's own Subject) the composed ``EmailMessage`` itself.
 
     Raises :class:`InvalidAddress` when the family's address cannot be used.
     """
     to = check_address(mail.to_address)
-    if mail.voice is not None or not (to.addr_spec.isascii() and identity.from_address.isascii()):
+    if (
+        mail.voice is not None
+        or mail.subject
+        or not (to.addr_spec.isascii() and identity.from_address.isascii())
+    ):
         return compose_family_mail(mail, identity, reply_book, now)
     words = phrases_for(mail.contact_lang)
     reply_to = reply_book.address_for(mail.route)

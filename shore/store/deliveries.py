@@ -126,6 +126,8 @@ class Delivery:
     quick: int | None = None
     #: A voice message's speech (None for text).
     voice: CodedVoice | None = None
+    #: The crew member's Subject line (a mail from the SMTP door), if any.
+    subject: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,6 +207,7 @@ def delivery_of(claim: Claim, message: MessageToDeliver, phrases: PhraseLookup |
         deadline_at=claim.deadline_at,
         quick=message.quick,
         voice=message.voice,
+        subject=message.subject,
     )
 
 

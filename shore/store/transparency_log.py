@@ -147,7 +147,9 @@ def leaf_for(batch: Batch, batch_sha256: bytes, now: float, new: Sequence[Envelo
     for envelope in new:
         if isinstance(envelope, CrewMessage):
             key = (envelope.crew, month_of_minutes(envelope.written_minutes))
-            counts[key] = counts.get(key, 0) + message_text_bytes(envelope.body, envelope.quick)
+            counts[key] = counts.get(key, 0) + message_text_bytes(
+                envelope.body, envelope.quick, subject=envelope.subject
+            )
             written.append(envelope.written_minutes)
         elif isinstance(envelope, VoiceNote):
             key = (envelope.crew, month_of_minutes(envelope.written_minutes))

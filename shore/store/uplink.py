@@ -126,6 +126,9 @@ MIGRATIONS = MigrationSet(
             WHERE kind = 'message' AND purged_at IS NULL AND state IN ('delivered', 'failed')
         """,
         ),
+        # A crew message's subject (protocol.envelopes.CrewMessage.subject): the Subject
+        # line of a mail that came in by the vessel's SMTP door; the family mail's Subject.
+        Migration("0006_message_subject", "ALTER TABLE messages ADD COLUMN subject TEXT"),
     ),
 )
 
@@ -227,6 +230,8 @@ class MessageToDeliver:
     crew_name: str | None
     #: A voice message's speech (None for text).
     voice: CodedVoice | None = None
+    #: The Subject line the crew member wrote (a mail from the SMTP door), if any.
+    subject: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,9 +256,9 @@ def language(value: object) -> Language | None:
 _INSERT_MESSAGE = (
     "INSERT INTO messages (vessel_id, message_seq, batch_seq, kind, crew, contact, "
     "union_id, lang, body, quick, sealed, latitude, longitude, written_minutes, "
-    "accepted_at, state, state_at, unauthenticated, voice_mode, voice_ms, voice) VALUES "
-    "($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $15, $17, "
-    "$18, $19, $20) "
+    "accepted_at, state, state_at, unauthenticated, voice_mode, voice_ms, voice, subject) "
+    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $15, "
+    "$17, $18, $19, $20, $21) "
     "ON CONFLICT DO NOTHING"
 )
 
@@ -270,6 +275,7 @@ def _message_row(
     assert kind is not None  # every one of these envelopes is a message
     crew = contact = union = lang = quick = lat = lon = unauthenticated = None
     body: str | None = None
+    subject: str | None = None
     sealed: bytes | None = None
     voice_mode = voice_ms = None
     voice: bytes | None = None
@@ -283,7 +289,7 @@ def _message_row(
             envelope.contact,
             envelope.quick,
         )
-        body, lang = envelope.body, envelope.lang
+        body, lang, subject = envelope.body, envelope.lang, envelope.subject
     elif isinstance(envelope, GrievanceReport):
         seq, union, sealed = envelope.message_seq, envelope.union, envelope.sealed
     else:
@@ -319,6 +325,7 @@ def _message_row(
         voice_mode,
         voice_ms,
         voice,
+        subject,
     )
 
 
@@ -602,7 +609,7 @@ class Uplink:
         rows = await tx.fetch(
             "SELECT m.vessel_id, m.message_seq, m.kind, m.crew, m.contact, m.union_id, m.lang, "
             "m.body, m.quick, m.sealed, m.accepted_at, c.channel, c.address, c.lang, "
-            "c.crew_name, m.voice_mode, m.voice_ms, m.voice "
+            "c.crew_name, m.voice_mode, m.voice_ms, m.voice, m.subject "
             "FROM messages m LEFT JOIN contacts c ON c.vessel_id = m.vessel_id "
             f"AND c.crew = m.crew AND c.contact = m.contact WHERE {where}",
             *args,
@@ -625,6 +632,7 @@ class Uplink:
                 voice=None
                 if r[15] is None
                 else CodedVoice(VoiceMode(int(r[15])), int(r[16]), bytes(r[17])),
+                subject=r[18],
             )
             for r in rows
         }
@@ -637,7 +645,8 @@ class Uplink:
         ``text_bytes`` once it was purged (:meth:`purge_content`), so a report built after
         a purge counts what one built before did."""
         rows = await tx.fetch(
-            "SELECT message_seq, crew, body, quick, voice, text_bytes, purged_at FROM messages "
+            "SELECT message_seq, crew, body, quick, voice, text_bytes, purged_at, subject "
+            "FROM messages "
             "WHERE vessel_id = $1 AND kind = $4 AND written_minutes >= $2 "
             "AND written_minutes < $3 ORDER BY message_seq",
             vessel_id,
@@ -651,7 +660,7 @@ class Uplink:
                 text_bytes = int(r[5] or 0)
             else:
                 voice = None if r[4] is None else bytes(r[4])
-                text_bytes = message_text_bytes(r[2], optional_int(r[3]), voice)
+                text_bytes = message_text_bytes(r[2], optional_int(r[3]), voice, r[7])
             found.append((int(r[0]), int(r[1]), text_bytes))
         return found
 
@@ -738,7 +747,7 @@ class Uplink:
         self, tx: Tx, keys: Sequence[tuple[int, int]], now: float
     ) -> list[tuple[int, int, int]]:
         """Forget the content of the family messages ``keys`` whose delivery ended: their
-        text, quick-message code and speech; their text bytes are kept for the compliance
+        text, subject, quick-message code and speech; their text bytes are kept for the compliance
         report, and every other column (who, when, state, sizes) stays. Returns
         (vessel, message_seq, content bytes purged) of those purged now (a message purged
         before, still open, or not a family message is left as it is)."""
@@ -747,7 +756,7 @@ class Uplink:
         where, args = keys_filter(keys)
         n = len(args)
         rows = await tx.fetch(
-            "SELECT vessel_id, message_seq, body, quick, voice FROM messages "
+            "SELECT vessel_id, message_seq, body, quick, voice, subject FROM messages "
             f"WHERE {where} AND kind = ${n + 1} AND purged_at IS NULL "
             f"AND state IN (${n + 2}, ${n + 3})",
             *args,
@@ -759,11 +768,17 @@ class Uplink:
         for r in rows:
             body, quick = r[2], optional_int(r[3])
             voice = None if r[4] is None else bytes(r[4])
-            text_bytes = message_text_bytes(body, quick, voice)
-            content_bytes = len(voice or b"") + len((body or "").encode("utf-8"))
+            subject = r[5]
+            text_bytes = message_text_bytes(body, quick, voice, subject)
+            content_bytes = (
+                len(voice or b"")
+                + len((body or "").encode("utf-8"))
+                + len((subject or "").encode("utf-8"))
+            )
             purged.append((int(r[0]), int(r[1]), text_bytes, content_bytes))
         await tx.executemany(
-            "UPDATE messages SET body = NULL, quick = NULL, voice = NULL, text_bytes = $3, "
+            "UPDATE messages SET body = NULL, quick = NULL, voice = NULL, subject = NULL, "
+            "text_bytes = $3, "
             "purged_at = $4 WHERE vessel_id = $1 AND message_seq = $2 AND purged_at IS NULL",
             [(vessel, seq, text_bytes, float(now)) for vessel, seq, text_bytes, _ in purged],
         )

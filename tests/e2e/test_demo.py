@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import email
+import email.policy
 import json
 import mailbox
 import os
@@ -70,7 +72,8 @@ def test_scripted_day_is_delivered_once_and_the_summary_is_right(
 def test_info_file_lets_a_mail_app_write_home_and_ctrl_c_stops_cleanly(tmp_path: Path) -> None:
     """A running demo (no --script) writes --info; a crew member's mail app uses the
     SMTP intake login it lists (STARTTLS, crew number and PIN), the message reaches the
-    family's Maildir, and Ctrl-C (SIGINT) stops every part with exit status 0."""
+    family's Maildir under the Subject the crew member wrote, and Ctrl-C (SIGINT) stops
+    every part with exit status 0."""
     info = tmp_path / "info.json"
     process = _run_demo("--link", "fast", "--info", str(info), "--workdir", str(tmp_path / "d"))
     try:
@@ -99,6 +102,9 @@ def test_info_file_lets_a_mail_app_write_home_and_ctrl_c_stops_cleanly(tmp_path:
         eventually_blocking(
             lambda: any((maildir / "new").iterdir()), 60, 0.3, what="the family mail"
         )
+        (delivered,) = (maildir / "new").iterdir()
+        family_mail = email.message_from_bytes(delivered.read_bytes(), policy=email.policy.default)
+        assert family_mail["Subject"] == "home"  # the crew member's own Subject line
         process.send_signal(signal.SIGINT)
         output, _ = process.communicate(timeout=60)
     finally:

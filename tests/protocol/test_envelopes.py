@@ -17,6 +17,7 @@ from common.codebooks import default_codebook
 from protocol.batch import Direction, decode_batch, encode_batch
 from protocol.envelopes import (
     ENVELOPE_TYPES,
+    MAX_SUBJECT_CHARS,
     MAX_UINT,
     BatchAck,
     CaseStatus,
@@ -73,6 +74,12 @@ short_strings = st.text(
     max_size=40,
 )
 blobs = st.binary(min_size=1, max_size=300)
+#: A mail's Subject line as a crew message carries it: one line, 1 to 200 characters.
+subjects = st.text(
+    st.characters(blacklist_characters="\x00\r\n", blacklist_categories=("Cs",)),
+    min_size=1,
+    max_size=MAX_SUBJECT_CHARS,
+)
 
 
 @st.composite
@@ -101,6 +108,7 @@ def crew_messages(draw: st.DrawFn) -> CrewMessage:
         lang=None if quick else draw(languages),
         body=None if quick else draw(texts),
         quick=draw(st.integers(min_value=0, max_value=65_535)) if quick else None,
+        subject=None if quick else draw(st.none() | subjects),
     )
 
 
@@ -390,12 +398,69 @@ BASE = CrewMessage(
         ({"quick": 3}, "either a text body or a quick code"),
         ({"body": None}, "either a text body or a quick code"),
         ({"lang": 1}, "must be a Language"),
+        ({"subject": ""}, "subject is empty"),
+        ({"subject": "x" * 201}, "201 characters, over the limit of 200"),
+        ({"subject": "two\nlines"}, "one line"),
+        ({"subject": "a\x00b"}, "NUL"),
+        ({"body": None, "lang": None, "quick": 3, "subject": "hi"}, "with a text body only"),
     ],
 )
 def test_impossible_crew_messages_are_refused(changes: dict[str, object], words: str) -> None:
     """Each refusal is an InvalidEnvelope whose message says what is wrong."""
     with pytest.raises(InvalidEnvelope, match=words):
         replace(BASE, **changes)  # type: ignore[arg-type]
+
+
+def test_a_subject_is_the_last_optional_field_so_older_batches_still_decode() -> None:
+    """A crew message without a subject is the same map, and the same batch bytes, as
+    before subjects existed; one with a subject adds key 34 and the next presence bit."""
+    plain = to_skeleton(BASE, 10)
+    assert 34 not in plain
+    with_subject = replace(BASE, subject="Happy birthday, Mother")
+    entry = to_skeleton(with_subject, 10)
+    assert entry == {**plain, 34: "Happy birthday, Mother"}
+    assert from_skeleton(entry, 10, "hello") == with_subject
+    assert [spec.key for spec in CrewMessage.FIELDS][-1] == 34
+
+
+def _batch(envelopes: list[Envelope]) -> bytes:
+    return encode_batch(
+        envelopes,
+        direction=Direction.UPLINK,
+        vessel_id=7,
+        batch_seq=1,
+        batch_minutes=100,
+        signing_key=VESSEL_KEY,
+        codebook=default_codebook(),
+    )
+
+
+def test_a_relay_older_than_subjects_reads_messages_without_one_and_refuses_one_with(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Why a vessel sends subjects only to relays that read them: a relay whose crew
+    message has no subject field (simulated by today's schema without it) decodes a batch
+    of messages without a subject as ever, but refuses a batch that holds one as
+    malformed (an unknown presence bit), whole."""
+    plain = replace(BASE, written_minutes=100)
+    with_subject = replace(plain, message_seq=2, subject="Money sent")
+    new_batch = _batch([plain, with_subject])
+    plain_batch = _batch([plain])
+    monkeypatch.setattr(CrewMessage, "FIELDS", CrewMessage.FIELDS[:-1])
+    old = decode_batch(
+        plain_batch,
+        codebook=default_codebook(),
+        verify_key=VESSEL_KEY.verify_key,
+        direction=Direction.UPLINK,
+    )
+    assert old.envelopes == (plain,)
+    with pytest.raises(MalformedBatch, match="presence mask"):
+        decode_batch(
+            new_batch,
+            codebook=default_codebook(),
+            verify_key=VESSEL_KEY.verify_key,
+            direction=Direction.UPLINK,
+        )
 
 
 @pytest.mark.parametrize(

@@ -194,6 +194,21 @@ VECTORS = [
         ],
         expect_codec=Codec.ZSTD,
     ),
+    Vector(
+        # added 2026-12 with the crew message's "subject" field (key 34): mails from the
+        # SMTP door keep their Subject line, beside a message without one
+        "message-subject-up",
+        Direction.UPLINK,
+        (Codec.ZSTD,),
+        [
+            CrewMessage(
+                14, 2, 1, MINUTES - 3, Language.MYA, "မွေးနေ့မင်္ဂလာပါ အမေ", subject="အမေ့မွေးနေ့"
+            ),
+            CrewMessage(15, 2, 2, MINUTES - 2, Language.ENG, "sent 200 dollars", subject="Money"),
+            CrewMessage(16, 2, 1, MINUTES - 1, Language.ENG, "no subject here"),
+        ],
+        expect_codec=Codec.ZSTD,
+    ),
 ]
 
 

@@ -84,6 +84,7 @@ def _broken(tmp_path: Path, change: dict[str, Any]) -> str:
         ({"intake.tls_cert": "cert.pem"}, "give both intake.tls_cert and intake.tls_key"),
         ({"vessel.colour": "red"}, "vessel.colour is not a known setting"),
         ({"radio": {}}, "[radio] is not a known section"),
+        ({"shore.relay_reads_subjects": "yes"}, "shore.relay_reads_subjects must be a bool"),
     ],
 )
 def test_mistakes_name_the_key_and_the_fix(
@@ -148,6 +149,18 @@ def test_bad_toml_is_reported(tmp_path: Path) -> None:
     path.write_text("[vessel\nid = ", encoding="utf-8")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_config(path)
+
+
+def test_subjects_travel_only_when_the_owner_says_the_relay_reads_them(tmp_path: Path) -> None:
+    """A vessel set up by ``ship init`` may talk to a relay older than subjects, which
+    would refuse a batch carrying one: it sends none until ``relay_reads_subjects = true``
+    is written (the demo, whose relay is of the same release, says so)."""
+    document = own_keys_document(tmp_path / "data")
+    del document["shore"]["relay_reads_subjects"]
+    assert not load_config(_write(tmp_path, document)).shore.relay_reads_subjects
+    document["shore"]["relay_reads_subjects"] = True
+    assert load_config(_write(tmp_path, document)).shore.relay_reads_subjects
+    assert demo_ship_config(tmp_path / "data").shore.relay_reads_subjects
 
 
 def test_tls_is_1_3_only_unless_the_broker_needs_1_2(tmp_path: Path) -> None:

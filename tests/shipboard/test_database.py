@@ -48,6 +48,7 @@ NEW_SINCE = [
     ("crew_register", "0003_signed_in_weeks"),
     ("outbox", "0005_lane_items"),
     ("outbox", "0006_voice_notes"),
+    ("outbox", "0007_message_subject"),
     ("inbox", "0002_lane_blocks"),
     ("lane", "0001_reservoir"),
     ("casebook", "0001_casebooks"),

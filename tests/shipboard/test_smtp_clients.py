@@ -170,10 +170,10 @@ async def test_msmtp_reports_the_doors_own_refusal(door: Door, mail: bytes, repl
 
 @needs_msmtp
 async def test_msmtp_sends_a_burmese_mail(door: Door) -> None:
-    """A Burmese mail with a raw UTF-8 Subject, 8-bit body: saved, 250."""
+    """A Burmese mail with a raw UTF-8 Subject, 8-bit body: saved with its Subject, 250."""
     text = "မေမေ၊ နေကောင်းပါတယ်။"
     mail = f"Subject: နေကောင်း\nContent-Type: text/plain; charset=utf-8\n\n{text}\n"
     done = await asyncio.to_thread(door.msmtp, MOTHER, mail.encode("utf-8"))
     assert done.returncode == 0, done.stderr
     (pending,) = door.board.outbox.pending_messages(door.board.clock())
-    assert pending.text_bytes == len(text.encode("utf-8"))
+    assert pending.text_bytes == len(text.encode("utf-8")) + len("နေကောင်း".encode())

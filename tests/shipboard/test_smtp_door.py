@@ -224,7 +224,7 @@ async def test_attachments_only_is_refused_and_text_with_attachments_is_taken(
     assert second[-1][0] == 250
     assert b"1 attachment(s) not sent" in second[-1][1]
     (pending,) = outbox.pending_messages(0)
-    assert pending.text_bytes == len("Here is my contract.")
+    assert pending.text_bytes == len("Here is my contract.") + len("contract")  # + Subject
 
 
 async def test_a_mail_with_only_a_subject_sends_the_subject(
@@ -267,7 +267,9 @@ async def test_smtputf8_addresses_and_headers_are_taken(
 
     assert await asyncio.to_thread(send) == {}
     (pending,) = outbox.pending_messages(0)
-    assert pending.text_bytes == len(text.encode("utf-8"))
+    assert pending.text_bytes == len(text.encode("utf-8")) + len("လစာ ရပြီ".encode())
+    with outbox.reading() as db:
+        assert db.execute("SELECT subject FROM messages").fetchall() == [("လစာ ရပြီ",)]
 
 
 async def test_replies_are_in_the_crew_members_language_when_the_app_speaks_smtputf8(

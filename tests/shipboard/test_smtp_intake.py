@@ -91,7 +91,8 @@ async def test_mail_to_mother_is_saved_before_250(
     smtp_server: SmtpServer, outbox: Outbox, crew: Crew
 ) -> None:
     """A crew member mails their mother from their phone; the 250 comes only once the
-    message is in the outbox, with its text normalised and numbered."""
+    message is in the outbox, with its text normalised and numbered, and its Subject
+    kept beside the text (counted with it against the quota)."""
     refused = await _in_thread(
         _send,
         smtp_server,
@@ -102,7 +103,10 @@ async def test_mail_to_mother_is_saved_before_250(
     assert refused == {}
     (pending,) = outbox.pending_messages(0)
     assert pending.crew == crew.member.crew
-    assert pending.text_bytes == len("Hello mother, all well.")
+    assert pending.text_bytes == len("Hello mother, all well.") + len("hello")
+    with outbox.reading() as db:
+        stored = db.execute("SELECT body, subject FROM messages").fetchall()
+    assert stored == [("Hello mother, all well.", "hello")]
 
 
 async def test_one_mail_to_two_contacts_is_two_messages(
@@ -214,14 +218,15 @@ async def test_over_quota_gets_452_with_balance(
     outbox: Outbox, ship_config: ShipConfig, codebook: Codebook, crew: Crew, tmp_path: Path
 ) -> None:
     """A crew member with 10 bytes of quota left is told 452 and the balance, and nothing
-    is stored; a message bigger than a whole month's quota gets 552."""
+    is stored; a message bigger than a whole month's quota gets 552. (The Subject counts
+    with the text: 20 + 5 bytes "hello", then 15 + 5.)"""
     from dataclasses import replace
 
     config = replace(ship_config, quota=replace(ship_config.quota, crew_text_bytes=30))
     server, stopping, task = await _start(Intake(config, outbox, codebook), tmp_path)
     try:
         await _in_thread(
-            _send, server, crew, _mail("mother@example.org", "x" * 20), ["mother@example.org"]
+            _send, server, crew, _mail("mother@example.org", "x" * 15), ["mother@example.org"]
         )
         with pytest.raises(smtplib.SMTPDataError) as refused:
             await _in_thread(

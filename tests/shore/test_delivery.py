@@ -47,6 +47,7 @@ class Row:
     attempts: int = 0
     unfinished_attempt: bool = False
     voice: CodedVoice | None = None  # a voice message's speech (issue 24)
+    subject: str | None = None  # the Subject line of a mail from the SMTP door
 
 
 @dataclass
@@ -164,6 +165,21 @@ async def test_family_email_is_delivered_once_with_a_receipt(sink: SmtpSink) -> 
     assert receipt == DeliveryReceipt(1831, ReceiptStage.DELIVERED, int(clock.now // 60))
     assert worker.statistics().delivered == 1
     assert worker.statistics().repeats == 0
+
+
+async def test_the_crew_members_subject_heads_the_family_mail(sink: SmtpSink) -> None:
+    """A message that came with a Subject line reaches the mother under that Subject; one
+    without gets the relay's "Message from ..." in her language."""
+    clock = FakeClock()
+    store = FakeStore()
+    store.add(Row(1, 42, 1831, Destination.EMAIL, clock.now, subject="ငွေပို့ပြီ"))
+    store.add(Row(2, 42, 1832, Destination.EMAIL, clock.now))
+    assert await make_worker(store, sink, clock).deliver_due() == 2
+    subjects = {m["Message-ID"]: m["Subject"] for m in sink.handler.messages()}
+    assert subjects == {
+        "<42.1831@relay.example.org>": "ငွေပို့ပြီ",
+        "<42.1832@relay.example.org>": "Ko Aung ထံမှ စာ",
+    }
 
 
 async def test_crash_mid_send_resends_with_the_same_message_id_and_counts_a_repeat(

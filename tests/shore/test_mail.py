@@ -199,6 +199,39 @@ def test_english_footer_alone_for_an_english_or_unknown_language_contact() -> No
     assert message["Subject"] == "Message from Ko Aung"
 
 
+def test_the_crew_members_own_subject_is_the_family_mails_subject_rfc2047_encoded() -> None:
+    """A son who mailed "အမေ့မွေးနေ့" (Mother's birthday) as his Subject: his mother's mail
+    carries that Subject, sent as RFC 2047 encoded words (ASCII on the wire, the email
+    library's encoding) that her mail app shows in Burmese; the From line still says who
+    it is from."""
+    mail = family_mail(subject="အမေ့မွေးနေ့ 🎂")
+    raw = compose_family_mail(mail, IDENTITY, BOOK, NOW).as_bytes()
+    line = next(h for h in raw.split(b"\r\n") if h.lower().startswith(b"subject:"))
+    assert line.isascii()
+    assert b"=?utf-8?" in line.lower()
+    message = parse(compose_family_mail(mail, IDENTITY, BOOK, NOW))
+    assert message["Subject"] == "အမေ့မွေးနေ့ 🎂"
+    assert message["From"].addresses[0].display_name == "Ko Aung via vessel-relay"
+
+
+@pytest.mark.parametrize(
+    ("subject", "shown"),
+    [
+        ("Money sent\r\nBcc: thief@example.com", "Money sent Bcc: thief@example.com"),
+        ("=?utf-8?b?Zm9v?=", "= ?utf-8?b?Zm9v?="),
+        ("   ", "Ko Aung ထံမှ စာ"),
+        ("", "Ko Aung ထံမှ စာ"),
+        ("x" * 300, "x" * 200),
+    ],
+)
+def test_a_crew_subject_is_one_clean_line_or_the_relays_own(subject: str, shown: str) -> None:
+    """A Subject that would break the header, pose as an encoded word or say nothing is
+    cleaned, cut to 200 characters, or replaced by the relay's "Message from ..."."""
+    message = parse(compose_family_mail(family_mail(subject=subject), IDENTITY, BOOK, NOW))
+    assert message["Subject"] == shown
+    assert message["Bcc"] is None
+
+
 @pytest.mark.parametrize(
     "address", ["not-an-address", "a b@example.com", "mum@example.com\r\nBcc: x@y.z", "@x.org"]
 )

@@ -12,6 +12,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -405,6 +406,19 @@ async def test_delivery_claim_attempt_finish_and_receipt(store: RelayStore) -> N
         DeliveryReceipt(1, ReceiptStage.DELIVERED, int((T0 + 13) // 60)),
     ]
     assert await store.claim_due_deliveries(T0 + 10_000, 10, "w1") == []
+
+
+async def test_a_messages_subject_is_stored_and_handed_to_its_delivery(store: RelayStore) -> None:
+    """A crew member mailed home with a Subject line: the relay stores it with the
+    message, and the delivery worker gets it for the family mail; a message without one
+    (and a quick message) has none."""
+    vessel_id = await _vessel(store)
+    subject = replace(_message(1), subject="အမေ့မွေးနေ့")
+    quick = CrewMessage(message_seq=3, crew=3, contact=1, written_minutes=MINUTES, quick=1)
+    await _ingest(store, vessel_id, 1, _contact(), subject, _message(2), quick)
+    due = await store.claim_due_deliveries(T0 + 10, 10, "w1")
+    assert {d.message_seq: d.subject for d in due} == {1: "အမေ့မွေးနေ့", 2: None, 3: None}
+    assert {d.message_seq: d.text for d in due}[1] == "မင်္ဂလာပါ အမေ 1"
 
 
 async def test_crashed_attempt_comes_back_after_the_lease_as_a_repeat(store: RelayStore) -> None:

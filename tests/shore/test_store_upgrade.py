@@ -51,6 +51,7 @@ OWN_TABLES = ("store_migrations", "schema_migrations")
 SINCE_THE_SPLIT = [
     ("uplink", "0004_voice_notes"),
     ("uplink", "0005_content_retention"),
+    ("uplink", "0006_message_subject"),
     ("downlink", "0003_urgent_items"),
     ("downlink", "0004_content_retention"),
     ("transparency_log", "0002_tiles_and_checkpoints"),
@@ -131,8 +132,8 @@ async def test_a_relay_database_made_by_the_old_code_opens_without_running_anyth
         applied = [r.getMessage() for r in caplog.records if "applied" in r.getMessage()]
         assert applied == [f"store migration {s}/{n} applied" for s, n in SINCE_THE_SPLIT]
         after = _sqlite_schema(path)
-        # downlink/0003_urgent_items, uplink/0004_voice_notes, uplink/0005 (retention) and
-        # transparency_log/0002 added columns to these
+        # downlink/0003_urgent_items, uplink/0004_voice_notes, uplink/0005 (retention),
+        # uplink/0006 (subject) and transparency_log/0002 added columns to these
         altered = {
             "downlink_items",
             "downlink_batches",
@@ -285,6 +286,7 @@ async def test_an_old_database_part_way_through_gets_only_what_it_lacks(
         ("uplink", "0003_sos_unauthenticated"),
         ("uplink", "0004_voice_notes"),
         ("uplink", "0005_content_retention"),
+        ("uplink", "0006_message_subject"),
         ("downlink", "0002_slot_notes"),
         ("downlink", "0003_urgent_items"),
         ("downlink", "0004_content_retention"),

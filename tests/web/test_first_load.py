@@ -20,7 +20,7 @@ from protocol.languages import Language
 from shipboard.http_api import create_app
 from shipboard.intake import Intake
 from shipboard.outbox import Outbox
-from shipboard.web import local
+from shipboard.web import local, pages
 from shipboard.web.fonts import (
     FAMILIES,
     FONTS_DIR,
@@ -214,7 +214,7 @@ async def test_static_files_are_cached_by_content_and_revalidated(
     assert 'lang="mya"' not in login.text
     assert 'lang="tgl"' not in login.text
     # icons are drawn inline (no request of their own), hidden from screen readers
-    assert '<svg width="40" height="40" aria-hidden="true"' in login.text
+    assert '<svg class="i s40" viewBox="0 0 24 24" stroke="#' in login.text
     assert "<img" not in login.text
     urls = re.findall(r'(?:href|src)="(/static/[^"]+)"', login.text)
     assert any(u.startswith("/static/style.css?v=") for u in urls)
@@ -236,6 +236,31 @@ async def test_static_files_are_cached_by_content_and_revalidated(
     font = served_fonts()[0].file
     hashed = await client.get(f"/static/fonts/{font}")
     assert hashed.headers["cache-control"] == "public, max-age=31536000, immutable"
+
+
+def test_an_icon_is_drawn_inline_in_as_few_bytes_as_it_takes() -> None:
+    """Every icon is drawn in the page (an icon of its own would cost a request before the
+    page can show) with only its colour and its paths: the style sheet gives all of them
+    their stroke and size, so the report page's dozen icons stay cheap on every load."""
+    sheet = (pages.HERE / "static" / "style.css").read_text()
+    assert ".i{display:inline-block;" in sheet
+    assert "stroke-width:2;stroke-linecap:round;stroke-linejoin:round}" in sheet
+    for size in pages.ICON_SIZES:
+        assert f".s{size}{{width:{size}px;height:{size}px}}" in sheet
+    for path in sorted((pages.HERE / "static" / "icons").glob("*.svg")):
+        drawn = str(pages.icon(path.stem, 32))
+        original = path.read_text().strip()
+        colour = re.search(r'stroke="(#[0-9a-f]+)"', original)
+        assert colour is not None
+        assert drawn.startswith(
+            f'<svg class="i s32" viewBox="0 0 24 24" stroke="{colour.group(1)}" aria-hidden="true">'
+        )
+        assert drawn.endswith(original[original.index(">") + 1 :])  # the same paths
+        assert len(drawn) < len(original)
+    with pytest.raises(ValueError, match=r"no static/icons/anchor\.svg"):
+        pages.icon("anchor")
+    with pytest.raises(ValueError, match="sizes"):
+        pages.icon("sos", 24)
 
 
 async def test_the_favicon_is_served(client: httpx.AsyncClient) -> None:

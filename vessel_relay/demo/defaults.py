@@ -20,8 +20,10 @@ from vessel_relay.demo.keys import (
 
 
 def demo_ship_document(data_dir: Path) -> dict[str, Any]:
-    """A demo vessel (id 1) on loopback with the demo shore and the demo union, as TOML data."""
-    return ship_document(
+    """A demo vessel (id 1) on loopback with the demo shore and the demo union, as TOML data.
+
+    The demo's relay is of the same release, so it reads the subjects of crew messages."""
+    document = ship_document(
         data_dir,
         vessel_id=1,
         name="Demo Vessel",
@@ -29,6 +31,8 @@ def demo_ship_document(data_dir: Path) -> dict[str, Any]:
         shore_public_key=demo_shore_signing_key().verify_key.hex(),
         unions=(union_table(1, DEMO_UNION_NAME, demo_union_public_key(), ("eng", "tha", "mya")),),
     )
+    document["shore"]["relay_reads_subjects"] = True
+    return document
 
 
 def demo_ship_config(data_dir: Path) -> ShipConfig:

@@ -243,6 +243,7 @@ def prepare_vessel(
         unions=(union_table(union.union_id, union.name, union.report_key, languages),),
     )
     document["shore"]["mqtt_version"] = mqtt_version
+    document["shore"]["relay_reads_subjects"] = True  # the demo's relay is of this release
     if ca_file is not None:  # mqtts:// to a broker certified by the demo's private CA
         document["shore"]["ca_file"] = str(ca_file)
     if username is not None:
