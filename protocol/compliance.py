@@ -668,6 +668,9 @@ class AgentStatement:
     #: (crew, ISO weeks ``YYYYWW`` of the month in which they signed in on board), for
     #: every crew member of the statement; None: an agent that does not record sign-ins.
     signed_in_weeks: tuple[tuple[int, tuple[int, ...]], ...] | None = None
+    #: The month's link use per link (main link, SBD fallback, port link), each under its
+    #: own tariff; ``link`` is their total. None: an agent that does not break it down.
+    links: tuple[LinkFigures, ...] | None = None
 
     def body_obj(self) -> dict[str, object]:
         return {
@@ -687,6 +690,8 @@ class AgentStatement:
                     "signed_in_weeks": [[crew, list(weeks)] for crew, weeks in self.signed_in_weeks]
                 }
             ),
+            # likewise: statements made before the figures per link still verify
+            **({} if self.links is None else {"links": [link.to_obj() for link in self.links]}),
         }
 
     def signed_in(self) -> dict[int, tuple[int, ...]] | None:
@@ -723,6 +728,11 @@ class AgentStatement:
             tuple(batches),
             _hex(obj, "signature"),
             _signed_in_weeks(obj),
+            (
+                tuple(LinkFigures.from_obj(link) for link in _list(obj, "links"))
+                if isinstance(obj, dict) and "links" in obj
+                else None
+            ),
         )
 
 

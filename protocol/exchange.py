@@ -88,6 +88,7 @@ from enum import Enum
 
 from protocol.batch import Batch, Direction, decode_batch, encode_batch, read_batch_header
 from protocol.codebook import Codebook
+from protocol.compact import LinkKeys, decode_compact, is_compact
 from protocol.envelopes import BatchAck, Envelope, acknowledges_only
 from protocol.errors import LimitExceeded, NotAllowedInState, ProtocolError, Reason
 from protocol.replay import RangeSet
@@ -841,6 +842,7 @@ class ShoreExchange:
         self._last_heard: float | None = None
         self._to_send: list[int] = []  # resends handle_timer() found due
         self._fresh: list[bytes] = []  # batches made, not yet handed out
+        self._link_keys: LinkKeys | None = None  # derived at the first compact frame
 
     @property
     def state(self) -> ShoreState:
@@ -871,15 +873,24 @@ class ShoreExchange:
     # --- uplink --------------------------------------------------------------------------------
 
     def receive(self, data: bytes, now: float) -> None:
-        """A payload from the vessel's uplink topic."""
+        """A payload from the vessel's uplink topic: a signed batch, or a compact frame
+        (``protocol.compact``, told apart by its first byte) checked under the link keys of
+        the settings' two keys."""
         settings = self.settings
         try:
-            batch = decode_batch(
-                data,
-                codebook=settings.codebook,
-                verify_key=settings.vessel_key,
-                direction=Direction.UPLINK,
-            )
+            if is_compact(data):
+                if self._link_keys is None:
+                    self._link_keys = LinkKeys.for_shore(
+                        settings.vessel_id, settings.shore_key, settings.vessel_key
+                    )
+                batch = decode_compact(data, keys=self._link_keys, codebook=settings.codebook)
+            else:
+                batch = decode_batch(
+                    data,
+                    codebook=settings.codebook,
+                    verify_key=settings.vessel_key,
+                    direction=Direction.UPLINK,
+                )
         except ProtocolError as exc:
             self._events.append(UplinkRefused(len(data), exc.reason, exc.message))
             return

@@ -14,12 +14,17 @@ One message on the link::
     whole payload (fits one message)   kind (1 byte, 0x01-0x7f)  payload
     fragment                           kind | 0x80 (1 byte)       tag (4) index (1) count (1) piece
 
+    compact frame, bare                the frame itself (its first byte, 0x03, names it)
+
 ``kind`` says what the payload is (:class:`PayloadKind`), so a receiver hands it to the
 right decoder. ``tag`` is the first four bytes of BLAKE2b over the whole payload: the
 fragments of one payload share it, a byte-identical resend gets the same tag (so its
 fragments merge with those already held), and the reassembled payload must hash to it
 (pieces of two payloads never mix unnoticed). A whole payload costs one byte of framing,
-a fragment seven.
+a fragment seven. A compact frame that fits one message goes *bare*, with no framing byte
+at all: its own first byte (``protocol.compact.COMPACT_UPLINK``, 0x03) is no kind and has
+no fragment flag, so it cannot be taken for anything else, and the frame (padded to whole
+50-byte credits) stays within its credits instead of spilling one byte into the next.
 
 The reassembler is bounded (payloads in progress, bytes held, age; ``now`` is an
 argument, seconds of any clock the caller keeps), so a peer cannot make it hold
@@ -37,6 +42,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from enum import IntEnum
 
+from protocol.compact import COMPACT_UPLINK
 from protocol.errors import LocalProtocolError, MalformedBatch
 
 __all__ = [
@@ -71,7 +77,8 @@ class PayloadKind(IntEnum):
 
     #: A signed batch (``protocol.batch``), uplink or downlink: verified after reassembly.
     BATCH = 1
-    #: A compact frame for one or a few messages (reserved for ``protocol``'s compact frame).
+    #: A compact frame for one or a few messages (``protocol.compact``); one that fits a
+    #: single message goes bare (module docstring), a longer one as fragments of this kind.
     COMPACT = 2
 
 
@@ -92,6 +99,8 @@ def fragment(payload: bytes, kind: PayloadKind, mtu: int) -> list[bytes]:
     if mtu <= FRAGMENT_HEADER_BYTES:
         raise LocalProtocolError(f"a message of {mtu} bytes cannot carry a fragment")
     kind = PayloadKind(kind)
+    if kind is PayloadKind.COMPACT and payload[0] == COMPACT_UPLINK and len(payload) <= mtu:
+        return [payload]  # bare (module docstring)
     if len(payload) + WHOLE_HEADER_BYTES <= mtu:
         return [bytes([kind]) + payload]
     room = mtu - FRAGMENT_HEADER_BYTES
@@ -185,6 +194,8 @@ class Reassembler:
         if not message:
             raise MalformedBatch("an empty link message carries nothing")
         first = message[0]
+        if first == COMPACT_UPLINK:  # a bare compact frame: whole, no framing byte
+            return self._whole(PayloadKind.COMPACT, message)
         try:
             kind = PayloadKind(first & ~_FRAGMENT_FLAG)
         except ValueError:
@@ -192,12 +203,7 @@ class Reassembler:
         if not first & _FRAGMENT_FLAG:
             if len(message) < 2:
                 raise MalformedBatch("a whole-payload message with no payload")
-            whole_tag = payload_tag(message[1:])
-            if (kind, whole_tag) in self._done:
-                self._done.move_to_end((kind, whole_tag))
-                self.statistics.duplicates_dropped += 1
-                return None
-            return self._complete(kind, whole_tag, message[1:], 1)
+            return self._whole(kind, message[1:])
         if len(message) <= FRAGMENT_HEADER_BYTES:
             raise MalformedBatch(f"a fragment of {len(message)} bytes carries nothing")
         tag = message[1 : 1 + _TAG_BYTES]
@@ -241,6 +247,15 @@ class Reassembler:
         """Forget that ``done`` was completed: the receiver could not keep it (its store
         failed), so the sender's resend must be reassembled again, not dropped."""
         self._done.pop((int(done.kind), payload_tag(done.payload)), None)
+
+    def _whole(self, kind: PayloadKind, payload: bytes) -> Reassembled | None:
+        """A payload that came in one message (a late duplicate of a remembered one: None)."""
+        whole_tag = payload_tag(payload)
+        if (kind, whole_tag) in self._done:
+            self._done.move_to_end((kind, whole_tag))
+            self.statistics.duplicates_dropped += 1
+            return None
+        return self._complete(kind, whole_tag, payload, 1)
 
     def _complete(self, kind: PayloadKind, tag: bytes, payload: bytes, count: int) -> Reassembled:
         if self._remember:

@@ -58,6 +58,11 @@ logger = logging.getLogger(__name__)
 LinkRunner = Callable[..., Coroutine[Any, Any, None]]
 
 
+def _reads_in_port(statistics: Any) -> Callable[[], bool]:
+    """What the crew page asks to know whether the vessel is in port reach now."""
+    return lambda: bool(statistics.in_port)
+
+
 def find_link_runner() -> LinkRunner | None:
     """``shipboard.link.run_link`` if that module is there (helper 4b builds it)."""
     try:
@@ -156,6 +161,16 @@ async def run_agent(
     # crew API, the crew page and SMTP AUTH together (shipboard.signin).
     guard = SignInGuard()
     smtp_ready, http_ready = asyncio.Event(), asyncio.Event()
+    runner = find_link_runner() if with_link else None
+    options = dict(link_options or {})
+    in_port: Callable[[], bool] | None = None
+    if runner is not None:
+        from shipboard.link import LinkStatistics
+
+        # one set of link counters, shared with the crew page (it says when in port reach)
+        statistics = options.setdefault("statistics", LinkStatistics())
+        if isinstance(statistics, LinkStatistics):
+            in_port = _reads_in_port(statistics)
     try:
         async with asyncio.TaskGroup() as group:
             group.create_task(
@@ -171,7 +186,7 @@ async def run_agent(
             )
             group.create_task(
                 serve_http(
-                    create_app(intake, ApiTokens(), guard=guard),
+                    create_app(intake, ApiTokens(), guard=guard, in_port=in_port),
                     config.intake.http_host,
                     config.intake.http_port,
                     stopping,
@@ -179,8 +194,6 @@ async def run_agent(
                 ),
                 name="http-intake",
             )
-            runner = find_link_runner() if with_link else None
-            options = dict(link_options or {})
             if runner is not None and metrics is not None:
                 from shipboard.link import run_session
 

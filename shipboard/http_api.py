@@ -240,11 +240,13 @@ def create_app(
     *,
     guard: SignInGuard | None = None,
     phones: SignedInPhones | None = None,
+    in_port: Callable[[], bool] | None = None,
 ) -> ASGIApp:
     """The crew API and the crew page as one ASGI app, every request body bounded.
 
     ``guard`` is the process's one sign-in guard, shared with SMTP AUTH (the agent's
     supervisor makes it); without one, the app makes its own for the API and the page.
+    ``in_port``: whether the vessel is in reach of its port link (the crew page says so).
     """
     store = api_tokens or ApiTokens()
     guard = guard or SignInGuard()
@@ -752,7 +754,7 @@ def create_app(
         return pages.refusal_page(translations, page_phones, scope, error)
 
     crew_pages = pages.web_routes(
-        intake, page_phones, guard=guard, translations=translations
+        intake, page_phones, guard=guard, translations=translations, in_port=in_port
     )  # the crew web page (server-rendered, shipboard.web)
     app = Starlette(
         routes=[*routes, *crew_pages],

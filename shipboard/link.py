@@ -87,8 +87,10 @@ from zoneinfo import ZoneInfo
 from common.logs import enter_vessel_scope
 from protocol.batch import Batch
 from protocol.codebook import Codebook
+from protocol.compact import LinkKeys
 from protocol.errors import Reason
 from protocol.exchange import VesselSettings, VesselState
+from protocol.fragments import SBD_MO_BYTES
 from protocol.months import BILLING_ZONE, Month
 from protocol.quota import QuotaLedger
 from protocol.signing import SigningKey, VerifyKey
@@ -98,6 +100,7 @@ from shipboard.downlink import DownlinkOutcome, DownlinkVerdict, apply_downlink_
 from shipboard.errors import OutboxUnavailable
 from shipboard.links import IRIDIUM_SBD, Availability, MqttCarrier, PortCarrier, SbdCarrier
 from shipboard.mqtt_link import MqttLink, ResumingContext, client_tls_context
+from shipboard.outbox import Outbox
 from shipboard.profiles import LinkProfile
 from shipboard.scheduler import (
     Held,
@@ -363,10 +366,19 @@ class ReservedOnly:
     """The outbox as an SBD fallback session sees it: of the unacknowledged batches, only
     those that carry an SOS, a report or a lane block are offered again (a batch of family
     messages waits for the main link, where it costs a thousandth as much). An outbox that
-    cannot tell (a test's fake) offers all of them."""
+    cannot tell (a test's fake) offers all of them.
 
-    def __init__(self, outbox: OutboxPort) -> None:
+    With ``link_keys`` the batches it makes are compact frames (``protocol.compact``) when
+    the frame fits one SBD message (:data:`~protocol.fragments.SBD_MO_BYTES`, 340 bytes),
+    else signed batches: a lone SOS or short message then costs one 50-byte credit instead
+    of three or four, while a payload that needs several messages anyway (a lane block: a
+    384-byte sealed box) keeps the vessel's signature. An outbox that takes no link keys
+    (a test's fake) makes signed batches.
+    """
+
+    def __init__(self, outbox: OutboxPort, link_keys: LinkKeys | None = None) -> None:
         self._outbox = outbox
+        self._link_keys = link_keys
 
     def unacknowledged_batches(self) -> Sequence[StoredBatchLike]:
         batches = self._outbox.unacknowledged_batches()
@@ -379,6 +391,15 @@ class ReservedOnly:
     def make_batch(
         self, message_seqs: Sequence[int], codebook: Codebook, signing_key: SigningKey, now: float
     ) -> tuple[int, bytes]:
+        if self._link_keys is not None and isinstance(self._outbox, Outbox):
+            return self._outbox.make_batch(
+                message_seqs,
+                codebook,
+                signing_key,
+                now,
+                link_keys=self._link_keys,
+                compact_max_bytes=SBD_MO_BYTES,
+            )
         return self._outbox.make_batch(message_seqs, codebook, signing_key, now)
 
     def mark_sent(self, batch_seq: int, now: float) -> None:
@@ -618,6 +639,8 @@ async def run_link(
     rng = rng or random.Random()
     stats = statistics if statistics is not None else LinkStatistics()
     shore_key = VerifyKey.from_hex(config.shore_verify_key_hex)
+    # derived once: the SBD fallback's compact frames (ReservedOnly)
+    link_keys = LinkKeys.for_vessel(settings.vessel_id, signing_key, shore_key)
     log = vessel_log(settings.vessel_id)
     enter_vessel_scope(settings.vessel_id)  # this task's log lines carry v{vessel}
     billed: dict[Month, int] = {}
@@ -738,7 +761,7 @@ async def run_link(
                 try:
                     report = await session_runner(
                         fb_settings,
-                        ReservedOnly(outbox),
+                        ReservedOnly(outbox, link_keys),
                         signing_key=signing_key,
                         codebook=codebook,
                         shore_verify_key=shore_key,

@@ -70,7 +70,7 @@ from protocol.envelopes import (
     VoiceNote,
     acknowledges_only,
 )
-from protocol.errors import LocalProtocolError, MalformedBatch, Reason
+from protocol.errors import LimitExceeded, LocalProtocolError, MalformedBatch, Reason
 from protocol.languages import Language
 from protocol.months import Month
 from protocol.replay import RangeSet
@@ -707,6 +707,7 @@ class Outbox:
         now: float,
         *,
         link_keys: LinkKeys | None = None,
+        compact_max_bytes: int | None = None,
     ) -> tuple[int, bytes]:
         """Put these accepted messages in a new signed batch and store its bytes.
 
@@ -714,7 +715,11 @@ class Outbox:
         as a compact frame instead (an 8-byte tag in place of the signature, padded to
         whole 50-byte SBD credits): what an SBD link sends. It takes its number from the
         same sequence, is stored and resent byte-identical like any batch, and its hash
-        goes into the monthly statement, which the vessel key signs.
+        goes into the monthly statement, which the vessel key signs. ``compact_max_bytes``:
+        keep the compact frame only if it is at most this long (or would hold too many
+        envelopes for one), else make the signed batch after all (same number, nothing
+        stored twice): an SBD session passes one message's size, so a lone SOS or message
+        costs one credit while a lane block (a 384-byte sealed box) keeps its signature.
 
         The batch also carries every contact-book change the shore has not heard yet and,
         when downlink batches arrived since the last one, a cumulative ``BatchAck``. The
@@ -769,13 +774,32 @@ class Outbox:
                         f"link keys of vessel {link_keys.vessel_id} given to the outbox of "
                         f"vessel {self.vessel_id}"
                     )
-                data = encode_compact(
-                    envelopes,
-                    keys=link_keys,
-                    batch_seq=batch_seq,
-                    batch_minutes=minutes,
-                    codebook=codebook,
-                )
+                try:
+                    compact: bytes | None = encode_compact(
+                        envelopes,
+                        keys=link_keys,
+                        batch_seq=batch_seq,
+                        batch_minutes=minutes,
+                        codebook=codebook,
+                    )
+                except LimitExceeded:
+                    if compact_max_bytes is None:
+                        raise
+                    compact = None
+                if compact is not None and (
+                    compact_max_bytes is None or len(compact) <= compact_max_bytes
+                ):
+                    data = compact
+                else:
+                    data = encode_batch(
+                        envelopes,
+                        direction=Direction.UPLINK,
+                        vessel_id=self.vessel_id,
+                        batch_seq=batch_seq,
+                        batch_minutes=minutes,
+                        signing_key=signing_key,
+                        codebook=codebook,
+                    )
             db.execute(
                 "UPDATE batches SET data = ?, link_bytes = ?, ack_only = ? WHERE batch_seq = ?",
                 (data, len(data), int(acknowledges_only(envelopes)), batch_seq),

@@ -7,9 +7,10 @@ message once, so retransmissions count zero), delivered and failed, the quota gr
 the ISO weeks of the month in which they signed in on board (``signed_in_weeks``: only
 the vessel knows them; the shore's report puts them in its weekly access, issue 23);
 the link bytes the vessel pushed (retransmissions included: they cost money) and the link
-sessions the agent recorded (:mod:`shipboard.sessions_log`), billed and priced under the
-vessel's link profile. Grievance reports and SOS are not counted per person; padding and
-cover bytes are not text.
+sessions the agent recorded (:mod:`shipboard.sessions_log`), each billed and priced under
+the profile of the link it ran on (the main link, the Iridium SBD fallback, the port
+link), in total (``link``) and per link (``links``). Grievance reports and SOS are not
+counted per person; padding and cover bytes are not text.
 
 The statement goes to the shore with ``vessel-relay ship report``; the shore's report
 (:mod:`shore.reports`) puts it next to its own figures and lists every disagreement.
@@ -40,7 +41,7 @@ from shipboard.crew import CrewMember, CrewRegister
 from shipboard.database import OnDatabase
 from shipboard.outbox import MonthFigures, Outbox
 from shipboard.profiles import LinkProfile
-from shipboard.sessions_log import LinkSession, SessionsLog, price_month
+from shipboard.sessions_log import LinkSession, MonthSessions, SessionsLog, price_by_link
 
 logger = logging.getLogger(__name__)
 
@@ -89,6 +90,55 @@ def _figures(outbox: MonthRecords, month: int) -> MonthFigures:
     return outbox.month_figures(start, end)
 
 
+def profile_for(name: str, main: LinkProfile) -> LinkProfile:
+    """The link profile a session recorded under ``name`` is billed under: the main link's
+    own, the SBD fallback's and the port link's tariffs, the built-in profiles; a name
+    none of them has (a profile renamed since) is billed under ``main`` and logged."""
+    from shipboard.links import IRIDIUM_SBD, PORT_4G
+    from shipboard.profiles import profile_named
+
+    if name == main.name:
+        return main
+    for known in (IRIDIUM_SBD, PORT_4G):
+        if name == known.name:
+            return known
+    try:
+        return profile_named(name)
+    except KeyError:
+        logger.warning("sessions of unknown link profile %r priced under %r", name, main.name)
+        return main
+
+
+def _link_figures(priced: MonthSessions, batch_bytes: int | None) -> LinkFigures:
+    return LinkFigures(
+        priced.profile,
+        priced.sessions,
+        priced.link_bytes,
+        priced.billed_bytes,
+        priced.cost_micro_usd,
+        batch_bytes=batch_bytes,
+        failed_sessions=priced.failed_sessions,
+    )
+
+
+def links_figures(
+    outbox: MonthRecords,
+    month: int,
+    profile: LinkProfile,
+    *,
+    sessions: SessionHistory | None = None,
+) -> tuple[LinkFigures, ...]:
+    """The month's link use per link: one entry per profile name the sessions log holds
+    for the month (the main link, ``iridium-sbd``, the port link), each billed under its
+    own tariff (:func:`profile_for`; ``profile`` is the main link's). The vessel does not
+    record which link carried which batch, so ``batch_bytes`` is None in each."""
+    recorded = _sessions_of(outbox, sessions).sessions_in(month)
+    return tuple(
+        _link_figures(priced, None)
+        for priced in price_by_link(list(recorded), lambda name: profile_for(name, profile))
+    )
+
+
 def link_figures(
     outbox: MonthRecords,
     month: int,
@@ -100,24 +150,25 @@ def link_figures(
     """The month's link use: uplink batch bytes (each send counted) and the recorded sessions.
 
     Sessions come from the sessions log (:mod:`shipboard.sessions_log`; by default the
-    one of the outbox's database), each billed separately under ``profile``. With no
-    session recorded in the month (an agent whose link never ran, or data from before
-    sessions were recorded), sessions, billed bytes and cost are None ("not recorded")
-    and the link bytes are the batch bytes.
+    one of the outbox's database), each billed separately under the profile of the link
+    it ran on (:func:`links_figures`; the main link's is ``profile``), and summed over
+    every link: the figures carry the main profile's name. With no session recorded in
+    the month (an agent whose link never ran, or data from before sessions were
+    recorded), sessions, billed bytes and cost are None ("not recorded") and the link
+    bytes are the batch bytes.
     """
     pushed = (figures if figures is not None else _figures(outbox, month)).pushed_bytes
-    recorded = _sessions_of(outbox, sessions).sessions_in(month)
-    if not recorded:
+    per_link = links_figures(outbox, month, profile, sessions=sessions)
+    if not per_link:
         return LinkFigures(profile.name, None, pushed, None, None, batch_bytes=pushed)
-    priced = price_month(list(recorded), profile)
     return LinkFigures(
         profile.name,
-        priced.sessions,
-        priced.link_bytes,
-        priced.billed_bytes,
-        priced.cost_micro_usd,
+        sum(link.sessions or 0 for link in per_link),
+        sum(link.link_bytes for link in per_link),
+        sum(link.billed_bytes or 0 for link in per_link),
+        sum(link.cost_micro_usd or 0 for link in per_link),
         batch_bytes=pushed,
-        failed_sessions=priced.failed_sessions,
+        failed_sessions=sum(link.failed_sessions or 0 for link in per_link),
     )
 
 
@@ -157,6 +208,7 @@ def build_statement(
     register: CrewRoll | None = None,
     sessions: SessionHistory | None = None,
     sign_in_weeks: bool = True,
+    per_link: bool = True,
 ) -> AgentStatement:
     """The agent's signed statement for ``month`` (YYYYMM, UTC).
 
@@ -166,7 +218,9 @@ def build_statement(
     ``register`` and ``sessions`` default to those of the outbox's database.
     ``sign_in_weeks=False`` leaves the weeks signed in out: a relay of the release before
     weekly access reads such a statement with its signature intact (it would find the
-    signature of one that has them invalid, not knowing the field).
+    signature of one that has them invalid, not knowing the field). ``per_link=False``
+    leaves the figures per link (``links``) out, for the same reason: a relay of the
+    release before them.
     """
     figures = _figures(outbox, month)
     log = _sessions_of(outbox, sessions)
@@ -210,6 +264,7 @@ def build_statement(
         signed_in_weeks=(
             tuple((c.crew, signed_in.get(c.crew, ())) for c in crew) if sign_in_weeks else None
         ),
+        links=links_figures(outbox, month, profile, sessions=log) if per_link else None,
     ).signed(vessel_key)
     logger.info(
         "agent statement for month %d: %d crew members, %d acknowledged batches",
@@ -230,6 +285,13 @@ def report_command(
             help="Include the weeks each crew member signed in on board (weekly access). "
             "--no-weekly-access for a relay older than weekly access, which cannot verify "
             "a statement that has them."
+        ),
+    ] = True,
+    per_link: Annotated[
+        bool,
+        typer.Option(
+            help="Include the link figures per link (main link, SBD, port). --no-per-link "
+            "for a relay older than them, which cannot verify a statement that has them."
         ),
     ] = True,
 ) -> None:
@@ -263,6 +325,7 @@ def report_command(
             vessel_key=key,
             now=time.time(),
             sign_in_weeks=weekly_access,
+            per_link=per_link,
         )
     finally:
         outbox.close()

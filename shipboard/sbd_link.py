@@ -2,7 +2,7 @@
 
 The session logic does not change with the link: :func:`shipboard.link.run_session` drives
 the same exchange over an :class:`SbdLink` as over MQTT, and the bytes it hands over are
-opaque here (today a signed batch; a compact frame later, :class:`PayloadKind`)::
+opaque here (a signed batch, or a compact frame for a few messages: :class:`PayloadKind`)::
 
     connect   open the modem (no echo, no flow control, ring alerts on), read an MT message
               left in its buffer by a session cut before it was read, clear the MO buffer,
@@ -38,6 +38,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from protocol.compact import is_compact
 from protocol.errors import ProtocolError
 from protocol.fragments import SBD_MO_BYTES, PayloadKind, Reassembler, fragment
 from shipboard.sbd_modem import Buffers, SbdModem, SessionFailed, SessionResult
@@ -168,15 +169,18 @@ class SbdLink:
         return result
 
     async def publish(self, data: bytes, timeout_s: float) -> None:
-        """Send one payload (a signed batch) as MO messages; returns once every one reached
-        the gateway. ``timeout_s`` bounds each modem session through the driver's own
-        session timeout, not the whole (a long batch takes many sessions)."""
-        await self.publish_payload(data, PayloadKind.BATCH)
+        """Send one payload (a signed batch, or a compact frame: told by its first byte) as
+        MO messages; returns once every one reached the gateway. ``timeout_s`` bounds each
+        modem session through the driver's own session timeout, not the whole (a long
+        batch takes many sessions). A compact frame of one message goes bare, so a frame
+        of 50 bytes costs one credit (``protocol.fragments``)."""
+        kind = PayloadKind.COMPACT if is_compact(data) else PayloadKind.BATCH
+        await self.publish_payload(data, kind)
 
     async def publish_payload(self, data: bytes, kind: PayloadKind) -> int:
         """Send any payload the relay knows how to read (``kind``: a batch, or a compact
-        frame once ``protocol`` has one) as MO messages; how many it took. A compact frame
-        of up to 339 bytes goes in one message with one byte of framing."""
+        frame) as MO messages; how many it took. A compact frame of up to 340 bytes goes
+        in one message with no framing byte (``protocol.fragments``)."""
         self._check_open()
         messages = fragment(data, kind, SBD_MO_BYTES)
         for message in messages:

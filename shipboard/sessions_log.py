@@ -10,16 +10,18 @@ for a session (MQTT connect, subscribe, acks, TLS; ``SchedulerSettings.
 session_overhead_bytes``). A session that broke off is recorded as ``failed`` with no
 bytes: the link cannot tell how far it got, so its cost is unknown and is not guessed.
 
-The monthly compliance statement (:mod:`shipboard.report`) prices the month's sessions
-with the vessel's link profile (:meth:`shipboard.profiles.LinkProfile.billed_bytes`, per
-session: the provider bills each session separately, with its minimum). Months are UTC
+The monthly compliance statement (:mod:`shipboard.report`) prices each of the month's
+sessions under the profile of the link it ran on, the name each row carries
+(:meth:`shipboard.profiles.LinkProfile.billed_bytes`, per session: the provider bills
+each session separately, with its minimum; :func:`price_by_link`). Months are UTC
 calendar months (:data:`protocol.months.BILLING_ZONE`), the provider's billing months.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from enum import StrEnum
 
 from protocol.months import BILLING_ZONE, Month
@@ -148,6 +150,21 @@ def record_session(on: OnDatabase, session: LinkSession) -> int:
 def sessions_in(on: OnDatabase, month: int) -> list[LinkSession]:
     """The sessions of ``on``'s database that started in ``month`` (YYYYMM, UTC)."""
     return SessionsLog(on).sessions_in(month)
+
+
+def price_by_link(
+    sessions: list[LinkSession], profile_of: Callable[[str], LinkProfile]
+) -> list[MonthSessions]:
+    """The month's sessions grouped by the link they ran on (the profile name each session
+    was recorded under: the main link's, ``iridium-sbd``, the port link's), each group
+    billed under its own profile (``profile_of``), in order of name."""
+    by_name: dict[str, list[LinkSession]] = {}
+    for session in sessions:
+        by_name.setdefault(session.profile, []).append(session)
+    return [
+        replace(price_month(group, profile_of(name)), profile=name)
+        for name, group in sorted(by_name.items())
+    ]
 
 
 def price_month(sessions: list[LinkSession], profile: LinkProfile) -> MonthSessions:

@@ -149,10 +149,13 @@ def make_sbd(
     )
 
     async def on_payload(vessel_id: int, kind: PayloadKind, payload: bytes) -> None:
-        if kind is not PayloadKind.BATCH:
-            # No reader yet (the compact frame): refuse, so the provider keeps it and
-            # retries, rather than answering 200 for something nobody kept.
+        if kind not in (PayloadKind.BATCH, PayloadKind.COMPACT):
+            # No reader: refuse, so the provider keeps it and retries, rather than
+            # answering 200 for something nobody kept.
             raise NotImplementedError(f"vessel {vessel_id}: no reader for {kind.name} payloads")
+        # A signed batch and a compact frame both go the uplink topic's way: the ingest
+        # tells them apart by their first byte, and checks the vessel the topic names
+        # against the one the signature or the compact frame's tag proves.
         await ingestor.handle(uplink_topic(vessel_id), payload)
 
     webhook = MoWebhook(sbd, on_payload)

@@ -542,11 +542,14 @@ def web_routes(
     *,
     guard: SignInGuard | None = None,
     translations: Translations | None = None,
+    in_port: Callable[[], bool] | None = None,
 ) -> list[BaseRoute]:
     """The crew pages, to add to the agent's Starlette routes.
 
     ``guard`` is the process's one sign-in guard (shared with the crew API and SMTP AUTH:
-    :mod:`shipboard.signin`); without one, the pages get their own."""
+    :mod:`shipboard.signin`); without one, the pages get their own. ``in_port`` says
+    whether the vessel is in reach of its port link (the link loop's
+    ``LinkStatistics.in_port``): the home page says so (None: never)."""
     store = phones if phones is not None else SignedInPhones()
     words = translations or Translations()
     signins = CrewSignIn(intake.register, guard or SignInGuard(), intake.clock)
@@ -768,6 +771,7 @@ def web_routes(
             phone.lang,
             quota=await quota_words(phone),
             name=phone.signed_in.member.name,
+            in_port=in_port is not None and in_port(),
         )
 
     # write home, quick messages, stages ------------------------------------------------

@@ -1,10 +1,12 @@
 """Link sessions on the compliance report: the agent records each session it runs, and the
-monthly statement counts and prices them under the vessel's link profile."""
+monthly statement counts and prices them, each under the tariff of the link it ran on, in
+total and per link."""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -13,6 +15,7 @@ import pytest
 
 from common.codebooks import default_codebook
 from protocol.codebook import Codebook
+from protocol.compliance import AgentStatement
 from protocol.languages import Language
 from protocol.quota import RULE_MONTHLY_TEXT_BYTES
 from shipboard.config import ShipConfig
@@ -21,7 +24,7 @@ from shipboard.link import LinkDown, SessionReport, run_link, run_session
 from shipboard.outbox import Outbox
 from shipboard.profiles import FLEETBROADBAND, IRIDIUM_CERTUS
 from shipboard.report import build_statement
-from shipboard.sessions_log import LinkSession, price_month, sessions_in
+from shipboard.sessions_log import LinkSession, SessionOutcome, price_month, sessions_in
 from tests.kit.model_shore import ModelShore
 from tests.kit.mosquitto import MosquittoBroker
 from tests.kit.ports import free_port
@@ -204,3 +207,76 @@ async def test_a_session_that_breaks_off_is_recorded_as_failed(
     [session] = sessions_in(outbox, month)
     assert session.outcome == "failed"
     assert session.link_bytes == 0
+
+
+def _on(profile: str, at: float, up: int, down: int, overhead: int = 0) -> LinkSession:
+    return LinkSession(
+        started_at=at,
+        ended_at=at + 20,
+        outcome=SessionOutcome.DONE,
+        uplink_payload_bytes=up,
+        downlink_payload_bytes=down,
+        overhead_bytes=overhead,
+        profile=profile,
+    )
+
+
+def test_statement_prices_sbd_and_port_sessions_under_their_own_tariffs(outbox: Outbox) -> None:
+    """In October the vessel used its Certus terminal once, the SBD fallback twice (the
+    owner had paused the main link) and the harbour's 4G once. The statement shows each
+    link on its own line, billed under its own tariff (SBD: 50-byte credits at $3,200 per
+    MB; port 4G: no minimum, $0.50 per MB), where it used to bill all four as Certus
+    sessions with their 5 KB minimum; the total is the sum of the links."""
+    outbox.record_link_session(_on("iridium-certus", OCT_5, 100, 50, 2600))
+    outbox.record_link_session(_on("iridium-sbd", OCT_5 + 3600, 50, 0))
+    outbox.record_link_session(_on("iridium-sbd", OCT_5 + 7200, 120, 60))
+    outbox.record_link_session(_on("port-4g", OCT_5 + 86_400, 40_000, 2_000, 2600))
+    outbox.record_link_session(_session(OCT_5 + 2 * 86_400, 0, 0, "failed"))
+    statement = build_statement(
+        outbox,
+        OCTOBER,
+        quota_bytes=RULE_MONTHLY_TEXT_BYTES,
+        profile=IRIDIUM_CERTUS,
+        vessel_key=VESSEL_KEY,
+        now=OCT_5 + 30 * 86_400,
+    )
+    assert statement.links is not None
+    by_name = {link.profile: link for link in statement.links}
+    assert list(by_name) == ["iridium-certus", "iridium-sbd", "port-4g"]
+    certus, sbd, port = by_name.values()
+    assert (certus.sessions, certus.failed_sessions, certus.billed_bytes) == (1, 1, 5120)
+    assert (sbd.sessions, sbd.link_bytes, sbd.billed_bytes) == (2, 230, 50 + 200)
+    assert sbd.cost_micro_usd == round(250 * 3200.0)
+    assert (port.sessions, port.link_bytes, port.billed_bytes) == (1, 44_600, 44_600)
+    assert port.cost_micro_usd == round(44_600 * 0.5)
+    assert all(link.batch_bytes is None for link in statement.links)  # not attributed
+    total = statement.link
+    assert total.profile == "iridium-certus"  # the main link's name, as before
+    assert (total.sessions, total.failed_sessions) == (4, 1)
+    assert total.link_bytes == 2750 + 230 + 44_600
+    assert total.billed_bytes == 5120 + 250 + 44_600
+    assert total.cost_micro_usd == sum(link.cost_micro_usd or 0 for link in statement.links)
+    VESSEL_KEY.verify_key.verify(statement.signed_bytes(), statement.signature, what="statement")
+    again = AgentStatement.from_obj(json.loads(json.dumps(statement.to_obj())))
+    assert again == statement
+
+
+def test_a_statement_without_figures_per_link_still_verifies(outbox: Outbox) -> None:
+    """A statement written by an agent of the release before (or with --no-per-link for an
+    older relay) has no "links": it keeps its signature and reads back as None, not as
+    "no link was used"."""
+    outbox.record_link_session(_on("iridium-sbd", OCT_5, 50, 0))
+    older = build_statement(
+        outbox,
+        OCTOBER,
+        quota_bytes=RULE_MONTHLY_TEXT_BYTES,
+        profile=IRIDIUM_CERTUS,
+        vessel_key=VESSEL_KEY,
+        now=OCT_5 + 86_400,
+        per_link=False,
+    )
+    assert b'"links"' not in older.signed_bytes()
+    again = AgentStatement.from_obj(older.to_obj())
+    assert again.links is None
+    VESSEL_KEY.verify_key.verify(again.signed_bytes(), again.signature, what="statement")
+    assert again.link.billed_bytes == 50  # the SBD session under SBD's tariff

@@ -79,3 +79,29 @@ def test_qr_carries_the_tree_head_digest(month: Month) -> None:
     assert svg.lstrip().startswith("<svg")
     html = render_html(month.report)
     assert month.report.head.head.digest().hex()[:32] in html
+
+
+def test_the_report_shows_each_link_under_its_own_tariff(month: Month) -> None:
+    """The vessel's statement breaks its link use down by link (its Certus terminal, the
+    SBD fallback, the harbour's 4G): the report lists each with its sessions, bytes, billed
+    bytes and cost, and a statement without the breakdown shows no such line."""
+    import dataclasses
+
+    from protocol.compliance import LinkFigures
+
+    statement = month.report.statement
+    assert statement is not None
+    links = (
+        LinkFigures("iridium-certus", 3, 9_550, 15_360, 153_600),
+        LinkFigures("iridium-sbd", 2, 230, 250, 800_000, failed_sessions=1),
+        LinkFigures("port-4g", 1, 44_600, 44_600, 22_300),
+    )
+    broken_down = dataclasses.replace(
+        month.report, statement=dataclasses.replace(statement, links=links)
+    )
+    html = render_html(broken_down)
+    assert "per link, each under its own tariff" in html
+    assert "iridium-sbd 2 sessions (and 1 failed), 230 link bytes, 250 billed, US$ 0.80;" in html
+    assert "port-4g 1 sessions, 44,600 link bytes, 44,600 billed, US$ 0.02;" in html
+    plain = dataclasses.replace(month.report, statement=dataclasses.replace(statement, links=None))
+    assert "per link, each under its own tariff" not in render_html(plain)

@@ -72,7 +72,7 @@ async def sbd_world(shore: ModelShore) -> AsyncIterator[SbdWorld]:
 
     async def on_payload(vessel_id: int, kind: PayloadKind, payload: bytes) -> None:
         assert vessel_id == shore.vessel_id
-        assert kind is PayloadKind.BATCH
+        assert kind in (PayloadKind.BATCH, PayloadKind.COMPACT)  # both are uplink payloads
         shore.receive(payload)
         for down in shore.send():
             await sender.send_payload(vessel_id, PayloadKind.BATCH, down)

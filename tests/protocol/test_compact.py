@@ -49,6 +49,7 @@ from protocol.errors import (
     ReplayedBatch,
     SignatureInvalid,
 )
+from protocol.exchange import ShoreExchange, ShoreSettings, UplinkBatchReceived, UplinkRefused
 from protocol.languages import Language
 from protocol.replay import ReplayWindow, Verdict
 from protocol.signing import SigningKey
@@ -424,3 +425,27 @@ def test_golden_compact_frames_encode_and_decode_byte_for_byte(name: str) -> Non
     assert batch.envelopes == tuple(envelopes)
     assert (batch.vessel_id, batch.batch_seq, batch.batch_minutes) == (4242, 1831, GOLDEN_MINUTES)
     assert [f.codec for f in batch.frames] == [codecs[0]] * len(batch.frames)
+
+
+def test_the_shore_exchange_takes_a_compact_frame_on_the_uplink_and_refuses_a_forged_one() -> None:
+    """A lone message arrives as a compact frame where a signed batch used to: the shore's
+    exchange checks its tag under the link keys of the two keys it already holds and hands
+    the batch out like a signed one; a frame made with another key is refused, not
+    stored."""
+    exchange = ShoreExchange(ShoreSettings(VESSEL, VESSEL_KEY.verify_key, SHORE_KEY, CODEBOOK))
+    wire = _frame([_message(3, "all is fine")], seq=1)
+    exchange.receive(wire, 0.0)
+    event = exchange.next_event()
+    assert isinstance(event, UplinkBatchReceived)
+    assert (event.batch.vessel_id, event.batch.batch_seq, event.data) == (VESSEL, 1, wire)
+    assert [e.body for e in event.batch.envelopes if isinstance(e, CrewMessage)] == ["all is fine"]
+    forger = SigningKey(bytes(range(7, 39)))
+    forged = _frame(
+        [_message(4, "send money")],
+        seq=2,
+        keys=LinkKeys.for_vessel(VESSEL, forger, SHORE_KEY.verify_key),
+    )
+    exchange.receive(forged, 0.0)
+    refused = exchange.next_event()
+    assert isinstance(refused, UplinkRefused)
+    assert exchange.next_event() is None

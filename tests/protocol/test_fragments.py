@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from protocol.compact import COMPACT_UPLINK
 from protocol.errors import LocalProtocolError, MalformedBatch, ProtocolError
 from protocol.fragments import (
     FRAGMENT_HEADER_BYTES,
@@ -158,3 +159,41 @@ def test_a_whole_resend_is_handed_on_again_by_default() -> None:
     again = [r for m in messages if (r := reassembler.add(m, 1.0)) is not None]
     assert len(first) == len(again) == 1
     assert reassembler.in_progress == 0
+
+
+def test_a_compact_frame_of_one_credit_goes_bare_and_stays_one_credit() -> None:
+    """A lone SOS as a 50-byte compact frame (first byte 0x03) leaves as exactly those 50
+    bytes: one SBD credit, not two for one byte of framing; the receiver knows it by that
+    first byte and hands it on whole as a compact frame."""
+    frame = bytes([COMPACT_UPLINK]) + random.Random(5).randbytes(49)
+    messages = fragment(frame, PayloadKind.COMPACT, SBD_MO_BYTES)
+    assert messages == [frame]
+    whole = Reassembler().add(messages[0], 0.0)
+    assert whole is not None
+    assert (whole.kind, whole.payload, whole.fragments) == (PayloadKind.COMPACT, frame, 1)
+
+
+def test_a_bare_compact_frame_sent_again_is_handed_on_again_or_dropped_if_remembered() -> None:
+    """The vessel resends a compact frame whose acknowledgement was lost: a receiver that
+    is idempotent gets it again (to acknowledge it again); one that remembers drops it."""
+    frame = bytes([COMPACT_UPLINK]) + b"\x2a" + random.Random(6).randbytes(98)
+    forgetful, remembering = Reassembler(), Reassembler(remember=8)
+    assert forgetful.add(frame, 0.0) is not None
+    assert forgetful.add(frame, 1.0) is not None
+    assert remembering.add(frame, 0.0) is not None
+    assert remembering.add(frame, 1.0) is None
+    assert remembering.statistics.duplicates_dropped == 1
+
+
+def test_a_compact_frame_longer_than_a_message_goes_as_compact_fragments() -> None:
+    """A compact frame of 400 bytes does not fit one 340-byte message: it is cut into
+    fragments of kind COMPACT, which come back whole in any order."""
+    frame = bytes([COMPACT_UPLINK]) + random.Random(7).randbytes(399)
+    messages = fragment(frame, PayloadKind.COMPACT, SBD_MO_BYTES)
+    assert len(messages) == 2
+    assert all(m[0] == PayloadKind.COMPACT | 0x80 for m in messages)
+    reassembler = Reassembler()
+    assert reassembler.add(messages[1], 0.0) is None
+    whole = reassembler.add(messages[0], 0.0)
+    assert whole is not None
+    assert (whole.kind, whole.payload) == (PayloadKind.COMPACT, frame)

@@ -11,12 +11,13 @@ import secrets
 import pytest
 
 from protocol.codebook import Codebook
-from protocol.fragments import SBD_MO_BYTES
+from protocol.compact import LinkKeys, is_compact
+from protocol.fragments import SBD_MO_BYTES, PayloadKind
 from protocol.signing import SigningKey
-from shipboard.link import run_session
+from shipboard.link import ReservedOnly, run_session
 from shipboard.outbox import Outbox
 from shipboard.profiles import VSAT
-from shipboard.sbd_link import SbdLink, sbd_billed_bytes
+from shipboard.sbd_link import SBD_CREDIT_BYTES, SbdLink, sbd_billed_bytes
 from shipboard.transport import LinkDown, LinkSettings
 from tests.kit.model_shore import NOW, ModelShore
 from tests.kit.sbd_world import SbdWorld, sbd_world
@@ -278,3 +279,133 @@ async def test_a_stormy_night_over_sbd_loses_nothing_and_stores_nothing_twice(
     batches = [received.batch_seq for received in model_shore.received]
     assert world.webhook.statistics.payloads == len(batches)
     assert {"fail", "cut"} & set(troubles), troubles  # the night was stormy
+
+
+def fallback_outbox(outbox: Outbox, vessel_key: SigningKey, shore_key: SigningKey) -> ReservedOnly:
+    """The outbox as the agent's SBD fallback session sees it (compact frames on)."""
+    keys = LinkKeys.for_vessel(outbox.vessel_id, vessel_key, shore_key.verify_key)
+    return ReservedOnly(outbox, keys)
+
+
+async def test_an_sos_alone_goes_in_one_credit_as_a_compact_frame_and_is_stored_once(
+    outbox: Outbox,
+    crew: Crew,
+    codebook: Codebook,
+    vessel_key: SigningKey,
+    shore_key: SigningKey,
+    model_shore: ModelShore,
+) -> None:
+    """The main link is paused and a fisher presses SOS: the fallback session sends it as a
+    compact frame in ONE 50-byte SBD message (one credit, where a signed batch costs three);
+    the relay checks its tag, stores it once and its BatchAck comes down."""
+    outbox.make_batch([], codebook, vessel_key, NOW)  # the contact book, announced before
+    sos = outbox.accept_sos(crew=crew.member.crew, now=NOW, position=(1_300_000, 10_050_000))
+    async with sbd_world(model_shore) as world:
+        mo_before = len(world.provider.mo)
+        async with asyncio.timeout(60):
+            await run_session(
+                sbd_settings(outbox.vessel_id),
+                fallback_outbox(outbox, vessel_key, shore_key),
+                signing_key=vessel_key,
+                codebook=codebook,
+                shore_verify_key=shore_key.verify_key,
+                message_seqs=[sos.message_seq],
+                clock=lambda: NOW,
+                link=world.link(),
+            )
+    sent = [record.data for record in world.provider.mo[mo_before:]]
+    assert [len(message) for message in sent] == [50]
+    assert is_compact(sent[0])
+    assert sbd_billed_bytes(len(sent[0])) == SBD_CREDIT_BYTES
+    assert state(outbox, sos.message_seq) == "acknowledged"
+    sos_batches = [r for r in model_shore.received if sos.message_seq in r.message_seqs]
+    assert len(sos_batches) == 1
+    assert sos.message_seq in model_shore.messages
+
+
+async def test_a_cut_sbd_session_resends_the_same_compact_frame_and_the_shore_keeps_one(
+    outbox: Outbox,
+    crew: Crew,
+    codebook: Codebook,
+    vessel_key: SigningKey,
+    shore_key: SigningKey,
+    model_shore: ModelShore,
+) -> None:
+    """The antenna cable is pulled right after the satellite took a lone SOS's compact
+    frame, and the shore's acknowledgement never reaches the vessel: the next session sends
+    the very same bytes again; the shore recognises the batch number, stores nothing twice
+    and acknowledges it, and the SOS ends acknowledged on board."""
+    outbox.make_batch([], codebook, vessel_key, NOW)
+    sos = outbox.accept_sos(crew=crew.member.crew, now=NOW, position=(1_300_000, 10_050_000))
+    fallback = fallback_outbox(outbox, vessel_key, shore_key)
+    async with sbd_world(model_shore) as world:
+        relay_on_payload = world.webhook.on_payload
+        calls = 0
+
+        async def ack_lost_once(vessel_id: int, kind: PayloadKind, payload: bytes) -> None:
+            nonlocal calls
+            calls += 1
+            if calls == 1:
+                model_shore.receive(payload)  # stored; the answer is lost with the session
+                return
+            await relay_on_payload(vessel_id, kind, payload)
+
+        world.webhook.on_payload = ack_lost_once
+        world.emulator.cut_after_gateway()
+        cut = world.link(session_timeout_s=0.5)
+        with pytest.raises(LinkDown, match="did not answer"):
+            async with asyncio.timeout(60):
+                await run_session(
+                    sbd_settings(outbox.vessel_id),
+                    fallback,
+                    signing_key=vessel_key,
+                    codebook=codebook,
+                    shore_verify_key=shore_key.verify_key,
+                    message_seqs=[sos.message_seq],
+                    clock=lambda: NOW,
+                    link=cut,
+                )
+        await world.provider.wait_settled()
+        assert state(outbox, sos.message_seq) != "acknowledged"
+        async with asyncio.timeout(60):
+            await run_session(
+                sbd_settings(outbox.vessel_id),
+                fallback,
+                signing_key=vessel_key,
+                codebook=codebook,
+                shore_verify_key=shore_key.verify_key,
+                message_seqs=[],
+                clock=lambda: NOW,
+                link=world.link(),
+            )
+        await world.provider.wait_settled()
+    frames = [record.data for record in world.provider.mo if is_compact(record.data)]
+    assert len(frames) == 2
+    assert frames[0] == frames[1]  # byte-identical resend
+    assert len(frames[0]) == 50
+    assert state(outbox, sos.message_seq) == "acknowledged"
+    copies = [r for r in model_shore.received if sos.message_seq in r.message_seqs]
+    assert len(copies) == 2  # the shore saw it twice ...
+    assert len({r.batch_seq for r in copies}) == 1
+    assert list(model_shore.messages).count(sos.message_seq) == 1  # ... and kept it once
+    assert copies[0].batch_seq in model_shore.batches
+
+
+async def test_a_report_with_its_sealed_block_keeps_the_signed_batch_over_sbd(
+    outbox: Outbox,
+    crew: Crew,
+    codebook: Codebook,
+    vessel_key: SigningKey,
+    shore_key: SigningKey,
+    model_shore: ModelShore,
+) -> None:
+    """A sealed grievance report (a 304-byte sealed box) does not fit one SBD message as a
+    compact frame: the fallback session makes the vessel-signed batch, as before."""
+    outbox.make_batch([], codebook, vessel_key, NOW)
+    report = outbox.accept_grievance(
+        union_id=1, sealed=secrets.token_bytes(304), case_key=b"k" * 32, now=NOW
+    )
+    fallback = fallback_outbox(outbox, vessel_key, shore_key)
+    seq, data = fallback.make_batch([report.message_seq], codebook, vessel_key, NOW)
+    assert not is_compact(data)
+    assert model_shore.receive_batch(data).batch_seq == seq

@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from common.codebooks import default_codebook
+from protocol.compact import LinkKeys, is_compact
 from protocol.fragments import Reassembler
 from protocol.languages import Language
 from shipboard.link import ReservedOnly, run_session
@@ -40,13 +41,15 @@ def secret_file(path: Path, text: str) -> None:
     os.chmod(path, 0o600)
 
 
+@pytest.mark.parametrize("compact", [False, True], ids=["signed-batch", "compact-frame"])
 async def test_an_sos_over_sbd_is_stored_by_the_relay_and_acknowledged_over_sbd(
-    fresh_mosquitto: MosquittoBroker, tmp_path: Path
+    fresh_mosquitto: MosquittoBroker, tmp_path: Path, compact: bool
 ) -> None:
     """The main link is paused; an SOS and a message home wait. Over SBD only the SOS
     goes; the relay (as shipped, [sbd] enabled) reassembles it from the provider's
     webhook, verifies and stores it, and its BatchAck reaches the vessel as MT messages in
-    the same SBD session. The message home stays on board."""
+    the same SBD session. The message home stays on board. As the agent sends it (link
+    keys given), the SOS goes as a compact frame, which the relay's webhook takes too."""
     relay_dir = tmp_path / "relay"
     port = free_port()
     async with FakeRockBlock(
@@ -80,13 +83,14 @@ async def test_an_sos_over_sbd_is_stored_by_the_relay_and_acknowledged_over_sbd(
                 ack_wait_s=15.0,
             )
             link = SbdLink(SbdModem(emulator.device, session_timeout_s=5.0), Reassembler())
+            link_keys = LinkKeys.for_vessel(VESSEL, VESSEL_KEY, SHORE_KEY.verify_key)
             async with (
                 relay_in_process(relay_dir, fresh_mosquitto, extra=extra),
                 asyncio.timeout(60),
             ):
                 report = await run_session(
                     settings,
-                    ReservedOnly(box),
+                    ReservedOnly(box, link_keys if compact else None),
                     signing_key=VESSEL_KEY,
                     codebook=default_codebook(),
                     shore_verify_key=SHORE_KEY.verify_key,
@@ -104,6 +108,7 @@ async def test_an_sos_over_sbd_is_stored_by_the_relay_and_acknowledged_over_sbd(
         assert provider.mt  # the BatchAck came down over SBD
         assert all(len(message) <= 270 for message in provider.mt)
         assert link.statistics.mo_messages == len(provider.mo)
+        assert any(is_compact(record.data) for record in provider.mo) is compact
 
 
 def test_the_vessel_list_is_checked() -> None:
