@@ -310,9 +310,30 @@ def decode_batch(
         )
         budget -= _text_bytes(frame_texts)
         texts[language] = frame_texts
+    envelopes = join_texts(skeleton, texts, header.batch_minutes, where)
+    return Batch(
+        direction=header.direction,
+        vessel_id=header.vessel_id,
+        batch_seq=header.batch_seq,
+        batch_minutes=header.batch_minutes,
+        envelopes=tuple(envelopes),
+        frames=header.frames,
+        padding_bytes=header.padding_bytes,
+    )
+
+
+def join_texts(
+    entries: Sequence[dict[int, object]],
+    texts: dict[Language, list[str]],
+    batch_minutes: int,
+    where: str,
+) -> list[Envelope]:
+    """The envelopes of skeleton ``entries``, each text-bearing one given the next text of
+    its language's frame, in order; a frame with fewer or more texts than its envelopes is
+    :class:`MalformedBatch` (the one rule for signed batches and compact frames)."""
     cursors = dict.fromkeys(texts, 0)
-    envelopes = []
-    for entry in skeleton:
+    envelopes: list[Envelope] = []
+    for entry in entries:
         text = None
         entry_language = text_language(entry)
         if entry_language is not None:
@@ -323,16 +344,8 @@ def decode_batch(
                 )
             text = texts[entry_language][index]
             cursors[entry_language] = index + 1
-        envelopes.append(from_skeleton(entry, header.batch_minutes, text))
+        envelopes.append(from_skeleton(entry, batch_minutes, text))
     for language, index in cursors.items():
         if index != len(texts[language]):
             raise MalformedBatch(f"{where} has more {language.code} texts than envelopes")
-    return Batch(
-        direction=header.direction,
-        vessel_id=header.vessel_id,
-        batch_seq=header.batch_seq,
-        batch_minutes=header.batch_minutes,
-        envelopes=tuple(envelopes),
-        frames=header.frames,
-        padding_bytes=header.padding_bytes,
-    )
+    return envelopes

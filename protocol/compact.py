@@ -90,7 +90,7 @@ import nacl.bindings
 import nacl.exceptions
 import nacl.signing
 
-from protocol.batch import Batch, Direction
+from protocol.batch import Batch, Direction, join_texts
 from protocol.cbor import dumps, strict_loads
 from protocol.codebook import Codebook, Codec
 from protocol.compression import Frame, decode_frame, encode_frame
@@ -100,7 +100,6 @@ from protocol.envelopes import (
     KIND_KEY,
     Envelope,
     Kind,
-    from_skeleton,
     text_language,
     to_skeleton,
 )
@@ -571,23 +570,7 @@ def decode_compact(
     padding = plaintext[pos:]
     if padding.count(0) != len(padding):
         raise MalformedBatch(f"{where} has bytes other than zeros after its last frame")
-    cursors = dict.fromkeys(texts, 0)
-    envelopes: list[Envelope] = []
-    for entry in entries:
-        text = None
-        entry_language = text_language(entry)
-        if entry_language is not None:
-            index = cursors[entry_language]
-            if index >= len(texts[entry_language]):
-                raise MalformedBatch(
-                    f"{where} has fewer {entry_language.code} texts than envelopes"
-                )
-            text = texts[entry_language][index]
-            cursors[entry_language] = index + 1
-        envelopes.append(from_skeleton(entry, batch_minutes, text))
-    for language, index in cursors.items():
-        if index != len(texts[language]):
-            raise MalformedBatch(f"{where} has more {language.code} texts than envelopes")
+    envelopes = join_texts(entries, texts, batch_minutes, where)
     return Batch(
         direction=Direction.UPLINK,
         vessel_id=header.vessel_id,
