@@ -49,6 +49,7 @@ NEW_SINCE = [
     ("outbox", "0005_lane_items"),
     ("outbox", "0006_voice_notes"),
     ("inbox", "0002_lane_blocks"),
+    ("inbox", "0003_voice_replies"),
     ("lane", "0001_reservoir"),
     ("casebook", "0001_casebooks"),
 ]
