@@ -111,6 +111,7 @@ class DownlinkUnits(StoreParts):
                     truncated=True if truncated else None,
                 )
                 await self.downlink_queue.queue(tx, vessel_id, reply, now, f"r{text_seq}")
+                link = await self.links.lock(tx, vessel_id)  # read the number taken again
             reply_seq = await self.links.take_reply_seq(tx, link)
             voice = VoiceReply(
                 reply_seq=reply_seq,

@@ -17,6 +17,7 @@ import pytest
 from common.speech import CodedSpeech, decode_codec2
 from protocol.languages import Language
 from protocol.voice import SAMPLE_RATE_HZ, VoiceMode
+from shore.config import ConfigError, parse_config
 from shore.replies import ReplyServer, ReplyServerConfig
 from shore.reply_voice import (
     VOICE_NOTICES,
@@ -256,3 +257,22 @@ async def test_store_failure_makes_the_sender_retry_the_whole_spoken_reply(
     assert caught.value.smtp_code == 451
     assert harness.stored.replies == []
     assert harness.spoken.replies == []
+
+
+def test_relay_config_names_the_vessels_that_take_spoken_replies() -> None:
+    """``[replies] voice_vessels`` lists the vessels whose agents read voice replies, with
+    the limit and mode; a wrong value is refused at start-up naming the key."""
+    config = parse_config(
+        {"replies": {"voice_vessels": [7, 9], "voice_max_seconds": 20, "voice_mode": "700C"}}
+    )
+    assert config.replies.voice_vessels == (7, 9)
+    assert (config.replies.voice_max_seconds, config.replies.voice_mode) == (20, "700C")
+    assert parse_config({}).replies.voice_vessels == ()  # none by default: text only
+    for bad, words in [
+        ({"voice_vessels": ["7"]}, "list of whole numbers"),
+        ({"voice_vessels": [0]}, "expected vessel ids"),
+        ({"voice_max_seconds": 500}, "not from 1 to 120 seconds"),
+        ({"voice_mode": "9999"}, "unknown Codec2 mode"),
+    ]:
+        with pytest.raises(ConfigError, match=words):
+            parse_config({"replies": bad})
