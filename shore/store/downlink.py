@@ -247,8 +247,9 @@ class DownlinkQueue:
         self, tx: Tx, before: float, now: float, limit: int
     ) -> list[tuple[int, int, int]]:
         """Purge, for up to ``limit`` downlink batches the vessel acknowledged before
-        ``before``, the batch's bytes (its size kept as ``link_bytes``) and the text of the
-        families' replies it carried; receipts, case updates and every id stay. Returns
+        ``before``, the batch's bytes (its size kept as ``link_bytes``), the text of the
+        families' replies it carried and the speech of their spoken replies; receipts,
+        case updates and every id stay. Returns
         (vessel, downlink_seq, bytes purged) of the batches purged now."""
         rows = await tx.fetch(
             "SELECT vessel_id, downlink_seq, LENGTH(data) FROM downlink_batches "
