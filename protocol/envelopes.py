@@ -51,6 +51,7 @@ class Kind(IntEnum):
     DICTIONARY_UPDATE = 11
     LANE_BLOCK = 12
     VOICE_NOTE = 13
+    VOICE_REPLY = 14
 
 
 class ReceiptStage(IntEnum):
@@ -652,6 +653,60 @@ class VoiceNote(Envelope):
         return len(self.frames)
 
 
+@dataclass(frozen=True, slots=True)
+class VoiceReply(Envelope):
+    """Shore to vessel: a family's spoken answer to a crew member, as Codec2 frames.
+
+    The frames are laid out as in :class:`VoiceNote` (``frames_for(mode, duration_ms)``
+    frames of ``mode``); ``reply_seq`` is taken from the same counter as a text
+    :class:`Reply`'s, so the vessel keeps each reply once whichever kind it is. Added
+    2026-12 as kind 14: an agent of an older version refuses a downlink batch holding one
+    as malformed ("kind 14 is not known to this version"), so the relay sends voice
+    replies only to vessels whose agents read them, and keeps the spoken part of a
+    family's answer otherwise (the text goes down as a :class:`Reply`).
+    """
+
+    KIND: ClassVar[Kind] = Kind.VOICE_REPLY
+    FIELDS: ClassVar[tuple[_Field, ...]] = (
+        _Field("reply_seq", 1, _T.UINT),
+        _Field("crew", 2, _T.UINT),
+        _Field("contact", 3, _T.UINT),
+        _Field("mode", 32, _T.UINT, VoiceMode),
+        _Field("duration_ms", 33, _T.UINT),
+        _Field("frames", 7, _T.BYTES),
+    )
+
+    reply_seq: int
+    crew: int
+    contact: int
+    mode: VoiceMode
+    duration_ms: int
+    frames: bytes
+    written_minutes: int
+
+    def __post_init__(self) -> None:
+        self._validate()
+        _check_voice_frames("VoiceReply", self.mode, self.duration_ms, self.frames)
+
+    @property
+    def voice_bytes(self) -> int:
+        """The bytes of speech, as the vessel's downlink figures count them."""
+        return len(self.frames)
+
+
+def _check_voice_frames(owner: str, mode: VoiceMode, duration_ms: int, frames: bytes) -> None:
+    if not 0 < duration_ms <= MAX_VOICE_NOTE_MS:
+        raise InvalidEnvelope(
+            f"{owner}.duration_ms is {duration_ms}; speech lasts from 1 to {MAX_VOICE_NOTE_MS} ms"
+        )
+    expected = frames_for(mode, duration_ms) * mode.bytes_per_frame
+    if len(frames) != expected:
+        raise InvalidEnvelope(
+            f"{owner}.frames is {len(frames)} bytes, but {duration_ms} ms in "
+            f"Codec2 {mode.label} take {expected}"
+        )
+
+
 ENVELOPE_TYPES: Mapping[Kind, type[Envelope]] = {
     cls.KIND: cls
     for cls in (
@@ -668,6 +723,7 @@ ENVELOPE_TYPES: Mapping[Kind, type[Envelope]] = {
         DictionaryUpdate,
         LaneBlock,
         VoiceNote,
+        VoiceReply,
     )
 }
 

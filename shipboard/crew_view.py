@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
+from protocol.voice import VoiceMode
 from shipboard.casebook import Casebook, CaseEntry
 from shipboard.inbox import Inbox
 from shipboard.outbox import KeptMessage, Outbox, SentMessage
@@ -60,6 +61,10 @@ class CrewView(Protocol):
         """A case's sealed notes from the union, oldest first: (stage code, note, at)."""
         ...
 
+    def spoken_reply(self, crew: int, entry: int) -> tuple[VoiceMode, int, bytes] | None:
+        """A family's spoken reply to ``crew`` (inbox entry ``entry``): (mode, ms, frames)."""
+        ...
+
     def slot_items(self, crew: int) -> list[tuple[bytes, float]]:
         """The crew member's downlink slot items, oldest first: (item, at)."""
         ...
@@ -100,6 +105,9 @@ class VesselCrewView:
 
     def case_notes(self, case_seq: int) -> list[tuple[int, bytes, float]]:
         return self._inbox.case_notes(case_seq)
+
+    def spoken_reply(self, crew: int, entry: int) -> tuple[VoiceMode, int, bytes] | None:
+        return self._inbox.spoken_reply(crew, entry)
 
     def slot_items(self, crew: int) -> list[tuple[bytes, float]]:
         return self._inbox.slot_items(crew)

@@ -1,7 +1,8 @@
 """Inbox: what the shore sent down for the crew (a vessel database repository).
 
 One row per thing a crew member may read on board: the stages of their messages
-(accepted ashore, delivered, failed with a reason), their family's replies, quota
+(accepted ashore, delivered, failed with a reason), their family's replies (written, or
+spoken: Codec2 frames, :class:`~protocol.envelopes.VoiceReply`), quota
 notices, the union's sealed case notes and the downlink slot items of the release before
 the lane (a case note or cover, sealed to a reporter's reply key; nobody on board can tell
 which). And every downlink **lane block** (``lane_down``: period, index, block, when it
@@ -32,8 +33,10 @@ from protocol.envelopes import (
     LaneBlock,
     QuotaNotice,
     Reply,
+    VoiceReply,
 )
 from protocol.slots import SlotHeader, downlink_slot_notes
+from protocol.voice import VoiceMode
 from shipboard.crew import CrewRegister
 from shipboard.database import OnDatabase, Transaction
 
@@ -95,7 +98,7 @@ class Inbox:
     def receive(self, tx: Transaction, envelope: Envelope, now: float) -> Filed:
         """Keep a downlink envelope meant for the crew (reply, case update, slot item,
         quota notice); anything else is :attr:`Filed.IGNORED`."""
-        if isinstance(envelope, Reply):
+        if isinstance(envelope, Reply | VoiceReply):
             return self._reply(tx, envelope, now)
         if isinstance(envelope, LaneBlock):
             # a case note's fragment or cover: nobody on board can tell, so no crew number
@@ -167,7 +170,7 @@ class Inbox:
             body=detail,
         )
 
-    def _reply(self, tx: Transaction, reply: Reply, now: float) -> Filed:
+    def _reply(self, tx: Transaction, reply: Reply | VoiceReply, now: float) -> Filed:
         if tx.execute(
             "SELECT 1 FROM reply_seen WHERE reply_seq = ?", (reply.reply_seq,)
         ).fetchone():
@@ -176,6 +179,21 @@ class Inbox:
         if not self._register.is_registered(tx, reply.crew):
             logger.warning("reply %d for unknown crew member ignored", reply.reply_seq)
             return Filed.IGNORED
+        if isinstance(reply, VoiceReply):
+            _insert(
+                tx,
+                now,
+                reply.written_minutes,
+                kind=InboxKind.REPLY,
+                crew=reply.crew,
+                contact=reply.contact,
+                truncated=0,
+                code=reply.reply_seq,
+                voice=reply.frames,
+                voice_mode=int(reply.mode),
+                voice_ms=reply.duration_ms,
+            )
+            return Filed.COUNTED
         _insert(
             tx,
             now,
@@ -202,7 +220,7 @@ class Inbox:
             try:
                 rows = db.execute(
                     "SELECT entry, kind, message_seq, case_seq, stage, code, contact, lang, "
-                    "body, truncated, written_minutes, at FROM inbox "
+                    "body, truncated, written_minutes, at, voice_ms FROM inbox "
                     f"WHERE kind != ? AND (crew = ? OR case_seq IN ({marks}) "
                     f"OR message_seq IN ({marks})) "
                     "ORDER BY entry DESC LIMIT ?",
@@ -211,6 +229,19 @@ class Inbox:
             finally:
                 db.row_factory = None
         return [dict(row) for row in rows]
+
+    def spoken_reply(self, crew: int, entry: int) -> tuple[VoiceMode, int, bytes] | None:
+        """A spoken reply to crew member ``crew``: (mode, duration in ms, Codec2 frames);
+        None when entry ``entry`` is not one of theirs."""
+        with self.database.reading() as db:
+            row = db.execute(
+                "SELECT voice_mode, voice_ms, voice FROM inbox "
+                "WHERE entry = ? AND crew = ? AND kind = ? AND voice IS NOT NULL",
+                (entry, crew, InboxKind.REPLY),
+            ).fetchone()
+        if row is None:
+            return None
+        return VoiceMode(int(row[0])), int(row[1]), bytes(row[2])
 
     def slot_items(self, crew: int) -> list[tuple[bytes, float]]:
         """The downlink slot items for a crew member, oldest first: (item, at). Each holds a

@@ -311,6 +311,16 @@ INBOX = MigrationSet(
             ) WITHOUT ROWID
             """,
         ),
+        Migration(
+            "0003_voice_replies",
+            # A family's spoken reply (issue 24): its Codec2 frames, mode and length; the
+            # page decodes them to Opus in Ogg when the crew member plays it.
+            """
+            ALTER TABLE inbox ADD COLUMN voice BLOB;
+            ALTER TABLE inbox ADD COLUMN voice_mode INTEGER;
+            ALTER TABLE inbox ADD COLUMN voice_ms INTEGER
+            """,
+        ),
     ),
 )
 

@@ -9,6 +9,9 @@ its own envelope kind (:class:`protocol.envelopes.VoiceNote`), never through the
 codecs. Each way a recording can fail is a :class:`~shipboard.errors.VoiceNoteRefused`
 with a sentence for the crew member in their language. CPU-bound: the doors call it in a
 thread. Nothing of the recording is logged but its size and length.
+
+The other way, :func:`playable_speech` turns a family's spoken reply (Codec2 frames, as the
+downlink brought it) into Opus in Ogg for the crew page's player.
 """
 
 from __future__ import annotations
@@ -22,8 +25,10 @@ from common.speech import (
     RecordingTooLong,
     RecordingUnreadable,
     SpeechError,
+    decode_codec2,
     decode_recording,
     encode_codec2,
+    encode_ogg_opus,
     trim_silence,
 )
 from protocol.voice import SAMPLE_RATE_HZ, VoiceMode
@@ -35,7 +40,7 @@ from shipboard.errors import (
     VoiceNoteUnreadable,
 )
 
-__all__ = ["MAX_RECORDING_BYTES", "code_recording"]
+__all__ = ["MAX_RECORDING_BYTES", "code_recording", "playable_speech"]
 
 logger = logging.getLogger(__name__)
 
@@ -89,3 +94,10 @@ def code_recording(
         mode.label,
     )
     return coded
+
+
+def playable_speech(mode: VoiceMode, duration_ms: int, frames: bytes) -> bytes:
+    """A family's spoken reply (Codec2 frames from the downlink) as Opus in Ogg, which the
+    crew's phones play in the page. CPU-bound (milliseconds): the doors call it in a thread.
+    """
+    return encode_ogg_opus(decode_codec2(CodedSpeech(mode, duration_ms, frames)))

@@ -64,6 +64,10 @@ Example (``vessel-relay shore init --data DIR`` writes one)::
     enabled = false
     host = "127.0.0.1"
     port = 2525
+    voice_vessels = []              # vessels whose agents read spoken replies (kind 14):
+                                    #   a family's voice memo goes down to them in Codec2
+    voice_max_seconds = 30          # a longer memo is refused (the family told), not cut
+    voice_mode = "1200"             # the Codec2 mode of spoken replies (10 s = 1.5 KB)
 
     [sms]                           # the SMS provider (Twilio-shaped REST API)
     enabled = false
@@ -123,6 +127,7 @@ from common.exits import EX_CONFIG
 from common.keyfiles import published_key_name, signing_key_file_name
 from protocol.errors import InvalidEnvelope
 from protocol.lane import LaneShape
+from protocol.voice import DEFAULT_VOICE_MODE, MAX_VOICE_NOTE_MS, VoiceMode
 
 
 class ConfigError(Exception):
@@ -215,6 +220,10 @@ class RepliesSection:
     enabled: bool = False
     host: str = "127.0.0.1"
     port: int = 2525
+    #: Vessels whose agents read spoken replies (an older agent refuses a batch holding one).
+    voice_vessels: tuple[int, ...] = ()
+    voice_max_seconds: int = 30
+    voice_mode: str = DEFAULT_VOICE_MODE.label
 
 
 @dataclass(frozen=True, slots=True)
@@ -394,8 +403,13 @@ def _section(source: str, name: str, raw: object, cls: type[Any]) -> Any:
         if expected is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         if expected is tuple and isinstance(value, list):
-            if not all(isinstance(item, str) for item in value):
-                raise ConfigError(f"{source}: [{name}] {key} must be a list of strings")
+            of_ints = "int" in str(known[key].type)
+            item_type = int if of_ints else str
+            if not all(
+                isinstance(item, item_type) and not isinstance(item, bool) for item in value
+            ):
+                kind = "whole numbers" if of_ints else "strings"
+                raise ConfigError(f"{source}: [{name}] {key} must be a list of {kind}")
             value = tuple(value)
         if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
             raise ConfigError(
@@ -694,6 +708,22 @@ def _validate_sms_and_alerts(config: RelayConfig) -> None:
             )
     elif sms.webhook:
         raise ConfigError(f"{source}: [sms] webhook = true needs enabled = true")
+    replies = config.replies
+    if any(vessel < 1 for vessel in replies.voice_vessels):
+        raise ConfigError(
+            f"{source}: [replies] voice_vessels = {list(replies.voice_vessels)}: expected "
+            "vessel ids (whole numbers from 1)"
+        )
+    longest = MAX_VOICE_NOTE_MS // 1000
+    if not 1 <= replies.voice_max_seconds <= longest:
+        raise ConfigError(
+            f"{source}: [replies] voice_max_seconds = {replies.voice_max_seconds} is not "
+            f"from 1 to {longest} seconds"
+        )
+    try:
+        VoiceMode.from_label(replies.voice_mode)
+    except ValueError as exc:
+        raise ConfigError(f"{source}: [replies] voice_mode: {exc}") from None
     if not 1 <= sms.voice_link_days <= 90:
         raise ConfigError(
             f"{source}: [sms] voice_link_days = {sms.voice_link_days} is not from 1 to 90 days"

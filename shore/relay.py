@@ -50,6 +50,7 @@ from protocol.fragments import PayloadKind
 from protocol.phrases import phrase
 from protocol.signing import SigningKey
 from protocol.topics import SHARED_UPLINKS, UPLINKS, uplink_topic
+from protocol.voice import VoiceMode
 from shore.alerts import AlertConfig, SosAlerter
 from shore.broker_login import BrokerLogin, broker_login
 from shore.config import ConfigError, RelayConfig
@@ -67,6 +68,7 @@ from shore.replies import (
     SmsWebhook,
     SmsWebhookConfig,
 )
+from shore.reply_voice import VoiceReplyConfig
 from shore.retention import RetentionConfig, RetentionKeeper
 from shore.sbd import MoWebhook, MtSender, SbdConfig, SbdDownlink, parse_vessels
 from shore.sms import SmsConfig, SmsProvider
@@ -414,13 +416,25 @@ def _delivery_services(
             found = await store.contact(route.vessel_id, route.crew, route.contact)
             return None if found is None else ContactInfo(found.lang)
 
+        replies = config.replies
+        voice = (
+            VoiceReplyConfig(
+                vessels=frozenset(replies.voice_vessels),
+                max_seconds=replies.voice_max_seconds,
+                mode=VoiceMode.from_label(replies.voice_mode),
+            )
+            if replies.voice_vessels
+            else None
+        )
         server = ReplyServer(
-            ReplyServerConfig(host=config.replies.host, port=config.replies.port),
+            ReplyServerConfig(host=replies.host, port=replies.port),
             book,
             lookup,
             store.queue_reply,
             identity,
             notices=mail,
+            voice=voice,
+            on_spoken_reply=None if voice is None else store.queue_spoken_reply,
         )
     return workers, server, mail
 

@@ -17,6 +17,15 @@ served by uvicorn, bounded in size before its body is read, and answers with Twi
 carries the notice back as an SMS when pictures were dropped or the text was cut.
 
 Both hand each reply to ``on_reply(vessel_id, crew, contact, text, lang, truncated, now)``.
+
+**Spoken replies** (e-mail): for a vessel named in :class:`~shore.reply_voice.
+VoiceReplyConfig` (its agent reads voice replies), the first sound attachment of a mail
+is coded with Codec2 (:mod:`shore.reply_voice`, in a thread) and handed with the mail's
+text, if any, to ``on_spoken_reply(vessel_id, crew, contact, text or None, lang,
+truncated, speech, now)``, which stores both in one transaction (so a 451 and the
+sender's retry never leave half a reply behind). A memo that is not sound, silent or too
+long is not forwarded: the notice says which, in the family's language, and the text
+still goes down.
 Logs name routes by number and sizes; never an address, a phone number or text.
 """
 
@@ -49,6 +58,7 @@ from starlette.types import ASGIApp, Scope
 
 from common.http import ANY_METHOD, BodyLimit, MalformedRequest, RequestRefused
 from common.serving import AsgiServer
+from common.speech import CodedSpeech
 from protocol.languages import Language
 from shore.mail import (
     ENGLISH,
@@ -61,6 +71,14 @@ from shore.mail import (
     clean_header_text,
     phrases_for,
 )
+from shore.reply_voice import (
+    SpokenReplyRefused,
+    VoiceRefusal,
+    VoiceReplyConfig,
+    code_spoken_reply,
+    find_spoken_part,
+    voice_notice_line,
+)
 from shore.retry import Outcome
 from shore.sms import check_webhook_signature
 
@@ -68,6 +86,11 @@ log = logging.getLogger(__name__)
 
 #: The callback that stores a reply for the crew member (the relay wires it to the store).
 OnReply = Callable[[int, int, int, str, Language, bool, float], Awaitable[object]]
+#: Stores a spoken reply with the mail's text (None when it had none), in one transaction:
+#: ``(vessel_id, crew, contact, text, lang, truncated, speech, now)``.
+OnSpokenReply = Callable[
+    [int, int, int, str | None, Language, bool, CodedSpeech, float], Awaitable[object]
+]
 
 DEFAULT_REPLY_LIMIT = 1000
 
@@ -372,9 +395,19 @@ def _message_id(message: Message) -> str | None:
 # --- notices to the sender ------------------------------------------------------------------
 
 
-def notice_lines(words: Phrases, dropped: int, truncated: bool, limit: int) -> list[str]:
-    """The sentences that tell a sender what was not forwarded."""
+def notice_lines(
+    words: Phrases,
+    dropped: int,
+    truncated: bool,
+    limit: int,
+    *,
+    voice: tuple[Language | None, VoiceRefusal, int] | None = None,
+) -> list[str]:
+    """The sentences that tell a sender what was not forwarded (``voice``: the language,
+    refusal and limit in seconds of a voice memo that did not go down)."""
     lines = []
+    if voice is not None:
+        lines.append(voice_notice_line(*voice))
     if dropped:
         lines.append(words.notice_attachments.format(count=dropped))
     if truncated:
@@ -390,15 +423,18 @@ def compose_notice(
     limit: int,
     identity: MailIdentity,
     in_reply_to: str | None,
+    voice: tuple[VoiceRefusal, int] | None = None,
 ) -> EmailMessage:
-    """The auto-reply (RFC 3834) telling a family what of their reply was not forwarded."""
+    """The auto-reply (RFC 3834) telling a family what of their reply was not forwarded
+    (``voice``: why their voice memo was not, and the limit in seconds)."""
     words = phrases_for(lang)
-    sections = [words]
+    sections: list[tuple[Language | None, Phrases]] = [(lang, words)]
     if words is not ENGLISH:
-        sections.append(ENGLISH)
+        sections.append((Language.ENG, ENGLISH))
     paragraphs = []
-    for section in sections:
-        items = notice_lines(section, dropped, truncated, limit)
+    for section_lang, section in sections:
+        spoken = None if voice is None else (section_lang, *voice)
+        items = notice_lines(section, dropped, truncated, limit, voice=spoken)
         paragraphs.append(section.notice_intro + "\n" + "\n".join(f"- {i}" for i in items))
     message = EmailMessage(policy=MAIL_POLICY)
     message["From"] = Address(display_name="vessel-relay", addr_spec=identity.from_address)
@@ -433,6 +469,15 @@ class ReplyServerConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class _Spoken:
+    """What became of a mail's voice memo: none found, coded, or refused (and why)."""
+
+    found: bool
+    speech: CodedSpeech | None = None
+    refusal: VoiceRefusal | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class ReplyStatistics:
     """Counters for the status page."""
 
@@ -445,6 +490,8 @@ class ReplyStatistics:
     store_failures: int
     notices_sent: int
     notices_failed: int
+    voice_replies_stored: int
+    voice_replies_refused: int
 
 
 class ReplyServer:
@@ -463,11 +510,18 @@ class ReplyServer:
         identity: MailIdentity,
         notices: MailSender | None = None,
         clock: Callable[[], float] = time.time,
+        *,
+        voice: VoiceReplyConfig | None = None,
+        on_spoken_reply: OnSpokenReply | None = None,
     ) -> None:
+        if (voice is None) != (on_spoken_reply is None):
+            raise ValueError("spoken replies need both a VoiceReplyConfig and on_spoken_reply")
         self.config = config
         self.reply_book = reply_book
         self.lookup = lookup
         self.on_reply = on_reply
+        self.voice = voice
+        self.on_spoken_reply = on_spoken_reply
         self.identity = identity
         self.notices = notices
         self.clock = clock
@@ -570,48 +624,90 @@ class ReplyServer:
             return "250 OK: automatic message, not forwarded"
         now = self.clock()
         notice_lang: Language | None = None
+        spoken: _Spoken | None = None
         for address in envelope.rcpt_tos:
             route = self.reply_book.resolve(address)
             contact = await self.lookup(route) if route is not None else None
             if route is None or contact is None:
                 continue  # the contact vanished between RCPT and DATA
             notice_lang = notice_lang or contact.lang
-            if not extracted.text:
+            if spoken is None and self.voice is not None and self.voice.takes(route.vessel_id):
+                spoken = await self._code_spoken(raw)
+            speech = spoken.speech if spoken is not None else None
+            if not extracted.text and speech is None:
                 continue
+            text = extracted.text or None
             lang = guess_language(extracted.text, contact.lang)
             try:
-                await self.on_reply(
-                    route.vessel_id,
-                    route.crew,
-                    route.contact,
-                    extracted.text,
-                    lang,
-                    extracted.truncated,
-                    now,
-                )
+                if speech is not None:
+                    assert self.on_spoken_reply is not None  # checked in __init__
+                    await self.on_spoken_reply(
+                        route.vessel_id,
+                        route.crew,
+                        route.contact,
+                        text,
+                        lang,
+                        extracted.truncated,
+                        speech,
+                        now,
+                    )
+                elif text is not None:
+                    await self.on_reply(
+                        route.vessel_id,
+                        route.crew,
+                        route.contact,
+                        text,
+                        lang,
+                        extracted.truncated,
+                        now,
+                    )
             except Exception:
                 self._counts["store_failures"] += 1
                 log.exception("storing a reply for vessel %d failed", route.vessel_id)
                 return "451 4.3.0 Could not store your reply now; please try again later"
             self._counts["replies_stored"] += 1
+            self._counts["voice_replies_stored"] += speech is not None
             log.info(
-                "reply stored: vessel %d crew %d contact %d, %d chars%s",
+                "reply stored: vessel %d crew %d contact %d, %d chars%s%s",
                 route.vessel_id,
                 route.crew,
                 route.contact,
                 len(extracted.text),
                 " (truncated)" if extracted.truncated else "",
+                "" if speech is None else f", {speech.duration_ms} ms of speech",
             )
-        if not extracted.text:
+        refusal = spoken.refusal if spoken is not None else None
+        # the memo that went down, or whose refusal the notice explains, is no plain drop
+        dropped = extracted.dropped_attachments - (spoken is not None and spoken.found)
+        if not extracted.text and (spoken is None or spoken.speech is None):
             self._counts["empty_dropped"] += 1
         self._counts["replies_truncated"] += extracted.truncated
-        self._counts["attachments_dropped"] += extracted.dropped_attachments
-        if extracted.dropped_attachments or extracted.truncated:
-            self._queue_notice(sender, notice_lang, extracted, now)
+        self._counts["attachments_dropped"] += dropped
+        self._counts["voice_replies_refused"] += refusal is not None
+        if dropped or extracted.truncated or refusal is not None:
+            self._queue_notice(sender, notice_lang, extracted, dropped, refusal, now)
         return "250 OK: reply forwarded to the vessel"
 
+    async def _code_spoken(self, raw: bytes) -> _Spoken:
+        """The mail's voice memo coded for the link, refused with a reason, or not found."""
+        assert self.voice is not None
+        part = await asyncio.to_thread(find_spoken_part, raw)
+        if part is None:
+            return _Spoken(found=False)
+        try:
+            speech = await asyncio.to_thread(code_spoken_reply, part.data, self.voice)
+        except SpokenReplyRefused as refused:
+            return _Spoken(found=True, refusal=refused.refusal)
+        return _Spoken(found=True, speech=speech)
+
     def _queue_notice(
-        self, sender: str, lang: Language | None, extracted: ExtractedReply, now: float
+        self,
+        sender: str,
+        lang: Language | None,
+        extracted: ExtractedReply,
+        dropped: int,
+        refusal: VoiceRefusal | None,
+        now: float,
     ) -> None:
         if self.notices is None:
             return
@@ -625,11 +721,14 @@ class ReplyServer:
             notice = compose_notice(
                 sender,
                 lang,
-                extracted.dropped_attachments,
+                dropped,
                 extracted.truncated,
                 self.config.reply_limit_chars,
                 self.identity,
                 extracted.message_id,
+                voice=None
+                if refusal is None or self.voice is None
+                else (refusal, self.voice.max_seconds),
             )
         except (ValueError, IndexError):
             return  # a sender address we cannot write back to

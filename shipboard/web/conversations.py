@@ -76,6 +76,10 @@ class Line:
     answers: int | None = None
     #: An own voice message (no text of its own to show).
     voice: bool = False
+    #: A family's spoken reply: its inbox entry (the page plays ``/inbox/voice/<entry>``)
+    #: and its length in whole seconds.
+    spoken_entry: int | None = None
+    spoken_seconds: int = 0
 
 
 @dataclass
@@ -148,7 +152,8 @@ def contact_threads(
     failure_words: Callable[[int | None], str],
 ) -> list[Conversation]:
     """One thread per contact from the crew member's kept messages and the inbox's reply
-    entries (``contact``, ``body``, ``lang``, ``truncated``, ``written_minutes``);
+    entries (``contact``, ``body``, ``lang``, ``truncated``, ``written_minutes``, and for a
+    spoken reply ``entry`` and ``voice_ms``);
     ``names`` maps a contact to (name, address)."""
     threads: dict[int, Conversation] = {}
 
@@ -177,6 +182,8 @@ def contact_threads(
                 at=at,
                 html_lang=html_lang(str(reply.get("lang") or "und")),
                 truncated=bool(reply.get("truncated")),
+                spoken_entry=_spoken_entry(reply),
+                spoken_seconds=_spoken_seconds(reply),
             )
         )
     for conversation in threads.values():
@@ -193,6 +200,17 @@ def contact_threads(
         conversation.lines = ordered[-LINES_PER_THREAD:]
         conversation.last_at = ordered[-1].at if ordered else 0.0
     return sorted(threads.values(), key=lambda c: c.last_at, reverse=True)
+
+
+def _spoken_entry(reply: Mapping[str, object]) -> int | None:
+    """The inbox entry of a spoken reply (an entry with ``voice_ms``), else None."""
+    return None if reply.get("voice_ms") is None else int(str(reply["entry"]))
+
+
+def _spoken_seconds(reply: Mapping[str, object]) -> int:
+    """A spoken reply's length in whole seconds (at least 1), 0 for a written one."""
+    voice_ms = reply.get("voice_ms")
+    return 0 if voice_ms is None else max(1, round(int(str(voice_ms)) / 1000))
 
 
 def _reply_at(reply: Mapping[str, object]) -> float:

@@ -84,7 +84,7 @@ from shipboard.lane import LaneProgress
 from shipboard.message_limit import characters_left, characters_over, usual_characters
 from shipboard.signin import CrewSignIn
 from shipboard.states import MessageKind, MessageState
-from shipboard.voice import MAX_RECORDING_BYTES
+from shipboard.voice import MAX_RECORDING_BYTES, playable_speech
 from shipboard.web import fonts, local
 from shipboard.web.conversations import case_thread, contact_threads, newest_first
 from shipboard.web.i18n import (
@@ -1399,6 +1399,27 @@ def web_routes(
             notices=notices,
         )
 
+    async def spoken_reply(request: Request, phone: SignedInPhone) -> Response:
+        """A family's spoken reply to the signed-in crew member, decoded from Codec2 to Opus
+        in Ogg for the phone's player (never cached: every page is ``no-store``)."""
+        entry = int_or_none(request.path_params["entry"])
+        found = (
+            None
+            if entry is None or phone.duress
+            else await asyncio.to_thread(intake.view.spoken_reply, phone.crew, entry)
+        )
+        if found is None:
+            return render(
+                request,
+                "error.html",
+                phone,
+                phone.lang,
+                404,
+                message="There is no such message of yours.",
+            )
+        audio = await asyncio.to_thread(playable_speech, *found)
+        return Response(audio, media_type="audio/ogg")
+
     async def favicon(request: Request) -> Response:
         """The page's icon, where browsers look for it (no sign-in needed, cached a week)."""
         icon = FileResponse(HERE / "static" / "favicon.ico", media_type="image/x-icon")
@@ -1426,6 +1447,7 @@ def web_routes(
         Route("/report/phone/sealed", report_sealed, methods=["POST"]),
         Route("/sos", sos, methods=["GET", "POST"]),
         Route("/inbox", page(inbox), methods=["GET"]),
+        Route("/inbox/voice/{entry}", page(spoken_reply), methods=["GET"]),
         Route("/favicon.ico", favicon, methods=["GET"]),
         # gzip for the style sheet and scripts (fonts and images are compressed already;
         # pages are not compressed: they carry the CSRF token, see BREACH)

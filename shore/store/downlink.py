@@ -22,7 +22,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from protocol.cbor import dumps, strict_loads
-from protocol.envelopes import BatchAck, Envelope, Kind, Reply, from_skeleton, to_skeleton
+from protocol.envelopes import (
+    BatchAck,
+    Envelope,
+    Kind,
+    Reply,
+    VoiceReply,
+    from_skeleton,
+    to_skeleton,
+)
 from protocol.errors import Reason
 from protocol.exchange import downlink_resend_at
 from shore.store.database import Row, Tx, optional_float
@@ -100,6 +108,8 @@ MIGRATIONS = MigrationSet(
 
 #: The skeleton key of a reply's crew number (read without its text, which may be purged).
 _REPLY_CREW_KEY = next(spec.key for spec in Reply.FIELDS if spec.name == "crew")
+#: The skeleton key of a spoken reply's Codec2 frames (purged with the replies' text).
+_VOICE_FRAMES_KEY = next(spec.key for spec in VoiceReply.FIELDS if spec.name == "frames")
 
 #: Encodes and signs one downlink batch: ``encode(downlink_seq, envelopes) -> bytes``.
 DownlinkEncoder = Callable[[int, Sequence[Envelope]], bytes]
@@ -237,8 +247,9 @@ class DownlinkQueue:
         self, tx: Tx, before: float, now: float, limit: int
     ) -> list[tuple[int, int, int]]:
         """Purge, for up to ``limit`` downlink batches the vessel acknowledged before
-        ``before``, the batch's bytes (its size kept as ``link_bytes``) and the text of the
-        families' replies it carried; receipts, case updates and every id stay. Returns
+        ``before``, the batch's bytes (its size kept as ``link_bytes``), the text of the
+        families' replies it carried and the speech of their spoken replies; receipts,
+        case updates and every id stay. Returns
         (vessel, downlink_seq, bytes purged) of the batches purged now."""
         rows = await tx.fetch(
             "SELECT vessel_id, downlink_seq, LENGTH(data) FROM downlink_batches "
@@ -258,7 +269,29 @@ class DownlinkQueue:
             "AND kind = $3",
             [(vessel, seq, int(Kind.REPLY)) for vessel, seq, _ in purged],
         )
+        await self._purge_spoken(tx, purged)
         return purged
+
+    async def _purge_spoken(self, tx: Tx, purged: Sequence[tuple[int, int, int]]) -> None:
+        """Drop the speech (Codec2 frames) of the spoken replies these batches carried;
+        their skeletons keep the ids, crew, contact, mode and duration."""
+        for vessel, seq, _ in purged:
+            rows = await tx.fetch(
+                "SELECT item_id, skeleton FROM downlink_items "
+                "WHERE vessel_id = $1 AND downlink_seq = $2 AND kind = $3",
+                vessel,
+                seq,
+                int(Kind.VOICE_REPLY),
+            )
+            for item_id, skeleton in rows:
+                entry = strict_loads(bytes(skeleton), max_depth=5, max_length=4096, what="reply")
+                if isinstance(entry, dict) and _VOICE_FRAMES_KEY in entry:
+                    del entry[_VOICE_FRAMES_KEY]
+                    await tx.execute(
+                        "UPDATE downlink_items SET skeleton = $2 WHERE item_id = $1",
+                        int(item_id),
+                        dumps(entry),
+                    )
 
     async def queue(
         self,

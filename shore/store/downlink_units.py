@@ -15,13 +15,24 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from protocol.envelopes import BatchAck, CaseStatus, CaseStatusUpdate, Envelope, Reply
+from protocol.envelopes import (
+    BatchAck,
+    CaseStatus,
+    CaseStatusUpdate,
+    Envelope,
+    Reply,
+    VoiceReply,
+)
 from protocol.exchange import ShoreState, downlink_release_due
 from protocol.languages import Language
 from protocol.slots import slot_header
 from shore.store.downlink import DownlinkBatch, DownlinkEncoder, SlotItemMaker, resend_due
 from shore.store.parts import StoreParts
+
+if TYPE_CHECKING:  # the store never codes speech: it keeps the frames it is given
+    from common.speech import CodedSpeech
 
 
 class DownlinkUnits(StoreParts):
@@ -69,6 +80,49 @@ class DownlinkUnits(StoreParts):
                 truncated=True if truncated else None,
             )
             await self.downlink_queue.queue(tx, vessel_id, reply, now, f"r{reply_seq}")
+        return reply_seq
+
+    async def queue_spoken_reply(
+        self,
+        vessel_id: int,
+        crew: int,
+        contact: int,
+        text: str | None,
+        lang: Language,
+        truncated: bool,
+        speech: CodedSpeech,
+        now: float,
+    ) -> int:
+        """Queue a family's spoken reply, and its mail's text if it had any, in one
+        transaction (each with its own ``reply_seq``, the text first); returns the voice
+        reply's ``reply_seq``. Only for vessels whose agents read voice replies."""
+        minutes = int(now // 60)
+        async with self.db.transaction() as tx:
+            link = await self.links.lock(tx, vessel_id)
+            if text:
+                text_seq = await self.links.take_reply_seq(tx, link)
+                reply = Reply(
+                    reply_seq=text_seq,
+                    crew=crew,
+                    contact=contact,
+                    written_minutes=minutes,
+                    lang=lang,
+                    body=text,
+                    truncated=True if truncated else None,
+                )
+                await self.downlink_queue.queue(tx, vessel_id, reply, now, f"r{text_seq}")
+                link = await self.links.lock(tx, vessel_id)  # read the number taken again
+            reply_seq = await self.links.take_reply_seq(tx, link)
+            voice = VoiceReply(
+                reply_seq=reply_seq,
+                crew=crew,
+                contact=contact,
+                mode=speech.mode,
+                duration_ms=speech.duration_ms,
+                frames=speech.frames,
+                written_minutes=minutes,
+            )
+            await self.downlink_queue.queue(tx, vessel_id, voice, now, f"r{reply_seq}")
         return reply_seq
 
     async def queue_case_update(

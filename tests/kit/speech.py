@@ -81,6 +81,11 @@ def webm_opus(samples: npt.NDArray[np.int16], input_rate: int = SAMPLE_RATE_HZ) 
     return pack(samples, container="webm", codec="libopus", rate=48_000, input_rate=input_rate)
 
 
+def ogg_opus(samples: npt.NDArray[np.int16], input_rate: int = SAMPLE_RATE_HZ) -> bytes:
+    """What WhatsApp and Android voice recorders attach: Opus at 48 kHz in Ogg."""
+    return pack(samples, container="ogg", codec="libopus", rate=48_000, input_rate=input_rate)
+
+
 def mp4_aac(samples: npt.NDArray[np.int16], input_rate: int = SAMPLE_RATE_HZ) -> bytes:
     """What Safari's MediaRecorder sends: AAC at 44.1 kHz in MP4."""
     return pack(samples, container="mp4", codec="aac", rate=44_100, input_rate=input_rate)

@@ -38,6 +38,7 @@ from protocol.envelopes import (
     Reply,
     Sos,
     VoiceNote,
+    VoiceReply,
     acknowledges_only,
     from_skeleton,
     text_language,
@@ -253,6 +254,20 @@ def voice_notes(draw: st.DrawFn) -> VoiceNote:
     )
 
 
+@st.composite
+def voice_replies(draw: st.DrawFn) -> VoiceReply:
+    note = draw(voice_notes())
+    return VoiceReply(
+        reply_seq=note.message_seq,
+        crew=note.crew,
+        contact=note.contact,
+        mode=note.mode,
+        duration_ms=note.duration_ms,
+        frames=note.frames,
+        written_minutes=note.written_minutes,
+    )
+
+
 #: One strategy per kind; a test below checks that no kind is left out.
 STRATEGIES: dict[Kind, st.SearchStrategy[Envelope]] = {
     Kind.CREW_MESSAGE: crew_messages(),
@@ -268,6 +283,7 @@ STRATEGIES: dict[Kind, st.SearchStrategy[Envelope]] = {
     Kind.DICTIONARY_UPDATE: dictionary_updates(),
     Kind.LANE_BLOCK: lane_blocks,
     Kind.VOICE_NOTE: voice_notes(),
+    Kind.VOICE_REPLY: voice_replies(),
 }
 any_envelope: st.SearchStrategy[Envelope] = st.one_of(*STRATEGIES.values())
 

@@ -50,6 +50,7 @@ NEW_SINCE = [
     ("outbox", "0006_voice_notes"),
     ("outbox", "0007_message_subject"),
     ("inbox", "0002_lane_blocks"),
+    ("inbox", "0003_voice_replies"),
     ("lane", "0001_reservoir"),
     ("casebook", "0001_casebooks"),
 ]

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from common.codebooks import default_codebook
+from common.speech import CodedSpeech
 from protocol.envelopes import (
     BatchAck,
     CaseStatus,
@@ -33,9 +34,11 @@ from protocol.envelopes import (
     ReceiptStage,
     Reply,
     Sos,
+    VoiceReply,
 )
 from protocol.errors import Reason
 from protocol.languages import Language
+from protocol.voice import VoiceMode
 from shore.downlink import Downlink, DownlinkConfig
 from shore.store import (
     DeliveryKey,
@@ -569,6 +572,38 @@ async def test_sos_alerts_are_claimed_once_and_the_first_delivered_tells_the_ves
 
 
 # --- downlink ---------------------------------------------------------------------------------
+
+
+async def test_a_spoken_reply_and_its_text_go_down_with_their_own_numbers_and_are_purged(
+    store: RelayStore,
+) -> None:
+    """A family's mail with text and a voice memo: both are queued in one transaction with
+    reply numbers 1 and 2 (the next reply gets 3) and go down in one batch; once the
+    vessel acknowledged it and the retention passed, the text and the speech are purged."""
+    vessel_id = await _vessel(store)
+    speech = CodedSpeech(VoiceMode.MODE_1200, 1000, bytes(range(150)))
+    voice_seq = await store.queue_spoken_reply(
+        vessel_id, 3, 1, "Listen", Language.ENG, False, speech, T0
+    )
+    assert voice_seq == 2
+    assert await store.queue_reply(vessel_id, 3, 1, "More", Language.ENG, False, T0) == 3
+    made = await store.make_downlink_batch(vessel_id, T0, shore_encoder(vessel_id), 10)
+    assert made is not None
+    assert decoded_downlink(made.data).envelopes == (
+        Reply(1, 3, 1, MINUTES, Language.ENG, "Listen"),
+        VoiceReply(2, 3, 1, VoiceMode.MODE_1200, 1000, speech.frames, MINUTES),
+        Reply(3, 3, 1, MINUTES, Language.ENG, "More"),
+    )
+    await store.mark_downlink_sent(vessel_id, made.downlink_seq, T0)
+    ack = BatchAck(up_to=made.downlink_seq, written_minutes=MINUTES)
+    await _ingest(store, vessel_id, 1, ack)
+    purge = await store.purge_content(T0 + 10 * 86400, 86400)
+    assert purge.downlink_batches == 1
+    async with store.db.transaction() as tx:
+        rows = await tx.fetch("SELECT kind, skeleton, text FROM downlink_items ORDER BY item_id")
+    kept = [(int(kind), bytes(skeleton), text) for kind, skeleton, text in rows]
+    assert [text for _, _, text in kept] == [None, None, None]
+    assert not any(speech.frames in skeleton for _, skeleton, _ in kept)
 
 
 async def test_downlink_send_resend_and_ack(store: RelayStore) -> None:
