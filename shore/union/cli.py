@@ -552,6 +552,54 @@ def stats(
         )
 
 
+@app.command("publish-stats")
+def publish_stats(
+    directory: DirOption,
+    file: Annotated[Path, typer.Argument(help="The signed statistics ('union stats -o').")],
+    receipt_out: Annotated[
+        Path, typer.Option("-o", "--receipt", help="Where to write the relay's receipt.")
+    ],
+) -> None:
+    """Have the relay log a signed statistics file in its transparency log, and write its
+    receipt (the leaf, the relay's signed checkpoint and the inclusion proof) once a
+    checkpoint covers it. Posting the same file again keeps its first leaf, so run this
+    again after the relay's next checkpoint (daily) if the receipt is not ready. Give the
+    receipt with the file: 'vessel-relay report verify-stats FILE --receipt RECEIPT
+    --shore-key-file shore.pub' checks it offline.
+
+    Example: vessel-relay union publish-stats --dir ~/union stats.json -o stats.receipt.json
+    """
+    import json
+
+    from shore.union.statistics import write_atomically
+
+    try:
+        document = file.read_bytes()
+        json.loads(document)
+        identity = load_union(directory)
+        client = RelayClient(identity)
+        try:
+            index, new = client.publish_statistics(document)
+            receipt = client.statistics_receipt(index)
+        finally:
+            client.close()
+    except OSError as exc:
+        raise fail(InboxError(f"cannot read {file}: {exc.strerror}")) from exc
+    except ValueError as exc:
+        raise fail(InboxError(f"{file} is not a signed statistics file (JSON): {exc}")) from exc
+    except (UnionSetupError, RelayUnreachable) as exc:
+        raise fail(exc) from exc
+    said = "logged" if new else "already logged"
+    if receipt is None:
+        typer.echo(
+            f"{file} {said} by the relay as leaf {index}; no signed checkpoint covers it yet: "
+            "run this command again after the relay's next checkpoint for the receipt"
+        )
+        return
+    write_atomically(receipt_out, json.dumps(receipt, indent=1, sort_keys=True).encode())
+    typer.echo(f"{file} {said} by the relay as leaf {index}; receipt: {receipt_out}")
+
+
 @app.command("retention")
 def retention(
     directory: DirOption,
