@@ -33,6 +33,8 @@ from shipboard.crew import CrewRegister
 from shipboard.intake import Intake
 from shipboard.outbox import Outbox
 from shore.store import SqliteStore, VesselInfo
+from shore.union.cli import PASSPHRASE_FILE_ENV
+from shore.union.inbox import create_encrypted_store
 from shore.union.keys import init_union, load_union
 from shore.union_api import UnionAccount, make_union_api, request_to_sign
 from tests.kit.ports import free_port
@@ -42,6 +44,7 @@ from vessel_relay.cli import app
 from vessel_relay.demo.defaults import demo_ship_config
 
 NOW = 1_790_000_000.0
+STORE_PASSPHRASE = "tide gauge mooring line"
 VESSEL_KEY = SigningKey.from_seed(bytes(range(32)))
 REPORT = "ကျွန်ုပ်တို့ လစာ သုံးလ မရသေးပါ။ ပတ်စ်ပို့ကို ကပ္ပတိန် သိမ်းထားသည်။"
 
@@ -60,11 +63,19 @@ class World:
 
 
 @pytest.fixture
-async def world(tmp_path: Path) -> AsyncIterator[World]:
+async def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[World]:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     union = init_union(tmp_path / "union", 7, "Fishers' Union", url)
     other = init_union(tmp_path / "other", 8, "Other Union", url)
+    # both stores encrypted at rest, as 'union init' makes them; the passphrase in the file
+    # the union's commands read
+    secret = tmp_path / "union-passphrase"
+    secret.write_text(STORE_PASSPHRASE + "\n", encoding="utf-8")
+    secret.chmod(0o600)
+    monkeypatch.setenv(PASSPHRASE_FILE_ENV, str(secret))
+    for identity in (union, other):
+        create_encrypted_store(identity, default_codebook(), STORE_PASSPHRASE)
     store = await SqliteStore.open(tmp_path / "relay.db")
     info = VesselInfo("Sea Star", "TH", "TH-0042", "Owner Co", unions=(7,))
     vessel_id = await store.add_vessel(info, VESSEL_KEY.verify_key.key, NOW)
