@@ -63,19 +63,25 @@ class World:
 
 
 @pytest.fixture
-async def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[World]:
+def sealed_stores(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both unions' stores encrypted at rest, as 'union init' makes them, the passphrase in
+    the file the union's commands read ('union fetch' refuses a store in clear). Without
+    it, ``world``'s stores are in clear, as an older version left them (the Python API
+    tests of encryption start from there)."""
+    secret = world.union_dir.parent / "union-passphrase"
+    secret.write_text(STORE_PASSPHRASE + "\n", encoding="utf-8")
+    secret.chmod(0o600)
+    monkeypatch.setenv(PASSPHRASE_FILE_ENV, str(secret))
+    for directory in (world.union_dir, world.other_dir):
+        create_encrypted_store(load_union(directory), default_codebook(), STORE_PASSPHRASE)
+
+
+@pytest.fixture
+async def world(tmp_path: Path) -> AsyncIterator[World]:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     union = init_union(tmp_path / "union", 7, "Fishers' Union", url)
     other = init_union(tmp_path / "other", 8, "Other Union", url)
-    # both stores encrypted at rest, as 'union init' makes them; the passphrase in the file
-    # the union's commands read
-    secret = tmp_path / "union-passphrase"
-    secret.write_text(STORE_PASSPHRASE + "\n", encoding="utf-8")
-    secret.chmod(0o600)
-    monkeypatch.setenv(PASSPHRASE_FILE_ENV, str(secret))
-    for identity in (union, other):
-        create_encrypted_store(identity, default_codebook(), STORE_PASSPHRASE)
     store = await SqliteStore.open(tmp_path / "relay.db")
     info = VesselInfo("Sea Star", "TH", "TH-0042", "Owner Co", unions=(7,))
     vessel_id = await store.add_vessel(info, VESSEL_KEY.verify_key.key, NOW)
@@ -134,6 +140,7 @@ async def _cli(*args: str) -> str:
     return result.output
 
 
+@pytest.mark.usefixtures("sealed_stores")
 async def test_grievance_to_union_and_answer_back_to_the_reporter(
     world: World, tmp_path: Path
 ) -> None:
@@ -203,6 +210,7 @@ async def test_grievance_to_union_and_answer_back_to_the_reporter(
     assert "NOT VERIFIED" in tampered.output
 
 
+@pytest.mark.usefixtures("sealed_stores")
 async def test_a_union_sees_only_its_own_reports_and_requests_must_be_signed(
     world: World,
 ) -> None:
@@ -263,6 +271,7 @@ def _forms(text: str) -> list[bytes]:
     return found
 
 
+@pytest.mark.usefixtures("sealed_stores")
 async def test_canaries_leave_no_trace_on_board_or_at_the_relay(
     world: World, tmp_path: Path
 ) -> None:
