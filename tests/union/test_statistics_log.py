@@ -30,6 +30,7 @@ from protocol.grievance_stats import (
 )
 from protocol.signing import SigningKey
 from protocol.statistics_log import StatisticsLeaf
+from protocol.union_requests import MAX_STATISTICS_REQUEST_BYTES
 from shore.store import SqliteStore
 from shore.transparency import sign_head
 from shore.union.client import RelayClient, RelayUnreachable
@@ -198,8 +199,9 @@ async def _batches_after(store: SqliteStore) -> None:
 
 async def test_the_relay_logs_only_a_unions_own_honest_statistics(relay: Relay) -> None:
     """The relay refuses statistics signed by another union's key, naming another union,
-    or publishing a count under the threshold; a union cannot fetch the receipt of another
-    union's leaf. Nothing refused reaches the log."""
+    or publishing a count under the threshold, and a body over the route's limit before
+    reading it; a union cannot fetch the receipt of another union's leaf. Nothing refused
+    reaches the log."""
     mine = json.dumps(_statistics(relay.union)).encode()
     other = RelayClient(relay.other)
     own = RelayClient(relay.union)
@@ -221,6 +223,11 @@ async def test_the_relay_logs_only_a_unions_own_honest_statistics(relay: Relay) 
         leaky = json.dumps(sign_statistics(small, relay.union.signing_key)).encode()
         with pytest.raises(RelayUnreachable, match="under the threshold"):
             await asyncio.to_thread(own.publish_statistics, leaky)
+
+        huge = b'{"statistics": "' + b"x" * MAX_STATISTICS_REQUEST_BYTES + b'"}'
+        with pytest.raises(RelayUnreachable) as too_big:
+            await asyncio.to_thread(own.publish_statistics, huge)
+        assert too_big.value.status == 413
 
         async with relay.store.db.transaction() as tx:
             assert (await relay.store.log.sizes(tx))[0] == 0
