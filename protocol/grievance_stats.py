@@ -26,6 +26,7 @@ Pure: no clock, no I/O; the caller gives the facts, the period and the time of m
 from __future__ import annotations
 
 import datetime
+import hashlib
 import json
 import statistics
 from collections import Counter, defaultdict
@@ -47,6 +48,7 @@ __all__ = [
     "month_of",
     "sign_statistics",
     "statistics_csv",
+    "statistics_digest",
     "verify_statistics",
 ]
 
@@ -282,6 +284,12 @@ def _rows(
 
 def _canonical(obj: object) -> bytes:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def statistics_digest(document: Mapping[str, object]) -> bytes:
+    """The SHA-256 of a signed aggregate (body and signature, canonical JSON): what the
+    relay's transparency log records of it (:mod:`protocol.statistics_log`)."""
+    return hashlib.sha256(_canonical(dict(document))).digest()
 
 
 def sign_statistics(body: Mapping[str, object], key: SigningKey) -> dict[str, object]:

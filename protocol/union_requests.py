@@ -16,7 +16,9 @@ else the union's key signs.
 Sizes are part of the contract: a case note's body is at most :data:`MAX_NOTE_REQUEST_BYTES`
 (the largest sealed note, base64 in JSON), and the relay refuses more before reading it. A
 grievance lane note (``POST /union/v1/lane/notes``: the downlink blocks of one case note)
-is at most :func:`lane_notes_request_bytes` of the relay's block size and queue cap.
+is at most :func:`lane_notes_request_bytes` of the relay's block size and queue cap. A
+union's signed grievance statistics (``POST /union/v1/statistics``) is at most
+:data:`MAX_STATISTICS_REQUEST_BYTES`.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ __all__ = [
     "MAX_NOTE_REQUEST_BYTES",
     "MAX_SEALED_NOTE_BYTES",
     "MAX_SKEW_S",
+    "MAX_STATISTICS_DEPTH",
+    "MAX_STATISTICS_REQUEST_BYTES",
     "lane_notes_request_bytes",
     "request_to_sign",
 ]
@@ -49,6 +53,12 @@ MAX_SEALED_NOTE_BYTES = PADDING_BUCKETS[-1] + SEAL_OVERHEAD
 #: sealed note, and room for spacing and key order.
 MAX_NOTE_REQUEST_BYTES = 4 * -(-MAX_SEALED_NOTE_BYTES // 3) + 256
 
+
+#: The largest signed grievance statistics a union may post for the relay to log (a year of
+#: a large union's per-vessel, per-owner and per-month rows fits many times over).
+MAX_STATISTICS_REQUEST_BYTES = 1024 * 1024
+#: Deepest nesting of a statistics document (document, body, group, row, stage, figures).
+MAX_STATISTICS_DEPTH = 8
 
 #: Most uplink lane blocks one ``GET /union/v1/lane`` answers with.
 MAX_LANE_FETCH = 1024

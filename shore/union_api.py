@@ -28,6 +28,19 @@ Routes (JSON)::
     GET  /union/v1/escalations?after=<id>       escalations handed to this union, by id
     GET  /union/v1/alerts                       "lane silent" / "vessel silent" (and
                                                 "crew member silent" for slot vessels)
+    POST /union/v1/statistics                   the union's signed grievance statistics:
+                                                logged in the transparency log (once);
+                                                answers the leaf index and leaf
+    GET  /union/v1/statistics/{index}           the receipt: leaf, latest signed checkpoint
+                                                and inclusion proof (202 until a
+                                                checkpoint covers the leaf)
+
+**Statistics** (:mod:`protocol.statistics_log`). The relay logs only an aggregate signed by
+the union's own registered key, naming that union, whose every published count passes the
+suppression threshold it states (:func:`protocol.grievance_stats.verify_statistics`); it
+keeps the SHA-256 of the document, not the numbers. A receipt lets anyone holding the
+document and the shore's public key check offline that it is the one the relay logged
+(``vessel-relay report verify-stats --receipt``).
 
 A note is a :class:`protocol.cases.CaseNote` the union sealed to the reporter's reply key;
 the relay cannot read it. If the report came in a daily slot, the note waits for the
@@ -78,8 +91,10 @@ from common.http import (
 )
 from common.serving import AsgiServer
 from protocol.cases import case_number, parse_case_number
+from protocol.compliance import SignedTreeHead
 from protocol.envelopes import CaseStatus
 from protocol.errors import ProtocolError, SignatureInvalid
+from protocol.grievance_stats import StatisticsInvalid, statistics_digest, verify_statistics
 from protocol.lane import MAX_NOTE_BYTES, LaneShape, fragments_needed
 from protocol.signing import SIGNATURE_BYTES, VerifyKey
 from protocol.slots import (
@@ -88,6 +103,7 @@ from protocol.slots import (
     silence_alerts,
     slot_header,
 )
+from protocol.statistics_log import StatisticsReceipt
 from protocol.union_requests import (
     DEFAULT_LANE_QUEUE_BLOCKS,
     MAX_LANE_FETCH,
@@ -95,6 +111,8 @@ from protocol.union_requests import (
     MAX_NOTE_REQUEST_BYTES,
     MAX_SEALED_NOTE_BYTES,
     MAX_SKEW_S,
+    MAX_STATISTICS_DEPTH,
+    MAX_STATISTICS_REQUEST_BYTES,
     lane_notes_request_bytes,
     request_to_sign,
 )
@@ -165,6 +183,18 @@ class UnionApiStore(Protocol):
         self, to_union: int, after: int, limit: int
     ) -> Sequence[tuple[int, int, str, bytes, float]]:
         """Escalations handed to ``to_union`` with ids above ``after``, by id."""
+
+    async def log_statistics(
+        self, union: int, document_sha256: bytes, now: float
+    ) -> tuple[int, bytes, bool]:
+        """Log a union's signed aggregate (once): (leaf index, leaf bytes, whether new)."""
+
+    async def statistics_receipt(
+        self, union: int, index: int
+    ) -> tuple[bytes, SignedTreeHead, list[bytes]] | None:
+        """(leaf, latest signed head, inclusion proof) of ``union``'s statistics leaf
+        ``index``, or None until a signed head covers it; ``RegistryError`` if the leaf is
+        not that union's statistics."""
 
 
 #: Largest escalation package (a sealed report with its history), and its request body.
@@ -243,7 +273,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     sentence = {
         404: "no such route in the union API; see /union/v1/reports, /union/v1/alerts, "
         "/union/v1/cases/{vessel}/{seq}/notes, /union/v1/lane, /union/v1/lane/notes, "
-        "/union/v1/lane/shape and /union/v1/escalations",
+        "/union/v1/lane/shape, /union/v1/escalations and /union/v1/statistics",
         405: f"{request.method} is not allowed on {request.url.path}",
     }.get(exc.status_code, str(exc.detail))
     return JSONResponse({"error": sentence, "code": "bad-route"}, status_code=exc.status_code)
@@ -495,6 +525,52 @@ def make_union_api(
             }
         )
 
+    async def publish_statistics(request: Request, account: UnionAccount, body: bytes) -> Response:
+        document = parse_json(body, max_depth=MAX_STATISTICS_DEPTH)
+        if not isinstance(document, dict):
+            raise _Refused(400, "the body must be a signed grievance statistics file", "malformed")
+        try:
+            stats = verify_statistics(document, expected_key=account.verify_key.key)
+        except StatisticsInvalid as exc:
+            raise _Refused(400, f"the statistics do not verify: {exc}", "statistics") from exc
+        named = stats.get("union")
+        if not isinstance(named, dict) or named.get("id") != account.union_id:
+            raise _Refused(
+                400, f"the statistics name another union than {account.union_id}", "statistics"
+            )
+        index, leaf, new = await store.log_statistics(
+            account.union_id, statistics_digest(document), clock()
+        )
+        logger.info(
+            "union %d statistics (%d bytes) %s leaf %d",
+            account.union_id,
+            len(body),
+            "logged as" if new else "already logged as",
+            index,
+        )
+        return JSONResponse(
+            {"leaf_index": index, "leaf": leaf.hex(), "new": new},
+            status_code=201 if new else 200,
+        )
+
+    async def statistics_receipt(request: Request, account: UnionAccount, body: bytes) -> Response:
+        index = bounded_int(request.path_params["index"], "The leaf index in the path", 0, 2**62)
+        try:
+            found = await store.statistics_receipt(account.union_id, index)
+        except RegistryError as exc:
+            raise _Refused(404, str(exc), "not-yours") from exc
+        if found is None:
+            return JSONResponse(
+                {
+                    "pending": True,
+                    "error": f"no signed checkpoint covers leaf {index} yet; the relay signs "
+                    "one a day: ask again after its next one",
+                },
+                status_code=202,
+            )
+        leaf, head, proof = found
+        return JSONResponse(StatisticsReceipt(index, leaf, head, tuple(proof)).to_obj())
+
     async def alert_list(request: Request, account: UnionAccount, body: bytes) -> Response:
         found = [] if alerts is None else list(await alerts(account.union_id, clock()))
         return JSONResponse({"alerts": found})
@@ -509,6 +585,8 @@ def make_union_api(
             Route("/union/v1/lane/shape", endpoint(lane_shape), methods=["GET"]),
             Route("/union/v1/escalations", endpoint(escalate), methods=["POST"]),
             Route("/union/v1/escalations", endpoint(escalations), methods=["GET"]),
+            Route("/union/v1/statistics", endpoint(publish_statistics), methods=["POST"]),
+            Route("/union/v1/statistics/{index}", endpoint(statistics_receipt), methods=["GET"]),
         ],
         middleware=[
             Middleware(
@@ -518,6 +596,7 @@ def make_union_api(
                     "/union/v1/cases/": MAX_BODY_BYTES,
                     "/union/v1/lane/notes": lane_notes_bytes,
                     "/union/v1/escalations": ESCALATION_BODY_BYTES,
+                    "/union/v1/statistics": MAX_STATISTICS_REQUEST_BYTES,
                 },
                 refuse=_refuse,
             )

@@ -262,12 +262,30 @@ def verify_stats(
         str | None,
         typer.Option("--fingerprint", help="The union's key fingerprint, as the union told you."),
     ] = None,
+    receipt_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--receipt",
+            help="The relay's receipt ('union stats --publish'): checks the file is the one "
+            "logged in the relay's transparency log (needs the shore's key).",
+        ),
+    ] = None,
+    shore_key: Annotated[
+        str | None,
+        typer.Option(help="The shore's public key you trust (hex, or a file holding it)."),
+    ] = None,
+    shore_key_file: Annotated[
+        Path | None,
+        typer.Option(help="A file holding the shore's public key (hex), pinned beforehand."),
+    ] = None,
 ) -> None:
     """Check a union's grievance statistics offline: the signature over every number, and
-    that no published count is under the file's suppression threshold. Exits 1 on any
-    problem.
+    that no published count is under the file's suppression threshold; with --receipt and
+    the shore's key, also that the relay logged this very file in its transparency log (the
+    receipt's inclusion proof in a checkpoint the shore signed). Exits 1 on any problem.
 
     Example: vessel-relay report verify-stats stats-2026.json --fingerprint "1a2b 3c4d ..."
+    --receipt stats-2026.receipt.json --shore-key-file shore.pub
     """
     import json
 
@@ -303,6 +321,28 @@ def verify_stats(
         f"{period.get('from')} to {period.get('to')}, threshold {body['threshold']}, "
         f"signed by key {seen}"
     )
+    if receipt_file is not None:
+        from protocol.statistics_log import StatisticsReceipt, verify_receipt
+
+        trusted = _trusted_shore_key(shore_key, shore_key_file)
+        try:
+            receipt = StatisticsReceipt.from_obj(
+                json.loads(receipt_file.read_text(encoding="utf-8"))
+            )
+            leaf = verify_receipt(document, receipt, trusted)
+        except OSError as exc:
+            typer.echo(f"cannot read {receipt_file}: {exc.strerror}", err=True)
+            raise typer.Exit(1) from None
+        except (ValueError, StatisticsInvalid) as exc:
+            typer.echo(f"NOT VERIFIED: {file} against {receipt_file}: {exc}", err=True)
+            raise typer.Exit(1) from None
+        typer.echo(
+            f"OK: logged by the relay as leaf {receipt.index} (at minute "
+            f"{leaf.logged_minutes}), in its checkpoint of {receipt.head.head.tree_size} "
+            "leaves signed by the shore key you gave"
+        )
+    elif shore_key is not None or shore_key_file is not None:
+        raise fail(UsageError("--shore-key checks a --receipt: give the relay's receipt too"))
     if fingerprint_given is None:
         typer.echo("compare that fingerprint with the one the union gives you directly")
 

@@ -13,8 +13,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from protocol.compliance import SignedTreeHead
 from protocol.envelopes import LaneBlock
-from shore.store.errors import LaneQueueFull
+from shore.store.errors import LaneQueueFull, RegistryError
 from shore.store.lane import LaneUpBlock
 from shore.store.parts import StoreParts
 
@@ -56,6 +57,30 @@ class LaneUnits(StoreParts):
         """Keep a union's escalation for its second organisation (once per case)."""
         async with self.db.transaction() as tx:
             await self.escalations.put(tx, from_union, to_union, case_number, package, now)
+
+    async def log_statistics(
+        self, union: int, document_sha256: bytes, now: float
+    ) -> tuple[int, bytes, bool]:
+        """Log a union's signed aggregate in the transparency log (once); (leaf index, leaf
+        bytes, whether new)."""
+        async with self.db.transaction() as tx:
+            return await self.log.log_statistics(tx, union, document_sha256, now)
+
+    async def statistics_receipt(
+        self, union: int, index: int
+    ) -> tuple[bytes, SignedTreeHead, list[bytes]] | None:
+        """(leaf, the latest signed head, the leaf's inclusion proof in it) for leaf
+        ``index`` if it is one of ``union``'s statistics and that head covers it; else
+        None (:class:`RegistryError` if the leaf is not this union's statistics)."""
+        async with self.db.transaction() as tx:
+            found = await self.log.leaf_at(tx, index)
+            if found is None or found[0] != -union:
+                raise RegistryError(f"leaf {index} is not statistics of union {union}")
+            head = await self.log.latest_head(tx)
+            if head is None or head.head.tree_size <= index:
+                return None
+            proof = await self.log.inclusion_proof(tx, index, head.head.tree_size)
+            return found[1], head, proof
 
     async def escalations_for(
         self, to_union: int, after: int, limit: int

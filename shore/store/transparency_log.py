@@ -22,6 +22,12 @@ member and month (new crew messages only: a resent batch or a repeated message a
 nothing; grievance reports and SOS are not counted) and the SHA-256 of the batch bytes. No
 text, no recipients. Leaves are numbered from 0 in one log for all vessels (as in
 Certificate Transparency). The tasks that sign heads are :mod:`shore.transparency`.
+
+A union's published grievance statistics is a leaf too
+(:class:`protocol.statistics_log.StatisticsLeaf`, :meth:`TransparencyLog.log_statistics`),
+kept in ``log_leaves`` with ``vessel_id`` the union's id negated (no vessel has one) and
+``batch_seq`` counting that union's statistics from 0, so a vessel's leaves never include
+it. The same signed aggregate posted again keeps its first leaf.
 """
 
 from __future__ import annotations
@@ -52,6 +58,7 @@ from protocol.merkle import (
     root_plan,
 )
 from protocol.months import LOG_ZONE, Month
+from protocol.statistics_log import StatisticsLeaf
 from protocol.tiles import TileBuilder, TileId, edge_tile_ids, subtree_hash, tiles_for
 from shore.store.database import Dialect, Tx
 from shore.store.migrations import Migration, MigrationSet
@@ -350,6 +357,35 @@ class TransparencyLog:
             vessel_id,
         )
         return [(int(r[0]), bytes(r[1])) for r in rows]
+
+    async def log_statistics(
+        self, tx: Tx, union_id: int, document_sha256: bytes, now: float
+    ) -> tuple[int, bytes, bool]:
+        """Append the leaf of a union's signed aggregate (its SHA-256), unless that union
+        logged it already; returns (index, leaf bytes, whether it is new)."""
+        await self.lock(tx)  # one append at a time: the check and the count stay true
+        earlier = await self.vessel_leaves(tx, -union_id)
+        for index, data in earlier:
+            if StatisticsLeaf.decode(data).document_sha256 == document_sha256:
+                return index, data, False
+        leaf = StatisticsLeaf(union_id, int(now // 60), document_sha256).encode()
+        index = await self.append_encoded(tx, -union_id, len(earlier), leaf, now)
+        log.info("union %d statistics logged as leaf %d", union_id, index)
+        return index, leaf, True
+
+    async def latest_head(self, tx: Tx) -> SignedTreeHead | None:
+        """The most recent signed head (the largest at that minute), or None."""
+        minutes = await self.latest_head_minutes(tx)
+        if minutes is None:
+            return None
+        return (await self.heads(tx, minutes, minutes))[-1]
+
+    async def leaf_at(self, tx: Tx, index: int) -> tuple[int, bytes] | None:
+        """(vessel id as stored, leaf bytes) of leaf ``index``, or None."""
+        row = await tx.fetchrow(
+            "SELECT vessel_id, leaf FROM log_leaves WHERE leaf_index = $1", index
+        )
+        return None if row is None else (int(row[0]), bytes(row[1]))
 
     async def lock_signing(self, tx: Tx) -> None:
         """Hold the signing row until ``tx`` ends (two workers storing a day's head take

@@ -1,10 +1,15 @@
 """``vessel-relay union ...``: the union's commands (keys, fetch, list, show, reply, status,
 export, verify, alerts, web; encrypt, assign, note, access-log; caseworkers and their TOTP).
 
-When the union's store is encrypted (``union encrypt``), every command that opens it asks
-for the passphrase first: from the file named by ``VESSEL_RELAY_UNION_PASSPHRASE_FILE``
-(0600; for services), else a hidden prompt (a terminal), else the first line of stdin. The
-union's own commands act as ``cli:<OS user>`` in the access log.
+``union init`` makes the union's store encrypted at rest from the start: it asks for a new
+passphrase (``--passphrase-file``, else the file named by
+``VESSEL_RELAY_UNION_PASSPHRASE_FILE``, else a hidden prompt asked twice, else the first
+line of stdin). Every command that opens an encrypted store asks for the passphrase first
+(the same file, prompt or stdin). A store that is not encrypted (made by an older version)
+still opens, with a warning, except for ``fetch`` and ``web``, which bring reports in and
+serve them: they refuse (exit 78) and name ``union encrypt``, unless ``--allow-plaintext``
+or ``allow_plaintext_store = true`` in union.toml says the union accepts reports in clear.
+The union's own commands act as ``cli:<OS user>`` in the access log.
 """
 
 from __future__ import annotations
@@ -29,10 +34,10 @@ from protocol.evidence import fingerprint
 from protocol.languages import Language
 from shore.union.access_log import to_csv, to_json
 from shore.union.client import RelayClient, RelayUnreachable
-from shore.union.inbox import InboxError, UnionInbox, verify_export
+from shore.union.inbox import InboxError, UnionInbox, create_encrypted_store, verify_export
 from shore.union.keys import UnionSetupError, init_union, load_union
 from shore.union.totp import SecondFactorFileError, enrol, totp_path
-from shore.union.vault import VaultError
+from shore.union.vault import MIN_PASSPHRASE_CHARS, PlaintextStore, VaultError
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +52,14 @@ DirOption = Annotated[
 _ERRORS = (InboxError, UnionSetupError, RelayUnreachable, ProtocolError, VaultError)
 #: The environment variable naming a file that holds the store's passphrase (services).
 PASSPHRASE_FILE_ENV = "VESSEL_RELAY_UNION_PASSPHRASE_FILE"
+AllowPlaintextOption = Annotated[
+    bool,
+    typer.Option(
+        "--allow-plaintext",
+        help="Accept a store not encrypted at rest (or allow_plaintext_store = true in "
+        "union.toml); without it, run vessel-relay union encrypt first.",
+    ),
+]
 
 
 def _actor() -> str:
@@ -57,16 +70,21 @@ def _actor() -> str:
         return f"cli:uid {os.getuid()}"
 
 
-def _passphrase(*, confirm: bool = False) -> str:
+def _read_passphrase_file(path: Path, named_by: str) -> str:
+    """The first line of ``path`` (``named_by`` says who named it, for the error)."""
+    try:
+        return path.read_text(encoding="utf-8").splitlines()[0]
+    except (OSError, UnicodeDecodeError, IndexError) as exc:
+        raise VaultError(f"{named_by} names {path}, which holds no passphrase ({exc})") from exc
+
+
+def _passphrase(*, confirm: bool = False, file: Path | None = None) -> str:
     """The store's passphrase (see the module docstring for where it comes from)."""
+    if file is not None:
+        return _read_passphrase_file(file, "--passphrase-file")
     named = os.environ.get(PASSPHRASE_FILE_ENV)
     if named:
-        try:
-            return Path(named).read_text(encoding="utf-8").splitlines()[0]
-        except (OSError, UnicodeDecodeError, IndexError) as exc:
-            raise VaultError(
-                f"{PASSPHRASE_FILE_ENV} names {named}, which holds no passphrase ({exc})"
-            ) from exc
+        return _read_passphrase_file(Path(named), PASSPHRASE_FILE_ENV)
     if sys.stdin.isatty():
         return str(
             typer.prompt(
@@ -77,12 +95,27 @@ def _passphrase(*, confirm: bool = False) -> str:
 
 
 @contextmanager
-def _inbox(directory: Path, *, online: bool = True, unlock: bool = True) -> Iterator[UnionInbox]:
+def _inbox(
+    directory: Path,
+    *,
+    online: bool = True,
+    unlock: bool = True,
+    refuse_plaintext: bool = False,
+) -> Iterator[UnionInbox]:
+    """The union's store, unlocked (``unlock``); with ``refuse_plaintext``, a store not
+    encrypted at rest is refused unless union.toml allows it (``allow_plaintext_store``)."""
     try:
         identity = load_union(directory)
         client = RelayClient(identity) if online else None
         inbox = UnionInbox(identity, default_codebook(), client=client)
         try:
+            if not inbox.encrypted and refuse_plaintext and not identity.allow_plaintext_store:
+                raise PlaintextStore(
+                    f"the union's store {identity.database} is not encrypted at rest, so "
+                    "reports would be kept in clear: run vessel-relay union encrypt --dir "
+                    f"{directory} (or, to accept that, pass --allow-plaintext or set "
+                    "allow_plaintext_store = true in union.toml)"
+                )
             if not inbox.encrypted:
                 logger.warning(
                     "the union's store %s is not encrypted at rest: run vessel-relay union "
@@ -115,9 +148,19 @@ def init(
         list[str] | None,
         typer.Option(help="A language the union reads, e.g. tha (repeatable; on the card)."),
     ] = None,
+    passphrase_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--passphrase-file",
+            help="A file (0600) whose first line is the store's new passphrase (default: "
+            f"the file named by {PASSPHRASE_FILE_ENV}, else asked twice).",
+        ),
+    ] = None,
 ) -> None:
-    """Make the union's keys (private halves stay in DIR, 0600), print the public ones and
-    write the union's card (DIR/union-card.json) for vessel owners and the relay operator.
+    """Make the union's keys (private halves stay in DIR, 0600), print the public ones,
+    write the union's card (DIR/union-card.json) for vessel owners and the relay operator,
+    and make the union's store (DIR/union.db) encrypted at rest under a new passphrase
+    (at least 12 characters; without it the reports cannot be read: keep it safe).
 
     Example: vessel-relay union init --dir ~/union --id 7 --relay https://relay.example.org
     --name "Fishers' Rights Network" --language tha --language mya
@@ -129,12 +172,24 @@ def init(
             languages = tuple(Language.from_code(code) for code in language or ())
         except ValueError as exc:
             raise UsageError(f"--language: {exc}") from exc
+        # the passphrase before the keys: a refused one leaves nothing behind to move away
+        passphrase = _passphrase(confirm=True, file=passphrase_file)
+        if len(passphrase) < MIN_PASSPHRASE_CHARS:
+            raise VaultError(
+                f"the passphrase must have at least {MIN_PASSPHRASE_CHARS} characters; a few "
+                "unrelated words are easy to remember and hard to guess"
+            )
         identity = init_union(directory, union_id, name, relay_url, languages)
-    except (UsageError, UnionSetupError) as exc:
+        create_encrypted_store(identity, default_codebook(), passphrase)
+    except (UsageError, UnionSetupError, VaultError) as exc:
         raise fail(exc) from exc
     typer.echo(identity.describe())
     typer.echo(f"union card: {identity.card_path} (public keys only: give it to vessel owners)")
     typer.echo(f"private keys are in {directory} (0600); they never leave this machine")
+    typer.echo(
+        f"the union's store {identity.database} is encrypted at rest: every command and the "
+        "web app ask for the passphrase; without it the reports cannot be read"
+    )
 
 
 @app.command("card")
@@ -158,14 +213,14 @@ def card(
 
 
 @app.command("fetch")
-def fetch(directory: DirOption) -> None:
+def fetch(directory: DirOption, allow_plaintext: AllowPlaintextOption = False) -> None:
     """Fetch sealed reports from the relay and open them here (the grievance lane's blocks
     too: this union's are found by trying its key on each, and reports are put back
     together here); post notes not yet posted.
 
     Example: vessel-relay union fetch --dir ~/union
     """
-    with _inbox(directory) as inbox:
+    with _inbox(directory, refuse_plaintext=not allow_plaintext) as inbox:
         result = inbox.fetch()
         typer.echo(
             f"{result.new_cases} new cases, {result.additions} additions, "
@@ -497,6 +552,54 @@ def stats(
         )
 
 
+@app.command("publish-stats")
+def publish_stats(
+    directory: DirOption,
+    file: Annotated[Path, typer.Argument(help="The signed statistics ('union stats -o').")],
+    receipt_out: Annotated[
+        Path, typer.Option("-o", "--receipt", help="Where to write the relay's receipt.")
+    ],
+) -> None:
+    """Have the relay log a signed statistics file in its transparency log, and write its
+    receipt (the leaf, the relay's signed checkpoint and the inclusion proof) once a
+    checkpoint covers it. Posting the same file again keeps its first leaf, so run this
+    again after the relay's next checkpoint (daily) if the receipt is not ready. Give the
+    receipt with the file: 'vessel-relay report verify-stats FILE --receipt RECEIPT
+    --shore-key-file shore.pub' checks it offline.
+
+    Example: vessel-relay union publish-stats --dir ~/union stats.json -o stats.receipt.json
+    """
+    import json
+
+    from shore.union.statistics import write_atomically
+
+    try:
+        document = file.read_bytes()
+        json.loads(document)
+        identity = load_union(directory)
+        client = RelayClient(identity)
+        try:
+            index, new = client.publish_statistics(document)
+            receipt = client.statistics_receipt(index)
+        finally:
+            client.close()
+    except OSError as exc:
+        raise fail(InboxError(f"cannot read {file}: {exc.strerror}")) from exc
+    except ValueError as exc:
+        raise fail(InboxError(f"{file} is not a signed statistics file (JSON): {exc}")) from exc
+    except (UnionSetupError, RelayUnreachable) as exc:
+        raise fail(exc) from exc
+    said = "logged" if new else "already logged"
+    if receipt is None:
+        typer.echo(
+            f"{file} {said} by the relay as leaf {index}; no signed checkpoint covers it yet: "
+            "run this command again after the relay's next checkpoint for the receipt"
+        )
+        return
+    write_atomically(receipt_out, json.dumps(receipt, indent=1, sort_keys=True).encode())
+    typer.echo(f"{file} {said} by the relay as leaf {index}; receipt: {receipt_out}")
+
+
 @app.command("retention")
 def retention(
     directory: DirOption,
@@ -690,6 +793,7 @@ def web(
     https_only: Annotated[
         bool, typer.Option(help="Session cookie only over HTTPS (behind a TLS proxy).")
     ] = False,
+    allow_plaintext: AllowPlaintextOption = False,
 ) -> None:
     """Serve the union's web app: cases, replies, stages, alerts, exports (login with password
     and TOTP code; an encrypted store is unlocked at start, or on the app's /unlock page).
@@ -710,7 +814,7 @@ def web(
     # the passphrase at start when someone can type it (or a file names it); else the app
     # starts locked and a signed-in caseworker enters it on /unlock
     at_start = sys.stdin.isatty() or bool(os.environ.get(PASSPHRASE_FILE_ENV))
-    with _inbox(directory, unlock=at_start) as inbox:
+    with _inbox(directory, unlock=at_start, refuse_plaintext=not allow_plaintext) as inbox:
         typer.echo(f"union web app on http://{host}:{port}/ — cases in {inbox.identity.database}")
         run_union_web(inbox, settings, host, port)
 

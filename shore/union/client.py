@@ -271,6 +271,24 @@ class RelayClient:
             )
         return found, max(_whole(data, "next", route), after)
 
+    def publish_statistics(self, document: bytes) -> tuple[int, bool]:
+        """Post a signed grievance statistics file (its JSON bytes) for the relay to log in
+        its transparency log; (leaf index, whether newly logged)."""
+        route = "/union/v1/statistics"
+        data = self._request("POST", route, document)
+        if not isinstance(data, dict) or not isinstance(data.get("new"), bool):
+            raise RelayUnreachable(f"the relay's answer to {route} is malformed")
+        return _whole(data, "leaf_index", route), bool(data["new"])
+
+    def statistics_receipt(self, index: int) -> dict[str, object] | None:
+        """The relay's receipt for statistics leaf ``index`` (checkpoint and inclusion
+        proof), or None while no signed checkpoint covers it yet."""
+        route = f"/union/v1/statistics/{int(index)}"
+        data = self._request("GET", route)
+        if not isinstance(data, dict):
+            raise RelayUnreachable(f"the relay's answer to {route} is malformed")
+        return None if data.get("pending") is True else dict(data)
+
     def alerts(self) -> list[dict[str, object]]:
         """ "Lane silent", "vessel silent" (and, for vessels still on daily slots, "crew
         member silent") alerts for this union's vessels."""

@@ -52,6 +52,8 @@ reporter's name and document, replies waiting to be posted, internal notes, the 
 reports as fetched) is sealed under a key derived from the union's passphrase; until
 :meth:`UnionInbox.unlock` no report can be read or filed (:class:`StoreLocked`). A store
 not encrypted yet still works (older unions), and says so (:attr:`UnionInbox.encrypted`).
+``vessel-relay union init`` makes the store encrypted from the start
+(:func:`create_encrypted_store`), before its first report.
 """
 
 from __future__ import annotations
@@ -1622,6 +1624,17 @@ _SEALED_COLUMNS: tuple[tuple[str, str, Callable[..., str]], ...] = (
         lambda note_id, number: f"case_notes.text:{number}:{note_id}",
     ),
 )
+
+
+def create_encrypted_store(identity: UnionIdentity, codebook: Codebook, passphrase: str) -> None:
+    """Make the union's store (``union.db``), encrypted under ``passphrase`` before any
+    report is in it; :class:`VaultError` if it exists encrypted already or the passphrase
+    is too short."""
+    inbox = UnionInbox(identity, codebook)
+    try:
+        inbox.encrypt_store(passphrase)
+    finally:
+        inbox.close()
 
 
 def _day(minutes: int) -> str:

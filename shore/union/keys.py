@@ -48,6 +48,9 @@ class UnionIdentity:
     box_private: bytes = field(repr=False)
     signing_key: SigningKey = field(repr=False)
     languages: tuple[Language, ...] = ()
+    #: ``allow_plaintext_store = true`` in union.toml: ``fetch`` and ``web`` accept a store
+    #: not encrypted at rest (a union that encrypts its whole disk and says so).
+    allow_plaintext_store: bool = False
 
     @property
     def box_public(self) -> bytes:
@@ -138,9 +141,13 @@ def load_union(directory: Path) -> UnionIdentity:
         name = str(settings.get("name", ""))
         relay_url = str(settings["relay_url"])
         languages = tuple(Language.from_code(str(c)) for c in settings.get("languages", []))
+        allow_plaintext = settings.get("allow_plaintext_store", False)
+        if not isinstance(allow_plaintext, bool):
+            raise TypeError("allow_plaintext_store must be true or false")
     except (KeyError, ValueError, TypeError) as exc:
         raise UnionSetupError(
-            f"{path} needs union_id and relay_url, and languages as codes ({exc})"
+            f"{path} needs union_id and relay_url, languages as codes and "
+            f"allow_plaintext_store (if there) as true or false ({exc})"
         ) from exc
     try:
         box = read_secret(directory / BOX_KEY)
@@ -159,7 +166,14 @@ def load_union(directory: Path) -> UnionIdentity:
                 f"keys in a new directory: vessel-relay union init --dir NEW --id {union_id}"
             )
     return UnionIdentity(
-        directory, union_id, name, relay_url, box, SigningKey.from_seed(sign), languages
+        directory,
+        union_id,
+        name,
+        relay_url,
+        box,
+        SigningKey.from_seed(sign),
+        languages,
+        allow_plaintext_store=allow_plaintext,
     )
 
 

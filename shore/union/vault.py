@@ -17,7 +17,7 @@ clear: case numbers, vessels, categories, languages, stages and times (the list 
 and the statistics), and the access log (names of caseworkers, actions, case numbers).
 
 Errors: :class:`VaultError` → :class:`WrongPassphrase`, :class:`StoreLocked`,
-:class:`ValueDamaged`.
+:class:`ValueDamaged`, :class:`PlaintextStore`.
 """
 
 from __future__ import annotations
@@ -29,9 +29,13 @@ import nacl.exceptions
 import nacl.secret
 from argon2.low_level import Type, hash_secret_raw
 
+from common.exits import EX_CONFIG
+
 __all__ = [
     "MAGIC",
+    "MIN_PASSPHRASE_CHARS",
     "KdfSettings",
+    "PlaintextStore",
     "StoreKey",
     "StoreLocked",
     "ValueDamaged",
@@ -58,6 +62,13 @@ class WrongPassphrase(VaultError):
 
 class StoreLocked(VaultError):
     """The store is encrypted and not unlocked yet: enter the passphrase first."""
+
+
+class PlaintextStore(VaultError):
+    """The store is not encrypted at rest and the union did not say it accepts that: a
+    configuration error (exit 78), fixed by ``vessel-relay union encrypt``."""
+
+    exit_code = EX_CONFIG
 
 
 class ValueDamaged(VaultError):

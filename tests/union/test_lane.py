@@ -38,8 +38,9 @@ from protocol.signing import SigningKey
 from shore.downlink import Downlink, DownlinkConfig
 from shore.ingest import Ingestor
 from shore.store import IngestOutcome, SqliteStore, VesselInfo
+from shore.union.cli import PASSPHRASE_FILE_ENV
 from shore.union.client import RelayClient
-from shore.union.inbox import UnionInbox
+from shore.union.inbox import UnionInbox, create_encrypted_store
 from shore.union.keys import UnionIdentity, init_union, load_union
 from shore.union.lane import fallback_case_number, lane_case_number
 from shore.union_api import UnionAccount, make_union_api, silence_alert_source
@@ -61,6 +62,7 @@ from tests.shore.test_ingest import Vessel, relay_in_process, vessel_link
 from vessel_relay.cli import app
 
 CODEBOOK = default_codebook()
+PASSPHRASE = "net mender's lantern"
 VESSEL_KEY = SigningKey.from_seed(bytes(range(32)))
 OTHER_VESSEL_KEY = SigningKey.from_seed(bytes(range(3, 35)))
 SHORE_KEY = SigningKey.from_seed(bytes(range(1, 33)))
@@ -108,12 +110,26 @@ class World:
         await self.send_periods(max(1, len(self.ship.waiting)), per_batch)
 
 
+def _encrypted(identity: UnionIdentity, monkeypatch: pytest.MonkeyPatch) -> UnionIdentity:
+    """``identity``'s store encrypted at rest as 'union init' makes it, the passphrase in
+    the file the union's commands read (every union here shares one)."""
+    create_encrypted_store(identity, CODEBOOK, PASSPHRASE)
+    secret = identity.directory.parent / "union-passphrase"
+    if not secret.exists():
+        secret.write_text(PASSPHRASE + "\n", encoding="utf-8")
+        secret.chmod(0o600)
+    monkeypatch.setenv(PASSPHRASE_FILE_ENV, str(secret))
+    return identity
+
+
 @pytest.fixture
-async def world(tmp_path: Path) -> AsyncIterator[World]:
+async def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[World]:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     union = init_union(tmp_path / "union", 7, "Fishers' Union", url, (Language.MYA,))
     other = init_union(tmp_path / "other", 8, "Other Union", url)
+    _encrypted(union, monkeypatch)
+    _encrypted(other, monkeypatch)
     store = await SqliteStore.open(tmp_path / "relay.db")
     info = VesselInfo("Sea Star", "TH", "TH-0042", "Owner Co", unions=(7, 8))
     vessel_id = await store.add_vessel(info, VESSEL_KEY.verify_key.key, BASE - DAY)
@@ -149,6 +165,8 @@ def _inbox(identity: UnionIdentity) -> Iterator[UnionInbox]:
     client = RelayClient(identity)
     inbox = UnionInbox(load_union(identity.directory), CODEBOOK, client=client)
     try:
+        if inbox.encrypted:
+            inbox.unlock(PASSPHRASE)
         yield inbox
     finally:
         inbox.close()
@@ -461,7 +479,7 @@ async def test_lane_silent_is_told_when_a_syncing_vessel_stops_its_lane(world: W
 
 
 async def test_the_whole_relay_carries_the_lane_both_ways(
-    fresh_mosquitto: MosquittoBroker, tmp_path: Path
+    fresh_mosquitto: MosquittoBroker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The relay as ``shore run`` starts it (Mosquitto, ingest, downlink, union API from its
     config; a 10-second downlink lane period): a vessel publishes its lane batches, the
@@ -470,6 +488,7 @@ async def test_the_whole_relay_carries_the_lane_both_ways(
     key reads (the vessel collecting its downlink as it comes)."""
     api_port = free_port()
     union = init_union(tmp_path / "union", 1, "Fishers' Union", f"http://127.0.0.1:{api_port}")
+    _encrypted(union, monkeypatch)
     extra = (
         f"[union_api]\nenabled = true\nport = {api_port}\n"
         f"[[union_api.unions]]\nid = 1\npublic_key = '{union.signing_key.verify_key.key.hex()}'\n"

@@ -25,9 +25,9 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from protocol.languages import Language
 from shore.config import ConfigError, parse_config
-from shore.union.keys import UnionIdentity, init_union
+from shore.union.cli import PASSPHRASE_FILE_ENV
+from shore.union.keys import UnionIdentity, load_union
 from tests.kit.mosquitto import find_mosquitto
 from tests.kit.wait import eventually
 from vessel_relay import link_emulator
@@ -49,6 +49,7 @@ runner = CliRunner()
 KEY = "ab" * 32
 REPORT = "ကျွန်ုပ်တို့ လစာ သုံးလ မရသေးပါ။"
 ANSWER = "ကျွန်ုပ်တို့ အေဂျင်စီကို ဖုန်းဆက်ပါမည်။"
+UNION_PASSPHRASE = "long line of harbour lights"
 
 
 def _config(text: str) -> None:
@@ -133,13 +134,20 @@ async def running_system(work: Path) -> AsyncIterator[System]:
     """Broker, link emulator, relay (with the union API) and one vessel's agent, as processes."""
     find_mosquitto()
     api_port = free_port()
-    union = init_union(
-        work / "union",
-        1,
-        "Fishers' Union",
-        f"http://127.0.0.1:{api_port}",
-        (Language.MYA, Language.ENG),
-    )
+    # as a union following the README: 'union init', its store encrypted from the start
+    secret = work / "union-passphrase"
+    secret.write_text(UNION_PASSPHRASE + "\n", encoding="utf-8")
+    secret.chmod(0o600)
+    made = runner.invoke(
+        app,
+        [
+            "union", "init", "--dir", str(work / "union"), "--id", "1", "--name",
+            "Fishers' Union", "--relay", f"http://127.0.0.1:{api_port}", "--language", "mya",
+            "--language", "eng", "--passphrase-file", str(secret),
+        ],
+    )  # fmt: skip
+    assert made.exit_code == 0, made.output
+    union = load_union(work / "union")
     broker = MosquittoBroker(work / "broker", persistence=False)
     await broker.start()
     sink = MaildirSink(work / "maildir")
@@ -206,8 +214,10 @@ async def running_system(work: Path) -> AsyncIterator[System]:
         yield System(union, vessel, relay, agent)
 
 
-async def _cli(*args: str) -> str:
-    result = await asyncio.to_thread(runner.invoke, app, list(args))
+async def _cli(*args: str, passphrase_file: Path) -> str:
+    """A union command, its store's passphrase read from ``passphrase_file``."""
+    env = {PASSPHRASE_FILE_ENV: str(passphrase_file)}
+    result = await asyncio.to_thread(runner.invoke, app, list(args), env=env)
     assert result.exit_code == 0, result.output + str(result.exception)
     return result.output
 
@@ -224,6 +234,7 @@ async def test_grievance_through_broker_and_relay_to_the_union_and_back(tmp_path
     async with running_system(tmp_path) as system:
         reporter, other = system.vessel.crew
         union = ["--dir", str(system.union.directory)]
+        secret = tmp_path / "union-passphrase"
         url = f"http://127.0.0.1:{system.vessel.http_port}"
         async with httpx.AsyncClient(base_url=url, timeout=20) as http:
             mine = await _login(http, reporter.crew, reporter.pin)
@@ -243,13 +254,15 @@ async def test_grievance_through_broker_and_relay_to_the_union_and_back(tmp_path
             seq = filed.json()["message_seq"]
 
             async def fetched() -> bool:
-                return "1 new cases" in await _cli("union", "fetch", *union)
+                return "1 new cases" in await _cli("union", "fetch", *union, passphrase_file=secret)
 
             await eventually(fetched, 60, 0.3, what="the union to fetch the report from the relay")
-            shown = await _cli("union", "show", *union, case_number)
+            shown = await _cli("union", "show", *union, case_number, passphrase_file=secret)
             assert REPORT in shown
-            await _cli("union", "status", *union, case_number, "acknowledged")
-            await _cli("union", "reply", *union, case_number, ANSWER)
+            await _cli(
+                "union", "status", *union, case_number, "acknowledged", passphrase_file=secret
+            )
+            await _cli("union", "reply", *union, case_number, ANSWER, passphrase_file=secret)
 
             async def answered() -> bool:
                 response = await http.get(f"/api/cases/{seq}", headers=mine)

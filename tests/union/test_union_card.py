@@ -29,6 +29,7 @@ def test_union_init_writes_a_card_with_public_keys_only(tmp_path: Path) -> None:
             "https://relay.example.org", "--name", "Fishers' Rights Network",
             "--language", "tha", "--language", "mya",
         ],
+        input="sea wall lantern rope\n",
     )  # fmt: skip
     assert result.exit_code == 0, result.stderr
     identity = load_union(directory)
@@ -80,7 +81,12 @@ def test_a_union_directory_holding_a_demo_key_is_refused(tmp_path: Path) -> None
     from vessel_relay.demo.keys import DEMO_UNION_SEED
 
     directory = tmp_path / "union"
-    runner.invoke(app, ["union", "init", "--dir", str(directory), "--id", "2", "--relay", "x"])
+    made = runner.invoke(
+        app,
+        ["union", "init", "--dir", str(directory), "--id", "2", "--relay", "x"],
+        input="sea wall lantern rope\n",
+    )
+    assert made.exit_code == 0, made.output
     (directory / BOX_KEY).unlink()
     write_secret(directory / BOX_KEY, DEMO_UNION_SEED)
     result = runner.invoke(app, ["union", "list", "--dir", str(directory)])

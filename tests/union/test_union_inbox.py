@@ -33,6 +33,8 @@ from shipboard.crew import CrewRegister
 from shipboard.intake import Intake
 from shipboard.outbox import Outbox
 from shore.store import SqliteStore, VesselInfo
+from shore.union.cli import PASSPHRASE_FILE_ENV
+from shore.union.inbox import create_encrypted_store
 from shore.union.keys import init_union, load_union
 from shore.union_api import UnionAccount, make_union_api, request_to_sign
 from tests.kit.ports import free_port
@@ -42,6 +44,7 @@ from vessel_relay.cli import app
 from vessel_relay.demo.defaults import demo_ship_config
 
 NOW = 1_790_000_000.0
+STORE_PASSPHRASE = "tide gauge mooring line"
 VESSEL_KEY = SigningKey.from_seed(bytes(range(32)))
 REPORT = "ကျွန်ုပ်တို့ လစာ သုံးလ မရသေးပါ။ ပတ်စ်ပို့ကို ကပ္ပတိန် သိမ်းထားသည်။"
 
@@ -57,6 +60,20 @@ class World:
     union_dir: Path
     other_dir: Path
     port: int
+
+
+@pytest.fixture
+def sealed_stores(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both unions' stores encrypted at rest, as 'union init' makes them, the passphrase in
+    the file the union's commands read ('union fetch' refuses a store in clear). Without
+    it, ``world``'s stores are in clear, as an older version left them (the Python API
+    tests of encryption start from there)."""
+    secret = world.union_dir.parent / "union-passphrase"
+    secret.write_text(STORE_PASSPHRASE + "\n", encoding="utf-8")
+    secret.chmod(0o600)
+    monkeypatch.setenv(PASSPHRASE_FILE_ENV, str(secret))
+    for directory in (world.union_dir, world.other_dir):
+        create_encrypted_store(load_union(directory), default_codebook(), STORE_PASSPHRASE)
 
 
 @pytest.fixture
@@ -123,6 +140,7 @@ async def _cli(*args: str) -> str:
     return result.output
 
 
+@pytest.mark.usefixtures("sealed_stores")
 async def test_grievance_to_union_and_answer_back_to_the_reporter(
     world: World, tmp_path: Path
 ) -> None:
@@ -192,6 +210,7 @@ async def test_grievance_to_union_and_answer_back_to_the_reporter(
     assert "NOT VERIFIED" in tampered.output
 
 
+@pytest.mark.usefixtures("sealed_stores")
 async def test_a_union_sees_only_its_own_reports_and_requests_must_be_signed(
     world: World,
 ) -> None:
@@ -252,6 +271,7 @@ def _forms(text: str) -> list[bytes]:
     return found
 
 
+@pytest.mark.usefixtures("sealed_stores")
 async def test_canaries_leave_no_trace_on_board_or_at_the_relay(
     world: World, tmp_path: Path
 ) -> None:

@@ -43,7 +43,14 @@ from vessel_relay.demo.defaults import demo_ship_config
 
 from ..kit.agent_web import agent_web_server
 from ..kit.lane import blocks_on_board, union_reads
-from ..union.test_union_inbox import NOW, World, _cli, _uplink, world  # noqa: F401
+from ..union.test_union_inbox import (  # noqa: F401
+    NOW,
+    World,
+    _cli,
+    _uplink,
+    sealed_stores,
+    world,
+)
 from .test_crew_page import CHROMIUM_ARGS
 
 UNION = nacl.public.PrivateKey(bytes(range(50, 82)))
@@ -240,6 +247,7 @@ def _a1(seed: bytes, receipt: str, text: str, reply_key: bytes | None) -> Grieva
     )
 
 
+@pytest.mark.usefixtures("sealed_stores")
 async def test_union_shows_phone_signer_refuses_other_keys_and_verifies_offline(
     world: World,  # noqa: F811 - the union inbox's fixture, imported
     tmp_path: Path,

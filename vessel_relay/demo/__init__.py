@@ -60,6 +60,11 @@ def _print_where(info: dict[str, object]) -> None:
     typer.echo(f"agent data:       {info['agent_data_dir']}")
     typer.echo(f"relay data:       {info['relay_data_dir']}")
     typer.echo(f"union keys/card:  {info['union_dir']}")
+    if "union_passphrase_file" in info:
+        typer.echo(
+            f"union store:      encrypted; VESSEL_RELAY_UNION_PASSPHRASE_FILE="
+            f"{info['union_passphrase_file']} vessel-relay union fetch --dir {info['union_dir']}"
+        )
     if info.get("restarted"):
         typer.echo("restarted on the last run's keys, stores and crew (the PINs above are new)")
 

@@ -35,6 +35,7 @@ from typing import Any
 
 import tomli_w
 
+from common.codebooks import default_codebook
 from common.exits import UsageError
 from common.keyfiles import new_signing_key, read_secret, write_secret
 from protocol.languages import Language
@@ -46,6 +47,7 @@ from shipboard.outbox import Outbox
 from shipboard.profiles import profile_named
 from shipboard.scheduler import SchedulerSettings
 from shore.store import SqliteStore, VesselInfo
+from shore.union.inbox import UnionInbox
 from shore.union.keys import SETTINGS as UNION_SETTINGS
 from shore.union.keys import init_union, load_union
 
@@ -325,17 +327,53 @@ def _register_crew(register: CrewRegister, crew: tuple[DemoCrewMember, ...]) -> 
     return logins
 
 
+#: The demo union's store passphrase, a file (0600) in the demo's work directory beside
+#: the union's directory, so the demo runs unattended; after it, ``union fetch`` reads it
+#: from ``VESSEL_RELAY_UNION_PASSPHRASE_FILE``.
+UNION_PASSPHRASE = "union-passphrase.txt"
+
+
+def union_passphrase_path(directory: Path) -> Path:
+    """Where the demo keeps the passphrase of the union in ``directory``."""
+    return directory.parent / UNION_PASSPHRASE
+
+
+def _union_passphrase(path: Path) -> str:
+    """The demo union's passphrase: made (random, 0600) the first time, then read."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_text(encoding="utf-8").splitlines()[0]
+    passphrase = secrets.token_urlsafe(24)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(passphrase + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    return passphrase
+
+
 def prepare_union(directory: Path, *, relay_url: str = "http://127.0.0.1:8040") -> UnionCard:
-    """The demo union's keys and card in ``directory`` (kept if they are there already)."""
+    """The demo union's keys, card and store in ``directory`` (kept if they are there
+    already); its store encrypted at rest under the passphrase in
+    :func:`union_passphrase_path` (a store of an older demo run is encrypted now)."""
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    passphrase = _union_passphrase(union_passphrase_path(directory))
     if (directory / UNION_SETTINGS).exists():
-        return load_union(directory).card
-    identity = init_union(
-        directory,
-        DEMO_UNION_ID,
-        "Demo Union",
-        relay_url,
-        (Language.ENG, Language.THA, Language.MYA),
-    )
+        identity = load_union(directory)
+    else:
+        identity = init_union(
+            directory,
+            DEMO_UNION_ID,
+            "Demo Union",
+            relay_url,
+            (Language.ENG, Language.THA, Language.MYA),
+        )
+    inbox = UnionInbox(identity, default_codebook())
+    try:
+        if not inbox.encrypted:
+            inbox.encrypt_store(passphrase)
+    finally:
+        inbox.close()
     return identity.card
 
 

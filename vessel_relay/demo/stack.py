@@ -37,6 +37,7 @@ from vessel_relay.demo.setup import (
     prepare_union,
     prepare_vessel,
     register_vessels,
+    union_passphrase_path,
 )
 from vessel_relay.demo.sinks import MaildirSink
 
@@ -193,6 +194,7 @@ class DemoStack:
             "agent_data_dir": str(vessel.data_dir),
             "relay_data_dir": str(relay.data_dir),
             "union_dir": str(work / "union"),
+            "union_passphrase_file": str(union_passphrase_path(work / "union")),
             "restarted": self.reused,
         }
 
