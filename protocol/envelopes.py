@@ -635,17 +635,7 @@ class VoiceNote(Envelope):
 
     def __post_init__(self) -> None:
         self._validate()
-        if not 0 < self.duration_ms <= MAX_VOICE_NOTE_MS:
-            raise InvalidEnvelope(
-                f"VoiceNote.duration_ms is {self.duration_ms}; a voice note lasts from 1 to "
-                f"{MAX_VOICE_NOTE_MS} ms"
-            )
-        expected = frames_for(self.mode, self.duration_ms) * self.mode.bytes_per_frame
-        if len(self.frames) != expected:
-            raise InvalidEnvelope(
-                f"VoiceNote.frames is {len(self.frames)} bytes, but {self.duration_ms} ms in "
-                f"Codec2 {self.mode.label} take {expected}"
-            )
+        _check_voice_frames("VoiceNote", self.mode, self.duration_ms, self.frames)
 
     @property
     def voice_bytes(self) -> int:
