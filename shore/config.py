@@ -11,6 +11,7 @@ Example (``vessel-relay shore init --data DIR`` writes one)::
     data_dir = "/var/lib/vessel-relay"
     worker = 1                      # MQTT client id relay-1
     shore_key = "shore.key"         # relative to data_dir
+    decode_processes = 1            # processes decoding batches beside this one (0: none)
 
     [store]
     backend = "sqlite"              # or "postgres"
@@ -52,7 +53,8 @@ Example (``vessel-relay shore init --data DIR`` writes one)::
 
     [delivery]                      # family e-mail / SMS workers (shore.delivery)
     enabled = false
-    workers = 1
+    workers = 4                     # delivery loops in this process, each claiming its
+                                    # own batch (one waits on SMTP while another claims)
     smtp_host = "localhost"
     smtp_port = 25
     relay_domain = "relay.example.org"
@@ -142,6 +144,10 @@ class RelaySection:
     data_dir: str = "."
     worker: int = 1
     shore_key: str = "shore.key"
+    #: Processes that decode the vessels' batches beside this worker's own (0: decode in
+    #: this process; ``shore.decoding``). One uses a second core; more help only with
+    #: more cores than workers.
+    decode_processes: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,7 +212,9 @@ class DownlinkSection:
 @dataclass(frozen=True, slots=True)
 class DeliverySection:
     enabled: bool = False
-    workers: int = 1
+    #: Delivery loops in this relay process, each claiming its own batch of due
+    #: deliveries: while one waits on SMTP or the store, another claims or sends.
+    workers: int = 4
     smtp_host: str = "localhost"
     smtp_port: int = 25
     relay_domain: str = "relay.example.org"
