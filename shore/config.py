@@ -12,6 +12,7 @@ Example (``vessel-relay shore init --data DIR`` writes one)::
     worker = 1                      # MQTT client id relay-1
     shore_key = "shore.key"         # relative to data_dir
     decode_processes = 1            # processes decoding batches beside this one (0: none)
+    fleet_gauges_worker = 1         # the worker whose /metrics has the store's gauges
 
     [store]
     backend = "sqlite"              # or "postgres"
@@ -148,6 +149,9 @@ class RelaySection:
     #: this process; ``shore.decoding``). One uses a second core; more help only with
     #: more cores than workers.
     decode_processes: int = 1
+    #: The worker (``worker``) whose /metrics carries the fleet gauges read from the shared
+    #: store; the others leave them out, so they are not counted once per worker.
+    fleet_gauges_worker: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -350,6 +354,11 @@ class RelayConfig:
         """The grievance lane as this relay runs it: the protocol's block sizes, the
         downlink period ``[downlink] slot_period_s``."""
         return LaneShape(down_period_s=self.downlink.slot_period_s)
+
+    @property
+    def exports_fleet_gauges(self) -> bool:
+        """Whether this worker's /metrics carries the gauges read from the shared store."""
+        return self.relay.worker == self.relay.fleet_gauges_worker
 
     @property
     def client_id(self) -> str:

@@ -556,7 +556,7 @@ async def run_relay(
                         sbd[1] if sbd is not None else None,
                     )
                 )
-            if metrics is not None:
+            if metrics is not None and metrics.fleet_gauges:
                 group.create_task(metrics.refresh_forever(OperatorQueries(store), stopping))
             group.create_task(run_daily_heads(store, shore_key, stopping), name="tree-heads")
             keeper = RetentionKeeper(
