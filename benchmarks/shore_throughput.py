@@ -118,23 +118,42 @@ class StampingSink:
             return len(self.first)
 
 
+def relay_tuning(tuning: str) -> str:
+    """``[relay]`` lines for ``--decode-processes`` (none: the relay's default)."""
+    found = dict(part.split("=") for part in tuning.split(",") if part)
+    return f"decode_processes = {found['decode']}\n" if "decode" in found else ""
+
+
+def delivery_tuning(tuning: str) -> str:
+    """``[delivery]`` lines for ``--delivery-workers`` (none: the relay's default)."""
+    found = dict(part.split("=") for part in tuning.split(",") if part)
+    return f"workers = {found['delivery']}\n" if "delivery" in found else ""
+
+
 class RelayWorker(Worker):
     """A ``vessel-relay shore run`` process with delivery to the sink (fleet.Worker's
     spawn / wait_subscribed / stop, another configuration)."""
 
     def __init__(
-        self, data: Path, number: int, store: str, broker: MosquittoBroker, smtp_port: int
+        self,
+        data: Path,
+        number: int,
+        store: str,
+        broker: MosquittoBroker,
+        smtp_port: int,
+        tuning: str = "",
     ) -> None:
         data.mkdir(parents=True, exist_ok=True)
         write_secret(data / "shore.key", SHORE_KEY.seed)
         write_secret(data / "reply.key", b"r" * 32)
         self.config = data / "relay.toml"
         self.config.write_text(
-            f'[relay]\ndata_dir = "{data}"\nworker = {number}\n'
+            f'[relay]\ndata_dir = "{data}"\nworker = {number}\n{relay_tuning(tuning)}'
             f"[store]\n{store}\n"
             f'[mqtt]\nurl = "mqtt://{broker.host}:{broker.port}"\n'
             "[downlink]\ntick_s = 0.5\nresend_after_s = 30.0\nresend_max_s = 600.0\n"
-            f"[delivery]\nenabled = true\nsmtp_host = '127.0.0.1'\nsmtp_port = {smtp_port}\n",
+            f"[delivery]\nenabled = true\nsmtp_host = '127.0.0.1'\nsmtp_port = {smtp_port}\n"
+            f"{delivery_tuning(tuning)}",
             encoding="utf-8",
         )
         self.log = data / "relay.log"
@@ -336,7 +355,8 @@ async def run_once(
         await register(await SqliteStore.open(data / "relay.db"), vessels)
         store = f'backend = "sqlite"\npath = "{data / "relay.db"}"'
     relay = [
-        RelayWorker(data / f"w{n}", n, store, broker, smtp_port) for n in range(1, workers + 1)
+        RelayWorker(data / f"w{n}", n, store, broker, smtp_port, tuning(args))
+        for n in range(1, workers + 1)
     ]
     if args.profile is not None:
         args.profile.mkdir(parents=True, exist_ok=True)
@@ -478,6 +498,16 @@ def table(
     return "\n".join(lines)
 
 
+def tuning(args: argparse.Namespace) -> str:
+    """The relay settings the command line overrides, as ``key=value,...``."""
+    parts = []
+    if args.decode_processes is not None:
+        parts.append(f"decode={args.decode_processes}")
+    if args.delivery_workers is not None:
+        parts.append(f"delivery={args.delivery_workers}")
+    return ",".join(parts)
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--vessels", type=int, default=10)
@@ -498,6 +528,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         type=int,
         default=4000,
         help="mails to measure the sink alone with before the runs (0: don't)",
+    )
+    parser.add_argument(
+        "--decode-processes",
+        type=int,
+        default=None,
+        help="[relay] decode_processes of each worker (default: the relay's default)",
+    )
+    parser.add_argument(
+        "--delivery-workers",
+        type=int,
+        default=None,
+        help="[delivery] workers of each relay worker (default: the relay's default)",
     )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--json", action="store_true")

@@ -278,7 +278,11 @@ async def _run(
     def subscribed() -> None:
         print("subscribed", flush=True)
 
-    metrics = RelayMetrics() if metrics_port is not None else None
+    metrics = (
+        RelayMetrics(fleet_gauges=config.exports_fleet_gauges)
+        if metrics_port is not None
+        else None
+    )
     serving = None
     if metrics is not None and metrics_port is not None:
         serving = asyncio.create_task(serve_metrics(metrics, metrics_host, metrics_port, stopping))

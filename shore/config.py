@@ -11,6 +11,8 @@ Example (``vessel-relay shore init --data DIR`` writes one)::
     data_dir = "/var/lib/vessel-relay"
     worker = 1                      # MQTT client id relay-1
     shore_key = "shore.key"         # relative to data_dir
+    decode_processes = 1            # processes decoding batches beside this one (0: none)
+    fleet_gauges_worker = 1         # the worker whose /metrics has the store's gauges
 
     [store]
     backend = "sqlite"              # or "postgres"
@@ -52,7 +54,8 @@ Example (``vessel-relay shore init --data DIR`` writes one)::
 
     [delivery]                      # family e-mail / SMS workers (shore.delivery)
     enabled = false
-    workers = 1
+    workers = 4                     # delivery loops in this process, each claiming its
+                                    # own batch (one waits on SMTP while another claims)
     smtp_host = "localhost"
     smtp_port = 25
     relay_domain = "relay.example.org"
@@ -142,6 +145,13 @@ class RelaySection:
     data_dir: str = "."
     worker: int = 1
     shore_key: str = "shore.key"
+    #: Processes that decode the vessels' batches beside this worker's own (0: decode in
+    #: this process; ``shore.decoding``). One uses a second core; more help only with
+    #: more cores than workers.
+    decode_processes: int = 1
+    #: The worker (``worker``) whose /metrics carries the fleet gauges read from the shared
+    #: store; the others leave them out, so they are not counted once per worker.
+    fleet_gauges_worker: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,7 +216,9 @@ class DownlinkSection:
 @dataclass(frozen=True, slots=True)
 class DeliverySection:
     enabled: bool = False
-    workers: int = 1
+    #: Delivery loops in this relay process, each claiming its own batch of due
+    #: deliveries: while one waits on SMTP or the store, another claims or sends.
+    workers: int = 4
     smtp_host: str = "localhost"
     smtp_port: int = 25
     relay_domain: str = "relay.example.org"
@@ -342,6 +354,11 @@ class RelayConfig:
         """The grievance lane as this relay runs it: the protocol's block sizes, the
         downlink period ``[downlink] slot_period_s``."""
         return LaneShape(down_period_s=self.downlink.slot_period_s)
+
+    @property
+    def exports_fleet_gauges(self) -> bool:
+        """Whether this worker's /metrics carries the gauges read from the shared store."""
+        return self.relay.worker == self.relay.fleet_gauges_worker
 
     @property
     def client_id(self) -> str:

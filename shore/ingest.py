@@ -55,14 +55,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
 import aiomqtt
 
 from common.logs import enter_batch_scope, fresh_scope
-from protocol.batch import Batch, Direction, decode_batch, read_batch_header
+from protocol.batch import Batch, Direction, read_batch_header
 from protocol.codebook import Codebook
 from protocol.compact import (
     LinkKeys,
@@ -78,6 +78,7 @@ from protocol.lane import LaneShape
 from protocol.limits import DEFAULT_LIMITS, Limits
 from protocol.signing import SIGNATURE_BYTES, SigningKey, VerifyKey
 from protocol.topics import uplink_topic_vessel
+from shore.decoding import BatchDecoder, InlineDecoder
 from shore.store.errors import StoreError
 from shore.store.registry import VesselRecord
 from shore.store.uplink import IngestOutcome, IngestResult
@@ -181,6 +182,12 @@ class Ingestor:
     wait on them). ``clock`` gives wall-clock seconds. ``shore_key`` (the relay's signing
     key) is needed for compact frames: their link keys come from it and the vessel's key;
     without it compact frames are quarantined.
+
+    ``decoder`` decodes the batches (default: in this process; ``shore.decoding.
+    ProcessDecoder`` in worker processes). ``concurrency`` is how many payloads
+    :meth:`run` ingests at once (default 1, one after the other): above 1, a vessel's
+    payloads are still ingested one at a time, in the order they arrived, while other
+    vessels' are decoded and stored beside them (worth it with a ``ProcessDecoder``).
     """
 
     def __init__(
@@ -194,8 +201,14 @@ class Ingestor:
         metrics: IngestObserver | None = None,
         lane: LaneShape | None = None,
         shore_key: SigningKey | None = None,
+        decoder: BatchDecoder | None = None,
+        concurrency: int = 1,
     ) -> None:
+        if concurrency < 1:
+            raise ValueError("ingest concurrency must be at least 1")
         self.shore_key = shore_key
+        self.decoder = decoder or InlineDecoder(codebook, limits)
+        self.concurrency = concurrency
         self.metrics = metrics
         self.lane = lane or LaneShape()
         self.store = store
@@ -283,14 +296,8 @@ class Ingestor:
             await self._quarantine(data, Reason.SIGNATURE_INVALID, message, vessel_id, batch_seq)
             return Reason.SIGNATURE_INVALID
 
-        def decode() -> Batch:
-            return decode_batch(
-                data,
-                codebook=self.codebook,
-                verify_key=verify_key,
-                direction=Direction.UPLINK,
-                limits=self.limits,
-            )
+        async def decode() -> Batch:
+            return await self.decoder.decode(data, verify_key)
 
         return await self._store(header, decode, data, now)
 
@@ -335,18 +342,22 @@ class Ingestor:
             return exc.reason
         enter_batch_scope(vessel_id, batch_seq)
 
-        def decode() -> Batch:
+        async def decode() -> Batch:
             return decode_compact(data, keys=keys, codebook=self.codebook, limits=self.limits)
 
         return await self._store(_CompactName(vessel_id, batch_seq), decode, data, now)
 
     async def _store(
-        self, header: _BatchName, decode: Callable[[], Batch], data: bytes, now: float
+        self,
+        header: _BatchName,
+        decode: Callable[[], Awaitable[Batch]],
+        data: bytes,
+        now: float,
     ) -> IngestOutcome | Reason:
         """Decode, check and store an authentic batch; refuse it typed when that fails."""
         vessel_id, batch_seq = header.vessel_id, header.batch_seq
         try:
-            batch = decode()
+            batch = await decode()
             check_lane_blocks(batch, self.lane.block_bytes)
             result = await self.store.ingest_batch(batch, data, now)
         except (StoreError, MemoryError):
@@ -455,32 +466,63 @@ class Ingestor:
     async def run(self, client: aiomqtt.Client, stopping: asyncio.Event) -> None:
         """Ingest messages from a connected, subscribed client until ``stopping`` is set.
 
-        The payload being ingested when ``stopping`` is set is finished first. A store
-        failure is logged and the payload dropped unacknowledged (the vessel resends). Any
-        other exception from one payload is logged with its traceback and counted, and
-        ingest goes on: one bad batch or one bad vessel never ends the task group.
+        Up to ``concurrency`` payloads are ingested at once, each vessel's one at a time in
+        the order they arrived. The payloads being ingested when ``stopping`` is set are
+        finished first. A store failure is logged and the payload dropped unacknowledged
+        (the vessel resends). Any other exception from one payload is logged with its
+        traceback and counted, and ingest goes on: one bad batch or one bad vessel never
+        ends the task group.
         """
         messages = client.messages
-        while not stopping.is_set():
-            message = await _next_or_stop(messages, stopping)
-            if message is None:
-                return
-            payload = message.payload
-            if not isinstance(payload, bytes | bytearray):
-                payload = str(payload).encode("utf-8")
-            try:
-                await self.handle(str(message.topic), bytes(payload))
-            except StoreError:
-                self.stats.store_errors += 1
-                log.exception("store failed; batch on %s left unacknowledged", message.topic)
-            except Exception:
-                self.stats.handler_failures += 1
-                log.exception(
-                    "ingest failed on a %d-byte payload on %s; it is dropped unacknowledged "
-                    "and ingest goes on",
-                    len(payload),
-                    message.topic,
-                )
+        room = asyncio.Semaphore(self.concurrency)
+        in_order: dict[str, asyncio.Lock] = {}
+        running: set[asyncio.Task[None]] = set()
+        try:
+            while not stopping.is_set():
+                message = await _next_or_stop(messages, stopping)
+                if message is None:
+                    return
+                payload = message.payload
+                if not isinstance(payload, bytes | bytearray):
+                    payload = str(payload).encode("utf-8")
+                topic = str(message.topic)
+                if self.concurrency == 1:
+                    await self._handle_logged(topic, bytes(payload))
+                    continue
+                await room.acquire()
+                turn = in_order.setdefault(topic, asyncio.Lock())
+                task = asyncio.create_task(self._in_turn(turn, room, topic, bytes(payload)))
+                running.add(task)
+                task.add_done_callback(running.discard)
+        finally:
+            if running:
+                await asyncio.gather(*running, return_exceptions=True)
+
+    async def _in_turn(
+        self, turn: asyncio.Lock, room: asyncio.Semaphore, topic: str, payload: bytes
+    ) -> None:
+        # Tasks start in the order they were made, so they take their vessel's turn in the
+        # order the payloads arrived (asyncio.Lock is first come, first served).
+        try:
+            async with turn:
+                await self._handle_logged(topic, payload)
+        finally:
+            room.release()
+
+    async def _handle_logged(self, topic: str, payload: bytes) -> None:
+        try:
+            await self.handle(topic, payload)
+        except StoreError:
+            self.stats.store_errors += 1
+            log.exception("store failed; batch on %s left unacknowledged", topic)
+        except Exception:
+            self.stats.handler_failures += 1
+            log.exception(
+                "ingest failed on a %d-byte payload on %s; it is dropped unacknowledged "
+                "and ingest goes on",
+                len(payload),
+                topic,
+            )
 
 
 async def _next_or_stop(

@@ -102,9 +102,15 @@ class RelayMetrics:
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
     version: str = field(default_factory=installed_version)
     revision: str = field(default_factory=source_revision)
+    #: Whether this worker exports the fleet gauges read from the shared store (vessels,
+    #: queues, quarantine, last heard, log head): one worker of a fleet does
+    #: (``[relay] fleet_gauges_worker``), so a sum over workers does not count them twice.
+    fleet_gauges: bool = True
 
     def __post_init__(self) -> None:
         r = self.registry
+        # the store's gauges go unregistered (registry None) where another worker exports them
+        fleet = r if self.fleet_gauges else None
         p = "vessel_relay_"
         self.build_info = Info(p + "build", "The relay's version and git revision", registry=r)
         self.build_info.info({"version": self.version, "revision": self.revision})
@@ -150,35 +156,35 @@ class RelayMetrics:
         self.broker_connected = Gauge(
             p + "broker_connected", "1 while connected to the broker", registry=r
         )
-        self.vessels = Gauge(p + "vessels", "Registered vessels", registry=r)
+        self.vessels = Gauge(p + "vessels", "Registered vessels", registry=fleet)
         self.vessels_silent = Gauge(
             p + "vessels_silent", "Vessels not heard from within the silence threshold",
-            registry=r,
+            registry=fleet,
         )  # fmt: skip
         self.deliveries_queued = Gauge(
-            p + "deliveries_queued", "Deliveries without a final outcome", registry=r
+            p + "deliveries_queued", "Deliveries without a final outcome", registry=fleet
         )
         self.deliveries_retrying = Gauge(
-            p + "deliveries_retrying", "Queued deliveries with a failed attempt", registry=r
+            p + "deliveries_retrying", "Queued deliveries with a failed attempt", registry=fleet
         )
         self.deliveries_failed = Gauge(
-            p + "deliveries_failed", "Deliveries failed for good", registry=r
+            p + "deliveries_failed", "Deliveries failed for good", registry=fleet
         )
         self.downlink_unacknowledged = Gauge(
-            p + "downlink_unacknowledged", "Downlink batches not yet acknowledged", registry=r
+            p + "downlink_unacknowledged", "Downlink batches not yet acknowledged", registry=fleet
         )
         self.vessel_last_heard = Gauge(
             p + "vessel_last_heard_timestamp_seconds",
             "When the vessel's last authentic batch arrived (Unix time)", ["vessel"],
-            registry=r,
+            registry=fleet,
         )  # fmt: skip
         self.quarantine_entries = Gauge(
-            p + "quarantine_entries", "Distinct payloads in quarantine", registry=r
+            p + "quarantine_entries", "Distinct payloads in quarantine", registry=fleet
         )
         self.log_head_signed = Gauge(
             p + "log_head_signed_timestamp_seconds",
             "When the transparency log's latest tree head was signed (Unix time)",
-            registry=r,
+            registry=fleet,
         )
         self.ingest_pending = Gauge(
             p + "ingest_pending",

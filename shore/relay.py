@@ -54,6 +54,7 @@ from protocol.voice import VoiceMode
 from shore.alerts import AlertConfig, SosAlerter
 from shore.broker_login import BrokerLogin, broker_login
 from shore.config import ConfigError, RelayConfig
+from shore.decoding import BatchDecoder, InlineDecoder, ProcessDecoder
 from shore.delivery import DeliveryConfig, DeliveryWorker
 from shore.downlink import Downlink, DownlinkConfig
 from shore.ingest import Ingestor
@@ -110,6 +111,20 @@ def message_ttl(config: RelayConfig) -> MessageTtl:
         retention.message_ttl_days * 86400,
         tuple((vessel, days * 86400) for vessel, days in retention.vessel_message_ttl_days),
     )
+
+
+def make_decoder(config: RelayConfig) -> BatchDecoder:
+    """The worker's batch decoder: ``[relay] decode_processes`` processes, or in place."""
+    processes = config.relay.decode_processes
+    if processes <= 0:
+        return InlineDecoder(default_codebook())
+    return ProcessDecoder(default_codebook, processes=processes)
+
+
+def ingest_concurrency(config: RelayConfig) -> int:
+    """Payloads ingested at once: enough to keep the decoding processes and the store busy
+    together (1, one after the other, when decoding in place)."""
+    return 4 * config.relay.decode_processes if config.relay.decode_processes > 0 else 1
 
 
 def read_token(path: Path) -> str:
@@ -455,7 +470,10 @@ async def run_relay(
     login = broker_login(nats_downlink_config(config) if config.broker.kind == "nats" else config)
     codebook = default_codebook()
     store = await open_store(config)
+    decoder = make_decoder(config)
     try:
+        if isinstance(decoder, ProcessDecoder):
+            await decoder.start()
         downlink_bell = asyncio.Event()
         delivery_bell = asyncio.Event()
         alert_bell = asyncio.Event()
@@ -466,6 +484,8 @@ async def run_relay(
             metrics=metrics,
             lane=config.lane_shape,
             shore_key=shore_key,
+            decoder=decoder,
+            concurrency=ingest_concurrency(config),
         )
         down = config.downlink
         downlink = Downlink(
@@ -536,7 +556,7 @@ async def run_relay(
                         sbd[1] if sbd is not None else None,
                     )
                 )
-            if metrics is not None:
+            if metrics is not None and metrics.fleet_gauges:
                 group.create_task(metrics.refresh_forever(OperatorQueries(store), stopping))
             group.create_task(run_daily_heads(store, shore_key, stopping), name="tree-heads")
             keeper = RetentionKeeper(
@@ -562,4 +582,7 @@ async def run_relay(
                 )
                 group.create_task(serve_union_api(union_app, api.host, api.port, stopping))
     finally:
-        await store.close()
+        try:
+            await decoder.aclose()
+        finally:
+            await store.close()
