@@ -71,6 +71,7 @@ from shore.replies import (
 from shore.reply_voice import VoiceReplyConfig
 from shore.retention import RetentionConfig, RetentionKeeper
 from shore.sbd import MoWebhook, MtSender, SbdConfig, SbdDownlink, parse_vessels
+from shore.sbd_auth import ProviderJwt, choose_auth, load_provider_key
 from shore.sms import SmsConfig, SmsProvider
 from shore.store.deliveries import MessageTtl
 from shore.store.ops import OperatorQueries
@@ -136,9 +137,21 @@ def make_sbd(
         return None
     try:
         vessels = parse_vessels(section.vessels)
+        provider_jwt = None
+        if section.provider_public_key_file:
+            provider_jwt = ProviderJwt(
+                load_provider_key(config.path(section.provider_public_key_file)),
+                issuer=section.provider_jwt_issuer,
+                max_age_s=section.jwt_max_age_s,
+            )
+        auth = choose_auth(section.webhook_auth, has_key=provider_jwt is not None)
         sbd = SbdConfig(
             vessels,
-            webhook_secret=read_token(config.path(section.webhook_secret_file)),
+            webhook_secret=(
+                read_token(config.path(section.webhook_secret_file)) if auth.needs_secret else ""
+            ),
+            provider_jwt=provider_jwt,
+            auth=auth,
             provider_url=section.provider_url,
             username=section.username,
             password=read_token(config.path(section.password_file)),

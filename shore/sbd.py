@@ -11,13 +11,16 @@ the replay window. The answer is ``200`` once the message is taken (or known to 
 duplicate); ``503`` when the ingest's store failed (the provider retries, and the
 reassembler forgets the payload, so the vessel's resend is taken again).
 
-Authenticity of the webhook: RockBLOCK also sends a ``JWT`` field signed with Rock 7's
-RS256 key. It is **not verified here** (PyJWT is not a dependency of ours and the key is
-not published with this code); instead the webhook URL carries a shared secret
-(``?secret=...``, compared in constant time), configured at the provider. Neither matters
-for the content: a forged message cannot carry a batch the vessel's key did not sign, and
-a replayed one is refused by the replay window. The secret keeps strangers from filling the
-reassembler.
+Authenticity of the webhook (:mod:`shore.sbd_auth`): RockBLOCK sends a ``JWT`` field
+signed RS256 with Rock Seven's published key, whose claims repeat the post's fields; with
+the provider's public key configured the webhook verifies it (RS256 only, issuer, age,
+``imei``/``momsn``/``data`` equal to the form's). A provider without JWT is given a
+shared secret in the webhook URL (``?secret=...``, compared in constant time); a relay may
+ask for both (:class:`~shore.sbd_auth.WebhookAuth`). A post that fails is refused with
+``403`` and a log line naming the reason, the vessel (when the IMEI is one) and the MOMSN,
+and nothing of it is kept. Neither check matters for the content: a forged message cannot
+carry a batch the vessel's key did not sign, and a replayed one is refused by the replay
+window. They keep strangers from filling the reassembly and from posting in a vessel's name.
 
 **MT (shore to vessel).** :class:`MtSender` cuts a downlink payload into messages of at
 most 270 bytes and POSTs each to the provider's ``/rockblock/MT`` with ``imei``,
@@ -30,7 +33,6 @@ Logs carry IMEIs' vessel ids, sizes and MOMSNs, never content.
 from __future__ import annotations
 
 import binascii
-import hmac
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -48,6 +50,7 @@ from common.http import BodyLimit, RequestRefused, read_form
 from protocol.errors import ProtocolError
 from protocol.fragments import SBD_MO_BYTES, SBD_MT_BYTES, PayloadKind, Reassembler, fragment
 from protocol.topics import downlink_topic
+from shore.sbd_auth import ProviderJwt, WebhookAuth, WebhookForged, check_secret
 
 __all__ = [
     "MO_WEBHOOK_PATH",
@@ -78,19 +81,37 @@ class SbdConfig:
 
     #: Which vessel each modem (IMEI, 15 digits) belongs to.
     vessels_by_imei: Mapping[str, int]
-    #: The secret in the webhook URL configured at the provider.
-    webhook_secret: str = field(repr=False)
+    #: The secret in the webhook URL configured at the provider ("" when ``auth`` is JWT).
+    webhook_secret: str = field(default="", repr=False)
+    #: The provider's JWT check (its RSA public key), when it signs its posts.
+    provider_jwt: ProviderJwt | None = None
+    #: What a post must carry; None: JWT when ``provider_jwt`` is given, else the secret.
+    auth: WebhookAuth | None = None
     #: The provider's MT API and the relay's account there.
     provider_url: str = "https://rockblock.rock7.com"
     username: str = ""
     password: str = field(default="", repr=False)
 
     def __post_init__(self) -> None:
-        if len(self.webhook_secret) < 16:
+        if self.auth is None:
+            chosen = WebhookAuth.JWT if self.provider_jwt is not None else WebhookAuth.SECRET
+            object.__setattr__(self, "auth", chosen)
+        if self.webhook_auth.needs_secret and len(self.webhook_secret) < 16:
             raise ValueError("the SBD webhook secret must be at least 16 characters")
+        if self.webhook_auth.needs_jwt and self.provider_jwt is None:
+            raise ValueError(
+                f"[sbd] webhook_auth = {self.webhook_auth.value!r} needs the provider's public "
+                "key: set provider_public_key_file"
+            )
         for imei in self.vessels_by_imei:
             if not (imei.isascii() and imei.isdigit() and len(imei) == 15):
                 raise ValueError(f"an IMEI is 15 digits, not {imei!r}")
+
+    @property
+    def webhook_auth(self) -> WebhookAuth:
+        """What a post must carry (``auth``, as chosen when built)."""
+        assert self.auth is not None  # set in __post_init__
+        return self.auth
 
     def imei_of(self, vessel_id: int) -> str | None:
         """The IMEI of the vessel's modem, if it has one."""
@@ -108,6 +129,7 @@ class SbdStatistics:
     mo_bytes: int = 0
     payloads: int = 0
     refused: int = 0
+    #: Posts refused as not the provider's (secret or JWT), by any reason.
     forged: int = 0
     unknown_imei: int = 0
     mt_messages: int = 0
@@ -148,17 +170,24 @@ class MoWebhook:
 
     async def handle(self, request: Request) -> Response:
         """Answer one MO webhook request."""
-        secret = request.query_params.get("secret", "")
-        if not hmac.compare_digest(secret.encode(), self.config.webhook_secret.encode()):
-            self.statistics.forged += 1
-            log.warning("SBD webhook request without the right secret refused")
-            return _refusal(403, "forbidden")
+        auth = self.config.webhook_auth
+        try:
+            if auth.needs_secret:
+                check_secret(request.query_params.get("secret", ""), self.config.webhook_secret)
+        except WebhookForged as forged:
+            return self._forged(forged, None, "")
         try:
             form = await read_form(request)
         except RequestRefused as refused:
             return _refusal(refused.status, refused.sentence)
         imei = form.get("imei", "")
         vessel_id = self.config.vessels_by_imei.get(imei)
+        if auth.needs_jwt:
+            assert self.config.provider_jwt is not None  # SbdConfig checks it
+            try:
+                self.config.provider_jwt.check(form, self.clock())
+            except WebhookForged as forged:
+                return self._forged(forged, vessel_id, form.get("momsn", ""))
         if vessel_id is None:
             self.statistics.unknown_imei += 1
             log.warning("SBD message from a modem no vessel has: dropped")
@@ -198,6 +227,17 @@ class MoWebhook:
             whole.fragments,
         )
         return _refusal(200, "OK")
+
+    def _forged(self, forged: WebhookForged, vessel_id: int | None, momsn: str) -> Response:
+        """Refuse a post that is not the provider's: 403, one log line without content."""
+        self.statistics.forged += 1
+        log.warning(
+            "SBD webhook post refused: reason=%s vessel=%s momsn=%s",
+            forged.reason.value,
+            vessel_id if vessel_id is not None else "-",
+            momsn if momsn.isascii() and momsn.isdigit() and len(momsn) <= 6 else "-",
+        )
+        return _refusal(403, f"forbidden: {forged.sentence}")
 
 
 class MtRefused(Exception):

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from cryptography.hazmat.primitives import serialization
 
 from common.codebooks import default_codebook
 from protocol.compact import LinkKeys, is_compact
@@ -26,6 +27,7 @@ from shore.sbd import MO_WEBHOOK_PATH, SbdDownlink, parse_vessels
 from tests.kit.mosquitto import MosquittoBroker
 from tests.kit.ports import free_port
 from tests.kit.sbd_modem import ModemEmulator
+from tests.kit.sbd_world import provider_key
 from tests.shipboard.test_link import relay_vessel_outbox
 from tests.shore.store_fixtures import SHORE_KEY, VESSEL_KEY
 from tests.shore.test_ingest import VESSEL, relay_in_process, stored_seqs
@@ -41,28 +43,47 @@ def secret_file(path: Path, text: str) -> None:
     os.chmod(path, 0o600)
 
 
-@pytest.mark.parametrize("compact", [False, True], ids=["signed-batch", "compact-frame"])
+@pytest.mark.parametrize(
+    ("compact", "signed"),
+    [(False, True), (True, False)],
+    ids=["signed-batch-jwt", "compact-frame-secret"],
+)
 async def test_an_sos_over_sbd_is_stored_by_the_relay_and_acknowledged_over_sbd(
-    fresh_mosquitto: MosquittoBroker, tmp_path: Path, compact: bool
+    fresh_mosquitto: MosquittoBroker, tmp_path: Path, compact: bool, signed: bool
 ) -> None:
     """The main link is paused; an SOS and a message home wait. Over SBD only the SOS
     goes; the relay (as shipped, [sbd] enabled) reassembles it from the provider's
     webhook, verifies and stores it, and its BatchAck reaches the vessel as MT messages in
     the same SBD session. The message home stays on board. As the agent sends it (link
-    keys given), the SOS goes as a compact frame, which the relay's webhook takes too."""
+    keys given), the SOS goes as a compact frame, which the relay's webhook takes too.
+    The provider signs its posts as RockBLOCK does and the relay, given its public key,
+    verifies them; or (a provider without JWT) the webhook URL carries the secret."""
     relay_dir = tmp_path / "relay"
     port = free_port()
+    webhook_url = f"http://127.0.0.1:{port}{MO_WEBHOOK_PATH}"
     async with FakeRockBlock(
-        f"http://127.0.0.1:{port}{MO_WEBHOOK_PATH}?secret={SECRET}",
+        webhook_url if signed else f"{webhook_url}?secret={SECRET}",
         {IMEI},
         username="relay",
         password=PASSWORD,
+        signing_key=provider_key() if signed else None,
     ) as provider:
-        secret_file(relay_dir / "sbd.secret", SECRET)
         secret_file(relay_dir / "sbd.password", PASSWORD)
+        if signed:
+            pem = (
+                provider_key()
+                .public_key()
+                .public_bytes(
+                    serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+                )
+            )
+            (relay_dir / "rockblock.pem").write_bytes(pem)
+            auth = 'provider_public_key_file = "rockblock.pem"\n'
+        else:
+            secret_file(relay_dir / "sbd.secret", SECRET)
+            auth = 'webhook_auth = "secret"\n'
         extra = (
-            "[sbd]\nenabled = true\n"
-            f"webhook_port = {port}\n"
+            "[sbd]\nenabled = true\n" + auth + f"webhook_port = {port}\n"
             f'provider_url = "{provider.base_url}"\n'
             'username = "relay"\n'
             f'vessels = ["{IMEI}={VESSEL}"]\n'
