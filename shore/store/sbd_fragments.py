@@ -86,7 +86,8 @@ class SbdFragments:
     async def put(
         self, tx: Tx, vessel_id: int, key: PartialKey, index: int, piece: bytes, first_seen: float
     ) -> None:
-        """Hold one piece (a piece already held under its index is left as it is)."""
+        """Hold one piece (a piece already held under its index is left as it is);
+        ``first_seen`` is its payload's (the same on every piece of it)."""
         await tx.execute(
             "INSERT INTO sbd_fragments (vessel_id, payload_kind, tag, piece_count, piece_index, "
             "piece, first_seen) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
@@ -121,12 +122,17 @@ class SbdFragments:
         ]
 
     async def purge_older(self, tx: Tx, before: float) -> int:
-        """Drop every vessel's payloads in progress first seen before ``before``; how many."""
-        rows = await tx.fetch(
-            "SELECT vessel_id, payload_kind, tag, piece_count FROM sbd_fragments "
-            "GROUP BY vessel_id, payload_kind, tag, piece_count HAVING MIN(first_seen) < $1",
+        """Drop every vessel's payloads in progress first seen before ``before``; how many.
+
+        Every piece of a payload carries the payload's ``first_seen``, so the rows go by
+        that alone: a piece another worker adds meanwhile (a payload started anew, seen
+        now) is never caught by this purge."""
+        row = await tx.fetchrow(
+            "SELECT COUNT(*) FROM (SELECT DISTINCT vessel_id, payload_kind, tag, piece_count "
+            "FROM sbd_fragments WHERE first_seen < $1) AS expired",
             float(before),
         )
-        for row in rows:
-            await self.drop(tx, int(row[0]), PartialKey(int(row[1]), bytes(row[2]), int(row[3])))
-        return len(rows)
+        expired = int(row[0]) if row is not None else 0
+        if expired:
+            await tx.execute("DELETE FROM sbd_fragments WHERE first_seen < $1", float(before))
+        return expired

@@ -86,7 +86,7 @@ class SbdUnits(StoreParts):
                 await self.sbd_fragments.drop(tx, vessel_id, key)
                 return FragmentTaken(FragmentOutcome.CONTRADICTED, expired=expired)
             if held is None:
-                first_seen = min(first_seen, now)
+                first_seen = first_seen if pieces else now  # one first_seen per payload
                 await self.sbd_fragments.put(
                     tx, vessel_id, key, fragment.index, fragment.piece, first_seen
                 )

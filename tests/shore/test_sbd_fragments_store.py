@@ -9,6 +9,7 @@ duplicates change nothing; what is held is bounded per vessel and expires.
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
@@ -299,3 +300,35 @@ async def test_the_webhook_answers_503_when_the_store_fails() -> None:
     assert (response.status_code, response.text) == (200, "refused")
     assert down.asked == 1
     assert kept.payloads == []
+
+
+async def test_two_relay_workers_taking_one_batchs_fragments_make_it_whole_once(
+    open_store: Opener,
+) -> None:
+    """Two relay workers (two stores on one database) take a batch's six fragments at
+    once, each fragment twice: each piece is held once, the batch is whole for the
+    worker that took its last piece (and again for a repeat taken after that), always
+    the batch itself, and once kept nothing of it is held."""
+    first, second = await open_store(), await open_store()
+    try:
+        vessel = await first.add_vessel(INFO, VESSEL_KEY.verify_key.key, T0)
+        payload, pieces = batch_fragments(15, 1900)
+        assert len(pieces) == 6
+        limits = DEFAULT_REASSEMBLY_LIMITS
+        taken = await asyncio.gather(
+            *(
+                worker.take_sbd_fragment(vessel, piece, T0, limits)
+                for piece in pieces
+                for worker in (first, second)
+            )
+        )
+        wholes = [t.whole for t in taken if t.whole is not None]
+        assert wholes
+        assert all(w.payload == payload for w in wholes)
+        held = await first.sbd_fragments_held(vessel)
+        assert (held.partials, held.pieces) == (1, 6)
+        await second.sbd_payload_kept(vessel, wholes[0])
+        assert await first.sbd_fragments_held(vessel) == NOTHING_HELD
+    finally:
+        await first.close()
+        await second.close()
