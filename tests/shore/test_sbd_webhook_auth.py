@@ -25,7 +25,8 @@ from common.serving import AsgiServer
 from protocol.fragments import SBD_MO_BYTES, PayloadKind, fragment
 from shore.config import ConfigError, parse_config
 from shore.fake_rockblock import FakeRockBlock
-from shore.sbd import MO_WEBHOOK_PATH, MoWebhook, SbdConfig
+from shore.relay import make_sbd
+from shore.sbd import MO_WEBHOOK_PATH, MoWebhook, SbdConfig, StoredReassembly
 from shore.sbd_auth import (
     ProviderJwt,
     ProviderKeyError,
@@ -362,3 +363,37 @@ def test_the_provider_key_file_must_be_an_rsa_public_key(tmp_path: Path) -> None
         load_provider_key(path)
     path.write_bytes(provider_key().public_key().public_bytes(serialization.Encoding.PEM, spki))
     assert load_provider_key(path).key_size == 2048
+
+
+async def test_the_relay_reads_the_provider_key_and_no_secret_in_jwt_mode(
+    tmp_path: Path,
+) -> None:
+    """A relay with [sbd] provider_public_key_file and no secret file starts its webhook
+    in JWT mode; a key file that is no RSA public key stops it with a message naming the
+    file (exit 78 as any configuration error)."""
+    password = tmp_path / "sbd.password"
+    password.write_text("provider-password")
+    password.chmod(0o600)
+    pem = tmp_path / "rockblock.pem"
+    pem.write_bytes(
+        provider_key()
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    document = {
+        "relay": {"data_dir": str(tmp_path)},
+        "sbd": {
+            "enabled": True,
+            "provider_public_key_file": "rockblock.pem",
+            "vessels": [f"{IMEI}={VESSEL}"],
+        },
+    }
+    made = make_sbd(parse_config(document, "relay.toml"), ingestor=None, store=None)  # type: ignore[arg-type]
+    assert made is not None
+    webhook, _, sender = made
+    await sender.aclose()
+    assert webhook.config.webhook_auth is WebhookAuth.JWT
+    assert isinstance(webhook.reassembly, StoredReassembly)
+    pem.write_text("-----BEGIN PUBLIC KEY-----\nnot one\n-----END PUBLIC KEY-----\n")
+    with pytest.raises(ConfigError, match=r"rockblock\.pem is not a PEM public key"):
+        make_sbd(parse_config(document, "relay.toml"), ingestor=None, store=None)  # type: ignore[arg-type]
