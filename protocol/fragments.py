@@ -28,7 +28,11 @@ no fragment flag, so it cannot be taken for anything else, and the frame (padded
 
 The reassembler is bounded (payloads in progress, bytes held, age; ``now`` is an
 argument, seconds of any clock the caller keeps), so a peer cannot make it hold
-unbounded memory. By default it does *not* remember payloads it completed: a sender that
+unbounded memory; :class:`ReassemblyLimits` holds those bounds, for this in-memory
+reassembler and for any that keeps its pieces elsewhere (the relay's store), which use
+:func:`read_link_message` and :func:`join_fragments` for the same rules.
+
+By default it does *not* remember payloads it completed: a sender that
 resends a whole payload (its acknowledgement was lost) must get it handed on again, so
 that the receiver, which is idempotent (the batch's replay window), acknowledges it
 again; a receiver that is not idempotent passes ``remember`` and gets late duplicates
@@ -46,17 +50,22 @@ from protocol.compact import COMPACT_UPLINK
 from protocol.errors import LocalProtocolError, MalformedBatch
 
 __all__ = [
+    "DEFAULT_REASSEMBLY_LIMITS",
     "FRAGMENT_HEADER_BYTES",
     "MAX_FRAGMENTS",
     "SBD_MO_BYTES",
     "SBD_MT_BYTES",
     "WHOLE_HEADER_BYTES",
+    "LinkFragment",
     "PayloadKind",
     "Reassembled",
     "Reassembler",
     "ReassemblerStatistics",
+    "ReassemblyLimits",
     "fragment",
+    "join_fragments",
     "payload_tag",
+    "read_link_message",
 ]
 
 #: Iridium SBD: most bytes in one mobile-originated message (9602/9603 modems).
@@ -127,6 +136,83 @@ class Reassembled:
     fragments: int
 
 
+@dataclass(frozen=True, slots=True)
+class LinkFragment:
+    """One fragment as read from a link message (its payload is named by ``tag``)."""
+
+    kind: PayloadKind
+    tag: bytes
+    index: int
+    count: int
+    piece: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ReassemblyLimits:
+    """How much one reassembler holds (per peer: the relay keeps one per vessel).
+
+    ``max_partial``: payloads in progress at once; ``max_held_bytes``: bytes of pieces
+    held; over either, the oldest payload in progress is dropped (its sender resends what
+    was never acknowledged). ``max_age_s``: a payload in progress older than this is
+    dropped.
+    """
+
+    max_partial: int = 64
+    max_held_bytes: int = 256 * 1024
+    max_age_s: float = 14 * 86_400.0
+
+    def __post_init__(self) -> None:
+        if self.max_partial < 1 or self.max_held_bytes < 1 or self.max_age_s <= 0:
+            raise LocalProtocolError("a reassembler's bounds must be positive")
+
+
+#: The bounds every reassembler has unless told otherwise.
+DEFAULT_REASSEMBLY_LIMITS = ReassemblyLimits()
+
+
+def read_link_message(message: bytes) -> Reassembled | LinkFragment:
+    """One link message: a whole payload (one message carried it) or a fragment.
+
+    Raises :class:`MalformedBatch` for a message that is not one of ours (empty, too
+    short, unknown kind, an index outside its count)."""
+    if not message:
+        raise MalformedBatch("an empty link message carries nothing")
+    first = message[0]
+    if first == COMPACT_UPLINK:  # a bare compact frame: whole, no framing byte
+        return Reassembled(PayloadKind.COMPACT, message, 1)
+    try:
+        kind = PayloadKind(first & ~_FRAGMENT_FLAG)
+    except ValueError:
+        raise MalformedBatch(f"link message of unknown kind {first:#04x}") from None
+    if not first & _FRAGMENT_FLAG:
+        if len(message) < 2:
+            raise MalformedBatch("a whole-payload message with no payload")
+        return Reassembled(kind, message[1:], 1)
+    if len(message) <= FRAGMENT_HEADER_BYTES:
+        raise MalformedBatch(f"a fragment of {len(message)} bytes carries nothing")
+    index, count = message[5], message[6]
+    if count < 1 or index >= count:
+        raise MalformedBatch(f"fragment {index} of {count} cannot exist")
+    return LinkFragment(
+        kind, message[1 : 1 + _TAG_BYTES], index, count, message[FRAGMENT_HEADER_BYTES:]
+    )
+
+
+def join_fragments(kind: PayloadKind, tag: bytes, pieces: dict[int, bytes]) -> Reassembled:
+    """The whole payload from all its pieces (index -> piece, ``0 .. len - 1``).
+
+    Raises :class:`MalformedBatch` when they do not hash to ``tag`` (garbled, or pieces of
+    two payloads); the caller drops them, and the sender's resend starts again."""
+    count = len(pieces)
+    payload = b"".join(pieces[i] for i in range(count))
+    if payload_tag(payload) != tag:
+        raise MalformedBatch(
+            f"the {count} fragments do not make the payload their tag names (garbled, "
+            "or pieces of two payloads); dropped, the sender's resend starts it again"
+        )
+    return Reassembled(kind, payload, count)
+
+
 @dataclass(slots=True)
 class ReassemblerStatistics:
     """Counters since the reassembler was made (for logs and the status page)."""
@@ -152,23 +238,23 @@ class _Partial:
 class Reassembler:
     """Fragments in, whole payloads out: any order, duplicates dropped, bounded.
 
-    ``max_partial``: payloads in progress at once; ``max_held_bytes``: bytes of pieces
-    held; over either, the oldest payload in progress is dropped (its sender resends what
-    was never acknowledged). ``max_age_s``: a payload in progress older than this is
-    dropped at the next :meth:`add`. ``remember``: how many completed tags are kept to
+    ``max_partial``, ``max_held_bytes``, ``max_age_s``: see :class:`ReassemblyLimits`
+    (the defaults are :data:`DEFAULT_REASSEMBLY_LIMITS`'s); a payload in progress too old
+    is dropped at the next :meth:`add`. ``remember``: how many completed tags are kept to
     drop late duplicates (0, the default: none; see the module docstring).
     """
 
     def __init__(
         self,
         *,
-        max_partial: int = 64,
-        max_held_bytes: int = 256 * 1024,
-        max_age_s: float = 14 * 86_400.0,
+        max_partial: int = DEFAULT_REASSEMBLY_LIMITS.max_partial,
+        max_held_bytes: int = DEFAULT_REASSEMBLY_LIMITS.max_held_bytes,
+        max_age_s: float = DEFAULT_REASSEMBLY_LIMITS.max_age_s,
         remember: int = 0,
     ) -> None:
-        if max_partial < 1 or max_held_bytes < 1 or max_age_s <= 0 or remember < 0:
+        if remember < 0:
             raise LocalProtocolError("a reassembler's bounds must be positive")
+        self.limits = ReassemblyLimits(max_partial, max_held_bytes, max_age_s)
         self._max_partial = max_partial
         self._max_held = max_held_bytes
         self._max_age_s = max_age_s
@@ -191,25 +277,10 @@ class Reassembler:
         dropped then, and the sender's resend starts it again.
         """
         self._expire(now)
-        if not message:
-            raise MalformedBatch("an empty link message carries nothing")
-        first = message[0]
-        if first == COMPACT_UPLINK:  # a bare compact frame: whole, no framing byte
-            return self._whole(PayloadKind.COMPACT, message)
-        try:
-            kind = PayloadKind(first & ~_FRAGMENT_FLAG)
-        except ValueError:
-            raise MalformedBatch(f"link message of unknown kind {first:#04x}") from None
-        if not first & _FRAGMENT_FLAG:
-            if len(message) < 2:
-                raise MalformedBatch("a whole-payload message with no payload")
-            return self._whole(kind, message[1:])
-        if len(message) <= FRAGMENT_HEADER_BYTES:
-            raise MalformedBatch(f"a fragment of {len(message)} bytes carries nothing")
-        tag = message[1 : 1 + _TAG_BYTES]
-        index, count = message[5], message[6]
-        if count < 1 or index >= count:
-            raise MalformedBatch(f"fragment {index} of {count} cannot exist")
+        read = read_link_message(message)
+        if isinstance(read, Reassembled):
+            return self._whole(read.kind, read.payload)
+        kind, tag, index, count, piece = read.kind, read.tag, read.index, read.count, read.piece
         if (kind, tag) in self._done:
             self._done.move_to_end((kind, tag))
             self.statistics.duplicates_dropped += 1
@@ -219,7 +290,6 @@ class Reassembler:
         if partial is None:
             partial = _Partial(kind, count, now)
             self._partial[key] = partial
-        piece = message[FRAGMENT_HEADER_BYTES:]
         held = partial.pieces.get(index)
         if held is not None:
             if held != piece:
@@ -235,13 +305,8 @@ class Reassembler:
             self._bound()
             return None
         del self._partial[key]
-        payload = b"".join(partial.pieces[i] for i in range(count))
-        if payload_tag(payload) != tag:
-            raise MalformedBatch(
-                f"the {count} fragments do not make the payload their tag names (garbled, "
-                "or pieces of two payloads); dropped, the sender's resend starts it again"
-            )
-        return self._complete(kind, tag, payload, count)
+        whole = join_fragments(kind, tag, partial.pieces)
+        return self._complete(kind, tag, whole.payload, count)
 
     def forget(self, done: Reassembled) -> None:
         """Forget that ``done`` was completed: the receiver could not keep it (its store

@@ -112,6 +112,21 @@ Example (``vessel-relay shore init --data DIR`` writes one)::
     tick_s = 3600.0                 # how often the relay looks for what to purge
     [retention.vessel_message_ttl_days]
     7 = 14.0                        # vessel id = days, for vessels that differ
+
+    [sbd]                           # Iridium SBD through RockBLOCK (shore.sbd)
+    enabled = false
+    webhook_host = "127.0.0.1"      # the MO webhook (/sbd/rockblock/mo) behind your proxy
+    webhook_port = 8032
+    provider_public_key_file = "rockblock.pem"  # Rock Seven's published RSA key (PEM):
+                                    #   every post's JWT is verified with it (RS256 only)
+    webhook_auth = ""               # "jwt", "secret" (?secret= in the URL, for providers
+                                    #   without JWT) or "both"; "": jwt when a key is set
+    webhook_secret_file = "sbd.secret"          # 0600, read when the secret is asked for
+    jwt_max_age_s = 259200.0        # a JWT signed longer ago is refused
+    provider_url = "https://rockblock.rock7.com"
+    username = "relay@example.org"  # the provider account (MT messages)
+    password_file = "sbd.password"
+    vessels = ["300234010753370=42"]    # each modem's IMEI = vessel id
 """
 
 from __future__ import annotations
@@ -308,8 +323,19 @@ class SbdSection:
     #: Where the MO webhook listens (the provider posts to the public URL of this door).
     webhook_host: str = "127.0.0.1"
     webhook_port: int = 8032
-    #: File holding the secret the webhook URL carries (``?secret=...``).
+    #: File holding the secret the webhook URL carries (``?secret=...``); read only when
+    #: ``webhook_auth`` asks for the secret.
     webhook_secret_file: str = "sbd.secret"
+    #: What an MO post must carry: "jwt" (the provider's RS256 JWT), "secret" (the URL's
+    #: secret) or "both"; "" picks "jwt" when provider_public_key_file is set, else "secret".
+    webhook_auth: str = ""
+    #: The provider's RSA public key (PEM) its JWTs are verified with (RockBLOCK: Rock
+    #: Seven's published key), relative to data_dir; "" for a provider without JWT.
+    provider_public_key_file: str = ""
+    #: The ``iss`` claim the provider's JWTs carry.
+    provider_jwt_issuer: str = "Rock 7"
+    #: A JWT signed longer ago than this is refused.
+    jwt_max_age_s: float = 3 * 86_400.0
     provider_url: str = "https://rockblock.rock7.com"
     username: str = ""
     #: File holding the provider account's password.
@@ -584,6 +610,7 @@ def _validate(config: RelayConfig) -> None:
     if config.relay.worker < 1:
         raise ConfigError(f"{source}: [relay] worker must be 1 or more")
     _validate_sms_and_alerts(config)
+    _validate_sbd(config)
     api = config.union_api
     if api.enabled and not api.unions:
         raise ConfigError(
@@ -601,6 +628,25 @@ def _validate(config: RelayConfig) -> None:
         config.lane_shape  # noqa: B018 -- builds the shape, which checks the period
     except InvalidEnvelope as exc:
         raise ConfigError(f"{source}: [downlink] slot_period_s: {exc}") from exc
+
+
+def _validate_sbd(config: RelayConfig) -> None:
+    """``[sbd]``: the webhook's authentication fits the keys given (files are read at start)."""
+    where, sbd = f"{config.source}: [sbd]", config.sbd
+    if sbd.webhook_auth not in ("", "jwt", "secret", "both"):
+        raise ConfigError(
+            f'{where} webhook_auth = {sbd.webhook_auth!r}: expected "jwt", "secret" or "both" '
+            "(or leave it out: jwt when provider_public_key_file is set, else secret)"
+        )
+    if sbd.webhook_auth in ("jwt", "both") and not sbd.provider_public_key_file:
+        raise ConfigError(
+            f'{where} webhook_auth = "{sbd.webhook_auth}" needs provider_public_key_file (the '
+            "provider's RSA public key, PEM; RockBLOCK publishes Rock Seven's)"
+        )
+    if sbd.jwt_max_age_s <= 0:
+        raise ConfigError(f"{where} jwt_max_age_s must be more than 0 seconds")
+    if not sbd.provider_jwt_issuer:
+        raise ConfigError(f'{where} provider_jwt_issuer is empty; RockBLOCK\'s is "Rock 7"')
 
 
 _LOOPBACK_NAMES = ("localhost", "localhost.localdomain", "ip6-localhost")

@@ -7,8 +7,12 @@ For tests and the demo (the satellite and the provider cannot exist here). Two f
   answers ``OK,<id>``, or ``FAILED,<code>,<text>`` (10 bad credentials, 11 unknown IMEI,
   14 data not hex, 15 data too long, 16 no data). Every MO message a modem sends is POSTed
   to the webhook URL given, form-encoded (``imei``, ``momsn``, ``transmit_time``,
-  ``iridium_latitude``, ``iridium_longitude``, ``iridium_cep``, ``data`` in hex); a webhook
-  that does not answer 200 is tried again by :meth:`FakeRockBlock.redeliver`.
+  ``iridium_latitude``, ``iridium_longitude``, ``iridium_cep``, ``device_type``,
+  ``serial``, ``data`` in hex); a webhook that does not answer 200 is tried again by
+  :meth:`FakeRockBlock.redeliver`. Given an RSA private key (a test's own, standing in for
+  Rock Seven's), it signs each post as RockBLOCK does: a ``JWT`` field, RS256, header
+  ``{"alg": "RS256"}``, claims ``iss`` = ``"Rock 7"``, ``iat`` and every form field as
+  text.
 - **The gateway**, for a modem emulator in another thread (thread-safe):
   :meth:`FakeRockBlock.gateway_session` takes an MO message (if any) and hands out the
   next MT message with its MTMSN and how many wait behind it; modems that listen for ring
@@ -27,6 +31,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import httpx
+import jwt
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
@@ -35,6 +41,7 @@ from starlette.routing import Route
 from common.http import BodyLimit, RequestRefused, read_form
 from common.serving import AsgiServer
 from protocol.fragments import SBD_MT_BYTES
+from shore.sbd_auth import JWT_ALGORITHM, ROCKBLOCK_ISSUER
 
 __all__ = ["FakeRockBlock", "GatewayAnswer", "MoRecord"]
 
@@ -79,8 +86,13 @@ class FakeRockBlock:
         password: str = "fake-password",
         host: str = "127.0.0.1",
         port: int = 0,
+        signing_key: RSAPrivateKey | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.webhook_url = webhook_url
+        #: Signs each post's JWT (None: posts carry no JWT, like a provider without one).
+        self.signing_key = signing_key
+        self.clock = clock
         self.username = username
         self.password = password
         self.host = host
@@ -183,8 +195,12 @@ class FakeRockBlock:
             "iridium_latitude": "13.7563",
             "iridium_longitude": "100.5018",
             "iridium_cep": "3",
+            "device_type": "ROCKBLOCK",
+            "serial": "16949",
             "data": record.data.hex(),
         }
+        if self.signing_key is not None:
+            form["JWT"] = self.sign(form)
         try:
             response = await self._client.post(self.webhook_url, data=form)
             delivered = response.status_code == 200
@@ -197,6 +213,13 @@ class FakeRockBlock:
                 self._undelivered.append(record)
             self._posting.discard(asyncio.current_task())
             self._changed.notify_all()
+
+    def sign(self, form: dict[str, str]) -> str:
+        """The JWT RockBLOCK would add to ``form`` (RS256, claims = the fields as text)."""
+        if self.signing_key is None:
+            raise RuntimeError("the fake provider signs only when given a signing key")
+        claims: dict[str, object] = {"iss": ROCKBLOCK_ISSUER, "iat": int(self.clock()), **form}
+        return jwt.encode(claims, self.signing_key, algorithm=JWT_ALGORITHM, headers={"typ": None})
 
     async def redeliver(self) -> None:
         """Post again every MO message whose webhook call failed (the provider's retry)."""

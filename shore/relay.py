@@ -71,7 +71,16 @@ from shore.replies import (
 )
 from shore.reply_voice import VoiceReplyConfig
 from shore.retention import RetentionConfig, RetentionKeeper
-from shore.sbd import MoWebhook, MtSender, SbdConfig, SbdDownlink, parse_vessels
+from shore.sbd import (
+    MoWebhook,
+    MtSender,
+    SbdConfig,
+    SbdDownlink,
+    SbdFragmentStore,
+    StoredReassembly,
+    parse_vessels,
+)
+from shore.sbd_auth import ProviderJwt, choose_auth, load_provider_key
 from shore.sms import SmsConfig, SmsProvider
 from shore.store.deliveries import MessageTtl
 from shore.store.ops import OperatorQueries
@@ -141,19 +150,32 @@ def read_token(path: Path) -> str:
 
 
 def make_sbd(
-    config: RelayConfig, ingestor: Ingestor
+    config: RelayConfig, ingestor: Ingestor, store: SbdFragmentStore
 ) -> tuple[MoWebhook, SbdDownlink, MtSender] | None:
     """The SBD webhook, downlink router and MT sender when ``[sbd] enabled``: every whole
     payload the webhook reassembles goes through the ingest as if it came on the vessel's
-    uplink topic (same signature check, same replay window)."""
+    uplink topic (same signature check, same replay window). Fragments wait in ``store``
+    for the rest of their payload (a restart loses none)."""
     section = config.sbd
     if not section.enabled:
         return None
     try:
         vessels = parse_vessels(section.vessels)
+        provider_jwt = None
+        if section.provider_public_key_file:
+            provider_jwt = ProviderJwt(
+                load_provider_key(config.path(section.provider_public_key_file)),
+                issuer=section.provider_jwt_issuer,
+                max_age_s=section.jwt_max_age_s,
+            )
+        auth = choose_auth(section.webhook_auth, has_key=provider_jwt is not None)
         sbd = SbdConfig(
             vessels,
-            webhook_secret=read_token(config.path(section.webhook_secret_file)),
+            webhook_secret=(
+                read_token(config.path(section.webhook_secret_file)) if auth.needs_secret else ""
+            ),
+            provider_jwt=provider_jwt,
+            auth=auth,
             provider_url=section.provider_url,
             username=section.username,
             password=read_token(config.path(section.password_file)),
@@ -175,7 +197,7 @@ def make_sbd(
         # against the one the signature or the compact frame's tag proves.
         await ingestor.handle(uplink_topic(vessel_id), payload)
 
-    webhook = MoWebhook(sbd, on_payload)
+    webhook = MoWebhook(sbd, on_payload, reassembly=StoredReassembly(store))
     webhook.heard = router.heard
     return webhook, router, sender
 
@@ -507,7 +529,7 @@ async def run_relay(
             worker.metrics = metrics
         alerter = make_alerter(config, store, sms)
         webhook = make_sms_webhook(config, store, voice_links)
-        sbd = make_sbd(config, ingestor)
+        sbd = make_sbd(config, ingestor, store)
         if reply_server is not None:
             await reply_server.start()
         async with contextlib.AsyncExitStack() as stack, asyncio.TaskGroup() as group:

@@ -15,6 +15,7 @@
     downlink        downlink items, signed downlink batches, slot notes
     lane            the grievance lane: uplink blocks, unions' blocks for the downlink lane
     sos             SOS alerts
+    sbd_fragments   SBD fragments held until their payload is whole and kept
     transparency_log  leaves, hash tiles (C2SP tlog-tiles), checkpoints, co-signatures
     parts           StoreParts: the database and one instance of each repository
     *_units         the units of work, by flow: ingest, delivery, downlink, sos

@@ -23,6 +23,7 @@ from shore.store.lane import LaneRepository
 from shore.store.links import VesselLinks
 from shore.store.refusals import Refusals
 from shore.store.registry import Registry
+from shore.store.sbd_fragments import SbdFragments
 from shore.store.sos import SosAlerts
 from shore.store.transparency_log import TransparencyLog
 from shore.store.union_inbox import UnionInbox
@@ -46,6 +47,7 @@ class StoreParts:
         log             the transparency log                    shore.store.transparency_log
         escalations     cases a union passed to its second      shore.store.escalations
                         organisation (sealed packages)
+        sbd_fragments   SBD fragments of payloads in progress   shore.store.sbd_fragments
 
     ``phrases`` expands quick-message codes for deliveries, ``lease_s`` is how long a
     delivery claim lasts, ``deadline_s`` how long a delivery may take from acceptance ashore,
@@ -76,6 +78,7 @@ class StoreParts:
         self.sos = SosAlerts(dialect)
         self.log = TransparencyLog(dialect)
         self.escalations = Escalations()
+        self.sbd_fragments = SbdFragments()
 
     @property
     def lease_s(self) -> float:

@@ -14,6 +14,7 @@ happens in a unit of work. The units are grouped by flow::
     LaneUnits            shore.store.lane_units      the grievance lane (unions, downlink lane)
     SosUnits             shore.store.sos_units       SOS alerts
     RetentionUnits       shore.store.retention_units content purged after the retention
+    SbdUnits             shore.store.sbd_units       SBD fragments held until their payload is kept
 
 Every service depends only on a small protocol of its own (``shore.ingest.IngestStore``,
 ``shore.delivery.DeliveryStore``, ``shore.downlink.DownlinkStore``, ``shore.alerts.SosStore``,
@@ -46,6 +47,8 @@ from shore.store.refusals import MIGRATIONS as REFUSAL_MIGRATIONS
 from shore.store.registry import MIGRATIONS as REGISTRY_MIGRATIONS
 from shore.store.registry import VesselInfo, VesselRecord
 from shore.store.retention_units import RetentionUnits
+from shore.store.sbd_fragments import MIGRATIONS as SBD_FRAGMENT_MIGRATIONS
+from shore.store.sbd_units import SbdUnits
 from shore.store.sos import MIGRATIONS as SOS_MIGRATIONS
 from shore.store.sos_units import SosUnits
 from shore.store.transparency_log import MIGRATIONS as LOG_MIGRATIONS
@@ -68,12 +71,15 @@ MIGRATION_SETS: tuple[MigrationSet, ...] = (
     LOG_MIGRATIONS,
     LANE_MIGRATIONS,
     ESCALATION_MIGRATIONS,
+    SBD_FRAGMENT_MIGRATIONS,
 )
 
 _log = logging.getLogger(__name__)
 
 
-class RelayStore(IngestUnits, DeliveryUnits, DownlinkUnits, LaneUnits, SosUnits, RetentionUnits):
+class RelayStore(
+    IngestUnits, DeliveryUnits, DownlinkUnits, LaneUnits, SosUnits, RetentionUnits, SbdUnits
+):
     """The relay's store over one open database (see the module docstring).
 
     Open one with :meth:`shore.store.sqlite.SqliteStore.open` or

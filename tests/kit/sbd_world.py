@@ -7,14 +7,19 @@ MT sender, and a model shore behind them.
 reassembles goes to ``shore`` (:class:`tests.kit.model_shore.ModelShore`); whatever the
 shore then publishes goes back down through :class:`shore.sbd.MtSender` and the provider's
 ``/rockblock/MT``. :meth:`SbdWorld.link` makes the vessel's :class:`shipboard.sbd_link.
-SbdLink` on the emulator's port.
+SbdLink` on the emulator's port. The provider signs its posts as RockBLOCK does, with
+:func:`provider_key` (an RSA key made for the test run, standing in for Rock Seven's), and
+the webhook verifies them with its public half.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from common.serving import AsgiServer
 from protocol.fragments import PayloadKind, Reassembler
@@ -22,11 +27,19 @@ from shipboard.sbd_link import SbdLink, SbdStatistics
 from shipboard.sbd_modem import SbdModem
 from shore.fake_rockblock import FakeRockBlock
 from shore.sbd import MO_WEBHOOK_PATH, MoWebhook, MtSender, SbdConfig
+from shore.sbd_auth import ProviderJwt
 from tests.kit.model_shore import ModelShore
 from tests.kit.sbd_modem import ModemEmulator
 
 IMEI = "300234010753370"
+#: The webhook URL's secret, for a world whose provider does not sign (``signed=False``).
 SECRET = "sbd-webhook-secret-for-tests"
+
+
+@functools.cache
+def provider_key() -> rsa.RSAPrivateKey:
+    """The fake provider's signing key, made once per test run (never a committed key)."""
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
 
 
 @dataclass
@@ -56,14 +69,15 @@ class SbdWorld:
 
 
 @contextlib.asynccontextmanager
-async def sbd_world(shore: ModelShore) -> AsyncIterator[SbdWorld]:
-    """Start the SBD path for ``shore``'s vessel (see the module docstring)."""
-    config = SbdConfig({IMEI: shore.vessel_id}, webhook_secret=SECRET)
-    provider = FakeRockBlock(None, {IMEI})
+async def sbd_world(shore: ModelShore, *, signed: bool = True) -> AsyncIterator[SbdWorld]:
+    """Start the SBD path for ``shore``'s vessel (see the module docstring); ``signed``
+    False: a provider without JWT, the webhook URL carrying :data:`SECRET`."""
+    provider = FakeRockBlock(None, {IMEI}, signing_key=provider_key() if signed else None)
     await provider.start()
     config = SbdConfig(
         {IMEI: shore.vessel_id},
-        webhook_secret=SECRET,
+        webhook_secret="" if signed else SECRET,
+        provider_jwt=ProviderJwt(provider_key().public_key()) if signed else None,
         provider_url=provider.base_url,
         username=provider.username,
         password=provider.password,
@@ -80,7 +94,9 @@ async def sbd_world(shore: ModelShore) -> AsyncIterator[SbdWorld]:
     webhook = MoWebhook(config, on_payload)
     server = AsgiServer(webhook.app, "127.0.0.1", 0, name="SBD webhook")
     await server.start()
-    provider.webhook_url = f"http://127.0.0.1:{server.port}{MO_WEBHOOK_PATH}?secret={SECRET}"
+    provider.webhook_url = f"http://127.0.0.1:{server.port}{MO_WEBHOOK_PATH}" + (
+        "" if signed else f"?secret={SECRET}"
+    )
     try:
         with ModemEmulator(provider, IMEI, write_timeout_s=2.0) as emulator:
             yield SbdWorld(shore, provider, emulator, webhook, sender)

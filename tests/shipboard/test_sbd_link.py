@@ -165,12 +165,13 @@ async def test_a_session_cut_after_the_gateway_loses_and_duplicates_nothing(
 async def test_the_webhook_refuses_a_caller_without_the_secret(
     model_shore: ModelShore,
 ) -> None:
-    """Someone who found the webhook's address posts a message: 403, nothing reassembled."""
+    """Someone who found the webhook's address posts a message: 403, nothing reassembled.
+    (A provider without JWT: the webhook URL carries the secret.)"""
     import httpx
 
     from shore.sbd import MO_WEBHOOK_PATH
 
-    async with sbd_world(model_shore) as world:
+    async with sbd_world(model_shore, signed=False) as world:
         url = world.provider.webhook_url
         assert url is not None
         wrong = url.split("?")[0] + "?secret=guess"

@@ -5,30 +5,39 @@ the batch, and its BatchAck comes back down as MT messages."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
+import tomllib
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
 import pytest
+from cryptography.hazmat.primitives import serialization
 
 from common.codebooks import default_codebook
 from protocol.compact import LinkKeys, is_compact
-from protocol.fragments import Reassembler
+from protocol.fragments import PayloadKind, Reassembler, fragment
 from protocol.languages import Language
 from shipboard.link import ReservedOnly, run_session
 from shipboard.links import IRIDIUM_SBD
 from shipboard.sbd_link import SbdLink
 from shipboard.sbd_modem import SbdModem
 from shipboard.transport import LinkSettings
+from shore.config import parse_config
 from shore.fake_rockblock import FakeRockBlock
+from shore.relay import run_relay
 from shore.sbd import MO_WEBHOOK_PATH, SbdDownlink, parse_vessels
+from shore.store import SqliteStore
 from tests.kit.mosquitto import MosquittoBroker
 from tests.kit.ports import free_port
 from tests.kit.sbd_modem import ModemEmulator
+from tests.kit.sbd_world import provider_key
 from tests.shipboard.test_link import relay_vessel_outbox
 from tests.shore.store_fixtures import SHORE_KEY, VESSEL_KEY
-from tests.shore.test_ingest import VESSEL, relay_in_process, stored_seqs
+from tests.shore.test_ingest import VESSEL, make_batches, relay_in_process, stored_seqs
+from tests.shore.test_sbd_webhook_auth import form_for, rockblock_jwt
 
 IMEI = "300234010753370"
 SECRET = "a-webhook-secret-of-some-length"
@@ -41,28 +50,47 @@ def secret_file(path: Path, text: str) -> None:
     os.chmod(path, 0o600)
 
 
-@pytest.mark.parametrize("compact", [False, True], ids=["signed-batch", "compact-frame"])
+@pytest.mark.parametrize(
+    ("compact", "signed"),
+    [(False, True), (True, False)],
+    ids=["signed-batch-jwt", "compact-frame-secret"],
+)
 async def test_an_sos_over_sbd_is_stored_by_the_relay_and_acknowledged_over_sbd(
-    fresh_mosquitto: MosquittoBroker, tmp_path: Path, compact: bool
+    fresh_mosquitto: MosquittoBroker, tmp_path: Path, compact: bool, signed: bool
 ) -> None:
     """The main link is paused; an SOS and a message home wait. Over SBD only the SOS
     goes; the relay (as shipped, [sbd] enabled) reassembles it from the provider's
     webhook, verifies and stores it, and its BatchAck reaches the vessel as MT messages in
     the same SBD session. The message home stays on board. As the agent sends it (link
-    keys given), the SOS goes as a compact frame, which the relay's webhook takes too."""
+    keys given), the SOS goes as a compact frame, which the relay's webhook takes too.
+    The provider signs its posts as RockBLOCK does and the relay, given its public key,
+    verifies them; or (a provider without JWT) the webhook URL carries the secret."""
     relay_dir = tmp_path / "relay"
     port = free_port()
+    webhook_url = f"http://127.0.0.1:{port}{MO_WEBHOOK_PATH}"
     async with FakeRockBlock(
-        f"http://127.0.0.1:{port}{MO_WEBHOOK_PATH}?secret={SECRET}",
+        webhook_url if signed else f"{webhook_url}?secret={SECRET}",
         {IMEI},
         username="relay",
         password=PASSWORD,
+        signing_key=provider_key() if signed else None,
     ) as provider:
-        secret_file(relay_dir / "sbd.secret", SECRET)
         secret_file(relay_dir / "sbd.password", PASSWORD)
+        if signed:
+            pem = (
+                provider_key()
+                .public_key()
+                .public_bytes(
+                    serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+                )
+            )
+            (relay_dir / "rockblock.pem").write_bytes(pem)
+            auth = 'provider_public_key_file = "rockblock.pem"\n'
+        else:
+            secret_file(relay_dir / "sbd.secret", SECRET)
+            auth = 'webhook_auth = "secret"\n'
         extra = (
-            "[sbd]\nenabled = true\n"
-            f"webhook_port = {port}\n"
+            "[sbd]\nenabled = true\n" + auth + f"webhook_port = {port}\n"
             f'provider_url = "{provider.base_url}"\n'
             'username = "relay"\n'
             f'vessels = ["{IMEI}={VESSEL}"]\n'
@@ -151,3 +179,69 @@ async def test_small_downlink_goes_over_sbd_only_to_vessels_heard_over_sbd() -> 
     assert len(published) == 4
     assert provider.mt == [bytes([1]) + b"b" * 100]
     assert (router.sent, router.too_big, router.failed) == (1, 1, 0)
+
+
+@contextlib.asynccontextmanager
+async def relay_again(relay_dir: Path) -> AsyncIterator[None]:
+    """The relay started again on the data directory it ran on (its vessel registered)."""
+    config_path = relay_dir / "relay.toml"
+    config = parse_config(tomllib.loads(config_path.read_text()), str(config_path))
+    stopping = asyncio.Event()
+    subscribed = asyncio.Event()
+    task = asyncio.create_task(run_relay(config, stopping, subscribed.set))
+    try:
+        async with asyncio.timeout(10):
+            await subscribed.wait()
+        yield
+    finally:
+        stopping.set()
+        async with asyncio.timeout(10):
+            await task
+
+
+async def test_fragments_posted_before_a_relay_restart_complete_the_batch_after_it(
+    fresh_mosquitto: MosquittoBroker, tmp_path: Path
+) -> None:
+    """A vessel's batch goes over SBD as four MO messages. The provider posts two, and the
+    relay restarts (process stopped, store closed); the provider posts the other two, in
+    another order, and the first again: the relay stores the batch's messages once, the
+    vessel resends nothing, and no fragment of it stays held."""
+    relay_dir = tmp_path / "relay"
+    port = free_port()
+    secret_file(relay_dir / "sbd.password", PASSWORD)
+    relay_dir.mkdir(parents=True, exist_ok=True)
+    (relay_dir / "rockblock.pem").write_bytes(
+        provider_key()
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    extra = (
+        '[sbd]\nenabled = true\nprovider_public_key_file = "rockblock.pem"\n'
+        f'webhook_port = {port}\nusername = "relay"\nvessels = ["{IMEI}={VESSEL}"]\n'
+    )
+    batch = make_batches(1, 4)[0]
+    messages = fragment(batch, PayloadKind.BATCH, 60)
+    assert len(messages) == 4
+    url = f"http://127.0.0.1:{port}{MO_WEBHOOK_PATH}"
+
+    async def post(client: httpx.AsyncClient, momsn: int) -> None:
+        form = form_for(messages[momsn], momsn=momsn)
+        form["JWT"] = rockblock_jwt(form, iat=time.time())
+        answer = await client.post(url, data=form)
+        assert (answer.status_code, answer.text) == (200, "OK")
+
+    async with httpx.AsyncClient() as client:
+        async with relay_in_process(relay_dir, fresh_mosquitto, extra=extra):
+            await post(client, 0)
+            await post(client, 1)
+        assert await stored_seqs(relay_dir) == []
+        async with relay_again(relay_dir):
+            for momsn in (3, 0, 2):
+                await post(client, momsn)
+    assert await stored_seqs(relay_dir) == [1, 2, 3, 4]
+    store = await SqliteStore.open(relay_dir / "relay.db")
+    try:
+        held = await store.sbd_fragments_held(VESSEL)
+    finally:
+        await store.close()
+    assert held.partials == 0

@@ -57,6 +57,7 @@ SINCE_THE_SPLIT = [
     ("transparency_log", "0002_tiles_and_checkpoints"),
     ("lane", "0001_lane"),
     ("escalations", "0001_union_escalations"),
+    ("sbd_fragments", "0001_sbd_fragments"),
 ]
 LANE_TABLES = ("lane_state", "lane_up_blocks", "lane_down_queue", "lane_down_periods")
 
@@ -156,6 +157,9 @@ async def test_a_relay_database_made_by_the_old_code_opens_without_running_anyth
             "union_escalations",
             "union_escalations_to",
             "sqlite_autoindex_union_escalations_1",
+            "sbd_fragments",
+            "sbd_fragments_first_seen",
+            "sqlite_autoindex_sbd_fragments_1",
             *(f"sqlite_autoindex_{t}_1" for t in LANE_TABLES),
             *(f"sqlite_autoindex_{t}_2" for t in LANE_TABLES),
         }
@@ -293,6 +297,7 @@ async def test_an_old_database_part_way_through_gets_only_what_it_lacks(
         ("transparency_log", "0002_tiles_and_checkpoints"),
         ("lane", "0001_lane"),
         ("escalations", "0001_union_escalations"),
+        ("sbd_fragments", "0001_sbd_fragments"),
     ]
     await RelayStore(fresh).migrate()
     assert await _schema(old) == await _schema(fresh)
