@@ -279,9 +279,7 @@ async def _run(
         print("subscribed", flush=True)
 
     metrics = (
-        RelayMetrics(fleet_gauges=config.exports_fleet_gauges)
-        if metrics_port is not None
-        else None
+        RelayMetrics(fleet_gauges=config.exports_fleet_gauges) if metrics_port is not None else None
     )
     serving = None
     if metrics is not None and metrics_port is not None:
