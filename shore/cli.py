@@ -252,13 +252,23 @@ def run(
         f"store {relay_config.store.backend}, data {relay_config.data_dir}"
     )
     try:
-        asyncio.run(_run(relay_config, grace_s, metrics_host, metrics_port))
+        with asyncio.Runner(loop_factory=_loop_factory(relay_config)) as runner:
+            runner.run(_run(relay_config, grace_s, metrics_host, metrics_port))
     except (StoreError, KeyFileError) as exc:
         raise _fail(exc) from exc
     except OSError as exc:
         raise _fail(
             OSError(f"cannot serve /metrics on {metrics_host}:{metrics_port}: {exc.strerror}")
         ) from exc
+
+
+def _loop_factory(config: RelayConfig) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """``[relay] event_loop``: uvloop's loop, or None for the standard library's."""
+    if config.relay.event_loop != "uvloop":
+        return None
+    import uvloop
+
+    return uvloop.new_event_loop
 
 
 async def _run(

@@ -13,6 +13,7 @@ Example (``vessel-relay shore init --data DIR`` writes one)::
     shore_key = "shore.key"         # relative to data_dir
     decode_processes = 1            # processes decoding batches beside this one (0: none)
     fleet_gauges_worker = 1         # the worker whose /metrics has the store's gauges
+    event_loop = "uvloop"           # or "asyncio" (the standard library's loop)
 
     [store]
     backend = "sqlite"              # or "postgres"
@@ -167,6 +168,9 @@ class RelaySection:
     #: The worker (``worker``) whose /metrics carries the fleet gauges read from the shared
     #: store; the others leave them out, so they are not counted once per worker.
     fleet_gauges_worker: int = 1
+    #: The event loop ``shore run`` runs on: "uvloop" (libuv; less CPU a message) or
+    #: "asyncio" (the standard library's).
+    event_loop: str = "uvloop"
 
 
 @dataclass(frozen=True, slots=True)
@@ -589,6 +593,16 @@ def _retention_section(source: str, raw: object) -> RetentionSection:
 
 def _validate(config: RelayConfig) -> None:
     source = config.source
+    if config.relay.event_loop not in ("uvloop", "asyncio"):
+        raise ConfigError(
+            f"{source}: [relay] event_loop = {config.relay.event_loop!r}: expected "
+            '"uvloop" or "asyncio"'
+        )
+    if config.relay.decode_processes < 0:
+        raise ConfigError(
+            f"{source}: [relay] decode_processes = {config.relay.decode_processes}: expected "
+            "0 (decode in the worker) or more"
+        )
     if config.store.backend not in ("sqlite", "postgres"):
         raise ConfigError(
             f'{source}: [store] backend = {config.store.backend!r}: expected "sqlite" or "postgres"'
