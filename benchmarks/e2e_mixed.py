@@ -21,11 +21,13 @@ with all three ways out a real one may have:
 
 Every clock is divided by the compression ``C`` as in the other profiles, and also the
 ones only this profile meets: the main link counts as down after 15 minutes of failed
-sessions, the reconnect backoff (15 s doubling to 30 minutes; 5 minutes on SBD), the SBD
-session's downlink quiet time (5 s), the SBD mailbox check (30 s, floored at 0.5 s: ring
-alerts bring the shore's answers), the port link's 5-minute poll and the relay's SBD
-downlink window (an hour, floored at 2 s: the BatchAck must find the vessel on SBD). A
-shorter voyage (``--days``) scales the schedule of outages and port days with it.
+sessions; the reconnect backoff (15 s doubling to 30 minutes; 5 minutes on SBD); the SBD
+session's downlink quiet time (5 s) and wait for the shore's BatchAck (3 minutes, floored
+at 1.5 s: the machine's own MO-webhook-ingest-MT round trip); the SBD mailbox check (30
+s, floored at 0.5 s: ring alerts bring the shore's answers); the port link's 5-minute
+poll; the relay's SBD downlink window (an hour, floored at 2 s: the BatchAck must find
+the vessel on SBD). A shorter voyage (``--days``) scales the schedule of outages and port
+days with it (:meth:`Schedule.for_days`).
 
 **The bill, per link** (``links`` in the JSON): ``main`` is the main profile's tariff per
 session over the emulator's count (as the other profiles); ``sbd`` every MO and MT
@@ -107,6 +109,10 @@ PORT_LINK = link_emulator.LinkProfile(
 )
 #: Shortest SBD mailbox check interval in a compressed run (ring alerts do the rest).
 MIN_MAILBOX_POLL_S = 0.5
+#: Shortest wait for the shore's BatchAck over SBD in a compressed run: MO messages to
+#: the webhook, the relay's ingest, its downlink tick, MT messages to the provider, a ring
+#: alert and a mailbox check take about 0.7 s on this machine.
+MIN_SBD_ACK_WAIT_S = 1.5
 #: Shortest relay SBD downlink window in a compressed run: the shore's BatchAck, made a
 #: few tenths of a second after the vessel's batch came in over SBD, must still find it
 #: "on SBD".
@@ -148,7 +154,7 @@ def mixed_tuning(main: str, compression: float, day_s: int) -> Tuning:
         reconnect_cap_s=1800.0 / compression,
         fallback_reconnect_cap_s=300.0 / compression,
         sbd_quiet_s=max(MIN_QUIET_S, 5.0 / compression),
-        sbd_ack_wait_s=base.ack_wait_s,
+        sbd_ack_wait_s=max(MIN_SBD_ACK_WAIT_S, 180.0 / compression),
         sbd_mailbox_poll_s=max(MIN_MAILBOX_POLL_S, 30.0 / compression),
         port_idle_poll_s=PORT_4G.idle_poll_s / compression,
     )
