@@ -65,11 +65,20 @@ delivery receipt for it, yet the sink never saw it) or ``undelivered`` (still on
 at the deadline: on board or at the relay). ``duplicated``: Message-IDs that reached the
 sink more than once. The benchmark exits 1 if anything was lost or duplicated.
 
+**The mixed profile** (``--profile mixed``, run only when named; issue 25): the main link
+(``--mixed-main``, Certus by default) with scheduled outages, the Iridium SBD fallback over
+the emulated modem and the fake RockBLOCK provider into the relay's webhook, and the last
+days in port on a 4G link; its row has every key above (``billed_bytes`` and
+``sessions`` over the three links, no idle month) and its bill per link, cost in US
+dollars, latency per class (family, grievance, SOS) and ``never_arrived``
+(:mod:`benchmarks.e2e_mixed`).
+
 Usage::
 
     python benchmarks/e2e.py                      # table, 30-day month in ~6 min a profile
     python benchmarks/e2e.py --json --days 3 --minutes 0.6   # a quicker, smaller run
     python benchmarks/e2e.py --profile vsat --minutes 30     # closer to a real month's sessions
+    python benchmarks/e2e.py --profile mixed      # outages, SBD and port: ~9 wall minutes
 """
 
 from __future__ import annotations
