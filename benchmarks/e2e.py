@@ -65,11 +65,20 @@ delivery receipt for it, yet the sink never saw it) or ``undelivered`` (still on
 at the deadline: on board or at the relay). ``duplicated``: Message-IDs that reached the
 sink more than once. The benchmark exits 1 if anything was lost or duplicated.
 
+**The mixed profile** (``--profile mixed``, run only when named; issue 25): the main link
+(``--mixed-main``, Certus by default) with scheduled outages, the Iridium SBD fallback over
+the emulated modem and the fake RockBLOCK provider into the relay's webhook, and the last
+days in port on a 4G link; its row has every key above (``billed_bytes`` and
+``sessions`` over the three links, no idle month) and its bill per link, cost in US
+dollars, latency per class (family, grievance, SOS) and ``never_arrived``
+(:mod:`benchmarks.e2e_mixed`).
+
 Usage::
 
     python benchmarks/e2e.py                      # table, 30-day month in ~6 min a profile
     python benchmarks/e2e.py --json --days 3 --minutes 0.6   # a quicker, smaller run
     python benchmarks/e2e.py --profile vsat --minutes 30     # closer to a real month's sessions
+    python benchmarks/e2e.py --profile mixed      # outages, SBD and port: ~9 wall minutes
 """
 
 from __future__ import annotations
@@ -84,7 +93,7 @@ import sqlite3
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -125,6 +134,8 @@ MESSAGE_ID = "<1.{seq}@relay.demo.example>"
 #: The shortest downlink drain quiet time in a compressed run: Mosquitto hands a
 #: reconnecting vessel its queued messages within a few milliseconds on loopback.
 MIN_QUIET_S = 0.05
+#: The profile with every way out (``benchmarks/e2e_mixed.py``).
+MIXED = "mixed"
 #: Columns of the table (the JSON carries these and more).
 COLUMNS = (
     "messages",
@@ -254,10 +265,15 @@ def grievance_arrivals(days: float, count_per_month: int, seed: int = 11) -> lis
 
 
 async def play(
-    http_url: str, setup: VesselSetup, arrivals: Sequence[Arrival], compression: float
+    http_url: str,
+    setup: VesselSetup,
+    arrivals: Sequence[Arrival],
+    compression: float,
+    on_start: Callable[[], None] | None = None,
 ) -> tuple[list[int], list[Filed]]:
     """Play ``arrivals`` into the agent's HTTP API on the compressed clock; return the
-    outbox numbers of the family messages it accepted and the reports it filed."""
+    outbox numbers of the family messages it accepted and the reports it filed.
+    ``on_start`` is called when the voyage's clock starts (the crew signed in)."""
     accepted: list[int] = []
     filed: list[Filed] = []
     logins = {login.crew: login for login in setup.crew}
@@ -268,6 +284,8 @@ async def play(
             answer.raise_for_status()
             tokens[login.crew] = {"Authorization": f"Bearer {answer.json()['token']}"}
         started = time.monotonic()
+        if on_start is not None:
+            on_start()
         for arrival in arrivals:
             due = (arrival.at - MONTH_START) / compression
             wait = due - (time.monotonic() - started)
@@ -610,7 +628,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="wall minutes after the voyage for what is still on its way",
     )
     parser.add_argument(
-        "--profile", action="append", choices=list(PROFILES), help="only these (repeatable)"
+        "--profile",
+        action="append",
+        choices=[*PROFILES, MIXED],
+        help=(
+            "only these (repeatable); 'mixed': the main link with outages, Iridium SBD and "
+            "port (benchmarks/e2e_mixed.py; not run unless named)"
+        ),
+    )
+    parser.add_argument(
+        "--mixed-main",
+        choices=["iridium-certus", "fleetbroadband"],
+        default="iridium-certus",
+        help="the mixed profile's main link (default iridium-certus)",
     )
     parser.add_argument(
         "--tls",
@@ -657,6 +687,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f" ({'TLS' if arguments.tls else 'plain MQTT'})",
                 file=sys.stderr,
             )
+            if name == MIXED:
+                report[name] = run_mixed_profile(arguments, Path(work) / name)
+                continue
             row = asyncio.run(
                 run_profile(
                     name,
@@ -686,10 +719,40 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps({"profiles": report}, indent=2))
     else:
         print_table(report)
-    broken = {n: r for n, r in report.items() if r["lost"] or r["duplicated"]}
+        if MIXED in report:
+            from benchmarks.e2e_mixed import print_mixed_tables
+
+            print_mixed_tables(report[MIXED])
+    broken = {
+        n: r for n, r in report.items() if r["lost"] or r["duplicated"] or r.get("never_arrived")
+    }
     for name, row in broken.items():
-        print(f"e2e: {name}: {row['lost']} lost, {row['duplicated']} duplicated", file=sys.stderr)
+        print(
+            f"e2e: {name}: {row['lost']} lost, {row['duplicated']} duplicated"
+            + (f", {row['never_arrived']} never arrived" if "never_arrived" in row else ""),
+            file=sys.stderr,
+        )
     return 1 if broken else 0
+
+
+def run_mixed_profile(arguments: argparse.Namespace, workdir: Path) -> dict[str, object]:
+    """The mixed profile's row (``benchmarks/e2e_mixed.py``); it has no idle month (its
+    main link's is that profile's own row)."""
+    from benchmarks.e2e_mixed import run_mixed
+
+    row = asyncio.run(
+        run_mixed(
+            arguments.mixed_main,
+            arguments.days,
+            arguments.minutes,
+            workdir,
+            arguments.drain_minutes,
+            tls=arguments.tls,
+            grievances=arguments.grievances,
+        )
+    )
+    row["idle_billed_bytes_per_month"] = None
+    return row
 
 
 if __name__ == "__main__":

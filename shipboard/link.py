@@ -595,6 +595,9 @@ async def run_link(
     fallback: SbdCarrier | None = None,
     fallback_settings: LinkSettings | None = None,
     port: PortCarrier | None = None,
+    reconnect_base_s: float = 15.0,
+    reconnect_cap_s: float = 1800.0,
+    fallback_reconnect_cap_s: float = 300.0,
 ) -> None:
     """Run the link until ``stopping`` is set: release the grievance lane's ended periods,
     plan, maybe run a session, sleep, repeat.
@@ -627,6 +630,11 @@ async def run_link(
     month (the provider's billing month, and the sessions log's): it starts from the
     sessions recorded this month (:func:`billed_so_far`), so a restart does not forget
     what was spent, and grows by each session's estimate as it ends.
+
+    A failed session on the main link is tried again after :func:`reconnect_delay_s` with
+    ``reconnect_base_s`` and ``reconnect_cap_s`` (15 s doubling up to 30 minutes); a failed
+    SBD session up to ``fallback_reconnect_cap_s`` (5 minutes). A time-compressed run
+    (``benchmarks/e2e.py``) divides them like every other clock.
     """
     log_of_sessions = sessions if sessions is not None else sessions_log_of(outbox)
     settings = link_settings or LinkSettings.from_config(config)
@@ -772,7 +780,9 @@ async def run_link(
                 except (LinkDown, OutboxUnavailable) as exc:
                     fb_failures += 1
                     stats.failures += 1
-                    delay = reconnect_delay_s(fb_failures, rng, cap_s=300.0)
+                    delay = reconnect_delay_s(
+                        fb_failures, rng, base_s=reconnect_base_s, cap_s=fallback_reconnect_cap_s
+                    )
                     fb_backoff_until = clock() + delay
                     log.warning("sbd session failed (%s); next try in %.0f s", exc, delay)
                     await _record_session(
@@ -829,7 +839,9 @@ async def run_link(
             except (LinkDown, OutboxUnavailable) as exc:
                 failures += 1
                 stats.failures += 1
-                delay = reconnect_delay_s(failures, rng)
+                delay = reconnect_delay_s(
+                    failures, rng, base_s=reconnect_base_s, cap_s=reconnect_cap_s
+                )
                 backoff_until = clock() + delay
                 main.failed(started_at)
                 log.warning("session failed (%s); next try in %.0f s", exc, delay)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import itertools
 import secrets
 from pathlib import Path
 from typing import Any
@@ -173,6 +174,61 @@ async def test_paused_main_link_sos_and_report_go_over_sbd_family_waits(
         fallback=fallback,
     )
     assert main_offers == [(family.message_seq,)]
+
+
+@pytest.mark.parametrize(("base_s", "cap_s"), [(15.0, 1800.0), (0.5, 4.0)])
+async def test_failed_sessions_are_tried_again_on_the_backoff_given(
+    tmp_path: Path,
+    outbox: Outbox,
+    crew: Crew,
+    codebook: Codebook,
+    vessel_key: SigningKey,
+    shore_key: SigningKey,
+    base_s: float,
+    cap_s: float,
+) -> None:
+    """The satellite is gone and a message home is due: the link tries again after a
+    backoff that doubles from ``reconnect_base_s`` up to ``reconnect_cap_s`` (15 s to 30
+    minutes by default; a time-compressed benchmark divides both), jittered between half
+    and all of it."""
+    outbox.accept_message(
+        crew=crew.member.crew,
+        contact=crew.mother.contact,
+        lang=Language.MYA,
+        now=NOW,
+        quota_bytes=1 << 20,
+        body="မင်္ဂလာပါ အမေ",
+    )
+    config = config_for(tmp_path, shore_key)
+    settings = LinkSettings.from_config(config, profile=VSAT)
+    clock = FakeClock(NOW)
+    stopping = asyncio.Event()
+    attempts: list[float] = []
+
+    async def runner(*args: Any, **kwargs: Any) -> SessionReport:
+        attempts.append(clock())
+        if len(attempts) == 12:
+            stopping.set()
+        raise LinkDown("the satellite is gone")
+
+    await run_link(
+        config=config,
+        outbox=outbox,
+        signing_key=vessel_key,
+        codebook=codebook,
+        stopping=stopping,
+        doorbell=asyncio.Event(),
+        clock=clock,
+        link_settings=settings,
+        session_runner=runner,
+        timers=clock,
+        reconnect_base_s=base_s,
+        reconnect_cap_s=cap_s,
+    )
+    gaps = [later - earlier for earlier, later in itertools.pairwise(attempts)]
+    for failures, gap in enumerate(gaps, start=1):
+        ceiling = min(cap_s, base_s * 2 ** (failures - 1))
+        assert ceiling / 2 <= gap <= ceiling + 1e-6
 
 
 def _month(now: float) -> int:

@@ -31,7 +31,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import tomli_w
 
@@ -41,7 +41,14 @@ from common.keyfiles import new_signing_key, read_secret, write_secret
 from protocol.languages import Language
 from protocol.signing import SigningKey
 from protocol.union_card import UnionCard
-from shipboard.config import ShipConfig, load_config, ship_document, to_toml, union_table
+from shipboard.config import (
+    PortConfig,
+    ShipConfig,
+    load_config,
+    ship_document,
+    to_toml,
+    union_table,
+)
 from shipboard.crew import CrewRegister
 from shipboard.outbox import Outbox
 from shipboard.profiles import profile_named
@@ -50,6 +57,10 @@ from shore.store import SqliteStore, VesselInfo
 from shore.union.inbox import UnionInbox
 from shore.union.keys import SETTINGS as UNION_SETTINGS
 from shore.union.keys import init_union, load_union
+
+if TYPE_CHECKING:
+    from shipboard.links import PortCarrier
+    from shipboard.transport import LinkSettings
 
 logger = logging.getLogger(__name__)
 
@@ -148,6 +159,25 @@ class Tuning:
     #: How long a silence ends a session's downlink drain (None: from the link profile,
     #: four one-way latencies plus half a second; a time-compressed run shortens it).
     downlink_quiet_s: float | None = None
+    #: The main link counts as down after this many seconds of failed sessions (None:
+    #: ``[sbd] after_down_minutes``); a time-compressed run divides it.
+    after_down_s: float | None = None
+    #: The link loop's reconnect backoff after failed sessions (None: ``run_link``'s, 15 s
+    #: doubling up to 30 minutes on the main link, 5 minutes on SBD).
+    reconnect_base_s: float | None = None
+    reconnect_cap_s: float | None = None
+    fallback_reconnect_cap_s: float | None = None
+    #: An SBD session's downlink drain quiet time and wait for the shore's BatchAck, and
+    #: the SBD link's mailbox check interval (None: ``run_link``'s and ``SbdCarrier``'s).
+    sbd_quiet_s: float | None = None
+    sbd_ack_wait_s: float | None = None
+    sbd_mailbox_poll_s: float | None = None
+    #: The port link's idle poll (None: ``shipboard.links.PORT_4G``'s five minutes).
+    port_idle_poll_s: float | None = None
+    #: Where the port carrier reads ``[port] interface``'s operstate (None: the system's
+    #: ``/sys/class/net``): a directory ``NAME/operstate`` whose contents a benchmark
+    #: switches between "up" and "down" to bring the vessel into port and out again.
+    port_sysfs: str | None = None
 
     def save(self, path: Path) -> None:
         """Write as JSON."""
@@ -177,15 +207,81 @@ class Tuning:
             resend_after_s=self.resend_after_s,
         )
         options: dict[str, object] = {"link_settings": settings, "scheduler_settings": scheduler}
+        tls_context = None
         if config.shore.tls and self.tls_ticket_max_age_s is not None:
             from shipboard.mqtt_link import client_tls_context
 
-            options["tls_context"] = client_tls_context(
+            tls_context = client_tls_context(
                 config.shore.ca_file,
                 config.shore.tls_minimum,
                 ticket_max_age_s=self.tls_ticket_max_age_s,
             )
+            options["tls_context"] = tls_context
+        for name in ("reconnect_base_s", "reconnect_cap_s", "fallback_reconnect_cap_s"):
+            if getattr(self, name) is not None:
+                options[name] = getattr(self, name)
+        if self.after_down_s is not None:
+            from shipboard.links import MqttCarrier
+
+            options["main"] = MqttCarrier(
+                settings,
+                tls_context=tls_context,
+                paused=lambda: config.link.paused,
+                after_down_s=self.after_down_s,
+            )
+        if config.sbd is not None:
+            options.update(self._sbd_options(config.sbd.device, settings))
+        if config.port is not None and self.port_sysfs is not None:
+            options["port"] = self._port_carrier(config, config.port, Path(self.port_sysfs))
         return options
+
+    def _sbd_options(self, device: str, settings: LinkSettings) -> dict[str, object]:
+        """``fallback`` and ``fallback_settings`` for ``[sbd] device`` with this tuning's
+        waits."""
+        from shipboard.links import IRIDIUM_SBD, SbdCarrier
+        from shipboard.sbd_modem import SbdModem
+
+        options: dict[str, object] = {}
+        if self.sbd_mailbox_poll_s is not None:
+            options["fallback"] = SbdCarrier(
+                lambda: SbdModem(device), mailbox_poll_s=self.sbd_mailbox_poll_s
+            )
+        if self.sbd_quiet_s is not None or self.sbd_ack_wait_s is not None:
+            options["fallback_settings"] = replace(
+                settings,
+                profile=IRIDIUM_SBD,
+                downlink_quiet_s=5.0 if self.sbd_quiet_s is None else self.sbd_quiet_s,
+                ack_wait_s=180.0 if self.sbd_ack_wait_s is None else self.sbd_ack_wait_s,
+            )
+        return options
+
+    def _port_carrier(self, config: ShipConfig, port: PortConfig, sysfs: Path) -> PortCarrier:
+        """The port carrier of ``[port]``, its reach read under ``sysfs``."""
+        from shipboard.link import LinkSettings
+        from shipboard.links import PORT_4G, PortCarrier, interface_up
+        from shipboard.mqtt_link import client_tls_context
+
+        profile = PORT_4G
+        if self.port_idle_poll_s is not None:
+            profile = replace(PORT_4G, idle_poll_s=self.port_idle_poll_s)
+        settings = LinkSettings.from_config(
+            config,
+            host=port.host,
+            port=port.port,
+            profile=profile,
+            ack_wait_s=self.ack_wait_s,
+            min_timeout_s=self.min_timeout_s,
+            downlink_quiet_s=self.downlink_quiet_s,
+        )
+        tls = None
+        if port.tls:
+            tls = client_tls_context(
+                config.shore.ca_file,
+                config.shore.tls_minimum,
+                ticket_max_age_s=self.tls_ticket_max_age_s,
+            )
+        interface = port.interface
+        return PortCarrier(settings, lambda: interface_up(interface, sysfs), tls_context=tls)
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,12 +323,18 @@ def prepare_vessel(
     tuning: Tuning,
     username: str | None = None,
     ca_file: Path | None = None,
+    sbd_device: str | None = None,
+    port_broker_url: str | None = None,
+    port_interface: str = "vrport0",
 ) -> VesselSetup:
     """Write ship.toml, a vessel key and tuning.json; register the crew and contacts.
 
     ``shore_public_key`` is the relay's (:attr:`RelaySetup.shore_public_key`) and ``union``
     the card of the union grievances are sealed to (:func:`prepare_union`). Run again on
     the same directory, it keeps the vessel key and the outbox and gives the crew new PINs.
+    ``sbd_device``: the SBD modem's serial port (``[sbd] device``; an emulated modem's
+    pty); ``port_broker_url``: the broker as reached in port (``[port] broker``, with
+    ``port_interface`` as its interface).
     """
     data_dir.mkdir(parents=True, exist_ok=True)
     languages = tuple(language.code for language in union.languages) or ("eng",)
@@ -256,6 +358,10 @@ def prepare_vessel(
     # tuning.slot_period_s.
     document["grievances"]["slot_period_s"] = tuning.slot_period_s
     document["intake"].update(http_port=http_port, smtp_port=smtp_port)
+    if sbd_device is not None:
+        document["sbd"] = {"device": sbd_device}
+    if port_broker_url is not None:
+        document["port"] = {"broker": port_broker_url, "interface": port_interface}
     config_path = data_dir / "ship.toml"
     config_path.write_text(to_toml(document), encoding="utf-8")
     config = load_config(config_path)
@@ -378,6 +484,28 @@ def prepare_union(directory: Path, *, relay_url: str = "http://127.0.0.1:8040") 
 
 
 @dataclass(frozen=True, slots=True)
+class RelaySbd:
+    """The relay's SBD door for a demo or benchmark (``[sbd]`` in relay.toml): where its
+    MO webhook listens, the fake provider's MT API and account, each modem's vessel."""
+
+    webhook_port: int
+    provider_url: str
+    username: str
+    password: str = field(repr=False)
+    webhook_secret: str = field(repr=False)
+    #: IMEI (15 digits) -> vessel id.
+    vessels: dict[str, int] = field(default_factory=dict)
+    downlink_window_s: float = 3600.0
+
+
+def _write_private(path: Path, text: str) -> None:
+    """``text`` in a 0600 file (replaced if there)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text + "\n")
+
+
+@dataclass(frozen=True, slots=True)
 class RelaySetup:
     """A prepared relay: its config file, data directory and public key (hex)."""
 
@@ -395,8 +523,10 @@ def prepare_relay(
     smtp_port: int,
     fast: bool,
     slot_period_s: int = DEMO_SLOT_PERIOD_S,
+    sbd: RelaySbd | None = None,
 ) -> RelaySetup:
-    """Write relay.toml (SQLite store, delivery to the SMTP sink) and the relay's keys.
+    """Write relay.toml (SQLite store, delivery to the SMTP sink) and the relay's keys;
+    with ``sbd``, the relay's ``[sbd]`` section and its two secret files.
 
     Run again on the same directory, it keeps the keys and the store.
     """
@@ -439,6 +569,17 @@ def prepare_relay(
             "reply_key": "reply.key",
         },
     }
+    if sbd is not None:
+        for name, text in (("sbd.secret", sbd.webhook_secret), ("sbd.password", sbd.password)):
+            _write_private(data_dir / name, text)
+        document["sbd"] = {
+            "enabled": True,
+            "webhook_port": sbd.webhook_port,
+            "provider_url": sbd.provider_url,
+            "username": sbd.username,
+            "vessels": [f"{imei}={vessel}" for imei, vessel in sorted(sbd.vessels.items())],
+            "downlink_window_s": sbd.downlink_window_s,
+        }
     config_path.write_text(
         "# vessel-relay demo relay, written by vessel-relay's demo (timing tuned for a demo)\n"
         + tomli_w.dumps(document),

@@ -8,6 +8,18 @@ process), and the relay delivers family mail to a :class:`MaildirSink` (in this 
     agent 1 ─▶ link 1 ─┐
     agent 2 ─▶ link 2 ─┴▶ Mosquitto ◀─ relay ─▶ SMTP sink (Maildir)
 
+With ``sbd``, each vessel also has an Iridium SBD modem (:class:`~vessel_relay.
+sbd_emulator.ModemEmulator` on a pty, its ``[sbd] device``) whose gateway is a fake
+RockBLOCK provider (:class:`shore.fake_rockblock.FakeRockBlock`, in this process) posting
+MO messages to the relay's SBD webhook and taking its MT messages. With ``port_profile``,
+each vessel also has a port link (``[port]``: a second link emulator to the same broker),
+in reach while :meth:`Vessel.set_in_port` says so (the agent reads the interface's
+operstate under the tuning's ``port_sysfs``, a directory of this run)::
+
+    agent ─▶ pty ─▶ modem emulator ─▶ fake provider ─▶ relay's SBD webhook (MO)
+                                     ◀──────────────── relay's MT sender
+    agent ─▶ port link ─▶ Mosquitto
+
 A "power cut" on an agent is a SIGKILL followed by restoring its data directory to what
 was fsynced: the chaos suite starts agents with ``agent_environment`` set to preload the
 power-cut shim (``tests/kit/powercut``), which keeps that durable image. Without the shim,
@@ -19,19 +31,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import secrets
 import signal
 import sqlite3
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from protocol.languages import Language
+from shore.fake_rockblock import FakeRockBlock
+from shore.sbd import MO_WEBHOOK_PATH
 from vessel_relay import link_emulator
 from vessel_relay.demo.brokers import MosquittoBroker, free_port, wait_listening
 from vessel_relay.demo.setup import (
+    RelaySbd,
     RelaySetup,
     Tuning,
     VesselSetup,
@@ -43,6 +59,7 @@ from vessel_relay.demo.setup import (
 )
 from vessel_relay.demo.sinks import MaildirSink
 from vessel_relay.demo.tls import DEPLOYED_KEY_TYPE, KeyType, make_broker_tls
+from vessel_relay.sbd_emulator import ModemEmulator
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -93,6 +110,24 @@ class Child:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
 
+#: The port link's interface name in the demo vessels' ``[port]``.
+PORT_INTERFACE = "vrport0"
+
+
+def write_operstate(sysfs: Path, interface: str, state: str) -> None:
+    """Write ``sysfs/interface/operstate`` (``/sys/class/net``'s layout) atomically."""
+    directory = sysfs / interface
+    directory.mkdir(parents=True, exist_ok=True)
+    staged = directory / "operstate.new"
+    staged.write_text(state + "\n", encoding="ascii")
+    os.replace(staged, directory / "operstate")
+
+
+def imei_for(vessel_id: int) -> str:
+    """The emulated SBD modem's IMEI for a demo vessel (15 digits)."""
+    return f"300234010{vessel_id:06d}"
+
+
 def power_cut_files(data_dir: Path) -> None:
     """What a power cut leaves of the outbox once the process is dead: the -shm index is
     shared memory in all but name, so it goes (SQLite rebuilds it from the WAL)."""
@@ -108,10 +143,23 @@ class Vessel:
     setup: VesselSetup
     agent: Child
     link: link_emulator.LinkEmulator
+    #: The emulated SBD modem (``ProcessSystem.sbd``), its IMEI at the provider.
+    modem: ModemEmulator | None = None
+    #: The port link (``ProcessSystem.port_profile``) and where its reach is written.
+    port_link: link_emulator.LinkEmulator | None = None
+    port_sysfs: Path | None = None
+    port_interface: str = PORT_INTERFACE
 
     @property
     def http_url(self) -> str:
         return f"http://127.0.0.1:{self.setup.http_port}"
+
+    def set_in_port(self, in_reach: bool) -> None:
+        """Bring the vessel into port reach (its port interface up) or out of it, as the
+        agent sees it (the interface's operstate, written whole: never half a word)."""
+        if self.port_sysfs is None:
+            raise RuntimeError("this vessel has no port link (ProcessSystem.port_profile)")
+        write_operstate(self.port_sysfs, self.port_interface, "up" if in_reach else "down")
 
     def outbox_counts(self) -> dict[str, int]:
         """Crew messages home per state, read from the outbox file (read-only, beside the
@@ -164,6 +212,13 @@ class ProcessSystem:
     agent_environment: Callable[[VesselSetup], Mapping[str, str]] | None = None
     """Called once per vessel after its files are prepared and before its agent first
     starts; what it returns is added to that agent's environment on every start."""
+    #: Each vessel gets an emulated SBD modem and the relay its SBD door (module docstring).
+    sbd: bool = False
+    #: The relay's ``[sbd] downlink_window_s`` (a time-compressed run divides it).
+    sbd_downlink_window_s: float = 3600.0
+    #: Each vessel gets a port link shaped so, out of reach until ``set_in_port(True)``.
+    port_profile: link_emulator.LinkProfile | None = None
+    provider: FakeRockBlock | None = None
     broker: MosquittoBroker | None = None
     relay: Child | None = None
     relay_setup: RelaySetup | None = None
@@ -179,6 +234,7 @@ class ProcessSystem:
         await self.broker.start()
         self.sink = MaildirSink(work / "maildir")
         self.sink.start()
+        sbd = await self._start_provider() if self.sbd else None
         self.relay_setup = prepare_relay(
             work / "relay",
             broker_url=self.broker.client_url(),
@@ -187,6 +243,7 @@ class ProcessSystem:
             smtp_port=self.sink.port,
             fast=True,
             slot_period_s=self.tuning.down_period_s or self.tuning.slot_period_s,
+            sbd=sbd,
         )
         union = await asyncio.to_thread(prepare_union, work / "union")
         setups = []
@@ -197,6 +254,19 @@ class ProcessSystem:
             )
             scheme = "mqtts" if broker_tls is not None else "mqtt"
             await self._exit.enter_async_context(link)
+            modem = None
+            if self.provider is not None:
+                modem = self._exit.enter_context(ModemEmulator(self.provider, imei_for(n)))
+            port_link = port_sysfs = None
+            tuning = self.tuning
+            if self.port_profile is not None:
+                port_link = link_emulator.LinkEmulator(
+                    "127.0.0.1", 0, self.broker.host, target_port, self.port_profile, seed=100 + n
+                )
+                await self._exit.enter_async_context(port_link)
+                port_sysfs = work / f"vessel-{n}-net"
+                write_operstate(port_sysfs, PORT_INTERFACE, "down")
+                tuning = replace(tuning, port_sysfs=str(port_sysfs))
             setup = await asyncio.to_thread(
                 prepare_vessel,
                 work / f"vessel-{n}",
@@ -208,8 +278,13 @@ class ProcessSystem:
                 crew=numbered_crew(self.crew_per_vessel, n, self.crew_languages),
                 http_port=free_port(),
                 smtp_port=free_port(),
-                tuning=self.tuning,
+                tuning=tuning,
                 ca_file=broker_tls.ca_file if broker_tls is not None else None,
+                sbd_device=modem.device if modem is not None else None,
+                port_broker_url=(
+                    None if port_link is None else f"{scheme}://{port_link.host}:{port_link.port}"
+                ),
+                port_interface=PORT_INTERFACE,
             )
             setups.append(setup)
             agent = Child(
@@ -217,7 +292,7 @@ class ProcessSystem:
                 work / f"agent-{n}.log",
                 env=dict(self.agent_environment(setup)) if self.agent_environment else {},
             )
-            self.vessels.append(Vessel(setup, agent, link))
+            self.vessels.append(Vessel(setup, agent, link, modem, port_link, port_sysfs))
         await register_vessels(self.relay_setup, setups)
         self.relay = Child(
             [
@@ -233,6 +308,30 @@ class ProcessSystem:
         await self.wait_subscribed(self.relay)
         for vessel in self.vessels:
             await self.start_agent(vessel)
+
+    async def _start_provider(self) -> RelaySbd:
+        """Start the fake SBD provider (posting to the relay's webhook, which listens once
+        the relay runs); the relay's ``[sbd]`` for it."""
+        webhook_port = free_port()
+        secret = secrets.token_hex(16)
+        password = secrets.token_hex(12)
+        vessels = {imei_for(n): n for n in range(1, self.vessel_count + 1)}
+        self.provider = FakeRockBlock(
+            f"http://127.0.0.1:{webhook_port}{MO_WEBHOOK_PATH}?secret={secret}",
+            set(vessels),
+            username="demo-relay",
+            password=password,
+        )
+        await self.provider.start()
+        return RelaySbd(
+            webhook_port=webhook_port,
+            provider_url=self.provider.base_url,
+            username="demo-relay",
+            password=password,
+            webhook_secret=secret,
+            vessels=vessels,
+            downlink_window_s=self.sbd_downlink_window_s,
+        )
 
     async def wait_subscribed(self, relay: Child, timeout_s: float = 60.0) -> None:
         """Wait until ``relay`` (just started) has subscribed to the vessels' uplinks, as
@@ -263,6 +362,8 @@ class ProcessSystem:
         if self.relay is not None:
             await asyncio.to_thread(self.relay.stop)
         await self._exit.aclose()
+        if self.provider is not None:
+            await self.provider.stop()
         if self.broker is not None:
             await self.broker.stop()
         if self.sink is not None:
