@@ -96,7 +96,7 @@ def test_config_defaults_and_errors_name_file_key_and_fix(tmp_path: Path) -> Non
         "[mqtt]\nprotocol = '4'\n": "[mqtt] protocol",
         "[store]\nbackend = 'postgres'\n": "dsn is empty",
         "[nope]\n": "unknown section [nope]",
-        "[relay]\nevent_loop = 'trio'\n": '[relay] event_loop = \'trio\': expected "uvloop"',
+        "[relay]\nevent_loop = 'trio'\n": "[relay] event_loop = 'trio': expected \"uvloop\"",
         "[relay]\ndecode_processes = -1\n": "[relay] decode_processes = -1: expected 0",
     }
     for text, expected in cases.items():
