@@ -209,7 +209,14 @@ class DownlinkStatistics:
 
 
 class Downlink:
-    """Makes and publishes downlink batches; ``await run(publish, stopping, doorbell)``."""
+    """Makes and publishes downlink batches; ``await run(publish, stopping, doorbell)``.
+
+    ``ack_alone(vessel_id)``: whether an acknowledgement owed to that vessel goes first in
+    a batch of its own (a vessel on its SBD fallback, ``shore.sbd.SbdDownlink.
+    on_fallback``: its BatchAck must fit in an MT message even when many receipts wait,
+    or the vessel resends, and pays for, what the shore already has). The items then
+    follow by the usual release rule.
+    """
 
     def __init__(
         self,
@@ -218,7 +225,9 @@ class Downlink:
         codebook: Codebook,
         config: DownlinkConfig | None = None,
         clock: Callable[[], float] = time.time,
+        ack_alone: Callable[[int], bool] | None = None,
     ) -> None:
+        self.ack_alone = ack_alone
         self.store = store
         self.shore_key = shore_key
         self.codebook = codebook
@@ -247,11 +256,28 @@ class Downlink:
         (:func:`protocol.exchange.downlink_release_due`); how many batches were made."""
         made = 0
         max_items = self.config.max_items
+        if self.ack_alone is not None and self.ack_alone(vessel_id):
+            now = self.clock()
+            # no items: a batch only if an acknowledgement is due (and may go now)
+            alone = await self.store.make_downlink_batch(
+                vessel_id, now, self._encoder(vessel_id, now), 0
+            )
+            if alone is not None:
+                made += 1
+                self.stats.batches_made += 1
+                with batch_scope(vessel_id, alone.downlink_seq, "d"):
+                    log.info(
+                        "vessel %d downlink batch %d made: its acknowledgement alone, %d bytes",
+                        vessel_id,
+                        alone.downlink_seq,
+                        len(alone.data),
+                    )
+        continuing = False  # after a batch of items, the rest of the release goes too
         while True:
             now = self.clock()
             try:
                 batch = await self.store.make_downlink_batch(
-                    vessel_id, now, self._encoder(vessel_id, now), max_items, continuing=made > 0
+                    vessel_id, now, self._encoder(vessel_id, now), max_items, continuing=continuing
                 )
             except LimitExceeded:
                 if max_items == 1:
@@ -261,6 +287,7 @@ class Downlink:
             if batch is None:
                 return made
             made += 1
+            continuing = True
             self.stats.batches_made += 1
             with batch_scope(vessel_id, batch.downlink_seq, "d"):
                 log.info(
