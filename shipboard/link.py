@@ -115,6 +115,7 @@ from shipboard.scheduler import plan as make_plan
 from shipboard.session import (
     DownlinkResultLike,
     OutboxPort,
+    SendsOverLinks,
     SessionReport,
     StoredBatchLike,
     VesselSession,
@@ -332,6 +333,7 @@ async def run_session(
         outbox,
         signing_key=signing_key,
         clock=clock,
+        link=settings.profile.name,
     )
     try:
         await link.connect()
@@ -404,6 +406,12 @@ class ReservedOnly:
 
     def mark_sent(self, batch_seq: int, now: float) -> None:
         self._outbox.mark_sent(batch_seq, now)
+
+    def mark_sent_over(self, batch_seq: int, now: float, link: str) -> None:
+        if isinstance(self._outbox, SendsOverLinks):
+            self._outbox.mark_sent_over(batch_seq, now, link)
+        else:
+            self._outbox.mark_sent(batch_seq, now)
 
     def apply_downlink(self, batch: Batch, now: float) -> DownlinkResultLike:
         return self._outbox.apply_downlink(batch, now)

@@ -49,6 +49,7 @@ NEW_SINCE = [
     ("outbox", "0005_lane_items"),
     ("outbox", "0006_voice_notes"),
     ("outbox", "0007_message_subject"),
+    ("outbox", "0008_batch_sends"),
     ("inbox", "0002_lane_blocks"),
     ("inbox", "0003_voice_replies"),
     ("lane", "0001_reservoir"),
