@@ -364,6 +364,14 @@ SESSIONS_LOG = MigrationSet(
             CREATE INDEX link_sessions_month ON link_sessions(month)
             """,
         ),
+        Migration(
+            "0002_budget_bytes",
+            # What a session charged to the owner's monthly budget, in the main link's
+            # billed bytes, where that is not "its billed bytes if it ran on a satellite
+            # link other than SBD" (NULL, every session before): an SBD session that
+            # carried family messages ([sbd] family_after_minutes) charges their share.
+            "ALTER TABLE link_sessions ADD COLUMN budget_bytes INTEGER",
+        ),
     ),
 )
 
