@@ -1413,6 +1413,7 @@ def verify_report(
                 )
             elif seen_batches[batch_seq] != digest:
                 problems.append(f"batch {batch_seq}: the leaf's hash differs from the vessel's")
+        problems += _crew_link_problems(statement)
         quota = {c.crew: c.quota_bytes for c in statement.crew}
     else:
         quota = {}
@@ -1434,6 +1435,38 @@ def verify_report(
     ]
     if report.weekly is not None:
         problems += _weekly_problems(report.month, report.weekly, statement)
+    return problems
+
+
+def _crew_link_problems(statement: AgentStatement) -> list[str]:
+    """Where the statement's bytes per crew member and link contradict its own figures: a
+    crew member it does not list, a link twice, or more text over the links than the crew
+    member sent (the links may show less: batches sent before links were recorded)."""
+    if statement.crew_links is None:
+        return []
+    problems: list[str] = []
+    sent = {c.crew: c.sent_bytes for c in statement.crew}
+    seen: set[tuple[int, str]] = set()
+    over: dict[int, int] = {}
+    for entry in statement.crew_links:
+        if entry.crew not in sent:
+            problems.append(
+                f"the statement counts bytes per link for crew member {entry.crew}, whom it "
+                "does not list"
+            )
+            continue
+        if (entry.crew, entry.profile) in seen:
+            problems.append(
+                f"the statement counts crew member {entry.crew}'s bytes on {entry.profile} twice"
+            )
+        seen.add((entry.crew, entry.profile))
+        over[entry.crew] = over.get(entry.crew, 0) + entry.text_bytes
+    for crew, text_bytes in sorted(over.items()):
+        if text_bytes > sent[crew]:
+            problems.append(
+                f"crew member {crew}: {text_bytes:,} text bytes over the links, more than the "
+                f"{sent[crew]:,} the statement says were sent"
+            )
     return problems
 
 

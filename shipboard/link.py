@@ -764,7 +764,7 @@ async def run_link(
         way = route(
             main=(main.terms, main_state),
             fallback=fallback.terms if fallback is not None else None,
-            port=(port.terms, port_state) if port is not None and port_state else None,
+            port=(port.terms, port_state) if port is not None and port_state is not None else None,
             pending=snapshot.pending,
             now=now,
             main_failing=failures > 0,

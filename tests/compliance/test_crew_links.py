@@ -6,6 +6,7 @@ SOS, grievance reports and lane blocks are attributed to nobody."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -274,3 +275,24 @@ def test_a_statement_without_bytes_per_crew_and_link_still_verifies(tmp_path: Pa
     tampered = AgentStatement.from_obj(obj)
     with pytest.raises(ProtocolError):
         VESSEL_KEY.verify_key.verify(tampered.signed_bytes(), tampered.signature, what="statement")
+
+
+def test_verify_lists_bytes_per_link_that_contradict_the_statement(tmp_path: Path) -> None:
+    """A vessel that signs more text over its links than it says its crew member sent, or
+    bytes for someone not on its list: ``report verify`` names both, though every
+    signature is valid."""
+    month = asyncio.run(_month(tmp_path))
+    entries = month.statement.crew_links or ()
+    inflated = (
+        dataclasses.replace(entries[0], text_bytes=entries[0].text_bytes + 10_000),
+        *entries[1:],
+        CrewLink(999, "port-4g", 1, 1, 1),
+    )
+    statement = dataclasses.replace(month.statement, crew_links=inflated).signed(VESSEL_KEY)
+    report = dataclasses.replace(month.report, statement=statement).signed(SHORE_KEY)
+    problems = verify_report(
+        report, shore_key=SHORE_KEY.verify_key.key, vessel_key=VESSEL_KEY.verify_key.key
+    )
+    assert any(f"crew member {month.crew_a}:" in p and "more than" in p for p in problems), problems
+    assert any("crew member 999, whom it does not list" in p for p in problems), problems
+    assert not any("signature" in p for p in problems)
