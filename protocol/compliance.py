@@ -14,7 +14,10 @@ another:
 - the **agent's statement**, signed with the vessel key: its own figures per crew member
   (offered, sent, delivered, failed, quota granted), the link sessions and bytes, the
   batches the shore acknowledged, and (since report version 3) the weeks in which each
-  crew member signed in on board, which only the vessel can know.
+  crew member signed in on board, which only the vessel can know; optionally the link use
+  per link and each crew member's bytes per link (:class:`CrewLink`: family messages
+  only; SOS, reports and lane blocks are attributed to nobody), fields a statement
+  carries only when measured, so older statements keep verifying.
 
 Beside the Thai rule's test, a report of version 3 shows **weekly access**
 (:class:`WeeklyAccess`, issue 23): for each ISO week of the month (:meth:`Month.weeks`),
