@@ -9,8 +9,11 @@ the vessel knows them; the shore's report puts them in its weekly access, issue 
 the link bytes the vessel pushed (retransmissions included: they cost money) and the link
 sessions the agent recorded (:mod:`shipboard.sessions_log`), each billed and priced under
 the profile of the link it ran on (the main link, the Iridium SBD fallback, the port
-link), in total (``link``) and per link (``links``). Grievance reports and SOS are not
-counted per person; padding and cover bytes are not text.
+link), in total (``link``) and per link (``links``); and per crew member and link
+(``crew_links``, :func:`crew_links_figures`) the text the shore acknowledged over each
+link and their share of its batch and billed bytes, from the link the outbox kept with
+each send. Grievance reports, lane blocks and SOS are not counted per person (nor
+attributed to anyone on a link); padding and cover bytes are not text.
 
 The statement goes to the shore with ``vessel-relay ship report``; the shore's report
 (:mod:`shore.reports`) puts it next to its own figures and lists every disagreement.
@@ -141,8 +144,10 @@ def links_figures(
 ) -> tuple[LinkFigures, ...]:
     """The month's link use per link: one entry per profile name the sessions log holds
     for the month (the main link, ``iridium-sbd``, the port link), each billed under its
-    own tariff (:func:`profile_for`; ``profile`` is the main link's). The vessel does not
-    record which link carried which batch, so ``batch_bytes`` is None in each."""
+    own tariff (:func:`profile_for`; ``profile`` is the main link's). ``batch_bytes`` is
+    None in each: batches sent before the outbox kept the link of each send have none, so
+    a per-link batch total would be short; the crew members' shares per link are in
+    :func:`crew_links_figures`."""
     recorded = _sessions_of(outbox, sessions).sessions_in(month)
     return tuple(
         _link_figures(priced, None)
