@@ -36,7 +36,7 @@ from shipboard.profiles import IRIDIUM_CERTUS, VSAT
 from shipboard.report import build_statement
 from shipboard.sbd_modem import SbdModem
 from shipboard.session import SessionReport
-from shipboard.sessions_log import SessionsLog
+from shipboard.sessions_log import LinkSession, SessionOutcome, SessionsLog
 from shipboard.transport import LinkDown, LinkSettings
 from tests.kit.clock import FakeClock
 from tests.kit.model_shore import NOW, ModelShore
@@ -328,3 +328,43 @@ async def test_with_the_option_on_a_paused_main_link_still_holds_messages_home(
     assert outcome.main_offers == []
     assert state(outbox, home) == "accepted"
     assert outcome.stats.billed_this_month_bytes == 0
+
+
+async def test_with_the_budget_spent_a_message_home_waits_and_an_sos_still_leaves(
+    tmp_path: Path,
+    outbox: Outbox,
+    crew: Crew,
+    codebook: Codebook,
+    vessel_key: SigningKey,
+    shore_key: SigningKey,
+) -> None:
+    """family_after_minutes = 30 and the main link down, but the Certus sessions earlier
+    this month spent all but 512 bytes of the owner's 40 MB budget, less than one SBD
+    credit at SBD's price: the two-hour-old message home stays on board (held for the
+    budget); the SOS leaves over SBD all the same (the reserved lane is outside the
+    budget) and charges nothing."""
+    config = _config(tmp_path, shore_key, paused=False)
+    spent = IRIDIUM_CERTUS.billed_bytes(39_999_488)
+    assert config.link.monthly_budget_bytes - spent == 512
+    SessionsLog(outbox).record(
+        LinkSession(
+            started_at=NOW - 3 * HOUR,
+            ended_at=NOW - 3 * HOUR + 600,
+            outcome=SessionOutcome.DONE,
+            uplink_payload_bytes=39_999_488,
+            downlink_payload_bytes=0,
+            overhead_bytes=0,
+            profile=IRIDIUM_CERTUS.name,
+        )
+    )
+    home = _message_home(outbox, crew, NOW - 2 * HOUR)
+    sos = outbox.accept_sos(crew=crew.member.crew, now=NOW, position=(1_300_000, 10_050_000))
+    outcome = await _run(
+        tmp_path, outbox, codebook, vessel_key, shore_key, paused=False, family_after_minutes=30
+    )
+    assert outcome.sbd_sessions == [(sos.message_seq,)]
+    assert state(outbox, sos.message_seq) == "acknowledged"
+    assert state(outbox, home) == "accepted"
+    assert outcome.stats.billed_this_month_bytes == spent
+    sbd = [s for s in SessionsLog(outbox).sessions_in(_month(NOW)) if s.profile == "iridium-sbd"]
+    assert [s.budget_bytes for s in sbd] == [None]
