@@ -14,7 +14,10 @@ another:
 - the **agent's statement**, signed with the vessel key: its own figures per crew member
   (offered, sent, delivered, failed, quota granted), the link sessions and bytes, the
   batches the shore acknowledged, and (since report version 3) the weeks in which each
-  crew member signed in on board, which only the vessel can know.
+  crew member signed in on board, which only the vessel can know; optionally the link use
+  per link and each crew member's bytes per link (:class:`CrewLink`: family messages
+  only; SOS, reports and lane blocks are attributed to nobody), fields a statement
+  carries only when measured, so older statements keep verifying.
 
 Beside the Thai rule's test, a report of version 3 shows **weekly access**
 (:class:`WeeklyAccess`, issue 23): for each ISO week of the month (:meth:`Month.weeks`),
@@ -62,6 +65,7 @@ __all__ = [
     "Cosignature",
     "CrewBytes",
     "CrewLine",
+    "CrewLink",
     "CrewWeeks",
     "Disagreement",
     "EarlierHead",
@@ -650,6 +654,53 @@ class AgentCrew:
         )
 
 
+@dataclass(frozen=True, slots=True, order=True)
+class CrewLink:
+    """One crew member's bytes over one link in a month (the agent's count, issue 25).
+
+    ``text_bytes``: text bytes of their family messages the shore acknowledged, under the
+    link that carried the acknowledged send. ``wire_bytes``: their share of the batch
+    bytes the link carried: each acknowledged batch's bytes (every send counted) split
+    among the messages in it in proportion to their payload bytes (text bytes for family
+    messages), rounded down. ``billed_bytes``: their share of the link's billed bytes, in
+    proportion to ``wire_bytes`` among all batch bytes sent over the link that month,
+    rounded down (None: the link's sessions were not recorded). SOS, grievance reports
+    and lane blocks are attributed to nobody: their shares stay with the link's totals.
+    """
+
+    crew: int
+    profile: str
+    text_bytes: int
+    wire_bytes: int
+    billed_bytes: int | None
+
+    def __post_init__(self) -> None:
+        if min(self.crew, self.text_bytes, self.wire_bytes, self.billed_bytes or 0) < 0:
+            raise ValueError(f"impossible bytes per crew member and link {self}")
+
+    def to_obj(self) -> dict[str, object]:
+        return {
+            "crew": self.crew,
+            "profile": self.profile,
+            "text_bytes": self.text_bytes,
+            "wire_bytes": self.wire_bytes,
+            "billed_bytes": self.billed_bytes,
+        }
+
+    @classmethod
+    def from_obj(cls, obj: object) -> CrewLink:
+        try:
+            return cls(
+                _int(obj, "crew"),
+                _str(obj, "profile"),
+                _int(obj, "text_bytes"),
+                _int(obj, "wire_bytes"),
+                _opt_int(obj, "billed_bytes"),
+            )
+        except ValueError as exc:
+            raise ReportInvalid(str(exc)) from exc
+
+
 @dataclass(frozen=True, slots=True)
 class AgentStatement:
     """The vessel agent's own figures for a month, signed with the vessel key."""
@@ -671,6 +722,10 @@ class AgentStatement:
     #: The month's link use per link (main link, SBD fallback, port link), each under its
     #: own tariff; ``link`` is their total. None: an agent that does not break it down.
     links: tuple[LinkFigures, ...] | None = None
+    #: Each crew member's bytes per link (:class:`CrewLink`), by crew then link; family
+    #: messages only. None: an agent that does not count them (or a statement for a relay
+    #: of the release before them).
+    crew_links: tuple[CrewLink, ...] | None = None
 
     def body_obj(self) -> dict[str, object]:
         return {
@@ -692,7 +747,17 @@ class AgentStatement:
             ),
             # likewise: statements made before the figures per link still verify
             **({} if self.links is None else {"links": [link.to_obj() for link in self.links]}),
+            # likewise for the bytes per crew member and link
+            **(
+                {}
+                if self.crew_links is None
+                else {"crew_links": [entry.to_obj() for entry in self.crew_links]}
+            ),
         }
+
+    def links_of(self, crew: int) -> tuple[CrewLink, ...]:
+        """The crew member's bytes per link (none: not counted, or no link carried theirs)."""
+        return tuple(entry for entry in self.crew_links or () if entry.crew == crew)
 
     def signed_in(self) -> dict[int, tuple[int, ...]] | None:
         """crew -> the weeks they signed in on board (None: not measured)."""
@@ -731,6 +796,11 @@ class AgentStatement:
             (
                 tuple(LinkFigures.from_obj(link) for link in _list(obj, "links"))
                 if isinstance(obj, dict) and "links" in obj
+                else None
+            ),
+            (
+                tuple(CrewLink.from_obj(entry) for entry in _list(obj, "crew_links"))
+                if isinstance(obj, dict) and "crew_links" in obj
                 else None
             ),
         )
@@ -1346,6 +1416,7 @@ def verify_report(
                 )
             elif seen_batches[batch_seq] != digest:
                 problems.append(f"batch {batch_seq}: the leaf's hash differs from the vessel's")
+        problems += _crew_link_problems(statement)
         quota = {c.crew: c.quota_bytes for c in statement.crew}
     else:
         quota = {}
@@ -1367,6 +1438,38 @@ def verify_report(
     ]
     if report.weekly is not None:
         problems += _weekly_problems(report.month, report.weekly, statement)
+    return problems
+
+
+def _crew_link_problems(statement: AgentStatement) -> list[str]:
+    """Where the statement's bytes per crew member and link contradict its own figures: a
+    crew member it does not list, a link twice, or more text over the links than the crew
+    member sent (the links may show less: batches sent before links were recorded)."""
+    if statement.crew_links is None:
+        return []
+    problems: list[str] = []
+    sent = {c.crew: c.sent_bytes for c in statement.crew}
+    seen: set[tuple[int, str]] = set()
+    over: dict[int, int] = {}
+    for entry in statement.crew_links:
+        if entry.crew not in sent:
+            problems.append(
+                f"the statement counts bytes per link for crew member {entry.crew}, whom it "
+                "does not list"
+            )
+            continue
+        if (entry.crew, entry.profile) in seen:
+            problems.append(
+                f"the statement counts crew member {entry.crew}'s bytes on {entry.profile} twice"
+            )
+        seen.add((entry.crew, entry.profile))
+        over[entry.crew] = over.get(entry.crew, 0) + entry.text_bytes
+    for crew, text_bytes in sorted(over.items()):
+        if text_bytes > sent[crew]:
+            problems.append(
+                f"crew member {crew}: {text_bytes:,} text bytes over the links, more than the "
+                f"{sent[crew]:,} the statement says were sent"
+            )
     return problems
 
 

@@ -309,6 +309,11 @@ class SbdConfig:
     device: str
     #: The main link counts as down after this many minutes of failed sessions.
     after_down_minutes: int = DEFAULT_SBD_AFTER_DOWN_MINUTES
+    #: The owner's choice (None, the default: never): a family message that has waited
+    #: this many minutes while the main link is down (not while the owner paused it) may
+    #: go over SBD, billed against the owner's monthly budget at SBD's price
+    #: (``shipboard.links.route``).
+    family_after_minutes: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -727,8 +732,14 @@ def _read_sbd(table: _Table) -> SbdConfig | None:
             f"reports may not wait more than {MAX_SBD_AFTER_DOWN_MINUTES} minutes for a main "
             "link that is down; lower it or remove the line"
         )
+    family_after = table.get("family_after_minutes", int, None)
+    if family_after is not None and family_after <= 0:
+        raise ConfigError(
+            f"{table.where('family_after_minutes')} must be above zero, not {family_after}; "
+            "remove the line to keep family messages off SBD"
+        )
     table.finish()
-    return SbdConfig(device, after)
+    return SbdConfig(device, after, family_after)
 
 
 def _read_voice(table: _Table) -> VoiceConfig:

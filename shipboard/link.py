@@ -76,6 +76,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import random
 import ssl
 import time
@@ -98,7 +99,14 @@ from shipboard.config import ShipConfig
 from shipboard.database import OnDatabase
 from shipboard.downlink import DownlinkOutcome, DownlinkVerdict, apply_downlink_payload
 from shipboard.errors import OutboxUnavailable
-from shipboard.links import IRIDIUM_SBD, Availability, MqttCarrier, PortCarrier, SbdCarrier
+from shipboard.links import (
+    IRIDIUM_SBD,
+    Availability,
+    MqttCarrier,
+    PortCarrier,
+    SbdCarrier,
+    route,
+)
 from shipboard.mqtt_link import MqttLink, ResumingContext, client_tls_context
 from shipboard.outbox import Outbox
 from shipboard.profiles import LinkProfile
@@ -115,6 +123,7 @@ from shipboard.scheduler import plan as make_plan
 from shipboard.session import (
     DownlinkResultLike,
     OutboxPort,
+    SendsOverLinks,
     SessionReport,
     StoredBatchLike,
     VesselSession,
@@ -332,6 +341,7 @@ async def run_session(
         outbox,
         signing_key=signing_key,
         clock=clock,
+        link=settings.profile.name,
     )
     try:
         await link.connect()
@@ -379,6 +389,9 @@ class ReservedOnly:
     def __init__(self, outbox: OutboxPort, link_keys: LinkKeys | None = None) -> None:
         self._outbox = outbox
         self._link_keys = link_keys
+        #: Batches this session made: offered whatever they carry (the loop asked for
+        #: them: family messages the owner let go over SBD, ``[sbd] family_after_minutes``).
+        self._made: set[int] = set()
 
     def unacknowledged_batches(self) -> Sequence[StoredBatchLike]:
         batches = self._outbox.unacknowledged_batches()
@@ -386,13 +399,15 @@ class ReservedOnly:
         if reserved is None:
             return batches
         keep: frozenset[int] = reserved()
-        return tuple(batch for batch in batches if batch.batch_seq in keep)
+        return tuple(
+            batch for batch in batches if batch.batch_seq in keep or batch.batch_seq in self._made
+        )
 
     def make_batch(
         self, message_seqs: Sequence[int], codebook: Codebook, signing_key: SigningKey, now: float
     ) -> tuple[int, bytes]:
         if self._link_keys is not None and isinstance(self._outbox, Outbox):
-            return self._outbox.make_batch(
+            made = self._outbox.make_batch(
                 message_seqs,
                 codebook,
                 signing_key,
@@ -400,10 +415,19 @@ class ReservedOnly:
                 link_keys=self._link_keys,
                 compact_max_bytes=SBD_MO_BYTES,
             )
-        return self._outbox.make_batch(message_seqs, codebook, signing_key, now)
+        else:
+            made = self._outbox.make_batch(message_seqs, codebook, signing_key, now)
+        self._made.add(made[0])
+        return made
 
     def mark_sent(self, batch_seq: int, now: float) -> None:
         self._outbox.mark_sent(batch_seq, now)
+
+    def mark_sent_over(self, batch_seq: int, now: float, link: str) -> None:
+        if isinstance(self._outbox, SendsOverLinks):
+            self._outbox.mark_sent_over(batch_seq, now, link)
+        else:
+            self._outbox.mark_sent(batch_seq, now)
 
     def apply_downlink(self, batch: Batch, now: float) -> DownlinkResultLike:
         return self._outbox.apply_downlink(batch, now)
@@ -525,6 +549,8 @@ async def _record_session(
     report: SessionReport | None,
     overhead_bytes: int,
     log: logging.LoggerAdapter[logging.Logger],
+    *,
+    budget_bytes: int | None = None,
 ) -> None:
     """Keep the session in the sessions log for the monthly report (``report`` None: it
     failed). Without a log (tests' fakes), nothing is kept."""
@@ -538,6 +564,7 @@ async def _record_session(
         downlink_payload_bytes=0 if report is None else report.downlink_payload_bytes,
         overhead_bytes=overhead_bytes,
         profile=profile.name,
+        budget_bytes=budget_bytes,
     )
     try:
         await asyncio.to_thread(sessions.record, session)
@@ -561,10 +588,42 @@ async def billed_so_far(
         return 0
     found = await asyncio.to_thread(log.sessions_in, month.key)
     return sum(
-        profile.billed_bytes(s.link_bytes)
+        s.budget_bytes if s.budget_bytes is not None else profile.billed_bytes(s.link_bytes)
         for s in found
-        if s.outcome is SessionOutcome.DONE and s.profile != IRIDIUM_SBD.name
+        if s.outcome is SessionOutcome.DONE
+        and (s.budget_bytes is not None or s.profile != IRIDIUM_SBD.name)
     )
+
+
+def _budget_on(main_bytes: int, main: LinkProfile, other: LinkProfile) -> int:
+    """The owner's budget left (``main_bytes``, in the main link's billed bytes) as billed
+    bytes of ``other`` at its price (rounded down)."""
+    if main.price_per_mb_usd <= 0 or other.price_per_mb_usd <= 0:
+        return main_bytes
+    return int(main_bytes * main.price_per_mb_usd // other.price_per_mb_usd)
+
+
+def budget_charge(sbd_billed_bytes: int, main: LinkProfile) -> int:
+    """What ``sbd_billed_bytes`` billed on SBD cost the owner's budget, in the main link's
+    billed bytes at the same price (rounded up): the budget counts money, not bytes."""
+    if main.price_per_mb_usd <= 0 or IRIDIUM_SBD.price_per_mb_usd <= 0:
+        return sbd_billed_bytes
+    return math.ceil(sbd_billed_bytes * IRIDIUM_SBD.price_per_mb_usd / main.price_per_mb_usd)
+
+
+def _family_charge(
+    snapshot: Snapshot, sent: Sequence[int], report: SessionReport, main: LinkProfile
+) -> int | None:
+    """The budget an SBD session's family messages cost (None: it carried none): the
+    session's billed bytes on SBD times the family messages' share of the payload bytes
+    it was asked to send, at SBD's price in the main link's billed bytes."""
+    asked = {m.message_seq: m for m in snapshot.pending if m.message_seq in set(sent)}
+    family = sum(m.payload_bytes for m in asked.values() if m.kind not in RESERVED_KINDS)
+    if not family:
+        return None
+    whole = sum(max(1, m.payload_bytes) for m in asked.values())
+    billed = IRIDIUM_SBD.billed_bytes(report.uplink_payload_bytes + report.downlink_payload_bytes)
+    return budget_charge(math.ceil(billed * family / whole), main)
 
 
 def _seqs(held: Sequence[Held], most: int = 10) -> str:
@@ -602,17 +661,24 @@ async def run_link(
     """Run the link until ``stopping`` is set: release the grievance lane's ended periods,
     plan, maybe run a session, sleep, repeat.
 
-    ``main`` is the main link's availability (default: paused while ``[link] paused``,
-    down after 15 minutes of failed sessions). ``fallback`` is the Iridium SBD carrier
-    (None: the vessel has none). While the main link is paused or down, or its last
-    session failed and an SOS waits, the SOS, reports and lane blocks are planned on their
-    own under the SBD tariff and sent over SBD within their targets; family messages wait
-    for the main link (a paused main link opens no session at all). SBD sessions are kept
-    in the sessions log under ``iridium-sbd`` and are not counted against the owner's
-    budget (the reserved lane is outside it). ``fallback_settings``: the SBD sessions'
-    waits (default: a 5 s downlink drain, 180 s for the shore's BatchAck).
+    Which way out each pass uses is decided in one place, :func:`shipboard.links.route`
+    (built on :func:`shipboard.links.choose`, the cheapest available carrier that may
+    carry what waits). ``main`` is the main link's availability (default: paused while
+    ``[link] paused``, down after 15 minutes of failed sessions). ``fallback`` is the
+    Iridium SBD carrier (None: the vessel has none). While the main link is paused or
+    down, or its last session failed and an SOS waits, the SOS, reports and lane blocks
+    are planned on their own under the SBD tariff and sent over SBD within their targets;
+    family messages wait for the main link (a paused main link opens no session at all),
+    unless ``[sbd] family_after_minutes`` is set: then family messages that waited that
+    long while the main link is down (not paused) join the SBD plan, under the crew's
+    quotas and the owner's budget (its remainder converted to SBD billed bytes at SBD's
+    price), and what they cost is charged to the budget (:func:`budget_charge`) and kept
+    with the session. SBD sessions are kept in the sessions log under ``iridium-sbd``; the
+    reserved lane is outside the budget. ``fallback_settings``: the SBD sessions' waits
+    (default: a 5 s downlink drain, 180 s for the shore's BatchAck).
 
-    ``port``: a cheap link in port (4G, Wi-Fi). While it is in reach, the plan is made
+    ``port``: a cheap link in port (4G, Wi-Fi). While it is in reach (and the cheapest
+    available way: a main link priced below it, VSAT, keeps the traffic), the plan is made
     under its tariff and sessions open on it (owner's pause and budget aside: it is not
     the satellite), so everything waiting goes at once and the downlink is drained; its
     sessions are kept in the sessions log under its profile's name and not counted
@@ -665,6 +731,11 @@ async def run_link(
         settings, profile=IRIDIUM_SBD, downlink_quiet_s=5.0, ack_wait_s=180.0
     )
     fb_policy = replace(policy, session_overhead_bytes=0)
+    family_after_s = (
+        60.0 * config.sbd.family_after_minutes
+        if config.sbd is not None and config.sbd.family_after_minutes is not None
+        else None
+    )
     fb_failures = 0
     fb_backoff_until = 0.0
     fb_last_at: float | None = None
@@ -694,8 +765,21 @@ async def run_link(
             log.error("outbox unavailable (%s); link waits %.0f s", exc, outbox_retry_s)
             await _wait_any((stopping,), outbox_retry_s, timers)
             continue
-        if port is not None and port.availability(now) is Availability.UP:
-            stats.in_port = True
+        main_state = main.availability(now)
+        port_state = port.availability(now) if port is not None else None
+        if port is not None:
+            stats.in_port = port_state is Availability.UP
+        way = route(
+            main=(main.terms, main_state),
+            fallback=fallback.terms if fallback is not None else None,
+            port=(port.terms, port_state) if port is not None and port_state is not None else None,
+            pending=snapshot.pending,
+            now=now,
+            main_failing=failures > 0,
+            family_after_s=family_after_s,
+            session_overhead_bytes=policy.session_overhead_bytes,
+        )
+        if port is not None and way.port:
             port_plan = make_plan(
                 replace(snapshot, last_session_at=port_last_at), port.terms.profile, policy, now
             )
@@ -738,24 +822,28 @@ async def run_link(
                     wake_at = min(wake_at, lane.next_release_at())
                 await _wait_any((stopping, doorbell), wake_at - clock(), timers)
                 continue
-        elif port is not None:
-            stats.in_port = False
         plan = make_plan(snapshot, profile, policy, now)
         stats.last_plan = plan
         for reason in (HoldReason.QUOTA, HoldReason.BUDGET):
             held = plan.held_for(reason)
             if held:
                 log.warning("%d messages held (%s): %s", len(held), reason, _seqs(held))
-        main_state = main.availability(now)
-        sos_waiting = any(message.kind == MessageKind.SOS for message in snapshot.pending)
-        if fallback is not None and (
-            main_state is not Availability.UP or (failures > 0 and sos_waiting)
-        ):
+        if fallback is not None and way.fallback:
+            family = frozenset(way.family_on_fallback)
             reserved = replace(
                 snapshot,
-                pending=tuple(m for m in snapshot.pending if m.kind in RESERVED_KINDS),
+                pending=tuple(
+                    m
+                    for m in snapshot.pending
+                    if m.kind in RESERVED_KINDS or m.message_seq in family
+                ),
                 unacknowledged_batches=0,
                 last_session_at=fb_last_at,
+                # family messages on SBD are billed against the owner's budget, at SBD's
+                # price: the budget left, in SBD's billed bytes
+                remaining_budget_bytes=_budget_on(
+                    snapshot.remaining_budget_bytes, profile, IRIDIUM_SBD
+                ),
             )
             fb_plan = make_plan(reserved, IRIDIUM_SBD, fb_policy, now)
             if fb_plan.open_session and fb_plan.send and now >= fb_backoff_until:
@@ -794,8 +882,21 @@ async def run_link(
                 stats.sessions += 1
                 stats.fallback_sessions += 1
                 stats.batches_published += len(report.published)
+                charged = _family_charge(reserved, fb_plan.send, report, profile)
+                if charged is not None:
+                    billed[month] = billed.get(month, 0) + charged
+                    stats.estimated_billed_bytes += charged
+                    stats.billed_this_month_bytes = billed[month]
+                    log.info("sbd session carried family messages: %d B of budget", charged)
                 await _record_session(
-                    log_of_sessions, IRIDIUM_SBD, started_at, clock(), report, 0, log
+                    log_of_sessions,
+                    IRIDIUM_SBD,
+                    started_at,
+                    clock(),
+                    report,
+                    0,
+                    log,
+                    budget_bytes=charged,
                 )
                 continue
             if fb_plan.open_session and not fb_plan.send:

@@ -12,8 +12,11 @@ switch off: ``shipboard.config`` refuses it).
 
 :func:`choose` is pure: given the carriers' terms and availability and what is to be
 sent, the cheapest available carrier that may carry all of it, the main link first when
-prices tie. With the main link paused or down past ``[sbd] after_down_minutes``, SOS,
-reports and lane blocks take the fallback; family messages wait for the main link.
+prices tie. :func:`route` is the link loop's one rule built on it: everything on the
+cheapest way (the port link in port), SOS, reports and lane blocks on the fallback while
+the main link is paused or down past ``[sbd] after_down_minutes``; family messages wait
+for the main link or the port link unless the owner set ``[sbd] family_after_minutes``,
+and then go over SBD only while the main link is down, not while it is paused.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from __future__ import annotations
 import math
 import ssl
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Protocol
@@ -36,6 +39,7 @@ from shipboard.mqtt_link import MqttLink
 from shipboard.profiles import LinkProfile
 from shipboard.sbd_link import SBD_CREDIT_BYTES, SbdLink, SbdStatistics
 from shipboard.sbd_modem import SbdModem
+from shipboard.scheduler import PendingLike
 from shipboard.states import RESERVED_KINDS, MessageKind
 from shipboard.transport import Link, LinkSettings
 
@@ -47,9 +51,12 @@ __all__ = [
     "LinkTerms",
     "MqttCarrier",
     "PortCarrier",
+    "Route",
     "SbdCarrier",
     "choose",
+    "family_terms",
     "interface_up",
+    "route",
 ]
 
 
@@ -292,6 +299,110 @@ def choose(
         if best is None or cost < best[0] - 1e-12:
             best = (cost, index)
     return None if best is None else best[1]
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """Where the link loop sends what waits now (:func:`route`)."""
+
+    #: The cheap link in port is the cheapest way for everything: the session opens on it.
+    port: bool
+    #: The SBD fallback carries the reserved lane now (SOS, reports, lane blocks).
+    fallback: bool
+    #: Family messages that go over the fallback too (waited past ``[sbd]
+    #: family_after_minutes`` while the main link is down), oldest first.
+    family_on_fallback: tuple[int, ...] = ()
+
+
+def family_terms(sbd: LinkTerms) -> LinkTerms:
+    """The SBD fallback's terms once it may carry family messages too."""
+    return replace(sbd, carries=sbd.carries | {MessageKind.MESSAGE.value})
+
+
+def route(
+    *,
+    main: tuple[LinkTerms, Availability],
+    fallback: LinkTerms | None,
+    port: tuple[LinkTerms, Availability] | None,
+    pending: Sequence[PendingLike],
+    now: float,
+    main_failing: bool,
+    family_after_s: float | None,
+    session_overhead_bytes: int,
+) -> Route:
+    """The link loop's one rule for which way out to use now, made of :func:`choose`.
+
+    - **Everything** that waits (poll and downlink included) goes on the cheapest
+      available carrier that may carry all of it: in port, the port link unless the main
+      link is cheaper still; else the main link while it is up.
+    - **The reserved lane** (SOS, reports, lane blocks) takes SBD when it is the cheapest
+      available way for them: while the main link is paused or down, or while its last
+      session failed and an SOS waits (``main_failing``: the SOS does not wait for the
+      main link to count as down). The owner cannot switch this off.
+    - **Family messages** wait for the main link or the port link, unless the owner set
+      ``[sbd] family_after_minutes`` (``family_after_s``): then those that have waited
+      that long go over SBD while the main link is **down**, never while the owner paused
+      it (a pause is the owner's word that family traffic waits), and only when SBD is the
+      cheapest available way for them. They are billed against the owner's budget.
+    """
+    main_terms, main_state = main
+    sos_waiting = any(m.kind == MessageKind.SOS for m in pending)
+    effective = (
+        Availability.DOWN
+        if main_failing and sos_waiting and main_state is Availability.UP
+        else main_state
+    )
+    carriers: list[tuple[LinkTerms, Availability]] = [(main_terms, effective)]
+    sbd_index = port_index = -1
+    if fallback is not None:
+        sbd_index = len(carriers)
+        carriers.append((fallback, Availability.UP))
+    if port is not None:
+        port_index = len(carriers)
+        carriers.append(port)
+    everything = choose(
+        carriers,
+        {m.kind for m in pending},
+        sum(m.payload_bytes for m in pending),
+        session_overhead_bytes,
+    )
+    if port is not None and everything == port_index:
+        return Route(port=True, fallback=False)
+    if fallback is None:
+        return Route(port=False, fallback=False)
+    reserved = [m for m in pending if m.kind in RESERVED_KINDS]
+    on_fallback = (
+        choose(
+            carriers,
+            {m.kind for m in reserved},
+            sum(m.payload_bytes for m in reserved),
+            session_overhead_bytes,
+        )
+        == sbd_index
+    )
+    family: tuple[int, ...] = ()
+    if family_after_s is not None and main_state is Availability.DOWN:
+        aged = sorted(
+            (
+                m
+                for m in pending
+                if m.kind == MessageKind.MESSAGE and now - m.accepted_at >= family_after_s
+            ),
+            key=lambda m: (m.accepted_at, m.message_seq),
+        )
+        widened = list(carriers)
+        widened[sbd_index] = (family_terms(fallback), Availability.UP)
+        if aged and (
+            choose(
+                widened,
+                {MessageKind.MESSAGE.value},
+                sum(m.payload_bytes for m in aged),
+                session_overhead_bytes,
+            )
+            == sbd_index
+        ):
+            family = tuple(m.message_seq for m in aged)
+    return Route(port=False, fallback=on_fallback or bool(family), family_on_fallback=family)
 
 
 def credits(payload_bytes: int) -> int:

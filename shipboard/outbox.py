@@ -46,6 +46,7 @@ import sqlite3
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import ClassVar, Protocol
 from zoneinfo import ZoneInfo
@@ -296,6 +297,31 @@ class MonthFigures:
     pushed_bytes: int
     #: Days (whole UTC days since 1970) on which a family message or an SOS was accepted.
     active_days: frozenset[int]
+
+
+@dataclass(frozen=True, slots=True)
+class CrewLinkFigures:
+    """Each crew member's family-message bytes per link, as the outbox recorded them
+    (``batch_sends``); links by the profile name of the session (None: a send recorded
+    without one). The rules (:meth:`Outbox.crew_link_figures`):
+
+    - ``text_bytes``: text bytes of the crew member's family messages accepted in the
+      month that the shore acknowledged, under the link of their batch's last send (the
+      send the shore acknowledged). Summed over links it is the crew member's sent bytes,
+      less messages in batches sent before sends were recorded.
+    - ``wire_bytes``: for every send in the month of a batch the shore acknowledged, the
+      batch's bytes split among the messages in it in proportion to their payload bytes
+      (text bytes for a family message, voice bytes for a voice note; the note and sealed
+      bytes for an SOS, a report or a lane block, at least 1 each), each send counted
+      (retransmissions cost). The crew member gets the shares of their family messages;
+      the shares of SOS, reports and lane blocks go to nobody. Exact fractions.
+    - ``sent_bytes``: all bytes sent in the month per link, every batch (acknowledged or
+      not, whatever it carried): what the attributed shares are part of.
+    """
+
+    text_bytes: Mapping[tuple[int, str | None], int]
+    wire_bytes: Mapping[tuple[int, str | None], Fraction]
+    sent_bytes: Mapping[str | None, int]
 
 
 def month_of(now: float, time_zone: ZoneInfo = UTC_ZONE) -> int:
@@ -943,11 +969,16 @@ class Outbox:
             ).fetchall()
         return frozenset(int(row[0]) for row in rows)
 
-    def mark_sent(self, batch_seq: int, now: float) -> None:
-        """Record that the broker took batch ``batch_seq`` (PUBACK): not yet the shore's ack."""
+    def mark_sent(self, batch_seq: int, now: float, *, link: str | None = None) -> None:
+        """Record that the broker took batch ``batch_seq`` (PUBACK): not yet the shore's ack.
+
+        ``link``: the profile name of the link the session ran on (the main link's,
+        ``iridium-sbd``, ``port-4g``); each counted send is kept with it in
+        ``batch_sends`` for the statement's bytes per crew member and link (None: the
+        caller did not say; the statement counts such sends on the main link)."""
         with self.database.transaction("record the send") as db:
             row = db.execute(
-                "SELECT state FROM batches WHERE batch_seq = ?", (batch_seq,)
+                "SELECT state, link_bytes FROM batches WHERE batch_seq = ?", (batch_seq,)
             ).fetchone()
             if row is None:
                 raise KeyError(f"batch {batch_seq} is not in the outbox")
@@ -958,9 +989,18 @@ class Outbox:
                     "WHERE batch_seq = ?",
                     (BatchState.SENT, now, now, batch_seq),
                 )
+                db.execute(
+                    "INSERT INTO batch_sends (batch_seq, sent_at, link, link_bytes) "
+                    "VALUES (?, ?, ?, ?)",
+                    (batch_seq, now, link, int(row[1])),
+                )
             for seq in self._batch_messages(db, batch_seq):
                 self._step(db, seq, MessageEvent.SEND, now)
-        logger.info("batch %d sent", batch_seq)
+        logger.info("batch %d sent over %s", batch_seq, link or "the link")
+
+    def mark_sent_over(self, batch_seq: int, now: float, link: str) -> None:
+        """:meth:`mark_sent` over the link named ``link`` (``shipboard.session``'s call)."""
+        self.mark_sent(batch_seq, now, link=link)
 
     @staticmethod
     def _batch_messages(db: Transaction, batch_seq: int) -> list[int]:
@@ -1377,6 +1417,64 @@ class Outbox:
             active_days=frozenset(int(day) for (day,) in days),
         )
 
+    def crew_link_figures(self, start: float, end: float) -> CrewLinkFigures:
+        """What the statement needs to count each crew member's bytes per link, for the
+        month from ``start`` to ``end`` (see :class:`CrewLinkFigures` for the rules);
+        one read. Only family messages are attributed to a crew member: SOS, grievance
+        reports and lane blocks only weigh in the split of a batch they share."""
+        with self.database.reading() as db:
+            text = db.execute(
+                "SELECT m.crew, (SELECT s.link FROM batch_sends s "
+                "WHERE s.batch_seq = bm.batch_seq ORDER BY s.send DESC LIMIT 1), "
+                "SUM(m.text_bytes) FROM messages m "
+                "JOIN batch_messages bm ON bm.message_seq = m.message_seq "
+                "JOIN batches b ON b.batch_seq = bm.batch_seq "
+                "WHERE m.kind = ? AND m.crew IS NOT NULL AND m.accepted_at >= ? "
+                "AND m.accepted_at < ? AND b.state = ? "
+                "AND EXISTS (SELECT 1 FROM batch_sends s WHERE s.batch_seq = bm.batch_seq) "
+                "GROUP BY 1, 2",
+                (MessageKind.MESSAGE, start, end, BatchState.ACKED),
+            ).fetchall()
+            sends = db.execute(
+                "SELECT s.batch_seq, s.link, SUM(s.link_bytes), b.state = ? FROM batch_sends s "
+                "JOIN batches b ON b.batch_seq = s.batch_seq "
+                "WHERE s.sent_at >= ? AND s.sent_at < ? GROUP BY 1, 2 ORDER BY 1",
+                (BatchState.ACKED, start, end),
+            ).fetchall()
+            acked = sorted({int(row[0]) for row in sends if row[3]})
+            weights: dict[int, list[tuple[int | None, int]]] = {}
+            for chunk_start in range(0, len(acked), 500):
+                chunk = acked[chunk_start : chunk_start + 500]
+                for batch_seq, kind, crew, weight in db.execute(
+                    "SELECT bm.batch_seq, m.kind, m.crew, CASE WHEN m.kind = ? THEN "
+                    "m.text_bytes ELSE COALESCE(LENGTH(CAST(m.body AS BLOB)), 0) "
+                    "+ COALESCE(LENGTH(m.sealed), 0) END FROM batch_messages bm "
+                    "JOIN messages m ON m.message_seq = bm.message_seq "
+                    f"WHERE bm.batch_seq IN ({', '.join('?' * len(chunk))})",
+                    (MessageKind.MESSAGE, *chunk),
+                ):
+                    family = kind == MessageKind.MESSAGE and crew is not None
+                    weights.setdefault(int(batch_seq), []).append(
+                        (int(crew) if family else None, max(1, int(weight or 0)))
+                    )
+        wire: dict[tuple[int, str | None], Fraction] = {}
+        sent: dict[str | None, int] = {}
+        for batch_seq, link, link_bytes, is_acked in sends:
+            sent[link] = sent.get(link, 0) + int(link_bytes)
+            parts = weights.get(int(batch_seq), []) if is_acked else []
+            whole = sum(weight for _, weight in parts)
+            for crew, weight in parts:
+                if crew is not None:
+                    key = (crew, link)
+                    wire[key] = wire.get(key, Fraction(0)) + Fraction(
+                        int(link_bytes) * weight, whole
+                    )
+        return CrewLinkFigures(
+            text_bytes={(int(crew), link): int(total) for crew, link, total in text},
+            wire_bytes=wire,
+            sent_bytes=sent,
+        )
+
     def statistics(self) -> OutboxStatistics:
         """Counters for the status page (no content, no names)."""
         with self.database.reading() as db:
@@ -1446,6 +1544,7 @@ __all__ = [
     "QUICK_MESSAGE_BYTES",
     "AcceptedMessage",
     "ContactAnnouncements",
+    "CrewLinkFigures",
     "CrewTextBytes",
     "DownlinkInbox",
     "DownlinkResult",

@@ -9,8 +9,11 @@ the vessel knows them; the shore's report puts them in its weekly access, issue 
 the link bytes the vessel pushed (retransmissions included: they cost money) and the link
 sessions the agent recorded (:mod:`shipboard.sessions_log`), each billed and priced under
 the profile of the link it ran on (the main link, the Iridium SBD fallback, the port
-link), in total (``link``) and per link (``links``). Grievance reports and SOS are not
-counted per person; padding and cover bytes are not text.
+link), in total (``link``) and per link (``links``); and per crew member and link
+(``crew_links``, :func:`crew_links_figures`) the text the shore acknowledged over each
+link and their share of its batch and billed bytes, from the link the outbox kept with
+each send. Grievance reports, lane blocks and SOS are not counted per person (nor
+attributed to anyone on a link); padding and cover bytes are not text.
 
 The statement goes to the shore with ``vessel-relay ship report``; the shore's report
 (:mod:`shore.reports`) puts it next to its own figures and lists every disagreement.
@@ -26,20 +29,22 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import time
 from collections.abc import Mapping, Sequence
+from fractions import Fraction
 from pathlib import Path
-from typing import Annotated, Protocol
+from typing import Annotated, Protocol, runtime_checkable
 
 import typer
 
-from protocol.compliance import AgentCrew, AgentStatement, LinkFigures
+from protocol.compliance import AgentCrew, AgentStatement, CrewLink, LinkFigures
 from protocol.months import LOG_ZONE, Month
 from protocol.signing import SigningKey
 from shipboard.crew import CrewMember, CrewRegister
 from shipboard.database import OnDatabase
-from shipboard.outbox import MonthFigures, Outbox
+from shipboard.outbox import CrewLinkFigures, MonthFigures, Outbox
 from shipboard.profiles import LinkProfile
 from shipboard.sessions_log import LinkSession, MonthSessions, SessionsLog, price_by_link
 
@@ -54,6 +59,15 @@ class MonthRecords(Protocol):
 
     def month_figures(self, start: float, end: float) -> MonthFigures:
         """The month's figures, by acceptance time (``Outbox.month_figures``)."""
+        ...
+
+
+@runtime_checkable
+class LinkRecords(Protocol):
+    """The outbox, as the bytes per crew member and link read it."""
+
+    def crew_link_figures(self, start: float, end: float) -> CrewLinkFigures:
+        """``Outbox.crew_link_figures``."""
         ...
 
 
@@ -130,8 +144,10 @@ def links_figures(
 ) -> tuple[LinkFigures, ...]:
     """The month's link use per link: one entry per profile name the sessions log holds
     for the month (the main link, ``iridium-sbd``, the port link), each billed under its
-    own tariff (:func:`profile_for`; ``profile`` is the main link's). The vessel does not
-    record which link carried which batch, so ``batch_bytes`` is None in each."""
+    own tariff (:func:`profile_for`; ``profile`` is the main link's). ``batch_bytes`` is
+    None in each: batches sent before the outbox kept the link of each send have none, so
+    a per-link batch total would be short; the crew members' shares per link are in
+    :func:`crew_links_figures`."""
     recorded = _sessions_of(outbox, sessions).sessions_in(month)
     return tuple(
         _link_figures(priced, None)
@@ -172,6 +188,63 @@ def link_figures(
     )
 
 
+def crew_links_figures(
+    outbox: LinkRecords,
+    month: int,
+    profile: LinkProfile,
+    links: Sequence[LinkFigures],
+    crew: Sequence[int],
+) -> tuple[CrewLink, ...]:
+    """Each crew member's bytes per link in ``month`` (family messages only), for the
+    crew members ``crew`` of the statement, by crew then link name.
+
+    Rules (:class:`protocol.compliance.CrewLink`, :class:`shipboard.outbox.
+    CrewLinkFigures`): text bytes under the link of the acknowledged send; wire bytes are
+    the crew member's share of each acknowledged batch sent over the link in the month,
+    split by payload bytes, rounded down; billed bytes are the link's billed bytes
+    (``links``, from the sessions log) times the crew member's exact wire share over all
+    batch bytes sent on that link in the month, rounded down, so the crew members' sums
+    reconcile with the link's totals up to a byte each, the rest (SOS, reports, lane
+    blocks, contact changes, acknowledgements, batches not acknowledged) attributed to
+    nobody. A send recorded without a link counts on the main link (``profile``).
+    """
+    start, end = Month.from_key(month).bounds_s(LOG_ZONE)
+    found = outbox.crew_link_figures(start, end)
+
+    def name(link: str | None) -> str:
+        return profile.name if link is None else link
+
+    text: dict[tuple[int, str], int] = {}
+    for (member, link), value in found.text_bytes.items():
+        text[(member, name(link))] = text.get((member, name(link)), 0) + value
+    wire: dict[tuple[int, str], Fraction] = {}
+    for (member, link), share in found.wire_bytes.items():
+        wire[(member, name(link))] = wire.get((member, name(link)), Fraction(0)) + share
+    sent: dict[str, int] = {}
+    for link, value in found.sent_bytes.items():
+        sent[name(link)] = sent.get(name(link), 0) + value
+    billed_of = {figures.profile: figures.billed_bytes for figures in links}
+    wanted = set(crew)
+    entries: list[CrewLink] = []
+    for member, link in sorted(set(text) | set(wire)):
+        if member not in wanted:
+            continue
+        share = wire.get((member, link), Fraction(0))
+        billed = billed_of.get(link)
+        entries.append(
+            CrewLink(
+                member,
+                link,
+                text.get((member, link), 0),
+                math.floor(share),
+                None
+                if billed is None or not sent.get(link)
+                else math.floor(share * billed / sent[link]),
+            )
+        )
+    return tuple(entries)
+
+
 def days_active(
     outbox: MonthRecords,
     month: int,
@@ -209,6 +282,7 @@ def build_statement(
     sessions: SessionHistory | None = None,
     sign_in_weeks: bool = True,
     per_link: bool = True,
+    per_crew_link: bool = True,
 ) -> AgentStatement:
     """The agent's signed statement for ``month`` (YYYYMM, UTC).
 
@@ -220,7 +294,9 @@ def build_statement(
     weekly access reads such a statement with its signature intact (it would find the
     signature of one that has them invalid, not knowing the field). ``per_link=False``
     leaves the figures per link (``links``) out, for the same reason: a relay of the
-    release before them.
+    release before them; ``per_crew_link=False`` the bytes per crew member and link
+    (``crew_links``, :func:`crew_links_figures`) likewise. An outbox that does not
+    record its sends per link (a fake) gives no ``crew_links``.
     """
     figures = _figures(outbox, month)
     log = _sessions_of(outbox, sessions)
@@ -250,6 +326,12 @@ def build_statement(
             )
         )
     signed_in = register.signed_in_weeks(Month.from_key(month).weeks())
+    per_link_figures = links_figures(outbox, month, profile, sessions=log)
+    crew_links = (
+        crew_links_figures(outbox, month, profile, per_link_figures, [c.crew for c in crew])
+        if per_crew_link and isinstance(outbox, LinkRecords)
+        else None
+    )
     statement = AgentStatement(
         vessel_id=outbox.vessel_id,
         month=month,
@@ -264,7 +346,8 @@ def build_statement(
         signed_in_weeks=(
             tuple((c.crew, signed_in.get(c.crew, ())) for c in crew) if sign_in_weeks else None
         ),
-        links=links_figures(outbox, month, profile, sessions=log) if per_link else None,
+        links=per_link_figures if per_link else None,
+        crew_links=crew_links,
     ).signed(vessel_key)
     logger.info(
         "agent statement for month %d: %d crew members, %d acknowledged batches",
@@ -292,6 +375,13 @@ def report_command(
         typer.Option(
             help="Include the link figures per link (main link, SBD, port). --no-per-link "
             "for a relay older than them, which cannot verify a statement that has them."
+        ),
+    ] = True,
+    per_crew_link: Annotated[
+        bool,
+        typer.Option(
+            help="Include each crew member's bytes per link. --no-per-crew-link for a "
+            "relay older than them, which cannot verify a statement that has them."
         ),
     ] = True,
 ) -> None:
@@ -326,6 +416,7 @@ def report_command(
             now=time.time(),
             sign_in_weeks=weekly_access,
             per_link=per_link,
+            per_crew_link=per_crew_link,
         )
     finally:
         outbox.close()

@@ -11,7 +11,8 @@ set                repository                      tables
                    CrewRegister`
 ``outbox``         :class:`shipboard.outbox.       ``messages``, ``batches``,
                    Outbox`                         ``batch_messages``, ``downlink_seen``,
-                                                   ``downlink_refused``, ``meta``
+                                                   ``downlink_refused``, ``meta``,
+                                                   ``batch_sends``
 ``inbox``          :class:`shipboard.inbox.Inbox`  ``inbox``, ``reply_seen``
 ``sessions_log``   :class:`shipboard.sessions_log  ``link_sessions``
                    .SessionsLog`
@@ -268,6 +269,25 @@ OUTBOX = MigrationSet(
             # travels as the crew message's subject (protocol.envelopes.CrewMessage).
             "ALTER TABLE messages ADD COLUMN subject TEXT",
         ),
+        Migration(
+            "0008_batch_sends",
+            # One row per send of an uplink batch the broker took (Outbox.mark_sent): when,
+            # over which link (the profile name the session ran under: the main link's,
+            # iridium-sbd, port-4g; NULL when the caller did not say) and its bytes. The
+            # statement attributes each link's bytes to the crew members whose family
+            # messages it carried (shipboard.report). Batches sent before have no rows.
+            """
+            CREATE TABLE batch_sends (
+                send INTEGER PRIMARY KEY AUTOINCREMENT,
+                batch_seq INTEGER NOT NULL REFERENCES batches(batch_seq),
+                sent_at REAL NOT NULL,
+                link TEXT,
+                link_bytes INTEGER NOT NULL
+            );
+            CREATE INDEX batch_sends_batch ON batch_sends(batch_seq);
+            CREATE INDEX batch_sends_sent_at ON batch_sends(sent_at)
+            """,
+        ),
     ),
 )
 
@@ -343,6 +363,14 @@ SESSIONS_LOG = MigrationSet(
             );
             CREATE INDEX link_sessions_month ON link_sessions(month)
             """,
+        ),
+        Migration(
+            "0002_budget_bytes",
+            # What a session charged to the owner's monthly budget, in the main link's
+            # billed bytes, where that is not "its billed bytes if it ran on a satellite
+            # link other than SBD" (NULL, every session before): an SBD session that
+            # carried family messages ([sbd] family_after_minutes) charges their share.
+            "ALTER TABLE link_sessions ADD COLUMN budget_bytes INTEGER",
         ),
     ),
 )

@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, MutableMapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from common.logs import batch_scope
 from protocol.batch import Batch
@@ -46,6 +46,7 @@ from shipboard.errors import NothingToSend
 __all__ = [
     "DownlinkResultLike",
     "OutboxPort",
+    "SendsOverLinks",
     "SessionReport",
     "StoredBatchLike",
     "VesselSession",
@@ -97,6 +98,17 @@ class OutboxPort(Protocol):
         ...
 
 
+@runtime_checkable
+class SendsOverLinks(Protocol):
+    """An outbox that keeps which link carried each send (``shipboard.outbox.Outbox``):
+    the statement's bytes per crew member and link. One without it (a test's fake) is told
+    ``mark_sent`` only."""
+
+    def mark_sent_over(self, batch_seq: int, now: float, link: str) -> None:
+        """``mark_sent``, over the link whose profile is named ``link``."""
+        ...
+
+
 @dataclass(frozen=True, slots=True)
 class SessionReport:
     """What one session did (ids and sizes only)."""
@@ -138,8 +150,11 @@ class VesselSession:
         *,
         signing_key: SigningKey,
         clock: Callable[[], float],
+        link: str | None = None,
     ) -> None:
         self.exchange = VesselExchange(settings)
+        #: The profile name of the link this session runs on (kept with each send).
+        self.link = link
         self.outbox = outbox
         self.signing_key = signing_key
         self.clock = clock
@@ -205,7 +220,10 @@ class VesselSession:
 
     def published(self, batch_seq: int, link_bytes: int, now: float) -> None:
         """The broker took ``batch_seq``: record the send, then go on."""
-        self.outbox.mark_sent(batch_seq, self.clock())
+        if self.link is not None and isinstance(self.outbox, SendsOverLinks):
+            self.outbox.mark_sent_over(batch_seq, self.clock(), self.link)
+        else:
+            self.outbox.mark_sent(batch_seq, self.clock())
         self.exchange.published(batch_seq, now)
         with batch_scope(self.vessel_id, batch_seq):
             self.log.info("batch %d published (%d bytes)", batch_seq, link_bytes)

@@ -49,11 +49,19 @@ class LinkSession:
     downlink_payload_bytes: int
     overhead_bytes: int
     profile: str
+    #: What the session charged to the owner's monthly budget, in the main link's billed
+    #: bytes (None: its billed bytes under the main profile, or nothing for an SBD
+    #: session: the reserved lane is outside the budget). Set for an SBD session that
+    #: carried family messages (``[sbd] family_after_minutes``).
+    budget_bytes: int | None = None
 
     def __post_init__(self) -> None:
         if self.ended_at < self.started_at:
             raise ValueError("a link session cannot end before it starts")
-        if min(self.uplink_payload_bytes, self.downlink_payload_bytes, self.overhead_bytes) < 0:
+        if (
+            min(self.uplink_payload_bytes, self.downlink_payload_bytes, self.overhead_bytes) < 0
+            or (self.budget_bytes or 0) < 0
+        ):
             raise ValueError("a link session cannot carry a negative number of bytes")
         try:
             outcome = SessionOutcome(self.outcome)
@@ -95,8 +103,8 @@ class SessionsLog:
         with self.database.transaction("record a link session") as db:
             cursor = db.execute(
                 "INSERT INTO link_sessions (started_at, ended_at, outcome, "
-                "uplink_payload_bytes, downlink_payload_bytes, overhead_bytes, profile, month) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "uplink_payload_bytes, downlink_payload_bytes, overhead_bytes, profile, month, "
+                "budget_bytes) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     session.started_at,
                     session.ended_at,
@@ -106,6 +114,7 @@ class SessionsLog:
                     session.overhead_bytes,
                     session.profile,
                     session.month,
+                    session.budget_bytes,
                 ),
             )
             number = int(cursor.lastrowid or 0)
@@ -124,7 +133,7 @@ class SessionsLog:
         with self.database.reading() as db:
             rows = db.execute(
                 "SELECT started_at, ended_at, outcome, uplink_payload_bytes, "
-                "downlink_payload_bytes, overhead_bytes, profile FROM link_sessions "
+                "downlink_payload_bytes, overhead_bytes, profile, budget_bytes FROM link_sessions "
                 "WHERE month = ? ORDER BY started_at, session",
                 (month,),
             ).fetchall()
@@ -137,6 +146,7 @@ class SessionsLog:
                 downlink_payload_bytes=int(r[4]),
                 overhead_bytes=int(r[5]),
                 profile=str(r[6]),
+                budget_bytes=None if r[7] is None else int(r[7]),
             )
             for r in rows
         ]

@@ -4,8 +4,8 @@ The PDF is WeasyPrint's rendering of the HTML page, with Noto Sans Thai (Debian 
 ``fonts-noto-core``) embedded through ``@font-face`` so that an inspector's reader needs no
 Thai font of its own. A QR code (segno) on the page carries the signed tree head's digest,
 the value ``vessel-relay report verify`` checks; weekly access is a table of the month's
-ISO weeks per crew member. The CSV has one row per crew member (weekly access in its last
-columns); the
+ISO weeks per crew member, and each crew member's bytes per link a table of their own. The
+CSV has one row per crew member (weekly access and bytes per link in its last columns); the
 JSON is the signed report itself (:meth:`protocol.compliance.ComplianceReport.to_json`).
 
 The PDF is PDF/A-3b (archival: fonts embedded, sRGB output intent, XMP metadata) and
@@ -174,6 +174,9 @@ def render_csv(report: ComplianceReport) -> str:
             "weeks_could",
             "weeks_used",
             "weeks_used_list",
+            # bytes per link (issue 25), appended: "link text wire billed" per link the
+            # crew member's family messages went over, separated by "; "
+            "bytes_per_link",
         ]
     )
     weekly = {c.crew: c for c in report.weekly.crew} if report.weekly else {}
@@ -200,9 +203,21 @@ def render_csv(report: ComplianceReport) -> str:
                 len(weeks.could) if weeks else "",
                 len(weeks.did) if weeks else "",
                 " ".join(str(w) for w in weeks.did) if weeks else "",
+                _bytes_per_link(report, line.crew),
             ]
         )
     return out.getvalue()
+
+
+def _bytes_per_link(report: ComplianceReport, crew: int) -> str:
+    """``link text wire billed`` per link of the crew member ("" when not counted)."""
+    if report.statement is None:
+        return ""
+    return "; ".join(
+        f"{entry.profile} {entry.text_bytes} {entry.wire_bytes} "
+        f"{'' if entry.billed_bytes is None else entry.billed_bytes}".rstrip()
+        for entry in report.statement.links_of(crew)
+    )
 
 
 def write_all(report: ComplianceReport, directory: Path, stem: str) -> list[Path]:

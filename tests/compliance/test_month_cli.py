@@ -339,3 +339,28 @@ def test_the_owner_can_leave_sign_in_weeks_out_for_an_older_relay(
     older = AgentStatement.from_obj(without)
     assert older.signed_in() is None
     VESSEL_KEY.verify_key.verify(older.signed_bytes(), older.signature, what="statement")
+
+
+def test_the_owner_can_leave_bytes_per_crew_and_link_out_for_an_older_relay(
+    installed: Installed, tmp_path: Path
+) -> None:
+    """The owner's statement carries each crew member's bytes per link; for a relay of the
+    release before (which would not know the field and so find the vessel's signature
+    wrong) '--no-per-crew-link' writes the statement without them, signed as that relay
+    expects."""
+    for flag, folder in (("--per-crew-link", "with"), ("--no-per-crew-link", "without")):
+        code, _, err = _invoke(
+            "ship", "report", "--month", "2026-10", "--config", str(installed.ship_config),
+            "--out", str(tmp_path / folder), flag,
+        )  # fmt: skip
+        assert code == 0, err
+    name = f"agent-statement-{VESSEL}-2026-10.json"
+    with_links = json.loads((tmp_path / "with" / name).read_text(encoding="utf-8"))
+    without = json.loads((tmp_path / "without" / name).read_text(encoding="utf-8"))
+    assert isinstance(with_links.get("crew_links"), list)
+    assert "crew_links" not in without
+    older = AgentStatement.from_obj(without)
+    assert older.crew_links is None
+    VESSEL_KEY.verify_key.verify(older.signed_bytes(), older.signature, what="statement")
+    newer = AgentStatement.from_obj(with_links)
+    VESSEL_KEY.verify_key.verify(newer.signed_bytes(), newer.signature, what="statement")

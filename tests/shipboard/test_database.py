@@ -49,8 +49,10 @@ NEW_SINCE = [
     ("outbox", "0005_lane_items"),
     ("outbox", "0006_voice_notes"),
     ("outbox", "0007_message_subject"),
+    ("outbox", "0008_batch_sends"),
     ("inbox", "0002_lane_blocks"),
     ("inbox", "0003_voice_replies"),
+    ("sessions_log", "0002_budget_bytes"),
     ("lane", "0001_reservoir"),
     ("casebook", "0001_casebooks"),
 ]
