@@ -315,6 +315,39 @@ async def play(
     return accepted, filed
 
 
+@dataclass(frozen=True)
+class FamilyOutcomes:
+    """The accepted family messages at the end of a run: each one's outcome, those
+    delivered, their voyage latencies and wall seconds, and how often the family's mail
+    server saw each Message-ID."""
+
+    outcomes: list[Outcome]
+    delivered: list[Outcome]
+    latencies: list[float]
+    wall: list[float]
+    ids: dict[str, int]
+
+
+def family_outcomes(
+    system: ProcessSystem, setup: VesselSetup, accepted: Sequence[int], compression: float
+) -> FamilyOutcomes:
+    """Where each of ``accepted`` ended up (the outbox's times, the sink's first arrivals)."""
+    assert system.sink is not None
+    seen = system.sink.first_seen()
+    rows = outbox_rows(setup)
+    outcomes = [
+        Outcome(seq, *rows[seq], seen_at=seen.get(MESSAGE_ID.format(seq=seq))) for seq in accepted
+    ]
+    delivered = [o for o in outcomes if o.verdict == "delivered"]
+    return FamilyOutcomes(
+        outcomes,
+        delivered,
+        [o.voyage_latency_s(compression) for o in delivered],
+        [o.seen_at - o.accepted_at for o in delivered if o.seen_at is not None],
+        dict(system.sink.message_ids()),
+    )
+
+
 def outbox_rows(setup: VesselSetup) -> dict[int, tuple[float, float | None, str]]:
     """(accepted_at, batched_at, state) of every family message, from the outbox file."""
     db = sqlite3.connect(f"file:{setup.data_dir / 'outbox.sqlite3'}?mode=ro", uri=True)
@@ -529,16 +562,14 @@ async def run_profile(
         lane_up, lane_down = grievance_channel_bytes(vessel.setup, month_ended_at)
     finally:
         await system.stop()
-    assert system.sink is not None
-    seen = system.sink.first_seen()
-    ids = system.sink.message_ids()
-    rows = outbox_rows(vessel.setup)
-    outcomes = [
-        Outcome(seq, *rows[seq], seen_at=seen.get(MESSAGE_ID.format(seq=seq))) for seq in accepted
-    ]
-    delivered = [o for o in outcomes if o.verdict == "delivered"]
-    latencies = [o.voyage_latency_s(compression) for o in delivered]
-    wall = [o.seen_at - o.accepted_at for o in delivered if o.seen_at is not None]
+    ended = family_outcomes(system, vessel.setup, accepted, compression)
+    outcomes, delivered, latencies, wall, ids = (
+        ended.outcomes,
+        ended.delivered,
+        ended.latencies,
+        ended.wall,
+        ended.ids,
+    )
     sessions = [s for s in statistics.sessions[:month_sessions] if s.ip_bytes_estimate > 0]
     drained = [s for s in statistics.sessions[month_sessions:] if s.ip_bytes_estimate > 0]
     link_bytes = sum(s.ip_bytes_estimate for s in sessions)

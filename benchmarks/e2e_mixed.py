@@ -63,15 +63,13 @@ from pathlib import Path
 
 from benchmarks.e2e import (
     EMULATED,
-    MESSAGE_ID,
     MIN_QUIET_S,
-    Outcome,
     UnionView,
     compression_for,
+    family_outcomes,
     grievance_arrivals,
     grievance_channel_bytes,
     grievance_delays,
-    outbox_rows,
     percentile,
     play,
     reports_arrived,
@@ -358,16 +356,14 @@ async def run_mixed(
         lane_up, lane_down = grievance_channel_bytes(vessel.setup, month_ended_at)
     finally:
         await system.stop()
-    assert system.sink is not None
-    seen = system.sink.first_seen()
-    ids = system.sink.message_ids()
-    rows = outbox_rows(vessel.setup)
-    outcomes = [
-        Outcome(seq, *rows[seq], seen_at=seen.get(MESSAGE_ID.format(seq=seq))) for seq in accepted
-    ]
-    delivered = [o for o in outcomes if o.verdict == "delivered"]
-    latencies = [o.voyage_latency_s(compression) for o in delivered]
-    wall = [o.seen_at - o.accepted_at for o in delivered if o.seen_at is not None]
+    ended = family_outcomes(system, vessel.setup, accepted, compression)
+    outcomes, delivered, latencies, wall, ids = (
+        ended.outcomes,
+        ended.delivered,
+        ended.latencies,
+        ended.wall,
+        ended.ids,
+    )
     verdicts = [o.verdict for o in outcomes]
     messages = len(accepted)
     # main link: its profile's tariff per session (the emulator's count)

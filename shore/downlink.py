@@ -103,10 +103,12 @@ class DownlinkStore(Protocol):
         max_items: int,
         *,
         continuing: bool = False,
+        ack_within: int | None = None,
     ) -> DownlinkBatch | None:
         """Put pending items (and a BatchAck owed) in a new batch when
         :func:`protocol.exchange.downlink_release_due` says so (``continuing``: this pass
-        made one already and more wait); None when nothing goes."""
+        made one already and more wait); None when nothing goes. ``ack_within``: a batch
+        with the BatchAck bigger than this carries the BatchAck alone."""
 
     async def downlink_batches_to_send(
         self, vessel_id: int, now: float, resend_after_s: float, resend_max_s: float
@@ -211,11 +213,11 @@ class DownlinkStatistics:
 class Downlink:
     """Makes and publishes downlink batches; ``await run(publish, stopping, doorbell)``.
 
-    ``ack_alone(vessel_id)``: whether an acknowledgement owed to that vessel goes first in
-    a batch of its own (a vessel on its SBD fallback, ``shore.sbd.SbdDownlink.
-    on_fallback``: its BatchAck must fit in an MT message even when many receipts wait,
-    or the vessel resends, and pays for, what the shore already has). The items then
-    follow by the usual release rule.
+    ``ack_within(vessel_id)``: the most bytes a batch carrying that vessel's acknowledgement
+    may have, or None (a vessel on its SBD fallback, ``shore.sbd.SbdDownlink.ack_within``:
+    its BatchAck must fit in its MT messages even when a long reply or a lane block waits,
+    or the vessel resends, and pays for, what the shore already has). A bigger batch
+    carries the acknowledgement alone; the items follow in the next one.
     """
 
     def __init__(
@@ -225,9 +227,9 @@ class Downlink:
         codebook: Codebook,
         config: DownlinkConfig | None = None,
         clock: Callable[[], float] = time.time,
-        ack_alone: Callable[[int], bool] | None = None,
+        ack_within: Callable[[int], int | None] | None = None,
     ) -> None:
-        self.ack_alone = ack_alone
+        self.ack_within = ack_within
         self.store = store
         self.shore_key = shore_key
         self.codebook = codebook
@@ -256,28 +258,18 @@ class Downlink:
         (:func:`protocol.exchange.downlink_release_due`); how many batches were made."""
         made = 0
         max_items = self.config.max_items
-        if self.ack_alone is not None and self.ack_alone(vessel_id):
-            now = self.clock()
-            # no items: a batch only if an acknowledgement is due (and may go now)
-            alone = await self.store.make_downlink_batch(
-                vessel_id, now, self._encoder(vessel_id, now), 0
-            )
-            if alone is not None:
-                made += 1
-                self.stats.batches_made += 1
-                with batch_scope(vessel_id, alone.downlink_seq, "d"):
-                    log.info(
-                        "vessel %d downlink batch %d made: its acknowledgement alone, %d bytes",
-                        vessel_id,
-                        alone.downlink_seq,
-                        len(alone.data),
-                    )
         continuing = False  # after a batch of items, the rest of the release goes too
+        limit = None if self.ack_within is None else self.ack_within(vessel_id)
         while True:
             now = self.clock()
             try:
                 batch = await self.store.make_downlink_batch(
-                    vessel_id, now, self._encoder(vessel_id, now), max_items, continuing=continuing
+                    vessel_id,
+                    now,
+                    self._encoder(vessel_id, now),
+                    max_items,
+                    continuing=continuing,
+                    ack_within=None if continuing else limit,
                 )
             except LimitExceeded:
                 if max_items == 1:

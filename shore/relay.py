@@ -531,7 +531,7 @@ async def run_relay(
         webhook = make_sms_webhook(config, store, voice_links)
         sbd = make_sbd(config, ingestor, store)
         if sbd is not None:
-            downlink.ack_alone = sbd[1].on_fallback
+            downlink.ack_within = sbd[1].ack_within
         if reply_server is not None:
             await reply_server.start()
         async with contextlib.AsyncExitStack() as stack, asyncio.TaskGroup() as group:

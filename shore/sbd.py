@@ -479,6 +479,11 @@ class SbdDownlink:
         last = self._heard.get(vessel_id)
         return last is not None and self.clock() - last <= self.window_s
 
+    def ack_within(self, vessel_id: int) -> int | None:
+        """The most bytes a downlink batch with the vessel's BatchAck may have: what goes
+        down over SBD while it is on its fallback (None: no limit, it is not)."""
+        return self.max_payload_bytes if self.on_fallback(vessel_id) else None
+
     def wrap(self, publish: Publish) -> Publish:
         """``publish`` (MQTT), and then SBD for a vessel on its fallback."""
 

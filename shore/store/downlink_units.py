@@ -222,6 +222,7 @@ class DownlinkUnits(StoreParts):
         max_items: int,
         *,
         continuing: bool = False,
+        ack_within: int | None = None,
     ) -> DownlinkBatch | None:
         """Put pending items (and a cumulative ``BatchAck``, if one is owed) in a new downlink
         batch, encoded by ``encode`` inside the transaction; None when there is nothing, or
@@ -230,7 +231,11 @@ class DownlinkUnits(StoreParts):
 
         ``continuing``: this pass already made a batch for the vessel and more items wait
         than ``max_items`` took: they go too (a release is split only at the size limit).
-        An acknowledgement owed lazily rides along with items; alone it waits."""
+        An acknowledgement owed lazily rides along with items; alone it waits.
+
+        ``ack_within``: a batch carrying the acknowledgement must not be bigger than this
+        (a vessel on its SBD fallback: what fits its MT messages); if it would be, the
+        acknowledgement goes alone and the items stay queued for the next batch."""
         async with self.db.transaction() as tx:
             link = await self.links.lock(tx, vessel_id)
             if not continuing:
@@ -261,9 +266,19 @@ class DownlinkUnits(StoreParts):
                         rejected=tuple((r.batch_seq, r.reason) for r in rejections) or None,
                     )
                 )
+            acknowledgement = list(envelopes)
             envelopes.extend(item.envelope for item in items)
             downlink_seq = link.next_downlink_seq
             data = encode(downlink_seq, envelopes)
+            if (
+                ack_within is not None
+                and carries_ack
+                and items
+                and len(data) > ack_within
+                and link.owed is ShoreState.ACK_DUE
+            ):
+                items = []  # they wait for the next batch
+                data = encode(downlink_seq, acknowledgement)
             await self.links.downlink_batch_made(tx, link, carries_ack)
             made = await self.downlink_queue.add_batch(
                 tx, vessel_id, downlink_seq, data, items, now

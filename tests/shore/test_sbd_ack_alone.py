@@ -39,21 +39,24 @@ async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
 
 
 async def published_after_a_batch_of(
-    store: SqliteStore, messages: int, *, on_fallback: bool
+    store: SqliteStore, messages: int, *, on_fallback: bool, long_reply: bool = True
 ) -> list[bytes]:
     """The vessel's batch of ``messages`` family messages is stored and the family's long
     reply queued; one downlink pass publishes what it makes; the published batches."""
     ingestor = Ingestor(store, CODEBOOK, clock=lambda: T0 + 60)
     batch = uplink(VESSEL, 1, [_contact(), *(_message(seq) for seq in range(1, messages + 1))])
     await ingestor.handle(f"vr/{VESSEL}/u", batch)
-    await store.queue_reply(VESSEL, 3, 1, LONG_REPLY, Language.ENG, False, T0 + 90)
+    if long_reply:
+        await store.queue_reply(VESSEL, 3, 1, LONG_REPLY, Language.ENG, False, T0 + 90)
     downlink = Downlink(
         store,
         SHORE_KEY,
         CODEBOOK,
         DownlinkConfig(slots=False),
         clock=lambda: T0 + 120,
-        ack_alone=lambda vessel_id: on_fallback and vessel_id == VESSEL,
+        ack_within=lambda vessel_id: (
+            SBD_MT_TWO_MESSAGES if on_fallback and vessel_id == VESSEL else None
+        ),
     )
     published: list[bytes] = []
 
@@ -67,10 +70,10 @@ async def published_after_a_batch_of(
 async def test_on_the_fallback_the_acknowledgement_goes_alone_and_fits(
     store: SqliteStore,
 ) -> None:
-    """Twenty messages over SBD while the family's long reply waits: the first downlink
-    batch holds the BatchAck alone and fits two MT messages; the twenty ACCEPTED_ASHORE
-    receipts and the reply follow in a batch of their own (which waits for the main link
-    when it is too big for SBD)."""
+    """Twenty messages over SBD while the family's long reply waits: together they would
+    not fit the MT messages, so the first downlink batch holds the BatchAck alone and fits;
+    the twenty ACCEPTED_ASHORE receipts and the reply follow in a batch of their own
+    (which waits for the main link, too big for SBD)."""
     published = await published_after_a_batch_of(store, 20, on_fallback=True)
     first = decoded_downlink(published[0]).envelopes
     assert [type(e) for e in first] == [BatchAck]
@@ -96,3 +99,15 @@ async def test_on_the_main_link_the_acknowledgement_rides_with_the_receipts(
     assert isinstance(envelopes[0], BatchAck)
     assert sum(isinstance(e, DeliveryReceipt) for e in envelopes) == 20
     assert len(published[0]) > SBD_MT_TWO_MESSAGES  # what the benchmark's vessel met
+
+
+async def test_on_the_fallback_what_fits_goes_in_one_batch(store: SqliteStore) -> None:
+    """Twenty messages over SBD and nothing long waiting: the BatchAck and the twenty
+    receipts fit the MT messages together, so they go in one batch (two would cost more
+    credits)."""
+    published = await published_after_a_batch_of(store, 20, on_fallback=True, long_reply=False)
+    assert len(published) == 1
+    assert len(published[0]) <= SBD_MT_TWO_MESSAGES
+    envelopes = decoded_downlink(published[0]).envelopes
+    assert isinstance(envelopes[0], BatchAck)
+    assert sum(isinstance(e, DeliveryReceipt) for e in envelopes) == 20
