@@ -16,6 +16,9 @@ batch's fault, and :class:`DecoderCrashed` says so (ingest refuses it as
 ``UNPROCESSABLE``, so one hostile batch cannot stop the relay for every vessel).
 A ``MemoryError`` in the worker is the relay's failure as it is in place: re-raised, the
 batch left unacknowledged for the vessel to resend.
+
+A worker ends with its relay: it watches its parent and exits when the parent is gone
+(a relay SIGKILLed by an operator or the OOM killer leaves no decoding process behind).
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
+import os
+import threading
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -42,6 +47,7 @@ __all__ = [
     "DecoderCrashed",
     "InlineDecoder",
     "ProcessDecoder",
+    "started_or_in_place",
 ]
 
 log = logging.getLogger(__name__)
@@ -110,10 +116,31 @@ _worker_codebook: Codebook | None = None
 _worker_limits: Limits = DEFAULT_LIMITS
 
 
-def _start_worker(load_codebook: Callable[[], Codebook], limits: Limits) -> None:
+#: How often a worker checks that its relay still lives.
+PARENT_CHECK_S = 1.0
+
+
+def _start_worker(load_codebook: Callable[[], Codebook], limits: Limits, parent_pid: int) -> None:
     global _worker_codebook, _worker_limits
+    _exit_with(parent_pid)
     _worker_codebook = load_codebook()
     _worker_limits = limits
+
+
+def _exit_with(parent_pid: int) -> None:
+    """End this process when ``parent_pid`` is no longer its parent (the relay died and the
+    worker was handed to init): the pool's queues hold both ends of their pipes, so the
+    worker would otherwise wait on them for ever."""
+    if os.getppid() != parent_pid:
+        os._exit(0)
+
+    def watch() -> None:
+        stop = threading.Event()
+        while not stop.wait(PARENT_CHECK_S):
+            if os.getppid() != parent_pid:
+                os._exit(0)
+
+    threading.Thread(target=watch, name="relay-watch", daemon=True).start()
 
 
 def _ready() -> bool:
@@ -169,7 +196,7 @@ class ProcessDecoder:
             max_workers=self.processes,
             mp_context=multiprocessing.get_context("spawn"),
             initializer=_start_worker,
-            initargs=(self._load_codebook, self.limits),
+            initargs=(self._load_codebook, self.limits, os.getpid()),
         )
 
     async def start(self) -> None:
@@ -216,3 +243,22 @@ class ProcessDecoder:
     async def aclose(self) -> None:
         pool = self._pool
         await asyncio.to_thread(pool.shutdown, wait=True, cancel_futures=True)
+
+
+async def started_or_in_place(decoder: ProcessDecoder, codebook: Codebook) -> BatchDecoder:
+    """``decoder`` started, or, when its processes cannot start (a host without the
+    resources, a main script that cannot be imported again by ``spawn``), an
+    :class:`InlineDecoder` on ``codebook``, with the reason in the log: the relay runs
+    slower rather than not at all."""
+    try:
+        await decoder.start()
+    except (BrokenProcessPool, OSError) as exc:
+        log.error(
+            "the batch-decoding process did not start (%s: %s); decoding in the relay's own "
+            "process ([relay] decode_processes = 0 says so without this message)",
+            type(exc).__name__,
+            exc,
+        )
+        await decoder.aclose()
+        return InlineDecoder(codebook, decoder.limits)
+    return decoder

@@ -54,7 +54,7 @@ from protocol.voice import VoiceMode
 from shore.alerts import AlertConfig, SosAlerter
 from shore.broker_login import BrokerLogin, broker_login
 from shore.config import ConfigError, RelayConfig
-from shore.decoding import BatchDecoder, InlineDecoder, ProcessDecoder
+from shore.decoding import BatchDecoder, InlineDecoder, ProcessDecoder, started_or_in_place
 from shore.delivery import DeliveryConfig, DeliveryWorker
 from shore.downlink import Downlink, DownlinkConfig
 from shore.ingest import Ingestor
@@ -495,7 +495,7 @@ async def run_relay(
     decoder = make_decoder(config)
     try:
         if isinstance(decoder, ProcessDecoder):
-            await decoder.start()
+            decoder = await started_or_in_place(decoder, codebook)
         downlink_bell = asyncio.Event()
         delivery_bell = asyncio.Event()
         alert_bell = asyncio.Event()

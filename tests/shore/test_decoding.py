@@ -5,8 +5,12 @@ forever; ingest with several payloads at once keeps each vessel's order."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
+import select
 import signal
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import cast
@@ -18,7 +22,14 @@ from common.codebooks import default_codebook
 from protocol.batch import decode_batch
 from protocol.codebook import Codebook
 from protocol.errors import Reason
-from shore.decoding import DecoderCrashed, DecodeRefused, InlineDecoder, ProcessDecoder
+from shore.decoding import (
+    PARENT_CHECK_S,
+    DecoderCrashed,
+    DecodeRefused,
+    InlineDecoder,
+    ProcessDecoder,
+    started_or_in_place,
+)
 from shore.ingest import Ingestor
 from shore.store import IngestOutcome, SqliteStore
 from tests.shore.store_fixtures import OTHER_KEY, T0, VESSEL_KEY, uplink
@@ -171,3 +182,55 @@ async def test_concurrent_ingest_keeps_each_vessels_order(
         assert seqs == sorted(seqs)
         stored = [m.message_seq for m in await store.messages(vessel)]
         assert stored == [1, *range(3, 12)]
+
+
+PARENT = """
+import asyncio, sys
+from common.codebooks import default_codebook
+from shore.decoding import ProcessDecoder
+
+async def main() -> None:
+    decoder = ProcessDecoder(default_codebook, processes=1)
+    await decoder.start()
+    print(*decoder._pool._processes, flush=True)
+    await asyncio.Event().wait()
+
+asyncio.run(main())
+"""
+
+
+def test_a_killed_relay_leaves_no_decoding_process(tmp_path: Path) -> None:
+    """The relay is SIGKILLed (the OOM killer, ``kill -9``): its decoding process sees its
+    parent gone and exits within seconds instead of living on as an orphan."""
+    parent = subprocess.Popen(
+        [sys.executable, "-c", PARENT],
+        stdout=subprocess.PIPE,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    try:
+        assert parent.stdout is not None
+        [worker] = [int(pid) for pid in parent.stdout.readline().split()]
+        watch = os.pidfd_open(worker)
+    finally:
+        parent.kill()
+        parent.wait()
+        if parent.stdout is not None:
+            parent.stdout.close()
+    try:
+        readable, _, _ = select.select([watch], [], [], 10 * PARENT_CHECK_S)
+        assert readable, f"decoding process {worker} still runs after its relay was killed"
+    finally:
+        os.close(watch)
+
+
+async def test_a_relay_whose_decoder_cannot_start_decodes_in_place(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The decoding process dies as it starts: the relay says so in its log and decodes in
+    its own process, so vessels' batches are still taken."""
+    with caplog.at_level(logging.ERROR, logger="shore.decoding"):
+        decoder = await started_or_in_place(ProcessDecoder(dies_on_start), CODEBOOK)
+    assert isinstance(decoder, InlineDecoder)
+    assert "did not start" in caplog.text
+    batch = await decoder.decode(uplink(VESSEL, 1, [_message(1)]), VESSEL_VERIFY)
+    assert [getattr(e, "message_seq", None) for e in batch.envelopes] == [1]
