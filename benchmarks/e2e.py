@@ -120,6 +120,7 @@ from shore.union.keys import load_union
 from vessel_relay import link_emulator
 from vessel_relay.demo.setup import Tuning, VesselSetup
 from vessel_relay.demo.system import ProcessSystem
+from vessel_relay.link_emulator import SessionStatistics
 
 #: The emulated link for each shipboard profile, in real time (bandwidth and one-way
 #: latency as in shipboard/profiles.py; jitter 0.2 s). Each run compresses it.
@@ -563,50 +564,80 @@ async def run_profile(
     finally:
         await system.stop()
     ended = family_outcomes(system, vessel.setup, accepted, compression)
-    outcomes, delivered, latencies, wall, ids = (
-        ended.outcomes,
-        ended.delivered,
-        ended.latencies,
-        ended.wall,
-        ended.ids,
-    )
     sessions = [s for s in statistics.sessions[:month_sessions] if s.ip_bytes_estimate > 0]
     drained = [s for s in statistics.sessions[month_sessions:] if s.ip_bytes_estimate > 0]
-    link_bytes = sum(s.ip_bytes_estimate for s in sessions)
-    billed = sum(profile.billed_bytes(s.ip_bytes_estimate) for s in sessions)
-    verdicts = [o.verdict for o in outcomes]
-    delays = grievance_delays(vessel.setup, relay_db, union, filed, compression)
+    return month_figures(
+        ended,
+        link_sessions=sessions,
+        sessions=len(sessions),
+        billed=sum(profile.billed_bytes(s.ip_bytes_estimate) for s in sessions),
+        text_bytes=text_bytes,
+        lane=(lane_up, lane_down),
+        grievances=len(filed),
+        delays=grievance_delays(vessel.setup, relay_db, union, filed, compression),
+        days=days,
+        compression=compression,
+        tls=tls,
+        drained=drained,
+        drain_billed=sum(profile.billed_bytes(s.ip_bytes_estimate) for s in drained),
+    )
+
+
+def month_figures(
+    ended: FamilyOutcomes,
+    *,
+    link_sessions: Sequence[SessionStatistics],
+    sessions: int,
+    billed: int,
+    text_bytes: int,
+    lane: tuple[int, int],
+    grievances: int,
+    delays: Sequence[float],
+    days: float,
+    compression: float,
+    tls: bool,
+    drained: Sequence[SessionStatistics],
+    drain_billed: int,
+) -> dict[str, object]:
+    """The month's figures under the keys every profile reports (the issue's contract first):
+    ``link_sessions`` are the IP sessions whose bytes count as link bytes, ``sessions`` and
+    ``billed`` the month's sessions and billed bytes over every link, ``lane`` the grievance
+    channel's bytes (up, down), ``drained`` the sessions after the month (drain_billed their
+    bill)."""
+    messages = len(ended.outcomes)
+    link_bytes = sum(s.ip_bytes_estimate for s in link_sessions)
+    verdicts = [o.verdict for o in ended.outcomes]
     return {
-        "messages": len(accepted),
-        "link_bytes_per_message": round(link_bytes / max(1, len(accepted)), 1),
-        "sessions": len(sessions),
+        "messages": messages,
+        "link_bytes_per_message": round(link_bytes / max(1, messages), 1),
+        "sessions": sessions,
         "billed_bytes": billed,
         "text_bytes": text_bytes,
-        "billed_per_message": round(billed / max(1, len(accepted)), 1),
-        "grievance_channel_bytes": lane_up + lane_down,
-        "grievance_channel_bytes_up": lane_up,
-        "grievance_channel_bytes_down": lane_down,
-        "grievances": len(filed),
+        "billed_per_message": round(billed / max(1, messages), 1),
+        "grievance_channel_bytes": sum(lane),
+        "grievance_channel_bytes_up": lane[0],
+        "grievance_channel_bytes_down": lane[1],
+        "grievances": grievances,
         "grievances_in_union_inbox": len(delays),
         "grievance_p95_s": rounded(percentile(delays, 0.95)),
-        "p50_s": rounded(percentile(latencies, 0.5)),
-        "p99_s": rounded(percentile(latencies, 0.99)),
+        "p50_s": rounded(percentile(ended.latencies, 0.5)),
+        "p99_s": rounded(percentile(ended.latencies, 0.99)),
         "lost": verdicts.count("lost"),
-        "duplicated": sum(n - 1 for n in ids.values() if n > 1),
+        "duplicated": sum(n - 1 for n in ended.ids.values() if n > 1),
         # beyond the contract
-        "delivered": len(delivered),
+        "delivered": len(ended.delivered),
         "failed": verdicts.count("failed"),
         "undelivered": verdicts.count("undelivered"),
         "link_bytes": link_bytes,
-        "link_payload_bytes_up": sum(s.payload_bytes_up for s in sessions),
-        "link_payload_bytes_down": sum(s.payload_bytes_down for s in sessions),
-        "p50_wall_s": rounded(percentile(wall, 0.5), 3),
-        "p99_wall_s": rounded(percentile(wall, 0.99), 3),
+        "link_payload_bytes_up": sum(s.payload_bytes_up for s in link_sessions),
+        "link_payload_bytes_down": sum(s.payload_bytes_down for s in link_sessions),
+        "p50_wall_s": rounded(percentile(ended.wall, 0.5), 3),
+        "p99_wall_s": rounded(percentile(ended.wall, 0.99), 3),
         "days": days,
         "compression": round(compression),
         "tls": tls,
         "drain_sessions": len(drained),
-        "drain_billed_bytes": sum(profile.billed_bytes(s.ip_bytes_estimate) for s in drained),
+        "drain_billed_bytes": drain_billed,
     }
 
 

@@ -70,6 +70,7 @@ from benchmarks.e2e import (
     grievance_arrivals,
     grievance_channel_bytes,
     grievance_delays,
+    month_figures,
     percentile,
     play,
     reports_arrived,
@@ -357,14 +358,8 @@ async def run_mixed(
     finally:
         await system.stop()
     ended = family_outcomes(system, vessel.setup, accepted, compression)
-    outcomes, delivered, latencies, wall, ids = (
-        ended.outcomes,
-        ended.delivered,
-        ended.latencies,
-        ended.wall,
-        ended.ids,
-    )
-    verdicts = [o.verdict for o in outcomes]
+    latencies = ended.latencies
+    verdicts = [o.verdict for o in ended.outcomes]
     messages = len(accepted)
     # main link: its profile's tariff per session (the emulator's count)
     main_month = [s for s in main_stats.sessions[:month_main] if s.ip_bytes_estimate > 0]
@@ -426,37 +421,22 @@ async def run_mixed(
         + (len(filed) - len(delays))
         + (len(sos) - len(sos_arrived))
     )
-    link_sessions = main_month + port_month
     return {
-        "messages": messages,
-        "link_bytes_per_message": round((main_bytes + port_bytes) / max(1, messages), 1),
-        "sessions": len(main_month) + len(port_month) + len(sbd_windows),
-        "billed_bytes": billed,
-        "text_bytes": text_bytes,
-        "billed_per_message": round(billed / max(1, messages), 1),
-        "grievance_channel_bytes": lane_up + lane_down,
-        "grievance_channel_bytes_up": lane_up,
-        "grievance_channel_bytes_down": lane_down,
-        "grievances": len(filed),
-        "grievances_in_union_inbox": len(delays),
-        "grievance_p95_s": rounded(percentile(delays, 0.95)),
-        "p50_s": rounded(percentile(latencies, 0.5)),
-        "p99_s": rounded(percentile(latencies, 0.99)),
-        "lost": verdicts.count("lost"),
-        "duplicated": sum(n - 1 for n in ids.values() if n > 1),
-        "delivered": len(delivered),
-        "failed": verdicts.count("failed"),
-        "undelivered": verdicts.count("undelivered"),
-        "link_bytes": main_bytes + port_bytes,
-        "link_payload_bytes_up": sum(s.payload_bytes_up for s in link_sessions),
-        "link_payload_bytes_down": sum(s.payload_bytes_down for s in link_sessions),
-        "p50_wall_s": rounded(percentile(wall, 0.5), 3),
-        "p99_wall_s": rounded(percentile(wall, 0.99), 3),
-        "days": days,
-        "compression": round(compression),
-        "tls": tls,
-        "drain_sessions": len(main_drain),
-        "drain_billed_bytes": sum(profile.billed_bytes(s.ip_bytes_estimate) for s in main_drain),
+        **month_figures(
+            ended,
+            link_sessions=main_month + port_month,
+            sessions=len(main_month) + len(port_month) + len(sbd_windows),
+            billed=billed,
+            text_bytes=text_bytes,
+            lane=(lane_up, lane_down),
+            grievances=len(filed),
+            delays=delays,
+            days=days,
+            compression=compression,
+            tls=tls,
+            drained=main_drain,
+            drain_billed=sum(profile.billed_bytes(s.ip_bytes_estimate) for s in main_drain),
+        ),
         # the mixed profile's own
         "main_profile": main,
         "links": links,
