@@ -246,47 +246,43 @@ class DeliveryQueue:
             [(vessel_id, seq, float(now), float(now) + self.deadline_s) for seq in message_seqs],
         )
 
-    async def claim(self, tx: Tx, now: float, limit: int, worker: str) -> list[Claim]:
-        """Take up to ``limit`` due deliveries (oldest due first) for ``worker`` under a
-        lease of ``lease_s``; other workers skip them until it lapses."""
+    async def due(self, tx: Tx, now: float, limit: int) -> list[Claim]:
+        """Up to ``limit`` due deliveries nobody holds a lease on (oldest due first),
+        locked for this transaction (other workers' claims skip them); :meth:`take` them
+        before the transaction ends. The claims say what was known before this attempt
+        (its ``attempts``, and whether the one before never finished)."""
         rows = await tx.fetch(
             "SELECT vessel_id, message_seq, attempts, unfinished, deadline_at FROM deliveries "
             "WHERE outcome IS NULL AND due_at <= $1 AND (lease_until IS NULL OR lease_until <= $1) "
             f"ORDER BY due_at, vessel_id, message_seq LIMIT $2{self.dialect.skip_locked}",
             float(now),
             limit,
-        )
-        await tx.executemany(
-            "UPDATE deliveries SET claimed_by = $3, lease_until = $4 "
-            "WHERE vessel_id = $1 AND message_seq = $2",
-            [(r[0], r[1], worker, float(now) + self.lease_s) for r in rows],
         )
         return [
             Claim(DeliveryKey(int(r[0]), int(r[1])), int(r[2]), bool(r[3]), float(r[4]))
             for r in rows
         ]
 
-    async def claim_and_record(self, tx: Tx, now: float, limit: int, worker: str) -> list[Claim]:
-        """Take up to ``limit`` due deliveries for ``worker`` under a lease AND record an
-        attempt on each (unfinished until its outcome), in the transaction given: every
-        attempt is on record before anything leaves. The claims say what was known before
-        this attempt (its ``attempts``, and whether the one before never finished)."""
-        rows = await tx.fetch(
-            "SELECT vessel_id, message_seq, attempts, unfinished, deadline_at FROM deliveries "
-            "WHERE outcome IS NULL AND due_at <= $1 AND (lease_until IS NULL OR lease_until <= $1) "
-            f"ORDER BY due_at, vessel_id, message_seq LIMIT $2{self.dialect.skip_locked}",
-            float(now),
-            limit,
-        )
-        await tx.executemany(
-            "UPDATE deliveries SET claimed_by = $3, lease_until = $4, attempts = attempts + 1, "
-            "unfinished = 1, last_attempt_at = $5 WHERE vessel_id = $1 AND message_seq = $2",
-            [(r[0], r[1], worker, float(now) + self.lease_s, float(now)) for r in rows],
-        )
-        return [
-            Claim(DeliveryKey(int(r[0]), int(r[1])), int(r[2]), bool(r[3]), float(r[4]))
-            for r in rows
-        ]
+    async def take(
+        self, tx: Tx, claims: Sequence[Claim], now: float, worker: str, *, attempt: bool
+    ) -> None:
+        """Put ``claims`` (from :meth:`due`) under ``worker``'s lease of ``lease_s``; with
+        ``attempt``, record an attempt on each too (unfinished until its outcome), so every
+        attempt is on record before anything leaves."""
+        lease = float(now) + self.lease_s
+        if attempt:
+            await tx.executemany(
+                "UPDATE deliveries SET claimed_by = $3, lease_until = $4, "
+                "attempts = attempts + 1, unfinished = 1, last_attempt_at = $5 "
+                "WHERE vessel_id = $1 AND message_seq = $2",
+                [(c.key.vessel_id, c.key.message_seq, worker, lease, float(now)) for c in claims],
+            )
+        else:
+            await tx.executemany(
+                "UPDATE deliveries SET claimed_by = $3, lease_until = $4 "
+                "WHERE vessel_id = $1 AND message_seq = $2",
+                [(c.key.vessel_id, c.key.message_seq, worker, lease) for c in claims],
+            )
 
     async def release(self, tx: Tx, worker: str) -> int:
         """End the leases ``worker`` holds on unfinished deliveries; how many."""

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from protocol.envelopes import Envelope, FailureReason
 from shore.store.database import Tx
-from shore.store.deliveries import Delivery, DeliveryKey, DeliveryRecord, delivery_of
+from shore.store.deliveries import Claim, Delivery, DeliveryKey, DeliveryRecord, delivery_of
 from shore.store.parts import StoreParts
 from shore.store.uplink import MessageToDeliver
 from shore.vocabulary import DeliveryEnd, DeliveryOutcome, MessageState, receipt_for
@@ -33,8 +33,8 @@ class DeliveryUnits(StoreParts):
     async def claim_due_deliveries(self, now: float, limit: int, worker: str) -> Sequence[Delivery]:
         """Take up to ``limit`` due deliveries for ``worker`` under a lease."""
         async with self.db.transaction() as tx:
-            await self._expire_undelivered(tx, now)
-            claims = await self.delivery_queue.claim(tx, now, limit, worker)
+            claims = await self._due_in_time(tx, now, limit)
+            await self.delivery_queue.take(tx, claims, now, worker, attempt=False)
             messages = await self.uplink.to_deliver(tx, [claim.key for claim in claims])
         return [delivery_of(claim, messages[claim.key], self.phrases) for claim in claims]
 
@@ -44,13 +44,24 @@ class DeliveryUnits(StoreParts):
         record before anything is sent). A worker that dies before sending some of them
         leaves those as unfinished attempts: they are resent later, counted as repeats.
 
-        Family messages past their time to live fail first, in the same transaction
-        (:meth:`expire_undelivered`), so none of them is ever handed out."""
+        A family message among them that is past its time to live fails instead, in the
+        same transaction and before any attempt is recorded, so none is ever handed out
+        (the others wait for :meth:`expire_undelivered`, the retention keeper's pass)."""
         async with self.db.transaction() as tx:
-            await self._expire_undelivered(tx, now)
-            claims = await self.delivery_queue.claim_and_record(tx, now, limit, worker)
+            claims = await self._due_in_time(tx, now, limit)
+            await self.delivery_queue.take(tx, claims, now, worker, attempt=True)
             messages = await self.uplink.to_deliver(tx, [claim.key for claim in claims])
         return [delivery_of(claim, messages[claim.key], self.phrases) for claim in claims]
+
+    async def _due_in_time(self, tx: Tx, now: float, limit: int) -> list[Claim]:
+        """Up to ``limit`` due deliveries, less the family messages among them that are past
+        their time to live (those fail here). The cost is that of the claims, whatever
+        the number of messages stored or waiting."""
+        claims = await self.delivery_queue.due(tx, now, limit)
+        if not claims:
+            return claims
+        ended = set(await self._expire_undelivered(tx, now, among=[c.key for c in claims]))
+        return [claim for claim in claims if claim.key not in ended]
 
     async def expire_undelivered(self, now: float) -> list[DeliveryKey]:
         """Fail, with ``DEADLINE_PASSED`` and their receipts queued to the vessel, the family
@@ -61,19 +72,29 @@ class DeliveryUnits(StoreParts):
         async with self.db.transaction() as tx:
             return await self._expire_undelivered(tx, now)
 
-    async def _expire_undelivered(self, tx: Tx, now: float) -> list[DeliveryKey]:
+    async def _expire_undelivered(
+        self, tx: Tx, now: float, among: Sequence[DeliveryKey] | None = None
+    ) -> list[DeliveryKey]:
+        """:meth:`expire_undelivered` in ``tx``; ``among``: only those messages."""
         ttl = self.message_ttl
         found: list[tuple[int, int, float]] = []
-        for vessel_id, ttl_s in ttl.by_vessel:
+        if among is not None:
+            found = [
+                (vessel, seq, at)
+                for vessel, seq, at in await self.uplink.undelivered_written_at(tx, among)
+                if at + ttl.for_vessel(vessel) <= now
+            ]
+        else:
+            for vessel_id, ttl_s in ttl.by_vessel:
+                found += await self.uplink.undelivered_messages_older_than(
+                    tx, now - ttl_s, _EXPIRED_PER_PASS, vessel_id=vessel_id
+                )
             found += await self.uplink.undelivered_messages_older_than(
-                tx, now - ttl_s, _EXPIRED_PER_PASS, vessel_id=vessel_id
+                tx,
+                now - ttl.default_s,
+                _EXPIRED_PER_PASS,
+                excluding=[vessel_id for vessel_id, _ in ttl.by_vessel],
             )
-        found += await self.uplink.undelivered_messages_older_than(
-            tx,
-            now - ttl.default_s,
-            _EXPIRED_PER_PASS,
-            excluding=[vessel_id for vessel_id, _ in ttl.by_vessel],
-        )
         if not found:
             return []
         # A message cannot have waited on board since before the vessel was registered

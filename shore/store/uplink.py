@@ -129,6 +129,15 @@ MIGRATIONS = MigrationSet(
         # A crew message's subject (protocol.envelopes.CrewMessage.subject): the Subject
         # line of a mail that came in by the vessel's SMTP door; the family mail's Subject.
         Migration("0006_message_subject", "ALTER TABLE messages ADD COLUMN subject TEXT"),
+        # The family messages still waiting for their delivery, for the time-to-live look-ups
+        # (``_AWAITING_DELIVERY``): without it each one read every message ever stored.
+        Migration(
+            "0007_awaiting_delivery_index",
+            """
+        CREATE INDEX messages_awaiting_delivery ON messages (vessel_id, message_seq)
+            WHERE kind = 'message' AND state = 'accepted'
+        """,
+        ),
     ),
 )
 
@@ -337,6 +346,30 @@ def keys_filter(keys: Sequence[tuple[int, int]], prefix: str = "") -> tuple[str,
         for i in range(len(keys))
     )
     return f"({terms})", [int(part) for key in keys for part in key]
+
+
+#: Family messages still waiting for their delivery, with their batch (for the age on
+#: board). The kind and state are written out, not parameters, so that the planners of
+#: both backends use the partial index ``messages_awaiting_delivery`` (a parameter cannot
+#: prove its predicate): the look-up costs what waits, not every message ever stored.
+_AWAITING_DELIVERY = (
+    "messages m JOIN batches b ON b.vessel_id = m.vessel_id AND b.batch_seq = m.batch_seq "
+    f"WHERE m.kind = '{MessageKind.MESSAGE.value}' AND m.state = '{MessageState.ACCEPTED.value}'"
+)
+#: When a message was written, on the relay's clock: accepted ashore less its age on board
+#: (two readings of the vessel's clock, never below zero).
+_WRITTEN_AT = (
+    "m.accepted_at - (CASE WHEN b.batch_minutes > m.written_minutes "
+    "THEN b.batch_minutes - m.written_minutes ELSE 0 END) * 60"
+)
+_WRITTEN_AT_COLUMNS = (
+    "m.vessel_id, m.message_seq, m.accepted_at, b.batch_minutes, m.written_minutes"
+)
+
+
+def _written_at(row: Row) -> tuple[int, int, float]:
+    """(vessel, message_seq, written_at) of a row of ``_WRITTEN_AT_COLUMNS``."""
+    return (int(row[0]), int(row[1]), float(row[2]) - max(0, int(row[3]) - int(row[4])) * 60.0)
 
 
 class Uplink:
@@ -705,29 +738,34 @@ class Uplink:
         only = ""
         args: list[object] = []
         if vessel_id is not None:
-            only += " AND m.vessel_id = $5"
+            only += " AND m.vessel_id = $3"
             args.append(vessel_id)
         for number in excluding:
             args.append(int(number))
-            only += f" AND m.vessel_id <> ${4 + len(args)}"
+            only += f" AND m.vessel_id <> ${2 + len(args)}"
         rows = await tx.fetch(
-            "SELECT m.vessel_id, m.message_seq, m.accepted_at, b.batch_minutes, "
-            "m.written_minutes FROM messages m JOIN batches b ON b.vessel_id = m.vessel_id "
-            "AND b.batch_seq = m.batch_seq WHERE m.kind = $1 AND m.state = $2 "
-            "AND m.accepted_at - (CASE WHEN b.batch_minutes > m.written_minutes "
-            f"THEN b.batch_minutes - m.written_minutes ELSE 0 END) * 60 < $3{only} "
-            "ORDER BY m.accepted_at - (CASE WHEN b.batch_minutes > m.written_minutes "
-            "THEN b.batch_minutes - m.written_minutes ELSE 0 END) * 60 DESC, "
-            "m.vessel_id, m.message_seq LIMIT $4",
-            MessageKind.MESSAGE.value,
-            MessageState.ACCEPTED.value,
+            f"SELECT {_WRITTEN_AT_COLUMNS} FROM {_AWAITING_DELIVERY} "
+            f"AND {_WRITTEN_AT} < $1{only} "
+            f"ORDER BY {_WRITTEN_AT} DESC, m.vessel_id, m.message_seq LIMIT $2",
             float(before),
             limit,
             *args,
         )
-        return [
-            (int(r[0]), int(r[1]), float(r[2]) - max(0, int(r[3]) - int(r[4])) * 60.0) for r in rows
-        ]
+        return [_written_at(row) for row in rows]
+
+    async def undelivered_written_at(
+        self, tx: Tx, keys: Sequence[tuple[int, int]]
+    ) -> list[tuple[int, int, float]]:
+        """(vessel, message_seq, written_at) of those of ``keys`` that are family messages
+        still waiting for their delivery; ``written_at`` as in
+        :meth:`undelivered_messages_older_than`."""
+        if not keys:
+            return []
+        where, args = keys_filter(keys, "m.")
+        rows = await tx.fetch(
+            f"SELECT {_WRITTEN_AT_COLUMNS} FROM {_AWAITING_DELIVERY} AND {where}", *args
+        )
+        return [_written_at(row) for row in rows]
 
     async def content_ended_before(
         self, tx: Tx, before: float, limit: int

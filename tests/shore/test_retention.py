@@ -26,6 +26,7 @@ from shore.retention import RetentionConfig, RetentionKeeper
 from shore.store import SqliteStore, VesselInfo
 from shore.store.deliveries import MessageTtl
 from shore.store.postgres import PostgresStore
+from shore.store.uplink import _AWAITING_DELIVERY, _WRITTEN_AT, _WRITTEN_AT_COLUMNS
 from shore.vocabulary import DeliveryEnd, DeliveryOutcome, MessageState
 from tests.kit.clock import FakeClock
 from tests.shore.store_fixtures import SHORE_KEY, T0, VESSEL_KEY, PostgresServer, uplink
@@ -291,3 +292,69 @@ async def test_a_vessel_clock_that_said_1970_does_not_make_a_message_expire_at_o
     assert await store.expire_undelivered(clock.now) == []
     clock.advance(120)
     assert [k.message_seq for k in await store.expire_undelivered(clock.now)] == [1]
+
+
+async def test_a_claim_fails_the_messages_it_takes_that_are_past_their_time_to_live(
+    store: SqliteStore | PostgresStore,
+) -> None:
+    """A crew member's message waited ashore 30 days without being tried (the relay's
+    delivery was stopped); another one arrives today, and a third, tried at once, waits
+    for a retry in 40 days. A delivery worker starts: it takes today's message and the
+    old untried one, fails the old one ("could not be delivered in time", never tried,
+    the vessel told) and hands out only today's. The one waiting for its retry is not
+    among what the worker took: the retention keeper's pass fails it."""
+    clock = FakeClock(T0)
+    minutes = int(clock.now // 60)
+    ingest = Ingestor(store, default_codebook(), clock=clock)
+
+    def message(seq: int, text: str) -> CrewMessage:
+        return CrewMessage(seq, 1, 1, written_minutes=minutes, lang=Language.ENG, body=text)
+
+    await ingest.handle(
+        uplink_topic(VESSEL), uplink(VESSEL, 1, [message(1, "retried")], minutes=minutes)
+    )
+    (retried,) = await store.claim_deliveries(clock.now, 10, "relay-1")
+    await store.finish_deliveries(
+        [DeliveryEnd(retried.key, None, retry_at=clock.now + 40 * DAY_S, detail="phone off")],
+        clock.now,
+    )
+    await ingest.handle(
+        uplink_topic(VESSEL), uplink(VESSEL, 2, [message(2, "untried")], minutes=minutes)
+    )
+
+    clock.advance(30 * DAY_S + 60)
+    minutes = int(clock.now // 60)
+    today = message(3, "today")
+    await ingest.handle(uplink_topic(VESSEL), uplink(VESSEL, 3, [today], minutes=minutes))
+
+    handed = await store.claim_deliveries(clock.now, 10, "relay-2")
+    assert [d.message_seq for d in handed] == [3]
+    records = {r.key.message_seq: r for r in await store.deliveries(VESSEL)}
+    assert records[2].outcome is DeliveryOutcome.FAILED
+    assert records[2].reason is FailureReason.DEADLINE_PASSED
+    assert records[2].attempts == 0  # nothing was sent to the family
+    assert records[1].outcome is None  # not due: the worker did not take it
+    assert [k.message_seq for k in await store.expire_undelivered(clock.now)] == [1]
+    records = {r.key.message_seq: r for r in await store.deliveries(VESSEL)}
+    assert records[1].reason is FailureReason.DEADLINE_PASSED
+
+
+async def test_the_time_to_live_look_up_reads_only_the_messages_still_waiting(
+    store: SqliteStore | PostgresStore,
+) -> None:
+    """A relay keeps every message it ever stored (a month of a fleet is tens of millions
+    of rows). The look-up for messages past their time to live must not read them all:
+    both databases' planners can answer it from the index of the messages still waiting
+    for their delivery (PostgreSQL is told to avoid reading whole tables, as it would on
+    a large one; on a table this small it might read it whole anyway)."""
+    sql = (
+        f"SELECT {_WRITTEN_AT_COLUMNS} FROM {_AWAITING_DELIVERY} AND {_WRITTEN_AT} < $1 "
+        f"ORDER BY {_WRITTEN_AT} DESC LIMIT 500"
+    )
+    async with store.db.transaction() as tx:
+        if isinstance(store, PostgresStore):
+            await tx.execute("SET LOCAL enable_seqscan = off")
+            plan = await tx.fetch("EXPLAIN " + sql, T0)
+        else:
+            plan = await tx.fetch("EXPLAIN QUERY PLAN " + sql, T0)
+    assert "messages_awaiting_delivery" in " ".join(str(part) for row in plan for part in row)

@@ -52,6 +52,7 @@ SINCE_THE_SPLIT = [
     ("uplink", "0004_voice_notes"),
     ("uplink", "0005_content_retention"),
     ("uplink", "0006_message_subject"),
+    ("uplink", "0007_awaiting_delivery_index"),
     ("downlink", "0003_urgent_items"),
     ("downlink", "0004_content_retention"),
     ("transparency_log", "0002_tiles_and_checkpoints"),
@@ -134,7 +135,8 @@ async def test_a_relay_database_made_by_the_old_code_opens_without_running_anyth
         assert applied == [f"store migration {s}/{n} applied" for s, n in SINCE_THE_SPLIT]
         after = _sqlite_schema(path)
         # downlink/0003_urgent_items, uplink/0004_voice_notes, uplink/0005 (retention),
-        # uplink/0006 (subject) and transparency_log/0002 added columns to these
+        # uplink/0006 (subject) and transparency_log/0002 added columns to these (and
+        # uplink/0007 an index on messages)
         altered = {
             "downlink_items",
             "downlink_batches",
@@ -153,6 +155,7 @@ async def test_a_relay_database_made_by_the_old_code_opens_without_running_anyth
             "lane_up_blocks_by_vessel",
             "lane_down_waiting",
             "messages_unpurged",
+            "messages_awaiting_delivery",
             "downlink_batches_unpurged",
             "union_escalations",
             "union_escalations_to",
@@ -291,6 +294,7 @@ async def test_an_old_database_part_way_through_gets_only_what_it_lacks(
         ("uplink", "0004_voice_notes"),
         ("uplink", "0005_content_retention"),
         ("uplink", "0006_message_subject"),
+        ("uplink", "0007_awaiting_delivery_index"),
         ("downlink", "0002_slot_notes"),
         ("downlink", "0003_urgent_items"),
         ("downlink", "0004_content_retention"),
