@@ -97,6 +97,14 @@ class _PgTx:
         return None if record is None else tuple(record)
 
 
+async def _keep_session(conn: Any) -> None:
+    """What a connection needs before it goes back to the pool: nothing more than asyncpg
+    does anyway (it rolls back a transaction left open). The relay leaves no session state
+    behind (no ``SET``, ``LISTEN``, cursor or session advisory lock: every statement runs in
+    a transaction, and the migration lock is transaction-scoped), so asyncpg's default
+    ``RESET ALL; UNLISTEN *; ...`` would cost a round trip per transaction for nothing."""
+
+
 class PostgresDatabase:
     """A PostgreSQL connection pool; open with ``await PostgresDatabase.open(dsn)``."""
 
@@ -109,7 +117,9 @@ class PostgresDatabase:
     async def open(cls, dsn: str, *, min_size: int = 1, max_size: int = 8) -> PostgresDatabase:
         """Connect to ``dsn``."""
         try:
-            pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size)
+            pool = await asyncpg.create_pool(
+                dsn, min_size=min_size, max_size=max_size, reset=_keep_session
+            )
         except (OSError, asyncpg.PostgresError) as exc:
             raise StoreUnavailable(f"cannot connect to PostgreSQL: {exc}") from exc
         return cls(pool)
