@@ -411,13 +411,13 @@ async def run_once(
         cpu = {name: cpu_seconds(p) - cpu_before[name] for name, p in pids.items()}
         machine = machine_busy_s() - machine_before
         cpu["other processes on the machine"] = max(0.0, machine - sum(cpu.values()))
-        rows = await _db_rows(connection) - rows_before
         size_after = int(await connection.fetchval("SELECT pg_database_size(current_database())"))
         db_bytes = size_after - size_before
-        await connection.close()
     finally:
         for worker in relay:
             worker.stop()
+    rows = await _db_rows_when_workers_gone(connection) - rows_before
+    await connection.close()
     latencies = sorted(s for v in vessels for s in v.latencies_s)
     acked_batches = len(latencies)
     first = min((v.first_publish for v in vessels if v.first_publish), default=t0)
@@ -449,6 +449,22 @@ async def _db_rows(connection: asyncpg.Connection) -> int:
     )
     await connection.execute("SELECT pg_stat_clear_snapshot()")
     return int(row[0]) if row else 0
+
+
+async def _db_rows_when_workers_gone(connection: asyncpg.Connection) -> int:
+    """:func:`_db_rows` once the relay workers' connections have ended: a PostgreSQL 15
+    backend reports its counts at most once a second while busy and up to 10 s after it
+    went idle, but always when it exits (waits at most 10 s for that)."""
+    deadline = time.monotonic() + 10.0
+    while time.monotonic() < deadline:
+        others = await connection.fetchval(
+            "SELECT count(*) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        if not others:
+            break
+        await asyncio.sleep(0.05)
+    return await _db_rows(connection)
 
 
 def _pct(values: Sequence[float], pct: float) -> float:

@@ -277,6 +277,8 @@ async def sink_capacity(sink: StampingSink, smtp_port: int, messages: int) -> Si
 def make_batches(vessel_id: int, batches: int, per_batch: int, rng: random.Random) -> list[bytes]:
     """A vessel's signed uplink batches; batch 1 carries the contact book."""
     texts = corpus_texts()
+    # Written now, as a vessel with a right clock writes them (see the relay's time to live).
+    minutes = int(time.time() // 60)
     out = []
     for index in range(batches):
         envelopes: list[Envelope] = []
@@ -284,7 +286,7 @@ def make_batches(vessel_id: int, batches: int, per_batch: int, rng: random.Rando
             envelopes.append(
                 ContactBookChange(
                     crew=CREW, contact=CONTACT, channel=Channel.EMAIL,
-                    address=f"family{vessel_id}@example.com", written_minutes=0,
+                    address=f"family{vessel_id}@example.com", written_minutes=minutes,
                     contact_lang=Language.MYA,
                 )
             )  # fmt: skip
@@ -293,9 +295,9 @@ def make_batches(vessel_id: int, batches: int, per_batch: int, rng: random.Rando
             seq = index * per_batch + n + 1
             envelopes.append(
                 CrewMessage(message_seq=seq, crew=CREW, contact=CONTACT,
-                            written_minutes=0, lang=lang, body=text)
+                            written_minutes=minutes, lang=lang, body=text)
             )  # fmt: skip
-        out.append(uplink(vessel_id, index + 1, envelopes))
+        out.append(uplink(vessel_id, index + 1, envelopes, minutes=minutes))
     return out
 
 
