@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import aiomqtt
+import asyncpg
 import nacl.public
 import pytest
 
@@ -52,7 +53,7 @@ from shore.downlink import Downlink, DownlinkConfig
 from shore.ingest import Ingestor
 from shore.mail import MailIdentity
 from shore.store import IngestOutcome, SosAlertDue, SqliteStore, StoreUnavailable, VesselInfo
-from shore.store.postgres import PostgresStore
+from shore.store.postgres import PostgresDatabase, PostgresStore
 from shore.store.transparency_log import month_of_minutes
 from tests.kit.mosquitto import MosquittoBroker
 from tests.protocol.mutants import FuzzReport, MutantMaker, OpenBatch
@@ -674,3 +675,44 @@ async def test_fuzz_resigned_mutants_at_scale(tmp_path: Path) -> None:
     print("outcomes:", dict(report.outcomes.most_common()))
     print("mutations:", dict(report.mutations.most_common()))
     _assert_meaningful(report)
+
+
+async def test_a_pooled_postgresql_connection_comes_back_clean_after_a_failed_transaction(
+    request: pytest.FixtureRequest,
+) -> None:
+    """The relay's PostgreSQL pool skips asyncpg's RESET round trip when a connection goes
+    back. On a pool of one connection: a transaction our code abandons half-way, and one
+    PostgreSQL refuses, both leave nothing behind (rolled back, no transaction open), and
+    the next transaction on the same connection commits as usual; what a transaction set
+    for itself (``SET LOCAL``) is gone after it."""
+    server: PostgresServer = request.getfixturevalue("postgres")
+    db = await PostgresDatabase.open(server.create_database(), min_size=1, max_size=1)
+    try:
+        async with db.transaction() as tx:
+            await tx.execute("CREATE TABLE notes (n BIGINT PRIMARY KEY)")
+
+        async def abandoned() -> None:
+            async with db.transaction() as tx:
+                await tx.execute("SET LOCAL statement_timeout = 1234")
+                await tx.execute("INSERT INTO notes VALUES (1)")
+                raise RuntimeError("half-way")
+
+        async def refused() -> None:
+            async with db.transaction() as tx:
+                await tx.execute("INSERT INTO notes VALUES (2)")
+                await tx.execute("INSERT INTO notes VALUES (2)")
+
+        with pytest.raises(RuntimeError, match="half-way"):
+            await abandoned()
+        with pytest.raises(asyncpg.UniqueViolationError):
+            await refused()
+        async with db.transaction() as tx:
+            await tx.execute("INSERT INTO notes VALUES (3)")
+        async with db.transaction() as tx:
+            assert await tx.fetch("SELECT n FROM notes ORDER BY n") == [(3,)]
+            assert await tx.fetch("SHOW statement_timeout") == [("0",)]
+            (pid,) = await tx.fetch("SELECT pg_backend_pid()")
+        async with db.transaction() as tx:
+            assert await tx.fetch("SELECT pg_backend_pid()") == [pid]  # the same connection
+    finally:
+        await db.close()
