@@ -12,6 +12,7 @@ import shutil
 import socket
 import ssl
 import subprocess
+import textwrap
 import tomllib
 import urllib.error
 import urllib.request
@@ -23,14 +24,21 @@ import bcrypt
 import nats
 import nats.errors
 import pytest
+from nats.aio.client import Client as NatsClient
 
 from common.keyfiles import write_secret
 from shore.config import parse_config
 from shore.relay import run_relay
-from tests.kit.nats import INSTALL_HINT, RouteTls, find_nats_server, route_greeting
+from tests.kit.nats import (
+    INSTALL_HINT,
+    RouteTls,
+    find_nats_server,
+    publish_until_received,
+    route_greeting,
+)
 from tests.kit.ports import accepts_connections
 from tests.kit.tls import make_test_ca
-from tests.kit.wait import eventually, eventually_blocking
+from tests.kit.wait import eventually_blocking
 from tests.shore.store_fixtures import SHORE_KEY
 from tests.shore.test_ingest import VESSEL, Vessel, make_batches, register_vessel
 
@@ -160,7 +168,8 @@ class DeployedNode:
         try:
             with urllib.request.urlopen(url, timeout=2.0) as answer:
                 return int(answer.status), json.load(answer)
-        except urllib.error.HTTPError as exc:
+        except urllib.error.HTTPError as exc:  # /healthz answers 503 until JetStream is up
+            exc.close()
             return exc.code, {}
         except (urllib.error.URLError, OSError):
             return 0, {}
@@ -278,11 +287,15 @@ async def test_the_shipped_users_hold_bcrypt_hashes_and_check_passwords_against_
     finally:
         await client.close()
     for wrong in ("relay-secret-7732", relay_hash[1]):
-        with pytest.raises(nats.errors.Error, match="Authorization Violation"):
-            await nats.connect(
-                node.nats_url, user="relay", password=wrong, allow_reconnect=False,
-                max_reconnect_attempts=0, connect_timeout=5,
-            )  # fmt: skip
+        refused = NatsClient()
+        try:
+            with pytest.raises(nats.errors.Error, match="Authorization Violation"):
+                await refused.connect(
+                    node.nats_url, user="relay", password=wrong, allow_reconnect=False,
+                    connect_timeout=5,
+                )  # fmt: skip
+        finally:
+            await refused.close()  # a refused connect leaves its socket open until closed
     async with node.vessel_client(VESSEL) as vessel:
         await vessel.subscribe(f"vr/{VESSEL}/d", qos=1)
     for wrong in ("vessel-7-secret-2209", ""):
@@ -294,20 +307,49 @@ async def test_the_shipped_users_hold_bcrypt_hashes_and_check_passwords_against_
         assert secret not in log
 
 
+def readme_route_certificates(directory: Path, count: int) -> list[RouteTls]:
+    """Route certificates for ``count`` nodes on 127.0.0.1, made by the openssl commands
+    deploy/README.md gives (its shell block that makes route-ca.pem), run as written: the
+    CA part once, the per-node part once per node with N and ADDRESS set."""
+    readme = (DEPLOY.parent / "README.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```sh\n(.*?)```", readme, flags=re.DOTALL)
+    (block,) = [block for block in blocks if "route-ca-key.pem" in block]
+    block = textwrap.dedent(block)
+    ca_part, per_node = block.split("N=1 ADDRESS=10.0.0.1\n")
+    directory.mkdir(parents=True, exist_ok=True)
+    script = ca_part + "".join(
+        f"N={number} ADDRESS=127.0.0.1\n{per_node}" for number in range(1, count + 1)
+    )
+    done = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", script],
+        cwd=directory, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return [
+        RouteTls(
+            directory / f"route-{n}.pem",
+            directory / f"route-key-{n}.pem",
+            directory / "route-ca.pem",
+        )
+        for n in range(1, count + 1)
+    ]
+
+
 @pytest.fixture
 def deployed_cluster(tmp_path: Path) -> Iterator[list[DeployedNode]]:
     """Three nodes from the shipped files, routes over mutual TLS with one certificate per
-    node from a route CA of the test's own; healthy (JetStream has a meta leader)."""
+    node made as deploy/README.md says; healthy (JetStream has a meta leader)."""
     if shutil.which("nats-server") is None and not Path("/usr/sbin/nats-server").exists():
         pytest.fail(f"nats-server is not installed: {INSTALL_HINT}", pytrace=False)
     ports = distinct_ports(12)
     route_ports = ports[9:]
+    certificates = readme_route_certificates(tmp_path / "route-ca", 3)
     nodes = [
         DeployedNode(
             tmp_path / f"nats-{index}",
             index=index,
             route_ports=route_ports,
-            route_tls=RouteTls.signed_by(tmp_path / "route-ca", f"nats-{index}"),
+            route_tls=certificates[index - 1],
             ports=ports[3 * index - 3 : 3 * index],
         )
         for index in (1, 2, 3)
@@ -329,8 +371,9 @@ def deployed_cluster(tmp_path: Path) -> Iterator[list[DeployedNode]]:
 async def test_the_shipped_cluster_routes_over_mutual_tls_and_carries_a_downlink_across(
     deployed_cluster: list[DeployedNode],
 ) -> None:
-    """Three nodes run from deploy/nats (only addresses, paths and hashes rewritten) form
-    a cluster over their TLS routes: each has a route to the other two, and every route
+    """Three nodes run from deploy/nats (only addresses, paths and hashes rewritten), with
+    route certificates made by deploy/README.md's openssl commands, form a cluster over
+    their TLS routes: each has a route to the other two, and every route
     port asks for TLS and a client certificate. The relay, signed in to node 1 with its
     password, publishes vessel 42's downlink; vessel 42, signed in to node 3 with its own,
     receives it."""
@@ -360,21 +403,7 @@ async def test_the_shipped_cluster_routes_over_mutual_tls_and_carries_a_downlink
     try:
         inbox = await vessel.subscribe("vr.42.d")
         await vessel.flush()
-        received: list[bytes] = []
-
-        async def crossed() -> bool:
-            # node 1 learns of node 3's subscription over the route a moment later, and
-            # nothing tells when: publish until one arrives (core NATS drops the rest)
-            await relay.publish("vr.42.d", b"batch-ack")
-            await relay.flush()
-            try:
-                received.append((await inbox.next_msg(timeout=0.5)).data)
-            except nats.errors.TimeoutError:
-                return False
-            return True
-
-        await eventually(crossed, 15, 0.01, what="a downlink from node 1 at node 3")
-        assert received == [b"batch-ack"]
+        await publish_until_received(relay, inbox, "vr.42.d", b"batch-ack")
     finally:
         await relay.close()
         await vessel.close()

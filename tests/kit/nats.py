@@ -8,6 +8,7 @@
         cluster.nodes[1].start()           # same ports, same JetStream directory
         cluster.nodes[0].routez()          # the node's routes, from its monitoring port
         rogue = cluster.outsider("x", RouteTls.signed_by(other_ca_dir, "x"))  # not a member
+    await publish_until_received(client_on_n1, subscription_on_n3, "vr.7.d", b"data")
 
 Facts from FIELD-NOTES this helper encodes (nats-server 2.9, Debian):
 
@@ -39,9 +40,13 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
+import nats.errors
+from nats.aio.client import Client as NatsClient
+from nats.aio.subscription import Subscription
+
 from tests.kit.ports import accepts_connections, free_port
 from tests.kit.tls import make_node_certificate, make_test_ca
-from tests.kit.wait import NeverHappened, eventually_blocking
+from tests.kit.wait import NeverHappened, eventually, eventually_blocking
 
 INSTALL_HINT = "run scripts/install-system-deps (as root or with sudo) to install it"
 
@@ -367,3 +372,42 @@ class NatsCluster:
     def stop(self) -> None:
         for node in [*self.outsiders, *self.nodes]:
             node.stop()
+
+
+async def next_data(subscription: Subscription, timeout_s: float) -> bytes | None:
+    """The next message's payload, or None if none came within ``timeout_s``."""
+    try:
+        return (await subscription.next_msg(timeout=timeout_s)).data
+    except nats.errors.TimeoutError:
+        return None
+
+
+async def publish_until_received(
+    publisher: NatsClient,
+    subscription: Subscription,
+    subject: str,
+    data: bytes,
+    timeout_s: float = 20.0,
+) -> None:
+    """Publish ``data`` until ``subscription`` (on another node) receives it once: a node
+    learns of a subscription on another node over the route a moment later, and nothing
+    tells when (core NATS drops what is published before). Anything else arriving there
+    meanwhile fails at once (AssertionError), so no stray message is swallowed."""
+
+    async def arrived() -> bool:
+        await publisher.publish(subject, data)
+        await publisher.flush()
+        got = await next_data(subscription, 0.5)
+        if got is not None and got != data:
+            raise AssertionError(f"{subscription.subject} got {got!r} awaiting {data!r}")
+        return got == data
+
+    await eventually(arrived, timeout_s, 0.01, what=f"{data!r} across the cluster")
+
+
+async def drain(subscription: Subscription, quiet_s: float) -> list[bytes]:
+    """Every payload ``subscription`` receives until none comes for ``quiet_s``."""
+    payloads: list[bytes] = []
+    while (data := await next_data(subscription, quiet_s)) is not None:
+        payloads.append(data)
+    return payloads
