@@ -1,26 +1,42 @@
 """deploy/nats: the shipped NATS node configuration and its users (the Mosquitto ACL
-translated to NATS permissions) run as written, only addresses, paths and passwords
-rewritten, on one node with TLS on the vessels' MQTT door."""
+translated to NATS permissions) run as written, only addresses, paths and password hashes
+rewritten: on one node with TLS on the vessels' MQTT door, and as a cluster of three whose
+routes run over mutual TLS. Passwords are stored as bcrypt hashes, as users.conf says."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import shutil
+import socket
 import ssl
 import subprocess
+import textwrap
 import tomllib
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import aiomqtt
+import bcrypt
+import nats
+import nats.errors
 import pytest
+from nats.aio.client import Client as NatsClient
 
 from common.keyfiles import write_secret
 from shore.config import parse_config
 from shore.relay import run_relay
-from tests.kit.nats import INSTALL_HINT, find_nats_server
-from tests.kit.ports import accepts_connections, free_port
+from tests.kit.nats import (
+    INSTALL_HINT,
+    RouteTls,
+    find_nats_server,
+    publish_until_received,
+    route_greeting,
+)
+from tests.kit.ports import accepts_connections
 from tests.kit.tls import make_test_ca
 from tests.kit.wait import eventually_blocking
 from tests.shore.store_fixtures import SHORE_KEY
@@ -36,36 +52,88 @@ PASSWORDS = {VESSEL: "vessel-7-secret-2208", 43: "vessel-43-secret-4410"}
 pytestmark = pytest.mark.broker  # a real NATS node, like the conftest's broker fixtures
 
 
-class DeployedNode:
-    """deploy/nats/nats-node.conf and users.conf on loopback: one node, no routes, the
-    shipped users and permissions (vessels 7 and 43 added as the file says to add one)."""
+def distinct_ports(count: int) -> list[int]:
+    """``count`` different TCP ports of 127.0.0.1 that were free a moment ago (all held at
+    once while chosen, so no two are the same)."""
+    probes = [socket.socket() for _ in range(count)]
+    try:
+        for probe in probes:
+            probe.bind(("127.0.0.1", 0))
+        return [int(probe.getsockname()[1]) for probe in probes]
+    finally:
+        for probe in probes:
+            probe.close()
 
-    def __init__(self, directory: Path) -> None:
+
+def bcrypt_hash(password: str) -> str:
+    """The value users.conf takes for ``password`` ("$2b$..."). Cost 4, bcrypt's least:
+    the same format nats-server reads at any cost; a higher one only slows each login."""
+    return bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=4)).decode()
+
+
+class DeployedNode:
+    """deploy/nats/nats-node.conf and users.conf on loopback, the shipped users and
+    permissions (vessels 7 and 43 added as the file says to add one), every password as a
+    bcrypt hash. Alone (``route_ports`` None: the cluster block removed), or node ``index``
+    (1 to 3) of a cluster whose nodes' route ports are ``route_ports``, its route
+    certificate ``route_tls`` taking the place of /etc/nats/route*.pem; ``ports``: its
+    client, MQTT and monitoring ports (free ones if not given)."""
+
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        index: int = 1,
+        route_ports: list[int] | None = None,
+        route_tls: RouteTls | None = None,
+        ports: list[int] | None = None,
+    ) -> None:
         self.directory = directory
         directory.mkdir(parents=True, exist_ok=True)
-        self.client_port, self.mqtt_port, self.monitor_port = (free_port() for _ in range(3))
+        self.client_port, self.mqtt_port, self.monitor_port = ports or distinct_ports(3)
         self.ca = make_test_ca(directory)
+        self.route_port = None if route_ports is None else route_ports[index - 1]
+        self.route_tls = route_tls
         node = (DEPLOY / "nats-node.conf").read_text(encoding="utf-8")
+        node = node.replace('server_name: "nats-1"', f'server_name: "nats-{index}"')
         node = node.replace('listen: "10.0.0.1:4222"', f'listen: "127.0.0.1:{self.client_port}"')
         node = node.replace('http: "127.0.0.1:8222"', f'http: "127.0.0.1:{self.monitor_port}"')
         node = node.replace("/var/lib/nats/jetstream", str(directory / "jetstream"))
-        node = re.sub(r"\ncluster \{.*?\n\}\n", "\n", node, flags=re.DOTALL)  # one node
+        if route_ports is None:
+            node = re.sub(r"\ncluster \{.*?\n\}\n", "\n", node, flags=re.DOTALL)  # one node
+        else:
+            assert route_tls is not None, "the shipped cluster block names route certificates"
+            own = f"127.0.0.1:{route_ports[index - 1]}"
+            node = node.replace('listen: "10.0.0.1:6222"', f'listen: "{own}"')
+            for number, port in enumerate(route_ports, start=1):
+                node = node.replace(
+                    f"nats-route://10.0.0.{number}:6222", f"nats-route://127.0.0.1:{port}"
+                )
+            node = node.replace("/etc/nats/route-key.pem", str(route_tls.key_file))
+            node = node.replace("/etc/nats/route-ca.pem", str(route_tls.ca_file))
+            node = node.replace("/etc/nats/route.pem", str(route_tls.cert_file))
         node = node.replace('listen: "0.0.0.0:8883"', f'listen: "127.0.0.1:{self.mqtt_port}"')
         node = node.replace("/etc/nats/server.pem", str(directory / "server.pem"))
         node = node.replace("/etc/nats/server-key.pem", str(directory / "server-key.pem"))
+        live = [line for line in node.splitlines() if not line.lstrip().startswith("#")]
+        left = [line for line in live if "10.0.0." in line or "/etc/" in line or "/var/" in line]
+        assert not left, f"nats-node.conf has addresses or paths the test does not rewrite: {left}"
         users = (DEPLOY / "users.conf").read_text(encoding="utf-8")
-        users = users.replace("RELAY_PASSWORD_BCRYPT", RELAY_PASSWORD)
+        users = users.replace("RELAY_PASSWORD_BCRYPT", bcrypt_hash(RELAY_PASSWORD))
         example = re.search(r'    \{ user: "42".*?\} \} \}\n', users, flags=re.DOTALL)
         assert example is not None, "users.conf lost its example vessel"
         added = "".join(
             example[0]
             .replace('"42"', f'"{vessel_id}"')
             .replace("vr.42.", f"vr.{vessel_id}.")
-            .replace("VESSEL_42_PASSWORD_BCRYPT", password)
+            .replace("VESSEL_42_PASSWORD_BCRYPT", bcrypt_hash(password))
             for vessel_id, password in PASSWORDS.items()
         )
         users = users.replace(example[0], example[0] + added)
-        users = users.replace("VESSEL_42_PASSWORD_BCRYPT", EXAMPLE_PASSWORD)
+        users = users.replace("VESSEL_42_PASSWORD_BCRYPT", bcrypt_hash(EXAMPLE_PASSWORD))
+        live = [line for line in users.splitlines() if not line.lstrip().startswith("#")]
+        left = [line for line in live if "_BCRYPT" in line]
+        assert not left, f"users.conf has password placeholders the test misses: {left}"
         (directory / "nats-node.conf").write_text(node, encoding="utf-8")
         (directory / "users.conf").write_text(users, encoding="utf-8")
         self.log = directory / "nats.log"
@@ -89,6 +157,22 @@ class DeployedNode:
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()
             self.process.wait(15)
+
+    @property
+    def nats_url(self) -> str:
+        return f"nats://127.0.0.1:{self.client_port}"
+
+    def monitor(self, endpoint: str) -> tuple[int, dict[str, object]]:
+        """The node's monitoring answer at ``/endpoint``: (HTTP status, its JSON)."""
+        url = f"http://127.0.0.1:{self.monitor_port}/{endpoint}"
+        try:
+            with urllib.request.urlopen(url, timeout=2.0) as answer:
+                return int(answer.status), json.load(answer)
+        except urllib.error.HTTPError as exc:  # /healthz answers 503 until JetStream is up
+            exc.close()
+            return exc.code, {}
+        except (urllib.error.URLError, OSError):
+            return 0, {}
 
     def vessel_client(self, vessel_id: int, password: str | None = None) -> aiomqtt.Client:
         context = ssl.create_default_context(cafile=str(self.ca))
@@ -179,3 +263,147 @@ async def test_the_shipped_nats_users_confine_vessels_and_let_the_relay_work(
     assert f'Publish Violation - User "43", Subject "vr.{VESSEL}.u"' in log
     assert f'Subscription Violation - User "43", Subject "vr.{VESSEL}.d"' in log
     assert 'Violation - User "relay"' not in log
+
+
+async def test_the_shipped_users_hold_bcrypt_hashes_and_check_passwords_against_them(
+    node: DeployedNode,
+) -> None:
+    """users.conf as deployed holds bcrypt hashes, not one of the passwords. The relay
+    signs in to NATS with its plain password and a vessel to the MQTT gateway with its
+    own; the same users with a wrong password, or with the hash itself as the password,
+    are refused on both doors."""
+    users = (node.directory / "users.conf").read_text(encoding="utf-8")
+    for password in (RELAY_PASSWORD, EXAMPLE_PASSWORD, *PASSWORDS.values()):
+        assert password not in users
+    assert len(re.findall(r'password: "\$2b\$04\$[./A-Za-z0-9]{53}"', users)) == 4
+    relay_hash = re.search(r'user: "relay", password: "([^"]+)"', users)
+    assert relay_hash is not None
+
+    client = await nats.connect(
+        node.nats_url, user="relay", password=RELAY_PASSWORD, allow_reconnect=False
+    )
+    try:
+        assert client.is_connected
+    finally:
+        await client.close()
+    for wrong in ("relay-secret-7732", relay_hash[1]):
+        refused = NatsClient()
+        try:
+            with pytest.raises(nats.errors.Error, match="Authorization Violation"):
+                await refused.connect(
+                    node.nats_url, user="relay", password=wrong, allow_reconnect=False,
+                    connect_timeout=5,
+                )  # fmt: skip
+        finally:
+            await refused.close()  # a refused connect leaves its socket open until closed
+    async with node.vessel_client(VESSEL) as vessel:
+        await vessel.subscribe(f"vr/{VESSEL}/d", qos=1)
+    for wrong in ("vessel-7-secret-2209", ""):
+        with pytest.raises(aiomqtt.MqttCodeError, match=r"Not authorized|Bad user name"):
+            async with node.vessel_client(VESSEL, wrong):
+                pass
+    log = node.log.read_text()
+    for secret in (RELAY_PASSWORD, PASSWORDS[VESSEL]):
+        assert secret not in log
+
+
+def readme_route_certificates(directory: Path, count: int) -> list[RouteTls]:
+    """Route certificates for ``count`` nodes on 127.0.0.1, made by the openssl commands
+    deploy/README.md gives (its shell block that makes route-ca.pem), run as written: the
+    CA part once, the per-node part once per node with N and ADDRESS set."""
+    readme = (DEPLOY.parent / "README.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```sh\n(.*?)```", readme, flags=re.DOTALL)
+    (block,) = [block for block in blocks if "route-ca-key.pem" in block]
+    block = textwrap.dedent(block)
+    ca_part, per_node = block.split("N=1 ADDRESS=10.0.0.1\n")
+    directory.mkdir(parents=True, exist_ok=True)
+    script = ca_part + "".join(
+        f"N={number} ADDRESS=127.0.0.1\n{per_node}" for number in range(1, count + 1)
+    )
+    done = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", script],
+        cwd=directory, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return [
+        RouteTls(
+            directory / f"route-{n}.pem",
+            directory / f"route-key-{n}.pem",
+            directory / "route-ca.pem",
+        )
+        for n in range(1, count + 1)
+    ]
+
+
+@pytest.fixture
+def deployed_cluster(tmp_path: Path) -> Iterator[list[DeployedNode]]:
+    """Three nodes from the shipped files, routes over mutual TLS with one certificate per
+    node made as deploy/README.md says; healthy (JetStream has a meta leader)."""
+    if shutil.which("nats-server") is None and not Path("/usr/sbin/nats-server").exists():
+        pytest.fail(f"nats-server is not installed: {INSTALL_HINT}", pytrace=False)
+    ports = distinct_ports(12)
+    route_ports = ports[9:]
+    certificates = readme_route_certificates(tmp_path / "route-ca", 3)
+    nodes = [
+        DeployedNode(
+            tmp_path / f"nats-{index}",
+            index=index,
+            route_ports=route_ports,
+            route_tls=certificates[index - 1],
+            ports=ports[3 * index - 3 : 3 * index],
+        )
+        for index in (1, 2, 3)
+    ]
+    try:
+        for deployed in nodes:
+            deployed.start()
+
+        def healthy() -> bool:
+            return all(deployed.monitor("healthz")[0] == 200 for deployed in nodes)
+
+        eventually_blocking(healthy, 30, 0.1)
+        yield nodes
+    finally:
+        for deployed in nodes:
+            deployed.stop()
+
+
+async def test_the_shipped_cluster_routes_over_mutual_tls_and_carries_a_downlink_across(
+    deployed_cluster: list[DeployedNode],
+) -> None:
+    """Three nodes run from deploy/nats (only addresses, paths and hashes rewritten), with
+    route certificates made by deploy/README.md's openssl commands, form a cluster over
+    their TLS routes: each has a route to the other two, and every route
+    port asks for TLS and a client certificate. The relay, signed in to node 1 with its
+    password, publishes vessel 42's downlink; vessel 42, signed in to node 3 with its own,
+    receives it."""
+    first, _, third = deployed_cluster
+    for deployed in deployed_cluster:
+        routez = deployed.monitor("routez")[1]
+        assert routez["num_routes"] == 2, routez
+        assert deployed.route_port is not None
+        assert deployed.route_tls is not None
+        own = route_greeting("127.0.0.1", deployed.route_port, deployed.route_tls.client_context())
+        assert own.startswith(b"INFO "), own
+        info = json.loads(own[5:])
+        assert (info["tls_required"], info["tls_verify"]) == (True, True), info
+        assert route_greeting("127.0.0.1", deployed.route_port, None) == b""
+        anonymous = ssl.create_default_context(cafile=str(deployed.route_tls.ca_file))
+        try:
+            refused = route_greeting("127.0.0.1", deployed.route_port, anonymous)
+        except ssl.SSLError as exc:
+            refused = str(exc).encode()
+        assert not refused.startswith(b"INFO"), refused
+    vessel = await nats.connect(
+        third.nats_url, user="42", password=EXAMPLE_PASSWORD, allow_reconnect=False
+    )
+    relay = await nats.connect(
+        first.nats_url, user="relay", password=RELAY_PASSWORD, allow_reconnect=False
+    )
+    try:
+        inbox = await vessel.subscribe("vr.42.d")
+        await vessel.flush()
+        await publish_until_received(relay, inbox, "vr.42.d", b"batch-ack")
+    finally:
+        await relay.close()
+        await vessel.close()

@@ -6,6 +6,9 @@
         cluster.nodes[0].mqtt_port         # vessels speak MQTT 3.1.1 to any node
         cluster.nodes[1].kill()            # SIGKILL one node; the other two keep quorum
         cluster.nodes[1].start()           # same ports, same JetStream directory
+        cluster.nodes[0].routez()          # the node's routes, from its monitoring port
+        rogue = cluster.outsider("x", RouteTls.signed_by(other_ca_dir, "x"))  # not a member
+    await publish_until_received(client_on_n1, subscription_on_n3, "vr.7.d", b"data")
 
 Facts from FIELD-NOTES this helper encodes (nats-server 2.9, Debian):
 
@@ -14,23 +17,36 @@ Facts from FIELD-NOTES this helper encodes (nats-server 2.9, Debian):
   JetStream and a server name. Its MQTT is 3.1.1 only.
 - The cluster is ready when every node's monitoring ``/healthz`` answers 200 (JetStream
   has a meta leader and the node is current); before that, stream creation fails.
+- Routes run over mutual TLS by default, as deploy/nats/nats-node.conf has them:
+  ``cluster { tls { cert_file; key_file; ca_file; verify: true; timeout } }``, one
+  certificate per node from the cluster's own CA (``<directory>/route-ca``). A node dials
+  the routes it is given and checks the certificate against the route URL's host, so each
+  certificate names 127.0.0.1; it also serves routes, so it is good for both TLS ends.
 - Each node is stopped by its PID, never by name.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 import signal
+import socket
+import ssl
 import subprocess
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
+
+import nats.errors
+from nats.aio.client import Client as NatsClient
+from nats.aio.subscription import Subscription
 
 from tests.kit.ports import accepts_connections, free_port
-from tests.kit.wait import NeverHappened, eventually_blocking
+from tests.kit.tls import make_node_certificate, make_test_ca
+from tests.kit.wait import NeverHappened, eventually, eventually_blocking
 
 INSTALL_HINT = "run scripts/install-system-deps (as root or with sudo) to install it"
 
@@ -53,6 +69,66 @@ def find_nats_server() -> str:
     return path
 
 
+def route_greeting(
+    host: str, port: int, tls: ssl.SSLContext | None, timeout_s: float = 5.0
+) -> bytes:
+    """The first line a node's route port sends to whoever connects: over TLS with ``tls``
+    (its CA, and the certificate it shows, if any), or in the clear (then the port is sent
+    a CONNECT, as a node without TLS would). A route port with TLS speaks only after the
+    handshake, so a refused peer gets ``b""`` (closed) or an :class:`ssl.SSLError`."""
+    with socket.create_connection((host, port), timeout=timeout_s) as raw:
+        if tls is None:
+            raw.sendall(b'CONNECT {"verbose":false}\r\n')
+            return _first_line(raw)
+        with tls.wrap_socket(raw, server_hostname=host) as connection:
+            return _first_line(connection)
+
+
+def _first_line(connection: socket.socket) -> bytes:
+    received = b""
+    while b"\r\n" not in received:
+        try:
+            chunk = connection.recv(4096)
+        except ConnectionResetError:
+            return b""
+        if not chunk:
+            return received
+        received += chunk
+    return received.split(b"\r\n", 1)[0]
+
+
+@dataclass(frozen=True)
+class RouteTls:
+    """A node's route certificate, its key and the CA it requires of the other nodes."""
+
+    cert_file: Path
+    key_file: Path
+    ca_file: Path
+
+    @classmethod
+    def signed_by(cls, ca_directory: Path, name: str) -> RouteTls:
+        """A certificate for node ``name`` from the CA in ``ca_directory`` (made there by
+        :func:`tests.kit.tls.make_test_ca` if it has none yet)."""
+        ca_directory.mkdir(parents=True, exist_ok=True)
+        if not (ca_directory / "ca.pem").exists():
+            make_test_ca(ca_directory)
+        cert, key = make_node_certificate(ca_directory, name)
+        return cls(cert, key, ca_directory / "ca.pem")
+
+    def client_context(self) -> ssl.SSLContext:
+        """A TLS client context that trusts this CA and shows this certificate."""
+        context = ssl.create_default_context(cafile=str(self.ca_file))
+        context.load_cert_chain(self.cert_file, self.key_file)
+        return context
+
+    def config(self, timeout_s: float = 2.0) -> str:
+        """The ``tls { ... }`` block of a ``cluster`` section (as deploy/nats has it)."""
+        return (
+            f'  tls {{\n    cert_file: "{self.cert_file}"\n    key_file: "{self.key_file}"\n'
+            f'    ca_file: "{self.ca_file}"\n    verify: true\n    timeout: {timeout_s}\n  }}\n'
+        )
+
+
 @dataclass
 class NodePorts:
     client: int
@@ -66,11 +142,19 @@ class NatsNode:
 
     host = "127.0.0.1"
 
-    def __init__(self, name: str, directory: Path, ports: NodePorts, cluster: NatsCluster):
+    def __init__(
+        self,
+        name: str,
+        directory: Path,
+        ports: NodePorts,
+        cluster: NatsCluster,
+        route_tls: RouteTls | None,
+    ):
         self.name = name
         self.directory = directory
         self.ports = ports
         self.cluster = cluster
+        self.route_tls = route_tls
         self.config_path = directory / f"{name}.conf"
         self.log_path = directory / f"{name}.log"
         self._process: subprocess.Popen[bytes] | None = None
@@ -101,13 +185,14 @@ class NatsNode:
             f"nats-route://{self.host}:{node.ports.cluster}" for node in self.cluster.nodes
         )
         store = self.directory / "jetstream"
+        tls = "" if self.route_tls is None else self.route_tls.config()
         self.config_path.write_text(
             f'server_name: "{self.name}"\n'
             f"listen: {self.host}:{self.ports.client}\n"
             f"http: {self.host}:{self.ports.monitor}\n"
             f'jetstream {{ store_dir: "{store}" }}\n'
             f"cluster {{\n  name: {self.cluster.name}\n"
-            f"  listen: {self.host}:{self.ports.cluster}\n  routes: [{routes}]\n}}\n"
+            f"  listen: {self.host}:{self.ports.cluster}\n{tls}  routes: [{routes}]\n}}\n"
             f"mqtt {{ listen: {self.host}:{self.ports.mqtt} }}\n",
             encoding="utf-8",
         )
@@ -156,6 +241,20 @@ class NatsNode:
         except (urllib.error.URLError, OSError):
             return False
 
+    def routez(self) -> dict[str, Any]:
+        """The node's ``/routez`` monitoring answer: ``num_routes`` and ``routes`` (each
+        with ``remote_id``, ``ip``, ``port``), the other nodes it exchanges messages with."""
+        url = f"http://{self.host}:{self.ports.monitor}/routez"
+        with urllib.request.urlopen(url, timeout=5.0) as answer:
+            routez: dict[str, Any] = json.load(answer)
+        return routez
+
+    def server_id(self) -> str:
+        """The node's server id (``/varz``), as other nodes' ``/routez`` name it."""
+        url = f"http://{self.host}:{self.ports.monitor}/varz"
+        with urllib.request.urlopen(url, timeout=5.0) as answer:
+            return str(json.load(answer)["server_id"])
+
     def stop(self, timeout_s: float = 15.0) -> None:
         """SIGTERM (a clean shutdown: leadership handed over), and wait."""
         self._end(signal.SIGTERM, timeout_s)
@@ -184,19 +283,43 @@ class NatsNode:
 
 
 class NatsCluster:
-    """Three (or ``size``) NATS nodes on 127.0.0.1, routed to each other, each with
-    JetStream and an MQTT listener on free ports."""
+    """Three (or ``size``) NATS nodes on 127.0.0.1, routed to each other over mutual TLS
+    (``route_tls=False``: in the clear), each with JetStream and an MQTT listener on free
+    ports."""
 
     name = "vr"
 
-    def __init__(self, directory: Path, *, size: int = 3, start_timeout_s: float = 30.0):
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        size: int = 3,
+        start_timeout_s: float = 30.0,
+        route_tls: bool = True,
+    ):
         self.directory = directory
         self.start_timeout_s = start_timeout_s
+        #: the cluster's CA directory (ca.pem, ca-key.pem), or None with routes in the clear
+        self.route_ca: Path | None = directory / "route-ca" if route_tls else None
         self.nodes: list[NatsNode] = []
-        taken: set[int] = set()
+        self.outsiders: list[NatsNode] = []
+        self._taken: set[int] = set()
         for index in range(1, size + 1):
-            ports = NodePorts(*(self._free(taken) for _ in range(4)))
-            self.nodes.append(NatsNode(f"n{index}", directory / f"n{index}", ports, self))
+            name = f"n{index}"
+            tls = None if self.route_ca is None else RouteTls.signed_by(self.route_ca, name)
+            self.nodes.append(NatsNode(name, directory / name, self._ports(), self, tls))
+
+    def _ports(self) -> NodePorts:
+        return NodePorts(*(self._free(self._taken) for _ in range(4)))
+
+    def outsider(self, name: str, route_tls: RouteTls | None) -> NatsNode:
+        """A node that dials every member's route port but is not a member (not in
+        :attr:`nodes`, not in the members' routes): one that tries to join with
+        ``route_tls`` (a certificate from another CA, or None for no TLS). Not started;
+        stopped with the cluster."""
+        node = NatsNode(name, self.directory / name, self._ports(), self, route_tls)
+        self.outsiders.append(node)
+        return node
 
     @staticmethod
     def _free(taken: set[int]) -> int:
@@ -247,5 +370,44 @@ class NatsCluster:
             raise NatsFailed(f"the NATS cluster was not healthy within {limit} s\n{logs}") from None
 
     def stop(self) -> None:
-        for node in self.nodes:
+        for node in [*self.outsiders, *self.nodes]:
             node.stop()
+
+
+async def next_data(subscription: Subscription, timeout_s: float) -> bytes | None:
+    """The next message's payload, or None if none came within ``timeout_s``."""
+    try:
+        return (await subscription.next_msg(timeout=timeout_s)).data
+    except nats.errors.TimeoutError:
+        return None
+
+
+async def publish_until_received(
+    publisher: NatsClient,
+    subscription: Subscription,
+    subject: str,
+    data: bytes,
+    timeout_s: float = 20.0,
+) -> None:
+    """Publish ``data`` until ``subscription`` (on another node) receives it once: a node
+    learns of a subscription on another node over the route a moment later, and nothing
+    tells when (core NATS drops what is published before). Anything else arriving there
+    meanwhile fails at once (AssertionError), so no stray message is swallowed."""
+
+    async def arrived() -> bool:
+        await publisher.publish(subject, data)
+        await publisher.flush()
+        got = await next_data(subscription, 0.5)
+        if got is not None and got != data:
+            raise AssertionError(f"{subscription.subject} got {got!r} awaiting {data!r}")
+        return got == data
+
+    await eventually(arrived, timeout_s, 0.01, what=f"{data!r} across the cluster")
+
+
+async def drain(subscription: Subscription, quiet_s: float) -> list[bytes]:
+    """Every payload ``subscription`` receives until none comes for ``quiet_s``."""
+    payloads: list[bytes] = []
+    while (data := await next_data(subscription, quiet_s)) is not None:
+        payloads.append(data)
+    return payloads

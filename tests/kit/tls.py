@@ -1,5 +1,6 @@
-"""Certificates for tests: a CA, a broker certificate for loopback, client certificates
-(EC P-256, valid one day). Keys are written 0600, as the relay and Mosquitto expect."""
+"""Certificates for tests: a CA, a broker certificate for loopback, client certificates,
+cluster node certificates (EC P-256, valid one day). Keys are written 0600, as the relay,
+Mosquitto and nats-server expect."""
 
 from __future__ import annotations
 
@@ -91,3 +92,16 @@ def make_client_certificate(directory: Path, common_name: str) -> tuple[Path, Pa
     (``<name>.pem``, ``<name>-key.pem``)."""
     usage = x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH])
     return _issue(directory, common_name, f"client-{common_name}", [(usage, False)])
+
+
+def make_node_certificate(directory: Path, common_name: str) -> tuple[Path, Path]:
+    """A cluster node's route certificate for 127.0.0.1/localhost signed by ``directory``'s
+    test CA, usable both ways (a route is a TLS server to the nodes that dial it and a TLS
+    client to those it dials): (``node-<name>.pem``, ``node-<name>-key.pem``)."""
+    names = x509.SubjectAlternativeName(
+        [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+    )
+    usage = x509.ExtendedKeyUsage(
+        [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+    )
+    return _issue(directory, common_name, f"node-{common_name}", [(names, False), (usage, False)])
