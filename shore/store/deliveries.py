@@ -18,7 +18,7 @@ from protocol.envelopes import FailureReason
 from protocol.languages import Language
 from shore.store.database import Dialect, Tx
 from shore.store.migrations import Migration, MigrationSet
-from shore.store.uplink import CodedVoice, MessageToDeliver, keys_filter
+from shore.store.uplink import KEYS_PER_STATEMENT, CodedVoice, MessageToDeliver, keys_filter
 from shore.vocabulary import DeliveryOutcome, Destination, MessageKind
 
 MIGRATIONS = MigrationSet(
@@ -270,18 +270,22 @@ class DeliveryQueue:
         ``attempt``, record an attempt on each too (unfinished until its outcome), so every
         attempt is on record before anything leaves."""
         lease = float(now) + self.lease_s
-        if attempt:
-            await tx.executemany(
-                "UPDATE deliveries SET claimed_by = $3, lease_until = $4, "
-                "attempts = attempts + 1, unfinished = 1, last_attempt_at = $5 "
-                "WHERE vessel_id = $1 AND message_seq = $2",
-                [(c.key.vessel_id, c.key.message_seq, worker, lease, float(now)) for c in claims],
+        keys = [claim.key for claim in claims]
+        for start in range(0, len(keys), KEYS_PER_STATEMENT):
+            where, args = keys_filter(keys[start : start + KEYS_PER_STATEMENT])
+            n = len(args)
+            attempted = (
+                f", attempts = attempts + 1, unfinished = 1, last_attempt_at = ${n + 3}"
+                if attempt
+                else ""
             )
-        else:
-            await tx.executemany(
-                "UPDATE deliveries SET claimed_by = $3, lease_until = $4 "
-                "WHERE vessel_id = $1 AND message_seq = $2",
-                [(c.key.vessel_id, c.key.message_seq, worker, lease) for c in claims],
+            await tx.execute(
+                f"UPDATE deliveries SET claimed_by = ${n + 1}, lease_until = ${n + 2}{attempted} "
+                f"WHERE {where}",
+                *args,
+                worker,
+                lease,
+                *([float(now)] if attempt else []),
             )
 
     async def release(self, tx: Tx, worker: str) -> int:

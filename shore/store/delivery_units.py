@@ -14,17 +14,13 @@ from protocol.envelopes import Envelope, FailureReason
 from shore.store.database import Tx
 from shore.store.deliveries import Claim, Delivery, DeliveryKey, DeliveryRecord, delivery_of
 from shore.store.parts import StoreParts
-from shore.store.uplink import MessageToDeliver
+from shore.store.uplink import KEYS_PER_STATEMENT, MessageToDeliver
 from shore.vocabulary import DeliveryEnd, DeliveryOutcome, MessageState, receipt_for
 
 _log = logging.getLogger(__name__)
 
 #: Family messages failed for their time to live by one pass (the next pass takes the rest).
 _EXPIRED_PER_PASS = 500
-
-#: Deliveries finished by one statement (two parameters each, well under the backends'
-#: limits on parameters).
-_KEYS_PER_STATEMENT = 500
 
 
 class DeliveryUnits(StoreParts):
@@ -167,9 +163,9 @@ class DeliveryUnits(StoreParts):
         """:meth:`_finish_delivery` for several deliveries with one outcome; those that
         ended now (the others had an outcome already)."""
         all_ended: list[DeliveryKey] = []
-        for start in range(0, len(keys), _KEYS_PER_STATEMENT):
+        for start in range(0, len(keys), KEYS_PER_STATEMENT):
             ended = await self.delivery_queue.finish_many(
-                tx, keys[start : start + _KEYS_PER_STATEMENT], outcome, reason, now
+                tx, keys[start : start + KEYS_PER_STATEMENT], outcome, reason, now
             )
             await self.uplink.set_messages_state(tx, ended, outcome.message_state, now)
             by_vessel: dict[int, list[tuple[Envelope, str | None]]] = {}

@@ -198,6 +198,10 @@ def _reason_name(code: int) -> str:
         return f"reason {code}"
 
 
+#: Items put in a batch by one statement (one parameter each, well under the backends'
+#: limits on parameters).
+_ITEMS_PER_STATEMENT = 1000
+
 _BATCH_COLUMNS = "vessel_id, downlink_seq, data, items, made_at, last_sent_at, send_count, acked_at"
 
 
@@ -396,10 +400,15 @@ class DownlinkQueue:
             len(items),
             float(now),
         )
-        await tx.executemany(
-            "UPDATE downlink_items SET downlink_seq = $2 WHERE item_id = $1",
-            [(item.item_id, downlink_seq) for item in items],
-        )
+        ids = [item.item_id for item in items]
+        for start in range(0, len(ids), _ITEMS_PER_STATEMENT):
+            chunk = ids[start : start + _ITEMS_PER_STATEMENT]
+            marks = ", ".join(f"${i + 2}" for i in range(len(chunk)))
+            await tx.execute(
+                f"UPDATE downlink_items SET downlink_seq = $1 WHERE item_id IN ({marks})",
+                downlink_seq,
+                *chunk,
+            )
         return DownlinkBatch(vessel_id, downlink_seq, data, len(items), float(now), None, 0, None)
 
     async def apply_ack(self, tx: Tx, vessel_id: int, ack: BatchAck, now: float) -> int:

@@ -338,6 +338,11 @@ def _message_row(
     )
 
 
+#: Keys matched by one statement of :func:`keys_filter` (two parameters each, well under
+#: the backends' limits on parameters).
+KEYS_PER_STATEMENT = 500
+
+
 def keys_filter(keys: Sequence[tuple[int, int]], prefix: str = "") -> tuple[str, list[int]]:
     """A condition matching the rows of ``keys`` (vessel_id, message_seq), with its
     arguments (``$1`` on); ``prefix`` qualifies the columns (``"m."``)."""
@@ -575,12 +580,17 @@ class Uplink:
     async def set_messages_state(
         self, tx: Tx, keys: Sequence[tuple[int, int]], state: MessageState, now: float
     ) -> None:
-        """:meth:`set_message_state` for several messages ``(vessel, message_seq)``."""
-        await tx.executemany(
-            "UPDATE messages SET state = $3, state_at = $4 "
-            "WHERE vessel_id = $1 AND message_seq = $2",
-            [(vessel_id, seq, state.value, float(now)) for vessel_id, seq in keys],
-        )
+        """:meth:`set_message_state` for several messages ``(vessel, message_seq)``, one
+        statement per 500."""
+        for start in range(0, len(keys), KEYS_PER_STATEMENT):
+            where, args = keys_filter(keys[start : start + KEYS_PER_STATEMENT])
+            n = len(args)
+            await tx.execute(
+                f"UPDATE messages SET state = ${n + 1}, state_at = ${n + 2} WHERE {where}",
+                *args,
+                state.value,
+                float(now),
+            )
 
     async def messages(self, tx: Tx, vessel_id: int) -> list[MessageRecord]:
         """A vessel's stored messages, by sequence number."""
