@@ -82,6 +82,8 @@ STREAM_MAX_AGE_S = 7 * 24 * 3600.0
 STORE_RETRY_S = 5.0
 #: How often a worker asks the consumer how many batches wait (``ingest_pending``).
 PENDING_EVERY_S = 5.0
+#: How long a node has to answer a connection (TCP, TLS, the greeting, the login).
+CONNECT_TIMEOUT_S = 5.0
 #: A connection failure that persists is logged again after this long (nats-py tries each
 #: node about every second).
 FAILURE_LOG_EVERY_S = 60.0
@@ -151,6 +153,10 @@ class RelayNatsClient(NatsClient):
             )
         if isinstance(exc, NatsTlsMismatch):
             return str(exc)
+        if isinstance(exc, TimeoutError):
+            return f"{node} did not answer within {CONNECT_TIMEOUT_S:g} s"
+        if isinstance(exc, ConnectionRefusedError):
+            return f"{node} refused the connection (is nats-server running there?)"
         return f"{node}: {type(exc).__name__}: {exc}"
 
     async def report(self, exc: Exception) -> None:
@@ -252,26 +258,43 @@ async def _fetch_or_stop(
         return []
 
 
-async def _connect(
-    config: RelayConfig, login: BrokerLogin, tls: ssl.SSLContext | None
-) -> NatsClient:
-    """A client connected to one of the nodes; nats-py keeps trying them all until one
-    accepts (each failure logged by :meth:`RelayNatsClient.report`)."""
-    client = RelayNatsClient(config)
+async def _connect_or_stop(
+    client: RelayNatsClient,
+    config: RelayConfig,
+    login: BrokerLogin,
+    tls: ssl.SSLContext | None,
+    stopping: asyncio.Event,
+) -> bool:
+    """Connect ``client`` to one of the nodes (nats-py keeps trying them all until one
+    accepts, each failure logged by :meth:`RelayNatsClient.report`); False if ``stopping``
+    was set first (the attempt is abandoned: a relay stops even when no node answers)."""
     options: dict[str, Any] = {} if tls is None else {"tls": tls}
-    await client.connect(
-        servers=list(config.broker.nats_urls),
-        name=config.client_id,
-        user=login.username,
-        password=login.password,
-        allow_reconnect=True,
-        max_reconnect_attempts=-1,
-        reconnect_time_wait=1,
-        connect_timeout=5,
-        error_cb=client.report,
-        **options,
+    connecting = asyncio.ensure_future(
+        client.connect(
+            servers=list(config.broker.nats_urls),
+            name=config.client_id,
+            user=login.username,
+            password=login.password,
+            allow_reconnect=True,
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=1,
+            connect_timeout=CONNECT_TIMEOUT_S,
+            error_cb=client.report,
+            **options,
+        )
     )
-    return client
+    stop = asyncio.ensure_future(stopping.wait())
+    try:
+        await asyncio.wait({connecting, stop}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stop.cancel()
+        if not connecting.done():
+            connecting.cancel()
+            await asyncio.gather(connecting, return_exceptions=True)
+    if connecting.cancelled():
+        return False
+    connecting.result()  # a failure nats-py gave up on raises here
+    return True
 
 
 async def jetstream_ingest(
@@ -290,9 +313,10 @@ async def jetstream_ingest(
         raise ValueError("tls:// nats_urls need the context of nats_tls_context(config)")
     broker, backoff = config.broker, 1.0
     while not stopping.is_set():
-        client: NatsClient | None = None
+        client = RelayNatsClient(config)
         try:
-            client = await _connect(config, login, tls)
+            if not await _connect_or_stop(client, config, login, tls, stopping):
+                return
             js = client.jetstream()
             await ensure_stream(js, broker)
             subscription = await js.pull_subscribe(
@@ -334,9 +358,8 @@ async def jetstream_ingest(
                 backoff,
             )
         finally:
-            if client is not None:
-                with contextlib.suppress(nats.errors.Error, OSError):
-                    await client.close()
+            with contextlib.suppress(nats.errors.Error, OSError):
+                await client.close()
         await _pause(stopping, backoff * (0.5 + random.random() / 2))
         backoff = min(backoff * 2, config.mqtt.reconnect_max_s)
 
