@@ -83,7 +83,7 @@ STORE_RETRY_S = 5.0
 #: How often a worker asks the consumer how many batches wait (``ingest_pending``).
 PENDING_EVERY_S = 5.0
 #: How long a node has to answer a connection (TCP, TLS, the greeting, the login).
-CONNECT_TIMEOUT_S = 5.0
+CONNECT_TIMEOUT_S = 5
 #: A connection failure that persists is logged again after this long (nats-py tries each
 #: node about every second).
 FAILURE_LOG_EVERY_S = 60.0
