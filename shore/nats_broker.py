@@ -105,7 +105,8 @@ class RelayNatsClient(NatsClient):
         super().__init__()
         self._config = config
         self._wants_tls = config.nats_tls
-        self._logged: tuple[str, float] | None = None
+        #: when each failure was last logged (loop time)
+        self._logged: dict[str, float] = {}
 
     def _node(self) -> str:
         server = self._current_server
@@ -145,7 +146,10 @@ class RelayNatsClient(NatsClient):
                 f"signed by the CA in {trusted} and name the host of its nats_urls entry"
             )
         if isinstance(exc, ssl.SSLError):
-            return f"TLS with {node} failed ({exc.reason or exc}); is its port tls://?"
+            return (
+                f"TLS with {node} failed ({exc.reason or exc}); check that its client port "
+                "has a tls block (deploy/nats/nats-node.conf)"
+            )
         if isinstance(exc, nats.errors.AuthorizationError):
             return (
                 f"{node} refused the relay's login ({self._config.mqtt_username or 'no user'}): "
@@ -153,21 +157,23 @@ class RelayNatsClient(NatsClient):
             )
         if isinstance(exc, NatsTlsMismatch):
             return str(exc)
+        # a failure to reach a node comes before nats-py names it its current server
         if isinstance(exc, TimeoutError):
-            return f"{node} did not answer within {CONNECT_TIMEOUT_S:g} s"
-        if isinstance(exc, ConnectionRefusedError):
-            return f"{node} refused the connection (is nats-server running there?)"
+            return f"a node did not answer within {CONNECT_TIMEOUT_S} s"
+        if isinstance(exc, OSError):
+            return f"a node cannot be reached ({exc})"
         return f"{node}: {type(exc).__name__}: {exc}"
 
     async def report(self, exc: Exception) -> None:
         """nats-py's error callback: log the failure (see the class)."""
         reason = self.failure(exc)
         now = asyncio.get_running_loop().time()
-        if self._logged is not None:
-            last, at = self._logged
-            if last == reason and now - at < FAILURE_LOG_EVERY_S:
-                return
-        self._logged = (reason, now)
+        last = self._logged.get(reason)
+        if last is not None and now - last < FAILURE_LOG_EVERY_S:
+            return
+        if len(self._logged) >= 64:  # reasons seldom vary; keep the memory bounded anyway
+            self._logged.clear()
+        self._logged[reason] = now
         log.warning("%s cannot use the NATS cluster: %s", self._config.client_id, reason)
 
 

@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import ssl
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,15 +22,13 @@ from common.keyfiles import write_secret
 from shore.broker_login import BrokerLogin, nats_tls_context
 from shore.config import RelayConfig, parse_config
 from shore.ingest import Ingestor
-from shore.nats_broker import ensure_stream, jetstream_ingest
+from shore.nats_broker import RelayNatsClient, ensure_stream, jetstream_ingest
 from shore.relay import run_relay
 from tests.kit.mqtt import persistent_client
 from tests.kit.nats import NatsCluster, find_nats_server
 from tests.kit.tls import make_test_ca
 from tests.shore.store_fixtures import SHORE_KEY
 from tests.shore.test_ingest import VESSEL, Vessel, make_batches, register_vessel
-
-pytestmark = pytest.mark.broker
 
 RELAY_PASSWORD = "relay-secret-5521"
 
@@ -116,6 +115,7 @@ async def stream_messages(cluster: NatsCluster) -> tuple[int, list[str]]:
         await checker.close()
 
 
+@pytest.mark.broker
 async def test_a_relay_ingests_over_tls_from_a_cluster_whose_client_ports_require_it(
     tls_cluster: NatsCluster, tmp_path: Path
 ) -> None:
@@ -162,6 +162,7 @@ async def test_a_relay_ingests_over_tls_from_a_cluster_whose_client_ports_requir
     assert await stream_messages(tls_cluster) == (0, ["relay"])
 
 
+@pytest.mark.broker
 async def test_a_relay_trusting_another_ca_refuses_the_nodes_and_ingests_nothing(
     tls_cluster: NatsCluster, tmp_path: Path, watch: LogWatch
 ) -> None:
@@ -204,6 +205,7 @@ async def test_a_relay_trusting_another_ca_refuses_the_nodes_and_ingests_nothing
     assert await stream_messages(tls_cluster) == (1, [])
 
 
+@pytest.mark.broker
 async def test_a_plain_nats_relay_facing_a_tls_only_client_port_says_to_use_tls(
     tls_cluster: NatsCluster, tmp_path: Path, watch: LogWatch
 ) -> None:
@@ -304,3 +306,30 @@ async def test_a_tls_relay_sends_no_password_to_a_node_that_offers_no_tls(
     finally:
         fake.server.close()
         await fake.server.wait_closed()
+
+
+async def test_a_failure_that_repeats_every_second_is_logged_once(watch: LogWatch) -> None:
+    """nats-py tries each node about every second while none accepts the relay. Each kind
+    of failure is logged once, in a sentence with its fix (not a traceback a second), and
+    a different one is logged when it comes."""
+    config = parse_config(
+        {
+            "broker": {
+                "kind": "nats",
+                "nats_urls": ["tls://127.0.0.1:4222"],
+                "mqtt_urls": ["mqtt://127.0.0.1:1883"],
+                "nats_ca_file": "ca.pem",
+            }
+        }
+    )
+    client = RelayNatsClient(config)
+    refused = ConnectionRefusedError(111, "Connect call failed ('127.0.0.1', 4222)")
+    untrusted = ssl.SSLCertVerificationError(1, "certificate verify failed")
+    untrusted.verify_message = "unable to get local issuer certificate"
+    for failure in (refused, refused, untrusted, refused, untrusted):
+        await client.report(failure)
+    assert len(watch.lines) == 2, watch.lines
+    assert "a node cannot be reached" in watch.lines[0]
+    assert "4222" in watch.lines[0]
+    assert "TLS certificate is refused (unable to get local issuer certificate)" in (watch.lines[1])
+    assert "nats_ca_file" in watch.lines[1]
