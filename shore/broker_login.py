@@ -8,7 +8,10 @@ reads them once, when the relay starts, and refuses what would be unsafe or cann
       ca_file         a PEM CA certificate (empty: the system's CAs), mqtts:// only
       client_cert/key a PEM certificate and its 0600 key, mqtts:// only
 
-Every refusal is a :class:`BrokerLoginError` naming the ``[mqtt]`` key and the fix. It is
+``nats_tls_context(config, login)`` is the TLS context of the relay's connection to a NATS
+cluster (``[broker] nats_urls`` as tls://, ``nats_ca_file``); the login is the same.
+
+Every refusal is a :class:`BrokerLoginError` naming the key and the fix. It is
 a :class:`~common.keyfiles.KeyFileError`, so ``vessel-relay shore run`` reports it in
 one line like an unreadable shore key.
 
@@ -94,11 +97,13 @@ def client_tls_context(
     client_cert: Path | None = None,
     client_key: Path | None = None,
     source: str = "relay.toml",
+    ca_key: str = "[mqtt] ca_file",
 ) -> ssl.SSLContext:
     """A TLS client context: TLS 1.2 or newer, the broker's certificate and host name checked.
 
     ``ca_file``: the broker's CA (None: the system's CAs). ``client_cert`` and
-    ``client_key``: a certificate to log in with (the key must be a 0600 file).
+    ``client_key``: a certificate to log in with (the key must be a 0600 file). ``ca_key``:
+    the configuration key that named ``ca_file``, for the error.
     """
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
@@ -110,7 +115,7 @@ def client_tls_context(
         except (OSError, ssl.SSLError) as exc:
             reason = getattr(exc, "strerror", None) or "not a PEM certificate"
             raise BrokerLoginError(
-                f"{source}: [mqtt] ca_file: cannot use {ca_file} ({reason}); give the PEM "
+                f"{source}: {ca_key}: cannot use {ca_file} ({reason}); give the PEM "
                 "certificate of the CA that signed the broker's certificate"
             ) from exc
     if client_cert is not None and client_key is not None:
@@ -152,3 +157,29 @@ def broker_login(config: RelayConfig) -> BrokerLogin:
             named(mqtt.ca_file), named(mqtt.client_cert), named(mqtt.client_key), source
         )
     return BrokerLogin(config.mqtt_username, password, context)
+
+
+def nats_tls_context(config: RelayConfig, login: BrokerLogin) -> ssl.SSLContext | None:
+    """The TLS context of the relay's NATS connection: None with nats:// ``nats_urls``; with
+    tls:// ones, the nodes' certificates checked against ``[broker] nats_ca_file`` (empty:
+    the system's CAs) and against the host in each URL. Built once, at start; warns when
+    ``login``'s password would cross the network in clear (nats:// to a host not on
+    loopback)."""
+    broker, source = config.broker, config.source
+    if not config.nats_tls:
+        remote = [
+            host
+            for url in broker.nats_urls
+            if (host := urlsplit(url).hostname) is not None and not is_loopback(host)
+        ]
+        if remote and login.password:
+            log.warning(
+                "%s: [broker] nats_urls sends the relay's NATS password and the vessels' "
+                "batches in clear to %s; write tls://HOST:4222 with nats_ca_file (the nodes "
+                "need a tls block: deploy/nats/nats-node.conf)",
+                source,
+                ", ".join(remote),
+            )
+        return None
+    ca_file = config.path(broker.nats_ca_file) if broker.nats_ca_file else None
+    return client_tls_context(ca_file, source=source, ca_key="[broker] nats_ca_file")

@@ -37,7 +37,11 @@ Example (``vessel-relay shore init --data DIR`` writes one)::
     [broker]                        # which broker the vessels' batches come through
     kind = "mqtt"                   # "mqtt": the [mqtt] broker (Mosquitto, EMQX), as above;
                                     # "nats": a NATS cluster (JetStream + its MQTT gateway):
-    nats_urls = ["nats://10.0.0.1:4222", "nats://10.0.0.2:4222", "nats://10.0.0.3:4222"]
+    nats_urls = ["tls://10.0.0.1:4222", "tls://10.0.0.2:4222", "tls://10.0.0.3:4222"]
+                                    # tls://: TLS, each node's certificate and host name
+                                    # checked (nats://: in clear; not both kinds at once)
+    nats_ca_file = "broker-ca.pem"  # tls:// only: the CA that signed the nodes' client-port
+                                    # certificates (the system's CAs if empty)
     mqtt_urls = ["mqtt://10.0.0.1:1883", "mqtt://10.0.0.2:1883", "mqtt://10.0.0.3:1883"]
                                     # the nodes' MQTT gateways (3.1.1), for the downlink;
                                     # [mqtt]'s login and TLS keys apply to each
@@ -209,8 +213,12 @@ class BrokerSection:
     JetStream stream every relay worker pulls from through one durable consumer."""
 
     kind: str = "mqtt"
-    #: kind = "nats": the cluster's client URLs (nats://HOST:PORT), any order.
+    #: kind = "nats": the cluster's client URLs, any order: all tls://HOST:PORT (TLS, the
+    #: node's certificate and host name checked) or all nats://HOST:PORT (in clear).
     nats_urls: tuple[str, ...] = ()
+    #: tls:// nats_urls only. The CA certificate (PEM) that signed the nodes' client-port
+    #: certificates; empty trusts the system's CAs.
+    nats_ca_file: str = ""
     #: kind = "nats": the nodes' MQTT gateways (mqtt:// or mqtts://), for the downlink.
     mqtt_urls: tuple[str, ...] = ()
     stream: str = "VR_UPLINK"
@@ -412,6 +420,11 @@ class RelayConfig:
         host, port = self.mqtt_host_port
         shown = f"[{host}]" if ":" in host else host
         return f"{urlsplit(self.mqtt.url).scheme}://{shown}:{port}"
+
+    @property
+    def nats_tls(self) -> bool:
+        """Whether ``[broker] nats_urls`` ask for TLS (``tls://``; validation refuses a mix)."""
+        return any(urlsplit(url).scheme == "tls" for url in self.broker.nats_urls)
 
     @property
     def mqtt_username(self) -> str | None:
@@ -738,12 +751,26 @@ def _validate_broker(config: RelayConfig) -> None:
     for url in broker.nats_urls:
         parts = urlsplit(url)
         if parts.scheme not in ("nats", "tls") or not parts.hostname:
-            raise ConfigError(f"{where} nats_urls: {url!r}: expected nats://HOST:PORT")
+            raise ConfigError(
+                f"{where} nats_urls: {url!r}: expected tls://HOST:PORT (TLS) or nats://HOST:PORT"
+            )
         if parts.password:
             raise ConfigError(
                 f"{where} nats_urls: {parts.hostname} holds a password; use [mqtt] username "
                 "and password_file (the same login serves both gateways)"
             )
+    schemes = {urlsplit(url).scheme for url in broker.nats_urls}
+    if len(schemes) > 1:
+        raise ConfigError(
+            f"{where} nats_urls mixes nats:// and tls://: the relay would send its password "
+            "and the vessels' batches in clear to some nodes; write every node as "
+            "tls://HOST:PORT (with nats_ca_file for a private CA)"
+        )
+    if broker.nats_ca_file and schemes == {"nats"}:
+        raise ConfigError(
+            f"{where} nats_ca_file is only used with TLS; write nats_urls as "
+            '["tls://HOST:4222", ...] or remove nats_ca_file'
+        )
     if not broker.mqtt_urls:
         raise ConfigError(
             f'{where} kind = "nats" needs mqtt_urls = ["mqtt://HOST:1883", ...] (the '

@@ -8,7 +8,8 @@ one worker at a time; MQTT shared subscriptions (``$share/...``) are accepted by
 gateway but receive nothing (FIELD-NOTES), which is why ingest does not use them::
 
     nats_service
-    ├── jetstream_ingest   connect (every node's URL; nats-py reconnects on its own),
+    ├── jetstream_ingest   connect (every node's URL, over TLS with tls:// ones; nats-py
+    │                      reconnects on its own, each failure logged with its fix),
     │                      make the stream and the consumer if missing, then
     │                      fetch -> Ingestor.handle -> ack        (stored, duplicate, refused,
     │                                                             quarantined: all final)
@@ -27,6 +28,13 @@ vessel's own guarantee holds regardless of the broker: it resends until a signed
 ``BatchAck`` covers the batch. The downlink marks a batch sent only after the gateway's
 PUBACK; a node lost before that means a resend through the next node.
 
+TLS. With ``tls://`` URLs the relay checks each node's certificate against ``[broker]
+nats_ca_file`` (or the system's CAs) and the host in the URL, and sends its password only
+inside TLS. nats-py itself decides on TLS from the node's greeting, which comes in clear: a
+node (or a man in the middle) saying it needs no TLS would get the password in clear, and a
+node asking for TLS on a nats:// URL would be answered with TLS trusting the system's CAs.
+:class:`RelayNatsClient` refuses both (:class:`NatsTlsMismatch`) before anything is sent.
+
 Logs carry subjects, sizes and reasons, never content.
 """
 
@@ -36,18 +44,20 @@ import asyncio
 import contextlib
 import logging
 import random
+import ssl
 from collections.abc import Callable
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import aiomqtt
 import nats
 import nats.errors
 import nats.js.errors
+from nats.aio.client import Client as NatsClient
 from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StorageType, StreamConfig
 
 from protocol.topics import NATS_UPLINKS, topic_of_subject
-from shore.broker_login import BrokerLogin, broker_login
+from shore.broker_login import BrokerLogin, broker_login, nats_tls_context
 from shore.config import BrokerSection, RelayConfig
 from shore.downlink import Downlink
 from shore.ingest import Ingestor
@@ -55,7 +65,6 @@ from shore.metrics import RelayMetrics
 from shore.store.errors import StoreError
 
 if TYPE_CHECKING:
-    from nats.aio.client import Client as NatsClient
     from nats.aio.msg import Msg
     from nats.js.client import JetStreamContext
 
@@ -73,6 +82,99 @@ STREAM_MAX_AGE_S = 7 * 24 * 3600.0
 STORE_RETRY_S = 5.0
 #: How often a worker asks the consumer how many batches wait (``ingest_pending``).
 PENDING_EVERY_S = 5.0
+#: How long a node has to answer a connection (TCP, TLS, the greeting, the login).
+CONNECT_TIMEOUT_S = 5
+#: A connection failure that persists is logged again after this long (nats-py tries each
+#: node about every second).
+FAILURE_LOG_EVERY_S = 60.0
+
+
+class NatsTlsMismatch(nats.errors.Error):
+    """A node's client port and ``[broker] nats_urls`` disagree on TLS: the node requires
+    TLS and its URL says nats://, or its URL says tls:// and the node offers no TLS (then
+    nothing is sent to it, the password least of all). The message names the node and the
+    fix."""
+
+
+class RelayNatsClient(NatsClient):
+    """nats-py's client, held to what ``nats_urls`` say about TLS (see the module), that
+    logs why a connection failed in one line with the fix: once per reason, then every
+    :data:`FAILURE_LOG_EVERY_S` while it persists."""
+
+    def __init__(self, config: RelayConfig) -> None:
+        super().__init__()
+        self._config = config
+        self._wants_tls = config.nats_tls
+        #: when each failure was last logged (loop time)
+        self._logged: dict[str, float] = {}
+
+    def _node(self) -> str:
+        server = self._current_server
+        if server is None:
+            return "a node"
+        return f"{server.uri.scheme}://{server.uri.hostname}:{server.uri.port}"
+
+    async def _process_info(self, info: dict[str, Any], initial_connection: bool = False) -> None:
+        # nats-py calls this with the node's greeting, before TLS and before CONNECT (which
+        # carries the password), on the first connection and on every reconnection
+        if initial_connection:
+            node = self._node()
+            if self._wants_tls and not info.get("tls_required"):
+                raise NatsTlsMismatch(
+                    f"{node} offers no TLS, so the relay sends it nothing (not its password): "
+                    "give the node's client port a tls block (deploy/nats/nats-node.conf), or "
+                    "check that nothing between the relay and the node strips TLS"
+                )
+            if not self._wants_tls and info.get("tls_required"):
+                raise NatsTlsMismatch(
+                    f"{node} requires TLS and [broker] nats_urls says nats://; write every "
+                    "node as tls://HOST:PORT, with nats_ca_file for a private CA"
+                )
+        await super()._process_info(info, initial_connection)
+
+    def failure(self, exc: Exception) -> str:
+        """Why connecting failed, in a sentence that says what to do."""
+        node, broker = self._node(), self._config.broker
+        if isinstance(exc, ssl.SSLCertVerificationError):
+            trusted = (
+                f"[broker] nats_ca_file {self._config.path(broker.nats_ca_file)}"
+                if broker.nats_ca_file
+                else "the system's CAs ([broker] nats_ca_file is empty)"
+            )
+            return (
+                f"{node}'s TLS certificate is refused ({exc.verify_message}): it must be "
+                f"signed by the CA in {trusted} and name the host of its nats_urls entry"
+            )
+        if isinstance(exc, ssl.SSLError):
+            return (
+                f"TLS with {node} failed ({exc.reason or exc}); check that its client port "
+                "has a tls block (deploy/nats/nats-node.conf)"
+            )
+        if isinstance(exc, nats.errors.AuthorizationError):
+            return (
+                f"{node} refused the relay's login ({self._config.mqtt_username or 'no user'}): "
+                "check [mqtt] username and password_file against the nodes' users.conf"
+            )
+        if isinstance(exc, NatsTlsMismatch):
+            return str(exc)
+        # a failure to reach a node comes before nats-py names it its current server
+        if isinstance(exc, TimeoutError):
+            return f"a node did not answer within {CONNECT_TIMEOUT_S} s"
+        if isinstance(exc, OSError):
+            return f"a node cannot be reached ({exc})"
+        return f"{node}: {type(exc).__name__}: {exc}"
+
+    async def report(self, exc: Exception) -> None:
+        """nats-py's error callback: log the failure (see the class)."""
+        reason = self.failure(exc)
+        now = asyncio.get_running_loop().time()
+        last = self._logged.get(reason)
+        if last is not None and now - last < FAILURE_LOG_EVERY_S:
+            return
+        if len(self._logged) >= 64:  # reasons seldom vary; keep the memory bounded anyway
+            self._logged.clear()
+        self._logged[reason] = now
+        log.warning("%s cannot use the NATS cluster: %s", self._config.client_id, reason)
 
 
 def stream_config(broker: BrokerSection) -> StreamConfig:
@@ -162,18 +264,43 @@ async def _fetch_or_stop(
         return []
 
 
-async def _connect(config: RelayConfig, login: BrokerLogin) -> NatsClient:
-    broker = config.broker
-    return await nats.connect(
-        servers=list(broker.nats_urls),
-        name=config.client_id,
-        user=login.username,
-        password=login.password,
-        allow_reconnect=True,
-        max_reconnect_attempts=-1,
-        reconnect_time_wait=1,
-        connect_timeout=5,
+async def _connect_or_stop(
+    client: RelayNatsClient,
+    config: RelayConfig,
+    login: BrokerLogin,
+    tls: ssl.SSLContext | None,
+    stopping: asyncio.Event,
+) -> bool:
+    """Connect ``client`` to one of the nodes (nats-py keeps trying them all until one
+    accepts, each failure logged by :meth:`RelayNatsClient.report`); False if ``stopping``
+    was set first (the attempt is abandoned: a relay stops even when no node answers)."""
+    options: dict[str, Any] = {} if tls is None else {"tls": tls}
+    connecting = asyncio.ensure_future(
+        client.connect(
+            servers=list(config.broker.nats_urls),
+            name=config.client_id,
+            user=login.username,
+            password=login.password,
+            allow_reconnect=True,
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=1,
+            connect_timeout=CONNECT_TIMEOUT_S,
+            error_cb=client.report,
+            **options,
+        )
     )
+    stop = asyncio.ensure_future(stopping.wait())
+    try:
+        await asyncio.wait({connecting, stop}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stop.cancel()
+        if not connecting.done():
+            connecting.cancel()
+            await asyncio.gather(connecting, return_exceptions=True)
+    if connecting.cancelled():
+        return False
+    connecting.result()  # a failure nats-py gave up on raises here
+    return True
 
 
 async def jetstream_ingest(
@@ -183,14 +310,19 @@ async def jetstream_ingest(
     ready: asyncio.Event,
     login: BrokerLogin,
     metrics: RelayMetrics | None = None,
+    tls: ssl.SSLContext | None = None,
 ) -> None:
     """Pull batches from the shared durable consumer and ingest them until ``stopping``;
-    reconnect with capped, jittered backoff when the cluster cannot be reached."""
+    reconnect with capped, jittered backoff when the cluster cannot be reached. ``tls``:
+    :func:`~shore.broker_login.nats_tls_context` (required with tls:// ``nats_urls``)."""
+    if config.nats_tls and tls is None:
+        raise ValueError("tls:// nats_urls need the context of nats_tls_context(config)")
     broker, backoff = config.broker, 1.0
     while not stopping.is_set():
-        client: NatsClient | None = None
+        client = RelayNatsClient(config)
         try:
-            client = await _connect(config, login)
+            if not await _connect_or_stop(client, config, login, tls, stopping):
+                return
             js = client.jetstream()
             await ensure_stream(js, broker)
             subscription = await js.pull_subscribe(
@@ -232,9 +364,8 @@ async def jetstream_ingest(
                 backoff,
             )
         finally:
-            if client is not None:
-                with contextlib.suppress(nats.errors.Error, OSError):
-                    await client.close()
+            with contextlib.suppress(nats.errors.Error, OSError):
+                await client.close()
         await _pause(stopping, backoff * (0.5 + random.random() / 2))
         backoff = min(backoff * 2, config.mqtt.reconnect_max_s)
 
@@ -299,10 +430,15 @@ async def nats_service(
     make_client: MakeClient,
     on_subscribed: Callable[[], None] | None = None,
     metrics: RelayMetrics | None = None,
+    tls: ssl.SSLContext | None = None,
 ) -> None:
     """Ingest from the cluster and publish the downlink through it until ``stopping``;
-    ``on_subscribed`` is called once both the consumer and a downlink connection are up."""
+    ``on_subscribed`` is called once both the consumer and a downlink connection are up.
+    ``tls``: the NATS connection's context, if the caller built it already (else built
+    here by :func:`~shore.broker_login.nats_tls_context`)."""
     login = broker_login(downlink_config(config))
+    if tls is None and config.nats_tls:
+        tls = nats_tls_context(config, login)
     pulling, publishing = asyncio.Event(), asyncio.Event()
 
     async def announce() -> None:
@@ -313,7 +449,9 @@ async def nats_service(
 
     async with asyncio.TaskGroup() as group:
         announcing = group.create_task(announce())
-        group.create_task(jetstream_ingest(config, ingestor, stopping, pulling, login, metrics))
+        group.create_task(
+            jetstream_ingest(config, ingestor, stopping, pulling, login, metrics, tls)
+        )
         group.create_task(
             mqtt_downlink(config, downlink, stopping, doorbell, publishing, make_client, metrics)
         )

@@ -52,7 +52,7 @@ from protocol.signing import SigningKey
 from protocol.topics import SHARED_UPLINKS, UPLINKS, uplink_topic
 from protocol.voice import VoiceMode
 from shore.alerts import AlertConfig, SosAlerter
-from shore.broker_login import BrokerLogin, broker_login
+from shore.broker_login import BrokerLogin, broker_login, nats_tls_context
 from shore.config import ConfigError, RelayConfig
 from shore.decoding import BatchDecoder, InlineDecoder, ProcessDecoder, started_or_in_place
 from shore.delivery import DeliveryConfig, DeliveryWorker
@@ -490,6 +490,8 @@ async def run_relay(
     shore_key = SigningKey(read_secret(config.path(config.relay.shore_key)))
     # refuses a bad password file before anything starts
     login = broker_login(nats_downlink_config(config) if config.broker.kind == "nats" else config)
+    # and a CA file of the NATS connection that cannot be used
+    nats_tls = nats_tls_context(config, login) if config.broker.kind == "nats" else None
     codebook = default_codebook()
     store = await open_store(config)
     decoder = make_decoder(config)
@@ -564,6 +566,7 @@ async def run_relay(
                         make_client,
                         on_subscribed,
                         metrics,
+                        nats_tls,
                     )
                 )
             else:

@@ -1,6 +1,7 @@
 """deploy/nats: the shipped NATS node configuration and its users (the Mosquitto ACL
 translated to NATS permissions) run as written, only addresses, paths and password hashes
-rewritten: on one node with TLS on the vessels' MQTT door, and as a cluster of three whose
+rewritten: on one node with TLS on the vessels' MQTT door and on the relay workers' client
+port (its certificate made by deploy/README.md's commands), and as a cluster of three whose
 routes run over mutual TLS. Passwords are stored as bcrypt hashes, as users.conf says."""
 
 from __future__ import annotations
@@ -65,6 +66,34 @@ def distinct_ports(count: int) -> list[int]:
             probe.close()
 
 
+def readme_block(marker: str) -> str:
+    """The shell block of deploy/README.md that holds ``marker``, dedented."""
+    readme = (DEPLOY.parent / "README.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```sh\n(.*?)```", readme, flags=re.DOTALL)
+    (block,) = [block for block in blocks if marker in block]
+    return textwrap.dedent(block)
+
+
+def run_shell(script: str, directory: Path) -> None:
+    done = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", script],
+        cwd=directory, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+
+
+def readme_client_port_certificate(directory: Path, number: int) -> tuple[Path, Path]:
+    """Node ``number``'s client-port certificate for 127.0.0.1 and its key, made by the
+    openssl commands deploy/README.md gives, run as written with the test CA of
+    ``directory`` (ca.pem, ca-key.pem) as the broker CA."""
+    block = readme_block("client-port-key")
+    assert "N=1 ADDRESS=10.0.0.1\n" in block
+    shutil.copyfile(directory / "ca.pem", directory / "broker-ca.pem")
+    shutil.copyfile(directory / "ca-key.pem", directory / "broker-ca-key.pem")
+    run_shell(block.replace("N=1 ADDRESS=10.0.0.1\n", f"N={number} ADDRESS=127.0.0.1\n"), directory)
+    return directory / f"client-port-{number}.pem", directory / f"client-port-key-{number}.pem"
+
+
 def bcrypt_hash(password: str) -> str:
     """The value users.conf takes for ``password`` ("$2b$..."). Cost 4, bcrypt's least:
     the same format nats-server reads at any cost; a higher one only slows each login."""
@@ -92,6 +121,7 @@ class DeployedNode:
         directory.mkdir(parents=True, exist_ok=True)
         self.client_port, self.mqtt_port, self.monitor_port = ports or distinct_ports(3)
         self.ca = make_test_ca(directory)
+        door_cert, door_key = readme_client_port_certificate(directory, index)
         self.route_port = None if route_ports is None else route_ports[index - 1]
         self.route_tls = route_tls
         node = (DEPLOY / "nats-node.conf").read_text(encoding="utf-8")
@@ -113,6 +143,8 @@ class DeployedNode:
             node = node.replace("/etc/nats/route-ca.pem", str(route_tls.ca_file))
             node = node.replace("/etc/nats/route.pem", str(route_tls.cert_file))
         node = node.replace('listen: "0.0.0.0:8883"', f'listen: "127.0.0.1:{self.mqtt_port}"')
+        node = node.replace("/etc/nats/client-port-key.pem", str(door_key))
+        node = node.replace("/etc/nats/client-port.pem", str(door_cert))
         node = node.replace("/etc/nats/server.pem", str(directory / "server.pem"))
         node = node.replace("/etc/nats/server-key.pem", str(directory / "server-key.pem"))
         live = [line for line in node.splitlines() if not line.lstrip().startswith("#")]
@@ -160,7 +192,11 @@ class DeployedNode:
 
     @property
     def nats_url(self) -> str:
-        return f"nats://127.0.0.1:{self.client_port}"
+        return f"tls://127.0.0.1:{self.client_port}"
+
+    def client_tls(self) -> ssl.SSLContext:
+        """A NATS client's TLS context for this node's client port (trusting its CA)."""
+        return ssl.create_default_context(cafile=str(self.ca))
 
     def monitor(self, endpoint: str) -> tuple[int, dict[str, object]]:
         """The node's monitoring answer at ``/endpoint``: (HTTP status, its JSON)."""
@@ -201,9 +237,10 @@ async def test_the_shipped_nats_users_confine_vessels_and_let_the_relay_work(
     """On a node run from deploy/nats, over TLS: vessel 43 cannot subscribe to vessel 7's
     downlink (nor to everything, nor to the gateway's delivery subjects), and what it
     publishes on vessel 7's uplink is refused. A relay worker signs in as "relay" with its
-    password file, makes the stream and the consumer, ingests vessel 7's batch, and the
-    BatchAck reaches vessel 7 (and only vessel 7) through the gateway. A wrong password
-    is refused."""
+    password file over TLS (tls:// and nats_ca_file; the node shows its connection as
+    TLS), makes the stream and the consumer, ingests vessel 7's batch, and the BatchAck
+    reaches vessel 7 (and only vessel 7) through the gateway. A wrong password is
+    refused."""
     data = tmp_path / "relay"
     data.mkdir()
     write_secret(data / "shore.key", SHORE_KEY.seed)
@@ -215,7 +252,7 @@ async def test_the_shipped_nats_users_confine_vessels_and_let_the_relay_work(
     config_path.write_text(
         f'[relay]\ndata_dir = "{data}"\nworker = 1\n'
         f'[mqtt]\nusername = "relay"\npassword_file = "mqtt.password"\nca_file = "{node.ca}"\n'
-        f'[broker]\nkind = "nats"\nnats_urls = ["nats://127.0.0.1:{node.client_port}"]\n'
+        f'[broker]\nkind = "nats"\nnats_urls = ["{node.nats_url}"]\nnats_ca_file = "{node.ca}"\n'
         f'mqtt_urls = ["mqtts://127.0.0.1:{node.mqtt_port}"]\nreplicas = 1\n'
         "[downlink]\ntick_s = 0.2\nresend_after_s = 2.0\nresend_max_s = 10.0\n",
         encoding="utf-8",
@@ -238,6 +275,10 @@ async def test_the_shipped_nats_users_confine_vessels_and_let_the_relay_work(
         try:
             async with asyncio.timeout(20):
                 await subscribed.wait()
+            connections = node.monitor("connz")[1]["connections"]
+            assert isinstance(connections, list)
+            (relay_connection,) = [c for c in connections if c.get("name") == "relay-1"]
+            assert relay_connection.get("tls_version") in ("1.2", "1.3"), relay_connection
             # a copy on vessel 7's uplink from vessel 43's login is refused by NATS
             await spy.publish(f"vr/{VESSEL}/u", batch, qos=1)
             vessel = Vessel(own)
@@ -271,7 +312,8 @@ async def test_the_shipped_users_hold_bcrypt_hashes_and_check_passwords_against_
     """users.conf as deployed holds bcrypt hashes, not one of the passwords. The relay
     signs in to NATS with its plain password and a vessel to the MQTT gateway with its
     own; the same users with a wrong password, or with the hash itself as the password,
-    are refused on both doors."""
+    are refused on both doors. The relay's door (the client port) greets in clear only
+    to say it requires TLS."""
     users = (node.directory / "users.conf").read_text(encoding="utf-8")
     for password in (RELAY_PASSWORD, EXAMPLE_PASSWORD, *PASSWORDS.values()):
         assert password not in users
@@ -279,9 +321,13 @@ async def test_the_shipped_users_hold_bcrypt_hashes_and_check_passwords_against_
     relay_hash = re.search(r'user: "relay", password: "([^"]+)"', users)
     assert relay_hash is not None
 
+    greeting = route_greeting("127.0.0.1", node.client_port, None)
+    assert greeting.startswith(b"INFO "), greeting
+    assert json.loads(greeting[5:])["tls_required"] is True
     client = await nats.connect(
-        node.nats_url, user="relay", password=RELAY_PASSWORD, allow_reconnect=False
-    )
+        node.nats_url, user="relay", password=RELAY_PASSWORD, allow_reconnect=False,
+        tls=node.client_tls(),
+    )  # fmt: skip
     try:
         assert client.is_connected
     finally:
@@ -292,7 +338,7 @@ async def test_the_shipped_users_hold_bcrypt_hashes_and_check_passwords_against_
             with pytest.raises(nats.errors.Error, match="Authorization Violation"):
                 await refused.connect(
                     node.nats_url, user="relay", password=wrong, allow_reconnect=False,
-                    connect_timeout=5,
+                    connect_timeout=5, tls=node.client_tls(),
                 )  # fmt: skip
         finally:
             await refused.close()  # a refused connect leaves its socket open until closed
@@ -311,20 +357,13 @@ def readme_route_certificates(directory: Path, count: int) -> list[RouteTls]:
     """Route certificates for ``count`` nodes on 127.0.0.1, made by the openssl commands
     deploy/README.md gives (its shell block that makes route-ca.pem), run as written: the
     CA part once, the per-node part once per node with N and ADDRESS set."""
-    readme = (DEPLOY.parent / "README.md").read_text(encoding="utf-8")
-    blocks = re.findall(r"```sh\n(.*?)```", readme, flags=re.DOTALL)
-    (block,) = [block for block in blocks if "route-ca-key.pem" in block]
-    block = textwrap.dedent(block)
+    block = readme_block("route-ca-key.pem")
     ca_part, per_node = block.split("N=1 ADDRESS=10.0.0.1\n")
     directory.mkdir(parents=True, exist_ok=True)
     script = ca_part + "".join(
         f"N={number} ADDRESS=127.0.0.1\n{per_node}" for number in range(1, count + 1)
     )
-    done = subprocess.run(
-        ["bash", "-euo", "pipefail", "-c", script],
-        cwd=directory, capture_output=True, text=True, check=False,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
+    run_shell(script, directory)
     return [
         RouteTls(
             directory / f"route-{n}.pem",
@@ -395,11 +434,13 @@ async def test_the_shipped_cluster_routes_over_mutual_tls_and_carries_a_downlink
             refused = str(exc).encode()
         assert not refused.startswith(b"INFO"), refused
     vessel = await nats.connect(
-        third.nats_url, user="42", password=EXAMPLE_PASSWORD, allow_reconnect=False
-    )
+        third.nats_url, user="42", password=EXAMPLE_PASSWORD, allow_reconnect=False,
+        tls=third.client_tls(),
+    )  # fmt: skip
     relay = await nats.connect(
-        first.nats_url, user="relay", password=RELAY_PASSWORD, allow_reconnect=False
-    )
+        first.nats_url, user="relay", password=RELAY_PASSWORD, allow_reconnect=False,
+        tls=first.client_tls(),
+    )  # fmt: skip
     try:
         inbox = await vessel.subscribe("vr.42.d")
         await vessel.flush()

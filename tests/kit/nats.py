@@ -8,6 +8,10 @@
         cluster.nodes[1].start()           # same ports, same JetStream directory
         cluster.nodes[0].routez()          # the node's routes, from its monitoring port
         rogue = cluster.outsider("x", RouteTls.signed_by(other_ca_dir, "x"))  # not a member
+    tls_cluster = NatsCluster(tmp_path, client_tls=True)   # client ports need TLS:
+        tls_cluster.nats_urls              # ["tls://127.0.0.1:P1", ...], certificates from
+        tls_cluster.client_ca              # this CA (relay's [broker] nats_ca_file)
+        tls_cluster.client_context()       # for a test's own nats.connect(..., tls=...)
     await publish_until_received(client_on_n1, subscription_on_n3, "vr.7.d", b"data")
 
 Facts from FIELD-NOTES this helper encodes (nats-server 2.9, Debian):
@@ -22,6 +26,10 @@ Facts from FIELD-NOTES this helper encodes (nats-server 2.9, Debian):
   certificate per node from the cluster's own CA (``<directory>/route-ca``). A node dials
   the routes it is given and checks the certificate against the route URL's host, so each
   certificate names 127.0.0.1; it also serves routes, so it is good for both TLS ends.
+- With ``client_tls=True`` each node's client port requires TLS, as deploy/nats has it:
+  a top-level ``tls { cert_file; key_file; timeout }``, one certificate per node from a CA
+  of its own (``<directory>/client-ca``, not the route CA), naming 127.0.0.1. nats-server
+  2.9 still greets in clear (INFO with ``tls_required``), then expects the handshake.
 - Each node is stopped by its PID, never by name.
 """
 
@@ -129,6 +137,29 @@ class RouteTls:
         )
 
 
+@dataclass(frozen=True)
+class ClientTls:
+    """A node's client-port certificate and key, and the CA relay workers check it with."""
+
+    cert_file: Path
+    key_file: Path
+    ca_file: Path
+
+    @classmethod
+    def signed_by(cls, ca_directory: Path, name: str) -> ClientTls:
+        """A certificate for node ``name``'s client port from the CA in ``ca_directory``
+        (made there if it has none yet)."""
+        route = RouteTls.signed_by(ca_directory, name)
+        return cls(route.cert_file, route.key_file, route.ca_file)
+
+    def config(self, timeout_s: float = 2.0) -> str:
+        """The top-level ``tls { ... }`` block of a node (as deploy/nats has it)."""
+        return (
+            f'tls {{\n  cert_file: "{self.cert_file}"\n  key_file: "{self.key_file}"\n'
+            f"  timeout: {timeout_s}\n}}\n"
+        )
+
+
 @dataclass
 class NodePorts:
     client: int
@@ -149,12 +180,14 @@ class NatsNode:
         ports: NodePorts,
         cluster: NatsCluster,
         route_tls: RouteTls | None,
+        client_tls: ClientTls | None = None,
     ):
         self.name = name
         self.directory = directory
         self.ports = ports
         self.cluster = cluster
         self.route_tls = route_tls
+        self.client_tls = client_tls
         self.config_path = directory / f"{name}.conf"
         self.log_path = directory / f"{name}.log"
         self._process: subprocess.Popen[bytes] | None = None
@@ -169,7 +202,8 @@ class NatsNode:
 
     @property
     def nats_url(self) -> str:
-        return f"nats://{self.host}:{self.ports.client}"
+        scheme = "nats" if self.client_tls is None else "tls"
+        return f"{scheme}://{self.host}:{self.ports.client}"
 
     @property
     def pid(self) -> int | None:
@@ -186,9 +220,10 @@ class NatsNode:
         )
         store = self.directory / "jetstream"
         tls = "" if self.route_tls is None else self.route_tls.config()
+        client_tls = "" if self.client_tls is None else self.client_tls.config()
         self.config_path.write_text(
             f'server_name: "{self.name}"\n'
-            f"listen: {self.host}:{self.ports.client}\n"
+            f"listen: {self.host}:{self.ports.client}\n{client_tls}"
             f"http: {self.host}:{self.ports.monitor}\n"
             f'jetstream {{ store_dir: "{store}" }}\n'
             f"cluster {{\n  name: {self.cluster.name}\n"
@@ -249,6 +284,14 @@ class NatsNode:
             routez: dict[str, Any] = json.load(answer)
         return routez
 
+    def connz(self) -> dict[str, Any]:
+        """The node's ``/connz`` monitoring answer: its client connections (``connections``,
+        each with ``name``, and ``tls_version`` when it runs over TLS)."""
+        url = f"http://{self.host}:{self.ports.monitor}/connz"
+        with urllib.request.urlopen(url, timeout=5.0) as answer:
+            connz: dict[str, Any] = json.load(answer)
+        return connz
+
     def server_id(self) -> str:
         """The node's server id (``/varz``), as other nodes' ``/routez`` name it."""
         url = f"http://{self.host}:{self.ports.monitor}/varz"
@@ -285,7 +328,7 @@ class NatsNode:
 class NatsCluster:
     """Three (or ``size``) NATS nodes on 127.0.0.1, routed to each other over mutual TLS
     (``route_tls=False``: in the clear), each with JetStream and an MQTT listener on free
-    ports."""
+    ports; client ports in the clear, or requiring TLS with ``client_tls=True``."""
 
     name = "vr"
 
@@ -296,18 +339,40 @@ class NatsCluster:
         size: int = 3,
         start_timeout_s: float = 30.0,
         route_tls: bool = True,
+        client_tls: bool = False,
     ):
         self.directory = directory
         self.start_timeout_s = start_timeout_s
         #: the cluster's CA directory (ca.pem, ca-key.pem), or None with routes in the clear
         self.route_ca: Path | None = directory / "route-ca" if route_tls else None
+        #: the CA directory of the client ports' certificates, or None without client TLS
+        self.client_ca_directory: Path | None = directory / "client-ca" if client_tls else None
         self.nodes: list[NatsNode] = []
         self.outsiders: list[NatsNode] = []
         self._taken: set[int] = set()
         for index in range(1, size + 1):
             name = f"n{index}"
             tls = None if self.route_ca is None else RouteTls.signed_by(self.route_ca, name)
-            self.nodes.append(NatsNode(name, directory / name, self._ports(), self, tls))
+            door = (
+                None
+                if self.client_ca_directory is None
+                else ClientTls.signed_by(self.client_ca_directory, name)
+            )
+            self.nodes.append(NatsNode(name, directory / name, self._ports(), self, tls, door))
+
+    @property
+    def client_ca(self) -> Path:
+        """The CA certificate that signed the client ports' certificates (client_tls only)."""
+        if self.client_ca_directory is None:
+            raise RuntimeError("this cluster's client ports have no TLS (client_tls=False)")
+        return self.client_ca_directory / "ca.pem"
+
+    def client_context(self) -> ssl.SSLContext | None:
+        """A TLS context trusting :attr:`client_ca` for ``nats.connect(..., tls=...)``, or
+        None when the client ports have no TLS."""
+        if self.client_ca_directory is None:
+            return None
+        return ssl.create_default_context(cafile=str(self.client_ca))
 
     def _ports(self) -> NodePorts:
         return NodePorts(*(self._free(self._taken) for _ in range(4)))
