@@ -42,6 +42,29 @@ class Tx(Protocol):
         """The first row a statement returns, or None."""
 
 
+#: Parameters one statement of :func:`insert_many` carries at most (PostgreSQL allows
+#: 32767, SQLite 32766 since 3.32).
+MAX_PARAMETERS = 30_000
+
+
+async def insert_many(tx: Tx, insert: str, rows: Sequence[Sequence[Any]], tail: str = "") -> None:
+    """``insert`` (``"INSERT INTO t (a, b)"``) of every row of ``rows`` (each as many values
+    as the columns named), followed by ``tail`` (``" ON CONFLICT DO NOTHING"``), in as few
+    statements as the parameter limit allows: one multi-row ``VALUES`` for a batch's rows
+    rather than one statement per row. Rows are inserted in their order."""
+    if not rows:
+        return
+    width = len(rows[0])
+    per_statement = max(1, MAX_PARAMETERS // width)
+    for start in range(0, len(rows), per_statement):
+        chunk = rows[start : start + per_statement]
+        values = ", ".join(
+            "(" + ", ".join(f"${i * width + j + 1}" for j in range(width)) + ")"
+            for i in range(len(chunk))
+        )
+        await tx.execute(f"{insert} VALUES {values}{tail}", *(v for row in chunk for v in row))
+
+
 @dataclass(frozen=True, slots=True)
 class Dialect:
     """What differs between the backends."""

@@ -16,7 +16,7 @@ from typing import NamedTuple
 
 from protocol.envelopes import FailureReason
 from protocol.languages import Language
-from shore.store.database import Dialect, Tx
+from shore.store.database import Dialect, Tx, insert_many
 from shore.store.migrations import Migration, MigrationSet
 from shore.store.uplink import KEYS_PER_STATEMENT, CodedVoice, MessageToDeliver, keys_filter
 from shore.vocabulary import DeliveryOutcome, Destination, MessageKind
@@ -240,10 +240,11 @@ class DeliveryQueue:
         self, tx: Tx, vessel_id: int, message_seqs: Sequence[int], now: float
     ) -> None:
         """:meth:`enqueue` for several of a vessel's new messages, in one statement."""
-        await tx.executemany(
-            "INSERT INTO deliveries (vessel_id, message_seq, due_at, deadline_at) "
-            "VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+        await insert_many(
+            tx,
+            "INSERT INTO deliveries (vessel_id, message_seq, due_at, deadline_at)",
             [(vessel_id, seq, float(now), float(now) + self.deadline_s) for seq in message_seqs],
+            " ON CONFLICT DO NOTHING",
         )
 
     async def due(self, tx: Tx, now: float, limit: int) -> list[Claim]:

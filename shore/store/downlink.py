@@ -33,7 +33,7 @@ from protocol.envelopes import (
 )
 from protocol.errors import Reason
 from protocol.exchange import downlink_resend_at
-from shore.store.database import Row, Tx, optional_float
+from shore.store.database import Row, Tx, insert_many, optional_float
 from shore.store.migrations import Migration, MigrationSet
 
 log = logging.getLogger(__name__)
@@ -331,11 +331,12 @@ class DownlinkQueue:
         for envelope, dedupe in items:
             kind, skeleton, text = envelope_to_row(envelope)
             rows.append((vessel_id, kind, skeleton, text, dedupe, float(now), 0))
-        await tx.executemany(
+        await insert_many(
+            tx,
             "INSERT INTO downlink_items "
-            "(vessel_id, kind, skeleton, text, dedupe, created_at, urgent) "
-            "VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+            "(vessel_id, kind, skeleton, text, dedupe, created_at, urgent)",
             rows,
+            " ON CONFLICT DO NOTHING",
         )
 
     async def has_item(self, tx: Tx, vessel_id: int, dedupe: str) -> bool:

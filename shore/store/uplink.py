@@ -34,7 +34,7 @@ from protocol.errors import Reason
 from protocol.languages import Language
 from protocol.slots import SLOT_MAGIC
 from protocol.voice import VoiceMode
-from shore.store.database import Row, Tx, optional_int
+from shore.store.database import Row, Tx, insert_many, optional_int
 from shore.store.migrations import Migration, MigrationSet
 from shore.vocabulary import BatchState, MessageKind, MessageState
 
@@ -262,13 +262,10 @@ def language(value: object) -> Language | None:
     return None if value is None else Language(int(str(value)))
 
 
-_INSERT_MESSAGE = (
+_INSERT_MESSAGES = (
     "INSERT INTO messages (vessel_id, message_seq, batch_seq, kind, crew, contact, "
     "union_id, lang, body, quick, sealed, latitude, longitude, written_minutes, "
-    "accepted_at, state, state_at, unauthenticated, voice_mode, voice_ms, voice, subject) "
-    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $15, "
-    "$17, $18, $19, $20, $21) "
-    "ON CONFLICT DO NOTHING"
+    "accepted_at, state, state_at, unauthenticated, voice_mode, voice_ms, voice, subject)"
 )
 
 
@@ -278,7 +275,7 @@ def _message_row(
     envelope: CrewMessage | GrievanceReport | Sos | VoiceNote,
     now: float,
 ) -> tuple[object, ...]:
-    """The arguments of :data:`_INSERT_MESSAGE` for one message. An SOS starts in state
+    """The values of :data:`_INSERT_MESSAGES` for one message. An SOS starts in state
     ``ALERT``, the rest ``ACCEPTED``."""
     kind = MessageKind.of(envelope)
     assert kind is not None  # every one of these envelopes is a message
@@ -328,8 +325,9 @@ def _message_row(
         lat,
         lon,
         envelope.written_minutes,
-        float(now),
+        float(now),  # accepted_at
         state.value,
+        float(now),  # state_at
         unauthenticated,
         voice_mode,
         voice_ms,
@@ -549,8 +547,11 @@ class Uplink:
             if envelope.message_seq not in seen:
                 seen.add(envelope.message_seq)
                 new.append(envelope)
-        await tx.executemany(
-            _INSERT_MESSAGE, [_message_row(vessel_id, batch_seq, e, now) for e in new]
+        await insert_many(
+            tx,
+            _INSERT_MESSAGES,
+            [_message_row(vessel_id, batch_seq, e, now) for e in new],
+            " ON CONFLICT DO NOTHING",
         )
         return new
 

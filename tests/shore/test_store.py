@@ -49,6 +49,7 @@ from shore.store import (
     ReplayWindow,
     SqliteStore,
     VesselInfo,
+    database,
 )
 from shore.store.links import add_to_window
 from shore.store.postgres import PostgresStore
@@ -687,3 +688,38 @@ async def test_reopening_keeps_data_and_runs_no_migration_twice(tmp_path: Path) 
         assert await second.count_messages(vessel_id) == 1
     finally:
         await second.close()
+
+
+async def test_many_rows_go_in_few_statements_in_order_and_a_conflict_skips_only_itself(
+    store: SqliteStore | PostgresStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch's rows are inserted with multi-row statements. More rows than one statement
+    may carry (here the limit is lowered to 9 parameters: three rows of three) go in
+    several statements, in their order (generated ids follow it), and a row that clashes
+    with one stored before, or with another of the same call, is the only one left out."""
+    monkeypatch.setattr(database, "MAX_PARAMETERS", 9)
+    async with store.db.transaction() as tx:
+        await tx.execute(
+            f"CREATE TABLE notes (id {store.db.dialect.serial_pk}, tag TEXT UNIQUE, "
+            "n BIGINT, spare BIGINT)"
+        )
+        await tx.execute("INSERT INTO notes (tag, n, spare) VALUES ('clash', 0, 0)")
+    rows = [(f"t{n}", n, None) for n in range(1, 8)]
+    rows.insert(3, ("clash", 99, None))  # stored before
+    rows.append(("t2", 98, None))  # the same as another of this call
+    statements: list[str] = []
+    async with store.db.transaction() as tx:
+        real = tx.execute
+
+        async def counted(sql: str, *args: object) -> None:
+            statements.append(sql)
+            await real(sql, *args)
+
+        monkeypatch.setattr(tx, "execute", counted)
+        await database.insert_many(
+            tx, "INSERT INTO notes (tag, n, spare)", rows, " ON CONFLICT DO NOTHING"
+        )
+    assert len(statements) == 3  # 9 rows, 3 a statement
+    async with store.db.transaction() as tx:
+        found = await tx.fetch("SELECT tag, n FROM notes WHERE tag <> 'clash' ORDER BY id")
+    assert [(tag, int(n)) for tag, n in found] == [(f"t{n}", n) for n in range(1, 8)]
