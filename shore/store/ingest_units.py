@@ -105,10 +105,12 @@ class IngestUnits(StoreParts):
             )
             new, duplicate = len(stored_now), len(messages) - len(stored_now)
             lane = await self.lane.store_up_blocks(tx, vessel_id, batch_seq, lane_blocks, now)
-            # Same transaction: the batch is stored if and only if its leaf is in the log.
-            await self.log.append_leaf(tx, batch, digest, now, stored_now)
             await self.links.see_batch(tx, link, batch_seq)
             await self.links.heard(tx, link, _stored(has_content), now)
+            # Same transaction: the batch is stored if and only if its leaf is in the log.
+            # Last, because the log's head is locked from here to the commit for every
+            # vessel's ingest (the leaves are numbered in commit order).
+            await self.log.append_leaf(tx, batch, digest, now, stored_now)
         return IngestResult(
             IngestOutcome.STORED,
             vessel_id,
