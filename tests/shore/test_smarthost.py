@@ -11,7 +11,7 @@ import os
 import ssl
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -451,3 +451,16 @@ def test_a_smarthost_ca_file_that_is_not_a_certificate_is_refused(tmp_path: Path
     with pytest.raises(KeyFileError) as caught:
         smtp_config(config)
     assert "give the PEM certificate of the CA that signed the smarthost's" in str(caught.value)
+
+
+async def test_a_login_to_a_smarthost_offering_no_auth_is_named_for_the_operator() -> None:
+    """A login is configured but the smarthost offers no AUTH (here: none without TLS):
+    nothing is sent and the log says the smarthost offers no AUTH, not just "connection"."""
+    async with SmtpSink() as sink:
+        config = replace(sink.config, username=LOGIN, password=PASSWORD)
+        result = await sink.sender(config).send(
+            compose_family_mail(family_mail(), IDENTITY, BOOK, NOW)
+        )
+        assert result.outcome is Outcome.TRANSIENT
+        assert result.detail == "smtp auth not offered (relay)"
+        assert sink.handler.messages() == []
