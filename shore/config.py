@@ -61,8 +61,17 @@ Example (``vessel-relay shore init --data DIR`` writes one)::
     enabled = false
     workers = 4                     # delivery loops in this process, each claiming its
                                     # own batch (one waits on SMTP while another claims)
-    smtp_host = "localhost"
-    smtp_port = 25
+    smtp_host = "localhost"         # the smarthost (provider or own MTA) taking family mail
+    smtp_port = 25                  # 587 with "starttls", 465 with "implicit"
+    smtp_tls = "when-offered"       # "starttls" (required), "implicit" (TLS from the first
+                                    # byte), "when-offered" (STARTTLS if the smarthost offers
+                                    # it) or "none"; the certificate is always verified
+    smtp_username = ""              # the smarthost login (AUTH), needs "starttls" or "implicit"
+    smtp_password_file = ""         # a 0600 file holding its password, relative to data_dir
+    smtp_ca_file = ""               # the CA that signed the smarthost's certificate (PEM;
+                                    # the system's CAs if empty)
+    smtp_connections = 8            # SMTP sessions kept open (mails in flight), 1 to 256
+    smtp_timeout_s = 60.0
     relay_domain = "relay.example.org"
     from_address = "relay@relay.example.org"
     reply_domain = "reply.example.org"
@@ -240,6 +249,17 @@ class DownlinkSection:
     slot_period_s: int = 86_400
 
 
+#: ``[delivery] smtp_tls``: the values and their (``starttls``, ``use_tls``) for
+#: ``shore.mail.SmtpConfig`` (``starttls`` None: STARTTLS when offered).
+SMTP_TLS_MODES: dict[str, tuple[bool | None, bool]] = {
+    "starttls": (True, False),
+    "implicit": (False, True),
+    "when-offered": (None, False),
+    "none": (False, False),
+}
+MAX_SMTP_CONNECTIONS = 256
+
+
 @dataclass(frozen=True, slots=True)
 class DeliverySection:
     enabled: bool = False
@@ -248,10 +268,30 @@ class DeliverySection:
     workers: int = 4
     smtp_host: str = "localhost"
     smtp_port: int = 25
+    #: How the session to the smarthost is protected (``SMTP_TLS_MODES``): "starttls"
+    #: (required), "implicit" (TLS from the first byte, port 465), "when-offered" (STARTTLS
+    #: when the smarthost offers it) or "none". Certificates are always verified.
+    smtp_tls: str = "when-offered"
+    #: The smarthost login (AUTH), with ``smtp_password_file``; empty: no login.
+    smtp_username: str = ""
+    #: A 0600 file holding the smarthost password, relative to data_dir; read at start.
+    smtp_password_file: str = ""
+    #: The CA certificate (PEM) that signed the smarthost's certificate; empty trusts the
+    #: system's CAs.
+    smtp_ca_file: str = ""
+    #: SMTP sessions kept open to the smarthost: at most this many mails in flight in this
+    #: process (its delivery workers and reply notices share them; SOS alerts have their own).
+    smtp_connections: int = 8
+    smtp_timeout_s: float = 60.0
     relay_domain: str = "relay.example.org"
     from_address: str = "relay@relay.example.org"
     reply_domain: str = "reply.example.org"
     reply_key: str = "reply.key"
+
+    @property
+    def smtp_tls_flags(self) -> tuple[bool | None, bool]:
+        """``smtp_tls`` as ``shore.mail.SmtpConfig``'s (``starttls``, ``use_tls``)."""
+        return SMTP_TLS_MODES[self.smtp_tls]
 
 
 @dataclass(frozen=True, slots=True)
@@ -638,6 +678,7 @@ def _validate(config: RelayConfig) -> None:
         raise ConfigError(f"{source}: [relay] worker must be 1 or more")
     _validate_sms_and_alerts(config)
     _validate_sbd(config)
+    _validate_delivery(config)
     api = config.union_api
     if api.enabled and not api.unions:
         raise ConfigError(
@@ -674,6 +715,48 @@ def _validate_sbd(config: RelayConfig) -> None:
         raise ConfigError(f"{where} jwt_max_age_s must be more than 0 seconds")
     if not sbd.provider_jwt_issuer:
         raise ConfigError(f'{where} provider_jwt_issuer is empty; RockBLOCK\'s is "Rock 7"')
+
+
+def _validate_delivery(config: RelayConfig) -> None:
+    """``[delivery]``: the smarthost's TLS, login and pool fit together (its password and CA
+    files are read at start, by ``shore.relay.smtp_config``)."""
+    where, section = f"{config.source}: [delivery]", config.delivery
+    if section.smtp_tls not in SMTP_TLS_MODES:
+        raise ConfigError(
+            f'{where} smtp_tls = {section.smtp_tls!r}: expected "starttls" (port 587), '
+            '"implicit" (port 465), "when-offered" or "none"'
+        )
+    if not 0 < section.smtp_port < 65536:
+        raise ConfigError(f"{where} smtp_port = {section.smtp_port}: expected 1 to 65535")
+    if section.smtp_username and not section.smtp_password_file:
+        raise ConfigError(
+            f"{where} smtp_username needs smtp_password_file: a 0600 file holding the "
+            "smarthost password, relative to data_dir"
+        )
+    if section.smtp_password_file and not section.smtp_username:
+        raise ConfigError(
+            f"{where} smtp_password_file needs smtp_username: the smarthost login the "
+            "password belongs to"
+        )
+    if section.smtp_username and section.smtp_tls in ("none", "when-offered"):
+        raise ConfigError(
+            f'{where} smtp_username with smtp_tls = "{section.smtp_tls}": the password could '
+            "cross the network in clear (a smarthost, or someone on the way, that does not "
+            'offer STARTTLS gets it); write smtp_tls = "starttls" (port 587) or '
+            '"implicit" (port 465)'
+        )
+    if section.smtp_ca_file and section.smtp_tls == "none":
+        raise ConfigError(
+            f'{where} smtp_ca_file is only used with TLS; write smtp_tls = "starttls" or '
+            '"implicit", or remove smtp_ca_file'
+        )
+    if not 1 <= section.smtp_connections <= MAX_SMTP_CONNECTIONS:
+        raise ConfigError(
+            f"{where} smtp_connections = {section.smtp_connections}: expected 1 to "
+            f"{MAX_SMTP_CONNECTIONS} (SMTP sessions kept open to the smarthost)"
+        )
+    if not section.smtp_timeout_s > 0:
+        raise ConfigError(f"{where} smtp_timeout_s must be more than 0 seconds, like 60.0")
 
 
 _LOOPBACK_NAMES = ("localhost", "localhost.localdomain", "ip6-localhost")

@@ -29,6 +29,7 @@ import hashlib
 import hmac
 import logging
 import re
+import ssl
 import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -39,6 +40,7 @@ from email.headerregistry import Address, BaseHeader, HeaderRegistry
 from email.message import EmailMessage
 from email.policy import Policy
 from email.utils import format_datetime
+from pathlib import Path
 from typing import Any
 
 import aiosmtplib
@@ -773,6 +775,24 @@ class SmtpConfig:
     connections: int = 8
     #: A kept session idle longer than this is closed instead of reused.
     idle_s: float = 60.0
+    #: The TLS context of STARTTLS and implicit TLS (:func:`smarthost_tls_context`), built
+    #: once; None: aiosmtplib builds one per session from ``validate_certs``.
+    tls_context: ssl.SSLContext | None = field(default=None, repr=False, compare=False)
+
+
+def smarthost_tls_context(ca_file: Path | None = None) -> ssl.SSLContext:
+    """A TLS client context for the smarthost: TLS 1.2 or newer, its certificate and host
+    name verified against ``ca_file`` (a PEM CA bundle) or, if None, the system's CAs.
+
+    Raises ``OSError`` or ``ssl.SSLError`` when ``ca_file`` cannot be read or holds no
+    certificate."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if ca_file is None:
+        context.load_default_certs()
+    else:
+        context.load_verify_locations(cafile=str(ca_file))
+    return context
 
 
 @dataclass(frozen=True, slots=True)
@@ -842,6 +862,7 @@ class MailSender:
             password=config.password,
             timeout=config.timeout_s,
             validate_certs=config.validate_certs,
+            tls_context=config.tls_context,
         )
 
     async def _send_once(
@@ -903,5 +924,31 @@ class MailSender:
         except aiosmtplib.SMTPNotSupported:
             return AttemptResult.transient(FailureReason.PROVIDER_ERROR, "smtp starttls missing")
         except (aiosmtplib.SMTPException, OSError) as exc:
-            return connection_failure(f"smtp connection ({type(exc).__name__})")
+            return _session_failure(exc)
         return classify_smtp_reply(250, reply.split(" ", 1)[-1] if reply else "")
+
+
+#: aiosmtplib's own words (a plain ``SMTPException``) when the smarthost lacks what
+#: ``[delivery]`` requires, and the detail logged for the operator.
+_MISSING_EXTENSIONS = (
+    ("STARTTLS extension not supported", "smtp starttls missing (relay)"),
+    ("AUTH extension is not supported", "smtp auth not offered (relay)"),
+)
+
+
+def _session_failure(exc: aiosmtplib.SMTPException | OSError) -> AttemptResult:
+    """A session that could not be set up or was lost. The smarthost's certificate not
+    trusted (STARTTLS, or implicit TLS where aiosmtplib wraps it in ``SMTPConnectError``),
+    or no STARTTLS or AUTH offered though the relay requires it: the operator must act, and
+    nothing was sent. Otherwise a connection failure."""
+    if isinstance(exc, ssl.SSLCertVerificationError) or isinstance(
+        exc.__cause__, ssl.SSLCertVerificationError
+    ):
+        return AttemptResult.transient(
+            FailureReason.PROVIDER_ERROR, "smtp certificate not trusted (relay)"
+        )
+    if type(exc) is aiosmtplib.SMTPException:
+        for words, detail in _MISSING_EXTENSIONS:
+            if words in str(exc):
+                return AttemptResult.transient(FailureReason.PROVIDER_ERROR, detail)
+    return connection_failure(f"smtp connection ({type(exc).__name__})")

@@ -32,6 +32,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import ssl
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -58,7 +59,14 @@ from shore.decoding import BatchDecoder, InlineDecoder, ProcessDecoder, started_
 from shore.delivery import DeliveryConfig, DeliveryWorker
 from shore.downlink import Downlink, DownlinkConfig
 from shore.ingest import Ingestor
-from shore.mail import MailIdentity, MailSender, ReplyAddressBook, ReplyRoute, SmtpConfig
+from shore.mail import (
+    MailIdentity,
+    MailSender,
+    ReplyAddressBook,
+    ReplyRoute,
+    SmtpConfig,
+    smarthost_tls_context,
+)
 from shore.metrics import RelayMetrics
 from shore.nats_broker import downlink_config as nats_downlink_config
 from shore.nats_broker import nats_service
@@ -136,8 +144,8 @@ def ingest_concurrency(config: RelayConfig) -> int:
     return 4 * config.relay.decode_processes if config.relay.decode_processes > 0 else 1
 
 
-def read_token(path: Path) -> str:
-    """A provider's API token from a text file only its owner can read."""
+def read_token(path: Path, what: str = "the provider's auth token") -> str:
+    """A provider's API token (or ``what`` else) from a text file only its owner can read."""
     try:
         if path.stat().st_mode & 0o077:
             raise KeyFileError(f"token file {path} is readable by others; run: chmod 600 {path}")
@@ -145,8 +153,45 @@ def read_token(path: Path) -> str:
     except OSError as exc:
         raise KeyFileError(f"cannot read token file {path}: {exc.strerror}") from exc
     if not token:
-        raise KeyFileError(f"token file {path} is empty; write the provider's auth token in it")
+        raise KeyFileError(f"token file {path} is empty; write {what} in it")
     return token
+
+
+def smtp_config(config: RelayConfig) -> SmtpConfig:
+    """The smarthost as ``[delivery]`` gives it, its password file and CA read now: the one
+    place family mail, reply notices and SOS alert e-mails get their :class:`SmtpConfig`.
+
+    Raises :class:`KeyFileError` naming the key when a file cannot be used."""
+    section, where = config.delivery, f"{config.source}: [delivery]"
+    password = None
+    if section.smtp_password_file:
+        try:
+            password = read_token(config.path(section.smtp_password_file), "the smarthost password")
+        except KeyFileError as exc:
+            raise KeyFileError(f"{where} smtp_password_file: {exc}") from exc
+    starttls, use_tls = section.smtp_tls_flags
+    context = None
+    if section.smtp_tls != "none":
+        ca_file = config.path(section.smtp_ca_file) if section.smtp_ca_file else None
+        try:
+            context = smarthost_tls_context(ca_file)
+        except (OSError, ssl.SSLError) as exc:
+            reason = getattr(exc, "strerror", None) or "not a PEM certificate"
+            raise KeyFileError(
+                f"{where} smtp_ca_file: cannot use {ca_file} ({reason}); give the PEM "
+                "certificate of the CA that signed the smarthost's certificate"
+            ) from exc
+    return SmtpConfig(
+        host=section.smtp_host,
+        port=section.smtp_port,
+        starttls=starttls,
+        use_tls=use_tls,
+        username=section.smtp_username or None,
+        password=password,
+        timeout_s=section.smtp_timeout_s,
+        connections=section.smtp_connections,
+        tls_context=context,
+    )
 
 
 def make_sbd(
@@ -281,11 +326,7 @@ def make_alerter(
     if not section.enabled:
         return None
     delivery = config.delivery
-    mail = (
-        MailSender(SmtpConfig(host=delivery.smtp_host, port=delivery.smtp_port))
-        if section.emails
-        else None
-    )
+    mail = MailSender(smtp_config(config)) if section.emails else None
     return SosAlerter(
         store,
         AlertConfig(
@@ -431,7 +472,7 @@ def _delivery_services(
         return [], None, None
     identity = MailIdentity(section.relay_domain, section.from_address)
     book = ReplyAddressBook([read_secret(config.path(section.reply_key))], section.reply_domain)
-    mail = MailSender(SmtpConfig(host=section.smtp_host, port=section.smtp_port))
+    mail = MailSender(smtp_config(config))
     workers = []
     if section.enabled:
         workers = [
