@@ -80,7 +80,7 @@ from protocol.signing import SIGNATURE_BYTES, SigningKey, VerifyKey
 from protocol.topics import uplink_topic_vessel
 from shore.decoding import BatchDecoder, InlineDecoder
 from shore.store.errors import StoreError
-from shore.store.registry import VesselRecord
+from shore.store.registry import VesselKey, keys_valid_at
 from shore.store.uplink import IngestOutcome, IngestResult
 
 log = logging.getLogger(__name__)
@@ -89,8 +89,8 @@ log = logging.getLogger(__name__)
 class IngestStore(Protocol):
     """What ingest needs of the store (``shore.store.RelayStore`` has it)."""
 
-    async def get_vessel(self, vessel_id: int) -> VesselRecord | None:
-        """A registered vessel with its keys, or None."""
+    async def vessel_keys(self, vessel_id: int) -> tuple[VesselKey, ...] | None:
+        """A registered vessel's keys (oldest first), or None."""
 
     async def ingest_batch(self, batch: Batch, data: bytes, now: float) -> IngestResult:
         """Store one verified batch and all it brings in ONE transaction (idempotent)."""
@@ -282,12 +282,12 @@ class Ingestor:
         vessel_id, batch_seq = header.vessel_id, header.batch_seq
         enter_batch_scope(vessel_id, batch_seq)
         now = self.clock()
-        vessel = await self.store.get_vessel(vessel_id)
-        if vessel is None:
+        keys = await self.store.vessel_keys(vessel_id)
+        if keys is None:
             message = f"{header.where}: vessel {vessel_id} is not registered"
             await self._quarantine(data, Reason.UNKNOWN_VESSEL, message, vessel_id, batch_seq)
             return Reason.UNKNOWN_VESSEL
-        verify_key = _signing_key_of(data, vessel.keys_valid_at(now))
+        verify_key = _signing_key_of(data, keys_valid_at(keys, now))
         if verify_key is None:
             message = (
                 f"the signature of {header.where} matches none of the vessel's valid keys: "
@@ -320,12 +320,13 @@ class Ingestor:
             await self._quarantine(data, Reason.MALFORMED, message, vessel_id)
             return Reason.MALFORMED
         now = self.clock()
-        vessel = await self.store.get_vessel(vessel_id)
-        if vessel is None:
+        vessel_keys = await self.store.vessel_keys(vessel_id)
+        if vessel_keys is None:
             message = f"{header.where}: vessel {vessel_id} is not registered"
             await self._quarantine(data, Reason.UNKNOWN_VESSEL, message, vessel_id)
             return Reason.UNKNOWN_VESSEL
-        opened = _link_keys_of(data, vessel_id, self.shore_key, vessel.keys_valid_at(now))
+        valid = keys_valid_at(vessel_keys, now)
+        opened = _link_keys_of(data, vessel_id, self.shore_key, valid)
         if opened is None:
             message = (
                 f"the tag of {header.where} matches the link keys of none of the vessel's "

@@ -90,7 +90,12 @@ class VesselRecord:
 
     def keys_valid_at(self, now: float) -> tuple[bytes, ...]:
         """The public keys that verify batches received at ``now``."""
-        return tuple(key.public_key for key in self.keys if key.valid_at(now))
+        return keys_valid_at(self.keys, now)
+
+
+def keys_valid_at(keys: Sequence[VesselKey], now: float) -> tuple[bytes, ...]:
+    """Those of ``keys`` that verify batches received at ``now``, oldest first."""
+    return tuple(key.public_key for key in keys if key.valid_at(now))
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,6 +194,23 @@ class Registry:
                 )
             )
         return found
+
+    async def keys(self, tx: Tx, vessel_id: int) -> tuple[VesselKey, ...] | None:
+        """A registered vessel's keys (oldest first), in one statement; None when the vessel
+        is not registered (what ingest needs of the registry for each batch)."""
+        rows = await tx.fetch(
+            "SELECT k.public_key, k.valid_from, k.revoked_at FROM vessels v "
+            "LEFT JOIN vessel_keys k ON k.vessel_id = v.vessel_id WHERE v.vessel_id = $1 "
+            "ORDER BY k.valid_from, k.public_key",
+            vessel_id,
+        )
+        if not rows:
+            return None
+        return tuple(
+            VesselKey(bytes(key), float(since), optional_float(revoked))
+            for key, since, revoked in rows
+            if key is not None
+        )
 
     async def listing(
         self, tx: Tx, after: int | None = None, limit: int | None = None

@@ -45,7 +45,7 @@ from shore.store.links import MIGRATIONS as LINK_MIGRATIONS
 from shore.store.migrations import MigrationSet, migrate
 from shore.store.refusals import MIGRATIONS as REFUSAL_MIGRATIONS
 from shore.store.registry import MIGRATIONS as REGISTRY_MIGRATIONS
-from shore.store.registry import VesselInfo, VesselRecord
+from shore.store.registry import VesselInfo, VesselKey, VesselRecord
 from shore.store.retention_units import RetentionUnits
 from shore.store.sbd_fragments import MIGRATIONS as SBD_FRAGMENT_MIGRATIONS
 from shore.store.sbd_units import SbdUnits
@@ -134,6 +134,12 @@ class RelayStore(
         """A registered vessel, or None."""
         found = await self._vessels(vessel_id)
         return found[0] if found else None
+
+    async def vessel_keys(self, vessel_id: int) -> tuple[VesselKey, ...] | None:
+        """A registered vessel's keys, oldest first, or None (one statement: ingest asks
+        for each batch)."""
+        async with self.db.transaction() as tx:
+            return await self.registry.keys(tx, vessel_id)
 
     async def list_vessels(self) -> Sequence[VesselRecord]:
         """Every registered vessel, by id."""

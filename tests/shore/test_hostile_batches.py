@@ -366,14 +366,14 @@ async def test_run_survives_a_payload_that_breaks_ingest(
     """A bug fires on one vessel's payload before its signature is even checked (here: the
     registry lookup raises). ``Ingestor.run`` logs it with the traceback, counts it, and
     goes on: the next vessel's batch is stored; run() returns only when told to stop."""
-    real_get_vessel = store.get_vessel
+    real_vessel_keys = store.vessel_keys
 
-    async def get_vessel(vessel_id: int) -> Any:
+    async def vessel_keys(vessel_id: int) -> Any:
         if vessel_id == NEIGHBOUR:
             raise KeyError("a bug in the registry")
-        return await real_get_vessel(vessel_id)
+        return await real_vessel_keys(vessel_id)
 
-    monkeypatch.setattr(store, "get_vessel", get_vessel)
+    monkeypatch.setattr(store, "vessel_keys", vessel_keys)
     ingestor = _ingestor(store)
     stopping = asyncio.Event()
     client = _FakeClient(

@@ -182,6 +182,9 @@ async def test_registry_adds_lists_rotates_and_revokes_keys(store: RelayStore) -
     assert record is not None
     assert record.info.unions == (5,)
     assert [v.vessel_id for v in await store.list_vessels()] == [1, 2]
+    # what ingest reads for each batch: the same keys in one statement
+    assert await store.vessel_keys(vessel_id) == record.keys
+    assert await store.vessel_keys(3) is None  # not registered
 
 
 async def test_registry_refuses_duplicates_and_unknown_vessels(store: RelayStore) -> None:
