@@ -289,6 +289,8 @@ class Downlink:
                     batch.items,
                     len(batch.data),
                 )
+            if 0 < batch.items < max_items:
+                return made  # it took every item pending: no need to ask again
 
     def _slot_item(self, period: int) -> SlotItemMaker:
         period_s = self.config.slot_period_s
