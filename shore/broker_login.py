@@ -92,6 +92,26 @@ def read_password(path: Path, source: str = "relay.toml") -> str:
     return password
 
 
+def verifying_context(ca_file: Path | None = None) -> ssl.SSLContext:
+    """A TLS client context of the relay's (to a broker, a NATS node or the smarthost): TLS
+    1.2 or newer, the server's certificate and host name always checked, against
+    ``ca_file`` (a PEM CA bundle) or, if None, the system's CAs. Raises ``OSError`` or
+    ``ssl.SSLError`` when ``ca_file`` cannot be read or holds no certificate
+    (:func:`unusable_ca` says which, for the caller's error)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if ca_file is None:
+        context.load_default_certs()
+    else:
+        context.load_verify_locations(cafile=str(ca_file))
+    return context
+
+
+def unusable_ca(exc: OSError | ssl.SSLError) -> str:
+    """Why :func:`verifying_context` could not use a CA file, in a few words."""
+    return getattr(exc, "strerror", None) or "not a PEM certificate"
+
+
 def client_tls_context(
     ca_file: Path | None = None,
     client_cert: Path | None = None,
@@ -105,19 +125,13 @@ def client_tls_context(
     ``client_key``: a certificate to log in with (the key must be a 0600 file). ``ca_key``:
     the configuration key that named ``ca_file``, for the error.
     """
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    if ca_file is None:
-        context.load_default_certs()
-    else:
-        try:
-            context.load_verify_locations(cafile=str(ca_file))
-        except (OSError, ssl.SSLError) as exc:
-            reason = getattr(exc, "strerror", None) or "not a PEM certificate"
-            raise BrokerLoginError(
-                f"{source}: {ca_key}: cannot use {ca_file} ({reason}); give the PEM "
-                "certificate of the CA that signed the broker's certificate"
-            ) from exc
+    try:
+        context = verifying_context(ca_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise BrokerLoginError(
+            f"{source}: {ca_key}: cannot use {ca_file} ({unusable_ca(exc)}); give the PEM "
+            "certificate of the CA that signed the broker's certificate"
+        ) from exc
     if client_cert is not None and client_key is not None:
         _owner_only(client_key, "client_key", source)
         try:

@@ -40,7 +40,6 @@ from email.headerregistry import Address, BaseHeader, HeaderRegistry
 from email.message import EmailMessage
 from email.policy import Policy
 from email.utils import format_datetime
-from pathlib import Path
 from typing import Any
 
 import aiosmtplib
@@ -778,21 +777,6 @@ class SmtpConfig:
     #: The TLS context of STARTTLS and implicit TLS (:func:`smarthost_tls_context`), built
     #: once; None: aiosmtplib builds one per session from ``validate_certs``.
     tls_context: ssl.SSLContext | None = field(default=None, repr=False, compare=False)
-
-
-def smarthost_tls_context(ca_file: Path | None = None) -> ssl.SSLContext:
-    """A TLS client context for the smarthost: TLS 1.2 or newer, its certificate and host
-    name verified against ``ca_file`` (a PEM CA bundle) or, if None, the system's CAs.
-
-    Raises ``OSError`` or ``ssl.SSLError`` when ``ca_file`` cannot be read or holds no
-    certificate."""
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    if ca_file is None:
-        context.load_default_certs()
-    else:
-        context.load_verify_locations(cafile=str(ca_file))
-    return context
 
 
 @dataclass(frozen=True, slots=True)

@@ -53,7 +53,13 @@ from protocol.signing import SigningKey
 from protocol.topics import SHARED_UPLINKS, UPLINKS, uplink_topic
 from protocol.voice import VoiceMode
 from shore.alerts import AlertConfig, SosAlerter
-from shore.broker_login import BrokerLogin, broker_login, nats_tls_context
+from shore.broker_login import (
+    BrokerLogin,
+    broker_login,
+    nats_tls_context,
+    unusable_ca,
+    verifying_context,
+)
 from shore.config import ConfigError, RelayConfig
 from shore.decoding import BatchDecoder, InlineDecoder, ProcessDecoder, started_or_in_place
 from shore.delivery import DeliveryConfig, DeliveryWorker
@@ -65,7 +71,6 @@ from shore.mail import (
     ReplyAddressBook,
     ReplyRoute,
     SmtpConfig,
-    smarthost_tls_context,
 )
 from shore.metrics import RelayMetrics
 from shore.nats_broker import downlink_config as nats_downlink_config
@@ -174,12 +179,11 @@ def smtp_config(config: RelayConfig) -> SmtpConfig:
     if section.smtp_tls != "none":
         ca_file = config.path(section.smtp_ca_file) if section.smtp_ca_file else None
         try:
-            context = smarthost_tls_context(ca_file)
+            context = verifying_context(ca_file)
         except (OSError, ssl.SSLError) as exc:
-            reason = getattr(exc, "strerror", None) or "not a PEM certificate"
             raise KeyFileError(
-                f"{where} smtp_ca_file: cannot use {ca_file} ({reason}); give the PEM "
-                "certificate of the CA that signed the smarthost's certificate"
+                f"{where} smtp_ca_file: cannot use {ca_file} ({unusable_ca(exc)}); give the "
+                "PEM certificate of the CA that signed the smarthost's certificate"
             ) from exc
     return SmtpConfig(
         host=section.smtp_host,
