@@ -34,6 +34,7 @@ from pathlib import Path
 
 from common.keyfiles import write_secret
 from protocol.envelopes import ReceiptStage
+from shore.config import DeliverySection
 from shore.delivery import DeliveryConfig
 from tests.kit.mosquitto import MosquittoBroker
 from tests.kit.wait import eventually
@@ -52,9 +53,10 @@ MESSAGES = int(os.environ.get("VR_RELAY_CHAOS_MESSAGES", "1000"))
 KILLS = int(os.environ.get("VR_RELAY_CHAOS_KILLS", "3"))
 SEED = int(os.environ.get("VR_CHAOS_SEED", "5"))
 PER_BATCH = 20
-#: A worker claims this many deliveries at once, records their attempts together and
-#: their outcomes together after sending them: the most repeats one kill can cause.
-CLAIMED_AT_ONCE = DeliveryConfig().batch_size
+#: Each of a worker's delivery loops claims this many deliveries at once, records their
+#: attempts together and their outcomes together after sending them; the relay runs
+#: ``[delivery] workers`` such loops: the most repeats one kill can cause.
+CLAIMED_AT_ONCE = DeliveryConfig().batch_size * DeliverySection().workers
 #: How long a claim of a dead worker holds a delivery (short, so the run stays short).
 LEASE_S = 3.0
 #: The vessel's outbox resends unacknowledged batches this often.
