@@ -774,8 +774,8 @@ class SmtpConfig:
     connections: int = 8
     #: A kept session idle longer than this is closed instead of reused.
     idle_s: float = 60.0
-    #: The TLS context of STARTTLS and implicit TLS (:func:`smarthost_tls_context`), built
-    #: once; None: aiosmtplib builds one per session from ``validate_certs``.
+    #: The TLS context of STARTTLS and implicit TLS (``shore.broker_login.verifying_context``),
+    #: built once; None: aiosmtplib builds one per session from ``validate_certs``.
     tls_context: ssl.SSLContext | None = field(default=None, repr=False, compare=False)
 
 

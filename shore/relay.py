@@ -65,13 +65,7 @@ from shore.decoding import BatchDecoder, InlineDecoder, ProcessDecoder, started_
 from shore.delivery import DeliveryConfig, DeliveryWorker
 from shore.downlink import Downlink, DownlinkConfig
 from shore.ingest import Ingestor
-from shore.mail import (
-    MailIdentity,
-    MailSender,
-    ReplyAddressBook,
-    ReplyRoute,
-    SmtpConfig,
-)
+from shore.mail import MailIdentity, MailSender, ReplyAddressBook, ReplyRoute, SmtpConfig
 from shore.metrics import RelayMetrics
 from shore.nats_broker import downlink_config as nats_downlink_config
 from shore.nats_broker import nats_service

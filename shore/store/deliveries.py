@@ -18,7 +18,7 @@ from protocol.envelopes import FailureReason
 from protocol.languages import Language
 from shore.store.database import Dialect, Tx, insert_many
 from shore.store.migrations import Migration, MigrationSet
-from shore.store.uplink import KEYS_PER_STATEMENT, CodedVoice, MessageToDeliver, keys_filter
+from shore.store.uplink import CodedVoice, MessageToDeliver, keys_filter, keys_filters
 from shore.vocabulary import DeliveryOutcome, Destination, MessageKind
 
 MIGRATIONS = MigrationSet(
@@ -271,9 +271,7 @@ class DeliveryQueue:
         ``attempt``, record an attempt on each too (unfinished until its outcome), so every
         attempt is on record before anything leaves."""
         lease = float(now) + self.lease_s
-        keys = [claim.key for claim in claims]
-        for start in range(0, len(keys), KEYS_PER_STATEMENT):
-            where, args = keys_filter(keys[start : start + KEYS_PER_STATEMENT])
+        for where, args in keys_filters([claim.key for claim in claims]):
             n = len(args)
             attempted = (
                 f", attempts = attempts + 1, unfinished = 1, last_attempt_at = ${n + 3}"

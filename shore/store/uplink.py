@@ -17,7 +17,7 @@ NOTHING``): a resent batch or a replayed message changes nothing.
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from protocol.batch import Batch
@@ -351,6 +351,13 @@ def keys_filter(keys: Sequence[tuple[int, int]], prefix: str = "") -> tuple[str,
     return f"({terms})", [int(part) for key in keys for part in key]
 
 
+def keys_filters(keys: Sequence[tuple[int, int]]) -> Iterator[tuple[str, list[int]]]:
+    """:func:`keys_filter` for each run of at most :data:`KEYS_PER_STATEMENT` of ``keys``:
+    one statement each."""
+    for start in range(0, len(keys), KEYS_PER_STATEMENT):
+        yield keys_filter(keys[start : start + KEYS_PER_STATEMENT])
+
+
 #: Family messages still waiting for their delivery, with their batch (for the age on
 #: board). The kind and state are written out, not parameters, so that the planners of
 #: both backends use the partial index ``messages_awaiting_delivery`` (a parameter cannot
@@ -583,8 +590,7 @@ class Uplink:
     ) -> None:
         """:meth:`set_message_state` for several messages ``(vessel, message_seq)``, one
         statement per 500."""
-        for start in range(0, len(keys), KEYS_PER_STATEMENT):
-            where, args = keys_filter(keys[start : start + KEYS_PER_STATEMENT])
+        for where, args in keys_filters(keys):
             n = len(args)
             await tx.execute(
                 f"UPDATE messages SET state = ${n + 1}, state_at = ${n + 2} WHERE {where}",
