@@ -7,6 +7,11 @@ it carries are committed together, and the bytes never change afterwards. Batche
 published QoS 1 to ``vr/{vessel}/d`` on the relay's persistent session, so a vessel that
 comes online after days finds them queued at the broker.
 
+Several relay workers pass over the same vessels: a batch due to go is claimed before it
+is published (counted as sent in the store, :meth:`DownlinkStore.claim_downlink_sends`), so
+one worker publishes it and the vessel pays for one copy; a publish that fails gives the
+claim back.
+
 The broker is a carrier, not a record: a batch stays "unacknowledged" until the vessel's
 own ``BatchAck`` (in an uplink batch) covers it, and is resent on a timer — after
 ``resend_after_s`` if the vessel was heard from since it was last sent (it had its chance
@@ -110,13 +115,15 @@ class DownlinkStore(Protocol):
         made one already and more wait); None when nothing goes. ``ack_within``: a batch
         with the BatchAck bigger than this carries the BatchAck alone."""
 
-    async def downlink_batches_to_send(
+    async def claim_downlink_sends(
         self, vessel_id: int, now: float, resend_after_s: float, resend_max_s: float
     ) -> Sequence[DownlinkBatch]:
-        """Unacknowledged batches never sent, or due for resending, oldest first."""
+        """Unacknowledged batches never sent, or due for resending, oldest first, each
+        counted as sent at ``now`` by this worker alone (another
+        worker passing over the vessel does not get it), as they were before the claim."""
 
-    async def mark_downlink_sent(self, vessel_id: int, downlink_seq: int, now: float) -> None:
-        """The broker took the batch (PUBACK)."""
+    async def downlink_send_failed(self, batch: DownlinkBatch) -> None:
+        """A claimed batch did not reach the broker: as before the claim."""
 
     async def slot_crews(self, since: float) -> Sequence[tuple[int, int]]:
         """(vessel, crew) of every crew member whose uplink slot arrived since ``since``."""
@@ -416,12 +423,15 @@ class Downlink:
                     "vessel %d: making its downlink batches failed; other vessels go on",
                     vessel_id,
                 )
-            batches = await self.store.downlink_batches_to_send(
+            batches = await self.store.claim_downlink_sends(
                 vessel_id, self.clock(), config.resend_after_s, config.resend_max_s
             )
-            for batch in batches:
-                await publish(downlink_topic(vessel_id), batch.data)
-                await self.store.mark_downlink_sent(vessel_id, batch.downlink_seq, self.clock())
+            for index, batch in enumerate(batches):
+                try:
+                    await publish(downlink_topic(vessel_id), batch.data)
+                except BaseException:
+                    await self._give_back(batches[index:])
+                    raise
                 sent += 1
                 self.stats.batches_published += 1
                 self.stats.link_bytes += len(batch.data)
@@ -436,6 +446,22 @@ class Downlink:
                         batch.send_count + 1,
                     )
         return sent
+
+    async def _give_back(self, unsent: Sequence[DownlinkBatch]) -> None:
+        """Batches claimed but not published (the link failed, or the relay is stopping):
+        back to unsent, so the next pass (here or at another worker) sends them; if that
+        fails too, the resend timer does."""
+        for batch in unsent:
+            try:
+                await asyncio.shield(self.store.downlink_send_failed(batch))
+            except (Exception, asyncio.CancelledError):
+                log.warning(
+                    "vessel %d downlink batch %d: not published and not given back; "
+                    "it goes when its resend is due",
+                    batch.vessel_id,
+                    batch.downlink_seq,
+                    exc_info=True,
+                )
 
     async def run(
         self, publish: Publish, stopping: asyncio.Event, doorbell: asyncio.Event | None = None

@@ -479,6 +479,34 @@ class DownlinkQueue:
             float(now),
         )
 
+    async def claim_send(self, tx: Tx, batch: DownlinkBatch, now: float) -> bool:
+        """Take ``batch`` (as read in this transaction) to publish now: counted as sent at
+        ``now`` unless another worker sent it since it was read (its send count moved);
+        whether this worker took it. The row lock makes a second claimer wait and then
+        see the new count, on either database."""
+        rows = await tx.fetch(
+            "UPDATE downlink_batches SET last_sent_at = $4, send_count = send_count + 1 "
+            "WHERE vessel_id = $1 AND downlink_seq = $2 AND send_count = $3 "
+            "AND acked_at IS NULL RETURNING downlink_seq",
+            batch.vessel_id,
+            batch.downlink_seq,
+            batch.send_count,
+            float(now),
+        )
+        return bool(rows)
+
+    async def give_back_send(self, tx: Tx, batch: DownlinkBatch) -> None:
+        """A claimed batch whose publish failed: as it was before the claim (``batch`` as
+        it was read then), so the next pass sends it again."""
+        await tx.execute(
+            "UPDATE downlink_batches SET last_sent_at = $4, send_count = $3 "
+            "WHERE vessel_id = $1 AND downlink_seq = $2 AND send_count = $3 + 1",
+            batch.vessel_id,
+            batch.downlink_seq,
+            batch.send_count,
+            batch.last_sent_at,
+        )
+
     async def link_bytes_sent_since(
         self, tx: Tx, since: float, ids: tuple[int, int] = (0, 2**62)
     ) -> dict[int, int]:

@@ -28,6 +28,7 @@ from protocol.envelopes import (
 from protocol.exchange import ShoreState, downlink_release_due
 from protocol.languages import Language
 from protocol.slots import slot_header
+from shore.store.database import Tx
 from shore.store.downlink import DownlinkBatch, DownlinkEncoder, SlotItemMaker, resend_due
 from shore.store.parts import StoreParts
 
@@ -292,8 +293,35 @@ class DownlinkUnits(StoreParts):
         """Unacknowledged batches never sent, or due for resending, oldest first
         (:func:`shore.store.downlink.resend_due`)."""
         async with self.db.transaction() as tx:
-            batches = await self.downlink_queue.unacknowledged(tx, vessel_id)
-            heard = await self.links.last_heard(tx, vessel_id)
+            return await self._due_to_send(tx, vessel_id, now, resend_after_s, resend_max_s)
+
+    async def claim_downlink_sends(
+        self, vessel_id: int, now: float, resend_after_s: float, resend_max_s: float
+    ) -> Sequence[DownlinkBatch]:
+        """The batches :meth:`downlink_batches_to_send` names, each taken by this worker to
+        publish now: counted as sent at ``now`` in the same transaction, so another worker
+        of the relay passing over the same vessel does not publish it too (the vessel would
+        pay for every copy). Returned as they were before the claim (``send_count``: the
+        sends before this one). A publish that fails gives its batch back
+        (:meth:`downlink_send_failed`); a worker killed between claim and publish leaves
+        the batch to the resend timer."""
+        async with self.db.transaction() as tx:
+            due = await self._due_to_send(tx, vessel_id, now, resend_after_s, resend_max_s)
+            return [batch for batch in due if await self.downlink_queue.claim_send(tx, batch, now)]
+
+    async def downlink_send_failed(self, batch: DownlinkBatch) -> None:
+        """A batch claimed by :meth:`claim_downlink_sends` did not reach the broker: it is
+        as before the claim, and goes on the next pass."""
+        async with self.db.transaction() as tx:
+            await self.downlink_queue.give_back_send(tx, batch)
+
+    async def _due_to_send(
+        self, tx: Tx, vessel_id: int, now: float, resend_after_s: float, resend_max_s: float
+    ) -> list[DownlinkBatch]:
+        batches = await self.downlink_queue.unacknowledged(tx, vessel_id)
+        if not batches:
+            return []
+        heard = await self.links.last_heard(tx, vessel_id)
         if vessel_id not in heard:
             return []
         return [

@@ -636,6 +636,72 @@ async def test_downlink_send_resend_and_ack(store: RelayStore) -> None:
     assert await store.downlink_batches_to_send(vessel_id, T0 + 9999, 60, 3600) == []
 
 
+async def test_a_batch_due_is_claimed_by_one_worker_and_given_back_when_not_published(
+    store: RelayStore,
+) -> None:
+    """Two workers claiming the same vessel's sends at once: one gets the batch, counted as
+    sent; the other gets nothing, also when it read the batch before the first claimed it.
+    A claim given back (its publish failed) is unsent again."""
+    vessel_id = await _vessel(store)
+    await store.queue_reply(vessel_id, 3, 1, "Come home soon", Language.ENG, False, T0)
+    made = await store.make_downlink_batch(vessel_id, T0, shore_encoder(vessel_id), 10)
+    assert made is not None
+    first, second = await asyncio.gather(
+        store.claim_downlink_sends(vessel_id, T0, 60, 3600),
+        store.claim_downlink_sends(vessel_id, T0, 60, 3600),
+    )
+    claimed = [*first, *second]
+    assert [(b.downlink_seq, b.send_count, b.last_sent_at) for b in claimed] == [
+        (made.downlink_seq, 0, None)
+    ]
+    (counted,) = await store.downlink_batches(vessel_id)
+    assert (counted.send_count, counted.last_sent_at) == (1, T0)
+    assert await store.claim_downlink_sends(vessel_id, T0 + 1, 60, 3600) == []
+    async with store.db.transaction() as tx:  # a worker that read the batch before the claim
+        assert not await store.downlink_queue.claim_send(tx, claimed[0], T0)
+    await store.downlink_send_failed(claimed[0])
+    (again,) = await store.claim_downlink_sends(vessel_id, T0 + 2, 60, 3600)
+    assert (again.send_count, again.last_sent_at) == (0, None)
+
+
+async def test_two_workers_passing_over_the_same_vessels_publish_each_batch_once(
+    store: RelayStore,
+) -> None:
+    """Two relay workers' downlinks pass over the same vessels at the same time (their
+    publishes slow, so the passes overlap): every batch reaches the broker once; a publish
+    that fails leaves its batch to the next pass, which sends it."""
+    vessels = [
+        await store.add_vessel(
+            VesselInfo(f"Ship {n}", "TH", f"TH-01{n}", "Owner"), bytes([n]) * 32, T0
+        )
+        for n in range(1, 8)
+    ]
+    config = DownlinkConfig(slots=False, lane=False)
+    workers = [
+        Downlink(store, SHORE_KEY, default_codebook(), config, clock=lambda: T0)
+        for _ in range(2)
+    ]
+    published: list[tuple[str, bytes]] = []
+
+    async def publish(topic: str, data: bytes) -> None:
+        await asyncio.sleep(0.01)
+        published.append((topic, data))
+
+    for vessel_id in vessels[:6]:
+        await store.queue_reply(vessel_id, 3, 1, "news", Language.ENG, False, T0)
+    await asyncio.gather(*(worker.publish_due(publish) for worker in workers))
+    assert len(published) == len(set(published)) == 6
+
+    async def broken(topic: str, data: bytes) -> None:
+        raise ConnectionError("the broker went away")
+
+    await store.queue_reply(vessels[6], 3, 1, "after the outage", Language.ENG, False, T0)
+    with pytest.raises(ConnectionError):
+        await workers[0].publish_due(broken)
+    assert await workers[1].publish_due(publish) == 1
+    assert len(published) == len(set(published)) == 7
+
+
 async def test_what_waits_for_a_vessel_away_goes_in_one_release_split_at_the_size_limit(
     store: RelayStore,
 ) -> None:
