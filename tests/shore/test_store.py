@@ -678,8 +678,7 @@ async def test_two_workers_passing_over_the_same_vessels_publish_each_batch_once
     ]
     config = DownlinkConfig(slots=False, lane=False)
     workers = [
-        Downlink(store, SHORE_KEY, default_codebook(), config, clock=lambda: T0)
-        for _ in range(2)
+        Downlink(store, SHORE_KEY, default_codebook(), config, clock=lambda: T0) for _ in range(2)
     ]
     published: list[tuple[str, bytes]] = []
 
