@@ -8,12 +8,25 @@ process, the embedded default). This process then publishes every vessel's signe
 (``--batches`` per vessel of ``--messages`` crew messages each, real corpus texts, the
 contact book in batch 1) QoS 1 to ``vr/{vessel}/u``, all at once (``--rate 0``, the relay's
 saturated throughput) or paced at ``--rate`` messages per second (latency under a load it
-can carry). An aiosmtpd sink on loopback (its own thread, on uvloop) stamps each mail's
-first arrival by its Message-ID ``<{vessel}.{seq}@relay...>``. Before the measured
-batches, the workers deliver ``--warmup-batches`` batches of other vessels (20 by
-default), so the figures are those of a relay that has been running (pools open,
-statements prepared, the codec's caches filled), not of its first second; they are not
-counted.
+can carry). The workers deliver to an SMTP sink on loopback (``--sink``), which stamps each
+mail's first arrival by its Message-ID ``<{vessel}.{seq}@relay...>``:
+
+- ``smtp-sink`` (the default): Postfix's smtp-sink, a small C server built for
+  benchmarking, in its own process (``tests/kit/smtp_sink.py``; fetched into ``.tools/``
+  by ``scripts/install-smtp-sink`` when missing, and if that fails the benchmark stops and
+  says so). It dumps each mail to a file of its own on tmpfs, written out and closed at the
+  end of DATA just before its 250 reply: the arrival is the file's mtime (wall clock; the
+  kernel may stamp it up to one tick, 4 ms here, early), the publish times are taken on the
+  same clock. It costs the two cores ~0.1 CPU ms per mail, as a smarthost elsewhere would
+  cost them nothing;
+- ``aiosmtpd``: an aiosmtpd sink in a thread of this process (on uvloop), stamping
+  ``time.monotonic`` in its DATA handler; ~0.3-0.5 CPU ms per mail of the same two cores
+  (the figures before smtp-sink, for comparison).
+
+Before the measured batches, the workers deliver ``--warmup-batches`` batches of other
+vessels (20 by default), so the figures are those of a relay that has been running (pools
+open, statements prepared, the codec's caches filled), not of its first second; they are
+not counted.
 
 Measured per run:
 
@@ -25,14 +38,19 @@ Measured per run:
   processes from their subscription (start-up not counted) to just before they are
   stopped, per message mailed (the sink's and the publisher's CPU are not in it);
   **db_cpu_ms_per_msg** the same for the PostgreSQL server's processes (0 for SQLite,
-  which runs inside the relay); **sink_cpu_ms_per_msg** the same for this process (the
-  SMTP sink's thread, the publisher). On a shared machine msgs/s falls with the other
+  which runs inside the relay); **sink_cpu_ms_per_msg** the same for the sink: the
+  smtp-sink process, or with aiosmtpd this process (the sink's thread and the
+  publisher, which can't be told apart). On a shared machine msgs/s falls with the other
   load; CPU per message much less; **load** is the machine's 1-minute load average at the
-  end of the run (``os.getloadavg``), to read msgs/s by.
+  end of the run (``os.getloadavg``), to read msgs/s by; **sink** names the sink.
 
-The sink must not be what limits the figure: before the runs, ``sink`` measures it alone
-(``--sink-messages`` mails from 8 kept aiosmtplib sessions in this same process, so a
-lower bound of what it takes): its msgs/s and CPU per message, client included.
+Every measured mail must arrive once: **undelivered** counts those that did not,
+**repeats** the mails taken beyond one per Message-ID; the warm-up's are not counted.
+
+The sink must not be what limits the figure: before the runs, the JSON's top-level
+``sink`` measures it alone (``--sink-messages`` mails from 8 kept aiosmtplib sessions in
+this process, so a lower bound of what it takes): its msgs/s and CPU per message, the
+client's included (this process's, plus smtp-sink's process).
 
 ``--profile DIR`` runs each relay worker under ``py-spy record`` (PyPI ``py-spy``; a
 flame graph ``DIR/{store}-{workers}-w{n}.svg`` per worker, or ``--profile-format
@@ -41,7 +59,8 @@ speedscope``) to see where the time goes.
 Usage::
 
     python benchmarks/shore_throughput.py                    # table
-    python benchmarks/shore_throughput.py --json             # {"runs": [...]}
+    python benchmarks/shore_throughput.py --json             # {"runs": [...], "sink": {...}}
+    python benchmarks/shore_throughput.py --sink aiosmtpd    # the in-process sink
     python benchmarks/shore_throughput.py --vessels 2 --batches 2 --runs sqlite:1   # quick
 
 Needs Mosquitto and PostgreSQL installed (``scripts/install-system-deps``). Reuses the relay
