@@ -8,12 +8,25 @@ process, the embedded default). This process then publishes every vessel's signe
 (``--batches`` per vessel of ``--messages`` crew messages each, real corpus texts, the
 contact book in batch 1) QoS 1 to ``vr/{vessel}/u``, all at once (``--rate 0``, the relay's
 saturated throughput) or paced at ``--rate`` messages per second (latency under a load it
-can carry). An aiosmtpd sink on loopback (its own thread, on uvloop) stamps each mail's
-first arrival by its Message-ID ``<{vessel}.{seq}@relay...>``. Before the measured
-batches, the workers deliver ``--warmup-batches`` batches of other vessels (20 by
-default), so the figures are those of a relay that has been running (pools open,
-statements prepared, the codec's caches filled), not of its first second; they are not
-counted.
+can carry). The workers deliver to an SMTP sink on loopback (``--sink``), which stamps each
+mail's first arrival by its Message-ID ``<{vessel}.{seq}@relay...>``:
+
+- ``smtp-sink`` (the default): Postfix's smtp-sink, a small C server built for
+  benchmarking, in its own process (``tests/kit/smtp_sink.py``; fetched into ``.tools/``
+  by ``scripts/install-smtp-sink`` when missing, and if that fails the benchmark stops and
+  says so). It dumps each mail to a file of its own on tmpfs, written out and closed at the
+  end of DATA just before its 250 reply: the arrival is the file's mtime (wall clock; the
+  kernel may stamp it up to one tick, 4 ms here, early), the publish times are taken on the
+  same clock. It costs the two cores ~0.1 CPU ms per mail, as a smarthost elsewhere would
+  cost them nothing;
+- ``aiosmtpd``: an aiosmtpd sink in a thread of this process (on uvloop), stamping
+  ``time.monotonic`` in its DATA handler; ~0.3-0.5 CPU ms per mail of the same two cores
+  (the figures before smtp-sink, for comparison).
+
+Before the measured batches, the workers deliver ``--warmup-batches`` batches of other
+vessels (20 by default), so the figures are those of a relay that has been running (pools
+open, statements prepared, the codec's caches filled), not of its first second; they are
+not counted.
 
 Measured per run:
 
@@ -25,14 +38,19 @@ Measured per run:
   processes from their subscription (start-up not counted) to just before they are
   stopped, per message mailed (the sink's and the publisher's CPU are not in it);
   **db_cpu_ms_per_msg** the same for the PostgreSQL server's processes (0 for SQLite,
-  which runs inside the relay); **sink_cpu_ms_per_msg** the same for this process (the
-  SMTP sink's thread, the publisher). On a shared machine msgs/s falls with the other
+  which runs inside the relay); **sink_cpu_ms_per_msg** the same for the sink: the
+  smtp-sink process, or with aiosmtpd this process (the sink's thread and the
+  publisher, which can't be told apart). On a shared machine msgs/s falls with the other
   load; CPU per message much less; **load** is the machine's 1-minute load average at the
-  end of the run (``os.getloadavg``), to read msgs/s by.
+  end of the run (``os.getloadavg``), to read msgs/s by; **sink** names the sink.
 
-The sink must not be what limits the figure: before the runs, ``sink`` measures it alone
-(``--sink-messages`` mails from 8 kept aiosmtplib sessions in this same process, so a
-lower bound of what it takes): its msgs/s and CPU per message, client included.
+Every measured mail must arrive once: **undelivered** counts those that did not,
+**repeats** the mails taken beyond one per Message-ID; the warm-up's are not counted.
+
+The sink must not be what limits the figure: before the runs, the JSON's top-level
+``sink`` measures it alone (``--sink-messages`` mails from 8 kept aiosmtplib sessions in
+this process, so a lower bound of what it takes): its msgs/s and CPU per message, the
+client's included (this process's, plus smtp-sink's process).
 
 ``--profile DIR`` runs each relay worker under ``py-spy record`` (PyPI ``py-spy``; a
 flame graph ``DIR/{store}-{workers}-w{n}.svg`` per worker, or ``--profile-format
@@ -41,7 +59,8 @@ speedscope``) to see where the time goes.
 Usage::
 
     python benchmarks/shore_throughput.py                    # table
-    python benchmarks/shore_throughput.py --json             # {"runs": [...]}
+    python benchmarks/shore_throughput.py --json             # {"runs": [...], "sink": {...}}
+    python benchmarks/shore_throughput.py --sink aiosmtpd    # the in-process sink
     python benchmarks/shore_throughput.py --vessels 2 --batches 2 --runs sqlite:1   # quick
 
 Needs Mosquitto and PostgreSQL installed (``scripts/install-system-deps``). Reuses the relay
@@ -65,10 +84,10 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -87,6 +106,7 @@ from shore.store import RelayStore, SqliteStore, VesselInfo  # noqa: E402
 from shore.store.postgres import PostgresStore  # noqa: E402
 from tests.kit.mosquitto import MosquittoBroker  # noqa: E402
 from tests.kit.ports import free_port  # noqa: E402
+from tests.kit.smtp_sink import SmtpSink, SmtpSinkMissing  # noqa: E402
 from tests.shore.store_fixtures import SHORE_KEY, VESSEL_KEY, PostgresServer, uplink  # noqa: E402
 
 FIRST_VESSEL = 2000
@@ -123,6 +143,193 @@ class StampingSink:
     def count(self) -> int:
         with self.lock:
             return len(self.first)
+
+
+class SinkUnavailable(RuntimeError):
+    """The chosen sink cannot be run here (its message says what to do instead)."""
+
+
+class Sink(Protocol):
+    """What a run needs of the SMTP sink the relay delivers into."""
+
+    #: ``--sink``'s name for it, reported with the runs.
+    name: str
+    port: int
+    #: Whether it runs in this process (its CPU then shares ``time.process_time``).
+    in_process: bool
+
+    def clock(self) -> float:
+        """Now, on the clock the sink's arrival times are on (publish times are taken on it)."""
+        ...
+
+    def reset(self) -> None:
+        """Forget the mails so far (the warm-up's, the capacity measurement's)."""
+        ...
+
+    def count(self) -> int:
+        """Distinct Message-IDs arrived since the last reset (progress while waiting)."""
+        ...
+
+    def arrivals(self) -> tuple[dict[tuple[int, int], float], int]:
+        """Since the last reset: the first arrival of each Message-ID, and mails taken."""
+        ...
+
+    def cpu_s(self) -> float:
+        """CPU seconds so far of what the sink column counts."""
+        ...
+
+
+class AiosmtpdSink:
+    """``--sink aiosmtpd``: StampingSink under aiosmtpd in its own thread of this process, on
+    uvloop as the relay; arrival is ``time.monotonic`` in its DATA handler. Its CPU can't be
+    told apart from the publisher's: the column is this whole process's."""
+
+    name = "aiosmtpd"
+    in_process = True
+
+    def __init__(self) -> None:
+        self.handler = StampingSink()
+        self.port = free_port()
+        self.controller = Controller(
+            self.handler, hostname="127.0.0.1", port=self.port, loop=uvloop.new_event_loop()
+        )
+
+    @classmethod
+    @contextlib.contextmanager
+    def started(cls) -> Iterator[AiosmtpdSink]:
+        sink = cls()
+        sink.controller.start()
+        try:
+            yield sink
+        finally:
+            sink.controller.stop()
+
+    def clock(self) -> float:
+        return time.monotonic()
+
+    def reset(self) -> None:
+        self.handler.reset()
+
+    def count(self) -> int:
+        return self.handler.count()
+
+    def arrivals(self) -> tuple[dict[tuple[int, int], float], int]:
+        with self.handler.lock:
+            return dict(self.handler.first), self.handler.mails
+
+    def cpu_s(self) -> float:
+        return time.process_time()
+
+
+class DumpingSink:
+    """``--sink smtp-sink``: Postfix's smtp-sink (``tests/kit/smtp_sink.py``), a process of
+    its own that dumps each mail to a file of ``dump_dir``.
+
+    smtp-sink creates the file at MAIL FROM, buffers DATA in 4 KiB writes and writes the
+    rest and closes the file when the final dot arrives, before its 250 reply: the file's
+    mtime is when the mail was taken, on the wall clock (``time.time``, which publish times
+    are then taken on). The kernel may stamp it from its coarse clock, up to one tick
+    (``time.clock_getres(5)``, 4 ms here) before the true moment. A file still empty is a
+    transaction not yet (or never) finished, not a mail. The column is smtp-sink's process
+    CPU (``/proc``): the publisher, in this process, is not in it.
+
+    The files go on tmpfs (``/dev/shm``) where there is one: on this machine's ext4 each
+    file made cost smtp-sink ~0.7 ms of kernel time, twice aiosmtpd's whole cost per mail,
+    where on tmpfs it is a tenth of that; a smarthost elsewhere spends neither here."""
+
+    name = "smtp-sink"
+    in_process = False
+
+    def __init__(self, sink: SmtpSink, dump_dir: Path) -> None:
+        self.sink = sink
+        self.port = sink.port
+        self.dump_dir = dump_dir
+        #: Files of mails before the last reset.
+        self.ignored: set[str] = set()
+        #: Message-ID of each file read since the last reset.
+        self.seen: dict[str, tuple[int, int]] = {}
+
+    @classmethod
+    @contextlib.contextmanager
+    def started(cls) -> Iterator[DumpingSink]:
+        """smtp-sink running on loopback; SinkUnavailable when it cannot be had."""
+        shm = Path("/dev/shm")
+        on_tmpfs = shm.is_dir() and os.access(shm, os.W_OK | os.X_OK)
+        with (
+            tempfile.TemporaryDirectory(
+                prefix="shore-bench-sink-", dir=shm if on_tmpfs else None
+            ) as tmp,
+            cls._running(Path(tmp) / "mails") as sink,
+        ):
+            yield sink
+
+    @classmethod
+    @contextlib.contextmanager
+    def _running(cls, dump_dir: Path) -> Iterator[DumpingSink]:
+        sink = SmtpSink(dump_dir)
+        try:
+            sink.start()  # fetches it with scripts/install-smtp-sink when missing
+        except (SmtpSinkMissing, OSError, RuntimeError) as error:
+            raise SinkUnavailable(
+                f"smtp-sink cannot be run ({error}): run scripts/install-smtp-sink (it "
+                "fetches Postfix's smtp-sink into .tools/), or measure with --sink aiosmtpd"
+            ) from error
+        try:
+            yield cls(sink, dump_dir)
+        finally:
+            sink.stop()
+
+    def clock(self) -> float:
+        return time.time()
+
+    def _mails(self) -> Iterator[tuple[str, bytes]]:
+        """Name and content of each file taken since the last reset (non-empty)."""
+        with os.scandir(self.dump_dir) as entries:
+            for entry in entries:
+                if entry.name not in self.ignored:
+                    content = Path(entry.path).read_bytes()
+                    if content:
+                        yield entry.name, content
+
+    def reset(self) -> None:
+        self.ignored.update(name for name, _content in self._mails())
+        self.seen.clear()
+
+    def count(self) -> int:
+        with os.scandir(self.dump_dir) as entries:
+            names = [entry.name for entry in entries]
+        for name in names:
+            if name in self.ignored or name in self.seen:
+                continue
+            # A file being written may lack its Message-ID yet: read again at the next count.
+            found = _MESSAGE_ID.search((self.dump_dir / name).read_bytes())
+            if found is not None:
+                self.seen[name] = (int(found.group(1)), int(found.group(2)))
+        return len(set(self.seen.values()))
+
+    def arrivals(self) -> tuple[dict[tuple[int, int], float], int]:
+        """Read afresh (every file is complete once the relay workers are stopped)."""
+        first: dict[tuple[int, int], float] = {}
+        mails = 0
+        for name, content in self._mails():
+            mails += 1
+            found = _MESSAGE_ID.search(content)
+            if found is not None:
+                key = (int(found.group(1)), int(found.group(2)))
+                taken = (self.dump_dir / name).stat().st_mtime_ns / 1e9
+                first[key] = min(taken, first.get(key, taken))
+        return first, mails
+
+    def cpu_s(self) -> float:
+        return _cpu_s(self.sink.pid)
+
+
+SINKS = ("smtp-sink", "aiosmtpd")
+#: What the sink CPU column counts, per sink.
+SINK_CPU = {
+    "smtp-sink": "the smtp-sink process",
+    "aiosmtpd": "this process (the aiosmtpd sink's thread and the publisher)",
+}
 
 
 def relay_tuning(tuning: str) -> str:
@@ -242,6 +449,8 @@ class Run:
     db_cpu_ms_per_msg: float = 0.0
     sink_cpu_ms_per_msg: float = 0.0
     load: float = 0.0
+    #: The SMTP sink delivered into (``--sink``).
+    sink: str = ""
 
 
 @dataclass
@@ -251,16 +460,16 @@ class SinkCapacity:
     cpu_ms_per_msg: float
 
 
-async def sink_capacity(sink: StampingSink, smtp_port: int, messages: int) -> SinkCapacity:
+async def sink_capacity(sink: Sink, messages: int) -> SinkCapacity:
     """How fast the sink takes mail on its own: ``messages`` small mails from 8 kept
-    sessions in this process (client and sink share it: a lower bound)."""
+    sessions in this process (the client's CPU counted with the sink's: a lower bound)."""
     template = (
         "From: relay@relay.example.org\r\nTo: family@example.com\r\nSubject: capacity\r\n"
         "Message-ID: <1.{seq}@relay.example.org>\r\nContent-Type: text/plain; "
         'charset="utf-8"\r\n\r\n' + "All well on board, we land the catch on Friday.\r\n" * 4
     )
     sink.reset()
-    sessions = [aiosmtplib.SMTP(hostname="127.0.0.1", port=smtp_port) for _ in range(8)]
+    sessions = [aiosmtplib.SMTP(hostname="127.0.0.1", port=sink.port) for _ in range(8)]
     for session in sessions:
         await session.connect()
     pending = iter(range(messages))
@@ -270,11 +479,15 @@ async def sink_capacity(sink: StampingSink, smtp_port: int, messages: int) -> Si
             data = template.format(seq=seq).encode("ascii")
             await session.sendmail("relay@relay.example.org", ["family@example.com"], data)
 
-    started, cpu_started = time.monotonic(), time.process_time()
+    def cpu_s() -> float:
+        """This process's CPU (the client; with aiosmtpd the sink too), and smtp-sink's."""
+        return time.process_time() + (0.0 if sink.in_process else sink.cpu_s())
+
+    started, cpu_started = time.monotonic(), cpu_s()
     try:
         await asyncio.gather(*(send(session) for session in sessions))
     finally:
-        wall, cpu = time.monotonic() - started, time.process_time() - cpu_started
+        wall, cpu = time.monotonic() - started, cpu_s() - cpu_started
         for session in sessions:
             await session.quit()
     sink.reset()
@@ -322,8 +535,10 @@ async def publish_all(
     plan: list[tuple[int, int, bytes]],
     per_batch: int,
     rate: float,
+    clock: Callable[[], float] = time.monotonic,
 ) -> dict[tuple[int, int], float]:
-    """Publish ``(vessel, batch_seq, bytes)`` in order; when each message was published."""
+    """Publish ``(vessel, batch_seq, bytes)`` in order; when each message was published (on
+    ``clock``, the sink's)."""
     published: dict[tuple[int, int], float] = {}
     async with aiomqtt.Client(broker.host, broker.port, identifier="bench-fleet") as client:
         start = time.monotonic()
@@ -332,7 +547,7 @@ async def publish_all(
                 delay = start + index * per_batch / rate - time.monotonic()
                 if delay > 0:
                     await asyncio.sleep(delay)
-            sent = time.monotonic()
+            sent = clock()
             await client.publish(f"vr/{vessel_id}/u", data, qos=1)
             first = (batch_seq - 1) * per_batch + 1
             for seq in range(first, first + per_batch):
@@ -346,8 +561,7 @@ async def run_once(
     args: argparse.Namespace,
     broker: MosquittoBroker,
     pg: PostgresServer | None,
-    sink: StampingSink,
-    smtp_port: int,
+    sink: Sink,
     work: Path,
 ) -> Run:
     vessels = [FIRST_VESSEL + i for i in range(args.vessels)]
@@ -374,7 +588,7 @@ async def run_once(
         await register(await SqliteStore.open(data / "relay.db"), vessels + warm_vessels)
         store = f'backend = "sqlite"\npath = "{data / "relay.db"}"'
     relay = [
-        RelayWorker(data / f"w{n}", n, store, broker, smtp_port, tuning(args))
+        RelayWorker(data / f"w{n}", n, store, broker, sink.port, tuning(args))
         for n in range(1, workers + 1)
     ]
     if args.profile is not None:
@@ -388,9 +602,9 @@ async def run_once(
     plan += [(v, seq, batches[v][seq - 1]) for seq in range(2, args.batches + 1) for v in vessels]
     total = len(plan) * args.messages
     sink.reset()
-    # The sink shares this process with the publisher's heap (encoders' caches, the signed
-    # batches): frozen, the collector's passes during the run scan only what the run makes,
-    # so the sink's replies don't wait on them.
+    # The aiosmtpd sink shares this process with the publisher's heap (encoders' caches, the
+    # signed batches): frozen, the collector's passes during the run scan only what the run
+    # makes, so the sink's replies don't wait on them.
     gc.collect()
     gc.freeze()
     cpu_at_start = db_cpu_at_start = sink_cpu_at_start = 0.0
@@ -406,23 +620,22 @@ async def run_once(
             sink.reset()
         cpu_at_start = sum(worker.cpu_s() for worker in relay)  # start-up (imports) not counted
         db_cpu_at_start = _postgres_cpu_s(pg) if backend == "postgres" else 0.0
-        sink_cpu_at_start = time.process_time()
-        published = await publish_all(broker, plan, args.messages, args.rate)
+        sink_cpu_at_start = sink.cpu_s()
+        published = await publish_all(broker, plan, args.messages, args.rate, sink.clock)
         async with asyncio.timeout(args.timeout_s):
             while sink.count() < total:  # noqa: ASYNC110 - the sink fills from its own thread
+                # (or process)
                 await asyncio.sleep(0.05)
     except TimeoutError:
         pass
     finally:
         cpu_s = sum(worker.cpu_s() for worker in relay) - cpu_at_start
-        sink_cpu_s = time.process_time() - sink_cpu_at_start
+        sink_cpu_s = sink.cpu_s() - sink_cpu_at_start
         db_cpu_s = _postgres_cpu_s(pg) - db_cpu_at_start if backend == "postgres" else 0.0
         for worker in relay:
             worker.stop()
         gc.unfreeze()
-    with sink.lock:
-        arrived = dict(sink.first)
-        mails = sink.mails
+    arrived, mails = sink.arrivals()
     latencies = sorted(arrived[key] - published[key] for key in arrived if key in published)
     first = min(published.values())
     last = max(arrived.values(), default=first)
@@ -442,6 +655,7 @@ async def run_once(
         db_cpu_ms_per_msg=round(db_cpu_s * 1000 / max(1, len(arrived)), 2),
         sink_cpu_ms_per_msg=round(sink_cpu_s * 1000 / max(1, len(arrived)), 2),
         load=round(os.getloadavg()[0], 2),
+        sink=sink.name,
     )
 
 
@@ -457,42 +671,40 @@ def parse_runs(text: str) -> list[tuple[str, int]]:
     return runs
 
 
+def started_sink(name: str) -> contextlib.AbstractContextManager[Sink]:
+    """The ``--sink`` named, running (SinkUnavailable when smtp-sink cannot be had)."""
+    if name == "aiosmtpd":
+        return AiosmtpdSink.started()
+    return DumpingSink.started()
+
+
 async def main_async(args: argparse.Namespace) -> tuple[SinkCapacity | None, list[Run]]:
     results = []
-    sink = StampingSink()
-    smtp_port = free_port()
-    # On uvloop, as the relay: the sink shares the machine's two cores with what it measures.
-    controller = Controller(
-        sink, hostname="127.0.0.1", port=smtp_port, loop=uvloop.new_event_loop()
-    )
-    controller.start()
     capacity = None
-    try:
+    with (
+        started_sink(args.sink) as sink,
+        tempfile.TemporaryDirectory(prefix="shore-bench-") as tmp,
+    ):
+        work = Path(tmp)
+        os.chmod(tmp, 0o755)
         if args.sink_messages > 0:
-            capacity = await sink_capacity(sink, smtp_port, args.sink_messages)
-        with tempfile.TemporaryDirectory(prefix="shore-bench-") as tmp:
-            work = Path(tmp)
-            os.chmod(tmp, 0o755)
-            pg = None
-            if any(backend == "postgres" for backend, _ in args.runs):
-                pg = PostgresServer(work / "pg")
-                pg.start()
-            try:
-                with MosquittoBroker(
-                    work / "mosquitto", extra_config=("max_inflight_messages 100",)
-                ) as broker:
-                    for backend, workers in args.runs:
-                        run = await run_once(
-                            backend, workers, args, broker, pg, sink, smtp_port, work
-                        )
-                        results.append(run)
-                        if not args.json:
-                            print(f"  ... {backend} x{workers} done", file=sys.stderr)
-            finally:
-                if pg is not None:
-                    pg.stop()
-    finally:
-        controller.stop()
+            capacity = await sink_capacity(sink, args.sink_messages)
+        pg = None
+        if any(backend == "postgres" for backend, _ in args.runs):
+            pg = PostgresServer(work / "pg")
+            pg.start()
+        try:
+            with MosquittoBroker(
+                work / "mosquitto", extra_config=("max_inflight_messages 100",)
+            ) as broker:
+                for backend, workers in args.runs:
+                    run = await run_once(backend, workers, args, broker, pg, sink, work)
+                    results.append(run)
+                    if not args.json:
+                        print(f"  ... {backend} x{workers} done", file=sys.stderr)
+        finally:
+            if pg is not None:
+                pg.stop()
     return capacity, results
 
 
@@ -502,7 +714,7 @@ def table(
     offered = "all at once" if args.rate <= 0 else f"paced at {args.rate:,.0f} messages/s"
     lines = [
         f"{args.vessels} vessels x {args.batches} batches x {args.messages} messages, "
-        f"published {offered}, {os.cpu_count()} cores",
+        f"published {offered}, delivered into {args.sink}, {os.cpu_count()} cores",
         "",
         "| store | workers | messages | msgs/s | p50 ms | p99 ms | max ms | undelivered | "
         "repeats | relay CPU ms/msg | db CPU ms/msg | sink CPU ms/msg | load |",
@@ -516,11 +728,14 @@ def table(
             f"{r.sink_cpu_ms_per_msg:.2f} | {r.load:.1f} |"
         )
     lines.append("")
-    lines.append("Latency: publish of the batch to the mail's first arrival at the SMTP sink.")
+    lines.append(
+        f"Latency: publish of the batch to the mail's first arrival at the SMTP sink "
+        f"({args.sink}). Sink CPU: {SINK_CPU[args.sink]}."
+    )
     if capacity is not None:
         lines.append(
-            f"The sink alone: {capacity.msgs_per_s:,.0f} msgs/s, "
-            f"{capacity.cpu_ms_per_msg:.2f} CPU ms/msg with its client in the same process "
+            f"The sink alone ({args.sink}): {capacity.msgs_per_s:,.0f} msgs/s, "
+            f"{capacity.cpu_ms_per_msg:.2f} CPU ms/msg with its client's in this process "
             f"({capacity.messages:,} mails)."
         )
     return "\n".join(lines)
@@ -556,6 +771,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=20,
         help="batches of other vessels delivered before the measured ones (0: none)",
     )
+    parser.add_argument(
+        "--sink",
+        choices=SINKS,
+        default="smtp-sink",
+        help="the SMTP sink delivered into: Postfix's smtp-sink, its own process (fetched by "
+        "scripts/install-smtp-sink when missing), or aiosmtpd in a thread of this process",
+    )
     parser.add_argument("--timeout-s", type=float, default=300.0)
     parser.add_argument(
         "--sink-messages",
@@ -588,7 +810,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
-    capacity, results = asyncio.run(main_async(args))
+    try:
+        capacity, results = asyncio.run(main_async(args))
+    except SinkUnavailable as error:
+        sys.exit(f"shore_throughput: {error}")
     if args.json:
         out: dict[str, Any] = {"runs": [asdict(r) for r in results]}
         if capacity is not None:
