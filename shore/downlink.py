@@ -60,7 +60,7 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -215,6 +215,54 @@ class DownlinkStatistics:
     lane_notes: int = 0
     #: Passes in which making one vessel's batches failed (logged; the others went on).
     vessel_failures: int = 0
+    #: Passes over the fleet (the tick, or asked for) and over rung vessels only.
+    full_passes: int = 0
+    rung_passes: int = 0
+
+
+class DownlinkBell:
+    """What wakes the downlink between its full passes (every ``tick_s``): ``ring(vessel)``
+    when a vessel's state changed in this worker (ingest stored or refused one of its
+    batches: an acknowledgement is owed), ``set()`` for a full pass over the fleet.
+
+    A rung pass looks only at the vessels rung since the last pass. Every worker of a
+    relay rings for the batches it ingested, so the workers share the vessels' downlink
+    work instead of each scanning the whole fleet after every batch (the scan and the
+    look at every vessel it names were most of the downlink's cost, and with two workers
+    each vessel was looked at twice). The full pass on the tick finds the rest: receipts
+    of deliveries, families' replies, case notes, resends.
+    """
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+        self._vessels: set[int] = set()
+        self._full = False
+
+    def ring(self, vessel_id: int) -> None:
+        """A vessel has downlink work (its acknowledgement, at least)."""
+        self._vessels.add(vessel_id)
+        self._event.set()
+
+    def set(self) -> None:
+        """Ask for a full pass over every vessel."""
+        self._full = True
+        self._event.set()
+
+    def is_set(self) -> bool:
+        """Whether a pass was asked for since the last :meth:`take`."""
+        return self._event.is_set()
+
+    async def wait(self) -> None:
+        """Until a pass is asked for."""
+        await self._event.wait()
+
+    def take(self) -> tuple[bool, frozenset[int]]:
+        """What was asked for since the last take: (a full pass, the vessels rung)."""
+        full, vessels = self._full, frozenset(self._vessels)
+        self._full = False
+        self._vessels.clear()
+        self._event.clear()
+        return full, vessels
 
 
 class Downlink:
@@ -400,17 +448,19 @@ class Downlink:
             self._lane_done = period
         return queued
 
-    async def publish_due(self, publish: Publish) -> int:
-        """One pass: make batches and publish what is due, for every vessel; how many sent."""
+    async def publish_due(self, publish: Publish, vessels: Collection[int] | None = None) -> int:
+        """One pass: make batches and publish what is due, for every vessel with downlink
+        work (or only for ``vessels``, those rung: :class:`DownlinkBell`); how many sent."""
         config = self.config
         sent = 0
         now = self.clock()
         await self.queue_slots(now)
         await self.queue_lane(now)
-        vessels = await self.store.vessels_with_downlink_work(
-            now, config.resend_after_s, config.resend_max_s
-        )
-        for vessel_id in vessels:
+        if vessels is None:
+            vessels = await self.store.vessels_with_downlink_work(
+                now, config.resend_after_s, config.resend_max_s
+            )
+        for vessel_id in sorted(vessels):
             try:
                 await self.make_batches(vessel_id)
             except StoreError:
@@ -464,19 +514,37 @@ class Downlink:
                 )
 
     async def run(
-        self, publish: Publish, stopping: asyncio.Event, doorbell: asyncio.Event | None = None
+        self,
+        publish: Publish,
+        stopping: asyncio.Event,
+        doorbell: DownlinkBell | asyncio.Event | None = None,
     ) -> None:
-        """Publish until ``stopping`` is set; the doorbell (rung by ingest and delivery)
-        wakes it before ``tick_s``. A failed publish propagates (the link is down: the
-        supervisor reconnects); the batch stays unsent and goes out after reconnecting."""
-        bell = doorbell or asyncio.Event()
+        """Publish until ``stopping`` is set: a full pass every ``tick_s``, and between them
+        a pass over the vessels rung on the doorbell (:class:`DownlinkBell`; a plain event,
+        or ``set()``, asks for a full pass). A failed publish propagates (the link is down:
+        the supervisor reconnects); the batch stays unsent and goes out after reconnecting."""
+        bell = doorbell or DownlinkBell()
+        loop = asyncio.get_running_loop()
+        next_full = loop.time()
         while not stopping.is_set():
-            bell.clear()
-            await self.publish_due(publish)
-            await _wait_any(stopping, bell, self.config.tick_s)
+            if isinstance(bell, DownlinkBell):
+                full, rung = bell.take()
+            else:
+                bell.clear()
+                full, rung = True, frozenset()
+            if full or loop.time() >= next_full:
+                next_full = loop.time() + self.config.tick_s
+                await self.publish_due(publish)
+                self.stats.full_passes += 1
+            elif rung:
+                await self.publish_due(publish, rung)
+                self.stats.rung_passes += 1
+            await _wait_any(stopping, bell, max(0.0, next_full - loop.time()))
 
 
-async def _wait_any(stopping: asyncio.Event, bell: asyncio.Event, timeout_s: float) -> None:
+async def _wait_any(
+    stopping: asyncio.Event, bell: DownlinkBell | asyncio.Event, timeout_s: float
+) -> None:
     waiters = [asyncio.ensure_future(stopping.wait()), asyncio.ensure_future(bell.wait())]
     try:
         await asyncio.wait(waiters, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)

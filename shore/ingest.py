@@ -79,6 +79,7 @@ from protocol.limits import DEFAULT_LIMITS, Limits
 from protocol.signing import SIGNATURE_BYTES, SigningKey, VerifyKey
 from protocol.topics import uplink_topic_vessel
 from shore.decoding import BatchDecoder, InlineDecoder
+from shore.downlink import DownlinkBell
 from shore.store.errors import StoreError
 from shore.store.registry import VesselKey, keys_valid_at
 from shore.store.uplink import IngestOutcome, IngestResult
@@ -179,9 +180,10 @@ class Ingestor:
     """Turns uplink payloads into committed batches (or quarantine entries).
 
     ``doorbells`` are set after each commit (the downlink task and the delivery workers
-    wait on them). ``clock`` gives wall-clock seconds. ``shore_key`` (the relay's signing
-    key) is needed for compact frames: their link keys come from it and the vessel's key;
-    without it compact frames are quarantined.
+    wait on them; a :class:`~shore.downlink.DownlinkBell` is rung with the batch's
+    vessel). ``clock`` gives wall-clock seconds. ``shore_key`` (the relay's signing key) is
+    needed for compact frames: their link keys come from it and the vessel's key; without
+    it compact frames are quarantined.
 
     ``decoder`` decodes the batches (default: in this process; ``shore.decoding.
     ProcessDecoder`` in worker processes). ``concurrency`` is how many payloads
@@ -196,7 +198,7 @@ class Ingestor:
         codebook: Codebook,
         *,
         limits: Limits = DEFAULT_LIMITS,
-        doorbells: Iterable[asyncio.Event] = (),
+        doorbells: Iterable[asyncio.Event | DownlinkBell] = (),
         clock: Callable[[], float] = time.time,
         metrics: IngestObserver | None = None,
         lane: LaneShape | None = None,
@@ -403,7 +405,7 @@ class Ingestor:
                 batch_seq,
                 result.lane_conflicts,
             )
-        self._ring()
+        self._ring(vessel_id)
         return result.outcome
 
     async def _refuse(
@@ -433,7 +435,7 @@ class Ingestor:
         by = self.stats.quarantined_by_reason
         by[reason.name] = by.get(reason.name, 0) + 1
         log.warning("vessel %d batch %d refused for good: %s", vessel_id, batch_seq, reason.name)
-        self._ring()
+        self._ring(vessel_id)
         return IngestOutcome.REJECTED
 
     async def _refuse_unexpected(
@@ -460,9 +462,12 @@ class Ingestor:
         )
         return await self._refuse(header, refusal.reason, refusal.message, data, now)
 
-    def _ring(self) -> None:
+    def _ring(self, vessel_id: int) -> None:
         for bell in self.doorbells:
-            bell.set()
+            if isinstance(bell, DownlinkBell):
+                bell.ring(vessel_id)  # the downlink looks at this vessel only
+            else:
+                bell.set()
 
     async def run(self, client: aiomqtt.Client, stopping: asyncio.Event) -> None:
         """Ingest messages from a connected, subscribed client until ``stopping`` is set.

@@ -59,7 +59,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StorageType,
 from protocol.topics import NATS_UPLINKS, topic_of_subject
 from shore.broker_login import BrokerLogin, broker_login, nats_tls_context
 from shore.config import BrokerSection, RelayConfig
-from shore.downlink import Downlink
+from shore.downlink import Downlink, DownlinkBell
 from shore.ingest import Ingestor
 from shore.metrics import RelayMetrics
 from shore.store.errors import StoreError
@@ -381,7 +381,7 @@ async def mqtt_downlink(
     config: RelayConfig,
     downlink: Downlink,
     stopping: asyncio.Event,
-    doorbell: asyncio.Event,
+    doorbell: DownlinkBell,
     ready: asyncio.Event,
     make_client: MakeClient,
     metrics: RelayMetrics | None = None,
@@ -426,7 +426,7 @@ async def nats_service(
     ingestor: Ingestor,
     downlink: Downlink,
     stopping: asyncio.Event,
-    doorbell: asyncio.Event,
+    doorbell: DownlinkBell,
     make_client: MakeClient,
     on_subscribed: Callable[[], None] | None = None,
     metrics: RelayMetrics | None = None,

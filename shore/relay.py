@@ -63,7 +63,7 @@ from shore.broker_login import (
 from shore.config import ConfigError, RelayConfig
 from shore.decoding import BatchDecoder, InlineDecoder, ProcessDecoder, started_or_in_place
 from shore.delivery import DeliveryConfig, DeliveryWorker
-from shore.downlink import Downlink, DownlinkConfig
+from shore.downlink import Downlink, DownlinkBell, DownlinkConfig
 from shore.ingest import Ingestor
 from shore.mail import MailIdentity, MailSender, ReplyAddressBook, ReplyRoute, SmtpConfig
 from shore.metrics import RelayMetrics
@@ -404,7 +404,7 @@ async def mqtt_service(
     ingestor: Ingestor,
     downlink: Downlink,
     stopping: asyncio.Event,
-    doorbell: asyncio.Event,
+    doorbell: DownlinkBell,
     on_subscribed: Callable[[], None] | None = None,
     metrics: RelayMetrics | None = None,
     login: BrokerLogin | None = None,
@@ -537,7 +537,7 @@ async def run_relay(
     try:
         if isinstance(decoder, ProcessDecoder):
             decoder = await started_or_in_place(decoder, codebook)
-        downlink_bell = asyncio.Event()
+        downlink_bell = DownlinkBell()
         delivery_bell = asyncio.Event()
         alert_bell = asyncio.Event()
         ingestor = Ingestor(

@@ -49,7 +49,7 @@ from protocol.languages import Language
 from protocol.limits import MAX_MINUTES
 from shore import alerts
 from shore.alerts import AlertConfig, SosAlerter
-from shore.downlink import Downlink, DownlinkConfig
+from shore.downlink import Downlink, DownlinkBell, DownlinkConfig
 from shore.ingest import Ingestor
 from shore.mail import MailIdentity
 from shore.store import IngestOutcome, SosAlertDue, SqliteStore, StoreUnavailable, VesselInfo
@@ -178,6 +178,22 @@ async def test_batch_from_the_year_10136_is_refused_and_kept_for_the_operator(
     assert await ingestor.handle(f"vr/{VESSEL}/u", next_batch) is IngestOutcome.STORED
     assert [m.message_seq for m in await store.messages(VESSEL)] == [2]
     assert ingestor.stats.unprocessable == ingestor.stats.handler_failures == 0
+
+
+async def test_a_stored_or_refused_batch_rings_the_downlink_for_its_vessel(
+    store: SqliteStore,
+) -> None:
+    """Both owe the vessel a BatchAck: the downlink's bell is rung with that vessel (the
+    downlink looks at it alone); a plain doorbell (the delivery workers') is set."""
+    bell, delivery = DownlinkBell(), asyncio.Event()
+    ingestor = Ingestor(store, CODEBOOK, clock=lambda: T0 + 60, doorbells=(bell, delivery))
+    assert await ingestor.handle(f"vr/{VESSEL}/u", year_10136_batch()) is IngestOutcome.REJECTED
+    assert delivery.is_set()
+    assert bell.take() == (False, frozenset({VESSEL}))
+    neighbour = uplink(NEIGHBOUR, 1, [_contact(), _message(1)], key=OTHER_KEY)
+    assert await ingestor.handle(f"vr/{NEIGHBOUR}/u", neighbour) is IngestOutcome.STORED
+    assert bell.take() == (False, frozenset({NEIGHBOUR}))
+    assert not bell.is_set()
 
 
 async def test_relay_refuses_the_batch_and_keeps_delivering_another_vessels_mail(

@@ -11,9 +11,10 @@ import asyncio
 import os
 import shutil
 import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 
@@ -39,7 +40,7 @@ from protocol.envelopes import (
 from protocol.errors import Reason
 from protocol.languages import Language
 from protocol.voice import VoiceMode
-from shore.downlink import Downlink, DownlinkConfig
+from shore.downlink import Downlink, DownlinkBell, DownlinkConfig
 from shore.store import (
     DeliveryKey,
     IngestOutcome,
@@ -54,6 +55,7 @@ from shore.store import (
 from shore.store.links import add_to_window
 from shore.store.postgres import PostgresStore
 from shore.vocabulary import Destination
+from tests.kit.wait import eventually
 from tests.shore.store_fixtures import (
     SHORE_KEY,
     T0,
@@ -699,6 +701,75 @@ async def test_two_workers_passing_over_the_same_vessels_publish_each_batch_once
         await workers[0].publish_due(broken)
     assert await workers[1].publish_due(publish) == 1
     assert len(published) == len(set(published)) == 7
+
+
+class _CountingStore:
+    """The store, counting the downlink's fleet scans and the vessels it looks at."""
+
+    def __init__(self, store: RelayStore) -> None:
+        self._store = store
+        self.scans = 0
+        self.looked_at: list[int] = []
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._store, name)
+
+    async def vessels_with_downlink_work(
+        self, now: float, resend_after_s: float, resend_max_s: float
+    ) -> Sequence[int]:
+        self.scans += 1
+        return await self._store.vessels_with_downlink_work(now, resend_after_s, resend_max_s)
+
+    async def make_downlink_batch(self, vessel_id: int, *args: Any, **kwargs: Any) -> Any:
+        self.looked_at.append(vessel_id)
+        return await self._store.make_downlink_batch(vessel_id, *args, **kwargs)
+
+
+async def test_a_rung_downlink_pass_looks_at_the_rung_vessels_and_a_full_pass_at_the_fleet(
+    store: RelayStore,
+) -> None:
+    """The downlink's first pass and every ``tick_s`` scan the fleet; between them, a ring
+    for a vessel (ingest stored one of its batches) makes a pass over that vessel alone:
+    its reply goes at once, another vessel's waits for the next full pass (``set()``)."""
+    rung, other = [
+        await store.add_vessel(
+            VesselInfo(f"Ship {n}", "TH", f"TH-02{n}", "Owner"), bytes([40 + n]) * 32, T0
+        )
+        for n in (1, 2)
+    ]
+    counting = _CountingStore(store)
+    downlink = Downlink(
+        cast(RelayStore, counting),
+        SHORE_KEY,
+        default_codebook(),
+        DownlinkConfig(slots=False, lane=False, tick_s=3600),
+        clock=lambda: T0,
+    )
+    published: list[str] = []
+
+    async def publish(topic: str, data: bytes) -> None:
+        published.append(topic)
+
+    bell = DownlinkBell()
+    stopping = asyncio.Event()
+
+    async with asyncio.TaskGroup() as group:
+        group.create_task(downlink.run(publish, stopping, bell))
+        await eventually(lambda: downlink.stats.full_passes == 1, 30, what="the first pass")
+        await store.queue_reply(rung, 3, 1, "rung", Language.ENG, False, T0)
+        await store.queue_reply(other, 3, 1, "not rung", Language.ENG, False, T0)
+        bell.ring(rung)
+        await eventually(lambda: len(published) == 1, 30, what="the rung vessel's batch")
+        assert published == [f"vr/{rung}/d"]
+        assert counting.scans == 1
+        assert counting.looked_at == [rung]
+        assert downlink.stats.rung_passes == 1
+        bell.set()
+        await eventually(lambda: len(published) == 2, 30, what="the full pass")
+        assert published == [f"vr/{rung}/d", f"vr/{other}/d"]
+        assert counting.scans == 2
+        stopping.set()
+        bell.set()
 
 
 async def test_what_waits_for_a_vessel_away_goes_in_one_release_split_at_the_size_limit(
