@@ -203,20 +203,27 @@ class SqliteDatabase:
         """``BEGIN IMMEDIATE`` .. ``COMMIT``; rolled back if the block raises."""
         async with self._lock:
             db = self.connection
+            # Each call is queued on the thread at once (not from a task that may start
+            # late), so a rollback always runs right behind what it undoes.
             try:
-                await self.run(lambda: db.execute("BEGIN IMMEDIATE"))
+                await self._thread.call(lambda: db.execute("BEGIN IMMEDIATE"))
             except sqlite3.Error as exc:
                 raise StoreUnavailable(f"cannot write the store {self.path}: {exc}") from exc
+            except BaseException:
+                # cancelled while the BEGIN waited or ran: the thread runs it all the same,
+                # and a connection left inside it would refuse every later transaction
+                self._thread.call(lambda: _rollback_quietly(db))
+                raise
             try:
                 yield _SqliteTx(self)
             except BaseException:
                 # quietly: after some errors (disk full, I/O) SQLite has rolled back already
-                await asyncio.shield(self.run(lambda: _rollback_quietly(db)))
+                await asyncio.shield(self._thread.call(lambda: _rollback_quietly(db)))
                 raise
             try:
-                await asyncio.shield(self.run(lambda: db.execute("COMMIT")))
+                await asyncio.shield(self._thread.call(lambda: db.execute("COMMIT")))
             except sqlite3.Error as exc:
-                await asyncio.shield(self.run(lambda: _rollback_quietly(db)))
+                await asyncio.shield(self._thread.call(lambda: _rollback_quietly(db)))
                 raise StoreUnavailable(f"cannot commit to the store {self.path}: {exc}") from exc
 
     async def erase_freed(self, tables: Sequence[str]) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 from pathlib import Path
 
 import pytest
@@ -79,6 +80,39 @@ async def test_a_transaction_cancelled_mid_way_is_rolled_back(tmp_path: Path) ->
         async with db.transaction() as tx:
             rows = await tx.fetch("SELECT n FROM t")
         assert rows == []
+    finally:
+        await db.close()
+
+
+async def test_a_transaction_cancelled_while_it_begins_is_rolled_back(tmp_path: Path) -> None:
+    """A task cancelled while its ``BEGIN`` waits in the thread's queue (the broker link
+    fell and the task group cancelled ingest and downlink): the ``BEGIN`` still runs, and
+    is rolled back, so the next transaction starts (it used to fail for good with "cannot
+    start a transaction within a transaction", and the relay stored nothing more)."""
+    db = await SqliteDatabase.open(tmp_path / "relay.db")
+    try:
+        async with db.transaction() as tx:
+            await tx.execute("CREATE TABLE t (n INTEGER)")
+        release = threading.Event()
+        busy = asyncio.ensure_future(db.run(lambda: release.wait(10)))
+
+        async def writer() -> None:
+            async with db.transaction() as tx:
+                await tx.execute("INSERT INTO t VALUES ($1)", 1)
+
+        task = asyncio.ensure_future(writer())
+        for _ in range(3):  # the task takes the lock and queues its BEGIN behind the busy call
+            await asyncio.sleep(0)
+        task.cancel()
+        release.set()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert await busy
+        async with db.transaction() as tx:
+            await tx.execute("INSERT INTO t VALUES ($1)", 2)
+        async with db.transaction() as tx:
+            rows = await tx.fetch("SELECT n FROM t")
+        assert [tuple(row) for row in rows] == [(2,)]
     finally:
         await db.close()
 
