@@ -400,11 +400,39 @@ class RelayWorker(Worker):
                 self.process.wait(60)
         super().stop()
 
+    def log_tail(self, lines: int = 30) -> str:
+        """The end of the worker's log, for an error message."""
+        text = self.log.read_text(errors="replace") if self.log.exists() else "(no log)"
+        return "\n".join(text.splitlines()[-lines:])
+
     def cpu_s(self) -> float:
         """CPU seconds (user + system) the worker (and, under py-spy, its child) used."""
         if self.process is None:
             return 0.0
         return sum(_cpu_s(pid) for pid in _process_tree(self.process.pid))
+
+
+async def _store_state(
+    backend: str, pg: PostgresServer | None, data: Path, dsn: str | None
+) -> dict[str, int]:
+    """Counts of the relay's messages by state and deliveries by where they stand (for a
+    stalled run's error)."""
+    store: RelayStore
+    if dsn is not None:
+        store = await PostgresStore.open(dsn)
+    else:
+        store = await SqliteStore.open(data / "relay.db")
+    try:
+        async with store.db.transaction() as tx:
+            rows = await tx.fetch("SELECT 'message ' || state, COUNT(*) FROM messages GROUP BY 1")
+            rows += await tx.fetch(
+                "SELECT 'delivery ' || COALESCE(outcome, CASE WHEN lease_until IS NOT NULL "
+                "THEN 'being sent' WHEN attempts = 0 THEN 'due' ELSE 'retrying' END), "
+                "COUNT(*) FROM deliveries GROUP BY 1"
+            )
+    finally:
+        await store.close()
+    return {str(r[0]): int(r[1]) for r in rows}
 
 
 def _process_tree(pid: int) -> list[int]:
@@ -579,6 +607,7 @@ async def run_once(
     ][: args.warmup_batches]
     data = work / f"{backend}-{workers}"
     data.mkdir(parents=True)
+    dsn: str | None = None
     if backend == "postgres":
         assert pg is not None
         dsn = pg.create_database()
@@ -614,9 +643,19 @@ async def run_once(
         await asyncio.gather(*(worker.wait_subscribed() for worker in relay))
         if warm_plan:
             await publish_all(broker, warm_plan, args.messages, 0.0)
-            async with asyncio.timeout(args.timeout_s):
-                while sink.count() < len(warm_plan) * args.messages:  # noqa: ASYNC110 - as below
-                    await asyncio.sleep(0.05)
+            expected = len(warm_plan) * args.messages
+            try:
+                async with asyncio.timeout(args.timeout_s):
+                    while sink.count() < expected:  # noqa: ASYNC110 - as below
+                        await asyncio.sleep(0.05)
+            except TimeoutError:
+                tails = "\n".join(worker.log_tail() for worker in relay)
+                raise RuntimeError(
+                    f"{backend} x{workers}: the warm-up's {expected} mails did not all reach "
+                    f"the sink in {args.timeout_s:.0f} s ({sink.count()} did); the store "
+                    f"holds {await _store_state(backend, pg, data, dsn)}; the workers "
+                    f"said:\n{tails}"
+                ) from None
             sink.reset()
         cpu_at_start = sum(worker.cpu_s() for worker in relay)  # start-up (imports) not counted
         db_cpu_at_start = _postgres_cpu_s(pg) if backend == "postgres" else 0.0

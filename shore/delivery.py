@@ -54,7 +54,13 @@ from shore.mail import (
 from shore.retry import AttemptResult, RetryPolicy, decide
 from shore.sms import SmsProvider
 from shore.store.uplink import CodedVoice
-from shore.vocabulary import AttemptEnd, DeliveryEnd, DeliveryOutcome, Destination
+from shore.vocabulary import (
+    CONTACT_NOT_KNOWN_YET,
+    AttemptEnd,
+    DeliveryEnd,
+    DeliveryOutcome,
+    Destination,
+)
 from shore.voice import voice_attachment
 from shore.voice_links import VoiceLinks, sms_text
 
@@ -373,7 +379,7 @@ class DeliveryWorker:
         if not delivery.address:
             # Batches may arrive out of order: the contact's announcement can come after
             # the message. Wait for it (until the deadline) rather than fail at once.
-            return AttemptResult.transient(FailureReason.UNKNOWN_CONTACT, "contact not known yet")
+            return AttemptResult.transient(FailureReason.UNKNOWN_CONTACT, CONTACT_NOT_KNOWN_YET)
         if delivery.voice is not None:
             if destination is not Destination.EMAIL:
                 return await self._voice_to_sms(delivery, delivery.address, delivery.voice)

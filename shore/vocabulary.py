@@ -26,6 +26,11 @@ from protocol.envelopes import (
     VoiceNote,
 )
 
+#: The detail of a family message's attempt made before its contact was known (its vessel's
+#: contact book change may come in a later batch, or one ingested a moment later by another
+#: worker): it is tried again, and at once when a contact of its vessel arrives.
+CONTACT_NOT_KNOWN_YET = "contact not known yet"
+
 
 class MessageKind(StrEnum):
     """What a stored message is (``messages.kind``)."""

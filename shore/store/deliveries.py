@@ -19,7 +19,7 @@ from protocol.languages import Language
 from shore.store.database import Dialect, Tx, insert_many
 from shore.store.migrations import Migration, MigrationSet
 from shore.store.uplink import CodedVoice, MessageToDeliver, keys_filter, keys_filters
-from shore.vocabulary import DeliveryOutcome, Destination, MessageKind
+from shore.vocabulary import CONTACT_NOT_KNOWN_YET, DeliveryOutcome, Destination, MessageKind
 
 MIGRATIONS = MigrationSet(
     "deliveries",
@@ -366,11 +366,19 @@ class DeliveryQueue:
         return [DeliveryKey(int(r[0]), int(r[1])) for r in rows]
 
     async def reschedule(
-        self, tx: Tx, key: DeliveryKey, due_at: float, detail: str, *, maybe_sent: bool = False
+        self,
+        tx: Tx,
+        key: DeliveryKey,
+        due_at: float,
+        detail: str,
+        *,
+        maybe_sent: bool = False,
+        now: float | None = None,
     ) -> None:
         """A transient failure: due again at ``due_at``, the lease ended. ``maybe_sent``
         (the message may have arrived) leaves the attempt unfinished: the next one is then
-        counted as a repeat."""
+        counted as a repeat. One that waited for its contact is due at ``now`` if the
+        contact is known by now."""
         await tx.execute(
             "UPDATE deliveries SET due_at = $3, detail = $4, unfinished = $5, "
             "lease_until = NULL WHERE vessel_id = $1 AND message_seq = $2 AND outcome IS NULL",
@@ -379,6 +387,32 @@ class DeliveryQueue:
             float(due_at),
             detail[:500],
             1 if maybe_sent else 0,
+        )
+        if detail == CONTACT_NOT_KNOWN_YET and now is not None:
+            # Its contact may have been stored since the attempt read it (a batch ingested
+            # meanwhile, here or at another worker): then it is due at once. A contact
+            # stored after this is seen by :meth:`due_now_for_contacts`.
+            await tx.execute(
+                "UPDATE deliveries SET due_at = $3 WHERE vessel_id = $1 AND message_seq = $2 "
+                "AND outcome IS NULL AND EXISTS (SELECT 1 FROM messages m JOIN contacts c "
+                "ON c.vessel_id = m.vessel_id AND c.crew = m.crew AND c.contact = m.contact "
+                "WHERE m.vessel_id = $1 AND m.message_seq = $2)",
+                key.vessel_id,
+                key.message_seq,
+                float(now),
+            )
+
+    async def due_now_for_contacts(self, tx: Tx, vessel_id: int, now: float) -> None:
+        """A contact book change of the vessel was stored: its deliveries waiting for a
+        contact (:data:`~shore.vocabulary.CONTACT_NOT_KNOWN_YET`) are due now instead of
+        after their backoff (those whose contact is still unknown wait again). Reads the
+        retry queue only (``deliveries_due``), not the vessel's delivered history."""
+        await tx.execute(
+            "UPDATE deliveries SET due_at = $2 WHERE outcome IS NULL AND due_at > $2 "
+            "AND vessel_id = $1 AND lease_until IS NULL AND detail = $3",
+            vessel_id,
+            float(now),
+            CONTACT_NOT_KNOWN_YET,
         )
 
     async def reopen(self, tx: Tx, key: DeliveryKey, now: float) -> bool:

@@ -15,7 +15,13 @@ from shore.store.database import Tx
 from shore.store.deliveries import Claim, Delivery, DeliveryKey, DeliveryRecord, delivery_of
 from shore.store.parts import StoreParts
 from shore.store.uplink import KEYS_PER_STATEMENT, MessageToDeliver
-from shore.vocabulary import DeliveryEnd, DeliveryOutcome, MessageState, receipt_for
+from shore.vocabulary import (
+    CONTACT_NOT_KNOWN_YET,
+    DeliveryEnd,
+    DeliveryOutcome,
+    MessageState,
+    receipt_for,
+)
 
 _log = logging.getLogger(__name__)
 
@@ -138,7 +144,20 @@ class DeliveryUnits(StoreParts):
         for end in ends:
             if end.outcome is not None:
                 final.setdefault((end.outcome, end.reason), []).append(DeliveryKey.of(end.key))
+        # Attempts that found no contact: their vessels' link rows are locked first, as
+        # ingest does, so a contact book change stored at the same time either is seen by
+        # ``reschedule`` (then they are due now) or sees them rescheduled (ingest makes
+        # them due now): never both missed, whatever worker stores it.
+        waiting = sorted(
+            {
+                DeliveryKey.of(end.key).vessel_id
+                for end in ends
+                if end.outcome is None and end.detail == CONTACT_NOT_KNOWN_YET
+            }
+        )
         async with self.db.transaction() as tx:
+            for vessel_id in waiting:
+                await self.links.lock(tx, vessel_id)
             for (outcome, reason), keys in final.items():
                 await self._finish_many(tx, keys, outcome, reason, now)
             for end in ends:
@@ -150,6 +169,7 @@ class DeliveryUnits(StoreParts):
                         end.retry_at,
                         end.detail,
                         maybe_sent=end.maybe_sent,
+                        now=now,
                     )
 
     async def _finish_many(

@@ -90,6 +90,8 @@ class IngestUnits(StoreParts):
                 if isinstance(envelope, ContactBookChange):
                     await self.uplink.upsert_contact(tx, vessel_id, envelope, now)
                     contacts += 1
+            if contacts:  # messages that came before their contact go now
+                await self.delivery_queue.due_now_for_contacts(tx, vessel_id, now)
             acked = 0
             messages: list[CrewMessage | GrievanceReport | Sos | VoiceNote] = []
             lane_blocks: list[LaneBlock] = []

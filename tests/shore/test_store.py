@@ -52,9 +52,10 @@ from shore.store import (
     VesselInfo,
     database,
 )
+from shore.store.deliveries import Delivery
 from shore.store.links import add_to_window
 from shore.store.postgres import PostgresStore
-from shore.vocabulary import Destination
+from shore.vocabulary import CONTACT_NOT_KNOWN_YET, DeliveryEnd, Destination
 from tests.kit.wait import eventually
 from tests.shore.store_fixtures import (
     SHORE_KEY,
@@ -440,6 +441,38 @@ async def test_crashed_attempt_comes_back_after_the_lease_as_a_repeat(store: Rel
     assert await store.claim_due_deliveries(T0 + 604, 10, "w2") == []
     (again,) = await store.claim_due_deliveries(T0 + 606, 10, "w2")
     assert (again.key, again.attempts, again.unfinished_attempt) == (due.key, 1, True)
+
+
+async def test_a_message_that_came_before_its_contact_goes_as_soon_as_the_contact_comes(
+    store: RelayStore,
+) -> None:
+    """Batch 2 (two messages) is stored before batch 1 (their contact), as two workers
+    ingesting one vessel's session may do: the attempts find no contact and wait their
+    backoff, but storing the contact makes them due at once, also the attempt that read
+    no contact and ended only after the contact was stored."""
+    vessel_id = await _vessel(store)
+    await _ingest(store, vessel_id, 2, _message(1), _message(2))
+    early, late = await store.claim_deliveries(T0 + 3, 10, "w1")
+    assert (early.address, late.address) == (None, None)
+
+    def waiting(delivery: Delivery) -> DeliveryEnd:
+        return DeliveryEnd(
+            delivery.key,
+            None,
+            FailureReason.UNKNOWN_CONTACT,
+            retry_at=T0 + 600,
+            detail=CONTACT_NOT_KNOWN_YET,
+        )
+
+    await store.finish_deliveries([waiting(early)], T0 + 4)
+    assert await store.claim_deliveries(T0 + 5, 10, "w2") == []
+    await _ingest(store, vessel_id, 1, _contact())
+    await store.finish_deliveries([waiting(late)], T0 + 6)
+    again = await store.claim_deliveries(T0 + 7, 10, "w2")
+    assert sorted((d.key.message_seq, d.address) for d in again) == [
+        (1, "mother@example.com"),
+        (2, "mother@example.com"),
+    ]
 
 
 async def test_restarted_worker_gives_back_its_own_claims_at_once(store: RelayStore) -> None:
