@@ -30,12 +30,14 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import aiosmtplib
 from aiosmtplib.protocol import normalize_message_line_endings
 from aiosmtplib.response import SMTPResponse
 from aiosmtplib.typing import Default, SMTPStatus
+
+from shore.smtp_pipelining import PipeliningProtocol, PipeliningUnavailable, adopt
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +50,12 @@ class PooledSmtp(aiosmtplib.SMTP):
     #: Set when a ``DATA`` command is begun; reset by the pool for each message.
     data_started: bool = False
 
+    def __init__(self, *args: Any, pipelining: bool = True, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        #: Whether :meth:`send_wire` may pipeline when the server offers ``PIPELINING``.
+        self.pipelining = pipelining
+        self._pipelining_refused = False
+
     async def send_wire(self, sender: str, recipient: str, message: bytes) -> SMTPResponse:
         """One mail transaction (``MAIL``, ``RCPT``, ``DATA``) for ``message`` to one
         recipient; the ``DATA`` reply. Raises what aiosmtplib's ``sendmail`` raises, and
@@ -56,31 +64,90 @@ class PooledSmtp(aiosmtplib.SMTP):
         ``sendmail`` parses both addresses twice per message: a quarter of its cost for
         addresses the caller has checked already (the family's, once, at composition). So
         ``sender`` and ``recipient`` must be plain ASCII ``local@domain`` addresses; the
-        first message of a session goes through ``sendmail`` (its greeting logic)."""
+        first message of a session goes through ``sendmail`` (its greeting logic). Later
+        ones write ``MAIL``, ``RCPT`` and ``DATA`` at once when the server offers
+        ``PIPELINING`` (:meth:`_send_pipelined`), else one at a time."""
         if self.is_ehlo_or_helo_needed:
             _refused, reply = await self.sendmail(sender, [recipient], message)
             return SMTPResponse(SMTPStatus.completed, reply)
         options: list[bytes] = []
         if self.supports_extension("size"):
             options.append(b"SIZE=%d" % _wire_size(message))
+        mail = (b"MAIL", b"FROM:<" + sender.encode("ascii") + b">", *options)
+        rcpt = (b"RCPT", b"TO:<" + recipient.encode("ascii") + b">")
+        protocol = self._pipelining_protocol()
         try:
-            response = await self.execute_command(
-                b"MAIL", b"FROM:<" + sender.encode("ascii") + b">", *options
-            )
-            if response.code != SMTPStatus.completed:
-                raise aiosmtplib.SMTPSenderRefused(response.code, response.message, sender)
-            to = b"TO:<" + recipient.encode("ascii") + b">"
-            response = await self.execute_command(b"RCPT", to)
-            if response.code not in (SMTPStatus.completed, SMTPStatus.will_forward):
-                refused = aiosmtplib.SMTPRecipientRefused(
-                    response.code, response.message, recipient
-                )
-                raise aiosmtplib.SMTPRecipientsRefused([refused])
+            if protocol is not None:
+                return await self._send_pipelined(protocol, mail, rcpt, sender, recipient, message)
+            response = await self.execute_command(*mail)
+            _check_mail(response, sender)
+            _check_rcpt(await self.execute_command(*rcpt), recipient)
             return await self.data(message)
         except (aiosmtplib.SMTPResponseException, aiosmtplib.SMTPRecipientsRefused):
             with contextlib.suppress(ConnectionError, aiosmtplib.SMTPResponseException):
                 await self.rset()
             raise
+
+    def _pipelining_protocol(self) -> PipeliningProtocol | None:
+        """The session's protocol made able to pipeline, or None to send one command at a
+        time: pipelining switched off, not offered, or aiosmtplib not as checked (said
+        once per session)."""
+        if not self.pipelining or self._pipelining_refused:
+            return None
+        if not self.supports_extension("pipelining"):
+            return None
+        try:
+            return adopt(self)
+        except PipeliningUnavailable as exc:
+            self._pipelining_refused = True
+            log.warning("SMTP pipelining off for this session: %s", exc)
+            return None
+
+    async def _send_pipelined(
+        self,
+        protocol: PipeliningProtocol,
+        mail: tuple[bytes, ...],
+        rcpt: tuple[bytes, ...],
+        sender: str,
+        recipient: str,
+        message: bytes,
+    ) -> SMTPResponse:
+        """``MAIL``, ``RCPT`` and ``DATA`` in one write, their replies in order, then the
+        message after a 354 and its reply.
+
+        :attr:`data_started` is set just before the message is written, not at ``DATA``:
+        until then the server holds at most an open transaction without a message, which
+        ends undelivered when the connection is lost (RFC 5321 4.1.1.4: only the final
+        ``.`` makes it deliver), so a lost connection before it cannot have sent anything.
+        A refused ``MAIL`` or ``RCPT`` is raised as when unpipelined; the server then
+        refuses ``DATA`` too (RFC 2920 3.1). Should it start the message anyway, the session
+        is closed: ending an empty message could deliver it."""
+        async with protocol.exchange(self.timeout) as exchange:
+            exchange.send(b" ".join(mail), b" ".join(rcpt), b"DATA")
+            mail_reply = await exchange.reply()
+            rcpt_reply = await exchange.reply()
+            data_reply = await exchange.reply()
+            try:
+                _check_mail(mail_reply, sender)
+                _check_rcpt(rcpt_reply, recipient)
+            except (aiosmtplib.SMTPResponseException, aiosmtplib.SMTPRecipientsRefused):
+                if data_reply.code == SMTPStatus.start_input:
+                    self.close()
+                raise
+            if data_reply.code != SMTPStatus.start_input:
+                raise aiosmtplib.SMTPDataError(data_reply.code, data_reply.message)
+            if exchange.unread:
+                self.close()
+                raise aiosmtplib.SMTPResponseException(
+                    SMTPStatus.invalid_response.value,
+                    "the server sent more replies than commands; session closed",
+                )
+            self.data_started = True
+            exchange.send_message(message)
+            response = await exchange.reply()
+            if response.code != SMTPStatus.completed:
+                raise aiosmtplib.SMTPDataError(response.code, response.message)
+            return response
 
     async def data(
         self,
@@ -92,6 +159,19 @@ class PooledSmtp(aiosmtplib.SMTP):
         """``DATA`` and the message (aiosmtplib's), noting that it was begun."""
         self.data_started = True
         return await super().data(message, timeout=timeout)
+
+
+def _check_mail(response: SMTPResponse, sender: str) -> None:
+    """Raise aiosmtplib's error for a refused ``MAIL``."""
+    if response.code != SMTPStatus.completed:
+        raise aiosmtplib.SMTPSenderRefused(response.code, response.message, sender)
+
+
+def _check_rcpt(response: SMTPResponse, recipient: str) -> None:
+    """Raise aiosmtplib's error for a refused ``RCPT``."""
+    if response.code not in (SMTPStatus.completed, SMTPStatus.will_forward):
+        refused = aiosmtplib.SMTPRecipientRefused(response.code, response.message, recipient)
+        raise aiosmtplib.SMTPRecipientsRefused([refused])
 
 
 def _wire_size(message: bytes) -> int:
