@@ -2,8 +2,10 @@
 
 Opening an SMTP session (TCP, greeting, EHLO, maybe STARTTLS and AUTH) costs several round
 trips and, in aiosmtplib, a look-up of our own host name; a mail transaction on an open
-session costs three (MAIL, RCPT, DATA). :class:`SmtpPool` keeps up to ``size`` sessions
-open and lends one per message::
+session costs four round trips (MAIL, RCPT, DATA, the message), or two when the server
+offers ``PIPELINING`` (RFC 2920): ``MAIL``, ``RCPT`` and ``DATA`` in one write, then the
+message (:meth:`PooledSmtp.send_wire`, :mod:`shore.smtp_pipelining`). :class:`SmtpPool`
+keeps up to ``size`` sessions open and lends one per message::
 
     async with pool.session() as session:     # an idle open one, or a new one
         await session.smtp.send_message(...)  # one mail transaction
@@ -13,13 +15,16 @@ A session is closed rather than kept when the server closed it (aiosmtplib sees 
 of the connection while it is idle), when it was idle longer than ``idle_s`` (servers drop
 idle clients; RFC 5321 lets them after 5 minutes), or when the borrower marked it broken.
 A session the server dropped while idle is found out on its next command; whether the
-message could have reached the server is then told by :attr:`PooledSmtp.data_started`
-(the ``DATA`` command was begun), so the sender (:class:`shore.mail.MailSender`) can try
-again on a new session when nothing of the message left, and count a possible duplicate
-when something did.
+message could have reached the server is then told by :attr:`PooledSmtp.data_started`,
+so the sender (:class:`shore.mail.MailSender`) can try again on a new session when
+nothing of the message left, and count a possible duplicate when something did. One at
+a time, it is set when the ``DATA`` command is begun (aiosmtplib writes the message in
+the same step); pipelined, when the message is about to be written after the server's
+354: a ``DATA`` without its message delivers nothing, whatever happens to the session.
 
-aiosmtplib 5 sends commands one at a time (no ``PIPELINING``); concurrency comes from
-several sessions. Logs name no address: sessions are counted, not described.
+aiosmtplib 5 itself sends commands one at a time; pipelining is
+:mod:`shore.smtp_pipelining`'s, and concurrency comes from several sessions. Logs name
+no address: sessions are counted, not described.
 """
 
 from __future__ import annotations
@@ -47,7 +52,9 @@ class PooledSmtp(aiosmtplib.SMTP):
     and sending a message already in wire form to one checked recipient
     (:meth:`send_wire`)."""
 
-    #: Set when a ``DATA`` command is begun; reset by the pool for each message.
+    #: Set when something of the message may have reached the server: when the ``DATA``
+    #: command is begun, or pipelined when the message is written after 354; reset by the
+    #: pool for each message.
     data_started: bool = False
 
     def __init__(self, *args: Any, pipelining: bool = True, **kwargs: Any) -> None:

@@ -25,6 +25,8 @@ import uvloop
 from aiosmtpd.controller import Controller
 
 from shore import smtp_pipelining
+from shore.mail import MailSender, RenderedMail, SmtpConfig
+from shore.retry import AttemptResult, Outcome
 from shore.smtp_pipelining import PipeliningProtocol, PipeliningUnavailable, adopt
 from shore.smtp_pool import PooledSmtp, SmtpPool
 from tests.kit.ports import free_port
@@ -71,6 +73,15 @@ def run(request: pytest.FixtureRequest) -> Callable[[Coroutine[Any, Any, T]], T]
 
 def pooled(port: int, **options: Any) -> PooledSmtp:
     return PooledSmtp(hostname="127.0.0.1", port=port, timeout=HANG_GUARD_S, **options)
+
+
+async def closed(smtp: PooledSmtp) -> None:
+    """Close ``smtp`` and wait until its connection is gone (a TLS session's close needs
+    the loop to run on: closing the loop first leaves its socket open)."""
+    protocol = smtp.protocol
+    smtp.close()
+    while protocol is not None and protocol.transport is not None:  # noqa: ASYNC110 - aiosmtplib has no event for it
+        await asyncio.sleep(0.01)
 
 
 # --- a proxy proving that a client pipelines -------------------------------------------
@@ -376,7 +387,7 @@ def test_replies_in_one_segment_or_in_tiny_delayed_segments_are_all_read(
                 reply = await smtp.send_wire(SENDER, RECIPIENT, body(n))
                 assert (reply.code, reply.message) == (250, "2.0.0 queued")
         finally:
-            smtp.close()
+            await closed(smtp)
             await server.stop()
         return server
 
@@ -399,7 +410,7 @@ async def refused_then_next(port: int, sender: str) -> tuple[BaseException, Pool
         assert not smtp.data_started
         await smtp.send_wire(SENDER, RECIPIENT, body(2))
     finally:
-        smtp.close()
+        await closed(smtp)
     return refused.value, smtp
 
 
@@ -479,7 +490,7 @@ def test_a_server_starting_a_message_after_a_refusal_gets_none_and_the_session_i
             ) as caught:
                 await smtp.send_wire(SENDER, RECIPIENT, body(1))
         finally:
-            smtp.close()
+            await closed(smtp)
             await server.stop()
         return server, smtp, caught.value
 
@@ -513,7 +524,7 @@ def test_a_refused_data_raises_a_data_error_and_nothing_was_started(
             server.refuse = {}
             await smtp.send_wire(SENDER, RECIPIENT, body(2))
         finally:
-            smtp.close()
+            await closed(smtp)
             await server.stop()
         assert not started
         return server, smtp, caught.value
@@ -558,7 +569,7 @@ def test_pipelining_switched_off_sends_one_command_at_a_time_to_smtp_sink(
             assert smtp.supports_extension("pipelining")
             return type(smtp.protocol)
         finally:
-            smtp.close()
+            await closed(smtp)
 
     with SmtpSink.started(tmp_path / "dump") as sink:
         kind = run(scenario(sink.port))
@@ -600,7 +611,7 @@ def test_pipelining_over_starttls_and_auth(
                 await smtp.send_wire(SENDER, RECIPIENT, body(n))
             return type(smtp.protocol)
         finally:
-            smtp.close()
+            await closed(smtp)
 
     controller.start()
     try:
@@ -638,7 +649,7 @@ def test_a_protocol_not_as_checked_is_refused_and_the_session_does_not_pipeline(
                 await smtp.send_wire(SENDER, RECIPIENT, body(n))
             return type(smtp.protocol)
         finally:
-            smtp.close()
+            await closed(smtp)
 
     with SmtpSink.started(tmp_path / "dump") as sink:
         kind = run(scenario(sink.port))
@@ -650,3 +661,41 @@ def test_a_protocol_not_as_checked_is_refused_and_the_session_does_not_pipeline(
         "_not_as_checked_is_refused_and_the_session_does_not_pipeline.<locals>.Changed) is "
         "not the one shore.smtp_pipelining was checked against (aiosmtplib 5.1.3)"
     ]
+
+
+@pytest.mark.parametrize(
+    ("dropped_after", "maybe_sent"), [("DATA", False), (".", True)], ids=["DATA", "message"]
+)
+def test_a_session_lost_in_a_pipelined_transaction_counts_as_sent_only_after_the_message(
+    run: Callable[[Coroutine[Any, Any, Any]], Any],
+    tmp_path: Path,
+    dropped_after: str,
+    maybe_sent: bool,
+) -> None:
+    """smtp-sink hangs up without a reply after the pipelined ``DATA`` (nothing of the
+    message left: MailSender may send again) or after the message's final ``.`` (it may
+    have been delivered: a possible duplicate)."""
+
+    async def scenario(port: int) -> tuple[bool, AttemptResult]:
+        smtp = pooled(port)
+        await smtp.connect()
+        try:
+            assert smtp.supports_extension("pipelining")
+            with pytest.raises(aiosmtplib.SMTPServerDisconnected):
+                await smtp.send_wire(SENDER, RECIPIENT, body(0))
+            assert isinstance(smtp.protocol, PipeliningProtocol | None)
+            started = smtp.data_started
+        finally:
+            await closed(smtp)
+        sender = MailSender(SmtpConfig(host="127.0.0.1", port=port, timeout_s=HANG_GUARD_S))
+        try:
+            result = await sender.send(RenderedMail(SENDER, RECIPIENT, body(1)))
+        finally:
+            await sender.aclose()
+        return started, result
+
+    with SmtpSink.started(tmp_path / "dump", ["-q", dropped_after]) as sink:
+        started, result = run(scenario(sink.port))
+    assert started == maybe_sent
+    assert result.outcome is Outcome.TRANSIENT
+    assert result.maybe_sent == maybe_sent
