@@ -35,7 +35,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import aiosmtplib
 from aiosmtplib.protocol import normalize_message_line_endings
@@ -51,6 +51,9 @@ class PooledSmtp(aiosmtplib.SMTP):
     """aiosmtplib's client, telling whether the current mail transaction reached ``DATA``,
     and sending a message already in wire form to one checked recipient
     (:meth:`send_wire`)."""
+
+    #: Whether the warning that aiosmtplib's protocol is not as checked was logged.
+    _unavailable_told: ClassVar[bool] = False
 
     #: Set when something of the message may have reached the server: when the ``DATA``
     #: command is begun, or pipelined when the message is written after 354; reset by the
@@ -97,8 +100,8 @@ class PooledSmtp(aiosmtplib.SMTP):
 
     def _pipelining_protocol(self) -> PipeliningProtocol | None:
         """The session's protocol made able to pipeline, or None to send one command at a
-        time: pipelining switched off, not offered, or aiosmtplib not as checked (said
-        once per session)."""
+        time: pipelining switched off, not offered, or aiosmtplib not as checked (a
+        warning once per process, as every session finds it so)."""
         if not self.pipelining or self._pipelining_refused:
             return None
         if not self.supports_extension("pipelining"):
@@ -107,7 +110,9 @@ class PooledSmtp(aiosmtplib.SMTP):
             return adopt(self)
         except PipeliningUnavailable as exc:
             self._pipelining_refused = True
-            log.warning("SMTP pipelining off for this session: %s", exc)
+            if not PooledSmtp._unavailable_told:
+                PooledSmtp._unavailable_told = True
+                log.warning("SMTP pipelining off: %s", exc)
             return None
 
     async def _send_pipelined(

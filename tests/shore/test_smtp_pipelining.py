@@ -638,26 +638,30 @@ def test_a_protocol_not_as_checked_is_refused_and_the_session_does_not_pipeline(
         """What another aiosmtplib might build."""
 
     monkeypatch.setattr(aiosmtplib.smtp, "SMTPProtocol", Changed)
+    monkeypatch.setattr(PooledSmtp, "_unavailable_told", False)
 
-    async def scenario(port: int) -> type:
-        smtp = pooled(port)
-        await smtp.connect()
-        try:
-            with pytest.raises(PipeliningUnavailable):
-                adopt(smtp)
-            for n in range(3):
-                await smtp.send_wire(SENDER, RECIPIENT, body(n))
-            return type(smtp.protocol)
-        finally:
-            await closed(smtp)
+    async def scenario(port: int) -> list[type]:
+        kinds = []
+        for _session in range(2):
+            smtp = pooled(port)
+            await smtp.connect()
+            try:
+                with pytest.raises(PipeliningUnavailable):
+                    adopt(smtp)
+                for n in range(3):
+                    await smtp.send_wire(SENDER, RECIPIENT, body(n))
+                kinds.append(type(smtp.protocol))
+            finally:
+                await closed(smtp)
+        return kinds
 
     with SmtpSink.started(tmp_path / "dump") as sink:
-        kind = run(scenario(sink.port))
+        kinds = run(scenario(sink.port))
         mails = sink.mails()
-    assert kind is Changed
-    assert len(mails) == 3
+    assert kinds == [Changed, Changed]
+    assert len(mails) == 6
     assert [r.getMessage() for r in caplog.records if r.name == "shore.smtp_pool"] == [
-        "SMTP pipelining off for this session: aiosmtplib's session protocol (test_a_protocol"
+        "SMTP pipelining off: aiosmtplib's session protocol (test_a_protocol"
         "_not_as_checked_is_refused_and_the_session_does_not_pipeline.<locals>.Changed) is "
         "not the one shore.smtp_pipelining was checked against (aiosmtplib 5.1.3)"
     ]
