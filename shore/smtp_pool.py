@@ -48,9 +48,9 @@ log = logging.getLogger(__name__)
 
 
 class PooledSmtp(aiosmtplib.SMTP):
-    """aiosmtplib's client, telling whether the current mail transaction reached ``DATA``,
-    and sending a message already in wire form to one checked recipient
-    (:meth:`send_wire`)."""
+    """aiosmtplib's client, telling whether something of the current message may have
+    reached the server (:attr:`data_started`), and sending a message already in wire form
+    to one checked recipient (:meth:`send_wire`), pipelined when the server allows."""
 
     #: Whether the warning that aiosmtplib's protocol is not as checked was logged.
     _unavailable_told: ClassVar[bool] = False
@@ -73,10 +73,11 @@ class PooledSmtp(aiosmtplib.SMTP):
 
         ``sendmail`` parses both addresses twice per message: a quarter of its cost for
         addresses the caller has checked already (the family's, once, at composition). So
-        ``sender`` and ``recipient`` must be plain ASCII ``local@domain`` addresses; the
-        first message of a session goes through ``sendmail`` (its greeting logic). Later
-        ones write ``MAIL``, ``RCPT`` and ``DATA`` at once when the server offers
-        ``PIPELINING`` (:meth:`_send_pipelined`), else one at a time."""
+        ``sender`` and ``recipient`` must be plain ASCII ``local@domain`` addresses; a
+        message on a session not greeted yet (no ``EHLO`` at connect) goes through
+        ``sendmail`` (its greeting logic). Otherwise ``MAIL``, ``RCPT`` and ``DATA`` go in
+        one write when the server offers ``PIPELINING`` (:meth:`_send_pipelined`), else one
+        at a time."""
         if self.is_ehlo_or_helo_needed:
             _refused, reply = await self.sendmail(sender, [recipient], message)
             return SMTPResponse(SMTPStatus.completed, reply)

@@ -173,6 +173,8 @@ class ScriptedServer:
     mode: str = "together"
     refuse: dict[str, bytes] = field(default_factory=dict)
     data_after_refusal: bool = False
+    #: Sent after the held replies, as if the server answered a command twice.
+    extra: bytes = b""
     messages: list[bytes] = field(default_factory=list)
     commands: list[bytes] = field(default_factory=list)
     pipelined: int = 0
@@ -237,7 +239,10 @@ class ScriptedServer:
                     if transactions > 1:
                         self.pipelined += held == [b"MAIL", b"RCPT"]
                         held = []
-                    await self._send(writer, b"".join(self._pending) + reply, transactions > 1)
+                    replies = b"".join(self._pending) + reply
+                    if transactions > 1:
+                        replies += self.extra
+                    await self._send(writer, replies, transactions > 1)
                     self._pending = []
                     if start:
                         self.messages.append(await self._read_message(reader))
@@ -703,3 +708,32 @@ def test_a_session_lost_in_a_pipelined_transaction_counts_as_sent_only_after_the
     assert started == maybe_sent
     assert result.outcome is Outcome.TRANSIENT
     assert result.maybe_sent == maybe_sent
+
+
+def test_more_replies_than_commands_closes_the_session_before_the_message(
+    run: Callable[[Coroutine[Any, Any, Any]], Any],
+) -> None:
+    """A reply nobody asked for puts client and server out of step: the session is
+    closed before anything of the message is written."""
+
+    async def scenario() -> tuple[ScriptedServer, PooledSmtp, aiosmtplib.SMTPResponseException]:
+        server = ScriptedServer(extra=b"250 2.0.0 surprise\r\n")
+        port = await server.start()
+        smtp = pooled(port)
+        await smtp.connect()
+        try:
+            await smtp.send_wire(SENDER, RECIPIENT, body(0))
+            smtp.data_started = False
+            with pytest.raises(aiosmtplib.SMTPResponseException) as caught:
+                await smtp.send_wire(SENDER, RECIPIENT, body(1))
+        finally:
+            await closed(smtp)
+            await server.stop()
+        return server, smtp, caught.value
+
+    server, smtp, error = run(scenario())
+    assert type(error) is aiosmtplib.SMTPResponseException
+    assert error.code == -1
+    assert not smtp.data_started
+    assert not smtp.is_connected
+    assert server.messages == [body(0)]
