@@ -774,6 +774,9 @@ class SmtpConfig:
     connections: int = 8
     #: A kept session idle longer than this is closed instead of reused.
     idle_s: float = 60.0
+    #: Pipeline MAIL, RCPT and DATA when the smarthost offers PIPELINING
+    #: (``shore.smtp_pool.PooledSmtp.send_wire``).
+    pipelining: bool = True
     #: The TLS context of STARTTLS and implicit TLS (``shore.broker_login.verifying_context``),
     #: built once; None: aiosmtplib builds one per session from ``validate_certs``.
     tls_context: ssl.SSLContext | None = field(default=None, repr=False, compare=False)
@@ -847,6 +850,7 @@ class MailSender:
             timeout=config.timeout_s,
             validate_certs=config.validate_certs,
             tls_context=config.tls_context,
+            pipelining=config.pipelining,
         )
 
     async def _send_once(

@@ -188,6 +188,7 @@ def smtp_config(config: RelayConfig) -> SmtpConfig:
         password=password,
         timeout_s=section.smtp_timeout_s,
         connections=section.smtp_connections,
+        pipelining=section.smtp_pipelining,
         tls_context=context,
     )
 

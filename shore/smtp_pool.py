@@ -2,8 +2,10 @@
 
 Opening an SMTP session (TCP, greeting, EHLO, maybe STARTTLS and AUTH) costs several round
 trips and, in aiosmtplib, a look-up of our own host name; a mail transaction on an open
-session costs three (MAIL, RCPT, DATA). :class:`SmtpPool` keeps up to ``size`` sessions
-open and lends one per message::
+session costs four round trips (MAIL, RCPT, DATA, the message), or two when the server
+offers ``PIPELINING`` (RFC 2920): ``MAIL``, ``RCPT`` and ``DATA`` in one write, then the
+message (:meth:`PooledSmtp.send_wire`, :mod:`shore.smtp_pipelining`). :class:`SmtpPool`
+keeps up to ``size`` sessions open and lends one per message::
 
     async with pool.session() as session:     # an idle open one, or a new one
         await session.smtp.send_message(...)  # one mail transaction
@@ -13,13 +15,16 @@ A session is closed rather than kept when the server closed it (aiosmtplib sees 
 of the connection while it is idle), when it was idle longer than ``idle_s`` (servers drop
 idle clients; RFC 5321 lets them after 5 minutes), or when the borrower marked it broken.
 A session the server dropped while idle is found out on its next command; whether the
-message could have reached the server is then told by :attr:`PooledSmtp.data_started`
-(the ``DATA`` command was begun), so the sender (:class:`shore.mail.MailSender`) can try
-again on a new session when nothing of the message left, and count a possible duplicate
-when something did.
+message could have reached the server is then told by :attr:`PooledSmtp.data_started`,
+so the sender (:class:`shore.mail.MailSender`) can try again on a new session when
+nothing of the message left, and count a possible duplicate when something did. One at
+a time, it is set when the ``DATA`` command is begun (aiosmtplib writes the message in
+the same step); pipelined, when the message is about to be written after the server's
+354: a ``DATA`` without its message delivers nothing, whatever happens to the session.
 
-aiosmtplib 5 sends commands one at a time (no ``PIPELINING``); concurrency comes from
-several sessions. Logs name no address: sessions are counted, not described.
+aiosmtplib 5 itself sends commands one at a time; pipelining is
+:mod:`shore.smtp_pipelining`'s, and concurrency comes from several sessions. Logs name
+no address: sessions are counted, not described.
 """
 
 from __future__ import annotations
@@ -30,23 +35,36 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
 import aiosmtplib
 from aiosmtplib.protocol import normalize_message_line_endings
 from aiosmtplib.response import SMTPResponse
 from aiosmtplib.typing import Default, SMTPStatus
 
+from shore.smtp_pipelining import PipeliningProtocol, PipeliningUnavailable, adopt
+
 log = logging.getLogger(__name__)
 
 
 class PooledSmtp(aiosmtplib.SMTP):
-    """aiosmtplib's client, telling whether the current mail transaction reached ``DATA``,
-    and sending a message already in wire form to one checked recipient
-    (:meth:`send_wire`)."""
+    """aiosmtplib's client, telling whether something of the current message may have
+    reached the server (:attr:`data_started`), and sending a message already in wire form
+    to one checked recipient (:meth:`send_wire`), pipelined when the server allows."""
 
-    #: Set when a ``DATA`` command is begun; reset by the pool for each message.
+    #: Whether the warning that aiosmtplib's protocol is not as checked was logged.
+    _unavailable_told: ClassVar[bool] = False
+
+    #: Set when something of the message may have reached the server: when the ``DATA``
+    #: command is begun, or pipelined when the message is written after 354; reset by the
+    #: pool for each message.
     data_started: bool = False
+
+    def __init__(self, *args: Any, pipelining: bool = True, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        #: Whether :meth:`send_wire` may pipeline when the server offers ``PIPELINING``.
+        self.pipelining = pipelining
+        self._pipelining_refused = False
 
     async def send_wire(self, sender: str, recipient: str, message: bytes) -> SMTPResponse:
         """One mail transaction (``MAIL``, ``RCPT``, ``DATA``) for ``message`` to one
@@ -55,32 +73,94 @@ class PooledSmtp(aiosmtplib.SMTP):
 
         ``sendmail`` parses both addresses twice per message: a quarter of its cost for
         addresses the caller has checked already (the family's, once, at composition). So
-        ``sender`` and ``recipient`` must be plain ASCII ``local@domain`` addresses; the
-        first message of a session goes through ``sendmail`` (its greeting logic)."""
+        ``sender`` and ``recipient`` must be plain ASCII ``local@domain`` addresses; a
+        message on a session not greeted yet (no ``EHLO`` at connect) goes through
+        ``sendmail`` (its greeting logic). Otherwise ``MAIL``, ``RCPT`` and ``DATA`` go in
+        one write when the server offers ``PIPELINING`` (:meth:`_send_pipelined`), else one
+        at a time."""
         if self.is_ehlo_or_helo_needed:
             _refused, reply = await self.sendmail(sender, [recipient], message)
             return SMTPResponse(SMTPStatus.completed, reply)
         options: list[bytes] = []
         if self.supports_extension("size"):
             options.append(b"SIZE=%d" % _wire_size(message))
+        mail = (b"MAIL", b"FROM:<" + sender.encode("ascii") + b">", *options)
+        rcpt = (b"RCPT", b"TO:<" + recipient.encode("ascii") + b">")
+        protocol = self._pipelining_protocol()
         try:
-            response = await self.execute_command(
-                b"MAIL", b"FROM:<" + sender.encode("ascii") + b">", *options
-            )
-            if response.code != SMTPStatus.completed:
-                raise aiosmtplib.SMTPSenderRefused(response.code, response.message, sender)
-            to = b"TO:<" + recipient.encode("ascii") + b">"
-            response = await self.execute_command(b"RCPT", to)
-            if response.code not in (SMTPStatus.completed, SMTPStatus.will_forward):
-                refused = aiosmtplib.SMTPRecipientRefused(
-                    response.code, response.message, recipient
-                )
-                raise aiosmtplib.SMTPRecipientsRefused([refused])
+            if protocol is not None:
+                return await self._send_pipelined(protocol, mail, rcpt, sender, recipient, message)
+            response = await self.execute_command(*mail)
+            _check_mail(response, sender)
+            _check_rcpt(await self.execute_command(*rcpt), recipient)
             return await self.data(message)
         except (aiosmtplib.SMTPResponseException, aiosmtplib.SMTPRecipientsRefused):
             with contextlib.suppress(ConnectionError, aiosmtplib.SMTPResponseException):
                 await self.rset()
             raise
+
+    def _pipelining_protocol(self) -> PipeliningProtocol | None:
+        """The session's protocol made able to pipeline, or None to send one command at a
+        time: pipelining switched off, not offered, or aiosmtplib not as checked (a
+        warning once per process, as every session finds it so)."""
+        if not self.pipelining or self._pipelining_refused:
+            return None
+        if not self.supports_extension("pipelining"):
+            return None
+        try:
+            return adopt(self)
+        except PipeliningUnavailable as exc:
+            self._pipelining_refused = True
+            if not PooledSmtp._unavailable_told:
+                PooledSmtp._unavailable_told = True
+                log.warning("SMTP pipelining off: %s", exc)
+            return None
+
+    async def _send_pipelined(
+        self,
+        protocol: PipeliningProtocol,
+        mail: tuple[bytes, ...],
+        rcpt: tuple[bytes, ...],
+        sender: str,
+        recipient: str,
+        message: bytes,
+    ) -> SMTPResponse:
+        """``MAIL``, ``RCPT`` and ``DATA`` in one write, their replies in order, then the
+        message after a 354 and its reply.
+
+        :attr:`data_started` is set just before the message is written, not at ``DATA``:
+        until then the server holds at most an open transaction without a message, which
+        ends undelivered when the connection is lost (RFC 5321 4.1.1.4: only the final
+        ``.`` makes it deliver), so a lost connection before it cannot have sent anything.
+        A refused ``MAIL`` or ``RCPT`` is raised as when unpipelined; the server then
+        refuses ``DATA`` too (RFC 2920 3.1). Should it start the message anyway, the session
+        is closed: ending an empty message could deliver it."""
+        async with protocol.exchange(self.timeout) as exchange:
+            exchange.send(b" ".join(mail), b" ".join(rcpt), b"DATA")
+            mail_reply = await exchange.reply()
+            rcpt_reply = await exchange.reply()
+            data_reply = await exchange.reply()
+            try:
+                _check_mail(mail_reply, sender)
+                _check_rcpt(rcpt_reply, recipient)
+            except (aiosmtplib.SMTPResponseException, aiosmtplib.SMTPRecipientsRefused):
+                if data_reply.code == SMTPStatus.start_input:
+                    self.close()
+                raise
+            if data_reply.code != SMTPStatus.start_input:
+                raise aiosmtplib.SMTPDataError(data_reply.code, data_reply.message)
+            if exchange.unread:
+                self.close()
+                raise aiosmtplib.SMTPResponseException(
+                    SMTPStatus.invalid_response.value,
+                    "the server sent more replies than commands; session closed",
+                )
+            self.data_started = True
+            exchange.send_message(message)
+            response = await exchange.reply()
+            if response.code != SMTPStatus.completed:
+                raise aiosmtplib.SMTPDataError(response.code, response.message)
+            return response
 
     async def data(
         self,
@@ -92,6 +172,19 @@ class PooledSmtp(aiosmtplib.SMTP):
         """``DATA`` and the message (aiosmtplib's), noting that it was begun."""
         self.data_started = True
         return await super().data(message, timeout=timeout)
+
+
+def _check_mail(response: SMTPResponse, sender: str) -> None:
+    """Raise aiosmtplib's error for a refused ``MAIL``."""
+    if response.code != SMTPStatus.completed:
+        raise aiosmtplib.SMTPSenderRefused(response.code, response.message, sender)
+
+
+def _check_rcpt(response: SMTPResponse, recipient: str) -> None:
+    """Raise aiosmtplib's error for a refused ``RCPT``."""
+    if response.code not in (SMTPStatus.completed, SMTPStatus.will_forward):
+        refused = aiosmtplib.SMTPRecipientRefused(response.code, response.message, recipient)
+        raise aiosmtplib.SMTPRecipientsRefused([refused])
 
 
 def _wire_size(message: bytes) -> int:

@@ -360,6 +360,7 @@ def test_a_provider_smarthost_configuration_is_taken_as_written(tmp_path: Path) 
         smtp_username=LOGIN,
         smtp_password_file=write_password(tmp_path),
         smtp_connections=32,
+        smtp_pipelining=False,
         smtp_timeout_s=30,
     )
     built = smtp_config(config)
@@ -370,7 +371,7 @@ def test_a_provider_smarthost_configuration_is_taken_as_written(tmp_path: Path) 
         False,
     )
     assert (built.username, built.password) == (LOGIN, PASSWORD)
-    assert (built.connections, built.timeout_s) == (32, 30.0)
+    assert (built.connections, built.timeout_s, built.pipelining) == (32, 30.0, False)
     assert built.tls_context is not None
     assert built.tls_context.verify_mode is ssl.CERT_REQUIRED
     assert built.tls_context.check_hostname
@@ -382,6 +383,7 @@ def test_a_provider_smarthost_configuration_is_taken_as_written(tmp_path: Path) 
         None,
         None,
     )
+    assert defaults.pipelining
 
 
 @pytest.mark.parametrize(
@@ -411,6 +413,7 @@ def test_a_provider_smarthost_configuration_is_taken_as_written(tmp_path: Path) 
         ({"smtp_timeout_s": 0}, "smtp_timeout_s must be more than 0 seconds"),
         ({"smtp_port": 70000}, "smtp_port = 70000: expected 1 to 65535"),
         ({"smtp_connections": "8"}, "smtp_connections = '8': expected a int"),
+        ({"smtp_pipelining": "yes"}, "smtp_pipelining = 'yes': expected a bool"),
     ],
 )
 def test_an_unsafe_or_wrong_smarthost_configuration_is_refused(
