@@ -606,6 +606,10 @@ async def run_once(
         )
     ][: args.warmup_batches]
     data = work / f"{backend}-{workers}"
+    repeat = 1
+    while data.exists():  # the same run asked for again
+        repeat += 1
+        data = work / f"{backend}-{workers}-{repeat}"
     data.mkdir(parents=True)
     dsn: str | None = None
     if backend == "postgres":
@@ -733,14 +737,18 @@ async def main_async(args: argparse.Namespace) -> tuple[SinkCapacity | None, lis
             pg = PostgresServer(work / "pg")
             pg.start()
         try:
-            with MosquittoBroker(
-                work / "mosquitto", extra_config=("max_inflight_messages 100",)
-            ) as broker:
-                for backend, workers in args.runs:
+            for backend, workers in args.runs:
+                # A broker of its own per run: a run's persistent sessions (a worker that a
+                # later run with fewer workers does not start is still in the shared
+                # subscription, and Mosquitto would queue it every other batch) stay behind.
+                with MosquittoBroker(
+                    Path(tempfile.mkdtemp(prefix="mosquitto-", dir=work)),
+                    extra_config=("max_inflight_messages 100",),
+                ) as broker:
                     run = await run_once(backend, workers, args, broker, pg, sink, work)
-                    results.append(run)
-                    if not args.json:
-                        print(f"  ... {backend} x{workers} done", file=sys.stderr)
+                results.append(run)
+                if not args.json:
+                    print(f"  ... {backend} x{workers} done", file=sys.stderr)
         finally:
             if pg is not None:
                 pg.stop()
