@@ -262,6 +262,40 @@ def run(
         ) from exc
 
 
+def retire_worker(
+    worker: Annotated[
+        int, typer.Option(help="The number of the worker to retire (its [relay] worker).")
+    ],
+    config: ConfigOption = Path("relay.toml"),
+) -> None:
+    """End a stopped relay worker's broker session for good, when the relay runs with
+    fewer workers from now on.
+
+    Until it expires ([mqtt] session_expiry_s, a week by default) a stopped worker's
+    session stays in the workers' shared subscription, and the broker queues it its share
+    of the vessels' batches, which then wait until the vessels send them again. This ends
+    the session and what was queued for it (the vessels resend those batches: nothing is
+    lost). Stop the worker first. A worker that will start again needs nothing: it takes
+    its queued batches.
+
+    Example: vessel-relay shore retire-worker -c /etc/vessel-relay/relay.toml --worker 2
+    """
+    import aiomqtt
+
+    from shore.relay import retire_worker as end_session
+
+    relay_config = _config(config)
+    try:
+        asyncio.run(end_session(relay_config, worker))
+    except ValueError as exc:
+        raise _fail(UsageError(str(exc))) from exc
+    except aiomqtt.MqttError as exc:
+        raise _fail(
+            UsageError(f"the broker {relay_config.mqtt_broker} refused or did not answer: {exc}")
+        ) from exc
+    typer.echo(f"relay-{worker}: its session at {relay_config.mqtt_broker} is ended")
+
+
 def _loop_factory(config: RelayConfig) -> Callable[[], asyncio.AbstractEventLoop] | None:
     """``[relay] event_loop``: uvloop's loop, or None for the standard library's."""
     if config.relay.event_loop != "uvloop":
@@ -405,6 +439,7 @@ def register(app: typer.Typer) -> None:
     app.command("keygen")(keygen_command("shore", "shore"))
     app.command("init")(init)
     app.command("run")(run)
+    app.command("retire-worker")(retire_worker)
     from shore.reports import fleet_command, log_app, report_command  # compliance (issue 9)
 
     app.command("report")(report_command)

@@ -373,6 +373,55 @@ def make_client(config: RelayConfig, login: BrokerLogin | None = None) -> aiomqt
     )
 
 
+async def retire_worker(config: RelayConfig, worker: int) -> None:
+    """End relay worker ``worker``'s persistent session at the broker, for good: connect
+    under its client id with a clean start (MQTT 5, session expiry 0) or a clean session
+    (3.1.1), logged in as ``config``'s workers are, and disconnect.
+
+    A stopped worker's session stays in the shared subscription until it expires
+    (``[mqtt] session_expiry_s``, a week by default), and the broker keeps queueing it its
+    share of the vessels' batches: with one worker of two retired, every other batch
+    would wait there, and be acknowledged only when the vessel sent it again. What was
+    queued for the session is dropped with it; the vessels resend those batches (they keep
+    every batch until the relay acknowledges it). Stop the worker first: a worker still
+    running is taken over, reconnects and subscribes again."""
+    if config.broker.kind == "nats":
+        raise ValueError(
+            "a NATS cluster's workers share a JetStream consumer, not broker sessions: "
+            "a stopped worker holds nothing back, there is no session to retire"
+        )
+    if worker < 1:
+        raise ValueError(f"a worker number is 1 or more, not {worker}")
+    host, port = config.mqtt_host_port
+    login = broker_login(config)
+    common: dict[str, Any] = {
+        "identifier": f"relay-{worker}",
+        "timeout": config.mqtt.publish_timeout_s,
+        "username": login.username,
+        "password": login.password,
+        "tls_context": login.tls_context,
+    }
+    client: aiomqtt.Client
+    if config.mqtt.protocol == "5":
+        properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        properties.SessionExpiryInterval = 0
+        client = aiomqtt.Client(
+            host,
+            port,
+            protocol=aiomqtt.ProtocolVersion.V5,
+            clean_start=True,
+            properties=properties,
+            **common,
+        )
+    else:
+        client = aiomqtt.Client(
+            host, port, protocol=aiomqtt.ProtocolVersion.V311, clean_session=True, **common
+        )
+    async with client:
+        pass
+    log.info("relay-%d: its broker session was ended", worker)
+
+
 #: CONNACK codes that mean "your login is wrong": MQTT 3.1.1 (4, 5) and MQTT 5 (0x86, 0x87).
 _LOGIN_REFUSED = {4, 5, 0x86, 0x87}
 
