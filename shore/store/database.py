@@ -18,7 +18,7 @@ refuses for what it writes raises the driver's own error (it is not the database
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -52,6 +52,24 @@ async def insert_many(tx: Tx, insert: str, rows: Sequence[Sequence[Any]], tail: 
     as the columns named), followed by ``tail`` (``" ON CONFLICT DO NOTHING"``), in as few
     statements as the parameter limit allows: one multi-row ``VALUES`` for a batch's rows
     rather than one statement per row. Rows are inserted in their order."""
+    for sql, args in _multi_row(insert, rows, tail):
+        await tx.execute(sql, *args)
+
+
+async def insert_returning(
+    tx: Tx, insert: str, rows: Sequence[Sequence[Any]], tail: str
+) -> list[Row]:
+    """:func:`insert_many` with a ``tail`` that ends in ``RETURNING ...``: the rows every
+    statement returned."""
+    returned: list[Row] = []
+    for sql, args in _multi_row(insert, rows, tail):
+        returned += await tx.fetch(sql, *args)
+    return returned
+
+
+def _multi_row(
+    insert: str, rows: Sequence[Sequence[Any]], tail: str
+) -> Iterator[tuple[str, list[Any]]]:
     if not rows:
         return
     width = len(rows[0])
@@ -62,7 +80,7 @@ async def insert_many(tx: Tx, insert: str, rows: Sequence[Sequence[Any]], tail: 
             "(" + ", ".join(f"${i * width + j + 1}" for j in range(width)) + ")"
             for i in range(len(chunk))
         )
-        await tx.execute(f"{insert} VALUES {values}{tail}", *(v for row in chunk for v in row))
+        yield f"{insert} VALUES {values}{tail}", [v for row in chunk for v in row]
 
 
 @dataclass(frozen=True, slots=True)

@@ -66,8 +66,9 @@ class IngestUnits(StoreParts):
         has_content = not acknowledges_only(batch.envelopes)
         async with self.db.transaction() as tx:
             link = await self.links.lock(tx, vessel_id)
-            stored = await self.uplink.stored_batch(tx, vessel_id, batch_seq)
-            if stored is not None:
+            if not await self.uplink.store_batch(tx, batch, digest, len(data), has_content, now):
+                stored = await self.uplink.stored_batch(tx, vessel_id, batch_seq)
+                assert stored is not None  # under the vessel's lock: it is still there
                 if stored.sha256 == digest:
                     await self.links.heard(tx, link, _stored(stored.has_content), now)
                     await self.refusals.tell_rejection_again(tx, vessel_id, batch_seq)
@@ -84,7 +85,6 @@ class IngestUnits(StoreParts):
                 return IngestResult(
                     IngestOutcome.REJECTED, vessel_id, batch_seq, reason=Reason.REPLAYED
                 )
-            await self.uplink.store_batch(tx, batch, digest, len(data), has_content, now)
             contacts = 0
             for envelope in batch.envelopes:
                 if isinstance(envelope, ContactBookChange):

@@ -188,12 +188,16 @@ class TransparencyLog:
     async def lock(self, tx: Tx) -> int:
         """Hold the log's state row until ``tx`` ends (no leaf is appended and no head
         signed meanwhile); returns the tree size."""
+        return (await self._lock_sizes(tx))[0]
+
+    async def _lock_sizes(self, tx: Tx) -> tuple[int, int]:
+        """:meth:`lock`, returning (tree size, leaves in the tiles)."""
         row = await tx.fetchrow(
-            f"SELECT tree_size FROM log_state WHERE id = 1{self.dialect.for_update}"
+            f"SELECT tree_size, tiled_size FROM log_state WHERE id = 1{self.dialect.for_update}"
         )
         if row is None:
             raise TransparencyError("the transparency log is not set up; run the store migrations")
-        return int(row[0])
+        return int(row[0]), int(row[1])
 
     async def sizes(self, tx: Tx) -> tuple[int, int]:
         """(tree size, leaves in the tiles), without locking anything."""
@@ -216,7 +220,7 @@ class TransparencyLog:
     ) -> int:
         """Append one encoded leaf (:class:`~protocol.compliance.LogLeaf` bytes) and extend
         the tiles, in ``tx``; returns its index. :meth:`append_leaf` is the ingest's way."""
-        index = await self.lock(tx)
+        index, tiled = await self._lock_sizes(tx)
         hashed = leaf_hash(data)
         await tx.execute(
             "INSERT INTO log_leaves (leaf_index, vessel_id, batch_seq, leaf, leaf_hash, "
@@ -228,7 +232,6 @@ class TransparencyLog:
             hashed,
             float(now),
         )
-        _, tiled = await self.sizes(tx)
         if tiled < index:  # a log made before the tiles, not yet built at start-up
             while tiled < index:
                 tiled = await self.build_tiles(tx, index)

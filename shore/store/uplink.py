@@ -34,7 +34,7 @@ from protocol.errors import Reason
 from protocol.languages import Language
 from protocol.slots import SLOT_MAGIC
 from protocol.voice import VoiceMode
-from shore.store.database import Row, Tx, insert_many, optional_int
+from shore.store.database import Row, Tx, insert_returning, optional_int
 from shore.store.migrations import Migration, MigrationSet
 from shore.vocabulary import BatchState, MessageKind, MessageState
 
@@ -398,12 +398,15 @@ class Uplink:
 
     async def store_batch(
         self, tx: Tx, batch: Batch, sha256: bytes, link_bytes: int, has_content: bool, now: float
-    ) -> None:
-        """Record an accepted batch (its envelopes are stored by the other methods)."""
-        await tx.execute(
+    ) -> bool:
+        """Record an accepted batch (its envelopes are stored by the other methods); False,
+        recording nothing, when the vessel's batch of that number is stored already (then
+        :meth:`stored_batch` tells a repeat from other bytes under its number)."""
+        rows = await tx.fetch(
             "INSERT INTO batches (vessel_id, batch_seq, sha256, link_bytes, batch_minutes, "
             "envelopes, has_content, state, received_at) "
-            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING",
+            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING "
+            "RETURNING batch_seq",
             batch.vessel_id,
             batch.batch_seq,
             sha256,
@@ -414,6 +417,7 @@ class Uplink:
             BatchState.STORED.value,
             float(now),
         )
+        return bool(rows)
 
     async def batch_arrivals(self, tx: Tx, vessel_id: int, since: float) -> list[tuple[float, int]]:
         """(received_at, link_bytes) of the vessel's batches received since ``since``."""
@@ -533,34 +537,22 @@ class Uplink:
     ) -> list[CrewMessage | GrievanceReport | Sos | VoiceNote]:
         """Store a batch's messages in one statement; those that were new, in order (a
         message the vessel sent before, or twice in this batch, is stored once: the first).
-
-        Run it under the vessel's lock (``links.lock``): the messages already stored are
-        read first, and no other transaction may add one of the vessel's meanwhile."""
+        Run it under the vessel's lock (``links.lock``)."""
         if not envelopes:
             return []
-        seqs = sorted({envelope.message_seq for envelope in envelopes})
-        places = ", ".join(f"${n}" for n in range(2, len(seqs) + 2))
-        seen = {
+        first: dict[int, CrewMessage | GrievanceReport | Sos | VoiceNote] = {}
+        for envelope in envelopes:
+            first.setdefault(envelope.message_seq, envelope)
+        stored = {
             int(r[0])
-            for r in await tx.fetch(
-                "SELECT message_seq FROM messages WHERE vessel_id = $1 "
-                f"AND message_seq IN ({places})",
-                vessel_id,
-                *seqs,
+            for r in await insert_returning(
+                tx,
+                _INSERT_MESSAGES,
+                [_message_row(vessel_id, batch_seq, e, now) for e in first.values()],
+                " ON CONFLICT DO NOTHING RETURNING message_seq",
             )
         }
-        new = []
-        for envelope in envelopes:
-            if envelope.message_seq not in seen:
-                seen.add(envelope.message_seq)
-                new.append(envelope)
-        await insert_many(
-            tx,
-            _INSERT_MESSAGES,
-            [_message_row(vessel_id, batch_seq, e, now) for e in new],
-            " ON CONFLICT DO NOTHING",
-        )
-        return new
+        return [e for e in first.values() if e.message_seq in stored]
 
     async def set_message_state(
         self,

@@ -895,3 +895,10 @@ async def test_many_rows_go_in_few_statements_in_order_and_a_conflict_skips_only
     async with store.db.transaction() as tx:
         found = await tx.fetch("SELECT tag, n FROM notes WHERE tag <> 'clash' ORDER BY id")
     assert [(tag, int(n)) for tag, n in found] == [(f"t{n}", n) for n in range(1, 8)]
+    more = [("t1", 1, None), ("u1", 11, None), ("u2", 12, None), ("t3", 3, None)]
+    more += [("u3", 13, None), ("u1", 14, None)]  # stored now, and twice in this call
+    async with store.db.transaction() as tx:
+        returned = await database.insert_returning(
+            tx, "INSERT INTO notes (tag, n, spare)", more, " ON CONFLICT DO NOTHING RETURNING tag"
+        )
+    assert sorted(tag for (tag,) in returned) == ["u1", "u2", "u3"]  # over two statements
