@@ -87,18 +87,11 @@ async def closed(smtp: PooledSmtp) -> None:
 # --- a proxy proving that a client pipelines -------------------------------------------
 
 
-@dataclass
-class GateProxy:
-    """Forwards one client at a time to ``upstream_port``. From the second transaction on
-    it holds the server's replies after a ``MAIL`` until the client's ``DATA`` passed, and
-    records every chunk the client wrote."""
+class _LoopbackServer:
+    """A test server on 127.0.0.1 (its subclasses hold ``server`` and ``connections``)."""
 
-    upstream_port: int
-    chunks: list[bytes] = field(default_factory=list)
-    #: Transactions whose MAIL, RCPT and DATA came before any reply to them.
-    pipelined: int = 0
-    server: asyncio.Server | None = None
-    connections: list[asyncio.StreamWriter] = field(default_factory=list)
+    server: asyncio.Server | None
+    connections: list[asyncio.StreamWriter]
 
     async def start(self) -> int:
         self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
@@ -111,6 +104,23 @@ class GateProxy:
             for writer in self.connections:
                 writer.close()
             await self.server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        raise NotImplementedError
+
+
+@dataclass
+class GateProxy(_LoopbackServer):
+    """Forwards one client at a time to ``upstream_port``. From the second transaction on
+    it holds the server's replies after a ``MAIL`` until the client's ``DATA`` passed, and
+    records every chunk the client wrote."""
+
+    upstream_port: int
+    chunks: list[bytes] = field(default_factory=list)
+    #: Transactions whose MAIL, RCPT and DATA came before any reply to them.
+    pipelined: int = 0
+    server: asyncio.Server | None = None
+    connections: list[asyncio.StreamWriter] = field(default_factory=list)
 
     async def _serve(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
         self.connections.append(client_w)
@@ -163,7 +173,7 @@ class GateProxy:
 
 
 @dataclass
-class ScriptedServer:
+class ScriptedServer(_LoopbackServer):
     """A small SMTP server offering ``PIPELINING``. From the second transaction on it
     answers ``MAIL``, ``RCPT`` and ``DATA`` only once all three arrived: ``"together"`` in
     one write, ``"dribble"`` a few bytes a write with pauses (replies split across segments,
@@ -182,18 +192,6 @@ class ScriptedServer:
     connections: list[asyncio.StreamWriter] = field(default_factory=list)
     #: Replies held until the transaction's DATA.
     _pending: list[bytes] = field(default_factory=list)
-
-    async def start(self) -> int:
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        return int(self.server.sockets[0].getsockname()[1])
-
-    async def stop(self) -> None:
-        """Stop listening and close every connection (a failed test leaves some open)."""
-        if self.server is not None:
-            self.server.close()
-            for writer in self.connections:
-                writer.close()
-            await self.server.wait_closed()
 
     async def _send(self, writer: asyncio.StreamWriter, replies: bytes, held: bool) -> None:
         if not held or self.mode == "together":
