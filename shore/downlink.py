@@ -119,8 +119,8 @@ class DownlinkStore(Protocol):
         self, vessel_id: int, now: float, resend_after_s: float, resend_max_s: float
     ) -> Sequence[DownlinkBatch]:
         """Unacknowledged batches never sent, or due for resending, oldest first, each
-        counted as sent at ``now`` by this worker alone (another
-        worker passing over the vessel does not get it), as they were before the claim."""
+        counted as sent at ``now`` and taken by this worker alone (another worker passing
+        over the vessel does not get it); returned as they were before the claim."""
 
     async def downlink_send_failed(self, batch: DownlinkBatch) -> None:
         """A claimed batch did not reach the broker: as before the claim."""
