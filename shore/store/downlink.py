@@ -469,16 +469,6 @@ class DownlinkQueue:
         )
         return [_batch(r) for r in rows]
 
-    async def mark_sent(self, tx: Tx, vessel_id: int, downlink_seq: int, now: float) -> None:
-        """The broker took the batch (PUBACK); that is not the vessel's acknowledgement."""
-        await tx.execute(
-            "UPDATE downlink_batches SET last_sent_at = $3, send_count = send_count + 1 "
-            "WHERE vessel_id = $1 AND downlink_seq = $2",
-            vessel_id,
-            downlink_seq,
-            float(now),
-        )
-
     async def claim_send(self, tx: Tx, batch: DownlinkBatch, now: float) -> bool:
         """Take ``batch`` (as read in this transaction) to publish now: counted as sent at
         ``now`` unless another worker sent it since it was read (its send count moved);

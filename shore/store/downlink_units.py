@@ -337,11 +337,6 @@ class DownlinkUnits(StoreParts):
             )
         ]
 
-    async def mark_downlink_sent(self, vessel_id: int, downlink_seq: int, now: float) -> None:
-        """The broker took the batch (PUBACK); that is not the vessel's acknowledgement."""
-        async with self.db.transaction() as tx:
-            await self.downlink_queue.mark_sent(tx, vessel_id, downlink_seq, now)
-
     async def downlink_batches(self, vessel_id: int) -> Sequence[DownlinkBatch]:
         """All downlink batches of a vessel, by number."""
         async with self.db.transaction() as tx:

@@ -633,7 +633,7 @@ async def test_a_spoken_reply_and_its_text_go_down_with_their_own_numbers_and_ar
         VoiceReply(2, 3, 1, VoiceMode.MODE_1200, 1000, speech.frames, MINUTES),
         Reply(3, 3, 1, MINUTES, Language.ENG, "More"),
     )
-    await store.mark_downlink_sent(vessel_id, made.downlink_seq, T0)
+    assert len(await store.claim_downlink_sends(vessel_id, T0, 60, 3600)) == 1  # sent
     ack = BatchAck(up_to=made.downlink_seq, written_minutes=MINUTES)
     await _ingest(store, vessel_id, 1, ack)
     purge = await store.purge_content(T0 + 10 * 86400, 86400)
@@ -657,14 +657,12 @@ async def test_downlink_send_resend_and_ack(store: RelayStore) -> None:
     assert decoded_downlink(made.data).envelopes == (
         Reply(1, 3, 1, MINUTES, Language.ENG, "Come home soon", True),
     )
-    (to_send,) = await store.downlink_batches_to_send(vessel_id, T0, 60, 3600)
+    (to_send,) = await store.claim_downlink_sends(vessel_id, T0, 60, 3600)  # sent now
     assert to_send.data == made.data
-    await store.mark_downlink_sent(vessel_id, made.downlink_seq, T0)
     assert await store.downlink_batches_to_send(vessel_id, T0 + 120, 60, 3600) == []
     await _ingest(store, vessel_id, 100, _message(100))  # heard from at T0 + 100
-    (again,) = await store.downlink_batches_to_send(vessel_id, T0 + 120, 60, 3600)
+    (again,) = await store.claim_downlink_sends(vessel_id, T0 + 120, 60, 3600)  # resent
     assert again.downlink_seq == made.downlink_seq
-    await store.mark_downlink_sent(vessel_id, made.downlink_seq, T0 + 120)
     assert await store.downlink_batches_to_send(vessel_id, T0 + 3000, 60, 3600) == []
     assert len(await store.downlink_batches_to_send(vessel_id, T0 + 3720, 60, 3600)) == 1
     await _ingest(store, vessel_id, 101, BatchAck(up_to=1, written_minutes=MINUTES))
